@@ -1,0 +1,149 @@
+//! Producers and consumers that sent HEART_BEAT (`ProducerManager` + `ConsumerManager`): which
+//! clients are in which group, over which connection, with which subscriptions.
+//!
+//! A client is forgotten when its connection closes or it stays silent for the expiry time; when
+//! a consumer group's membership changes, the group's consumers are told (NOTIFY_CONSUMER_IDS_CHANGED)
+//! so they rebalance at once instead of at their next 20 s rebalance.
+
+use std::collections::{BTreeMap, HashMap};
+
+use parking_lot::Mutex;
+use rocketraft_common::protocol::{ConsumerData, SubscriptionData};
+use rocketraft_remoting::codes::request_code;
+use rocketraft_remoting::server::ConnectionHandle;
+use rocketraft_remoting::RemotingCommand;
+
+/// One client connection.
+#[derive(Clone)]
+pub struct ClientChannel {
+    pub client_id: String,
+    pub connection: ConnectionHandle,
+    pub last_update_ms: i64,
+}
+
+/// A consumer group's members and subscriptions.
+#[derive(Clone, Default)]
+pub struct ConsumerGroupInfo {
+    pub clients: BTreeMap<String, ClientChannel>,
+    pub subscriptions: BTreeMap<String, SubscriptionData>,
+    pub consume_type: Option<String>,
+    pub message_model: Option<String>,
+    pub consume_from_where: Option<String>,
+}
+
+#[derive(Default)]
+pub struct ClientManager {
+    consumers: Mutex<HashMap<String, ConsumerGroupInfo>>,
+    producers: Mutex<HashMap<String, BTreeMap<String, ClientChannel>>>,
+}
+
+impl ClientManager {
+    /// Records a producer's heartbeat.
+    pub fn register_producer(&self, group: &str, channel: ClientChannel) {
+        self.producers
+            .lock()
+            .entry(group.to_string())
+            .or_default()
+            .insert(channel.client_id.clone(), channel);
+    }
+
+    /// Records a consumer's heartbeat; returns whether the group's membership changed.
+    pub fn register_consumer(&self, data: &ConsumerData, channel: ClientChannel) -> bool {
+        let mut consumers = self.consumers.lock();
+        let group = consumers.entry(data.group_name.clone()).or_default();
+        group.consume_type = data.consume_type.clone();
+        group.message_model = data.message_model.clone();
+        group.consume_from_where = data.consume_from_where.clone();
+        // The newest heartbeat states the whole subscription of the group (`updateSubscription`).
+        group.subscriptions = data
+            .subscription_data_set
+            .iter()
+            .map(|s| (s.topic.clone(), s.clone()))
+            .collect();
+        let client_id = channel.client_id.clone();
+        let previous = group.clients.insert(client_id, channel.clone());
+        match previous {
+            None => true,
+            Some(old) => old.connection.id() != channel.connection.id(),
+        }
+    }
+
+    /// UNREGISTER_CLIENT: returns the consumer group whose membership changed, if any.
+    pub fn unregister(&self, client_id: &str, producer_group: Option<&str>, consumer_group: Option<&str>) -> Option<String> {
+        if let Some(group) = producer_group {
+            if let Some(clients) = self.producers.lock().get_mut(group) {
+                clients.remove(client_id);
+            }
+        }
+        let group = consumer_group?;
+        let mut consumers = self.consumers.lock();
+        let info = consumers.get_mut(group)?;
+        let removed = info.clients.remove(client_id).is_some();
+        if info.clients.is_empty() {
+            consumers.remove(group);
+        }
+        removed.then(|| group.to_string())
+    }
+
+    /// Forgets clients whose connection closed or that went silent; returns the consumer groups
+    /// whose membership changed.
+    pub fn expire(&self, now_ms: i64, expire_ms: i64) -> Vec<String> {
+        let dead = |c: &ClientChannel| {
+            c.connection.is_closed() || c.last_update_ms.saturating_add(expire_ms) < now_ms
+        };
+        for clients in self.producers.lock().values_mut() {
+            clients.retain(|_, c| !dead(c));
+        }
+        self.producers.lock().retain(|_, c| !c.is_empty());
+        let mut changed = Vec::new();
+        let mut consumers = self.consumers.lock();
+        for (group, info) in consumers.iter_mut() {
+            let before = info.clients.len();
+            info.clients.retain(|_, c| !dead(c));
+            if info.clients.len() != before {
+                changed.push(group.clone());
+            }
+        }
+        consumers.retain(|_, info| !info.clients.is_empty());
+        changed
+    }
+
+    /// The client ids of a consumer group, sorted (what every member rebalances over).
+    pub fn consumer_ids(&self, group: &str) -> Vec<String> {
+        self.consumers
+            .lock()
+            .get(group)
+            .map(|info| info.clients.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The subscription a consumer group declared for a topic.
+    pub fn subscription(&self, group: &str, topic: &str) -> Option<SubscriptionData> {
+        self.consumers
+            .lock()
+            .get(group)
+            .and_then(|info| info.subscriptions.get(topic).cloned())
+    }
+
+    /// A snapshot of a consumer group.
+    pub fn group(&self, group: &str) -> Option<ConsumerGroupInfo> {
+        self.consumers.lock().get(group).cloned()
+    }
+
+    /// Tells every member of `group` that membership changed (oneway, best effort).
+    pub fn notify_ids_changed(&self, group: &str) {
+        let channels: Vec<ClientChannel> = self
+            .consumers
+            .lock()
+            .get(group)
+            .map(|info| info.clients.values().cloned().collect())
+            .unwrap_or_default();
+        for channel in channels {
+            let notify = RemotingCommand::request(request_code::NOTIFY_CONSUMER_IDS_CHANGED)
+                .with_ext("consumerGroup", group);
+            if let Err(e) = channel.connection.send_oneway(notify) {
+                tracing::debug!(group, client = %channel.client_id, error = %e, "could not notify consumer");
+            }
+        }
+    }
+}

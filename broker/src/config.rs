@@ -1,0 +1,130 @@
+//! Broker configuration: TOML, with RocketMQ's `BrokerConfig` names accepted as aliases so that
+//! operators can bring their habits (`brokerName`, `namesrvAddr`, `autoCreateTopicEnable`, ...).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::store::StoreConfig;
+
+/// Settings of one broker process.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// The broker set this process belongs to (`brokerName`).
+    #[serde(alias = "brokerName")]
+    pub broker_name: String,
+    /// The cluster of the broker set (`brokerClusterName`).
+    #[serde(alias = "brokerClusterName")]
+    pub cluster_name: String,
+    /// 0 for a master (`brokerId`).
+    #[serde(alias = "brokerId")]
+    pub broker_id: i64,
+    /// Where clients connect (`listenPort`, default 10911).
+    #[serde(alias = "listenAddr")]
+    pub listen: SocketAddr,
+    /// The address registered with the NameServer (`brokerIP1`); defaults to `listen`, with an
+    /// unspecified IP replaced by 127.0.0.1.
+    #[serde(alias = "brokerIP1")]
+    pub advertised_addr: Option<SocketAddr>,
+    /// The HA (replication) port advertised to slaves (`haListenPort`, default 10912).
+    #[serde(alias = "haListenPort")]
+    pub ha_port: u16,
+    /// NameServer addresses, `host:port` separated by `;` (`namesrvAddr`).
+    #[serde(alias = "namesrvAddr")]
+    pub namesrv_addr: String,
+    /// How often the broker re-registers with every NameServer (`registerNameServerPeriod`, 30 s).
+    #[serde(alias = "registerNameServerPeriod")]
+    pub register_interval_ms: u64,
+    /// Create a topic on the first send to it (`autoCreateTopicEnable`, default true).
+    #[serde(alias = "autoCreateTopicEnable")]
+    pub auto_create_topic_enable: bool,
+    /// Queues of an auto-created topic (`defaultTopicQueueNums`, 8).
+    #[serde(alias = "defaultTopicQueueNums")]
+    pub default_topic_queue_nums: i32,
+    /// Hold PULL requests that find nothing until messages arrive (`longPollingEnable`).
+    #[serde(alias = "longPollingEnable")]
+    pub long_polling_enable: bool,
+    /// Without long polling, how long a suspended pull waits (`shortPollingTimeMills`).
+    #[serde(alias = "shortPollingTimeMills")]
+    pub short_polling_time_ms: u64,
+    /// The most messages one PULL returns (`maxTransferCountOnMessageInMemory`, 32).
+    pub max_transfer_count: i32,
+    /// The most body bytes one PULL returns (`maxTransferBytesOnMessageInMemory`, 256 KiB).
+    pub max_transfer_bytes: usize,
+    /// A client whose connection is open but silent for this long is forgotten (120 s).
+    pub client_channel_expire_ms: i64,
+    /// Refuse prepared transactional messages (`rejectTransactionMessage`).
+    #[serde(alias = "rejectTransactionMessage")]
+    pub reject_transaction_message: bool,
+    /// The message store.
+    pub store: StoreConfig,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            broker_name: "broker-a".to_string(),
+            cluster_name: rocketraft_common::consts::DEFAULT_CLUSTER.to_string(),
+            broker_id: 0,
+            listen: SocketAddr::from(([0, 0, 0, 0], 10911)),
+            advertised_addr: None,
+            ha_port: 10912,
+            namesrv_addr: "127.0.0.1:9876".to_string(),
+            register_interval_ms: 30_000,
+            auto_create_topic_enable: true,
+            default_topic_queue_nums: 8,
+            long_polling_enable: true,
+            short_polling_time_ms: 1_000,
+            max_transfer_count: 32,
+            max_transfer_bytes: 256 * 1024,
+            client_channel_expire_ms: 120_000,
+            reject_transaction_message: false,
+            store: StoreConfig::default(),
+        }
+    }
+}
+
+impl BrokerConfig {
+    /// The NameServer addresses.
+    pub fn namesrv_addrs(&self) -> Vec<String> {
+        self.namesrv_addr
+            .split(';')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
+    pub fn register_interval(&self) -> Duration {
+        Duration::from_millis(self.register_interval_ms)
+    }
+
+    /// Rejects values that would make the broker misbehave, with the fix in the message.
+    pub fn validate(&self) -> Result<(), String> {
+        rocketraft_common::topic::validate_topic_name(&self.broker_name)
+            .map_err(|e| format!("broker_name {:?}: {e}", self.broker_name))?;
+        rocketraft_common::topic::validate_topic_name(&self.cluster_name)
+            .map_err(|e| format!("cluster_name {:?}: {e}", self.cluster_name))?;
+        if self.broker_id < 0 {
+            return Err(format!("broker_id = {} must be 0 (master) or positive", self.broker_id));
+        }
+        if !(1..=rocketraft_common::TopicConfig::MAX_QUEUE_NUMS).contains(&self.default_topic_queue_nums) {
+            return Err(format!(
+                "default_topic_queue_nums = {} must be within 1..=1024",
+                self.default_topic_queue_nums
+            ));
+        }
+        if self.register_interval_ms < 1_000 {
+            return Err(format!(
+                "register_interval_ms = {} is below 1000; RocketMQ registers every 30000",
+                self.register_interval_ms
+            ));
+        }
+        if !(1..=1024).contains(&self.max_transfer_count) {
+            return Err("max_transfer_count must be within 1..=1024 (default 32)".to_string());
+        }
+        Ok(())
+    }
+}

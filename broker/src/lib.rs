@@ -1,0 +1,2 @@
+//! Rocketraft broker.
+pub mod store;

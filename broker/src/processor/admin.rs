@@ -1,0 +1,130 @@
+//! Topic administration and broker introspection (`AdminBrokerProcessor`):
+//! UPDATE_AND_CREATE_TOPIC (17), DELETE_TOPIC_IN_BROKER (215), GET_ALL_TOPIC_CONFIG (21),
+//! GET_BROKER_RUNTIME_INFO (28), VIEW_MESSAGE_BY_ID (33).
+
+use std::collections::BTreeMap;
+
+use rocketraft_common::consts::{AUTO_CREATE_TOPIC_KEY_TOPIC, SELF_TEST_TOPIC};
+use rocketraft_common::message::decode_offset_msg_id;
+use rocketraft_common::TopicConfig;
+use rocketraft_remoting::codes::response_code;
+use rocketraft_remoting::RemotingCommand;
+
+use super::{Handled, Refusal};
+use crate::BrokerInner;
+
+pub fn create_topic(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
+    let topic = request.require_ext("topic")?.to_string();
+    if topic == AUTO_CREATE_TOPIC_KEY_TOPIC || topic == SELF_TEST_TOPIC {
+        return Err(Refusal(
+            response_code::SYSTEM_ERROR,
+            format!("The topic[{topic}] is conflict with system topic."),
+        ));
+    }
+    let read_queue_nums: i32 = request.ext_parse("readQueueNums")?;
+    let write_queue_nums: i32 = request.ext_parse("writeQueueNums")?;
+    let mut config = TopicConfig::new(topic.clone(), read_queue_nums);
+    config.write_queue_nums = write_queue_nums;
+    config.perm = request.ext_parse("perm")?;
+    if let Some(filter) = request.ext("topicFilterType").filter(|f| !f.is_empty()) {
+        config.topic_filter_type = filter.to_string();
+    }
+    config.topic_sys_flag = request.ext_parse_opt("topicSysFlag")?.unwrap_or(0);
+    config.order = request.ext_parse_opt("order")?.unwrap_or(false);
+    if let Some(attributes) = request.ext("attributes").filter(|a| !a.is_empty() && *a != "{}") {
+        config.attributes = parse_attributes(attributes)?;
+    }
+    config
+        .validate()
+        .map_err(|e| Refusal(response_code::SYSTEM_ERROR, format!("topic {topic:?}: {e}")))?;
+    inner.topics.upsert(config)?;
+    inner.register_trigger.notify_one();
+    tracing::info!(topic, read_queue_nums, write_queue_nums, "topic created or updated");
+    Ok(request.response_to(response_code::SUCCESS, None))
+}
+
+/// Attributes travel as a JSON map, or as RocketMQ's `+key=value,+key2=value2` string.
+fn parse_attributes(text: &str) -> Result<BTreeMap<String, String>, Refusal> {
+    if text.trim_start().starts_with('{') {
+        return serde_json::from_str(text).map_err(|e| {
+            Refusal(
+                response_code::SYSTEM_ERROR,
+                format!("attributes {text:?} are not a JSON map of strings: {e}"),
+            )
+        });
+    }
+    let mut map = BTreeMap::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let part = part.trim_start_matches(['+', '-']);
+        let Some((k, v)) = part.split_once('=') else {
+            return Err(Refusal(
+                response_code::SYSTEM_ERROR,
+                format!("attribute {part:?} is not key=value"),
+            ));
+        };
+        map.insert(k.to_string(), v.to_string());
+    }
+    Ok(map)
+}
+
+pub fn delete_topic(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
+    let topic = request.require_ext("topic")?;
+    if topic == SELF_TEST_TOPIC || topic == inner.config.cluster_name || topic == inner.config.broker_name {
+        return Err(Refusal(
+            response_code::SYSTEM_ERROR,
+            format!("The topic[{topic}] is a system topic and cannot be deleted."),
+        ));
+    }
+    inner.topics.delete(topic)?;
+    inner.register_trigger.notify_one();
+    tracing::info!(topic, "topic deleted");
+    Ok(request.response_to(response_code::SUCCESS, None))
+}
+
+pub fn all_topic_config(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
+    let body = serde_json::to_vec(&inner.topics.wrapper())
+        .map_err(|e| Refusal(response_code::SYSTEM_ERROR, e.to_string()))?;
+    Ok(request
+        .response_to(response_code::SUCCESS, None)
+        .with_body(body))
+}
+
+pub fn runtime_info(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
+    let mut table = BTreeMap::new();
+    let stats = inner.stats.snapshot();
+    table.insert("brokerVersionDesc", "Rocketraft ".to_string() + env!("CARGO_PKG_VERSION"));
+    table.insert("msgPutTotalTodayNow", stats.put_messages.to_string());
+    table.insert("msgGetTotalTodayNow", stats.get_messages.to_string());
+    table.insert("putBytesTotal", stats.put_bytes.to_string());
+    table.insert("commitLogMaxOffset", inner.store.max_phy_offset().to_string());
+    table.insert("commitLogMinOffset", inner.store.min_phy_offset().to_string());
+    table.insert("bootTimestamp", inner.boot_timestamp_ms.to_string());
+    table.insert("brokerName", inner.config.broker_name.clone());
+    table.insert("brokerAddr", inner.advertised.to_string());
+    let body = serde_json::to_vec(&serde_json::json!({ "table": table }))
+        .map_err(|e| Refusal(response_code::SYSTEM_ERROR, e.to_string()))?;
+    Ok(request
+        .response_to(response_code::SUCCESS, None)
+        .with_body(body))
+}
+
+pub fn view_message_by_id(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
+    let offset: i64 = match request.ext("offset") {
+        Some(_) => request.ext_parse("offset")?,
+        None => {
+            let id = request.require_ext("msgId")?;
+            decode_offset_msg_id(id)
+                .map_err(|e| Refusal(response_code::SYSTEM_ERROR, format!("msgId {id:?}: {e}")))?
+                .1
+        }
+    };
+    match inner.store.read_record(offset) {
+        Some(record) => Ok(request
+            .response_to(response_code::SUCCESS, None)
+            .with_body(record)),
+        None => Err(Refusal(
+            response_code::SYSTEM_ERROR,
+            format!("can not find message by the offset, {offset}"),
+        )),
+    }
+}

@@ -1,0 +1,155 @@
+//! Request processors: one file per request family, as RocketMQ names them
+//! (`SendMessageProcessor`, `PullMessageProcessor`, `ConsumerManageProcessor`,
+//! `AdminBrokerProcessor`, `ClientManageProcessor`). [`BrokerProcessor`] routes by request code.
+//!
+//! Every handler validates its input before touching the store: a bad request gets RocketMQ's
+//! response code with a remark that says what was wrong, and stores nothing.
+
+pub mod admin;
+pub mod client;
+pub mod offset;
+pub mod pull;
+pub mod send;
+
+use std::sync::{Arc, OnceLock};
+
+use rocketraft_remoting::codes::{request_code, response_code};
+use rocketraft_remoting::server::{BoxFuture, RequestContext, RequestProcessor};
+use rocketraft_remoting::{HeaderError, RemotingCommand};
+
+use crate::BrokerInner;
+
+/// A request that is refused: the response code and a readable remark.
+#[derive(Debug)]
+pub struct Refusal(pub i32, pub String);
+
+impl From<HeaderError> for Refusal {
+    fn from(e: HeaderError) -> Self {
+        // RocketMQ answers a header that fails to decode with SYSTEM_ERROR and the reason.
+        Refusal(response_code::SYSTEM_ERROR, e.to_string())
+    }
+}
+
+impl From<crate::store::StoreError> for Refusal {
+    fn from(e: crate::store::StoreError) -> Self {
+        Refusal(response_code::SYSTEM_ERROR, format!("store error: {e}"))
+    }
+}
+
+pub type Handled = Result<RemotingCommand, Refusal>;
+
+/// The request codes the broker serves.
+pub const HANDLED_CODES: &[i32] = &[
+    request_code::SEND_MESSAGE,
+    request_code::SEND_MESSAGE_V2,
+    request_code::SEND_BATCH_MESSAGE,
+    request_code::PULL_MESSAGE,
+    request_code::QUERY_CONSUMER_OFFSET,
+    request_code::UPDATE_CONSUMER_OFFSET,
+    request_code::GET_MAX_OFFSET,
+    request_code::GET_MIN_OFFSET,
+    request_code::SEARCH_OFFSET_BY_TIMESTAMP,
+    request_code::GET_EARLIEST_MSG_STORETIME,
+    request_code::HEART_BEAT,
+    request_code::UNREGISTER_CLIENT,
+    request_code::GET_CONSUMER_LIST_BY_GROUP,
+    request_code::UPDATE_AND_CREATE_TOPIC,
+    request_code::DELETE_TOPIC_IN_BROKER,
+    request_code::GET_ALL_TOPIC_CONFIG,
+    request_code::GET_BROKER_RUNTIME_INFO,
+    request_code::VIEW_MESSAGE_BY_ID,
+];
+
+/// Routes each request to its handler. The broker's state is set once the store is open (the
+/// port is bound first so that the advertised address is known when the store opens).
+pub struct BrokerProcessor {
+    pub inner: Arc<OnceLock<Arc<BrokerInner>>>,
+}
+
+impl RequestProcessor for BrokerProcessor {
+    fn process(
+        &self,
+        ctx: RequestContext,
+        request: RemotingCommand,
+    ) -> BoxFuture<Option<RemotingCommand>> {
+        let inner = self.inner.get().cloned();
+        Box::pin(async move {
+            let Some(inner) = inner else {
+                return (!request.is_oneway()).then(|| {
+                    request.response_to(response_code::SYSTEM_BUSY, "the broker is still starting".to_string())
+                });
+            };
+            let result = match request.code {
+                request_code::SEND_MESSAGE
+                | request_code::SEND_MESSAGE_V2
+                | request_code::SEND_BATCH_MESSAGE => send::handle(&inner, &ctx, &request).await,
+                request_code::PULL_MESSAGE => pull::handle(&inner, &ctx, &request).await,
+                request_code::QUERY_CONSUMER_OFFSET => offset::query_consumer_offset(&inner, &request),
+                request_code::UPDATE_CONSUMER_OFFSET => offset::update_consumer_offset(&inner, &request),
+                request_code::GET_MAX_OFFSET => offset::max_offset(&inner, &request),
+                request_code::GET_MIN_OFFSET => offset::min_offset(&inner, &request),
+                request_code::SEARCH_OFFSET_BY_TIMESTAMP => offset::search_by_timestamp(&inner, &request),
+                request_code::GET_EARLIEST_MSG_STORETIME => offset::earliest_store_time(&inner, &request),
+                request_code::HEART_BEAT => client::heartbeat(&inner, &ctx, &request),
+                request_code::UNREGISTER_CLIENT => client::unregister(&inner, &request),
+                request_code::GET_CONSUMER_LIST_BY_GROUP => client::consumer_list(&inner, &request),
+                request_code::UPDATE_AND_CREATE_TOPIC => admin::create_topic(&inner, &request),
+                request_code::DELETE_TOPIC_IN_BROKER => admin::delete_topic(&inner, &request),
+                request_code::GET_ALL_TOPIC_CONFIG => admin::all_topic_config(&inner, &request),
+                request_code::GET_BROKER_RUNTIME_INFO => admin::runtime_info(&inner, &request),
+                request_code::VIEW_MESSAGE_BY_ID => admin::view_message_by_id(&inner, &request),
+                other => Err(Refusal(
+                    response_code::REQUEST_CODE_NOT_SUPPORTED,
+                    format!("request code {other} is not supported by this broker"),
+                )),
+            };
+            if request.is_oneway() {
+                return None;
+            }
+            Some(match result {
+                Ok(response) => response,
+                Err(Refusal(code, remark)) => {
+                    tracing::debug!(code = request.code, response = code, %remark, peer = %ctx.peer, "request refused");
+                    request.response_to(code, remark)
+                }
+            })
+        })
+    }
+}
+
+/// Looks up a topic for reading or writing offsets; TOPIC_NOT_EXIST otherwise.
+pub(crate) fn existing_topic(
+    inner: &BrokerInner,
+    topic: &str,
+) -> Result<rocketraft_common::TopicConfig, Refusal> {
+    inner.topics.get(topic).ok_or_else(|| {
+        Refusal(
+            response_code::TOPIC_NOT_EXIST,
+            format!("topic[{topic}] not exist, apply first please!"),
+        )
+    })
+}
+
+/// Checks a queue id against a topic's queue count.
+pub(crate) fn check_queue_id(
+    config: &rocketraft_common::TopicConfig,
+    queue_id: i32,
+    read: bool,
+) -> Result<(), Refusal> {
+    let nums = if read {
+        config.read_queue_nums
+    } else {
+        config.write_queue_nums
+    };
+    if queue_id < 0 || queue_id >= nums {
+        return Err(Refusal(
+            response_code::SYSTEM_ERROR,
+            format!(
+                "queueId[{queue_id}] is illegal, topic:[{}] topicConfig.{}QueueNums:[{nums}]",
+                config.topic_name,
+                if read { "read" } else { "write" }
+            ),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,261 @@
+//! PULL_MESSAGE (11) with long polling and tag filtering (`PullMessageProcessor`).
+//!
+//! A pull that finds nothing new and carries the SUSPEND flag is held until a message arrives in
+//! the store or `suspendTimeoutMillis` passes, then answered from a fresh read; RocketMQ's
+//! `PullRequestHoldService` does the same with a queue of held requests, we do it with one
+//! task per held request waiting on the store's arrival signal.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use rocketraft_common::consts::{perm, pull_sys_flag};
+use rocketraft_common::hash::java_string_hash;
+use rocketraft_remoting::codes::response_code;
+use rocketraft_remoting::server::RequestContext;
+use rocketraft_remoting::RemotingCommand;
+
+use super::{check_queue_id, existing_topic, Handled, Refusal};
+use crate::store::{GetMessageResult, GetMessageStatus};
+use crate::BrokerInner;
+
+/// The longest a pull may be held, whatever the client asks (a bound on held requests).
+const MAX_SUSPEND_MS: i64 = 60_000;
+
+#[derive(Debug)]
+struct PullHeader {
+    consumer_group: String,
+    topic: String,
+    queue_id: i32,
+    queue_offset: i64,
+    max_msg_nums: i32,
+    sys_flag: i32,
+    commit_offset: i64,
+    suspend_timeout_ms: i64,
+    subscription: Option<String>,
+    expression_type: Option<String>,
+}
+
+impl PullHeader {
+    fn parse(request: &RemotingCommand) -> Result<Self, Refusal> {
+        Ok(PullHeader {
+            consumer_group: request.require_ext("consumerGroup")?.to_string(),
+            topic: request.require_ext("topic")?.to_string(),
+            queue_id: request.ext_parse("queueId")?,
+            queue_offset: request.ext_parse("queueOffset")?,
+            max_msg_nums: request.ext_parse("maxMsgNums")?,
+            sys_flag: request.ext_parse("sysFlag")?,
+            commit_offset: request.ext_parse_opt("commitOffset")?.unwrap_or(-1),
+            suspend_timeout_ms: request.ext_parse_opt("suspendTimeoutMillis")?.unwrap_or(0),
+            subscription: request.ext("subscription").map(str::to_string),
+            expression_type: request.ext("expressionType").map(str::to_string),
+        })
+    }
+}
+
+/// Which tags codes a subscription accepts; `None` accepts everything.
+#[derive(Debug, Clone)]
+pub struct TagFilter {
+    codes: Option<BTreeSet<i64>>,
+}
+
+impl TagFilter {
+    /// Parses a TAG expression: `*`, empty, or `TagA || TagB`.
+    pub fn parse(expression: &str) -> TagFilter {
+        let expression = expression.trim();
+        if expression.is_empty() || expression == "*" {
+            return TagFilter { codes: None };
+        }
+        let codes = expression
+            .split("||")
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(|t| java_string_hash(t) as i64)
+            .collect();
+        TagFilter { codes: Some(codes) }
+    }
+
+    fn from_codes(codes: &BTreeSet<i32>, sub_string: &str) -> TagFilter {
+        if codes.is_empty() {
+            return TagFilter::parse(sub_string);
+        }
+        TagFilter {
+            codes: Some(codes.iter().map(|c| *c as i64).collect()),
+        }
+    }
+
+    pub fn accepts(&self, tags_code: i64) -> bool {
+        match &self.codes {
+            None => true,
+            Some(codes) => codes.contains(&tags_code),
+        }
+    }
+}
+
+pub async fn handle(inner: &BrokerInner, _ctx: &RequestContext, request: &RemotingCommand) -> Handled {
+    let header = PullHeader::parse(request)?;
+    let topic = existing_topic(inner, &header.topic)?;
+    if !perm::is_readable(topic.perm) {
+        return Err(Refusal(
+            response_code::NO_PERMISSION,
+            format!("the topic[{}] pulling message is forbidden", header.topic),
+        ));
+    }
+    check_queue_id(&topic, header.queue_id, true)?;
+    if header.max_msg_nums <= 0 {
+        return Err(Refusal(
+            response_code::SYSTEM_ERROR,
+            format!("maxMsgNums = {} must be positive", header.max_msg_nums),
+        ));
+    }
+    if let Some(kind) = header.expression_type.as_deref() {
+        if !kind.is_empty() && kind != "TAG" {
+            return Err(Refusal(
+                response_code::SUBSCRIPTION_PARSE_FAILED,
+                format!("expression type {kind} is not supported; use TAG"),
+            ));
+        }
+    }
+    let filter = if header.sys_flag & pull_sys_flag::SUBSCRIPTION != 0 {
+        TagFilter::parse(header.subscription.as_deref().unwrap_or("*"))
+    } else {
+        let Some(sub) = inner.clients.subscription(&header.consumer_group, &header.topic) else {
+            return Err(Refusal(
+                response_code::SUBSCRIPTION_NOT_EXIST,
+                format!(
+                    "the consumer's subscription not exist, group: {} topic: {} (send HEART_BEAT with the subscription first, or set the SUBSCRIPTION flag)",
+                    header.consumer_group, header.topic
+                ),
+            ));
+        };
+        TagFilter::from_codes(&sub.code_set, &sub.sub_string)
+    };
+
+    if header.sys_flag & pull_sys_flag::COMMIT_OFFSET != 0 && header.commit_offset >= 0 {
+        inner
+            .metadata
+            .commit_offset(&header.consumer_group, &header.topic, header.queue_id, header.commit_offset)?;
+    }
+
+    let max_msgs = header.max_msg_nums.min(inner.config.max_transfer_count);
+    let mut arrivals = inner.store.subscribe_arrivals();
+    let mut result = read(inner, &header, max_msgs, &filter);
+
+    let suspend = header.sys_flag & pull_sys_flag::SUSPEND != 0;
+    if suspend && nothing_new(&result, header.queue_offset) {
+        let hold_ms = if inner.config.long_polling_enable {
+            header.suspend_timeout_ms.clamp(0, MAX_SUSPEND_MS)
+        } else {
+            inner.config.short_polling_time_ms as i64
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(hold_ms as u64);
+        loop {
+            match tokio::time::timeout_at(deadline, arrivals.changed()).await {
+                Ok(Ok(())) => {
+                    result = read(inner, &header, max_msgs, &filter);
+                    if !nothing_new(&result, header.queue_offset) {
+                        break;
+                    }
+                }
+                // The store is shutting down, or the hold time passed: answer with what there is.
+                Ok(Err(_)) | Err(_) => {
+                    result = read(inner, &header, max_msgs, &filter);
+                    break;
+                }
+            }
+        }
+    }
+    Ok(respond(inner, request, &header, result))
+}
+
+/// Whether a read found nothing new yet (the case long polling waits out).
+fn nothing_new(result: &GetMessageResult, requested_offset: i64) -> bool {
+    pull_code(result.status, requested_offset) == response_code::PULL_NOT_FOUND
+}
+
+fn read(inner: &BrokerInner, header: &PullHeader, max_msgs: i32, filter: &TagFilter) -> GetMessageResult {
+    inner.store.get_messages(
+        &header.topic,
+        header.queue_id,
+        header.queue_offset,
+        max_msgs,
+        inner.config.max_transfer_bytes,
+        &|code| filter.accepts(code),
+    )
+}
+
+/// RocketMQ's mapping of a store read to a pull response code.
+fn pull_code(status: GetMessageStatus, requested_offset: i64) -> i32 {
+    match status {
+        GetMessageStatus::Found => response_code::SUCCESS,
+        GetMessageStatus::MessageWasRemoving | GetMessageStatus::NoMatchedMessage => {
+            response_code::PULL_RETRY_IMMEDIATELY
+        }
+        GetMessageStatus::NoMatchedLogicQueue | GetMessageStatus::NoMessageInQueue => {
+            if requested_offset != 0 {
+                response_code::PULL_OFFSET_MOVED
+            } else {
+                response_code::PULL_NOT_FOUND
+            }
+        }
+        GetMessageStatus::OffsetFoundNull | GetMessageStatus::OffsetOverflowOne => {
+            response_code::PULL_NOT_FOUND
+        }
+        GetMessageStatus::OffsetOverflowBadly | GetMessageStatus::OffsetTooSmall => {
+            response_code::PULL_OFFSET_MOVED
+        }
+    }
+}
+
+fn respond(
+    inner: &BrokerInner,
+    request: &RemotingCommand,
+    header: &PullHeader,
+    result: GetMessageResult,
+) -> RemotingCommand {
+    let code = pull_code(result.status, header.queue_offset);
+    let mut response = request
+        .response_to(code, Some(format!("{:?}", result.status)))
+        .with_ext("nextBeginOffset", result.next_begin_offset)
+        .with_ext("minOffset", result.min_offset)
+        .with_ext("maxOffset", result.max_offset)
+        .with_ext("suggestWhichBrokerId", rocketraft_common::consts::MASTER_ID);
+    if code == response_code::SUCCESS {
+        let total: usize = result.messages.iter().map(|m| m.len()).sum();
+        let mut body = BytesMut::with_capacity(total);
+        for record in &result.messages {
+            body.extend_from_slice(record);
+        }
+        inner
+            .stats
+            .record_get(result.messages.len() as u64, total as u64);
+        response = response.with_body(body.freeze());
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tag_expressions() {
+        let all = TagFilter::parse("*");
+        assert!(all.accepts(0) && all.accepts(12345));
+        let some = TagFilter::parse("TagA || TagB");
+        assert!(some.accepts(java_string_hash("TagA") as i64));
+        assert!(some.accepts(java_string_hash("TagB") as i64));
+        assert!(!some.accepts(java_string_hash("TagC") as i64));
+        assert!(!some.accepts(0));
+    }
+
+    #[test]
+    fn status_mapping_matches_rocketmq() {
+        assert_eq!(pull_code(GetMessageStatus::Found, 5), response_code::SUCCESS);
+        assert_eq!(pull_code(GetMessageStatus::OffsetOverflowOne, 5), response_code::PULL_NOT_FOUND);
+        assert_eq!(pull_code(GetMessageStatus::OffsetOverflowBadly, 5), response_code::PULL_OFFSET_MOVED);
+        assert_eq!(pull_code(GetMessageStatus::NoMessageInQueue, 0), response_code::PULL_NOT_FOUND);
+        assert_eq!(pull_code(GetMessageStatus::NoMessageInQueue, 3), response_code::PULL_OFFSET_MOVED);
+        assert_eq!(pull_code(GetMessageStatus::NoMatchedMessage, 3), response_code::PULL_RETRY_IMMEDIATELY);
+    }
+}

@@ -1,0 +1,317 @@
+//! SEND_MESSAGE (10), SEND_MESSAGE_V2 (310) and SEND_BATCH_MESSAGE (320)
+//! (`SendMessageProcessor`).
+
+use bytes::Bytes;
+use rocketraft_common::consts::{perm, property, sys_flag};
+use rocketraft_common::message::{decode_properties, Message, RecordMeta};
+use rocketraft_common::time::now_ms;
+use rocketraft_common::topic::validate_topic_name;
+use rocketraft_remoting::codes::{request_code, response_code};
+use rocketraft_remoting::server::RequestContext;
+use rocketraft_remoting::RemotingCommand;
+
+use super::{Handled, Refusal};
+use crate::store::{PutStatus, StoreError};
+use crate::BrokerInner;
+
+/// The fields of `SendMessageRequestHeader`, whichever of its two spellings the client used.
+#[derive(Debug)]
+struct SendHeader {
+    producer_group: String,
+    topic: String,
+    default_topic: String,
+    default_topic_queue_nums: i32,
+    queue_id: i32,
+    sys_flag: i32,
+    born_timestamp: i64,
+    flag: i32,
+    properties: String,
+    reconsume_times: i32,
+    batch: bool,
+}
+
+impl SendHeader {
+    /// V1 headers use full field names; V2 (`SendMessageRequestHeaderV2`) single letters a..n.
+    fn parse(request: &RemotingCommand) -> Result<SendHeader, Refusal> {
+        let v2 = request.code != request_code::SEND_MESSAGE;
+        let name = |full: &'static str, letter: &'static str| if v2 { letter } else { full };
+        Ok(SendHeader {
+            producer_group: request.require_ext(name("producerGroup", "a"))?.to_string(),
+            topic: request.require_ext(name("topic", "b"))?.to_string(),
+            default_topic: request
+                .ext(name("defaultTopic", "c"))
+                .unwrap_or(rocketraft_common::consts::AUTO_CREATE_TOPIC_KEY_TOPIC)
+                .to_string(),
+            default_topic_queue_nums: request
+                .ext_parse_opt(name("defaultTopicQueueNums", "d"))?
+                .unwrap_or(4),
+            queue_id: request.ext_parse(name("queueId", "e"))?,
+            sys_flag: request.ext_parse_opt(name("sysFlag", "f"))?.unwrap_or(0),
+            born_timestamp: request.ext_parse_opt(name("bornTimestamp", "g"))?.unwrap_or(0),
+            flag: request.ext_parse_opt(name("flag", "h"))?.unwrap_or(0),
+            properties: request
+                .ext(name("properties", "i"))
+                .unwrap_or_default()
+                .to_string(),
+            reconsume_times: request.ext_parse_opt(name("reconsumeTimes", "j"))?.unwrap_or(0),
+            batch: request.code == request_code::SEND_BATCH_MESSAGE
+                || request.ext_parse_opt::<bool>(name("batch", "m"))?.unwrap_or(false),
+        })
+    }
+}
+
+/// Topics that only the broker itself writes (`TopicValidator.isNotAllowedSendTopic`).
+const NOT_ALLOWED_SEND_TOPICS: &[&str] = &[
+    "SCHEDULE_TOPIC_XXXX",
+    "RMQ_SYS_TRANS_HALF_TOPIC",
+    "RMQ_SYS_TRANS_OP_HALF_TOPIC",
+    "rmq_sys_wheel_timer",
+    "rmq_sys_REVIVE_LOG",
+    "RMQ_SYS_TRACE_TOPIC",
+];
+
+pub async fn handle(inner: &BrokerInner, ctx: &RequestContext, request: &RemotingCommand) -> Handled {
+    let header = SendHeader::parse(request)?;
+    validate_topic_name(&header.topic)
+        .map_err(|e| Refusal(response_code::SYSTEM_ERROR, format!("topic {:?}: {e}", header.topic)))?;
+    if NOT_ALLOWED_SEND_TOPICS
+        .iter()
+        .any(|t| header.topic == *t || header.topic.starts_with("rmq_sys_REVIVE_LOG"))
+    {
+        return Err(Refusal(
+            response_code::NO_PERMISSION,
+            format!("Sending message to topic[{}] is forbidden.", header.topic),
+        ));
+    }
+    let (topic_config, created) = inner
+        .topics
+        .get_or_create_on_send(
+            &header.topic,
+            &header.default_topic,
+            header.default_topic_queue_nums,
+            inner.config.auto_create_topic_enable,
+        )?
+        .ok_or_else(|| {
+            Refusal(
+                response_code::TOPIC_NOT_EXIST,
+                format!(
+                    "topic[{}] not exist, apply first please! (create it with `rocketraft admin topic create`, or enable auto_create_topic_enable)",
+                    header.topic
+                ),
+            )
+        })?;
+    if created {
+        inner.register_trigger.notify_one();
+    }
+    if !perm::is_writeable(topic_config.perm) {
+        return Err(Refusal(
+            response_code::NO_PERMISSION,
+            format!("the topic[{}] sending message is forbidden", header.topic),
+        ));
+    }
+    let queue_id = if header.queue_id < 0 {
+        pick_queue(topic_config.write_queue_nums)
+    } else {
+        header.queue_id
+    };
+    if queue_id >= topic_config.write_queue_nums {
+        return Err(Refusal(
+            response_code::SYSTEM_ERROR,
+            format!(
+                "request queueId[{queue_id}] is illegal, topic:[{}] topicConfig.writeQueueNums:[{}] Producer:[{}]",
+                header.topic, topic_config.write_queue_nums, ctx.peer
+            ),
+        ));
+    }
+    let max_size = inner.config.store.max_message_size;
+    if request.body.len() > max_size {
+        return Err(Refusal(
+            response_code::MESSAGE_ILLEGAL,
+            format!(
+                "the message body size {} exceeds the broker's maximum of {max_size} bytes",
+                request.body.len()
+            ),
+        ));
+    }
+
+    let meta = RecordMeta {
+        queue_id,
+        sys_flag: header.sys_flag,
+        born_timestamp: header.born_timestamp,
+        born_host: ctx.peer,
+        store_timestamp: now_ms(),
+        store_host: inner.advertised,
+        reconsume_times: header.reconsume_times,
+        ..RecordMeta::default()
+    };
+
+    let messages = if header.batch {
+        decode_batch(&header.topic, request.body.clone(), &header.properties)?
+    } else {
+        let mut message = Message::new(header.topic.clone(), request.body.clone());
+        message.flag = header.flag;
+        message.properties = decode_properties(&header.properties);
+        vec![message]
+    };
+    if messages.is_empty() {
+        return Err(Refusal(
+            response_code::MESSAGE_ILLEGAL,
+            "the batch holds no message".to_string(),
+        ));
+    }
+    for message in &messages {
+        check_semantics(inner, message, header.sys_flag)?;
+    }
+
+    let _ = &header.producer_group;
+    let results = inner
+        .store
+        .put_messages(messages.clone(), meta)
+        .await
+        .map_err(store_refusal)?;
+    let Some(first) = results.first() else {
+        return Err(Refusal(
+            response_code::SYSTEM_ERROR,
+            "the store stored nothing".to_string(),
+        ));
+    };
+    let code = match first.status {
+        PutStatus::PutOk => response_code::SUCCESS,
+        PutStatus::FlushDiskTimeout => response_code::FLUSH_DISK_TIMEOUT,
+    };
+    inner.stats.record_put(results.len() as u64, results.iter().map(|r| r.wrote_bytes as u64).sum());
+    let msg_id = results
+        .iter()
+        .map(|r| r.msg_id.as_str())
+        .collect::<Vec<_>>()
+        .join(",");
+    let uniq = messages
+        .iter()
+        .filter_map(|m| m.uniq_key())
+        .collect::<Vec<_>>()
+        .join(",");
+    Ok(request
+        .response_to(code, None)
+        .with_ext("msgId", msg_id)
+        .with_ext("queueId", queue_id)
+        .with_ext("queueOffset", first.queue_offset)
+        .with_ext("transactionId", uniq)
+        .with_ext("MSG_REGION", "DefaultRegion")
+        .with_ext("TRACE_ON", "true"))
+}
+
+/// Features that later issues bring: refuse them rather than store a message whose promise
+/// (a delay, a transaction) would silently not be kept.
+fn check_semantics(inner: &BrokerInner, message: &Message, sys_flag_value: i32) -> Result<(), Refusal> {
+    let tx = sys_flag::transaction_value(sys_flag_value);
+    if tx == sys_flag::TRANSACTION_PREPARED_TYPE
+        || message.property(property::TRANSACTION_PREPARED) == Some("true")
+    {
+        let why = if inner.config.reject_transaction_message {
+            "transactional messages are rejected by this broker (reject_transaction_message)"
+        } else {
+            "transactional messages are not supported by this broker yet"
+        };
+        return Err(Refusal(response_code::NO_PERMISSION, why.to_string()));
+    }
+    for delay in [
+        property::DELAY_TIME_LEVEL,
+        property::TIMER_DELIVER_MS,
+        property::TIMER_DELAY_SEC,
+        property::TIMER_DELAY_MS,
+    ] {
+        if message
+            .property(delay)
+            .is_some_and(|v| !v.is_empty() && v != "0")
+        {
+            return Err(Refusal(
+                response_code::MESSAGE_ILLEGAL,
+                format!("delayed delivery ({delay}) is not supported by this broker yet; send without it"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Splits a SEND_BATCH_MESSAGE body (`MessageDecoder.decodesBatch`): entries of
+/// `totalSize i32, magic i32, bodyCRC i32, flag i32, bodyLen i32 + body, propsLen i16 + props`.
+fn decode_batch(topic: &str, body: Bytes, header_properties: &str) -> Result<Vec<Message>, Refusal> {
+    let bad = |why: String| Refusal(response_code::MESSAGE_ILLEGAL, format!("malformed batch body: {why}"));
+    let shared = decode_properties(header_properties);
+    let mut messages = Vec::new();
+    let mut at = 0usize;
+    while at < body.len() {
+        let rest = &body[at..];
+        if rest.len() < 20 {
+            return Err(bad(format!("{} trailing bytes at offset {at}", rest.len())));
+        }
+        let read_i32 = |pos: usize| i32::from_be_bytes([rest[pos], rest[pos + 1], rest[pos + 2], rest[pos + 3]]);
+        let total = read_i32(0);
+        if total < 22 || total as usize > rest.len() {
+            return Err(bad(format!("entry size {total} at offset {at} does not fit")));
+        }
+        let total = total as usize;
+        let flag = read_i32(12);
+        let body_len = read_i32(16);
+        if body_len < 0 || 20 + body_len as usize + 2 > total {
+            return Err(bad(format!("body length {body_len} at offset {at} does not fit")));
+        }
+        let body_end = 20 + body_len as usize;
+        let props_len = i16::from_be_bytes([rest[body_end], rest[body_end + 1]]);
+        if props_len < 0 || body_end + 2 + props_len as usize > total {
+            return Err(bad(format!("properties length {props_len} at offset {at} does not fit")));
+        }
+        let props_bytes = &rest[body_end + 2..body_end + 2 + props_len as usize];
+        let props_text = std::str::from_utf8(props_bytes)
+            .map_err(|_| bad(format!("properties at offset {at} are not UTF-8")))?;
+        let mut message = Message::new(topic, body.slice(at + 20..at + body_end));
+        message.flag = flag;
+        message.properties = shared.clone();
+        message.properties.extend(decode_properties(props_text));
+        messages.push(message);
+        at += total;
+    }
+    Ok(messages)
+}
+
+fn pick_queue(write_queue_nums: i32) -> i32 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    (NEXT.fetch_add(1, Ordering::Relaxed) % write_queue_nums.max(1) as u32) as i32
+}
+
+fn store_refusal(e: StoreError) -> Refusal {
+    match e {
+        StoreError::MessageIllegal(why) => Refusal(response_code::MESSAGE_ILLEGAL, why),
+        StoreError::ServiceNotAvailable(why) => Refusal(response_code::SERVICE_NOT_AVAILABLE, why),
+        other => Refusal(response_code::SYSTEM_ERROR, format!("store error: {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_bodies_decode_and_garbage_is_refused() {
+        let mut body = Vec::new();
+        rocketraft_remoting::api::encode_batch_entry(&mut body, b"one", "KEYS\u{1}k1\u{2}");
+        let first_len = body.len();
+        rocketraft_remoting::api::encode_batch_entry(&mut body, b"", "");
+        let messages = decode_batch("T", Bytes::from(body.clone()), "").expect("decode");
+        assert_eq!(messages.len(), 2);
+        assert_eq!(&messages[0].body[..], b"one");
+        assert_eq!(messages[0].keys(), Some("k1"));
+        assert!(messages[1].body.is_empty());
+
+        for cut in 1..body.len() {
+            if cut == first_len {
+                continue; // the first entry ends exactly here: a valid one-message batch
+            }
+            assert!(decode_batch("T", Bytes::from(body[..cut].to_vec()), "").is_err(), "cut at {cut}");
+        }
+        let mut lying = body.clone();
+        lying[0..4].copy_from_slice(&i32::MAX.to_be_bytes());
+        assert!(decode_batch("T", Bytes::from(lying), "").is_err());
+    }
+}

@@ -1,0 +1,77 @@
+//! Registration with the NameServers (`BrokerOuterAPI.registerBrokerAll`): at start, every
+//! `register_interval_ms`, and at once after a topic change; UNREGISTER_BROKER at shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rocketraft_common::protocol::RegisterBrokerBody;
+use rocketraft_remoting::codes::{request_code, response_code};
+use rocketraft_remoting::{RemotingClient, RemotingCommand};
+
+use crate::BrokerInner;
+
+const REGISTER_TIMEOUT: Duration = Duration::from_secs(6);
+
+/// Registers with every NameServer once; returns how many accepted.
+pub async fn register_all(inner: &BrokerInner, client: &RemotingClient) -> usize {
+    let body = RegisterBrokerBody {
+        topic_config_serialize_wrapper: inner.topics.wrapper(),
+        filter_server_list: Vec::new(),
+    };
+    let body = match serde_json::to_vec(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot encode the registration body");
+            return 0;
+        }
+    };
+    let crc = (crc32fast::hash(&body) & 0x7FFF_FFFF) as i32;
+    let mut accepted = 0;
+    for namesrv in inner.config.namesrv_addrs() {
+        let request = RemotingCommand::request(request_code::REGISTER_BROKER)
+            .with_ext("brokerName", inner.config.broker_name.clone())
+            .with_ext("brokerAddr", inner.advertised.to_string())
+            .with_ext("clusterName", inner.config.cluster_name.clone())
+            .with_ext(
+                "haServerAddr",
+                format!("{}:{}", inner.advertised.ip(), inner.config.ha_port),
+            )
+            .with_ext("brokerId", inner.config.broker_id)
+            .with_ext("compressed", "false")
+            .with_ext("bodyCrc32", crc)
+            .with_body(body.clone());
+        match client.invoke(&namesrv, request, REGISTER_TIMEOUT).await {
+            Ok(r) if r.code == response_code::SUCCESS => accepted += 1,
+            Ok(r) => tracing::warn!(namesrv, code = r.code, remark = ?r.remark, "NameServer refused the registration"),
+            Err(e) => tracing::warn!(namesrv, error = %e, "cannot register with the NameServer"),
+        }
+    }
+    accepted
+}
+
+/// Re-registers periodically and whenever `register_trigger` fires, until aborted.
+pub async fn registration_loop(inner: Arc<BrokerInner>, client: RemotingClient) {
+    let mut ticker = tokio::time::interval(inner.config.register_interval());
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = inner.register_trigger.notified() => {}
+        }
+        register_all(&inner, &client).await;
+    }
+}
+
+/// UNREGISTER_BROKER on every NameServer (best effort, at shutdown).
+pub async fn unregister_all(inner: &BrokerInner, client: &RemotingClient) {
+    for namesrv in inner.config.namesrv_addrs() {
+        let request = RemotingCommand::request(request_code::UNREGISTER_BROKER)
+            .with_ext("brokerName", inner.config.broker_name.clone())
+            .with_ext("brokerAddr", inner.advertised.to_string())
+            .with_ext("clusterName", inner.config.cluster_name.clone())
+            .with_ext("brokerId", inner.config.broker_id);
+        if let Err(e) = client.invoke(&namesrv, request, Duration::from_secs(3)).await {
+            tracing::debug!(namesrv, error = %e, "unregister failed");
+        }
+    }
+}

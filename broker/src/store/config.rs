@@ -1,0 +1,191 @@
+//! Store configuration: where the files live, how big they are and when they are flushed.
+//!
+//! Field names are ours (snake_case in TOML); RocketMQ's `MessageStoreConfig` names are accepted
+//! as aliases so operators can carry their settings over.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::error::StoreError;
+
+/// When a send is acknowledged relative to the disk (`flushDiskType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum FlushDiskType {
+    /// Acknowledge once the record is in the page cache; a flusher syncs every
+    /// `flush_interval_ms`. Survives a process crash, not a power loss.
+    #[default]
+    #[serde(rename = "ASYNC_FLUSH", alias = "async", alias = "AsyncFlush")]
+    AsyncFlush,
+    /// Acknowledge only after the record's bytes are synced to disk (group commit: one sync
+    /// covers every record appended before it).
+    #[serde(rename = "SYNC_FLUSH", alias = "sync", alias = "SyncFlush")]
+    SyncFlush,
+}
+
+/// Configuration of the [`MessageStore`](super::MessageStore).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct StoreConfig {
+    /// Root directory: `commitlog/`, `consumequeue/`, `metadata/`, `checkpoint`, `abort`, `lock`.
+    #[serde(alias = "storePathRootDir")]
+    pub store_root: PathBuf,
+    /// Bytes per CommitLog segment file (`mappedFileSizeCommitLog`, 1 GiB).
+    #[serde(alias = "mappedFileSizeCommitLog")]
+    pub commitlog_segment_size: u64,
+    /// Entries (20 bytes each) per ConsumeQueue file (300,000 as in RocketMQ).
+    #[serde(alias = "consumeQueueEntriesPerFile")]
+    pub consume_queue_entries_per_file: u32,
+    #[serde(alias = "flushDiskType")]
+    pub flush_disk_type: FlushDiskType,
+    /// How often the flusher syncs the CommitLog under ASYNC_FLUSH (`flushIntervalCommitLog`).
+    #[serde(alias = "flushIntervalCommitLog")]
+    pub flush_interval_ms: u64,
+    /// A SYNC_FLUSH send not synced within this time is answered FLUSH_DISK_TIMEOUT
+    /// (`syncFlushTimeout`).
+    #[serde(alias = "syncFlushTimeout")]
+    pub sync_flush_timeout_ms: u64,
+    /// Largest body accepted (`maxMessageSize`, 4 MiB).
+    #[serde(alias = "maxMessageSize")]
+    pub max_message_size: usize,
+    /// The address written as STOREHOST into every record and into offset message ids.
+    #[serde(alias = "brokerAddr")]
+    pub store_host: SocketAddr,
+    /// Write a zero into every page of a new segment before the writer uses it, so appends do
+    /// not page-fault (`warmMapedFileEnable`).
+    #[serde(alias = "warmMapedFileEnable")]
+    pub pretouch: bool,
+    /// The writer drains queued requests into one group up to this many bytes: one sync and one
+    /// arrival notification per group.
+    #[serde(alias = "maxBatchBytes")]
+    pub max_batch_bytes: usize,
+    /// Requests per group at most.
+    pub max_batch_requests: usize,
+    /// Capacity, in requests, of the queue in front of the writer; senders wait when it is full.
+    pub put_queue_capacity: usize,
+    /// How often the flusher syncs the ConsumeQueues and writes the checkpoint.
+    #[serde(alias = "flushIntervalConsumeQueue")]
+    pub checkpoint_interval_ms: u64,
+    /// Verify the whole CommitLog at open instead of starting from the checkpoint's segment.
+    pub recover_full_scan: bool,
+    /// Most ConsumeQueue entries one `get_messages` scans when a filter skips messages
+    /// (RocketMQ's `maxFilterMessageSize` is 16,000 bytes = 800 entries).
+    pub max_filter_scan_entries: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            store_root: PathBuf::from("data/store"),
+            commitlog_segment_size: 1 << 30,
+            consume_queue_entries_per_file: 300_000,
+            flush_disk_type: FlushDiskType::AsyncFlush,
+            flush_interval_ms: 500,
+            sync_flush_timeout_ms: 5_000,
+            max_message_size: rocketraft_common::consts::DEFAULT_MAX_MESSAGE_SIZE,
+            store_host: SocketAddr::from(([127, 0, 0, 1], 10911)),
+            pretouch: true,
+            max_batch_bytes: 4 << 20,
+            max_batch_requests: 4096,
+            put_queue_capacity: 16_384,
+            checkpoint_interval_ms: 1_000,
+            recover_full_scan: false,
+            max_filter_scan_entries: 800,
+        }
+    }
+}
+
+/// Smallest segment we accept: a page multiple that holds a few records.
+pub const MIN_SEGMENT_SIZE: u64 = 4096;
+
+impl StoreConfig {
+    /// A config rooted at `root` with everything else default.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        StoreConfig {
+            store_root: root.into(),
+            ..StoreConfig::default()
+        }
+    }
+
+    /// Checks the values at start, with a message that names the field.
+    pub fn validate(&self) -> Result<(), StoreError> {
+        let bad = |m: String| Err(StoreError::Config(m));
+        if self.commitlog_segment_size < MIN_SEGMENT_SIZE
+            || self.commitlog_segment_size % MIN_SEGMENT_SIZE != 0
+        {
+            return bad(format!(
+                "commitlog_segment_size {} must be a multiple of {MIN_SEGMENT_SIZE}",
+                self.commitlog_segment_size
+            ));
+        }
+        if self.commitlog_segment_size > i32::MAX as u64 {
+            // Record positions inside a segment are handled as i32 by RocketMQ tools.
+            return bad(format!(
+                "commitlog_segment_size {} exceeds 2 GiB",
+                self.commitlog_segment_size
+            ));
+        }
+        if self.consume_queue_entries_per_file == 0 || self.consume_queue_entries_per_file > 10_000_000 {
+            return bad("consume_queue_entries_per_file must be in 1..=10,000,000".into());
+        }
+        if self.max_message_size == 0 || self.max_message_size > 64 << 20 {
+            return bad("max_message_size must be in 1..=64 MiB".into());
+        }
+        if self.max_batch_bytes == 0 || self.max_batch_requests == 0 || self.put_queue_capacity == 0 {
+            return bad("max_batch_bytes, max_batch_requests and put_queue_capacity must be > 0".into());
+        }
+        if self.flush_interval_ms == 0 || self.checkpoint_interval_ms == 0 {
+            return bad("flush_interval_ms and checkpoint_interval_ms must be > 0".into());
+        }
+        if self.max_filter_scan_entries == 0 {
+            return bad("max_filter_scan_entries must be > 0".into());
+        }
+        Ok(())
+    }
+
+    pub fn commitlog_dir(&self) -> PathBuf {
+        self.store_root.join("commitlog")
+    }
+    pub fn consume_queue_dir(&self) -> PathBuf {
+        self.store_root.join("consumequeue")
+    }
+    pub fn metadata_dir(&self) -> PathBuf {
+        self.store_root.join("metadata")
+    }
+    pub fn checkpoint_path(&self) -> PathBuf {
+        self.store_root.join("checkpoint")
+    }
+    pub fn abort_path(&self) -> PathBuf {
+        self.store_root.join("abort")
+    }
+    pub fn lock_path(&self) -> PathBuf {
+        self.store_root.join("lock")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_aliases() {
+        let c: StoreConfig = serde_json::from_str(
+            r#"{"storePathRootDir":"/x","flushDiskType":"SYNC_FLUSH","mappedFileSizeCommitLog":65536}"#,
+        )
+        .expect("parse");
+        assert_eq!(c.flush_disk_type, FlushDiskType::SyncFlush);
+        assert_eq!(c.commitlog_segment_size, 65536);
+        assert_eq!(c.consume_queue_entries_per_file, 300_000);
+        assert_eq!(c.flush_interval_ms, 500);
+        assert!(c.validate().is_ok());
+        let d = StoreConfig::default();
+        assert_eq!(d.commitlog_segment_size, 1 << 30);
+        assert_eq!(d.flush_disk_type, FlushDiskType::AsyncFlush);
+        let bad = StoreConfig {
+            commitlog_segment_size: 1000,
+            ..StoreConfig::default()
+        };
+        assert!(bad.validate().is_err());
+    }
+}

@@ -1,0 +1,473 @@
+//! ConsumeQueues: per topic and queue, an index of 20-byte entries
+//! `(i64 commitLogOffset, i32 size, i64 tagsCode)`, big-endian, one per message, in queue offset
+//! order. Files live under `consumequeue/{topic}/{queueId}/`, hold `entries_per_file` entries
+//! and are named by their first byte offset (entry index * 20), as in RocketMQ.
+//!
+//! Only the store's writer appends (and recovery truncates before readers exist); an entry is
+//! published by storing the new max offset with release ordering after its bytes are written,
+//! and readers load it with acquire ordering before reading entries below it.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use super::mapped_file::{file_name, parse_file_name, MappedFile};
+
+/// Bytes per ConsumeQueue entry.
+pub const CQ_UNIT_SIZE: usize = 20;
+
+/// One ConsumeQueue entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CqEntry {
+    pub commit_log_offset: i64,
+    pub size: i32,
+    pub tags_code: i64,
+}
+
+impl CqEntry {
+    pub fn encode(&self) -> [u8; CQ_UNIT_SIZE] {
+        let mut b = [0u8; CQ_UNIT_SIZE];
+        b[..8].copy_from_slice(&self.commit_log_offset.to_be_bytes());
+        b[8..12].copy_from_slice(&self.size.to_be_bytes());
+        b[12..].copy_from_slice(&self.tags_code.to_be_bytes());
+        b
+    }
+
+    pub fn decode(b: &[u8]) -> CqEntry {
+        let mut o = [0u8; 8];
+        o.copy_from_slice(&b[..8]);
+        let mut s = [0u8; 4];
+        s.copy_from_slice(&b[8..12]);
+        let mut t = [0u8; 8];
+        t.copy_from_slice(&b[12..20]);
+        CqEntry {
+            commit_log_offset: i64::from_be_bytes(o),
+            size: i32::from_be_bytes(s),
+            tags_code: i64::from_be_bytes(t),
+        }
+    }
+
+    /// A written entry; an all-zero slot is not.
+    pub fn is_valid(&self) -> bool {
+        self.commit_log_offset >= 0 && self.size > 0
+    }
+
+    /// The CommitLog offset just past the record.
+    pub fn end(&self) -> i64 {
+        self.commit_log_offset + self.size as i64
+    }
+}
+
+pub struct ConsumeQueue {
+    topic: String,
+    queue_id: i32,
+    dir: PathBuf,
+    entries_per_file: u64,
+    files: RwLock<Vec<Arc<MappedFile>>>,
+    /// First readable entry index.
+    min_offset: AtomicI64,
+    /// One past the last written entry index (the next queue offset).
+    max_offset: AtomicI64,
+    /// Entries below this index are synced.
+    flushed_offset: AtomicI64,
+}
+
+impl std::fmt::Debug for ConsumeQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsumeQueue")
+            .field("topic", &self.topic)
+            .field("queue_id", &self.queue_id)
+            .field("min", &self.min_offset())
+            .field("max", &self.max_offset())
+            .finish()
+    }
+}
+
+impl ConsumeQueue {
+    fn file_bytes(&self) -> u64 {
+        self.entries_per_file * CQ_UNIT_SIZE as u64
+    }
+
+    /// An empty queue; files are created on first append.
+    pub fn new(root: &Path, topic: &str, queue_id: i32, entries_per_file: u64) -> ConsumeQueue {
+        ConsumeQueue {
+            topic: topic.to_string(),
+            queue_id,
+            dir: root.join(topic).join(queue_id.to_string()),
+            entries_per_file,
+            files: RwLock::new(Vec::new()),
+            min_offset: AtomicI64::new(0),
+            max_offset: AtomicI64::new(0),
+            flushed_offset: AtomicI64::new(0),
+        }
+    }
+
+    /// Loads the files of an existing queue and finds its end: the first slot that is not a
+    /// valid entry. Files are expected to be contiguous; anything after a gap is removed.
+    pub fn load(root: &Path, topic: &str, queue_id: i32, entries_per_file: u64) -> io::Result<ConsumeQueue> {
+        let cq = ConsumeQueue::new(root, topic, queue_id, entries_per_file);
+        let file_bytes = cq.file_bytes();
+        let mut starts = Vec::new();
+        for e in fs::read_dir(&cq.dir)? {
+            let e = e?;
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            match parse_file_name(&name) {
+                Some(s) if s % file_bytes == 0 => starts.push(s),
+                _ => {
+                    tracing::warn!(path = %e.path().display(), "removing stray ConsumeQueue file");
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
+        starts.sort_unstable();
+        let mut files: Vec<Arc<MappedFile>> = Vec::new();
+        for s in starts {
+            let path = cq.dir.join(file_name(s));
+            if let Some(last) = files.last() {
+                if last.end_offset() != s {
+                    tracing::warn!(path = %path.display(), "ConsumeQueue file after a gap; removing");
+                    fs::remove_file(&path)?;
+                    continue;
+                }
+            }
+            files.push(Arc::new(MappedFile::open(&path, s, file_bytes as usize)?));
+        }
+        // Drop trailing files whose first slot is empty (created but never written).
+        while files.len() > 1 {
+            let Some(last) = files.last() else { break };
+            // SAFETY: no writer or reader exists yet.
+            let first = CqEntry::decode(unsafe { last.slice(0, CQ_UNIT_SIZE) });
+            if first.is_valid() {
+                break;
+            }
+            let path = last.path().to_path_buf();
+            files.pop();
+            fs::remove_file(&path)?;
+        }
+        let (min, max) = match (files.first(), files.last()) {
+            (Some(first), Some(last)) => {
+                let base = (last.start_offset() / CQ_UNIT_SIZE as u64) as i64;
+                let mut n = 0;
+                while (n as u64) < entries_per_file {
+                    // SAFETY: as above; n * 20 + 20 <= file size.
+                    let e = CqEntry::decode(unsafe { last.slice(n * CQ_UNIT_SIZE, CQ_UNIT_SIZE) });
+                    if !e.is_valid() {
+                        break;
+                    }
+                    n += 1;
+                }
+                ((first.start_offset() / CQ_UNIT_SIZE as u64) as i64, base + n as i64)
+            }
+            _ => (0, 0),
+        };
+        cq.min_offset.store(min, Ordering::Release);
+        cq.max_offset.store(max, Ordering::Release);
+        // What is on disk is unknown after a process crash (dirty pages may still be in the page
+        // cache): the first flush syncs everything.
+        cq.flushed_offset.store(min, Ordering::Release);
+        *cq.files.write() = files;
+        Ok(cq)
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+    pub fn queue_id(&self) -> i32 {
+        self.queue_id
+    }
+    pub fn min_offset(&self) -> i64 {
+        self.min_offset.load(Ordering::Acquire)
+    }
+    pub fn max_offset(&self) -> i64 {
+        self.max_offset.load(Ordering::Acquire)
+    }
+    pub fn flushed_offset(&self) -> i64 {
+        self.flushed_offset.load(Ordering::Acquire)
+    }
+
+    fn locate(&self, index: i64) -> Option<(Arc<MappedFile>, usize)> {
+        if index < 0 {
+            return None;
+        }
+        let byte = index as u64 * CQ_UNIT_SIZE as u64;
+        let files = self.files.read();
+        let first = files.first()?;
+        if byte < first.start_offset() {
+            return None;
+        }
+        let i = ((byte - first.start_offset()) / self.file_bytes()) as usize;
+        let f = files.get(i)?;
+        Some((f.clone(), (byte - f.start_offset()) as usize))
+    }
+
+    /// The entry at queue offset `index`, if it is in `[min, max)`.
+    pub fn entry(&self, index: i64) -> Option<CqEntry> {
+        if index < self.min_offset() || index >= self.max_offset() {
+            return None;
+        }
+        let (f, pos) = self.locate(index)?;
+        // SAFETY: below the published max: never written again while readers exist.
+        Some(CqEntry::decode(unsafe { f.slice(pos, CQ_UNIT_SIZE) }))
+    }
+
+    /// The first queue offset of the file after the one holding `index` (RocketMQ's
+    /// `rollNextFile`).
+    pub fn roll_next_file(&self, index: i64) -> i64 {
+        let per = self.entries_per_file as i64;
+        index + per - index.rem_euclid(per)
+    }
+
+    /// Writes the entry at `index` and publishes it. Writer only. `index` is normally `max`; a
+    /// larger index leaves empty slots (recovery logs that as a bug).
+    pub fn append(&self, index: i64, entry: CqEntry) -> io::Result<()> {
+        let max = self.max_offset();
+        debug_assert!(index >= max);
+        let byte = index as u64 * CQ_UNIT_SIZE as u64;
+        let file_bytes = self.file_bytes();
+        loop {
+            let need_file = {
+                let files = self.files.read();
+                match files.last() {
+                    None => Some(byte - byte % file_bytes),
+                    Some(last) if byte >= last.end_offset() => Some(last.end_offset()),
+                    Some(_) => None,
+                }
+            };
+            match need_file {
+                Some(start) => {
+                    let f = MappedFile::create(&self.dir, start, file_bytes as usize, false, false)?;
+                    let mut files = self.files.write();
+                    if files.is_empty() {
+                        self.min_offset
+                            .store((start / CQ_UNIT_SIZE as u64) as i64, Ordering::Release);
+                    }
+                    files.push(Arc::new(f));
+                }
+                None => break,
+            }
+        }
+        let (f, pos) = self
+            .locate(index)
+            .ok_or_else(|| io::Error::other("ConsumeQueue file missing after creation"))?;
+        // SAFETY: writer only, at or past the published max.
+        unsafe { f.write(pos, &entry.encode()) };
+        self.max_offset.store(index + 1, Ordering::Release);
+        Ok(())
+    }
+
+    /// Syncs the entries written since the last flush.
+    pub fn flush(&self) -> io::Result<()> {
+        let max = self.max_offset();
+        let mut from = self.flushed_offset();
+        while from < max {
+            let Some((f, pos)) = self.locate(from) else { break };
+            let in_file = ((f.size() - pos) / CQ_UNIT_SIZE) as i64;
+            let n = in_file.min(max - from);
+            f.flush_range(pos, n as usize * CQ_UNIT_SIZE)?;
+            from += n;
+        }
+        self.flushed_offset.fetch_max(max, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Drops every entry at or after `new_max` (zeroing their slots, deleting later files).
+    /// Recovery only: no reader may exist.
+    pub fn truncate(&self, new_max: i64) -> io::Result<()> {
+        let new_max = new_max.max(self.min_offset());
+        let byte = new_max as u64 * CQ_UNIT_SIZE as u64;
+        let mut files = self.files.write();
+        while let Some(last) = files.last() {
+            if last.start_offset() >= byte && files.len() > 1 {
+                let path = last.path().to_path_buf();
+                files.pop();
+                fs::remove_file(&path)?;
+            } else {
+                break;
+            }
+        }
+        if let Some(last) = files.last() {
+            if byte < last.end_offset() {
+                let pos = byte.saturating_sub(last.start_offset()) as usize;
+                // SAFETY: recovery only.
+                unsafe { last.zero_tail(pos) };
+                last.flush_range(pos, last.size() - pos)?;
+            }
+        }
+        drop(files);
+        self.max_offset.store(new_max, Ordering::Release);
+        self.flushed_offset.fetch_min(new_max, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Drops the entries whose record reaches past `commitlog_end`. Entries are in CommitLog
+    /// order, so this is a cut at the first such entry (found by binary search).
+    pub fn truncate_past(&self, commitlog_end: i64) -> io::Result<i64> {
+        let (mut lo, mut hi) = (self.min_offset(), self.max_offset());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match self.entry(mid) {
+                Some(e) if e.is_valid() && e.end() <= commitlog_end => lo = mid + 1,
+                _ => hi = mid,
+            }
+        }
+        let cut = self.max_offset() - lo;
+        if cut > 0 {
+            self.truncate(lo)?;
+        }
+        Ok(cut)
+    }
+}
+
+/// Every ConsumeQueue of the store, by topic and queue id.
+pub struct ConsumeQueueStore {
+    root: PathBuf,
+    entries_per_file: u64,
+    queues: RwLock<HashMap<String, HashMap<i32, Arc<ConsumeQueue>>>>,
+}
+
+impl ConsumeQueueStore {
+    /// Loads every queue found under `root` (`{topic}/{queueId}/`).
+    pub fn load(root: &Path, entries_per_file: u64) -> io::Result<ConsumeQueueStore> {
+        fs::create_dir_all(root)?;
+        let mut queues: HashMap<String, HashMap<i32, Arc<ConsumeQueue>>> = HashMap::new();
+        for t in fs::read_dir(root)? {
+            let t = t?;
+            if !t.file_type()?.is_dir() {
+                continue;
+            }
+            let topic = t.file_name().to_string_lossy().to_string();
+            for q in fs::read_dir(t.path())? {
+                let q = q?;
+                let Ok(qid) = q.file_name().to_string_lossy().parse::<i32>() else {
+                    continue;
+                };
+                let cq = ConsumeQueue::load(root, &topic, qid, entries_per_file)?;
+                queues.entry(topic.clone()).or_default().insert(qid, Arc::new(cq));
+            }
+        }
+        Ok(ConsumeQueueStore {
+            root: root.to_path_buf(),
+            entries_per_file,
+            queues: RwLock::new(queues),
+        })
+    }
+
+    pub fn get(&self, topic: &str, queue_id: i32) -> Option<Arc<ConsumeQueue>> {
+        self.queues.read().get(topic)?.get(&queue_id).cloned()
+    }
+
+    pub fn get_or_create(&self, topic: &str, queue_id: i32) -> Arc<ConsumeQueue> {
+        if let Some(q) = self.get(topic, queue_id) {
+            return q;
+        }
+        let mut w = self.queues.write();
+        w.entry(topic.to_string())
+            .or_default()
+            .entry(queue_id)
+            .or_insert_with(|| {
+                Arc::new(ConsumeQueue::new(&self.root, topic, queue_id, self.entries_per_file))
+            })
+            .clone()
+    }
+
+    pub fn all(&self) -> Vec<Arc<ConsumeQueue>> {
+        self.queues
+            .read()
+            .values()
+            .flat_map(|m| m.values().cloned())
+            .collect()
+    }
+
+    /// The queue ids that exist for `topic`.
+    pub fn queue_ids(&self, topic: &str) -> Vec<i32> {
+        let mut ids: Vec<i32> = self
+            .queues
+            .read()
+            .get(topic)
+            .map(|m| m.keys().copied().collect())
+            .unwrap_or_default();
+        ids.sort_unstable();
+        ids
+    }
+
+    pub fn topics(&self) -> Vec<String> {
+        let mut t: Vec<String> = self.queues.read().keys().cloned().collect();
+        t.sort();
+        t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e(o: i64) -> CqEntry {
+        CqEntry {
+            commit_log_offset: o,
+            size: 100,
+            tags_code: o * 7,
+        }
+    }
+
+    #[test]
+    fn entry_codec() {
+        let x = CqEntry {
+            commit_log_offset: 1 << 40,
+            size: 321,
+            tags_code: -5,
+        };
+        assert_eq!(CqEntry::decode(&x.encode()), x);
+        assert!(!CqEntry::decode(&[0u8; 20]).is_valid());
+    }
+
+    #[test]
+    fn append_across_files_and_reload() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cq = ConsumeQueue::new(dir.path(), "T", 1, 4);
+        for i in 0..10 {
+            cq.append(i, e(i * 100)).expect("append");
+        }
+        assert_eq!(cq.max_offset(), 10);
+        assert_eq!(cq.entry(9), Some(e(900)));
+        assert_eq!(cq.entry(10), None);
+        cq.flush().expect("flush");
+        assert_eq!(cq.roll_next_file(5), 8);
+        // Files named by byte offset: 0, 80, 160.
+        let qdir = dir.path().join("T").join("1");
+        for start in [0u64, 80, 160] {
+            assert!(qdir.join(file_name(start)).exists(), "{start}");
+        }
+        drop(cq);
+        let cq = ConsumeQueue::load(dir.path(), "T", 1, 4).expect("load");
+        assert_eq!((cq.min_offset(), cq.max_offset()), (0, 10));
+        assert_eq!(cq.entry(4), Some(e(400)));
+        assert_eq!(cq.truncate_past(550).expect("cut"), 5);
+        assert_eq!(cq.max_offset(), 5);
+        cq.append(5, e(555)).expect("append");
+        drop(cq);
+        let cq = ConsumeQueue::load(dir.path(), "T", 1, 4).expect("load");
+        assert_eq!(cq.max_offset(), 6);
+        assert_eq!(cq.entry(5), Some(e(555)));
+        assert!(!qdir.join(file_name(160)).exists());
+    }
+
+    #[test]
+    fn store_loads_queues() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = ConsumeQueueStore::load(dir.path(), 8).expect("load");
+        s.get_or_create("A", 0).append(0, e(0)).expect("append");
+        s.get_or_create("A", 3).append(0, e(100)).expect("append");
+        s.get_or_create("B", 0);
+        drop(s);
+        let s = ConsumeQueueStore::load(dir.path(), 8).expect("load");
+        assert_eq!(s.topics(), vec!["A".to_string()]);
+        assert_eq!(s.queue_ids("A"), vec![0, 3]);
+        assert_eq!(s.get("A", 3).map(|q| q.max_offset()), Some(1));
+    }
+}

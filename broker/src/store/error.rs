@@ -1,0 +1,67 @@
+//! Store errors and the RocketMQ put status each maps to.
+
+use std::io;
+use std::path::PathBuf;
+
+use super::{PutResult, PutStatus};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The message cannot be stored: too large, topic too long, bad properties
+    /// (`MESSAGE_ILLEGAL` / `PROPERTIES_SIZE_EXCEEDED`).
+    #[error("message illegal: {0}")]
+    MessageIllegal(String),
+    /// The store refuses writes: shutting down, or a disk error made it stop
+    /// (`SERVICE_NOT_AVAILABLE`).
+    #[error("store not available: {0}")]
+    ServiceNotAvailable(String),
+    /// A SYNC_FLUSH send whose bytes were not synced in time, or whose sync failed. The record was
+    /// appended (the result says where) but is not known to be durable (`FLUSH_DISK_TIMEOUT`).
+    #[error("flush to disk failed or timed out (record at physical offset {})", .0.physical_offset)]
+    FlushDiskTimeout(Box<PutResult>),
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// On-disk data contradicts itself in a way recovery cannot repair.
+    #[error("store corrupted: {0}")]
+    Corrupted(String),
+    #[error("store configuration: {0}")]
+    Config(String),
+    #[error("metadata store: {0}")]
+    Metadata(String),
+    /// Another process (or another `MessageStore` in this one) holds the store's lock file.
+    #[error("the store at {0} is already open")]
+    AlreadyOpen(PathBuf),
+}
+
+impl StoreError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
+        StoreError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// The RocketMQ put status this error answers with.
+    pub fn put_status(&self) -> PutStatus {
+        match self {
+            StoreError::MessageIllegal(m) if m.contains("properties") => {
+                PutStatus::PropertiesSizeExceeded
+            }
+            StoreError::MessageIllegal(_) => PutStatus::MessageIllegal,
+            StoreError::FlushDiskTimeout(_) => PutStatus::FlushDiskTimeout,
+            StoreError::ServiceNotAvailable(_) => PutStatus::ServiceNotAvailable,
+            StoreError::Io { .. } => PutStatus::CreateMappedFileFailed,
+            _ => PutStatus::UnknownError,
+        }
+    }
+}
+
+impl From<rocksdb::Error> for StoreError {
+    fn from(e: rocksdb::Error) -> Self {
+        StoreError::Metadata(e.to_string())
+    }
+}

@@ -1,0 +1,190 @@
+//! The flusher thread: group-commit syncs for SYNC_FLUSH, periodic syncs for ASYNC_FLUSH, and the
+//! periodic ConsumeQueue flush + checkpoint.
+//!
+//! Under SYNC_FLUSH the writer hands over each group after appending it and goes on appending
+//! the next one; the flusher drains every group waiting, syncs the CommitLog once up to the
+//! highest end, and answers all of them. A send is acknowledged only after its bytes are synced;
+//! if the sync fails or the group waited longer than `sync_flush_timeout_ms`, it is answered
+//! FLUSH_DISK_TIMEOUT, never success. A failed sync also stops the store from accepting writes
+//! (after a failed fsync the kernel may have dropped the dirty pages: we cannot know what is on
+//! disk, so we stop rather than acknowledge on top of a hole).
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::checkpoint::Checkpoint;
+use super::error::StoreError;
+use super::writer::Reply;
+use super::{FlushDiskType, PutResult, PutStatus, Shared};
+
+pub(crate) struct Waiter {
+    pub reply: Reply,
+    pub result: PutResult,
+}
+
+pub(crate) enum FlushMsg {
+    Group {
+        target: i64,
+        waiters: Vec<Waiter>,
+        appended_at: Instant,
+    },
+    Stop {
+        graceful: bool,
+    },
+}
+
+pub(crate) struct Flusher {
+    pub shared: Arc<Shared>,
+    pub rx: Receiver<FlushMsg>,
+    pub checkpoint_path: PathBuf,
+    pub last_checkpoint: Option<Checkpoint>,
+}
+
+impl Flusher {
+    pub fn run(mut self) {
+        let cfg = self.shared.config.clone();
+        let flush_interval = Duration::from_millis(cfg.flush_interval_ms);
+        let checkpoint_interval = Duration::from_millis(cfg.checkpoint_interval_ms);
+        let timeout = Duration::from_millis(cfg.sync_flush_timeout_ms);
+        let mut last_flush = Instant::now();
+        let mut last_checkpoint = Instant::now();
+        loop {
+            let wait = flush_interval
+                .min(checkpoint_interval)
+                .saturating_sub(last_flush.elapsed().min(last_checkpoint.elapsed()))
+                .max(Duration::from_millis(1));
+            let mut groups = Vec::new();
+            let mut stop = None;
+            match self.rx.recv_timeout(wait) {
+                Ok(FlushMsg::Group {
+                    target,
+                    waiters,
+                    appended_at,
+                }) => groups.push((target, waiters, appended_at)),
+                Ok(FlushMsg::Stop { graceful }) => stop = Some(graceful),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => stop = Some(true),
+            }
+            while stop.is_none() {
+                match self.rx.try_recv() {
+                    Ok(FlushMsg::Group {
+                        target,
+                        waiters,
+                        appended_at,
+                    }) => groups.push((target, waiters, appended_at)),
+                    Ok(FlushMsg::Stop { graceful }) => stop = Some(graceful),
+                    Err(_) => break,
+                }
+            }
+            if !groups.is_empty() {
+                self.sync_groups(groups, timeout);
+            }
+            if cfg.flush_disk_type == FlushDiskType::AsyncFlush && last_flush.elapsed() >= flush_interval {
+                self.flush_commitlog();
+                last_flush = Instant::now();
+            }
+            if last_checkpoint.elapsed() >= checkpoint_interval {
+                self.checkpoint();
+                last_checkpoint = Instant::now();
+            }
+            if let Some(graceful) = stop {
+                if graceful {
+                    self.flush_commitlog();
+                    self.checkpoint();
+                }
+                break;
+            }
+        }
+    }
+
+    fn sync_groups(&mut self, groups: Vec<(i64, Vec<Waiter>, Instant)>, timeout: Duration) {
+        let target = groups.iter().map(|g| g.0).max().unwrap_or(0);
+        let result = self.shared.commitlog.flush(target);
+        let stats = &self.shared.stats;
+        let ok = match result {
+            Ok(did) => {
+                if did {
+                    stats.sync_flushes.fetch_add(1, Ordering::Relaxed);
+                }
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, target, "CommitLog sync failed; store stops accepting writes");
+                stats.flush_errors.fetch_add(1, Ordering::Relaxed);
+                self.shared.disk_error.store(true, Ordering::Release);
+                false
+            }
+        };
+        for (_, waiters, appended_at) in groups {
+            let in_time = appended_at.elapsed() <= timeout;
+            if !in_time {
+                stats.flush_timeouts.fetch_add(waiters.len() as u64, Ordering::Relaxed);
+                tracing::warn!(
+                    waited_ms = appended_at.elapsed().as_millis() as u64,
+                    "sync flush exceeded sync_flush_timeout_ms"
+                );
+            }
+            for w in waiters {
+                if ok && in_time {
+                    let _ = w.reply.send(Ok(w.result));
+                } else {
+                    let mut r = w.result;
+                    r.status = PutStatus::FlushDiskTimeout;
+                    let _ = w.reply.send(Err(StoreError::FlushDiskTimeout(Box::new(r))));
+                }
+            }
+        }
+    }
+
+    fn flush_commitlog(&self) {
+        let target = self.shared.commitlog.max_offset();
+        match self.shared.commitlog.flush(target) {
+            Ok(true) => {
+                self.shared.stats.flushes.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "CommitLog flush failed; store stops accepting writes");
+                self.shared.stats.flush_errors.fetch_add(1, Ordering::Relaxed);
+                self.shared.disk_error.store(true, Ordering::Release);
+            }
+        }
+    }
+
+    /// Flushes the ConsumeQueues and the CommitLog, then records how far both are on disk.
+    pub fn checkpoint(&mut self) {
+        let dispatched = self.shared.dispatched.load(Ordering::Acquire);
+        let queues = self.shared.cqs.all();
+        let mut snapshot: Vec<(String, i32, i64)> = queues
+            .iter()
+            .map(|q| (q.topic().to_string(), q.queue_id(), q.max_offset()))
+            .collect();
+        snapshot.sort();
+        for q in &queues {
+            if let Err(e) = q.flush() {
+                tracing::error!(topic = q.topic(), queue_id = q.queue_id(), error = %e, "ConsumeQueue flush failed");
+                return;
+            }
+        }
+        self.flush_commitlog();
+        let cp = Checkpoint {
+            physical_flushed_offset: self.shared.commitlog.flushed_offset(),
+            dispatch_flushed_offset: dispatched,
+            last_store_timestamp: self.shared.last_store_timestamp.load(Ordering::Acquire),
+            queues: snapshot,
+        };
+        if self.last_checkpoint.as_ref() == Some(&cp) {
+            return;
+        }
+        match cp.store(&self.checkpoint_path) {
+            Ok(()) => {
+                self.shared.stats.checkpoints.fetch_add(1, Ordering::Relaxed);
+                self.last_checkpoint = Some(cp);
+            }
+            Err(e) => tracing::error!(error = %e, "writing the checkpoint failed"),
+        }
+    }
+}

@@ -1,0 +1,827 @@
+//! The message store: CommitLog, ConsumeQueues, recovery and metadata.
+//!
+//! The store knows nothing about the network. [`MessageStore`] is its facade:
+//!
+//! - **Writes** go through one writer thread with group commit ([`writer`]): `put_message` /
+//!   `put_messages` encode on the caller's task, queue the records on a bounded channel and wait
+//!   for the answer. Under SYNC_FLUSH a put is answered only after its bytes are synced (one sync
+//!   per group); under ASYNC_FLUSH after they are in the page cache.
+//! - **Reads** (`get_messages`, offsets, lookups) are lock-light and copy record bytes out of
+//!   the mapped segments; they never block the writer.
+//! - **Arrivals**: [`MessageStore::subscribe_arrivals`] gives a `watch` receiver whose value
+//!   grows whenever new messages are dispatched to ConsumeQueues: long polling waits on
+//!   `changed()` and then re-reads.
+//! - **Recovery** runs in [`MessageStore::open`] ([`recovery`]); **shutdown** stops the writer,
+//!   flushes everything, writes the checkpoint and removes the `abort` marker.
+//!
+//! Files under `store_root`: `commitlog/` (segments), `consumequeue/{topic}/{queueId}/`,
+//! `checkpoint`, `abort` (present while running), `lock` (flock'ed while open), and
+//! `metadata/` (RocksDB, see [`metadata::MetadataStore`], opened separately).
+
+pub mod checkpoint;
+mod commitlog;
+pub mod config;
+pub mod consume_queue;
+mod dispatch;
+pub mod error;
+mod flush;
+pub mod mapped_file;
+pub mod metadata;
+pub mod recovery;
+mod writer;
+
+use std::fs::{self, File, OpenOptions};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use rocketraft_common::message::{self, EncodeError, Message, MessageExt, RecordMeta};
+use tokio::sync::{mpsc, oneshot, watch};
+
+pub use config::{FlushDiskType, StoreConfig};
+pub use consume_queue::CqEntry;
+pub use error::StoreError;
+pub use metadata::MetadataStore;
+pub use recovery::RecoveryReport;
+
+use commitlog::{CommitLog, END_FILE_MIN_BLANK_LENGTH};
+use consume_queue::ConsumeQueueStore;
+use flush::Flusher;
+use mapped_file::{sync_dir, SegmentAllocator};
+use writer::{PutRequest, Writer, WriterMsg};
+
+/// A message as the broker hands it to the store (RocketMQ's `MessageExtBrokerInner`): the
+/// message plus the queue it goes to and what the producer told about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerMessage {
+    pub message: Message,
+    pub queue_id: i32,
+    /// `MessageSysFlag` bits; the host-version bits are set by the store.
+    pub sys_flag: i32,
+    pub born_timestamp: i64,
+    pub born_host: SocketAddr,
+    pub reconsume_times: i32,
+    pub prepared_transaction_offset: i64,
+}
+
+impl BrokerMessage {
+    /// A message for `queue_id`, born now at an unspecified host.
+    pub fn new(message: Message, queue_id: i32) -> Self {
+        BrokerMessage {
+            message,
+            queue_id,
+            sys_flag: 0,
+            born_timestamp: rocketraft_common::time::now_ms(),
+            born_host: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+            reconsume_times: 0,
+            prepared_transaction_offset: 0,
+        }
+    }
+}
+
+/// RocketMQ's `PutMessageStatus`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutStatus {
+    PutOk,
+    FlushDiskTimeout,
+    FlushSlaveTimeout,
+    SlaveNotAvailable,
+    ServiceNotAvailable,
+    CreateMappedFileFailed,
+    MessageIllegal,
+    PropertiesSizeExceeded,
+    OsPageCacheBusy,
+    UnknownError,
+}
+
+/// Where a put landed. For a batch: the first record's offsets, the total bytes, and the
+/// comma-separated offset message ids of every record (as RocketMQ's batch reply).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutResult {
+    pub status: PutStatus,
+    pub physical_offset: i64,
+    pub wrote_bytes: i32,
+    pub queue_offset: i64,
+    pub msg_id: String,
+    pub store_timestamp: i64,
+    pub msg_num: i32,
+}
+
+/// RocketMQ's `GetMessageStatus`, with the same meanings (`DefaultMessageStore.getMessage`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GetMessageStatus {
+    Found,
+    /// Entries were scanned but none passed the filter.
+    NoMatchedMessage,
+    /// The ConsumeQueue points at CommitLog bytes that are gone.
+    MessageWasRemoving,
+    /// No ConsumeQueue entry at an offset inside `[min, max)`.
+    OffsetFoundNull,
+    OffsetOverflowBadly,
+    /// `offset == max`: caught up (the long-polling case).
+    OffsetOverflowOne,
+    OffsetTooSmall,
+    /// The topic/queue does not exist in the store.
+    NoMatchedLogicQueue,
+    NoMessageInQueue,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GetMessageResult {
+    pub status: GetMessageStatus,
+    /// Raw records, ready to be concatenated into a PULL response body.
+    pub messages: Vec<Bytes>,
+    /// The queue offset of each record in `messages`.
+    pub message_queue_offsets: Vec<i64>,
+    pub next_begin_offset: i64,
+    pub min_offset: i64,
+    pub max_offset: i64,
+    pub buffer_total_size: usize,
+}
+
+/// Counters since open.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    pub put_requests: u64,
+    pub put_messages: u64,
+    pub put_bytes: u64,
+    /// Groups the writer processed (each is one sync under SYNC_FLUSH).
+    pub groups: u64,
+    /// CommitLog syncs done for SYNC_FLUSH groups.
+    pub sync_flushes: u64,
+    /// Periodic CommitLog flushes that wrote something.
+    pub flushes: u64,
+    pub flush_errors: u64,
+    /// Puts answered FLUSH_DISK_TIMEOUT because their sync took too long.
+    pub flush_timeouts: u64,
+    pub rolls: u64,
+    pub checkpoints: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct Stats {
+    pub put_requests: AtomicU64,
+    pub put_messages: AtomicU64,
+    pub put_bytes: AtomicU64,
+    pub groups: AtomicU64,
+    pub sync_flushes: AtomicU64,
+    pub flushes: AtomicU64,
+    pub flush_errors: AtomicU64,
+    pub flush_timeouts: AtomicU64,
+    pub rolls: AtomicU64,
+    pub checkpoints: AtomicU64,
+}
+
+/// State shared by the facade, the writer and the flusher.
+pub(crate) struct Shared {
+    pub config: StoreConfig,
+    pub commitlog: CommitLog,
+    pub cqs: ConsumeQueueStore,
+    pub stats: Stats,
+    pub arrivals: watch::Sender<u64>,
+    /// Every record below this CommitLog offset has its ConsumeQueue entry.
+    pub dispatched: AtomicI64,
+    pub last_store_timestamp: AtomicI64,
+    /// Set after a failed sync or dispatch: the store refuses further writes.
+    pub disk_error: AtomicBool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lifecycle {
+    Running,
+    Stopped,
+}
+
+/// The store facade. Cheap to share as `Arc<MessageStore>`; every method takes `&self`.
+pub struct MessageStore {
+    shared: Arc<Shared>,
+    put_tx: mpsc::Sender<WriterMsg>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    lock_file: Mutex<Option<File>>,
+    lifecycle: Mutex<Lifecycle>,
+    accepting: AtomicBool,
+    recovery: RecoveryReport,
+}
+
+impl std::fmt::Debug for MessageStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MessageStore")
+            .field("root", &self.shared.config.store_root)
+            .field("max_phy_offset", &self.max_phy_offset())
+            .finish()
+    }
+}
+
+fn lock_store(path: &Path) -> Result<File, StoreError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| StoreError::io(path, e))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::io::AsRawFd;
+        // SAFETY: plain syscall on an owned, open descriptor.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                return Err(StoreError::AlreadyOpen(path.to_path_buf()));
+            }
+            return Err(StoreError::io(path, err));
+        }
+    }
+    Ok(file)
+}
+
+fn illegal(e: EncodeError) -> StoreError {
+    StoreError::MessageIllegal(e.to_string())
+}
+
+impl MessageStore {
+    /// Opens (or creates) the store at `config.store_root`, recovers it, and starts the writer,
+    /// the flusher and the segment allocator. Blocking: recovery may read a lot; call it before
+    /// serving, or from `spawn_blocking`.
+    pub fn open(config: StoreConfig) -> Result<Arc<MessageStore>, StoreError> {
+        config.validate()?;
+        let root = config.store_root.clone();
+        fs::create_dir_all(&root).map_err(|e| StoreError::io(&root, e))?;
+        let lock = lock_store(&config.lock_path())?;
+        let abort_path = config.abort_path();
+        let abort_existed = abort_path.exists();
+        let recovered = recovery::recover(&config, abort_existed)?;
+        {
+            let f = File::create(&abort_path).map_err(|e| StoreError::io(&abort_path, e))?;
+            f.sync_all().map_err(|e| StoreError::io(&abort_path, e))?;
+            sync_dir(&root).map_err(|e| StoreError::io(&root, e))?;
+        }
+        let report = recovered.report.clone();
+        let commitlog = CommitLog::new(
+            config.commitlog_segment_size,
+            recovered.segments,
+            recovered.end,
+            report.walk_start,
+        );
+        let (arrivals, _) = watch::channel(0u64);
+        let shared = Arc::new(Shared {
+            commitlog,
+            cqs: recovered.cqs,
+            stats: Stats::default(),
+            arrivals,
+            dispatched: AtomicI64::new(recovered.end),
+            last_store_timestamp: AtomicI64::new(recovered.last_store_timestamp),
+            disk_error: AtomicBool::new(false),
+            config: config.clone(),
+        });
+
+        let (flush_tx, flush_rx) = std::sync::mpsc::channel();
+        let mut flusher = Flusher {
+            shared: shared.clone(),
+            rx: flush_rx,
+            checkpoint_path: config.checkpoint_path(),
+            last_checkpoint: None,
+        };
+        // Make what recovery verified and rebuilt durable before accepting anything new.
+        flusher.checkpoint();
+        if shared.disk_error.load(Ordering::Acquire) {
+            return Err(StoreError::ServiceNotAvailable(
+                "flushing the recovered store failed".into(),
+            ));
+        }
+
+        let allocator = SegmentAllocator::start(
+            config.commitlog_dir(),
+            config.commitlog_segment_size as usize,
+            config.pretouch,
+        )
+        .map_err(|e| StoreError::io(config.commitlog_dir(), e))?;
+        let (put_tx, put_rx) = mpsc::channel(config.put_queue_capacity);
+        let writer = Writer::new(
+            shared.clone(),
+            put_rx,
+            flush_tx,
+            allocator,
+            recovered.last_store_timestamp,
+        );
+        let mut threads = Vec::new();
+        let spawn_err = |e: std::io::Error| StoreError::io(&root, e);
+        threads.push(
+            std::thread::Builder::new()
+                .name("store-flusher".into())
+                .spawn(move || flusher.run())
+                .map_err(spawn_err)?,
+        );
+        threads.push(
+            std::thread::Builder::new()
+                .name("store-writer".into())
+                .spawn(move || writer.run())
+                .map_err(spawn_err)?,
+        );
+        tracing::info!(
+            root = %root.display(),
+            max_phy_offset = shared.commitlog.max_offset(),
+            flush = ?config.flush_disk_type,
+            "message store open"
+        );
+        Ok(Arc::new(MessageStore {
+            shared,
+            put_tx,
+            threads: Mutex::new(threads),
+            lock_file: Mutex::new(Some(lock)),
+            lifecycle: Mutex::new(Lifecycle::Running),
+            accepting: AtomicBool::new(true),
+            recovery: report,
+        }))
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.shared.config
+    }
+
+    /// What recovery did at open.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.recovery
+    }
+
+    fn check_writable(&self) -> Result<(), StoreError> {
+        if !self.accepting.load(Ordering::Acquire) {
+            return Err(StoreError::ServiceNotAvailable("the store is shut down".into()));
+        }
+        if self.shared.disk_error.load(Ordering::Acquire) {
+            return Err(StoreError::ServiceNotAvailable(
+                "the store stopped writing after a disk error".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Validates and encodes records for one topic queue (the CPU part of a put, done on the
+    /// caller's task, not the writer's).
+    fn encode(&self, msgs: &[BrokerMessage]) -> Result<PutRequest, StoreError> {
+        let cfg = &self.shared.config;
+        let Some(first) = msgs.first() else {
+            return Err(StoreError::MessageIllegal("empty batch".into()));
+        };
+        let topic = &first.message.topic;
+        rocketraft_common::topic::validate_topic_name(topic)
+            .map_err(|e| StoreError::MessageIllegal(e.to_string()))?;
+        if first.queue_id < 0 {
+            return Err(StoreError::MessageIllegal(format!(
+                "queue id {} is negative",
+                first.queue_id
+            )));
+        }
+        let mut data = Vec::new();
+        let mut sizes = Vec::with_capacity(msgs.len());
+        let mut tags_codes = Vec::with_capacity(msgs.len());
+        let mut body_total = 0usize;
+        for m in msgs {
+            if m.message.topic != *topic || m.queue_id != first.queue_id {
+                return Err(StoreError::MessageIllegal(
+                    "a batch must go to one topic and queue".into(),
+                ));
+            }
+            let body_len = m.message.body.len();
+            body_total += body_len;
+            if body_len > cfg.max_message_size || body_total > cfg.max_message_size {
+                return Err(StoreError::MessageIllegal(format!(
+                    "message body of {body_total} bytes exceeds max_message_size {}",
+                    cfg.max_message_size
+                )));
+            }
+            let meta = RecordMeta {
+                queue_id: m.queue_id,
+                queue_offset: 0,
+                physical_offset: 0,
+                sys_flag: m.sys_flag,
+                born_timestamp: m.born_timestamp,
+                born_host: m.born_host,
+                store_timestamp: 0,
+                store_host: cfg.store_host,
+                reconsume_times: m.reconsume_times,
+                prepared_transaction_offset: m.prepared_transaction_offset,
+            };
+            let n = message::encode_record(&m.message, &meta, true, &mut data).map_err(illegal)?;
+            sizes.push(n as u32);
+            tags_codes.push(m.message.tags_code());
+        }
+        if data.len() + END_FILE_MIN_BLANK_LENGTH > cfg.commitlog_segment_size as usize {
+            return Err(StoreError::MessageIllegal(format!(
+                "{} bytes of records do not fit a {}-byte CommitLog segment",
+                data.len(),
+                cfg.commitlog_segment_size
+            )));
+        }
+        let (reply, _) = oneshot::channel();
+        Ok(PutRequest {
+            topic: topic.clone(),
+            queue_id: first.queue_id,
+            data,
+            sizes,
+            tags_codes,
+            reply,
+        })
+    }
+
+    fn fill_ids(&self, r: &mut PutResult, sizes: &[u32]) {
+        let host = self.shared.config.store_host;
+        let mut ids = String::with_capacity(sizes.len() * 33);
+        let mut at = r.physical_offset;
+        for (i, s) in sizes.iter().enumerate() {
+            if i > 0 {
+                ids.push(',');
+            }
+            ids.push_str(&message::offset_msg_id(host, at));
+            at += *s as i64;
+        }
+        r.msg_id = ids;
+    }
+
+    async fn submit(&self, msgs: &[BrokerMessage]) -> Result<PutResult, StoreError> {
+        self.check_writable()?;
+        let mut req = self.encode(msgs)?;
+        let sizes = req.sizes.clone();
+        let (tx, rx) = oneshot::channel();
+        req.reply = tx;
+        self.put_tx
+            .send(WriterMsg::Put(req))
+            .await
+            .map_err(|_| StoreError::ServiceNotAvailable("the store writer stopped".into()))?;
+        let answer = rx
+            .await
+            .map_err(|_| StoreError::ServiceNotAvailable("the store writer stopped".into()))?;
+        match answer {
+            Ok(mut r) => {
+                self.fill_ids(&mut r, &sizes);
+                Ok(r)
+            }
+            Err(StoreError::FlushDiskTimeout(mut r)) => {
+                self.fill_ids(&mut r, &sizes);
+                Err(StoreError::FlushDiskTimeout(r))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Appends one message. `Ok` means stored under the configured flush policy; see
+    /// [`StoreError::put_status`] for the status of an error.
+    pub async fn put_message(&self, msg: BrokerMessage) -> Result<PutResult, StoreError> {
+        self.submit(std::slice::from_ref(&msg)).await
+    }
+
+    /// Appends a batch (SEND_BATCH) for one topic queue: the records are contiguous in the
+    /// CommitLog and get consecutive queue offsets.
+    pub async fn put_messages(&self, msgs: Vec<BrokerMessage>) -> Result<PutResult, StoreError> {
+        self.submit(&msgs).await
+    }
+
+    /// [`put_message`](Self::put_message) for threads outside a tokio runtime (benches,
+    /// tools). Panics if called from inside a runtime (tokio's blocking channel rule).
+    pub fn put_message_blocking(&self, msg: BrokerMessage) -> Result<PutResult, StoreError> {
+        self.put_messages_blocking(std::slice::from_ref(&msg))
+    }
+
+    /// Blocking [`put_messages`](Self::put_messages).
+    pub fn put_messages_blocking(&self, msgs: &[BrokerMessage]) -> Result<PutResult, StoreError> {
+        self.check_writable()?;
+        let mut req = self.encode(msgs)?;
+        let sizes = req.sizes.clone();
+        let (tx, rx) = oneshot::channel();
+        req.reply = tx;
+        self.put_tx
+            .blocking_send(WriterMsg::Put(req))
+            .map_err(|_| StoreError::ServiceNotAvailable("the store writer stopped".into()))?;
+        let answer = rx
+            .blocking_recv()
+            .map_err(|_| StoreError::ServiceNotAvailable("the store writer stopped".into()))?;
+        match answer {
+            Ok(mut r) => {
+                self.fill_ids(&mut r, &sizes);
+                Ok(r)
+            }
+            Err(StoreError::FlushDiskTimeout(mut r)) => {
+                self.fill_ids(&mut r, &sizes);
+                Err(StoreError::FlushDiskTimeout(r))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reads up to `max_msgs` records of `topic`/`queue_id` from queue offset `offset`, at most
+    /// `max_total_bytes` (but always at least one record if any matches), skipping records
+    /// whose tags code `filter` rejects. Semantics of statuses and `next_begin_offset` follow
+    /// RocketMQ's `DefaultMessageStore.getMessage` on a master. `_group` is unused (kept for
+    /// the shape of the Java API).
+    #[allow(clippy::too_many_arguments)]
+    pub fn get_messages(
+        &self,
+        _group: &str,
+        topic: &str,
+        queue_id: i32,
+        offset: i64,
+        max_msgs: i32,
+        max_total_bytes: usize,
+        filter: &dyn Fn(i64) -> bool,
+    ) -> GetMessageResult {
+        let mut r = GetMessageResult {
+            status: GetMessageStatus::NoMessageInQueue,
+            messages: Vec::new(),
+            message_queue_offsets: Vec::new(),
+            next_begin_offset: offset,
+            min_offset: 0,
+            max_offset: 0,
+            buffer_total_size: 0,
+        };
+        let Some(cq) = self.shared.cqs.get(topic, queue_id) else {
+            r.status = GetMessageStatus::NoMatchedLogicQueue;
+            r.next_begin_offset = 0;
+            return r;
+        };
+        let min = cq.min_offset();
+        let max = cq.max_offset();
+        r.min_offset = min;
+        r.max_offset = max;
+        if max == 0 {
+            r.status = GetMessageStatus::NoMessageInQueue;
+            r.next_begin_offset = 0;
+        } else if offset < min {
+            r.status = GetMessageStatus::OffsetTooSmall;
+            r.next_begin_offset = min;
+        } else if offset == max {
+            r.status = GetMessageStatus::OffsetOverflowOne;
+            r.next_begin_offset = offset;
+        } else if offset > max {
+            r.status = GetMessageStatus::OffsetOverflowBadly;
+            r.next_begin_offset = if min == 0 { min } else { max };
+        } else {
+            let max_msgs = max_msgs.max(1) as usize;
+            let scan_limit = self.shared.config.max_filter_scan_entries.max(max_msgs) as i64;
+            r.status = GetMessageStatus::NoMatchedMessage;
+            let mut index = offset;
+            let mut first_entry_missing = true;
+            while index < max && index - offset < scan_limit {
+                let Some(entry) = cq.entry(index) else {
+                    break;
+                };
+                first_entry_missing = false;
+                if !entry.is_valid() {
+                    index += 1;
+                    continue;
+                }
+                if !r.messages.is_empty()
+                    && (r.messages.len() >= max_msgs
+                        || r.buffer_total_size + entry.size as usize > max_total_bytes)
+                {
+                    break;
+                }
+                if !filter(entry.tags_code) {
+                    index += 1;
+                    continue;
+                }
+                match self
+                    .shared
+                    .commitlog
+                    .read_record_sized(entry.commit_log_offset, entry.size)
+                {
+                    Some(rec) => {
+                        r.buffer_total_size += rec.len();
+                        r.messages.push(rec);
+                        r.message_queue_offsets.push(index);
+                        r.status = GetMessageStatus::Found;
+                    }
+                    None => {
+                        if r.messages.is_empty() {
+                            r.status = GetMessageStatus::MessageWasRemoving;
+                        }
+                    }
+                }
+                index += 1;
+            }
+            if first_entry_missing {
+                r.status = GetMessageStatus::OffsetFoundNull;
+                r.next_begin_offset = cq.roll_next_file(offset);
+            } else {
+                r.next_begin_offset = index;
+            }
+        }
+        r
+    }
+
+    /// The next queue offset of a queue (its message count if nothing was removed); 0 if the
+    /// queue does not exist.
+    pub fn get_max_offset_in_queue(&self, topic: &str, queue_id: i32) -> i64 {
+        self.shared
+            .cqs
+            .get(topic, queue_id)
+            .map_or(0, |q| q.max_offset())
+    }
+
+    /// The first readable queue offset; 0 if the queue does not exist.
+    pub fn get_min_offset_in_queue(&self, topic: &str, queue_id: i32) -> i64 {
+        self.shared
+            .cqs
+            .get(topic, queue_id)
+            .map_or(0, |q| q.min_offset())
+    }
+
+    /// The ConsumeQueue entry at a queue offset.
+    pub fn get_cq_entry(&self, topic: &str, queue_id: i32, offset: i64) -> Option<CqEntry> {
+        self.shared.cqs.get(topic, queue_id)?.entry(offset)
+    }
+
+    /// The CommitLog offset of the message at a queue offset.
+    pub fn get_commit_log_offset_in_queue(&self, topic: &str, queue_id: i32, offset: i64) -> Option<i64> {
+        self.get_cq_entry(topic, queue_id, offset)
+            .filter(CqEntry::is_valid)
+            .map(|e| e.commit_log_offset)
+    }
+
+    /// The store timestamp of the message at a queue offset.
+    pub fn get_message_store_timestamp(&self, topic: &str, queue_id: i32, offset: i64) -> Option<i64> {
+        let e = self.get_cq_entry(topic, queue_id, offset)?;
+        self.shared.commitlog.store_timestamp_at(e.commit_log_offset)
+    }
+
+    /// The first queue offset whose message was stored at or after `timestamp_ms`: the max
+    /// offset if every message is older, the min offset if every message is newer. Store
+    /// timestamps never decrease along a queue (the writer enforces it), so this is a binary
+    /// search. (RocketMQ's `getOffsetInQueueByTime` with `BoundaryType.LOWER`.)
+    pub fn get_offset_by_time(&self, topic: &str, queue_id: i32, timestamp_ms: i64) -> i64 {
+        let Some(cq) = self.shared.cqs.get(topic, queue_id) else {
+            return 0;
+        };
+        let (mut lo, mut hi) = (cq.min_offset(), cq.max_offset());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let ts = cq
+                .entry(mid)
+                .and_then(|e| self.shared.commitlog.store_timestamp_at(e.commit_log_offset));
+            match ts {
+                Some(t) if t >= timestamp_ms => hi = mid,
+                _ => lo = mid + 1,
+            }
+        }
+        lo
+    }
+
+    /// The store timestamp of the oldest message of a queue.
+    pub fn get_earliest_message_time(&self, topic: &str, queue_id: i32) -> Option<i64> {
+        let min = self.shared.cqs.get(topic, queue_id)?.min_offset();
+        self.get_message_store_timestamp(topic, queue_id, min)
+    }
+
+    /// Decodes the record at a CommitLog offset.
+    pub fn look_message_by_offset(&self, phy_offset: i64) -> Option<MessageExt> {
+        let rec = self.shared.commitlog.read_record(phy_offset)?;
+        message::decode_message(&rec).ok().map(|(m, _)| m)
+    }
+
+    /// The raw record at a CommitLog offset.
+    pub fn read_record(&self, phy_offset: i64) -> Option<Bytes> {
+        self.shared.commitlog.read_record(phy_offset)
+    }
+
+    /// Raw CommitLog bytes from `offset`, at most `max_len`, not crossing a segment end (what HA
+    /// streams to slaves).
+    pub fn read_commit_log(&self, offset: i64, max_len: usize) -> Option<Bytes> {
+        let cl = &self.shared.commitlog;
+        let seg = cl.segment_for(offset)?;
+        let seg_end = seg.end_offset() as i64;
+        let len = (max_len as i64).min(seg_end - offset).min(cl.max_offset() - offset);
+        if len <= 0 {
+            return None;
+        }
+        cl.read(offset, len as usize)
+    }
+
+    /// End of the CommitLog: the offset the next record is written at (or the next segment's).
+    pub fn max_phy_offset(&self) -> i64 {
+        self.shared.commitlog.max_offset()
+    }
+
+    /// The first CommitLog offset still stored.
+    pub fn min_phy_offset(&self) -> i64 {
+        self.shared.commitlog.min_offset()
+    }
+
+    /// CommitLog bytes below this are synced to disk.
+    pub fn flushed_phy_offset(&self) -> i64 {
+        self.shared.commitlog.flushed_offset()
+    }
+
+    /// Every record below this CommitLog offset is in its ConsumeQueue.
+    pub fn dispatched_phy_offset(&self) -> i64 {
+        self.shared.dispatched.load(Ordering::Acquire)
+    }
+
+    /// The confirm offset (replicated to the in-sync replicas). Without HA it is the dispatched
+    /// offset.
+    pub fn confirm_offset(&self) -> i64 {
+        self.dispatched_phy_offset()
+    }
+
+    /// A receiver whose value increases each time new messages are dispatched. Long polling:
+    /// `rx.borrow_and_update()`, check the queue, then `rx.changed().await` and check again.
+    pub fn subscribe_arrivals(&self) -> watch::Receiver<u64> {
+        self.shared.arrivals.subscribe()
+    }
+
+    /// Topics that have a ConsumeQueue.
+    pub fn topics(&self) -> Vec<String> {
+        self.shared.cqs.topics()
+    }
+
+    /// Queue ids of `topic` that exist in the store.
+    pub fn queue_ids(&self, topic: &str) -> Vec<i32> {
+        self.shared.cqs.queue_ids(topic)
+    }
+
+    pub fn stats(&self) -> StoreStats {
+        let s = &self.shared.stats;
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        StoreStats {
+            put_requests: l(&s.put_requests),
+            put_messages: l(&s.put_messages),
+            put_bytes: l(&s.put_bytes),
+            groups: l(&s.groups),
+            sync_flushes: l(&s.sync_flushes),
+            flushes: l(&s.flushes),
+            flush_errors: l(&s.flush_errors),
+            flush_timeouts: l(&s.flush_timeouts),
+            rolls: l(&s.rolls),
+            checkpoints: l(&s.checkpoints),
+        }
+    }
+
+    /// Whether the store refused writes after a disk error.
+    pub fn has_disk_error(&self) -> bool {
+        self.shared.disk_error.load(Ordering::Acquire)
+    }
+
+    fn stop(&self, graceful: bool) {
+        let mut lc = self.lifecycle.lock();
+        if *lc != Lifecycle::Running {
+            return;
+        }
+        *lc = Lifecycle::Stopped;
+        self.accepting.store(false, Ordering::Release);
+        // The queue may be full under load: retry until the writer takes the stop.
+        loop {
+            match self.put_tx.try_send(WriterMsg::Stop { graceful }) {
+                Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => break,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    std::thread::sleep(std::time::Duration::from_millis(1))
+                }
+            }
+        }
+        for t in self.threads.lock().drain(..) {
+            if t.join().is_err() {
+                tracing::error!("a store thread panicked");
+            }
+        }
+    }
+
+    /// Stops accepting writes, lets the writer finish what is queued, flushes the CommitLog and
+    /// the ConsumeQueues, writes the checkpoint and removes the `abort` marker. Idempotent.
+    /// Blocking (joins the store threads): from async code call it in `spawn_blocking`.
+    pub fn shutdown(&self) -> Result<(), StoreError> {
+        if *self.lifecycle.lock() != Lifecycle::Running {
+            return Ok(());
+        }
+        self.stop(true);
+        let clean = !self.has_disk_error();
+        let root = &self.shared.config.store_root;
+        if clean {
+            let abort = self.shared.config.abort_path();
+            fs::remove_file(&abort).map_err(|e| StoreError::io(&abort, e))?;
+            sync_dir(root).map_err(|e| StoreError::io(root, e))?;
+        } else {
+            tracing::warn!("shutting down after a disk error: the next start recovers as after a crash");
+        }
+        self.lock_file.lock().take();
+        tracing::info!(max_phy_offset = self.max_phy_offset(), "message store shut down");
+        Ok(())
+    }
+
+    /// Test hook: stops the threads the way a crash would (no final flush, no checkpoint, the
+    /// `abort` marker stays) and releases the lock so the store can be reopened in-process.
+    /// What was written to the mapped files stays in the page cache, as after `kill -9`.
+    pub fn crash_for_test(&self) {
+        self.stop(false);
+        self.lock_file.lock().take();
+    }
+}
+
+impl Drop for MessageStore {
+    fn drop(&mut self) {
+        if let Err(e) = self.shutdown() {
+            tracing::error!(error = %e, "message store shutdown failed");
+        }
+    }
+}

@@ -1,0 +1,343 @@
+//! Recovery at open: find the end of the valid CommitLog, cut what follows, and make the
+//! ConsumeQueues agree with it.
+//!
+//! 1. Load the segments (contiguous, all of the configured size; `.tmp` leftovers of an
+//!    interrupted creation are removed), the ConsumeQueues and the checkpoint.
+//! 2. Choose where to start verifying: the start of the segment holding the checkpoint's
+//!    flushed points (everything before was synced before the checkpoint was written). A
+//!    ConsumeQueue that has fewer entries than the checkpoint recorded (deleted or cut files)
+//!    moves the start back to where its last entry ends (or the beginning). No checkpoint or
+//!    `recover_full_scan` = start at the first segment.
+//! 3. Walk record by record: magic, sizes, the physical offset field (must equal the position),
+//!    whole-record CRC (or the body CRC for records without one). The first record that fails,
+//!    or a zero header, is the end. Every valid record is re-dispatched (idempotently).
+//! 4. Cut: after a crash or when the walk stopped on a bad record, zero the rest of the end
+//!    segment (so stale bytes can never be mistaken for records later) and delete the segments
+//!    after it; drop ConsumeQueue entries that point past the end.
+//!
+//! A bad record in the middle of the log ends it there: everything after it is cut, like
+//! RocketMQ does. This is logged at error level with the number of bytes cut; a cut below the
+//! checkpoint's flushed offset means synced data was damaged on disk.
+
+use std::fs;
+use std::sync::Arc;
+use std::time::Instant;
+
+use rocketraft_common::message::{self, RecordCheck, BLANK_MAGIC_CODE, MIN_RECORD_LEN};
+
+use super::checkpoint::Checkpoint;
+use super::config::StoreConfig;
+use super::consume_queue::ConsumeQueueStore;
+use super::dispatch::{redispatch, DispatchRequest, Redispatch};
+use super::error::StoreError;
+use super::mapped_file::{parse_file_name, MappedFile};
+
+/// Log progress every this many bytes walked.
+const PROGRESS_EVERY_BYTES: u64 = 256 << 20;
+
+/// What recovery found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// The abort marker was absent: the previous run shut down cleanly.
+    pub clean_shutdown: bool,
+    /// A valid checkpoint was found.
+    pub checkpoint_found: bool,
+    /// Where verification started.
+    pub walk_start: i64,
+    /// The end of the valid CommitLog: the next record goes here.
+    pub end_offset: i64,
+    pub records_checked: u64,
+    pub bytes_checked: u64,
+    /// Non-zero bytes zeroed past the end (torn or corrupted tail, stale bytes).
+    pub bytes_cut: u64,
+    /// Why the walk stopped, if it stopped on something other than a clean end.
+    pub cut_reason: Option<String>,
+    pub segments_deleted: usize,
+    /// ConsumeQueue entries appended or replaced while re-dispatching.
+    pub cq_entries_rebuilt: u64,
+    /// ConsumeQueue entries dropped because they pointed past the end.
+    pub cq_entries_truncated: u64,
+    pub elapsed_ms: u64,
+}
+
+pub(crate) struct Recovered {
+    pub segments: Vec<Arc<MappedFile>>,
+    pub end: i64,
+    pub cqs: ConsumeQueueStore,
+    pub last_store_timestamp: i64,
+    pub report: RecoveryReport,
+}
+
+fn load_segments(config: &StoreConfig) -> Result<Vec<Arc<MappedFile>>, StoreError> {
+    let dir = config.commitlog_dir();
+    fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
+    let size = config.commitlog_segment_size;
+    let mut starts = Vec::new();
+    for e in fs::read_dir(&dir).map_err(|e| StoreError::io(&dir, e))? {
+        let e = e.map_err(|e| StoreError::io(&dir, e))?;
+        let name = e.file_name().to_string_lossy().to_string();
+        if name.ends_with(".tmp") {
+            tracing::info!(file = %name, "removing an interrupted segment creation");
+            fs::remove_file(e.path()).map_err(|err| StoreError::io(e.path(), err))?;
+            continue;
+        }
+        match parse_file_name(&name) {
+            Some(s) if s % size == 0 => starts.push(s),
+            Some(_) => {
+                return Err(StoreError::Config(format!(
+                    "CommitLog segment {name} does not start at a multiple of commitlog_segment_size {size}; was the size changed?"
+                )))
+            }
+            None => tracing::warn!(file = %name, "ignoring a foreign file in the CommitLog directory"),
+        }
+    }
+    starts.sort_unstable();
+    let mut segments: Vec<Arc<MappedFile>> = Vec::with_capacity(starts.len());
+    for s in starts {
+        if let Some(prev) = segments.last() {
+            if prev.end_offset() != s {
+                return Err(StoreError::Corrupted(format!(
+                    "CommitLog segment missing between {} and {s}",
+                    prev.end_offset()
+                )));
+            }
+        }
+        let path = dir.join(super::mapped_file::file_name(s));
+        let len = fs::metadata(&path).map_err(|e| StoreError::io(&path, e))?.len();
+        if len != size {
+            return Err(StoreError::Config(format!(
+                "CommitLog segment {} is {len} bytes but commitlog_segment_size is {size}",
+                path.display()
+            )));
+        }
+        let seg = MappedFile::open(&path, s, size as usize).map_err(|e| StoreError::io(&path, e))?;
+        segments.push(Arc::new(seg));
+    }
+    Ok(segments)
+}
+
+fn segment_index(segments: &[Arc<MappedFile>], offset: i64) -> Option<usize> {
+    let first = segments.first()?.start_offset();
+    let off = u64::try_from(offset).ok()?;
+    if off < first {
+        return None;
+    }
+    let size = segments[0].size() as u64;
+    let i = ((off - first) / size) as usize;
+    (i < segments.len()).then_some(i)
+}
+
+pub(crate) fn recover(config: &StoreConfig, abort_existed: bool) -> Result<Recovered, StoreError> {
+    let started = Instant::now();
+    let mut report = RecoveryReport {
+        clean_shutdown: !abort_existed,
+        ..RecoveryReport::default()
+    };
+    let mut segments = load_segments(config)?;
+    let cq_dir = config.consume_queue_dir();
+    let cqs = ConsumeQueueStore::load(&cq_dir, config.consume_queue_entries_per_file as u64)
+        .map_err(|e| StoreError::io(&cq_dir, e))?;
+    let cp_path = config.checkpoint_path();
+    let checkpoint = match Checkpoint::load(&cp_path).map_err(|e| StoreError::io(&cp_path, e))? {
+        Some(Ok(c)) => Some(c),
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "checkpoint invalid; verifying the whole CommitLog");
+            None
+        }
+        None => None,
+    };
+    report.checkpoint_found = checkpoint.is_some();
+    let seg_size = config.commitlog_segment_size as i64;
+    let first = segments.first().map_or(0, |s| s.start_offset() as i64);
+
+    // Where to start verifying.
+    let mut start = match (&checkpoint, config.recover_full_scan) {
+        (Some(c), false) => c.physical_flushed_offset.min(c.dispatch_flushed_offset),
+        _ => first,
+    };
+    if let Some(c) = &checkpoint {
+        for (topic, qid, max) in &c.queues {
+            let have = cqs.get(topic, *qid);
+            let have_max = have.as_ref().map_or(0, |q| q.max_offset());
+            if have_max >= *max {
+                continue;
+            }
+            let resume = have
+                .as_ref()
+                .and_then(|q| q.entry(q.max_offset() - 1))
+                .filter(|e| e.is_valid())
+                .map_or(first, |e| e.end());
+            tracing::warn!(topic, queue_id = qid, have = have_max, expected = max, resume_from = resume,
+                "ConsumeQueue lost entries since the checkpoint; rebuilding it from the CommitLog");
+            start = start.min(resume);
+        }
+    }
+    start = start.max(first);
+    start -= start.rem_euclid(seg_size);
+    report.walk_start = start;
+    tracing::info!(
+        clean_shutdown = report.clean_shutdown,
+        checkpoint = report.checkpoint_found,
+        segments = segments.len(),
+        walk_start = start,
+        "recovering the store"
+    );
+
+    // Walk.
+    let mut pos = start;
+    let mut last_ts = checkpoint.as_ref().map_or(0, |c| c.last_store_timestamp);
+    let mut next_progress = PROGRESS_EVERY_BYTES;
+    let mut cut_reason: Option<String> = None;
+    while let Some(i) = segment_index(&segments, pos) {
+        let seg = &segments[i];
+        let rel = (pos as u64 - seg.start_offset()) as usize;
+        let remaining = seg.size() - rel;
+        if remaining < 8 {
+            pos = seg.end_offset() as i64;
+            continue;
+        }
+        // SAFETY: recovery runs before the writer and any reader exist.
+        let head = unsafe { seg.slice(rel, 8) };
+        let size = message::read_i32(head, 0).unwrap_or(0);
+        let magic = message::read_i32(head, 4).unwrap_or(0);
+        if size == 0 && magic == 0 {
+            break;
+        }
+        if magic == BLANK_MAGIC_CODE {
+            if size >= 0 && size as usize == remaining {
+                pos = seg.end_offset() as i64;
+                continue;
+            }
+            cut_reason = Some(format!("blank marker of size {size} with {remaining} bytes left at {pos}"));
+            break;
+        }
+        if size < MIN_RECORD_LEN as i32 || size as usize > remaining {
+            cut_reason = Some(format!("impossible record size {size} at {pos}"));
+            break;
+        }
+        // SAFETY: as above.
+        let rec = unsafe { seg.slice(rel, size as usize) };
+        if message::check_record(rec) == RecordCheck::Bad {
+            cut_reason = Some(format!("record at {pos} fails its CRC or layout check"));
+            break;
+        }
+        if message::read_i64(rec, message::pos::PHYSICAL_OFFSET) != Some(pos) {
+            cut_reason = Some(format!("record at {pos} carries another physical offset"));
+            break;
+        }
+        let (Some(topic), Some(queue_id), Some(queue_offset), Some(tags_code)) = (
+            message::record_topic(rec),
+            message::read_i32(rec, message::pos::QUEUE_ID),
+            message::read_i64(rec, message::pos::QUEUE_OFFSET),
+            message::record_tags_code(rec),
+        ) else {
+            cut_reason = Some(format!("record at {pos} has unreadable fields"));
+            break;
+        };
+        if rocketraft_common::topic::validate_topic_name(topic).is_err() || queue_id < 0 || queue_offset < 0 {
+            cut_reason = Some(format!("record at {pos} has an invalid topic or queue"));
+            break;
+        }
+        let req = DispatchRequest {
+            topic,
+            queue_id,
+            queue_offset,
+            commit_log_offset: pos,
+            size,
+            tags_code,
+        };
+        match redispatch(&cqs, &req).map_err(|e| StoreError::io(&cq_dir, e))? {
+            Redispatch::Present => {}
+            Redispatch::Appended | Redispatch::Replaced => report.cq_entries_rebuilt += 1,
+            Redispatch::Gap => {
+                report.cq_entries_rebuilt += 1;
+                tracing::error!(topic, queue_id, queue_offset, pos, "[BUG] queue offset gap in ConsumeQueue rebuild");
+            }
+        }
+        if let Some(ts) = message::record_store_timestamp(rec) {
+            last_ts = last_ts.max(ts);
+        }
+        report.records_checked += 1;
+        report.bytes_checked += size as u64;
+        pos += size as i64;
+        if report.bytes_checked >= next_progress {
+            next_progress += PROGRESS_EVERY_BYTES;
+            tracing::info!(
+                checked_mib = report.bytes_checked >> 20,
+                records = report.records_checked,
+                offset = pos,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "recovery progress"
+            );
+        }
+    }
+    let end = pos;
+    report.end_offset = end;
+
+    // Cut.
+    if let Some(reason) = &cut_reason {
+        tracing::error!(end, reason = %reason, "CommitLog cut at the first invalid record");
+        if let Some(c) = &checkpoint {
+            if end < c.physical_flushed_offset {
+                tracing::error!(end, flushed = c.physical_flushed_offset,
+                    "the cut is below the checkpoint's flushed offset: synced data was damaged on disk");
+            }
+        }
+    }
+    report.cut_reason = cut_reason.clone();
+    let end_seg_start = end - end.rem_euclid(seg_size);
+    if abort_existed || cut_reason.is_some() {
+        if let Some(i) = segment_index(&segments, end) {
+            let seg = &segments[i];
+            let rel = (end as u64 - seg.start_offset()) as usize;
+            // SAFETY: recovery only.
+            let dirtied = unsafe { seg.zero_tail(rel) };
+            if dirtied > 0 {
+                seg.flush_range(rel, seg.size() - rel)
+                    .map_err(|e| StoreError::io(seg.path(), e))?;
+            }
+            report.bytes_cut += dirtied as u64;
+        }
+    }
+    while let Some(last) = segments.last() {
+        if (last.start_offset() as i64) <= end_seg_start {
+            break;
+        }
+        let path = last.path().to_path_buf();
+        // SAFETY: recovery only.
+        let nonzero = unsafe { last.slice(0, 8) }.iter().any(|&b| b != 0);
+        if nonzero {
+            report.bytes_cut += last.size() as u64;
+            tracing::warn!(segment = %path.display(), "deleting a CommitLog segment past the end");
+        }
+        segments.pop();
+        fs::remove_file(&path).map_err(|e| StoreError::io(&path, e))?;
+        report.segments_deleted += 1;
+    }
+    for q in cqs.all() {
+        let cut = q.truncate_past(end).map_err(|e| StoreError::io(&cq_dir, e))?;
+        if cut > 0 {
+            tracing::warn!(topic = q.topic(), queue_id = q.queue_id(), entries = cut, "ConsumeQueue entries past the CommitLog end dropped");
+        }
+        report.cq_entries_truncated += cut as u64;
+    }
+    report.elapsed_ms = started.elapsed().as_millis() as u64;
+    tracing::info!(
+        end_offset = end,
+        records_checked = report.records_checked,
+        bytes_checked = report.bytes_checked,
+        bytes_cut = report.bytes_cut,
+        segments_deleted = report.segments_deleted,
+        cq_entries_rebuilt = report.cq_entries_rebuilt,
+        cq_entries_truncated = report.cq_entries_truncated,
+        elapsed_ms = report.elapsed_ms,
+        "store recovered"
+    );
+    Ok(Recovered {
+        segments,
+        end,
+        cqs,
+        last_store_timestamp: last_ts,
+        report,
+    })
+}

@@ -1,0 +1,428 @@
+//! The broker and NameServer as real servers on loopback ports, driven through the Remoting
+//! client API: send, pull, offsets, routes, long polling, bad requests, restart.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rocketraft_broker::store::FlushDiskType;
+use rocketraft_broker::{Broker, BrokerConfig};
+use rocketraft_common::consts::{property, pull_sys_flag};
+use rocketraft_common::protocol::{ConsumerData, HeartbeatData, SubscriptionData};
+use rocketraft_common::TopicConfig;
+use rocketraft_nameserver::{NameServer, NamesrvConfig};
+use rocketraft_remoting::api::{MqClientApi, PullRequest, PullStatus, SendRequest};
+use rocketraft_remoting::codes::{request_code, response_code};
+use rocketraft_remoting::{ClientConfig, RemotingClient, RemotingCommand};
+
+struct Cluster {
+    namesrv: NameServer,
+    broker: Broker,
+    api: MqClientApi,
+    namesrv_addr: String,
+    broker_addr: String,
+}
+
+fn broker_config(dir: &std::path::Path, namesrv: SocketAddr, auto_create: bool) -> BrokerConfig {
+    let mut config = BrokerConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        namesrv_addr: namesrv.to_string(),
+        auto_create_topic_enable: auto_create,
+        ..BrokerConfig::default()
+    };
+    config.store.store_root = dir.to_path_buf();
+    config.store.commitlog_segment_size = 256 * 1024;
+    config.store.flush_disk_type = FlushDiskType::SyncFlush;
+    config.store.pretouch = false;
+    config.store.max_message_size = 64 * 1024;
+    config
+}
+
+async fn start(dir: &std::path::Path, auto_create: bool) -> Cluster {
+    let namesrv = NameServer::start(NamesrvConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        ..NamesrvConfig::default()
+    })
+    .await
+    .expect("namesrv starts");
+    let mut config = broker_config(dir, namesrv.local_addr(), auto_create);
+    // The advertised address must be the bound one: bind first with port 0, then advertise it.
+    config.advertised_addr = None;
+    let broker = Broker::start(config).await.expect("broker starts");
+    let api = MqClientApi::new(RemotingClient::new(ClientConfig::default()), Duration::from_secs(5));
+    Cluster {
+        namesrv_addr: namesrv.local_addr().to_string(),
+        broker_addr: broker.local_addr().to_string(),
+        namesrv,
+        broker,
+        api,
+    }
+}
+
+fn message(topic: &str, queue_id: i32, body: &str, tags: Option<&str>) -> SendRequest {
+    let mut properties = BTreeMap::new();
+    if let Some(tags) = tags {
+        properties.insert(property::TAGS.to_string(), tags.to_string());
+    }
+    properties.insert(property::KEYS.to_string(), format!("key-{body}"));
+    SendRequest {
+        producer_group: "pg".to_string(),
+        topic: topic.to_string(),
+        queue_id,
+        body: Bytes::from(body.to_string()),
+        properties,
+        ..SendRequest::default()
+    }
+}
+
+fn pull(topic: &str, queue_id: i32, offset: i64, sub: &str) -> PullRequest {
+    PullRequest {
+        consumer_group: "cg".to_string(),
+        topic: topic.to_string(),
+        queue_id,
+        queue_offset: offset,
+        max_msg_nums: 32,
+        sys_flag: pull_sys_flag::SUBSCRIPTION,
+        commit_offset: -1,
+        suspend_timeout_ms: 0,
+        subscription: Some(sub.to_string()),
+    }
+}
+
+async fn create_topic(c: &Cluster, topic: &str, queues: i32) {
+    c.api
+        .create_topic(&c.broker_addr, &TopicConfig::new(topic, queues))
+        .await
+        .expect("create topic");
+}
+
+#[tokio::test]
+async fn send_pull_and_offsets_round_trip() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = start(dir.path(), false).await;
+    create_topic(&c, "Orders", 2).await;
+
+    // The NameServer learns the topic from the broker's immediate re-registration.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let route = loop {
+        match c.api.topic_route(&c.namesrv_addr, "Orders").await {
+            Ok(r) => break r,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("no route: {e}"),
+        }
+    };
+    assert_eq!(route.queue_datas[0].write_queue_nums, 2);
+    assert_eq!(route.broker_datas[0].master_addr(), Some(c.broker_addr.as_str()));
+    let cluster = c.api.cluster_info(&c.namesrv_addr).await.expect("cluster info");
+    assert!(cluster.cluster_addr_table["DefaultCluster"].contains("broker-a"));
+    assert!(c.api.all_topics(&c.namesrv_addr).await.expect("topics").topic_list.contains("Orders"));
+
+    let before = rocketraft_common::time::now_ms();
+    let mut sent = Vec::new();
+    for i in 0..60 {
+        let tags = if i % 2 == 0 { "TagA" } else { "TagB" };
+        let r = c
+            .api
+            .send(&c.broker_addr, &message("Orders", 1, &format!("m{i}"), Some(tags)))
+            .await
+            .expect("send");
+        assert_eq!(r.code, response_code::SUCCESS);
+        assert_eq!(r.queue_id, 1);
+        assert_eq!(r.queue_offset, i);
+        assert_eq!(r.msg_id.len(), 32, "offset msg id is 32 hex digits: {}", r.msg_id);
+        sent.push(r);
+    }
+    assert_eq!(c.api.max_offset(&c.broker_addr, "Orders", 1).await.expect("max"), 60);
+    assert_eq!(c.api.min_offset(&c.broker_addr, "Orders", 1).await.expect("min"), 0);
+    assert_eq!(c.api.max_offset(&c.broker_addr, "Orders", 0).await.expect("max q0"), 0);
+
+    // Pull everything, in order, with bodies, properties and ids intact.
+    let mut offset = 0;
+    let mut bodies = Vec::new();
+    while offset < 60 {
+        let r = c.api.pull(&c.broker_addr, &pull("Orders", 1, offset, "*")).await.expect("pull");
+        assert_eq!(r.status, PullStatus::Found);
+        for m in &r.messages {
+            assert_eq!(m.queue_offset, offset);
+            assert_eq!(m.queue_id, 1);
+            assert_eq!(m.msg_id, sent[offset as usize].msg_id);
+            assert_eq!(m.keys(), Some(format!("key-m{offset}").as_str()));
+            assert!(m.uniq_key().is_some());
+            bodies.push(String::from_utf8(m.body.to_vec()).expect("utf8"));
+            offset += 1;
+        }
+        assert_eq!(r.next_begin_offset, offset);
+    }
+    assert_eq!(bodies, (0..60).map(|i| format!("m{i}")).collect::<Vec<_>>());
+    let r = c.api.pull(&c.broker_addr, &pull("Orders", 1, 60, "*")).await.expect("pull end");
+    assert_eq!(r.status, PullStatus::NoNewMsg);
+    let r = c.api.pull(&c.broker_addr, &pull("Orders", 1, 1000, "*")).await.expect("pull past");
+    assert_eq!(r.status, PullStatus::OffsetIllegal);
+
+    // Tag filtering: only TagB comes back.
+    let mut tagged = Vec::new();
+    let mut offset = 0;
+    while offset < 60 {
+        let r = c.api.pull(&c.broker_addr, &pull("Orders", 1, offset, "TagB")).await.expect("pull tags");
+        tagged.extend(r.messages.iter().map(|m| m.tags().unwrap_or_default().to_string()));
+        offset = r.next_begin_offset;
+    }
+    assert_eq!(tagged.len(), 30);
+    assert!(tagged.iter().all(|t| t == "TagB"));
+
+    // Consumer offsets.
+    assert_eq!(
+        c.api.query_consumer_offset(&c.broker_addr, "cg", "Orders", 1).await.expect("query"),
+        Some(0),
+        "a new group on a queue that still has its first message starts at 0"
+    );
+    c.api.update_consumer_offset(&c.broker_addr, "cg", "Orders", 1, 42).await.expect("update");
+    assert_eq!(
+        c.api.query_consumer_offset(&c.broker_addr, "cg", "Orders", 1).await.expect("query"),
+        Some(42)
+    );
+    let found = c.api.search_offset(&c.broker_addr, "Orders", 1, before - 1000).await.expect("search");
+    assert_eq!(found, 0);
+    let found = c
+        .api
+        .search_offset(&c.broker_addr, "Orders", 1, rocketraft_common::time::now_ms() + 60_000)
+        .await
+        .expect("search future");
+    assert_eq!(found, 60);
+
+    // Batch: consecutive offsets, one id per message.
+    let batch: Vec<(Bytes, BTreeMap<String, String>)> =
+        (0..5).map(|i| (Bytes::from(format!("b{i}")), BTreeMap::new())).collect();
+    let r = c.api.send_batch(&c.broker_addr, "pg", "Orders", 0, &batch).await.expect("batch");
+    assert_eq!(r.queue_offset, 0);
+    assert_eq!(r.msg_id.split(',').count(), 5);
+    let p = c.api.pull(&c.broker_addr, &pull("Orders", 0, 0, "*")).await.expect("pull batch");
+    let got: Vec<(i64, String)> = p
+        .messages
+        .iter()
+        .map(|m| (m.queue_offset, String::from_utf8_lossy(&m.body).to_string()))
+        .collect();
+    assert_eq!(got, (0..5).map(|i| (i as i64, format!("b{i}"))).collect::<Vec<_>>());
+
+    c.broker.shutdown().await;
+    c.namesrv.shutdown().await;
+}
+
+#[tokio::test]
+async fn long_polling_holds_until_a_message_arrives() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = start(dir.path(), true).await;
+    create_topic(&c, "Poll", 1).await;
+
+    let mut held = pull("Poll", 0, 0, "*");
+    held.sys_flag |= pull_sys_flag::SUSPEND;
+    held.suspend_timeout_ms = 20_000;
+    let api = c.api.clone();
+    let addr = c.broker_addr.clone();
+    let waiter = tokio::spawn(async move { api.pull(&addr, &held).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiter.is_finished(), "the pull is held while the queue is empty");
+    c.api
+        .send(&c.broker_addr, &message("Poll", 0, "wake", None))
+        .await
+        .expect("send");
+    let r = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .expect("the held pull is answered long before its 20 s suspend time")
+        .expect("join")
+        .expect("pull");
+    assert_eq!(r.status, PullStatus::Found);
+    assert_eq!(&r.messages[0].body[..], b"wake");
+
+    // Nothing arrives: the pull comes back empty once its suspend time has passed.
+    let mut held = pull("Poll", 0, 1, "*");
+    held.sys_flag |= pull_sys_flag::SUSPEND;
+    held.suspend_timeout_ms = 400;
+    let started = Instant::now();
+    let r = c.api.pull(&c.broker_addr, &held).await.expect("pull");
+    assert_eq!(r.status, PullStatus::NoNewMsg);
+    assert!(started.elapsed() >= Duration::from_millis(350), "it was held");
+
+    c.broker.shutdown().await;
+    c.namesrv.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_requests_get_rocketmq_codes_and_store_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = start(dir.path(), false).await;
+    create_topic(&c, "T", 2).await;
+    let client = c.api.remoting();
+    let invoke = |cmd: RemotingCommand| {
+        let addr = c.broker_addr.clone();
+        async move {
+            client
+                .invoke(&addr, cmd, Duration::from_secs(5))
+                .await
+                .expect("response")
+        }
+    };
+
+    // Unknown topic with auto creation off.
+    let err = c.api.send(&c.broker_addr, &message("Nope", 0, "x", None)).await.expect_err("refused");
+    assert_eq!(err.code(), Some(response_code::TOPIC_NOT_EXIST));
+    // Queue id out of range.
+    let err = c.api.send(&c.broker_addr, &message("T", 7, "x", None)).await.expect_err("refused");
+    assert_eq!(err.code(), Some(response_code::SYSTEM_ERROR));
+    assert!(err.to_string().contains("queueId[7] is illegal"), "{err}");
+    // Oversized body.
+    let mut big = message("T", 0, "", None);
+    big.body = Bytes::from(vec![0u8; 65 * 1024]);
+    let err = c.api.send(&c.broker_addr, &big).await.expect_err("refused");
+    assert_eq!(err.code(), Some(response_code::MESSAGE_ILLEGAL));
+    // Illegal topic name.
+    let err = c.api.send(&c.broker_addr, &message("bad topic", 0, "x", None)).await.expect_err("refused");
+    assert_eq!(err.code(), Some(response_code::SYSTEM_ERROR));
+    // Delayed delivery is not offered yet: refused, not delivered early.
+    let mut delayed = message("T", 0, "x", None);
+    delayed.properties.insert(property::DELAY_TIME_LEVEL.into(), "3".into());
+    let err = c.api.send(&c.broker_addr, &delayed).await.expect_err("refused");
+    assert_eq!(err.code(), Some(response_code::MESSAGE_ILLEGAL));
+    // A header field missing.
+    let response = invoke(
+        RemotingCommand::request(request_code::SEND_MESSAGE_V2)
+            .with_ext("a", "pg")
+            .with_ext("b", "T")
+            .with_body(&b"x"[..]),
+    )
+    .await;
+    assert_eq!(response.code, response_code::SYSTEM_ERROR);
+    assert!(response.remark.as_deref().unwrap_or_default().contains("`e`"), "{:?}", response.remark);
+    // Garbage in a numeric field.
+    let response = invoke(
+        RemotingCommand::request(request_code::GET_MAX_OFFSET)
+            .with_ext("topic", "T")
+            .with_ext("queueId", "zero"),
+    )
+    .await;
+    assert_eq!(response.code, response_code::SYSTEM_ERROR);
+    // A malformed batch body.
+    let response = invoke(
+        RemotingCommand::request(request_code::SEND_BATCH_MESSAGE)
+            .with_ext("a", "pg")
+            .with_ext("b", "T")
+            .with_ext("e", "0")
+            .with_body(vec![0u8, 0, 0, 100, 1, 2, 3]),
+    )
+    .await;
+    assert_eq!(response.code, response_code::MESSAGE_ILLEGAL);
+    // An unknown request code.
+    let response = invoke(RemotingCommand::request(9999)).await;
+    assert_eq!(response.code, response_code::REQUEST_CODE_NOT_SUPPORTED);
+    assert!(response.remark.is_some());
+    // Pull without a subscription or a heartbeat.
+    let mut p = pull("T", 0, 0, "*");
+    p.sys_flag = 0;
+    let err = c.api.pull(&c.broker_addr, &p).await.expect_err("refused");
+    assert_eq!(err.code(), Some(response_code::SUBSCRIPTION_NOT_EXIST));
+    // Pull on a queue that does not exist.
+    let err = c.api.pull(&c.broker_addr, &pull("T", 9, 0, "*")).await.expect_err("refused");
+    assert_eq!(err.code(), Some(response_code::SYSTEM_ERROR));
+
+    // Nothing was stored by any of that.
+    for q in 0..2 {
+        assert_eq!(c.api.max_offset(&c.broker_addr, "T", q).await.expect("max"), 0);
+    }
+    assert!(c.api.topic_route(&c.namesrv_addr, "Nope").await.is_err());
+
+    c.broker.shutdown().await;
+    c.namesrv.shutdown().await;
+}
+
+#[tokio::test]
+async fn heartbeat_subscriptions_and_consumer_list() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = start(dir.path(), true).await;
+    // Auto creation: the first send creates the topic.
+    let r = c.api.send(&c.broker_addr, &message("Auto", -1, "a", Some("TagA"))).await.expect("send");
+    assert_eq!(r.code, response_code::SUCCESS);
+    c.api.send(&c.broker_addr, &message("Auto", r.queue_id, "b", Some("TagB"))).await.expect("send");
+
+    let heartbeat = HeartbeatData {
+        client_id: "127.0.0.1@test".to_string(),
+        producer_data_set: vec![],
+        consumer_data_set: vec![ConsumerData {
+            group_name: "cg".to_string(),
+            consume_type: Some("CONSUME_PASSIVELY".to_string()),
+            message_model: Some("CLUSTERING".to_string()),
+            consume_from_where: Some("CONSUME_FROM_FIRST_OFFSET".to_string()),
+            subscription_data_set: vec![SubscriptionData {
+                topic: "Auto".to_string(),
+                sub_string: "TagB".to_string(),
+                tags_set: ["TagB".to_string()].into(),
+                code_set: [rocketraft_common::hash::java_string_hash("TagB")].into(),
+                ..SubscriptionData::default()
+            }],
+            unit_mode: false,
+        }],
+    };
+    c.api.heartbeat(&c.broker_addr, &heartbeat).await.expect("heartbeat");
+    assert_eq!(
+        c.api.consumer_list(&c.broker_addr, "cg").await.expect("list"),
+        vec!["127.0.0.1@test".to_string()]
+    );
+    assert!(c.api.consumer_list(&c.broker_addr, "nobody").await.is_err());
+
+    // Without the SUBSCRIPTION flag the broker filters by the heartbeat's subscription.
+    let mut p = pull("Auto", r.queue_id, 0, "*");
+    p.sys_flag = 0;
+    p.subscription = None;
+    let mut tags = Vec::new();
+    let mut offset = 0;
+    loop {
+        p.queue_offset = offset;
+        let res = c.api.pull(&c.broker_addr, &p).await.expect("pull");
+        tags.extend(res.messages.iter().map(|m| m.tags().unwrap_or_default().to_string()));
+        if res.next_begin_offset == offset {
+            break;
+        }
+        offset = res.next_begin_offset;
+    }
+    assert_eq!(tags, vec!["TagB".to_string()]);
+
+    c.broker.shutdown().await;
+    c.namesrv.shutdown().await;
+}
+
+#[tokio::test]
+async fn messages_offsets_and_topics_survive_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = start(dir.path(), false).await;
+    create_topic(&c, "Durable", 1).await;
+    for i in 0..200 {
+        // Bodies large enough that several 256 KiB segments roll.
+        let mut m = message("Durable", 0, &format!("{i}"), None);
+        m.body = Bytes::from(format!("{i:0>4}").repeat(1000));
+        c.api.send(&c.broker_addr, &m).await.expect("send");
+    }
+    c.api.update_consumer_offset(&c.broker_addr, "cg", "Durable", 0, 123).await.expect("commit");
+    c.broker.shutdown().await;
+
+    let config = broker_config(dir.path(), c.namesrv.local_addr(), false);
+    let broker = Broker::start(config).await.expect("restart");
+    let addr = broker.local_addr().to_string();
+    assert_eq!(c.api.max_offset(&addr, "Durable", 0).await.expect("max"), 200);
+    assert_eq!(
+        c.api.query_consumer_offset(&addr, "cg", "Durable", 0).await.expect("offset"),
+        Some(123)
+    );
+    let mut offset = 0;
+    while offset < 200 {
+        let r = c.api.pull(&addr, &pull("Durable", 0, offset, "*")).await.expect("pull");
+        for m in &r.messages {
+            assert_eq!(m.body, Bytes::from(format!("{offset:0>4}").repeat(1000)));
+            offset += 1;
+        }
+    }
+    broker.shutdown().await;
+    c.namesrv.shutdown().await;
+}

@@ -1,0 +1,16 @@
+//! # rocketraft-common
+//!
+//! Types shared by every Rocketraft crate and by the wire: the message model and its on-disk /
+//! on-wire record codec ([`message`]), topic configuration and permissions ([`topic`]), the
+//! well-known property names and flags of RocketMQ ([`consts`]) and small helpers ([`time`],
+//! [`hash`]). No I/O lives here.
+
+pub mod consts;
+pub mod hash;
+pub mod message;
+pub mod time;
+pub mod topic;
+
+pub use topic::{TopicConfig, TopicValidationError};
+pub mod json;
+pub mod protocol;

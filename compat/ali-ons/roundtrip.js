@@ -1,0 +1,52 @@
+'use strict';
+// Produces COUNT messages to TOPIC with ali-ons (a third-party RocketMQ Remoting client), then
+// consumes them with its push consumer (PULL with long polling, offsets, heartbeats, rebalance).
+// Prints one JSON line per event; the Rust test checks them. Exits non-zero on any failure.
+const { Producer, Consumer, Message } = require('ali-ons');
+
+const nameSrv = process.env.NAMESRV;
+const topic = process.env.TOPIC;
+const count = Number(process.env.COUNT || '50');
+const timeoutMs = Number(process.env.TIMEOUT_MS || '90000');
+// ali-ons asks for an HTTP client to look up name servers; with nameSrv set it is never used.
+const httpclient = { request() { throw new Error('not used when nameSrv is set'); } };
+const logger = { info() {}, warn() {}, debug() {}, error(...a) { console.error(...a); } };
+
+function emit(obj) { process.stdout.write(JSON.stringify(obj) + '\n'); }
+
+async function main() {
+  const timer = setTimeout(() => { emit({ event: 'timeout' }); process.exit(3); }, timeoutMs);
+  const producer = new Producer({ httpclient, nameSrv, producerGroup: 'compat_pg', logger });
+  await producer.ready();
+  for (let i = 0; i < count; i++) {
+    const tag = i % 2 === 0 ? 'TagA' : 'TagB';
+    const msg = new Message(topic, tag, `compat-body-${i}`);
+    msg.keys = [ `key-${i}` ];
+    const r = await producer.send(msg);
+    if (r.sendStatus !== 'SEND_OK') throw new Error(`send ${i}: ${r.sendStatus}`);
+    emit({ event: 'sent', i, msgId: r.msgId, queueId: r.messageQueue.queueId, offset: r.queueOffset });
+  }
+  await producer.close();
+
+  const consumer = new Consumer({
+    httpclient, nameSrv, consumerGroup: 'compat_cg', logger,
+    consumeFromWhere: 'CONSUME_FROM_FIRST_OFFSET',
+    rebalanceInterval: 2000,
+  });
+  const seen = new Set();
+  await new Promise((resolve, reject) => {
+    consumer.on('error', err => { console.error('consumer error', err && err.message); });
+    consumer.subscribe(topic, 'TagA || TagB', async msg => {
+      const body = msg.body.toString();
+      emit({ event: 'received', body, tags: msg.tags, queueId: msg.queueId, offset: msg.queueOffset, keys: msg.keys });
+      seen.add(body);
+      if (seen.size === count) resolve();
+    });
+  });
+  await consumer.close();
+  clearTimeout(timer);
+  emit({ event: 'done', received: seen.size });
+  process.exit(0);
+}
+
+main().catch(err => { emit({ event: 'error', message: String(err && err.stack || err) }); process.exit(2); });

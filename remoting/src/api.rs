@@ -1,0 +1,477 @@
+//! A typed RocketMQ client API over [`RemotingClient`] (`MQClientAPIImpl` in Java): routes and
+//! cluster info from the NameServer; send, pull, offsets and topic administration on brokers.
+//!
+//! The admin CLI, the bench, the proxy and the tests all speak to servers through this one place,
+//! so header names and response parsing are written once.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rocketraft_common::message::{decode_messages, encode_properties, MessageExt};
+use rocketraft_common::protocol::{
+    from_json_body, ClusterInfo, ConsumerIdList, HeartbeatData, TopicConfigSerializeWrapper,
+    TopicList, TopicRouteData,
+};
+use rocketraft_common::time::now_ms;
+use rocketraft_common::TopicConfig;
+
+use crate::codes::{request_code, response_code};
+use crate::{RemotingClient, RemotingCommand, RemotingError};
+
+/// What went wrong with an API call.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request did not get a response (connection, timeout).
+    #[error(transparent)]
+    Remoting(#[from] RemotingError),
+    /// The server answered with an error code.
+    #[error("server answered code {code}: {remark}")]
+    Server { code: i32, remark: String },
+    /// The server's answer could not be understood.
+    #[error("malformed response: {0}")]
+    Malformed(String),
+}
+
+impl ApiError {
+    /// The server's response code, if the server answered.
+    pub fn code(&self) -> Option<i32> {
+        match self {
+            ApiError::Server { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+/// One message to send.
+#[derive(Debug, Clone, Default)]
+pub struct SendRequest {
+    pub producer_group: String,
+    pub topic: String,
+    /// The queue to send to; the broker picks one when negative.
+    pub queue_id: i32,
+    pub body: Bytes,
+    pub properties: BTreeMap<String, String>,
+    pub flag: i32,
+    pub sys_flag: i32,
+    pub reconsume_times: i32,
+}
+
+/// The broker's answer to a successful send (`SendResult`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendResult {
+    /// SUCCESS, or FLUSH_DISK_TIMEOUT / FLUSH_SLAVE_TIMEOUT / SLAVE_NOT_AVAILABLE, which RocketMQ
+    /// reports as stored-but-not-durable statuses.
+    pub code: i32,
+    /// The offset message id(s) (comma-separated for a batch).
+    pub msg_id: String,
+    pub queue_id: i32,
+    pub queue_offset: i64,
+}
+
+/// One PULL_MESSAGE request.
+#[derive(Debug, Clone)]
+pub struct PullRequest {
+    pub consumer_group: String,
+    pub topic: String,
+    pub queue_id: i32,
+    pub queue_offset: i64,
+    pub max_msg_nums: i32,
+    /// `PullSysFlag` bits.
+    pub sys_flag: i32,
+    pub commit_offset: i64,
+    /// How long the broker may hold the request when there is nothing new (long polling).
+    pub suspend_timeout_ms: i64,
+    /// The subscription expression (`*` or `TagA || TagB`), sent when the SUBSCRIPTION flag is set.
+    pub subscription: Option<String>,
+}
+
+/// Outcome of a pull (`PullStatus`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullStatus {
+    Found,
+    NoNewMsg,
+    NoMatchedMsg,
+    OffsetIllegal,
+}
+
+/// The answer to a pull.
+#[derive(Debug, Clone)]
+pub struct PullResult {
+    pub status: PullStatus,
+    pub next_begin_offset: i64,
+    pub min_offset: i64,
+    pub max_offset: i64,
+    pub messages: Vec<MessageExt>,
+}
+
+/// A typed RocketMQ API client. Cheap to clone.
+#[derive(Clone)]
+pub struct MqClientApi {
+    client: RemotingClient,
+    timeout: Duration,
+}
+
+impl MqClientApi {
+    pub fn new(client: RemotingClient, timeout: Duration) -> Self {
+        MqClientApi { client, timeout }
+    }
+
+    /// The underlying Remoting client.
+    pub fn remoting(&self) -> &RemotingClient {
+        &self.client
+    }
+
+    /// Sends `request` and returns the response if its code is one of `ok_codes`.
+    pub async fn call(
+        &self,
+        addr: &str,
+        request: RemotingCommand,
+        ok_codes: &[i32],
+    ) -> Result<RemotingCommand, ApiError> {
+        let response = self.client.invoke(addr, request, self.timeout).await?;
+        if ok_codes.contains(&response.code) {
+            Ok(response)
+        } else {
+            Err(ApiError::Server {
+                code: response.code,
+                remark: response.remark.clone().unwrap_or_default(),
+            })
+        }
+    }
+
+    /// GET_ROUTEINFO_BY_TOPIC.
+    pub async fn topic_route(&self, namesrv: &str, topic: &str) -> Result<TopicRouteData, ApiError> {
+        let request = RemotingCommand::request(request_code::GET_ROUTEINFO_BY_TOPIC)
+            .with_ext("topic", topic);
+        let response = self.call(namesrv, request, &[response_code::SUCCESS]).await?;
+        parse_json(&response.body)
+    }
+
+    /// GET_BROKER_CLUSTER_INFO.
+    pub async fn cluster_info(&self, namesrv: &str) -> Result<ClusterInfo, ApiError> {
+        let request = RemotingCommand::request(request_code::GET_BROKER_CLUSTER_INFO);
+        let response = self.call(namesrv, request, &[response_code::SUCCESS]).await?;
+        parse_json(&response.body)
+    }
+
+    /// GET_ALL_TOPIC_LIST_FROM_NAMESERVER.
+    pub async fn all_topics(&self, namesrv: &str) -> Result<TopicList, ApiError> {
+        let request = RemotingCommand::request(request_code::GET_ALL_TOPIC_LIST_FROM_NAMESERVER);
+        let response = self.call(namesrv, request, &[response_code::SUCCESS]).await?;
+        parse_json(&response.body)
+    }
+
+    /// UPDATE_AND_CREATE_TOPIC on one broker.
+    pub async fn create_topic(&self, broker: &str, config: &TopicConfig) -> Result<(), ApiError> {
+        let attributes = serde_json::to_string(&config.attributes)
+            .map_err(|e| ApiError::Malformed(e.to_string()))?;
+        let request = RemotingCommand::request(request_code::UPDATE_AND_CREATE_TOPIC)
+            .with_ext("topic", config.topic_name.clone())
+            .with_ext("defaultTopic", rocketraft_common::consts::AUTO_CREATE_TOPIC_KEY_TOPIC)
+            .with_ext("readQueueNums", config.read_queue_nums.to_string())
+            .with_ext("writeQueueNums", config.write_queue_nums.to_string())
+            .with_ext("perm", config.perm.to_string())
+            .with_ext("topicFilterType", config.topic_filter_type.clone())
+            .with_ext("topicSysFlag", config.topic_sys_flag.to_string())
+            .with_ext("order", config.order.to_string())
+            .with_ext("attributes", attributes);
+        self.call(broker, request, &[response_code::SUCCESS]).await?;
+        Ok(())
+    }
+
+    /// GET_ALL_TOPIC_CONFIG from one broker.
+    pub async fn broker_topics(&self, broker: &str) -> Result<TopicConfigSerializeWrapper, ApiError> {
+        let request = RemotingCommand::request(request_code::GET_ALL_TOPIC_CONFIG);
+        let response = self.call(broker, request, &[response_code::SUCCESS]).await?;
+        parse_json(&response.body)
+    }
+
+    /// SEND_MESSAGE_V2 (the single-letter header that Java producers use).
+    pub async fn send(&self, broker: &str, message: &SendRequest) -> Result<SendResult, ApiError> {
+        let mut properties = message.properties.clone();
+        properties
+            .entry(rocketraft_common::consts::property::UNIQ_CLIENT_MESSAGE_ID_KEYIDX.to_string())
+            .or_insert_with(unique_message_id);
+        let request = RemotingCommand::request(request_code::SEND_MESSAGE_V2)
+            .with_ext("a", message.producer_group.clone())
+            .with_ext("b", message.topic.clone())
+            .with_ext("c", rocketraft_common::consts::AUTO_CREATE_TOPIC_KEY_TOPIC)
+            .with_ext("d", "4")
+            .with_ext("e", message.queue_id.to_string())
+            .with_ext("f", message.sys_flag.to_string())
+            .with_ext("g", now_ms().to_string())
+            .with_ext("h", message.flag.to_string())
+            .with_ext("i", encode_properties(&properties))
+            .with_ext("j", message.reconsume_times.to_string())
+            .with_ext("k", "false")
+            .with_ext("m", "false")
+            .with_body(message.body.clone());
+        self.send_command(broker, request).await
+    }
+
+    /// SEND_BATCH_MESSAGE: every message goes to `topic`/`queue_id`, stored contiguously.
+    pub async fn send_batch(
+        &self,
+        broker: &str,
+        producer_group: &str,
+        topic: &str,
+        queue_id: i32,
+        messages: &[(Bytes, BTreeMap<String, String>)],
+    ) -> Result<SendResult, ApiError> {
+        let mut body = Vec::new();
+        for (payload, props) in messages {
+            let mut props = props.clone();
+            props
+                .entry(rocketraft_common::consts::property::UNIQ_CLIENT_MESSAGE_ID_KEYIDX.to_string())
+                .or_insert_with(unique_message_id);
+            encode_batch_entry(&mut body, payload, &encode_properties(&props));
+        }
+        let request = RemotingCommand::request(request_code::SEND_BATCH_MESSAGE)
+            .with_ext("a", producer_group)
+            .with_ext("b", topic)
+            .with_ext("c", rocketraft_common::consts::AUTO_CREATE_TOPIC_KEY_TOPIC)
+            .with_ext("d", "4")
+            .with_ext("e", queue_id.to_string())
+            .with_ext("f", "0")
+            .with_ext("g", now_ms().to_string())
+            .with_ext("h", "0")
+            .with_ext("i", "")
+            .with_ext("j", "0")
+            .with_ext("k", "false")
+            .with_ext("m", "true")
+            .with_body(body);
+        self.send_command(broker, request).await
+    }
+
+    async fn send_command(
+        &self,
+        broker: &str,
+        request: RemotingCommand,
+    ) -> Result<SendResult, ApiError> {
+        let response = self
+            .call(
+                broker,
+                request,
+                &[
+                    response_code::SUCCESS,
+                    response_code::FLUSH_DISK_TIMEOUT,
+                    response_code::FLUSH_SLAVE_TIMEOUT,
+                    response_code::SLAVE_NOT_AVAILABLE,
+                ],
+            )
+            .await?;
+        Ok(SendResult {
+            code: response.code,
+            msg_id: response.ext("msgId").unwrap_or_default().to_string(),
+            queue_id: parse_ext(&response, "queueId")?,
+            queue_offset: parse_ext(&response, "queueOffset")?,
+        })
+    }
+
+    /// PULL_MESSAGE.
+    pub async fn pull(&self, broker: &str, pull: &PullRequest) -> Result<PullResult, ApiError> {
+        let mut request = RemotingCommand::request(request_code::PULL_MESSAGE)
+            .with_ext("consumerGroup", pull.consumer_group.clone())
+            .with_ext("topic", pull.topic.clone())
+            .with_ext("queueId", pull.queue_id.to_string())
+            .with_ext("queueOffset", pull.queue_offset.to_string())
+            .with_ext("maxMsgNums", pull.max_msg_nums.to_string())
+            .with_ext("sysFlag", pull.sys_flag.to_string())
+            .with_ext("commitOffset", pull.commit_offset.to_string())
+            .with_ext("suspendTimeoutMillis", pull.suspend_timeout_ms.to_string())
+            .with_ext("subVersion", "0")
+            .with_ext("expressionType", "TAG");
+        if let Some(sub) = &pull.subscription {
+            request = request.with_ext("subscription", sub.clone());
+        }
+        // The broker may hold the request for the suspend time: wait a little longer than that.
+        let wait = self.timeout + Duration::from_millis(pull.suspend_timeout_ms.max(0) as u64);
+        let response = self.client.invoke(broker, request, wait).await?;
+        let status = match response.code {
+            response_code::SUCCESS => PullStatus::Found,
+            response_code::PULL_NOT_FOUND => PullStatus::NoNewMsg,
+            response_code::PULL_RETRY_IMMEDIATELY => PullStatus::NoMatchedMsg,
+            response_code::PULL_OFFSET_MOVED => PullStatus::OffsetIllegal,
+            code => {
+                return Err(ApiError::Server {
+                    code,
+                    remark: response.remark.clone().unwrap_or_default(),
+                })
+            }
+        };
+        let messages = if status == PullStatus::Found {
+            decode_messages(&response.body).map_err(|e| ApiError::Malformed(e.to_string()))?
+        } else {
+            Vec::new()
+        };
+        Ok(PullResult {
+            status,
+            next_begin_offset: parse_ext(&response, "nextBeginOffset")?,
+            min_offset: parse_ext(&response, "minOffset")?,
+            max_offset: parse_ext(&response, "maxOffset")?,
+            messages,
+        })
+    }
+
+    /// QUERY_CONSUMER_OFFSET: `None` when the group has no committed offset for the queue.
+    pub async fn query_consumer_offset(
+        &self,
+        broker: &str,
+        group: &str,
+        topic: &str,
+        queue_id: i32,
+    ) -> Result<Option<i64>, ApiError> {
+        let request = RemotingCommand::request(request_code::QUERY_CONSUMER_OFFSET)
+            .with_ext("consumerGroup", group)
+            .with_ext("topic", topic)
+            .with_ext("queueId", queue_id.to_string());
+        let response = self
+            .call(
+                broker,
+                request,
+                &[response_code::SUCCESS, response_code::QUERY_NOT_FOUND],
+            )
+            .await?;
+        if response.code == response_code::QUERY_NOT_FOUND {
+            return Ok(None);
+        }
+        Ok(Some(parse_ext(&response, "offset")?))
+    }
+
+    /// UPDATE_CONSUMER_OFFSET.
+    pub async fn update_consumer_offset(
+        &self,
+        broker: &str,
+        group: &str,
+        topic: &str,
+        queue_id: i32,
+        offset: i64,
+    ) -> Result<(), ApiError> {
+        let request = RemotingCommand::request(request_code::UPDATE_CONSUMER_OFFSET)
+            .with_ext("consumerGroup", group)
+            .with_ext("topic", topic)
+            .with_ext("queueId", queue_id.to_string())
+            .with_ext("commitOffset", offset.to_string());
+        self.call(broker, request, &[response_code::SUCCESS]).await?;
+        Ok(())
+    }
+
+    /// GET_MAX_OFFSET: the queue offset one past the last message.
+    pub async fn max_offset(&self, broker: &str, topic: &str, queue_id: i32) -> Result<i64, ApiError> {
+        self.offset_query(broker, request_code::GET_MAX_OFFSET, topic, queue_id, None)
+            .await
+    }
+
+    /// GET_MIN_OFFSET: the first queue offset still stored.
+    pub async fn min_offset(&self, broker: &str, topic: &str, queue_id: i32) -> Result<i64, ApiError> {
+        self.offset_query(broker, request_code::GET_MIN_OFFSET, topic, queue_id, None)
+            .await
+    }
+
+    /// SEARCH_OFFSET_BY_TIMESTAMP.
+    pub async fn search_offset(
+        &self,
+        broker: &str,
+        topic: &str,
+        queue_id: i32,
+        timestamp_ms: i64,
+    ) -> Result<i64, ApiError> {
+        self.offset_query(
+            broker,
+            request_code::SEARCH_OFFSET_BY_TIMESTAMP,
+            topic,
+            queue_id,
+            Some(timestamp_ms),
+        )
+        .await
+    }
+
+    async fn offset_query(
+        &self,
+        broker: &str,
+        code: i32,
+        topic: &str,
+        queue_id: i32,
+        timestamp_ms: Option<i64>,
+    ) -> Result<i64, ApiError> {
+        let mut request = RemotingCommand::request(code)
+            .with_ext("topic", topic)
+            .with_ext("queueId", queue_id.to_string());
+        if let Some(ts) = timestamp_ms {
+            request = request.with_ext("timestamp", ts.to_string());
+        }
+        let response = self.call(broker, request, &[response_code::SUCCESS]).await?;
+        parse_ext(&response, "offset")
+    }
+
+    /// HEART_BEAT with a client's producer and consumer groups.
+    pub async fn heartbeat(&self, broker: &str, data: &HeartbeatData) -> Result<(), ApiError> {
+        let body = serde_json::to_vec(data).map_err(|e| ApiError::Malformed(e.to_string()))?;
+        let request = RemotingCommand::request(request_code::HEART_BEAT).with_body(body);
+        self.call(broker, request, &[response_code::SUCCESS]).await?;
+        Ok(())
+    }
+
+    /// GET_CONSUMER_LIST_BY_GROUP.
+    pub async fn consumer_list(&self, broker: &str, group: &str) -> Result<Vec<String>, ApiError> {
+        let request = RemotingCommand::request(request_code::GET_CONSUMER_LIST_BY_GROUP)
+            .with_ext("consumerGroup", group);
+        let response = self.call(broker, request, &[response_code::SUCCESS]).await?;
+        let list: ConsumerIdList = parse_json(&response.body)?;
+        Ok(list.consumer_id_list)
+    }
+}
+
+/// Appends one message of a SEND_BATCH_MESSAGE body (`MessageDecoder.encodeMessage`):
+/// `totalSize i32, magic i32 (0), bodyCRC i32, flag i32, bodyLen i32 + body, propsLen i16 + props`.
+pub fn encode_batch_entry(out: &mut Vec<u8>, body: &[u8], properties: &str) {
+    let total = 4 + 4 + 4 + 4 + 4 + body.len() + 2 + properties.len();
+    out.extend_from_slice(&(total as i32).to_be_bytes());
+    out.extend_from_slice(&0i32.to_be_bytes());
+    let crc = (crc32fast::hash(body) & 0x7FFF_FFFF) as i32;
+    out.extend_from_slice(&crc.to_be_bytes());
+    out.extend_from_slice(&0i32.to_be_bytes());
+    out.extend_from_slice(&(body.len() as i32).to_be_bytes());
+    out.extend_from_slice(body);
+    out.extend_from_slice(&(properties.len() as i16).to_be_bytes());
+    out.extend_from_slice(properties.as_bytes());
+}
+
+/// A client-side unique message id in the layout of Java's `MessageClientIDSetter`: 16 bytes as
+/// 32 uppercase hex digits (IPv4, pid, a per-process salt, milliseconds, a counter).
+pub fn unique_message_id() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::OnceLock;
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    static SALT: OnceLock<u32> = OnceLock::new();
+    let salt = *SALT.get_or_init(|| (now_ms() as u32) ^ std::process::id().rotate_left(16));
+    let pid = std::process::id() & 0xFFFF;
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let millis = now_ms() as u32;
+    format!(
+        "7F000001{pid:04X}{salt:08X}{millis:08X}{:04X}",
+        n & 0xFFFF
+    )
+}
+
+fn parse_ext<T: std::str::FromStr>(response: &RemotingCommand, field: &str) -> Result<T, ApiError> {
+    response
+        .ext_parse(field)
+        .map_err(|e| ApiError::Malformed(e.to_string()))
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    from_json_body(body).map_err(|e| ApiError::Malformed(e.to_string()))
+}
+
+/// The address a broker should advertise when it listens on `listen` (the unspecified address
+/// becomes loopback, which is what a single-machine cluster needs).
+pub fn advertised(listen: SocketAddr) -> SocketAddr {
+    if listen.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], listen.port()))
+    } else {
+        listen
+    }
+}

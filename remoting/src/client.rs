@@ -1,0 +1,301 @@
+//! The async Remoting client: one multiplexed connection per address, requests matched
+//! to responses by opaque.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+use tokio::net::TcpStream;
+use tokio::sync::{Mutex as AsyncMutex, Semaphore};
+use tokio::time::{timeout_at, Instant};
+use tracing::debug;
+
+use crate::command::{RemotingCommand, SerializeType};
+use crate::connection::{spawn_connection, ConnectionHandle, ConnectionOptions, Dispatch};
+use crate::error::RemotingError;
+use crate::server::RequestProcessor;
+
+/// Settings of a [`RemotingClient`].
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Upper bound for establishing a TCP connection (default 3 s); the request's own
+    /// timeout applies too.
+    pub connect_timeout: Duration,
+    /// Requests awaiting a response per connection. Beyond it, `invoke` waits for a slot
+    /// until its timeout and then fails with [`RemotingError::TooManyInFlight`]
+    /// (default 4096).
+    pub max_in_flight_per_connection: usize,
+    /// The header encoding of every request this client sends (default JSON).
+    pub serialize_type: SerializeType,
+    /// How long `invoke_oneway` waits for room in the outbound queue (default 3 s).
+    pub oneway_timeout: Duration,
+    /// Server-initiated requests processed concurrently per connection (default 64).
+    pub max_server_requests_per_connection: usize,
+    /// Outbound frames queued per connection before senders wait (default 4096).
+    pub send_queue_capacity: usize,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(3),
+            max_in_flight_per_connection: 4096,
+            serialize_type: SerializeType::Json,
+            oneway_timeout: Duration::from_secs(3),
+            max_server_requests_per_connection: 64,
+            send_queue_capacity: 4096,
+        }
+    }
+}
+
+type HandlerSlot = Arc<RwLock<Option<Arc<dyn RequestProcessor>>>>;
+
+/// Routes server-initiated requests to the client's handler, if any.
+struct ClientDispatch {
+    handler: HandlerSlot,
+}
+
+impl Dispatch for ClientDispatch {
+    fn processor(&self, _code: i32) -> Option<Arc<dyn RequestProcessor>> {
+        self.handler.read().clone()
+    }
+}
+
+#[derive(Clone)]
+struct ClientConnection {
+    handle: ConnectionHandle,
+    in_flight: Arc<Semaphore>,
+}
+
+type Slot = Arc<AsyncMutex<Option<ClientConnection>>>;
+
+struct ClientInner {
+    config: ClientConfig,
+    slots: Mutex<HashMap<String, Slot>>,
+    handler: HandlerSlot,
+}
+
+impl Drop for ClientInner {
+    fn drop(&mut self) {
+        for slot in self.slots.get_mut().values() {
+            if let Ok(guard) = slot.try_lock() {
+                if let Some(conn) = guard.as_ref() {
+                    conn.handle.close();
+                }
+            }
+        }
+    }
+}
+
+/// A Remoting client. Cheap to clone; clones share connections. Dropping the last clone
+/// closes its connections.
+#[derive(Clone)]
+pub struct RemotingClient {
+    inner: Arc<ClientInner>,
+}
+
+impl fmt::Debug for RemotingClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RemotingClient")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for RemotingClient {
+    fn default() -> Self {
+        Self::new(ClientConfig::default())
+    }
+}
+
+impl RemotingClient {
+    pub fn new(config: ClientConfig) -> Self {
+        Self {
+            inner: Arc::new(ClientInner {
+                config,
+                slots: Mutex::new(HashMap::new()),
+                handler: Arc::new(RwLock::new(None)),
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
+    /// Sets the processor for requests the server sends to this client (e.g.
+    /// CHECK_TRANSACTION_STATE). Without one, oneway requests are ignored and others are
+    /// answered REQUEST_CODE_NOT_SUPPORTED.
+    pub fn set_request_handler(&self, handler: Arc<dyn RequestProcessor>) {
+        *self.inner.handler.write() = Some(handler);
+    }
+
+    /// Sends `request` to `addr` ("host:port") and waits for the response.
+    ///
+    /// `timeout` covers everything: connecting, waiting for an in-flight slot, sending
+    /// and the response. The request's header is encoded with the configured
+    /// [`ClientConfig::serialize_type`].
+    pub async fn invoke(
+        &self,
+        addr: &str,
+        mut request: RemotingCommand,
+        timeout: Duration,
+    ) -> Result<RemotingCommand, RemotingError> {
+        let deadline = Instant::now() + timeout;
+        request.serialize_type = self.inner.config.serialize_type;
+        let conn = self.connection(addr, deadline, timeout).await?;
+        let _permit = match timeout_at(deadline, conn.in_flight.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => permit,
+            // The semaphore is never closed; treat it like a closed connection anyway.
+            Ok(Err(_)) => {
+                return Err(RemotingError::ConnectionClosed {
+                    addr: addr.to_owned(),
+                })
+            }
+            Err(_) => {
+                return Err(RemotingError::TooManyInFlight {
+                    addr: addr.to_owned(),
+                    limit: self.inner.config.max_in_flight_per_connection,
+                })
+            }
+        };
+        conn.handle.invoke_until(request, deadline, timeout).await
+    }
+
+    /// Sends `request` to `addr` with the oneway flag set; no response is expected.
+    pub async fn invoke_oneway(
+        &self,
+        addr: &str,
+        mut request: RemotingCommand,
+    ) -> Result<(), RemotingError> {
+        let timeout = self.inner.config.oneway_timeout;
+        let deadline = Instant::now() + timeout;
+        request.serialize_type = self.inner.config.serialize_type;
+        let conn = self.connection(addr, deadline, timeout).await?;
+        conn.handle
+            .send_oneway_until(request, deadline, timeout)
+            .await
+    }
+
+    /// Closes the connection to `addr`, if any; pending requests on it fail with
+    /// [`RemotingError::ConnectionClosed`]. The next request reconnects.
+    pub fn close(&self, addr: &str) {
+        let slot = self.inner.slots.lock().remove(addr);
+        let Some(slot) = slot else { return };
+        let closed_now = match slot.try_lock() {
+            Ok(mut guard) => {
+                if let Some(conn) = guard.take() {
+                    conn.handle.close();
+                }
+                true
+            }
+            Err(_) => false,
+        };
+        if closed_now {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            // A dial is in progress: close whatever it produces.
+            runtime.spawn(async move {
+                if let Some(conn) = slot.lock().await.take() {
+                    conn.handle.close();
+                }
+            });
+        }
+    }
+
+    /// The live connection to `addr`, if there is one (e.g. to watch for its closing).
+    pub async fn connection_handle(&self, addr: &str) -> Option<ConnectionHandle> {
+        let slot = self.inner.slots.lock().get(addr).cloned()?;
+        let guard = slot.lock().await;
+        guard
+            .as_ref()
+            .filter(|c| !c.handle.is_closed())
+            .map(|c| c.handle.clone())
+    }
+
+    /// The connection to `addr`, reusing a live one or dialling a new one. Concurrent
+    /// callers for the same address share one dial.
+    async fn connection(
+        &self,
+        addr: &str,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<ClientConnection, RemotingError> {
+        let slot = self
+            .inner
+            .slots
+            .lock()
+            .entry(addr.to_owned())
+            .or_default()
+            .clone();
+        let mut guard = match timeout_at(deadline, slot.lock()).await {
+            Ok(guard) => guard,
+            Err(_) => return Err(timeout_error(addr, timeout)),
+        };
+        if let Some(conn) = guard.as_ref() {
+            if !conn.handle.is_closed() {
+                return Ok(conn.clone());
+            }
+            debug!(addr, "connection is closed; reconnecting");
+        }
+        let conn = self.dial(addr, deadline, timeout).await?;
+        *guard = Some(conn.clone());
+        Ok(conn)
+    }
+
+    async fn dial(
+        &self,
+        addr: &str,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<ClientConnection, RemotingError> {
+        let config = &self.inner.config;
+        let connect_deadline = deadline.min(Instant::now() + config.connect_timeout);
+        let stream = match timeout_at(connect_deadline, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(source)) => {
+                return Err(RemotingError::Connect {
+                    addr: addr.to_owned(),
+                    source,
+                })
+            }
+            Err(_) if connect_deadline >= deadline => return Err(timeout_error(addr, timeout)),
+            Err(_) => {
+                return Err(RemotingError::Connect {
+                    addr: addr.to_owned(),
+                    source: io::Error::new(io::ErrorKind::TimedOut, "connect timed out"),
+                })
+            }
+        };
+        let dispatch: Arc<dyn Dispatch> = Arc::new(ClientDispatch {
+            handler: self.inner.handler.clone(),
+        });
+        let options = ConnectionOptions {
+            max_in_flight_requests: config.max_server_requests_per_connection,
+            send_queue_capacity: config.send_queue_capacity,
+        };
+        let handle =
+            spawn_connection(stream, addr.to_owned(), dispatch, options).map_err(|source| {
+                RemotingError::Connect {
+                    addr: addr.to_owned(),
+                    source,
+                }
+            })?;
+        debug!(addr, conn = handle.id(), "connected");
+        Ok(ClientConnection {
+            handle,
+            in_flight: Arc::new(Semaphore::new(config.max_in_flight_per_connection.max(1))),
+        })
+    }
+}
+
+fn timeout_error(addr: &str, timeout: Duration) -> RemotingError {
+    RemotingError::Timeout {
+        addr: addr.to_owned(),
+        timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+    }
+}

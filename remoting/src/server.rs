@@ -1,0 +1,355 @@
+//! The Remoting server: accepts connections and dispatches requests to processors by
+//! request code.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
+use tokio::sync::{oneshot, Semaphore};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::command::RemotingCommand;
+use crate::connection::{spawn_connection, ConnectionOptions, Dispatch};
+use crate::error::RemotingError;
+
+pub use crate::connection::ConnectionHandle;
+
+/// A boxed, sendable future.
+pub type BoxFuture<T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// Handles the requests of one or more request codes.
+pub trait RequestProcessor: Send + Sync + 'static {
+    /// Returns the response, or `None` for oneway requests / no reply.
+    ///
+    /// The server fixes up the returned command: it gets the request's opaque, the
+    /// response flag and the request's header encoding. Responses to oneway requests are
+    /// dropped.
+    fn process(
+        &self,
+        ctx: RequestContext,
+        request: RemotingCommand,
+    ) -> BoxFuture<Option<RemotingCommand>>;
+}
+
+/// A [`RequestProcessor`] made from an async closure; see [`processor_fn`].
+pub struct FnProcessor<F>(F);
+
+impl<F, Fut> RequestProcessor for FnProcessor<F>
+where
+    F: Fn(RequestContext, RemotingCommand) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Option<RemotingCommand>> + Send + 'static,
+{
+    fn process(
+        &self,
+        ctx: RequestContext,
+        request: RemotingCommand,
+    ) -> BoxFuture<Option<RemotingCommand>> {
+        Box::pin((self.0)(ctx, request))
+    }
+}
+
+/// Wraps an async closure as a processor:
+/// `processor_fn(|_ctx, req| async move { Some(req.response_to(0, None)) })`.
+pub fn processor_fn<F, Fut>(f: F) -> Arc<dyn RequestProcessor>
+where
+    F: Fn(RequestContext, RemotingCommand) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Option<RemotingCommand>> + Send + 'static,
+{
+    Arc::new(FnProcessor(f))
+}
+
+/// Where a request came from.
+#[derive(Clone, Debug)]
+pub struct RequestContext {
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    /// The connection the request arrived on; keep it to push requests to the peer later.
+    pub connection: ConnectionHandle,
+}
+
+struct ServerDispatch {
+    processors: HashMap<i32, Arc<dyn RequestProcessor>>,
+    default_processor: Option<Arc<dyn RequestProcessor>>,
+    in_flight: Arc<()>,
+}
+
+impl Dispatch for ServerDispatch {
+    fn processor(&self, code: i32) -> Option<Arc<dyn RequestProcessor>> {
+        self.processors
+            .get(&code)
+            .or(self.default_processor.as_ref())
+            .cloned()
+    }
+
+    fn in_flight_token(&self) -> Option<Arc<()>> {
+        Some(self.in_flight.clone())
+    }
+}
+
+/// Configures a [`RemotingServer`].
+pub struct RemotingServerBuilder {
+    processors: HashMap<i32, Arc<dyn RequestProcessor>>,
+    default_processor: Option<Arc<dyn RequestProcessor>>,
+    max_connections: usize,
+    max_in_flight_per_connection: usize,
+    send_queue_capacity: usize,
+    shutdown_grace: Duration,
+}
+
+impl Default for RemotingServerBuilder {
+    fn default() -> Self {
+        Self {
+            processors: HashMap::new(),
+            default_processor: None,
+            max_connections: 10_000,
+            max_in_flight_per_connection: 1024,
+            send_queue_capacity: 1024,
+            shutdown_grace: Duration::from_secs(3),
+        }
+    }
+}
+
+impl fmt::Debug for RemotingServerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut codes: Vec<_> = self.processors.keys().copied().collect();
+        codes.sort_unstable();
+        f.debug_struct("RemotingServerBuilder")
+            .field("codes", &codes)
+            .field("default_processor", &self.default_processor.is_some())
+            .field("max_connections", &self.max_connections)
+            .field(
+                "max_in_flight_per_connection",
+                &self.max_in_flight_per_connection,
+            )
+            .field("send_queue_capacity", &self.send_queue_capacity)
+            .field("shutdown_grace", &self.shutdown_grace)
+            .finish()
+    }
+}
+
+impl RemotingServerBuilder {
+    /// Routes requests with `code` to `processor` (replacing an earlier registration).
+    pub fn register(mut self, code: i32, processor: Arc<dyn RequestProcessor>) -> Self {
+        self.processors.insert(code, processor);
+        self
+    }
+
+    /// Handles every code without its own processor. Without one, such requests get
+    /// REQUEST_CODE_NOT_SUPPORTED.
+    pub fn default_processor(mut self, processor: Arc<dyn RequestProcessor>) -> Self {
+        self.default_processor = Some(processor);
+        self
+    }
+
+    /// Connections beyond this are closed right after accept (default 10 000).
+    pub fn max_connections(mut self, max: usize) -> Self {
+        self.max_connections = max.max(1);
+        self
+    }
+
+    /// Requests processed concurrently per connection; beyond it the server answers
+    /// SYSTEM_BUSY (default 1024).
+    pub fn max_in_flight_per_connection(mut self, max: usize) -> Self {
+        self.max_in_flight_per_connection = max.max(1);
+        self
+    }
+
+    /// Outbound frames queued per connection before writers wait (default 1024).
+    pub fn send_queue_capacity(mut self, capacity: usize) -> Self {
+        self.send_queue_capacity = capacity.max(1);
+        self
+    }
+
+    /// How long shutdown waits for in-flight requests before closing connections
+    /// (default 3 s).
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = grace;
+        self
+    }
+
+    /// Binds the listening socket.
+    pub async fn bind(self, addr: impl ToSocketAddrs) -> Result<RemotingServer, RemotingError> {
+        let listener = TcpListener::bind(addr).await?;
+        let local_addr = listener.local_addr()?;
+        Ok(RemotingServer {
+            listener,
+            local_addr,
+            dispatch: Arc::new(ServerDispatch {
+                processors: self.processors,
+                default_processor: self.default_processor,
+                in_flight: Arc::new(()),
+            }),
+            options: ConnectionOptions {
+                max_in_flight_requests: self.max_in_flight_per_connection,
+                send_queue_capacity: self.send_queue_capacity,
+            },
+            connection_limit: Arc::new(Semaphore::new(self.max_connections)),
+            connections: Arc::new(Mutex::new(HashMap::new())),
+            shutdown_grace: self.shutdown_grace,
+        })
+    }
+}
+
+type Registry = Arc<Mutex<HashMap<u64, ConnectionHandle>>>;
+
+/// A bound Remoting server; run it with [`RemotingServer::serve`] or
+/// [`RemotingServer::spawn`].
+pub struct RemotingServer {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    dispatch: Arc<ServerDispatch>,
+    options: ConnectionOptions,
+    connection_limit: Arc<Semaphore>,
+    connections: Registry,
+    shutdown_grace: Duration,
+}
+
+impl fmt::Debug for RemotingServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RemotingServer")
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RemotingServer {
+    pub fn builder() -> RemotingServerBuilder {
+        RemotingServerBuilder::default()
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until `shutdown` resolves; then stops accepting, gives in-flight requests
+    /// up to the shutdown grace period to finish, closes every connection and returns.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) {
+        let RemotingServer {
+            listener,
+            local_addr,
+            dispatch,
+            options,
+            connection_limit,
+            connections,
+            shutdown_grace,
+        } = self;
+        info!(%local_addr, "remoting server listening");
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => accept(
+                        stream,
+                        peer,
+                        &dispatch,
+                        options,
+                        &connection_limit,
+                        &connections,
+                    ),
+                    Err(e) => {
+                        // Usually EMFILE/ENFILE: back off instead of spinning.
+                        warn!(%local_addr, error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+            }
+        }
+        drop(listener);
+        info!(%local_addr, "remoting server shutting down");
+
+        let deadline = Instant::now() + shutdown_grace;
+        while Arc::strong_count(&dispatch.in_flight) > 1 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let open: Vec<ConnectionHandle> = connections.lock().drain().map(|(_, c)| c).collect();
+        for conn in open {
+            conn.close();
+        }
+        info!(%local_addr, "remoting server stopped");
+    }
+
+    /// Runs the server on a task. Dropping the returned handle shuts the server down.
+    pub fn spawn(self) -> ServerHandle {
+        let local_addr = self.local_addr;
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(self.serve(async move {
+            let _ = rx.await;
+        }));
+        ServerHandle {
+            local_addr,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+}
+
+fn accept(
+    stream: TcpStream,
+    peer: SocketAddr,
+    dispatch: &Arc<ServerDispatch>,
+    options: ConnectionOptions,
+    connection_limit: &Arc<Semaphore>,
+    connections: &Registry,
+) {
+    let Ok(permit) = connection_limit.clone().try_acquire_owned() else {
+        warn!(%peer, "connection limit reached; closing the new connection");
+        return;
+    };
+    let dispatch: Arc<dyn Dispatch> = dispatch.clone();
+    let conn = match spawn_connection(stream, peer.to_string(), dispatch, options) {
+        Ok(conn) => conn,
+        Err(e) => {
+            debug!(%peer, error = %e, "failed to set up an accepted connection");
+            return;
+        }
+    };
+    debug!(conn = conn.id(), %peer, "accepted connection");
+    connections.lock().insert(conn.id(), conn.clone());
+    let connections = connections.clone();
+    tokio::spawn(async move {
+        conn.closed().await;
+        connections.lock().remove(&conn.id());
+        drop(permit);
+    });
+}
+
+/// A server running on its own task.
+#[must_use = "dropping a ServerHandle shuts the server down"]
+#[derive(Debug)]
+pub struct ServerHandle {
+    local_addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl ServerHandle {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops the server and waits until it has shut down.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}

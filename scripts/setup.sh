@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what building and testing Rocketraft needs on a fresh Debian machine with a Rust
+# toolchain: libclang (RocksDB's bindgen), a C++ compiler, and Node.js for the compatibility test. Idempotent; quiet when all is there.
+set -euo pipefail
+
+need=()
+dpkg -s libclang-dev >/dev/null 2>&1 || need+=(libclang-dev)
+command -v g++ >/dev/null 2>&1 || need+=(g++)
+command -v make >/dev/null 2>&1 || need+=(make)
+# The third-party client compatibility test runs ali-ons on Node.js.
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v npm >/dev/null 2>&1 || need+=(npm)
+
+if [ ${#need[@]} -gt 0 ]; then
+  echo "setup: installing ${need[*]}" >&2
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: need root to install ${need[*]} (or install them yourself: apt-get install ${need[*]})" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need[@]}" >/dev/null
+fi

@@ -1,0 +1,174 @@
+//! `rocketraft admin`: topic and cluster administration over the Remoting protocol.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use rocketraft_common::TopicConfig;
+use rocketraft_remoting::api::MqClientApi;
+use rocketraft_remoting::{ClientConfig, RemotingClient};
+
+#[derive(Args)]
+pub struct AdminArgs {
+    /// NameServer address.
+    #[arg(long, global = true, default_value = "127.0.0.1:9876")]
+    namesrv: String,
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Topics.
+    #[command(subcommand)]
+    Topic(TopicCommand),
+    /// Clusters.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+#[derive(Subcommand)]
+enum TopicCommand {
+    /// Create (or update) a topic on every master of a cluster, or on one broker.
+    Create {
+        /// Topic name.
+        topic: String,
+        /// Queues per broker (read and write).
+        #[arg(long, default_value_t = 8)]
+        queues: i32,
+        /// Permission bits (6 = read + write).
+        #[arg(long, default_value_t = 6)]
+        perm: i32,
+        /// Cluster whose masters get the topic.
+        #[arg(long, default_value = rocketraft_common::consts::DEFAULT_CLUSTER)]
+        cluster: String,
+        /// One broker address instead of a whole cluster.
+        #[arg(long)]
+        broker: Option<String>,
+    },
+    /// List every topic the NameServer knows.
+    List,
+    /// Show which brokers and queues serve a topic.
+    Route {
+        topic: String,
+        /// Print the raw TopicRouteData JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// List clusters, broker sets and their addresses.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
+    let api = MqClientApi::new(RemotingClient::new(ClientConfig::default()), Duration::from_secs(5));
+    let namesrv = args.namesrv.as_str();
+    match args.command {
+        AdminCommand::Topic(TopicCommand::Create {
+            topic,
+            queues,
+            perm,
+            cluster,
+            broker,
+        }) => {
+            let mut config = TopicConfig::new(topic.clone(), queues);
+            config.perm = perm;
+            config
+                .validate()
+                .map_err(|e| anyhow::anyhow!("topic {topic:?}: {e}"))?;
+            let targets = match broker {
+                Some(b) => vec![b],
+                None => {
+                    let info = api
+                        .cluster_info(namesrv)
+                        .await
+                        .with_context(|| format!("cannot reach the NameServer at {namesrv} (is it running? pass --namesrv)"))?;
+                    let names = info.cluster_addr_table.get(&cluster).cloned().unwrap_or_default();
+                    let masters: Vec<String> = names
+                        .iter()
+                        .filter_map(|n| info.broker_addr_table.get(n))
+                        .filter_map(|b| b.master_addr().map(str::to_string))
+                        .collect();
+                    if masters.is_empty() {
+                        bail!("cluster {cluster:?} has no live master; list clusters with `rocketraft admin cluster list`");
+                    }
+                    masters
+                }
+            };
+            for broker in targets {
+                api.create_topic(&broker, &config)
+                    .await
+                    .with_context(|| format!("creating {topic} on {broker}"))?;
+                println!("created topic {topic} with {queues} queues on {broker}");
+            }
+            Ok(())
+        }
+        AdminCommand::Topic(TopicCommand::List) => {
+            let list = api
+                .all_topics(namesrv)
+                .await
+                .with_context(|| format!("cannot list topics from {namesrv}"))?;
+            for topic in list.topic_list {
+                println!("{topic}");
+            }
+            Ok(())
+        }
+        AdminCommand::Topic(TopicCommand::Route { topic, json }) => {
+            let route = api
+                .topic_route(namesrv, &topic)
+                .await
+                .with_context(|| format!("no route for {topic} from {namesrv}"))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&route)?);
+                return Ok(());
+            }
+            println!("{:<20} {:>6} {:>6} {:>5}  addresses", "broker", "read", "write", "perm");
+            for queue in &route.queue_datas {
+                let addrs = route
+                    .broker_datas
+                    .iter()
+                    .find(|b| b.broker_name == queue.broker_name)
+                    .map(|b| {
+                        b.broker_addrs
+                            .iter()
+                            .map(|(id, a)| format!("{id}={a}"))
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    })
+                    .unwrap_or_default();
+                println!(
+                    "{:<20} {:>6} {:>6} {:>5}  {addrs}",
+                    queue.broker_name, queue.read_queue_nums, queue.write_queue_nums, queue.perm
+                );
+            }
+            Ok(())
+        }
+        AdminCommand::Cluster(ClusterCommand::List { json }) => {
+            let info = api
+                .cluster_info(namesrv)
+                .await
+                .with_context(|| format!("cannot reach the NameServer at {namesrv}"))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&info)?);
+                return Ok(());
+            }
+            println!("{:<20} {:<20} {:>4}  address", "cluster", "broker", "id");
+            for (cluster, names) in &info.cluster_addr_table {
+                for name in names {
+                    if let Some(broker) = info.broker_addr_table.get(name) {
+                        for (id, addr) in &broker.broker_addrs {
+                            println!("{cluster:<20} {name:<20} {id:>4}  {addr}");
+                        }
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,358 @@
+//! `rocketraft bench`: load generators against a running cluster, and a store recovery timer.
+//!
+//! Every run prints a progress line each second and ends with msgs/s, MB/s and latency
+//! percentiles. Numbers from this shared 2-core machine are noisy: compare runs made together.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use clap::{Args, Subcommand};
+use hdrhistogram::Histogram;
+use rocketraft_common::TopicConfig;
+use rocketraft_remoting::api::{ApiError, MqClientApi, PullRequest, PullStatus, SendRequest};
+use rocketraft_remoting::codes::response_code;
+use rocketraft_remoting::{ClientConfig, RemotingClient};
+use tokio::sync::{Mutex, Semaphore};
+
+#[derive(Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    command: BenchCommand,
+}
+
+#[derive(Args, Clone)]
+struct Target {
+    /// NameServer address.
+    #[arg(long, default_value = "127.0.0.1:9876")]
+    namesrv: String,
+    /// Topic to use (created with 8 queues on every master when missing).
+    #[arg(long, default_value = "BenchTopic")]
+    topic: String,
+    /// Stop after this many seconds.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Stop after this many messages (whichever comes first).
+    #[arg(long)]
+    count: Option<u64>,
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Send messages as fast as the window allows.
+    Produce {
+        #[command(flatten)]
+        target: Target,
+        /// Message body size in bytes.
+        #[arg(long, default_value_t = 1024)]
+        size: usize,
+        /// Concurrent producers (each with its own connection).
+        #[arg(long, default_value_t = 1)]
+        producers: usize,
+        /// Sends in flight per producer.
+        #[arg(long, default_value_t = 1)]
+        window: usize,
+    },
+    /// Pull every queue of the topic from its first offset.
+    Consume {
+        #[command(flatten)]
+        target: Target,
+        /// Messages per pull (the broker caps it at 32 by default).
+        #[arg(long, default_value_t = 32)]
+        batch: i32,
+    },
+    /// Fill a store of SIZE MiB, crash it (no clean shutdown) and time its recovery.
+    Recovery {
+        /// Directory for the store (created; reused if it holds a store of the right size).
+        #[arg(long)]
+        dir: std::path::PathBuf,
+        /// CommitLog bytes to write, in MiB.
+        #[arg(long, default_value_t = 1024)]
+        size_mib: u64,
+    },
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    match args.command {
+        BenchCommand::Produce {
+            target,
+            size,
+            producers,
+            window,
+        } => produce(target, size, producers.max(1), window.max(1)).await,
+        BenchCommand::Consume { target, batch } => consume(target, batch.max(1)).await,
+        BenchCommand::Recovery { dir, size_mib } => {
+            tokio::task::spawn_blocking(move || recovery(&dir, size_mib))
+                .await
+                .context("recovery bench task failed")?
+        }
+    }
+}
+
+/// Every (broker address, queue id) that takes writes for the topic, creating it if needed.
+async fn writable_queues(api: &MqClientApi, target: &Target) -> anyhow::Result<Vec<(String, i32)>> {
+    let route = match api.topic_route(&target.namesrv, &target.topic).await {
+        Ok(route) => route,
+        Err(ApiError::Server { code, .. }) if code == response_code::TOPIC_NOT_EXIST => {
+            let info = api.cluster_info(&target.namesrv).await?;
+            let masters: Vec<String> = info
+                .broker_addr_table
+                .values()
+                .filter_map(|b| b.master_addr().map(str::to_string))
+                .collect();
+            if masters.is_empty() {
+                bail!("no live broker is registered with {}", target.namesrv);
+            }
+            for broker in &masters {
+                api.create_topic(broker, &TopicConfig::new(target.topic.clone(), 8))
+                    .await
+                    .with_context(|| format!("creating {} on {broker}", target.topic))?;
+            }
+            eprintln!("created topic {} on {} broker(s)", target.topic, masters.len());
+            // The broker re-registers at once; give the NameServer a moment.
+            let mut waited = 0;
+            loop {
+                match api.topic_route(&target.namesrv, &target.topic).await {
+                    Ok(route) => break route,
+                    Err(_) if waited < 50 => {
+                        waited += 1;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Err(e) => return Err(e).context("the new topic never appeared in the route"),
+                }
+            }
+        }
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot get the route of {} from {}", target.topic, target.namesrv))
+        }
+    };
+    let mut queues = Vec::new();
+    for queue in &route.queue_datas {
+        let Some(addr) = route
+            .broker_datas
+            .iter()
+            .find(|b| b.broker_name == queue.broker_name)
+            .and_then(|b| b.master_addr())
+        else {
+            continue;
+        };
+        for id in 0..queue.write_queue_nums {
+            queues.push((addr.to_string(), id));
+        }
+    }
+    if queues.is_empty() {
+        bail!("topic {} has no writable queue on a live master", target.topic);
+    }
+    Ok(queues)
+}
+
+struct Progress {
+    messages: AtomicU64,
+    bytes: AtomicU64,
+    errors: AtomicU64,
+}
+
+fn spawn_progress(progress: Arc<Progress>, started: Instant, verb: &'static str) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(Duration::from_secs(1));
+        ticker.tick().await;
+        let mut last = 0;
+        loop {
+            ticker.tick().await;
+            let now = progress.messages.load(Ordering::Relaxed);
+            eprintln!(
+                "[{:>4.0}s] {verb} {now} msgs, {} msgs/s in the last second, {} errors",
+                started.elapsed().as_secs_f64(),
+                now - last,
+                progress.errors.load(Ordering::Relaxed)
+            );
+            last = now;
+        }
+    })
+}
+
+fn report(verb: &str, progress: &Progress, elapsed: Duration, histogram: &Histogram<u64>) {
+    let messages = progress.messages.load(Ordering::Relaxed);
+    let bytes = progress.bytes.load(Ordering::Relaxed);
+    let seconds = elapsed.as_secs_f64().max(1e-9);
+    println!(
+        "{verb}: {messages} msgs in {seconds:.2} s = {:.0} msgs/s, {:.2} MB/s, errors {}",
+        messages as f64 / seconds,
+        bytes as f64 / seconds / 1_000_000.0,
+        progress.errors.load(Ordering::Relaxed)
+    );
+    println!(
+        "latency: p50 {:.3} ms, p99 {:.3} ms, p999 {:.3} ms, max {:.3} ms",
+        histogram.value_at_quantile(0.50) as f64 / 1000.0,
+        histogram.value_at_quantile(0.99) as f64 / 1000.0,
+        histogram.value_at_quantile(0.999) as f64 / 1000.0,
+        histogram.max() as f64 / 1000.0
+    );
+}
+
+fn new_histogram() -> anyhow::Result<Histogram<u64>> {
+    Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).context("histogram bounds")
+}
+
+async fn produce(target: Target, size: usize, producers: usize, window: usize) -> anyhow::Result<()> {
+    let setup = MqClientApi::new(RemotingClient::new(ClientConfig::default()), Duration::from_secs(10));
+    let queues = Arc::new(writable_queues(&setup, &target).await?);
+    let body = Bytes::from(vec![b'x'; size]);
+    let progress = Arc::new(Progress {
+        messages: AtomicU64::new(0),
+        bytes: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+    });
+    let histogram = Arc::new(Mutex::new(new_histogram()?));
+    let limit = target.count.unwrap_or(u64::MAX);
+    let issued = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(target.duration);
+    let ticker = spawn_progress(progress.clone(), started, "sent");
+    eprintln!(
+        "producing {size}-byte messages to {} ({} queues), {producers} producer(s) x {window} in flight",
+        target.topic,
+        queues.len()
+    );
+
+    let mut workers = Vec::new();
+    for producer in 0..producers {
+        // One connection per producer, as separate client processes would have.
+        let api = MqClientApi::new(
+            RemotingClient::new(ClientConfig {
+                max_in_flight_per_connection: window.max(1),
+                ..ClientConfig::default()
+            }),
+            Duration::from_secs(10),
+        );
+        let queues = queues.clone();
+        let body = body.clone();
+        let progress = progress.clone();
+        let histogram = histogram.clone();
+        let issued = issued.clone();
+        let topic = target.topic.clone();
+        workers.push(tokio::spawn(async move {
+            let permits = Arc::new(Semaphore::new(window));
+            let mut n = producer;
+            let mut inflight = Vec::new();
+            while Instant::now() < deadline && issued.fetch_add(1, Ordering::Relaxed) < limit {
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    break;
+                };
+                let (broker, queue_id) = queues[n % queues.len()].clone();
+                n += producers;
+                let request = SendRequest {
+                    producer_group: "bench_producer".to_string(),
+                    topic: topic.clone(),
+                    queue_id,
+                    body: body.clone(),
+                    ..SendRequest::default()
+                };
+                let api = api.clone();
+                let progress = progress.clone();
+                let histogram = histogram.clone();
+                inflight.push(tokio::spawn(async move {
+                    let sent = Instant::now();
+                    match api.send(&broker, &request).await {
+                        Ok(r) if r.code == response_code::SUCCESS => {
+                            let micros = sent.elapsed().as_micros() as u64;
+                            histogram.lock().await.saturating_record(micros.max(1));
+                            progress.messages.fetch_add(1, Ordering::Relaxed);
+                            progress.bytes.fetch_add(request.body.len() as u64, Ordering::Relaxed);
+                        }
+                        Ok(_) | Err(_) => {
+                            progress.errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    drop(permit);
+                }));
+                if inflight.len() >= 4096 {
+                    inflight.retain(|h: &tokio::task::JoinHandle<()>| !h.is_finished());
+                }
+            }
+            for handle in inflight {
+                let _ = handle.await;
+            }
+        }));
+    }
+    for worker in workers {
+        worker.await.context("producer task failed")?;
+    }
+    let elapsed = started.elapsed();
+    ticker.abort();
+    report("produce", &progress, elapsed, &*histogram.lock().await);
+    Ok(())
+}
+
+async fn consume(target: Target, batch: i32) -> anyhow::Result<()> {
+    let api = MqClientApi::new(RemotingClient::new(ClientConfig::default()), Duration::from_secs(10));
+    let queues = writable_queues(&api, &target).await?;
+    let progress = Arc::new(Progress {
+        messages: AtomicU64::new(0),
+        bytes: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+    });
+    let histogram = Arc::new(Mutex::new(new_histogram()?));
+    let limit = target.count.unwrap_or(u64::MAX);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(target.duration);
+    let ticker = spawn_progress(progress.clone(), started, "consumed");
+    let mut workers = Vec::new();
+    for (broker, queue_id) in queues {
+        let api = api.clone();
+        let progress = progress.clone();
+        let histogram = histogram.clone();
+        let topic = target.topic.clone();
+        workers.push(tokio::spawn(async move {
+            let mut offset = 0i64;
+            while Instant::now() < deadline && progress.messages.load(Ordering::Relaxed) < limit {
+                let pull = PullRequest {
+                    consumer_group: "bench_consumer".to_string(),
+                    topic: topic.clone(),
+                    queue_id,
+                    queue_offset: offset,
+                    max_msg_nums: batch,
+                    sys_flag: rocketraft_common::consts::pull_sys_flag::SUBSCRIPTION,
+                    commit_offset: -1,
+                    suspend_timeout_ms: 0,
+                    subscription: Some("*".to_string()),
+                };
+                let sent = Instant::now();
+                match api.pull(&broker, &pull).await {
+                    Ok(result) => {
+                        histogram
+                            .lock()
+                            .await
+                            .saturating_record((sent.elapsed().as_micros() as u64).max(1));
+                        let n = result.messages.len() as u64;
+                        let bytes: u64 = result.messages.iter().map(|m| m.body.len() as u64).sum();
+                        progress.messages.fetch_add(n, Ordering::Relaxed);
+                        progress.bytes.fetch_add(bytes, Ordering::Relaxed);
+                        offset = result.next_begin_offset;
+                        if result.status != PullStatus::Found {
+                            // Caught up with this queue.
+                            break;
+                        }
+                    }
+                    Err(_) => {
+                        progress.errors.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        }));
+    }
+    for worker in workers {
+        worker.await.context("consumer task failed")?;
+    }
+    let elapsed = started.elapsed();
+    ticker.abort();
+    report("consume", &progress, elapsed, &*histogram.lock().await);
+    Ok(())
+}
+
+fn recovery(_dir: &std::path::Path, _size_mib: u64) -> anyhow::Result<()> {
+    bail!("recovery bench is wired up with the store")
+}

@@ -1,0 +1,127 @@
+//! `rocketraft`: the command-line entry point. Argument parsing and dispatch only; the servers live
+//! in their crates, the admin and bench clients in `admin.rs` and `bench.rs`.
+
+mod admin;
+mod bench;
+mod config;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use rocketraft_broker::Broker;
+use rocketraft_nameserver::NameServer;
+
+#[derive(Parser)]
+#[command(name = "rocketraft", version, about = "RocketMQ 5 architecture in Rust")]
+struct Cli {
+    /// Log filter (tracing's EnvFilter syntax); RUST_LOG overrides it.
+    #[arg(long, global = true, default_value = "info")]
+    log: String,
+    /// Tokio worker threads (default: the number of cores).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a NameServer.
+    Namesrv(config::NamesrvArgs),
+    /// Run a broker.
+    Broker(config::BrokerArgs),
+    /// Run NameServer and broker in one process on loopback, data under ./data.
+    Dev(config::DevArgs),
+    /// Administer a running cluster.
+    Admin(admin::AdminArgs),
+    /// Measure a running cluster (produce, consume) or the store (recovery).
+    Bench(bench::BenchArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cli.log))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Some(threads) = cli.threads {
+        runtime.worker_threads(threads.max(1));
+    }
+    let result = runtime
+        .build()
+        .context("cannot start the async runtime")
+        .and_then(|rt| rt.block_on(run(cli.command)));
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Namesrv(args) => {
+            let config = args.load()?;
+            let namesrv = NameServer::start(config).await?;
+            wait_for_shutdown().await;
+            namesrv.shutdown().await;
+            Ok(())
+        }
+        Command::Broker(args) => {
+            let config = args.load()?;
+            let broker = Broker::start(config).await?;
+            wait_for_shutdown().await;
+            broker.shutdown().await;
+            Ok(())
+        }
+        Command::Dev(args) => {
+            let (namesrv_config, broker_config) = args.load()?;
+            let data_dir: PathBuf = broker_config.store.store_root.clone();
+            let namesrv = NameServer::start(namesrv_config).await?;
+            let broker = Broker::start(broker_config).await?;
+            let namesrv_addr: SocketAddr = rocketraft_remoting::api::advertised(namesrv.local_addr());
+            println!(
+                "rocketraft dev is ready: NameServer {namesrv_addr}, broker {} (data in {})",
+                broker.advertised_addr(),
+                data_dir.display()
+            );
+            wait_for_shutdown().await;
+            broker.shutdown().await;
+            namesrv.shutdown().await;
+            Ok(())
+        }
+        Command::Admin(args) => admin::run(args).await,
+        Command::Bench(args) => bench::run(args).await,
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn wait_for_shutdown() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("shutting down (flushing the store)");
+}
