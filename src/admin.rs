@@ -67,7 +67,10 @@ enum ClusterCommand {
 }
 
 pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
-    let api = MqClientApi::new(RemotingClient::new(ClientConfig::default()), Duration::from_secs(5));
+    let api = MqClientApi::new(
+        RemotingClient::new(ClientConfig::default()),
+        Duration::from_secs(5),
+    );
     let namesrv = args.namesrv.as_str();
     match args.command {
         AdminCommand::Topic(TopicCommand::Create {
@@ -89,7 +92,11 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                         .cluster_info(namesrv)
                         .await
                         .with_context(|| format!("cannot reach the NameServer at {namesrv} (is it running? pass --namesrv)"))?;
-                    let names = info.cluster_addr_table.get(&cluster).cloned().unwrap_or_default();
+                    let names = info
+                        .cluster_addr_table
+                        .get(&cluster)
+                        .cloned()
+                        .unwrap_or_default();
                     let masters: Vec<String> = names
                         .iter()
                         .filter_map(|n| info.broker_addr_table.get(n))
@@ -128,7 +135,10 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&route)?);
                 return Ok(());
             }
-            println!("{:<20} {:>6} {:>6} {:>5}  addresses", "broker", "read", "write", "perm");
+            println!(
+                "{:<20} {:>6} {:>6} {:>5}  addresses",
+                "broker", "read", "write", "perm"
+            );
             for queue in &route.queue_datas {
                 let addrs = route
                     .broker_datas

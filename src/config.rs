@@ -73,7 +73,9 @@ fn parse_flush(s: &str) -> Result<FlushDiskType, String> {
     match s.to_ascii_uppercase().replace('-', "_").as_str() {
         "ASYNC_FLUSH" | "ASYNC" => Ok(FlushDiskType::AsyncFlush),
         "SYNC_FLUSH" | "SYNC" => Ok(FlushDiskType::SyncFlush),
-        other => Err(format!("unknown flush type {other:?}: use ASYNC_FLUSH or SYNC_FLUSH")),
+        other => Err(format!(
+            "unknown flush type {other:?}: use ASYNC_FLUSH or SYNC_FLUSH"
+        )),
     }
 }
 

@@ -14,7 +14,11 @@ use rocketraft_broker::Broker;
 use rocketraft_nameserver::NameServer;
 
 #[derive(Parser)]
-#[command(name = "rocketraft", version, about = "RocketMQ 5 architecture in Rust")]
+#[command(
+    name = "rocketraft",
+    version,
+    about = "RocketMQ 5 architecture in Rust"
+)]
 struct Cli {
     /// Log filter (tracing's EnvFilter syntax); RUST_LOG overrides it.
     #[arg(long, global = true, default_value = "info")]
@@ -86,7 +90,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let data_dir: PathBuf = broker_config.store.store_root.clone();
             let namesrv = NameServer::start(namesrv_config).await?;
             let broker = Broker::start(broker_config).await?;
-            let namesrv_addr: SocketAddr = rocketraft_remoting::api::advertised(namesrv.local_addr());
+            let namesrv_addr: SocketAddr =
+                rocketraft_remoting::api::advertised(namesrv.local_addr());
             println!(
                 "rocketraft dev is ready: NameServer {namesrv_addr}, broker {} (data in {})",
                 broker.advertised_addr(),

@@ -56,14 +56,34 @@ fn ali_ons_produces_and_consumes_through_rocketraft_dev() {
 
     let namesrv = format!("127.0.0.1:{namesrv_port}");
     let created = Command::new(env!("CARGO_BIN_EXE_rocketraft"))
-        .args(["admin", "--namesrv", &namesrv, "topic", "create", "CompatTopic", "--queues", "4"])
+        .args([
+            "admin",
+            "--namesrv",
+            &namesrv,
+            "topic",
+            "create",
+            "CompatTopic",
+            "--queues",
+            "4",
+        ])
         .output()
         .expect("admin");
-    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
     // Let the broker's re-registration reach the NameServer.
     for _ in 0..100 {
         let out = Command::new(env!("CARGO_BIN_EXE_rocketraft"))
-            .args(["admin", "--namesrv", &namesrv, "topic", "route", "CompatTopic"])
+            .args([
+                "admin",
+                "--namesrv",
+                &namesrv,
+                "topic",
+                "route",
+                "CompatTopic",
+            ])
             .output()
             .expect("admin");
         if out.status.success() {
@@ -85,7 +105,10 @@ fn ali_ons_produces_and_consumes_through_rocketraft_dev() {
     let _ = dev.wait();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "ali-ons run failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        out.status.success(),
+        "ali-ons run failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
 
     let events: Vec<serde_json::Value> = stdout
         .lines()
@@ -94,9 +117,16 @@ fn ali_ons_produces_and_consumes_through_rocketraft_dev() {
     let sent: Vec<&serde_json::Value> = events.iter().filter(|e| e["event"] == "sent").collect();
     assert_eq!(sent.len(), count);
     let queues: BTreeSet<i64> = sent.iter().filter_map(|e| e["queueId"].as_i64()).collect();
-    assert!(queues.len() > 1, "ali-ons spread sends over the queues: {queues:?}");
+    assert!(
+        queues.len() > 1,
+        "ali-ons spread sends over the queues: {queues:?}"
+    );
     for e in &sent {
-        assert_eq!(e["msgId"].as_str().map(str::len), Some(32), "offset msg id: {e}");
+        assert_eq!(
+            e["msgId"].as_str().map(str::len),
+            Some(32),
+            "offset msg id: {e}"
+        );
     }
     let received: BTreeSet<String> = events
         .iter()
@@ -104,10 +134,16 @@ fn ali_ons_produces_and_consumes_through_rocketraft_dev() {
         .filter_map(|e| e["body"].as_str().map(str::to_string))
         .collect();
     let expected: BTreeSet<String> = (0..count).map(|i| format!("compat-body-{i}")).collect();
-    assert_eq!(received, expected, "every message sent by ali-ons came back to its consumer");
+    assert_eq!(
+        received, expected,
+        "every message sent by ali-ons came back to its consumer"
+    );
     for e in events.iter().filter(|e| e["event"] == "received") {
         let body = e["body"].as_str().unwrap_or_default();
-        let i: usize = body.trim_start_matches("compat-body-").parse().expect("index");
+        let i: usize = body
+            .trim_start_matches("compat-body-")
+            .parse()
+            .expect("index");
         let tag = if i % 2 == 0 { "TagA" } else { "TagB" };
         assert_eq!(e["tags"].as_str(), Some(tag), "tags survive: {e}");
     }

@@ -101,10 +101,16 @@ async fn kill_9_during_sync_flush_sends_loses_no_acknowledged_message() {
     let route = admin(&dev.namesrv, &["topic", "route", "Crash"]);
     assert!(route.contains(&dev.broker), "{route}");
     let clusters = admin(&dev.namesrv, &["cluster", "list"]);
-    assert!(clusters.contains("DefaultCluster") && clusters.contains("broker-a"), "{clusters}");
+    assert!(
+        clusters.contains("DefaultCluster") && clusters.contains("broker-a"),
+        "{clusters}"
+    );
 
     // Sustained sends from 8 concurrent senders, each recording what was acknowledged.
-    let api = MqClientApi::new(RemotingClient::new(ClientConfig::default()), Duration::from_secs(5));
+    let api = MqClientApi::new(
+        RemotingClient::new(ClientConfig::default()),
+        Duration::from_secs(5),
+    );
     let acked: Arc<Mutex<Vec<(i32, i64, String)>>> = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let mut senders = Vec::new();
@@ -127,7 +133,10 @@ async fn kill_9_during_sync_flush_sends_loses_no_acknowledged_message() {
                 };
                 match api.send(&broker, &request).await {
                     Ok(r) if r.code == response_code::SUCCESS => {
-                        acked.lock().expect("lock").push((r.queue_id, r.queue_offset, body));
+                        acked
+                            .lock()
+                            .expect("lock")
+                            .push((r.queue_id, r.queue_offset, body));
                     }
                     // The process died under us: outcome unknown, not acknowledged.
                     _ => break,
@@ -153,10 +162,16 @@ async fn kill_9_during_sync_flush_sends_loses_no_acknowledged_message() {
     let segments = std::fs::read_dir(data.path().join("broker").join("commitlog"))
         .expect("commitlog dir")
         .count();
-    assert!(segments >= 4, "the test crossed segment rolls ({segments} segments)");
+    assert!(
+        segments >= 4,
+        "the test crossed segment rolls ({segments} segments)"
+    );
 
     let mut dev = start_dev(data.path(), namesrv_port, broker_port);
-    let fresh = MqClientApi::new(RemotingClient::new(ClientConfig::default()), Duration::from_secs(5));
+    let fresh = MqClientApi::new(
+        RemotingClient::new(ClientConfig::default()),
+        Duration::from_secs(5),
+    );
     for queue_id in 0..4 {
         let mut expected: Vec<(i64, String)> = acked
             .iter()
@@ -178,7 +193,10 @@ async fn kill_9_during_sync_flush_sends_loses_no_acknowledged_message() {
                 suspend_timeout_ms: 0,
                 subscription: Some("*".into()),
             };
-            let r = fresh.pull(&dev.broker, &pull).await.expect("pull after restart");
+            let r = fresh
+                .pull(&dev.broker, &pull)
+                .await
+                .expect("pull after restart");
             if r.status != PullStatus::Found {
                 break;
             }
@@ -189,16 +207,27 @@ async fn kill_9_during_sync_flush_sends_loses_no_acknowledged_message() {
         }
         // Queue offsets are dense from 0: the stored queue is exactly 0..n.
         let offsets: Vec<i64> = stored.keys().copied().collect();
-        assert_eq!(offsets, (0..stored.len() as i64).collect::<Vec<_>>(), "queue {queue_id} has holes");
+        assert_eq!(
+            offsets,
+            (0..stored.len() as i64).collect::<Vec<_>>(),
+            "queue {queue_id} has holes"
+        );
         for (o, body) in &expected {
-            assert_eq!(stored.get(o), Some(body), "queue {queue_id} lost acknowledged offset {o}");
+            assert_eq!(
+                stored.get(o),
+                Some(body),
+                "queue {queue_id} lost acknowledged offset {o}"
+            );
         }
         // Per-sender order within the queue is preserved.
         let mut last_n: std::collections::HashMap<String, u64> = Default::default();
         for body in stored.values() {
             let mut parts = body.split('-');
             let sender = parts.next().unwrap_or_default().to_string();
-            let n: u64 = parts.next().and_then(|p| p.trim_start_matches('n').parse().ok()).expect("n");
+            let n: u64 = parts
+                .next()
+                .and_then(|p| p.trim_start_matches('n').parse().ok())
+                .expect("n");
             if let Some(prev) = last_n.insert(sender.clone(), n) {
                 assert!(n > prev, "sender {sender} out of order in queue {queue_id}");
             }
@@ -223,7 +252,10 @@ async fn kill_9_during_sync_flush_sends_loses_no_acknowledged_message() {
     // A clean stop with SIGTERM.
     sigterm(dev.child.id());
     let status = dev.child.wait().expect("wait");
-    assert!(status.success(), "SIGTERM shutdown exits cleanly: {status:?}");
+    assert!(
+        status.success(),
+        "SIGTERM shutdown exits cleanly: {status:?}"
+    );
 }
 
 fn sigterm(pid: u32) {

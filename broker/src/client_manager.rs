@@ -69,7 +69,12 @@ impl ClientManager {
     }
 
     /// UNREGISTER_CLIENT: returns the consumer group whose membership changed, if any.
-    pub fn unregister(&self, client_id: &str, producer_group: Option<&str>, consumer_group: Option<&str>) -> Option<String> {
+    pub fn unregister(
+        &self,
+        client_id: &str,
+        producer_group: Option<&str>,
+        consumer_group: Option<&str>,
+    ) -> Option<String> {
         if let Some(group) = producer_group {
             if let Some(clients) = self.producers.lock().get_mut(group) {
                 clients.remove(client_id);

@@ -4,12 +4,12 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::store::StoreConfig;
 
 /// Settings of one broker process.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BrokerConfig {
     /// The broker set this process belongs to (`brokerName`).
@@ -108,9 +108,14 @@ impl BrokerConfig {
         rocketraft_common::topic::validate_topic_name(&self.cluster_name)
             .map_err(|e| format!("cluster_name {:?}: {e}", self.cluster_name))?;
         if self.broker_id < 0 {
-            return Err(format!("broker_id = {} must be 0 (master) or positive", self.broker_id));
+            return Err(format!(
+                "broker_id = {} must be 0 (master) or positive",
+                self.broker_id
+            ));
         }
-        if !(1..=rocketraft_common::TopicConfig::MAX_QUEUE_NUMS).contains(&self.default_topic_queue_nums) {
+        if !(1..=rocketraft_common::TopicConfig::MAX_QUEUE_NUMS)
+            .contains(&self.default_topic_queue_nums)
+        {
             return Err(format!(
                 "default_topic_queue_nums = {} must be within 1..=1024",
                 self.default_topic_queue_nums

@@ -1,2 +1,184 @@
-//! Rocketraft broker.
+//! # rocketraft-broker
+//!
+//! A RocketMQ broker: the message [`store`] (CommitLog segments on memmap2, ConsumeQueues,
+//! RocksDB metadata), the Remoting request [`processor`]s, the topic table ([`topic`]), the
+//! client table ([`client_manager`]) and registration with the NameServers.
+//!
+//! The store knows nothing about the network; the processors know nothing about mmap.
+//! Replication (HA) and controller mode arrive with the replication issue.
+
+pub mod client_manager;
+pub mod config;
+pub mod processor;
+mod register;
+pub mod stats;
 pub mod store;
+pub mod topic;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use rocketraft_common::time::now_ms;
+use rocketraft_remoting::server::{RemotingServer, ServerHandle};
+use rocketraft_remoting::{ClientConfig, RemotingClient};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+pub use config::BrokerConfig;
+use store::metadata::MetadataStore;
+use store::MessageStore;
+
+/// Everything the processors share.
+pub struct BrokerInner {
+    pub config: BrokerConfig,
+    pub advertised: SocketAddr,
+    pub store: Arc<MessageStore>,
+    pub metadata: Arc<MetadataStore>,
+    pub topics: topic::TopicConfigManager,
+    pub clients: client_manager::ClientManager,
+    pub stats: stats::BrokerStats,
+    /// Fired after a topic change so the NameServers learn it without waiting 30 s.
+    pub register_trigger: Notify,
+    pub boot_timestamp_ms: i64,
+}
+
+/// A running broker.
+pub struct Broker {
+    inner: Arc<BrokerInner>,
+    server: ServerHandle,
+    tasks: Vec<JoinHandle<()>>,
+    namesrv_client: RemotingClient,
+}
+
+impl Broker {
+    /// Binds the Remoting port, opens (and recovers) the store, registers with the NameServers.
+    pub async fn start(config: BrokerConfig) -> anyhow::Result<Broker> {
+        config.validate().map_err(anyhow::Error::msg)?;
+        let listen = config.listen;
+
+        // Bind first: with port 0 the advertised address (stored in every record as the store
+        // host, and registered with the NameServers) is only known after binding.
+        let slot = Arc::new(OnceLock::new());
+        let processor = Arc::new(processor::BrokerProcessor {
+            inner: slot.clone(),
+        });
+        let mut builder = RemotingServer::builder();
+        for code in processor::HANDLED_CODES {
+            builder = builder.register(*code, processor.clone());
+        }
+        let server = builder.bind(listen).await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot listen on {listen}: {e} (is another broker running? pick another port with --broker-listen)"
+            )
+        })?;
+        let bound = server.local_addr();
+        let advertised = config
+            .advertised_addr
+            .unwrap_or_else(|| rocketraft_remoting::api::advertised(bound));
+
+        let mut store_config = config.store.clone();
+        store_config.store_host = advertised;
+        let store_root = store_config.store_root.clone();
+        let store = tokio::task::spawn_blocking(move || MessageStore::open(store_config))
+            .await
+            .map_err(|e| anyhow::anyhow!("store open task failed: {e}"))?
+            .map_err(|e| {
+                anyhow::anyhow!("cannot open the store at {}: {e}", store_root.display())
+            })?;
+        let metadata_path = store_root.join("metadata");
+        let metadata = Arc::new(MetadataStore::open(&metadata_path).map_err(|e| {
+            anyhow::anyhow!("cannot open metadata at {}: {e}", metadata_path.display())
+        })?);
+        let topics = topic::TopicConfigManager::load(
+            metadata.clone(),
+            &config.cluster_name,
+            &config.broker_name,
+            config.auto_create_topic_enable,
+            config.default_topic_queue_nums,
+        )?;
+        let inner = Arc::new(BrokerInner {
+            config,
+            advertised,
+            store,
+            metadata,
+            topics,
+            clients: client_manager::ClientManager::default(),
+            stats: stats::BrokerStats::default(),
+            register_trigger: Notify::new(),
+            boot_timestamp_ms: now_ms(),
+        });
+        if slot.set(inner.clone()).is_err() {
+            anyhow::bail!("broker state initialised twice");
+        }
+        let server = server.spawn();
+        tracing::info!(
+            broker = %inner.config.broker_name,
+            addr = %bound,
+            advertised = %advertised,
+            "broker listening"
+        );
+
+        let namesrv_client = RemotingClient::new(ClientConfig::default());
+        let mut tasks = Vec::new();
+        register::register_all(&inner, &namesrv_client).await;
+        tasks.push(tokio::spawn(register::registration_loop(
+            inner.clone(),
+            namesrv_client.clone(),
+        )));
+        let scan = inner.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(Duration::from_secs(10));
+            loop {
+                ticker.tick().await;
+                for group in scan
+                    .clients
+                    .expire(now_ms(), scan.config.client_channel_expire_ms)
+                {
+                    tracing::info!(group, "consumer group membership changed (client gone)");
+                    scan.clients.notify_ids_changed(&group);
+                }
+            }
+        }));
+        Ok(Broker {
+            inner,
+            server,
+            tasks,
+            namesrv_client,
+        })
+    }
+
+    /// The bound Remoting address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    /// The address registered with the NameServers.
+    pub fn advertised_addr(&self) -> SocketAddr {
+        self.inner.advertised
+    }
+
+    /// Shared state (for in-process users such as the proxy's local mode and tests).
+    pub fn inner(&self) -> &Arc<BrokerInner> {
+        &self.inner
+    }
+
+    /// Stops serving, unregisters, flushes and closes the store cleanly.
+    pub async fn shutdown(self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        self.server.shutdown().await;
+        register::unregister_all(&self.inner, &self.namesrv_client).await;
+        let store = self.inner.store.clone();
+        match tokio::task::spawn_blocking(move || store.shutdown()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "store shutdown failed"),
+            Err(e) => tracing::error!(error = %e, "store shutdown task failed"),
+        }
+        if let Err(e) = self.inner.metadata.flush() {
+            tracing::error!(error = %e, "metadata flush failed");
+        }
+        tracing::info!(broker = %self.inner.config.broker_name, "broker stopped");
+    }
+}

@@ -42,7 +42,9 @@ pub async fn register_all(inner: &BrokerInner, client: &RemotingClient) -> usize
             .with_body(body.clone());
         match client.invoke(&namesrv, request, REGISTER_TIMEOUT).await {
             Ok(r) if r.code == response_code::SUCCESS => accepted += 1,
-            Ok(r) => tracing::warn!(namesrv, code = r.code, remark = ?r.remark, "NameServer refused the registration"),
+            Ok(r) => {
+                tracing::warn!(namesrv, code = r.code, remark = ?r.remark, "NameServer refused the registration")
+            }
             Err(e) => tracing::warn!(namesrv, error = %e, "cannot register with the NameServer"),
         }
     }
@@ -70,7 +72,10 @@ pub async fn unregister_all(inner: &BrokerInner, client: &RemotingClient) {
             .with_ext("brokerAddr", inner.advertised.to_string())
             .with_ext("clusterName", inner.config.cluster_name.clone())
             .with_ext("brokerId", inner.config.broker_id);
-        if let Err(e) = client.invoke(&namesrv, request, Duration::from_secs(3)).await {
+        if let Err(e) = client
+            .invoke(&namesrv, request, Duration::from_secs(3))
+            .await
+        {
             tracing::debug!(namesrv, error = %e, "unregister failed");
         }
     }

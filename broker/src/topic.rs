@@ -51,8 +51,14 @@ impl TopicConfigManager {
         };
         let mut system = vec![
             TopicConfig::new(SELF_TEST_TOPIC, 1),
-            with_perm(TopicConfig::new(cluster_name, 16), perm::READ | perm::WRITE | perm::INHERIT),
-            with_perm(TopicConfig::new(broker_name, 1), perm::READ | perm::WRITE | perm::INHERIT),
+            with_perm(
+                TopicConfig::new(cluster_name, 16),
+                perm::READ | perm::WRITE | perm::INHERIT,
+            ),
+            with_perm(
+                TopicConfig::new(broker_name, 1),
+                perm::READ | perm::WRITE | perm::INHERIT,
+            ),
         ];
         if auto_create {
             system.push(with_perm(
@@ -78,7 +84,9 @@ impl TopicConfigManager {
     /// Creates or replaces a topic; durable before it returns.
     pub fn upsert(&self, config: TopicConfig) -> Result<(), StoreError> {
         self.metadata.put_topic(&config)?;
-        self.topics.write().insert(config.topic_name.clone(), config);
+        self.topics
+            .write()
+            .insert(config.topic_name.clone(), config);
         self.bump_version();
         Ok(())
     }

@@ -50,7 +50,10 @@ async fn start(dir: &std::path::Path, auto_create: bool) -> Cluster {
     // The advertised address must be the bound one: bind first with port 0, then advertise it.
     config.advertised_addr = None;
     let broker = Broker::start(config).await.expect("broker starts");
-    let api = MqClientApi::new(RemotingClient::new(ClientConfig::default()), Duration::from_secs(5));
+    let api = MqClientApi::new(
+        RemotingClient::new(ClientConfig::default()),
+        Duration::from_secs(5),
+    );
     Cluster {
         namesrv_addr: namesrv.local_addr().to_string(),
         broker_addr: broker.local_addr().to_string(),
@@ -116,10 +119,23 @@ async fn send_pull_and_offsets_round_trip() {
         }
     };
     assert_eq!(route.queue_datas[0].write_queue_nums, 2);
-    assert_eq!(route.broker_datas[0].master_addr(), Some(c.broker_addr.as_str()));
-    let cluster = c.api.cluster_info(&c.namesrv_addr).await.expect("cluster info");
+    assert_eq!(
+        route.broker_datas[0].master_addr(),
+        Some(c.broker_addr.as_str())
+    );
+    let cluster = c
+        .api
+        .cluster_info(&c.namesrv_addr)
+        .await
+        .expect("cluster info");
     assert!(cluster.cluster_addr_table["DefaultCluster"].contains("broker-a"));
-    assert!(c.api.all_topics(&c.namesrv_addr).await.expect("topics").topic_list.contains("Orders"));
+    assert!(c
+        .api
+        .all_topics(&c.namesrv_addr)
+        .await
+        .expect("topics")
+        .topic_list
+        .contains("Orders"));
 
     let before = rocketraft_common::time::now_ms();
     let mut sent = Vec::new();
@@ -127,24 +143,54 @@ async fn send_pull_and_offsets_round_trip() {
         let tags = if i % 2 == 0 { "TagA" } else { "TagB" };
         let r = c
             .api
-            .send(&c.broker_addr, &message("Orders", 1, &format!("m{i}"), Some(tags)))
+            .send(
+                &c.broker_addr,
+                &message("Orders", 1, &format!("m{i}"), Some(tags)),
+            )
             .await
             .expect("send");
         assert_eq!(r.code, response_code::SUCCESS);
         assert_eq!(r.queue_id, 1);
         assert_eq!(r.queue_offset, i);
-        assert_eq!(r.msg_id.len(), 32, "offset msg id is 32 hex digits: {}", r.msg_id);
+        assert_eq!(
+            r.msg_id.len(),
+            32,
+            "offset msg id is 32 hex digits: {}",
+            r.msg_id
+        );
         sent.push(r);
     }
-    assert_eq!(c.api.max_offset(&c.broker_addr, "Orders", 1).await.expect("max"), 60);
-    assert_eq!(c.api.min_offset(&c.broker_addr, "Orders", 1).await.expect("min"), 0);
-    assert_eq!(c.api.max_offset(&c.broker_addr, "Orders", 0).await.expect("max q0"), 0);
+    assert_eq!(
+        c.api
+            .max_offset(&c.broker_addr, "Orders", 1)
+            .await
+            .expect("max"),
+        60
+    );
+    assert_eq!(
+        c.api
+            .min_offset(&c.broker_addr, "Orders", 1)
+            .await
+            .expect("min"),
+        0
+    );
+    assert_eq!(
+        c.api
+            .max_offset(&c.broker_addr, "Orders", 0)
+            .await
+            .expect("max q0"),
+        0
+    );
 
     // Pull everything, in order, with bodies, properties and ids intact.
     let mut offset = 0;
     let mut bodies = Vec::new();
     while offset < 60 {
-        let r = c.api.pull(&c.broker_addr, &pull("Orders", 1, offset, "*")).await.expect("pull");
+        let r = c
+            .api
+            .pull(&c.broker_addr, &pull("Orders", 1, offset, "*"))
+            .await
+            .expect("pull");
         assert_eq!(r.status, PullStatus::Found);
         for m in &r.messages {
             assert_eq!(m.queue_offset, offset);
@@ -158,17 +204,33 @@ async fn send_pull_and_offsets_round_trip() {
         assert_eq!(r.next_begin_offset, offset);
     }
     assert_eq!(bodies, (0..60).map(|i| format!("m{i}")).collect::<Vec<_>>());
-    let r = c.api.pull(&c.broker_addr, &pull("Orders", 1, 60, "*")).await.expect("pull end");
+    let r = c
+        .api
+        .pull(&c.broker_addr, &pull("Orders", 1, 60, "*"))
+        .await
+        .expect("pull end");
     assert_eq!(r.status, PullStatus::NoNewMsg);
-    let r = c.api.pull(&c.broker_addr, &pull("Orders", 1, 1000, "*")).await.expect("pull past");
+    let r = c
+        .api
+        .pull(&c.broker_addr, &pull("Orders", 1, 1000, "*"))
+        .await
+        .expect("pull past");
     assert_eq!(r.status, PullStatus::OffsetIllegal);
 
     // Tag filtering: only TagB comes back.
     let mut tagged = Vec::new();
     let mut offset = 0;
     while offset < 60 {
-        let r = c.api.pull(&c.broker_addr, &pull("Orders", 1, offset, "TagB")).await.expect("pull tags");
-        tagged.extend(r.messages.iter().map(|m| m.tags().unwrap_or_default().to_string()));
+        let r = c
+            .api
+            .pull(&c.broker_addr, &pull("Orders", 1, offset, "TagB"))
+            .await
+            .expect("pull tags");
+        tagged.extend(
+            r.messages
+                .iter()
+                .map(|m| m.tags().unwrap_or_default().to_string()),
+        );
         offset = r.next_begin_offset;
     }
     assert_eq!(tagged.len(), 30);
@@ -176,37 +238,69 @@ async fn send_pull_and_offsets_round_trip() {
 
     // Consumer offsets.
     assert_eq!(
-        c.api.query_consumer_offset(&c.broker_addr, "cg", "Orders", 1).await.expect("query"),
+        c.api
+            .query_consumer_offset(&c.broker_addr, "cg", "Orders", 1)
+            .await
+            .expect("query"),
         Some(0),
         "a new group on a queue that still has its first message starts at 0"
     );
-    c.api.update_consumer_offset(&c.broker_addr, "cg", "Orders", 1, 42).await.expect("update");
+    c.api
+        .update_consumer_offset(&c.broker_addr, "cg", "Orders", 1, 42)
+        .await
+        .expect("update");
     assert_eq!(
-        c.api.query_consumer_offset(&c.broker_addr, "cg", "Orders", 1).await.expect("query"),
+        c.api
+            .query_consumer_offset(&c.broker_addr, "cg", "Orders", 1)
+            .await
+            .expect("query"),
         Some(42)
     );
-    let found = c.api.search_offset(&c.broker_addr, "Orders", 1, before - 1000).await.expect("search");
+    let found = c
+        .api
+        .search_offset(&c.broker_addr, "Orders", 1, before - 1000)
+        .await
+        .expect("search");
     assert_eq!(found, 0);
     let found = c
         .api
-        .search_offset(&c.broker_addr, "Orders", 1, rocketraft_common::time::now_ms() + 60_000)
+        .search_offset(
+            &c.broker_addr,
+            "Orders",
+            1,
+            rocketraft_common::time::now_ms() + 60_000,
+        )
         .await
         .expect("search future");
     assert_eq!(found, 60);
 
     // Batch: consecutive offsets, one id per message.
-    let batch: Vec<(Bytes, BTreeMap<String, String>)> =
-        (0..5).map(|i| (Bytes::from(format!("b{i}")), BTreeMap::new())).collect();
-    let r = c.api.send_batch(&c.broker_addr, "pg", "Orders", 0, &batch).await.expect("batch");
+    let batch: Vec<(Bytes, BTreeMap<String, String>)> = (0..5)
+        .map(|i| (Bytes::from(format!("b{i}")), BTreeMap::new()))
+        .collect();
+    let r = c
+        .api
+        .send_batch(&c.broker_addr, "pg", "Orders", 0, &batch)
+        .await
+        .expect("batch");
     assert_eq!(r.queue_offset, 0);
     assert_eq!(r.msg_id.split(',').count(), 5);
-    let p = c.api.pull(&c.broker_addr, &pull("Orders", 0, 0, "*")).await.expect("pull batch");
+    let p = c
+        .api
+        .pull(&c.broker_addr, &pull("Orders", 0, 0, "*"))
+        .await
+        .expect("pull batch");
     let got: Vec<(i64, String)> = p
         .messages
         .iter()
         .map(|m| (m.queue_offset, String::from_utf8_lossy(&m.body).to_string()))
         .collect();
-    assert_eq!(got, (0..5).map(|i| (i as i64, format!("b{i}"))).collect::<Vec<_>>());
+    assert_eq!(
+        got,
+        (0..5)
+            .map(|i| (i as i64, format!("b{i}")))
+            .collect::<Vec<_>>()
+    );
 
     c.broker.shutdown().await;
     c.namesrv.shutdown().await;
@@ -225,7 +319,10 @@ async fn long_polling_holds_until_a_message_arrives() {
     let addr = c.broker_addr.clone();
     let waiter = tokio::spawn(async move { api.pull(&addr, &held).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!waiter.is_finished(), "the pull is held while the queue is empty");
+    assert!(
+        !waiter.is_finished(),
+        "the pull is held while the queue is empty"
+    );
     c.api
         .send(&c.broker_addr, &message("Poll", 0, "wake", None))
         .await
@@ -245,7 +342,10 @@ async fn long_polling_holds_until_a_message_arrives() {
     let started = Instant::now();
     let r = c.api.pull(&c.broker_addr, &held).await.expect("pull");
     assert_eq!(r.status, PullStatus::NoNewMsg);
-    assert!(started.elapsed() >= Duration::from_millis(350), "it was held");
+    assert!(
+        started.elapsed() >= Duration::from_millis(350),
+        "it was held"
+    );
 
     c.broker.shutdown().await;
     c.namesrv.shutdown().await;
@@ -268,10 +368,18 @@ async fn bad_requests_get_rocketmq_codes_and_store_nothing() {
     };
 
     // Unknown topic with auto creation off.
-    let err = c.api.send(&c.broker_addr, &message("Nope", 0, "x", None)).await.expect_err("refused");
+    let err = c
+        .api
+        .send(&c.broker_addr, &message("Nope", 0, "x", None))
+        .await
+        .expect_err("refused");
     assert_eq!(err.code(), Some(response_code::TOPIC_NOT_EXIST));
     // Queue id out of range.
-    let err = c.api.send(&c.broker_addr, &message("T", 7, "x", None)).await.expect_err("refused");
+    let err = c
+        .api
+        .send(&c.broker_addr, &message("T", 7, "x", None))
+        .await
+        .expect_err("refused");
     assert_eq!(err.code(), Some(response_code::SYSTEM_ERROR));
     assert!(err.to_string().contains("queueId[7] is illegal"), "{err}");
     // Oversized body.
@@ -280,12 +388,22 @@ async fn bad_requests_get_rocketmq_codes_and_store_nothing() {
     let err = c.api.send(&c.broker_addr, &big).await.expect_err("refused");
     assert_eq!(err.code(), Some(response_code::MESSAGE_ILLEGAL));
     // Illegal topic name.
-    let err = c.api.send(&c.broker_addr, &message("bad topic", 0, "x", None)).await.expect_err("refused");
+    let err = c
+        .api
+        .send(&c.broker_addr, &message("bad topic", 0, "x", None))
+        .await
+        .expect_err("refused");
     assert_eq!(err.code(), Some(response_code::SYSTEM_ERROR));
     // Delayed delivery is not offered yet: refused, not delivered early.
     let mut delayed = message("T", 0, "x", None);
-    delayed.properties.insert(property::DELAY_TIME_LEVEL.into(), "3".into());
-    let err = c.api.send(&c.broker_addr, &delayed).await.expect_err("refused");
+    delayed
+        .properties
+        .insert(property::DELAY_TIME_LEVEL.into(), "3".into());
+    let err = c
+        .api
+        .send(&c.broker_addr, &delayed)
+        .await
+        .expect_err("refused");
     assert_eq!(err.code(), Some(response_code::MESSAGE_ILLEGAL));
     // A header field missing.
     let response = invoke(
@@ -296,7 +414,15 @@ async fn bad_requests_get_rocketmq_codes_and_store_nothing() {
     )
     .await;
     assert_eq!(response.code, response_code::SYSTEM_ERROR);
-    assert!(response.remark.as_deref().unwrap_or_default().contains("`e`"), "{:?}", response.remark);
+    assert!(
+        response
+            .remark
+            .as_deref()
+            .unwrap_or_default()
+            .contains("`e`"),
+        "{:?}",
+        response.remark
+    );
     // Garbage in a numeric field.
     let response = invoke(
         RemotingCommand::request(request_code::GET_MAX_OFFSET)
@@ -325,12 +451,19 @@ async fn bad_requests_get_rocketmq_codes_and_store_nothing() {
     let err = c.api.pull(&c.broker_addr, &p).await.expect_err("refused");
     assert_eq!(err.code(), Some(response_code::SUBSCRIPTION_NOT_EXIST));
     // Pull on a queue that does not exist.
-    let err = c.api.pull(&c.broker_addr, &pull("T", 9, 0, "*")).await.expect_err("refused");
+    let err = c
+        .api
+        .pull(&c.broker_addr, &pull("T", 9, 0, "*"))
+        .await
+        .expect_err("refused");
     assert_eq!(err.code(), Some(response_code::SYSTEM_ERROR));
 
     // Nothing was stored by any of that.
     for q in 0..2 {
-        assert_eq!(c.api.max_offset(&c.broker_addr, "T", q).await.expect("max"), 0);
+        assert_eq!(
+            c.api.max_offset(&c.broker_addr, "T", q).await.expect("max"),
+            0
+        );
     }
     assert!(c.api.topic_route(&c.namesrv_addr, "Nope").await.is_err());
 
@@ -343,9 +476,19 @@ async fn heartbeat_subscriptions_and_consumer_list() {
     let dir = tempfile::tempdir().expect("tempdir");
     let c = start(dir.path(), true).await;
     // Auto creation: the first send creates the topic.
-    let r = c.api.send(&c.broker_addr, &message("Auto", -1, "a", Some("TagA"))).await.expect("send");
+    let r = c
+        .api
+        .send(&c.broker_addr, &message("Auto", -1, "a", Some("TagA")))
+        .await
+        .expect("send");
     assert_eq!(r.code, response_code::SUCCESS);
-    c.api.send(&c.broker_addr, &message("Auto", r.queue_id, "b", Some("TagB"))).await.expect("send");
+    c.api
+        .send(
+            &c.broker_addr,
+            &message("Auto", r.queue_id, "b", Some("TagB")),
+        )
+        .await
+        .expect("send");
 
     let heartbeat = HeartbeatData {
         client_id: "127.0.0.1@test".to_string(),
@@ -365,9 +508,15 @@ async fn heartbeat_subscriptions_and_consumer_list() {
             unit_mode: false,
         }],
     };
-    c.api.heartbeat(&c.broker_addr, &heartbeat).await.expect("heartbeat");
+    c.api
+        .heartbeat(&c.broker_addr, &heartbeat)
+        .await
+        .expect("heartbeat");
     assert_eq!(
-        c.api.consumer_list(&c.broker_addr, "cg").await.expect("list"),
+        c.api
+            .consumer_list(&c.broker_addr, "cg")
+            .await
+            .expect("list"),
         vec!["127.0.0.1@test".to_string()]
     );
     assert!(c.api.consumer_list(&c.broker_addr, "nobody").await.is_err());
@@ -381,7 +530,11 @@ async fn heartbeat_subscriptions_and_consumer_list() {
     loop {
         p.queue_offset = offset;
         let res = c.api.pull(&c.broker_addr, &p).await.expect("pull");
-        tags.extend(res.messages.iter().map(|m| m.tags().unwrap_or_default().to_string()));
+        tags.extend(
+            res.messages
+                .iter()
+                .map(|m| m.tags().unwrap_or_default().to_string()),
+        );
         if res.next_begin_offset == offset {
             break;
         }
@@ -404,25 +557,93 @@ async fn messages_offsets_and_topics_survive_a_restart() {
         m.body = Bytes::from(format!("{i:0>4}").repeat(1000));
         c.api.send(&c.broker_addr, &m).await.expect("send");
     }
-    c.api.update_consumer_offset(&c.broker_addr, "cg", "Durable", 0, 123).await.expect("commit");
+    c.api
+        .update_consumer_offset(&c.broker_addr, "cg", "Durable", 0, 123)
+        .await
+        .expect("commit");
     c.broker.shutdown().await;
 
     let config = broker_config(dir.path(), c.namesrv.local_addr(), false);
     let broker = Broker::start(config).await.expect("restart");
     let addr = broker.local_addr().to_string();
-    assert_eq!(c.api.max_offset(&addr, "Durable", 0).await.expect("max"), 200);
     assert_eq!(
-        c.api.query_consumer_offset(&addr, "cg", "Durable", 0).await.expect("offset"),
+        c.api.max_offset(&addr, "Durable", 0).await.expect("max"),
+        200
+    );
+    assert_eq!(
+        c.api
+            .query_consumer_offset(&addr, "cg", "Durable", 0)
+            .await
+            .expect("offset"),
         Some(123)
     );
     let mut offset = 0;
     while offset < 200 {
-        let r = c.api.pull(&addr, &pull("Durable", 0, offset, "*")).await.expect("pull");
+        let r = c
+            .api
+            .pull(&addr, &pull("Durable", 0, offset, "*"))
+            .await
+            .expect("pull");
         for m in &r.messages {
             assert_eq!(m.body, Bytes::from(format!("{offset:0>4}").repeat(1000)));
             offset += 1;
         }
     }
     broker.shutdown().await;
+    c.namesrv.shutdown().await;
+}
+
+#[tokio::test]
+async fn malformed_frames_close_only_their_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = start(dir.path(), true).await;
+    create_topic(&c, "Frames", 1).await;
+
+    let garbage: Vec<Vec<u8>> = vec![
+        // Unknown serialize type 7.
+        [
+            &12i32.to_be_bytes()[..],
+            &((7 << 24) | 2i32).to_be_bytes(),
+            b"{}",
+            b"xxxx",
+        ]
+        .concat(),
+        // A length prefix of 17 MiB.
+        (17 * 1024 * 1024i32).to_be_bytes().to_vec(),
+        // A header longer than the frame.
+        [&8i32.to_be_bytes()[..], &1000i32.to_be_bytes(), b"{}{}"].concat(),
+        // A JSON header that is not JSON.
+        [&9i32.to_be_bytes()[..], &5i32.to_be_bytes(), b"{oops"].concat(),
+    ];
+    for bytes in garbage {
+        let mut raw = tokio::net::TcpStream::connect(&c.broker_addr)
+            .await
+            .expect("connect");
+        raw.write_all(&bytes).await.expect("write");
+        let mut buf = [0u8; 64];
+        let read = tokio::time::timeout(Duration::from_secs(5), raw.read(&mut buf))
+            .await
+            .expect("the broker closes the connection");
+        assert!(
+            matches!(read, Ok(0) | Err(_)),
+            "connection closed, got {read:?}"
+        );
+        // Everyone else is still served.
+        let r = c
+            .api
+            .send(&c.broker_addr, &message("Frames", 0, "still-here", None))
+            .await
+            .expect("send");
+        assert_eq!(r.code, response_code::SUCCESS);
+    }
+    assert_eq!(
+        c.api
+            .max_offset(&c.broker_addr, "Frames", 0)
+            .await
+            .expect("max"),
+        4
+    );
+    c.broker.shutdown().await;
     c.namesrv.shutdown().await;
 }

@@ -13,15 +13,19 @@ fn topics_and_offsets_survive_reopen() {
         let mut t = TopicConfig::new("TopicA", 8);
         t.order = true;
         md.put_topic(&t).expect("put topic");
-        md.put_topic(&TopicConfig::new("TopicB", 4)).expect("put topic");
-        md.put_topic(&TopicConfig::new("Gone", 1)).expect("put topic");
+        md.put_topic(&TopicConfig::new("TopicB", 4))
+            .expect("put topic");
+        md.put_topic(&TopicConfig::new("Gone", 1))
+            .expect("put topic");
         md.delete_topic("Gone").expect("delete");
         md.commit_offset("g1", "TopicA", 0, 10).expect("commit");
         md.commit_offset("g1", "TopicA", 1, 11).expect("commit");
-        md.commit_offset("g1", "TopicA", 1, 5).expect("backwards commit overwrites");
+        md.commit_offset("g1", "TopicA", 1, 5)
+            .expect("backwards commit overwrites");
         md.commit_offset("g10", "TopicA", 0, 99).expect("commit");
         md.commit_offset("g2", "TopicB", 3, 7).expect("commit");
-        md.put_subscription_group("g1", br#"{"groupName":"g1"}"#).expect("group");
+        md.put_subscription_group("g1", br#"{"groupName":"g1"}"#)
+            .expect("group");
         md.put_kv(b"pop/ck/1", b"a", true).expect("kv");
         md.put_kv(b"pop/ck/2", b"b", false).expect("kv");
         md.put_kv(b"other", b"c", false).expect("kv");
@@ -82,5 +86,8 @@ fn topics_and_offsets_survive_reopen() {
 fn second_open_of_the_same_db_fails_cleanly() {
     let dir = tempfile::tempdir().expect("tempdir");
     let _md = MetadataStore::open(dir.path()).expect("open");
-    assert!(MetadataStore::open(dir.path()).is_err(), "RocksDB's LOCK protects the directory");
+    assert!(
+        MetadataStore::open(dir.path()).is_err(),
+        "RocksDB's LOCK protects the directory"
+    );
 }

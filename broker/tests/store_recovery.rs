@@ -50,7 +50,12 @@ fn write(store: &MessageStore, n: usize, queues: i32) -> Vec<(i32, PutResult)> {
 fn check_readable(store: &MessageStore, written: &[(i32, PutResult)]) {
     for (i, (qid, r)) in written.iter().enumerate() {
         let got = store.get_messages("g", "T", *qid, r.queue_offset, 1, 1 << 20, &|_| true);
-        assert_eq!(got.status, GetMessageStatus::Found, "message {i} at {qid}/{}", r.queue_offset);
+        assert_eq!(
+            got.status,
+            GetMessageStatus::Found,
+            "message {i} at {qid}/{}",
+            r.queue_offset
+        );
         let (m, _) = decode_message(&got.messages[0]).expect("decode");
         assert_eq!(m.body.as_ref(), body(i).as_slice(), "message {i}");
         assert_eq!(m.commit_log_offset, r.physical_offset);
@@ -69,7 +74,11 @@ fn segment_path(dir: &Path, phy: i64) -> (PathBuf, u64) {
 /// Overwrites bytes of the CommitLog directly, as a torn write or bit rot would.
 fn patch(dir: &Path, phy: i64, f: impl FnOnce(&mut Vec<u8>), len: usize) {
     let (path, pos) = segment_path(dir, phy);
-    let mut file = OpenOptions::new().read(true).write(true).open(path).expect("open segment");
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .expect("open segment");
     file.seek(SeekFrom::Start(pos)).expect("seek");
     let mut buf = vec![0u8; len];
     file.read_exact(&mut buf).expect("read");
@@ -101,7 +110,9 @@ fn crash_without_checkpoint_keeps_everything() {
     }
     // New writes continue the queues and the log.
     let (last_q, last) = written.last().expect("some");
-    let r = store.put_message_blocking(msg("T", *last_q, 9999)).expect("put");
+    let r = store
+        .put_message_blocking(msg("T", *last_q, 9999))
+        .expect("put");
     assert_eq!(r.queue_offset, last.queue_offset + 1);
     assert!(r.physical_offset >= last.physical_offset + last.wrote_bytes as i64);
 }
@@ -156,12 +167,23 @@ fn torn_tail_is_cut_and_writes_continue_there() {
     assert!(rep.cut_reason.is_some());
     assert!(rep.bytes_cut > 0);
     check_readable(&store, &written[..written.len() - 1]);
-    assert_eq!(store.get_max_offset_in_queue("T", last_q), last.queue_offset);
+    assert_eq!(
+        store.get_max_offset_in_queue("T", last_q),
+        last.queue_offset
+    );
     assert!(store.look_message_by_offset(last.physical_offset).is_none());
 
-    let r = store.put_message_blocking(msg("T", last_q, 4242)).expect("put");
-    assert_eq!(r.physical_offset, last.physical_offset, "written at the cut");
-    assert_eq!(r.queue_offset, last.queue_offset, "the torn record's queue offset is reused");
+    let r = store
+        .put_message_blocking(msg("T", last_q, 4242))
+        .expect("put");
+    assert_eq!(
+        r.physical_offset, last.physical_offset,
+        "written at the cut"
+    );
+    assert_eq!(
+        r.queue_offset, last.queue_offset,
+        "the torn record's queue offset is reused"
+    );
     let got = store.get_messages("g", "T", last_q, r.queue_offset, 1, 1 << 20, &|_| true);
     let (m, _) = decode_message(&got.messages[0]).expect("decode");
     assert_eq!(m.body.as_ref(), body(4242).as_slice());
@@ -171,7 +193,10 @@ fn torn_tail_is_cut_and_writes_continue_there() {
     // And it all survives another (clean) restart.
     let store = MessageStore::open(config(dir.path())).expect("reopen 2");
     check_readable(&store, &written[..written.len() - 1]);
-    assert_eq!(store.get_max_offset_in_queue("T", last_q), last.queue_offset + 1);
+    assert_eq!(
+        store.get_max_offset_in_queue("T", last_q),
+        last.queue_offset + 1
+    );
 }
 
 #[test]
@@ -183,7 +208,12 @@ fn corrupted_last_record_is_cut() {
     drop(store);
     let (_, last) = written.last().cloned().expect("some");
     // One flipped bit in the body: the body CRC and the record CRC both catch it.
-    patch(dir.path(), last.physical_offset + last.wrote_bytes as i64 - 60, |b| b[0] ^= 0x01, 1);
+    patch(
+        dir.path(),
+        last.physical_offset + last.wrote_bytes as i64 - 60,
+        |b| b[0] ^= 0x01,
+        1,
+    );
 
     let store = MessageStore::open(config(dir.path())).expect("reopen");
     assert_eq!(store.recovery_report().end_offset, last.physical_offset);
@@ -243,7 +273,12 @@ fn full_scan_finds_corruption_in_an_old_segment() {
     drop(store);
     let k = 10; // in the first segment; the checkpoint points at a later one
     assert!(written.last().expect("some").1.physical_offset > 2 * SEGMENT as i64);
-    patch(dir.path(), written[k].1.physical_offset + 40, |b| b[0] ^= 0x08, 1);
+    patch(
+        dir.path(),
+        written[k].1.physical_offset + 40,
+        |b| b[0] ^= 0x08,
+        1,
+    );
 
     // Default recovery trusts segments before the checkpoint's; reads still check CRCs.
     let store = MessageStore::open(config(dir.path())).expect("reopen");
@@ -264,7 +299,10 @@ fn full_scan_finds_corruption_in_an_old_segment() {
     };
     let store = MessageStore::open(cfg).expect("reopen full scan");
     assert_eq!(store.recovery_report().walk_start, 0);
-    assert_eq!(store.recovery_report().end_offset, written[k].1.physical_offset);
+    assert_eq!(
+        store.recovery_report().end_offset,
+        written[k].1.physical_offset
+    );
     assert_eq!(store.get_max_offset_in_queue("T", 0), k as i64);
     check_readable(&store, &written[..k]);
 }
@@ -318,7 +356,8 @@ fn consume_queue_entries_past_the_log_are_dropped() {
     let (path, pos) = segment_path(dir.path(), from);
     let mut f = OpenOptions::new().write(true).open(path).expect("open");
     f.seek(SeekFrom::Start(pos)).expect("seek");
-    f.write_all(&vec![0u8; (SEGMENT - pos) as usize]).expect("zero");
+    f.write_all(&vec![0u8; (SEGMENT - pos) as usize])
+        .expect("zero");
     drop(f);
 
     let store = MessageStore::open(config(dir.path())).expect("reopen");
@@ -345,7 +384,11 @@ fn kill_child_writer() {
         let qid = (i % 3) as i32;
         if let Ok(r) = store.put_message_blocking(msg("T", qid, i)) {
             // Printed only after the put was acknowledged (synced).
-            let _ = writeln!(out, "ACK {i} {qid} {} {}", r.queue_offset, r.physical_offset);
+            let _ = writeln!(
+                out,
+                "ACK {i} {qid} {} {}",
+                r.queue_offset, r.physical_offset
+            );
             let _ = out.flush();
         }
     }
@@ -416,4 +459,41 @@ fn parse_ack(line: &str) -> Option<(usize, i32, i64, i64)> {
     let o = it.next()?.parse().ok()?;
     let p = it.next()?.parse().ok()?;
     it.next().is_none().then_some((i, q, o, p))
+}
+
+#[test]
+fn garbled_checkpoint_means_full_scan() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = MessageStore::open(config(dir.path())).expect("open");
+    let written = write(&store, 400, 2);
+    store.shutdown().expect("shutdown");
+    drop(store);
+    let cp = dir.path().join("checkpoint");
+    let mut bytes = std::fs::read(&cp).expect("read checkpoint");
+    bytes[10] ^= 0xFF;
+    std::fs::write(&cp, bytes).expect("write checkpoint");
+
+    let store = MessageStore::open(config(dir.path())).expect("reopen");
+    let rep = store.recovery_report().clone();
+    assert!(!rep.checkpoint_found);
+    assert_eq!(rep.walk_start, 0);
+    assert_eq!(rep.records_checked, 400);
+    check_readable(&store, &written);
+}
+
+#[test]
+fn async_flush_catches_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = MessageStore::open(config(dir.path())).expect("open");
+    write(&store, 50, 1);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.flushed_phy_offset() < store.max_phy_offset() {
+        assert!(Instant::now() < deadline, "the flusher never caught up");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.stats().checkpoints < 2 {
+        assert!(Instant::now() < deadline, "no periodic checkpoint");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }

@@ -38,18 +38,26 @@ fn body(topic: &str, qid: i32, i: usize) -> Vec<u8> {
 
 const ALL: &dyn Fn(i64) -> bool = &|_| true;
 
+/// `(physical offset, body)` of each message of a queue, in queue order.
+type Expected = Vec<(i64, Vec<u8>)>;
+
 #[tokio::test]
 async fn put_and_read_back_across_segments() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = MessageStore::open(config(dir.path())).expect("open");
     let topics = ["TopicA", "TopicB", "%RETRY%g"];
-    let mut expected: HashMap<(String, i32), Vec<(i64, Vec<u8>)>> = HashMap::new();
+    let mut expected: HashMap<(String, i32), Expected> = HashMap::new();
     for i in 0..600 {
         let topic = topics[i % 3];
         let qid = (i % 4) as i32;
         let b = body(topic, qid, i);
         let r = store
-            .put_message(msg(topic, qid, b.clone(), Some(if i % 2 == 0 { "even" } else { "odd" })))
+            .put_message(msg(
+                topic,
+                qid,
+                b.clone(),
+                Some(if i % 2 == 0 { "even" } else { "odd" }),
+            ))
             .await
             .expect("put");
         assert_eq!(r.status, PutStatus::PutOk);
@@ -57,14 +65,29 @@ async fn put_and_read_back_across_segments() {
         let (host, off) = decode_offset_msg_id(&r.msg_id).expect("msg id");
         assert_eq!((host, off), (store.config().store_host, r.physical_offset));
         let list = expected.entry((topic.to_string(), qid)).or_default();
-        assert_eq!(r.queue_offset, list.len() as i64, "consecutive queue offsets");
+        assert_eq!(
+            r.queue_offset,
+            list.len() as i64,
+            "consecutive queue offsets"
+        );
         list.push((r.physical_offset, b));
     }
-    assert!(store.stats().rolls >= 3, "small segments must roll: {:?}", store.stats());
-    assert!(dir.path().join("commitlog").join("00000000000000065536").exists());
+    assert!(
+        store.stats().rolls >= 3,
+        "small segments must roll: {:?}",
+        store.stats()
+    );
+    assert!(dir
+        .path()
+        .join("commitlog")
+        .join("00000000000000065536")
+        .exists());
 
     for ((topic, qid), list) in &expected {
-        assert_eq!(store.get_max_offset_in_queue(topic, *qid), list.len() as i64);
+        assert_eq!(
+            store.get_max_offset_in_queue(topic, *qid),
+            list.len() as i64
+        );
         assert_eq!(store.get_min_offset_in_queue(topic, *qid), 0);
         let mut offset = 0;
         let mut got = Vec::new();
@@ -113,13 +136,19 @@ async fn put_and_read_back_across_segments() {
     let store = MessageStore::open(config(dir.path())).expect("reopen");
     assert!(store.recovery_report().clean_shutdown);
     for ((topic, qid), list) in &expected {
-        assert_eq!(store.get_max_offset_in_queue(topic, *qid), list.len() as i64);
+        assert_eq!(
+            store.get_max_offset_in_queue(topic, *qid),
+            list.len() as i64
+        );
     }
     let r = store
         .put_message(msg("TopicA", 0, b"after".to_vec(), None))
         .await
         .expect("put");
-    assert_eq!(r.queue_offset, expected[&("TopicA".to_string(), 0)].len() as i64);
+    assert_eq!(
+        r.queue_offset,
+        expected[&("TopicA".to_string(), 0)].len() as i64
+    );
 }
 
 #[tokio::test]
@@ -142,7 +171,12 @@ async fn tag_filter() {
         .iter()
         .map(|m| String::from_utf8_lossy(&m.body).into_owned())
         .collect();
-    assert_eq!(bodies, (0..10).map(|i| format!("m{}", i * 3 + 1)).collect::<Vec<_>>());
+    assert_eq!(
+        bodies,
+        (0..10)
+            .map(|i| format!("m{}", i * 3 + 1))
+            .collect::<Vec<_>>()
+    );
     assert_eq!(r.next_begin_offset, 30);
     let none = |_: i64| false;
     let r = store.get_messages("g", "T", 0, 0, 32, 1 << 20, &none);
@@ -174,7 +208,10 @@ async fn offset_by_time() {
     assert_eq!(store.get_offset_by_time("T", 2, 0), 0);
     assert_eq!(store.get_offset_by_time("T", 2, i64::MAX), 12);
     assert_eq!(store.get_earliest_message_time("T", 2), Some(stamps[0]));
-    assert_eq!(store.get_message_store_timestamp("T", 2, 5), Some(stamps[5]));
+    assert_eq!(
+        store.get_message_store_timestamp("T", 2, 5),
+        Some(stamps[5])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -215,7 +252,9 @@ async fn sync_flush_group_commit() {
         "group commit must share syncs: {stats:?}"
     );
     assert!(stats.sync_flushes > 0);
-    let sum: i64 = (0..4).map(|q| store.get_max_offset_in_queue("Sync", q)).sum();
+    let sum: i64 = (0..4)
+        .map(|q| store.get_max_offset_in_queue("Sync", q))
+        .sum();
     assert_eq!(sum, total as i64);
 }
 
@@ -318,7 +357,10 @@ async fn arrivals_are_notified() {
         .expect("notified")
         .expect("join");
     assert!(v > before);
-    assert_eq!(max, 1, "the message is readable when the notification arrives");
+    assert_eq!(
+        max, 1,
+        "the message is readable when the notification arrives"
+    );
 }
 
 #[test]
@@ -344,4 +386,37 @@ fn blocking_put_outside_a_runtime() {
     assert_eq!(r.queue_offset, 0);
     let raw = store.read_record(r.physical_offset).expect("raw");
     assert_eq!(raw.len(), r.wrote_bytes as usize);
+}
+
+#[tokio::test]
+async fn prepared_transactions_are_not_indexed() {
+    use rocketraft_common::consts::sys_flag;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = MessageStore::open(config(dir.path())).expect("open");
+    let mut half = msg("Tx", 0, b"half".to_vec(), None);
+    half.sys_flag = sys_flag::TRANSACTION_PREPARED_TYPE;
+    let r = store.put_message(half).await.expect("put prepared");
+    assert_eq!(r.queue_offset, 0);
+    assert_eq!(
+        store.get_max_offset_in_queue("Tx", 0),
+        0,
+        "not in the ConsumeQueue"
+    );
+    let m = store
+        .look_message_by_offset(r.physical_offset)
+        .expect("readable by CommitLog offset");
+    assert_eq!(m.body.as_ref(), b"half");
+    let r = store
+        .put_message(msg("Tx", 0, b"normal".to_vec(), None))
+        .await
+        .expect("put");
+    assert_eq!(r.queue_offset, 0);
+    store.crash_for_test();
+    drop(store);
+    let store = MessageStore::open(config(dir.path())).expect("reopen");
+    assert_eq!(
+        store.get_max_offset_in_queue("Tx", 0),
+        1,
+        "recovery skips it too"
+    );
 }

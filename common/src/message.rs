@@ -30,7 +30,9 @@
 //! it writes with the property `__CRC32#` whose value is exactly ten decimal digits: the CRC32 of
 //! the record bytes from offset 0 up to (not including) those digits, computed after the writer
 //! has set the offsets and the store timestamp. Clients just see one more property; recovery uses
-//! [`verify_record_crc`]. Records without the trailer fall back to the body CRC.
+//! [`verify_record_crc`]. Records without the trailer fall back to the body CRC; a trailer whose
+//! shape is mostly right but not exactly (a flipped byte in it) counts as damaged, not absent, so
+//! corrupting the trailer cannot downgrade the check. The trailer is always the last property.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -289,8 +291,7 @@ pub fn store_timestamp_position(sys_flag_value: i32) -> usize {
 }
 
 fn check_property(s: &str) -> Result<(), EncodeError> {
-    if s
-        .bytes()
+    if s.bytes()
         .any(|b| b == NAME_VALUE_SEPARATOR || b == PROPERTY_SEPARATOR)
     {
         return Err(EncodeError::IllegalPropertyChar(s.to_string()));
@@ -385,7 +386,11 @@ fn put_host(out: &mut Vec<u8>, addr: &SocketAddr) {
 }
 
 /// The sys flag with its host-version bits set from the addresses.
-pub fn sys_flag_for_hosts(sys_flag_value: i32, born_host: &SocketAddr, store_host: &SocketAddr) -> i32 {
+pub fn sys_flag_for_hosts(
+    sys_flag_value: i32,
+    born_host: &SocketAddr,
+    store_host: &SocketAddr,
+) -> i32 {
     let mut f = sys_flag_value & !(sys_flag::BORNHOST_V6 | sys_flag::STOREHOST_V6);
     if born_host.is_ipv6() {
         f |= sys_flag::BORNHOST_V6;
@@ -716,7 +721,10 @@ pub fn decode_message(buf: &[u8]) -> Result<(MessageExt, usize), DecodeError> {
 
 /// [`decode_message`], also verifying the body CRC (and the whole-record CRC if present) when
 /// `verify_crc` is set.
-pub fn decode_message_with(buf: &[u8], verify_crc: bool) -> Result<(MessageExt, usize), DecodeError> {
+pub fn decode_message_with(
+    buf: &[u8],
+    verify_crc: bool,
+) -> Result<(MessageExt, usize), DecodeError> {
     let layout = locate(buf)?;
     let rec = &buf[..layout.total];
     let stored_crc = get_i32(rec, pos::BODY_CRC);
@@ -926,8 +934,13 @@ mod tests {
         let mut m = Message::new("T", &b"payload-bytes"[..]);
         m.set_property("a", "b");
         let mut buf = Vec::new();
-        encode_record(&m, &meta(v4([1, 2, 3, 4], 5), v4([6, 7, 8, 9], 10)), true, &mut buf)
-            .expect("encode");
+        encode_record(
+            &m,
+            &meta(v4([1, 2, 3, 4], 5), v4([6, 7, 8, 9], 10)),
+            true,
+            &mut buf,
+        )
+        .expect("encode");
         for i in 0..buf.len() {
             let mut c = buf.clone();
             c[i] ^= 0x10;
@@ -959,7 +972,10 @@ mod tests {
     fn limits_are_enforced() {
         let m = Message::new("x".repeat(128), &b""[..]);
         let h = v4([0, 0, 0, 0], 0);
-        assert_eq!(record_len(&m, &h, &h, true), Err(EncodeError::TopicTooLong(128)));
+        assert_eq!(
+            record_len(&m, &h, &h, true),
+            Err(EncodeError::TopicTooLong(128))
+        );
         let mut m = Message::new("t", &b""[..]);
         m.set_property("k", "v".repeat(40_000));
         assert!(matches!(
@@ -981,17 +997,28 @@ mod tests {
     #[test]
     fn decode_rejects_bad_input() {
         let mut buf = Vec::new();
-        encode_record(&Message::new("T", &b"abc"[..]), &RecordMeta::default(), true, &mut buf)
-            .expect("encode");
+        encode_record(
+            &Message::new("T", &b"abc"[..]),
+            &RecordMeta::default(),
+            true,
+            &mut buf,
+        )
+        .expect("encode");
         for cut in 0..buf.len() {
             assert!(decode_message(&buf[..cut]).is_err(), "cut at {cut}");
         }
         let mut bad = buf.clone();
         bad[4] = 0;
-        assert!(matches!(decode_message(&bad), Err(DecodeError::BadMagic(_))));
+        assert!(matches!(
+            decode_message(&bad),
+            Err(DecodeError::BadMagic(_))
+        ));
         let mut bad = buf.clone();
         bad[..4].copy_from_slice(&(-5i32).to_be_bytes());
-        assert!(matches!(decode_message(&bad), Err(DecodeError::BadTotalSize { .. })));
+        assert!(matches!(
+            decode_message(&bad),
+            Err(DecodeError::BadTotalSize { .. })
+        ));
         let mut blank = vec![0u8; 16];
         blank[4..8].copy_from_slice(&BLANK_MAGIC_CODE.to_be_bytes());
         assert_eq!(decode_message(&blank).err(), Some(DecodeError::Blank));

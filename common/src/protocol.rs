@@ -63,7 +63,9 @@ pub struct BrokerData {
 impl BrokerData {
     /// The master's address, if the set has one.
     pub fn master_addr(&self) -> Option<&str> {
-        self.broker_addrs.get(&crate::consts::MASTER_ID).map(String::as_str)
+        self.broker_addrs
+            .get(&crate::consts::MASTER_ID)
+            .map(String::as_str)
     }
 }
 
@@ -170,6 +172,11 @@ mod tests {
         let body = br#"{"clientID":"10.0.0.1@123","consumerDataSet":[{"consumeFromWhere":"CONSUME_FROM_LAST_OFFSET","consumeType":"CONSUME_PASSIVELY","groupName":"g","messageModel":"CLUSTERING","subscriptionDataSet":[{"classFilterMode":false,"codeSet":[2598919],"expressionType":"TAG","subString":"TagA","subVersion":1,"tagsSet":["TagA"],"topic":"T"}],"unitMode":false}],"producerDataSet":[{"groupName":"CLIENT_INNER_PRODUCER"}]}"#;
         let hb: HeartbeatData = from_json_body(body).expect("parse");
         assert_eq!(hb.client_id, "10.0.0.1@123");
-        assert_eq!(hb.consumer_data_set[0].subscription_data_set[0].tags_set.len(), 1);
+        assert_eq!(
+            hb.consumer_data_set[0].subscription_data_set[0]
+                .tags_set
+                .len(),
+            1
+        );
     }
 }

@@ -122,9 +122,10 @@ mod tests {
         let json = serde_json::to_string(&t).expect("serialize");
         assert!(json.contains("\"topicName\":\"T\""));
         assert!(json.contains("\"readQueueNums\":8"));
-        let back: TopicConfig =
-            serde_json::from_str(r#"{"topicName":"X","readQueueNums":2,"writeQueueNums":2,"perm":6}"#)
-                .expect("parse");
+        let back: TopicConfig = serde_json::from_str(
+            r#"{"topicName":"X","readQueueNums":2,"writeQueueNums":2,"perm":6}"#,
+        )
+        .expect("parse");
         assert_eq!(back.topic_name, "X");
         assert_eq!(back.topic_filter_type, "SINGLE_TAG");
     }

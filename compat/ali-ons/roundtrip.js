@@ -10,7 +10,7 @@ const count = Number(process.env.COUNT || '50');
 const timeoutMs = Number(process.env.TIMEOUT_MS || '90000');
 // ali-ons asks for an HTTP client to look up name servers; with nameSrv set it is never used.
 const httpclient = { request() { throw new Error('not used when nameSrv is set'); } };
-const logger = { info() {}, warn() {}, debug() {}, error(...a) { console.error(...a); } };
+const logger = process.env.ONS_DEBUG ? console : { info() {}, warn() {}, debug() {}, error(...a) { console.error(...a); } };
 
 function emit(obj) { process.stdout.write(JSON.stringify(obj) + '\n'); }
 
@@ -24,7 +24,7 @@ async function main() {
     msg.keys = [ `key-${i}` ];
     const r = await producer.send(msg);
     if (r.sendStatus !== 'SEND_OK') throw new Error(`send ${i}: ${r.sendStatus}`);
-    emit({ event: 'sent', i, msgId: r.msgId, queueId: r.messageQueue.queueId, offset: r.queueOffset });
+    emit({ event: 'sent', i, msgId: r.msgId, queueId: Number(r.messageQueue.queueId), offset: Number(r.queueOffset) });
   }
   await producer.close();
 
@@ -38,7 +38,7 @@ async function main() {
     consumer.on('error', err => { console.error('consumer error', err && err.message); });
     consumer.subscribe(topic, 'TagA || TagB', async msg => {
       const body = msg.body.toString();
-      emit({ event: 'received', body, tags: msg.tags, queueId: msg.queueId, offset: msg.queueOffset, keys: msg.keys });
+      emit({ event: 'received', body, tags: msg.tags, queueId: Number(msg.queueId), offset: Number(msg.queueOffset), keys: msg.keys });
       seen.add(body);
       if (seen.size === count) resolve();
     });

@@ -4,9 +4,7 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 use rocketraft_common::json::unquote_numeric_keys_of;
-use rocketraft_common::protocol::{
-    from_json_body, DataVersion, RegisterBrokerBody, TopicList,
-};
+use rocketraft_common::protocol::{from_json_body, DataVersion, RegisterBrokerBody, TopicList};
 use rocketraft_common::time::now_ms;
 use rocketraft_remoting::codes::{request_code, response_code};
 use rocketraft_remoting::server::{BoxFuture, RequestContext, RequestProcessor};
@@ -128,7 +126,9 @@ impl NamesrvProcessor {
             if expected != 0 && expected != actual {
                 return Err(Refusal(
                     response_code::SYSTEM_ERROR,
-                    format!("the body CRC {actual} does not match the header's bodyCrc32 {expected}"),
+                    format!(
+                        "the body CRC {actual} does not match the header's bodyCrc32 {expected}"
+                    ),
                 ));
             }
         }
@@ -142,7 +142,11 @@ impl NamesrvProcessor {
                 )
             })?
         };
-        for config in body.topic_config_serialize_wrapper.topic_config_table.values() {
+        for config in body
+            .topic_config_serialize_wrapper
+            .topic_config_table
+            .values()
+        {
             config.validate().map_err(|e| {
                 Refusal(
                     response_code::SYSTEM_ERROR,
@@ -233,11 +237,11 @@ impl NamesrvProcessor {
                 )
             })?)
         };
-        let changed = self
-            .state
-            .routes
-            .write()
-            .touch(cluster, broker_addr, version.as_ref(), now_ms());
+        let changed =
+            self.state
+                .routes
+                .write()
+                .touch(cluster, broker_addr, version.as_ref(), now_ms());
         Ok(request
             .response_to(response_code::SUCCESS, None)
             .with_ext("changed", changed.to_string()))

@@ -165,7 +165,13 @@ impl RouteTable {
     }
 
     /// QUERY_DATA_VERSION / a heartbeat: refreshes liveness; returns whether the version differs.
-    pub fn touch(&mut self, cluster: &str, addr: &str, version: Option<&DataVersion>, now_ms: i64) -> bool {
+    pub fn touch(
+        &mut self,
+        cluster: &str,
+        addr: &str,
+        version: Option<&DataVersion>,
+        now_ms: i64,
+    ) -> bool {
         let key = BrokerAddrInfo {
             cluster: cluster.to_string(),
             addr: addr.to_string(),

@@ -26,7 +26,9 @@ async fn start(expire_ms: i64) -> (NameServer, String, RemotingClient) {
 fn register(name: &str, id: i64, addr: &str, topics: &[&str], counter: i64) -> RemotingCommand {
     let mut wrapper = TopicConfigSerializeWrapper::default();
     for t in topics {
-        wrapper.topic_config_table.insert(t.to_string(), TopicConfig::new(*t, 4));
+        wrapper
+            .topic_config_table
+            .insert(t.to_string(), TopicConfig::new(*t, 4));
     }
     wrapper.data_version.counter = counter;
     let body = serde_json::to_vec(&RegisterBrokerBody {
@@ -49,43 +51,69 @@ const T: Duration = Duration::from_secs(5);
 #[tokio::test]
 async fn register_route_cluster_and_unregister() {
     let (namesrv, addr, client) = start(120_000).await;
-    let r = client.invoke(&addr, register("b1", 0, "10.0.0.1:10911", &["T1"], 1), T).await.expect("register");
+    let r = client
+        .invoke(&addr, register("b1", 0, "10.0.0.1:10911", &["T1"], 1), T)
+        .await
+        .expect("register");
     assert_eq!(r.code, response_code::SUCCESS);
-    let r = client.invoke(&addr, register("b1", 1, "10.0.0.2:10911", &["T1"], 1), T).await.expect("register slave");
+    let r = client
+        .invoke(&addr, register("b1", 1, "10.0.0.2:10911", &["T1"], 1), T)
+        .await
+        .expect("register slave");
     assert_eq!(r.ext("masterAddr"), Some("10.0.0.1:10911"));
     assert_eq!(r.ext("haServerAddr"), Some("10.0.0.1:10911-ha"));
     assert_eq!(namesrv.live_brokers(), 2);
 
     // A new client asks for standard JSON (its version is >= V4_9_4).
     let r = client
-        .invoke(&addr, RemotingCommand::request(request_code::GET_ROUTEINFO_BY_TOPIC).with_ext("topic", "T1"), T)
+        .invoke(
+            &addr,
+            RemotingCommand::request(request_code::GET_ROUTEINFO_BY_TOPIC).with_ext("topic", "T1"),
+            T,
+        )
         .await
         .expect("route");
     assert_eq!(r.code, response_code::SUCCESS);
     let text = String::from_utf8_lossy(&r.body).to_string();
-    assert!(text.contains(r#""brokerAddrs":{"0":"10.0.0.1:10911","1":"10.0.0.2:10911"}"#), "{text}");
+    assert!(
+        text.contains(r#""brokerAddrs":{"0":"10.0.0.1:10911","1":"10.0.0.2:10911"}"#),
+        "{text}"
+    );
     let route: TopicRouteData = serde_json::from_slice(&r.body).expect("standard json");
     assert_eq!(route.queue_datas[0].read_queue_nums, 4);
 
     // An old client (version below 401) gets fastjson's bare numeric keys, as Java writes them.
-    let mut old = RemotingCommand::request(request_code::GET_ROUTEINFO_BY_TOPIC).with_ext("topic", "T1");
+    let mut old =
+        RemotingCommand::request(request_code::GET_ROUTEINFO_BY_TOPIC).with_ext("topic", "T1");
     old.version = 317;
     let r = client.invoke(&addr, old, T).await.expect("route");
     let text = String::from_utf8_lossy(&r.body).to_string();
-    assert!(text.contains(r#""brokerAddrs":{0:"10.0.0.1:10911",1:"10.0.0.2:10911"}"#), "{text}");
+    assert!(
+        text.contains(r#""brokerAddrs":{0:"10.0.0.1:10911",1:"10.0.0.2:10911"}"#),
+        "{text}"
+    );
     let route: TopicRouteData = from_json_body(&r.body).expect("fastjson parses");
     assert_eq!(route.broker_datas[0].broker_addrs.len(), 2);
 
     // Unknown topic.
     let r = client
-        .invoke(&addr, RemotingCommand::request(request_code::GET_ROUTEINFO_BY_TOPIC).with_ext("topic", "Nope"), T)
+        .invoke(
+            &addr,
+            RemotingCommand::request(request_code::GET_ROUTEINFO_BY_TOPIC)
+                .with_ext("topic", "Nope"),
+            T,
+        )
         .await
         .expect("route");
     assert_eq!(r.code, response_code::TOPIC_NOT_EXIST);
     assert!(r.remark.unwrap_or_default().contains("Nope"));
 
     let r = client
-        .invoke(&addr, RemotingCommand::request(request_code::GET_BROKER_CLUSTER_INFO), T)
+        .invoke(
+            &addr,
+            RemotingCommand::request(request_code::GET_BROKER_CLUSTER_INFO),
+            T,
+        )
         .await
         .expect("cluster");
     let info: ClusterInfo = serde_json::from_slice(&r.body).expect("json");
@@ -102,7 +130,10 @@ async fn register_route_cluster_and_unregister() {
     assert_eq!(r.code, response_code::SYSTEM_ERROR);
     assert_eq!(namesrv.live_brokers(), 2);
     // Unknown request code.
-    let r = client.invoke(&addr, RemotingCommand::request(4242), T).await.expect("response");
+    let r = client
+        .invoke(&addr, RemotingCommand::request(4242), T)
+        .await
+        .expect("response");
     assert_eq!(r.code, response_code::REQUEST_CODE_NOT_SUPPORTED);
 
     // Unregistering both members removes the set and its topics.
@@ -122,7 +153,11 @@ async fn register_route_cluster_and_unregister() {
         assert_eq!(r.code, response_code::SUCCESS);
     }
     let r = client
-        .invoke(&addr, RemotingCommand::request(request_code::GET_ROUTEINFO_BY_TOPIC).with_ext("topic", "T1"), T)
+        .invoke(
+            &addr,
+            RemotingCommand::request(request_code::GET_ROUTEINFO_BY_TOPIC).with_ext("topic", "T1"),
+            T,
+        )
         .await
         .expect("route");
     assert_eq!(r.code, response_code::TOPIC_NOT_EXIST);
@@ -132,14 +167,28 @@ async fn register_route_cluster_and_unregister() {
 #[tokio::test]
 async fn silent_brokers_expire_and_registering_ones_stay() {
     let (namesrv, addr, client) = start(800).await;
-    client.invoke(&addr, register("gone", 0, "10.0.0.1:1", &["A"], 1), T).await.expect("register");
-    client.invoke(&addr, register("alive", 0, "10.0.0.2:1", &["B"], 1), T).await.expect("register");
+    client
+        .invoke(&addr, register("gone", 0, "10.0.0.1:1", &["A"], 1), T)
+        .await
+        .expect("register");
+    client
+        .invoke(&addr, register("alive", 0, "10.0.0.2:1", &["B"], 1), T)
+        .await
+        .expect("register");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         // Keep "alive" registering (same data version: a heartbeat-like refresh).
-        client.invoke(&addr, register("alive", 0, "10.0.0.2:1", &["B"], 1), T).await.expect("register");
+        client
+            .invoke(&addr, register("alive", 0, "10.0.0.2:1", &["B"], 1), T)
+            .await
+            .expect("register");
         let a = client
-            .invoke(&addr, RemotingCommand::request(request_code::GET_ROUTEINFO_BY_TOPIC).with_ext("topic", "A"), T)
+            .invoke(
+                &addr,
+                RemotingCommand::request(request_code::GET_ROUTEINFO_BY_TOPIC)
+                    .with_ext("topic", "A"),
+                T,
+            )
             .await
             .expect("route");
         if a.code == response_code::TOPIC_NOT_EXIST {
@@ -149,7 +198,11 @@ async fn silent_brokers_expire_and_registering_ones_stay() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let b = client
-        .invoke(&addr, RemotingCommand::request(request_code::GET_ROUTEINFO_BY_TOPIC).with_ext("topic", "B"), T)
+        .invoke(
+            &addr,
+            RemotingCommand::request(request_code::GET_ROUTEINFO_BY_TOPIC).with_ext("topic", "B"),
+            T,
+        )
         .await
         .expect("route");
     assert_eq!(b.code, response_code::SUCCESS);
@@ -164,15 +217,25 @@ async fn kv_config_round_trip() {
         .with_ext("namespace", "ORDER_TOPIC_CONFIG")
         .with_ext("key", "T1")
         .with_ext("value", "b1:4");
-    assert_eq!(client.invoke(&addr, put, T).await.expect("put").code, response_code::SUCCESS);
+    assert_eq!(
+        client.invoke(&addr, put, T).await.expect("put").code,
+        response_code::SUCCESS
+    );
     let get = RemotingCommand::request(request_code::GET_KV_CONFIG)
         .with_ext("namespace", "ORDER_TOPIC_CONFIG")
         .with_ext("key", "T1");
     let r = client.invoke(&addr, get.clone(), T).await.expect("get");
     assert_eq!(r.ext("value"), Some("b1:4"));
-    client.invoke(&addr, register("b1", 0, "10.0.0.1:1", &["T1"], 1), T).await.expect("register");
+    client
+        .invoke(&addr, register("b1", 0, "10.0.0.1:1", &["T1"], 1), T)
+        .await
+        .expect("register");
     let r = client
-        .invoke(&addr, RemotingCommand::request(request_code::GET_ROUTEINFO_BY_TOPIC).with_ext("topic", "T1"), T)
+        .invoke(
+            &addr,
+            RemotingCommand::request(request_code::GET_ROUTEINFO_BY_TOPIC).with_ext("topic", "T1"),
+            T,
+        )
         .await
         .expect("route");
     let route: TopicRouteData = serde_json::from_slice(&r.body).expect("json");
@@ -181,6 +244,9 @@ async fn kv_config_round_trip() {
         .with_ext("namespace", "ORDER_TOPIC_CONFIG")
         .with_ext("key", "T1");
     client.invoke(&addr, del, T).await.expect("delete");
-    assert_eq!(client.invoke(&addr, get, T).await.expect("get").code, response_code::QUERY_NOT_FOUND);
+    assert_eq!(
+        client.invoke(&addr, get, T).await.expect("get").code,
+        response_code::QUERY_NOT_FOUND
+    );
     namesrv.shutdown().await;
 }

@@ -142,24 +142,34 @@ impl MqClientApi {
     }
 
     /// GET_ROUTEINFO_BY_TOPIC.
-    pub async fn topic_route(&self, namesrv: &str, topic: &str) -> Result<TopicRouteData, ApiError> {
-        let request = RemotingCommand::request(request_code::GET_ROUTEINFO_BY_TOPIC)
-            .with_ext("topic", topic);
-        let response = self.call(namesrv, request, &[response_code::SUCCESS]).await?;
+    pub async fn topic_route(
+        &self,
+        namesrv: &str,
+        topic: &str,
+    ) -> Result<TopicRouteData, ApiError> {
+        let request =
+            RemotingCommand::request(request_code::GET_ROUTEINFO_BY_TOPIC).with_ext("topic", topic);
+        let response = self
+            .call(namesrv, request, &[response_code::SUCCESS])
+            .await?;
         parse_json(&response.body)
     }
 
     /// GET_BROKER_CLUSTER_INFO.
     pub async fn cluster_info(&self, namesrv: &str) -> Result<ClusterInfo, ApiError> {
         let request = RemotingCommand::request(request_code::GET_BROKER_CLUSTER_INFO);
-        let response = self.call(namesrv, request, &[response_code::SUCCESS]).await?;
+        let response = self
+            .call(namesrv, request, &[response_code::SUCCESS])
+            .await?;
         parse_json(&response.body)
     }
 
     /// GET_ALL_TOPIC_LIST_FROM_NAMESERVER.
     pub async fn all_topics(&self, namesrv: &str) -> Result<TopicList, ApiError> {
         let request = RemotingCommand::request(request_code::GET_ALL_TOPIC_LIST_FROM_NAMESERVER);
-        let response = self.call(namesrv, request, &[response_code::SUCCESS]).await?;
+        let response = self
+            .call(namesrv, request, &[response_code::SUCCESS])
+            .await?;
         parse_json(&response.body)
     }
 
@@ -169,7 +179,10 @@ impl MqClientApi {
             .map_err(|e| ApiError::Malformed(e.to_string()))?;
         let request = RemotingCommand::request(request_code::UPDATE_AND_CREATE_TOPIC)
             .with_ext("topic", config.topic_name.clone())
-            .with_ext("defaultTopic", rocketraft_common::consts::AUTO_CREATE_TOPIC_KEY_TOPIC)
+            .with_ext(
+                "defaultTopic",
+                rocketraft_common::consts::AUTO_CREATE_TOPIC_KEY_TOPIC,
+            )
             .with_ext("readQueueNums", config.read_queue_nums.to_string())
             .with_ext("writeQueueNums", config.write_queue_nums.to_string())
             .with_ext("perm", config.perm.to_string())
@@ -177,14 +190,20 @@ impl MqClientApi {
             .with_ext("topicSysFlag", config.topic_sys_flag.to_string())
             .with_ext("order", config.order.to_string())
             .with_ext("attributes", attributes);
-        self.call(broker, request, &[response_code::SUCCESS]).await?;
+        self.call(broker, request, &[response_code::SUCCESS])
+            .await?;
         Ok(())
     }
 
     /// GET_ALL_TOPIC_CONFIG from one broker.
-    pub async fn broker_topics(&self, broker: &str) -> Result<TopicConfigSerializeWrapper, ApiError> {
+    pub async fn broker_topics(
+        &self,
+        broker: &str,
+    ) -> Result<TopicConfigSerializeWrapper, ApiError> {
         let request = RemotingCommand::request(request_code::GET_ALL_TOPIC_CONFIG);
-        let response = self.call(broker, request, &[response_code::SUCCESS]).await?;
+        let response = self
+            .call(broker, request, &[response_code::SUCCESS])
+            .await?;
         parse_json(&response.body)
     }
 
@@ -224,7 +243,9 @@ impl MqClientApi {
         for (payload, props) in messages {
             let mut props = props.clone();
             props
-                .entry(rocketraft_common::consts::property::UNIQ_CLIENT_MESSAGE_ID_KEYIDX.to_string())
+                .entry(
+                    rocketraft_common::consts::property::UNIQ_CLIENT_MESSAGE_ID_KEYIDX.to_string(),
+                )
                 .or_insert_with(unique_message_id);
             encode_batch_entry(&mut body, payload, &encode_properties(&props));
         }
@@ -354,18 +375,29 @@ impl MqClientApi {
             .with_ext("topic", topic)
             .with_ext("queueId", queue_id.to_string())
             .with_ext("commitOffset", offset.to_string());
-        self.call(broker, request, &[response_code::SUCCESS]).await?;
+        self.call(broker, request, &[response_code::SUCCESS])
+            .await?;
         Ok(())
     }
 
     /// GET_MAX_OFFSET: the queue offset one past the last message.
-    pub async fn max_offset(&self, broker: &str, topic: &str, queue_id: i32) -> Result<i64, ApiError> {
+    pub async fn max_offset(
+        &self,
+        broker: &str,
+        topic: &str,
+        queue_id: i32,
+    ) -> Result<i64, ApiError> {
         self.offset_query(broker, request_code::GET_MAX_OFFSET, topic, queue_id, None)
             .await
     }
 
     /// GET_MIN_OFFSET: the first queue offset still stored.
-    pub async fn min_offset(&self, broker: &str, topic: &str, queue_id: i32) -> Result<i64, ApiError> {
+    pub async fn min_offset(
+        &self,
+        broker: &str,
+        topic: &str,
+        queue_id: i32,
+    ) -> Result<i64, ApiError> {
         self.offset_query(broker, request_code::GET_MIN_OFFSET, topic, queue_id, None)
             .await
     }
@@ -402,7 +434,9 @@ impl MqClientApi {
         if let Some(ts) = timestamp_ms {
             request = request.with_ext("timestamp", ts.to_string());
         }
-        let response = self.call(broker, request, &[response_code::SUCCESS]).await?;
+        let response = self
+            .call(broker, request, &[response_code::SUCCESS])
+            .await?;
         parse_ext(&response, "offset")
     }
 
@@ -410,7 +444,8 @@ impl MqClientApi {
     pub async fn heartbeat(&self, broker: &str, data: &HeartbeatData) -> Result<(), ApiError> {
         let body = serde_json::to_vec(data).map_err(|e| ApiError::Malformed(e.to_string()))?;
         let request = RemotingCommand::request(request_code::HEART_BEAT).with_body(body);
-        self.call(broker, request, &[response_code::SUCCESS]).await?;
+        self.call(broker, request, &[response_code::SUCCESS])
+            .await?;
         Ok(())
     }
 
@@ -418,7 +453,9 @@ impl MqClientApi {
     pub async fn consumer_list(&self, broker: &str, group: &str) -> Result<Vec<String>, ApiError> {
         let request = RemotingCommand::request(request_code::GET_CONSUMER_LIST_BY_GROUP)
             .with_ext("consumerGroup", group);
-        let response = self.call(broker, request, &[response_code::SUCCESS]).await?;
+        let response = self
+            .call(broker, request, &[response_code::SUCCESS])
+            .await?;
         let list: ConsumerIdList = parse_json(&response.body)?;
         Ok(list.consumer_id_list)
     }
@@ -450,10 +487,7 @@ pub fn unique_message_id() -> String {
     let pid = std::process::id() & 0xFFFF;
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let millis = now_ms() as u32;
-    format!(
-        "7F000001{pid:04X}{salt:08X}{millis:08X}{:04X}",
-        n & 0xFFFF
-    )
+    format!("7F000001{pid:04X}{salt:08X}{millis:08X}{:04X}", n & 0xFFFF)
 }
 
 fn parse_ext<T: std::str::FromStr>(response: &RemotingCommand, field: &str) -> Result<T, ApiError> {

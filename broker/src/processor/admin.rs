@@ -31,7 +31,10 @@ pub fn create_topic(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
     }
     config.topic_sys_flag = request.ext_parse_opt("topicSysFlag")?.unwrap_or(0);
     config.order = request.ext_parse_opt("order")?.unwrap_or(false);
-    if let Some(attributes) = request.ext("attributes").filter(|a| !a.is_empty() && *a != "{}") {
+    if let Some(attributes) = request
+        .ext("attributes")
+        .filter(|a| !a.is_empty() && *a != "{}")
+    {
         config.attributes = parse_attributes(attributes)?;
     }
     config
@@ -39,7 +42,12 @@ pub fn create_topic(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
         .map_err(|e| Refusal(response_code::SYSTEM_ERROR, format!("topic {topic:?}: {e}")))?;
     inner.topics.upsert(config)?;
     inner.register_trigger.notify_one();
-    tracing::info!(topic, read_queue_nums, write_queue_nums, "topic created or updated");
+    tracing::info!(
+        topic,
+        read_queue_nums,
+        write_queue_nums,
+        "topic created or updated"
+    );
     Ok(request.response_to(response_code::SUCCESS, None))
 }
 
@@ -69,7 +77,10 @@ fn parse_attributes(text: &str) -> Result<BTreeMap<String, String>, Refusal> {
 
 pub fn delete_topic(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
     let topic = request.require_ext("topic")?;
-    if topic == SELF_TEST_TOPIC || topic == inner.config.cluster_name || topic == inner.config.broker_name {
+    if topic == SELF_TEST_TOPIC
+        || topic == inner.config.cluster_name
+        || topic == inner.config.broker_name
+    {
         return Err(Refusal(
             response_code::SYSTEM_ERROR,
             format!("The topic[{topic}] is a system topic and cannot be deleted."),
@@ -92,12 +103,21 @@ pub fn all_topic_config(inner: &BrokerInner, request: &RemotingCommand) -> Handl
 pub fn runtime_info(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
     let mut table = BTreeMap::new();
     let stats = inner.stats.snapshot();
-    table.insert("brokerVersionDesc", "Rocketraft ".to_string() + env!("CARGO_PKG_VERSION"));
+    table.insert(
+        "brokerVersionDesc",
+        "Rocketraft ".to_string() + env!("CARGO_PKG_VERSION"),
+    );
     table.insert("msgPutTotalTodayNow", stats.put_messages.to_string());
     table.insert("msgGetTotalTodayNow", stats.get_messages.to_string());
     table.insert("putBytesTotal", stats.put_bytes.to_string());
-    table.insert("commitLogMaxOffset", inner.store.max_phy_offset().to_string());
-    table.insert("commitLogMinOffset", inner.store.min_phy_offset().to_string());
+    table.insert(
+        "commitLogMaxOffset",
+        inner.store.max_phy_offset().to_string(),
+    );
+    table.insert(
+        "commitLogMinOffset",
+        inner.store.min_phy_offset().to_string(),
+    );
     table.insert("bootTimestamp", inner.boot_timestamp_ms.to_string());
     table.insert("brokerName", inner.config.broker_name.clone());
     table.insert("brokerAddr", inner.advertised.to_string());

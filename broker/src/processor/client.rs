@@ -30,7 +30,9 @@ pub fn heartbeat(inner: &BrokerInner, ctx: &RequestContext, request: &RemotingCo
         last_update_ms: now_ms(),
     };
     for producer in &data.producer_data_set {
-        inner.clients.register_producer(&producer.group_name, channel.clone());
+        inner
+            .clients
+            .register_producer(&producer.group_name, channel.clone());
     }
     for consumer in &data.consumer_data_set {
         if consumer.group_name.is_empty() {

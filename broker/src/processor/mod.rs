@@ -76,7 +76,10 @@ impl RequestProcessor for BrokerProcessor {
         Box::pin(async move {
             let Some(inner) = inner else {
                 return (!request.is_oneway()).then(|| {
-                    request.response_to(response_code::SYSTEM_BUSY, "the broker is still starting".to_string())
+                    request.response_to(
+                        response_code::SYSTEM_BUSY,
+                        "the broker is still starting".to_string(),
+                    )
                 });
             };
             let result = match request.code {
@@ -84,12 +87,20 @@ impl RequestProcessor for BrokerProcessor {
                 | request_code::SEND_MESSAGE_V2
                 | request_code::SEND_BATCH_MESSAGE => send::handle(&inner, &ctx, &request).await,
                 request_code::PULL_MESSAGE => pull::handle(&inner, &ctx, &request).await,
-                request_code::QUERY_CONSUMER_OFFSET => offset::query_consumer_offset(&inner, &request),
-                request_code::UPDATE_CONSUMER_OFFSET => offset::update_consumer_offset(&inner, &request),
+                request_code::QUERY_CONSUMER_OFFSET => {
+                    offset::query_consumer_offset(&inner, &request)
+                }
+                request_code::UPDATE_CONSUMER_OFFSET => {
+                    offset::update_consumer_offset(&inner, &request)
+                }
                 request_code::GET_MAX_OFFSET => offset::max_offset(&inner, &request),
                 request_code::GET_MIN_OFFSET => offset::min_offset(&inner, &request),
-                request_code::SEARCH_OFFSET_BY_TIMESTAMP => offset::search_by_timestamp(&inner, &request),
-                request_code::GET_EARLIEST_MSG_STORETIME => offset::earliest_store_time(&inner, &request),
+                request_code::SEARCH_OFFSET_BY_TIMESTAMP => {
+                    offset::search_by_timestamp(&inner, &request)
+                }
+                request_code::GET_EARLIEST_MSG_STORETIME => {
+                    offset::earliest_store_time(&inner, &request)
+                }
                 request_code::HEART_BEAT => client::heartbeat(&inner, &ctx, &request),
                 request_code::UNREGISTER_CLIENT => client::unregister(&inner, &request),
                 request_code::GET_CONSUMER_LIST_BY_GROUP => client::consumer_list(&inner, &request),

@@ -8,7 +8,10 @@ use rocketraft_remoting::RemotingCommand;
 use super::{check_queue_id, existing_topic, Handled, Refusal};
 use crate::BrokerInner;
 
-fn topic_and_queue(inner: &BrokerInner, request: &RemotingCommand) -> Result<(String, i32), Refusal> {
+fn topic_and_queue(
+    inner: &BrokerInner,
+    request: &RemotingCommand,
+) -> Result<(String, i32), Refusal> {
     let topic = request.require_ext("topic")?.to_string();
     let queue_id: i32 = request.ext_parse("queueId")?;
     let config = existing_topic(inner, &topic)?;
@@ -19,7 +22,9 @@ fn topic_and_queue(inner: &BrokerInner, request: &RemotingCommand) -> Result<(St
 pub fn query_consumer_offset(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
     let group = request.require_ext("consumerGroup")?.to_string();
     let (topic, queue_id) = topic_and_queue(inner, request)?;
-    let set_zero = request.ext_parse_opt::<bool>("setZeroIfNotFound")?.unwrap_or(true);
+    let set_zero = request
+        .ext_parse_opt::<bool>("setZeroIfNotFound")?
+        .unwrap_or(true);
     if let Some(offset) = inner.metadata.query_offset(&group, &topic, queue_id)? {
         return Ok(request
             .response_to(response_code::SUCCESS, None)
@@ -53,10 +58,19 @@ pub fn update_consumer_offset(inner: &BrokerInner, request: &RemotingCommand) ->
     if let Some(previous) = inner.metadata.query_offset(&group, &topic, queue_id)? {
         if offset < previous {
             // Java overwrites backward commits too (a reset), and logs it.
-            tracing::warn!(group, topic, queue_id, previous, offset, "consumer offset moved backwards");
+            tracing::warn!(
+                group,
+                topic,
+                queue_id,
+                previous,
+                offset,
+                "consumer offset moved backwards"
+            );
         }
     }
-    inner.metadata.commit_offset(&group, &topic, queue_id, offset)?;
+    inner
+        .metadata
+        .commit_offset(&group, &topic, queue_id, offset)?;
     Ok(request.response_to(response_code::SUCCESS, None))
 }
 

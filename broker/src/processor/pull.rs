@@ -92,7 +92,11 @@ impl TagFilter {
     }
 }
 
-pub async fn handle(inner: &BrokerInner, _ctx: &RequestContext, request: &RemotingCommand) -> Handled {
+pub async fn handle(
+    inner: &BrokerInner,
+    _ctx: &RequestContext,
+    request: &RemotingCommand,
+) -> Handled {
     let header = PullHeader::parse(request)?;
     let topic = existing_topic(inner, &header.topic)?;
     if !perm::is_readable(topic.perm) {
@@ -119,7 +123,10 @@ pub async fn handle(inner: &BrokerInner, _ctx: &RequestContext, request: &Remoti
     let filter = if header.sys_flag & pull_sys_flag::SUBSCRIPTION != 0 {
         TagFilter::parse(header.subscription.as_deref().unwrap_or("*"))
     } else {
-        let Some(sub) = inner.clients.subscription(&header.consumer_group, &header.topic) else {
+        let Some(sub) = inner
+            .clients
+            .subscription(&header.consumer_group, &header.topic)
+        else {
             return Err(Refusal(
                 response_code::SUBSCRIPTION_NOT_EXIST,
                 format!(
@@ -132,9 +139,12 @@ pub async fn handle(inner: &BrokerInner, _ctx: &RequestContext, request: &Remoti
     };
 
     if header.sys_flag & pull_sys_flag::COMMIT_OFFSET != 0 && header.commit_offset >= 0 {
-        inner
-            .metadata
-            .commit_offset(&header.consumer_group, &header.topic, header.queue_id, header.commit_offset)?;
+        inner.metadata.commit_offset(
+            &header.consumer_group,
+            &header.topic,
+            header.queue_id,
+            header.commit_offset,
+        )?;
     }
 
     let max_msgs = header.max_msg_nums.min(inner.config.max_transfer_count);
@@ -173,8 +183,14 @@ fn nothing_new(result: &GetMessageResult, requested_offset: i64) -> bool {
     pull_code(result.status, requested_offset) == response_code::PULL_NOT_FOUND
 }
 
-fn read(inner: &BrokerInner, header: &PullHeader, max_msgs: i32, filter: &TagFilter) -> GetMessageResult {
+fn read(
+    inner: &BrokerInner,
+    header: &PullHeader,
+    max_msgs: i32,
+    filter: &TagFilter,
+) -> GetMessageResult {
     inner.store.get_messages(
+        &header.consumer_group,
         &header.topic,
         header.queue_id,
         header.queue_offset,
@@ -251,11 +267,29 @@ mod tests {
 
     #[test]
     fn status_mapping_matches_rocketmq() {
-        assert_eq!(pull_code(GetMessageStatus::Found, 5), response_code::SUCCESS);
-        assert_eq!(pull_code(GetMessageStatus::OffsetOverflowOne, 5), response_code::PULL_NOT_FOUND);
-        assert_eq!(pull_code(GetMessageStatus::OffsetOverflowBadly, 5), response_code::PULL_OFFSET_MOVED);
-        assert_eq!(pull_code(GetMessageStatus::NoMessageInQueue, 0), response_code::PULL_NOT_FOUND);
-        assert_eq!(pull_code(GetMessageStatus::NoMessageInQueue, 3), response_code::PULL_OFFSET_MOVED);
-        assert_eq!(pull_code(GetMessageStatus::NoMatchedMessage, 3), response_code::PULL_RETRY_IMMEDIATELY);
+        assert_eq!(
+            pull_code(GetMessageStatus::Found, 5),
+            response_code::SUCCESS
+        );
+        assert_eq!(
+            pull_code(GetMessageStatus::OffsetOverflowOne, 5),
+            response_code::PULL_NOT_FOUND
+        );
+        assert_eq!(
+            pull_code(GetMessageStatus::OffsetOverflowBadly, 5),
+            response_code::PULL_OFFSET_MOVED
+        );
+        assert_eq!(
+            pull_code(GetMessageStatus::NoMessageInQueue, 0),
+            response_code::PULL_NOT_FOUND
+        );
+        assert_eq!(
+            pull_code(GetMessageStatus::NoMessageInQueue, 3),
+            response_code::PULL_OFFSET_MOVED
+        );
+        assert_eq!(
+            pull_code(GetMessageStatus::NoMatchedMessage, 3),
+            response_code::PULL_RETRY_IMMEDIATELY
+        );
     }
 }

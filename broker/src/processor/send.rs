@@ -3,15 +3,14 @@
 
 use bytes::Bytes;
 use rocketraft_common::consts::{perm, property, sys_flag};
-use rocketraft_common::message::{decode_properties, Message, RecordMeta};
-use rocketraft_common::time::now_ms;
+use rocketraft_common::message::{decode_properties, Message};
 use rocketraft_common::topic::validate_topic_name;
 use rocketraft_remoting::codes::{request_code, response_code};
 use rocketraft_remoting::server::RequestContext;
 use rocketraft_remoting::RemotingCommand;
 
 use super::{Handled, Refusal};
-use crate::store::{PutStatus, StoreError};
+use crate::store::{BrokerMessage, PutStatus, StoreError};
 use crate::BrokerInner;
 
 /// The fields of `SendMessageRequestHeader`, whichever of its two spellings the client used.
@@ -47,15 +46,21 @@ impl SendHeader {
                 .unwrap_or(4),
             queue_id: request.ext_parse(name("queueId", "e"))?,
             sys_flag: request.ext_parse_opt(name("sysFlag", "f"))?.unwrap_or(0),
-            born_timestamp: request.ext_parse_opt(name("bornTimestamp", "g"))?.unwrap_or(0),
+            born_timestamp: request
+                .ext_parse_opt(name("bornTimestamp", "g"))?
+                .unwrap_or(0),
             flag: request.ext_parse_opt(name("flag", "h"))?.unwrap_or(0),
             properties: request
                 .ext(name("properties", "i"))
                 .unwrap_or_default()
                 .to_string(),
-            reconsume_times: request.ext_parse_opt(name("reconsumeTimes", "j"))?.unwrap_or(0),
+            reconsume_times: request
+                .ext_parse_opt(name("reconsumeTimes", "j"))?
+                .unwrap_or(0),
             batch: request.code == request_code::SEND_BATCH_MESSAGE
-                || request.ext_parse_opt::<bool>(name("batch", "m"))?.unwrap_or(false),
+                || request
+                    .ext_parse_opt::<bool>(name("batch", "m"))?
+                    .unwrap_or(false),
         })
     }
 }
@@ -70,10 +75,18 @@ const NOT_ALLOWED_SEND_TOPICS: &[&str] = &[
     "RMQ_SYS_TRACE_TOPIC",
 ];
 
-pub async fn handle(inner: &BrokerInner, ctx: &RequestContext, request: &RemotingCommand) -> Handled {
+pub async fn handle(
+    inner: &BrokerInner,
+    ctx: &RequestContext,
+    request: &RemotingCommand,
+) -> Handled {
     let header = SendHeader::parse(request)?;
-    validate_topic_name(&header.topic)
-        .map_err(|e| Refusal(response_code::SYSTEM_ERROR, format!("topic {:?}: {e}", header.topic)))?;
+    validate_topic_name(&header.topic).map_err(|e| {
+        Refusal(
+            response_code::SYSTEM_ERROR,
+            format!("topic {:?}: {e}", header.topic),
+        )
+    })?;
     if NOT_ALLOWED_SEND_TOPICS
         .iter()
         .any(|t| header.topic == *t || header.topic.starts_with("rmq_sys_REVIVE_LOG"))
@@ -134,17 +147,6 @@ pub async fn handle(inner: &BrokerInner, ctx: &RequestContext, request: &Remotin
         ));
     }
 
-    let meta = RecordMeta {
-        queue_id,
-        sys_flag: header.sys_flag,
-        born_timestamp: header.born_timestamp,
-        born_host: ctx.peer,
-        store_timestamp: now_ms(),
-        store_host: inner.advertised,
-        reconsume_times: header.reconsume_times,
-        ..RecordMeta::default()
-    };
-
     let messages = if header.batch {
         decode_batch(&header.topic, request.body.clone(), &header.properties)?
     } else {
@@ -162,39 +164,45 @@ pub async fn handle(inner: &BrokerInner, ctx: &RequestContext, request: &Remotin
     for message in &messages {
         check_semantics(inner, message, header.sys_flag)?;
     }
-
-    let _ = &header.producer_group;
-    let results = inner
-        .store
-        .put_messages(messages.clone(), meta)
-        .await
-        .map_err(store_refusal)?;
-    let Some(first) = results.first() else {
-        return Err(Refusal(
-            response_code::SYSTEM_ERROR,
-            "the store stored nothing".to_string(),
-        ));
-    };
-    let code = match first.status {
-        PutStatus::PutOk => response_code::SUCCESS,
-        PutStatus::FlushDiskTimeout => response_code::FLUSH_DISK_TIMEOUT,
-    };
-    inner.stats.record_put(results.len() as u64, results.iter().map(|r| r.wrote_bytes as u64).sum());
-    let msg_id = results
-        .iter()
-        .map(|r| r.msg_id.as_str())
-        .collect::<Vec<_>>()
-        .join(",");
     let uniq = messages
         .iter()
         .filter_map(|m| m.uniq_key())
         .collect::<Vec<_>>()
         .join(",");
+    let count = messages.len() as u64;
+    let to_store: Vec<BrokerMessage> = messages
+        .into_iter()
+        .map(|message| BrokerMessage {
+            message,
+            queue_id,
+            sys_flag: header.sys_flag,
+            born_timestamp: header.born_timestamp,
+            born_host: ctx.peer,
+            reconsume_times: header.reconsume_times,
+            prepared_transaction_offset: 0,
+        })
+        .collect();
+    tracing::trace!(producer_group = %header.producer_group, topic = %header.topic, queue_id, count, "send");
+
+    let (code, result) = match inner.store.put_messages(to_store).await {
+        Ok(result) => (response_code::SUCCESS, result),
+        // Appended but not known to be durable: RocketMQ answers FLUSH_DISK_TIMEOUT with the
+        // offsets, and clients report it as a non-OK send status.
+        Err(StoreError::FlushDiskTimeout(result)) => (response_code::FLUSH_DISK_TIMEOUT, *result),
+        Err(e) => return Err(store_refusal(e)),
+    };
+    debug_assert_eq!(
+        result.status == PutStatus::PutOk,
+        code == response_code::SUCCESS
+    );
+    inner
+        .stats
+        .record_put(count, result.wrote_bytes.max(0) as u64);
     Ok(request
         .response_to(code, None)
-        .with_ext("msgId", msg_id)
+        .with_ext("msgId", result.msg_id)
         .with_ext("queueId", queue_id)
-        .with_ext("queueOffset", first.queue_offset)
+        .with_ext("queueOffset", result.queue_offset)
         .with_ext("transactionId", uniq)
         .with_ext("MSG_REGION", "DefaultRegion")
         .with_ext("TRACE_ON", "true"))
@@ -202,7 +210,11 @@ pub async fn handle(inner: &BrokerInner, ctx: &RequestContext, request: &Remotin
 
 /// Features that later issues bring: refuse them rather than store a message whose promise
 /// (a delay, a transaction) would silently not be kept.
-fn check_semantics(inner: &BrokerInner, message: &Message, sys_flag_value: i32) -> Result<(), Refusal> {
+fn check_semantics(
+    inner: &BrokerInner,
+    message: &Message,
+    sys_flag_value: i32,
+) -> Result<(), Refusal> {
     let tx = sys_flag::transaction_value(sys_flag_value);
     if tx == sys_flag::TRANSACTION_PREPARED_TYPE
         || message.property(property::TRANSACTION_PREPARED) == Some("true")
@@ -235,8 +247,17 @@ fn check_semantics(inner: &BrokerInner, message: &Message, sys_flag_value: i32) 
 
 /// Splits a SEND_BATCH_MESSAGE body (`MessageDecoder.decodesBatch`): entries of
 /// `totalSize i32, magic i32, bodyCRC i32, flag i32, bodyLen i32 + body, propsLen i16 + props`.
-fn decode_batch(topic: &str, body: Bytes, header_properties: &str) -> Result<Vec<Message>, Refusal> {
-    let bad = |why: String| Refusal(response_code::MESSAGE_ILLEGAL, format!("malformed batch body: {why}"));
+fn decode_batch(
+    topic: &str,
+    body: Bytes,
+    header_properties: &str,
+) -> Result<Vec<Message>, Refusal> {
+    let bad = |why: String| {
+        Refusal(
+            response_code::MESSAGE_ILLEGAL,
+            format!("malformed batch body: {why}"),
+        )
+    };
     let shared = decode_properties(header_properties);
     let mut messages = Vec::new();
     let mut at = 0usize;
@@ -245,21 +266,29 @@ fn decode_batch(topic: &str, body: Bytes, header_properties: &str) -> Result<Vec
         if rest.len() < 20 {
             return Err(bad(format!("{} trailing bytes at offset {at}", rest.len())));
         }
-        let read_i32 = |pos: usize| i32::from_be_bytes([rest[pos], rest[pos + 1], rest[pos + 2], rest[pos + 3]]);
+        let read_i32 = |pos: usize| {
+            i32::from_be_bytes([rest[pos], rest[pos + 1], rest[pos + 2], rest[pos + 3]])
+        };
         let total = read_i32(0);
         if total < 22 || total as usize > rest.len() {
-            return Err(bad(format!("entry size {total} at offset {at} does not fit")));
+            return Err(bad(format!(
+                "entry size {total} at offset {at} does not fit"
+            )));
         }
         let total = total as usize;
         let flag = read_i32(12);
         let body_len = read_i32(16);
         if body_len < 0 || 20 + body_len as usize + 2 > total {
-            return Err(bad(format!("body length {body_len} at offset {at} does not fit")));
+            return Err(bad(format!(
+                "body length {body_len} at offset {at} does not fit"
+            )));
         }
         let body_end = 20 + body_len as usize;
         let props_len = i16::from_be_bytes([rest[body_end], rest[body_end + 1]]);
         if props_len < 0 || body_end + 2 + props_len as usize > total {
-            return Err(bad(format!("properties length {props_len} at offset {at} does not fit")));
+            return Err(bad(format!(
+                "properties length {props_len} at offset {at} does not fit"
+            )));
         }
         let props_bytes = &rest[body_end + 2..body_end + 2 + props_len as usize];
         let props_text = std::str::from_utf8(props_bytes)
@@ -308,7 +337,10 @@ mod tests {
             if cut == first_len {
                 continue; // the first entry ends exactly here: a valid one-message batch
             }
-            assert!(decode_batch("T", Bytes::from(body[..cut].to_vec()), "").is_err(), "cut at {cut}");
+            assert!(
+                decode_batch("T", Bytes::from(body[..cut].to_vec()), "").is_err(),
+                "cut at {cut}"
+            );
         }
         let mut lying = body.clone();
         lying[0..4].copy_from_slice(&i32::MAX.to_be_bytes());

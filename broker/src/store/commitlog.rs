@@ -88,7 +88,8 @@ impl CommitLog {
         if off < first {
             return None;
         }
-        segs.get(((off - first) / self.segment_size) as usize).cloned()
+        segs.get(((off - first) / self.segment_size) as usize)
+            .cloned()
     }
 
     /// Adds a segment at the end. Writer only.
@@ -172,7 +173,9 @@ impl CommitLog {
         }
         while from < target {
             let Some(seg) = self.segment_for(from) else {
-                return Err(io::Error::other(format!("no CommitLog segment holds offset {from}")));
+                return Err(io::Error::other(format!(
+                    "no CommitLog segment holds offset {from}"
+                )));
             };
             let pos = (from as u64 - seg.start_offset()) as usize;
             let upto = (target as u64).min(seg.end_offset());

@@ -112,7 +112,7 @@ impl StoreConfig {
     pub fn validate(&self) -> Result<(), StoreError> {
         let bad = |m: String| Err(StoreError::Config(m));
         if self.commitlog_segment_size < MIN_SEGMENT_SIZE
-            || self.commitlog_segment_size % MIN_SEGMENT_SIZE != 0
+            || !self.commitlog_segment_size.is_multiple_of(MIN_SEGMENT_SIZE)
         {
             return bad(format!(
                 "commitlog_segment_size {} must be a multiple of {MIN_SEGMENT_SIZE}",
@@ -126,14 +126,19 @@ impl StoreConfig {
                 self.commitlog_segment_size
             ));
         }
-        if self.consume_queue_entries_per_file == 0 || self.consume_queue_entries_per_file > 10_000_000 {
+        if self.consume_queue_entries_per_file == 0
+            || self.consume_queue_entries_per_file > 10_000_000
+        {
             return bad("consume_queue_entries_per_file must be in 1..=10,000,000".into());
         }
         if self.max_message_size == 0 || self.max_message_size > 64 << 20 {
             return bad("max_message_size must be in 1..=64 MiB".into());
         }
-        if self.max_batch_bytes == 0 || self.max_batch_requests == 0 || self.put_queue_capacity == 0 {
-            return bad("max_batch_bytes, max_batch_requests and put_queue_capacity must be > 0".into());
+        if self.max_batch_bytes == 0 || self.max_batch_requests == 0 || self.put_queue_capacity == 0
+        {
+            return bad(
+                "max_batch_bytes, max_batch_requests and put_queue_capacity must be > 0".into(),
+            );
         }
         if self.flush_interval_ms == 0 || self.checkpoint_interval_ms == 0 {
             return bad("flush_interval_ms and checkpoint_interval_ms must be > 0".into());

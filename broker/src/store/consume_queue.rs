@@ -109,7 +109,12 @@ impl ConsumeQueue {
 
     /// Loads the files of an existing queue and finds its end: the first slot that is not a
     /// valid entry. Files are expected to be contiguous; anything after a gap is removed.
-    pub fn load(root: &Path, topic: &str, queue_id: i32, entries_per_file: u64) -> io::Result<ConsumeQueue> {
+    pub fn load(
+        root: &Path,
+        topic: &str,
+        queue_id: i32,
+        entries_per_file: u64,
+    ) -> io::Result<ConsumeQueue> {
         let cq = ConsumeQueue::new(root, topic, queue_id, entries_per_file);
         let file_bytes = cq.file_bytes();
         let mut starts = Vec::new();
@@ -162,7 +167,10 @@ impl ConsumeQueue {
                     }
                     n += 1;
                 }
-                ((first.start_offset() / CQ_UNIT_SIZE as u64) as i64, base + n as i64)
+                (
+                    (first.start_offset() / CQ_UNIT_SIZE as u64) as i64,
+                    base + n as i64,
+                )
             }
             _ => (0, 0),
         };
@@ -241,7 +249,8 @@ impl ConsumeQueue {
             };
             match need_file {
                 Some(start) => {
-                    let f = MappedFile::create(&self.dir, start, file_bytes as usize, false, false)?;
+                    let f =
+                        MappedFile::create(&self.dir, start, file_bytes as usize, false, false)?;
                     let mut files = self.files.write();
                     if files.is_empty() {
                         self.min_offset
@@ -266,7 +275,9 @@ impl ConsumeQueue {
         let max = self.max_offset();
         let mut from = self.flushed_offset();
         while from < max {
-            let Some((f, pos)) = self.locate(from) else { break };
+            let Some((f, pos)) = self.locate(from) else {
+                break;
+            };
             let in_file = ((f.size() - pos) / CQ_UNIT_SIZE) as i64;
             let n = in_file.min(max - from);
             f.flush_range(pos, n as usize * CQ_UNIT_SIZE)?;
@@ -348,7 +359,10 @@ impl ConsumeQueueStore {
                     continue;
                 };
                 let cq = ConsumeQueue::load(root, &topic, qid, entries_per_file)?;
-                queues.entry(topic.clone()).or_default().insert(qid, Arc::new(cq));
+                queues
+                    .entry(topic.clone())
+                    .or_default()
+                    .insert(qid, Arc::new(cq));
             }
         }
         Ok(ConsumeQueueStore {
@@ -371,7 +385,12 @@ impl ConsumeQueueStore {
             .or_default()
             .entry(queue_id)
             .or_insert_with(|| {
-                Arc::new(ConsumeQueue::new(&self.root, topic, queue_id, self.entries_per_file))
+                Arc::new(ConsumeQueue::new(
+                    &self.root,
+                    topic,
+                    queue_id,
+                    self.entries_per_file,
+                ))
             })
             .clone()
     }

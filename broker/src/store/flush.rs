@@ -82,7 +82,9 @@ impl Flusher {
             if !groups.is_empty() {
                 self.sync_groups(groups, timeout);
             }
-            if cfg.flush_disk_type == FlushDiskType::AsyncFlush && last_flush.elapsed() >= flush_interval {
+            if cfg.flush_disk_type == FlushDiskType::AsyncFlush
+                && last_flush.elapsed() >= flush_interval
+            {
                 self.flush_commitlog();
                 last_flush = Instant::now();
             }
@@ -121,7 +123,9 @@ impl Flusher {
         for (_, waiters, appended_at) in groups {
             let in_time = appended_at.elapsed() <= timeout;
             if !in_time {
-                stats.flush_timeouts.fetch_add(waiters.len() as u64, Ordering::Relaxed);
+                stats
+                    .flush_timeouts
+                    .fetch_add(waiters.len() as u64, Ordering::Relaxed);
                 tracing::warn!(
                     waited_ms = appended_at.elapsed().as_millis() as u64,
                     "sync flush exceeded sync_flush_timeout_ms"
@@ -148,7 +152,10 @@ impl Flusher {
             Ok(false) => {}
             Err(e) => {
                 tracing::error!(error = %e, "CommitLog flush failed; store stops accepting writes");
-                self.shared.stats.flush_errors.fetch_add(1, Ordering::Relaxed);
+                self.shared
+                    .stats
+                    .flush_errors
+                    .fetch_add(1, Ordering::Relaxed);
                 self.shared.disk_error.store(true, Ordering::Release);
             }
         }
@@ -181,7 +188,10 @@ impl Flusher {
         }
         match cp.store(&self.checkpoint_path) {
             Ok(()) => {
-                self.shared.stats.checkpoints.fetch_add(1, Ordering::Relaxed);
+                self.shared
+                    .stats
+                    .checkpoints
+                    .fetch_add(1, Ordering::Relaxed);
                 self.last_checkpoint = Some(cp);
             }
             Err(e) => tracing::error!(error = %e, "writing the checkpoint failed"),

@@ -186,9 +186,7 @@ impl MappedFile {
     /// Only the single writer may call this, and only past the published end (nobody reads the
     /// range concurrently). Panics if the range is out of bounds.
     pub unsafe fn write(&self, pos: usize, data: &[u8]) {
-        assert!(pos
-            .checked_add(data.len())
-            .is_some_and(|e| e <= self.size));
+        assert!(pos.checked_add(data.len()).is_some_and(|e| e <= self.size));
         std::ptr::copy_nonoverlapping(data.as_ptr(), self.map.as_mut_ptr().add(pos), data.len());
     }
 
@@ -262,10 +260,15 @@ impl SegmentAllocator {
             .spawn(move || {
                 while let Ok(start) = rx.recv() {
                     let t = Instant::now();
-                    let res = MappedFile::create(&worker.dir, start, worker.size, true, worker.pretouch)
-                        .map(Arc::new);
+                    let res =
+                        MappedFile::create(&worker.dir, start, worker.size, true, worker.pretouch)
+                            .map(Arc::new);
                     match &res {
-                        Ok(_) => tracing::debug!(start, elapsed_ms = t.elapsed().as_millis() as u64, "segment preallocated"),
+                        Ok(_) => tracing::debug!(
+                            start,
+                            elapsed_ms = t.elapsed().as_millis() as u64,
+                            "segment preallocated"
+                        ),
                         Err(e) => tracing::warn!(start, error = %e, "segment preallocation failed"),
                     }
                     worker.slots.lock().insert(start, Some(res));
@@ -305,7 +308,12 @@ impl SegmentAllocator {
                     }
                 }
                 Some(None) => {
-                    if self.shared.done.wait_until(&mut slots, deadline).timed_out() {
+                    if self
+                        .shared
+                        .done
+                        .wait_until(&mut slots, deadline)
+                        .timed_out()
+                    {
                         break;
                     }
                 }

@@ -12,11 +12,11 @@
 
 use std::path::Path;
 
+use rocketraft_common::TopicConfig;
 use rocksdb::{
     ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Direction, IteratorMode, Options,
     WriteOptions, DB,
 };
-use rocketraft_common::TopicConfig;
 
 use super::error::StoreError;
 
@@ -25,7 +25,15 @@ pub const CF_CONSUMER_OFFSETS: &str = "consumer_offsets";
 pub const CF_SUBSCRIPTION_GROUPS: &str = "subscription_groups";
 pub const CF_KV: &str = "kv";
 /// Every column family the store creates (besides RocksDB's `default`).
-pub const COLUMN_FAMILIES: [&str; 4] = [CF_TOPICS, CF_CONSUMER_OFFSETS, CF_SUBSCRIPTION_GROUPS, CF_KV];
+pub const COLUMN_FAMILIES: [&str; 4] = [
+    CF_TOPICS,
+    CF_CONSUMER_OFFSETS,
+    CF_SUBSCRIPTION_GROUPS,
+    CF_KV,
+];
+
+/// A key and its value from the `kv` column family.
+pub type KvPair = (Vec<u8>, Vec<u8>);
 
 pub struct MetadataStore {
     db: DB,
@@ -33,7 +41,9 @@ pub struct MetadataStore {
 
 impl std::fmt::Debug for MetadataStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MetadataStore").field("path", &self.db.path()).finish()
+        f.debug_struct("MetadataStore")
+            .field("path", &self.db.path())
+            .finish()
     }
 }
 
@@ -97,8 +107,12 @@ impl MetadataStore {
 
     pub fn put_topic(&self, config: &TopicConfig) -> Result<(), StoreError> {
         let json = serde_json::to_vec(config).map_err(|e| StoreError::Metadata(e.to_string()))?;
-        self.db
-            .put_cf_opt(self.cf(CF_TOPICS)?, config.topic_name.as_bytes(), json, &synced())?;
+        self.db.put_cf_opt(
+            self.cf(CF_TOPICS)?,
+            config.topic_name.as_bytes(),
+            json,
+            &synced(),
+        )?;
         Ok(())
     }
 
@@ -120,18 +134,29 @@ impl MetadataStore {
     /// Every topic config; an entry that does not parse is logged and skipped.
     pub fn all_topics(&self) -> Result<Vec<TopicConfig>, StoreError> {
         let mut out = Vec::new();
-        for item in self.db.iterator_cf(self.cf(CF_TOPICS)?, IteratorMode::Start) {
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_TOPICS)?, IteratorMode::Start)
+        {
             let (k, v) = item?;
             match serde_json::from_slice::<TopicConfig>(&v) {
                 Ok(t) => out.push(t),
-                Err(e) => tracing::error!(key = %String::from_utf8_lossy(&k), error = %e, "unreadable topic config skipped"),
+                Err(e) => {
+                    tracing::error!(key = %String::from_utf8_lossy(&k), error = %e, "unreadable topic config skipped")
+                }
             }
         }
         Ok(out)
     }
 
     /// Stores a consumer offset (overwrites, also backwards, as Java does).
-    pub fn commit_offset(&self, group: &str, topic: &str, queue_id: i32, offset: i64) -> Result<(), StoreError> {
+    pub fn commit_offset(
+        &self,
+        group: &str,
+        topic: &str,
+        queue_id: i32,
+        offset: i64,
+    ) -> Result<(), StoreError> {
         self.db.put_cf(
             self.cf(CF_CONSUMER_OFFSETS)?,
             offset_key(group, topic, queue_id).as_bytes(),
@@ -140,10 +165,18 @@ impl MetadataStore {
         Ok(())
     }
 
-    pub fn query_offset(&self, group: &str, topic: &str, queue_id: i32) -> Result<Option<i64>, StoreError> {
+    pub fn query_offset(
+        &self,
+        group: &str,
+        topic: &str,
+        queue_id: i32,
+    ) -> Result<Option<i64>, StoreError> {
         Ok(self
             .db
-            .get_cf(self.cf(CF_CONSUMER_OFFSETS)?, offset_key(group, topic, queue_id).as_bytes())?
+            .get_cf(
+                self.cf(CF_CONSUMER_OFFSETS)?,
+                offset_key(group, topic, queue_id).as_bytes(),
+            )?
             .and_then(|v| decode_i64(&v)))
     }
 
@@ -187,18 +220,27 @@ impl MetadataStore {
     }
 
     pub fn put_subscription_group(&self, group: &str, value: &[u8]) -> Result<(), StoreError> {
-        self.db
-            .put_cf_opt(self.cf(CF_SUBSCRIPTION_GROUPS)?, group.as_bytes(), value, &synced())?;
+        self.db.put_cf_opt(
+            self.cf(CF_SUBSCRIPTION_GROUPS)?,
+            group.as_bytes(),
+            value,
+            &synced(),
+        )?;
         Ok(())
     }
 
     pub fn get_subscription_group(&self, group: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.db.get_cf(self.cf(CF_SUBSCRIPTION_GROUPS)?, group.as_bytes())?)
+        Ok(self
+            .db
+            .get_cf(self.cf(CF_SUBSCRIPTION_GROUPS)?, group.as_bytes())?)
     }
 
     pub fn delete_subscription_group(&self, group: &str) -> Result<(), StoreError> {
-        self.db
-            .delete_cf_opt(self.cf(CF_SUBSCRIPTION_GROUPS)?, group.as_bytes(), &synced())?;
+        self.db.delete_cf_opt(
+            self.cf(CF_SUBSCRIPTION_GROUPS)?,
+            group.as_bytes(),
+            &synced(),
+        )?;
         Ok(())
     }
 
@@ -232,7 +274,7 @@ impl MetadataStore {
     }
 
     /// Every `(key, value)` whose key starts with `prefix`, in key order.
-    pub fn scan_kv(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    pub fn scan_kv(&self, prefix: &[u8]) -> Result<Vec<KvPair>, StoreError> {
         let mut out = Vec::new();
         let mode = IteratorMode::From(prefix, Direction::Forward);
         for item in self.db.iterator_cf(self.cf(CF_KV)?, mode) {

@@ -39,6 +39,7 @@ use std::thread::JoinHandle;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
+use rocketraft_common::consts::sys_flag;
 use rocketraft_common::message::{self, EncodeError, Message, MessageExt, RecordMeta};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -351,7 +352,9 @@ impl MessageStore {
 
     fn check_writable(&self) -> Result<(), StoreError> {
         if !self.accepting.load(Ordering::Acquire) {
-            return Err(StoreError::ServiceNotAvailable("the store is shut down".into()));
+            return Err(StoreError::ServiceNotAvailable(
+                "the store is shut down".into(),
+            ));
         }
         if self.shared.disk_error.load(Ordering::Acquire) {
             return Err(StoreError::ServiceNotAvailable(
@@ -381,7 +384,16 @@ impl MessageStore {
         let mut sizes = Vec::with_capacity(msgs.len());
         let mut tags_codes = Vec::with_capacity(msgs.len());
         let mut body_total = 0usize;
+        let indexed = |m: &BrokerMessage| {
+            let t = sys_flag::transaction_value(m.sys_flag);
+            t != sys_flag::TRANSACTION_PREPARED_TYPE && t != sys_flag::TRANSACTION_ROLLBACK_TYPE
+        };
         for m in msgs {
+            if indexed(m) != indexed(first) {
+                return Err(StoreError::MessageIllegal(
+                    "a batch cannot mix transaction types".into(),
+                ));
+            }
             if m.message.topic != *topic || m.queue_id != first.queue_id {
                 return Err(StoreError::MessageIllegal(
                     "a batch must go to one topic and queue".into(),
@@ -425,6 +437,7 @@ impl MessageStore {
             data,
             sizes,
             tags_codes,
+            indexed: indexed(first),
             reply,
         })
     }
@@ -453,9 +466,34 @@ impl MessageStore {
             .send(WriterMsg::Put(req))
             .await
             .map_err(|_| StoreError::ServiceNotAvailable("the store writer stopped".into()))?;
-        let answer = rx
-            .await
-            .map_err(|_| StoreError::ServiceNotAvailable("the store writer stopped".into()))?;
+        let stopped = |_| StoreError::ServiceNotAvailable("the store writer stopped".into());
+        let answer = if self.shared.config.flush_disk_type == FlushDiskType::SyncFlush {
+            // A sync that hangs (a dying disk, a stuck network filesystem) must not hang the
+            // sender forever: past twice the timeout (queueing included) answer
+            // FLUSH_DISK_TIMEOUT without offsets (-1). Never success.
+            let limit =
+                std::time::Duration::from_millis(self.shared.config.sync_flush_timeout_ms * 2);
+            match tokio::time::timeout(limit, rx).await {
+                Ok(a) => a.map_err(stopped)?,
+                Err(_) => {
+                    self.shared
+                        .stats
+                        .flush_timeouts
+                        .fetch_add(1, Ordering::Relaxed);
+                    return Err(StoreError::FlushDiskTimeout(Box::new(PutResult {
+                        status: PutStatus::FlushDiskTimeout,
+                        physical_offset: -1,
+                        wrote_bytes: 0,
+                        queue_offset: -1,
+                        msg_id: String::new(),
+                        store_timestamp: 0,
+                        msg_num: sizes.len() as i32,
+                    })));
+                }
+            }
+        } else {
+            rx.await.map_err(stopped)?
+        };
         match answer {
             Ok(mut r) => {
                 self.fill_ids(&mut r, &sizes);
@@ -636,16 +674,28 @@ impl MessageStore {
     }
 
     /// The CommitLog offset of the message at a queue offset.
-    pub fn get_commit_log_offset_in_queue(&self, topic: &str, queue_id: i32, offset: i64) -> Option<i64> {
+    pub fn get_commit_log_offset_in_queue(
+        &self,
+        topic: &str,
+        queue_id: i32,
+        offset: i64,
+    ) -> Option<i64> {
         self.get_cq_entry(topic, queue_id, offset)
             .filter(CqEntry::is_valid)
             .map(|e| e.commit_log_offset)
     }
 
     /// The store timestamp of the message at a queue offset.
-    pub fn get_message_store_timestamp(&self, topic: &str, queue_id: i32, offset: i64) -> Option<i64> {
+    pub fn get_message_store_timestamp(
+        &self,
+        topic: &str,
+        queue_id: i32,
+        offset: i64,
+    ) -> Option<i64> {
         let e = self.get_cq_entry(topic, queue_id, offset)?;
-        self.shared.commitlog.store_timestamp_at(e.commit_log_offset)
+        self.shared
+            .commitlog
+            .store_timestamp_at(e.commit_log_offset)
     }
 
     /// The first queue offset whose message was stored at or after `timestamp_ms`: the max
@@ -659,9 +709,11 @@ impl MessageStore {
         let (mut lo, mut hi) = (cq.min_offset(), cq.max_offset());
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            let ts = cq
-                .entry(mid)
-                .and_then(|e| self.shared.commitlog.store_timestamp_at(e.commit_log_offset));
+            let ts = cq.entry(mid).and_then(|e| {
+                self.shared
+                    .commitlog
+                    .store_timestamp_at(e.commit_log_offset)
+            });
             match ts {
                 Some(t) if t >= timestamp_ms => hi = mid,
                 _ => lo = mid + 1,
@@ -693,7 +745,9 @@ impl MessageStore {
         let cl = &self.shared.commitlog;
         let seg = cl.segment_for(offset)?;
         let seg_end = seg.end_offset() as i64;
-        let len = (max_len as i64).min(seg_end - offset).min(cl.max_offset() - offset);
+        let len = (max_len as i64)
+            .min(seg_end - offset)
+            .min(cl.max_offset() - offset);
         if len <= 0 {
             return None;
         }
@@ -764,10 +818,11 @@ impl MessageStore {
         self.shared.disk_error.load(Ordering::Acquire)
     }
 
-    fn stop(&self, graceful: bool) {
+    /// Stops the threads; false if the store was already stopped (by another caller).
+    fn stop(&self, graceful: bool) -> bool {
         let mut lc = self.lifecycle.lock();
         if *lc != Lifecycle::Running {
-            return;
+            return false;
         }
         *lc = Lifecycle::Stopped;
         self.accepting.store(false, Ordering::Release);
@@ -785,16 +840,16 @@ impl MessageStore {
                 tracing::error!("a store thread panicked");
             }
         }
+        true
     }
 
     /// Stops accepting writes, lets the writer finish what is queued, flushes the CommitLog and
     /// the ConsumeQueues, writes the checkpoint and removes the `abort` marker. Idempotent.
     /// Blocking (joins the store threads): from async code call it in `spawn_blocking`.
     pub fn shutdown(&self) -> Result<(), StoreError> {
-        if *self.lifecycle.lock() != Lifecycle::Running {
+        if !self.stop(true) {
             return Ok(());
         }
-        self.stop(true);
         let clean = !self.has_disk_error();
         let root = &self.shared.config.store_root;
         if clean {
@@ -802,10 +857,15 @@ impl MessageStore {
             fs::remove_file(&abort).map_err(|e| StoreError::io(&abort, e))?;
             sync_dir(root).map_err(|e| StoreError::io(root, e))?;
         } else {
-            tracing::warn!("shutting down after a disk error: the next start recovers as after a crash");
+            tracing::warn!(
+                "shutting down after a disk error: the next start recovers as after a crash"
+            );
         }
         self.lock_file.lock().take();
-        tracing::info!(max_phy_offset = self.max_phy_offset(), "message store shut down");
+        tracing::info!(
+            max_phy_offset = self.max_phy_offset(),
+            "message store shut down"
+        );
         Ok(())
     }
 
@@ -813,8 +873,9 @@ impl MessageStore {
     /// `abort` marker stays) and releases the lock so the store can be reopened in-process.
     /// What was written to the mapped files stays in the page cache, as after `kill -9`.
     pub fn crash_for_test(&self) {
-        self.stop(false);
-        self.lock_file.lock().take();
+        if self.stop(false) {
+            self.lock_file.lock().take();
+        }
     }
 }
 

@@ -103,14 +103,17 @@ fn load_segments(config: &StoreConfig) -> Result<Vec<Arc<MappedFile>>, StoreErro
             }
         }
         let path = dir.join(super::mapped_file::file_name(s));
-        let len = fs::metadata(&path).map_err(|e| StoreError::io(&path, e))?.len();
+        let len = fs::metadata(&path)
+            .map_err(|e| StoreError::io(&path, e))?
+            .len();
         if len != size {
             return Err(StoreError::Config(format!(
                 "CommitLog segment {} is {len} bytes but commitlog_segment_size is {size}",
                 path.display()
             )));
         }
-        let seg = MappedFile::open(&path, s, size as usize).map_err(|e| StoreError::io(&path, e))?;
+        let seg =
+            MappedFile::open(&path, s, size as usize).map_err(|e| StoreError::io(&path, e))?;
         segments.push(Arc::new(seg));
     }
     Ok(segments)
@@ -167,8 +170,14 @@ pub(crate) fn recover(config: &StoreConfig, abort_existed: bool) -> Result<Recov
                 .and_then(|q| q.entry(q.max_offset() - 1))
                 .filter(|e| e.is_valid())
                 .map_or(first, |e| e.end());
-            tracing::warn!(topic, queue_id = qid, have = have_max, expected = max, resume_from = resume,
-                "ConsumeQueue lost entries since the checkpoint; rebuilding it from the CommitLog");
+            tracing::warn!(
+                topic,
+                queue_id = qid,
+                have = have_max,
+                expected = max,
+                resume_from = resume,
+                "ConsumeQueue lost entries since the checkpoint; rebuilding it from the CommitLog"
+            );
             start = start.min(resume);
         }
     }
@@ -208,7 +217,9 @@ pub(crate) fn recover(config: &StoreConfig, abort_existed: bool) -> Result<Recov
                 pos = seg.end_offset() as i64;
                 continue;
             }
-            cut_reason = Some(format!("blank marker of size {size} with {remaining} bytes left at {pos}"));
+            cut_reason = Some(format!(
+                "blank marker of size {size} with {remaining} bytes left at {pos}"
+            ));
             break;
         }
         if size < MIN_RECORD_LEN as i32 || size as usize > remaining {
@@ -234,10 +245,18 @@ pub(crate) fn recover(config: &StoreConfig, abort_existed: bool) -> Result<Recov
             cut_reason = Some(format!("record at {pos} has unreadable fields"));
             break;
         };
-        if rocketraft_common::topic::validate_topic_name(topic).is_err() || queue_id < 0 || queue_offset < 0 {
+        if rocketraft_common::topic::validate_topic_name(topic).is_err()
+            || queue_id < 0
+            || queue_offset < 0
+        {
             cut_reason = Some(format!("record at {pos} has an invalid topic or queue"));
             break;
         }
+        let tran = rocketraft_common::consts::sys_flag::transaction_value(
+            message::read_i32(rec, message::pos::SYS_FLAG).unwrap_or(0),
+        );
+        let indexed = tran != rocketraft_common::consts::sys_flag::TRANSACTION_PREPARED_TYPE
+            && tran != rocketraft_common::consts::sys_flag::TRANSACTION_ROLLBACK_TYPE;
         let req = DispatchRequest {
             topic,
             queue_id,
@@ -246,12 +265,23 @@ pub(crate) fn recover(config: &StoreConfig, abort_existed: bool) -> Result<Recov
             size,
             tags_code,
         };
-        match redispatch(&cqs, &req).map_err(|e| StoreError::io(&cq_dir, e))? {
+        let outcome = if indexed {
+            redispatch(&cqs, &req).map_err(|e| StoreError::io(&cq_dir, e))?
+        } else {
+            Redispatch::Present
+        };
+        match outcome {
             Redispatch::Present => {}
             Redispatch::Appended | Redispatch::Replaced => report.cq_entries_rebuilt += 1,
             Redispatch::Gap => {
                 report.cq_entries_rebuilt += 1;
-                tracing::error!(topic, queue_id, queue_offset, pos, "[BUG] queue offset gap in ConsumeQueue rebuild");
+                tracing::error!(
+                    topic,
+                    queue_id,
+                    queue_offset,
+                    pos,
+                    "[BUG] queue offset gap in ConsumeQueue rebuild"
+                );
             }
         }
         if let Some(ts) = message::record_store_timestamp(rec) {
@@ -315,9 +345,16 @@ pub(crate) fn recover(config: &StoreConfig, abort_existed: bool) -> Result<Recov
         report.segments_deleted += 1;
     }
     for q in cqs.all() {
-        let cut = q.truncate_past(end).map_err(|e| StoreError::io(&cq_dir, e))?;
+        let cut = q
+            .truncate_past(end)
+            .map_err(|e| StoreError::io(&cq_dir, e))?;
         if cut > 0 {
-            tracing::warn!(topic = q.topic(), queue_id = q.queue_id(), entries = cut, "ConsumeQueue entries past the CommitLog end dropped");
+            tracing::warn!(
+                topic = q.topic(),
+                queue_id = q.queue_id(),
+                entries = cut,
+                "ConsumeQueue entries past the CommitLog end dropped"
+            );
         }
         report.cq_entries_truncated += cut as u64;
     }

@@ -32,13 +32,19 @@ pub(crate) struct PutRequest {
     pub data: Vec<u8>,
     pub sizes: Vec<u32>,
     pub tags_codes: Vec<i64>,
+    /// False for transaction PREPARED / ROLLBACK records: like RocketMQ, they get queue offset
+    /// 0 and no ConsumeQueue entry (consumers never see them; the transaction service reads
+    /// them by CommitLog offset).
+    pub indexed: bool,
     pub reply: Reply,
 }
 
 pub(crate) enum WriterMsg {
     Put(PutRequest),
     /// Stop; `graceful` = the flusher flushes and checkpoints before exiting.
-    Stop { graceful: bool },
+    Stop {
+        graceful: bool,
+    },
 }
 
 pub(crate) struct Writer {
@@ -60,7 +66,22 @@ impl Writer {
         last_store_timestamp: i64,
     ) -> Writer {
         let write_pos = shared.commitlog.max_offset();
-        let current = shared.commitlog.segment_for(write_pos);
+        let mut current = shared.commitlog.segment_for(write_pos);
+        if current.is_none() {
+            // An empty store (or one whose end sits on a segment boundary): map and pre-touch the
+            // first segment now, at open, rather than on the first send (pre-touching 1 GiB takes
+            // seconds, longer than a client's send timeout). On failure the first put retries.
+            let start = shared.commitlog.segment_start(write_pos);
+            match allocator.take(start as u64, Duration::from_secs(60)) {
+                Ok(seg) => {
+                    shared.commitlog.push_segment(seg.clone());
+                    current = Some(seg);
+                }
+                Err(e) => {
+                    tracing::warn!(start, error = %e, "cannot prepare the first CommitLog segment")
+                }
+            }
+        }
         if let Some(seg) = &current {
             allocator.request(seg.end_offset());
         }
@@ -115,9 +136,9 @@ impl Writer {
         self.rx.close();
         while let Ok(msg) = self.rx.try_recv() {
             if let WriterMsg::Put(r) = msg {
-                let _ = r
-                    .reply
-                    .send(Err(StoreError::ServiceNotAvailable("store is shutting down".into())));
+                let _ = r.reply.send(Err(StoreError::ServiceNotAvailable(
+                    "store is shutting down".into(),
+                )));
             }
         }
         self.allocator.stop();
@@ -139,13 +160,19 @@ impl Writer {
                 mut data,
                 sizes,
                 tags_codes,
+                indexed,
                 reply,
             } = req;
-            match self.append(&topic, queue_id, &mut data, &sizes, &tags_codes) {
+            let tags = indexed.then_some(tags_codes.as_slice());
+            match self.append(&topic, queue_id, &mut data, &sizes, tags) {
                 Ok(result) => {
                     stats.put_requests.fetch_add(1, Ordering::Relaxed);
-                    stats.put_messages.fetch_add(sizes.len() as u64, Ordering::Relaxed);
-                    stats.put_bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+                    stats
+                        .put_messages
+                        .fetch_add(sizes.len() as u64, Ordering::Relaxed);
+                    stats
+                        .put_bytes
+                        .fetch_add(data.len() as u64, Ordering::Relaxed);
                     waiters.push(Waiter { reply, result });
                 }
                 Err(e) => reply_to_error(reply, e),
@@ -235,7 +262,7 @@ impl Writer {
         queue_id: i32,
         data: &mut [u8],
         sizes: &[u32],
-        tags_codes: &[i64],
+        tags_codes: Option<&[i64]>,
     ) -> Result<PutResult, StoreError> {
         if self.shared.disk_error.load(Ordering::Acquire) {
             return Err(StoreError::ServiceNotAvailable(
@@ -243,8 +270,10 @@ impl Writer {
             ));
         }
         let (seg, pos) = self.room_for(data.len())?;
-        let cq = self.shared.cqs.get_or_create(topic, queue_id);
-        let base_queue_offset = cq.max_offset();
+        let base_queue_offset = match tags_codes {
+            Some(_) => self.shared.cqs.get_or_create(topic, queue_id).max_offset(),
+            None => 0,
+        };
         let base_physical = self.write_pos;
         // Store timestamps never go backwards in CommitLog order, so searches by time can
         // binary-search a ConsumeQueue.
@@ -253,7 +282,11 @@ impl Writer {
         let mut at = 0usize;
         for (i, &size) in sizes.iter().enumerate() {
             let rec = &mut data[at..at + size as usize];
-            message::set_record_offsets(rec, base_queue_offset + i as i64, base_physical + at as i64);
+            message::set_record_offsets(
+                rec,
+                base_queue_offset + i as i64,
+                base_physical + at as i64,
+            );
             message::set_store_timestamp(rec, store_timestamp);
             message::seal_record_crc(rec);
             debug_assert!(message::verify_record_crc(rec));
@@ -265,7 +298,8 @@ impl Writer {
         self.shared.commitlog.publish(self.write_pos);
 
         let mut at = 0i64;
-        for (i, (&size, &tags_code)) in sizes.iter().zip(tags_codes).enumerate() {
+        for (i, (&size, &tags_code)) in sizes.iter().zip(tags_codes.unwrap_or_default()).enumerate()
+        {
             let req = DispatchRequest {
                 topic,
                 queue_id,
