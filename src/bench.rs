@@ -410,7 +410,7 @@ fn recovery(dir: &std::path::Path, size_mib: u64) -> anyhow::Result<()> {
                         n += 1;
                         BrokerMessage::new(
                             Message::new("RecoveryBench", body.clone()),
-                            (i % 8) as i32,
+                            i % 8,
                         )
                     })
                     .collect();

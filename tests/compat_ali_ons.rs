@@ -144,7 +144,7 @@ fn ali_ons_produces_and_consumes_through_rocketraft_dev() {
             .trim_start_matches("compat-body-")
             .parse()
             .expect("index");
-        let tag = if i % 2 == 0 { "TagA" } else { "TagB" };
+        let tag = if i.is_multiple_of(2) { "TagA" } else { "TagB" };
         assert_eq!(e["tags"].as_str(), Some(tag), "tags survive: {e}");
     }
 }

@@ -123,7 +123,7 @@ async fn kill_9_during_sync_flush_sends_loses_no_acknowledged_message() {
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 let body = format!("s{sender}-n{n}-{}", "p".repeat(900));
-                let queue_id = (sender % 4) as i32;
+                let queue_id = sender % 4;
                 let request = SendRequest {
                     producer_group: "crash".into(),
                     topic: "Crash".into(),
