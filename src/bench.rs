@@ -54,6 +54,9 @@ enum BenchCommand {
         /// Sends in flight per producer.
         #[arg(long, default_value_t = 1)]
         window: usize,
+        /// Seconds of GET_MAX_OFFSET round trips measured first as the baseline (0: none).
+        #[arg(long, default_value_t = 3)]
+        baseline_secs: u64,
     },
     /// Pull every queue of the topic from its first offset.
     Consume {
@@ -81,7 +84,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             size,
             producers,
             window,
-        } => produce(target, size, producers.max(1), window.max(1)).await,
+            baseline_secs,
+        } => produce(target, size, producers.max(1), window.max(1), baseline_secs).await,
         BenchCommand::Consume { target, batch } => consume(target, batch.max(1)).await,
         BenchCommand::Recovery { dir, size_mib } => {
             tokio::task::spawn_blocking(move || recovery(&dir, size_mib))
@@ -160,6 +164,7 @@ async fn writable_queues(api: &MqClientApi, target: &Target) -> anyhow::Result<V
     Ok(queues)
 }
 
+#[derive(Default)]
 struct Progress {
     messages: AtomicU64,
     bytes: AtomicU64,
@@ -212,34 +217,79 @@ fn new_histogram() -> anyhow::Result<Histogram<u64>> {
     Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).context("histogram bounds")
 }
 
+/// What each request of a load run does.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Load {
+    /// SEND_MESSAGE_V2 of the configured body.
+    Send,
+    /// GET_MAX_OFFSET on the same queues and connections: the round trip without the store
+    /// write, measured in the same run as the baseline the send numbers are compared with.
+    Ping,
+}
+
+struct LoadResult {
+    messages: u64,
+    seconds: f64,
+    p99_ms: f64,
+}
+
 async fn produce(
     target: Target,
     size: usize,
     producers: usize,
     window: usize,
+    baseline_secs: u64,
 ) -> anyhow::Result<()> {
     let setup = MqClientApi::new(
         RemotingClient::new(ClientConfig::default()),
         Duration::from_secs(10),
     );
     let queues = Arc::new(writable_queues(&setup, &target).await?);
-    let body = Bytes::from(vec![b'x'; size]);
-    let progress = Arc::new(Progress {
-        messages: AtomicU64::new(0),
-        bytes: AtomicU64::new(0),
-        errors: AtomicU64::new(0),
-    });
-    let histogram = Arc::new(Mutex::new(new_histogram()?));
-    let limit = target.count.unwrap_or(u64::MAX);
-    let issued = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs(target.duration);
-    let ticker = spawn_progress(progress.clone(), started, "sent");
+    let baseline = if baseline_secs > 0 {
+        eprintln!("baseline: GET_MAX_OFFSET round trips for {baseline_secs} s, same window");
+        let mut ping_target = target.clone();
+        ping_target.duration = baseline_secs;
+        ping_target.count = None;
+        Some(run_load(Load::Ping, &ping_target, &queues, size, producers, window).await?)
+    } else {
+        None
+    };
     eprintln!(
         "producing {size}-byte messages to {} ({} queues), {producers} producer(s) x {window} in flight",
         target.topic,
         queues.len()
     );
+    let sends = run_load(Load::Send, &target, &queues, size, producers, window).await?;
+    if let Some(base) = baseline {
+        let rate = |r: &LoadResult| r.messages as f64 / r.seconds.max(1e-9);
+        println!(
+            "baseline (GET_MAX_OFFSET round trip): {:.0} req/s, p99 {:.3} ms; sends reach {:.2}x its rate, p99 {:.2}x",
+            rate(&base),
+            base.p99_ms,
+            rate(&sends) / rate(&base).max(1e-9),
+            sends.p99_ms / base.p99_ms.max(1e-9)
+        );
+    }
+    Ok(())
+}
+
+async fn run_load(
+    load: Load,
+    target: &Target,
+    queues: &Arc<Vec<(String, i32)>>,
+    size: usize,
+    producers: usize,
+    window: usize,
+) -> anyhow::Result<LoadResult> {
+    let body = Bytes::from(vec![b'x'; size]);
+    let progress = Arc::new(Progress::default());
+    let histogram = Arc::new(Mutex::new(new_histogram()?));
+    let limit = target.count.unwrap_or(u64::MAX);
+    let issued = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(target.duration);
+    let verb = if load == Load::Send { "sent" } else { "pinged" };
+    let ticker = spawn_progress(progress.clone(), started, verb);
 
     let mut workers = Vec::new();
     for producer in 0..producers {
@@ -279,18 +329,27 @@ async fn produce(
                 let histogram = histogram.clone();
                 inflight.push(tokio::spawn(async move {
                     let sent = Instant::now();
-                    match api.send(&broker, &request).await {
-                        Ok(r) if r.code == response_code::SUCCESS => {
-                            let micros = sent.elapsed().as_micros() as u64;
-                            histogram.lock().await.saturating_record(micros.max(1));
-                            progress.messages.fetch_add(1, Ordering::Relaxed);
+                    let ok = match load {
+                        Load::Send => matches!(
+                            api.send(&broker, &request).await,
+                            Ok(r) if r.code == response_code::SUCCESS
+                        ),
+                        Load::Ping => api
+                            .max_offset(&broker, &request.topic, queue_id)
+                            .await
+                            .is_ok(),
+                    };
+                    if ok {
+                        let micros = sent.elapsed().as_micros() as u64;
+                        histogram.lock().await.saturating_record(micros.max(1));
+                        progress.messages.fetch_add(1, Ordering::Relaxed);
+                        if load == Load::Send {
                             progress
                                 .bytes
                                 .fetch_add(request.body.len() as u64, Ordering::Relaxed);
                         }
-                        Ok(_) | Err(_) => {
-                            progress.errors.fetch_add(1, Ordering::Relaxed);
-                        }
+                    } else {
+                        progress.errors.fetch_add(1, Ordering::Relaxed);
                     }
                     drop(permit);
                 }));
@@ -304,12 +363,19 @@ async fn produce(
         }));
     }
     for worker in workers {
-        worker.await.context("producer task failed")?;
+        worker.await.context("load task failed")?;
     }
     let elapsed = started.elapsed();
     ticker.abort();
-    report("produce", &progress, elapsed, &*histogram.lock().await);
-    Ok(())
+    let histogram = histogram.lock().await;
+    if load == Load::Send {
+        report("produce", &progress, elapsed, &histogram);
+    }
+    Ok(LoadResult {
+        messages: progress.messages.load(Ordering::Relaxed),
+        seconds: elapsed.as_secs_f64(),
+        p99_ms: histogram.value_at_quantile(0.99) as f64 / 1000.0,
+    })
 }
 
 async fn consume(target: Target, batch: i32) -> anyhow::Result<()> {
@@ -318,11 +384,7 @@ async fn consume(target: Target, batch: i32) -> anyhow::Result<()> {
         Duration::from_secs(10),
     );
     let queues = writable_queues(&api, &target).await?;
-    let progress = Arc::new(Progress {
-        messages: AtomicU64::new(0),
-        bytes: AtomicU64::new(0),
-        errors: AtomicU64::new(0),
-    });
+    let progress = Arc::new(Progress::default());
     let histogram = Arc::new(Mutex::new(new_histogram()?));
     let limit = target.count.unwrap_or(u64::MAX);
     let started = Instant::now();
@@ -408,10 +470,7 @@ fn recovery(dir: &std::path::Path, size_mib: u64) -> anyhow::Result<()> {
                 let batch: Vec<BrokerMessage> = (0..64)
                     .map(|i| {
                         n += 1;
-                        BrokerMessage::new(
-                            Message::new("RecoveryBench", body.clone()),
-                            i % 8,
-                        )
+                        BrokerMessage::new(Message::new("RecoveryBench", body.clone()), i % 8)
                     })
                     .collect();
                 store.put_messages_blocking(&batch).context("fill")?;

@@ -265,3 +265,50 @@ fn sigterm(pid: u32) {
         .expect("kill -TERM");
     assert!(status.success());
 }
+
+#[test]
+fn bench_produce_and_consume_run_against_dev() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let (namesrv_port, broker_port) = (free_port(), free_port());
+    let mut dev = start_dev(data.path(), namesrv_port, broker_port);
+    let bench = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_rocketraft"))
+            .arg("bench")
+            .args(args)
+            .args(["--namesrv", &dev.namesrv, "--topic", "BenchSmoke"])
+            .output()
+            .expect("run bench");
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "bench {args:?} failed: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    // The topic does not exist yet (auto creation is off): the bench creates it.
+    let produced = bench(&[
+        "produce",
+        "--count",
+        "300",
+        "--window",
+        "16",
+        "--size",
+        "512",
+        "--duration",
+        "60",
+        "--baseline-secs",
+        "1",
+    ]);
+    assert!(produced.contains("produce: 300 msgs"), "{produced}");
+    assert!(produced.contains("errors 0"), "{produced}");
+    assert!(produced.contains("latency: p50"), "{produced}");
+    assert!(
+        produced.contains("baseline (GET_MAX_OFFSET round trip)"),
+        "{produced}"
+    );
+    let consumed = bench(&["consume", "--duration", "30"]);
+    assert!(consumed.contains("consume: 300 msgs"), "{consumed}");
+    let _ = dev.child.kill();
+    let _ = dev.child.wait();
+}
