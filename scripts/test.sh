@@ -13,5 +13,18 @@ jobs="${CARGO_BUILD_JOBS:-$(nproc)}"
 echo "== build (target dir $CARGO_TARGET_DIR)"
 cargo build --workspace --all-targets -j "$jobs"
 echo "== test"
-cargo test --workspace -j "$jobs" -- --test-threads=2
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace --no-fail-fast -j "$jobs" -- --test-threads=2 2>&1 | tee "$log" || status=$?
+
+# One closing line for the whole run (cargo prints one per test binary, the last being doc-tests).
+totals=$(awk '/^test result:/ {
+    for (i = 1; i <= NF; i++) {
+      if ($(i + 1) ~ /^passed/) p += $i
+      if ($(i + 1) ~ /^failed/) f += $i
+    }
+  } END { printf "%d passed, %d failed", p, f }' "$log")
+echo "summary: $totals"
+exit "$status"
 
