@@ -467,10 +467,12 @@ fn recovery(dir: &std::path::Path, size_mib: u64) -> anyhow::Result<()> {
             let mut next_report = 64 * 1024 * 1024;
             let mut n = 0u64;
             while (store.max_phy_offset() as u64) < target {
+                // A batch goes to one queue: rotate the queue per batch.
+                let queue_id = (n / 64 % 8) as i32;
+                n += 64;
                 let batch: Vec<BrokerMessage> = (0..64)
-                    .map(|i| {
-                        n += 1;
-                        BrokerMessage::new(Message::new("RecoveryBench", body.clone()), i % 8)
+                    .map(|_| {
+                        BrokerMessage::new(Message::new("RecoveryBench", body.clone()), queue_id)
                     })
                     .collect();
                 store.put_messages_blocking(&batch).context("fill")?;
@@ -487,7 +489,16 @@ fn recovery(dir: &std::path::Path, size_mib: u64) -> anyhow::Result<()> {
         store.crash_for_test();
     }
 
-    // Baseline: read and checksum the same bytes straight from the files.
+    // Baseline: read and checksum the same bytes (the CommitLog up to its end, not the
+    // preallocated space past it) straight from the files.
+    let end = {
+        let mut probe = config.clone();
+        probe.recover_full_scan = false;
+        let store = MessageStore::open(probe).context("probe the CommitLog end")?;
+        let end = store.max_phy_offset().max(0) as u64;
+        store.crash_for_test();
+        end
+    };
     let baseline_started = Instant::now();
     let mut baseline_bytes = 0u64;
     let mut crc = crc32fast::Hasher::new();
@@ -497,9 +508,13 @@ fn recovery(dir: &std::path::Path, size_mib: u64) -> anyhow::Result<()> {
         .collect();
     segments.sort();
     for segment in &segments {
+        if baseline_bytes >= end {
+            break;
+        }
         let data = std::fs::read(segment).with_context(|| format!("read {}", segment.display()))?;
-        baseline_bytes += data.len() as u64;
-        crc.update(&data);
+        let take = data.len().min((end - baseline_bytes) as usize);
+        baseline_bytes += take as u64;
+        crc.update(&data[..take]);
     }
     let _ = crc.finalize();
     let baseline = baseline_started.elapsed();
