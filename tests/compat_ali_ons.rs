@@ -3,17 +3,12 @@
 //! is missing; the client itself is installed from `compat/ali-ons/package-lock.json`.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
+mod support;
+
+use support::{admin, admin_output, free_port, Dev};
 
 fn ensure_ali_ons(dir: &Path) {
     if dir.join("node_modules/ali-ons/package.json").exists() {
@@ -34,59 +29,19 @@ fn ali_ons_produces_and_consumes_through_rocketraft_dev() {
 
     let data = tempfile::tempdir().expect("tempdir");
     let (namesrv_port, broker_port) = (free_port(), free_port());
-    let mut dev = Command::new(env!("CARGO_BIN_EXE_rocketraft"))
-        .args([
-            "dev",
-            "--data-dir",
-            data.path().to_str().expect("utf8"),
-            "--namesrv-listen",
-            &format!("127.0.0.1:{namesrv_port}"),
-            "--broker-listen",
-            &format!("127.0.0.1:{broker_port}"),
-            "--threads",
-            "2",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn rocketraft dev");
-    let mut lines = BufReader::new(dev.stdout.take().expect("stdout")).lines();
-    let ready = lines.next().expect("ready line").expect("stdout");
-    assert!(ready.contains("is ready"), "{ready}");
-
-    let namesrv = format!("127.0.0.1:{namesrv_port}");
-    let created = Command::new(env!("CARGO_BIN_EXE_rocketraft"))
-        .args([
-            "admin",
-            "--namesrv",
-            &namesrv,
-            "topic",
-            "create",
-            "CompatTopic",
-            "--queues",
-            "4",
-        ])
-        .output()
-        .expect("admin");
-    assert!(
-        created.status.success(),
-        "{}",
-        String::from_utf8_lossy(&created.stderr)
+    let mut dev = Dev::start(data.path(), namesrv_port, broker_port, &[]);
+    let namesrv = dev.namesrv.clone();
+    let created = admin(
+        &namesrv,
+        &["topic", "create", "CompatTopic", "--queues", "4"],
     );
+    assert!(created.contains("created topic"), "{created}");
     // Let the broker's re-registration reach the NameServer.
     for _ in 0..100 {
-        let out = Command::new(env!("CARGO_BIN_EXE_rocketraft"))
-            .args([
-                "admin",
-                "--namesrv",
-                &namesrv,
-                "topic",
-                "route",
-                "CompatTopic",
-            ])
-            .output()
-            .expect("admin");
-        if out.status.success() {
+        if admin_output(&namesrv, &["topic", "route", "CompatTopic"])
+            .status
+            .success()
+        {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
@@ -101,8 +56,8 @@ fn ali_ons_produces_and_consumes_through_rocketraft_dev() {
         .env("COUNT", count.to_string())
         .output()
         .expect("node is needed for this test: run scripts/setup.sh");
-    let _ = dev.kill();
-    let _ = dev.wait();
+    let _ = dev.child.kill();
+    let _ = dev.child.wait();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

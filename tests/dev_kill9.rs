@@ -2,9 +2,7 @@
 //! restart, and every acknowledged message is there, in order, at the same queue offset. Also the
 //! admin CLI against the running process.
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,76 +13,23 @@ use rocketraft_remoting::api::{MqClientApi, PullRequest, PullStatus, SendRequest
 use rocketraft_remoting::codes::response_code;
 use rocketraft_remoting::{ClientConfig, RemotingClient};
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
+mod support;
 
-struct Dev {
-    child: Child,
-    namesrv: String,
-    broker: String,
-}
+use support::{admin, free_port, Dev};
 
-fn start_dev(data: &std::path::Path, namesrv_port: u16, broker_port: u16) -> Dev {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rocketraft"))
-        .args([
-            "dev",
-            "--data-dir",
-            data.to_str().expect("utf8 path"),
-            "--namesrv-listen",
-            &format!("127.0.0.1:{namesrv_port}"),
-            "--broker-listen",
-            &format!("127.0.0.1:{broker_port}"),
-            "--flush",
-            "SYNC_FLUSH",
-            "--segment-size",
-            "1048576",
-            "--no-auto-create-topic",
-            "--threads",
-            "2",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn rocketraft dev");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let ready = lines
-        .next()
-        .expect("a line from rocketraft dev")
-        .expect("readable stdout");
-    assert!(ready.contains("is ready"), "unexpected first line: {ready}");
-    Dev {
-        child,
-        namesrv: format!("127.0.0.1:{namesrv_port}"),
-        broker: format!("127.0.0.1:{broker_port}"),
-    }
-}
-
-fn admin(namesrv: &str, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_rocketraft"))
-        .arg("admin")
-        .arg("--namesrv")
-        .arg(namesrv)
-        .args(args)
-        .output()
-        .expect("run admin");
-    assert!(
-        out.status.success(),
-        "admin {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
+const DEV_FLAGS: &[&str] = &[
+    "--flush",
+    "SYNC_FLUSH",
+    "--segment-size",
+    "1048576",
+    "--no-auto-create-topic",
+];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_sync_flush_sends_loses_no_acknowledged_message() {
     let data = tempfile::tempdir().expect("tempdir");
     let (namesrv_port, broker_port) = (free_port(), free_port());
-    let mut dev = start_dev(data.path(), namesrv_port, broker_port);
+    let mut dev = Dev::start(data.path(), namesrv_port, broker_port, DEV_FLAGS);
 
     // The admin CLI creates the topic and sees it.
     let out = admin(&dev.namesrv, &["topic", "create", "Crash", "--queues", "4"]);
@@ -167,7 +112,7 @@ async fn kill_9_during_sync_flush_sends_loses_no_acknowledged_message() {
         "the test crossed segment rolls ({segments} segments)"
     );
 
-    let mut dev = start_dev(data.path(), namesrv_port, broker_port);
+    let mut dev = Dev::start(data.path(), namesrv_port, broker_port, DEV_FLAGS);
     let fresh = MqClientApi::new(
         RemotingClient::new(ClientConfig::default()),
         Duration::from_secs(5),
@@ -270,7 +215,7 @@ fn sigterm(pid: u32) {
 fn bench_produce_and_consume_run_against_dev() {
     let data = tempfile::tempdir().expect("tempdir");
     let (namesrv_port, broker_port) = (free_port(), free_port());
-    let mut dev = start_dev(data.path(), namesrv_port, broker_port);
+    let mut dev = Dev::start(data.path(), namesrv_port, broker_port, DEV_FLAGS);
     let bench = |args: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_rocketraft"))
             .arg("bench")
