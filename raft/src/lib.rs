@@ -1,10 +1,32 @@
-//! # rocketraft-raft — the consensus library (not yet built)
+//! # rocketraft-raft — Rocketraft's consensus library
 //!
-//! This crate will hold Rocketraft's Raft library on openraft `=0.10.0-alpha.37`, generic over an
-//! application state machine: RocksDB log storage that passes openraft's storage conformance suite,
-//! snapshot building and installation, a tonic gRPC transport between peers, forwarding of writes to
-//! the leader, linearizable reads (ReadIndex) and membership changes.
+//! This crate is Rocketraft's Raft library, built on openraft `=0.10.0-alpha.37` and generic over
+//! the application's state machine: the Controller plugs its broker-set state machine into it, and
+//! nothing in here knows about brokers or topics.
 //!
-//! Nothing is implemented yet; this is tracked by the controller issue. The crate exists so the
-//! workspace has the layout ARCHITECTURE.md describes, and it deliberately exports nothing: no
-//! placeholder API that could be mistaken for a working one.
+//! ## What exists today
+//!
+//! - [`RocksLogStore`]: the Raft log on RocksDB, implementing openraft's [`RaftLogStorage`] and
+//!   [`RaftLogReader`] for any [`RaftTypeConfig`]. It passes openraft's storage conformance suite
+//!   (`openraft::testing::log::Suite`), see `tests/log_store.rs`.
+//!
+//! ## What this crate will become
+//!
+//! - a type config generic over an application state machine, with state-machine glue (apply,
+//!   responders, snapshot building and installation);
+//! - snapshot storage on disk;
+//! - a tonic gRPC transport between peers (`RaftNetworkFactory` / `RaftNetworkV2`);
+//! - forwarding of writes to the leader, linearizable reads (ReadIndex) and membership changes.
+//!
+//! None of these are implemented yet, and the crate exports nothing that pretends they are.
+//!
+//! [`RaftLogStorage`]: openraft::storage::RaftLogStorage
+//! [`RaftLogReader`]: openraft::RaftLogReader
+//! [`RaftTypeConfig`]: openraft::RaftTypeConfig
+
+mod log_store;
+
+pub use log_store::LogStoreError;
+pub use log_store::RocksLogStore;
+pub use log_store::CF_LOGS;
+pub use log_store::CF_META;

@@ -1,0 +1,89 @@
+//! The election policy (`DefaultElectPolicy`).
+//!
+//! 1. Try the alive members of the SyncStateSet; if that yields nobody and unclean election is
+//!    enabled, try every alive registered replica (may lose acknowledged messages).
+//! 2. Within a candidate group: keep the old master if it is a candidate (and no other broker is
+//!    designated); a designated broker wins only if it is a candidate, else nobody does;
+//!    otherwise the best heartbeat wins: epoch desc, max offset desc, election priority asc, and
+//!    broker id asc so ties never depend on iteration order.
+
+use std::cmp::Reverse;
+use std::collections::BTreeSet;
+
+use crate::liveness::BrokerLiveness;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DefaultElectPolicy {
+    /// `enableElectUncleanMaster` (default false).
+    pub enable_elect_unclean_master: bool,
+}
+
+impl DefaultElectPolicy {
+    pub fn new(enable_elect_unclean_master: bool) -> Self {
+        Self {
+            enable_elect_unclean_master,
+        }
+    }
+
+    /// Picks the new master of `broker_name`, or `None` if nobody qualifies.
+    ///
+    /// `all_replicas` are the set's registered ids, used only for unclean election;
+    /// `designated` is the broker an admin asked to elect.
+    pub fn elect(
+        &self,
+        broker_name: &str,
+        sync_state_set: &BTreeSet<i64>,
+        all_replicas: &BTreeSet<i64>,
+        old_master: Option<i64>,
+        designated: Option<i64>,
+        liveness: &dyn BrokerLiveness,
+    ) -> Option<i64> {
+        let clean = try_elect(
+            broker_name,
+            sync_state_set,
+            old_master,
+            designated,
+            liveness,
+        );
+        if clean.is_some() || !self.enable_elect_unclean_master {
+            return clean;
+        }
+        try_elect(broker_name, all_replicas, old_master, designated, liveness)
+    }
+}
+
+fn try_elect(
+    broker_name: &str,
+    brokers: &BTreeSet<i64>,
+    old_master: Option<i64>,
+    designated: Option<i64>,
+    liveness: &dyn BrokerLiveness,
+) -> Option<i64> {
+    let candidates: Vec<_> = brokers
+        .iter()
+        .filter_map(|id| liveness.live_info(broker_name, *id).map(|info| (*id, info)))
+        .collect();
+    if candidates.is_empty() {
+        return None;
+    }
+    let is_candidate = |id: i64| candidates.iter().any(|(candidate, _)| *candidate == id);
+    if let Some(old) = old_master {
+        if is_candidate(old) && designated.is_none_or(|wanted| wanted == old) {
+            return Some(old);
+        }
+    }
+    if let Some(wanted) = designated {
+        return is_candidate(wanted).then_some(wanted);
+    }
+    candidates
+        .iter()
+        .min_by_key(|(id, info)| {
+            (
+                Reverse(info.epoch),
+                Reverse(info.max_offset),
+                info.election_priority,
+                *id,
+            )
+        })
+        .map(|(id, _)| *id)
+}

@@ -1,0 +1,129 @@
+//! DefaultElectPolicy cases.
+
+use std::collections::BTreeSet;
+
+use rocketraft_controller::{AliveBrokers, BrokerLiveInfo, DefaultElectPolicy};
+
+const SET: &str = "broker-a";
+
+fn live(epoch: i32, max_offset: i64, election_priority: i32) -> BrokerLiveInfo {
+    BrokerLiveInfo {
+        epoch,
+        max_offset,
+        confirm_offset: 0,
+        election_priority,
+    }
+}
+
+fn ids(list: &[i64]) -> BTreeSet<i64> {
+    list.iter().copied().collect()
+}
+
+#[test]
+fn candidates_are_alive_sss_members() {
+    let liveness = AliveBrokers::new()
+        .with(SET, 2, live(1, 10, 0))
+        .with(SET, 3, live(9, 999, 0));
+    let policy = DefaultElectPolicy::default();
+    // 3 has the best heartbeat but is outside the SSS; 1 is in it but dead.
+    let elected = policy.elect(
+        SET,
+        &ids(&[1, 2]),
+        &ids(&[1, 2, 3]),
+        Some(1),
+        None,
+        &liveness,
+    );
+    assert_eq!(elected, Some(2));
+    assert_eq!(
+        policy.elect(SET, &ids(&[1]), &ids(&[1, 2, 3]), Some(1), None, &liveness),
+        None
+    );
+}
+
+#[test]
+fn unclean_election_falls_back_to_all_alive_replicas() {
+    let liveness = AliveBrokers::new()
+        .with(SET, 2, live(1, 10, 0))
+        .with(SET, 3, live(1, 20, 0));
+    let policy = DefaultElectPolicy::new(true);
+    let elected = policy.elect(SET, &ids(&[1]), &ids(&[1, 2, 3]), Some(1), None, &liveness);
+    assert_eq!(elected, Some(3));
+    // Unclean never overrides a clean candidate.
+    let elected = policy.elect(SET, &ids(&[2]), &ids(&[1, 2, 3]), None, None, &liveness);
+    assert_eq!(elected, Some(2));
+}
+
+#[test]
+fn alive_old_master_is_kept() {
+    let liveness = AliveBrokers::new()
+        .with(SET, 1, live(0, 0, 5))
+        .with(SET, 2, live(9, 999, 0));
+    let policy = DefaultElectPolicy::default();
+    let elected = policy.elect(SET, &ids(&[1, 2]), &ids(&[1, 2]), Some(1), None, &liveness);
+    assert_eq!(elected, Some(1));
+    // Designating the old master itself also keeps it.
+    let elected = policy.elect(
+        SET,
+        &ids(&[1, 2]),
+        &ids(&[1, 2]),
+        Some(1),
+        Some(1),
+        &liveness,
+    );
+    assert_eq!(elected, Some(1));
+}
+
+#[test]
+fn designated_broker_only_if_candidate() {
+    let liveness = AliveBrokers::new()
+        .with(SET, 1, live(0, 0, 0))
+        .with(SET, 2, live(0, 0, 0))
+        .with(SET, 3, live(9, 9, 0));
+    let policy = DefaultElectPolicy::default();
+    let sss = ids(&[1, 2]);
+    let all = ids(&[1, 2, 3, 4]);
+    assert_eq!(
+        policy.elect(SET, &sss, &all, Some(1), Some(2), &liveness),
+        Some(2)
+    );
+    // Not in the SSS, or dead: nobody, not even the best other candidate.
+    assert_eq!(
+        policy.elect(SET, &sss, &all, Some(1), Some(3), &liveness),
+        None
+    );
+    assert_eq!(
+        policy.elect(SET, &sss, &all, None, Some(4), &liveness),
+        None
+    );
+}
+
+#[test]
+fn ranking_epoch_then_offset_then_priority_then_id() {
+    let policy = DefaultElectPolicy::default();
+    let sss = ids(&[1, 2, 3, 4]);
+    let elect = |liveness: &AliveBrokers| policy.elect(SET, &sss, &sss, None, None, liveness);
+    // Higher epoch beats higher offset.
+    let liveness = AliveBrokers::new()
+        .with(SET, 1, live(1, 1000, 0))
+        .with(SET, 2, live(2, 10, 0));
+    assert_eq!(elect(&liveness), Some(2));
+    // Same epoch: higher offset wins, whatever the priority.
+    let liveness = AliveBrokers::new()
+        .with(SET, 1, live(2, 10, 0))
+        .with(SET, 2, live(2, 20, 9));
+    assert_eq!(elect(&liveness), Some(2));
+    // Same epoch and offset: lower priority value wins.
+    let liveness = AliveBrokers::new()
+        .with(SET, 1, live(2, 20, 3))
+        .with(SET, 2, live(2, 20, 1));
+    assert_eq!(elect(&liveness), Some(2));
+    // Full tie: lowest broker id.
+    let liveness = AliveBrokers::new()
+        .with(SET, 4, live(2, 20, 1))
+        .with(SET, 3, live(2, 20, 1));
+    assert_eq!(elect(&liveness), Some(3));
+    // Liveness of another broker set does not count.
+    let liveness = AliveBrokers::new().with("broker-b", 1, live(0, 0, 0));
+    assert_eq!(elect(&liveness), None);
+}
