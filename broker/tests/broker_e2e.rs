@@ -647,3 +647,65 @@ async fn malformed_frames_close_only_their_connection() {
     c.broker.shutdown().await;
     c.namesrv.shutdown().await;
 }
+
+#[tokio::test]
+async fn send_message_v1_headers_and_binary_encoding() {
+    use rocketraft_remoting::SerializeType;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = start(dir.path(), false).await;
+    create_topic(&c, "V1", 1).await;
+    // SEND_MESSAGE (10) with the full-name header of SendMessageRequestHeader, in both encodings.
+    for (i, encoding) in [SerializeType::Json, SerializeType::RocketMq]
+        .into_iter()
+        .enumerate()
+    {
+        let request = RemotingCommand::request(request_code::SEND_MESSAGE)
+            .with_ext("producerGroup", "pg")
+            .with_ext("topic", "V1")
+            .with_ext("defaultTopic", "TBW102")
+            .with_ext("defaultTopicQueueNums", "4")
+            .with_ext("queueId", "0")
+            .with_ext("sysFlag", "0")
+            .with_ext("bornTimestamp", rocketraft_common::time::now_ms())
+            .with_ext("flag", "0")
+            .with_ext("properties", "TAGS\u{1}v1\u{2}KEYS\u{1}k\u{2}")
+            .with_ext("reconsumeTimes", "0")
+            .with_ext("unitMode", "false")
+            .with_body(format!("v1-{i}").into_bytes())
+            .with_serialize_type(encoding);
+        // The raw socket path lets the request keep its own encoding.
+        let raw = RemotingClient::new(ClientConfig {
+            serialize_type: encoding,
+            ..ClientConfig::default()
+        });
+        let response = raw
+            .invoke(&c.broker_addr, request, Duration::from_secs(5))
+            .await
+            .expect("response");
+        assert_eq!(
+            response.code,
+            response_code::SUCCESS,
+            "{:?}",
+            response.remark
+        );
+        assert_eq!(
+            response.serialize_type, encoding,
+            "answered in the request's encoding"
+        );
+        assert_eq!(response.ext("queueOffset"), Some(i.to_string().as_str()));
+    }
+    let r = c
+        .api
+        .pull(&c.broker_addr, &pull("V1", 0, 0, "v1"))
+        .await
+        .expect("pull");
+    let bodies: Vec<String> = r
+        .messages
+        .iter()
+        .map(|m| String::from_utf8_lossy(&m.body).to_string())
+        .collect();
+    assert_eq!(bodies, vec!["v1-0".to_string(), "v1-1".to_string()]);
+    assert_eq!(r.messages[0].keys(), Some("k"));
+    c.broker.shutdown().await;
+    c.namesrv.shutdown().await;
+}
