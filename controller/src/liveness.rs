@@ -17,6 +17,18 @@ pub struct BrokerLiveInfo {
     pub election_priority: i32,
 }
 
+impl BrokerLiveInfo {
+    /// A heartbeat with these election inputs and no confirm offset.
+    pub fn new(epoch: i32, max_offset: i64, election_priority: i32) -> Self {
+        BrokerLiveInfo {
+            epoch,
+            max_offset,
+            confirm_offset: 0,
+            election_priority,
+        }
+    }
+}
+
 /// Who is alive right now, and with what heartbeat.
 pub trait BrokerLiveness {
     /// The last heartbeat of a live broker; `None` if the broker is not alive.

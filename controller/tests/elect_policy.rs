@@ -7,12 +7,7 @@ use rocketraft_controller::{AliveBrokers, BrokerLiveInfo, DefaultElectPolicy};
 const SET: &str = "broker-a";
 
 fn live(epoch: i32, max_offset: i64, election_priority: i32) -> BrokerLiveInfo {
-    BrokerLiveInfo {
-        epoch,
-        max_offset,
-        confirm_offset: 0,
-        election_priority,
-    }
+    BrokerLiveInfo::new(epoch, max_offset, election_priority)
 }
 
 fn ids(list: &[i64]) -> BTreeSet<i64> {

@@ -31,8 +31,16 @@ impl From<HeaderError> for Refusal {
 }
 
 impl From<crate::store::StoreError> for Refusal {
+    /// The store's refusals keep RocketMQ's codes; anything else is a SYSTEM_ERROR.
     fn from(e: crate::store::StoreError) -> Self {
-        Refusal(response_code::SYSTEM_ERROR, format!("store error: {e}"))
+        use crate::store::StoreError;
+        match e {
+            StoreError::MessageIllegal(why) => Refusal(response_code::MESSAGE_ILLEGAL, why),
+            StoreError::ServiceNotAvailable(why) => {
+                Refusal(response_code::SERVICE_NOT_AVAILABLE, why)
+            }
+            other => Refusal(response_code::SYSTEM_ERROR, format!("store error: {other}")),
+        }
     }
 }
 

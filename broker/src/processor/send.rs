@@ -189,7 +189,7 @@ pub async fn handle(
         // Appended but not known to be durable: RocketMQ answers FLUSH_DISK_TIMEOUT with the
         // offsets, and clients report it as a non-OK send status.
         Err(StoreError::FlushDiskTimeout(result)) => (response_code::FLUSH_DISK_TIMEOUT, *result),
-        Err(e) => return Err(store_refusal(e)),
+        Err(e) => return Err(e.into()),
     };
     debug_assert_eq!(
         result.status == PutStatus::PutOk,
@@ -307,14 +307,6 @@ fn pick_queue(write_queue_nums: i32) -> i32 {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
     (NEXT.fetch_add(1, Ordering::Relaxed) % write_queue_nums.max(1) as u32) as i32
-}
-
-fn store_refusal(e: StoreError) -> Refusal {
-    match e {
-        StoreError::MessageIllegal(why) => Refusal(response_code::MESSAGE_ILLEGAL, why),
-        StoreError::ServiceNotAvailable(why) => Refusal(response_code::SERVICE_NOT_AVAILABLE, why),
-        other => Refusal(response_code::SYSTEM_ERROR, format!("store error: {other}")),
-    }
 }
 
 #[cfg(test)]
