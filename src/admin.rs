@@ -13,6 +13,10 @@ pub struct AdminArgs {
     /// NameServer address.
     #[arg(long, global = true, default_value = "127.0.0.1:9876")]
     namesrv: String,
+    /// Controller Remoting address (default: the --namesrv address, where `rocketraft dev` and
+    /// `enableControllerInNamesrv` serve it; a standalone controller listens on 9878).
+    #[arg(long, global = true)]
+    controller: Option<String>,
     #[command(subcommand)]
     command: AdminCommand,
 }
@@ -25,6 +29,9 @@ enum AdminCommand {
     /// Clusters.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// The controller quorum.
+    #[command(subcommand)]
+    Controller(crate::admin_controller::ControllerCommand),
 }
 
 #[derive(Subcommand)]
@@ -67,6 +74,11 @@ enum ClusterCommand {
 }
 
 pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
+    if let AdminCommand::Controller(command) = args.command {
+        let controller = args.controller.unwrap_or(args.namesrv);
+        let client = RemotingClient::new(ClientConfig::default());
+        return crate::admin_controller::run(&client, &controller, command).await;
+    }
     let api = MqClientApi::new(
         RemotingClient::new(ClientConfig::default()),
         Duration::from_secs(5),
@@ -180,5 +192,6 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        AdminCommand::Controller(_) => unreachable!("handled above"),
     }
 }

@@ -66,6 +66,8 @@ enum BenchCommand {
         #[arg(long, default_value_t = 32)]
         batch: i32,
     },
+    /// Start a 3-process controller quorum and measure writes, linearizable reads and failover.
+    Controller(crate::bench_controller::ControllerBenchArgs),
     /// Fill a store of SIZE MiB, crash it (no clean shutdown) and time its recovery.
     Recovery {
         /// Directory for the store (created; reused if it holds a store of the right size).
@@ -87,6 +89,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             baseline_secs,
         } => produce(target, size, producers.max(1), window.max(1), baseline_secs).await,
         BenchCommand::Consume { target, batch } => consume(target, batch.max(1)).await,
+        BenchCommand::Controller(args) => crate::bench_controller::run(args).await,
         BenchCommand::Recovery { dir, size_mib } => {
             tokio::task::spawn_blocking(move || recovery(&dir, size_mib))
                 .await

@@ -1,5 +1,6 @@
 //! Configuration loading for each role: a TOML file (`--config`) and flags that override it.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -7,6 +8,7 @@ use anyhow::Context;
 use clap::Args;
 use rocketraft_broker::store::FlushDiskType;
 use rocketraft_broker::BrokerConfig;
+use rocketraft_controller::ControllerConfig;
 use rocketraft_nameserver::NamesrvConfig;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -126,6 +128,107 @@ impl BrokerArgs {
     }
 }
 
+fn parse_members(text: &str, what: &str) -> anyhow::Result<BTreeMap<u64, String>> {
+    let mut out = BTreeMap::new();
+    for part in text
+        .split([',', ';'])
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
+        let (id, addr) = part.split_once('=').with_context(|| {
+            format!("{what}: {part:?} is not id=host:port (e.g. 1=127.0.0.1:9880,2=127.0.0.1:9881)")
+        })?;
+        let id: u64 = id
+            .trim()
+            .trim_start_matches('n')
+            .parse()
+            .with_context(|| format!("{what}: {id:?} is not a node id"))?;
+        out.insert(id, addr.trim().to_string());
+    }
+    Ok(out)
+}
+
+#[derive(Args)]
+pub struct ControllerArgs {
+    /// TOML config file: ControllerConfig keys, with the Raft member under `[raft]`.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// This member's Raft node id.
+    #[arg(long)]
+    node_id: Option<u64>,
+    /// Remoting listen address for brokers and admin tools (default 127.0.0.1:9878).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Raft (gRPC) listen address between controllers (default 127.0.0.1:9880).
+    #[arg(long)]
+    raft_listen: Option<SocketAddr>,
+    /// Data directory (Raft log and snapshots).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Initial voters of a new quorum: `1=127.0.0.1:9880,2=127.0.0.1:9881,3=127.0.0.1:9882`.
+    #[arg(long)]
+    peers: Option<String>,
+    /// Remoting addresses of the members, reported to brokers: `1=127.0.0.1:9878,...`.
+    #[arg(long)]
+    remoting_peers: Option<String>,
+    /// Start without bootstrapping: wait to be added with `admin controller member add`.
+    #[arg(long)]
+    join: bool,
+}
+
+impl ControllerArgs {
+    pub fn load(&self) -> anyhow::Result<ControllerConfig> {
+        let mut config: ControllerConfig = load_toml(self.config.as_deref())?;
+        if let Some(id) = self.node_id {
+            config.raft.node_id = id;
+        }
+        if let Some(listen) = self.listen {
+            config.listen = listen;
+        }
+        if let Some(listen) = self.raft_listen {
+            config.raft.listen = listen;
+        }
+        if let Some(dir) = &self.data_dir {
+            config.raft.data_dir = dir.clone();
+        }
+        if let Some(peers) = &self.peers {
+            config.raft.initial_members = parse_members(peers, "--peers")?;
+        }
+        if let Some(peers) = &self.remoting_peers {
+            config.remoting_peers = parse_members(peers, "--remoting-peers")?;
+        }
+        if self.join {
+            config.raft.initial_members.clear();
+        }
+        if !config.raft.initial_members.is_empty()
+            && !config
+                .raft
+                .initial_members
+                .contains_key(&config.raft.node_id)
+        {
+            anyhow::bail!(
+                "node id {} is not among the initial members {:?}: fix --node-id or --peers, or pass --join to be added later",
+                config.raft.node_id,
+                config.raft.initial_members.keys().collect::<Vec<_>>()
+            );
+        }
+        Ok(config)
+    }
+}
+
+/// The one-node controller `rocketraft dev` embeds in its NameServer.
+fn dev_controller(data_dir: &Path) -> ControllerConfig {
+    let mut c = ControllerConfig::default();
+    c.raft.node_id = 1;
+    c.raft.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    c.raft.data_dir = data_dir.join("controller");
+    c.raft.initial_members = BTreeMap::from([(1, "127.0.0.1:0".to_string())]);
+    c.raft.election_timeout_min_ms = 500;
+    c.raft.election_timeout_max_ms = 1000;
+    c.raft.heartbeat_interval_ms = 100;
+    c
+}
+
 /// `rocketraft dev` config file: a `[namesrv]` and a `[broker]` table.
 #[derive(Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -165,6 +268,10 @@ impl DevArgs {
             .clone()
             .or(file.data_dir)
             .unwrap_or_else(|| PathBuf::from("data"));
+        if !namesrv.enable_controller_in_namesrv {
+            namesrv.enable_controller_in_namesrv = true;
+            namesrv.controller = dev_controller(&data_dir);
+        }
         let mut broker = file.broker.unwrap_or_else(|| {
             let mut b = BrokerConfig {
                 listen: SocketAddr::from(([127, 0, 0, 1], 10911)),

@@ -2,7 +2,9 @@
 //! in their crates, the admin and bench clients in `admin.rs` and `bench.rs`.
 
 mod admin;
+mod admin_controller;
 mod bench;
+mod bench_controller;
 mod config;
 
 use std::net::SocketAddr;
@@ -36,6 +38,8 @@ enum Command {
     Namesrv(config::NamesrvArgs),
     /// Run a broker.
     Broker(config::BrokerArgs),
+    /// Run one member of a standalone controller quorum.
+    Controller(config::ControllerArgs),
     /// Run NameServer and broker in one process on loopback, data under ./data.
     Dev(config::DevArgs),
     /// Administer a running cluster.
@@ -78,6 +82,24 @@ async fn run(command: Command) -> anyhow::Result<()> {
             namesrv.shutdown().await;
             Ok(())
         }
+        Command::Controller(args) => {
+            let config = args.load()?;
+            let controller = rocketraft_controller::Controller::start(config)
+                .await
+                .map_err(anyhow::Error::msg)?;
+            let addr = controller
+                .serve_remoting()
+                .await
+                .map_err(anyhow::Error::msg)?;
+            println!(
+                "rocketraft controller {} is ready: Remoting {addr}, Raft {}",
+                controller.raft().id(),
+                controller.raft().local_addr()
+            );
+            wait_for_shutdown().await;
+            controller.shutdown().await;
+            Ok(())
+        }
         Command::Broker(args) => {
             let config = args.load()?;
             let broker = Broker::start(config).await?;
@@ -93,7 +115,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let namesrv_addr: SocketAddr =
                 rocketraft_remoting::api::advertised(namesrv.local_addr());
             println!(
-                "rocketraft dev is ready: NameServer {namesrv_addr}, broker {} (data in {})",
+                "rocketraft dev is ready: NameServer {namesrv_addr} (with the controller), broker {} (data in {})",
                 broker.advertised_addr(),
                 data_dir.display()
             );

@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 
 use crate::liveness::BrokerLiveness;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct DefaultElectPolicy {
     /// `enableElectUncleanMaster` (default false).
     pub enable_elect_unclean_master: bool,

@@ -13,6 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use rocketraft_remoting::response_code;
+use serde::{Deserialize, Serialize};
 
 use crate::elect::DefaultElectPolicy;
 use crate::event::Event;
@@ -20,7 +21,7 @@ use crate::liveness::BrokerLiveness;
 use crate::state::{ControllerState, FIRST_BROKER_CONTROLLER_ID};
 
 /// A rejection: the Remoting response code and remark. Rejections never carry events.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 #[error("controller error {code}: {remark}")]
 pub struct ControllerError {
     pub code: i32,
@@ -42,13 +43,13 @@ pub type HandlerResult<R> = Result<(R, Vec<Event>), ControllerError>;
 // ---------------------------------------------------------------------------------------------
 // GET_NEXT_BROKER_ID (1012)
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GetNextBrokerIdRequest {
     pub cluster: String,
     pub broker_name: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GetNextBrokerIdResponse {
     pub cluster: String,
     pub broker_name: String,
@@ -77,7 +78,7 @@ pub fn get_next_broker_id(
 // ---------------------------------------------------------------------------------------------
 // APPLY_BROKER_ID (1013)
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApplyBrokerIdRequest {
     pub cluster: String,
     pub broker_name: String,
@@ -86,7 +87,7 @@ pub struct ApplyBrokerIdRequest {
     pub register_check_code: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApplyBrokerIdResponse {
     pub cluster: String,
     pub broker_name: String,
@@ -147,7 +148,7 @@ pub fn apply_broker_id(
 // ---------------------------------------------------------------------------------------------
 // CONTROLLER_REGISTER_BROKER (1003)
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegisterBrokerRequest {
     pub cluster: String,
     pub broker_name: String,
@@ -156,7 +157,7 @@ pub struct RegisterBrokerRequest {
 }
 
 /// The master fields are set only when the master exists and is alive.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegisterBrokerResponse {
     pub cluster: String,
     pub broker_name: String,
@@ -222,7 +223,7 @@ pub fn register_broker(
 // ---------------------------------------------------------------------------------------------
 // CONTROLLER_ELECT_MASTER (1002)
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ElectMasterRequest {
     pub cluster: String,
     pub broker_name: String,
@@ -233,7 +234,7 @@ pub struct ElectMasterRequest {
     pub designate_elect: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ElectOutcome {
     /// A new master; code `SUCCESS`.
     Elected,
@@ -245,7 +246,7 @@ pub enum ElectOutcome {
 }
 
 /// The master as it will be once the returned events are applied.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ElectMasterResponse {
     pub outcome: ElectOutcome,
     pub master_broker_id: Option<i64>,
@@ -361,7 +362,7 @@ pub fn elect_master(
 // ---------------------------------------------------------------------------------------------
 // CONTROLLER_ALTER_SYNC_STATE_SET (1001)
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AlterSyncStateSetRequest {
     pub broker_name: String,
     pub master_broker_id: i64,
@@ -371,7 +372,7 @@ pub struct AlterSyncStateSetRequest {
     pub sync_state_set_epoch: i32,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AlterSyncStateSetResponse {
     pub new_sync_state_set_epoch: i32,
     pub new_sync_state_set: BTreeSet<i64>,
@@ -466,13 +467,13 @@ pub fn alter_sync_state_set(
 // ---------------------------------------------------------------------------------------------
 // CONTROLLER_GET_REPLICA_INFO (1004)
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GetReplicaInfoRequest {
     pub broker_name: String,
 }
 
 /// The master as recorded, alive or not (as in Java).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GetReplicaInfoResponse {
     pub master_broker_id: Option<i64>,
     pub master_address: Option<String>,
@@ -510,12 +511,12 @@ pub fn get_replica_info(
 // ---------------------------------------------------------------------------------------------
 // CONTROLLER_GET_SYNC_STATE_DATA (1006)
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GetSyncStateDataRequest {
     pub broker_names: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReplicaIdentity {
     pub broker_name: String,
     pub broker_id: i64,
@@ -523,7 +524,7 @@ pub struct ReplicaIdentity {
     pub alive: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReplicasInfo {
     pub master_broker_id: Option<i64>,
     pub master_address: Option<String>,
@@ -534,7 +535,7 @@ pub struct ReplicasInfo {
 }
 
 /// `BrokerReplicasInfo`: one entry per requested broker set that exists; unknown names are skipped.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GetSyncStateDataResponse {
     pub replicas_info_table: BTreeMap<String, ReplicasInfo>,
 }
@@ -590,7 +591,7 @@ pub fn get_sync_state_data(
 // ---------------------------------------------------------------------------------------------
 // CLEAN_BROKER_DATA (1011)
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CleanBrokerDataRequest {
     pub cluster: String,
     pub broker_name: String,
@@ -600,7 +601,7 @@ pub struct CleanBrokerDataRequest {
     pub clean_living_broker: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CleanBrokerDataResponse;
 
 /// Removes a broker set, or some of its ids. Unless `clean_living_broker`, refuses (2009) to drop a
@@ -678,7 +679,7 @@ pub fn clean_broker_data(
 // Dispatch
 
 /// Every request the pure state machine answers.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ControllerRequest {
     GetNextBrokerId(GetNextBrokerIdRequest),
     ApplyBrokerId(ApplyBrokerIdRequest),
@@ -690,7 +691,7 @@ pub enum ControllerRequest {
     CleanBrokerData(CleanBrokerDataRequest),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ControllerResponse {
     GetNextBrokerId(GetNextBrokerIdResponse),
     ApplyBrokerId(ApplyBrokerIdResponse),

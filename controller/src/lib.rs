@@ -26,14 +26,23 @@
 //!   `CONTROLLER_GET_METADATA_INFO`, `CONTROLLER_NOT_LEADER`, `NOTIFY_BROKER_ROLE_CHANGED`).
 //! - `Controller::start(config)`, standalone or embedded in the NameServer.
 
+pub mod client;
 pub mod elect;
 pub mod event;
 pub mod handler;
+pub mod heartbeat;
 pub mod liveness;
+pub mod replicated;
+pub mod service;
 pub mod state;
+pub mod wire;
 
 pub use elect::DefaultElectPolicy;
 pub use event::{apply, apply_all, Event};
 pub use handler::{handle, ControllerError, ControllerRequest, ControllerResponse, HandlerResult};
 pub use liveness::{AliveBrokers, BrokerLiveInfo, BrokerLiveness};
+pub use replicated::{
+    ControllerCommand, ControllerQuery, ControllerQueryResponse, ControllerStateMachine,
+};
+pub use service::{Controller, ControllerConfig, ControllerStatus, CONTROLLER_CODES};
 pub use state::{BrokerIdentity, BrokerReplicaInfo, BrokerSet, ControllerState, SyncStateInfo};

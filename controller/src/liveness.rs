@@ -6,8 +6,10 @@
 
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
+
 /// What a broker's last heartbeat (`BROKER_HEARTBEAT`, 904) told the controller.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct BrokerLiveInfo {
     /// The broker's highest epoch in its epoch file.
     pub epoch: i32,
@@ -40,9 +42,10 @@ pub trait BrokerLiveness {
 }
 
 /// A plain table of live brokers; what the heartbeat tracker will hand the handlers, and what tests use.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AliveBrokers {
-    alive: BTreeMap<(String, i64), BrokerLiveInfo>,
+    /// broker name -> broker id -> last heartbeat.
+    alive: BTreeMap<String, BTreeMap<i64, BrokerLiveInfo>>,
 }
 
 impl AliveBrokers {
@@ -52,7 +55,10 @@ impl AliveBrokers {
 
     /// Marks a broker alive with this heartbeat (replacing any earlier one).
     pub fn insert(&mut self, broker_name: impl Into<String>, broker_id: i64, info: BrokerLiveInfo) {
-        self.alive.insert((broker_name.into(), broker_id), info);
+        self.alive
+            .entry(broker_name.into())
+            .or_default()
+            .insert(broker_id, info);
     }
 
     /// Builder form of [`AliveBrokers::insert`].
@@ -62,14 +68,44 @@ impl AliveBrokers {
     }
 
     pub fn remove(&mut self, broker_name: &str, broker_id: i64) {
-        self.alive.remove(&(broker_name.to_string(), broker_id));
+        if let Some(set) = self.alive.get_mut(broker_name) {
+            set.remove(&broker_id);
+            if set.is_empty() {
+                self.alive.remove(broker_name);
+            }
+        }
+    }
+
+    /// Only the brokers of one broker set (what a request about that set needs).
+    pub fn only(&self, broker_name: &str) -> AliveBrokers {
+        let mut out = AliveBrokers::new();
+        if let Some(set) = self.alive.get(broker_name) {
+            out.alive.insert(broker_name.to_string(), set.clone());
+        }
+        out
+    }
+
+    /// Only the brokers of the named sets.
+    pub fn only_sets<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> AliveBrokers {
+        let mut out = AliveBrokers::new();
+        for name in names {
+            if let Some(set) = self.alive.get(name) {
+                out.alive.insert(name.to_string(), set.clone());
+            }
+        }
+        out
+    }
+
+    /// Every live broker: (broker name, broker id, heartbeat).
+    pub fn iter(&self) -> impl Iterator<Item = (&str, i64, &BrokerLiveInfo)> {
+        self.alive
+            .iter()
+            .flat_map(|(name, set)| set.iter().map(move |(id, info)| (name.as_str(), *id, info)))
     }
 }
 
 impl BrokerLiveness for AliveBrokers {
     fn live_info(&self, broker_name: &str, broker_id: i64) -> Option<BrokerLiveInfo> {
-        self.alive
-            .get(&(broker_name.to_string(), broker_id))
-            .copied()
+        self.alive.get(broker_name)?.get(&broker_id).copied()
     }
 }

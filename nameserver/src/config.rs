@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 
+use rocketraft_controller::ControllerConfig;
 use serde::{Deserialize, Serialize};
 
 /// Settings of one NameServer process.
@@ -18,6 +19,13 @@ pub struct NamesrvConfig {
     /// How often the liveness table is scanned (`scanNotActiveBrokerInterval`, 5 s).
     #[serde(alias = "scanNotActiveBrokerInterval")]
     pub scan_interval_ms: u64,
+    /// Run a controller inside this process (`enableControllerInNamesrv`, default false): it
+    /// answers the controller request codes on the NameServer's port.
+    #[serde(alias = "enableControllerInNamesrv")]
+    pub enable_controller_in_namesrv: bool,
+    /// The embedded controller's settings (its Raft member); used when
+    /// `enable_controller_in_namesrv` is set.
+    pub controller: ControllerConfig,
 }
 
 impl Default for NamesrvConfig {
@@ -26,6 +34,8 @@ impl Default for NamesrvConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 9876)),
             broker_expire_ms: 120_000,
             scan_interval_ms: 5_000,
+            enable_controller_in_namesrv: false,
+            controller: ControllerConfig::default(),
         }
     }
 }

@@ -8,7 +8,8 @@
 //! - [`route::RouteTable`]: the tables, as pure operations with an explicit clock.
 //! - [`NameServer::start`]: the Remoting server and the liveness scanner.
 //!
-//! A later issue starts the embedded controller from here (`enableControllerInNamesrv`).
+//! - With `enable_controller_in_namesrv`, a [`rocketraft_controller::Controller`] runs in the same
+//!   process and answers the controller request codes on the NameServer's port.
 
 pub mod config;
 pub mod kv;
@@ -20,6 +21,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::RwLock;
+use rocketraft_controller::Controller;
+use rocketraft_controller::CONTROLLER_CODES;
 use rocketraft_remoting::server::{RemotingServer, ServerHandle};
 use tokio::task::JoinHandle;
 
@@ -29,6 +32,7 @@ use processor::{NamesrvProcessor, NamesrvState, HANDLED_CODES};
 /// A running NameServer.
 pub struct NameServer {
     server: ServerHandle,
+    controller: Option<Arc<Controller>>,
     scanner: JoinHandle<()>,
     state: Arc<NamesrvState>,
 }
@@ -49,12 +53,33 @@ impl NameServer {
         for code in HANDLED_CODES {
             builder = builder.register(*code, processor.clone());
         }
-        let server = builder
-            .bind(config.listen)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?
-            .spawn();
-        tracing::info!(addr = %server.local_addr(), "NameServer listening");
+        let controller = if config.enable_controller_in_namesrv {
+            let controller = Controller::start(config.controller.clone())
+                .await
+                .map_err(|e| anyhow::anyhow!("embedded controller: {e}"))?;
+            let controller_processor = controller.processor();
+            for code in CONTROLLER_CODES {
+                builder = builder.register(*code, controller_processor.clone());
+            }
+            Some(controller)
+        } else {
+            None
+        };
+        let server = match builder.bind(config.listen).await {
+            Ok(server) => server.spawn(),
+            Err(e) => {
+                if let Some(c) = &controller {
+                    c.shutdown().await;
+                }
+                anyhow::bail!("cannot listen on {}: {e}", config.listen);
+            }
+        };
+        if let Some(c) = &controller {
+            c.set_remoting_addr(
+                rocketraft_remoting::api::advertised(server.local_addr()).to_string(),
+            );
+        }
+        tracing::info!(addr = %server.local_addr(), controller = controller.is_some(), "NameServer listening");
 
         let scan_state = state.clone();
         let interval = Duration::from_millis(config.scan_interval_ms);
@@ -80,6 +105,7 @@ impl NameServer {
         });
         Ok(NameServer {
             server,
+            controller,
             scanner,
             state,
         })
@@ -95,9 +121,17 @@ impl NameServer {
         self.state.routes.read().live_brokers()
     }
 
-    /// Stops accepting requests and the scanner.
+    /// The embedded controller, if `enable_controller_in_namesrv` is set.
+    pub fn controller(&self) -> Option<&Arc<Controller>> {
+        self.controller.as_ref()
+    }
+
+    /// Stops accepting requests, the scanner and the embedded controller.
     pub async fn shutdown(self) {
         self.scanner.abort();
         self.server.shutdown().await;
+        if let Some(c) = self.controller {
+            c.shutdown().await;
+        }
     }
 }

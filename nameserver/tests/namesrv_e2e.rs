@@ -16,6 +16,7 @@ async fn start(expire_ms: i64) -> (NameServer, String, RemotingClient) {
         listen: "127.0.0.1:0".parse().expect("addr"),
         broker_expire_ms: expire_ms,
         scan_interval_ms: 100,
+        ..NamesrvConfig::default()
     })
     .await
     .expect("start");

@@ -1,32 +1,47 @@
 //! # rocketraft-raft — Rocketraft's consensus library
 //!
-//! This crate is Rocketraft's Raft library, built on openraft `=0.10.0-alpha.37` and generic over
-//! the application's state machine: the Controller plugs its broker-set state machine into it, and
-//! nothing in here knows about brokers or topics.
+//! Built on openraft `=0.10.0-alpha.37` and generic over the application's state machine: the
+//! Controller plugs its broker-set state machine into it; nothing in here knows about brokers.
 //!
-//! ## What exists today
-//!
-//! - [`RocksLogStore`]: the Raft log on RocksDB, implementing openraft's [`RaftLogStorage`] and
-//!   [`RaftLogReader`] for any [`RaftTypeConfig`]. It passes openraft's storage conformance suite
-//!   (`openraft::testing::log::Suite`), see `tests/log_store.rs`.
-//!
-//! ## What this crate will become
-//!
-//! - a type config generic over an application state machine, with state-machine glue (apply,
-//!   responders, snapshot building and installation);
-//! - snapshot storage on disk;
-//! - a tonic gRPC transport between peers (`RaftNetworkFactory` / `RaftNetworkV2`);
-//! - forwarding of writes to the leader, linearizable reads (ReadIndex) and membership changes.
-//!
-//! None of these are implemented yet, and the crate exports nothing that pretends they are.
-//!
-//! [`RaftLogStorage`]: openraft::storage::RaftLogStorage
-//! [`RaftLogReader`]: openraft::RaftLogReader
-//! [`RaftTypeConfig`]: openraft::RaftTypeConfig
+//! - [`RocksLogStore`]: the Raft log on RocksDB (vote and entries synced before they are
+//!   acknowledged, purge, committed index saved). It passes openraft's storage conformance suite
+//!   (`tests/log_store.rs`).
+//! - [`AppStateMachine`]: what an application implements (typed commands, queries, snapshots).
+//!   [`state_machine`] applies committed entries, de-duplicates retried proposals by
+//!   `(client, serial)`, and builds, stores (crash-safely, checksummed) and installs snapshots, so
+//!   a node that was down for long catches up by snapshot.
+//! - [`network`] and the peer server: a tonic gRPC transport (append, vote, snapshot transfer)
+//!   with deadlines; unreachable peers are reported so openraft backs off.
+//! - [`RaftNode`]: bootstrap from configuration or restart from disk; writes accepted on any node
+//!   and forwarded to the leader; reads linearizable by default (ReadIndex) or explicitly stale;
+//!   membership changes one at a time ([`AdminRequest`]); [`NodeStatus`].
 
 mod log_store;
+pub mod network;
+mod node;
+mod server;
+pub mod state_machine;
+pub mod types;
+
+/// Generated gRPC code of `proto/raft.proto`.
+#[allow(clippy::all, missing_docs)]
+pub mod pb {
+    tonic::include_proto!("rocketraft.raft.v1");
+}
 
 pub use log_store::LogStoreError;
 pub use log_store::RocksLogStore;
 pub use log_store::CF_LOGS;
 pub use log_store::CF_META;
+pub use node::members_from_any_keys;
+pub use node::remote_admin;
+pub use node::remote_status;
+pub use node::AdminRequest;
+pub use node::NodeStatus;
+pub use node::RaftClientError;
+pub use node::RaftConfig;
+pub use node::RaftNode;
+pub use node::ReadMode;
+pub use state_machine::AppStateMachine;
+pub use types::NodeId;
+pub use types::TypeConfig;

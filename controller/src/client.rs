@@ -1,0 +1,334 @@
+//! A typed Remoting client for the controller protocol (what a broker in controller mode, the
+//! admin tool and the tests speak).
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use rocketraft_remoting::request_code as rc;
+use rocketraft_remoting::response_code;
+use rocketraft_remoting::RemotingClient;
+use rocketraft_remoting::RemotingCommand;
+
+use crate::heartbeat::Heartbeat;
+use crate::service::ControllerStatus;
+use crate::wire::BrokerReplicasInfo;
+use crate::wire::SyncStateSetBody;
+
+/// Why a controller call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControllerCallError {
+    /// The controller answered with a non-success code.
+    #[error("controller answered {code}: {remark}")]
+    Remote { code: i32, remark: String },
+    /// No answer (connection refused, timeout): the outcome of a write is unknown.
+    #[error("no answer from the controller: {0}")]
+    Transport(String),
+    /// The answer could not be decoded.
+    #[error("undecodable controller answer: {0}")]
+    Decode(String),
+}
+
+impl ControllerCallError {
+    /// The Remoting code of a remote rejection.
+    pub fn code(&self) -> Option<i32> {
+        match self {
+            ControllerCallError::Remote { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+/// The master of a broker set as a controller reported it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MasterInfo {
+    /// SUCCESS, or CONTROLLER_MASTER_STILL_EXIST / CONTROLLER_MASTER_NOT_AVAILABLE for elections.
+    pub code: i32,
+    pub master_broker_id: Option<i64>,
+    pub master_address: Option<String>,
+    pub master_epoch: i32,
+    pub sync_state_set_epoch: i32,
+    pub sync_state_set: BTreeSet<i64>,
+}
+
+/// What `CONTROLLER_GET_METADATA_INFO` answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Metadata {
+    pub group: String,
+    pub leader_id: Option<String>,
+    pub leader_address: Option<String>,
+    pub is_leader: bool,
+    pub peers: String,
+    /// Rocketraft's extension: the node's Raft status.
+    pub status: Option<ControllerStatus>,
+}
+
+/// Typed controller calls over a [`RemotingClient`].
+#[derive(Clone)]
+pub struct ControllerClient {
+    remoting: RemotingClient,
+    timeout: Duration,
+}
+
+fn opt_i64(cmd: &RemotingCommand, key: &str) -> Option<i64> {
+    cmd.ext(key).and_then(|v| v.parse().ok())
+}
+
+fn i32_or_zero(cmd: &RemotingCommand, key: &str) -> i32 {
+    cmd.ext(key).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+impl ControllerClient {
+    pub fn new(remoting: RemotingClient, timeout: Duration) -> Self {
+        ControllerClient { remoting, timeout }
+    }
+
+    /// Sends `request` and returns the response whatever its code.
+    pub async fn call(
+        &self,
+        addr: &str,
+        request: RemotingCommand,
+    ) -> Result<RemotingCommand, ControllerCallError> {
+        self.remoting
+            .invoke(addr, request, self.timeout)
+            .await
+            .map_err(|e| ControllerCallError::Transport(e.to_string()))
+    }
+
+    async fn call_ok(
+        &self,
+        addr: &str,
+        request: RemotingCommand,
+        also_ok: &[i32],
+    ) -> Result<RemotingCommand, ControllerCallError> {
+        let response = self.call(addr, request).await?;
+        if response.code == response_code::SUCCESS || also_ok.contains(&response.code) {
+            Ok(response)
+        } else {
+            Err(ControllerCallError::Remote {
+                code: response.code,
+                remark: response.remark.unwrap_or_default(),
+            })
+        }
+    }
+
+    fn master_info(response: &RemotingCommand) -> Result<MasterInfo, ControllerCallError> {
+        let set: Option<SyncStateSetBody> = if response.body.is_empty() {
+            None
+        } else {
+            serde_json::from_slice::<serde_json::Value>(&response.body)
+                .ok()
+                .and_then(|v| {
+                    let ids = v.get("syncStateSet")?.clone();
+                    let sync_state_set: BTreeSet<i64> = serde_json::from_value(ids).ok()?;
+                    Some(SyncStateSetBody {
+                        sync_state_set,
+                        sync_state_set_epoch: v
+                            .get("syncStateSetEpoch")
+                            .and_then(|e| e.as_i64())
+                            .unwrap_or(0) as i32,
+                    })
+                })
+        };
+        Ok(MasterInfo {
+            code: response.code,
+            master_broker_id: opt_i64(response, "masterBrokerId"),
+            master_address: response.ext("masterAddress").map(str::to_string),
+            master_epoch: i32_or_zero(response, "masterEpoch"),
+            sync_state_set_epoch: response
+                .ext("syncStateSetEpoch")
+                .and_then(|v| v.parse().ok())
+                .or(set.as_ref().map(|s| s.sync_state_set_epoch))
+                .unwrap_or(0),
+            sync_state_set: set.map(|s| s.sync_state_set).unwrap_or_default(),
+        })
+    }
+
+    /// CONTROLLER_GET_NEXT_BROKER_ID (1012).
+    pub async fn get_next_broker_id(
+        &self,
+        addr: &str,
+        cluster: &str,
+        broker_name: &str,
+    ) -> Result<i64, ControllerCallError> {
+        let request = RemotingCommand::request(rc::CONTROLLER_GET_NEXT_BROKER_ID)
+            .with_ext("clusterName", cluster)
+            .with_ext("brokerName", broker_name);
+        let response = self.call_ok(addr, request, &[]).await?;
+        opt_i64(&response, "nextBrokerId")
+            .ok_or_else(|| ControllerCallError::Decode("no nextBrokerId".into()))
+    }
+
+    /// CONTROLLER_APPLY_BROKER_ID (1013).
+    pub async fn apply_broker_id(
+        &self,
+        addr: &str,
+        cluster: &str,
+        broker_name: &str,
+        broker_id: i64,
+        register_check_code: &str,
+    ) -> Result<(), ControllerCallError> {
+        let request = RemotingCommand::request(rc::CONTROLLER_APPLY_BROKER_ID)
+            .with_ext("clusterName", cluster)
+            .with_ext("brokerName", broker_name)
+            .with_ext("appliedBrokerId", broker_id)
+            .with_ext("registerCheckCode", register_check_code);
+        self.call_ok(addr, request, &[]).await.map(|_| ())
+    }
+
+    /// CONTROLLER_REGISTER_BROKER (1003).
+    pub async fn register_broker(
+        &self,
+        addr: &str,
+        cluster: &str,
+        broker_name: &str,
+        broker_id: i64,
+        broker_address: &str,
+    ) -> Result<MasterInfo, ControllerCallError> {
+        let request = RemotingCommand::request(rc::CONTROLLER_REGISTER_BROKER)
+            .with_ext("clusterName", cluster)
+            .with_ext("brokerName", broker_name)
+            .with_ext("brokerId", broker_id)
+            .with_ext("brokerAddress", broker_address);
+        let response = self.call_ok(addr, request, &[]).await?;
+        Self::master_info(&response)
+    }
+
+    /// BROKER_HEARTBEAT (904).
+    pub async fn heartbeat(&self, addr: &str, hb: &Heartbeat) -> Result<(), ControllerCallError> {
+        let request = RemotingCommand::request(rc::BROKER_HEARTBEAT)
+            .with_ext("clusterName", &hb.cluster)
+            .with_ext("brokerName", &hb.broker_name)
+            .with_ext("brokerId", hb.broker_id)
+            .with_ext("brokerAddr", &hb.broker_addr)
+            .with_ext("heartbeatTimeoutMills", hb.timeout_ms)
+            .with_ext("epoch", hb.info.epoch)
+            .with_ext("maxOffset", hb.info.max_offset)
+            .with_ext("confirmOffset", hb.info.confirm_offset)
+            .with_ext("electionPriority", hb.info.election_priority);
+        self.call_ok(addr, request, &[]).await.map(|_| ())
+    }
+
+    /// CONTROLLER_ELECT_MASTER (1002). `MASTER_STILL_EXIST` and `MASTER_NOT_AVAILABLE` are
+    /// answers (in [`MasterInfo::code`]), not errors.
+    pub async fn elect_master(
+        &self,
+        addr: &str,
+        cluster: &str,
+        broker_name: &str,
+        broker_id: Option<i64>,
+        designate_elect: bool,
+    ) -> Result<MasterInfo, ControllerCallError> {
+        let mut request = RemotingCommand::request(rc::CONTROLLER_ELECT_MASTER)
+            .with_ext("clusterName", cluster)
+            .with_ext("brokerName", broker_name)
+            .with_ext("designateElect", designate_elect)
+            .with_ext("invokeTime", rocketraft_common::time::now_ms());
+        if let Some(id) = broker_id {
+            request.set_ext("brokerId", id);
+        }
+        let response = self
+            .call_ok(
+                addr,
+                request,
+                &[
+                    response_code::CONTROLLER_MASTER_STILL_EXIST,
+                    response_code::CONTROLLER_MASTER_NOT_AVAILABLE,
+                ],
+            )
+            .await?;
+        Self::master_info(&response)
+    }
+
+    /// CONTROLLER_ALTER_SYNC_STATE_SET (1001): returns the new SyncStateSet epoch and set.
+    pub async fn alter_sync_state_set(
+        &self,
+        addr: &str,
+        broker_name: &str,
+        master_broker_id: i64,
+        master_epoch: i32,
+        new_set: &BTreeSet<i64>,
+        sync_state_set_epoch: i32,
+    ) -> Result<(i32, BTreeSet<i64>), ControllerCallError> {
+        let body = serde_json::to_vec(&SyncStateSetBody {
+            sync_state_set: new_set.clone(),
+            sync_state_set_epoch,
+        })
+        .map_err(|e| ControllerCallError::Decode(e.to_string()))?;
+        let request = RemotingCommand::request(rc::CONTROLLER_ALTER_SYNC_STATE_SET)
+            .with_ext("brokerName", broker_name)
+            .with_ext("masterBrokerId", master_broker_id)
+            .with_ext("masterEpoch", master_epoch)
+            .with_ext("invokeTime", rocketraft_common::time::now_ms())
+            .with_body(body);
+        let response = self.call_ok(addr, request, &[]).await?;
+        let set: SyncStateSetBody = serde_json::from_slice(&response.body)
+            .map_err(|e| ControllerCallError::Decode(format!("SyncStateSet body: {e}")))?;
+        Ok((
+            response
+                .ext("newSyncStateSetEpoch")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(set.sync_state_set_epoch),
+            set.sync_state_set,
+        ))
+    }
+
+    /// CONTROLLER_GET_REPLICA_INFO (1004).
+    pub async fn get_replica_info(
+        &self,
+        addr: &str,
+        broker_name: &str,
+    ) -> Result<MasterInfo, ControllerCallError> {
+        let request = RemotingCommand::request(rc::CONTROLLER_GET_REPLICA_INFO)
+            .with_ext("brokerName", broker_name);
+        let response = self.call_ok(addr, request, &[]).await?;
+        Self::master_info(&response)
+    }
+
+    /// CONTROLLER_GET_SYNC_STATE_DATA (1006).
+    pub async fn get_sync_state_data(
+        &self,
+        addr: &str,
+        broker_names: &[&str],
+    ) -> Result<BrokerReplicasInfo, ControllerCallError> {
+        let body = serde_json::to_vec(broker_names)
+            .map_err(|e| ControllerCallError::Decode(e.to_string()))?;
+        let request = RemotingCommand::request(rc::CONTROLLER_GET_SYNC_STATE_DATA).with_body(body);
+        let response = self.call_ok(addr, request, &[]).await?;
+        serde_json::from_slice(&response.body)
+            .map_err(|e| ControllerCallError::Decode(format!("BrokerReplicasInfo: {e}")))
+    }
+
+    /// CLEAN_BROKER_DATA (1011).
+    pub async fn clean_broker_data(
+        &self,
+        addr: &str,
+        cluster: &str,
+        broker_name: &str,
+        ids: Option<&str>,
+        clean_living_broker: bool,
+    ) -> Result<(), ControllerCallError> {
+        let mut request = RemotingCommand::request(rc::CLEAN_BROKER_DATA)
+            .with_ext("clusterName", cluster)
+            .with_ext("brokerName", broker_name)
+            .with_ext("isCleanLivingBroker", clean_living_broker)
+            .with_ext("invokeTime", rocketraft_common::time::now_ms());
+        if let Some(ids) = ids {
+            request.set_ext("brokerControllerIdsToClean", ids);
+        }
+        self.call_ok(addr, request, &[]).await.map(|_| ())
+    }
+
+    /// CONTROLLER_GET_METADATA_INFO (1005).
+    pub async fn metadata(&self, addr: &str) -> Result<Metadata, ControllerCallError> {
+        let request = RemotingCommand::request(rc::CONTROLLER_GET_METADATA_INFO);
+        let response = self.call_ok(addr, request, &[]).await?;
+        Ok(Metadata {
+            group: response.ext("group").unwrap_or_default().to_string(),
+            leader_id: response.ext("controllerLeaderId").map(str::to_string),
+            leader_address: response.ext("controllerLeaderAddress").map(str::to_string),
+            is_leader: response.ext("isLeader") == Some("true"),
+            peers: response.ext("peers").unwrap_or_default().to_string(),
+            status: serde_json::from_slice(&response.body).ok(),
+        })
+    }
+}

@@ -1,0 +1,441 @@
+//! The running controller: a Raft node replicating [`ControllerStateMachine`], the heartbeat
+//! table, the scanner that elects a new master when a master's heartbeat times out, and the
+//! Remoting processor for the controller request codes.
+//!
+//! Every node answers every request: writes are forwarded to the Raft leader and answered only
+//! once committed and applied; reads are linearizable (ReadIndex through the leader) unless
+//! `stale_reads` is set. A broker therefore never needs to find the leader itself, and no client
+//! ever sees a decision that was not committed.
+
+use std::collections::BTreeMap;
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use rocketraft_raft::NodeStatus;
+use rocketraft_raft::RaftClientError;
+use rocketraft_raft::RaftConfig;
+use rocketraft_raft::RaftNode;
+use rocketraft_raft::ReadMode;
+use rocketraft_remoting::response_code;
+use rocketraft_remoting::ClientConfig;
+use rocketraft_remoting::RemotingClient;
+use rocketraft_remoting::RemotingServer;
+use rocketraft_remoting::RequestProcessor;
+use rocketraft_remoting::ServerHandle;
+use serde::Deserialize;
+use serde::Serialize;
+use tokio::task::JoinHandle;
+
+use crate::elect::DefaultElectPolicy;
+use crate::handler::ControllerError;
+use crate::handler::ControllerRequest;
+use crate::handler::ControllerResponse;
+use crate::handler::ElectMasterRequest;
+use crate::handler::ElectOutcome;
+use crate::heartbeat::Heartbeat;
+use crate::heartbeat::HeartbeatTracker;
+use crate::replicated::CommandResult;
+use crate::replicated::ControllerCommand;
+use crate::replicated::ControllerQuery;
+use crate::replicated::ControllerQueryResponse;
+use crate::replicated::ControllerStateMachine;
+use crate::state::ControllerState;
+use crate::wire;
+
+/// The controller's settings (RocketMQ `ControllerConfig` names in the aliases).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ControllerConfig {
+    /// The Raft member this process runs.
+    pub raft: RaftConfig,
+    /// Where brokers and admin tools reach the controller over Remoting (standalone mode;
+    /// `listenPort`, default 9878). Ignored when embedded in the NameServer, which serves the
+    /// controller codes on its own port.
+    #[serde(alias = "listenAddr")]
+    pub listen: SocketAddr,
+    /// `enableElectUncleanMaster`: elect outside the SyncStateSet when nobody in it is alive
+    /// (may lose acknowledged messages). Default false.
+    #[serde(alias = "enableElectUncleanMaster")]
+    pub enable_elect_unclean_master: bool,
+    /// Heartbeat timeout used when a broker does not send its own (`heartbeatTimeoutMills`).
+    pub heartbeat_timeout_ms: u64,
+    /// How often the leader looks for dead masters (`scanNotActiveBrokerInterval`, 5 s).
+    #[serde(alias = "scanNotActiveBrokerInterval")]
+    pub scan_interval_ms: u64,
+    /// Send `NOTIFY_BROKER_ROLE_CHANGED` to a set's brokers after an election.
+    #[serde(alias = "notifyBrokerRoleChanged")]
+    pub notify_broker_role_changed: bool,
+    /// Remoting addresses of the other controllers by Raft node id (reported by
+    /// `CONTROLLER_GET_METADATA_INFO`; any controller accepts every request, so this is optional).
+    #[serde(deserialize_with = "rocketraft_raft::members_from_any_keys")]
+    pub remoting_peers: BTreeMap<u64, String>,
+    /// Serve `GET_REPLICA_INFO` / `GET_SYNC_STATE_DATA` from local memory (possibly stale)
+    /// instead of linearizably. Default false.
+    pub stale_reads: bool,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        ControllerConfig {
+            raft: RaftConfig {
+                listen: SocketAddr::from(([127, 0, 0, 1], 9880)),
+                data_dir: "controller-data".into(),
+                ..RaftConfig::default()
+            },
+            listen: SocketAddr::from(([127, 0, 0, 1], 9878)),
+            enable_elect_unclean_master: false,
+            heartbeat_timeout_ms: 10_000,
+            scan_interval_ms: 5_000,
+            notify_broker_role_changed: true,
+            remoting_peers: BTreeMap::new(),
+            stale_reads: false,
+        }
+    }
+}
+
+/// What `admin controller status` shows.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ControllerStatus {
+    pub raft: NodeStatus,
+    /// The Remoting address brokers use (standalone listen or the NameServer's).
+    pub remoting_addr: String,
+    pub broker_sets: usize,
+}
+
+/// The codes the controller processor answers (registered on a Remoting server).
+pub const CONTROLLER_CODES: &[i32] = &[
+    rocketraft_remoting::request_code::CONTROLLER_ALTER_SYNC_STATE_SET,
+    rocketraft_remoting::request_code::CONTROLLER_ELECT_MASTER,
+    rocketraft_remoting::request_code::CONTROLLER_REGISTER_BROKER,
+    rocketraft_remoting::request_code::CONTROLLER_GET_REPLICA_INFO,
+    rocketraft_remoting::request_code::CONTROLLER_GET_METADATA_INFO,
+    rocketraft_remoting::request_code::CONTROLLER_GET_SYNC_STATE_DATA,
+    rocketraft_remoting::request_code::CLEAN_BROKER_DATA,
+    rocketraft_remoting::request_code::CONTROLLER_GET_NEXT_BROKER_ID,
+    rocketraft_remoting::request_code::CONTROLLER_APPLY_BROKER_ID,
+    rocketraft_remoting::request_code::BROKER_HEARTBEAT,
+];
+
+/// A running controller node.
+pub struct Controller {
+    pub(crate) node: RaftNode<ControllerStateMachine>,
+    pub(crate) heartbeats: HeartbeatTracker,
+    pub(crate) config: ControllerConfig,
+    notifier: RemotingClient,
+    remoting_addr: Mutex<String>,
+    server: Mutex<Option<ServerHandle>>,
+    scanner: Mutex<Option<JoinHandle<()>>>,
+    /// Since when (ms) this node has been leader without interruption, as seen by the scanner.
+    leader_since_ms: Mutex<Option<u64>>,
+}
+
+fn raft_error(e: RaftClientError) -> ControllerError {
+    // No Remoting code says "try again, outcome unknown"; SYSTEM_BUSY makes RocketMQ brokers retry.
+    let code = match e {
+        RaftClientError::Timeout(_) | RaftClientError::Discarded { .. } => {
+            response_code::SYSTEM_BUSY
+        }
+        RaftClientError::NotLeader { .. } => response_code::CONTROLLER_NOT_LEADER,
+        _ => response_code::CONTROLLER_JRAFT_INTERNAL_ERROR,
+    };
+    ControllerError::new(code, e.to_string())
+}
+
+impl Controller {
+    /// Starts the Raft member and the heartbeat scanner. Call [`Controller::serve_remoting`]
+    /// for a standalone controller, or register [`Controller::processor`] for
+    /// [`CONTROLLER_CODES`] on the NameServer's server when embedded.
+    pub async fn start(config: ControllerConfig) -> Result<Arc<Controller>, String> {
+        let node = RaftNode::start(config.raft.clone(), ControllerStateMachine::new())
+            .await
+            .map_err(|e| e.to_string())?;
+        let controller = Arc::new(Controller {
+            node,
+            heartbeats: HeartbeatTracker::new(),
+            notifier: RemotingClient::new(ClientConfig::default()),
+            remoting_addr: Mutex::new(config.listen.to_string()),
+            config,
+            server: Mutex::new(None),
+            scanner: Mutex::new(None),
+            leader_since_ms: Mutex::new(None),
+        });
+        let weak = Arc::downgrade(&controller);
+        let interval = Duration::from_millis(controller.config.scan_interval_ms.max(50));
+        let scanner = tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                let Some(c) = weak.upgrade() else { break };
+                c.scan().await;
+            }
+        });
+        *controller.scanner.lock() = Some(scanner);
+        Ok(controller)
+    }
+
+    /// Serves the controller codes on its own Remoting port (standalone mode).
+    pub async fn serve_remoting(self: &Arc<Self>) -> Result<SocketAddr, String> {
+        let processor = self.processor();
+        let mut builder = RemotingServer::builder();
+        for code in CONTROLLER_CODES {
+            builder = builder.register(*code, processor.clone());
+        }
+        let server = builder
+            .bind(self.config.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", self.config.listen))?
+            .spawn();
+        let addr = server.local_addr();
+        *self.remoting_addr.lock() = addr.to_string();
+        *self.server.lock() = Some(server);
+        tracing::info!(%addr, "controller listening for brokers");
+        Ok(addr)
+    }
+
+    /// Sets the Remoting address reported to clients (embedded mode: the NameServer's).
+    pub fn set_remoting_addr(&self, addr: String) {
+        *self.remoting_addr.lock() = addr;
+    }
+
+    /// The Remoting address brokers use.
+    pub fn remoting_addr(&self) -> String {
+        self.remoting_addr.lock().clone()
+    }
+
+    /// The Remoting processor for [`CONTROLLER_CODES`].
+    pub fn processor(self: &Arc<Self>) -> Arc<dyn RequestProcessor> {
+        Arc::new(wire::ControllerProcessor::new(self.clone()))
+    }
+
+    /// The Raft node (status, membership changes).
+    pub fn raft(&self) -> &RaftNode<ControllerStateMachine> {
+        &self.node
+    }
+
+    fn policy(&self) -> DefaultElectPolicy {
+        DefaultElectPolicy::new(self.config.enable_elect_unclean_master)
+    }
+
+    fn alive_for(&self, request: &ControllerRequest) -> crate::liveness::AliveBrokers {
+        let all = self
+            .heartbeats
+            .alive(rocketraft_common::time::now_ms() as u64);
+        match request {
+            ControllerRequest::GetSyncStateData(r) => {
+                all.only_sets(r.broker_names.iter().map(String::as_str))
+            }
+            other => match broker_name_of(other) {
+                Some(name) => all.only(name),
+                None => all,
+            },
+        }
+    }
+
+    /// Runs a state-changing request through the Raft log.
+    pub async fn execute(&self, request: ControllerRequest) -> CommandResult {
+        let command = ControllerCommand {
+            alive: self.alive_for(&request),
+            policy: self.policy(),
+            request,
+        };
+        let result = self.node.write(&command).await.map_err(raft_error)?;
+        if let (Ok(ControllerResponse::ElectMaster(r)), ControllerRequest::ElectMaster(req)) =
+            (&result, &command.request)
+        {
+            if r.outcome == ElectOutcome::Elected {
+                self.notify_role_changed(&req.broker_name).await;
+            }
+        }
+        result
+    }
+
+    /// Answers a read-only request, linearizably unless `stale_reads` is configured.
+    pub async fn read(&self, request: ControllerRequest) -> CommandResult {
+        let query = ControllerQuery::Request {
+            alive: self.alive_for(&request),
+            request,
+        };
+        let mode = if self.config.stale_reads {
+            ReadMode::Stale
+        } else {
+            ReadMode::Linearizable
+        };
+        match self.node.read(&query, mode).await.map_err(raft_error)? {
+            ControllerQueryResponse::Request(r) => r,
+            ControllerQueryResponse::State { .. } => Err(ControllerError::new(
+                response_code::SYSTEM_ERROR,
+                "unexpected answer to a controller read",
+            )),
+        }
+    }
+
+    /// The whole controller state (linearizable or this node's copy).
+    pub async fn state(&self, mode: ReadMode) -> Result<(ControllerState, u64), ControllerError> {
+        match self
+            .node
+            .read(&ControllerQuery::State, mode)
+            .await
+            .map_err(raft_error)?
+        {
+            ControllerQueryResponse::State {
+                state,
+                last_applied,
+            } => Ok((state, last_applied)),
+            ControllerQueryResponse::Request(_) => Err(ControllerError::new(
+                response_code::SYSTEM_ERROR,
+                "unexpected answer to a state read",
+            )),
+        }
+    }
+
+    /// Records a broker heartbeat (every node keeps its own table).
+    pub fn heartbeat(&self, mut heartbeat: Heartbeat) {
+        if heartbeat.timeout_ms == 0 {
+            heartbeat.timeout_ms = self.config.heartbeat_timeout_ms;
+        }
+        self.heartbeats
+            .record(heartbeat, rocketraft_common::time::now_ms() as u64);
+    }
+
+    /// The node's status for admin tools.
+    pub async fn status(&self) -> ControllerStatus {
+        let broker_sets = match self.state(ReadMode::Stale).await {
+            Ok((s, _)) => s.broker_sets.len(),
+            Err(_) => 0,
+        };
+        ControllerStatus {
+            raft: self.node.status(),
+            remoting_addr: self.remoting_addr(),
+            broker_sets,
+        }
+    }
+
+    /// One scanner round: on the leader, elect a new master for every set whose master's
+    /// heartbeat timed out (or, after the leader has been in office for a full heartbeat
+    /// timeout, whose master never heartbeated it).
+    async fn scan(&self) {
+        let now = rocketraft_common::time::now_ms() as u64;
+        if !self.node.is_leader() {
+            *self.leader_since_ms.lock() = None;
+            // Followers expire too, so a later leader does not trust ancient heartbeats.
+            self.heartbeats.take_expired(now);
+            return;
+        }
+        let leader_since = *self.leader_since_ms.lock().get_or_insert(now);
+        let expired = self.heartbeats.take_expired(now);
+        for e in &expired {
+            tracing::warn!(broker = %e.broker_name, id = e.broker_id, addr = %e.broker_addr, "broker heartbeat timed out");
+        }
+        let expired_ids: BTreeSet<(String, i64)> = expired
+            .iter()
+            .map(|e| (e.broker_name.clone(), e.broker_id))
+            .collect();
+        let Ok((state, _)) = self.state(ReadMode::Stale).await else {
+            return;
+        };
+        let settled = now.saturating_sub(leader_since) >= self.config.heartbeat_timeout_ms;
+        let mut to_elect: BTreeMap<String, String> = BTreeMap::new();
+        for (name, set) in &state.broker_sets {
+            let Some(master) = set.sync_state_info.master_broker_id else {
+                continue;
+            };
+            let timed_out = expired_ids.contains(&(name.clone(), master));
+            let never_seen = settled && !self.heartbeats.is_alive(name, master, now);
+            if timed_out || never_seen {
+                to_elect.insert(name.clone(), set.replica_info.cluster.clone());
+            }
+        }
+        for (broker_name, cluster) in to_elect {
+            tracing::warn!(broker = %broker_name, "master lost; electing a new one through the log");
+            let request = ControllerRequest::ElectMaster(ElectMasterRequest {
+                cluster,
+                broker_name: broker_name.clone(),
+                broker_id: None,
+                designate_elect: false,
+            });
+            match self.execute(request).await {
+                Ok(ControllerResponse::ElectMaster(r)) => {
+                    tracing::info!(broker = %broker_name, outcome = ?r.outcome, master = ?r.master_broker_id, epoch = r.master_epoch, "controller-triggered election")
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(broker = %broker_name, error = %e, "controller-triggered election failed; will retry")
+                }
+            }
+        }
+    }
+
+    /// The ids and addresses of a broker set (linearizable read).
+    pub(crate) async fn member_group(&self, broker_name: &str) -> Option<wire::BrokerMemberGroup> {
+        let (state, _) = self.state(ReadMode::Linearizable).await.ok()?;
+        let set = state.broker_set(broker_name)?;
+        Some(wire::BrokerMemberGroup {
+            cluster: set.replica_info.cluster.clone(),
+            broker_name: broker_name.to_string(),
+            broker_addrs: set
+                .replica_info
+                .broker_id_info
+                .iter()
+                .map(|(id, b)| (*id, b.address.clone()))
+                .collect(),
+        })
+    }
+
+    /// Tells every broker of the set its new role (oneway, best effort: brokers also poll).
+    /// The sends run in the background so a dead broker does not delay the election's answer.
+    async fn notify_role_changed(&self, broker_name: &str) {
+        if !self.config.notify_broker_role_changed {
+            return;
+        }
+        let Ok((state, _)) = self.state(ReadMode::Linearizable).await else {
+            return;
+        };
+        let Some(set) = state.broker_set(broker_name) else {
+            return;
+        };
+        let request = wire::notify_broker_role_changed(set);
+        let addrs: Vec<String> = set
+            .replica_info
+            .broker_id_info
+            .values()
+            .map(|b| b.address.clone())
+            .collect();
+        let notifier = self.notifier.clone();
+        tokio::spawn(async move {
+            for addr in addrs {
+                if let Err(e) = notifier.invoke_oneway(&addr, request.clone()).await {
+                    tracing::debug!(%addr, error = %e, "NOTIFY_BROKER_ROLE_CHANGED not delivered");
+                }
+            }
+        });
+    }
+
+    /// Stops serving, then the Raft node.
+    pub async fn shutdown(&self) {
+        if let Some(task) = self.scanner.lock().take() {
+            task.abort();
+        }
+        let server = self.server.lock().take();
+        if let Some(server) = server {
+            server.shutdown().await;
+        }
+        self.node.shutdown().await;
+    }
+}
+
+fn broker_name_of(request: &ControllerRequest) -> Option<&str> {
+    Some(match request {
+        ControllerRequest::GetNextBrokerId(r) => &r.broker_name,
+        ControllerRequest::ApplyBrokerId(r) => &r.broker_name,
+        ControllerRequest::RegisterBroker(r) => &r.broker_name,
+        ControllerRequest::ElectMaster(r) => &r.broker_name,
+        ControllerRequest::AlterSyncStateSet(r) => &r.broker_name,
+        ControllerRequest::GetReplicaInfo(r) => &r.broker_name,
+        ControllerRequest::CleanBrokerData(r) => &r.broker_name,
+        ControllerRequest::GetSyncStateData(_) => return None,
+    })
+}

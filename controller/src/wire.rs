@@ -1,0 +1,457 @@
+//! The controller's Remoting protocol: request headers and bodies to [`ControllerRequest`]s and
+//! responses back, with the field names of RocketMQ 5's `*RequestHeader` / `*ResponseHeader`
+//! classes and JSON bodies (`SyncStateSet`, `ElectMasterResponseBody`, `BrokerReplicasInfo`).
+
+use std::collections::BTreeMap;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use rocketraft_remoting::request_code as rc;
+use rocketraft_remoting::response_code;
+use rocketraft_remoting::BoxFuture;
+use rocketraft_remoting::RemotingCommand;
+use rocketraft_remoting::RequestContext;
+use rocketraft_remoting::RequestProcessor;
+use serde::Deserialize;
+use serde::Serialize;
+
+use crate::handler::AlterSyncStateSetRequest;
+use crate::handler::ApplyBrokerIdRequest;
+use crate::handler::CleanBrokerDataRequest;
+use crate::handler::ControllerError;
+use crate::handler::ControllerRequest;
+use crate::handler::ControllerResponse;
+use crate::handler::ElectMasterRequest;
+use crate::handler::GetNextBrokerIdRequest;
+use crate::handler::GetReplicaInfoRequest;
+use crate::handler::GetSyncStateDataRequest;
+use crate::handler::RegisterBrokerRequest;
+use crate::handler::ReplicaIdentity;
+use crate::heartbeat::Heartbeat;
+use crate::liveness::BrokerLiveInfo;
+use crate::service::Controller;
+use crate::state::BrokerSet;
+
+/// `SyncStateSet` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncStateSetBody {
+    pub sync_state_set: BTreeSet<i64>,
+    pub sync_state_set_epoch: i32,
+}
+
+/// `BrokerMemberGroup` (inside `ElectMasterResponseBody`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BrokerMemberGroup {
+    pub cluster: String,
+    pub broker_name: String,
+    pub broker_addrs: BTreeMap<i64, String>,
+}
+
+/// `ElectMasterResponseBody`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ElectMasterResponseBody {
+    pub broker_member_group: Option<BrokerMemberGroup>,
+    pub sync_state_set: BTreeSet<i64>,
+}
+
+/// `BrokerReplicasInfo.ReplicaIdentity`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WireReplicaIdentity {
+    pub broker_name: String,
+    pub broker_id: i64,
+    pub broker_address: String,
+    pub alive: bool,
+}
+
+/// `BrokerReplicasInfo.ReplicasInfo`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WireReplicasInfo {
+    pub master_broker_id: Option<i64>,
+    pub master_address: Option<String>,
+    pub master_epoch: i32,
+    pub sync_state_set_epoch: i32,
+    pub in_sync_replicas: Vec<WireReplicaIdentity>,
+    pub not_in_sync_replicas: Vec<WireReplicaIdentity>,
+}
+
+/// `BrokerReplicasInfo`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BrokerReplicasInfo {
+    pub replicas_info_table: BTreeMap<String, WireReplicasInfo>,
+}
+
+fn identity(r: &ReplicaIdentity) -> WireReplicaIdentity {
+    WireReplicaIdentity {
+        broker_name: r.broker_name.clone(),
+        broker_id: r.broker_id,
+        broker_address: r.address.clone(),
+        alive: r.alive,
+    }
+}
+
+fn json<T: Serialize>(v: &T) -> Vec<u8> {
+    // Serializing these plain structs cannot fail.
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+fn invalid(e: impl std::fmt::Display) -> ControllerError {
+    ControllerError::new(response_code::CONTROLLER_INVALID_REQUEST, e.to_string())
+}
+
+fn required(cmd: &RemotingCommand, key: &str) -> Result<String, ControllerError> {
+    match cmd.ext(key) {
+        Some(v) if !v.is_empty() => Ok(v.to_string()),
+        _ => Err(invalid(format!(
+            "the request header field {key} is required"
+        ))),
+    }
+}
+
+fn parse<T: std::str::FromStr>(cmd: &RemotingCommand, key: &str) -> Result<T, ControllerError> {
+    let text = required(cmd, key)?;
+    text.parse().map_err(|_| {
+        invalid(format!(
+            "the request header field {key} is not a number: {text:?}"
+        ))
+    })
+}
+
+fn parse_opt<T: std::str::FromStr>(
+    cmd: &RemotingCommand,
+    key: &str,
+) -> Result<Option<T>, ControllerError> {
+    match cmd.ext(key) {
+        None | Some("") | Some("null") => Ok(None),
+        Some(text) => text.parse().map(Some).map_err(|_| {
+            invalid(format!(
+                "the request header field {key} is not a number: {text:?}"
+            ))
+        }),
+    }
+}
+
+fn parse_bool(cmd: &RemotingCommand, key: &str) -> bool {
+    cmd.ext(key).is_some_and(|v| v.eq_ignore_ascii_case("true"))
+}
+
+fn body_json<T: serde::de::DeserializeOwned>(
+    cmd: &RemotingCommand,
+    what: &str,
+) -> Result<T, ControllerError> {
+    if cmd.body.is_empty() {
+        return Err(invalid(format!("the request body ({what}) is missing")));
+    }
+    serde_json::from_slice(&cmd.body)
+        .map_err(|e| invalid(format!("the request body is not a {what}: {e}")))
+}
+
+/// Decodes a state-changing or read-only controller request.
+pub fn decode_request(cmd: &RemotingCommand) -> Result<ControllerRequest, ControllerError> {
+    Ok(match cmd.code {
+        rc::CONTROLLER_GET_NEXT_BROKER_ID => {
+            ControllerRequest::GetNextBrokerId(GetNextBrokerIdRequest {
+                cluster: required(cmd, "clusterName")?,
+                broker_name: required(cmd, "brokerName")?,
+            })
+        }
+        rc::CONTROLLER_APPLY_BROKER_ID => ControllerRequest::ApplyBrokerId(ApplyBrokerIdRequest {
+            cluster: required(cmd, "clusterName")?,
+            broker_name: required(cmd, "brokerName")?,
+            applied_broker_id: parse(cmd, "appliedBrokerId")?,
+            register_check_code: required(cmd, "registerCheckCode")?,
+        }),
+        rc::CONTROLLER_REGISTER_BROKER => {
+            ControllerRequest::RegisterBroker(RegisterBrokerRequest {
+                cluster: required(cmd, "clusterName")?,
+                broker_name: required(cmd, "brokerName")?,
+                broker_id: parse(cmd, "brokerId")?,
+                broker_address: required(cmd, "brokerAddress")?,
+            })
+        }
+        rc::CONTROLLER_ELECT_MASTER => ControllerRequest::ElectMaster(ElectMasterRequest {
+            cluster: cmd.ext("clusterName").unwrap_or_default().to_string(),
+            broker_name: required(cmd, "brokerName")?,
+            // -1 is Java's "no broker" (a controller-triggered election).
+            broker_id: parse_opt::<i64>(cmd, "brokerId")?.filter(|id| *id >= 0),
+            designate_elect: parse_bool(cmd, "designateElect"),
+        }),
+        rc::CONTROLLER_ALTER_SYNC_STATE_SET => {
+            let body: SyncStateSetBody = body_json(cmd, "SyncStateSet")?;
+            ControllerRequest::AlterSyncStateSet(AlterSyncStateSetRequest {
+                broker_name: required(cmd, "brokerName")?,
+                master_broker_id: parse(cmd, "masterBrokerId")?,
+                master_epoch: parse(cmd, "masterEpoch")?,
+                new_sync_state_set: body.sync_state_set,
+                sync_state_set_epoch: body.sync_state_set_epoch,
+            })
+        }
+        rc::CONTROLLER_GET_REPLICA_INFO => {
+            ControllerRequest::GetReplicaInfo(GetReplicaInfoRequest {
+                broker_name: required(cmd, "brokerName")?,
+            })
+        }
+        rc::CONTROLLER_GET_SYNC_STATE_DATA => {
+            let broker_names: Vec<String> = body_json(cmd, "JSON list of broker names")?;
+            ControllerRequest::GetSyncStateData(GetSyncStateDataRequest { broker_names })
+        }
+        rc::CLEAN_BROKER_DATA => ControllerRequest::CleanBrokerData(CleanBrokerDataRequest {
+            cluster: cmd.ext("clusterName").unwrap_or_default().to_string(),
+            broker_name: required(cmd, "brokerName")?,
+            broker_controller_ids_to_clean: cmd
+                .ext("brokerControllerIdsToClean")
+                .filter(|s| !s.is_empty())
+                .map(str::to_string),
+            clean_living_broker: parse_bool(cmd, "isCleanLivingBroker"),
+        }),
+        other => {
+            return Err(ControllerError::new(
+                response_code::REQUEST_CODE_NOT_SUPPORTED,
+                format!("request code {other} is not a controller request"),
+            ))
+        }
+    })
+}
+
+/// Encodes a handler's answer as the Remoting response to `req`.
+pub fn encode_response(req: &RemotingCommand, response: &ControllerResponse) -> RemotingCommand {
+    let code = response.code();
+    let mut out = req.response_to(code, None);
+    match response {
+        ControllerResponse::GetNextBrokerId(r) => {
+            out.set_ext("clusterName", &r.cluster);
+            out.set_ext("brokerName", &r.broker_name);
+            out.set_ext("nextBrokerId", r.next_broker_id);
+        }
+        ControllerResponse::ApplyBrokerId(r) => {
+            out.set_ext("clusterName", &r.cluster);
+            out.set_ext("brokerName", &r.broker_name);
+        }
+        ControllerResponse::RegisterBroker(r) => {
+            out.set_ext("clusterName", &r.cluster);
+            out.set_ext("brokerName", &r.broker_name);
+            if let Some(id) = r.master_broker_id {
+                out.set_ext("masterBrokerId", id);
+            }
+            if let Some(addr) = &r.master_address {
+                out.set_ext("masterAddress", addr);
+            }
+            if let Some(epoch) = r.master_epoch {
+                out.set_ext("masterEpoch", epoch);
+            }
+            out.set_ext("syncStateSetEpoch", r.sync_state_set_epoch);
+            out = out.with_body(json(&SyncStateSetBody {
+                sync_state_set: r.sync_state_set.clone(),
+                sync_state_set_epoch: r.sync_state_set_epoch,
+            }));
+        }
+        ControllerResponse::ElectMaster(r) => {
+            if let Some(id) = r.master_broker_id {
+                out.set_ext("masterBrokerId", id);
+            }
+            if let Some(addr) = &r.master_address {
+                out.set_ext("masterAddress", addr);
+            }
+            out.set_ext("masterEpoch", r.master_epoch);
+            out.set_ext("syncStateSetEpoch", r.sync_state_set_epoch);
+            out = out.with_body(json(&ElectMasterResponseBody {
+                broker_member_group: None,
+                sync_state_set: r.sync_state_set.clone(),
+            }));
+        }
+        ControllerResponse::AlterSyncStateSet(r) => {
+            out.set_ext("newSyncStateSetEpoch", r.new_sync_state_set_epoch);
+            out = out.with_body(json(&SyncStateSetBody {
+                sync_state_set: r.new_sync_state_set.clone(),
+                sync_state_set_epoch: r.new_sync_state_set_epoch,
+            }));
+        }
+        ControllerResponse::GetReplicaInfo(r) => {
+            if let Some(id) = r.master_broker_id {
+                out.set_ext("masterBrokerId", id);
+            }
+            if let Some(addr) = &r.master_address {
+                out.set_ext("masterAddress", addr);
+            }
+            out.set_ext("masterEpoch", r.master_epoch);
+            out = out.with_body(json(&SyncStateSetBody {
+                sync_state_set: r.sync_state_set.clone(),
+                sync_state_set_epoch: r.sync_state_set_epoch,
+            }));
+        }
+        ControllerResponse::GetSyncStateData(r) => {
+            let table = r
+                .replicas_info_table
+                .iter()
+                .map(|(name, info)| {
+                    (
+                        name.clone(),
+                        WireReplicasInfo {
+                            master_broker_id: info.master_broker_id,
+                            master_address: info.master_address.clone(),
+                            master_epoch: info.master_epoch,
+                            sync_state_set_epoch: info.sync_state_set_epoch,
+                            in_sync_replicas: info.in_sync_replicas.iter().map(identity).collect(),
+                            not_in_sync_replicas: info
+                                .not_in_sync_replicas
+                                .iter()
+                                .map(identity)
+                                .collect(),
+                        },
+                    )
+                })
+                .collect();
+            out = out.with_body(json(&BrokerReplicasInfo {
+                replicas_info_table: table,
+            }));
+        }
+        ControllerResponse::CleanBrokerData(_) => {}
+    }
+    out
+}
+
+/// `NOTIFY_BROKER_ROLE_CHANGED` for a broker set's current master.
+pub fn notify_broker_role_changed(set: &BrokerSet) -> RemotingCommand {
+    let sync = &set.sync_state_info;
+    let mut cmd = RemotingCommand::request(rc::NOTIFY_BROKER_ROLE_CHANGED);
+    if let Some(id) = sync.master_broker_id {
+        cmd.set_ext("masterBrokerId", id);
+        if let Some(addr) = set.replica_info.address_of(id) {
+            cmd.set_ext("masterAddress", addr);
+        }
+    }
+    cmd.set_ext("masterEpoch", sync.master_epoch);
+    cmd.set_ext("syncStateSetEpoch", sync.sync_state_set_epoch);
+    cmd.with_body(json(&SyncStateSetBody {
+        sync_state_set: sync.sync_state_set.clone(),
+        sync_state_set_epoch: sync.sync_state_set_epoch,
+    }))
+}
+
+fn decode_heartbeat(cmd: &RemotingCommand) -> Result<Heartbeat, ControllerError> {
+    Ok(Heartbeat {
+        cluster: cmd.ext("clusterName").unwrap_or_default().to_string(),
+        broker_name: required(cmd, "brokerName")?,
+        broker_id: parse(cmd, "brokerId")?,
+        broker_addr: required(cmd, "brokerAddr")?,
+        timeout_ms: parse_opt::<u64>(cmd, "heartbeatTimeoutMills")?.unwrap_or(0),
+        info: BrokerLiveInfo {
+            epoch: parse_opt(cmd, "epoch")?.unwrap_or(0),
+            max_offset: parse_opt(cmd, "maxOffset")?.unwrap_or(0),
+            confirm_offset: parse_opt(cmd, "confirmOffset")?.unwrap_or(0),
+            election_priority: parse_opt(cmd, "electionPriority")?.unwrap_or(i32::MAX),
+        },
+    })
+}
+
+/// The Remoting processor for the controller codes.
+pub struct ControllerProcessor {
+    controller: Arc<Controller>,
+}
+
+impl ControllerProcessor {
+    pub fn new(controller: Arc<Controller>) -> Self {
+        ControllerProcessor { controller }
+    }
+
+    async fn process_request(
+        &self,
+        cmd: &RemotingCommand,
+    ) -> Result<RemotingCommand, ControllerError> {
+        let c = &self.controller;
+        match cmd.code {
+            rc::BROKER_HEARTBEAT => {
+                c.heartbeat(decode_heartbeat(cmd)?);
+                Ok(cmd.response_to(response_code::SUCCESS, None))
+            }
+            rc::CONTROLLER_GET_METADATA_INFO => {
+                let status = c.node.status();
+                let mut out = cmd.response_to(response_code::SUCCESS, None);
+                out.set_ext("group", &c.config.raft.cluster_name);
+                let leader_remoting = match status.leader {
+                    Some(l) if l == status.id => Some(c.remoting_addr()),
+                    Some(l) => c.config.remoting_peers.get(&l).cloned(),
+                    None => None,
+                };
+                if let Some(l) = status.leader {
+                    out.set_ext("controllerLeaderId", format!("n{l}"));
+                    // Every node forwards, so this node is a valid entry point if the leader's
+                    // Remoting address is not configured.
+                    out.set_ext(
+                        "controllerLeaderAddress",
+                        leader_remoting.unwrap_or_else(|| c.remoting_addr()),
+                    );
+                }
+                out.set_ext("isLeader", status.leader == Some(status.id));
+                let peers: Vec<String> = status
+                    .voters
+                    .keys()
+                    .map(|id| {
+                        let addr = if *id == status.id {
+                            c.remoting_addr()
+                        } else {
+                            c.config
+                                .remoting_peers
+                                .get(id)
+                                .cloned()
+                                .unwrap_or_else(|| status.voters[id].clone())
+                        };
+                        format!("n{id}:{addr};")
+                    })
+                    .collect();
+                out.set_ext("peers", peers.concat());
+                out.set_ext("controllerType", "Raft");
+                // Beyond Java's header: term, members and indexes for `admin controller status`.
+                Ok(out.with_body(json(&c.status().await)))
+            }
+            _ => {
+                let request = decode_request(cmd)?;
+                let result = match request {
+                    ControllerRequest::GetReplicaInfo(_)
+                    | ControllerRequest::GetSyncStateData(_) => c.read(request).await,
+                    other => c.execute(other).await,
+                }?;
+                let mut out = encode_response(cmd, &result);
+                if let ControllerResponse::ElectMaster(r) = &result {
+                    if r.outcome == crate::handler::ElectOutcome::Elected {
+                        // The new master's set, for the broker's BrokerMemberGroup.
+                        if let Some(group) = c
+                            .member_group(cmd.ext("brokerName").unwrap_or_default())
+                            .await
+                        {
+                            out = out.with_body(json(&ElectMasterResponseBody {
+                                broker_member_group: Some(group),
+                                sync_state_set: r.sync_state_set.clone(),
+                            }));
+                        }
+                    }
+                }
+                Ok(out)
+            }
+        }
+    }
+}
+
+impl RequestProcessor for ControllerProcessor {
+    fn process(
+        &self,
+        _ctx: RequestContext,
+        request: RemotingCommand,
+    ) -> BoxFuture<Option<RemotingCommand>> {
+        let this = ControllerProcessor {
+            controller: self.controller.clone(),
+        };
+        Box::pin(async move {
+            let response = match this.process_request(&request).await {
+                Ok(r) => r,
+                Err(e) => request.response_to(e.code, Some(e.remark)),
+            };
+            Some(response)
+        })
+    }
+}

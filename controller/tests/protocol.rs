@@ -1,0 +1,391 @@
+//! The controller's Remoting protocol against real servers on loopback: a standalone one-node
+//! controller, and the same suite against a NameServer with the controller embedded.
+
+use std::collections::BTreeMap;
+use std::collections::BTreeSet;
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rocketraft_controller::client::ControllerClient;
+use rocketraft_controller::heartbeat::Heartbeat;
+use rocketraft_controller::{BrokerLiveInfo, Controller, ControllerConfig};
+use rocketraft_remoting::response_code as code;
+use rocketraft_remoting::{request_code, ClientConfig, RemotingClient, RemotingCommand};
+
+const CLUSTER: &str = "DefaultCluster";
+const SET: &str = "broker-a";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn controller_config(dir: &Path) -> ControllerConfig {
+    let raft_port = free_port();
+    let mut c = ControllerConfig::default();
+    c.raft.node_id = 1;
+    c.raft.listen = format!("127.0.0.1:{raft_port}").parse().expect("addr");
+    c.raft.data_dir = dir.join("controller");
+    c.raft.initial_members = BTreeMap::from([(1, format!("127.0.0.1:{raft_port}"))]);
+    c.raft.election_timeout_min_ms = 300;
+    c.raft.election_timeout_max_ms = 600;
+    c.raft.heartbeat_interval_ms = 100;
+    c.listen = "127.0.0.1:0".parse().expect("addr");
+    c.heartbeat_timeout_ms = 1500;
+    c.scan_interval_ms = 200;
+    c
+}
+
+fn client() -> ControllerClient {
+    ControllerClient::new(
+        RemotingClient::new(ClientConfig::default()),
+        Duration::from_secs(10),
+    )
+}
+
+fn broker_addr(id: i64) -> String {
+    format!("127.0.0.1:{}", 30000 + id)
+}
+
+async fn heartbeat(c: &ControllerClient, addr: &str, id: i64, max_offset: i64) {
+    c.heartbeat(
+        addr,
+        &Heartbeat {
+            cluster: CLUSTER.into(),
+            broker_name: SET.into(),
+            broker_id: id,
+            broker_addr: broker_addr(id),
+            timeout_ms: 1500,
+            info: BrokerLiveInfo::new(1, max_offset, 0),
+        },
+    )
+    .await
+    .expect("heartbeat");
+}
+
+/// Waits for the one-node controller to lead (its first election).
+async fn wait_ready(c: &ControllerClient, addr: &str) {
+    for _ in 0..200 {
+        if let Ok(m) = c.metadata(addr).await {
+            if m.is_leader {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("controller at {addr} never became leader");
+}
+
+async fn raw(addr: &str, request: RemotingCommand) -> RemotingCommand {
+    RemotingClient::new(ClientConfig::default())
+        .invoke(addr, request, Duration::from_secs(10))
+        .await
+        .expect("answer")
+}
+
+/// The whole broker-side protocol plus every rejection, against the controller at `addr`.
+async fn protocol_suite(addr: &str) {
+    let c = client();
+    wait_ready(&c, addr).await;
+
+    // Broker ids: the first apply of a new set must be id 1.
+    assert_eq!(
+        c.get_next_broker_id(addr, CLUSTER, SET)
+            .await
+            .expect("next id"),
+        1
+    );
+    let err = c
+        .apply_broker_id(addr, CLUSTER, SET, 2, &format!("{};1", broker_addr(2)))
+        .await
+        .expect_err("id 2 first");
+    assert_eq!(err.code(), Some(code::CONTROLLER_BROKER_ID_INVALID));
+    for id in 1..=3 {
+        assert_eq!(
+            c.get_next_broker_id(addr, CLUSTER, SET)
+                .await
+                .expect("next"),
+            id
+        );
+        c.apply_broker_id(addr, CLUSTER, SET, id, &format!("{};{id}", broker_addr(id)))
+            .await
+            .expect("apply id");
+    }
+    // Re-applying with the same check code is idempotent; another code is refused.
+    c.apply_broker_id(addr, CLUSTER, SET, 2, &format!("{};2", broker_addr(2)))
+        .await
+        .expect("same check code");
+    let err = c
+        .apply_broker_id(addr, CLUSTER, SET, 2, "10.9.9.9:1;7")
+        .await
+        .expect_err("taken id");
+    assert_eq!(err.code(), Some(code::CONTROLLER_BROKER_ID_INVALID));
+
+    // Brokers 1-3 heartbeat in the background from now on, every 200 ms.
+    let beating = Arc::new(std::sync::Mutex::new(vec![1i64, 2, 3]));
+    let heartbeats = {
+        let hb = client();
+        let addr = addr.to_string();
+        let beating = beating.clone();
+        tokio::spawn(async move {
+            loop {
+                let ids = beating.lock().expect("lock").clone();
+                for id in ids {
+                    heartbeat(&hb, &addr, id, 100 * id).await;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    for id in 1..=3 {
+        heartbeat(&c, addr, id, 100 * id).await;
+        let r = c
+            .register_broker(addr, CLUSTER, SET, id, &broker_addr(id))
+            .await
+            .expect("register");
+        assert_eq!(r.master_broker_id, None, "no master yet");
+    }
+    let err = c
+        .register_broker(addr, CLUSTER, SET, 9, &broker_addr(9))
+        .await
+        .expect_err("unknown id");
+    assert_eq!(
+        err.code(),
+        Some(code::CONTROLLER_BROKER_NEED_TO_BE_REGISTERED)
+    );
+
+    // First election: the requester wins.
+    let r = c
+        .elect_master(addr, CLUSTER, SET, Some(1), false)
+        .await
+        .expect("elect");
+    assert_eq!(
+        (r.code, r.master_broker_id, r.master_epoch),
+        (code::SUCCESS, Some(1), 1)
+    );
+    assert_eq!(r.master_address.as_deref(), Some(broker_addr(1).as_str()));
+    assert_eq!(r.sync_state_set, BTreeSet::from([1]));
+    // Another broker asking: the master is alive and stays.
+    let r = c
+        .elect_master(addr, CLUSTER, SET, Some(2), false)
+        .await
+        .expect("elect again");
+    assert_eq!(
+        (r.code, r.master_broker_id),
+        (code::CONTROLLER_MASTER_STILL_EXIST, Some(1))
+    );
+
+    // The master grows its SyncStateSet.
+    let (epoch, set) = c
+        .alter_sync_state_set(addr, SET, 1, 1, &BTreeSet::from([1, 2, 3]), 1)
+        .await
+        .expect("alter");
+    assert_eq!((epoch, set), (2, BTreeSet::from([1, 2, 3])));
+
+    // Bad input; each leaves the state as it was.
+    let before = c.get_sync_state_data(addr, &[SET]).await.expect("state");
+    let cases: Vec<(&str, Result<(i32, BTreeSet<i64>), _>, i32)> = vec![
+        (
+            "stale master epoch",
+            c.alter_sync_state_set(addr, SET, 1, 0, &BTreeSet::from([1, 2]), 2)
+                .await,
+            code::CONTROLLER_FENCED_MASTER_EPOCH,
+        ),
+        (
+            "stale SyncStateSet epoch",
+            c.alter_sync_state_set(addr, SET, 1, 1, &BTreeSet::from([1, 2]), 1)
+                .await,
+            code::CONTROLLER_FENCED_SYNC_STATE_SET_EPOCH,
+        ),
+        (
+            "not the master",
+            c.alter_sync_state_set(addr, SET, 2, 1, &BTreeSet::from([1, 2]), 2)
+                .await,
+            code::CONTROLLER_INVALID_MASTER,
+        ),
+        (
+            "unknown replica",
+            c.alter_sync_state_set(addr, SET, 1, 1, &BTreeSet::from([1, 7]), 2)
+                .await,
+            code::CONTROLLER_INVALID_REPLICAS,
+        ),
+        (
+            "set without the master",
+            c.alter_sync_state_set(addr, SET, 1, 1, &BTreeSet::from([2, 3]), 2)
+                .await,
+            code::CONTROLLER_ALTER_SYNC_STATE_SET_FAILED,
+        ),
+        (
+            "unknown broker set",
+            c.alter_sync_state_set(addr, "nope", 1, 1, &BTreeSet::from([1]), 1)
+                .await,
+            code::CONTROLLER_ALTER_SYNC_STATE_SET_FAILED,
+        ),
+    ];
+    for (what, result, expected) in cases {
+        assert_eq!(result.expect_err(what).code(), Some(expected), "{what}");
+    }
+    let err = c
+        .elect_master(addr, CLUSTER, "nope", Some(1), false)
+        .await
+        .expect_err("unknown set");
+    assert_eq!(
+        err.code(),
+        Some(code::CONTROLLER_BROKER_NEED_TO_BE_REGISTERED)
+    );
+    let err = c
+        .get_replica_info(addr, "nope")
+        .await
+        .expect_err("unknown set");
+    assert!(err.code().is_some(), "{err}");
+
+    // Garbage: bodies that are not JSON, missing or non-numeric header fields.
+    let garbage = [
+        RemotingCommand::request(request_code::CONTROLLER_ALTER_SYNC_STATE_SET)
+            .with_ext("brokerName", SET)
+            .with_ext("masterBrokerId", 1)
+            .with_ext("masterEpoch", 1)
+            .with_body(&b"{not json"[..]),
+        RemotingCommand::request(request_code::CONTROLLER_ALTER_SYNC_STATE_SET)
+            .with_ext("brokerName", SET)
+            .with_ext("masterBrokerId", "one")
+            .with_ext("masterEpoch", 1)
+            .with_body(&br#"{"syncStateSet":[1],"syncStateSetEpoch":2}"#[..]),
+        RemotingCommand::request(request_code::CONTROLLER_ELECT_MASTER)
+            .with_ext("clusterName", CLUSTER),
+        RemotingCommand::request(request_code::CONTROLLER_APPLY_BROKER_ID)
+            .with_ext("clusterName", CLUSTER)
+            .with_ext("brokerName", SET),
+        RemotingCommand::request(request_code::CONTROLLER_GET_SYNC_STATE_DATA)
+            .with_body(&b"\x00\x01"[..]),
+        RemotingCommand::request(request_code::BROKER_HEARTBEAT).with_ext("brokerName", SET),
+    ];
+    for request in garbage {
+        let what = format!("{:?}", request.ext_fields);
+        let response = raw(addr, request).await;
+        assert_eq!(
+            response.code,
+            code::CONTROLLER_INVALID_REQUEST,
+            "{what}: {:?}",
+            response.remark
+        );
+        assert!(
+            response.remark.is_some_and(|r| !r.is_empty()),
+            "{what}: a remark says why"
+        );
+    }
+    let after = c.get_sync_state_data(addr, &[SET]).await.expect("state");
+    assert_eq!(before, after, "rejections changed nothing");
+
+    // Reads: replica info and sync state data.
+    let info = c.get_replica_info(addr, SET).await.expect("replica info");
+    assert_eq!(
+        (
+            info.master_broker_id,
+            info.master_epoch,
+            info.sync_state_set_epoch,
+            info.sync_state_set.clone()
+        ),
+        (Some(1), 1, 2, BTreeSet::from([1, 2, 3]))
+    );
+    let table = &after.replicas_info_table[SET];
+    assert_eq!(table.in_sync_replicas.len(), 3);
+    assert!(table.in_sync_replicas.iter().all(|r| r.alive));
+
+    // Master 1 dies (no more heartbeats) while 2 and 3 keep beating: the controller elects
+    // the most advanced in-sync replica (3 has the highest max offset) through the log.
+    beating.lock().expect("lock").retain(|id| *id != 1);
+    let mut elected = None;
+    for _ in 0..100 {
+        let info = c.get_replica_info(addr, SET).await.expect("replica info");
+        if info.master_broker_id != Some(1) {
+            elected = Some(info);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    heartbeats.abort();
+    let info = elected.expect("a new master after the old one's heartbeat timed out");
+    assert_eq!(info.master_broker_id, Some(3));
+    assert_eq!(info.master_epoch, 2);
+    assert_eq!(info.sync_state_set, BTreeSet::from([3]));
+    // The deposed master's AlterSyncStateSet is fenced.
+    let err = c
+        .alter_sync_state_set(addr, SET, 1, 1, &BTreeSet::from([1, 2]), 2)
+        .await
+        .expect_err("stale master");
+    assert_eq!(err.code(), Some(code::CONTROLLER_INVALID_MASTER));
+
+    // Metadata names the leader and the peers in Java's format.
+    let m = c.metadata(addr).await.expect("metadata");
+    assert!(m.is_leader);
+    assert_eq!(m.leader_id.as_deref(), Some("n1"));
+    assert!(
+        m.peers.starts_with("n1:") && m.peers.ends_with(';'),
+        "{}",
+        m.peers
+    );
+    let status = m.status.expect("status body");
+    assert!(status.raft.last_applied.unwrap_or(0) > 0);
+    assert_eq!(status.broker_sets, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_controller_speaks_the_protocol() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let controller: Arc<Controller> = Controller::start(controller_config(dir.path()))
+        .await
+        .expect("controller starts");
+    let addr = controller
+        .serve_remoting()
+        .await
+        .expect("serve")
+        .to_string();
+    protocol_suite(&addr).await;
+    controller.shutdown().await;
+
+    // Restart from disk: the same decisions are there.
+    let mut config = controller_config(dir.path());
+    config.raft.listen = controller.raft().local_addr();
+    config.raft.initial_members = BTreeMap::from([(1, controller.raft().local_addr().to_string())]);
+    drop(controller);
+    let controller = Controller::start(config).await.expect("restart");
+    let addr = controller
+        .serve_remoting()
+        .await
+        .expect("serve")
+        .to_string();
+    let c = client();
+    wait_ready(&c, &addr).await;
+    let info = c.get_replica_info(&addr, SET).await.expect("replica info");
+    assert_eq!((info.master_broker_id, info.master_epoch), (Some(3), 2));
+    controller.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_in_the_nameserver() {
+    use rocketraft_nameserver::{NameServer, NamesrvConfig};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let namesrv = NameServer::start(NamesrvConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        enable_controller_in_namesrv: true,
+        controller: controller_config(dir.path()),
+        ..NamesrvConfig::default()
+    })
+    .await
+    .expect("namesrv with controller");
+    let addr = namesrv.local_addr().to_string();
+    protocol_suite(&addr).await;
+    // The NameServer's own protocol still works on the same port.
+    let response = raw(
+        &addr,
+        RemotingCommand::request(request_code::GET_BROKER_CLUSTER_INFO),
+    )
+    .await;
+    assert_eq!(response.code, code::SUCCESS);
+    namesrv.shutdown().await;
+}

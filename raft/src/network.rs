@@ -1,0 +1,226 @@
+//! The gRPC transport between Raft peers (client side): openraft's [`RaftNetworkV2`] over tonic.
+//!
+//! Every call has a deadline (openraft's per-RPC TTL, capped by the configured RPC timeout). A
+//! peer that cannot be connected to is reported as [`Unreachable`], which makes openraft back off
+//! instead of hammering it; other failures are [`NetworkError`]s.
+
+use std::future::Future;
+use std::time::Duration;
+
+use openraft::alias::SnapshotOf;
+use openraft::alias::VoteOf;
+use openraft::errors::NetworkError;
+use openraft::errors::RPCError;
+use openraft::errors::ReplicationClosed;
+use openraft::errors::StreamingError;
+use openraft::errors::Unreachable;
+use openraft::network::RPCOption;
+use openraft::network::RaftNetworkFactory;
+use openraft::raft::AppendEntriesRequest;
+use openraft::raft::AppendEntriesResponse;
+use openraft::raft::SnapshotResponse;
+use openraft::raft::VoteRequest;
+use openraft::raft::VoteResponse;
+use openraft::BasicNode;
+use openraft::RaftNetworkV2;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::transport::Channel;
+use tonic::transport::Endpoint;
+
+use crate::pb;
+use crate::pb::raft_peer_client::RaftPeerClient;
+use crate::types::NodeId;
+use crate::types::TypeConfig;
+
+/// The largest gRPC message a peer accepts or sends (snapshots travel in one message).
+pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
+
+/// Opens a lazily connecting channel to a peer's gRPC address (`host:port`).
+pub(crate) fn channel(addr: &str, connect_timeout: Duration) -> Result<Channel, String> {
+    let uri = if addr.starts_with("http://") || addr.starts_with("https://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    };
+    let endpoint = Endpoint::from_shared(uri)
+        .map_err(|e| format!("bad peer address {addr:?}: {e}"))?
+        .connect_timeout(connect_timeout)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5));
+    Ok(endpoint.connect_lazy())
+}
+
+pub(crate) fn peer_client(channel: Channel) -> RaftPeerClient<Channel> {
+    RaftPeerClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+pub(crate) fn to_blob<T: Serialize>(v: &T) -> Result<pb::Blob, String> {
+    serde_json::to_vec(v)
+        .map(|json| pb::Blob { json })
+        .map_err(|e| format!("encoding: {e}"))
+}
+
+pub(crate) fn from_blob<T: DeserializeOwned>(b: &pb::Blob) -> Result<T, String> {
+    serde_json::from_slice(&b.json).map_err(|e| format!("decoding: {e}"))
+}
+
+/// Whether a gRPC failure means the peer could not be reached at all.
+pub(crate) fn is_unreachable(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+    ) && !status.message().starts_with("raft:")
+}
+
+/// Creates one [`PeerNetwork`] per target.
+#[derive(Clone)]
+pub struct NetworkFactory {
+    pub(crate) rpc_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = PeerNetwork;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerNetwork {
+        let client = channel(&node.addr, self.connect_timeout).map(peer_client);
+        PeerNetwork {
+            target,
+            addr: node.addr.clone(),
+            client,
+            rpc_timeout: self.rpc_timeout,
+        }
+    }
+}
+
+/// The connection to one peer.
+pub struct PeerNetwork {
+    target: NodeId,
+    addr: String,
+    client: Result<RaftPeerClient<Channel>, String>,
+    rpc_timeout: Duration,
+}
+
+impl PeerNetwork {
+    fn deadline(&self, option: &RPCOption) -> Duration {
+        option
+            .hard_ttl()
+            .min(self.rpc_timeout.max(option.soft_ttl()))
+    }
+
+    fn client(&self) -> Result<RaftPeerClient<Channel>, RPCError<TypeConfig>> {
+        self.client
+            .clone()
+            .map_err(|e| RPCError::Unreachable(Unreachable::from_string(e)))
+    }
+
+    fn map_status(&self, what: &str, status: tonic::Status) -> RPCError<TypeConfig> {
+        let msg = format!("{what} to node {} at {}: {status}", self.target, self.addr);
+        if is_unreachable(&status) {
+            RPCError::Unreachable(Unreachable::from_string(msg))
+        } else {
+            RPCError::Network(NetworkError::from_string(msg))
+        }
+    }
+
+    async fn unary<Req: Serialize, Resp: DeserializeOwned>(
+        &mut self,
+        what: &'static str,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<TypeConfig>> {
+        let mut client = self.client()?;
+        let blob = to_blob(req).map_err(|e| RPCError::Network(NetworkError::from_string(e)))?;
+        let mut request = tonic::Request::new(blob);
+        request.set_timeout(self.deadline(option));
+        let fut = async {
+            match what {
+                "append" => client.append_entries(request).await,
+                _ => client.vote(request).await,
+            }
+        };
+        let response = tokio::time::timeout(self.deadline(option), fut)
+            .await
+            .map_err(|_| {
+                RPCError::Network(NetworkError::from_string(format!(
+                    "{what} to node {} timed out",
+                    self.target
+                )))
+            })?
+            .map_err(|s| self.map_status(what, s))?;
+        let result: Result<Resp, String> = from_blob(response.get_ref())
+            .map_err(|e| RPCError::Network(NetworkError::from_string(e)))?;
+        result.map_err(|e| {
+            RPCError::Network(NetworkError::from_string(format!(
+                "node {} refused {what}: {e}",
+                self.target
+            )))
+        })
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for PeerNetwork {
+    type SnapshotData = Vec<u8>;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.unary("append", &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.unary("vote", &rpc, &option).await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: VoteOf<TypeConfig>,
+        snapshot: SnapshotOf<TypeConfig, Vec<u8>>,
+        cancel: impl Future<Output = ReplicationClosed> + openraft::OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let mut client = self.client().map_err(|e| match e {
+            RPCError::Unreachable(u) => StreamingError::Unreachable(u),
+            other => StreamingError::Network(NetworkError::from_string(other.to_string())),
+        })?;
+        let header = serde_json::to_vec(&(&vote, &snapshot.meta))
+            .map_err(|e| StreamingError::Network(NetworkError::from_string(e.to_string())))?;
+        let bytes = snapshot.snapshot.len();
+        let mut request = tonic::Request::new(pb::SnapshotTransfer {
+            header,
+            data: snapshot.snapshot,
+        });
+        let ttl = option.hard_ttl();
+        request.set_timeout(ttl);
+        tracing::info!(target = self.target, bytes, "sending snapshot");
+        let call = client.install_snapshot(request);
+        let response = tokio::select! {
+            closed = cancel => return Err(StreamingError::Closed(closed)),
+            r = tokio::time::timeout(ttl, call) => r,
+        };
+        let response = response
+            .map_err(|_| {
+                StreamingError::Network(NetworkError::from_string(format!(
+                    "snapshot to node {} timed out",
+                    self.target
+                )))
+            })?
+            .map_err(|s| match self.map_status("snapshot", s) {
+                RPCError::Unreachable(u) => StreamingError::Unreachable(u),
+                other => StreamingError::Network(NetworkError::from_string(other.to_string())),
+            })?;
+        let result: Result<SnapshotResponse<TypeConfig>, String> = from_blob(response.get_ref())
+            .map_err(|e| StreamingError::Network(NetworkError::from_string(e)))?;
+        result.map_err(|e| StreamingError::Network(NetworkError::from_string(e)))
+    }
+}

@@ -1,0 +1,811 @@
+//! A running Raft node: storage, the state machine, the gRPC server, and the client API (writes
+//! forwarded to the leader, linearizable or stale reads, membership changes, status).
+
+use std::collections::BTreeMap;
+use std::collections::BTreeSet;
+use std::fs;
+use std::io;
+use std::marker::PhantomData;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use std::time::Instant;
+
+use openraft::errors::ClientWriteError;
+use openraft::errors::LinearizableReadError;
+use openraft::errors::RaftError;
+use openraft::raft::ReadPolicy;
+use openraft::type_config::async_runtime::WatchReceiver;
+use openraft::BasicNode;
+use openraft::ChangeMembers;
+use openraft::SnapshotPolicy;
+use parking_lot::RwLock;
+use serde::Deserialize;
+use serde::Serialize;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::log_store::RocksLogStore;
+use crate::network::channel;
+use crate::network::from_blob;
+use crate::network::is_unreachable;
+use crate::network::peer_client;
+use crate::network::to_blob;
+use crate::network::NetworkFactory;
+use crate::server::PeerService;
+use crate::state_machine::AppStateMachine;
+use crate::state_machine::SmInner;
+use crate::state_machine::StateMachineStore;
+use crate::types::NodeId;
+use crate::types::Raft;
+use crate::types::Reply;
+use crate::types::Request;
+use crate::types::TypeConfig;
+
+/// How a node is configured. Durations are in milliseconds; the defaults are sized for a loaded
+/// 2-core machine (openraft's own defaults, 150-300 ms elections and 50 ms heartbeats, cause
+/// spurious elections there).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RaftConfig {
+    /// This node's id; never reuse an id on wiped data.
+    pub node_id: NodeId,
+    /// Address the peer gRPC server listens on.
+    pub listen: SocketAddr,
+    /// Address peers use to reach this node (defaults to the bound listen address).
+    pub advertise: Option<String>,
+    /// Directory of the Raft log (RocksDB) and the snapshots.
+    pub data_dir: PathBuf,
+    /// Initial voters (id -> peer address) of a new cluster, this node included. Used only when
+    /// the data directory is new; empty means "join": wait to be added by the existing cluster.
+    #[serde(deserialize_with = "members_from_any_keys")]
+    pub initial_members: BTreeMap<NodeId, String>,
+    /// Cluster name; nodes of different clusters refuse each other's messages.
+    pub cluster_name: String,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    pub heartbeat_interval_ms: u64,
+    /// Deadline of one peer RPC.
+    pub rpc_timeout_ms: u64,
+    /// Deadline of a client write or read, forwarding and retries included.
+    pub client_timeout_ms: u64,
+    /// A snapshot is built after this many log entries since the last one.
+    pub snapshot_logs: u64,
+    /// Log entries kept behind the snapshot (for slightly lagging followers).
+    pub keep_logs: u64,
+}
+
+impl Default for RaftConfig {
+    fn default() -> Self {
+        RaftConfig {
+            node_id: 1,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9880)),
+            advertise: None,
+            data_dir: PathBuf::from("raft-data"),
+            initial_members: BTreeMap::new(),
+            cluster_name: "rocketraft".to_string(),
+            election_timeout_min_ms: 1500,
+            election_timeout_max_ms: 3000,
+            heartbeat_interval_ms: 300,
+            rpc_timeout_ms: 2000,
+            client_timeout_ms: 10_000,
+            snapshot_logs: 5000,
+            keep_logs: 1000,
+        }
+    }
+}
+
+/// Reads `{ 1 = "addr" }` / `{"1": "addr"}` / `{"n1": "addr"}`: TOML and JSON keys are strings.
+pub fn members_from_any_keys<'de, D>(d: D) -> Result<BTreeMap<NodeId, String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let raw: BTreeMap<String, String> = BTreeMap::deserialize(d)?;
+    raw.into_iter()
+        .map(|(k, v)| {
+            k.trim_start_matches('n')
+                .parse::<NodeId>()
+                .map(|id| (id, v))
+                .map_err(|_| serde::de::Error::custom(format!("{k:?} is not a node id")))
+        })
+        .collect()
+}
+
+/// Errors of node start-up and of the client API.
+#[derive(Debug, Clone, thiserror::Error, Serialize, Deserialize, PartialEq, Eq)]
+pub enum RaftClientError {
+    /// No leader could be reached before the deadline: the outcome of a write is unknown.
+    #[error("no answer from a Raft leader within {0} ms (outcome unknown)")]
+    Timeout(u64),
+    /// This node is not the leader (returned by forwarded requests; the client API follows it).
+    #[error("not the leader; leader is {leader:?}")]
+    NotLeader { leader: Option<(NodeId, String)> },
+    /// The proposal was discarded by a leader change; it may or may not be committed.
+    #[error("proposal discarded by a leader change (outcome unknown)")]
+    Discarded { leader: Option<(NodeId, String)> },
+    /// The state machine could not decode the command (nothing changed).
+    #[error("command rejected: {0}")]
+    Rejected(String),
+    /// A membership change is not allowed (e.g. another change in progress, unknown node).
+    #[error("membership change refused: {0}")]
+    Membership(String),
+    /// The node is shutting down or broken.
+    #[error("raft node failure: {0}")]
+    Fatal(String),
+    /// Start-up failed (configuration, storage, port).
+    #[error("raft start-up: {0}")]
+    Startup(String),
+}
+
+impl RaftClientError {
+    /// Whether a write that failed with this error might still take effect.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(
+            self,
+            RaftClientError::Timeout(_) | RaftClientError::Discarded { .. }
+        )
+    }
+}
+
+/// How a read is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum ReadMode {
+    /// Linearizable: confirmed by the leader with a quorum round (ReadIndex), after the state
+    /// machine has applied everything committed before the read began. The default.
+    #[default]
+    Linearizable,
+    /// From this node's state machine as it is: may be stale, never waits for the network.
+    Stale,
+}
+
+/// A membership change (forwarded to the leader). One at a time: openraft refuses a change while
+/// another is in progress.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub enum AdminRequest {
+    /// Adds a non-voting learner and waits until it has caught up (by log or by snapshot).
+    AddLearner { id: NodeId, addr: String },
+    /// Promotes a learner to voter.
+    Promote { id: NodeId },
+    /// Removes a voter or a learner.
+    Remove { id: NodeId },
+}
+
+/// What a node reports about itself and its cluster.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeStatus {
+    pub id: NodeId,
+    pub addr: String,
+    /// Leader, Follower, Candidate, Learner or Shutdown.
+    pub state: String,
+    pub term: u64,
+    pub leader: Option<NodeId>,
+    pub leader_addr: Option<String>,
+    pub voters: BTreeMap<NodeId, String>,
+    pub learners: BTreeMap<NodeId, String>,
+    pub last_log_index: Option<u64>,
+    pub committed: Option<u64>,
+    pub last_applied: Option<u64>,
+    pub snapshot: Option<u64>,
+    pub purged: Option<u64>,
+    pub millis_since_quorum_ack: Option<u64>,
+}
+
+/// The type-erased node; shared by the gRPC service and the typed [`RaftNode`].
+pub(crate) struct NodeCore {
+    pub(crate) id: NodeId,
+    pub(crate) addr: String,
+    pub(crate) raft: Raft,
+    pub(crate) sm: Arc<RwLock<SmInner>>,
+    client: u64,
+    serial: AtomicU64,
+    rpc_timeout: Duration,
+    client_timeout: Duration,
+}
+
+fn random_u64() -> u64 {
+    use std::collections::hash_map::RandomState;
+    use std::hash::BuildHasher;
+    use std::hash::Hasher;
+    let mut h = RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+type LeaderHint = Option<(NodeId, String)>;
+
+impl NodeCore {
+    fn leader_hint(&self, id: Option<NodeId>, node: Option<BasicNode>) -> LeaderHint {
+        let id = id?;
+        let addr = match node {
+            Some(n) => n.addr,
+            None => self.member_addr(id)?,
+        };
+        Some((id, addr))
+    }
+
+    fn member_addr(&self, id: NodeId) -> Option<String> {
+        let m = self
+            .raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .clone();
+        m.membership().get_node(&id).map(|n| n.addr.clone())
+    }
+
+    fn current_leader(&self) -> LeaderHint {
+        let leader = self.raft.metrics().borrow_watched().current_leader;
+        leader.and_then(|id| self.member_addr(id).map(|a| (id, a)))
+    }
+
+    /// Proposes on this node only (no forwarding).
+    pub(crate) async fn write_local(&self, req: Request) -> Result<Reply, RaftClientError> {
+        match self.raft.client_write(req).await {
+            Ok(resp) => Ok(resp.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(RaftClientError::NotLeader {
+                    leader: self.leader_hint(f.leader_id, f.leader_node),
+                })
+            }
+            Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(f))) => {
+                Err(RaftClientError::Discarded {
+                    leader: self.leader_hint(f.leader_id, f.leader_node),
+                })
+            }
+            Err(RaftError::APIError(e)) => Err(RaftClientError::Membership(e.to_string())),
+            Err(RaftError::Fatal(f)) => Err(RaftClientError::Fatal(f.to_string())),
+        }
+    }
+
+    /// Linearizable read on this node only (it must be the leader).
+    pub(crate) async fn read_local(&self, query: &str) -> Result<String, RaftClientError> {
+        match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+            Ok(_) => {}
+            Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
+                return Err(RaftClientError::NotLeader {
+                    leader: self.leader_hint(f.leader_id, f.leader_node),
+                })
+            }
+            Err(RaftError::APIError(e)) => {
+                return Err(RaftClientError::NotLeader {
+                    leader: {
+                        tracing::debug!(error = %e, "linearizable read refused");
+                        None
+                    },
+                })
+            }
+            Err(RaftError::Fatal(f)) => return Err(RaftClientError::Fatal(f.to_string())),
+        }
+        self.sm
+            .read()
+            .query(query)
+            .map_err(RaftClientError::Rejected)
+    }
+
+    pub(crate) async fn admin_local(&self, req: AdminRequest) -> Result<String, RaftClientError> {
+        let result = match &req {
+            AdminRequest::AddLearner { id, addr } => {
+                self.raft
+                    .add_learner(*id, BasicNode { addr: addr.clone() }, true)
+                    .await
+            }
+            AdminRequest::Promote { id } => {
+                self.raft
+                    .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([*id])), false)
+                    .await
+            }
+            AdminRequest::Remove { id } => {
+                let m = self
+                    .raft
+                    .metrics()
+                    .borrow_watched()
+                    .membership_config
+                    .clone();
+                let is_voter = m.membership().voter_ids().any(|v| v == *id);
+                let change = if is_voter {
+                    ChangeMembers::RemoveVoters(BTreeSet::from([*id]))
+                } else {
+                    ChangeMembers::RemoveNodes(BTreeSet::from([*id]))
+                };
+                self.raft.change_membership(change, false).await
+            }
+        };
+        match result {
+            Ok(resp) => Ok(format!("{req:?} committed at {}", resp.log_id)),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(RaftClientError::NotLeader {
+                    leader: self.leader_hint(f.leader_id, f.leader_node),
+                })
+            }
+            Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(f))) => {
+                Err(RaftClientError::Discarded {
+                    leader: self.leader_hint(f.leader_id, f.leader_node),
+                })
+            }
+            Err(RaftError::APIError(e)) => Err(RaftClientError::Membership(e.to_string())),
+            Err(RaftError::Fatal(f)) => Err(RaftClientError::Fatal(f.to_string())),
+        }
+    }
+
+    pub(crate) fn status(&self) -> NodeStatus {
+        let m = self.raft.metrics().borrow_watched().clone();
+        let membership = m.membership_config.membership();
+        let voter_ids: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let mut voters = BTreeMap::new();
+        let mut learners = BTreeMap::new();
+        for (id, node) in membership.nodes() {
+            if voter_ids.contains(id) {
+                voters.insert(*id, node.addr.clone());
+            } else {
+                learners.insert(*id, node.addr.clone());
+            }
+        }
+        let leader_addr = m
+            .current_leader
+            .and_then(|l| membership.get_node(&l).map(|n| n.addr.clone()));
+        NodeStatus {
+            id: self.id,
+            addr: self.addr.clone(),
+            state: format!("{:?}", m.state),
+            term: m.current_term,
+            leader: m.current_leader,
+            leader_addr,
+            voters,
+            learners,
+            last_log_index: m.last_log_index,
+            committed: m.committed.map(|l| l.index),
+            last_applied: m.last_applied.map(|l| l.index),
+            snapshot: m.snapshot.map(|l| l.index),
+            purged: m.purged.map(|l| l.index),
+            millis_since_quorum_ack: m.millis_since_quorum_ack,
+        }
+    }
+
+    /// Runs `local` here if this node leads, otherwise sends `forward` to the leader; retries
+    /// (same request, so de-duplicated) until the client deadline.
+    async fn route<T, L, LF, F, FF>(
+        &self,
+        what: &'static str,
+        local: L,
+        forward: F,
+    ) -> Result<T, RaftClientError>
+    where
+        L: Fn() -> LF,
+        LF: std::future::Future<Output = Result<T, RaftClientError>>,
+        F: Fn(String, Duration) -> FF,
+        FF: std::future::Future<Output = Result<Result<T, RaftClientError>, tonic::Status>>,
+    {
+        let start = Instant::now();
+        let deadline = start + self.client_timeout;
+        let mut hint = self.current_leader();
+        let mut attempt = 0u32;
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(RaftClientError::Timeout(
+                    self.client_timeout.as_millis() as u64
+                ));
+            }
+            let remaining = deadline - now;
+            attempt += 1;
+            let outcome = match &hint {
+                Some((id, _)) if *id == self.id => {
+                    match tokio::time::timeout(remaining, local()).await {
+                        Ok(r) => Some(r),
+                        Err(_) => None,
+                    }
+                }
+                Some((id, addr)) => {
+                    match tokio::time::timeout(remaining, forward(addr.clone(), remaining))
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(tonic::Status::deadline_exceeded("forwarding timed out"))
+                        }) {
+                        Ok(r) => Some(r),
+                        Err(status) => {
+                            tracing::debug!(what, leader = id, %status, unreachable = is_unreachable(&status), "forwarding failed; retrying");
+                            None
+                        }
+                    }
+                }
+                None => None,
+            };
+            match outcome {
+                Some(Ok(v)) => return Ok(v),
+                Some(Err(RaftClientError::NotLeader { leader }))
+                | Some(Err(RaftClientError::Discarded { leader })) => {
+                    if leader.is_some() && leader != hint {
+                        hint = leader;
+                        continue;
+                    }
+                }
+                Some(Err(e)) => return Err(e),
+                None => {}
+            }
+            // Back off a little, growing, then look the leader up again.
+            let pause = Duration::from_millis((20u64 << attempt.min(4)).min(300));
+            tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
+            hint = self.current_leader();
+        }
+    }
+
+    fn next_request(&self, payload: String) -> Request {
+        Request {
+            client: self.client,
+            serial: self.serial.fetch_add(1, Ordering::Relaxed) + 1,
+            payload,
+        }
+    }
+
+    pub(crate) async fn write_json(&self, payload: String) -> Result<String, RaftClientError> {
+        let req = self.next_request(payload);
+        let reply = self
+            .route(
+                "write",
+                || self.write_local(req.clone()),
+                |addr, remaining| {
+                    let req = req.clone();
+                    async move {
+                        let mut client = peer_client(
+                            channel(&addr, self.rpc_timeout).map_err(tonic::Status::unavailable)?,
+                        );
+                        let mut r =
+                            tonic::Request::new(to_blob(&req).map_err(tonic::Status::internal)?);
+                        r.set_timeout(remaining);
+                        let resp = client.write(r).await?;
+                        from_blob::<Result<Reply, RaftClientError>>(resp.get_ref())
+                            .map_err(tonic::Status::internal)
+                    }
+                },
+            )
+            .await?;
+        reply.result.map_err(RaftClientError::Rejected)
+    }
+
+    pub(crate) async fn read_json(
+        &self,
+        query: String,
+        mode: ReadMode,
+    ) -> Result<String, RaftClientError> {
+        if mode == ReadMode::Stale {
+            return self
+                .sm
+                .read()
+                .query(&query)
+                .map_err(RaftClientError::Rejected);
+        }
+        self.route(
+            "read",
+            || self.read_local(&query),
+            |addr, remaining| {
+                let query = query.clone();
+                async move {
+                    let mut client = peer_client(
+                        channel(&addr, self.rpc_timeout).map_err(tonic::Status::unavailable)?,
+                    );
+                    let mut r =
+                        tonic::Request::new(to_blob(&query).map_err(tonic::Status::internal)?);
+                    r.set_timeout(remaining);
+                    let resp = client.read(r).await?;
+                    from_blob::<Result<String, RaftClientError>>(resp.get_ref())
+                        .map_err(tonic::Status::internal)
+                }
+            },
+        )
+        .await
+    }
+
+    pub(crate) async fn admin(&self, req: AdminRequest) -> Result<String, RaftClientError> {
+        self.route(
+            "admin",
+            || self.admin_local(req.clone()),
+            |addr, remaining| {
+                let req = req.clone();
+                async move {
+                    let mut client = peer_client(
+                        channel(&addr, self.rpc_timeout).map_err(tonic::Status::unavailable)?,
+                    );
+                    let mut r = tonic::Request::new(
+                        to_blob(&(req, false)).map_err(tonic::Status::internal)?,
+                    );
+                    r.set_timeout(remaining);
+                    let resp = client.admin(r).await?;
+                    from_blob::<Result<String, RaftClientError>>(resp.get_ref())
+                        .map_err(tonic::Status::internal)
+                }
+            },
+        )
+        .await
+    }
+}
+
+/// A running Raft node replicating the application state machine `S`.
+pub struct RaftNode<S: AppStateMachine> {
+    core: Arc<NodeCore>,
+    local_addr: SocketAddr,
+    server_stop: parking_lot::Mutex<Option<oneshot::Sender<()>>>,
+    server_task: parking_lot::Mutex<Option<JoinHandle<()>>>,
+    _app: PhantomData<fn() -> S>,
+}
+
+const NODE_ID_FILE: &str = "node_id";
+
+fn check_node_id(dir: &std::path::Path, id: NodeId) -> io::Result<bool> {
+    let path = dir.join(NODE_ID_FILE);
+    match fs::read_to_string(&path) {
+        Ok(text) => {
+            let stored: NodeId = text.trim().parse().map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{}: not a node id: {text:?}", path.display()),
+                )
+            })?;
+            if stored != id {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "{} belongs to node {stored}, not node {id}: use that id, or a new empty directory",
+                        dir.display()
+                    ),
+                ));
+            }
+            Ok(false)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::write(&path, format!("{id}\n"))?;
+            fs::File::open(&path)?.sync_all()?;
+            Ok(true)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+impl<S: AppStateMachine> RaftNode<S> {
+    /// Starts a node: opens (or creates) its storage, restores the state machine from the last
+    /// snapshot, binds the peer gRPC server, and bootstraps a new cluster from
+    /// `initial_members` if the data directory is new.
+    pub async fn start(config: RaftConfig, app: S) -> Result<Self, RaftClientError> {
+        let startup = |e: String| RaftClientError::Startup(e);
+        if config.election_timeout_min_ms <= config.heartbeat_interval_ms
+            || config.election_timeout_max_ms <= config.election_timeout_min_ms
+        {
+            return Err(startup(format!(
+                "timeouts must satisfy heartbeat ({}) < election min ({}) < election max ({})",
+                config.heartbeat_interval_ms,
+                config.election_timeout_min_ms,
+                config.election_timeout_max_ms
+            )));
+        }
+        fs::create_dir_all(&config.data_dir)
+            .map_err(|e| startup(format!("{}: {e}", config.data_dir.display())))?;
+        let fresh =
+            check_node_id(&config.data_dir, config.node_id).map_err(|e| startup(e.to_string()))?;
+
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| startup(format!("cannot listen on {}: {e}", config.listen)))?;
+        let local_addr = listener.local_addr().map_err(|e| startup(e.to_string()))?;
+        let addr = config
+            .advertise
+            .clone()
+            .unwrap_or_else(|| local_addr.to_string());
+
+        let log_store = RocksLogStore::<TypeConfig>::open(config.data_dir.join("log"))
+            .map_err(|e| startup(format!("raft log: {e}")))?;
+        let sm = StateMachineStore::open(&config.data_dir.join("snapshot"), Box::new(app))
+            .map_err(|e| startup(format!("state machine: {e}")))?;
+        let shared = sm.shared();
+
+        let raft_config = openraft::Config {
+            cluster_name: config.cluster_name.clone(),
+            election_timeout_min: config.election_timeout_min_ms,
+            election_timeout_max: config.election_timeout_max_ms,
+            heartbeat_interval: config.heartbeat_interval_ms,
+            install_snapshot_timeout: config.rpc_timeout_ms.max(10_000),
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_logs.max(1)),
+            max_in_snapshot_log_to_keep: config.keep_logs,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| startup(format!("raft config: {e}")))?;
+        let rpc_timeout = Duration::from_millis(config.rpc_timeout_ms);
+        let network = NetworkFactory {
+            rpc_timeout,
+            connect_timeout: rpc_timeout.min(Duration::from_millis(1000)),
+        };
+        let raft = Raft::new(
+            config.node_id,
+            Arc::new(raft_config),
+            network,
+            log_store,
+            sm,
+        )
+        .await
+        .map_err(|e| startup(format!("raft: {e}")))?;
+
+        let core = Arc::new(NodeCore {
+            id: config.node_id,
+            addr: addr.clone(),
+            raft: raft.clone(),
+            sm: shared,
+            client: random_u64(),
+            serial: AtomicU64::new(0),
+            rpc_timeout,
+            client_timeout: Duration::from_millis(config.client_timeout_ms),
+        });
+
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let service = PeerService::new(core.clone(), config.cluster_name.clone()).into_server();
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let server_task = tokio::spawn(async move {
+            let result = tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = stop_rx.await;
+                })
+                .await;
+            if let Err(e) = result {
+                tracing::error!(error = %e, "raft peer server stopped with an error");
+            }
+        });
+
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| startup(format!("raft: {e}")))?;
+        if !initialized && fresh && config.initial_members.contains_key(&config.node_id) {
+            let members: BTreeMap<NodeId, BasicNode> = config
+                .initial_members
+                .iter()
+                .map(|(id, a)| {
+                    let a = if *id == config.node_id {
+                        addr.clone()
+                    } else {
+                        a.clone()
+                    };
+                    (*id, BasicNode { addr: a })
+                })
+                .collect();
+            match raft.initialize(members).await {
+                Ok(()) => tracing::info!(node = config.node_id, "bootstrapped a new raft cluster"),
+                Err(RaftError::APIError(e)) => {
+                    tracing::info!(node = config.node_id, reason = %e, "cluster already initialized")
+                }
+                Err(RaftError::Fatal(f)) => return Err(startup(format!("raft: {f}"))),
+            }
+        } else if !initialized {
+            tracing::info!(
+                node = config.node_id,
+                "waiting to be added to an existing cluster"
+            );
+        }
+        tracing::info!(node = config.node_id, %local_addr, %addr, "raft node started");
+
+        Ok(RaftNode {
+            core,
+            local_addr,
+            server_stop: parking_lot::Mutex::new(Some(stop_tx)),
+            server_task: parking_lot::Mutex::new(Some(server_task)),
+            _app: PhantomData,
+        })
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.core.id
+    }
+
+    /// The address the peer server is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The openraft handle, for metrics and triggers.
+    pub fn raft(&self) -> &Raft {
+        &self.core.raft
+    }
+
+    /// Whether this node currently believes it is the leader (a hint; decisions go through the
+    /// log).
+    pub fn is_leader(&self) -> bool {
+        self.core.raft.metrics().borrow_watched().current_leader == Some(self.core.id)
+    }
+
+    /// The current leader's id and address, if known.
+    pub fn leader(&self) -> Option<(NodeId, String)> {
+        self.core.current_leader()
+    }
+
+    /// Proposes `command`; forwarded to the leader from any node. Returns the state machine's
+    /// response once the command is committed and applied.
+    pub async fn write(&self, command: &S::Command) -> Result<S::Response, RaftClientError> {
+        let payload = serde_json::to_string(command)
+            .map_err(|e| RaftClientError::Rejected(format!("unencodable command: {e}")))?;
+        let answer = self.core.write_json(payload).await?;
+        serde_json::from_str(&answer)
+            .map_err(|e| RaftClientError::Rejected(format!("undecodable response: {e}")))
+    }
+
+    /// Answers `query`, linearizably unless `mode` is [`ReadMode::Stale`].
+    pub async fn read(
+        &self,
+        query: &S::Query,
+        mode: ReadMode,
+    ) -> Result<S::QueryResponse, RaftClientError> {
+        let payload = serde_json::to_string(query)
+            .map_err(|e| RaftClientError::Rejected(format!("unencodable query: {e}")))?;
+        let answer = self.core.read_json(payload, mode).await?;
+        serde_json::from_str(&answer)
+            .map_err(|e| RaftClientError::Rejected(format!("undecodable answer: {e}")))
+    }
+
+    /// Runs a membership change through the leader.
+    pub async fn admin(&self, req: AdminRequest) -> Result<String, RaftClientError> {
+        self.core.admin(req).await
+    }
+
+    /// This node's view of itself and the cluster.
+    pub fn status(&self) -> NodeStatus {
+        self.core.status()
+    }
+
+    /// Runs `f` on the local state machine (a stale read, no network).
+    pub fn with_local_state<R>(&self, f: impl FnOnce(Option<u64>) -> R) -> R {
+        let inner = self.core.sm.read();
+        f(inner.last_applied_index())
+    }
+
+    /// Stops the peer server, then Raft (in that order, so no RPC reaches a stopped core).
+    pub async fn shutdown(&self) {
+        if let Some(stop) = self.server_stop.lock().take() {
+            let _ = stop.send(());
+        }
+        let task = self.server_task.lock().take();
+        if let Some(task) = task {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+        if let Err(e) = self.core.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+        tracing::info!(node = self.core.id, "raft node stopped");
+    }
+}
+
+/// Queries a node's status over the peer protocol (for admin tools).
+pub async fn remote_status(addr: &str, timeout: Duration) -> Result<NodeStatus, String> {
+    let mut client = peer_client(channel(addr, timeout)?);
+    let mut r = tonic::Request::new(to_blob(&()).map_err(|e| e.to_string())?);
+    r.set_timeout(timeout);
+    let resp = tokio::time::timeout(timeout, client.status(r))
+        .await
+        .map_err(|_| format!("{addr}: no answer within {} ms", timeout.as_millis()))?
+        .map_err(|s| format!("{addr}: {}", s.message()))?;
+    from_blob(resp.get_ref())
+}
+
+/// Sends a membership change to a node over the peer protocol; the node forwards it to the leader.
+pub async fn remote_admin(
+    addr: &str,
+    req: &AdminRequest,
+    timeout: Duration,
+) -> Result<String, String> {
+    let mut client = peer_client(channel(addr, timeout.min(Duration::from_secs(2)))?);
+    let mut r = tonic::Request::new(to_blob(&(req, true)).map_err(|e| e.to_string())?);
+    r.set_timeout(timeout);
+    let resp = tokio::time::timeout(timeout, client.admin(r))
+        .await
+        .map_err(|_| format!("{addr}: no answer within {} ms", timeout.as_millis()))?
+        .map_err(|s| format!("{addr}: {}", s.message()))?;
+    let result: Result<String, RaftClientError> = from_blob(resp.get_ref())?;
+    result.map_err(|e| e.to_string())
+}

@@ -1,0 +1,128 @@
+//! The peer gRPC server: openraft's RPCs, and client requests forwarded by other nodes.
+//!
+//! Requests forwarded by a follower are executed here only if this node leads; otherwise the
+//! answer names the leader and the follower retries there (a forwarded request is never forwarded
+//! again, so requests cannot loop).
+
+use std::sync::Arc;
+
+use openraft::raft::AppendEntriesRequest;
+use openraft::raft::VoteRequest;
+use openraft::Snapshot;
+use tonic::Response;
+use tonic::Status;
+
+use crate::network::from_blob;
+use crate::network::to_blob;
+use crate::network::MAX_MESSAGE_BYTES;
+use crate::node::AdminRequest;
+use crate::node::NodeCore;
+use crate::pb;
+use crate::pb::raft_peer_server::RaftPeer;
+use crate::pb::raft_peer_server::RaftPeerServer;
+use crate::types::Request;
+use crate::types::TypeConfig;
+
+pub(crate) struct PeerService {
+    core: Arc<NodeCore>,
+}
+
+fn bad_request(e: String) -> Status {
+    // The "raft:" prefix tells the client side this is an answer, not an unreachable peer.
+    Status::invalid_argument(format!("raft: {e}"))
+}
+
+fn answer<T: serde::Serialize>(v: &T) -> Result<Response<pb::Blob>, Status> {
+    to_blob(v)
+        .map(Response::new)
+        .map_err(|e| Status::internal(format!("raft: {e}")))
+}
+
+impl PeerService {
+    pub(crate) fn new(core: Arc<NodeCore>, _cluster_name: String) -> Self {
+        PeerService { core }
+    }
+
+    pub(crate) fn into_server(self) -> RaftPeerServer<Self> {
+        RaftPeerServer::new(self)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+}
+
+#[tonic::async_trait]
+impl RaftPeer for PeerService {
+    async fn append_entries(
+        &self,
+        request: tonic::Request<pb::Blob>,
+    ) -> Result<Response<pb::Blob>, Status> {
+        let rpc: AppendEntriesRequest<TypeConfig> =
+            from_blob(request.get_ref()).map_err(bad_request)?;
+        let result = self
+            .core
+            .raft
+            .append_entries(rpc)
+            .await
+            .map_err(|e| e.to_string());
+        answer(&result)
+    }
+
+    async fn vote(&self, request: tonic::Request<pb::Blob>) -> Result<Response<pb::Blob>, Status> {
+        let rpc: VoteRequest<TypeConfig> = from_blob(request.get_ref()).map_err(bad_request)?;
+        let result = self.core.raft.vote(rpc).await.map_err(|e| e.to_string());
+        answer(&result)
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: tonic::Request<pb::SnapshotTransfer>,
+    ) -> Result<Response<pb::Blob>, Status> {
+        let transfer = request.into_inner();
+        type Header = (
+            openraft::alias::VoteOf<TypeConfig>,
+            openraft::alias::SnapshotMetaOf<TypeConfig>,
+        );
+        let (vote, meta): Header = serde_json::from_slice(&transfer.header)
+            .map_err(|e| bad_request(format!("snapshot header: {e}")))?;
+        tracing::info!(?meta, bytes = transfer.data.len(), "receiving snapshot");
+        let snapshot = Snapshot {
+            meta,
+            snapshot: transfer.data,
+        };
+        let result = self
+            .core
+            .raft
+            .install_full_snapshot(vote, snapshot)
+            .await
+            .map_err(|e| e.to_string());
+        answer(&result)
+    }
+
+    async fn write(&self, request: tonic::Request<pb::Blob>) -> Result<Response<pb::Blob>, Status> {
+        let req: Request = from_blob(request.get_ref()).map_err(bad_request)?;
+        answer(&self.core.write_local(req).await)
+    }
+
+    async fn read(&self, request: tonic::Request<pb::Blob>) -> Result<Response<pb::Blob>, Status> {
+        let query: String = from_blob(request.get_ref()).map_err(bad_request)?;
+        answer(&self.core.read_local(&query).await)
+    }
+
+    async fn admin(&self, request: tonic::Request<pb::Blob>) -> Result<Response<pb::Blob>, Status> {
+        let (req, route): (AdminRequest, bool) =
+            from_blob(request.get_ref()).map_err(bad_request)?;
+        let result = if route {
+            self.core.admin(req).await
+        } else {
+            self.core.admin_local(req).await
+        };
+        answer(&result)
+    }
+
+    async fn status(
+        &self,
+        _request: tonic::Request<pb::Blob>,
+    ) -> Result<Response<pb::Blob>, Status> {
+        answer(&self.core.status())
+    }
+}

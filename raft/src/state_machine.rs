@@ -1,0 +1,505 @@
+//! The state-machine side of a Raft group: applies committed entries to the application's state
+//! machine, de-duplicates retried proposals, and builds, stores and installs snapshots.
+//!
+//! The application implements [`AppStateMachine`] (typed commands, responses and queries, and a
+//! byte snapshot of its state). [`StateMachineStore`] wraps it for openraft.
+//!
+//! ## Snapshots on disk
+//! The current snapshot lives in `<dir>/current.snap`: the magic `RRSNAP01`, a little-endian `u32`
+//! length of a JSON envelope (the snapshot meta, the de-duplication table), the envelope, the
+//! application's bytes, and a trailing CRC32 of everything before it. It is written to a temporary
+//! file, synced, renamed over the old one and the directory synced, so a crash leaves either the
+//! old or the new snapshot, never a torn one. At start the state machine is restored from it, and
+//! openraft re-applies the log entries after it (the log keeps them: logs are purged only up to the
+//! snapshot).
+
+use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+use std::io::Write;
+use std::path::Path;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures::Stream;
+use futures::StreamExt;
+use openraft::alias::LogIdOf;
+use openraft::alias::SnapshotMetaOf;
+use openraft::alias::SnapshotOf;
+use openraft::alias::StoredMembershipOf;
+use openraft::storage::EntryResponder;
+use openraft::storage::RaftStateMachine;
+use openraft::EntryPayload;
+use openraft::OptionalSend;
+use openraft::RaftSnapshotBuilder;
+use openraft::Snapshot;
+use openraft::SnapshotMeta;
+use openraft::StoredMembership;
+use parking_lot::RwLock;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde::Serialize;
+
+use crate::types::Reply;
+use crate::types::Request;
+use crate::types::TypeConfig;
+
+/// An application state machine replicated by Raft.
+///
+/// `apply` must be deterministic: every replica applies the same commands in the same order and
+/// must reach the same state and answer. Anything time- or environment-dependent belongs in the
+/// command, decided by the proposer.
+pub trait AppStateMachine: Send + Sync + 'static {
+    /// A state-changing command (a log entry).
+    type Command: Serialize + DeserializeOwned + Send + 'static;
+    /// What applying a command answers.
+    type Response: Serialize + DeserializeOwned + Send + 'static;
+    /// A read-only query.
+    type Query: Serialize + DeserializeOwned + Send + 'static;
+    /// What a query answers.
+    type QueryResponse: Serialize + DeserializeOwned + Send + 'static;
+
+    /// Applies `command`, committed at log `index`.
+    fn apply(&mut self, index: u64, command: Self::Command) -> Self::Response;
+    /// Answers a query from the current state.
+    fn query(&self, query: &Self::Query) -> Self::QueryResponse;
+    /// Serializes the whole state.
+    fn snapshot(&self) -> Result<Vec<u8>, String>;
+    /// Replaces the whole state with a snapshot made by [`AppStateMachine::snapshot`].
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), String>;
+}
+
+/// Object-safe, JSON-level view of an [`AppStateMachine`].
+pub(crate) trait ErasedApp: Send + Sync {
+    fn apply_json(&mut self, index: u64, command: &str) -> Result<String, String>;
+    fn query_json(&self, query: &str) -> Result<String, String>;
+    fn snapshot_bytes(&self) -> Result<Vec<u8>, String>;
+    fn restore_bytes(&mut self, bytes: &[u8]) -> Result<(), String>;
+}
+
+impl<S: AppStateMachine> ErasedApp for S {
+    fn apply_json(&mut self, index: u64, command: &str) -> Result<String, String> {
+        let command: S::Command = serde_json::from_str(command)
+            .map_err(|e| format!("undecodable command at index {index}: {e}"))?;
+        let response = self.apply(index, command);
+        serde_json::to_string(&response).map_err(|e| format!("unencodable response: {e}"))
+    }
+
+    fn query_json(&self, query: &str) -> Result<String, String> {
+        let query: S::Query =
+            serde_json::from_str(query).map_err(|e| format!("undecodable query: {e}"))?;
+        serde_json::to_string(&self.query(&query)).map_err(|e| format!("unencodable answer: {e}"))
+    }
+
+    fn snapshot_bytes(&self) -> Result<Vec<u8>, String> {
+        self.snapshot()
+    }
+
+    fn restore_bytes(&mut self, bytes: &[u8]) -> Result<(), String> {
+        self.restore(bytes)
+    }
+}
+
+/// How many answered serials are remembered per client for de-duplication.
+const SESSION_WINDOW: usize = 1024;
+/// How many clients are remembered; the least recently active is forgotten first.
+const MAX_SESSIONS: usize = 4096;
+
+/// Answers remembered for one client: serial -> reply.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Session {
+    last_index: u64,
+    replies: BTreeMap<u64, Reply>,
+}
+
+/// Everything besides the application state that a snapshot must carry.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Envelope {
+    last_applied: Option<LogIdOf<TypeConfig>>,
+    last_membership: StoredMembershipOf<TypeConfig>,
+    sessions: HashMap<u64, Session>,
+}
+
+pub(crate) struct SmInner {
+    app: Box<dyn ErasedApp>,
+    env: Envelope,
+    snapshots_built: u64,
+}
+
+impl SmInner {
+    fn apply_request(&mut self, index: u64, req: &Request) -> Reply {
+        if let Some(session) = self.env.sessions.get(&req.client) {
+            if let Some(reply) = session.replies.get(&req.serial) {
+                tracing::debug!(
+                    client = req.client,
+                    serial = req.serial,
+                    "duplicate proposal not re-applied"
+                );
+                return reply.clone();
+            }
+        }
+        let reply = Reply {
+            result: self.app.apply_json(index, &req.payload),
+        };
+        let session = self.env.sessions.entry(req.client).or_default();
+        session.last_index = index;
+        session.replies.insert(req.serial, reply.clone());
+        while session.replies.len() > SESSION_WINDOW {
+            session.replies.pop_first();
+        }
+        if self.env.sessions.len() > MAX_SESSIONS {
+            // Deterministic: the session with the oldest activity (ties by client id).
+            if let Some(oldest) = self
+                .env
+                .sessions
+                .iter()
+                .min_by_key(|(client, s)| (s.last_index, **client))
+                .map(|(client, _)| *client)
+            {
+                self.env.sessions.remove(&oldest);
+            }
+        }
+        reply
+    }
+
+    pub(crate) fn query(&self, query: &str) -> Result<String, String> {
+        self.app.query_json(query)
+    }
+
+    pub(crate) fn last_applied_index(&self) -> Option<u64> {
+        self.env.last_applied.as_ref().map(|l| l.index)
+    }
+}
+
+/// The openraft state machine around an application state machine.
+#[derive(Clone)]
+pub struct StateMachineStore {
+    inner: Arc<RwLock<SmInner>>,
+    dir: PathBuf,
+}
+
+const MAGIC: &[u8; 8] = b"RRSNAP01";
+const SNAPSHOT_FILE: &str = "current.snap";
+
+fn invalid(msg: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.into())
+}
+
+fn encode_snapshot(env: &Envelope, app: &[u8]) -> io::Result<Vec<u8>> {
+    let header = serde_json::to_vec(env).map_err(|e| invalid(e.to_string()))?;
+    let header_len =
+        u32::try_from(header.len()).map_err(|_| invalid("snapshot envelope over 4 GiB"))?;
+    let mut out = Vec::with_capacity(8 + 4 + header.len() + app.len() + 4);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&header_len.to_le_bytes());
+    out.extend_from_slice(&header);
+    out.extend_from_slice(app);
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    Ok(out)
+}
+
+fn decode_snapshot(bytes: &[u8]) -> io::Result<(Envelope, &[u8])> {
+    if bytes.len() < 16 || &bytes[..8] != MAGIC {
+        return Err(invalid(
+            "not a Rocketraft snapshot (bad magic or too short)",
+        ));
+    }
+    let (body, crc_bytes) = bytes.split_at(bytes.len() - 4);
+    let mut crc = [0u8; 4];
+    crc.copy_from_slice(crc_bytes);
+    if crc32fast::hash(body) != u32::from_le_bytes(crc) {
+        return Err(invalid("snapshot checksum mismatch"));
+    }
+    let mut len = [0u8; 4];
+    len.copy_from_slice(&body[8..12]);
+    let header_len = u32::from_le_bytes(len) as usize;
+    let header_end = 12usize
+        .checked_add(header_len)
+        .filter(|end| *end <= body.len())
+        .ok_or_else(|| invalid("snapshot envelope length out of range"))?;
+    let env: Envelope = serde_json::from_slice(&body[12..header_end])
+        .map_err(|e| invalid(format!("snapshot envelope: {e}")))?;
+    Ok((env, &body[header_end..]))
+}
+
+fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, dir.join(name))?;
+    fs::File::open(dir)?.sync_all()
+}
+
+impl StateMachineStore {
+    /// Opens the state machine, restoring `app` from the snapshot in `dir` if there is one.
+    pub(crate) fn open(dir: &Path, mut app: Box<dyn ErasedApp>) -> io::Result<Self> {
+        fs::create_dir_all(dir)?;
+        let path = dir.join(SNAPSHOT_FILE);
+        let mut env = Envelope::default();
+        match fs::read(&path) {
+            Ok(bytes) => {
+                let (e, app_bytes) = decode_snapshot(&bytes)
+                    .map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+                app.restore_bytes(app_bytes)
+                    .map_err(|e| invalid(format!("{}: restoring state: {e}", path.display())))?;
+                tracing::info!(last_applied = ?e.last_applied, "state machine restored from snapshot");
+                env = e;
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        Ok(StateMachineStore {
+            inner: Arc::new(RwLock::new(SmInner {
+                app,
+                env,
+                snapshots_built: 0,
+            })),
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    pub(crate) fn shared(&self) -> Arc<RwLock<SmInner>> {
+        self.inner.clone()
+    }
+
+    fn stored_snapshot(&self) -> io::Result<Option<SnapshotOf<TypeConfig, Vec<u8>>>> {
+        let bytes = match fs::read(self.dir.join(SNAPSHOT_FILE)) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let (env, _) = decode_snapshot(&bytes)?;
+        Ok(Some(Snapshot {
+            meta: SnapshotMeta {
+                last_log_id: env.last_applied,
+                last_membership: env.last_membership,
+            },
+            snapshot: bytes,
+        }))
+    }
+}
+
+/// Builds a snapshot of the state at the moment it was created.
+pub struct SnapshotBuilder {
+    store: StateMachineStore,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    type SnapshotData = Vec<u8>;
+
+    async fn build_snapshot(&mut self) -> Result<SnapshotOf<TypeConfig, Vec<u8>>, io::Error> {
+        let (env, bytes) = {
+            let mut inner = self.store.inner.write();
+            inner.snapshots_built += 1;
+            let app = inner.app.snapshot_bytes().map_err(invalid)?;
+            let env = inner.env.clone();
+            let bytes = encode_snapshot(&env, &app)?;
+            (env, bytes)
+        };
+        let dir = self.store.dir.clone();
+        let to_write = bytes.clone();
+        tokio::task::spawn_blocking(move || write_atomically(&dir, SNAPSHOT_FILE, &to_write))
+            .await
+            .map_err(io::Error::other)??;
+        tracing::info!(last_applied = ?env.last_applied, bytes = bytes.len(), "snapshot built");
+        Ok(Snapshot {
+            meta: SnapshotMeta {
+                last_log_id: env.last_applied,
+                last_membership: env.last_membership,
+            },
+            snapshot: bytes,
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotData = Vec<u8>;
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogIdOf<TypeConfig>>, StoredMembershipOf<TypeConfig>), io::Error> {
+        let inner = self.inner.read();
+        Ok((inner.env.last_applied, inner.env.last_membership.clone()))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+    {
+        while let Some(item) = entries.next().await {
+            let (entry, responder) = item?;
+            let reply = {
+                let mut inner = self.inner.write();
+                inner.env.last_applied = Some(entry.log_id);
+                match entry.payload {
+                    EntryPayload::Blank => Reply::empty(),
+                    EntryPayload::Normal(ref req) => inner.apply_request(entry.log_id.index, req),
+                    EntryPayload::Membership(m) => {
+                        inner.env.last_membership = StoredMembership::new(Some(entry.log_id), m);
+                        Reply::empty()
+                    }
+                }
+            };
+            if let Some(responder) = responder {
+                responder.send(reply);
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder {
+            store: self.clone(),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMetaOf<TypeConfig>,
+        snapshot: Vec<u8>,
+    ) -> Result<(), io::Error> {
+        let (env, app_bytes) = decode_snapshot(&snapshot)?;
+        if env.last_applied != meta.last_log_id {
+            return Err(invalid(format!(
+                "snapshot body is at {:?} but its meta says {:?}",
+                env.last_applied, meta.last_log_id
+            )));
+        }
+        // Persist first: if restoring fails the old state stays, and after a crash the new
+        // snapshot is what the node restarts from.
+        let dir = self.dir.clone();
+        let bytes = snapshot.clone();
+        tokio::task::spawn_blocking(move || write_atomically(&dir, SNAPSHOT_FILE, &bytes))
+            .await
+            .map_err(io::Error::other)??;
+        let mut inner = self.inner.write();
+        inner.app.restore_bytes(app_bytes).map_err(invalid)?;
+        inner.env = env;
+        tracing::info!(last_applied = ?meta.last_log_id, "snapshot installed");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<SnapshotOf<TypeConfig, Vec<u8>>>, io::Error> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.stored_snapshot())
+            .await
+            .map_err(io::Error::other)?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_codec_round_trips_and_detects_corruption() {
+        let mut env = Envelope::default();
+        env.sessions.insert(7, Session::default());
+        let bytes = encode_snapshot(&env, b"app-state").expect("encode");
+        let (back, app) = decode_snapshot(&bytes).expect("decode");
+        assert!(back.sessions.contains_key(&7));
+        assert_eq!(app, b"app-state");
+        for i in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x40;
+            assert!(decode_snapshot(&bad).is_err(), "flip at {i} undetected");
+        }
+        assert!(decode_snapshot(&bytes[..bytes.len() - 1]).is_err());
+    }
+
+    /// Adds its command to a counter.
+    #[derive(Default)]
+    struct Counter(i64);
+
+    impl AppStateMachine for Counter {
+        type Command = i64;
+        type Response = i64;
+        type Query = ();
+        type QueryResponse = i64;
+        fn apply(&mut self, _index: u64, command: i64) -> i64 {
+            self.0 += command;
+            self.0
+        }
+        fn query(&self, _: &()) -> i64 {
+            self.0
+        }
+        fn snapshot(&self) -> Result<Vec<u8>, String> {
+            Ok(self.0.to_le_bytes().to_vec())
+        }
+        fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
+            let b: [u8; 8] = bytes.try_into().map_err(|_| "8 bytes".to_string())?;
+            self.0 = i64::from_le_bytes(b);
+            Ok(())
+        }
+    }
+
+    fn inner() -> SmInner {
+        SmInner {
+            app: Box::new(Counter::default()),
+            env: Envelope::default(),
+            snapshots_built: 0,
+        }
+    }
+
+    fn req(client: u64, serial: u64, payload: &str) -> Request {
+        Request {
+            client,
+            serial,
+            payload: payload.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_retried_proposal_is_applied_once_and_answers_the_same() {
+        let mut sm = inner();
+        let first = sm.apply_request(1, &req(7, 1, "5"));
+        assert_eq!(first.result, Ok("5".to_string()));
+        // The same (client, serial) committed again, e.g. a forwarded retry after a timeout.
+        let again = sm.apply_request(2, &req(7, 1, "5"));
+        assert_eq!(again, first);
+        // Out-of-order serials of one client are each applied once.
+        assert_eq!(
+            sm.apply_request(3, &req(7, 3, "1")).result,
+            Ok("6".to_string())
+        );
+        assert_eq!(
+            sm.apply_request(4, &req(7, 2, "1")).result,
+            Ok("7".to_string())
+        );
+        assert_eq!(
+            sm.apply_request(5, &req(7, 3, "1")).result,
+            Ok("6".to_string())
+        );
+        // Another client with the same serial is a different proposal.
+        assert_eq!(
+            sm.apply_request(6, &req(8, 1, "5")).result,
+            Ok("12".to_string())
+        );
+        assert_eq!(sm.query("null"), Ok("12".to_string()));
+        // An undecodable command is answered with an error, deterministically, and changes nothing.
+        let bad = sm.apply_request(7, &req(9, 1, "not json"));
+        assert!(bad.result.is_err());
+        assert_eq!(sm.query("null"), Ok("12".to_string()));
+    }
+
+    #[test]
+    fn the_session_table_is_bounded() {
+        let mut sm = inner();
+        for serial in 1..=(SESSION_WINDOW as u64 + 10) {
+            sm.apply_request(serial, &req(1, serial, "1"));
+        }
+        assert_eq!(sm.env.sessions[&1].replies.len(), SESSION_WINDOW);
+        for client in 0..(MAX_SESSIONS as u64 + 5) {
+            sm.apply_request(10_000 + client, &req(100 + client, 1, "0"));
+        }
+        assert!(sm.env.sessions.len() <= MAX_SESSIONS);
+    }
+}

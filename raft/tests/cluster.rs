@@ -1,0 +1,397 @@
+//! Real three-node Raft clusters on loopback (gRPC transport, RocksDB logs, snapshots on disk):
+//! forwarding, linearizable and stale reads, leader loss, restart from disk, and a wiped node
+//! replaced by a new one that catches up by snapshot.
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::Path;
+use std::time::Duration;
+use std::time::Instant;
+
+use rocketraft_raft::AdminRequest;
+use rocketraft_raft::AppStateMachine;
+use rocketraft_raft::RaftConfig;
+use rocketraft_raft::RaftNode;
+use rocketraft_raft::ReadMode;
+use serde::Deserialize;
+use serde::Serialize;
+
+/// A key-value state machine with compare-and-set.
+#[derive(Default)]
+struct Kv {
+    map: BTreeMap<String, i64>,
+    applied: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum Cmd {
+    Put(String, i64),
+    Add(String, i64),
+    Cas(String, Option<i64>, i64),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum Query {
+    Get(String),
+    Count,
+}
+
+impl AppStateMachine for Kv {
+    type Command = Cmd;
+    type Response = Result<Option<i64>, Option<i64>>;
+    type Query = Query;
+    type QueryResponse = Option<i64>;
+
+    fn apply(&mut self, index: u64, command: Cmd) -> Self::Response {
+        self.applied = index;
+        match command {
+            Cmd::Put(k, v) => Ok(self.map.insert(k, v)),
+            Cmd::Add(k, d) => {
+                let v = self.map.entry(k).or_insert(0);
+                *v += d;
+                Ok(Some(*v))
+            }
+            Cmd::Cas(k, expect, new) => {
+                let current = self.map.get(&k).copied();
+                if current == expect {
+                    self.map.insert(k, new);
+                    Ok(current)
+                } else {
+                    Err(current)
+                }
+            }
+        }
+    }
+
+    fn query(&self, query: &Query) -> Option<i64> {
+        match query {
+            Query::Get(k) => self.map.get(k).copied(),
+            Query::Count => Some(self.map.len() as i64),
+        }
+    }
+
+    fn snapshot(&self) -> Result<Vec<u8>, String> {
+        serde_json::to_vec(&self.map).map_err(|e| e.to_string())
+    }
+
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
+        self.map = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        Ok(())
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn config(id: u64, port: u16, dir: &Path, members: &BTreeMap<u64, String>) -> RaftConfig {
+    RaftConfig {
+        node_id: id,
+        listen: format!("127.0.0.1:{port}").parse().expect("addr"),
+        data_dir: dir.join(format!("node{id}")),
+        initial_members: members.clone(),
+        election_timeout_min_ms: 600,
+        election_timeout_max_ms: 1200,
+        heartbeat_interval_ms: 150,
+        rpc_timeout_ms: 1000,
+        client_timeout_ms: 15_000,
+        snapshot_logs: 40,
+        keep_logs: 5,
+        ..RaftConfig::default()
+    }
+}
+
+struct Cluster {
+    ports: BTreeMap<u64, u16>,
+    members: BTreeMap<u64, String>,
+    nodes: BTreeMap<u64, RaftNode<Kv>>,
+}
+
+impl Cluster {
+    async fn start(dir: &Path) -> Cluster {
+        let ports: BTreeMap<u64, u16> = (1..=3).map(|id| (id, free_port())).collect();
+        let members = ports
+            .iter()
+            .map(|(id, p)| (*id, format!("127.0.0.1:{p}")))
+            .collect();
+        let mut c = Cluster {
+            ports,
+            members,
+            nodes: BTreeMap::new(),
+        };
+        for id in 1..=3 {
+            c.start_node(id, dir).await;
+        }
+        c
+    }
+
+    async fn start_node(&mut self, id: u64, dir: &Path) {
+        let port = self.ports[&id];
+        let node = RaftNode::start(config(id, port, dir, &self.members), Kv::default())
+            .await
+            .expect("node starts");
+        self.nodes.insert(id, node);
+    }
+
+    async fn stop_node(&mut self, id: u64) {
+        if let Some(node) = self.nodes.remove(&id) {
+            node.shutdown().await;
+        }
+    }
+
+    async fn leader(&self, timeout: Duration) -> u64 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            for (id, node) in &self.nodes {
+                if node.is_leader() {
+                    return *id;
+                }
+            }
+            assert!(Instant::now() < deadline, "no leader within {timeout:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn wait_applied(&self, index: u64, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        for node in self.nodes.values() {
+            loop {
+                let applied = node.status().last_applied.unwrap_or(0);
+                if applied >= index {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "node {} applied {applied} < {index}",
+                    node.id()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_forward_reads_linearize_and_leader_loss_keeps_every_write() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cluster = Cluster::start(dir.path()).await;
+    let leader = cluster.leader(Duration::from_secs(20)).await;
+    let follower = *cluster
+        .nodes
+        .keys()
+        .find(|id| **id != leader)
+        .expect("a follower");
+
+    // A write on a follower is forwarded; a linearizable read on another follower sees it.
+    let f = &cluster.nodes[&follower];
+    assert_eq!(
+        f.write(&Cmd::Put("a".into(), 1)).await.expect("write"),
+        Ok(None)
+    );
+    for node in cluster.nodes.values() {
+        let v = node
+            .read(&Query::Get("a".into()), ReadMode::Linearizable)
+            .await
+            .expect("read");
+        assert_eq!(v, Some(1), "linearizable read on node {}", node.id());
+    }
+    // CAS semantics through the log.
+    assert_eq!(
+        f.write(&Cmd::Cas("a".into(), Some(1), 2))
+            .await
+            .expect("cas"),
+        Ok(Some(1))
+    );
+    assert_eq!(
+        f.write(&Cmd::Cas("a".into(), Some(1), 3))
+            .await
+            .expect("cas"),
+        Err(Some(2))
+    );
+
+    // Many acknowledged increments from every node, then kill the leader mid-stream.
+    let mut acked = 0i64;
+    for i in 0..30 {
+        let id = *cluster
+            .nodes
+            .keys()
+            .nth(i % cluster.nodes.len())
+            .expect("node");
+        cluster.nodes[&id]
+            .write(&Cmd::Add("n".into(), 1))
+            .await
+            .expect("add")
+            .expect("add applies");
+        acked += 1;
+    }
+    cluster.stop_node(leader).await;
+    let new_leader = cluster.leader(Duration::from_secs(20)).await;
+    assert_ne!(new_leader, leader);
+    // A read right after the leader change returns every acknowledged write.
+    for node in cluster.nodes.values() {
+        let v = node
+            .read(&Query::Get("n".into()), ReadMode::Linearizable)
+            .await
+            .expect("read after leader change");
+        assert_eq!(v, Some(acked));
+    }
+    // Writes continue with one node down.
+    for node in cluster.nodes.values() {
+        node.write(&Cmd::Add("n".into(), 1))
+            .await
+            .expect("add")
+            .expect("add applies");
+        acked += 1;
+    }
+    // The old leader comes back and catches up; stale reads there converge.
+    cluster.start_node(leader, dir.path()).await;
+    let last = cluster.nodes[&new_leader]
+        .status()
+        .last_log_index
+        .expect("log");
+    cluster.wait_applied(last, Duration::from_secs(20)).await;
+    let v = cluster.nodes[&leader]
+        .read(&Query::Get("n".into()), ReadMode::Stale)
+        .await
+        .expect("stale read");
+    assert_eq!(v, Some(acked));
+
+    for id in [1, 2, 3] {
+        cluster.stop_node(id).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_from_disk_and_replace_a_wiped_node_by_snapshot() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cluster = Cluster::start(dir.path()).await;
+    cluster.leader(Duration::from_secs(20)).await;
+    // Enough writes for several snapshots (every 40 entries, 5 kept).
+    for i in 0..150i64 {
+        let id = [1u64, 2, 3][(i % 3) as usize];
+        cluster.nodes[&id]
+            .write(&Cmd::Put(format!("k{i}"), i))
+            .await
+            .expect("put")
+            .expect("put applies");
+    }
+    let before: Vec<Option<i64>> = {
+        let n = &cluster.nodes[&1];
+        let mut v = Vec::new();
+        for i in 0..150 {
+            v.push(
+                n.read(&Query::Get(format!("k{i}")), ReadMode::Linearizable)
+                    .await
+                    .expect("read"),
+            );
+        }
+        v
+    };
+    let status = cluster.nodes[&1].status();
+    assert!(
+        status.snapshot.is_some(),
+        "a snapshot was built: {status:?}"
+    );
+
+    // Stop everything and restart from disk: identical state.
+    for id in [1, 2, 3] {
+        cluster.stop_node(id).await;
+    }
+    for id in [1, 2, 3] {
+        cluster.start_node(id, dir.path()).await;
+    }
+    cluster.leader(Duration::from_secs(20)).await;
+    for (i, expected) in before.iter().enumerate() {
+        let v = cluster.nodes[&2]
+            .read(&Query::Get(format!("k{i}")), ReadMode::Linearizable)
+            .await
+            .expect("read after restart");
+        assert_eq!(&v, expected, "k{i}");
+    }
+
+    // Node 3's disk dies: remove it, start a new node 4 on a fresh directory, add it. The log
+    // before the last snapshot is purged, so it can only catch up by snapshot.
+    cluster.stop_node(3).await;
+    std::fs::remove_dir_all(dir.path().join("node3")).expect("wipe node 3");
+    let answer = cluster.nodes[&1]
+        .admin(AdminRequest::Remove { id: 3 })
+        .await
+        .expect("remove 3");
+    assert!(answer.contains("committed"), "{answer}");
+    for i in 150..200i64 {
+        cluster.nodes[&1]
+            .write(&Cmd::Put(format!("k{i}"), i))
+            .await
+            .expect("put")
+            .expect("put applies");
+    }
+    let port4 = free_port();
+    cluster.ports.insert(4, port4);
+    let mut cfg4 = config(4, port4, dir.path(), &BTreeMap::new());
+    cfg4.initial_members.clear();
+    let node4 = RaftNode::start(cfg4, Kv::default())
+        .await
+        .expect("node 4 starts");
+    cluster.nodes.insert(4, node4);
+    cluster.nodes[&2]
+        .admin(AdminRequest::AddLearner {
+            id: 4,
+            addr: format!("127.0.0.1:{port4}"),
+        })
+        .await
+        .expect("add learner 4");
+    cluster.nodes[&2]
+        .admin(AdminRequest::Promote { id: 4 })
+        .await
+        .expect("promote 4");
+    let status4 = cluster.nodes[&4].status();
+    assert!(
+        status4.snapshot.is_some(),
+        "node 4 caught up by snapshot: {status4:?}"
+    );
+    assert!(status4.voters.contains_key(&4) && !status4.voters.contains_key(&3));
+    // Node 4 holds everything, read locally (stale mode: its own state machine).
+    let last = cluster.nodes[&1].status().last_log_index.expect("log");
+    cluster.wait_applied(last, Duration::from_secs(20)).await;
+    for i in 0..200i64 {
+        let v = cluster.nodes[&4]
+            .read(&Query::Get(format!("k{i}")), ReadMode::Stale)
+            .await
+            .expect("stale read");
+        assert_eq!(v, Some(i), "k{i} on node 4");
+    }
+    // The new membership tolerates losing one of the old nodes.
+    cluster.stop_node(1).await;
+    cluster.leader(Duration::from_secs(20)).await;
+    cluster.nodes[&4]
+        .write(&Cmd::Put("after".into(), 1))
+        .await
+        .expect("write with 2 of 3")
+        .expect("put applies");
+    for id in [2, 4] {
+        cluster.stop_node(id).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_directory_of_another_node_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let members = BTreeMap::from([(1, format!("127.0.0.1:{port}"))]);
+    let node = RaftNode::start(config(1, port, dir.path(), &members), Kv::default())
+        .await
+        .expect("start");
+    node.shutdown().await;
+    // Same directory, another id: refused with the fix in the message.
+    let mut cfg = config(1, free_port(), dir.path(), &members);
+    cfg.node_id = 2;
+    cfg.data_dir = dir.path().join("node1");
+    let err = RaftNode::start(cfg, Kv::default())
+        .await
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("belongs to node 1"), "{err}");
+}

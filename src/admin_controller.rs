@@ -1,0 +1,192 @@
+//! `rocketraft admin controller`: the controller quorum's status, a broker set's replicas, and
+//! Raft membership changes.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Subcommand;
+use rocketraft_controller::wire::BrokerReplicasInfo;
+use rocketraft_controller::ControllerStatus;
+use rocketraft_raft::AdminRequest;
+use rocketraft_remoting::{request_code, response_code, RemotingClient, RemotingCommand};
+
+#[derive(Subcommand)]
+pub enum ControllerCommand {
+    /// Leader, term, members and last applied index, as the controller at --controller sees them.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// A broker set's master, epochs and SyncStateSet (a linearizable read).
+    Replicas {
+        /// Broker set name (brokerName).
+        #[arg(long)]
+        broker: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Raft membership: add a learner (it catches up by log or snapshot), promote it to voter,
+    /// or remove a node. One change at a time. Talks to a controller's Raft address.
+    #[command(subcommand)]
+    Member(MemberChange),
+}
+
+#[derive(Subcommand)]
+pub enum MemberChange {
+    /// Add a new node as learner. Give a wiped node a new id: ids are never reused.
+    Add {
+        #[arg(long)]
+        id: u64,
+        /// The new node's Raft address.
+        #[arg(long)]
+        addr: String,
+        #[command(flatten)]
+        via: Via,
+    },
+    /// Promote a learner to voter.
+    Promote {
+        #[arg(long)]
+        id: u64,
+        #[command(flatten)]
+        via: Via,
+    },
+    /// Remove a voter or learner.
+    Remove {
+        #[arg(long)]
+        id: u64,
+        #[command(flatten)]
+        via: Via,
+    },
+}
+
+#[derive(clap::Args)]
+pub struct Via {
+    /// Raft (gRPC) address of any controller member; the change is forwarded to the leader.
+    #[arg(long)]
+    raft: String,
+}
+
+async fn call(
+    client: &RemotingClient,
+    addr: &str,
+    request: RemotingCommand,
+) -> anyhow::Result<RemotingCommand> {
+    let response = client
+        .invoke(addr, request, Duration::from_secs(15))
+        .await
+        .with_context(|| format!("cannot reach a controller at {addr} (pass --controller)"))?;
+    if response.code != response_code::SUCCESS {
+        bail!(
+            "controller at {addr} answered code {}: {}",
+            response.code,
+            response.remark.unwrap_or_default()
+        );
+    }
+    Ok(response)
+}
+
+pub async fn run(
+    client: &RemotingClient,
+    controller: &str,
+    command: ControllerCommand,
+) -> anyhow::Result<()> {
+    match command {
+        ControllerCommand::Status { json } => {
+            let response = call(
+                client,
+                controller,
+                RemotingCommand::request(request_code::CONTROLLER_GET_METADATA_INFO),
+            )
+            .await?;
+            let status: ControllerStatus = serde_json::from_slice(&response.body).context(
+                "the controller's status body is not Rocketraft's (is it a Rocketraft controller?)",
+            )?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+                return Ok(());
+            }
+            let r = &status.raft;
+            println!("node:          {} ({}) {}", r.id, r.addr, r.state);
+            println!("remoting:      {}", status.remoting_addr);
+            println!(
+                "leader:        {}",
+                match (r.leader, &r.leader_addr) {
+                    (Some(id), Some(a)) => format!("{id} ({a})"),
+                    (Some(id), None) => id.to_string(),
+                    _ => "none".to_string(),
+                }
+            );
+            println!("term:          {}", r.term);
+            for (id, addr) in &r.voters {
+                println!("voter:         {id} {addr}");
+            }
+            for (id, addr) in &r.learners {
+                println!("learner:       {id} {addr}");
+            }
+            let show = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+            println!("last log:      {}", show(r.last_log_index));
+            println!("committed:     {}", show(r.committed));
+            println!("last applied:  {}", show(r.last_applied));
+            println!("snapshot:      {}", show(r.snapshot));
+            println!("broker sets:   {}", status.broker_sets);
+            Ok(())
+        }
+        ControllerCommand::Replicas { broker, json } => {
+            let request = RemotingCommand::request(request_code::CONTROLLER_GET_SYNC_STATE_DATA)
+                .with_body(serde_json::to_vec(&vec![broker.clone()])?);
+            let response = call(client, controller, request).await?;
+            let info: BrokerReplicasInfo = serde_json::from_slice(&response.body)
+                .context("undecodable BrokerReplicasInfo from the controller")?;
+            let Some(set) = info.replicas_info_table.get(&broker) else {
+                bail!("the controller knows no broker set named {broker:?}");
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(set)?);
+                return Ok(());
+            }
+            println!("broker set:        {broker}");
+            println!(
+                "master:            {}",
+                match (set.master_broker_id, &set.master_address) {
+                    (Some(id), Some(a)) => format!("{id} ({a})"),
+                    (Some(id), None) => id.to_string(),
+                    _ => "none".to_string(),
+                }
+            );
+            println!("master epoch:      {}", set.master_epoch);
+            println!("SyncStateSet epoch: {}", set.sync_state_set_epoch);
+            for r in &set.in_sync_replicas {
+                println!(
+                    "in sync:           {} {} {}",
+                    r.broker_id,
+                    r.broker_address,
+                    if r.alive { "alive" } else { "not alive" }
+                );
+            }
+            for r in &set.not_in_sync_replicas {
+                println!(
+                    "not in sync:       {} {} {}",
+                    r.broker_id,
+                    r.broker_address,
+                    if r.alive { "alive" } else { "not alive" }
+                );
+            }
+            Ok(())
+        }
+        ControllerCommand::Member(change) => {
+            let (request, raft) = match change {
+                MemberChange::Add { id, addr, via } => {
+                    (AdminRequest::AddLearner { id, addr }, via.raft)
+                }
+                MemberChange::Promote { id, via } => (AdminRequest::Promote { id }, via.raft),
+                MemberChange::Remove { id, via } => (AdminRequest::Remove { id }, via.raft),
+            };
+            let answer = rocketraft_raft::remote_admin(&raft, &request, Duration::from_secs(60))
+                .await
+                .map_err(anyhow::Error::msg)
+                .with_context(|| format!("membership change through {raft}"))?;
+            println!("{answer}");
+            Ok(())
+        }
+    }
+}
