@@ -78,6 +78,15 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Namesrv(args) => {
             let config = args.load()?;
             let namesrv = NameServer::start(config).await?;
+            println!(
+                "rocketraft namesrv is ready: {}{}",
+                namesrv.local_addr(),
+                if namesrv.controller().is_some() {
+                    " (with the controller)"
+                } else {
+                    ""
+                }
+            );
             wait_for_shutdown().await;
             namesrv.shutdown().await;
             Ok(())

@@ -470,13 +470,20 @@ async fn leader_kill9_restart_all_and_a_wiped_member() {
             &raft1,
         ],
     );
-    let meta = c.metadata(&m4.remoting).await.expect("metadata of 4");
-    let status = meta.status.expect("status");
-    assert!(
-        status.raft.snapshot.is_some(),
-        "member 4 installed a snapshot: {status:?}"
-    );
-    assert!(status.raft.voters.contains_key(&4) && !status.raft.voters.contains_key(&3));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let meta = c.metadata(&m4.remoting).await.expect("metadata of 4");
+        let status = meta.status.expect("status");
+        let r = &status.raft;
+        if r.snapshot.is_some() && r.voters.contains_key(&4) && !r.voters.contains_key(&3) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "member 4 did not catch up by snapshot into the membership: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // Stop member 1: the quorum {2, 4} still answers, with the same state.
     members[0].stop();
     let replica = any(&[members[1].remoting.clone(), m4.remoting.clone()], |a| {

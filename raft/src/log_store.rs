@@ -205,6 +205,11 @@ impl<C: RaftTypeConfig> RocksLogStore<C> {
         })
     }
 
+    /// A handle that tells when the database has been closed (every clone dropped).
+    pub fn closed_watch(&self) -> std::sync::Weak<DB> {
+        Arc::downgrade(&self.db)
+    }
+
     /// The directory of the database.
     pub fn path(&self) -> &Path {
         self.db.path()

@@ -190,7 +190,6 @@ pub struct NodeStatus {
     pub last_applied: Option<u64>,
     pub snapshot: Option<u64>,
     pub purged: Option<u64>,
-    pub millis_since_quorum_ack: Option<u64>,
 }
 
 /// The type-erased node; shared by the gRPC service and the typed [`RaftNode`].
@@ -362,11 +361,10 @@ impl NodeCore {
             voters,
             learners,
             last_log_index: m.last_log_index,
-            committed: m.committed.map(|l| l.index),
+            committed: m.local_committed.map(|l| l.index),
             last_applied: m.last_applied.map(|l| l.index),
             snapshot: m.snapshot.map(|l| l.index),
             purged: m.purged.map(|l| l.index),
-            millis_since_quorum_ack: m.millis_since_quorum_ack,
         }
     }
 
@@ -534,6 +532,8 @@ pub struct RaftNode<S: AppStateMachine> {
     local_addr: SocketAddr,
     server_stop: parking_lot::Mutex<Option<oneshot::Sender<()>>>,
     server_task: parking_lot::Mutex<Option<JoinHandle<()>>>,
+    /// Dead once every handle of the log database is dropped (its lock released).
+    log_closed: std::sync::Weak<rocksdb::DB>,
     _app: PhantomData<fn() -> S>,
 }
 
@@ -601,6 +601,7 @@ impl<S: AppStateMachine> RaftNode<S> {
 
         let log_store = RocksLogStore::<TypeConfig>::open(config.data_dir.join("log"))
             .map_err(|e| startup(format!("raft log: {e}")))?;
+        let log_closed = log_store.closed_watch();
         let sm = StateMachineStore::open(&config.data_dir.join("snapshot"), Box::new(app))
             .map_err(|e| startup(format!("state machine: {e}")))?;
         let shared = sm.shared();
@@ -696,6 +697,7 @@ impl<S: AppStateMachine> RaftNode<S> {
             local_addr,
             server_stop: parking_lot::Mutex::new(Some(stop_tx)),
             server_task: parking_lot::Mutex::new(Some(server_task)),
+            log_closed,
             _app: PhantomData,
         })
     }
@@ -776,6 +778,19 @@ impl<S: AppStateMachine> RaftNode<S> {
         }
         if let Err(e) = self.core.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
+        }
+        // openraft's workers drop their log handles as they stop; wait for that so the data
+        // directory can be reopened as soon as this returns.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.log_closed.strong_count() > 0 {
+            if Instant::now() >= deadline {
+                tracing::warn!(
+                    node = self.core.id,
+                    "the raft log is still open 10 s after shutdown"
+                );
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
         tracing::info!(node = self.core.id, "raft node stopped");
     }

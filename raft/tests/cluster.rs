@@ -347,12 +347,17 @@ async fn restart_from_disk_and_replace_a_wiped_node_by_snapshot() {
         .admin(AdminRequest::Promote { id: 4 })
         .await
         .expect("promote 4");
-    let status4 = cluster.nodes[&4].status();
-    assert!(
-        status4.snapshot.is_some(),
-        "node 4 caught up by snapshot: {status4:?}"
-    );
-    assert!(status4.voters.contains_key(&4) && !status4.voters.contains_key(&3));
+    // Node 4 caught up by snapshot (the leader's log before it is purged) and learns the
+    // committed membership with the next replication round.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let s = cluster.nodes[&4].status();
+        if s.snapshot.is_some() && s.voters.contains_key(&4) && !s.voters.contains_key(&3) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node 4: {s:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // Node 4 holds everything, read locally (stale mode: its own state machine).
     let last = cluster.nodes[&1].status().last_log_index.expect("log");
     cluster.wait_applied(last, Duration::from_secs(20)).await;
