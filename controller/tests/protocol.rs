@@ -12,7 +12,9 @@ use rocketraft_controller::client::ControllerClient;
 use rocketraft_controller::heartbeat::Heartbeat;
 use rocketraft_controller::{BrokerLiveInfo, Controller, ControllerConfig};
 use rocketraft_remoting::response_code as code;
-use rocketraft_remoting::{request_code, ClientConfig, RemotingClient, RemotingCommand};
+use rocketraft_remoting::{
+    processor_fn, request_code, ClientConfig, RemotingClient, RemotingCommand, RemotingServer,
+};
 
 const CLUSTER: &str = "DefaultCluster";
 const SET: &str = "broker-a";
@@ -47,18 +49,24 @@ fn client() -> ControllerClient {
     )
 }
 
-fn broker_addr(id: i64) -> String {
-    format!("127.0.0.1:{}", 30000 + id)
+/// Broker 3 is a real Remoting server (`b3`) that records NOTIFY_BROKER_ROLE_CHANGED; the
+/// others are addresses nobody listens on.
+fn broker_addr(id: i64, b3: &str) -> String {
+    if id == 3 {
+        b3.to_string()
+    } else {
+        format!("127.0.0.1:{}", 30000 + id)
+    }
 }
 
-async fn heartbeat(c: &ControllerClient, addr: &str, id: i64, max_offset: i64) {
+async fn heartbeat(c: &ControllerClient, addr: &str, b3: &str, id: i64, max_offset: i64) {
     c.heartbeat(
         addr,
         &Heartbeat {
             cluster: CLUSTER.into(),
             broker_name: SET.into(),
             broker_id: id,
-            broker_addr: broker_addr(id),
+            broker_addr: broker_addr(id, b3),
             timeout_ms: 1500,
             info: BrokerLiveInfo::new(1, max_offset, 0),
         },
@@ -91,6 +99,24 @@ async fn raw(addr: &str, request: RemotingCommand) -> RemotingCommand {
 async fn protocol_suite(addr: &str) {
     let c = client();
     wait_ready(&c, addr).await;
+    let (notified_tx, mut notified) = tokio::sync::mpsc::unbounded_channel::<RemotingCommand>();
+    let broker3 = RemotingServer::builder()
+        .register(
+            request_code::NOTIFY_BROKER_ROLE_CHANGED,
+            processor_fn(move |_ctx, request: RemotingCommand| {
+                let tx = notified_tx.clone();
+                async move {
+                    let _ = tx.send(request);
+                    None
+                }
+            }),
+        )
+        .bind("127.0.0.1:0".parse::<std::net::SocketAddr>().expect("addr"))
+        .await
+        .expect("broker 3 listens")
+        .spawn();
+    let b3_owned = broker3.local_addr().to_string();
+    let b3 = b3_owned.as_str();
 
     // Broker ids: the first apply of a new set must be id 1.
     assert_eq!(
@@ -100,7 +126,7 @@ async fn protocol_suite(addr: &str) {
         1
     );
     let err = c
-        .apply_broker_id(addr, CLUSTER, SET, 2, &format!("{};1", broker_addr(2)))
+        .apply_broker_id(addr, CLUSTER, SET, 2, &format!("{};1", broker_addr(2, b3)))
         .await
         .expect_err("id 2 first");
     assert_eq!(err.code(), Some(code::CONTROLLER_BROKER_ID_INVALID));
@@ -111,12 +137,18 @@ async fn protocol_suite(addr: &str) {
                 .expect("next"),
             id
         );
-        c.apply_broker_id(addr, CLUSTER, SET, id, &format!("{};{id}", broker_addr(id)))
-            .await
-            .expect("apply id");
+        c.apply_broker_id(
+            addr,
+            CLUSTER,
+            SET,
+            id,
+            &format!("{};{id}", broker_addr(id, b3)),
+        )
+        .await
+        .expect("apply id");
     }
     // Re-applying with the same check code is idempotent; another code is refused.
-    c.apply_broker_id(addr, CLUSTER, SET, 2, &format!("{};2", broker_addr(2)))
+    c.apply_broker_id(addr, CLUSTER, SET, 2, &format!("{};2", broker_addr(2, b3)))
         .await
         .expect("same check code");
     let err = c
@@ -130,27 +162,28 @@ async fn protocol_suite(addr: &str) {
     let heartbeats = {
         let hb = client();
         let addr = addr.to_string();
+        let b3 = b3.to_string();
         let beating = beating.clone();
         tokio::spawn(async move {
             loop {
                 let ids = beating.lock().expect("lock").clone();
                 for id in ids {
-                    heartbeat(&hb, &addr, id, 100 * id).await;
+                    heartbeat(&hb, &addr, &b3, id, 100 * id).await;
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         })
     };
     for id in 1..=3 {
-        heartbeat(&c, addr, id, 100 * id).await;
+        heartbeat(&c, addr, b3, id, 100 * id).await;
         let r = c
-            .register_broker(addr, CLUSTER, SET, id, &broker_addr(id))
+            .register_broker(addr, CLUSTER, SET, id, &broker_addr(id, b3))
             .await
             .expect("register");
         assert_eq!(r.master_broker_id, None, "no master yet");
     }
     let err = c
-        .register_broker(addr, CLUSTER, SET, 9, &broker_addr(9))
+        .register_broker(addr, CLUSTER, SET, 9, &broker_addr(9, b3))
         .await
         .expect_err("unknown id");
     assert_eq!(
@@ -167,7 +200,10 @@ async fn protocol_suite(addr: &str) {
         (r.code, r.master_broker_id, r.master_epoch),
         (code::SUCCESS, Some(1), 1)
     );
-    assert_eq!(r.master_address.as_deref(), Some(broker_addr(1).as_str()));
+    assert_eq!(
+        r.master_address.as_deref(),
+        Some(broker_addr(1, b3).as_str())
+    );
     assert_eq!(r.sync_state_set, BTreeSet::from([1]));
     // Another broker asking: the master is alive and stays.
     let r = c
@@ -313,6 +349,22 @@ async fn protocol_suite(addr: &str) {
     assert_eq!(info.master_broker_id, Some(3));
     assert_eq!(info.master_epoch, 2);
     assert_eq!(info.sync_state_set, BTreeSet::from([3]));
+    // Broker 3 was told, oneway, that it is the master now.
+    let notice = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let n = notified.recv().await.expect("notification channel");
+            if n.ext("masterBrokerId") == Some("3") {
+                return n;
+            }
+        }
+    })
+    .await
+    .expect("NOTIFY_BROKER_ROLE_CHANGED reached broker 3");
+    assert_eq!(notice.ext("masterEpoch"), Some("2"));
+    assert_eq!(notice.ext("masterAddress"), Some(b3));
+    let body: serde_json::Value = serde_json::from_slice(&notice.body).expect("SyncStateSet body");
+    assert_eq!(body["syncStateSet"], serde_json::json!([3]));
+    broker3.shutdown().await;
     // The deposed master's AlterSyncStateSet is fenced.
     let err = c
         .alter_sync_state_set(addr, SET, 1, 1, &BTreeSet::from([1, 2]), 2)
