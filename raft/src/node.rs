@@ -221,6 +221,14 @@ fn random_u64() -> u64 {
 
 type LeaderHint = Option<(NodeId, String)>;
 
+/// The peer RPCs that carry forwarded client requests.
+#[derive(Clone, Copy)]
+enum Forward {
+    Write,
+    Read,
+    Admin,
+}
+
 impl NodeCore {
     fn leader_hint(&self, id: Option<NodeId>, node: Option<BasicNode>) -> LeaderHint {
         let id = id?;
@@ -246,23 +254,53 @@ impl NodeCore {
         leader.and_then(|id| self.member_addr(id).map(|a| (id, a)))
     }
 
+    fn write_error(
+        &self,
+        e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>,
+    ) -> RaftClientError {
+        match e {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+                RaftClientError::NotLeader {
+                    leader: self.leader_hint(f.leader_id, f.leader_node),
+                }
+            }
+            RaftError::APIError(ClientWriteError::LogEntryDiscarded(f)) => {
+                RaftClientError::Discarded {
+                    leader: self.leader_hint(f.leader_id, f.leader_node),
+                }
+            }
+            RaftError::APIError(e) => RaftClientError::Membership(e.to_string()),
+            RaftError::Fatal(f) => RaftClientError::Fatal(f.to_string()),
+        }
+    }
+
+    /// Sends a request to the leader's peer server, which runs it locally.
+    async fn forward<Req: Serialize, T: serde::de::DeserializeOwned>(
+        &self,
+        rpc: Forward,
+        addr: String,
+        remaining: Duration,
+        req: &Req,
+    ) -> Result<Result<T, RaftClientError>, tonic::Status> {
+        let mut client =
+            peer_client(channel(&addr, self.rpc_timeout).map_err(tonic::Status::unavailable)?);
+        let mut r = tonic::Request::new(to_blob(req).map_err(tonic::Status::internal)?);
+        r.set_timeout(remaining);
+        let resp = match rpc {
+            Forward::Write => client.write(r).await?,
+            Forward::Read => client.read(r).await?,
+            Forward::Admin => client.admin(r).await?,
+        };
+        from_blob(resp.get_ref()).map_err(tonic::Status::internal)
+    }
+
     /// Proposes on this node only (no forwarding).
     pub(crate) async fn write_local(&self, req: Request) -> Result<Reply, RaftClientError> {
-        match self.raft.client_write(req).await {
-            Ok(resp) => Ok(resp.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(RaftClientError::NotLeader {
-                    leader: self.leader_hint(f.leader_id, f.leader_node),
-                })
-            }
-            Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(f))) => {
-                Err(RaftClientError::Discarded {
-                    leader: self.leader_hint(f.leader_id, f.leader_node),
-                })
-            }
-            Err(RaftError::APIError(e)) => Err(RaftClientError::Membership(e.to_string())),
-            Err(RaftError::Fatal(f)) => Err(RaftClientError::Fatal(f.to_string())),
-        }
+        self.raft
+            .client_write(req)
+            .await
+            .map(|resp| resp.data)
+            .map_err(|e| self.write_error(e))
     }
 
     /// Linearizable read on this node only (it must be the leader).
@@ -318,21 +356,9 @@ impl NodeCore {
                 self.raft.change_membership(change, false).await
             }
         };
-        match result {
-            Ok(resp) => Ok(format!("{req:?} committed at {}", resp.log_id)),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(RaftClientError::NotLeader {
-                    leader: self.leader_hint(f.leader_id, f.leader_node),
-                })
-            }
-            Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(f))) => {
-                Err(RaftClientError::Discarded {
-                    leader: self.leader_hint(f.leader_id, f.leader_node),
-                })
-            }
-            Err(RaftError::APIError(e)) => Err(RaftClientError::Membership(e.to_string())),
-            Err(RaftError::Fatal(f)) => Err(RaftClientError::Fatal(f.to_string())),
-        }
+        result
+            .map(|resp| format!("{req:?} committed at {}", resp.log_id))
+            .map_err(|e| self.write_error(e))
     }
 
     pub(crate) fn status(&self) -> NodeStatus {
@@ -450,20 +476,7 @@ impl NodeCore {
             .route(
                 "write",
                 || self.write_local(req.clone()),
-                |addr, remaining| {
-                    let req = req.clone();
-                    async move {
-                        let mut client = peer_client(
-                            channel(&addr, self.rpc_timeout).map_err(tonic::Status::unavailable)?,
-                        );
-                        let mut r =
-                            tonic::Request::new(to_blob(&req).map_err(tonic::Status::internal)?);
-                        r.set_timeout(remaining);
-                        let resp = client.write(r).await?;
-                        from_blob::<Result<Reply, RaftClientError>>(resp.get_ref())
-                            .map_err(tonic::Status::internal)
-                    }
-                },
+                |addr, remaining| self.forward(Forward::Write, addr, remaining, &req),
             )
             .await?;
         reply.result.map_err(RaftClientError::Rejected)
@@ -484,43 +497,18 @@ impl NodeCore {
         self.route(
             "read",
             || self.read_local(&query),
-            |addr, remaining| {
-                let query = query.clone();
-                async move {
-                    let mut client = peer_client(
-                        channel(&addr, self.rpc_timeout).map_err(tonic::Status::unavailable)?,
-                    );
-                    let mut r =
-                        tonic::Request::new(to_blob(&query).map_err(tonic::Status::internal)?);
-                    r.set_timeout(remaining);
-                    let resp = client.read(r).await?;
-                    from_blob::<Result<String, RaftClientError>>(resp.get_ref())
-                        .map_err(tonic::Status::internal)
-                }
-            },
+            |addr, remaining| self.forward(Forward::Read, addr, remaining, &query),
         )
         .await
     }
 
     pub(crate) async fn admin(&self, req: AdminRequest) -> Result<String, RaftClientError> {
+        // `false`: the leader runs it itself, never forwards it again.
+        let forwarded = (req.clone(), false);
         self.route(
             "admin",
             || self.admin_local(req.clone()),
-            |addr, remaining| {
-                let req = req.clone();
-                async move {
-                    let mut client = peer_client(
-                        channel(&addr, self.rpc_timeout).map_err(tonic::Status::unavailable)?,
-                    );
-                    let mut r = tonic::Request::new(
-                        to_blob(&(req, false)).map_err(tonic::Status::internal)?,
-                    );
-                    r.set_timeout(remaining);
-                    let resp = client.admin(r).await?;
-                    from_blob::<Result<String, RaftClientError>>(resp.get_ref())
-                        .map_err(tonic::Status::internal)
-                }
-            },
+            |addr, remaining| self.forward(Forward::Admin, addr, remaining, &forwarded),
         )
         .await
     }
