@@ -185,15 +185,18 @@ async fn leader_kill9_restart_all_and_a_wiped_member() {
     leader(&c, &refs, Duration::from_secs(30)).await;
     let addrs: Vec<String> = members.iter().map(|m| m.remoting.clone()).collect();
 
-    // Three brokers heartbeat every controller, as RocketMQ brokers do.
+    // Three brokers heartbeat every controller, as RocketMQ brokers do, all along (a master
+    // without heartbeats would be replaced by the controller).
     let stop_beats = Arc::new(AtomicBool::new(false));
+    let beat_targets = Arc::new(Mutex::new(addrs.clone()));
     let beats = {
-        let addrs = addrs.clone();
+        let targets = beat_targets.clone();
         let stop = stop_beats.clone();
         tokio::spawn(async move {
             let c = client(500);
             while !stop.load(Ordering::Relaxed) {
                 for id in 1..=3i64 {
+                    let addrs = targets.lock().expect("lock").clone();
                     for a in &addrs {
                         let _ = c
                             .heartbeat(
@@ -402,8 +405,6 @@ async fn leader_kill9_restart_all_and_a_wiped_member() {
     );
 
     // Stop all three, restart: identical state.
-    stop_beats.store(true, Ordering::Relaxed);
-    beats.await.expect("beats");
     let before = any(&addrs, |a| {
         let c = c.clone();
         async move { c.get_replica_info(&a, SET).await }
@@ -442,6 +443,7 @@ async fn leader_kill9_restart_all_and_a_wiped_member() {
         ],
     );
     let mut m4 = Member::new(4, root.path());
+    beat_targets.lock().expect("lock").push(m4.remoting.clone());
     let remoting_peers4 = format!("{remoting_peers},4={}", m4.remoting);
     m4.start("", &remoting_peers4, true);
     support::admin(
@@ -496,6 +498,8 @@ async fn leader_kill9_restart_all_and_a_wiped_member() {
     assert!(status_out.contains("leader:"), "{status_out}");
     let replicas_out = support::admin(&m4.remoting, &["controller", "replicas", "--broker", SET]);
     assert!(replicas_out.contains("master epoch:"), "{replicas_out}");
+    stop_beats.store(true, Ordering::Relaxed);
+    beats.await.expect("beats");
     members[1].stop();
     m4.stop();
 }

@@ -372,6 +372,28 @@ async fn protocol_suite(addr: &str) {
         .expect_err("stale master");
     assert_eq!(err.code(), Some(code::CONTROLLER_INVALID_MASTER));
 
+    // CLEAN_BROKER_DATA: the dead old master's id goes; a malformed id list is refused.
+    let err = c
+        .clean_broker_data(addr, CLUSTER, SET, Some("1;x"), false)
+        .await
+        .expect_err("malformed ids");
+    assert_eq!(
+        err.code(),
+        Some(code::CONTROLLER_INVALID_CLEAN_BROKER_METADATA)
+    );
+    c.clean_broker_data(addr, CLUSTER, SET, Some("1"), false)
+        .await
+        .expect("clean dead broker 1");
+    let data = c.get_sync_state_data(addr, &[SET]).await.expect("state");
+    let table = &data.replicas_info_table[SET];
+    let ids: BTreeSet<i64> = table
+        .in_sync_replicas
+        .iter()
+        .chain(&table.not_in_sync_replicas)
+        .map(|r| r.broker_id)
+        .collect();
+    assert_eq!(ids, BTreeSet::from([2, 3]));
+
     // Metadata names the leader and the peers in Java's format.
     let m = c.metadata(addr).await.expect("metadata");
     assert!(m.is_leader);

@@ -200,6 +200,8 @@ pub(crate) struct NodeCore {
     pub(crate) sm: Arc<RwLock<SmInner>>,
     client: u64,
     serial: AtomicU64,
+    /// Channels to peers for forwarded requests, by address.
+    channels: parking_lot::Mutex<std::collections::HashMap<String, tonic::transport::Channel>>,
     rpc_timeout: Duration,
     client_timeout: Duration,
 }
@@ -274,6 +276,17 @@ impl NodeCore {
         }
     }
 
+    /// A reused (HTTP/2 multiplexed) channel to a peer.
+    fn channel_to(&self, addr: &str) -> Result<tonic::transport::Channel, tonic::Status> {
+        let mut channels = self.channels.lock();
+        if let Some(c) = channels.get(addr) {
+            return Ok(c.clone());
+        }
+        let c = channel(addr, self.rpc_timeout).map_err(tonic::Status::unavailable)?;
+        channels.insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
+
     /// Sends a request to the leader's peer server, which runs it locally.
     async fn forward<Req: Serialize, T: serde::de::DeserializeOwned>(
         &self,
@@ -282,8 +295,7 @@ impl NodeCore {
         remaining: Duration,
         req: &Req,
     ) -> Result<Result<T, RaftClientError>, tonic::Status> {
-        let mut client =
-            peer_client(channel(&addr, self.rpc_timeout).map_err(tonic::Status::unavailable)?);
+        let mut client = peer_client(self.channel_to(&addr)?);
         let mut r = tonic::Request::new(to_blob(req).map_err(tonic::Status::internal)?);
         r.set_timeout(remaining);
         let resp = match rpc {
@@ -628,6 +640,7 @@ impl<S: AppStateMachine> RaftNode<S> {
             sm: shared,
             client: random_u64(),
             serial: AtomicU64::new(0),
+            channels: parking_lot::Mutex::new(std::collections::HashMap::new()),
             rpc_timeout,
             client_timeout: Duration::from_millis(config.client_timeout_ms),
         });
