@@ -288,7 +288,7 @@ async fn leader_kill9_restart_all_and_a_wiped_member() {
                 last_seen = seen;
                 history.lock().expect("lock").reads += 1;
                 let master = info.master_broker_id.expect("a master");
-                if round % 3 == 0 {
+                if round.is_multiple_of(3) {
                     let target = [1i64, 2, 3]
                         .into_iter()
                         .find(|id| *id != master && info.sync_state_set.contains(id));

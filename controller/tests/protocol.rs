@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rocketraft_controller::client::ControllerClient;
+use rocketraft_controller::client::{ControllerCallError, ControllerClient};
 use rocketraft_controller::heartbeat::Heartbeat;
 use rocketraft_controller::{BrokerLiveInfo, Controller, ControllerConfig};
 use rocketraft_remoting::response_code as code;
@@ -224,7 +224,8 @@ async fn protocol_suite(addr: &str) {
 
     // Bad input; each leaves the state as it was.
     let before = c.get_sync_state_data(addr, &[SET]).await.expect("state");
-    let cases: Vec<(&str, Result<(i32, BTreeSet<i64>), _>, i32)> = vec![
+    type AlterResult = Result<(i32, BTreeSet<i64>), ControllerCallError>;
+    let cases: Vec<(&str, AlterResult, i32)> = vec![
         (
             "stale master epoch",
             c.alter_sync_state_set(addr, SET, 1, 0, &BTreeSet::from([1, 2]), 2)

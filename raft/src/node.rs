@@ -435,10 +435,7 @@ impl NodeCore {
             attempt += 1;
             let outcome = match &hint {
                 Some((id, _)) if *id == self.id => {
-                    match tokio::time::timeout(remaining, local()).await {
-                        Ok(r) => Some(r),
-                        Err(_) => None,
-                    }
+                    tokio::time::timeout(remaining, local()).await.ok()
                 }
                 Some((id, addr)) => {
                     match tokio::time::timeout(remaining, forward(addr.clone(), remaining))
@@ -457,13 +454,16 @@ impl NodeCore {
             };
             match outcome {
                 Some(Ok(v)) => return Ok(v),
+                // Told who leads now: go there at once.
                 Some(Err(RaftClientError::NotLeader { leader }))
-                | Some(Err(RaftClientError::Discarded { leader })) => {
-                    if leader.is_some() && leader != hint {
-                        hint = leader;
-                        continue;
-                    }
+                | Some(Err(RaftClientError::Discarded { leader }))
+                    if leader.is_some() && leader != hint =>
+                {
+                    hint = leader;
+                    continue;
                 }
+                Some(Err(RaftClientError::NotLeader { .. }))
+                | Some(Err(RaftClientError::Discarded { .. })) => {}
                 Some(Err(e)) => return Err(e),
                 None => {}
             }
