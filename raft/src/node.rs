@@ -647,7 +647,18 @@ impl<S: AppStateMachine> RaftNode<S> {
 
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let service = PeerService::new(core.clone(), config.cluster_name.clone()).into_server();
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        // Builder::tcp_nodelay applies only to listeners tonic binds itself: without NODELAY on
+        // these sockets small replies wait for delayed ACKs (tens of ms per round trip).
+        let incoming = tokio_stream::StreamExt::map(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            |stream| {
+                stream.inspect(|s| {
+                    if let Err(e) = s.set_nodelay(true) {
+                        tracing::debug!(error = %e, "TCP_NODELAY not set");
+                    }
+                })
+            },
+        );
         let server_task = tokio::spawn(async move {
             let result = tonic::transport::Server::builder()
                 .tcp_nodelay(true)
