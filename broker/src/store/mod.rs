@@ -23,6 +23,7 @@ mod commitlog;
 pub mod config;
 pub mod consume_queue;
 mod dispatch;
+pub mod epoch;
 pub mod error;
 mod flush;
 pub mod mapped_file;
