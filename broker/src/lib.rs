@@ -9,6 +9,7 @@
 
 pub mod client_manager;
 pub mod config;
+pub mod controller_link;
 pub mod processor;
 mod register;
 pub mod stats;
