@@ -112,22 +112,21 @@ impl ControllerClient {
     }
 
     fn master_info(response: &RemotingCommand) -> Result<MasterInfo, ControllerCallError> {
-        let set: Option<SyncStateSetBody> = if response.body.is_empty() {
+        /// `SyncStateSet`, or `ElectMasterResponseBody` (which carries no epoch).
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct SetBody {
+            #[serde(default)]
+            sync_state_set: BTreeSet<i64>,
+            sync_state_set_epoch: Option<i32>,
+        }
+        let body: Option<SetBody> = if response.body.is_empty() {
             None
         } else {
-            serde_json::from_slice::<serde_json::Value>(&response.body)
-                .ok()
-                .and_then(|v| {
-                    let ids = v.get("syncStateSet")?.clone();
-                    let sync_state_set: BTreeSet<i64> = serde_json::from_value(ids).ok()?;
-                    Some(SyncStateSetBody {
-                        sync_state_set,
-                        sync_state_set_epoch: v
-                            .get("syncStateSetEpoch")
-                            .and_then(|e| e.as_i64())
-                            .unwrap_or(0) as i32,
-                    })
-                })
+            Some(
+                serde_json::from_slice(&response.body)
+                    .map_err(|e| ControllerCallError::Decode(format!("SyncStateSet body: {e}")))?,
+            )
         };
         Ok(MasterInfo {
             code: response.code,
@@ -137,9 +136,9 @@ impl ControllerClient {
             sync_state_set_epoch: response
                 .ext("syncStateSetEpoch")
                 .and_then(|v| v.parse().ok())
-                .or(set.as_ref().map(|s| s.sync_state_set_epoch))
+                .or(body.as_ref().and_then(|b| b.sync_state_set_epoch))
                 .unwrap_or(0),
-            sync_state_set: set.map(|s| s.sync_state_set).unwrap_or_default(),
+            sync_state_set: body.map(|b| b.sync_state_set).unwrap_or_default(),
         })
     }
 

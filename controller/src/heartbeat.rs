@@ -87,14 +87,6 @@ impl HeartbeatTracker {
         out
     }
 
-    /// The address a broker last reported.
-    pub fn address(&self, broker_name: &str, broker_id: i64) -> Option<String> {
-        self.table
-            .lock()
-            .get(&(broker_name.to_string(), broker_id))
-            .map(|e| e.heartbeat.broker_addr.clone())
-    }
-
     /// Removes and returns the brokers whose heartbeat timed out by `now_ms`.
     pub fn take_expired(&self, now_ms: u64) -> Vec<Expired> {
         let mut table = self.table.lock();

@@ -237,20 +237,33 @@ impl Controller {
 
     /// Runs a state-changing request through the Raft log.
     pub async fn execute(&self, request: ControllerRequest) -> CommandResult {
+        self.execute_elect_aware(request).await.0
+    }
+
+    /// [`Controller::execute`], plus, after an election, the new master's broker set (read once,
+    /// for both the brokers' notification and the `BrokerMemberGroup` of the answer).
+    pub(crate) async fn execute_elect_aware(
+        &self,
+        request: ControllerRequest,
+    ) -> (CommandResult, Option<wire::BrokerMemberGroup>) {
         let command = ControllerCommand {
             alive: self.alive_for(&request),
             policy: self.policy(),
             request,
         };
-        let result = self.node.write(&command).await.map_err(raft_error)?;
+        let result = match self.node.write(&command).await {
+            Ok(result) => result,
+            Err(e) => return (Err(raft_error(e)), None),
+        };
+        let mut group = None;
         if let (Ok(ControllerResponse::ElectMaster(r)), ControllerRequest::ElectMaster(req)) =
             (&result, &command.request)
         {
             if r.outcome == ElectOutcome::Elected {
-                self.notify_role_changed(&req.broker_name).await;
+                group = self.after_election(&req.broker_name).await;
             }
         }
-        result
+        (result, group)
     }
 
     /// Answers a read-only request, linearizably unless `stale_reads` is configured.
@@ -369,10 +382,29 @@ impl Controller {
         }
     }
 
-    /// The ids and addresses of a broker set (linearizable read).
-    pub(crate) async fn member_group(&self, broker_name: &str) -> Option<wire::BrokerMemberGroup> {
+    /// After an election: reads the set once (linearizably), tells every broker of the set its
+    /// new role (oneway, best effort: brokers also poll; in the background, so a dead broker
+    /// does not delay the answer), and returns the set's ids and addresses.
+    async fn after_election(&self, broker_name: &str) -> Option<wire::BrokerMemberGroup> {
         let (state, _) = self.state(ReadMode::Linearizable).await.ok()?;
         let set = state.broker_set(broker_name)?;
+        if self.config.notify_broker_role_changed {
+            let request = wire::notify_broker_role_changed(set);
+            let addrs: Vec<String> = set
+                .replica_info
+                .broker_id_info
+                .values()
+                .map(|b| b.address.clone())
+                .collect();
+            let notifier = self.notifier.clone();
+            tokio::spawn(async move {
+                for addr in addrs {
+                    if let Err(e) = notifier.invoke_oneway(&addr, request.clone()).await {
+                        tracing::debug!(%addr, error = %e, "NOTIFY_BROKER_ROLE_CHANGED not delivered");
+                    }
+                }
+            });
+        }
         Some(wire::BrokerMemberGroup {
             cluster: set.replica_info.cluster.clone(),
             broker_name: broker_name.to_string(),
@@ -383,35 +415,6 @@ impl Controller {
                 .map(|(id, b)| (*id, b.address.clone()))
                 .collect(),
         })
-    }
-
-    /// Tells every broker of the set its new role (oneway, best effort: brokers also poll).
-    /// The sends run in the background so a dead broker does not delay the election's answer.
-    async fn notify_role_changed(&self, broker_name: &str) {
-        if !self.config.notify_broker_role_changed {
-            return;
-        }
-        let Ok((state, _)) = self.state(ReadMode::Linearizable).await else {
-            return;
-        };
-        let Some(set) = state.broker_set(broker_name) else {
-            return;
-        };
-        let request = wire::notify_broker_role_changed(set);
-        let addrs: Vec<String> = set
-            .replica_info
-            .broker_id_info
-            .values()
-            .map(|b| b.address.clone())
-            .collect();
-        let notifier = self.notifier.clone();
-        tokio::spawn(async move {
-            for addr in addrs {
-                if let Err(e) = notifier.invoke_oneway(&addr, request.clone()).await {
-                    tracing::debug!(%addr, error = %e, "NOTIFY_BROKER_ROLE_CHANGED not delivered");
-                }
-            }
-        });
     }
 
     /// Stops serving, then the Raft node.

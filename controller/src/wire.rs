@@ -218,6 +218,15 @@ pub fn decode_request(cmd: &RemotingCommand) -> Result<ControllerRequest, Contro
     })
 }
 
+fn set_master(out: &mut RemotingCommand, id: Option<i64>, addr: Option<&str>) {
+    if let Some(id) = id {
+        out.set_ext("masterBrokerId", id);
+    }
+    if let Some(addr) = addr {
+        out.set_ext("masterAddress", addr);
+    }
+}
+
 /// Encodes a handler's answer as the Remoting response to `req`.
 pub fn encode_response(req: &RemotingCommand, response: &ControllerResponse) -> RemotingCommand {
     let code = response.code();
@@ -235,12 +244,7 @@ pub fn encode_response(req: &RemotingCommand, response: &ControllerResponse) -> 
         ControllerResponse::RegisterBroker(r) => {
             out.set_ext("clusterName", &r.cluster);
             out.set_ext("brokerName", &r.broker_name);
-            if let Some(id) = r.master_broker_id {
-                out.set_ext("masterBrokerId", id);
-            }
-            if let Some(addr) = &r.master_address {
-                out.set_ext("masterAddress", addr);
-            }
+            set_master(&mut out, r.master_broker_id, r.master_address.as_deref());
             if let Some(epoch) = r.master_epoch {
                 out.set_ext("masterEpoch", epoch);
             }
@@ -251,12 +255,7 @@ pub fn encode_response(req: &RemotingCommand, response: &ControllerResponse) -> 
             }));
         }
         ControllerResponse::ElectMaster(r) => {
-            if let Some(id) = r.master_broker_id {
-                out.set_ext("masterBrokerId", id);
-            }
-            if let Some(addr) = &r.master_address {
-                out.set_ext("masterAddress", addr);
-            }
+            set_master(&mut out, r.master_broker_id, r.master_address.as_deref());
             out.set_ext("masterEpoch", r.master_epoch);
             out.set_ext("syncStateSetEpoch", r.sync_state_set_epoch);
             out = out.with_body(json(&ElectMasterResponseBody {
@@ -272,12 +271,7 @@ pub fn encode_response(req: &RemotingCommand, response: &ControllerResponse) -> 
             }));
         }
         ControllerResponse::GetReplicaInfo(r) => {
-            if let Some(id) = r.master_broker_id {
-                out.set_ext("masterBrokerId", id);
-            }
-            if let Some(addr) = &r.master_address {
-                out.set_ext("masterAddress", addr);
-            }
+            set_master(&mut out, r.master_broker_id, r.master_address.as_deref());
             out.set_ext("masterEpoch", r.master_epoch);
             out = out.with_body(json(&SyncStateSetBody {
                 sync_state_set: r.sync_state_set.clone(),
@@ -411,25 +405,19 @@ impl ControllerProcessor {
             }
             _ => {
                 let request = decode_request(cmd)?;
-                let result = match request {
+                let (result, group) = match request {
                     ControllerRequest::GetReplicaInfo(_)
-                    | ControllerRequest::GetSyncStateData(_) => c.read(request).await,
-                    other => c.execute(other).await,
-                }?;
+                    | ControllerRequest::GetSyncStateData(_) => (c.read(request).await, None),
+                    other => c.execute_elect_aware(other).await,
+                };
+                let result = result?;
                 let mut out = encode_response(cmd, &result);
-                if let ControllerResponse::ElectMaster(r) = &result {
-                    if r.outcome == crate::handler::ElectOutcome::Elected {
-                        // The new master's set, for the broker's BrokerMemberGroup.
-                        if let Some(group) = c
-                            .member_group(cmd.ext("brokerName").unwrap_or_default())
-                            .await
-                        {
-                            out = out.with_body(json(&ElectMasterResponseBody {
-                                broker_member_group: Some(group),
-                                sync_state_set: r.sync_state_set.clone(),
-                            }));
-                        }
-                    }
+                if let (ControllerResponse::ElectMaster(r), Some(group)) = (&result, group) {
+                    // The new master's set, for the broker's BrokerMemberGroup.
+                    out = out.with_body(json(&ElectMasterResponseBody {
+                        broker_member_group: Some(group),
+                        sync_state_set: r.sync_state_set.clone(),
+                    }));
                 }
                 Ok(out)
             }

@@ -241,14 +241,19 @@ impl NodeCore {
         Some((id, addr))
     }
 
-    fn member_addr(&self, id: NodeId) -> Option<String> {
-        let m = self
-            .raft
+    fn membership(&self) -> Arc<openraft::alias::StoredMembershipOf<TypeConfig>> {
+        self.raft
             .metrics()
             .borrow_watched()
             .membership_config
-            .clone();
-        m.membership().get_node(&id).map(|n| n.addr.clone())
+            .clone()
+    }
+
+    fn member_addr(&self, id: NodeId) -> Option<String> {
+        self.membership()
+            .membership()
+            .get_node(&id)
+            .map(|n| n.addr.clone())
     }
 
     fn current_leader(&self) -> LeaderHint {
@@ -353,13 +358,7 @@ impl NodeCore {
                     .await
             }
             AdminRequest::Remove { id } => {
-                let m = self
-                    .raft
-                    .metrics()
-                    .borrow_watched()
-                    .membership_config
-                    .clone();
-                let is_voter = m.membership().voter_ids().any(|v| v == *id);
+                let is_voter = self.membership().membership().voter_ids().any(|v| v == *id);
                 let change = if is_voter {
                     ChangeMembers::RemoveVoters(BTreeSet::from([*id]))
                 } else {
@@ -646,7 +645,7 @@ impl<S: AppStateMachine> RaftNode<S> {
         });
 
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let service = PeerService::new(core.clone(), config.cluster_name.clone()).into_server();
+        let service = PeerService::new(core.clone()).into_server();
         // Builder::tcp_nodelay applies only to listeners tonic binds itself: without NODELAY on
         // these sockets small replies wait for delayed ACKs (tens of ms per round trip).
         let incoming = tokio_stream::StreamExt::map(
@@ -771,12 +770,6 @@ impl<S: AppStateMachine> RaftNode<S> {
     /// This node's view of itself and the cluster.
     pub fn status(&self) -> NodeStatus {
         self.core.status()
-    }
-
-    /// Runs `f` on the local state machine (a stale read, no network).
-    pub fn with_local_state<R>(&self, f: impl FnOnce(Option<u64>) -> R) -> R {
-        let inner = self.core.sm.read();
-        f(inner.last_applied_index())
     }
 
     /// Stops the peer server, then Raft (in that order, so no RPC reaches a stopped core).

@@ -39,7 +39,7 @@ fn answer<T: serde::Serialize>(v: &T) -> Result<Response<pb::Blob>, Status> {
 }
 
 impl PeerService {
-    pub(crate) fn new(core: Arc<NodeCore>, _cluster_name: String) -> Self {
+    pub(crate) fn new(core: Arc<NodeCore>) -> Self {
         PeerService { core }
     }
 

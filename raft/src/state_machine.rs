@@ -124,7 +124,6 @@ struct Envelope {
 pub(crate) struct SmInner {
     app: Box<dyn ErasedApp>,
     env: Envelope,
-    snapshots_built: u64,
 }
 
 impl SmInner {
@@ -165,10 +164,6 @@ impl SmInner {
 
     pub(crate) fn query(&self, query: &str) -> Result<String, String> {
         self.app.query_json(query)
-    }
-
-    pub(crate) fn last_applied_index(&self) -> Option<u64> {
-        self.env.last_applied.as_ref().map(|l| l.index)
     }
 }
 
@@ -254,11 +249,7 @@ impl StateMachineStore {
             Err(e) => return Err(e),
         }
         Ok(StateMachineStore {
-            inner: Arc::new(RwLock::new(SmInner {
-                app,
-                env,
-                snapshots_built: 0,
-            })),
+            inner: Arc::new(RwLock::new(SmInner { app, env })),
             dir: dir.to_path_buf(),
         })
     }
@@ -294,8 +285,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
 
     async fn build_snapshot(&mut self) -> Result<SnapshotOf<TypeConfig, Vec<u8>>, io::Error> {
         let (env, bytes) = {
-            let mut inner = self.store.inner.write();
-            inner.snapshots_built += 1;
+            let inner = self.store.inner.read();
             let app = inner.app.snapshot_bytes().map_err(invalid)?;
             let env = inner.env.clone();
             let bytes = encode_snapshot(&env, &app)?;
@@ -445,7 +435,6 @@ mod tests {
         SmInner {
             app: Box::new(Counter::default()),
             env: Envelope::default(),
-            snapshots_built: 0,
         }
     }
 
