@@ -58,6 +58,49 @@ pub struct BrokerConfig {
     /// Refuse prepared transactional messages (`rejectTransactionMessage`).
     #[serde(alias = "rejectTransactionMessage")]
     pub reject_transaction_message: bool,
+    /// Controller mode (`enableControllerMode`): the broker id, the role and the epochs come from
+    /// the controller quorum, and the CommitLog is replicated to the slaves of the broker set.
+    #[serde(alias = "enableControllerMode")]
+    pub enable_controller_mode: bool,
+    /// Controller Remoting addresses, `host:port` separated by `;` (`controllerAddr`).
+    #[serde(alias = "controllerAddr")]
+    pub controller_addr: String,
+    /// How often the broker heartbeats every controller (`controllerHeartBeatTimeoutMills` is the
+    /// timeout below; RocketMQ heartbeats every 1 s).
+    pub controller_heartbeat_interval_ms: u64,
+    /// A controller declares this broker dead after this long without a heartbeat
+    /// (`controllerHeartBeatTimeoutMills`, 10 s). A master stops acknowledging writes before it:
+    /// its role lease is 3/4 of this, renewed by heartbeats a majority of controllers answered.
+    #[serde(alias = "controllerHeartBeatTimeoutMills")]
+    pub controller_heartbeat_timeout_ms: u64,
+    /// How often the broker polls its replica info (`syncControllerMetadataPeriod`, 5 s); the
+    /// controller also notifies role changes at once.
+    #[serde(alias = "syncControllerMetadataPeriod")]
+    pub sync_controller_metadata_period_ms: u64,
+    /// How often the master checks its slaves and its SyncStateSet (`checkSyncStateSetPeriod`).
+    #[serde(alias = "checkSyncStateSetPeriod")]
+    pub check_sync_state_set_period_ms: u64,
+    /// A slave not caught up for this long (or disconnected) leaves the SyncStateSet
+    /// (`haMaxTimeSlaveNotCatchup`, 15 s).
+    #[serde(alias = "haMaxTimeSlaveNotCatchup")]
+    pub ha_max_time_slave_not_catchup_ms: u64,
+    /// Replicas (master included) that must hold a message before a send succeeds
+    /// (`minInSyncReplicas`, 1). The SyncStateSet never counts fewer.
+    #[serde(alias = "minInSyncReplicas")]
+    pub min_in_sync_replicas: usize,
+    /// Every SyncStateSet member must hold a message before a send succeeds
+    /// (`allAckInSyncStateSet`). Default true here (RocketMQ: false): with it, every master the
+    /// controller can elect holds every acknowledged message.
+    #[serde(alias = "allAckInSyncStateSet")]
+    pub all_ack_in_sync_state_set: bool,
+    /// Without `all_ack_in_sync_state_set`: replicas (master included) that must ack
+    /// (`inSyncReplicas`, 1).
+    #[serde(alias = "inSyncReplicas")]
+    pub in_sync_replicas: usize,
+    /// How long a send waits for its replica acks before failing with FLUSH_SLAVE_TIMEOUT
+    /// (`slaveTimeout`, 3 s).
+    #[serde(alias = "slaveTimeout")]
+    pub slave_timeout_ms: u64,
     /// The message store.
     pub store: StoreConfig,
 }
@@ -81,6 +124,17 @@ impl Default for BrokerConfig {
             max_transfer_bytes: 256 * 1024,
             client_channel_expire_ms: 120_000,
             reject_transaction_message: false,
+            enable_controller_mode: false,
+            controller_addr: String::new(),
+            controller_heartbeat_interval_ms: 1_000,
+            controller_heartbeat_timeout_ms: 10_000,
+            sync_controller_metadata_period_ms: 5_000,
+            check_sync_state_set_period_ms: 1_000,
+            ha_max_time_slave_not_catchup_ms: 15_000,
+            min_in_sync_replicas: 1,
+            all_ack_in_sync_state_set: true,
+            in_sync_replicas: 1,
+            slave_timeout_ms: 3_000,
             store: StoreConfig::default(),
         }
     }
@@ -126,6 +180,26 @@ impl BrokerConfig {
                 "register_interval_ms = {} is below 1000; RocketMQ registers every 30000",
                 self.register_interval_ms
             ));
+        }
+        if self.enable_controller_mode {
+            if self.controller_addr.trim().is_empty() {
+                return Err("enable_controller_mode needs controller_addr (host:port;host:port)"
+                    .to_string());
+            }
+            if self.controller_heartbeat_interval_ms == 0
+                || self.controller_heartbeat_interval_ms * 3 > self.controller_heartbeat_timeout_ms
+            {
+                return Err(format!(
+                    "controller_heartbeat_interval_ms = {} must be positive and at most a third of controller_heartbeat_timeout_ms = {}",
+                    self.controller_heartbeat_interval_ms, self.controller_heartbeat_timeout_ms
+                ));
+            }
+            if self.min_in_sync_replicas == 0 || self.in_sync_replicas == 0 {
+                return Err("min_in_sync_replicas and in_sync_replicas must be at least 1 (the master counts)".to_string());
+            }
+            if self.sync_controller_metadata_period_ms == 0 || self.check_sync_state_set_period_ms == 0 {
+                return Err("sync_controller_metadata_period_ms and check_sync_state_set_period_ms must be positive".to_string());
+            }
         }
         if !(1..=1024).contains(&self.max_transfer_count) {
             return Err("max_transfer_count must be within 1..=1024 (default 32)".to_string());

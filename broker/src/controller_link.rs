@@ -7,8 +7,6 @@
 //! temporary one. A crash after the apply leaves the temporary file; the next start applies the
 //! same id with the same check code again, which the controller accepts (idempotent), so an id is
 //! never applied twice under two codes. Both files are written atomically.
-//!
-//! Not wired into [`crate::Broker::start`] yet: roles, fencing and replication come with it.
 
 use std::fs;
 use std::io::Write;
@@ -93,6 +91,13 @@ fn read(path: &Path) -> Result<Option<BrokerIdentity>, LinkError> {
             source,
         }),
     }
+}
+
+/// What one heartbeat round achieved.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HeartbeatOutcome {
+    pub delivered: usize,
+    pub leader_confirmed: bool,
 }
 
 /// Talks to the controllers listed in `controllerAddr`, trying each in turn.
@@ -274,15 +279,37 @@ impl ControllerLink {
         .await
     }
 
-    /// BROKER_HEARTBEAT to every controller (each keeps its own table); returns how many took it.
-    pub async fn heartbeat_all(&self, heartbeat: &Heartbeat) -> usize {
-        let mut delivered = 0;
-        for addr in &self.controllers {
-            match self.client.heartbeat(addr, heartbeat).await {
-                Ok(()) => delivered += 1,
-                Err(e) => tracing::debug!(%addr, error = %e, "heartbeat not delivered"),
+    /// BROKER_HEARTBEAT to every controller (each keeps its own table), concurrently; returns
+    /// how many took it and whether the leader confirmed it (see [`ControllerClient::heartbeat`]).
+    pub async fn heartbeat_all(&self, heartbeat: &Heartbeat) -> HeartbeatOutcome {
+        let calls = self.controllers.iter().map(|addr| async move {
+            let r = self.client.heartbeat(addr, heartbeat).await;
+            if let Err(e) = &r {
+                tracing::debug!(%addr, error = %e, "heartbeat not delivered");
+            }
+            r
+        });
+        let mut out = HeartbeatOutcome::default();
+        for r in futures::future::join_all(calls).await {
+            if let Ok(confirmed) = r {
+                out.delivered += 1;
+                out.leader_confirmed |= confirmed;
             }
         }
-        delivered
+        out
+    }
+
+    /// Runs a call against the controllers until one answers (see `first_answer`).
+    pub async fn any<T, F, Fut>(&self, call: F) -> Result<T, LinkError>
+    where
+        F: Fn(String) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ControllerCallError>>,
+    {
+        self.first_answer(call).await
+    }
+
+    /// The controller client.
+    pub fn client(&self) -> &ControllerClient {
+        &self.client
     }
 }

@@ -10,8 +10,10 @@
 pub mod client_manager;
 pub mod config;
 pub mod controller_link;
+pub mod ha;
 pub mod processor;
 mod register;
+pub mod replica;
 pub mod stats;
 pub mod store;
 pub mod topic;
@@ -40,8 +42,40 @@ pub struct BrokerInner {
     pub clients: client_manager::ClientManager,
     pub stats: stats::BrokerStats,
     /// Fired after a topic change so the NameServers learn it without waiting 30 s.
-    pub register_trigger: Notify,
+    pub register_trigger: Arc<Notify>,
     pub boot_timestamp_ms: i64,
+    /// Replication state (controller mode only).
+    pub ha: Option<Arc<ha::HaState>>,
+    /// The controller-mode role manager (controller mode only).
+    pub replicas: Option<Arc<replica::ReplicaManager>>,
+}
+
+impl BrokerInner {
+    /// The broker id to register with the NameServers (`None`: do not register yet).
+    pub fn registered_broker_id(&self) -> Option<i64> {
+        match &self.replicas {
+            Some(r) => r.registered_id(),
+            None => Some(self.config.broker_id),
+        }
+    }
+
+    /// The ack policy of sends (controller mode).
+    pub fn ack_policy(&self) -> ha::AckPolicy {
+        ha::AckPolicy {
+            min_in_sync_replicas: self.config.min_in_sync_replicas,
+            all_ack_in_sync_state_set: self.config.all_ack_in_sync_state_set,
+            in_sync_replicas: self.config.in_sync_replicas,
+            timeout: Duration::from_millis(self.config.slave_timeout_ms),
+        }
+    }
+
+    /// The HA address slaves connect to.
+    pub fn ha_addr(&self) -> String {
+        match &self.replicas {
+            Some(r) => r.ha_addr().to_string(),
+            None => format!("{}:{}", self.advertised.ip(), self.config.ha_port),
+        }
+    }
 }
 
 /// A running broker.
@@ -91,6 +125,29 @@ impl Broker {
         let metadata = Arc::new(MetadataStore::open(&metadata_path).map_err(|e| {
             anyhow::anyhow!("cannot open metadata at {}: {e}", metadata_path.display())
         })?);
+        // Controller mode: the HA listener, the role from the controller, replication.
+        let register_trigger = Arc::new(Notify::new());
+        let (ha_state, replicas, ha_listener) = if config.enable_controller_mode {
+            let ha_bind = SocketAddr::new(listen.ip(), config.ha_port);
+            let listener = tokio::net::TcpListener::bind(ha_bind).await.map_err(|e| {
+                anyhow::anyhow!("cannot listen for replication on {ha_bind}: {e} (pick another ha_port)")
+            })?;
+            let ha_local = listener.local_addr()?;
+            let ha_addr = SocketAddr::new(advertised.ip(), ha_local.port());
+            let ha_state = ha::HaState::new(store.clone());
+            let replicas = replica::ReplicaManager::start(
+                config.clone(),
+                store.clone(),
+                ha_state.clone(),
+                advertised.to_string(),
+                ha_addr,
+                register_trigger.clone(),
+            )
+            .await?;
+            (Some(ha_state), Some(replicas), Some(listener))
+        } else {
+            (None, None, None)
+        };
         let topics = topic::TopicConfigManager::load(
             metadata.clone(),
             &config.cluster_name,
@@ -106,8 +163,10 @@ impl Broker {
             topics,
             clients: client_manager::ClientManager::default(),
             stats: stats::BrokerStats::default(),
-            register_trigger: Notify::new(),
+            register_trigger,
             boot_timestamp_ms: now_ms(),
+            ha: ha_state,
+            replicas,
         });
         if slot.set(inner.clone()).is_err() {
             anyhow::bail!("broker state initialised twice");
@@ -122,6 +181,12 @@ impl Broker {
 
         let namesrv_client = RemotingClient::new(ClientConfig::default());
         let mut tasks = Vec::new();
+        if let (Some(listener), Some(ha_state), Some(replicas)) =
+            (ha_listener, inner.ha.clone(), inner.replicas.clone())
+        {
+            tasks.push(tokio::spawn(ha::serve(listener, ha_state)));
+            tasks.extend(replicas.spawn_loops());
+        }
         register::register_all(&inner, &namesrv_client).await;
         tasks.push(tokio::spawn(register::registration_loop(
             inner.clone(),
@@ -168,6 +233,9 @@ impl Broker {
     pub async fn shutdown(self) {
         for task in &self.tasks {
             task.abort();
+        }
+        if let Some(r) = &self.inner.replicas {
+            r.stop();
         }
         self.server.shutdown().await;
         register::unregister_all(&self.inner, &self.namesrv_client).await;

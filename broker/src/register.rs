@@ -14,6 +14,10 @@ const REGISTER_TIMEOUT: Duration = Duration::from_secs(6);
 
 /// Registers with every NameServer once; returns how many accepted.
 pub async fn register_all(inner: &BrokerInner, client: &RemotingClient) -> usize {
+    let Some(broker_id) = inner.registered_broker_id() else {
+        tracing::debug!("no role from the controller yet; not registering with the NameServers");
+        return 0;
+    };
     let body = RegisterBrokerBody {
         topic_config_serialize_wrapper: inner.topics.wrapper(),
         filter_server_list: Vec::new(),
@@ -32,11 +36,8 @@ pub async fn register_all(inner: &BrokerInner, client: &RemotingClient) -> usize
             .with_ext("brokerName", inner.config.broker_name.clone())
             .with_ext("brokerAddr", inner.advertised.to_string())
             .with_ext("clusterName", inner.config.cluster_name.clone())
-            .with_ext(
-                "haServerAddr",
-                format!("{}:{}", inner.advertised.ip(), inner.config.ha_port),
-            )
-            .with_ext("brokerId", inner.config.broker_id)
+            .with_ext("haServerAddr", inner.ha_addr())
+            .with_ext("brokerId", broker_id)
             .with_ext("compressed", "false")
             .with_ext("bodyCrc32", crc)
             .with_body(body.clone());
@@ -71,7 +72,12 @@ pub async fn unregister_all(inner: &BrokerInner, client: &RemotingClient) {
             .with_ext("brokerName", inner.config.broker_name.clone())
             .with_ext("brokerAddr", inner.advertised.to_string())
             .with_ext("clusterName", inner.config.cluster_name.clone())
-            .with_ext("brokerId", inner.config.broker_id);
+            .with_ext(
+                "brokerId",
+                inner
+                    .registered_broker_id()
+                    .unwrap_or(inner.config.broker_id),
+            );
         if let Err(e) = client
             .invoke(&namesrv, request, Duration::from_secs(3))
             .await

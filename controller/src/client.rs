@@ -192,8 +192,9 @@ impl ControllerClient {
         Self::master_info(&response)
     }
 
-    /// BROKER_HEARTBEAT (904).
-    pub async fn heartbeat(&self, addr: &str, hb: &Heartbeat) -> Result<(), ControllerCallError> {
+    /// BROKER_HEARTBEAT (904). Returns whether the answering node is the leader and confirmed
+    /// it with a quorum (Rocketraft's `leaderConfirmed`; false from other controllers).
+    pub async fn heartbeat(&self, addr: &str, hb: &Heartbeat) -> Result<bool, ControllerCallError> {
         let request = RemotingCommand::request(rc::BROKER_HEARTBEAT)
             .with_ext("clusterName", &hb.cluster)
             .with_ext("brokerName", &hb.broker_name)
@@ -204,7 +205,9 @@ impl ControllerClient {
             .with_ext("maxOffset", hb.info.max_offset)
             .with_ext("confirmOffset", hb.info.confirm_offset)
             .with_ext("electionPriority", hb.info.election_priority);
-        self.call_ok(addr, request, &[]).await.map(|_| ())
+        self.call_ok(addr, request, &[])
+            .await
+            .map(|r| r.ext("leaderConfirmed") == Some("true"))
     }
 
     /// CONTROLLER_ELECT_MASTER (1002). `MASTER_STILL_EXIST` and `MASTER_NOT_AVAILABLE` are

@@ -327,9 +327,8 @@ impl Controller {
         }
     }
 
-    /// One scanner round: on the leader, elect a new master for every set whose master's
-    /// heartbeat timed out (or, after the leader has been in office for a full heartbeat
-    /// timeout, whose master never heartbeated it).
+    /// One scanner round: on a leader in office for at least a full heartbeat timeout, elect a
+    /// new master for every set whose master's heartbeat timed out (or never arrived).
     async fn scan(&self) {
         let now = rocketraft_common::time::now_ms() as u64;
         if !self.node.is_leader() {
@@ -356,9 +355,13 @@ impl Controller {
             let Some(master) = set.sync_state_info.master_broker_id else {
                 continue;
             };
+            // Only a leader in office for a full heartbeat timeout elects: a master's role lease
+            // (renewed by heartbeats this leader or an earlier one confirmed) has run out by then.
             let timed_out = expired_ids.contains(&(name.clone(), master));
-            let never_seen = settled && !self.heartbeats.is_alive(name, master, now);
-            if timed_out || never_seen {
+            if timed_out && !settled {
+                tracing::info!(broker = %name, "master heartbeat timed out; electing once this leader has been in office a full heartbeat timeout");
+            }
+            if settled && (timed_out || !self.heartbeats.is_alive(name, master, now)) {
                 to_elect.insert(name.clone(), set.replica_info.cluster.clone());
             }
         }

@@ -361,7 +361,13 @@ impl ControllerProcessor {
         match cmd.code {
             rc::BROKER_HEARTBEAT => {
                 c.heartbeat(decode_heartbeat(cmd)?);
-                Ok(cmd.response_to(response_code::SUCCESS, None))
+                // Rocketraft extension: `leaderConfirmed` tells the broker that the current
+                // leader recorded this heartbeat. A master renews its role lease only on such
+                // answers (no new master can be elected before the lease runs out).
+                let confirmed = c.node.confirm_leadership().await;
+                Ok(cmd
+                    .response_to(response_code::SUCCESS, None)
+                    .with_ext("leaderConfirmed", confirmed))
             }
             rc::CONTROLLER_GET_METADATA_INFO => {
                 let status = c.node.status();

@@ -734,6 +734,18 @@ impl<S: AppStateMachine> RaftNode<S> {
         self.core.raft.metrics().borrow_watched().current_leader == Some(self.core.id)
     }
 
+    /// Whether this node is the leader, confirmed by a quorum now (ReadIndex): true means no
+    /// other node had been elected leader when the confirmation round went out.
+    pub async fn confirm_leadership(&self) -> bool {
+        self.is_leader()
+            && self
+                .core
+                .raft
+                .ensure_linearizable(ReadPolicy::ReadIndex)
+                .await
+                .is_ok()
+    }
+
     /// The current leader's id and address, if known.
     pub fn leader(&self) -> Option<(NodeId, String)> {
         self.core.current_leader()

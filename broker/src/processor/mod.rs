@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod client;
+pub mod ha;
 pub mod offset;
 pub mod pull;
 pub mod send;
@@ -66,6 +67,9 @@ pub const HANDLED_CODES: &[i32] = &[
     request_code::GET_ALL_TOPIC_CONFIG,
     request_code::GET_BROKER_RUNTIME_INFO,
     request_code::VIEW_MESSAGE_BY_ID,
+    request_code::EXCHANGE_BROKER_HA_INFO,
+    request_code::GET_BROKER_HA_STATUS,
+    request_code::NOTIFY_BROKER_ROLE_CHANGED,
 ];
 
 /// Routes each request to its handler. The broker's state is set once the store is open (the
@@ -117,6 +121,9 @@ impl RequestProcessor for BrokerProcessor {
                 request_code::GET_ALL_TOPIC_CONFIG => admin::all_topic_config(&inner, &request),
                 request_code::GET_BROKER_RUNTIME_INFO => admin::runtime_info(&inner, &request),
                 request_code::VIEW_MESSAGE_BY_ID => admin::view_message_by_id(&inner, &request),
+                request_code::EXCHANGE_BROKER_HA_INFO => ha::exchange_ha_info(&inner, &request),
+                request_code::GET_BROKER_HA_STATUS => ha::ha_status(&inner, &request),
+                request_code::NOTIFY_BROKER_ROLE_CHANGED => ha::role_changed(&inner, &request),
                 other => Err(Refusal(
                     response_code::REQUEST_CODE_NOT_SUPPORTED,
                     format!("request code {other} is not supported by this broker"),

@@ -81,6 +81,13 @@ pub async fn handle(
     request: &RemotingCommand,
 ) -> Handled {
     let header = SendHeader::parse(request)?;
+    if let Some(ha) = &inner.ha {
+        // Fencing: only a master holding a valid role lease takes writes.
+        ha.check_writable()
+            .map_err(|e| Refusal(response_code::SERVICE_NOT_AVAILABLE, e.to_string()))?;
+        ha.check_in_sync(&inner.ack_policy())
+            .map_err(|e| Refusal(response_code::SYSTEM_ERROR, e.to_string()))?;
+    }
     validate_topic_name(&header.topic).map_err(|e| {
         Refusal(
             response_code::SYSTEM_ERROR,
@@ -185,7 +192,30 @@ pub async fn handle(
     tracing::trace!(producer_group = %header.producer_group, topic = %header.topic, queue_id, count, "send");
 
     let (code, result) = match inner.store.put_messages(to_store).await {
-        Ok(result) => (response_code::SUCCESS, result),
+        Ok(result) => match &inner.ha {
+            // Replication: the send succeeds only once the replicas the ack policy asks for
+            // hold it. Otherwise FLUSH_SLAVE_TIMEOUT (clients report a non-OK status) or, if
+            // this broker lost its mastership meanwhile, SERVICE_NOT_AVAILABLE.
+            Some(ha) => {
+                ha.on_local_append();
+                let end = result.physical_offset + result.wrote_bytes as i64;
+                match ha.wait_for_acks(end, &inner.ack_policy()).await {
+                    Ok(()) => (response_code::SUCCESS, result),
+                    Err(crate::ha::AckError::NotMaster(why)) => {
+                        return Err(Refusal(response_code::SERVICE_NOT_AVAILABLE, why))
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, end, "send not acknowledged by the replicas");
+                        return Ok(request
+                            .response_to(response_code::FLUSH_SLAVE_TIMEOUT, Some(e.to_string()))
+                            .with_ext("msgId", result.msg_id)
+                            .with_ext("queueId", queue_id)
+                            .with_ext("queueOffset", result.queue_offset));
+                    }
+                }
+            }
+            None => (response_code::SUCCESS, result),
+        },
         // Appended but not known to be durable: RocketMQ answers FLUSH_DISK_TIMEOUT with the
         // offsets, and clients report it as a non-OK send status.
         Err(StoreError::FlushDiskTimeout(result)) => (response_code::FLUSH_DISK_TIMEOUT, *result),

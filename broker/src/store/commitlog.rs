@@ -27,6 +27,8 @@ pub struct CommitLog {
     max_offset: AtomicI64,
     /// Bytes below this offset are synced to disk.
     flushed_offset: AtomicI64,
+    /// Held by `flush` and `cut`, so a flush never re-raises the flushed offset past a cut.
+    flush_lock: parking_lot::Mutex<()>,
 }
 
 impl CommitLog {
@@ -43,6 +45,7 @@ impl CommitLog {
             segments: RwLock::new(segments),
             max_offset: AtomicI64::new(end),
             flushed_offset: AtomicI64::new(flushed.min(end)),
+            flush_lock: parking_lot::Mutex::new(()),
         }
     }
 
@@ -164,8 +167,43 @@ impl CommitLog {
         message::record_store_timestamp(&head)
     }
 
+    /// Cuts the log at `offset` (writer only, readers already stopped at it by `publish`):
+    /// zeroes and syncs the rest of its segment, drops the later segments from the chain and
+    /// returns their paths for deletion.
+    pub fn cut(&self, offset: i64) -> io::Result<Vec<std::path::PathBuf>> {
+        let _guard = self.flush_lock.lock();
+        let mut removed = Vec::new();
+        let mut segs = self.segments.write();
+        while let Some(last) = segs.last() {
+            if (last.start_offset() as i64) < offset
+                || (last.start_offset() as i64 == offset && segs.len() == 1)
+            {
+                break;
+            }
+            removed.push(last.path().to_path_buf());
+            segs.pop();
+        }
+        if let Some(seg) = segs.last() {
+            let end = seg.end_offset() as i64;
+            if offset < end && offset >= seg.start_offset() as i64 {
+                let rel = (offset as u64 - seg.start_offset()) as usize;
+                // SAFETY: past the published end (the caller published `offset`); the single
+                // writer is the caller.
+                let dirtied = unsafe { seg.zero_tail(rel) };
+                if dirtied > 0 {
+                    seg.flush_range(rel, seg.size() - rel)?;
+                }
+            }
+        }
+        drop(segs);
+        self.max_offset.store(offset, Ordering::Release);
+        self.flushed_offset.fetch_min(offset, Ordering::AcqRel);
+        Ok(removed)
+    }
+
     /// Syncs every byte below `target` not yet synced. Returns whether anything was synced.
     pub fn flush(&self, target: i64) -> io::Result<bool> {
+        let _guard = self.flush_lock.lock();
         let target = target.min(self.max_offset());
         let mut from = self.flushed_offset();
         if from >= target {

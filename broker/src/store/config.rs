@@ -167,6 +167,14 @@ impl StoreConfig {
     pub fn lock_path(&self) -> PathBuf {
         self.store_root.join("lock")
     }
+    /// The epoch file (which master epoch wrote which part of the CommitLog).
+    pub fn epoch_path(&self) -> PathBuf {
+        self.store_root.join("epoch")
+    }
+    /// Present while a truncation is in progress: holds the target offset.
+    pub fn truncate_marker_path(&self) -> PathBuf {
+        self.store_root.join("truncate")
+    }
 }
 
 #[cfg(test)]

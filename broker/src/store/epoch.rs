@@ -186,15 +186,27 @@ impl EpochFile {
         master: &[EpochEntry],
         master_end: i64,
     ) -> Option<i64> {
-        for (i, local) in self.entries.iter().enumerate().rev() {
+        consistent_point(&self.entries, local_end, master, master_end)
+    }
+}
+
+/// [`EpochFile::find_consistent_point`] over plain entry lists.
+pub fn consistent_point(
+    local_entries: &[EpochEntry],
+    local_end: i64,
+    master: &[EpochEntry],
+    master_end: i64,
+) -> Option<i64> {
+    {
+        for (i, local) in local_entries.iter().enumerate().rev() {
             let Some(j) = master.iter().position(|m| m.epoch == local.epoch) else {
                 continue;
             };
             if master[j].start_offset != local.start_offset {
                 continue;
             }
-            let local_stop = Self::end_of(&self.entries, i, local_end);
-            let master_stop = Self::end_of(master, j, master_end);
+            let local_stop = EpochFile::end_of(local_entries, i, local_end);
+            let master_stop = EpochFile::end_of(master, j, master_end);
             return Some(local_stop.min(master_stop));
         }
         None

@@ -32,6 +32,13 @@ pub enum StoreError {
     Config(String),
     #[error("metadata store: {0}")]
     Metadata(String),
+    /// Replicated bytes were offered at another offset than the end of this replica's log.
+    #[error("replication offset mismatch: the log ends at {expected}, the data starts at {got}")]
+    OffsetMismatch { expected: i64, got: i64 },
+    /// Replicated bytes that cannot be appended (bad records, different segment sizes) or a
+    /// truncation that cannot be done.
+    #[error("replication: {0}")]
+    Replication(String),
     /// Another process (or another `MessageStore` in this one) holds the store's lock file.
     #[error("the store at {0} is already open")]
     AlreadyOpen(PathBuf),

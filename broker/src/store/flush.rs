@@ -163,6 +163,8 @@ impl Flusher {
 
     /// Flushes the ConsumeQueues and the CommitLog, then records how far both are on disk.
     pub fn checkpoint(&mut self) {
+        let shared = self.shared.clone();
+        let _no_truncation = shared.checkpoint_lock.lock();
         let dispatched = self.shared.dispatched.load(Ordering::Acquire);
         let queues = self.shared.cqs.all();
         let mut snapshot: Vec<(String, i32, i64)> = queues

@@ -190,6 +190,65 @@ pub(crate) struct Shared {
     pub last_store_timestamp: AtomicI64,
     /// Set after a failed sync or dispatch: the store refuses further writes.
     pub disk_error: AtomicBool,
+    /// Which master epoch wrote which part of the CommitLog.
+    pub epochs: Mutex<epoch::EpochFile>,
+    /// Held while a checkpoint is taken and while the log is truncated, so a checkpoint never
+    /// mixes offsets from before and after a cut.
+    pub checkpoint_lock: Mutex<()>,
+    /// With replication, consumers see records only below this offset (the confirm offset:
+    /// held by the in-sync replicas). Ignored unless `gated`.
+    pub confirm: AtomicI64,
+    pub gated: AtomicBool,
+}
+
+/// Test and chaos hook: when the `ROCKETRAFT_FAILPOINT` environment variable names this point,
+/// the process aborts there, the way `kill -9` would stop it (no flush, no cleanup). Used by
+/// the crash tests of truncation and segment rolls.
+pub(crate) fn failpoint(name: &str) {
+    static POINT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let point = POINT.get_or_init(|| std::env::var("ROCKETRAFT_FAILPOINT").ok());
+    if point.as_deref() == Some(name) {
+        tracing::error!(failpoint = name, "failpoint reached: aborting the process");
+        std::process::abort();
+    }
+}
+
+pub(crate) fn write_truncate_marker(config: &StoreConfig, offset: i64) -> Result<(), StoreError> {
+    let path = config.truncate_marker_path();
+    let tmp = path.with_extension("tmp");
+    let io = |e| StoreError::io(&path, e);
+    {
+        use std::io::Write;
+        let mut f = File::create(&tmp).map_err(io)?;
+        f.write_all(format!("{offset}\n").as_bytes()).map_err(io)?;
+        f.sync_all().map_err(io)?;
+    }
+    fs::rename(&tmp, &path).map_err(io)?;
+    sync_dir(&config.store_root).map_err(|e| StoreError::io(&config.store_root, e))
+}
+
+pub(crate) fn read_truncate_marker(config: &StoreConfig) -> Result<Option<i64>, StoreError> {
+    let path = config.truncate_marker_path();
+    match fs::read_to_string(&path) {
+        Ok(text) => text.trim().parse().map(Some).map_err(|_| {
+            StoreError::Corrupted(format!(
+                "truncation marker {} holds {text:?}, not an offset",
+                path.display()
+            ))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StoreError::io(&path, e)),
+    }
+}
+
+pub(crate) fn remove_truncate_marker(config: &StoreConfig) -> Result<(), StoreError> {
+    let path = config.truncate_marker_path();
+    match fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(StoreError::io(&path, e)),
+    }
+    sync_dir(&config.store_root).map_err(|e| StoreError::io(&config.store_root, e))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -257,7 +316,21 @@ impl MessageStore {
         let lock = lock_store(&config.lock_path())?;
         let abort_path = config.abort_path();
         let abort_existed = abort_path.exists();
-        let recovered = recovery::recover(&config, abort_existed)?;
+        let marker = read_truncate_marker(&config)?;
+        let recovered = recovery::recover(&config, abort_existed, marker)?;
+        let epoch_path = config.epoch_path();
+        let mut epochs =
+            epoch::EpochFile::open(&epoch_path).map_err(|e| StoreError::io(&epoch_path, e))?;
+        if let Some(target) = marker {
+            // Finish an interrupted truncation: recovery cut the log, the epochs follow.
+            epochs
+                .truncate_from(target.min(recovered.end))
+                .map_err(|e| StoreError::io(&epoch_path, e))?;
+        }
+        // Epochs that start past the end of the log describe bytes this replica lost.
+        epochs
+            .truncate_from(recovered.end + 1)
+            .map_err(|e| StoreError::io(&epoch_path, e))?;
         {
             let f = File::create(&abort_path).map_err(|e| StoreError::io(&abort_path, e))?;
             f.sync_all().map_err(|e| StoreError::io(&abort_path, e))?;
@@ -279,6 +352,10 @@ impl MessageStore {
             dispatched: AtomicI64::new(recovered.end),
             last_store_timestamp: AtomicI64::new(recovered.last_store_timestamp),
             disk_error: AtomicBool::new(false),
+            epochs: Mutex::new(epochs),
+            checkpoint_lock: Mutex::new(()),
+            confirm: AtomicI64::new(recovered.end),
+            gated: AtomicBool::new(false),
             config: config.clone(),
         });
 
@@ -291,6 +368,9 @@ impl MessageStore {
         };
         // Make what recovery verified and rebuilt durable before accepting anything new.
         flusher.checkpoint();
+        if marker.is_some() {
+            remove_truncate_marker(&config)?;
+        }
         if shared.disk_error.load(Ordering::Acquire) {
             return Err(StoreError::ServiceNotAvailable(
                 "flushing the recovered store failed".into(),
@@ -604,10 +684,19 @@ impl MessageStore {
             r.status = GetMessageStatus::NoMatchedMessage;
             let mut index = offset;
             let mut first_entry_missing = true;
+            let confirm = self.confirm_offset();
             while index < max && index - offset < scan_limit {
                 let Some(entry) = cq.entry(index) else {
                     break;
                 };
+                if entry.is_valid() && entry.end() > confirm {
+                    // Not yet held by the in-sync replicas: invisible, as if not yet written.
+                    if index == offset {
+                        r.status = GetMessageStatus::OffsetOverflowOne;
+                        first_entry_missing = false;
+                    }
+                    break;
+                }
                 first_entry_missing = false;
                 if !entry.is_valid() {
                     index += 1;
@@ -755,6 +844,40 @@ impl MessageStore {
         cl.read(offset, len as usize)
     }
 
+    /// What a master streams to a slave from `offset`: whole records (at most `max_bytes` unless
+    /// the first record alone is larger), not crossing a segment end nor `limit` (an epoch
+    /// boundary), or the 8-byte blank marker that ends a segment. `None` when nothing is there.
+    pub fn replication_chunk(&self, offset: i64, max_bytes: usize, limit: i64) -> Option<Bytes> {
+        let cl = &self.shared.commitlog;
+        let end = cl.max_offset().min(limit);
+        if offset >= end {
+            return None;
+        }
+        let seg = cl.segment_for(offset)?;
+        let stop = end.min(seg.end_offset() as i64);
+        let head = cl.read(offset, 8)?;
+        if message::read_i32(&head, 4) == Some(message::BLANK_MAGIC_CODE) {
+            return Some(head);
+        }
+        let mut len = 0i64;
+        let mut at = offset;
+        while at < stop {
+            let Some(size) = cl.read_i32(at) else { break };
+            if size <= 0 || cl.read_i32(at + 4) == Some(message::BLANK_MAGIC_CODE) {
+                break;
+            }
+            if at + size as i64 > stop || (len > 0 && (len + size as i64) as usize > max_bytes) {
+                break;
+            }
+            len += size as i64;
+            at += size as i64;
+        }
+        if len == 0 {
+            return None;
+        }
+        cl.read(offset, len as usize)
+    }
+
     /// End of the CommitLog: the offset the next record is written at (or the next segment's).
     pub fn max_phy_offset(&self) -> i64 {
         self.shared.commitlog.max_offset()
@@ -775,10 +898,81 @@ impl MessageStore {
         self.shared.dispatched.load(Ordering::Acquire)
     }
 
-    /// The confirm offset (replicated to the in-sync replicas). Without HA it is the dispatched
-    /// offset.
+    /// The confirm offset: records below it are held by the in-sync replicas and visible to
+    /// consumers. Without replication gating it is the dispatched offset.
     pub fn confirm_offset(&self) -> i64 {
-        self.dispatched_phy_offset()
+        let dispatched = self.dispatched_phy_offset();
+        if self.shared.gated.load(Ordering::Acquire) {
+            self.shared.confirm.load(Ordering::Acquire).min(dispatched)
+        } else {
+            dispatched
+        }
+    }
+
+    /// Turns confirm-offset gating on (controller mode) or off.
+    pub fn set_gated(&self, gated: bool) {
+        self.shared.gated.store(gated, Ordering::Release);
+        self.shared.arrivals.send_modify(|v| *v += 1);
+    }
+
+    /// Sets the confirm offset (replication: the master from its in-sync replicas' acks, a slave
+    /// from its master). Wakes long-polling consumers when it grows.
+    pub fn set_confirm_offset(&self, offset: i64) {
+        let old = self.shared.confirm.swap(offset, Ordering::AcqRel);
+        if offset > old {
+            self.shared.arrivals.send_modify(|v| *v += 1);
+        }
+    }
+
+    /// The epochs of this replica's log, oldest first.
+    pub fn epoch_entries(&self) -> Vec<epoch::EpochEntry> {
+        self.shared.epochs.lock().entries().to_vec()
+    }
+
+    /// The last epoch entry.
+    pub fn last_epoch(&self) -> Option<epoch::EpochEntry> {
+        self.shared.epochs.lock().last()
+    }
+
+    /// Records that the master of `epoch` writes from `start_offset` on (crash-safe). A new master
+    /// calls it with its log end before taking writes; a slave when data of a new epoch arrives.
+    pub fn append_epoch(&self, epoch: i32, start_offset: i64) -> Result<(), StoreError> {
+        let path = self.shared.config.epoch_path();
+        self.shared
+            .epochs
+            .lock()
+            .append(epoch, start_offset)
+            .map_err(|e| StoreError::io(&path, e))
+    }
+
+    /// Slave side of replication: appends bytes the master wrote at `offset` (which must be the
+    /// end of this log). Returns the new end.
+    pub async fn append_replicated(&self, offset: i64, data: Vec<u8>) -> Result<i64, StoreError> {
+        self.check_writable()?;
+        let (reply, rx) = oneshot::channel();
+        self.put_tx
+            .send(WriterMsg::Replicate {
+                offset,
+                data,
+                reply,
+            })
+            .await
+            .map_err(|_| StoreError::ServiceNotAvailable("the store writer stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError::ServiceNotAvailable("the store writer stopped".into()))?
+    }
+
+    /// Cuts the log at `offset` (crash-safely, see the writer's `truncate`), dropping the
+    /// ConsumeQueue entries and epochs past it.
+    pub async fn truncate_to(&self, offset: i64) -> Result<(), StoreError> {
+        self.check_writable()?;
+        let (reply, rx) = oneshot::channel();
+        self.put_tx
+            .send(WriterMsg::Truncate { offset, reply })
+            .await
+            .map_err(|_| StoreError::ServiceNotAvailable("the store writer stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError::ServiceNotAvailable("the store writer stopped".into()))?
     }
 
     /// A receiver whose value increases each time new messages are dispatched. Long polling:

@@ -130,7 +130,13 @@ fn segment_index(segments: &[Arc<MappedFile>], offset: i64) -> Option<usize> {
     (i < segments.len()).then_some(i)
 }
 
-pub(crate) fn recover(config: &StoreConfig, abort_existed: bool) -> Result<Recovered, StoreError> {
+/// `truncate_to`: an interrupted truncation's target (the `truncate` marker): the walk stops
+/// there and everything after is cut, as if it were a bad record.
+pub(crate) fn recover(
+    config: &StoreConfig,
+    abort_existed: bool,
+    truncate_to: Option<i64>,
+) -> Result<Recovered, StoreError> {
     let started = Instant::now();
     let mut report = RecoveryReport {
         clean_shutdown: !abort_existed,
@@ -181,6 +187,13 @@ pub(crate) fn recover(config: &StoreConfig, abort_existed: bool) -> Result<Recov
             start = start.min(resume);
         }
     }
+    if let Some(t) = truncate_to {
+        start = start.min(t);
+    }
+    // Never start past the segments present (a checkpoint from a longer log).
+    if let Some(last) = segments.last() {
+        start = start.min(last.start_offset() as i64);
+    }
     start = start.max(first);
     start -= start.rem_euclid(seg_size);
     report.walk_start = start;
@@ -197,7 +210,11 @@ pub(crate) fn recover(config: &StoreConfig, abort_existed: bool) -> Result<Recov
     let mut last_ts = checkpoint.as_ref().map_or(0, |c| c.last_store_timestamp);
     let mut next_progress = PROGRESS_EVERY_BYTES;
     let mut cut_reason: Option<String> = None;
+    let limit = truncate_to.unwrap_or(i64::MAX);
     while let Some(i) = segment_index(&segments, pos) {
+        if pos >= limit {
+            break;
+        }
         let seg = &segments[i];
         let rel = (pos as u64 - seg.start_offset()) as usize;
         let remaining = seg.size() - rel;
@@ -305,9 +322,13 @@ pub(crate) fn recover(config: &StoreConfig, abort_existed: bool) -> Result<Recov
     report.end_offset = end;
 
     // Cut.
-    if let Some(reason) = &cut_reason {
+    let truncating = truncate_to.is_some_and(|t| end >= t);
+    if truncating && cut_reason.is_none() {
+        tracing::warn!(end, "completing an interrupted truncation");
+        cut_reason = Some(format!("completing an interrupted truncation to {end}"));
+    } else if let Some(reason) = &cut_reason {
         tracing::error!(end, reason = %reason, "CommitLog cut at the first invalid record");
-        if let Some(c) = &checkpoint {
+        if let Some(c) = checkpoint.as_ref().filter(|_| truncate_to.is_none()) {
             if end < c.physical_flushed_offset {
                 tracing::error!(end, flushed = c.physical_flushed_offset,
                     "the cut is below the checkpoint's flushed offset: synced data was damaged on disk");

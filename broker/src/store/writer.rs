@@ -41,6 +41,19 @@ pub(crate) struct PutRequest {
 
 pub(crate) enum WriterMsg {
     Put(PutRequest),
+    /// A slave appends CommitLog bytes its master wrote (whole records, or one blank marker),
+    /// at exactly `offset`, the end of its log. Answers the new end.
+    Replicate {
+        offset: i64,
+        data: Vec<u8>,
+        reply: oneshot::Sender<Result<i64, StoreError>>,
+    },
+    /// Cuts the log at `offset` (a replica dropping the tail it does not share with its
+    /// master). See [`super::truncate`].
+    Truncate {
+        offset: i64,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
     /// Stop; `graceful` = the flusher flushes and checkpoints before exiting.
     Stop {
         graceful: bool,
@@ -107,25 +120,45 @@ impl Writer {
             let mut group = Vec::new();
             let mut bytes = 0usize;
             let mut stop = None;
+            let mut other = None;
             match first {
                 WriterMsg::Put(r) => {
                     bytes += r.data.len();
                     group.push(r);
                 }
                 WriterMsg::Stop { graceful } => stop = Some(graceful),
+                m => other = Some(m),
             }
-            while stop.is_none() && bytes < max_bytes && group.len() < max_requests {
+            while stop.is_none()
+                && other.is_none()
+                && bytes < max_bytes
+                && group.len() < max_requests
+            {
                 match self.rx.try_recv() {
                     Ok(WriterMsg::Put(r)) => {
                         bytes += r.data.len();
                         group.push(r);
                     }
                     Ok(WriterMsg::Stop { graceful }) => stop = Some(graceful),
+                    Ok(m) => other = Some(m),
                     Err(_) => break,
                 }
             }
             if !group.is_empty() {
                 self.process_group(group);
+            }
+            match other {
+                Some(WriterMsg::Replicate {
+                    offset,
+                    data,
+                    reply,
+                }) => {
+                    let _ = reply.send(self.replicate(offset, &data));
+                }
+                Some(WriterMsg::Truncate { offset, reply }) => {
+                    let _ = reply.send(self.truncate(offset));
+                }
+                _ => {}
             }
             if let Some(g) = stop {
                 graceful = g;
@@ -134,11 +167,19 @@ impl Writer {
         }
         // Refuse whatever is still queued.
         self.rx.close();
+        let closing = || StoreError::ServiceNotAvailable("store is shutting down".into());
         while let Ok(msg) = self.rx.try_recv() {
-            if let WriterMsg::Put(r) = msg {
-                let _ = r.reply.send(Err(StoreError::ServiceNotAvailable(
-                    "store is shutting down".into(),
-                )));
+            match msg {
+                WriterMsg::Put(r) => {
+                    let _ = r.reply.send(Err(closing()));
+                }
+                WriterMsg::Replicate { reply, .. } => {
+                    let _ = reply.send(Err(closing()));
+                }
+                WriterMsg::Truncate { reply, .. } => {
+                    let _ = reply.send(Err(closing()));
+                }
+                WriterMsg::Stop { .. } => {}
             }
         }
         self.allocator.stop();
@@ -217,6 +258,11 @@ impl Writer {
                 Some(s) => s.clone(),
                 None => {
                     let start = self.shared.commitlog.segment_start(self.write_pos);
+                    if let Some(seg) = self.shared.commitlog.segment_for(start) {
+                        // After a truncation the write position sits inside a kept segment.
+                        self.current = Some(seg);
+                        continue;
+                    }
                     let seg = self
                         .allocator
                         .take(start as u64, Duration::from_secs(30))
@@ -245,6 +291,7 @@ impl Writer {
                 // SAFETY: single writer, past the published end.
                 unsafe { seg.write(pos, &blank) };
             }
+            super::failpoint("roll-after-blank");
             self.write_pos = seg.end_offset() as i64;
             self.shared.commitlog.publish(self.write_pos);
             self.shared.stats.rolls.fetch_add(1, Ordering::Relaxed);
@@ -335,5 +382,242 @@ impl Writer {
             store_timestamp,
             msg_num: sizes.len() as i32,
         })
+    }
+}
+
+impl Writer {
+    /// The segment holding the write position, taking the next one when the position sits on
+    /// a segment boundary.
+    fn current_segment(&mut self) -> Result<(Arc<MappedFile>, usize), StoreError> {
+        if self
+            .current
+            .as_ref()
+            .is_none_or(|s| self.write_pos as u64 >= s.end_offset())
+        {
+            let start = self.shared.commitlog.segment_start(self.write_pos);
+            let seg = match self.shared.commitlog.segment_for(start) {
+                Some(seg) => seg,
+                None => {
+                    let seg = self
+                        .allocator
+                        .take(start as u64, Duration::from_secs(30))
+                        .map_err(|e| {
+                            StoreError::ServiceNotAvailable(format!(
+                                "cannot create CommitLog segment {start}: {e}"
+                            ))
+                        })?;
+                    self.shared.commitlog.push_segment(seg.clone());
+                    self.allocator.request(seg.end_offset());
+                    seg
+                }
+            };
+            self.current = Some(seg);
+        }
+        let seg = self.current.clone().ok_or_else(|| {
+            StoreError::ServiceNotAvailable("no CommitLog segment to write".into())
+        })?;
+        Ok((seg.clone(), (self.write_pos as u64 - seg.start_offset()) as usize))
+    }
+
+    /// Appends bytes a master wrote: each record is checked (layout, CRC, physical offset =
+    /// where it lands) and dispatched with the queue offset the master gave it. A blank marker
+    /// must fill the rest of the segment exactly (the replicas' segment sizes must agree).
+    pub(crate) fn replicate(&mut self, offset: i64, data: &[u8]) -> Result<i64, StoreError> {
+        if self.shared.disk_error.load(Ordering::Acquire) {
+            return Err(StoreError::ServiceNotAvailable(
+                "the store stopped writing after a disk error".into(),
+            ));
+        }
+        if offset != self.write_pos {
+            return Err(StoreError::OffsetMismatch {
+                expected: self.write_pos,
+                got: offset,
+            });
+        }
+        let mut at = 0usize;
+        let mut dispatched_any = false;
+        while at < data.len() {
+            let (seg, pos) = self.current_segment()?;
+            let remaining = seg.size() - pos;
+            let rest = &data[at..];
+            let (Some(size), Some(magic)) = (message::read_i32(rest, 0), message::read_i32(rest, 4))
+            else {
+                return Err(StoreError::Replication(format!(
+                    "{} trailing bytes at {} are not a record header",
+                    rest.len(),
+                    self.write_pos
+                )));
+            };
+            if magic == BLANK_MAGIC_CODE {
+                if size < 0 || size as usize != remaining {
+                    return Err(StoreError::Replication(format!(
+                        "blank marker of {size} bytes at {} but {remaining} bytes remain in the segment: do the replicas use the same commitlog_segment_size?",
+                        self.write_pos
+                    )));
+                }
+                // SAFETY: single writer, past the published end.
+                unsafe { seg.write(pos, &rest[..8]) };
+                super::failpoint("roll-after-blank");
+                self.write_pos = seg.end_offset() as i64;
+                self.shared.commitlog.publish(self.write_pos);
+                self.shared.stats.rolls.fetch_add(1, Ordering::Relaxed);
+                self.current = None;
+                at += 8;
+                continue;
+            }
+            if size < message::MIN_RECORD_LEN as i32 || size as usize > rest.len() {
+                return Err(StoreError::Replication(format!(
+                    "record of size {size} at {} does not fit the {} bytes received",
+                    self.write_pos,
+                    rest.len()
+                )));
+            }
+            let rec = &rest[..size as usize];
+            if size as usize + END_FILE_MIN_BLANK_LENGTH > remaining {
+                return Err(StoreError::Replication(format!(
+                    "record of {size} bytes at {} does not fit the segment ({remaining} bytes left): do the replicas use the same commitlog_segment_size?",
+                    self.write_pos
+                )));
+            }
+            if message::check_record(rec) == message::RecordCheck::Bad
+                || message::read_i64(rec, message::pos::PHYSICAL_OFFSET) != Some(self.write_pos)
+            {
+                return Err(StoreError::Replication(format!(
+                    "record at {} fails its CRC or carries another physical offset",
+                    self.write_pos
+                )));
+            }
+            let (Some(topic), Some(queue_id), Some(queue_offset), Some(tags_code), Some(flag)) = (
+                message::record_topic(rec),
+                message::read_i32(rec, message::pos::QUEUE_ID),
+                message::read_i64(rec, message::pos::QUEUE_OFFSET),
+                message::record_tags_code(rec),
+                message::read_i32(rec, message::pos::SYS_FLAG),
+            ) else {
+                return Err(StoreError::Replication(format!(
+                    "record at {} has unreadable fields",
+                    self.write_pos
+                )));
+            };
+            // SAFETY: single writer, past the published end; bounds checked above.
+            unsafe { seg.write(pos, rec) };
+            let physical = self.write_pos;
+            self.write_pos += size as i64;
+            self.shared.commitlog.publish(self.write_pos);
+            let tran = rocketraft_common::consts::sys_flag::transaction_value(flag);
+            let indexed = tran != rocketraft_common::consts::sys_flag::TRANSACTION_PREPARED_TYPE
+                && tran != rocketraft_common::consts::sys_flag::TRANSACTION_ROLLBACK_TYPE;
+            if indexed {
+                let req = DispatchRequest {
+                    topic,
+                    queue_id,
+                    queue_offset,
+                    commit_log_offset: physical,
+                    size,
+                    tags_code,
+                };
+                if let Err(e) = super::dispatch::redispatch(&self.shared.cqs, &req) {
+                    tracing::error!(topic, queue_id, error = %e, "ConsumeQueue dispatch failed; store stops accepting writes");
+                    self.shared.disk_error.store(true, Ordering::Release);
+                    return Err(StoreError::ServiceNotAvailable(format!(
+                        "ConsumeQueue dispatch failed: {e}"
+                    )));
+                }
+                dispatched_any = true;
+            }
+            if let Some(ts) = message::record_store_timestamp(rec) {
+                self.last_store_timestamp = self.last_store_timestamp.max(ts);
+            }
+            self.shared.stats.put_messages.fetch_add(1, Ordering::Relaxed);
+            self.shared
+                .stats
+                .put_bytes
+                .fetch_add(size as u64, Ordering::Relaxed);
+            at += size as usize;
+        }
+        self.shared
+            .dispatched
+            .store(self.write_pos, Ordering::Release);
+        self.shared
+            .last_store_timestamp
+            .store(self.last_store_timestamp, Ordering::Release);
+        if dispatched_any {
+            self.shared.arrivals.send_modify(|v| *v += 1);
+        }
+        if self.shared.config.flush_disk_type == FlushDiskType::SyncFlush {
+            if let Err(e) = self.shared.commitlog.flush(self.write_pos) {
+                tracing::error!(error = %e, "CommitLog flush failed; store stops accepting writes");
+                self.shared.disk_error.store(true, Ordering::Release);
+                return Err(StoreError::ServiceNotAvailable(format!(
+                    "CommitLog flush failed: {e}"
+                )));
+            }
+        }
+        Ok(self.write_pos)
+    }
+
+    /// Cuts the CommitLog at `offset`, crash-safely: the target is recorded first (a
+    /// `truncate` marker file), then readers stop seeing the tail, the ConsumeQueues drop
+    /// entries past it, the tail is zeroed and later segments deleted, the epoch file forgets
+    /// epochs starting at or after it, and finally the marker goes. A crash anywhere in between
+    /// leaves the marker, and recovery at the next open finishes the cut.
+    pub(crate) fn truncate(&mut self, offset: i64) -> Result<(), StoreError> {
+        let shared = self.shared.clone();
+        let min = shared.commitlog.min_offset();
+        if offset < min {
+            return Err(StoreError::Replication(format!(
+                "cannot truncate to {offset}: the log starts at {min}"
+            )));
+        }
+        if offset >= self.write_pos {
+            if offset == self.write_pos {
+                // Nothing to cut, but an epoch this replica started at its end (as a master that
+                // never wrote) is not the master's.
+                shared
+                    .epochs
+                    .lock()
+                    .truncate_from(offset)
+                    .map_err(|e| StoreError::io(shared.config.epoch_path(), e))?;
+            }
+            return Ok(());
+        }
+        let root = &shared.config.store_root;
+        let _checkpoint = shared.checkpoint_lock.lock();
+        tracing::warn!(
+            from = self.write_pos,
+            to = offset,
+            bytes = self.write_pos - offset,
+            "truncating the CommitLog tail not shared with the master"
+        );
+        super::write_truncate_marker(&shared.config, offset)?;
+        super::failpoint("truncate-after-marker");
+        shared.commitlog.publish(offset);
+        shared.dispatched.fetch_min(offset, Ordering::AcqRel);
+        shared.confirm.fetch_min(offset, Ordering::AcqRel);
+        let cq_dir = shared.config.consume_queue_dir();
+        for q in shared.cqs.all() {
+            q.truncate_past(offset)
+                .map_err(|e| StoreError::io(&cq_dir, e))?;
+        }
+        super::failpoint("truncate-after-cq");
+        let removed = shared
+            .commitlog
+            .cut(offset)
+            .map_err(|e| StoreError::io(root, e))?;
+        for path in removed {
+            std::fs::remove_file(&path).map_err(|e| StoreError::io(&path, e))?;
+        }
+        super::mapped_file::sync_dir(&shared.config.commitlog_dir())
+            .map_err(|e| StoreError::io(shared.config.commitlog_dir(), e))?;
+        super::failpoint("truncate-after-cut");
+        shared
+            .epochs
+            .lock()
+            .truncate_from(offset)
+            .map_err(|e| StoreError::io(shared.config.epoch_path(), e))?;
+        self.write_pos = offset;
+        self.current = None;
+        super::remove_truncate_marker(&shared.config)?;
+        Ok(())
     }
 }

@@ -1,0 +1,724 @@
+//! Native CommitLog replication (RocketMQ 5's `AutoSwitchHAService`): the master streams its
+//! CommitLog to the slaves over TCP, the slaves append it, rebuild their ConsumeQueues and report
+//! how far they are; the master counts those acks before a send succeeds and derives the confirm
+//! offset (what consumers may see) from them.
+//!
+//! Wire (big-endian, as RocketMQ's):
+//! - slave handshake, 16 B: `state i32 (1)`, `syncFromLastFile i16`, `asyncLearner i16`,
+//!   `slaveBrokerId i64`;
+//! - master handshake: `state i32 (1)`, `bodySize i32`, `offset i64` (master's max offset),
+//!   `epoch i32`, then `bodySize / 12` epoch entries `epoch i32, startOffset i64`;
+//! - slave report, 12 B: `state i32 (2)`, `maxOffset i64`, after each append and at least every
+//!   heartbeat;
+//! - master transfer, 36 B header: `state i32 (2)`, `bodySize i32`, `offset i64`, `epoch i32`,
+//!   `epochStartOffset i64`, `confirmOffset i64`, then `bodySize` CommitLog bytes: whole records
+//!   (or one 8-byte blank marker), at most 32 KiB unless one record is larger, never crossing an
+//!   epoch boundary. An empty body is a heartbeat (every second when idle).
+//!
+//! After the master's handshake the slave finds the last offset it shares with the master (the
+//! highest epoch both have with the same start) and truncates its divergent tail before its
+//! first report; the master streams from the reported offset.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::store::epoch::EpochEntry;
+use crate::store::MessageStore;
+
+const STATE_HANDSHAKE: i32 = 1;
+const STATE_TRANSFER: i32 = 2;
+/// Largest chunk of records per transfer frame (RocketMQ: 32 KiB).
+const CHUNK_BYTES: usize = 32 * 1024;
+/// Largest frame body a slave accepts (a record is at most a segment, bounded by config).
+const MAX_FRAME_BODY: usize = 64 << 20;
+/// A slave within this many bytes of the master's end counts as caught up (RocketMQ's
+/// `haMaxGapNotInSync`, 256 KiB).
+const CAUGHT_UP_GAP: i64 = 256 * 1024;
+const HEARTBEAT: Duration = Duration::from_secs(1);
+/// A connection silent this long is dead (RocketMQ's housekeeping: 20 s).
+const HOUSEKEEPING: Duration = Duration::from_secs(20);
+
+/// The role of this replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Role {
+    /// Not yet told by the controller.
+    None,
+    Master,
+    Slave,
+}
+
+/// What the master knows about one slave.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SlaveInfo {
+    pub broker_id: i64,
+    pub addr: String,
+    pub ack_offset: i64,
+    pub lag: i64,
+    pub in_sync: bool,
+    pub connected: bool,
+    #[serde(skip)]
+    pub last_caught_up: Option<Instant>,
+    #[serde(skip)]
+    pub disconnected_at: Option<Instant>,
+}
+
+/// Replication state shared by the role manager, the send path and the HA connections.
+pub struct HaState {
+    pub store: Arc<MessageStore>,
+    inner: Mutex<HaInner>,
+    /// Bumped on every slave report; ack waiters watch it.
+    acks: watch::Sender<u64>,
+}
+
+struct HaInner {
+    role: Role,
+    master_epoch: i32,
+    sync_state_set_epoch: i32,
+    sync_state_set: BTreeSet<i64>,
+    /// A SyncStateSet change sent to the controller and not yet answered: acks count the union.
+    pending_set: Option<BTreeSet<i64>>,
+    slaves: BTreeMap<i64, SlaveInfo>,
+    /// The master's Remoting address and id, for a slave.
+    master_addr: Option<String>,
+    master_id: Option<i64>,
+    /// Until when this master may acknowledge writes (renewed by controller heartbeats).
+    lease_until: Option<Instant>,
+    /// Changes with every role change; connections of an older generation stop.
+    connection_generation: u64,
+    /// When this broker last became master.
+    took_office: Option<Instant>,
+}
+
+/// Why a send was not acknowledged by enough replicas.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AckError {
+    /// This broker is not a master with a valid lease: it must not acknowledge writes.
+    NotMaster(String),
+    /// The SyncStateSet is smaller than `min_in_sync_replicas`.
+    InSyncReplicasNotEnough { have: usize, need: usize },
+    /// The acks did not arrive in time.
+    Timeout { acked: usize, need: usize },
+}
+
+impl std::fmt::Display for AckError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AckError::NotMaster(why) => write!(f, "not the master: {why}"),
+            AckError::InSyncReplicasNotEnough { have, need } => write!(
+                f,
+                "in-sync replicas not enough: the SyncStateSet has {have}, min_in_sync_replicas is {need}"
+            ),
+            AckError::Timeout { acked, need } => write!(
+                f,
+                "replicas did not acknowledge in time: {acked} of {need} replicas hold the message"
+            ),
+        }
+    }
+}
+
+/// Ack policy knobs (from the broker config).
+#[derive(Debug, Clone, Copy)]
+pub struct AckPolicy {
+    pub min_in_sync_replicas: usize,
+    pub all_ack_in_sync_state_set: bool,
+    pub in_sync_replicas: usize,
+    pub timeout: Duration,
+}
+
+/// A snapshot for status and decisions.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HaSnapshot {
+    pub role: Role,
+    pub master_epoch: i32,
+    pub sync_state_set_epoch: i32,
+    pub sync_state_set: BTreeSet<i64>,
+    pub pending_sync_state_set: Option<BTreeSet<i64>>,
+    pub master_broker_id: Option<i64>,
+    pub master_addr: Option<String>,
+    pub lease_valid: bool,
+    pub slaves: Vec<SlaveInfo>,
+}
+
+impl HaState {
+    pub fn new(store: Arc<MessageStore>) -> Arc<HaState> {
+        let (acks, _) = watch::channel(0);
+        Arc::new(HaState {
+            store,
+            inner: Mutex::new(HaInner {
+                role: Role::None,
+                master_epoch: 0,
+                sync_state_set_epoch: 0,
+                sync_state_set: BTreeSet::new(),
+                pending_set: None,
+                slaves: BTreeMap::new(),
+                master_addr: None,
+                master_id: None,
+                lease_until: None,
+                connection_generation: 0,
+                took_office: None,
+            }),
+            acks,
+        })
+    }
+
+    pub fn role(&self) -> Role {
+        self.inner.lock().role
+    }
+
+    pub fn master_epoch(&self) -> i32 {
+        self.inner.lock().master_epoch
+    }
+
+    pub fn snapshot(&self) -> HaSnapshot {
+        let g = self.inner.lock();
+        let max = self.store.max_phy_offset();
+        HaSnapshot {
+            role: g.role,
+            master_epoch: g.master_epoch,
+            sync_state_set_epoch: g.sync_state_set_epoch,
+            sync_state_set: g.sync_state_set.clone(),
+            pending_sync_state_set: g.pending_set.clone(),
+            master_broker_id: g.master_id,
+            master_addr: g.master_addr.clone(),
+            lease_valid: g.lease_until.is_some_and(|t| Instant::now() < t),
+            slaves: g
+                .slaves
+                .values()
+                .map(|s| SlaveInfo {
+                    lag: (max - s.ack_offset).max(0),
+                    in_sync: g.sync_state_set.contains(&s.broker_id),
+                    ..s.clone()
+                })
+                .collect(),
+        }
+    }
+
+    /// Becomes master of `epoch`. The caller appended the epoch entry.
+    pub fn set_master(&self, my_id: i64, my_addr: String, epoch: i32, sss_epoch: i32, sss: BTreeSet<i64>) {
+        let mut g = self.inner.lock();
+        g.role = Role::Master;
+        g.master_epoch = epoch;
+        g.sync_state_set_epoch = sss_epoch;
+        g.sync_state_set = sss;
+        g.pending_set = None;
+        g.master_id = Some(my_id);
+        g.master_addr = Some(my_addr);
+        g.slaves.clear();
+        g.connection_generation += 1;
+        g.took_office = Some(Instant::now());
+        drop(g);
+        self.recompute_confirm();
+    }
+
+    /// Becomes (or stays) slave of the master `master_id` at `master_addr` in `epoch`.
+    pub fn set_slave(&self, master_id: i64, master_addr: String, epoch: i32, sss_epoch: i32, sss: BTreeSet<i64>) {
+        let mut g = self.inner.lock();
+        g.role = Role::Slave;
+        g.master_epoch = epoch;
+        g.sync_state_set_epoch = sss_epoch;
+        g.sync_state_set = sss;
+        g.pending_set = None;
+        g.master_id = Some(master_id);
+        g.master_addr = Some(master_addr);
+        g.lease_until = None;
+        g.took_office = None;
+        g.slaves.clear();
+        g.connection_generation += 1;
+        drop(g);
+        self.acks.send_modify(|v| *v += 1);
+    }
+
+    /// Updates the SyncStateSet as the controller reports it (only a newer epoch counts).
+    pub fn update_sync_state_set(&self, sss_epoch: i32, sss: BTreeSet<i64>) {
+        let mut g = self.inner.lock();
+        if sss_epoch > g.sync_state_set_epoch {
+            g.sync_state_set_epoch = sss_epoch;
+            g.sync_state_set = sss;
+            g.pending_set = None;
+        }
+        drop(g);
+        self.recompute_confirm();
+        self.acks.send_modify(|v| *v += 1);
+    }
+
+    /// A SyncStateSet change is in flight (`Some`) or settled (`None`).
+    pub fn set_pending(&self, pending: Option<BTreeSet<i64>>) {
+        self.inner.lock().pending_set = pending;
+        self.recompute_confirm();
+        self.acks.send_modify(|v| *v += 1);
+    }
+
+    /// Renews the master's lease until `until`.
+    pub fn renew_lease(&self, until: Instant) {
+        let mut g = self.inner.lock();
+        if g.lease_until.is_none_or(|t| t < until) {
+            g.lease_until = Some(until);
+        }
+    }
+
+    pub fn lease_valid(&self) -> bool {
+        self.inner
+            .lock()
+            .lease_until
+            .is_some_and(|t| Instant::now() < t)
+    }
+
+    /// Whether this broker may take a write now.
+    pub fn check_writable(&self) -> Result<(), AckError> {
+        let g = self.inner.lock();
+        match g.role {
+            Role::Master => {}
+            Role::Slave => {
+                return Err(AckError::NotMaster(format!(
+                    "this broker is a slave of {} (epoch {})",
+                    g.master_addr.as_deref().unwrap_or("?"),
+                    g.master_epoch
+                )))
+            }
+            Role::None => {
+                return Err(AckError::NotMaster(
+                    "the controller has not assigned a role yet".into(),
+                ))
+            }
+        }
+        if !g.lease_until.is_some_and(|t| Instant::now() < t) {
+            return Err(AckError::NotMaster(format!(
+                "the master lease of epoch {} expired: the controllers are unreachable",
+                g.master_epoch
+            )));
+        }
+        Ok(())
+    }
+
+    /// Refuses before writing when the SyncStateSet is below `min_in_sync_replicas`
+    /// (RocketMQ's IN_SYNC_REPLICAS_NOT_ENOUGH).
+    pub fn check_in_sync(&self, policy: &AckPolicy) -> Result<(), AckError> {
+        let g = self.inner.lock();
+        self.ack_count(&g, i64::MIN, policy).map(|_| ())
+    }
+
+    /// The replicas (master included) that must hold `end` for `policy`, and how many do.
+    fn ack_count(&self, g: &HaInner, end: i64, policy: &AckPolicy) -> Result<(usize, usize), AckError> {
+        let mut members = g.sync_state_set.clone();
+        if let Some(p) = &g.pending_set {
+            members.extend(p.iter().copied());
+        }
+        let master = g.master_id.unwrap_or(-1);
+        members.insert(master);
+        let set_size = g.sync_state_set.len().max(1);
+        if set_size < policy.min_in_sync_replicas {
+            return Err(AckError::InSyncReplicasNotEnough {
+                have: set_size,
+                need: policy.min_in_sync_replicas,
+            });
+        }
+        let holds = |id: &i64| {
+            *id == master || g.slaves.get(id).is_some_and(|s| s.connected && s.ack_offset >= end)
+        };
+        if policy.all_ack_in_sync_state_set {
+            let need = members.len().max(policy.min_in_sync_replicas);
+            let acked = members.iter().filter(|id| holds(id)).count();
+            Ok((acked, need))
+        } else {
+            let need = policy.in_sync_replicas.max(policy.min_in_sync_replicas);
+            let acked = members.iter().filter(|id| holds(id)).count();
+            Ok((acked, need))
+        }
+    }
+
+    /// Waits until the replicas `policy` asks for hold the log up to `end`, while this broker
+    /// stays a master with a valid lease.
+    pub async fn wait_for_acks(&self, end: i64, policy: &AckPolicy) -> Result<(), AckError> {
+        let deadline = tokio::time::Instant::now() + policy.timeout;
+        let mut rx = self.acks.subscribe();
+        loop {
+            rx.borrow_and_update();
+            self.check_writable()?;
+            let (acked, need) = {
+                let g = self.inner.lock();
+                self.ack_count(&g, end, policy)?
+            };
+            if acked >= need {
+                return Ok(());
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => return Err(AckError::Timeout { acked, need }),
+            }
+        }
+    }
+
+    /// The master's confirm offset: the least ack of the connected SyncStateSet slaves (and its
+    /// own end).
+    fn recompute_confirm(&self) {
+        let g = self.inner.lock();
+        if g.role != Role::Master {
+            return;
+        }
+        let mut confirm = self.store.max_phy_offset();
+        let master = g.master_id.unwrap_or(-1);
+        let mut members = g.sync_state_set.clone();
+        if let Some(p) = &g.pending_set {
+            members.extend(p.iter().copied());
+        }
+        for id in members.iter().filter(|id| **id != master) {
+            if let Some(s) = g.slaves.get(id).filter(|s| s.connected) {
+                confirm = confirm.min(s.ack_offset);
+            }
+        }
+        drop(g);
+        self.store.set_confirm_offset(confirm);
+    }
+
+    /// Recomputes the confirm offset after local appends (a master with no slaves).
+    pub fn on_local_append(&self) {
+        self.recompute_confirm();
+    }
+
+    fn slave_report(&self, generation: u64, broker_id: i64, addr: &str, offset: i64) {
+        let mut g = self.inner.lock();
+        if g.connection_generation != generation {
+            return;
+        }
+        let max = self.store.max_phy_offset();
+        let s = g.slaves.entry(broker_id).or_insert_with(|| SlaveInfo {
+            broker_id,
+            addr: addr.to_string(),
+            ack_offset: offset,
+            lag: 0,
+            in_sync: false,
+            connected: true,
+            last_caught_up: None,
+            disconnected_at: None,
+        });
+        s.ack_offset = offset;
+        s.connected = true;
+        s.disconnected_at = None;
+        s.addr = addr.to_string();
+        if offset >= max - CAUGHT_UP_GAP {
+            s.last_caught_up = Some(Instant::now());
+        }
+        drop(g);
+        self.recompute_confirm();
+        self.acks.send_modify(|v| *v += 1);
+    }
+
+    fn slave_disconnected(&self, generation: u64, broker_id: i64) {
+        let mut g = self.inner.lock();
+        if g.connection_generation != generation {
+            return;
+        }
+        if let Some(s) = g.slaves.get_mut(&broker_id) {
+            s.connected = false;
+            s.disconnected_at = Some(Instant::now());
+        }
+        drop(g);
+        self.recompute_confirm();
+        self.acks.send_modify(|v| *v += 1);
+    }
+
+    /// The SyncStateSet the master wants now: caught-up slaves join (their ack reached the
+    /// master's end and the current epoch's start), slaves not caught up for `max_not_caught_up`
+    /// or disconnected leave. `None` when the set is right.
+    pub fn desired_sync_state_set(&self, max_not_caught_up: Duration) -> Option<(i64, i32, i32, BTreeSet<i64>)> {
+        let g = self.inner.lock();
+        if g.role != Role::Master || g.pending_set.is_some() {
+            return None;
+        }
+        let master = g.master_id?;
+        let now = Instant::now();
+        let epoch_start = self.store.last_epoch().map_or(0, |e| e.start_offset);
+        let mut want = g.sync_state_set.clone();
+        want.insert(master);
+        for s in g.slaves.values() {
+            let caught_up_recently = s
+                .last_caught_up
+                .is_some_and(|t| now.duration_since(t) < max_not_caught_up);
+            if want.contains(&s.broker_id) {
+                if !s.connected || !caught_up_recently {
+                    want.remove(&s.broker_id);
+                }
+            } else if s.connected
+                && caught_up_recently
+                // It holds every message acknowledged so far (they all lie below the confirm
+                // offset) and this epoch's history.
+                && s.ack_offset >= self.store.confirm_offset()
+                && s.ack_offset >= epoch_start
+            {
+                want.insert(s.broker_id);
+            }
+        }
+        // SyncStateSet members the master never heard from since it took office leave too,
+        // once a catch-up period has passed.
+        if g.took_office.is_some_and(|t| now.duration_since(t) >= max_not_caught_up) {
+            want.retain(|id| *id == master || g.slaves.contains_key(id));
+        }
+        (want != g.sync_state_set).then(|| (master, g.master_epoch, g.sync_state_set_epoch, want))
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Master side
+// ------------------------------------------------------------------------------------------
+
+/// Accepts slave connections on the HA port.
+pub async fn serve(listener: TcpListener, ha: Arc<HaState>) {
+    loop {
+        let (sock, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "HA accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = sock.set_nodelay(true);
+        let ha = ha.clone();
+        tokio::spawn(async move {
+            if let Err(e) = master_connection(sock, peer, ha).await {
+                tracing::info!(%peer, error = %e, "HA connection closed");
+            }
+        });
+    }
+}
+
+async fn read_exact_timeout(sock: &mut (impl AsyncReadExt + Unpin), buf: &mut [u8]) -> std::io::Result<()> {
+    match tokio::time::timeout(HOUSEKEEPING, sock.read_exact(buf)).await {
+        Ok(r) => r.map(|_| ()),
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "peer silent for 20 s",
+        )),
+    }
+}
+
+fn encode_epochs(entries: &[EpochEntry]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(entries.len() * 12);
+    for e in entries {
+        body.extend_from_slice(&e.epoch.to_be_bytes());
+        body.extend_from_slice(&e.start_offset.to_be_bytes());
+    }
+    body
+}
+
+fn decode_epochs(body: &[u8]) -> Vec<EpochEntry> {
+    body.chunks_exact(12)
+        .map(|c| EpochEntry {
+            epoch: i32::from_be_bytes([c[0], c[1], c[2], c[3]]),
+            start_offset: i64::from_be_bytes([c[4], c[5], c[6], c[7], c[8], c[9], c[10], c[11]]),
+        })
+        .collect()
+}
+
+async fn master_connection(mut sock: TcpStream, peer: SocketAddr, ha: Arc<HaState>) -> std::io::Result<()> {
+    let mut hs = [0u8; 16];
+    read_exact_timeout(&mut sock, &mut hs).await?;
+    let state = i32::from_be_bytes([hs[0], hs[1], hs[2], hs[3]]);
+    let slave_id = i64::from_be_bytes([hs[8], hs[9], hs[10], hs[11], hs[12], hs[13], hs[14], hs[15]]);
+    if state != STATE_HANDSHAKE {
+        return Err(std::io::Error::other(format!("expected a handshake, got state {state}")));
+    }
+    let (generation, epoch) = {
+        let g = ha.inner.lock();
+        if g.role != Role::Master {
+            return Err(std::io::Error::other("not a master: refusing a slave"));
+        }
+        (g.connection_generation, g.master_epoch)
+    };
+    let entries = ha.store.epoch_entries();
+    let body = encode_epochs(&entries);
+    let mut out = Vec::with_capacity(20 + body.len());
+    out.extend_from_slice(&STATE_HANDSHAKE.to_be_bytes());
+    out.extend_from_slice(&(body.len() as i32).to_be_bytes());
+    out.extend_from_slice(&ha.store.max_phy_offset().to_be_bytes());
+    out.extend_from_slice(&epoch.to_be_bytes());
+    out.extend_from_slice(&body);
+    sock.write_all(&out).await?;
+    tracing::info!(%peer, slave_id, "slave connected; handshake sent");
+
+    // First report: where to stream from.
+    let mut rep = [0u8; 12];
+    read_exact_timeout(&mut sock, &mut rep).await?;
+    let mut next = i64::from_be_bytes([rep[4], rep[5], rep[6], rep[7], rep[8], rep[9], rep[10], rep[11]]);
+    let addr = peer.to_string();
+    ha.slave_report(generation, slave_id, &addr, next);
+
+    let (mut rd, mut wr) = sock.into_split();
+    let reader_ha = ha.clone();
+    let reader_addr = addr.clone();
+    let reader: JoinHandle<std::io::Result<()>> = tokio::spawn(async move {
+        let mut rep = [0u8; 12];
+        loop {
+            read_exact_timeout(&mut rd, &mut rep).await?;
+            let offset = i64::from_be_bytes([rep[4], rep[5], rep[6], rep[7], rep[8], rep[9], rep[10], rep[11]]);
+            reader_ha.slave_report(generation, slave_id, &reader_addr, offset);
+        }
+    });
+    let result = async {
+        let mut arrivals = ha.store.subscribe_arrivals();
+        loop {
+            if reader.is_finished() {
+                return Err(std::io::Error::other("slave report stream ended"));
+            }
+            {
+                let g = ha.inner.lock();
+                if g.role != Role::Master || g.connection_generation != generation {
+                    return Err(std::io::Error::other("no longer master of this epoch"));
+                }
+            }
+            let max = ha.store.max_phy_offset();
+            let entries = ha.store.epoch_entries();
+            let confirm = ha.store.confirm_offset();
+            if next < max {
+                let (ep, limit) = epoch_at(&entries, next, max);
+                let chunk = ha.store.replication_chunk(next, CHUNK_BYTES, limit).ok_or_else(|| {
+                    std::io::Error::other(format!("cannot read the CommitLog at {next} for a slave"))
+                })?;
+                let mut frame = Vec::with_capacity(36 + chunk.len());
+                frame.extend_from_slice(&STATE_TRANSFER.to_be_bytes());
+                frame.extend_from_slice(&(chunk.len() as i32).to_be_bytes());
+                frame.extend_from_slice(&next.to_be_bytes());
+                frame.extend_from_slice(&ep.epoch.to_be_bytes());
+                frame.extend_from_slice(&ep.start_offset.to_be_bytes());
+                frame.extend_from_slice(&confirm.to_be_bytes());
+                frame.extend_from_slice(&chunk);
+                wr.write_all(&frame).await?;
+                next += chunk_advance(&chunk, next, ha.store.config().commitlog_segment_size as i64);
+                continue;
+            }
+            // Idle: heartbeat with the confirm offset, then wait for new data.
+            let ep = entries.last().copied().unwrap_or(EpochEntry { epoch: 0, start_offset: 0 });
+            let mut frame = Vec::with_capacity(36);
+            frame.extend_from_slice(&STATE_TRANSFER.to_be_bytes());
+            frame.extend_from_slice(&0i32.to_be_bytes());
+            frame.extend_from_slice(&next.to_be_bytes());
+            frame.extend_from_slice(&ep.epoch.to_be_bytes());
+            frame.extend_from_slice(&ep.start_offset.to_be_bytes());
+            frame.extend_from_slice(&confirm.to_be_bytes());
+            wr.write_all(&frame).await?;
+            arrivals.borrow_and_update();
+            if ha.store.max_phy_offset() <= next {
+                let _ = tokio::time::timeout(HEARTBEAT, arrivals.changed()).await;
+            }
+        }
+    }
+    .await;
+    reader.abort();
+    ha.slave_disconnected(generation, slave_id);
+    result
+}
+
+/// The epoch holding `offset` and where the next epoch starts (or `max`).
+fn epoch_at(entries: &[EpochEntry], offset: i64, max: i64) -> (EpochEntry, i64) {
+    let mut found = EpochEntry { epoch: 0, start_offset: 0 };
+    let mut limit = max;
+    for (i, e) in entries.iter().enumerate() {
+        if e.start_offset <= offset {
+            found = *e;
+            limit = entries.get(i + 1).map_or(max, |n| n.start_offset.min(max));
+        }
+    }
+    (found, limit)
+}
+
+/// How far a chunk moves the stream: its length, or to the segment end for a blank marker.
+fn chunk_advance(chunk: &[u8], at: i64, segment_size: i64) -> i64 {
+    let magic = rocketraft_common::message::read_i32(chunk, 4);
+    if chunk.len() == 8 && magic == Some(rocketraft_common::message::BLANK_MAGIC_CODE) {
+        at - at.rem_euclid(segment_size) + segment_size - at
+    } else {
+        chunk.len() as i64
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Slave side
+// ------------------------------------------------------------------------------------------
+
+/// One session of following a master at `master` (its HA address): handshake, truncation of
+/// the divergent tail, then appending the stream and reporting offsets until an error.
+pub async fn follow_once(ha: &Arc<HaState>, my_id: i64, master: &str) -> anyhow::Result<()> {
+    let mut sock = tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(master))
+        .await
+        .map_err(|_| anyhow::anyhow!("connect timed out"))??;
+    let _ = sock.set_nodelay(true);
+    let mut hs = Vec::with_capacity(16);
+    hs.extend_from_slice(&STATE_HANDSHAKE.to_be_bytes());
+    hs.extend_from_slice(&0i16.to_be_bytes());
+    hs.extend_from_slice(&0i16.to_be_bytes());
+    hs.extend_from_slice(&my_id.to_be_bytes());
+    sock.write_all(&hs).await?;
+    let mut head = [0u8; 20];
+    read_exact_timeout(&mut sock, &mut head).await?;
+    let state = i32::from_be_bytes([head[0], head[1], head[2], head[3]]);
+    let body_size = i32::from_be_bytes([head[4], head[5], head[6], head[7]]);
+    let master_max = i64::from_be_bytes([head[8], head[9], head[10], head[11], head[12], head[13], head[14], head[15]]);
+    if state != STATE_HANDSHAKE || body_size < 0 || body_size as usize > MAX_FRAME_BODY || body_size % 12 != 0 {
+        anyhow::bail!("bad master handshake (state {state}, body {body_size})");
+    }
+    let mut body = vec![0u8; body_size as usize];
+    read_exact_timeout(&mut sock, &mut body).await?;
+    let master_epochs = decode_epochs(&body);
+    let store = &ha.store;
+    let local_end = store.max_phy_offset();
+    let local_epochs = store.epoch_entries();
+    let keep = if local_epochs.is_empty() {
+        // A log this replica never wrote under any epoch: keep nothing past its start unless
+        // it is empty.
+        store.min_phy_offset().max(0).min(local_end)
+    } else {
+        crate::store::epoch::consistent_point(&local_epochs, local_end, &master_epochs, master_max)
+            .unwrap_or_else(|| store.min_phy_offset())
+    };
+    if keep < local_end {
+        tracing::warn!(local_end, keep, master_max, "this replica has a tail the master does not share; truncating it");
+        store.truncate_to(keep).await?;
+    } else {
+        store.truncate_to(local_end).await?;
+    }
+    let mut next = store.max_phy_offset();
+    let report = |offset: i64| {
+        let mut r = Vec::with_capacity(12);
+        r.extend_from_slice(&STATE_TRANSFER.to_be_bytes());
+        r.extend_from_slice(&offset.to_be_bytes());
+        r
+    };
+    sock.write_all(&report(next)).await?;
+    tracing::info!(%master, from = next, master_max, "replicating from the master");
+    let mut head = [0u8; 36];
+    loop {
+        read_exact_timeout(&mut sock, &mut head).await?;
+        let body_size = i32::from_be_bytes([head[4], head[5], head[6], head[7]]);
+        let offset = i64::from_be_bytes(head[8..16].try_into()?);
+        let epoch = i32::from_be_bytes(head[16..20].try_into()?);
+        let epoch_start = i64::from_be_bytes(head[20..28].try_into()?);
+        let confirm = i64::from_be_bytes(head[28..36].try_into()?);
+        if body_size < 0 || body_size as usize > MAX_FRAME_BODY {
+            anyhow::bail!("bad transfer frame body size {body_size}");
+        }
+        let mut body = vec![0u8; body_size as usize];
+        read_exact_timeout(&mut sock, &mut body).await?;
+        if body_size > 0 {
+            if offset != next {
+                anyhow::bail!("master sent offset {offset}, this replica's log ends at {next}");
+            }
+            if store.last_epoch().is_none_or(|e| e.epoch != epoch) {
+                store.append_epoch(epoch, epoch_start)?;
+            }
+            next = store.append_replicated(offset, body).await?;
+        }
+        store.set_confirm_offset(confirm.min(next));
+        sock.write_all(&report(next)).await?;
+    }
+}

@@ -1,0 +1,457 @@
+//! Controller mode (RocketMQ 5's `ReplicasManager`): the broker's identity and role come from
+//! the controller quorum.
+//!
+//! - **Start**: identity (assigned once, kept in the store), CONTROLLER_REGISTER_BROKER, an
+//!   election if the set has no master, then the role the controller reports.
+//! - **Roles** change only for a higher master epoch (a same-epoch report only updates the
+//!   SyncStateSet). Becoming master appends `(epoch, log end)` to the epoch file before the
+//!   first write; becoming slave starts following the master (which truncates the divergent
+//!   tail first, see [`crate::ha`]).
+//! - **Learning**: NOTIFY_BROKER_ROLE_CHANGED from the controller at once, and
+//!   CONTROLLER_GET_REPLICA_INFO every `sync_controller_metadata_period_ms`.
+//! - **Heartbeats** to every controller every `controller_heartbeat_interval_ms`. A master's
+//!   **role lease** is renewed, from the send time of a heartbeat, for 3/4 of the heartbeat
+//!   timeout, only when the controller leader confirmed that heartbeat with a quorum. A
+//!   controller leader elects a new master only after a full timeout without heartbeats and
+//!   after a full timeout in office, so an old master has stopped acknowledging writes before
+//!   a new one can exist.
+//! - **SyncStateSet**: the master checks its slaves every `check_sync_state_set_period_ms` and
+//!   asks the controller (ALTER_SYNC_STATE_SET) to add caught-up slaves and drop lagging or
+//!   disconnected ones; while a change is in flight, acks count the union of both sets.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use rocketraft_controller::client::{ControllerCallError, ControllerClient, MasterInfo};
+use rocketraft_controller::heartbeat::Heartbeat;
+use rocketraft_controller::BrokerLiveInfo;
+use rocketraft_remoting::codes::{request_code, response_code};
+use rocketraft_remoting::{ClientConfig, RemotingClient, RemotingCommand};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use crate::config::BrokerConfig;
+use crate::controller_link::{BrokerIdentity, ControllerLink, LinkError};
+use crate::ha::{self, HaState, Role};
+use crate::store::MessageStore;
+
+/// The controller-mode side of a broker.
+pub struct ReplicaManager {
+    config: BrokerConfig,
+    store: Arc<MessageStore>,
+    pub ha: Arc<HaState>,
+    link: ControllerLink,
+    pub identity: BrokerIdentity,
+    broker_addr: String,
+    ha_addr: SocketAddr,
+    register_trigger: Arc<Notify>,
+    heartbeat_now: Notify,
+    poll_now: Notify,
+    role_lock: tokio::sync::Mutex<()>,
+    follower: Mutex<Option<JoinHandle<()>>>,
+    remoting: RemotingClient,
+}
+
+fn link_err(e: LinkError) -> anyhow::Error {
+    anyhow::anyhow!("controller: {e}")
+}
+
+impl ReplicaManager {
+    /// Obtains the identity, registers, and applies the role the controller reports. The
+    /// returned manager's loops are started by [`ReplicaManager::spawn_loops`].
+    pub async fn start(
+        config: BrokerConfig,
+        store: Arc<MessageStore>,
+        ha: Arc<HaState>,
+        broker_addr: String,
+        ha_addr: SocketAddr,
+        register_trigger: Arc<Notify>,
+    ) -> anyhow::Result<Arc<ReplicaManager>> {
+        let client = ControllerClient::new(
+            RemotingClient::new(ClientConfig::default()),
+            Duration::from_secs(5),
+        );
+        let link = ControllerLink::new(&config.controller_addr, client);
+        let identity = link
+            .obtain_identity(
+                &config.store.store_root,
+                &config.cluster_name,
+                &config.broker_name,
+                &broker_addr,
+            )
+            .await
+            .map_err(link_err)?;
+        tracing::info!(broker = %config.broker_name, id = identity.broker_id, "controller mode: identity");
+        let manager = Arc::new(ReplicaManager {
+            config,
+            store,
+            ha,
+            link,
+            identity,
+            broker_addr,
+            ha_addr,
+            register_trigger,
+            heartbeat_now: Notify::new(),
+            poll_now: Notify::new(),
+            role_lock: tokio::sync::Mutex::new(()),
+            follower: Mutex::new(None),
+            remoting: RemotingClient::new(ClientConfig::default()),
+        });
+        // The first heartbeat before registering, so the controller counts this broker alive in
+        // the election that registration may trigger.
+        manager.heartbeat_once().await;
+        let info = manager
+            .link
+            .register(&manager.identity, &manager.broker_addr)
+            .await
+            .map_err(link_err)?;
+        manager.apply(info).await;
+        Ok(manager)
+    }
+
+    pub fn broker_id(&self) -> i64 {
+        self.identity.broker_id
+    }
+
+    /// The HA address slaves connect to.
+    pub fn ha_addr(&self) -> SocketAddr {
+        self.ha_addr
+    }
+
+    /// The heartbeat, poll and SyncStateSet loops.
+    pub fn spawn_loops(self: &Arc<Self>) -> Vec<JoinHandle<()>> {
+        let mut tasks = Vec::new();
+        let me = self.clone();
+        tasks.push(tokio::spawn(async move {
+            let every = Duration::from_millis(me.config.controller_heartbeat_interval_ms);
+            loop {
+                me.heartbeat_once().await;
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = me.heartbeat_now.notified() => {}
+                }
+            }
+        }));
+        let me = self.clone();
+        tasks.push(tokio::spawn(async move {
+            let every = Duration::from_millis(me.config.sync_controller_metadata_period_ms);
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = me.poll_now.notified() => {}
+                }
+                me.poll_once().await;
+            }
+        }));
+        let me = self.clone();
+        tasks.push(tokio::spawn(async move {
+            let every = Duration::from_millis(me.config.check_sync_state_set_period_ms);
+            loop {
+                tokio::time::sleep(every).await;
+                me.ha.on_local_append();
+                me.check_sync_state_set().await;
+            }
+        }));
+        tasks
+    }
+
+    /// Stops following a master (shutdown).
+    pub fn stop(&self) {
+        if let Some(f) = self.follower.lock().take() {
+            f.abort();
+        }
+    }
+
+    async fn heartbeat_once(&self) {
+        let timeout = self.config.controller_heartbeat_timeout_ms;
+        let hb = Heartbeat {
+            cluster: self.config.cluster_name.clone(),
+            broker_name: self.config.broker_name.clone(),
+            broker_id: self.identity.broker_id,
+            broker_addr: self.broker_addr.clone(),
+            timeout_ms: timeout,
+            info: BrokerLiveInfo {
+                epoch: self.store.last_epoch().map_or(0, |e| e.epoch),
+                max_offset: self.store.max_phy_offset(),
+                confirm_offset: self.store.confirm_offset(),
+                election_priority: 0,
+            },
+        };
+        let sent = Instant::now();
+        let outcome = self.link.heartbeat_all(&hb).await;
+        if outcome.leader_confirmed {
+            self.ha
+                .renew_lease(sent + Duration::from_millis(timeout * 3 / 4));
+        }
+    }
+
+    async fn poll_once(&self) {
+        let name = self.config.broker_name.clone();
+        let client = self.link.client().clone();
+        let info = self
+            .link
+            .any(|a| {
+                let client = client.clone();
+                let name = name.clone();
+                async move { client.get_replica_info(&a, &name).await }
+            })
+            .await;
+        match info {
+            Ok(info) => self.apply(info).await,
+            Err(e) => tracing::debug!(error = %e, "cannot read the replica info"),
+        }
+    }
+
+    /// A NOTIFY_BROKER_ROLE_CHANGED from a controller.
+    pub async fn on_notification(self: &Arc<Self>, info: MasterInfo) {
+        self.apply(info).await;
+    }
+
+    /// Applies what the controller reports about the set.
+    async fn apply(&self, info: MasterInfo) {
+        let _serial = self.role_lock.lock().await;
+        let Some(master_id) = info.master_broker_id else {
+            drop(_serial);
+            self.elect_if_masterless().await;
+            return;
+        };
+        let current_epoch = self.ha.master_epoch();
+        let role = self.ha.role();
+        if info.master_epoch < current_epoch {
+            tracing::debug!(
+                reported = info.master_epoch,
+                current = current_epoch,
+                "ignoring an older master epoch"
+            );
+            return;
+        }
+        let me = self.identity.broker_id;
+        let same_epoch = info.master_epoch == current_epoch;
+        if master_id == me {
+            if role == Role::Master && same_epoch {
+                self.ha
+                    .update_sync_state_set(info.sync_state_set_epoch, info.sync_state_set);
+                return;
+            }
+            if let Err(e) = self.become_master(&info).await {
+                tracing::error!(error = %e, epoch = info.master_epoch, "cannot become master");
+            }
+        } else {
+            let Some(master_addr) = info.master_address.clone() else {
+                return;
+            };
+            if role == Role::Slave && same_epoch {
+                self.ha
+                    .update_sync_state_set(info.sync_state_set_epoch, info.sync_state_set);
+                return;
+            }
+            self.become_slave(master_id, master_addr, &info);
+        }
+    }
+
+    async fn become_master(&self, info: &MasterInfo) -> anyhow::Result<()> {
+        if let Some(f) = self.follower.lock().take() {
+            f.abort();
+        }
+        let end = self.store.max_phy_offset();
+        self.store.append_epoch(info.master_epoch, end)?;
+        self.store.set_gated(true);
+        self.ha.set_master(
+            self.identity.broker_id,
+            self.broker_addr.clone(),
+            info.master_epoch,
+            info.sync_state_set_epoch,
+            info.sync_state_set.clone(),
+        );
+        tracing::warn!(
+            broker = %self.config.broker_name,
+            id = self.identity.broker_id,
+            epoch = info.master_epoch,
+            start_offset = end,
+            sync_state_set = ?info.sync_state_set,
+            "this broker is now the master"
+        );
+        // A lease before the first write, and the NameServers learn the new master at once.
+        self.heartbeat_now.notify_one();
+        self.register_trigger.notify_one();
+        Ok(())
+    }
+
+    fn become_slave(&self, master_id: i64, master_addr: String, info: &MasterInfo) {
+        if let Some(f) = self.follower.lock().take() {
+            f.abort();
+        }
+        self.store.set_gated(true);
+        self.ha.set_slave(
+            master_id,
+            master_addr.clone(),
+            info.master_epoch,
+            info.sync_state_set_epoch,
+            info.sync_state_set.clone(),
+        );
+        tracing::warn!(
+            broker = %self.config.broker_name,
+            id = self.identity.broker_id,
+            master = %master_addr,
+            master_id,
+            epoch = info.master_epoch,
+            "this broker is now a slave"
+        );
+        let ha = self.ha.clone();
+        let me = self.identity.broker_id;
+        let remoting = self.remoting.clone();
+        let my_addr = self.broker_addr.clone();
+        let my_ha = self.ha_addr;
+        let handle = tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                match exchange_ha_info(&remoting, &master_addr, &my_addr, my_ha).await {
+                    Ok(ha_addr) => match ha::follow_once(&ha, me, &ha_addr).await {
+                        Ok(()) => {}
+                        Err(e) => tracing::warn!(master = %ha_addr, error = %e, "replication from the master interrupted; reconnecting"),
+                    },
+                    Err(e) => {
+                        tracing::warn!(master = %master_addr, error = %e, "cannot get the master's HA address")
+                    }
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        });
+        *self.follower.lock() = Some(handle);
+        self.register_trigger.notify_one();
+    }
+
+    async fn elect_if_masterless(&self) {
+        let cluster = self.config.cluster_name.clone();
+        let name = self.config.broker_name.clone();
+        let me = self.identity.broker_id;
+        let client = self.link.client().clone();
+        let elected = self
+            .link
+            .any(|a| {
+                let (client, cluster, name) = (client.clone(), cluster.clone(), name.clone());
+                async move { client.elect_master(&a, &cluster, &name, Some(me), false).await }
+            })
+            .await;
+        match elected {
+            Ok(info) if info.master_broker_id.is_some() => {
+                Box::pin(self.apply(info)).await;
+            }
+            Ok(_) => tracing::warn!("the set has no master and none could be elected yet"),
+            Err(e) => tracing::warn!(error = %e, "election request failed"),
+        }
+    }
+
+    async fn check_sync_state_set(&self) {
+        let max_gap = Duration::from_millis(self.config.ha_max_time_slave_not_catchup_ms);
+        let Some((master, epoch, sss_epoch, want)) = self.ha.desired_sync_state_set(max_gap)
+        else {
+            return;
+        };
+        tracing::info!(
+            epoch,
+            sync_state_set_epoch = sss_epoch,
+            want = ?want,
+            "asking the controller to change the SyncStateSet"
+        );
+        self.ha.set_pending(Some(want.clone()));
+        let name = self.config.broker_name.clone();
+        let client = self.link.client().clone();
+        let result = self
+            .link
+            .any(|a| {
+                let (client, name, want) = (client.clone(), name.clone(), want.clone());
+                async move {
+                    client
+                        .alter_sync_state_set(&a, &name, master, epoch, &want, sss_epoch)
+                        .await
+                }
+            })
+            .await;
+        match result {
+            Ok((new_epoch, set)) => {
+                tracing::info!(sync_state_set_epoch = new_epoch, set = ?set, "SyncStateSet changed");
+                self.ha.update_sync_state_set(new_epoch, set);
+            }
+            Err(LinkError::Refused(ControllerCallError::Remote { code, remark })) => {
+                tracing::warn!(code, %remark, "the controller refused the SyncStateSet change");
+                self.ha.set_pending(None);
+                self.poll_now.notify_one();
+            }
+            Err(e) => {
+                // Outcome unknown: keep counting the union until the controller's state is read.
+                tracing::warn!(error = %e, "SyncStateSet change outcome unknown; re-reading");
+                self.poll_once().await;
+                self.ha.set_pending(None);
+            }
+        }
+    }
+
+    /// The broker id to register with the NameServers: 0 for the master (RocketMQ's
+    /// `MASTER_ID`), the own id for a slave, `None` until the controller gave a role.
+    pub fn registered_id(&self) -> Option<i64> {
+        match self.ha.role() {
+            Role::Master => Some(0),
+            Role::Slave => Some(self.identity.broker_id),
+            Role::None => None,
+        }
+    }
+}
+
+/// EXCHANGE_BROKER_HA_INFO (906) to the master's Remoting address: its HA address.
+async fn exchange_ha_info(
+    remoting: &RemotingClient,
+    master_addr: &str,
+    my_addr: &str,
+    my_ha: SocketAddr,
+) -> anyhow::Result<String> {
+    let request = RemotingCommand::request(request_code::EXCHANGE_BROKER_HA_INFO)
+        .with_ext("masterAddress", my_addr)
+        .with_ext("masterHaAddress", my_ha.to_string());
+    let response = remoting
+        .invoke(master_addr, request, Duration::from_secs(3))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if response.code != response_code::SUCCESS {
+        anyhow::bail!(
+            "code {}: {}",
+            response.code,
+            response.remark.unwrap_or_default()
+        );
+    }
+    response
+        .ext("masterHaAddress")
+        .map(str::to_string)
+        .ok_or_else(|| anyhow::anyhow!("no masterHaAddress in the answer"))
+}
+
+/// Parses a NOTIFY_BROKER_ROLE_CHANGED request into the master info it carries.
+pub fn parse_role_notification(cmd: &RemotingCommand) -> Option<MasterInfo> {
+    let master_broker_id = cmd.ext("masterBrokerId").and_then(|v| v.parse().ok());
+    let master_epoch = cmd.ext("masterEpoch")?.parse().ok()?;
+    let sync_state_set_epoch = cmd
+        .ext("syncStateSetEpoch")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Body {
+        #[serde(default)]
+        sync_state_set: BTreeSet<i64>,
+    }
+    let sync_state_set = serde_json::from_slice::<Body>(&cmd.body)
+        .map(|b| b.sync_state_set)
+        .unwrap_or_default();
+    Some(MasterInfo {
+        code: response_code::SUCCESS,
+        master_broker_id,
+        master_address: cmd.ext("masterAddress").map(str::to_string),
+        master_epoch,
+        sync_state_set_epoch,
+        sync_state_set,
+    })
+}
