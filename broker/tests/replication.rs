@@ -1,0 +1,270 @@
+//! Controller mode in one process: a NameServer with the controller embedded and three real
+//! brokers on loopback ports, each with its own store. Replication, the ack policy, fencing of
+//! slaves, failover after the master stops, and the old master rejoining as a slave.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rocketraft_broker::ha::Role;
+use rocketraft_broker::store::FlushDiskType;
+use rocketraft_broker::{Broker, BrokerConfig};
+use rocketraft_controller::ControllerConfig;
+use rocketraft_nameserver::{NameServer, NamesrvConfig};
+use rocketraft_remoting::api::{MqClientApi, SendRequest};
+use rocketraft_remoting::codes::response_code;
+use rocketraft_remoting::{ClientConfig, RemotingClient};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+async fn namesrv(dir: &Path) -> NameServer {
+    let raft_port = free_port();
+    let mut c = ControllerConfig::default();
+    c.raft.node_id = 1;
+    c.raft.listen = format!("127.0.0.1:{raft_port}").parse().expect("addr");
+    c.raft.data_dir = dir.join("controller");
+    c.raft.initial_members = BTreeMap::from([(1, format!("127.0.0.1:{raft_port}"))]);
+    c.raft.election_timeout_min_ms = 300;
+    c.raft.election_timeout_max_ms = 600;
+    c.raft.heartbeat_interval_ms = 100;
+    c.listen = "127.0.0.1:0".parse().expect("addr");
+    c.heartbeat_timeout_ms = 2000;
+    c.scan_interval_ms = 200;
+    NameServer::start(NamesrvConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        enable_controller_in_namesrv: true,
+        controller: c,
+        ..NamesrvConfig::default()
+    })
+    .await
+    .expect("namesrv with controller")
+}
+
+fn broker_config(dir: &Path, namesrv: SocketAddr, port: u16) -> BrokerConfig {
+    let mut config = BrokerConfig {
+        listen: format!("127.0.0.1:{port}").parse().expect("addr"),
+        namesrv_addr: namesrv.to_string(),
+        ha_port: 0,
+        enable_controller_mode: true,
+        controller_addr: namesrv.to_string(),
+        controller_heartbeat_interval_ms: 300,
+        controller_heartbeat_timeout_ms: 2000,
+        sync_controller_metadata_period_ms: 500,
+        check_sync_state_set_period_ms: 200,
+        ha_max_time_slave_not_catchup_ms: 2000,
+        min_in_sync_replicas: 2,
+        slave_timeout_ms: 3000,
+        ..BrokerConfig::default()
+    };
+    config.store.store_root = dir.to_path_buf();
+    config.store.commitlog_segment_size = 64 * 1024;
+    config.store.flush_disk_type = FlushDiskType::AsyncFlush;
+    config.store.pretouch = false;
+    config.store.max_message_size = 16 * 1024;
+    config
+}
+
+fn api() -> MqClientApi {
+    MqClientApi::new(
+        RemotingClient::new(ClientConfig::default()),
+        Duration::from_secs(5),
+    )
+}
+
+fn message(i: usize) -> SendRequest {
+    SendRequest {
+        producer_group: "pg".to_string(),
+        topic: "Replicated".to_string(),
+        queue_id: (i % 2) as i32,
+        body: Bytes::from(format!("message-{i}-{}", "x".repeat(300))),
+        properties: BTreeMap::new(),
+        ..SendRequest::default()
+    }
+}
+
+async fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn master_of(brokers: &[Option<Broker>]) -> Option<usize> {
+    let masters: Vec<usize> = brokers
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| {
+            b.as_ref().is_some_and(|b| {
+                let ha = b.inner().ha.as_ref().expect("controller mode");
+                ha.role() == Role::Master && ha.lease_valid()
+            })
+        })
+        .map(|(i, _)| i)
+        .collect();
+    assert!(masters.len() <= 1, "two masters with valid leases: {masters:?}");
+    masters.first().copied()
+}
+
+fn in_sync(b: &Broker) -> usize {
+    b.inner()
+        .ha
+        .as_ref()
+        .expect("controller mode")
+        .snapshot()
+        .sync_state_set
+        .len()
+}
+
+/// Every CommitLog byte below `upto` is the same on both stores.
+fn same_bytes(a: &Broker, b: &Broker, upto: i64) {
+    let (sa, sb) = (&a.inner().store, &b.inner().store);
+    let mut at = sa.min_phy_offset().max(sb.min_phy_offset());
+    while at < upto {
+        let x = sa
+            .read_commit_log(at, (upto - at).min(16 * 1024) as usize)
+            .expect("bytes on a");
+        let y = sb.read_commit_log(at, x.len()).expect("bytes on b");
+        assert_eq!(x, y, "CommitLogs differ in the chunk at {at}");
+        at += x.len() as i64;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicate_ack_fail_over_and_rejoin() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ns = namesrv(dir.path()).await;
+    let ns_addr = ns.local_addr();
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let mut brokers: Vec<Option<Broker>> = Vec::new();
+    for (i, port) in ports.iter().enumerate() {
+        let cfg = broker_config(&dir.path().join(format!("b{i}")), ns_addr, *port);
+        brokers.push(Some(Broker::start(cfg).await.expect("broker starts")));
+    }
+    let m = wait_for("a master", Duration::from_secs(20), || master_of(&brokers)).await;
+    let master = brokers[m].as_ref().expect("master");
+    wait_for("all three in the SyncStateSet", Duration::from_secs(20), || {
+        (in_sync(master) == 3).then_some(())
+    })
+    .await;
+
+    // Sends succeed once all in-sync replicas hold them; slaves refuse writes.
+    let api = api();
+    let master_addr = master.local_addr().to_string();
+    let mut acked = Vec::new();
+    for i in 0..300 {
+        let r = api.send(&master_addr, &message(i)).await.expect("send");
+        assert_eq!(r.code, response_code::SUCCESS, "send {i}");
+        acked.push((r.queue_id, r.queue_offset, i));
+    }
+    let end = master.inner().store.max_phy_offset();
+    for (i, b) in brokers.iter().enumerate() {
+        let b = b.as_ref().expect("broker");
+        if i == m {
+            continue;
+        }
+        let store = &b.inner().store;
+        // An acknowledged send is already on every in-sync replica.
+        assert!(store.max_phy_offset() >= acked_end(master), "slave {i} lags an acked send");
+        wait_for("slave caught up", Duration::from_secs(10), || {
+            (store.max_phy_offset() == end).then_some(())
+        })
+        .await;
+        same_bytes(master, b, end);
+        for q in 0..2 {
+            assert_eq!(
+                store.get_max_offset_in_queue("Replicated", q),
+                master.inner().store.get_max_offset_in_queue("Replicated", q),
+                "slave {i} rebuilt its ConsumeQueue {q}"
+            );
+        }
+        let refused = api
+            .send(&b.local_addr().to_string(), &message(0))
+            .await
+            .expect_err("a slave refuses writes");
+        assert!(
+            refused.to_string().contains(&response_code::SERVICE_NOT_AVAILABLE.to_string())
+                || refused.to_string().contains("slave"),
+            "{refused}"
+        );
+    }
+
+    // The master stops (its heartbeats stop): a slave of the SyncStateSet takes over.
+    let old = brokers[m].take().expect("master");
+    let old_epoch = old.inner().ha.as_ref().expect("ha").master_epoch();
+    old.shutdown().await;
+    let stopped = Instant::now();
+    let n = wait_for("a new master", Duration::from_secs(30), || master_of(&brokers)).await;
+    let new_master = brokers[n].as_ref().expect("new master");
+    assert!(new_master.inner().ha.as_ref().expect("ha").master_epoch() > old_epoch);
+    let new_addr = new_master.local_addr().to_string();
+    // Writes resume once the set shrank to the live replicas (min 2 in sync).
+    let mut first_ack = None;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut i = 300;
+    while acked.len() < 400 {
+        assert!(Instant::now() < deadline, "the new master never took writes");
+        match api.send(&new_addr, &message(i)).await {
+            Ok(r) if r.code == response_code::SUCCESS => {
+                first_ack.get_or_insert_with(|| stopped.elapsed());
+                acked.push((r.queue_id, r.queue_offset, i));
+                i += 1;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    eprintln!("failover: first acknowledged send {:?} after the master stopped", first_ack);
+    // Every acknowledged message is readable on the new master, in order.
+    for (q, off, i) in &acked {
+        let phy = new_master
+            .inner()
+            .store
+            .get_commit_log_offset_in_queue("Replicated", *q, *off)
+            .unwrap_or_else(|| panic!("acked message {i} at {q}/{off} missing on the new master"));
+        let msg = new_master
+            .inner()
+            .store
+            .look_message_by_offset(phy)
+            .expect("decodable");
+        assert!(msg.message.body.starts_with(format!("message-{i}-").as_bytes()));
+    }
+
+    // The old master restarts: it becomes a slave and converges byte for byte.
+    let cfg = broker_config(&dir.path().join(format!("b{m}")), ns_addr, ports[m]);
+    let restarted = Broker::start(cfg).await.expect("old master restarts");
+    let new_master = brokers[n].as_ref().expect("new master");
+    let back = &restarted;
+    wait_for("the old master is a slave", Duration::from_secs(10), || {
+        (back.inner().ha.as_ref().expect("ha").role() == Role::Slave).then_some(())
+    })
+    .await;
+    let end = new_master.inner().store.max_phy_offset();
+    wait_for("the old master caught up", Duration::from_secs(20), || {
+        (back.inner().store.max_phy_offset() == end).then_some(())
+    })
+    .await;
+    same_bytes(new_master, back, end);
+    wait_for("all three in sync again", Duration::from_secs(20), || {
+        (in_sync(new_master) == 3).then_some(())
+    })
+    .await;
+    restarted.shutdown().await;
+    for b in brokers.into_iter().flatten() {
+        b.shutdown().await;
+    }
+    ns.shutdown().await;
+}
+
+fn acked_end(master: &Broker) -> i64 {
+    master.inner().store.confirm_offset()
+}
