@@ -28,9 +28,13 @@ pub struct BrokerConfig {
     /// unspecified IP replaced by 127.0.0.1.
     #[serde(alias = "brokerIP1")]
     pub advertised_addr: Option<SocketAddr>,
-    /// The HA (replication) port advertised to slaves (`haListenPort`, default 10912).
+    /// The HA (replication) port (`haListenPort`, default 10912), on the IP of `listen`; 0 picks
+    /// a free port.
     #[serde(alias = "haListenPort")]
     pub ha_port: u16,
+    /// The HA address slaves are told to connect to (default: the advertised IP and the bound
+    /// HA port). Set it when slaves reach this broker through NAT or a proxy.
+    pub ha_advertised_addr: Option<SocketAddr>,
     /// NameServer addresses, `host:port` separated by `;` (`namesrvAddr`).
     #[serde(alias = "namesrvAddr")]
     pub namesrv_addr: String,
@@ -114,6 +118,7 @@ impl Default for BrokerConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 10911)),
             advertised_addr: None,
             ha_port: 10912,
+            ha_advertised_addr: None,
             namesrv_addr: "127.0.0.1:9876".to_string(),
             register_interval_ms: 30_000,
             auto_create_topic_enable: true,
@@ -183,8 +188,10 @@ impl BrokerConfig {
         }
         if self.enable_controller_mode {
             if self.controller_addr.trim().is_empty() {
-                return Err("enable_controller_mode needs controller_addr (host:port;host:port)"
-                    .to_string());
+                return Err(
+                    "enable_controller_mode needs controller_addr (host:port;host:port)"
+                        .to_string(),
+                );
             }
             if self.controller_heartbeat_interval_ms == 0
                 || self.controller_heartbeat_interval_ms * 3 > self.controller_heartbeat_timeout_ms
@@ -197,7 +204,9 @@ impl BrokerConfig {
             if self.min_in_sync_replicas == 0 || self.in_sync_replicas == 0 {
                 return Err("min_in_sync_replicas and in_sync_replicas must be at least 1 (the master counts)".to_string());
             }
-            if self.sync_controller_metadata_period_ms == 0 || self.check_sync_state_set_period_ms == 0 {
+            if self.sync_controller_metadata_period_ms == 0
+                || self.check_sync_state_set_period_ms == 0
+            {
                 return Err("sync_controller_metadata_period_ms and check_sync_state_set_period_ms must be positive".to_string());
             }
         }

@@ -205,7 +205,14 @@ impl HaState {
     }
 
     /// Becomes master of `epoch`. The caller appended the epoch entry.
-    pub fn set_master(&self, my_id: i64, my_addr: String, epoch: i32, sss_epoch: i32, sss: BTreeSet<i64>) {
+    pub fn set_master(
+        &self,
+        my_id: i64,
+        my_addr: String,
+        epoch: i32,
+        sss_epoch: i32,
+        sss: BTreeSet<i64>,
+    ) {
         let mut g = self.inner.lock();
         g.role = Role::Master;
         g.master_epoch = epoch;
@@ -222,7 +229,14 @@ impl HaState {
     }
 
     /// Becomes (or stays) slave of the master `master_id` at `master_addr` in `epoch`.
-    pub fn set_slave(&self, master_id: i64, master_addr: String, epoch: i32, sss_epoch: i32, sss: BTreeSet<i64>) {
+    pub fn set_slave(
+        &self,
+        master_id: i64,
+        master_addr: String,
+        epoch: i32,
+        sss_epoch: i32,
+        sss: BTreeSet<i64>,
+    ) {
         let mut g = self.inner.lock();
         g.role = Role::Slave;
         g.master_epoch = epoch;
@@ -309,7 +323,12 @@ impl HaState {
     }
 
     /// The replicas (master included) that must hold `end` for `policy`, and how many do.
-    fn ack_count(&self, g: &HaInner, end: i64, policy: &AckPolicy) -> Result<(usize, usize), AckError> {
+    fn ack_count(
+        &self,
+        g: &HaInner,
+        end: i64,
+        policy: &AckPolicy,
+    ) -> Result<(usize, usize), AckError> {
         let mut members = g.sync_state_set.clone();
         if let Some(p) = &g.pending_set {
             members.extend(p.iter().copied());
@@ -324,7 +343,10 @@ impl HaState {
             });
         }
         let holds = |id: &i64| {
-            *id == master || g.slaves.get(id).is_some_and(|s| s.connected && s.ack_offset >= end)
+            *id == master
+                || g.slaves
+                    .get(id)
+                    .is_some_and(|s| s.connected && s.ack_offset >= end)
         };
         if policy.all_ack_in_sync_state_set {
             let need = members.len().max(policy.min_in_sync_replicas);
@@ -431,7 +453,10 @@ impl HaState {
     /// The SyncStateSet the master wants now: caught-up slaves join (their ack reached the
     /// master's end and the current epoch's start), slaves not caught up for `max_not_caught_up`
     /// or disconnected leave. `None` when the set is right.
-    pub fn desired_sync_state_set(&self, max_not_caught_up: Duration) -> Option<(i64, i32, i32, BTreeSet<i64>)> {
+    pub fn desired_sync_state_set(
+        &self,
+        max_not_caught_up: Duration,
+    ) -> Option<(i64, i32, i32, BTreeSet<i64>)> {
         let g = self.inner.lock();
         if g.role != Role::Master || g.pending_set.is_some() {
             return None;
@@ -461,7 +486,9 @@ impl HaState {
         }
         // SyncStateSet members the master never heard from since it took office leave too,
         // once a catch-up period has passed.
-        if g.took_office.is_some_and(|t| now.duration_since(t) >= max_not_caught_up) {
+        if g.took_office
+            .is_some_and(|t| now.duration_since(t) >= max_not_caught_up)
+        {
             want.retain(|id| *id == master || g.slaves.contains_key(id));
         }
         (want != g.sync_state_set).then(|| (master, g.master_epoch, g.sync_state_set_epoch, want))
@@ -493,7 +520,10 @@ pub async fn serve(listener: TcpListener, ha: Arc<HaState>) {
     }
 }
 
-async fn read_exact_timeout(sock: &mut (impl AsyncReadExt + Unpin), buf: &mut [u8]) -> std::io::Result<()> {
+async fn read_exact_timeout(
+    sock: &mut (impl AsyncReadExt + Unpin),
+    buf: &mut [u8],
+) -> std::io::Result<()> {
     match tokio::time::timeout(HOUSEKEEPING, sock.read_exact(buf)).await {
         Ok(r) => r.map(|_| ()),
         Err(_) => Err(std::io::Error::new(
@@ -521,13 +551,20 @@ fn decode_epochs(body: &[u8]) -> Vec<EpochEntry> {
         .collect()
 }
 
-async fn master_connection(mut sock: TcpStream, peer: SocketAddr, ha: Arc<HaState>) -> std::io::Result<()> {
+async fn master_connection(
+    mut sock: TcpStream,
+    peer: SocketAddr,
+    ha: Arc<HaState>,
+) -> std::io::Result<()> {
     let mut hs = [0u8; 16];
     read_exact_timeout(&mut sock, &mut hs).await?;
     let state = i32::from_be_bytes([hs[0], hs[1], hs[2], hs[3]]);
-    let slave_id = i64::from_be_bytes([hs[8], hs[9], hs[10], hs[11], hs[12], hs[13], hs[14], hs[15]]);
+    let slave_id =
+        i64::from_be_bytes([hs[8], hs[9], hs[10], hs[11], hs[12], hs[13], hs[14], hs[15]]);
     if state != STATE_HANDSHAKE {
-        return Err(std::io::Error::other(format!("expected a handshake, got state {state}")));
+        return Err(std::io::Error::other(format!(
+            "expected a handshake, got state {state}"
+        )));
     }
     let (generation, epoch) = {
         let g = ha.inner.lock();
@@ -550,7 +587,9 @@ async fn master_connection(mut sock: TcpStream, peer: SocketAddr, ha: Arc<HaStat
     // First report: where to stream from.
     let mut rep = [0u8; 12];
     read_exact_timeout(&mut sock, &mut rep).await?;
-    let mut next = i64::from_be_bytes([rep[4], rep[5], rep[6], rep[7], rep[8], rep[9], rep[10], rep[11]]);
+    let mut next = i64::from_be_bytes([
+        rep[4], rep[5], rep[6], rep[7], rep[8], rep[9], rep[10], rep[11],
+    ]);
     let addr = peer.to_string();
     ha.slave_report(generation, slave_id, &addr, next);
 
@@ -561,7 +600,9 @@ async fn master_connection(mut sock: TcpStream, peer: SocketAddr, ha: Arc<HaStat
         let mut rep = [0u8; 12];
         loop {
             read_exact_timeout(&mut rd, &mut rep).await?;
-            let offset = i64::from_be_bytes([rep[4], rep[5], rep[6], rep[7], rep[8], rep[9], rep[10], rep[11]]);
+            let offset = i64::from_be_bytes([
+                rep[4], rep[5], rep[6], rep[7], rep[8], rep[9], rep[10], rep[11],
+            ]);
             reader_ha.slave_report(generation, slave_id, &reader_addr, offset);
         }
     });
@@ -582,9 +623,14 @@ async fn master_connection(mut sock: TcpStream, peer: SocketAddr, ha: Arc<HaStat
             let confirm = ha.store.confirm_offset();
             if next < max {
                 let (ep, limit) = epoch_at(&entries, next, max);
-                let chunk = ha.store.replication_chunk(next, CHUNK_BYTES, limit).ok_or_else(|| {
-                    std::io::Error::other(format!("cannot read the CommitLog at {next} for a slave"))
-                })?;
+                let chunk = ha
+                    .store
+                    .replication_chunk(next, CHUNK_BYTES, limit)
+                    .ok_or_else(|| {
+                        std::io::Error::other(format!(
+                            "cannot read the CommitLog at {next} for a slave"
+                        ))
+                    })?;
                 let mut frame = Vec::with_capacity(36 + chunk.len());
                 frame.extend_from_slice(&STATE_TRANSFER.to_be_bytes());
                 frame.extend_from_slice(&(chunk.len() as i32).to_be_bytes());
@@ -594,11 +640,18 @@ async fn master_connection(mut sock: TcpStream, peer: SocketAddr, ha: Arc<HaStat
                 frame.extend_from_slice(&confirm.to_be_bytes());
                 frame.extend_from_slice(&chunk);
                 wr.write_all(&frame).await?;
-                next += chunk_advance(&chunk, next, ha.store.config().commitlog_segment_size as i64);
+                next += chunk_advance(
+                    &chunk,
+                    next,
+                    ha.store.config().commitlog_segment_size as i64,
+                );
                 continue;
             }
             // Idle: heartbeat with the confirm offset, then wait for new data.
-            let ep = entries.last().copied().unwrap_or(EpochEntry { epoch: 0, start_offset: 0 });
+            let ep = entries.last().copied().unwrap_or(EpochEntry {
+                epoch: 0,
+                start_offset: 0,
+            });
             let mut frame = Vec::with_capacity(36);
             frame.extend_from_slice(&STATE_TRANSFER.to_be_bytes());
             frame.extend_from_slice(&0i32.to_be_bytes());
@@ -621,7 +674,10 @@ async fn master_connection(mut sock: TcpStream, peer: SocketAddr, ha: Arc<HaStat
 
 /// The epoch holding `offset` and where the next epoch starts (or `max`).
 fn epoch_at(entries: &[EpochEntry], offset: i64, max: i64) -> (EpochEntry, i64) {
-    let mut found = EpochEntry { epoch: 0, start_offset: 0 };
+    let mut found = EpochEntry {
+        epoch: 0,
+        start_offset: 0,
+    };
     let mut limit = max;
     for (i, e) in entries.iter().enumerate() {
         if e.start_offset <= offset {
@@ -663,8 +719,14 @@ pub async fn follow_once(ha: &Arc<HaState>, my_id: i64, master: &str) -> anyhow:
     read_exact_timeout(&mut sock, &mut head).await?;
     let state = i32::from_be_bytes([head[0], head[1], head[2], head[3]]);
     let body_size = i32::from_be_bytes([head[4], head[5], head[6], head[7]]);
-    let master_max = i64::from_be_bytes([head[8], head[9], head[10], head[11], head[12], head[13], head[14], head[15]]);
-    if state != STATE_HANDSHAKE || body_size < 0 || body_size as usize > MAX_FRAME_BODY || body_size % 12 != 0 {
+    let master_max = i64::from_be_bytes([
+        head[8], head[9], head[10], head[11], head[12], head[13], head[14], head[15],
+    ]);
+    if state != STATE_HANDSHAKE
+        || body_size < 0
+        || body_size as usize > MAX_FRAME_BODY
+        || body_size % 12 != 0
+    {
         anyhow::bail!("bad master handshake (state {state}, body {body_size})");
     }
     let mut body = vec![0u8; body_size as usize];
@@ -682,7 +744,12 @@ pub async fn follow_once(ha: &Arc<HaState>, my_id: i64, master: &str) -> anyhow:
             .unwrap_or_else(|| store.min_phy_offset())
     };
     if keep < local_end {
-        tracing::warn!(local_end, keep, master_max, "this replica has a tail the master does not share; truncating it");
+        tracing::warn!(
+            local_end,
+            keep,
+            master_max,
+            "this replica has a tail the master does not share; truncating it"
+        );
         store.truncate_to(keep).await?;
     } else {
         store.truncate_to(local_end).await?;

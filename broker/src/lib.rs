@@ -130,10 +130,14 @@ impl Broker {
         let (ha_state, replicas, ha_listener) = if config.enable_controller_mode {
             let ha_bind = SocketAddr::new(listen.ip(), config.ha_port);
             let listener = tokio::net::TcpListener::bind(ha_bind).await.map_err(|e| {
-                anyhow::anyhow!("cannot listen for replication on {ha_bind}: {e} (pick another ha_port)")
+                anyhow::anyhow!(
+                    "cannot listen for replication on {ha_bind}: {e} (pick another ha_port)"
+                )
             })?;
             let ha_local = listener.local_addr()?;
-            let ha_addr = SocketAddr::new(advertised.ip(), ha_local.port());
+            let ha_addr = config
+                .ha_advertised_addr
+                .unwrap_or_else(|| SocketAddr::new(advertised.ip(), ha_local.port()));
             let ha_state = ha::HaState::new(store.clone());
             let replicas = replica::ReplicaManager::start(
                 config.clone(),

@@ -257,7 +257,17 @@ impl ReplicaManager {
             f.abort();
         }
         let end = self.store.max_phy_offset();
-        self.store.append_epoch(info.master_epoch, end)?;
+        match self.store.last_epoch() {
+            // This process was the master of this epoch before a restart: its log already is
+            // the epoch's log (nobody else was master in between, or the epoch would be higher).
+            Some(last) if last.epoch == info.master_epoch => {}
+            Some(last) if last.epoch > info.master_epoch => anyhow::bail!(
+                "the log holds epoch {} but the controller names this broker master of the older epoch {}",
+                last.epoch,
+                info.master_epoch
+            ),
+            _ => self.store.append_epoch(info.master_epoch, end)?,
+        }
         self.store.set_gated(true);
         self.ha.set_master(
             self.identity.broker_id,
@@ -311,7 +321,9 @@ impl ReplicaManager {
                 match exchange_ha_info(&remoting, &master_addr, &my_addr, my_ha).await {
                     Ok(ha_addr) => match ha::follow_once(&ha, me, &ha_addr).await {
                         Ok(()) => {}
-                        Err(e) => tracing::warn!(master = %ha_addr, error = %e, "replication from the master interrupted; reconnecting"),
+                        Err(e) => {
+                            tracing::warn!(master = %ha_addr, error = %e, "replication from the master interrupted; reconnecting")
+                        }
                     },
                     Err(e) => {
                         tracing::warn!(master = %master_addr, error = %e, "cannot get the master's HA address")
@@ -334,7 +346,11 @@ impl ReplicaManager {
             .link
             .any(|a| {
                 let (client, cluster, name) = (client.clone(), cluster.clone(), name.clone());
-                async move { client.elect_master(&a, &cluster, &name, Some(me), false).await }
+                async move {
+                    client
+                        .elect_master(&a, &cluster, &name, Some(me), false)
+                        .await
+                }
             })
             .await;
         match elected {
@@ -348,8 +364,7 @@ impl ReplicaManager {
 
     async fn check_sync_state_set(&self) {
         let max_gap = Duration::from_millis(self.config.ha_max_time_slave_not_catchup_ms);
-        let Some((master, epoch, sss_epoch, want)) = self.ha.desired_sync_state_set(max_gap)
-        else {
+        let Some((master, epoch, sss_epoch, want)) = self.ha.desired_sync_state_set(max_gap) else {
             return;
         };
         tracing::info!(

@@ -92,7 +92,10 @@ async fn identity_is_assigned_once_kept_on_disk_and_registration_elects_the_firs
                 info: BrokerLiveInfo::new(0, 0, 0),
             })
             .await;
-        assert_eq!(delivered.delivered, 1, "one live controller of two addresses");
+        assert_eq!(
+            delivered.delivered, 1,
+            "one live controller of two addresses"
+        );
         assert!(
             delivered.leader_confirmed,
             "the single controller is the leader and confirms it"

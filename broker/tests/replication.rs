@@ -112,7 +112,10 @@ fn master_of(brokers: &[Option<Broker>]) -> Option<usize> {
         })
         .map(|(i, _)| i)
         .collect();
-    assert!(masters.len() <= 1, "two masters with valid leases: {masters:?}");
+    assert!(
+        masters.len() <= 1,
+        "two masters with valid leases: {masters:?}"
+    );
     masters.first().copied()
 }
 
@@ -153,9 +156,11 @@ async fn replicate_ack_fail_over_and_rejoin() {
     }
     let m = wait_for("a master", Duration::from_secs(20), || master_of(&brokers)).await;
     let master = brokers[m].as_ref().expect("master");
-    wait_for("all three in the SyncStateSet", Duration::from_secs(20), || {
-        (in_sync(master) == 3).then_some(())
-    })
+    wait_for(
+        "all three in the SyncStateSet",
+        Duration::from_secs(20),
+        || (in_sync(master) == 3).then_some(()),
+    )
     .await;
 
     // Sends succeed once all in-sync replicas hold them; slaves refuse writes.
@@ -175,7 +180,10 @@ async fn replicate_ack_fail_over_and_rejoin() {
         }
         let store = &b.inner().store;
         // An acknowledged send is already on every in-sync replica.
-        assert!(store.max_phy_offset() >= acked_end(master), "slave {i} lags an acked send");
+        assert!(
+            store.max_phy_offset() >= acked_end(master),
+            "slave {i} lags an acked send"
+        );
         wait_for("slave caught up", Duration::from_secs(10), || {
             (store.max_phy_offset() == end).then_some(())
         })
@@ -184,7 +192,10 @@ async fn replicate_ack_fail_over_and_rejoin() {
         for q in 0..2 {
             assert_eq!(
                 store.get_max_offset_in_queue("Replicated", q),
-                master.inner().store.get_max_offset_in_queue("Replicated", q),
+                master
+                    .inner()
+                    .store
+                    .get_max_offset_in_queue("Replicated", q),
                 "slave {i} rebuilt its ConsumeQueue {q}"
             );
         }
@@ -193,7 +204,9 @@ async fn replicate_ack_fail_over_and_rejoin() {
             .await
             .expect_err("a slave refuses writes");
         assert!(
-            refused.to_string().contains(&response_code::SERVICE_NOT_AVAILABLE.to_string())
+            refused
+                .to_string()
+                .contains(&response_code::SERVICE_NOT_AVAILABLE.to_string())
                 || refused.to_string().contains("slave"),
             "{refused}"
         );
@@ -204,7 +217,10 @@ async fn replicate_ack_fail_over_and_rejoin() {
     let old_epoch = old.inner().ha.as_ref().expect("ha").master_epoch();
     old.shutdown().await;
     let stopped = Instant::now();
-    let n = wait_for("a new master", Duration::from_secs(30), || master_of(&brokers)).await;
+    let n = wait_for("a new master", Duration::from_secs(30), || {
+        master_of(&brokers)
+    })
+    .await;
     let new_master = brokers[n].as_ref().expect("new master");
     assert!(new_master.inner().ha.as_ref().expect("ha").master_epoch() > old_epoch);
     let new_addr = new_master.local_addr().to_string();
@@ -213,7 +229,10 @@ async fn replicate_ack_fail_over_and_rejoin() {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut i = 300;
     while acked.len() < 400 {
-        assert!(Instant::now() < deadline, "the new master never took writes");
+        assert!(
+            Instant::now() < deadline,
+            "the new master never took writes"
+        );
         match api.send(&new_addr, &message(i)).await {
             Ok(r) if r.code == response_code::SUCCESS => {
                 first_ack.get_or_insert_with(|| stopped.elapsed());
@@ -223,7 +242,10 @@ async fn replicate_ack_fail_over_and_rejoin() {
             _ => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
-    eprintln!("failover: first acknowledged send {:?} after the master stopped", first_ack);
+    eprintln!(
+        "failover: first acknowledged send {:?} after the master stopped",
+        first_ack
+    );
     // Every acknowledged message is readable on the new master, in order.
     for (q, off, i) in &acked {
         let phy = new_master
@@ -236,7 +258,10 @@ async fn replicate_ack_fail_over_and_rejoin() {
             .store
             .look_message_by_offset(phy)
             .expect("decodable");
-        assert!(msg.message.body.starts_with(format!("message-{i}-").as_bytes()));
+        assert!(msg
+            .message
+            .body
+            .starts_with(format!("message-{i}-").as_bytes()));
     }
 
     // The old master restarts: it becomes a slave and converges byte for byte.
@@ -267,4 +292,228 @@ async fn replicate_ack_fail_over_and_rejoin() {
 
 fn acked_end(master: &Broker) -> i64 {
     master.inner().store.confirm_offset()
+}
+
+/// A TCP relay that can drop every connection through it and refuse new ones: a network
+/// partition of whatever is behind it.
+struct Relay {
+    addr: SocketAddr,
+    cut: tokio::sync::watch::Sender<bool>,
+}
+
+impl Relay {
+    async fn start(target: SocketAddr) -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("relay bind");
+        let addr = listener.local_addr().expect("relay addr");
+        let (cut, _) = tokio::sync::watch::channel(false);
+        let cut_tx = cut.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((inbound, _)) = listener.accept().await else {
+                    continue;
+                };
+                if *cut_tx.borrow() {
+                    drop(inbound);
+                    continue;
+                }
+                let mut cut_rx = cut_tx.subscribe();
+                tokio::spawn(async move {
+                    let Ok(outbound) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let (mut ri, mut wi) = inbound.into_split();
+                    let (mut ro, mut wo) = outbound.into_split();
+                    tokio::select! {
+                        _ = tokio::io::copy(&mut ri, &mut wo) => {}
+                        _ = tokio::io::copy(&mut ro, &mut wi) => {}
+                        _ = cut_rx.wait_for(|c| *c) => {}
+                    }
+                });
+            }
+        });
+        Relay { addr, cut }
+    }
+
+    fn set_cut(&self, cut: bool) {
+        self.cut.send_replace(cut);
+    }
+}
+
+/// Every broker reaches the controller and the NameServer through its own relay, and is reached
+/// (Remoting and HA) through two more; cutting the three isolates it from everything.
+struct Isolatable {
+    broker: Option<Broker>,
+    listen: SocketAddr,
+    relays: [Relay; 3],
+    cfg: BrokerConfig,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn isolated_master_stops_acking_and_heals_without_divergence() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ns = namesrv(dir.path()).await;
+    let ns_addr = ns.local_addr();
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        let port = free_port();
+        let ha_port = free_port();
+        let listen: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        let to_ctl = Relay::start(ns_addr).await;
+        let to_me = Relay::start(listen).await;
+        let to_ha = Relay::start(format!("127.0.0.1:{ha_port}").parse().expect("addr")).await;
+        let mut cfg = broker_config(&dir.path().join(format!("i{i}")), to_ctl.addr, port);
+        cfg.ha_port = ha_port;
+        cfg.advertised_addr = Some(to_me.addr);
+        cfg.ha_advertised_addr = Some(to_ha.addr);
+        nodes.push(Isolatable {
+            broker: None,
+            listen,
+            relays: [to_ctl, to_me, to_ha],
+            cfg,
+        });
+    }
+    for n in &mut nodes {
+        n.broker = Some(Broker::start(n.cfg.clone()).await.expect("broker"));
+    }
+    let current_master = |nodes: &[Isolatable]| {
+        let b: Vec<Option<&Broker>> = nodes.iter().map(|n| n.broker.as_ref()).collect();
+        b.iter().position(|b| {
+            b.is_some_and(|b| {
+                let ha = b.inner().ha.as_ref().expect("ha");
+                ha.role() == Role::Master && ha.lease_valid()
+            })
+        })
+    };
+    let m = wait_for("a master", Duration::from_secs(20), || {
+        current_master(&nodes)
+    })
+    .await;
+    let master = nodes[m].broker.as_ref().expect("master");
+    wait_for("3 in sync", Duration::from_secs(20), || {
+        (in_sync(master) == 3).then_some(())
+    })
+    .await;
+    let api = api();
+    let mut acked = Vec::new();
+    for i in 0..100 {
+        let r = api
+            .send(&nodes[m].listen.to_string(), &message(i))
+            .await
+            .expect("send");
+        assert_eq!(r.code, response_code::SUCCESS);
+        acked.push((r.queue_id, r.queue_offset, i, m, Instant::now()));
+    }
+
+    // Isolate the master. A client on its side of the partition keeps sending to it directly.
+    for r in &nodes[m].relays {
+        r.set_cut(true);
+    }
+    let cut_at = Instant::now();
+    let mut old_last_ack = None;
+    let mut i = 100;
+    let mut new_master = None;
+    let mut new_first_ack: Option<Instant> = None;
+    while new_first_ack.is_none() || cut_at.elapsed() < Duration::from_secs(6) {
+        assert!(
+            cut_at.elapsed() < Duration::from_secs(30),
+            "no new master took writes"
+        );
+        if let Ok(r) = api.send(&nodes[m].listen.to_string(), &message(i)).await {
+            if r.code == response_code::SUCCESS {
+                old_last_ack = Some(cut_at.elapsed());
+                acked.push((r.queue_id, r.queue_offset, i, m, Instant::now()));
+            }
+        }
+        i += 1;
+        if new_master.is_none() {
+            new_master = (0..3).filter(|j| *j != m).find(|j| {
+                let ha = nodes[*j]
+                    .broker
+                    .as_ref()
+                    .expect("b")
+                    .inner()
+                    .ha
+                    .clone()
+                    .expect("ha");
+                ha.role() == Role::Master && ha.lease_valid()
+            });
+        }
+        if let Some(n) = new_master {
+            if let Ok(r) = api.send(&nodes[n].listen.to_string(), &message(i)).await {
+                if r.code == response_code::SUCCESS {
+                    new_first_ack.get_or_insert_with(Instant::now);
+                    acked.push((r.queue_id, r.queue_offset, i, n, Instant::now()));
+                }
+            }
+            i += 1;
+        } else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let n = new_master.expect("new master");
+    let old_ha = nodes[m]
+        .broker
+        .as_ref()
+        .expect("old")
+        .inner()
+        .ha
+        .clone()
+        .expect("ha");
+    // The old master stopped acknowledging within its lease (3/4 of the 2 s heartbeat timeout,
+    // plus a heartbeat interval), and before the new master acknowledged anything.
+    let stopped = old_last_ack.unwrap_or_default();
+    eprintln!("isolation: old master acked after the cut: {old_last_ack:?}");
+    assert!(
+        stopped < Duration::from_millis(2500),
+        "the isolated master acked {stopped:?} after the cut"
+    );
+    let first_new = new_first_ack.expect("new ack") - cut_at;
+    assert!(stopped < first_new, "two masters acknowledged in overlapping time: old until {stopped:?}, new from {first_new:?}");
+    assert!(!old_ha.lease_valid());
+    eprintln!("isolation: old master's last ack {stopped:?} after the cut, new master's first {first_new:?}");
+
+    // Heal: the old master learns the new epoch, becomes a slave, drops what it alone wrote.
+    for r in &nodes[m].relays {
+        r.set_cut(false);
+    }
+    let old = nodes[m].broker.as_ref().expect("old");
+    wait_for(
+        "the old master became a slave",
+        Duration::from_secs(20),
+        || (old.inner().ha.as_ref().expect("ha").role() == Role::Slave).then_some(()),
+    )
+    .await;
+    let new = nodes[n].broker.as_ref().expect("new");
+    let end = new.inner().store.max_phy_offset();
+    wait_for("the old master converged", Duration::from_secs(20), || {
+        (old.inner().store.max_phy_offset() == end).then_some(())
+    })
+    .await;
+    same_bytes(new, old, end);
+    for (q, off, i, _, _) in &acked {
+        let phy = new
+            .inner()
+            .store
+            .get_commit_log_offset_in_queue("Replicated", *q, *off)
+            .unwrap_or_else(|| panic!("acked message {i} lost"));
+        let msg = new
+            .inner()
+            .store
+            .look_message_by_offset(phy)
+            .expect("decodable");
+        assert!(
+            msg.message
+                .body
+                .starts_with(format!("message-{i}-").as_bytes()),
+            "acked message {i} replaced"
+        );
+    }
+    for node in nodes {
+        if let Some(b) = node.broker {
+            b.shutdown().await;
+        }
+    }
+    ns.shutdown().await;
 }

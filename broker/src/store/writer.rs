@@ -416,7 +416,10 @@ impl Writer {
         let seg = self.current.clone().ok_or_else(|| {
             StoreError::ServiceNotAvailable("no CommitLog segment to write".into())
         })?;
-        Ok((seg.clone(), (self.write_pos as u64 - seg.start_offset()) as usize))
+        Ok((
+            seg.clone(),
+            (self.write_pos as u64 - seg.start_offset()) as usize,
+        ))
     }
 
     /// Appends bytes a master wrote: each record is checked (layout, CRC, physical offset =
@@ -440,7 +443,8 @@ impl Writer {
             let (seg, pos) = self.current_segment()?;
             let remaining = seg.size() - pos;
             let rest = &data[at..];
-            let (Some(size), Some(magic)) = (message::read_i32(rest, 0), message::read_i32(rest, 4))
+            let (Some(size), Some(magic)) =
+                (message::read_i32(rest, 0), message::read_i32(rest, 4))
             else {
                 return Err(StoreError::Replication(format!(
                     "{} trailing bytes at {} are not a record header",
@@ -528,7 +532,10 @@ impl Writer {
             if let Some(ts) = message::record_store_timestamp(rec) {
                 self.last_store_timestamp = self.last_store_timestamp.max(ts);
             }
-            self.shared.stats.put_messages.fetch_add(1, Ordering::Relaxed);
+            self.shared
+                .stats
+                .put_messages
+                .fetch_add(1, Ordering::Relaxed);
             self.shared
                 .stats
                 .put_bytes
