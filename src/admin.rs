@@ -32,6 +32,9 @@ enum AdminCommand {
     /// The controller quorum.
     #[command(subcommand)]
     Controller(crate::admin_controller::ControllerCommand),
+    /// Brokers: a broker set's replicas as they report themselves (HA status).
+    #[command(subcommand)]
+    Broker(crate::admin_broker::BrokerCommand),
 }
 
 #[derive(Subcommand)]
@@ -191,6 +194,9 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 }
             }
             Ok(())
+        }
+        AdminCommand::Broker(command) => {
+            crate::admin_broker::run(&api, namesrv, args.controller.as_deref(), command).await
         }
         AdminCommand::Controller(_) => unreachable!("handled above"),
     }

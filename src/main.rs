@@ -2,9 +2,11 @@
 //! in their crates, the admin and bench clients in `admin.rs` and `bench.rs`.
 
 mod admin;
+mod admin_broker;
 mod admin_controller;
 mod bench;
 mod bench_controller;
+mod cluster;
 mod config;
 
 use std::net::SocketAddr;
@@ -46,6 +48,9 @@ enum Command {
     Admin(admin::AdminArgs),
     /// Measure a running cluster (produce, consume) or the store (recovery).
     Bench(bench::BenchArgs),
+    /// A local cluster (controller quorum, NameServer, one broker set) as processes on loopback.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
 }
 
 fn main() {
@@ -63,17 +68,21 @@ fn main() {
     if let Some(threads) = cli.threads {
         runtime.worker_threads(threads.max(1));
     }
+    let inherited = cluster::Inherited {
+        log: cli.log.clone(),
+        threads: cli.threads,
+    };
     let result = runtime
         .build()
         .context("cannot start the async runtime")
-        .and_then(|rt| rt.block_on(run(cli.command)));
+        .and_then(|rt| rt.block_on(run(cli.command, inherited)));
     if let Err(e) = result {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
 }
 
-async fn run(command: Command) -> anyhow::Result<()> {
+async fn run(command: Command, inherited: cluster::Inherited) -> anyhow::Result<()> {
     match command {
         Command::Namesrv(args) => {
             let config = args.load()?;
@@ -111,7 +120,15 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Broker(args) => {
             let config = args.load()?;
+            let name = config.broker_name.clone();
+            let store_root = config.store.store_root.clone();
             let broker = Broker::start(config).await?;
+            println!(
+                "rocketraft broker is ready: {} (broker set {}, data in {})",
+                broker.advertised_addr(),
+                name,
+                store_root.display()
+            );
             wait_for_shutdown().await;
             broker.shutdown().await;
             Ok(())
@@ -135,6 +152,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Admin(args) => admin::run(args).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Cluster(command) => cluster::run(command, inherited).await,
     }
 }
 

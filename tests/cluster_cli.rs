@@ -1,0 +1,303 @@
+//! `rocketraft cluster up|status|down` and `rocketraft admin broker replicas` as a user runs
+//! them: real processes (three controllers, a NameServer, three brokers) on free loopback ports.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::Mutex;
+
+use serde_json::Value;
+
+/// The tests start seven processes each: one cluster at a time is enough for a small machine.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn rocketraft(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rocketraft"))
+        .args(args)
+        .output()
+        .expect("run rocketraft")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A cluster directory whose processes are stopped however the test ends.
+struct Cluster {
+    dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn new() -> Cluster {
+        Cluster {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    fn dir(&self) -> &str {
+        self.dir.path().to_str().expect("utf8 tempdir")
+    }
+
+    fn up(&self, extra: &[&str]) -> Output {
+        let mut args = vec![
+            "--threads",
+            "2",
+            "cluster",
+            "up",
+            "--dir",
+            self.dir(),
+            "--ports",
+            "auto",
+            "--segment-size",
+            "4194304",
+            "--timeout-secs",
+            "60",
+        ];
+        args.extend_from_slice(extra);
+        rocketraft(&args)
+    }
+
+    /// `cluster up --dir DIR EXTRA...`, nothing else: a restart of a stopped cluster.
+    fn restart(&self, extra: &[&str]) -> Output {
+        let mut args = vec![
+            "--threads",
+            "2",
+            "cluster",
+            "up",
+            "--dir",
+            self.dir(),
+            "--timeout-secs",
+            "60",
+        ];
+        args.extend_from_slice(extra);
+        rocketraft(&args)
+    }
+
+    fn status(&self) -> Vec<Value> {
+        let out = rocketraft(&["cluster", "status", "--dir", self.dir(), "--json"]);
+        assert!(out.status.success(), "status: {}", text(&out));
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("status JSON: {e}: {}", text(&out)))
+    }
+
+    fn file(&self) -> Value {
+        let raw = std::fs::read(self.dir.path().join("cluster.json")).expect("cluster.json");
+        serde_json::from_slice(&raw).expect("cluster.json is JSON")
+    }
+
+    fn namesrv(&self) -> String {
+        self.file()["namesrv_addr"]
+            .as_str()
+            .expect("namesrv_addr")
+            .to_string()
+    }
+
+    fn down(&self) -> Output {
+        rocketraft(&["cluster", "down", "--dir", self.dir()])
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if self.dir.path().join("cluster.json").exists() {
+            let _ = self.down();
+        }
+    }
+}
+
+fn count(rows: &[Value], key: &str, value: &str) -> usize {
+    rows.iter().filter(|r| r[key] == value).count()
+}
+
+/// Gone, or a zombie nobody reaped yet: either way not running.
+fn pid_gone(pid: u64) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z')),
+    }
+}
+
+fn pids(rows: &[Value]) -> Vec<u64> {
+    rows.iter()
+        .map(|r| r["pid"].as_u64().expect("pid"))
+        .collect()
+}
+
+/// The part that needs only this binary's processes: start (without waiting for the broker
+/// set's registration), inspect, refuse a second start, stop, stop again.
+#[test]
+fn up_status_refuse_down() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let cluster = Cluster::new();
+    let out = cluster.up(&["--wait-for", "started"]);
+    assert!(out.status.success(), "cluster up: {}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("rocketraft cluster is up: NameServer 127.0.0.1:"),
+        "{stdout}"
+    );
+
+    let rows = cluster.status();
+    assert_eq!(rows.len(), 7, "{rows:#?}");
+    assert!(rows.iter().all(|r| r["alive"] == true), "{rows:#?}");
+    assert_eq!(count(&rows, "kind", "controller"), 3);
+    assert_eq!(count(&rows, "kind", "namesrv"), 1);
+    assert_eq!(count(&rows, "kind", "broker"), 3);
+    for r in &rows {
+        assert!(r["ports"]["remoting"].as_u64().is_some(), "{r}");
+        let log = r["log"].as_str().expect("log path");
+        assert!(Path::new(log).exists(), "{log}");
+    }
+    // Every process printed its ready line, the brokers included.
+    for name in ["controller-1", "namesrv", "broker-3"] {
+        let stdout = std::fs::read_to_string(cluster.dir.path().join(name).join("stdout.log"))
+            .expect("stdout.log");
+        assert!(stdout.contains(" is ready"), "{name}: {stdout}");
+    }
+    // The controllers elect a leader among themselves.
+    let mut leaders = 0;
+    for _ in 0..100 {
+        leaders = count(&cluster.status(), "role", "leader");
+        if leaders == 1 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(leaders, 1, "one controller leader");
+
+    let again = cluster.up(&["--wait-for", "started"]);
+    assert!(!again.status.success(), "a second up must refuse");
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        err.contains("already up") && err.contains("cluster down --dir"),
+        "{err}"
+    );
+    assert_eq!(
+        pids(&cluster.status()),
+        pids(&rows),
+        "the refused up started nothing"
+    );
+
+    let out = cluster.down();
+    assert!(out.status.success(), "down: {}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .matches("stopped ")
+            .count(),
+        7,
+        "{}",
+        text(&out)
+    );
+    let after = cluster.status();
+    assert!(
+        after
+            .iter()
+            .all(|r| r["alive"] == false && r["role"] == "dead"),
+        "{after:#?}"
+    );
+    for pid in pids(&rows) {
+        assert!(pid_gone(pid), "pid {pid} still runs after cluster down");
+    }
+    let file = cluster.file();
+    let processes = file["processes"].as_array().expect("processes");
+    assert!(processes.iter().all(|p| p["stopped"] == true));
+
+    let out = cluster.down();
+    assert!(out.status.success(), "second down: {}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("nothing to stop"),
+        "{}",
+        text(&out)
+    );
+}
+
+/// The full readiness (the NameServer lists the set with a master and every replica) and the
+/// brokers' own HA status: needs the brokers' controller mode.
+#[test]
+fn up_registers_one_master_and_replicas_report_ha_status() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let cluster = Cluster::new();
+    let out = cluster.up(&[]);
+    assert!(out.status.success(), "cluster up: {}", text(&out));
+
+    let rows = cluster.status();
+    assert_eq!(rows.len(), 7, "{rows:#?}");
+    assert!(rows.iter().all(|r| r["alive"] == true), "{rows:#?}");
+    let brokers: Vec<&Value> = rows.iter().filter(|r| r["kind"] == "broker").collect();
+    assert_eq!(
+        brokers.iter().filter(|r| r["role"] == "master").count(),
+        1,
+        "{rows:#?}"
+    );
+    assert_eq!(
+        brokers.iter().filter(|r| r["role"] == "slave").count(),
+        2,
+        "{rows:#?}"
+    );
+
+    let namesrv = cluster.namesrv();
+    let out = support::admin_output(
+        &namesrv,
+        &["broker", "replicas", "--broker", "broker-a", "--json"],
+    );
+    assert!(
+        out.status.success(),
+        "admin broker replicas: {}",
+        text(&out)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("replicas JSON");
+    let replicas = report["replicas"].as_array().expect("replicas");
+    assert_eq!(replicas.len(), 3, "{report:#}");
+    assert!(
+        replicas.iter().all(|r| r["status"].is_object()),
+        "every replica answers: {report:#}"
+    );
+    let masters = replicas
+        .iter()
+        .filter(|r| r["status"]["role"] == "MASTER")
+        .count();
+    assert_eq!(masters, 1, "{report:#}");
+
+    let table = support::admin(&namesrv, &["broker", "replicas", "--broker", "broker-a"]);
+    assert_eq!(table.matches("MASTER").count(), 1, "{table}");
+
+    let out = cluster.down();
+    assert!(out.status.success(), "down: {}", text(&out));
+    for pid in pids(&rows) {
+        assert!(pid_gone(pid), "pid {pid} still runs after cluster down");
+    }
+
+    // A restart keeps the ports, configs and data: the quorum and the broker set come back
+    // with one master.
+    let refused = cluster.restart(&["--replicas", "2"]);
+    assert!(
+        !refused.status.success(),
+        "new options on a stopped cluster"
+    );
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("drop --replicas"),
+        "{}",
+        text(&refused)
+    );
+    let out = cluster.restart(&[]);
+    assert!(out.status.success(), "restart: {}", text(&out));
+    let again = cluster.status();
+    assert!(again.iter().all(|r| r["alive"] == true), "{again:#?}");
+    let ports = |rows: &[Value]| rows.iter().map(|r| r["ports"].clone()).collect::<Vec<_>>();
+    assert_eq!(ports(&again), ports(&rows), "same ports after a restart");
+    assert_eq!(count(&again, "role", "master"), 1, "{again:#?}");
+    assert_eq!(count(&again, "role", "slave"), 2, "{again:#?}");
+    let out = cluster.down();
+    assert!(out.status.success(), "down: {}", text(&out));
+    for pid in pids(&again) {
+        assert!(pid_gone(pid), "pid {pid} still runs after cluster down");
+    }
+}
