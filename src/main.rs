@@ -1,5 +1,6 @@
 //! `rocketraft`: the command-line entry point. Argument parsing and dispatch only; the servers live
-//! in their crates, the admin and bench clients in `admin.rs` and `bench.rs`.
+//! in their crates, the admin and bench clients in `admin.rs` and `bench.rs`, the local cluster
+//! launcher (`rocketraft cluster up|status|down`) in `cluster.rs`.
 
 mod admin;
 mod admin_broker;
