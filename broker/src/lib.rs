@@ -190,6 +190,7 @@ impl Broker {
         {
             tasks.push(tokio::spawn(ha::serve(listener, ha_state)));
             tasks.extend(replicas.spawn_loops());
+            tasks.push(tokio::spawn(replica::slave_sync_loop(inner.clone())));
         }
         register::register_all(&inner, &namesrv_client).await;
         tasks.push(tokio::spawn(register::registration_loop(

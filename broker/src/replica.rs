@@ -470,3 +470,81 @@ pub fn parse_role_notification(cmd: &RemotingCommand) -> Option<MasterInfo> {
         sync_state_set,
     })
 }
+
+/// A slave copies its master's topic configurations and consumer offsets (RocketMQ's
+/// `SlaveSynchronize`) every few seconds, so that, once elected, it serves the same topics
+/// and consumers resume where they committed.
+pub async fn slave_sync_loop(inner: Arc<crate::BrokerInner>) {
+    let client = RemotingClient::new(ClientConfig::default());
+    let mut ticker = tokio::time::interval(Duration::from_secs(3));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let Some(ha) = &inner.ha else { return };
+        let snap = ha.snapshot();
+        if snap.role != Role::Slave {
+            continue;
+        }
+        let Some(master) = snap.master_addr else {
+            continue;
+        };
+        if let Err(e) = sync_from(&inner, &client, &master).await {
+            tracing::debug!(%master, error = %e, "metadata sync from the master failed");
+        }
+    }
+}
+
+async fn sync_from(
+    inner: &crate::BrokerInner,
+    client: &RemotingClient,
+    master: &str,
+) -> anyhow::Result<()> {
+    let get = |code| async move {
+        let r = client
+            .invoke(
+                master,
+                RemotingCommand::request(code),
+                Duration::from_secs(3),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        if r.code != response_code::SUCCESS {
+            anyhow::bail!("code {}: {}", r.code, r.remark.unwrap_or_default());
+        }
+        Ok(r.body)
+    };
+    let body = get(request_code::GET_ALL_TOPIC_CONFIG).await?;
+    let wrapper: rocketraft_common::protocol::TopicConfigSerializeWrapper =
+        serde_json::from_slice(&body)?;
+    let mut changed = false;
+    for (name, config) in wrapper.topic_config_table {
+        if inner.topics.get(&name).as_ref() != Some(&config) {
+            inner.topics.upsert(config)?;
+            changed = true;
+        }
+    }
+    if changed {
+        inner.register_trigger.notify_one();
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Offsets {
+        #[serde(default)]
+        offset_table: std::collections::BTreeMap<String, std::collections::BTreeMap<i32, i64>>,
+    }
+    let body = get(request_code::GET_ALL_CONSUMER_OFFSET).await?;
+    let offsets: Offsets = serde_json::from_slice(&body)?;
+    for (key, queues) in offsets.offset_table {
+        let Some((topic, group)) = key.split_once('@') else {
+            continue;
+        };
+        for (queue_id, offset) in queues {
+            if inner.metadata.query_offset(group, topic, queue_id)? != Some(offset) {
+                inner
+                    .metadata
+                    .commit_offset(group, topic, queue_id, offset)?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -212,6 +212,17 @@ async fn replicate_ack_fail_over_and_rejoin() {
         );
     }
 
+    // Slaves copy the master's topics (so that, elected, they serve them).
+    for (i, b) in brokers.iter().enumerate() {
+        if i != m {
+            let b = b.as_ref().expect("broker");
+            wait_for("the topic on the slave", Duration::from_secs(10), || {
+                b.inner().topics.get("Replicated").map(|_| ())
+            })
+            .await;
+        }
+    }
+
     // The master stops (its heartbeats stop): a slave of the SyncStateSet takes over.
     let old = brokers[m].take().expect("master");
     let old_epoch = old.inner().ha.as_ref().expect("ha").master_epoch();
@@ -246,6 +257,27 @@ async fn replicate_ack_fail_over_and_rejoin() {
         "failover: first acknowledged send {:?} after the master stopped",
         first_ack
     );
+    // The NameServer's route follows: the new master is broker id 0 of the set.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let route = api
+            .topic_route(&ns_addr.to_string(), "Replicated")
+            .await
+            .expect("route");
+        let master_in_route = route
+            .broker_datas
+            .iter()
+            .find(|b| b.broker_name == "broker-a")
+            .and_then(|b| b.broker_addrs.get(&0).cloned());
+        if master_in_route.as_deref() == Some(new_addr.as_str()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "route still shows {master_in_route:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // Every acknowledged message is readable on the new master, in order.
     for (q, off, i) in &acked {
         let phy = new_master

@@ -100,6 +100,23 @@ pub fn all_topic_config(inner: &BrokerInner, request: &RemotingCommand) -> Handl
         .with_body(body))
 }
 
+/// GET_ALL_CONSUMER_OFFSET (43): RocketMQ's `ConsumerOffsetSerializeWrapper`, keyed
+/// `topic@group` (what slaves copy from their master).
+pub fn all_consumer_offsets(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
+    let mut table: BTreeMap<String, BTreeMap<i32, i64>> = BTreeMap::new();
+    for (group, topic, queue_id, offset) in inner.metadata.all_offsets()? {
+        table
+            .entry(format!("{topic}@{group}"))
+            .or_default()
+            .insert(queue_id, offset);
+    }
+    let body = serde_json::to_vec(&serde_json::json!({ "offsetTable": table }))
+        .map_err(|e| Refusal(response_code::SYSTEM_ERROR, e.to_string()))?;
+    Ok(request
+        .response_to(response_code::SUCCESS, None)
+        .with_body(body))
+}
+
 pub fn runtime_info(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
     let mut table = BTreeMap::new();
     let stats = inner.stats.snapshot();

@@ -65,6 +65,7 @@ pub const HANDLED_CODES: &[i32] = &[
     request_code::UPDATE_AND_CREATE_TOPIC,
     request_code::DELETE_TOPIC_IN_BROKER,
     request_code::GET_ALL_TOPIC_CONFIG,
+    request_code::GET_ALL_CONSUMER_OFFSET,
     request_code::GET_BROKER_RUNTIME_INFO,
     request_code::VIEW_MESSAGE_BY_ID,
     request_code::EXCHANGE_BROKER_HA_INFO,
@@ -119,6 +120,9 @@ impl RequestProcessor for BrokerProcessor {
                 request_code::UPDATE_AND_CREATE_TOPIC => admin::create_topic(&inner, &request),
                 request_code::DELETE_TOPIC_IN_BROKER => admin::delete_topic(&inner, &request),
                 request_code::GET_ALL_TOPIC_CONFIG => admin::all_topic_config(&inner, &request),
+                request_code::GET_ALL_CONSUMER_OFFSET => {
+                    admin::all_consumer_offsets(&inner, &request)
+                }
                 request_code::GET_BROKER_RUNTIME_INFO => admin::runtime_info(&inner, &request),
                 request_code::VIEW_MESSAGE_BY_ID => admin::view_message_by_id(&inner, &request),
                 request_code::EXCHANGE_BROKER_HA_INFO => ha::exchange_ha_info(&inner, &request),

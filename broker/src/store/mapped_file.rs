@@ -331,6 +331,31 @@ impl SegmentAllocator {
         Ok(Arc::new(file))
     }
 
+    /// Forgets and deletes every segment prepared at or after `start` (waiting for one being
+    /// created), so that after a truncation no stale, unlinked or out-of-place segment is handed
+    /// out or left on disk.
+    pub fn discard_from(&self, start: u64) -> io::Result<()> {
+        let mut slots = self.shared.slots.lock();
+        loop {
+            let pending = slots.iter().any(|(s, v)| *s >= start && v.is_none());
+            if !pending {
+                break;
+            }
+            self.shared.done.wait(&mut slots);
+        }
+        let keys: Vec<u64> = slots.keys().copied().filter(|s| *s >= start).collect();
+        for k in keys {
+            if let Some(Some(Ok(seg))) = slots.remove(&k) {
+                match std::fs::remove_file(seg.path()) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Stops the thread; unused prepared segments stay on disk (recovery deletes empty ones
     /// past the end).
     pub fn stop(&self) {

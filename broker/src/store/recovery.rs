@@ -94,15 +94,22 @@ fn load_segments(config: &StoreConfig) -> Result<Vec<Arc<MappedFile>>, StoreErro
     starts.sort_unstable();
     let mut segments: Vec<Arc<MappedFile>> = Vec::with_capacity(starts.len());
     for s in starts {
+        let path = dir.join(super::mapped_file::file_name(s));
         if let Some(prev) = segments.last() {
             if prev.end_offset() != s {
+                // A segment prepared ahead of the writer and never written (its first record
+                // header is zero) can sit past a gap after a truncation: it is no data.
+                if first_header_is_zero(&path) {
+                    tracing::warn!(segment = %path.display(), "removing an unwritten segment past a gap");
+                    fs::remove_file(&path).map_err(|e| StoreError::io(&path, e))?;
+                    continue;
+                }
                 return Err(StoreError::Corrupted(format!(
                     "CommitLog segment missing between {} and {s}",
                     prev.end_offset()
                 )));
             }
         }
-        let path = dir.join(super::mapped_file::file_name(s));
         let len = fs::metadata(&path)
             .map_err(|e| StoreError::io(&path, e))?
             .len();
@@ -117,6 +124,14 @@ fn load_segments(config: &StoreConfig) -> Result<Vec<Arc<MappedFile>>, StoreErro
         segments.push(Arc::new(seg));
     }
     Ok(segments)
+}
+
+fn first_header_is_zero(path: &std::path::Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 8];
+    fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok_and(|()| head.iter().all(|b| *b == 0))
 }
 
 fn segment_index(segments: &[Arc<MappedFile>], offset: i64) -> Option<usize> {

@@ -614,6 +614,12 @@ impl Writer {
         for path in removed {
             std::fs::remove_file(&path).map_err(|e| StoreError::io(&path, e))?;
         }
+        // Segments the allocator prepared past the old end are not part of the new log.
+        let next_start =
+            shared.commitlog.segment_start(offset) + shared.commitlog.segment_size() as i64;
+        self.allocator
+            .discard_from(next_start as u64)
+            .map_err(|e| StoreError::io(shared.config.commitlog_dir(), e))?;
         super::mapped_file::sync_dir(&shared.config.commitlog_dir())
             .map_err(|e| StoreError::io(shared.config.commitlog_dir(), e))?;
         super::failpoint("truncate-after-cut");
