@@ -24,19 +24,19 @@ pub struct BenchArgs {
 }
 
 #[derive(Args, Clone)]
-struct Target {
+pub(crate) struct Target {
     /// NameServer address.
     #[arg(long, default_value = "127.0.0.1:9876")]
-    namesrv: String,
+    pub(crate) namesrv: String,
     /// Topic to use (created with 8 queues on every master when missing).
     #[arg(long, default_value = "BenchTopic")]
-    topic: String,
+    pub(crate) topic: String,
     /// Stop after this many seconds.
     #[arg(long, default_value_t = 10)]
-    duration: u64,
+    pub(crate) duration: u64,
     /// Stop after this many messages (whichever comes first).
     #[arg(long)]
-    count: Option<u64>,
+    pub(crate) count: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -68,6 +68,9 @@ enum BenchCommand {
     },
     /// Start a 3-process controller quorum and measure writes, linearizable reads and failover.
     Controller(crate::bench_controller::ControllerBenchArgs),
+    /// Start a broker set of 3 replicas (and the same broker alone) with `rocketraft cluster up`,
+    /// compare send throughput and p99, and time failovers after kill -9 of the master.
+    Replication(crate::bench_replication::ReplicationBenchArgs),
     /// Fill a store of SIZE MiB, crash it (no clean shutdown) and time its recovery.
     Recovery {
         /// Directory for the store (created; reused if it holds a store of the right size).
@@ -90,6 +93,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         } => produce(target, size, producers.max(1), window.max(1), baseline_secs).await,
         BenchCommand::Consume { target, batch } => consume(target, batch.max(1)).await,
         BenchCommand::Controller(args) => crate::bench_controller::run(args).await,
+        BenchCommand::Replication(args) => crate::bench_replication::run(args).await,
         BenchCommand::Recovery { dir, size_mib } => {
             tokio::task::spawn_blocking(move || recovery(&dir, size_mib))
                 .await
@@ -99,7 +103,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 }
 
 /// Every (broker address, queue id) that takes writes for the topic, creating it if needed.
-async fn writable_queues(api: &MqClientApi, target: &Target) -> anyhow::Result<Vec<(String, i32)>> {
+pub(crate) async fn writable_queues(api: &MqClientApi, target: &Target) -> anyhow::Result<Vec<(String, i32)>> {
     let route = match api.topic_route(&target.namesrv, &target.topic).await {
         Ok(route) => route,
         Err(ApiError::Server { code, .. }) if code == response_code::TOPIC_NOT_EXIST => {
@@ -222,7 +226,7 @@ fn new_histogram() -> anyhow::Result<Histogram<u64>> {
 
 /// What each request of a load run does.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Load {
+pub(crate) enum Load {
     /// SEND_MESSAGE_V2 of the configured body.
     Send,
     /// GET_MAX_OFFSET on the same queues and connections: the round trip without the store
@@ -230,10 +234,10 @@ enum Load {
     Ping,
 }
 
-struct LoadResult {
-    messages: u64,
-    seconds: f64,
-    p99_ms: f64,
+pub(crate) struct LoadResult {
+    pub(crate) messages: u64,
+    pub(crate) seconds: f64,
+    pub(crate) p99_ms: f64,
 }
 
 async fn produce(
@@ -276,7 +280,7 @@ async fn produce(
     Ok(())
 }
 
-async fn run_load(
+pub(crate) async fn run_load(
     load: Load,
     target: &Target,
     queues: &Arc<Vec<(String, i32)>>,

@@ -7,6 +7,7 @@ mod admin_broker;
 mod admin_controller;
 mod bench;
 mod bench_controller;
+mod bench_replication;
 mod cluster;
 mod config;
 

@@ -360,11 +360,22 @@ impl ControllerProcessor {
         let c = &self.controller;
         match cmd.code {
             rc::BROKER_HEARTBEAT => {
-                c.heartbeat(decode_heartbeat(cmd)?);
-                // Rocketraft extension: `leaderConfirmed` tells the broker that the current
-                // leader recorded this heartbeat. A master renews its role lease only on such
-                // answers (no new master can be elected before the lease runs out).
-                let confirmed = c.node.confirm_leadership().await;
+                let heartbeat = decode_heartbeat(cmd)?;
+                let timeout_ms = if heartbeat.timeout_ms == 0 {
+                    c.config.heartbeat_timeout_ms
+                } else {
+                    heartbeat.timeout_ms
+                };
+                c.heartbeat(heartbeat);
+                // Rocketraft extension: `leaderConfirmed` tells the broker that the leader
+                // recorded this heartbeat while a quorum had acknowledged its term within 1/8 of
+                // the heartbeat timeout. A master renews its role lease (3/4 of the timeout) only
+                // on such answers, and a leader elects only after a full timeout in office, so
+                // no new master can be elected before the lease runs out.
+                let confirmed = c
+                    .node
+                    .quorum_ack_age()
+                    .is_some_and(|age| age.as_millis() as u64 <= timeout_ms / 8);
                 Ok(cmd
                     .response_to(response_code::SUCCESS, None)
                     .with_ext("leaderConfirmed", confirmed))

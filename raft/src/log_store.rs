@@ -184,9 +184,24 @@ impl<C: RaftTypeConfig> RocksLogStore<C> {
         opts.create_missing_column_families(true);
         opts.set_max_background_jobs(1);
 
-        let cfs =
-            [CF_META, CF_LOGS].map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
-        let db = DB::open_cf_descriptors(&opts, path, cfs)?;
+        // A database closed by this process a moment ago may still be releasing its lock on
+        // another thread (the last `Arc` drop runs the close after the count reaches zero):
+        // retry that case briefly instead of failing an in-process restart.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let db = loop {
+            let cfs = [CF_META, CF_LOGS]
+                .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+            match DB::open_cf_descriptors(&opts, path, cfs) {
+                Ok(db) => break db,
+                Err(e)
+                    if e.to_string().contains("lock hold by current process")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         tracing::info!(path = %path.display(), "opened raft log store");
         Self::from_db(Arc::new(db))
     }

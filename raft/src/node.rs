@@ -734,16 +734,19 @@ impl<S: AppStateMachine> RaftNode<S> {
         self.core.raft.metrics().borrow_watched().current_leader == Some(self.core.id)
     }
 
-    /// Whether this node is the leader, confirmed by a quorum now (ReadIndex): true means no
-    /// other node had been elected leader when the confirmation round went out.
-    pub async fn confirm_leadership(&self) -> bool {
-        self.is_leader()
-            && self
-                .core
-                .raft
-                .ensure_linearizable(ReadPolicy::ReadIndex)
-                .await
-                .is_ok()
+    /// For a leader: how long ago a quorum last acknowledged its term (no other leader can have
+    /// been elected before that instant). `None` on a follower or before any acknowledgement.
+    /// A single-node cluster is its own quorum at every instant.
+    pub fn quorum_ack_age(&self) -> Option<Duration> {
+        let m = self.core.raft.metrics().borrow_watched().clone();
+        if m.current_leader != Some(self.core.id) {
+            return None;
+        }
+        if m.membership_config.membership().voter_ids().count() <= 1 {
+            return Some(Duration::ZERO);
+        }
+        m.last_quorum_acked
+            .map(|t| openraft::Instant::elapsed(&*t))
     }
 
     /// The current leader's id and address, if known.
