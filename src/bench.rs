@@ -103,7 +103,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 }
 
 /// Every (broker address, queue id) that takes writes for the topic, creating it if needed.
-pub(crate) async fn writable_queues(api: &MqClientApi, target: &Target) -> anyhow::Result<Vec<(String, i32)>> {
+pub(crate) async fn writable_queues(
+    api: &MqClientApi,
+    target: &Target,
+) -> anyhow::Result<Vec<(String, i32)>> {
     let route = match api.topic_route(&target.namesrv, &target.topic).await {
         Ok(route) => route,
         Err(ApiError::Server { code, .. }) if code == response_code::TOPIC_NOT_EXIST => {

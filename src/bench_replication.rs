@@ -52,6 +52,9 @@ pub struct ReplicationBenchArgs {
     /// Skip the send-cost part.
     #[arg(long)]
     no_throughput: bool,
+    /// CommitLog segment size of every broker (each preallocates two segments).
+    #[arg(long, default_value_t = 64 << 20)]
+    segment_size: u64,
 }
 
 /// The fastest timing the lease argument allows on loopback: heartbeats every 300 ms, a 2 s
@@ -65,7 +68,14 @@ const FAST_BROKER: &[&str] = &[
     "check_sync_state_set_period_ms = 200",
 ];
 
-fn cluster_up(dir: &Path, args: &ReplicationBenchArgs, replicas: u16, controllers: u16, broker_extra: &[&str], controller_extra: &[&str]) -> anyhow::Result<ClusterFile> {
+fn cluster_up(
+    dir: &Path,
+    args: &ReplicationBenchArgs,
+    replicas: u16,
+    controllers: u16,
+    broker_extra: &[&str],
+    controller_extra: &[&str],
+) -> anyhow::Result<ClusterFile> {
     let exe = std::env::current_exe().context("cannot find the rocketraft binary")?;
     let mut cmd = Command::new(exe);
     cmd.args(["cluster", "up", "--ports", "auto", "--dir"])
@@ -73,7 +83,11 @@ fn cluster_up(dir: &Path, args: &ReplicationBenchArgs, replicas: u16, controller
         .args(["--replicas", &replicas.to_string()])
         .args(["--controllers", &controllers.to_string()])
         .args(["--flush", &args.flush])
-        .args(["--min-in-sync-replicas", if replicas > 1 { "2" } else { "1" }]);
+        .args(["--segment-size", &args.segment_size.to_string()])
+        .args([
+            "--min-in-sync-replicas",
+            if replicas > 1 { "2" } else { "1" },
+        ]);
     for e in broker_extra {
         cmd.args(["--extra-broker-config", e]);
     }
@@ -101,12 +115,15 @@ fn cluster_down(dir: &Path) {
     }
 }
 
-/// Stops the cluster even when the bench fails half-way.
+/// Stops the cluster and removes its directory, even when the bench fails half-way.
 struct Down(PathBuf);
 
 impl Drop for Down {
     fn drop(&mut self) {
         cluster_down(&self.0);
+        if let Err(e) = std::fs::remove_dir_all(&self.0) {
+            tracing::warn!(dir = %self.0.display(), error = %e, "cannot remove the cluster directory");
+        }
     }
 }
 
@@ -133,20 +150,43 @@ async fn is_master(client: &RemotingClient, addr: &str) -> bool {
         .is_ok_and(|s| s["role"] == "MASTER" && s["leaseValid"] == true)
 }
 
-async fn measure(file: &ClusterFile, args: &ReplicationBenchArgs, label: &str) -> anyhow::Result<LoadResult> {
+async fn measure(
+    file: &ClusterFile,
+    args: &ReplicationBenchArgs,
+    label: &str,
+) -> anyhow::Result<LoadResult> {
     let target = Target {
         namesrv: file.namesrv_addr.clone(),
         topic: "BenchReplication".to_string(),
         duration: args.duration,
         count: None,
     };
-    let setup = MqClientApi::new(RemotingClient::new(ClientConfig::default()), Duration::from_secs(10));
+    let setup = MqClientApi::new(
+        RemotingClient::new(ClientConfig::default()),
+        Duration::from_secs(10),
+    );
     let queues = Arc::new(writable_queues(&setup, &target).await?);
     eprintln!("{label}: warming up 2 s, then {} s of sends", args.duration);
     let mut warm = target.clone();
     warm.duration = 2;
-    run_load(Load::Send, &warm, &queues, args.size, args.producers, args.window).await?;
-    run_load(Load::Send, &target, &queues, args.size, args.producers, args.window).await
+    run_load(
+        Load::Send,
+        &warm,
+        &queues,
+        args.size,
+        args.producers,
+        args.window,
+    )
+    .await?;
+    run_load(
+        Load::Send,
+        &target,
+        &queues,
+        args.size,
+        args.producers,
+        args.window,
+    )
+    .await
 }
 
 /// kill -9 of the master, then one send at a time to whoever is master: seconds to the first ack.
@@ -181,7 +221,10 @@ async fn failover_once(file: &ClusterFile) -> anyhow::Result<f64> {
         if matches!(api.send(&master, &message).await, Ok(r) if r.code == response_code::SUCCESS) {
             break;
         }
-        anyhow::ensure!(Instant::now() < deadline, "the master never acknowledged before the kill");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the master never acknowledged before the kill"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_secs(4)).await;
@@ -197,7 +240,10 @@ async fn failover_once(file: &ClusterFile) -> anyhow::Result<f64> {
                 }
             }
         }
-        anyhow::ensure!(Instant::now() < deadline, "no acknowledged send within 120 s of the kill");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "no acknowledged send within 120 s of the kill"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -219,7 +265,8 @@ fn summary(label: &str, times: &[f64]) {
 
 pub async fn run(args: ReplicationBenchArgs) -> anyhow::Result<()> {
     if args.dir.exists() {
-        std::fs::remove_dir_all(&args.dir).with_context(|| format!("cannot clear {}", args.dir.display()))?;
+        std::fs::remove_dir_all(&args.dir)
+            .with_context(|| format!("cannot clear {}", args.dir.display()))?;
     }
     std::fs::create_dir_all(&args.dir)?;
     if !args.no_throughput {
@@ -266,7 +313,17 @@ pub async fn run(args: ReplicationBenchArgs) -> anyhow::Result<()> {
         eprintln!("failover trial {trial} (default settings): {t:.2} s");
         default.push(t);
     }
-    summary(&format!("fast: {} / controller {}", FAST_BROKER.join(", "), FAST_CONTROLLER.join(", ")), &fast);
-    summary("defaults: 1 s heartbeats, 10 s timeout, 5 s polling", &default);
+    summary(
+        &format!(
+            "fast: {} / controller {}",
+            FAST_BROKER.join(", "),
+            FAST_CONTROLLER.join(", ")
+        ),
+        &fast,
+    );
+    summary(
+        "defaults: 1 s heartbeats, 10 s timeout, 5 s polling",
+        &default,
+    );
     Ok(())
 }

@@ -290,11 +290,9 @@ impl ControllerLink {
             r
         });
         let mut out = HeartbeatOutcome::default();
-        for r in futures::future::join_all(calls).await {
-            if let Ok(confirmed) = r {
-                out.delivered += 1;
-                out.leader_confirmed |= confirmed;
-            }
+        for confirmed in futures::future::join_all(calls).await.into_iter().flatten() {
+            out.delivered += 1;
+            out.leader_confirmed |= confirmed;
         }
         out
     }

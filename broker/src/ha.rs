@@ -306,7 +306,7 @@ impl HaState {
                 ))
             }
         }
-        if !g.lease_until.is_some_and(|t| Instant::now() < t) {
+        if g.lease_until.is_none_or(|t| Instant::now() >= t) {
             return Err(AckError::NotMaster(format!(
                 "the master lease of epoch {} expired: the controllers are unreachable",
                 g.master_epoch
@@ -381,8 +381,8 @@ impl HaState {
         }
     }
 
-    /// The master's confirm offset: the least ack of the connected SyncStateSet slaves (and its
-    /// own end).
+    /// The master's confirm offset: the least ack of the SyncStateSet slaves, connected or not,
+    /// and its own end.
     fn recompute_confirm(&self) {
         let g = self.inner.lock();
         if g.role != Role::Master {
@@ -395,8 +395,13 @@ impl HaState {
             members.extend(p.iter().copied());
         }
         for id in members.iter().filter(|id| **id != master) {
-            if let Some(s) = g.slaves.get(id).filter(|s| s.connected) {
-                confirm = confirm.min(s.ack_offset);
+            match g.slaves.get(id) {
+                // Connected or not: a member that may be elected must hold what consumers saw
+                // (RocketMQ counts connected members only, so a consumer could read a message
+                // that a failover to a disconnected member then loses).
+                Some(s) => confirm = confirm.min(s.ack_offset),
+                // Never heard from since this broker took office: hold the offset where it is.
+                None => confirm = confirm.min(self.store.confirm_offset()),
             }
         }
         drop(g);

@@ -745,8 +745,7 @@ impl<S: AppStateMachine> RaftNode<S> {
         if m.membership_config.membership().voter_ids().count() <= 1 {
             return Some(Duration::ZERO);
         }
-        m.last_quorum_acked
-            .map(|t| openraft::Instant::elapsed(&*t))
+        m.last_quorum_acked.map(|t| openraft::Instant::elapsed(&*t))
     }
 
     /// The current leader's id and address, if known.
