@@ -58,9 +58,14 @@ pub struct ReplicationBenchArgs {
 }
 
 /// The fastest timing the lease argument allows on loopback: heartbeats every 300 ms, a 2 s
-/// timeout on both sides (the master's lease is 1.5 s), the controller scanning every 200 ms,
-/// role polling every 500 ms and SyncStateSet checks every 200 ms.
-const FAST_CONTROLLER: &[&str] = &["heartbeat_timeout_ms = 2000", "scan_interval_ms = 200"];
+/// timeout on both sides (the master's lease is 1.5 s), the controller scanning every 200 ms
+/// with 100 ms Raft heartbeats (leadership confirmations must be fresher than 400 ms), role
+/// polling every 500 ms and SyncStateSet checks every 200 ms.
+const FAST_CONTROLLER: &[&str] = &[
+    "heartbeat_timeout_ms = 2000",
+    "scan_interval_ms = 200",
+    "raft.heartbeat_interval_ms = 100",
+];
 const FAST_BROKER: &[&str] = &[
     "controller_heartbeat_interval_ms = 300",
     "controller_heartbeat_timeout_ms = 2000",

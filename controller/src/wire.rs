@@ -368,14 +368,16 @@ impl ControllerProcessor {
                 };
                 c.heartbeat(heartbeat);
                 // Rocketraft extension: `leaderConfirmed` tells the broker that the leader
-                // recorded this heartbeat while a quorum had acknowledged its term within 1/8 of
-                // the heartbeat timeout. A master renews its role lease (3/4 of the timeout) only
-                // on such answers, and a leader elects only after a full timeout in office, so
-                // no new master can be elected before the lease runs out.
+                // recorded this heartbeat while a quorum had acknowledged its term within 1/5 of
+                // the heartbeat timeout T. A master renews its role lease until its send time
+                // + 3/4 T only on such answers. Any later leader was elected after that quorum
+                // acknowledgement and elects a new master only after a full T in office, so at
+                // least send time - T/5 + T > lease end: no new master exists while the lease
+                // runs. (Keep the controllers' Raft heartbeat interval well below T/5.)
                 let confirmed = c
                     .node
                     .quorum_ack_age()
-                    .is_some_and(|age| age.as_millis() as u64 <= timeout_ms / 8);
+                    .is_some_and(|age| age.as_millis() as u64 <= timeout_ms / 5);
                 Ok(cmd
                     .response_to(response_code::SUCCESS, None)
                     .with_ext("leaderConfirmed", confirmed))
