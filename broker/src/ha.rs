@@ -68,8 +68,6 @@ pub struct SlaveInfo {
     pub connected: bool,
     #[serde(skip)]
     pub last_caught_up: Option<Instant>,
-    #[serde(skip)]
-    pub disconnected_at: Option<Instant>,
 }
 
 /// Replication state shared by the role manager, the send path and the HA connections.
@@ -427,11 +425,9 @@ impl HaState {
             in_sync: false,
             connected: true,
             last_caught_up: None,
-            disconnected_at: None,
         });
         s.ack_offset = offset;
         s.connected = true;
-        s.disconnected_at = None;
         s.addr = addr.to_string();
         if offset >= max - CAUGHT_UP_GAP {
             s.last_caught_up = Some(Instant::now());
@@ -448,7 +444,6 @@ impl HaState {
         }
         if let Some(s) = g.slaves.get_mut(&broker_id) {
             s.connected = false;
-            s.disconnected_at = Some(Instant::now());
         }
         drop(g);
         self.recompute_confirm();
