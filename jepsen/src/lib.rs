@@ -1,7 +1,107 @@
-//! # rocketraft-jepsen — the fault-injection harness (not yet built)
+//! # rocketraft-jepsen — Jepsen-style checking for Rocketraft
 //!
-//! This crate will hold the Jepsen-style harness: real `rocketraft` processes in network namespaces,
-//! nemeses (partitions, kill, pause, loss, latency, clock skew), workloads, a WGL linearizability
-//! checker, a queue checker and reports. It will ship its own binary, `rocketraft-jepsen`.
+//! What exists now: the **linearizability checker**, usable on its own.
+//! - [`history`]: the history model (a process invokes an operation, which completes `ok`,
+//!   `fail` or `info`) and parsers for our JSONL, Jepsen/Knossos EDN, Porcupine's etcd logs and
+//!   Porcupine's kv files, with the format detected from the content. [`edn`] is the small EDN
+//!   reader behind them, [`value`] the data they carry.
+//! - [`linearizability`]: WGL search (Wing & Gong, with Lowe's memoization of (linearized set,
+//!   state)), split by key, bounded by a time budget (the verdict is then *unknown*), with a
+//!   counterexample for invalid histories.
+//! - [`model`]: the sequential specifications: a CAS register, a key-value store, and the
+//!   controller's replica info (master, epochs, SyncStateSet). [`model::Model`] is the seam for more.
+//! - The `rocketraft-jepsen check` command (`src/main.rs`): exit 0 valid, 1 invalid, 2 unknown,
+//!   3 when the input cannot be read or checked.
 //!
-//! Nothing is implemented yet; it deliberately exports nothing.
+//! What does not exist yet: the harness that runs real `rocketraft` processes in network
+//! namespaces, the nemeses (partitions, kill, pause, loss, latency, clock skew), the workloads
+//! that produce histories, the queue checker (lost / duplicated / reordered messages) and the
+//! reports.
+
+pub mod edn;
+pub mod history;
+pub mod linearizability;
+pub mod model;
+pub mod value;
+
+use history::{Operation, PairStats};
+use linearizability::{check, CheckOptions, Report};
+use model::cas_register::CasRegister;
+use model::kv::Kv;
+use model::replica_info::ReplicaInfo;
+use model::{ModelError, ModelName};
+
+/// Checks paired operations against the model called `name`. For etcd logs pass
+/// `etcd_semantics`: a failed cas then tells that the register did not hold the expected value
+/// (see [`CasRegister::failed_cas_observes`]).
+pub fn check_with(
+    name: ModelName,
+    operations: &[Operation],
+    options: &CheckOptions,
+    etcd_semantics: bool,
+) -> Result<Report, ModelError> {
+    match name {
+        ModelName::CasRegister => {
+            let model = CasRegister {
+                failed_cas_observes: etcd_semantics,
+            };
+            check(&model, operations, options)
+        }
+        ModelName::Kv => check(&Kv, operations, options),
+        ModelName::ReplicaInfo => check(&ReplicaInfo, operations, options),
+    }
+}
+
+/// Everything the command line does short of printing: parse `text` (format detected unless
+/// given), pair, pick the model (inferred from the operations unless given), check.
+pub fn check_text(
+    text: &str,
+    format: Option<history::Format>,
+    model: Option<ModelName>,
+    options: &CheckOptions,
+) -> Result<Checked, CheckError> {
+    let format = match format {
+        Some(format) => format,
+        None => history::Format::detect(text)?,
+    };
+    let parsed = history::parse(text, format)?;
+    let (operations, pair_stats) = history::pair(&parsed.ops)?;
+    let model = match model {
+        Some(model) => model,
+        None => ModelName::infer(&operations).ok_or(CheckError::NoModel)?,
+    };
+    let etcd_semantics = format == history::Format::EtcdLog;
+    let report = check_with(model, &operations, options, etcd_semantics)?;
+    Ok(Checked {
+        format,
+        model,
+        events: parsed.ops.len(),
+        skipped: parsed.skipped,
+        pair_stats,
+        report,
+    })
+}
+
+/// What [`check_text`] found.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    pub format: history::Format,
+    pub model: ModelName,
+    /// Client events read.
+    pub events: usize,
+    /// Lines or events that were not client operations.
+    pub skipped: usize,
+    pub pair_stats: PairStats,
+    pub report: Report,
+}
+
+/// Why a history could not be checked.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error(transparent)]
+    History(#[from] history::HistoryError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("cannot tell which model these operations are for; pass --model")]
+    NoModel,
+}

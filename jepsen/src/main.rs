@@ -1,0 +1,214 @@
+//! `rocketraft-jepsen`: Jepsen-style checking for Rocketraft. For now one command, `check`, the
+//! linearizability checker on a history file.
+//!
+//! Exit codes: 0 valid, 1 invalid, 2 unknown (the time budget ran out), 3 the input could not be
+//! read or checked (missing file, malformed history, operations the model does not know, bad
+//! arguments).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use rocketraft_jepsen::history::Format;
+use rocketraft_jepsen::linearizability::{CheckOptions, Counterexample, OpReport, Verdict};
+use rocketraft_jepsen::model::ModelName;
+use rocketraft_jepsen::{check_text, Checked};
+
+/// Exit code when the input cannot be read or checked.
+const EXIT_UNREADABLE: u8 = 3;
+
+#[derive(Parser)]
+#[command(
+    name = "rocketraft-jepsen",
+    version,
+    about = "Jepsen-style checking for Rocketraft"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Checks a history for linearizability. Exit 0 valid, 1 invalid, 2 unknown, 3 unreadable.
+    Check {
+        /// The sequential model: cas-register, kv or replica-info. Inferred from the operations'
+        /// names when left out.
+        #[arg(long, value_parser = parse_model)]
+        model: Option<ModelName>,
+        /// Time budget; past it the verdict is "unknown".
+        #[arg(long, default_value_t = 60)]
+        timeout_secs: u64,
+        /// auto, jsonl, edn, etcd-log or porcupine-kv.
+        #[arg(long, default_value = "auto")]
+        format: String,
+        /// Print the report as one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// The history file.
+        file: PathBuf,
+    },
+}
+
+fn parse_model(text: &str) -> Result<ModelName, String> {
+    text.parse()
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            // clap exits 2 on a usage error, which here means "unknown": use 3 instead.
+            let _ = error.print();
+            return if error.use_stderr() {
+                ExitCode::from(EXIT_UNREADABLE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match cli.command {
+        Command::Check {
+            model,
+            timeout_secs,
+            format,
+            json,
+            file,
+        } => run_check(model, timeout_secs, &format, json, file),
+    }
+}
+
+fn run_check(
+    model: Option<ModelName>,
+    timeout_secs: u64,
+    format: &str,
+    json: bool,
+    file: PathBuf,
+) -> ExitCode {
+    let format = match format {
+        "auto" => None,
+        other => match other.parse::<Format>() {
+            Ok(format) => Some(format),
+            Err(message) => return unreadable(&file, &message),
+        },
+    };
+    let text = match std::fs::read(&file) {
+        Ok(bytes) => match String::from_utf8(bytes) {
+            Ok(text) => text,
+            Err(_) => return unreadable(&file, "not UTF-8 text"),
+        },
+        Err(error) => return unreadable(&file, &error.to_string()),
+    };
+    let options = CheckOptions {
+        time_budget: Duration::from_secs(timeout_secs),
+        ..CheckOptions::default()
+    };
+    let checked = match check_text(&text, format, model, &options) {
+        Ok(checked) => checked,
+        Err(error) => return unreadable(&file, &error.to_string()),
+    };
+    if json {
+        print_json(&file, &checked);
+    } else {
+        print_human(&file, &checked);
+    }
+    // Exit codes 0..=2 fit a u8.
+    ExitCode::from(checked.report.verdict.exit_code() as u8)
+}
+
+fn unreadable(file: &std::path::Path, message: &str) -> ExitCode {
+    eprintln!(
+        "rocketraft-jepsen: cannot check {}: {message}",
+        file.display()
+    );
+    ExitCode::from(EXIT_UNREADABLE)
+}
+
+fn print_json(file: &std::path::Path, checked: &Checked) {
+    let value = serde_json::json!({
+        "file": file.display().to_string(),
+        "format": checked.format.name(),
+        "model": checked.model.as_str(),
+        "events": checked.events,
+        "skipped": checked.skipped,
+        "incomplete": checked.pair_stats.incomplete,
+        "superseded": checked.pair_stats.superseded,
+        "report": checked.report,
+    });
+    println!("{value}");
+}
+
+fn verdict_word(verdict: Verdict) -> &'static str {
+    match verdict {
+        Verdict::Valid => "VALID (linearizable)",
+        Verdict::Invalid => "INVALID (not linearizable)",
+        Verdict::Unknown => "UNKNOWN",
+    }
+}
+
+fn op_line(op: &OpReport) -> String {
+    format!(
+        "op {} (process {}, {}): {}",
+        op.index, op.process, op.outcome, op.description
+    )
+}
+
+fn print_counterexample(counterexample: &Counterexample) {
+    let key = counterexample
+        .key
+        .as_ref()
+        .map_or(String::new(), |k| format!(" in key {k:?}"));
+    println!("cannot linearize{key}: {}", op_line(&counterexample.op));
+    println!(
+        "deepest partial linearization: {} operations{}",
+        counterexample.linearized,
+        if counterexample.linearized > counterexample.tail.len() {
+            format!(", the last {}:", counterexample.tail.len())
+        } else {
+            ":".to_string()
+        }
+    );
+    for step in &counterexample.tail {
+        println!("  {}  => {}", op_line(&step.op), step.state_after);
+    }
+    println!("state there: {}", counterexample.state);
+    if !counterexample.pending.is_empty() {
+        println!("also pending there (each was tried; none leads to a full linearization):");
+        for op in &counterexample.pending {
+            println!("  {}", op_line(op));
+        }
+    }
+}
+
+fn print_human(file: &std::path::Path, checked: &Checked) {
+    let report = &checked.report;
+    println!("{}: {}", file.display(), verdict_word(report.verdict));
+    println!(
+        "{} operations checked ({} of unknown outcome), {} dropped, {} key(s); model {}, format {}",
+        report.operations,
+        report.unknown_outcome,
+        report.dropped,
+        report.keys,
+        checked.model,
+        checked.format.name()
+    );
+    println!(
+        "{:.3} s, {} configurations explored",
+        report.elapsed.as_secs_f64(),
+        report.configurations
+    );
+    if let Some(reason) = &report.unknown_reason {
+        println!("unknown: {reason}");
+    }
+    if let Some(counterexample) = &report.counterexample {
+        print_counterexample(counterexample);
+    }
+}

@@ -1,0 +1,142 @@
+//! Sequential specifications the linearizability checker checks histories against.
+//!
+//! A [`Model`] is a deterministic state machine: [`Model::step`] says whether an operation, with
+//! the result the client saw, is legal in a state, and what state follows. The checker memoizes
+//! on states, so they are `Eq + Hash` and should be small.
+//!
+//! Models shipped here, each named by its `--model` on the command line:
+//! - [`cas_register::CasRegister`] (`cas-register`): one register, initially nil; `read`, `write`,
+//!   `cas [old new]`. Porcupine's etcd model and Knossos' `cas-register`.
+//! - [`kv::Kv`] (`kv`): a string per key, initially empty; `get`, `put`, `append`. Porcupine's kv model.
+//! - [`replica_info::ReplicaInfo`] (`replica-info`): the controller's view of one broker set
+//!   (master, epochs, SyncStateSet); `read`, `elect`, `alter`.
+//!
+//! Every model is checked per key: operations on different keys are independent
+//! (P-compositionality), so the checker splits the history by the op's `key` before searching.
+
+pub mod cas_register;
+pub mod kv;
+pub mod replica_info;
+
+use std::fmt;
+use std::hash::Hash;
+
+use crate::history::Operation;
+
+/// What a model makes of one paired operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Prepared<O> {
+    /// Check it: linearize it somewhere between its invocation and its completion (anywhere after
+    /// its invocation, or nowhere, when its outcome is unknown).
+    Check(O),
+    /// It cannot constrain anything (a failed write, a read whose result is unknown): drop it.
+    Skip,
+}
+
+/// An operation the model cannot interpret; the history cannot be checked against this model.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("operation {index} (process {process}, {f}): {message}")]
+pub struct ModelError {
+    pub index: u64,
+    pub process: u64,
+    pub f: String,
+    pub message: String,
+}
+
+impl ModelError {
+    pub fn new(op: &Operation, message: impl Into<String>) -> Self {
+        Self {
+            index: op.index,
+            process: op.process,
+            f: op.f.clone(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A sequential specification.
+///
+/// Contract for [`Model::step`] with an operation whose outcome is unknown (`info`): return the
+/// state the operation would produce if it took effect now, or `None` if taking effect now is
+/// impossible or indistinguishable from not taking effect (a cas whose compare fails). The checker
+/// already tries "it never took effect".
+pub trait Model {
+    /// The model's own, typed operation (parsed once by [`Model::prepare`]).
+    type Op: Clone + fmt::Debug;
+    type State: Clone + Eq + Hash + fmt::Debug;
+
+    /// The name used on the command line and in reports.
+    fn name(&self) -> &'static str;
+
+    fn init(&self) -> Self::State;
+
+    /// Interprets a paired operation. Failed operations (`fail`) come here too: a model drops
+    /// them (Jepsen's reading: they did not happen) unless their failure is itself an observation.
+    fn prepare(&self, op: &Operation) -> Result<Prepared<Self::Op>, ModelError>;
+
+    /// The state after `op`, or `None` if `op` (with its observed result) is illegal in `state`.
+    fn step(&self, state: &Self::State, op: &Self::Op) -> Option<Self::State>;
+
+    fn describe_op(&self, op: &Self::Op) -> String;
+
+    fn describe_state(&self, state: &Self::State) -> String {
+        format!("{state:?}")
+    }
+}
+
+/// The models [`crate::linearizability`] knows by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelName {
+    CasRegister,
+    Kv,
+    ReplicaInfo,
+}
+
+impl ModelName {
+    pub const ALL: [ModelName; 3] = [
+        ModelName::CasRegister,
+        ModelName::Kv,
+        ModelName::ReplicaInfo,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelName::CasRegister => "cas-register",
+            ModelName::Kv => "kv",
+            ModelName::ReplicaInfo => "replica-info",
+        }
+    }
+
+    /// The model whose operations these are, judged by their names: `read`/`write`/`cas` is a
+    /// register, `get`/`put`/`append` a kv store, `elect`/`alter` replica info.
+    pub fn infer(operations: &[Operation]) -> Option<ModelName> {
+        let only = |names: &[&str]| operations.iter().all(|op| names.contains(&op.f.as_str()));
+        if operations.is_empty() {
+            None
+        } else if only(&["read", "write", "cas"]) {
+            Some(ModelName::CasRegister)
+        } else if only(&["get", "put", "append"]) {
+            Some(ModelName::Kv)
+        } else if only(&["read", "elect", "alter"]) {
+            Some(ModelName::ReplicaInfo)
+        } else {
+            None
+        }
+    }
+}
+
+impl std::str::FromStr for ModelName {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ModelName::ALL
+            .into_iter()
+            .find(|m| m.as_str() == s)
+            .ok_or_else(|| format!("unknown model {s:?} (cas-register, kv, replica-info)"))
+    }
+}
+
+impl fmt::Display for ModelName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
