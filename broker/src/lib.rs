@@ -11,6 +11,7 @@ pub mod client_manager;
 pub mod config;
 pub mod controller_link;
 pub mod ha;
+pub mod pop;
 pub mod processor;
 mod register;
 pub mod replica;
@@ -48,9 +49,97 @@ pub struct BrokerInner {
     pub ha: Option<Arc<ha::HaState>>,
     /// The controller-mode role manager (controller mode only).
     pub replicas: Option<Arc<replica::ReplicaManager>>,
+    /// POP consumption state.
+    pub pop: pop::PopService,
+}
+
+/// Why [`BrokerInner::store_durably`] did not store durably.
+#[derive(Debug)]
+pub enum DurableError {
+    /// The store refused (the message was not written).
+    Store(store::StoreError),
+    /// Written, but the sync to disk timed out or failed (FLUSH_DISK_TIMEOUT).
+    FlushTimeout(store::PutResult),
+    /// Not written, or written and not acknowledged: this broker is not a master with a lease.
+    NotMaster(String),
+    /// Refused before writing: the SyncStateSet is smaller than `min_in_sync_replicas`.
+    InSyncReplicasNotEnough(String),
+    /// Written, but the replicas the ack policy asks for did not confirm in time.
+    NotAcked {
+        result: store::PutResult,
+        why: String,
+    },
+}
+
+impl DurableError {
+    /// The Remoting response code RocketMQ answers with.
+    pub fn code(&self) -> i32 {
+        use rocketraft_remoting::codes::response_code as rc;
+        match self {
+            DurableError::Store(store::StoreError::MessageIllegal(_)) => rc::MESSAGE_ILLEGAL,
+            DurableError::Store(store::StoreError::ServiceNotAvailable(_)) => {
+                rc::SERVICE_NOT_AVAILABLE
+            }
+            DurableError::Store(_) => rc::SYSTEM_ERROR,
+            DurableError::FlushTimeout(_) => rc::FLUSH_DISK_TIMEOUT,
+            DurableError::NotMaster(_) => rc::SERVICE_NOT_AVAILABLE,
+            DurableError::InSyncReplicasNotEnough(_) => rc::SYSTEM_ERROR,
+            DurableError::NotAcked { .. } => rc::FLUSH_SLAVE_TIMEOUT,
+        }
+    }
+
+    pub fn remark(&self) -> String {
+        match self {
+            DurableError::Store(e) => e.to_string(),
+            DurableError::FlushTimeout(r) => {
+                format!("flush to disk timed out (record at {})", r.physical_offset)
+            }
+            DurableError::NotMaster(why)
+            | DurableError::InSyncReplicasNotEnough(why)
+            | DurableError::NotAcked { why, .. } => why.clone(),
+        }
+    }
 }
 
 impl BrokerInner {
+    /// Stores messages as a send does: under the flush policy and, in controller mode, only on a
+    /// master with a valid lease and until the replicas the ack policy asks for hold them.
+    pub async fn store_durably(
+        &self,
+        msgs: Vec<store::BrokerMessage>,
+    ) -> Result<store::PutResult, DurableError> {
+        let policy = self.ack_policy();
+        if let Some(ha) = &self.ha {
+            ha.check_writable()
+                .map_err(|e| DurableError::NotMaster(e.to_string()))?;
+            ha.check_in_sync(&policy)
+                .map_err(|e| DurableError::InSyncReplicasNotEnough(e.to_string()))?;
+        }
+        let result = match self.store.put_messages(msgs).await {
+            Ok(r) => r,
+            Err(store::StoreError::FlushDiskTimeout(r)) => {
+                return Err(DurableError::FlushTimeout(*r))
+            }
+            Err(e) => return Err(DurableError::Store(e)),
+        };
+        if let Some(ha) = &self.ha {
+            ha.on_local_append();
+            let end = result.physical_offset + result.wrote_bytes as i64;
+            match ha.wait_for_acks(end, &policy).await {
+                Ok(()) => {}
+                Err(ha::AckError::NotMaster(why)) => return Err(DurableError::NotMaster(why)),
+                Err(e) => {
+                    tracing::warn!(error = %e, end, "write not acknowledged by the replicas");
+                    return Err(DurableError::NotAcked {
+                        result,
+                        why: e.to_string(),
+                    });
+                }
+            }
+        }
+        Ok(result)
+    }
+
     /// The broker id to register with the NameServers (`None`: do not register yet).
     pub fn registered_broker_id(&self) -> Option<i64> {
         match &self.replicas {
@@ -171,6 +260,7 @@ impl Broker {
             boot_timestamp_ms: now_ms(),
             ha: ha_state,
             replicas,
+            pop: pop::PopService::default(),
         });
         if slot.set(inner.clone()).is_err() {
             anyhow::bail!("broker state initialised twice");
@@ -192,6 +282,7 @@ impl Broker {
             tasks.extend(replicas.spawn_loops());
             tasks.push(tokio::spawn(replica::slave_sync_loop(inner.clone())));
         }
+        tasks.push(tokio::spawn(pop::revive_loop(inner.clone())));
         register::register_all(&inner, &namesrv_client).await;
         tasks.push(tokio::spawn(register::registration_loop(
             inner.clone(),

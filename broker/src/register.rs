@@ -18,6 +18,10 @@ pub async fn register_all(inner: &BrokerInner, client: &RemotingClient) -> usize
         tracing::debug!("no role from the controller yet; not registering with the NameServers");
         return 0;
     };
+    if broker_id == 0 && inner.replicas.is_some() {
+        // A new master serves every topic its log holds, not only those copied from the old one.
+        crate::replica::adopt_store_topics(inner);
+    }
     let body = RegisterBrokerBody {
         topic_config_serialize_wrapper: inner.topics.wrapper(),
         filter_server_list: Vec::new(),

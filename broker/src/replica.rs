@@ -488,6 +488,7 @@ pub async fn slave_sync_loop(inner: Arc<crate::BrokerInner>) {
         let Some(master) = snap.master_addr else {
             continue;
         };
+        adopt_store_topics(&inner);
         if let Err(e) = sync_from(&inner, &client, &master).await {
             tracing::debug!(%master, error = %e, "metadata sync from the master failed");
         }
@@ -547,4 +548,39 @@ async fn sync_from(
         }
     }
     Ok(())
+}
+
+/// Gives every topic that has messages in the store but no configuration one (a topic the old
+/// master created moments before a failover, before the periodic copy reached this slave).
+/// System topics (revive, retry, DLQ) get as many queues as they use; others at least the
+/// default count.
+pub fn adopt_store_topics(inner: &crate::BrokerInner) {
+    for topic in inner.store.topics() {
+        if inner.topics.get(&topic).is_some() {
+            continue;
+        }
+        let used = inner
+            .store
+            .queue_ids(&topic)
+            .into_iter()
+            .max()
+            .map_or(1, |q| q + 1);
+        let system = topic.starts_with("rmq_sys_")
+            || topic.starts_with(rocketraft_common::consts::RETRY_GROUP_TOPIC_PREFIX)
+            || topic.starts_with(rocketraft_common::consts::DLQ_GROUP_TOPIC_PREFIX);
+        let queues = if system {
+            used
+        } else {
+            used.max(inner.config.default_topic_queue_nums)
+        };
+        match inner
+            .topics
+            .upsert(rocketraft_common::TopicConfig::new(topic.clone(), queues))
+        {
+            Ok(()) => {
+                tracing::info!(%topic, queues, "topic configuration adopted from the replicated log")
+            }
+            Err(e) => tracing::warn!(%topic, error = %e, "cannot adopt a topic from the log"),
+        }
+    }
 }

@@ -2,7 +2,7 @@
 //! brokers on loopback ports, each with its own store. Replication, the ack policy, fencing of
 //! slaves, failover after the master stops, and the old master rejoining as a slave.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -546,6 +546,120 @@ async fn isolated_master_stops_acking_and_heals_without_divergence() {
         if let Some(b) = node.broker {
             b.shutdown().await;
         }
+    }
+    ns.shutdown().await;
+}
+
+fn pop_request(group: &str, invisible_ms: i64) -> rocketraft_remoting::RemotingCommand {
+    rocketraft_remoting::RemotingCommand::request(
+        rocketraft_remoting::codes::request_code::POP_MESSAGE,
+    )
+    .with_ext("consumerGroup", group)
+    .with_ext("topic", "Replicated")
+    .with_ext("queueId", -1)
+    .with_ext("maxMsgNums", 32)
+    .with_ext("invisibleTime", invisible_ms)
+    .with_ext("pollTime", 0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pop_state_survives_a_failover() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ns = namesrv(dir.path()).await;
+    let ns_addr = ns.local_addr();
+    let mut brokers: Vec<Option<Broker>> = Vec::new();
+    for i in 0..3 {
+        let cfg = broker_config(&dir.path().join(format!("p{i}")), ns_addr, free_port());
+        brokers.push(Some(Broker::start(cfg).await.expect("broker")));
+    }
+    let m = wait_for("a master", Duration::from_secs(20), || master_of(&brokers)).await;
+    let master = brokers[m].as_ref().expect("master");
+    wait_for("3 in sync", Duration::from_secs(20), || {
+        (in_sync(master) == 3).then_some(())
+    })
+    .await;
+    let api = api();
+    let addr = master.local_addr().to_string();
+    for i in 0..20 {
+        let r = api.send(&addr, &message(i)).await.expect("send");
+        assert_eq!(r.code, response_code::SUCCESS);
+    }
+    let client = RemotingClient::new(ClientConfig::default());
+    let r = client
+        .invoke(&addr, pop_request("pg", 3000), Duration::from_secs(5))
+        .await
+        .expect("pop");
+    assert_eq!(r.code, response_code::SUCCESS, "{:?}", r.remark);
+    let popped = rocketraft_common::message::decode_messages(&r.body).expect("body");
+    assert!(!popped.is_empty());
+    // Ack half of what was popped, then the master dies with the rest in flight.
+    let (acked, pending) = popped.split_at(popped.len() / 2);
+    for msg in acked {
+        let ack = rocketraft_remoting::RemotingCommand::request(
+            rocketraft_remoting::codes::request_code::ACK_MESSAGE,
+        )
+        .with_ext("consumerGroup", "pg")
+        .with_ext("topic", "Replicated")
+        .with_ext("queueId", msg.queue_id)
+        .with_ext(
+            "extraInfo",
+            msg.message
+                .property(rocketraft_common::consts::property::POP_CK)
+                .expect("handle"),
+        )
+        .with_ext("offset", msg.queue_offset);
+        let r = client
+            .invoke(&addr, ack, Duration::from_secs(5))
+            .await
+            .expect("ack");
+        assert_eq!(r.code, response_code::SUCCESS, "{:?}", r.remark);
+    }
+    brokers[m].take().expect("master").shutdown().await;
+    let n = wait_for("a new master", Duration::from_secs(30), || {
+        master_of(&brokers)
+    })
+    .await;
+    let new_addr = brokers[n].as_ref().expect("new").local_addr().to_string();
+    // Everything not acknowledged comes back from the new master (the popped-but-unacked ones
+    // after their invisible time, the never-popped ones at once); nothing acknowledged does.
+    let acked_bodies: BTreeSet<String> = acked
+        .iter()
+        .map(|m| String::from_utf8_lossy(&m.message.body).to_string())
+        .collect();
+    let pending_bodies: BTreeSet<String> = pending
+        .iter()
+        .map(|m| String::from_utf8_lossy(&m.message.body).to_string())
+        .collect();
+    let mut seen = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !pending_bodies.is_subset(&seen) || seen.len() < 20 - acked_bodies.len() {
+        assert!(
+            Instant::now() < deadline,
+            "missing after failover: {:?}",
+            pending_bodies.difference(&seen).collect::<Vec<_>>()
+        );
+        if let Ok(r) = client
+            .invoke(&new_addr, pop_request("pg", 60_000), Duration::from_secs(5))
+            .await
+        {
+            if r.code != response_code::SUCCESS && r.code != response_code::PULL_NOT_FOUND {
+                eprintln!("pop on the new master: {} {:?}", r.code, r.remark);
+            }
+            if r.code == response_code::SUCCESS {
+                for msg in rocketraft_common::message::decode_messages(&r.body).expect("body") {
+                    let b = String::from_utf8_lossy(&msg.message.body).to_string();
+                    assert!(
+                        !acked_bodies.contains(&b),
+                        "an acknowledged message came back: {b}"
+                    );
+                    seen.insert(b);
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for b in brokers.into_iter().flatten() {
+        b.shutdown().await;
     }
     ns.shutdown().await;
 }

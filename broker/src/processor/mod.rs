@@ -9,6 +9,7 @@ pub mod admin;
 pub mod client;
 pub mod ha;
 pub mod offset;
+pub mod pop;
 pub mod pull;
 pub mod send;
 
@@ -71,6 +72,9 @@ pub const HANDLED_CODES: &[i32] = &[
     request_code::EXCHANGE_BROKER_HA_INFO,
     request_code::GET_BROKER_HA_STATUS,
     request_code::NOTIFY_BROKER_ROLE_CHANGED,
+    request_code::POP_MESSAGE,
+    request_code::ACK_MESSAGE,
+    request_code::CHANGE_MESSAGE_INVISIBLETIME,
 ];
 
 /// Routes each request to its handler. The broker's state is set once the store is open (the
@@ -128,6 +132,11 @@ impl RequestProcessor for BrokerProcessor {
                 request_code::EXCHANGE_BROKER_HA_INFO => ha::exchange_ha_info(&inner, &request),
                 request_code::GET_BROKER_HA_STATUS => ha::ha_status(&inner, &request),
                 request_code::NOTIFY_BROKER_ROLE_CHANGED => ha::role_changed(&inner, &request),
+                request_code::POP_MESSAGE => pop::pop(&inner, &request).await,
+                request_code::ACK_MESSAGE => pop::ack(&inner, &request).await,
+                request_code::CHANGE_MESSAGE_INVISIBLETIME => {
+                    pop::change_invisible(&inner, &request).await
+                }
                 other => Err(Refusal(
                     response_code::REQUEST_CODE_NOT_SUPPORTED,
                     format!("request code {other} is not supported by this broker"),

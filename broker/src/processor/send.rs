@@ -10,7 +10,7 @@ use rocketraft_remoting::server::RequestContext;
 use rocketraft_remoting::RemotingCommand;
 
 use super::{Handled, Refusal};
-use crate::store::{BrokerMessage, PutStatus, StoreError};
+use crate::store::{BrokerMessage, PutStatus};
 use crate::BrokerInner;
 
 /// The fields of `SendMessageRequestHeader`, whichever of its two spellings the client used.
@@ -191,35 +191,24 @@ pub async fn handle(
         .collect();
     tracing::trace!(producer_group = %header.producer_group, topic = %header.topic, queue_id, count, "send");
 
-    let (code, result) = match inner.store.put_messages(to_store).await {
-        Ok(result) => match &inner.ha {
-            // Replication: the send succeeds only once the replicas the ack policy asks for
-            // hold it. Otherwise FLUSH_SLAVE_TIMEOUT (clients report a non-OK status) or, if
-            // this broker lost its mastership meanwhile, SERVICE_NOT_AVAILABLE.
-            Some(ha) => {
-                ha.on_local_append();
-                let end = result.physical_offset + result.wrote_bytes as i64;
-                match ha.wait_for_acks(end, &inner.ack_policy()).await {
-                    Ok(()) => (response_code::SUCCESS, result),
-                    Err(crate::ha::AckError::NotMaster(why)) => {
-                        return Err(Refusal(response_code::SERVICE_NOT_AVAILABLE, why))
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, end, "send not acknowledged by the replicas");
-                        return Ok(request
-                            .response_to(response_code::FLUSH_SLAVE_TIMEOUT, Some(e.to_string()))
-                            .with_ext("msgId", result.msg_id)
-                            .with_ext("queueId", queue_id)
-                            .with_ext("queueOffset", result.queue_offset));
-                    }
-                }
-            }
-            None => (response_code::SUCCESS, result),
-        },
+    let (code, result) = match inner.store_durably(to_store).await {
+        Ok(result) => (response_code::SUCCESS, result),
         // Appended but not known to be durable: RocketMQ answers FLUSH_DISK_TIMEOUT with the
         // offsets, and clients report it as a non-OK send status.
-        Err(StoreError::FlushDiskTimeout(result)) => (response_code::FLUSH_DISK_TIMEOUT, *result),
-        Err(e) => return Err(e.into()),
+        Err(crate::DurableError::FlushTimeout(result)) => {
+            (response_code::FLUSH_DISK_TIMEOUT, result)
+        }
+        // Replication: written, but the replicas the ack policy asks for did not confirm in
+        // time: FLUSH_SLAVE_TIMEOUT (a non-OK send status), never SUCCESS.
+        Err(crate::DurableError::NotAcked { result, why }) => {
+            return Ok(request
+                .response_to(response_code::FLUSH_SLAVE_TIMEOUT, Some(why))
+                .with_ext("msgId", result.msg_id)
+                .with_ext("queueId", queue_id)
+                .with_ext("queueOffset", result.queue_offset));
+        }
+        Err(crate::DurableError::Store(e)) => return Err(e.into()),
+        Err(e) => return Err(Refusal(e.code(), e.remark())),
     };
     debug_assert_eq!(
         result.status == PutStatus::PutOk,

@@ -1,0 +1,852 @@
+//! POP consumption (RocketMQ 5's `PopMessageProcessor`, `AckMessageProcessor`,
+//! `ChangeInvisibleTimeProcessor` and `PopReviveService`), with its state in the CommitLog.
+//!
+//! - **Pop** hands out the next un-popped messages of a queue to whichever consumer of the group
+//!   asks (message-granularity load balancing) and makes them invisible for `invisibleTime`.
+//!   Before any message leaves, a **checkpoint** record per message (group, topic, queue, offset,
+//!   pop time, invisible time, delivery count) is stored durably in the revive topic
+//!   `rmq_sys_REVIVE_LOG_{cluster}` (through the same path as a send: flushed per the flush
+//!   policy and, in controller mode, acknowledged by the in-sync replicas).
+//! - **Ack** and **change invisible time** store an ack record (and, for the latter, a new
+//!   checkpoint) the same way before answering. A receipt handle names its checkpoint by queue,
+//!   offset and pop time, so a handle from before a ChangeInvisibleTime no longer matches.
+//! - **Revive**: a checkpoint past its invisible time without an ack is re-put into the retry topic
+//!   `%RETRY%{group}_{topic}` with its delivery count + 1, or into `%DLQ%{group}` once the count
+//!   passes `max_reconsume_times` (16), then marked revived (a crash in between delivers it twice,
+//!   never zero times).
+//! - **Restart and failover**: the in-memory table of messages in flight is rebuilt by replaying
+//!   the revive topic, which is replicated with the CommitLog like every other topic; a broker
+//!   that becomes master rebuilds it before serving POP.
+//! - The group's consumer offset of a queue advances to the first message still in flight.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use parking_lot::Mutex;
+use rocketraft_common::consts::{property, DLQ_GROUP_TOPIC_PREFIX, RETRY_GROUP_TOPIC_PREFIX};
+use rocketraft_common::message::{self, Message, RecordMeta};
+use rocketraft_common::TopicConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::processor::pull::TagFilter;
+use crate::store::{BrokerMessage, GetMessageStatus};
+use crate::BrokerInner;
+
+/// Delivery attempts before the DLQ: RocketMQ's `retryMaxTimes` (16) retries after the first.
+pub const DEFAULT_MAX_RECONSUME_TIMES: i32 = 16;
+/// Topic types in receipt handles (`ExtraInfoUtil`).
+const NORMAL_TOPIC: &str = "0";
+const RETRY_TOPIC: &str = "1";
+
+pub fn revive_topic(cluster: &str) -> String {
+    format!("rmq_sys_REVIVE_LOG_{cluster}")
+}
+
+/// `%RETRY%{group}_{topic}` (RocketMQ's POP retry topic, v1 naming).
+pub fn retry_topic(group: &str, topic: &str) -> String {
+    format!("{RETRY_GROUP_TOPIC_PREFIX}{group}_{topic}")
+}
+
+pub fn dlq_topic(group: &str) -> String {
+    format!("{DLQ_GROUP_TOPIC_PREFIX}{group}")
+}
+
+/// One record of the revive topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "k")]
+enum PopRecord {
+    /// A message was popped: invisible until `pt + it`.
+    #[serde(rename = "ck")]
+    Ck {
+        g: String,
+        t: String,
+        q: i32,
+        o: i64,
+        pt: i64,
+        it: i64,
+        rt: i32,
+    },
+    /// The consumer acknowledged the checkpoint popped at `pt`.
+    #[serde(rename = "ack")]
+    Ack {
+        g: String,
+        t: String,
+        q: i32,
+        o: i64,
+        pt: i64,
+    },
+    /// The checkpoint popped at `pt` expired and its message was re-put (retry or DLQ).
+    #[serde(rename = "rv")]
+    Revived {
+        g: String,
+        t: String,
+        q: i32,
+        o: i64,
+        pt: i64,
+    },
+}
+
+type QueueKey = (String, String, i32);
+
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    pop_time: i64,
+    invisible_ms: i64,
+    reconsume_times: i32,
+}
+
+impl InFlight {
+    fn deadline(&self) -> i64 {
+        self.pop_time + self.invisible_ms
+    }
+}
+
+#[derive(Debug, Default)]
+struct QueueState {
+    /// The next offset to hand out.
+    pop_offset: i64,
+    inflight: BTreeMap<i64, InFlight>,
+}
+
+/// A parsed receipt handle (`POP_CK` / `extraInfo`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handle {
+    pub ck_offset: i64,
+    pub pop_time: i64,
+    pub invisible_ms: i64,
+    pub revive_qid: i32,
+    pub retry: bool,
+    pub broker_name: String,
+    pub queue_id: i32,
+    pub queue_offset: i64,
+}
+
+impl Handle {
+    /// `ckQueueOffset popTime invisibleTime reviveQid topicType brokerName queueId queueOffset`.
+    pub fn encode(&self) -> String {
+        format!(
+            "{} {} {} {} {} {} {} {}",
+            self.ck_offset,
+            self.pop_time,
+            self.invisible_ms,
+            self.revive_qid,
+            if self.retry {
+                RETRY_TOPIC
+            } else {
+                NORMAL_TOPIC
+            },
+            self.broker_name,
+            self.queue_id,
+            self.queue_offset
+        )
+    }
+
+    pub fn parse(text: &str) -> Result<Handle, String> {
+        let parts: Vec<&str> = text.split(' ').collect();
+        if parts.len() < 8 {
+            return Err(format!(
+                "receipt handle {text:?} has {} fields, expected 8 (ckQueueOffset popTime invisibleTime reviveQid topicType brokerName queueId queueOffset)",
+                parts.len()
+            ));
+        }
+        let num = |i: usize, what: &str| -> Result<i64, String> {
+            parts[i].parse().map_err(|_| {
+                format!(
+                    "receipt handle {text:?}: {what} {:?} is not a number",
+                    parts[i]
+                )
+            })
+        };
+        Ok(Handle {
+            ck_offset: num(0, "ckQueueOffset")?,
+            pop_time: num(1, "popTime")?,
+            invisible_ms: num(2, "invisibleTime")?,
+            revive_qid: num(3, "reviveQid")? as i32,
+            retry: parts[4] != NORMAL_TOPIC,
+            broker_name: parts[5].to_string(),
+            queue_id: num(6, "queueId")? as i32,
+            queue_offset: num(7, "queueOffset")?,
+        })
+    }
+}
+
+/// Why a POP request failed.
+#[derive(Debug)]
+pub enum PopError {
+    /// A Remoting code and a remark.
+    Refused(i32, String),
+}
+
+fn refused(code: i32, msg: impl Into<String>) -> PopError {
+    PopError::Refused(code, msg.into())
+}
+
+/// One popped message ready for the response body.
+pub struct Popped {
+    pub record: bytes::Bytes,
+    pub queue_id: i32,
+    pub queue_offset: i64,
+    pub retry: bool,
+}
+
+/// What a pop returned.
+pub struct PopResult {
+    pub pop_time: i64,
+    pub invisible_ms: i64,
+    pub messages: Vec<Popped>,
+    /// Messages left in the queues looked at.
+    pub rest: i64,
+}
+
+/// The POP service of a broker.
+pub struct PopService {
+    state: Mutex<HashMap<QueueKey, QueueState>>,
+    locks: Mutex<HashMap<QueueKey, Arc<tokio::sync::Mutex<()>>>>,
+    /// The master epoch the table was last rebuilt for (-1: never).
+    rebuilt_for: AtomicI64,
+    rebuild_lock: tokio::sync::Mutex<()>,
+    round_robin: AtomicI64,
+    pub max_reconsume_times: i32,
+}
+
+impl Default for PopService {
+    fn default() -> Self {
+        PopService {
+            state: Mutex::new(HashMap::new()),
+            locks: Mutex::new(HashMap::new()),
+            rebuilt_for: AtomicI64::new(-1),
+            rebuild_lock: tokio::sync::Mutex::new(()),
+            round_robin: AtomicI64::new(0),
+            max_reconsume_times: DEFAULT_MAX_RECONSUME_TIMES,
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    rocketraft_common::time::now_ms()
+}
+
+impl PopService {
+    fn lock_of(&self, key: &QueueKey) -> Arc<tokio::sync::Mutex<()>> {
+        self.locks
+            .lock()
+            .entry(key.clone())
+            .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(())))
+            .clone()
+    }
+
+    /// Whether this broker may serve POP now (a slave may not), and the epoch it serves in.
+    fn serving_epoch(inner: &BrokerInner) -> Result<i64, PopError> {
+        match &inner.ha {
+            None => Ok(0),
+            Some(ha) => {
+                ha.check_writable().map_err(|e| {
+                    refused(
+                        rocketraft_remoting::codes::response_code::SERVICE_NOT_AVAILABLE,
+                        e.to_string(),
+                    )
+                })?;
+                Ok(ha.master_epoch() as i64)
+            }
+        }
+    }
+
+    /// Rebuilds the in-flight table from the revive topic when this broker starts serving (at
+    /// start, or after becoming master of a new epoch).
+    pub async fn ensure_rebuilt(&self, inner: &BrokerInner) -> Result<(), PopError> {
+        let epoch = Self::serving_epoch(inner)?;
+        if self.rebuilt_for.load(Ordering::Acquire) == epoch {
+            return Ok(());
+        }
+        let _one = self.rebuild_lock.lock().await;
+        if self.rebuilt_for.load(Ordering::Acquire) == epoch {
+            return Ok(());
+        }
+        let topic = revive_topic(&inner.config.cluster_name);
+        let store = &inner.store;
+        let mut table: HashMap<QueueKey, QueueState> = HashMap::new();
+        let (mut offset, max) = (
+            store.get_min_offset_in_queue(&topic, 0),
+            store.get_max_offset_in_queue(&topic, 0),
+        );
+        let mut records = 0u64;
+        while offset < max {
+            let r = store.get_messages("", &topic, 0, offset, 256, 4 << 20, &|_| true);
+            if r.status != GetMessageStatus::Found {
+                break;
+            }
+            for rec in &r.messages {
+                let Ok((m, _)) = message::decode_message(rec) else {
+                    continue;
+                };
+                let Ok(record) = serde_json::from_slice::<PopRecord>(&m.message.body) else {
+                    tracing::warn!(offset = m.queue_offset, "unreadable revive record skipped");
+                    continue;
+                };
+                records += 1;
+                apply(&mut table, record);
+            }
+            offset = r.next_begin_offset;
+        }
+        let inflight: usize = table.values().map(|q| q.inflight.len()).sum();
+        tracing::info!(
+            records,
+            inflight,
+            epoch,
+            "POP state rebuilt from the revive topic"
+        );
+        *self.state.lock() = table;
+        self.rebuilt_for.store(epoch, Ordering::Release);
+        Ok(())
+    }
+
+    /// Stores revive records durably (flush policy, and replica acks in controller mode).
+    async fn persist(inner: &BrokerInner, records: &[PopRecord]) -> Result<(), PopError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let topic = revive_topic(&inner.config.cluster_name);
+        ensure_topic(inner, &topic, 1)?;
+        let msgs = records
+            .iter()
+            .map(|r| {
+                let body = serde_json::to_vec(r).unwrap_or_default();
+                BrokerMessage::new(Message::new(topic.clone(), body), 0)
+            })
+            .collect();
+        inner
+            .store_durably(msgs)
+            .await
+            .map(|_| ())
+            .map_err(|e| refused(e.code(), format!("cannot store POP state: {}", e.remark())))
+    }
+
+    /// POP_MESSAGE: up to `max` messages of `topic` (one queue, or all when `queue_id < 0`;
+    /// the group's retry topic first).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn pop(
+        &self,
+        inner: &BrokerInner,
+        group: &str,
+        topic: &str,
+        queue_id: i32,
+        max: usize,
+        invisible_ms: i64,
+        init_from_max: bool,
+        filter: &TagFilter,
+    ) -> Result<PopResult, PopError> {
+        self.ensure_rebuilt(inner).await?;
+        let config = inner.topics.get(topic).ok_or_else(|| {
+            refused(
+                rocketraft_remoting::codes::response_code::TOPIC_NOT_EXIST,
+                format!("topic[{topic}] not exist, apply first please!"),
+            )
+        })?;
+        let mut candidates: Vec<(String, i32, bool)> = Vec::new();
+        let retry = retry_topic(group, topic);
+        if let Some(rc) = inner.topics.get(&retry) {
+            for q in 0..rc.read_queue_nums {
+                candidates.push((retry.clone(), q, true));
+            }
+        }
+        if queue_id >= 0 {
+            if queue_id >= config.read_queue_nums {
+                return Err(refused(
+                    rocketraft_remoting::codes::response_code::SYSTEM_ERROR,
+                    format!(
+                        "queueId[{queue_id}] is illegal, topic:[{topic}] topicConfig.readQueueNums:[{}]",
+                        config.read_queue_nums
+                    ),
+                ));
+            }
+            candidates.push((topic.to_string(), queue_id, false));
+        } else {
+            let n = config.read_queue_nums.max(1) as i64;
+            let start = self
+                .round_robin
+                .fetch_add(1, Ordering::Relaxed)
+                .rem_euclid(n);
+            for i in 0..n {
+                candidates.push((topic.to_string(), ((start + i) % n) as i32, false));
+            }
+        }
+        let pop_time = now_ms();
+        let mut out = PopResult {
+            pop_time,
+            invisible_ms,
+            messages: Vec::new(),
+            rest: 0,
+        };
+        for (t, q, is_retry) in candidates {
+            let remaining = max.saturating_sub(out.messages.len());
+            let key = (group.to_string(), t.clone(), q);
+            let lock = self.lock_of(&key);
+            let _guard = lock.lock().await;
+            let committed = inner.metadata.query_offset(group, &t, q).ok().flatten();
+            let (min, max_off) = (
+                inner.store.get_min_offset_in_queue(&t, q),
+                inner.store.get_max_offset_in_queue(&t, q),
+            );
+            let start = {
+                let mut st = self.state.lock();
+                let qs = st.entry(key.clone()).or_default();
+                let base = match committed {
+                    Some(c) => c,
+                    None if init_from_max && !is_retry => max_off,
+                    None => min,
+                };
+                qs.pop_offset = qs.pop_offset.max(base).max(min);
+                qs.pop_offset
+            };
+            if remaining == 0 {
+                out.rest += (max_off - start).max(0);
+                continue;
+            }
+            let r = inner.store.get_messages(
+                group,
+                &t,
+                q,
+                start,
+                remaining as i32,
+                inner.config.max_transfer_bytes,
+                &|code| is_retry || filter.accepts(code),
+            );
+            let next = match r.status {
+                GetMessageStatus::Found | GetMessageStatus::NoMatchedMessage => r.next_begin_offset,
+                GetMessageStatus::OffsetTooSmall | GetMessageStatus::OffsetFoundNull => {
+                    r.next_begin_offset
+                }
+                _ => start,
+            };
+            let mut cks = Vec::new();
+            let mut picked = Vec::new();
+            for (rec, off) in r.messages.iter().zip(&r.message_queue_offsets) {
+                let reconsume = message::decode_message(rec)
+                    .map(|(m, _)| m.reconsume_times)
+                    .unwrap_or(0);
+                cks.push(PopRecord::Ck {
+                    g: group.to_string(),
+                    t: t.clone(),
+                    q,
+                    o: *off,
+                    pt: pop_time,
+                    it: invisible_ms,
+                    rt: reconsume,
+                });
+                picked.push((rec.clone(), *off, reconsume));
+            }
+            Self::persist(inner, &cks).await?;
+            {
+                let mut st = self.state.lock();
+                let qs = st.entry(key.clone()).or_default();
+                for (_, off, reconsume) in &picked {
+                    qs.inflight.insert(
+                        *off,
+                        InFlight {
+                            pop_time,
+                            invisible_ms,
+                            reconsume_times: *reconsume,
+                        },
+                    );
+                }
+                qs.pop_offset = qs.pop_offset.max(next);
+            }
+            self.advance_offset(inner, &key);
+            out.rest += (max_off - next).max(0);
+            for (rec, off, _) in picked {
+                let handle = Handle {
+                    ck_offset: off,
+                    pop_time,
+                    invisible_ms,
+                    revive_qid: 0,
+                    retry: is_retry,
+                    broker_name: inner.config.broker_name.clone(),
+                    queue_id: q,
+                    queue_offset: off,
+                };
+                out.messages.push(Popped {
+                    record: with_handle(&rec, &handle, is_retry)?,
+                    queue_id: q,
+                    queue_offset: off,
+                    retry: is_retry,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The group's consumer offset of a queue: the first message still in flight, or the pop
+    /// offset when none is.
+    fn advance_offset(&self, inner: &BrokerInner, key: &QueueKey) {
+        let target = {
+            let st = self.state.lock();
+            let Some(qs) = st.get(key) else { return };
+            qs.inflight.keys().next().copied().unwrap_or(qs.pop_offset)
+        };
+        let (group, topic, q) = key;
+        let current = inner.metadata.query_offset(group, topic, *q).ok().flatten();
+        if current.is_none_or(|c| c < target) {
+            if let Err(e) = inner.metadata.commit_offset(group, topic, *q, target) {
+                tracing::warn!(error = %e, "cannot commit the POP consumer offset");
+            }
+        }
+    }
+
+    fn key_for(group: &str, topic: &str, handle: &Handle) -> QueueKey {
+        let t = if handle.retry {
+            retry_topic(group, topic)
+        } else {
+            topic.to_string()
+        };
+        (group.to_string(), t, handle.queue_id)
+    }
+
+    /// ACK_MESSAGE: the handle must match a message in flight for this group.
+    pub async fn ack(
+        &self,
+        inner: &BrokerInner,
+        group: &str,
+        topic: &str,
+        handle: &Handle,
+    ) -> Result<(), PopError> {
+        self.ensure_rebuilt(inner).await?;
+        let key = Self::key_for(group, topic, handle);
+        let lock = self.lock_of(&key);
+        let _guard = lock.lock().await;
+        self.check_in_flight(&key, handle)?;
+        Self::persist(
+            inner,
+            &[PopRecord::Ack {
+                g: key.0.clone(),
+                t: key.1.clone(),
+                q: key.2,
+                o: handle.queue_offset,
+                pt: handle.pop_time,
+            }],
+        )
+        .await?;
+        if let Some(qs) = self.state.lock().get_mut(&key) {
+            qs.inflight.remove(&handle.queue_offset);
+        }
+        self.advance_offset(inner, &key);
+        Ok(())
+    }
+
+    fn check_in_flight(&self, key: &QueueKey, handle: &Handle) -> Result<InFlight, PopError> {
+        let st = self.state.lock();
+        let found = st
+            .get(key)
+            .and_then(|qs| qs.inflight.get(&handle.queue_offset))
+            .copied();
+        match found {
+            Some(f) if f.pop_time == handle.pop_time => Ok(f),
+            Some(_) => Err(refused(
+                rocketraft_remoting::codes::response_code::NO_MESSAGE,
+                "receipt handle is stale: the message's invisible time was changed (use the handle ChangeInvisibleTime returned)",
+            )),
+            None => Err(refused(
+                rocketraft_remoting::codes::response_code::NO_MESSAGE,
+                format!(
+                    "no message in flight for group {} at {}/{}/{} with this receipt handle: already acknowledged, expired and redelivered, or popped by another group",
+                    key.0, key.1, key.2, handle.queue_offset
+                ),
+            )),
+        }
+    }
+
+    /// CHANGE_MESSAGE_INVISIBLETIME: a new checkpoint (pop time now) replaces the old one, whose
+    /// handle stops working. Returns the new pop time.
+    pub async fn change_invisible(
+        &self,
+        inner: &BrokerInner,
+        group: &str,
+        topic: &str,
+        handle: &Handle,
+        invisible_ms: i64,
+    ) -> Result<i64, PopError> {
+        self.ensure_rebuilt(inner).await?;
+        let key = Self::key_for(group, topic, handle);
+        let lock = self.lock_of(&key);
+        let _guard = lock.lock().await;
+        let old = self.check_in_flight(&key, handle)?;
+        let mut pop_time = now_ms();
+        if pop_time <= old.pop_time {
+            pop_time = old.pop_time + 1;
+        }
+        Self::persist(
+            inner,
+            &[
+                PopRecord::Ck {
+                    g: key.0.clone(),
+                    t: key.1.clone(),
+                    q: key.2,
+                    o: handle.queue_offset,
+                    pt: pop_time,
+                    it: invisible_ms,
+                    rt: old.reconsume_times,
+                },
+                PopRecord::Ack {
+                    g: key.0.clone(),
+                    t: key.1.clone(),
+                    q: key.2,
+                    o: handle.queue_offset,
+                    pt: old.pop_time,
+                },
+            ],
+        )
+        .await?;
+        if let Some(qs) = self.state.lock().get_mut(&key) {
+            qs.inflight.insert(
+                handle.queue_offset,
+                InFlight {
+                    pop_time,
+                    invisible_ms,
+                    reconsume_times: old.reconsume_times,
+                },
+            );
+        }
+        Ok(pop_time)
+    }
+
+    /// One revive round: every checkpoint past its invisible time goes to the retry topic (or
+    /// the DLQ) and is marked revived. Returns how many were revived.
+    pub async fn revive_expired(&self, inner: &BrokerInner) -> usize {
+        if self.ensure_rebuilt(inner).await.is_err() {
+            return 0;
+        }
+        let now = now_ms();
+        let expired: Vec<(QueueKey, i64)> = {
+            let st = self.state.lock();
+            st.iter()
+                .flat_map(|(k, qs)| {
+                    qs.inflight
+                        .iter()
+                        .filter(|(_, f)| f.deadline() <= now)
+                        .map(|(o, _)| (k.clone(), *o))
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        };
+        let mut revived = 0;
+        for (key, offset) in expired {
+            match self.revive_one(inner, &key, offset, now).await {
+                Ok(true) => revived += 1,
+                Ok(false) => {}
+                Err(PopError::Refused(code, why)) => {
+                    tracing::warn!(code, %why, group = %key.0, topic = %key.1, queue = key.2, offset, "revive failed; will retry");
+                    break;
+                }
+            }
+        }
+        revived
+    }
+
+    async fn revive_one(
+        &self,
+        inner: &BrokerInner,
+        key: &QueueKey,
+        offset: i64,
+        now: i64,
+    ) -> Result<bool, PopError> {
+        let lock = self.lock_of(key);
+        let _guard = lock.lock().await;
+        let Some(f) = self
+            .state
+            .lock()
+            .get(key)
+            .and_then(|qs| qs.inflight.get(&offset))
+            .copied()
+            .filter(|f| f.deadline() <= now)
+        else {
+            return Ok(false);
+        };
+        let (group, topic, q) = key;
+        let original = inner
+            .store
+            .get_commit_log_offset_in_queue(topic, *q, offset)
+            .and_then(|phy| inner.store.look_message_by_offset(phy));
+        if let Some(m) = original {
+            let origin_topic = m
+                .message
+                .property(property::RETRY_TOPIC)
+                .map(str::to_string)
+                .unwrap_or_else(|| topic.clone());
+            let attempts = f.reconsume_times + 1;
+            let (target, queues) = if attempts > self.max_reconsume_times {
+                (dlq_topic(group), 1)
+            } else {
+                (retry_topic(group, &origin_topic), 1)
+            };
+            ensure_topic(inner, &target, queues)?;
+            let mut msg = m.message.clone();
+            msg.topic = target.clone();
+            msg.set_property(property::RETRY_TOPIC, origin_topic.clone());
+            if msg.property(property::ORIGIN_MESSAGE_ID).is_none() {
+                let id = m
+                    .message
+                    .uniq_key()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| m.msg_id.clone());
+                msg.set_property(property::ORIGIN_MESSAGE_ID, id);
+            }
+            msg.set_property(property::REAL_TOPIC, origin_topic);
+            let mut bm = BrokerMessage::new(msg, 0);
+            bm.reconsume_times = attempts;
+            bm.born_timestamp = m.born_timestamp;
+            bm.born_host = m.born_host;
+            inner
+                .store_durably(vec![bm])
+                .await
+                .map_err(|e| refused(e.code(), e.remark()))?;
+            if target.starts_with(DLQ_GROUP_TOPIC_PREFIX) {
+                tracing::warn!(%group, topic = %topic, offset, attempts, dlq = %target, "message moved to the dead-letter queue");
+            }
+        } else {
+            tracing::warn!(%group, %topic, queue = q, offset, "in-flight message no longer in the store; dropping its checkpoint");
+        }
+        Self::persist(
+            inner,
+            &[PopRecord::Revived {
+                g: group.clone(),
+                t: topic.clone(),
+                q: *q,
+                o: offset,
+                pt: f.pop_time,
+            }],
+        )
+        .await?;
+        if let Some(qs) = self.state.lock().get_mut(key) {
+            qs.inflight.remove(&offset);
+        }
+        self.advance_offset(inner, key);
+        Ok(true)
+    }
+
+    /// Messages in flight per (topic, queue) of a group (for admin tools).
+    pub fn in_flight(&self, group: &str) -> Vec<(String, i32, usize)> {
+        let st = self.state.lock();
+        let mut out: Vec<(String, i32, usize)> = st
+            .iter()
+            .filter(|(k, _)| k.0 == group)
+            .map(|(k, qs)| (k.1.clone(), k.2, qs.inflight.len()))
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+fn apply(table: &mut HashMap<QueueKey, QueueState>, record: PopRecord) {
+    match record {
+        PopRecord::Ck {
+            g,
+            t,
+            q,
+            o,
+            pt,
+            it,
+            rt,
+        } => {
+            let qs = table.entry((g, t, q)).or_default();
+            qs.pop_offset = qs.pop_offset.max(o + 1);
+            let newer = qs.inflight.get(&o).is_none_or(|f| f.pop_time < pt);
+            if newer {
+                qs.inflight.insert(
+                    o,
+                    InFlight {
+                        pop_time: pt,
+                        invisible_ms: it,
+                        reconsume_times: rt,
+                    },
+                );
+            }
+        }
+        PopRecord::Ack { g, t, q, o, pt } | PopRecord::Revived { g, t, q, o, pt } => {
+            if let Some(qs) = table.get_mut(&(g, t, q)) {
+                if qs.inflight.get(&o).is_some_and(|f| f.pop_time == pt) {
+                    qs.inflight.remove(&o);
+                }
+            }
+        }
+    }
+}
+
+/// Creates a system topic (revive, retry, DLQ) on first use.
+fn ensure_topic(inner: &BrokerInner, topic: &str, queues: i32) -> Result<(), PopError> {
+    if inner.topics.get(topic).is_some() {
+        return Ok(());
+    }
+    inner
+        .topics
+        .upsert(TopicConfig::new(topic, queues))
+        .map_err(|e| {
+            refused(
+                rocketraft_remoting::codes::response_code::SYSTEM_ERROR,
+                format!("cannot create topic {topic}: {e}"),
+            )
+        })?;
+    inner.register_trigger.notify_one();
+    Ok(())
+}
+
+/// Re-encodes a record with its receipt handle in `POP_CK` (and, for a retry message, the
+/// original topic back in place), as RocketMQ's POP response carries it.
+fn with_handle(record: &[u8], handle: &Handle, retry: bool) -> Result<bytes::Bytes, PopError> {
+    let (m, _) = message::decode_message(record).map_err(|e| {
+        refused(
+            rocketraft_remoting::codes::response_code::SYSTEM_ERROR,
+            format!("stored record unreadable: {e}"),
+        )
+    })?;
+    let mut msg = m.message.clone();
+    msg.set_property(property::POP_CK, handle.encode());
+    if retry {
+        if let Some(origin) = m.message.property(property::RETRY_TOPIC) {
+            msg.topic = origin.to_string();
+        }
+    }
+    let meta = RecordMeta {
+        queue_id: m.queue_id,
+        queue_offset: m.queue_offset,
+        physical_offset: m.commit_log_offset,
+        sys_flag: m.sys_flag,
+        born_timestamp: m.born_timestamp,
+        born_host: m.born_host,
+        store_timestamp: m.store_timestamp,
+        store_host: m.store_host,
+        reconsume_times: m.reconsume_times,
+        prepared_transaction_offset: m.prepared_transaction_offset,
+    };
+    let mut out = Vec::with_capacity(record.len() + 64);
+    message::encode_record(&msg, &meta, false, &mut out).map_err(|e| {
+        refused(
+            rocketraft_remoting::codes::response_code::SYSTEM_ERROR,
+            format!("cannot encode the popped message: {e}"),
+        )
+    })?;
+    Ok(bytes::Bytes::from(out))
+}
+
+/// Concatenates popped records into a response body.
+pub fn body(messages: &[Popped]) -> bytes::Bytes {
+    let mut b = BytesMut::with_capacity(messages.iter().map(|m| m.record.len()).sum());
+    for m in messages {
+        b.extend_from_slice(&m.record);
+    }
+    b.freeze()
+}
+
+/// Runs revive rounds until aborted.
+pub async fn revive_loop(inner: Arc<BrokerInner>) {
+    let mut ticker = tokio::time::interval(Duration::from_millis(200));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let n = inner.pop.revive_expired(&inner).await;
+        if n > 0 {
+            tracing::debug!(revived = n, "POP revive round");
+        }
+    }
+}

@@ -1,0 +1,406 @@
+//! POP consumption against a real broker and NameServer on loopback: several consumers draining
+//! a topic message by message, redelivery after the invisible time, ChangeInvisibleTime and its
+//! stale handle, the dead-letter queue after 17 deliveries, a restart with messages in flight, and
+//! bad handles.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rocketraft_broker::store::FlushDiskType;
+use rocketraft_broker::{Broker, BrokerConfig};
+use rocketraft_common::consts::property;
+use rocketraft_common::message::{decode_messages, MessageExt};
+use rocketraft_common::TopicConfig;
+use rocketraft_nameserver::{NameServer, NamesrvConfig};
+use rocketraft_remoting::api::{MqClientApi, SendRequest};
+use rocketraft_remoting::codes::{request_code, response_code};
+use rocketraft_remoting::{ClientConfig, RemotingClient, RemotingCommand};
+
+const TOPIC: &str = "PopTopic";
+
+fn config(dir: &Path, namesrv: std::net::SocketAddr, port: u16) -> BrokerConfig {
+    let mut c = BrokerConfig {
+        listen: format!("127.0.0.1:{port}").parse().expect("addr"),
+        namesrv_addr: namesrv.to_string(),
+        ..BrokerConfig::default()
+    };
+    c.store.store_root = dir.to_path_buf();
+    c.store.commitlog_segment_size = 1 << 20;
+    c.store.flush_disk_type = FlushDiskType::SyncFlush;
+    c.store.pretouch = false;
+    c
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port")
+}
+
+struct Setup {
+    namesrv: NameServer,
+    broker: Option<Broker>,
+    addr: String,
+    port: u16,
+    client: RemotingClient,
+}
+
+async fn setup(dir: &Path) -> Setup {
+    let namesrv = NameServer::start(NamesrvConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        ..NamesrvConfig::default()
+    })
+    .await
+    .expect("namesrv");
+    let port = free_port();
+    let broker = Broker::start(config(dir, namesrv.local_addr(), port))
+        .await
+        .expect("broker");
+    let addr = broker.local_addr().to_string();
+    let client = RemotingClient::new(ClientConfig::default());
+    let api = MqClientApi::new(client.clone(), Duration::from_secs(5));
+    api.create_topic(&addr, &TopicConfig::new(TOPIC, 4))
+        .await
+        .expect("topic");
+    Setup {
+        namesrv,
+        broker: Some(broker),
+        addr,
+        port,
+        client,
+    }
+}
+
+async fn send(s: &Setup, n: usize, from: usize) {
+    let api = MqClientApi::new(s.client.clone(), Duration::from_secs(5));
+    for i in from..from + n {
+        let r = api
+            .send(
+                &s.addr,
+                &SendRequest {
+                    producer_group: "pg".into(),
+                    topic: TOPIC.into(),
+                    queue_id: (i % 4) as i32,
+                    body: Bytes::from(format!("m{i}")),
+                    properties: BTreeMap::from([(property::KEYS.to_string(), format!("k{i}"))]),
+                    ..SendRequest::default()
+                },
+            )
+            .await
+            .expect("send");
+        assert_eq!(r.code, response_code::SUCCESS);
+    }
+}
+
+struct Popped {
+    messages: Vec<MessageExt>,
+}
+
+async fn pop(s: &Setup, group: &str, max: i32, invisible_ms: i64, poll_ms: i64) -> Popped {
+    let request = RemotingCommand::request(request_code::POP_MESSAGE)
+        .with_ext("consumerGroup", group)
+        .with_ext("topic", TOPIC)
+        .with_ext("queueId", -1)
+        .with_ext("maxMsgNums", max)
+        .with_ext("invisibleTime", invisible_ms)
+        .with_ext("pollTime", poll_ms)
+        .with_ext("bornTime", rocketraft_common::time::now_ms())
+        .with_ext("initMode", 0);
+    let r = s
+        .client
+        .invoke(&s.addr, request, Duration::from_secs(10))
+        .await
+        .expect("pop");
+    assert!(
+        [
+            response_code::SUCCESS,
+            response_code::PULL_NOT_FOUND,
+            response_code::POLLING_TIMEOUT
+        ]
+        .contains(&r.code),
+        "pop answered {} {:?}",
+        r.code,
+        r.remark
+    );
+    let messages = if r.code == response_code::SUCCESS {
+        decode_messages(&r.body).expect("decodable pop body")
+    } else {
+        Vec::new()
+    };
+    Popped { messages }
+}
+
+fn handle(m: &MessageExt) -> String {
+    m.message
+        .property(property::POP_CK)
+        .expect("POP_CK on every popped message")
+        .to_string()
+}
+
+fn body(m: &MessageExt) -> String {
+    String::from_utf8_lossy(&m.message.body).to_string()
+}
+
+async fn ack(s: &Setup, group: &str, m: &MessageExt, handle: &str) -> RemotingCommand {
+    let request = RemotingCommand::request(request_code::ACK_MESSAGE)
+        .with_ext("consumerGroup", group)
+        .with_ext("topic", TOPIC)
+        .with_ext("queueId", m.queue_id)
+        .with_ext("extraInfo", handle)
+        .with_ext("offset", m.queue_offset);
+    s.client
+        .invoke(&s.addr, request, Duration::from_secs(5))
+        .await
+        .expect("ack")
+}
+
+async fn change_invisible(s: &Setup, group: &str, m: &MessageExt, invisible_ms: i64) -> String {
+    let old = handle(m);
+    let request = RemotingCommand::request(request_code::CHANGE_MESSAGE_INVISIBLETIME)
+        .with_ext("consumerGroup", group)
+        .with_ext("topic", TOPIC)
+        .with_ext("queueId", m.queue_id)
+        .with_ext("extraInfo", old.clone())
+        .with_ext("offset", m.queue_offset)
+        .with_ext("invisibleTime", invisible_ms);
+    let r = s
+        .client
+        .invoke(&s.addr, request, Duration::from_secs(5))
+        .await
+        .expect("change");
+    assert_eq!(r.code, response_code::SUCCESS, "{:?}", r.remark);
+    // The client builds the new handle from the answer, as RocketMQ's clients do.
+    let mut parts: Vec<String> = old.split(' ').map(str::to_string).collect();
+    parts[1] = r.ext("popTime").expect("popTime").to_string();
+    parts[2] = r.ext("invisibleTime").expect("invisibleTime").to_string();
+    parts.join(" ")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn consumers_share_a_topic_and_each_message_is_acked_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Arc::new(setup(dir.path()).await);
+    send(&s, 200, 0).await;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let s = s.clone();
+        let seen = seen.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut empty = 0;
+            while empty < 3 {
+                let p = pop(&s, "g1", 8, 30_000, 0).await;
+                if p.messages.is_empty() {
+                    empty += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+                for m in &p.messages {
+                    assert_eq!(m.message.topic, TOPIC);
+                    let r = ack(&s, "g1", m, &handle(m)).await;
+                    assert_eq!(r.code, response_code::SUCCESS, "{:?}", r.remark);
+                    seen.lock().expect("lock").push(body(m));
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("consumer");
+    }
+    let seen = seen.lock().expect("lock").clone();
+    let unique: BTreeSet<&String> = seen.iter().collect();
+    assert_eq!(seen.len(), 200, "each message delivered once");
+    assert_eq!(unique.len(), 200);
+    // The group's consumer offsets advanced past everything acknowledged.
+    let api = MqClientApi::new(s.client.clone(), Duration::from_secs(5));
+    for q in 0..4 {
+        assert_eq!(
+            api.query_consumer_offset(&s.addr, "g1", TOPIC, q)
+                .await
+                .expect("offset"),
+            Some(50)
+        );
+    }
+    // Another group sees everything again.
+    let other = pop(&s, "g2", 32, 30_000, 0).await;
+    assert_eq!(other.messages.len(), 32);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unacked_come_back_change_invisible_extends_and_the_old_handle_fails() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = setup(dir.path()).await;
+    send(&s, 4, 0).await;
+    let first = pop(&s, "g", 4, 1000, 0).await;
+    assert_eq!(first.messages.len(), 4);
+    // Nothing else is visible while they are in flight.
+    assert_eq!(pop(&s, "g", 4, 1000, 0).await.messages.len(), 0);
+    // Extend one of them; its old handle stops working, the new one works later.
+    let extended = &first.messages[0];
+    let new_handle = change_invisible(&s, "g", extended, 5000).await;
+    let stale = ack(&s, "g", extended, &handle(extended)).await;
+    assert_eq!(stale.code, response_code::NO_MESSAGE, "{:?}", stale.remark);
+    // After the invisible time the other three come back (long polling waits for them), with
+    // their delivery counted; the extended one does not.
+    let started = Instant::now();
+    let mut again = Vec::new();
+    while again.len() < 3 {
+        assert!(started.elapsed() < Duration::from_secs(10), "no redelivery");
+        again.extend(pop(&s, "g", 4, 60_000, 2000).await.messages);
+    }
+    let mut bodies: Vec<String> = again.iter().map(body).collect();
+    bodies.sort();
+    let mut expected: Vec<String> = first.messages[1..].iter().map(body).collect();
+    expected.sort();
+    assert_eq!(bodies, expected);
+    for m in &again {
+        assert_eq!(m.message.topic, TOPIC, "the original topic is restored");
+        assert_eq!(m.reconsume_times, 1);
+        assert_eq!(
+            ack(&s, "g", m, &handle(m)).await.code,
+            response_code::SUCCESS
+        );
+    }
+    let r = ack(&s, "g", extended, &new_handle).await;
+    assert_eq!(r.code, response_code::SUCCESS, "{:?}", r.remark);
+    // Acked twice: refused, state unchanged.
+    let twice = ack(&s, "g", extended, &new_handle).await;
+    assert_eq!(twice.code, response_code::NO_MESSAGE);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        pop(&s, "g", 4, 1000, 0).await.messages.is_empty(),
+        "nothing left"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_message_failed_17_times_goes_to_the_dlq() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = setup(dir.path()).await;
+    send(&s, 1, 0).await;
+    let mut deliveries = 0;
+    let started = Instant::now();
+    loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "stuck after {deliveries}"
+        );
+        let p = pop(&s, "gd", 1, 1, 1000).await;
+        if let Some(m) = p.messages.first() {
+            assert_eq!(m.reconsume_times, deliveries);
+            deliveries += 1;
+        } else if deliveries == 17 {
+            break;
+        }
+    }
+    // The DLQ holds it with its properties.
+    let inner = s.broker.as_ref().expect("broker").inner().clone();
+    let dlq = "%DLQ%gd";
+    let mut found = None;
+    for _ in 0..50 {
+        if inner.store.get_max_offset_in_queue(dlq, 0) == 1 {
+            let phy = inner
+                .store
+                .get_commit_log_offset_in_queue(dlq, 0, 0)
+                .expect("dlq entry");
+            found = inner.store.look_message_by_offset(phy);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let m = found.expect("a message in the DLQ");
+    assert_eq!(body(&m), "m0");
+    assert_eq!(m.message.property(property::KEYS), Some("k0"));
+    assert_eq!(m.message.property(property::RETRY_TOPIC), Some(TOPIC));
+    assert_eq!(m.reconsume_times, 17);
+    assert_eq!(deliveries, 17);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restart_with_messages_in_flight_loses_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = setup(dir.path()).await;
+    send(&s, 10, 0).await;
+    let first = pop(&s, "gr", 10, 2000, 0).await;
+    assert_eq!(first.messages.len(), 10);
+    let (acked, pending) = first.messages.split_at(5);
+    for m in acked {
+        assert_eq!(
+            ack(&s, "gr", m, &handle(m)).await.code,
+            response_code::SUCCESS
+        );
+    }
+    s.broker.take().expect("broker").shutdown().await;
+    let broker = Broker::start(config(dir.path(), s.namesrv.local_addr(), s.port))
+        .await
+        .expect("restart");
+    s.addr = broker.local_addr().to_string();
+    s.broker = Some(broker);
+    // Acknowledged handles stay acknowledged; the others come back after their invisible time.
+    let again_ack = ack(&s, "gr", &acked[0], &handle(&acked[0])).await;
+    assert_eq!(again_ack.code, response_code::NO_MESSAGE);
+    let started = Instant::now();
+    let mut back = Vec::new();
+    while back.len() < 5 {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "in-flight messages lost"
+        );
+        back.extend(pop(&s, "gr", 10, 30_000, 1000).await.messages);
+    }
+    let mut got: Vec<String> = back.iter().map(body).collect();
+    got.sort();
+    let mut want: Vec<String> = pending.iter().map(body).collect();
+    want.sort();
+    assert_eq!(got, want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_handles_and_other_groups_get_clear_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = setup(dir.path()).await;
+    send(&s, 2, 0).await;
+    let p = pop(&s, "ga", 1, 30_000, 0).await;
+    let m = &p.messages[0];
+    let garbage = ack(&s, "ga", m, "not a handle").await;
+    assert_eq!(garbage.code, response_code::SYSTEM_ERROR);
+    assert!(garbage
+        .remark
+        .unwrap_or_default()
+        .contains("receipt handle"));
+    let other_group = ack(&s, "gb", m, &handle(m)).await;
+    assert_eq!(other_group.code, response_code::NO_MESSAGE);
+    // Still in flight for its own group.
+    assert_eq!(
+        ack(&s, "ga", m, &handle(m)).await.code,
+        response_code::SUCCESS
+    );
+    let bad_invisible = RemotingCommand::request(request_code::POP_MESSAGE)
+        .with_ext("consumerGroup", "ga")
+        .with_ext("topic", TOPIC)
+        .with_ext("queueId", -1)
+        .with_ext("maxMsgNums", 1)
+        .with_ext("invisibleTime", 0);
+    let r = s
+        .client
+        .invoke(&s.addr, bad_invisible, Duration::from_secs(5))
+        .await
+        .expect("answer");
+    assert_eq!(r.code, response_code::SYSTEM_ERROR);
+    let unknown_topic = RemotingCommand::request(request_code::POP_MESSAGE)
+        .with_ext("consumerGroup", "ga")
+        .with_ext("topic", "NoSuchTopic")
+        .with_ext("queueId", -1)
+        .with_ext("maxMsgNums", 1)
+        .with_ext("invisibleTime", 1000);
+    let r = s
+        .client
+        .invoke(&s.addr, unknown_topic, Duration::from_secs(5))
+        .await
+        .expect("answer");
+    assert_eq!(r.code, response_code::TOPIC_NOT_EXIST);
+}
