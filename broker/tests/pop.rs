@@ -404,3 +404,64 @@ async fn bad_handles_and_other_groups_get_clear_errors() {
         .expect("answer");
     assert_eq!(r.code, response_code::TOPIC_NOT_EXIST);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_ack_acknowledges_the_offsets_of_its_bitset() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = setup(dir.path()).await;
+    // One queue's worth: offsets 0..4 of queue 1.
+    for i in 0..4 {
+        send(&s, 1, 1 + 4 * i).await;
+    }
+    let request = RemotingCommand::request(request_code::POP_MESSAGE)
+        .with_ext("consumerGroup", "gb")
+        .with_ext("topic", TOPIC)
+        .with_ext("queueId", 1)
+        .with_ext("maxMsgNums", 4)
+        .with_ext("invisibleTime", 1000);
+    let r = s
+        .client
+        .invoke(&s.addr, request, Duration::from_secs(5))
+        .await
+        .expect("pop");
+    let popped = decode_messages(&r.body).expect("body");
+    assert_eq!(popped.len(), 4);
+    let pop_time: i64 = r.ext("popTime").expect("popTime").parse().expect("number");
+    // Ack offsets 0, 1 and 3 (bits 0, 1, 3 = 0b1011 = 11 -> base64 "Cw==").
+    let ack_body = serde_json::json!({
+        "brokerName": "broker-a",
+        "acks": [{"c": "gb", "t": TOPIC, "r": "0", "so": 0, "q": 1, "rq": 0, "pt": pop_time, "it": 1000, "b": "Cw=="}]
+    });
+    let r = s
+        .client
+        .invoke(
+            &s.addr,
+            RemotingCommand::request(request_code::BATCH_ACK_MESSAGE)
+                .with_body(serde_json::to_vec(&ack_body).expect("json")),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("batch ack");
+    assert_eq!(r.code, response_code::SUCCESS, "{:?}", r.remark);
+    // Only offset 2 comes back.
+    let started = Instant::now();
+    let again = loop {
+        let p = pop(&s, "gb", 4, 30_000, 1000).await;
+        if !p.messages.is_empty() {
+            break p.messages;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "offset 2 never came back"
+        );
+    };
+    assert_eq!(again.len(), 1);
+    assert_eq!(body_of_offset(&popped, 2), body(&again[0]));
+}
+
+fn body_of_offset(msgs: &[MessageExt], offset: i64) -> String {
+    msgs.iter()
+        .find(|m| m.queue_offset == offset)
+        .map(body)
+        .expect("offset popped")
+}

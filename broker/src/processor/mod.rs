@@ -75,6 +75,7 @@ pub const HANDLED_CODES: &[i32] = &[
     request_code::POP_MESSAGE,
     request_code::ACK_MESSAGE,
     request_code::CHANGE_MESSAGE_INVISIBLETIME,
+    request_code::BATCH_ACK_MESSAGE,
 ];
 
 /// Routes each request to its handler. The broker's state is set once the store is open (the
@@ -134,6 +135,7 @@ impl RequestProcessor for BrokerProcessor {
                 request_code::NOTIFY_BROKER_ROLE_CHANGED => ha::role_changed(&inner, &request),
                 request_code::POP_MESSAGE => pop::pop(&inner, &request).await,
                 request_code::ACK_MESSAGE => pop::ack(&inner, &request).await,
+                request_code::BATCH_ACK_MESSAGE => pop::batch_ack(&inner, &request).await,
                 request_code::CHANGE_MESSAGE_INVISIBLETIME => {
                     pop::change_invisible(&inner, &request).await
                 }

@@ -168,3 +168,113 @@ pub async fn change_invisible(inner: &BrokerInner, request: &RemotingCommand) ->
         .with_ext("invisibleTime", invisible_ms)
         .with_ext("reviveQid", 0))
 }
+
+/// One entry of BATCH_ACK_MESSAGE's body (RocketMQ's `BatchAck`, short JSON names).
+#[derive(serde::Deserialize)]
+struct BatchAck {
+    #[serde(alias = "consumerGroup")]
+    c: String,
+    #[serde(alias = "topic")]
+    t: String,
+    #[serde(alias = "retry", default)]
+    r: Option<String>,
+    #[serde(alias = "startOffset")]
+    so: i64,
+    #[serde(alias = "queueId")]
+    q: i32,
+    #[serde(alias = "reviveQueueId", default)]
+    rq: i32,
+    #[serde(alias = "popTime")]
+    pt: i64,
+    #[serde(alias = "invisibleTime", default)]
+    it: i64,
+    /// `java.util.BitSet.toByteArray()` in base64: bit i acks offset `so + i`.
+    #[serde(alias = "bitSet")]
+    b: String,
+}
+
+#[derive(serde::Deserialize)]
+struct BatchAckBody {
+    #[serde(rename = "brokerName", default)]
+    _broker_name: Option<String>,
+    acks: Vec<BatchAck>,
+}
+
+/// Decodes standard base64 (with or without padding).
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in text
+        .bytes()
+        .filter(|c| !c.is_ascii_whitespace() && *c != b'=')
+    {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            _ => return None,
+        } as u32;
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
+/// BATCH_ACK_MESSAGE (200151): every acked offset must be in flight with that pop time; the
+/// answer is SUCCESS only if all were, otherwise the first refusal (the others still applied).
+pub async fn batch_ack(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
+    let body: BatchAckBody = serde_json::from_slice(&request.body).map_err(|e| {
+        bad(format!(
+            "BATCH_ACK_MESSAGE body is not a BatchAckMessageRequestBody: {e}"
+        ))
+    })?;
+    let mut first_error = None;
+    for a in &body.acks {
+        let bytes =
+            base64_decode(&a.b).ok_or_else(|| bad(format!("bitSet {:?} is not base64", a.b)))?;
+        let retry = a.r.as_deref().is_some_and(|r| r != "0");
+        for (i, byte) in bytes.iter().enumerate() {
+            for bit in 0..8 {
+                if byte & (1 << bit) == 0 {
+                    continue;
+                }
+                let offset = a.so + (i * 8 + bit) as i64;
+                let handle = Handle {
+                    ck_offset: a.so,
+                    pop_time: a.pt,
+                    invisible_ms: a.it,
+                    revive_qid: a.rq,
+                    retry,
+                    broker_name: inner.config.broker_name.clone(),
+                    queue_id: a.q,
+                    queue_offset: offset,
+                };
+                if let Err(e) = inner.pop.ack(inner, &a.c, &a.t, &handle).await {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+    }
+    match first_error {
+        None => Ok(request.response_to(response_code::SUCCESS, None)),
+        Some(e) => Err(refusal(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base64_matches_java_bitset_bytes() {
+        // BitSet {0, 2, 9}.toByteArray() = [0b0000_0101, 0b0000_0010] = "BQI="
+        assert_eq!(super::base64_decode("BQI="), Some(vec![5, 2]));
+        assert_eq!(super::base64_decode("BQI"), Some(vec![5, 2]));
+        assert_eq!(super::base64_decode("!!"), None);
+    }
+}
