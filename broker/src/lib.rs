@@ -17,6 +17,7 @@ mod register;
 pub mod replica;
 pub mod stats;
 pub mod store;
+pub mod timer;
 pub mod topic;
 
 use std::net::SocketAddr;
@@ -51,6 +52,8 @@ pub struct BrokerInner {
     pub replicas: Option<Arc<replica::ReplicaManager>>,
     /// POP consumption state.
     pub pop: pop::PopService,
+    /// Pending delayed and timed messages.
+    pub timers: timer::TimerService,
 }
 
 /// Why [`BrokerInner::store_durably`] did not store durably.
@@ -261,6 +264,7 @@ impl Broker {
             ha: ha_state,
             replicas,
             pop: pop::PopService::default(),
+            timers: timer::TimerService::default(),
         });
         if slot.set(inner.clone()).is_err() {
             anyhow::bail!("broker state initialised twice");
@@ -283,6 +287,7 @@ impl Broker {
             tasks.push(tokio::spawn(replica::slave_sync_loop(inner.clone())));
         }
         tasks.push(tokio::spawn(pop::revive_loop(inner.clone())));
+        tasks.push(tokio::spawn(timer::timer_loop(inner.clone())));
         register::register_all(&inner, &namesrv_client).await;
         tasks.push(tokio::spawn(register::registration_loop(
             inner.clone(),

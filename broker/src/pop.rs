@@ -309,7 +309,7 @@ impl PopService {
             return Ok(());
         }
         let topic = revive_topic(&inner.config.cluster_name);
-        ensure_topic(inner, &topic, 1)?;
+        ensure_system_topic(inner, &topic, 1)?;
         let msgs = records
             .iter()
             .map(|r| {
@@ -680,7 +680,7 @@ impl PopService {
             } else {
                 (retry_topic(group, &origin_topic), 1)
             };
-            ensure_topic(inner, &target, queues)?;
+            ensure_system_topic(inner, &target, queues)?;
             let mut msg = m.message.clone();
             msg.topic = target.clone();
             msg.set_property(property::RETRY_TOPIC, origin_topic.clone());
@@ -773,8 +773,8 @@ fn apply(table: &mut HashMap<QueueKey, QueueState>, record: PopRecord) {
     }
 }
 
-/// Creates a system topic (revive, retry, DLQ) on first use.
-fn ensure_topic(inner: &BrokerInner, topic: &str, queues: i32) -> Result<(), PopError> {
+/// Creates a system topic (revive, retry, DLQ, timer) on first use.
+pub fn ensure_system_topic(inner: &BrokerInner, topic: &str, queues: i32) -> Result<(), PopError> {
     if inner.topics.get(topic).is_some() {
         return Ok(());
     }

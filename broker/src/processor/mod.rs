@@ -11,6 +11,7 @@ pub mod ha;
 pub mod offset;
 pub mod pop;
 pub mod pull;
+pub mod retry;
 pub mod send;
 
 use std::sync::{Arc, OnceLock};
@@ -76,6 +77,7 @@ pub const HANDLED_CODES: &[i32] = &[
     request_code::ACK_MESSAGE,
     request_code::CHANGE_MESSAGE_INVISIBLETIME,
     request_code::BATCH_ACK_MESSAGE,
+    request_code::CONSUMER_SEND_MSG_BACK,
 ];
 
 /// Routes each request to its handler. The broker's state is set once the store is open (the
@@ -136,6 +138,7 @@ impl RequestProcessor for BrokerProcessor {
                 request_code::POP_MESSAGE => pop::pop(&inner, &request).await,
                 request_code::ACK_MESSAGE => pop::ack(&inner, &request).await,
                 request_code::BATCH_ACK_MESSAGE => pop::batch_ack(&inner, &request).await,
+                request_code::CONSUMER_SEND_MSG_BACK => retry::send_back(&inner, &request).await,
                 request_code::CHANGE_MESSAGE_INVISIBLETIME => {
                     pop::change_invisible(&inner, &request).await
                 }

@@ -190,6 +190,31 @@ pub async fn handle(
         })
         .collect();
     tracing::trace!(producer_group = %header.producer_group, topic = %header.topic, queue_id, count, "send");
+    // Delayed and timed messages wait in the timer topic (see `crate::timer`).
+    let now = rocketraft_common::time::now_ms();
+    let mut deliver_at = Vec::with_capacity(to_store.len());
+    for m in &to_store {
+        deliver_at.push(crate::timer::delivery_time(&m.message, now)?);
+    }
+    let delayed = deliver_at.iter().filter(|d| d.is_some()).count();
+    if delayed > 0 && delayed < deliver_at.len() {
+        return Err(Refusal(
+            response_code::MESSAGE_ILLEGAL,
+            "a batch cannot mix delayed and immediate messages".to_string(),
+        ));
+    }
+    let to_store: Vec<BrokerMessage> = to_store
+        .into_iter()
+        .zip(&deliver_at)
+        .map(|(m, at)| match at {
+            Some(at) => crate::timer::to_timer(m, *at),
+            None => m,
+        })
+        .collect();
+    if delayed > 0 {
+        crate::pop::ensure_system_topic(inner, crate::timer::TIMER_TOPIC, 1)
+            .map_err(|crate::pop::PopError::Refused(code, why)| Refusal(code, why))?;
+    }
 
     let (code, result) = match inner.store_durably(to_store).await {
         Ok(result) => (response_code::SUCCESS, result),
@@ -201,6 +226,8 @@ pub async fn handle(
         // Replication: written, but the replicas the ack policy asks for did not confirm in
         // time: FLUSH_SLAVE_TIMEOUT (a non-OK send status), never SUCCESS.
         Err(crate::DurableError::NotAcked { result, why }) => {
+            // Written (and maybe kept by the next master): its timer must still fire.
+            schedule(inner, &deliver_at, result.queue_offset);
             return Ok(request
                 .response_to(response_code::FLUSH_SLAVE_TIMEOUT, Some(why))
                 .with_ext("msgId", result.msg_id)
@@ -214,6 +241,7 @@ pub async fn handle(
         result.status == PutStatus::PutOk,
         code == response_code::SUCCESS
     );
+    schedule(inner, &deliver_at, result.queue_offset);
     inner
         .stats
         .record_put(count, result.wrote_bytes.max(0) as u64);
@@ -227,8 +255,17 @@ pub async fn handle(
         .with_ext("TRACE_ON", "true"))
 }
 
+/// Registers the timers of delayed messages written at `first_offset` of the timer topic.
+fn schedule(inner: &BrokerInner, deliver_at: &[Option<i64>], first_offset: i64) {
+    for (i, at) in deliver_at.iter().enumerate() {
+        if let Some(at) = at {
+            inner.timers.scheduled(*at, first_offset + i as i64);
+        }
+    }
+}
+
 /// Features that later issues bring: refuse them rather than store a message whose promise
-/// (a delay, a transaction) would silently not be kept.
+/// (a transaction) would silently not be kept.
 fn check_semantics(
     inner: &BrokerInner,
     message: &Message,
@@ -244,22 +281,6 @@ fn check_semantics(
             "transactional messages are not supported by this broker yet"
         };
         return Err(Refusal(response_code::NO_PERMISSION, why.to_string()));
-    }
-    for delay in [
-        property::DELAY_TIME_LEVEL,
-        property::TIMER_DELIVER_MS,
-        property::TIMER_DELAY_SEC,
-        property::TIMER_DELAY_MS,
-    ] {
-        if message
-            .property(delay)
-            .is_some_and(|v| !v.is_empty() && v != "0")
-        {
-            return Err(Refusal(
-                response_code::MESSAGE_ILLEGAL,
-                format!("delayed delivery ({delay}) is not supported by this broker yet; send without it"),
-            ));
-        }
     }
     Ok(())
 }

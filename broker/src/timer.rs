@@ -1,0 +1,326 @@
+//! Delayed and timed delivery (RocketMQ's timer messages and the 18 legacy delay levels), with
+//! the timers in the CommitLog.
+//!
+//! - A send carrying `TIMER_DELIVER_MS`, `TIMER_DELAY_SEC`, `TIMER_DELAY_MS` or `DELAY` (level
+//!   1..=18) due in the future is stored in `rmq_sys_wheel_timer` (queue 0) instead of its topic,
+//!   with `REAL_TOPIC`, `REAL_QID` and `TIMER_OUT_MS` (the delivery time) in its properties. The
+//!   send answers once that record is durable (and replicated, in controller mode), so a timer
+//!   survives restarts and failovers like any message. At most 3 days ahead.
+//! - The master keeps the pending timers in memory (rebuilt from the timer topic and the
+//!   `rmq_sys_timer_done` markers at start and on becoming master) and, every 100 ms, stores
+//!   each due message in its real topic and queue, then a done marker. A crash between the two
+//!   delivers twice, never zero times.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use rocketraft_common::consts::property;
+use rocketraft_common::message::{self, Message};
+use rocketraft_remoting::codes::response_code;
+
+use crate::processor::Refusal;
+use crate::store::{BrokerMessage, GetMessageStatus};
+use crate::BrokerInner;
+
+pub const TIMER_TOPIC: &str = "rmq_sys_wheel_timer";
+pub const TIMER_DONE_TOPIC: &str = "rmq_sys_timer_done";
+/// The delivery time of a message waiting in the timer topic.
+pub const TIMER_OUT_MS: &str = "TIMER_OUT_MS";
+/// RocketMQ's `timerMaxDelaySec`: 3 days.
+pub const MAX_DELAY_MS: i64 = 3 * 24 * 3600 * 1000;
+/// `messageDelayLevel`: "1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h".
+pub const DELAY_LEVELS_MS: [i64; 18] = [
+    1_000, 5_000, 10_000, 30_000, 60_000, 120_000, 180_000, 240_000, 300_000, 360_000, 420_000,
+    480_000, 540_000, 600_000, 1_200_000, 1_800_000, 3_600_000, 7_200_000,
+];
+
+fn illegal(why: String) -> Refusal {
+    Refusal(response_code::MESSAGE_ILLEGAL, why)
+}
+
+/// When a message asks to be delivered (`None`: at once).
+pub fn delivery_time(message: &Message, now: i64) -> Result<Option<i64>, Refusal> {
+    let parse = |key: &str| -> Result<Option<i64>, Refusal> {
+        match message
+            .property(key)
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+        {
+            None => Ok(None),
+            Some(v) => v
+                .parse::<i64>()
+                .map(Some)
+                .map_err(|_| illegal(format!("{key} = {v:?} is not a number"))),
+        }
+    };
+    let at = if let Some(ms) = parse(property::TIMER_DELIVER_MS)? {
+        Some(ms)
+    } else if let Some(s) = parse(property::TIMER_DELAY_SEC)? {
+        Some(now.saturating_add(s.saturating_mul(1000)))
+    } else if let Some(ms) = parse(property::TIMER_DELAY_MS)? {
+        Some(now.saturating_add(ms))
+    } else if let Some(level) = parse(property::DELAY_TIME_LEVEL)? {
+        match level {
+            l if l <= 0 => None,
+            l => Some(now + DELAY_LEVELS_MS[(l.min(18) - 1) as usize]),
+        }
+    } else {
+        None
+    };
+    match at {
+        Some(t) if t > now + MAX_DELAY_MS => Err(illegal(format!(
+            "delivery {} ms ahead exceeds the 3-day maximum of timer messages",
+            t - now
+        ))),
+        Some(t) if t > now => Ok(Some(t)),
+        _ => Ok(None),
+    }
+}
+
+/// Turns a delayed message into its timer record.
+pub fn to_timer(mut msg: BrokerMessage, deliver_at: i64) -> BrokerMessage {
+    let real_topic = std::mem::replace(&mut msg.message.topic, TIMER_TOPIC.to_string());
+    msg.message.set_property(property::REAL_TOPIC, real_topic);
+    msg.message
+        .set_property(property::REAL_QUEUE_ID, msg.queue_id.to_string());
+    msg.message
+        .set_property(TIMER_OUT_MS, deliver_at.to_string());
+    msg.queue_id = 0;
+    msg
+}
+
+/// The pending timers of a broker.
+pub struct TimerService {
+    /// (delivery time, timer topic queue offset)
+    pending: Mutex<BTreeSet<(i64, i64)>>,
+    rebuilt_for: AtomicI64,
+    rebuild_lock: tokio::sync::Mutex<()>,
+}
+
+impl Default for TimerService {
+    fn default() -> Self {
+        TimerService {
+            pending: Mutex::new(BTreeSet::new()),
+            rebuilt_for: AtomicI64::new(-1),
+            rebuild_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+}
+
+fn scan(inner: &BrokerInner, topic: &str, mut each: impl FnMut(i64, &message::MessageExt)) {
+    let store = &inner.store;
+    let (mut offset, max) = (
+        store.get_min_offset_in_queue(topic, 0),
+        store.get_max_offset_in_queue(topic, 0),
+    );
+    while offset < max {
+        let r = store.get_messages("", topic, 0, offset, 256, 4 << 20, &|_| true);
+        if r.status != GetMessageStatus::Found {
+            break;
+        }
+        for (rec, off) in r.messages.iter().zip(&r.message_queue_offsets) {
+            if let Ok((m, _)) = message::decode_message(rec) {
+                each(*off, &m);
+            }
+        }
+        offset = r.next_begin_offset;
+    }
+}
+
+impl TimerService {
+    /// Records a timer stored at `offset` of the timer topic.
+    pub fn scheduled(&self, deliver_at: i64, offset: i64) {
+        self.pending.lock().insert((deliver_at, offset));
+    }
+
+    fn serving_epoch(inner: &BrokerInner) -> Option<i64> {
+        match &inner.ha {
+            None => Some(0),
+            Some(ha) => ha.check_writable().ok().map(|()| ha.master_epoch() as i64),
+        }
+    }
+
+    async fn ensure_rebuilt(&self, inner: &BrokerInner) -> bool {
+        let Some(epoch) = Self::serving_epoch(inner) else {
+            return false;
+        };
+        if self.rebuilt_for.load(Ordering::Acquire) == epoch {
+            return true;
+        }
+        let _one = self.rebuild_lock.lock().await;
+        if self.rebuilt_for.load(Ordering::Acquire) == epoch {
+            return true;
+        }
+        let mut done = HashSet::new();
+        scan(inner, TIMER_DONE_TOPIC, |_, m| {
+            if let Ok(o) = String::from_utf8_lossy(&m.message.body)
+                .trim()
+                .parse::<i64>()
+            {
+                done.insert(o);
+            }
+        });
+        let mut pending = BTreeSet::new();
+        scan(inner, TIMER_TOPIC, |off, m| {
+            if done.contains(&off) {
+                return;
+            }
+            if let Some(at) = m
+                .message
+                .property(TIMER_OUT_MS)
+                .and_then(|v| v.parse::<i64>().ok())
+            {
+                pending.insert((at, off));
+            }
+        });
+        tracing::info!(
+            pending = pending.len(),
+            delivered = done.len(),
+            epoch,
+            "timers rebuilt from the timer topic"
+        );
+        self.pending.lock().extend(pending);
+        self.rebuilt_for.store(epoch, Ordering::Release);
+        true
+    }
+
+    /// Delivers every due timer; returns how many.
+    pub async fn deliver_due(&self, inner: &BrokerInner) -> usize {
+        if !self.ensure_rebuilt(inner).await {
+            return 0;
+        }
+        let now = rocketraft_common::time::now_ms();
+        let due: Vec<(i64, i64)> = self.pending.lock().range(..(now + 1, 0)).copied().collect();
+        let mut delivered = 0;
+        for (at, offset) in due {
+            match self.deliver(inner, offset).await {
+                Ok(()) => {
+                    self.pending.lock().remove(&(at, offset));
+                    delivered += 1;
+                }
+                Err(why) => {
+                    tracing::warn!(offset, %why, "timer delivery failed; will retry");
+                    break;
+                }
+            }
+        }
+        delivered
+    }
+
+    async fn deliver(&self, inner: &BrokerInner, offset: i64) -> Result<(), String> {
+        let stored = inner
+            .store
+            .get_commit_log_offset_in_queue(TIMER_TOPIC, 0, offset)
+            .and_then(|phy| inner.store.look_message_by_offset(phy));
+        if let Some(m) = stored {
+            let mut msg = m.message.clone();
+            let topic = msg
+                .remove_property(property::REAL_TOPIC)
+                .ok_or("timer record without REAL_TOPIC")?;
+            let queue_id: i32 = msg
+                .remove_property(property::REAL_QUEUE_ID)
+                .and_then(|q| q.parse().ok())
+                .unwrap_or(0);
+            msg.remove_property(TIMER_OUT_MS);
+            msg.topic = topic.clone();
+            crate::pop::ensure_system_topic(inner, &topic, queue_id + 1)
+                .map_err(|crate::pop::PopError::Refused(_, why)| why)?;
+            let mut bm = BrokerMessage::new(msg, queue_id);
+            bm.sys_flag = m.sys_flag;
+            bm.born_timestamp = m.born_timestamp;
+            bm.born_host = m.born_host;
+            bm.reconsume_times = m.reconsume_times;
+            inner
+                .store_durably(vec![bm])
+                .await
+                .map_err(|e| e.remark())?;
+        } else {
+            tracing::warn!(
+                offset,
+                "timer record no longer in the store; marking it delivered"
+            );
+        }
+        crate::pop::ensure_system_topic(inner, TIMER_DONE_TOPIC, 1)
+            .map_err(|crate::pop::PopError::Refused(_, why)| why)?;
+        let marker = BrokerMessage::new(
+            Message::new(TIMER_DONE_TOPIC, offset.to_string().into_bytes()),
+            0,
+        );
+        inner
+            .store_durably(vec![marker])
+            .await
+            .map(|_| ())
+            .map_err(|e| e.remark())
+    }
+
+    /// Timers waiting (for admin tools and tests).
+    pub fn pending_count(&self) -> usize {
+        self.pending.lock().len()
+    }
+}
+
+/// Runs delivery rounds every 100 ms until aborted.
+pub async fn timer_loop(inner: Arc<BrokerInner>) {
+    let mut ticker = tokio::time::interval(Duration::from_millis(100));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let n = inner.timers.deliver_due(&inner).await;
+        if n > 0 {
+            tracing::debug!(delivered = n, "timer round");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(key: &str, value: &str) -> Message {
+        let mut m = Message::new("T", "b");
+        m.set_property(key, value);
+        m
+    }
+
+    #[test]
+    fn delivery_times_follow_the_properties() {
+        let now = 1_000_000;
+        assert_eq!(
+            delivery_time(&msg(property::TIMER_DELAY_MS, "1500"), now).ok(),
+            Some(Some(now + 1500))
+        );
+        assert_eq!(
+            delivery_time(&msg(property::TIMER_DELAY_SEC, "2"), now).ok(),
+            Some(Some(now + 2000))
+        );
+        assert_eq!(
+            delivery_time(&msg(property::TIMER_DELIVER_MS, "1000500"), now).ok(),
+            Some(Some(now + 500))
+        );
+        assert_eq!(
+            delivery_time(&msg(property::DELAY_TIME_LEVEL, "3"), now).ok(),
+            Some(Some(now + 10_000))
+        );
+        assert_eq!(
+            delivery_time(&msg(property::DELAY_TIME_LEVEL, "99"), now).ok(),
+            Some(Some(now + 7_200_000))
+        );
+        assert_eq!(
+            delivery_time(&msg(property::DELAY_TIME_LEVEL, "0"), now).ok(),
+            Some(None)
+        );
+        assert_eq!(
+            delivery_time(&msg(property::TIMER_DELIVER_MS, "5"), now).ok(),
+            Some(None),
+            "a time in the past delivers at once"
+        );
+        assert!(delivery_time(&msg(property::TIMER_DELAY_SEC, "x"), now).is_err());
+        assert!(
+            delivery_time(&msg(property::TIMER_DELAY_SEC, "300000"), now).is_err(),
+            "more than 3 days"
+        );
+    }
+}
