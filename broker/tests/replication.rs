@@ -663,3 +663,71 @@ async fn pop_state_survives_a_failover() {
     }
     ns.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn timers_survive_a_failover() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ns = namesrv(dir.path()).await;
+    let ns_addr = ns.local_addr();
+    let mut brokers: Vec<Option<Broker>> = Vec::new();
+    for i in 0..3 {
+        let cfg = broker_config(&dir.path().join(format!("t{i}")), ns_addr, free_port());
+        brokers.push(Some(Broker::start(cfg).await.expect("broker")));
+    }
+    let m = wait_for("a master", Duration::from_secs(20), || master_of(&brokers)).await;
+    let master = brokers[m].as_ref().expect("master");
+    wait_for("3 in sync", Duration::from_secs(20), || {
+        (in_sync(master) == 3).then_some(())
+    })
+    .await;
+    let api = api();
+    let addr = master.local_addr().to_string();
+    // The topic exists everywhere before the timers are set.
+    let r = api.send(&addr, &message(0)).await.expect("send");
+    assert_eq!(r.code, response_code::SUCCESS);
+    for i in 1..=5 {
+        let mut msg = message(i);
+        msg.properties.insert(
+            rocketraft_common::consts::property::TIMER_DELAY_MS.to_string(),
+            "3000".to_string(),
+        );
+        let r = api.send(&addr, &msg).await.expect("delayed send");
+        assert_eq!(r.code, response_code::SUCCESS);
+    }
+    let sent = Instant::now();
+    brokers[m].take().expect("master").shutdown().await;
+    let n = wait_for("a new master", Duration::from_secs(30), || {
+        master_of(&brokers)
+    })
+    .await;
+    let new_master = brokers[n].as_ref().expect("new master");
+    let store = new_master.inner().store.clone();
+    let delivered = |i: usize| {
+        (0..2).any(|q| {
+            (0..store.get_max_offset_in_queue("Replicated", q)).any(|o| {
+                store
+                    .get_commit_log_offset_in_queue("Replicated", q, o)
+                    .and_then(|phy| store.look_message_by_offset(phy))
+                    .is_some_and(|m| {
+                        m.message
+                            .body
+                            .starts_with(format!("message-{i}-").as_bytes())
+                    })
+            })
+        })
+    };
+    wait_for(
+        "the delayed messages on the new master",
+        Duration::from_secs(30),
+        || (1..=5).all(delivered).then_some(()),
+    )
+    .await;
+    assert!(
+        sent.elapsed() >= Duration::from_millis(2900),
+        "delivered before their time"
+    );
+    for b in brokers.into_iter().flatten() {
+        b.shutdown().await;
+    }
+    ns.shutdown().await;
+}
