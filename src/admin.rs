@@ -35,6 +35,12 @@ enum AdminCommand {
     /// Brokers: a broker set's replicas as they report themselves (HA status).
     #[command(subcommand)]
     Broker(crate::admin_broker::BrokerCommand),
+    /// Consumer groups: progress (offsets, lag, POP messages in flight).
+    #[command(subcommand)]
+    Consumer(crate::admin_consumer::ConsumerCommand),
+    /// Messages: a group's dead-letter queue.
+    #[command(subcommand)]
+    Message(crate::admin_consumer::MessageCommand),
 }
 
 #[derive(Subcommand)]
@@ -197,6 +203,12 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         }
         AdminCommand::Broker(command) => {
             crate::admin_broker::run(&api, namesrv, args.controller.as_deref(), command).await
+        }
+        AdminCommand::Consumer(command) => {
+            crate::admin_consumer::run_consumer(&api, namesrv, command).await
+        }
+        AdminCommand::Message(command) => {
+            crate::admin_consumer::run_message(&api, namesrv, command).await
         }
         AdminCommand::Controller(_) => unreachable!("handled above"),
     }

@@ -4,6 +4,7 @@
 
 mod admin;
 mod admin_broker;
+mod admin_consumer;
 mod admin_controller;
 mod bench;
 mod bench_controller;

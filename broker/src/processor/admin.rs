@@ -117,6 +117,49 @@ pub fn all_consumer_offsets(inner: &BrokerInner, request: &RemotingCommand) -> H
         .with_body(body))
 }
 
+/// GET_CONSUME_STATS (208) for a group (optionally one topic): per queue the broker's max
+/// offset, the group's committed offset, the lag and the POP messages in flight. The body is
+/// Rocketraft's JSON (`{"offsetTable": [{topic, queueId, brokerName, brokerOffset,
+/// consumerOffset, lag, inFlight, lastTimestamp}], "consumeTps": 0}`), not fastjson's map
+/// with object keys.
+pub fn consume_stats(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
+    let group = request.require_ext("consumerGroup")?.to_string();
+    let only_topic = request.ext("topic").filter(|t| !t.is_empty());
+    let mut rows: BTreeMap<(String, i32), (i64, i64)> = BTreeMap::new();
+    for (topic, queue_id, offset) in inner.metadata.offsets_of_group(&group)? {
+        rows.insert((topic, queue_id), (offset, 0));
+    }
+    for (topic, queue_id, n) in inner.pop.in_flight(&group) {
+        rows.entry((topic, queue_id)).or_insert((0, 0)).1 = n as i64;
+    }
+    let table: Vec<serde_json::Value> = rows
+        .into_iter()
+        .filter(|((topic, _), _)| only_topic.is_none_or(|t| t == topic))
+        .map(|((topic, queue_id), (consumer, in_flight))| {
+            let broker = inner.store.get_max_offset_in_queue(&topic, queue_id);
+            let last = inner
+                .store
+                .get_message_store_timestamp(&topic, queue_id, consumer.max(1) - 1)
+                .unwrap_or(0);
+            serde_json::json!({
+                "topic": topic,
+                "queueId": queue_id,
+                "brokerName": inner.config.broker_name,
+                "brokerOffset": broker,
+                "consumerOffset": consumer,
+                "lag": (broker - consumer).max(0),
+                "inFlight": in_flight,
+                "lastTimestamp": last,
+            })
+        })
+        .collect();
+    let body = serde_json::to_vec(&serde_json::json!({ "offsetTable": table, "consumeTps": 0.0 }))
+        .map_err(|e| Refusal(response_code::SYSTEM_ERROR, e.to_string()))?;
+    Ok(request
+        .response_to(response_code::SUCCESS, None)
+        .with_body(body))
+}
+
 pub fn runtime_info(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
     let mut table = BTreeMap::new();
     let stats = inner.stats.snapshot();

@@ -78,6 +78,7 @@ pub const HANDLED_CODES: &[i32] = &[
     request_code::CHANGE_MESSAGE_INVISIBLETIME,
     request_code::BATCH_ACK_MESSAGE,
     request_code::CONSUMER_SEND_MSG_BACK,
+    request_code::GET_CONSUME_STATS,
 ];
 
 /// Routes each request to its handler. The broker's state is set once the store is open (the
@@ -139,6 +140,7 @@ impl RequestProcessor for BrokerProcessor {
                 request_code::ACK_MESSAGE => pop::ack(&inner, &request).await,
                 request_code::BATCH_ACK_MESSAGE => pop::batch_ack(&inner, &request).await,
                 request_code::CONSUMER_SEND_MSG_BACK => retry::send_back(&inner, &request).await,
+                request_code::GET_CONSUME_STATS => admin::consume_stats(&inner, &request),
                 request_code::CHANGE_MESSAGE_INVISIBLETIME => {
                     pop::change_invisible(&inner, &request).await
                 }

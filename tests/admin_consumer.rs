@@ -1,0 +1,116 @@
+//! `rocketraft admin consumer progress` and `rocketraft admin message dlq` against the real
+//! `rocketraft dev` binary, after POP consumption with messages in flight and a message handed
+//! back to the dead-letter queue.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rocketraft_common::consts::property;
+use rocketraft_common::message::decode_messages;
+use rocketraft_common::TopicConfig;
+use rocketraft_remoting::api::{MqClientApi, SendRequest};
+use rocketraft_remoting::codes::{request_code, response_code};
+use rocketraft_remoting::{ClientConfig, RemotingClient, RemotingCommand};
+use support::{admin, free_port, Dev};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_and_dlq_after_pop() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut dev = Dev::start(dir.path(), free_port(), free_port(), &[]);
+    let client = RemotingClient::new(ClientConfig::default());
+    let api = MqClientApi::new(client.clone(), Duration::from_secs(5));
+    api.create_topic(&dev.broker, &TopicConfig::new("Progress", 1))
+        .await
+        .expect("topic");
+    for i in 0..10 {
+        let r = api
+            .send(
+                &dev.broker,
+                &SendRequest {
+                    producer_group: "pg".into(),
+                    topic: "Progress".into(),
+                    queue_id: 0,
+                    body: Bytes::from(format!("body-{i}")),
+                    properties: BTreeMap::from([(property::KEYS.to_string(), format!("key-{i}"))]),
+                    ..SendRequest::default()
+                },
+            )
+            .await
+            .expect("send");
+        assert_eq!(r.code, response_code::SUCCESS);
+    }
+    // POP 4, ack 2: the group's offset stops at the first one still in flight.
+    let r = client
+        .invoke(
+            &dev.broker,
+            RemotingCommand::request(request_code::POP_MESSAGE)
+                .with_ext("consumerGroup", "cg")
+                .with_ext("topic", "Progress")
+                .with_ext("queueId", 0)
+                .with_ext("maxMsgNums", 4)
+                .with_ext("invisibleTime", 60_000),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("pop");
+    let popped = decode_messages(&r.body).expect("body");
+    assert_eq!(popped.len(), 4);
+    for m in &popped[..2] {
+        let r = client
+            .invoke(
+                &dev.broker,
+                RemotingCommand::request(request_code::ACK_MESSAGE)
+                    .with_ext("consumerGroup", "cg")
+                    .with_ext("topic", "Progress")
+                    .with_ext("queueId", 0)
+                    .with_ext("offset", m.queue_offset)
+                    .with_ext(
+                        "extraInfo",
+                        m.message.property(property::POP_CK).expect("ck"),
+                    ),
+                Duration::from_secs(5),
+            )
+            .await
+            .expect("ack");
+        assert_eq!(r.code, response_code::SUCCESS);
+    }
+    let progress = admin(
+        &dev.namesrv,
+        &[
+            "consumer", "progress", "--group", "cg", "--topic", "Progress", "--json",
+        ],
+    );
+    let rows: serde_json::Value = serde_json::from_str(&progress).expect("json");
+    let row = &rows[0];
+    assert_eq!(row["brokerOffset"], 10, "{progress}");
+    assert_eq!(row["consumerOffset"], 2, "{progress}");
+    assert_eq!(row["lag"], 8, "{progress}");
+    assert_eq!(row["inFlight"], 2, "{progress}");
+    let table = admin(&dev.namesrv, &["consumer", "progress", "--group", "cg"]);
+    assert!(table.contains("total lag: 8"), "{table}");
+
+    // Hand one message back with delay level -1: straight to %DLQ%cg, listed by the admin tool.
+    let r = client
+        .invoke(
+            &dev.broker,
+            RemotingCommand::request(request_code::CONSUMER_SEND_MSG_BACK)
+                .with_ext("offset", popped[2].commit_log_offset)
+                .with_ext("group", "cg")
+                .with_ext("delayLevel", -1)
+                .with_ext("originMsgId", "ORIGIN-2"),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("send back");
+    assert_eq!(r.code, response_code::SUCCESS, "{:?}", r.remark);
+    let dlq = admin(&dev.namesrv, &["message", "dlq", "--group", "cg"]);
+    assert!(dlq.contains("1 message(s) in %DLQ%cg"), "{dlq}");
+    assert!(dlq.contains("origin ORIGIN-2"), "{dlq}");
+    assert!(dlq.contains("topic Progress"), "{dlq}");
+    assert!(dlq.contains("keys key-2"), "{dlq}");
+    let _ = dev.child.kill();
+    let _ = dev.child.wait();
+}
