@@ -68,6 +68,10 @@ enum PopRecord {
         pt: i64,
         it: i64,
         rt: i32,
+        /// A FIFO checkpoint: never revived into the retry topic; the same message is popped
+        /// again from its queue after the invisible time, before anything after it.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        fifo: bool,
     },
     /// The consumer acknowledged the checkpoint popped at `pt`.
     #[serde(rename = "ack")]
@@ -96,6 +100,7 @@ struct InFlight {
     pop_time: i64,
     invisible_ms: i64,
     reconsume_times: i32,
+    fifo: bool,
 }
 
 impl InFlight {
@@ -182,6 +187,16 @@ pub enum PopError {
 
 fn refused(code: i32, msg: impl Into<String>) -> PopError {
     PopError::Refused(code, msg.into())
+}
+
+/// What a FIFO queue allows a pop.
+enum FifoGate {
+    /// Nothing in flight: pop the next messages.
+    Open,
+    /// Messages in flight and not expired: nothing from this queue.
+    Blocked,
+    /// Expired messages popped again (in order).
+    Again(Vec<Popped>),
 }
 
 /// One popped message ready for the response body.
@@ -336,6 +351,7 @@ impl PopService {
         max: usize,
         invisible_ms: i64,
         init_from_max: bool,
+        order: bool,
         filter: &TagFilter,
     ) -> Result<PopResult, PopError> {
         self.ensure_rebuilt(inner).await?;
@@ -347,7 +363,8 @@ impl PopService {
         })?;
         let mut candidates: Vec<(String, i32, bool)> = Vec::new();
         let retry = retry_topic(group, topic);
-        if let Some(rc) = inner.topics.get(&retry) {
+        // FIFO never uses the retry topic: a failed message is popped again in its place.
+        if let Some(rc) = inner.topics.get(&retry).filter(|_| !order) {
             for q in 0..rc.read_queue_nums {
                 candidates.push((retry.clone(), q, true));
             }
@@ -405,6 +422,23 @@ impl PopService {
                 out.rest += (max_off - start).max(0);
                 continue;
             }
+            if order {
+                match self
+                    .fifo_gate(inner, &key, remaining, pop_time, invisible_ms)
+                    .await?
+                {
+                    FifoGate::Open => {}
+                    FifoGate::Blocked => {
+                        out.rest += (max_off - start).max(0);
+                        continue;
+                    }
+                    FifoGate::Again(again) => {
+                        out.rest += (max_off - start).max(0);
+                        out.messages.extend(again);
+                        continue;
+                    }
+                }
+            }
             let r = inner.store.get_messages(
                 group,
                 &t,
@@ -435,6 +469,7 @@ impl PopService {
                     pt: pop_time,
                     it: invisible_ms,
                     rt: reconsume,
+                    fifo: order,
                 });
                 picked.push((rec.clone(), *off, reconsume));
             }
@@ -449,6 +484,7 @@ impl PopService {
                             pop_time,
                             invisible_ms,
                             reconsume_times: *reconsume,
+                            fifo: order,
                         },
                     );
                 }
@@ -468,7 +504,7 @@ impl PopService {
                     queue_offset: off,
                 };
                 out.messages.push(Popped {
-                    record: with_handle(&rec, &handle, is_retry)?,
+                    record: with_handle(&rec, &handle, is_retry, None)?,
                     queue_id: q,
                     queue_offset: off,
                     retry: is_retry,
@@ -587,6 +623,7 @@ impl PopService {
                     pt: pop_time,
                     it: invisible_ms,
                     rt: old.reconsume_times,
+                    fifo: old.fifo,
                 },
                 PopRecord::Ack {
                     g: key.0.clone(),
@@ -605,6 +642,7 @@ impl PopService {
                     pop_time,
                     invisible_ms,
                     reconsume_times: old.reconsume_times,
+                    fifo: old.fifo,
                 },
             );
         }
@@ -624,7 +662,7 @@ impl PopService {
                 .flat_map(|(k, qs)| {
                     qs.inflight
                         .iter()
-                        .filter(|(_, f)| f.deadline() <= now)
+                        .filter(|(_, f)| !f.fifo && f.deadline() <= now)
                         .map(|(o, _)| (k.clone(), *o))
                         .collect::<Vec<_>>()
                 })
@@ -663,50 +701,20 @@ impl PopService {
         else {
             return Ok(false);
         };
+        self.requeue(inner, key, offset, f.reconsume_times + 1, false)
+            .await?;
+        self.mark_revived(inner, key, offset, f.pop_time).await?;
+        Ok(true)
+    }
+
+    async fn mark_revived(
+        &self,
+        inner: &BrokerInner,
+        key: &QueueKey,
+        offset: i64,
+        pop_time: i64,
+    ) -> Result<(), PopError> {
         let (group, topic, q) = key;
-        let original = inner
-            .store
-            .get_commit_log_offset_in_queue(topic, *q, offset)
-            .and_then(|phy| inner.store.look_message_by_offset(phy));
-        if let Some(m) = original {
-            let origin_topic = m
-                .message
-                .property(property::RETRY_TOPIC)
-                .map(str::to_string)
-                .unwrap_or_else(|| topic.clone());
-            let attempts = f.reconsume_times + 1;
-            let (target, queues) = if attempts > self.max_reconsume_times {
-                (dlq_topic(group), 1)
-            } else {
-                (retry_topic(group, &origin_topic), 1)
-            };
-            ensure_system_topic(inner, &target, queues)?;
-            let mut msg = m.message.clone();
-            msg.topic = target.clone();
-            msg.set_property(property::RETRY_TOPIC, origin_topic.clone());
-            if msg.property(property::ORIGIN_MESSAGE_ID).is_none() {
-                let id = m
-                    .message
-                    .uniq_key()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| m.msg_id.clone());
-                msg.set_property(property::ORIGIN_MESSAGE_ID, id);
-            }
-            msg.set_property(property::REAL_TOPIC, origin_topic);
-            let mut bm = BrokerMessage::new(msg, 0);
-            bm.reconsume_times = attempts;
-            bm.born_timestamp = m.born_timestamp;
-            bm.born_host = m.born_host;
-            inner
-                .store_durably(vec![bm])
-                .await
-                .map_err(|e| refused(e.code(), e.remark()))?;
-            if target.starts_with(DLQ_GROUP_TOPIC_PREFIX) {
-                tracing::warn!(%group, topic = %topic, offset, attempts, dlq = %target, "message moved to the dead-letter queue");
-            }
-        } else {
-            tracing::warn!(%group, %topic, queue = q, offset, "in-flight message no longer in the store; dropping its checkpoint");
-        }
         Self::persist(
             inner,
             &[PopRecord::Revived {
@@ -714,7 +722,7 @@ impl PopService {
                 t: topic.clone(),
                 q: *q,
                 o: offset,
-                pt: f.pop_time,
+                pt: pop_time,
             }],
         )
         .await?;
@@ -722,7 +730,172 @@ impl PopService {
             qs.inflight.remove(&offset);
         }
         self.advance_offset(inner, key);
-        Ok(true)
+        Ok(())
+    }
+
+    /// Re-puts the message at `offset` of `key`'s queue into the group's retry topic with
+    /// `attempts` deliveries counted, or into its DLQ when `attempts` passes the maximum (or
+    /// `dlq` says so).
+    async fn requeue(
+        &self,
+        inner: &BrokerInner,
+        key: &QueueKey,
+        offset: i64,
+        attempts: i32,
+        dlq: bool,
+    ) -> Result<(), PopError> {
+        let (group, topic, q) = key;
+        let original = inner
+            .store
+            .get_commit_log_offset_in_queue(topic, *q, offset)
+            .and_then(|phy| inner.store.look_message_by_offset(phy));
+        let Some(m) = original else {
+            tracing::warn!(%group, %topic, queue = q, offset, "in-flight message no longer in the store; dropping its checkpoint");
+            return Ok(());
+        };
+        let origin_topic = m
+            .message
+            .property(property::RETRY_TOPIC)
+            .map(str::to_string)
+            .unwrap_or_else(|| topic.clone());
+        let target = if dlq || attempts > self.max_reconsume_times {
+            dlq_topic(group)
+        } else {
+            retry_topic(group, &origin_topic)
+        };
+        ensure_system_topic(inner, &target, 1)?;
+        let mut msg = m.message.clone();
+        msg.topic = target.clone();
+        msg.set_property(property::RETRY_TOPIC, origin_topic.clone());
+        if msg.property(property::ORIGIN_MESSAGE_ID).is_none() {
+            let id = m
+                .message
+                .uniq_key()
+                .map(str::to_string)
+                .unwrap_or_else(|| m.msg_id.clone());
+            msg.set_property(property::ORIGIN_MESSAGE_ID, id);
+        }
+        msg.set_property(property::REAL_TOPIC, origin_topic);
+        let mut bm = BrokerMessage::new(msg, 0);
+        bm.reconsume_times = attempts;
+        bm.born_timestamp = m.born_timestamp;
+        bm.born_host = m.born_host;
+        inner
+            .store_durably(vec![bm])
+            .await
+            .map_err(|e| refused(e.code(), e.remark()))?;
+        if target.starts_with(DLQ_GROUP_TOPIC_PREFIX) {
+            tracing::warn!(%group, topic = %topic, offset, attempts, dlq = %target, "message moved to the dead-letter queue");
+        }
+        Ok(())
+    }
+
+    /// FIFO: a queue with messages in flight for the group is blocked until they are acked or
+    /// expire; expired ones are popped again first, in order, with their delivery counted (past
+    /// the maximum they go to the DLQ and the queue moves on). Called under the queue lock.
+    async fn fifo_gate(
+        &self,
+        inner: &BrokerInner,
+        key: &QueueKey,
+        max: usize,
+        pop_time: i64,
+        invisible_ms: i64,
+    ) -> Result<FifoGate, PopError> {
+        loop {
+            let inflight: Vec<(i64, InFlight)> = self
+                .state
+                .lock()
+                .get(key)
+                .map(|qs| qs.inflight.iter().map(|(o, f)| (*o, *f)).collect())
+                .unwrap_or_default();
+            if inflight.is_empty() {
+                return Ok(FifoGate::Open);
+            }
+            if inflight.iter().any(|(_, f)| f.deadline() > pop_time) {
+                return Ok(FifoGate::Blocked);
+            }
+            // All expired. The first one past the maximum goes to the DLQ; then look again.
+            if let Some((o, f)) = inflight
+                .iter()
+                .find(|(_, f)| f.reconsume_times + 1 > self.max_reconsume_times)
+            {
+                self.requeue(inner, key, *o, f.reconsume_times + 1, true)
+                    .await?;
+                self.mark_revived(inner, key, *o, f.pop_time).await?;
+                continue;
+            }
+            let (group, topic, q) = key;
+            let mut cks = Vec::new();
+            let mut again = Vec::new();
+            for (o, f) in inflight.iter().take(max) {
+                let Some(rec) = inner
+                    .store
+                    .get_cq_entry(topic, *q, *o)
+                    .and_then(|e| inner.store.read_record(e.commit_log_offset))
+                else {
+                    continue;
+                };
+                let rt = f.reconsume_times + 1;
+                cks.push(PopRecord::Ck {
+                    g: group.clone(),
+                    t: topic.clone(),
+                    q: *q,
+                    o: *o,
+                    pt: pop_time,
+                    it: invisible_ms,
+                    rt,
+                    fifo: true,
+                });
+                again.push((rec, *o, rt, f.pop_time));
+            }
+            let old: Vec<PopRecord> = again
+                .iter()
+                .map(|(_, o, _, old_pt)| PopRecord::Revived {
+                    g: group.clone(),
+                    t: topic.clone(),
+                    q: *q,
+                    o: *o,
+                    pt: *old_pt,
+                })
+                .collect();
+            cks.extend(old);
+            Self::persist(inner, &cks).await?;
+            let mut out = Vec::new();
+            {
+                let mut st = self.state.lock();
+                let qs = st.entry(key.clone()).or_default();
+                for (_, o, rt, _) in &again {
+                    qs.inflight.insert(
+                        *o,
+                        InFlight {
+                            pop_time,
+                            invisible_ms,
+                            reconsume_times: *rt,
+                            fifo: true,
+                        },
+                    );
+                }
+            }
+            for (rec, o, rt, _) in again {
+                let handle = Handle {
+                    ck_offset: o,
+                    pop_time,
+                    invisible_ms,
+                    revive_qid: 0,
+                    retry: false,
+                    broker_name: inner.config.broker_name.clone(),
+                    queue_id: *q,
+                    queue_offset: o,
+                };
+                out.push(Popped {
+                    record: with_handle(&rec, &handle, false, Some(rt))?,
+                    queue_id: *q,
+                    queue_offset: o,
+                    retry: false,
+                });
+            }
+            return Ok(FifoGate::Again(out));
+        }
     }
 
     /// Messages in flight per (topic, queue) of a group (for admin tools).
@@ -748,6 +921,7 @@ fn apply(table: &mut HashMap<QueueKey, QueueState>, record: PopRecord) {
             pt,
             it,
             rt,
+            fifo,
         } => {
             let qs = table.entry((g, t, q)).or_default();
             qs.pop_offset = qs.pop_offset.max(o + 1);
@@ -759,6 +933,7 @@ fn apply(table: &mut HashMap<QueueKey, QueueState>, record: PopRecord) {
                         pop_time: pt,
                         invisible_ms: it,
                         reconsume_times: rt,
+                        fifo,
                     },
                 );
             }
@@ -793,7 +968,12 @@ pub fn ensure_system_topic(inner: &BrokerInner, topic: &str, queues: i32) -> Res
 
 /// Re-encodes a record with its receipt handle in `POP_CK` (and, for a retry message, the
 /// original topic back in place), as RocketMQ's POP response carries it.
-fn with_handle(record: &[u8], handle: &Handle, retry: bool) -> Result<bytes::Bytes, PopError> {
+fn with_handle(
+    record: &[u8],
+    handle: &Handle,
+    retry: bool,
+    reconsume_times: Option<i32>,
+) -> Result<bytes::Bytes, PopError> {
     let (m, _) = message::decode_message(record).map_err(|e| {
         refused(
             rocketraft_remoting::codes::response_code::SYSTEM_ERROR,
@@ -816,7 +996,7 @@ fn with_handle(record: &[u8], handle: &Handle, retry: bool) -> Result<bytes::Byt
         born_host: m.born_host,
         store_timestamp: m.store_timestamp,
         store_host: m.store_host,
-        reconsume_times: m.reconsume_times,
+        reconsume_times: reconsume_times.unwrap_or(m.reconsume_times),
         prepared_transaction_offset: m.prepared_transaction_offset,
     };
     let mut out = Vec::with_capacity(record.len() + 64);

@@ -465,3 +465,145 @@ fn body_of_offset(msgs: &[MessageExt], offset: i64) -> String {
         .map(body)
         .expect("offset popped")
 }
+
+/// Per message group: (index, delivery count) in delivery order.
+type Deliveries = BTreeMap<String, Vec<(u32, i32)>>;
+
+async fn pop_fifo(s: &Setup, group: &str, invisible_ms: i64) -> Vec<MessageExt> {
+    let request = RemotingCommand::request(request_code::POP_MESSAGE)
+        .with_ext("consumerGroup", group)
+        .with_ext("topic", TOPIC)
+        .with_ext("queueId", -1)
+        .with_ext("maxMsgNums", 4)
+        .with_ext("invisibleTime", invisible_ms)
+        .with_ext("order", "true");
+    let r = s
+        .client
+        .invoke(&s.addr, request, Duration::from_secs(10))
+        .await
+        .expect("pop");
+    if r.code == response_code::SUCCESS {
+        decode_messages(&r.body).expect("body")
+    } else {
+        Vec::new()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifo_groups_keep_send_order_across_consumers_and_retries() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Arc::new(setup(dir.path()).await);
+    let api = MqClientApi::new(s.client.clone(), Duration::from_secs(5));
+    // Three message groups, sent interleaved; the broker maps each group to one queue.
+    for i in 0..10 {
+        for g in ["A", "B", "C"] {
+            let r = api
+                .send(
+                    &s.addr,
+                    &SendRequest {
+                        producer_group: "pg".into(),
+                        topic: TOPIC.into(),
+                        queue_id: -1,
+                        body: Bytes::from(format!("{g}-{i}")),
+                        properties: BTreeMap::from([(
+                            property::SHARDING_KEY.to_string(),
+                            g.to_string(),
+                        )]),
+                        ..SendRequest::default()
+                    },
+                )
+                .await
+                .expect("send");
+            assert_eq!(r.code, response_code::SUCCESS);
+        }
+    }
+    let acked: Arc<Mutex<BTreeMap<String, Vec<u32>>>> = Arc::default();
+    let delivered: Arc<Mutex<Deliveries>> = Arc::default();
+    let mut tasks = Vec::new();
+    for _ in 0..3 {
+        let (s, acked, delivered) = (s.clone(), acked.clone(), delivered.clone());
+        tasks.push(tokio::spawn(async move {
+            let deadline = Instant::now() + Duration::from_secs(40);
+            loop {
+                let done = acked
+                    .lock()
+                    .expect("lock")
+                    .values()
+                    .map(Vec::len)
+                    .sum::<usize>()
+                    == 30;
+                if done || Instant::now() > deadline {
+                    break;
+                }
+                let batch = pop_fifo(&s, "fifo", 800).await;
+                if batch.is_empty() {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+                let mut failed = false;
+                for m in &batch {
+                    let b = body(m);
+                    let (g, i) = b.split_once('-').expect("group-index");
+                    let i: u32 = i.parse().expect("index");
+                    delivered
+                        .lock()
+                        .expect("lock")
+                        .entry(g.to_string())
+                        .or_default()
+                        .push((i, m.reconsume_times));
+                    // Every group's message 3 fails on its first delivery; the rest of its batch
+                    // is then left unacknowledged too (a FIFO consumer stops at a failure).
+                    if failed || (i == 3 && m.reconsume_times == 0) {
+                        failed = true;
+                        continue;
+                    }
+                    let r = ack(&s, "fifo", m, &handle(m)).await;
+                    assert_eq!(r.code, response_code::SUCCESS, "{:?}", r.remark);
+                    acked
+                        .lock()
+                        .expect("lock")
+                        .entry(g.to_string())
+                        .or_default()
+                        .push(i);
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("consumer");
+    }
+    let acked = acked.lock().expect("lock").clone();
+    for g in ["A", "B", "C"] {
+        assert_eq!(
+            acked.get(g),
+            Some(&(0..10).collect::<Vec<u32>>()),
+            "group {g} acked in order"
+        );
+        let d = delivered
+            .lock()
+            .expect("lock")
+            .get(g)
+            .cloned()
+            .unwrap_or_default();
+        // A retried message keeps its place: nothing after it is delivered before it is acked.
+        let retried: Vec<&(u32, i32)> = d.iter().filter(|(_, rt)| *rt > 0).collect();
+        assert!(
+            retried.iter().any(|(i, _)| *i == 3),
+            "group {g}: message 3 retried: {d:?}"
+        );
+        let first_retry = d
+            .iter()
+            .position(|(i, rt)| *i == 3 && *rt > 0)
+            .expect("retry");
+        assert!(
+            d[..first_retry].iter().all(|(i, _)| *i <= 6),
+            "group {g}: messages past the batch were delivered before the retry: {d:?}"
+        );
+        assert!(
+            d[first_retry..]
+                .windows(2)
+                .all(|w| w[0].0 <= w[1].0 || w[1].1 > 0),
+            "group {g}: out of order after the retry: {d:?}"
+        );
+    }
+}

@@ -49,12 +49,6 @@ pub async fn pop(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
         return Err(bad(format!("maxMsgNums {max_nums} must be within 1..=32")));
     }
     check_invisible(invisible_ms)?;
-    if order {
-        return Err(Refusal(
-            response_code::REQUEST_CODE_NOT_SUPPORTED,
-            "FIFO (order = true) POP is not supported by this broker yet".into(),
-        ));
-    }
     let filter = match request.ext("exp") {
         Some(exp)
             if request
@@ -86,6 +80,7 @@ pub async fn pop(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
                 max_nums as usize,
                 invisible_ms,
                 init_mode == 1,
+                order,
                 &filter,
             )
             .await

@@ -130,7 +130,15 @@ pub async fn handle(
         ));
     }
     let queue_id = if header.queue_id < 0 {
-        pick_queue(topic_config.write_queue_nums)
+        // The broker picks: a FIFO message group (sharding key) always maps to the same queue,
+        // so its messages stay in send order.
+        match decode_properties(&header.properties).get(property::SHARDING_KEY) {
+            Some(group) if !group.is_empty() => {
+                (rocketraft_common::hash::java_string_hash(group).unsigned_abs()
+                    % topic_config.write_queue_nums.max(1) as u32) as i32
+            }
+            _ => pick_queue(topic_config.write_queue_nums),
+        }
     } else {
         header.queue_id
     };
