@@ -47,6 +47,18 @@ impl ClientManager {
             .insert(channel.client_id.clone(), channel);
     }
 
+    /// The live connections of a producer group's clients, most recently seen first.
+    pub fn producer_channels(&self, group: &str) -> Vec<ClientChannel> {
+        let mut out: Vec<ClientChannel> = self
+            .producers
+            .lock()
+            .get(group)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        out.sort_by_key(|c| std::cmp::Reverse(c.last_update_ms));
+        out
+    }
+
     /// Records a consumer's heartbeat; returns whether the group's membership changed.
     pub fn register_consumer(&self, data: &ConsumerData, channel: ClientChannel) -> bool {
         let mut consumers = self.consumers.lock();

@@ -62,6 +62,16 @@ pub struct BrokerConfig {
     /// Refuse prepared transactional messages (`rejectTransactionMessage`).
     #[serde(alias = "rejectTransactionMessage")]
     pub reject_transaction_message: bool,
+    /// A half message undecided for this long is checked back with its producer
+    /// (`transactionTimeOut`, 6 s).
+    #[serde(alias = "transactionTimeOut")]
+    pub transaction_timeout_ms: u64,
+    /// How often an undecided half message is checked (`transactionCheckInterval`, 30 s).
+    #[serde(alias = "transactionCheckInterval")]
+    pub transaction_check_interval_ms: u64,
+    /// Checks before an undecided half message is rolled back (`transactionCheckMax`, 15).
+    #[serde(alias = "transactionCheckMax")]
+    pub transaction_check_max: u32,
     /// Controller mode (`enableControllerMode`): the broker id, the role and the epochs come from
     /// the controller quorum, and the CommitLog is replicated to the slaves of the broker set.
     #[serde(alias = "enableControllerMode")]
@@ -129,6 +139,9 @@ impl Default for BrokerConfig {
             max_transfer_bytes: 256 * 1024,
             client_channel_expire_ms: 120_000,
             reject_transaction_message: false,
+            transaction_timeout_ms: 6_000,
+            transaction_check_interval_ms: 30_000,
+            transaction_check_max: 15,
             enable_controller_mode: false,
             controller_addr: String::new(),
             controller_heartbeat_interval_ms: 1_000,

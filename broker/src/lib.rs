@@ -19,6 +19,7 @@ pub mod stats;
 pub mod store;
 pub mod timer;
 pub mod topic;
+pub mod transaction;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -54,6 +55,8 @@ pub struct BrokerInner {
     pub pop: pop::PopService,
     /// Pending delayed and timed messages.
     pub timers: timer::TimerService,
+    /// Undecided transactional (half) messages.
+    pub transactions: transaction::TransactionService,
 }
 
 /// Why [`BrokerInner::store_durably`] did not store durably.
@@ -265,6 +268,7 @@ impl Broker {
             replicas,
             pop: pop::PopService::default(),
             timers: timer::TimerService::default(),
+            transactions: transaction::TransactionService::default(),
         });
         if slot.set(inner.clone()).is_err() {
             anyhow::bail!("broker state initialised twice");
@@ -288,6 +292,7 @@ impl Broker {
         }
         tasks.push(tokio::spawn(pop::revive_loop(inner.clone())));
         tasks.push(tokio::spawn(timer::timer_loop(inner.clone())));
+        tasks.push(tokio::spawn(transaction::check_loop(inner.clone())));
         register::register_all(&inner, &namesrv_client).await;
         tasks.push(tokio::spawn(register::registration_loop(
             inner.clone(),

@@ -394,11 +394,12 @@ async fn bad_requests_get_rocketmq_codes_and_store_nothing() {
         .await
         .expect_err("refused");
     assert_eq!(err.code(), Some(response_code::SYSTEM_ERROR));
-    // Delayed delivery is not offered yet: refused, not delivered early.
+    // A delay past the 3-day limit of timer messages: refused, not delivered early.
     let mut delayed = message("T", 0, "x", None);
-    delayed
-        .properties
-        .insert(property::DELAY_TIME_LEVEL.into(), "3".into());
+    delayed.properties.insert(
+        property::TIMER_DELAY_SEC.into(),
+        (4 * 24 * 3600).to_string(),
+    );
     let err = c
         .api
         .send(&c.broker_addr, &delayed)

@@ -56,6 +56,11 @@ pub mod sys_flag {
     pub fn transaction_value(flag: i32) -> i32 {
         flag & TRANSACTION_ROLLBACK_TYPE
     }
+
+    /// `flag` with its transaction bits replaced by `kind` (`MessageSysFlag.resetTransactionValue`).
+    pub fn reset_transaction_value(flag: i32, kind: i32) -> i32 {
+        (flag & !TRANSACTION_ROLLBACK_TYPE) | kind
+    }
 }
 
 /// `PullSysFlag` bits sent by consumers in PULL_MESSAGE.

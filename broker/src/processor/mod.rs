@@ -79,6 +79,7 @@ pub const HANDLED_CODES: &[i32] = &[
     request_code::BATCH_ACK_MESSAGE,
     request_code::CONSUMER_SEND_MSG_BACK,
     request_code::GET_CONSUME_STATS,
+    request_code::END_TRANSACTION,
 ];
 
 /// Routes each request to its handler. The broker's state is set once the store is open (the
@@ -141,6 +142,7 @@ impl RequestProcessor for BrokerProcessor {
                 request_code::BATCH_ACK_MESSAGE => pop::batch_ack(&inner, &request).await,
                 request_code::CONSUMER_SEND_MSG_BACK => retry::send_back(&inner, &request).await,
                 request_code::GET_CONSUME_STATS => admin::consume_stats(&inner, &request),
+                request_code::END_TRANSACTION => inner.transactions.end(&inner, &request).await,
                 request_code::CHANGE_MESSAGE_INVISIBLETIME => {
                     pop::change_invisible(&inner, &request).await
                 }

@@ -2,7 +2,7 @@
 //! (`SendMessageProcessor`).
 
 use bytes::Bytes;
-use rocketraft_common::consts::{perm, property, sys_flag};
+use rocketraft_common::consts::{perm, property};
 use rocketraft_common::message::{decode_properties, Message};
 use rocketraft_common::topic::validate_topic_name;
 use rocketraft_remoting::codes::{request_code, response_code};
@@ -223,6 +223,27 @@ pub async fn handle(
         crate::pop::ensure_system_topic(inner, crate::timer::TIMER_TOPIC, 1)
             .map_err(|crate::pop::PopError::Refused(code, why)| Refusal(code, why))?;
     }
+    // The first phase of a transaction: a half message, invisible until committed.
+    let prepared = to_store
+        .iter()
+        .filter(|m| crate::transaction::is_prepared(&m.message, m.sys_flag))
+        .count();
+    if prepared > 0 && (prepared < to_store.len() || delayed > 0) {
+        return Err(Refusal(
+            response_code::MESSAGE_ILLEGAL,
+            "a transactional message cannot be batched with others or delayed".to_string(),
+        ));
+    }
+    let to_store: Vec<BrokerMessage> = if prepared > 0 {
+        crate::pop::ensure_system_topic(inner, crate::transaction::HALF_TOPIC, 1)
+            .map_err(|crate::pop::PopError::Refused(code, why)| Refusal(code, why))?;
+        to_store
+            .into_iter()
+            .map(crate::transaction::to_half)
+            .collect()
+    } else {
+        to_store
+    };
 
     let (code, result) = match inner.store_durably(to_store).await {
         Ok(result) => (response_code::SUCCESS, result),
@@ -234,8 +255,12 @@ pub async fn handle(
         // Replication: written, but the replicas the ack policy asks for did not confirm in
         // time: FLUSH_SLAVE_TIMEOUT (a non-OK send status), never SUCCESS.
         Err(crate::DurableError::NotAcked { result, why }) => {
-            // Written (and maybe kept by the next master): its timer must still fire.
+            // Written (and maybe kept by the next master): its timer must still fire, its
+            // transaction still be decided.
             schedule(inner, &deliver_at, result.queue_offset);
+            if prepared > 0 {
+                inner.transactions.prepared(result.queue_offset);
+            }
             return Ok(request
                 .response_to(response_code::FLUSH_SLAVE_TIMEOUT, Some(why))
                 .with_ext("msgId", result.msg_id)
@@ -250,6 +275,9 @@ pub async fn handle(
         code == response_code::SUCCESS
     );
     schedule(inner, &deliver_at, result.queue_offset);
+    if prepared > 0 {
+        inner.transactions.prepared(result.queue_offset);
+    }
     inner
         .stats
         .record_put(count, result.wrote_bytes.max(0) as u64);
@@ -272,23 +300,20 @@ fn schedule(inner: &BrokerInner, deliver_at: &[Option<i64>], first_offset: i64) 
     }
 }
 
-/// Features that later issues bring: refuse them rather than store a message whose promise
-/// (a transaction) would silently not be kept.
+/// Transactional sends are refused when the broker is configured to reject them.
 fn check_semantics(
     inner: &BrokerInner,
     message: &Message,
     sys_flag_value: i32,
 ) -> Result<(), Refusal> {
-    let tx = sys_flag::transaction_value(sys_flag_value);
-    if tx == sys_flag::TRANSACTION_PREPARED_TYPE
-        || message.property(property::TRANSACTION_PREPARED) == Some("true")
+    if crate::transaction::is_prepared(message, sys_flag_value)
+        && inner.config.reject_transaction_message
     {
-        let why = if inner.config.reject_transaction_message {
+        return Err(Refusal(
+            response_code::NO_PERMISSION,
             "transactional messages are rejected by this broker (reject_transaction_message)"
-        } else {
-            "transactional messages are not supported by this broker yet"
-        };
-        return Err(Refusal(response_code::NO_PERMISSION, why.to_string()));
+                .to_string(),
+        ));
     }
     Ok(())
 }
