@@ -68,6 +68,8 @@ enum BenchCommand {
     },
     /// Start a 3-process controller quorum and measure writes, linearizable reads and failover.
     Controller(crate::bench_controller::ControllerBenchArgs),
+    /// POP receive + ack throughput (1 and N consumers) beside plain pull, same run.
+    Pop(crate::bench_pop::PopBenchArgs),
     /// Start a broker set of 3 replicas (and the same broker alone) with `rocketraft cluster up`,
     /// compare send throughput and p99, and time failovers after kill -9 of the master.
     Replication(crate::bench_replication::ReplicationBenchArgs),
@@ -94,6 +96,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchCommand::Consume { target, batch } => consume(target, batch.max(1)).await,
         BenchCommand::Controller(args) => crate::bench_controller::run(args).await,
         BenchCommand::Replication(args) => crate::bench_replication::run(args).await,
+        BenchCommand::Pop(args) => crate::bench_pop::run(args).await,
         BenchCommand::Recovery { dir, size_mib } => {
             tokio::task::spawn_blocking(move || recovery(&dir, size_mib))
                 .await

@@ -8,6 +8,7 @@ mod admin_consumer;
 mod admin_controller;
 mod bench;
 mod bench_controller;
+mod bench_pop;
 mod bench_replication;
 mod cluster;
 mod config;

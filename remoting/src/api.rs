@@ -336,6 +336,70 @@ impl MqClientApi {
         })
     }
 
+    /// POP_MESSAGE: up to `max` messages of the topic (all queues when `queue_id < 0`), invisible
+    /// for `invisible_ms`; each carries its receipt handle in the `POP_CK` property. Empty when
+    /// nothing is there (after `poll_ms` of long polling).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn pop(
+        &self,
+        broker: &str,
+        group: &str,
+        topic: &str,
+        queue_id: i32,
+        max: i32,
+        invisible_ms: i64,
+        poll_ms: i64,
+        order: bool,
+    ) -> Result<Vec<MessageExt>, ApiError> {
+        let request = RemotingCommand::request(request_code::POP_MESSAGE)
+            .with_ext("consumerGroup", group)
+            .with_ext("topic", topic)
+            .with_ext("queueId", queue_id)
+            .with_ext("maxMsgNums", max)
+            .with_ext("invisibleTime", invisible_ms)
+            .with_ext("pollTime", poll_ms)
+            .with_ext("bornTime", now_ms())
+            .with_ext("initMode", 0)
+            .with_ext("order", order);
+        let wait = self.timeout + Duration::from_millis(poll_ms.max(0) as u64);
+        let response = self.client.invoke(broker, request, wait).await?;
+        match response.code {
+            response_code::SUCCESS => {
+                decode_messages(&response.body).map_err(|e| ApiError::Malformed(e.to_string()))
+            }
+            response_code::PULL_NOT_FOUND | response_code::POLLING_TIMEOUT => Ok(Vec::new()),
+            code => Err(ApiError::Server {
+                code,
+                remark: response.remark.clone().unwrap_or_default(),
+            }),
+        }
+    }
+
+    /// ACK_MESSAGE of a popped message (by its `POP_CK` receipt handle).
+    pub async fn ack(
+        &self,
+        broker: &str,
+        group: &str,
+        topic: &str,
+        message: &MessageExt,
+    ) -> Result<(), ApiError> {
+        let handle = message
+            .message
+            .property(rocketraft_common::consts::property::POP_CK)
+            .ok_or_else(|| {
+                ApiError::Malformed("the message has no POP_CK receipt handle".into())
+            })?;
+        let request = RemotingCommand::request(request_code::ACK_MESSAGE)
+            .with_ext("consumerGroup", group)
+            .with_ext("topic", topic)
+            .with_ext("queueId", message.queue_id)
+            .with_ext("offset", message.queue_offset)
+            .with_ext("extraInfo", handle);
+        self.call(broker, request, &[response_code::SUCCESS])
+            .await
+            .map(|_| ())
+    }
+
     /// QUERY_CONSUMER_OFFSET: `None` when the group has no committed offset for the queue.
     pub async fn query_consumer_offset(
         &self,

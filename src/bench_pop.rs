@@ -1,0 +1,185 @@
+//! `rocketraft bench pop`: POP receive + ack throughput beside plain pull, in the same run, on a
+//! running cluster (for example `rocketraft dev`).
+//!
+//! Fills a topic with `--count` messages of `--size` bytes, then drains it three times, each
+//! with its own consumer group so each drain sees every message: (1) PULL by one consumer over
+//! every queue (the baseline), (2) POP + ACK by one consumer, (3) POP + ACK by `--consumers`
+//! concurrent consumers of one group (message-granularity load balancing).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use rocketraft_common::consts::pull_sys_flag;
+use rocketraft_remoting::api::{MqClientApi, PullRequest, PullStatus};
+use rocketraft_remoting::{ClientConfig, RemotingClient};
+
+use crate::bench::{run_load, writable_queues, Load, Target};
+
+#[derive(Args)]
+pub struct PopBenchArgs {
+    /// NameServer address.
+    #[arg(long, default_value = "127.0.0.1:9876")]
+    namesrv: String,
+    /// Topic (created with 8 queues when missing; a fresh name per run is best).
+    #[arg(long, default_value = "BenchPop")]
+    topic: String,
+    /// Messages to fill the topic with.
+    #[arg(long, default_value_t = 50_000)]
+    count: u64,
+    /// Message body size in bytes.
+    #[arg(long, default_value_t = 1024)]
+    size: usize,
+    /// Concurrent POP consumers in the last drain.
+    #[arg(long, default_value_t = 8)]
+    consumers: usize,
+    /// Messages per POP / PULL request.
+    #[arg(long, default_value_t = 32)]
+    batch: i32,
+}
+
+fn api() -> MqClientApi {
+    MqClientApi::new(
+        RemotingClient::new(ClientConfig::default()),
+        Duration::from_secs(10),
+    )
+}
+
+async fn drain_pull(
+    queues: &[(String, i32)],
+    topic: &str,
+    batch: i32,
+    group: &str,
+) -> anyhow::Result<u64> {
+    let api = api();
+    let mut total = 0;
+    for (broker, q) in queues {
+        let mut offset = 0;
+        loop {
+            let r = api
+                .pull(
+                    broker,
+                    &PullRequest {
+                        consumer_group: group.to_string(),
+                        topic: topic.to_string(),
+                        queue_id: *q,
+                        queue_offset: offset,
+                        max_msg_nums: batch,
+                        sys_flag: pull_sys_flag::SUBSCRIPTION,
+                        commit_offset: 0,
+                        suspend_timeout_ms: 0,
+                        subscription: Some("*".into()),
+                    },
+                )
+                .await?;
+            if r.status != PullStatus::Found {
+                break;
+            }
+            total += r.messages.len() as u64;
+            offset = r.next_begin_offset;
+        }
+    }
+    Ok(total)
+}
+
+async fn drain_pop(
+    brokers: Vec<String>,
+    topic: String,
+    batch: i32,
+    group: String,
+    consumers: usize,
+    expected: u64,
+) -> anyhow::Result<u64> {
+    let done = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..consumers {
+        let (brokers, topic, group, done) =
+            (brokers.clone(), topic.clone(), group.clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            let api = api();
+            let mut idle = 0;
+            while done.load(Ordering::Relaxed) < expected && idle < 20 {
+                let mut got = 0;
+                for b in &brokers {
+                    let msgs = api
+                        .pop(b, &group, &topic, -1, batch, 60_000, 0, false)
+                        .await?;
+                    got += msgs.len();
+                    for m in &msgs {
+                        api.ack(b, &group, &topic, m).await?;
+                    }
+                    done.fetch_add(msgs.len() as u64, Ordering::Relaxed);
+                }
+                if got == 0 {
+                    idle += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                } else {
+                    idle = 0;
+                }
+            }
+            Ok::<(), anyhow::Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await.context("consumer task")??;
+    }
+    Ok(done.load(Ordering::Relaxed))
+}
+
+pub async fn run(args: PopBenchArgs) -> anyhow::Result<()> {
+    let target = Target {
+        namesrv: args.namesrv.clone(),
+        topic: args.topic.clone(),
+        duration: 600,
+        count: Some(args.count),
+    };
+    let setup = api();
+    let queues = Arc::new(writable_queues(&setup, &target).await?);
+    eprintln!(
+        "filling {} with {} messages of {} bytes",
+        args.topic, args.count, args.size
+    );
+    run_load(Load::Send, &target, &queues, args.size, 1, 256).await?;
+    let run_id = rocketraft_common::time::now_ms();
+    let mut brokers: Vec<String> = queues.iter().map(|(b, _)| b.clone()).collect();
+    brokers.dedup();
+
+    let t = Instant::now();
+    let pulled = drain_pull(
+        &queues,
+        &args.topic,
+        args.batch,
+        &format!("bench_pull_{run_id}"),
+    )
+    .await?;
+    let pull_secs = t.elapsed().as_secs_f64();
+    let pull_rate = pulled as f64 / pull_secs.max(1e-9);
+    println!(
+        "pull (baseline), 1 consumer: {pulled} msgs in {pull_secs:.2} s = {pull_rate:.0} msgs/s"
+    );
+
+    for consumers in [1, args.consumers.max(1)] {
+        let t = Instant::now();
+        let n = drain_pop(
+            brokers.clone(),
+            args.topic.clone(),
+            args.batch,
+            format!("bench_pop_{consumers}_{run_id}"),
+            consumers,
+            pulled,
+        )
+        .await?;
+        let secs = t.elapsed().as_secs_f64();
+        let rate = n as f64 / secs.max(1e-9);
+        println!(
+            "pop + ack, {consumers} consumer(s): {n} msgs in {secs:.2} s = {rate:.0} msgs/s ({:.2}x the pull baseline)",
+            rate / pull_rate.max(1e-9)
+        );
+        if n < pulled {
+            anyhow::bail!("POP drained {n} of {pulled} messages");
+        }
+    }
+    Ok(())
+}
