@@ -114,3 +114,71 @@ async fn progress_and_dlq_after_pop() {
     let _ = dev.child.kill();
     let _ = dev.child.wait();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pop_in_flight_survives_kill_9() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ns_port, broker_port) = (free_port(), free_port());
+    let mut dev = Dev::start(dir.path(), ns_port, broker_port, &["--flush", "SYNC_FLUSH"]);
+    let client = RemotingClient::new(ClientConfig::default());
+    let api = MqClientApi::new(client.clone(), Duration::from_secs(5));
+    api.create_topic(&dev.broker, &TopicConfig::new("Crash", 2))
+        .await
+        .expect("topic");
+    for i in 0..20 {
+        let r = api
+            .send(
+                &dev.broker,
+                &SendRequest {
+                    producer_group: "pg".into(),
+                    topic: "Crash".into(),
+                    queue_id: i % 2,
+                    body: Bytes::from(format!("c{i}")),
+                    ..SendRequest::default()
+                },
+            )
+            .await
+            .expect("send");
+        assert_eq!(r.code, response_code::SUCCESS);
+    }
+    let popped = api
+        .pop(&dev.broker, "kg", "Crash", -1, 32, 2000, 0, false)
+        .await
+        .expect("pop");
+    assert_eq!(popped.len(), 20);
+    let (acked, pending) = popped.split_at(8);
+    for m in acked {
+        api.ack(&dev.broker, "kg", "Crash", m).await.expect("ack");
+    }
+    // SAFETY: plain syscall on our child.
+    unsafe { libc::kill(dev.child.id() as libc::pid_t, libc::SIGKILL) };
+    let _ = dev.child.wait();
+    let mut dev = Dev::start(dir.path(), ns_port, broker_port, &["--flush", "SYNC_FLUSH"]);
+    let mut seen = std::collections::BTreeSet::new();
+    let started = std::time::Instant::now();
+    let want: std::collections::BTreeSet<String> = pending
+        .iter()
+        .map(|m| String::from_utf8_lossy(&m.message.body).to_string())
+        .collect();
+    while !want.is_subset(&seen) {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "lost after kill -9: {:?}",
+            want.difference(&seen).collect::<Vec<_>>()
+        );
+        for m in api
+            .pop(&dev.broker, "kg", "Crash", -1, 32, 60_000, 1000, false)
+            .await
+            .unwrap_or_default()
+        {
+            let b = String::from_utf8_lossy(&m.message.body).to_string();
+            assert!(
+                !acked.iter().any(|a| a.message.body == m.message.body),
+                "an acknowledged message came back: {b}"
+            );
+            seen.insert(b);
+        }
+    }
+    let _ = dev.child.kill();
+    let _ = dev.child.wait();
+}

@@ -12,7 +12,7 @@
 //!   offset and pop time, so a handle from before a ChangeInvisibleTime no longer matches.
 //! - **Revive**: a checkpoint past its invisible time without an ack is re-put into the retry topic
 //!   `%RETRY%{group}_{topic}` with its delivery count + 1, or into `%DLQ%{group}` once the count
-//!   passes `max_reconsume_times` (16), then marked revived (a crash in between delivers it twice,
+//!   passes the group's `retryMaxTimes` (16), then marked revived (a crash in between delivers it twice,
 //!   never zero times).
 //! - **Restart and failover**: the in-memory table of messages in flight is rebuilt by replaying
 //!   the revive topic, which is replicated with the CommitLog like every other topic; a broker
@@ -224,7 +224,6 @@ pub struct PopService {
     rebuilt_for: AtomicI64,
     rebuild_lock: tokio::sync::Mutex<()>,
     round_robin: AtomicI64,
-    pub max_reconsume_times: i32,
 }
 
 impl Default for PopService {
@@ -235,7 +234,6 @@ impl Default for PopService {
             rebuilt_for: AtomicI64::new(-1),
             rebuild_lock: tokio::sync::Mutex::new(()),
             round_robin: AtomicI64::new(0),
-            max_reconsume_times: DEFAULT_MAX_RECONSUME_TIMES,
         }
     }
 }
@@ -758,7 +756,7 @@ impl PopService {
             .property(property::RETRY_TOPIC)
             .map(str::to_string)
             .unwrap_or_else(|| topic.clone());
-        let target = if dlq || attempts > self.max_reconsume_times {
+        let target = if dlq || attempts > max_reconsume_times(inner, group) {
             dlq_topic(group)
         } else {
             retry_topic(group, &origin_topic)
@@ -817,7 +815,7 @@ impl PopService {
             // All expired. The first one past the maximum goes to the DLQ; then look again.
             if let Some((o, f)) = inflight
                 .iter()
-                .find(|(_, f)| f.reconsume_times + 1 > self.max_reconsume_times)
+                .find(|(_, f)| f.reconsume_times + 1 > max_reconsume_times(inner, &key.0))
             {
                 self.requeue(inner, key, *o, f.reconsume_times + 1, true)
                     .await?;
@@ -946,6 +944,19 @@ fn apply(table: &mut HashMap<QueueKey, QueueState>, record: PopRecord) {
             }
         }
     }
+}
+
+/// A group's retries before its DLQ: `retryMaxTimes` of its subscription group config
+/// (UPDATE_AND_CREATE_SUBSCRIPTIONGROUP), else 16.
+pub fn max_reconsume_times(inner: &BrokerInner, group: &str) -> i32 {
+    inner
+        .metadata
+        .get_subscription_group(group)
+        .ok()
+        .flatten()
+        .and_then(|raw| serde_json::from_slice::<serde_json::Value>(&raw).ok())
+        .and_then(|v| v["retryMaxTimes"].as_i64())
+        .map_or(DEFAULT_MAX_RECONSUME_TIMES, |n| n.clamp(0, 10_000) as i32)
 }
 
 /// Creates a system topic (revive, retry, DLQ, timer) on first use.

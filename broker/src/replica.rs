@@ -471,7 +471,7 @@ pub fn parse_role_notification(cmd: &RemotingCommand) -> Option<MasterInfo> {
     })
 }
 
-/// A slave copies its master's topic configurations and consumer offsets (RocketMQ's
+/// A slave copies its master's topic configurations, subscription groups and consumer offsets (RocketMQ's
 /// `SlaveSynchronize`) every few seconds, so that, once elected, it serves the same topics
 /// and consumers resume where they committed.
 pub async fn slave_sync_loop(inner: Arc<crate::BrokerInner>) {
@@ -532,6 +532,20 @@ async fn sync_from(
     struct Offsets {
         #[serde(default)]
         offset_table: std::collections::BTreeMap<String, std::collections::BTreeMap<i32, i64>>,
+    }
+    let body = get(request_code::GET_ALL_SUBSCRIPTIONGROUP_CONFIG).await?;
+    let groups: serde_json::Value = serde_json::from_slice(&body)?;
+    if let Some(table) = groups["subscriptionGroupTable"].as_object() {
+        for (group, config) in table {
+            let raw = serde_json::to_vec(config)?;
+            let current = inner.metadata.get_subscription_group(group)?;
+            let same = current
+                .and_then(|c| serde_json::from_slice::<serde_json::Value>(&c).ok())
+                .is_some_and(|c| &c == config);
+            if !same {
+                inner.metadata.put_subscription_group(group, &raw)?;
+            }
+        }
     }
     let body = get(request_code::GET_ALL_CONSUMER_OFFSET).await?;
     let offsets: Offsets = serde_json::from_slice(&body)?;

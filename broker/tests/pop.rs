@@ -607,3 +607,62 @@ async fn fifo_groups_keep_send_order_across_consumers_and_retries() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_retry_max_times_and_expired_handles() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = setup(dir.path()).await;
+    // Group "g3" retries twice, then its DLQ.
+    let config = serde_json::json!({"groupName": "g3", "retryMaxTimes": 2, "consumeEnable": true});
+    let r = s
+        .client
+        .invoke(
+            &s.addr,
+            RemotingCommand::request(request_code::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP)
+                .with_body(serde_json::to_vec(&config).expect("json")),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("group");
+    assert_eq!(r.code, response_code::SUCCESS, "{:?}", r.remark);
+    let bad = serde_json::json!({"groupName": "g4", "retryMaxTimes": -1});
+    let r = s
+        .client
+        .invoke(
+            &s.addr,
+            RemotingCommand::request(request_code::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP)
+                .with_body(serde_json::to_vec(&bad).expect("json")),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("group");
+    assert_eq!(r.code, response_code::SYSTEM_ERROR);
+    send(&s, 1, 0).await;
+    let mut deliveries = 0;
+    let mut first_handle = None;
+    let started = Instant::now();
+    while deliveries < 3 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "stuck at {deliveries}"
+        );
+        for m in pop(&s, "g3", 1, 1, 1000).await.messages {
+            first_handle.get_or_insert_with(|| (m.clone(), handle(&m)));
+            deliveries += 1;
+        }
+    }
+    // An expired handle (its message was redelivered since) is refused.
+    let (m, h) = first_handle.expect("a delivery");
+    assert_eq!(ack(&s, "g3", &m, &h).await.code, response_code::NO_MESSAGE);
+    // After the third failure the message is in %DLQ%g3 and never delivered again.
+    let inner = s.broker.as_ref().expect("broker").inner().clone();
+    let started = Instant::now();
+    while inner.store.get_max_offset_in_queue("%DLQ%g3", 0) < 1 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "not dead-lettered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(pop(&s, "g3", 1, 1000, 500).await.messages.is_empty());
+}

@@ -100,6 +100,50 @@ pub fn all_topic_config(inner: &BrokerInner, request: &RemotingCommand) -> Handl
         .with_body(body))
 }
 
+/// UPDATE_AND_CREATE_SUBSCRIPTIONGROUP (200): a `SubscriptionGroupConfig` JSON body, kept as
+/// sent (its `retryMaxTimes` sets the group's retries before the DLQ).
+pub fn update_subscription_group(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
+    let value: serde_json::Value = serde_json::from_slice(&request.body).map_err(|e| {
+        Refusal(
+            response_code::SYSTEM_ERROR,
+            format!("the body is not a SubscriptionGroupConfig: {e}"),
+        )
+    })?;
+    let group = value["groupName"]
+        .as_str()
+        .filter(|g| !g.is_empty())
+        .ok_or_else(|| Refusal(response_code::SYSTEM_ERROR, "groupName is missing".into()))?;
+    rocketraft_common::topic::validate_topic_name(group)
+        .map_err(|e| Refusal(response_code::SYSTEM_ERROR, format!("group {group:?}: {e}")))?;
+    if let Some(n) = value.get("retryMaxTimes") {
+        if !n.as_i64().is_some_and(|n| (0..=10_000).contains(&n)) {
+            return Err(Refusal(
+                response_code::SYSTEM_ERROR,
+                format!("retryMaxTimes {n} must be within 0..=10000"),
+            ));
+        }
+    }
+    inner
+        .metadata
+        .put_subscription_group(group, &request.body)?;
+    Ok(request.response_to(response_code::SUCCESS, None))
+}
+
+/// GET_ALL_SUBSCRIPTIONGROUP_CONFIG (201): `{"subscriptionGroupTable": {group: config}}`.
+pub fn all_subscription_groups(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
+    let mut table = serde_json::Map::new();
+    for (group, raw) in inner.metadata.all_subscription_groups()? {
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&raw) {
+            table.insert(group, v);
+        }
+    }
+    let body = serde_json::to_vec(&serde_json::json!({ "subscriptionGroupTable": table }))
+        .map_err(|e| Refusal(response_code::SYSTEM_ERROR, e.to_string()))?;
+    Ok(request
+        .response_to(response_code::SUCCESS, None)
+        .with_body(body))
+}
+
 /// GET_ALL_CONSUMER_OFFSET (43): RocketMQ's `ConsumerOffsetSerializeWrapper`, keyed
 /// `topic@group` (what slaves copy from their master).
 pub fn all_consumer_offsets(inner: &BrokerInner, request: &RemotingCommand) -> Handled {

@@ -80,6 +80,8 @@ pub const HANDLED_CODES: &[i32] = &[
     request_code::CONSUMER_SEND_MSG_BACK,
     request_code::GET_CONSUME_STATS,
     request_code::END_TRANSACTION,
+    request_code::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP,
+    request_code::GET_ALL_SUBSCRIPTIONGROUP_CONFIG,
 ];
 
 /// Routes each request to its handler. The broker's state is set once the store is open (the
@@ -143,6 +145,12 @@ impl RequestProcessor for BrokerProcessor {
                 request_code::CONSUMER_SEND_MSG_BACK => retry::send_back(&inner, &request).await,
                 request_code::GET_CONSUME_STATS => admin::consume_stats(&inner, &request),
                 request_code::END_TRANSACTION => inner.transactions.end(&inner, &request).await,
+                request_code::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP => {
+                    admin::update_subscription_group(&inner, &request)
+                }
+                request_code::GET_ALL_SUBSCRIPTIONGROUP_CONFIG => {
+                    admin::all_subscription_groups(&inner, &request)
+                }
                 request_code::CHANGE_MESSAGE_INVISIBLETIME => {
                     pop::change_invisible(&inner, &request).await
                 }

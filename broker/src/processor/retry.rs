@@ -22,9 +22,10 @@ pub async fn send_back(inner: &BrokerInner, request: &RemotingCommand) -> Handle
     let offset: i64 = request.ext_parse("offset")?;
     let group = request.require_ext("group")?.to_string();
     let mut delay_level: i32 = request.ext_parse_opt("delayLevel")?.unwrap_or(0);
-    let max_reconsume: i32 = request
-        .ext_parse_opt("maxReconsumeTimes")?
-        .unwrap_or(crate::pop::DEFAULT_MAX_RECONSUME_TIMES);
+    let max_reconsume: i32 = match request.ext_parse_opt("maxReconsumeTimes")? {
+        Some(n) => n,
+        None => crate::pop::max_reconsume_times(inner, &group),
+    };
     let origin_msg_id = request.ext("originMsgId").map(str::to_string);
     if let Some(ha) = &inner.ha {
         ha.check_writable()
