@@ -11,23 +11,40 @@
 //! # The search
 //! Invocations and completions are laid out in history order in a doubly linked list. The search
 //! walks it from the start: at an invocation it tries to linearize that operation now (the model
-//! step must be legal), removes the operation's two entries from the list and starts again from
-//! the head; at a completion it has met an operation that had to be linearized before this point
-//! and was not, so it backtracks: it undoes the last linearized operation (putting its entries
-//! back) and tries the entry after it. Each (set of linearized operations, model state) reached
-//! is remembered; reaching one again cannot lead anywhere new, so it is skipped. That cache is what
-//! makes the search practical (Lowe, "Testing for linearizability", 2017).
+//! step must be legal), removes the operation's entries from the list and starts again from the
+//! head; at a completion it has met an operation that had to be linearized before this point and
+//! was not, so it backtracks: it undoes the last linearized operation (putting its entries back)
+//! and tries the entry after it. Each (set of linearized operations, model state) reached is
+//! remembered; reaching one again cannot lead anywhere new, so it is skipped. That cache is what
+//! makes the search practical (Lowe, "Testing for linearizability", 2017). States are stored once
+//! and referred to by number, so big states (a kv store's strings) are not copied per entry.
+//!
+//! Two additions for operations of unknown outcome, which otherwise make every subset of the
+//! pending `info` operations a configuration of its own:
+//! - *Subsumption*: a configuration that differs from one already seen only by *more* such
+//!   operations linearized is skipped too: from the one seen, the extra ones could simply never
+//!   have taken effect.
+//! - *Two orders*: the candidates for the next linearization point can be tried in history order
+//!   ([`Strategy::RealTime`], Porcupine's), or the operations that must be linearized first and
+//!   those of unknown outcome last ([`Strategy::RequiredFirst`], which lets subsumption prune
+//!   most). Each is much faster than the other on some histories (the first on valid histories
+//!   whose `info` operations did take effect, the second on invalid ones full of `info`), so by
+//!   default both run, on two threads, and the first answer wins.
 //!
 //! The history is split by `key` first and each part searched alone (P-compositionality:
 //! a history is linearizable iff each key's sub-history is). A time budget bounds the whole check:
-//! when it runs out the verdict is *unknown*, never a hang. So does a bound on the cache's size.
+//! when it runs out the verdict is *unknown*, never a hang. So does a bound on the cache's memory.
+//! Refuting an invalid history means exhausting every configuration before the violation, which
+//! grows exponentially with the concurrency; with many operations of unknown outcome on a busy
+//! key, *unknown* is the honest answer the budget gives.
 //!
 //! On an invalid history the report gives a counterexample: the deepest partial linearization the
 //! search reached, the operation whose completion it could not get past, and the operations that
 //! were pending (invoked, not linearized) there.
 
-use std::collections::{BTreeMap, HashSet};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -40,17 +57,20 @@ use crate::model::{Model, ModelError, Prepared};
 pub struct CheckOptions {
     /// After this long the verdict is [`Verdict::Unknown`].
     pub time_budget: Duration,
-    /// After remembering this many (linearized set, state) pairs in one key's search, the verdict
-    /// is [`Verdict::Unknown`]. Bounds memory.
-    pub max_cached_configurations: usize,
+    /// When the configurations remembered take about this many bytes, the verdict is
+    /// [`Verdict::Unknown`]. Bounds memory (split between the searches of a race).
+    pub max_cache_bytes: usize,
+    /// `None`: race both strategies on two threads and take the first answer (the default: each
+    /// is much faster than the other on some histories). `Some`: only that one, on this thread.
+    pub strategy: Option<Strategy>,
 }
 
 impl Default for CheckOptions {
     fn default() -> Self {
         Self {
             time_budget: Duration::from_secs(60),
-            // About 100 bytes each for small states and histories: ~1 GB at most.
-            max_cached_configurations: 10_000_000,
+            max_cache_bytes: 2 << 30,
+            strategy: None,
         }
     }
 }
@@ -142,7 +162,82 @@ fn serialize_seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, 
     s.serialize_f64(d.as_secs_f64())
 }
 
+/// Runs both strategies on one key, each on its own thread, and takes the first definite answer.
+fn race<M: Model>(
+    model: &M,
+    entries: Vec<Entry<'_, M::Op>>,
+    deadline: Instant,
+    max_cache_bytes: usize,
+) -> SearchOutcome {
+    let stop_flag = AtomicBool::new(false);
+    let stop = &stop_flag;
+    let cache_bytes = AtomicUsize::new(0);
+    let limits = Limits {
+        deadline,
+        max_cache_bytes,
+        own_max_cache_bytes: max_cache_bytes,
+        cache_bytes: &cache_bytes,
+        stop,
+    };
+    // Required-first is the second opinion (it wins on some invalid histories with operations
+    // of unknown outcome); real-time, which solves most histories, keeps most of the memory.
+    let other_limits = Limits {
+        own_max_cache_bytes: max_cache_bytes / 4,
+        ..limits
+    };
+    let definite = |outcome: &SearchOutcome| !matches!(outcome.result, SearchResult::Unknown(_));
+    let (real_time, required_first) = std::thread::scope(|scope| {
+        let other_entries = entries.clone();
+        let other = scope.spawn(move || {
+            let outcome =
+                Search::new(model, other_entries, other_limits, Strategy::RequiredFirst).run();
+            if definite(&outcome) {
+                stop.store(true, Ordering::Relaxed);
+            }
+            outcome
+        });
+        let outcome = Search::new(model, entries, limits, Strategy::RealTime).run();
+        if definite(&outcome) {
+            stop.store(true, Ordering::Relaxed);
+        }
+        let other = other
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (outcome, other)
+    });
+    let configurations = real_time.configurations + required_first.configurations;
+    let result = match (real_time.result, required_first.result) {
+        (SearchResult::Valid, SearchResult::Invalid(_))
+        | (SearchResult::Invalid(_), SearchResult::Valid) => {
+            // Both searches are complete: they cannot disagree unless the checker is wrong.
+            tracing::error!("the two search strategies disagree: a checker bug");
+            SearchResult::Unknown("the two search strategies disagree (a checker bug)".into())
+        }
+        (SearchResult::Unknown(reason), SearchResult::Unknown(_)) => SearchResult::Unknown(reason),
+        (SearchResult::Unknown(_), result) | (result, _) => result,
+    };
+    SearchOutcome {
+        result,
+        configurations,
+    }
+}
+
+/// What bounds a search.
+#[derive(Clone, Copy)]
+struct Limits<'s> {
+    deadline: Instant,
+    /// For the caches of all the searches under way together.
+    max_cache_bytes: usize,
+    /// For this search's own cache.
+    own_max_cache_bytes: usize,
+    /// What their caches hold now, about.
+    cache_bytes: &'s AtomicUsize,
+    /// Set when the other search of a race has answered.
+    stop: &'s AtomicBool,
+}
+
 /// An operation ready for the search.
+#[derive(Clone)]
 struct Entry<'a, O> {
     operation: &'a Operation,
     op: O,
@@ -152,9 +247,6 @@ struct Entry<'a, O> {
 
 /// One key's operations.
 type KeyPart<'a, O> = (Option<&'a str>, Vec<Entry<'a, O>>);
-
-/// The configurations visited: (linearized operations as a bitset, model state).
-type Cache<S> = HashSet<(Box<[u64]>, S), BuildHasherDefault<FxHasher>>;
 
 /// Checks `operations` (from [`crate::history::pair`]) against `model`.
 pub fn check<M: Model>(
@@ -207,7 +299,19 @@ pub fn check<M: Model>(
     let mut parts: Vec<KeyPart<'_, M::Op>> = by_key.into_iter().collect();
     parts.sort_by_key(|(_, entries)| entries.len());
     for (key, entries) in parts {
-        let outcome = Search::new(model, entries, deadline, options).run();
+        let outcome = match options.strategy {
+            Some(strategy) => {
+                let limits = Limits {
+                    deadline,
+                    max_cache_bytes: options.max_cache_bytes,
+                    own_max_cache_bytes: options.max_cache_bytes,
+                    cache_bytes: &AtomicUsize::new(0),
+                    stop: &AtomicBool::new(false),
+                };
+                Search::new(model, entries, limits, strategy).run()
+            }
+            None => race(model, entries, deadline, options.max_cache_bytes),
+        };
         report.configurations += outcome.configurations;
         match outcome.result {
             SearchResult::Valid => {}
@@ -242,30 +346,67 @@ struct SearchOutcome {
     configurations: u64,
 }
 
-/// The list's sentinel head and the "no node" mark.
+/// Sentinel heads of the two lists, and the "no node" mark.
+///
+/// The main list holds the invocations and completions of the operations that must be
+/// linearized, in history order. The optional list holds the invocations of the operations of
+/// unknown outcome (their completions would all be at +infinity, so they need none).
 const HEAD: usize = 0;
+const OPTIONAL_HEAD: usize = 1;
 const NIL: usize = usize::MAX;
 /// How many search steps between two looks at the clock.
 const CLOCK_EVERY_STEPS: u64 = 1 << 12;
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NodeKind {
+    Head,
+    Call,
+    Return,
+    OptionalCall,
+}
+
+/// Where the scan for the next operation to linearize is.
+#[derive(Debug, Clone, Copy)]
+enum Phase {
+    /// In the main list, before its first completion.
+    Required,
+    /// In the optional list, among the invocations before `first_return` (the main list's first
+    /// completion).
+    Optional { first_return: usize },
+}
+
+/// In which order the search tries the candidates for the next linearization point. Both are
+/// complete; they differ in speed, by history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    /// In history order, optional operations among the others (Porcupine's and Knossos' order).
+    RealTime,
+    /// Operations that must be linearized first, those of unknown outcome last.
+    RequiredFirst,
+}
+
 /// One key's WGL search.
 struct Search<'m, 'a, M: Model> {
     model: &'m M,
+    strategy: Strategy,
     entries: Vec<Entry<'a, M::Op>>,
-    /// Node `n` (1-based; 0 is the head): the op it belongs to.
     node_op: Vec<usize>,
-    /// For an invocation node, its completion node; `NIL` for completion nodes.
+    node_kind: Vec<NodeKind>,
+    /// The event's position in the history.
+    node_position: Vec<usize>,
+    /// For a `Call` node, its `Return` node.
     node_match: Vec<usize>,
     next: Vec<usize>,
     prev: Vec<usize>,
-    deadline: Instant,
-    max_cached: usize,
+    limits: Limits<'m>,
 }
 
-/// A linearized operation on the search stack, with the state before it.
+/// A linearized operation on the search stack, with what it takes to undo it.
 struct Frame<S> {
     node: usize,
     state_before: S,
+    /// For an optional operation: the main list's first completion when it was linearized.
+    first_return: usize,
 }
 
 /// The deepest dead end seen, for the counterexample.
@@ -282,53 +423,62 @@ impl<'m, 'a, M: Model> Search<'m, 'a, M> {
     fn new(
         model: &'m M,
         entries: Vec<Entry<'a, M::Op>>,
-        deadline: Instant,
-        options: &CheckOptions,
+        limits: Limits<'m>,
+        strategy: Strategy,
     ) -> Self {
-        // Events in history order; completions of unknown outcome at +infinity, in call order.
-        let mut events: Vec<(usize, usize, usize, bool)> = Vec::with_capacity(entries.len() * 2);
-        for (i, entry) in entries.iter().enumerate() {
+        let mut main: Vec<(usize, usize, NodeKind)> = Vec::new();
+        let mut optional: Vec<(usize, usize, NodeKind)> = Vec::new();
+        for (op, entry) in entries.iter().enumerate() {
             let call = entry.operation.call;
-            events.push((call, 0, i, true));
-            let ret = if entry.required {
-                entry.operation.ret.unwrap_or(usize::MAX)
+            if entry.required {
+                main.push((call, op, NodeKind::Call));
+                let ret = entry.operation.ret.unwrap_or(usize::MAX);
+                main.push((ret, op, NodeKind::Return));
+            } else if strategy == Strategy::RealTime {
+                main.push((call, op, NodeKind::OptionalCall));
             } else {
-                usize::MAX
-            };
-            events.push((ret, call, i, false));
-        }
-        events.sort_unstable();
-        let nodes = events.len() + 1;
-        let mut node_op = vec![NIL; nodes];
-        let mut node_match = vec![NIL; nodes];
-        let mut call_node = vec![NIL; entries.len()];
-        for (position, &(_, _, op, is_call)) in events.iter().enumerate() {
-            let node = position + 1;
-            node_op[node] = op;
-            if is_call {
-                call_node[op] = node;
-            } else {
-                node_match[call_node[op]] = node;
+                optional.push((call, op, NodeKind::OptionalCall));
             }
         }
-        let next = (0..nodes)
-            .map(|n| if n + 1 < nodes { n + 1 } else { NIL })
-            .collect();
-        let prev = (0..nodes).map(|n| n.wrapping_sub(1)).collect();
+        main.sort_unstable_by_key(|&(position, op, _)| (position, op));
+        optional.sort_unstable_by_key(|&(position, op, _)| (position, op));
+        let nodes = 2 + main.len() + optional.len();
+        let mut node_op = vec![NIL; nodes];
+        let mut node_kind = vec![NodeKind::Head; nodes];
+        let mut node_position = vec![0; nodes];
+        let mut node_match = vec![NIL; nodes];
+        let mut next = vec![NIL; nodes];
+        let mut prev = vec![NIL; nodes];
+        let mut call_node = vec![NIL; entries.len()];
+        let mut node = 2;
+        for (head, events) in [(HEAD, &main), (OPTIONAL_HEAD, &optional)] {
+            let mut last = head;
+            for &(position, op, kind) in events {
+                node_op[node] = op;
+                node_kind[node] = kind;
+                node_position[node] = position;
+                match kind {
+                    NodeKind::Return => node_match[call_node[op]] = node,
+                    _ => call_node[op] = node,
+                }
+                next[last] = node;
+                prev[node] = last;
+                last = node;
+                node += 1;
+            }
+        }
         Self {
             model,
+            strategy,
             entries,
             node_op,
+            node_kind,
+            node_position,
             node_match,
             next,
             prev,
-            deadline,
-            max_cached: options.max_cached_configurations,
+            limits,
         }
-    }
-
-    fn is_call(&self, node: usize) -> bool {
-        self.node_match[node] != NIL
     }
 
     fn unlink(&mut self, node: usize) {
@@ -347,31 +497,57 @@ impl<'m, 'a, M: Model> Search<'m, 'a, M> {
         }
     }
 
-    /// Takes an invocation and its completion out of the list.
+    /// Takes a linearized operation's nodes out of the lists.
     fn lift(&mut self, call: usize) {
         self.unlink(call);
-        self.unlink(self.node_match[call]);
+        if self.node_kind[call] == NodeKind::Call {
+            self.unlink(self.node_match[call]);
+        }
     }
 
     /// Puts them back (in the reverse order of [`Self::lift`]).
     fn unlift(&mut self, call: usize) {
-        self.relink(self.node_match[call]);
+        if self.node_kind[call] == NodeKind::Call {
+            self.relink(self.node_match[call]);
+        }
         self.relink(call);
     }
 
+    /// The search. Candidates for the next linearization point are the invocations before the
+    /// main list's first completion: first the required ones, then the optional ones. Trying
+    /// the optional ones last means configurations are first reached with as few of them as
+    /// possible, which is what lets the cache's subsumption prune the others.
     fn run(mut self) -> SearchOutcome {
         let n = self.entries.len();
-        let mut required_left = self.entries.iter().filter(|e| e.required).count();
-        let mut linearized = vec![0u64; n.div_ceil(64)];
-        let mut cache: Cache<M::State> = HashSet::default();
+        // Each op's bit, numbered apart among the required and the optional (unknown outcome) ops.
+        let mut counts = [0usize; 2];
+        let bit_of: Vec<usize> = self
+            .entries
+            .iter()
+            .map(|entry| {
+                let count = &mut counts[usize::from(entry.required)];
+                *count += 1;
+                *count - 1
+            })
+            .collect();
+        let [optional_count, mut required_left] = counts;
+        let mut optional = vec![0u64; optional_count.div_ceil(64)];
+        let mut required = vec![0u64; required_left.div_ceil(64)];
+        let mut cache: Cache<M::State> = Cache::default();
         let mut stack: Vec<Frame<M::State>> = Vec::new();
         let mut state = self.model.init();
         let mut dead_end: Option<DeadEnd<M::State>> = None;
         let mut steps: u64 = 0;
+        let mut phase = Phase::Required;
         let mut node = self.next[HEAD];
-        let outcome = |result, cache: &HashSet<_, _>| SearchOutcome {
-            result,
-            configurations: cache.len() as u64,
+        let cache_bytes = self.limits.cache_bytes;
+        let outcome = |result, cache: &Cache<M::State>| {
+            // The cache is dropped on return: its memory is the other search's to use.
+            cache_bytes.fetch_sub(cache.bytes, Ordering::Relaxed);
+            SearchOutcome {
+                result,
+                configurations: cache.visited,
+            }
         };
         loop {
             if required_left == 0 {
@@ -379,65 +555,124 @@ impl<'m, 'a, M: Model> Search<'m, 'a, M> {
                 return outcome(SearchResult::Valid, &cache);
             }
             steps += 1;
-            if steps.is_multiple_of(CLOCK_EVERY_STEPS) && Instant::now() >= self.deadline {
+            if steps.is_multiple_of(CLOCK_EVERY_STEPS) && self.limits.stop.load(Ordering::Relaxed) {
+                return outcome(SearchResult::Unknown("stopped".into()), &cache);
+            }
+            if steps.is_multiple_of(CLOCK_EVERY_STEPS) && Instant::now() >= self.limits.deadline {
                 let reason = format!(
                     "time budget exhausted after {} configurations, {} of {} operations linearized at best",
-                    cache.len(),
+                    cache.visited,
                     dead_end.as_ref().map_or(0, |d| d.depth),
                     n
                 );
                 return outcome(SearchResult::Unknown(reason), &cache);
             }
-            if node == NIL {
-                // Only completions at +infinity follow the required ones, so the scan meets a
-                // required completion first; reaching the end means nothing is left to try.
-                return outcome(SearchResult::Valid, &cache);
-            }
-            let op = self.node_op[node];
-            if self.is_call(node) {
+            let candidate = match phase {
+                Phase::Required => {
+                    if node == NIL {
+                        // Unreachable: a required op left means its completion is in the list.
+                        return outcome(SearchResult::Valid, &cache);
+                    }
+                    if self.node_kind[node] == NodeKind::Return {
+                        phase = Phase::Optional { first_return: node };
+                        node = match self.strategy {
+                            Strategy::RequiredFirst => self.next[OPTIONAL_HEAD],
+                            // The optional ops are in the main list: none left to try.
+                            Strategy::RealTime => NIL,
+                        };
+                        continue;
+                    }
+                    Some(node)
+                }
+                Phase::Optional { first_return } => (node != NIL
+                    && self.node_position[node] < self.node_position[first_return])
+                    .then_some(node),
+            };
+            if let Some(call) = candidate {
+                let op = self.node_op[call];
                 if let Some(next_state) = self.model.step(&state, &self.entries[op].op) {
-                    let (word, bit) = (op / 64, 1u64 << (op % 64));
-                    linearized[word] |= bit;
-                    if cache.insert((linearized.clone().into_boxed_slice(), next_state.clone())) {
-                        if cache.len() > self.max_cached {
+                    let is_required = self.entries[op].required;
+                    let set = if is_required {
+                        &mut required
+                    } else {
+                        &mut optional
+                    };
+                    flip(set, bit_of[op]);
+                    let heap_bytes = self.model.state_heap_bytes(&next_state);
+                    let bytes_before = cache.bytes;
+                    if cache.insert(&required, &optional, &next_state, heap_bytes) {
+                        let total = cache_bytes
+                            .fetch_add(cache.bytes - bytes_before, Ordering::Relaxed)
+                            + (cache.bytes - bytes_before);
+                        if total > self.limits.max_cache_bytes
+                            || cache.bytes > self.limits.own_max_cache_bytes
+                        {
                             let reason = format!(
-                                "state cache limit of {} configurations reached",
-                                self.max_cached
+                                "memory limit of {} MiB reached after {} configurations",
+                                self.limits
+                                    .own_max_cache_bytes
+                                    .min(self.limits.max_cache_bytes)
+                                    >> 20,
+                                cache.visited
                             );
                             return outcome(SearchResult::Unknown(reason), &cache);
                         }
                         stack.push(Frame {
-                            node,
+                            node: call,
                             state_before: std::mem::replace(&mut state, next_state),
+                            first_return: match phase {
+                                Phase::Optional { first_return } => first_return,
+                                Phase::Required => NIL,
+                            },
                         });
-                        if self.entries[op].required {
+                        if is_required {
                             required_left -= 1;
                         }
-                        self.lift(node);
+                        self.lift(call);
+                        phase = Phase::Required;
                         node = self.next[HEAD];
                         continue;
                     }
-                    linearized[word] &= !bit;
+                    let set = if is_required {
+                        &mut required
+                    } else {
+                        &mut optional
+                    };
+                    flip(set, bit_of[op]);
                 }
-                node = self.next[node];
-            } else {
-                // A completion: its operation had to be linearized by now. Backtrack.
-                if dead_end.as_ref().is_none_or(|d| stack.len() > d.depth) {
-                    dead_end = Some(self.dead_end(&stack, &state, node));
-                }
-                let Some(frame) = stack.pop() else {
-                    let dead_end = dead_end.unwrap_or_else(|| self.dead_end(&stack, &state, node));
-                    return outcome(SearchResult::Invalid(self.counterexample(dead_end)), &cache);
-                };
-                let undone = self.node_op[frame.node];
-                linearized[undone / 64] &= !(1u64 << (undone % 64));
-                if self.entries[undone].required {
-                    required_left += 1;
-                }
-                state = frame.state_before;
-                self.unlift(frame.node);
-                node = self.next[frame.node];
+                node = self.next[call];
+                continue;
             }
+            // Every candidate tried: the first completion's operation cannot be linearized in
+            // time from here. Backtrack.
+            let Phase::Optional { first_return } = phase else {
+                unreachable!("only the optional phase runs out of candidates");
+            };
+            if dead_end.as_ref().is_none_or(|d| stack.len() > d.depth) {
+                dead_end = Some(self.dead_end(&stack, &state, first_return));
+            }
+            let Some(frame) = stack.pop() else {
+                let dead_end =
+                    dead_end.unwrap_or_else(|| self.dead_end(&stack, &state, first_return));
+                return outcome(SearchResult::Invalid(self.counterexample(dead_end)), &cache);
+            };
+            let undone = self.node_op[frame.node];
+            if self.entries[undone].required {
+                flip(&mut required, bit_of[undone]);
+                required_left += 1;
+            } else {
+                flip(&mut optional, bit_of[undone]);
+            }
+            phase = if frame.first_return == NIL {
+                Phase::Required
+            } else {
+                Phase::Optional {
+                    first_return: frame.first_return,
+                }
+            };
+            state = frame.state_before;
+            self.unlift(frame.node);
+            node = self.next[frame.node];
         }
     }
 
@@ -456,19 +691,25 @@ impl<'m, 'a, M: Model> Search<'m, 'a, M> {
                 (self.node_op[stack[i].node], after)
             })
             .collect();
-        let mut pending = Vec::new();
-        let mut node = self.next[HEAD];
         let stuck = self.node_op[ret_node];
-        while node != ret_node && node != NIL && pending.len() < COUNTEREXAMPLE_PENDING {
-            if self.is_call(node) && self.node_op[node] != stuck {
-                pending.push(self.node_op[node]);
+        let deadline = self.node_position[ret_node];
+        let mut pending = Vec::new();
+        for head in [HEAD, OPTIONAL_HEAD] {
+            let mut node = self.next[head];
+            while node != NIL
+                && self.node_position[node] < deadline
+                && pending.len() < COUNTEREXAMPLE_PENDING
+            {
+                if self.node_kind[node] != NodeKind::Return && self.node_op[node] != stuck {
+                    pending.push(self.node_op[node]);
+                }
+                node = self.next[node];
             }
-            node = self.next[node];
         }
         DeadEnd {
             depth: stack.len(),
             tail,
-            op: self.node_op[ret_node],
+            op: stuck,
             state: state.clone(),
             pending,
         }
@@ -508,6 +749,117 @@ impl<'m, 'a, M: Model> Search<'m, 'a, M> {
                 .map(|op| self.op_report(*op))
                 .collect(),
         }
+    }
+}
+
+fn flip(set: &mut [u64], bit: usize) {
+    set[bit / 64] ^= 1u64 << (bit % 64);
+}
+
+/// `small` ⊆ `large` (bitsets of the same length).
+fn is_subset(small: &[u64], large: &[u64]) -> bool {
+    small.iter().zip(large).all(|(s, l)| s & !l == 0)
+}
+
+/// The configurations visited, with subsumption for operations of unknown outcome.
+///
+/// A configuration is (required ops linearized, optional ops linearized, model state). Reaching a
+/// configuration seen before cannot lead anywhere new. Neither can reaching one that differs
+/// only by *more* optional ops linearized: from the one seen, every continuation of the new one
+/// was available too (the extra optional ops can simply never take effect, and their completions,
+/// at +infinity, constrain nothing). Without this, every subset of the pending `info` ops makes a
+/// configuration of its own, and refuting a history with a dozen of them takes millions of steps.
+struct Cache<S> {
+    /// Every distinct state met, stored once; configurations refer to states by number. Big
+    /// states (a kv store's strings) are shared by many configurations.
+    states: HashMap<S, u32, BuildHasherDefault<FxHasher>>,
+    /// By hash of (required set, state number); Porcupine's layout, which needs no key clone to
+    /// look up.
+    buckets: HashMap<u64, Vec<CacheEntry>, BuildHasherDefault<FxHasher>>,
+    /// Configurations inserted so far (the work done; some may since have been subsumed).
+    visited: u64,
+    /// About how much memory the cache holds.
+    bytes: usize,
+}
+
+struct CacheEntry {
+    required: Box<[u64]>,
+    state: u32,
+    /// The optional sets seen with this (required set, state): an antichain (none is a subset of
+    /// another).
+    optional: Vec<Box<[u64]>>,
+}
+
+impl<S> Default for Cache<S> {
+    fn default() -> Self {
+        Self {
+            states: HashMap::default(),
+            buckets: HashMap::default(),
+            visited: 0,
+            bytes: 0,
+        }
+    }
+}
+
+impl<S: Clone + Eq + Hash> Cache<S> {
+    /// Remembers the configuration; `false` if it was seen, or is subsumed by one seen.
+    /// `state_heap_bytes` is what the state holds on the heap, for the memory estimate.
+    fn insert(
+        &mut self,
+        required: &[u64],
+        optional: &[u64],
+        state: &S,
+        state_heap_bytes: usize,
+    ) -> bool {
+        const WORD: usize = std::mem::size_of::<u64>();
+        // A boxed slice's pointer and length, and allocator overhead.
+        const BOX: usize = 32;
+        // A slot of a hash table at its typical load.
+        const SLOT: usize = 64;
+        let state = match self.states.get(state) {
+            Some(&number) => number,
+            None => {
+                let number = u32::try_from(self.states.len()).unwrap_or(u32::MAX);
+                self.states.insert(state.clone(), number);
+                self.bytes += SLOT + std::mem::size_of::<S>() + state_heap_bytes;
+                number
+            }
+        };
+        let mut hasher = FxHasher::default();
+        required.hash(&mut hasher);
+        hasher.write_u32(state);
+        // Nearly every bucket holds one entry: do not let `Vec` round up to four.
+        let bucket = self
+            .buckets
+            .entry(hasher.finish())
+            .or_insert_with(|| Vec::with_capacity(1));
+        match bucket
+            .iter_mut()
+            .find(|entry| entry.state == state && *entry.required == *required)
+        {
+            Some(entry) => {
+                if entry.optional.iter().any(|seen| is_subset(seen, optional)) {
+                    return false;
+                }
+                // Those with more optional ops than this one are now subsumed by it.
+                entry.optional.retain(|seen| !is_subset(optional, seen));
+                entry.optional.push(optional.into());
+                self.bytes += optional.len() * WORD + BOX;
+            }
+            None => {
+                bucket.push(CacheEntry {
+                    required: required.into(),
+                    state,
+                    optional: vec![optional.into()],
+                });
+                self.bytes += SLOT
+                    + std::mem::size_of::<CacheEntry>()
+                    + (required.len() + optional.len()) * WORD
+                    + 3 * BOX;
+            }
+        }
+        self.visited += 1;
+        true
     }
 }
 

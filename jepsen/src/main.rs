@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use rocketraft_jepsen::history::Format;
-use rocketraft_jepsen::linearizability::{CheckOptions, Counterexample, OpReport, Verdict};
+use rocketraft_jepsen::linearizability::{
+    CheckOptions, Counterexample, OpReport, Strategy, Verdict,
+};
 use rocketraft_jepsen::model::ModelName;
 use rocketraft_jepsen::{check_text, Checked};
 
@@ -46,6 +48,10 @@ enum Command {
         /// Print the report as one JSON object.
         #[arg(long)]
         json: bool,
+        /// Search order: race (both on two threads, first answer wins), real-time or
+        /// required-first.
+        #[arg(long, default_value = "race")]
+        strategy: String,
         /// The history file.
         file: PathBuf,
     },
@@ -53,6 +59,17 @@ enum Command {
 
 fn parse_model(text: &str) -> Result<ModelName, String> {
     text.parse()
+}
+
+fn parse_strategy(text: &str) -> Result<Option<Strategy>, String> {
+    match text {
+        "race" => Ok(None),
+        "real-time" => Ok(Some(Strategy::RealTime)),
+        "required-first" => Ok(Some(Strategy::RequiredFirst)),
+        other => Err(format!(
+            "unknown strategy {other:?} (race, real-time, required-first)"
+        )),
+    }
 }
 
 fn main() -> ExitCode {
@@ -81,8 +98,9 @@ fn main() -> ExitCode {
             timeout_secs,
             format,
             json,
+            strategy,
             file,
-        } => run_check(model, timeout_secs, &format, json, file),
+        } => run_check(model, timeout_secs, &format, json, &strategy, file),
     }
 }
 
@@ -91,8 +109,13 @@ fn run_check(
     timeout_secs: u64,
     format: &str,
     json: bool,
+    strategy: &str,
     file: PathBuf,
 ) -> ExitCode {
+    let strategy = match parse_strategy(strategy) {
+        Ok(strategy) => strategy,
+        Err(message) => return unreadable(&file, &message),
+    };
     let format = match format {
         "auto" => None,
         other => match other.parse::<Format>() {
@@ -109,6 +132,7 @@ fn run_check(
     };
     let options = CheckOptions {
         time_budget: Duration::from_secs(timeout_secs),
+        strategy,
         ..CheckOptions::default()
     };
     let checked = match check_text(&text, format, model, &options) {

@@ -90,6 +90,22 @@ impl Value {
             .or_else(|| map.get(name.replace('_', "-").as_str()))
     }
 
+    /// About how many bytes the value holds on the heap (for memory bounds).
+    pub fn heap_bytes(&self) -> usize {
+        match self {
+            Value::Nil | Value::Bool(_) | Value::Int(_) | Value::Float(_) => 0,
+            Value::Str(s) => s.capacity(),
+            Value::List(items) => {
+                items.capacity() * std::mem::size_of::<Value>()
+                    + items.iter().map(Value::heap_bytes).sum::<usize>()
+            }
+            Value::Map(map) => map
+                .iter()
+                .map(|(k, v)| 16 + k.capacity() + std::mem::size_of::<Value>() + v.heap_bytes())
+                .sum(),
+        }
+    }
+
     /// The text used as a map key or a partition key: strings as they are, anything else printed.
     pub fn to_key_string(&self) -> String {
         match self {

@@ -121,6 +121,10 @@ impl Model for CasRegister {
     fn describe_state(&self, state: &Value) -> String {
         state.to_string()
     }
+
+    fn state_heap_bytes(&self, state: &Value) -> usize {
+        state.heap_bytes()
+    }
 }
 
 #[cfg(test)]

@@ -86,6 +86,10 @@ impl Model for Kv {
     fn describe_state(&self, state: &String) -> String {
         format!("{state:?}")
     }
+
+    fn state_heap_bytes(&self, state: &String) -> usize {
+        state.capacity()
+    }
 }
 
 #[cfg(test)]

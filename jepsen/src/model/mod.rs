@@ -60,10 +60,12 @@ impl ModelError {
 /// state the operation would produce if it took effect now, or `None` if taking effect now is
 /// impossible or indistinguishable from not taking effect (a cas whose compare fails). The checker
 /// already tries "it never took effect".
-pub trait Model {
+///
+/// `Sync` and `Send` because the checker may search with two threads at once.
+pub trait Model: Sync {
     /// The model's own, typed operation (parsed once by [`Model::prepare`]).
-    type Op: Clone + fmt::Debug;
-    type State: Clone + Eq + Hash + fmt::Debug;
+    type Op: Clone + fmt::Debug + Send + Sync;
+    type State: Clone + Eq + Hash + fmt::Debug + Send;
 
     /// The name used on the command line and in reports.
     fn name(&self) -> &'static str;
@@ -81,6 +83,11 @@ pub trait Model {
 
     fn describe_state(&self, state: &Self::State) -> String {
         format!("{state:?}")
+    }
+
+    /// About how many bytes `state` holds on the heap: the checker bounds its cache's memory.
+    fn state_heap_bytes(&self, _state: &Self::State) -> usize {
+        0
     }
 }
 

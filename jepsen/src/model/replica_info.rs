@@ -363,6 +363,14 @@ impl Model for ReplicaInfo {
     fn describe_state(&self, state: &ReplicaState) -> String {
         state.to_string()
     }
+
+    fn state_heap_bytes(&self, state: &ReplicaState) -> usize {
+        // A B-tree node per few ids; a generous 32 bytes per id.
+        state
+            .sync_state_set
+            .as_ref()
+            .map_or(0, |set| 32 * set.len())
+    }
 }
 
 #[cfg(test)]
