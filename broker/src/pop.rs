@@ -530,7 +530,9 @@ impl PopService {
     }
 
     fn key_for(group: &str, topic: &str, handle: &Handle) -> QueueKey {
-        let t = if handle.retry {
+        // RocketMQ's clients ack a retried message with the retry topic's own name; ours and
+        // the proxy name the original topic.
+        let t = if handle.retry && !topic.starts_with(RETRY_GROUP_TOPIC_PREFIX) {
             retry_topic(group, topic)
         } else {
             topic.to_string()

@@ -1,5 +1,6 @@
-//! Every history in `../shared/histories` (public histories with known verdicts: Porcupine's etcd
-//! logs and kv files) must get its recorded verdict, each in well under a minute.
+//! Every history in `tests/histories` (a copy of `../shared/histories`: public histories with
+//! known verdicts, Porcupine's etcd logs and kv files) must get its recorded verdict, each in well
+//! under a minute.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -7,7 +8,9 @@ use std::time::{Duration, Instant};
 use rocketraft_jepsen::check_text;
 use rocketraft_jepsen::linearizability::{CheckOptions, Verdict};
 
-const HISTORIES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/histories");
+/// A copy of `../shared/histories` kept in the repository (Porcupine's test data, MIT licence in
+/// `PORCUPINE-LICENSE.md`), so the suite runs in any clone.
+const HISTORIES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/histories");
 /// The per-history limit the issue sets.
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -16,7 +19,7 @@ fn histories_dir() -> PathBuf {
     assert!(
         dir.is_dir(),
         "the shared histories are missing: expected a directory at {} (the public histories with \
-         known verdicts; see shared/histories/README.md)",
+         known verdicts; see jepsen/tests/histories/README.md)",
         dir.display()
     );
     dir
