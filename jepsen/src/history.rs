@@ -528,6 +528,12 @@ mod tests {
             Value::List(vec![Value::Int(1), Value::Int(2)])
         );
         assert_eq!(history.ops[1].kind, OpType::Fail);
+        // Each op of a vector keeps its own line, for error messages.
+        assert_eq!(history.ops[1].line, 4);
+        let err =
+            parse_edn("[{:process 0 :type :invoke :f :read}\n {:process 0 :type :done :f :read}]")
+                .expect_err("bad type");
+        assert!(err.to_string().starts_with("line 2:"), "{err}");
 
         let lines = "{:process 1, :type :invoke, :f :read, :value nil}\n{:process 1, :type :ok, :f :read, :value 5}\n";
         let history = parse_edn(lines).expect("valid history");

@@ -2,20 +2,28 @@
 //!
 //! What exists now: the **linearizability checker**, usable on its own.
 //! - [`history`]: the history model (a process invokes an operation, which completes `ok`,
-//!   `fail` or `info`) and parsers for our JSONL, Jepsen/Knossos EDN, Porcupine's etcd logs and
-//!   Porcupine's kv files, with the format detected from the content. [`edn`] is the small EDN
-//!   reader behind them, [`value`] the data they carry.
+//!   `fail` or `info`), our JSONL format (documented there), and parsers for it, Jepsen/Knossos
+//!   EDN, Porcupine's etcd logs and Porcupine's kv files, the format detected from the content.
+//!   [`edn`] is the small EDN reader behind them, [`value`] the data they carry.
 //! - [`linearizability`]: WGL search (Wing & Gong, with Lowe's memoization of (linearized set,
-//!   state)), split by key, bounded by a time budget (the verdict is then *unknown*), with a
-//!   counterexample for invalid histories.
+//!   state)), split by key, with subsumption for operations of unknown outcome, two search orders
+//!   raced on two threads, a time budget and a memory bound (past either the verdict is
+//!   *unknown*), and a counterexample for invalid histories.
 //! - [`model`]: the sequential specifications: a CAS register, a key-value store, and the
-//!   controller's replica info (master, epochs, SyncStateSet). [`model::Model`] is the seam for more.
-//! - The `rocketraft-jepsen check` command (`src/main.rs`): exit 0 valid, 1 invalid, 2 unknown,
-//!   3 when the input cannot be read or checked.
+//!   controller's replica info (master, epochs, SyncStateSet; its operations are documented in
+//!   [`model::replica_info`]). [`model::Model`] is the seam for more.
+//! - The `rocketraft-jepsen check [--model M] [--format F] [--timeout-secs S] [--json] FILE`
+//!   command (`src/main.rs`): exit 0 valid, 1 invalid, 2 unknown, 3 when the input cannot be read
+//!   or checked.
+//!
+//! It agrees with the verdicts of the public histories in `../shared/histories` (Porcupine's etcd
+//! and kv files) and of Knossos' small EDN examples, and is self-tested on hand-made anomalies
+//! (stale read, lost acknowledged write, two masters in one epoch) and on randomized histories of a
+//! simulated atomic store (`tests/`).
 //!
 //! What does not exist yet: the harness that runs real `rocketraft` processes in network
 //! namespaces, the nemeses (partitions, kill, pause, loss, latency, clock skew), the workloads
-//! that produce histories, the queue checker (lost / duplicated / reordered messages) and the
+//! that record histories, the queue checker (lost / duplicated / reordered messages) and the
 //! reports.
 
 pub mod edn;

@@ -1,9 +1,13 @@
 //! `rocketraft-jepsen`: Jepsen-style checking for Rocketraft. For now one command, `check`, the
 //! linearizability checker on a history file.
 //!
-//! Exit codes: 0 valid, 1 invalid, 2 unknown (the time budget ran out), 3 the input could not be
-//! read or checked (missing file, malformed history, operations the model does not know, bad
-//! arguments).
+//! Exit codes: 0 valid, 1 invalid, 2 unknown (the time budget or the memory bound ran out), 3 the
+//! input could not be read or checked (missing file, malformed history, operations the model does
+//! not know, bad arguments).
+//!
+//! With the default `--strategy race` the counterexample of an invalid history comes from the
+//! search order that answered first, so it may differ between runs; `--strategy real-time` (or
+//! `required-first`) makes it reproducible.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -42,7 +46,12 @@ enum Command {
         /// Time budget; past it the verdict is "unknown".
         #[arg(long, default_value_t = 60)]
         timeout_secs: u64,
-        /// auto, jsonl, edn, etcd-log or porcupine-kv.
+        /// Memory the search may remember configurations in; past it the verdict is "unknown".
+        #[arg(long, default_value_t = 2048)]
+        max_memory_mib: usize,
+        /// auto, jsonl, edn, etcd-log or porcupine-kv. In etcd logs a failed cas means "the
+        /// register did not hold the expected value" (Porcupine's reading); elsewhere failed
+        /// operations did not happen (Jepsen's).
         #[arg(long, default_value = "auto")]
         format: String,
         /// Print the report as one JSON object.
@@ -96,17 +105,25 @@ fn main() -> ExitCode {
         Command::Check {
             model,
             timeout_secs,
+            max_memory_mib,
             format,
             json,
             strategy,
             file,
-        } => run_check(model, timeout_secs, &format, json, &strategy, file),
+        } => {
+            let options = CheckOptions {
+                time_budget: Duration::from_secs(timeout_secs),
+                max_cache_bytes: max_memory_mib.saturating_mul(1 << 20),
+                strategy: None,
+            };
+            run_check(model, options, &format, json, &strategy, file)
+        }
     }
 }
 
 fn run_check(
     model: Option<ModelName>,
-    timeout_secs: u64,
+    options: CheckOptions,
     format: &str,
     json: bool,
     strategy: &str,
@@ -131,9 +148,8 @@ fn run_check(
         Err(error) => return unreadable(&file, &error.to_string()),
     };
     let options = CheckOptions {
-        time_budget: Duration::from_secs(timeout_secs),
         strategy,
-        ..CheckOptions::default()
+        ..options
     };
     let checked = match check_text(&text, format, model, &options) {
         Ok(checked) => checked,

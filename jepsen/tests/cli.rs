@@ -107,6 +107,12 @@ fn unknown_exits_2() {
     assert_eq!(code, 2, "{stdout}{stderr}");
     assert!(stdout.contains("UNKNOWN"), "{stdout}");
     assert!(stdout.contains("time budget exhausted"), "{stdout}");
+
+    // The memory bound gives "unknown" too.
+    let path = write(dir.path(), "valid.jsonl", VALID);
+    let (code, stdout, stderr) = check(&path, &["--max-memory-mib", "0"]);
+    assert_eq!(code, 2, "{stdout}{stderr}");
+    assert!(stdout.contains("memory limit"), "{stdout}");
 }
 
 #[test]
