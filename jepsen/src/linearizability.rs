@@ -58,10 +58,12 @@ pub struct CheckOptions {
     /// After this long the verdict is [`Verdict::Unknown`].
     pub time_budget: Duration,
     /// When the configurations remembered take about this many bytes, the verdict is
-    /// [`Verdict::Unknown`]. Bounds memory (split between the searches of a race).
+    /// [`Verdict::Unknown`]. Bounds memory (shared by the searches of a race, of which the
+    /// required-first one may take a quarter).
     pub max_cache_bytes: usize,
     /// `None`: race both strategies on two threads and take the first answer (the default: each
     /// is much faster than the other on some histories). `Some`: only that one, on this thread.
+    /// Without operations of unknown outcome the two are the same search, and only one runs.
     pub strategy: Option<Strategy>,
 }
 
@@ -299,7 +301,12 @@ pub fn check<M: Model>(
     let mut parts: Vec<KeyPart<'_, M::Op>> = by_key.into_iter().collect();
     parts.sort_by_key(|(_, entries)| entries.len());
     for (key, entries) in parts {
-        let outcome = match options.strategy {
+        // Without operations of unknown outcome both orders are the same: no race.
+        let strategy = match options.strategy {
+            None if entries.iter().all(|entry| entry.required) => Some(Strategy::RealTime),
+            strategy => strategy,
+        };
+        let outcome = match strategy {
             Some(strategy) => {
                 let limits = Limits {
                     deadline,
@@ -916,5 +923,37 @@ impl Hasher for FxHasher {
     #[inline]
     fn finish(&self) -> u64 {
         self.hash
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_skips_seen_and_subsumed_configurations() {
+        let mut cache: Cache<i64> = Cache::default();
+        let (r1, r2) = ([0b01u64], [0b11u64]);
+        assert!(cache.insert(&r1, &[0b000], &7, 0));
+        assert!(!cache.insert(&r1, &[0b000], &7, 0), "seen");
+        assert!(
+            !cache.insert(&r1, &[0b010], &7, 0),
+            "more optional ops: subsumed"
+        );
+        assert!(cache.insert(&r1, &[0b010], &8, 0), "another state");
+        assert!(cache.insert(&r2, &[0b010], &7, 0), "another required set");
+        // Fewer optional ops than a configuration seen: new, and it now subsumes that one.
+        assert!(cache.insert(&r1, &[0b001], &8, 0));
+        assert!(cache.insert(&r1, &[0b000], &8, 0));
+        assert!(!cache.insert(&r1, &[0b011], &8, 0));
+        assert_eq!(cache.visited, 5);
+        assert_eq!(cache.states.len(), 2, "each state stored once");
+    }
+
+    #[test]
+    fn subset() {
+        assert!(is_subset(&[0b0101, 0], &[0b0111, 1]));
+        assert!(!is_subset(&[0b1000, 0], &[0b0111, 1]));
+        assert!(!is_subset(&[0, 2], &[0b0111, 1]));
     }
 }

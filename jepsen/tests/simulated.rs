@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use rocketraft_jepsen::check_text;
 use rocketraft_jepsen::history::Format;
-use rocketraft_jepsen::linearizability::{CheckOptions, Verdict};
+use rocketraft_jepsen::linearizability::{CheckOptions, Strategy, Verdict};
 use rocketraft_jepsen::model::ModelName;
 use serde_json::{json, Value as Json};
 
@@ -254,8 +254,18 @@ fn corrupt(lines: &mut [Json], rng: &mut Rng) -> bool {
 }
 
 fn check(text: &str, model: ModelName, budget: Duration) -> (Verdict, Duration) {
+    check_with(text, model, budget, None)
+}
+
+fn check_with(
+    text: &str,
+    model: ModelName,
+    budget: Duration,
+    strategy: Option<Strategy>,
+) -> (Verdict, Duration) {
     let options = CheckOptions {
         time_budget: budget,
+        strategy,
         ..CheckOptions::default()
     };
     let started = Instant::now();
@@ -377,4 +387,33 @@ fn simulated_kv_histories_with_crashes() {
         crash_percent: 3,
         corrupted_may_be_unknown: true,
     });
+}
+
+#[test]
+fn both_search_orders_agree() {
+    // Each order alone is a complete search: on histories both can finish, they must agree.
+    let budget = Duration::from_secs(60);
+    for seed in 0..12 {
+        let mut lines = Simulation::new(Store::Register, seed, 4).run(6, 300, 1);
+        for _ in 0..2 {
+            let text = to_text(&lines);
+            let real_time = check_with(
+                &text,
+                ModelName::CasRegister,
+                budget,
+                Some(Strategy::RealTime),
+            )
+            .0;
+            let required_first = check_with(
+                &text,
+                ModelName::CasRegister,
+                budget,
+                Some(Strategy::RequiredFirst),
+            )
+            .0;
+            assert_eq!(real_time, required_first, "seed {seed}");
+            assert_ne!(real_time, Verdict::Unknown, "seed {seed}");
+            corrupt(&mut lines, &mut Rng::new(seed));
+        }
+    }
 }
