@@ -14,6 +14,7 @@ pub mod ha;
 pub mod pop;
 pub mod processor;
 mod register;
+pub mod replay;
 pub mod replica;
 pub mod stats;
 pub mod store;

@@ -220,9 +220,7 @@ pub struct PopResult {
 pub struct PopService {
     state: Mutex<HashMap<QueueKey, QueueState>>,
     locks: Mutex<HashMap<QueueKey, Arc<tokio::sync::Mutex<()>>>>,
-    /// The master epoch the table was last rebuilt for (-1: never).
-    rebuilt_for: AtomicI64,
-    rebuild_lock: tokio::sync::Mutex<()>,
+    replay: crate::replay::ReplayGate,
     round_robin: AtomicI64,
 }
 
@@ -231,8 +229,7 @@ impl Default for PopService {
         PopService {
             state: Mutex::new(HashMap::new()),
             locks: Mutex::new(HashMap::new()),
-            rebuilt_for: AtomicI64::new(-1),
-            rebuild_lock: tokio::sync::Mutex::new(()),
+            replay: crate::replay::ReplayGate::default(),
             round_robin: AtomicI64::new(0),
         }
     }
@@ -251,69 +248,39 @@ impl PopService {
             .clone()
     }
 
-    /// Whether this broker may serve POP now (a slave may not), and the epoch it serves in.
-    fn serving_epoch(inner: &BrokerInner) -> Result<i64, PopError> {
-        match &inner.ha {
-            None => Ok(0),
-            Some(ha) => {
-                ha.check_writable().map_err(|e| {
-                    refused(
-                        rocketraft_remoting::codes::response_code::SERVICE_NOT_AVAILABLE,
-                        e.to_string(),
-                    )
-                })?;
-                Ok(ha.master_epoch() as i64)
-            }
-        }
-    }
-
     /// Rebuilds the in-flight table from the revive topic when this broker starts serving (at
-    /// start, or after becoming master of a new epoch).
+    /// start, or after becoming master of a new epoch); refuses on a slave.
     pub async fn ensure_rebuilt(&self, inner: &BrokerInner) -> Result<(), PopError> {
-        let epoch = Self::serving_epoch(inner)?;
-        if self.rebuilt_for.load(Ordering::Acquire) == epoch {
-            return Ok(());
-        }
-        let _one = self.rebuild_lock.lock().await;
-        if self.rebuilt_for.load(Ordering::Acquire) == epoch {
-            return Ok(());
-        }
-        let topic = revive_topic(&inner.config.cluster_name);
-        let store = &inner.store;
-        let mut table: HashMap<QueueKey, QueueState> = HashMap::new();
-        let (mut offset, max) = (
-            store.get_min_offset_in_queue(&topic, 0),
-            store.get_max_offset_in_queue(&topic, 0),
-        );
-        let mut records = 0u64;
-        while offset < max {
-            let r = store.get_messages("", &topic, 0, offset, 256, 4 << 20, &|_| true);
-            if r.status != GetMessageStatus::Found {
-                break;
-            }
-            for rec in &r.messages {
-                let Ok((m, _)) = message::decode_message(rec) else {
-                    continue;
-                };
-                let Ok(record) = serde_json::from_slice::<PopRecord>(&m.message.body) else {
-                    tracing::warn!(offset = m.queue_offset, "unreadable revive record skipped");
-                    continue;
-                };
-                records += 1;
-                apply(&mut table, record);
-            }
-            offset = r.next_begin_offset;
-        }
-        let inflight: usize = table.values().map(|q| q.inflight.len()).sum();
-        tracing::info!(
-            records,
-            inflight,
-            epoch,
-            "POP state rebuilt from the revive topic"
-        );
-        *self.state.lock() = table;
-        self.rebuilt_for.store(epoch, Ordering::Release);
-        Ok(())
+        self.replay
+            .ensure(inner, |epoch| {
+                let topic = revive_topic(&inner.config.cluster_name);
+                let mut table: HashMap<QueueKey, QueueState> = HashMap::new();
+                let mut records = 0u64;
+                crate::replay::scan(inner, &topic, |offset, m| {
+                    match serde_json::from_slice::<PopRecord>(&m.message.body) {
+                        Ok(record) => {
+                            records += 1;
+                            apply(&mut table, record);
+                        }
+                        Err(_) => tracing::warn!(offset, "unreadable revive record skipped"),
+                    }
+                });
+                let inflight: usize = table.values().map(|q| q.inflight.len()).sum();
+                tracing::info!(
+                    records,
+                    inflight,
+                    epoch,
+                    "POP state rebuilt from the revive topic"
+                );
+                *self.state.lock() = table;
+            })
+            .await
+            .map_err(|why| {
+                refused(
+                    rocketraft_remoting::codes::response_code::SERVICE_NOT_AVAILABLE,
+                    why,
+                )
+            })
     }
 
     /// Stores revive records durably (flush policy, and replica acks in controller mode).

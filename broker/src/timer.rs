@@ -12,17 +12,16 @@
 //!   delivers twice, never zero times.
 
 use std::collections::{BTreeSet, HashSet};
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
 use rocketraft_common::consts::property;
-use rocketraft_common::message::{self, Message};
+use rocketraft_common::message::Message;
 use rocketraft_remoting::codes::response_code;
 
 use crate::processor::Refusal;
-use crate::store::{BrokerMessage, GetMessageStatus};
+use crate::store::BrokerMessage;
 use crate::BrokerInner;
 
 pub const TIMER_TOPIC: &str = "rmq_sys_wheel_timer";
@@ -96,37 +95,15 @@ pub fn to_timer(mut msg: BrokerMessage, deliver_at: i64) -> BrokerMessage {
 pub struct TimerService {
     /// (delivery time, timer topic queue offset)
     pending: Mutex<BTreeSet<(i64, i64)>>,
-    rebuilt_for: AtomicI64,
-    rebuild_lock: tokio::sync::Mutex<()>,
+    replay: crate::replay::ReplayGate,
 }
 
 impl Default for TimerService {
     fn default() -> Self {
         TimerService {
             pending: Mutex::new(BTreeSet::new()),
-            rebuilt_for: AtomicI64::new(-1),
-            rebuild_lock: tokio::sync::Mutex::new(()),
+            replay: crate::replay::ReplayGate::default(),
         }
-    }
-}
-
-fn scan(inner: &BrokerInner, topic: &str, mut each: impl FnMut(i64, &message::MessageExt)) {
-    let store = &inner.store;
-    let (mut offset, max) = (
-        store.get_min_offset_in_queue(topic, 0),
-        store.get_max_offset_in_queue(topic, 0),
-    );
-    while offset < max {
-        let r = store.get_messages("", topic, 0, offset, 256, 4 << 20, &|_| true);
-        if r.status != GetMessageStatus::Found {
-            break;
-        }
-        for (rec, off) in r.messages.iter().zip(&r.message_queue_offsets) {
-            if let Ok((m, _)) = message::decode_message(rec) {
-                each(*off, &m);
-            }
-        }
-        offset = r.next_begin_offset;
     }
 }
 
@@ -136,55 +113,41 @@ impl TimerService {
         self.pending.lock().insert((deliver_at, offset));
     }
 
-    fn serving_epoch(inner: &BrokerInner) -> Option<i64> {
-        match &inner.ha {
-            None => Some(0),
-            Some(ha) => ha.check_writable().ok().map(|()| ha.master_epoch() as i64),
-        }
-    }
-
     async fn ensure_rebuilt(&self, inner: &BrokerInner) -> bool {
-        let Some(epoch) = Self::serving_epoch(inner) else {
-            return false;
-        };
-        if self.rebuilt_for.load(Ordering::Acquire) == epoch {
-            return true;
-        }
-        let _one = self.rebuild_lock.lock().await;
-        if self.rebuilt_for.load(Ordering::Acquire) == epoch {
-            return true;
-        }
-        let mut done = HashSet::new();
-        scan(inner, TIMER_DONE_TOPIC, |_, m| {
-            if let Ok(o) = String::from_utf8_lossy(&m.message.body)
-                .trim()
-                .parse::<i64>()
-            {
-                done.insert(o);
-            }
-        });
-        let mut pending = BTreeSet::new();
-        scan(inner, TIMER_TOPIC, |off, m| {
-            if done.contains(&off) {
-                return;
-            }
-            if let Some(at) = m
-                .message
-                .property(TIMER_OUT_MS)
-                .and_then(|v| v.parse::<i64>().ok())
-            {
-                pending.insert((at, off));
-            }
-        });
-        tracing::info!(
-            pending = pending.len(),
-            delivered = done.len(),
-            epoch,
-            "timers rebuilt from the timer topic"
-        );
-        self.pending.lock().extend(pending);
-        self.rebuilt_for.store(epoch, Ordering::Release);
-        true
+        self.replay
+            .ensure(inner, |epoch| {
+                let mut done = HashSet::new();
+                crate::replay::scan(inner, TIMER_DONE_TOPIC, |_, m| {
+                    if let Ok(o) = String::from_utf8_lossy(&m.message.body)
+                        .trim()
+                        .parse::<i64>()
+                    {
+                        done.insert(o);
+                    }
+                });
+                let mut pending = BTreeSet::new();
+                crate::replay::scan(inner, TIMER_TOPIC, |off, m| {
+                    if done.contains(&off) {
+                        return;
+                    }
+                    if let Some(at) = m
+                        .message
+                        .property(TIMER_OUT_MS)
+                        .and_then(|v| v.parse::<i64>().ok())
+                    {
+                        pending.insert((at, off));
+                    }
+                });
+                tracing::info!(
+                    pending = pending.len(),
+                    delivered = done.len(),
+                    epoch,
+                    "timers rebuilt from the timer topic"
+                );
+                self.pending.lock().extend(pending);
+            })
+            .await
+            .is_ok()
     }
 
     /// Delivers every due timer; returns how many.

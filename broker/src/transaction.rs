@@ -16,7 +16,6 @@
 //! - Pending halves are rebuilt from the two topics at start and on becoming master.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,7 +26,7 @@ use rocketraft_remoting::codes::{request_code, response_code};
 use rocketraft_remoting::RemotingCommand;
 
 use crate::processor::{Handled, Refusal};
-use crate::store::{BrokerMessage, GetMessageStatus};
+use crate::store::BrokerMessage;
 use crate::BrokerInner;
 
 pub const HALF_TOPIC: &str = "RMQ_SYS_TRANS_HALF_TOPIC";
@@ -64,8 +63,7 @@ struct Pending {
 pub struct TransactionService {
     /// Half topic queue offset -> state.
     pending: Mutex<BTreeMap<i64, Pending>>,
-    rebuilt_for: AtomicI64,
-    rebuild_lock: tokio::sync::Mutex<()>,
+    replay: crate::replay::ReplayGate,
     decide_lock: tokio::sync::Mutex<()>,
 }
 
@@ -73,30 +71,9 @@ impl Default for TransactionService {
     fn default() -> Self {
         TransactionService {
             pending: Mutex::new(BTreeMap::new()),
-            rebuilt_for: AtomicI64::new(-1),
-            rebuild_lock: tokio::sync::Mutex::new(()),
+            replay: crate::replay::ReplayGate::default(),
             decide_lock: tokio::sync::Mutex::new(()),
         }
-    }
-}
-
-fn scan(inner: &BrokerInner, topic: &str, mut each: impl FnMut(i64, &message::MessageExt)) {
-    let store = &inner.store;
-    let (mut offset, max) = (
-        store.get_min_offset_in_queue(topic, 0),
-        store.get_max_offset_in_queue(topic, 0),
-    );
-    while offset < max {
-        let r = store.get_messages("", topic, 0, offset, 256, 4 << 20, &|_| true);
-        if r.status != GetMessageStatus::Found {
-            break;
-        }
-        for (rec, off) in r.messages.iter().zip(&r.message_queue_offsets) {
-            if let Ok((m, _)) = message::decode_message(rec) {
-                each(*off, &m);
-            }
-        }
-        offset = r.next_begin_offset;
     }
 }
 
@@ -113,55 +90,41 @@ impl TransactionService {
         );
     }
 
-    fn serving_epoch(inner: &BrokerInner) -> Option<i64> {
-        match &inner.ha {
-            None => Some(0),
-            Some(ha) => ha.check_writable().ok().map(|()| ha.master_epoch() as i64),
-        }
-    }
-
     async fn ensure_rebuilt(&self, inner: &BrokerInner) -> bool {
-        let Some(epoch) = Self::serving_epoch(inner) else {
-            return false;
-        };
-        if self.rebuilt_for.load(Ordering::Acquire) == epoch {
-            return true;
-        }
-        let _one = self.rebuild_lock.lock().await;
-        if self.rebuilt_for.load(Ordering::Acquire) == epoch {
-            return true;
-        }
-        let mut done = HashSet::new();
-        scan(inner, OP_TOPIC, |_, m| {
-            if let Ok(o) = String::from_utf8_lossy(&m.message.body)
-                .trim()
-                .parse::<i64>()
-            {
-                done.insert(o);
-            }
-        });
-        let mut pending = BTreeMap::new();
-        scan(inner, HALF_TOPIC, |off, m| {
-            if !done.contains(&off) {
-                pending.insert(
-                    off,
-                    Pending {
-                        store_ms: m.store_timestamp,
-                        checks: 0,
-                        last_check_ms: 0,
-                    },
+        self.replay
+            .ensure(inner, |epoch| {
+                let mut done = HashSet::new();
+                crate::replay::scan(inner, OP_TOPIC, |_, m| {
+                    if let Ok(o) = String::from_utf8_lossy(&m.message.body)
+                        .trim()
+                        .parse::<i64>()
+                    {
+                        done.insert(o);
+                    }
+                });
+                let mut pending = BTreeMap::new();
+                crate::replay::scan(inner, HALF_TOPIC, |off, m| {
+                    if !done.contains(&off) {
+                        pending.insert(
+                            off,
+                            Pending {
+                                store_ms: m.store_timestamp,
+                                checks: 0,
+                                last_check_ms: 0,
+                            },
+                        );
+                    }
+                });
+                tracing::info!(
+                    pending = pending.len(),
+                    decided = done.len(),
+                    epoch,
+                    "transactions rebuilt"
                 );
-            }
-        });
-        tracing::info!(
-            pending = pending.len(),
-            decided = done.len(),
-            epoch,
-            "transactions rebuilt"
-        );
-        self.pending.lock().extend(pending);
-        self.rebuilt_for.store(epoch, Ordering::Release);
-        true
+                self.pending.lock().extend(pending);
+            })
+            .await
+            .is_ok()
     }
 
     /// The half message at `offset`, if it is still undecided.
