@@ -44,6 +44,8 @@ enum Command {
     Namesrv(config::NamesrvArgs),
     /// Run a broker.
     Broker(config::BrokerArgs),
+    /// Run a stateless gRPC proxy (RocketMQ 5 clients) in front of the brokers a NameServer knows.
+    Proxy(ProxyArgs),
     /// Run one member of a standalone controller quorum.
     Controller(config::ControllerArgs),
     /// Run NameServer and broker in one process on loopback, data under ./data.
@@ -88,6 +90,18 @@ fn main() {
 
 async fn run(command: Command, inherited: cluster::Inherited) -> anyhow::Result<()> {
     match command {
+        Command::Proxy(args) => {
+            let proxy = rocketraft_proxy::Proxy::start(rocketraft_proxy::ProxyConfig {
+                listen: args.listen,
+                advertised_host: args.advertised_host,
+                namesrv_addr: args.namesrv,
+            })
+            .await?;
+            println!("rocketraft proxy is ready: gRPC {}", proxy.local_addr());
+            wait_for_shutdown().await;
+            proxy.shutdown().await;
+            Ok(())
+        }
         Command::Namesrv(args) => {
             let config = args.load()?;
             let namesrv = NameServer::start(config).await?;
@@ -158,6 +172,20 @@ async fn run(command: Command, inherited: cluster::Inherited) -> anyhow::Result<
         Command::Bench(args) => bench::run(args).await,
         Command::Cluster(command) => cluster::run(command, inherited).await,
     }
+}
+
+/// `rocketraft proxy` flags.
+#[derive(clap::Args)]
+struct ProxyArgs {
+    /// gRPC listen address.
+    #[arg(long, default_value = "0.0.0.0:8081")]
+    listen: SocketAddr,
+    /// NameServer addresses, `host:port` separated by `;`.
+    #[arg(long, default_value = "127.0.0.1:9876")]
+    namesrv: String,
+    /// The host clients reach this proxy on (default: the listen IP, 127.0.0.1 if unspecified).
+    #[arg(long)]
+    advertised_host: Option<String>,
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

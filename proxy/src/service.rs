@@ -1,0 +1,1022 @@
+//! The `MessagingService` in cluster mode: a stateless translation of RocketMQ 5's gRPC protocol
+//! to the brokers' Remoting protocol, with routes from the NameServer.
+//!
+//! What works in this slice:
+//! - QueryRoute (queues of every broker set, this proxy as their endpoint),
+//! - Heartbeat, NotifyClientTermination,
+//! - SendMessage (tags, keys, message id, FIFO message group to a queue by hash, delivery
+//!   timestamp to a timer message),
+//! - QueryAssignment (every readable queue),
+//! - ReceiveMessage (POP with the client's batch size and invisible duration, long polling that
+//!   answers before the client's deadline, a status first then the messages, receipt handles,
+//!   delivery attempts, CRC32 body digests),
+//! - AckMessage, ChangeInvisibleDuration (new handle; the old one stops working),
+//! - Telemetry (settings answered at once with the server's side).
+//!
+//! The other RPCs answer `NOT_IMPLEMENTED` in their status: transactions, dead-letter
+//! forwarding, offsets, pull, recall and lite subscriptions are the next slices.
+//!
+//! A receipt handle is the broker's POP handle (it names the broker set), so any proxy can ack.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use futures::Stream;
+use rocketraft_common::consts::{perm, property, sys_flag};
+use rocketraft_common::hash::java_string_hash;
+use rocketraft_common::message::MessageExt;
+use rocketraft_common::protocol::TopicRouteData;
+use rocketraft_remoting::api::{ApiError, MqClientApi, SendRequest};
+use rocketraft_remoting::codes::{request_code, response_code};
+use rocketraft_remoting::RemotingCommand;
+use tonic::{Request, Response, Status as GrpcStatus};
+
+use crate::pb;
+use crate::pb::messaging_service_server::MessagingService;
+
+/// Properties the protocol carries in `SystemProperties` (not shown as user properties).
+const SYSTEM_KEYS: &[&str] = &[
+    property::TAGS,
+    property::KEYS,
+    property::UNIQ_CLIENT_MESSAGE_ID_KEYIDX,
+    property::POP_CK,
+    property::SHARDING_KEY,
+    property::TIMER_DELIVER_MS,
+    property::TIMER_DELAY_SEC,
+    property::TIMER_DELAY_MS,
+    property::DELAY_TIME_LEVEL,
+    property::TRANSACTION_PREPARED,
+    property::PRODUCER_GROUP,
+    property::RETRY_TOPIC,
+    property::REAL_TOPIC,
+    property::REAL_QUEUE_ID,
+    property::MIN_OFFSET,
+    property::MAX_OFFSET,
+    property::CONSUME_START_TIMESTAMP,
+    property::CRC32,
+    property::WAIT_STORE_MSG_OK,
+    property::MSG_REGION,
+    property::TRACE_SWITCH,
+    property::ORIGIN_MESSAGE_ID,
+    property::FIRST_POP_TIME,
+    property::CLUSTER,
+    property::RECONSUME_TIME,
+    property::MAX_RECONSUME_TIMES,
+];
+
+/// How the proxy behaves.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// NameServer addresses, `;`-separated.
+    pub namesrv_addr: String,
+    /// The address clients reach this proxy on (returned as every queue's endpoint).
+    pub endpoint: (String, u16),
+    /// Invisible duration when a simple consumer does not give one.
+    pub default_invisible: Duration,
+    /// The longest long polling of a receive.
+    pub max_long_polling: Duration,
+    /// Largest message body accepted.
+    pub max_body_size: usize,
+}
+
+pub struct Service {
+    config: ServiceConfig,
+    api: MqClientApi,
+    round_robin: AtomicU32,
+}
+
+fn status(code: pb::Code, message: impl Into<String>) -> pb::Status {
+    pb::Status {
+        code: code as i32,
+        message: message.into(),
+    }
+}
+
+fn ok() -> pb::Status {
+    status(pb::Code::Ok, "OK")
+}
+
+/// A Remoting failure as the protocol's code.
+fn from_api(e: &ApiError) -> pb::Status {
+    match e {
+        ApiError::Server { code, remark } => {
+            let c = match *code {
+                response_code::TOPIC_NOT_EXIST => pb::Code::TopicNotFound,
+                response_code::MESSAGE_ILLEGAL => pb::Code::BadRequest,
+                response_code::NO_PERMISSION => pb::Code::Forbidden,
+                response_code::NO_MESSAGE => pb::Code::InvalidReceiptHandle,
+                response_code::FLUSH_DISK_TIMEOUT => pb::Code::MasterPersistenceTimeout,
+                response_code::FLUSH_SLAVE_TIMEOUT | response_code::SLAVE_NOT_AVAILABLE => {
+                    pb::Code::SlavePersistenceTimeout
+                }
+                response_code::SERVICE_NOT_AVAILABLE => pb::Code::HaNotAvailable,
+                response_code::SYSTEM_BUSY => pb::Code::TooManyRequests,
+                _ => pb::Code::InternalError,
+            };
+            status(c, format!("broker answered {code}: {remark}"))
+        }
+        other => status(
+            pb::Code::ProxyTimeout,
+            format!("broker unreachable: {other}"),
+        ),
+    }
+}
+
+fn duration_ms(d: &prost_types::Duration) -> i64 {
+    d.seconds.saturating_mul(1000) + (d.nanos / 1_000_000) as i64
+}
+
+fn timestamp(ms: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+    }
+}
+
+fn timestamp_ms(t: &prost_types::Timestamp) -> i64 {
+    t.seconds.saturating_mul(1000) + (t.nanos / 1_000_000) as i64
+}
+
+fn pb_duration(ms: i64) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: ms / 1000,
+        nanos: ((ms % 1000) * 1_000_000) as i32,
+    }
+}
+
+/// `{namespace}%{name}` as RocketMQ wraps namespaced resources.
+fn wrapped(resource: &pb::Resource) -> String {
+    if resource.resource_namespace.is_empty() {
+        resource.name.clone()
+    } else {
+        format!("{}%{}", resource.resource_namespace, resource.name)
+    }
+}
+
+impl Service {
+    pub fn new(config: ServiceConfig, api: MqClientApi) -> Service {
+        Service {
+            config,
+            api,
+            round_robin: AtomicU32::new(0),
+        }
+    }
+
+    fn namesrvs(&self) -> Vec<String> {
+        self.config
+            .namesrv_addr
+            .split(';')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
+    async fn route(&self, topic: &str) -> Result<TopicRouteData, pb::Status> {
+        let mut last = status(pb::Code::InternalError, "no NameServer configured");
+        for ns in self.namesrvs() {
+            match self.api.topic_route(&ns, topic).await {
+                Ok(r) => return Ok(r),
+                Err(ApiError::Server { code, .. }) if code == response_code::TOPIC_NOT_EXIST => {
+                    return Err(status(
+                        pb::Code::TopicNotFound,
+                        format!("topic {topic} does not exist"),
+                    ))
+                }
+                Err(e) => last = from_api(&e),
+            }
+        }
+        Err(last)
+    }
+
+    /// The master address of a broker set.
+    async fn master_of(&self, route: &TopicRouteData, broker: &str) -> Option<String> {
+        route
+            .broker_datas
+            .iter()
+            .find(|b| b.broker_name == broker)
+            .and_then(|b| b.master_addr().map(str::to_string))
+    }
+
+    fn endpoints(&self) -> pb::Endpoints {
+        pb::Endpoints {
+            scheme: pb::AddressScheme::IPv4 as i32,
+            addresses: vec![pb::Address {
+                host: self.config.endpoint.0.clone(),
+                port: self.config.endpoint.1 as i32,
+            }],
+        }
+    }
+
+    fn queues(&self, topic: &pb::Resource, route: &TopicRouteData) -> Vec<pb::MessageQueue> {
+        let mut out = Vec::new();
+        for q in &route.queue_datas {
+            let n = q.read_queue_nums.max(q.write_queue_nums);
+            for id in 0..n {
+                let read = perm::is_readable(q.perm) && id < q.read_queue_nums;
+                let write = perm::is_writeable(q.perm) && id < q.write_queue_nums;
+                let permission = match (read, write) {
+                    (true, true) => pb::Permission::ReadWrite,
+                    (true, false) => pb::Permission::Read,
+                    (false, true) => pb::Permission::Write,
+                    (false, false) => pb::Permission::None,
+                };
+                out.push(pb::MessageQueue {
+                    topic: Some(topic.clone()),
+                    id,
+                    permission: permission as i32,
+                    broker: Some(pb::Broker {
+                        name: q.broker_name.clone(),
+                        id: 0,
+                        endpoints: Some(self.endpoints()),
+                    }),
+                    accept_message_types: vec![
+                        pb::MessageType::Normal as i32,
+                        pb::MessageType::Fifo as i32,
+                        pb::MessageType::Delay as i32,
+                        pb::MessageType::Transaction as i32,
+                    ],
+                });
+            }
+        }
+        out
+    }
+
+    async fn send_one(&self, message: &pb::Message) -> Result<pb::SendResultEntry, pb::Status> {
+        let topic = message
+            .topic
+            .as_ref()
+            .filter(|t| !t.name.is_empty())
+            .ok_or_else(|| status(pb::Code::IllegalTopic, "the message has no topic"))?;
+        let sys = message.system_properties.clone().unwrap_or_default();
+        if sys.message_id.is_empty() {
+            return Err(status(
+                pb::Code::IllegalMessageId,
+                "the message has no message_id",
+            ));
+        }
+        if message.body.len() > self.config.max_body_size {
+            return Err(status(
+                pb::Code::MessageBodyTooLarge,
+                format!(
+                    "the body of {} bytes exceeds the maximum of {}",
+                    message.body.len(),
+                    self.config.max_body_size
+                ),
+            ));
+        }
+        if sys.message_type == pb::MessageType::Transaction as i32 {
+            return Err(status(
+                pb::Code::NotImplemented,
+                "transactional messages through the proxy are not supported yet",
+            ));
+        }
+        let name = wrapped(topic);
+        let route = self.route(&name).await?;
+        let writable: Vec<(String, i32)> = route
+            .queue_datas
+            .iter()
+            .filter(|q| perm::is_writeable(q.perm))
+            .flat_map(|q| (0..q.write_queue_nums).map(move |i| (q.broker_name.clone(), i)))
+            .collect();
+        if writable.is_empty() {
+            return Err(status(
+                pb::Code::Forbidden,
+                format!("topic {name} has no writable queue"),
+            ));
+        }
+        let pick = match sys.message_group.as_deref().filter(|g| !g.is_empty()) {
+            Some(group) => java_string_hash(group).unsigned_abs() as usize % writable.len(),
+            None => self.round_robin.fetch_add(1, Ordering::Relaxed) as usize % writable.len(),
+        };
+        let (broker, queue_id) = writable[pick].clone();
+        let addr = self.master_of(&route, &broker).await.ok_or_else(|| {
+            status(
+                pb::Code::HaNotAvailable,
+                format!("broker set {broker} has no master now"),
+            )
+        })?;
+        let mut properties: std::collections::BTreeMap<String, String> = message
+            .user_properties
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if let Some(bad) = properties
+            .keys()
+            .find(|k| SYSTEM_KEYS.contains(&k.as_str()))
+        {
+            return Err(status(
+                pb::Code::IllegalMessagePropertyKey,
+                format!("user property {bad:?} is reserved"),
+            ));
+        }
+        if let Some(tag) = sys.tag.as_ref().filter(|t| !t.is_empty()) {
+            properties.insert(property::TAGS.into(), tag.clone());
+        }
+        if !sys.keys.is_empty() {
+            properties.insert(property::KEYS.into(), sys.keys.join(" "));
+        }
+        properties.insert(
+            property::UNIQ_CLIENT_MESSAGE_ID_KEYIDX.into(),
+            sys.message_id.clone(),
+        );
+        if let Some(group) = sys.message_group.as_ref().filter(|g| !g.is_empty()) {
+            properties.insert(property::SHARDING_KEY.into(), group.clone());
+        }
+        if let Some(at) = &sys.delivery_timestamp {
+            properties.insert(
+                property::TIMER_DELIVER_MS.into(),
+                timestamp_ms(at).to_string(),
+            );
+        }
+        let request = SendRequest {
+            producer_group: "proxy".into(),
+            topic: name,
+            queue_id,
+            body: bytes::Bytes::from(message.body.clone()),
+            properties,
+            sys_flag: 0,
+            ..SendRequest::default()
+        };
+        let r = self
+            .api
+            .send(&addr, &request)
+            .await
+            .map_err(|e| from_api(&e))?;
+        let s = if r.code == response_code::SUCCESS {
+            ok()
+        } else {
+            from_api(&ApiError::Server {
+                code: r.code,
+                remark: "stored but not confirmed".into(),
+            })
+        };
+        Ok(pb::SendResultEntry {
+            status: Some(s),
+            message_id: sys.message_id,
+            transaction_id: String::new(),
+            offset: r.queue_offset,
+            recall_handle: String::new(),
+        })
+    }
+
+    /// A popped Remoting message as the protocol's message.
+    fn to_pb(&self, m: &MessageExt, namespace: &str, invisible_ms: i64) -> pb::Message {
+        let props = &m.message.properties;
+        let topic_name = m
+            .message
+            .topic
+            .strip_prefix(&format!("{namespace}%"))
+            .filter(|_| !namespace.is_empty())
+            .unwrap_or(&m.message.topic)
+            .to_string();
+        let user_properties: HashMap<String, String> = props
+            .iter()
+            .filter(|(k, _)| !SYSTEM_KEYS.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let group = props.get(property::SHARDING_KEY).cloned();
+        let delivery = props
+            .get(property::TIMER_DELIVER_MS)
+            .and_then(|v| v.parse::<i64>().ok());
+        let message_type = if group.is_some() {
+            pb::MessageType::Fifo
+        } else if delivery.is_some() {
+            pb::MessageType::Delay
+        } else if sys_flag::transaction_value(m.sys_flag) == sys_flag::TRANSACTION_COMMIT_TYPE {
+            pb::MessageType::Transaction
+        } else {
+            pb::MessageType::Normal
+        };
+        let body = m.message.body.to_vec();
+        pb::Message {
+            topic: Some(pb::Resource {
+                resource_namespace: namespace.to_string(),
+                name: topic_name,
+            }),
+            user_properties,
+            system_properties: Some(pb::SystemProperties {
+                tag: props.get(property::TAGS).cloned(),
+                keys: props
+                    .get(property::KEYS)
+                    .map(|k| {
+                        k.split(' ')
+                            .filter(|s| !s.is_empty())
+                            .map(str::to_string)
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                message_id: props
+                    .get(property::UNIQ_CLIENT_MESSAGE_ID_KEYIDX)
+                    .cloned()
+                    .unwrap_or_else(|| m.msg_id.clone()),
+                body_digest: Some(pb::Digest {
+                    r#type: pb::DigestType::Crc32 as i32,
+                    checksum: format!("{:08X}", crc32fast::hash(&body)),
+                }),
+                body_encoding: pb::Encoding::Identity as i32,
+                message_type: message_type as i32,
+                born_timestamp: Some(timestamp(m.born_timestamp)),
+                born_host: m.born_host.ip().to_string(),
+                store_timestamp: Some(timestamp(m.store_timestamp)),
+                store_host: m.store_host.to_string(),
+                delivery_timestamp: delivery.map(timestamp),
+                receipt_handle: props.get(property::POP_CK).cloned(),
+                queue_id: m.queue_id,
+                queue_offset: Some(m.queue_offset),
+                invisible_duration: Some(pb_duration(invisible_ms)),
+                delivery_attempt: Some(m.reconsume_times + 1),
+                message_group: group,
+                ..pb::SystemProperties::default()
+            }),
+            body,
+        }
+    }
+
+    /// The broker set a receipt handle names, and its master.
+    async fn handle_master(&self, topic: &str, handle: &str) -> Result<String, pb::Status> {
+        let broker = handle
+            .split(' ')
+            .nth(5)
+            .filter(|b| !b.is_empty())
+            .ok_or_else(|| {
+                status(
+                    pb::Code::InvalidReceiptHandle,
+                    "the receipt handle is malformed",
+                )
+            })?;
+        let route = self.route(topic).await?;
+        self.master_of(&route, broker).await.ok_or_else(|| {
+            status(
+                pb::Code::HaNotAvailable,
+                format!("broker set {broker} has no master now"),
+            )
+        })
+    }
+
+    fn settings_reply(&self, client: &pb::Settings) -> pb::Settings {
+        let consumer = client.client_type == Some(pb::ClientType::PushConsumer as i32)
+            || client.client_type == Some(pb::ClientType::SimpleConsumer as i32);
+        let backoff = if consumer {
+            pb::RetryPolicy {
+                max_attempts: 17,
+                strategy: Some(pb::retry_policy::Strategy::CustomizedBackoff(
+                    pb::CustomizedBackoff {
+                        next: [
+                            1, 5, 10, 30, 60, 120, 180, 240, 300, 360, 420, 480, 540, 600, 1200,
+                            1800, 3600, 7200,
+                        ]
+                        .iter()
+                        .map(|s| pb_duration(s * 1000))
+                        .collect(),
+                    },
+                )),
+            }
+        } else {
+            pb::RetryPolicy {
+                max_attempts: 3,
+                strategy: Some(pb::retry_policy::Strategy::ExponentialBackoff(
+                    pb::ExponentialBackoff {
+                        initial: Some(pb_duration(10)),
+                        max: Some(pb_duration(1000)),
+                        multiplier: 2.0,
+                    },
+                )),
+            }
+        };
+        let pub_sub = match &client.pub_sub {
+            Some(pb::settings::PubSub::Publishing(p)) => {
+                Some(pb::settings::PubSub::Publishing(pb::Publishing {
+                    topics: p.topics.clone(),
+                    max_body_size: self.config.max_body_size as i32,
+                    validate_message_type: false,
+                }))
+            }
+            Some(pb::settings::PubSub::Subscription(s)) => {
+                Some(pb::settings::PubSub::Subscription(pb::Subscription {
+                    group: s.group.clone(),
+                    subscriptions: s.subscriptions.clone(),
+                    fifo: Some(false),
+                    receive_batch_size: Some(32),
+                    long_polling_timeout: Some(pb_duration(
+                        self.config.max_long_polling.as_millis() as i64,
+                    )),
+                    ..pb::Subscription::default()
+                }))
+            }
+            None => None,
+        };
+        pb::Settings {
+            client_type: client.client_type,
+            access_point: client.access_point.clone(),
+            backoff_policy: Some(backoff),
+            request_timeout: Some(pb_duration(3000)),
+            user_agent: client.user_agent.clone(),
+            metric: Some(pb::Metric {
+                on: false,
+                endpoints: None,
+            }),
+            pub_sub,
+        }
+    }
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, GrpcStatus>> + Send + 'static>>;
+
+fn not_implemented(what: &str) -> pb::Status {
+    status(
+        pb::Code::NotImplemented,
+        format!("{what} is not implemented by this proxy yet"),
+    )
+}
+
+#[tonic::async_trait]
+impl MessagingService for Service {
+    async fn query_route(
+        &self,
+        request: Request<pb::QueryRouteRequest>,
+    ) -> Result<Response<pb::QueryRouteResponse>, GrpcStatus> {
+        let req = request.into_inner();
+        let Some(topic) = req.topic.filter(|t| !t.name.is_empty()) else {
+            return Ok(Response::new(pb::QueryRouteResponse {
+                status: Some(status(pb::Code::IllegalTopic, "topic is required")),
+                message_queues: vec![],
+            }));
+        };
+        Ok(Response::new(match self.route(&wrapped(&topic)).await {
+            Ok(route) => pb::QueryRouteResponse {
+                status: Some(ok()),
+                message_queues: self.queues(&topic, &route),
+            },
+            Err(s) => pb::QueryRouteResponse {
+                status: Some(s),
+                message_queues: vec![],
+            },
+        }))
+    }
+
+    async fn heartbeat(
+        &self,
+        _request: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, GrpcStatus> {
+        Ok(Response::new(pb::HeartbeatResponse { status: Some(ok()) }))
+    }
+
+    async fn send_message(
+        &self,
+        request: Request<pb::SendMessageRequest>,
+    ) -> Result<Response<pb::SendMessageResponse>, GrpcStatus> {
+        let req = request.into_inner();
+        if req.messages.is_empty() {
+            return Ok(Response::new(pb::SendMessageResponse {
+                status: Some(status(pb::Code::BadRequest, "no message to send")),
+                entries: vec![],
+            }));
+        }
+        let mut entries = Vec::with_capacity(req.messages.len());
+        let mut first_error = None;
+        for m in &req.messages {
+            match self.send_one(m).await {
+                Ok(e) => entries.push(e),
+                Err(s) => {
+                    first_error.get_or_insert(s.clone());
+                    entries.push(pb::SendResultEntry {
+                        status: Some(s),
+                        message_id: m
+                            .system_properties
+                            .as_ref()
+                            .map(|p| p.message_id.clone())
+                            .unwrap_or_default(),
+                        ..pb::SendResultEntry::default()
+                    });
+                }
+            }
+        }
+        Ok(Response::new(pb::SendMessageResponse {
+            status: Some(first_error.unwrap_or_else(ok)),
+            entries,
+        }))
+    }
+
+    async fn query_assignment(
+        &self,
+        request: Request<pb::QueryAssignmentRequest>,
+    ) -> Result<Response<pb::QueryAssignmentResponse>, GrpcStatus> {
+        let req = request.into_inner();
+        let Some(topic) = req.topic.filter(|t| !t.name.is_empty()) else {
+            return Ok(Response::new(pb::QueryAssignmentResponse {
+                status: Some(status(pb::Code::IllegalTopic, "topic is required")),
+                assignments: vec![],
+            }));
+        };
+        Ok(Response::new(match self.route(&wrapped(&topic)).await {
+            Ok(route) => pb::QueryAssignmentResponse {
+                status: Some(ok()),
+                assignments: self
+                    .queues(&topic, &route)
+                    .into_iter()
+                    .filter(|q| {
+                        q.permission == pb::Permission::Read as i32
+                            || q.permission == pb::Permission::ReadWrite as i32
+                    })
+                    .map(|q| pb::Assignment {
+                        message_queue: Some(q),
+                    })
+                    .collect(),
+            },
+            Err(s) => pb::QueryAssignmentResponse {
+                status: Some(s),
+                assignments: vec![],
+            },
+        }))
+    }
+
+    type ReceiveMessageStream = BoxStream<pb::ReceiveMessageResponse>;
+
+    async fn receive_message(
+        &self,
+        request: Request<pb::ReceiveMessageRequest>,
+    ) -> Result<Response<Self::ReceiveMessageStream>, GrpcStatus> {
+        // Answer before the client's own deadline (grpc-timeout), keeping a margin.
+        let client_deadline = request
+            .metadata()
+            .get("grpc-timeout")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_grpc_timeout);
+        let req = request.into_inner();
+        let one = |s: pb::Status| -> Result<Response<Self::ReceiveMessageStream>, GrpcStatus> {
+            let item = pb::ReceiveMessageResponse {
+                content: Some(pb::receive_message_response::Content::Status(s)),
+            };
+            Ok(Response::new(Box::pin(futures::stream::iter(vec![Ok(
+                item,
+            )]))))
+        };
+        let Some(group) = req.group.filter(|g| !g.name.is_empty()) else {
+            return one(status(pb::Code::IllegalConsumerGroup, "group is required"));
+        };
+        let Some(mq) = req.message_queue else {
+            return one(status(pb::Code::BadRequest, "message_queue is required"));
+        };
+        let Some(topic) = mq.topic.clone().filter(|t| !t.name.is_empty()) else {
+            return one(status(pb::Code::IllegalTopic, "topic is required"));
+        };
+        let invisible_ms = req
+            .invisible_duration
+            .as_ref()
+            .map(duration_ms)
+            .unwrap_or(self.config.default_invisible.as_millis() as i64);
+        if !(1_000..=12 * 3600 * 1000).contains(&invisible_ms) {
+            return one(status(
+                pb::Code::IllegalInvisibleTime,
+                format!("invisible duration {invisible_ms} ms is outside 1 s .. 12 h"),
+            ));
+        }
+        let batch = req.batch_size.clamp(1, 32);
+        let mut poll = req
+            .long_polling_timeout
+            .as_ref()
+            .map(duration_ms)
+            .unwrap_or(self.config.max_long_polling.as_millis() as i64)
+            .min(self.config.max_long_polling.as_millis() as i64);
+        if let Some(d) = client_deadline {
+            poll = poll.min((d.as_millis() as i64 - 2_000).max(0));
+        }
+        let name = wrapped(&topic);
+        let route = match self.route(&name).await {
+            Ok(r) => r,
+            Err(s) => return one(s),
+        };
+        let broker = mq
+            .broker
+            .as_ref()
+            .map(|b| b.name.clone())
+            .filter(|b| !b.is_empty())
+            .or_else(|| route.broker_datas.first().map(|b| b.broker_name.clone()))
+            .unwrap_or_default();
+        let Some(addr) = self.master_of(&route, &broker).await else {
+            return one(status(
+                pb::Code::HaNotAvailable,
+                format!("broker set {broker} has no master now"),
+            ));
+        };
+        let group_name = wrapped(&group);
+        let popped = self
+            .api
+            .pop(
+                &addr,
+                &group_name,
+                &name,
+                mq.id.max(-1),
+                batch,
+                invisible_ms,
+                poll,
+                false,
+            )
+            .await;
+        let messages = match popped {
+            Ok(m) => m,
+            Err(e) => return one(from_api(&e)),
+        };
+        if messages.is_empty() {
+            return one(status(pb::Code::MessageNotFound, "no new message"));
+        }
+        let mut items = vec![Ok(pb::ReceiveMessageResponse {
+            content: Some(pb::receive_message_response::Content::Status(ok())),
+        })];
+        for m in &messages {
+            items.push(Ok(pb::ReceiveMessageResponse {
+                content: Some(pb::receive_message_response::Content::Message(self.to_pb(
+                    m,
+                    &topic.resource_namespace,
+                    invisible_ms,
+                ))),
+            }));
+        }
+        items.push(Ok(pb::ReceiveMessageResponse {
+            content: Some(pb::receive_message_response::Content::DeliveryTimestamp(
+                timestamp(rocketraft_common::time::now_ms()),
+            )),
+        }));
+        Ok(Response::new(Box::pin(futures::stream::iter(items))))
+    }
+
+    async fn ack_message(
+        &self,
+        request: Request<pb::AckMessageRequest>,
+    ) -> Result<Response<pb::AckMessageResponse>, GrpcStatus> {
+        let req = request.into_inner();
+        let (Some(group), Some(topic)) = (req.group, req.topic) else {
+            return Ok(Response::new(pb::AckMessageResponse {
+                status: Some(status(pb::Code::BadRequest, "group and topic are required")),
+                entries: vec![],
+            }));
+        };
+        let name = wrapped(&topic);
+        let mut entries = Vec::new();
+        let mut first_error = None;
+        for e in &req.entries {
+            let result = async {
+                let addr = self.handle_master(&name, &e.receipt_handle).await?;
+                let parts: Vec<&str> = e.receipt_handle.split(' ').collect();
+                let (queue_id, offset) = match (parts.get(6), parts.get(7)) {
+                    (Some(q), Some(o)) => (q.to_string(), o.to_string()),
+                    _ => {
+                        return Err(status(
+                            pb::Code::InvalidReceiptHandle,
+                            "the receipt handle is malformed",
+                        ))
+                    }
+                };
+                let cmd = RemotingCommand::request(request_code::ACK_MESSAGE)
+                    .with_ext("consumerGroup", wrapped(&group))
+                    .with_ext("topic", name.clone())
+                    .with_ext("queueId", queue_id)
+                    .with_ext("offset", offset)
+                    .with_ext("extraInfo", e.receipt_handle.clone());
+                self.api
+                    .call(&addr, cmd, &[response_code::SUCCESS])
+                    .await
+                    .map(|_| ())
+                    .map_err(|err| from_api(&err))
+            }
+            .await;
+            let s = match result {
+                Ok(()) => ok(),
+                Err(s) => {
+                    first_error.get_or_insert(s.clone());
+                    s
+                }
+            };
+            entries.push(pb::AckMessageResultEntry {
+                message_id: e.message_id.clone(),
+                receipt_handle: e.receipt_handle.clone(),
+                status: Some(s),
+            });
+        }
+        Ok(Response::new(pb::AckMessageResponse {
+            status: Some(first_error.unwrap_or_else(ok)),
+            entries,
+        }))
+    }
+
+    async fn forward_message_to_dead_letter_queue(
+        &self,
+        _request: Request<pb::ForwardMessageToDeadLetterQueueRequest>,
+    ) -> Result<Response<pb::ForwardMessageToDeadLetterQueueResponse>, GrpcStatus> {
+        Ok(Response::new(pb::ForwardMessageToDeadLetterQueueResponse {
+            status: Some(not_implemented("ForwardMessageToDeadLetterQueue")),
+        }))
+    }
+
+    type PullMessageStream = BoxStream<pb::PullMessageResponse>;
+
+    async fn pull_message(
+        &self,
+        _request: Request<pb::PullMessageRequest>,
+    ) -> Result<Response<Self::PullMessageStream>, GrpcStatus> {
+        let item = pb::PullMessageResponse {
+            content: Some(pb::pull_message_response::Content::Status(not_implemented(
+                "PullMessage",
+            ))),
+        };
+        Ok(Response::new(Box::pin(futures::stream::iter(vec![Ok(
+            item,
+        )]))))
+    }
+
+    async fn update_offset(
+        &self,
+        _request: Request<pb::UpdateOffsetRequest>,
+    ) -> Result<Response<pb::UpdateOffsetResponse>, GrpcStatus> {
+        Ok(Response::new(pb::UpdateOffsetResponse {
+            status: Some(not_implemented("UpdateOffset")),
+        }))
+    }
+
+    async fn get_offset(
+        &self,
+        _request: Request<pb::GetOffsetRequest>,
+    ) -> Result<Response<pb::GetOffsetResponse>, GrpcStatus> {
+        Ok(Response::new(pb::GetOffsetResponse {
+            status: Some(not_implemented("GetOffset")),
+            ..pb::GetOffsetResponse::default()
+        }))
+    }
+
+    async fn query_offset(
+        &self,
+        _request: Request<pb::QueryOffsetRequest>,
+    ) -> Result<Response<pb::QueryOffsetResponse>, GrpcStatus> {
+        Ok(Response::new(pb::QueryOffsetResponse {
+            status: Some(not_implemented("QueryOffset")),
+            ..pb::QueryOffsetResponse::default()
+        }))
+    }
+
+    async fn end_transaction(
+        &self,
+        _request: Request<pb::EndTransactionRequest>,
+    ) -> Result<Response<pb::EndTransactionResponse>, GrpcStatus> {
+        Ok(Response::new(pb::EndTransactionResponse {
+            status: Some(not_implemented("EndTransaction")),
+        }))
+    }
+
+    type TelemetryStream = BoxStream<pb::TelemetryCommand>;
+
+    async fn telemetry(
+        &self,
+        request: Request<tonic::Streaming<pb::TelemetryCommand>>,
+    ) -> Result<Response<Self::TelemetryStream>, GrpcStatus> {
+        let mut inbound = request.into_inner();
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::TelemetryCommand, GrpcStatus>>(16);
+        let settings_of = {
+            let config = self.config.clone();
+            let service = Service::new(config, self.api.clone());
+            move |s: &pb::Settings| service.settings_reply(s)
+        };
+        tokio::spawn(async move {
+            while let Ok(Some(cmd)) = inbound.message().await {
+                if let Some(pb::telemetry_command::Command::Settings(s)) = cmd.command {
+                    let reply = pb::TelemetryCommand {
+                        status: Some(ok()),
+                        command: Some(pb::telemetry_command::Command::Settings(settings_of(&s))),
+                    };
+                    if tx.send(Ok(reply)).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let stream = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn notify_client_termination(
+        &self,
+        _request: Request<pb::NotifyClientTerminationRequest>,
+    ) -> Result<Response<pb::NotifyClientTerminationResponse>, GrpcStatus> {
+        Ok(Response::new(pb::NotifyClientTerminationResponse {
+            status: Some(ok()),
+        }))
+    }
+
+    async fn change_invisible_duration(
+        &self,
+        request: Request<pb::ChangeInvisibleDurationRequest>,
+    ) -> Result<Response<pb::ChangeInvisibleDurationResponse>, GrpcStatus> {
+        let req = request.into_inner();
+        let reply = |s: pb::Status, handle: String| {
+            Ok(Response::new(pb::ChangeInvisibleDurationResponse {
+                status: Some(s),
+                receipt_handle: handle,
+            }))
+        };
+        let (Some(group), Some(topic)) = (req.group, req.topic) else {
+            return reply(
+                status(pb::Code::BadRequest, "group and topic are required"),
+                String::new(),
+            );
+        };
+        let invisible_ms = req
+            .invisible_duration
+            .as_ref()
+            .map(duration_ms)
+            .unwrap_or(0);
+        if !(1_000..=12 * 3600 * 1000).contains(&invisible_ms) {
+            return reply(
+                status(
+                    pb::Code::IllegalInvisibleTime,
+                    format!("invisible duration {invisible_ms} ms is outside 1 s .. 12 h"),
+                ),
+                String::new(),
+            );
+        }
+        let name = wrapped(&topic);
+        let addr = match self.handle_master(&name, &req.receipt_handle).await {
+            Ok(a) => a,
+            Err(s) => return reply(s, String::new()),
+        };
+        let mut parts: Vec<String> = req.receipt_handle.split(' ').map(str::to_string).collect();
+        if parts.len() < 8 {
+            return reply(
+                status(
+                    pb::Code::InvalidReceiptHandle,
+                    "the receipt handle is malformed",
+                ),
+                String::new(),
+            );
+        }
+        let cmd = RemotingCommand::request(request_code::CHANGE_MESSAGE_INVISIBLETIME)
+            .with_ext("consumerGroup", wrapped(&group))
+            .with_ext("topic", name)
+            .with_ext("queueId", parts[6].clone())
+            .with_ext("offset", parts[7].clone())
+            .with_ext("extraInfo", req.receipt_handle.clone())
+            .with_ext("invisibleTime", invisible_ms);
+        match self.api.call(&addr, cmd, &[response_code::SUCCESS]).await {
+            Ok(r) => {
+                parts[1] = r.ext("popTime").unwrap_or_default().to_string();
+                parts[2] = r.ext("invisibleTime").unwrap_or_default().to_string();
+                reply(ok(), parts.join(" "))
+            }
+            Err(e) => reply(from_api(&e), String::new()),
+        }
+    }
+
+    async fn recall_message(
+        &self,
+        _request: Request<pb::RecallMessageRequest>,
+    ) -> Result<Response<pb::RecallMessageResponse>, GrpcStatus> {
+        Ok(Response::new(pb::RecallMessageResponse {
+            status: Some(not_implemented("RecallMessage")),
+            ..pb::RecallMessageResponse::default()
+        }))
+    }
+
+    async fn sync_lite_subscription(
+        &self,
+        _request: Request<pb::SyncLiteSubscriptionRequest>,
+    ) -> Result<Response<pb::SyncLiteSubscriptionResponse>, GrpcStatus> {
+        Ok(Response::new(pb::SyncLiteSubscriptionResponse {
+            status: Some(not_implemented("SyncLiteSubscription")),
+        }))
+    }
+}
+
+/// `grpc-timeout`: digits and a unit (H, M, S, m, u, n).
+fn parse_grpc_timeout(v: &str) -> Option<Duration> {
+    let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn grpc_timeouts_parse() {
+        use std::time::Duration;
+        assert_eq!(
+            super::parse_grpc_timeout("30S"),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            super::parse_grpc_timeout("1500m"),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(super::parse_grpc_timeout("x"), None);
+    }
+}

@@ -1,0 +1,376 @@
+//! The proxy over real gRPC (tonic client) in front of a real NameServer and broker on loopback:
+//! route, telemetry settings, sends, POP receive with a status first, acks, change invisible
+//! duration (the old handle refused), long polling that answers before the client's deadline,
+//! and malformed requests answered with the protocol's codes while the proxy keeps serving.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use rocketraft_broker::store::FlushDiskType;
+use rocketraft_broker::{Broker, BrokerConfig};
+use rocketraft_common::TopicConfig;
+use rocketraft_nameserver::{NameServer, NamesrvConfig};
+use rocketraft_proxy::pb;
+use rocketraft_proxy::pb::messaging_service_client::MessagingServiceClient;
+use rocketraft_proxy::{Proxy, ProxyConfig};
+use rocketraft_remoting::api::MqClientApi;
+use rocketraft_remoting::{ClientConfig, RemotingClient};
+use tonic::transport::Channel;
+
+const TOPIC: &str = "GrpcTopic";
+
+fn resource(name: &str) -> Option<pb::Resource> {
+    Some(pb::Resource {
+        resource_namespace: String::new(),
+        name: name.to_string(),
+    })
+}
+
+fn message(i: usize, group: Option<&str>) -> pb::Message {
+    pb::Message {
+        topic: resource(TOPIC),
+        user_properties: HashMap::from([("color".to_string(), format!("c{i}"))]),
+        system_properties: Some(pb::SystemProperties {
+            tag: Some(format!("tag{}", i % 2)),
+            keys: vec![format!("key-{i}"), "common".to_string()],
+            message_id: format!("MSGID{i:04}"),
+            message_group: group.map(str::to_string),
+            message_type: if group.is_some() {
+                pb::MessageType::Fifo as i32
+            } else {
+                pb::MessageType::Normal as i32
+            },
+            ..pb::SystemProperties::default()
+        }),
+        body: format!("body-{i}").into_bytes(),
+    }
+}
+
+fn code(s: &Option<pb::Status>) -> i32 {
+    s.as_ref().map_or(-1, |s| s.code)
+}
+
+async fn receive(
+    client: &mut MessagingServiceClient<Channel>,
+    group: &str,
+    invisible_s: i64,
+    poll_s: i64,
+    deadline: Duration,
+) -> (Vec<pb::ReceiveMessageResponse>, Duration) {
+    let mut req = tonic::Request::new(pb::ReceiveMessageRequest {
+        group: resource(group),
+        message_queue: Some(pb::MessageQueue {
+            topic: resource(TOPIC),
+            id: -1,
+            ..pb::MessageQueue::default()
+        }),
+        filter_expression: Some(pb::FilterExpression {
+            r#type: pb::FilterType::Tag as i32,
+            expression: "*".into(),
+        }),
+        batch_size: 32,
+        invisible_duration: Some(prost_types::Duration {
+            seconds: invisible_s,
+            nanos: 0,
+        }),
+        auto_renew: false,
+        long_polling_timeout: Some(prost_types::Duration {
+            seconds: poll_s,
+            nanos: 0,
+        }),
+        attempt_id: None,
+    });
+    req.set_timeout(deadline);
+    let started = Instant::now();
+    let mut stream = client
+        .receive_message(req)
+        .await
+        .expect("receive")
+        .into_inner();
+    let mut items = Vec::new();
+    while let Some(item) = stream.message().await.expect("stream item") {
+        items.push(item);
+    }
+    (items, started.elapsed())
+}
+
+fn messages(items: &[pb::ReceiveMessageResponse]) -> Vec<pb::Message> {
+    items
+        .iter()
+        .filter_map(|i| match &i.content {
+            Some(pb::receive_message_response::Content::Message(m)) => Some(m.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+async fn ack(
+    client: &mut MessagingServiceClient<Channel>,
+    group: &str,
+    handle: &str,
+) -> pb::AckMessageResponse {
+    client
+        .ack_message(pb::AckMessageRequest {
+            group: resource(group),
+            topic: resource(TOPIC),
+            entries: vec![pb::AckMessageEntry {
+                message_id: String::new(),
+                receipt_handle: handle.to_string(),
+                lite_topic: None,
+            }],
+        })
+        .await
+        .expect("ack")
+        .into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_grpc_client_sends_receives_acks_and_changes_invisibility() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let namesrv = NameServer::start(NamesrvConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        ..NamesrvConfig::default()
+    })
+    .await
+    .expect("namesrv");
+    let mut bc = BrokerConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        namesrv_addr: namesrv.local_addr().to_string(),
+        ..BrokerConfig::default()
+    };
+    bc.store.store_root = dir.path().to_path_buf();
+    bc.store.commitlog_segment_size = 1 << 20;
+    bc.store.flush_disk_type = FlushDiskType::SyncFlush;
+    bc.store.pretouch = false;
+    let broker = Broker::start(bc).await.expect("broker");
+    MqClientApi::new(
+        RemotingClient::new(ClientConfig::default()),
+        Duration::from_secs(5),
+    )
+    .create_topic(
+        &broker.local_addr().to_string(),
+        &TopicConfig::new(TOPIC, 4),
+    )
+    .await
+    .expect("topic");
+    let proxy = Proxy::start(ProxyConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        advertised_host: None,
+        namesrv_addr: namesrv.local_addr().to_string(),
+    })
+    .await
+    .expect("proxy");
+    let mut client = MessagingServiceClient::connect(format!("http://{}", proxy.local_addr()))
+        .await
+        .expect("connect");
+
+    // Route: every queue, served by this proxy.
+    let route = client
+        .query_route(pb::QueryRouteRequest {
+            topic: resource(TOPIC),
+            endpoints: None,
+        })
+        .await
+        .expect("route")
+        .into_inner();
+    assert_eq!(code(&route.status), pb::Code::Ok as i32);
+    assert_eq!(route.message_queues.len(), 4);
+    let ep = &route.message_queues[0]
+        .broker
+        .as_ref()
+        .expect("broker")
+        .endpoints;
+    assert_eq!(
+        ep.as_ref().expect("endpoints").addresses[0].port as u16,
+        proxy.local_addr().port()
+    );
+    let missing = client
+        .query_route(pb::QueryRouteRequest {
+            topic: resource("NoSuchTopic"),
+            endpoints: None,
+        })
+        .await
+        .expect("route")
+        .into_inner();
+    assert_eq!(code(&missing.status), pb::Code::TopicNotFound as i32);
+
+    // Telemetry: the client's settings are answered with the server's.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(pb::TelemetryCommand {
+        status: None,
+        command: Some(pb::telemetry_command::Command::Settings(pb::Settings {
+            client_type: Some(pb::ClientType::Producer as i32),
+            pub_sub: Some(pb::settings::PubSub::Publishing(pb::Publishing {
+                topics: vec![pb::Resource {
+                    resource_namespace: String::new(),
+                    name: TOPIC.into(),
+                }],
+                max_body_size: 0,
+                validate_message_type: true,
+            })),
+            ..pb::Settings::default()
+        })),
+    })
+    .await
+    .expect("settings");
+    let outbound =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
+    let mut telemetry = client
+        .telemetry(outbound)
+        .await
+        .expect("telemetry")
+        .into_inner();
+    let reply = tokio::time::timeout(Duration::from_secs(5), telemetry.message())
+        .await
+        .expect("settings reply in time")
+        .expect("stream")
+        .expect("a command");
+    match reply.command {
+        Some(pb::telemetry_command::Command::Settings(s)) => {
+            match s.pub_sub {
+                Some(pb::settings::PubSub::Publishing(p)) => {
+                    assert_eq!(p.max_body_size, 4 * 1024 * 1024)
+                }
+                other => panic!("no publishing settings: {other:?}"),
+            }
+            assert!(s.backoff_policy.is_some());
+        }
+        other => panic!("not settings: {other:?}"),
+    }
+
+    // Sends.
+    let sent = client
+        .send_message(pb::SendMessageRequest {
+            messages: (0..6).map(|i| message(i, None)).collect(),
+        })
+        .await
+        .expect("send")
+        .into_inner();
+    assert_eq!(code(&sent.status), pb::Code::Ok as i32, "{:?}", sent.status);
+    assert_eq!(sent.entries.len(), 6);
+    assert_eq!(sent.entries[2].message_id, "MSGID0002");
+
+    // Receive: a status first, then the messages, with handles and digests.
+    let (items, _) = receive(&mut client, "gg", 10, 5, Duration::from_secs(10)).await;
+    assert!(
+        matches!(items.first().and_then(|i| i.content.as_ref()), Some(pb::receive_message_response::Content::Status(s)) if s.code == pb::Code::Ok as i32)
+    );
+    let got = messages(&items);
+    assert_eq!(got.len(), 6);
+    for m in &got {
+        let sys = m.system_properties.as_ref().expect("system properties");
+        let i: usize = sys.message_id[5..].parse().expect("id");
+        assert_eq!(m.body, format!("body-{i}").into_bytes());
+        assert_eq!(sys.tag.as_deref(), Some(format!("tag{}", i % 2).as_str()));
+        assert_eq!(sys.keys, vec![format!("key-{i}"), "common".to_string()]);
+        assert_eq!(m.user_properties.get("color"), Some(&format!("c{i}")));
+        assert_eq!(sys.delivery_attempt, Some(1));
+        let digest = sys.body_digest.as_ref().expect("digest");
+        assert_eq!(digest.checksum, format!("{:08X}", crc32fast::hash(&m.body)));
+        assert!(sys.receipt_handle.is_some());
+    }
+
+    // Ack five; change the sixth's invisibility: the old handle stops working.
+    for m in &got[..5] {
+        let h = m
+            .system_properties
+            .as_ref()
+            .and_then(|s| s.receipt_handle.clone())
+            .expect("handle");
+        let r = ack(&mut client, "gg", &h).await;
+        assert_eq!(code(&r.status), pb::Code::Ok as i32, "{:?}", r.status);
+    }
+    let last = got[5]
+        .system_properties
+        .as_ref()
+        .and_then(|s| s.receipt_handle.clone())
+        .expect("handle");
+    let changed = client
+        .change_invisible_duration(pb::ChangeInvisibleDurationRequest {
+            group: resource("gg"),
+            topic: resource(TOPIC),
+            receipt_handle: last.clone(),
+            invisible_duration: Some(prost_types::Duration {
+                seconds: 20,
+                nanos: 0,
+            }),
+            message_id: String::new(),
+            lite_topic: None,
+            suspend: None,
+        })
+        .await
+        .expect("change")
+        .into_inner();
+    assert_eq!(
+        code(&changed.status),
+        pb::Code::Ok as i32,
+        "{:?}",
+        changed.status
+    );
+    assert_ne!(changed.receipt_handle, last);
+    let stale = ack(&mut client, "gg", &last).await;
+    assert_eq!(code(&stale.status), pb::Code::InvalidReceiptHandle as i32);
+    let fresh = ack(&mut client, "gg", &changed.receipt_handle).await;
+    assert_eq!(code(&fresh.status), pb::Code::Ok as i32);
+
+    // Nothing left: long polling answers MESSAGE_NOT_FOUND alone, before the client's deadline.
+    let (items, took) = receive(&mut client, "gg", 10, 20, Duration::from_secs(4)).await;
+    assert_eq!(items.len(), 1);
+    assert!(
+        matches!(items[0].content.as_ref(), Some(pb::receive_message_response::Content::Status(s)) if s.code == pb::Code::MessageNotFound as i32)
+    );
+    assert!(
+        took < Duration::from_secs(4),
+        "answered after the deadline: {took:?}"
+    );
+
+    // Malformed requests: the protocol's codes, and the proxy keeps serving.
+    let mut no_id = message(9, None);
+    no_id
+        .system_properties
+        .as_mut()
+        .expect("sys")
+        .message_id
+        .clear();
+    let mut big = message(10, None);
+    big.body = vec![0u8; 5 * 1024 * 1024];
+    let mut reserved = message(11, None);
+    reserved.user_properties.insert("TAGS".into(), "x".into());
+    let bad = client
+        .send_message(pb::SendMessageRequest {
+            messages: vec![no_id, big, reserved],
+        })
+        .await
+        .expect("send")
+        .into_inner();
+    let codes: Vec<i32> = bad.entries.iter().map(|e| code(&e.status)).collect();
+    assert_eq!(
+        codes,
+        vec![
+            pb::Code::IllegalMessageId as i32,
+            pb::Code::MessageBodyTooLarge as i32,
+            pb::Code::IllegalMessagePropertyKey as i32
+        ]
+    );
+    let garbage = ack(&mut client, "gg", "garbage").await;
+    assert_eq!(code(&garbage.status), pb::Code::InvalidReceiptHandle as i32);
+    let empty = client
+        .send_message(pb::SendMessageRequest { messages: vec![] })
+        .await
+        .expect("send")
+        .into_inner();
+    assert_eq!(code(&empty.status), pb::Code::BadRequest as i32);
+    let still = client
+        .send_message(pb::SendMessageRequest {
+            messages: vec![message(12, Some("fifo-group"))],
+        })
+        .await
+        .expect("send")
+        .into_inner();
+    assert_eq!(code(&still.status), pb::Code::Ok as i32);
+
+    drop(telemetry);
+    proxy.shutdown().await;
+    broker.shutdown().await;
+    namesrv.shutdown().await;
+}

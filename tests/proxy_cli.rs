@@ -1,0 +1,120 @@
+//! `rocketraft proxy` as a real process in front of `rocketraft dev`: a gRPC client gets the
+//! route of a topic with the proxy as its endpoint, sends, and receives through it.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use rocketraft_common::TopicConfig;
+use rocketraft_proxy::pb;
+use rocketraft_proxy::pb::messaging_service_client::MessagingServiceClient;
+use rocketraft_remoting::api::MqClientApi;
+use rocketraft_remoting::{ClientConfig, RemotingClient};
+use support::{free_port, Dev};
+
+fn resource(name: &str) -> Option<pb::Resource> {
+    Some(pb::Resource {
+        resource_namespace: String::new(),
+        name: name.to_string(),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_process_routes_sends_and_receives() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut dev = Dev::start(dir.path(), free_port(), free_port(), &[]);
+    MqClientApi::new(
+        RemotingClient::new(ClientConfig::default()),
+        Duration::from_secs(5),
+    )
+    .create_topic(&dev.broker, &TopicConfig::new("ViaProxy", 2))
+    .await
+    .expect("topic");
+    let port = free_port();
+    let mut proxy = Command::new(env!("CARGO_BIN_EXE_rocketraft"))
+        .args([
+            "proxy",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--namesrv",
+            &dev.namesrv,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn proxy");
+    let ready = BufReader::new(proxy.stdout.take().expect("stdout"))
+        .lines()
+        .next()
+        .expect("a line")
+        .expect("readable");
+    assert!(ready.contains("rocketraft proxy is ready"), "{ready}");
+    let mut client = MessagingServiceClient::connect(format!("http://127.0.0.1:{port}"))
+        .await
+        .expect("connect");
+    let route = client
+        .query_route(pb::QueryRouteRequest {
+            topic: resource("ViaProxy"),
+            endpoints: None,
+        })
+        .await
+        .expect("route")
+        .into_inner();
+    assert_eq!(
+        route.status.as_ref().map(|s| s.code),
+        Some(pb::Code::Ok as i32)
+    );
+    assert_eq!(route.message_queues.len(), 2);
+    let sent = client
+        .send_message(pb::SendMessageRequest {
+            messages: vec![pb::Message {
+                topic: resource("ViaProxy"),
+                system_properties: Some(pb::SystemProperties {
+                    message_id: "PROXYMSG1".into(),
+                    ..pb::SystemProperties::default()
+                }),
+                body: b"through the proxy".to_vec(),
+                ..pb::Message::default()
+            }],
+        })
+        .await
+        .expect("send")
+        .into_inner();
+    assert_eq!(
+        sent.status.as_ref().map(|s| s.code),
+        Some(pb::Code::Ok as i32),
+        "{:?}",
+        sent.status
+    );
+    let mut stream = client
+        .receive_message(pb::ReceiveMessageRequest {
+            group: resource("pg"),
+            message_queue: Some(pb::MessageQueue {
+                topic: resource("ViaProxy"),
+                id: -1,
+                ..pb::MessageQueue::default()
+            }),
+            batch_size: 8,
+            invisible_duration: Some(prost_types::Duration {
+                seconds: 30,
+                nanos: 0,
+            }),
+            ..pb::ReceiveMessageRequest::default()
+        })
+        .await
+        .expect("receive")
+        .into_inner();
+    let mut bodies = Vec::new();
+    while let Some(item) = stream.message().await.expect("item") {
+        if let Some(pb::receive_message_response::Content::Message(m)) = item.content {
+            bodies.push(m.body);
+        }
+    }
+    assert_eq!(bodies, vec![b"through the proxy".to_vec()]);
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+    let _ = dev.child.kill();
+    let _ = dev.child.wait();
+}
