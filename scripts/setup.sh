@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing Rocketraft needs on a fresh Debian machine with a Rust
-# toolchain: libclang (RocksDB's bindgen), a C++ compiler, and Node.js for the compatibility test. Idempotent; quiet when all is there.
+# toolchain: libclang (RocksDB's bindgen), a C++ compiler, Node.js and the RocketMQ 5 Python
+# client for the compatibility tests. Idempotent; quiet when all is there.
 set -euo pipefail
 
 need=()
@@ -20,4 +21,12 @@ if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+# The official RocketMQ 5 Python client, for the gRPC proxy compatibility test.
+if ! python3 -c "import rocketmq" >/dev/null 2>&1; then
+  command -v python3 >/dev/null 2>&1 || { export DEBIAN_FRONTEND=noninteractive; apt-get update -qq; apt-get install -y -qq python3 python3-pip >/dev/null; }
+  echo "setup: installing rocketmq-python-client" >&2
+  python3 -m pip install --quiet --disable-pip-version-check rocketmq-python-client==5.1.2 \
+    || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages rocketmq-python-client==5.1.2
 fi

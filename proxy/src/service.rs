@@ -703,13 +703,16 @@ impl MessagingService for Service {
             ));
         };
         let group_name = wrapped(&group);
+        // The queue only names the broker set: POP takes from every queue of the topic there,
+        // as RocketMQ's proxy does, so a consumer never waits on an empty queue it happened to
+        // pick.
         let popped = self
             .api
             .pop(
                 &addr,
                 &group_name,
                 &name,
-                mq.id.max(-1),
+                -1,
                 batch,
                 invisible_ms,
                 poll,
