@@ -13,8 +13,11 @@
 //! - AckMessage, ChangeInvisibleDuration (new handle; the old one stops working),
 //! - Telemetry (settings answered at once with the server's side).
 //!
-//! The other RPCs answer `NOT_IMPLEMENTED` in their status: transactions, dead-letter
-//! forwarding, offsets, pull, recall and lite subscriptions are the next slices.
+//! - ForwardMessageToDeadLetterQueue (the message copied to `%DLQ%{group}`, then acked),
+//! - UpdateOffset, GetOffset, QueryOffset (beginning, end, by time), PullMessage.
+//!
+//! The other RPCs answer `NOT_IMPLEMENTED` in their status: transactions, recall and lite
+//! subscriptions are the next slices.
 //!
 //! A receipt handle is the broker's POP handle (it names the broker set), so any proxy can ack.
 
@@ -423,7 +426,11 @@ impl Service {
                 store_timestamp: Some(timestamp(m.store_timestamp)),
                 store_host: m.store_host.to_string(),
                 delivery_timestamp: delivery.map(timestamp),
-                receipt_handle: props.get(property::POP_CK).cloned(),
+                // The broker's POP handle plus the message's CommitLog offset (for
+                // ForwardMessageToDeadLetterQueue); the broker reads the first eight fields.
+                receipt_handle: props
+                    .get(property::POP_CK)
+                    .map(|h| format!("{h} {}", m.commit_log_offset)),
                 queue_id: m.queue_id,
                 queue_offset: Some(m.queue_offset),
                 invisible_duration: Some(pb_duration(invisible_ms)),
@@ -454,6 +461,38 @@ impl Service {
                 format!("broker set {broker} has no master now"),
             )
         })
+    }
+
+    /// The topic, broker set master and queue id a request's message queue names.
+    async fn queue_target(
+        &self,
+        mq: Option<&pb::MessageQueue>,
+    ) -> Result<(String, String, i32), pb::Status> {
+        let mq = mq.ok_or_else(|| status(pb::Code::BadRequest, "message_queue is required"))?;
+        let topic = mq
+            .topic
+            .as_ref()
+            .filter(|t| !t.name.is_empty())
+            .ok_or_else(|| status(pb::Code::IllegalTopic, "topic is required"))?;
+        let name = wrapped(topic);
+        let route = self.route(&name).await?;
+        let broker = mq
+            .broker
+            .as_ref()
+            .map(|b| b.name.clone())
+            .filter(|b| !b.is_empty())
+            .or_else(|| route.broker_datas.first().map(|b| b.broker_name.clone()))
+            .unwrap_or_default();
+        let addr = self.master_of(&route, &broker).await.ok_or_else(|| {
+            status(
+                pb::Code::HaNotAvailable,
+                format!("broker set {broker} has no master now"),
+            )
+        })?;
+        if mq.id < 0 {
+            return Err(status(pb::Code::BadRequest, "a queue id is required"));
+        }
+        Ok((name, addr, mq.id))
     }
 
     fn settings_reply(&self, client: &pb::Settings) -> pb::Settings {
@@ -807,10 +846,50 @@ impl MessagingService for Service {
 
     async fn forward_message_to_dead_letter_queue(
         &self,
-        _request: Request<pb::ForwardMessageToDeadLetterQueueRequest>,
+        request: Request<pb::ForwardMessageToDeadLetterQueueRequest>,
     ) -> Result<Response<pb::ForwardMessageToDeadLetterQueueResponse>, GrpcStatus> {
+        let req = request.into_inner();
+        let result = async {
+            let (Some(group), Some(topic)) = (req.group.as_ref(), req.topic.as_ref()) else {
+                return Err(status(pb::Code::BadRequest, "group and topic are required"));
+            };
+            let name = wrapped(topic);
+            let addr = self.handle_master(&name, &req.receipt_handle).await?;
+            let parts: Vec<&str> = req.receipt_handle.split(' ').collect();
+            let (Some(queue_id), Some(offset), Some(phy)) =
+                (parts.get(6), parts.get(7), parts.get(8))
+            else {
+                return Err(status(
+                    pb::Code::InvalidReceiptHandle,
+                    "the receipt handle is malformed",
+                ));
+            };
+            // Copy to %DLQ%{group} (delay level -1), then ack the POP handle.
+            let back = RemotingCommand::request(request_code::CONSUMER_SEND_MSG_BACK)
+                .with_ext("offset", phy.to_string())
+                .with_ext("group", wrapped(group))
+                .with_ext("delayLevel", -1)
+                .with_ext("originMsgId", req.message_id.clone())
+                .with_ext("maxReconsumeTimes", req.max_delivery_attempts.max(1) - 1);
+            self.api
+                .call(&addr, back, &[response_code::SUCCESS])
+                .await
+                .map_err(|e| from_api(&e))?;
+            let ack = RemotingCommand::request(request_code::ACK_MESSAGE)
+                .with_ext("consumerGroup", wrapped(group))
+                .with_ext("topic", name)
+                .with_ext("queueId", queue_id.to_string())
+                .with_ext("offset", offset.to_string())
+                .with_ext("extraInfo", req.receipt_handle.clone());
+            self.api
+                .call(&addr, ack, &[response_code::SUCCESS])
+                .await
+                .map(|_| ())
+                .map_err(|e| from_api(&e))
+        }
+        .await;
         Ok(Response::new(pb::ForwardMessageToDeadLetterQueueResponse {
-            status: Some(not_implemented("ForwardMessageToDeadLetterQueue")),
+            status: Some(result.err().unwrap_or_else(ok)),
         }))
     }
 
@@ -818,44 +897,188 @@ impl MessagingService for Service {
 
     async fn pull_message(
         &self,
-        _request: Request<pb::PullMessageRequest>,
+        request: Request<pb::PullMessageRequest>,
     ) -> Result<Response<Self::PullMessageStream>, GrpcStatus> {
-        let item = pb::PullMessageResponse {
-            content: Some(pb::pull_message_response::Content::Status(not_implemented(
-                "PullMessage",
-            ))),
+        let req = request.into_inner();
+        let namespace = req
+            .message_queue
+            .as_ref()
+            .and_then(|q| q.topic.as_ref())
+            .map(|t| t.resource_namespace.clone())
+            .unwrap_or_default();
+        let result = async {
+            let group = req
+                .group
+                .as_ref()
+                .filter(|g| !g.name.is_empty())
+                .ok_or_else(|| status(pb::Code::IllegalConsumerGroup, "group is required"))?;
+            let (topic, addr, queue) = self.queue_target(req.message_queue.as_ref()).await?;
+            let expression = req
+                .filter_expression
+                .as_ref()
+                .map(|f| f.expression.clone())
+                .filter(|e| !e.is_empty())
+                .unwrap_or_else(|| "*".into());
+            let poll = req
+                .long_polling_timeout
+                .as_ref()
+                .map(duration_ms)
+                .unwrap_or(0)
+                .clamp(0, self.config.max_long_polling.as_millis() as i64);
+            let suspend = if poll > 0 {
+                rocketraft_common::consts::pull_sys_flag::SUSPEND
+            } else {
+                0
+            };
+            self.api
+                .pull(
+                    &addr,
+                    &rocketraft_remoting::api::PullRequest {
+                        consumer_group: wrapped(group),
+                        topic,
+                        queue_id: queue,
+                        queue_offset: req.offset,
+                        max_msg_nums: req.batch_size.clamp(1, 32),
+                        sys_flag: rocketraft_common::consts::pull_sys_flag::SUBSCRIPTION | suspend,
+                        commit_offset: 0,
+                        suspend_timeout_ms: poll,
+                        subscription: Some(expression),
+                    },
+                )
+                .await
+                .map_err(|e| from_api(&e))
+        }
+        .await;
+        let items: Vec<Result<pb::PullMessageResponse, GrpcStatus>> = match result {
+            Err(s) => vec![Ok(pb::PullMessageResponse {
+                content: Some(pb::pull_message_response::Content::Status(s)),
+            })],
+            Ok(r) => {
+                let first = if r.messages.is_empty() {
+                    status(pb::Code::MessageNotFound, "no new message")
+                } else {
+                    ok()
+                };
+                let mut items = vec![Ok(pb::PullMessageResponse {
+                    content: Some(pb::pull_message_response::Content::Status(first)),
+                })];
+                for m in &r.messages {
+                    items.push(Ok(pb::PullMessageResponse {
+                        content: Some(pb::pull_message_response::Content::Message(
+                            self.to_pb(m, &namespace, 0),
+                        )),
+                    }));
+                }
+                items.push(Ok(pb::PullMessageResponse {
+                    content: Some(pb::pull_message_response::Content::NextOffset(
+                        r.next_begin_offset,
+                    )),
+                }));
+                items
+            }
         };
-        Ok(Response::new(Box::pin(futures::stream::iter(vec![Ok(
-            item,
-        )]))))
+        Ok(Response::new(Box::pin(futures::stream::iter(items))))
     }
 
     async fn update_offset(
         &self,
-        _request: Request<pb::UpdateOffsetRequest>,
+        request: Request<pb::UpdateOffsetRequest>,
     ) -> Result<Response<pb::UpdateOffsetResponse>, GrpcStatus> {
+        let req = request.into_inner();
+        let result = async {
+            let group = req
+                .group
+                .as_ref()
+                .filter(|g| !g.name.is_empty())
+                .ok_or_else(|| status(pb::Code::IllegalConsumerGroup, "group is required"))?;
+            if req.offset < 0 {
+                return Err(status(pb::Code::IllegalOffset, "the offset is negative"));
+            }
+            let (topic, addr, queue) = self.queue_target(req.message_queue.as_ref()).await?;
+            self.api
+                .update_consumer_offset(&addr, &wrapped(group), &topic, queue, req.offset)
+                .await
+                .map_err(|e| from_api(&e))
+        }
+        .await;
         Ok(Response::new(pb::UpdateOffsetResponse {
-            status: Some(not_implemented("UpdateOffset")),
+            status: Some(result.err().unwrap_or_else(ok)),
         }))
     }
 
     async fn get_offset(
         &self,
-        _request: Request<pb::GetOffsetRequest>,
+        request: Request<pb::GetOffsetRequest>,
     ) -> Result<Response<pb::GetOffsetResponse>, GrpcStatus> {
-        Ok(Response::new(pb::GetOffsetResponse {
-            status: Some(not_implemented("GetOffset")),
-            ..pb::GetOffsetResponse::default()
+        let req = request.into_inner();
+        let result = async {
+            let group = req
+                .group
+                .as_ref()
+                .filter(|g| !g.name.is_empty())
+                .ok_or_else(|| status(pb::Code::IllegalConsumerGroup, "group is required"))?;
+            let (topic, addr, queue) = self.queue_target(req.message_queue.as_ref()).await?;
+            self.api
+                .query_consumer_offset(&addr, &wrapped(group), &topic, queue)
+                .await
+                .map_err(|e| from_api(&e))?
+                .ok_or_else(|| {
+                    status(
+                        pb::Code::OffsetNotFound,
+                        "the group has no offset for this queue",
+                    )
+                })
+        }
+        .await;
+        Ok(Response::new(match result {
+            Ok(offset) => pb::GetOffsetResponse {
+                status: Some(ok()),
+                offset,
+            },
+            Err(s) => pb::GetOffsetResponse {
+                status: Some(s),
+                offset: 0,
+            },
         }))
     }
 
     async fn query_offset(
         &self,
-        _request: Request<pb::QueryOffsetRequest>,
+        request: Request<pb::QueryOffsetRequest>,
     ) -> Result<Response<pb::QueryOffsetResponse>, GrpcStatus> {
-        Ok(Response::new(pb::QueryOffsetResponse {
-            status: Some(not_implemented("QueryOffset")),
-            ..pb::QueryOffsetResponse::default()
+        let req = request.into_inner();
+        let result = async {
+            let (topic, addr, queue) = self.queue_target(req.message_queue.as_ref()).await?;
+            let r = match pb::QueryOffsetPolicy::try_from(req.query_offset_policy) {
+                Ok(pb::QueryOffsetPolicy::Beginning) => {
+                    self.api.min_offset(&addr, &topic, queue).await
+                }
+                Ok(pb::QueryOffsetPolicy::End) => self.api.max_offset(&addr, &topic, queue).await,
+                Ok(pb::QueryOffsetPolicy::Timestamp) => {
+                    let ts = req.timestamp.as_ref().ok_or_else(|| {
+                        status(
+                            pb::Code::BadRequest,
+                            "query_offset_policy TIMESTAMP needs a timestamp",
+                        )
+                    })?;
+                    self.api
+                        .search_offset(&addr, &topic, queue, timestamp_ms(ts))
+                        .await
+                }
+                Err(_) => return Err(status(pb::Code::BadRequest, "unknown query_offset_policy")),
+            };
+            r.map_err(|e| from_api(&e))
+        }
+        .await;
+        Ok(Response::new(match result {
+            Ok(offset) => pb::QueryOffsetResponse {
+                status: Some(ok()),
+                offset,
+            },
+            Err(s) => pb::QueryOffsetResponse {
+                status: Some(s),
+                offset: 0,
+            },
         }))
     }
 

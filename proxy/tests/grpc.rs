@@ -374,3 +374,173 @@ async fn a_grpc_client_sends_receives_acks_and_changes_invisibility() {
     broker.shutdown().await;
     namesrv.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn offsets_pull_and_dead_letter_forwarding() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let namesrv = NameServer::start(NamesrvConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        ..NamesrvConfig::default()
+    })
+    .await
+    .expect("namesrv");
+    let mut bc = BrokerConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        namesrv_addr: namesrv.local_addr().to_string(),
+        ..BrokerConfig::default()
+    };
+    bc.store.store_root = dir.path().to_path_buf();
+    bc.store.commitlog_segment_size = 1 << 20;
+    bc.store.pretouch = false;
+    let broker = Broker::start(bc).await.expect("broker");
+    MqClientApi::new(
+        RemotingClient::new(ClientConfig::default()),
+        Duration::from_secs(5),
+    )
+    .create_topic(
+        &broker.local_addr().to_string(),
+        &TopicConfig::new(TOPIC, 1),
+    )
+    .await
+    .expect("topic");
+    let proxy = Proxy::start(ProxyConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        advertised_host: None,
+        namesrv_addr: namesrv.local_addr().to_string(),
+    })
+    .await
+    .expect("proxy");
+    let mut client = MessagingServiceClient::connect(format!("http://{}", proxy.local_addr()))
+        .await
+        .expect("connect");
+    let sent = client
+        .send_message(pb::SendMessageRequest {
+            messages: (0..3).map(|i| message(i, None)).collect(),
+        })
+        .await
+        .expect("send")
+        .into_inner();
+    assert_eq!(code(&sent.status), pb::Code::Ok as i32);
+    let mq = || {
+        Some(pb::MessageQueue {
+            topic: resource(TOPIC),
+            id: 0,
+            broker: Some(pb::Broker {
+                name: "broker-a".into(),
+                ..pb::Broker::default()
+            }),
+            ..pb::MessageQueue::default()
+        })
+    };
+    // Offsets.
+    let end = client
+        .query_offset(pb::QueryOffsetRequest {
+            message_queue: mq(),
+            query_offset_policy: pb::QueryOffsetPolicy::End as i32,
+            timestamp: None,
+        })
+        .await
+        .expect("query")
+        .into_inner();
+    assert_eq!((code(&end.status), end.offset), (pb::Code::Ok as i32, 3));
+    let none = client
+        .get_offset(pb::GetOffsetRequest {
+            group: resource("og"),
+            message_queue: mq(),
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    // No committed offset on a queue that starts at 0: RocketMQ answers 0 (consume from the
+    // start) rather than "not found".
+    assert_eq!((code(&none.status), none.offset), (pb::Code::Ok as i32, 0));
+    let up = client
+        .update_offset(pb::UpdateOffsetRequest {
+            group: resource("og"),
+            message_queue: mq(),
+            offset: 2,
+        })
+        .await
+        .expect("update")
+        .into_inner();
+    assert_eq!(code(&up.status), pb::Code::Ok as i32, "{:?}", up.status);
+    let got = client
+        .get_offset(pb::GetOffsetRequest {
+            group: resource("og"),
+            message_queue: mq(),
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!((code(&got.status), got.offset), (pb::Code::Ok as i32, 2));
+    // Pull: a status, the messages, the next offset.
+    let mut stream = client
+        .pull_message(pb::PullMessageRequest {
+            group: resource("og"),
+            message_queue: mq(),
+            offset: 1,
+            batch_size: 10,
+            filter_expression: None,
+            long_polling_timeout: None,
+        })
+        .await
+        .expect("pull")
+        .into_inner();
+    let mut items = Vec::new();
+    while let Some(i) = stream.message().await.expect("item") {
+        items.push(i.content);
+    }
+    assert!(
+        matches!(items.first(), Some(Some(pb::pull_message_response::Content::Status(s))) if s.code == pb::Code::Ok as i32)
+    );
+    let bodies: Vec<Vec<u8>> = items
+        .iter()
+        .filter_map(|c| match c {
+            Some(pb::pull_message_response::Content::Message(m)) => Some(m.body.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(bodies, vec![b"body-1".to_vec(), b"body-2".to_vec()]);
+    assert!(matches!(
+        items.last(),
+        Some(Some(pb::pull_message_response::Content::NextOffset(3)))
+    ));
+    // Forward to the DLQ: the message lands in %DLQ%dg and is not delivered again.
+    let (items, _) = receive(&mut client, "dg", 2, 1, Duration::from_secs(5)).await;
+    let first = messages(&items).into_iter().next().expect("a message");
+    let handle = first
+        .system_properties
+        .as_ref()
+        .and_then(|s| s.receipt_handle.clone())
+        .expect("handle");
+    let fwd = client
+        .forward_message_to_dead_letter_queue(pb::ForwardMessageToDeadLetterQueueRequest {
+            group: resource("dg"),
+            topic: resource(TOPIC),
+            receipt_handle: handle,
+            message_id: first
+                .system_properties
+                .as_ref()
+                .map(|s| s.message_id.clone())
+                .unwrap_or_default(),
+            delivery_attempt: 1,
+            max_delivery_attempts: 1,
+            lite_topic: None,
+        })
+        .await
+        .expect("forward")
+        .into_inner();
+    assert_eq!(code(&fwd.status), pb::Code::Ok as i32, "{:?}", fwd.status);
+    let store = broker.inner().store.clone();
+    assert_eq!(store.get_max_offset_in_queue("%DLQ%dg", 0), 1);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (items, _) = receive(&mut client, "dg", 2, 1, Duration::from_secs(5)).await;
+    let again: Vec<Vec<u8>> = messages(&items).iter().map(|m| m.body.clone()).collect();
+    assert!(
+        !again.contains(&first.body),
+        "the dead-lettered message came back"
+    );
+    proxy.shutdown().await;
+    broker.shutdown().await;
+    namesrv.shutdown().await;
+}
