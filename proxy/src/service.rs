@@ -69,6 +69,54 @@ const SYSTEM_KEYS: &[&str] = &[
     property::MAX_RECONSUME_TIMES,
 ];
 
+/// A gRPC receipt handle: the broker's POP handle (`ckOffset popTime invisibleTime reviveQid
+/// topicType brokerName queueId queueOffset`) plus the message's CommitLog offset.
+struct ReceiptHandle {
+    fields: Vec<String>,
+}
+
+impl ReceiptHandle {
+    fn parse(text: &str) -> Result<ReceiptHandle, pb::Status> {
+        let fields: Vec<String> = text.split(' ').map(str::to_string).collect();
+        if fields.len() < 8 || fields[5].is_empty() {
+            return Err(status(
+                pb::Code::InvalidReceiptHandle,
+                "the receipt handle is malformed",
+            ));
+        }
+        Ok(ReceiptHandle { fields })
+    }
+
+    fn broker(&self) -> &str {
+        &self.fields[5]
+    }
+
+    fn queue_id(&self) -> &str {
+        &self.fields[6]
+    }
+
+    fn queue_offset(&self) -> &str {
+        &self.fields[7]
+    }
+
+    /// The CommitLog offset (absent from handles the broker made alone).
+    fn commit_log_offset(&self) -> Result<&str, pb::Status> {
+        self.fields.get(8).map(String::as_str).ok_or_else(|| {
+            status(
+                pb::Code::InvalidReceiptHandle,
+                "the receipt handle has no CommitLog offset",
+            )
+        })
+    }
+
+    /// The handle after a ChangeInvisibleTime answered `pop_time` and `invisible`.
+    fn renewed(mut self, pop_time: &str, invisible: &str) -> String {
+        self.fields[1] = pop_time.to_string();
+        self.fields[2] = invisible.to_string();
+        self.fields.join(" ")
+    }
+}
+
 /// How the proxy behaves.
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
@@ -442,25 +490,43 @@ impl Service {
         }
     }
 
-    /// The broker set a receipt handle names, and its master.
-    async fn handle_master(&self, topic: &str, handle: &str) -> Result<String, pb::Status> {
-        let broker = handle
-            .split(' ')
-            .nth(5)
-            .filter(|b| !b.is_empty())
+    /// The master of the broker set a receipt handle names.
+    async fn handle_master(
+        &self,
+        topic: &str,
+        handle: &ReceiptHandle,
+    ) -> Result<String, pb::Status> {
+        let route = self.route(topic).await?;
+        self.master_of(&route, handle.broker())
+            .await
             .ok_or_else(|| {
                 status(
-                    pb::Code::InvalidReceiptHandle,
-                    "the receipt handle is malformed",
+                    pb::Code::HaNotAvailable,
+                    format!("broker set {} has no master now", handle.broker()),
                 )
-            })?;
-        let route = self.route(topic).await?;
-        self.master_of(&route, broker).await.ok_or_else(|| {
-            status(
-                pb::Code::HaNotAvailable,
-                format!("broker set {broker} has no master now"),
-            )
-        })
+            })
+    }
+
+    /// ACK_MESSAGE of a handle on its broker set's master.
+    async fn ack_on_broker(
+        &self,
+        addr: &str,
+        group: &str,
+        topic: &str,
+        handle: &ReceiptHandle,
+        raw: &str,
+    ) -> Result<(), pb::Status> {
+        let cmd = RemotingCommand::request(request_code::ACK_MESSAGE)
+            .with_ext("consumerGroup", group)
+            .with_ext("topic", topic)
+            .with_ext("queueId", handle.queue_id())
+            .with_ext("offset", handle.queue_offset())
+            .with_ext("extraInfo", raw);
+        self.api
+            .call(addr, cmd, &[response_code::SUCCESS])
+            .await
+            .map(|_| ())
+            .map_err(|e| from_api(&e))
     }
 
     /// The topic, broker set master and queue id a request's message queue names.
@@ -801,28 +867,10 @@ impl MessagingService for Service {
         let mut first_error = None;
         for e in &req.entries {
             let result = async {
-                let addr = self.handle_master(&name, &e.receipt_handle).await?;
-                let parts: Vec<&str> = e.receipt_handle.split(' ').collect();
-                let (queue_id, offset) = match (parts.get(6), parts.get(7)) {
-                    (Some(q), Some(o)) => (q.to_string(), o.to_string()),
-                    _ => {
-                        return Err(status(
-                            pb::Code::InvalidReceiptHandle,
-                            "the receipt handle is malformed",
-                        ))
-                    }
-                };
-                let cmd = RemotingCommand::request(request_code::ACK_MESSAGE)
-                    .with_ext("consumerGroup", wrapped(&group))
-                    .with_ext("topic", name.clone())
-                    .with_ext("queueId", queue_id)
-                    .with_ext("offset", offset)
-                    .with_ext("extraInfo", e.receipt_handle.clone());
-                self.api
-                    .call(&addr, cmd, &[response_code::SUCCESS])
+                let handle = ReceiptHandle::parse(&e.receipt_handle)?;
+                let addr = self.handle_master(&name, &handle).await?;
+                self.ack_on_broker(&addr, &wrapped(&group), &name, &handle, &e.receipt_handle)
                     .await
-                    .map(|_| ())
-                    .map_err(|err| from_api(&err))
             }
             .await;
             let s = match result {
@@ -854,16 +902,9 @@ impl MessagingService for Service {
                 return Err(status(pb::Code::BadRequest, "group and topic are required"));
             };
             let name = wrapped(topic);
-            let addr = self.handle_master(&name, &req.receipt_handle).await?;
-            let parts: Vec<&str> = req.receipt_handle.split(' ').collect();
-            let (Some(queue_id), Some(offset), Some(phy)) =
-                (parts.get(6), parts.get(7), parts.get(8))
-            else {
-                return Err(status(
-                    pb::Code::InvalidReceiptHandle,
-                    "the receipt handle is malformed",
-                ));
-            };
+            let handle = ReceiptHandle::parse(&req.receipt_handle)?;
+            let addr = self.handle_master(&name, &handle).await?;
+            let phy = handle.commit_log_offset()?;
             // Copy to %DLQ%{group} (delay level -1), then ack the POP handle.
             let back = RemotingCommand::request(request_code::CONSUMER_SEND_MSG_BACK)
                 .with_ext("offset", phy.to_string())
@@ -875,17 +916,8 @@ impl MessagingService for Service {
                 .call(&addr, back, &[response_code::SUCCESS])
                 .await
                 .map_err(|e| from_api(&e))?;
-            let ack = RemotingCommand::request(request_code::ACK_MESSAGE)
-                .with_ext("consumerGroup", wrapped(group))
-                .with_ext("topic", name)
-                .with_ext("queueId", queue_id.to_string())
-                .with_ext("offset", offset.to_string())
-                .with_ext("extraInfo", req.receipt_handle.clone());
-            self.api
-                .call(&addr, ack, &[response_code::SUCCESS])
+            self.ack_on_broker(&addr, &wrapped(group), &name, &handle, &req.receipt_handle)
                 .await
-                .map(|_| ())
-                .map_err(|e| from_api(&e))
         }
         .await;
         Ok(Response::new(pb::ForwardMessageToDeadLetterQueueResponse {
@@ -1164,32 +1196,28 @@ impl MessagingService for Service {
             );
         }
         let name = wrapped(&topic);
-        let addr = match self.handle_master(&name, &req.receipt_handle).await {
+        let handle = match ReceiptHandle::parse(&req.receipt_handle) {
+            Ok(h) => h,
+            Err(s) => return reply(s, String::new()),
+        };
+        let addr = match self.handle_master(&name, &handle).await {
             Ok(a) => a,
             Err(s) => return reply(s, String::new()),
         };
-        let mut parts: Vec<String> = req.receipt_handle.split(' ').map(str::to_string).collect();
-        if parts.len() < 8 {
-            return reply(
-                status(
-                    pb::Code::InvalidReceiptHandle,
-                    "the receipt handle is malformed",
-                ),
-                String::new(),
-            );
-        }
         let cmd = RemotingCommand::request(request_code::CHANGE_MESSAGE_INVISIBLETIME)
             .with_ext("consumerGroup", wrapped(&group))
             .with_ext("topic", name)
-            .with_ext("queueId", parts[6].clone())
-            .with_ext("offset", parts[7].clone())
+            .with_ext("queueId", handle.queue_id())
+            .with_ext("offset", handle.queue_offset())
             .with_ext("extraInfo", req.receipt_handle.clone())
             .with_ext("invisibleTime", invisible_ms);
         match self.api.call(&addr, cmd, &[response_code::SUCCESS]).await {
             Ok(r) => {
-                parts[1] = r.ext("popTime").unwrap_or_default().to_string();
-                parts[2] = r.ext("invisibleTime").unwrap_or_default().to_string();
-                reply(ok(), parts.join(" "))
+                let renewed = handle.renewed(
+                    r.ext("popTime").unwrap_or_default(),
+                    r.ext("invisibleTime").unwrap_or_default(),
+                );
+                reply(ok(), renewed)
             }
             Err(e) => reply(from_api(&e), String::new()),
         }
