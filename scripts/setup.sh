@@ -11,6 +11,9 @@ command -v make >/dev/null 2>&1 || need+=(make)
 # The third-party client compatibility test runs ali-ons on Node.js.
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
+# The jepsen harness: nftables for partitions and packet loss, faketime for clock skew.
+command -v nft >/dev/null 2>&1 || need+=(nftables)
+command -v faketime >/dev/null 2>&1 || need+=(faketime)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}" >&2

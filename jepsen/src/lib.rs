@@ -26,11 +26,22 @@
 //! that record histories, the queue checker (lost / duplicated / reordered messages) and the
 //! reports.
 
+pub mod cluster;
 pub mod edn;
 pub mod history;
 pub mod linearizability;
 pub mod model;
+pub mod nemesis;
+pub mod net;
+pub mod nodes;
+pub mod queue_check;
+pub mod record;
+pub mod report;
+pub mod rng;
+pub mod run;
+pub mod split_brain;
 pub mod value;
+pub mod workload;
 
 use history::{Operation, PairStats};
 use linearizability::{check, CheckOptions, Report};

@@ -1,9 +1,11 @@
-//! `rocketraft-jepsen`: Jepsen-style checking for Rocketraft. For now one command, `check`, the
-//! linearizability checker on a history file.
-//!
-//! Exit codes: 0 valid, 1 invalid, 2 unknown (the time budget or the memory bound ran out), 3 the
-//! input could not be read or checked (missing file, malformed history, operations the model does
-//! not know, bad arguments).
+//! `rocketraft-jepsen`: Jepsen-style testing for Rocketraft.
+//! - `check`: the linearizability checker on a history file. Exit codes: 0 valid, 1 invalid,
+//!   2 unknown (the time budget or the memory bound ran out), 3 the input could not be read or
+//!   checked (missing file, malformed history, operations the model does not know, bad
+//!   arguments).
+//! - `run`: a fault-injecting run against real `rocketraft` processes in network namespaces
+//!   (root). Exit 0 valid, 1 invalid, 3 when the harness itself failed (cluster not ready,
+//!   missing tools, interrupted).
 //!
 //! With the default `--strategy race` the counterexample of an invalid history comes from the
 //! search order that answered first, so it may differ between runs; `--strategy real-time` (or
@@ -64,6 +66,41 @@ enum Command {
         /// The history file.
         file: PathBuf,
     },
+    /// Runs a workload against a real cluster in network namespaces while a nemesis injects
+    /// faults, then checks the history and writes a report (needs root).
+    Run {
+        /// queue (send / POP+ack over Remoting, FIFO groups, final drain).
+        #[arg(long, default_value = "queue")]
+        workload: String,
+        /// none, all, or a comma-separated list of partition, kill, pause, loss, clock, transfer.
+        #[arg(long, default_value = "partition,kill")]
+        nemesis: String,
+        /// Seconds of workload under faults (healing, recovery and the drain come after).
+        #[arg(long, default_value_t = 60)]
+        time_limit: u64,
+        /// Seed of the nemesis timeline [default: from the clock, printed].
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Report directory [default: $TMPDIR/rocketraft-jepsen/<workload>-<nemesis>-<seed>-<pid>].
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// The rocketraft binary [default: beside this one, or $CARGO_TARGET_DIR/{release,debug}].
+        #[arg(long = "bin")]
+        bin: Option<PathBuf>,
+        /// Also start a gRPC proxy in its own namespace.
+        #[arg(long)]
+        with_proxy: bool,
+        /// Replicas (master included) that must hold a message before a send is acknowledged.
+        #[arg(long, default_value_t = 2)]
+        min_in_sync_replicas: usize,
+        /// Start the brokers with ROCKETRAFT_UNSAFE_ACK_BEFORE_REPLICATION=1 (a deliberately
+        /// broken build: the harness must then find lost messages).
+        #[arg(long)]
+        unsafe_ack_before_replication: bool,
+        /// Keep the nodes' data directories after a valid run (always kept after an invalid one).
+        #[arg(long)]
+        keep_data: bool,
+    },
 }
 
 fn parse_model(text: &str) -> Result<ModelName, String> {
@@ -85,8 +122,9 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("warn,rocketraft_remoting=error")
+            }),
         )
         .init();
     let cli = match Cli::try_parse() {
@@ -117,6 +155,54 @@ fn main() -> ExitCode {
                 strategy: None,
             };
             run_check(model, options, &format, json, &strategy, file)
+        }
+        Command::Run {
+            workload,
+            nemesis,
+            time_limit,
+            seed,
+            out,
+            bin,
+            with_proxy,
+            min_in_sync_replicas,
+            unsafe_ack_before_replication,
+            keep_data,
+        } => {
+            let seed = seed.unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(1)
+            });
+            let options = rocketraft_jepsen::run::RunOptions {
+                workload,
+                nemesis,
+                time_limit: Duration::from_secs(time_limit),
+                seed,
+                out,
+                bin,
+                with_proxy,
+                min_in_sync_replicas,
+                unsafe_ack_before_replication,
+                keep_data,
+            };
+            match rocketraft_jepsen::run::run(options) {
+                Ok((verdicts, dir)) => {
+                    print!(
+                        "{}",
+                        rocketraft_jepsen::report::summary(&verdicts, &dir.display().to_string())
+                    );
+                    if verdicts.valid {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(1)
+                    }
+                }
+                Err(error) => {
+                    eprintln!("rocketraft-jepsen run: {error:#}");
+                    ExitCode::from(EXIT_UNREADABLE)
+                }
+            }
         }
     }
 }

@@ -1,0 +1,379 @@
+//! The cluster of a run: the private network ([`crate::net`]), and the `rocketraft` processes in
+//! it ([`crate::nodes`]): three standalone controllers, a NameServer, one broker set of three
+//! replicas in controller mode, optionally a proxy; the harness's own client sockets live in
+//! the `client` namespace. The config shapes are those `rocketraft cluster up` writes, with
+//! each process on its own IP instead of its own loopback port.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use rocketraft_controller::client::ControllerClient;
+use rocketraft_remoting::api::MqClientApi;
+use rocketraft_remoting::{ClientConfig, RemotingClient};
+
+use crate::net::Network;
+use crate::nodes::{port, Node, Role};
+
+pub const BROKER_NAME: &str = "broker-a";
+pub const CLIENT_NODE: &str = "client";
+
+/// Options that shape the cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    pub binary: PathBuf,
+    pub dir: PathBuf,
+    pub with_proxy: bool,
+    /// Replicas (master included) that must hold a message before a send is acknowledged.
+    pub min_in_sync_replicas: usize,
+    /// Tokio worker threads per process.
+    pub threads: usize,
+    /// Extra environment for brokers (e.g. the deliberately unsafe switch in tests).
+    pub broker_env: Vec<(String, String)>,
+}
+
+/// The network and the processes; dropping it kills them and deletes the namespaces.
+pub struct Cluster {
+    pub nodes: Vec<Node>,
+    pub options: ClusterOptions,
+    /// Declared last: dropped after the nodes, so processes die before their namespaces go.
+    pub network: Network,
+}
+
+/// (name, role, host byte of 10.77.0.x).
+fn layout(with_proxy: bool) -> Vec<(&'static str, Option<Role>, u8)> {
+    let mut out = vec![
+        (CLIENT_NODE, None, 2),
+        ("c1", Some(Role::Controller), 11),
+        ("c2", Some(Role::Controller), 12),
+        ("c3", Some(Role::Controller), 13),
+        ("ns", Some(Role::Namesrv), 20),
+        ("b1", Some(Role::Broker), 31),
+        ("b2", Some(Role::Broker), 32),
+        ("b3", Some(Role::Broker), 33),
+    ];
+    if with_proxy {
+        out.push(("proxy", Some(Role::Proxy), 40));
+    }
+    out
+}
+
+fn ip_of(host: u8) -> String {
+    format!("10.77.0.{host}")
+}
+
+fn path_str(path: &Path) -> anyhow::Result<String> {
+    path.to_str()
+        .map(str::to_string)
+        .with_context(|| format!("{} is not UTF-8", path.display()))
+}
+
+/// A TOML string literal.
+fn quoted(text: &str) -> String {
+    serde_json::to_string(text).unwrap_or_else(|_| format!("\"{text}\""))
+}
+
+/// The controller config of controller `id` (1-based).
+pub fn controller_toml(id: usize, data_dir: &Path) -> anyhow::Result<String> {
+    let controllers = [11u8, 12, 13];
+    let host = controllers
+        .get(id.wrapping_sub(1))
+        .with_context(|| format!("no controller {id}"))?;
+    let mut peers = String::new();
+    let mut members = String::new();
+    for (i, h) in controllers.iter().enumerate() {
+        peers.push_str(&format!(
+            "\"{}\" = {}\n",
+            i + 1,
+            quoted(&format!("{}:{}", ip_of(*h), port::CONTROLLER))
+        ));
+        members.push_str(&format!(
+            "\"{}\" = {}\n",
+            i + 1,
+            quoted(&format!("{}:{}", ip_of(*h), port::RAFT))
+        ));
+    }
+    Ok(format!(
+        "listen = {listen}\n\
+         heartbeat_timeout_ms = 6000\n\
+         scan_interval_ms = 1000\n\
+         \n[remoting_peers]\n{peers}\
+         \n[raft]\n\
+         node_id = {id}\n\
+         listen = {raft}\n\
+         data_dir = {data}\n\
+         \n[raft.initial_members]\n{members}",
+        listen = quoted(&format!("{}:{}", ip_of(*host), port::CONTROLLER)),
+        raft = quoted(&format!("{}:{}", ip_of(*host), port::RAFT)),
+        data = quoted(&path_str(data_dir)?),
+    ))
+}
+
+/// The broker config of replica `host` (its IP's last byte).
+pub fn broker_toml(host: u8, store_root: &Path, min_in_sync: usize) -> anyhow::Result<String> {
+    let controllers = [11u8, 12, 13]
+        .iter()
+        .map(|h| format!("{}:{}", ip_of(*h), port::CONTROLLER))
+        .collect::<Vec<_>>()
+        .join(";");
+    Ok(format!(
+        "broker_name = {name}\n\
+         cluster_name = \"DefaultCluster\"\n\
+         listen = {listen}\n\
+         ha_port = {ha}\n\
+         namesrv_addr = {namesrv}\n\
+         enable_controller_mode = true\n\
+         controller_addr = {controllers}\n\
+         controller_heartbeat_timeout_ms = 6000\n\
+         min_in_sync_replicas = {min_in_sync}\n\
+         register_interval_ms = 5000\n\
+         \n[store]\n\
+         store_root = {store}\n\
+         flush_disk_type = \"ASYNC_FLUSH\"\n\
+         commitlog_segment_size = 67108864\n",
+        name = quoted(BROKER_NAME),
+        listen = quoted(&format!("{}:{}", ip_of(host), port::BROKER)),
+        ha = port::HA,
+        namesrv = quoted(&format!("{}:{}", ip_of(20), port::NAMESRV)),
+        controllers = quoted(&controllers),
+        store = quoted(&path_str(store_root)?),
+    ))
+}
+
+impl Cluster {
+    /// Builds the network and writes every config; starts nothing.
+    pub fn create(options: ClusterOptions) -> anyhow::Result<Cluster> {
+        let layout = layout(options.with_proxy);
+        let names: Vec<(&str, u8)> = layout.iter().map(|(n, _, h)| (*n, *h)).collect();
+        let network = Network::create(&names).context("cannot build the private network")?;
+        let mut nodes = Vec::new();
+        let threads = options.threads.to_string();
+        for (name, role, host) in &layout {
+            let Some(role) = role else { continue };
+            let net = network.node(name)?;
+            let dir = options.dir.join("nodes").join(name);
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            let mut args = vec![
+                "--log".to_string(),
+                "info".to_string(),
+                "--threads".to_string(),
+                threads.clone(),
+            ];
+            match role {
+                Role::Controller => {
+                    let id: usize = name[1..].parse().context("controller name")?;
+                    let config = dir.join("controller.toml");
+                    std::fs::write(&config, controller_toml(id, &dir.join("data"))?)
+                        .with_context(|| format!("cannot write {}", config.display()))?;
+                    args.extend(["controller".into(), "--config".into(), path_str(&config)?]);
+                }
+                Role::Namesrv => {
+                    args.extend([
+                        "namesrv".into(),
+                        "--listen".into(),
+                        format!("{}:{}", net.ip, port::NAMESRV),
+                    ]);
+                }
+                Role::Broker => {
+                    let config = dir.join("broker.toml");
+                    std::fs::write(
+                        &config,
+                        broker_toml(*host, &dir.join("store"), options.min_in_sync_replicas)?,
+                    )
+                    .with_context(|| format!("cannot write {}", config.display()))?;
+                    args.extend(["broker".into(), "--config".into(), path_str(&config)?]);
+                }
+                Role::Proxy => {
+                    args.extend([
+                        "proxy".into(),
+                        "--listen".into(),
+                        format!("{}:{}", net.ip, port::PROXY),
+                        "--namesrv".into(),
+                        format!("{}:{}", ip_of(20), port::NAMESRV),
+                    ]);
+                }
+            }
+            let mut node = Node::new(name, *role, &net.ns, net.ip, dir, args);
+            if *role == Role::Broker {
+                node.env = options.broker_env.clone();
+            }
+            nodes.push(node);
+        }
+        Ok(Cluster {
+            nodes,
+            options,
+            network,
+        })
+    }
+
+    pub fn client_ns(&self) -> anyhow::Result<String> {
+        Ok(self.network.node(CLIENT_NODE)?.ns.clone())
+    }
+
+    pub fn node(&self, name: &str) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    pub fn node_mut(&mut self, name: &str) -> anyhow::Result<&mut Node> {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.name == name)
+            .with_context(|| format!("no node {name}"))
+    }
+
+    pub fn names(&self, role: Role) -> Vec<String> {
+        self.nodes
+            .iter()
+            .filter(|n| n.role == role)
+            .map(|n| n.name.clone())
+            .collect()
+    }
+
+    /// Every server node's name.
+    pub fn server_names(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.name.clone()).collect()
+    }
+
+    pub fn start(&mut self, name: &str) -> anyhow::Result<()> {
+        let binary = self.options.binary.clone();
+        let node = self.node_mut(name)?;
+        node.start(&binary)
+    }
+
+    /// Starts everything: controllers first, then the NameServer, the brokers, the proxy.
+    pub fn start_all(&mut self) -> anyhow::Result<()> {
+        for name in self.server_names() {
+            self.start(&name)?;
+        }
+        Ok(())
+    }
+
+    pub fn nemesis_targets(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .filter(|n| matches!(n.role, Role::Controller | Role::Broker | Role::Namesrv))
+            .map(|n| n.name.clone())
+            .collect()
+    }
+
+    pub fn addr_of(&self, name: &str) -> Option<String> {
+        self.node(name).map(Node::addr)
+    }
+
+    pub fn name_of_addr(&self, addr: &str) -> Option<String> {
+        self.nodes
+            .iter()
+            .find(|n| n.addr() == addr)
+            .map(|n| n.name.clone())
+    }
+
+    pub fn namesrv_addr(&self) -> String {
+        format!("{}:{}", ip_of(20), port::NAMESRV)
+    }
+
+    pub fn controller_addrs(&self) -> Vec<String> {
+        self.names(Role::Controller)
+            .iter()
+            .filter_map(|n| self.addr_of(n))
+            .collect()
+    }
+
+    /// Kills every process (SIGCONT first for paused ones) and deletes the network. Idempotent;
+    /// also what dropping the cluster does.
+    pub fn shutdown(&mut self) {
+        for node in &mut self.nodes {
+            node.kill();
+        }
+        self.network.teardown();
+    }
+
+    /// Copies of the node logs are not needed: they live under `DIR/nodes/<name>/node.log`.
+    pub fn log_paths(&self) -> Vec<(String, PathBuf)> {
+        self.nodes
+            .iter()
+            .map(|n| (n.name.clone(), n.log_path()))
+            .collect()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Clients for the harness's own questions (leader, master) and workloads.
+#[derive(Clone)]
+pub struct Clients {
+    pub api: MqClientApi,
+    pub controller: ControllerClient,
+}
+
+impl Clients {
+    pub fn new(timeout: Duration) -> Clients {
+        let config = ClientConfig {
+            connect_timeout: Duration::from_secs(1),
+            ..ClientConfig::default()
+        };
+        let remoting = RemotingClient::new(config);
+        Clients {
+            api: MqClientApi::new(remoting.clone(), timeout),
+            controller: ControllerClient::new(remoting, timeout),
+        }
+    }
+
+    /// The controller leader's Remoting address, asking each controller in turn.
+    pub async fn controller_leader(&self, controllers: &[String]) -> Option<String> {
+        for addr in controllers {
+            if let Ok(meta) = self.controller.metadata(addr).await {
+                if meta.is_leader {
+                    return Some(addr.clone());
+                }
+                if let Some(leader) = meta.leader_address.filter(|a| !a.is_empty()) {
+                    if controllers.contains(&leader) {
+                        return Some(leader);
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// The broker set's (master address, all replica addresses) as the NameServer lists them.
+    pub async fn broker_set(&self, namesrv: &str) -> Option<(Option<String>, Vec<String>)> {
+        let info = self.api.cluster_info(namesrv).await.ok()?;
+        let set = info.broker_addr_table.get(BROKER_NAME)?;
+        let master = set.broker_addrs.get(&0).cloned();
+        Some((master, set.broker_addrs.values().cloned().collect()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configs_parse_as_the_servers_read_them() {
+        let text = controller_toml(2, Path::new("/d/c2/data")).expect("toml");
+        let c: rocketraft_controller::ControllerConfig = toml::from_str(&text).expect("parses");
+        assert_eq!(c.listen.to_string(), "10.77.0.12:9878");
+        assert_eq!(c.raft.node_id, 2);
+        assert_eq!(c.raft.listen.to_string(), "10.77.0.12:9880");
+        assert_eq!(c.raft.initial_members.len(), 3);
+        assert_eq!(
+            c.remoting_peers.get(&3).map(String::as_str),
+            Some("10.77.0.13:9878")
+        );
+        assert!(controller_toml(4, Path::new("/d")).is_err());
+        let text = broker_toml(32, Path::new("/d/b2/store"), 2).expect("toml");
+        let b: toml::Table = toml::from_str(&text).expect("parses");
+        assert_eq!(b["listen"].as_str(), Some("10.77.0.32:10911"));
+        assert_eq!(b["min_in_sync_replicas"].as_integer(), Some(2));
+        assert_eq!(
+            b["controller_addr"].as_str(),
+            Some("10.77.0.11:9878;10.77.0.12:9878;10.77.0.13:9878")
+        );
+        assert_eq!(b["store"]["store_root"].as_str(), Some("/d/b2/store"));
+    }
+}

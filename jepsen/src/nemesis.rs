@@ -1,0 +1,618 @@
+//! Nemeses: faults on a seeded timeline, each start and stop recorded in the history as a
+//! `"process":"nemesis"` `info` event (`start-<kind>` / `stop-<kind>`, the value saying exactly
+//! what was done).
+//!
+//! Kinds (`--nemesis` takes a comma-separated list, `all`, or `none`):
+//! - `partition`: nftables drop rules inside the nodes' namespaces; one of *halves* (random
+//!   3 | 4 split of the servers), *isolate-controller-leader*, *isolate-broker-master*,
+//!   *majority-ring* (each server sees a majority, no two the same one), *bridge* (two halves
+//!   that only one node sees both of), *one-way* (one node receives nothing, sends freely).
+//! - `kill`: SIGKILL, restarted at the window's end: one random server, a majority of the
+//!   controllers, the broker master, or the controller leader and the broker master together.
+//! - `pause`: SIGSTOP / SIGCONT of a random server, the broker master or the controller leader.
+//! - `loss`: one or two servers drop 20-40 % of their packets (nft `numgen random`).
+//! - `clock`: a controller or broker restarted under `faketime` shifted by ±30-600 s, restarted
+//!   normally at the end (not in `all`: it also restarts the node).
+//! - `transfer`: the controller is asked to elect a designated slave of the SyncStateSet as the
+//!   broker master (a master transfer); nothing to undo.
+//!
+//! The clients' namespace is never cut off: faults are between servers.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use anyhow::bail;
+use serde_json::{json, Value as Json};
+
+use crate::cluster::{Clients, Cluster, BROKER_NAME};
+use crate::nodes::Role;
+use crate::record::Recorder;
+use crate::rng::Rng;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum FaultKind {
+    Partition,
+    Kill,
+    Pause,
+    Loss,
+    Clock,
+    Transfer,
+}
+
+impl FaultKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FaultKind::Partition => "partition",
+            FaultKind::Kill => "kill",
+            FaultKind::Pause => "pause",
+            FaultKind::Loss => "loss",
+            FaultKind::Clock => "clock",
+            FaultKind::Transfer => "transfer",
+        }
+    }
+}
+
+/// Parses `--nemesis`.
+pub fn parse_kinds(spec: &str) -> anyhow::Result<Vec<FaultKind>> {
+    let mut out = BTreeSet::new();
+    for word in spec.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+        match word {
+            "none" => {}
+            "all" => out.extend([
+                FaultKind::Partition,
+                FaultKind::Kill,
+                FaultKind::Pause,
+                FaultKind::Loss,
+                FaultKind::Transfer,
+            ]),
+            "partition" => {
+                out.insert(FaultKind::Partition);
+            }
+            "kill" => {
+                out.insert(FaultKind::Kill);
+            }
+            "pause" => {
+                out.insert(FaultKind::Pause);
+            }
+            "loss" => {
+                out.insert(FaultKind::Loss);
+            }
+            "clock" => {
+                out.insert(FaultKind::Clock);
+            }
+            "transfer" => {
+                out.insert(FaultKind::Transfer);
+            }
+            other => bail!(
+                "unknown nemesis {other:?}: use none, all, or a list of partition, kill, pause, loss, clock, transfer"
+            ),
+        }
+    }
+    Ok(out.into_iter().collect())
+}
+
+/// One fault window of the timeline (offsets from the start of the workload).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Window {
+    pub kind: FaultKind,
+    pub start: Duration,
+    pub duration: Duration,
+}
+
+/// The timeline: quiet 3-6 s, then windows of 6-12 s separated by 4-8 s of quiet, all ending
+/// at least 2 s before `limit`. Transfers are instant (a window of 1 s).
+pub fn timeline(kinds: &[FaultKind], limit: Duration, rng: &mut Rng) -> Vec<Window> {
+    let mut out = Vec::new();
+    if kinds.is_empty() {
+        return out;
+    }
+    let mut t = Duration::from_secs(rng.range(3, 6));
+    while let Some(kind) = rng.pick(kinds).copied() {
+        let duration = if kind == FaultKind::Transfer {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_secs(rng.range(6, 12))
+        };
+        if t + duration + Duration::from_secs(2) > limit {
+            break;
+        }
+        out.push(Window {
+            kind,
+            start: t,
+            duration,
+        });
+        t += duration + Duration::from_secs(rng.range(4, 8));
+    }
+    out
+}
+
+/// What to undo at the end of a window.
+#[derive(Debug, Clone)]
+pub enum Active {
+    /// Nodes with drop rules.
+    Rules(Vec<String>),
+    Killed(Vec<String>),
+    Paused(Vec<String>),
+    Clock(Vec<String>),
+    Nothing,
+}
+
+/// Runs faults against a cluster.
+pub struct Nemesis {
+    pub cluster: Arc<Mutex<Cluster>>,
+    pub clients: Clients,
+    pub recorder: Recorder,
+    pub rng: Rng,
+}
+
+pub fn lock(cluster: &Mutex<Cluster>) -> MutexGuard<'_, Cluster> {
+    match cluster.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+/// Partition grudges: node -> the nodes it drops packets from.
+pub type Grudge = BTreeMap<String, BTreeSet<String>>;
+
+/// Every node in `a` and every node in `b` drop each other.
+fn cut(grudge: &mut Grudge, a: &[String], b: &[String]) {
+    for x in a {
+        for y in b {
+            if x != y {
+                grudge.entry(x.clone()).or_default().insert(y.clone());
+                grudge.entry(y.clone()).or_default().insert(x.clone());
+            }
+        }
+    }
+}
+
+/// Each node sees the nodes within ring distance `d`, where `2d + 1` is the smallest majority
+/// span; it drops the others.
+pub fn majority_ring(ring: &[String]) -> Grudge {
+    let n = ring.len();
+    let majority = n / 2 + 1;
+    let d = majority / 2;
+    let mut grudge = Grudge::new();
+    for (i, x) in ring.iter().enumerate() {
+        for (j, y) in ring.iter().enumerate() {
+            let dist = i.abs_diff(j).min(n - i.abs_diff(j));
+            if dist > d {
+                grudge.entry(x.clone()).or_default().insert(y.clone());
+            }
+        }
+    }
+    grudge
+}
+
+impl Nemesis {
+    fn servers(&self) -> Vec<String> {
+        lock(&self.cluster).nemesis_targets()
+    }
+
+    async fn controller_leader(&self) -> Option<String> {
+        let addrs = lock(&self.cluster).controller_addrs();
+        let leader = self.clients.controller_leader(&addrs).await?;
+        lock(&self.cluster).name_of_addr(&leader)
+    }
+
+    async fn broker_master(&self) -> Option<String> {
+        let namesrv = lock(&self.cluster).namesrv_addr();
+        let (master, _) = self.clients.broker_set(&namesrv).await?;
+        lock(&self.cluster).name_of_addr(&master?)
+    }
+
+    fn random_server(&mut self, role: Option<Role>) -> Option<String> {
+        let names = match role {
+            Some(role) => lock(&self.cluster).names(role),
+            None => self.servers(),
+        };
+        self.rng.pick(&names).cloned()
+    }
+
+    fn apply_grudge(&self, grudge: &Grudge) -> anyhow::Result<Vec<String>> {
+        let cluster = lock(&self.cluster);
+        let mut touched = Vec::new();
+        for (node, from) in grudge {
+            let from: Vec<&str> = from.iter().map(String::as_str).collect();
+            cluster.network.drop_from(node, &from)?;
+            touched.push(node.clone());
+        }
+        Ok(touched)
+    }
+
+    /// Starts a fault of `kind`; records it; returns what to undo.
+    pub async fn start(&mut self, kind: FaultKind) -> anyhow::Result<Active> {
+        match kind {
+            FaultKind::Partition => self.start_partition().await,
+            FaultKind::Kill => self.start_kill().await,
+            FaultKind::Pause => self.start_pause().await,
+            FaultKind::Loss => {
+                let mut servers = self.servers();
+                self.rng.shuffle(&mut servers);
+                servers.truncate(self.rng.range(1, 2) as usize);
+                let percent = self.rng.range(20, 40) as u8;
+                {
+                    let cluster = lock(&self.cluster);
+                    for name in &servers {
+                        cluster.network.lossy(name, percent)?;
+                    }
+                }
+                self.recorder
+                    .nemesis("start-loss", json!({"nodes": servers, "percent": percent}));
+                Ok(Active::Rules(servers))
+            }
+            FaultKind::Clock => {
+                let role = if self.rng.chance(0.5) {
+                    Role::Controller
+                } else {
+                    Role::Broker
+                };
+                let Some(name) = self.random_server(Some(role)) else {
+                    return Ok(Active::Nothing);
+                };
+                let seconds = self.rng.range(30, 600) as i64;
+                let offset = if self.rng.chance(0.5) {
+                    format!("+{seconds}s")
+                } else {
+                    format!("-{seconds}s")
+                };
+                {
+                    let mut cluster = lock(&self.cluster);
+                    let node = cluster.node_mut(&name)?;
+                    node.kill();
+                    node.set_clock_offset(Some(offset.clone()));
+                    cluster.start(&name)?;
+                }
+                self.recorder
+                    .nemesis("start-clock", json!({"node": name, "offset": offset}));
+                Ok(Active::Clock(vec![name]))
+            }
+            FaultKind::Transfer => {
+                self.transfer().await?;
+                Ok(Active::Nothing)
+            }
+        }
+    }
+
+    async fn start_partition(&mut self) -> anyhow::Result<Active> {
+        let mut servers = self.servers();
+        self.rng.shuffle(&mut servers);
+        let variants = [
+            "halves",
+            "isolate-controller-leader",
+            "isolate-broker-master",
+            "majority-ring",
+            "bridge",
+            "one-way",
+        ];
+        let variant = *self.rng.pick(&variants).unwrap_or(&"halves");
+        let mut grudge = Grudge::new();
+        let isolate = |grudge: &mut Grudge, one: Option<String>, servers: &[String]| {
+            if let Some(one) = one {
+                let rest: Vec<String> = servers.iter().filter(|s| **s != one).cloned().collect();
+                cut(grudge, &[one], &rest);
+            }
+        };
+        match variant {
+            "halves" => {
+                let (a, b) = servers.split_at(servers.len() / 2);
+                cut(&mut grudge, a, b);
+            }
+            "isolate-controller-leader" => {
+                let leader = self.controller_leader().await;
+                isolate(&mut grudge, leader, &servers);
+            }
+            "isolate-broker-master" => {
+                let master = self.broker_master().await;
+                isolate(&mut grudge, master, &servers);
+            }
+            "majority-ring" => grudge = majority_ring(&servers),
+            "bridge" => {
+                let (bridge, rest) = servers.split_at(1);
+                let (a, b) = rest.split_at(rest.len() / 2);
+                cut(&mut grudge, a, b);
+                let _ = bridge;
+            }
+            _ => {
+                // one-way: the first node receives nothing from the others.
+                if let Some((one, rest)) = servers.split_first() {
+                    grudge.insert(one.clone(), rest.iter().cloned().collect());
+                }
+            }
+        }
+        let touched = self.apply_grudge(&grudge)?;
+        let described: BTreeMap<&String, Vec<&String>> = grudge
+            .iter()
+            .map(|(k, v)| (k, v.iter().collect()))
+            .collect();
+        self.recorder.nemesis(
+            "start-partition",
+            json!({"variant": variant, "drops": described}),
+        );
+        Ok(Active::Rules(touched))
+    }
+
+    async fn start_kill(&mut self) -> anyhow::Result<Active> {
+        let variants = [
+            "one",
+            "controller-majority",
+            "broker-master",
+            "leader-and-master",
+        ];
+        let variant = *self.rng.pick(&variants).unwrap_or(&"one");
+        let mut targets: Vec<String> = match variant {
+            "one" => self.random_server(None).into_iter().collect(),
+            "controller-majority" => {
+                let mut c = lock(&self.cluster).names(Role::Controller);
+                self.rng.shuffle(&mut c);
+                c.truncate(c.len() / 2 + 1);
+                c
+            }
+            "broker-master" => self.broker_master().await.into_iter().collect(),
+            _ => {
+                let mut both: Vec<String> = self.controller_leader().await.into_iter().collect();
+                both.extend(self.broker_master().await);
+                both
+            }
+        };
+        if targets.is_empty() {
+            // Nobody to aim at (no leader or master right now): kill a random server.
+            targets.extend(self.random_server(None));
+        }
+        {
+            let mut cluster = lock(&self.cluster);
+            for name in &targets {
+                cluster.node_mut(name)?.kill();
+            }
+        }
+        self.recorder
+            .nemesis("start-kill", json!({"variant": variant, "nodes": targets}));
+        Ok(Active::Killed(targets))
+    }
+
+    async fn start_pause(&mut self) -> anyhow::Result<Active> {
+        let variants = ["one", "broker-master", "controller-leader"];
+        let variant = *self.rng.pick(&variants).unwrap_or(&"one");
+        let target = match variant {
+            "broker-master" => self.broker_master().await,
+            "controller-leader" => self.controller_leader().await,
+            _ => None,
+        }
+        .or_else(|| self.random_server(None));
+        let mut paused = Vec::new();
+        if let Some(name) = target {
+            let mut cluster = lock(&self.cluster);
+            if cluster.node_mut(&name)?.pause() {
+                paused.push(name);
+            }
+        }
+        self.recorder
+            .nemesis("start-pause", json!({"variant": variant, "nodes": paused}));
+        Ok(Active::Paused(paused))
+    }
+
+    /// Asks the controller leader to elect a designated slave as the master.
+    async fn transfer(&mut self) -> anyhow::Result<()> {
+        let addrs = lock(&self.cluster).controller_addrs();
+        let Some(leader) = self.clients.controller_leader(&addrs).await else {
+            self.recorder
+                .nemesis("transfer", json!({"skipped": "no controller leader"}));
+            return Ok(());
+        };
+        let info = match self
+            .clients
+            .controller
+            .get_replica_info(&leader, BROKER_NAME)
+            .await
+        {
+            Ok(info) => info,
+            Err(e) => {
+                self.recorder
+                    .nemesis("transfer", json!({"skipped": e.to_string()}));
+                return Ok(());
+            }
+        };
+        let candidates: Vec<i64> = info
+            .sync_state_set
+            .iter()
+            .copied()
+            .filter(|id| Some(*id) != info.master_broker_id)
+            .collect();
+        let Some(target) = self.rng.pick(&candidates).copied() else {
+            self.recorder.nemesis(
+                "transfer",
+                json!({"skipped": "no slave in the SyncStateSet", "sync_state_set": info.sync_state_set}),
+            );
+            return Ok(());
+        };
+        let result = self
+            .clients
+            .controller
+            .elect_master(&leader, "DefaultCluster", BROKER_NAME, Some(target), true)
+            .await;
+        let outcome: Json = match result {
+            Ok(m) => {
+                json!({"code": m.code, "master": m.master_broker_id, "master_epoch": m.master_epoch})
+            }
+            Err(e) => json!({"error": e.to_string()}),
+        };
+        self.recorder.nemesis(
+            "transfer",
+            json!({"from": info.master_broker_id, "to": target, "result": outcome}),
+        );
+        Ok(())
+    }
+
+    /// Undoes `active` and records it.
+    pub fn stop(&mut self, kind: FaultKind, active: &Active) -> anyhow::Result<()> {
+        let mut cluster = lock(&self.cluster);
+        match active {
+            Active::Rules(nodes) => {
+                for node in nodes {
+                    cluster.network.heal_node(node)?;
+                }
+            }
+            Active::Killed(nodes) => {
+                for node in nodes {
+                    cluster.start(node)?;
+                }
+            }
+            Active::Paused(nodes) => {
+                for node in nodes {
+                    cluster.node_mut(node)?.resume();
+                }
+            }
+            Active::Clock(nodes) => {
+                for node in nodes {
+                    let n = cluster.node_mut(node)?;
+                    n.kill();
+                    n.set_clock_offset(None);
+                    cluster.start(node)?;
+                }
+            }
+            Active::Nothing => return Ok(()),
+        }
+        drop(cluster);
+        let nodes = match active {
+            Active::Rules(n) | Active::Killed(n) | Active::Paused(n) | Active::Clock(n) => {
+                n.clone()
+            }
+            Active::Nothing => Vec::new(),
+        };
+        self.recorder
+            .nemesis(&format!("stop-{}", kind.as_str()), json!({"nodes": nodes}));
+        Ok(())
+    }
+
+    /// Heals everything: every rule removed, paused nodes resumed, stopped nodes and clocks
+    /// restarted normally.
+    pub fn heal_all(&mut self) -> anyhow::Result<()> {
+        let mut cluster = lock(&self.cluster);
+        cluster.network.heal_all()?;
+        let mut restarted = Vec::new();
+        for name in cluster.server_names() {
+            let node = cluster.node_mut(&name)?;
+            node.resume();
+            if node.clock_offset().is_some() {
+                node.kill();
+                node.set_clock_offset(None);
+            }
+            if !node.is_running() {
+                restarted.push(name.clone());
+                cluster.start(&name)?;
+            }
+        }
+        drop(cluster);
+        self.recorder
+            .nemesis("heal-all", json!({"restarted": restarted}));
+        Ok(())
+    }
+
+    /// Runs `windows` (offsets from now) until done or `stop` fires; always undoes the fault in
+    /// progress.
+    pub async fn run(
+        &mut self,
+        windows: Vec<Window>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) -> anyhow::Result<()> {
+        let origin = tokio::time::Instant::now();
+        for window in windows {
+            if sleep_or_stop(origin + window.start, &mut stop).await {
+                break;
+            }
+            let active = match self.start(window.kind).await {
+                Ok(active) => active,
+                Err(e) => {
+                    tracing::warn!(kind = window.kind.as_str(), error = %e, "nemesis failed to start");
+                    self.recorder.nemesis(
+                        &format!("start-{}", window.kind.as_str()),
+                        json!({"error": e.to_string()}),
+                    );
+                    continue;
+                }
+            };
+            eprintln!(
+                "  [{:>5.1}s] nemesis: {} started",
+                origin.elapsed().as_secs_f64(),
+                window.kind.as_str()
+            );
+            let stopped = sleep_or_stop(origin + window.start + window.duration, &mut stop).await;
+            self.stop(window.kind, &active)?;
+            eprintln!(
+                "  [{:>5.1}s] nemesis: {} stopped",
+                origin.elapsed().as_secs_f64(),
+                window.kind.as_str()
+            );
+            if stopped {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Sleeps until `at`; true when `stop` fired first.
+async fn sleep_or_stop(
+    at: tokio::time::Instant,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) -> bool {
+    if *stop.borrow() {
+        return true;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep_until(at) => false,
+        _ = stop.changed() => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_parse() {
+        assert_eq!(parse_kinds("none").expect("none"), vec![]);
+        assert_eq!(
+            parse_kinds("kill,partition").expect("list"),
+            vec![FaultKind::Partition, FaultKind::Kill]
+        );
+        assert_eq!(parse_kinds("all").expect("all").len(), 5);
+        assert!(parse_kinds("meteor").is_err());
+    }
+
+    #[test]
+    fn the_timeline_is_seeded_and_fits() {
+        let kinds = [FaultKind::Partition, FaultKind::Kill];
+        let limit = Duration::from_secs(60);
+        let a = timeline(&kinds, limit, &mut Rng::new(1));
+        let b = timeline(&kinds, limit, &mut Rng::new(1));
+        assert_eq!(a, b);
+        assert!(a.len() >= 3, "{a:?}");
+        for w in &a {
+            assert!(w.start + w.duration + Duration::from_secs(2) <= limit);
+        }
+        for pair in a.windows(2) {
+            assert!(pair[0].start + pair[0].duration < pair[1].start);
+        }
+        assert!(timeline(&[], limit, &mut Rng::new(1)).is_empty());
+    }
+
+    #[test]
+    fn a_majority_ring_gives_everyone_a_different_majority() {
+        let ring: Vec<String> = (1..=7).map(|i| format!("n{i}")).collect();
+        let grudge = majority_ring(&ring);
+        let mut views = BTreeSet::new();
+        for node in &ring {
+            let dropped = grudge.get(node).map_or(0, BTreeSet::len);
+            assert_eq!(7 - dropped, 5, "{node} sees itself and 4 others");
+            views.insert(grudge.get(node).cloned().unwrap_or_default());
+            // Symmetric.
+            for other in grudge.get(node).into_iter().flatten() {
+                assert!(grudge[other].contains(node));
+            }
+        }
+        assert_eq!(views.len(), 7);
+    }
+}

@@ -1,0 +1,298 @@
+//! The `rocketraft` processes of a run, each started with `ip netns exec <its namespace>` (which
+//! execs, so the child's PID is the server's), with its own directory (config, data, logs)
+//! under the run directory. Only PIDs started here are ever signalled. Dropping the set kills
+//! every process still running (SIGCONT first for paused ones).
+
+use std::fs::{File, OpenOptions};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+
+/// What a node runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Controller,
+    Namesrv,
+    Broker,
+    Proxy,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Controller => "controller",
+            Role::Namesrv => "namesrv",
+            Role::Broker => "broker",
+            Role::Proxy => "proxy",
+        }
+    }
+}
+
+/// Ports every node uses on its own IP (each node has its own namespace, so they never clash).
+pub mod port {
+    pub const NAMESRV: u16 = 9876;
+    pub const CONTROLLER: u16 = 9878;
+    pub const RAFT: u16 = 9880;
+    pub const BROKER: u16 = 10911;
+    pub const HA: u16 = 10912;
+    pub const PROXY: u16 = 8081;
+}
+
+/// One server process and how to (re)start it.
+#[derive(Debug)]
+pub struct Node {
+    pub name: String,
+    pub role: Role,
+    pub ns: String,
+    pub ip: Ipv4Addr,
+    pub dir: PathBuf,
+    /// The `rocketraft` arguments (after the binary).
+    pub args: Vec<String>,
+    child: Option<Child>,
+    paused: bool,
+    /// When set, the process runs under `faketime` with this offset (e.g. `+120s`).
+    clock_offset: Option<String>,
+    pub starts: u32,
+    /// Extra environment of the process.
+    pub env: Vec<(String, String)>,
+}
+
+impl Node {
+    pub fn new(
+        name: &str,
+        role: Role,
+        ns: &str,
+        ip: Ipv4Addr,
+        dir: PathBuf,
+        args: Vec<String>,
+    ) -> Node {
+        Node {
+            name: name.to_string(),
+            role,
+            ns: ns.to_string(),
+            ip,
+            dir,
+            args,
+            child: None,
+            paused: false,
+            clock_offset: None,
+            starts: 0,
+            env: Vec::new(),
+        }
+    }
+
+    /// The Remoting (or gRPC, for the proxy) address clients use.
+    pub fn addr(&self) -> String {
+        let port = match self.role {
+            Role::Controller => port::CONTROLLER,
+            Role::Namesrv => port::NAMESRV,
+            Role::Broker => port::BROKER,
+            Role::Proxy => port::PROXY,
+        };
+        format!("{}:{port}", self.ip)
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("node.log")
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    /// Starts the process (a no-op when it runs).
+    pub fn start(&mut self, binary: &Path) -> anyhow::Result<()> {
+        if self.is_running() {
+            return Ok(());
+        }
+        std::fs::create_dir_all(&self.dir)
+            .with_context(|| format!("cannot create {}", self.dir.display()))?;
+        let log = open_log(&self.log_path())?;
+        let log2 = log.try_clone().context("cannot share the log file")?;
+        self.starts += 1;
+        use std::io::Write;
+        let mut header = &log;
+        let _ = writeln!(
+            header,
+            "===== harness: start #{} of {}{} =====",
+            self.starts,
+            self.name,
+            self.clock_offset
+                .as_deref()
+                .map_or(String::new(), |o| format!(" under faketime {o}"))
+        );
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.ns]);
+        if let Some(offset) = &self.clock_offset {
+            command.args(["faketime", "-f", offset]);
+        }
+        // Its own process group: a Ctrl-C at the terminal reaches the harness only, which then
+        // tears down in order.
+        use std::os::unix::process::CommandExt;
+        command.process_group(0);
+        command
+            .arg(binary)
+            .args(&self.args)
+            .current_dir(&self.dir)
+            .env("RUST_BACKTRACE", "1")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2);
+        let child = command
+            .spawn()
+            .with_context(|| format!("cannot start {}", self.name))?;
+        tracing::info!(node = self.name, pid = child.id(), "started");
+        self.child = Some(child);
+        self.paused = false;
+        Ok(())
+    }
+
+    /// SIGKILL and reap. A no-op when it is not running.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            if self.paused {
+                signal(child.id(), libc::SIGCONT);
+            }
+            // Child::kill sends SIGKILL to exactly this PID.
+            let _ = child.kill();
+            let _ = child.wait();
+            tracing::info!(node = self.name, pid = child.id(), "killed");
+        }
+        self.paused = false;
+    }
+
+    /// SIGSTOP.
+    pub fn pause(&mut self) -> bool {
+        match self.pid() {
+            Some(pid) if !self.paused && self.is_running() => {
+                signal(pid, libc::SIGSTOP);
+                self.paused = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// SIGCONT.
+    pub fn resume(&mut self) {
+        if let (true, Some(pid)) = (self.paused, self.pid()) {
+            signal(pid, libc::SIGCONT);
+        }
+        self.paused = false;
+    }
+
+    /// Sets (or with `None` clears) the faketime offset the next start uses.
+    pub fn set_clock_offset(&mut self, offset: Option<String>) {
+        self.clock_offset = offset;
+    }
+
+    pub fn clock_offset(&self) -> Option<&str> {
+        self.clock_offset.as_deref()
+    }
+
+    /// If the process died on its own, say how (once).
+    pub fn exited(&mut self) -> Option<String> {
+        let child = self.child.as_mut()?;
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                self.child = None;
+                Some(status.to_string())
+            }
+            _ => None,
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn signal(pid: u32, sig: i32) {
+    let Ok(pid) = i32::try_from(pid) else { return };
+    // SAFETY: kill has no memory preconditions; `pid` is a child we started and have not reaped.
+    unsafe {
+        libc::kill(pid, sig);
+    }
+}
+
+fn open_log(path: &Path) -> anyhow::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("cannot open {}", path.display()))
+}
+
+/// The `rocketraft` binary to run: `--bin`, else `rocketraft` beside this executable (same
+/// cargo target directory), else `$CARGO_TARGET_DIR/{release,debug}/rocketraft`.
+pub fn find_binary(given: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(path) = given {
+        if path.is_file() {
+            return Ok(path.to_path_buf());
+        }
+        bail!("--bin {}: no such file", path.display());
+    }
+    let mut candidates = Vec::new();
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(dir) = exe.parent() {
+            candidates.push(dir.join("rocketraft"));
+            if let Some(up) = dir.parent() {
+                candidates.push(up.join("rocketraft"));
+            }
+        }
+    }
+    if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
+        let target = PathBuf::from(target);
+        candidates.push(target.join("release/rocketraft"));
+        candidates.push(target.join("debug/rocketraft"));
+    }
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .with_context(|| {
+            format!(
+                "cannot find the rocketraft binary (looked at {}): build it (cargo build --workspace --bins) or pass --bin",
+                candidates
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+}
+
+/// Waits up to `timeout` for `check` to succeed, polling every 250 ms.
+pub async fn wait_until<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

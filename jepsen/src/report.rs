@@ -1,0 +1,639 @@
+//! A run's report: statistics over the history (counts, unavailability windows, recovery after
+//! the final heal), the fault windows, `verdicts.json`, and `index.html` with latency and
+//! throughput over time as inline SVG (fault windows shaded), plus the smallest counterexample
+//! when a checker failed.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+use serde_json::{json, Value as Json};
+
+use crate::queue_check::QueueReport;
+use crate::record::{Event, Kind};
+use crate::split_brain::SplitBrainReport;
+
+const NS_PER_S: f64 = 1e9;
+/// A gap this long without an acknowledged send counts as unavailability.
+const UNAVAILABLE_GAP_NS: u64 = 2_000_000_000;
+
+/// A fault window, from the nemesis events.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct FaultSpan {
+    pub kind: String,
+    pub from_s: f64,
+    pub to_s: f64,
+    pub detail: Json,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Counts {
+    pub invoke: usize,
+    pub ok: usize,
+    pub fail: usize,
+    pub info: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Stats {
+    pub by_f: BTreeMap<String, Counts>,
+    /// Gaps of 2 s or more between acknowledged sends (seconds from the start).
+    pub unavailable: Vec<(f64, f64)>,
+    /// From the final heal to the first acknowledged send after it.
+    pub recovery_s: Option<f64>,
+    pub faults: Vec<FaultSpan>,
+    pub duration_s: f64,
+}
+
+fn secs(ns: u64) -> f64 {
+    ns as f64 / NS_PER_S
+}
+
+/// Pairs `start-X`/`stop-X` nemesis events into windows; a start without a stop ends at the
+/// next `heal-all` or at the end.
+pub fn fault_spans(events: &[Event]) -> Vec<FaultSpan> {
+    let end = events.last().map_or(0, |e| e.time);
+    let mut open: BTreeMap<String, (u64, Json)> = BTreeMap::new();
+    let mut out = Vec::new();
+    for e in events.iter().filter(|e| e.is_nemesis()) {
+        if let Some(kind) = e.f.strip_prefix("start-") {
+            open.insert(kind.to_string(), (e.time, e.value.clone()));
+        } else if let Some(kind) = e.f.strip_prefix("stop-") {
+            if let Some((from, detail)) = open.remove(kind) {
+                out.push(FaultSpan {
+                    kind: kind.to_string(),
+                    from_s: secs(from),
+                    to_s: secs(e.time),
+                    detail,
+                });
+            }
+        } else if e.f == "heal-all" {
+            for (kind, (from, detail)) in std::mem::take(&mut open) {
+                out.push(FaultSpan {
+                    kind,
+                    from_s: secs(from),
+                    to_s: secs(e.time),
+                    detail,
+                });
+            }
+        } else if e.f == "transfer" {
+            out.push(FaultSpan {
+                kind: "transfer".to_string(),
+                from_s: secs(e.time),
+                to_s: secs(e.time) + 0.5,
+                detail: e.value.clone(),
+            });
+        }
+    }
+    for (kind, (from, detail)) in open {
+        out.push(FaultSpan {
+            kind,
+            from_s: secs(from),
+            to_s: secs(end),
+            detail,
+        });
+    }
+    out.sort_by(|a, b| a.from_s.total_cmp(&b.from_s));
+    out
+}
+
+pub fn stats(events: &[Event]) -> Stats {
+    let mut by_f: BTreeMap<String, Counts> = BTreeMap::new();
+    for e in events.iter().filter(|e| !e.is_nemesis()) {
+        let c = by_f.entry(e.f.clone()).or_insert(Counts {
+            invoke: 0,
+            ok: 0,
+            fail: 0,
+            info: 0,
+        });
+        match e.kind {
+            Kind::Invoke => c.invoke += 1,
+            Kind::Ok => c.ok += 1,
+            Kind::Fail => c.fail += 1,
+            Kind::Info => c.info += 1,
+        }
+    }
+    let oks: Vec<u64> = events
+        .iter()
+        .filter(|e| e.f == "send" && e.kind == Kind::Ok)
+        .map(|e| e.time)
+        .collect();
+    let first_invoke = events
+        .iter()
+        .find(|e| e.f == "send" && e.kind == Kind::Invoke)
+        .map_or(0, |e| e.time);
+    let heal = events
+        .iter()
+        .rev()
+        .find(|e| e.is_nemesis() && e.f == "heal-all")
+        .map(|e| e.time);
+    let last_client = events
+        .iter()
+        .rev()
+        .find(|e| !e.is_nemesis())
+        .map_or(0, |e| e.time);
+    let mut unavailable = Vec::new();
+    let mut previous = first_invoke;
+    for &t in &oks {
+        if t.saturating_sub(previous) >= UNAVAILABLE_GAP_NS {
+            unavailable.push((secs(previous), secs(t)));
+        }
+        previous = t;
+    }
+    let recovery_s = heal.and_then(|h| oks.iter().find(|&&t| t >= h).map(|t| secs(t - h)));
+    if let Some(h) = heal {
+        if recovery_s.is_none() && last_client > previous {
+            unavailable.push((secs(previous.max(h)), secs(last_client)));
+        }
+    }
+    Stats {
+        by_f,
+        unavailable,
+        recovery_s,
+        faults: fault_spans(events),
+        duration_s: secs(events.last().map_or(0, |e| e.time)),
+    }
+}
+
+/// The smallest evidence of each failure: for a lost value its send and the number of pops
+/// that followed; for split brain the two acknowledgements; for order the two deliveries.
+pub fn counterexample(
+    events: &[Event],
+    queue: &QueueReport,
+    split: &SplitBrainReport,
+) -> Option<Json> {
+    if let Some(anomaly) = split.anomalies.first() {
+        return Some(json!({
+            "checker": "split-brain",
+            "explanation": format!(
+                "{}: value {} acknowledged by {} at {}:{} offset {}, and value {} acknowledged by {} at offset {}",
+                anomaly.kind, anomaly.first.value, anomaly.first.broker, anomaly.first.topic,
+                anomaly.first.queue, anomaly.first.offset, anomaly.second.value,
+                anomaly.second.broker, anomaly.second.offset
+            ),
+            "events": [anomaly.first, anomaly.second],
+        }));
+    }
+    if let Some(&lost) = queue.lost.first() {
+        let send: Vec<&Event> = events
+            .iter()
+            .filter(|e| e.f == "send" && e.value.as_i64() == Some(lost))
+            .collect();
+        let after = send.last().map_or(0, |e| e.time);
+        let pops_after = events
+            .iter()
+            .filter(|e| e.f == "pop" && e.kind == Kind::Ok && e.time > after)
+            .count();
+        return Some(json!({
+            "checker": "queue",
+            "explanation": format!(
+                "value {lost} was acknowledged but never delivered by any of the {pops_after} pops after it (final drain included)"
+            ),
+            "events": send,
+        }));
+    }
+    if let Some(v) = queue.order_violations.first() {
+        return Some(json!({
+            "checker": "queue-order",
+            "explanation": format!(
+                "group {}: value {} (acknowledged first) was first delivered after {} (acknowledged later)",
+                v.group, v.value, v.delivered_after
+            ),
+            "events": events.iter().filter(|e| e.index == v.index).collect::<Vec<_>>(),
+        }));
+    }
+    if let Some(&v) = queue.unexpected.first() {
+        let mentions: Vec<&Event> = events
+            .iter()
+            .filter(|e| {
+                e.value.as_i64() == Some(v)
+                    || e.value.as_array().is_some_and(|a| {
+                        a.iter()
+                            .any(|m| m.get("value").and_then(Json::as_i64) == Some(v))
+                    })
+            })
+            .take(5)
+            .collect();
+        return Some(json!({
+            "checker": "queue",
+            "explanation": format!("value {v} was delivered but its send failed or never happened"),
+            "events": mentions,
+        }));
+    }
+    None
+}
+
+/// Everything a run found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Verdicts {
+    pub valid: bool,
+    pub workload: String,
+    pub nemesis: String,
+    pub seed: u64,
+    pub time_limit_s: u64,
+    pub queue: Option<QueueReport>,
+    pub split_brain: Option<SplitBrainReport>,
+    /// Other checkers (e.g. the controller workload's linearizability), by name.
+    pub others: BTreeMap<String, Json>,
+    pub stats: Stats,
+    pub counterexample: Option<Json>,
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+const W: f64 = 900.0;
+const H: f64 = 260.0;
+const LEFT: f64 = 60.0;
+const BOTTOM: f64 = 30.0;
+
+fn fault_color(kind: &str) -> &'static str {
+    match kind {
+        "partition" => "#f4c7c3",
+        "kill" => "#c9daf8",
+        "pause" => "#d9ead3",
+        "loss" => "#fce5cd",
+        "clock" => "#ead1dc",
+        _ => "#e0e0e0",
+    }
+}
+
+/// The shaded fault windows and the x axis of a chart.
+fn chart_frame(out: &mut String, faults: &[FaultSpan], duration: f64, y_label: &str) {
+    let x = |t: f64| LEFT + (W - LEFT - 10.0) * (t / duration.max(1.0));
+    for f in faults {
+        let _ = write!(
+            out,
+            "<rect x=\"{:.1}\" y=\"5\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{}\" opacity=\"0.7\"><title>{} {:.1}-{:.1} s</title></rect>",
+            x(f.from_s),
+            (x(f.to_s) - x(f.from_s)).max(1.0),
+            H - BOTTOM - 5.0,
+            fault_color(&f.kind),
+            escape(&f.kind),
+            f.from_s,
+            f.to_s
+        );
+    }
+    let _ = write!(
+        out,
+        "<line x1=\"{LEFT}\" y1=\"{y}\" x2=\"{W}\" y2=\"{y}\" stroke=\"black\"/><line x1=\"{LEFT}\" y1=\"5\" x2=\"{LEFT}\" y2=\"{y}\" stroke=\"black\"/>",
+        y = H - BOTTOM
+    );
+    let step = (duration / 10.0).max(1.0).ceil();
+    let mut t = 0.0;
+    while t <= duration {
+        let _ = write!(
+            out,
+            "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" text-anchor=\"middle\">{t:.0}s</text>",
+            x(t),
+            H - BOTTOM + 14.0
+        );
+        t += step;
+    }
+    let _ = write!(
+        out,
+        "<text x=\"12\" y=\"{:.1}\" font-size=\"11\" transform=\"rotate(-90 12 {:.1})\" text-anchor=\"middle\">{}</text>",
+        H / 2.0,
+        H / 2.0,
+        escape(y_label)
+    );
+}
+
+/// Latency of every completed `f` operation, log scale, colored by outcome.
+pub fn latency_svg(events: &[Event], f: &str, faults: &[FaultSpan], duration: f64) -> String {
+    let mut invoked: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut points = Vec::new();
+    for e in events.iter().filter(|e| e.f == f) {
+        let Some(p) = e.process.client() else {
+            continue;
+        };
+        if e.kind == Kind::Invoke {
+            invoked.insert(p, e.time);
+        } else if let Some(start) = invoked.remove(&p) {
+            let ms = (e.time.saturating_sub(start)) as f64 / 1e6;
+            points.push((secs(start), ms.max(0.1), e.kind));
+        }
+    }
+    let max_ms = points.iter().map(|p| p.1).fold(10.0f64, f64::max);
+    let (lo, hi) = (0.1f64.log10(), max_ms.log10().ceil());
+    let y = |ms: f64| (H - BOTTOM) - (H - BOTTOM - 10.0) * ((ms.log10() - lo) / (hi - lo));
+    let x = |t: f64| LEFT + (W - LEFT - 10.0) * (t / duration.max(1.0));
+    let mut out =
+        format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\">");
+    chart_frame(
+        &mut out,
+        faults,
+        duration,
+        &format!("{f} latency (ms, log)"),
+    );
+    let mut decade = 0.1f64;
+    while decade.log10() <= hi + 1e-9 {
+        let _ = write!(
+            out,
+            "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" text-anchor=\"end\">{decade}</text><line x1=\"{LEFT}\" x2=\"{W}\" y1=\"{:.1}\" y2=\"{:.1}\" stroke=\"#ddd\"/>",
+            LEFT - 4.0,
+            y(decade) + 3.0,
+            y(decade),
+            y(decade)
+        );
+        decade *= 10.0;
+    }
+    for (t, ms, kind) in points {
+        let color = match kind {
+            Kind::Ok => "#2a7a2a",
+            Kind::Fail => "#c0392b",
+            _ => "#e67e22",
+        };
+        let _ = write!(
+            out,
+            "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"1.6\" fill=\"{color}\"/>",
+            x(t),
+            y(ms)
+        );
+    }
+    out.push_str("</svg>");
+    out
+}
+
+/// Acknowledged operations per second, one line per `f`.
+pub fn throughput_svg(
+    events: &[Event],
+    fs: &[&str],
+    faults: &[FaultSpan],
+    duration: f64,
+) -> String {
+    let buckets = duration.ceil().max(1.0) as usize;
+    let mut series: Vec<Vec<u32>> = vec![vec![0; buckets + 1]; fs.len()];
+    for e in events.iter().filter(|e| e.kind == Kind::Ok) {
+        if let Some(i) = fs.iter().position(|f| *f == e.f) {
+            let b = (secs(e.time) as usize).min(buckets);
+            series[i][b] += 1;
+        }
+    }
+    let max = series.iter().flatten().copied().max().unwrap_or(1).max(1) as f64;
+    let x = |t: f64| LEFT + (W - LEFT - 10.0) * (t / duration.max(1.0));
+    let y = |n: f64| (H - BOTTOM) - (H - BOTTOM - 10.0) * (n / max);
+    let mut out =
+        format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\">");
+    chart_frame(&mut out, faults, duration, "ok ops / s");
+    let _ = write!(
+        out,
+        "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" text-anchor=\"end\">{max:.0}</text>",
+        LEFT - 4.0,
+        y(max) + 3.0
+    );
+    let colors = ["#1f77b4", "#9467bd", "#8c564b"];
+    for (i, s) in series.iter().enumerate() {
+        let points: Vec<String> = s
+            .iter()
+            .enumerate()
+            .map(|(b, n)| format!("{:.1},{:.1}", x(b as f64 + 0.5), y(f64::from(*n))))
+            .collect();
+        let color = colors[i % colors.len()];
+        let _ = write!(
+            out,
+            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"1.5\" points=\"{}\"/><text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" fill=\"{color}\">{}</text>",
+            points.join(" "),
+            W - 120.0,
+            20.0 + 14.0 * i as f64,
+            escape(fs[i])
+        );
+    }
+    out.push_str("</svg>");
+    out
+}
+
+/// The HTML page.
+pub fn html(
+    events: &[Event],
+    verdicts: &Verdicts,
+    fs: &[&str],
+    logs: &[(String, String)],
+) -> String {
+    let duration = verdicts.stats.duration_s.max(1.0);
+    let faults = &verdicts.stats.faults;
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>rocketraft-jepsen {} / {} (seed {})</title>\
+         <style>body{{font-family:sans-serif;margin:20px}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:3px 8px}}\
+         .ok{{color:#2a7a2a}}.bad{{color:#c0392b;font-weight:bold}}pre{{background:#f6f6f6;padding:8px;overflow:auto}}</style></head><body>",
+        escape(&verdicts.workload),
+        escape(&verdicts.nemesis),
+        verdicts.seed
+    );
+    let _ = write!(
+        out,
+        "<h1>{} under {} — <span class=\"{}\">{}</span></h1><p>seed {}, time limit {} s, {} events, {:.1} s in all.</p>",
+        escape(&verdicts.workload),
+        escape(&verdicts.nemesis),
+        if verdicts.valid { "ok" } else { "bad" },
+        if verdicts.valid { "VALID" } else { "INVALID" },
+        verdicts.seed,
+        verdicts.time_limit_s,
+        events.len(),
+        duration
+    );
+    out.push_str("<h2>Operations</h2><table><tr><th>f</th><th>invoked</th><th>ok</th><th>fail</th><th>info</th></tr>");
+    for (f, c) in &verdicts.stats.by_f {
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(f),
+            c.invoke,
+            c.ok,
+            c.fail,
+            c.info
+        );
+    }
+    out.push_str("</table>");
+    let _ = write!(
+        out,
+        "<p>Recovery after the final heal: {}. Unavailability (2 s or more without an acknowledged send): {}.</p>",
+        verdicts
+            .stats
+            .recovery_s
+            .map_or("none observed".to_string(), |s| format!("{s:.1} s")),
+        if verdicts.stats.unavailable.is_empty() {
+            "none".to_string()
+        } else {
+            verdicts
+                .stats
+                .unavailable
+                .iter()
+                .map(|(a, b)| format!("{a:.1}-{b:.1} s"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    );
+    out.push_str("<h2>Throughput</h2>");
+    out.push_str(&throughput_svg(events, fs, faults, duration));
+    for f in fs {
+        let _ = write!(out, "<h2>Latency of {}</h2>", escape(f));
+        out.push_str(&latency_svg(events, f, faults, duration));
+    }
+    out.push_str("<p>Shaded: <span style=\"background:#f4c7c3\">partition</span> <span style=\"background:#c9daf8\">kill</span> <span style=\"background:#d9ead3\">pause</span> <span style=\"background:#fce5cd\">loss</span> <span style=\"background:#ead1dc\">clock</span> <span style=\"background:#e0e0e0\">transfer</span>; dots: <span class=\"ok\">ok</span>, <span style=\"color:#e67e22\">info</span>, <span class=\"bad\">fail</span>.</p>");
+    out.push_str(
+        "<h2>Faults</h2><table><tr><th>kind</th><th>from</th><th>to</th><th>what</th></tr>",
+    );
+    for f in faults {
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>{:.1}</td><td>{:.1}</td><td><code>{}</code></td></tr>",
+            escape(&f.kind),
+            f.from_s,
+            f.to_s,
+            escape(&f.detail.to_string())
+        );
+    }
+    out.push_str("</table>");
+    if let Some(c) = &verdicts.counterexample {
+        let _ = write!(
+            out,
+            "<h2 class=\"bad\">Counterexample</h2><pre>{}</pre>",
+            escape(&serde_json::to_string_pretty(c).unwrap_or_default())
+        );
+    }
+    out.push_str("<h2>Verdicts</h2><pre>");
+    let mut shown = serde_json::to_value(verdicts).unwrap_or(Json::Null);
+    if let Some(map) = shown.as_object_mut() {
+        map.remove("counterexample");
+    }
+    out.push_str(&escape(
+        &serde_json::to_string_pretty(&shown).unwrap_or_default(),
+    ));
+    out.push_str("</pre><h2>Files</h2><ul><li><a href=\"history.jsonl\">history.jsonl</a></li><li><a href=\"verdicts.json\">verdicts.json</a></li>");
+    for (name, path) in logs {
+        let _ = write!(
+            out,
+            "<li><a href=\"{}\">{} log</a></li>",
+            escape(path),
+            escape(name)
+        );
+    }
+    out.push_str("</ul></body></html>\n");
+    out
+}
+
+/// The summary table printed at the end of a run.
+pub fn summary(verdicts: &Verdicts, dir: &str) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\n== rocketraft-jepsen: workload {}, nemesis {}, seed {}, {:.0} s ==",
+        verdicts.workload, verdicts.nemesis, verdicts.seed, verdicts.stats.duration_s
+    );
+    let _ = writeln!(
+        out,
+        "{:<8} {:>8} {:>8} {:>8} {:>8}",
+        "op", "invoked", "ok", "fail", "info"
+    );
+    for (f, c) in &verdicts.stats.by_f {
+        let _ = writeln!(
+            out,
+            "{:<8} {:>8} {:>8} {:>8} {:>8}",
+            f, c.invoke, c.ok, c.fail, c.info
+        );
+    }
+    if let Some(q) = &verdicts.queue {
+        let _ = writeln!(
+            out,
+            "queue: {} acknowledged, {} unknown, {} failed; {} delivered ({} unique); lost {}, unexpected {}, duplicated {}, recovered {}, FIFO order violations {} ({} groups) -> {}",
+            q.acknowledged, q.unknown, q.failed, q.delivered, q.delivered_unique, q.lost_count,
+            q.unexpected_count, q.duplicated_count, q.recovered_count, q.order_violation_count,
+            q.fifo_groups, if q.valid { "valid" } else { "INVALID" }
+        );
+    }
+    if let Some(s) = &verdicts.split_brain {
+        let _ = writeln!(
+            out,
+            "split-brain: {} acknowledged sends from {} broker(s) in {} tenure(s); {} anomalies{} -> {}",
+            s.acks,
+            s.brokers.len(),
+            s.tenures.len(),
+            s.anomaly_count,
+            if s.two_masters { " (two masters)" } else { "" },
+            if s.valid { "valid" } else { "INVALID" }
+        );
+    }
+    for (name, value) in &verdicts.others {
+        let _ = writeln!(out, "{name}: {value}");
+    }
+    let _ = writeln!(
+        out,
+        "faults: {}; unavailable: {}; recovery after heal: {}",
+        verdicts.stats.faults.len(),
+        if verdicts.stats.unavailable.is_empty() {
+            "none".to_string()
+        } else {
+            verdicts
+                .stats
+                .unavailable
+                .iter()
+                .map(|(a, b)| format!("{a:.1}-{b:.1}s"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        },
+        verdicts
+            .stats
+            .recovery_s
+            .map_or("not observed".to_string(), |s| format!("{s:.1} s"))
+    );
+    if let Some(c) = &verdicts.counterexample {
+        let _ = writeln!(
+            out,
+            "counterexample: {}",
+            c.get("explanation")
+                .and_then(Json::as_str)
+                .unwrap_or("see verdicts.json")
+        );
+    }
+    let _ = writeln!(
+        out,
+        "VERDICT: {}   (report: {dir}/index.html)",
+        if verdicts.valid { "VALID" } else { "INVALID" }
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{extra, Recorder};
+
+    #[test]
+    fn stats_find_faults_gaps_and_recovery() {
+        let r = Recorder::in_memory();
+        r.invoke(0, "send", json!(1));
+        r.complete(0, Kind::Ok, "send", json!(1), extra([]));
+        r.nemesis("start-kill", json!({"nodes": ["b1"]}));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        r.nemesis("stop-kill", json!({"nodes": ["b1"]}));
+        r.nemesis("start-partition", json!({}));
+        r.nemesis("heal-all", json!({}));
+        r.invoke(0, "send", json!(2));
+        r.complete(0, Kind::Info, "send", json!(2), extra([]));
+        r.invoke(1, "send", json!(3));
+        r.complete(1, Kind::Ok, "send", json!(3), extra([]));
+        let events = r.events();
+        let s = stats(&events);
+        assert_eq!(s.by_f["send"].invoke, 3);
+        assert_eq!(s.by_f["send"].ok, 2);
+        assert_eq!(s.by_f["send"].info, 1);
+        assert_eq!(s.faults.len(), 2);
+        assert_eq!(s.faults[0].kind, "kill");
+        assert!(s.faults[0].to_s > s.faults[0].from_s);
+        assert_eq!(s.faults[1].kind, "partition");
+        assert!(s.recovery_s.is_some());
+        let svg = latency_svg(&events, "send", &s.faults, 1.0);
+        assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"));
+        assert_eq!(svg.matches("<circle").count(), 3);
+        assert_eq!(svg.matches("<rect").count(), 2);
+        let svg = throughput_svg(&events, &["send", "pop"], &s.faults, 1.0);
+        assert_eq!(svg.matches("<polyline").count(), 2);
+    }
+}

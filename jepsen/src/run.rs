@@ -1,0 +1,381 @@
+//! `rocketraft-jepsen run`: build the private network, start the cluster, run a workload while
+//! the nemesis injects faults on its seeded timeline, heal, wait for recovery, drain, check,
+//! and write the report. Everything started is torn down on the way out, on error, and on
+//! Ctrl-C / SIGTERM.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde_json::json;
+
+use crate::cluster::{Clients, Cluster, ClusterOptions};
+use crate::nemesis::{lock, parse_kinds, timeline, Nemesis};
+use crate::nodes::{find_binary, wait_until, Role};
+use crate::record::{Kind, Recorder};
+use crate::report::{self, Verdicts};
+use crate::rng::Rng;
+use crate::workload::{self, QueueOptions};
+use crate::{net, queue_check, split_brain};
+
+/// The broker switch that makes a master acknowledge before replicating (a deliberately broken
+/// build, for the harness's self-test).
+pub const UNSAFE_ACK_ENV: &str = "ROCKETRAFT_UNSAFE_ACK_BEFORE_REPLICATION";
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub workload: String,
+    pub nemesis: String,
+    pub time_limit: Duration,
+    pub seed: u64,
+    pub out: Option<PathBuf>,
+    pub bin: Option<PathBuf>,
+    pub with_proxy: bool,
+    pub min_in_sync_replicas: usize,
+    pub unsafe_ack_before_replication: bool,
+    /// Remove the nodes' data directories after a valid run (logs stay).
+    pub keep_data: bool,
+}
+
+/// Runs everything; `Ok` holds the verdicts and the report directory.
+pub fn run(options: RunOptions) -> anyhow::Result<(Verdicts, PathBuf)> {
+    if options.workload != "queue" {
+        bail!(
+            "workload {:?} is not implemented yet: only `queue` runs (controller and raft-kv are planned)",
+            options.workload
+        );
+    }
+    let kinds = parse_kinds(&options.nemesis)?;
+    let binary = find_binary(options.bin.as_deref())?;
+    net::ensure_tools()?;
+    let stale = net::clean_stale()?;
+    if !stale.is_empty() {
+        eprintln!("removed {} namespace(s) of a crashed run", stale.len());
+    }
+    let dir = match &options.out {
+        Some(dir) => dir.clone(),
+        None => std::env::temp_dir().join(format!(
+            "rocketraft-jepsen/{}-{}-{}-{}",
+            options.workload,
+            options.nemesis.replace(',', "+"),
+            options.seed,
+            std::process::id()
+        )),
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    eprintln!(
+        "rocketraft-jepsen run: workload {}, nemesis {}, {} s, seed {}; binary {}; report in {}",
+        options.workload,
+        options.nemesis,
+        options.time_limit.as_secs(),
+        options.seed,
+        binary.display(),
+        dir.display()
+    );
+    let mut broker_env = Vec::new();
+    if options.unsafe_ack_before_replication {
+        broker_env.push((UNSAFE_ACK_ENV.to_string(), "1".to_string()));
+    }
+    let cluster = Cluster::create(ClusterOptions {
+        binary,
+        dir: dir.clone(),
+        with_proxy: options.with_proxy,
+        min_in_sync_replicas: options.min_in_sync_replicas,
+        threads: 2,
+        broker_env,
+    })?;
+    let client_ns = cluster.client_ns()?;
+    let cluster = Arc::new(Mutex::new(cluster));
+    // Every socket the harness opens from here on is inside the client namespace: the runtime's
+    // threads are created by this thread after it moved.
+    let result = net::enter(&client_ns).and_then(|()| {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .context("cannot build the tokio runtime")?;
+        let outcome = runtime.block_on(async {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .context("cannot catch SIGTERM")?;
+            tokio::select! {
+                result = run_async(cluster.clone(), &options, &kinds, &dir) => result,
+                _ = tokio::signal::ctrl_c() => bail!("interrupted (Ctrl-C): tearing down"),
+                _ = term.recv() => bail!("terminated (SIGTERM): tearing down"),
+            }
+        });
+        runtime.shutdown_timeout(Duration::from_secs(2));
+        outcome
+    });
+    lock(&cluster).shutdown();
+    let verdicts = result?;
+    if !options.keep_data && verdicts.valid {
+        let c = lock(&cluster);
+        for node in &c.nodes {
+            for data in ["data", "store"] {
+                let path = node.dir.join(data);
+                if path.exists() {
+                    if let Err(e) = std::fs::remove_dir_all(&path) {
+                        tracing::warn!(path = %path.display(), error = %e, "cannot remove node data");
+                    }
+                }
+            }
+        }
+    }
+    Ok((verdicts, dir))
+}
+
+async fn run_async(
+    cluster: Arc<Mutex<Cluster>>,
+    options: &RunOptions,
+    kinds: &[crate::nemesis::FaultKind],
+    dir: &std::path::Path,
+) -> anyhow::Result<Verdicts> {
+    let clients = Clients::new(Duration::from_secs(3));
+    let (controllers, namesrv) = {
+        let c = lock(&cluster);
+        (c.controller_addrs(), c.namesrv_addr())
+    };
+    eprintln!("starting 3 controllers, a NameServer and 3 brokers in network namespaces...");
+    {
+        let mut c = lock(&cluster);
+        for name in c.names(Role::Controller) {
+            c.start(&name)?;
+        }
+    }
+    if !wait_until(Duration::from_secs(90), || {
+        let clients = clients.clone();
+        let controllers = controllers.clone();
+        async move { clients.controller_leader(&controllers).await.is_some() }
+    })
+    .await
+    {
+        bail!(
+            "the controllers elected no leader within 90 s; see {}/nodes/c*/node.log",
+            dir.display()
+        );
+    }
+    lock(&cluster).start_all()?;
+    let ready = wait_until(Duration::from_secs(120), || {
+        let clients = clients.clone();
+        let namesrv = namesrv.clone();
+        async move {
+            matches!(clients.broker_set(&namesrv).await, Some((Some(_), replicas)) if replicas.len() >= 3)
+        }
+    })
+    .await;
+    if !ready {
+        bail!(
+            "the broker set did not register a master and 3 replicas within 120 s; see {}/nodes/b*/node.log",
+            dir.display()
+        );
+    }
+    let in_sync = wait_until(Duration::from_secs(60), || {
+        let clients = clients.clone();
+        let controllers = controllers.clone();
+        let need = options.min_in_sync_replicas;
+        async move {
+            let Some(leader) = clients.controller_leader(&controllers).await else {
+                return false;
+            };
+            clients
+                .controller
+                .get_replica_info(&leader, crate::cluster::BROKER_NAME)
+                .await
+                .is_ok_and(|info| info.sync_state_set.len() >= need)
+        }
+    })
+    .await;
+    if !in_sync {
+        bail!(
+            "the SyncStateSet did not reach {} replicas within 60 s; see {}/nodes/b*/node.log",
+            options.min_in_sync_replicas,
+            dir.display()
+        );
+    }
+    let replicas = clients
+        .broker_set(&namesrv)
+        .await
+        .map(|(_, r)| r)
+        .unwrap_or_default();
+    workload::create_topics(&clients, &namesrv, Duration::from_secs(60)).await?;
+    eprintln!(
+        "cluster ready (brokers {}); running the workload",
+        replicas.join(", ")
+    );
+
+    let recorder = Recorder::create(&dir.join("history.jsonl"))?;
+    let mut rng = Rng::new(options.seed);
+    let windows = timeline(kinds, options.time_limit, &mut rng.fork(1));
+    recorder.nemesis(
+        "plan",
+        json!({
+            "seed": options.seed,
+            "windows": windows.iter().map(|w| json!({
+                "kind": w.kind.as_str(),
+                "start_s": w.start.as_secs_f64(),
+                "duration_s": w.duration.as_secs_f64(),
+            })).collect::<Vec<_>>(),
+        }),
+    );
+    let (stop_workers, workers_stopped) = tokio::sync::watch::channel(false);
+    let (stop_nemesis, nemesis_stopped) = tokio::sync::watch::channel(false);
+    let workload_task = tokio::spawn(workload::run_queue(
+        clients.clone(),
+        recorder.clone(),
+        namesrv.clone(),
+        replicas.clone(),
+        QueueOptions::default(),
+        workers_stopped.clone(),
+    ));
+    let progress_task = tokio::spawn(progress(cluster.clone(), recorder.clone(), workers_stopped));
+    let mut nemesis = Nemesis {
+        cluster: cluster.clone(),
+        clients: clients.clone(),
+        recorder: recorder.clone(),
+        rng: rng.fork(2),
+    };
+    {
+        let nemesis_run = nemesis.run(windows, nemesis_stopped);
+        let limit = tokio::time::sleep(options.time_limit);
+        tokio::pin!(nemesis_run);
+        tokio::pin!(limit);
+        tokio::select! {
+            result = &mut nemesis_run => {
+                result?;
+                limit.await;
+            }
+            _ = &mut limit => {
+                let _ = stop_nemesis.send(true);
+                nemesis_run.await?;
+            }
+        }
+    }
+    eprintln!("time limit reached: healing everything");
+    nemesis.heal_all()?;
+    let healed = recorder.now();
+    let recovered = wait_until(Duration::from_secs(90), || {
+        let recorder = recorder.clone();
+        async move {
+            recorder
+                .events()
+                .iter()
+                .any(|e| e.time >= healed && e.f == "send" && e.kind == Kind::Ok)
+        }
+    })
+    .await;
+    if recovered {
+        eprintln!(
+            "recovered {:.1} s after the heal",
+            (recorder.now() - healed) as f64 / 1e9
+        );
+    } else {
+        eprintln!("no acknowledged send within 90 s of the heal: the cluster did not recover");
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let _ = stop_workers.send(true);
+    if let Err(e) = workload_task.await {
+        tracing::error!(error = %e, "the workload task failed");
+    }
+    eprintln!("final drain...");
+    workload::drain(
+        &clients,
+        &recorder,
+        &namesrv,
+        replicas,
+        1_000_000,
+        Duration::from_millis(workload::INVISIBLE_MS as u64) + Duration::from_secs(8),
+        Duration::from_secs(90),
+    )
+    .await;
+    progress_task.abort();
+    recorder.flush();
+
+    let events = recorder.events();
+    let queue = queue_check::check(&events);
+    let split = split_brain::check(&events);
+    let stats = report::stats(&events);
+    let counterexample = report::counterexample(&events, &queue, &split);
+    let verdicts = Verdicts {
+        valid: queue.valid && split.valid && recovered,
+        workload: options.workload.clone(),
+        nemesis: options.nemesis.clone(),
+        seed: options.seed,
+        time_limit_s: options.time_limit.as_secs(),
+        queue: Some(queue),
+        split_brain: Some(split),
+        others: [("recovered".to_string(), json!(recovered))]
+            .into_iter()
+            .collect(),
+        stats,
+        counterexample,
+    };
+    let logs: Vec<(String, String)> = lock(&cluster)
+        .log_paths()
+        .into_iter()
+        .map(|(name, path)| {
+            let rel = path
+                .strip_prefix(dir)
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|_| path.display().to_string());
+            (name, rel)
+        })
+        .collect();
+    std::fs::write(
+        dir.join("verdicts.json"),
+        serde_json::to_string_pretty(&verdicts).context("cannot encode the verdicts")?,
+    )
+    .context("cannot write verdicts.json")?;
+    std::fs::write(
+        dir.join("index.html"),
+        report::html(&events, &verdicts, &["send", "pop"], &logs),
+    )
+    .context("cannot write index.html")?;
+    Ok(verdicts)
+}
+
+/// Prints progress every 5 s and records nodes that died on their own.
+async fn progress(
+    cluster: Arc<Mutex<Cluster>>,
+    recorder: Recorder,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let start = tokio::time::Instant::now();
+    let mut ticker = tokio::time::interval(Duration::from_secs(5));
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        let died: Vec<(String, String)> = {
+            let mut c = lock(&cluster);
+            c.nodes
+                .iter_mut()
+                .filter_map(|n| n.exited().map(|how| (n.name.clone(), how)))
+                .collect()
+        };
+        for (name, how) in died {
+            eprintln!("  WARNING: {name} exited on its own ({how}); see its node.log");
+            recorder.nemesis("node-exited", json!({"node": name, "status": how}));
+        }
+        let events = recorder.events();
+        let count = |f: &str, k: Kind| events.iter().filter(|e| e.f == f && e.kind == k).count();
+        let delivered: usize = events
+            .iter()
+            .filter(|e| e.f == "pop" && e.kind == Kind::Ok)
+            .map(|e| e.value.as_array().map_or(0, Vec::len))
+            .sum();
+        eprintln!(
+            "  [{:>5.1}s] sends ok {} info {} fail {}; delivered {}{}",
+            start.elapsed().as_secs_f64(),
+            count("send", Kind::Ok),
+            count("send", Kind::Info),
+            count("send", Kind::Fail),
+            delivered,
+            if *stop.borrow() {
+                " (workers stopped)"
+            } else {
+                ""
+            }
+        );
+    }
+}

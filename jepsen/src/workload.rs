@@ -1,0 +1,470 @@
+//! The queue workload over Remoting: producers send unique integers to the broker set's master
+//! (found through the NameServer), FIFO producers send one message group each (one message at a
+//! time, so their acknowledgement order is the group's order), consumers POP and ack (FIFO
+//! consumers with `order = true`); after the faults, a final drain pops until every
+//! acknowledged value was seen or nothing new arrives for a while.
+//!
+//! Every operation is recorded ([`crate::record`]): `send` (value; `ok` with the broker, topic,
+//! queue and offset that acknowledged it), `pop` (`ok` with the delivered messages). A send
+//! whose outcome is unknown (timeout, closed connection, an error after the broker may have
+//! stored it, or a stored-but-not-durable status) is `info`; only a send that never reached a
+//! broker (connection refused, no master known) is `fail`. A worker whose operation ended
+//! `info` continues as a new process (Jepsen's convention), so a process never has two
+//! operations in flight.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rocketraft_common::consts::property;
+use rocketraft_common::TopicConfig;
+use rocketraft_remoting::api::{ApiError, SendRequest};
+use rocketraft_remoting::{response_code, RemotingError};
+use serde_json::{json, Map, Value as Json};
+
+use crate::cluster::Clients;
+use crate::record::{extra, Kind, Process, Recorder};
+
+pub const TOPIC: &str = "jepsen-queue";
+pub const FIFO_TOPIC: &str = "jepsen-fifo";
+pub const GROUP: &str = "jepsen-consumer";
+pub const FIFO_GROUP: &str = "jepsen-fifo-consumer";
+const PRODUCER_GROUP: &str = "jepsen-producer";
+/// How long a popped message stays invisible before it is delivered again.
+pub const INVISIBLE_MS: i64 = 8_000;
+
+/// Shape of the workload.
+#[derive(Debug, Clone)]
+pub struct QueueOptions {
+    pub producers: usize,
+    pub fifo_producers: usize,
+    pub consumers: usize,
+    pub fifo_consumers: usize,
+    /// Pause between a worker's operations.
+    pub interval: Duration,
+}
+
+impl Default for QueueOptions {
+    fn default() -> Self {
+        QueueOptions {
+            producers: 3,
+            fifo_producers: 2,
+            consumers: 2,
+            fifo_consumers: 1,
+            interval: Duration::from_millis(40),
+        }
+    }
+}
+
+/// Where a worker sends: the NameServer's master, or, after failures, the next replica.
+#[derive(Clone)]
+pub struct Target {
+    pub namesrv: String,
+    current: Option<String>,
+    replicas: Vec<String>,
+    rotation: usize,
+}
+
+impl Target {
+    pub fn new(namesrv: &str, replicas: Vec<String>) -> Target {
+        Target {
+            namesrv: namesrv.to_string(),
+            current: None,
+            replicas,
+            rotation: 0,
+        }
+    }
+
+    /// The broker to talk to now.
+    pub async fn get(&mut self, clients: &Clients) -> Option<String> {
+        if self.current.is_none() {
+            if let Some((master, replicas)) = clients.broker_set(&self.namesrv).await {
+                if !replicas.is_empty() {
+                    for r in replicas {
+                        if !self.replicas.contains(&r) {
+                            self.replicas.push(r);
+                        }
+                    }
+                }
+                self.current = master;
+            }
+        }
+        if self.current.is_none() && !self.replicas.is_empty() {
+            self.rotation = (self.rotation + 1) % self.replicas.len();
+            self.current = self.replicas.get(self.rotation).cloned();
+        }
+        self.current.clone()
+    }
+
+    /// The broker failed us with `error`: go to the master it names ("... a slave of ADDR"),
+    /// else try the next replica.
+    pub fn failed(&mut self, broker: &str, error: &str) {
+        if let Some(rest) = error.split("slave of ").nth(1) {
+            let addr: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+                .collect();
+            if addr.contains(':') && addr != broker && self.replicas.contains(&addr) {
+                self.current = Some(addr);
+                return;
+            }
+        }
+        if self.current.as_deref() == Some(broker) {
+            self.current = None;
+            if !self.replicas.is_empty() {
+                self.rotation = (self.rotation + 1) % self.replicas.len();
+                self.current = self.replicas.get(self.rotation).cloned();
+            }
+        }
+    }
+}
+
+/// Errors that prove the send was not stored: no connection, or the in-sync check that the
+/// broker makes before it appends.
+fn is_definite_failure(error: &ApiError) -> bool {
+    match error {
+        ApiError::Remoting(RemotingError::Connect { .. }) => true,
+        ApiError::Server { remark, .. } => remark.starts_with("in-sync replicas not enough"),
+        _ => false,
+    }
+}
+
+/// Sends one value and records it. Returns false when the worker must become a new process.
+#[allow(clippy::too_many_arguments)]
+async fn send_one(
+    clients: &Clients,
+    recorder: &Recorder,
+    target: &mut Target,
+    process: u64,
+    value: i64,
+    topic: &str,
+    group: Option<&str>,
+) -> bool {
+    let mut invoke_extra = extra([("topic", json!(topic))]);
+    if let Some(g) = group {
+        invoke_extra.insert("group".into(), json!(g));
+    }
+    recorder.record(
+        Process::Client(process),
+        Kind::Invoke,
+        "send",
+        json!(value),
+        invoke_extra.clone(),
+    );
+    let started = std::time::Instant::now();
+    let Some(broker) = target.get(clients).await else {
+        let mut e = invoke_extra;
+        e.insert("error".into(), json!("no master known"));
+        recorder.complete(process, Kind::Fail, "send", json!(value), e);
+        return true;
+    };
+    let mut properties = BTreeMap::new();
+    if let Some(g) = group {
+        properties.insert(property::SHARDING_KEY.to_string(), g.to_string());
+    }
+    properties.insert("KEYS".to_string(), value.to_string());
+    let request = SendRequest {
+        producer_group: PRODUCER_GROUP.to_string(),
+        topic: topic.to_string(),
+        queue_id: -1,
+        body: Bytes::from(value.to_string()),
+        properties,
+        ..SendRequest::default()
+    };
+    let result = clients.api.send(&broker, &request).await;
+    let mut e = invoke_extra;
+    e.insert("broker".into(), json!(broker));
+    e.insert(
+        "latency_ms".into(),
+        json!(started.elapsed().as_secs_f64() * 1000.0),
+    );
+    match result {
+        Ok(sent) if sent.code == response_code::SUCCESS => {
+            e.insert("queue".into(), json!(sent.queue_id));
+            e.insert("offset".into(), json!(sent.queue_offset));
+            recorder.complete(process, Kind::Ok, "send", json!(value), e);
+            true
+        }
+        Ok(sent) => {
+            // Stored on the master, not (yet) durable as asked: unknown.
+            e.insert("error".into(), json!(format!("status {}", sent.code)));
+            recorder.complete(process, Kind::Info, "send", json!(value), e);
+            false
+        }
+        Err(error) => {
+            target.failed(&broker, &error.to_string());
+            e.insert("error".into(), json!(error.to_string()));
+            if is_definite_failure(&error) {
+                recorder.complete(process, Kind::Fail, "send", json!(value), e);
+                true
+            } else {
+                recorder.complete(process, Kind::Info, "send", json!(value), e);
+                false
+            }
+        }
+    }
+}
+
+/// Pops once (and acks what it got). Returns the number of messages delivered, or `None` when
+/// the pop failed (recorded `fail`: a pop that fails delivers nothing we count).
+#[allow(clippy::too_many_arguments)]
+pub async fn pop_one(
+    clients: &Clients,
+    recorder: &Recorder,
+    target: &mut Target,
+    process: u64,
+    topic: &str,
+    group: &str,
+    order: bool,
+    poll_ms: i64,
+) -> Option<usize> {
+    recorder.record(
+        Process::Client(process),
+        Kind::Invoke,
+        "pop",
+        Json::Null,
+        extra([("topic", json!(topic)), ("group", json!(group))]),
+    );
+    let started = std::time::Instant::now();
+    let Some(broker) = target.get(clients).await else {
+        recorder.complete(
+            process,
+            Kind::Fail,
+            "pop",
+            Json::Null,
+            extra([("error", json!("no master known"))]),
+        );
+        return None;
+    };
+    let result = clients
+        .api
+        .pop(&broker, group, topic, -1, 16, INVISIBLE_MS, poll_ms, order)
+        .await;
+    let latency = started.elapsed().as_secs_f64() * 1000.0;
+    match result {
+        Ok(messages) => {
+            let mut delivered = Vec::new();
+            for m in &messages {
+                let value = std::str::from_utf8(&m.message.body)
+                    .ok()
+                    .and_then(|s| s.parse::<i64>().ok());
+                let mut entry = Map::new();
+                entry.insert("value".into(), value.map_or(Json::Null, |v| json!(v)));
+                entry.insert("queue".into(), json!(m.queue_id));
+                entry.insert("offset".into(), json!(m.queue_offset));
+                if let Some(g) = m.message.property(property::SHARDING_KEY) {
+                    entry.insert("group".into(), json!(g));
+                }
+                delivered.push(Json::Object(entry));
+            }
+            recorder.complete(
+                process,
+                Kind::Ok,
+                "pop",
+                Json::Array(delivered),
+                extra([
+                    ("broker", json!(broker)),
+                    ("topic", json!(topic)),
+                    ("latency_ms", json!(latency)),
+                ]),
+            );
+            for m in &messages {
+                if let Err(e) = clients.api.ack(&broker, group, topic, m).await {
+                    tracing::debug!(error = %e, "ack failed; the message will come back");
+                }
+            }
+            Some(messages.len())
+        }
+        Err(error) => {
+            target.failed(&broker, &error.to_string());
+            recorder.complete(
+                process,
+                Kind::Fail,
+                "pop",
+                Json::Null,
+                extra([
+                    ("broker", json!(broker)),
+                    ("error", json!(error.to_string())),
+                    ("latency_ms", json!(latency)),
+                ]),
+            );
+            None
+        }
+    }
+}
+
+/// Creates both topics on the master (retrying until `deadline`).
+pub async fn create_topics(
+    clients: &Clients,
+    namesrv: &str,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last = String::from("no master registered");
+    while tokio::time::Instant::now() < deadline {
+        if let Some((Some(master), _)) = clients.broker_set(namesrv).await {
+            let mut fifo = TopicConfig::new(FIFO_TOPIC, 4);
+            fifo.order = true;
+            let a = clients
+                .api
+                .create_topic(&master, &TopicConfig::new(TOPIC, 4))
+                .await;
+            let b = clients.api.create_topic(&master, &fifo).await;
+            match (a, b) {
+                (Ok(()), Ok(())) => return Ok(()),
+                (Err(e), _) | (_, Err(e)) => last = e.to_string(),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    anyhow::bail!("cannot create the workload's topics: {last}")
+}
+
+/// The workers of the main phase; they run until `stop` fires.
+pub async fn run_queue(
+    clients: Clients,
+    recorder: Recorder,
+    namesrv: String,
+    replicas: Vec<String>,
+    options: QueueOptions,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let next_value = Arc::new(AtomicI64::new(1));
+    let workers =
+        options.producers + options.fifo_producers + options.consumers + options.fifo_consumers;
+    let stride = workers as u64;
+    let mut tasks = Vec::new();
+    let mut id = 0u64;
+    let base_target = Target::new(&namesrv, replicas);
+    for i in 0..(options.producers + options.fifo_producers) {
+        let fifo = i >= options.producers;
+        let group = fifo.then(|| format!("g{}", i - options.producers));
+        let (clients, recorder, stop, next_value) = (
+            clients.clone(),
+            recorder.clone(),
+            stop.clone(),
+            next_value.clone(),
+        );
+        let mut target = base_target.clone();
+        let interval = options.interval;
+        let first = id;
+        id += 1;
+        tasks.push(tokio::spawn(async move {
+            let mut process = first;
+            let topic = if fifo { FIFO_TOPIC } else { TOPIC };
+            while !*stop.borrow() {
+                let value = next_value.fetch_add(1, Ordering::Relaxed);
+                if !send_one(
+                    &clients,
+                    &recorder,
+                    &mut target,
+                    process,
+                    value,
+                    topic,
+                    group.as_deref(),
+                )
+                .await
+                {
+                    process += stride;
+                }
+                tokio::time::sleep(interval).await;
+            }
+        }));
+    }
+    for i in 0..(options.consumers + options.fifo_consumers) {
+        let fifo = i >= options.consumers;
+        let (clients, recorder, stop) = (clients.clone(), recorder.clone(), stop.clone());
+        let mut target = base_target.clone();
+        let interval = options.interval;
+        let process = id;
+        id += 1;
+        tasks.push(tokio::spawn(async move {
+            let (topic, group) = if fifo {
+                (FIFO_TOPIC, FIFO_GROUP)
+            } else {
+                (TOPIC, GROUP)
+            };
+            while !*stop.borrow() {
+                if pop_one(
+                    &clients,
+                    &recorder,
+                    &mut target,
+                    process,
+                    topic,
+                    group,
+                    fifo,
+                    500,
+                )
+                .await
+                .is_none()
+                {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                tokio::time::sleep(interval).await;
+            }
+        }));
+    }
+    for task in tasks {
+        if let Err(e) = task.await {
+            tracing::error!(error = %e, "a workload task panicked");
+        }
+    }
+}
+
+/// The final drain: pops both topics until every acknowledged value was delivered, or nothing
+/// new arrived for `quiet` (longer than the invisible time, so un-acked messages come back),
+/// or `limit` passed. Process ids from `first_process`.
+pub async fn drain(
+    clients: &Clients,
+    recorder: &Recorder,
+    namesrv: &str,
+    replicas: Vec<String>,
+    first_process: u64,
+    quiet: Duration,
+    limit: Duration,
+) {
+    let start = tokio::time::Instant::now();
+    let mut last_new = start;
+    let mut target = Target::new(namesrv, replicas);
+    loop {
+        let acked = acknowledged_undelivered(recorder);
+        if acked == 0 {
+            eprintln!("  drain: every acknowledged message delivered");
+            break;
+        }
+        if last_new.elapsed() > quiet || start.elapsed() > limit {
+            eprintln!("  drain: giving up with {acked} acknowledged message(s) not delivered");
+            break;
+        }
+        let mut got = 0;
+        for (i, (topic, group, order)) in [(TOPIC, GROUP, false), (FIFO_TOPIC, FIFO_GROUP, true)]
+            .into_iter()
+            .enumerate()
+        {
+            got += pop_one(
+                clients,
+                recorder,
+                &mut target,
+                first_process + i as u64,
+                topic,
+                group,
+                order,
+                300,
+            )
+            .await
+            .unwrap_or(0);
+        }
+        if got > 0 {
+            last_new = tokio::time::Instant::now();
+        } else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// Acknowledged sends not delivered yet.
+fn acknowledged_undelivered(recorder: &Recorder) -> usize {
+    crate::queue_check::check(&recorder.events()).lost_count
+}
