@@ -7,6 +7,7 @@
 //! The store knows nothing about the network; the processors know nothing about mmap.
 //! Replication (HA) and controller mode arrive with the replication issue.
 
+pub mod acl;
 pub mod client_manager;
 pub mod config;
 pub mod controller_link;
@@ -58,6 +59,8 @@ pub struct BrokerInner {
     pub timers: timer::TimerService,
     /// Undecided transactional (half) messages.
     pub transactions: transaction::TransactionService,
+    /// ACL 2.0 users and access control lists.
+    pub acl: acl::AclManager,
 }
 
 /// Why [`BrokerInner::store_durably`] did not store durably.
@@ -198,6 +201,12 @@ impl Broker {
         for code in processor::HANDLED_CODES {
             builder = builder.register(*code, processor.clone());
         }
+        let acl_processor = Arc::new(processor::acl::AclProcessor {
+            inner: slot.clone(),
+        });
+        for code in processor::acl::CODES {
+            builder = builder.register(*code, acl_processor.clone());
+        }
         let server = builder.bind(listen).await.map_err(|e| {
             anyhow::anyhow!(
                 "cannot listen on {listen}: {e} (is another broker running? pick another port with --broker-listen)"
@@ -255,6 +264,7 @@ impl Broker {
             config.auto_create_topic_enable,
             config.default_topic_queue_nums,
         )?;
+        let acl_manager = acl::AclManager::new(metadata.clone());
         let inner = Arc::new(BrokerInner {
             config,
             advertised,
@@ -270,6 +280,7 @@ impl Broker {
             pop: pop::PopService::default(),
             timers: timer::TimerService::default(),
             transactions: transaction::TransactionService::default(),
+            acl: acl_manager,
         });
         if slot.set(inner.clone()).is_err() {
             anyhow::bail!("broker state initialised twice");

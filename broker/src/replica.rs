@@ -561,6 +561,14 @@ async fn sync_from(
             }
         }
     }
+    // ACL 2.0 users and ACLs: the slave mirrors its master, so the proxy may read either.
+    let users: Vec<rocketraft_common::acl::UserInfo> =
+        serde_json::from_slice(&get(request_code::AUTH_LIST_USER).await?)?;
+    let acls: Vec<rocketraft_common::acl::AclInfo> =
+        serde_json::from_slice(&get(request_code::AUTH_LIST_ACL).await?)?;
+    if inner.acl.replace_all(&users, &acls)? {
+        tracing::info!(%master, users = users.len(), acls = acls.len(), "ACL metadata copied from the master");
+    }
     Ok(())
 }
 

@@ -5,6 +5,7 @@
 //! well-known property names and flags of RocketMQ ([`consts`]) and small helpers ([`time`],
 //! [`hash`]). No I/O lives here.
 
+pub mod acl;
 pub mod consts;
 pub mod hash;
 pub mod message;

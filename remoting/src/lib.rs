@@ -42,6 +42,7 @@
 //! client later.
 
 pub mod api;
+mod api_acl;
 pub mod client;
 pub mod codec;
 pub mod codes;

@@ -5,6 +5,7 @@
 //! Every handler validates its input before touching the store: a bad request gets RocketMQ's
 //! response code with a remark that says what was wrong, and stores nothing.
 
+pub mod acl;
 pub mod admin;
 pub mod client;
 pub mod ha;

@@ -1,0 +1,220 @@
+//! ACL 2.0 administration (RocketMQ's `AdminBrokerProcessor` auth requests): AUTH_CREATE_USER
+//! (3001), AUTH_UPDATE_USER (3002), AUTH_DELETE_USER (3003), AUTH_GET_USER (3004),
+//! AUTH_LIST_USER (3005), AUTH_CREATE_ACL (3006), AUTH_UPDATE_ACL (3007), AUTH_DELETE_ACL (3008),
+//! AUTH_GET_ACL (3009), AUTH_LIST_ACL (3010).
+//!
+//! Headers as RocketMQ names them: `username` (users), `filter` (list users), `subject`
+//! (ACLs), `policyType` and `resource` (delete ACL), `subjectFilter` and `resourceFilter` (list
+//! ACLs). Bodies are `UserInfo` / `AclInfo` JSON. A GET of something that does not exist answers
+//! USER_NOT_EXIST (3001) / POLICY_NOT_EXIST (3002). On a slave (controller mode) changes are
+//! refused: slaves copy their master's users and ACLs.
+
+use std::sync::{Arc, OnceLock};
+
+use rocketraft_common::acl::{AclInfo, UserInfo};
+use rocketraft_remoting::codes::{request_code, response_code};
+use rocketraft_remoting::server::{BoxFuture, RequestContext, RequestProcessor};
+use rocketraft_remoting::RemotingCommand;
+
+use super::{Handled, Refusal};
+use crate::acl::AclStoreError;
+use crate::BrokerInner;
+
+/// The request codes served here.
+pub const CODES: &[i32] = &[
+    request_code::AUTH_CREATE_USER,
+    request_code::AUTH_UPDATE_USER,
+    request_code::AUTH_DELETE_USER,
+    request_code::AUTH_GET_USER,
+    request_code::AUTH_LIST_USER,
+    request_code::AUTH_CREATE_ACL,
+    request_code::AUTH_UPDATE_ACL,
+    request_code::AUTH_DELETE_ACL,
+    request_code::AUTH_GET_ACL,
+    request_code::AUTH_LIST_ACL,
+];
+
+impl From<AclStoreError> for Refusal {
+    fn from(e: AclStoreError) -> Self {
+        let code = match &e {
+            AclStoreError::Invalid(_) => response_code::INVALID_PARAMETER,
+            AclStoreError::UserNotFound(_) => response_code::USER_NOT_EXIST,
+            AclStoreError::PolicyNotFound(_) => response_code::POLICY_NOT_EXIST,
+            AclStoreError::UserExists(_)
+            | AclStoreError::Store(_)
+            | AclStoreError::Corrupt { .. } => response_code::SYSTEM_ERROR,
+        };
+        Refusal(code, e.to_string())
+    }
+}
+
+/// Serves the ACL requests (registered beside [`super::BrokerProcessor`]).
+pub struct AclProcessor {
+    pub inner: Arc<OnceLock<Arc<BrokerInner>>>,
+}
+
+impl RequestProcessor for AclProcessor {
+    fn process(
+        &self,
+        ctx: RequestContext,
+        request: RemotingCommand,
+    ) -> BoxFuture<Option<RemotingCommand>> {
+        let inner = self.inner.get().cloned();
+        Box::pin(async move {
+            if request.is_oneway() {
+                return None;
+            }
+            let Some(inner) = inner else {
+                return Some(request.response_to(
+                    response_code::SYSTEM_BUSY,
+                    "the broker is still starting".to_string(),
+                ));
+            };
+            // RocksDB writes sync the WAL: off the async workers.
+            let req = request.clone();
+            let result = tokio::task::spawn_blocking(move || handle(&inner, &req))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(Refusal(
+                        response_code::SYSTEM_ERROR,
+                        format!("ACL request task failed: {e}"),
+                    ))
+                });
+            Some(match result {
+                Ok(response) => response,
+                Err(Refusal(code, remark)) => {
+                    tracing::debug!(code = request.code, response = code, %remark, peer = %ctx.peer, "ACL request refused");
+                    request.response_to(code, remark)
+                }
+            })
+        })
+    }
+}
+
+fn handle(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
+    let acl = &inner.acl;
+    match request.code {
+        request_code::AUTH_CREATE_USER | request_code::AUTH_UPDATE_USER => {
+            writable(inner)?;
+            let user = user_body(request)?;
+            if request.code == request_code::AUTH_CREATE_USER {
+                acl.create_user(&user)?;
+            } else {
+                acl.update_user(&user)?;
+            }
+            Ok(request.response_to(response_code::SUCCESS, None))
+        }
+        request_code::AUTH_DELETE_USER => {
+            writable(inner)?;
+            acl.delete_user(request.require_ext("username")?)?;
+            Ok(request.response_to(response_code::SUCCESS, None))
+        }
+        request_code::AUTH_GET_USER => {
+            let username = request.require_ext("username")?;
+            match acl.get_user(username)? {
+                Some(user) => json_response(request, &user),
+                None => Err(AclStoreError::UserNotFound(username.to_string()).into()),
+            }
+        }
+        request_code::AUTH_LIST_USER => {
+            json_response(request, &acl.list_users(request.ext("filter"))?)
+        }
+        request_code::AUTH_CREATE_ACL | request_code::AUTH_UPDATE_ACL => {
+            writable(inner)?;
+            let body = acl_body(request)?;
+            acl.put_acl(&body)?;
+            Ok(request.response_to(response_code::SUCCESS, None))
+        }
+        request_code::AUTH_DELETE_ACL => {
+            writable(inner)?;
+            acl.delete_acl(
+                request.require_ext("subject")?,
+                request.ext("policyType"),
+                request.ext("resource"),
+            )?;
+            Ok(request.response_to(response_code::SUCCESS, None))
+        }
+        request_code::AUTH_GET_ACL => {
+            let subject = request.require_ext("subject")?;
+            match acl.get_acl(subject)? {
+                Some(info) => json_response(request, &info),
+                None => Err(AclStoreError::PolicyNotFound(format!("{subject} has no ACL")).into()),
+            }
+        }
+        request_code::AUTH_LIST_ACL => json_response(
+            request,
+            &acl.list_acls(request.ext("subjectFilter"), request.ext("resourceFilter"))?,
+        ),
+        other => Err(Refusal(
+            response_code::REQUEST_CODE_NOT_SUPPORTED,
+            format!("request code {other} is not an ACL request"),
+        )),
+    }
+}
+
+/// Changes go to the master only (a slave mirrors its master's ACL metadata).
+fn writable(inner: &BrokerInner) -> Result<(), Refusal> {
+    if let Some(ha) = &inner.ha {
+        ha.check_writable().map_err(|e| {
+            Refusal(
+                response_code::SERVICE_NOT_AVAILABLE,
+                format!("ACL changes go to the master of the broker set: {e}"),
+            )
+        })?;
+    }
+    Ok(())
+}
+
+fn user_body(request: &RemotingCommand) -> Result<UserInfo, Refusal> {
+    let mut user: UserInfo = serde_json::from_slice(&request.body).map_err(|e| {
+        Refusal(
+            response_code::INVALID_PARAMETER,
+            format!("the body is not a UserInfo JSON object: {e}"),
+        )
+    })?;
+    match request.ext("username").filter(|u| !u.is_empty()) {
+        Some(name) if user.username.is_empty() => user.username = name.to_string(),
+        Some(name) if name != user.username => {
+            return Err(Refusal(
+                response_code::INVALID_PARAMETER,
+                format!(
+                    "the username header {name:?} differs from the body's {:?}",
+                    user.username
+                ),
+            ))
+        }
+        _ => {}
+    }
+    Ok(user)
+}
+
+fn acl_body(request: &RemotingCommand) -> Result<AclInfo, Refusal> {
+    let mut info: AclInfo = serde_json::from_slice(&request.body).map_err(|e| {
+        Refusal(
+            response_code::INVALID_PARAMETER,
+            format!("the body is not an AclInfo JSON object: {e}"),
+        )
+    })?;
+    match request.ext("subject").filter(|s| !s.is_empty()) {
+        Some(subject) if info.subject.is_empty() => info.subject = subject.to_string(),
+        Some(subject) if subject != info.subject => {
+            return Err(Refusal(
+                response_code::INVALID_PARAMETER,
+                format!(
+                    "the subject header {subject:?} differs from the body's {:?}",
+                    info.subject
+                ),
+            ))
+        }
+        _ => {}
+    }
+    Ok(info)
+}
+
+fn json_response<T: serde::Serialize>(request: &RemotingCommand, value: &T) -> Handled {
+    let body = serde_json::to_vec(value)
+        .map_err(|e| Refusal(response_code::SYSTEM_ERROR, e.to_string()))?;
+    Ok(request
+        .response_to(response_code::SUCCESS, None)
+        .with_body(body))
+}
