@@ -41,6 +41,9 @@ enum AdminCommand {
     /// Messages: a group's dead-letter queue.
     #[command(subcommand)]
     Message(crate::admin_consumer::MessageCommand),
+    /// ACL 2.0: users (access keys) and their permissions on topics and groups.
+    #[command(subcommand)]
+    Acl(crate::admin_acl::AclCommand),
 }
 
 #[derive(Subcommand)]
@@ -210,6 +213,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         AdminCommand::Message(command) => {
             crate::admin_consumer::run_message(&api, namesrv, command).await
         }
+        AdminCommand::Acl(command) => crate::admin_acl::run(&api, namesrv, command).await,
         AdminCommand::Controller(_) => unreachable!("handled above"),
     }
 }

@@ -3,6 +3,7 @@
 //! launcher (`rocketraft cluster up|status|down`) in `cluster.rs`.
 
 mod admin;
+mod admin_acl;
 mod admin_broker;
 mod admin_consumer;
 mod admin_controller;
