@@ -64,6 +64,10 @@ enum TopicCommand {
         /// One broker address instead of a whole cluster.
         #[arg(long)]
         broker: Option<String>,
+        /// The topic's message type (`message.type`): NORMAL, FIFO, DELAY, TRANSACTION or
+        /// MIXED. RocketMQ 5 clients only send that type to it; unset accepts every type.
+        #[arg(long, value_parser = ["NORMAL", "FIFO", "DELAY", "TRANSACTION", "MIXED"])]
+        message_type: Option<String>,
     },
     /// List every topic the NameServer knows.
     List,
@@ -103,9 +107,13 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             perm,
             cluster,
             broker,
+            message_type,
         }) => {
             let mut config = TopicConfig::new(topic.clone(), queues);
             config.perm = perm;
+            if let Some(t) = message_type {
+                config.attributes.insert("message.type".into(), t);
+            }
             config
                 .validate()
                 .map_err(|e| anyhow::anyhow!("topic {topic:?}: {e}"))?;

@@ -20,6 +20,17 @@ pub enum ConsumerCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Create (or update) a consumer group on every master: its retries before the DLQ and
+    /// whether it consumes FIFO (RocketMQ 5 clients learn it from the proxy's settings).
+    CreateGroup {
+        group: String,
+        /// Deliveries after the first before a message goes to %DLQ%GROUP.
+        #[arg(long, default_value_t = 16)]
+        retry_max_times: i32,
+        /// Consume in order: one message group's messages one at a time.
+        #[arg(long)]
+        fifo: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -55,7 +66,14 @@ pub async fn run_consumer(
     namesrv: &str,
     command: ConsumerCommand,
 ) -> anyhow::Result<()> {
-    let ConsumerCommand::Progress { group, topic, json } = command;
+    let (group, topic, json) = match command {
+        ConsumerCommand::Progress { group, topic, json } => (group, topic, json),
+        ConsumerCommand::CreateGroup {
+            group,
+            retry_max_times,
+            fifo,
+        } => return create_group(api, namesrv, &group, retry_max_times, fifo).await,
+    };
     let mut rows = Vec::new();
     for (name, addr) in masters(api, namesrv).await? {
         let mut request = RemotingCommand::request(request_code::GET_CONSUME_STATS)
@@ -100,6 +118,36 @@ pub async fn run_consumer(
         );
     }
     println!("total lag: {total}");
+    Ok(())
+}
+
+/// UPDATE_AND_CREATE_SUBSCRIPTIONGROUP on every master.
+async fn create_group(
+    api: &MqClientApi,
+    namesrv: &str,
+    group: &str,
+    retry_max_times: i32,
+    fifo: bool,
+) -> anyhow::Result<()> {
+    if !(0..=10_000).contains(&retry_max_times) {
+        anyhow::bail!("--retry-max-times must be between 0 and 10000");
+    }
+    rocketraft_common::topic::validate_topic_name(group)
+        .map_err(|e| anyhow::anyhow!("group {group:?}: {e}"))?;
+    let body = serde_json::json!({
+        "groupName": group,
+        "consumeEnable": true,
+        "consumeMessageOrderly": fifo,
+        "retryMaxTimes": retry_max_times,
+    });
+    for (name, addr) in masters(api, namesrv).await? {
+        let request = RemotingCommand::request(request_code::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP)
+            .with_body(serde_json::to_vec(&body)?);
+        api.call(&addr, request, &[response_code::SUCCESS])
+            .await
+            .with_context(|| format!("creating group {group} on {name} ({addr})"))?;
+        println!("group {group} on {name}: retry max times {retry_max_times}, fifo {fifo}");
+    }
     Ok(())
 }
 

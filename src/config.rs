@@ -69,6 +69,14 @@ pub struct BrokerFlags {
     /// Disable topic auto-creation on send.
     #[arg(long)]
     no_auto_create_topic: bool,
+    /// How old an undecided transaction must be before the producer is asked about it
+    /// (transactionTimeOut, default 6000).
+    #[arg(long)]
+    transaction_timeout_ms: Option<u64>,
+    /// How often undecided transactions are checked back (transactionCheckInterval, default
+    /// 30000).
+    #[arg(long)]
+    transaction_check_interval_ms: Option<u64>,
 }
 
 fn parse_flush(s: &str) -> Result<FlushDiskType, String> {
@@ -101,6 +109,12 @@ impl BrokerFlags {
         if self.no_auto_create_topic {
             config.auto_create_topic_enable = false;
         }
+        if let Some(ms) = self.transaction_timeout_ms {
+            config.transaction_timeout_ms = ms;
+        }
+        if let Some(ms) = self.transaction_check_interval_ms {
+            config.transaction_check_interval_ms = ms;
+        }
     }
 }
 
@@ -112,6 +126,10 @@ pub struct BrokerArgs {
     /// NameServer addresses, `host:port` separated by `;`.
     #[arg(long)]
     namesrv: Option<String>,
+    /// Also serve the gRPC proxy (RocketMQ 5 clients) in this process, on this address (local
+    /// mode: it finds brokers, this one included, through the NameServer).
+    #[arg(long)]
+    pub proxy_listen: Option<SocketAddr>,
     #[command(flatten)]
     flags: BrokerFlags,
 }
@@ -249,6 +267,12 @@ pub struct DevArgs {
     /// NameServer listen address (default 127.0.0.1:9876).
     #[arg(long)]
     namesrv_listen: Option<SocketAddr>,
+    /// The in-process gRPC proxy's address (RocketMQ 5 clients).
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    pub proxy_listen: SocketAddr,
+    /// Do not run the gRPC proxy.
+    #[arg(long)]
+    pub no_proxy: bool,
     #[command(flatten)]
     flags: BrokerFlags,
 }

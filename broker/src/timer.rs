@@ -91,11 +91,62 @@ pub fn to_timer(mut msg: BrokerMessage, deliver_at: i64) -> BrokerMessage {
     msg
 }
 
+/// The handle that recalls a delayed message (RocketMQ's `RecallMessageHandle.HandleV1`,
+/// `v1 topic brokerName deliveryTime messageId`, plus the timer topic offset) in URL-safe base64.
+pub fn recall_handle(
+    topic: &str,
+    broker_name: &str,
+    deliver_at: i64,
+    message_id: &str,
+    timer_offset: i64,
+) -> String {
+    rocketraft_common::base64::encode_url_safe(
+        format!("v1 {topic} {broker_name} {deliver_at} {message_id} {timer_offset}").as_bytes(),
+    )
+}
+
+/// A decoded recall handle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecallHandle {
+    pub topic: String,
+    pub broker_name: String,
+    pub deliver_at: i64,
+    pub message_id: String,
+    pub timer_offset: i64,
+}
+
+impl RecallHandle {
+    /// Decodes a handle made by [`recall_handle`]; a clear reason otherwise.
+    pub fn parse(handle: &str) -> Result<RecallHandle, String> {
+        let bytes = rocketraft_common::base64::decode(handle)
+            .ok_or_else(|| "the recall handle is not base64".to_string())?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| "the recall handle is not UTF-8 inside".to_string())?;
+        let f: Vec<&str> = text.split(' ').collect();
+        match f.as_slice() {
+            ["v1", topic, broker, at, id, offset] => Ok(RecallHandle {
+                topic: topic.to_string(),
+                broker_name: broker.to_string(),
+                deliver_at: at
+                    .parse()
+                    .map_err(|_| format!("bad delivery time {at:?} in the recall handle"))?,
+                message_id: id.to_string(),
+                timer_offset: offset
+                    .parse()
+                    .map_err(|_| format!("bad offset {offset:?} in the recall handle"))?,
+            }),
+            _ => Err("the recall handle is not a v1 handle of this broker".to_string()),
+        }
+    }
+}
+
 /// The pending timers of a broker.
 pub struct TimerService {
     /// (delivery time, timer topic queue offset)
     pending: Mutex<BTreeSet<(i64, i64)>>,
     replay: crate::replay::ReplayGate,
+    /// Held while delivering and while recalling, so a recall never races a delivery.
+    op_lock: tokio::sync::Mutex<()>,
 }
 
 impl Default for TimerService {
@@ -103,6 +154,7 @@ impl Default for TimerService {
         TimerService {
             pending: Mutex::new(BTreeSet::new()),
             replay: crate::replay::ReplayGate::default(),
+            op_lock: tokio::sync::Mutex::new(()),
         }
     }
 }
@@ -155,6 +207,7 @@ impl TimerService {
         if !self.ensure_rebuilt(inner).await {
             return 0;
         }
+        let _one = self.op_lock.lock().await;
         let now = rocketraft_common::time::now_ms();
         let due: Vec<(i64, i64)> = self.pending.lock().range(..(now + 1, 0)).copied().collect();
         let mut delivered = 0;
@@ -217,6 +270,74 @@ impl TimerService {
             .await
             .map(|_| ())
             .map_err(|e| e.remark())
+    }
+
+    /// RECALL_MESSAGE: the delayed message of `handle` is never delivered. Refused with
+    /// NO_MESSAGE when it was already delivered or recalled, or the handle names another topic,
+    /// broker set or message. Returns the message id.
+    pub async fn recall(
+        &self,
+        inner: &BrokerInner,
+        topic: &str,
+        handle: &str,
+    ) -> Result<String, Refusal> {
+        if !self.ensure_rebuilt(inner).await {
+            return Err(Refusal(
+                response_code::SERVICE_NOT_AVAILABLE,
+                "this broker is not a master: recall on the master".into(),
+            ));
+        }
+        let h = RecallHandle::parse(handle).map_err(illegal)?;
+        if h.topic != topic || h.broker_name != inner.config.broker_name {
+            return Err(illegal(format!(
+                "the recall handle is for topic {} on broker set {}, not {topic} on {}",
+                h.topic, h.broker_name, inner.config.broker_name
+            )));
+        }
+        let _one = self.op_lock.lock().await;
+        if !self
+            .pending
+            .lock()
+            .contains(&(h.deliver_at, h.timer_offset))
+        {
+            return Err(Refusal(
+                response_code::NO_MESSAGE,
+                format!(
+                    "message {} is not waiting to be delivered (already delivered or recalled)",
+                    h.message_id
+                ),
+            ));
+        }
+        let stored = inner
+            .store
+            .get_commit_log_offset_in_queue(TIMER_TOPIC, 0, h.timer_offset)
+            .and_then(|phy| inner.store.look_message_by_offset(phy));
+        let matches = stored.as_ref().is_some_and(|m| {
+            m.message.uniq_key() == Some(h.message_id.as_str())
+                && m.message.property(property::REAL_TOPIC) == Some(topic)
+        });
+        if !matches {
+            return Err(Refusal(
+                response_code::NO_MESSAGE,
+                format!(
+                    "no delayed message {} of topic {topic} at the handle's offset",
+                    h.message_id
+                ),
+            ));
+        }
+        crate::pop::ensure_system_topic(inner, TIMER_DONE_TOPIC, 1)
+            .map_err(|crate::pop::PopError::Refused(code, why)| Refusal(code, why))?;
+        let marker = BrokerMessage::new(
+            Message::new(TIMER_DONE_TOPIC, h.timer_offset.to_string().into_bytes()),
+            0,
+        );
+        inner
+            .store_durably(vec![marker])
+            .await
+            .map_err(|e| Refusal(e.code(), e.remark()))?;
+        self.pending.lock().remove(&(h.deliver_at, h.timer_offset));
+        tracing::info!(topic, message_id = %h.message_id, "delayed message recalled");
+        Ok(h.message_id)
     }
 
     /// Timers waiting (for admin tools and tests).

@@ -6,6 +6,7 @@
 //! [`hash`]). No I/O lives here.
 
 pub mod acl;
+pub mod base64;
 pub mod consts;
 pub mod hash;
 pub mod message;

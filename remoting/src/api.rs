@@ -68,6 +68,8 @@ pub struct SendResult {
     pub msg_id: String,
     pub queue_id: i32,
     pub queue_offset: i64,
+    /// The handle that recalls a delayed message (RECALL_MESSAGE), when the broker gave one.
+    pub recall_handle: Option<String>,
 }
 
 /// One PULL_MESSAGE request.
@@ -288,6 +290,10 @@ impl MqClientApi {
             msg_id: response.ext("msgId").unwrap_or_default().to_string(),
             queue_id: parse_ext(&response, "queueId")?,
             queue_offset: parse_ext(&response, "queueOffset")?,
+            recall_handle: response
+                .ext("recallHandle")
+                .filter(|h| !h.is_empty())
+                .map(str::to_string),
         })
     }
 
@@ -351,7 +357,35 @@ impl MqClientApi {
         poll_ms: i64,
         order: bool,
     ) -> Result<Vec<MessageExt>, ApiError> {
-        let request = RemotingCommand::request(request_code::POP_MESSAGE)
+        self.pop_filtered(
+            broker,
+            group,
+            topic,
+            queue_id,
+            max,
+            invisible_ms,
+            poll_ms,
+            order,
+            None,
+        )
+        .await
+    }
+
+    /// [`pop`](Self::pop) with a TAG filter expression (`tagA || tagB`, `*` for all).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn pop_filtered(
+        &self,
+        broker: &str,
+        group: &str,
+        topic: &str,
+        queue_id: i32,
+        max: i32,
+        invisible_ms: i64,
+        poll_ms: i64,
+        order: bool,
+        tag_expression: Option<&str>,
+    ) -> Result<Vec<MessageExt>, ApiError> {
+        let mut request = RemotingCommand::request(request_code::POP_MESSAGE)
             .with_ext("consumerGroup", group)
             .with_ext("topic", topic)
             .with_ext("queueId", queue_id)
@@ -361,6 +395,9 @@ impl MqClientApi {
             .with_ext("bornTime", now_ms())
             .with_ext("initMode", 0)
             .with_ext("order", order);
+        if let Some(e) = tag_expression.filter(|e| !e.trim().is_empty()) {
+            request = request.with_ext("expType", "TAG").with_ext("exp", e);
+        }
         let wait = self.timeout + Duration::from_millis(poll_ms.max(0) as u64);
         let response = self.client.invoke(broker, request, wait).await?;
         match response.code {

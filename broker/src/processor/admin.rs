@@ -100,6 +100,41 @@ pub fn all_topic_config(inner: &BrokerInner, request: &RemotingCommand) -> Handl
         .with_body(body))
 }
 
+/// GET_TOPIC_CONFIG (351): one topic's `TopicConfig` as JSON (its `attributes` carry
+/// `message.type`); TOPIC_NOT_EXIST when the broker does not serve it.
+pub fn topic_config(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
+    let topic = request.require_ext("topic")?;
+    let config = inner.topics.get(topic).ok_or_else(|| {
+        Refusal(
+            response_code::TOPIC_NOT_EXIST,
+            format!("topic {topic} does not exist on this broker"),
+        )
+    })?;
+    let body = serde_json::to_vec(&config)
+        .map_err(|e| Refusal(response_code::SYSTEM_ERROR, e.to_string()))?;
+    Ok(request
+        .response_to(response_code::SUCCESS, None)
+        .with_body(body))
+}
+
+/// GET_SUBSCRIPTIONGROUP_CONFIG (352): one group's `SubscriptionGroupConfig` JSON as stored;
+/// SUBSCRIPTION_GROUP_NOT_EXIST when nobody created it.
+pub fn subscription_group(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
+    let group = request.require_ext("group")?;
+    let raw = inner
+        .metadata
+        .get_subscription_group(group)?
+        .ok_or_else(|| {
+            Refusal(
+                response_code::SUBSCRIPTION_GROUP_NOT_EXIST,
+                format!("subscription group {group} does not exist on this broker"),
+            )
+        })?;
+    Ok(request
+        .response_to(response_code::SUCCESS, None)
+        .with_body(raw))
+}
+
 /// UPDATE_AND_CREATE_SUBSCRIPTIONGROUP (200): a `SubscriptionGroupConfig` JSON body, kept as
 /// sent (its `retryMaxTimes` sets the group's retries before the DLQ).
 pub fn update_subscription_group(inner: &BrokerInner, request: &RemotingCommand) -> Handled {

@@ -81,6 +81,9 @@ pub const HANDLED_CODES: &[i32] = &[
     request_code::CONSUMER_SEND_MSG_BACK,
     request_code::GET_CONSUME_STATS,
     request_code::END_TRANSACTION,
+    request_code::RECALL_MESSAGE,
+    request_code::GET_TOPIC_CONFIG,
+    request_code::GET_SUBSCRIPTIONGROUP_CONFIG,
     request_code::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP,
     request_code::GET_ALL_SUBSCRIPTIONGROUP_CONFIG,
 ];
@@ -146,6 +149,11 @@ impl RequestProcessor for BrokerProcessor {
                 request_code::CONSUMER_SEND_MSG_BACK => retry::send_back(&inner, &request).await,
                 request_code::GET_CONSUME_STATS => admin::consume_stats(&inner, &request),
                 request_code::END_TRANSACTION => inner.transactions.end(&inner, &request).await,
+                request_code::RECALL_MESSAGE => recall(&inner, &request).await,
+                request_code::GET_TOPIC_CONFIG => admin::topic_config(&inner, &request),
+                request_code::GET_SUBSCRIPTIONGROUP_CONFIG => {
+                    admin::subscription_group(&inner, &request)
+                }
                 request_code::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP => {
                     admin::update_subscription_group(&inner, &request)
                 }
@@ -172,6 +180,16 @@ impl RequestProcessor for BrokerProcessor {
             })
         })
     }
+}
+
+/// RECALL_MESSAGE (370): `topic`, `recallHandle`; answers the message id in `msgId`.
+async fn recall(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
+    let topic = request.require_ext("topic")?;
+    let handle = request.require_ext("recallHandle")?;
+    let id = inner.timers.recall(inner, topic, handle).await?;
+    Ok(request
+        .response_to(response_code::SUCCESS, None)
+        .with_ext("msgId", id))
 }
 
 /// Looks up a topic for reading or writing offsets; TOPIC_NOT_EXIST otherwise.

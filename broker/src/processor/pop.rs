@@ -195,33 +195,6 @@ struct BatchAckBody {
     acks: Vec<BatchAck>,
 }
 
-/// Decodes standard base64 (with or without padding).
-fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for c in text
-        .bytes()
-        .filter(|c| !c.is_ascii_whitespace() && *c != b'=')
-    {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' | b'-' => 62,
-            b'/' | b'_' => 63,
-            _ => return None,
-        } as u32;
-        acc = (acc << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
-}
-
 /// BATCH_ACK_MESSAGE (200151): every acked offset must be in flight with that pop time; the
 /// answer is SUCCESS only if all were, otherwise the first refusal (the others still applied).
 pub async fn batch_ack(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
@@ -232,8 +205,8 @@ pub async fn batch_ack(inner: &BrokerInner, request: &RemotingCommand) -> Handle
     })?;
     let mut first_error = None;
     for a in &body.acks {
-        let bytes =
-            base64_decode(&a.b).ok_or_else(|| bad(format!("bitSet {:?} is not base64", a.b)))?;
+        let bytes = rocketraft_common::base64::decode(&a.b)
+            .ok_or_else(|| bad(format!("bitSet {:?} is not base64", a.b)))?;
         let retry = a.r.as_deref().is_some_and(|r| r != "0");
         for (i, byte) in bytes.iter().enumerate() {
             for bit in 0..8 {
@@ -268,8 +241,8 @@ mod tests {
     #[test]
     fn base64_matches_java_bitset_bytes() {
         // BitSet {0, 2, 9}.toByteArray() = [0b0000_0101, 0b0000_0010] = "BQI="
-        assert_eq!(super::base64_decode("BQI="), Some(vec![5, 2]));
-        assert_eq!(super::base64_decode("BQI"), Some(vec![5, 2]));
-        assert_eq!(super::base64_decode("!!"), None);
+        assert_eq!(rocketraft_common::base64::decode("BQI="), Some(vec![5, 2]));
+        assert_eq!(rocketraft_common::base64::decode("BQI"), Some(vec![5, 2]));
+        assert_eq!(rocketraft_common::base64::decode("!!"), None);
     }
 }

@@ -281,14 +281,29 @@ pub async fn handle(
     inner
         .stats
         .record_put(count, result.wrote_bytes.max(0) as u64);
-    Ok(request
+    // A single delayed message can be recalled until it is delivered (RECALL_MESSAGE).
+    let recall = match deliver_at.as_slice() {
+        [Some(at)] => Some(crate::timer::recall_handle(
+            &header.topic,
+            &inner.config.broker_name,
+            *at,
+            &uniq,
+            result.queue_offset,
+        )),
+        _ => None,
+    };
+    let mut response = request
         .response_to(code, None)
         .with_ext("msgId", result.msg_id)
         .with_ext("queueId", queue_id)
         .with_ext("queueOffset", result.queue_offset)
         .with_ext("transactionId", uniq)
         .with_ext("MSG_REGION", "DefaultRegion")
-        .with_ext("TRACE_ON", "true"))
+        .with_ext("TRACE_ON", "true");
+    if let Some(handle) = recall {
+        response = response.with_ext("recallHandle", handle);
+    }
+    Ok(response)
 }
 
 /// Registers the timers of delayed messages written at `first_offset` of the timer topic.
