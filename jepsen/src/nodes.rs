@@ -138,7 +138,14 @@ impl Node {
         let mut command = Command::new("ip");
         command.args(["netns", "exec", &self.ns]);
         if let Some(offset) = &self.clock_offset {
-            command.args(["faketime", "-f", offset]);
+            // libfaketime preloaded directly (the `faketime` wrapper forks, and its PID would
+            // not be the server's).
+            let library = faketime_library()?;
+            command
+                .env("LD_PRELOAD", library)
+                .env("FAKETIME", offset)
+                .env("FAKETIME_DONT_RESET", "1")
+                .env("DONT_FAKE_MONOTONIC", "1");
         }
         // Its own process group: a Ctrl-C at the terminal reaches the harness only, which then
         // tears down in order.
@@ -230,6 +237,22 @@ fn signal(pid: u32, sig: i32) {
     unsafe {
         libc::kill(pid, sig);
     }
+}
+
+/// The multi-threaded libfaketime (Debian package `libfaketime`, installed with `faketime`).
+fn faketime_library() -> anyhow::Result<PathBuf> {
+    let candidates = [
+        "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1",
+        "/usr/lib/aarch64-linux-gnu/faketime/libfaketimeMT.so.1",
+        "/usr/lib/faketime/libfaketimeMT.so.1",
+    ];
+    candidates
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+        .with_context(|| {
+            format!("libfaketime not found (looked at {candidates:?}): apt-get install faketime")
+        })
 }
 
 fn open_log(path: &Path) -> anyhow::Result<File> {

@@ -1,0 +1,108 @@
+//! CI smoke runs of the fault-injecting harness: the queue workload against real `rocketraft`
+//! processes in network namespaces, once under partitions and once under kill -9, about 40 s
+//! of faults each (plus start-up, recovery and the final drain). Each must end VALID with
+//! faults actually injected and messages acknowledged and delivered.
+//!
+//! Needs root and network namespaces; without them the test prints why and passes. Needs the
+//! `rocketraft` binary of the same target directory (`cargo build --workspace --bins`); without
+//! it the test fails and says so.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use rocketraft_jepsen::record::{read_events, Kind};
+
+/// `target/<profile>/rocketraft`, found from this test's executable (`target/<profile>/deps/..`)
+/// or `$CARGO_TARGET_DIR`.
+fn rocketraft_binary() -> PathBuf {
+    let mut candidates = Vec::new();
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(profile_dir) = exe.parent().and_then(Path::parent) {
+            candidates.push(profile_dir.join("rocketraft"));
+        }
+    }
+    if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
+        candidates.push(PathBuf::from(&target).join("debug/rocketraft"));
+        candidates.push(PathBuf::from(&target).join("release/rocketraft"));
+    }
+    match candidates.iter().find(|p| p.is_file()) {
+        Some(path) => path.clone(),
+        None => panic!(
+            "the rocketraft binary is missing (looked at {candidates:?}): run `cargo build --workspace --bins` first"
+        ),
+    }
+}
+
+fn skip_reason() -> Option<String> {
+    rocketraft_jepsen::net::netns_available()
+        .err()
+        .map(|why| format!("network namespaces unavailable ({why})"))
+}
+
+fn smoke(nemesis: &str, seed: u64) {
+    if let Some(why) = skip_reason() {
+        eprintln!("SKIPPED harness smoke run ({nemesis}): {why}");
+        return;
+    }
+    let binary = rocketraft_binary();
+    let out = tempfile::Builder::new()
+        .prefix("rrj-smoke-")
+        .tempdir_in("/tmp")
+        .expect("a temporary report directory");
+    let status = Command::new(env!("CARGO_BIN_EXE_rocketraft-jepsen"))
+        .args(["run", "--workload", "queue", "--nemesis", nemesis])
+        .args(["--time-limit", "40", "--seed", &seed.to_string()])
+        .arg("--out")
+        .arg(out.path())
+        .arg("--bin")
+        .arg(&binary)
+        .status()
+        .expect("rocketraft-jepsen runs");
+    let verdicts = std::fs::read_to_string(out.path().join("verdicts.json"))
+        .unwrap_or_else(|e| panic!("no verdicts.json ({e}); exit status {status}"));
+    assert!(
+        status.success(),
+        "the {nemesis} run was not valid (exit {status}):\n{verdicts}"
+    );
+    let verdicts: serde_json::Value = serde_json::from_str(&verdicts).expect("verdicts are JSON");
+    assert_eq!(verdicts["valid"], true);
+    assert_eq!(verdicts["queue"]["lost_count"], 0);
+    assert_eq!(verdicts["split_brain"]["valid"], true);
+    let acknowledged = verdicts["queue"]["acknowledged"].as_u64().unwrap_or(0);
+    assert!(acknowledged > 100, "only {acknowledged} sends acknowledged");
+
+    let history = std::fs::read_to_string(out.path().join("history.jsonl")).expect("history.jsonl");
+    let events = read_events(&history).expect("the history parses");
+    let started = events
+        .iter()
+        .filter(|e| e.is_nemesis() && e.f == format!("start-{nemesis}"))
+        .count();
+    assert!(started >= 1, "no {nemesis} fault was injected");
+    assert!(events.iter().any(|e| e.f == "heal-all"));
+    assert!(events.iter().any(|e| e.f == "pop"
+        && e.kind == Kind::Ok
+        && e.value.as_array().is_some_and(|a| !a.is_empty())));
+    let html = std::fs::read_to_string(out.path().join("index.html")).expect("index.html");
+    assert!(html.contains("<svg"), "the report has its charts");
+    assert!(out.path().join("nodes/b1/node.log").is_file());
+
+    // Everything was torn down: no namespace of this run is left.
+    let listing = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip netns list");
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert!(
+        !listing
+            .lines()
+            .any(|l| l.starts_with("rrj") && !l.contains("probe")),
+        "namespaces left behind:\n{listing}"
+    );
+}
+
+#[test]
+fn queue_under_partitions_and_kills() {
+    // One after the other: two clusters at once would overload a two-core machine.
+    smoke("partition", 11);
+    smoke("kill", 12);
+}
