@@ -111,6 +111,25 @@ impl DurableError {
     }
 }
 
+/// The environment variable of a deliberately BROKEN build, for the jepsen harness's
+/// self-test only: with `1`, a master acknowledges writes as soon as they are in its own
+/// CommitLog, without waiting for the replicas (so a failover loses acknowledged messages).
+pub const UNSAFE_ACK_BEFORE_REPLICATION_ENV: &str = "ROCKETRAFT_UNSAFE_ACK_BEFORE_REPLICATION";
+
+/// Whether [`UNSAFE_ACK_BEFORE_REPLICATION_ENV`] is `1` (read once; off by default).
+fn unsafe_ack_before_replication() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| {
+        let on = std::env::var(UNSAFE_ACK_BEFORE_REPLICATION_ENV).is_ok_and(|v| v == "1");
+        if on {
+            tracing::error!(
+                "{UNSAFE_ACK_BEFORE_REPLICATION_ENV}=1: acknowledging writes BEFORE replication; acknowledged messages can be lost (test switch, never use it for real)"
+            );
+        }
+        on
+    })
+}
+
 impl BrokerInner {
     /// Stores messages as a send does: under the flush policy and, in controller mode, only on a
     /// master with a valid lease and until the replicas the ack policy asks for hold them.
@@ -134,6 +153,9 @@ impl BrokerInner {
         };
         if let Some(ha) = &self.ha {
             ha.on_local_append();
+            if unsafe_ack_before_replication() {
+                return Ok(result);
+            }
             let end = result.physical_offset + result.wrote_bytes as i64;
             match ha.wait_for_acks(end, &policy).await {
                 Ok(()) => {}

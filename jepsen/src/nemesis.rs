@@ -7,6 +7,7 @@
 //!   3 | 4 split of the servers), *isolate-controller-leader*, *isolate-broker-master*,
 //!   *majority-ring* (each server sees a majority, no two the same one), *bridge* (two halves
 //!   that only one node sees both of), *one-way* (one node receives nothing, sends freely).
+//! - `partition-master`: always *isolate-broker-master* (the clients still reach the master).
 //! - `kill`: SIGKILL, restarted at the window's end: one random server, a majority of the
 //!   controllers, the broker master, or the controller leader and the broker master together.
 //! - `pause`: SIGSTOP / SIGCONT of a random server, the broker master or the controller leader.
@@ -33,6 +34,8 @@ use crate::rng::Rng;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum FaultKind {
     Partition,
+    /// Always the *isolate-broker-master* partition (recorded as a partition).
+    PartitionMaster,
     Kill,
     Pause,
     Loss,
@@ -43,7 +46,7 @@ pub enum FaultKind {
 impl FaultKind {
     pub fn as_str(self) -> &'static str {
         match self {
-            FaultKind::Partition => "partition",
+            FaultKind::Partition | FaultKind::PartitionMaster => "partition",
             FaultKind::Kill => "kill",
             FaultKind::Pause => "pause",
             FaultKind::Loss => "loss",
@@ -69,6 +72,9 @@ pub fn parse_kinds(spec: &str) -> anyhow::Result<Vec<FaultKind>> {
             "partition" => {
                 out.insert(FaultKind::Partition);
             }
+            "partition-master" => {
+                out.insert(FaultKind::PartitionMaster);
+            }
             "kill" => {
                 out.insert(FaultKind::Kill);
             }
@@ -85,7 +91,7 @@ pub fn parse_kinds(spec: &str) -> anyhow::Result<Vec<FaultKind>> {
                 out.insert(FaultKind::Transfer);
             }
             other => bail!(
-                "unknown nemesis {other:?}: use none, all, or a list of partition, kill, pause, loss, clock, transfer"
+                "unknown nemesis {other:?}: use none, all, or a list of partition, partition-master, kill, pause, loss, clock, transfer"
             ),
         }
     }
@@ -225,7 +231,19 @@ impl Nemesis {
     /// Starts a fault of `kind`; records it; returns what to undo.
     pub async fn start(&mut self, kind: FaultKind) -> anyhow::Result<Active> {
         match kind {
-            FaultKind::Partition => self.start_partition().await,
+            FaultKind::Partition => {
+                let variants = [
+                    "halves",
+                    "isolate-controller-leader",
+                    "isolate-broker-master",
+                    "majority-ring",
+                    "bridge",
+                    "one-way",
+                ];
+                let variant = *self.rng.pick(&variants).unwrap_or(&"halves");
+                self.start_partition(variant).await
+            }
+            FaultKind::PartitionMaster => self.start_partition("isolate-broker-master").await,
             FaultKind::Kill => self.start_kill().await,
             FaultKind::Pause => self.start_pause().await,
             FaultKind::Loss => {
@@ -276,18 +294,9 @@ impl Nemesis {
         }
     }
 
-    async fn start_partition(&mut self) -> anyhow::Result<Active> {
+    async fn start_partition(&mut self, variant: &str) -> anyhow::Result<Active> {
         let mut servers = self.servers();
         self.rng.shuffle(&mut servers);
-        let variants = [
-            "halves",
-            "isolate-controller-leader",
-            "isolate-broker-master",
-            "majority-ring",
-            "bridge",
-            "one-way",
-        ];
-        let variant = *self.rng.pick(&variants).unwrap_or(&"halves");
         let mut grudge = Grudge::new();
         let isolate = |grudge: &mut Grudge, one: Option<String>, servers: &[String]| {
             if let Some(one) = one {
