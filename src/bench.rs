@@ -70,6 +70,9 @@ enum BenchCommand {
     Controller(crate::bench_controller::ControllerBenchArgs),
     /// POP receive + ack throughput (1 and N consumers) beside plain pull, same run.
     Pop(crate::bench_pop::PopBenchArgs),
+    /// Sends through the gRPC proxy vs straight over Remoting (throughput, p99), and receive +
+    /// ack through the proxy vs POP + ack over Remoting, same run.
+    Proxy(crate::bench_proxy::ProxyBenchArgs),
     /// Start a broker set of 3 replicas (and the same broker alone) with `rocketraft cluster up`,
     /// compare send throughput and p99, and time failovers after kill -9 of the master.
     Replication(crate::bench_replication::ReplicationBenchArgs),
@@ -97,6 +100,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchCommand::Controller(args) => crate::bench_controller::run(args).await,
         BenchCommand::Replication(args) => crate::bench_replication::run(args).await,
         BenchCommand::Pop(args) => crate::bench_pop::run(args).await,
+        BenchCommand::Proxy(args) => crate::bench_proxy::run(args).await,
         BenchCommand::Recovery { dir, size_mib } => {
             tokio::task::spawn_blocking(move || recovery(&dir, size_mib))
                 .await

@@ -10,6 +10,7 @@ mod admin_controller;
 mod bench;
 mod bench_controller;
 mod bench_pop;
+mod bench_proxy;
 mod bench_replication;
 mod cluster;
 mod config;
@@ -92,13 +93,30 @@ fn main() {
 async fn run(command: Command, inherited: cluster::Inherited) -> anyhow::Result<()> {
     match command {
         Command::Proxy(args) => {
-            let proxy = rocketraft_proxy::Proxy::start(rocketraft_proxy::ProxyConfig {
-                listen: args.listen,
-                advertised_host: args.advertised_host,
-                namesrv_addr: args.namesrv,
-            })
+            let security = args.security()?;
+            let scheme = if security.tls.is_some() {
+                "TLS"
+            } else {
+                "plaintext"
+            };
+            let auth = if security.auth.enabled {
+                ", authentication on"
+            } else {
+                ""
+            };
+            let proxy = rocketraft_proxy::Proxy::start_secure(
+                rocketraft_proxy::ProxyConfig {
+                    listen: args.listen,
+                    advertised_host: args.advertised_host,
+                    namesrv_addr: args.namesrv,
+                },
+                security,
+            )
             .await?;
-            println!("rocketraft proxy is ready: gRPC {}", proxy.local_addr());
+            println!(
+                "rocketraft proxy is ready: gRPC {} ({scheme}{auth})",
+                proxy.local_addr()
+            );
             wait_for_shutdown().await;
             proxy.shutdown().await;
             Ok(())
@@ -141,14 +159,26 @@ async fn run(command: Command, inherited: cluster::Inherited) -> anyhow::Result<
             let config = args.load()?;
             let name = config.broker_name.clone();
             let store_root = config.store.store_root.clone();
+            let namesrv_addr = config.namesrv_addr.clone();
             let broker = Broker::start(config).await?;
+            let proxy = match args.proxy_listen {
+                Some(listen) => Some(local_proxy(listen, namesrv_addr).await?),
+                None => None,
+            };
             println!(
-                "rocketraft broker is ready: {} (broker set {}, data in {})",
+                "rocketraft broker is ready: {} (broker set {}, data in {}){}",
                 broker.advertised_addr(),
                 name,
-                store_root.display()
+                store_root.display(),
+                proxy
+                    .as_ref()
+                    .map(|p| format!(", gRPC proxy {}", p.local_addr()))
+                    .unwrap_or_default()
             );
             wait_for_shutdown().await;
+            if let Some(p) = proxy {
+                p.shutdown().await;
+            }
             broker.shutdown().await;
             Ok(())
         }
@@ -159,12 +189,24 @@ async fn run(command: Command, inherited: cluster::Inherited) -> anyhow::Result<
             let broker = Broker::start(broker_config).await?;
             let namesrv_addr: SocketAddr =
                 rocketraft_remoting::api::advertised(namesrv.local_addr());
+            let proxy = if args.no_proxy {
+                None
+            } else {
+                Some(local_proxy(args.proxy_listen, namesrv_addr.to_string()).await?)
+            };
             println!(
-                "rocketraft dev is ready: NameServer {namesrv_addr} (with the controller), broker {} (data in {})",
+                "rocketraft dev is ready: NameServer {namesrv_addr} (with the controller), broker {} (data in {}){}",
                 broker.advertised_addr(),
-                data_dir.display()
+                data_dir.display(),
+                proxy
+                    .as_ref()
+                    .map(|p| format!(", gRPC proxy {}", p.local_addr()))
+                    .unwrap_or_default()
             );
             wait_for_shutdown().await;
+            if let Some(p) = proxy {
+                p.shutdown().await;
+            }
             broker.shutdown().await;
             namesrv.shutdown().await;
             Ok(())
@@ -173,6 +215,21 @@ async fn run(command: Command, inherited: cluster::Inherited) -> anyhow::Result<
         Command::Bench(args) => bench::run(args).await,
         Command::Cluster(command) => cluster::run(command, inherited).await,
     }
+}
+
+/// The gRPC proxy in this process (local mode), plaintext, for `dev` and `broker
+/// --proxy-listen`.
+async fn local_proxy(
+    listen: SocketAddr,
+    namesrv_addr: String,
+) -> anyhow::Result<rocketraft_proxy::Proxy> {
+    rocketraft_proxy::Proxy::start(rocketraft_proxy::ProxyConfig {
+        listen,
+        advertised_host: None,
+        namesrv_addr,
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e:#} (or pass --no-proxy / another --proxy-listen)"))
 }
 
 /// `rocketraft proxy` flags.
@@ -187,6 +244,39 @@ struct ProxyArgs {
     /// The host clients reach this proxy on (default: the listen IP, 127.0.0.1 if unspecified).
     #[arg(long)]
     advertised_host: Option<String>,
+    /// Require signed requests (access key / secret key) and check ACL permissions; users and
+    /// ACLs come from the brokers (`rocketraft admin acl ...`).
+    #[arg(long)]
+    auth: bool,
+    /// How long the proxy reuses users and ACLs it read from the brokers, in milliseconds.
+    #[arg(long, default_value_t = 3000)]
+    auth_cache_ms: u64,
+    /// Serve TLS with this PEM certificate chain (needs --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+}
+
+impl ProxyArgs {
+    fn security(&self) -> anyhow::Result<rocketraft_proxy::SecurityConfig> {
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(rocketraft_proxy::TlsConfig {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            (None, None) => None,
+            _ => anyhow::bail!("--tls-cert and --tls-key go together"),
+        };
+        Ok(rocketraft_proxy::SecurityConfig {
+            auth: rocketraft_proxy::auth::AuthConfig {
+                enabled: self.auth,
+                cache_ttl: std::time::Duration::from_millis(self.auth_cache_ms),
+            },
+            tls,
+        })
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

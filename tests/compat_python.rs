@@ -1,15 +1,20 @@
 //! The official Apache RocketMQ 5 Python client (`rocketmq-python-client` from PyPI, installed by
-//! `scripts/setup.sh`) against real `rocketraft dev` and `rocketraft proxy` processes: a producer
-//! sends normal and FIFO messages with tags, keys and properties; a SimpleConsumer receives them,
-//! changes one message's invisible duration and acks everything (`compat/python/smoke.py`).
+//! `scripts/setup.sh`) through Rocketraft's gRPC proxy (`compat/python/smoke.py`): normal sends
+//! with tags, keys and properties; FIFO message groups in order; a delayed message on time and a
+//! recalled one never; transactions committed, rolled back, and an orphan committed by the
+//! client's TransactionChecker when the server asks; a SimpleConsumer receiving, changing
+//! invisible duration and acking with the new handle.
+//!
+//! Twice: against `rocketraft dev` (the proxy in the same process, local mode) and against a
+//! cluster of separate `rocketraft namesrv`, `rocketraft broker` and `rocketraft proxy`
+//! processes.
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use support::{admin, admin_output, free_port, Dev};
+use support::{admin, admin_output, free_port, spawn_ready, Dev};
 
 fn ensure_client() {
     let present = Command::new("python3")
@@ -36,63 +41,106 @@ fn ensure_client() {
     }
 }
 
-#[test]
-fn python_client_sends_receives_changes_invisibility_and_acks_through_the_proxy() {
-    ensure_client();
-    let data = tempfile::tempdir().expect("tempdir");
-    let mut dev = Dev::start(
-        data.path(),
-        free_port(),
-        free_port(),
-        &["--segment-size", "1048576"],
-    );
-    let namesrv = dev.namesrv.clone();
-    let created = admin(&namesrv, &["topic", "create", "PyTopic", "--queues", "4"]);
-    assert!(created.contains("created topic"), "{created}");
-    for _ in 0..100 {
-        if admin_output(&namesrv, &["topic", "route", "PyTopic"])
-            .status
-            .success()
-        {
-            break;
+/// Creates the script's topics and groups, then runs it against `proxy`.
+fn run_suite(namesrv: &str, proxy: &str, prefix: &str) {
+    for (suffix, kind) in [
+        ("Normal", None),
+        ("Fifo", Some("FIFO")),
+        ("Delay", Some("DELAY")),
+        ("Tx", Some("TRANSACTION")),
+    ] {
+        let topic = format!("{prefix}{suffix}");
+        let mut args = vec!["topic", "create", topic.as_str(), "--queues", "4"];
+        if let Some(k) = kind {
+            args.extend(["--message-type", k]);
         }
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        let created = admin(namesrv, &args);
+        assert!(created.contains("created topic"), "{created}");
+        for _ in 0..100 {
+            if admin_output(namesrv, &["topic", "route", &topic])
+                .status
+                .success()
+            {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
     }
-    let port = free_port();
-    let mut proxy = Command::new(env!("CARGO_BIN_EXE_rocketraft"))
-        .args([
-            "proxy",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--namesrv",
-            &namesrv,
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn proxy");
-    let ready = BufReader::new(proxy.stdout.take().expect("stdout"))
-        .lines()
-        .next()
-        .expect("a line")
-        .expect("readable");
-    assert!(ready.contains("is ready"), "{ready}");
+    let made = admin(
+        namesrv,
+        &["consumer", "create-group", "pygroup-fifo", "--fifo"],
+    );
+    assert!(made.contains("fifo true"), "{made}");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("compat/python/smoke.py");
     let out = Command::new("python3")
         .arg(&script)
-        .args([&format!("127.0.0.1:{port}"), "PyTopic", "pygroup"])
+        .args([proxy, prefix, "pygroup"])
         .output()
         .expect("run the Python client");
-    let _ = proxy.kill();
-    let _ = proxy.wait();
-    let _ = dev.child.kill();
-    let _ = dev.child.wait();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
         "the Python client failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("sent 5 messages"), "{stdout}");
-    assert!(stdout.contains("received and acked 5 messages"), "{stdout}");
+    for line in [
+        "normal: received and acked 5 messages",
+        "normal: the old handle is refused",
+        "fifo: 8 messages, each message group in send order",
+        "the recalled one never came",
+        "the server asked the checker about the orphan",
+        "exactly the committed and the checked-and-committed arrived",
+        "all checks passed",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
+    }
+}
+
+const FAST_TX: [&str; 4] = [
+    "--transaction-timeout-ms",
+    "1000",
+    "--transaction-check-interval-ms",
+    "1000",
+];
+
+#[test]
+fn python_client_against_dev_with_its_in_process_proxy() {
+    ensure_client();
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut extra = vec!["--segment-size", "1048576"];
+    extra.extend(FAST_TX);
+    let mut dev = Dev::start(data.path(), free_port(), free_port(), &extra);
+    let (namesrv, proxy) = (dev.namesrv.clone(), dev.proxy.clone());
+    let result = std::panic::catch_unwind(|| run_suite(&namesrv, &proxy, "PyDev"));
+    let _ = dev.child.kill();
+    let _ = dev.child.wait();
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
+
+#[test]
+fn python_client_against_namesrv_broker_and_proxy_processes() {
+    ensure_client();
+    let data = tempfile::tempdir().expect("tempdir");
+    let namesrv = format!("127.0.0.1:{}", free_port());
+    let broker = format!("127.0.0.1:{}", free_port());
+    let proxy = format!("127.0.0.1:{}", free_port());
+    let store = data.path().join("broker");
+    let _ns = spawn_ready(&["namesrv", "--listen", &namesrv]);
+    let mut broker_args = vec![
+        "broker",
+        "--namesrv",
+        &namesrv,
+        "--broker-listen",
+        &broker,
+        "--store-dir",
+        store.to_str().expect("utf8"),
+        "--segment-size",
+        "1048576",
+    ];
+    broker_args.extend(FAST_TX);
+    let _broker = spawn_ready(&broker_args);
+    let _proxy = spawn_ready(&["proxy", "--listen", &proxy, "--namesrv", &namesrv]);
+    run_suite(&namesrv, &proxy, "PyCluster");
 }

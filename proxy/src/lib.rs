@@ -22,9 +22,13 @@ pub mod pb {
     tonic::include_proto!("apache.rocketmq.v2");
 }
 
+pub mod auth;
 pub mod service;
+pub mod session;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rocketraft_remoting::api::MqClientApi;
@@ -44,6 +48,39 @@ pub struct ProxyConfig {
     pub namesrv_addr: String,
 }
 
+/// Who may talk to a proxy, and over what (see [`Proxy::start_secure`]). The default is what
+/// development wants: plaintext, no authentication.
+#[derive(Debug, Clone, Default)]
+pub struct SecurityConfig {
+    /// Authentication (access key / secret key signatures) and ACL permissions.
+    pub auth: auth::AuthConfig,
+    /// Serve gRPC over TLS with this certificate and key; plaintext when `None`.
+    pub tls: Option<TlsConfig>,
+}
+
+/// The proxy's TLS identity: PEM files.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    /// The certificate chain (leaf first).
+    pub cert: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+impl TlsConfig {
+    /// Reads the PEM files.
+    pub fn load(&self) -> anyhow::Result<tonic::transport::ServerTlsConfig> {
+        let read = |what: &str, path: &PathBuf| {
+            std::fs::read(path)
+                .map_err(|e| anyhow::anyhow!("cannot read the TLS {what} {}: {e}", path.display()))
+        };
+        let cert = read("certificate", &self.cert)?;
+        let key = read("key", &self.key)?;
+        Ok(tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(cert, key)))
+    }
+}
+
 /// A running proxy.
 pub struct Proxy {
     local_addr: SocketAddr,
@@ -52,8 +89,27 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// Binds and serves.
+    /// Binds and serves plaintext gRPC without authentication.
     pub async fn start(config: ProxyConfig) -> anyhow::Result<Proxy> {
+        Proxy::start_secure(config, SecurityConfig::default()).await
+    }
+
+    /// Binds and serves, with TLS and authentication as `security` says.
+    pub async fn start_secure(
+        config: ProxyConfig,
+        security: SecurityConfig,
+    ) -> anyhow::Result<Proxy> {
+        // Bad certificates are refused before the port is taken.
+        let mut server = tonic::transport::Server::builder();
+        if let Some(tls) = &security.tls {
+            server = server.tls_config(tls.load()?).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot use the TLS certificate {} and key {}: {e}",
+                    tls.cert.display(),
+                    tls.key.display()
+                )
+            })?;
+        }
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|e| {
@@ -74,20 +130,36 @@ impl Proxy {
             RemotingClient::new(ClientConfig::default()),
             Duration::from_secs(5),
         );
+        let auth = Arc::new(auth::Auth::new(
+            security.auth.clone(),
+            config.namesrv_addr.clone(),
+            api.clone(),
+        ));
         let service = service::Service::new(
             service::ServiceConfig {
                 namesrv_addr: config.namesrv_addr.clone(),
-                endpoint: (host, local_addr.port()),
+                endpoint: (host.clone(), local_addr.port()),
                 default_invisible: Duration::from_secs(30),
                 max_long_polling: Duration::from_secs(20),
                 max_body_size: 4 * 1024 * 1024,
             },
             api,
-        );
+        )
+        .with_auth(auth);
+        // Transaction checks from brokers arrive on the proxy's Remoting connections.
+        service
+            .api()
+            .remoting()
+            .set_request_handler(service.transaction_check_handler());
+        let heartbeats = tokio::spawn(service.clone().producer_heartbeats(format!(
+            "proxy@{host}:{}@{}",
+            local_addr.port(),
+            std::process::id()
+        )));
         let (stop, stopped) = oneshot::channel::<()>();
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         let task = tokio::spawn(async move {
-            let result = tonic::transport::Server::builder()
+            let result = server
                 // Above the largest body, so an oversized message gets the protocol's
                 // MESSAGE_BODY_TOO_LARGE rather than a transport error.
                 .add_service(
@@ -99,11 +171,17 @@ impl Proxy {
                     let _ = stopped.await;
                 })
                 .await;
+            heartbeats.abort();
             if let Err(e) = result {
                 tracing::error!(error = %e, "proxy server failed");
             }
         });
-        tracing::info!(addr = %local_addr, "proxy listening");
+        tracing::info!(
+            addr = %local_addr,
+            tls = security.tls.is_some(),
+            auth = security.auth.enabled,
+            "proxy listening"
+        );
         Ok(Proxy {
             local_addr,
             stop: Some(stop),

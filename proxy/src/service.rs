@@ -21,23 +21,26 @@
 //!
 //! A receipt handle is the broker's POP handle (it names the broker set), so any proxy can ack.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures::Stream;
 use rocketraft_common::consts::{perm, property, sys_flag};
 use rocketraft_common::hash::java_string_hash;
 use rocketraft_common::message::MessageExt;
-use rocketraft_common::protocol::TopicRouteData;
+use rocketraft_common::protocol::{HeartbeatData, ProducerData, TopicRouteData};
 use rocketraft_remoting::api::{ApiError, MqClientApi, SendRequest};
 use rocketraft_remoting::codes::{request_code, response_code};
+use rocketraft_remoting::server::{processor_fn, RequestProcessor};
 use rocketraft_remoting::RemotingCommand;
 use tonic::{Request, Response, Status as GrpcStatus};
 
 use crate::pb;
 use crate::pb::messaging_service_server::MessagingService;
+use crate::session::{Sessions, TransactionId};
 
 /// Properties the protocol carries in `SystemProperties` (not shown as user properties).
 const SYSTEM_KEYS: &[&str] = &[
@@ -132,10 +135,81 @@ pub struct ServiceConfig {
     pub max_body_size: usize,
 }
 
+/// The proxy's service. Cloning shares everything (the Telemetry sessions and caches).
+#[derive(Clone)]
 pub struct Service {
     config: ServiceConfig,
     api: MqClientApi,
-    round_robin: AtomicU32,
+    round_robin: Arc<AtomicU32>,
+    sessions: Arc<Sessions>,
+    meta: Arc<MetaCache>,
+    /// Authentication and permissions (off unless [`Service::with_auth`] turns them on).
+    auth: Arc<crate::auth::Auth>,
+}
+
+/// How long a topic's message type or a group's FIFO flag is trusted before it is asked again.
+const META_TTL: Duration = Duration::from_secs(3);
+
+/// Topic message types and group FIFO flags read from brokers, kept a few seconds.
+#[derive(Default)]
+struct MetaCache {
+    topic_types: Mutex<HashMap<String, (Instant, Vec<i32>)>>,
+    group_fifo: Mutex<HashMap<String, (Instant, bool)>>,
+    /// Wakes the producer heartbeats when a producer announced its topics.
+    heartbeat_now: tokio::sync::Notify,
+}
+
+fn cached<V: Clone>(map: &Mutex<HashMap<String, (Instant, V)>>, key: &str) -> Option<V> {
+    let map = map.lock().unwrap_or_else(|e| e.into_inner());
+    map.get(key)
+        .filter(|(at, _)| at.elapsed() < META_TTL)
+        .map(|(_, v)| v.clone())
+}
+
+fn remember<V>(map: &Mutex<HashMap<String, (Instant, V)>>, key: &str, value: V) {
+    let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
+    if map.len() > 10_000 {
+        map.retain(|_, (at, _)| at.elapsed() < META_TTL);
+    }
+    map.insert(key.to_string(), (Instant::now(), value));
+}
+
+/// Every message type (a topic without `message.type`, or MIXED).
+const ALL_TYPES: [pb::MessageType; 4] = [
+    pb::MessageType::Normal,
+    pb::MessageType::Fifo,
+    pb::MessageType::Delay,
+    pb::MessageType::Transaction,
+];
+
+/// The message types a topic's `message.type` attribute accepts.
+fn accepted_types(attribute: Option<&str>) -> Vec<i32> {
+    match attribute.map(|t| t.to_ascii_uppercase()).as_deref() {
+        Some("NORMAL") => vec![pb::MessageType::Normal as i32],
+        Some("FIFO") => vec![pb::MessageType::Fifo as i32],
+        Some("DELAY") => vec![pb::MessageType::Delay as i32],
+        Some("TRANSACTION") => vec![pb::MessageType::Transaction as i32],
+        _ => ALL_TYPES.iter().map(|t| *t as i32).collect(),
+    }
+}
+
+/// The namespace a request names in its `x-mq-namespace` header ("" when none).
+pub fn header_namespace(metadata: &tonic::metadata::MetadataMap) -> String {
+    metadata
+        .get("x-mq-namespace")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Puts the header's namespace into a resource that does not carry its own.
+fn in_namespace(resource: &mut Option<pb::Resource>, namespace: &str) {
+    if let Some(r) = resource.as_mut() {
+        if r.resource_namespace.is_empty() {
+            r.resource_namespace = namespace.to_string();
+        }
+    }
 }
 
 fn status(code: pb::Code, message: impl Into<String>) -> pb::Status {
@@ -210,9 +284,225 @@ impl Service {
     pub fn new(config: ServiceConfig, api: MqClientApi) -> Service {
         Service {
             config,
+            auth: Arc::new(crate::auth::Auth::disabled(api.clone())),
             api,
-            round_robin: AtomicU32::new(0),
+            round_robin: Arc::new(AtomicU32::new(0)),
+            sessions: Arc::new(Sessions::default()),
+            meta: Arc::new(MetaCache::default()),
         }
+    }
+
+    /// Checks every call's credentials and permissions with `auth`.
+    pub fn with_auth(mut self, auth: Arc<crate::auth::Auth>) -> Service {
+        self.auth = auth;
+        self
+    }
+
+    /// The Telemetry streams connected to this proxy.
+    pub fn sessions(&self) -> &Arc<Sessions> {
+        &self.sessions
+    }
+
+    pub fn api(&self) -> &MqClientApi {
+        &self.api
+    }
+
+    /// Registers this proxy, as a Remoting producer of each topic its connected producers
+    /// publish (the topic is a gRPC half message's producer group), with every master of the
+    /// topic: every 5 s and whenever a producer announces its topics. Runs until aborted.
+    pub async fn producer_heartbeats(self, client_id: String) {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = self.meta.heartbeat_now.notified() => {}
+            }
+            let topics = self.sessions.published_topics();
+            let mut per_broker: HashMap<String, BTreeSet<String>> = HashMap::new();
+            for topic in &topics {
+                match self.route(topic).await {
+                    Ok(route) => {
+                        for b in &route.broker_datas {
+                            if let Some(addr) = b.master_addr() {
+                                per_broker
+                                    .entry(addr.to_string())
+                                    .or_default()
+                                    .insert(topic.clone());
+                            }
+                        }
+                    }
+                    Err(s) => {
+                        tracing::debug!(topic, why = %s.message, "no route for a producer heartbeat")
+                    }
+                }
+            }
+            for (addr, groups) in per_broker {
+                let data = HeartbeatData {
+                    client_id: client_id.clone(),
+                    producer_data_set: groups
+                        .into_iter()
+                        .map(|group_name| ProducerData { group_name })
+                        .collect(),
+                    consumer_data_set: vec![],
+                };
+                if let Err(e) = self.api.heartbeat(&addr, &data).await {
+                    tracing::debug!(broker = %addr, error = %e, "producer heartbeat failed");
+                }
+            }
+        }
+    }
+
+    /// Turns a broker's CHECK_TRANSACTION_STATE into a RecoverOrphanedTransaction pushed to a
+    /// connected producer of the half message's topic. Without one, the check is dropped: the
+    /// broker checks again later and rolls back after its maximum checks.
+    pub fn transaction_check_handler(&self) -> Arc<dyn RequestProcessor> {
+        let service = self.clone();
+        processor_fn(move |_ctx, request: RemotingCommand| {
+            let service = service.clone();
+            async move {
+                if request.code == request_code::CHECK_TRANSACTION_STATE {
+                    service.recover_orphaned(&request);
+                }
+                None
+            }
+        })
+    }
+
+    fn recover_orphaned(&self, request: &RemotingCommand) {
+        let m = match rocketraft_common::message::decode_message(&request.body) {
+            Ok((m, _)) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "undecodable transaction check from a broker");
+                return;
+            }
+        };
+        let group = m
+            .message
+            .property(property::PRODUCER_GROUP)
+            .unwrap_or(&m.message.topic)
+            .to_string();
+        let Some(session) = self.sessions.publisher_of(&group) else {
+            tracing::debug!(%group, "no producer of the topic on this proxy to check a transaction");
+            return;
+        };
+        let parse = |key: &str| request.ext(key).and_then(|v| v.parse::<i64>().ok());
+        let (Some(queue_offset), Some(commit_log_offset)) =
+            (parse("tranStateTableOffset"), parse("commitLogOffset"))
+        else {
+            tracing::warn!("transaction check without offsets");
+            return;
+        };
+        let message_id = m
+            .message
+            .uniq_key()
+            .or(request.ext("msgId"))
+            .unwrap_or_default()
+            .to_string();
+        let transaction_id = TransactionId {
+            broker_name: request.ext("brokerName").unwrap_or_default().to_string(),
+            queue_offset,
+            commit_log_offset,
+            message_id,
+        }
+        .encode();
+        let namespace = match m.message.topic.split_once('%') {
+            Some((ns, _)) if !ns.is_empty() => ns.to_string(),
+            _ => String::new(),
+        };
+        let command = pb::TelemetryCommand {
+            status: Some(ok()),
+            command: Some(
+                pb::telemetry_command::Command::RecoverOrphanedTransactionCommand(
+                    pb::RecoverOrphanedTransactionCommand {
+                        message: Some(self.to_pb(&m, &namespace, 0)),
+                        transaction_id,
+                    },
+                ),
+            ),
+        };
+        if let Err(e) = session.sender.try_send(Ok(command)) {
+            tracing::debug!(client = %session.client_id, error = %e, "transaction check not pushed");
+        } else {
+            tracing::debug!(client = %session.client_id, %group, "transaction check pushed");
+        }
+    }
+
+    /// The message types a topic accepts, from its `message.type` attribute on a master
+    /// (GET_TOPIC_CONFIG), cached a few seconds. Every type when no master answers.
+    async fn topic_types(&self, name: &str, route: &TopicRouteData) -> Vec<i32> {
+        if let Some(t) = cached(&self.meta.topic_types, name) {
+            return t;
+        }
+        for b in &route.broker_datas {
+            let Some(addr) = b.master_addr() else {
+                continue;
+            };
+            let request =
+                RemotingCommand::request(request_code::GET_TOPIC_CONFIG).with_ext("topic", name);
+            match self
+                .api
+                .call(addr, request, &[response_code::SUCCESS])
+                .await
+            {
+                Ok(r) => {
+                    let config: Option<rocketraft_common::TopicConfig> =
+                        serde_json::from_slice(&r.body).ok();
+                    let types = accepted_types(
+                        config
+                            .as_ref()
+                            .and_then(|c| c.attributes.get("message.type"))
+                            .map(String::as_str),
+                    );
+                    remember(&self.meta.topic_types, name, types.clone());
+                    return types;
+                }
+                Err(e) => tracing::debug!(topic = name, error = %e, "topic config not read"),
+            }
+        }
+        accepted_types(None)
+    }
+
+    /// Whether a consumer group consumes in order (`consumeMessageOrderly` of its
+    /// subscription group on a master), cached a few seconds; false for an unknown group.
+    async fn group_is_fifo(&self, group: &str, route: &TopicRouteData) -> bool {
+        if let Some(f) = cached(&self.meta.group_fifo, group) {
+            return f;
+        }
+        for b in &route.broker_datas {
+            let Some(addr) = b.master_addr() else {
+                continue;
+            };
+            let request = RemotingCommand::request(request_code::GET_SUBSCRIPTIONGROUP_CONFIG)
+                .with_ext("group", group);
+            let fifo = match self
+                .api
+                .call(
+                    addr,
+                    request,
+                    &[
+                        response_code::SUCCESS,
+                        response_code::SUBSCRIPTION_GROUP_NOT_EXIST,
+                    ],
+                )
+                .await
+            {
+                Ok(r) if r.code == response_code::SUCCESS => {
+                    serde_json::from_slice::<serde_json::Value>(&r.body)
+                        .ok()
+                        .and_then(|v| v["consumeMessageOrderly"].as_bool())
+                        .unwrap_or(false)
+                }
+                Ok(_) => false,
+                Err(e) => {
+                    tracing::debug!(group, error = %e, "group config not read");
+                    continue;
+                }
+            };
+            remember(&self.meta.group_fifo, group, fifo);
+            return fifo;
+        }
+        false
     }
 
     fn namesrvs(&self) -> Vec<String> {
@@ -261,7 +551,12 @@ impl Service {
         }
     }
 
-    fn queues(&self, topic: &pb::Resource, route: &TopicRouteData) -> Vec<pb::MessageQueue> {
+    fn queues(
+        &self,
+        topic: &pb::Resource,
+        route: &TopicRouteData,
+        accept: &[i32],
+    ) -> Vec<pb::MessageQueue> {
         let mut out = Vec::new();
         for q in &route.queue_datas {
             let n = q.read_queue_nums.max(q.write_queue_nums);
@@ -283,12 +578,7 @@ impl Service {
                         id: 0,
                         endpoints: Some(self.endpoints()),
                     }),
-                    accept_message_types: vec![
-                        pb::MessageType::Normal as i32,
-                        pb::MessageType::Fifo as i32,
-                        pb::MessageType::Delay as i32,
-                        pb::MessageType::Transaction as i32,
-                    ],
+                    accept_message_types: accept.to_vec(),
                 });
             }
         }
@@ -308,6 +598,9 @@ impl Service {
                 "the message has no message_id",
             ));
         }
+        if message.body.is_empty() {
+            return Err(status(pb::Code::MessageBodyEmpty, "the message body is empty"));
+        }
         if message.body.len() > self.config.max_body_size {
             return Err(status(
                 pb::Code::MessageBodyTooLarge,
@@ -318,14 +611,51 @@ impl Service {
                 ),
             ));
         }
-        if sys.message_type == pb::MessageType::Transaction as i32 {
+        let group = sys.message_group.as_deref().filter(|g| !g.is_empty());
+        let transactional = sys.message_type == pb::MessageType::Transaction as i32;
+        let message_type = if sys.message_type != pb::MessageType::Unspecified as i32 {
+            sys.message_type
+        } else if group.is_some() {
+            pb::MessageType::Fifo as i32
+        } else if sys.delivery_timestamp.is_some() {
+            pb::MessageType::Delay as i32
+        } else {
+            pb::MessageType::Normal as i32
+        };
+        if transactional && (group.is_some() || sys.delivery_timestamp.is_some()) {
             return Err(status(
-                pb::Code::NotImplemented,
-                "transactional messages through the proxy are not supported yet",
+                pb::Code::MessagePropertyConflictWithType,
+                "a transactional message cannot have a message group or a delivery timestamp",
+            ));
+        }
+        if group.is_some() && sys.delivery_timestamp.is_some() {
+            return Err(status(
+                pb::Code::MessagePropertyConflictWithType,
+                "a message cannot have both a message group and a delivery timestamp",
             ));
         }
         let name = wrapped(topic);
         let route = self.route(&name).await?;
+        let accepted = self.topic_types(&name, &route).await;
+        if !accepted.contains(&message_type) {
+            let type_name = |t: i32| {
+                pb::MessageType::try_from(t)
+                    .map(|t| t.as_str_name())
+                    .unwrap_or("UNKNOWN")
+            };
+            return Err(status(
+                pb::Code::MessagePropertyConflictWithType,
+                format!(
+                    "topic {name} accepts {} messages, not {}",
+                    accepted
+                        .iter()
+                        .map(|t| type_name(*t))
+                        .collect::<Vec<_>>()
+                        .join("/"),
+                    type_name(message_type)
+                ),
+            ));
+        }
         let writable: Vec<(String, i32)> = route
             .queue_datas
             .iter()
@@ -338,7 +668,7 @@ impl Service {
                 format!("topic {name} has no writable queue"),
             ));
         }
-        let pick = match sys.message_group.as_deref().filter(|g| !g.is_empty()) {
+        let pick = match group {
             Some(group) => java_string_hash(group).unsigned_abs() as usize % writable.len(),
             None => self.round_robin.fetch_add(1, Ordering::Relaxed) as usize % writable.len(),
         };
@@ -382,13 +712,26 @@ impl Service {
                 timestamp_ms(at).to_string(),
             );
         }
+        // A gRPC producer has no group: a half message's producer group is its topic (see
+        // `crate::session`).
+        let sys_flag = if transactional {
+            properties.insert(property::TRANSACTION_PREPARED.into(), "true".into());
+            properties.insert(property::PRODUCER_GROUP.into(), name.clone());
+            sys_flag::TRANSACTION_PREPARED_TYPE
+        } else {
+            0
+        };
         let request = SendRequest {
-            producer_group: "proxy".into(),
+            producer_group: if transactional {
+                name.clone()
+            } else {
+                "proxy".into()
+            },
             topic: name,
             queue_id,
             body: bytes::Bytes::from(message.body.clone()),
             properties,
-            sys_flag: 0,
+            sys_flag,
             ..SendRequest::default()
         };
         let r = self
@@ -396,6 +739,24 @@ impl Service {
             .send(&addr, &request)
             .await
             .map_err(|e| from_api(&e))?;
+        let transaction_id = if transactional {
+            let (_, phy) =
+                rocketraft_common::message::decode_offset_msg_id(&r.msg_id).map_err(|e| {
+                    status(
+                        pb::Code::InternalError,
+                        format!("the broker answered an undecodable message id: {e}"),
+                    )
+                })?;
+            TransactionId {
+                broker_name: broker.clone(),
+                queue_offset: r.queue_offset,
+                commit_log_offset: phy,
+                message_id: sys.message_id.clone(),
+            }
+            .encode()
+        } else {
+            String::new()
+        };
         let s = if r.code == response_code::SUCCESS {
             ok()
         } else {
@@ -407,9 +768,9 @@ impl Service {
         Ok(pb::SendResultEntry {
             status: Some(s),
             message_id: sys.message_id,
-            transaction_id: String::new(),
+            transaction_id,
             offset: r.queue_offset,
-            recall_handle: String::new(),
+            recall_handle: r.recall_handle.unwrap_or_default(),
         })
     }
 
@@ -561,7 +922,28 @@ impl Service {
         Ok((name, addr, mq.id))
     }
 
-    fn settings_reply(&self, client: &pb::Settings) -> pb::Settings {
+    /// The server's settings for a client's Settings, with the namespace of its stream; a
+    /// subscription's FIFO flag comes from its group's configuration.
+    async fn settings_for(&self, client: &pb::Settings, namespace: &str) -> pb::Settings {
+        let mut fifo = false;
+        if let Some(pb::settings::PubSub::Subscription(sub)) = &client.pub_sub {
+            let mut group = sub.group.clone();
+            in_namespace(&mut group, namespace);
+            let topic = sub.subscriptions.first().and_then(|e| {
+                let mut t = e.topic.clone();
+                in_namespace(&mut t, namespace);
+                t
+            });
+            if let (Some(group), Some(topic)) = (group, topic) {
+                if let Ok(route) = self.route(&wrapped(&topic)).await {
+                    fifo = self.group_is_fifo(&wrapped(&group), &route).await;
+                }
+            }
+        }
+        self.settings_reply(client, fifo)
+    }
+
+    fn settings_reply(&self, client: &pb::Settings, fifo: bool) -> pb::Settings {
         let consumer = client.client_type == Some(pb::ClientType::PushConsumer as i32)
             || client.client_type == Some(pb::ClientType::SimpleConsumer as i32);
         let backoff = if consumer {
@@ -596,14 +978,14 @@ impl Service {
                 Some(pb::settings::PubSub::Publishing(pb::Publishing {
                     topics: p.topics.clone(),
                     max_body_size: self.config.max_body_size as i32,
-                    validate_message_type: false,
+                    validate_message_type: true,
                 }))
             }
             Some(pb::settings::PubSub::Subscription(s)) => {
                 Some(pb::settings::PubSub::Subscription(pb::Subscription {
                     group: s.group.clone(),
                     subscriptions: s.subscriptions.clone(),
-                    fifo: Some(false),
+                    fifo: Some(fifo),
                     receive_batch_size: Some(32),
                     long_polling_timeout: Some(pb_duration(
                         self.config.max_long_polling.as_millis() as i64,
@@ -628,6 +1010,88 @@ impl Service {
     }
 }
 
+/// Requests whose resources take the `x-mq-namespace` header's namespace when they carry none.
+trait Namespaced {
+    fn fill(&mut self, namespace: &str);
+}
+
+macro_rules! namespaced {
+    ($t:ty, [$($field:ident),*], [$($queue:ident),*]) => {
+        impl Namespaced for $t {
+            fn fill(&mut self, namespace: &str) {
+                $(in_namespace(&mut self.$field, namespace);)*
+                $(if let Some(q) = self.$queue.as_mut() {
+                    in_namespace(&mut q.topic, namespace);
+                })*
+            }
+        }
+    };
+}
+
+namespaced!(pb::QueryRouteRequest, [topic], []);
+namespaced!(pb::QueryAssignmentRequest, [topic, group], []);
+namespaced!(pb::ReceiveMessageRequest, [group], [message_queue]);
+namespaced!(pb::AckMessageRequest, [group, topic], []);
+namespaced!(
+    pb::ForwardMessageToDeadLetterQueueRequest,
+    [group, topic],
+    []
+);
+namespaced!(pb::PullMessageRequest, [group], [message_queue]);
+namespaced!(pb::UpdateOffsetRequest, [group], [message_queue]);
+namespaced!(pb::GetOffsetRequest, [group], [message_queue]);
+namespaced!(pb::QueryOffsetRequest, [], [message_queue]);
+namespaced!(pb::EndTransactionRequest, [topic], []);
+namespaced!(pb::ChangeInvisibleDurationRequest, [group, topic], []);
+namespaced!(pb::RecallMessageRequest, [topic], []);
+
+impl Namespaced for pb::SendMessageRequest {
+    fn fill(&mut self, namespace: &str) {
+        for m in &mut self.messages {
+            in_namespace(&mut m.topic, namespace);
+        }
+    }
+}
+
+/// The request with the header's namespace applied.
+fn take<T: Namespaced>(request: Request<T>) -> T {
+    let namespace = header_namespace(request.metadata());
+    let mut inner = request.into_inner();
+    inner.fill(&namespace);
+    inner
+}
+
+impl Service {
+    /// [`take`], after checking the caller's credentials and the permissions `needs` lists for
+    /// the request (nothing to check when authentication is off).
+    async fn admit<T: Namespaced>(
+        &self,
+        request: Request<T>,
+        needs: impl FnOnce(&T) -> Vec<crate::auth::Need>,
+    ) -> Result<T, pb::Status> {
+        if !self.auth.enabled() {
+            return Ok(take(request));
+        }
+        let peer = request.remote_addr();
+        let metadata = request.metadata().clone();
+        let inner = take(request);
+        self.auth.check(&metadata, peer, &needs(&inner)).await?;
+        Ok(inner)
+    }
+}
+
+/// `Sub` on a consumer's topic and group: what consuming needs.
+fn consuming(group: Option<&pb::Resource>, topic: Option<&pb::Resource>) -> Vec<crate::auth::Need> {
+    let mut needs = Vec::with_capacity(2);
+    if let Some(t) = topic {
+        needs.push(crate::auth::Need::subscribe(wrapped(t)));
+    }
+    if let Some(g) = group {
+        needs.push(crate::auth::Need::group(wrapped(g)));
+    }
+    needs
+}
+
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, GrpcStatus>> + Send + 'static>>;
 
 fn not_implemented(what: &str) -> pb::Status {
@@ -643,17 +1107,34 @@ impl MessagingService for Service {
         &self,
         request: Request<pb::QueryRouteRequest>,
     ) -> Result<Response<pb::QueryRouteResponse>, GrpcStatus> {
-        let req = request.into_inner();
+        let req = match self
+            .admit(request, |r| {
+                r.topic
+                    .iter()
+                    .map(|t| crate::auth::Need::publish_or_subscribe(wrapped(t)))
+                    .collect()
+            })
+            .await
+        {
+            Ok(req) => req,
+            Err(s) => {
+                return Ok(Response::new(pb::QueryRouteResponse {
+                    status: Some(s),
+                    ..Default::default()
+                }))
+            }
+        };
         let Some(topic) = req.topic.filter(|t| !t.name.is_empty()) else {
             return Ok(Response::new(pb::QueryRouteResponse {
                 status: Some(status(pb::Code::IllegalTopic, "topic is required")),
                 message_queues: vec![],
             }));
         };
-        Ok(Response::new(match self.route(&wrapped(&topic)).await {
+        let name = wrapped(&topic);
+        Ok(Response::new(match self.route(&name).await {
             Ok(route) => pb::QueryRouteResponse {
                 status: Some(ok()),
-                message_queues: self.queues(&topic, &route),
+                message_queues: self.queues(&topic, &route, &self.topic_types(&name, &route).await),
             },
             Err(s) => pb::QueryRouteResponse {
                 status: Some(s),
@@ -664,8 +1145,15 @@ impl MessagingService for Service {
 
     async fn heartbeat(
         &self,
-        _request: Request<pb::HeartbeatRequest>,
+        request: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, GrpcStatus> {
+        if let Err(s) = self
+            .auth
+            .check(request.metadata(), request.remote_addr(), &[])
+            .await
+        {
+            return Ok(Response::new(pb::HeartbeatResponse { status: Some(s) }));
+        }
         Ok(Response::new(pb::HeartbeatResponse { status: Some(ok()) }))
     }
 
@@ -673,7 +1161,24 @@ impl MessagingService for Service {
         &self,
         request: Request<pb::SendMessageRequest>,
     ) -> Result<Response<pb::SendMessageResponse>, GrpcStatus> {
-        let req = request.into_inner();
+        let req = match self
+            .admit(request, |r| {
+                r.messages
+                    .iter()
+                    .filter_map(|m| m.topic.as_ref())
+                    .map(|t| crate::auth::Need::publish(wrapped(t)))
+                    .collect()
+            })
+            .await
+        {
+            Ok(req) => req,
+            Err(s) => {
+                return Ok(Response::new(pb::SendMessageResponse {
+                    status: Some(s),
+                    ..Default::default()
+                }))
+            }
+        };
         if req.messages.is_empty() {
             return Ok(Response::new(pb::SendMessageResponse {
                 status: Some(status(pb::Code::BadRequest, "no message to send")),
@@ -709,7 +1214,18 @@ impl MessagingService for Service {
         &self,
         request: Request<pb::QueryAssignmentRequest>,
     ) -> Result<Response<pb::QueryAssignmentResponse>, GrpcStatus> {
-        let req = request.into_inner();
+        let req = match self
+            .admit(request, |r| consuming(r.group.as_ref(), r.topic.as_ref()))
+            .await
+        {
+            Ok(req) => req,
+            Err(s) => {
+                return Ok(Response::new(pb::QueryAssignmentResponse {
+                    status: Some(s),
+                    ..Default::default()
+                }))
+            }
+        };
         let Some(topic) = req.topic.filter(|t| !t.name.is_empty()) else {
             return Ok(Response::new(pb::QueryAssignmentResponse {
                 status: Some(status(pb::Code::IllegalTopic, "topic is required")),
@@ -720,7 +1236,11 @@ impl MessagingService for Service {
             Ok(route) => pb::QueryAssignmentResponse {
                 status: Some(ok()),
                 assignments: self
-                    .queues(&topic, &route)
+                    .queues(
+                        &topic,
+                        &route,
+                        &self.topic_types(&wrapped(&topic), &route).await,
+                    )
                     .into_iter()
                     .filter(|q| {
                         q.permission == pb::Permission::Read as i32
@@ -750,7 +1270,25 @@ impl MessagingService for Service {
             .get("grpc-timeout")
             .and_then(|v| v.to_str().ok())
             .and_then(parse_grpc_timeout);
-        let req = request.into_inner();
+        let req = match self
+            .admit(request, |r| {
+                consuming(
+                    r.group.as_ref(),
+                    r.message_queue.as_ref().and_then(|q| q.topic.as_ref()),
+                )
+            })
+            .await
+        {
+            Ok(req) => req,
+            Err(s) => {
+                let item = pb::ReceiveMessageResponse {
+                    content: Some(pb::receive_message_response::Content::Status(s)),
+                };
+                return Ok(Response::new(Box::pin(futures::stream::iter(vec![Ok(
+                    item,
+                )]))));
+            }
+        };
         let one = |s: pb::Status| -> Result<Response<Self::ReceiveMessageStream>, GrpcStatus> {
             let item = pb::ReceiveMessageResponse {
                 content: Some(pb::receive_message_response::Content::Status(s)),
@@ -811,9 +1349,22 @@ impl MessagingService for Service {
         // The queue only names the broker set: POP takes from every queue of the topic there,
         // as RocketMQ's proxy does, so a consumer never waits on an empty queue it happened to
         // pick.
+        let expression = match req.filter_expression.as_ref() {
+            Some(f) if f.r#type == pb::FilterType::Sql as i32 => {
+                return one(status(
+                    pb::Code::IllegalFilterExpression,
+                    "SQL92 filters are not supported by this proxy; use a TAG expression",
+                ))
+            }
+            Some(f) => f.expression.clone(),
+            None => "*".to_string(),
+        };
+        // A FIFO group gets one message group's messages one at a time (the broker's order
+        // gate).
+        let fifo = self.group_is_fifo(&group_name, &route).await;
         let popped = self
             .api
-            .pop(
+            .pop_filtered(
                 &addr,
                 &group_name,
                 &name,
@@ -821,7 +1372,8 @@ impl MessagingService for Service {
                 batch,
                 invisible_ms,
                 poll,
-                false,
+                fifo,
+                Some(&expression),
             )
             .await;
         let messages = match popped {
@@ -855,7 +1407,18 @@ impl MessagingService for Service {
         &self,
         request: Request<pb::AckMessageRequest>,
     ) -> Result<Response<pb::AckMessageResponse>, GrpcStatus> {
-        let req = request.into_inner();
+        let req = match self
+            .admit(request, |r| consuming(r.group.as_ref(), r.topic.as_ref()))
+            .await
+        {
+            Ok(req) => req,
+            Err(s) => {
+                return Ok(Response::new(pb::AckMessageResponse {
+                    status: Some(s),
+                    ..Default::default()
+                }))
+            }
+        };
         let (Some(group), Some(topic)) = (req.group, req.topic) else {
             return Ok(Response::new(pb::AckMessageResponse {
                 status: Some(status(pb::Code::BadRequest, "group and topic are required")),
@@ -896,7 +1459,17 @@ impl MessagingService for Service {
         &self,
         request: Request<pb::ForwardMessageToDeadLetterQueueRequest>,
     ) -> Result<Response<pb::ForwardMessageToDeadLetterQueueResponse>, GrpcStatus> {
-        let req = request.into_inner();
+        let req = match self
+            .admit(request, |r| consuming(r.group.as_ref(), r.topic.as_ref()))
+            .await
+        {
+            Ok(req) => req,
+            Err(s) => {
+                return Ok(Response::new(pb::ForwardMessageToDeadLetterQueueResponse {
+                    status: Some(s),
+                }))
+            }
+        };
         let result = async {
             let (Some(group), Some(topic)) = (req.group.as_ref(), req.topic.as_ref()) else {
                 return Err(status(pb::Code::BadRequest, "group and topic are required"));
@@ -931,7 +1504,25 @@ impl MessagingService for Service {
         &self,
         request: Request<pb::PullMessageRequest>,
     ) -> Result<Response<Self::PullMessageStream>, GrpcStatus> {
-        let req = request.into_inner();
+        let req = match self
+            .admit(request, |r| {
+                consuming(
+                    r.group.as_ref(),
+                    r.message_queue.as_ref().and_then(|q| q.topic.as_ref()),
+                )
+            })
+            .await
+        {
+            Ok(req) => req,
+            Err(s) => {
+                let item = pb::PullMessageResponse {
+                    content: Some(pb::pull_message_response::Content::Status(s)),
+                };
+                return Ok(Response::new(Box::pin(futures::stream::iter(vec![Ok(
+                    item,
+                )]))));
+            }
+        };
         let namespace = req
             .message_queue
             .as_ref()
@@ -1016,7 +1607,18 @@ impl MessagingService for Service {
         &self,
         request: Request<pb::UpdateOffsetRequest>,
     ) -> Result<Response<pb::UpdateOffsetResponse>, GrpcStatus> {
-        let req = request.into_inner();
+        let req = match self
+            .admit(request, |r| {
+                consuming(
+                    r.group.as_ref(),
+                    r.message_queue.as_ref().and_then(|q| q.topic.as_ref()),
+                )
+            })
+            .await
+        {
+            Ok(req) => req,
+            Err(s) => return Ok(Response::new(pb::UpdateOffsetResponse { status: Some(s) })),
+        };
         let result = async {
             let group = req
                 .group
@@ -1042,7 +1644,23 @@ impl MessagingService for Service {
         &self,
         request: Request<pb::GetOffsetRequest>,
     ) -> Result<Response<pb::GetOffsetResponse>, GrpcStatus> {
-        let req = request.into_inner();
+        let req = match self
+            .admit(request, |r| {
+                consuming(
+                    r.group.as_ref(),
+                    r.message_queue.as_ref().and_then(|q| q.topic.as_ref()),
+                )
+            })
+            .await
+        {
+            Ok(req) => req,
+            Err(s) => {
+                return Ok(Response::new(pb::GetOffsetResponse {
+                    status: Some(s),
+                    ..Default::default()
+                }))
+            }
+        };
         let result = async {
             let group = req
                 .group
@@ -1078,7 +1696,23 @@ impl MessagingService for Service {
         &self,
         request: Request<pb::QueryOffsetRequest>,
     ) -> Result<Response<pb::QueryOffsetResponse>, GrpcStatus> {
-        let req = request.into_inner();
+        let req = match self
+            .admit(request, |r| {
+                consuming(
+                    None,
+                    r.message_queue.as_ref().and_then(|q| q.topic.as_ref()),
+                )
+            })
+            .await
+        {
+            Ok(req) => req,
+            Err(s) => {
+                return Ok(Response::new(pb::QueryOffsetResponse {
+                    status: Some(s),
+                    ..Default::default()
+                }))
+            }
+        };
         let result = async {
             let (topic, addr, queue) = self.queue_target(req.message_queue.as_ref()).await?;
             let r = match pb::QueryOffsetPolicy::try_from(req.query_offset_policy) {
@@ -1116,10 +1750,76 @@ impl MessagingService for Service {
 
     async fn end_transaction(
         &self,
-        _request: Request<pb::EndTransactionRequest>,
+        request: Request<pb::EndTransactionRequest>,
     ) -> Result<Response<pb::EndTransactionResponse>, GrpcStatus> {
+        let req = match self
+            .admit(request, |r| {
+                r.topic
+                    .iter()
+                    .map(|t| crate::auth::Need::publish(wrapped(t)))
+                    .collect()
+            })
+            .await
+        {
+            Ok(req) => req,
+            Err(s) => {
+                return Ok(Response::new(pb::EndTransactionResponse {
+                    status: Some(s),
+                }))
+            }
+        };
+        let result = async {
+            let topic = req
+                .topic
+                .as_ref()
+                .filter(|t| !t.name.is_empty())
+                .ok_or_else(|| status(pb::Code::IllegalTopic, "topic is required"))?;
+            let tx = TransactionId::parse(&req.transaction_id)
+                .map_err(|why| status(pb::Code::InvalidTransactionId, why))?;
+            let decision = match pb::TransactionResolution::try_from(req.resolution) {
+                Ok(pb::TransactionResolution::Commit) => sys_flag::TRANSACTION_COMMIT_TYPE,
+                Ok(pb::TransactionResolution::Rollback) => sys_flag::TRANSACTION_ROLLBACK_TYPE,
+                _ => {
+                    return Err(status(
+                        pb::Code::BadRequest,
+                        "resolution must be COMMIT or ROLLBACK",
+                    ))
+                }
+            };
+            let name = wrapped(topic);
+            let route = self.route(&name).await?;
+            let addr = self
+                .master_of(&route, &tx.broker_name)
+                .await
+                .ok_or_else(|| {
+                    status(
+                        pb::Code::HaNotAvailable,
+                        format!("broker set {} has no master now", tx.broker_name),
+                    )
+                })?;
+            let cmd = RemotingCommand::request(request_code::END_TRANSACTION)
+                .with_ext("producerGroup", name)
+                .with_ext("tranStateTableOffset", tx.queue_offset)
+                .with_ext("commitLogOffset", tx.commit_log_offset)
+                .with_ext("commitOrRollback", decision)
+                .with_ext(
+                    "fromTransactionCheck",
+                    req.source == pb::TransactionSource::SourceServerCheck as i32,
+                )
+                .with_ext("msgId", req.message_id.clone())
+                .with_ext("transactionId", tx.message_id.clone());
+            match self.api.call(&addr, cmd, &[response_code::SUCCESS]).await {
+                Ok(_) => Ok(()),
+                // The broker refuses a transaction it has no undecided half message for.
+                Err(ApiError::Server { code, remark }) if code == response_code::SYSTEM_ERROR => {
+                    Err(status(pb::Code::InvalidTransactionId, remark))
+                }
+                Err(e) => Err(from_api(&e)),
+            }
+        }
+        .await;
         Ok(Response::new(pb::EndTransactionResponse {
-            status: Some(not_implemented("EndTransaction")),
+            status: Some(result.err().unwrap_or_else(ok)),
         }))
     }
 
@@ -1129,25 +1829,58 @@ impl MessagingService for Service {
         &self,
         request: Request<tonic::Streaming<pb::TelemetryCommand>>,
     ) -> Result<Response<Self::TelemetryStream>, GrpcStatus> {
+        if let Err(s) = self
+            .auth
+            .check(request.metadata(), request.remote_addr(), &[])
+            .await
+        {
+            return Err(if s.code == pb::Code::Unauthorized as i32 {
+                GrpcStatus::unauthenticated(s.message)
+            } else {
+                GrpcStatus::unavailable(s.message)
+            });
+        }
+        let namespace = header_namespace(request.metadata());
+        let client_id = request
+            .metadata()
+            .get("x-mq-client-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
         let mut inbound = request.into_inner();
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::TelemetryCommand, GrpcStatus>>(16);
-        let settings_of = {
-            let config = self.config.clone();
-            let service = Service::new(config, self.api.clone());
-            move |s: &pb::Settings| service.settings_reply(s)
-        };
+        let key = self.sessions.open(client_id.clone(), tx.clone());
+        let service = self.clone();
         tokio::spawn(async move {
             while let Ok(Some(cmd)) = inbound.message().await {
                 if let Some(pb::telemetry_command::Command::Settings(s)) = cmd.command {
+                    if let Some(pb::settings::PubSub::Publishing(p)) = &s.pub_sub {
+                        let topics: BTreeSet<String> = p
+                            .topics
+                            .iter()
+                            .map(|t| {
+                                let mut t = Some(t.clone());
+                                in_namespace(&mut t, &namespace);
+                                t.map(|t| wrapped(&t)).unwrap_or_default()
+                            })
+                            .filter(|t| !t.is_empty())
+                            .collect();
+                        tracing::debug!(client = %client_id, ?topics, "producer settings");
+                        service.sessions.set_topics(key, topics);
+                        service.meta.heartbeat_now.notify_one();
+                    }
                     let reply = pb::TelemetryCommand {
                         status: Some(ok()),
-                        command: Some(pb::telemetry_command::Command::Settings(settings_of(&s))),
+                        command: Some(pb::telemetry_command::Command::Settings(
+                            service.settings_for(&s, &namespace).await,
+                        )),
                     };
                     if tx.send(Ok(reply)).await.is_err() {
                         break;
                     }
                 }
             }
+            service.sessions.close(key);
         });
         let stream = futures::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|item| (item, rx))
@@ -1157,8 +1890,17 @@ impl MessagingService for Service {
 
     async fn notify_client_termination(
         &self,
-        _request: Request<pb::NotifyClientTerminationRequest>,
+        request: Request<pb::NotifyClientTerminationRequest>,
     ) -> Result<Response<pb::NotifyClientTerminationResponse>, GrpcStatus> {
+        if let Err(s) = self
+            .auth
+            .check(request.metadata(), request.remote_addr(), &[])
+            .await
+        {
+            return Ok(Response::new(pb::NotifyClientTerminationResponse {
+                status: Some(s),
+            }));
+        }
         Ok(Response::new(pb::NotifyClientTerminationResponse {
             status: Some(ok()),
         }))
@@ -1168,7 +1910,18 @@ impl MessagingService for Service {
         &self,
         request: Request<pb::ChangeInvisibleDurationRequest>,
     ) -> Result<Response<pb::ChangeInvisibleDurationResponse>, GrpcStatus> {
-        let req = request.into_inner();
+        let req = match self
+            .admit(request, |r| consuming(r.group.as_ref(), r.topic.as_ref()))
+            .await
+        {
+            Ok(req) => req,
+            Err(s) => {
+                return Ok(Response::new(pb::ChangeInvisibleDurationResponse {
+                    status: Some(s),
+                    ..Default::default()
+                }))
+            }
+        };
         let reply = |s: pb::Status, handle: String| {
             Ok(Response::new(pb::ChangeInvisibleDurationResponse {
                 status: Some(s),
@@ -1225,11 +1978,75 @@ impl MessagingService for Service {
 
     async fn recall_message(
         &self,
-        _request: Request<pb::RecallMessageRequest>,
+        request: Request<pb::RecallMessageRequest>,
     ) -> Result<Response<pb::RecallMessageResponse>, GrpcStatus> {
-        Ok(Response::new(pb::RecallMessageResponse {
-            status: Some(not_implemented("RecallMessage")),
-            ..pb::RecallMessageResponse::default()
+        let req = match self
+            .admit(request, |r| {
+                r.topic
+                    .iter()
+                    .map(|t| crate::auth::Need::publish(wrapped(t)))
+                    .collect()
+            })
+            .await
+        {
+            Ok(req) => req,
+            Err(s) => {
+                return Ok(Response::new(pb::RecallMessageResponse {
+                    status: Some(s),
+                    ..Default::default()
+                }))
+            }
+        };
+        let result = async {
+            let topic = req
+                .topic
+                .as_ref()
+                .filter(|t| !t.name.is_empty())
+                .ok_or_else(|| status(pb::Code::IllegalTopic, "topic is required"))?;
+            // The broker's handle: base64 of `v1 topic brokerName deliveryTime messageId
+            // timerOffset`; the proxy only needs the broker set.
+            let broker = rocketraft_common::base64::decode(&req.recall_handle)
+                .and_then(|b| String::from_utf8(b).ok())
+                .and_then(|t| {
+                    let f: Vec<&str> = t.split(' ').collect();
+                    (f.len() == 6 && f[0] == "v1").then(|| f[2].to_string())
+                })
+                .ok_or_else(|| {
+                    status(
+                        pb::Code::BadRequest,
+                        "recall_handle is not a handle from a delayed message's send result",
+                    )
+                })?;
+            let name = wrapped(topic);
+            let route = self.route(&name).await?;
+            let addr = self.master_of(&route, &broker).await.ok_or_else(|| {
+                status(
+                    pb::Code::HaNotAvailable,
+                    format!("broker set {broker} has no master now"),
+                )
+            })?;
+            let cmd = RemotingCommand::request(request_code::RECALL_MESSAGE)
+                .with_ext("topic", name)
+                .with_ext("producerGroup", "proxy")
+                .with_ext("recallHandle", req.recall_handle.clone());
+            match self.api.call(&addr, cmd, &[response_code::SUCCESS]).await {
+                Ok(r) => Ok(r.ext("msgId").unwrap_or_default().to_string()),
+                Err(ApiError::Server { code, remark }) if code == response_code::NO_MESSAGE => {
+                    Err(status(pb::Code::NotFound, remark))
+                }
+                Err(e) => Err(from_api(&e)),
+            }
+        }
+        .await;
+        Ok(Response::new(match result {
+            Ok(message_id) => pb::RecallMessageResponse {
+                status: Some(ok()),
+                message_id,
+            },
+            Err(s) => pb::RecallMessageResponse {
+                status: Some(s),
+                message_id: String::new(),
+            },
         }))
     }
 

@@ -124,6 +124,22 @@ async fn ack(
         .into_inner()
 }
 
+/// Messages stored in the test topic's queues.
+async fn stored(broker: &Broker) -> i64 {
+    let api = MqClientApi::new(
+        RemotingClient::new(ClientConfig::default()),
+        Duration::from_secs(5),
+    );
+    let mut total = 0;
+    for q in 0..4 {
+        total += api
+            .max_offset(&broker.local_addr().to_string(), TOPIC, q)
+            .await
+            .expect("max offset");
+    }
+    total
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_grpc_client_sends_receives_acks_and_changes_invisibility() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -336,9 +352,14 @@ async fn a_grpc_client_sends_receives_acks_and_changes_invisibility() {
     big.body = vec![0u8; 5 * 1024 * 1024];
     let mut reserved = message(11, None);
     reserved.user_properties.insert("TAGS".into(), "x".into());
+    let mut no_topic = message(13, None);
+    no_topic.topic = None;
+    let mut empty_body = message(14, None);
+    empty_body.body.clear();
+    let stored_before = stored(&broker).await;
     let bad = client
         .send_message(pb::SendMessageRequest {
-            messages: vec![no_id, big, reserved],
+            messages: vec![no_id, big, reserved, no_topic, empty_body],
         })
         .await
         .expect("send")
@@ -349,8 +370,42 @@ async fn a_grpc_client_sends_receives_acks_and_changes_invisibility() {
         vec![
             pb::Code::IllegalMessageId as i32,
             pb::Code::MessageBodyTooLarge as i32,
-            pb::Code::IllegalMessagePropertyKey as i32
+            pb::Code::IllegalMessagePropertyKey as i32,
+            pb::Code::IllegalTopic as i32,
+            pb::Code::MessageBodyEmpty as i32,
         ]
+    );
+    assert_eq!(
+        stored(&broker).await,
+        stored_before,
+        "a refused message was stored"
+    );
+    let (no_group, _) = {
+        let mut req = tonic::Request::new(pb::ReceiveMessageRequest {
+            group: None,
+            message_queue: Some(pb::MessageQueue {
+                topic: resource(TOPIC),
+                id: -1,
+                ..pb::MessageQueue::default()
+            }),
+            ..pb::ReceiveMessageRequest::default()
+        });
+        req.set_timeout(Duration::from_secs(5));
+        let started = Instant::now();
+        let mut stream = client
+            .receive_message(req)
+            .await
+            .expect("receive")
+            .into_inner();
+        let mut items = Vec::new();
+        while let Some(item) = stream.message().await.expect("item") {
+            items.push(item);
+        }
+        (items, started.elapsed())
+    };
+    assert!(
+        matches!(no_group.as_slice(), [pb::ReceiveMessageResponse { content: Some(pb::receive_message_response::Content::Status(s)) }] if s.code == pb::Code::IllegalConsumerGroup as i32),
+        "{no_group:?}"
     );
     let garbage = ack(&mut client, "gg", "garbage").await;
     assert_eq!(code(&garbage.status), pb::Code::InvalidReceiptHandle as i32);

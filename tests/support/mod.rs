@@ -20,11 +20,14 @@ pub struct Dev {
     pub child: Child,
     pub namesrv: String,
     pub broker: String,
+    /// The in-process gRPC proxy (local mode).
+    pub proxy: String,
 }
 
 impl Dev {
     /// Starts `rocketraft dev` on the given ports with `extra` flags and waits for its ready line.
     pub fn start(data: &Path, namesrv_port: u16, broker_port: u16, extra: &[&str]) -> Dev {
+        let proxy_port = free_port();
         let mut child = Command::new(env!("CARGO_BIN_EXE_rocketraft"))
             .args([
                 "dev",
@@ -36,6 +39,8 @@ impl Dev {
                 &format!("127.0.0.1:{broker_port}"),
                 "--threads",
                 "2",
+                "--proxy-listen",
+                &format!("127.0.0.1:{proxy_port}"),
             ])
             .args(extra)
             .stdout(Stdio::piped())
@@ -53,6 +58,7 @@ impl Dev {
             child,
             namesrv: format!("127.0.0.1:{namesrv_port}"),
             broker: format!("127.0.0.1:{broker_port}"),
+            proxy: format!("127.0.0.1:{proxy_port}"),
         }
     }
 }
@@ -77,4 +83,31 @@ pub fn admin_output(namesrv: &str, args: &[&str]) -> std::process::Output {
         .args(args)
         .output()
         .expect("run admin")
+}
+
+/// A child process killed when dropped (so a failing test leaves nothing running).
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Spawns `rocketraft ARGS...` and waits for its "is ready" line.
+pub fn spawn_ready(args: &[&str]) -> Killed {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rocketraft"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn rocketraft");
+    let ready = BufReader::new(child.stdout.take().expect("stdout"))
+        .lines()
+        .next()
+        .expect("a line")
+        .expect("readable");
+    assert!(ready.contains("is ready"), "{args:?}: {ready}");
+    Killed(child)
 }

@@ -1,0 +1,541 @@
+//! Security of the gRPC proxy over real gRPC, in front of a real NameServer and broker on
+//! loopback: users and ACLs written to the broker (AUTH_* Remoting requests), requests signed as
+//! the official clients sign them (`MQv2-HMAC-SHA1` over `x-mq-date-time`), wrong signatures,
+//! unknown access keys and denied topics refused with UNAUTHORIZED / FORBIDDEN and nothing
+//! stored, the header ignored when authentication is off, and a TLS round trip.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use rocketraft_broker::store::FlushDiskType;
+use rocketraft_broker::{Broker, BrokerConfig};
+use rocketraft_common::acl::{AclInfo, PolicyEntryInfo, PolicyInfo, UserInfo};
+use rocketraft_common::TopicConfig;
+use rocketraft_nameserver::{NameServer, NamesrvConfig};
+use rocketraft_proxy::auth::{authorization_header, AuthConfig};
+use rocketraft_proxy::pb;
+use rocketraft_proxy::pb::messaging_service_client::MessagingServiceClient;
+use rocketraft_proxy::{Proxy, ProxyConfig, SecurityConfig, TlsConfig};
+use rocketraft_remoting::api::MqClientApi;
+use rocketraft_remoting::{ClientConfig, RemotingClient};
+use tonic::transport::Channel;
+
+const OPEN: &str = "AuthOpen";
+const SECRET: &str = "AuthSecret";
+const GROUP: &str = "AuthGroup";
+const DATE: &str = "20250101T120000Z";
+
+struct Cluster {
+    _dir: tempfile::TempDir,
+    namesrv: NameServer,
+    broker: Broker,
+    proxy: Proxy,
+    api: MqClientApi,
+}
+
+impl Cluster {
+    async fn start(security: SecurityConfig) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let namesrv = NameServer::start(NamesrvConfig {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            ..NamesrvConfig::default()
+        })
+        .await
+        .expect("namesrv");
+        let mut bc = BrokerConfig {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            namesrv_addr: namesrv.local_addr().to_string(),
+            ..BrokerConfig::default()
+        };
+        bc.store.store_root = dir.path().to_path_buf();
+        bc.store.commitlog_segment_size = 1 << 20;
+        bc.store.flush_disk_type = FlushDiskType::SyncFlush;
+        bc.store.pretouch = false;
+        let broker = Broker::start(bc).await.expect("broker");
+        let api = MqClientApi::new(
+            RemotingClient::new(ClientConfig::default()),
+            Duration::from_secs(5),
+        );
+        let addr = broker.local_addr().to_string();
+        for topic in [OPEN, SECRET] {
+            api.create_topic(&addr, &TopicConfig::new(topic, 2))
+                .await
+                .expect("topic");
+        }
+        let proxy = Proxy::start_secure(
+            ProxyConfig {
+                listen: "127.0.0.1:0".parse().expect("addr"),
+                advertised_host: None,
+                namesrv_addr: namesrv.local_addr().to_string(),
+            },
+            security,
+        )
+        .await
+        .expect("proxy");
+        Cluster {
+            _dir: dir,
+            namesrv,
+            broker,
+            proxy,
+            api,
+        }
+    }
+
+    fn broker_addr(&self) -> String {
+        self.broker.local_addr().to_string()
+    }
+
+    /// Messages stored in `topic` (the sum of its queues' max offsets).
+    async fn stored(&self, topic: &str) -> i64 {
+        let mut sum = 0;
+        for q in 0..2 {
+            sum += self
+                .api
+                .max_offset(&self.broker_addr(), topic, q)
+                .await
+                .expect("max offset");
+        }
+        sum
+    }
+
+    async fn client(&self) -> MessagingServiceClient<Channel> {
+        MessagingServiceClient::connect(format!("http://{}", self.proxy.local_addr()))
+            .await
+            .expect("connect")
+    }
+
+    async fn stop(self) {
+        self.proxy.shutdown().await;
+        self.broker.shutdown().await;
+        self.namesrv.shutdown().await;
+    }
+}
+
+fn resource(name: &str) -> Option<pb::Resource> {
+    Some(pb::Resource {
+        resource_namespace: String::new(),
+        name: name.to_string(),
+    })
+}
+
+fn send_request(topic: &str, id: &str) -> pb::SendMessageRequest {
+    pb::SendMessageRequest {
+        messages: vec![pb::Message {
+            topic: resource(topic),
+            user_properties: HashMap::new(),
+            system_properties: Some(pb::SystemProperties {
+                message_id: id.to_string(),
+                message_type: pb::MessageType::Normal as i32,
+                ..pb::SystemProperties::default()
+            }),
+            body: format!("body of {id}").into_bytes(),
+        }],
+    }
+}
+
+/// `message` with the headers an official client sends for `ak` / `sk`.
+fn signed<T>(message: T, ak: &str, sk: &str) -> tonic::Request<T> {
+    with_headers(message, &authorization_header(ak, sk, DATE), DATE)
+}
+
+fn with_headers<T>(message: T, authorization: &str, date: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    let m = request.metadata_mut();
+    m.insert("authorization", authorization.parse().expect("ascii"));
+    m.insert("x-mq-date-time", date.parse().expect("ascii"));
+    m.insert("x-mq-client-id", "auth-test-client".parse().expect("ascii"));
+    request
+}
+
+async fn send(
+    client: &mut MessagingServiceClient<Channel>,
+    request: tonic::Request<pb::SendMessageRequest>,
+) -> pb::Status {
+    client
+        .send_message(request)
+        .await
+        .expect("send rpc")
+        .into_inner()
+        .status
+        .expect("status")
+}
+
+fn user(name: &str, password: &str, user_type: &str) -> UserInfo {
+    UserInfo {
+        username: name.into(),
+        password: Some(password.into()),
+        user_type: Some(user_type.into()),
+        user_status: None,
+    }
+}
+
+fn grant(subject: &str, entries: &[(&str, &[&str], &str)]) -> AclInfo {
+    AclInfo {
+        subject: subject.into(),
+        policies: vec![PolicyInfo {
+            policy_type: Some("Custom".into()),
+            entries: entries
+                .iter()
+                .map(|(resource, actions, decision)| PolicyEntryInfo {
+                    resource: resource.to_string(),
+                    actions: actions.iter().map(|a| a.to_string()).collect(),
+                    source_ips: vec![],
+                    decision: decision.to_string(),
+                })
+                .collect(),
+        }],
+    }
+}
+
+fn auth_on() -> SecurityConfig {
+    SecurityConfig {
+        auth: AuthConfig {
+            enabled: true,
+            cache_ttl: Duration::from_millis(300),
+        },
+        tls: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn signatures_and_permissions_are_checked_and_refusals_store_nothing() {
+    let cluster = Cluster::start(auth_on()).await;
+    let broker = cluster.broker_addr();
+    let api = &cluster.api;
+    api.create_user(&broker, &user("alice", "alice-secret", "Normal"))
+        .await
+        .expect("alice");
+    api.create_user(&broker, &user("root", "root-secret", "Super"))
+        .await
+        .expect("root");
+    api.create_acl(
+        &broker,
+        &grant(
+            "User:alice",
+            &[
+                ("Topic:AuthOpen", &["Pub", "Sub"], "Allow"),
+                ("Topic:AuthSecret", &["Pub"], "Deny"),
+                ("Group:AuthGroup", &["Sub"], "Allow"),
+            ],
+        ),
+    )
+    .await
+    .expect("grant");
+    let mut client = cluster.client().await;
+
+    // A correctly signed send to an allowed topic is stored.
+    let ok = send(
+        &mut client,
+        signed(send_request(OPEN, "MSG-OK"), "alice", "alice-secret"),
+    )
+    .await;
+    assert_eq!(ok.code, pb::Code::Ok as i32, "{}", ok.message);
+    assert_eq!(cluster.stored(OPEN).await, 1);
+    // The official clients write hex in lowercase; the Java server also takes uppercase.
+    let header = authorization_header("alice", "alice-secret", DATE);
+    let (head, sig) = header.rsplit_once("Signature=").expect("signature");
+    let upper = format!("{head}Signature={}", sig.to_uppercase());
+    let ok = send(
+        &mut client,
+        with_headers(send_request(OPEN, "MSG-UPPER"), &upper, DATE),
+    )
+    .await;
+    assert_eq!(ok.code, pb::Code::Ok as i32, "{}", ok.message);
+    assert_eq!(cluster.stored(OPEN).await, 2);
+
+    // Wrong secret key, a signature over another date-time, an unknown access key, no header, a
+    // garbled header: UNAUTHORIZED, nothing stored.
+    let refusals = [
+        signed(send_request(OPEN, "MSG-BADSIG"), "alice", "wrong-secret"),
+        with_headers(
+            send_request(OPEN, "MSG-OTHERDATE"),
+            &header,
+            "20250101T120001Z",
+        ),
+        signed(send_request(OPEN, "MSG-UNKNOWN"), "mallory", "alice-secret"),
+        tonic::Request::new(send_request(OPEN, "MSG-NOHEADER")),
+        with_headers(
+            send_request(OPEN, "MSG-GARBLED"),
+            "MQv2-HMAC-SHA1 ???",
+            DATE,
+        ),
+        with_headers(
+            send_request(OPEN, "MSG-NOTHEX"),
+            "MQv2-HMAC-SHA1 Credential=alice, SignedHeaders=x-mq-date-time, Signature=xyz",
+            DATE,
+        ),
+    ];
+    for request in refusals {
+        let status = send(&mut client, request).await;
+        assert_eq!(
+            status.code,
+            pb::Code::Unauthorized as i32,
+            "{}",
+            status.message
+        );
+        assert!(!status.message.is_empty());
+    }
+    assert_eq!(
+        cluster.stored(OPEN).await,
+        2,
+        "a refused send stored nothing"
+    );
+
+    // A denied topic: FORBIDDEN naming the user, the resource and the action; nothing stored.
+    let denied = send(
+        &mut client,
+        signed(send_request(SECRET, "MSG-DENIED"), "alice", "alice-secret"),
+    )
+    .await;
+    assert_eq!(
+        denied.code,
+        pb::Code::Forbidden as i32,
+        "{}",
+        denied.message
+    );
+    for part in ["User:alice", "Topic:AuthSecret", "Pub"] {
+        assert!(denied.message.contains(part), "{}", denied.message);
+    }
+    assert_eq!(cluster.stored(SECRET).await, 0);
+    // A super user may do everything.
+    let root = send(
+        &mut client,
+        signed(send_request(SECRET, "MSG-ROOT"), "root", "root-secret"),
+    )
+    .await;
+    assert_eq!(root.code, pb::Code::Ok as i32, "{}", root.message);
+    assert_eq!(cluster.stored(SECRET).await, 1);
+
+    // Consuming needs Sub on the topic and on the group.
+    let assignment = |group: &str, ak: &str, sk: &str| {
+        signed(
+            pb::QueryAssignmentRequest {
+                topic: resource(OPEN),
+                group: resource(group),
+                endpoints: None,
+            },
+            ak,
+            sk,
+        )
+    };
+    let allowed = client
+        .query_assignment(assignment(GROUP, "alice", "alice-secret"))
+        .await
+        .expect("assignment")
+        .into_inner();
+    assert_eq!(
+        allowed.status.as_ref().map(|s| s.code),
+        Some(pb::Code::Ok as i32)
+    );
+    assert!(!allowed.assignments.is_empty());
+    let other_group = client
+        .query_assignment(assignment("OtherGroup", "alice", "alice-secret"))
+        .await
+        .expect("assignment")
+        .into_inner()
+        .status
+        .expect("status");
+    assert_eq!(other_group.code, pb::Code::Forbidden as i32);
+    assert!(other_group.message.contains("Group:OtherGroup"));
+    let mut receive = signed(
+        pb::ReceiveMessageRequest {
+            group: resource("OtherGroup"),
+            message_queue: Some(pb::MessageQueue {
+                topic: resource(OPEN),
+                id: -1,
+                ..pb::MessageQueue::default()
+            }),
+            filter_expression: Some(pb::FilterExpression {
+                r#type: pb::FilterType::Tag as i32,
+                expression: "*".into(),
+            }),
+            batch_size: 16,
+            invisible_duration: Some(prost_types::Duration {
+                seconds: 30,
+                nanos: 0,
+            }),
+            auto_renew: false,
+            long_polling_timeout: Some(prost_types::Duration {
+                seconds: 1,
+                nanos: 0,
+            }),
+            attempt_id: None,
+        },
+        "alice",
+        "alice-secret",
+    );
+    receive.set_timeout(Duration::from_secs(10));
+    let mut stream = client
+        .receive_message(receive)
+        .await
+        .expect("receive")
+        .into_inner();
+    let first = stream.message().await.expect("item").expect("a status");
+    match first.content {
+        Some(pb::receive_message_response::Content::Status(s)) => {
+            assert_eq!(s.code, pb::Code::Forbidden as i32, "{}", s.message)
+        }
+        other => panic!("expected a FORBIDDEN status, got {other:?}"),
+    }
+    assert!(stream.message().await.expect("end").is_none());
+
+    // Telemetry with a wrong signature is refused as a gRPC status.
+    let (_tx, rx) = tokio::sync::mpsc::channel::<pb::TelemetryCommand>(1);
+    let refused = client
+        .telemetry(signed(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+            "alice",
+            "wrong-secret",
+        ))
+        .await
+        .expect_err("telemetry refused");
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+
+    // A revoke reaches the proxy once its cache expires (it keeps no state of its own).
+    api.delete_acl(&broker, "User:alice", None, Some("Topic:AuthOpen"))
+        .await
+        .expect("revoke");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let revoked = send(
+        &mut client,
+        signed(send_request(OPEN, "MSG-REVOKED"), "alice", "alice-secret"),
+    )
+    .await;
+    assert_eq!(
+        revoked.code,
+        pb::Code::Forbidden as i32,
+        "{}",
+        revoked.message
+    );
+    assert_eq!(cluster.stored(OPEN).await, 2);
+    // A disabled user cannot sign in.
+    api.update_user(
+        &broker,
+        &UserInfo {
+            username: "root".into(),
+            password: None,
+            user_type: None,
+            user_status: Some("disable".into()),
+        },
+    )
+    .await
+    .expect("disable");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let disabled = send(
+        &mut client,
+        signed(send_request(SECRET, "MSG-DISABLED"), "root", "root-secret"),
+    )
+    .await;
+    assert_eq!(disabled.code, pb::Code::Unauthorized as i32);
+    assert_eq!(cluster.stored(SECRET).await, 1);
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_authentication_the_header_is_ignored() {
+    let cluster = Cluster::start(SecurityConfig::default()).await;
+    let mut client = cluster.client().await;
+    for request in [
+        signed(send_request(OPEN, "MSG-A"), "nobody", "whatever"),
+        with_headers(send_request(OPEN, "MSG-B"), "garbage", "not a date"),
+        tonic::Request::new(send_request(OPEN, "MSG-C")),
+    ] {
+        let status = send(&mut client, request).await;
+        assert_eq!(status.code, pb::Code::Ok as i32, "{}", status.message);
+    }
+    assert_eq!(cluster.stored(OPEN).await, 3);
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tls_round_trip_with_a_private_ca() {
+    // A CA, and a certificate for localhost / 127.0.0.1 signed by it.
+    let ca_key = rcgen::KeyPair::generate().expect("ca key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "rocketraft test CA");
+    let ca = ca_params.self_signed(&ca_key).expect("ca cert");
+    let leaf_key = rcgen::KeyPair::generate().expect("leaf key");
+    let leaf =
+        rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .expect("leaf params")
+            .signed_by(&leaf_key, &ca, &ca_key)
+            .expect("leaf cert");
+    let pem_dir = tempfile::tempdir().expect("tempdir");
+    let cert = pem_dir.path().join("proxy.pem");
+    let key = pem_dir.path().join("proxy.key");
+    std::fs::write(&cert, leaf.pem()).expect("write cert");
+    std::fs::write(&key, leaf_key.serialize_pem()).expect("write key");
+
+    // A key that is not PEM is refused at start, with the file names in the error.
+    let bad_key = pem_dir.path().join("bad.key");
+    std::fs::write(&bad_key, "not a key").expect("write");
+    let refused = Proxy::start_secure(
+        ProxyConfig {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            advertised_host: None,
+            namesrv_addr: "127.0.0.1:1".into(),
+        },
+        SecurityConfig {
+            auth: AuthConfig::default(),
+            tls: Some(TlsConfig {
+                cert: cert.clone(),
+                key: bad_key,
+            }),
+        },
+    )
+    .await;
+    let Err(e) = refused else {
+        panic!("a proxy with a bad key started")
+    };
+    assert!(e.to_string().contains("bad.key"), "{e}");
+
+    let cluster = Cluster::start(SecurityConfig {
+        auth: AuthConfig::default(),
+        tls: Some(TlsConfig { cert, key }),
+    })
+    .await;
+    let port = cluster.proxy.local_addr().port();
+    let channel = tonic::transport::Endpoint::from_shared(format!("https://127.0.0.1:{port}"))
+        .expect("endpoint")
+        .tls_config(
+            tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(ca.pem()))
+                .domain_name("localhost"),
+        )
+        .expect("tls config")
+        .connect()
+        .await
+        .expect("TLS connect");
+    let mut client = MessagingServiceClient::new(channel);
+    let route = client
+        .query_route(pb::QueryRouteRequest {
+            topic: resource(OPEN),
+            endpoints: None,
+        })
+        .await
+        .expect("route over TLS")
+        .into_inner();
+    assert_eq!(route.status.map(|s| s.code), Some(pb::Code::Ok as i32));
+    let status = send(
+        &mut client,
+        tonic::Request::new(send_request(OPEN, "MSG-TLS")),
+    )
+    .await;
+    assert_eq!(status.code, pb::Code::Ok as i32, "{}", status.message);
+    assert_eq!(cluster.stored(OPEN).await, 1);
+
+    // A plaintext client gets no answer from the TLS port.
+    let mut plain = MessagingServiceClient::connect(format!("http://127.0.0.1:{port}"))
+        .await
+        .expect("tcp connect");
+    let mut request = tonic::Request::new(pb::QueryRouteRequest {
+        topic: resource(OPEN),
+        endpoints: None,
+    });
+    request.set_timeout(Duration::from_secs(3));
+    assert!(plain.query_route(request).await.is_err());
+    cluster.stop().await;
+}

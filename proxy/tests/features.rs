@@ -1,0 +1,712 @@
+//! The proxy's RocketMQ 5 features over real gRPC, in front of a real NameServer and broker on
+//! loopback: transactions (commit, rollback, a second decision refused, an orphaned half
+//! message checked back through the producer's Telemetry stream), delayed messages recalled
+//! before delivery, topic message types in routes and enforced on sends, namespaces from the
+//! `x-mq-namespace` header isolating topics and groups, FIFO groups announced in settings, and
+//! TAG filters on receive.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use rocketraft_broker::store::FlushDiskType;
+use rocketraft_broker::{Broker, BrokerConfig};
+use rocketraft_common::TopicConfig;
+use rocketraft_nameserver::{NameServer, NamesrvConfig};
+use rocketraft_proxy::pb;
+use rocketraft_proxy::pb::messaging_service_client::MessagingServiceClient;
+use rocketraft_proxy::{Proxy, ProxyConfig};
+use rocketraft_remoting::api::MqClientApi;
+use rocketraft_remoting::codes::{request_code, response_code};
+use rocketraft_remoting::{ClientConfig, RemotingClient, RemotingCommand};
+use tonic::transport::Channel;
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    _namesrv: NameServer,
+    broker: Broker,
+    _proxy: Proxy,
+    api: MqClientApi,
+    client: MessagingServiceClient<Channel>,
+}
+
+impl Setup {
+    async fn start(tx_check_ms: u64) -> Setup {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let namesrv = NameServer::start(NamesrvConfig {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            ..NamesrvConfig::default()
+        })
+        .await
+        .expect("namesrv");
+        let mut bc = BrokerConfig {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            namesrv_addr: namesrv.local_addr().to_string(),
+            transaction_timeout_ms: tx_check_ms,
+            transaction_check_interval_ms: tx_check_ms,
+            ..BrokerConfig::default()
+        };
+        bc.store.store_root = dir.path().to_path_buf();
+        bc.store.commitlog_segment_size = 1 << 20;
+        bc.store.flush_disk_type = FlushDiskType::SyncFlush;
+        bc.store.pretouch = false;
+        let broker = Broker::start(bc).await.expect("broker");
+        let api = MqClientApi::new(
+            RemotingClient::new(ClientConfig::default()),
+            Duration::from_secs(5),
+        );
+        let proxy = Proxy::start(proxy_config(&namesrv.local_addr().to_string()))
+            .await
+            .expect("proxy");
+        let client = MessagingServiceClient::connect(format!("http://{}", proxy.local_addr()))
+            .await
+            .expect("connect");
+        Setup {
+            _dir: dir,
+            _namesrv: namesrv,
+            broker,
+            _proxy: proxy,
+            api,
+            client,
+        }
+    }
+
+    fn addr(&self) -> String {
+        self.broker.local_addr().to_string()
+    }
+
+    async fn topic(&self, name: &str, queues: i32, message_type: Option<&str>) {
+        let mut config = TopicConfig::new(name, queues);
+        if let Some(t) = message_type {
+            config.attributes.insert("message.type".into(), t.into());
+        }
+        self.api
+            .create_topic(&self.addr(), &config)
+            .await
+            .expect("topic");
+    }
+
+    async fn max_offset(&self, topic: &str, queues: i32) -> i64 {
+        let mut total = 0;
+        for q in 0..queues {
+            total += self
+                .api
+                .max_offset(&self.addr(), topic, q)
+                .await
+                .unwrap_or(0);
+        }
+        total
+    }
+}
+
+fn proxy_config(namesrv: &str) -> ProxyConfig {
+    ProxyConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        advertised_host: None,
+        namesrv_addr: namesrv.to_string(),
+    }
+}
+
+fn resource(name: &str) -> Option<pb::Resource> {
+    Some(pb::Resource {
+        resource_namespace: String::new(),
+        name: name.to_string(),
+    })
+}
+
+fn code(s: &Option<pb::Status>) -> i32 {
+    s.as_ref().map_or(-1, |s| s.code)
+}
+
+fn in_ns<T>(message: T, namespace: &str) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(message);
+    if !namespace.is_empty() {
+        r.metadata_mut()
+            .insert("x-mq-namespace", namespace.parse().expect("ascii"));
+    }
+    r
+}
+
+fn message(topic: &str, id: &str, body: &str, kind: pb::MessageType) -> pb::Message {
+    pb::Message {
+        topic: resource(topic),
+        user_properties: HashMap::new(),
+        system_properties: Some(pb::SystemProperties {
+            message_id: id.to_string(),
+            message_type: kind as i32,
+            tag: Some("tagA".into()),
+            ..pb::SystemProperties::default()
+        }),
+        body: body.as_bytes().to_vec(),
+    }
+}
+
+async fn send(
+    client: &mut MessagingServiceClient<Channel>,
+    namespace: &str,
+    m: pb::Message,
+) -> pb::SendMessageResponse {
+    client
+        .send_message(in_ns(
+            pb::SendMessageRequest { messages: vec![m] },
+            namespace,
+        ))
+        .await
+        .expect("send")
+        .into_inner()
+}
+
+/// Receives (and acks) with a long poll of `poll_s`; returns the bodies.
+async fn receive(
+    client: &mut MessagingServiceClient<Channel>,
+    namespace: &str,
+    group: &str,
+    topic: &str,
+    expression: &str,
+    poll_s: i64,
+) -> Vec<pb::Message> {
+    let mut req = in_ns(
+        pb::ReceiveMessageRequest {
+            group: resource(group),
+            message_queue: Some(pb::MessageQueue {
+                topic: resource(topic),
+                id: -1,
+                ..pb::MessageQueue::default()
+            }),
+            filter_expression: Some(pb::FilterExpression {
+                r#type: pb::FilterType::Tag as i32,
+                expression: expression.into(),
+            }),
+            batch_size: 32,
+            invisible_duration: Some(prost_types::Duration {
+                seconds: 30,
+                nanos: 0,
+            }),
+            auto_renew: false,
+            long_polling_timeout: Some(prost_types::Duration {
+                seconds: poll_s,
+                nanos: 0,
+            }),
+            attempt_id: None,
+        },
+        namespace,
+    );
+    req.set_timeout(Duration::from_secs(poll_s as u64 + 10));
+    let mut stream = client
+        .receive_message(req)
+        .await
+        .expect("receive")
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(item) = stream.message().await.expect("item") {
+        if let Some(pb::receive_message_response::Content::Message(m)) = item.content {
+            out.push(m);
+        }
+    }
+    for m in &out {
+        let handle = m
+            .system_properties
+            .as_ref()
+            .and_then(|p| p.receipt_handle.clone())
+            .expect("handle");
+        let r = client
+            .ack_message(in_ns(
+                pb::AckMessageRequest {
+                    group: resource(group),
+                    topic: resource(topic),
+                    entries: vec![pb::AckMessageEntry {
+                        message_id: String::new(),
+                        receipt_handle: handle,
+                        lite_topic: None,
+                    }],
+                },
+                namespace,
+            ))
+            .await
+            .expect("ack")
+            .into_inner();
+        assert_eq!(code(&r.status), pb::Code::Ok as i32, "{:?}", r.status);
+    }
+    out
+}
+
+fn bodies(ms: &[pb::Message]) -> Vec<String> {
+    let mut b: Vec<String> = ms
+        .iter()
+        .map(|m| String::from_utf8_lossy(&m.body).to_string())
+        .collect();
+    b.sort();
+    b
+}
+
+async fn end(
+    client: &mut MessagingServiceClient<Channel>,
+    topic: &str,
+    id: &str,
+    tx: &str,
+    resolution: pb::TransactionResolution,
+    source: pb::TransactionSource,
+) -> pb::EndTransactionResponse {
+    client
+        .end_transaction(pb::EndTransactionRequest {
+            topic: resource(topic),
+            message_id: id.into(),
+            transaction_id: tx.into(),
+            resolution: resolution as i32,
+            source: source as i32,
+            trace_context: String::new(),
+        })
+        .await
+        .expect("end")
+        .into_inner()
+}
+
+/// Opens a Telemetry stream announcing `settings`; returns the stream and the sender that
+/// keeps it open.
+async fn telemetry(
+    client: &mut MessagingServiceClient<Channel>,
+    client_id: &str,
+    settings: pb::Settings,
+) -> (
+    tonic::Streaming<pb::TelemetryCommand>,
+    tokio::sync::mpsc::Sender<pb::TelemetryCommand>,
+    pb::Settings,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(pb::TelemetryCommand {
+        status: None,
+        command: Some(pb::telemetry_command::Command::Settings(settings)),
+    })
+    .await
+    .expect("settings");
+    let outbound =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
+    let mut req = tonic::Request::new(outbound);
+    req.metadata_mut()
+        .insert("x-mq-client-id", client_id.parse().expect("ascii"));
+    let mut stream = client.telemetry(req).await.expect("telemetry").into_inner();
+    let reply = tokio::time::timeout(Duration::from_secs(5), stream.message())
+        .await
+        .expect("settings in time")
+        .expect("stream")
+        .expect("a command");
+    let Some(pb::telemetry_command::Command::Settings(s)) = reply.command else {
+        panic!("the first command is not settings: {reply:?}");
+    };
+    (stream, tx, s)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn transactions_commit_roll_back_and_orphans_are_checked_through_telemetry() {
+    let s = Setup::start(1_000).await;
+    s.topic("TxTopic", 2, Some("TRANSACTION")).await;
+    let client = &mut s.client.clone();
+
+    // The route says the topic takes transactional messages only; anything else is refused
+    // before it is stored.
+    let route = client
+        .query_route(pb::QueryRouteRequest {
+            topic: resource("TxTopic"),
+            endpoints: None,
+        })
+        .await
+        .expect("route")
+        .into_inner();
+    for q in &route.message_queues {
+        assert_eq!(
+            q.accept_message_types,
+            vec![pb::MessageType::Transaction as i32]
+        );
+    }
+    let before = s.max_offset("TxTopic", 2).await;
+    let refused = send(
+        client,
+        "",
+        message("TxTopic", "N1", "normal", pb::MessageType::Normal),
+    )
+    .await;
+    assert_eq!(
+        code(&refused.status),
+        pb::Code::MessagePropertyConflictWithType as i32,
+        "{:?}",
+        refused.status
+    );
+    assert!(refused
+        .status
+        .as_ref()
+        .expect("status")
+        .message
+        .contains("TRANSACTION"));
+
+    // Three half messages: invisible until decided.
+    let mut txs = Vec::new();
+    for (id, body) in [
+        ("TX-A", "commit-me"),
+        ("TX-B", "roll-me-back"),
+        ("TX-C", "orphan"),
+    ] {
+        let r = send(
+            client,
+            "",
+            message("TxTopic", id, body, pb::MessageType::Transaction),
+        )
+        .await;
+        assert_eq!(code(&r.status), pb::Code::Ok as i32, "{:?}", r.status);
+        assert!(!r.entries[0].transaction_id.is_empty());
+        txs.push(r.entries[0].transaction_id.clone());
+    }
+    assert_eq!(
+        s.max_offset("TxTopic", 2).await,
+        before,
+        "half messages are not in the topic"
+    );
+    assert!(receive(client, "", "txg", "TxTopic", "*", 1)
+        .await
+        .is_empty());
+
+    let r = end(
+        client,
+        "TxTopic",
+        "TX-A",
+        &txs[0],
+        pb::TransactionResolution::Commit,
+        pb::TransactionSource::SourceClient,
+    )
+    .await;
+    assert_eq!(code(&r.status), pb::Code::Ok as i32, "{:?}", r.status);
+    let r = end(
+        client,
+        "TxTopic",
+        "TX-B",
+        &txs[1],
+        pb::TransactionResolution::Rollback,
+        pb::TransactionSource::SourceClient,
+    )
+    .await;
+    assert_eq!(code(&r.status), pb::Code::Ok as i32, "{:?}", r.status);
+    // A second decision, a garbage id and a missing resolution are refused.
+    let again = end(
+        client,
+        "TxTopic",
+        "TX-A",
+        &txs[0],
+        pb::TransactionResolution::Rollback,
+        pb::TransactionSource::SourceClient,
+    )
+    .await;
+    assert_eq!(code(&again.status), pb::Code::InvalidTransactionId as i32);
+    let garbage = end(
+        client,
+        "TxTopic",
+        "TX-A",
+        "not-a-transaction",
+        pb::TransactionResolution::Commit,
+        pb::TransactionSource::SourceClient,
+    )
+    .await;
+    assert_eq!(code(&garbage.status), pb::Code::InvalidTransactionId as i32);
+    let unspecified = end(
+        client,
+        "TxTopic",
+        "TX-C",
+        &txs[2],
+        pb::TransactionResolution::Unspecified,
+        pb::TransactionSource::SourceClient,
+    )
+    .await;
+    assert_eq!(code(&unspecified.status), pb::Code::BadRequest as i32);
+
+    // The orphan: a producer of the topic connects; the broker's check back arrives as a
+    // RecoverOrphanedTransaction on its Telemetry stream, and it commits from there.
+    let (mut stream, _keep, _) = telemetry(
+        client,
+        "py-producer-1",
+        pb::Settings {
+            client_type: Some(pb::ClientType::Producer as i32),
+            pub_sub: Some(pb::settings::PubSub::Publishing(pb::Publishing {
+                topics: vec![pb::Resource {
+                    resource_namespace: String::new(),
+                    name: "TxTopic".into(),
+                }],
+                max_body_size: 0,
+                validate_message_type: true,
+            })),
+            ..pb::Settings::default()
+        },
+    )
+    .await;
+    let recover = loop {
+        let cmd = tokio::time::timeout(Duration::from_secs(20), stream.message())
+            .await
+            .expect("a transaction check within 20 s")
+            .expect("stream")
+            .expect("a command");
+        if let Some(pb::telemetry_command::Command::RecoverOrphanedTransactionCommand(c)) =
+            cmd.command
+        {
+            break c;
+        }
+    };
+    let orphan = recover.message.expect("the half message");
+    assert_eq!(orphan.body, b"orphan");
+    assert_eq!(orphan.topic.as_ref().expect("topic").name, "TxTopic");
+    let id = orphan
+        .system_properties
+        .as_ref()
+        .expect("props")
+        .message_id
+        .clone();
+    assert_eq!(id, "TX-C");
+    let r = end(
+        client,
+        "TxTopic",
+        &id,
+        &recover.transaction_id,
+        pb::TransactionResolution::Commit,
+        pb::TransactionSource::SourceServerCheck,
+    )
+    .await;
+    assert_eq!(code(&r.status), pb::Code::Ok as i32, "{:?}", r.status);
+
+    // Exactly the committed ones are delivered.
+    let mut got = Vec::new();
+    let started = Instant::now();
+    while got.len() < 2 && started.elapsed() < Duration::from_secs(15) {
+        got.extend(receive(client, "", "txg", "TxTopic", "*", 2).await);
+    }
+    assert_eq!(
+        bodies(&got),
+        vec!["commit-me".to_string(), "orphan".to_string()]
+    );
+    assert!(receive(client, "", "txg", "TxTopic", "*", 1)
+        .await
+        .is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn delayed_messages_arrive_on_time_and_can_be_recalled() {
+    let s = Setup::start(30_000).await;
+    s.topic("DelayTopic", 2, Some("DELAY")).await;
+    let client = &mut s.client.clone();
+    let now = rocketraft_common::time::now_ms();
+    let at = |ms: i64| prost_types::Timestamp {
+        seconds: (now + ms) / 1000,
+        nanos: (((now + ms) % 1000) * 1_000_000) as i32,
+    };
+    let mut keep = message("DelayTopic", "D-KEEP", "kept", pb::MessageType::Delay);
+    keep.system_properties
+        .as_mut()
+        .expect("p")
+        .delivery_timestamp = Some(at(2_000));
+    let mut drop_it = message("DelayTopic", "D-DROP", "recalled", pb::MessageType::Delay);
+    drop_it
+        .system_properties
+        .as_mut()
+        .expect("p")
+        .delivery_timestamp = Some(at(2_000));
+    let r = send(client, "", keep).await;
+    assert_eq!(code(&r.status), pb::Code::Ok as i32, "{:?}", r.status);
+    assert!(!r.entries[0].recall_handle.is_empty());
+    let r = send(client, "", drop_it).await;
+    assert_eq!(code(&r.status), pb::Code::Ok as i32, "{:?}", r.status);
+    let handle = r.entries[0].recall_handle.clone();
+
+    let recaller = client.clone();
+    let recall = |handle: String| {
+        let mut c = recaller.clone();
+        async move {
+            c.recall_message(pb::RecallMessageRequest {
+                topic: resource("DelayTopic"),
+                recall_handle: handle,
+            })
+            .await
+            .expect("recall")
+            .into_inner()
+        }
+    };
+    let r = recall(handle.clone()).await;
+    assert_eq!(code(&r.status), pb::Code::Ok as i32, "{:?}", r.status);
+    assert_eq!(r.message_id, "D-DROP");
+    let twice = recall(handle.clone()).await;
+    assert_eq!(
+        code(&twice.status),
+        pb::Code::NotFound as i32,
+        "{:?}",
+        twice.status
+    );
+    let bad = recall("garbage!".into()).await;
+    assert_eq!(code(&bad.status), pb::Code::BadRequest as i32);
+
+    // A normal message is refused by a DELAY topic.
+    let refused = send(
+        client,
+        "",
+        message("DelayTopic", "N", "normal", pb::MessageType::Normal),
+    )
+    .await;
+    assert_eq!(
+        code(&refused.status),
+        pb::Code::MessagePropertyConflictWithType as i32
+    );
+
+    let mut got = Vec::new();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(6) {
+        got.extend(receive(client, "", "dg", "DelayTopic", "*", 1).await);
+    }
+    assert_eq!(
+        bodies(&got),
+        vec!["kept".to_string()],
+        "the recalled one never comes"
+    );
+    let delivered = rocketraft_common::time::now_ms();
+    assert!(delivered >= now + 2_000);
+    // Recall after delivery is refused.
+    let late = recall(
+        send(client, "", {
+            let mut m = message("DelayTopic", "D-LATE", "late", pb::MessageType::Delay);
+            m.system_properties.as_mut().expect("p").delivery_timestamp = Some(at(0));
+            m
+        })
+        .await
+        .entries[0]
+            .recall_handle
+            .clone(),
+    )
+    .await;
+    // Due at once: either already delivered (NOT_FOUND) or the send was immediate (no handle,
+    // a BAD_REQUEST).
+    assert!(
+        [pb::Code::NotFound as i32, pb::Code::BadRequest as i32].contains(&code(&late.status)),
+        "{:?}",
+        late.status
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn namespaces_isolate_topics_and_groups_and_fifo_groups_and_tags_apply() {
+    let s = Setup::start(30_000).await;
+    s.topic("ns1%Shared", 2, None).await;
+    s.topic("ns2%Shared", 2, None).await;
+    let client = &mut s.client.clone();
+    for (ns, body) in [("ns1", "one"), ("ns2", "two")] {
+        let r = send(
+            client,
+            ns,
+            message("Shared", &format!("ID-{ns}"), body, pb::MessageType::Normal),
+        )
+        .await;
+        assert_eq!(code(&r.status), pb::Code::Ok as i32, "{:?}", r.status);
+    }
+    // Without a namespace the topic does not exist.
+    let r = send(
+        client,
+        "",
+        message("Shared", "ID-none", "none", pb::MessageType::Normal),
+    )
+    .await;
+    assert_eq!(code(&r.status), pb::Code::TopicNotFound as i32);
+    for (ns, body) in [("ns1", "one"), ("ns2", "two")] {
+        let got = receive(client, ns, "G", "Shared", "*", 2).await;
+        assert_eq!(bodies(&got), vec![body.to_string()], "namespace {ns}");
+        let topic = got[0].topic.as_ref().expect("topic");
+        assert_eq!(
+            (topic.resource_namespace.as_str(), topic.name.as_str()),
+            (ns, "Shared")
+        );
+    }
+    // The groups are distinct too: ns1's G consumed, ns2's G has its own offsets.
+    assert_eq!(
+        s.api
+            .query_consumer_offset(&s.addr(), "ns1%G", "ns1%Shared", 0)
+            .await
+            .expect("offset")
+            .unwrap_or(0)
+            + s.api
+                .query_consumer_offset(&s.addr(), "ns1%G", "ns1%Shared", 1)
+                .await
+                .expect("offset")
+                .unwrap_or(0),
+        1
+    );
+
+    // A FIFO group is announced as such in the settings; a plain one is not.
+    s.topic("FifoTopic", 2, Some("FIFO")).await;
+    let r = s
+        .api
+        .call(
+            &s.addr(),
+            RemotingCommand::request(request_code::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP).with_body(
+                serde_json::to_vec(&serde_json::json!({
+                    "groupName": "fifo-g", "consumeMessageOrderly": true
+                }))
+                .expect("json"),
+            ),
+            &[response_code::SUCCESS],
+        )
+        .await;
+    assert!(r.is_ok(), "{r:?}");
+    for (group, fifo) in [("fifo-g", true), ("plain-g", false)] {
+        let (_stream, _keep, settings) = telemetry(
+            client,
+            &format!("consumer-{group}"),
+            pb::Settings {
+                client_type: Some(pb::ClientType::SimpleConsumer as i32),
+                pub_sub: Some(pb::settings::PubSub::Subscription(pb::Subscription {
+                    group: resource(group),
+                    subscriptions: vec![pb::SubscriptionEntry {
+                        topic: resource("FifoTopic"),
+                        expression: Some(pb::FilterExpression {
+                            r#type: pb::FilterType::Tag as i32,
+                            expression: "*".into(),
+                        }),
+                    }],
+                    ..pb::Subscription::default()
+                })),
+                ..pb::Settings::default()
+            },
+        )
+        .await;
+        let Some(pb::settings::PubSub::Subscription(sub)) = settings.pub_sub else {
+            panic!("no subscription settings");
+        };
+        assert_eq!(sub.fifo, Some(fifo), "group {group}");
+    }
+    // FIFO through the FIFO group: one message group's messages in send order, the next only
+    // after the previous is acked.
+    for i in 0..4 {
+        let mut m = message(
+            "FifoTopic",
+            &format!("F{i}"),
+            &format!("f{i}"),
+            pb::MessageType::Fifo,
+        );
+        let p = m.system_properties.as_mut().expect("p");
+        p.message_group = Some("order-1".into());
+        p.tag = Some(if i % 2 == 0 { "even" } else { "odd" }.into());
+        let r = send(client, "", m).await;
+        assert_eq!(code(&r.status), pb::Code::Ok as i32, "{:?}", r.status);
+    }
+    let mut order = Vec::new();
+    let started = Instant::now();
+    while order.len() < 4 && started.elapsed() < Duration::from_secs(20) {
+        let got = receive(client, "", "fifo-g", "FifoTopic", "*", 1).await;
+        order.extend(
+            got.iter()
+                .map(|m| String::from_utf8_lossy(&m.body).to_string()),
+        );
+    }
+    assert_eq!(order, vec!["f0", "f1", "f2", "f3"]);
+    // A TAG filter: only the odd ones for another group.
+    let mut odd = Vec::new();
+    let started = Instant::now();
+    while odd.len() < 2 && started.elapsed() < Duration::from_secs(10) {
+        odd.extend(receive(client, "", "odd-g", "FifoTopic", "odd", 1).await);
+    }
+    assert_eq!(bodies(&odd), vec!["f1".to_string(), "f3".to_string()]);
+    for m in &odd {
+        assert_eq!(
+            m.system_properties.as_ref().expect("p").tag.as_deref(),
+            Some("odd")
+        );
+    }
+}

@@ -1,0 +1,381 @@
+//! `rocketraft bench proxy`: what the gRPC proxy costs, measured against the broker's own
+//! Remoting protocol in the same run, on a running cluster with a proxy (for example
+//! `rocketraft dev`, whose proxy listens on 8081).
+//!
+//! 1. Sends of `--size` bytes with `--window` requests in flight: straight to the broker over
+//!    Remoting (the baseline), then through the proxy over gRPC. Throughput and p50/p99.
+//! 2. Receive + ack of everything sent, by `--consumers` consumers: POP + ACK over Remoting
+//!    (the baseline), then ReceiveMessage + AckMessage through the proxy.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use hdrhistogram::Histogram;
+use rocketraft_proxy::pb;
+use rocketraft_proxy::pb::messaging_service_client::MessagingServiceClient;
+use rocketraft_remoting::api::{MqClientApi, SendRequest};
+use rocketraft_remoting::{ClientConfig, RemotingClient};
+use tonic::transport::Channel;
+
+use crate::bench::{writable_queues, Target};
+
+#[derive(Args)]
+pub struct ProxyBenchArgs {
+    /// NameServer address.
+    #[arg(long, default_value = "127.0.0.1:9876")]
+    namesrv: String,
+    /// The proxy's gRPC address.
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    proxy: String,
+    /// Topic (created with 8 queues when missing; a fresh name per run is best).
+    #[arg(long, default_value = "BenchProxy")]
+    topic: String,
+    /// Messages sent by each of the two senders.
+    #[arg(long, default_value_t = 20_000)]
+    count: u64,
+    /// Message body size in bytes.
+    #[arg(long, default_value_t = 1024)]
+    size: usize,
+    /// Sends in flight.
+    #[arg(long, default_value_t = 32)]
+    window: usize,
+    /// Concurrent consumers in each drain.
+    #[arg(long, default_value_t = 4)]
+    consumers: usize,
+}
+
+fn api() -> MqClientApi {
+    MqClientApi::new(
+        RemotingClient::new(ClientConfig::default()),
+        Duration::from_secs(10),
+    )
+}
+
+fn resource(name: &str) -> Option<pb::Resource> {
+    Some(pb::Resource {
+        resource_namespace: String::new(),
+        name: name.to_string(),
+    })
+}
+
+struct SendStats {
+    count: u64,
+    secs: f64,
+    p50_us: u64,
+    p99_us: u64,
+}
+
+impl SendStats {
+    fn rate(&self) -> f64 {
+        self.count as f64 / self.secs.max(1e-9)
+    }
+}
+
+/// Runs `window` senders until `count` sends succeeded; `send(i)` performs send number i.
+async fn timed_sends<F, Fut>(count: u64, window: usize, send: F) -> anyhow::Result<SendStats>
+where
+    F: Fn(u64) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    let next = Arc::new(AtomicU64::new(0));
+    let hist = Arc::new(Mutex::new(
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).context("histogram")?,
+    ));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..window {
+        let (next, hist, send) = (next.clone(), hist.clone(), send.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= count {
+                    return Ok::<(), anyhow::Error>(());
+                }
+                let t = Instant::now();
+                send(i).await?;
+                let us = t.elapsed().as_micros().clamp(1, 60_000_000) as u64;
+                let _ = hist.lock().map(|mut h| h.record(us));
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.context("sender task")??;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let h = hist.lock().map_err(|_| anyhow::anyhow!("histogram lock"))?;
+    Ok(SendStats {
+        count,
+        secs,
+        p50_us: h.value_at_quantile(0.5),
+        p99_us: h.value_at_quantile(0.99),
+    })
+}
+
+fn report(name: &str, s: &SendStats, baseline: Option<&SendStats>) {
+    let ratio = baseline
+        .map(|b| {
+            format!(
+                " ({:.2}x the throughput, {:.2}x the p99 of Remoting)",
+                s.rate() / b.rate().max(1e-9),
+                s.p99_us as f64 / b.p99_us.max(1) as f64
+            )
+        })
+        .unwrap_or_default();
+    println!(
+        "{name}: {} msgs in {:.2} s = {:.0} msgs/s, p50 {:.2} ms, p99 {:.2} ms{ratio}",
+        s.count,
+        s.secs,
+        s.rate(),
+        s.p50_us as f64 / 1000.0,
+        s.p99_us as f64 / 1000.0
+    );
+}
+
+/// POP + ACK over Remoting by `consumers` tasks until `expected` messages were acked.
+async fn drain_remoting(
+    brokers: Vec<String>,
+    topic: String,
+    group: String,
+    consumers: usize,
+    expected: u64,
+) -> anyhow::Result<u64> {
+    let done = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..consumers {
+        let (brokers, topic, group, done) =
+            (brokers.clone(), topic.clone(), group.clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            let api = api();
+            let mut idle = 0;
+            while done.load(Ordering::Relaxed) < expected && idle < 20 {
+                let mut got = 0;
+                for b in &brokers {
+                    let msgs = api.pop(b, &group, &topic, -1, 32, 60_000, 0, false).await?;
+                    got += msgs.len();
+                    for m in &msgs {
+                        api.ack(b, &group, &topic, m).await?;
+                    }
+                    done.fetch_add(msgs.len() as u64, Ordering::Relaxed);
+                }
+                if got == 0 {
+                    idle += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                } else {
+                    idle = 0;
+                }
+            }
+            Ok::<(), anyhow::Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await.context("consumer task")??;
+    }
+    Ok(done.load(Ordering::Relaxed))
+}
+
+/// ReceiveMessage + one AckMessage per batch through the proxy until `expected` were acked.
+async fn drain_proxy(
+    client: MessagingServiceClient<Channel>,
+    topic: String,
+    group: String,
+    consumers: usize,
+    expected: u64,
+) -> anyhow::Result<u64> {
+    let done = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..consumers {
+        let (mut client, topic, group, done) =
+            (client.clone(), topic.clone(), group.clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut idle = 0;
+            while done.load(Ordering::Relaxed) < expected && idle < 5 {
+                let mut req = tonic::Request::new(pb::ReceiveMessageRequest {
+                    group: resource(&group),
+                    message_queue: Some(pb::MessageQueue {
+                        topic: resource(&topic),
+                        id: -1,
+                        ..pb::MessageQueue::default()
+                    }),
+                    filter_expression: Some(pb::FilterExpression {
+                        r#type: pb::FilterType::Tag as i32,
+                        expression: "*".into(),
+                    }),
+                    batch_size: 32,
+                    invisible_duration: Some(prost_types::Duration {
+                        seconds: 60,
+                        nanos: 0,
+                    }),
+                    auto_renew: false,
+                    long_polling_timeout: Some(prost_types::Duration {
+                        seconds: 1,
+                        nanos: 0,
+                    }),
+                    attempt_id: None,
+                });
+                req.set_timeout(Duration::from_secs(10));
+                let mut stream = client.receive_message(req).await?.into_inner();
+                let mut entries = Vec::new();
+                while let Some(item) = stream.message().await? {
+                    if let Some(pb::receive_message_response::Content::Message(m)) = item.content {
+                        let p = m.system_properties.unwrap_or_default();
+                        entries.push(pb::AckMessageEntry {
+                            message_id: p.message_id,
+                            receipt_handle: p.receipt_handle.unwrap_or_default(),
+                            lite_topic: None,
+                        });
+                    }
+                }
+                if entries.is_empty() {
+                    idle += 1;
+                    continue;
+                }
+                idle = 0;
+                let n = entries.len() as u64;
+                let r = client
+                    .ack_message(pb::AckMessageRequest {
+                        group: resource(&group),
+                        topic: resource(&topic),
+                        entries,
+                    })
+                    .await?
+                    .into_inner();
+                if let Some(s) = r.status.filter(|s| s.code != pb::Code::Ok as i32) {
+                    anyhow::bail!("ack through the proxy failed: {}", s.message);
+                }
+                done.fetch_add(n, Ordering::Relaxed);
+            }
+            Ok::<(), anyhow::Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await.context("consumer task")??;
+    }
+    Ok(done.load(Ordering::Relaxed))
+}
+
+pub async fn run(args: ProxyBenchArgs) -> anyhow::Result<()> {
+    let target = Target {
+        namesrv: args.namesrv.clone(),
+        topic: args.topic.clone(),
+        duration: 600,
+        count: Some(args.count),
+    };
+    let queues = Arc::new(writable_queues(&api(), &target).await?);
+    let client = MessagingServiceClient::connect(format!("http://{}", args.proxy))
+        .await
+        .with_context(|| {
+            format!(
+                "cannot reach the proxy at {} (is it running? pass --proxy)",
+                args.proxy
+            )
+        })?;
+    let body = bytes::Bytes::from(vec![b'x'; args.size]);
+    let window = args.window.max(1);
+
+    eprintln!(
+        "sending {} messages of {} bytes, {window} in flight, over Remoting",
+        args.count, args.size
+    );
+    let remoting = {
+        let (queues, topic, body) = (queues.clone(), args.topic.clone(), body.clone());
+        let api = api();
+        timed_sends(args.count, window, move |i| {
+            let (queues, topic, body, api) =
+                (queues.clone(), topic.clone(), body.clone(), api.clone());
+            async move {
+                let (broker, queue_id) = &queues[i as usize % queues.len()];
+                let r = api
+                    .send(
+                        broker,
+                        &SendRequest {
+                            producer_group: "bench_proxy".into(),
+                            topic,
+                            queue_id: *queue_id,
+                            body,
+                            ..SendRequest::default()
+                        },
+                    )
+                    .await?;
+                anyhow::ensure!(r.code == 0, "send answered {}", r.code);
+                Ok(())
+            }
+        })
+        .await?
+    };
+    report("send over Remoting (baseline)", &remoting, None);
+
+    eprintln!("sending {} messages through the proxy (gRPC)", args.count);
+    let run_id = rocketraft_common::time::now_ms();
+    let grpc = {
+        let (client, topic, body) = (client.clone(), args.topic.clone(), body.clone());
+        timed_sends(args.count, window, move |i| {
+            let (mut client, topic, body) = (client.clone(), topic.clone(), body.clone());
+            async move {
+                let r = client
+                    .send_message(pb::SendMessageRequest {
+                        messages: vec![pb::Message {
+                            topic: resource(&topic),
+                            user_properties: HashMap::new(),
+                            system_properties: Some(pb::SystemProperties {
+                                message_id: format!("BENCH{run_id:X}{i:010}"),
+                                message_type: pb::MessageType::Normal as i32,
+                                ..pb::SystemProperties::default()
+                            }),
+                            body: body.to_vec(),
+                        }],
+                    })
+                    .await?
+                    .into_inner();
+                if let Some(s) = r.status.filter(|s| s.code != pb::Code::Ok as i32) {
+                    anyhow::bail!("send through the proxy failed: {}", s.message);
+                }
+                Ok(())
+            }
+        })
+        .await?
+    };
+    report("send through the proxy (gRPC)", &grpc, Some(&remoting));
+
+    let total = args.count * 2;
+    let mut brokers: Vec<String> = queues.iter().map(|(b, _)| b.clone()).collect();
+    brokers.sort();
+    brokers.dedup();
+    let consumers = args.consumers.max(1);
+    let t = Instant::now();
+    let n = drain_remoting(
+        brokers,
+        args.topic.clone(),
+        format!("bench_proxy_pop_{run_id}"),
+        consumers,
+        total,
+    )
+    .await?;
+    let base_secs = t.elapsed().as_secs_f64();
+    let base_rate = n as f64 / base_secs.max(1e-9);
+    println!(
+        "POP + ack over Remoting, {consumers} consumers (baseline): {n} msgs in {base_secs:.2} s = {base_rate:.0} msgs/s"
+    );
+    let t = Instant::now();
+    let m = drain_proxy(
+        client,
+        args.topic.clone(),
+        format!("bench_proxy_recv_{run_id}"),
+        consumers,
+        total,
+    )
+    .await?;
+    let secs = t.elapsed().as_secs_f64();
+    let rate = m as f64 / secs.max(1e-9);
+    println!(
+        "receive + ack through the proxy, {consumers} consumers: {m} msgs in {secs:.2} s = {rate:.0} msgs/s ({:.2}x the Remoting baseline)",
+        rate / base_rate.max(1e-9)
+    );
+    if n < total || m < total {
+        anyhow::bail!("drained {n} (Remoting) and {m} (proxy) of {total} messages");
+    }
+    Ok(())
+}
