@@ -157,7 +157,19 @@ impl Proxy {
             std::process::id()
         )));
         let (stop, stopped) = oneshot::channel::<()>();
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        // No Nagle: small gRPC responses would otherwise wait for the client's delayed ACK
+        // (tens of milliseconds per request).
+        let incoming = tokio_stream::StreamExt::map(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            |stream| {
+                if let Ok(s) = &stream {
+                    if let Err(e) = s.set_nodelay(true) {
+                        tracing::debug!(error = %e, "TCP_NODELAY not set");
+                    }
+                }
+                stream
+            },
+        );
         let task = tokio::spawn(async move {
             let result = server
                 // Above the largest body, so an oversized message gets the protocol's

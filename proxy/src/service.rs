@@ -153,16 +153,28 @@ const META_TTL: Duration = Duration::from_secs(3);
 /// Topic message types and group FIFO flags read from brokers, kept a few seconds.
 #[derive(Default)]
 struct MetaCache {
+    routes: Mutex<HashMap<String, (Instant, TopicRouteData)>>,
     topic_types: Mutex<HashMap<String, (Instant, Vec<i32>)>>,
     group_fifo: Mutex<HashMap<String, (Instant, bool)>>,
     /// Wakes the producer heartbeats when a producer announced its topics.
     heartbeat_now: tokio::sync::Notify,
 }
 
+/// How long a topic route is reused (a failed broker call drops it at once).
+const ROUTE_TTL: Duration = Duration::from_secs(1);
+
 fn cached<V: Clone>(map: &Mutex<HashMap<String, (Instant, V)>>, key: &str) -> Option<V> {
+    cached_for(map, key, META_TTL)
+}
+
+fn cached_for<V: Clone>(
+    map: &Mutex<HashMap<String, (Instant, V)>>,
+    key: &str,
+    ttl: Duration,
+) -> Option<V> {
     let map = map.lock().unwrap_or_else(|e| e.into_inner());
     map.get(key)
-        .filter(|(at, _)| at.elapsed() < META_TTL)
+        .filter(|(at, _)| at.elapsed() < ttl)
         .map(|(_, v)| v.clone())
 }
 
@@ -515,11 +527,20 @@ impl Service {
             .collect()
     }
 
+    /// A topic's route from the NameServer, reused for up to [`ROUTE_TTL`] unless a broker
+    /// call on it failed since (see [`Service::broker_failed`]), so a failover is followed at
+    /// the next request.
     async fn route(&self, topic: &str) -> Result<TopicRouteData, pb::Status> {
+        if let Some(r) = cached_for(&self.meta.routes, topic, ROUTE_TTL) {
+            return Ok(r);
+        }
         let mut last = status(pb::Code::InternalError, "no NameServer configured");
         for ns in self.namesrvs() {
             match self.api.topic_route(&ns, topic).await {
-                Ok(r) => return Ok(r),
+                Ok(r) => {
+                    remember(&self.meta.routes, topic, r.clone());
+                    return Ok(r);
+                }
                 Err(ApiError::Server { code, .. }) if code == response_code::TOPIC_NOT_EXIST => {
                     return Err(status(
                         pb::Code::TopicNotFound,
@@ -530,6 +551,14 @@ impl Service {
             }
         }
         Err(last)
+    }
+
+    /// A broker call on `topic` failed: forget its route (the master may have changed) and
+    /// answer the protocol's status.
+    fn broker_failed(&self, topic: &str, e: &ApiError) -> pb::Status {
+        let mut routes = self.meta.routes.lock().unwrap_or_else(|e| e.into_inner());
+        routes.remove(topic);
+        from_api(e)
     }
 
     /// The master address of a broker set.
@@ -599,7 +628,10 @@ impl Service {
             ));
         }
         if message.body.is_empty() {
-            return Err(status(pb::Code::MessageBodyEmpty, "the message body is empty"));
+            return Err(status(
+                pb::Code::MessageBodyEmpty,
+                "the message body is empty",
+            ));
         }
         if message.body.len() > self.config.max_body_size {
             return Err(status(
@@ -734,11 +766,12 @@ impl Service {
             sys_flag,
             ..SendRequest::default()
         };
+        let topic_name = request.topic.clone();
         let r = self
             .api
             .send(&addr, &request)
             .await
-            .map_err(|e| from_api(&e))?;
+            .map_err(|e| self.broker_failed(&topic_name, &e))?;
         let transaction_id = if transactional {
             let (_, phy) =
                 rocketraft_common::message::decode_offset_msg_id(&r.msg_id).map_err(|e| {
@@ -887,7 +920,7 @@ impl Service {
             .call(addr, cmd, &[response_code::SUCCESS])
             .await
             .map(|_| ())
-            .map_err(|e| from_api(&e))
+            .map_err(|e| self.broker_failed(topic, &e))
     }
 
     /// The topic, broker set master and queue id a request's message queue names.
@@ -1378,7 +1411,7 @@ impl MessagingService for Service {
             .await;
         let messages = match popped {
             Ok(m) => m,
-            Err(e) => return one(from_api(&e)),
+            Err(e) => return one(self.broker_failed(&name, &e)),
         };
         if messages.is_empty() {
             return one(status(pb::Code::MessageNotFound, "no new message"));
@@ -1426,16 +1459,18 @@ impl MessagingService for Service {
             }));
         };
         let name = wrapped(&topic);
+        let group_name = wrapped(&group);
+        // The entries are acked concurrently; each answers for itself.
+        let results = futures::future::join_all(req.entries.iter().map(|e| async {
+            let handle = ReceiptHandle::parse(&e.receipt_handle)?;
+            let addr = self.handle_master(&name, &handle).await?;
+            self.ack_on_broker(&addr, &group_name, &name, &handle, &e.receipt_handle)
+                .await
+        }))
+        .await;
         let mut entries = Vec::new();
         let mut first_error = None;
-        for e in &req.entries {
-            let result = async {
-                let handle = ReceiptHandle::parse(&e.receipt_handle)?;
-                let addr = self.handle_master(&name, &handle).await?;
-                self.ack_on_broker(&addr, &wrapped(&group), &name, &handle, &e.receipt_handle)
-                    .await
-            }
-            .await;
+        for (e, result) in req.entries.iter().zip(results) {
             let s = match result {
                 Ok(()) => ok(),
                 Err(s) => {
