@@ -30,6 +30,9 @@ pub struct ClusterOptions {
     pub threads: usize,
     /// Extra environment for brokers (e.g. the deliberately unsafe switch in tests).
     pub broker_env: Vec<(String, String)>,
+    /// Controllers serve replica-info reads from local memory (`stale_reads = true`): a
+    /// deliberately broken configuration for the harness's self-test.
+    pub controller_stale_reads: bool,
 }
 
 /// The network and the processes; dropping it kills them and deletes the namespaces.
@@ -74,7 +77,7 @@ fn quoted(text: &str) -> String {
 }
 
 /// The controller config of controller `id` (1-based).
-pub fn controller_toml(id: usize, data_dir: &Path) -> anyhow::Result<String> {
+pub fn controller_toml(id: usize, data_dir: &Path, stale_reads: bool) -> anyhow::Result<String> {
     let controllers = [11u8, 12, 13];
     let host = controllers
         .get(id.wrapping_sub(1))
@@ -97,6 +100,7 @@ pub fn controller_toml(id: usize, data_dir: &Path) -> anyhow::Result<String> {
         "listen = {listen}\n\
          heartbeat_timeout_ms = 6000\n\
          scan_interval_ms = 1000\n\
+         stale_reads = {stale_reads}\n\
          \n[remoting_peers]\n{peers}\
          \n[raft]\n\
          node_id = {id}\n\
@@ -164,8 +168,11 @@ impl Cluster {
                 Role::Controller => {
                     let id: usize = name[1..].parse().context("controller name")?;
                     let config = dir.join("controller.toml");
-                    std::fs::write(&config, controller_toml(id, &dir.join("data"))?)
-                        .with_context(|| format!("cannot write {}", config.display()))?;
+                    std::fs::write(
+                        &config,
+                        controller_toml(id, &dir.join("data"), options.controller_stale_reads)?,
+                    )
+                    .with_context(|| format!("cannot write {}", config.display()))?;
                     args.extend(["controller".into(), "--config".into(), path_str(&config)?]);
                 }
                 Role::Namesrv => {
@@ -355,7 +362,7 @@ mod tests {
 
     #[test]
     fn configs_parse_as_the_servers_read_them() {
-        let text = controller_toml(2, Path::new("/d/c2/data")).expect("toml");
+        let text = controller_toml(2, Path::new("/d/c2/data"), false).expect("toml");
         let c: rocketraft_controller::ControllerConfig = toml::from_str(&text).expect("parses");
         assert_eq!(c.listen.to_string(), "10.77.0.12:9878");
         assert_eq!(c.raft.node_id, 2);
@@ -365,7 +372,12 @@ mod tests {
             c.remoting_peers.get(&3).map(String::as_str),
             Some("10.77.0.13:9878")
         );
-        assert!(controller_toml(4, Path::new("/d")).is_err());
+        assert!(!c.stale_reads);
+        assert!(controller_toml(4, Path::new("/d"), false).is_err());
+        let stale: rocketraft_controller::ControllerConfig =
+            toml::from_str(&controller_toml(1, Path::new("/d"), true).expect("toml"))
+                .expect("parses");
+        assert!(stale.stale_reads);
         let text = broker_toml(32, Path::new("/d/b2/store"), 2).expect("toml");
         let b: toml::Table = toml::from_str(&text).expect("parses");
         assert_eq!(b["listen"].as_str(), Some("10.77.0.32:10911"));

@@ -27,6 +27,7 @@
 //! reports.
 
 pub mod cluster;
+pub mod controller_workload;
 pub mod edn;
 pub mod history;
 pub mod linearizability;

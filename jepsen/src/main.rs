@@ -69,7 +69,9 @@ enum Command {
     /// Runs a workload against a real cluster in network namespaces while a nemesis injects
     /// faults, then checks the history and writes a report (needs root).
     Run {
-        /// queue (send / POP+ack over Remoting, FIFO groups, final drain).
+        /// queue (send / POP+ack over Remoting, FIFO groups, final drain) or controller
+        /// (ApplyBrokerId/RegisterBroker, ElectMaster, AlterSyncStateSet, GetReplicaInfo checked
+        /// for linearizability).
         #[arg(long, default_value = "queue")]
         workload: String,
         /// none, all, or a comma-separated list of partition, kill, pause, loss, clock, transfer.
@@ -97,6 +99,10 @@ enum Command {
         /// broken build: the harness must then find lost messages).
         #[arg(long)]
         unsafe_ack_before_replication: bool,
+        /// Start the controllers with `stale_reads = true` (replica info served from local
+        /// memory, a deliberately broken configuration the controller workload must catch).
+        #[arg(long)]
+        unsafe_controller_stale_reads: bool,
         /// Keep the nodes' data directories after a valid run (always kept after an invalid one).
         #[arg(long)]
         keep_data: bool,
@@ -166,6 +172,7 @@ fn main() -> ExitCode {
             with_proxy,
             min_in_sync_replicas,
             unsafe_ack_before_replication,
+            unsafe_controller_stale_reads,
             keep_data,
         } => {
             let seed = seed.unwrap_or_else(|| {
@@ -184,6 +191,7 @@ fn main() -> ExitCode {
                 with_proxy,
                 min_in_sync_replicas,
                 unsafe_ack_before_replication,
+                unsafe_controller_stale_reads,
                 keep_data,
             };
             match rocketraft_jepsen::run::run(options) {

@@ -7,7 +7,8 @@
 //!   3 | 4 split of the servers), *isolate-controller-leader*, *isolate-broker-master*,
 //!   *majority-ring* (each server sees a majority, no two the same one), *bridge* (two halves
 //!   that only one node sees both of), *one-way* (one node receives nothing, sends freely).
-//! - `partition-master`: always *isolate-broker-master* (the clients still reach the master).
+//! - `partition-master`: always *isolate-broker-master* (the clients still reach the master);
+//!   `partition-controller`: always *isolate-controller-leader*.
 //! - `kill`: SIGKILL, restarted at the window's end: one random server, a majority of the
 //!   controllers, the broker master, or the controller leader and the broker master together.
 //! - `pause`: SIGSTOP / SIGCONT of a random server, the broker master or the controller leader.
@@ -36,6 +37,8 @@ pub enum FaultKind {
     Partition,
     /// Always the *isolate-broker-master* partition (recorded as a partition).
     PartitionMaster,
+    /// Always the *isolate-controller-leader* partition (recorded as a partition).
+    PartitionController,
     Kill,
     Pause,
     Loss,
@@ -46,7 +49,9 @@ pub enum FaultKind {
 impl FaultKind {
     pub fn as_str(self) -> &'static str {
         match self {
-            FaultKind::Partition | FaultKind::PartitionMaster => "partition",
+            FaultKind::Partition | FaultKind::PartitionMaster | FaultKind::PartitionController => {
+                "partition"
+            }
             FaultKind::Kill => "kill",
             FaultKind::Pause => "pause",
             FaultKind::Loss => "loss",
@@ -75,6 +80,9 @@ pub fn parse_kinds(spec: &str) -> anyhow::Result<Vec<FaultKind>> {
             "partition-master" => {
                 out.insert(FaultKind::PartitionMaster);
             }
+            "partition-controller" => {
+                out.insert(FaultKind::PartitionController);
+            }
             "kill" => {
                 out.insert(FaultKind::Kill);
             }
@@ -91,7 +99,7 @@ pub fn parse_kinds(spec: &str) -> anyhow::Result<Vec<FaultKind>> {
                 out.insert(FaultKind::Transfer);
             }
             other => bail!(
-                "unknown nemesis {other:?}: use none, all, or a list of partition, partition-master, kill, pause, loss, clock, transfer"
+                "unknown nemesis {other:?}: use none, all, or a list of partition, partition-master, partition-controller, kill, pause, loss, clock, transfer"
             ),
         }
     }
@@ -150,6 +158,9 @@ pub struct Nemesis {
     pub clients: Clients,
     pub recorder: Recorder,
     pub rng: Rng,
+    /// Called after every fault starts (the controller workload records possible
+    /// controller-triggered elections there).
+    pub on_fault: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
 pub fn lock(cluster: &Mutex<Cluster>) -> MutexGuard<'_, Cluster> {
@@ -244,6 +255,9 @@ impl Nemesis {
                 self.start_partition(variant).await
             }
             FaultKind::PartitionMaster => self.start_partition("isolate-broker-master").await,
+            FaultKind::PartitionController => {
+                self.start_partition("isolate-controller-leader").await
+            }
             FaultKind::Kill => self.start_kill().await,
             FaultKind::Pause => self.start_pause().await,
             FaultKind::Loss => {
@@ -516,6 +530,9 @@ impl Nemesis {
         drop(cluster);
         self.recorder
             .nemesis("heal-all", json!({"restarted": restarted}));
+        if let Some(hook) = &self.on_fault {
+            hook();
+        }
         Ok(())
     }
 
@@ -542,6 +559,9 @@ impl Nemesis {
                     continue;
                 }
             };
+            if let Some(hook) = &self.on_fault {
+                hook();
+            }
             eprintln!(
                 "  [{:>5.1}s] nemesis: {} started",
                 origin.elapsed().as_secs_f64(),

@@ -14,7 +14,7 @@ use crate::record::{Event, Kind};
 use crate::split_brain::SplitBrainReport;
 
 const NS_PER_S: f64 = 1e9;
-/// A gap this long without an acknowledged send counts as unavailability.
+/// A gap this long without an acknowledged (primary) operation counts as unavailability.
 const UNAVAILABLE_GAP_NS: u64 = 2_000_000_000;
 
 /// A fault window, from the nemesis events.
@@ -97,7 +97,9 @@ pub fn fault_spans(events: &[Event]) -> Vec<FaultSpan> {
     out
 }
 
-pub fn stats(events: &[Event]) -> Stats {
+/// Statistics; availability and recovery are measured on acknowledged operations named in
+/// `primary` (`send` for the queue workload).
+pub fn stats(events: &[Event], primary: &[&str]) -> Stats {
     let mut by_f: BTreeMap<String, Counts> = BTreeMap::new();
     for e in events.iter().filter(|e| !e.is_nemesis()) {
         let c = by_f.entry(e.f.clone()).or_insert(Counts {
@@ -115,12 +117,12 @@ pub fn stats(events: &[Event]) -> Stats {
     }
     let oks: Vec<u64> = events
         .iter()
-        .filter(|e| e.f == "send" && e.kind == Kind::Ok)
+        .filter(|e| primary.contains(&e.f.as_str()) && e.kind == Kind::Ok && !e.is_nemesis())
         .map(|e| e.time)
         .collect();
     let first_invoke = events
         .iter()
-        .find(|e| e.f == "send" && e.kind == Kind::Invoke)
+        .find(|e| primary.contains(&e.f.as_str()) && e.kind == Kind::Invoke)
         .map_or(0, |e| e.time);
     let heal = events
         .iter()
@@ -453,7 +455,7 @@ pub fn html(
     out.push_str("</table>");
     let _ = write!(
         out,
-        "<p>Recovery after the final heal: {}. Unavailability (2 s or more without an acknowledged send): {}.</p>",
+        "<p>Recovery after the final heal: {}. Unavailability (2 s or more without an acknowledged operation): {}.</p>",
         verdicts
             .stats
             .recovery_s
@@ -620,7 +622,7 @@ mod tests {
         r.invoke(1, "send", json!(3));
         r.complete(1, Kind::Ok, "send", json!(3), extra([]));
         let events = r.events();
-        let s = stats(&events);
+        let s = stats(&events, &["send"]);
         assert_eq!(s.by_f["send"].invoke, 3);
         assert_eq!(s.by_f["send"].ok, 2);
         assert_eq!(s.by_f["send"].info, 1);

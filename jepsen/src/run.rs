@@ -11,13 +11,15 @@ use anyhow::{bail, Context};
 use serde_json::json;
 
 use crate::cluster::{Clients, Cluster, ClusterOptions};
+use crate::linearizability::{CheckOptions, Verdict};
 use crate::nemesis::{lock, parse_kinds, timeline, Nemesis};
 use crate::nodes::{find_binary, wait_until, Role};
 use crate::record::{Kind, Recorder};
 use crate::report::{self, Verdicts};
 use crate::rng::Rng;
 use crate::workload::{self, QueueOptions};
-use crate::{net, queue_check, split_brain};
+use crate::{controller_workload, net, queue_check, split_brain};
+use std::sync::atomic::AtomicU64;
 
 /// The broker switch that makes a master acknowledge before replicating (a deliberately broken
 /// build, for the harness's self-test).
@@ -34,15 +36,17 @@ pub struct RunOptions {
     pub with_proxy: bool,
     pub min_in_sync_replicas: usize,
     pub unsafe_ack_before_replication: bool,
+    /// Controllers serve reads from local memory (deliberately broken).
+    pub unsafe_controller_stale_reads: bool,
     /// Remove the nodes' data directories after a valid run (logs stay).
     pub keep_data: bool,
 }
 
 /// Runs everything; `Ok` holds the verdicts and the report directory.
 pub fn run(options: RunOptions) -> anyhow::Result<(Verdicts, PathBuf)> {
-    if options.workload != "queue" {
+    if options.workload != "queue" && options.workload != "controller" {
         bail!(
-            "workload {:?} is not implemented yet: only `queue` runs (controller and raft-kv are planned)",
+            "workload {:?} is not implemented: use queue or controller (raft-kv is planned)",
             options.workload
         );
     }
@@ -84,6 +88,7 @@ pub fn run(options: RunOptions) -> anyhow::Result<(Verdicts, PathBuf)> {
         min_in_sync_replicas: options.min_in_sync_replicas,
         threads: 2,
         broker_env,
+        controller_stale_reads: options.unsafe_controller_stale_reads,
     })?;
     let client_ns = cluster.client_ns()?;
     let cluster = Arc::new(Mutex::new(cluster));
@@ -199,7 +204,12 @@ async fn run_async(
         .await
         .map(|(_, r)| r)
         .unwrap_or_default();
-    workload::create_topics(&clients, &namesrv, Duration::from_secs(60)).await?;
+    let is_queue = options.workload == "queue";
+    if is_queue {
+        workload::create_topics(&clients, &namesrv, Duration::from_secs(60)).await?;
+    } else {
+        controller_workload::setup(&clients, &controllers, Duration::from_secs(60)).await?;
+    }
     eprintln!(
         "cluster ready (brokers {}); running the workload",
         replicas.join(", ")
@@ -221,20 +231,53 @@ async fn run_async(
     );
     let (stop_workers, workers_stopped) = tokio::sync::watch::channel(false);
     let (stop_nemesis, nemesis_stopped) = tokio::sync::watch::channel(false);
-    let workload_task = tokio::spawn(workload::run_queue(
-        clients.clone(),
-        recorder.clone(),
-        namesrv.clone(),
-        replicas.clone(),
-        QueueOptions::default(),
-        workers_stopped.clone(),
-    ));
+    let primary: &[&str] = if is_queue {
+        &["send"]
+    } else {
+        &["read", "elect", "alter"]
+    };
+    let mut heartbeat_task = None;
+    let workload_task = if is_queue {
+        tokio::spawn(workload::run_queue(
+            clients.clone(),
+            recorder.clone(),
+            namesrv.clone(),
+            replicas.clone(),
+            QueueOptions::default(),
+            workers_stopped.clone(),
+        ))
+    } else {
+        // Heartbeats run until the very end (the final reads need live brokers too).
+        heartbeat_task = Some(tokio::spawn(controller_workload::heartbeats(
+            clients.clone(),
+            controllers.clone(),
+            workers_stopped.clone(),
+        )));
+        tokio::spawn(controller_workload::run(
+            clients.clone(),
+            recorder.clone(),
+            controllers.clone(),
+            4,
+            options.seed,
+            workers_stopped.clone(),
+        ))
+    };
+    let on_fault: Option<Arc<dyn Fn() + Send + Sync>> = if is_queue {
+        None
+    } else {
+        let recorder = recorder.clone();
+        let counter = Arc::new(AtomicU64::new(0));
+        Some(Arc::new(move || {
+            controller_workload::record_possible_auto_elections(&recorder, &counter)
+        }))
+    };
     let progress_task = tokio::spawn(progress(cluster.clone(), recorder.clone(), workers_stopped));
     let mut nemesis = Nemesis {
         cluster: cluster.clone(),
         clients: clients.clone(),
         recorder: recorder.clone(),
         rng: rng.fork(2),
+        on_fault,
     };
     {
         let nemesis_run = nemesis.run(windows, nemesis_stopped);
@@ -258,10 +301,14 @@ async fn run_async(
     let recovered = wait_until(Duration::from_secs(90), || {
         let recorder = recorder.clone();
         async move {
-            recorder
-                .events()
-                .iter()
-                .any(|e| e.time >= healed && e.f == "send" && e.kind == Kind::Ok)
+            recorder.events().iter().any(|e| {
+                e.time >= healed
+                    && primary.contains(&e.f.as_str())
+                    && e.kind == Kind::Ok
+                    && e.process
+                        .client()
+                        .is_some_and(|p| p < controller_workload::AUTO_ELECT_PROCESS_BASE)
+            })
         }
     })
     .await;
@@ -271,45 +318,98 @@ async fn run_async(
             (recorder.now() - healed) as f64 / 1e9
         );
     } else {
-        eprintln!("no acknowledged send within 90 s of the heal: the cluster did not recover");
+        eprintln!("no acknowledged operation within 90 s of the heal: the cluster did not recover");
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let _ = stop_workers.send(true);
     if let Err(e) = workload_task.await {
         tracing::error!(error = %e, "the workload task failed");
     }
-    eprintln!("final drain...");
-    workload::drain(
-        &clients,
-        &recorder,
-        &namesrv,
-        replicas,
-        1_000_000,
-        Duration::from_millis(workload::INVISIBLE_MS as u64) + Duration::from_secs(8),
-        Duration::from_secs(90),
-    )
-    .await;
+    if is_queue {
+        eprintln!("final drain...");
+        workload::drain(
+            &clients,
+            &recorder,
+            &namesrv,
+            replicas,
+            1_000_000,
+            Duration::from_millis(workload::INVISIBLE_MS as u64) + Duration::from_secs(8),
+            Duration::from_secs(90),
+        )
+        .await;
+    }
+    if let Some(task) = heartbeat_task {
+        let _ = task.await;
+    }
     progress_task.abort();
     recorder.flush();
 
     let events = recorder.events();
-    let queue = queue_check::check(&events);
-    let split = split_brain::check(&events);
-    let stats = report::stats(&events);
-    let counterexample = report::counterexample(&events, &queue, &split);
-    let verdicts = Verdicts {
-        valid: queue.valid && split.valid && recovered,
-        workload: options.workload.clone(),
-        nemesis: options.nemesis.clone(),
-        seed: options.seed,
-        time_limit_s: options.time_limit.as_secs(),
-        queue: Some(queue),
-        split_brain: Some(split),
-        others: [("recovered".to_string(), json!(recovered))]
+    let stats = report::stats(&events, primary);
+    let mut others: std::collections::BTreeMap<String, serde_json::Value> =
+        [("recovered".to_string(), json!(recovered))]
             .into_iter()
-            .collect(),
-        stats,
-        counterexample,
+            .collect();
+    let verdicts = if is_queue {
+        let queue = queue_check::check(&events);
+        let split = split_brain::check(&events);
+        let counterexample = report::counterexample(&events, &queue, &split);
+        Verdicts {
+            valid: queue.valid && split.valid && recovered,
+            workload: options.workload.clone(),
+            nemesis: options.nemesis.clone(),
+            seed: options.seed,
+            time_limit_s: options.time_limit.as_secs(),
+            queue: Some(queue),
+            split_brain: Some(split),
+            others,
+            stats,
+            counterexample,
+        }
+    } else {
+        eprintln!("checking linearizability (replica-info model, one key per broker set)...");
+        let text = std::fs::read_to_string(dir.join("history.jsonl"))
+            .context("cannot read back history.jsonl")?;
+        let checked = crate::check_text(
+            &text,
+            Some(crate::history::Format::Jsonl),
+            Some(crate::model::ModelName::ReplicaInfo),
+            &CheckOptions {
+                time_budget: Duration::from_secs(120),
+                ..CheckOptions::default()
+            },
+        )
+        .context("cannot check the controller history")?;
+        let verdict = checked.report.verdict;
+        let counterexample = checked
+            .report
+            .counterexample
+            .as_ref()
+            .and_then(|c| serde_json::to_value(c).ok())
+            .map(|c| json!({"checker": "linearizability (replica-info)", "explanation": "no linearization of the operations of one broker set; see the deepest partial linearization", "counterexample": c}));
+        others.insert(
+            "linearizability".to_string(),
+            json!({
+                "verdict": format!("{verdict:?}"),
+                "operations": checked.report.operations,
+                "unknown_outcome": checked.report.unknown_outcome,
+                "keys": checked.report.keys,
+                "elapsed_s": checked.report.elapsed.as_secs_f64(),
+                "unknown_reason": checked.report.unknown_reason,
+            }),
+        );
+        Verdicts {
+            valid: verdict == Verdict::Valid && recovered,
+            workload: options.workload.clone(),
+            nemesis: options.nemesis.clone(),
+            seed: options.seed,
+            time_limit_s: options.time_limit.as_secs(),
+            queue: None,
+            split_brain: None,
+            others,
+            stats,
+            counterexample,
+        }
     };
     let logs: Vec<(String, String)> = lock(&cluster)
         .log_paths()
@@ -329,7 +429,12 @@ async fn run_async(
     .context("cannot write verdicts.json")?;
     std::fs::write(
         dir.join("index.html"),
-        report::html(&events, &verdicts, &["send", "pop"], &logs),
+        report::html(
+            &events,
+            &verdicts,
+            if is_queue { &["send", "pop"] } else { primary },
+            &logs,
+        ),
     )
     .context("cannot write index.html")?;
     Ok(verdicts)
@@ -358,19 +463,34 @@ async fn progress(
             recorder.nemesis("node-exited", json!({"node": name, "status": how}));
         }
         let events = recorder.events();
-        let count = |f: &str, k: Kind| events.iter().filter(|e| e.f == f && e.kind == k).count();
+        let mut line = String::new();
+        let mut fs: Vec<&str> = events
+            .iter()
+            .filter(|e| e.kind == Kind::Invoke)
+            .map(|e| e.f.as_str())
+            .collect();
+        fs.sort_unstable();
+        fs.dedup();
+        for f in fs {
+            let count = |k: Kind| events.iter().filter(|e| e.f == f && e.kind == k).count();
+            line.push_str(&format!(
+                "{f} ok {} info {} fail {}; ",
+                count(Kind::Ok),
+                count(Kind::Info),
+                count(Kind::Fail)
+            ));
+        }
         let delivered: usize = events
             .iter()
             .filter(|e| e.f == "pop" && e.kind == Kind::Ok)
             .map(|e| e.value.as_array().map_or(0, Vec::len))
             .sum();
+        if delivered > 0 {
+            line.push_str(&format!("delivered {delivered}"));
+        }
         eprintln!(
-            "  [{:>5.1}s] sends ok {} info {} fail {}; delivered {}{}",
+            "  [{:>5.1}s] {line}{}",
             start.elapsed().as_secs_f64(),
-            count("send", Kind::Ok),
-            count("send", Kind::Info),
-            count("send", Kind::Fail),
-            delivered,
             if *stop.borrow() {
                 " (workers stopped)"
             } else {

@@ -1,7 +1,8 @@
-//! CI smoke runs of the fault-injecting harness: the queue workload against real `rocketraft`
-//! processes in network namespaces, once under partitions and once under kill -9, about 40 s
-//! of faults each (plus start-up, recovery and the final drain). Each must end VALID with
-//! faults actually injected and messages acknowledged and delivered.
+//! CI smoke runs of the fault-injecting harness against real `rocketraft` processes in network
+//! namespaces: the queue workload and the controller workload, each once under partitions and
+//! once under kill -9, about 40 s of faults each (plus start-up, recovery and, for the queue,
+//! the final drain). Each must end VALID with faults actually injected and operations
+//! acknowledged (messages delivered; controller operations checked linearizable).
 //!
 //! Needs root and network namespaces; without them the test prints why and passes. Needs the
 //! `rocketraft` binary of the same target directory (`cargo build --workspace --bins`); without
@@ -39,9 +40,9 @@ fn skip_reason() -> Option<String> {
         .map(|why| format!("network namespaces unavailable ({why})"))
 }
 
-fn smoke(nemesis: &str, seed: u64) {
+fn smoke(workload: &str, nemesis: &str, seed: u64) {
     if let Some(why) = skip_reason() {
-        eprintln!("SKIPPED harness smoke run ({nemesis}): {why}");
+        eprintln!("SKIPPED harness smoke run ({workload}, {nemesis}): {why}");
         return;
     }
     let binary = rocketraft_binary();
@@ -50,7 +51,7 @@ fn smoke(nemesis: &str, seed: u64) {
         .tempdir_in("/tmp")
         .expect("a temporary report directory");
     let status = Command::new(env!("CARGO_BIN_EXE_rocketraft-jepsen"))
-        .args(["run", "--workload", "queue", "--nemesis", nemesis])
+        .args(["run", "--workload", workload, "--nemesis", nemesis])
         .args(["--time-limit", "40", "--seed", &seed.to_string()])
         .arg("--out")
         .arg(out.path())
@@ -62,14 +63,24 @@ fn smoke(nemesis: &str, seed: u64) {
         .unwrap_or_else(|e| panic!("no verdicts.json ({e}); exit status {status}"));
     assert!(
         status.success(),
-        "the {nemesis} run was not valid (exit {status}):\n{verdicts}"
+        "the {workload} run under {nemesis} was not valid (exit {status}):\n{verdicts}"
     );
     let verdicts: serde_json::Value = serde_json::from_str(&verdicts).expect("verdicts are JSON");
     assert_eq!(verdicts["valid"], true);
-    assert_eq!(verdicts["queue"]["lost_count"], 0);
-    assert_eq!(verdicts["split_brain"]["valid"], true);
-    let acknowledged = verdicts["queue"]["acknowledged"].as_u64().unwrap_or(0);
-    assert!(acknowledged > 100, "only {acknowledged} sends acknowledged");
+    if workload == "queue" {
+        assert_eq!(verdicts["queue"]["lost_count"], 0);
+        assert_eq!(verdicts["split_brain"]["valid"], true);
+        let acknowledged = verdicts["queue"]["acknowledged"].as_u64().unwrap_or(0);
+        assert!(acknowledged > 100, "only {acknowledged} sends acknowledged");
+    } else {
+        let lin = &verdicts["others"]["linearizability"];
+        assert_eq!(lin["verdict"], "Valid");
+        let operations = lin["operations"].as_u64().unwrap_or(0);
+        assert!(
+            operations > 100,
+            "only {operations} controller operations checked"
+        );
+    }
 
     let history = std::fs::read_to_string(out.path().join("history.jsonl")).expect("history.jsonl");
     let events = read_events(&history).expect("the history parses");
@@ -79,9 +90,18 @@ fn smoke(nemesis: &str, seed: u64) {
         .count();
     assert!(started >= 1, "no {nemesis} fault was injected");
     assert!(events.iter().any(|e| e.f == "heal-all"));
-    assert!(events.iter().any(|e| e.f == "pop"
-        && e.kind == Kind::Ok
-        && e.value.as_array().is_some_and(|a| !a.is_empty())));
+    if workload == "queue" {
+        assert!(events.iter().any(|e| e.f == "pop"
+            && e.kind == Kind::Ok
+            && e.value.as_array().is_some_and(|a| !a.is_empty())));
+    } else {
+        for f in ["read", "elect", "alter"] {
+            assert!(
+                events.iter().any(|e| e.f == f && e.kind == Kind::Ok),
+                "no {f} succeeded"
+            );
+        }
+    }
     let html = std::fs::read_to_string(out.path().join("index.html")).expect("index.html");
     assert!(html.contains("<svg"), "the report has its charts");
     assert!(out.path().join("nodes/b1/node.log").is_file());
@@ -100,9 +120,26 @@ fn smoke(nemesis: &str, seed: u64) {
     );
 }
 
+// One run after the other (the test harness runs tests in parallel): two clusters at once
+// would overload a two-core machine.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 #[test]
 fn queue_under_partitions_and_kills() {
-    // One after the other: two clusters at once would overload a two-core machine.
-    smoke("partition", 11);
-    smoke("kill", 12);
+    let _one = serial();
+    smoke("queue", "partition", 11);
+    smoke("queue", "kill", 12);
+}
+
+#[test]
+fn controller_under_partitions_and_kills() {
+    let _one = serial();
+    smoke("controller", "partition", 21);
+    smoke("controller", "kill", 22);
 }
