@@ -3,7 +3,8 @@
 //! with tags, keys and properties; FIFO message groups in order; a delayed message on time and a
 //! recalled one never; transactions committed, rolled back, and an orphan committed by the
 //! client's TransactionChecker when the server asks; a SimpleConsumer receiving, changing
-//! invisible duration and acking with the new handle.
+//! invisible duration and acking with the new handle; a PushConsumer whose failed message
+//! comes back with its delivery attempt counted.
 //!
 //! Twice: against `rocketraft dev` (the proxy in the same process, local mode) and against a
 //! cluster of separate `rocketraft namesrv`, `rocketraft broker` and `rocketraft proxy`
@@ -86,6 +87,7 @@ fn run_suite(namesrv: &str, proxy: &str, prefix: &str) {
     for line in [
         "normal: received and acked 5 messages",
         "normal: the old handle is refused",
+        "push: 5 messages consumed, the failed one redelivered",
         "fifo: 8 messages, each message group in send order",
         "the recalled one never came",
         "the server asked the checker about the orphan",

@@ -10,6 +10,8 @@ PREFIXDelay (DELAY), PREFIXTx (TRANSACTION); consumer groups GROUP (plain) and G
 1. Normal: 5 messages with tags, keys and properties; a SimpleConsumer receives them (bodies,
    tags, keys, properties, ids), extends one message's invisible duration, and acks every
    message, the extended one with its new handle; the old handle is refused.
+   A PushConsumer of another group consumes the same 5; its listener fails one message once,
+   which comes back with delivery attempt 2.
 2. FIFO: two message groups of 4 messages each; the FIFO group receives each group in order.
 3. Delay: a message 3 s ahead arrives no earlier; another is recalled and never arrives.
 4. Transactions: one committed, one rolled back, one orphaned (never ended by the client) and
@@ -20,9 +22,9 @@ import sys
 import threading
 import time
 
-from rocketmq import (ClientConfiguration, Credentials, FilterExpression, Message,
-                      Producer, SimpleConsumer, TransactionChecker,
-                      TransactionResolution)
+from rocketmq import (ClientConfiguration, ConsumeResult, Credentials, FilterExpression,
+                      Message, MessageListener, Producer, PushConsumer, SimpleConsumer,
+                      TransactionChecker, TransactionResolution)
 
 
 def log(text):
@@ -102,6 +104,38 @@ def normal(config, topic, group):
         except Exception as e:  # the client raises on the INVALID_RECEIPT_HANDLE status
             log(f"normal: the old handle is refused ({type(e).__name__})")
         log(f"normal: received and acked {len(got)} messages (one after changing its invisible duration)")
+    finally:
+        consumer.shutdown()
+
+
+class FailOnce(MessageListener):
+    """Fails the first delivery of py-body-2, accepts everything else."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.deliveries = {}
+        self.done = threading.Event()
+
+    def consume(self, message):
+        body = message.body.decode()
+        with self.lock:
+            self.deliveries.setdefault(body, []).append(message.delivery_attempt)
+            if len(self.deliveries) == 5 and len(self.deliveries.get("py-body-2", [])) >= 2:
+                self.done.set()
+        if body == "py-body-2" and message.delivery_attempt == 1:
+            return ConsumeResult.FAILURE
+        return ConsumeResult.SUCCESS
+
+
+def push(config, topic, group):
+    listener = FailOnce()
+    consumer = PushConsumer(config, group, listener, {topic: FilterExpression("*")})
+    consumer.startup()
+    try:
+        assert listener.done.wait(60), f"push consumer saw {listener.deliveries}"
+        attempts = listener.deliveries["py-body-2"]
+        assert attempts[:2] == [1, 2], f"redelivery attempts {attempts}"
+        log(f"push: 5 messages consumed, the failed one redelivered (attempts {attempts[:2]})")
     finally:
         consumer.shutdown()
 
@@ -219,6 +253,7 @@ def main():
     endpoint, prefix, group = sys.argv[1], sys.argv[2], sys.argv[3]
     config = ClientConfiguration(endpoint, Credentials())
     normal(config, f"{prefix}Normal", group)
+    push(config, f"{prefix}Normal", f"{group}-push")
     fifo(config, f"{prefix}Fifo", f"{group}-fifo")
     delay(config, f"{prefix}Delay", group)
     transactions(config, f"{prefix}Tx", group)
