@@ -1,0 +1,237 @@
+//! The proxy in cluster mode follows a failover: `rocketraft cluster up` (three controllers, a
+//! NameServer, a broker set of three replicas with `min_in_sync_replicas = 2`) and a
+//! `rocketraft proxy` process; a gRPC client sends through the proxy, the master is killed with
+//! SIGKILL mid-run, and the client's sends through the same proxy succeed again once a slave
+//! is elected. A final drain through the proxy finds every acknowledged message.
+
+mod support;
+
+use std::collections::{BTreeSet, HashMap};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use rocketraft_proxy::pb;
+use rocketraft_proxy::pb::messaging_service_client::MessagingServiceClient;
+use serde_json::Value;
+use support::{admin, free_port, spawn_ready};
+use tonic::transport::Channel;
+
+const TOPIC: &str = "ProxyFailover";
+const GROUP: &str = "proxy-failover";
+
+struct Cluster(tempfile::TempDir);
+
+impl Cluster {
+    fn dir(&self) -> &str {
+        self.0.path().to_str().expect("utf8")
+    }
+
+    fn status(&self) -> Vec<Value> {
+        let out = Command::new(env!("CARGO_BIN_EXE_rocketraft"))
+            .args(["cluster", "status", "--dir", self.dir(), "--json"])
+            .output()
+            .expect("status");
+        serde_json::from_slice(&out.stdout).expect("status JSON")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new(env!("CARGO_BIN_EXE_rocketraft"))
+            .args(["cluster", "down", "--dir", self.dir()])
+            .output();
+    }
+}
+
+fn resource(name: &str) -> Option<pb::Resource> {
+    Some(pb::Resource {
+        resource_namespace: String::new(),
+        name: name.to_string(),
+    })
+}
+
+async fn send(client: &mut MessagingServiceClient<Channel>, i: usize) -> bool {
+    let mut req = tonic::Request::new(pb::SendMessageRequest {
+        messages: vec![pb::Message {
+            topic: resource(TOPIC),
+            user_properties: HashMap::new(),
+            system_properties: Some(pb::SystemProperties {
+                message_id: format!("PF-{i:05}"),
+                message_type: pb::MessageType::Normal as i32,
+                ..pb::SystemProperties::default()
+            }),
+            body: format!("m{i}").into_bytes(),
+        }],
+    });
+    req.set_timeout(Duration::from_secs(8));
+    match client.send_message(req).await {
+        Ok(r) => r
+            .into_inner()
+            .status
+            .is_some_and(|s| s.code == pb::Code::Ok as i32),
+        Err(_) => false,
+    }
+}
+
+async fn drain(client: &mut MessagingServiceClient<Channel>) -> Vec<String> {
+    let mut req = tonic::Request::new(pb::ReceiveMessageRequest {
+        group: resource(GROUP),
+        message_queue: Some(pb::MessageQueue {
+            topic: resource(TOPIC),
+            id: -1,
+            ..pb::MessageQueue::default()
+        }),
+        filter_expression: None,
+        batch_size: 32,
+        invisible_duration: Some(prost_types::Duration {
+            seconds: 60,
+            nanos: 0,
+        }),
+        auto_renew: false,
+        long_polling_timeout: Some(prost_types::Duration {
+            seconds: 2,
+            nanos: 0,
+        }),
+        attempt_id: None,
+    });
+    req.set_timeout(Duration::from_secs(10));
+    let mut ids = Vec::new();
+    let Ok(r) = client.receive_message(req).await else {
+        return ids;
+    };
+    let mut stream = r.into_inner();
+    let mut entries = Vec::new();
+    while let Ok(Some(item)) = stream.message().await {
+        if let Some(pb::receive_message_response::Content::Message(m)) = item.content {
+            let p = m.system_properties.unwrap_or_default();
+            ids.push(p.message_id.clone());
+            entries.push(pb::AckMessageEntry {
+                message_id: p.message_id,
+                receipt_handle: p.receipt_handle.unwrap_or_default(),
+                lite_topic: None,
+            });
+        }
+    }
+    if !entries.is_empty() {
+        let r = client
+            .ack_message(pb::AckMessageRequest {
+                group: resource(GROUP),
+                topic: resource(TOPIC),
+                entries,
+            })
+            .await
+            .expect("ack")
+            .into_inner();
+        assert_eq!(r.status.map(|s| s.code), Some(pb::Code::Ok as i32));
+    }
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_follows_a_failover_and_loses_no_acknowledged_message() {
+    let cluster = Cluster(tempfile::tempdir().expect("tempdir"));
+    let mut up = vec![
+        "--threads",
+        "2",
+        "cluster",
+        "up",
+        "--dir",
+        cluster.dir(),
+        "--ports",
+        "auto",
+        "--segment-size",
+        "4194304",
+        "--min-in-sync-replicas",
+        "2",
+        "--timeout-secs",
+        "60",
+    ];
+    for c in [
+        "heartbeat_timeout_ms = 2000",
+        "scan_interval_ms = 200",
+        "raft.heartbeat_interval_ms = 100",
+    ] {
+        up.extend(["--extra-controller-config", c]);
+    }
+    for c in [
+        "controller_heartbeat_interval_ms = 300",
+        "controller_heartbeat_timeout_ms = 2000",
+        "sync_controller_metadata_period_ms = 500",
+        "check_sync_state_set_period_ms = 200",
+    ] {
+        up.extend(["--extra-broker-config", c]);
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_rocketraft"))
+        .args(&up)
+        .output()
+        .expect("cluster up");
+    assert!(
+        out.status.success(),
+        "cluster up: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let file: Value = serde_json::from_slice(
+        &std::fs::read(cluster.0.path().join("cluster.json")).expect("cluster.json"),
+    )
+    .expect("json");
+    let namesrv = file["namesrv_addr"].as_str().expect("namesrv").to_string();
+    let created = admin(&namesrv, &["topic", "create", TOPIC, "--queues", "4"]);
+    assert!(created.contains("created topic"), "{created}");
+    let proxy_addr = format!("127.0.0.1:{}", free_port());
+    let _proxy = spawn_ready(&["proxy", "--listen", &proxy_addr, "--namesrv", &namesrv]);
+    let mut client = MessagingServiceClient::connect(format!("http://{proxy_addr}"))
+        .await
+        .expect("connect");
+
+    let mut acked = BTreeSet::new();
+    let mut i = 0;
+    // Before: the proxy finds the master (the topic reaches the slaves within their sync
+    // period; the route exists at once).
+    let started = Instant::now();
+    while acked.len() < 30 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no sends through the proxy"
+        );
+        if send(&mut client, i).await {
+            acked.insert(format!("PF-{i:05}"));
+        }
+        i += 1;
+    }
+    let master = cluster
+        .status()
+        .into_iter()
+        .find(|r| r["kind"] == "broker" && r["role"] == "master")
+        .expect("a master");
+    let pid = master["pid"].as_i64().expect("pid") as i32;
+    // SAFETY: kill(2) on a PID this test's cluster started (read from its status).
+    let rc = unsafe { libc::kill(pid, libc::SIGKILL) };
+    assert_eq!(rc, 0, "kill -9 the master");
+    let killed = Instant::now();
+    let mut first_after = None;
+    let before = acked.len();
+    while acked.len() < before + 30 {
+        assert!(
+            killed.elapsed() < Duration::from_secs(60),
+            "no send through the proxy succeeded within 60 s of the failover"
+        );
+        if send(&mut client, i).await {
+            acked.insert(format!("PF-{i:05}"));
+            first_after.get_or_insert(killed.elapsed());
+        } else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        i += 1;
+    }
+    eprintln!(
+        "first send acknowledged through the proxy {:?} after kill -9 of the master",
+        first_after
+    );
+    let mut seen = BTreeSet::new();
+    let started = Instant::now();
+    while !acked.is_subset(&seen) && started.elapsed() < Duration::from_secs(60) {
+        seen.extend(drain(&mut client).await);
+    }
+    let lost: Vec<&String> = acked.difference(&seen).collect();
+    assert!(lost.is_empty(), "acknowledged but never received: {lost:?}");
+}
