@@ -1,6 +1,6 @@
-//! # rocketraft-jepsen — Jepsen-style checking for Rocketraft
+//! # rocketraft-jepsen — Jepsen-style testing for Rocketraft
 //!
-//! What exists now: the **linearizability checker**, usable on its own.
+//! The **linearizability checker**, usable on its own:
 //! - [`history`]: the history model (a process invokes an operation, which completes `ok`,
 //!   `fail` or `info`), our JSONL format (documented there), and parsers for it, Jepsen/Knossos
 //!   EDN, Porcupine's etcd logs and Porcupine's kv files, the format detected from the content.
@@ -21,10 +21,29 @@
 //! (stale read, lost acknowledged write, two masters in one epoch) and on randomized histories of a
 //! simulated atomic store (`tests/`).
 //!
-//! What does not exist yet: the harness that runs real `rocketraft` processes in network
-//! namespaces, the nemeses (partitions, kill, pause, loss, latency, clock skew), the workloads
-//! that record histories, the queue checker (lost / duplicated / reordered messages) and the
-//! reports.
+//! # The harness: `rocketraft-jepsen run --workload W --nemesis N --time-limit S --seed X`
+//! (root; [`run`]). It builds a private network ([`net`]: a bridge in its own namespace, one
+//! namespace per process, nftables for faults), starts real `rocketraft` processes in it
+//! ([`nodes`], [`cluster`]: 3 controllers, a NameServer, a broker set of 3 replicas in
+//! controller mode, optionally a proxy; the harness's own sockets live in a `client`
+//! namespace), runs a workload while the [`nemesis`] injects faults on a seeded timeline
+//! ([`rng`]), heals, waits for recovery, checks, and writes a report ([`report`]): the history
+//! ([`record`], JSONL), `verdicts.json`, `index.html` with inline SVG charts, node logs under
+//! `nodes/<name>/node.log`. Everything started is torn down on exit, error, Ctrl-C and SIGTERM;
+//! namespaces of a crashed run are removed by the next one.
+//! - Workloads: `queue` ([`workload`]: sends over Remoting, POP+ack, FIFO groups, final drain)
+//!   checked by [`queue_check`] (lost, unexpected, duplicated, recovered, FIFO order) and
+//!   [`split_brain`] (two masters writing the same queue position, offsets going back in real
+//!   time); `controller` ([`controller_workload`]) checked for linearizability with the
+//!   replica-info model. `raft-kv` does not exist yet.
+//! - Nemeses: partition (halves, isolate the controller leader or the broker master, majority
+//!   ring, bridge, one-way), partition-master, partition-controller, kill (one, controller
+//!   majority, broker master, leader and master together), pause, loss, clock (libfaketime),
+//!   transfer (designated master election). No latency relay yet.
+//! - Self-tests (`tests/broken_build.rs`): brokers that acknowledge before replicating
+//!   (`ROCKETRAFT_UNSAFE_ACK_BEFORE_REPLICATION=1`) lose messages under `partition-master`, and
+//!   controllers with `stale_reads = true` give non-linearizable reads under
+//!   `partition-controller`: both runs must be INVALID.
 
 pub mod cluster;
 pub mod controller_workload;
