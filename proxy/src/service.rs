@@ -1882,6 +1882,22 @@ impl MessagingService for Service {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_string();
+        let header = |name: &str| {
+            request
+                .metadata()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("?")
+                .to_string()
+        };
+        tracing::debug!(
+            client = %client_id,
+            language = %header("x-mq-language"),
+            version = %header("x-mq-client-version"),
+            protocol = %header("x-mq-protocol"),
+            namespace = %namespace,
+            "telemetry stream opened"
+        );
         let mut inbound = request.into_inner();
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::TelemetryCommand, GrpcStatus>>(16);
         let key = self.sessions.open(client_id.clone(), tx.clone());
@@ -1935,6 +1951,17 @@ impl MessagingService for Service {
             return Ok(Response::new(pb::NotifyClientTerminationResponse {
                 status: Some(s),
             }));
+        }
+        if let Some(client) = request
+            .metadata()
+            .get("x-mq-client-id")
+            .and_then(|v| v.to_str().ok())
+        {
+            let closed = self.sessions.close_client(client);
+            tracing::debug!(client, closed, "client terminated");
+            if closed > 0 {
+                self.meta.heartbeat_now.notify_one();
+            }
         }
         Ok(Response::new(pb::NotifyClientTerminationResponse {
             status: Some(ok()),

@@ -71,6 +71,14 @@ impl Sessions {
         self.lock().remove(&key);
     }
 
+    /// Forgets every stream of a client that said it is terminating; returns how many.
+    pub fn close_client(&self, client_id: &str) -> usize {
+        let mut streams = self.lock();
+        let before = streams.len();
+        streams.retain(|_, s| s.client_id != client_id);
+        before - streams.len()
+    }
+
     /// Every topic some connected producer publishes.
     pub fn published_topics(&self) -> BTreeSet<String> {
         self.lock()
@@ -190,7 +198,8 @@ mod tests {
             "a closed stream is skipped"
         );
         sessions.close(a);
-        sessions.close(b);
+        assert_eq!(sessions.close_client("b"), 1);
+        assert_eq!(sessions.close_client("b"), 0);
         assert!(sessions.is_empty());
     }
 }
