@@ -39,6 +39,8 @@ pub struct ClusterOptions {
 pub struct Cluster {
     pub nodes: Vec<Node>,
     pub options: ClusterOptions,
+    /// Latency relays ([`crate::latency`]), when the run has the latency nemesis.
+    pub relays: Vec<crate::latency::Relay>,
     /// Declared last: dropped after the nodes, so processes die before their namespaces go.
     pub network: Network,
 }
@@ -210,6 +212,7 @@ impl Cluster {
         Ok(Cluster {
             nodes,
             options,
+            relays: Vec::new(),
             network,
         })
     }
@@ -279,6 +282,29 @@ impl Cluster {
         format!("{}:{}", ip_of(20), port::NAMESRV)
     }
 
+    /// Puts a latency relay in the namespaces of the brokers (their Remoting, HA and controller
+    /// connections), of the clients (to the brokers and the proxy) and of the proxy (to the
+    /// brokers). Call before starting the processes: only new connections go through a relay.
+    pub fn add_relays(&mut self) -> anyhow::Result<()> {
+        let mut plan: Vec<(String, Vec<u16>)> = self
+            .names(Role::Broker)
+            .into_iter()
+            .map(|b| (b, vec![port::BROKER, port::HA, port::CONTROLLER]))
+            .collect();
+        plan.push((CLIENT_NODE.to_string(), vec![port::BROKER, port::PROXY]));
+        for proxy in self.names(Role::Proxy) {
+            plan.push((proxy, vec![port::BROKER]));
+        }
+        for (name, ports) in plan {
+            let ns = self.network.node(&name)?.ns.clone();
+            let relay = crate::latency::Relay::start(&name, &ns)?;
+            self.network
+                .add_rules(&name, &crate::latency::redirect_rules(ports.as_slice()))?;
+            self.relays.push(relay);
+        }
+        Ok(())
+    }
+
     pub fn controller_addrs(&self) -> Vec<String> {
         self.names(Role::Controller)
             .iter()
@@ -291,6 +317,9 @@ impl Cluster {
     pub fn shutdown(&mut self) {
         for node in &mut self.nodes {
             node.kill();
+        }
+        for relay in &mut self.relays {
+            relay.stop();
         }
         self.network.teardown();
     }

@@ -48,7 +48,9 @@
 pub mod cluster;
 pub mod controller_workload;
 pub mod edn;
+pub mod grpc_queue;
 pub mod history;
+pub mod latency;
 pub mod linearizability;
 pub mod model;
 pub mod nemesis;

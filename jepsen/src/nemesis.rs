@@ -10,13 +10,18 @@
 //! - `partition-master`: always *isolate-broker-master* (the clients still reach the master);
 //!   `partition-controller`: always *isolate-controller-leader*.
 //! - `kill`: SIGKILL, restarted at the window's end: one random server, a majority of the
-//!   controllers, the broker master, or the controller leader and the broker master together.
+//!   controllers, the broker master, the controller leader and the broker master together, or
+//!   (when the run has one) the gRPC proxy, which is stateless.
 //! - `pause`: SIGSTOP / SIGCONT of a random server, the broker master or the controller leader.
 //! - `loss`: one or two servers drop 20-40 % of their packets (nft `numgen random`).
 //! - `clock`: a controller or broker restarted under `faketime` shifted by ±30-600 s, restarted
-//!   normally at the end (not in `all`: it also restarts the node).
+//!   normally at the end (in `all`; it also restarts the node).
 //! - `transfer`: the controller is asked to elect a designated slave of the SyncStateSet as the
 //!   broker master (a master transfer); nothing to undo.
+//! - `latency`: the TCP relays of [`crate::latency`] (in place from the start when this kind is
+//!   selected) hold every chunk 50-800 ms: of every broker (replication, controller
+//!   heartbeats), of one broker, of the clients (the harness's Remoting and gRPC connections
+//!   and the proxy's connections to the brokers), or of all of them.
 //!
 //! The clients' namespace is never cut off: faults are between servers.
 
@@ -44,6 +49,7 @@ pub enum FaultKind {
     Loss,
     Clock,
     Transfer,
+    Latency,
 }
 
 impl FaultKind {
@@ -57,6 +63,7 @@ impl FaultKind {
             FaultKind::Loss => "loss",
             FaultKind::Clock => "clock",
             FaultKind::Transfer => "transfer",
+            FaultKind::Latency => "latency",
         }
     }
 }
@@ -73,6 +80,8 @@ pub fn parse_kinds(spec: &str) -> anyhow::Result<Vec<FaultKind>> {
                 FaultKind::Pause,
                 FaultKind::Loss,
                 FaultKind::Transfer,
+                FaultKind::Latency,
+                FaultKind::Clock,
             ]),
             "partition" => {
                 out.insert(FaultKind::Partition);
@@ -98,8 +107,11 @@ pub fn parse_kinds(spec: &str) -> anyhow::Result<Vec<FaultKind>> {
             "transfer" => {
                 out.insert(FaultKind::Transfer);
             }
+            "latency" => {
+                out.insert(FaultKind::Latency);
+            }
             other => bail!(
-                "unknown nemesis {other:?}: use none, all, or a list of partition, partition-master, partition-controller, kill, pause, loss, clock, transfer"
+                "unknown nemesis {other:?}: use none, all, or a list of partition, partition-master, partition-controller, kill, pause, loss, clock, transfer, latency"
             ),
         }
     }
@@ -149,6 +161,8 @@ pub enum Active {
     Killed(Vec<String>),
     Paused(Vec<String>),
     Clock(Vec<String>),
+    /// Nodes whose relays were slowed.
+    Latency(Vec<String>),
     Nothing,
 }
 
@@ -209,12 +223,20 @@ impl Nemesis {
     }
 
     async fn controller_leader(&self) -> Option<String> {
+        if !lock(&self.cluster).names(Role::RaftKv).is_empty() {
+            // A raft-kv run: its Raft leader.
+            return crate::kv_workload::leader(&self.cluster).await;
+        }
         let addrs = lock(&self.cluster).controller_addrs();
         let leader = self.clients.controller_leader(&addrs).await?;
         lock(&self.cluster).name_of_addr(&leader)
     }
 
     async fn broker_master(&self) -> Option<String> {
+        if !lock(&self.cluster).names(Role::RaftKv).is_empty() {
+            // A raft-kv run: the node that takes the writes is its Raft leader.
+            return crate::kv_workload::leader(&self.cluster).await;
+        }
         let namesrv = lock(&self.cluster).namesrv_addr();
         let (master, _) = self.clients.broker_set(&namesrv).await?;
         lock(&self.cluster).name_of_addr(&master?)
@@ -305,7 +327,43 @@ impl Nemesis {
                 self.transfer().await?;
                 Ok(Active::Nothing)
             }
+            FaultKind::Latency => self.start_latency().await,
         }
+    }
+
+    async fn start_latency(&mut self) -> anyhow::Result<Active> {
+        let with_relay: Vec<String> = lock(&self.cluster)
+            .relays
+            .iter()
+            .map(|r| r.node.clone())
+            .collect();
+        if with_relay.is_empty() {
+            self.recorder
+                .nemesis("start-latency", json!({"skipped": "no relays in this run"}));
+            return Ok(Active::Latency(Vec::new()));
+        }
+        let brokers = lock(&self.cluster).names(Role::Broker);
+        let variants = ["brokers", "one-broker", "clients", "everything"];
+        let variant = *self.rng.pick(&variants).unwrap_or(&"brokers");
+        let mut nodes: Vec<String> = match variant {
+            "brokers" => brokers,
+            "one-broker" => self.rng.pick(&brokers).cloned().into_iter().collect(),
+            "clients" => vec![crate::cluster::CLIENT_NODE.to_string(), "proxy".to_string()],
+            _ => with_relay.clone(),
+        };
+        nodes.retain(|n| with_relay.contains(n));
+        let delay = Duration::from_millis(self.rng.range(50, 800));
+        {
+            let cluster = lock(&self.cluster);
+            for relay in cluster.relays.iter().filter(|r| nodes.contains(&r.node)) {
+                relay.control.set_delay(delay);
+            }
+        }
+        self.recorder.nemesis(
+            "start-latency",
+            json!({"variant": variant, "nodes": nodes, "delay_ms": delay.as_millis() as u64}),
+        );
+        Ok(Active::Latency(nodes))
     }
 
     async fn start_partition(&mut self, variant: &str) -> anyhow::Result<Active> {
@@ -358,25 +416,34 @@ impl Nemesis {
     }
 
     async fn start_kill(&mut self) -> anyhow::Result<Active> {
-        let variants = [
+        let mut variants = vec![
             "one",
             "controller-majority",
             "broker-master",
             "leader-and-master",
         ];
+        let has_proxy = !lock(&self.cluster).names(Role::Proxy).is_empty();
+        if has_proxy {
+            variants.push("proxy");
+        }
         let variant = *self.rng.pick(&variants).unwrap_or(&"one");
         let mut targets: Vec<String> = match variant {
             "one" => self.random_server(None).into_iter().collect(),
             "controller-majority" => {
                 let mut c = lock(&self.cluster).names(Role::Controller);
+                if c.is_empty() {
+                    c = lock(&self.cluster).names(Role::RaftKv);
+                }
                 self.rng.shuffle(&mut c);
                 c.truncate(c.len() / 2 + 1);
                 c
             }
             "broker-master" => self.broker_master().await.into_iter().collect(),
+            "proxy" => lock(&self.cluster).names(Role::Proxy),
             _ => {
                 let mut both: Vec<String> = self.controller_leader().await.into_iter().collect();
                 both.extend(self.broker_master().await);
+                both.dedup();
                 both
             }
         };
@@ -495,13 +562,20 @@ impl Nemesis {
                     cluster.start(node)?;
                 }
             }
+            Active::Latency(nodes) => {
+                for relay in cluster.relays.iter().filter(|r| nodes.contains(&r.node)) {
+                    relay.control.set_delay(Duration::ZERO);
+                }
+            }
             Active::Nothing => return Ok(()),
         }
         drop(cluster);
         let nodes = match active {
-            Active::Rules(n) | Active::Killed(n) | Active::Paused(n) | Active::Clock(n) => {
-                n.clone()
-            }
+            Active::Rules(n)
+            | Active::Killed(n)
+            | Active::Paused(n)
+            | Active::Clock(n)
+            | Active::Latency(n) => n.clone(),
             Active::Nothing => Vec::new(),
         };
         self.recorder
@@ -514,6 +588,9 @@ impl Nemesis {
     pub fn heal_all(&mut self) -> anyhow::Result<()> {
         let mut cluster = lock(&self.cluster);
         cluster.network.heal_all()?;
+        for relay in &cluster.relays {
+            relay.control.set_delay(Duration::ZERO);
+        }
         let mut restarted = Vec::new();
         for name in cluster.server_names() {
             let node = cluster.node_mut(&name)?;
@@ -607,7 +684,13 @@ mod tests {
             parse_kinds("kill,partition").expect("list"),
             vec![FaultKind::Partition, FaultKind::Kill]
         );
-        assert_eq!(parse_kinds("all").expect("all").len(), 5);
+        let all = parse_kinds("all").expect("all");
+        assert_eq!(all.len(), 7);
+        assert!(all.contains(&FaultKind::Latency) && all.contains(&FaultKind::Clock));
+        assert_eq!(
+            parse_kinds("latency").expect("latency"),
+            vec![FaultKind::Latency]
+        );
         assert!(parse_kinds("meteor").is_err());
     }
 

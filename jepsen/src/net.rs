@@ -16,7 +16,7 @@ use anyhow::{bail, Context};
 /// Prefix of every namespace a harness creates.
 pub const PREFIX: &str = "rrj";
 /// The nftables table the harness owns in each node namespace.
-const TABLE: &str = "jepsen";
+pub const TABLE: &str = "jepsen";
 
 /// One node of the network.
 #[derive(Debug, Clone)]
@@ -313,6 +313,11 @@ impl Network {
                  add rule inet {TABLE} output ip daddr 10.77.0.0/24 numgen random mod 100 < {percent} drop\n"
             ),
         )
+    }
+
+    /// Runs an nft `script` in node `name`'s namespace (its rules go into table `inet jepsen`).
+    pub fn add_rules(&self, name: &str, script: &str) -> anyhow::Result<()> {
+        nft(&self.node(name)?.ns, script)
     }
 
     /// Removes every fault rule of node `name`.

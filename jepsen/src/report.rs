@@ -553,10 +553,11 @@ pub fn summary(verdicts: &Verdicts, dir: &str) -> String {
     if let Some(s) = &verdicts.split_brain {
         let _ = writeln!(
             out,
-            "split-brain: {} acknowledged sends from {} broker(s) in {} tenure(s); {} anomalies{} -> {}",
+            "split-brain: {} acknowledged sends from {} broker(s) in {} tenure(s) ({} through the proxy, not attributable: skipped); {} anomalies{} -> {}",
             s.acks,
             s.brokers.len(),
             s.tenures.len(),
+            s.unattributed,
             s.anomaly_count,
             if s.two_masters { " (two masters)" } else { "" },
             if s.valid { "valid" } else { "INVALID" }

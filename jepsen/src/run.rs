@@ -81,15 +81,19 @@ pub fn run(options: RunOptions) -> anyhow::Result<(Verdicts, PathBuf)> {
     if options.unsafe_ack_before_replication {
         broker_env.push((UNSAFE_ACK_ENV.to_string(), "1".to_string()));
     }
-    let cluster = Cluster::create(ClusterOptions {
+    let mut cluster = Cluster::create(ClusterOptions {
         binary,
         dir: dir.clone(),
-        with_proxy: options.with_proxy,
+        // The queue workload sends and receives through the proxy too.
+        with_proxy: options.with_proxy || options.workload == "queue",
         min_in_sync_replicas: options.min_in_sync_replicas,
         threads: 2,
         broker_env,
         controller_stale_reads: options.unsafe_controller_stale_reads,
     })?;
+    if kinds.contains(&crate::nemesis::FaultKind::Latency) {
+        cluster.add_relays()?;
+    }
     let client_ns = cluster.client_ns()?;
     let cluster = Arc::new(Mutex::new(cluster));
     // Every socket the harness opens from here on is inside the client namespace: the runtime's
@@ -205,8 +209,12 @@ async fn run_async(
         .map(|(_, r)| r)
         .unwrap_or_default();
     let is_queue = options.workload == "queue";
+    let proxy = lock(&cluster).addr_of("proxy");
     if is_queue {
         workload::create_topics(&clients, &namesrv, Duration::from_secs(60)).await?;
+        if proxy.is_some() {
+            crate::grpc_queue::setup(&clients, &namesrv, Duration::from_secs(60)).await?;
+        }
     } else {
         controller_workload::setup(&clients, &controllers, Duration::from_secs(60)).await?;
     }
@@ -237,6 +245,14 @@ async fn run_async(
         &["read", "elect", "alter"]
     };
     let mut heartbeat_task = None;
+    let grpc_task = match (&proxy, is_queue) {
+        (Some(proxy), true) => Some(tokio::spawn(crate::grpc_queue::run(
+            recorder.clone(),
+            crate::grpc_queue::GrpcOptions::new(proxy),
+            workers_stopped.clone(),
+        ))),
+        _ => None,
+    };
     let workload_task = if is_queue {
         tokio::spawn(workload::run_queue(
             clients.clone(),
@@ -325,6 +341,11 @@ async fn run_async(
     if let Err(e) = workload_task.await {
         tracing::error!(error = %e, "the workload task failed");
     }
+    if let Some(task) = grpc_task {
+        if let Err(e) = task.await {
+            tracing::error!(error = %e, "the gRPC workload task failed");
+        }
+    }
     if is_queue {
         eprintln!("final drain...");
         workload::drain(
@@ -353,6 +374,7 @@ async fn run_async(
     let verdicts = if is_queue {
         let queue = queue_check::check(&events);
         let split = split_brain::check(&events);
+        others.insert("paths".to_string(), crate::grpc_queue::path_counts(&events));
         let counterexample = report::counterexample(&events, &queue, &split);
         Verdicts {
             valid: queue.valid && split.valid && recovered,
@@ -487,6 +509,13 @@ async fn progress(
             .sum();
         if delivered > 0 {
             line.push_str(&format!("delivered {delivered}"));
+        }
+        let grpc_sends = events
+            .iter()
+            .filter(|e| e.f == "send" && e.kind == Kind::Ok && e.extra_str("path") == Some("grpc"))
+            .count();
+        if grpc_sends > 0 {
+            line.push_str(&format!(" (sends ok through the proxy {grpc_sends})"));
         }
         eprintln!(
             "  [{:>5.1}s] {line}{}",

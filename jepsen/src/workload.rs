@@ -1,4 +1,5 @@
-//! The queue workload over Remoting: producers send unique integers to the broker set's master
+//! The queue workload over Remoting (its gRPC half, through the proxy, is
+//! [`crate::grpc_queue`]): producers send unique integers to the broker set's master
 //! (found through the NameServer), FIFO producers send one message group each (one message at a
 //! time, so their acknowledgement order is the group's order), consumers POP and ack (FIFO
 //! consumers with `order = true`); after the faults, a final drain pops until every
@@ -142,7 +143,7 @@ async fn send_one(
     topic: &str,
     group: Option<&str>,
 ) -> bool {
-    let mut invoke_extra = extra([("topic", json!(topic))]);
+    let mut invoke_extra = extra([("topic", json!(topic)), ("path", json!("remoting"))]);
     if let Some(g) = group {
         invoke_extra.insert("group".into(), json!(g));
     }
@@ -225,7 +226,11 @@ pub async fn pop_one(
         Kind::Invoke,
         "pop",
         Json::Null,
-        extra([("topic", json!(topic)), ("group", json!(group))]),
+        extra([
+            ("topic", json!(topic)),
+            ("group", json!(group)),
+            ("path", json!("remoting")),
+        ]),
     );
     let started = std::time::Instant::now();
     let Some(broker) = target.get(clients).await else {
@@ -234,7 +239,10 @@ pub async fn pop_one(
             Kind::Fail,
             "pop",
             Json::Null,
-            extra([("error", json!("no master known"))]),
+            extra([
+                ("error", json!("no master known")),
+                ("path", json!("remoting")),
+            ]),
         );
         return None;
     };
@@ -267,6 +275,7 @@ pub async fn pop_one(
                 extra([
                     ("broker", json!(broker)),
                     ("topic", json!(topic)),
+                    ("path", json!("remoting")),
                     ("latency_ms", json!(latency)),
                 ]),
             );
@@ -287,6 +296,7 @@ pub async fn pop_one(
                 extra([
                     ("broker", json!(broker)),
                     ("error", json!(error.to_string())),
+                    ("path", json!("remoting")),
                     ("latency_ms", json!(latency)),
                 ]),
             );
