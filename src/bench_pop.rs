@@ -84,7 +84,9 @@ async fn drain_pull(
     Ok(total)
 }
 
-async fn drain_pop(
+/// POP + ACK by `consumers` tasks of `group` until `expected` messages were acked (or nothing
+/// came for a while); returns how many were acked.
+pub(crate) async fn drain_pop(
     brokers: Vec<String>,
     topic: String,
     batch: i32,

@@ -135,48 +135,6 @@ fn report(name: &str, s: &SendStats, baseline: Option<&SendStats>) {
     );
 }
 
-/// POP + ACK over Remoting by `consumers` tasks until `expected` messages were acked.
-async fn drain_remoting(
-    brokers: Vec<String>,
-    topic: String,
-    group: String,
-    consumers: usize,
-    expected: u64,
-) -> anyhow::Result<u64> {
-    let done = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::new();
-    for _ in 0..consumers {
-        let (brokers, topic, group, done) =
-            (brokers.clone(), topic.clone(), group.clone(), done.clone());
-        tasks.push(tokio::spawn(async move {
-            let api = api();
-            let mut idle = 0;
-            while done.load(Ordering::Relaxed) < expected && idle < 20 {
-                let mut got = 0;
-                for b in &brokers {
-                    let msgs = api.pop(b, &group, &topic, -1, 32, 60_000, 0, false).await?;
-                    got += msgs.len();
-                    for m in &msgs {
-                        api.ack(b, &group, &topic, m).await?;
-                    }
-                    done.fetch_add(msgs.len() as u64, Ordering::Relaxed);
-                }
-                if got == 0 {
-                    idle += 1;
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                } else {
-                    idle = 0;
-                }
-            }
-            Ok::<(), anyhow::Error>(())
-        }));
-    }
-    for t in tasks {
-        t.await.context("consumer task")??;
-    }
-    Ok(done.load(Ordering::Relaxed))
-}
-
 /// ReceiveMessage + one AckMessage per batch through the proxy until `expected` were acked.
 async fn drain_proxy(
     client: MessagingServiceClient<Channel>,
@@ -346,9 +304,10 @@ pub async fn run(args: ProxyBenchArgs) -> anyhow::Result<()> {
     brokers.dedup();
     let consumers = args.consumers.max(1);
     let t = Instant::now();
-    let n = drain_remoting(
+    let n = crate::bench_pop::drain_pop(
         brokers,
         args.topic.clone(),
+        32,
         format!("bench_proxy_pop_{run_id}"),
         consumers,
         total,

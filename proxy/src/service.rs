@@ -1043,6 +1043,49 @@ impl Service {
     }
 }
 
+/// A response that is only its status when the request is refused before any work.
+trait StatusOnly: Default {
+    fn set_status(&mut self, status: pb::Status);
+}
+
+macro_rules! status_only {
+    ($($t:ty,)*) => {
+        $(impl StatusOnly for $t {
+            fn set_status(&mut self, status: pb::Status) {
+                self.status = Some(status);
+            }
+        })*
+    };
+}
+
+status_only!(
+    pb::AckMessageResponse,
+    pb::ChangeInvisibleDurationResponse,
+    pb::EndTransactionResponse,
+    pb::ForwardMessageToDeadLetterQueueResponse,
+    pb::GetOffsetResponse,
+    pb::QueryAssignmentResponse,
+    pb::QueryOffsetResponse,
+    pb::QueryRouteResponse,
+    pb::RecallMessageResponse,
+    pb::SendMessageResponse,
+    pb::UpdateOffsetResponse,
+);
+
+/// The unary answer to a refused request.
+fn refused<R: StatusOnly>(status: pb::Status) -> Result<Response<R>, GrpcStatus> {
+    let mut r = R::default();
+    r.set_status(status);
+    Ok(Response::new(r))
+}
+
+/// The streamed answer to a refused request: the status item alone.
+fn refused_stream<T: Send + 'static>(item: T) -> Result<Response<BoxStream<T>>, GrpcStatus> {
+    Ok(Response::new(Box::pin(futures::stream::iter(vec![Ok(
+        item,
+    )]))))
+}
+
 /// Requests whose resources take the `x-mq-namespace` header's namespace when they carry none.
 trait Namespaced {
     fn fill(&mut self, namespace: &str);
@@ -1150,12 +1193,7 @@ impl MessagingService for Service {
             .await
         {
             Ok(req) => req,
-            Err(s) => {
-                return Ok(Response::new(pb::QueryRouteResponse {
-                    status: Some(s),
-                    ..Default::default()
-                }))
-            }
+            Err(s) => return refused(s),
         };
         let Some(topic) = req.topic.filter(|t| !t.name.is_empty()) else {
             return Ok(Response::new(pb::QueryRouteResponse {
@@ -1205,12 +1243,7 @@ impl MessagingService for Service {
             .await
         {
             Ok(req) => req,
-            Err(s) => {
-                return Ok(Response::new(pb::SendMessageResponse {
-                    status: Some(s),
-                    ..Default::default()
-                }))
-            }
+            Err(s) => return refused(s),
         };
         if req.messages.is_empty() {
             return Ok(Response::new(pb::SendMessageResponse {
@@ -1252,12 +1285,7 @@ impl MessagingService for Service {
             .await
         {
             Ok(req) => req,
-            Err(s) => {
-                return Ok(Response::new(pb::QueryAssignmentResponse {
-                    status: Some(s),
-                    ..Default::default()
-                }))
-            }
+            Err(s) => return refused(s),
         };
         let Some(topic) = req.topic.filter(|t| !t.name.is_empty()) else {
             return Ok(Response::new(pb::QueryAssignmentResponse {
@@ -1314,12 +1342,9 @@ impl MessagingService for Service {
         {
             Ok(req) => req,
             Err(s) => {
-                let item = pb::ReceiveMessageResponse {
+                return refused_stream(pb::ReceiveMessageResponse {
                     content: Some(pb::receive_message_response::Content::Status(s)),
-                };
-                return Ok(Response::new(Box::pin(futures::stream::iter(vec![Ok(
-                    item,
-                )]))));
+                })
             }
         };
         let one = |s: pb::Status| -> Result<Response<Self::ReceiveMessageStream>, GrpcStatus> {
@@ -1445,12 +1470,7 @@ impl MessagingService for Service {
             .await
         {
             Ok(req) => req,
-            Err(s) => {
-                return Ok(Response::new(pb::AckMessageResponse {
-                    status: Some(s),
-                    ..Default::default()
-                }))
-            }
+            Err(s) => return refused(s),
         };
         let (Some(group), Some(topic)) = (req.group, req.topic) else {
             return Ok(Response::new(pb::AckMessageResponse {
@@ -1499,11 +1519,7 @@ impl MessagingService for Service {
             .await
         {
             Ok(req) => req,
-            Err(s) => {
-                return Ok(Response::new(pb::ForwardMessageToDeadLetterQueueResponse {
-                    status: Some(s),
-                }))
-            }
+            Err(s) => return refused(s),
         };
         let result = async {
             let (Some(group), Some(topic)) = (req.group.as_ref(), req.topic.as_ref()) else {
@@ -1550,12 +1566,9 @@ impl MessagingService for Service {
         {
             Ok(req) => req,
             Err(s) => {
-                let item = pb::PullMessageResponse {
+                return refused_stream(pb::PullMessageResponse {
                     content: Some(pb::pull_message_response::Content::Status(s)),
-                };
-                return Ok(Response::new(Box::pin(futures::stream::iter(vec![Ok(
-                    item,
-                )]))));
+                })
             }
         };
         let namespace = req
@@ -1652,7 +1665,7 @@ impl MessagingService for Service {
             .await
         {
             Ok(req) => req,
-            Err(s) => return Ok(Response::new(pb::UpdateOffsetResponse { status: Some(s) })),
+            Err(s) => return refused(s),
         };
         let result = async {
             let group = req
@@ -1689,12 +1702,7 @@ impl MessagingService for Service {
             .await
         {
             Ok(req) => req,
-            Err(s) => {
-                return Ok(Response::new(pb::GetOffsetResponse {
-                    status: Some(s),
-                    ..Default::default()
-                }))
-            }
+            Err(s) => return refused(s),
         };
         let result = async {
             let group = req
@@ -1741,12 +1749,7 @@ impl MessagingService for Service {
             .await
         {
             Ok(req) => req,
-            Err(s) => {
-                return Ok(Response::new(pb::QueryOffsetResponse {
-                    status: Some(s),
-                    ..Default::default()
-                }))
-            }
+            Err(s) => return refused(s),
         };
         let result = async {
             let (topic, addr, queue) = self.queue_target(req.message_queue.as_ref()).await?;
@@ -1797,11 +1800,7 @@ impl MessagingService for Service {
             .await
         {
             Ok(req) => req,
-            Err(s) => {
-                return Ok(Response::new(pb::EndTransactionResponse {
-                    status: Some(s),
-                }))
-            }
+            Err(s) => return refused(s),
         };
         let result = async {
             let topic = req
@@ -1977,12 +1976,7 @@ impl MessagingService for Service {
             .await
         {
             Ok(req) => req,
-            Err(s) => {
-                return Ok(Response::new(pb::ChangeInvisibleDurationResponse {
-                    status: Some(s),
-                    ..Default::default()
-                }))
-            }
+            Err(s) => return refused(s),
         };
         let reply = |s: pb::Status, handle: String| {
             Ok(Response::new(pb::ChangeInvisibleDurationResponse {
@@ -2052,12 +2046,7 @@ impl MessagingService for Service {
             .await
         {
             Ok(req) => req,
-            Err(s) => {
-                return Ok(Response::new(pb::RecallMessageResponse {
-                    status: Some(s),
-                    ..Default::default()
-                }))
-            }
+            Err(s) => return refused(s),
         };
         let result = async {
             let topic = req
