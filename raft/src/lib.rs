@@ -15,7 +15,10 @@
 //! - [`RaftNode`]: bootstrap from configuration or restart from disk; writes accepted on any node
 //!   and forwarded to the leader; reads linearizable by default (ReadIndex) or explicitly stale;
 //!   membership changes one at a time ([`AdminRequest`]); [`NodeStatus`].
+//! - [`kv`]: a small key-value state machine (read, write, compare-and-set) and its Remoting
+//!   protocol: what `rocketraft raft-kv` serves and the `raft-kv` Jepsen workload tests.
 
+pub mod kv;
 mod log_store;
 pub mod network;
 mod node;
