@@ -202,6 +202,9 @@ impl Cluster {
                         format!("{}:{}", ip_of(20), port::NAMESRV),
                     ]);
                 }
+                Role::RaftKv => {
+                    anyhow::bail!("raft-kv nodes are built by kv_workload::create_cluster")
+                }
             }
             let mut node = Node::new(name, *role, &net.ns, net.ip, dir, args);
             if *role == Role::Broker {
@@ -262,7 +265,12 @@ impl Cluster {
     pub fn nemesis_targets(&self) -> Vec<String> {
         self.nodes
             .iter()
-            .filter(|n| matches!(n.role, Role::Controller | Role::Broker | Role::Namesrv))
+            .filter(|n| {
+                matches!(
+                    n.role,
+                    Role::Controller | Role::Broker | Role::Namesrv | Role::RaftKv
+                )
+            })
             .map(|n| n.name.clone())
             .collect()
     }

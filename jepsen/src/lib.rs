@@ -35,7 +35,9 @@
 //!   checked by [`queue_check`] (lost, unexpected, duplicated, recovered, FIFO order) and
 //!   [`split_brain`] (two masters writing the same queue position, offsets going back in real
 //!   time); `controller` ([`controller_workload`]) checked for linearizability with the
-//!   replica-info model. `raft-kv` does not exist yet.
+//!   replica-info model; `raft-kv` ([`kv_workload`]: three `rocketraft raft-kv` members of a
+//!   key-value store on the `raft/` library, read / write / compare-and-set on five keys from
+//!   random nodes) checked for linearizability one compare-and-set register per key.
 //! - Nemeses: partition (halves, isolate the controller leader or the broker master, majority
 //!   ring, bridge, one-way), partition-master, partition-controller, kill (one, controller
 //!   majority, broker master, leader and master together), pause, loss, clock (libfaketime),
@@ -50,6 +52,7 @@ pub mod controller_workload;
 pub mod edn;
 pub mod grpc_queue;
 pub mod history;
+pub mod kv_workload;
 pub mod latency;
 pub mod linearizability;
 pub mod model;

@@ -69,9 +69,10 @@ enum Command {
     /// Runs a workload against a real cluster in network namespaces while a nemesis injects
     /// faults, then checks the history and writes a report (needs root).
     Run {
-        /// queue (send / POP+ack over Remoting, FIFO groups, final drain) or controller
+        /// queue (send / POP+ack over Remoting, FIFO groups, final drain), controller
         /// (ApplyBrokerId/RegisterBroker, ElectMaster, AlterSyncStateSet, GetReplicaInfo checked
-        /// for linearizability).
+        /// for linearizability) or raft-kv (read / write / cas on a key-value store on the Raft
+        /// library, checked for linearizability per key).
         #[arg(long, default_value = "queue")]
         workload: String,
         /// none, all, or a comma-separated list of partition, kill, pause, loss, clock, transfer.
@@ -103,6 +104,10 @@ enum Command {
         /// memory, a deliberately broken configuration the controller workload must catch).
         #[arg(long)]
         unsafe_controller_stale_reads: bool,
+        /// Start the raft-kv members with --unsafe-stale-reads (reads answered from local
+        /// memory, a deliberately broken build the raft-kv workload must catch).
+        #[arg(long)]
+        unsafe_raft_kv_stale_reads: bool,
         /// Keep the nodes' data directories after a valid run (always kept after an invalid one).
         #[arg(long)]
         keep_data: bool,
@@ -173,6 +178,7 @@ fn main() -> ExitCode {
             min_in_sync_replicas,
             unsafe_ack_before_replication,
             unsafe_controller_stale_reads,
+            unsafe_raft_kv_stale_reads,
             keep_data,
         } => {
             let seed = seed.unwrap_or_else(|| {
@@ -192,6 +198,7 @@ fn main() -> ExitCode {
                 min_in_sync_replicas,
                 unsafe_ack_before_replication,
                 unsafe_controller_stale_reads,
+                unsafe_raft_kv_stale_reads,
                 keep_data,
             };
             match rocketraft_jepsen::run::run(options) {

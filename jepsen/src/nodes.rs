@@ -18,6 +18,8 @@ pub enum Role {
     Namesrv,
     Broker,
     Proxy,
+    /// A `rocketraft raft-kv` member ([`crate::kv_workload`]).
+    RaftKv,
 }
 
 impl Role {
@@ -27,6 +29,7 @@ impl Role {
             Role::Namesrv => "namesrv",
             Role::Broker => "broker",
             Role::Proxy => "proxy",
+            Role::RaftKv => "raft-kv",
         }
     }
 }
@@ -39,6 +42,8 @@ pub mod port {
     pub const BROKER: u16 = 10911;
     pub const HA: u16 = 10912;
     pub const PROXY: u16 = 8081;
+    /// A raft-kv member's Remoting port (its Raft port is [`RAFT`]).
+    pub const RAFT_KV: u16 = 9890;
 }
 
 /// One server process and how to (re)start it.
@@ -91,6 +96,7 @@ impl Node {
             Role::Namesrv => port::NAMESRV,
             Role::Broker => port::BROKER,
             Role::Proxy => port::PROXY,
+            Role::RaftKv => port::RAFT_KV,
         };
         format!("{}:{port}", self.ip)
     }

@@ -38,15 +38,20 @@ pub struct RunOptions {
     pub unsafe_ack_before_replication: bool,
     /// Controllers serve reads from local memory (deliberately broken).
     pub unsafe_controller_stale_reads: bool,
+    /// raft-kv members serve reads from local memory (deliberately broken).
+    pub unsafe_raft_kv_stale_reads: bool,
     /// Remove the nodes' data directories after a valid run (logs stay).
     pub keep_data: bool,
 }
 
 /// Runs everything; `Ok` holds the verdicts and the report directory.
 pub fn run(options: RunOptions) -> anyhow::Result<(Verdicts, PathBuf)> {
+    if options.workload == "raft-kv" {
+        return crate::kv_workload::run(options);
+    }
     if options.workload != "queue" && options.workload != "controller" {
         bail!(
-            "workload {:?} is not implemented: use queue or controller (raft-kv is planned)",
+            "workload {:?} is not implemented: use queue, controller or raft-kv",
             options.workload
         );
     }
@@ -463,7 +468,7 @@ async fn run_async(
 }
 
 /// Prints progress every 5 s and records nodes that died on their own.
-async fn progress(
+pub(crate) async fn progress(
     cluster: Arc<Mutex<Cluster>>,
     recorder: Recorder,
     stop: tokio::sync::watch::Receiver<bool>,
