@@ -4,14 +4,15 @@
 //! unknown access keys and denied topics refused with UNAUTHORIZED / FORBIDDEN and nothing
 //! stored, the header ignored when authentication is off, and a TLS round trip.
 
+mod support;
+
 use std::collections::HashMap;
 use std::time::Duration;
 
-use rocketraft_broker::store::FlushDiskType;
-use rocketraft_broker::{Broker, BrokerConfig};
+use rocketraft_broker::Broker;
 use rocketraft_common::acl::{AclInfo, PolicyEntryInfo, PolicyInfo, UserInfo};
 use rocketraft_common::TopicConfig;
-use rocketraft_nameserver::{NameServer, NamesrvConfig};
+use rocketraft_nameserver::NameServer;
 use rocketraft_proxy::auth::{authorization_header, AuthConfig};
 use rocketraft_proxy::pb;
 use rocketraft_proxy::pb::messaging_service_client::MessagingServiceClient;
@@ -36,22 +37,7 @@ struct Cluster {
 impl Cluster {
     async fn start(security: SecurityConfig) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
-        let namesrv = NameServer::start(NamesrvConfig {
-            listen: "127.0.0.1:0".parse().expect("addr"),
-            ..NamesrvConfig::default()
-        })
-        .await
-        .expect("namesrv");
-        let mut bc = BrokerConfig {
-            listen: "127.0.0.1:0".parse().expect("addr"),
-            namesrv_addr: namesrv.local_addr().to_string(),
-            ..BrokerConfig::default()
-        };
-        bc.store.store_root = dir.path().to_path_buf();
-        bc.store.commitlog_segment_size = 1 << 20;
-        bc.store.flush_disk_type = FlushDiskType::SyncFlush;
-        bc.store.pretouch = false;
-        let broker = Broker::start(bc).await.expect("broker");
+        let (namesrv, broker) = support::start_backend(dir.path(), |_| {}).await;
         let api = MqClientApi::new(
             RemotingClient::new(ClientConfig::default()),
             Duration::from_secs(5),

@@ -5,13 +5,14 @@
 //! `x-mq-namespace` header isolating topics and groups, FIFO groups announced in settings, and
 //! TAG filters on receive.
 
+mod support;
+
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use rocketraft_broker::store::FlushDiskType;
-use rocketraft_broker::{Broker, BrokerConfig};
+use rocketraft_broker::Broker;
 use rocketraft_common::TopicConfig;
-use rocketraft_nameserver::{NameServer, NamesrvConfig};
+use rocketraft_nameserver::NameServer;
 use rocketraft_proxy::pb;
 use rocketraft_proxy::pb::messaging_service_client::MessagingServiceClient;
 use rocketraft_proxy::{Proxy, ProxyConfig};
@@ -22,7 +23,7 @@ use tonic::transport::Channel;
 
 struct Setup {
     _dir: tempfile::TempDir,
-    _namesrv: NameServer,
+    namesrv: NameServer,
     broker: Broker,
     _proxy: Proxy,
     api: MqClientApi,
@@ -32,24 +33,11 @@ struct Setup {
 impl Setup {
     async fn start(tx_check_ms: u64) -> Setup {
         let dir = tempfile::tempdir().expect("tempdir");
-        let namesrv = NameServer::start(NamesrvConfig {
-            listen: "127.0.0.1:0".parse().expect("addr"),
-            ..NamesrvConfig::default()
+        let (namesrv, broker) = support::start_backend(dir.path(), |bc| {
+            bc.transaction_timeout_ms = tx_check_ms;
+            bc.transaction_check_interval_ms = tx_check_ms;
         })
-        .await
-        .expect("namesrv");
-        let mut bc = BrokerConfig {
-            listen: "127.0.0.1:0".parse().expect("addr"),
-            namesrv_addr: namesrv.local_addr().to_string(),
-            transaction_timeout_ms: tx_check_ms,
-            transaction_check_interval_ms: tx_check_ms,
-            ..BrokerConfig::default()
-        };
-        bc.store.store_root = dir.path().to_path_buf();
-        bc.store.commitlog_segment_size = 1 << 20;
-        bc.store.flush_disk_type = FlushDiskType::SyncFlush;
-        bc.store.pretouch = false;
-        let broker = Broker::start(bc).await.expect("broker");
+        .await;
         let api = MqClientApi::new(
             RemotingClient::new(ClientConfig::default()),
             Duration::from_secs(5),
@@ -62,7 +50,7 @@ impl Setup {
             .expect("connect");
         Setup {
             _dir: dir,
-            _namesrv: namesrv,
+            namesrv,
             broker,
             _proxy: proxy,
             api,
@@ -83,6 +71,16 @@ impl Setup {
             .create_topic(&self.addr(), &config)
             .await
             .expect("topic");
+        // The broker registers the topic with the NameServer right after; wait for the route.
+        let namesrv = self.namesrv.local_addr().to_string();
+        let started = Instant::now();
+        while self.api.topic_route(&namesrv, name).await.is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "no route for {name}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     async fn max_offset(&self, topic: &str, queues: i32) -> i64 {
@@ -311,6 +309,7 @@ async fn transactions_commit_roll_back_and_orphans_are_checked_through_telemetry
         .await
         .expect("route")
         .into_inner();
+    assert_eq!(route.message_queues.len(), 2, "{:?}", route.status);
     for q in &route.message_queues {
         assert_eq!(
             q.accept_message_types,

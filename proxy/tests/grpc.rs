@@ -3,13 +3,13 @@
 //! duration (the old handle refused), long polling that answers before the client's deadline,
 //! and malformed requests answered with the protocol's codes while the proxy keeps serving.
 
+mod support;
+
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use rocketraft_broker::store::FlushDiskType;
-use rocketraft_broker::{Broker, BrokerConfig};
+use rocketraft_broker::Broker;
 use rocketraft_common::TopicConfig;
-use rocketraft_nameserver::{NameServer, NamesrvConfig};
 use rocketraft_proxy::pb;
 use rocketraft_proxy::pb::messaging_service_client::MessagingServiceClient;
 use rocketraft_proxy::{Proxy, ProxyConfig};
@@ -143,22 +143,7 @@ async fn stored(broker: &Broker) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_grpc_client_sends_receives_acks_and_changes_invisibility() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let namesrv = NameServer::start(NamesrvConfig {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        ..NamesrvConfig::default()
-    })
-    .await
-    .expect("namesrv");
-    let mut bc = BrokerConfig {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        namesrv_addr: namesrv.local_addr().to_string(),
-        ..BrokerConfig::default()
-    };
-    bc.store.store_root = dir.path().to_path_buf();
-    bc.store.commitlog_segment_size = 1 << 20;
-    bc.store.flush_disk_type = FlushDiskType::SyncFlush;
-    bc.store.pretouch = false;
-    let broker = Broker::start(bc).await.expect("broker");
+    let (namesrv, broker) = support::start_backend(dir.path(), |_| {}).await;
     MqClientApi::new(
         RemotingClient::new(ClientConfig::default()),
         Duration::from_secs(5),
@@ -433,21 +418,10 @@ async fn a_grpc_client_sends_receives_acks_and_changes_invisibility() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn offsets_pull_and_dead_letter_forwarding() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let namesrv = NameServer::start(NamesrvConfig {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        ..NamesrvConfig::default()
+    let (namesrv, broker) = support::start_backend(dir.path(), |bc| {
+        bc.store.flush_disk_type = rocketraft_broker::store::FlushDiskType::AsyncFlush;
     })
-    .await
-    .expect("namesrv");
-    let mut bc = BrokerConfig {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        namesrv_addr: namesrv.local_addr().to_string(),
-        ..BrokerConfig::default()
-    };
-    bc.store.store_root = dir.path().to_path_buf();
-    bc.store.commitlog_segment_size = 1 << 20;
-    bc.store.pretouch = false;
-    let broker = Broker::start(bc).await.expect("broker");
+    .await;
     MqClientApi::new(
         RemotingClient::new(ClientConfig::default()),
         Duration::from_secs(5),
