@@ -123,6 +123,16 @@ async fn killing_one_of_two_proxies_loses_no_acknowledged_message() {
     .create_topic(&dev.broker, &TopicConfig::new(TOPIC, 4))
     .await
     .expect("topic");
+    // The broker registers the topic with the NameServer right after; wait for the route.
+    let api = MqClientApi::new(
+        RemotingClient::new(ClientConfig::default()),
+        Duration::from_secs(5),
+    );
+    let started = Instant::now();
+    while api.topic_route(&dev.namesrv, TOPIC).await.is_err() {
+        assert!(started.elapsed() < Duration::from_secs(10), "no route");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let (a_addr, b_addr) = (
         format!("127.0.0.1:{}", free_port()),
         format!("127.0.0.1:{}", free_port()),
