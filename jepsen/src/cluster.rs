@@ -291,15 +291,24 @@ impl Cluster {
     }
 
     /// Puts a latency relay in the namespaces of the brokers (their Remoting, HA and controller
-    /// connections), of the clients (to the brokers and the proxy) and of the proxy (to the
-    /// brokers). Call before starting the processes: only new connections go through a relay.
+    /// connections), of the raft-kv members (Raft and their Remoting), of the clients (to the
+    /// brokers, the proxy, the raft-kv members) and of the proxy (to the brokers). Call before
+    /// starting the processes: only new connections go through a relay.
     pub fn add_relays(&mut self) -> anyhow::Result<()> {
         let mut plan: Vec<(String, Vec<u16>)> = self
             .names(Role::Broker)
             .into_iter()
             .map(|b| (b, vec![port::BROKER, port::HA, port::CONTROLLER]))
             .collect();
-        plan.push((CLIENT_NODE.to_string(), vec![port::BROKER, port::PROXY]));
+        let raft_kv = self.names(Role::RaftKv);
+        for member in &raft_kv {
+            plan.push((member.clone(), vec![port::RAFT, port::RAFT_KV]));
+        }
+        let mut client_ports = vec![port::BROKER, port::PROXY];
+        if !raft_kv.is_empty() {
+            client_ports.push(port::RAFT_KV);
+        }
+        plan.push((CLIENT_NODE.to_string(), client_ports));
         for proxy in self.names(Role::Proxy) {
             plan.push((proxy, vec![port::BROKER]));
         }

@@ -12,7 +12,8 @@
 //!   A non-OK status is `fail` only when it proves the message was not stored: the 400xx
 //!   family (bad request, forbidden, topic not found... except 40800 request timeout),
 //!   `HA_NOT_AVAILABLE` raised by the proxy before sending ("has no master now") or by the
-//!   broker's in-sync check before appending. Transport errors, `PROXY_TIMEOUT`,
+//!   broker's in-sync check before appending, and a transport error that never got a TCP
+//!   connection to the proxy (refused: the proxy is down). Other transport errors, `PROXY_TIMEOUT`,
 //!   `MASTER/SLAVE_PERSISTENCE_TIMEOUT`, `INTERNAL_ERROR`, `TOO_MANY_REQUESTS` and the rest are
 //!   `info` (unknown), and the worker continues as a new process.
 //! - `pop` (a ReceiveMessage): `ok` with the delivered messages (value, queue, offset, group,
@@ -170,6 +171,26 @@ pub fn not_stored(status: &pb::Status) -> bool {
         || (code == pb::Code::HaNotAvailable as i32 && status.message.contains("has no master now"))
 }
 
+/// A transport error with its causes (tonic's message alone hides them).
+fn transport_error(status: &tonic::Status) -> String {
+    let mut text = format!("transport: {}", status.message());
+    let mut source = std::error::Error::source(status);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(&format!(": {cause_text}"));
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// The channel never reached the proxy (refused or timed-out TCP connect): the request was not
+/// sent, so nothing was stored.
+fn never_connected(error: &str) -> bool {
+    error.contains("tcp connect error") || error.contains("Connection refused")
+}
+
 /// What one gRPC send came to.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SendOutcome {
@@ -182,7 +203,14 @@ pub enum SendOutcome {
 pub fn classify_send(result: Result<pb::SendMessageResponse, tonic::Status>) -> SendOutcome {
     let response = match result {
         Ok(r) => r,
-        Err(e) => return SendOutcome::Info(format!("transport: {}", e.message())),
+        Err(e) => {
+            let why = transport_error(&e);
+            return if never_connected(&why) {
+                SendOutcome::Fail(why)
+            } else {
+                SendOutcome::Info(why)
+            };
+        }
     };
     let entry = response.entries.first();
     let status = entry
@@ -346,7 +374,7 @@ pub async fn receive_one(
         Ok(r) => r.into_inner(),
         Err(status) => {
             proxy.broken();
-            return fail(e, format!("transport: {}", status.message()));
+            return fail(e, transport_error(&status));
         }
     };
     let mut delivered = Vec::new();
@@ -380,7 +408,7 @@ pub async fn receive_one(
             Ok(None) => break,
             Err(s) => {
                 proxy.broken();
-                broken = Some(format!("transport: {}", s.message()));
+                broken = Some(transport_error(&s));
                 break;
             }
         }
@@ -677,8 +705,14 @@ mod tests {
             );
         }
         assert!(matches!(
-            classify_send(Err(tonic::Status::unavailable("connection refused"))),
+            classify_send(Err(tonic::Status::unavailable("connection reset by peer"))),
             SendOutcome::Info(_)
+        ));
+        assert!(matches!(
+            classify_send(Err(tonic::Status::unavailable(
+                "error trying to connect: tcp connect error: Connection refused (os error 111)"
+            ))),
+            SendOutcome::Fail(_)
         ));
     }
 }

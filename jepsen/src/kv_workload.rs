@@ -482,7 +482,7 @@ pub fn run(options: RunOptions) -> anyhow::Result<(Verdicts, PathBuf)> {
         binary.display(),
         dir.display()
     );
-    let cluster = create_cluster(
+    let mut cluster = create_cluster(
         ClusterOptions {
             binary,
             dir: dir.clone(),
@@ -494,6 +494,9 @@ pub fn run(options: RunOptions) -> anyhow::Result<(Verdicts, PathBuf)> {
         },
         options.unsafe_raft_kv_stale_reads,
     )?;
+    if kinds.contains(&FaultKind::Latency) {
+        cluster.add_relays()?;
+    }
     let client_ns = cluster.client_ns()?;
     let cluster = Arc::new(Mutex::new(cluster));
     // Every socket the harness opens from here on is inside the client namespace.

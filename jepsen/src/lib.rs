@@ -25,23 +25,27 @@
 //! (root; [`run`]). It builds a private network ([`net`]: a bridge in its own namespace, one
 //! namespace per process, nftables for faults), starts real `rocketraft` processes in it
 //! ([`nodes`], [`cluster`]: 3 controllers, a NameServer, a broker set of 3 replicas in
-//! controller mode, optionally a proxy; the harness's own sockets live in a `client`
-//! namespace), runs a workload while the [`nemesis`] injects faults on a seeded timeline
-//! ([`rng`]), heals, waits for recovery, checks, and writes a report ([`report`]): the history
-//! ([`record`], JSONL), `verdicts.json`, `index.html` with inline SVG charts, node logs under
-//! `nodes/<name>/node.log`. Everything started is torn down on exit, error, Ctrl-C and SIGTERM;
-//! namespaces of a crashed run are removed by the next one.
-//! - Workloads: `queue` ([`workload`]: sends over Remoting, POP+ack, FIFO groups, final drain)
-//!   checked by [`queue_check`] (lost, unexpected, duplicated, recovered, FIFO order) and
-//!   [`split_brain`] (two masters writing the same queue position, offsets going back in real
-//!   time); `controller` ([`controller_workload`]) checked for linearizability with the
-//!   replica-info model; `raft-kv` ([`kv_workload`]: three `rocketraft raft-kv` members of a
-//!   key-value store on the `raft/` library, read / write / compare-and-set on five keys from
-//!   random nodes) checked for linearizability one compare-and-set register per key.
+//! controller mode, a gRPC proxy for the queue workload (or with `--with-proxy`); the
+//! harness's own sockets live in a `client` namespace), runs a workload while the [`nemesis`]
+//! injects faults on a seeded timeline ([`rng`]), heals, waits for recovery, checks, and
+//! writes a report ([`report`]): the history ([`record`], JSONL), `verdicts.json`,
+//! `index.html` with inline SVG charts, node logs under `nodes/<name>/node.log`. Everything
+//! started is torn down on exit, error, Ctrl-C and SIGTERM; namespaces of a crashed run are
+//! removed by the next one.
+//! - Workloads: `queue` ([`workload`]: sends over Remoting, POP+ack, FIFO groups, final drain;
+//!   [`grpc_queue`]: the same through the proxy, SendMessage / ReceiveMessage / AckMessage,
+//!   FIFO message groups; every operation records its `path`) checked by [`queue_check`]
+//!   (lost, unexpected, duplicated, recovered, FIFO order) and [`split_brain`] (two masters
+//!   writing the same queue position, offsets going back in real time); `controller`
+//!   ([`controller_workload`]) checked for linearizability with the replica-info model;
+//!   `raft-kv` ([`kv_workload`]: three `rocketraft raft-kv` members of a key-value store on
+//!   the `raft/` library, read / write / compare-and-set on five keys from random nodes)
+//!   checked for linearizability one compare-and-set register per key.
 //! - Nemeses: partition (halves, isolate the controller leader or the broker master, majority
 //!   ring, bridge, one-way), partition-master, partition-controller, kill (one, controller
-//!   majority, broker master, leader and master together), pause, loss, clock (libfaketime),
-//!   transfer (designated master election). No latency relay yet.
+//!   majority, broker master, leader and master together, the proxy), pause, loss, clock
+//!   (libfaketime), transfer (designated master election), latency ([`latency`]: TCP relays in
+//!   the nodes' namespaces behind an nft redirect, since `tc netem` is missing).
 //! - Self-tests (`tests/broken_build.rs`): brokers that acknowledge before replicating
 //!   (`ROCKETRAFT_UNSAFE_ACK_BEFORE_REPLICATION=1`) lose messages under `partition-master`, and
 //!   controllers with `stale_reads = true` give non-linearizable reads under

@@ -14,14 +14,14 @@
 //!   (when the run has one) the gRPC proxy, which is stateless.
 //! - `pause`: SIGSTOP / SIGCONT of a random server, the broker master or the controller leader.
 //! - `loss`: one or two servers drop 20-40 % of their packets (nft `numgen random`).
-//! - `clock`: a controller or broker restarted under `faketime` shifted by ±30-600 s, restarted
-//!   normally at the end (in `all`; it also restarts the node).
+//! - `clock`: a controller or broker (a member in raft-kv runs) restarted under `faketime`
+//!   shifted by ±30-600 s, restarted normally at the end (in `all`; it also restarts the node).
 //! - `transfer`: the controller is asked to elect a designated slave of the SyncStateSet as the
 //!   broker master (a master transfer); nothing to undo.
 //! - `latency`: the TCP relays of [`crate::latency`] (in place from the start when this kind is
 //!   selected) hold every chunk 50-800 ms: of every broker (replication, controller
-//!   heartbeats), of one broker, of the clients (the harness's Remoting and gRPC connections
-//!   and the proxy's connections to the brokers), or of all of them.
+//!   heartbeats) or raft-kv member (Raft), of one of them, of the clients (the harness's
+//!   Remoting and gRPC connections and the proxy's connections to the brokers), or of all.
 //!
 //! The clients' namespace is never cut off: faults are between servers.
 
@@ -303,7 +303,11 @@ impl Nemesis {
                 } else {
                     Role::Broker
                 };
-                let Some(name) = self.random_server(Some(role)) else {
+                // Runs without controllers or brokers (raft-kv): any server.
+                let Some(name) = self
+                    .random_server(Some(role))
+                    .or_else(|| self.random_server(None))
+                else {
                     return Ok(Active::Nothing);
                 };
                 let seconds = self.rng.range(30, 600) as i64;
@@ -342,7 +346,9 @@ impl Nemesis {
                 .nemesis("start-latency", json!({"skipped": "no relays in this run"}));
             return Ok(Active::Latency(Vec::new()));
         }
-        let brokers = lock(&self.cluster).names(Role::Broker);
+        let mut brokers = lock(&self.cluster).names(Role::Broker);
+        // raft-kv runs: the members play the brokers' part.
+        brokers.extend(lock(&self.cluster).names(Role::RaftKv));
         let variants = ["brokers", "one-broker", "clients", "everything"];
         let variant = *self.rng.pick(&variants).unwrap_or(&"brokers");
         let mut nodes: Vec<String> = match variant {

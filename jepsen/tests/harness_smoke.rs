@@ -2,7 +2,9 @@
 //! namespaces: the queue workload and the controller workload, each once under partitions and
 //! once under kill -9, about 40 s of faults each (plus start-up, recovery and, for the queue,
 //! the final drain). Each must end VALID with faults actually injected and operations
-//! acknowledged (messages delivered; controller operations checked linearizable).
+//! acknowledged (messages delivered; controller operations checked linearizable). The queue
+//! runs go through both paths: Remoting to the brokers and gRPC through the proxy (sends,
+//! FIFO sends, receives and acks), and the kill run's seed also kills the proxy.
 //!
 //! Needs root and network namespaces; without them the test prints why and passes. Needs the
 //! `rocketraft` binary of the same target directory (`cargo build --workspace --bins`); without
@@ -38,6 +40,44 @@ fn skip_reason() -> Option<String> {
     rocketraft_jepsen::net::netns_available()
         .err()
         .map(|why| format!("network namespaces unavailable ({why})"))
+}
+
+/// What a queue run must show of its gRPC half.
+fn check_grpc_path(verdicts: &serde_json::Value, events: &[rocketraft_jepsen::record::Event]) {
+    let paths = &verdicts["others"]["paths"];
+    let grpc_sends = paths["grpc"]["send"]["ok"].as_u64().unwrap_or(0);
+    let remoting_sends = paths["remoting"]["send"]["ok"].as_u64().unwrap_or(0);
+    assert!(
+        grpc_sends > 50,
+        "only {grpc_sends} sends acknowledged through the proxy: {paths}"
+    );
+    assert!(
+        remoting_sends > 50,
+        "only {remoting_sends} over Remoting: {paths}"
+    );
+    let grpc = |e: &&rocketraft_jepsen::record::Event| e.extra_str("path") == Some("grpc");
+    assert!(
+        events.iter().filter(grpc).any(|e| e.f == "pop"
+            && e.kind == Kind::Ok
+            && e.value.as_array().is_some_and(|a| !a.is_empty())),
+        "nothing received through the proxy"
+    );
+    assert!(
+        events
+            .iter()
+            .filter(grpc)
+            .any(|e| e.f == "send" && e.kind == Kind::Ok && e.extra_str("group").is_some()),
+        "no FIFO send acknowledged through the proxy"
+    );
+    // Cross-path deliveries: the two halves share topics and consumer groups.
+    assert!(
+        paths["delivered_through_the_other_path"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0,
+        "{paths}"
+    );
+    assert_eq!(verdicts["split_brain"]["unattributed"], grpc_sends);
 }
 
 fn smoke(workload: &str, nemesis: &str, seed: u64) {
@@ -94,6 +134,16 @@ fn smoke(workload: &str, nemesis: &str, seed: u64) {
         assert!(events.iter().any(|e| e.f == "pop"
             && e.kind == Kind::Ok
             && e.value.as_array().is_some_and(|a| !a.is_empty())));
+        check_grpc_path(&verdicts, &events);
+        assert!(out.path().join("nodes/proxy/node.log").is_file());
+        if nemesis == "kill" {
+            assert!(
+                events
+                    .iter()
+                    .any(|e| e.f == "start-kill" && e.value["variant"] == "proxy"),
+                "seed {seed} no longer kills the proxy: pick another"
+            );
+        }
     } else {
         for f in ["read", "elect", "alter"] {
             assert!(
