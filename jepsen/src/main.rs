@@ -69,13 +69,15 @@ enum Command {
     /// Runs a workload against a real cluster in network namespaces while a nemesis injects
     /// faults, then checks the history and writes a report (needs root).
     Run {
-        /// queue (send / POP+ack over Remoting, FIFO groups, final drain), controller
+        /// queue (send / POP+ack over Remoting and through the gRPC proxy, FIFO groups, final
+        /// drain), controller
         /// (ApplyBrokerId/RegisterBroker, ElectMaster, AlterSyncStateSet, GetReplicaInfo checked
         /// for linearizability) or raft-kv (read / write / cas on a key-value store on the Raft
         /// library, checked for linearizability per key).
         #[arg(long, default_value = "queue")]
         workload: String,
-        /// none, all, or a comma-separated list of partition, kill, pause, loss, clock, transfer.
+        /// none, all, or a comma-separated list of partition, partition-master,
+        /// partition-controller, kill, pause, loss, clock, transfer, latency.
         #[arg(long, default_value = "partition,kill")]
         nemesis: String,
         /// Seconds of workload under faults (healing, recovery and the drain come after).
@@ -90,7 +92,8 @@ enum Command {
         /// The rocketraft binary [default: beside this one, or $CARGO_TARGET_DIR/{release,debug}].
         #[arg(long = "bin")]
         bin: Option<PathBuf>,
-        /// Also start a gRPC proxy in its own namespace.
+        /// Also start a gRPC proxy in its own namespace (the queue workload always starts one
+        /// and sends and receives through it too).
         #[arg(long)]
         with_proxy: bool,
         /// Replicas (master included) that must hold a message before a send is acknowledged.
