@@ -90,15 +90,18 @@ fn smoke(workload: &str, nemesis: &str, seed: u64) {
         .prefix("rrj-smoke-")
         .tempdir_in("/tmp")
         .expect("a temporary report directory");
-    let status = Command::new(env!("CARGO_BIN_EXE_rocketraft-jepsen"))
+    let mut harness = Command::new(env!("CARGO_BIN_EXE_rocketraft-jepsen"))
         .args(["run", "--workload", workload, "--nemesis", nemesis])
         .args(["--time-limit", "40", "--seed", &seed.to_string()])
         .arg("--out")
         .arg(out.path())
         .arg("--bin")
         .arg(&binary)
-        .status()
+        .spawn()
         .expect("rocketraft-jepsen runs");
+    // The harness names its namespaces after its own PID.
+    let harness_pid = harness.id();
+    let status = harness.wait().expect("rocketraft-jepsen ends");
     let verdicts = std::fs::read_to_string(out.path().join("verdicts.json"))
         .unwrap_or_else(|e| panic!("no verdicts.json ({e}); exit status {status}"));
     assert!(
@@ -162,11 +165,10 @@ fn smoke(workload: &str, nemesis: &str, seed: u64) {
         .output()
         .expect("ip netns list");
     let listing = String::from_utf8_lossy(&listing.stdout);
+    let own = format!("rrj{harness_pid}-");
     assert!(
-        !listing
-            .lines()
-            .any(|l| l.starts_with("rrj") && !l.contains("probe")),
-        "namespaces left behind:\n{listing}"
+        !listing.lines().any(|l| l.starts_with(&own)),
+        "namespaces of this run ({own}*) left behind:\n{listing}"
     );
 }
 

@@ -57,7 +57,7 @@ fn run(nemesis: &str, seconds: u64, seed: u64, extra: &[&str]) -> Run {
         .prefix("rrj-raft-kv-")
         .tempdir_in("/tmp")
         .expect("a temporary report directory");
-    let status = Command::new(env!("CARGO_BIN_EXE_rocketraft-jepsen"))
+    let mut harness = Command::new(env!("CARGO_BIN_EXE_rocketraft-jepsen"))
         .args(["run", "--workload", "raft-kv", "--nemesis", nemesis])
         .args([
             "--time-limit",
@@ -70,8 +70,11 @@ fn run(nemesis: &str, seconds: u64, seed: u64, extra: &[&str]) -> Run {
         .arg(dir.path())
         .arg("--bin")
         .arg(&binary)
-        .status()
+        .spawn()
         .expect("rocketraft-jepsen runs");
+    // The harness names its namespaces after its own PID.
+    let harness_pid = harness.id();
+    let status = harness.wait().expect("rocketraft-jepsen ends");
     let verdicts = std::fs::read_to_string(dir.path().join("verdicts.json"))
         .unwrap_or_else(|e| panic!("no verdicts.json ({e}); exit status {status}"));
     let verdicts: serde_json::Value = serde_json::from_str(&verdicts).expect("verdicts are JSON");
@@ -83,7 +86,7 @@ fn run(nemesis: &str, seconds: u64, seed: u64, extra: &[&str]) -> Run {
     );
     let html = std::fs::read_to_string(dir.path().join("index.html")).expect("index.html");
     assert!(html.contains("<svg"), "the report has its charts");
-    no_namespace_left();
+    no_namespace_left(harness_pid);
     Run {
         status,
         verdicts,
@@ -92,14 +95,14 @@ fn run(nemesis: &str, seconds: u64, seed: u64, extra: &[&str]) -> Run {
     }
 }
 
-/// Everything was torn down: no namespace of a harness is left.
-fn no_namespace_left() {
+/// Everything was torn down: no namespace of the harness with this PID is left.
+fn no_namespace_left(harness_pid: u32) {
     let listing = Command::new("ip")
         .args(["netns", "list"])
         .output()
         .expect("ip netns list");
     let listing = String::from_utf8_lossy(&listing.stdout);
-    let own = format!("rrj{}", std::process::id());
+    let own = format!("rrj{harness_pid}-");
     assert!(
         !listing.lines().any(|l| l.starts_with(&own)),
         "namespaces left behind:\n{listing}"
