@@ -291,20 +291,24 @@ impl Cluster {
     }
 
     /// Puts a latency relay in the namespaces of the brokers (their Remoting, HA and controller
-    /// connections), of the raft-kv members (Raft and their Remoting), of the clients (to the
-    /// brokers, the proxy, the raft-kv members) and of the proxy (to the brokers). Call before
-    /// starting the processes: only new connections go through a relay.
+    /// connections), of the controllers (Raft and forwarding to the leader), of the raft-kv
+    /// members (Raft and their Remoting), of the clients (to the brokers, the proxy, the
+    /// controllers, the raft-kv members) and of the proxy (to the brokers). Call before starting
+    /// the processes: only new connections go through a relay.
     pub fn add_relays(&mut self) -> anyhow::Result<()> {
         let mut plan: Vec<(String, Vec<u16>)> = self
             .names(Role::Broker)
             .into_iter()
             .map(|b| (b, vec![port::BROKER, port::HA, port::CONTROLLER]))
             .collect();
+        for controller in self.names(Role::Controller) {
+            plan.push((controller, vec![port::RAFT, port::CONTROLLER]));
+        }
         let raft_kv = self.names(Role::RaftKv);
         for member in &raft_kv {
             plan.push((member.clone(), vec![port::RAFT, port::RAFT_KV]));
         }
-        let mut client_ports = vec![port::BROKER, port::PROXY];
+        let mut client_ports = vec![port::BROKER, port::PROXY, port::CONTROLLER];
         if !raft_kv.is_empty() {
             client_ports.push(port::RAFT_KV);
         }

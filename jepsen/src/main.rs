@@ -4,7 +4,8 @@
 //!   checked (missing file, malformed history, operations the model does not know, bad
 //!   arguments).
 //! - `run`: a fault-injecting run against real `rocketraft` processes in network namespaces
-//!   (root). Exit 0 valid, 1 invalid, 3 when the harness itself failed (cluster not ready,
+//!   (root). Exit 0 valid, 1 invalid, 2 unknown (the linearizability checker ran out of
+//!   budget and nothing else failed), 3 when the harness itself failed (cluster not ready,
 //!   missing tools, interrupted).
 //!
 //! With the default `--strategy race` the counterexample of an invalid history comes from the
@@ -210,10 +211,10 @@ fn main() -> ExitCode {
                         "{}",
                         rocketraft_jepsen::report::summary(&verdicts, &dir.display().to_string())
                     );
-                    if verdicts.valid {
-                        ExitCode::SUCCESS
-                    } else {
-                        ExitCode::from(1)
+                    match rocketraft_jepsen::report::verdict_label(&verdicts) {
+                        "VALID" => ExitCode::SUCCESS,
+                        "UNKNOWN" => ExitCode::from(2),
+                        _ => ExitCode::from(1),
                     }
                 }
                 Err(error) => {

@@ -19,9 +19,10 @@
 //! - `transfer`: the controller is asked to elect a designated slave of the SyncStateSet as the
 //!   broker master (a master transfer); nothing to undo.
 //! - `latency`: the TCP relays of [`crate::latency`] (in place from the start when this kind is
-//!   selected) hold every chunk 50-800 ms: of every broker (replication, controller
-//!   heartbeats) or raft-kv member (Raft), of one of them, of the clients (the harness's
-//!   Remoting and gRPC connections and the proxy's connections to the brokers), or of all.
+//!   selected) hold every chunk 50-800 ms: of every server (brokers: replication, controller
+//!   heartbeats; controllers and raft-kv members: Raft, forwarding), of one of them, of the
+//!   clients (the harness's Remoting and gRPC connections and the proxy's connections to the
+//!   brokers), or of all.
 //!
 //! The clients' namespace is never cut off: faults are between servers.
 
@@ -346,14 +347,19 @@ impl Nemesis {
                 .nemesis("start-latency", json!({"skipped": "no relays in this run"}));
             return Ok(Active::Latency(Vec::new()));
         }
-        let mut brokers = lock(&self.cluster).names(Role::Broker);
-        // raft-kv runs: the members play the brokers' part.
-        brokers.extend(lock(&self.cluster).names(Role::RaftKv));
-        let variants = ["brokers", "one-broker", "clients", "everything"];
-        let variant = *self.rng.pick(&variants).unwrap_or(&"brokers");
+        // Servers with a relay: brokers, controllers, raft-kv members.
+        let servers: Vec<String> = {
+            let cluster = lock(&self.cluster);
+            [Role::Broker, Role::Controller, Role::RaftKv]
+                .into_iter()
+                .flat_map(|role| cluster.names(role))
+                .collect()
+        };
+        let variants = ["servers", "one-server", "clients", "everything"];
+        let variant = *self.rng.pick(&variants).unwrap_or(&"servers");
         let mut nodes: Vec<String> = match variant {
-            "brokers" => brokers,
-            "one-broker" => self.rng.pick(&brokers).cloned().into_iter().collect(),
+            "servers" => servers,
+            "one-server" => self.rng.pick(&servers).cloned().into_iter().collect(),
             "clients" => vec![crate::cluster::CLIENT_NODE.to_string(), "proxy".to_string()],
             _ => with_relay.clone(),
         };

@@ -434,7 +434,7 @@ pub fn html(
         escape(&verdicts.workload),
         escape(&verdicts.nemesis),
         if verdicts.valid { "ok" } else { "bad" },
-        if verdicts.valid { "VALID" } else { "INVALID" },
+        verdict_label(verdicts),
         verdicts.seed,
         verdicts.time_limit_s,
         events.len(),
@@ -521,6 +521,28 @@ pub fn html(
     out
 }
 
+/// `VALID`, `INVALID`, or `UNKNOWN` when nothing failed but the linearizability checker ran
+/// out of its time or memory budget (the history is neither proven valid nor invalid).
+pub fn verdict_label(verdicts: &Verdicts) -> &'static str {
+    if verdicts.valid {
+        return "VALID";
+    }
+    let failed_elsewhere = verdicts.queue.as_ref().is_some_and(|q| !q.valid)
+        || verdicts.split_brain.as_ref().is_some_and(|s| !s.valid)
+        || verdicts.others.get("recovered") == Some(&Json::Bool(false));
+    let unknown = verdicts
+        .others
+        .get("linearizability")
+        .and_then(|l| l.get("verdict"))
+        .and_then(Json::as_str)
+        == Some("Unknown");
+    if unknown && !failed_elsewhere {
+        "UNKNOWN"
+    } else {
+        "INVALID"
+    }
+}
+
 /// The summary table printed at the end of a run.
 pub fn summary(verdicts: &Verdicts, dir: &str) -> String {
     let mut out = String::new();
@@ -598,7 +620,7 @@ pub fn summary(verdicts: &Verdicts, dir: &str) -> String {
     let _ = writeln!(
         out,
         "VERDICT: {}   (report: {dir}/index.html)",
-        if verdicts.valid { "VALID" } else { "INVALID" }
+        verdict_label(verdicts)
     );
     out
 }
@@ -607,6 +629,42 @@ pub fn summary(verdicts: &Verdicts, dir: &str) -> String {
 mod tests {
     use super::*;
     use crate::record::{extra, Recorder};
+
+    #[test]
+    fn an_exhausted_checker_budget_is_unknown_not_invalid() {
+        let r = Recorder::in_memory();
+        r.invoke(0, "read", json!(null));
+        r.complete(0, Kind::Ok, "read", json!(1), extra([]));
+        let mut v = Verdicts {
+            valid: true,
+            workload: "controller".to_string(),
+            nemesis: "all".to_string(),
+            seed: 1,
+            time_limit_s: 1,
+            queue: None,
+            split_brain: None,
+            others: [
+                ("recovered".to_string(), json!(true)),
+                ("linearizability".to_string(), json!({"verdict": "Valid"})),
+            ]
+            .into_iter()
+            .collect(),
+            stats: stats(&r.events(), &["read"]),
+            counterexample: None,
+        };
+        assert_eq!(verdict_label(&v), "VALID");
+        v.valid = false;
+        v.others
+            .insert("linearizability".to_string(), json!({"verdict": "Unknown"}));
+        assert_eq!(verdict_label(&v), "UNKNOWN");
+        assert!(summary(&v, "/d").contains("VERDICT: UNKNOWN"));
+        v.others.insert("recovered".to_string(), json!(false));
+        assert_eq!(verdict_label(&v), "INVALID");
+        v.others.insert("recovered".to_string(), json!(true));
+        v.others
+            .insert("linearizability".to_string(), json!({"verdict": "Invalid"}));
+        assert_eq!(verdict_label(&v), "INVALID");
+    }
 
     #[test]
     fn stats_find_faults_gaps_and_recovery() {
