@@ -69,7 +69,10 @@ fn is_refusal(error: &ControllerCallError) -> bool {
     }
 }
 
-/// Registers the fake brokers (retrying through leader changes, up to `timeout`).
+/// Registers the fake brokers (retrying through leader changes, up to `timeout`), then sends
+/// them a first heartbeat round. Without it an ElectMaster could reach the controller before any
+/// heartbeat: it finds no live replica, records a masterless epoch, and from then on only the
+/// (empty) SyncStateSet may be elected, so the set never gets a master (as in RocketMQ).
 pub async fn setup(
     clients: &Clients,
     controllers: &[String],
@@ -106,6 +109,7 @@ pub async fn setup(
             }
         }
     }
+    heartbeat_round(clients, controllers).await;
     Ok(())
 }
 
@@ -116,34 +120,39 @@ pub async fn heartbeats(
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
     while !*stop.borrow() {
-        let mut calls = Vec::new();
-        for (s, set) in SETS.iter().enumerate() {
-            for id in IDS {
-                for controller in &controllers {
-                    let hb = Heartbeat {
-                        cluster: CLUSTER.to_string(),
-                        broker_name: set.to_string(),
-                        broker_id: id,
-                        broker_addr: fake_addr(s, id),
-                        timeout_ms: 6000,
-                        info: BrokerLiveInfo::new(0, 0, 0),
-                    };
-                    let clients = clients.clone();
-                    let controller = controller.clone();
-                    calls.push(tokio::spawn(async move {
-                        let _ = tokio::time::timeout(
-                            Duration::from_millis(900),
-                            clients.controller.heartbeat(&controller, &hb),
-                        )
-                        .await;
-                    }));
-                }
+        heartbeat_round(&clients, &controllers).await;
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+    }
+}
+
+/// One heartbeat of every fake broker to every controller, concurrently, each bounded by 900 ms.
+async fn heartbeat_round(clients: &Clients, controllers: &[String]) {
+    let mut calls = Vec::new();
+    for (s, set) in SETS.iter().enumerate() {
+        for id in IDS {
+            for controller in controllers {
+                let hb = Heartbeat {
+                    cluster: CLUSTER.to_string(),
+                    broker_name: set.to_string(),
+                    broker_id: id,
+                    broker_addr: fake_addr(s, id),
+                    timeout_ms: 6000,
+                    info: BrokerLiveInfo::new(0, 0, 0),
+                };
+                let clients = clients.clone();
+                let controller = controller.clone();
+                calls.push(tokio::spawn(async move {
+                    let _ = tokio::time::timeout(
+                        Duration::from_millis(900),
+                        clients.controller.heartbeat(&controller, &hb),
+                    )
+                    .await;
+                }));
             }
         }
-        for call in calls {
-            let _ = call.await;
-        }
-        tokio::time::sleep(Duration::from_millis(1000)).await;
+    }
+    for call in calls {
+        let _ = call.await;
     }
 }
 
@@ -211,6 +220,11 @@ impl Worker {
             .rng
             .chance(0.7)
             .then(|| IDS[self.rng.below(3) as usize]);
+        self.elect_with(key, controller, designated).await;
+    }
+
+    /// ElectMaster, designating `designated` when given; whether it answered with a master.
+    async fn elect_with(&mut self, key: &str, controller: &str, designated: Option<i64>) -> bool {
         let input = designated.map_or(Json::Null, |d| json!({"broker_id": d}));
         self.recorder.record(
             Process::Client(self.process),
@@ -225,10 +239,15 @@ impl Worker {
             .elect_master(controller, CLUSTER, key, designated, designated.is_some())
             .await;
         match result {
-            Ok(info) => self.complete(Kind::Ok, "elect", key, snapshot(&info), None),
+            Ok(info) => {
+                let elected = info.master_broker_id.is_some();
+                self.complete(Kind::Ok, "elect", key, snapshot(&info), None);
+                elected
+            }
             Err(e) => {
                 let kind = Self::outcome_of(&e);
                 self.complete(kind, "elect", key, Json::Null, Some(e.to_string()));
+                false
             }
         }
     }
@@ -296,6 +315,33 @@ pub async fn run(
     seed: u64,
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    // Each set's first election, as its first broker asks for it when it registers (recorded
+    // like any operation). A first ElectMaster that names nobody finds an empty SyncStateSet,
+    // records a masterless epoch, and leaves the set without a master for good (as in
+    // RocketMQ), so the workload must not start with one.
+    // Its own process ids, below the auto-election ones and far above the workers'.
+    let mut first = Worker {
+        clients: clients.clone(),
+        recorder: recorder.clone(),
+        controllers: controllers.clone(),
+        process: AUTO_ELECT_PROCESS_BASE - 1_000,
+        stride: 1,
+        rng: Rng::new(seed),
+    };
+    for key in SETS {
+        for _ in 0..20 {
+            if *stop.borrow() {
+                break;
+            }
+            let Some(controller) = first.rng.pick(&first.controllers).cloned() else {
+                break;
+            };
+            if first.elect_with(key, &controller, Some(IDS[0])).await {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
     let mut tasks = Vec::new();
     for w in 0..workers {
         let mut worker = Worker {
