@@ -561,13 +561,19 @@ impl Service {
         from_api(e)
     }
 
-    /// The master address of a broker set.
-    async fn master_of(&self, route: &TopicRouteData, broker: &str) -> Option<String> {
+    /// The master address of a broker set; HA_NOT_AVAILABLE while it has none (a failover).
+    fn master_of(&self, route: &TopicRouteData, broker: &str) -> Result<String, pb::Status> {
         route
             .broker_datas
             .iter()
             .find(|b| b.broker_name == broker)
             .and_then(|b| b.master_addr().map(str::to_string))
+            .ok_or_else(|| {
+                status(
+                    pb::Code::HaNotAvailable,
+                    format!("broker set {broker} has no master now"),
+                )
+            })
     }
 
     fn endpoints(&self) -> pb::Endpoints {
@@ -705,12 +711,7 @@ impl Service {
             None => self.round_robin.fetch_add(1, Ordering::Relaxed) as usize % writable.len(),
         };
         let (broker, queue_id) = writable[pick].clone();
-        let addr = self.master_of(&route, &broker).await.ok_or_else(|| {
-            status(
-                pb::Code::HaNotAvailable,
-                format!("broker set {broker} has no master now"),
-            )
-        })?;
+        let addr = self.master_of(&route, &broker)?;
         let mut properties: std::collections::BTreeMap<String, String> = message
             .user_properties
             .iter()
@@ -892,13 +893,6 @@ impl Service {
     ) -> Result<String, pb::Status> {
         let route = self.route(topic).await?;
         self.master_of(&route, handle.broker())
-            .await
-            .ok_or_else(|| {
-                status(
-                    pb::Code::HaNotAvailable,
-                    format!("broker set {} has no master now", handle.broker()),
-                )
-            })
     }
 
     /// ACK_MESSAGE of a handle on its broker set's master.
@@ -943,12 +937,7 @@ impl Service {
             .filter(|b| !b.is_empty())
             .or_else(|| route.broker_datas.first().map(|b| b.broker_name.clone()))
             .unwrap_or_default();
-        let addr = self.master_of(&route, &broker).await.ok_or_else(|| {
-            status(
-                pb::Code::HaNotAvailable,
-                format!("broker set {broker} has no master now"),
-            )
-        })?;
+        let addr = self.master_of(&route, &broker)?;
         if mq.id < 0 {
             return Err(status(pb::Code::BadRequest, "a queue id is required"));
         }
@@ -1397,11 +1386,9 @@ impl MessagingService for Service {
             .filter(|b| !b.is_empty())
             .or_else(|| route.broker_datas.first().map(|b| b.broker_name.clone()))
             .unwrap_or_default();
-        let Some(addr) = self.master_of(&route, &broker).await else {
-            return one(status(
-                pb::Code::HaNotAvailable,
-                format!("broker set {broker} has no master now"),
-            ));
+        let addr = match self.master_of(&route, &broker) {
+            Ok(addr) => addr,
+            Err(s) => return one(s),
         };
         let group_name = wrapped(&group);
         // The queue only names the broker set: POP takes from every queue of the topic there,
@@ -1822,15 +1809,7 @@ impl MessagingService for Service {
             };
             let name = wrapped(topic);
             let route = self.route(&name).await?;
-            let addr = self
-                .master_of(&route, &tx.broker_name)
-                .await
-                .ok_or_else(|| {
-                    status(
-                        pb::Code::HaNotAvailable,
-                        format!("broker set {} has no master now", tx.broker_name),
-                    )
-                })?;
+            let addr = self.master_of(&route, &tx.broker_name)?;
             let cmd = RemotingCommand::request(request_code::END_TRANSACTION)
                 .with_ext("producerGroup", name)
                 .with_ext("tranStateTableOffset", tx.queue_offset)
@@ -2070,12 +2049,7 @@ impl MessagingService for Service {
                 })?;
             let name = wrapped(topic);
             let route = self.route(&name).await?;
-            let addr = self.master_of(&route, &broker).await.ok_or_else(|| {
-                status(
-                    pb::Code::HaNotAvailable,
-                    format!("broker set {broker} has no master now"),
-                )
-            })?;
+            let addr = self.master_of(&route, &broker)?;
             let cmd = RemotingCommand::request(request_code::RECALL_MESSAGE)
                 .with_ext("topic", name)
                 .with_ext("producerGroup", "proxy")
