@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use rocketraft_controller::client::ControllerCallError;
 use rocketraft_controller::client::ControllerClient;
+use rocketraft_controller::client::HeartbeatAck;
 use rocketraft_controller::client::MasterInfo;
 use rocketraft_controller::heartbeat::Heartbeat;
 use rocketraft_remoting::response_code;
@@ -98,12 +99,17 @@ fn read(path: &Path) -> Result<Option<BrokerIdentity>, LinkError> {
 pub struct HeartbeatOutcome {
     pub delivered: usize,
     pub leader_confirmed: bool,
+    /// The least `heartbeatTimeoutMills` the answering controllers reported.
+    pub controller_timeout_ms: Option<u64>,
 }
 
 /// Talks to the controllers listed in `controllerAddr`, trying each in turn.
 pub struct ControllerLink {
     controllers: Vec<String>,
     client: ControllerClient,
+    /// The controller that answered last: tried first next time, so a dead or paused
+    /// controller early in the list does not cost every call a timeout.
+    preferred: std::sync::atomic::AtomicUsize,
 }
 
 impl ControllerLink {
@@ -117,7 +123,13 @@ impl ControllerLink {
                 .map(str::to_string)
                 .collect(),
             client,
+            preferred: std::sync::atomic::AtomicUsize::new(0),
         }
+    }
+
+    /// The controllers' addresses, as configured.
+    pub fn addresses(&self) -> &[String] {
+        &self.controllers
     }
 
     /// Runs `call` against each controller until one answers; a rejection is final.
@@ -127,17 +139,26 @@ impl ControllerLink {
         Fut: std::future::Future<Output = Result<T, ControllerCallError>>,
     {
         let mut last = String::from("no controller address configured");
+        use std::sync::atomic::Ordering;
+        let n = self.controllers.len();
         for round in 0..3u64 {
-            for addr in &self.controllers {
+            let first = self.preferred.load(Ordering::Relaxed);
+            for i in 0..n {
+                let at = (first + i) % n;
+                let addr = &self.controllers[at];
                 match call(addr.clone()).await {
-                    Ok(v) => return Ok(v),
+                    Ok(v) => {
+                        self.preferred.store(at, Ordering::Relaxed);
+                        return Ok(v);
+                    }
                     Err(ControllerCallError::Remote { code, remark })
                         if code != response_code::SYSTEM_BUSY =>
                     {
+                        self.preferred.store(at, Ordering::Relaxed);
                         return Err(LinkError::Refused(ControllerCallError::Remote {
                             code,
                             remark,
-                        }))
+                        }));
                     }
                     Err(e) => last = format!("{addr}: {e}"),
                 }
@@ -279,22 +300,42 @@ impl ControllerLink {
         .await
     }
 
-    /// BROKER_HEARTBEAT to every controller (each keeps its own table), concurrently; returns
-    /// how many took it and whether the leader confirmed it (see [`ControllerClient::heartbeat`]).
-    pub async fn heartbeat_all(&self, heartbeat: &Heartbeat) -> HeartbeatOutcome {
-        let calls = self.controllers.iter().map(|addr| async move {
-            let r = self.client.heartbeat(addr, heartbeat).await;
-            if let Err(e) = &r {
-                tracing::debug!(%addr, error = %e, "heartbeat not delivered");
-            }
-            r
-        });
+    /// BROKER_HEARTBEAT to every controller (each keeps its own table), concurrently, each with
+    /// its own deadline; returns how many took it and whether the leader confirmed it (see
+    /// [`ControllerClient::heartbeat_ack`]).
+    pub async fn heartbeat_all(
+        &self,
+        heartbeat: &Heartbeat,
+        deadline: Duration,
+    ) -> HeartbeatOutcome {
+        let calls = self
+            .controllers
+            .iter()
+            .map(|addr| self.heartbeat_one(addr, heartbeat, deadline));
         let mut out = HeartbeatOutcome::default();
-        for confirmed in futures::future::join_all(calls).await.into_iter().flatten() {
+        for ack in futures::future::join_all(calls).await.into_iter().flatten() {
             out.delivered += 1;
-            out.leader_confirmed |= confirmed;
+            out.leader_confirmed |= ack.leader_confirmed;
+            if let Some(t) = ack.controller_timeout_ms {
+                out.controller_timeout_ms =
+                    Some(out.controller_timeout_ms.map_or(t, |o: u64| o.min(t)));
+            }
         }
         out
+    }
+
+    /// BROKER_HEARTBEAT to one controller, answered within `deadline` or failed.
+    pub async fn heartbeat_one(
+        &self,
+        addr: &str,
+        heartbeat: &Heartbeat,
+        deadline: Duration,
+    ) -> Result<HeartbeatAck, ControllerCallError> {
+        let r = self.client.heartbeat_ack(addr, heartbeat, deadline).await;
+        if let Err(e) = &r {
+            tracing::debug!(%addr, error = %e, "heartbeat not delivered");
+        }
+        r
     }
 
     /// Runs a call against the controllers until one answers (see `first_answer`).

@@ -95,6 +95,8 @@ struct HaInner {
     connection_generation: u64,
     /// When this broker last became master.
     took_office: Option<Instant>,
+    /// The current lapse of the lease was logged (reset by a renewal).
+    lapse_logged: bool,
 }
 
 /// Why a send was not acknowledged by enough replicas.
@@ -163,6 +165,7 @@ impl HaState {
                 master_addr: None,
                 master_id: None,
                 lease_until: None,
+                lapse_logged: false,
                 connection_generation: 0,
                 took_office: None,
             }),
@@ -264,11 +267,29 @@ impl HaState {
         self.acks.send_modify(|v| *v += 1);
     }
 
-    /// A SyncStateSet change is in flight (`Some`) or settled (`None`).
-    pub fn set_pending(&self, pending: Option<BTreeSet<i64>>) {
-        self.inner.lock().pending_set = pending;
+    /// A SyncStateSet change derived from the set of epoch `base_epoch` is being sent: until the
+    /// controller's state is known to have moved past that epoch (an answer, or a read), acks
+    /// and the confirm offset count the union of the current set and every set proposed from
+    /// it, since any one of those proposals may have been committed (or still be, later).
+    /// Only [`HaState::update_sync_state_set`] with a newer epoch, or a role change, settles it.
+    pub fn add_pending(&self, base_epoch: i32, want: &BTreeSet<i64>) {
+        let mut g = self.inner.lock();
+        if base_epoch < g.sync_state_set_epoch {
+            // Derived from an older set: every proposal from it will be refused.
+            return;
+        }
+        g.pending_set
+            .get_or_insert_with(BTreeSet::new)
+            .extend(want.iter().copied());
+        drop(g);
         self.recompute_confirm();
         self.acks.send_modify(|v| *v += 1);
+    }
+
+    /// The union of the SyncStateSets proposed from the current epoch whose outcome is not yet
+    /// known, if any.
+    pub fn pending(&self) -> Option<BTreeSet<i64>> {
+        self.inner.lock().pending_set.clone()
     }
 
     /// Renews the master's lease until `until`.
@@ -276,6 +297,13 @@ impl HaState {
         let mut g = self.inner.lock();
         if g.lease_until.is_none_or(|t| t < until) {
             g.lease_until = Some(until);
+        }
+        if g.lapse_logged && Instant::now() < until {
+            g.lapse_logged = false;
+            tracing::warn!(
+                epoch = g.master_epoch,
+                "role lease renewed: accepting writes again"
+            );
         }
     }
 
@@ -288,7 +316,7 @@ impl HaState {
 
     /// Whether this broker may take a write now.
     pub fn check_writable(&self) -> Result<(), AckError> {
-        let g = self.inner.lock();
+        let mut g = self.inner.lock();
         match g.role {
             Role::Master => {}
             Role::Slave => {
@@ -305,6 +333,13 @@ impl HaState {
             }
         }
         if g.lease_until.is_none_or(|t| Instant::now() >= t) {
+            if !g.lapse_logged {
+                g.lapse_logged = true;
+                tracing::warn!(
+                    epoch = g.master_epoch,
+                    "role lease expired: no controller leader confirmed a heartbeat in time; refusing writes"
+                );
+            }
             return Err(AckError::NotMaster(format!(
                 "the master lease of epoch {} expired: the controllers are unreachable",
                 g.master_epoch
@@ -458,7 +493,7 @@ impl HaState {
         max_not_caught_up: Duration,
     ) -> Option<(i64, i32, i32, BTreeSet<i64>)> {
         let g = self.inner.lock();
-        if g.role != Role::Master || g.pending_set.is_some() {
+        if g.role != Role::Master {
             return None;
         }
         let master = g.master_id?;

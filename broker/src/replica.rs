@@ -9,15 +9,18 @@
 //!   tail first, see [`crate::ha`]).
 //! - **Learning**: NOTIFY_BROKER_ROLE_CHANGED from the controller at once, and
 //!   CONTROLLER_GET_REPLICA_INFO every `sync_controller_metadata_period_ms`.
-//! - **Heartbeats** to every controller every `controller_heartbeat_interval_ms`. A master's
-//!   **role lease** is renewed, from the send time of a heartbeat, for 3/4 of the heartbeat
-//!   timeout, only when the controller leader confirmed that heartbeat with a quorum. A
+//! - **Heartbeats** to every controller every `controller_heartbeat_interval_ms`, one loop per
+//!   controller with its own deadline (no head-of-line blocking). A master's **role lease** is
+//!   renewed, from the send time of a heartbeat, for 3/4 of the shorter of its own and the
+//!   controllers' heartbeat timeout, only when the controller leader confirmed that heartbeat
+//!   with a quorum. A
 //!   controller leader elects a new master only after a full timeout without heartbeats and
 //!   after a full timeout in office, so an old master has stopped acknowledging writes before
 //!   a new one can exist.
 //! - **SyncStateSet**: the master checks its slaves every `check_sync_state_set_period_ms` and
 //!   asks the controller (ALTER_SYNC_STATE_SET) to add caught-up slaves and drop lagging or
-//!   disconnected ones; while a change is in flight, acks count the union of both sets.
+//!   disconnected ones; until the controller's state is known to have moved past the epoch a
+//!   change was derived from, acks count the union of every set proposed from it.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -48,8 +51,12 @@ pub struct ReplicaManager {
     broker_addr: String,
     ha_addr: SocketAddr,
     register_trigger: Arc<Notify>,
-    heartbeat_now: Notify,
+    /// Bumped to make every per-controller heartbeat loop send at once (a new master wants
+    /// its lease before its first write).
+    heartbeat_now: tokio::sync::watch::Sender<u64>,
     poll_now: Notify,
+    /// The controllers' `heartbeatTimeoutMills` as they reported it (least seen), once known.
+    controller_timeout_ms: Mutex<Option<u64>>,
     role_lock: tokio::sync::Mutex<()>,
     follower: Mutex<Option<JoinHandle<()>>>,
     remoting: RemotingClient,
@@ -94,8 +101,9 @@ impl ReplicaManager {
             broker_addr,
             ha_addr,
             register_trigger,
-            heartbeat_now: Notify::new(),
+            heartbeat_now: tokio::sync::watch::channel(0).0,
             poll_now: Notify::new(),
+            controller_timeout_ms: Mutex::new(None),
             role_lock: tokio::sync::Mutex::new(()),
             follower: Mutex::new(None),
             remoting: RemotingClient::new(ClientConfig::default()),
@@ -124,17 +132,25 @@ impl ReplicaManager {
     /// The heartbeat, poll and SyncStateSet loops.
     pub fn spawn_loops(self: &Arc<Self>) -> Vec<JoinHandle<()>> {
         let mut tasks = Vec::new();
-        let me = self.clone();
-        tasks.push(tokio::spawn(async move {
-            let every = Duration::from_millis(me.config.controller_heartbeat_interval_ms);
-            loop {
-                me.heartbeat_once().await;
-                tokio::select! {
-                    _ = tokio::time::sleep(every) => {}
-                    _ = me.heartbeat_now.notified() => {}
+        // One heartbeat loop per controller, each with its own deadline: a slow, paused or
+        // unreachable controller never delays the heartbeats (and so the lease renewals) that
+        // go to the others.
+        for addr in self.link.addresses().to_vec() {
+            let me = self.clone();
+            tasks.push(tokio::spawn(async move {
+                let every =
+                    Duration::from_millis(me.config.controller_heartbeat_interval_ms.max(1));
+                let mut kick = me.heartbeat_now.subscribe();
+                loop {
+                    let started = tokio::time::Instant::now();
+                    me.heartbeat_to(&addr).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(started + every) => {}
+                        _ = kick.changed() => {}
+                    }
                 }
-            }
-        }));
+            }));
+        }
         let me = self.clone();
         tasks.push(tokio::spawn(async move {
             let every = Duration::from_millis(me.config.sync_controller_metadata_period_ms);
@@ -165,9 +181,9 @@ impl ReplicaManager {
         }
     }
 
-    async fn heartbeat_once(&self) {
+    fn heartbeat(&self) -> Heartbeat {
         let timeout = self.config.controller_heartbeat_timeout_ms;
-        let hb = Heartbeat {
+        Heartbeat {
             cluster: self.config.cluster_name.clone(),
             broker_name: self.config.broker_name.clone(),
             broker_id: self.identity.broker_id,
@@ -179,12 +195,67 @@ impl ReplicaManager {
                 confirm_offset: self.store.confirm_offset(),
                 election_priority: 0,
             },
-        };
+        }
+    }
+
+    /// How long one heartbeat may take before the next is due anyway: twice the interval (at
+    /// least 1 s), and at most a quarter of the heartbeat timeout.
+    fn heartbeat_deadline(&self) -> Duration {
+        let t = self.config.controller_heartbeat_timeout_ms;
+        let wanted = (2 * self.config.controller_heartbeat_interval_ms).max(1000);
+        Duration::from_millis(wanted.min((t / 4).max(200)))
+    }
+
+    /// The role lease a confirmed heartbeat buys, counted from its send time: 3/4 of the
+    /// shorter of this broker's heartbeat timeout and the controllers' (which is how long a
+    /// controller leader waits in office before it elects; see docs/safety.md).
+    fn lease_for(&self, controller_timeout_ms: Option<u64>) -> Duration {
+        let mine = self.config.controller_heartbeat_timeout_ms;
+        if let Some(theirs) = controller_timeout_ms {
+            let mut known = self.controller_timeout_ms.lock();
+            if *known != Some(theirs) {
+                if theirs != mine {
+                    tracing::warn!(
+                        broker_timeout_ms = mine,
+                        controller_timeout_ms = theirs,
+                        "the controllers' heartbeat timeout differs from controller_heartbeat_timeout_ms; the role lease follows the shorter"
+                    );
+                }
+                *known = Some(theirs);
+            }
+        }
+        let known = *self.controller_timeout_ms.lock();
+        let t = known.map_or(mine, |c| c.min(mine));
+        Duration::from_millis(t * 3 / 4)
+    }
+
+    /// One heartbeat to every controller at once (before registering).
+    async fn heartbeat_once(&self) {
+        let hb = self.heartbeat();
         let sent = Instant::now();
-        let outcome = self.link.heartbeat_all(&hb).await;
+        let outcome = self
+            .link
+            .heartbeat_all(&hb, self.heartbeat_deadline())
+            .await;
         if outcome.leader_confirmed {
             self.ha
-                .renew_lease(sent + Duration::from_millis(timeout * 3 / 4));
+                .renew_lease(sent + self.lease_for(outcome.controller_timeout_ms));
+        }
+    }
+
+    /// One heartbeat to one controller; a confirmation renews the lease from the send time.
+    async fn heartbeat_to(&self, addr: &str) {
+        let hb = self.heartbeat();
+        let sent = Instant::now();
+        if let Ok(ack) = self
+            .link
+            .heartbeat_one(addr, &hb, self.heartbeat_deadline())
+            .await
+        {
+            let lease = self.lease_for(ack.controller_timeout_ms);
+            if ack.leader_confirmed {
+                self.ha.renew_lease(sent + lease);
+            }
         }
     }
 
@@ -285,7 +356,7 @@ impl ReplicaManager {
             "this broker is now the master"
         );
         // A lease before the first write, and the NameServers learn the new master at once.
-        self.heartbeat_now.notify_one();
+        self.heartbeat_now.send_modify(|n| *n += 1);
         self.register_trigger.notify_one();
         Ok(())
     }
@@ -362,18 +433,49 @@ impl ReplicaManager {
         }
     }
 
+    /// Asks the controller to change the SyncStateSet when the master wants another one. A
+    /// proposal whose outcome is not known keeps the union of the sets counted (see
+    /// [`HaState::add_pending`]) until a read of the controller's state shows its epoch moved;
+    /// when nothing is left to change, a fence (the same set, a new epoch) settles it, so no
+    /// late copy of the proposal can be committed afterwards.
     async fn check_sync_state_set(&self) {
         let max_gap = Duration::from_millis(self.config.ha_max_time_slave_not_catchup_ms);
-        let Some((master, epoch, sss_epoch, want)) = self.ha.desired_sync_state_set(max_gap) else {
-            return;
+        if self.ha.pending().is_some() {
+            // A linearizable read: if the controller's epoch moved, `apply` takes its set and
+            // the union is settled.
+            self.poll_once().await;
+        }
+        let (master, epoch, sss_epoch, want, fence) = match self.ha.desired_sync_state_set(max_gap)
+        {
+            Some((master, epoch, sss_epoch, want)) => (master, epoch, sss_epoch, want, false),
+            None => {
+                if self.ha.pending().is_none() {
+                    return;
+                }
+                let snap = self.ha.snapshot();
+                let Some(master) = snap.master_broker_id.filter(|_| snap.role == Role::Master)
+                else {
+                    return;
+                };
+                let mut want = snap.sync_state_set;
+                want.insert(master);
+                (
+                    master,
+                    snap.master_epoch,
+                    snap.sync_state_set_epoch,
+                    want,
+                    true,
+                )
+            }
         };
         tracing::info!(
             epoch,
             sync_state_set_epoch = sss_epoch,
             want = ?want,
+            fence,
             "asking the controller to change the SyncStateSet"
         );
-        self.ha.set_pending(Some(want.clone()));
+        self.ha.add_pending(sss_epoch, &want);
         let name = self.config.broker_name.clone();
         let client = self.link.client().clone();
         let result = self
@@ -382,7 +484,9 @@ impl ReplicaManager {
                 let (client, name, want) = (client.clone(), name.clone(), want.clone());
                 async move {
                     client
-                        .alter_sync_state_set(&a, &name, master, epoch, &want, sss_epoch)
+                        .alter_sync_state_set_fenced(
+                            &a, &name, master, epoch, &want, sss_epoch, fence,
+                        )
                         .await
                 }
             })
@@ -393,15 +497,14 @@ impl ReplicaManager {
                 self.ha.update_sync_state_set(new_epoch, set);
             }
             Err(LinkError::Refused(ControllerCallError::Remote { code, remark })) => {
-                tracing::warn!(code, %remark, "the controller refused the SyncStateSet change");
-                self.ha.set_pending(None);
-                self.poll_now.notify_one();
+                // A refusal proves nothing about earlier proposals (or a late copy of this one
+                // under another live-broker view): the union stays until a read settles it.
+                tracing::warn!(code, %remark, "the controller refused the SyncStateSet change; re-reading");
+                self.poll_once().await;
             }
             Err(e) => {
-                // Outcome unknown: keep counting the union until the controller's state is read.
                 tracing::warn!(error = %e, "SyncStateSet change outcome unknown; re-reading");
                 self.poll_once().await;
-                self.ha.set_pending(None);
             }
         }
     }

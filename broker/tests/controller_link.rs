@@ -83,14 +83,17 @@ async fn identity_is_assigned_once_kept_on_disk_and_registration_elects_the_firs
     // Registration: broker 1 becomes the first master; broker 2 sees it.
     for (id, port) in [(&id1, 20001), (&id2, 20002)] {
         let delivered = link
-            .heartbeat_all(&Heartbeat {
-                cluster: "c".into(),
-                broker_name: "set-a".into(),
-                broker_id: id.broker_id,
-                broker_addr: format!("127.0.0.1:{port}"),
-                timeout_ms: 30_000,
-                info: BrokerLiveInfo::new(0, 0, 0),
-            })
+            .heartbeat_all(
+                &Heartbeat {
+                    cluster: "c".into(),
+                    broker_name: "set-a".into(),
+                    broker_id: id.broker_id,
+                    broker_addr: format!("127.0.0.1:{port}"),
+                    timeout_ms: 30_000,
+                    info: BrokerLiveInfo::new(0, 0, 0),
+                },
+                Duration::from_secs(2),
+            )
             .await;
         assert_eq!(
             delivered.delivered, 1,
@@ -99,6 +102,11 @@ async fn identity_is_assigned_once_kept_on_disk_and_registration_elects_the_firs
         assert!(
             delivered.leader_confirmed,
             "the single controller is the leader and confirms it"
+        );
+        assert_eq!(
+            delivered.controller_timeout_ms,
+            Some(10_000),
+            "the controller reports its own heartbeat timeout"
         );
     }
     let master = link

@@ -62,6 +62,17 @@ pub struct Metadata {
     pub status: Option<ControllerStatus>,
 }
 
+/// What a controller answered to a heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeartbeatAck {
+    /// The answering node is the Raft leader, recorded the heartbeat, and a quorum
+    /// acknowledged its term recently (Rocketraft's `leaderConfirmed`).
+    pub leader_confirmed: bool,
+    /// The controller's `heartbeatTimeoutMills` (Rocketraft's `controllerHeartbeatTimeoutMills`;
+    /// absent from other controllers).
+    pub controller_timeout_ms: Option<u64>,
+}
+
 /// Typed controller calls over a [`RemotingClient`].
 #[derive(Clone)]
 pub struct ControllerClient {
@@ -195,6 +206,21 @@ impl ControllerClient {
     /// BROKER_HEARTBEAT (904). Returns whether the answering node is the leader and confirmed
     /// it with a quorum (Rocketraft's `leaderConfirmed`; false from other controllers).
     pub async fn heartbeat(&self, addr: &str, hb: &Heartbeat) -> Result<bool, ControllerCallError> {
+        self.heartbeat_ack(addr, hb, self.timeout)
+            .await
+            .map(|a| a.leader_confirmed)
+    }
+
+    /// BROKER_HEARTBEAT (904) with its own deadline, and everything the answer says: whether
+    /// the leader confirmed it with a quorum, and the controller's own heartbeat timeout (a
+    /// master's role lease must be shorter than what the controllers wait, see
+    /// `docs/safety.md`).
+    pub async fn heartbeat_ack(
+        &self,
+        addr: &str,
+        hb: &Heartbeat,
+        timeout: Duration,
+    ) -> Result<HeartbeatAck, ControllerCallError> {
         let request = RemotingCommand::request(rc::BROKER_HEARTBEAT)
             .with_ext("clusterName", &hb.cluster)
             .with_ext("brokerName", &hb.broker_name)
@@ -205,9 +231,23 @@ impl ControllerClient {
             .with_ext("maxOffset", hb.info.max_offset)
             .with_ext("confirmOffset", hb.info.confirm_offset)
             .with_ext("electionPriority", hb.info.election_priority);
-        self.call_ok(addr, request, &[])
+        let response = self
+            .remoting
+            .invoke(addr, request, timeout)
             .await
-            .map(|r| r.ext("leaderConfirmed") == Some("true"))
+            .map_err(|e| ControllerCallError::Transport(e.to_string()))?;
+        if response.code != response_code::SUCCESS {
+            return Err(ControllerCallError::Remote {
+                code: response.code,
+                remark: response.remark.unwrap_or_default(),
+            });
+        }
+        Ok(HeartbeatAck {
+            leader_confirmed: response.ext("leaderConfirmed") == Some("true"),
+            controller_timeout_ms: response
+                .ext("controllerHeartbeatTimeoutMills")
+                .and_then(|v| v.parse().ok()),
+        })
     }
 
     /// CONTROLLER_ELECT_MASTER (1002). `MASTER_STILL_EXIST` and `MASTER_NOT_AVAILABLE` are
@@ -251,6 +291,31 @@ impl ControllerClient {
         new_set: &BTreeSet<i64>,
         sync_state_set_epoch: i32,
     ) -> Result<(i32, BTreeSet<i64>), ControllerCallError> {
+        self.alter_sync_state_set_fenced(
+            addr,
+            broker_name,
+            master_broker_id,
+            master_epoch,
+            new_set,
+            sync_state_set_epoch,
+            false,
+        )
+        .await
+    }
+
+    /// CONTROLLER_ALTER_SYNC_STATE_SET (1001), optionally as a fence (Rocketraft's `fence`
+    /// extension: a set equal to the current one only raises the epoch).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn alter_sync_state_set_fenced(
+        &self,
+        addr: &str,
+        broker_name: &str,
+        master_broker_id: i64,
+        master_epoch: i32,
+        new_set: &BTreeSet<i64>,
+        sync_state_set_epoch: i32,
+        fence: bool,
+    ) -> Result<(i32, BTreeSet<i64>), ControllerCallError> {
         let body = serde_json::to_vec(&SyncStateSetBody {
             sync_state_set: new_set.clone(),
             sync_state_set_epoch,
@@ -262,6 +327,11 @@ impl ControllerClient {
             .with_ext("masterEpoch", master_epoch)
             .with_ext("invokeTime", rocketraft_common::time::now_ms())
             .with_body(body);
+        let request = if fence {
+            request.with_ext("fence", true)
+        } else {
+            request
+        };
         let response = self.call_ok(addr, request, &[]).await?;
         let set: SyncStateSetBody = serde_json::from_slice(&response.body)
             .map_err(|e| ControllerCallError::Decode(format!("SyncStateSet body: {e}")))?;

@@ -370,6 +370,13 @@ pub struct AlterSyncStateSetRequest {
     /// The proposed set and the epoch of the set it was derived from.
     pub new_sync_state_set: BTreeSet<i64>,
     pub sync_state_set_epoch: i32,
+    /// Rocketraft extension (`fence=true`): a proposal equal to the current set is accepted and
+    /// only raises the SyncStateSet epoch. A master whose earlier change has an unknown outcome
+    /// sends one, so that no late copy of that change (still in some leader's log or on the
+    /// wire) can apply afterwards: once the epoch moved, every proposal derived from the old
+    /// epoch is refused.
+    #[serde(default)]
+    pub fence: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -396,7 +403,8 @@ pub fn alter_sync_state_set(
     };
     let sync = &set.sync_state_info;
     let new_set = &request.new_sync_state_set;
-    if *new_set == sync.sync_state_set {
+    // Checked before everything else, as RocketMQ does; a fence passes on to the epoch checks.
+    if *new_set == sync.sync_state_set && !request.fence {
         return reject(
             response_code::CONTROLLER_ALTER_SYNC_STATE_SET_FAILED,
             "the new SyncStateSet equals the current one".to_string(),
@@ -428,6 +436,19 @@ pub fn alter_sync_state_set(
                 sync.sync_state_set_epoch, request.sync_state_set_epoch
             ),
         );
+    }
+    if *new_set == sync.sync_state_set {
+        // A fence: same members (liveness does not matter, nobody joins), a new epoch.
+        return Ok((
+            AlterSyncStateSetResponse {
+                new_sync_state_set_epoch: sync.sync_state_set_epoch + 1,
+                new_sync_state_set: new_set.clone(),
+            },
+            vec![Event::AlterSyncStateSet {
+                broker_name: broker_name.clone(),
+                new_sync_state_set: new_set.clone(),
+            }],
+        ));
     }
     for replica in new_set {
         if !set.replica_info.contains(*replica) {

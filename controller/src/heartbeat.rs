@@ -38,7 +38,8 @@ pub struct Expired {
     pub broker_addr: String,
 }
 
-/// The table of last heartbeats. All methods take the current time, so tests drive the clock.
+/// The table of last heartbeats. All methods take the current time (monotonic ms, see
+/// `rocketraft_common::time::mono_ms`), so tests drive the clock.
 #[derive(Debug, Default)]
 pub struct HeartbeatTracker {
     table: Mutex<BTreeMap<(String, i64), Entry>>,
@@ -67,6 +68,14 @@ impl HeartbeatTracker {
             .lock()
             .get(&(broker_name.to_string(), broker_id))
             .is_some_and(|e| now_ms < e.last_ms.saturating_add(e.heartbeat.timeout_ms))
+    }
+
+    /// The heartbeat timeout the broker announced in its last heartbeat, if one is recorded.
+    pub fn timeout_of(&self, broker_name: &str, broker_id: i64) -> Option<u64> {
+        self.table
+            .lock()
+            .get(&(broker_name.to_string(), broker_id))
+            .map(|e| e.heartbeat.timeout_ms)
     }
 
     /// Whether a heartbeat of this broker was ever recorded (and not yet expired away).

@@ -122,14 +122,24 @@ pub const CONTROLLER_CODES: &[i32] = &[
 /// A running controller node.
 pub struct Controller {
     pub(crate) node: RaftNode<ControllerStateMachine>,
-    pub(crate) heartbeats: HeartbeatTracker,
+    pub(crate) heartbeats: Arc<HeartbeatTracker>,
     pub(crate) config: ControllerConfig,
     notifier: RemotingClient,
     remoting_addr: Mutex<String>,
     server: Mutex<Option<ServerHandle>>,
     scanner: Mutex<Option<JoinHandle<()>>>,
-    /// Since when (ms) this node has been leader without interruption, as seen by the scanner.
-    leader_since_ms: Mutex<Option<u64>>,
+    tenure_watch: Mutex<Option<JoinHandle<()>>>,
+    /// This node's current leadership: the Raft term and since when (monotonic ms) it has led
+    /// in that term, as Raft's own metrics report it (a watcher, not the scanner, keeps it, so
+    /// a leadership lost and regained between two scans starts a new tenure).
+    tenure: Arc<Mutex<Option<Tenure>>>,
+}
+
+/// A leadership term of this node and when it began (monotonic ms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tenure {
+    pub term: u64,
+    pub since_ms: u64,
 }
 
 fn raft_error(e: RaftClientError) -> ControllerError {
@@ -154,22 +164,47 @@ impl Controller {
             .map_err(|e| e.to_string())?;
         let controller = Arc::new(Controller {
             node,
-            heartbeats: HeartbeatTracker::new(),
+            heartbeats: Arc::new(HeartbeatTracker::new()),
             notifier: RemotingClient::new(ClientConfig::default()),
             remoting_addr: Mutex::new(config.listen.to_string()),
             config,
             server: Mutex::new(None),
             scanner: Mutex::new(None),
-            leader_since_ms: Mutex::new(None),
+            tenure_watch: Mutex::new(None),
+            tenure: Arc::new(Mutex::new(None)),
         });
+        // The live-broker view an entry carries is the leader's own, taken just before the
+        // leader proposes it (forwarded requests included): a follower's table may be stale
+        // (paused, partitioned from the brokers, freshly restarted).
+        let heartbeats = controller.heartbeats.clone();
+        controller
+            .node
+            .set_leader_prepare(move |mut command: ControllerCommand| {
+                command.alive = alive_for(&heartbeats, &command.request);
+                Ok(command)
+            });
+        *controller.tenure_watch.lock() = Some(spawn_tenure_watch(&controller));
         let weak = Arc::downgrade(&controller);
         let interval = Duration::from_millis(controller.config.scan_interval_ms.max(50));
         let scanner = tokio::spawn(async move {
             let mut ticker = tokio::time::interval(interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut last_tick = rocketraft_common::time::mono_ms();
             loop {
                 ticker.tick().await;
                 let Some(c) = weak.upgrade() else { break };
+                let now = rocketraft_common::time::mono_ms();
+                // A tick far later than due means this process was stopped (SIGSTOP, a VM
+                // pause, a stall): what it knows of heartbeats and of its own leadership is
+                // stale, so it starts a new tenure before it may elect anyone.
+                let late = now.saturating_sub(last_tick) > 2 * interval.as_millis() as u64 + 1000;
+                last_tick = now;
+                if late {
+                    if let Some(t) = c.tenure.lock().as_mut() {
+                        tracing::warn!(term = t.term, "the scanner ran late (was this process paused?); restarting the leadership tenure");
+                        t.since_ms = now;
+                    }
+                }
                 c.scan().await;
             }
         });
@@ -221,18 +256,12 @@ impl Controller {
     }
 
     fn alive_for(&self, request: &ControllerRequest) -> crate::liveness::AliveBrokers {
-        let all = self
-            .heartbeats
-            .alive(rocketraft_common::time::now_ms() as u64);
-        match request {
-            ControllerRequest::GetSyncStateData(r) => {
-                all.only_sets(r.broker_names.iter().map(String::as_str))
-            }
-            other => match broker_name_of(other) {
-                Some(name) => all.only(name),
-                None => all,
-            },
-        }
+        alive_for(&self.heartbeats, request)
+    }
+
+    /// This node's current leadership tenure, if it leads.
+    pub fn tenure(&self) -> Option<Tenure> {
+        *self.tenure.lock()
     }
 
     /// Runs a state-changing request through the Raft log.
@@ -311,7 +340,7 @@ impl Controller {
             heartbeat.timeout_ms = self.config.heartbeat_timeout_ms;
         }
         self.heartbeats
-            .record(heartbeat, rocketraft_common::time::now_ms() as u64);
+            .record(heartbeat, rocketraft_common::time::mono_ms());
     }
 
     /// The node's status for admin tools.
@@ -327,17 +356,24 @@ impl Controller {
         }
     }
 
-    /// One scanner round: on a leader in office for at least a full heartbeat timeout, elect a
-    /// new master for every set whose master's heartbeat timed out (or never arrived).
+    /// One scanner round: on a leader in office for at least a full heartbeat timeout (its own
+    /// `heartbeat_timeout_ms`, and the master's if that is longer), whose term a quorum
+    /// acknowledged within a fifth of it, elect a new master for every set whose master's
+    /// heartbeat timed out (or never arrived). Time is monotonic throughout.
     async fn scan(&self) {
-        let now = rocketraft_common::time::now_ms() as u64;
-        if !self.node.is_leader() {
-            *self.leader_since_ms.lock() = None;
+        let now = rocketraft_common::time::mono_ms();
+        let t = self.config.heartbeat_timeout_ms;
+        let tenure = self.tenure();
+        let fresh = self
+            .node
+            .quorum_ack_age()
+            .is_some_and(|age| age.as_millis() as u64 <= t / 5);
+        let Some(tenure) = tenure.filter(|_| self.node.is_leader()) else {
             // Followers expire too, so a later leader does not trust ancient heartbeats.
             self.heartbeats.take_expired(now);
             return;
-        }
-        let leader_since = *self.leader_since_ms.lock().get_or_insert(now);
+        };
+        let in_office = now.saturating_sub(tenure.since_ms);
         let expired = self.heartbeats.take_expired(now);
         for e in &expired {
             tracing::warn!(broker = %e.broker_name, id = e.broker_id, addr = %e.broker_addr, "broker heartbeat timed out");
@@ -349,21 +385,26 @@ impl Controller {
         let Ok((state, _)) = self.state(ReadMode::Stale).await else {
             return;
         };
-        let settled = now.saturating_sub(leader_since) >= self.config.heartbeat_timeout_ms;
         let mut to_elect: BTreeMap<String, String> = BTreeMap::new();
         for (name, set) in &state.broker_sets {
             let Some(master) = set.sync_state_info.master_broker_id else {
                 continue;
             };
-            // Only a leader in office for a full heartbeat timeout elects: a master's role lease
-            // (renewed by heartbeats this leader or an earlier one confirmed) has run out by then.
-            let timed_out = expired_ids.contains(&(name.clone(), master));
-            if timed_out && !settled {
-                tracing::info!(broker = %name, "master heartbeat timed out; electing once this leader has been in office a full heartbeat timeout");
+            let timed_out = expired_ids.contains(&(name.clone(), master))
+                || !self.heartbeats.is_alive(name, master, now);
+            if !timed_out {
+                continue;
             }
-            if settled && (timed_out || !self.heartbeats.is_alive(name, master, now)) {
-                to_elect.insert(name.clone(), set.replica_info.cluster.clone());
+            // Only a leader in office for a full heartbeat timeout elects: a master's role
+            // lease (renewed by heartbeats this leader or an earlier one confirmed) has run out
+            // by then. A master that heartbeats with a longer timeout than ours is waited for
+            // that long.
+            let wait = t.max(self.heartbeats.timeout_of(name, master).unwrap_or(0));
+            if in_office < wait || !fresh {
+                tracing::info!(broker = %name, in_office_ms = in_office, wait_ms = wait, quorum_fresh = fresh, "master heartbeat timed out; electing once this leader has been in office long enough");
+                continue;
             }
+            to_elect.insert(name.clone(), set.replica_info.cluster.clone());
         }
         for (broker_name, cluster) in to_elect {
             tracing::warn!(broker = %broker_name, "master lost; electing a new one through the log");
@@ -425,12 +466,57 @@ impl Controller {
         if let Some(task) = self.scanner.lock().take() {
             task.abort();
         }
+        if let Some(task) = self.tenure_watch.lock().take() {
+            task.abort();
+        }
         let server = self.server.lock().take();
         if let Some(server) = server {
             server.shutdown().await;
         }
         self.node.shutdown().await;
     }
+}
+
+/// The live brokers a request's entry carries: the whole table, or only the sets it concerns.
+fn alive_for(
+    heartbeats: &HeartbeatTracker,
+    request: &ControllerRequest,
+) -> crate::liveness::AliveBrokers {
+    let all = heartbeats.alive(rocketraft_common::time::mono_ms());
+    match request {
+        ControllerRequest::GetSyncStateData(r) => {
+            all.only_sets(r.broker_names.iter().map(String::as_str))
+        }
+        other => match broker_name_of(other) {
+            Some(name) => all.only(name),
+            None => all,
+        },
+    }
+}
+
+/// Follows Raft's metrics: a tenure starts whenever this node becomes leader of a term and ends
+/// whenever it stops leading, so L1 -> L2 -> L1 gives L1 a new tenure however fast it happens.
+fn spawn_tenure_watch(controller: &Arc<Controller>) -> JoinHandle<()> {
+    let tenure = controller.tenure.clone();
+    controller.node.on_leadership(move |term, leads| {
+        let mut t = tenure.lock();
+        match (*t, leads) {
+            (Some(cur), true) if cur.term == term => {}
+            (_, true) => {
+                let since_ms = rocketraft_common::time::mono_ms();
+                tracing::info!(
+                    term,
+                    "controller leadership begins; elections wait a full heartbeat timeout"
+                );
+                *t = Some(Tenure { term, since_ms });
+            }
+            (Some(_), false) => {
+                tracing::info!(term, "controller leadership ended");
+                *t = None;
+            }
+            (None, false) => {}
+        }
+    })
 }
 
 fn broker_name_of(request: &ControllerRequest) -> Option<&str> {

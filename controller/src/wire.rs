@@ -189,6 +189,7 @@ pub fn decode_request(cmd: &RemotingCommand) -> Result<ControllerRequest, Contro
                 master_epoch: parse(cmd, "masterEpoch")?,
                 new_sync_state_set: body.sync_state_set,
                 sync_state_set_epoch: body.sync_state_set_epoch,
+                fence: cmd.ext("fence") == Some("true"),
             })
         }
         rc::CONTROLLER_GET_REPLICA_INFO => {
@@ -361,26 +362,25 @@ impl ControllerProcessor {
         match cmd.code {
             rc::BROKER_HEARTBEAT => {
                 let heartbeat = decode_heartbeat(cmd)?;
-                let timeout_ms = if heartbeat.timeout_ms == 0 {
-                    c.config.heartbeat_timeout_ms
-                } else {
-                    heartbeat.timeout_ms
-                };
                 c.heartbeat(heartbeat);
                 // Rocketraft extension: `leaderConfirmed` tells the broker that the leader
-                // recorded this heartbeat while a quorum had acknowledged its term within 1/5 of
-                // the heartbeat timeout T. A master renews its role lease until its send time
-                // + 3/4 T only on such answers. Any later leader was elected after that quorum
-                // acknowledgement and elects a new master only after a full T in office, so at
-                // least send time - T/5 + T > lease end: no new master exists while the lease
-                // runs. (Keep the controllers' Raft heartbeat interval well below T/5.)
+                // recorded this heartbeat while a quorum had acknowledged its term within T/5,
+                // T being this controller's `heartbeat_timeout_ms` (answered as
+                // `controllerHeartbeatTimeoutMills`). A master renews its role lease until its
+                // send time + 3/4 min(T, its own timeout) only on such answers. Any later leader
+                // was elected after that quorum acknowledgement and elects a new master only
+                // after a full T in office, so no new master exists while the lease runs; this
+                // leader elects only after the master's heartbeat timed out here, which is after
+                // the lease too. The argument, step by step: docs/safety.md.
+                let t = c.config.heartbeat_timeout_ms;
                 let confirmed = c
                     .node
                     .quorum_ack_age()
-                    .is_some_and(|age| age.as_millis() as u64 <= timeout_ms / 5);
+                    .is_some_and(|age| age.as_millis() as u64 <= t / 5);
                 Ok(cmd
                     .response_to(response_code::SUCCESS, None)
-                    .with_ext("leaderConfirmed", confirmed))
+                    .with_ext("leaderConfirmed", confirmed)
+                    .with_ext("controllerHeartbeatTimeoutMills", t))
             }
             rc::CONTROLLER_GET_METADATA_INFO => {
                 let status = c.node.status();

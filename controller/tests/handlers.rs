@@ -86,6 +86,7 @@ fn alter(state: &ControllerState, master: i64, set: &[i64]) -> AlterSyncStateSet
         master_epoch: sync.master_epoch,
         new_sync_state_set: set.iter().copied().collect(),
         sync_state_set_epoch: sync.sync_state_set_epoch,
+        fence: false,
     }
 }
 
@@ -645,4 +646,37 @@ fn handle_dispatches_and_reports_codes() {
     .unwrap();
     assert_eq!(response.code(), code::SUCCESS);
     assert!(matches!(response, ControllerResponse::GetReplicaInfo(_)));
+}
+
+/// Issue 13, hole 1: a master whose SyncStateSet change has an unknown outcome fences it with
+/// the same set (Rocketraft's `fence`). The fence only raises the epoch, even when a member is
+/// not alive (nobody joins), and afterwards the late copy of the original change is refused.
+#[test]
+fn a_fence_raises_the_epoch_and_refuses_late_copies() {
+    let mut state = set_with_master(3);
+    // The master (1) proposed adding 2 from epoch 1; the outcome is unknown to it.
+    let late_copy = alter(&state, 1, &[1, 2]);
+    let mut fence = alter(&state, 1, &[1]);
+    // Without the flag an unchanged set is refused, as in RocketMQ.
+    rejected(
+        alter_sync_state_set(&state, &fence, &alive(&[1, 2])),
+        code::CONTROLLER_ALTER_SYNC_STATE_SET_FAILED,
+    );
+    fence.fence = true;
+    let response = commit(&mut state, |s| {
+        alter_sync_state_set(s, &fence, &alive(&[1]))
+    });
+    assert_eq!(response.new_sync_state_set_epoch, 2);
+    assert_eq!(sync_of(&state).sync_state_set, BTreeSet::from([1]));
+    assert_eq!(sync_of(&state).sync_state_set_epoch, 2);
+    // The late copy (derived from epoch 1) can never apply now.
+    rejected(
+        alter_sync_state_set(&state, &late_copy, &alive(&[1, 2])),
+        code::CONTROLLER_FENCED_SYNC_STATE_SET_EPOCH,
+    );
+    // A fence is fenced too: from a stale epoch or master epoch it is refused.
+    rejected(
+        alter_sync_state_set(&state, &fence, &alive(&[1])),
+        code::CONTROLLER_FENCED_SYNC_STATE_SET_EPOCH,
+    );
 }

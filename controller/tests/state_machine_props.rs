@@ -165,6 +165,7 @@ fn build(state: &ControllerState, op: &Op) -> ControllerRequest {
                 master_epoch: sync.master_epoch + master_epoch_skew,
                 new_sync_state_set,
                 sync_state_set_epoch: sync.sync_state_set_epoch + sss_epoch_skew,
+                fence: false,
             })
         }
         Op::GetReplicaInfo(name) => ControllerRequest::GetReplicaInfo(GetReplicaInfoRequest {

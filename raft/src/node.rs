@@ -138,6 +138,9 @@ pub enum RaftClientError {
     /// Start-up failed (configuration, storage, port).
     #[error("raft start-up: {0}")]
     Startup(String),
+    /// A leadership transfer did not end with the target leading (it may still happen later).
+    #[error("leadership transfer: {0}")]
+    Transfer(String),
 }
 
 impl RaftClientError {
@@ -161,8 +164,8 @@ pub enum ReadMode {
     Stale,
 }
 
-/// A membership change (forwarded to the leader). One at a time: openraft refuses a change while
-/// another is in progress.
+/// A membership change or a leadership transfer (forwarded to the leader). One membership change
+/// at a time: openraft refuses a change while another is in progress.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub enum AdminRequest {
     /// Adds a non-voting learner and waits until it has caught up (by log or by snapshot).
@@ -171,6 +174,10 @@ pub enum AdminRequest {
     Promote { id: NodeId },
     /// Removes a voter or a learner.
     Remove { id: NodeId },
+    /// Hands leadership to voter `to`: the leader waits (briefly) until `to` has its whole log,
+    /// stops proposing, and tells the voters; `to` starts an election at once. Answers when `to`
+    /// leads, or [`RaftClientError::Transfer`] if it does not within the transfer deadline.
+    TransferLeader { to: NodeId },
 }
 
 /// What a node reports about itself and its cluster.
@@ -204,7 +211,15 @@ pub(crate) struct NodeCore {
     channels: parking_lot::Mutex<std::collections::HashMap<String, tonic::transport::Channel>>,
     rpc_timeout: Duration,
     client_timeout: Duration,
+    /// How long a leadership transfer may take before it is reported as failed.
+    transfer_timeout: Duration,
+    /// Rewrites a command's payload on the leader just before it is proposed (see
+    /// [`RaftNode::set_leader_prepare`]).
+    prepare: parking_lot::RwLock<Option<PrepareFn>>,
 }
+
+/// A leader-side rewrite of a command's JSON payload; an error refuses the command.
+type PrepareFn = Arc<dyn Fn(&str) -> Result<String, String> + Send + Sync>;
 
 fn random_u64() -> u64 {
     use std::collections::hash_map::RandomState;
@@ -312,7 +327,11 @@ impl NodeCore {
     }
 
     /// Proposes on this node only (no forwarding).
-    pub(crate) async fn write_local(&self, req: Request) -> Result<Reply, RaftClientError> {
+    pub(crate) async fn write_local(&self, mut req: Request) -> Result<Reply, RaftClientError> {
+        let prepare = self.prepare.read().clone();
+        if let Some(prepare) = prepare {
+            req.payload = prepare(&req.payload).map_err(RaftClientError::Rejected)?;
+        }
         self.raft
             .client_write(req)
             .await
@@ -345,8 +364,110 @@ impl NodeCore {
             .map_err(RaftClientError::Rejected)
     }
 
+    /// Runs a leadership transfer on this node, which must lead (see
+    /// [`AdminRequest::TransferLeader`]).
+    async fn transfer_leader_local(&self, to: NodeId) -> Result<String, RaftClientError> {
+        let start = Instant::now();
+        let deadline = start + self.transfer_timeout;
+        let m = self.raft.metrics().borrow_watched().clone();
+        if m.current_leader != Some(self.id) {
+            return Err(RaftClientError::NotLeader {
+                leader: self.current_leader(),
+            });
+        }
+        if to == self.id {
+            return Ok(format!("node {to} already leads (term {})", m.current_term));
+        }
+        if !m
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|v| v == to)
+        {
+            return Err(RaftClientError::Transfer(format!(
+                "node {to} is not a voter"
+            )));
+        }
+        let from_term = m.current_term;
+        // The target refuses the transfer unless it holds the leader's whole log: give
+        // replication a moment (half the deadline at most) to get it there.
+        let catch_up_until = start + self.transfer_timeout / 2;
+        loop {
+            let m = self.raft.metrics().borrow_watched().clone();
+            let matched = m
+                .replication
+                .as_ref()
+                .and_then(|r| r.get(&to).cloned().flatten())
+                .map(|l| l.index);
+            if matched >= m.last_log_index || Instant::now() >= catch_up_until {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut triggered: Option<Instant> = None;
+        let mut metrics = self.raft.metrics();
+        loop {
+            let m = metrics.borrow_watched().clone();
+            let now = Instant::now();
+            if m.current_leader == Some(to) && m.current_term > from_term {
+                tracing::info!(
+                    from = self.id,
+                    to,
+                    term = m.current_term,
+                    ms = start.elapsed().as_millis() as u64,
+                    "leadership transferred"
+                );
+                return Ok(format!(
+                    "node {to} leads (term {}), {} ms after the request to node {}",
+                    m.current_term,
+                    start.elapsed().as_millis(),
+                    self.id
+                ));
+            }
+            if now >= deadline {
+                return Err(RaftClientError::Transfer(format!(
+                    "node {to} does not lead {} ms after the request (leader {:?}, term {})",
+                    start.elapsed().as_millis(),
+                    m.current_leader,
+                    m.current_term
+                )));
+            }
+            if m.current_leader == Some(self.id) {
+                // Still leading: (re)announce the transfer; a target that was behind refused the
+                // previous announcement.
+                if triggered.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
+                    tracing::info!(
+                        from = self.id,
+                        to,
+                        term = m.current_term,
+                        "transferring leadership"
+                    );
+                    self.raft
+                        .trigger()
+                        .transfer_leader(to)
+                        .await
+                        .map_err(|f| RaftClientError::Fatal(f.to_string()))?;
+                    triggered = Some(now);
+                }
+            } else if let Some(other) = m.current_leader.filter(|l| *l != to) {
+                if m.current_term > from_term {
+                    return Err(RaftClientError::Transfer(format!(
+                        "node {other} was elected (term {}) instead of node {to}",
+                        m.current_term
+                    )));
+                }
+            }
+            if let Ok(Err(_)) =
+                tokio::time::timeout(Duration::from_millis(100), metrics.changed()).await
+            {
+                return Err(RaftClientError::Fatal("raft stopped".to_string()));
+            }
+        }
+    }
+
     pub(crate) async fn admin_local(&self, req: AdminRequest) -> Result<String, RaftClientError> {
         let result = match &req {
+            AdminRequest::TransferLeader { to } => return self.transfer_leader_local(*to).await,
             AdminRequest::AddLearner { id, addr } => {
                 self.raft
                     .add_learner(*id, BasicNode { addr: addr.clone() }, true)
@@ -642,6 +763,14 @@ impl<S: AppStateMachine> RaftNode<S> {
             channels: parking_lot::Mutex::new(std::collections::HashMap::new()),
             rpc_timeout,
             client_timeout: Duration::from_millis(config.client_timeout_ms),
+            // Catching up, one election, and a heartbeat to the old leader; below the client
+            // deadline so a forwarded transfer answers before the forwarder gives up.
+            transfer_timeout: Duration::from_millis(
+                (config.election_timeout_max_ms * 3)
+                    .max(3000)
+                    .min(config.client_timeout_ms * 3 / 4),
+            ),
+            prepare: parking_lot::RwLock::new(None),
         });
 
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -710,6 +839,46 @@ impl<S: AppStateMachine> RaftNode<S> {
             server_task: parking_lot::Mutex::new(Some(server_task)),
             log_closed,
             _app: PhantomData,
+        })
+    }
+
+    /// Sets a rewrite that this node applies to every command it proposes as the leader,
+    /// forwarded ones included, just before `client_write`: what a command must carry of the
+    /// leader's own view (the controller's live-broker table) is filled in here, never on the
+    /// node that first received the request. An `Err` refuses the command (`Rejected`).
+    pub fn set_leader_prepare<F>(&self, prepare: F)
+    where
+        F: Fn(S::Command) -> Result<S::Command, String> + Send + Sync + 'static,
+    {
+        let f: PrepareFn = Arc::new(move |payload: &str| {
+            let command: S::Command =
+                serde_json::from_str(payload).map_err(|e| format!("undecodable command: {e}"))?;
+            let command = prepare(command)?;
+            serde_json::to_string(&command).map_err(|e| format!("unencodable command: {e}"))
+        });
+        *self.core.prepare.write() = Some(f);
+    }
+
+    /// Calls `f(term, leads)` now and after every change of Raft's metrics, until the node
+    /// shuts down: `leads` is whether this node is the leader of `term`. Every change of
+    /// leadership is seen, however short (the controller's tenure tracking).
+    pub fn on_leadership<F>(&self, mut f: F) -> tokio::task::JoinHandle<()>
+    where
+        F: FnMut(u64, bool) + Send + 'static,
+    {
+        let mut rx = self.core.raft.metrics();
+        let me = self.core.id;
+        tokio::spawn(async move {
+            loop {
+                {
+                    let m = rx.borrow_and_update();
+                    let leads = m.current_leader == Some(me) && m.state.is_leader();
+                    f(m.current_term, leads);
+                }
+                if rx.changed().await.is_err() {
+                    break;
+                }
+            }
         })
     }
 
