@@ -80,19 +80,27 @@ impl CommitLog {
         offset - offset.rem_euclid(self.segment_size as i64)
     }
 
-    /// The segment that holds `offset`.
-    pub fn segment_for(&self, offset: i64) -> Option<Arc<MappedFile>> {
+    /// The segment of `segs` that holds `offset`.
+    fn segment_in<'a>(
+        &self,
+        segs: &'a [Arc<MappedFile>],
+        offset: i64,
+    ) -> Option<&'a Arc<MappedFile>> {
         if offset < 0 {
             return None;
         }
-        let segs = self.segments.read();
         let first = segs.first()?.start_offset();
         let off = offset as u64;
         if off < first {
             return None;
         }
         segs.get(((off - first) / self.segment_size) as usize)
-            .cloned()
+    }
+
+    /// The segment that holds `offset`.
+    pub fn segment_for(&self, offset: i64) -> Option<Arc<MappedFile>> {
+        let segs = self.segments.read();
+        self.segment_in(&segs, offset).cloned()
     }
 
     /// Adds a segment at the end. Writer only.
@@ -107,16 +115,21 @@ impl CommitLog {
     /// Copies `len` published bytes at `offset`, `None` if they are not all published or cross
     /// a segment boundary.
     pub fn read(&self, offset: i64, len: usize) -> Option<Bytes> {
+        // The end is checked and the bytes copied under the shared segments lock: `cut` lowers
+        // the end and zeroes the tail under the exclusive lock, so these bytes stay published
+        // (and untouched) for the whole copy.
+        let segs = self.segments.read();
         let end = offset.checked_add(len as i64)?;
         if offset < 0 || end > self.max_offset() {
             return None;
         }
-        let seg = self.segment_for(offset)?;
+        let seg = self.segment_in(&segs, offset)?;
         let pos = (offset as u64 - seg.start_offset()) as usize;
         if pos + len > seg.size() {
             return None;
         }
-        // SAFETY: published bytes are never rewritten while readers exist.
+        // SAFETY: published bytes, checked under the segments lock that `cut` (the only rewrite
+        // of published bytes) holds exclusively: nobody writes them while they are copied.
         Some(Bytes::copy_from_slice(unsafe { seg.slice(pos, len) }))
     }
 
@@ -167,13 +180,16 @@ impl CommitLog {
         message::record_store_timestamp(&head)
     }
 
-    /// Cuts the log at `offset` (writer only, readers already stopped at it by `publish`):
-    /// zeroes and syncs the rest of its segment, drops the later segments from the chain and
-    /// returns their paths for deletion.
+    /// Cuts the log at `offset` (writer only): lowers the published end under the exclusive
+    /// segments lock (so no reader is copying past it, see [`read`](Self::read)), then zeroes
+    /// and syncs the rest of its segment, drops the later segments from the chain and returns
+    /// their paths for deletion.
     pub fn cut(&self, offset: i64) -> io::Result<Vec<std::path::PathBuf>> {
         let _guard = self.flush_lock.lock();
         let mut removed = Vec::new();
         let mut segs = self.segments.write();
+        self.max_offset.fetch_min(offset, Ordering::AcqRel);
+        self.flushed_offset.fetch_min(offset, Ordering::AcqRel);
         while let Some(last) = segs.last() {
             if (last.start_offset() as i64) < offset
                 || (last.start_offset() as i64 == offset && segs.len() == 1)
@@ -187,8 +203,8 @@ impl CommitLog {
             let end = seg.end_offset() as i64;
             if offset < end && offset >= seg.start_offset() as i64 {
                 let rel = (offset as u64 - seg.start_offset()) as usize;
-                // SAFETY: past the published end (the caller published `offset`); the single
-                // writer is the caller.
+                // SAFETY: past the published end, lowered above under the exclusive segments
+                // lock that readers hold while they copy; the single writer is the caller.
                 let dirtied = unsafe { seg.zero_tail(rel) };
                 if dirtied > 0 {
                     seg.flush_range(rel, seg.size() - rel)?;

@@ -3,9 +3,18 @@
 //! order. Files live under `consumequeue/{topic}/{queueId}/`, hold `entries_per_file` entries
 //! and are named by their first byte offset (entry index * 20), as in RocketMQ.
 //!
-//! Only the store's writer appends (and recovery truncates before readers exist); an entry is
-//! published by storing the new max offset with release ordering after its bytes are written,
-//! and readers load it with acquire ordering before reading entries below it.
+//! Only the store's writer appends and truncates; an entry is published by storing the new max
+//! offset with release ordering after its bytes are written, and readers load it with acquire
+//! ordering before reading entries below it.
+//!
+//! **Truncation under live readers.** A replica cuts its tail at runtime (and a re-dispatch
+//! replaces entries), so slots below a max offset a reader has seen may be zeroed. Readers are
+//! fenced by the `files` lock: [`ConsumeQueue::entry`] checks the bounds and copies the 20 bytes
+//! while holding it shared, and [`ConsumeQueue::truncate`] holds it exclusively while it first
+//! lowers the max offset and only then zeroes slots and deletes files. A reader therefore either
+//! copied its entry before the cut began or sees the lowered max and never touches the zeroed
+//! range: the bytes a reader copies are never written while it copies them (the contract of
+//! [`MappedFile`]).
 
 use std::collections::HashMap;
 use std::fs;
@@ -16,7 +25,9 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use super::mapped_file::{file_name, parse_file_name, MappedFile};
+use super::mapped_file::{
+    create_dir_all_durable, file_name, parse_file_name, sync_dir, MappedFile,
+};
 
 /// Bytes per ConsumeQueue entry.
 pub const CQ_UNIT_SIZE: usize = 20;
@@ -118,6 +129,9 @@ impl ConsumeQueue {
         let cq = ConsumeQueue::new(root, topic, queue_id, entries_per_file);
         let file_bytes = cq.file_bytes();
         let mut starts = Vec::new();
+        // Files deleted here: their directory is synced before the queue is used, so a deletion
+        // cannot come back after a power loss.
+        let mut removed = false;
         for e in fs::read_dir(&cq.dir)? {
             let e = e?;
             let name = e.file_name();
@@ -126,7 +140,8 @@ impl ConsumeQueue {
                 Some(s) if s % file_bytes == 0 => starts.push(s),
                 _ => {
                     tracing::warn!(path = %e.path().display(), "removing stray ConsumeQueue file");
-                    let _ = fs::remove_file(e.path());
+                    fs::remove_file(e.path())?;
+                    removed = true;
                 }
             }
         }
@@ -138,6 +153,7 @@ impl ConsumeQueue {
                 if last.end_offset() != s {
                     tracing::warn!(path = %path.display(), "ConsumeQueue file after a gap; removing");
                     fs::remove_file(&path)?;
+                    removed = true;
                     continue;
                 }
             }
@@ -154,6 +170,10 @@ impl ConsumeQueue {
             let path = last.path().to_path_buf();
             files.pop();
             fs::remove_file(&path)?;
+            removed = true;
+        }
+        if removed {
+            sync_dir(&cq.dir)?;
         }
         let (min, max) = match (files.first(), files.last()) {
             (Some(first), Some(last)) => {
@@ -199,28 +219,45 @@ impl ConsumeQueue {
         self.flushed_offset.load(Ordering::Acquire)
     }
 
-    fn locate(&self, index: i64) -> Option<(Arc<MappedFile>, usize)> {
+    /// The file holding entry `index` and the entry's position in it, in `files` (the caller
+    /// holds the `files` lock).
+    fn locate_in<'a>(
+        &self,
+        files: &'a [Arc<MappedFile>],
+        index: i64,
+    ) -> Option<(&'a Arc<MappedFile>, usize)> {
         if index < 0 {
             return None;
         }
         let byte = index as u64 * CQ_UNIT_SIZE as u64;
-        let files = self.files.read();
         let first = files.first()?;
         if byte < first.start_offset() {
             return None;
         }
         let i = ((byte - first.start_offset()) / self.file_bytes()) as usize;
         let f = files.get(i)?;
-        Some((f.clone(), (byte - f.start_offset()) as usize))
+        Some((f, (byte - f.start_offset()) as usize))
+    }
+
+    fn locate(&self, index: i64) -> Option<(Arc<MappedFile>, usize)> {
+        let files = self.files.read();
+        self.locate_in(&files, index)
+            .map(|(f, pos)| (f.clone(), pos))
     }
 
     /// The entry at queue offset `index`, if it is in `[min, max)`.
     pub fn entry(&self, index: i64) -> Option<CqEntry> {
+        // The bounds are checked and the bytes copied under the shared `files` lock: a
+        // truncation (exclusive lock) lowers the max before it zeroes anything, so the slot read
+        // here is below the max for the whole copy.
+        let files = self.files.read();
         if index < self.min_offset() || index >= self.max_offset() {
             return None;
         }
-        let (f, pos) = self.locate(index)?;
-        // SAFETY: below the published max: never written again while readers exist.
+        let (f, pos) = self.locate_in(&files, index)?;
+        // SAFETY: below the published max, checked under the `files` lock that every rewrite
+        // of published slots (truncate) holds exclusively: nobody writes these bytes while they
+        // are copied.
         Some(CqEntry::decode(unsafe { f.slice(pos, CQ_UNIT_SIZE) }))
     }
 
@@ -249,6 +286,9 @@ impl ConsumeQueue {
             };
             match need_file {
                 Some(start) => {
+                    // New queue directories are made durable (their parents synced) with
+                    // the first file.
+                    create_dir_all_durable(&self.dir)?;
                     let f =
                         MappedFile::create(&self.dir, start, file_bytes as usize, false, false)?;
                     let mut files = self.files.write();
@@ -272,10 +312,14 @@ impl ConsumeQueue {
 
     /// Syncs the entries written since the last flush.
     pub fn flush(&self) -> io::Result<()> {
+        // Shared `files` lock for the whole flush: a truncation cannot run in between, so the
+        // flushed offset raised at the end never covers slots a truncation emptied meanwhile
+        // (which the writer may fill again, unsynced).
+        let files = self.files.read();
         let max = self.max_offset();
         let mut from = self.flushed_offset();
         while from < max {
-            let Some((f, pos)) = self.locate(from) else {
+            let Some((f, pos)) = self.locate_in(&files, from) else {
                 break;
             };
             let in_file = ((f.size() - pos) / CQ_UNIT_SIZE) as i64;
@@ -288,31 +332,42 @@ impl ConsumeQueue {
     }
 
     /// Drops every entry at or after `new_max` (zeroing their slots, deleting later files).
-    /// Recovery only: no reader may exist.
+    /// Writer (or recovery) only; safe under concurrent readers: with the `files` lock held
+    /// exclusively the max offset is lowered first, and only then are slots zeroed, so no reader
+    /// ever copies a slot being zeroed (see the module documentation).
     pub fn truncate(&self, new_max: i64) -> io::Result<()> {
-        let new_max = new_max.max(self.min_offset());
-        let byte = new_max as u64 * CQ_UNIT_SIZE as u64;
         let mut files = self.files.write();
+        // Never raises the max (that would publish empty slots).
+        let new_max = new_max.min(self.max_offset()).max(self.min_offset());
+        // Logical cut first: from here on no reader looks at or past `new_max`.
+        self.max_offset.store(new_max, Ordering::Release);
+        self.flushed_offset.fetch_min(new_max, Ordering::AcqRel);
+        let byte = new_max as u64 * CQ_UNIT_SIZE as u64;
+        let mut removed = false;
         while let Some(last) = files.last() {
             if last.start_offset() >= byte && files.len() > 1 {
                 let path = last.path().to_path_buf();
                 files.pop();
                 fs::remove_file(&path)?;
+                removed = true;
             } else {
                 break;
             }
         }
+        if removed {
+            sync_dir(&self.dir)?;
+        }
         if let Some(last) = files.last() {
             if byte < last.end_offset() {
                 let pos = byte.saturating_sub(last.start_offset()) as usize;
-                // SAFETY: recovery only.
-                unsafe { last.zero_tail(pos) };
-                last.flush_range(pos, last.size() - pos)?;
+                // SAFETY: at or past the max offset lowered above, under the exclusive `files`
+                // lock: no reader is copying these slots and none will (they are unpublished).
+                let dirtied = unsafe { last.zero_tail(pos) };
+                if dirtied > 0 {
+                    last.flush_range(pos, last.size() - pos)?;
+                }
             }
         }
-        drop(files);
-        self.max_offset.store(new_max, Ordering::Release);
-        self.flushed_offset.fetch_min(new_max, Ordering::AcqRel);
         Ok(())
     }
 
@@ -345,7 +400,7 @@ pub struct ConsumeQueueStore {
 impl ConsumeQueueStore {
     /// Loads every queue found under `root` (`{topic}/{queueId}/`).
     pub fn load(root: &Path, entries_per_file: u64) -> io::Result<ConsumeQueueStore> {
-        fs::create_dir_all(root)?;
+        create_dir_all_durable(root)?;
         let mut queues: HashMap<String, HashMap<i32, Arc<ConsumeQueue>>> = HashMap::new();
         for t in fs::read_dir(root)? {
             let t = t?;

@@ -8,7 +8,13 @@
 //! readers. The writer only writes at or past the store's published end offset; readers only read
 //! below it (the publication is an atomic with release/acquire ordering). Bytes below the
 //! published end are never written again while readers exist (recovery runs before any reader).
-//! This is what makes the `unsafe` slice accessors below sound in practice.
+//! The one exception, cutting a published tail at runtime (a replica's truncation), first lowers
+//! the published end and fences readers with a lock they hold while they check the end and copy
+//! (the CommitLog's and each ConsumeQueue's `RwLock` of files), so no reader copies a byte while
+//! it is zeroed. This is what makes the `unsafe` slice accessors below sound in practice.
+//!
+//! Directory entries are made durable too: a file created, renamed or deleted, and a directory
+//! created, is followed by an fsync of the directory that holds the entry.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -56,9 +62,44 @@ impl std::fmt::Debug for MappedFile {
     }
 }
 
-/// fsync a directory so a file created or renamed in it survives a power loss.
+/// fsync a directory so a file created, renamed or deleted in it survives a power loss.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(test)]
+    SYNCED_DIRS.with(|d| d.borrow_mut().push(dir.to_path_buf()));
     File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Directories this thread synced (tests check that deletions and creations are synced).
+    pub(crate) static SYNCED_DIRS: std::cell::RefCell<Vec<PathBuf>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `create_dir_all` whose new directories survive a power loss: after creating them, the
+/// parent of each new directory is synced (top-down). Existing directories cost one `stat`.
+pub fn create_dir_all_durable(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut missing = Vec::new();
+    let mut p = dir;
+    while !p.as_os_str().is_empty() && !p.exists() {
+        missing.push(p);
+        match p.parent() {
+            Some(q) => p = q,
+            None => break,
+        }
+    }
+    fs::create_dir_all(dir)?;
+    for d in missing.iter().rev() {
+        let parent = d
+            .parent()
+            .filter(|q| !q.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        sync_dir(parent)?;
+    }
+    Ok(())
 }
 
 fn preallocate(file: &File, size: u64) -> io::Result<()> {
@@ -93,7 +134,7 @@ impl MappedFile {
         fallocate: bool,
         pretouch: bool,
     ) -> io::Result<MappedFile> {
-        fs::create_dir_all(dir)?;
+        create_dir_all_durable(dir)?;
         let path = dir.join(file_name(start_offset));
         let tmp = dir.join(format!("{}.tmp", file_name(start_offset)));
         let file = OpenOptions::new()
@@ -333,7 +374,7 @@ impl SegmentAllocator {
 
     /// Forgets and deletes every segment prepared at or after `start` (waiting for one being
     /// created), so that after a truncation no stale, unlinked or out-of-place segment is handed
-    /// out or left on disk.
+    /// out or left on disk. The caller syncs the directory afterwards.
     pub fn discard_from(&self, start: u64) -> io::Result<()> {
         let mut slots = self.shared.slots.lock();
         loop {
@@ -399,6 +440,23 @@ mod tests {
         assert_eq!(unsafe { f.zero_tail(0) }, 0);
         assert!(unsafe { f.slice(0, 8192) }.iter().all(|&b| b == 0));
         assert!(!dir.path().join("00000000000000008192.tmp").exists());
+    }
+
+    #[test]
+    fn new_directories_and_files_are_synced() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let nested = dir.path().join("a").join("b");
+        SYNCED_DIRS.with(|d| d.borrow_mut().clear());
+        let _f = MappedFile::create(&nested, 0, 4096, false, false).expect("create");
+        let synced = SYNCED_DIRS.with(|d| d.borrow().clone());
+        // The entry of `a` (in the root), of `b` (in `a`) and of the file (in `b`).
+        for d in [dir.path().to_path_buf(), dir.path().join("a"), nested] {
+            assert!(
+                synced.contains(&d),
+                "{} not synced: {synced:?}",
+                d.display()
+            );
+        }
     }
 
     #[test]
