@@ -19,6 +19,8 @@ use openraft::network::RaftNetworkFactory;
 use openraft::raft::AppendEntriesRequest;
 use openraft::raft::AppendEntriesResponse;
 use openraft::raft::SnapshotResponse;
+use openraft::raft::TransferLeaderRequest;
+use openraft::raft::TransferLeaderResponse;
 use openraft::raft::VoteRequest;
 use openraft::raft::VoteResponse;
 use openraft::BasicNode;
@@ -140,6 +142,7 @@ impl PeerNetwork {
         let fut = async {
             match what {
                 "append" => client.append_entries(request).await,
+                "transfer-leader" => client.transfer_leader(request).await,
                 _ => client.vote(request).await,
             }
         };
@@ -180,6 +183,16 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         self.unary("vote", &rpc, &option).await
+    }
+
+    /// The leader hands leadership to `req`'s target: every voter is told (the target starts an
+    /// election at once, the others stop waiting for the old leader's lease).
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.unary("transfer-leader", &req, &option).await
     }
 
     async fn full_snapshot(

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use openraft::raft::AppendEntriesRequest;
+use openraft::raft::TransferLeaderRequest;
 use openraft::raft::VoteRequest;
 use openraft::Snapshot;
 use tonic::Response;
@@ -116,6 +117,22 @@ impl RaftPeer for PeerService {
         } else {
             self.core.admin_local(req).await
         };
+        answer(&result)
+    }
+
+    async fn transfer_leader(
+        &self,
+        request: tonic::Request<pb::Blob>,
+    ) -> Result<Response<pb::Blob>, Status> {
+        let req: TransferLeaderRequest<TypeConfig> =
+            from_blob(request.get_ref()).map_err(bad_request)?;
+        tracing::info!(%req, "leadership transfer announced");
+        let result = self
+            .core
+            .raft
+            .handle_transfer_leader(req)
+            .await
+            .map_err(|e| e.to_string());
         answer(&result)
     }
 

@@ -1,6 +1,6 @@
 //! Real three-node Raft clusters on loopback (gRPC transport, RocksDB logs, snapshots on disk):
-//! forwarding, linearizable and stale reads, leader loss, restart from disk, and a wiped node
-//! replaced by a new one that catches up by snapshot.
+//! forwarding, linearizable and stale reads, leader loss, restart from disk, a wiped node
+//! replaced by a new one that catches up by snapshot, and leadership transfer.
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
@@ -399,4 +399,98 @@ async fn a_wiped_directory_of_another_node_is_refused() {
         .err()
         .expect("refused");
     assert!(err.to_string().contains("belongs to node 1"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leadership_transfers_to_the_named_voter_and_writes_continue() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cluster = Cluster::start(dir.path()).await;
+    let leader = cluster.leader(Duration::from_secs(20)).await;
+    let others: Vec<u64> = cluster
+        .nodes
+        .keys()
+        .copied()
+        .filter(|id| *id != leader)
+        .collect();
+    let (target, third) = (others[0], others[1]);
+    for _ in 0..10 {
+        cluster.nodes[&third]
+            .write(&Cmd::Add("n".into(), 1))
+            .await
+            .expect("add")
+            .expect("add applies");
+    }
+    let term_before = cluster.nodes[&leader].status().term;
+
+    // Asked on the third node: forwarded to the leader, which answers once the target leads.
+    let answer = cluster.nodes[&third]
+        .admin(AdminRequest::TransferLeader { to: target })
+        .await
+        .expect("transfer");
+    assert!(answer.contains(&format!("node {target} leads")), "{answer}");
+    // The old leader has heard from the new one; the new one's own metrics follow at once.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        let status = cluster.nodes[&target].status();
+        if status.leader == Some(target) || Instant::now() >= deadline {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status.leader, Some(target), "{status:?}");
+    assert!(status.term > term_before, "{status:?}");
+    assert_eq!(cluster.leader(Duration::from_secs(5)).await, target);
+
+    // Writes go on from every node, and every acknowledged write is there.
+    for node in cluster.nodes.values() {
+        node.write(&Cmd::Add("n".into(), 1))
+            .await
+            .expect("add after the transfer")
+            .expect("add applies");
+    }
+    for node in cluster.nodes.values() {
+        let v = node
+            .read(&Query::Get("n".into()), ReadMode::Linearizable)
+            .await
+            .expect("read after the transfer");
+        assert_eq!(v, Some(13));
+    }
+
+    // Back to the first leader over the peer protocol (what the admin CLI uses), through the
+    // node that is neither.
+    let via = cluster.members[&third].clone();
+    let answer = rocketraft_raft::remote_admin(
+        &via,
+        &AdminRequest::TransferLeader { to: leader },
+        Duration::from_secs(15),
+    )
+    .await
+    .expect("transfer back");
+    assert!(answer.contains(&format!("node {leader} leads")), "{answer}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !cluster.nodes[&leader].is_leader() {
+        assert!(Instant::now() < deadline, "node {leader} does not lead");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // To the leader itself: nothing to do. To a node that is not a voter: refused.
+    let answer = cluster.nodes[&target]
+        .admin(AdminRequest::TransferLeader { to: leader })
+        .await
+        .expect("no-op transfer");
+    assert!(answer.contains("already leads"), "{answer}");
+    let err = cluster.nodes[&target]
+        .admin(AdminRequest::TransferLeader { to: 9 })
+        .await
+        .expect_err("not a voter");
+    assert!(err.to_string().contains("not a voter"), "{err}");
+    cluster.nodes[&leader]
+        .write(&Cmd::Add("n".into(), 1))
+        .await
+        .expect("add after the transfer back")
+        .expect("add applies");
+
+    for id in [1, 2, 3] {
+        cluster.stop_node(id).await;
+    }
 }
