@@ -326,6 +326,17 @@ impl Cluster {
         Ok(())
     }
 
+    /// Runs the nodes of `roles` under libfaketime reading `nodes/<name>/faketime.rc` (holding
+    /// `+0`), so the clock-step nemesis can step their clocks while they run. Call before
+    /// starting them.
+    pub fn enable_clock_files(&mut self, roles: &[Role]) -> anyhow::Result<()> {
+        for node in self.nodes.iter_mut().filter(|n| roles.contains(&n.role)) {
+            let file = node.dir.join("faketime.rc");
+            node.set_clock_file(file)?;
+        }
+        Ok(())
+    }
+
     pub fn controller_addrs(&self) -> Vec<String> {
         self.names(Role::Controller)
             .iter()

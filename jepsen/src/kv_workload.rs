@@ -497,6 +497,9 @@ pub fn run(options: RunOptions) -> anyhow::Result<(Verdicts, PathBuf)> {
     if kinds.contains(&FaultKind::Latency) {
         cluster.add_relays()?;
     }
+    if kinds.contains(&FaultKind::ClockStep) {
+        cluster.enable_clock_files(&[Role::RaftKv])?;
+    }
     let client_ns = cluster.client_ns()?;
     let cluster = Arc::new(Mutex::new(cluster));
     // Every socket the harness opens from here on is inside the client namespace.
@@ -601,6 +604,7 @@ pub async fn run_async(
         "plan",
         json!({
             "seed": options.seed,
+            "wall_clock_unix_ms": report::wall_clock_ms(),
             "windows": windows.iter().map(|w| json!({
                 "kind": w.kind.as_str(),
                 "start_s": w.start.as_secs_f64(),
@@ -743,6 +747,7 @@ pub async fn run_async(
         queue: None,
         split_brain: None,
         others,
+        faults: report::run_fault_impacts(&events, &stats, dir),
         stats,
         counterexample,
     };

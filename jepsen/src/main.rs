@@ -78,7 +78,13 @@ enum Command {
         #[arg(long, default_value = "queue")]
         workload: String,
         /// none, all, or a comma-separated list of partition, partition-master,
-        /// partition-controller, kill, pause, loss, clock, transfer, latency.
+        /// partition-controller, kill, pause, loss, clock, transfer, latency (all = these but
+        /// the two aimed partitions), and the controller kinds: pause-controller (SIGSTOP of the
+        /// controller leader), kill-controller (kill -9 of a random controller, restarted at
+        /// the window's end), transfer-controller (Raft leadership transfer to another
+        /// controller), flip-flop (leadership L1 -> L2 and back to L1 within 2 s), clock-step
+        /// (the wall clock of a running controller or broker steps by 60-300 s either way
+        /// through its libfaketime file, and back).
         #[arg(long, default_value = "partition,kill")]
         nemesis: String,
         /// Seconds of workload under faults (healing, recovery and the drain come after).

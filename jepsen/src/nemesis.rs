@@ -24,6 +24,24 @@
 //!   clients (the harness's Remoting and gRPC connections and the proxy's connections to the
 //!   brokers), or of all.
 //!
+//! Controller kinds (not in `all`; in raft-kv runs they aim at the raft-kv members):
+//! - `pause-controller`: SIGSTOP of the controller leader, SIGCONT at the window's end.
+//! - `kill-controller`: SIGKILL of one controller picked at random (the leader included),
+//!   restarted at the window's end.
+//! - `transfer-controller`: a Raft leadership transfer of the controller quorum from its leader
+//!   to another controller (the `TransferLeader` admin request over the Raft peer protocol, what
+//!   `rocketraft admin controller transfer-leader` sends); a 2 s window. The stop event holds the
+//!   outcome and the leader afterwards.
+//! - `flip-flop`: leadership goes from the leader L1 to L2 and, 1.5 s later, back to L1: both
+//!   within one broker heartbeat timeout (6 s); a 5 s window.
+//! - `clock-step`: when selected, every controller and broker runs from the start under
+//!   libfaketime reading its offset from `nodes/<name>/faketime.rc` at every clock read
+//!   (`FAKETIME_TIMESTAMP_FILE`, `FAKETIME_NO_CACHE=1`; wall clock only, monotonic clocks
+//!   untouched), holding `+0`; a window writes `-60s`..`-300s` or `+60s`..`+300s` into one
+//!   node's file (its running process's clock steps at once) and `+0` at the end. The stop
+//!   event says whether the node's log shows the step (`observed_skew_s`: how far the
+//!   timestamps of the lines it logged during the window lie outside the real window).
+//!
 //! The clients' namespace is never cut off: faults are between servers.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -34,7 +52,7 @@ use anyhow::bail;
 use serde_json::{json, Value as Json};
 
 use crate::cluster::{Clients, Cluster, BROKER_NAME};
-use crate::nodes::Role;
+use crate::nodes::{port, write_clock_file, Role};
 use crate::record::Recorder;
 use crate::rng::Rng;
 
@@ -51,6 +69,16 @@ pub enum FaultKind {
     Clock,
     Transfer,
     Latency,
+    /// SIGSTOP of the controller leader.
+    PauseController,
+    /// SIGKILL of a random controller.
+    KillController,
+    /// Raft leadership transfer of the controller quorum.
+    TransferController,
+    /// Leadership L1 -> L2 -> L1 within a broker heartbeat timeout.
+    FlipFlop,
+    /// The wall clock of a running controller or broker steps (libfaketime file).
+    ClockStep,
 }
 
 impl FaultKind {
@@ -65,6 +93,11 @@ impl FaultKind {
             FaultKind::Clock => "clock",
             FaultKind::Transfer => "transfer",
             FaultKind::Latency => "latency",
+            FaultKind::PauseController => "pause-controller",
+            FaultKind::KillController => "kill-controller",
+            FaultKind::TransferController => "transfer-controller",
+            FaultKind::FlipFlop => "flip-flop",
+            FaultKind::ClockStep => "clock-step",
         }
     }
 }
@@ -111,8 +144,23 @@ pub fn parse_kinds(spec: &str) -> anyhow::Result<Vec<FaultKind>> {
             "latency" => {
                 out.insert(FaultKind::Latency);
             }
+            "pause-controller" => {
+                out.insert(FaultKind::PauseController);
+            }
+            "kill-controller" => {
+                out.insert(FaultKind::KillController);
+            }
+            "transfer-controller" => {
+                out.insert(FaultKind::TransferController);
+            }
+            "flip-flop" => {
+                out.insert(FaultKind::FlipFlop);
+            }
+            "clock-step" => {
+                out.insert(FaultKind::ClockStep);
+            }
             other => bail!(
-                "unknown nemesis {other:?}: use none, all, or a list of partition, partition-master, partition-controller, kill, pause, loss, clock, transfer, latency"
+                "unknown nemesis {other:?}: use none, all, or a list of partition, partition-master, partition-controller, kill, pause, loss, clock, transfer, latency, pause-controller, kill-controller, transfer-controller, flip-flop, clock-step"
             ),
         }
     }
@@ -128,7 +176,8 @@ pub struct Window {
 }
 
 /// The timeline: quiet 3-6 s, then windows of 6-12 s separated by 4-8 s of quiet, all ending
-/// at least 2 s before `limit`. Transfers are instant (a window of 1 s).
+/// at least 2 s before `limit`. Transfers are instant (a window of 1 s; 2 s for a controller
+/// leadership transfer, 5 s for a flip-flop).
 pub fn timeline(kinds: &[FaultKind], limit: Duration, rng: &mut Rng) -> Vec<Window> {
     let mut out = Vec::new();
     if kinds.is_empty() {
@@ -136,10 +185,11 @@ pub fn timeline(kinds: &[FaultKind], limit: Duration, rng: &mut Rng) -> Vec<Wind
     }
     let mut t = Duration::from_secs(rng.range(3, 6));
     while let Some(kind) = rng.pick(kinds).copied() {
-        let duration = if kind == FaultKind::Transfer {
-            Duration::from_secs(1)
-        } else {
-            Duration::from_secs(rng.range(6, 12))
+        let duration = match kind {
+            FaultKind::Transfer => Duration::from_secs(1),
+            FaultKind::TransferController => Duration::from_secs(2),
+            FaultKind::FlipFlop => Duration::from_secs(5),
+            _ => Duration::from_secs(rng.range(6, 12)),
         };
         if t + duration + Duration::from_secs(2) > limit {
             break;
@@ -164,7 +214,58 @@ pub enum Active {
     Clock(Vec<String>),
     /// Nodes whose relays were slowed.
     Latency(Vec<String>),
+    /// Nothing to undo; the stop event records the nodes and this outcome.
+    Done(Vec<String>, Json),
+    /// A node whose clock file holds `offset`; its log is read from byte `log_from` at the end.
+    ClockStep {
+        node: String,
+        file: std::path::PathBuf,
+        log: std::path::PathBuf,
+        offset: String,
+        log_from: u64,
+        real_start_ms: f64,
+    },
     Nothing,
+}
+
+/// A Raft group member the nemesis aims at: (name, Raft node id, Raft address).
+type Member = (String, u64, String);
+
+/// How far the timestamps of `log`'s lines from byte `from` on lie outside the real interval
+/// `[start_ms, stop_ms]` (the one farthest out, in seconds; 0 when every line lies inside), and
+/// how many timestamped lines there were.
+pub fn observed_skew(
+    log: &std::path::Path,
+    from: u64,
+    start_ms: f64,
+    stop_ms: f64,
+) -> (Option<f64>, usize) {
+    let Ok(bytes) = std::fs::read(log) else {
+        return (None, 0);
+    };
+    let tail = bytes.get(from as usize..).unwrap_or_default();
+    let text = String::from_utf8_lossy(tail);
+    let mut lines = 0;
+    let mut worst: Option<f64> = None;
+    for raw in text.lines() {
+        let line = crate::report::strip_ansi(raw);
+        let Some(ts) = crate::report::log_line_time_ms(&line) else {
+            continue;
+        };
+        lines += 1;
+        // A second of slack for the write and the log's own buffering.
+        let d = if ts < start_ms - 1000.0 {
+            ts - start_ms
+        } else if ts > stop_ms + 1000.0 {
+            ts - stop_ms
+        } else {
+            0.0
+        };
+        if worst.is_none_or(|w| d.abs() > w.abs()) {
+            worst = Some(d);
+        }
+    }
+    (worst.map(|w| (w / 100.0).round() / 10.0), lines)
 }
 
 /// Runs faults against a cluster.
@@ -333,7 +434,210 @@ impl Nemesis {
                 Ok(Active::Nothing)
             }
             FaultKind::Latency => self.start_latency().await,
+            FaultKind::PauseController => self.start_pause_controller().await,
+            FaultKind::KillController => self.start_kill_controller().await,
+            FaultKind::TransferController => self.start_transfer_controller().await,
+            FaultKind::FlipFlop => self.start_flip_flop().await,
+            FaultKind::ClockStep => self.start_clock_step(),
         }
+    }
+
+    /// The Raft group's members: the controllers, or in a raft-kv run its members (node `cN`
+    /// or `nN` has Raft id N).
+    fn raft_members(&self) -> Vec<Member> {
+        let cluster = lock(&self.cluster);
+        let mut names = cluster.names(Role::Controller);
+        if names.is_empty() {
+            names = cluster.names(Role::RaftKv);
+        }
+        names
+            .into_iter()
+            .filter_map(|name| {
+                let id = name.get(1..)?.parse().ok()?;
+                let ip = cluster.node(&name)?.ip;
+                Some((name, id, format!("{ip}:{}", port::RAFT)))
+            })
+            .collect()
+    }
+
+    /// The Raft leader as the members' Raft status says (the highest term's).
+    async fn raft_leader(&self, members: &[Member]) -> Option<Member> {
+        let mut best: Option<(u64, u64)> = None;
+        for (_, _, addr) in members {
+            let Ok(status) =
+                rocketraft_raft::remote_status(addr, Duration::from_millis(1500)).await
+            else {
+                continue;
+            };
+            if let Some(leader) = status.leader {
+                if best.is_none_or(|(term, _)| status.term > term) {
+                    best = Some((status.term, leader));
+                }
+            }
+        }
+        let (_, id) = best?;
+        members.iter().find(|m| m.1 == id).cloned()
+    }
+
+    /// A leadership transfer to `to`, asked of the member at `via`; its outcome as JSON.
+    async fn raft_transfer(&self, via: &str, to: u64) -> Json {
+        let start = std::time::Instant::now();
+        let result = rocketraft_raft::remote_admin(
+            via,
+            &rocketraft_raft::AdminRequest::TransferLeader { to },
+            Duration::from_secs(15),
+        )
+        .await;
+        let ms = start.elapsed().as_millis() as u64;
+        match result {
+            Ok(answer) => json!({"ok": true, "answer": answer, "ms": ms}),
+            Err(e) => json!({"ok": false, "error": e, "ms": ms}),
+        }
+    }
+
+    async fn start_pause_controller(&mut self) -> anyhow::Result<Active> {
+        let leader = self.controller_leader().await;
+        let mut paused = Vec::new();
+        if let Some(name) = &leader {
+            if lock(&self.cluster).node_mut(name)?.pause() {
+                paused.push(name.clone());
+            }
+        }
+        self.recorder.nemesis(
+            "start-pause-controller",
+            json!({"nodes": paused, "leader": leader}),
+        );
+        Ok(Active::Paused(paused))
+    }
+
+    async fn start_kill_controller(&mut self) -> anyhow::Result<Active> {
+        let members: Vec<String> = self.raft_members().into_iter().map(|m| m.0).collect();
+        let leader = self.controller_leader().await;
+        let Some(target) = self.rng.pick(&members).cloned() else {
+            self.recorder.nemesis(
+                "start-kill-controller",
+                json!({"nodes": [], "skipped": "no controllers"}),
+            );
+            return Ok(Active::Killed(Vec::new()));
+        };
+        lock(&self.cluster).node_mut(&target)?.kill();
+        self.recorder.nemesis(
+            "start-kill-controller",
+            json!({"nodes": [target], "leader": leader, "was_leader": leader.as_deref() == Some(target.as_str())}),
+        );
+        Ok(Active::Killed(vec![target]))
+    }
+
+    async fn start_transfer_controller(&mut self) -> anyhow::Result<Active> {
+        let members = self.raft_members();
+        let Some(leader) = self.raft_leader(&members).await else {
+            self.recorder.nemesis(
+                "start-transfer-controller",
+                json!({"skipped": "no Raft leader"}),
+            );
+            return Ok(Active::Done(
+                Vec::new(),
+                json!({"skipped": "no Raft leader"}),
+            ));
+        };
+        let others: Vec<Member> = members
+            .iter()
+            .filter(|m| m.1 != leader.1)
+            .cloned()
+            .collect();
+        let Some(target) = self.rng.pick(&others).cloned() else {
+            self.recorder.nemesis(
+                "start-transfer-controller",
+                json!({"skipped": "a single member"}),
+            );
+            return Ok(Active::Done(
+                Vec::new(),
+                json!({"skipped": "a single member"}),
+            ));
+        };
+        self.recorder.nemesis(
+            "start-transfer-controller",
+            json!({"from": leader.0, "to": target.0}),
+        );
+        let result = self.raft_transfer(&leader.2, target.1).await;
+        let after = self.raft_leader(&members).await.map(|m| m.0);
+        Ok(Active::Done(
+            vec![leader.0, target.0],
+            json!({"result": result, "leader_after": after}),
+        ))
+    }
+
+    async fn start_flip_flop(&mut self) -> anyhow::Result<Active> {
+        let members = self.raft_members();
+        let Some(first) = self.raft_leader(&members).await else {
+            self.recorder
+                .nemesis("start-flip-flop", json!({"skipped": "no Raft leader"}));
+            return Ok(Active::Done(
+                Vec::new(),
+                json!({"skipped": "no Raft leader"}),
+            ));
+        };
+        let others: Vec<Member> = members.iter().filter(|m| m.1 != first.1).cloned().collect();
+        let Some(second) = self.rng.pick(&others).cloned() else {
+            self.recorder
+                .nemesis("start-flip-flop", json!({"skipped": "a single member"}));
+            return Ok(Active::Done(
+                Vec::new(),
+                json!({"skipped": "a single member"}),
+            ));
+        };
+        self.recorder.nemesis(
+            "start-flip-flop",
+            json!({"from": first.0, "to": second.0, "back_after_ms": 1500}),
+        );
+        let start = std::time::Instant::now();
+        let away = self.raft_transfer(&first.2, second.1).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        // Asked of L2 (the leader now, if the first step worked; else forwarded).
+        let back = self.raft_transfer(&second.2, first.1).await;
+        let elapsed_ms = start.elapsed().as_millis() as u64;
+        let after = self.raft_leader(&members).await.map(|m| m.0);
+        Ok(Active::Done(
+            vec![first.0, second.0],
+            json!({"away": away, "back": back, "elapsed_ms": elapsed_ms, "leader_after": after}),
+        ))
+    }
+
+    fn start_clock_step(&mut self) -> anyhow::Result<Active> {
+        let candidates: Vec<(String, std::path::PathBuf, std::path::PathBuf)> = lock(&self.cluster)
+            .nodes
+            .iter()
+            .filter_map(|n| {
+                n.clock_file()
+                    .map(|f| (n.name.clone(), f.to_path_buf(), n.log_path()))
+            })
+            .collect();
+        let Some((node, file, log)) = self.rng.pick(&candidates).cloned() else {
+            self.recorder.nemesis(
+                "start-clock-step",
+                json!({"skipped": "no node runs under a clock file"}),
+            );
+            return Ok(Active::Nothing);
+        };
+        let seconds = self.rng.range(60, 300);
+        let offset = if self.rng.chance(0.5) {
+            format!("+{seconds}s")
+        } else {
+            format!("-{seconds}s")
+        };
+        let log_from = std::fs::metadata(&log).map_or(0, |m| m.len());
+        let real_start_ms = crate::report::wall_clock_ms() as f64;
+        write_clock_file(&file, &offset)?;
+        self.recorder
+            .nemesis("start-clock-step", json!({"node": node, "offset": offset}));
+        Ok(Active::ClockStep {
+            node,
+            file,
+            log,
+            offset,
+            log_from,
+            real_start_ms,
+        })
     }
 
     async fn start_latency(&mut self) -> anyhow::Result<Active> {
@@ -579,6 +883,34 @@ impl Nemesis {
                     relay.control.set_delay(Duration::ZERO);
                 }
             }
+            Active::Done(nodes, outcome) => {
+                drop(cluster);
+                let mut value = json!({"nodes": nodes});
+                if let (Some(map), Some(extra)) = (value.as_object_mut(), outcome.as_object()) {
+                    map.extend(extra.clone());
+                }
+                self.recorder
+                    .nemesis(&format!("stop-{}", kind.as_str()), value);
+                return Ok(());
+            }
+            Active::ClockStep {
+                node,
+                file,
+                log,
+                offset,
+                log_from,
+                real_start_ms,
+            } => {
+                drop(cluster);
+                write_clock_file(file, "+0")?;
+                let real_stop_ms = crate::report::wall_clock_ms() as f64;
+                let (skew, lines) = observed_skew(log, *log_from, *real_start_ms, real_stop_ms);
+                self.recorder.nemesis(
+                    &format!("stop-{}", kind.as_str()),
+                    json!({"nodes": [node], "offset": offset, "observed_skew_s": skew, "log_lines": lines}),
+                );
+                return Ok(());
+            }
             Active::Nothing => return Ok(()),
         }
         drop(cluster);
@@ -588,7 +920,7 @@ impl Nemesis {
             | Active::Paused(n)
             | Active::Clock(n)
             | Active::Latency(n) => n.clone(),
-            Active::Nothing => Vec::new(),
+            Active::Done(..) | Active::ClockStep { .. } | Active::Nothing => Vec::new(),
         };
         self.recorder
             .nemesis(&format!("stop-{}", kind.as_str()), json!({"nodes": nodes}));
@@ -606,6 +938,9 @@ impl Nemesis {
         let mut restarted = Vec::new();
         for name in cluster.server_names() {
             let node = cluster.node_mut(&name)?;
+            if let Some(file) = node.clock_file() {
+                write_clock_file(file, "+0")?;
+            }
             node.resume();
             if node.clock_offset().is_some() {
                 node.kill();
@@ -698,12 +1033,54 @@ mod tests {
         );
         let all = parse_kinds("all").expect("all");
         assert_eq!(all.len(), 7);
+        assert_eq!(
+            parse_kinds(
+                "pause-controller,kill-controller,transfer-controller,flip-flop,clock-step"
+            )
+            .expect("controller kinds")
+            .len(),
+            5
+        );
+        for kind in [
+            "pause-controller",
+            "kill-controller",
+            "transfer-controller",
+            "flip-flop",
+            "clock-step",
+        ] {
+            assert_eq!(parse_kinds(kind).expect(kind)[0].as_str(), kind);
+        }
         assert!(all.contains(&FaultKind::Latency) && all.contains(&FaultKind::Clock));
         assert_eq!(
             parse_kinds("latency").expect("latency"),
             vec![FaultKind::Latency]
         );
         assert!(parse_kinds("meteor").is_err());
+    }
+
+    #[test]
+    fn a_clock_step_shows_in_the_timestamps_of_the_lines_logged_during_the_window() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("node.log");
+        let before = "2026-05-09T07:00:00.000000Z  INFO long before the window\n";
+        std::fs::write(
+            &log,
+            format!(
+                "{before}\u{1b}[2m2026-05-09T07:27:40.000000Z\u{1b}[0m  INFO stepped back\n===== harness line =====\n2026-05-09T07:29:35.000000Z  INFO back to normal\n"
+            ),
+        )
+        .expect("log");
+        let at = |s: &str| crate::report::log_line_time_ms(s).expect("time");
+        let (start, stop) = (at("2026-05-09T07:29:33Z"), at("2026-05-09T07:29:43Z"));
+        let (skew, lines) = observed_skew(&log, before.len() as u64, start, stop);
+        assert_eq!((skew, lines), (Some(-113.0), 2));
+        // Nothing logged during the window: nothing observed.
+        let len = std::fs::metadata(&log).expect("log").len();
+        assert_eq!(observed_skew(&log, len, start, stop), (None, 0));
+        assert_eq!(
+            observed_skew(&dir.path().join("none"), 0, start, stop),
+            (None, 0)
+        );
     }
 
     #[test]

@@ -60,6 +60,10 @@ pub struct Node {
     paused: bool,
     /// When set, the process runs under `faketime` with this offset (e.g. `+120s`).
     clock_offset: Option<String>,
+    /// When set (and no `clock_offset`), the process runs under libfaketime reading its offset
+    /// from this file at every clock read (`FAKETIME_TIMESTAMP_FILE`, `FAKETIME_NO_CACHE=1`):
+    /// the clock of the running process steps when the file changes ([`write_clock_file`]).
+    clock_file: Option<PathBuf>,
     pub starts: u32,
     /// Extra environment of the process.
     pub env: Vec<(String, String)>,
@@ -84,6 +88,7 @@ impl Node {
             child: None,
             paused: false,
             clock_offset: None,
+            clock_file: None,
             starts: 0,
             env: Vec::new(),
         }
@@ -137,9 +142,11 @@ impl Node {
             "===== harness: start #{} of {}{} =====",
             self.starts,
             self.name,
-            self.clock_offset
-                .as_deref()
-                .map_or(String::new(), |o| format!(" under faketime {o}"))
+            match (&self.clock_offset, &self.clock_file) {
+                (Some(o), _) => format!(" under faketime {o}"),
+                (None, Some(f)) => format!(" under faketime reading {}", f.display()),
+                (None, None) => String::new(),
+            }
         );
         let mut command = Command::new("ip");
         command.args(["netns", "exec", &self.ns]);
@@ -150,6 +157,15 @@ impl Node {
             command
                 .env("LD_PRELOAD", library)
                 .env("FAKETIME", offset)
+                .env("FAKETIME_DONT_RESET", "1")
+                .env("DONT_FAKE_MONOTONIC", "1");
+        } else if let Some(file) = &self.clock_file {
+            // No FAKETIME variable: it would take priority over the file.
+            let library = faketime_library()?;
+            command
+                .env("LD_PRELOAD", library)
+                .env("FAKETIME_TIMESTAMP_FILE", file)
+                .env("FAKETIME_NO_CACHE", "1")
                 .env("FAKETIME_DONT_RESET", "1")
                 .env("DONT_FAKE_MONOTONIC", "1");
         }
@@ -218,6 +234,18 @@ impl Node {
         self.clock_offset.as_deref()
     }
 
+    /// Makes every later start run under libfaketime reading `file` (see `clock_file`); writes
+    /// `+0` into it.
+    pub fn set_clock_file(&mut self, file: PathBuf) -> anyhow::Result<()> {
+        write_clock_file(&file, "+0")?;
+        self.clock_file = Some(file);
+        Ok(())
+    }
+
+    pub fn clock_file(&self) -> Option<&Path> {
+        self.clock_file.as_deref()
+    }
+
     /// If the process died on its own, say how (once).
     pub fn exited(&mut self) -> Option<String> {
         let child = self.child.as_mut()?;
@@ -259,6 +287,16 @@ fn faketime_library() -> anyhow::Result<PathBuf> {
         .with_context(|| {
             format!("libfaketime not found (looked at {candidates:?}): apt-get install faketime")
         })
+}
+
+/// Replaces the offset libfaketime reads (e.g. `-120s`, `+0`), atomically: a process reading
+/// the file at that instant sees the old or the new offset, never a torn one.
+pub fn write_clock_file(path: &Path, offset: &str) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, format!("{offset}\n"))
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
 }
 
 fn open_log(path: &Path) -> anyhow::Result<File> {

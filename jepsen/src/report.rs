@@ -2,9 +2,16 @@
 //! the final heal), the fault windows, `verdicts.json`, and `index.html` with latency and
 //! throughput over time as inline SVG (fault windows shaded), plus the smallest counterexample
 //! when a checker failed.
+//!
+//! Per fault ([`fault_impacts`]): the unavailability each fault window caused, i.e. the gaps of
+//! 2 s or more between acknowledged primary operations that overlap the window or begin within
+//! [`AFTER_WINDOW_S`] after it, and the likeliest cause as the nodes' logs tell it: the log
+//! line nearest to the gap's start among those that speak of a role lease, a route, an election
+//! or a heartbeat timeout ("unknown" when none is near).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::path::Path;
 
 use serde::Serialize;
 use serde_json::{json, Value as Json};
@@ -17,13 +24,233 @@ const NS_PER_S: f64 = 1e9;
 /// A gap this long without an acknowledged (primary) operation counts as unavailability.
 const UNAVAILABLE_GAP_NS: u64 = 2_000_000_000;
 
+/// A gap that begins this long after a fault window ends is still charged to it.
+pub const AFTER_WINDOW_S: f64 = 5.0;
+
 /// A fault window, from the nemesis events.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct FaultSpan {
     pub kind: String,
     pub from_s: f64,
     pub to_s: f64,
+    /// The start event's value (what was done).
     pub detail: Json,
+    /// The stop event's value (what was undone, what was observed), null without one.
+    #[serde(default, skip_serializing_if = "Json::is_null")]
+    pub outcome: Json,
+}
+
+/// What one fault window cost: the unavailability it caused and why, as far as the logs tell.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct FaultImpact {
+    pub kind: String,
+    /// Seconds from the start of the history.
+    pub start: f64,
+    pub end: f64,
+    /// The start event's value.
+    pub value: Json,
+    /// The stop event's value.
+    #[serde(skip_serializing_if = "Json::is_null")]
+    pub outcome: Json,
+    /// Total length of `gaps`.
+    pub unavailable_s: f64,
+    /// Gaps of 2 s or more between acknowledged primary operations that overlap the window or
+    /// begin within [`AFTER_WINDOW_S`] after it.
+    pub gaps: Vec<(f64, f64)>,
+    /// The nearest log line (to the first gap's start) about a lease, a route, an election or a
+    /// heartbeat timeout, or "unknown"; empty when there is no gap.
+    pub cause: String,
+}
+
+/// A node log line that may explain unavailability, placed on the history's time axis.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CauseLine {
+    pub node: String,
+    /// Seconds from the start of the history.
+    pub t: f64,
+    /// What kind of line: `lease`, `route`, `election`, `heartbeat-timeout`.
+    pub class: &'static str,
+    pub text: String,
+}
+
+/// Log phrases that explain unavailability, and their class (first match wins).
+const CAUSE_PATTERNS: [(&str, &str); 8] = [
+    ("role lease", "lease"),
+    ("lease expired", "lease"),
+    ("no route", "route"),
+    ("heartbeat timed out", "heartbeat-timeout"),
+    ("is now the master", "election"),
+    ("cannot become master", "election"),
+    ("could be elected", "election"),
+    ("election request failed", "election"),
+];
+
+/// The class of a log line that may explain unavailability.
+pub fn cause_class(line: &str) -> Option<&'static str> {
+    let lower = line.to_ascii_lowercase();
+    CAUSE_PATTERNS
+        .iter()
+        .find(|(p, _)| lower.contains(p))
+        .map(|(_, c)| *c)
+        .or_else(|| {
+            // Broader words, after the precise phrases.
+            [
+                ("lease", "lease"),
+                ("route", "route"),
+                ("elect", "election"),
+            ]
+            .into_iter()
+            .find(|(w, _)| lower.contains(w))
+            .map(|(_, c)| c)
+        })
+}
+
+/// The wall clock now, in milliseconds since the Unix epoch (the `plan` event records it, so
+/// node log lines can be placed on the history's time axis).
+pub fn wall_clock_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The wall clock (ms since the epoch) at history time 0, from the `plan` event.
+pub fn history_origin_ms(events: &[Event]) -> Option<f64> {
+    let plan = events.iter().find(|e| e.is_nemesis() && e.f == "plan")?;
+    let wall = plan.value.get("wall_clock_unix_ms")?.as_f64()?;
+    Some(wall - plan.time as f64 / 1e6)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Removes ANSI escape sequences (the nodes' logs are colored).
+pub fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The timestamp (ms since the epoch) that starts a tracing log line
+/// (`2026-05-09T07:29:33.186123Z ...`), if it starts with one.
+pub fn log_line_time_ms(line: &str) -> Option<f64> {
+    let stamp = line.split_whitespace().next()?;
+    let stamp = stamp.strip_suffix('Z')?;
+    let (date, time) = stamp.split_once('T')?;
+    let mut date = date.split('-').map(str::parse::<i64>);
+    let (y, mo, d) = (date.next()?.ok()?, date.next()?.ok()?, date.next()?.ok()?);
+    let mut time = time.split(':');
+    let h: i64 = time.next()?.parse().ok()?;
+    let mi: i64 = time.next()?.parse().ok()?;
+    let sec: f64 = time.next()?.parse().ok()?;
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec >= 61.0 {
+        return None;
+    }
+    let days = days_from_civil(y, mo, d);
+    Some(((days * 24 + h) * 60 + mi) as f64 * 60_000.0 + sec * 1000.0)
+}
+
+/// The cause lines of every `nodes/<name>/node.log` under `dir`, on the history's time axis.
+pub fn read_cause_lines(dir: &Path, events: &[Event]) -> Vec<CauseLine> {
+    let Some(origin) = history_origin_ms(events) else {
+        return Vec::new();
+    };
+    let Ok(entries) = std::fs::read_dir(dir.join("nodes")) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let node = entry.file_name().to_string_lossy().to_string();
+        let Ok(bytes) = std::fs::read(entry.path().join("node.log")) else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&bytes);
+        for raw in text.lines() {
+            let line = strip_ansi(raw);
+            let Some(class) = cause_class(&line) else {
+                continue;
+            };
+            let Some(ms) = log_line_time_ms(&line) else {
+                continue;
+            };
+            out.push(CauseLine {
+                node: node.clone(),
+                t: (ms - origin) / 1000.0,
+                class,
+                text: line.chars().take(240).collect(),
+            });
+        }
+    }
+    out.sort_by(|a, b| a.t.total_cmp(&b.t));
+    out
+}
+
+/// Charges every unavailability gap to the fault windows it overlaps or follows within
+/// [`AFTER_WINDOW_S`], and names the likeliest cause from `lines` (the nearest cause line to the
+/// first gap's start, within 5 s before it to the gap's end).
+pub fn fault_impacts(
+    faults: &[FaultSpan],
+    unavailable: &[(f64, f64)],
+    lines: &[CauseLine],
+) -> Vec<FaultImpact> {
+    faults
+        .iter()
+        .map(|f| {
+            let gaps: Vec<(f64, f64)> = unavailable
+                .iter()
+                .copied()
+                .filter(|(a, b)| *b > f.from_s && *a < f.to_s + AFTER_WINDOW_S)
+                .collect();
+            let unavailable_s = gaps.iter().map(|(a, b)| b - a).sum();
+            let cause = match gaps.first() {
+                None => String::new(),
+                Some((a, b)) => lines
+                    .iter()
+                    .filter(|l| l.t >= a - 5.0 && l.t <= *b)
+                    .min_by(|x, y| (x.t - a).abs().total_cmp(&(y.t - a).abs()))
+                    .map_or("unknown".to_string(), |l| {
+                        format!("{} ({} at {:.1} s): {}", l.class, l.node, l.t, l.text)
+                    }),
+            };
+            FaultImpact {
+                kind: f.kind.clone(),
+                start: f.from_s,
+                end: f.to_s,
+                value: f.detail.clone(),
+                outcome: f.outcome.clone(),
+                unavailable_s,
+                gaps,
+                cause,
+            }
+        })
+        .collect()
+}
+
+/// [`fault_impacts`] of a finished run: its windows and gaps, and the node logs under `dir`.
+pub fn run_fault_impacts(events: &[Event], stats: &Stats, dir: &Path) -> Vec<FaultImpact> {
+    let lines = read_cause_lines(dir, events);
+    fault_impacts(&stats.faults, &stats.unavailable, &lines)
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -65,6 +292,7 @@ pub fn fault_spans(events: &[Event]) -> Vec<FaultSpan> {
                     from_s: secs(from),
                     to_s: secs(e.time),
                     detail,
+                    outcome: e.value.clone(),
                 });
             }
         } else if e.f == "heal-all" {
@@ -74,6 +302,7 @@ pub fn fault_spans(events: &[Event]) -> Vec<FaultSpan> {
                     from_s: secs(from),
                     to_s: secs(e.time),
                     detail,
+                    outcome: Json::Null,
                 });
             }
         } else if e.f == "transfer" {
@@ -82,6 +311,7 @@ pub fn fault_spans(events: &[Event]) -> Vec<FaultSpan> {
                 from_s: secs(e.time),
                 to_s: secs(e.time) + 0.5,
                 detail: e.value.clone(),
+                outcome: Json::Null,
             });
         }
     }
@@ -91,6 +321,7 @@ pub fn fault_spans(events: &[Event]) -> Vec<FaultSpan> {
             from_s: secs(from),
             to_s: secs(end),
             detail,
+            outcome: Json::Null,
         });
     }
     out.sort_by(|a, b| a.from_s.total_cmp(&b.from_s));
@@ -238,6 +469,8 @@ pub struct Verdicts {
     /// Other checkers (e.g. the controller workload's linearizability), by name.
     pub others: BTreeMap<String, Json>,
     pub stats: Stats,
+    /// Each fault window's unavailability and its likeliest cause ([`fault_impacts`]).
+    pub faults: Vec<FaultImpact>,
     pub counterexample: Option<Json>,
 }
 
@@ -259,7 +492,9 @@ fn fault_color(kind: &str) -> &'static str {
         "kill" => "#c9daf8",
         "pause" => "#d9ead3",
         "loss" => "#fce5cd",
-        "clock" => "#ead1dc",
+        "clock" | "clock-step" => "#ead1dc",
+        "kill-controller" => "#c9daf8",
+        "pause-controller" => "#d9ead3",
         _ => "#e0e0e0",
     }
 }
@@ -493,6 +728,7 @@ pub fn html(
         );
     }
     out.push_str("</table>");
+    out.push_str(&impact_table(&verdicts.faults));
     if let Some(c) = &verdicts.counterexample {
         let _ = write!(
             out,
@@ -518,6 +754,36 @@ pub fn html(
         );
     }
     out.push_str("</ul></body></html>\n");
+    out
+}
+
+/// The HTML table of the per-fault unavailability.
+fn impact_table(faults: &[FaultImpact]) -> String {
+    let mut out = String::from(
+        "<h2>Unavailability per fault</h2><p>Gaps of 2 s or more between acknowledged operations that overlap a fault window or begin within 5 s after it; the cause is the nearest node log line about a lease, a route, an election or a heartbeat timeout.</p>\
+         <table><tr><th>kind</th><th>window (s)</th><th>what</th><th>unavailable (s)</th><th>gaps (s)</th><th>cause</th></tr>",
+    );
+    for f in faults {
+        let gaps = f
+            .gaps
+            .iter()
+            .map(|(a, b)| format!("{a:.1}-{b:.1}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>{:.1}-{:.1}</td><td><code>{}</code></td><td class=\"{}\">{:.1}</td><td>{}</td><td>{}</td></tr>",
+            escape(&f.kind),
+            f.start,
+            f.end,
+            escape(&f.value.to_string()),
+            if f.gaps.is_empty() { "ok" } else { "bad" },
+            f.unavailable_s,
+            escape(&gaps),
+            escape(&f.cause)
+        );
+    }
+    out.push_str("</table>");
     out
 }
 
@@ -608,6 +874,39 @@ pub fn summary(verdicts: &Verdicts, dir: &str) -> String {
             .recovery_s
             .map_or("not observed".to_string(), |s| format!("{s:.1} s"))
     );
+    if !verdicts.faults.is_empty() {
+        let _ = writeln!(
+            out,
+            "unavailability per fault (gaps >= 2 s overlapping the window or within 5 s after it):"
+        );
+        for f in &verdicts.faults {
+            let _ = writeln!(
+                out,
+                "  {:<20} {:>6.1}-{:<6.1} unavailable {:>5.1} s{}{}",
+                f.kind,
+                f.start,
+                f.end,
+                f.unavailable_s,
+                if f.gaps.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " gaps {}",
+                        f.gaps
+                            .iter()
+                            .map(|(a, b)| format!("{a:.1}-{b:.1}"))
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    )
+                },
+                if f.cause.is_empty() {
+                    String::new()
+                } else {
+                    format!("; cause: {}", f.cause.chars().take(160).collect::<String>())
+                }
+            );
+        }
+    }
     if let Some(c) = &verdicts.counterexample {
         let _ = writeln!(
             out,
@@ -628,7 +927,7 @@ pub fn summary(verdicts: &Verdicts, dir: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{extra, Recorder};
+    use crate::record::{extra, Process, Recorder};
 
     #[test]
     fn an_exhausted_checker_budget_is_unknown_not_invalid() {
@@ -650,6 +949,7 @@ mod tests {
             .into_iter()
             .collect(),
             stats: stats(&r.events(), &["read"]),
+            faults: Vec::new(),
             counterexample: None,
         };
         assert_eq!(verdict_label(&v), "VALID");
@@ -696,5 +996,202 @@ mod tests {
         assert_eq!(svg.matches("<rect").count(), 2);
         let svg = throughput_svg(&events, &["send", "pop"], &s.faults, 1.0);
         assert_eq!(svg.matches("<polyline").count(), 2);
+    }
+
+    fn event(index: u64, t_s: f64, process: Process, kind: Kind, f: &str, value: Json) -> Event {
+        Event {
+            index,
+            time: (t_s * 1e9) as u64,
+            process,
+            kind,
+            f: f.to_string(),
+            key: None,
+            value,
+            extra: Default::default(),
+        }
+    }
+
+    #[test]
+    fn each_fault_is_charged_the_gaps_it_caused_with_the_nearest_logged_cause() {
+        // Sends acknowledged every 0.5 s from 0 to 30 s, except 10.0-13.5 (a 3.5 s gap inside
+        // the kill window 9-15) and 22.0-24.5 (a 2.5 s gap that starts 2 s after the pause
+        // window 18-20); a 1.5 s gap at 27.0-28.5 is too short to count. The transfer window
+        // 4-5 caused nothing.
+        let mut events = vec![event(
+            0,
+            0.0,
+            Process::nemesis(),
+            Kind::Info,
+            "plan",
+            json!({"wall_clock_unix_ms": 1_000_000_000_000u64}),
+        )];
+        let mut t = 0.5;
+        let mut p = 0u64;
+        while t <= 30.0 {
+            let skipped =
+                (t > 10.0 && t < 13.5) || (t > 22.0 && t < 24.5) || (t > 27.0 && t < 28.5);
+            if !skipped {
+                let n = events.len() as u64;
+                events.push(event(
+                    n,
+                    t - 0.01,
+                    Process::Client(p % 4),
+                    Kind::Invoke,
+                    "send",
+                    json!(p),
+                ));
+                events.push(event(
+                    n + 1,
+                    t,
+                    Process::Client(p % 4),
+                    Kind::Ok,
+                    "send",
+                    json!(p),
+                ));
+                p += 1;
+            }
+            t += 0.5;
+        }
+        for (t, f, v) in [
+            (
+                4.0,
+                "start-transfer-controller",
+                json!({"from": "c1", "to": "c2"}),
+            ),
+            (
+                5.0,
+                "stop-transfer-controller",
+                json!({"nodes": ["c1", "c2"]}),
+            ),
+            (9.0, "start-kill-controller", json!({"nodes": ["c1"]})),
+            (15.0, "stop-kill-controller", json!({"nodes": ["c1"]})),
+            (18.0, "start-pause-controller", json!({"nodes": ["c2"]})),
+            (20.0, "stop-pause-controller", json!({"nodes": ["c2"]})),
+        ] {
+            let n = events.len() as u64;
+            events.push(event(n, t, Process::nemesis(), Kind::Info, f, v));
+        }
+        events.sort_by_key(|e| e.time);
+        let s = stats(&events, &["send"]);
+        assert_eq!(s.unavailable.len(), 2, "{:?}", s.unavailable);
+        assert_eq!(s.faults.len(), 3);
+
+        // Log lines, as the node logs print them, 1 000 000 000 s after the epoch = history 0.
+        let origin = history_origin_ms(&events).expect("plan has the wall clock");
+        assert!((origin - 1e12).abs() < 1.0);
+        let stamp = |t: f64| {
+            // 2001-09-09T01:46:40Z is 1e9 s after the epoch.
+            let total = 46.0 * 60.0 + 40.0 + t;
+            let minutes = (total / 60.0).floor();
+            format!(
+                "2001-09-09T01:{minutes:02}:{:09.6}Z",
+                total - minutes * 60.0
+            )
+        };
+        let raw = [
+            (9.6, "b1", "\u{1b}[2m{}\u{1b}[0m \u{1b}[33m WARN\u{1b}[0m rocketraft_broker::ha: role lease expired: refusing writes"),
+            (10.4, "c2", "{}  INFO rocketraft_controller: something unrelated"),
+            (16.0, "b2", "{}  WARN rocketraft_broker::replica: election request failed"),
+            (21.5, "c3", "{}  WARN rocketraft_controller::service: broker heartbeat timed out"),
+        ];
+        let mut lines = Vec::new();
+        for (t, node, text) in raw {
+            let line = strip_ansi(&text.replace("{}", &stamp(t)));
+            let ms = log_line_time_ms(&line).expect("a timestamp");
+            assert!(((ms - origin) / 1000.0 - t).abs() < 0.001, "{line}");
+            if let Some(class) = cause_class(&line) {
+                lines.push(CauseLine {
+                    node: node.to_string(),
+                    t: (ms - origin) / 1000.0,
+                    class,
+                    text: line,
+                });
+            }
+        }
+        assert_eq!(lines.len(), 3, "the unrelated line is no cause");
+
+        let impacts = fault_impacts(&s.faults, &s.unavailable, &lines);
+        assert_eq!(impacts.len(), 3);
+        let transfer = &impacts[0];
+        assert_eq!(transfer.kind, "transfer-controller");
+        assert!(transfer.gaps.is_empty() && transfer.unavailable_s == 0.0);
+        assert_eq!(transfer.cause, "");
+        assert_eq!(transfer.value["to"], "c2");
+        assert_eq!(transfer.outcome["nodes"][1], "c2");
+
+        let kill = &impacts[1];
+        assert_eq!(kill.kind, "kill-controller");
+        assert_eq!(kill.gaps.len(), 1);
+        assert!((kill.gaps[0].0 - 10.0).abs() < 0.02 && (kill.gaps[0].1 - 13.5).abs() < 0.02);
+        assert!((kill.unavailable_s - 3.5).abs() < 0.02);
+        assert!(
+            kill.cause.starts_with("lease (b1 at 9.6 s)"),
+            "{}",
+            kill.cause
+        );
+        assert!(kill.cause.contains("role lease expired"), "{}", kill.cause);
+
+        let pause = &impacts[2];
+        assert_eq!(
+            pause.gaps.len(),
+            1,
+            "a gap starting 2 s after the window is charged to it"
+        );
+        assert!((pause.unavailable_s - 2.5).abs() < 0.02);
+        assert!(
+            pause.cause.starts_with("heartbeat-timeout (c3 at 21.5 s)"),
+            "{}",
+            pause.cause
+        );
+
+        // Without any log line the cause is unknown.
+        let bare = fault_impacts(&s.faults, &s.unavailable, &[]);
+        assert_eq!(bare[1].cause, "unknown");
+
+        // The summary and the page show them.
+        let v = Verdicts {
+            valid: true,
+            workload: "queue".to_string(),
+            nemesis: "kill-controller".to_string(),
+            seed: 1,
+            time_limit_s: 30,
+            queue: None,
+            split_brain: None,
+            others: BTreeMap::new(),
+            stats: s,
+            faults: impacts,
+            counterexample: None,
+        };
+        let text = summary(&v, "/d");
+        assert!(
+            text.contains("kill-controller") && text.contains("unavailable   3.5 s"),
+            "{text}"
+        );
+        let page = html(&events, &v, &["send"], &[]);
+        assert!(page.contains("Unavailability per fault"));
+        assert_eq!(page.matches("<td class=\"bad\">").count(), 2);
+        let json = serde_json::to_value(&v).expect("verdicts encode");
+        assert_eq!(
+            json["faults"][1]["gaps"][0].as_array().map(Vec::len),
+            Some(2)
+        );
+        assert!(json["faults"][1]["unavailable_s"].as_f64().is_some());
+    }
+
+    #[test]
+    fn log_timestamps_parse() {
+        assert_eq!(log_line_time_ms("1970-01-01T00:00:01.5Z x"), Some(1500.0));
+        assert_eq!(
+            log_line_time_ms("2026-05-09T07:29:33.000000Z  INFO"),
+            Some(1_778_311_773_000.0)
+        );
+        assert_eq!(
+            log_line_time_ms("===== harness: start #1 of b1 ====="),
+            None
+        );
+        assert_eq!(log_line_time_ms("2026-13-09T07:29:33Z x"), None);
+        assert_eq!(strip_ansi("\u{1b}[2mA\u{1b}[0m B"), "A B");
+        assert_eq!(cause_class("no route to broker-a"), Some("route"));
+        assert_eq!(cause_class("INFO: nothing"), None);
     }
 }

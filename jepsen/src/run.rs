@@ -99,6 +99,9 @@ pub fn run(options: RunOptions) -> anyhow::Result<(Verdicts, PathBuf)> {
     if kinds.contains(&crate::nemesis::FaultKind::Latency) {
         cluster.add_relays()?;
     }
+    if kinds.contains(&crate::nemesis::FaultKind::ClockStep) {
+        cluster.enable_clock_files(&[Role::Controller, Role::Broker])?;
+    }
     let client_ns = cluster.client_ns()?;
     let cluster = Arc::new(Mutex::new(cluster));
     // Every socket the harness opens from here on is inside the client namespace: the runtime's
@@ -235,6 +238,7 @@ async fn run_async(
         "plan",
         json!({
             "seed": options.seed,
+            "wall_clock_unix_ms": report::wall_clock_ms(),
             "windows": windows.iter().map(|w| json!({
                 "kind": w.kind.as_str(),
                 "start_s": w.start.as_secs_f64(),
@@ -390,6 +394,7 @@ async fn run_async(
             queue: Some(queue),
             split_brain: Some(split),
             others,
+            faults: report::run_fault_impacts(&events, &stats, dir),
             stats,
             counterexample,
         }
@@ -434,6 +439,7 @@ async fn run_async(
             queue: None,
             split_brain: None,
             others,
+            faults: report::run_fault_impacts(&events, &stats, dir),
             stats,
             counterexample,
         }
