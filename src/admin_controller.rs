@@ -1,5 +1,5 @@
-//! `rocketraft admin controller`: the controller quorum's status, a broker set's replicas, and
-//! Raft membership changes.
+//! `rocketraft admin controller`: the controller quorum's status, a broker set's replicas, Raft
+//! membership changes, and Raft leadership transfer.
 
 use std::time::Duration;
 
@@ -29,6 +29,17 @@ pub enum ControllerCommand {
     /// or remove a node. One change at a time. Talks to a controller's Raft address.
     #[command(subcommand)]
     Member(MemberChange),
+    /// Hand the controller quorum's Raft leadership to voter --to; answers once it leads. Talks
+    /// to --raft (a controller's Raft address), else to the Raft address of the controller at
+    /// --controller; the request is forwarded to the leader.
+    TransferLeader {
+        /// The node id of the voter that should lead.
+        #[arg(long)]
+        to: u64,
+        /// Raft (gRPC) address of any controller member.
+        #[arg(long)]
+        raft: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -66,6 +77,19 @@ pub struct Via {
     raft: String,
 }
 
+/// The controller's own status (Remoting).
+async fn status_of(client: &RemotingClient, controller: &str) -> anyhow::Result<ControllerStatus> {
+    let response = call(
+        client,
+        controller,
+        RemotingCommand::request(request_code::CONTROLLER_GET_METADATA_INFO),
+    )
+    .await?;
+    serde_json::from_slice(&response.body).context(
+        "the controller's status body is not Rocketraft's (is it a Rocketraft controller?)",
+    )
+}
+
 async fn call(
     client: &RemotingClient,
     addr: &str,
@@ -92,15 +116,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     match command {
         ControllerCommand::Status { json } => {
-            let response = call(
-                client,
-                controller,
-                RemotingCommand::request(request_code::CONTROLLER_GET_METADATA_INFO),
-            )
-            .await?;
-            let status: ControllerStatus = serde_json::from_slice(&response.body).context(
-                "the controller's status body is not Rocketraft's (is it a Rocketraft controller?)",
-            )?;
+            let status = status_of(client, controller).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
                 return Ok(());
@@ -185,6 +201,22 @@ pub async fn run(
                 .await
                 .map_err(anyhow::Error::msg)
                 .with_context(|| format!("membership change through {raft}"))?;
+            println!("{answer}");
+            Ok(())
+        }
+        ControllerCommand::TransferLeader { to, raft } => {
+            let raft = match raft {
+                Some(raft) => raft,
+                None => status_of(client, controller).await?.raft.addr,
+            };
+            let answer = rocketraft_raft::remote_admin(
+                &raft,
+                &AdminRequest::TransferLeader { to },
+                Duration::from_secs(30),
+            )
+            .await
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("leadership transfer to node {to} through {raft}"))?;
             println!("{answer}");
             Ok(())
         }
