@@ -152,6 +152,10 @@ pub struct HaSnapshot {
 
 impl HaState {
     pub fn new(store: Arc<MessageStore>) -> Arc<HaState> {
+        // Controller mode: consumers see only what the replicas confirmed, from the start
+        // (before the controller names a role), starting at the confirm offset the store
+        // persisted before its restart.
+        store.set_gated(true);
         let (acks, _) = watch::channel(0);
         Arc::new(HaState {
             store,

@@ -79,14 +79,6 @@ fn wait_checkpoints(store: &MessageStore, from: u64, n: u64) {
     }
 }
 
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // 1. The confirm offset after a restart.
 // ---------------------------------------------------------------------------------------------

@@ -4,13 +4,17 @@
 //!
 //! Layout, big-endian, then a CRC32 of everything before it:
 //! ```text
-//! u32 magic "RRCK" | u32 version (1) | i64 physical flushed offset | i64 dispatch flushed offset
-//! | i64 last store timestamp | u32 queue count | queue* | u32 crc32
+//! u32 magic "RRCK" | u32 version (2) | i64 physical flushed offset | i64 dispatch flushed offset
+//! | i64 last store timestamp | i64 confirm offset (version 2; -1 = unknown) | u32 queue count
+//! | queue* | u32 crc32
 //! queue = u16 topic length | topic bytes | i32 queue id | i64 flushed max offset
 //! ```
 //! "dispatch flushed offset" D: every record below D has its ConsumeQueue entry on disk. The
 //! per-queue max offsets let recovery notice a ConsumeQueue that lost entries (deleted or cut
-//! files) and rebuild it from the CommitLog.
+//! files) and rebuild it from the CommitLog. The confirm offset is the replication confirm
+//! offset when the checkpoint was taken (every SyncStateSet member held the log below it): a
+//! replica restarts from it, so it never serves more after a restart than it knew was held.
+//! Version 1 checkpoints (no confirm offset) are still read.
 //!
 //! Written to `checkpoint.tmp`, synced, renamed over `checkpoint`, directory synced: a reader
 //! sees the old or the new checkpoint, never a mix.
@@ -22,13 +26,17 @@ use std::path::Path;
 use super::mapped_file::sync_dir;
 
 const MAGIC: u32 = u32::from_be_bytes(*b"RRCK");
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
+/// The first version, without the confirm offset.
+const VERSION_1: u32 = 1;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Checkpoint {
     pub physical_flushed_offset: i64,
     pub dispatch_flushed_offset: i64,
     pub last_store_timestamp: i64,
+    /// The replication confirm offset; `None` when unknown (a version 1 checkpoint).
+    pub confirm_offset: Option<i64>,
     /// `(topic, queue id, max offset flushed)`.
     pub queues: Vec<(String, i32, i64)>,
 }
@@ -82,6 +90,8 @@ impl Checkpoint {
         out.extend_from_slice(&self.physical_flushed_offset.to_be_bytes());
         out.extend_from_slice(&self.dispatch_flushed_offset.to_be_bytes());
         out.extend_from_slice(&self.last_store_timestamp.to_be_bytes());
+        let confirm = self.confirm_offset.filter(|c| *c >= 0).unwrap_or(-1);
+        out.extend_from_slice(&confirm.to_be_bytes());
         out.extend_from_slice(&(self.queues.len() as u32).to_be_bytes());
         for (topic, qid, max) in &self.queues {
             // Topic names are at most 127 bytes (validated before they reach the store).
@@ -106,7 +116,7 @@ impl Checkpoint {
             return Err(CheckpointError::Magic(magic));
         }
         let version = r.u32()?;
-        if version != VERSION {
+        if version != VERSION && version != VERSION_1 {
             return Err(CheckpointError::Version(version));
         }
         if crc32fast::hash(body).to_be_bytes() != crc {
@@ -115,6 +125,11 @@ impl Checkpoint {
         let physical_flushed_offset = r.i64()?;
         let dispatch_flushed_offset = r.i64()?;
         let last_store_timestamp = r.i64()?;
+        let confirm_offset = if version == VERSION_1 {
+            None
+        } else {
+            Some(r.i64()?).filter(|c| *c >= 0)
+        };
         let n = r.u32()? as usize;
         let mut queues = Vec::with_capacity(n.min(1 << 16));
         for _ in 0..n {
@@ -130,6 +145,7 @@ impl Checkpoint {
             physical_flushed_offset,
             dispatch_flushed_offset,
             last_store_timestamp,
+            confirm_offset,
             queues,
         })
     }
@@ -168,6 +184,7 @@ mod tests {
             physical_flushed_offset: 1 << 35,
             dispatch_flushed_offset: 12345,
             last_store_timestamp: 1_700_000_000_000,
+            confirm_offset: Some(12000),
             queues: vec![("TopicA".into(), 0, 10), ("%RETRY%g".into(), 3, 0)],
         }
     }
@@ -180,6 +197,29 @@ mod tests {
         sample().store(&p).expect("store");
         assert_eq!(Checkpoint::load(&p).expect("load"), Some(Ok(sample())));
         assert!(!p.with_extension("tmp").exists());
+    }
+
+    #[test]
+    fn version_1_checkpoints_are_read_without_a_confirm_offset() {
+        // A version 1 encoding: no confirm offset field.
+        let c = sample();
+        let mut v1 = Vec::new();
+        v1.extend_from_slice(&MAGIC.to_be_bytes());
+        v1.extend_from_slice(&VERSION_1.to_be_bytes());
+        v1.extend_from_slice(&c.physical_flushed_offset.to_be_bytes());
+        v1.extend_from_slice(&c.dispatch_flushed_offset.to_be_bytes());
+        v1.extend_from_slice(&c.last_store_timestamp.to_be_bytes());
+        v1.extend_from_slice(&0u32.to_be_bytes());
+        let crc = crc32fast::hash(&v1);
+        v1.extend_from_slice(&crc.to_be_bytes());
+        let got = Checkpoint::decode(&v1).expect("decode v1");
+        assert_eq!(got.confirm_offset, None);
+        assert_eq!(got.physical_flushed_offset, c.physical_flushed_offset);
+        let unknown = Checkpoint {
+            confirm_offset: None,
+            ..sample()
+        };
+        assert_eq!(Checkpoint::decode(&unknown.encode()), Ok(unknown));
     }
 
     #[test]

@@ -532,6 +532,25 @@ mod tests {
     }
 
     #[test]
+    fn truncation_deleting_files_syncs_the_directory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cq = ConsumeQueue::new(dir.path(), "T", 0, 4);
+        for i in 0..10 {
+            cq.append(i, e(i * 100)).expect("append");
+        }
+        super::super::mapped_file::SYNCED_DIRS.with(|d| d.borrow_mut().clear());
+        cq.truncate(2).expect("truncate");
+        let synced = super::super::mapped_file::SYNCED_DIRS.with(|d| d.borrow().clone());
+        assert!(
+            synced.contains(&dir.path().join("T").join("0")),
+            "{synced:?}"
+        );
+        assert_eq!(cq.max_offset(), 2);
+        assert_eq!(cq.entry(1), Some(e(100)));
+        assert_eq!(cq.entry(2), None);
+    }
+
+    #[test]
     fn store_loads_queues() {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = ConsumeQueueStore::load(dir.path(), 8).expect("load");

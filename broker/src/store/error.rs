@@ -15,6 +15,12 @@ pub enum StoreError {
     /// (`SERVICE_NOT_AVAILABLE`).
     #[error("store not available: {0}")]
     ServiceNotAvailable(String),
+    /// A write, sync, flush or checkpoint failed: the store refuses every further write until
+    /// it is restarted (what is on disk after a failed sync is unknown; the next open recovers
+    /// as after a crash). Carries the first failure. The Remoting processors answer it with
+    /// `SYSTEM_ERROR` and this text.
+    #[error("store is read-only after a disk error: {0}")]
+    ReadOnly(String),
     /// A SYNC_FLUSH send whose bytes were not synced in time, or whose sync failed. The record was
     /// appended (the result says where) but is not known to be durable (`FLUSH_DISK_TIMEOUT`).
     #[error("flush to disk failed or timed out (record at physical offset {})", .0.physical_offset)]
@@ -60,7 +66,9 @@ impl StoreError {
             }
             StoreError::MessageIllegal(_) => PutStatus::MessageIllegal,
             StoreError::FlushDiskTimeout(_) => PutStatus::FlushDiskTimeout,
-            StoreError::ServiceNotAvailable(_) => PutStatus::ServiceNotAvailable,
+            StoreError::ServiceNotAvailable(_) | StoreError::ReadOnly(_) => {
+                PutStatus::ServiceNotAvailable
+            }
             StoreError::Io { .. } => PutStatus::CreateMappedFileFailed,
             _ => PutStatus::UnknownError,
         }

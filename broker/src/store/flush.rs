@@ -7,7 +7,10 @@
 //! if the sync fails or the group waited longer than `sync_flush_timeout_ms`, it is answered
 //! FLUSH_DISK_TIMEOUT, never success. A failed sync also stops the store from accepting writes
 //! (after a failed fsync the kernel may have dropped the dirty pages: we cannot know what is on
-//! disk, so we stop rather than acknowledge on top of a hole).
+//! disk, so we stop rather than acknowledge on top of a hole). A failed ConsumeQueue flush or
+//! checkpoint write does the same, and after any such failure no checkpoint is written again:
+//! a later "successful" sync proves nothing about the pages a failed one dropped, so the next
+//! open must verify from the last good checkpoint.
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -89,13 +92,15 @@ impl Flusher {
                 last_flush = Instant::now();
             }
             if last_checkpoint.elapsed() >= checkpoint_interval {
-                self.checkpoint();
+                // A failure is recorded in the store's failed state (see `checkpoint`), which
+                // every later write reports.
+                let _recorded = self.checkpoint();
                 last_checkpoint = Instant::now();
             }
             if let Some(graceful) = stop {
                 if graceful {
                     self.flush_commitlog();
-                    self.checkpoint();
+                    let _recorded = self.checkpoint();
                 }
                 break;
             }
@@ -104,7 +109,12 @@ impl Flusher {
 
     fn sync_groups(&mut self, groups: Vec<(i64, Vec<Waiter>, Instant)>, timeout: Duration) {
         let target = groups.iter().map(|g| g.0).max().unwrap_or(0);
-        let result = self.shared.commitlog.flush(target);
+        let result = if self.shared.disk_error.load(Ordering::Acquire) {
+            // A sync after a failed one proves nothing: never acknowledge on top of it.
+            Err(std::io::Error::other("the store failed earlier"))
+        } else {
+            self.shared.commitlog.flush(target)
+        };
         let stats = &self.shared.stats;
         let ok = match result {
             Ok(did) => {
@@ -114,9 +124,11 @@ impl Flusher {
                 true
             }
             Err(e) => {
-                tracing::error!(error = %e, target, "CommitLog sync failed; store stops accepting writes");
-                stats.flush_errors.fetch_add(1, Ordering::Relaxed);
-                self.shared.disk_error.store(true, Ordering::Release);
+                if !self.shared.disk_error.load(Ordering::Acquire) {
+                    stats.flush_errors.fetch_add(1, Ordering::Relaxed);
+                    self.shared
+                        .fail(format!("CommitLog sync up to {target} failed: {e}"));
+                }
                 false
             }
         };
@@ -144,6 +156,10 @@ impl Flusher {
     }
 
     fn flush_commitlog(&self) {
+        if self.shared.disk_error.load(Ordering::Acquire) {
+            // After a failed sync a later one proves nothing (see the module documentation).
+            return;
+        }
         let target = self.shared.commitlog.max_offset();
         match self.shared.commitlog.flush(target) {
             Ok(true) => {
@@ -151,52 +167,77 @@ impl Flusher {
             }
             Ok(false) => {}
             Err(e) => {
-                tracing::error!(error = %e, "CommitLog flush failed; store stops accepting writes");
                 self.shared
                     .stats
                     .flush_errors
                     .fetch_add(1, Ordering::Relaxed);
-                self.shared.disk_error.store(true, Ordering::Release);
+                self.shared
+                    .fail(format!("CommitLog flush up to {target} failed: {e}"));
             }
         }
     }
 
-    /// Flushes the ConsumeQueues and the CommitLog, then records how far both are on disk.
-    pub fn checkpoint(&mut self) {
+    /// Flushes the ConsumeQueues and the CommitLog, then records how far both are on disk and
+    /// the confirm offset. Any failure puts the store into its failed state (writes refused)
+    /// and is returned; once failed, no checkpoint is written any more.
+    pub fn checkpoint(&mut self) -> Result<(), StoreError> {
         let shared = self.shared.clone();
         let _no_truncation = shared.checkpoint_lock.lock();
-        let dispatched = self.shared.dispatched.load(Ordering::Acquire);
-        let queues = self.shared.cqs.all();
+        if shared.disk_error.load(Ordering::Acquire) {
+            return Err(shared.read_only_error());
+        }
+        let dispatched = shared.dispatched.load(Ordering::Acquire);
+        // Never above what is dispatched (a standalone store leaves `confirm` where open put it;
+        // it only matters once gated).
+        let confirm = shared.confirm.load(Ordering::Acquire).min(dispatched);
+        let queues = shared.cqs.all();
         let mut snapshot: Vec<(String, i32, i64)> = queues
             .iter()
             .map(|q| (q.topic().to_string(), q.queue_id(), q.max_offset()))
             .collect();
         snapshot.sort();
         for q in &queues {
-            if let Err(e) = q.flush() {
-                tracing::error!(topic = q.topic(), queue_id = q.queue_id(), error = %e, "ConsumeQueue flush failed");
-                return;
+            let flushed = shared.injected_failure("cq-flush").and_then(|()| q.flush());
+            if let Err(e) = flushed {
+                shared.stats.flush_errors.fetch_add(1, Ordering::Relaxed);
+                shared.fail(format!(
+                    "ConsumeQueue {}/{} flush failed: {e}",
+                    q.topic(),
+                    q.queue_id()
+                ));
+                return Err(shared.read_only_error());
             }
         }
         self.flush_commitlog();
+        if shared.disk_error.load(Ordering::Acquire) {
+            return Err(shared.read_only_error());
+        }
         let cp = Checkpoint {
-            physical_flushed_offset: self.shared.commitlog.flushed_offset(),
+            physical_flushed_offset: shared.commitlog.flushed_offset(),
             dispatch_flushed_offset: dispatched,
-            last_store_timestamp: self.shared.last_store_timestamp.load(Ordering::Acquire),
+            last_store_timestamp: shared.last_store_timestamp.load(Ordering::Acquire),
+            confirm_offset: Some(confirm),
             queues: snapshot,
         };
         if self.last_checkpoint.as_ref() == Some(&cp) {
-            return;
+            return Ok(());
         }
-        match cp.store(&self.checkpoint_path) {
+        let stored = shared
+            .injected_failure("checkpoint")
+            .and_then(|()| cp.store(&self.checkpoint_path));
+        match stored {
             Ok(()) => {
-                self.shared
-                    .stats
-                    .checkpoints
-                    .fetch_add(1, Ordering::Relaxed);
+                shared.stats.checkpoints.fetch_add(1, Ordering::Relaxed);
                 self.last_checkpoint = Some(cp);
+                Ok(())
             }
-            Err(e) => tracing::error!(error = %e, "writing the checkpoint failed"),
+            Err(e) => {
+                shared.fail(format!(
+                    "writing the checkpoint {} failed: {e}",
+                    self.checkpoint_path.display()
+                ));
+                Err(shared.read_only_error())
+            }
         }
     }
 }

@@ -29,6 +29,8 @@ mod flush;
 pub mod mapped_file;
 pub mod metadata;
 pub mod recovery;
+#[cfg(test)]
+mod safety_tests;
 mod writer;
 
 use std::fs::{self, File, OpenOptions};
@@ -188,17 +190,59 @@ pub(crate) struct Shared {
     /// Every record below this CommitLog offset has its ConsumeQueue entry.
     pub dispatched: AtomicI64,
     pub last_store_timestamp: AtomicI64,
-    /// Set after a failed sync or dispatch: the store refuses further writes.
+    /// Set after a failed write, sync, flush or checkpoint: the store refuses further writes
+    /// (see [`Shared::fail`]).
     pub disk_error: AtomicBool,
+    /// The first failure that set `disk_error`, for the error every refused write gets.
+    pub disk_error_cause: Mutex<Option<String>>,
+    /// Test hook: the failure points armed by [`MessageStore::inject_failure`].
+    #[cfg(test)]
+    pub injected: Mutex<Vec<&'static str>>,
     /// Which master epoch wrote which part of the CommitLog.
     pub epochs: Mutex<epoch::EpochFile>,
     /// Held while a checkpoint is taken and while the log is truncated, so a checkpoint never
     /// mixes offsets from before and after a cut.
     pub checkpoint_lock: Mutex<()>,
     /// With replication, consumers see records only below this offset (the confirm offset:
-    /// held by the in-sync replicas). Ignored unless `gated`.
+    /// held by the in-sync replicas). Ignored unless `gated`. Persisted in the checkpoint and
+    /// restored at open (never above the recovered end), so a restarted replica serves nothing
+    /// it did not know every SyncStateSet member held; a standalone store never gates, so
+    /// there it has no effect.
     pub confirm: AtomicI64,
     pub gated: AtomicBool,
+}
+
+impl Shared {
+    /// Puts the store into its failed state: every further write is refused with
+    /// [`StoreError::ReadOnly`] naming the first failure. Idempotent; logged once.
+    pub fn fail(&self, cause: impl Into<String>) {
+        let cause = cause.into();
+        let mut first = self.disk_error_cause.lock();
+        if first.is_none() {
+            tracing::error!(cause = %cause, "store disk error: refusing further writes until restarted");
+            *first = Some(cause);
+        }
+        self.disk_error.store(true, Ordering::Release);
+    }
+
+    /// The error a write gets once the store failed.
+    pub fn read_only_error(&self) -> StoreError {
+        let cause = self.disk_error_cause.lock().clone();
+        StoreError::ReadOnly(cause.unwrap_or_else(|| "unknown disk error".into()))
+    }
+
+    /// Test hook: an I/O error if the failure point `point` was armed (never outside tests).
+    #[allow(clippy::unnecessary_wraps)]
+    pub fn injected_failure(&self, point: &'static str) -> std::io::Result<()> {
+        #[cfg(test)]
+        if self.injected.lock().contains(&point) {
+            return Err(std::io::Error::other(format!(
+                "injected failure at {point}"
+            )));
+        }
+        let _ = point;
+        Ok(())
+    }
 }
 
 /// Test and chaos hook: when the `ROCKETRAFT_FAILPOINT` environment variable names this point,
@@ -312,7 +356,7 @@ impl MessageStore {
     pub fn open(config: StoreConfig) -> Result<Arc<MessageStore>, StoreError> {
         config.validate()?;
         let root = config.store_root.clone();
-        fs::create_dir_all(&root).map_err(|e| StoreError::io(&root, e))?;
+        mapped_file::create_dir_all_durable(&root).map_err(|e| StoreError::io(&root, e))?;
         let lock = lock_store(&config.lock_path())?;
         let abort_path = config.abort_path();
         let abort_existed = abort_path.exists();
@@ -337,6 +381,27 @@ impl MessageStore {
             sync_dir(&root).map_err(|e| StoreError::io(&root, e))?;
         }
         let report = recovered.report.clone();
+        // The confirm offset restarts where the checkpoint left it, never above what recovery
+        // kept. Without one (a new store, or a checkpoint from before the confirm offset was
+        // persisted) nothing is known to be held by the replicas: start at the log's first
+        // offset. Only a gated (controller-mode) store reads it.
+        let first_offset = recovered
+            .segments
+            .first()
+            .map_or(0, |s| s.start_offset() as i64);
+        let confirm = match recovered.confirm {
+            Some(c) => c.clamp(first_offset.min(recovered.end), recovered.end),
+            None => {
+                if recovered.end > first_offset {
+                    tracing::warn!(
+                        first_offset,
+                        end = recovered.end,
+                        "no persisted confirm offset: a replica serves nothing until its SyncStateSet confirms it again"
+                    );
+                }
+                first_offset.min(recovered.end)
+            }
+        };
         let commitlog = CommitLog::new(
             config.commitlog_segment_size,
             recovered.segments,
@@ -352,9 +417,12 @@ impl MessageStore {
             dispatched: AtomicI64::new(recovered.end),
             last_store_timestamp: AtomicI64::new(recovered.last_store_timestamp),
             disk_error: AtomicBool::new(false),
+            disk_error_cause: Mutex::new(None),
+            #[cfg(test)]
+            injected: Mutex::new(Vec::new()),
             epochs: Mutex::new(epochs),
             checkpoint_lock: Mutex::new(()),
-            confirm: AtomicI64::new(recovered.end),
+            confirm: AtomicI64::new(confirm),
             gated: AtomicBool::new(false),
             config: config.clone(),
         });
@@ -366,15 +434,12 @@ impl MessageStore {
             checkpoint_path: config.checkpoint_path(),
             last_checkpoint: None,
         };
-        // Make what recovery verified and rebuilt durable before accepting anything new.
-        flusher.checkpoint();
+        // Make what recovery verified and rebuilt durable before accepting anything new. The
+        // truncation marker goes only once that checkpoint is written: if it fails, the next
+        // open finishes the truncation again.
+        flusher.checkpoint()?;
         if marker.is_some() {
             remove_truncate_marker(&config)?;
-        }
-        if shared.disk_error.load(Ordering::Acquire) {
-            return Err(StoreError::ServiceNotAvailable(
-                "flushing the recovered store failed".into(),
-            ));
         }
 
         let allocator = SegmentAllocator::start(
@@ -438,9 +503,7 @@ impl MessageStore {
             ));
         }
         if self.shared.disk_error.load(Ordering::Acquire) {
-            return Err(StoreError::ServiceNotAvailable(
-                "the store stopped writing after a disk error".into(),
-            ));
+            return Err(self.shared.read_only_error());
         }
         Ok(())
     }
@@ -1008,9 +1071,25 @@ impl MessageStore {
         }
     }
 
-    /// Whether the store refused writes after a disk error.
+    /// Whether the store refuses writes after a disk error.
     pub fn has_disk_error(&self) -> bool {
         self.shared.disk_error.load(Ordering::Acquire)
+    }
+
+    /// The failure that made the store read-only, if any.
+    pub fn disk_error(&self) -> Option<String> {
+        if self.has_disk_error() {
+            self.shared.disk_error_cause.lock().clone()
+        } else {
+            None
+        }
+    }
+
+    /// Test hook: arms a failure point (`"cq-flush"`, `"checkpoint"`) so the next operation
+    /// there fails with an I/O error.
+    #[cfg(test)]
+    pub(crate) fn inject_failure(&self, point: &'static str) {
+        self.shared.injected.lock().push(point);
     }
 
     /// Stops the threads; false if the store was already stopped (by another caller).

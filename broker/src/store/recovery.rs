@@ -30,7 +30,7 @@ use super::config::StoreConfig;
 use super::consume_queue::ConsumeQueueStore;
 use super::dispatch::{redispatch, DispatchRequest, Redispatch};
 use super::error::StoreError;
-use super::mapped_file::{parse_file_name, MappedFile};
+use super::mapped_file::{create_dir_all_durable, parse_file_name, sync_dir, MappedFile};
 
 /// Log progress every this many bytes walked.
 const PROGRESS_EVERY_BYTES: u64 = 256 << 20;
@@ -65,20 +65,25 @@ pub(crate) struct Recovered {
     pub end: i64,
     pub cqs: ConsumeQueueStore,
     pub last_store_timestamp: i64,
+    /// The confirm offset of the checkpoint, if it has one.
+    pub confirm: Option<i64>,
     pub report: RecoveryReport,
 }
 
 fn load_segments(config: &StoreConfig) -> Result<Vec<Arc<MappedFile>>, StoreError> {
     let dir = config.commitlog_dir();
-    fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
+    create_dir_all_durable(&dir).map_err(|e| StoreError::io(&dir, e))?;
     let size = config.commitlog_segment_size;
     let mut starts = Vec::new();
+    // Deletions are made durable (directory fsync) before recovery goes on.
+    let mut removed = false;
     for e in fs::read_dir(&dir).map_err(|e| StoreError::io(&dir, e))? {
         let e = e.map_err(|e| StoreError::io(&dir, e))?;
         let name = e.file_name().to_string_lossy().to_string();
         if name.ends_with(".tmp") {
             tracing::info!(file = %name, "removing an interrupted segment creation");
             fs::remove_file(e.path()).map_err(|err| StoreError::io(e.path(), err))?;
+            removed = true;
             continue;
         }
         match parse_file_name(&name) {
@@ -102,6 +107,7 @@ fn load_segments(config: &StoreConfig) -> Result<Vec<Arc<MappedFile>>, StoreErro
                 if first_header_is_zero(&path) {
                     tracing::warn!(segment = %path.display(), "removing an unwritten segment past a gap");
                     fs::remove_file(&path).map_err(|e| StoreError::io(&path, e))?;
+                    removed = true;
                     continue;
                 }
                 return Err(StoreError::Corrupted(format!(
@@ -122,6 +128,9 @@ fn load_segments(config: &StoreConfig) -> Result<Vec<Arc<MappedFile>>, StoreErro
         let seg =
             MappedFile::open(&path, s, size as usize).map_err(|e| StoreError::io(&path, e))?;
         segments.push(Arc::new(seg));
+    }
+    if removed {
+        sync_dir(&dir).map_err(|e| StoreError::io(&dir, e))?;
     }
     Ok(segments)
 }
@@ -380,6 +389,10 @@ pub(crate) fn recover(
         fs::remove_file(&path).map_err(|e| StoreError::io(&path, e))?;
         report.segments_deleted += 1;
     }
+    if report.segments_deleted > 0 {
+        let dir = config.commitlog_dir();
+        sync_dir(&dir).map_err(|e| StoreError::io(&dir, e))?;
+    }
     for q in cqs.all() {
         let cut = q
             .truncate_past(end)
@@ -411,6 +424,7 @@ pub(crate) fn recover(
         end,
         cqs,
         last_store_timestamp: last_ts,
+        confirm: checkpoint.as_ref().and_then(|c| c.confirm_offset),
         report,
     })
 }

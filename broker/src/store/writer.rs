@@ -312,9 +312,7 @@ impl Writer {
         tags_codes: Option<&[i64]>,
     ) -> Result<PutResult, StoreError> {
         if self.shared.disk_error.load(Ordering::Acquire) {
-            return Err(StoreError::ServiceNotAvailable(
-                "the store stopped writing after a disk error".into(),
-            ));
+            return Err(self.shared.read_only_error());
         }
         let (seg, pos) = self.room_for(data.len())?;
         let base_queue_offset = match tags_codes {
@@ -359,11 +357,10 @@ impl Writer {
                 // The record is in the CommitLog but not indexed; handing out further queue
                 // offsets for this queue would be wrong. Stop writing; recovery at the next start
                 // re-dispatches from the CommitLog.
-                tracing::error!(topic, queue_id, error = %e, "ConsumeQueue dispatch failed; store stops accepting writes");
-                self.shared.disk_error.store(true, Ordering::Release);
-                return Err(StoreError::ServiceNotAvailable(format!(
-                    "ConsumeQueue dispatch failed: {e}"
-                )));
+                self.shared.fail(format!(
+                    "ConsumeQueue dispatch of {topic}/{queue_id} failed: {e}"
+                ));
+                return Err(self.shared.read_only_error());
             }
             at += size as i64;
         }
@@ -427,9 +424,7 @@ impl Writer {
     /// must fill the rest of the segment exactly (the replicas' segment sizes must agree).
     pub(crate) fn replicate(&mut self, offset: i64, data: &[u8]) -> Result<i64, StoreError> {
         if self.shared.disk_error.load(Ordering::Acquire) {
-            return Err(StoreError::ServiceNotAvailable(
-                "the store stopped writing after a disk error".into(),
-            ));
+            return Err(self.shared.read_only_error());
         }
         if offset != self.write_pos {
             return Err(StoreError::OffsetMismatch {
@@ -521,11 +516,10 @@ impl Writer {
                     tags_code,
                 };
                 if let Err(e) = super::dispatch::redispatch(&self.shared.cqs, &req) {
-                    tracing::error!(topic, queue_id, error = %e, "ConsumeQueue dispatch failed; store stops accepting writes");
-                    self.shared.disk_error.store(true, Ordering::Release);
-                    return Err(StoreError::ServiceNotAvailable(format!(
-                        "ConsumeQueue dispatch failed: {e}"
-                    )));
+                    self.shared.fail(format!(
+                        "ConsumeQueue dispatch of {topic}/{queue_id} failed: {e}"
+                    ));
+                    return Err(self.shared.read_only_error());
                 }
                 dispatched_any = true;
             }
@@ -553,11 +547,11 @@ impl Writer {
         }
         if self.shared.config.flush_disk_type == FlushDiskType::SyncFlush {
             if let Err(e) = self.shared.commitlog.flush(self.write_pos) {
-                tracing::error!(error = %e, "CommitLog flush failed; store stops accepting writes");
-                self.shared.disk_error.store(true, Ordering::Release);
-                return Err(StoreError::ServiceNotAvailable(format!(
-                    "CommitLog flush failed: {e}"
-                )));
+                self.shared.fail(format!(
+                    "CommitLog flush of replicated bytes up to {} failed: {e}",
+                    self.write_pos
+                ));
+                return Err(self.shared.read_only_error());
             }
         }
         Ok(self.write_pos)
@@ -588,7 +582,6 @@ impl Writer {
             }
             return Ok(());
         }
-        let root = &shared.config.store_root;
         let _checkpoint = shared.checkpoint_lock.lock();
         tracing::warn!(
             from = self.write_pos,
@@ -598,6 +591,19 @@ impl Writer {
         );
         super::write_truncate_marker(&shared.config, offset)?;
         super::failpoint("truncate-after-marker");
+        // From here on the log is half cut: a failure leaves the store failed (writes refused)
+        // and the marker in place, so the next open finishes the cut.
+        if let Err(e) = self.cut_tail(offset) {
+            shared.fail(format!("truncating the CommitLog to {offset} failed: {e}"));
+            return Err(shared.read_only_error());
+        }
+        Ok(())
+    }
+
+    /// The part of [`truncate`](Self::truncate) after the marker is written.
+    fn cut_tail(&mut self, offset: i64) -> Result<(), StoreError> {
+        let shared = self.shared.clone();
+        let root = &shared.config.store_root;
         shared.commitlog.publish(offset);
         shared.dispatched.fetch_min(offset, Ordering::AcqRel);
         shared.confirm.fetch_min(offset, Ordering::AcqRel);
