@@ -280,7 +280,13 @@ fn a_failed_checkpoint_write_makes_the_store_read_only() {
         .is_err());
     let want = held_below(&written, i64::MAX);
     assert_eq!(visible(&store), want);
-    store.shutdown().expect("shutdown");
+    let e = store
+        .shutdown()
+        .expect_err("shutdown reports the disk error");
+    assert!(
+        e.to_string().contains("read-only after a disk error"),
+        "{e}"
+    );
     drop(store);
 
     std::fs::remove_dir(&blocker).expect("rmdir");

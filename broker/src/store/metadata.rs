@@ -76,7 +76,7 @@ impl MetadataStore {
     /// Opens (creating if needed) the database and its column families.
     pub fn open(path: impl AsRef<Path>) -> Result<MetadataStore, StoreError> {
         let path = path.as_ref();
-        std::fs::create_dir_all(path).map_err(|e| StoreError::io(path, e))?;
+        super::mapped_file::create_dir_all_durable(path).map_err(|e| StoreError::io(path, e))?;
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);

@@ -1120,22 +1120,30 @@ impl MessageStore {
     /// Stops accepting writes, lets the writer finish what is queued, flushes the CommitLog and
     /// the ConsumeQueues, writes the checkpoint and removes the `abort` marker. Idempotent.
     /// Blocking (joins the store threads): from async code call it in `spawn_blocking`.
+    ///
+    /// After a disk error (before or during this final flush) the `abort` marker stays, so the
+    /// next open recovers as after a crash, and the error is returned. The lock is released
+    /// either way.
     pub fn shutdown(&self) -> Result<(), StoreError> {
         if !self.stop(true) {
             return Ok(());
         }
-        let clean = !self.has_disk_error();
-        let root = &self.shared.config.store_root;
-        if clean {
-            let abort = self.shared.config.abort_path();
-            fs::remove_file(&abort).map_err(|e| StoreError::io(&abort, e))?;
-            sync_dir(root).map_err(|e| StoreError::io(root, e))?;
-        } else {
+        let result = self.finish_shutdown();
+        self.lock_file.lock().take();
+        result
+    }
+
+    fn finish_shutdown(&self) -> Result<(), StoreError> {
+        if self.has_disk_error() {
             tracing::warn!(
                 "shutting down after a disk error: the next start recovers as after a crash"
             );
+            return Err(self.shared.read_only_error());
         }
-        self.lock_file.lock().take();
+        let root = &self.shared.config.store_root;
+        let abort = self.shared.config.abort_path();
+        fs::remove_file(&abort).map_err(|e| StoreError::io(&abort, e))?;
+        sync_dir(root).map_err(|e| StoreError::io(root, e))?;
         tracing::info!(
             max_phy_offset = self.max_phy_offset(),
             "message store shut down"

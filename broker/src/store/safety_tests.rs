@@ -59,7 +59,10 @@ fn a_failed_consume_queue_flush_makes_the_store_read_only() {
     assert!(matches!(put(&store, 999), Err(StoreError::ReadOnly(_))));
     let got = store.get_messages("g", "T", 0, 0, 1000, 1 << 24, &|_| true);
     assert_eq!(got.messages.len(), acked);
-    store.shutdown().expect("shutdown");
+    let e = store
+        .shutdown()
+        .expect_err("shutdown reports the disk error");
+    assert!(matches!(e, StoreError::ReadOnly(_)), "{e:?}");
     drop(store);
 
     let store = MessageStore::open(config(dir.path())).expect("reopen");
