@@ -45,7 +45,15 @@
 //!   ring, bridge, one-way), partition-master, partition-controller, kill (one, controller
 //!   majority, broker master, leader and master together, the proxy), pause, loss, clock
 //!   (libfaketime), transfer (designated master election), latency ([`latency`]: TCP relays in
-//!   the nodes' namespaces behind an nft redirect, since `tc netem` is missing).
+//!   the nodes' namespaces behind an nft redirect, since `tc netem` is missing); and aimed at
+//!   the controller quorum: pause-controller (SIGSTOP of the leader), kill-controller (kill -9
+//!   of a random controller), transfer-controller (Raft leadership transfer), flip-flop
+//!   (leadership away and back within a broker heartbeat timeout), clock-step (the wall clock of
+//!   a running controller or broker stepped through its libfaketime file, checked in its log).
+//! - Per-fault unavailability ([`report::fault_impacts`]): the gaps of 2 s or more between
+//!   acknowledged operations each fault window caused, with the nearest lease / route /
+//!   election / heartbeat-timeout line of the node logs as the likely cause; in the summary,
+//!   `verdicts.json` (`faults`) and the HTML report.
 //! - Self-tests (`tests/broken_build.rs`): brokers that acknowledge before replicating
 //!   (`ROCKETRAFT_UNSAFE_ACK_BEFORE_REPLICATION=1`) lose messages under `partition-master`, and
 //!   controllers with `stale_reads = true` give non-linearizable reads under

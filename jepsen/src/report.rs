@@ -68,13 +68,16 @@ pub struct CauseLine {
     pub node: String,
     /// Seconds from the start of the history.
     pub t: f64,
-    /// What kind of line: `lease`, `route`, `election`, `heartbeat-timeout`.
+    /// What kind of line: `lease`, `route`, `election`, `heartbeat-timeout`,
+    /// `master-unreachable`.
     pub class: &'static str,
+    /// Matched one of the precise phrases (not only a broad word such as "elect"): preferred.
+    pub precise: bool,
     pub text: String,
 }
 
 /// Log phrases that explain unavailability, and their class (first match wins).
-const CAUSE_PATTERNS: [(&str, &str); 8] = [
+const CAUSE_PATTERNS: [(&str, &str); 11] = [
     ("role lease", "lease"),
     ("lease expired", "lease"),
     ("no route", "route"),
@@ -83,17 +86,20 @@ const CAUSE_PATTERNS: [(&str, &str); 8] = [
     ("cannot become master", "election"),
     ("could be elected", "election"),
     ("election request failed", "election"),
+    ("elected new master", "election"),
+    ("from the master interrupted", "master-unreachable"),
+    ("cannot get the master", "master-unreachable"),
 ];
 
-/// The class of a log line that may explain unavailability.
-pub fn cause_class(line: &str) -> Option<&'static str> {
+/// The class of a log line that may explain unavailability, and whether a precise phrase (not
+/// only a broad word: lease, route, elect) matched.
+pub fn classify_cause(line: &str) -> Option<(&'static str, bool)> {
     let lower = line.to_ascii_lowercase();
     CAUSE_PATTERNS
         .iter()
         .find(|(p, _)| lower.contains(p))
-        .map(|(_, c)| *c)
+        .map(|(_, c)| (*c, true))
         .or_else(|| {
-            // Broader words, after the precise phrases.
             [
                 ("lease", "lease"),
                 ("route", "route"),
@@ -101,8 +107,13 @@ pub fn cause_class(line: &str) -> Option<&'static str> {
             ]
             .into_iter()
             .find(|(w, _)| lower.contains(w))
-            .map(|(_, c)| c)
+            .map(|(_, c)| (c, false))
         })
+}
+
+/// The class of a log line that may explain unavailability.
+pub fn cause_class(line: &str) -> Option<&'static str> {
+    classify_cause(line).map(|(class, _)| class)
 }
 
 /// The wall clock now, in milliseconds since the Unix epoch (the `plan` event records it, so
@@ -188,7 +199,7 @@ pub fn read_cause_lines(dir: &Path, events: &[Event]) -> Vec<CauseLine> {
         let text = String::from_utf8_lossy(&bytes);
         for raw in text.lines() {
             let line = strip_ansi(raw);
-            let Some(class) = cause_class(&line) else {
+            let Some((class, precise)) = classify_cause(&line) else {
                 continue;
             };
             let Some(ms) = log_line_time_ms(&line) else {
@@ -198,6 +209,7 @@ pub fn read_cause_lines(dir: &Path, events: &[Event]) -> Vec<CauseLine> {
                 node: node.clone(),
                 t: (ms - origin) / 1000.0,
                 class,
+                precise,
                 text: line.chars().take(240).collect(),
             });
         }
@@ -206,9 +218,10 @@ pub fn read_cause_lines(dir: &Path, events: &[Event]) -> Vec<CauseLine> {
     out
 }
 
-/// Charges every unavailability gap to the fault windows it overlaps or follows within
-/// [`AFTER_WINDOW_S`], and names the likeliest cause from `lines` (the nearest cause line to the
-/// first gap's start, within 5 s before it to the gap's end).
+/// Charges every unavailability gap to the fault windows it overlaps, or that it follows within
+/// [`AFTER_WINDOW_S`] when no later window began before it; names the likeliest cause from
+/// `lines`: the cause line nearest to the first gap's start, from 5 s before it to the gap's
+/// end, a precise phrase preferred over a broad word.
 pub fn fault_impacts(
     faults: &[FaultSpan],
     unavailable: &[(f64, f64)],
@@ -220,15 +233,26 @@ pub fn fault_impacts(
             let gaps: Vec<(f64, f64)> = unavailable
                 .iter()
                 .copied()
-                .filter(|(a, b)| *b > f.from_s && *a < f.to_s + AFTER_WINDOW_S)
+                .filter(|&(a, b)| {
+                    let overlaps = b > f.from_s && a <= f.to_s;
+                    let follows = a > f.to_s
+                        && a < f.to_s + AFTER_WINDOW_S
+                        && !faults.iter().any(|g| g.from_s > f.from_s && g.from_s <= a);
+                    overlaps || follows
+                })
                 .collect();
-            let unavailable_s = gaps.iter().map(|(a, b)| b - a).sum();
+            // `+ 0.0`: an empty sum is -0.0.
+            let unavailable_s = gaps.iter().map(|(a, b)| b - a).sum::<f64>() + 0.0;
             let cause = match gaps.first() {
                 None => String::new(),
                 Some((a, b)) => lines
                     .iter()
                     .filter(|l| l.t >= a - 5.0 && l.t <= *b)
-                    .min_by(|x, y| (x.t - a).abs().total_cmp(&(y.t - a).abs()))
+                    .min_by(|x, y| {
+                        y.precise
+                            .cmp(&x.precise)
+                            .then((x.t - a).abs().total_cmp(&(y.t - a).abs()))
+                    })
                     .map_or("unknown".to_string(), |l| {
                         format!("{} ({} at {:.1} s): {}", l.class, l.node, l.t, l.text)
                     }),
@@ -1099,11 +1123,12 @@ mod tests {
             let line = strip_ansi(&text.replace("{}", &stamp(t)));
             let ms = log_line_time_ms(&line).expect("a timestamp");
             assert!(((ms - origin) / 1000.0 - t).abs() < 0.001, "{line}");
-            if let Some(class) = cause_class(&line) {
+            if let Some((class, precise)) = classify_cause(&line) {
                 lines.push(CauseLine {
                     node: node.to_string(),
                     t: (ms - origin) / 1000.0,
                     class,
+                    precise,
                     text: line,
                 });
             }
@@ -1147,6 +1172,43 @@ mod tests {
         // Without any log line the cause is unknown.
         let bare = fault_impacts(&s.faults, &s.unavailable, &[]);
         assert_eq!(bare[1].cause, "unknown");
+
+        // A gap that begins in a later window is that window's, not the earlier one's (whose
+        // 5 s tail it also falls in); a precise phrase beats a nearer broad word.
+        let span = |kind: &str, from_s: f64, to_s: f64| FaultSpan {
+            kind: kind.to_string(),
+            from_s,
+            to_s,
+            detail: Json::Null,
+            outcome: Json::Null,
+        };
+        let line = |t: f64, text: &str| {
+            let (class, precise) = classify_cause(text).expect("a cause line");
+            CauseLine {
+                node: "c1".to_string(),
+                t,
+                class,
+                precise,
+                text: text.to_string(),
+            }
+        };
+        let two = fault_impacts(
+            &[span("kill", 0.0, 10.0), span("pause", 12.0, 20.0)],
+            &[(12.5, 15.0)],
+            &[
+                line(12.6, "openraft: election timeout expired"),
+                line(13.5, "replication from the master interrupted"),
+            ],
+        );
+        assert!(two[0].gaps.is_empty(), "{two:?}");
+        assert_eq!(two[1].gaps, vec![(12.5, 15.0)]);
+        assert!(
+            two[1]
+                .cause
+                .starts_with("master-unreachable (c1 at 13.5 s)"),
+            "{}",
+            two[1].cause
+        );
 
         // The summary and the page show them.
         let v = Verdicts {

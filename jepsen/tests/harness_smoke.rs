@@ -243,9 +243,15 @@ fn queue_without_gaps(nemesis: &str, seed: u64) {
         .unwrap_or_default();
     // Printed first, so a failing assertion below still shows what was measured.
     eprintln!(
-        "queue under {nemesis} (seed {seed}): valid {}, per-fault unavailability:\n{}",
+        "queue under {nemesis} (seed {seed}): valid {}, per-fault unavailability:\n{}\nfaults injected:\n{}",
         run.verdicts["valid"],
-        describe_faults(&faults)
+        describe_faults(&faults),
+        run.events
+            .iter()
+            .filter(|e| e.is_nemesis() && (e.f.starts_with("start-") || e.f.starts_with("stop-")))
+            .map(|e| format!("  {} {}", e.f, e.value))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     assert_valid(&run, "queue", nemesis);
     assert_eq!(run.verdicts["queue"]["lost_count"], 0);
