@@ -26,8 +26,8 @@
 //!
 //! Controller kinds (not in `all`; in raft-kv runs they aim at the raft-kv members):
 //! - `pause-controller`: SIGSTOP of the controller leader, SIGCONT at the window's end.
-//! - `kill-controller`: SIGKILL of one controller picked at random (the leader included),
-//!   restarted at the window's end.
+//! - `kill-controller`: SIGKILL of one controller, restarted at the window's end: the leader
+//!   half of the time, otherwise one picked at random (the leader included).
 //! - `transfer-controller`: a Raft leadership transfer of the controller quorum from its leader
 //!   to another controller (the `TransferLeader` admin request over the Raft peer protocol, what
 //!   `rocketraft admin controller transfer-leader` sends); a 2 s window. The stop event holds the
@@ -513,7 +513,12 @@ impl Nemesis {
     async fn start_kill_controller(&mut self) -> anyhow::Result<Active> {
         let members: Vec<String> = self.raft_members().into_iter().map(|m| m.0).collect();
         let leader = self.controller_leader().await;
-        let Some(target) = self.rng.pick(&members).cloned() else {
+        let aim_at_leader = self.rng.chance(0.5);
+        let target = match (&leader, aim_at_leader) {
+            (Some(leader), true) => Some(leader.clone()),
+            _ => self.rng.pick(&members).cloned(),
+        };
+        let Some(target) = target else {
             self.recorder.nemesis(
                 "start-kill-controller",
                 json!({"nodes": [], "skipped": "no controllers"}),

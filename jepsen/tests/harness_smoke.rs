@@ -276,6 +276,13 @@ fn queue_without_gaps(nemesis: &str, seed: u64) {
             .count(),
     };
     assert!(injected >= 1, "no {nemesis} fault was injected");
+    if nemesis == "kill-controller" {
+        assert!(
+            nemesis_events()
+                .any(|e| e.f == "start-kill-controller" && e.value["was_leader"] == true),
+            "seed {seed} no longer kills the controller leader: pick another"
+        );
+    }
     assert!(!faults.is_empty(), "no per-fault report");
     let with_gaps: Vec<&serde_json::Value> = faults
         .iter()
