@@ -437,41 +437,32 @@ pub fn alter_sync_state_set(
             ),
         );
     }
-    if *new_set == sync.sync_state_set {
-        // A fence: same members (liveness does not matter, nobody joins), a new epoch.
-        return Ok((
-            AlterSyncStateSetResponse {
-                new_sync_state_set_epoch: sync.sync_state_set_epoch + 1,
-                new_sync_state_set: new_set.clone(),
-            },
-            vec![Event::AlterSyncStateSet {
-                broker_name: broker_name.clone(),
-                new_sync_state_set: new_set.clone(),
-            }],
-        ));
-    }
-    for replica in new_set {
-        if !set.replica_info.contains(*replica) {
+    // A fence (an unchanged set; only `fence` gets this far) has nobody joining: it skips the
+    // member checks and only raises the epoch.
+    if *new_set != sync.sync_state_set {
+        for replica in new_set {
+            if !set.replica_info.contains(*replica) {
+                return reject(
+                    response_code::CONTROLLER_INVALID_REPLICAS,
+                    format!("replica {replica} is not registered in broker set {broker_name}"),
+                );
+            }
+            if !liveness.is_alive(broker_name, *replica) {
+                return reject(
+                    response_code::CONTROLLER_BROKER_NOT_ALIVE,
+                    format!("replica {replica} of broker set {broker_name} is not alive"),
+                );
+            }
+        }
+        if !new_set.contains(&request.master_broker_id) {
             return reject(
-                response_code::CONTROLLER_INVALID_REPLICAS,
-                format!("replica {replica} is not registered in broker set {broker_name}"),
+                response_code::CONTROLLER_ALTER_SYNC_STATE_SET_FAILED,
+                format!(
+                    "the new SyncStateSet lacks the master {}",
+                    request.master_broker_id
+                ),
             );
         }
-        if !liveness.is_alive(broker_name, *replica) {
-            return reject(
-                response_code::CONTROLLER_BROKER_NOT_ALIVE,
-                format!("replica {replica} of broker set {broker_name} is not alive"),
-            );
-        }
-    }
-    if !new_set.contains(&request.master_broker_id) {
-        return reject(
-            response_code::CONTROLLER_ALTER_SYNC_STATE_SET_FAILED,
-            format!(
-                "the new SyncStateSet lacks the master {}",
-                request.master_broker_id
-            ),
-        );
     }
     Ok((
         AlterSyncStateSetResponse {
