@@ -66,6 +66,7 @@ pub mod grpc_queue;
 pub mod history;
 pub mod kv_workload;
 pub mod latency;
+pub mod lazyfs;
 pub mod linearizability;
 pub mod model;
 pub mod nemesis;
