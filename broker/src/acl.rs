@@ -10,6 +10,11 @@
 //! fields that are given; creating or updating an ACL merges its entries into the subject's ACL
 //! (an entry for the same resource replaces the old one); deleting an ACL with a resource removes
 //! that resource's entries, without one the whole ACL. Deleting a user also deletes its ACL.
+//!
+//! A change is first planned (`plan_*`: validated against the applied state, giving the
+//! resulting user or ACL as a [`MetadataChange`]) and then applied ([`AclManager::apply`]); in
+//! controller mode the broker replicates the change through the metadata log
+//! ([`crate::metalog`]) between the two, so every replica applies the same state.
 
 use std::sync::Arc;
 
@@ -18,6 +23,7 @@ use rocketraft_common::acl::{
     user_subject, AclError, AclInfo, PolicyType, ResourcePattern, UserInfo,
 };
 
+use crate::metalog::MetadataChange;
 use crate::store::metadata::MetadataStore;
 use crate::store::StoreError;
 
@@ -116,21 +122,18 @@ impl AclManager {
         Ok(users)
     }
 
-    pub fn create_user(&self, user: &UserInfo) -> Result<UserInfo, AclStoreError> {
+    /// The change that creates `user` (refused if it exists).
+    pub fn plan_create_user(&self, user: &UserInfo) -> Result<MetadataChange, AclStoreError> {
         let user = user.normalized(true)?;
-        let _guard = self.write_lock.lock();
         if self.get_user(&user.username)?.is_some() {
             return Err(AclStoreError::UserExists(user.username));
         }
-        self.write(&format!("{USER_PREFIX}{}", user.username), &user)?;
-        tracing::info!(username = %user.username, user_type = ?user.user_type, "ACL user created");
-        Ok(user)
+        Ok(MetadataChange::PutUser { user })
     }
 
-    /// Changes the fields `user` gives (password, type, status).
-    pub fn update_user(&self, user: &UserInfo) -> Result<UserInfo, AclStoreError> {
+    /// The change that sets the fields `user` gives (password, type, status).
+    pub fn plan_update_user(&self, user: &UserInfo) -> Result<MetadataChange, AclStoreError> {
         let given = user.normalized(false)?;
-        let _guard = self.write_lock.lock();
         let Some(mut current) = self.get_user(&given.username)? else {
             return Err(AclStoreError::UserNotFound(given.username));
         };
@@ -143,21 +146,85 @@ impl AclManager {
         if user.user_status.as_deref().is_some_and(|s| !s.is_empty()) {
             current.user_status = given.user_status;
         }
-        self.write(&format!("{USER_PREFIX}{}", current.username), &current)?;
-        tracing::info!(username = %current.username, "ACL user updated");
-        Ok(current)
+        Ok(MetadataChange::PutUser { user: current })
+    }
+
+    /// The change that deletes a user and its ACL.
+    pub fn plan_delete_user(&self, username: &str) -> Result<MetadataChange, AclStoreError> {
+        if self.get_user(username)?.is_none() {
+            return Err(AclStoreError::UserNotFound(username.to_string()));
+        }
+        Ok(MetadataChange::DeleteUser {
+            username: username.to_string(),
+        })
+    }
+
+    /// Applies an ACL change (a resulting state: applying it twice is harmless). Other changes
+    /// are refused.
+    pub fn apply(&self, change: &MetadataChange) -> Result<(), AclStoreError> {
+        let _guard = self.write_lock.lock();
+        self.apply_locked(change)
+    }
+
+    fn apply_locked(&self, change: &MetadataChange) -> Result<(), AclStoreError> {
+        match change {
+            MetadataChange::PutUser { user } => {
+                rocketraft_common::acl::validate_username(&user.username)?;
+                self.write(&format!("{USER_PREFIX}{}", user.username), user)?;
+                tracing::info!(username = %user.username, user_type = ?user.user_type, "ACL user written");
+            }
+            MetadataChange::DeleteUser { username } => {
+                self.remove(&format!("{ACL_PREFIX}{}", user_subject(username)))?;
+                self.remove(&format!("{USER_PREFIX}{username}"))?;
+                tracing::info!(%username, "ACL user deleted");
+            }
+            MetadataChange::PutAcl { acl } => {
+                rocketraft_common::acl::validate_subject(&acl.subject)?;
+                self.write(&format!("{ACL_PREFIX}{}", acl.subject), acl)?;
+                tracing::info!(subject = %acl.subject, "ACL written");
+            }
+            MetadataChange::DeleteAcl { subject } => {
+                self.remove(&format!("{ACL_PREFIX}{subject}"))?;
+                tracing::info!(%subject, "ACL deleted");
+            }
+            other => {
+                return Err(AclError(format!("{other:?} is not an ACL change")).into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Plans and applies under the write lock (tests and tools; the broker commits changes
+    /// through [`crate::metalog::MetadataLog::commit`]).
+    fn plan_and_apply(
+        &self,
+        plan: impl FnOnce(&Self) -> Result<MetadataChange, AclStoreError>,
+    ) -> Result<MetadataChange, AclStoreError> {
+        let _guard = self.write_lock.lock();
+        let change = plan(self)?;
+        self.apply_locked(&change)?;
+        Ok(change)
+    }
+
+    pub fn create_user(&self, user: &UserInfo) -> Result<UserInfo, AclStoreError> {
+        match self.plan_and_apply(|a| a.plan_create_user(user))? {
+            MetadataChange::PutUser { user } => Ok(user),
+            other => Err(AclError(format!("unexpected plan {other:?}")).into()),
+        }
+    }
+
+    /// Changes the fields `user` gives (password, type, status).
+    pub fn update_user(&self, user: &UserInfo) -> Result<UserInfo, AclStoreError> {
+        match self.plan_and_apply(|a| a.plan_update_user(user))? {
+            MetadataChange::PutUser { user } => Ok(user),
+            other => Err(AclError(format!("unexpected plan {other:?}")).into()),
+        }
     }
 
     /// Deletes a user and its ACL.
     pub fn delete_user(&self, username: &str) -> Result<(), AclStoreError> {
-        let _guard = self.write_lock.lock();
-        if self.get_user(username)?.is_none() {
-            return Err(AclStoreError::UserNotFound(username.to_string()));
-        }
-        self.remove(&format!("{ACL_PREFIX}{}", user_subject(username)))?;
-        self.remove(&format!("{USER_PREFIX}{username}"))?;
-        tracing::info!(username, "ACL user deleted");
-        Ok(())
+        self.plan_and_apply(|a| a.plan_delete_user(username))
+            .map(drop)
     }
 
     pub fn get_acl(&self, subject: &str) -> Result<Option<AclInfo>, AclStoreError> {
@@ -187,8 +254,8 @@ impl AclManager {
         Ok(acls)
     }
 
-    /// Merges `acl` into the subject's ACL (creating it); the user must exist.
-    pub fn put_acl(&self, acl: &AclInfo) -> Result<AclInfo, AclStoreError> {
+    /// The change that merges `acl` into the subject's ACL (creating it); the user must exist.
+    pub fn plan_put_acl(&self, acl: &AclInfo) -> Result<MetadataChange, AclStoreError> {
         let acl = acl.normalized()?;
         if acl.policies.iter().all(|p| p.entries.is_empty()) {
             return Err(AclError(format!("the ACL for {} has no entries", acl.subject)).into());
@@ -198,7 +265,6 @@ impl AclManager {
             .split_once(':')
             .map(|(_, n)| n)
             .unwrap_or_default();
-        let _guard = self.write_lock.lock();
         if self.get_user(username)?.is_none() {
             return Err(AclStoreError::UserNotFound(username.to_string()));
         }
@@ -209,9 +275,54 @@ impl AclManager {
             }
             None => acl,
         };
-        self.write(&format!("{ACL_PREFIX}{}", merged.subject), &merged)?;
-        tracing::info!(subject = %merged.subject, "ACL written");
-        Ok(merged)
+        Ok(MetadataChange::PutAcl { acl: merged })
+    }
+
+    /// The change that deletes a resource's entries (of one policy type, or all) or, without a
+    /// resource, the whole ACL.
+    pub fn plan_delete_acl(
+        &self,
+        subject: &str,
+        policy_type: Option<&str>,
+        resource: Option<&str>,
+    ) -> Result<MetadataChange, AclStoreError> {
+        rocketraft_common::acl::validate_subject(subject)?;
+        let policy_type = match policy_type.filter(|p| !p.is_empty()) {
+            Some(p) => Some(PolicyType::parse(Some(p))?),
+            None => None,
+        };
+        let Some(mut acl) = self.get_acl(subject)? else {
+            return Err(AclStoreError::PolicyNotFound(format!(
+                "{subject} has no ACL"
+            )));
+        };
+        let delete = MetadataChange::DeleteAcl {
+            subject: subject.to_string(),
+        };
+        match resource.filter(|r| !r.is_empty()) {
+            None => Ok(delete),
+            Some(resource) => {
+                let canonical = ResourcePattern::parse(resource)?.to_string();
+                if !acl.remove_resource(policy_type, &canonical) {
+                    return Err(AclStoreError::PolicyNotFound(format!(
+                        "{subject} has no ACL entry for {canonical}"
+                    )));
+                }
+                if acl.policies.is_empty() {
+                    Ok(delete)
+                } else {
+                    Ok(MetadataChange::PutAcl { acl })
+                }
+            }
+        }
+    }
+
+    /// Merges `acl` into the subject's ACL (creating it); the user must exist.
+    pub fn put_acl(&self, acl: &AclInfo) -> Result<AclInfo, AclStoreError> {
+        match self.plan_and_apply(|a| a.plan_put_acl(acl))? {
+            MetadataChange::PutAcl { acl } => Ok(acl),
+            other => Err(AclError(format!("unexpected plan {other:?}")).into()),
+        }
     }
 
     /// Deletes a resource's entries (of one policy type, or all) or, without a resource, the
@@ -222,39 +333,8 @@ impl AclManager {
         policy_type: Option<&str>,
         resource: Option<&str>,
     ) -> Result<(), AclStoreError> {
-        rocketraft_common::acl::validate_subject(subject)?;
-        let policy_type = match policy_type.filter(|p| !p.is_empty()) {
-            Some(p) => Some(PolicyType::parse(Some(p))?),
-            None => None,
-        };
-        let _guard = self.write_lock.lock();
-        let Some(mut acl) = self.get_acl(subject)? else {
-            return Err(AclStoreError::PolicyNotFound(format!(
-                "{subject} has no ACL"
-            )));
-        };
-        let key = format!("{ACL_PREFIX}{subject}");
-        match resource.filter(|r| !r.is_empty()) {
-            None => {
-                self.remove(&key)?;
-                tracing::info!(subject, "ACL deleted");
-            }
-            Some(resource) => {
-                let canonical = ResourcePattern::parse(resource)?.to_string();
-                if !acl.remove_resource(policy_type, &canonical) {
-                    return Err(AclStoreError::PolicyNotFound(format!(
-                        "{subject} has no ACL entry for {canonical}"
-                    )));
-                }
-                if acl.policies.is_empty() {
-                    self.remove(&key)?;
-                } else {
-                    self.write(&key, &acl)?;
-                }
-                tracing::info!(subject, resource = %canonical, "ACL entry deleted");
-            }
-        }
-        Ok(())
+        self.plan_and_apply(|a| a.plan_delete_acl(subject, policy_type, resource))
+            .map(drop)
     }
 
     /// Makes this broker's users and ACLs exactly `users` and `acls` (a slave copying its

@@ -12,6 +12,7 @@ pub mod client_manager;
 pub mod config;
 pub mod controller_link;
 pub mod ha;
+pub mod metalog;
 pub mod pop;
 pub mod processor;
 mod register;
@@ -61,6 +62,9 @@ pub struct BrokerInner {
     pub transactions: transaction::TransactionService,
     /// ACL 2.0 users and access control lists.
     pub acl: acl::AclManager,
+    /// Topic, subscription group and ACL changes: committed through the replicated CommitLog
+    /// and applied in log order ([`metalog`]).
+    pub metalog: metalog::MetadataLog,
 }
 
 /// Why [`BrokerInner::store_durably`] did not store durably.
@@ -137,7 +141,17 @@ impl BrokerInner {
         &self,
         msgs: Vec<store::BrokerMessage>,
     ) -> Result<store::PutResult, DurableError> {
-        let policy = self.ack_policy();
+        self.store_durably_with(msgs, &self.ack_policy()).await
+    }
+
+    /// [`BrokerInner::store_durably`] under another ack policy (metadata records wait for every
+    /// SyncStateSet member).
+    pub async fn store_durably_with(
+        &self,
+        msgs: Vec<store::BrokerMessage>,
+        policy: &ha::AckPolicy,
+    ) -> Result<store::PutResult, DurableError> {
+        let policy = *policy;
         if let Some(ha) = &self.ha {
             ha.check_writable()
                 .map_err(|e| DurableError::NotMaster(e.to_string()))?;
@@ -287,6 +301,8 @@ impl Broker {
             config.default_topic_queue_nums,
         )?;
         let acl_manager = acl::AclManager::new(metadata.clone());
+        let metalog = metalog::MetadataLog::open(&metadata)
+            .map_err(|e| anyhow::anyhow!("cannot read the applied metadata log offset: {e}"))?;
         let inner = Arc::new(BrokerInner {
             config,
             advertised,
@@ -303,7 +319,20 @@ impl Broker {
             timers: timer::TimerService::default(),
             transactions: transaction::TransactionService::default(),
             acl: acl_manager,
+            metalog,
         });
+        // Metadata records the store recovered beyond what the metadata store applied (a crash
+        // between the two), up to what the replicas confirmed, before any request is served.
+        match inner
+            .metalog
+            .apply_through(&inner, inner.store.confirm_offset())
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(records = n, "metadata records replayed from the log"),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot replay metadata records; retrying in the background")
+            }
+        }
         if slot.set(inner.clone()).is_err() {
             anyhow::bail!("broker state initialised twice");
         }
@@ -322,6 +351,7 @@ impl Broker {
         {
             tasks.push(tokio::spawn(ha::serve(listener, ha_state)));
             tasks.extend(replicas.spawn_loops());
+            tasks.push(tokio::spawn(metalog::apply_loop(inner.clone())));
             tasks.push(tokio::spawn(replica::slave_sync_loop(inner.clone())));
         }
         tasks.push(tokio::spawn(pop::revive_loop(inner.clone())));

@@ -574,9 +574,15 @@ pub fn parse_role_notification(cmd: &RemotingCommand) -> Option<MasterInfo> {
     })
 }
 
-/// A slave copies its master's topic configurations, subscription groups and consumer offsets (RocketMQ's
-/// `SlaveSynchronize`) every few seconds, so that, once elected, it serves the same topics
-/// and consumers resume where they committed.
+/// A slave copies its master's topic configurations, subscription groups, users and ACLs and
+/// consumer offsets (RocketMQ's `SlaveSynchronize`) every few seconds.
+///
+/// Topics, groups and ACLs reach the slaves first through the metadata log ([`crate::metalog`]):
+/// a change is acknowledged only once every SyncStateSet member holds its record, so a failover
+/// never loses one. This copy is the catch-up for what the log does not carry (metadata older
+/// than the slave's log, topics created on send) and for consumer offsets. It never takes an
+/// applied change back: it is taken only when the master had applied at least as much of the
+/// metadata log as this slave (see [`crate::metalog::MetadataLog::copy_allowed`]).
 pub async fn slave_sync_loop(inner: Arc<crate::BrokerInner>) {
     let client = RemotingClient::new(ClientConfig::default());
     let mut ticker = tokio::time::interval(Duration::from_secs(3));
@@ -615,43 +621,64 @@ async fn sync_from(
         if r.code != response_code::SUCCESS {
             anyhow::bail!("code {}: {}", r.code, r.remark.unwrap_or_default());
         }
-        Ok(r.body)
+        // The master's applied metadata log offset when it read the state.
+        let at = r
+            .ext(crate::metalog::OFFSET_HEADER)
+            .and_then(|v| v.parse::<i64>().ok());
+        Ok((r.body, at))
     };
-    let body = get(request_code::GET_ALL_TOPIC_CONFIG).await?;
-    let wrapper: rocketraft_common::protocol::TopicConfigSerializeWrapper =
-        serde_json::from_slice(&body)?;
-    let mut changed = false;
-    for (name, config) in wrapper.topic_config_table {
-        if inner.topics.get(&name).as_ref() != Some(&config) {
-            inner.topics.upsert(config)?;
-            changed = true;
-        }
-    }
-    if changed {
-        inner.register_trigger.notify_one();
-    }
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct Offsets {
         #[serde(default)]
         offset_table: std::collections::BTreeMap<String, std::collections::BTreeMap<i32, i64>>,
     }
-    let body = get(request_code::GET_ALL_SUBSCRIPTIONGROUP_CONFIG).await?;
+    let (body, topics_at) = get(request_code::GET_ALL_TOPIC_CONFIG).await?;
+    let wrapper: rocketraft_common::protocol::TopicConfigSerializeWrapper =
+        serde_json::from_slice(&body)?;
+    let (body, groups_at) = get(request_code::GET_ALL_SUBSCRIPTIONGROUP_CONFIG).await?;
     let groups: serde_json::Value = serde_json::from_slice(&body)?;
-    if let Some(table) = groups["subscriptionGroupTable"].as_object() {
-        for (group, config) in table {
-            let raw = serde_json::to_vec(config)?;
-            let current = inner.metadata.get_subscription_group(group)?;
-            let same = current
-                .and_then(|c| serde_json::from_slice::<serde_json::Value>(&c).ok())
-                .is_some_and(|c| &c == config);
-            if !same {
-                inner.metadata.put_subscription_group(group, &raw)?;
+    let (body, _) = get(request_code::GET_ALL_CONSUMER_OFFSET).await?;
+    let offsets: Offsets = serde_json::from_slice(&body)?;
+    // ACL 2.0 users and ACLs: the slave mirrors its master, so the proxy may read either.
+    let (body, users_at) = get(request_code::AUTH_LIST_USER).await?;
+    let users: Vec<rocketraft_common::acl::UserInfo> = serde_json::from_slice(&body)?;
+    let (body, acls_at) = get(request_code::AUTH_LIST_ACL).await?;
+    let acls: Vec<rocketraft_common::acl::AclInfo> = serde_json::from_slice(&body)?;
+
+    // Each part only if the master's state is not older than what this slave applied, and
+    // without the metadata log being applied meanwhile.
+    if let Some(_applying) = inner.metalog.copy_allowed(topics_at) {
+        let mut changed = false;
+        for (name, config) in wrapper.topic_config_table {
+            if crate::metalog::is_reserved(&name) {
+                continue;
+            }
+            if inner.topics.get(&name).as_ref() != Some(&config) {
+                inner.topics.upsert(config)?;
+                changed = true;
+            }
+        }
+        if changed {
+            inner.register_trigger.notify_one();
+        }
+    } else {
+        tracing::debug!(%master, ?topics_at, "the master's topics are older than this slave's; not copied");
+    }
+    if let Some(_applying) = inner.metalog.copy_allowed(groups_at) {
+        if let Some(table) = groups["subscriptionGroupTable"].as_object() {
+            for (group, config) in table {
+                let raw = serde_json::to_vec(config)?;
+                let current = inner.metadata.get_subscription_group(group)?;
+                let same = current
+                    .and_then(|c| serde_json::from_slice::<serde_json::Value>(&c).ok())
+                    .is_some_and(|c| &c == config);
+                if !same {
+                    inner.metadata.put_subscription_group(group, &raw)?;
+                }
             }
         }
     }
-    let body = get(request_code::GET_ALL_CONSUMER_OFFSET).await?;
-    let offsets: Offsets = serde_json::from_slice(&body)?;
     for (key, queues) in offsets.offset_table {
         let Some((topic, group)) = key.split_once('@') else {
             continue;
@@ -664,13 +691,15 @@ async fn sync_from(
             }
         }
     }
-    // ACL 2.0 users and ACLs: the slave mirrors its master, so the proxy may read either.
-    let users: Vec<rocketraft_common::acl::UserInfo> =
-        serde_json::from_slice(&get(request_code::AUTH_LIST_USER).await?)?;
-    let acls: Vec<rocketraft_common::acl::AclInfo> =
-        serde_json::from_slice(&get(request_code::AUTH_LIST_ACL).await?)?;
-    if inner.acl.replace_all(&users, &acls)? {
-        tracing::info!(%master, users = users.len(), acls = acls.len(), "ACL metadata copied from the master");
+    // Users and ACLs together (an ACL needs its user), from the older of the two reads.
+    let acl_at = match (users_at, acls_at) {
+        (Some(u), Some(a)) => Some(u.min(a)),
+        _ => None,
+    };
+    if let Some(_applying) = inner.metalog.copy_allowed(acl_at) {
+        if inner.acl.replace_all(&users, &acls)? {
+            tracing::info!(%master, users = users.len(), acls = acls.len(), "ACL metadata copied from the master");
+        }
     }
     Ok(())
 }
@@ -681,7 +710,7 @@ async fn sync_from(
 /// default count.
 pub fn adopt_store_topics(inner: &crate::BrokerInner) {
     for topic in inner.store.topics() {
-        if inner.topics.get(&topic).is_some() {
+        if inner.topics.get(&topic).is_some() || crate::metalog::is_reserved(&topic) {
             continue;
         }
         let used = inner

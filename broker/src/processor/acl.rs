@@ -6,8 +6,9 @@
 //! Headers as RocketMQ names them: `username` (users), `filter` (list users), `subject`
 //! (ACLs), `policyType` and `resource` (delete ACL), `subjectFilter` and `resourceFilter` (list
 //! ACLs). Bodies are `UserInfo` / `AclInfo` JSON. A GET of something that does not exist answers
-//! USER_NOT_EXIST (3001) / POLICY_NOT_EXIST (3002). On a slave (controller mode) changes are
-//! refused: slaves copy their master's users and ACLs.
+//! USER_NOT_EXIST (3001) / POLICY_NOT_EXIST (3002). Changes go through the metadata log
+//! ([`crate::metalog`]): in controller mode they are answered only once every SyncStateSet member
+//! holds them, and a slave refuses them (SERVICE_NOT_AVAILABLE).
 
 use std::sync::{Arc, OnceLock};
 
@@ -70,16 +71,20 @@ impl RequestProcessor for AclProcessor {
                     "the broker is still starting".to_string(),
                 ));
             };
-            // RocksDB writes sync the WAL: off the async workers.
-            let req = request.clone();
-            let result = tokio::task::spawn_blocking(move || handle(&inner, &req))
-                .await
-                .unwrap_or_else(|e| {
-                    Err(Refusal(
-                        response_code::SYSTEM_ERROR,
-                        format!("ACL request task failed: {e}"),
-                    ))
-                });
+            let result = if is_change(request.code) {
+                change(&inner, &request).await
+            } else {
+                // RocksDB reads: off the async workers.
+                let req = request.clone();
+                tokio::task::spawn_blocking(move || handle(&inner, &req))
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(Refusal(
+                            response_code::SYSTEM_ERROR,
+                            format!("ACL request task failed: {e}"),
+                        ))
+                    })
+            };
             Some(match result {
                 Ok(response) => response,
                 Err(Refusal(code, remark)) => {
@@ -91,24 +96,68 @@ impl RequestProcessor for AclProcessor {
     }
 }
 
+fn is_change(code: i32) -> bool {
+    matches!(
+        code,
+        request_code::AUTH_CREATE_USER
+            | request_code::AUTH_UPDATE_USER
+            | request_code::AUTH_DELETE_USER
+            | request_code::AUTH_CREATE_ACL
+            | request_code::AUTH_UPDATE_ACL
+            | request_code::AUTH_DELETE_ACL
+    )
+}
+
+/// A user or ACL change: planned from the applied state and committed through the metadata log
+/// (in controller mode answered only once every SyncStateSet member holds it).
+async fn change(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
+    // Parse before taking the metadata lane.
+    let user = match request.code {
+        request_code::AUTH_CREATE_USER | request_code::AUTH_UPDATE_USER => {
+            Some(user_body(request)?)
+        }
+        _ => None,
+    };
+    let acl_info = match request.code {
+        request_code::AUTH_CREATE_ACL | request_code::AUTH_UPDATE_ACL => Some(acl_body(request)?),
+        _ => None,
+    };
+    let code = request.code;
+    inner
+        .metalog
+        .commit(inner, |inner| {
+            let acl = &inner.acl;
+            let change = match (code, &user, &acl_info) {
+                (request_code::AUTH_CREATE_USER, Some(user), _) => acl.plan_create_user(user)?,
+                (request_code::AUTH_UPDATE_USER, Some(user), _) => acl.plan_update_user(user)?,
+                (request_code::AUTH_DELETE_USER, ..) => {
+                    acl.plan_delete_user(request.require_ext("username")?)?
+                }
+                (request_code::AUTH_CREATE_ACL | request_code::AUTH_UPDATE_ACL, _, Some(info)) => {
+                    acl.plan_put_acl(info)?
+                }
+                (request_code::AUTH_DELETE_ACL, ..) => acl.plan_delete_acl(
+                    request.require_ext("subject")?,
+                    request.ext("policyType"),
+                    request.ext("resource"),
+                )?,
+                (other, ..) => {
+                    return Err(Refusal(
+                        response_code::REQUEST_CODE_NOT_SUPPORTED,
+                        format!("request code {other} is not an ACL change"),
+                    ))
+                }
+            };
+            Ok(vec![change])
+        })
+        .await?;
+    Ok(request.response_to(response_code::SUCCESS, None))
+}
+
+/// The ACL reads.
 fn handle(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
     let acl = &inner.acl;
     match request.code {
-        request_code::AUTH_CREATE_USER | request_code::AUTH_UPDATE_USER => {
-            writable(inner)?;
-            let user = user_body(request)?;
-            if request.code == request_code::AUTH_CREATE_USER {
-                acl.create_user(&user)?;
-            } else {
-                acl.update_user(&user)?;
-            }
-            Ok(request.response_to(response_code::SUCCESS, None))
-        }
-        request_code::AUTH_DELETE_USER => {
-            writable(inner)?;
-            acl.delete_user(request.require_ext("username")?)?;
-            Ok(request.response_to(response_code::SUCCESS, None))
-        }
         request_code::AUTH_GET_USER => {
             let username = request.require_ext("username")?;
             match acl.get_user(username)? {
@@ -117,22 +166,10 @@ fn handle(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
             }
         }
         request_code::AUTH_LIST_USER => {
+            // The applied offset before the state is read (see `MetadataLog::copy_allowed`).
+            let offset = inner.metalog.applied();
             json_response(request, &acl.list_users(request.ext("filter"))?)
-        }
-        request_code::AUTH_CREATE_ACL | request_code::AUTH_UPDATE_ACL => {
-            writable(inner)?;
-            let body = acl_body(request)?;
-            acl.put_acl(&body)?;
-            Ok(request.response_to(response_code::SUCCESS, None))
-        }
-        request_code::AUTH_DELETE_ACL => {
-            writable(inner)?;
-            acl.delete_acl(
-                request.require_ext("subject")?,
-                request.ext("policyType"),
-                request.ext("resource"),
-            )?;
-            Ok(request.response_to(response_code::SUCCESS, None))
+                .map(|r| with_offset(inner, r, offset))
         }
         request_code::AUTH_GET_ACL => {
             let subject = request.require_ext("subject")?;
@@ -141,28 +178,32 @@ fn handle(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
                 None => Err(AclStoreError::PolicyNotFound(format!("{subject} has no ACL")).into()),
             }
         }
-        request_code::AUTH_LIST_ACL => json_response(
-            request,
-            &acl.list_acls(request.ext("subjectFilter"), request.ext("resourceFilter"))?,
-        ),
+        request_code::AUTH_LIST_ACL => {
+            let offset = inner.metalog.applied();
+            json_response(
+                request,
+                &acl.list_acls(request.ext("subjectFilter"), request.ext("resourceFilter"))?,
+            )
+            .map(|r| with_offset(inner, r, offset))
+        }
         other => Err(Refusal(
             response_code::REQUEST_CODE_NOT_SUPPORTED,
-            format!("request code {other} is not an ACL request"),
+            format!("request code {other} is not an ACL read"),
         )),
     }
 }
 
-/// Changes go to the master only (a slave mirrors its master's ACL metadata).
-fn writable(inner: &BrokerInner) -> Result<(), Refusal> {
-    if let Some(ha) = &inner.ha {
-        ha.check_writable().map_err(|e| {
-            Refusal(
-                response_code::SERVICE_NOT_AVAILABLE,
-                format!("ACL changes go to the master of the broker set: {e}"),
-            )
-        })?;
+/// Adds the metadata log offset the state was read at (controller mode), for slaves' copies.
+pub(crate) fn with_offset(
+    inner: &BrokerInner,
+    response: RemotingCommand,
+    offset: i64,
+) -> RemotingCommand {
+    if inner.ha.is_some() {
+        response.with_ext(crate::metalog::OFFSET_HEADER, offset)
+    } else {
+        response
     }
-    Ok(())
 }
 
 fn user_body(request: &RemotingCommand) -> Result<UserInfo, Refusal> {

@@ -1,6 +1,10 @@
 //! Topic administration and broker introspection (`AdminBrokerProcessor`):
 //! UPDATE_AND_CREATE_TOPIC (17), DELETE_TOPIC_IN_BROKER (215), GET_ALL_TOPIC_CONFIG (21),
-//! GET_BROKER_RUNTIME_INFO (28), VIEW_MESSAGE_BY_ID (33).
+//! GET_BROKER_RUNTIME_INFO (28), VIEW_MESSAGE_BY_ID (33), the subscription group requests.
+//!
+//! Topic and subscription group changes are committed through the metadata log
+//! ([`crate::metalog`]): in controller mode they are answered only once every SyncStateSet
+//! member holds them.
 
 use std::collections::BTreeMap;
 
@@ -11,11 +15,15 @@ use rocketraft_remoting::codes::response_code;
 use rocketraft_remoting::RemotingCommand;
 
 use super::{Handled, Refusal};
+use crate::metalog::MetadataChange;
 use crate::BrokerInner;
 
-pub fn create_topic(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
+pub async fn create_topic(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
     let topic = request.require_ext("topic")?.to_string();
-    if topic == AUTO_CREATE_TOPIC_KEY_TOPIC || topic == SELF_TEST_TOPIC {
+    if topic == AUTO_CREATE_TOPIC_KEY_TOPIC
+        || topic == SELF_TEST_TOPIC
+        || crate::metalog::is_reserved(&topic)
+    {
         return Err(Refusal(
             response_code::SYSTEM_ERROR,
             format!("The topic[{topic}] is conflict with system topic."),
@@ -40,8 +48,10 @@ pub fn create_topic(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
     config
         .validate()
         .map_err(|e| Refusal(response_code::SYSTEM_ERROR, format!("topic {topic:?}: {e}")))?;
-    inner.topics.upsert(config)?;
-    inner.register_trigger.notify_one();
+    inner
+        .metalog
+        .commit(inner, |_| Ok(vec![MetadataChange::PutTopic { config }]))
+        .await?;
     tracing::info!(
         topic,
         read_queue_nums,
@@ -75,29 +85,48 @@ fn parse_attributes(text: &str) -> Result<BTreeMap<String, String>, Refusal> {
     Ok(map)
 }
 
-pub fn delete_topic(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
+pub async fn delete_topic(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
     let topic = request.require_ext("topic")?;
     if topic == SELF_TEST_TOPIC
         || topic == inner.config.cluster_name
         || topic == inner.config.broker_name
+        || crate::metalog::is_reserved(topic)
     {
         return Err(Refusal(
             response_code::SYSTEM_ERROR,
             format!("The topic[{topic}] is a system topic and cannot be deleted."),
         ));
     }
-    inner.topics.delete(topic)?;
-    inner.register_trigger.notify_one();
+    inner
+        .metalog
+        .commit(inner, |inner| {
+            // Nothing to replicate for a topic this broker does not have.
+            Ok(inner
+                .topics
+                .get(topic)
+                .map(|_| MetadataChange::DeleteTopic {
+                    topic: topic.to_string(),
+                })
+                .into_iter()
+                .collect())
+        })
+        .await?;
     tracing::info!(topic, "topic deleted");
     Ok(request.response_to(response_code::SUCCESS, None))
 }
 
 pub fn all_topic_config(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
+    // The applied metadata log offset before the state is read (a slave's copy compares it).
+    let offset = inner.metalog.applied();
     let body = serde_json::to_vec(&inner.topics.wrapper())
         .map_err(|e| Refusal(response_code::SYSTEM_ERROR, e.to_string()))?;
-    Ok(request
-        .response_to(response_code::SUCCESS, None)
-        .with_body(body))
+    Ok(super::acl::with_offset(
+        inner,
+        request
+            .response_to(response_code::SUCCESS, None)
+            .with_body(body),
+        offset,
+    ))
 }
 
 /// GET_TOPIC_CONFIG (351): one topic's `TopicConfig` as JSON (its `attributes` carry
@@ -137,7 +166,7 @@ pub fn subscription_group(inner: &BrokerInner, request: &RemotingCommand) -> Han
 
 /// UPDATE_AND_CREATE_SUBSCRIPTIONGROUP (200): a `SubscriptionGroupConfig` JSON body, kept as
 /// sent (its `retryMaxTimes` sets the group's retries before the DLQ).
-pub fn update_subscription_group(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
+pub async fn update_subscription_group(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
     let value: serde_json::Value = serde_json::from_slice(&request.body).map_err(|e| {
         Refusal(
             response_code::SYSTEM_ERROR,
@@ -158,14 +187,48 @@ pub fn update_subscription_group(inner: &BrokerInner, request: &RemotingCommand)
             ));
         }
     }
+    let config = String::from_utf8(request.body.to_vec()).map_err(|e| {
+        Refusal(
+            response_code::SYSTEM_ERROR,
+            format!("the body is not UTF-8: {e}"),
+        )
+    })?;
+    let group = group.to_string();
     inner
-        .metadata
-        .put_subscription_group(group, &request.body)?;
+        .metalog
+        .commit(inner, |_| {
+            Ok(vec![MetadataChange::PutGroup { group, config }])
+        })
+        .await?;
+    Ok(request.response_to(response_code::SUCCESS, None))
+}
+
+/// DELETE_SUBSCRIPTIONGROUP (207): deletes the group's `SubscriptionGroupConfig` (header
+/// `groupName`); SUCCESS also when it did not exist, as RocketMQ answers. (Its consumer offsets
+/// are kept: `cleanOffset` is not supported.)
+pub async fn delete_subscription_group(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
+    let group = request.require_ext("groupName")?.to_string();
+    inner
+        .metalog
+        .commit(inner, |inner| {
+            Ok(
+                if inner.metadata.get_subscription_group(&group)?.is_some() {
+                    vec![MetadataChange::DeleteGroup {
+                        group: group.clone(),
+                    }]
+                } else {
+                    vec![]
+                },
+            )
+        })
+        .await?;
+    tracing::info!(%group, "subscription group deleted");
     Ok(request.response_to(response_code::SUCCESS, None))
 }
 
 /// GET_ALL_SUBSCRIPTIONGROUP_CONFIG (201): `{"subscriptionGroupTable": {group: config}}`.
 pub fn all_subscription_groups(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
+    let offset = inner.metalog.applied();
     let mut table = serde_json::Map::new();
     for (group, raw) in inner.metadata.all_subscription_groups()? {
         if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&raw) {
@@ -174,9 +237,13 @@ pub fn all_subscription_groups(inner: &BrokerInner, request: &RemotingCommand) -
     }
     let body = serde_json::to_vec(&serde_json::json!({ "subscriptionGroupTable": table }))
         .map_err(|e| Refusal(response_code::SYSTEM_ERROR, e.to_string()))?;
-    Ok(request
-        .response_to(response_code::SUCCESS, None)
-        .with_body(body))
+    Ok(super::acl::with_offset(
+        inner,
+        request
+            .response_to(response_code::SUCCESS, None)
+            .with_body(body),
+        offset,
+    ))
 }
 
 /// GET_ALL_CONSUMER_OFFSET (43): RocketMQ's `ConsumerOffsetSerializeWrapper`, keyed
@@ -277,7 +344,11 @@ pub fn view_message_by_id(inner: &BrokerInner, request: &RemotingCommand) -> Han
                 .1
         }
     };
-    match inner.store.read_record(offset) {
+    let hidden = inner
+        .store
+        .look_message_by_offset(offset)
+        .is_some_and(|m| crate::metalog::is_reserved(&m.message.topic));
+    match inner.store.read_record(offset).filter(|_| !hidden) {
         Some(record) => Ok(request
             .response_to(response_code::SUCCESS, None)
             .with_body(record)),

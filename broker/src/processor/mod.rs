@@ -85,6 +85,7 @@ pub const HANDLED_CODES: &[i32] = &[
     request_code::GET_TOPIC_CONFIG,
     request_code::GET_SUBSCRIPTIONGROUP_CONFIG,
     request_code::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP,
+    request_code::DELETE_SUBSCRIPTIONGROUP,
     request_code::GET_ALL_SUBSCRIPTIONGROUP_CONFIG,
 ];
 
@@ -132,8 +133,10 @@ impl RequestProcessor for BrokerProcessor {
                 request_code::HEART_BEAT => client::heartbeat(&inner, &ctx, &request),
                 request_code::UNREGISTER_CLIENT => client::unregister(&inner, &request),
                 request_code::GET_CONSUMER_LIST_BY_GROUP => client::consumer_list(&inner, &request),
-                request_code::UPDATE_AND_CREATE_TOPIC => admin::create_topic(&inner, &request),
-                request_code::DELETE_TOPIC_IN_BROKER => admin::delete_topic(&inner, &request),
+                request_code::UPDATE_AND_CREATE_TOPIC => {
+                    admin::create_topic(&inner, &request).await
+                }
+                request_code::DELETE_TOPIC_IN_BROKER => admin::delete_topic(&inner, &request).await,
                 request_code::GET_ALL_TOPIC_CONFIG => admin::all_topic_config(&inner, &request),
                 request_code::GET_ALL_CONSUMER_OFFSET => {
                     admin::all_consumer_offsets(&inner, &request)
@@ -155,7 +158,10 @@ impl RequestProcessor for BrokerProcessor {
                     admin::subscription_group(&inner, &request)
                 }
                 request_code::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP => {
-                    admin::update_subscription_group(&inner, &request)
+                    admin::update_subscription_group(&inner, &request).await
+                }
+                request_code::DELETE_SUBSCRIPTIONGROUP => {
+                    admin::delete_subscription_group(&inner, &request).await
                 }
                 request_code::GET_ALL_SUBSCRIPTIONGROUP_CONFIG => {
                     admin::all_subscription_groups(&inner, &request)

@@ -37,6 +37,12 @@ pub async fn send_back(inner: &BrokerInner, request: &RemotingCommand) -> Handle
             format!("look message by offset failed, {offset}"),
         )
     })?;
+    if crate::metalog::is_reserved(&original.message.topic) {
+        return Err(Refusal(
+            response_code::NO_PERMISSION,
+            format!("the message at {offset} belongs to a system topic"),
+        ));
+    }
     let mut msg = original.message.clone();
     if msg.property(property::RETRY_TOPIC).is_none() {
         msg.set_property(property::RETRY_TOPIC, original.message.topic.clone());

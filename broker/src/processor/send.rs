@@ -73,6 +73,7 @@ const NOT_ALLOWED_SEND_TOPICS: &[&str] = &[
     "rmq_sys_wheel_timer",
     "rmq_sys_REVIVE_LOG",
     "RMQ_SYS_TRACE_TOPIC",
+    crate::metalog::METADATA_TOPIC,
 ];
 
 pub async fn handle(

@@ -1,0 +1,450 @@
+//! The metadata log: topic configurations, subscription groups and ACL users/ACLs travel to the
+//! replicas as records of the replicated CommitLog (issue 13, hole 5).
+//!
+//! In controller mode a metadata change (UPDATE_AND_CREATE_TOPIC, DELETE_TOPIC_IN_BROKER,
+//! UPDATE_AND_CREATE_SUBSCRIPTIONGROUP, DELETE_SUBSCRIPTIONGROUP, the AUTH create/update/delete
+//! user and ACL requests) goes through one lane on the master ([`MetadataLog::commit`]):
+//!
+//! 1. the master computes the resulting state (a full topic config, group config, user or ACL,
+//!    or a deletion) from its applied metadata,
+//! 2. appends it as a record of the reserved topic [`METADATA_TOPIC`] (queue 0; the body is
+//!    [`encode`]'s format: magic `RRMD`, a version byte, then the JSON of [`MetadataChange`]),
+//! 3. waits, as a SYNC_MASTER send does (same lease check, same ack wait in [`crate::ha`]), until
+//!    **every** SyncStateSet member holds it, whatever the send ack policy says,
+//! 4. applies it to its own metadata store and only then answers SUCCESS.
+//!
+//! If the SyncStateSet does not confirm in time the request fails as such a send would
+//! (FLUSH_SLAVE_TIMEOUT, SERVICE_NOT_AVAILABLE without a lease, SYSTEM_ERROR when the set is below
+//! `min_in_sync_replicas`) and the change is **not applied**: no replica shows it. Like a message
+//! whose send timed out, the record stays in the master's log; should the replicas confirm it
+//! later, every replica applies it then (never out of log order, never on one replica only).
+//!
+//! Every replica (master and slaves) applies records only below its **confirm offset**, in log
+//! order ([`MetadataLog::apply_through`], driven by [`apply_loop`]): what is applied is held by
+//! every SyncStateSet member, so a failover never takes an applied change back, and a truncated
+//! tail never held an applied record. Records carry the resulting state, not an operation, so
+//! applying one twice is harmless. The next queue offset to apply is stored in the metadata
+//! store (`kv` key `metalog/applied`, synced); a broker that restarts applies whatever lies
+//! between that offset and its recovered confirm offset before it serves requests.
+//!
+//! The topic is hidden as RocketMQ hides its system topics: it has no topic configuration (so it
+//! is neither registered with the NameServers nor listed by GET_ALL_TOPIC_CONFIG), sends to it
+//! are refused, it cannot be created as a topic, and neither VIEW_MESSAGE_BY_ID nor
+//! CONSUMER_SEND_MSG_BACK hand out its records (they carry ACL passwords).
+//!
+//! Without controller mode there is no replica: a change is applied to the metadata store
+//! directly (synced) and answered.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rocketraft_common::acl::{AclInfo, UserInfo};
+use rocketraft_common::message::{self, Message};
+use rocketraft_common::TopicConfig;
+use rocketraft_remoting::codes::response_code;
+use serde::{Deserialize, Serialize};
+
+use crate::processor::Refusal;
+use crate::store::metadata::MetadataStore;
+use crate::store::{BrokerMessage, StoreError};
+use crate::BrokerInner;
+
+/// The reserved system topic of metadata records (queue 0).
+pub const METADATA_TOPIC: &str = "rmq_sys_METADATA_LOG";
+/// The first bytes of every record body.
+const MAGIC: &[u8; 4] = b"RRMD";
+/// The body format version [`encode`] writes.
+const VERSION: u8 = 1;
+/// The `kv` key holding the next queue offset of [`METADATA_TOPIC`] to apply (i64 big-endian).
+const APPLIED_KEY: &[u8] = b"metalog/applied";
+/// The header a master adds to its GET_ALL_* metadata answers: its applied offset when it read
+/// the state (see [`MetadataLog::copy_allowed`]).
+pub const OFFSET_HEADER: &str = "metadataLogOffset";
+
+/// One metadata change, as the resulting state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "camelCase")]
+pub enum MetadataChange {
+    /// Creates or replaces a topic configuration.
+    PutTopic {
+        config: TopicConfig,
+    },
+    DeleteTopic {
+        topic: String,
+    },
+    /// Creates or replaces a subscription group (`SubscriptionGroupConfig` JSON as sent).
+    PutGroup {
+        group: String,
+        config: String,
+    },
+    DeleteGroup {
+        group: String,
+    },
+    /// Creates or replaces a user (password included).
+    PutUser {
+        user: UserInfo,
+    },
+    /// Deletes a user and its ACL.
+    DeleteUser {
+        username: String,
+    },
+    /// Creates or replaces a subject's whole ACL.
+    PutAcl {
+        acl: AclInfo,
+    },
+    DeleteAcl {
+        subject: String,
+    },
+}
+
+impl MetadataChange {
+    fn describe(&self) -> String {
+        match self {
+            MetadataChange::PutTopic { config } => format!("put topic {}", config.topic_name),
+            MetadataChange::DeleteTopic { topic } => format!("delete topic {topic}"),
+            MetadataChange::PutGroup { group, .. } => format!("put group {group}"),
+            MetadataChange::DeleteGroup { group } => format!("delete group {group}"),
+            MetadataChange::PutUser { user } => format!("put user {}", user.username),
+            MetadataChange::DeleteUser { username } => format!("delete user {username}"),
+            MetadataChange::PutAcl { acl } => format!("put ACL of {}", acl.subject),
+            MetadataChange::DeleteAcl { subject } => format!("delete ACL of {subject}"),
+        }
+    }
+}
+
+/// The body of a metadata record: `RRMD`, the version byte, the change as JSON.
+pub fn encode(change: &MetadataChange) -> Result<Vec<u8>, String> {
+    let json = serde_json::to_vec(change).map_err(|e| e.to_string())?;
+    let mut body = Vec::with_capacity(MAGIC.len() + 1 + json.len());
+    body.extend_from_slice(MAGIC);
+    body.push(VERSION);
+    body.extend_from_slice(&json);
+    Ok(body)
+}
+
+/// Parses a body [`encode`] wrote.
+pub fn decode(body: &[u8]) -> Result<MetadataChange, String> {
+    let rest = body
+        .strip_prefix(MAGIC.as_slice())
+        .ok_or_else(|| "not a metadata record (bad magic)".to_string())?;
+    match rest.split_first() {
+        Some((&VERSION, json)) => serde_json::from_slice(json).map_err(|e| e.to_string()),
+        Some((v, _)) => Err(format!("metadata record version {v} is not supported")),
+        None => Err("metadata record without a version".to_string()),
+    }
+}
+
+/// Whether `topic` is the reserved metadata topic (hidden from clients).
+pub fn is_reserved(topic: &str) -> bool {
+    topic == METADATA_TOPIC
+}
+
+/// The metadata lane and applier of one broker.
+pub struct MetadataLog {
+    /// Serializes changes on this broker: each plan sees every change committed before it.
+    lane: tokio::sync::Mutex<()>,
+    /// Serializes application (and the slave's periodic copy, which must not interleave).
+    apply: parking_lot::Mutex<()>,
+    /// The next queue offset of [`METADATA_TOPIC`] to apply (what the metadata store recorded).
+    applied: AtomicI64,
+}
+
+impl MetadataLog {
+    /// Reads the applied offset the metadata store recorded (0 for a new store).
+    pub fn open(metadata: &MetadataStore) -> Result<MetadataLog, StoreError> {
+        let applied = match metadata.get_kv(APPLIED_KEY)? {
+            None => 0,
+            Some(raw) => {
+                let bytes: [u8; 8] = raw.as_slice().try_into().map_err(|_| {
+                    StoreError::Metadata(format!(
+                        "the applied metadata log offset has {} bytes, not 8",
+                        raw.len()
+                    ))
+                })?;
+                i64::from_be_bytes(bytes)
+            }
+        };
+        Ok(MetadataLog {
+            lane: tokio::sync::Mutex::new(()),
+            apply: parking_lot::Mutex::new(()),
+            applied: AtomicI64::new(applied),
+        })
+    }
+
+    /// The next queue offset of [`METADATA_TOPIC`] this broker will apply.
+    pub fn applied(&self) -> i64 {
+        self.applied.load(Ordering::Acquire)
+    }
+
+    fn record_applied(&self, metadata: &MetadataStore, next: i64) -> Result<(), StoreError> {
+        metadata.put_kv(APPLIED_KEY, &next.to_be_bytes(), true)?;
+        self.applied.store(next, Ordering::Release);
+        Ok(())
+    }
+
+    /// Commits a metadata change: `plan` validates the request and computes the resulting state
+    /// from the applied metadata (an empty plan changes nothing). In controller mode the change
+    /// is answered only once every SyncStateSet member holds its record (see the module docs).
+    pub async fn commit(
+        &self,
+        inner: &BrokerInner,
+        plan: impl FnOnce(&BrokerInner) -> Result<Vec<MetadataChange>, Refusal>,
+    ) -> Result<(), Refusal> {
+        let _lane = self.lane.lock().await;
+        let Some(ha) = &inner.ha else {
+            for change in plan(inner)? {
+                apply_change(inner, &change)?;
+            }
+            return Ok(());
+        };
+        ha.check_writable().map_err(|e| {
+            Refusal(
+                response_code::SERVICE_NOT_AVAILABLE,
+                format!("metadata changes go to the master of the broker set: {e}"),
+            )
+        })?;
+        // The plan must see every confirmed change (a new master may not have applied its
+        // predecessor's last records yet).
+        self.apply_through(inner, inner.store.confirm_offset())?;
+        let changes = plan(inner)?;
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let msgs = changes
+            .iter()
+            .map(|c| {
+                let body = encode(c).map_err(|e| {
+                    Refusal(
+                        response_code::SYSTEM_ERROR,
+                        format!("cannot encode the metadata change ({}): {e}", c.describe()),
+                    )
+                })?;
+                Ok(BrokerMessage::new(Message::new(METADATA_TOPIC, body), 0))
+            })
+            .collect::<Result<Vec<_>, Refusal>>()?;
+        // Every SyncStateSet member must hold it, whatever the send ack policy.
+        let policy = crate::ha::AckPolicy {
+            all_ack_in_sync_state_set: true,
+            ..inner.ack_policy()
+        };
+        let result = inner.store_durably_with(msgs, &policy).await.map_err(|e| {
+            tracing::warn!(
+                changes = ?changes.iter().map(MetadataChange::describe).collect::<Vec<_>>(),
+                code = e.code(),
+                error = %e.remark(),
+                "metadata change not acknowledged by the SyncStateSet"
+            );
+            Refusal(
+                e.code(),
+                format!(
+                    "metadata change not acknowledged by the SyncStateSet, not applied: {}",
+                    e.remark()
+                ),
+            )
+        })?;
+        // Every record up to `end` is held by every SyncStateSet member (logs are prefixes).
+        let end = result.physical_offset + result.wrote_bytes as i64;
+        self.apply_through(inner, end)?;
+        if self.applied() < result.queue_offset + result.msg_num as i64 {
+            return Err(Refusal(
+                response_code::SYSTEM_ERROR,
+                "the metadata change was replicated but is not applied yet".to_string(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Applies, in log order, every metadata record not applied yet whose end lies at or below
+    /// `limit` (the confirm offset, or a record end the SyncStateSet acknowledged). Returns how
+    /// many records were applied.
+    pub fn apply_through(&self, inner: &BrokerInner, limit: i64) -> Result<usize, StoreError> {
+        let _one = self.apply.lock();
+        let store = &inner.store;
+        let max = store.get_max_offset_in_queue(METADATA_TOPIC, 0);
+        let mut next = self.applied();
+        if next == max {
+            return Ok(0);
+        }
+        if next > max {
+            // Only an unclean election (a master outside the SyncStateSet) takes applied
+            // records back; the periodic copy from the master catches up.
+            tracing::warn!(
+                applied = next,
+                max,
+                "the metadata log is shorter than what was applied (unclean election?)"
+            );
+            self.record_applied(&inner.metadata, max)?;
+            return Ok(0);
+        }
+        let min = store.get_min_offset_in_queue(METADATA_TOPIC, 0);
+        if next < min {
+            tracing::warn!(
+                applied = next,
+                min,
+                "metadata records were removed before this broker applied them; the copy from the master catches up"
+            );
+            next = min;
+        }
+        let mut applied = 0;
+        while next < max {
+            let Some(entry) = store.get_cq_entry(METADATA_TOPIC, 0, next) else {
+                break;
+            };
+            if entry.is_valid() && entry.end() > limit {
+                break;
+            }
+            if entry.is_valid() {
+                match store.read_record(entry.commit_log_offset) {
+                    None => break,
+                    Some(rec) => match message::decode_message(&rec)
+                        .map_err(|e| e.to_string())
+                        .and_then(|(m, _)| decode(&m.message.body))
+                    {
+                        Ok(change) => {
+                            apply_change(inner, &change)?;
+                            tracing::info!(queue_offset = next, change = %change.describe(), "metadata change applied");
+                            applied += 1;
+                        }
+                        Err(e) => tracing::error!(
+                            queue_offset = next,
+                            commit_log_offset = entry.commit_log_offset,
+                            error = %e,
+                            "unreadable metadata record skipped"
+                        ),
+                    },
+                }
+            }
+            next += 1;
+            self.record_applied(&inner.metadata, next)?;
+        }
+        Ok(applied)
+    }
+
+    /// Whether a slave may take the metadata its master answered with `master_offset` (the
+    /// master's applied offset when it read the state): only if the master had applied at least
+    /// what this broker has, so the copy never takes an applied change back. (The slave's own
+    /// log replay then re-applies its later records, converging on the same state.) Returns the
+    /// guard to hold while writing the copy.
+    pub fn copy_allowed(
+        &self,
+        master_offset: Option<i64>,
+    ) -> Option<parking_lot::MutexGuard<'_, ()>> {
+        let guard = self.apply.lock();
+        match master_offset {
+            Some(m) if m < self.applied() => None,
+            _ => Some(guard),
+        }
+    }
+}
+
+/// Applies one change to this broker's metadata (idempotent: a change is a resulting state).
+pub fn apply_change(inner: &BrokerInner, change: &MetadataChange) -> Result<(), StoreError> {
+    match change {
+        MetadataChange::PutTopic { config } => {
+            if inner.topics.get(&config.topic_name).as_ref() != Some(config) {
+                inner.topics.upsert(config.clone())?;
+                inner.register_trigger.notify_one();
+            }
+        }
+        MetadataChange::DeleteTopic { topic } => {
+            if inner.topics.delete(topic)? {
+                inner.register_trigger.notify_one();
+            }
+        }
+        MetadataChange::PutGroup { group, config } => {
+            inner
+                .metadata
+                .put_subscription_group(group, config.as_bytes())?;
+        }
+        MetadataChange::DeleteGroup { group } => {
+            inner.metadata.delete_subscription_group(group)?;
+        }
+        MetadataChange::PutUser { .. }
+        | MetadataChange::DeleteUser { .. }
+        | MetadataChange::PutAcl { .. }
+        | MetadataChange::DeleteAcl { .. } => {
+            inner.acl.apply(change).map_err(|e| match e {
+                crate::acl::AclStoreError::Store(e) => e,
+                other => StoreError::Metadata(other.to_string()),
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Applies confirmed metadata records as the confirm offset moves (every replica), and at least
+/// every second.
+pub async fn apply_loop(inner: Arc<BrokerInner>) {
+    let mut arrivals = inner.store.subscribe_arrivals();
+    loop {
+        arrivals.borrow_and_update();
+        // Most arrivals are messages: only go to the blocking pool when a record waits.
+        let waiting =
+            inner.store.get_max_offset_in_queue(METADATA_TOPIC, 0) != inner.metalog.applied();
+        if waiting {
+            let limit = inner.store.confirm_offset();
+            let me = inner.clone();
+            match tokio::task::spawn_blocking(move || me.metalog.apply_through(&me, limit)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "cannot apply metadata records; retrying")
+                }
+                Err(e) => tracing::error!(error = %e, "metadata apply task failed"),
+            }
+        }
+        tokio::select! {
+            _ = arrivals.changed() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_reject_foreign_bodies() {
+        let changes = vec![
+            MetadataChange::PutTopic {
+                config: TopicConfig::new("T", 4),
+            },
+            MetadataChange::DeleteTopic { topic: "T".into() },
+            MetadataChange::PutGroup {
+                group: "G".into(),
+                config: r#"{"groupName":"G","retryMaxTimes":3}"#.into(),
+            },
+            MetadataChange::DeleteGroup { group: "G".into() },
+            MetadataChange::PutUser {
+                user: UserInfo {
+                    username: "alice".into(),
+                    password: Some("pw".into()),
+                    user_type: Some("Normal".into()),
+                    user_status: None,
+                },
+            },
+            MetadataChange::DeleteUser {
+                username: "alice".into(),
+            },
+            MetadataChange::PutAcl {
+                acl: AclInfo {
+                    subject: "User:alice".into(),
+                    policies: vec![],
+                },
+            },
+            MetadataChange::DeleteAcl {
+                subject: "User:alice".into(),
+            },
+        ];
+        for c in &changes {
+            let body = encode(c).expect("encode");
+            assert!(body.starts_with(b"RRMD\x01"));
+            assert_eq!(&decode(&body).expect("decode"), c);
+        }
+        assert!(decode(b"hello").is_err());
+        assert!(decode(b"RRMD").is_err());
+        assert!(decode(b"RRMD\x02{}").is_err());
+        assert!(decode(b"RRMD\x01{\"op\":\"nope\"}").is_err());
+    }
+}
