@@ -79,19 +79,24 @@ pub struct BrokerConfig {
     /// Controller Remoting addresses, `host:port` separated by `;` (`controllerAddr`).
     #[serde(alias = "controllerAddr")]
     pub controller_addr: String,
-    /// How often the broker heartbeats every controller (`controllerHeartBeatTimeoutMills` is the
-    /// timeout below; RocketMQ heartbeats every 1 s).
+    /// How often the broker heartbeats every controller (300 ms; RocketMQ heartbeats every 1 s).
+    /// A master whose lease missed a renewal retries every 100 ms until one is confirmed.
     pub controller_heartbeat_interval_ms: u64,
     /// A controller declares this broker dead after this long without a heartbeat
-    /// (`controllerHeartBeatTimeoutMills`, 10 s). A master stops acknowledging writes before it:
-    /// its role lease is 3/4 of this, renewed by heartbeats a majority of controllers answered.
+    /// (`controllerHeartBeatTimeoutMills`; 3 s here, RocketMQ's 10 s would put a dead master's
+    /// failover past 10 s). A master stops acknowledging writes before it: its role lease is 3/4
+    /// of this (or of the controllers' timeout, if shorter), renewed by heartbeats the controller
+    /// leader confirmed. See docs/safety.md.
     #[serde(alias = "controllerHeartBeatTimeoutMills")]
     pub controller_heartbeat_timeout_ms: u64,
     /// How often the broker polls its replica info (`syncControllerMetadataPeriod`, 5 s); the
     /// controller also notifies role changes at once.
     #[serde(alias = "syncControllerMetadataPeriod")]
     pub sync_controller_metadata_period_ms: u64,
-    /// How often the master checks its slaves and its SyncStateSet (`checkSyncStateSetPeriod`).
+    /// How often the master checks its slaves and its SyncStateSet (`checkSyncStateSetPeriod`;
+    /// 200 ms here, 5 s in RocketMQ): after a failover the new master acknowledges nothing
+    /// needing a second replica until a caught-up slave is back in the set, so this is part of
+    /// the failover time. A check that finds nothing to change sends nothing.
     #[serde(alias = "checkSyncStateSetPeriod")]
     pub check_sync_state_set_period_ms: u64,
     /// A slave not caught up for this long (or disconnected) leaves the SyncStateSet
@@ -144,10 +149,10 @@ impl Default for BrokerConfig {
             transaction_check_max: 15,
             enable_controller_mode: false,
             controller_addr: String::new(),
-            controller_heartbeat_interval_ms: 1_000,
-            controller_heartbeat_timeout_ms: 10_000,
+            controller_heartbeat_interval_ms: 300,
+            controller_heartbeat_timeout_ms: 3_000,
             sync_controller_metadata_period_ms: 5_000,
-            check_sync_state_set_period_ms: 1_000,
+            check_sync_state_set_period_ms: 200,
             ha_max_time_slave_not_catchup_ms: 15_000,
             min_in_sync_replicas: 1,
             all_ack_in_sync_state_set: true,

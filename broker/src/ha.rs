@@ -311,6 +311,11 @@ impl HaState {
         }
     }
 
+    /// Until when the master's role lease runs, if it was ever renewed in this role.
+    pub fn lease_until(&self) -> Option<Instant> {
+        self.inner.lock().lease_until
+    }
+
     pub fn lease_valid(&self) -> bool {
         self.inner
             .lock()

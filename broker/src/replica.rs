@@ -41,6 +41,9 @@ use crate::controller_link::{BrokerIdentity, ControllerLink, LinkError};
 use crate::ha::{self, HaState, Role};
 use crate::store::MessageStore;
 
+/// How soon a master whose lease missed a renewal heartbeats the controllers again.
+const LEASE_RETRY: Duration = Duration::from_millis(100);
+
 /// The controller-mode side of a broker.
 pub struct ReplicaManager {
     config: BrokerConfig,
@@ -144,8 +147,16 @@ impl ReplicaManager {
                 loop {
                     let started = tokio::time::Instant::now();
                     me.heartbeat_to(&addr).await;
+                    // A master whose lease missed a renewal (the controller leader died, was
+                    // paused or lost its quorum) asks every controller again soon, so it hears
+                    // the next leader within ~100 ms of its election, not one interval later.
+                    let next = if me.lease_at_risk(every) {
+                        every.min(LEASE_RETRY)
+                    } else {
+                        every
+                    };
                     tokio::select! {
-                        _ = tokio::time::sleep_until(started + every) => {}
+                        _ = tokio::time::sleep_until(started + next) => {}
                         _ = kick.changed() => {}
                     }
                 }
@@ -195,6 +206,22 @@ impl ReplicaManager {
                 confirm_offset: self.store.confirm_offset(),
                 election_priority: 0,
             },
+        }
+    }
+
+    /// Whether this broker is master and its lease was not renewed for more than one and a half
+    /// heartbeat intervals (so a renewal was missed).
+    fn lease_at_risk(&self, every: Duration) -> bool {
+        if self.ha.role() != Role::Master {
+            return false;
+        }
+        let full = self.lease_for(None);
+        match self.ha.lease_until() {
+            None => true,
+            Some(until) => {
+                let left = until.saturating_duration_since(Instant::now());
+                left + every + every / 2 < full
+            }
         }
     }
 

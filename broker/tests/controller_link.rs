@@ -105,7 +105,7 @@ async fn identity_is_assigned_once_kept_on_disk_and_registration_elects_the_firs
         );
         assert_eq!(
             delivered.controller_timeout_ms,
-            Some(10_000),
+            Some(ControllerConfig::default().heartbeat_timeout_ms),
             "the controller reports its own heartbeat timeout"
         );
     }

@@ -60,9 +60,12 @@ pub struct ControllerConfig {
     /// (may lose acknowledged messages). Default false.
     #[serde(alias = "enableElectUncleanMaster")]
     pub enable_elect_unclean_master: bool,
-    /// Heartbeat timeout used when a broker does not send its own (`heartbeatTimeoutMills`).
+    /// Heartbeat timeout used when a broker does not send its own (`heartbeatTimeoutMills`;
+    /// 3 s). Brokers learn it from every heartbeat answer and keep their role lease below 3/4 of
+    /// it; a new controller leader elects a master only after this long in office.
     pub heartbeat_timeout_ms: u64,
-    /// How often the leader looks for dead masters (`scanNotActiveBrokerInterval`, 5 s).
+    /// How often the leader looks for dead masters (`scanNotActiveBrokerInterval`; 250 ms here,
+    /// RocketMQ scans every 5 s).
     #[serde(alias = "scanNotActiveBrokerInterval")]
     pub scan_interval_ms: u64,
     /// Send `NOTIFY_BROKER_ROLE_CHANGED` to a set's brokers after an election.
@@ -87,8 +90,8 @@ impl Default for ControllerConfig {
             },
             listen: SocketAddr::from(([127, 0, 0, 1], 9878)),
             enable_elect_unclean_master: false,
-            heartbeat_timeout_ms: 10_000,
-            scan_interval_ms: 5_000,
+            heartbeat_timeout_ms: 3_000,
+            scan_interval_ms: 250,
             notify_broker_role_changed: true,
             remoting_peers: BTreeMap::new(),
             stale_reads: false,
@@ -140,6 +143,20 @@ pub struct Controller {
 pub struct Tenure {
     pub term: u64,
     pub since_ms: u64,
+}
+
+/// A leader confirms heartbeats and elects only while a quorum acknowledged its term within
+/// `heartbeat_timeout_ms / QUORUM_FRESH_DIVISOR` (300 ms at the default 3 s; the Raft heartbeat,
+/// 100 ms, keeps a healthy leader well inside it).
+pub const QUORUM_FRESH_DIVISOR: u64 = 10;
+
+/// How long a leader must have led before it elects a new master whose heartbeats time out
+/// after `timeout_ms`: 9/10 of it. A lease an earlier leader confirmed ends at most
+/// `timeout/10 + 3/4 timeout` after the quorum acknowledgement that preceded this tenure, so
+/// 9/10 leaves `timeout/20` (150 ms at the defaults) for clock-rate differences. See
+/// docs/safety.md.
+pub fn tenure_needed(timeout_ms: u64) -> u64 {
+    timeout_ms - timeout_ms / 10
 }
 
 fn raft_error(e: RaftClientError) -> ControllerError {
@@ -356,18 +373,24 @@ impl Controller {
         }
     }
 
-    /// One scanner round: on a leader in office for at least a full heartbeat timeout (its own
-    /// `heartbeat_timeout_ms`, and the master's if that is longer), whose term a quorum
-    /// acknowledged within a fifth of it, elect a new master for every set whose master's
+    /// Whether this node leads and a quorum acknowledged its term within a tenth of the
+    /// heartbeat timeout: the condition to confirm a heartbeat (`leaderConfirmed`) and to elect.
+    pub fn quorum_fresh(&self) -> bool {
+        let t = self.config.heartbeat_timeout_ms;
+        self.node
+            .quorum_ack_age()
+            .is_some_and(|age| age.as_millis() as u64 <= t / QUORUM_FRESH_DIVISOR)
+    }
+
+    /// One scanner round: on a leader in office for at least 9/10 of a heartbeat timeout (its
+    /// own `heartbeat_timeout_ms`, and the master's if that is longer), whose term a quorum
+    /// acknowledged within a tenth of it, elect a new master for every set whose master's
     /// heartbeat timed out (or never arrived). Time is monotonic throughout.
     async fn scan(&self) {
         let now = rocketraft_common::time::mono_ms();
         let t = self.config.heartbeat_timeout_ms;
         let tenure = self.tenure();
-        let fresh = self
-            .node
-            .quorum_ack_age()
-            .is_some_and(|age| age.as_millis() as u64 <= t / 5);
+        let fresh = self.quorum_fresh();
         let Some(tenure) = tenure.filter(|_| self.node.is_leader()) else {
             // Followers expire too, so a later leader does not trust ancient heartbeats.
             self.heartbeats.take_expired(now);
@@ -395,11 +418,12 @@ impl Controller {
             if !timed_out {
                 continue;
             }
-            // Only a leader in office for a full heartbeat timeout elects: a master's role
+            // Only a leader in office for 9/10 of the heartbeat timeout elects: a master's role
             // lease (renewed by heartbeats this leader or an earlier one confirmed) has run out
-            // by then. A master that heartbeats with a longer timeout than ours is waited for
-            // that long.
-            let wait = t.max(self.heartbeats.timeout_of(name, master).unwrap_or(0));
+            // by then (an earlier leader confirmed at most T/10 after the quorum acknowledgement
+            // that preceded this tenure, for at most 3/4 T; docs/safety.md). A master that
+            // heartbeats with a longer timeout than ours is waited for in proportion.
+            let wait = tenure_needed(t.max(self.heartbeats.timeout_of(name, master).unwrap_or(0)));
             if in_office < wait || !fresh {
                 tracing::info!(broker = %name, in_office_ms = in_office, wait_ms = wait, quorum_fresh = fresh, "master heartbeat timed out; electing once this leader has been in office long enough");
                 continue;
@@ -427,8 +451,9 @@ impl Controller {
     }
 
     /// After an election: reads the set once (linearizably), tells every broker of the set its
-    /// new role (oneway, best effort: brokers also poll; in the background, so a dead broker
-    /// does not delay the answer), and returns the set's ids and addresses.
+    /// new role (oneway, best effort: brokers also poll; in the background and concurrently, so
+    /// a dead broker delays neither the answer nor the other brokers), and returns the set's
+    /// ids and addresses.
     async fn after_election(&self, broker_name: &str) -> Option<wire::BrokerMemberGroup> {
         let (state, _) = self.state(ReadMode::Linearizable).await.ok()?;
         let set = state.broker_set(broker_name)?;
@@ -440,14 +465,18 @@ impl Controller {
                 .values()
                 .map(|b| b.address.clone())
                 .collect();
-            let notifier = self.notifier.clone();
-            tokio::spawn(async move {
-                for addr in addrs {
-                    if let Err(e) = notifier.invoke_oneway(&addr, request.clone()).await {
+            // One task per broker: a dead or isolated broker (a connect that hangs until its
+            // timeout) must not delay the news to the live ones, whose slave has to follow the
+            // new master before it can acknowledge anything.
+            for addr in addrs {
+                let notifier = self.notifier.clone();
+                let request = request.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = notifier.invoke_oneway(&addr, request).await {
                         tracing::debug!(%addr, error = %e, "NOTIFY_BROKER_ROLE_CHANGED not delivered");
                     }
-                }
-            });
+                });
+            }
         }
         Some(wire::BrokerMemberGroup {
             cluster: set.replica_info.cluster.clone(),

@@ -78,7 +78,8 @@ fn quoted(text: &str) -> String {
     serde_json::to_string(text).unwrap_or_else(|_| format!("\"{text}\""))
 }
 
-/// The controller config of controller `id` (1-based).
+/// The controller config of controller `id` (1-based). Every timing key (heartbeat timeout, scan
+/// interval, Raft timeouts) is left at its default: the harness measures the defaults users get.
 pub fn controller_toml(id: usize, data_dir: &Path, stale_reads: bool) -> anyhow::Result<String> {
     let controllers = [11u8, 12, 13];
     let host = controllers
@@ -100,8 +101,6 @@ pub fn controller_toml(id: usize, data_dir: &Path, stale_reads: bool) -> anyhow:
     }
     Ok(format!(
         "listen = {listen}\n\
-         heartbeat_timeout_ms = 6000\n\
-         scan_interval_ms = 1000\n\
          stale_reads = {stale_reads}\n\
          \n[remoting_peers]\n{peers}\
          \n[raft]\n\
@@ -130,7 +129,6 @@ pub fn broker_toml(host: u8, store_root: &Path, min_in_sync: usize) -> anyhow::R
          namesrv_addr = {namesrv}\n\
          enable_controller_mode = true\n\
          controller_addr = {controllers}\n\
-         controller_heartbeat_timeout_ms = 6000\n\
          min_in_sync_replicas = {min_in_sync}\n\
          register_interval_ms = 5000\n\
          \n[store]\n\

@@ -219,7 +219,8 @@ pub fn read_cause_lines(dir: &Path, events: &[Event]) -> Vec<CauseLine> {
 }
 
 /// Charges every unavailability gap to the fault windows it overlaps, or that it follows within
-/// [`AFTER_WINDOW_S`] when no later window began before it; names the likeliest cause from
+/// [`AFTER_WINDOW_S`] when no later window began before it ended (a gap that starts with the
+/// last acknowledgement just before a later window and runs into it is that window's); names the likeliest cause from
 /// `lines`: the cause line nearest to the first gap's start, from 5 s before it to the gap's
 /// end, a precise phrase preferred over a broad word.
 pub fn fault_impacts(
@@ -237,7 +238,7 @@ pub fn fault_impacts(
                     let overlaps = b > f.from_s && a <= f.to_s;
                     let follows = a > f.to_s
                         && a < f.to_s + AFTER_WINDOW_S
-                        && !faults.iter().any(|g| g.from_s > f.from_s && g.from_s <= a);
+                        && !faults.iter().any(|g| g.from_s > f.from_s && g.from_s < b);
                     overlaps || follows
                 })
                 .collect();
@@ -1202,6 +1203,14 @@ mod tests {
         );
         assert!(two[0].gaps.is_empty(), "{two:?}");
         assert_eq!(two[1].gaps, vec![(12.5, 15.0)]);
+        // The same when the gap's last acknowledgement came just before the later window.
+        let early = fault_impacts(
+            &[span("kill", 0.0, 10.0), span("kill", 12.0, 20.0)],
+            &[(11.9, 15.0)],
+            &[],
+        );
+        assert!(early[0].gaps.is_empty(), "{early:?}");
+        assert_eq!(early[1].gaps, vec![(11.9, 15.0)]);
         assert!(
             two[1]
                 .cause

@@ -65,8 +65,14 @@ pub struct RaftConfig {
     pub initial_members: BTreeMap<NodeId, String>,
     /// Cluster name; nodes of different clusters refuse each other's messages.
     pub cluster_name: String,
+    /// A follower that hears no leader for a random time in `election_timeout_min_ms ..
+    /// election_timeout_max_ms` (400-800 ms) stands for election; the max is also openraft's
+    /// leader lease (no vote for another candidate before it). A controller leader's death must be
+    /// healed well inside a master's role lease (3/4 of the 3 s heartbeat timeout), so keep these
+    /// small; see docs/safety.md.
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
+    /// How often the leader heartbeats its followers (100 ms).
     pub heartbeat_interval_ms: u64,
     /// Deadline of one peer RPC.
     pub rpc_timeout_ms: u64,
@@ -87,9 +93,9 @@ impl Default for RaftConfig {
             data_dir: PathBuf::from("raft-data"),
             initial_members: BTreeMap::new(),
             cluster_name: "rocketraft".to_string(),
-            election_timeout_min_ms: 1500,
-            election_timeout_max_ms: 3000,
-            heartbeat_interval_ms: 300,
+            election_timeout_min_ms: 400,
+            election_timeout_max_ms: 800,
+            heartbeat_interval_ms: 100,
             rpc_timeout_ms: 2000,
             client_timeout_ms: 10_000,
             snapshot_logs: 5000,
