@@ -122,6 +122,15 @@ enum Command {
         #[arg(long)]
         keep_data: bool,
     },
+    /// Prints the unavailability per fault window of a run from its verdicts.json (kept runs
+    /// in jepsen/runs/ included), recomputed with the current charging rule.
+    Faults {
+        /// Markdown table rows instead of the plain summary lines.
+        #[arg(long)]
+        markdown: bool,
+        /// The run's verdicts.json.
+        file: PathBuf,
+    },
 }
 
 fn parse_model(text: &str) -> Result<ModelName, String> {
@@ -225,6 +234,25 @@ fn main() -> ExitCode {
                 }
                 Err(error) => {
                     eprintln!("rocketraft-jepsen run: {error:#}");
+                    ExitCode::from(EXIT_UNREADABLE)
+                }
+            }
+        }
+        Command::Faults { markdown, file } => {
+            let table = std::fs::read(&file)
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice(&b).map_err(|e| format!("not JSON: {e}")))
+                .and_then(|v| rocketraft_jepsen::report::per_fault_table(&v, markdown));
+            match table {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!(
+                        "rocketraft-jepsen faults: cannot read {}: {error}",
+                        file.display()
+                    );
                     ExitCode::from(EXIT_UNREADABLE)
                 }
             }

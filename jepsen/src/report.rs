@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value as Json};
 
 use crate::queue_check::QueueReport;
@@ -28,7 +28,7 @@ const UNAVAILABLE_GAP_NS: u64 = 2_000_000_000;
 pub const AFTER_WINDOW_S: f64 = 5.0;
 
 /// A fault window, from the nemesis events.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct FaultSpan {
     pub kind: String,
     pub from_s: f64,
@@ -220,9 +220,9 @@ pub fn read_cause_lines(dir: &Path, events: &[Event]) -> Vec<CauseLine> {
 
 /// Charges every unavailability gap to the fault windows it overlaps, or that it follows within
 /// [`AFTER_WINDOW_S`] when no later window began before it ended (a gap that starts with the
-/// last acknowledgement just before a later window and runs into it is that window's); names the likeliest cause from
-/// `lines`: the cause line nearest to the first gap's start, from 5 s before it to the gap's
-/// end, a precise phrase preferred over a broad word.
+/// last acknowledgement just before a later window and runs into it is that window's); names
+/// the likeliest cause from `lines`: the cause line nearest to the first gap's start, from 5 s
+/// before it to the gap's end, a precise phrase preferred over a broad word.
 pub fn fault_impacts(
     faults: &[FaultSpan],
     unavailable: &[(f64, f64)],
@@ -270,6 +270,68 @@ pub fn fault_impacts(
             }
         })
         .collect()
+}
+
+/// The per-fault table of a kept `verdicts.json` (its `stats.faults` windows and
+/// `stats.unavailable` gaps), recomputed with today's rule. Kept runs have no node logs, so no
+/// causes. Markdown rows when `markdown`.
+pub fn per_fault_table(verdicts: &Json, markdown: bool) -> Result<String, String> {
+    let stats = verdicts
+        .get("stats")
+        .ok_or("no `stats` object: is this a rocketraft-jepsen verdicts.json?")?;
+    let faults: Vec<FaultSpan> = serde_json::from_value(
+        stats
+            .get("faults")
+            .cloned()
+            .ok_or("no `stats.faults`: the run predates fault windows in verdicts.json")?,
+    )
+    .map_err(|e| format!("`stats.faults` is not a list of fault windows: {e}"))?;
+    let unavailable: Vec<(f64, f64)> = serde_json::from_value(
+        stats
+            .get("unavailable")
+            .cloned()
+            .ok_or("no `stats.unavailable`")?,
+    )
+    .map_err(|e| format!("`stats.unavailable` is not a list of [from, to] pairs: {e}"))?;
+    let impacts = fault_impacts(&faults, &unavailable, &[]);
+    let mut out = String::new();
+    if markdown {
+        out.push_str(
+            "| fault | window (s) | unavailable (s) | gaps | cause |\n|---|---|---|---|---|\n",
+        );
+    }
+    for f in &impacts {
+        let gaps = f
+            .gaps
+            .iter()
+            .map(|(a, b)| format!("{a:.1}-{b:.1}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        if markdown {
+            let _ = writeln!(
+                out,
+                "| {} | {:.1}-{:.1} | {:.1} | {} |",
+                f.kind, f.start, f.end, f.unavailable_s, gaps
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "{:<20} {:>6.1}-{:<6.1} unavailable {:>5.1} s {}",
+                f.kind, f.start, f.end, f.unavailable_s, gaps
+            );
+        }
+    }
+    let total: f64 = impacts.iter().map(|f| f.unavailable_s).sum::<f64>() + 0.0;
+    let longest = impacts
+        .iter()
+        .flat_map(|f| f.gaps.iter().map(|(a, b)| b - a))
+        .fold(0.0f64, f64::max);
+    let _ = writeln!(
+        out,
+        "{} fault windows; unavailability charged to faults {total:.1} s, longest gap {longest:.1} s",
+        impacts.len()
+    );
+    Ok(out)
 }
 
 /// [`fault_impacts`] of a finished run: its windows and gaps, and the node logs under `dir`.
@@ -1264,5 +1326,36 @@ mod tests {
         assert_eq!(strip_ansi("\u{1b}[2mA\u{1b}[0m B"), "A B");
         assert_eq!(cause_class("no route to broker-a"), Some("route"));
         assert_eq!(cause_class("INFO: nothing"), None);
+    }
+
+    #[test]
+    fn a_kept_verdicts_file_gives_the_per_fault_table() {
+        let v = json!({
+            "stats": {
+                "faults": [
+                    {"kind": "kill", "from_s": 10.0, "to_s": 16.0, "detail": {"nodes": ["b1"]}},
+                    {"kind": "pause", "from_s": 30.0, "to_s": 35.0, "detail": null}
+                ],
+                "unavailable": [[10.2, 14.4], [50.0, 53.0]]
+            }
+        });
+        let plain = per_fault_table(&v, false).expect("table");
+        assert!(plain.contains("kill"), "{plain}");
+        assert!(plain.contains("unavailable   4.2 s 10.2-14.4"), "{plain}");
+        assert!(plain.contains("unavailable   0.0 s"), "{plain}");
+        assert!(
+            plain.ends_with(
+                "2 fault windows; unavailability charged to faults 4.2 s, longest gap 4.2 s\n"
+            ),
+            "{plain}"
+        );
+        let md = per_fault_table(&v, true).expect("markdown");
+        assert!(md.starts_with("| fault | window (s) |"), "{md}");
+        assert!(
+            md.contains("| kill | 10.0-16.0 | 4.2 | 10.2-14.4 |"),
+            "{md}"
+        );
+        let err = per_fault_table(&json!({"stats": {}}), false).expect_err("no faults");
+        assert!(err.contains("stats.faults"), "{err}");
     }
 }
