@@ -44,5 +44,8 @@ pub use liveness::{AliveBrokers, BrokerLiveInfo, BrokerLiveness};
 pub use replicated::{
     ControllerCommand, ControllerQuery, ControllerQueryResponse, ControllerStateMachine,
 };
-pub use service::{Controller, ControllerConfig, ControllerStatus, CONTROLLER_CODES};
+pub use service::{
+    tenure_needed, Controller, ControllerConfig, ControllerStatus, CONTROLLER_CODES,
+    QUORUM_FRESH_DIVISOR,
+};
 pub use state::{BrokerIdentity, BrokerReplicaInfo, BrokerSet, ControllerState, SyncStateInfo};
