@@ -632,6 +632,7 @@ pub async fn run_async(
         recorder: recorder.clone(),
         rng: rng.fork(2),
         on_fault: None,
+        power: None,
     };
     {
         let nemesis_run = nemesis.run(windows, nemesis_stopped);

@@ -44,7 +44,7 @@ use fuser::{
     AccessFlags, BackgroundSession, Config, Errno, FileAttr, FileHandle, FileType, Filesystem,
     FopenFlags, Generation, INodeNo, LockOwner, MountOption, OpenFlags, RenameFlags, ReplyAttr,
     ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
-    ReplyWrite, Request, SessionACL, TimeOrNow, WriteFlags,
+    ReplyWrite, ReplyXattr, Request, SessionACL, TimeOrNow, WriteFlags,
 };
 
 /// Granularity of the volatile layer.
@@ -212,11 +212,14 @@ impl State {
     }
 }
 
+/// One mount's state: a remount gets a fresh one, so a session that outlives its unmount (its
+/// connection kept alive by a copy of the mount in another mount namespace) can never touch the
+/// new mount's volatile layer.
 struct Shared {
     backing: PathBuf,
     powered: AtomicBool,
     state: Mutex<State>,
-    counters: Counters,
+    counters: Arc<Counters>,
 }
 
 impl Shared {
@@ -454,7 +457,7 @@ impl LazyFsFs {
         let inode = state.inodes.get_mut(&ino).ok_or(Errno::ENOENT)?;
         let first_gone = size.div_ceil(PAGE);
         inode.volatile.pages.retain(|index, _| *index < first_gone);
-        if size % PAGE != 0 {
+        if !size.is_multiple_of(PAGE) {
             if let Some(page) = inode.volatile.pages.get_mut(&(size / PAGE)) {
                 let cut = (size % PAGE) as usize;
                 page.data[cut..].fill(0);
@@ -939,6 +942,26 @@ impl Filesystem for LazyFsFs {
         )
     }
 
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: ReplyXattr,
+    ) {
+        // No extended attributes (the kernel asks for security.capability on writes).
+        reply.error(Errno::from_i32(libc::ENODATA))
+    }
+
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: ReplyXattr) {
+        if size == 0 {
+            reply.size(0)
+        } else {
+            reply.data(&[])
+        }
+    }
+
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
         reply.ok()
     }
@@ -984,6 +1007,9 @@ pub struct LazyFs {
     mountpoint: PathBuf,
     shared: Arc<Shared>,
     session: Option<BackgroundSession>,
+    /// Sessions whose connection outlived their unmount (see [`Shared`]); never dropped while
+    /// a newer mount lives at the same path, since fuser's drop would unmount that path.
+    lingering: Vec<BackgroundSession>,
 }
 
 impl std::fmt::Debug for LazyFs {
@@ -1012,13 +1038,14 @@ impl LazyFs {
             backing: backing.clone(),
             powered: AtomicBool::new(true),
             state: Mutex::new(State::new()),
-            counters: Counters::default(),
+            counters: Arc::new(Counters::default()),
         });
         let mut fs = LazyFs {
             backing,
             mountpoint,
             shared,
             session: None,
+            lingering: Vec::new(),
         };
         fs.start_session()?;
         Ok(fs)
@@ -1148,8 +1175,12 @@ impl LazyFs {
         if self.session.is_some() {
             return Ok(());
         }
-        *self.shared.state() = State::new();
-        self.shared.powered.store(true, Ordering::SeqCst);
+        self.shared = Arc::new(Shared {
+            backing: self.backing.clone(),
+            powered: AtomicBool::new(true),
+            state: Mutex::new(State::new()),
+            counters: self.shared.counters.clone(),
+        });
         self.start_session()
     }
 
@@ -1183,8 +1214,19 @@ impl LazyFs {
                 }
             }
         }
-        if let Err(e) = session.umount_and_join() {
-            tracing::debug!(error = %e, "lazyfs session end");
+        // The session ends when the kernel drops the connection (DESTROY or ENODEV). It does
+        // not while a copy of the mount lives in another mount namespace: keep it aside then.
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while !session.guard.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if session.guard.is_finished() {
+            if let Err(e) = session.join() {
+                tracing::debug!(error = %e, "lazyfs session end");
+            }
+        } else {
+            tracing::warn!(mountpoint = %self.mountpoint.display(), "lazyfs session outlives its unmount (a copy of the mount in another mount namespace); kept aside");
+            self.lingering.push(session);
         }
         tracing::info!(mountpoint = %self.mountpoint.display(), detached, "lazyfs unmounted");
         if detached {
@@ -1201,6 +1243,12 @@ impl Drop for LazyFs {
     fn drop(&mut self) {
         if let Err(e) = self.unmount() {
             tracing::warn!(error = %e, "lazyfs unmount at drop");
+        }
+        // Nothing is mounted here any more; a lingering session's thread ends when the last
+        // copy of its mount goes. Its handle is leaked rather than dropped (the drop would try
+        // an unmount of the path) or joined (which could wait for other processes).
+        for session in self.lingering.drain(..) {
+            std::mem::forget(session);
         }
     }
 }

@@ -41,6 +41,13 @@
 //!   node's file (its running process's clock steps at once) and `+0` at the end. The stop
 //!   event says whether the node's log shows the step (`observed_skew_s`: how far the
 //!   timestamps of the lines it logged during the window lie outside the real window).
+//! - `power-loss`: when selected, every broker's store (`nodes/<name>/store`) is a
+//!   [`crate::lazyfs::LazyFs`] mount served by the harness over `nodes/<name>/store-disk`: bytes a
+//!   broker wrote stay volatile until it syncs them. A window cuts the power of one broker (the
+//!   master half of the time, else a random one): its later writes are discarded, it is killed
+//!   (SIGKILL), the mount is unmounted and every unsynced byte dropped; the mount comes back
+//!   clean at once and the broker restarts at the window's end on what its disk kept. Needs
+//!   root and `/dev/fuse`, so it is not in `all`. The start event records the bytes dropped.
 //!
 //! The clients' namespace is never cut off: faults are between servers.
 
@@ -52,6 +59,7 @@ use anyhow::bail;
 use serde_json::{json, Value as Json};
 
 use crate::cluster::{Clients, Cluster, BROKER_NAME};
+use crate::lazyfs::{CutReport, LazyFs};
 use crate::nodes::{port, write_clock_file, Role};
 use crate::record::Recorder;
 use crate::rng::Rng;
@@ -79,6 +87,8 @@ pub enum FaultKind {
     FlipFlop,
     /// The wall clock of a running controller or broker steps (libfaketime file).
     ClockStep,
+    /// Power cut of a broker: unsynced bytes of its LazyFs store dropped, kill -9, restart.
+    PowerLoss,
 }
 
 impl FaultKind {
@@ -98,6 +108,7 @@ impl FaultKind {
             FaultKind::TransferController => "transfer-controller",
             FaultKind::FlipFlop => "flip-flop",
             FaultKind::ClockStep => "clock-step",
+            FaultKind::PowerLoss => "power-loss",
         }
     }
 }
@@ -159,8 +170,11 @@ pub fn parse_kinds(spec: &str) -> anyhow::Result<Vec<FaultKind>> {
             "clock-step" => {
                 out.insert(FaultKind::ClockStep);
             }
+            "power-loss" => {
+                out.insert(FaultKind::PowerLoss);
+            }
             other => bail!(
-                "unknown nemesis {other:?}: use none, all, or a list of partition, partition-master, partition-controller, kill, pause, loss, clock, transfer, latency, pause-controller, kill-controller, transfer-controller, flip-flop, clock-step"
+                "unknown nemesis {other:?}: use none, all, or a list of partition, partition-master, partition-controller, kill, pause, loss, clock, transfer, latency, pause-controller, kill-controller, transfer-controller, flip-flop, clock-step, power-loss"
             ),
         }
     }
@@ -277,6 +291,8 @@ pub struct Nemesis {
     /// Called after every fault starts (the controller workload records possible
     /// controller-triggered elections there).
     pub on_fault: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// The brokers' LazyFs mounts, when the run has the `power-loss` nemesis.
+    pub power: Option<Arc<Mutex<PowerMounts>>>,
 }
 
 pub fn lock(cluster: &Mutex<Cluster>) -> MutexGuard<'_, Cluster> {
@@ -439,7 +455,53 @@ impl Nemesis {
             FaultKind::TransferController => self.start_transfer_controller().await,
             FaultKind::FlipFlop => self.start_flip_flop().await,
             FaultKind::ClockStep => self.start_clock_step(),
+            FaultKind::PowerLoss => self.start_power_loss().await,
         }
+    }
+
+    /// Cuts the power of a broker (the master half of the time): see [`PowerMounts::cut`].
+    async fn start_power_loss(&mut self) -> anyhow::Result<Active> {
+        let Some(power) = self.power.clone() else {
+            bail!("power-loss needs the brokers' stores on LazyFs mounts (set up at the start)");
+        };
+        let master = self.broker_master().await;
+        let target = match master.clone() {
+            Some(m) if self.rng.chance(0.5) => Some(m),
+            _ => self.random_server(Some(Role::Broker)),
+        };
+        let Some(target) = target else {
+            self.recorder.nemesis(
+                "start-power-loss",
+                json!({"nodes": [], "skipped": "no broker"}),
+            );
+            return Ok(Active::Killed(Vec::new()));
+        };
+        let report = {
+            let mut cluster = lock(&self.cluster);
+            let node = cluster.node_mut(&target)?;
+            let pids: Vec<u32> = node.pid().into_iter().collect();
+            let mut power = match power.lock() {
+                Ok(guard) => guard,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            let report = power.cut(&target, &pids);
+            // Reap the killed process (and kill it, should the cut have failed before that).
+            node.kill();
+            let report = report?;
+            power.remount(&target)?;
+            report
+        };
+        self.recorder.nemesis(
+            "start-power-loss",
+            json!({
+                "nodes": [target],
+                "was_master": master.as_deref() == Some(target.as_str()),
+                "dropped_bytes": report.dropped_bytes,
+                "dropped_files": report.dropped_files,
+                "discarded_write_bytes": report.discarded_write_bytes,
+            }),
+        );
+        Ok(Active::Killed(vec![target]))
     }
 
     /// The Raft group's members: the controllers, or in a raft-kv run its members (node `cN`
@@ -1023,6 +1085,140 @@ async fn sleep_or_stop(
         _ = tokio::time::sleep_until(at) => false,
         _ = stop.changed() => true,
     }
+}
+
+/// The brokers' stores on [`LazyFs`] mounts hosted by the harness (the `power-loss` nemesis).
+///
+/// The `nodes` directory is first bind-mounted on itself and made *shared*, and each LazyFs
+/// mounted inside it: every process starts through `ip netns exec`, which gives it its own
+/// mount namespace with copies of the harness's mounts turned into *slaves*, so the unmount of
+/// a cut propagates into those copies and the FUSE connection really ends (dropping the
+/// kernel's page cache of it). (The bind mount is on the parent, not on `store` itself: fuser
+/// tries an unmount of the mount point when its session handle goes, which must find nothing
+/// there.) Dropping this unmounts everything (after the processes are gone).
+pub struct PowerMounts {
+    mounts: BTreeMap<String, LazyFs>,
+    binds: Vec<std::path::PathBuf>,
+}
+
+impl PowerMounts {
+    /// Mounts a LazyFs over `nodes/<name>/store-disk` at `nodes/<name>/store` for every broker.
+    /// Call before any process starts.
+    pub fn mount(cluster: &Cluster) -> anyhow::Result<PowerMounts> {
+        if let Err(why) = crate::lazyfs::fuse_available() {
+            bail!("the power-loss nemesis needs FUSE: {why}");
+        }
+        let mut out = PowerMounts {
+            mounts: BTreeMap::new(),
+            binds: Vec::new(),
+        };
+        for name in cluster.names(Role::Broker) {
+            let Some(node) = cluster.node(&name) else {
+                continue;
+            };
+            let store = node.dir.join("store");
+            let disk = node.dir.join("store-disk");
+            for dir in [&store, &disk] {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+            }
+            if let Some(nodes) = node.dir.parent() {
+                if !out.binds.iter().any(|b| b == nodes) {
+                    make_shared_bind(nodes)?;
+                    out.binds.push(nodes.to_path_buf());
+                }
+            }
+            let fs = LazyFs::mount(&disk, &store)?;
+            out.mounts.insert(name, fs);
+        }
+        Ok(out)
+    }
+
+    /// Cuts the power of `node`: discard its later writes, SIGKILL `pids`, unmount, drop every
+    /// unsynced byte. [`PowerMounts::remount`] brings the mount back.
+    pub fn cut(&mut self, node: &str, pids: &[u32]) -> anyhow::Result<CutReport> {
+        match self.mounts.get_mut(node) {
+            Some(fs) => fs.power_cut(pids),
+            None => bail!("{node} has no LazyFs mount"),
+        }
+    }
+
+    pub fn remount(&mut self, node: &str) -> anyhow::Result<()> {
+        match self.mounts.get_mut(node) {
+            Some(fs) => fs.remount(),
+            None => bail!("{node} has no LazyFs mount"),
+        }
+    }
+
+    /// Counters summed over the mounts.
+    pub fn stats(&self) -> crate::lazyfs::LazyFsStats {
+        let mut total = crate::lazyfs::LazyFsStats::default();
+        for fs in self.mounts.values() {
+            let s = fs.stats();
+            total.cuts += s.cuts;
+            total.dropped_bytes += s.dropped_bytes;
+            total.dropped_files += s.dropped_files;
+            total.discarded_write_bytes += s.discarded_write_bytes;
+            total.syncs += s.syncs;
+            total.synced_bytes += s.synced_bytes;
+        }
+        total
+    }
+}
+
+impl Drop for PowerMounts {
+    fn drop(&mut self) {
+        // LazyFs unmounts itself; then the bind mounts under them go.
+        self.mounts.clear();
+        for path in self.binds.drain(..) {
+            if let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) {
+                // SAFETY: a valid C string.
+                if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
+                    tracing::warn!(path = %path.display(), error = %std::io::Error::last_os_error(), "cannot unmount the bind mount");
+                }
+            }
+        }
+    }
+}
+
+/// Bind-mounts `dir` on itself and marks it shared (see [`PowerMounts`]).
+fn make_shared_bind(dir: &std::path::Path) -> anyhow::Result<()> {
+    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
+        .map_err(|_| anyhow::anyhow!("{} has a NUL", dir.display()))?;
+    // SAFETY: valid C strings; null type and data are allowed for MS_BIND and MS_SHARED.
+    let rc = unsafe {
+        libc::mount(
+            c.as_ptr(),
+            c.as_ptr(),
+            std::ptr::null(),
+            libc::MS_BIND,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        bail!(
+            "cannot bind-mount {}: {}",
+            dir.display(),
+            std::io::Error::last_os_error()
+        );
+    }
+    // SAFETY: as above.
+    let rc = unsafe {
+        libc::mount(
+            std::ptr::null(),
+            c.as_ptr(),
+            std::ptr::null(),
+            libc::MS_SHARED,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        let err = std::io::Error::last_os_error();
+        // SAFETY: as above.
+        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        bail!("cannot make {} a shared mount: {err}", dir.display());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

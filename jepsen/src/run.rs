@@ -102,6 +102,14 @@ pub fn run(options: RunOptions) -> anyhow::Result<(Verdicts, PathBuf)> {
     if kinds.contains(&crate::nemesis::FaultKind::ClockStep) {
         cluster.enable_clock_files(&[Role::Controller, Role::Broker])?;
     }
+    // The brokers' stores on LazyFs mounts, before any process starts (each gets a copy).
+    let power = if kinds.contains(&crate::nemesis::FaultKind::PowerLoss) {
+        Some(Arc::new(Mutex::new(crate::nemesis::PowerMounts::mount(
+            &cluster,
+        )?)))
+    } else {
+        None
+    };
     let client_ns = cluster.client_ns()?;
     let cluster = Arc::new(Mutex::new(cluster));
     // Every socket the harness opens from here on is inside the client namespace: the runtime's
@@ -117,7 +125,7 @@ pub fn run(options: RunOptions) -> anyhow::Result<(Verdicts, PathBuf)> {
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
                     .context("cannot catch SIGTERM")?;
             tokio::select! {
-                result = run_async(cluster.clone(), &options, &kinds, &dir) => result,
+                result = run_async(cluster.clone(), power.clone(), &options, &kinds, &dir) => result,
                 _ = tokio::signal::ctrl_c() => bail!("interrupted (Ctrl-C): tearing down"),
                 _ = term.recv() => bail!("terminated (SIGTERM): tearing down"),
             }
@@ -126,11 +134,23 @@ pub fn run(options: RunOptions) -> anyhow::Result<(Verdicts, PathBuf)> {
         outcome
     });
     lock(&cluster).shutdown();
+    if let Some(power) = power {
+        // Every process is gone: unmount the LazyFs mounts (the last reference to them).
+        let stats = match power.lock() {
+            Ok(p) => p.stats(),
+            Err(poisoned) => poisoned.into_inner().stats(),
+        };
+        eprintln!(
+            "power-loss: {} cuts, {} unsynced bytes dropped ({} files), {} bytes written after the cuts discarded",
+            stats.cuts, stats.dropped_bytes, stats.dropped_files, stats.discarded_write_bytes
+        );
+        drop(power);
+    }
     let verdicts = result?;
     if !options.keep_data && verdicts.valid {
         let c = lock(&cluster);
         for node in &c.nodes {
-            for data in ["data", "store"] {
+            for data in ["data", "store", "store-disk"] {
                 let path = node.dir.join(data);
                 if path.exists() {
                     if let Err(e) = std::fs::remove_dir_all(&path) {
@@ -145,6 +165,7 @@ pub fn run(options: RunOptions) -> anyhow::Result<(Verdicts, PathBuf)> {
 
 async fn run_async(
     cluster: Arc<Mutex<Cluster>>,
+    power: Option<Arc<Mutex<crate::nemesis::PowerMounts>>>,
     options: &RunOptions,
     kinds: &[crate::nemesis::FaultKind],
     dir: &std::path::Path,
@@ -303,6 +324,7 @@ async fn run_async(
         recorder: recorder.clone(),
         rng: rng.fork(2),
         on_fault,
+        power,
     };
     {
         let nemesis_run = nemesis.run(windows, nemesis_stopped);

@@ -408,3 +408,51 @@ fn controller_under_clock_steps() {
         &log[..log.len().min(300)]
     );
 }
+
+#[test]
+fn queue_under_power_loss() {
+    let _one = serial();
+    if let Some(why) = skip_reason() {
+        eprintln!("SKIPPED harness run (queue, power-loss): {why}");
+        return;
+    }
+    // Root with network namespaces but no FUSE is a broken CI machine, not a reason to pass.
+    if let Err(why) = rocketraft_jepsen::lazyfs::fuse_available() {
+        panic!("the power-loss run needs FUSE (root and /dev/fuse): {why}");
+    }
+    let run = harness("queue", "power-loss", 41);
+    let cuts: Vec<&serde_json::Value> = run
+        .events
+        .iter()
+        .filter(|e| e.f == "start-power-loss")
+        .map(|e| &e.value)
+        .collect();
+    println!(
+        "queue under power-loss (seed 41): {} acknowledged sends, lost {}, cuts {:?}",
+        run.verdicts["queue"]["acknowledged"], run.verdicts["queue"]["lost_count"], cuts
+    );
+    assert_valid(&run, "queue", "power-loss");
+    assert!(
+        cuts.iter()
+            .any(|v| v["nodes"].as_array().is_some_and(|n| !n.is_empty())),
+        "no broker lost its power: {cuts:?}"
+    );
+    assert!(
+        cuts.iter().any(|v| v["dropped_bytes"].as_u64().unwrap_or(0)
+            + v["discarded_write_bytes"].as_u64().unwrap_or(0)
+            > 0),
+        "the cuts dropped nothing: the stores are not on the LazyFs mounts: {cuts:?}"
+    );
+    // Every mount of the run is gone.
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let ours = run.out.path().to_string_lossy().to_string();
+    assert!(
+        !mounts.contains(&ours),
+        "mounts of the run left behind:\n{}",
+        mounts
+            .lines()
+            .filter(|l| l.contains(&ours))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
