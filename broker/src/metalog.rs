@@ -5,8 +5,9 @@
 //! UPDATE_AND_CREATE_SUBSCRIPTIONGROUP, DELETE_SUBSCRIPTIONGROUP, the AUTH create/update/delete
 //! user and ACL requests) goes through one lane on the master ([`MetadataLog::commit`]):
 //!
-//! 1. the master computes the resulting state (a full topic config, group config, user or ACL,
-//!    or a deletion) from its applied metadata,
+//! 1. the master waits until every metadata record of its log is confirmed and applied
+//!    (`MetadataLog::settle`), then computes the resulting state (a full topic config, group
+//!    config, user or ACL, or a deletion) from its applied metadata,
 //! 2. appends it as a record of the reserved topic [`METADATA_TOPIC`] (queue 0; the body is
 //!    [`encode`]'s format: magic `RRMD`, a version byte, then the JSON of [`MetadataChange`]),
 //! 3. waits, as a SYNC_MASTER send does (same lease check, same ack wait in [`crate::ha`]), until
@@ -17,7 +18,8 @@
 //! (FLUSH_SLAVE_TIMEOUT, SERVICE_NOT_AVAILABLE without a lease, SYSTEM_ERROR when the set is below
 //! `min_in_sync_replicas`) and the change is **not applied**: no replica shows it. Like a message
 //! whose send timed out, the record stays in the master's log; should the replicas confirm it
-//! later, every replica applies it then (never out of log order, never on one replica only).
+//! later, every replica applies it then (never out of log order, never on one replica only), and
+//! the master plans no further change until that happened.
 //!
 //! Every replica (master and slaves) applies records only below its **confirm offset**, in log
 //! order ([`MetadataLog::apply_through`], driven by [`apply_loop`]): what is applied is held by
@@ -204,9 +206,12 @@ impl MetadataLog {
                 format!("metadata changes go to the master of the broker set: {e}"),
             )
         })?;
-        // The plan must see every confirmed change (a new master may not have applied its
-        // predecessor's last records yet).
-        self.apply_through(inner, inner.store.confirm_offset())?;
+        // Every policy below waits at most this long for the SyncStateSet.
+        let policy = crate::ha::AckPolicy {
+            all_ack_in_sync_state_set: true,
+            ..inner.ack_policy()
+        };
+        self.settle(inner, ha, policy.timeout).await?;
         let changes = plan(inner)?;
         if changes.is_empty() {
             return Ok(());
@@ -224,10 +229,6 @@ impl MetadataLog {
             })
             .collect::<Result<Vec<_>, Refusal>>()?;
         // Every SyncStateSet member must hold it, whatever the send ack policy.
-        let policy = crate::ha::AckPolicy {
-            all_ack_in_sync_state_set: true,
-            ..inner.ack_policy()
-        };
         let result = inner.store_durably_with(msgs, &policy).await.map_err(|e| {
             tracing::warn!(
                 changes = ?changes.iter().map(MetadataChange::describe).collect::<Vec<_>>(),
@@ -253,6 +254,48 @@ impl MetadataLog {
             ));
         }
         Ok(())
+    }
+
+    /// Waits until every metadata record in this master's log is confirmed and applied, so
+    /// that a plan sees them all: a record whose change was refused (not confirmed in time) may
+    /// still be confirmed later, and after a restart the confirm offset starts from the
+    /// checkpoint, below records that were acknowledged. Planning on top of a state without
+    /// them would let the new record (a resulting state) undo them. Refuses like an unconfirmed
+    /// change when they are not confirmed within `timeout`.
+    async fn settle(
+        &self,
+        inner: &BrokerInner,
+        ha: &crate::ha::HaState,
+        timeout: Duration,
+    ) -> Result<(), Refusal> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut arrivals = inner.store.subscribe_arrivals();
+        loop {
+            arrivals.borrow_and_update();
+            self.apply_through(inner, inner.store.confirm_offset())?;
+            let max = inner.store.get_max_offset_in_queue(METADATA_TOPIC, 0);
+            if self.applied() >= max {
+                return Ok(());
+            }
+            ha.check_writable().map_err(|e| {
+                Refusal(
+                    response_code::SERVICE_NOT_AVAILABLE,
+                    format!("metadata changes go to the master of the broker set: {e}"),
+                )
+            })?;
+            // The confirm offset moves with slave reports (and local appends).
+            ha.on_local_append();
+            let wait = tokio::time::timeout_at(deadline, arrivals.changed());
+            if !matches!(wait.await, Ok(Ok(()))) {
+                return Err(Refusal(
+                    response_code::FLUSH_SLAVE_TIMEOUT,
+                    format!(
+                        "earlier metadata records (up to queue offset {max}, applied up to {}) are not confirmed by the SyncStateSet yet; change not applied",
+                        self.applied()
+                    ),
+                ));
+            }
+        }
     }
 
     /// Applies, in log order, every metadata record not applied yet whose end lies at or below
@@ -403,6 +446,29 @@ pub async fn apply_loop(inner: Arc<BrokerInner>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_applied_offset_is_kept_and_gates_the_slave_copy() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let metadata = MetadataStore::open(dir.path()).expect("open");
+            let log = MetadataLog::open(&metadata).expect("log");
+            assert_eq!(log.applied(), 0);
+            log.record_applied(&metadata, 5).expect("record");
+            // A master state read at an older offset would take applied changes back.
+            assert!(log.copy_allowed(Some(4)).is_none());
+            assert!(log.copy_allowed(Some(5)).is_some());
+            assert!(log.copy_allowed(Some(9)).is_some());
+            // A master that does not stamp its answers writes no metadata records.
+            assert!(log.copy_allowed(None).is_some());
+        }
+        let metadata = MetadataStore::open(dir.path()).expect("reopen");
+        assert_eq!(MetadataLog::open(&metadata).expect("log").applied(), 5);
+        metadata
+            .put_kv(APPLIED_KEY, b"bad", true)
+            .expect("corrupt it");
+        assert!(MetadataLog::open(&metadata).is_err());
+    }
 
     #[test]
     fn records_round_trip_and_reject_foreign_bodies() {
