@@ -1114,6 +1114,13 @@ impl LazyFs {
             .sum()
     }
 
+    /// Step (a) of a cut alone: from now on every write and sync is discarded and metadata
+    /// changes fail, while the mount stays. For a store run in the caller's own process: power
+    /// off, stop the store, then [`LazyFs::power_cut`] with no pids.
+    pub fn power_off(&self) {
+        self.shared.powered.store(false, Ordering::SeqCst);
+    }
+
     /// Cuts the power: discard every later write and sync, SIGKILL `pids` (processes the caller
     /// started that use the mount) and wait until they are gone, unmount (dropping the kernel's
     /// page cache), and drop every unsynced byte. [`LazyFs::remount`] brings it back.

@@ -734,3 +734,185 @@ fn metadata_survives_cuts_at_every_step() {
     );
     let _ = std::io::stdout().flush();
 }
+
+mod store_in_process {
+    //! The store run in this process on a LazyFs mount, for the steps a process cannot be
+    //! told to take at a chosen moment: a truncation (the truncate marker, the CommitLog and
+    //! ConsumeQueue cuts, the epoch file) cut right after it is acknowledged.
+
+    use super::*;
+    use rocketraft_broker::store::{BrokerMessage, FlushDiskType, MessageStore, StoreConfig};
+    use rocketraft_common::message::Message;
+
+    struct Disk {
+        fs: LazyFs,
+        mnt: tempfile::TempDir,
+        _backing: tempfile::TempDir,
+    }
+
+    fn config(root: &Path) -> StoreConfig {
+        let mut c = StoreConfig::new(root);
+        c.flush_disk_type = FlushDiskType::SyncFlush;
+        c.commitlog_segment_size = 64 * 1024;
+        c.consume_queue_entries_per_file = 100;
+        c.pretouch = false;
+        c
+    }
+
+    /// Puts `n` messages round-robin over the queues; returns each one's physical offset.
+    fn put(store: &MessageStore, tag: &str, n: usize) -> Vec<i64> {
+        (0..n)
+            .map(|i| {
+                let body = format!("{tag}-{i}");
+                let msg = BrokerMessage::new(Message::new(TOPIC, body), (i % 4) as i32);
+                let r = store.put_message_blocking(msg).expect("put");
+                assert_eq!(
+                    r.status,
+                    rocketraft_broker::store::PutStatus::PutOk,
+                    "{r:?}"
+                );
+                r.physical_offset
+            })
+            .collect()
+    }
+
+    /// The power goes while the store runs in this process: writes discarded from now, the
+    /// store stopped as by a crash, the unsynced bytes dropped, the disk mounted again.
+    fn cut(disk: &mut Disk, store: std::sync::Arc<MessageStore>) {
+        disk.fs.power_off();
+        store.crash_for_test();
+        drop(store);
+        disk.fs.power_cut(&[]).expect("power cut");
+        disk.fs.remount().expect("remount");
+    }
+
+    /// Every ConsumeQueue entry points at a record of its topic, queue and queue offset;
+    /// returns the bodies in CommitLog order.
+    fn check_consistent(store: &MessageStore) -> Vec<String> {
+        let mut all = Vec::new();
+        for queue in 0..QUEUES {
+            let (min, max) = (
+                store.get_min_offset_in_queue(TOPIC, queue),
+                store.get_max_offset_in_queue(TOPIC, queue),
+            );
+            for offset in min..max {
+                let entry = store
+                    .get_cq_entry(TOPIC, queue, offset)
+                    .unwrap_or_else(|| panic!("queue {queue}: no entry at {offset} < {max}"));
+                assert!(
+                    entry.commit_log_offset + entry.size as i64 <= store.max_phy_offset(),
+                    "queue {queue} offset {offset} points past the log end: {entry:?}"
+                );
+                let m = store
+                    .look_message_by_offset(entry.commit_log_offset)
+                    .unwrap_or_else(|| {
+                        panic!("queue {queue} offset {offset}: {entry:?} unreadable")
+                    });
+                assert_eq!(
+                    (m.message.topic.as_str(), m.queue_id, m.queue_offset),
+                    (TOPIC, queue, offset),
+                    "the entry points at another record"
+                );
+                all.push((
+                    entry.commit_log_offset,
+                    String::from_utf8_lossy(&m.message.body).to_string(),
+                ));
+            }
+        }
+        all.sort();
+        all.into_iter().map(|(_, b)| b).collect()
+    }
+
+    #[test]
+    fn truncation_and_epochs_survive_cuts_right_after_they_are_acknowledged() {
+        require_fuse();
+        let tmp = |prefix: &str| {
+            tempfile::Builder::new()
+                .prefix(prefix)
+                .tempdir_in("/tmp")
+                .expect("a temporary directory")
+        };
+        let backing = tmp("rr-power-backing-");
+        let mnt = tmp("rr-power-mnt-");
+        let fs = LazyFs::mount(backing.path(), mnt.path()).expect("mount the LazyFs");
+        let mut disk = Disk {
+            fs,
+            mnt,
+            _backing: backing,
+        };
+        let root = disk.mnt.path().join("store");
+        let rt = runtime();
+
+        // Epoch 1 from 0, 200 messages, epoch 2, 200 more: several segments and queue files.
+        let store = MessageStore::open(config(&root)).expect("open");
+        store.append_epoch(1, 0).expect("epoch 1");
+        let first = put(&store, "a", 200);
+        let epoch2_start = store.max_phy_offset();
+        store.append_epoch(2, epoch2_start).expect("epoch 2");
+        put(&store, "b", 200);
+        // A cut right after the epoch write: both epochs and all 400 messages stay.
+        cut(&mut disk, store);
+        let store = MessageStore::open(config(&root)).expect("reopen after the first cut");
+        let epochs: Vec<(i32, i64)> = store
+            .epoch_entries()
+            .iter()
+            .map(|e| (e.epoch, e.start_offset))
+            .collect();
+        assert_eq!(epochs, vec![(1, 0), (2, epoch2_start)]);
+        assert_eq!(check_consistent(&store).len(), 400);
+
+        // Truncate into epoch 1 (message a-150): the cut is acknowledged, then the power goes.
+        let cut_at = first[150];
+        rt.block_on(store.truncate_to(cut_at)).expect("truncate");
+        cut(&mut disk, store);
+        let store = MessageStore::open(config(&root)).expect("reopen after the truncation cut");
+        assert_eq!(
+            store.max_phy_offset(),
+            cut_at,
+            "the truncated tail came back"
+        );
+        assert!(
+            !config(&root).truncate_marker_path().exists(),
+            "the truncate marker stayed after a finished truncation"
+        );
+        let epochs: Vec<(i32, i64)> = store
+            .epoch_entries()
+            .iter()
+            .map(|e| (e.epoch, e.start_offset))
+            .collect();
+        assert_eq!(epochs, vec![(1, 0)], "epoch 2 (past the cut) survived");
+        let bodies = check_consistent(&store);
+        assert_eq!(bodies.len(), 150);
+        assert!(bodies.iter().all(|b| b.starts_with("a-")));
+
+        // New writes over the cut positions, a cut: the queues point at the new records only.
+        store.append_epoch(3, cut_at).expect("epoch 3");
+        put(&store, "c", 120);
+        cut(&mut disk, store);
+        let store = MessageStore::open(config(&root)).expect("reopen after the rewrite cut");
+        let bodies = check_consistent(&store);
+        assert_eq!(bodies.len(), 270);
+        assert_eq!(
+            bodies.iter().filter(|b| b.starts_with("b-")).count(),
+            0,
+            "truncated records came back"
+        );
+        let epochs: Vec<(i32, i64)> = store
+            .epoch_entries()
+            .iter()
+            .map(|e| (e.epoch, e.start_offset))
+            .collect();
+        assert_eq!(epochs, vec![(1, 0), (3, cut_at)]);
+        store.shutdown().expect("clean shutdown");
+        drop(store);
+        let stats = disk.fs.stats();
+        println!(
+            "power-loss store: {} cuts (after epoch writes, after a truncation, after rewriting the cut range); {} unsynced bytes dropped, {} bytes the kernel wrote back after power-off discarded",
+            stats.cuts, stats.dropped_bytes, stats.discarded_write_bytes
+        );
+        assert!(
+            stats.dropped_bytes + stats.discarded_write_bytes > 0,
+            "the cuts dropped nothing: the store is not on the LazyFs"
+        );
+    }
+}
