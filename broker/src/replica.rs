@@ -44,6 +44,10 @@ use crate::store::MessageStore;
 /// How soon a master whose lease missed a renewal heartbeats the controllers again.
 const LEASE_RETRY: Duration = Duration::from_millis(100);
 
+/// Unanswered heartbeats one controller may have at once (a round trip of up to this many
+/// intervals still renews the lease every interval).
+const HEARTBEATS_IN_FLIGHT: usize = 8;
+
 /// The controller-mode side of a broker.
 pub struct ReplicaManager {
     config: BrokerConfig,
@@ -137,16 +141,25 @@ impl ReplicaManager {
         let mut tasks = Vec::new();
         // One heartbeat loop per controller, each with its own deadline: a slow, paused or
         // unreachable controller never delays the heartbeats (and so the lease renewals) that
-        // go to the others.
+        // go to the others. Within a loop heartbeats are pipelined: one leaves every interval
+        // whether or not the previous one was answered (up to HEARTBEATS_IN_FLIGHT), so a
+        // round trip longer than the interval (a slow network) still renews the lease every
+        // interval instead of once per round trip.
         for addr in self.link.addresses().to_vec() {
             let me = self.clone();
             tasks.push(tokio::spawn(async move {
                 let every =
                     Duration::from_millis(me.config.controller_heartbeat_interval_ms.max(1));
                 let mut kick = me.heartbeat_now.subscribe();
+                // Dropped with this task (shutdown aborts it), which aborts the heartbeats.
+                let mut in_flight = tokio::task::JoinSet::new();
                 loop {
                     let started = tokio::time::Instant::now();
-                    me.heartbeat_to(&addr).await;
+                    while in_flight.try_join_next().is_some() {}
+                    if in_flight.len() < HEARTBEATS_IN_FLIGHT {
+                        let (me, addr) = (me.clone(), addr.clone());
+                        in_flight.spawn(async move { me.heartbeat_to(&addr).await });
+                    }
                     // A master whose lease missed a renewal (the controller leader died, was
                     // paused or lost its quorum) asks every controller again soon, so it hears
                     // the next leader within ~100 ms of its election, not one interval later.
@@ -225,12 +238,10 @@ impl ReplicaManager {
         }
     }
 
-    /// How long one heartbeat may take before the next is due anyway: twice the interval (at
-    /// least 1 s), and at most a quarter of the heartbeat timeout.
+    /// How long one heartbeat may wait for its answer: the lease it would buy (an answer after
+    /// that renews nothing). Heartbeats are pipelined, so a slow answer delays no other.
     fn heartbeat_deadline(&self) -> Duration {
-        let t = self.config.controller_heartbeat_timeout_ms;
-        let wanted = (2 * self.config.controller_heartbeat_interval_ms).max(1000);
-        Duration::from_millis(wanted.min((t / 4).max(200)))
+        self.lease_for(None).max(Duration::from_millis(200))
     }
 
     /// The role lease a confirmed heartbeat buys, counted from its send time: 3/4 of the

@@ -146,17 +146,18 @@ pub struct Tenure {
 }
 
 /// A leader confirms heartbeats and elects only while a quorum acknowledged its term within
-/// `heartbeat_timeout_ms / QUORUM_FRESH_DIVISOR` (300 ms at the default 3 s; the Raft heartbeat,
-/// 100 ms, keeps a healthy leader well inside it).
-pub const QUORUM_FRESH_DIVISOR: u64 = 10;
+/// `heartbeat_timeout_ms / QUORUM_FRESH_DIVISOR` (600 ms at the default 3 s). openraft dates an
+/// acknowledgement by the send time of the request, so this is also the longest controller
+/// round trip under which masters keep their leases; the Raft heartbeat (100 ms) keeps a
+/// healthy leader well inside it.
+pub const QUORUM_FRESH_DIVISOR: u64 = 5;
 
 /// How long a leader must have led before it elects a new master whose heartbeats time out
-/// after `timeout_ms`: 9/10 of it. A lease an earlier leader confirmed ends at most
-/// `timeout/10 + 3/4 timeout` after the quorum acknowledgement that preceded this tenure, so
-/// 9/10 leaves `timeout/20` (150 ms at the defaults) for clock-rate differences. See
-/// docs/safety.md.
+/// after `timeout_ms`: all of it. A lease an earlier leader confirmed ends at most
+/// `timeout/5 + 3/4 timeout` after the quorum acknowledgement that preceded this tenure, which
+/// leaves `timeout/20` (150 ms at the defaults) for clock-rate differences. See docs/safety.md.
 pub fn tenure_needed(timeout_ms: u64) -> u64 {
-    timeout_ms - timeout_ms / 10
+    timeout_ms
 }
 
 fn raft_error(e: RaftClientError) -> ControllerError {
@@ -373,7 +374,7 @@ impl Controller {
         }
     }
 
-    /// Whether this node leads and a quorum acknowledged its term within a tenth of the
+    /// Whether this node leads and a quorum acknowledged its term within a fifth of the
     /// heartbeat timeout: the condition to confirm a heartbeat (`leaderConfirmed`) and to elect.
     pub fn quorum_fresh(&self) -> bool {
         let t = self.config.heartbeat_timeout_ms;
@@ -382,9 +383,9 @@ impl Controller {
             .is_some_and(|age| age.as_millis() as u64 <= t / QUORUM_FRESH_DIVISOR)
     }
 
-    /// One scanner round: on a leader in office for at least 9/10 of a heartbeat timeout (its
-    /// own `heartbeat_timeout_ms`, and the master's if that is longer), whose term a quorum
-    /// acknowledged within a tenth of it, elect a new master for every set whose master's
+    /// One scanner round: on a leader in office for at least a heartbeat timeout (its own
+    /// `heartbeat_timeout_ms`, and the master's if that is longer), whose term a quorum
+    /// acknowledged within a fifth of it, elect a new master for every set whose master's
     /// heartbeat timed out (or never arrived). Time is monotonic throughout.
     async fn scan(&self) {
         let now = rocketraft_common::time::mono_ms();
@@ -418,9 +419,9 @@ impl Controller {
             if !timed_out {
                 continue;
             }
-            // Only a leader in office for 9/10 of the heartbeat timeout elects: a master's role
+            // Only a leader in office for a full heartbeat timeout elects: a master's role
             // lease (renewed by heartbeats this leader or an earlier one confirmed) has run out
-            // by then (an earlier leader confirmed at most T/10 after the quorum acknowledgement
+            // by then (an earlier leader confirmed at most T/5 after the quorum acknowledgement
             // that preceded this tenure, for at most 3/4 T; docs/safety.md). A master that
             // heartbeats with a longer timeout than ours is waited for in proportion.
             let wait = tenure_needed(t.max(self.heartbeats.timeout_of(name, master).unwrap_or(0)));

@@ -364,13 +364,13 @@ impl ControllerProcessor {
                 let heartbeat = decode_heartbeat(cmd)?;
                 c.heartbeat(heartbeat);
                 // Rocketraft extension: `leaderConfirmed` tells the broker that the leader
-                // recorded this heartbeat while a quorum had acknowledged its term within T/10,
+                // recorded this heartbeat while a quorum had acknowledged its term within T/5,
                 // T being this controller's `heartbeat_timeout_ms` (answered as
                 // `controllerHeartbeatTimeoutMills`). A master renews its role lease until its
                 // send time + 3/4 min(T, its own timeout) only on such answers. Any later leader
                 // was elected after that quorum acknowledgement and elects a new master only
-                // after 9/10 T in office (> T/10 + 3/4 T), so no new master exists while the
-                // lease runs; this
+                // after T in office (> T/5 + 3/4 T), so no new master exists while the lease
+                // runs; this
                 // leader elects only after the master's heartbeat timed out here, which is after
                 // the lease too. The argument, step by step: docs/safety.md.
                 let t = c.config.heartbeat_timeout_ms;

@@ -2,7 +2,7 @@
 //! loopback ports, every timing key at its default) and brokers played by a Remoting client.
 //!
 //! - 2a: a controller leadership flip L1 -> L2 -> L1 gives L1 a new tenure, so it elects a new
-//!   master only 9/10 of a heartbeat timeout after it leads again, however short the flip. At
+//!   master only a full heartbeat timeout after it leads again, however short the flip. At
 //!   83a2c1c `leader_since` was reset only by a periodic scan (every 5 s) while a follower, so
 //!   L1 elected as soon as the master's heartbeat timed out, while the master could still hold
 //!   a lease that L2 had confirmed.
@@ -224,7 +224,7 @@ async fn a_leadership_flip_restarts_the_tenure_before_an_election() {
         tenure.since_ms
     );
 
-    // Broker 1's heartbeat timed out (1 s) long before L1 may elect (9/10 of 3 s in office).
+    // Broker 1's heartbeat timed out (1 s) long before L1 may elect (3 s in office).
     let deadline = Instant::now() + Duration::from_secs(20);
     let elected = loop {
         let master = c
