@@ -49,7 +49,15 @@
 //!   the controller quorum: pause-controller (SIGSTOP of the leader), kill-controller (kill -9
 //!   of a random controller), transfer-controller (Raft leadership transfer), flip-flop
 //!   (leadership away and back within a broker heartbeat timeout), clock-step (the wall clock of
-//!   a running controller or broker stepped through its libfaketime file, checked in its log).
+//!   a running controller or broker stepped through its libfaketime file, checked in its log);
+//!   and power-loss (a broker's store on a [`lazyfs`] FUSE mount hosted by the harness loses
+//!   every byte it did not sync, the broker is killed -9 and restarted; [`nemesis::PowerMounts`]).
+//! - Power-loss testing ([`lazyfs`]): a FUSE filesystem (the `fuser` crate, mounted without
+//!   libfuse as root) that keeps written bytes in a volatile layer until `fsync`/`msync` and drops
+//!   them on a simulated power cut, in the spirit of Jepsen's LazyFS. `tests/power_loss.rs` cuts
+//!   the power of a real `rocketraft dev` 100 times under SYNC_FLUSH sends (no acknowledged
+//!   message may be lost), under ASYNC_FLUSH (a consistent prefix), and right after each
+//!   metadata step (election and Raft log, epoch file, topic creation, checkpoint, truncation).
 //! - Per-fault unavailability ([`report::fault_impacts`]): the gaps of 2 s or more between
 //!   acknowledged operations each fault window caused, with the nearest lease / route /
 //!   election / heartbeat-timeout line of the node logs as the likely cause; in the summary,

@@ -84,7 +84,9 @@ enum Command {
         /// the window's end), transfer-controller (Raft leadership transfer to another
         /// controller), flip-flop (leadership L1 -> L2 and back to L1 within 2 s), clock-step
         /// (the wall clock of a running controller or broker steps by 60-300 s either way
-        /// through its libfaketime file, and back).
+        /// through its libfaketime file, and back), power-loss (the brokers' stores live on
+        /// LazyFs FUSE mounts served by the harness; a broker loses every byte it did not sync,
+        /// is killed -9 and restarted at the window's end; needs /dev/fuse, not in all).
         #[arg(long, default_value = "partition,kill")]
         nemesis: String,
         /// Seconds of workload under faults (healing, recovery and the drain come after).
