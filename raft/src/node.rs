@@ -695,6 +695,27 @@ fn check_node_id(dir: &std::path::Path, id: NodeId) -> io::Result<bool> {
     }
 }
 
+/// `fs::create_dir_all`, then an fsync of the parent of every directory it created, so the
+/// new directories survive a power loss.
+fn create_dir_all_durable(dir: &std::path::Path) -> io::Result<()> {
+    let mut missing = Vec::new();
+    let mut cur = Some(dir);
+    while let Some(d) = cur {
+        if d.exists() {
+            break;
+        }
+        missing.push(d.to_path_buf());
+        cur = d.parent();
+    }
+    fs::create_dir_all(dir)?;
+    for d in missing.iter().rev() {
+        if let Some(parent) = d.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::File::open(parent)?.sync_all()?;
+        }
+    }
+    Ok(())
+}
+
 impl<S: AppStateMachine> RaftNode<S> {
     /// Starts a node: opens (or creates) its storage, restores the state machine from the last
     /// snapshot, binds the peer gRPC server, and bootstraps a new cluster from
@@ -711,7 +732,7 @@ impl<S: AppStateMachine> RaftNode<S> {
                 config.election_timeout_max_ms
             )));
         }
-        fs::create_dir_all(&config.data_dir)
+        create_dir_all_durable(&config.data_dir)
             .map_err(|e| startup(format!("{}: {e}", config.data_dir.display())))?;
         let fresh =
             check_node_id(&config.data_dir, config.node_id).map_err(|e| startup(e.to_string()))?;
@@ -730,6 +751,12 @@ impl<S: AppStateMachine> RaftNode<S> {
         let log_closed = log_store.closed_watch();
         let sm = StateMachineStore::open(&config.data_dir.join("snapshot"), Box::new(app))
             .map_err(|e| startup(format!("state machine: {e}")))?;
+        // `node_id`, `log/` and `snapshot/` are entries of the data directory: durable only
+        // once it is synced (else a power loss right after the first start can take the whole
+        // log, votes included, and the node restarts blank).
+        fs::File::open(&config.data_dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| startup(format!("{}: {e}", config.data_dir.display())))?;
         let shared = sm.shared();
 
         let raft_config = openraft::Config {
