@@ -10,10 +10,13 @@
 //! byte it wrote. A file's size grown by writes is volatile too: the backing file grows only at
 //! the sync.
 //!
-//! **Metadata is not volatile** (as in LazyFS): create, mkdir, rename, unlink, rmdir, truncate
-//! (`set_len`) and fallocate apply to the backing directory at once and survive a cut, even
-//! without a directory `fsync`. So the layer finds missing *data* syncs, not missing directory
-//! syncs. Closing a file syncs nothing. The backing directory itself is never power-cut, so a
+//! **Metadata** applies to the backing directory at once (as in LazyFS): create, mkdir, rename,
+//! unlink, rmdir, truncate (`set_len`) and fallocate. One exception, on by default
+//! ([`LazyFs::set_lose_unsynced_entries`]): a file or directory *created* since the last
+//! `fsync` of its parent directory is removed at a cut (POSIX makes a new entry durable only
+//! with that directory fsync), so a missing directory sync after a create shows too. Renames,
+//! unlinks and truncations are durable at once (a renamed fresh entry stays fresh under its new
+//! name). Closing a file syncs nothing. The backing directory itself is never power-cut, so a
 //! sync does not `fsync` the backing file (it only needs to survive our simulated cut).
 //!
 //! **A power cut** ([`LazyFs::power_cut`]): (a) the filesystem switches to *powered off*: every
@@ -84,14 +87,19 @@ pub struct LazyFsStats {
     pub syncs: u64,
     /// Bytes copied to the backing files by syncs (whole pages).
     pub synced_bytes: u64,
+    /// Created entries lost at cuts for want of a directory fsync.
+    pub lost_entries: u64,
 }
 
 /// What one [`LazyFs::power_cut`] dropped.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct CutReport {
     pub dropped_bytes: u64,
     pub dropped_files: u64,
     pub discarded_write_bytes: u64,
+    /// Files and directories created but never made durable by an fsync of their directory,
+    /// removed by the cut (relative paths).
+    pub lost_entries: Vec<String>,
 }
 
 #[derive(Default)]
@@ -102,6 +110,7 @@ struct Counters {
     discarded_write_bytes: AtomicU64,
     syncs: AtomicU64,
     synced_bytes: AtomicU64,
+    lost_entries: AtomicU64,
 }
 
 /// One volatile page: its content and the range written since the last sync.
@@ -142,6 +151,8 @@ struct State {
     by_path: HashMap<PathBuf, u64>,
     next_ino: u64,
     next_fh: u64,
+    /// Entries created (files, directories) whose parent directory was not fsynced since.
+    fresh: std::collections::BTreeSet<PathBuf>,
 }
 
 impl State {
@@ -163,7 +174,13 @@ impl State {
             by_path,
             next_ino: 2,
             next_fh: 1,
+            fresh: std::collections::BTreeSet::new(),
         }
+    }
+
+    /// `rel` and everything under it are gone: no longer fresh.
+    fn forget_fresh(&mut self, rel: &Path) {
+        self.fresh.retain(|p| !p.starts_with(rel));
     }
 
     /// The inode of `rel`, created when first seen.
@@ -594,6 +611,7 @@ impl Filesystem for LazyFsFs {
             std::fs::Permissions::from_mode(mode & !umask & 0o7777),
         );
         state.detach(&rel);
+        state.fresh.insert(rel.clone());
         self.entry_reply(&mut state, &rel, reply);
     }
 
@@ -608,6 +626,7 @@ impl Filesystem for LazyFsFs {
         match std::fs::remove_file(self.shared.full(&rel)) {
             Ok(()) => {
                 state.detach(&rel);
+                state.forget_fresh(&rel);
                 reply.ok()
             }
             Err(e) => reply.error(errno(&e)),
@@ -625,6 +644,7 @@ impl Filesystem for LazyFsFs {
         match std::fs::remove_dir(self.shared.full(&rel)) {
             Ok(()) => {
                 state.detach(&rel);
+                state.forget_fresh(&rel);
                 reply.ok()
             }
             Err(e) => reply.error(errno(&e)),
@@ -655,6 +675,10 @@ impl Filesystem for LazyFsFs {
             Ok(p) => p.join(newname),
             Err(e) => return reply.error(e),
         };
+        // A fresh entry renamed over a durable one: after a cut the name holds either file,
+        // never nothing, so the result counts as durable (the new file).
+        let replaces_durable =
+            std::fs::symlink_metadata(self.shared.full(&to)).is_ok() && !state.fresh.contains(&to);
         let (Ok(from_c), Ok(to_c)) = (
             cstring(&self.shared.full(&from)),
             cstring(&self.shared.full(&to)),
@@ -674,8 +698,30 @@ impl Filesystem for LazyFsFs {
         if rc != 0 {
             return reply.error(errno(&std::io::Error::last_os_error()));
         }
-        // The target's old inode is gone; the source (and everything under it) moves.
+        // The target's old inode is gone; the source (and everything under it) moves. A rename
+        // is durable at once, but what was never made durable in a directory stays so.
         state.detach(&to);
+        state.forget_fresh(&to);
+        let fresh_moved: Vec<PathBuf> = state
+            .fresh
+            .iter()
+            .filter(|p| p.starts_with(&from))
+            .cloned()
+            .collect();
+        for old in fresh_moved {
+            state.fresh.remove(&old);
+            match old.strip_prefix(&from) {
+                Ok(rest) if rest.as_os_str().is_empty() => {
+                    if !replaces_durable {
+                        state.fresh.insert(to.clone());
+                    }
+                }
+                Ok(rest) => {
+                    state.fresh.insert(to.join(rest));
+                }
+                Err(_) => {}
+            }
+        }
         let moved: Vec<(PathBuf, u64)> = state
             .by_path
             .iter()
@@ -745,12 +791,16 @@ impl Filesystem for LazyFsFs {
         if flags & libc::O_TRUNC != 0 {
             options.truncate(true);
         }
+        let existed = full.exists();
         let file = match options.open(&full) {
             Ok(file) => Arc::new(file),
             Err(e) => return reply.error(errno(&e)),
         };
         // A fresh file: whatever inode had this name before is gone.
         state.detach(&rel);
+        if !existed {
+            state.fresh.insert(rel.clone());
+        }
         let ino = state.ino_of(&rel);
         let fh = state.next_fh;
         state.next_fh += 1;
@@ -912,12 +962,19 @@ impl Filesystem for LazyFsFs {
     fn fsyncdir(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         _fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        // Metadata is applied to the backing directory at once: nothing is volatile here.
+        if !self.shared.powered() {
+            return reply.ok();
+        }
+        // The directory's new entries are durable from now on.
+        let mut state = self.shared.state();
+        if let Ok(dir) = state.path_of(ino.0) {
+            state.fresh.retain(|p| p.parent() != Some(dir.as_path()));
+        }
         reply.ok()
     }
 
@@ -1010,6 +1067,8 @@ pub struct LazyFs {
     /// Sessions whose connection outlived their unmount (see [`Shared`]); never dropped while
     /// a newer mount lives at the same path, since fuser's drop would unmount that path.
     lingering: Vec<BackgroundSession>,
+    /// Whether a cut removes entries created without a later fsync of their directory.
+    lose_unsynced_entries: bool,
 }
 
 impl std::fmt::Debug for LazyFs {
@@ -1046,6 +1105,7 @@ impl LazyFs {
             shared,
             session: None,
             lingering: Vec::new(),
+            lose_unsynced_entries: true,
         };
         fs.start_session()?;
         Ok(fs)
@@ -1079,6 +1139,13 @@ impl LazyFs {
         Ok(())
     }
 
+    /// Whether a cut also removes the files and directories created since the last fsync of
+    /// their directory (POSIX: a new entry is durable only then). On by default; off, new
+    /// entries survive every cut, as in Jepsen's LazyFS.
+    pub fn set_lose_unsynced_entries(&mut self, on: bool) {
+        self.lose_unsynced_entries = on;
+    }
+
     pub fn mountpoint(&self) -> &Path {
         &self.mountpoint
     }
@@ -1101,6 +1168,7 @@ impl LazyFs {
             discarded_write_bytes: c.discarded_write_bytes.load(Ordering::Relaxed),
             syncs: c.syncs.load(Ordering::Relaxed),
             synced_bytes: c.synced_bytes.load(Ordering::Relaxed),
+            lost_entries: c.lost_entries.load(Ordering::Relaxed),
         }
     }
 
@@ -1141,7 +1209,7 @@ impl LazyFs {
             wait_gone(*pid, Duration::from_secs(10))?;
         }
         self.unmount()?;
-        let (dropped_bytes, dropped_files) = {
+        let (dropped_bytes, dropped_files, fresh) = {
             let mut state = self.shared.state();
             let mut bytes = 0;
             let mut files = 0;
@@ -1152,9 +1220,34 @@ impl LazyFs {
                 }
                 bytes += dirty;
             }
+            let fresh = std::mem::take(&mut state.fresh);
             *state = State::new();
-            (bytes, files)
+            (bytes, files, fresh)
         };
+        // Entries never made durable by an fsync of their directory vanish, deepest first.
+        let mut lost_entries = Vec::new();
+        if self.lose_unsynced_entries {
+            let mut fresh: Vec<PathBuf> = fresh.into_iter().collect();
+            fresh.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+            for rel in fresh {
+                let full = self.backing.join(&rel);
+                let removed = match std::fs::symlink_metadata(&full) {
+                    Ok(m) if m.is_dir() => std::fs::remove_dir_all(&full),
+                    Ok(_) => std::fs::remove_file(&full),
+                    Err(_) => continue,
+                };
+                match removed {
+                    Ok(()) => lost_entries.push(rel.display().to_string()),
+                    Err(e) => {
+                        tracing::warn!(path = %full.display(), error = %e, "lazyfs cannot drop an unsynced entry")
+                    }
+                }
+            }
+        }
+        self.shared
+            .counters
+            .lost_entries
+            .fetch_add(lost_entries.len() as u64, Ordering::Relaxed);
         let c = &self.shared.counters;
         c.cuts.fetch_add(1, Ordering::Relaxed);
         c.dropped_bytes.fetch_add(dropped_bytes, Ordering::Relaxed);
@@ -1162,12 +1255,14 @@ impl LazyFs {
         let report = CutReport {
             dropped_bytes,
             dropped_files,
+            lost_entries,
             discarded_write_bytes: c.discarded_write_bytes.load(Ordering::Relaxed)
                 - discarded_before,
         };
         tracing::info!(
             mountpoint = %self.mountpoint.display(),
             killed = ?pids,
+            lost_entries = ?report.lost_entries,
             dropped_bytes = report.dropped_bytes,
             dropped_files = report.dropped_files,
             discarded_write_bytes = report.discarded_write_bytes,
@@ -1298,6 +1393,45 @@ mod tests {
         Some((backing, mnt, fs))
     }
 
+    fn sync_dir(path: &Path) {
+        File::open(path)
+            .and_then(|d| d.sync_all())
+            .expect("fsync the directory");
+    }
+
+    #[test]
+    fn entries_created_without_a_directory_fsync_are_lost() {
+        let (_backing, mnt, mut fs) = setup().expect("temp dirs");
+        let d = mnt.path().join("d");
+        std::fs::create_dir(&d).expect("mkdir");
+        sync_dir(mnt.path());
+        let kept = d.join("kept");
+        let lost = d.join("lost");
+        let mut f = File::create(&kept).expect("create");
+        f.write_all(b"k").expect("write");
+        f.sync_all().expect("fsync");
+        sync_dir(&d);
+        let mut g = File::create(&lost).expect("create");
+        g.write_all(b"l").expect("write");
+        g.sync_all().expect("fsync the file but not its directory");
+        std::fs::create_dir(mnt.path().join("newdir")).expect("mkdir");
+        // A fresh file renamed over a durable one replaces it for good (never leaves nothing).
+        let tmp = d.join("kept.tmp");
+        std::fs::write(&tmp, b"k2").expect("write");
+        File::open(&tmp).and_then(|t| t.sync_all()).expect("fsync");
+        std::fs::rename(&tmp, &kept).expect("rename");
+        drop((f, g));
+        let report = fs.power_cut(&[]).expect("cut");
+        assert_eq!(
+            report.lost_entries,
+            vec!["d/lost".to_string(), "newdir".to_string()]
+        );
+        fs.remount().expect("remount");
+        assert_eq!(std::fs::read(&kept).expect("read"), b"k2");
+        assert!(!lost.exists());
+        assert!(!mnt.path().join("newdir").exists());
+    }
+
     #[test]
     fn unsynced_writes_are_lost_and_synced_ones_kept() {
         let (_backing, mnt, mut fs) = setup().expect("temp dirs");
@@ -1318,6 +1452,7 @@ mod tests {
             .expect("read");
         assert_eq!(text, "durable and volatile");
         assert_eq!(std::fs::metadata(&lazy).expect("stat").len(), 10_000);
+        sync_dir(mnt.path());
         let report = fs.power_cut(&[]).expect("cut");
         assert!(report.dropped_bytes >= 10_000 + 13, "{report:?}");
         fs.remount().expect("remount");
@@ -1339,6 +1474,7 @@ mod tests {
             .open(&path)
             .expect("create");
         file.set_len(3 * PAGE).expect("set_len");
+        sync_dir(mnt.path());
         // SAFETY: the file is ours and not truncated while mapped.
         let len = (3 * PAGE) as usize;
         let addr = unsafe {
@@ -1381,6 +1517,8 @@ mod tests {
         drop(f);
         std::fs::rename(&tmp, mnt.path().join("d/f")).expect("rename");
         std::fs::rename(mnt.path().join("d"), mnt.path().join("e")).expect("rename dir");
+        sync_dir(&mnt.path().join("e"));
+        sync_dir(mnt.path());
         assert_eq!(
             std::fs::read(mnt.path().join("e/f")).expect("read"),
             b"0123"

@@ -499,6 +499,7 @@ impl Nemesis {
                 "dropped_bytes": report.dropped_bytes,
                 "dropped_files": report.dropped_files,
                 "discarded_write_bytes": report.discarded_write_bytes,
+                "lost_entries": report.lost_entries,
             }),
         );
         Ok(Active::Killed(vec![target]))
@@ -1161,6 +1162,7 @@ impl PowerMounts {
             total.discarded_write_bytes += s.discarded_write_bytes;
             total.syncs += s.syncs;
             total.synced_bytes += s.synced_bytes;
+            total.lost_entries += s.lost_entries;
         }
         total
     }

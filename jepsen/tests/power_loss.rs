@@ -215,6 +215,12 @@ impl Rig {
     fn cut(&mut self) -> rocketraft_jepsen::lazyfs::CutReport {
         let pids: Vec<u32> = self.proc.iter().map(|p| p.child.id()).collect();
         let report = self.fs.power_cut(&pids).expect("power cut");
+        if !report.lost_entries.is_empty() {
+            eprintln!(
+                "cut: entries lost for want of a directory fsync: {:?}",
+                report.lost_entries
+            );
+        }
         if let Some(mut p) = self.proc.take() {
             let _ = p.child.wait();
         }
@@ -698,6 +704,12 @@ fn metadata_survives_cuts_at_every_step() {
     let epoch3 = rt.block_on(wait_master(&rig.namesrv(), &rig.broker()));
     let _ = rt.block_on(wait_writable(&api3, &rig.broker()));
     let checkpoint = rig.backing.path().join("broker/checkpoint");
+    // A checkpoint on disk first, so the one cut below replaces it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !checkpoint.exists() {
+        assert!(Instant::now() < deadline, "no checkpoint within 10 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let before = std::fs::metadata(&checkpoint)
         .and_then(|m| m.modified())
         .ok();
@@ -716,6 +728,10 @@ fn metadata_survives_cuts_at_every_step() {
         std::thread::sleep(Duration::from_millis(20));
     }
     rig.cut();
+    assert!(
+        checkpoint.exists(),
+        "the checkpoint file did not survive a cut right after it was rewritten"
+    );
     rig.start();
     let epoch4 = rt.block_on(wait_master(&rig.namesrv(), &rig.broker()));
     assert!(epoch4 >= epoch3, "epoch went from {epoch3} to {epoch4}");
