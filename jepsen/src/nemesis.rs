@@ -41,13 +41,15 @@
 //!   node's file (its running process's clock steps at once) and `+0` at the end. The stop
 //!   event says whether the node's log shows the step (`observed_skew_s`: how far the
 //!   timestamps of the lines it logged during the window lie outside the real window).
-//! - `power-loss`: when selected, every broker's store (`nodes/<name>/store`) is a
-//!   [`crate::lazyfs::LazyFs`] mount served by the harness over `nodes/<name>/store-disk`: bytes a
-//!   broker wrote stay volatile until it syncs them. A window cuts the power of one broker (the
-//!   master half of the time, else a random one): its later writes are discarded, it is killed
-//!   (SIGKILL), the mount is unmounted and every unsynced byte dropped; the mount comes back
-//!   clean at once and the broker restarts at the window's end on what its disk kept. Needs
-//!   root and `/dev/fuse`, so it is not in `all`. The start event records the bytes dropped.
+//! - `power-loss`: when selected, every broker's store (`nodes/<name>/store`) and every
+//!   controller's data (`nodes/<name>/data`) is a [`crate::lazyfs::LazyFs`] mount served by the
+//!   harness over `<dir>-disk`: bytes a node wrote stay volatile until it syncs them, and files
+//!   it created vanish unless it synced their directory. A window cuts the power of one node
+//!   (the broker master half of the time, a random broker a quarter, a random controller a
+//!   quarter): its later writes are discarded, it is killed (SIGKILL), the mount is unmounted
+//!   and every unsynced byte dropped; the mount comes back clean at once and the node restarts
+//!   at the window's end on what its disk kept. Needs root and `/dev/fuse`, so it is not in
+//!   `all`. The start event records the variant and what was dropped.
 //!
 //! The clients' namespace is never cut off: faults are between servers.
 
@@ -459,15 +461,20 @@ impl Nemesis {
         }
     }
 
-    /// Cuts the power of a broker (the master half of the time): see [`PowerMounts::cut`].
+    /// Cuts the power of a node (the broker master half of the time, a random broker or a
+    /// random controller otherwise): see [`PowerMounts::cut`].
     async fn start_power_loss(&mut self) -> anyhow::Result<Active> {
         let Some(power) = self.power.clone() else {
-            bail!("power-loss needs the brokers' stores on LazyFs mounts (set up at the start)");
+            bail!("power-loss needs the nodes' data on LazyFs mounts (set up at the start)");
         };
         let master = self.broker_master().await;
-        let target = match master.clone() {
-            Some(m) if self.rng.chance(0.5) => Some(m),
-            _ => self.random_server(Some(Role::Broker)),
+        let roll = self.rng.below(4);
+        let (variant, target) = match (roll, master.clone()) {
+            (0 | 1, Some(m)) => ("broker-master", Some(m)),
+            (3, _) if power.lock().is_ok_and(|p| p.has_controllers()) => {
+                ("controller", self.random_server(Some(Role::Controller)))
+            }
+            _ => ("broker", self.random_server(Some(Role::Broker))),
         };
         let Some(target) = target else {
             self.recorder.nemesis(
@@ -495,6 +502,7 @@ impl Nemesis {
             "start-power-loss",
             json!({
                 "nodes": [target],
+                "variant": variant,
                 "was_master": master.as_deref() == Some(target.as_str()),
                 "dropped_bytes": report.dropped_bytes,
                 "dropped_files": report.dropped_files,
@@ -1088,7 +1096,8 @@ async fn sleep_or_stop(
     }
 }
 
-/// The brokers' stores on [`LazyFs`] mounts hosted by the harness (the `power-loss` nemesis).
+/// The brokers' stores and controllers' data on [`LazyFs`] mounts hosted by the harness (the
+/// `power-loss` nemesis).
 ///
 /// The `nodes` directory is first bind-mounted on itself and made *shared*, and each LazyFs
 /// mounted inside it: every process starts through `ip netns exec`, which gives it its own
@@ -1100,11 +1109,13 @@ async fn sleep_or_stop(
 pub struct PowerMounts {
     mounts: BTreeMap<String, LazyFs>,
     binds: Vec<std::path::PathBuf>,
+    controllers: Vec<String>,
 }
 
 impl PowerMounts {
-    /// Mounts a LazyFs over `nodes/<name>/store-disk` at `nodes/<name>/store` for every broker.
-    /// Call before any process starts.
+    /// Mounts a LazyFs over `nodes/<name>/store-disk` at `nodes/<name>/store` for every broker
+    /// and over `nodes/<name>/data-disk` at `nodes/<name>/data` for every controller. Call
+    /// before any process starts.
     pub fn mount(cluster: &Cluster) -> anyhow::Result<PowerMounts> {
         if let Err(why) = crate::lazyfs::fuse_available() {
             bail!("the power-loss nemesis needs FUSE: {why}");
@@ -1112,13 +1123,22 @@ impl PowerMounts {
         let mut out = PowerMounts {
             mounts: BTreeMap::new(),
             binds: Vec::new(),
+            controllers: cluster.names(Role::Controller),
         };
-        for name in cluster.names(Role::Broker) {
+        let brokers = cluster
+            .names(Role::Broker)
+            .into_iter()
+            .map(|n| (n, "store"));
+        let controllers = cluster
+            .names(Role::Controller)
+            .into_iter()
+            .map(|n| (n, "data"));
+        for (name, sub) in brokers.chain(controllers) {
             let Some(node) = cluster.node(&name) else {
                 continue;
             };
-            let store = node.dir.join("store");
-            let disk = node.dir.join("store-disk");
+            let store = node.dir.join(sub);
+            let disk = node.dir.join(format!("{sub}-disk"));
             for dir in [&store, &disk] {
                 std::fs::create_dir_all(dir)
                     .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
@@ -1142,6 +1162,11 @@ impl PowerMounts {
             Some(fs) => fs.power_cut(pids),
             None => bail!("{node} has no LazyFs mount"),
         }
+    }
+
+    /// Whether controllers' data is on LazyFs mounts too.
+    pub fn has_controllers(&self) -> bool {
+        self.controllers.iter().any(|n| self.mounts.contains_key(n))
     }
 
     pub fn remount(&mut self, node: &str) -> anyhow::Result<()> {

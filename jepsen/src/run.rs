@@ -150,7 +150,7 @@ pub fn run(options: RunOptions) -> anyhow::Result<(Verdicts, PathBuf)> {
     if !options.keep_data && verdicts.valid {
         let c = lock(&cluster);
         for node in &c.nodes {
-            for data in ["data", "store", "store-disk"] {
+            for data in ["data", "store", "store-disk", "data-disk"] {
                 let path = node.dir.join(data);
                 if path.exists() {
                     if let Err(e) = std::fs::remove_dir_all(&path) {
