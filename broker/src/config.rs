@@ -89,8 +89,10 @@ pub struct BrokerConfig {
     /// leader confirmed. See docs/safety.md.
     #[serde(alias = "controllerHeartBeatTimeoutMills")]
     pub controller_heartbeat_timeout_ms: u64,
-    /// How often the broker polls its replica info (`syncControllerMetadataPeriod`, 5 s); the
-    /// controller also notifies role changes at once.
+    /// How often the broker polls its replica info (`syncControllerMetadataPeriod`; 1 s here,
+    /// 5 s in RocketMQ); the controller also notifies role changes at once, but a slave the
+    /// electing controller cannot reach (a partial partition) learns of its new master only
+    /// by this poll, and the new master acknowledges nothing until a slave follows it.
     #[serde(alias = "syncControllerMetadataPeriod")]
     pub sync_controller_metadata_period_ms: u64,
     /// How often the master checks its slaves and its SyncStateSet (`checkSyncStateSetPeriod`;
@@ -153,7 +155,7 @@ impl Default for BrokerConfig {
             controller_addr: String::new(),
             controller_heartbeat_interval_ms: 300,
             controller_heartbeat_timeout_ms: 3_000,
-            sync_controller_metadata_period_ms: 5_000,
+            sync_controller_metadata_period_ms: 1_000,
             check_sync_state_set_period_ms: 200,
             ha_max_time_slave_not_catchup_ms: 2_000,
             min_in_sync_replicas: 1,
