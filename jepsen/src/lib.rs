@@ -50,8 +50,9 @@
 //!   of a random controller), transfer-controller (Raft leadership transfer), flip-flop
 //!   (leadership away and back within a broker heartbeat timeout), clock-step (the wall clock of
 //!   a running controller or broker stepped through its libfaketime file, checked in its log);
-//!   and power-loss (a broker's store on a [`lazyfs`] FUSE mount hosted by the harness loses
-//!   every byte it did not sync, the broker is killed -9 and restarted; [`nemesis::PowerMounts`]).
+//!   and power-loss (a broker's store or a controller's data on a [`lazyfs`] FUSE mount hosted
+//!   by the harness loses every byte and new file it did not sync, the node is killed -9 and
+//!   restarted; [`nemesis::PowerMounts`]).
 //! - Power-loss testing ([`lazyfs`]): a FUSE filesystem (the `fuser` crate, mounted without
 //!   libfuse as root) that keeps written bytes in a volatile layer until `fsync`/`msync` and drops
 //!   them on a simulated power cut, in the spirit of Jepsen's LazyFS. `tests/power_loss.rs` cuts

@@ -84,9 +84,10 @@ enum Command {
         /// the window's end), transfer-controller (Raft leadership transfer to another
         /// controller), flip-flop (leadership L1 -> L2 and back to L1 within 2 s), clock-step
         /// (the wall clock of a running controller or broker steps by 60-300 s either way
-        /// through its libfaketime file, and back), power-loss (the brokers' stores live on
-        /// LazyFs FUSE mounts served by the harness; a broker loses every byte it did not sync,
-        /// is killed -9 and restarted at the window's end; needs /dev/fuse, not in all).
+        /// through its libfaketime file, and back), power-loss (the brokers' stores and the
+        /// controllers' data live on LazyFs FUSE mounts served by the harness; a node loses
+        /// every byte it did not sync and every file whose directory it did not sync, is killed
+        /// -9 and restarted at the window's end; needs /dev/fuse, not in all).
         #[arg(long, default_value = "partition,kill")]
         nemesis: String,
         /// Seconds of workload under faults (healing, recovery and the drain come after).
