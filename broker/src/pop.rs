@@ -17,6 +17,12 @@
 //! - **Restart and failover**: the in-memory table of messages in flight is rebuilt by replaying
 //!   the revive topic, which is replicated with the CommitLog like every other topic; a broker
 //!   that becomes master rebuilds it before serving POP.
+//! - **Clocks**: a pop time is stamped by the wall clock of the master that popped; the broker
+//!   serving a checkpoint keeps its message invisible at most its invisible time from when it
+//!   sees it, so a checkpoint from a clock ahead (a skewed former master, or this clock stepped
+//!   back) does not block a FIFO queue or delay a revive by the skew. A checkpoint that replaces
+//!   another (ChangeInvisibleTime, a FIFO message popped again) takes a pop time later than the
+//!   one it replaces, so the replay keeps the right one.
 //! - The group's consumer offset of a queue advances to the first message still in flight.
 
 use std::collections::{BTreeMap, HashMap};
@@ -111,15 +117,40 @@ type QueueKey = (String, String, i32);
 
 #[derive(Debug, Clone, Copy)]
 struct InFlight {
+    /// The checkpoint's pop time, stamped by the clock of the master that popped it; it names
+    /// the checkpoint (receipt handles carry it) and orders its versions, nothing more.
     pop_time: i64,
     invisible_ms: i64,
     reconsume_times: i32,
     fifo: bool,
+    /// When the message becomes visible again, on this broker's clock.
+    visible_at: i64,
 }
 
 impl InFlight {
+    /// A checkpoint seen at `now` (this broker's clock): invisible until `pop_time +
+    /// invisible_ms`, but never more than `invisible_ms` from now. A pop time ahead of this
+    /// broker's clock comes from a master whose clock ran ahead (or from before this clock
+    /// stepped back); taken at face value it would keep the message invisible (and a FIFO
+    /// queue blocked) for the whole skew on top of its invisible time.
+    fn new(pop_time: i64, invisible_ms: i64, reconsume_times: i32, fifo: bool, now: i64) -> Self {
+        InFlight {
+            pop_time,
+            invisible_ms,
+            reconsume_times,
+            fifo,
+            visible_at: pop_time.min(now).saturating_add(invisible_ms),
+        }
+    }
+
     fn deadline(&self) -> i64 {
-        self.pop_time + self.invisible_ms
+        self.visible_at
+    }
+
+    /// Caps the deadline at `invisible_ms` from `now`, for a clock that stepped back since the
+    /// checkpoint was taken (a no-op while the clock only moves forward).
+    fn clamp(&mut self, now: i64) {
+        self.visible_at = self.visible_at.min(now.saturating_add(self.invisible_ms));
     }
 }
 
@@ -270,11 +301,12 @@ impl PopService {
                 let topic = revive_topic(&inner.config.cluster_name);
                 let mut table: HashMap<QueueKey, QueueState> = HashMap::new();
                 let mut records = 0u64;
+                let now = now_ms();
                 crate::replay::scan(inner, &topic, |offset, m| {
                     match serde_json::from_slice::<PopRecord>(&m.message.body) {
                         Ok(record) => {
                             records += 1;
-                            apply(&mut table, record);
+                            apply(&mut table, record, now);
                         }
                         Err(_) => tracing::warn!(offset, "unreadable revive record skipped"),
                     }
@@ -462,12 +494,7 @@ impl PopService {
                 for (_, off, reconsume) in &picked {
                     qs.inflight.insert(
                         *off,
-                        InFlight {
-                            pop_time,
-                            invisible_ms,
-                            reconsume_times: *reconsume,
-                            fifo: order,
-                        },
+                        InFlight::new(pop_time, invisible_ms, *reconsume, order, pop_time),
                     );
                 }
                 qs.pop_offset = qs.pop_offset.max(next);
@@ -592,10 +619,11 @@ impl PopService {
         let lock = self.lock_of(&key);
         let _guard = lock.lock().await;
         let old = self.check_in_flight(&key, handle)?;
-        let mut pop_time = now_ms();
-        if pop_time <= old.pop_time {
-            pop_time = old.pop_time + 1;
-        }
+        let now = now_ms();
+        // The new checkpoint must replace the old one when the revive topic is replayed,
+        // which keeps the later pop time: later than the old one even if that came from a
+        // clock ahead of ours (its deadline is still `invisible_ms` from now).
+        let pop_time = now.max(old.pop_time.saturating_add(1));
         Self::persist(
             inner,
             &[
@@ -622,12 +650,7 @@ impl PopService {
         if let Some(qs) = self.state.lock().get_mut(&key) {
             qs.inflight.insert(
                 handle.queue_offset,
-                InFlight {
-                    pop_time,
-                    invisible_ms,
-                    reconsume_times: old.reconsume_times,
-                    fifo: old.fifo,
-                },
+                InFlight::new(pop_time, invisible_ms, old.reconsume_times, old.fifo, now),
             );
         }
         Ok(pop_time)
@@ -641,9 +664,10 @@ impl PopService {
         }
         let now = now_ms();
         let expired: Vec<(QueueKey, i64)> = {
-            let st = self.state.lock();
-            st.iter()
+            let mut st = self.state.lock();
+            st.iter_mut()
                 .flat_map(|(k, qs)| {
+                    qs.inflight.values_mut().for_each(|f| f.clamp(now));
                     qs.inflight
                         .iter()
                         .filter(|(_, f)| !f.fifo && f.deadline() <= now)
@@ -789,8 +813,11 @@ impl PopService {
             let inflight: Vec<(i64, InFlight)> = self
                 .state
                 .lock()
-                .get(key)
-                .map(|qs| qs.inflight.iter().map(|(o, f)| (*o, *f)).collect())
+                .get_mut(key)
+                .map(|qs| {
+                    qs.inflight.values_mut().for_each(|f| f.clamp(pop_time));
+                    qs.inflight.iter().map(|(o, f)| (*o, *f)).collect()
+                })
                 .unwrap_or_default();
             if inflight.is_empty() {
                 return Ok(FifoGate::Open);
@@ -809,7 +836,6 @@ impl PopService {
                 continue;
             }
             let (group, topic, q) = key;
-            let mut cks = Vec::new();
             let mut again = Vec::new();
             for (o, f) in inflight.iter().take(max) {
                 let Some(rec) = inner
@@ -819,51 +845,49 @@ impl PopService {
                 else {
                     continue;
                 };
-                let rt = f.reconsume_times + 1;
-                cks.push(PopRecord::Ck {
-                    g: group.clone(),
-                    t: topic.clone(),
-                    q: *q,
-                    o: *o,
-                    pt: pop_time,
-                    it: invisible_ms,
-                    rt,
-                    fifo: true,
-                });
-                again.push((rec, *o, rt, f.pop_time));
+                again.push((rec, *o, f.reconsume_times + 1, f.pop_time));
             }
-            let old: Vec<PopRecord> = again
+            // The new checkpoints must replace the old ones when the revive topic is replayed,
+            // which keeps the later pop time: later than the old ones even if those came from a
+            // clock ahead of ours (the deadline is still `invisible_ms` from now).
+            let pt = again
                 .iter()
-                .map(|(_, o, _, old_pt)| PopRecord::Revived {
+                .map(|(_, _, _, old_pt)| old_pt.saturating_add(1))
+                .fold(pop_time, i64::max);
+            let mut cks: Vec<PopRecord> = again
+                .iter()
+                .map(|(_, o, rt, _)| PopRecord::Ck {
                     g: group.clone(),
                     t: topic.clone(),
                     q: *q,
                     o: *o,
-                    pt: *old_pt,
+                    pt,
+                    it: invisible_ms,
+                    rt: *rt,
+                    fifo: true,
                 })
                 .collect();
-            cks.extend(old);
+            cks.extend(again.iter().map(|(_, o, _, old_pt)| PopRecord::Revived {
+                g: group.clone(),
+                t: topic.clone(),
+                q: *q,
+                o: *o,
+                pt: *old_pt,
+            }));
             Self::persist(inner, &cks).await?;
             let mut out = Vec::new();
             {
                 let mut st = self.state.lock();
                 let qs = st.entry(key.clone()).or_default();
                 for (_, o, rt, _) in &again {
-                    qs.inflight.insert(
-                        *o,
-                        InFlight {
-                            pop_time,
-                            invisible_ms,
-                            reconsume_times: *rt,
-                            fifo: true,
-                        },
-                    );
+                    qs.inflight
+                        .insert(*o, InFlight::new(pt, invisible_ms, *rt, true, pop_time));
                 }
             }
             for (rec, o, rt, _) in again {
                 let handle = Handle {
                     ck_offset: o,
-                    pop_time,
+                    pop_time: pt,
                     invisible_ms,
                     revive_qid: 0,
                     retry: false,
@@ -895,7 +919,8 @@ impl PopService {
     }
 }
 
-fn apply(table: &mut HashMap<QueueKey, QueueState>, record: PopRecord) {
+/// Applies one revive record to the in-flight table; `now` is this broker's clock at the replay.
+fn apply(table: &mut HashMap<QueueKey, QueueState>, record: PopRecord, now: i64) {
     match record {
         PopRecord::Ck {
             g,
@@ -911,15 +936,7 @@ fn apply(table: &mut HashMap<QueueKey, QueueState>, record: PopRecord) {
             qs.pop_offset = qs.pop_offset.max(o + 1);
             let newer = qs.inflight.get(&o).is_none_or(|f| f.pop_time < pt);
             if newer {
-                qs.inflight.insert(
-                    o,
-                    InFlight {
-                        pop_time: pt,
-                        invisible_ms: it,
-                        reconsume_times: rt,
-                        fifo,
-                    },
-                );
+                qs.inflight.insert(o, InFlight::new(pt, it, rt, fifo, now));
             }
         }
         PopRecord::Ack { g, t, q, o, pt } | PopRecord::Revived { g, t, q, o, pt } => {

@@ -666,3 +666,157 @@ async fn group_retry_max_times_and_expired_handles() {
     }
     assert!(pop(&s, "g3", 1, 1000, 500).await.messages.is_empty());
 }
+
+/// Sends `n` messages of one message group (one FIFO queue); returns that queue.
+async fn send_group(s: &Setup, group: &str, n: usize) -> i32 {
+    let api = MqClientApi::new(s.client.clone(), Duration::from_secs(5));
+    let mut queue = None;
+    for i in 0..n {
+        let r = api
+            .send(
+                &s.addr,
+                &SendRequest {
+                    producer_group: "pg".into(),
+                    topic: TOPIC.into(),
+                    queue_id: -1,
+                    body: Bytes::from(format!("{group}-{i}")),
+                    properties: BTreeMap::from([(
+                        property::SHARDING_KEY.to_string(),
+                        group.to_string(),
+                    )]),
+                    ..SendRequest::default()
+                },
+            )
+            .await
+            .expect("send");
+        assert_eq!(r.code, response_code::SUCCESS);
+        assert_eq!(*queue.get_or_insert(r.queue_id), r.queue_id);
+    }
+    queue.expect("sent")
+}
+
+/// Stores the checkpoint a master whose wall clock ran `skew_ms` ahead would have stored when
+/// it popped offset `offset` of `queue` for `group` (as the revive record `PopService` writes).
+async fn store_skewed_checkpoint(
+    s: &Setup,
+    group: &str,
+    queue: i32,
+    offset: i64,
+    skew_ms: i64,
+    invisible_ms: i64,
+    fifo: bool,
+) {
+    let inner = s.broker.as_ref().expect("broker").inner().clone();
+    let topic = rocketraft_broker::pop::revive_topic(&inner.config.cluster_name);
+    rocketraft_broker::pop::ensure_system_topic(&inner, &topic, 1).expect("revive topic");
+    let ck = serde_json::json!({
+        "k": "ck", "g": group, "t": TOPIC, "q": queue, "o": offset,
+        "pt": rocketraft_common::time::now_ms() + skew_ms, "it": invisible_ms, "rt": 0, "fifo": fifo,
+    });
+    let msg =
+        rocketraft_common::message::Message::new(topic, serde_json::to_vec(&ck).expect("json"));
+    inner
+        .store_durably(vec![rocketraft_broker::store::BrokerMessage::new(msg, 0)])
+        .await
+        .expect("checkpoint stored");
+}
+
+async fn restart(s: &mut Setup, dir: &Path) {
+    s.broker.take().expect("broker").shutdown().await;
+    let broker = Broker::start(config(dir, s.namesrv.local_addr(), s.port))
+        .await
+        .expect("restart");
+    s.addr = broker.local_addr().to_string();
+    s.broker = Some(broker);
+}
+
+/// FIFO pops until one returns messages (or `within` passes).
+async fn pop_fifo_within(
+    s: &Setup,
+    group: &str,
+    invisible_ms: i64,
+    within: Duration,
+) -> Vec<MessageExt> {
+    let started = Instant::now();
+    while started.elapsed() < within {
+        let got = pop_fifo(s, group, invisible_ms).await;
+        if !got.is_empty() {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Vec::new()
+}
+
+/// Found by the jepsen run `--nemesis all --seed 2026` (/tmp/j-all-2026b): the master b3, run
+/// with its clock 438 s ahead, popped one message of each of two FIFO queues and was restarted
+/// (normal clock) before its consumer got them. Their checkpoints carried pop times 438 s in
+/// the future, and every master that replayed the revive topic (b3 itself, then b2 after a
+/// transfer) kept both queues blocked until `pop time + invisible time` on its own clock:
+/// ~446 s, longer than the rest of the run; 4580 acknowledged messages behind them were never
+/// delivered. A checkpoint must stay invisible at most its invisible time from when a broker
+/// sees it, and the message must then be popped again, in order, and survive more replays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifo_checkpoint_from_a_clock_ahead_blocks_its_queue_only_for_the_invisible_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = setup(dir.path()).await;
+    let group = "fifo-skew";
+    let queue = send_group(&s, "A", 3).await;
+    // Offset 0 popped by a master 438 s ahead; the pop never reached its consumer.
+    store_skewed_checkpoint(&s, group, queue, 0, 438_000, 2_000, true).await;
+    restart(&mut s, dir.path()).await;
+
+    let got = pop_fifo_within(&s, group, 2_000, Duration::from_secs(15)).await;
+    let bodies: Vec<String> = got.iter().map(body).collect();
+    assert_eq!(
+        bodies,
+        ["A-0"],
+        "the FIFO queue stays blocked by a checkpoint from a clock ahead"
+    );
+    assert_eq!(got[0].reconsume_times, 1);
+
+    // Popped again (not acked), then replayed once more: still in flight, and first again.
+    restart(&mut s, dir.path()).await;
+    let got = pop_fifo_within(&s, group, 30_000, Duration::from_secs(15)).await;
+    let bodies: Vec<String> = got.iter().map(body).collect();
+    assert_eq!(
+        bodies,
+        ["A-0"],
+        "the re-popped message was lost by the replay"
+    );
+    assert_eq!(got[0].reconsume_times, 2);
+    assert_eq!(
+        ack(&s, group, &got[0], &handle(&got[0])).await.code,
+        response_code::SUCCESS
+    );
+    let got = pop_fifo_within(&s, group, 30_000, Duration::from_secs(5)).await;
+    let bodies: Vec<String> = got.iter().map(body).collect();
+    assert_eq!(bodies, ["A-1", "A-2"]);
+}
+
+/// The same for a normal (non-FIFO) checkpoint: revived into the retry topic after its
+/// invisible time, not after the skew.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn checkpoint_from_a_clock_ahead_is_revived_after_the_invisible_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = setup(dir.path()).await;
+    let group = "skew";
+    let queue = send_group(&s, "B", 1).await;
+    store_skewed_checkpoint(&s, group, queue, 0, 438_000, 1_000, false).await;
+    // The committed offset past the popped message, as the popping master left it.
+    s.broker
+        .as_ref()
+        .expect("broker")
+        .inner()
+        .metadata
+        .commit_offset(group, TOPIC, queue, 1)
+        .expect("offset");
+    restart(&mut s, dir.path()).await;
+    let started = Instant::now();
+    let mut back = Vec::new();
+    while back.is_empty() && started.elapsed() < Duration::from_secs(15) {
+        back = pop(&s, group, 4, 30_000, 1000).await.messages;
+    }
+    let bodies: Vec<String> = back.iter().map(body).collect();
+    assert_eq!(bodies, ["B-0"], "not revived within its invisible time");
+}
