@@ -839,9 +839,12 @@ impl Nemesis {
                 both
             }
         };
+        // What the event records: the variant aimed at, or that nobody could be aimed at.
+        let mut label = variant.to_string();
         if targets.is_empty() {
             // Nobody to aim at (no leader or master right now): kill a random server.
             targets.extend(self.random_server(None));
+            label = format!("{variant} (none known: a random server)");
         }
         {
             let mut cluster = lock(&self.cluster);
@@ -850,7 +853,7 @@ impl Nemesis {
             }
         }
         self.recorder
-            .nemesis("start-kill", json!({"variant": variant, "nodes": targets}));
+            .nemesis("start-kill", json!({"variant": label, "nodes": targets}));
         Ok(Active::Killed(targets))
     }
 
