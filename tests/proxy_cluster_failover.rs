@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use rocketraft_proxy::pb;
 use rocketraft_proxy::pb::messaging_service_client::MessagingServiceClient;
 use serde_json::Value;
-use support::{admin, free_port, spawn_ready};
+use support::{admin_output, free_port, spawn_ready};
 use tonic::transport::Channel;
 
 const TOPIC: &str = "ProxyFailover";
@@ -175,7 +175,22 @@ async fn the_proxy_follows_a_failover_and_loses_no_acknowledged_message() {
     )
     .expect("json");
     let namesrv = file["namesrv_addr"].as_str().expect("namesrv").to_string();
-    let created = admin(&namesrv, &["topic", "create", TOPIC, "--queues", "4"]);
+    // A topic creation is a metadata record every SyncStateSet member must hold, refused while
+    // the set is smaller than min_in_sync_replicas (the slaves may still be catching up right
+    // after `cluster up`): retry until the set is complete.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let created = loop {
+        let out = admin_output(&namesrv, &["topic", "create", TOPIC, "--queues", "4"]);
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        if out.status.success() {
+            break String::from_utf8_lossy(&out.stdout).to_string();
+        }
+        assert!(
+            stderr.contains("in-sync replicas not enough") && Instant::now() < deadline,
+            "admin topic create failed: {stderr}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     assert!(created.contains("created topic"), "{created}");
     let proxy_addr = format!("127.0.0.1:{}", free_port());
     let _proxy = spawn_ready(&["proxy", "--listen", &proxy_addr, "--namesrv", &namesrv]);
