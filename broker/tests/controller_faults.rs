@@ -23,69 +23,16 @@ use rocketraft_nameserver::{NameServer, NamesrvConfig};
 use rocketraft_remoting::api::{MqClientApi, SendRequest};
 use rocketraft_remoting::codes::response_code;
 use rocketraft_remoting::{ClientConfig, RemotingClient};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[path = "support/relay.rs"]
+mod relay;
+use relay::HoldingRelay;
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("free port")
-}
-
-/// A relay that can hang: while `hung`, bytes are held (not dropped, not refused).
-struct HangingRelay {
-    addr: SocketAddr,
-    hung: tokio::sync::watch::Sender<bool>,
-}
-
-async fn pump(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    mut hung: tokio::sync::watch::Receiver<bool>,
-) {
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        if hung.wait_for(|h| !*h).await.is_err() {
-            return;
-        }
-        if to.write_all(&buf[..n]).await.is_err() {
-            return;
-        }
-    }
-}
-
-impl HangingRelay {
-    async fn start(target: SocketAddr) -> HangingRelay {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("relay bind");
-        let addr = listener.local_addr().expect("relay addr");
-        let (hung, _) = tokio::sync::watch::channel(false);
-        let hung_tx = hung.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((inbound, _)) = listener.accept().await else {
-                    continue;
-                };
-                let Ok(outbound) = tokio::net::TcpStream::connect(target).await else {
-                    continue;
-                };
-                let (ri, wi) = inbound.into_split();
-                let (ro, wo) = outbound.into_split();
-                tokio::spawn(pump(ri, wo, hung_tx.subscribe()));
-                tokio::spawn(pump(ro, wi, hung_tx.subscribe()));
-            }
-        });
-        HangingRelay { addr, hung }
-    }
-
-    fn hang(&self, hung: bool) {
-        self.hung.send_replace(hung);
-    }
 }
 
 /// The default heartbeat timeout (the controllers' and the broker's), which the test keeps.
@@ -242,7 +189,7 @@ async fn writes_flow_through_a_hung_controller_and_a_dead_leader() {
     let mut relays = Vec::new();
     for c in &ctls {
         let addr: SocketAddr = c.remoting_addr().parse().expect("controller addr");
-        relays.push(HangingRelay::start(addr).await);
+        relays.push(HoldingRelay::start(addr).await);
     }
     let ns = NameServer::start(NamesrvConfig {
         listen: "127.0.0.1:0".parse().expect("addr"),
@@ -284,9 +231,9 @@ async fn writes_flow_through_a_hung_controller_and_a_dead_leader() {
     .await;
     let follower = (leader + 1) % 3;
     let from = Instant::now();
-    relays[follower].hang(true);
+    relays[follower].set_hold(true);
     tokio::time::sleep(Duration::from_millis(2 * T_MS)).await;
-    relays[follower].hang(false);
+    relays[follower].set_hold(false);
     let to = Instant::now();
     let gap = sender.longest_gap(from, to);
     let refused = sender.refusals_between(from, to);

@@ -24,6 +24,10 @@ use rocketraft_remoting::api::{MqClientApi, SendRequest};
 use rocketraft_remoting::codes::{request_code, response_code};
 use rocketraft_remoting::{ClientConfig, RemotingClient, RemotingCommand};
 
+#[path = "support/relay.rs"]
+mod relay;
+use relay::HoldingRelay;
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -386,64 +390,6 @@ async fn assert_hidden(api: &MqClientApi, ns: &str, broker: &str) {
         "{:?}",
         pull.remark
     );
-}
-
-/// A TCP relay whose traffic can be held (both directions) without closing the connections: a
-/// replica that stays connected, and in the SyncStateSet, but confirms nothing.
-struct HoldingRelay {
-    addr: SocketAddr,
-    hold: tokio::sync::watch::Sender<bool>,
-}
-
-impl HoldingRelay {
-    async fn start(target: SocketAddr) -> HoldingRelay {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("relay bind");
-        let addr = listener.local_addr().expect("relay addr");
-        let (hold, _) = tokio::sync::watch::channel(false);
-        let hold_tx = hold.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((inbound, _)) = listener.accept().await else {
-                    continue;
-                };
-                let Ok(outbound) = tokio::net::TcpStream::connect(target).await else {
-                    continue;
-                };
-                let (ri, wi) = inbound.into_split();
-                let (ro, wo) = outbound.into_split();
-                tokio::spawn(pump(ri, wo, hold_tx.subscribe()));
-                tokio::spawn(pump(ro, wi, hold_tx.subscribe()));
-            }
-        });
-        HoldingRelay { addr, hold }
-    }
-
-    fn set_hold(&self, hold: bool) {
-        self.hold.send_replace(hold);
-    }
-}
-
-async fn pump(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    mut hold: tokio::sync::watch::Receiver<bool>,
-) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        if hold.wait_for(|h| !*h).await.is_err() {
-            return;
-        }
-        if to.write_all(&buf[..n]).await.is_err() {
-            return;
-        }
-    }
 }
 
 /// A metadata change that a SyncStateSet member does not confirm in time is refused with
