@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds and runs `rocketraft dev`: NameServer and broker in one process on loopback, data in ./data.
+# Builds and runs `rocketraft dev`: NameServer (with a one-node controller), broker and gRPC proxy
+# in one process on loopback, data in ./data.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

@@ -5,7 +5,13 @@
 //! client table ([`client_manager`]) and registration with the NameServers.
 //!
 //! The store knows nothing about the network; the processors know nothing about mmap.
-//! Replication (HA) and controller mode arrive with the replication issue.
+//!
+//! Controller mode and replication: [`controller_link`] (the broker's identity from the
+//! controller), [`replica`] (roles, epochs, heartbeats to the controllers, the SyncStateSet) and
+//! [`ha`] (CommitLog streaming to the slaves, the ack policy, the confirm offset); [`metalog`]
+//! replicates topic, subscription group and ACL changes as CommitLog records. Consumption:
+//! [`pop`], [`timer`] and [`transaction`], their state replayed from system topics
+//! ([`replay`]); [`acl`] holds users and ACLs.
 
 pub mod acl;
 pub mod client_manager;

@@ -5,7 +5,7 @@
 //! master epoch and a SyncStateSet epoch. This crate follows `ReplicasInfoManager` and
 //! `DefaultElectPolicy` of Apache RocketMQ 5.3.
 //!
-//! ## What exists now: the pure state machine
+//! ## The pure state machine
 //! - [`state`]: [`ControllerState`], serde so it can be snapshotted.
 //! - [`handler`]: one pure function per request (`GET_NEXT_BROKER_ID`, `APPLY_BROKER_ID`,
 //!   `CONTROLLER_REGISTER_BROKER`, `CONTROLLER_ELECT_MASTER`, `CONTROLLER_ALTER_SYNC_STATE_SET`,
@@ -17,14 +17,18 @@
 //! - [`elect`] holds [`DefaultElectPolicy`].
 //! - [`liveness`]: broker liveness is an input ([`BrokerLiveness`]), never a clock read.
 //!
-//! ## What comes next
-//! - The Raft state machine wrapper: replicate events through `rocketraft-raft`, apply them in log
-//!   order, snapshot/restore [`ControllerState`]; run handlers one at a time against the applied state.
-//! - The heartbeat tracker (`BROKER_HEARTBEAT` 904, 10 s timeout, scans every 5 s) that produces
-//!   [`AliveBrokers`] and triggers controller-side elections when a master is lost.
-//! - Remoting handlers mapping the wire headers/bodies to these requests (plus
-//!   `CONTROLLER_GET_METADATA_INFO`, `CONTROLLER_NOT_LEADER`, `NOTIFY_BROKER_ROLE_CHANGED`).
-//! - `Controller::start(config)`, standalone or embedded in the NameServer.
+//! ## The running controller
+//! - [`replicated`]: [`ControllerStateMachine`], the state machine on `rocketraft-raft`: the
+//!   replicated entry is the request plus the leader's view of live brokers, handled in log
+//!   order by every replica; snapshots of [`ControllerState`].
+//! - [`heartbeat`]: `BROKER_HEARTBEAT` (904), kept in memory by every node; the leader puts its
+//!   [`AliveBrokers`] snapshot into each command it proposes.
+//! - [`service`]: [`Controller::start`] (standalone, or embedded in the NameServer), the scanner
+//!   that elects a new master when a master's heartbeat times out and sends
+//!   `NOTIFY_BROKER_ROLE_CHANGED`, and the Remoting processor; every node answers every request.
+//! - [`wire`]: the Remoting headers and bodies of the controller codes (plus
+//!   `CONTROLLER_GET_METADATA_INFO`); [`client`]: a typed client for brokers, the admin tool and
+//!   the tests.
 
 pub mod client;
 pub mod elect;

@@ -1,8 +1,9 @@
 //! Broker liveness as an *input* to the handlers.
 //!
-//! The heartbeat tracker (not built yet) owns the clock: it decides which brokers are alive and what
-//! they last reported. Handlers only read a snapshot of that through [`BrokerLiveness`], so the same
-//! request against the same state and the same liveness always yields the same answer.
+//! The heartbeat tracker ([`crate::heartbeat::HeartbeatTracker`], given the time by the running
+//! controller) decides which brokers are alive and what they last reported. Handlers only read a
+//! snapshot of that through [`BrokerLiveness`], so the same request against the same state and
+//! the same liveness always yields the same answer.
 
 use std::collections::BTreeMap;
 

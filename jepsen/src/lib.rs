@@ -16,8 +16,8 @@
 //!   command (`src/main.rs`): exit 0 valid, 1 invalid, 2 unknown, 3 when the input cannot be read
 //!   or checked.
 //!
-//! It agrees with the verdicts of the public histories in `../shared/histories` (Porcupine's etcd
-//! and kv files) and of Knossos' small EDN examples, and is self-tested on hand-made anomalies
+//! It agrees with the verdicts of the public histories kept in `tests/histories` (Porcupine's
+//! etcd and kv files) and of Knossos' small EDN examples, and is self-tested on hand-made anomalies
 //! (stale read, lost acknowledged write, two masters in one epoch) and on randomized histories of a
 //! simulated atomic store (`tests/`).
 //!

@@ -1,6 +1,6 @@
-//! Every history in `tests/histories` (a copy of `../shared/histories`: public histories with
-//! known verdicts, Porcupine's etcd logs and kv files) must get its recorded verdict, each in well
-//! under a minute.
+//! Every history in `tests/histories` (public histories with known verdicts, Porcupine's etcd
+//! logs and kv files; see `tests/histories/README.md`) must get its recorded verdict, each in
+//! well under a minute.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
