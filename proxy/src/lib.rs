@@ -108,16 +108,7 @@ impl Proxy {
         security: SecurityConfig,
     ) -> anyhow::Result<Proxy> {
         // Bad certificates are refused before the port is taken.
-        let mut server = tonic::transport::Server::builder();
-        if let Some(tls) = &security.tls {
-            server = server.tls_config(tls.load()?).map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot use the TLS certificate {} and key {}: {e}",
-                    tls.cert.display(),
-                    tls.key.display()
-                )
-            })?;
-        }
+        let mut server = server_builder(&security)?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|e| {
@@ -134,50 +125,14 @@ impl Proxy {
                 local_addr.ip().to_string()
             }
         });
-        let api = MqClientApi::new(
-            RemotingClient::new(ClientConfig::default()),
-            Duration::from_secs(5),
-        );
-        let auth = Arc::new(auth::Auth::new(
-            security.auth.clone(),
-            config.namesrv_addr.clone(),
-            api.clone(),
-        ));
-        let service = service::Service::new(
-            service::ServiceConfig {
-                namesrv_addr: config.namesrv_addr.clone(),
-                endpoint: (host.clone(), local_addr.port()),
-                default_invisible: Duration::from_secs(30),
-                max_long_polling: Duration::from_secs(20),
-                max_body_size: 4 * 1024 * 1024,
-            },
-            api,
-        )
-        .with_auth(auth);
-        // Transaction checks from brokers arrive on the proxy's Remoting connections.
-        service
-            .api()
-            .remoting()
-            .set_request_handler(service.transaction_check_handler());
+        let service = proxy_service(&config, &security, (host.clone(), local_addr.port()));
         let heartbeats = tokio::spawn(service.clone().producer_heartbeats(format!(
             "proxy@{host}:{}@{}",
             local_addr.port(),
             std::process::id()
         )));
         let (stop, stopped) = oneshot::channel::<()>();
-        // No Nagle: small gRPC responses would otherwise wait for the client's delayed ACK
-        // (tens of milliseconds per request).
-        let incoming = tokio_stream::StreamExt::map(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            |stream| {
-                if let Ok(s) = &stream {
-                    if let Err(e) = s.set_nodelay(true) {
-                        tracing::debug!(error = %e, "TCP_NODELAY not set");
-                    }
-                }
-                stream
-            },
-        );
+        let incoming = without_nagle(listener);
         let task = tokio::spawn(async move {
             let result = server
                 // Above the largest body, so an oversized message gets the protocol's
@@ -220,4 +175,72 @@ impl Proxy {
         }
         let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.task).await;
     }
+}
+
+/// The gRPC server, with TLS when `security` asks for it.
+fn server_builder(security: &SecurityConfig) -> anyhow::Result<tonic::transport::Server> {
+    let server = tonic::transport::Server::builder();
+    let Some(tls) = &security.tls else {
+        return Ok(server);
+    };
+    server.tls_config(tls.load()?).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot use the TLS certificate {} and key {}: {e}",
+            tls.cert.display(),
+            tls.key.display()
+        )
+    })
+}
+
+/// The proxy's service, `endpoint` being where clients reach it, with its own Remoting client
+/// to the NameServer and brokers.
+fn proxy_service(
+    config: &ProxyConfig,
+    security: &SecurityConfig,
+    endpoint: (String, u16),
+) -> service::Service {
+    let api = MqClientApi::new(
+        RemotingClient::new(ClientConfig::default()),
+        Duration::from_secs(5),
+    );
+    let auth = Arc::new(auth::Auth::new(
+        security.auth.clone(),
+        config.namesrv_addr.clone(),
+        api.clone(),
+    ));
+    let service = service::Service::new(
+        service::ServiceConfig {
+            namesrv_addr: config.namesrv_addr.clone(),
+            endpoint,
+            default_invisible: Duration::from_secs(30),
+            max_long_polling: Duration::from_secs(20),
+            max_body_size: 4 * 1024 * 1024,
+        },
+        api,
+    )
+    .with_auth(auth);
+    // Transaction checks from brokers arrive on the proxy's Remoting connections.
+    service
+        .api()
+        .remoting()
+        .set_request_handler(service.transaction_check_handler());
+    service
+}
+
+/// The accepted connections, with TCP_NODELAY: small gRPC responses would otherwise wait for
+/// the client's delayed ACK (tens of milliseconds per request).
+fn without_nagle(
+    listener: tokio::net::TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    tokio_stream::StreamExt::map(
+        tokio_stream::wrappers::TcpListenerStream::new(listener),
+        |stream| {
+            if let Ok(s) = &stream {
+                if let Err(e) = s.set_nodelay(true) {
+                    tracing::debug!(error = %e, "TCP_NODELAY not set");
+                }
+            }
+            stream
+        },
+    )
 }
