@@ -1,0 +1,146 @@
+//! What a consumer does with a received message, by its receipt handle on the master of the
+//! broker set the handle names: AckMessage, ChangeInvisibleDuration (a new handle; the old one
+//! stops working), ForwardMessageToDeadLetterQueue (copied to `%DLQ%{group}`, then acked).
+
+use rocketraft_remoting::codes::{request_code, response_code};
+use rocketraft_remoting::RemotingCommand;
+
+use super::convert::{duration_ms, from_api, ok, status, wrapped};
+use super::receipt::ReceiptHandle;
+use super::receive::checked_invisible;
+use super::Service;
+use crate::pb;
+
+/// The entries are acked concurrently; each answers for itself, the response's status is the
+/// first refusal's (or OK).
+pub(super) async fn ack_message(
+    service: &Service,
+    req: pb::AckMessageRequest,
+) -> Result<pb::AckMessageResponse, pb::Status> {
+    let (group, name) = group_and_topic(req.group.as_ref(), req.topic.as_ref())?;
+    let results = futures::future::join_all(req.entries.iter().map(|e| async {
+        let handle = ReceiptHandle::parse(&e.receipt_handle)?;
+        let addr = service.master(&name, handle.broker()).await?;
+        service
+            .ack_on_broker(&addr, &group, &name, &handle, &e.receipt_handle)
+            .await
+    }))
+    .await;
+    let mut entries = Vec::new();
+    let mut first_error = None;
+    for (e, result) in req.entries.iter().zip(results) {
+        let s = match result {
+            Ok(()) => ok(),
+            Err(s) => {
+                first_error.get_or_insert(s.clone());
+                s
+            }
+        };
+        entries.push(pb::AckMessageResultEntry {
+            message_id: e.message_id.clone(),
+            receipt_handle: e.receipt_handle.clone(),
+            status: Some(s),
+        });
+    }
+    Ok(pb::AckMessageResponse {
+        status: Some(first_error.unwrap_or_else(ok)),
+        entries,
+    })
+}
+
+/// CHANGE_MESSAGE_INVISIBLETIME on the handle's master; answers the renewed handle.
+pub(super) async fn change_invisible_duration(
+    service: &Service,
+    req: pb::ChangeInvisibleDurationRequest,
+) -> Result<pb::ChangeInvisibleDurationResponse, pb::Status> {
+    let (group, name) = group_and_topic(req.group.as_ref(), req.topic.as_ref())?;
+    let invisible_ms = checked_invisible(
+        req.invisible_duration
+            .as_ref()
+            .map(duration_ms)
+            .unwrap_or(0),
+    )?;
+    let handle = ReceiptHandle::parse(&req.receipt_handle)?;
+    let addr = service.master(&name, handle.broker()).await?;
+    let cmd = RemotingCommand::request(request_code::CHANGE_MESSAGE_INVISIBLETIME)
+        .with_ext("consumerGroup", group)
+        .with_ext("topic", name)
+        .with_ext("queueId", handle.queue_id())
+        .with_ext("offset", handle.queue_offset())
+        .with_ext("extraInfo", req.receipt_handle.clone())
+        .with_ext("invisibleTime", invisible_ms);
+    let r = service
+        .api
+        .call(&addr, cmd, &[response_code::SUCCESS])
+        .await
+        .map_err(|e| from_api(&e))?;
+    Ok(pb::ChangeInvisibleDurationResponse {
+        status: Some(ok()),
+        receipt_handle: handle.renewed(
+            r.ext("popTime").unwrap_or_default(),
+            r.ext("invisibleTime").unwrap_or_default(),
+        ),
+    })
+}
+
+/// Copies the message to `%DLQ%{group}` (CONSUMER_SEND_MSG_BACK, delay level -1), then acks
+/// its POP handle.
+pub(super) async fn forward_message_to_dead_letter_queue(
+    service: &Service,
+    req: pb::ForwardMessageToDeadLetterQueueRequest,
+) -> Result<pb::ForwardMessageToDeadLetterQueueResponse, pb::Status> {
+    let (group, name) = group_and_topic(req.group.as_ref(), req.topic.as_ref())?;
+    let handle = ReceiptHandle::parse(&req.receipt_handle)?;
+    let addr = service.master(&name, handle.broker()).await?;
+    let phy = handle.commit_log_offset()?;
+    let back = RemotingCommand::request(request_code::CONSUMER_SEND_MSG_BACK)
+        .with_ext("offset", phy.to_string())
+        .with_ext("group", group.clone())
+        .with_ext("delayLevel", -1)
+        .with_ext("originMsgId", req.message_id.clone())
+        .with_ext("maxReconsumeTimes", req.max_delivery_attempts.max(1) - 1);
+    service
+        .api
+        .call(&addr, back, &[response_code::SUCCESS])
+        .await
+        .map_err(|e| from_api(&e))?;
+    service
+        .ack_on_broker(&addr, &group, &name, &handle, &req.receipt_handle)
+        .await?;
+    Ok(pb::ForwardMessageToDeadLetterQueueResponse { status: Some(ok()) })
+}
+
+/// The namespaced group and topic names; BAD_REQUEST without both.
+fn group_and_topic(
+    group: Option<&pb::Resource>,
+    topic: Option<&pb::Resource>,
+) -> Result<(String, String), pb::Status> {
+    match (group, topic) {
+        (Some(group), Some(topic)) => Ok((wrapped(group), wrapped(topic))),
+        _ => Err(status(pb::Code::BadRequest, "group and topic are required")),
+    }
+}
+
+impl Service {
+    /// ACK_MESSAGE of a handle on its broker set's master.
+    async fn ack_on_broker(
+        &self,
+        addr: &str,
+        group: &str,
+        topic: &str,
+        handle: &ReceiptHandle,
+        raw: &str,
+    ) -> Result<(), pb::Status> {
+        let cmd = RemotingCommand::request(request_code::ACK_MESSAGE)
+            .with_ext("consumerGroup", group)
+            .with_ext("topic", topic)
+            .with_ext("queueId", handle.queue_id())
+            .with_ext("offset", handle.queue_offset())
+            .with_ext("extraInfo", raw);
+        self.api
+            .call(addr, cmd, &[response_code::SUCCESS])
+            .await
+            .map(|_| ())
+            .map_err(|e| self.broker_failed(topic, &e))
+    }
+}

@@ -1,0 +1,131 @@
+//! SendMessage: each message checked ([`super::validate`]), sent to a writable queue (a FIFO
+//! message group's queue by hash, else round robin) on its broker set's master; tags, keys,
+//! message id, delivery timestamp (a timer message) and transactional half messages.
+
+use std::sync::atomic::Ordering;
+
+use rocketraft_common::consts::perm;
+use rocketraft_common::hash::java_string_hash;
+use rocketraft_common::protocol::TopicRouteData;
+use rocketraft_remoting::api::{ApiError, SendResult};
+use rocketraft_remoting::codes::response_code;
+
+use super::convert::{from_api, ok, send_request, status};
+use super::validate::{check_message, check_properties, check_type, Outgoing};
+use super::Service;
+use crate::pb;
+use crate::session::TransactionId;
+
+/// Every message is sent, in order; each entry answers for its message, the response's status
+/// is the first refusal's (or OK).
+pub(super) async fn send_message(
+    service: &Service,
+    req: pb::SendMessageRequest,
+) -> Result<pb::SendMessageResponse, pb::Status> {
+    if req.messages.is_empty() {
+        return Err(status(pb::Code::BadRequest, "no message to send"));
+    }
+    let mut entries = Vec::with_capacity(req.messages.len());
+    let mut first_error = None;
+    for m in &req.messages {
+        match service.send_one(m).await {
+            Ok(e) => entries.push(e),
+            Err(s) => {
+                first_error.get_or_insert(s.clone());
+                entries.push(pb::SendResultEntry {
+                    status: Some(s),
+                    message_id: m
+                        .system_properties
+                        .as_ref()
+                        .map(|p| p.message_id.clone())
+                        .unwrap_or_default(),
+                    ..pb::SendResultEntry::default()
+                });
+            }
+        }
+    }
+    Ok(pb::SendMessageResponse {
+        status: Some(first_error.unwrap_or_else(ok)),
+        entries,
+    })
+}
+
+impl Service {
+    async fn send_one(&self, message: &pb::Message) -> Result<pb::SendResultEntry, pb::Status> {
+        let out = check_message(message, self.config.max_body_size)?;
+        let route = self.route(&out.topic).await?;
+        check_type(&out, &self.topic_types(&out.topic, &route).await)?;
+        let (broker, queue_id) = self.pick_queue(&out, &route)?;
+        let addr = self.master_of(&route, &broker)?;
+        check_properties(message)?;
+        let request = send_request(message, &out, queue_id);
+        let r = self
+            .api
+            .send(&addr, &request)
+            .await
+            .map_err(|e| self.broker_failed(&out.topic, &e))?;
+        let transaction_id = if out.transactional {
+            transaction_id(&broker, &r, &out.sys.message_id)?
+        } else {
+            String::new()
+        };
+        let s = if r.code == response_code::SUCCESS {
+            ok()
+        } else {
+            from_api(&ApiError::Server {
+                code: r.code,
+                remark: "stored but not confirmed".into(),
+            })
+        };
+        Ok(pb::SendResultEntry {
+            status: Some(s),
+            message_id: out.sys.message_id.clone(),
+            transaction_id,
+            offset: r.queue_offset,
+            recall_handle: r.recall_handle.unwrap_or_default(),
+        })
+    }
+
+    /// The broker set and queue a message goes to: a FIFO message group's queue by hash (so a
+    /// group keeps its order), else the next in round robin, among the writable queues.
+    fn pick_queue(
+        &self,
+        out: &Outgoing<'_>,
+        route: &TopicRouteData,
+    ) -> Result<(String, i32), pb::Status> {
+        let writable: Vec<(String, i32)> = route
+            .queue_datas
+            .iter()
+            .filter(|q| perm::is_writeable(q.perm))
+            .flat_map(|q| (0..q.write_queue_nums).map(move |i| (q.broker_name.clone(), i)))
+            .collect();
+        if writable.is_empty() {
+            return Err(status(
+                pb::Code::Forbidden,
+                format!("topic {} has no writable queue", out.topic),
+            ));
+        }
+        let pick = match out.group {
+            Some(group) => java_string_hash(group).unsigned_abs() as usize % writable.len(),
+            None => self.round_robin.fetch_add(1, Ordering::Relaxed) as usize % writable.len(),
+        };
+        Ok(writable[pick].clone())
+    }
+}
+
+/// A half message's transaction id: where the broker stored it, and its message id.
+fn transaction_id(broker: &str, r: &SendResult, message_id: &str) -> Result<String, pb::Status> {
+    let (_, phy) = rocketraft_common::message::decode_offset_msg_id(&r.msg_id).map_err(|e| {
+        status(
+            pb::Code::InternalError,
+            format!("the broker answered an undecodable message id: {e}"),
+        )
+    })?;
+    Ok(TransactionId {
+        broker_name: broker.to_string(),
+        queue_offset: r.queue_offset,
+        commit_log_offset: phy,
+        message_id: message_id.to_string(),
+    }
+    .encode())
+}
