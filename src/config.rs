@@ -146,7 +146,7 @@ impl BrokerArgs {
     }
 }
 
-pub(crate) fn parse_members(text: &str, what: &str) -> anyhow::Result<BTreeMap<u64, String>> {
+fn parse_members(text: &str, what: &str) -> anyhow::Result<BTreeMap<u64, String>> {
     let mut out = BTreeMap::new();
     for part in text
         .split([',', ';'])

@@ -14,7 +14,6 @@ mod bench_proxy;
 mod bench_replication;
 mod cluster;
 mod config;
-mod raft_kv;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -51,9 +50,6 @@ enum Command {
     Proxy(ProxyArgs),
     /// Run one member of a standalone controller quorum.
     Controller(config::ControllerArgs),
-    /// Run one member of a replicated key-value store on the Raft library (the Jepsen raft-kv
-    /// workload's system under test).
-    RaftKv(raft_kv::RaftKvArgs),
     /// Run NameServer and broker in one process on loopback, data under ./data.
     Dev(config::DevArgs),
     /// Administer a running cluster.
@@ -215,7 +211,6 @@ async fn run(command: Command, inherited: cluster::Inherited) -> anyhow::Result<
             namesrv.shutdown().await;
             Ok(())
         }
-        Command::RaftKv(args) => raft_kv::run(args).await,
         Command::Admin(args) => admin::run(args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Cluster(command) => cluster::run(command, inherited).await,

@@ -1,6 +1,7 @@
-//! The raft-kv workload: three `rocketraft raft-kv` processes (a key-value store on the `raft/`
-//! library, [`rocketraft_raft::kv`]) in their own namespaces, concurrent clients issuing read,
-//! write and compare-and-set on a few keys against random nodes, and the history checked for
+//! The raft-kv workload: three `rocketraft-raft-kv` processes (this crate's test fixture
+//! `src/bin/rocketraft-raft-kv.rs`: a key-value store on the `raft/` library,
+//! [`rocketraft_raft::kv`]) in their own namespaces, concurrent clients issuing read, write and
+//! compare-and-set on a few keys against random nodes, and the history checked for
 //! linearizability one key at a time.
 //!
 //! Each key is a compare-and-set register, so the checker's `cas-register` model is the
@@ -38,7 +39,7 @@ use crate::cluster::{Cluster, ClusterOptions, CLIENT_NODE};
 use crate::linearizability::{CheckOptions, Verdict};
 use crate::nemesis::{lock, parse_kinds, timeline, FaultKind, Nemesis};
 use crate::net::{self, Network};
-use crate::nodes::{find_binary, port, wait_until, Node, Role};
+use crate::nodes::{find_raft_kv_binary, port, wait_until, Node, Role};
 use crate::record::{extra, Kind, Process, Recorder};
 use crate::report::{self, Verdicts};
 use crate::rng::Rng;
@@ -55,7 +56,7 @@ pub const FINAL_PROCESS_BASE: u64 = 1_000_000;
 /// Operation names, for availability and recovery.
 pub const PRIMARY: [&str; 3] = ["read", "write", "cas"];
 
-/// The `rocketraft raft-kv` arguments of node `id` (after the global flags).
+/// The `rocketraft-raft-kv` arguments of node `id` (after `--log` and `--threads`).
 pub fn node_args(id: u64, data_dir: &Path, stale_reads: bool) -> anyhow::Result<Vec<String>> {
     let (_, _, host) = NODES
         .iter()
@@ -70,8 +71,7 @@ pub fn node_args(id: u64, data_dir: &Path, stale_reads: bool) -> anyhow::Result<
         .to_str()
         .with_context(|| format!("{} is not UTF-8", data_dir.display()))?;
     let mut args = vec![
-        "raft-kv".to_string(),
-        "--node-id".into(),
+        "--node-id".to_string(),
         id.to_string(),
         "--listen".into(),
         format!("10.77.0.{host}:{}", port::RAFT_KV),
@@ -135,7 +135,7 @@ impl std::fmt::Display for KvCallError {
     }
 }
 
-/// A typed client of the `rocketraft raft-kv` Remoting protocol ([`wire`]).
+/// A typed client of the `rocketraft-raft-kv` Remoting protocol ([`wire`]).
 #[derive(Clone)]
 pub struct KvClient {
     remoting: RemotingClient,
@@ -450,13 +450,13 @@ async fn final_reads(client: &KvClient, recorder: &Recorder, nodes: &[(String, S
     }
 }
 
-/// `rocketraft-jepsen run --workload raft-kv` ([`crate::run::run`] hands over at once): the
-/// same shape as the other workloads (tools, stale namespaces, report directory, the harness
-/// inside the client namespace, teardown on exit, error, Ctrl-C and SIGTERM) around
-/// [`run_async`].
+/// `rocketraft-jepsen run --workload raft-kv` ([`crate::run::run`] hands over at once; the
+/// nodes run [`crate::nodes::RAFT_KV_BINARY`], `--bin` is not used): the same shape as the
+/// other workloads (tools, stale namespaces, report directory, the harness inside the client
+/// namespace, teardown on exit, error, Ctrl-C and SIGTERM) around [`run_async`].
 pub fn run(options: RunOptions) -> anyhow::Result<(Verdicts, PathBuf)> {
     let kinds = parse_kinds(&options.nemesis)?;
-    let binary = find_binary(options.bin.as_deref())?;
+    let binary = find_raft_kv_binary()?;
     net::ensure_tools()?;
     let stale = net::clean_stale()?;
     if !stale.is_empty() {
@@ -785,7 +785,7 @@ mod tests {
         let args = node_args(2, Path::new("/d/n2/data"), false).expect("args");
         let text = args.join(" ");
         assert!(
-            text.starts_with("raft-kv --node-id 2 --listen 10.77.0.52:"),
+            text.starts_with("--node-id 2 --listen 10.77.0.52:"),
             "{text}"
         );
         assert!(

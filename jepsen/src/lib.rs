@@ -38,7 +38,7 @@
 //!   (lost, unexpected, duplicated, recovered, FIFO order) and [`split_brain`] (two masters
 //!   writing the same queue position, offsets going back in real time); `controller`
 //!   ([`controller_workload`]) checked for linearizability with the replica-info model;
-//!   `raft-kv` ([`kv_workload`]: three `rocketraft raft-kv` members of a key-value store on
+//!   `raft-kv` ([`kv_workload`]: three `rocketraft-raft-kv` members of a key-value store on
 //!   the `raft/` library, read / write / compare-and-set on five keys from random nodes)
 //!   checked for linearizability one compare-and-set register per key.
 //! - Nemeses: partition (halves, isolate the controller leader or the broker master, majority

@@ -100,6 +100,7 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
         /// The rocketraft binary [default: beside this one, or $CARGO_TARGET_DIR/{release,debug}].
+        /// Not used by raft-kv, whose nodes run rocketraft-raft-kv (built beside this one).
         #[arg(long = "bin")]
         bin: Option<PathBuf>,
         /// Also start a gRPC proxy in its own namespace (the queue workload always starts one

@@ -1,7 +1,8 @@
-//! The `rocketraft` processes of a run, each started with `ip netns exec <its namespace>` (which
-//! execs, so the child's PID is the server's), with its own directory (config, data, logs)
-//! under the run directory. Only PIDs started here are ever signalled. Dropping the set kills
-//! every process still running (SIGCONT first for paused ones).
+//! The server processes of a run (`rocketraft`, or [`RAFT_KV_BINARY`] in raft-kv runs), each
+//! started with `ip netns exec <its namespace>` (which execs, so the child's PID is the
+//! server's), with its own directory (config, data, logs) under the run directory. Only PIDs
+//! started here are ever signalled. Dropping the set kills every process still running
+//! (SIGCONT first for paused ones).
 
 use std::fs::{File, OpenOptions};
 use std::net::Ipv4Addr;
@@ -18,7 +19,7 @@ pub enum Role {
     Namesrv,
     Broker,
     Proxy,
-    /// A `rocketraft raft-kv` member ([`crate::kv_workload`]).
+    /// A [`RAFT_KV_BINARY`] member ([`crate::kv_workload`]).
     RaftKv,
 }
 
@@ -54,7 +55,7 @@ pub struct Node {
     pub ns: String,
     pub ip: Ipv4Addr,
     pub dir: PathBuf,
-    /// The `rocketraft` arguments (after the binary).
+    /// The server's arguments (after the binary).
     pub args: Vec<String>,
     child: Option<Child>,
     paused: bool,
@@ -316,19 +317,42 @@ pub fn find_binary(given: Option<&Path>) -> anyhow::Result<PathBuf> {
         }
         bail!("--bin {}: no such file", path.display());
     }
+    find_built(
+        "rocketraft",
+        "build it (cargo build --workspace --bins) or pass --bin",
+    )
+}
+
+/// The file name of the raft-kv workload's server (`src/bin/rocketraft-raft-kv.rs`, a test
+/// fixture of this crate, not part of the product).
+pub const RAFT_KV_BINARY: &str = "rocketraft-raft-kv";
+
+/// The [`RAFT_KV_BINARY`] to run: beside this executable (cargo builds every binary of this
+/// crate together), else in `$CARGO_TARGET_DIR/{release,debug}`.
+pub fn find_raft_kv_binary() -> anyhow::Result<PathBuf> {
+    find_built(
+        RAFT_KV_BINARY,
+        "build it (cargo build -p rocketraft-jepsen --bins)",
+    )
+}
+
+/// The executable `name` beside this one or its parent directory (a test runs from
+/// `target/<profile>/deps`), else under `$CARGO_TARGET_DIR`; the error lists where it looked
+/// and says `fix`.
+fn find_built(name: &str, fix: &str) -> anyhow::Result<PathBuf> {
     let mut candidates = Vec::new();
     if let Ok(exe) = std::env::current_exe() {
         if let Some(dir) = exe.parent() {
-            candidates.push(dir.join("rocketraft"));
+            candidates.push(dir.join(name));
             if let Some(up) = dir.parent() {
-                candidates.push(up.join("rocketraft"));
+                candidates.push(up.join(name));
             }
         }
     }
     if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
         let target = PathBuf::from(target);
-        candidates.push(target.join("release/rocketraft"));
-        candidates.push(target.join("debug/rocketraft"));
+        candidates.push(target.join("release").join(name));
+        candidates.push(target.join("debug").join(name));
     }
     candidates
         .iter()
@@ -336,7 +360,7 @@ pub fn find_binary(given: Option<&Path>) -> anyhow::Result<PathBuf> {
         .cloned()
         .with_context(|| {
             format!(
-                "cannot find the rocketraft binary (looked at {}): build it (cargo build --workspace --bins) or pass --bin",
+                "cannot find the {name} binary (looked at {}): {fix}",
                 candidates
                     .iter()
                     .map(|p| p.display().to_string())

@@ -1,4 +1,4 @@
-//! The raft-kv workload against real `rocketraft raft-kv` processes in network namespaces:
+//! The raft-kv workload against real `rocketraft-raft-kv` processes in network namespaces:
 //! - a CI smoke run under partitions, then one under kill -9 (about 30 s of faults each, plus
 //!   start-up, recovery and the check): each must be VALID, with faults injected, reads,
 //!   writes and compare-and-sets acknowledged, and nothing left behind;
@@ -6,35 +6,13 @@
 //!   from local memory, and with the Raft leader isolated from the other members (reads on the
 //!   old leader, writes through the new one) the run must be INVALID.
 //!
-//! Needs root and network namespaces; without them each test prints why and passes. Needs the
-//! `rocketraft` binary of the same target directory (`cargo build --workspace --bins`); without
-//! it the tests fail and say so.
+//! Needs root and network namespaces; without them each test prints why and passes. The nodes
+//! run this crate's `rocketraft-raft-kv` binary, which cargo builds with the test and the
+//! harness finds beside its own executable.
 
-use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 
 use rocketraft_jepsen::record::{read_events, Event, Kind};
-
-/// `target/<profile>/rocketraft`, found from this test's executable (`target/<profile>/deps/..`)
-/// or `$CARGO_TARGET_DIR`.
-fn rocketraft_binary() -> PathBuf {
-    let mut candidates = Vec::new();
-    if let Ok(exe) = std::env::current_exe() {
-        if let Some(profile_dir) = exe.parent().and_then(Path::parent) {
-            candidates.push(profile_dir.join("rocketraft"));
-        }
-    }
-    if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
-        candidates.push(PathBuf::from(&target).join("debug/rocketraft"));
-        candidates.push(PathBuf::from(&target).join("release/rocketraft"));
-    }
-    match candidates.iter().find(|p| p.is_file()) {
-        Some(path) => path.clone(),
-        None => panic!(
-            "the rocketraft binary is missing (looked at {candidates:?}): run `cargo build --workspace --bins` first"
-        ),
-    }
-}
 
 fn skip_reason() -> Option<String> {
     rocketraft_jepsen::net::netns_available()
@@ -52,7 +30,6 @@ struct Run {
 }
 
 fn run(nemesis: &str, seconds: u64, seed: u64, extra: &[&str]) -> Run {
-    let binary = rocketraft_binary();
     let dir = tempfile::Builder::new()
         .prefix("rrj-raft-kv-")
         .tempdir_in("/tmp")
@@ -68,8 +45,6 @@ fn run(nemesis: &str, seconds: u64, seed: u64, extra: &[&str]) -> Run {
         .args(extra)
         .arg("--out")
         .arg(dir.path())
-        .arg("--bin")
-        .arg(&binary)
         .spawn()
         .expect("rocketraft-jepsen runs");
     // The harness names its namespaces after its own PID.

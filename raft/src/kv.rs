@@ -1,8 +1,8 @@
 //! A small replicated key-value store: string keys holding an integer or a string, with read,
 //! write and compare-and-set. It is the `raft-kv` workload's system under test (the
-//! `rocketraft raft-kv` server and `rocketraft-jepsen run --workload raft-kv`): the plainest
-//! possible user of this library, so that a linearizability violation found there is the
-//! library's, not an application's.
+//! `rocketraft-raft-kv` server of the jepsen crate and `rocketraft-jepsen run --workload
+//! raft-kv`): the plainest possible user of this library, so that a linearizability violation
+//! found there is the library's, not an application's.
 //!
 //! - [`KvStateMachine`]: the [`AppStateMachine`]. Writes and CAS are log entries; a CAS is
 //!   decided in `apply` (on the committed, ordered state), so its answer is final.
@@ -177,7 +177,7 @@ impl AppStateMachine for KvStateMachine {
     }
 }
 
-/// The Remoting protocol of `rocketraft raft-kv`: request codes in a private range (RocketMQ
+/// The Remoting protocol of `rocketraft-raft-kv`: request codes in a private range (RocketMQ
 /// uses none of them) with JSON bodies, and the response codes besides `SUCCESS` (0).
 pub mod wire {
     use serde::Deserialize;

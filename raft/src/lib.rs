@@ -16,7 +16,8 @@
 //!   and forwarded to the leader; reads linearizable by default (ReadIndex) or explicitly stale;
 //!   membership changes one at a time ([`AdminRequest`]); [`NodeStatus`].
 //! - [`kv`]: a small key-value state machine (read, write, compare-and-set) and its Remoting
-//!   protocol: what `rocketraft raft-kv` serves and the `raft-kv` Jepsen workload tests.
+//!   protocol: what `rocketraft-raft-kv` (a test fixture of the jepsen crate) serves and the
+//!   `raft-kv` Jepsen workload tests.
 
 pub mod kv;
 mod log_store;

@@ -1,31 +1,46 @@
-//! `rocketraft raft-kv`: one member of a replicated key-value store on the Raft library
+//! `rocketraft-raft-kv`: one member of a replicated key-value store on the Raft library
 //! ([`rocketraft_raft::kv`]), served over Rocketraft's Remoting protocol with private request
 //! codes (9001 read, 9002 write, 9003 compare-and-set, 9004 Raft status; JSON bodies, see
 //! [`rocketraft_raft::kv::wire`]).
 //!
-//! It exists to be tested: `rocketraft-jepsen run --workload raft-kv` starts three of these in
-//! network namespaces and checks that what clients saw is linearizable. Every node answers
-//! every request: writes and CAS are forwarded to the leader and answered once committed and
+//! A test fixture of the harness, not part of the product: `rocketraft-jepsen run --workload
+//! raft-kv` starts three of these (found beside the harness's own executable) in network
+//! namespaces and checks that what clients saw is linearizable. Every node answers every
+//! request: writes and CAS are forwarded to the leader and answered once committed and
 //! applied; reads are linearizable (ReadIndex through the leader). `--unsafe-stale-reads`
 //! answers reads from this node's memory instead: a deliberately broken build for the
 //! harness's self-test, never for real use.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
+use clap::Parser;
 use rocketraft_raft::kv::wire;
 use rocketraft_raft::kv::{validate_key, KvCommand, KvQuery, KvStateMachine};
 use rocketraft_raft::{RaftClientError, RaftConfig, RaftNode, ReadMode};
 use rocketraft_remoting::{
-    BoxFuture, RemotingCommand, RemotingServer, RequestContext, RequestProcessor,
+    BoxFuture, RemotingCommand, RemotingError, RemotingServer, RequestContext, RequestProcessor,
+    ServerHandle,
 };
 use serde::de::DeserializeOwned;
 
-/// `rocketraft raft-kv` flags.
-#[derive(clap::Args)]
-pub struct RaftKvArgs {
+/// `rocketraft-raft-kv` flags.
+#[derive(Parser)]
+#[command(
+    name = "rocketraft-raft-kv",
+    version,
+    about = "One member of the raft-kv store the Jepsen harness tests (a test fixture)"
+)]
+struct RaftKvArgs {
+    /// Log filter (tracing's EnvFilter syntax); RUST_LOG overrides it.
+    #[arg(long, default_value = "info")]
+    log: String,
+    /// Tokio worker threads (default: the number of cores).
+    #[arg(long)]
+    threads: Option<usize>,
     /// This member's Raft node id.
     #[arg(long)]
     node_id: u64,
@@ -60,9 +75,30 @@ pub struct RaftKvArgs {
     unsafe_stale_reads: bool,
 }
 
+/// `1=host:port,2=host:port` (`;` separates too; an `n` before the id is allowed).
+fn parse_members(text: &str, what: &str) -> anyhow::Result<BTreeMap<u64, String>> {
+    let mut out = BTreeMap::new();
+    for part in text
+        .split([',', ';'])
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
+        let (id, addr) = part.split_once('=').with_context(|| {
+            format!("{what}: {part:?} is not id=host:port (e.g. 1=127.0.0.1:9880,2=127.0.0.1:9881)")
+        })?;
+        let id: u64 = id
+            .trim()
+            .trim_start_matches('n')
+            .parse()
+            .with_context(|| format!("{what}: {id:?} is not a node id"))?;
+        out.insert(id, addr.trim().to_string());
+    }
+    Ok(out)
+}
+
 impl RaftKvArgs {
     fn raft_config(&self) -> anyhow::Result<RaftConfig> {
-        let members = crate::config::parse_members(&self.peers, "--peers")?;
+        let members = parse_members(&self.peers, "--peers")?;
         if !members.contains_key(&self.node_id) {
             anyhow::bail!(
                 "node id {} is not among the --peers {:?}",
@@ -88,8 +124,32 @@ impl RaftKvArgs {
     }
 }
 
+fn main() {
+    let args = RaftKvArgs::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&args.log))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Some(threads) = args.threads {
+        runtime.worker_threads(threads.max(1));
+    }
+    let result = runtime
+        .build()
+        .context("cannot start the async runtime")
+        .and_then(|rt| rt.block_on(run(args)));
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
 /// Runs the server until Ctrl-C / SIGTERM.
-pub async fn run(args: RaftKvArgs) -> anyhow::Result<()> {
+async fn run(args: RaftKvArgs) -> anyhow::Result<()> {
     let config = args.raft_config()?;
     let node = RaftNode::start(config, KvStateMachine::new())
         .await
@@ -103,19 +163,9 @@ pub async fn run(args: RaftKvArgs) -> anyhow::Result<()> {
     } else {
         ReadMode::Linearizable
     };
-    let processor: Arc<dyn RequestProcessor> = Arc::new(KvProcessor {
-        node: node.clone(),
-        read_mode,
-    });
-    let mut builder = RemotingServer::builder();
-    for code in wire::CODES {
-        builder = builder.register(code, processor.clone());
-    }
-    let server = builder
-        .bind(args.listen)
+    let server = serve(node.clone(), read_mode, args.listen)
         .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?
-        .spawn();
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
     println!(
         "rocketraft raft-kv {} is ready: Remoting {}, Raft {}{}",
         node.id(),
@@ -127,10 +177,41 @@ pub async fn run(args: RaftKvArgs) -> anyhow::Result<()> {
             ""
         }
     );
-    crate::wait_for_shutdown().await;
+    wait_for_shutdown().await;
     server.shutdown().await;
     node.shutdown().await;
     Ok(())
+}
+
+/// The Remoting server answering the [`wire`] codes for `node`.
+async fn serve(
+    node: Arc<RaftNode<KvStateMachine>>,
+    read_mode: ReadMode,
+    listen: impl tokio::net::ToSocketAddrs,
+) -> Result<ServerHandle, RemotingError> {
+    let processor: Arc<dyn RequestProcessor> = Arc::new(KvProcessor { node, read_mode });
+    let mut builder = RemotingServer::builder();
+    for code in wire::CODES {
+        builder = builder.register(code, processor.clone());
+    }
+    Ok(builder.bind(listen).await?.spawn())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn wait_for_shutdown() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+    tracing::info!("shutting down");
 }
 
 /// Answers the [`wire`] codes.
@@ -265,15 +346,9 @@ mod tests {
                 .await
                 .expect("node starts"),
         );
-        let processor: Arc<dyn RequestProcessor> = Arc::new(KvProcessor {
-            node: node.clone(),
-            read_mode: ReadMode::Linearizable,
-        });
-        let mut builder = RemotingServer::builder();
-        for code in wire::CODES {
-            builder = builder.register(code, processor.clone());
-        }
-        let server = builder.bind("127.0.0.1:0").await.expect("bind").spawn();
+        let server = serve(node.clone(), ReadMode::Linearizable, "127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = server.local_addr().to_string();
         let client = RemotingClient::new(ClientConfig::default());
         // Wait for the single node to lead.
