@@ -1,4 +1,11 @@
-//! `rocketraft admin`: topic and cluster administration over the Remoting protocol.
+//! `rocketraft admin`: topic and cluster administration over the Remoting protocol; the other
+//! verbs in their modules: [`acl`], [`broker`], [`consumer`] (consumer progress and dead-letter
+//! messages), [`controller`].
+
+mod acl;
+mod broker;
+mod consumer;
+mod controller;
 
 use std::time::Duration;
 
@@ -31,19 +38,19 @@ enum AdminCommand {
     Cluster(ClusterCommand),
     /// The controller quorum.
     #[command(subcommand)]
-    Controller(crate::admin_controller::ControllerCommand),
+    Controller(controller::ControllerCommand),
     /// Brokers: a broker set's replicas as they report themselves (HA status).
     #[command(subcommand)]
-    Broker(crate::admin_broker::BrokerCommand),
+    Broker(broker::BrokerCommand),
     /// Consumer groups: progress (offsets, lag, POP messages in flight).
     #[command(subcommand)]
-    Consumer(crate::admin_consumer::ConsumerCommand),
+    Consumer(consumer::ConsumerCommand),
     /// Messages: a group's dead-letter queue.
     #[command(subcommand)]
-    Message(crate::admin_consumer::MessageCommand),
+    Message(consumer::MessageCommand),
     /// ACL 2.0: users (access keys) and their permissions on topics and groups.
     #[command(subcommand)]
-    Acl(crate::admin_acl::AclCommand),
+    Acl(acl::AclCommand),
 }
 
 #[derive(Subcommand)]
@@ -93,7 +100,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
     if let AdminCommand::Controller(command) = args.command {
         let controller = args.controller.unwrap_or(args.namesrv);
         let client = RemotingClient::new(ClientConfig::default());
-        return crate::admin_controller::run(&client, &controller, command).await;
+        return controller::run(&client, &controller, command).await;
     }
     let api = MqClientApi::new(
         RemotingClient::new(ClientConfig::default()),
@@ -213,15 +220,11 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             Ok(())
         }
         AdminCommand::Broker(command) => {
-            crate::admin_broker::run(&api, namesrv, args.controller.as_deref(), command).await
+            broker::run(&api, namesrv, args.controller.as_deref(), command).await
         }
-        AdminCommand::Consumer(command) => {
-            crate::admin_consumer::run_consumer(&api, namesrv, command).await
-        }
-        AdminCommand::Message(command) => {
-            crate::admin_consumer::run_message(&api, namesrv, command).await
-        }
-        AdminCommand::Acl(command) => crate::admin_acl::run(&api, namesrv, command).await,
+        AdminCommand::Consumer(command) => consumer::run_consumer(&api, namesrv, command).await,
+        AdminCommand::Message(command) => consumer::run_message(&api, namesrv, command).await,
+        AdminCommand::Acl(command) => acl::run(&api, namesrv, command).await,
         AdminCommand::Controller(_) => unreachable!("handled above"),
     }
 }

@@ -21,7 +21,7 @@ use rocketraft_remoting::api::{MqClientApi, SendRequest};
 use rocketraft_remoting::{ClientConfig, RemotingClient};
 use tonic::transport::Channel;
 
-use crate::bench::{writable_queues, Target};
+use super::{writable_queues, Target};
 
 #[derive(Args)]
 pub struct ProxyBenchArgs {
@@ -304,7 +304,7 @@ pub async fn run(args: ProxyBenchArgs) -> anyhow::Result<()> {
     brokers.dedup();
     let consumers = args.consumers.max(1);
     let t = Instant::now();
-    let n = crate::bench_pop::drain_pop(
+    let n = super::pop::drain_pop(
         brokers,
         args.topic.clone(),
         32,

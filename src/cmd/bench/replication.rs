@@ -20,8 +20,8 @@ use rocketraft_remoting::api::{MqClientApi, SendRequest};
 use rocketraft_remoting::codes::{request_code, response_code};
 use rocketraft_remoting::{ClientConfig, RemotingClient, RemotingCommand};
 
-use crate::bench::{run_load, writable_queues, Load, LoadResult, Target};
-use crate::cluster::{ClusterFile, Kind};
+use super::{run_load, writable_queues, Load, LoadResult, Target};
+use crate::cmd::cluster::{ClusterFile, Kind};
 
 #[derive(Args)]
 pub struct ReplicationBenchArgs {

@@ -2,6 +2,13 @@
 //!
 //! Every run prints a progress line each second and ends with msgs/s, MB/s and latency
 //! percentiles. Numbers from this shared 2-core machine are noisy: compare runs made together.
+//! `produce`, `consume` and `recovery` live here; the other benches in their modules:
+//! [`controller`], [`pop`], [`proxy`], [`replication`].
+
+mod controller;
+mod pop;
+mod proxy;
+mod replication;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -67,15 +74,15 @@ enum BenchCommand {
         batch: i32,
     },
     /// Start a 3-process controller quorum and measure writes, linearizable reads and failover.
-    Controller(crate::bench_controller::ControllerBenchArgs),
+    Controller(controller::ControllerBenchArgs),
     /// POP receive + ack throughput (1 and N consumers) beside plain pull, same run.
-    Pop(crate::bench_pop::PopBenchArgs),
+    Pop(pop::PopBenchArgs),
     /// Sends through the gRPC proxy vs straight over Remoting (throughput, p99), and receive +
     /// ack through the proxy vs POP + ack over Remoting, same run.
-    Proxy(crate::bench_proxy::ProxyBenchArgs),
+    Proxy(proxy::ProxyBenchArgs),
     /// Start a broker set of 3 replicas (and the same broker alone) with `rocketraft cluster up`,
     /// compare send throughput and p99, and time failovers after kill -9 of the master.
-    Replication(crate::bench_replication::ReplicationBenchArgs),
+    Replication(replication::ReplicationBenchArgs),
     /// Fill a store of SIZE MiB, crash it (no clean shutdown) and time its recovery.
     Recovery {
         /// Directory for the store (created; reused if it holds a store of the right size).
@@ -97,10 +104,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             baseline_secs,
         } => produce(target, size, producers.max(1), window.max(1), baseline_secs).await,
         BenchCommand::Consume { target, batch } => consume(target, batch.max(1)).await,
-        BenchCommand::Controller(args) => crate::bench_controller::run(args).await,
-        BenchCommand::Replication(args) => crate::bench_replication::run(args).await,
-        BenchCommand::Pop(args) => crate::bench_pop::run(args).await,
-        BenchCommand::Proxy(args) => crate::bench_proxy::run(args).await,
+        BenchCommand::Controller(args) => controller::run(args).await,
+        BenchCommand::Replication(args) => replication::run(args).await,
+        BenchCommand::Pop(args) => pop::run(args).await,
+        BenchCommand::Proxy(args) => proxy::run(args).await,
         BenchCommand::Recovery { dir, size_mib } => {
             tokio::task::spawn_blocking(move || recovery(&dir, size_mib))
                 .await

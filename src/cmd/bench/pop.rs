@@ -16,7 +16,7 @@ use rocketraft_common::consts::pull_sys_flag;
 use rocketraft_remoting::api::{MqClientApi, PullRequest, PullStatus};
 use rocketraft_remoting::{ClientConfig, RemotingClient};
 
-use crate::bench::{run_load, writable_queues, Load, Target};
+use super::{run_load, writable_queues, Load, Target};
 
 #[derive(Args)]
 pub struct PopBenchArgs {
