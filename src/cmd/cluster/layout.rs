@@ -1,0 +1,176 @@
+//! The ports of a cluster: the documented fixed layout from `--base-port`, or free loopback
+//! ports picked at once (`--ports auto`).
+
+use std::net::TcpListener;
+
+use anyhow::{bail, Context};
+
+/// Ports reserved per role in the fixed layout: two per member, so ten members at most.
+const SLOTS_PER_ROLE: u16 = 10;
+/// First port offset (from --base-port) of the brokers in the fixed layout.
+const BROKER_PORT_OFFSET: u16 = 2 * SLOTS_PER_ROLE;
+/// Ports the fixed layout spans from --base-port.
+const LAYOUT_SPAN: u16 = 2 * BROKER_PORT_OFFSET;
+
+pub(super) fn check_port_free(port: u16, what: &str, fix: &str) -> anyhow::Result<()> {
+    TcpListener::bind(("127.0.0.1", port))
+        .map(drop)
+        .with_context(|| format!("port {port} ({what}) is in use: {fix}"))
+}
+
+/// Every port of a cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortLayout {
+    pub namesrv: u16,
+    /// (Remoting, Raft) per controller, node id = index + 1.
+    pub controllers: Vec<(u16, u16)>,
+    /// (Remoting, HA) per broker replica.
+    pub brokers: Vec<(u16, u16)>,
+}
+
+fn check_counts(controllers: u16, replicas: u16) -> anyhow::Result<()> {
+    if !(1..=SLOTS_PER_ROLE).contains(&controllers) {
+        bail!("--controllers {controllers}: use 1..={SLOTS_PER_ROLE} (3 tolerates one failure)");
+    }
+    if !(1..=SLOTS_PER_ROLE).contains(&replicas) {
+        bail!("--replicas {replicas}: use 1..={SLOTS_PER_ROLE}");
+    }
+    Ok(())
+}
+
+impl PortLayout {
+    /// The documented fixed layout from `base`.
+    pub fn fixed(
+        namesrv: u16,
+        base: u16,
+        controllers: u16,
+        replicas: u16,
+    ) -> anyhow::Result<PortLayout> {
+        check_counts(controllers, replicas)?;
+        if base == 0 || u32::from(base) + u32::from(LAYOUT_SPAN) > u32::from(u16::MAX) + 1 {
+            bail!(
+                "--base-port {base}: the layout needs {LAYOUT_SPAN} ports from it below 65536; pick e.g. 30000"
+            );
+        }
+        if namesrv == 0 {
+            bail!("--namesrv-port 0: give a port, or use --ports auto");
+        }
+        let last = u32::from(base) + u32::from(LAYOUT_SPAN) - 1;
+        if (u32::from(base)..=last).contains(&u32::from(namesrv)) {
+            bail!(
+                "--namesrv-port {namesrv} lies inside the layout {base}..={last}; move --base-port or --namesrv-port"
+            );
+        }
+        let pair = |offset: u16, i: u16| (base + offset + 2 * i, base + offset + 2 * i + 1);
+        Ok(PortLayout {
+            namesrv,
+            controllers: (0..controllers).map(|i| pair(0, i)).collect(),
+            brokers: (0..replicas).map(|i| pair(BROKER_PORT_OFFSET, i)).collect(),
+        })
+    }
+
+    /// Free loopback ports, all held open together while picking so that none repeats.
+    pub fn auto(namesrv: Option<u16>, controllers: u16, replicas: u16) -> anyhow::Result<Self> {
+        check_counts(controllers, replicas)?;
+        let wanted = 2 * usize::from(controllers) + 2 * usize::from(replicas) + 1;
+        let mut held = Vec::with_capacity(wanted);
+        let mut ports = Vec::with_capacity(wanted);
+        while ports.len() < wanted {
+            let listener = TcpListener::bind("127.0.0.1:0")
+                .context("cannot bind a loopback port to pick free ports")?;
+            let port = listener
+                .local_addr()
+                .context("cannot read a bound port")?
+                .port();
+            if Some(port) != namesrv {
+                ports.push(port);
+            }
+            held.push(listener);
+        }
+        drop(held);
+        let mut next = ports.into_iter();
+        let mut take = || next.next().context("ran out of picked ports");
+        let namesrv = match namesrv {
+            Some(p) => p,
+            None => take()?,
+        };
+        let mut layout = PortLayout {
+            namesrv,
+            controllers: Vec::new(),
+            brokers: Vec::new(),
+        };
+        for _ in 0..controllers {
+            layout.controllers.push((take()?, take()?));
+        }
+        for _ in 0..replicas {
+            layout.brokers.push((take()?, take()?));
+        }
+        Ok(layout)
+    }
+
+    /// (what, port) for every port, for messages.
+    pub(super) fn labelled(&self) -> Vec<(String, u16)> {
+        let mut out = vec![("namesrv Remoting".to_string(), self.namesrv)];
+        for (i, (r, raft)) in self.controllers.iter().enumerate() {
+            out.push((format!("controller-{} Remoting", i + 1), *r));
+            out.push((format!("controller-{} Raft", i + 1), *raft));
+        }
+        for (i, (r, ha)) in self.brokers.iter().enumerate() {
+            out.push((format!("broker-{} Remoting", i + 1), *r));
+            out.push((format!("broker-{} HA", i + 1), *ha));
+        }
+        out
+    }
+}
+
+pub(super) fn loopback(port: u16) -> String {
+    format!("127.0.0.1:{port}")
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixed_layout_is_the_documented_one() {
+        let l = PortLayout::fixed(9876, 30000, 3, 3).expect("layout");
+        assert_eq!(l.namesrv, 9876);
+        assert_eq!(
+            l.controllers,
+            vec![(30000, 30001), (30002, 30003), (30004, 30005)]
+        );
+        assert_eq!(
+            l.brokers,
+            vec![(30020, 30021), (30022, 30023), (30024, 30025)]
+        );
+        let l = PortLayout::fixed(9876, 40000, 10, 10).expect("layout");
+        assert_eq!(l.controllers[9], (40018, 40019));
+        assert_eq!(l.brokers[9], (40038, 40039));
+        let mut all: Vec<u16> = l.labelled().iter().map(|(_, p)| *p).collect();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), 41, "no port is used twice");
+    }
+
+    #[test]
+    fn fixed_layout_rejects_bad_input() {
+        assert!(PortLayout::fixed(9876, 30000, 0, 3).is_err());
+        assert!(PortLayout::fixed(9876, 30000, 3, 11).is_err());
+        assert!(PortLayout::fixed(9876, 65500, 3, 3).is_err());
+        assert!(PortLayout::fixed(9876, 0, 3, 3).is_err());
+        assert!(PortLayout::fixed(30010, 30000, 3, 3).is_err());
+        assert!(PortLayout::fixed(9876, 65496, 3, 3).is_ok());
+    }
+
+    #[test]
+    fn auto_layout_picks_distinct_ports() {
+        let l = PortLayout::auto(None, 3, 3).expect("layout");
+        let mut all: Vec<u16> = l.labelled().iter().map(|(_, p)| *p).collect();
+        assert_eq!(all.len(), 13);
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), 13);
+        let l = PortLayout::auto(Some(9876), 1, 1).expect("layout");
+        assert_eq!(l.namesrv, 9876);
+        assert!(!l.controllers.iter().any(|(a, b)| *a == 9876 || *b == 9876));
+    }
+}

@@ -1,0 +1,341 @@
+//! What `cluster up` writes and starts: every process's record and config for a new cluster,
+//! or a stopped cluster's records refreshed for a restart.
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::bail;
+
+use super::config::{broker_toml, controller_toml, path_string};
+use super::file::{ClusterFile, Kind, Ports, ProcessRecord, CLUSTER_FILE, FILE_VERSION};
+use super::layout::{loopback, PortLayout};
+use super::{ClusterSpec, Inherited};
+
+/// A process to start: its record (pid 0) and the config file to write first.
+#[derive(Debug, Clone)]
+pub struct PlannedProcess {
+    pub record: ProcessRecord,
+    pub config_text: Option<String>,
+}
+
+/// The whole cluster to start, computed without touching the disk or the network.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub file: ClusterFile,
+    pub processes: Vec<PlannedProcess>,
+}
+
+/// The command line of `record`'s process: this binary, the inherited global flags, and the
+/// subcommand with the record's config file (or, for the NameServer, its listen address).
+fn command_line(
+    record: &ProcessRecord,
+    exe: &str,
+    inherited: &Inherited,
+) -> anyhow::Result<Vec<String>> {
+    let mut argv = vec![exe.to_string()];
+    if !inherited.log.is_empty() {
+        argv.extend(["--log".to_string(), inherited.log.clone()]);
+    }
+    if let Some(threads) = inherited.threads {
+        argv.extend(["--threads".to_string(), threads.to_string()]);
+    }
+    match (record.role, &record.config) {
+        (Kind::Namesrv, _) => argv.extend([
+            "namesrv".to_string(),
+            "--listen".to_string(),
+            loopback(record.ports.remoting),
+        ]),
+        (kind, Some(config)) => argv.extend([
+            kind.as_str().to_string(),
+            "--config".to_string(),
+            path_string(config)?,
+        ]),
+        (kind, None) => bail!(
+            "{} in {CLUSTER_FILE} has no config file, which a {} needs: remove the directory to start afresh",
+            record.name,
+            kind.as_str()
+        ),
+    }
+    Ok(argv)
+}
+
+/// Everything `cluster up` will write and start for a new cluster. `dir` must be absolute
+/// (configs name paths).
+pub fn plan(
+    spec: &ClusterSpec,
+    layout: &PortLayout,
+    dir: &Path,
+    exe: &str,
+    inherited: &Inherited,
+) -> anyhow::Result<Plan> {
+    let mut processes = Vec::new();
+    let mut add = |name: String,
+                   role,
+                   ports,
+                   data_dir,
+                   config: Option<PathBuf>,
+                   config_text|
+     -> anyhow::Result<()> {
+        let mut record = ProcessRecord {
+            stdout_log: dir.join(&name).join("stdout.log"),
+            stderr_log: dir.join(&name).join("stderr.log"),
+            name,
+            role,
+            pid: 0,
+            ports,
+            data_dir,
+            config,
+            argv: Vec::new(),
+            stopped: false,
+        };
+        record.argv = command_line(&record, exe, inherited)?;
+        processes.push(PlannedProcess {
+            record,
+            config_text,
+        });
+        Ok(())
+    };
+    for (i, (remoting, raft)) in layout.controllers.iter().enumerate() {
+        let id = i + 1;
+        let name = format!("controller-{id}");
+        let home = dir.join(&name);
+        let data_dir = home.join("data");
+        let text = controller_toml(id, layout, &data_dir, &spec.extra_controller_config)?;
+        let ports = Ports {
+            remoting: *remoting,
+            raft: Some(*raft),
+            ha: None,
+        };
+        let config = home.join("controller.toml");
+        add(
+            name,
+            Kind::Controller,
+            ports,
+            data_dir,
+            Some(config),
+            Some(text),
+        )?;
+    }
+    let ports = Ports {
+        remoting: layout.namesrv,
+        raft: None,
+        ha: None,
+    };
+    add(
+        "namesrv".to_string(),
+        Kind::Namesrv,
+        ports,
+        dir.join("namesrv"),
+        None,
+        None,
+    )?;
+    for (i, (remoting, ha)) in layout.brokers.iter().enumerate() {
+        let index = i + 1;
+        let name = format!("broker-{index}");
+        let home = dir.join(&name);
+        let store_root = home.join("store");
+        let text = broker_toml(index, spec, layout, &store_root)?;
+        let ports = Ports {
+            remoting: *remoting,
+            raft: None,
+            ha: Some(*ha),
+        };
+        let config = home.join("broker.toml");
+        add(
+            name,
+            Kind::Broker,
+            ports,
+            store_root,
+            Some(config),
+            Some(text),
+        )?;
+    }
+    let file = ClusterFile {
+        version: FILE_VERSION,
+        dir: dir.to_path_buf(),
+        cluster_name: spec.cluster_name().to_string(),
+        broker_name: spec.broker_name().to_string(),
+        namesrv_addr: loopback(layout.namesrv),
+        controller_addrs: layout
+            .controllers
+            .iter()
+            .map(|(r, _)| loopback(*r))
+            .collect(),
+        started_at_ms: now_ms(),
+        processes: processes.iter().map(|p| p.record.clone()).collect(),
+    };
+    Ok(Plan { file, processes })
+}
+
+/// Prepares a stopped cluster's file for a restart: same processes, ports and config files,
+/// command lines refreshed for this binary and these global flags.
+pub fn restart_plan(
+    mut file: ClusterFile,
+    dir: &Path,
+    exe: &str,
+    inherited: &Inherited,
+) -> anyhow::Result<ClusterFile> {
+    if file.dir != dir {
+        bail!(
+            "{} was written for {}, not {}: move the directory back, or remove {} to start afresh",
+            ClusterFile::path(dir).display(),
+            file.dir.display(),
+            dir.display(),
+            ClusterFile::path(dir).display()
+        );
+    }
+    for p in &mut file.processes {
+        if let Some(config) = &p.config {
+            if !config.is_file() {
+                bail!(
+                    "{} of {} is missing: restore it, or remove {} to start afresh",
+                    config.display(),
+                    p.name,
+                    dir.display()
+                );
+            }
+        }
+        p.argv = command_line(p, exe, inherited)?;
+        p.pid = 0;
+        p.stopped = false;
+    }
+    file.started_at_ms = now_ms();
+    Ok(file)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+#[cfg(test)]
+mod tests {
+    use super::super::tests::up_args;
+    use super::*;
+
+    #[test]
+    fn plan_and_cluster_file_round_trip() {
+        let args = up_args(&[]);
+        let l = PortLayout::fixed(9876, 30000, 3, 3).expect("layout");
+        let inherited = Inherited {
+            log: "warn".to_string(),
+            threads: Some(2),
+        };
+        let plan = plan(
+            &args.spec,
+            &l,
+            Path::new("/d"),
+            "/bin/rocketraft",
+            &inherited,
+        )
+        .expect("plan");
+        let names: Vec<&str> = plan
+            .file
+            .processes
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "controller-1",
+                "controller-2",
+                "controller-3",
+                "namesrv",
+                "broker-1",
+                "broker-2",
+                "broker-3"
+            ]
+        );
+        let b2 = &plan.file.processes[5];
+        assert_eq!(b2.role, Kind::Broker);
+        assert_eq!(
+            b2.argv,
+            [
+                "/bin/rocketraft",
+                "--log",
+                "warn",
+                "--threads",
+                "2",
+                "broker",
+                "--config",
+                "/d/broker-2/broker.toml"
+            ]
+        );
+        assert_eq!(b2.stderr_log, PathBuf::from("/d/broker-2/stderr.log"));
+        assert_eq!(b2.data_dir, PathBuf::from("/d/broker-2/store"));
+        assert_eq!(
+            b2.ports,
+            Ports {
+                remoting: 30022,
+                raft: None,
+                ha: Some(30023)
+            }
+        );
+        let ns = &plan.file.processes[3];
+        assert_eq!(&ns.argv[5..], ["namesrv", "--listen", "127.0.0.1:9876"]);
+        assert!(ns.config.is_none());
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert!(ClusterFile::load(dir.path())
+            .expect("no file is fine")
+            .is_none());
+        assert!(ClusterFile::load_existing(dir.path()).is_err());
+        plan.file.save(dir.path()).expect("save");
+        let back = ClusterFile::load(dir.path())
+            .expect("load")
+            .expect("present");
+        assert_eq!(back, plan.file);
+        let text = std::fs::read_to_string(dir.path().join(CLUSTER_FILE)).expect("read");
+        assert!(text.contains("\"role\": \"controller\""), "{text}");
+        std::fs::write(dir.path().join(CLUSTER_FILE), "{").expect("write");
+        assert!(ClusterFile::load(dir.path()).is_err());
+    }
+
+    #[test]
+    fn restart_keeps_ports_and_configs_and_refreshes_command_lines() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        let args = up_args(&[]);
+        let l = PortLayout::auto(None, 1, 2).expect("layout");
+        let old = Inherited {
+            log: "debug".to_string(),
+            threads: None,
+        };
+        let mut file = plan(&args.spec, &l, root, "/old/rocketraft", &old)
+            .expect("plan")
+            .file;
+        for (i, p) in file.processes.iter_mut().enumerate() {
+            p.pid = 1000 + i as u32;
+            p.stopped = true;
+        }
+        // The config files must still be there.
+        let missing = restart_plan(file.clone(), root, "/new/rocketraft", &old);
+        assert!(missing.is_err());
+        for p in &file.processes {
+            if let Some(config) = &p.config {
+                std::fs::create_dir_all(config.parent().expect("parent")).expect("mkdir");
+                std::fs::write(config, "").expect("write");
+            }
+        }
+        let new = Inherited {
+            log: "warn".to_string(),
+            threads: Some(1),
+        };
+        let again = restart_plan(file.clone(), root, "/new/rocketraft", &new).expect("restart");
+        assert_eq!(again.processes.len(), 4);
+        for (before, after) in file.processes.iter().zip(&again.processes) {
+            assert_eq!(before.ports, after.ports);
+            assert_eq!(before.config, after.config);
+            assert_eq!(after.pid, 0);
+            assert!(!after.stopped);
+            assert_eq!(
+                &after.argv[..5],
+                ["/new/rocketraft", "--log", "warn", "--threads", "1"]
+            );
+            assert_eq!(after.argv[5..], before.argv[3..], "same subcommand");
+        }
+        assert!(restart_plan(file, Path::new("/elsewhere"), "/x", &new).is_err());
+    }
+}
