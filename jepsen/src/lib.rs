@@ -42,9 +42,9 @@
 //!   the `raft/` library, read / write / compare-and-set on five keys from random nodes)
 //!   checked for linearizability one compare-and-set register per key.
 //! - Nemeses: partition (halves, isolate the controller leader or the broker master, majority
-//!   ring, bridge, one-way), partition-master, partition-controller, kill (one, controller
-//!   majority, broker master, leader and master together, the proxy), pause, loss, clock
-//!   (libfaketime), transfer (designated master election), latency ([`latency`]: TCP relays in
+//!   ring, bridge, one-way), partition-master, partition-controller, partition-ring,
+//!   partition-bridge, kill (one, controller majority, broker master, leader and master
+//!   together, the proxy), pause, loss, clock (libfaketime), transfer (designated master election), latency ([`latency`]: TCP relays in
 //!   the nodes' namespaces behind an nft redirect, since `tc netem` is missing); and aimed at
 //!   the controller quorum: pause-controller (SIGSTOP of the leader), kill-controller (kill -9
 //!   of a random controller), transfer-controller (Raft leadership transfer), flip-flop

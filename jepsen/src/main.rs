@@ -78,11 +78,11 @@ enum Command {
         #[arg(long, default_value = "queue")]
         workload: String,
         /// none, all, or a comma-separated list of partition, partition-master,
-        /// partition-controller, kill, pause, loss, clock, transfer, latency (all = these but
-        /// the two aimed partitions), and the controller kinds: pause-controller (SIGSTOP of the
-        /// controller leader), kill-controller (kill -9 of a random controller, restarted at
-        /// the window's end), transfer-controller (Raft leadership transfer to another
-        /// controller), flip-flop (leadership L1 -> L2 and back to L1 within 2 s), clock-step
+        /// partition-controller, partition-ring, partition-bridge, kill, pause, loss, clock,
+        /// transfer, latency (all = these but the four aimed partitions), and the controller
+        /// kinds: pause-controller (SIGSTOP of the controller leader), kill-controller (kill -9
+        /// of a random controller, restarted at the window's end), transfer-controller (Raft
+        /// leadership transfer to another controller), flip-flop (leadership L1 -> L2 and back to L1 within 2 s), clock-step
         /// (the wall clock of a running controller or broker steps by 60-300 s either way
         /// through its libfaketime file, and back), power-loss (the brokers' stores and the
         /// controllers' data live on LazyFs FUSE mounts served by the harness; a node loses

@@ -8,7 +8,8 @@
 //!   *majority-ring* (each server sees a majority, no two the same one), *bridge* (two halves
 //!   that only one node sees both of), *one-way* (one node receives nothing, sends freely).
 //! - `partition-master`: always *isolate-broker-master* (the clients still reach the master);
-//!   `partition-controller`: always *isolate-controller-leader*.
+//!   `partition-controller`: always *isolate-controller-leader*; `partition-ring`: always
+//!   *majority-ring*; `partition-bridge`: always *bridge*.
 //! - `kill`: SIGKILL, restarted at the window's end: one random server, a majority of the
 //!   controllers, the broker master, the controller leader and the broker master together, or
 //!   (when the run has one) the gRPC proxy, which is stateless.
@@ -73,6 +74,10 @@ pub enum FaultKind {
     PartitionMaster,
     /// Always the *isolate-controller-leader* partition (recorded as a partition).
     PartitionController,
+    /// Always the *majority-ring* partition (recorded as a partition).
+    PartitionRing,
+    /// Always the *bridge* partition (recorded as a partition).
+    PartitionBridge,
     Kill,
     Pause,
     Loss,
@@ -96,9 +101,11 @@ pub enum FaultKind {
 impl FaultKind {
     pub fn as_str(self) -> &'static str {
         match self {
-            FaultKind::Partition | FaultKind::PartitionMaster | FaultKind::PartitionController => {
-                "partition"
-            }
+            FaultKind::Partition
+            | FaultKind::PartitionMaster
+            | FaultKind::PartitionController
+            | FaultKind::PartitionRing
+            | FaultKind::PartitionBridge => "partition",
             FaultKind::Kill => "kill",
             FaultKind::Pause => "pause",
             FaultKind::Loss => "loss",
@@ -139,6 +146,12 @@ pub fn parse_kinds(spec: &str) -> anyhow::Result<Vec<FaultKind>> {
             "partition-controller" => {
                 out.insert(FaultKind::PartitionController);
             }
+            "partition-ring" => {
+                out.insert(FaultKind::PartitionRing);
+            }
+            "partition-bridge" => {
+                out.insert(FaultKind::PartitionBridge);
+            }
             "kill" => {
                 out.insert(FaultKind::Kill);
             }
@@ -176,7 +189,7 @@ pub fn parse_kinds(spec: &str) -> anyhow::Result<Vec<FaultKind>> {
                 out.insert(FaultKind::PowerLoss);
             }
             other => bail!(
-                "unknown nemesis {other:?}: use none, all, or a list of partition, partition-master, partition-controller, kill, pause, loss, clock, transfer, latency, pause-controller, kill-controller, transfer-controller, flip-flop, clock-step, power-loss"
+                "unknown nemesis {other:?}: use none, all, or a list of partition, partition-master, partition-controller, partition-ring, partition-bridge, kill, pause, loss, clock, transfer, latency, pause-controller, kill-controller, transfer-controller, flip-flop, clock-step, power-loss"
             ),
         }
     }
@@ -400,6 +413,8 @@ impl Nemesis {
             FaultKind::PartitionController => {
                 self.start_partition("isolate-controller-leader").await
             }
+            FaultKind::PartitionRing => self.start_partition("majority-ring").await,
+            FaultKind::PartitionBridge => self.start_partition("bridge").await,
             FaultKind::Kill => self.start_kill().await,
             FaultKind::Pause => self.start_pause().await,
             FaultKind::Loss => {
