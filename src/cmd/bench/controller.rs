@@ -196,6 +196,29 @@ enum Op {
     Read,
 }
 
+/// A progress line each second (the ops `done` so far, and in the last second) until `stop`.
+fn spawn_progress(
+    label: &str,
+    done: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    started: Instant,
+) -> tokio::task::JoinHandle<()> {
+    let label = label.to_string();
+    tokio::spawn(async move {
+        let mut last = 0;
+        while !stop.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let now = done.load(Ordering::Relaxed);
+            eprintln!(
+                "[{:>3.0}s] {label}: {now} ops, {} ops/s",
+                started.elapsed().as_secs_f64(),
+                now - last
+            );
+            last = now;
+        }
+    })
+}
+
 /// Runs `clients` loops of `op` for `secs`, with a progress line each second.
 async fn measure(
     label: &str,
@@ -207,24 +230,7 @@ async fn measure(
     let done = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
-    let progress = {
-        let done = done.clone();
-        let stop = stop.clone();
-        let label = label.to_string();
-        tokio::spawn(async move {
-            let mut last = 0;
-            while !stop.load(Ordering::Relaxed) {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                let now = done.load(Ordering::Relaxed);
-                eprintln!(
-                    "[{:>3.0}s] {label}: {now} ops, {} ops/s",
-                    started.elapsed().as_secs_f64(),
-                    now - last
-                );
-                last = now;
-            }
-        })
-    };
+    let progress = spawn_progress(label, done.clone(), stop.clone(), started);
     let mut tasks = Vec::new();
     for (i, mut client) in clients.into_iter().enumerate() {
         let addr = addrs[i % addrs.len()].clone();
@@ -283,6 +289,12 @@ pub async fn run(args: ControllerBenchArgs) -> anyhow::Result<()> {
     let addrs: Vec<String> = members.iter().map(|m| m.remoting.clone()).collect();
     // Clients talk to the leader (followers forward: that adds a hop, measured separately below).
     let leader_addr = vec![addrs[lead].clone()];
+    let followers: Vec<String> = addrs
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != lead)
+        .map(|(_, a)| a.clone())
+        .collect();
     eprintln!(
         "quorum up; leader is controller {}; setting up {} broker sets",
         members[lead].id, args.clients
@@ -294,56 +306,91 @@ pub async fn run(args: ControllerBenchArgs) -> anyhow::Result<()> {
     }
     // Replica 2 of every set heartbeats, so it may join the SyncStateSet.
     let stop_beats = Arc::new(AtomicBool::new(false));
-    let beats = {
-        let addrs = addrs.clone();
-        let names: Vec<String> = sets.iter().map(|s| s.name.clone()).collect();
-        let stop = stop_beats.clone();
-        tokio::spawn(async move {
-            let c = ControllerClient::new(
-                RemotingClient::new(ClientConfig::default()),
-                Duration::from_secs(2),
-            );
-            while !stop.load(Ordering::Relaxed) {
-                for name in &names {
-                    for id in 1..=2i64 {
-                        for a in &addrs {
-                            let _ = c
-                                .heartbeat(
-                                    a,
-                                    &Heartbeat {
-                                        cluster: "BenchCluster".into(),
-                                        broker_name: name.clone(),
-                                        broker_id: id,
-                                        broker_addr: format!("127.0.0.1:{}", 40000 + id),
-                                        timeout_ms: 60_000,
-                                        info: BrokerLiveInfo::new(1, 0, 0),
-                                    },
-                                )
-                                .await;
-                        }
-                    }
-                }
-                tokio::time::sleep(Duration::from_secs(5)).await;
-            }
-        })
-    };
+    let names: Vec<String> = sets.iter().map(|s| s.name.clone()).collect();
+    let beats = heartbeat_replicas(addrs.clone(), names, stop_beats.clone());
     tokio::time::sleep(Duration::from_millis(500)).await;
 
+    let (rates, mut back) = measure_runs(sets, &leader_addr, &followers, args.duration).await?;
+    let failover = time_failover(&c, &mut members[lead], back.remove(0), &followers).await?;
+    stop_beats.store(true, Ordering::Relaxed);
+    beats.abort();
+    print_rates(&rates, failover, args.duration);
+    drop(members);
+    Ok(())
+}
+
+/// Heartbeats of both replicas of every broker set in `names` to every controller, every 5 s
+/// until `stop`.
+fn heartbeat_replicas(
+    addrs: Vec<String>,
+    names: Vec<String>,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let c = ControllerClient::new(
+            RemotingClient::new(ClientConfig::default()),
+            Duration::from_secs(2),
+        );
+        while !stop.load(Ordering::Relaxed) {
+            for name in &names {
+                for id in 1..=2i64 {
+                    for a in &addrs {
+                        let _ = c
+                            .heartbeat(
+                                a,
+                                &Heartbeat {
+                                    cluster: "BenchCluster".into(),
+                                    broker_name: name.clone(),
+                                    broker_id: id,
+                                    broker_addr: format!("127.0.0.1:{}", 40000 + id),
+                                    timeout_ms: 60_000,
+                                    info: BrokerLiveInfo::new(1, 0, 0),
+                                },
+                            )
+                            .await;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+    })
+}
+
+/// Ops/s and p99 (ms) of each run, in the order of the table.
+struct Rates {
+    ping: (f64, f64),
+    write_one: (f64, f64),
+    write_n: (f64, f64),
+    read_n: (f64, f64),
+    forwarded: (f64, f64),
+    /// The clients of the `_n` runs.
+    clients: usize,
+}
+
+/// The runs of the table, `secs` each: a ping and a write by one client and writes and
+/// linearizable reads by every client, all to the leader, then writes by one client through
+/// a follower. Gives the clients back.
+async fn measure_runs(
+    mut sets: Vec<SetClient>,
+    leader_addr: &[String],
+    followers: &[String],
+    secs: u64,
+) -> anyhow::Result<(Rates, Vec<SetClient>)> {
     let one: Vec<SetClient> = sets.drain(..1).collect();
     let (ping_ops, ping_p99, one) = measure(
         "baseline GET_METADATA_INFO x1",
         Op::Ping,
         one,
-        &leader_addr,
-        args.duration,
+        leader_addr,
+        secs,
     )
     .await?;
     let (w1_ops, w1_p99, one) = measure(
         "write ALTER_SYNC_STATE_SET x1",
         Op::Write,
         one,
-        &leader_addr,
-        args.duration,
+        leader_addr,
+        secs,
     )
     .await?;
     sets.splice(0..0, one);
@@ -352,96 +399,83 @@ pub async fn run(args: ControllerBenchArgs) -> anyhow::Result<()> {
         &format!("write ALTER_SYNC_STATE_SET x{n}"),
         Op::Write,
         sets,
-        &leader_addr,
-        args.duration,
+        leader_addr,
+        secs,
     )
     .await?;
     let (rn_ops, rn_p99, mut back) = measure(
         &format!("linearizable read GET_REPLICA_INFO x{n}"),
         Op::Read,
         back,
-        &leader_addr,
-        args.duration,
+        leader_addr,
+        secs,
     )
     .await?;
-    let (fw_ops, fw_p99, back2) = {
-        let follower: Vec<String> = addrs
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| *i != lead)
-            .map(|(_, a)| a.clone())
-            .collect();
-        let mine: Vec<SetClient> = back.drain(..1).collect();
-        measure(
-            "write x1 through a follower (forwarded)",
-            Op::Write,
-            mine,
-            &follower,
-            args.duration,
-        )
-        .await?
-    };
+    let mine: Vec<SetClient> = back.drain(..1).collect();
+    let (fw_ops, fw_p99, back2) = measure(
+        "write x1 through a follower (forwarded)",
+        Op::Write,
+        mine,
+        followers,
+        secs,
+    )
+    .await?;
     back.splice(0..0, back2);
+    let rates = Rates {
+        ping: (ping_ops, ping_p99),
+        write_one: (w1_ops, w1_p99),
+        write_n: (wn_ops, wn_p99),
+        read_n: (rn_ops, rn_p99),
+        forwarded: (fw_ops, fw_p99),
+        clients: n,
+    };
+    Ok((rates, back))
+}
 
-    // Failover: kill -9 the leader, then write through the survivors until one commits.
-    let mut probe = back.remove(0);
-    let survivors: Vec<String> = addrs
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != lead)
-        .map(|(_, a)| a.clone())
-        .collect();
+/// Failover: kill -9 the leader, then write through the survivors until one commits; the time
+/// from the kill to that commit.
+async fn time_failover(
+    c: &ControllerClient,
+    leader: &mut Member,
+    mut probe: SetClient,
+    survivors: &[String],
+) -> anyhow::Result<Duration> {
     let killed = Instant::now();
-    if let Some(mut child) = members[lead].child.take() {
+    if let Some(mut child) = leader.child.take() {
         child.kill().ok();
         child.wait().ok();
     }
-    let failover = loop {
+    loop {
         if killed.elapsed() > Duration::from_secs(60) {
             bail!("no write committed within 60 s of killing the leader");
         }
-        let mut ok = false;
-        for a in &survivors {
-            if probe.write(&c, a).await.is_ok() {
-                ok = true;
-                break;
+        for a in survivors {
+            if probe.write(c, a).await.is_ok() {
+                return Ok(killed.elapsed());
             }
         }
-        if ok {
-            break killed.elapsed();
-        }
-    };
-    stop_beats.store(true, Ordering::Relaxed);
-    beats.abort();
+    }
+}
 
+fn print_rates(rates: &Rates, failover: Duration, secs: u64) {
+    let (ping_ops, ping_p99) = rates.ping;
+    let n = rates.clients;
     println!();
-    println!(
-        "controller quorum (3 processes, RocksDB log synced per batch), {} s per run:",
-        args.duration
-    );
+    println!("controller quorum (3 processes, RocksDB log synced per batch), {secs} s per run:");
     println!("| run | ops/s | p99 ms | vs baseline |");
     println!("|---|---|---|---|");
     println!("| baseline GET_METADATA_INFO, 1 client | {ping_ops:.0} | {ping_p99:.2} | 1.00 |");
-    println!(
-        "| write, 1 client | {w1_ops:.0} | {w1_p99:.2} | {:.3} |",
-        w1_ops / ping_ops
-    );
-    println!(
-        "| write, {n} clients | {wn_ops:.0} | {wn_p99:.2} | {:.3} |",
-        wn_ops / ping_ops
-    );
-    println!(
-        "| linearizable read, {n} clients | {rn_ops:.0} | {rn_p99:.2} | {:.3} |",
-        rn_ops / ping_ops
-    );
-    println!(
-        "| write via follower, 1 client | {fw_ops:.0} | {fw_p99:.2} | {:.3} |",
-        fw_ops / ping_ops
-    );
+    let rows = [
+        ("write, 1 client".to_string(), rates.write_one),
+        (format!("write, {n} clients"), rates.write_n),
+        (format!("linearizable read, {n} clients"), rates.read_n),
+        ("write via follower, 1 client".to_string(), rates.forwarded),
+    ];
+    for (label, (ops, p99)) in rows {
+        println!("| {label} | {ops:.0} | {p99:.2} | {:.3} |", ops / ping_ops);
+    }
     println!(
         "leader killed -> next committed write: {:.2} s",
         failover.as_secs_f64()
     );
-    drop(members);
-    Ok(())
 }

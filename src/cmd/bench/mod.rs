@@ -18,6 +18,9 @@ use anyhow::{bail, Context};
 use bytes::Bytes;
 use clap::{Args, Subcommand};
 use hdrhistogram::Histogram;
+use rocketraft_broker::store::{BrokerMessage, FlushDiskType, MessageStore, StoreConfig};
+use rocketraft_common::message::Message;
+use rocketraft_common::protocol::TopicRouteData;
 use rocketraft_common::TopicConfig;
 use rocketraft_remoting::api::{ApiError, MqClientApi, PullRequest, PullStatus, SendRequest};
 use rocketraft_remoting::codes::response_code;
@@ -44,6 +47,26 @@ pub(crate) struct Target {
     /// Stop after this many messages (whichever comes first).
     #[arg(long)]
     pub(crate) count: Option<u64>,
+}
+
+impl Target {
+    /// `count` messages on `topic`, with ten minutes to send them.
+    pub(crate) fn messages(namesrv: &str, topic: &str, count: u64) -> Target {
+        Target {
+            namesrv: namesrv.to_string(),
+            topic: topic.to_string(),
+            duration: 600,
+            count: Some(count),
+        }
+    }
+}
+
+/// A Remoting client API with a 10 s deadline per request.
+pub(crate) fn api() -> MqClientApi {
+    MqClientApi::new(
+        RemotingClient::new(ClientConfig::default()),
+        Duration::from_secs(10),
+    )
 }
 
 #[derive(Subcommand)]
@@ -124,37 +147,7 @@ pub(crate) async fn writable_queues(
     let route = match api.topic_route(&target.namesrv, &target.topic).await {
         Ok(route) => route,
         Err(ApiError::Server { code, .. }) if code == response_code::TOPIC_NOT_EXIST => {
-            let info = api.cluster_info(&target.namesrv).await?;
-            let masters: Vec<String> = info
-                .broker_addr_table
-                .values()
-                .filter_map(|b| b.master_addr().map(str::to_string))
-                .collect();
-            if masters.is_empty() {
-                bail!("no live broker is registered with {}", target.namesrv);
-            }
-            for broker in &masters {
-                api.create_topic(broker, &TopicConfig::new(target.topic.clone(), 8))
-                    .await
-                    .with_context(|| format!("creating {} on {broker}", target.topic))?;
-            }
-            eprintln!(
-                "created topic {} on {} broker(s)",
-                target.topic,
-                masters.len()
-            );
-            // The broker re-registers at once; give the NameServer a moment.
-            let mut waited = 0;
-            loop {
-                match api.topic_route(&target.namesrv, &target.topic).await {
-                    Ok(route) => break route,
-                    Err(_) if waited < 50 => {
-                        waited += 1;
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                    Err(e) => return Err(e).context("the new topic never appeared in the route"),
-                }
-            }
+            create_topic(api, target).await?
         }
         Err(e) => {
             return Err(e).with_context(|| {
@@ -186,6 +179,42 @@ pub(crate) async fn writable_queues(
         );
     }
     Ok(queues)
+}
+
+/// Creates the missing topic with 8 queues on every live master; its route once the NameServer
+/// shows it.
+async fn create_topic(api: &MqClientApi, target: &Target) -> anyhow::Result<TopicRouteData> {
+    let info = api.cluster_info(&target.namesrv).await?;
+    let masters: Vec<String> = info
+        .broker_addr_table
+        .values()
+        .filter_map(|b| b.master_addr().map(str::to_string))
+        .collect();
+    if masters.is_empty() {
+        bail!("no live broker is registered with {}", target.namesrv);
+    }
+    for broker in &masters {
+        api.create_topic(broker, &TopicConfig::new(target.topic.clone(), 8))
+            .await
+            .with_context(|| format!("creating {} on {broker}", target.topic))?;
+    }
+    eprintln!(
+        "created topic {} on {} broker(s)",
+        target.topic,
+        masters.len()
+    );
+    // The broker re-registers at once; give the NameServer a moment.
+    let mut waited = 0;
+    loop {
+        match api.topic_route(&target.namesrv, &target.topic).await {
+            Ok(route) => return Ok(route),
+            Err(_) if waited < 50 => {
+                waited += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e).context("the new topic never appeared in the route"),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -264,11 +293,7 @@ async fn produce(
     window: usize,
     baseline_secs: u64,
 ) -> anyhow::Result<()> {
-    let setup = MqClientApi::new(
-        RemotingClient::new(ClientConfig::default()),
-        Duration::from_secs(10),
-    );
-    let queues = Arc::new(writable_queues(&setup, &target).await?);
+    let queues = Arc::new(writable_queues(&api(), &target).await?);
     let baseline = if baseline_secs > 0 {
         eprintln!("baseline: GET_MAX_OFFSET round trips for {baseline_secs} s, same window");
         let mut ping_target = target.clone();
@@ -305,108 +330,129 @@ pub(crate) async fn run_load(
     producers: usize,
     window: usize,
 ) -> anyhow::Result<LoadResult> {
-    let body = Bytes::from(vec![b'x'; size]);
-    let progress = Arc::new(Progress::default());
-    let histogram = Arc::new(Mutex::new(new_histogram()?));
-    let limit = target.count.unwrap_or(u64::MAX);
-    let issued = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
-    let deadline = started + Duration::from_secs(target.duration);
+    let run = Arc::new(LoadRun {
+        load,
+        queues: queues.clone(),
+        topic: target.topic.clone(),
+        body: Bytes::from(vec![b'x'; size]),
+        progress: Arc::new(Progress::default()),
+        histogram: Mutex::new(new_histogram()?),
+        issued: AtomicU64::new(0),
+        limit: target.count.unwrap_or(u64::MAX),
+        deadline: started + Duration::from_secs(target.duration),
+        producers,
+        window,
+    });
     let verb = if load == Load::Send { "sent" } else { "pinged" };
-    let ticker = spawn_progress(progress.clone(), started, verb);
+    let ticker = spawn_progress(run.progress.clone(), started, verb);
 
     let mut workers = Vec::new();
     for producer in 0..producers {
-        // One connection per producer, as separate client processes would have.
-        let api = MqClientApi::new(
-            RemotingClient::new(ClientConfig {
-                max_in_flight_per_connection: window.max(1),
-                ..ClientConfig::default()
-            }),
-            Duration::from_secs(10),
-        );
-        let queues = queues.clone();
-        let body = body.clone();
-        let progress = progress.clone();
-        let histogram = histogram.clone();
-        let issued = issued.clone();
-        let topic = target.topic.clone();
-        workers.push(tokio::spawn(async move {
-            let permits = Arc::new(Semaphore::new(window));
-            let mut n = producer;
-            let mut inflight = Vec::new();
-            while Instant::now() < deadline && issued.fetch_add(1, Ordering::Relaxed) < limit {
-                let Ok(permit) = permits.clone().acquire_owned().await else {
-                    break;
-                };
-                let (broker, queue_id) = queues[n % queues.len()].clone();
-                n += producers;
-                let request = SendRequest {
-                    producer_group: "bench_producer".to_string(),
-                    topic: topic.clone(),
-                    queue_id,
-                    body: body.clone(),
-                    ..SendRequest::default()
-                };
-                let api = api.clone();
-                let progress = progress.clone();
-                let histogram = histogram.clone();
-                inflight.push(tokio::spawn(async move {
-                    let sent = Instant::now();
-                    let ok = match load {
-                        Load::Send => matches!(
-                            api.send(&broker, &request).await,
-                            Ok(r) if r.code == response_code::SUCCESS
-                        ),
-                        Load::Ping => api
-                            .max_offset(&broker, &request.topic, queue_id)
-                            .await
-                            .is_ok(),
-                    };
-                    if ok {
-                        let micros = sent.elapsed().as_micros() as u64;
-                        histogram.lock().await.saturating_record(micros.max(1));
-                        progress.messages.fetch_add(1, Ordering::Relaxed);
-                        if load == Load::Send {
-                            progress
-                                .bytes
-                                .fetch_add(request.body.len() as u64, Ordering::Relaxed);
-                        }
-                    } else {
-                        progress.errors.fetch_add(1, Ordering::Relaxed);
-                    }
-                    drop(permit);
-                }));
-                if inflight.len() >= 4096 {
-                    inflight.retain(|h: &tokio::task::JoinHandle<()>| !h.is_finished());
-                }
-            }
-            for handle in inflight {
-                let _ = handle.await;
-            }
-        }));
+        workers.push(tokio::spawn(produce_load(run.clone(), producer)));
     }
     for worker in workers {
         worker.await.context("load task failed")?;
     }
     let elapsed = started.elapsed();
     ticker.abort();
-    let histogram = histogram.lock().await;
+    let histogram = run.histogram.lock().await;
     if load == Load::Send {
-        report("produce", &progress, elapsed, &histogram);
+        report("produce", &run.progress, elapsed, &histogram);
     }
     Ok(LoadResult {
-        messages: progress.messages.load(Ordering::Relaxed),
+        messages: run.progress.messages.load(Ordering::Relaxed),
         seconds: elapsed.as_secs_f64(),
         p99_ms: histogram.value_at_quantile(0.99) as f64 / 1000.0,
     })
 }
 
-async fn consume(target: Target, batch: i32) -> anyhow::Result<()> {
+/// What the producers of one [`run_load`] share.
+struct LoadRun {
+    load: Load,
+    queues: Arc<Vec<(String, i32)>>,
+    topic: String,
+    body: Bytes,
+    progress: Arc<Progress>,
+    histogram: Mutex<Histogram<u64>>,
+    /// Requests issued by all producers, against `limit`.
+    issued: AtomicU64,
+    limit: u64,
+    deadline: Instant,
+    producers: usize,
+    window: usize,
+}
+
+/// Producer number `producer` of a load run: its own connection, `window` requests in flight,
+/// every `producers`-th queue from its own.
+async fn produce_load(run: Arc<LoadRun>, producer: usize) {
+    // One connection per producer, as separate client processes would have.
     let api = MqClientApi::new(
-        RemotingClient::new(ClientConfig::default()),
+        RemotingClient::new(ClientConfig {
+            max_in_flight_per_connection: run.window.max(1),
+            ..ClientConfig::default()
+        }),
         Duration::from_secs(10),
     );
+    let permits = Arc::new(Semaphore::new(run.window));
+    let mut n = producer;
+    let mut inflight = Vec::new();
+    while Instant::now() < run.deadline && run.issued.fetch_add(1, Ordering::Relaxed) < run.limit {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            break;
+        };
+        let (broker, queue_id) = run.queues[n % run.queues.len()].clone();
+        n += run.producers;
+        let request = SendRequest {
+            producer_group: "bench_producer".to_string(),
+            topic: run.topic.clone(),
+            queue_id,
+            body: run.body.clone(),
+            ..SendRequest::default()
+        };
+        let (run, api) = (run.clone(), api.clone());
+        inflight.push(tokio::spawn(async move {
+            issue(&run, &api, &broker, &request).await;
+            drop(permit);
+        }));
+        if inflight.len() >= 4096 {
+            inflight.retain(|h: &tokio::task::JoinHandle<()>| !h.is_finished());
+        }
+    }
+    for handle in inflight {
+        let _ = handle.await;
+    }
+}
+
+/// One request of a load run, timed and counted.
+async fn issue(run: &LoadRun, api: &MqClientApi, broker: &str, request: &SendRequest) {
+    let sent = Instant::now();
+    let ok = match run.load {
+        Load::Send => matches!(
+            api.send(broker, request).await,
+            Ok(r) if r.code == response_code::SUCCESS
+        ),
+        Load::Ping => api
+            .max_offset(broker, &request.topic, request.queue_id)
+            .await
+            .is_ok(),
+    };
+    if ok {
+        let micros = sent.elapsed().as_micros() as u64;
+        run.histogram.lock().await.saturating_record(micros.max(1));
+        run.progress.messages.fetch_add(1, Ordering::Relaxed);
+        if run.load == Load::Send {
+            run.progress
+                .bytes
+                .fetch_add(request.body.len() as u64, Ordering::Relaxed);
+        }
+    } else {
+        run.progress.errors.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+async fn consume(target: Target, batch: i32) -> anyhow::Result<()> {
+    let api = api();
     let queues = writable_queues(&api, &target).await?;
     let progress = Arc::new(Progress::default());
     let histogram = Arc::new(Mutex::new(new_histogram()?));
@@ -472,49 +518,77 @@ async fn consume(target: Target, batch: i32) -> anyhow::Result<()> {
 /// leaves it as a crash would, and times `MessageStore::open`'s recovery. The baseline, measured
 /// in the same run, is a plain sequential read with CRC32 of the same segment files.
 fn recovery(dir: &std::path::Path, size_mib: u64) -> anyhow::Result<()> {
-    use rocketraft_broker::store::{BrokerMessage, FlushDiskType, MessageStore, StoreConfig};
-    use rocketraft_common::message::Message;
-
-    let target = size_mib.max(1) * 1024 * 1024;
     let mut config = StoreConfig::new(dir);
     config.flush_disk_type = FlushDiskType::AsyncFlush;
     config.commitlog_segment_size = 1 << 30;
-    {
-        let store = MessageStore::open(config.clone()).context("open the store to fill it")?;
-        let start = store.max_phy_offset();
-        if (start as u64) < target {
-            eprintln!(
-                "filling {} with {size_mib} MiB of 1 KiB messages",
-                dir.display()
-            );
-            let body = Bytes::from(vec![b'r'; 1024]);
-            let mut next_report = 64 * 1024 * 1024;
-            let mut n = 0u64;
-            while (store.max_phy_offset() as u64) < target {
-                // A batch goes to one queue: rotate the queue per batch.
-                let queue_id = (n / 64 % 8) as i32;
-                n += 64;
-                let batch: Vec<BrokerMessage> = (0..64)
-                    .map(|_| {
-                        BrokerMessage::new(Message::new("RecoveryBench", body.clone()), queue_id)
-                    })
-                    .collect();
-                store.put_messages_blocking(&batch).context("fill")?;
-                if store.max_phy_offset() as u64 >= next_report {
-                    eprintln!(
-                        "  written {} MiB ({n} messages)",
-                        store.max_phy_offset() >> 20
-                    );
-                    next_report += 64 * 1024 * 1024;
-                }
+    fill_store(&config, size_mib)?;
+    let (baseline_bytes, baseline) = baseline_read(&config)?;
+
+    for (label, full) in [("from the checkpoint", false), ("full scan", true)] {
+        let mut run = config.clone();
+        run.recover_full_scan = full;
+        let started = Instant::now();
+        let store = MessageStore::open(run).context("recover")?;
+        let elapsed = started.elapsed();
+        let report = store.recovery_report().clone();
+        store.crash_for_test();
+        println!(
+            "recovery ({label}): {} ms for {} MiB checked ({} records, {} bytes cut), CommitLog end {} MiB; {:.2}x the baseline read",
+            elapsed.as_millis(),
+            report.bytes_checked >> 20,
+            report.records_checked,
+            report.bytes_cut,
+            report.end_offset >> 20,
+            elapsed.as_secs_f64() / baseline.as_secs_f64().max(1e-9)
+        );
+    }
+    println!(
+        "baseline: sequential read + CRC32 of {} MiB of segment files in {} ms",
+        baseline_bytes >> 20,
+        baseline.as_millis()
+    );
+    Ok(())
+}
+
+/// Fills the store of `config` up to `size_mib` MiB of 1 KiB messages (unless it already holds
+/// that much), then leaves it as `kill -9` would.
+fn fill_store(config: &StoreConfig, size_mib: u64) -> anyhow::Result<()> {
+    let target = size_mib.max(1) * 1024 * 1024;
+    let store = MessageStore::open(config.clone()).context("open the store to fill it")?;
+    let start = store.max_phy_offset();
+    if (start as u64) < target {
+        eprintln!(
+            "filling {} with {size_mib} MiB of 1 KiB messages",
+            config.store_root.display()
+        );
+        let body = Bytes::from(vec![b'r'; 1024]);
+        let mut next_report = 64 * 1024 * 1024;
+        let mut n = 0u64;
+        while (store.max_phy_offset() as u64) < target {
+            // A batch goes to one queue: rotate the queue per batch.
+            let queue_id = (n / 64 % 8) as i32;
+            n += 64;
+            let batch: Vec<BrokerMessage> = (0..64)
+                .map(|_| BrokerMessage::new(Message::new("RecoveryBench", body.clone()), queue_id))
+                .collect();
+            store.put_messages_blocking(&batch).context("fill")?;
+            if store.max_phy_offset() as u64 >= next_report {
+                eprintln!(
+                    "  written {} MiB ({n} messages)",
+                    store.max_phy_offset() >> 20
+                );
+                next_report += 64 * 1024 * 1024;
             }
         }
-        // Leave it as `kill -9` would: no final flush, no checkpoint update, abort marker kept.
-        store.crash_for_test();
     }
+    // Leave it as `kill -9` would: no final flush, no checkpoint update, abort marker kept.
+    store.crash_for_test();
+    Ok(())
+}
 
-    // Baseline: read and checksum the same bytes (the CommitLog up to its end, not the
-    // preallocated space past it) straight from the files.
+/// The baseline: read and checksum the same bytes (the CommitLog up to its end, not the
+/// preallocated space past it) straight from the files. Returns the bytes read and the time.
+fn baseline_read(config: &StoreConfig) -> anyhow::Result<(u64, Duration)> {
     let end = {
         let mut probe = config.clone();
         probe.recover_full_scan = false;
@@ -541,30 +615,5 @@ fn recovery(dir: &std::path::Path, size_mib: u64) -> anyhow::Result<()> {
         crc.update(&data[..take]);
     }
     let _ = crc.finalize();
-    let baseline = baseline_started.elapsed();
-
-    for (label, full) in [("from the checkpoint", false), ("full scan", true)] {
-        let mut run = config.clone();
-        run.recover_full_scan = full;
-        let started = Instant::now();
-        let store = MessageStore::open(run).context("recover")?;
-        let elapsed = started.elapsed();
-        let report = store.recovery_report().clone();
-        store.crash_for_test();
-        println!(
-            "recovery ({label}): {} ms for {} MiB checked ({} records, {} bytes cut), CommitLog end {} MiB; {:.2}x the baseline read",
-            elapsed.as_millis(),
-            report.bytes_checked >> 20,
-            report.records_checked,
-            report.bytes_cut,
-            report.end_offset >> 20,
-            elapsed.as_secs_f64() / baseline.as_secs_f64().max(1e-9)
-        );
-    }
-    println!(
-        "baseline: sequential read + CRC32 of {} MiB of segment files in {} ms",
-        baseline_bytes >> 20,
-        baseline.as_millis()
-    );
-    Ok(())
+    Ok((baseline_bytes, baseline_started.elapsed()))
 }

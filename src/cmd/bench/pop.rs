@@ -13,10 +13,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use rocketraft_common::consts::pull_sys_flag;
-use rocketraft_remoting::api::{MqClientApi, PullRequest, PullStatus};
-use rocketraft_remoting::{ClientConfig, RemotingClient};
+use rocketraft_remoting::api::{PullRequest, PullStatus};
 
-use super::{run_load, writable_queues, Load, Target};
+use super::{api, run_load, writable_queues, Load, Target};
 
 #[derive(Args)]
 pub struct PopBenchArgs {
@@ -38,13 +37,6 @@ pub struct PopBenchArgs {
     /// Messages per POP / PULL request.
     #[arg(long, default_value_t = 32)]
     batch: i32,
-}
-
-fn api() -> MqClientApi {
-    MqClientApi::new(
-        RemotingClient::new(ClientConfig::default()),
-        Duration::from_secs(10),
-    )
 }
 
 async fn drain_pull(
@@ -131,12 +123,7 @@ pub(crate) async fn drain_pop(
 }
 
 pub async fn run(args: PopBenchArgs) -> anyhow::Result<()> {
-    let target = Target {
-        namesrv: args.namesrv.clone(),
-        topic: args.topic.clone(),
-        duration: 600,
-        count: Some(args.count),
-    };
+    let target = Target::messages(&args.namesrv, &args.topic, args.count);
     let setup = api();
     let queues = Arc::new(writable_queues(&setup, &target).await?);
     eprintln!(

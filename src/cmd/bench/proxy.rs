@@ -17,11 +17,10 @@ use clap::Args;
 use hdrhistogram::Histogram;
 use rocketraft_proxy::pb;
 use rocketraft_proxy::pb::messaging_service_client::MessagingServiceClient;
-use rocketraft_remoting::api::{MqClientApi, SendRequest};
-use rocketraft_remoting::{ClientConfig, RemotingClient};
+use rocketraft_remoting::api::SendRequest;
 use tonic::transport::Channel;
 
-use super::{writable_queues, Target};
+use super::{api, writable_queues, Target};
 
 #[derive(Args)]
 pub struct ProxyBenchArgs {
@@ -46,13 +45,6 @@ pub struct ProxyBenchArgs {
     /// Concurrent consumers in each drain.
     #[arg(long, default_value_t = 4)]
     consumers: usize,
-}
-
-fn api() -> MqClientApi {
-    MqClientApi::new(
-        RemotingClient::new(ClientConfig::default()),
-        Duration::from_secs(10),
-    )
 }
 
 fn resource(name: &str) -> Option<pb::Resource> {
@@ -151,59 +143,12 @@ async fn drain_proxy(
         tasks.push(tokio::spawn(async move {
             let mut idle = 0;
             while done.load(Ordering::Relaxed) < expected && idle < 5 {
-                let mut req = tonic::Request::new(pb::ReceiveMessageRequest {
-                    group: resource(&group),
-                    message_queue: Some(pb::MessageQueue {
-                        topic: resource(&topic),
-                        id: -1,
-                        ..pb::MessageQueue::default()
-                    }),
-                    filter_expression: Some(pb::FilterExpression {
-                        r#type: pb::FilterType::Tag as i32,
-                        expression: "*".into(),
-                    }),
-                    batch_size: 32,
-                    invisible_duration: Some(prost_types::Duration {
-                        seconds: 60,
-                        nanos: 0,
-                    }),
-                    auto_renew: false,
-                    long_polling_timeout: Some(prost_types::Duration {
-                        seconds: 1,
-                        nanos: 0,
-                    }),
-                    attempt_id: None,
-                });
-                req.set_timeout(Duration::from_secs(10));
-                let mut stream = client.receive_message(req).await?.into_inner();
-                let mut entries = Vec::new();
-                while let Some(item) = stream.message().await? {
-                    if let Some(pb::receive_message_response::Content::Message(m)) = item.content {
-                        let p = m.system_properties.unwrap_or_default();
-                        entries.push(pb::AckMessageEntry {
-                            message_id: p.message_id,
-                            receipt_handle: p.receipt_handle.unwrap_or_default(),
-                            lite_topic: None,
-                        });
-                    }
-                }
-                if entries.is_empty() {
+                let n = receive_and_ack(&mut client, &topic, &group).await?;
+                if n == 0 {
                     idle += 1;
                     continue;
                 }
                 idle = 0;
-                let n = entries.len() as u64;
-                let r = client
-                    .ack_message(pb::AckMessageRequest {
-                        group: resource(&group),
-                        topic: resource(&topic),
-                        entries,
-                    })
-                    .await?
-                    .into_inner();
-                if let Some(s) = r.status.filter(|s| s.code != pb::Code::Ok as i32) {
-                    anyhow::bail!("ack through the proxy failed: {}", s.message);
-                }
                 done.fetch_add(n, Ordering::Relaxed);
             }
             Ok::<(), anyhow::Error>(())
@@ -215,13 +160,69 @@ async fn drain_proxy(
     Ok(done.load(Ordering::Relaxed))
 }
 
+/// One ReceiveMessage (up to 32 messages, 1 s long polling) and one AckMessage of what came;
+/// how many were acked.
+async fn receive_and_ack(
+    client: &mut MessagingServiceClient<Channel>,
+    topic: &str,
+    group: &str,
+) -> anyhow::Result<u64> {
+    let mut req = tonic::Request::new(pb::ReceiveMessageRequest {
+        group: resource(group),
+        message_queue: Some(pb::MessageQueue {
+            topic: resource(topic),
+            id: -1,
+            ..pb::MessageQueue::default()
+        }),
+        filter_expression: Some(pb::FilterExpression {
+            r#type: pb::FilterType::Tag as i32,
+            expression: "*".into(),
+        }),
+        batch_size: 32,
+        invisible_duration: Some(prost_types::Duration {
+            seconds: 60,
+            nanos: 0,
+        }),
+        auto_renew: false,
+        long_polling_timeout: Some(prost_types::Duration {
+            seconds: 1,
+            nanos: 0,
+        }),
+        attempt_id: None,
+    });
+    req.set_timeout(Duration::from_secs(10));
+    let mut stream = client.receive_message(req).await?.into_inner();
+    let mut entries = Vec::new();
+    while let Some(item) = stream.message().await? {
+        if let Some(pb::receive_message_response::Content::Message(m)) = item.content {
+            let p = m.system_properties.unwrap_or_default();
+            entries.push(pb::AckMessageEntry {
+                message_id: p.message_id,
+                receipt_handle: p.receipt_handle.unwrap_or_default(),
+                lite_topic: None,
+            });
+        }
+    }
+    if entries.is_empty() {
+        return Ok(0);
+    }
+    let n = entries.len() as u64;
+    let r = client
+        .ack_message(pb::AckMessageRequest {
+            group: resource(group),
+            topic: resource(topic),
+            entries,
+        })
+        .await?
+        .into_inner();
+    if let Some(s) = r.status.filter(|s| s.code != pb::Code::Ok as i32) {
+        anyhow::bail!("ack through the proxy failed: {}", s.message);
+    }
+    Ok(n)
+}
+
 pub async fn run(args: ProxyBenchArgs) -> anyhow::Result<()> {
-    let target = Target {
-        namesrv: args.namesrv.clone(),
-        topic: args.topic.clone(),
-        duration: 600,
-        count: Some(args.count),
-    };
+    let target = Target::messages(&args.namesrv, &args.topic, args.count);
     let queues = Arc::new(writable_queues(&api(), &target).await?);
     let client = MessagingServiceClient::connect(format!("http://{}", args.proxy))
         .await
@@ -238,70 +239,95 @@ pub async fn run(args: ProxyBenchArgs) -> anyhow::Result<()> {
         "sending {} messages of {} bytes, {window} in flight, over Remoting",
         args.count, args.size
     );
-    let remoting = {
-        let (queues, topic, body) = (queues.clone(), args.topic.clone(), body.clone());
-        let api = api();
-        timed_sends(args.count, window, move |i| {
-            let (queues, topic, body, api) =
-                (queues.clone(), topic.clone(), body.clone(), api.clone());
-            async move {
-                let (broker, queue_id) = &queues[i as usize % queues.len()];
-                let r = api
-                    .send(
-                        broker,
-                        &SendRequest {
-                            producer_group: "bench_proxy".into(),
-                            topic,
-                            queue_id: *queue_id,
-                            body,
-                            ..SendRequest::default()
-                        },
-                    )
-                    .await?;
-                anyhow::ensure!(r.code == 0, "send answered {}", r.code);
-                Ok(())
-            }
-        })
-        .await?
-    };
+    let remoting = send_over_remoting(&args, queues.clone(), body.clone()).await?;
     report("send over Remoting (baseline)", &remoting, None);
 
     eprintln!("sending {} messages through the proxy (gRPC)", args.count);
     let run_id = rocketraft_common::time::now_ms();
-    let grpc = {
-        let (client, topic, body) = (client.clone(), args.topic.clone(), body.clone());
-        timed_sends(args.count, window, move |i| {
-            let (mut client, topic, body) = (client.clone(), topic.clone(), body.clone());
-            async move {
-                let r = client
-                    .send_message(pb::SendMessageRequest {
-                        messages: vec![pb::Message {
-                            topic: resource(&topic),
-                            user_properties: HashMap::new(),
-                            system_properties: Some(pb::SystemProperties {
-                                message_id: format!("BENCH{run_id:X}{i:010}"),
-                                message_type: pb::MessageType::Normal as i32,
-                                ..pb::SystemProperties::default()
-                            }),
-                            body: body.to_vec(),
-                        }],
-                    })
-                    .await?
-                    .into_inner();
-                if let Some(s) = r.status.filter(|s| s.code != pb::Code::Ok as i32) {
-                    anyhow::bail!("send through the proxy failed: {}", s.message);
-                }
-                Ok(())
-            }
-        })
-        .await?
-    };
+    let grpc = send_through_proxy(&args, client.clone(), body, run_id).await?;
     report("send through the proxy (gRPC)", &grpc, Some(&remoting));
 
-    let total = args.count * 2;
     let mut brokers: Vec<String> = queues.iter().map(|(b, _)| b.clone()).collect();
     brokers.sort();
     brokers.dedup();
+    drain_both(&args, brokers, client, run_id).await
+}
+
+/// `args.count` sends of `body` straight to the brokers' `queues` over Remoting.
+async fn send_over_remoting(
+    args: &ProxyBenchArgs,
+    queues: Arc<Vec<(String, i32)>>,
+    body: bytes::Bytes,
+) -> anyhow::Result<SendStats> {
+    let topic = args.topic.clone();
+    let api = api();
+    timed_sends(args.count, args.window.max(1), move |i| {
+        let (queues, topic, body, api) = (queues.clone(), topic.clone(), body.clone(), api.clone());
+        async move {
+            let (broker, queue_id) = &queues[i as usize % queues.len()];
+            let r = api
+                .send(
+                    broker,
+                    &SendRequest {
+                        producer_group: "bench_proxy".into(),
+                        topic,
+                        queue_id: *queue_id,
+                        body,
+                        ..SendRequest::default()
+                    },
+                )
+                .await?;
+            anyhow::ensure!(r.code == 0, "send answered {}", r.code);
+            Ok(())
+        }
+    })
+    .await
+}
+
+/// `args.count` SendMessage calls of `body` through the proxy; message ids carry `run_id`.
+async fn send_through_proxy(
+    args: &ProxyBenchArgs,
+    client: MessagingServiceClient<Channel>,
+    body: bytes::Bytes,
+    run_id: i64,
+) -> anyhow::Result<SendStats> {
+    let topic = args.topic.clone();
+    timed_sends(args.count, args.window.max(1), move |i| {
+        let (mut client, topic, body) = (client.clone(), topic.clone(), body.clone());
+        async move {
+            let r = client
+                .send_message(pb::SendMessageRequest {
+                    messages: vec![pb::Message {
+                        topic: resource(&topic),
+                        user_properties: HashMap::new(),
+                        system_properties: Some(pb::SystemProperties {
+                            message_id: format!("BENCH{run_id:X}{i:010}"),
+                            message_type: pb::MessageType::Normal as i32,
+                            ..pb::SystemProperties::default()
+                        }),
+                        body: body.to_vec(),
+                    }],
+                })
+                .await?
+                .into_inner();
+            if let Some(s) = r.status.filter(|s| s.code != pb::Code::Ok as i32) {
+                anyhow::bail!("send through the proxy failed: {}", s.message);
+            }
+            Ok(())
+        }
+    })
+    .await
+}
+
+/// Receives and acks everything both senders sent: POP + ACK over Remoting (the baseline),
+/// then ReceiveMessage + AckMessage through the proxy, each with its own group.
+async fn drain_both(
+    args: &ProxyBenchArgs,
+    brokers: Vec<String>,
+    client: MessagingServiceClient<Channel>,
+    run_id: i64,
+) -> anyhow::Result<()> {
+    let total = args.count * 2;
     let consumers = args.consumers.max(1);
     let t = Instant::now();
     let n = super::pop::drain_pop(

@@ -20,7 +20,7 @@ use rocketraft_remoting::api::{MqClientApi, SendRequest};
 use rocketraft_remoting::codes::{request_code, response_code};
 use rocketraft_remoting::{ClientConfig, RemotingClient, RemotingCommand};
 
-use super::{run_load, writable_queues, Load, LoadResult, Target};
+use super::{api, run_load, writable_queues, Load, LoadResult, Target};
 use crate::cmd::cluster::{ClusterFile, Kind};
 
 #[derive(Args)]
@@ -166,11 +166,7 @@ async fn measure(
         duration: args.duration,
         count: None,
     };
-    let setup = MqClientApi::new(
-        RemotingClient::new(ClientConfig::default()),
-        Duration::from_secs(10),
-    );
-    let queues = Arc::new(writable_queues(&setup, &target).await?);
+    let queues = Arc::new(writable_queues(&api(), &target).await?);
     eprintln!("{label}: warming up 2 s, then {} s of sends", args.duration);
     let mut warm = target.clone();
     warm.duration = 2;
