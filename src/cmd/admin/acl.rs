@@ -166,14 +166,22 @@ async fn brokers(api: &MqClientApi, namesrv: &str, target: &Target) -> anyhow::R
     Ok(masters)
 }
 
-/// Runs `change` on every broker; all are tried, then any failure is reported.
-async fn on_every<F, Fut>(brokers: &[String], what: &str, change: F) -> anyhow::Result<()>
+/// Runs `change` on every broker of `target` ([`brokers`]); all are tried, then any failure is
+/// reported.
+async fn on_every<F, Fut>(
+    api: &MqClientApi,
+    namesrv: &str,
+    target: &Target,
+    what: &str,
+    change: F,
+) -> anyhow::Result<()>
 where
     F: Fn(String) -> Fut,
     Fut: std::future::Future<Output = Result<(), rocketraft_remoting::api::ApiError>>,
 {
+    let brokers = brokers(api, namesrv, target).await?;
     let mut failed = Vec::new();
-    for broker in brokers {
+    for broker in &brokers {
         match change(broker.clone()).await {
             Ok(()) => println!("{what} on {broker}"),
             Err(e) => {
@@ -208,38 +216,14 @@ pub async fn run(api: &MqClientApi, namesrv: &str, command: AclCommand) -> anyho
             source_ip,
             target,
         } => {
-            check(validate_subject(&subject))?;
-            let mut entries = Vec::new();
-            for r in &resource {
-                let pattern = check(ResourcePattern::parse(r))?;
-                entries.push(PolicyEntryInfo {
-                    resource: pattern.to_string(),
-                    actions: actions
-                        .iter()
-                        .map(|a| check(Action::parse(a)).map(|a| a.as_str().to_string()))
-                        .collect::<anyhow::Result<_>>()?,
-                    source_ips: source_ip
-                        .iter()
-                        .map(|ip| check(IpRange::parse(ip)).map(|_| ip.trim().to_string()))
-                        .collect::<anyhow::Result<_>>()?,
-                    decision: check(Decision::parse(&decision))?.as_str().to_string(),
-                });
-            }
-            let acl = AclInfo {
-                subject: subject.clone(),
-                policies: vec![PolicyInfo {
-                    policy_type: Some("Custom".into()),
-                    entries,
-                }],
-            };
-            let brokers = brokers(api, namesrv, &target).await?;
+            let acl = grant_acl(&subject, &resource, &actions, &decision, &source_ip)?;
             let what = format!(
                 "granted {subject} {} {} on {}",
                 decision,
                 actions.join(","),
                 resource.join(" ")
             );
-            on_every(&brokers, &what, |b| {
+            on_every(api, namesrv, &target, &what, |b| {
                 let acl = acl.clone();
                 async move { api.update_acl(&b, &acl).await }
             })
@@ -257,12 +241,11 @@ pub async fn run(api: &MqClientApi, namesrv: &str, command: AclCommand) -> anyho
                 None if all => None,
                 None => bail!("name the --resource to revoke, or --all"),
             };
-            let brokers = brokers(api, namesrv, &target).await?;
             let what = match &resource {
                 Some(r) => format!("revoked {subject} on {r}"),
                 None => format!("deleted every ACL entry of {subject}"),
             };
-            on_every(&brokers, &what, |b| {
+            on_every(api, namesrv, &target, &what, |b| {
                 let subject = subject.clone();
                 let resource = resource.clone();
                 async move {
@@ -277,37 +260,96 @@ pub async fn run(api: &MqClientApi, namesrv: &str, command: AclCommand) -> anyho
             resource,
             json,
             target,
-        } => {
-            let brokers = brokers(api, namesrv, &target).await?;
-            let broker = &brokers[0];
-            let acls = api
-                .list_acls(broker, subject.as_deref(), resource.as_deref())
-                .await
-                .with_context(|| format!("cannot list ACLs on {broker}"))?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&acls)?);
-                return Ok(());
+        } => list_acls(api, namesrv, subject, resource, json, &target).await,
+    }
+}
+
+/// The ACL a grant adds: one custom policy of the checked entries.
+fn grant_acl(
+    subject: &str,
+    resources: &[String],
+    actions: &[String],
+    decision: &str,
+    source_ips: &[String],
+) -> anyhow::Result<AclInfo> {
+    check(validate_subject(subject))?;
+    let entries = policy_entries(resources, actions, decision, source_ips)?;
+    Ok(AclInfo {
+        subject: subject.to_string(),
+        policies: vec![PolicyInfo {
+            policy_type: Some("Custom".into()),
+            entries,
+        }],
+    })
+}
+
+/// `acl list`, from the first master.
+async fn list_acls(
+    api: &MqClientApi,
+    namesrv: &str,
+    subject: Option<String>,
+    resource: Option<String>,
+    json: bool,
+    target: &Target,
+) -> anyhow::Result<()> {
+    let broker = &first_broker(api, namesrv, target).await?;
+    let acls = api
+        .list_acls(broker, subject.as_deref(), resource.as_deref())
+        .await
+        .with_context(|| format!("cannot list ACLs on {broker}"))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&acls)?);
+    } else {
+        print_acls(&acls);
+    }
+    Ok(())
+}
+
+/// The entries of a grant: each resource with the actions, source IPs and decision, all
+/// checked.
+fn policy_entries(
+    resources: &[String],
+    actions: &[String],
+    decision: &str,
+    source_ips: &[String],
+) -> anyhow::Result<Vec<PolicyEntryInfo>> {
+    let mut entries = Vec::new();
+    for r in resources {
+        let pattern = check(ResourcePattern::parse(r))?;
+        entries.push(PolicyEntryInfo {
+            resource: pattern.to_string(),
+            actions: actions
+                .iter()
+                .map(|a| check(Action::parse(a)).map(|a| a.as_str().to_string()))
+                .collect::<anyhow::Result<_>>()?,
+            source_ips: source_ips
+                .iter()
+                .map(|ip| check(IpRange::parse(ip)).map(|_| ip.trim().to_string()))
+                .collect::<anyhow::Result<_>>()?,
+            decision: check(Decision::parse(decision))?.as_str().to_string(),
+        });
+    }
+    Ok(entries)
+}
+
+fn print_acls(acls: &[AclInfo]) {
+    println!(
+        "{:<24} {:<8} {:<32} {:<12} {:<6} source IPs",
+        "subject", "policy", "resource", "actions", "decision"
+    );
+    for acl in acls {
+        for policy in &acl.policies {
+            for e in &policy.entries {
+                println!(
+                    "{:<24} {:<8} {:<32} {:<12} {:<6} {}",
+                    acl.subject,
+                    policy.policy_type.as_deref().unwrap_or("Custom"),
+                    e.resource,
+                    e.actions.join(","),
+                    e.decision,
+                    e.source_ips.join(",")
+                );
             }
-            println!(
-                "{:<24} {:<8} {:<32} {:<12} {:<6} source IPs",
-                "subject", "policy", "resource", "actions", "decision"
-            );
-            for acl in &acls {
-                for policy in &acl.policies {
-                    for e in &policy.entries {
-                        println!(
-                            "{:<24} {:<8} {:<32} {:<12} {:<6} {}",
-                            acl.subject,
-                            policy.policy_type.as_deref().unwrap_or("Custom"),
-                            e.resource,
-                            e.actions.join(","),
-                            e.decision,
-                            e.source_ips.join(",")
-                        );
-                    }
-                }
-            }
-            Ok(())
         }
     }
 }
@@ -329,12 +371,11 @@ async fn run_user(api: &MqClientApi, namesrv: &str, command: UserCommand) -> any
                 }
                 .normalized(true),
             )?;
-            let brokers = brokers(api, namesrv, &target).await?;
             let what = format!(
                 "created user {username} ({})",
                 user.user_type.as_deref().unwrap_or("Normal")
             );
-            on_every(&brokers, &what, |b| {
+            on_every(api, namesrv, &target, &what, |b| {
                 let user = user.clone();
                 async move { api.create_user(&b, &user).await }
             })
@@ -347,23 +388,9 @@ async fn run_user(api: &MqClientApi, namesrv: &str, command: UserCommand) -> any
             status,
             target,
         } => {
-            check(validate_username(&username))?;
-            if password.is_none() && user_type.is_none() && status.is_none() {
-                bail!("nothing to change: give --password, --user-type or --status");
-            }
-            let user = UserInfo {
-                username: username.clone(),
-                password,
-                user_type: user_type
-                    .map(|t| check(UserType::parse(&t)).map(|t| t.as_str().to_string()))
-                    .transpose()?,
-                user_status: status
-                    .map(|s| check(UserStatus::parse(&s)).map(|s| s.as_str().to_string()))
-                    .transpose()?,
-            };
-            check(user.normalized(false))?;
-            let brokers = brokers(api, namesrv, &target).await?;
-            on_every(&brokers, &format!("updated user {username}"), |b| {
+            let user = user_update(&username, password, user_type, status)?;
+            let what = format!("updated user {username}");
+            on_every(api, namesrv, &target, &what, |b| {
                 let user = user.clone();
                 async move { api.update_user(&b, &user).await }
             })
@@ -371,40 +398,73 @@ async fn run_user(api: &MqClientApi, namesrv: &str, command: UserCommand) -> any
         }
         UserCommand::Delete { username, target } => {
             check(validate_username(&username))?;
-            let brokers = brokers(api, namesrv, &target).await?;
-            on_every(&brokers, &format!("deleted user {username}"), |b| {
+            let what = format!("deleted user {username}");
+            on_every(api, namesrv, &target, &what, |b| {
                 let username = username.clone();
                 async move { api.delete_user(&b, &username).await }
             })
             .await
         }
-        UserCommand::Get { username, target } => {
-            check(validate_username(&username))?;
-            let brokers = brokers(api, namesrv, &target).await?;
-            let broker = &brokers[0];
-            match api
-                .get_user(broker, &username)
-                .await
-                .with_context(|| format!("cannot read user {username} on {broker}"))?
-            {
-                Some(user) => {
-                    print_users(&[user]);
-                    Ok(())
-                }
-                None => bail!("no user {username:?} on {broker}"),
-            }
-        }
+        UserCommand::Get { username, target } => show_user(api, namesrv, &username, &target).await,
         UserCommand::List { filter, target } => {
-            let brokers = brokers(api, namesrv, &target).await?;
-            let broker = &brokers[0];
+            let broker = first_broker(api, namesrv, &target).await?;
             let users = api
-                .list_users(broker, filter.as_deref())
+                .list_users(&broker, filter.as_deref())
                 .await
                 .with_context(|| format!("cannot list users on {broker}"))?;
             print_users(&users);
             Ok(())
         }
     }
+}
+
+/// `user get`: one user as the first master has it.
+async fn show_user(
+    api: &MqClientApi,
+    namesrv: &str,
+    username: &str,
+    target: &Target,
+) -> anyhow::Result<()> {
+    check(validate_username(username))?;
+    let broker = first_broker(api, namesrv, target).await?;
+    let user = api
+        .get_user(&broker, username)
+        .await
+        .with_context(|| format!("cannot read user {username} on {broker}"))?
+        .with_context(|| format!("no user {username:?} on {broker}"))?;
+    print_users(&[user]);
+    Ok(())
+}
+
+/// Where read-only commands ask: the first of [`brokers`].
+async fn first_broker(api: &MqClientApi, namesrv: &str, target: &Target) -> anyhow::Result<String> {
+    let mut brokers = brokers(api, namesrv, target).await?;
+    Ok(brokers.swap_remove(0))
+}
+
+/// The change of `user update`, checked: at least one of password, type and status.
+fn user_update(
+    username: &str,
+    password: Option<String>,
+    user_type: Option<String>,
+    status: Option<String>,
+) -> anyhow::Result<UserInfo> {
+    check(validate_username(username))?;
+    if password.is_none() && user_type.is_none() && status.is_none() {
+        bail!("nothing to change: give --password, --user-type or --status");
+    }
+    let user = UserInfo {
+        username: username.to_string(),
+        password,
+        user_type: user_type
+            .map(|t| check(UserType::parse(&t)).map(|t| t.as_str().to_string()))
+            .transpose()?,
+        user_status: status
+            .map(|s| check(UserStatus::parse(&s)).map(|s| s.as_str().to_string()))
+            .transpose()?,
+    };
+    check(user.normalized(false))?;
+    Ok(user)
 }
 
 fn print_users(users: &[UserInfo]) {

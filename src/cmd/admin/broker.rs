@@ -1,6 +1,7 @@
 //! `rocketraft admin broker`: what the brokers of a set say about their own replication
 //! (GET_BROKER_HA_STATUS, 907), next to what the NameServer and, optionally, the controller say.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -9,6 +10,8 @@ use rocketraft_controller::client::{ControllerClient, MasterInfo};
 use rocketraft_remoting::api::MqClientApi;
 use rocketraft_remoting::{request_code, response_code, RemotingCommand};
 use serde::{Deserialize, Serialize};
+
+use super::id_and_addr;
 
 /// Deadline of one broker's answer.
 const BROKER_TIMEOUT: Duration = Duration::from_secs(3);
@@ -212,26 +215,7 @@ fn print_table(broker: &str, rows: &[ReplicaRow], controller: Option<&Controller
         .filter_map(|r| r.status.as_ref())
         .filter(|s| s.is_master())
     {
-        if s.slaves.is_empty() {
-            println!("master {} tracks no slaves", s.broker_id);
-            continue;
-        }
-        println!("slaves as master {} sees them:", s.broker_id);
-        println!(
-            "{:>4} {:<22} {:>14} {:>10} {:<8} connected",
-            "id", "address", "ack offset", "lag", "in sync"
-        );
-        for slave in &s.slaves {
-            println!(
-                "{:>4} {:<22} {:>14} {:>10} {:<8} {}",
-                slave.broker_id,
-                slave.addr,
-                slave.ack_offset,
-                slave.lag,
-                if slave.in_sync { "yes" } else { "no" },
-                if slave.connected { "yes" } else { "no" }
-            );
-        }
+        print_slaves(s);
     }
     if let Some(c) = controller {
         match &c.error {
@@ -239,16 +223,36 @@ fn print_table(broker: &str, rows: &[ReplicaRow], controller: Option<&Controller
             None => println!(
                 "controller {}: master {} epoch {}, SyncStateSet epoch {} {}",
                 c.addr,
-                match (c.master_broker_id, &c.master_address) {
-                    (Some(id), Some(a)) => format!("{id} ({a})"),
-                    (Some(id), None) => id.to_string(),
-                    _ => "none".to_string(),
-                },
+                id_and_addr(c.master_broker_id, c.master_address.as_ref()),
                 c.master_epoch,
                 c.sync_state_set_epoch,
                 show_set(&c.sync_state_set)
             ),
         }
+    }
+}
+
+/// The slaves as `master` tracks them.
+fn print_slaves(master: &HaStatus) {
+    if master.slaves.is_empty() {
+        println!("master {} tracks no slaves", master.broker_id);
+        return;
+    }
+    println!("slaves as master {} sees them:", master.broker_id);
+    println!(
+        "{:>4} {:<22} {:>14} {:>10} {:<8} connected",
+        "id", "address", "ack offset", "lag", "in sync"
+    );
+    for slave in &master.slaves {
+        println!(
+            "{:>4} {:<22} {:>14} {:>10} {:<8} {}",
+            slave.broker_id,
+            slave.addr,
+            slave.ack_offset,
+            slave.lag,
+            if slave.in_sync { "yes" } else { "no" },
+            if slave.connected { "yes" } else { "no" }
+        );
     }
 }
 
@@ -268,36 +272,7 @@ pub async fn run(
             "the NameServer at {namesrv} knows no broker set {broker:?} (it knows {known:?}); list them with `rocketraft admin cluster list`"
         );
     };
-    let mut tasks = tokio::task::JoinSet::new();
-    for (index, (id, addr)) in set.broker_addrs.iter().enumerate() {
-        let api = api.clone();
-        let addr = addr.clone();
-        let id = *id;
-        tasks.spawn(async move {
-            let answer = ha_status(&api, &addr).await;
-            (index, id, addr, answer)
-        });
-    }
-    let mut rows: Vec<(usize, ReplicaRow)> = Vec::new();
-    while let Some(joined) = tasks.join_next().await {
-        let (index, registered_id, addr, answer) = joined.context("a replica query task failed")?;
-        let (status, error) = match answer {
-            Ok(s) => (Some(s), None),
-            Err(e) => (None, Some(format!("{e:#}"))),
-        };
-        rows.push((
-            index,
-            ReplicaRow {
-                registered_id,
-                addr,
-                lag: None,
-                status,
-                error,
-            },
-        ));
-    }
-    rows.sort_by_key(|(index, _)| *index);
-    let mut rows: Vec<ReplicaRow> = rows.into_iter().map(|(_, r)| r).collect();
+    let mut rows = query_replicas(api, &set.broker_addrs).await?;
     compute_lag(&mut rows);
 
     let controller_view = match controller {
@@ -328,6 +303,44 @@ pub async fn run(
         );
     }
     Ok(())
+}
+
+/// Asks every replica (registered id -> address) for its HA status at once; one row each, in
+/// the order given.
+async fn query_replicas(
+    api: &MqClientApi,
+    replicas: &BTreeMap<i64, String>,
+) -> anyhow::Result<Vec<ReplicaRow>> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for (index, (id, addr)) in replicas.iter().enumerate() {
+        let api = api.clone();
+        let addr = addr.clone();
+        let id = *id;
+        tasks.spawn(async move {
+            let answer = ha_status(&api, &addr).await;
+            (index, id, addr, answer)
+        });
+    }
+    let mut rows: Vec<(usize, ReplicaRow)> = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        let (index, registered_id, addr, answer) = joined.context("a replica query task failed")?;
+        let (status, error) = match answer {
+            Ok(s) => (Some(s), None),
+            Err(e) => (None, Some(format!("{e:#}"))),
+        };
+        rows.push((
+            index,
+            ReplicaRow {
+                registered_id,
+                addr,
+                lag: None,
+                status,
+                error,
+            },
+        ));
+    }
+    rows.sort_by_key(|(index, _)| *index);
+    Ok(rows.into_iter().map(|(_, r)| r).collect())
 }
 
 #[cfg(test)]

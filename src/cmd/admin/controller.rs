@@ -5,10 +5,12 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Subcommand;
-use rocketraft_controller::wire::BrokerReplicasInfo;
+use rocketraft_controller::wire::{BrokerReplicasInfo, WireReplicasInfo};
 use rocketraft_controller::ControllerStatus;
 use rocketraft_raft::AdminRequest;
 use rocketraft_remoting::{request_code, response_code, RemotingClient, RemotingCommand};
+
+use super::id_and_addr;
 
 #[derive(Subcommand)]
 pub enum ControllerCommand {
@@ -119,32 +121,9 @@ pub async fn run(
             let status = status_of(client, controller).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
-                return Ok(());
+            } else {
+                print_status(&status);
             }
-            let r = &status.raft;
-            println!("node:          {} ({}) {}", r.id, r.addr, r.state);
-            println!("remoting:      {}", status.remoting_addr);
-            println!(
-                "leader:        {}",
-                match (r.leader, &r.leader_addr) {
-                    (Some(id), Some(a)) => format!("{id} ({a})"),
-                    (Some(id), None) => id.to_string(),
-                    _ => "none".to_string(),
-                }
-            );
-            println!("term:          {}", r.term);
-            for (id, addr) in &r.voters {
-                println!("voter:         {id} {addr}");
-            }
-            for (id, addr) in &r.learners {
-                println!("learner:       {id} {addr}");
-            }
-            let show = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
-            println!("last log:      {}", show(r.last_log_index));
-            println!("committed:     {}", show(r.committed));
-            println!("last applied:  {}", show(r.last_applied));
-            println!("snapshot:      {}", show(r.snapshot));
-            println!("broker sets:   {}", status.broker_sets);
             Ok(())
         }
         ControllerCommand::Replicas { broker, json } => {
@@ -158,34 +137,8 @@ pub async fn run(
             };
             if json {
                 println!("{}", serde_json::to_string_pretty(set)?);
-                return Ok(());
-            }
-            println!("broker set:        {broker}");
-            println!(
-                "master:            {}",
-                match (set.master_broker_id, &set.master_address) {
-                    (Some(id), Some(a)) => format!("{id} ({a})"),
-                    (Some(id), None) => id.to_string(),
-                    _ => "none".to_string(),
-                }
-            );
-            println!("master epoch:      {}", set.master_epoch);
-            println!("SyncStateSet epoch: {}", set.sync_state_set_epoch);
-            for r in &set.in_sync_replicas {
-                println!(
-                    "in sync:           {} {} {}",
-                    r.broker_id,
-                    r.broker_address,
-                    if r.alive { "alive" } else { "not alive" }
-                );
-            }
-            for r in &set.not_in_sync_replicas {
-                println!(
-                    "not in sync:       {} {} {}",
-                    r.broker_id,
-                    r.broker_address,
-                    if r.alive { "alive" } else { "not alive" }
-                );
+            } else {
+                print_replicas(&broker, set);
             }
             Ok(())
         }
@@ -219,6 +172,52 @@ pub async fn run(
             .with_context(|| format!("leadership transfer to node {to} through {raft}"))?;
             println!("{answer}");
             Ok(())
+        }
+    }
+}
+
+fn print_status(status: &ControllerStatus) {
+    let r = &status.raft;
+    println!("node:          {} ({}) {}", r.id, r.addr, r.state);
+    println!("remoting:      {}", status.remoting_addr);
+    println!(
+        "leader:        {}",
+        id_and_addr(r.leader, r.leader_addr.as_ref())
+    );
+    println!("term:          {}", r.term);
+    for (id, addr) in &r.voters {
+        println!("voter:         {id} {addr}");
+    }
+    for (id, addr) in &r.learners {
+        println!("learner:       {id} {addr}");
+    }
+    let show = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+    println!("last log:      {}", show(r.last_log_index));
+    println!("committed:     {}", show(r.committed));
+    println!("last applied:  {}", show(r.last_applied));
+    println!("snapshot:      {}", show(r.snapshot));
+    println!("broker sets:   {}", status.broker_sets);
+}
+
+fn print_replicas(broker: &str, set: &WireReplicasInfo) {
+    println!("broker set:        {broker}");
+    println!(
+        "master:            {}",
+        id_and_addr(set.master_broker_id, set.master_address.as_ref())
+    );
+    println!("master epoch:      {}", set.master_epoch);
+    println!("SyncStateSet epoch: {}", set.sync_state_set_epoch);
+    for (label, replicas) in [
+        ("in sync:", &set.in_sync_replicas),
+        ("not in sync:", &set.not_in_sync_replicas),
+    ] {
+        for r in replicas {
+            println!(
+                "{label:<19}{} {} {}",
+                r.broker_id,
+                r.broker_address,
+                if r.alive { "alive" } else { "not alive" }
+            );
         }
     }
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
+use rocketraft_common::protocol::{ClusterInfo, TopicRouteData};
 use rocketraft_common::TopicConfig;
 use rocketraft_remoting::api::MqClientApi;
 use rocketraft_remoting::{ClientConfig, RemotingClient};
@@ -108,96 +109,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
     );
     let namesrv = args.namesrv.as_str();
     match args.command {
-        AdminCommand::Topic(TopicCommand::Create {
-            topic,
-            queues,
-            perm,
-            cluster,
-            broker,
-            message_type,
-        }) => {
-            let mut config = TopicConfig::new(topic.clone(), queues);
-            config.perm = perm;
-            if let Some(t) = message_type {
-                config.attributes.insert("message.type".into(), t);
-            }
-            config
-                .validate()
-                .map_err(|e| anyhow::anyhow!("topic {topic:?}: {e}"))?;
-            let targets = match broker {
-                Some(b) => vec![b],
-                None => {
-                    let info = api
-                        .cluster_info(namesrv)
-                        .await
-                        .with_context(|| format!("cannot reach the NameServer at {namesrv} (is it running? pass --namesrv)"))?;
-                    let names = info
-                        .cluster_addr_table
-                        .get(&cluster)
-                        .cloned()
-                        .unwrap_or_default();
-                    let masters: Vec<String> = names
-                        .iter()
-                        .filter_map(|n| info.broker_addr_table.get(n))
-                        .filter_map(|b| b.master_addr().map(str::to_string))
-                        .collect();
-                    if masters.is_empty() {
-                        bail!("cluster {cluster:?} has no live master; list clusters with `rocketraft admin cluster list`");
-                    }
-                    masters
-                }
-            };
-            for broker in targets {
-                api.create_topic(&broker, &config)
-                    .await
-                    .with_context(|| format!("creating {topic} on {broker}"))?;
-                println!("created topic {topic} with {queues} queues on {broker}");
-            }
-            Ok(())
-        }
-        AdminCommand::Topic(TopicCommand::List) => {
-            let list = api
-                .all_topics(namesrv)
-                .await
-                .with_context(|| format!("cannot list topics from {namesrv}"))?;
-            for topic in list.topic_list {
-                println!("{topic}");
-            }
-            Ok(())
-        }
-        AdminCommand::Topic(TopicCommand::Route { topic, json }) => {
-            let route = api
-                .topic_route(namesrv, &topic)
-                .await
-                .with_context(|| format!("no route for {topic} from {namesrv}"))?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&route)?);
-                return Ok(());
-            }
-            println!(
-                "{:<20} {:>6} {:>6} {:>5}  addresses",
-                "broker", "read", "write", "perm"
-            );
-            for queue in &route.queue_datas {
-                let addrs = route
-                    .broker_datas
-                    .iter()
-                    .find(|b| b.broker_name == queue.broker_name)
-                    .map(|b| {
-                        b.broker_addrs
-                            .iter()
-                            .map(|(id, a)| format!("{id}={a}"))
-                            .collect::<Vec<_>>()
-                            .join(" ")
-                    })
-                    .unwrap_or_default();
-                println!(
-                    "{:<20} {:>6} {:>6} {:>5}  {addrs}",
-                    queue.broker_name, queue.read_queue_nums, queue.write_queue_nums, queue.perm
-                );
-            }
-            Ok(())
-        }
+        AdminCommand::Topic(command) => topic(&api, namesrv, command).await,
         AdminCommand::Cluster(ClusterCommand::List { json }) => {
             let info = api
                 .cluster_info(namesrv)
@@ -205,17 +117,8 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot reach the NameServer at {namesrv}"))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&info)?);
-                return Ok(());
-            }
-            println!("{:<20} {:<20} {:>4}  address", "cluster", "broker", "id");
-            for (cluster, names) in &info.cluster_addr_table {
-                for name in names {
-                    if let Some(broker) = info.broker_addr_table.get(name) {
-                        for (id, addr) in &broker.broker_addrs {
-                            println!("{cluster:<20} {name:<20} {id:>4}  {addr}");
-                        }
-                    }
-                }
+            } else {
+                print_clusters(&info);
             }
             Ok(())
         }
@@ -226,5 +129,133 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         AdminCommand::Message(command) => consumer::run_message(&api, namesrv, command).await,
         AdminCommand::Acl(command) => acl::run(&api, namesrv, command).await,
         AdminCommand::Controller(_) => unreachable!("handled above"),
+    }
+}
+
+/// `admin topic create|list|route`.
+async fn topic(api: &MqClientApi, namesrv: &str, command: TopicCommand) -> anyhow::Result<()> {
+    match command {
+        TopicCommand::Create {
+            topic,
+            queues,
+            perm,
+            cluster,
+            broker,
+            message_type,
+        } => {
+            let mut config = TopicConfig::new(topic.clone(), queues);
+            config.perm = perm;
+            if let Some(t) = message_type {
+                config.attributes.insert("message.type".into(), t);
+            }
+            config
+                .validate()
+                .map_err(|e| anyhow::anyhow!("topic {topic:?}: {e}"))?;
+            let targets = match broker {
+                Some(b) => vec![b],
+                None => cluster_masters(api, namesrv, &cluster).await?,
+            };
+            for broker in targets {
+                api.create_topic(&broker, &config)
+                    .await
+                    .with_context(|| format!("creating {topic} on {broker}"))?;
+                println!("created topic {topic} with {queues} queues on {broker}");
+            }
+            Ok(())
+        }
+        TopicCommand::List => {
+            let list = api
+                .all_topics(namesrv)
+                .await
+                .with_context(|| format!("cannot list topics from {namesrv}"))?;
+            for topic in list.topic_list {
+                println!("{topic}");
+            }
+            Ok(())
+        }
+        TopicCommand::Route { topic, json } => {
+            let route = api
+                .topic_route(namesrv, &topic)
+                .await
+                .with_context(|| format!("no route for {topic} from {namesrv}"))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&route)?);
+            } else {
+                print_route(&route);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The master addresses of every broker set of `cluster`, as the NameServer lists them.
+async fn cluster_masters(
+    api: &MqClientApi,
+    namesrv: &str,
+    cluster: &str,
+) -> anyhow::Result<Vec<String>> {
+    let info = api.cluster_info(namesrv).await.with_context(|| {
+        format!("cannot reach the NameServer at {namesrv} (is it running? pass --namesrv)")
+    })?;
+    let names = info
+        .cluster_addr_table
+        .get(cluster)
+        .cloned()
+        .unwrap_or_default();
+    let masters: Vec<String> = names
+        .iter()
+        .filter_map(|n| info.broker_addr_table.get(n))
+        .filter_map(|b| b.master_addr().map(str::to_string))
+        .collect();
+    if masters.is_empty() {
+        bail!("cluster {cluster:?} has no live master; list clusters with `rocketraft admin cluster list`");
+    }
+    Ok(masters)
+}
+
+fn print_route(route: &TopicRouteData) {
+    println!(
+        "{:<20} {:>6} {:>6} {:>5}  addresses",
+        "broker", "read", "write", "perm"
+    );
+    for queue in &route.queue_datas {
+        let addrs = route
+            .broker_datas
+            .iter()
+            .find(|b| b.broker_name == queue.broker_name)
+            .map(|b| {
+                b.broker_addrs
+                    .iter()
+                    .map(|(id, a)| format!("{id}={a}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default();
+        println!(
+            "{:<20} {:>6} {:>6} {:>5}  {addrs}",
+            queue.broker_name, queue.read_queue_nums, queue.write_queue_nums, queue.perm
+        );
+    }
+}
+
+fn print_clusters(info: &ClusterInfo) {
+    println!("{:<20} {:<20} {:>4}  address", "cluster", "broker", "id");
+    for (cluster, names) in &info.cluster_addr_table {
+        for name in names {
+            if let Some(broker) = info.broker_addr_table.get(name) {
+                for (id, addr) in &broker.broker_addrs {
+                    println!("{cluster:<20} {name:<20} {id:>4}  {addr}");
+                }
+            }
+        }
+    }
+}
+
+/// `id (addr)`, the id alone, or `none`.
+fn id_and_addr(id: Option<impl std::fmt::Display>, addr: Option<&String>) -> String {
+    match (id, addr) {
+        (Some(id), Some(a)) => format!("{id} ({a})"),
+        (Some(id), None) => id.to_string(),
+        _ => "none".to_string(),
     }
 }
