@@ -118,19 +118,7 @@ pub fn broker_toml(
         .map(|(r, _)| loopback(*r))
         .collect::<Vec<_>>()
         .join(";");
-    let mut store = toml::Table::new();
-    store.insert(
-        "store_root".into(),
-        toml::Value::String(path_string(store_root)?),
-    );
-    store.insert(
-        "flush_disk_type".into(),
-        toml::Value::String(spec.flush().to_string()),
-    );
-    if let Some(size) = spec.segment_size {
-        let size = i64::try_from(size).context("--segment-size is too large")?;
-        store.insert("commitlog_segment_size".into(), toml::Value::Integer(size));
-    }
+    let store = store_table(spec, store_root)?;
     let mut table = toml::Table::new();
     let mut put = |k: &str, v: toml::Value| {
         table.insert(k.to_string(), v);
@@ -167,7 +155,31 @@ pub fn broker_toml(
         "--extra-broker-config",
     )?;
     let text = toml::to_string(&table).context("cannot encode a broker config")?;
-    let config: BrokerConfig = toml::from_str(&text).with_context(|| {
+    check_broker_config(&text)?;
+    Ok(text)
+}
+
+/// The `[store]` table of a broker: its root, flush type and segment size.
+fn store_table(spec: &ClusterSpec, store_root: &Path) -> anyhow::Result<toml::Table> {
+    let mut store = toml::Table::new();
+    store.insert(
+        "store_root".into(),
+        toml::Value::String(path_string(store_root)?),
+    );
+    store.insert(
+        "flush_disk_type".into(),
+        toml::Value::String(spec.flush().to_string()),
+    );
+    if let Some(size) = spec.segment_size {
+        let size = i64::try_from(size).context("--segment-size is too large")?;
+        store.insert("commitlog_segment_size".into(), toml::Value::Integer(size));
+    }
+    Ok(store)
+}
+
+/// Parses a broker TOML back and validates it as the broker would at start.
+fn check_broker_config(text: &str) -> anyhow::Result<()> {
+    let config: BrokerConfig = toml::from_str(text).with_context(|| {
         format!("the broker config would be invalid (check --extra-broker-config):\n{text}")
     })?;
     config
@@ -177,9 +189,9 @@ pub fn broker_toml(
     config
         .store
         .validate()
-        .map_err(|e| anyhow::anyhow!("the broker store config would be invalid: {e}"))?;
-    Ok(text)
+        .map_err(|e| anyhow::anyhow!("the broker store config would be invalid: {e}"))
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,7 @@ use std::path::Path;
 use anyhow::bail;
 
 use super::file::ClusterFile;
-use super::process::{is_alive, stop_all, Stopped, STOP_GRACE};
+use super::process::{running, stop_all, Stopped, STOP_GRACE};
 
 pub(super) async fn down(dir: &Path) -> anyhow::Result<()> {
     let mut file = ClusterFile::load_existing(dir)?;
@@ -27,12 +27,7 @@ pub(super) async fn down(dir: &Path) -> anyhow::Result<()> {
             }
         );
     }
-    let still: Vec<String> = file
-        .processes
-        .iter()
-        .filter(|p| is_alive(p))
-        .map(|p| format!("{} (pid {})", p.name, p.pid))
-        .collect();
+    let still = running(&file);
     if !still.is_empty() {
         bail!(
             "still running after SIGKILL: {}; check them with `ps` (another user's process?)",

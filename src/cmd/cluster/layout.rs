@@ -126,6 +126,7 @@ impl PortLayout {
 pub(super) fn loopback(port: u16) -> String {
     format!("127.0.0.1:{port}")
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -68,88 +68,23 @@ pub fn plan(
     exe: &str,
     inherited: &Inherited,
 ) -> anyhow::Result<Plan> {
-    let mut processes = Vec::new();
-    let mut add = |name: String,
-                   role,
-                   ports,
-                   data_dir,
-                   config: Option<PathBuf>,
-                   config_text|
-     -> anyhow::Result<()> {
-        let mut record = ProcessRecord {
-            stdout_log: dir.join(&name).join("stdout.log"),
-            stderr_log: dir.join(&name).join("stderr.log"),
-            name,
-            role,
-            pid: 0,
-            ports,
-            data_dir,
-            config,
-            argv: Vec::new(),
-            stopped: false,
-        };
-        record.argv = command_line(&record, exe, inherited)?;
-        processes.push(PlannedProcess {
-            record,
-            config_text,
-        });
-        Ok(())
-    };
-    for (i, (remoting, raft)) in layout.controllers.iter().enumerate() {
-        let id = i + 1;
-        let name = format!("controller-{id}");
-        let home = dir.join(&name);
-        let data_dir = home.join("data");
-        let text = controller_toml(id, layout, &data_dir, &spec.extra_controller_config)?;
-        let ports = Ports {
-            remoting: *remoting,
-            raft: Some(*raft),
-            ha: None,
-        };
-        let config = home.join("controller.toml");
-        add(
-            name,
-            Kind::Controller,
-            ports,
-            data_dir,
-            Some(config),
-            Some(text),
-        )?;
-    }
-    let ports = Ports {
-        remoting: layout.namesrv,
-        raft: None,
-        ha: None,
-    };
-    add(
-        "namesrv".to_string(),
-        Kind::Namesrv,
-        ports,
-        dir.join("namesrv"),
-        None,
-        None,
-    )?;
-    for (i, (remoting, ha)) in layout.brokers.iter().enumerate() {
-        let index = i + 1;
-        let name = format!("broker-{index}");
-        let home = dir.join(&name);
-        let store_root = home.join("store");
-        let text = broker_toml(index, spec, layout, &store_root)?;
-        let ports = Ports {
-            remoting: *remoting,
+    let mut wanted = controllers(spec, layout, dir)?;
+    wanted.push(Wanted {
+        name: "namesrv".to_string(),
+        role: Kind::Namesrv,
+        ports: Ports {
+            remoting: layout.namesrv,
             raft: None,
-            ha: Some(*ha),
-        };
-        let config = home.join("broker.toml");
-        add(
-            name,
-            Kind::Broker,
-            ports,
-            store_root,
-            Some(config),
-            Some(text),
-        )?;
-    }
+            ha: None,
+        },
+        data_dir: dir.join("namesrv"),
+        config: None,
+    });
+    wanted.extend(brokers(spec, layout, dir)?);
+    let processes = wanted
+        .into_iter()
+        .map(|w| w.planned(dir, exe, inherited))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let file = ClusterFile {
         version: FILE_VERSION,
         dir: dir.to_path_buf(),
@@ -165,6 +100,93 @@ pub fn plan(
         processes: processes.iter().map(|p| p.record.clone()).collect(),
     };
     Ok(Plan { file, processes })
+}
+
+/// A process of a new cluster, before its logs and command line are filled in.
+struct Wanted {
+    name: String,
+    role: Kind,
+    ports: Ports,
+    data_dir: PathBuf,
+    /// The config file and its text.
+    config: Option<(PathBuf, String)>,
+}
+
+impl Wanted {
+    /// Its record (logs under `dir/<name>/`, the command line of `exe`) and config text.
+    fn planned(
+        self,
+        dir: &Path,
+        exe: &str,
+        inherited: &Inherited,
+    ) -> anyhow::Result<PlannedProcess> {
+        let (config, config_text) = self.config.unzip();
+        let mut record = ProcessRecord {
+            stdout_log: dir.join(&self.name).join("stdout.log"),
+            stderr_log: dir.join(&self.name).join("stderr.log"),
+            name: self.name,
+            role: self.role,
+            pid: 0,
+            ports: self.ports,
+            data_dir: self.data_dir,
+            config,
+            argv: Vec::new(),
+            stopped: false,
+        };
+        record.argv = command_line(&record, exe, inherited)?;
+        Ok(PlannedProcess {
+            record,
+            config_text,
+        })
+    }
+}
+
+/// `controller-N`: data in `data/`, config `controller.toml`.
+fn controllers(spec: &ClusterSpec, layout: &PortLayout, dir: &Path) -> anyhow::Result<Vec<Wanted>> {
+    let mut out = Vec::new();
+    for (i, (remoting, raft)) in layout.controllers.iter().enumerate() {
+        let id = i + 1;
+        let name = format!("controller-{id}");
+        let home = dir.join(&name);
+        let data_dir = home.join("data");
+        let text = controller_toml(id, layout, &data_dir, &spec.extra_controller_config)?;
+        out.push(Wanted {
+            name,
+            role: Kind::Controller,
+            ports: Ports {
+                remoting: *remoting,
+                raft: Some(*raft),
+                ha: None,
+            },
+            data_dir,
+            config: Some((home.join("controller.toml"), text)),
+        });
+    }
+    Ok(out)
+}
+
+/// `broker-N`: store in `store/`, config `broker.toml`.
+fn brokers(spec: &ClusterSpec, layout: &PortLayout, dir: &Path) -> anyhow::Result<Vec<Wanted>> {
+    let mut out = Vec::new();
+    for (i, (remoting, ha)) in layout.brokers.iter().enumerate() {
+        let index = i + 1;
+        let name = format!("broker-{index}");
+        let home = dir.join(&name);
+        let store_root = home.join("store");
+        let text = broker_toml(index, spec, layout, &store_root)?;
+        out.push(Wanted {
+            name,
+            role: Kind::Broker,
+            ports: Ports {
+                remoting: *remoting,
+                raft: None,
+                ha: Some(*ha),
+            },
+            data_dir: store_root,
+            config: Some((home.join("broker.toml"), text)),
+        });
+    }
+    Ok(out)
 }
 
 /// Prepares a stopped cluster's file for a restart: same processes, ports and config files,
@@ -209,6 +231,7 @@ fn now_ms() -> u64 {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
+
 #[cfg(test)]
 mod tests {
     use super::super::tests::up_args;

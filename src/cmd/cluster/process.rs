@@ -51,6 +51,15 @@ pub fn is_alive(record: &ProcessRecord) -> bool {
     exists && proc_cmdline(record.pid).as_deref() == Some(record.argv.as_slice())
 }
 
+/// `name (pid N)` of every process of `file` that runs.
+pub(super) fn running(file: &ClusterFile) -> Vec<String> {
+    file.processes
+        .iter()
+        .filter(|p| is_alive(p))
+        .map(|p| format!("{} (pid {})", p.name, p.pid))
+        .collect()
+}
+
 fn send_signal(record: &ProcessRecord, signal: libc::c_int) {
     if let Some(pid) = signalable(record.pid) {
         // SAFETY: `pid` is a single positive PID whose command line we just checked.
@@ -197,6 +206,7 @@ pub(super) fn spawn(record: &ProcessRecord) -> anyhow::Result<Child> {
         .spawn()
         .with_context(|| format!("cannot start {} ({program})", record.name))
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -204,6 +204,7 @@ impl Starter {
         .await
     }
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;

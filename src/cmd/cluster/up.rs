@@ -1,5 +1,6 @@
 //! `rocketraft cluster up`: start a new cluster, or restart a stopped one as recorded.
 
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -7,7 +8,7 @@ use anyhow::{bail, Context};
 use super::config::path_string;
 use super::file::{ClusterFile, Kind, CLUSTER_FILE};
 use super::plan::{plan, restart_plan};
-use super::process::{is_alive, stop_all, STOP_GRACE};
+use super::process::{running, stop_all, STOP_GRACE};
 use super::readiness::Starter;
 use super::{check_port_free, Inherited, UpArgs};
 
@@ -21,68 +22,8 @@ pub(super) async fn up(args: UpArgs, inherited: Inherited) -> anyhow::Result<()>
     let exe = std::env::current_exe().context("cannot find this binary to start the processes")?;
     let exe = path_string(&exe)?;
     let file = match ClusterFile::load(&dir)? {
-        Some(existing) => {
-            let alive: Vec<String> = existing
-                .processes
-                .iter()
-                .filter(|p| is_alive(p))
-                .map(|p| format!("{} (pid {})", p.name, p.pid))
-                .collect();
-            if !alive.is_empty() {
-                bail!(
-                    "the cluster in {} is already up ({}); run `rocketraft cluster down --dir {}` first",
-                    dir.display(),
-                    alive.join(", "),
-                    dir.display()
-                );
-            }
-            let given = args.spec.given();
-            if !given.is_empty() {
-                bail!(
-                    "{} holds a stopped cluster, which restarts with its recorded ports and config files; drop {} (edit the TOML files under {} to change settings), or remove {} to start afresh",
-                    dir.display(),
-                    given.join(", "),
-                    dir.display(),
-                    dir.display()
-                );
-            }
-            let file = restart_plan(existing, &dir, &exe, &inherited)?;
-            for p in &file.processes {
-                let check = |port: u16, what: &str| {
-                    check_port_free(
-                        port,
-                        &format!("{} {what}", p.name),
-                        "stop what uses it; the cluster's ports are recorded in cluster.json",
-                    )
-                };
-                check(p.ports.remoting, "Remoting")?;
-                if let Some(port) = p.ports.raft {
-                    check(port, "Raft")?;
-                }
-                if let Some(port) = p.ports.ha {
-                    check(port, "HA")?;
-                }
-            }
-            println!(
-                "restarting the cluster recorded in {}",
-                ClusterFile::path(&dir).display()
-            );
-            file
-        }
-        None => {
-            let layout = args.spec.layout()?;
-            let plan = plan(&args.spec, &layout, &dir, &exe, &inherited)?;
-            for p in &plan.processes {
-                let home = dir.join(&p.record.name);
-                std::fs::create_dir_all(&home)
-                    .with_context(|| format!("cannot create {}", home.display()))?;
-                if let (Some(path), Some(text)) = (&p.record.config, &p.config_text) {
-                    std::fs::write(path, text)
-                        .with_context(|| format!("cannot write {}", path.display()))?;
-                }
-            }
-            plan.file
-        }
+        Some(existing) => prepare_restart(existing, &args, &dir, &exe, &inherited)?,
+        None => prepare_new(&args, &dir, &exe, &inherited)?,
     };
     let count = file.processes.len();
     let mut starter = Starter {
@@ -95,26 +36,7 @@ pub(super) async fn up(args: UpArgs, inherited: Inherited) -> anyhow::Result<()>
         .run(args.wait_for, Duration::from_secs(args.timeout_secs))
         .await;
     if let Err(e) = result {
-        let children = &mut starter.children;
-        let stopped = stop_all(&mut starter.file, STOP_GRACE, &mut || {
-            Starter::reap(children)
-        })
-        .await;
-        Starter::reap(&mut starter.children);
-        if let Err(save) = starter.file.save(&dir) {
-            tracing::warn!(error = %save, "cannot record the stopped processes");
-        }
-        let names: Vec<String> = stopped.iter().map(|(n, _, _)| n.clone()).collect();
-        bail!(
-            "{e:#}\ncluster up in {} failed; stopped what it had started: {}. The next `cluster up --dir {}` restarts it as recorded; remove the directory to start afresh with other options",
-            dir.display(),
-            if names.is_empty() {
-                "nothing was running".to_string()
-            } else {
-                names.join(", ")
-            },
-            dir.display()
-        );
+        return Err(give_up(&mut starter, e).await);
     }
     println!(
         "rocketraft cluster is up: NameServer {} ({} controllers at {}, broker set {} with {} replicas; {} in {})",
@@ -132,4 +54,101 @@ pub(super) async fn up(args: UpArgs, inherited: Inherited) -> anyhow::Result<()>
         dir.display()
     );
     Ok(())
+}
+
+/// The file of a stopped cluster in `dir`, ready to start again: refused while any of its
+/// processes runs, when options were given, or when a recorded port is taken.
+fn prepare_restart(
+    existing: ClusterFile,
+    args: &UpArgs,
+    dir: &Path,
+    exe: &str,
+    inherited: &Inherited,
+) -> anyhow::Result<ClusterFile> {
+    let alive = running(&existing);
+    if !alive.is_empty() {
+        bail!(
+            "the cluster in {} is already up ({}); run `rocketraft cluster down --dir {}` first",
+            dir.display(),
+            alive.join(", "),
+            dir.display()
+        );
+    }
+    let given = args.spec.given();
+    if !given.is_empty() {
+        bail!(
+            "{} holds a stopped cluster, which restarts with its recorded ports and config files; drop {} (edit the TOML files under {} to change settings), or remove {} to start afresh",
+            dir.display(),
+            given.join(", "),
+            dir.display(),
+            dir.display()
+        );
+    }
+    let file = restart_plan(existing, dir, exe, inherited)?;
+    for p in &file.processes {
+        let check = |port: u16, what: &str| {
+            check_port_free(
+                port,
+                &format!("{} {what}", p.name),
+                "stop what uses it; the cluster's ports are recorded in cluster.json",
+            )
+        };
+        check(p.ports.remoting, "Remoting")?;
+        if let Some(port) = p.ports.raft {
+            check(port, "Raft")?;
+        }
+        if let Some(port) = p.ports.ha {
+            check(port, "HA")?;
+        }
+    }
+    println!(
+        "restarting the cluster recorded in {}",
+        ClusterFile::path(dir).display()
+    );
+    Ok(file)
+}
+
+/// The file of a new cluster in `dir`, its directories and config files written.
+fn prepare_new(
+    args: &UpArgs,
+    dir: &Path,
+    exe: &str,
+    inherited: &Inherited,
+) -> anyhow::Result<ClusterFile> {
+    let layout = args.spec.layout()?;
+    let plan = plan(&args.spec, &layout, dir, exe, inherited)?;
+    for p in &plan.processes {
+        let home = dir.join(&p.record.name);
+        std::fs::create_dir_all(&home)
+            .with_context(|| format!("cannot create {}", home.display()))?;
+        if let (Some(path), Some(text)) = (&p.record.config, &p.config_text) {
+            std::fs::write(path, text)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+    }
+    Ok(plan.file)
+}
+
+/// After a failed start: stops what was started, records it, and says what to do next.
+async fn give_up(starter: &mut Starter, e: anyhow::Error) -> anyhow::Error {
+    let children = &mut starter.children;
+    let stopped = stop_all(&mut starter.file, STOP_GRACE, &mut || {
+        Starter::reap(children)
+    })
+    .await;
+    Starter::reap(&mut starter.children);
+    if let Err(save) = starter.file.save(&starter.dir) {
+        tracing::warn!(error = %save, "cannot record the stopped processes");
+    }
+    let names: Vec<String> = stopped.iter().map(|(n, _, _)| n.clone()).collect();
+    anyhow::anyhow!(
+        "{e:#}\ncluster up in {} failed; stopped what it had started: {}. The next `cluster up --dir {}` restarts it as recorded; remove the directory to start afresh with other options",
+        starter.dir.display(),
+        if names.is_empty() {
+            "nothing was running".to_string()
+        } else {
+            names.join(", ")
+        },
+        starter.dir.display()
+    )
 }

@@ -44,10 +44,7 @@ pub async fn broker(args: config::BrokerArgs) -> anyhow::Result<()> {
         broker.advertised_addr(),
         name,
         store_root.display(),
-        proxy
-            .as_ref()
-            .map(|p| format!(", gRPC proxy {}", p.local_addr()))
-            .unwrap_or_default()
+        proxy_note(proxy.as_ref())
     );
     wait_for_shutdown().await;
     if let Some(p) = proxy {
@@ -125,10 +122,7 @@ pub async fn dev(args: config::DevArgs) -> anyhow::Result<()> {
         "rocketraft dev is ready: NameServer {namesrv_addr} (with the controller), broker {} (data in {}){}",
         broker.advertised_addr(),
         data_dir.display(),
-        proxy
-            .as_ref()
-            .map(|p| format!(", gRPC proxy {}", p.local_addr()))
-            .unwrap_or_default()
+        proxy_note(proxy.as_ref())
     );
     wait_for_shutdown().await;
     if let Some(p) = proxy {
@@ -137,6 +131,13 @@ pub async fn dev(args: config::DevArgs) -> anyhow::Result<()> {
     broker.shutdown().await;
     namesrv.shutdown().await;
     Ok(())
+}
+
+/// `, gRPC proxy ADDR` for a ready line, when there is an in-process proxy.
+fn proxy_note(proxy: Option<&rocketraft_proxy::Proxy>) -> String {
+    proxy
+        .map(|p| format!(", gRPC proxy {}", p.local_addr()))
+        .unwrap_or_default()
 }
 
 /// The gRPC proxy in this process (local mode), plaintext, for `dev` and `broker
