@@ -127,6 +127,16 @@ impl ControllerLink {
         }
     }
 
+    /// Tries `addr` first from now on: the heartbeat loop calls this for the controller that
+    /// confirmed a heartbeat as leader, so a SyncStateSet change or a read goes straight to
+    /// the leader instead of timing out on unreachable controllers first.
+    pub fn prefer(&self, addr: &str) {
+        if let Some(at) = self.controllers.iter().position(|a| a == addr) {
+            self.preferred
+                .store(at, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
     /// The controllers' addresses, as configured.
     pub fn addresses(&self) -> &[String] {
         &self.controllers

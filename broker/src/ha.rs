@@ -97,6 +97,9 @@ struct HaInner {
     took_office: Option<Instant>,
     /// The current lapse of the lease was logged (reset by a renewal).
     lapse_logged: bool,
+    /// Which caught-up slave the next expansion of the SyncStateSet proposes (a rotation, so a
+    /// slave the controller refuses as not alive does not block the others).
+    expand_turn: usize,
 }
 
 /// Why a send was not acknowledged by enough replicas.
@@ -172,6 +175,7 @@ impl HaState {
                 lapse_logged: false,
                 connection_generation: 0,
                 took_office: None,
+                expand_turn: 0,
             }),
             acks,
         })
@@ -494,14 +498,19 @@ impl HaState {
         self.acks.send_modify(|v| *v += 1);
     }
 
-    /// The SyncStateSet the master wants now: caught-up slaves join (their ack reached the
-    /// master's end and the current epoch's start), slaves not caught up for `max_not_caught_up`
-    /// or disconnected leave. `None` when the set is right.
+    /// The SyncStateSet the master wants now. Slaves not caught up for `max_not_caught_up`
+    /// or disconnected leave first, all in one change; then caught-up slaves (their ack reached
+    /// the master's confirm offset and the current epoch's start) join **one per change**, as
+    /// RocketMQ's master expands its set per slave: the controller refuses a whole change when
+    /// one new member is not alive in its own view (a slave it cannot hear in a partition), so
+    /// a change that named several would keep every other slave out, and a change that also
+    /// removed a member would keep a dead member in. Successive calls rotate through the
+    /// candidates. `None` when the set is right.
     pub fn desired_sync_state_set(
         &self,
         max_not_caught_up: Duration,
     ) -> Option<(i64, i32, i32, BTreeSet<i64>)> {
-        let g = self.inner.lock();
+        let mut g = self.inner.lock();
         if g.role != Role::Master {
             return None;
         }
@@ -510,6 +519,7 @@ impl HaState {
         let epoch_start = self.store.last_epoch().map_or(0, |e| e.start_offset);
         let mut want = g.sync_state_set.clone();
         want.insert(master);
+        let mut joining = Vec::new();
         for s in g.slaves.values() {
             let caught_up_recently = s
                 .last_caught_up
@@ -525,7 +535,7 @@ impl HaState {
                 && s.ack_offset >= self.store.confirm_offset()
                 && s.ack_offset >= epoch_start
             {
-                want.insert(s.broker_id);
+                joining.push(s.broker_id);
             }
         }
         // SyncStateSet members the master never heard from since it took office leave too,
@@ -534,6 +544,11 @@ impl HaState {
             .is_some_and(|t| now.duration_since(t) >= max_not_caught_up)
         {
             want.retain(|id| *id == master || g.slaves.contains_key(id));
+        }
+        if want == g.sync_state_set && !joining.is_empty() {
+            let pick = joining[g.expand_turn % joining.len()];
+            g.expand_turn = g.expand_turn.wrapping_add(1);
+            want.insert(pick);
         }
         (want != g.sync_state_set).then(|| (master, g.master_epoch, g.sync_state_set_epoch, want))
     }

@@ -293,6 +293,7 @@ impl ReplicaManager {
             let lease = self.lease_for(ack.controller_timeout_ms);
             if ack.leader_confirmed {
                 self.ha.renew_lease(sent + lease);
+                self.link.prefer(addr);
             }
         }
     }

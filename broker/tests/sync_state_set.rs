@@ -63,3 +63,86 @@ async fn a_pending_change_is_counted_until_a_newer_epoch_is_seen() {
         .expect("settled to {1}: the master acks alone again");
     store.shutdown().expect("shutdown");
 }
+
+fn open_store(dir: &std::path::Path) -> std::sync::Arc<MessageStore> {
+    MessageStore::open(StoreConfig {
+        commitlog_segment_size: 64 * 1024,
+        pretouch: false,
+        ..StoreConfig::new(dir)
+    })
+    .expect("store")
+}
+
+/// Issue 22: the controller refuses a whole SyncStateSet change when one joining member is not
+/// alive in its leader's view (a slave cut off from the leader but replicating from the master,
+/// as in a majority-ring partition). A master that asked for every caught-up slave at once kept
+/// proposing the same refused set and never reached `min_in_sync_replicas` (24 s without an
+/// acknowledged send in a harness run). It now adds one slave per change and rotates, so a
+/// refusal of one slave leaves the next proposal to the other.
+#[tokio::test]
+async fn caught_up_slaves_join_one_per_change_in_rotation() {
+    let dirs: Vec<_> = (0..3)
+        .map(|_| tempfile::tempdir().expect("tempdir"))
+        .collect();
+    let master_store = open_store(dirs[0].path());
+    let ha = HaState::new(master_store.clone());
+    ha.set_master(1, "127.0.0.1:1".into(), 1, 1, BTreeSet::from([1]));
+    ha.renew_lease(Instant::now() + Duration::from_secs(60));
+    master_store
+        .put_message(BrokerMessage::new(Message::new("T", "m"), 0))
+        .await
+        .expect("put");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let ha_addr = listener.local_addr().expect("addr").to_string();
+    let server = tokio::spawn(rocketraft_broker::ha::serve(listener, ha.clone()));
+    let mut followers = Vec::new();
+    for (id, dir) in [(2i64, &dirs[1]), (3, &dirs[2])] {
+        let slave = HaState::new(open_store(dir.path()));
+        slave.set_slave(1, "127.0.0.1:1".into(), 1, 1, BTreeSet::from([1]));
+        let addr = ha_addr.clone();
+        followers.push(tokio::spawn(async move {
+            loop {
+                let _ = rocketraft_broker::ha::follow_once(&slave, id, &addr).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }));
+    }
+    let max_gap = Duration::from_secs(2);
+    // Both slaves catch up; each proposal then names exactly one of them, alternately.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = BTreeSet::new();
+    while seen.len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "both slaves never became candidates: {seen:?}"
+        );
+        if let Some((master, _, _, want)) = ha.desired_sync_state_set(max_gap) {
+            assert_eq!(master, 1);
+            assert_eq!(want.len(), 2, "more than one slave joins at once: {want:?}");
+            assert!(want.contains(&1), "{want:?}");
+            seen.extend(want.into_iter().filter(|id| *id != 1));
+            if seen.len() == 1 {
+                // Wait until the other slave is a candidate too, then the rotation must pick
+                // it within two proposals.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        } else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert_eq!(seen, BTreeSet::from([2, 3]));
+    // The controller accepted {1, 3}: the next proposal adds 2 alone.
+    ha.update_sync_state_set(2, BTreeSet::from([1, 3]));
+    let (_, _, sss_epoch, want) = ha
+        .desired_sync_state_set(max_gap)
+        .expect("slave 2 still wants in");
+    assert_eq!(sss_epoch, 2);
+    assert_eq!(want, BTreeSet::from([1, 2, 3]));
+    for f in followers {
+        f.abort();
+    }
+    server.abort();
+    master_store.shutdown().expect("shutdown");
+}

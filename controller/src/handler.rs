@@ -387,7 +387,7 @@ pub struct AlterSyncStateSetResponse {
 
 /// The master proposes a new SyncStateSet. Checks run in Java's order: unknown set (2013), set
 /// unchanged (2013), not the master (2002), master epoch (2000), SSS epoch (2001), each member
-/// registered (2003) and alive (2006), master kept in the set (2013).
+/// registered (2003), each joining member alive (2006), master kept in the set (2013).
 pub fn alter_sync_state_set(
     state: &ControllerState,
     request: &AlterSyncStateSetRequest,
@@ -447,7 +447,12 @@ pub fn alter_sync_state_set(
                     format!("replica {replica} is not registered in broker set {broker_name}"),
                 );
             }
-            if !liveness.is_alive(broker_name, *replica) {
+            // Only a joining member must be alive (Java checks every member): a member that
+            // stays already holds every acknowledged message, whatever this leader hears of
+            // it, and refusing a shrink because a remaining member is cut off from the leader
+            // would keep a dead member in the set and stall every acknowledgement.
+            let joining = !sync.sync_state_set.contains(replica);
+            if joining && !liveness.is_alive(broker_name, *replica) {
                 return reject(
                     response_code::CONTROLLER_BROKER_NOT_ALIVE,
                     format!("replica {replica} of broker set {broker_name} is not alive"),

@@ -397,6 +397,27 @@ fn alter_sync_state_set_success() {
     assert_eq!(sync_of(&state).master_epoch, 1);
 }
 
+/// Issue 22: a master shrinks its set while a member that stays is cut off from the leader
+/// (alive only to the master): only joining members must be alive, so the dead member leaves
+/// and the set does not stall; a member joining while the leader cannot hear it is refused.
+#[test]
+fn alter_sync_state_set_checks_only_joining_members_for_liveness() {
+    let mut state = set_with_master(3);
+    commit(&mut state, |s| {
+        alter_sync_state_set(s, &alter(s, 1, &[1, 2, 3]), &alive(&[1, 2, 3]))
+    });
+    // 3 is cut off from the leader; the master drops 2 and keeps 3.
+    let response = commit(&mut state, |s| {
+        alter_sync_state_set(s, &alter(s, 1, &[1, 3]), &alive(&[1]))
+    });
+    assert_eq!(response.new_sync_state_set, BTreeSet::from([1, 3]));
+    // 2 may not join back while the leader cannot hear it.
+    rejected(
+        alter_sync_state_set(&state, &alter(&state, 1, &[1, 2, 3]), &alive(&[1, 3])),
+        code::CONTROLLER_BROKER_NOT_ALIVE,
+    );
+}
+
 #[test]
 fn alter_sync_state_set_rejections_in_order() {
     let state = set_with_master(3);

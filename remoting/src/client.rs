@@ -11,7 +11,7 @@ use parking_lot::{Mutex, RwLock};
 use tokio::net::TcpStream;
 use tokio::sync::{Mutex as AsyncMutex, Semaphore};
 use tokio::time::{timeout_at, Instant};
-use tracing::debug;
+use tracing::{debug, info};
 
 use crate::command::{RemotingCommand, SerializeType};
 use crate::connection::{spawn_connection, ConnectionHandle, ConnectionOptions, Dispatch};
@@ -90,6 +90,10 @@ impl Drop for ClientInner {
     }
 }
 
+/// A request that waited at least this long without a single byte from the peer closes its
+/// connection (see [`ConnectionHandle::received_since`]); shorter timeouts say too little.
+const DEAD_AFTER: Duration = Duration::from_secs(1);
+
 /// A Remoting client. Cheap to clone; clones share connections. Dropping the last clone
 /// closes its connections.
 #[derive(Clone)]
@@ -162,7 +166,25 @@ impl RemotingClient {
                 })
             }
         };
-        conn.handle.invoke_until(request, deadline, timeout).await
+        let sent = Instant::now();
+        let result = conn.handle.invoke_until(request, deadline, timeout).await;
+        if matches!(result, Err(RemotingError::Timeout { .. }))
+            && sent.elapsed() >= DEAD_AFTER
+            && !conn.handle.received_since(sent)
+        {
+            // Nothing at all came back while this request waited: the connection is likely
+            // dead (a partition drops packets without a reset). Close it so the next request
+            // dials afresh instead of queueing behind TCP's retransmission backoff.
+            info!(
+                addr,
+                conn = conn.handle.id(),
+                timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+                "no byte from the peer for a whole request timeout; closing the connection"
+            );
+            // `connection` redials once it finds the handle closed.
+            conn.handle.close();
+        }
+        result
     }
 
     /// Sends `request` to `addr` with the oneway flag set; no response is expected.

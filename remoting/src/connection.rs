@@ -86,6 +86,10 @@ struct Inner {
     closed_tx: watch::Sender<bool>,
     request_permits: Arc<Semaphore>,
     max_in_flight_requests: usize,
+    /// When the connection was opened (the base of `last_read_ms`).
+    opened: Instant,
+    /// Milliseconds after `opened` at which the last bytes arrived (0: none yet).
+    last_read_ms: AtomicU64,
 }
 
 /// A cheap, cloneable handle to a live connection.
@@ -124,6 +128,28 @@ impl ConnectionHandle {
 
     pub fn is_closed(&self) -> bool {
         self.inner.closed.load(Ordering::Acquire)
+    }
+
+    /// Whether any bytes arrived from the peer at or after `at` (millisecond resolution).
+    ///
+    /// A connection that answered nothing for a whole request timeout is likely dead: a
+    /// partition drops packets without a reset, and TCP's retransmission backoff then delays
+    /// the first bytes after the network heals by seconds. The client closes such a
+    /// connection so that the next request dials afresh (RocketMQ's
+    /// `clientCloseSocketIfTimeout`).
+    pub fn received_since(&self, at: Instant) -> bool {
+        let last = self.inner.last_read_ms.load(Ordering::Acquire);
+        if last == 0 {
+            return false;
+        }
+        let since_open = at.saturating_duration_since(self.inner.opened).as_millis();
+        u128::from(last) >= since_open
+    }
+
+    fn note_read(&self) {
+        let ms = self.inner.opened.elapsed().as_millis();
+        let ms = u64::try_from(ms).unwrap_or(u64::MAX).max(1);
+        self.inner.last_read_ms.store(ms, Ordering::Release);
     }
 
     /// Closes the connection: stops reading, fails every pending request with
@@ -331,6 +357,8 @@ pub(crate) fn spawn_connection(
             closed_tx,
             request_permits: Arc::new(Semaphore::new(max_in_flight)),
             max_in_flight_requests: max_in_flight,
+            opened: Instant::now(),
+            last_read_ms: AtomicU64::new(0),
         }),
     };
     tokio::spawn(write_loop(write_half, rx, handle.clone()));
@@ -371,7 +399,7 @@ async fn read_loop(mut reader: OwnedReadHalf, conn: ConnectionHandle, dispatch: 
                 conn.close();
                 return;
             }
-            Ok(_) => {}
+            Ok(_) => conn.note_read(),
             Err(e) => {
                 debug!(conn = conn.id(), peer = %conn.peer_addr(), error = %e, "read failed");
                 conn.close();

@@ -646,3 +646,79 @@ async fn connect_errors_are_reported() {
     assert!(matches!(err, RemotingError::Connect { .. }), "{err:?}");
     assert!(err.to_string().contains("failed to connect to 127.0.0.1"));
 }
+
+/// A peer that accepts and reads but never answers, as a partitioned one looks (packets
+/// dropped, no reset): a request that hears nothing for its whole timeout closes the
+/// connection, so the next request dials afresh instead of waiting behind TCP's
+/// retransmission backoff on the old socket.
+#[tokio::test]
+async fn a_silent_connection_is_closed_after_a_timeout_and_the_next_request_redials() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    let silent = tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
+            });
+        }
+    });
+    let client = RemotingClient::default();
+    let timeout_of = Duration::from_millis(1200);
+    let err = client
+        .invoke(&addr, RemotingCommand::request(ECHO), timeout_of)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RemotingError::Timeout { .. }), "{err:?}");
+    assert!(
+        client.connection_handle(&addr).await.is_none(),
+        "the silent connection is still kept"
+    );
+    let err = client
+        .invoke(&addr, RemotingCommand::request(ECHO), timeout_of)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RemotingError::Timeout { .. }), "{err:?}");
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "the second request did not dial a new connection"
+    );
+    silent.abort();
+}
+
+/// A slow request that times out on a connection that keeps answering other requests does
+/// not close it: only silence for a whole timeout counts as a dead connection.
+#[tokio::test]
+async fn a_timeout_on_a_talking_connection_keeps_it() {
+    let (_server, addr) = start_default().await;
+    let client = RemotingClient::default();
+    assert_echo_works(&client, &addr).await;
+    let before = client.connection_handle(&addr).await.unwrap().id();
+    let chatter = {
+        let (client, addr) = (client.clone(), addr.clone());
+        tokio::spawn(async move {
+            for _ in 0..20 {
+                assert_echo_works(&client, &addr).await;
+                sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let err = client
+        .invoke(
+            &addr,
+            RemotingCommand::request(SLOW).with_ext("sleepMs", 3000),
+            Duration::from_millis(1200),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RemotingError::Timeout { .. }), "{err:?}");
+    chatter.await.unwrap();
+    assert_eq!(client.connection_handle(&addr).await.unwrap().id(), before);
+}
