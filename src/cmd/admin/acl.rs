@@ -18,6 +18,8 @@ use rocketraft_common::acl::{
 };
 use rocketraft_remoting::api::MqClientApi;
 
+use super::print_as;
+
 /// Where ACL commands go.
 #[derive(Args)]
 pub struct Target {
@@ -297,12 +299,7 @@ async fn list_acls(
         .list_acls(broker, subject.as_deref(), resource.as_deref())
         .await
         .with_context(|| format!("cannot list ACLs on {broker}"))?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&acls)?);
-    } else {
-        print_acls(&acls);
-    }
-    Ok(())
+    print_as(json, &acls, |acls| print_acls(acls))
 }
 
 /// The entries of a grant: each resource with the actions, source IPs and decision, all

@@ -10,7 +10,7 @@ use rocketraft_controller::ControllerStatus;
 use rocketraft_raft::AdminRequest;
 use rocketraft_remoting::{request_code, response_code, RemotingClient, RemotingCommand};
 
-use super::id_and_addr;
+use super::{id_and_addr, print_as};
 
 #[derive(Subcommand)]
 pub enum ControllerCommand {
@@ -119,12 +119,7 @@ pub async fn run(
     match command {
         ControllerCommand::Status { json } => {
             let status = status_of(client, controller).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&status)?);
-            } else {
-                print_status(&status);
-            }
-            Ok(())
+            print_as(json, &status, print_status)
         }
         ControllerCommand::Replicas { broker, json } => {
             let request = RemotingCommand::request(request_code::CONTROLLER_GET_SYNC_STATE_DATA)
@@ -135,12 +130,7 @@ pub async fn run(
             let Some(set) = info.replicas_info_table.get(&broker) else {
                 bail!("the controller knows no broker set named {broker:?}");
             };
-            if json {
-                println!("{}", serde_json::to_string_pretty(set)?);
-            } else {
-                print_replicas(&broker, set);
-            }
-            Ok(())
+            print_as(json, set, |set| print_replicas(&broker, set))
         }
         ControllerCommand::Member(change) => {
             let (request, raft) = match change {

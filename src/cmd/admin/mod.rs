@@ -115,12 +115,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 .cluster_info(namesrv)
                 .await
                 .with_context(|| format!("cannot reach the NameServer at {namesrv}"))?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&info)?);
-            } else {
-                print_clusters(&info);
-            }
-            Ok(())
+            print_as(json, &info, print_clusters)
         }
         AdminCommand::Broker(command) => {
             broker::run(&api, namesrv, args.controller.as_deref(), command).await
@@ -178,12 +173,7 @@ async fn topic(api: &MqClientApi, namesrv: &str, command: TopicCommand) -> anyho
                 .topic_route(namesrv, &topic)
                 .await
                 .with_context(|| format!("no route for {topic} from {namesrv}"))?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&route)?);
-            } else {
-                print_route(&route);
-            }
-            Ok(())
+            print_as(json, &route, print_route)
         }
     }
 }
@@ -249,6 +239,20 @@ fn print_clusters(info: &ClusterInfo) {
             }
         }
     }
+}
+
+/// Prints `value` as pretty JSON with `--json`, else as `table` shows it.
+fn print_as<T: serde::Serialize + ?Sized>(
+    json: bool,
+    value: &T,
+    table: impl FnOnce(&T),
+) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(value)?);
+    } else {
+        table(value);
+    }
+    Ok(())
 }
 
 /// `id (addr)`, the id alone, or `none`.

@@ -139,6 +139,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
 }
 
+/// Times a drain that answers how many messages it got: (messages, seconds, messages/s).
+pub(crate) async fn timed_drain(
+    drain: impl std::future::Future<Output = anyhow::Result<u64>>,
+) -> anyhow::Result<(u64, f64, f64)> {
+    let started = Instant::now();
+    let n = drain.await?;
+    let secs = started.elapsed().as_secs_f64();
+    Ok((n, secs, n as f64 / secs.max(1e-9)))
+}
+
 /// Every (broker address, queue id) that takes writes for the topic, creating it if needed.
 pub(crate) async fn writable_queues(
     api: &MqClientApi,

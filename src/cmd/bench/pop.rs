@@ -8,14 +8,14 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
 use rocketraft_common::consts::pull_sys_flag;
 use rocketraft_remoting::api::{PullRequest, PullStatus};
 
-use super::{api, run_load, writable_queues, Load, Target};
+use super::{api, run_load, timed_drain, writable_queues, Load, Target};
 
 #[derive(Args)]
 pub struct PopBenchArgs {
@@ -135,33 +135,23 @@ pub async fn run(args: PopBenchArgs) -> anyhow::Result<()> {
     let mut brokers: Vec<String> = queues.iter().map(|(b, _)| b.clone()).collect();
     brokers.dedup();
 
-    let t = Instant::now();
-    let pulled = drain_pull(
-        &queues,
-        &args.topic,
-        args.batch,
-        &format!("bench_pull_{run_id}"),
-    )
-    .await?;
-    let pull_secs = t.elapsed().as_secs_f64();
-    let pull_rate = pulled as f64 / pull_secs.max(1e-9);
+    let pull_group = format!("bench_pull_{run_id}");
+    let (pulled, pull_secs, pull_rate) =
+        timed_drain(drain_pull(&queues, &args.topic, args.batch, &pull_group)).await?;
     println!(
         "pull (baseline), 1 consumer: {pulled} msgs in {pull_secs:.2} s = {pull_rate:.0} msgs/s"
     );
 
     for consumers in [1, args.consumers.max(1)] {
-        let t = Instant::now();
-        let n = drain_pop(
+        let (n, secs, rate) = timed_drain(drain_pop(
             brokers.clone(),
             args.topic.clone(),
             args.batch,
             format!("bench_pop_{consumers}_{run_id}"),
             consumers,
             pulled,
-        )
+        ))
         .await?;
-        let secs = t.elapsed().as_secs_f64();
-        let rate = n as f64 / secs.max(1e-9);
         println!(
             "pop + ack, {consumers} consumer(s): {n} msgs in {secs:.2} s = {rate:.0} msgs/s ({:.2}x the pull baseline)",
             rate / pull_rate.max(1e-9)

@@ -20,7 +20,7 @@ use rocketraft_proxy::pb::messaging_service_client::MessagingServiceClient;
 use rocketraft_remoting::api::SendRequest;
 use tonic::transport::Channel;
 
-use super::{api, writable_queues, Target};
+use super::{api, timed_drain, writable_queues, Target};
 
 #[derive(Args)]
 pub struct ProxyBenchArgs {
@@ -329,32 +329,26 @@ async fn drain_both(
 ) -> anyhow::Result<()> {
     let total = args.count * 2;
     let consumers = args.consumers.max(1);
-    let t = Instant::now();
-    let n = super::pop::drain_pop(
+    let (n, base_secs, base_rate) = timed_drain(super::pop::drain_pop(
         brokers,
         args.topic.clone(),
         32,
         format!("bench_proxy_pop_{run_id}"),
         consumers,
         total,
-    )
+    ))
     .await?;
-    let base_secs = t.elapsed().as_secs_f64();
-    let base_rate = n as f64 / base_secs.max(1e-9);
     println!(
         "POP + ack over Remoting, {consumers} consumers (baseline): {n} msgs in {base_secs:.2} s = {base_rate:.0} msgs/s"
     );
-    let t = Instant::now();
-    let m = drain_proxy(
+    let (m, secs, rate) = timed_drain(drain_proxy(
         client,
         args.topic.clone(),
         format!("bench_proxy_recv_{run_id}"),
         consumers,
         total,
-    )
+    ))
     .await?;
-    let secs = t.elapsed().as_secs_f64();
-    let rate = m as f64 / secs.max(1e-9);
     println!(
         "receive + ack through the proxy, {consumers} consumers: {m} msgs in {secs:.2} s = {rate:.0} msgs/s ({:.2}x the Remoting baseline)",
         rate / base_rate.max(1e-9)

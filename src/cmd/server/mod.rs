@@ -46,10 +46,7 @@ pub async fn broker(args: config::BrokerArgs) -> anyhow::Result<()> {
         store_root.display(),
         proxy_note(proxy.as_ref())
     );
-    wait_for_shutdown().await;
-    if let Some(p) = proxy {
-        p.shutdown().await;
-    }
+    until_shutdown(proxy).await;
     broker.shutdown().await;
     Ok(())
 }
@@ -124,10 +121,7 @@ pub async fn dev(args: config::DevArgs) -> anyhow::Result<()> {
         data_dir.display(),
         proxy_note(proxy.as_ref())
     );
-    wait_for_shutdown().await;
-    if let Some(p) = proxy {
-        p.shutdown().await;
-    }
+    until_shutdown(proxy).await;
     broker.shutdown().await;
     namesrv.shutdown().await;
     Ok(())
@@ -199,6 +193,15 @@ impl ProxyArgs {
             },
             tls,
         })
+    }
+}
+
+/// Waits for Ctrl-C / SIGTERM, then stops the in-process proxy if there is one; the caller
+/// stops its servers after it.
+async fn until_shutdown(proxy: Option<rocketraft_proxy::Proxy>) {
+    wait_for_shutdown().await;
+    if let Some(p) = proxy {
+        p.shutdown().await;
     }
 }
 
