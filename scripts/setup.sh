@@ -26,6 +26,18 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
+# The test command's lint gates need rustfmt and clippy (in rustup's default profile; added
+# when the toolchain was installed with a smaller one).
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+  if command -v rustup >/dev/null 2>&1; then
+    echo "setup: adding the rustfmt and clippy components" >&2
+    rustup component add rustfmt clippy >/dev/null
+  else
+    echo "setup: cargo fmt and cargo clippy are missing; install rustfmt and clippy for this toolchain" >&2
+    exit 1
+  fi
+fi
+
 # The official RocketMQ 5 Python client, for the gRPC proxy compatibility test.
 if ! python3 -c "import rocketmq" >/dev/null 2>&1; then
   command -v python3 >/dev/null 2>&1 || { export DEBIAN_FRONTEND=noninteractive; apt-get update -qq; apt-get install -y -qq python3 python3-pip >/dev/null; }

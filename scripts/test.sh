@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every Rocketraft test: unit, property and integration tests of the whole workspace,
-# including the `kill -9` test of the real binary and the third-party client (ali-ons) test.
+# Runs every Rocketraft check: rustfmt and clippy (warnings are errors), then the unit,
+# property and integration tests of the whole workspace, including the `kill -9` tests of the
+# real binary, the Jepsen-style harness runs and the third-party client tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -10,6 +11,9 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/rocketraft-target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 jobs="${CARGO_BUILD_JOBS:-$(nproc)}"
 
+echo "== lint (rustfmt, clippy -D warnings)"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -j "$jobs" -- -D warnings
 echo "== build (target dir $CARGO_TARGET_DIR)"
 cargo build --workspace --all-targets -j "$jobs"
 echo "== test"

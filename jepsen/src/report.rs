@@ -60,6 +60,68 @@ pub struct FaultImpact {
     /// The nearest log line (to the first gap's start) about a lease, a route, an election or a
     /// heartbeat timeout, or "unknown"; empty when there is no gap.
     pub cause: String,
+    /// Partitions of a queue run: whether some side could keep writing at all, i.e. held a
+    /// controller leader with a majority, a replica reachable from it and from the NameServer,
+    /// and enough replicas connected to that one for `min_in_sync_replicas` (see
+    /// [`partition_leaves_a_writable_side`]). Issue 22 bounds only these partitions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub writable_side: Option<bool>,
+}
+
+/// Whether the partition `drops` (node -> nodes it drops packets from) leaves some controller
+/// `L` connected (both ways) to a majority of the controllers counting itself, a broker `M`
+/// connected to `L` and to the NameServer `ns` (when the cluster has one), and at least
+/// `min_in_sync - 1` other brokers connected to `M`: the only sides on which a master can hold
+/// its lease, be found by clients and acknowledge. Nodes are named as the harness names them
+/// (`c*` controllers, `b*` brokers, `ns`); `nodes` lists every server of the run.
+pub fn partition_leaves_a_writable_side(
+    nodes: &[String],
+    drops: &BTreeMap<String, Vec<String>>,
+    min_in_sync: usize,
+) -> bool {
+    let cut = |x: &str, y: &str| {
+        drops.get(x).is_some_and(|d| d.iter().any(|n| n == y))
+            || drops.get(y).is_some_and(|d| d.iter().any(|n| n == x))
+    };
+    let connected = |x: &str, y: &str| x == y || !cut(x, y);
+    let controllers: Vec<&str> = nodes
+        .iter()
+        .map(String::as_str)
+        .filter(|n| n.starts_with('c'))
+        .collect();
+    let brokers: Vec<&str> = nodes
+        .iter()
+        .map(String::as_str)
+        .filter(|n| n.starts_with('b'))
+        .collect();
+    let has_ns = nodes.iter().any(|n| n == "ns");
+    let majority = controllers.len() / 2 + 1;
+    controllers.iter().any(|leader| {
+        let quorum = controllers.iter().filter(|c| connected(leader, c)).count();
+        quorum >= majority
+            && brokers.iter().any(|master| {
+                let peers = brokers
+                    .iter()
+                    .filter(|b| *b != master && connected(master, b))
+                    .count();
+                connected(leader, master)
+                    && (!has_ns || connected(master, "ns"))
+                    && peers + 1 >= min_in_sync.max(1)
+            })
+    })
+}
+
+/// Marks every partition window of a queue run with [`FaultImpact::writable_side`].
+pub fn mark_writable_sides(impacts: &mut [FaultImpact], nodes: &[String], min_in_sync: usize) {
+    for f in impacts.iter_mut().filter(|f| f.kind == "partition") {
+        let drops: BTreeMap<String, Vec<String>> = f
+            .value
+            .get("drops")
+            .cloned()
+            .and_then(|d| serde_json::from_value(d).ok())
+            .unwrap_or_default();
+        f.writable_side = Some(partition_leaves_a_writable_side(nodes, &drops, min_in_sync));
+    }
 }
 
 /// A node log line that may explain unavailability, placed on the history's time axis.
@@ -267,6 +329,7 @@ pub fn fault_impacts(
                 unavailable_s,
                 gaps,
                 cause,
+                writable_side: None,
             }
         })
         .collect()
@@ -867,7 +930,10 @@ fn impact_table(faults: &[FaultImpact]) -> String {
             if f.gaps.is_empty() { "ok" } else { "bad" },
             f.unavailable_s,
             escape(&gaps),
-            escape(&f.cause)
+            escape(&match f.writable_side {
+                Some(false) => format!("no side could write; {}", f.cause),
+                _ => f.cause.clone(),
+            })
         );
     }
     out.push_str("</table>");
@@ -986,10 +1052,21 @@ pub fn summary(verdicts: &Verdicts, dir: &str) -> String {
                             .join(" ")
                     )
                 },
-                if f.cause.is_empty() {
-                    String::new()
-                } else {
-                    format!("; cause: {}", f.cause.chars().take(160).collect::<String>())
+                match (f.writable_side, f.cause.is_empty()) {
+                    (Some(false), _) => format!(
+                        "; no side could write (a controller majority, {} and the NameServer \
+                         together){}",
+                        "enough connected replicas",
+                        if f.cause.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; cause: {}", f.cause.chars().take(120).collect::<String>())
+                        }
+                    ),
+                    (_, true) => String::new(),
+                    (_, false) => {
+                        format!("; cause: {}", f.cause.chars().take(160).collect::<String>())
+                    }
                 }
             );
         }
@@ -1357,5 +1434,59 @@ mod tests {
         );
         let err = per_fault_table(&json!({"stats": {}}), false).expect_err("no faults");
         assert!(err.contains("stats.faults"), "{err}");
+    }
+
+    /// The two partitions of the kept 10-minute run (`jepsen/runs/queue-all-seed2026-defaults`)
+    /// that cost 13.5 and 13.7 s: the majority ring leaves a writable side (leader c2 with c1,
+    /// master b2 with b3, b2 reaches the NameServer); the bridge does not (the controller
+    /// majority c1, c3 sees only b2, which reaches no other replica).
+    #[test]
+    fn writable_sides_of_a_ring_and_a_bridge() {
+        let nodes: Vec<String> = ["c1", "c2", "c3", "ns", "b1", "b2", "b3", "proxy"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let drops = |pairs: &[(&str, &[&str])]| -> BTreeMap<String, Vec<String>> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.iter().map(|s| s.to_string()).collect()))
+                .collect()
+        };
+        let ring = drops(&[
+            ("b1", &["b2", "ns"]),
+            ("b2", &["b1", "c1"]),
+            ("b3", &["c1", "c2"]),
+            ("c1", &["b2", "b3"]),
+            ("c2", &["b3", "c3"]),
+            ("c3", &["c2", "ns"]),
+            ("ns", &["b1", "c3"]),
+        ]);
+        assert!(partition_leaves_a_writable_side(&nodes, &ring, 2));
+        let bridge = drops(&[
+            ("b1", &["b2", "c1", "c3"]),
+            ("b2", &["b1", "b3", "c2"]),
+            ("b3", &["b2", "c1", "c3"]),
+            ("c1", &["b1", "b3", "c2"]),
+            ("c2", &["b2", "c1", "c3"]),
+            ("c3", &["b1", "b3", "c2"]),
+        ]);
+        assert!(!partition_leaves_a_writable_side(&nodes, &bridge, 2));
+        // With one replica enough, b2 alone on the majority side can write.
+        assert!(partition_leaves_a_writable_side(&nodes, &bridge, 1));
+        // Brokers cut from every controller: nobody can hold a lease.
+        let split = drops(&[
+            ("b1", &["c1", "c2", "c3"]),
+            ("b2", &["c1", "c2", "c3"]),
+            ("b3", &["c1", "c2", "c3"]),
+        ]);
+        assert!(!partition_leaves_a_writable_side(&nodes, &split, 2));
+        // A one-way partition cuts both directions for TCP.
+        let one_way = drops(&[("ns", &["c1", "c2", "c3", "b1", "b2", "b3"])]);
+        assert!(!partition_leaves_a_writable_side(&nodes, &one_way, 2));
+        assert!(partition_leaves_a_writable_side(
+            &nodes,
+            &BTreeMap::new(),
+            2
+        ));
     }
 }

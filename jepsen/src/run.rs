@@ -416,7 +416,12 @@ async fn run_async(
             queue: Some(queue),
             split_brain: Some(split),
             others,
-            faults: report::run_fault_impacts(&events, &stats, dir),
+            faults: {
+                let mut impacts = report::run_fault_impacts(&events, &stats, dir);
+                let nodes = lock(&cluster).server_names();
+                report::mark_writable_sides(&mut impacts, &nodes, options.min_in_sync_replicas);
+                impacts
+            },
             stats,
             counterexample,
         }
