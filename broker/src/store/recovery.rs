@@ -60,6 +60,23 @@ pub struct RecoveryReport {
     pub elapsed_ms: u64,
 }
 
+impl RecoveryReport {
+    /// The closing summary line of a recovery.
+    fn log_recovered(&self) {
+        tracing::info!(
+            end_offset = self.end_offset,
+            records_checked = self.records_checked,
+            bytes_checked = self.bytes_checked,
+            bytes_cut = self.bytes_cut,
+            segments_deleted = self.segments_deleted,
+            cq_entries_rebuilt = self.cq_entries_rebuilt,
+            cq_entries_truncated = self.cq_entries_truncated,
+            elapsed_ms = self.elapsed_ms,
+            "store recovered"
+        );
+    }
+}
+
 pub(crate) struct Recovered {
     pub segments: Vec<Arc<MappedFile>>,
     pub end: i64,
@@ -156,6 +173,9 @@ fn segment_index(segments: &[Arc<MappedFile>], offset: i64) -> Option<usize> {
 
 /// `truncate_to`: an interrupted truncation's target (the `truncate` marker): the walk stops
 /// there and everything after is cut, as if it were a bad record.
+///
+/// The steps of the module documentation, in order: load, choose the walk start, walk and
+/// re-dispatch, cut. Each step is its own function below.
 pub(crate) fn recover(
     config: &StoreConfig,
     abort_existed: bool,
@@ -170,46 +190,88 @@ pub(crate) fn recover(
     let cq_dir = config.consume_queue_dir();
     let cqs = ConsumeQueueStore::load(&cq_dir, config.consume_queue_entries_per_file as u64)
         .map_err(|e| StoreError::io(&cq_dir, e))?;
-    let cp_path = config.checkpoint_path();
-    let checkpoint = match Checkpoint::load(&cp_path).map_err(|e| StoreError::io(&cp_path, e))? {
-        Some(Ok(c)) => Some(c),
-        Some(Err(e)) => {
-            tracing::warn!(error = %e, "checkpoint invalid; verifying the whole CommitLog");
-            None
-        }
-        None => None,
-    };
+    let checkpoint = load_checkpoint(config)?;
     report.checkpoint_found = checkpoint.is_some();
     let seg_size = config.commitlog_segment_size as i64;
-    let first = segments.first().map_or(0, |s| s.start_offset() as i64);
 
-    // Where to start verifying.
-    let mut start = match (&checkpoint, config.recover_full_scan) {
+    let start = walk_start(config, &segments, &cqs, checkpoint.as_ref(), truncate_to);
+    report.walk_start = start;
+    tracing::info!(
+        clean_shutdown = report.clean_shutdown,
+        checkpoint = report.checkpoint_found,
+        segments = segments.len(),
+        walk_start = start,
+        "recovering the store"
+    );
+
+    let mut walk = Walk {
+        segments: &segments,
+        cqs: &cqs,
+        cq_dir: &cq_dir,
+        started,
+        report: &mut report,
+    };
+    let last_ts = checkpoint.as_ref().map_or(0, |c| c.last_store_timestamp);
+    let (end, last_ts, cut_reason) = walk.run(start, truncate_to, last_ts)?;
+    report.end_offset = end;
+
+    let cut_reason = cut_reason_at(end, cut_reason, checkpoint.as_ref(), truncate_to);
+    report.cut_reason = cut_reason.clone();
+    if abort_existed || cut_reason.is_some() {
+        report.bytes_cut += zero_tail_at(&segments, end)?;
+    }
+    delete_segments_past(
+        config,
+        &mut segments,
+        end - end.rem_euclid(seg_size),
+        &mut report,
+    )?;
+    report.cq_entries_truncated += truncate_consume_queues(&cqs, &cq_dir, end)?;
+    report.elapsed_ms = started.elapsed().as_millis() as u64;
+    report.log_recovered();
+    Ok(Recovered {
+        segments,
+        end,
+        cqs,
+        last_store_timestamp: last_ts,
+        confirm: checkpoint.as_ref().and_then(|c| c.confirm_offset),
+        report,
+    })
+}
+
+/// Step 1's checkpoint: an invalid one is logged and treated as absent, so that the whole
+/// CommitLog is verified; only an I/O error reading it fails recovery.
+fn load_checkpoint(config: &StoreConfig) -> Result<Option<Checkpoint>, StoreError> {
+    let cp_path = config.checkpoint_path();
+    Ok(
+        match Checkpoint::load(&cp_path).map_err(|e| StoreError::io(&cp_path, e))? {
+            Some(Ok(c)) => Some(c),
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "checkpoint invalid; verifying the whole CommitLog");
+                None
+            }
+            None => None,
+        },
+    )
+}
+
+/// Step 2: where to start verifying (see the module documentation), rounded down to the start
+/// of its segment and kept within the segments present.
+fn walk_start(
+    config: &StoreConfig,
+    segments: &[Arc<MappedFile>],
+    cqs: &ConsumeQueueStore,
+    checkpoint: Option<&Checkpoint>,
+    truncate_to: Option<i64>,
+) -> i64 {
+    let seg_size = config.commitlog_segment_size as i64;
+    let first = segments.first().map_or(0, |s| s.start_offset() as i64);
+    let mut start = match (checkpoint, config.recover_full_scan) {
         (Some(c), false) => c.physical_flushed_offset.min(c.dispatch_flushed_offset),
         _ => first,
     };
-    if let Some(c) = &checkpoint {
-        for (topic, qid, max) in &c.queues {
-            let have = cqs.get(topic, *qid);
-            let have_max = have.as_ref().map_or(0, |q| q.max_offset());
-            if have_max >= *max {
-                continue;
-            }
-            let resume = have
-                .as_ref()
-                .and_then(|q| q.entry(q.max_offset() - 1))
-                .filter(|e| e.is_valid())
-                .map_or(first, |e| e.end());
-            tracing::warn!(
-                topic,
-                queue_id = qid,
-                have = have_max,
-                expected = max,
-                resume_from = resume,
-                "ConsumeQueue lost entries since the checkpoint; rebuilding it from the CommitLog"
-            );
-            start = start.min(resume);
-        }
+    if let Some(c) = checkpoint {
+        start = start.min(consume_queue_resume(c, cqs, first));
     }
     if let Some(t) = truncate_to {
         start = start.min(t);
@@ -220,160 +282,261 @@ pub(crate) fn recover(
     }
     start = start.max(first);
     start -= start.rem_euclid(seg_size);
-    report.walk_start = start;
-    tracing::info!(
-        clean_shutdown = report.clean_shutdown,
-        checkpoint = report.checkpoint_found,
-        segments = segments.len(),
-        walk_start = start,
-        "recovering the store"
-    );
+    start
+}
 
-    // Walk.
-    let mut pos = start;
-    let mut last_ts = checkpoint.as_ref().map_or(0, |c| c.last_store_timestamp);
-    let mut next_progress = PROGRESS_EVERY_BYTES;
-    let mut cut_reason: Option<String> = None;
-    let limit = truncate_to.unwrap_or(i64::MAX);
-    while let Some(i) = segment_index(&segments, pos) {
-        if pos >= limit {
-            break;
-        }
-        let seg = &segments[i];
-        let rel = (pos as u64 - seg.start_offset()) as usize;
-        let remaining = seg.size() - rel;
-        if remaining < 8 {
-            pos = seg.end_offset() as i64;
+/// The earliest point from which a ConsumeQueue with fewer entries than the checkpoint recorded
+/// must be rebuilt: where its last valid entry ends, or `first` when it has none. Each such
+/// queue is logged. `i64::MAX` when every queue is complete.
+fn consume_queue_resume(checkpoint: &Checkpoint, cqs: &ConsumeQueueStore, first: i64) -> i64 {
+    let mut start = i64::MAX;
+    for (topic, qid, max) in &checkpoint.queues {
+        let have = cqs.get(topic, *qid);
+        let have_max = have.as_ref().map_or(0, |q| q.max_offset());
+        if have_max >= *max {
             continue;
         }
-        // SAFETY: recovery runs before the writer and any reader exist.
-        let head = unsafe { seg.slice(rel, 8) };
-        let size = message::read_i32(head, 0).unwrap_or(0);
-        let magic = message::read_i32(head, 4).unwrap_or(0);
-        if size == 0 && magic == 0 {
-            break;
-        }
-        if magic == BLANK_MAGIC_CODE {
-            if size >= 0 && size as usize == remaining {
-                pos = seg.end_offset() as i64;
-                continue;
-            }
-            cut_reason = Some(format!(
-                "blank marker of size {size} with {remaining} bytes left at {pos}"
-            ));
-            break;
-        }
-        if size < MIN_RECORD_LEN as i32 || size as usize > remaining {
-            cut_reason = Some(format!("impossible record size {size} at {pos}"));
-            break;
-        }
-        // SAFETY: as above.
-        let rec = unsafe { seg.slice(rel, size as usize) };
-        if message::check_record(rec) == RecordCheck::Bad {
-            cut_reason = Some(format!("record at {pos} fails its CRC or layout check"));
-            break;
-        }
-        if message::read_i64(rec, message::pos::PHYSICAL_OFFSET) != Some(pos) {
-            cut_reason = Some(format!("record at {pos} carries another physical offset"));
-            break;
-        }
-        let (Some(topic), Some(queue_id), Some(queue_offset), Some(tags_code)) = (
-            message::record_topic(rec),
-            message::read_i32(rec, message::pos::QUEUE_ID),
-            message::read_i64(rec, message::pos::QUEUE_OFFSET),
-            message::record_tags_code(rec),
-        ) else {
-            cut_reason = Some(format!("record at {pos} has unreadable fields"));
-            break;
-        };
-        if rocketraft_common::topic::validate_topic_name(topic).is_err()
-            || queue_id < 0
-            || queue_offset < 0
-        {
-            cut_reason = Some(format!("record at {pos} has an invalid topic or queue"));
-            break;
-        }
-        let tran = rocketraft_common::consts::sys_flag::transaction_value(
-            message::read_i32(rec, message::pos::SYS_FLAG).unwrap_or(0),
+        let resume = have
+            .as_ref()
+            .and_then(|q| q.entry(q.max_offset() - 1))
+            .filter(|e| e.is_valid())
+            .map_or(first, |e| e.end());
+        tracing::warn!(
+            topic,
+            queue_id = qid,
+            have = have_max,
+            expected = max,
+            resume_from = resume,
+            "ConsumeQueue lost entries since the checkpoint; rebuilding it from the CommitLog"
         );
-        let indexed = tran != rocketraft_common::consts::sys_flag::TRANSACTION_PREPARED_TYPE
-            && tran != rocketraft_common::consts::sys_flag::TRANSACTION_ROLLBACK_TYPE;
-        let req = DispatchRequest {
+        start = start.min(resume);
+    }
+    start
+}
+
+/// What the walk found at one position of a segment.
+enum Step<'a> {
+    /// Too few bytes left for a header, or a blank marker filling the rest: the walk goes on at
+    /// the next segment.
+    NextSegment,
+    /// A zero header: the clean end of the log.
+    End,
+    /// The first invalid record: the log ends here, for this reason.
+    Cut(String),
+    /// A valid record, and what re-dispatching it needs.
+    Record {
+        rec: &'a [u8],
+        req: DispatchRequest<'a>,
+        /// False for transaction prepared and rollback records, which have no
+        /// ConsumeQueue entry.
+        indexed: bool,
+    },
+}
+
+/// Step 3's check of the record at `pos` (inside `seg`): header, blank marker, size, CRC,
+/// physical offset, then the fields dispatching reads, in that order.
+fn inspect(seg: &MappedFile, pos: i64) -> Step<'_> {
+    let rel = (pos as u64 - seg.start_offset()) as usize;
+    let remaining = seg.size() - rel;
+    if remaining < 8 {
+        return Step::NextSegment;
+    }
+    // SAFETY: recovery runs before the writer and any reader exist.
+    let head = unsafe { seg.slice(rel, 8) };
+    let size = message::read_i32(head, 0).unwrap_or(0);
+    let magic = message::read_i32(head, 4).unwrap_or(0);
+    if size == 0 && magic == 0 {
+        return Step::End;
+    }
+    if magic == BLANK_MAGIC_CODE {
+        if size >= 0 && size as usize == remaining {
+            return Step::NextSegment;
+        }
+        return Step::Cut(format!(
+            "blank marker of size {size} with {remaining} bytes left at {pos}"
+        ));
+    }
+    if size < MIN_RECORD_LEN as i32 || size as usize > remaining {
+        return Step::Cut(format!("impossible record size {size} at {pos}"));
+    }
+    // SAFETY: as above.
+    let rec = unsafe { seg.slice(rel, size as usize) };
+    if message::check_record(rec) == RecordCheck::Bad {
+        return Step::Cut(format!("record at {pos} fails its CRC or layout check"));
+    }
+    if message::read_i64(rec, message::pos::PHYSICAL_OFFSET) != Some(pos) {
+        return Step::Cut(format!("record at {pos} carries another physical offset"));
+    }
+    let (Some(topic), Some(queue_id), Some(queue_offset), Some(tags_code)) = (
+        message::record_topic(rec),
+        message::read_i32(rec, message::pos::QUEUE_ID),
+        message::read_i64(rec, message::pos::QUEUE_OFFSET),
+        message::record_tags_code(rec),
+    ) else {
+        return Step::Cut(format!("record at {pos} has unreadable fields"));
+    };
+    if rocketraft_common::topic::validate_topic_name(topic).is_err()
+        || queue_id < 0
+        || queue_offset < 0
+    {
+        return Step::Cut(format!("record at {pos} has an invalid topic or queue"));
+    }
+    let tran = rocketraft_common::consts::sys_flag::transaction_value(
+        message::read_i32(rec, message::pos::SYS_FLAG).unwrap_or(0),
+    );
+    let indexed = tran != rocketraft_common::consts::sys_flag::TRANSACTION_PREPARED_TYPE
+        && tran != rocketraft_common::consts::sys_flag::TRANSACTION_ROLLBACK_TYPE;
+    Step::Record {
+        rec,
+        req: DispatchRequest {
             topic,
             queue_id,
             queue_offset,
             commit_log_offset: pos,
             size,
             tags_code,
-        };
+        },
+        indexed,
+    }
+}
+
+/// Step 3: the record-by-record walk, with what it reads and counts into.
+struct Walk<'a> {
+    segments: &'a [Arc<MappedFile>],
+    cqs: &'a ConsumeQueueStore,
+    cq_dir: &'a std::path::Path,
+    started: Instant,
+    report: &'a mut RecoveryReport,
+}
+
+impl Walk<'_> {
+    /// Walks from `start` until the end of the log, a bad record or `truncate_to`, re-dispatching
+    /// every valid record. Returns the end, the latest store timestamp seen (starting from
+    /// `last_ts`) and why the walk stopped if it stopped on a bad record.
+    fn run(
+        &mut self,
+        start: i64,
+        truncate_to: Option<i64>,
+        mut last_ts: i64,
+    ) -> Result<(i64, i64, Option<String>), StoreError> {
+        let mut pos = start;
+        let mut next_progress = PROGRESS_EVERY_BYTES;
+        let mut cut_reason: Option<String> = None;
+        let limit = truncate_to.unwrap_or(i64::MAX);
+        while let Some(i) = segment_index(self.segments, pos) {
+            if pos >= limit {
+                break;
+            }
+            let seg = &self.segments[i];
+            let (rec, req, indexed) = match inspect(seg, pos) {
+                Step::NextSegment => {
+                    pos = seg.end_offset() as i64;
+                    continue;
+                }
+                Step::End => break,
+                Step::Cut(reason) => {
+                    cut_reason = Some(reason);
+                    break;
+                }
+                Step::Record { rec, req, indexed } => (rec, req, indexed),
+            };
+            self.redispatch(&req, indexed)?;
+            if let Some(ts) = message::record_store_timestamp(rec) {
+                last_ts = last_ts.max(ts);
+            }
+            self.report.records_checked += 1;
+            self.report.bytes_checked += req.size as u64;
+            pos += req.size as i64;
+            if self.report.bytes_checked >= next_progress {
+                next_progress += PROGRESS_EVERY_BYTES;
+                tracing::info!(
+                    checked_mib = self.report.bytes_checked >> 20,
+                    records = self.report.records_checked,
+                    offset = pos,
+                    elapsed_ms = self.started.elapsed().as_millis() as u64,
+                    "recovery progress"
+                );
+            }
+        }
+        Ok((pos, last_ts, cut_reason))
+    }
+
+    /// Makes the record's ConsumeQueue entry present (an `indexed` record only) and counts what
+    /// was rebuilt; a queue offset gap is logged as a bug.
+    fn redispatch(&mut self, req: &DispatchRequest<'_>, indexed: bool) -> Result<(), StoreError> {
         let outcome = if indexed {
-            redispatch(&cqs, &req).map_err(|e| StoreError::io(&cq_dir, e))?
+            redispatch(self.cqs, req).map_err(|e| StoreError::io(self.cq_dir, e))?
         } else {
             Redispatch::Present
         };
         match outcome {
             Redispatch::Present => {}
-            Redispatch::Appended | Redispatch::Replaced => report.cq_entries_rebuilt += 1,
+            Redispatch::Appended | Redispatch::Replaced => self.report.cq_entries_rebuilt += 1,
             Redispatch::Gap => {
-                report.cq_entries_rebuilt += 1;
+                self.report.cq_entries_rebuilt += 1;
                 tracing::error!(
-                    topic,
-                    queue_id,
-                    queue_offset,
-                    pos,
+                    topic = req.topic,
+                    queue_id = req.queue_id,
+                    queue_offset = req.queue_offset,
+                    pos = req.commit_log_offset,
                     "[BUG] queue offset gap in ConsumeQueue rebuild"
                 );
             }
         }
-        if let Some(ts) = message::record_store_timestamp(rec) {
-            last_ts = last_ts.max(ts);
-        }
-        report.records_checked += 1;
-        report.bytes_checked += size as u64;
-        pos += size as i64;
-        if report.bytes_checked >= next_progress {
-            next_progress += PROGRESS_EVERY_BYTES;
-            tracing::info!(
-                checked_mib = report.bytes_checked >> 20,
-                records = report.records_checked,
-                offset = pos,
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "recovery progress"
-            );
-        }
+        Ok(())
     }
-    let end = pos;
-    report.end_offset = end;
+}
 
-    // Cut.
+/// Step 4's reason for cutting at `end`: the walk's, or the completion of an interrupted
+/// truncation that reached its target. Logs it, and at error level a bad record, noting when the
+/// cut is below the checkpoint's flushed offset (synced data damaged on disk).
+fn cut_reason_at(
+    end: i64,
+    mut cut_reason: Option<String>,
+    checkpoint: Option<&Checkpoint>,
+    truncate_to: Option<i64>,
+) -> Option<String> {
     let truncating = truncate_to.is_some_and(|t| end >= t);
     if truncating && cut_reason.is_none() {
         tracing::warn!(end, "completing an interrupted truncation");
         cut_reason = Some(format!("completing an interrupted truncation to {end}"));
     } else if let Some(reason) = &cut_reason {
         tracing::error!(end, reason = %reason, "CommitLog cut at the first invalid record");
-        if let Some(c) = checkpoint.as_ref().filter(|_| truncate_to.is_none()) {
+        if let Some(c) = checkpoint.filter(|_| truncate_to.is_none()) {
             if end < c.physical_flushed_offset {
                 tracing::error!(end, flushed = c.physical_flushed_offset,
                     "the cut is below the checkpoint's flushed offset: synced data was damaged on disk");
             }
         }
     }
-    report.cut_reason = cut_reason.clone();
-    let end_seg_start = end - end.rem_euclid(seg_size);
-    if abort_existed || cut_reason.is_some() {
-        if let Some(i) = segment_index(&segments, end) {
-            let seg = &segments[i];
-            let rel = (end as u64 - seg.start_offset()) as usize;
-            // SAFETY: recovery only.
-            let dirtied = unsafe { seg.zero_tail(rel) };
-            if dirtied > 0 {
-                seg.flush_range(rel, seg.size() - rel)
-                    .map_err(|e| StoreError::io(seg.path(), e))?;
-            }
-            report.bytes_cut += dirtied as u64;
-        }
+    cut_reason
+}
+
+/// Step 4: zeroes the end segment from `end` on (flushing what was dirtied) so that stale bytes
+/// can never be taken for records later. Returns the number of non-zero bytes zeroed.
+fn zero_tail_at(segments: &[Arc<MappedFile>], end: i64) -> Result<u64, StoreError> {
+    let Some(i) = segment_index(segments, end) else {
+        return Ok(0);
+    };
+    let seg = &segments[i];
+    let rel = (end as u64 - seg.start_offset()) as usize;
+    // SAFETY: recovery only.
+    let dirtied = unsafe { seg.zero_tail(rel) };
+    if dirtied > 0 {
+        seg.flush_range(rel, seg.size() - rel)
+            .map_err(|e| StoreError::io(seg.path(), e))?;
     }
+    Ok(dirtied as u64)
+}
+
+/// Step 4: deletes the segments after the one starting at `end_seg_start` (last first), then
+/// makes the deletions durable. Counts them, and a written one's size as bytes cut.
+fn delete_segments_past(
+    config: &StoreConfig,
+    segments: &mut Vec<Arc<MappedFile>>,
+    end_seg_start: i64,
+    report: &mut RecoveryReport,
+) -> Result<(), StoreError> {
     while let Some(last) = segments.last() {
         if (last.start_offset() as i64) <= end_seg_start {
             break;
@@ -393,10 +556,20 @@ pub(crate) fn recover(
         let dir = config.commitlog_dir();
         sync_dir(&dir).map_err(|e| StoreError::io(&dir, e))?;
     }
+    Ok(())
+}
+
+/// Step 4: drops the ConsumeQueue entries that point past `end`. Returns how many.
+fn truncate_consume_queues(
+    cqs: &ConsumeQueueStore,
+    cq_dir: &std::path::Path,
+    end: i64,
+) -> Result<u64, StoreError> {
+    let mut truncated = 0;
     for q in cqs.all() {
         let cut = q
             .truncate_past(end)
-            .map_err(|e| StoreError::io(&cq_dir, e))?;
+            .map_err(|e| StoreError::io(cq_dir, e))?;
         if cut > 0 {
             tracing::warn!(
                 topic = q.topic(),
@@ -405,26 +578,7 @@ pub(crate) fn recover(
                 "ConsumeQueue entries past the CommitLog end dropped"
             );
         }
-        report.cq_entries_truncated += cut as u64;
+        truncated += cut as u64;
     }
-    report.elapsed_ms = started.elapsed().as_millis() as u64;
-    tracing::info!(
-        end_offset = end,
-        records_checked = report.records_checked,
-        bytes_checked = report.bytes_checked,
-        bytes_cut = report.bytes_cut,
-        segments_deleted = report.segments_deleted,
-        cq_entries_rebuilt = report.cq_entries_rebuilt,
-        cq_entries_truncated = report.cq_entries_truncated,
-        elapsed_ms = report.elapsed_ms,
-        "store recovered"
-    );
-    Ok(Recovered {
-        segments,
-        end,
-        cqs,
-        last_store_timestamp: last_ts,
-        confirm: checkpoint.as_ref().and_then(|c| c.confirm_offset),
-        report,
-    })
+    Ok(truncated)
 }
