@@ -5,6 +5,7 @@ use bytes::Bytes;
 use rocketraft_common::consts::{perm, property};
 use rocketraft_common::message::{decode_properties, Message};
 use rocketraft_common::topic::validate_topic_name;
+use rocketraft_common::TopicConfig;
 use rocketraft_remoting::codes::{request_code, response_code};
 use rocketraft_remoting::server::RequestContext;
 use rocketraft_remoting::RemotingCommand;
@@ -76,19 +77,79 @@ const NOT_ALLOWED_SEND_TOPICS: &[&str] = &[
     crate::metalog::METADATA_TOPIC,
 ];
 
+/// Serves a send, in this order: the fencing checks (`check_writable` and `check_in_sync`)
+/// before anything else, the topic and queue checks, decoding and checking the messages,
+/// routing delayed and transactional ones to their system topics, then the durable write (which
+/// waits for the acks the policy asks for) and the answer.
 pub async fn handle(
     inner: &BrokerInner,
     ctx: &RequestContext,
     request: &RemotingCommand,
 ) -> Handled {
     let header = SendHeader::parse(request)?;
+    check_fencing(inner)?;
+    let topic_config = writable_topic(inner, &header)?;
+    let queue_id = choose_queue(&header, &topic_config, ctx)?;
+    let max_size = inner.config.store.max_message_size;
+    if request.body.len() > max_size {
+        return Err(Refusal(
+            response_code::MESSAGE_ILLEGAL,
+            format!(
+                "the message body size {} exceeds the broker's maximum of {max_size} bytes",
+                request.body.len()
+            ),
+        ));
+    }
+
+    let messages = decode_messages(inner, &header, request)?;
+    let uniq = messages
+        .iter()
+        .filter_map(|m| m.uniq_key())
+        .collect::<Vec<_>>()
+        .join(",");
+    let count = messages.len() as u64;
+    let to_store: Vec<BrokerMessage> = messages
+        .into_iter()
+        .map(|message| BrokerMessage {
+            message,
+            queue_id,
+            sys_flag: header.sys_flag,
+            born_timestamp: header.born_timestamp,
+            born_host: ctx.peer,
+            reconsume_times: header.reconsume_times,
+            prepared_transaction_offset: 0,
+        })
+        .collect();
+    tracing::trace!(producer_group = %header.producer_group, topic = %header.topic, queue_id, count, "send");
+    let (to_store, deliver_at) = route_delayed(inner, to_store)?;
+    let delayed = deliver_at.iter().any(|d| d.is_some());
+    let (to_store, prepared) = route_prepared(inner, to_store, delayed)?;
+    let sent = Sent {
+        queue_id,
+        deliver_at,
+        prepared,
+        uniq,
+        count,
+    };
+    store_and_answer(inner, request, &header.topic, to_store, sent).await
+}
+
+/// Fencing: only a master holding a valid role lease (`check_writable`) and with the replicas
+/// the ack policy needs in sync (`check_in_sync`) takes writes.
+fn check_fencing(inner: &BrokerInner) -> Result<(), Refusal> {
     if let Some(ha) = &inner.ha {
-        // Fencing: only a master holding a valid role lease takes writes.
         ha.check_writable()
             .map_err(|e| Refusal(response_code::SERVICE_NOT_AVAILABLE, e.to_string()))?;
         ha.check_in_sync(&inner.ack_policy())
             .map_err(|e| Refusal(response_code::SYSTEM_ERROR, e.to_string()))?;
     }
+    Ok(())
+}
+
+/// The configuration of the topic sent to, once its name is valid, it is not a system topic
+/// only the broker writes, it exists (or was auto-created: then the nameservers are told soon)
+/// and it is writable.
+fn writable_topic(inner: &BrokerInner, header: &SendHeader) -> Result<TopicConfig, Refusal> {
     validate_topic_name(&header.topic).map_err(|e| {
         Refusal(
             response_code::SYSTEM_ERROR,
@@ -130,6 +191,16 @@ pub async fn handle(
             format!("the topic[{}] sending message is forbidden", header.topic),
         ));
     }
+    Ok(topic_config)
+}
+
+/// The queue to write to: the client's choice, or when it left it to the broker (a negative
+/// id) one picked here. Refused when past the topic's write queues.
+fn choose_queue(
+    header: &SendHeader,
+    topic_config: &TopicConfig,
+    ctx: &RequestContext,
+) -> Result<i32, Refusal> {
     let queue_id = if header.queue_id < 0 {
         // The broker picks: a FIFO message group (sharding key) always maps to the same queue,
         // so its messages stay in send order.
@@ -152,17 +223,16 @@ pub async fn handle(
             ),
         ));
     }
-    let max_size = inner.config.store.max_message_size;
-    if request.body.len() > max_size {
-        return Err(Refusal(
-            response_code::MESSAGE_ILLEGAL,
-            format!(
-                "the message body size {} exceeds the broker's maximum of {max_size} bytes",
-                request.body.len()
-            ),
-        ));
-    }
+    Ok(queue_id)
+}
 
+/// The request's messages (one, or a batch's), refused when the batch is empty or a message
+/// breaks the broker's rules (`check_semantics`).
+fn decode_messages(
+    inner: &BrokerInner,
+    header: &SendHeader,
+    request: &RemotingCommand,
+) -> Result<Vec<Message>, Refusal> {
     let messages = if header.batch {
         decode_batch(&header.topic, request.body.clone(), &header.properties)?
     } else {
@@ -180,26 +250,16 @@ pub async fn handle(
     for message in &messages {
         check_semantics(inner, message, header.sys_flag)?;
     }
-    let uniq = messages
-        .iter()
-        .filter_map(|m| m.uniq_key())
-        .collect::<Vec<_>>()
-        .join(",");
-    let count = messages.len() as u64;
-    let to_store: Vec<BrokerMessage> = messages
-        .into_iter()
-        .map(|message| BrokerMessage {
-            message,
-            queue_id,
-            sys_flag: header.sys_flag,
-            born_timestamp: header.born_timestamp,
-            born_host: ctx.peer,
-            reconsume_times: header.reconsume_times,
-            prepared_transaction_offset: 0,
-        })
-        .collect();
-    tracing::trace!(producer_group = %header.producer_group, topic = %header.topic, queue_id, count, "send");
-    // Delayed and timed messages wait in the timer topic (see `crate::timer`).
+    Ok(messages)
+}
+
+/// Delayed and timed messages wait in the timer topic (see `crate::timer`): rewrites them for
+/// it (creating the topic if needed) and returns each message's delivery time. A batch cannot
+/// mix delayed and immediate messages.
+fn route_delayed(
+    inner: &BrokerInner,
+    to_store: Vec<BrokerMessage>,
+) -> Result<(Vec<BrokerMessage>, Vec<Option<i64>>), Refusal> {
     let now = rocketraft_common::time::now_ms();
     let mut deliver_at = Vec::with_capacity(to_store.len());
     for m in &to_store {
@@ -224,12 +284,22 @@ pub async fn handle(
         crate::pop::ensure_system_topic(inner, crate::timer::TIMER_TOPIC, 1)
             .map_err(|crate::pop::PopError::Refused(code, why)| Refusal(code, why))?;
     }
-    // The first phase of a transaction: a half message, invisible until committed.
+    Ok((to_store, deliver_at))
+}
+
+/// The first phase of a transaction: a half message, invisible until committed. Rewrites
+/// prepared messages for the half topic (creating it if needed) and returns how many there are;
+/// a transactional message cannot be batched with others or `delayed`.
+fn route_prepared(
+    inner: &BrokerInner,
+    to_store: Vec<BrokerMessage>,
+    delayed: bool,
+) -> Result<(Vec<BrokerMessage>, usize), Refusal> {
     let prepared = to_store
         .iter()
         .filter(|m| crate::transaction::is_prepared(&m.message, m.sys_flag))
         .count();
-    if prepared > 0 && (prepared < to_store.len() || delayed > 0) {
+    if prepared > 0 && (prepared < to_store.len() || delayed) {
         return Err(Refusal(
             response_code::MESSAGE_ILLEGAL,
             "a transactional message cannot be batched with others or delayed".to_string(),
@@ -245,7 +315,32 @@ pub async fn handle(
     } else {
         to_store
     };
+    Ok((to_store, prepared))
+}
 
+/// What the answer and the follow-ups of a write need to know about the messages sent.
+struct Sent {
+    queue_id: i32,
+    /// Each message's delivery time, for delayed messages.
+    deliver_at: Vec<Option<i64>>,
+    /// How many prepared (half) messages were written.
+    prepared: usize,
+    /// The messages' unique keys, comma-separated.
+    uniq: String,
+    count: u64,
+}
+
+/// Writes durably (waiting for the acks the policy asks for), then registers the delayed
+/// messages' timers and the half message's transaction, even when the acks did not come in
+/// time (written, and maybe kept by the next master), and answers.
+async fn store_and_answer(
+    inner: &BrokerInner,
+    request: &RemotingCommand,
+    topic: &str,
+    to_store: Vec<BrokerMessage>,
+    sent: Sent,
+) -> Handled {
+    let queue_id = sent.queue_id;
     let (code, result) = match inner.store_durably(to_store).await {
         Ok(result) => (response_code::SUCCESS, result),
         // Appended but not known to be durable: RocketMQ answers FLUSH_DISK_TIMEOUT with the
@@ -258,8 +353,8 @@ pub async fn handle(
         Err(crate::DurableError::NotAcked { result, why }) => {
             // Written (and maybe kept by the next master): its timer must still fire, its
             // transaction still be decided.
-            schedule(inner, &deliver_at, result.queue_offset);
-            if prepared > 0 {
+            schedule(inner, &sent.deliver_at, result.queue_offset);
+            if sent.prepared > 0 {
                 inner.transactions.prepared(result.queue_offset);
             }
             return Ok(request
@@ -275,20 +370,20 @@ pub async fn handle(
         result.status == PutStatus::PutOk,
         code == response_code::SUCCESS
     );
-    schedule(inner, &deliver_at, result.queue_offset);
-    if prepared > 0 {
+    schedule(inner, &sent.deliver_at, result.queue_offset);
+    if sent.prepared > 0 {
         inner.transactions.prepared(result.queue_offset);
     }
     inner
         .stats
-        .record_put(count, result.wrote_bytes.max(0) as u64);
+        .record_put(sent.count, result.wrote_bytes.max(0) as u64);
     // A single delayed message can be recalled until it is delivered (RECALL_MESSAGE).
-    let recall = match deliver_at.as_slice() {
+    let recall = match sent.deliver_at.as_slice() {
         [Some(at)] => Some(crate::timer::recall_handle(
-            &header.topic,
+            topic,
             &inner.config.broker_name,
             *at,
-            &uniq,
+            &sent.uniq,
             result.queue_offset,
         )),
         _ => None,
@@ -298,7 +393,7 @@ pub async fn handle(
         .with_ext("msgId", result.msg_id)
         .with_ext("queueId", queue_id)
         .with_ext("queueOffset", result.queue_offset)
-        .with_ext("transactionId", uniq)
+        .with_ext("transactionId", sent.uniq)
         .with_ext("MSG_REGION", "DefaultRegion")
         .with_ext("TRACE_ON", "true");
     if let Some(handle) = recall {
