@@ -261,6 +261,19 @@ pub struct PopResult {
     pub rest: i64,
 }
 
+/// One POP request's parameters, shared by the steps that pop each candidate queue.
+struct PopRequest<'a> {
+    group: &'a str,
+    invisible_ms: i64,
+    /// With no committed offset, a normal (not retry) queue starts at its max offset.
+    init_from_max: bool,
+    /// FIFO.
+    order: bool,
+    filter: &'a TagFilter,
+    /// The pop time stamped on every checkpoint of the request.
+    pop_time: i64,
+}
+
 /// The POP service of a broker.
 pub struct PopService {
     state: Mutex<HashMap<QueueKey, QueueState>>,
@@ -369,6 +382,41 @@ impl PopService {
         filter: &TagFilter,
     ) -> Result<PopResult, PopError> {
         self.ensure_rebuilt(inner).await?;
+        let candidates = self.candidates(inner, group, topic, queue_id, order)?;
+        let pop_time = now_ms();
+        let request = PopRequest {
+            group,
+            invisible_ms,
+            init_from_max,
+            order,
+            filter,
+            pop_time,
+        };
+        let mut out = PopResult {
+            pop_time,
+            invisible_ms,
+            messages: Vec::new(),
+            rest: 0,
+        };
+        for (t, q, is_retry) in candidates {
+            let remaining = max.saturating_sub(out.messages.len());
+            self.pop_queue(inner, &request, (t, q, is_retry), remaining, &mut out)
+                .await?;
+        }
+        Ok(out)
+    }
+
+    /// The queues a pop looks at, in order, as `(topic, queue, is_retry)`: the group's retry
+    /// topic's queues first (never for FIFO: a failed message is popped again in its place),
+    /// then `queue_id` of `topic`, or all its queues starting at the next round-robin one.
+    fn candidates(
+        &self,
+        inner: &BrokerInner,
+        group: &str,
+        topic: &str,
+        queue_id: i32,
+        order: bool,
+    ) -> Result<Vec<(String, i32, bool)>, PopError> {
         let config = inner.topics.get(topic).ok_or_else(|| {
             refused(
                 rocketraft_remoting::codes::response_code::TOPIC_NOT_EXIST,
@@ -404,123 +452,150 @@ impl PopService {
                 candidates.push((topic.to_string(), ((start + i) % n) as i32, false));
             }
         }
-        let pop_time = now_ms();
-        let mut out = PopResult {
-            pop_time,
-            invisible_ms,
-            messages: Vec::new(),
-            rest: 0,
-        };
-        for (t, q, is_retry) in candidates {
-            let remaining = max.saturating_sub(out.messages.len());
-            let key = (group.to_string(), t.clone(), q);
-            let lock = self.lock_of(&key);
-            let _guard = lock.lock().await;
-            let committed = inner.metadata.query_offset(group, &t, q).ok().flatten();
-            let (min, max_off) = (
-                inner.store.get_min_offset_in_queue(&t, q),
-                inner.store.get_max_offset_in_queue(&t, q),
-            );
-            let start = {
-                let mut st = self.state.lock();
-                let qs = st.entry(key.clone()).or_default();
-                let base = match committed {
-                    Some(c) => c,
-                    None if init_from_max && !is_retry => max_off,
-                    None => min,
-                };
-                qs.pop_offset = qs.pop_offset.max(base).max(min);
-                qs.pop_offset
-            };
-            if remaining == 0 {
-                out.rest += (max_off - start).max(0);
-                continue;
-            }
-            if order {
-                match self
-                    .fifo_gate(inner, &key, remaining, pop_time, invisible_ms)
-                    .await?
-                {
-                    FifoGate::Open => {}
-                    FifoGate::Blocked => {
-                        out.rest += (max_off - start).max(0);
-                        continue;
-                    }
-                    FifoGate::Again(again) => {
-                        out.rest += (max_off - start).max(0);
-                        out.messages.extend(again);
-                        continue;
-                    }
-                }
-            }
-            let r = inner.store.get_messages(
-                group,
-                &t,
-                q,
-                start,
-                remaining as i32,
-                inner.config.max_transfer_bytes,
-                &|code| is_retry || filter.accepts(code),
-            );
-            let next = match r.status {
-                GetMessageStatus::Found | GetMessageStatus::NoMatchedMessage => r.next_begin_offset,
-                GetMessageStatus::OffsetTooSmall | GetMessageStatus::OffsetFoundNull => {
-                    r.next_begin_offset
-                }
-                _ => start,
-            };
-            let mut cks = Vec::new();
-            let mut picked = Vec::new();
-            for (rec, off) in r.messages.iter().zip(&r.message_queue_offsets) {
-                let reconsume = message::decode_message(rec)
-                    .map(|(m, _)| m.reconsume_times)
-                    .unwrap_or(0);
-                cks.push(PopRecord::Ck {
-                    g: group.to_string(),
-                    t: t.clone(),
-                    q,
-                    o: *off,
-                    pt: pop_time,
-                    it: invisible_ms,
-                    rt: reconsume,
-                    fifo: order,
-                });
-                picked.push((rec.clone(), *off, reconsume));
-            }
-            Self::persist(inner, &cks).await?;
+        Ok(candidates)
+    }
+
+    /// Pops up to `remaining` messages of one candidate queue into `out`, under the queue's
+    /// lock: from the pop offset (FIFO: only when the gate is open, or the expired messages
+    /// again), storing their checkpoints durably before they are handed out. Counts what is
+    /// left in the queue into `out.rest` (the whole queue's rest when `remaining` is 0).
+    async fn pop_queue(
+        &self,
+        inner: &BrokerInner,
+        request: &PopRequest<'_>,
+        (t, q, is_retry): (String, i32, bool),
+        remaining: usize,
+        out: &mut PopResult,
+    ) -> Result<(), PopError> {
+        let key = (request.group.to_string(), t.clone(), q);
+        let lock = self.lock_of(&key);
+        let _guard = lock.lock().await;
+        let committed = inner
+            .metadata
+            .query_offset(request.group, &t, q)
+            .ok()
+            .flatten();
+        let (min, max_off) = (
+            inner.store.get_min_offset_in_queue(&t, q),
+            inner.store.get_max_offset_in_queue(&t, q),
+        );
+        let from_max = request.init_from_max && !is_retry;
+        let start = self.pop_start(&key, committed, from_max, min, max_off);
+        if remaining == 0 {
+            out.rest += (max_off - start).max(0);
+            return Ok(());
+        }
+        if request.order {
+            match self
+                .fifo_gate(
+                    inner,
+                    &key,
+                    remaining,
+                    request.pop_time,
+                    request.invisible_ms,
+                )
+                .await?
             {
-                let mut st = self.state.lock();
-                let qs = st.entry(key.clone()).or_default();
-                for (_, off, reconsume) in &picked {
-                    qs.inflight.insert(
-                        *off,
-                        InFlight::new(pop_time, invisible_ms, *reconsume, order, pop_time),
-                    );
+                FifoGate::Open => {}
+                FifoGate::Blocked => {
+                    out.rest += (max_off - start).max(0);
+                    return Ok(());
                 }
-                qs.pop_offset = qs.pop_offset.max(next);
-            }
-            self.advance_offset(inner, &key);
-            out.rest += (max_off - next).max(0);
-            for (rec, off, _) in picked {
-                let handle = Handle {
-                    ck_offset: off,
-                    pop_time,
-                    invisible_ms,
-                    revive_qid: 0,
-                    retry: is_retry,
-                    broker_name: inner.config.broker_name.clone(),
-                    queue_id: q,
-                    queue_offset: off,
-                };
-                out.messages.push(Popped {
-                    record: with_handle(&rec, &handle, is_retry, None)?,
-                    queue_id: q,
-                    queue_offset: off,
-                    retry: is_retry,
-                });
+                FifoGate::Again(again) => {
+                    out.rest += (max_off - start).max(0);
+                    out.messages.extend(again);
+                    return Ok(());
+                }
             }
         }
-        Ok(out)
+        let r = inner.store.get_messages(
+            request.group,
+            &t,
+            q,
+            start,
+            remaining as i32,
+            inner.config.max_transfer_bytes,
+            &|code| is_retry || request.filter.accepts(code),
+        );
+        let next = match r.status {
+            GetMessageStatus::Found | GetMessageStatus::NoMatchedMessage => r.next_begin_offset,
+            GetMessageStatus::OffsetTooSmall | GetMessageStatus::OffsetFoundNull => {
+                r.next_begin_offset
+            }
+            _ => start,
+        };
+        let picked = self.check_out(inner, request, &key, &r, next).await?;
+        out.rest += (max_off - next).max(0);
+        hand_out(inner, request, (q, is_retry), picked, out)
+    }
+
+    /// Where a pop of `key`'s queue starts: its pop offset, moved up to the group's committed
+    /// offset (or, with none, the queue's max when `from_max`, else its min) and never below the
+    /// queue's min.
+    fn pop_start(
+        &self,
+        key: &QueueKey,
+        committed: Option<i64>,
+        from_max: bool,
+        min: i64,
+        max_off: i64,
+    ) -> i64 {
+        let mut st = self.state.lock();
+        let qs = st.entry(key.clone()).or_default();
+        let base = match committed {
+            Some(c) => c,
+            None if from_max => max_off,
+            None => min,
+        };
+        qs.pop_offset = qs.pop_offset.max(base).max(min);
+        qs.pop_offset
+    }
+
+    /// Stores a checkpoint per message read (durably, before any leaves), then records them in
+    /// flight, moves the pop offset to `next` and advances the consumer offset. Returns each
+    /// message as `(record, queue offset, reconsume times)`.
+    async fn check_out(
+        &self,
+        inner: &BrokerInner,
+        request: &PopRequest<'_>,
+        key: &QueueKey,
+        r: &crate::store::GetMessageResult,
+        next: i64,
+    ) -> Result<Vec<(bytes::Bytes, i64, i32)>, PopError> {
+        let (pop_time, invisible_ms, order) =
+            (request.pop_time, request.invisible_ms, request.order);
+        let mut cks = Vec::new();
+        let mut picked = Vec::new();
+        for (rec, off) in r.messages.iter().zip(&r.message_queue_offsets) {
+            let reconsume = message::decode_message(rec)
+                .map(|(m, _)| m.reconsume_times)
+                .unwrap_or(0);
+            cks.push(PopRecord::Ck {
+                g: request.group.to_string(),
+                t: key.1.clone(),
+                q: key.2,
+                o: *off,
+                pt: pop_time,
+                it: invisible_ms,
+                rt: reconsume,
+                fifo: order,
+            });
+            picked.push((rec.clone(), *off, reconsume));
+        }
+        Self::persist(inner, &cks).await?;
+        {
+            let mut st = self.state.lock();
+            let qs = st.entry(key.clone()).or_default();
+            for (_, off, reconsume) in &picked {
+                qs.inflight.insert(
+                    *off,
+                    InFlight::new(pop_time, invisible_ms, *reconsume, order, pop_time),
+                );
+            }
+            qs.pop_offset = qs.pop_offset.max(next);
+        }
+        self.advance_offset(inner, key);
+        Ok(picked)
     }
 
     /// The group's consumer offset of a queue: the first message still in flight, or the pop
@@ -810,15 +885,7 @@ impl PopService {
         invisible_ms: i64,
     ) -> Result<FifoGate, PopError> {
         loop {
-            let inflight: Vec<(i64, InFlight)> = self
-                .state
-                .lock()
-                .get_mut(key)
-                .map(|qs| {
-                    qs.inflight.values_mut().for_each(|f| f.clamp(pop_time));
-                    qs.inflight.iter().map(|(o, f)| (*o, *f)).collect()
-                })
-                .unwrap_or_default();
+            let inflight = self.clamped_inflight(key, pop_time);
             if inflight.is_empty() {
                 return Ok(FifoGate::Open);
             }
@@ -835,75 +902,87 @@ impl PopService {
                 self.mark_revived(inner, key, *o, f.pop_time).await?;
                 continue;
             }
-            let (group, topic, q) = key;
-            let mut again = Vec::new();
-            for (o, f) in inflight.iter().take(max) {
-                let Some(rec) = inner
-                    .store
-                    .get_cq_entry(topic, *q, *o)
-                    .and_then(|e| inner.store.read_record(e.commit_log_offset))
-                else {
-                    continue;
-                };
-                again.push((rec, *o, f.reconsume_times + 1, f.pop_time));
-            }
-            // The new checkpoints must replace the old ones when the revive topic is replayed,
-            // which keeps the later pop time: later than the old ones even if those came from a
-            // clock ahead of ours (the deadline is still `invisible_ms` from now).
-            let pt = again
-                .iter()
-                .map(|(_, _, _, old_pt)| old_pt.saturating_add(1))
-                .fold(pop_time, i64::max);
-            let mut cks: Vec<PopRecord> = again
-                .iter()
-                .map(|(_, o, rt, _)| PopRecord::Ck {
-                    g: group.clone(),
-                    t: topic.clone(),
-                    q: *q,
-                    o: *o,
-                    pt,
-                    it: invisible_ms,
-                    rt: *rt,
-                    fifo: true,
-                })
-                .collect();
-            cks.extend(again.iter().map(|(_, o, _, old_pt)| PopRecord::Revived {
-                g: group.clone(),
-                t: topic.clone(),
-                q: *q,
-                o: *o,
-                pt: *old_pt,
-            }));
-            Self::persist(inner, &cks).await?;
-            let mut out = Vec::new();
-            {
-                let mut st = self.state.lock();
-                let qs = st.entry(key.clone()).or_default();
-                for (_, o, rt, _) in &again {
-                    qs.inflight
-                        .insert(*o, InFlight::new(pt, invisible_ms, *rt, true, pop_time));
-                }
-            }
-            for (rec, o, rt, _) in again {
-                let handle = Handle {
-                    ck_offset: o,
-                    pop_time: pt,
-                    invisible_ms,
-                    revive_qid: 0,
-                    retry: false,
-                    broker_name: inner.config.broker_name.clone(),
-                    queue_id: *q,
-                    queue_offset: o,
-                };
-                out.push(Popped {
-                    record: with_handle(&rec, &handle, false, Some(rt))?,
-                    queue_id: *q,
-                    queue_offset: o,
-                    retry: false,
-                });
-            }
-            return Ok(FifoGate::Again(out));
+            let again = self
+                .pop_again(inner, key, &inflight, max, pop_time, invisible_ms)
+                .await?;
+            return Ok(FifoGate::Again(again));
         }
+    }
+
+    /// The messages in flight of `key`'s queue, in offset order, after capping their deadlines
+    /// at their invisible time from `pop_time` (see `InFlight::clamp`).
+    fn clamped_inflight(&self, key: &QueueKey, pop_time: i64) -> Vec<(i64, InFlight)> {
+        self.state
+            .lock()
+            .get_mut(key)
+            .map(|qs| {
+                qs.inflight.values_mut().for_each(|f| f.clamp(pop_time));
+                qs.inflight.iter().map(|(o, f)| (*o, *f)).collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// FIFO: pops the first `max` expired in-flight messages of `key`'s queue again, with their
+    /// delivery counted: new checkpoints and the old ones' revived marks are stored durably
+    /// before the messages are recorded in flight and handed out.
+    async fn pop_again(
+        &self,
+        inner: &BrokerInner,
+        key: &QueueKey,
+        inflight: &[(i64, InFlight)],
+        max: usize,
+        pop_time: i64,
+        invisible_ms: i64,
+    ) -> Result<Vec<Popped>, PopError> {
+        let (_, topic, q) = key;
+        let mut again = Vec::new();
+        for (o, f) in inflight.iter().take(max) {
+            let Some(rec) = inner
+                .store
+                .get_cq_entry(topic, *q, *o)
+                .and_then(|e| inner.store.read_record(e.commit_log_offset))
+            else {
+                continue;
+            };
+            again.push((rec, *o, f.reconsume_times + 1, f.pop_time));
+        }
+        // The new checkpoints must replace the old ones when the revive topic is replayed,
+        // which keeps the later pop time: later than the old ones even if those came from a
+        // clock ahead of ours (the deadline is still `invisible_ms` from now).
+        let pt = again
+            .iter()
+            .map(|(_, _, _, old_pt)| old_pt.saturating_add(1))
+            .fold(pop_time, i64::max);
+        let cks = again_records(key, &again, pt, invisible_ms);
+        Self::persist(inner, &cks).await?;
+        let mut out = Vec::new();
+        {
+            let mut st = self.state.lock();
+            let qs = st.entry(key.clone()).or_default();
+            for (_, o, rt, _) in &again {
+                qs.inflight
+                    .insert(*o, InFlight::new(pt, invisible_ms, *rt, true, pop_time));
+            }
+        }
+        for (rec, o, rt, _) in again {
+            let handle = Handle {
+                ck_offset: o,
+                pop_time: pt,
+                invisible_ms,
+                revive_qid: 0,
+                retry: false,
+                broker_name: inner.config.broker_name.clone(),
+                queue_id: *q,
+                queue_offset: o,
+            };
+            out.push(Popped {
+                record: with_handle(&rec, &handle, false, Some(rt))?,
+                queue_id: *q,
+                queue_offset: o,
+                retry: false,
+            });
+        }
+        Ok(out)
     }
 
     /// Messages in flight per (topic, queue) of a group (for admin tools).
@@ -977,6 +1056,69 @@ pub fn ensure_system_topic(inner: &BrokerInner, topic: &str, queues: i32) -> Res
             )
         })?;
     inner.register_trigger.notify_one();
+    Ok(())
+}
+
+/// The revive records of FIFO messages popped again from `key`'s queue, given as
+/// `(record, offset, delivery count, old pop time)`: a new checkpoint each at pop time `pt`,
+/// then the old checkpoints marked revived.
+fn again_records(
+    key: &QueueKey,
+    again: &[(bytes::Bytes, i64, i32, i64)],
+    pt: i64,
+    invisible_ms: i64,
+) -> Vec<PopRecord> {
+    let (group, topic, q) = key;
+    let mut cks: Vec<PopRecord> = again
+        .iter()
+        .map(|(_, o, rt, _)| PopRecord::Ck {
+            g: group.clone(),
+            t: topic.clone(),
+            q: *q,
+            o: *o,
+            pt,
+            it: invisible_ms,
+            rt: *rt,
+            fifo: true,
+        })
+        .collect();
+    cks.extend(again.iter().map(|(_, o, _, old_pt)| PopRecord::Revived {
+        g: group.clone(),
+        t: topic.clone(),
+        q: *q,
+        o: *o,
+        pt: *old_pt,
+    }));
+    cks
+}
+
+/// Adds the messages checked out of queue `q` (a retry topic's when `is_retry`) to `out`, each
+/// with its receipt handle.
+fn hand_out(
+    inner: &BrokerInner,
+    request: &PopRequest<'_>,
+    (q, is_retry): (i32, bool),
+    picked: Vec<(bytes::Bytes, i64, i32)>,
+    out: &mut PopResult,
+) -> Result<(), PopError> {
+    for (rec, off, _) in picked {
+        let handle = Handle {
+            ck_offset: off,
+            pop_time: request.pop_time,
+            invisible_ms: request.invisible_ms,
+            revive_qid: 0,
+            retry: is_retry,
+            broker_name: inner.config.broker_name.clone(),
+            queue_id: q,
+            queue_offset: off,
+        };
+        out.messages.push(Popped {
+            record: with_handle(&rec, &handle, is_retry, None)?,
+            queue_id: q,
+            queue_offset: off,
+            retry: is_retry,
+        });
+    }
     Ok(())
 }
 

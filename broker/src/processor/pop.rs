@@ -36,20 +36,9 @@ fn check_invisible(ms: i64) -> Result<(), Refusal> {
     Ok(())
 }
 
-pub async fn pop(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
-    let group = request.require_ext("consumerGroup")?.to_string();
-    let topic = request.require_ext("topic")?.to_string();
-    let queue_id: i32 = request.ext_parse("queueId")?;
-    let max_nums: i32 = request.ext_parse("maxMsgNums")?;
-    let invisible_ms: i64 = request.ext_parse("invisibleTime")?;
-    let poll_ms: i64 = request.ext_parse_opt("pollTime")?.unwrap_or(0);
-    let init_mode: i32 = request.ext_parse_opt("initMode")?.unwrap_or(0);
-    let order = request.ext("order").is_some_and(|v| v == "true");
-    if !(1..=MAX_POP_NUMS).contains(&max_nums) {
-        return Err(bad(format!("maxMsgNums {max_nums} must be within 1..=32")));
-    }
-    check_invisible(invisible_ms)?;
-    let filter = match request.ext("exp") {
+/// The tag filter of a POP: its `exp` expression (only TAG ones), or everything.
+fn pop_filter(request: &RemotingCommand) -> Result<TagFilter, Refusal> {
+    Ok(match request.ext("exp") {
         Some(exp)
             if request
                 .ext("expType")
@@ -64,7 +53,25 @@ pub async fn pop(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
             ))
         }
         None => TagFilter::parse("*"),
-    };
+    })
+}
+
+/// POP_MESSAGE: pops from [`crate::pop`]; with a `pollTime`, an empty pop is retried at each
+/// store arrival until the (capped) poll time passes.
+pub async fn pop(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
+    let group = request.require_ext("consumerGroup")?.to_string();
+    let topic = request.require_ext("topic")?.to_string();
+    let queue_id: i32 = request.ext_parse("queueId")?;
+    let max_nums: i32 = request.ext_parse("maxMsgNums")?;
+    let invisible_ms: i64 = request.ext_parse("invisibleTime")?;
+    let poll_ms: i64 = request.ext_parse_opt("pollTime")?.unwrap_or(0);
+    let init_mode: i32 = request.ext_parse_opt("initMode")?.unwrap_or(0);
+    let order = request.ext("order").is_some_and(|v| v == "true");
+    if !(1..=MAX_POP_NUMS).contains(&max_nums) {
+        return Err(bad(format!("maxMsgNums {max_nums} must be within 1..=32")));
+    }
+    check_invisible(invisible_ms)?;
+    let filter = pop_filter(request)?;
     let deadline =
         tokio::time::Instant::now() + Duration::from_millis(poll_ms.clamp(0, MAX_POLL_MS) as u64);
     let mut arrivals = inner.store.subscribe_arrivals();
