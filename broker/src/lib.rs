@@ -141,6 +141,47 @@ fn unsafe_ack_before_replication() -> bool {
 }
 
 impl BrokerInner {
+    /// The shared state over an opened store and metadata store: loads the topic table, the
+    /// ACLs and the metadata log's applied offset.
+    fn new(
+        config: BrokerConfig,
+        advertised: SocketAddr,
+        store: Arc<MessageStore>,
+        metadata: Arc<MetadataStore>,
+        register_trigger: Arc<Notify>,
+        ha: Option<Arc<ha::HaState>>,
+        replicas: Option<Arc<replica::ReplicaManager>>,
+    ) -> anyhow::Result<BrokerInner> {
+        let topics = topic::TopicConfigManager::load(
+            metadata.clone(),
+            &config.cluster_name,
+            &config.broker_name,
+            config.auto_create_topic_enable,
+            config.default_topic_queue_nums,
+        )?;
+        let acl_manager = acl::AclManager::new(metadata.clone());
+        let metalog = metalog::MetadataLog::open(&metadata)
+            .map_err(|e| anyhow::anyhow!("cannot read the applied metadata log offset: {e}"))?;
+        Ok(BrokerInner {
+            config,
+            advertised,
+            store,
+            metadata,
+            topics,
+            clients: client_manager::ClientManager::default(),
+            stats: stats::BrokerStats::default(),
+            register_trigger,
+            boot_timestamp_ms: now_ms(),
+            ha,
+            replicas,
+            pop: pop::PopService::default(),
+            timers: timer::TimerService::default(),
+            transactions: transaction::TransactionService::default(),
+            acl: acl_manager,
+            metalog,
+        })
+    }
+
     /// Stores messages as a send does: under the flush policy and, in controller mode, only on a
     /// master with a valid lease and until the replicas the ack policy asks for hold them.
     pub async fn store_durably(
@@ -219,6 +260,22 @@ impl BrokerInner {
     }
 }
 
+/// Every 10 s, forgets the clients that stopped heartbeating and tells the remaining
+/// consumers of each group whose membership changed.
+async fn client_expiry_loop(scan: Arc<BrokerInner>) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        ticker.tick().await;
+        for group in scan
+            .clients
+            .expire(now_ms(), scan.config.client_channel_expire_ms)
+        {
+            tracing::info!(group, "consumer group membership changed (client gone)");
+            scan.clients.notify_ids_changed(&group);
+        }
+    }
+}
+
 /// A running broker.
 pub struct Broker {
     inner: Arc<BrokerInner>,
@@ -236,6 +293,58 @@ impl Broker {
         // Bind first: with port 0 the advertised address (stored in every record as the store
         // host, and registered with the NameServers) is only known after binding.
         let slot = Arc::new(OnceLock::new());
+        let server = Self::bind(listen, &slot).await?;
+        let bound = server.local_addr();
+        let advertised = config
+            .advertised_addr
+            .unwrap_or_else(|| rocketraft_remoting::api::advertised(bound));
+
+        let (store, metadata) = Self::open_store(&config, advertised).await?;
+        let register_trigger = Arc::new(Notify::new());
+        let (ha_state, replicas, ha_listener) = if config.enable_controller_mode {
+            let (ha_state, replicas, listener) =
+                Self::start_replication(&config, advertised, &store, &register_trigger).await?;
+            (Some(ha_state), Some(replicas), Some(listener))
+        } else {
+            (None, None, None)
+        };
+        let inner = Arc::new(BrokerInner::new(
+            config,
+            advertised,
+            store,
+            metadata,
+            register_trigger,
+            ha_state,
+            replicas,
+        )?);
+        Self::replay_metadata(&inner);
+        if slot.set(inner.clone()).is_err() {
+            anyhow::bail!("broker state initialised twice");
+        }
+        let server = server.spawn();
+        tracing::info!(
+            broker = %inner.config.broker_name,
+            addr = %bound,
+            advertised = %advertised,
+            "broker listening"
+        );
+
+        let namesrv_client = RemotingClient::new(ClientConfig::default());
+        let tasks = Self::spawn_services(&inner, ha_listener, &namesrv_client).await;
+        Ok(Broker {
+            inner,
+            server,
+            tasks,
+            namesrv_client,
+        })
+    }
+
+    /// Binds the Remoting port with the broker's processors registered; they reach the broker's
+    /// state through `slot`, filled once it exists (after the bind, which gives the address).
+    async fn bind(
+        listen: SocketAddr,
+        slot: &Arc<OnceLock<Arc<BrokerInner>>>,
+    ) -> anyhow::Result<RemotingServer> {
         let processor = Arc::new(processor::BrokerProcessor {
             inner: slot.clone(),
         });
@@ -249,16 +358,19 @@ impl Broker {
         for code in processor::acl::CODES {
             builder = builder.register(*code, acl_processor.clone());
         }
-        let server = builder.bind(listen).await.map_err(|e| {
+        builder.bind(listen).await.map_err(|e| {
             anyhow::anyhow!(
                 "cannot listen on {listen}: {e} (is another broker running? pick another port with --broker-listen)"
             )
-        })?;
-        let bound = server.local_addr();
-        let advertised = config
-            .advertised_addr
-            .unwrap_or_else(|| rocketraft_remoting::api::advertised(bound));
+        })
+    }
 
+    /// Opens (and recovers) the store, off the async runtime, with `advertised` as the store
+    /// host, then the metadata store in its `metadata` directory.
+    async fn open_store(
+        config: &BrokerConfig,
+        advertised: SocketAddr,
+    ) -> anyhow::Result<(Arc<MessageStore>, Arc<MetadataStore>)> {
         let mut store_config = config.store.clone();
         store_config.store_host = advertised;
         let store_root = store_config.store_root.clone();
@@ -272,66 +384,52 @@ impl Broker {
         let metadata = Arc::new(MetadataStore::open(&metadata_path).map_err(|e| {
             anyhow::anyhow!("cannot open metadata at {}: {e}", metadata_path.display())
         })?);
-        // Controller mode: the HA listener, the role from the controller, replication.
-        let register_trigger = Arc::new(Notify::new());
-        let (ha_state, replicas, ha_listener) = if config.enable_controller_mode {
-            let ha_bind = SocketAddr::new(listen.ip(), config.ha_port);
-            let listener = tokio::net::TcpListener::bind(ha_bind).await.map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot listen for replication on {ha_bind}: {e} (pick another ha_port)"
-                )
-            })?;
-            let ha_local = listener.local_addr()?;
-            let ha_addr = config
-                .ha_advertised_addr
-                .unwrap_or_else(|| SocketAddr::new(advertised.ip(), ha_local.port()));
-            let ha_state = ha::HaState::new(store.clone());
-            let replicas = replica::ReplicaManager::start(
-                config.clone(),
-                store.clone(),
-                ha_state.clone(),
-                advertised.to_string(),
-                ha_addr,
-                register_trigger.clone(),
+        Ok((store, metadata))
+    }
+
+    /// Controller mode: binds the HA listener, then starts the role manager (the role from the
+    /// controller, replication). Returns the replication state, the role manager and the
+    /// listener, which is served once the broker is up.
+    async fn start_replication(
+        config: &BrokerConfig,
+        advertised: SocketAddr,
+        store: &Arc<MessageStore>,
+        register_trigger: &Arc<Notify>,
+    ) -> anyhow::Result<(
+        Arc<ha::HaState>,
+        Arc<replica::ReplicaManager>,
+        tokio::net::TcpListener,
+    )> {
+        let ha_bind = SocketAddr::new(config.listen.ip(), config.ha_port);
+        let listener = tokio::net::TcpListener::bind(ha_bind).await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot listen for replication on {ha_bind}: {e} (pick another ha_port)"
             )
-            .await?;
-            (Some(ha_state), Some(replicas), Some(listener))
-        } else {
-            (None, None, None)
-        };
-        let topics = topic::TopicConfigManager::load(
-            metadata.clone(),
-            &config.cluster_name,
-            &config.broker_name,
-            config.auto_create_topic_enable,
-            config.default_topic_queue_nums,
-        )?;
-        let acl_manager = acl::AclManager::new(metadata.clone());
-        let metalog = metalog::MetadataLog::open(&metadata)
-            .map_err(|e| anyhow::anyhow!("cannot read the applied metadata log offset: {e}"))?;
-        let inner = Arc::new(BrokerInner {
-            config,
-            advertised,
-            store,
-            metadata,
-            topics,
-            clients: client_manager::ClientManager::default(),
-            stats: stats::BrokerStats::default(),
-            register_trigger,
-            boot_timestamp_ms: now_ms(),
-            ha: ha_state,
-            replicas,
-            pop: pop::PopService::default(),
-            timers: timer::TimerService::default(),
-            transactions: transaction::TransactionService::default(),
-            acl: acl_manager,
-            metalog,
-        });
-        // Metadata records the store recovered beyond what the metadata store applied (a crash
-        // between the two), up to what the replicas confirmed, before any request is served.
+        })?;
+        let ha_local = listener.local_addr()?;
+        let ha_addr = config
+            .ha_advertised_addr
+            .unwrap_or_else(|| SocketAddr::new(advertised.ip(), ha_local.port()));
+        let ha_state = ha::HaState::new(store.clone());
+        let replicas = replica::ReplicaManager::start(
+            config.clone(),
+            store.clone(),
+            ha_state.clone(),
+            advertised.to_string(),
+            ha_addr,
+            register_trigger.clone(),
+        )
+        .await?;
+        Ok((ha_state, replicas, listener))
+    }
+
+    /// Metadata records the store recovered beyond what the metadata store applied (a crash
+    /// between the two), up to what the replicas confirmed, before any request is served. A
+    /// failure is logged: the apply loop retries in the background.
+    fn replay_metadata(inner: &Arc<BrokerInner>) {
         match inner
             .metalog
-            .apply_through(&inner, inner.store.confirm_offset())
+            .apply_through(inner, inner.store.confirm_offset())
         {
             Ok(0) => {}
             Ok(n) => tracing::info!(records = n, "metadata records replayed from the log"),
@@ -339,18 +437,17 @@ impl Broker {
                 tracing::error!(error = %e, "cannot replay metadata records; retrying in the background")
             }
         }
-        if slot.set(inner.clone()).is_err() {
-            anyhow::bail!("broker state initialised twice");
-        }
-        let server = server.spawn();
-        tracing::info!(
-            broker = %inner.config.broker_name,
-            addr = %bound,
-            advertised = %advertised,
-            "broker listening"
-        );
+    }
 
-        let namesrv_client = RemotingClient::new(ClientConfig::default());
+    /// Starts the background services: in controller mode the HA listener, the role loops, the
+    /// metadata apply loop and the slave sync; then revive, timers and transaction checks, the
+    /// first registration with the NameServers (awaited), the registration loop and the client
+    /// expiry scan. Returns their tasks.
+    async fn spawn_services(
+        inner: &Arc<BrokerInner>,
+        ha_listener: Option<tokio::net::TcpListener>,
+        namesrv_client: &RemotingClient,
+    ) -> Vec<JoinHandle<()>> {
         let mut tasks = Vec::new();
         if let (Some(listener), Some(ha_state), Some(replicas)) =
             (ha_listener, inner.ha.clone(), inner.replicas.clone())
@@ -363,31 +460,13 @@ impl Broker {
         tasks.push(tokio::spawn(pop::revive_loop(inner.clone())));
         tasks.push(tokio::spawn(timer::timer_loop(inner.clone())));
         tasks.push(tokio::spawn(transaction::check_loop(inner.clone())));
-        register::register_all(&inner, &namesrv_client).await;
+        register::register_all(inner, namesrv_client).await;
         tasks.push(tokio::spawn(register::registration_loop(
             inner.clone(),
             namesrv_client.clone(),
         )));
-        let scan = inner.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(Duration::from_secs(10));
-            loop {
-                ticker.tick().await;
-                for group in scan
-                    .clients
-                    .expire(now_ms(), scan.config.client_channel_expire_ms)
-                {
-                    tracing::info!(group, "consumer group membership changed (client gone)");
-                    scan.clients.notify_ids_changed(&group);
-                }
-            }
-        }));
-        Ok(Broker {
-            inner,
-            server,
-            tasks,
-            namesrv_client,
-        })
+        tasks.push(tokio::spawn(client_expiry_loop(inner.clone())));
+        tasks
     }
 
     /// The bound Remoting address.
