@@ -109,41 +109,17 @@ impl Writer {
         }
     }
 
+    /// The writer thread's loop: takes the next message, drains what else is queued into a
+    /// group of puts, appends the group, then serves a replicate or truncate that ended the
+    /// drain, until told to stop (or every sender is gone). Then refuses what is still queued
+    /// and stops the allocator and the flusher.
     pub fn run(mut self) {
-        let max_bytes = self.shared.config.max_batch_bytes;
-        let max_requests = self.shared.config.max_batch_requests;
         let mut graceful = true;
         loop {
             let Some(first) = self.rx.blocking_recv() else {
                 break;
             };
-            let mut group = Vec::new();
-            let mut bytes = 0usize;
-            let mut stop = None;
-            let mut other = None;
-            match first {
-                WriterMsg::Put(r) => {
-                    bytes += r.data.len();
-                    group.push(r);
-                }
-                WriterMsg::Stop { graceful } => stop = Some(graceful),
-                m => other = Some(m),
-            }
-            while stop.is_none()
-                && other.is_none()
-                && bytes < max_bytes
-                && group.len() < max_requests
-            {
-                match self.rx.try_recv() {
-                    Ok(WriterMsg::Put(r)) => {
-                        bytes += r.data.len();
-                        group.push(r);
-                    }
-                    Ok(WriterMsg::Stop { graceful }) => stop = Some(graceful),
-                    Ok(m) => other = Some(m),
-                    Err(_) => break,
-                }
-            }
+            let (group, stop, other) = self.drain(first);
             if !group.is_empty() {
                 self.process_group(group);
             }
@@ -165,7 +141,45 @@ impl Writer {
                 break;
             }
         }
-        // Refuse whatever is still queued.
+        self.refuse_queued();
+        self.allocator.stop();
+        let _ = self.flush_tx.send(FlushMsg::Stop { graceful });
+    }
+
+    /// Group commit: the puts queued after `first` (and `first` if a put), up to
+    /// `max_batch_bytes` / `max_batch_requests`. The drain ends early at a stop (returned as its
+    /// `graceful`) or another message (returned to be served after the group).
+    fn drain(&mut self, first: WriterMsg) -> (Vec<PutRequest>, Option<bool>, Option<WriterMsg>) {
+        let max_bytes = self.shared.config.max_batch_bytes;
+        let max_requests = self.shared.config.max_batch_requests;
+        let mut group = Vec::new();
+        let mut bytes = 0usize;
+        let mut stop = None;
+        let mut other = None;
+        match first {
+            WriterMsg::Put(r) => {
+                bytes += r.data.len();
+                group.push(r);
+            }
+            WriterMsg::Stop { graceful } => stop = Some(graceful),
+            m => other = Some(m),
+        }
+        while stop.is_none() && other.is_none() && bytes < max_bytes && group.len() < max_requests {
+            match self.rx.try_recv() {
+                Ok(WriterMsg::Put(r)) => {
+                    bytes += r.data.len();
+                    group.push(r);
+                }
+                Ok(WriterMsg::Stop { graceful }) => stop = Some(graceful),
+                Ok(m) => other = Some(m),
+                Err(_) => break,
+            }
+        }
+        (group, stop, other)
+    }
+
+    /// At stop: closes the channel and refuses whatever is still queued.
+    fn refuse_queued(&mut self) {
         self.rx.close();
         let closing = || StoreError::ServiceNotAvailable("store is shutting down".into());
         while let Ok(msg) = self.rx.try_recv() {
@@ -182,8 +196,6 @@ impl Writer {
                 WriterMsg::Stop { .. } => {}
             }
         }
-        self.allocator.stop();
-        let _ = self.flush_tx.send(FlushMsg::Stop { graceful });
     }
 
     fn process_group(&mut self, group: Vec<PutRequest>) {
@@ -303,6 +315,10 @@ impl Writer {
         )))
     }
 
+    /// Appends one request's records at the write position (rolling to the next segment when
+    /// they do not fit), with their queue offsets (none for records that are not `tags_codes`
+    /// indexed), publishes them, then dispatches their ConsumeQueue entries. A failed dispatch
+    /// fails the store: writes are refused until recovery re-dispatches at the next open.
     fn append(
         &mut self,
         topic: &str,
@@ -324,27 +340,59 @@ impl Writer {
         // binary-search a ConsumeQueue.
         let store_timestamp = rocketraft_common::time::now_ms().max(self.last_store_timestamp);
         self.last_store_timestamp = store_timestamp;
-        let mut at = 0usize;
-        for (i, &size) in sizes.iter().enumerate() {
-            let rec = &mut data[at..at + size as usize];
-            message::set_record_offsets(
-                rec,
-                base_queue_offset + i as i64,
-                base_physical + at as i64,
-            );
-            message::set_store_timestamp(rec, store_timestamp);
-            message::seal_record_crc(rec);
-            debug_assert!(message::verify_record_crc(rec));
-            at += size as usize;
-        }
+        stamp_records(
+            data,
+            sizes,
+            base_queue_offset,
+            base_physical,
+            store_timestamp,
+        );
         // SAFETY: single writer, past the published end; room_for checked the bounds.
         unsafe { seg.write(pos, data) };
         self.write_pos += data.len() as i64;
         self.shared.commitlog.publish(self.write_pos);
 
+        self.dispatch_appended(
+            topic,
+            queue_id,
+            sizes,
+            tags_codes.unwrap_or_default(),
+            base_queue_offset,
+            base_physical,
+        )?;
+        self.shared
+            .dispatched
+            .store(self.write_pos, Ordering::Release);
+        self.shared
+            .last_store_timestamp
+            .store(store_timestamp, Ordering::Release);
+        Ok(PutResult {
+            status: PutStatus::PutOk,
+            physical_offset: base_physical,
+            wrote_bytes: data.len() as i32,
+            queue_offset: base_queue_offset,
+            msg_id: String::new(),
+            store_timestamp,
+            msg_num: sizes.len() as i32,
+        })
+    }
+}
+
+impl Writer {
+    /// Adds the ConsumeQueue entries of records just appended at `base_physical` (`sizes`
+    /// bytes each, one entry per `tags_codes` code, from `base_queue_offset`). A failed
+    /// dispatch fails the store.
+    fn dispatch_appended(
+        &self,
+        topic: &str,
+        queue_id: i32,
+        sizes: &[u32],
+        tags_codes: &[i64],
+        base_queue_offset: i64,
+        base_physical: i64,
+    ) -> Result<(), StoreError> {
         let mut at = 0i64;
-        for (i, (&size, &tags_code)) in sizes.iter().zip(tags_codes.unwrap_or_default()).enumerate()
-        {
+        for (i, (&size, &tags_code)) in sizes.iter().zip(tags_codes).enumerate() {
             let req = DispatchRequest {
                 topic,
                 queue_id,
@@ -364,21 +412,28 @@ impl Writer {
             }
             at += size as i64;
         }
-        self.shared
-            .dispatched
-            .store(self.write_pos, Ordering::Release);
-        self.shared
-            .last_store_timestamp
-            .store(store_timestamp, Ordering::Release);
-        Ok(PutResult {
-            status: PutStatus::PutOk,
-            physical_offset: base_physical,
-            wrote_bytes: data.len() as i32,
-            queue_offset: base_queue_offset,
-            msg_id: String::new(),
-            store_timestamp,
-            msg_num: sizes.len() as i32,
-        })
+        Ok(())
+    }
+}
+
+/// Fills in the placeholder fields of records encoded back to back in `data` (of `sizes`
+/// bytes each): consecutive queue offsets from `base_queue_offset`, their physical offsets from
+/// `base_physical` and the store timestamp, then seals each record's CRC.
+fn stamp_records(
+    data: &mut [u8],
+    sizes: &[u32],
+    base_queue_offset: i64,
+    base_physical: i64,
+    store_timestamp: i64,
+) {
+    let mut at = 0usize;
+    for (i, &size) in sizes.iter().enumerate() {
+        let rec = &mut data[at..at + size as usize];
+        message::set_record_offsets(rec, base_queue_offset + i as i64, base_physical + at as i64);
+        message::set_store_timestamp(rec, store_timestamp);
+        message::seal_record_crc(rec);
+        debug_assert!(message::verify_record_crc(rec));
+        at += size as usize;
     }
 }
 
@@ -436,105 +491,9 @@ impl Writer {
         let mut dispatched_any = false;
         while at < data.len() {
             let (seg, pos) = self.current_segment()?;
-            let remaining = seg.size() - pos;
-            let rest = &data[at..];
-            let (Some(size), Some(magic)) =
-                (message::read_i32(rest, 0), message::read_i32(rest, 4))
-            else {
-                return Err(StoreError::Replication(format!(
-                    "{} trailing bytes at {} are not a record header",
-                    rest.len(),
-                    self.write_pos
-                )));
-            };
-            if magic == BLANK_MAGIC_CODE {
-                if size < 0 || size as usize != remaining {
-                    return Err(StoreError::Replication(format!(
-                        "blank marker of {size} bytes at {} but {remaining} bytes remain in the segment: do the replicas use the same commitlog_segment_size?",
-                        self.write_pos
-                    )));
-                }
-                // SAFETY: single writer, past the published end.
-                unsafe { seg.write(pos, &rest[..8]) };
-                super::failpoint("roll-after-blank");
-                self.write_pos = seg.end_offset() as i64;
-                self.shared.commitlog.publish(self.write_pos);
-                self.shared.stats.rolls.fetch_add(1, Ordering::Relaxed);
-                self.current = None;
-                at += 8;
-                continue;
-            }
-            if size < message::MIN_RECORD_LEN as i32 || size as usize > rest.len() {
-                return Err(StoreError::Replication(format!(
-                    "record of size {size} at {} does not fit the {} bytes received",
-                    self.write_pos,
-                    rest.len()
-                )));
-            }
-            let rec = &rest[..size as usize];
-            if size as usize + END_FILE_MIN_BLANK_LENGTH > remaining {
-                return Err(StoreError::Replication(format!(
-                    "record of {size} bytes at {} does not fit the segment ({remaining} bytes left): do the replicas use the same commitlog_segment_size?",
-                    self.write_pos
-                )));
-            }
-            if message::check_record(rec) == message::RecordCheck::Bad
-                || message::read_i64(rec, message::pos::PHYSICAL_OFFSET) != Some(self.write_pos)
-            {
-                return Err(StoreError::Replication(format!(
-                    "record at {} fails its CRC or carries another physical offset",
-                    self.write_pos
-                )));
-            }
-            let (Some(topic), Some(queue_id), Some(queue_offset), Some(tags_code), Some(flag)) = (
-                message::record_topic(rec),
-                message::read_i32(rec, message::pos::QUEUE_ID),
-                message::read_i64(rec, message::pos::QUEUE_OFFSET),
-                message::record_tags_code(rec),
-                message::read_i32(rec, message::pos::SYS_FLAG),
-            ) else {
-                return Err(StoreError::Replication(format!(
-                    "record at {} has unreadable fields",
-                    self.write_pos
-                )));
-            };
-            // SAFETY: single writer, past the published end; bounds checked above.
-            unsafe { seg.write(pos, rec) };
-            let physical = self.write_pos;
-            self.write_pos += size as i64;
-            self.shared.commitlog.publish(self.write_pos);
-            let tran = rocketraft_common::consts::sys_flag::transaction_value(flag);
-            let indexed = tran != rocketraft_common::consts::sys_flag::TRANSACTION_PREPARED_TYPE
-                && tran != rocketraft_common::consts::sys_flag::TRANSACTION_ROLLBACK_TYPE;
-            if indexed {
-                let req = DispatchRequest {
-                    topic,
-                    queue_id,
-                    queue_offset,
-                    commit_log_offset: physical,
-                    size,
-                    tags_code,
-                };
-                if let Err(e) = super::dispatch::redispatch(&self.shared.cqs, &req) {
-                    self.shared.fail(format!(
-                        "ConsumeQueue dispatch of {topic}/{queue_id} failed: {e}"
-                    ));
-                    return Err(self.shared.read_only_error());
-                }
-                dispatched_any = true;
-            }
-            if let Some(ts) = message::record_store_timestamp(rec) {
-                self.last_store_timestamp = self.last_store_timestamp.max(ts);
-            }
-            self.shared
-                .stats
-                .put_messages
-                .fetch_add(1, Ordering::Relaxed);
-            self.shared
-                .stats
-                .put_bytes
-                .fetch_add(size as u64, Ordering::Relaxed);
-            at += size as usize;
+            let (consumed, dispatched) = self.replicate_one(&seg, pos, &data[at..])?;
+            dispatched_any |= dispatched;
+            at += consumed;
         }
         self.shared
             .dispatched
@@ -555,6 +514,142 @@ impl Writer {
             }
         }
         Ok(self.write_pos)
+    }
+
+    /// Appends the blank marker or the record at the start of `rest` at `pos` of `seg` (the
+    /// write position). Returns the bytes consumed and whether a ConsumeQueue entry was
+    /// dispatched.
+    fn replicate_one(
+        &mut self,
+        seg: &Arc<MappedFile>,
+        pos: usize,
+        rest: &[u8],
+    ) -> Result<(usize, bool), StoreError> {
+        let remaining = seg.size() - pos;
+        let (Some(size), Some(magic)) = (message::read_i32(rest, 0), message::read_i32(rest, 4))
+        else {
+            return Err(StoreError::Replication(format!(
+                "{} trailing bytes at {} are not a record header",
+                rest.len(),
+                self.write_pos
+            )));
+        };
+        if magic == BLANK_MAGIC_CODE {
+            if size < 0 || size as usize != remaining {
+                return Err(StoreError::Replication(format!(
+                    "blank marker of {size} bytes at {} but {remaining} bytes remain in the segment: do the replicas use the same commitlog_segment_size?",
+                    self.write_pos
+                )));
+            }
+            // SAFETY: single writer, past the published end.
+            unsafe { seg.write(pos, &rest[..8]) };
+            super::failpoint("roll-after-blank");
+            self.write_pos = seg.end_offset() as i64;
+            self.shared.commitlog.publish(self.write_pos);
+            self.shared.stats.rolls.fetch_add(1, Ordering::Relaxed);
+            self.current = None;
+            return Ok((8, false));
+        }
+        let (rec, req, flag) = self.check_replicated(rest, size, remaining)?;
+        let dispatched = self.append_replicated(seg, pos, rec, &req, flag)?;
+        Ok((size as usize, dispatched))
+    }
+
+    /// Checks a replicated record of `size` bytes at the start of `rest`, to land at the write
+    /// position with `remaining` bytes left in its segment: it fits what was received and the
+    /// segment, passes its CRC, carries this physical offset and has readable fields. Returns
+    /// the record, its dispatch request and its sys flag.
+    fn check_replicated<'a>(
+        &self,
+        rest: &'a [u8],
+        size: i32,
+        remaining: usize,
+    ) -> Result<(&'a [u8], DispatchRequest<'a>, i32), StoreError> {
+        if size < message::MIN_RECORD_LEN as i32 || size as usize > rest.len() {
+            return Err(StoreError::Replication(format!(
+                "record of size {size} at {} does not fit the {} bytes received",
+                self.write_pos,
+                rest.len()
+            )));
+        }
+        let rec = &rest[..size as usize];
+        if size as usize + END_FILE_MIN_BLANK_LENGTH > remaining {
+            return Err(StoreError::Replication(format!(
+                "record of {size} bytes at {} does not fit the segment ({remaining} bytes left): do the replicas use the same commitlog_segment_size?",
+                self.write_pos
+            )));
+        }
+        if message::check_record(rec) == message::RecordCheck::Bad
+            || message::read_i64(rec, message::pos::PHYSICAL_OFFSET) != Some(self.write_pos)
+        {
+            return Err(StoreError::Replication(format!(
+                "record at {} fails its CRC or carries another physical offset",
+                self.write_pos
+            )));
+        }
+        let (Some(topic), Some(queue_id), Some(queue_offset), Some(tags_code), Some(flag)) = (
+            message::record_topic(rec),
+            message::read_i32(rec, message::pos::QUEUE_ID),
+            message::read_i64(rec, message::pos::QUEUE_OFFSET),
+            message::record_tags_code(rec),
+            message::read_i32(rec, message::pos::SYS_FLAG),
+        ) else {
+            return Err(StoreError::Replication(format!(
+                "record at {} has unreadable fields",
+                self.write_pos
+            )));
+        };
+        let req = DispatchRequest {
+            topic,
+            queue_id,
+            queue_offset,
+            commit_log_offset: self.write_pos,
+            size,
+            tags_code,
+        };
+        Ok((rec, req, flag))
+    }
+
+    /// Writes a checked replicated record at `pos` of `seg`, publishes it, then dispatches it
+    /// (unless a transaction prepared or rollback record) with the master's queue offset. A
+    /// failed dispatch fails the store (writes refused), as in [`Self::append`]. Returns
+    /// whether it was dispatched.
+    fn append_replicated(
+        &mut self,
+        seg: &MappedFile,
+        pos: usize,
+        rec: &[u8],
+        req: &DispatchRequest<'_>,
+        flag: i32,
+    ) -> Result<bool, StoreError> {
+        // SAFETY: single writer, past the published end; bounds checked by `check_replicated`.
+        unsafe { seg.write(pos, rec) };
+        self.write_pos += req.size as i64;
+        self.shared.commitlog.publish(self.write_pos);
+        let tran = rocketraft_common::consts::sys_flag::transaction_value(flag);
+        let indexed = tran != rocketraft_common::consts::sys_flag::TRANSACTION_PREPARED_TYPE
+            && tran != rocketraft_common::consts::sys_flag::TRANSACTION_ROLLBACK_TYPE;
+        if indexed {
+            if let Err(e) = super::dispatch::redispatch(&self.shared.cqs, req) {
+                self.shared.fail(format!(
+                    "ConsumeQueue dispatch of {}/{} failed: {e}",
+                    req.topic, req.queue_id
+                ));
+                return Err(self.shared.read_only_error());
+            }
+        }
+        if let Some(ts) = message::record_store_timestamp(rec) {
+            self.last_store_timestamp = self.last_store_timestamp.max(ts);
+        }
+        self.shared
+            .stats
+            .put_messages
+            .fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .stats
+            .put_bytes
+            .fetch_add(req.size as u64, Ordering::Relaxed);
+        Ok(indexed)
     }
 
     /// Cuts the CommitLog at `offset`, crash-safely: the target is recorded first (a
