@@ -205,45 +205,10 @@ impl ControllerLink {
         }
         let temp_path = store_root.join(TEMP_IDENTITY_FILE);
         loop {
-            let pending = match read(&temp_path)? {
-                Some(p) if p.cluster_name == cluster && p.broker_name == broker_name => p,
-                _ => {
-                    let id = self
-                        .first_answer(|a| async move {
-                            self.client
-                                .get_next_broker_id(&a, cluster, broker_name)
-                                .await
-                        })
-                        .await?;
-                    let pending = BrokerIdentity {
-                        cluster_name: cluster.to_string(),
-                        broker_name: broker_name.to_string(),
-                        broker_id: id,
-                        register_check_code: format!(
-                            "{broker_addr};{}",
-                            rocketraft_common::time::now_ms()
-                        ),
-                    };
-                    write_atomically(&temp_path, &pending)?;
-                    pending
-                }
-            };
-            let applied = self
-                .first_answer(|a| {
-                    let p = &pending;
-                    async move {
-                        self.client
-                            .apply_broker_id(
-                                &a,
-                                cluster,
-                                broker_name,
-                                p.broker_id,
-                                &p.register_check_code,
-                            )
-                            .await
-                    }
-                })
-                .await;
+            let pending = self
+                .pending_identity(&temp_path, cluster, broker_name, broker_addr)
+                .await?;
+            let applied = self.apply(&pending, cluster, broker_name).await;
             match applied {
                 Ok(()) => {
                     write_atomically(&path, &pending)?;
@@ -271,6 +236,62 @@ impl ControllerLink {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// The identity being assigned: the one recorded in the temporary file by an interrupted
+    /// assignment of this broker, or else a new id from the controller (GET_NEXT_BROKER_ID),
+    /// recorded there before it is applied.
+    async fn pending_identity(
+        &self,
+        temp_path: &Path,
+        cluster: &str,
+        broker_name: &str,
+        broker_addr: &str,
+    ) -> Result<BrokerIdentity, LinkError> {
+        Ok(match read(temp_path)? {
+            Some(p) if p.cluster_name == cluster && p.broker_name == broker_name => p,
+            _ => {
+                let id = self
+                    .first_answer(|a| async move {
+                        self.client
+                            .get_next_broker_id(&a, cluster, broker_name)
+                            .await
+                    })
+                    .await?;
+                let pending = BrokerIdentity {
+                    cluster_name: cluster.to_string(),
+                    broker_name: broker_name.to_string(),
+                    broker_id: id,
+                    register_check_code: format!(
+                        "{broker_addr};{}",
+                        rocketraft_common::time::now_ms()
+                    ),
+                };
+                write_atomically(temp_path, &pending)?;
+                pending
+            }
+        })
+    }
+
+    /// APPLY_BROKER_ID: asks the controller to give `pending`'s id to this broker.
+    async fn apply(
+        &self,
+        pending: &BrokerIdentity,
+        cluster: &str,
+        broker_name: &str,
+    ) -> Result<(), LinkError> {
+        self.first_answer(|a| async move {
+            self.client
+                .apply_broker_id(
+                    &a,
+                    cluster,
+                    broker_name,
+                    pending.broker_id,
+                    &pending.register_check_code,
+                )
+                .await
+        })
+        .await
     }
 
     /// CONTROLLER_REGISTER_BROKER, then, if the set has no master, CONTROLLER_ELECT_MASTER as a

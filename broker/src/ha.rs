@@ -610,13 +610,54 @@ fn decode_epochs(body: &[u8]) -> Vec<EpochEntry> {
         .collect()
 }
 
+/// One slave's connection to this master: handshake, then a task reading the slave's offset
+/// reports while this one streams the CommitLog from where the slave's first report says, until
+/// an error or this broker stops being master of the connection's generation.
 async fn master_connection(
     mut sock: TcpStream,
     peer: SocketAddr,
     ha: Arc<HaState>,
 ) -> std::io::Result<()> {
+    let (slave_id, generation) = master_handshake(&mut sock, peer, &ha).await?;
+
+    // First report: where to stream from.
+    let mut rep = [0u8; 12];
+    read_exact_timeout(&mut sock, &mut rep).await?;
+    let next = i64::from_be_bytes([
+        rep[4], rep[5], rep[6], rep[7], rep[8], rep[9], rep[10], rep[11],
+    ]);
+    let addr = peer.to_string();
+    ha.slave_report(generation, slave_id, &addr, next);
+
+    let (mut rd, wr) = sock.into_split();
+    let reader_ha = ha.clone();
+    let reader_addr = addr.clone();
+    let reader: JoinHandle<std::io::Result<()>> = tokio::spawn(async move {
+        let mut rep = [0u8; 12];
+        loop {
+            read_exact_timeout(&mut rd, &mut rep).await?;
+            let offset = i64::from_be_bytes([
+                rep[4], rep[5], rep[6], rep[7], rep[8], rep[9], rep[10], rep[11],
+            ]);
+            reader_ha.slave_report(generation, slave_id, &reader_addr, offset);
+        }
+    });
+    let result = stream_to_slave(&ha, wr, next, generation, &reader).await;
+    reader.abort();
+    ha.slave_disconnected(generation, slave_id);
+    result
+}
+
+/// The master's side of the handshake: reads the slave's (its broker id), refuses it unless
+/// this broker is master, and answers with the epoch entries, the log end and the epoch.
+/// Returns the slave's id and the connection generation it is served under.
+async fn master_handshake(
+    sock: &mut TcpStream,
+    peer: SocketAddr,
+    ha: &HaState,
+) -> std::io::Result<(i64, u64)> {
     let mut hs = [0u8; 16];
-    read_exact_timeout(&mut sock, &mut hs).await?;
+    read_exact_timeout(sock, &mut hs).await?;
     let state = i32::from_be_bytes([hs[0], hs[1], hs[2], hs[3]]);
     let slave_id =
         i64::from_be_bytes([hs[8], hs[9], hs[10], hs[11], hs[12], hs[13], hs[14], hs[15]]);
@@ -642,93 +683,78 @@ async fn master_connection(
     out.extend_from_slice(&body);
     sock.write_all(&out).await?;
     tracing::info!(%peer, slave_id, "slave connected; handshake sent");
+    Ok((slave_id, generation))
+}
 
-    // First report: where to stream from.
-    let mut rep = [0u8; 12];
-    read_exact_timeout(&mut sock, &mut rep).await?;
-    let mut next = i64::from_be_bytes([
-        rep[4], rep[5], rep[6], rep[7], rep[8], rep[9], rep[10], rep[11],
-    ]);
-    let addr = peer.to_string();
-    ha.slave_report(generation, slave_id, &addr, next);
-
-    let (mut rd, mut wr) = sock.into_split();
-    let reader_ha = ha.clone();
-    let reader_addr = addr.clone();
-    let reader: JoinHandle<std::io::Result<()>> = tokio::spawn(async move {
-        let mut rep = [0u8; 12];
-        loop {
-            read_exact_timeout(&mut rd, &mut rep).await?;
-            let offset = i64::from_be_bytes([
-                rep[4], rep[5], rep[6], rep[7], rep[8], rep[9], rep[10], rep[11],
-            ]);
-            reader_ha.slave_report(generation, slave_id, &reader_addr, offset);
+/// Streams the CommitLog to a slave from `next`: chunks (each within one epoch) while behind,
+/// else a heartbeat with the confirm offset and a wait for new data. Ends with an error when
+/// the report reader stops or this broker is no longer master of `generation`.
+async fn stream_to_slave(
+    ha: &HaState,
+    mut wr: tokio::net::tcp::OwnedWriteHalf,
+    mut next: i64,
+    generation: u64,
+    reader: &JoinHandle<std::io::Result<()>>,
+) -> std::io::Result<()> {
+    let mut arrivals = ha.store.subscribe_arrivals();
+    loop {
+        if reader.is_finished() {
+            return Err(std::io::Error::other("slave report stream ended"));
         }
-    });
-    let result = async {
-        let mut arrivals = ha.store.subscribe_arrivals();
-        loop {
-            if reader.is_finished() {
-                return Err(std::io::Error::other("slave report stream ended"));
+        {
+            let g = ha.inner.lock();
+            if g.role != Role::Master || g.connection_generation != generation {
+                return Err(std::io::Error::other("no longer master of this epoch"));
             }
-            {
-                let g = ha.inner.lock();
-                if g.role != Role::Master || g.connection_generation != generation {
-                    return Err(std::io::Error::other("no longer master of this epoch"));
-                }
-            }
-            let max = ha.store.max_phy_offset();
-            let entries = ha.store.epoch_entries();
-            let confirm = ha.store.confirm_offset();
-            if next < max {
-                let (ep, limit) = epoch_at(&entries, next, max);
-                let chunk = ha
-                    .store
-                    .replication_chunk(next, CHUNK_BYTES, limit)
-                    .ok_or_else(|| {
-                        std::io::Error::other(format!(
-                            "cannot read the CommitLog at {next} for a slave"
-                        ))
-                    })?;
-                let mut frame = Vec::with_capacity(36 + chunk.len());
-                frame.extend_from_slice(&STATE_TRANSFER.to_be_bytes());
-                frame.extend_from_slice(&(chunk.len() as i32).to_be_bytes());
-                frame.extend_from_slice(&next.to_be_bytes());
-                frame.extend_from_slice(&ep.epoch.to_be_bytes());
-                frame.extend_from_slice(&ep.start_offset.to_be_bytes());
-                frame.extend_from_slice(&confirm.to_be_bytes());
-                frame.extend_from_slice(&chunk);
-                wr.write_all(&frame).await?;
-                next += chunk_advance(
-                    &chunk,
-                    next,
-                    ha.store.config().commitlog_segment_size as i64,
-                );
-                continue;
-            }
-            // Idle: heartbeat with the confirm offset, then wait for new data.
-            let ep = entries.last().copied().unwrap_or(EpochEntry {
-                epoch: 0,
-                start_offset: 0,
-            });
-            let mut frame = Vec::with_capacity(36);
-            frame.extend_from_slice(&STATE_TRANSFER.to_be_bytes());
-            frame.extend_from_slice(&0i32.to_be_bytes());
-            frame.extend_from_slice(&next.to_be_bytes());
-            frame.extend_from_slice(&ep.epoch.to_be_bytes());
-            frame.extend_from_slice(&ep.start_offset.to_be_bytes());
-            frame.extend_from_slice(&confirm.to_be_bytes());
-            wr.write_all(&frame).await?;
-            arrivals.borrow_and_update();
-            if ha.store.max_phy_offset() <= next {
-                let _ = tokio::time::timeout(HEARTBEAT, arrivals.changed()).await;
-            }
+        }
+        let max = ha.store.max_phy_offset();
+        let entries = ha.store.epoch_entries();
+        let confirm = ha.store.confirm_offset();
+        if next < max {
+            let (ep, limit) = epoch_at(&entries, next, max);
+            let chunk = ha
+                .store
+                .replication_chunk(next, CHUNK_BYTES, limit)
+                .ok_or_else(|| {
+                    std::io::Error::other(format!(
+                        "cannot read the CommitLog at {next} for a slave"
+                    ))
+                })?;
+            wr.write_all(&transfer_frame(next, ep, confirm, &chunk))
+                .await?;
+            next += chunk_advance(
+                &chunk,
+                next,
+                ha.store.config().commitlog_segment_size as i64,
+            );
+            continue;
+        }
+        // Idle: heartbeat with the confirm offset, then wait for new data.
+        let ep = entries.last().copied().unwrap_or(EpochEntry {
+            epoch: 0,
+            start_offset: 0,
+        });
+        wr.write_all(&transfer_frame(next, ep, confirm, &[]))
+            .await?;
+        arrivals.borrow_and_update();
+        if ha.store.max_phy_offset() <= next {
+            let _ = tokio::time::timeout(HEARTBEAT, arrivals.changed()).await;
         }
     }
-    .await;
-    reader.abort();
-    ha.slave_disconnected(generation, slave_id);
-    result
+}
+
+/// A transfer frame: state, body length, offset, the epoch and its start, the confirm offset,
+/// then the CommitLog bytes (none for a heartbeat).
+fn transfer_frame(offset: i64, ep: EpochEntry, confirm: i64, chunk: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(36 + chunk.len());
+    frame.extend_from_slice(&STATE_TRANSFER.to_be_bytes());
+    frame.extend_from_slice(&(chunk.len() as i32).to_be_bytes());
+    frame.extend_from_slice(&offset.to_be_bytes());
+    frame.extend_from_slice(&ep.epoch.to_be_bytes());
+    frame.extend_from_slice(&ep.start_offset.to_be_bytes());
+    frame.extend_from_slice(&confirm.to_be_bytes());
+    frame.extend_from_slice(chunk);
+    frame
 }
 
 /// The epoch holding `offset` and where the next epoch starts (or `max`).
@@ -768,59 +794,11 @@ pub async fn follow_once(ha: &Arc<HaState>, my_id: i64, master: &str) -> anyhow:
         .await
         .map_err(|_| anyhow::anyhow!("connect timed out"))??;
     let _ = sock.set_nodelay(true);
-    let mut hs = Vec::with_capacity(16);
-    hs.extend_from_slice(&STATE_HANDSHAKE.to_be_bytes());
-    hs.extend_from_slice(&0i16.to_be_bytes());
-    hs.extend_from_slice(&0i16.to_be_bytes());
-    hs.extend_from_slice(&my_id.to_be_bytes());
-    sock.write_all(&hs).await?;
-    let mut head = [0u8; 20];
-    read_exact_timeout(&mut sock, &mut head).await?;
-    let state = i32::from_be_bytes([head[0], head[1], head[2], head[3]]);
-    let body_size = i32::from_be_bytes([head[4], head[5], head[6], head[7]]);
-    let master_max = i64::from_be_bytes([
-        head[8], head[9], head[10], head[11], head[12], head[13], head[14], head[15],
-    ]);
-    if state != STATE_HANDSHAKE
-        || body_size < 0
-        || body_size as usize > MAX_FRAME_BODY
-        || body_size % 12 != 0
-    {
-        anyhow::bail!("bad master handshake (state {state}, body {body_size})");
-    }
-    let mut body = vec![0u8; body_size as usize];
-    read_exact_timeout(&mut sock, &mut body).await?;
-    let master_epochs = decode_epochs(&body);
+    let (master_epochs, master_max) = slave_handshake(&mut sock, my_id).await?;
     let store = &ha.store;
-    let local_end = store.max_phy_offset();
-    let local_epochs = store.epoch_entries();
-    let keep = if local_epochs.is_empty() {
-        // A log this replica never wrote under any epoch: keep nothing past its start unless
-        // it is empty.
-        store.min_phy_offset().max(0).min(local_end)
-    } else {
-        crate::store::epoch::consistent_point(&local_epochs, local_end, &master_epochs, master_max)
-            .unwrap_or_else(|| store.min_phy_offset())
-    };
-    if keep < local_end {
-        tracing::warn!(
-            local_end,
-            keep,
-            master_max,
-            "this replica has a tail the master does not share; truncating it"
-        );
-        store.truncate_to(keep).await?;
-    } else {
-        store.truncate_to(local_end).await?;
-    }
+    truncate_divergent(store, &master_epochs, master_max).await?;
     let mut next = store.max_phy_offset();
-    let report = |offset: i64| {
-        let mut r = Vec::with_capacity(12);
-        r.extend_from_slice(&STATE_TRANSFER.to_be_bytes());
-        r.extend_from_slice(&offset.to_be_bytes());
-        r
-    };
-    sock.write_all(&report(next)).await?;
+    sock.write_all(&report_frame(next)).await?;
     tracing::info!(%master, from = next, master_max, "replicating from the master");
     let mut head = [0u8; 36];
     loop {
@@ -845,6 +823,77 @@ pub async fn follow_once(ha: &Arc<HaState>, my_id: i64, master: &str) -> anyhow:
             next = store.append_replicated(offset, body).await?;
         }
         store.set_confirm_offset(confirm.min(next));
-        sock.write_all(&report(next)).await?;
+        sock.write_all(&report_frame(next)).await?;
     }
+}
+
+/// The slave's side of the handshake: sends its broker id, reads the master's answer. Returns
+/// the master's epoch entries and log end.
+async fn slave_handshake(
+    sock: &mut TcpStream,
+    my_id: i64,
+) -> anyhow::Result<(Vec<EpochEntry>, i64)> {
+    let mut hs = Vec::with_capacity(16);
+    hs.extend_from_slice(&STATE_HANDSHAKE.to_be_bytes());
+    hs.extend_from_slice(&0i16.to_be_bytes());
+    hs.extend_from_slice(&0i16.to_be_bytes());
+    hs.extend_from_slice(&my_id.to_be_bytes());
+    sock.write_all(&hs).await?;
+    let mut head = [0u8; 20];
+    read_exact_timeout(sock, &mut head).await?;
+    let state = i32::from_be_bytes([head[0], head[1], head[2], head[3]]);
+    let body_size = i32::from_be_bytes([head[4], head[5], head[6], head[7]]);
+    let master_max = i64::from_be_bytes([
+        head[8], head[9], head[10], head[11], head[12], head[13], head[14], head[15],
+    ]);
+    if state != STATE_HANDSHAKE
+        || body_size < 0
+        || body_size as usize > MAX_FRAME_BODY
+        || body_size % 12 != 0
+    {
+        anyhow::bail!("bad master handshake (state {state}, body {body_size})");
+    }
+    let mut body = vec![0u8; body_size as usize];
+    read_exact_timeout(sock, &mut body).await?;
+    Ok((decode_epochs(&body), master_max))
+}
+
+/// Cuts the local tail the master does not share (found from both epoch histories; a log never
+/// written under any epoch keeps nothing past its start unless empty). With nothing to cut it
+/// still truncates at the local end, which drops epochs this replica started there.
+async fn truncate_divergent(
+    store: &MessageStore,
+    master_epochs: &[EpochEntry],
+    master_max: i64,
+) -> anyhow::Result<()> {
+    let local_end = store.max_phy_offset();
+    let local_epochs = store.epoch_entries();
+    let keep = if local_epochs.is_empty() {
+        // A log this replica never wrote under any epoch: keep nothing past its start unless
+        // it is empty.
+        store.min_phy_offset().max(0).min(local_end)
+    } else {
+        crate::store::epoch::consistent_point(&local_epochs, local_end, master_epochs, master_max)
+            .unwrap_or_else(|| store.min_phy_offset())
+    };
+    if keep < local_end {
+        tracing::warn!(
+            local_end,
+            keep,
+            master_max,
+            "this replica has a tail the master does not share; truncating it"
+        );
+        store.truncate_to(keep).await?;
+    } else {
+        store.truncate_to(local_end).await?;
+    }
+    Ok(())
+}
+
+/// A slave's offset report: the transfer state and the end of its log.
+fn report_frame(offset: i64) -> Vec<u8> {
+    let mut r = Vec::with_capacity(12);
+    r.extend_from_slice(&STATE_TRANSFER.to_be_bytes());
+    r.extend_from_slice(&offset.to_be_bytes());
+    r
 }

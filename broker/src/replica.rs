@@ -643,35 +643,15 @@ pub async fn slave_sync_loop(inner: Arc<crate::BrokerInner>) {
     }
 }
 
+/// Copies the master's metadata to this slave: topics, subscription groups, consumer offsets,
+/// users and ACLs. Everything is read first; each part is then applied only if the master's
+/// state is not older than what this slave applied (see `MetadataLog::copy_allowed`).
 async fn sync_from(
     inner: &crate::BrokerInner,
     client: &RemotingClient,
     master: &str,
 ) -> anyhow::Result<()> {
-    let get = |code| async move {
-        let r = client
-            .invoke(
-                master,
-                RemotingCommand::request(code),
-                Duration::from_secs(3),
-            )
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        if r.code != response_code::SUCCESS {
-            anyhow::bail!("code {}: {}", r.code, r.remark.unwrap_or_default());
-        }
-        // The master's applied metadata log offset when it read the state.
-        let at = r
-            .ext(crate::metalog::OFFSET_HEADER)
-            .and_then(|v| v.parse::<i64>().ok());
-        Ok((r.body, at))
-    };
-    #[derive(serde::Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Offsets {
-        #[serde(default)]
-        offset_table: std::collections::BTreeMap<String, std::collections::BTreeMap<i32, i64>>,
-    }
+    let get = |code| fetch_from_master(client, master, code);
     let (body, topics_at) = get(request_code::GET_ALL_TOPIC_CONFIG).await?;
     let wrapper: rocketraft_common::protocol::TopicConfigSerializeWrapper =
         serde_json::from_slice(&body)?;
@@ -688,36 +668,101 @@ async fn sync_from(
     // Each part only if the master's state is not older than what this slave applied, and
     // without the metadata log being applied meanwhile.
     if let Some(_applying) = inner.metalog.copy_allowed(topics_at) {
-        let mut changed = false;
-        for (name, config) in wrapper.topic_config_table {
-            if crate::metalog::is_reserved(&name) {
-                continue;
-            }
-            if inner.topics.get(&name).as_ref() != Some(&config) {
-                inner.topics.upsert(config)?;
-                changed = true;
-            }
-        }
-        if changed {
-            inner.register_trigger.notify_one();
-        }
+        copy_topics(inner, wrapper)?;
     } else {
         tracing::debug!(%master, ?topics_at, "the master's topics are older than this slave's; not copied");
     }
     if let Some(_applying) = inner.metalog.copy_allowed(groups_at) {
-        if let Some(table) = groups["subscriptionGroupTable"].as_object() {
-            for (group, config) in table {
-                let raw = serde_json::to_vec(config)?;
-                let current = inner.metadata.get_subscription_group(group)?;
-                let same = current
-                    .and_then(|c| serde_json::from_slice::<serde_json::Value>(&c).ok())
-                    .is_some_and(|c| &c == config);
-                if !same {
-                    inner.metadata.put_subscription_group(group, &raw)?;
-                }
+        copy_groups(inner, &groups)?;
+    }
+    copy_offsets(inner, offsets)?;
+    // Users and ACLs together (an ACL needs its user), from the older of the two reads.
+    let acl_at = match (users_at, acls_at) {
+        (Some(u), Some(a)) => Some(u.min(a)),
+        _ => None,
+    };
+    if let Some(_applying) = inner.metalog.copy_allowed(acl_at) {
+        if inner.acl.replace_all(&users, &acls)? {
+            tracing::info!(%master, users = users.len(), acls = acls.len(), "ACL metadata copied from the master");
+        }
+    }
+    Ok(())
+}
+
+/// One of the master's metadata tables (request `code`): its body, and the master's applied
+/// metadata log offset when it read it (if it says).
+async fn fetch_from_master(
+    client: &RemotingClient,
+    master: &str,
+    code: i32,
+) -> anyhow::Result<(bytes::Bytes, Option<i64>)> {
+    let r = client
+        .invoke(
+            master,
+            RemotingCommand::request(code),
+            Duration::from_secs(3),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if r.code != response_code::SUCCESS {
+        anyhow::bail!("code {}: {}", r.code, r.remark.unwrap_or_default());
+    }
+    // The master's applied metadata log offset when it read the state.
+    let at = r
+        .ext(crate::metalog::OFFSET_HEADER)
+        .and_then(|v| v.parse::<i64>().ok());
+    Ok((r.body, at))
+}
+
+/// The master's consumer offsets (GET_ALL_CONSUMER_OFFSET): `topic@group` -> queue -> offset.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Offsets {
+    #[serde(default)]
+    offset_table: std::collections::BTreeMap<String, std::collections::BTreeMap<i32, i64>>,
+}
+
+/// Takes the master's topic configurations that differ from this slave's (reserved topics
+/// excepted, they come through the metadata log), telling the NameServers when any changed.
+fn copy_topics(
+    inner: &crate::BrokerInner,
+    wrapper: rocketraft_common::protocol::TopicConfigSerializeWrapper,
+) -> anyhow::Result<()> {
+    let mut changed = false;
+    for (name, config) in wrapper.topic_config_table {
+        if crate::metalog::is_reserved(&name) {
+            continue;
+        }
+        if inner.topics.get(&name).as_ref() != Some(&config) {
+            inner.topics.upsert(config)?;
+            changed = true;
+        }
+    }
+    if changed {
+        inner.register_trigger.notify_one();
+    }
+    Ok(())
+}
+
+/// Takes the master's subscription group configurations that differ from this slave's.
+fn copy_groups(inner: &crate::BrokerInner, groups: &serde_json::Value) -> anyhow::Result<()> {
+    if let Some(table) = groups["subscriptionGroupTable"].as_object() {
+        for (group, config) in table {
+            let raw = serde_json::to_vec(config)?;
+            let current = inner.metadata.get_subscription_group(group)?;
+            let same = current
+                .and_then(|c| serde_json::from_slice::<serde_json::Value>(&c).ok())
+                .is_some_and(|c| &c == config);
+            if !same {
+                inner.metadata.put_subscription_group(group, &raw)?;
             }
         }
     }
+    Ok(())
+}
+
+/// Takes the master's consumer offsets that differ from this slave's.
+fn copy_offsets(inner: &crate::BrokerInner, offsets: Offsets) -> anyhow::Result<()> {
     for (key, queues) in offsets.offset_table {
         let Some((topic, group)) = key.split_once('@') else {
             continue;
@@ -728,16 +773,6 @@ async fn sync_from(
                     .metadata
                     .commit_offset(group, topic, queue_id, offset)?;
             }
-        }
-    }
-    // Users and ACLs together (an ACL needs its user), from the older of the two reads.
-    let acl_at = match (users_at, acls_at) {
-        (Some(u), Some(a)) => Some(u.min(a)),
-        _ => None,
-    };
-    if let Some(_applying) = inner.metalog.copy_allowed(acl_at) {
-        if inner.acl.replace_all(&users, &acls)? {
-            tracing::info!(%master, users = users.len(), acls = acls.len(), "ACL metadata copied from the master");
         }
     }
     Ok(())
