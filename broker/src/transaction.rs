@@ -77,6 +77,30 @@ impl Default for TransactionService {
     }
 }
 
+/// The message a commit makes visible: the half message back in its real topic and queue, with
+/// the commit transaction type and a link to the half message's CommitLog offset.
+fn committed_message(half: &message::MessageExt) -> Result<BrokerMessage, Refusal> {
+    let mut msg = half.message.clone();
+    let topic = msg.remove_property(property::REAL_TOPIC).ok_or_else(|| {
+        Refusal(
+            response_code::SYSTEM_ERROR,
+            "half message without REAL_TOPIC".into(),
+        )
+    })?;
+    let queue_id: i32 = msg
+        .remove_property(property::REAL_QUEUE_ID)
+        .and_then(|q| q.parse().ok())
+        .unwrap_or(0);
+    msg.topic = topic;
+    let mut bm = BrokerMessage::new(msg, queue_id);
+    bm.sys_flag =
+        sys_flag::reset_transaction_value(half.sys_flag, sys_flag::TRANSACTION_COMMIT_TYPE);
+    bm.born_timestamp = half.born_timestamp;
+    bm.born_host = half.born_host;
+    bm.prepared_transaction_offset = half.commit_log_offset;
+    Ok(bm)
+}
+
 impl TransactionService {
     /// Records a half message stored at `offset` of the half topic.
     pub fn prepared(&self, offset: i64) {
@@ -179,26 +203,7 @@ impl TransactionService {
             })?;
         match decision {
             sys_flag::TRANSACTION_COMMIT_TYPE => {
-                let mut msg = half.message.clone();
-                let topic = msg.remove_property(property::REAL_TOPIC).ok_or_else(|| {
-                    Refusal(
-                        response_code::SYSTEM_ERROR,
-                        "half message without REAL_TOPIC".into(),
-                    )
-                })?;
-                let queue_id: i32 = msg
-                    .remove_property(property::REAL_QUEUE_ID)
-                    .and_then(|q| q.parse().ok())
-                    .unwrap_or(0);
-                msg.topic = topic;
-                let mut bm = BrokerMessage::new(msg, queue_id);
-                bm.sys_flag = sys_flag::reset_transaction_value(
-                    half.sys_flag,
-                    sys_flag::TRANSACTION_COMMIT_TYPE,
-                );
-                bm.born_timestamp = half.born_timestamp;
-                bm.born_host = half.born_host;
-                bm.prepared_transaction_offset = half.commit_log_offset;
+                let bm = committed_message(&half)?;
                 inner
                     .store_durably(vec![bm])
                     .await

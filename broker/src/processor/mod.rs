@@ -111,69 +111,7 @@ impl RequestProcessor for BrokerProcessor {
                     )
                 });
             };
-            let result = match request.code {
-                request_code::SEND_MESSAGE
-                | request_code::SEND_MESSAGE_V2
-                | request_code::SEND_BATCH_MESSAGE => send::handle(&inner, &ctx, &request).await,
-                request_code::PULL_MESSAGE => pull::handle(&inner, &ctx, &request).await,
-                request_code::QUERY_CONSUMER_OFFSET => {
-                    offset::query_consumer_offset(&inner, &request)
-                }
-                request_code::UPDATE_CONSUMER_OFFSET => {
-                    offset::update_consumer_offset(&inner, &request)
-                }
-                request_code::GET_MAX_OFFSET => offset::max_offset(&inner, &request),
-                request_code::GET_MIN_OFFSET => offset::min_offset(&inner, &request),
-                request_code::SEARCH_OFFSET_BY_TIMESTAMP => {
-                    offset::search_by_timestamp(&inner, &request)
-                }
-                request_code::GET_EARLIEST_MSG_STORETIME => {
-                    offset::earliest_store_time(&inner, &request)
-                }
-                request_code::HEART_BEAT => client::heartbeat(&inner, &ctx, &request),
-                request_code::UNREGISTER_CLIENT => client::unregister(&inner, &request),
-                request_code::GET_CONSUMER_LIST_BY_GROUP => client::consumer_list(&inner, &request),
-                request_code::UPDATE_AND_CREATE_TOPIC => {
-                    admin::create_topic(&inner, &request).await
-                }
-                request_code::DELETE_TOPIC_IN_BROKER => admin::delete_topic(&inner, &request).await,
-                request_code::GET_ALL_TOPIC_CONFIG => admin::all_topic_config(&inner, &request),
-                request_code::GET_ALL_CONSUMER_OFFSET => {
-                    admin::all_consumer_offsets(&inner, &request)
-                }
-                request_code::GET_BROKER_RUNTIME_INFO => admin::runtime_info(&inner, &request),
-                request_code::VIEW_MESSAGE_BY_ID => admin::view_message_by_id(&inner, &request),
-                request_code::EXCHANGE_BROKER_HA_INFO => ha::exchange_ha_info(&inner, &request),
-                request_code::GET_BROKER_HA_STATUS => ha::ha_status(&inner, &request),
-                request_code::NOTIFY_BROKER_ROLE_CHANGED => ha::role_changed(&inner, &request),
-                request_code::POP_MESSAGE => pop::pop(&inner, &request).await,
-                request_code::ACK_MESSAGE => pop::ack(&inner, &request).await,
-                request_code::BATCH_ACK_MESSAGE => pop::batch_ack(&inner, &request).await,
-                request_code::CONSUMER_SEND_MSG_BACK => retry::send_back(&inner, &request).await,
-                request_code::GET_CONSUME_STATS => admin::consume_stats(&inner, &request),
-                request_code::END_TRANSACTION => inner.transactions.end(&inner, &request).await,
-                request_code::RECALL_MESSAGE => recall(&inner, &request).await,
-                request_code::GET_TOPIC_CONFIG => admin::topic_config(&inner, &request),
-                request_code::GET_SUBSCRIPTIONGROUP_CONFIG => {
-                    admin::subscription_group(&inner, &request)
-                }
-                request_code::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP => {
-                    admin::update_subscription_group(&inner, &request).await
-                }
-                request_code::DELETE_SUBSCRIPTIONGROUP => {
-                    admin::delete_subscription_group(&inner, &request).await
-                }
-                request_code::GET_ALL_SUBSCRIPTIONGROUP_CONFIG => {
-                    admin::all_subscription_groups(&inner, &request)
-                }
-                request_code::CHANGE_MESSAGE_INVISIBLETIME => {
-                    pop::change_invisible(&inner, &request).await
-                }
-                other => Err(Refusal(
-                    response_code::REQUEST_CODE_NOT_SUPPORTED,
-                    format!("request code {other} is not supported by this broker"),
-                )),
-            };
+            let result = route(&inner, &ctx, &request).await;
             if request.is_oneway() {
                 return None;
             }
@@ -185,6 +123,66 @@ impl RequestProcessor for BrokerProcessor {
                 }
             })
         })
+    }
+}
+
+/// Runs the handler of a request's code: the messaging codes (produce, consume, offsets,
+/// clients, transactions) here, the others in [`route_admin`].
+async fn route(inner: &BrokerInner, ctx: &RequestContext, request: &RemotingCommand) -> Handled {
+    match request.code {
+        request_code::SEND_MESSAGE
+        | request_code::SEND_MESSAGE_V2
+        | request_code::SEND_BATCH_MESSAGE => send::handle(inner, ctx, request).await,
+        request_code::PULL_MESSAGE => pull::handle(inner, ctx, request).await,
+        request_code::QUERY_CONSUMER_OFFSET => offset::query_consumer_offset(inner, request),
+        request_code::UPDATE_CONSUMER_OFFSET => offset::update_consumer_offset(inner, request),
+        request_code::GET_MAX_OFFSET => offset::max_offset(inner, request),
+        request_code::GET_MIN_OFFSET => offset::min_offset(inner, request),
+        request_code::SEARCH_OFFSET_BY_TIMESTAMP => offset::search_by_timestamp(inner, request),
+        request_code::GET_EARLIEST_MSG_STORETIME => offset::earliest_store_time(inner, request),
+        request_code::HEART_BEAT => client::heartbeat(inner, ctx, request),
+        request_code::UNREGISTER_CLIENT => client::unregister(inner, request),
+        request_code::GET_CONSUMER_LIST_BY_GROUP => client::consumer_list(inner, request),
+        request_code::POP_MESSAGE => pop::pop(inner, request).await,
+        request_code::ACK_MESSAGE => pop::ack(inner, request).await,
+        request_code::BATCH_ACK_MESSAGE => pop::batch_ack(inner, request).await,
+        request_code::CHANGE_MESSAGE_INVISIBLETIME => pop::change_invisible(inner, request).await,
+        request_code::CONSUMER_SEND_MSG_BACK => retry::send_back(inner, request).await,
+        request_code::END_TRANSACTION => inner.transactions.end(inner, request).await,
+        request_code::RECALL_MESSAGE => recall(inner, request).await,
+        _ => route_admin(inner, request).await,
+    }
+}
+
+/// The handlers of the administration codes (topics, subscription groups, runtime and HA
+/// information); any other code is not supported.
+async fn route_admin(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
+    match request.code {
+        request_code::UPDATE_AND_CREATE_TOPIC => admin::create_topic(inner, request).await,
+        request_code::DELETE_TOPIC_IN_BROKER => admin::delete_topic(inner, request).await,
+        request_code::GET_ALL_TOPIC_CONFIG => admin::all_topic_config(inner, request),
+        request_code::GET_ALL_CONSUMER_OFFSET => admin::all_consumer_offsets(inner, request),
+        request_code::GET_BROKER_RUNTIME_INFO => admin::runtime_info(inner, request),
+        request_code::VIEW_MESSAGE_BY_ID => admin::view_message_by_id(inner, request),
+        request_code::EXCHANGE_BROKER_HA_INFO => ha::exchange_ha_info(inner, request),
+        request_code::GET_BROKER_HA_STATUS => ha::ha_status(inner, request),
+        request_code::NOTIFY_BROKER_ROLE_CHANGED => ha::role_changed(inner, request),
+        request_code::GET_CONSUME_STATS => admin::consume_stats(inner, request),
+        request_code::GET_TOPIC_CONFIG => admin::topic_config(inner, request),
+        request_code::GET_SUBSCRIPTIONGROUP_CONFIG => admin::subscription_group(inner, request),
+        request_code::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP => {
+            admin::update_subscription_group(inner, request).await
+        }
+        request_code::DELETE_SUBSCRIPTIONGROUP => {
+            admin::delete_subscription_group(inner, request).await
+        }
+        request_code::GET_ALL_SUBSCRIPTIONGROUP_CONFIG => {
+            admin::all_subscription_groups(inner, request)
+        }
+        other => Err(Refusal(
+            response_code::REQUEST_CODE_NOT_SUPPORTED,
+            format!("request code {other} is not supported by this broker"),
+        )),
     }
 }
 

@@ -92,6 +92,9 @@ impl TagFilter {
     }
 }
 
+/// Serves a pull: checks the topic, queue and subscription, commits the offset the consumer
+/// reports (COMMIT_OFFSET flag), reads, and with the SUSPEND flag holds a pull that found
+/// nothing new (see the module documentation) before answering.
 pub async fn handle(
     inner: &BrokerInner,
     _ctx: &RequestContext,
@@ -112,6 +115,32 @@ pub async fn handle(
             format!("maxMsgNums = {} must be positive", header.max_msg_nums),
         ));
     }
+    let filter = subscription_filter(inner, &header)?;
+
+    if header.sys_flag & pull_sys_flag::COMMIT_OFFSET != 0 && header.commit_offset >= 0 {
+        inner.metadata.commit_offset(
+            &header.consumer_group,
+            &header.topic,
+            header.queue_id,
+            header.commit_offset,
+        )?;
+    }
+
+    let max_msgs = header.max_msg_nums.min(inner.config.max_transfer_count);
+    // Subscribed before the read, so an arrival right after it is not missed.
+    let arrivals = inner.store.subscribe_arrivals();
+    let mut result = read(inner, &header, max_msgs, &filter);
+
+    let suspend = header.sys_flag & pull_sys_flag::SUSPEND != 0;
+    if suspend && nothing_new(&result, header.queue_offset) {
+        result = hold(inner, &header, max_msgs, &filter, arrivals).await;
+    }
+    Ok(respond(inner, request, &header, result))
+}
+
+/// The tag filter of a pull: from the request's subscription (SUBSCRIPTION flag) or the one
+/// the consumer registered by heartbeat. Only TAG expressions are supported.
+fn subscription_filter(inner: &BrokerInner, header: &PullHeader) -> Result<TagFilter, Refusal> {
     if let Some(kind) = header.expression_type.as_deref() {
         if !kind.is_empty() && kind != "TAG" {
             return Err(Refusal(
@@ -120,7 +149,7 @@ pub async fn handle(
             ));
         }
     }
-    let filter = if header.sys_flag & pull_sys_flag::SUBSCRIPTION != 0 {
+    Ok(if header.sys_flag & pull_sys_flag::SUBSCRIPTION != 0 {
         TagFilter::parse(header.subscription.as_deref().unwrap_or("*"))
     } else {
         let Some(sub) = inner
@@ -136,46 +165,37 @@ pub async fn handle(
             ));
         };
         TagFilter::from_codes(&sub.code_set, &sub.sub_string)
+    })
+}
+
+/// Holds a pull that found nothing new: reads again at each store arrival until something new
+/// is found, and once more when the hold time passes (or the store shuts down). The hold time
+/// is the client's suspend timeout (capped) with long polling, else the short polling time.
+async fn hold(
+    inner: &BrokerInner,
+    header: &PullHeader,
+    max_msgs: i32,
+    filter: &TagFilter,
+    mut arrivals: tokio::sync::watch::Receiver<u64>,
+) -> GetMessageResult {
+    let hold_ms = if inner.config.long_polling_enable {
+        header.suspend_timeout_ms.clamp(0, MAX_SUSPEND_MS)
+    } else {
+        inner.config.short_polling_time_ms as i64
     };
-
-    if header.sys_flag & pull_sys_flag::COMMIT_OFFSET != 0 && header.commit_offset >= 0 {
-        inner.metadata.commit_offset(
-            &header.consumer_group,
-            &header.topic,
-            header.queue_id,
-            header.commit_offset,
-        )?;
-    }
-
-    let max_msgs = header.max_msg_nums.min(inner.config.max_transfer_count);
-    let mut arrivals = inner.store.subscribe_arrivals();
-    let mut result = read(inner, &header, max_msgs, &filter);
-
-    let suspend = header.sys_flag & pull_sys_flag::SUSPEND != 0;
-    if suspend && nothing_new(&result, header.queue_offset) {
-        let hold_ms = if inner.config.long_polling_enable {
-            header.suspend_timeout_ms.clamp(0, MAX_SUSPEND_MS)
-        } else {
-            inner.config.short_polling_time_ms as i64
-        };
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(hold_ms as u64);
-        loop {
-            match tokio::time::timeout_at(deadline, arrivals.changed()).await {
-                Ok(Ok(())) => {
-                    result = read(inner, &header, max_msgs, &filter);
-                    if !nothing_new(&result, header.queue_offset) {
-                        break;
-                    }
-                }
-                // The store is shutting down, or the hold time passed: answer with what there is.
-                Ok(Err(_)) | Err(_) => {
-                    result = read(inner, &header, max_msgs, &filter);
-                    break;
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(hold_ms as u64);
+    loop {
+        match tokio::time::timeout_at(deadline, arrivals.changed()).await {
+            Ok(Ok(())) => {
+                let result = read(inner, header, max_msgs, filter);
+                if !nothing_new(&result, header.queue_offset) {
+                    return result;
                 }
             }
+            // The store is shutting down, or the hold time passed: answer with what there is.
+            Ok(Err(_)) | Err(_) => return read(inner, header, max_msgs, filter),
         }
     }
-    Ok(respond(inner, request, &header, result))
 }
 
 /// Whether a read found nothing new yet (the case long polling waits out).

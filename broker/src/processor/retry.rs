@@ -5,6 +5,7 @@
 //! properties, as RocketMQ's `SendMessageProcessor.consumerSendMsgBack` does.
 
 use rocketraft_common::consts::{property, DLQ_GROUP_TOPIC_PREFIX, RETRY_GROUP_TOPIC_PREFIX};
+use rocketraft_common::message::{Message, MessageExt};
 use rocketraft_remoting::codes::response_code;
 use rocketraft_remoting::RemotingCommand;
 
@@ -18,10 +19,45 @@ fn refusal(e: PopError) -> Refusal {
     Refusal(code, why)
 }
 
+/// The message to re-put and its topic: a copy of `original` remembering its first topic and
+/// message id, for the group's DLQ when `to_dlq`, else for its retry topic with a delay level
+/// (the consumer's, or 3 + the reconsume count).
+fn sent_back(
+    original: &MessageExt,
+    group: &str,
+    origin_msg_id: Option<String>,
+    mut delay_level: i32,
+    to_dlq: bool,
+) -> (Message, String) {
+    let mut msg = original.message.clone();
+    if msg.property(property::RETRY_TOPIC).is_none() {
+        msg.set_property(property::RETRY_TOPIC, original.message.topic.clone());
+    }
+    let id = origin_msg_id
+        .or_else(|| original.message.uniq_key().map(str::to_string))
+        .unwrap_or_else(|| original.msg_id.clone());
+    if msg.property(property::ORIGIN_MESSAGE_ID).is_none() {
+        msg.set_property(property::ORIGIN_MESSAGE_ID, id);
+    }
+    msg.remove_property(property::DELAY_TIME_LEVEL);
+    let topic = if to_dlq {
+        format!("{DLQ_GROUP_TOPIC_PREFIX}{group}")
+    } else {
+        if delay_level == 0 {
+            delay_level = 3 + original.reconsume_times;
+        }
+        msg.set_property(property::DELAY_TIME_LEVEL, delay_level.to_string());
+        format!("{RETRY_GROUP_TOPIC_PREFIX}{group}")
+    };
+    (msg, topic)
+}
+
+/// CONSUMER_SEND_MSG_BACK: re-puts the message at `offset` (see the module documentation),
+/// through the timer topic when delayed.
 pub async fn send_back(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
     let offset: i64 = request.ext_parse("offset")?;
     let group = request.require_ext("group")?.to_string();
-    let mut delay_level: i32 = request.ext_parse_opt("delayLevel")?.unwrap_or(0);
+    let delay_level: i32 = request.ext_parse_opt("delayLevel")?.unwrap_or(0);
     let max_reconsume: i32 = match request.ext_parse_opt("maxReconsumeTimes")? {
         Some(n) => n,
         None => crate::pop::max_reconsume_times(inner, &group),
@@ -43,27 +79,8 @@ pub async fn send_back(inner: &BrokerInner, request: &RemotingCommand) -> Handle
             format!("the message at {offset} belongs to a system topic"),
         ));
     }
-    let mut msg = original.message.clone();
-    if msg.property(property::RETRY_TOPIC).is_none() {
-        msg.set_property(property::RETRY_TOPIC, original.message.topic.clone());
-    }
-    let id = origin_msg_id
-        .or_else(|| original.message.uniq_key().map(str::to_string))
-        .unwrap_or_else(|| original.msg_id.clone());
-    if msg.property(property::ORIGIN_MESSAGE_ID).is_none() {
-        msg.set_property(property::ORIGIN_MESSAGE_ID, id);
-    }
-    msg.remove_property(property::DELAY_TIME_LEVEL);
     let to_dlq = original.reconsume_times >= max_reconsume || delay_level < 0;
-    let topic = if to_dlq {
-        format!("{DLQ_GROUP_TOPIC_PREFIX}{group}")
-    } else {
-        if delay_level == 0 {
-            delay_level = 3 + original.reconsume_times;
-        }
-        msg.set_property(property::DELAY_TIME_LEVEL, delay_level.to_string());
-        format!("{RETRY_GROUP_TOPIC_PREFIX}{group}")
-    };
+    let (mut msg, topic) = sent_back(&original, &group, origin_msg_id, delay_level, to_dlq);
     ensure_system_topic(inner, &topic, 1).map_err(refusal)?;
     msg.topic = topic.clone();
     let mut bm = BrokerMessage::new(msg, 0);

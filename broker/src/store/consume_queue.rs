@@ -99,6 +99,84 @@ impl std::fmt::Debug for ConsumeQueue {
     }
 }
 
+/// Opens a queue's files in `dir` (each `file_bytes` long): stray files, files after a gap and
+/// trailing files whose first slot is empty (created but never written) are removed, and the
+/// directory synced after any removal.
+fn open_files(dir: &Path, file_bytes: u64) -> io::Result<Vec<Arc<MappedFile>>> {
+    let mut starts = Vec::new();
+    // Files deleted here: their directory is synced before the queue is used, so a deletion
+    // cannot come back after a power loss.
+    let mut removed = false;
+    for e in fs::read_dir(dir)? {
+        let e = e?;
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        match parse_file_name(&name) {
+            Some(s) if s % file_bytes == 0 => starts.push(s),
+            _ => {
+                tracing::warn!(path = %e.path().display(), "removing stray ConsumeQueue file");
+                fs::remove_file(e.path())?;
+                removed = true;
+            }
+        }
+    }
+    starts.sort_unstable();
+    let mut files: Vec<Arc<MappedFile>> = Vec::new();
+    for s in starts {
+        let path = dir.join(file_name(s));
+        if let Some(last) = files.last() {
+            if last.end_offset() != s {
+                tracing::warn!(path = %path.display(), "ConsumeQueue file after a gap; removing");
+                fs::remove_file(&path)?;
+                removed = true;
+                continue;
+            }
+        }
+        files.push(Arc::new(MappedFile::open(&path, s, file_bytes as usize)?));
+    }
+    // Drop trailing files whose first slot is empty (created but never written).
+    while files.len() > 1 {
+        let Some(last) = files.last() else { break };
+        // SAFETY: no writer or reader exists yet.
+        let first = CqEntry::decode(unsafe { last.slice(0, CQ_UNIT_SIZE) });
+        if first.is_valid() {
+            break;
+        }
+        let path = last.path().to_path_buf();
+        files.pop();
+        fs::remove_file(&path)?;
+        removed = true;
+    }
+    if removed {
+        sync_dir(dir)?;
+    }
+    Ok(files)
+}
+
+/// The queue offsets loaded files hold: from the first file's first slot to the first slot of
+/// the last file that is not a valid entry. `(0, 0)` without files.
+fn offset_range(files: &[Arc<MappedFile>], entries_per_file: u64) -> (i64, i64) {
+    match (files.first(), files.last()) {
+        (Some(first), Some(last)) => {
+            let base = (last.start_offset() / CQ_UNIT_SIZE as u64) as i64;
+            let mut n = 0;
+            while (n as u64) < entries_per_file {
+                // SAFETY: no writer or reader exists yet; n * 20 + 20 <= file size.
+                let e = CqEntry::decode(unsafe { last.slice(n * CQ_UNIT_SIZE, CQ_UNIT_SIZE) });
+                if !e.is_valid() {
+                    break;
+                }
+                n += 1;
+            }
+            (
+                (first.start_offset() / CQ_UNIT_SIZE as u64) as i64,
+                base + n as i64,
+            )
+        }
+        _ => (0, 0),
+    }
+}
+
 impl ConsumeQueue {
     fn file_bytes(&self) -> u64 {
         self.entries_per_file * CQ_UNIT_SIZE as u64
@@ -127,73 +205,8 @@ impl ConsumeQueue {
         entries_per_file: u64,
     ) -> io::Result<ConsumeQueue> {
         let cq = ConsumeQueue::new(root, topic, queue_id, entries_per_file);
-        let file_bytes = cq.file_bytes();
-        let mut starts = Vec::new();
-        // Files deleted here: their directory is synced before the queue is used, so a deletion
-        // cannot come back after a power loss.
-        let mut removed = false;
-        for e in fs::read_dir(&cq.dir)? {
-            let e = e?;
-            let name = e.file_name();
-            let name = name.to_string_lossy();
-            match parse_file_name(&name) {
-                Some(s) if s % file_bytes == 0 => starts.push(s),
-                _ => {
-                    tracing::warn!(path = %e.path().display(), "removing stray ConsumeQueue file");
-                    fs::remove_file(e.path())?;
-                    removed = true;
-                }
-            }
-        }
-        starts.sort_unstable();
-        let mut files: Vec<Arc<MappedFile>> = Vec::new();
-        for s in starts {
-            let path = cq.dir.join(file_name(s));
-            if let Some(last) = files.last() {
-                if last.end_offset() != s {
-                    tracing::warn!(path = %path.display(), "ConsumeQueue file after a gap; removing");
-                    fs::remove_file(&path)?;
-                    removed = true;
-                    continue;
-                }
-            }
-            files.push(Arc::new(MappedFile::open(&path, s, file_bytes as usize)?));
-        }
-        // Drop trailing files whose first slot is empty (created but never written).
-        while files.len() > 1 {
-            let Some(last) = files.last() else { break };
-            // SAFETY: no writer or reader exists yet.
-            let first = CqEntry::decode(unsafe { last.slice(0, CQ_UNIT_SIZE) });
-            if first.is_valid() {
-                break;
-            }
-            let path = last.path().to_path_buf();
-            files.pop();
-            fs::remove_file(&path)?;
-            removed = true;
-        }
-        if removed {
-            sync_dir(&cq.dir)?;
-        }
-        let (min, max) = match (files.first(), files.last()) {
-            (Some(first), Some(last)) => {
-                let base = (last.start_offset() / CQ_UNIT_SIZE as u64) as i64;
-                let mut n = 0;
-                while (n as u64) < entries_per_file {
-                    // SAFETY: as above; n * 20 + 20 <= file size.
-                    let e = CqEntry::decode(unsafe { last.slice(n * CQ_UNIT_SIZE, CQ_UNIT_SIZE) });
-                    if !e.is_valid() {
-                        break;
-                    }
-                    n += 1;
-                }
-                (
-                    (first.start_offset() / CQ_UNIT_SIZE as u64) as i64,
-                    base + n as i64,
-                )
-            }
-            _ => (0, 0),
-        };
+        let files = open_files(&cq.dir, cq.file_bytes())?;
+        let (min, max) = offset_range(&files, entries_per_file);
         cq.min_offset.store(min, Ordering::Release);
         cq.max_offset.store(max, Ordering::Release);
         // What is on disk is unknown after a process crash (dirty pages may still be in the page
