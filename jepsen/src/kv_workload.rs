@@ -34,14 +34,16 @@ use rocketraft_raft::kv::{wire, KvValue};
 use rocketraft_raft::NodeStatus;
 use rocketraft_remoting::{ClientConfig, RemotingClient, RemotingCommand, RemotingError};
 use serde_json::{json, Value as Json};
+use tokio::sync::watch;
 
-use crate::cluster::{Cluster, ClusterOptions, CLIENT_NODE};
-use crate::linearizability::{CheckOptions, Verdict};
-use crate::nemesis::{lock, parse_kinds, timeline, FaultKind, Nemesis};
-use crate::net::{self, Network};
+use crate::cluster::{Clients, Cluster, ClusterOptions, CLIENT_NODE};
+use crate::lifecycle::{self, Findings, Power, Task, Workload};
+use crate::model::ModelName;
+use crate::nemesis::{lock, parse_kinds, FaultKind};
+use crate::net::Network;
 use crate::nodes::{find_raft_kv_binary, port, wait_until, Node, Role};
-use crate::record::{extra, Kind, Process, Recorder};
-use crate::report::{self, Verdicts};
+use crate::record::{extra, Event, Kind, Process, Recorder};
+use crate::report::Verdicts;
 use crate::rng::Rng;
 use crate::run::RunOptions;
 
@@ -451,116 +453,163 @@ async fn final_reads(client: &KvClient, recorder: &Recorder, nodes: &[(String, S
 }
 
 /// `rocketraft-jepsen run --workload raft-kv` ([`crate::run::run`] hands over at once; the
-/// nodes run [`crate::nodes::RAFT_KV_BINARY`], `--bin` is not used): the same shape as the
-/// other workloads (tools, stale namespaces, report directory, the harness inside the client
-/// namespace, teardown on exit, error, Ctrl-C and SIGTERM) around [`run_async`].
+/// nodes run [`crate::nodes::RAFT_KV_BINARY`], `--bin` is not used): the lifecycle of every
+/// workload ([`crate::lifecycle`]) around [`KvRun`].
 pub fn run(options: RunOptions) -> anyhow::Result<(Verdicts, PathBuf)> {
     let kinds = parse_kinds(&options.nemesis)?;
     let binary = find_raft_kv_binary()?;
-    net::ensure_tools()?;
-    let stale = net::clean_stale()?;
-    if !stale.is_empty() {
-        eprintln!("removed {} namespace(s) of a crashed run", stale.len());
-    }
-    let dir = match &options.out {
-        Some(dir) => dir.clone(),
-        None => std::env::temp_dir().join(format!(
-            "rocketraft-jepsen/{}-{}-{}-{}",
-            options.workload,
-            options.nemesis.replace(',', "+"),
-            options.seed,
-            std::process::id()
-        )),
-    };
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    eprintln!(
-        "rocketraft-jepsen run: workload {}, nemesis {}, {} s, seed {}; binary {}; report in {}",
-        options.workload,
-        options.nemesis,
-        options.time_limit.as_secs(),
-        options.seed,
-        binary.display(),
-        dir.display()
-    );
-    let mut cluster = create_cluster(
-        ClusterOptions {
-            binary,
-            dir: dir.clone(),
-            with_proxy: false,
-            min_in_sync_replicas: 0,
-            threads: 2,
-            broker_env: Vec::new(),
-            controller_stale_reads: false,
-        },
-        options.unsafe_raft_kv_stale_reads,
-    )?;
-    if kinds.contains(&FaultKind::Latency) {
-        cluster.add_relays()?;
-    }
-    if kinds.contains(&FaultKind::ClockStep) {
-        cluster.enable_clock_files(&[Role::RaftKv])?;
-    }
-    let client_ns = cluster.client_ns()?;
-    let cluster = Arc::new(Mutex::new(cluster));
-    // Every socket the harness opens from here on is inside the client namespace.
-    let result = net::enter(&client_ns).and_then(|()| {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .context("cannot build the tokio runtime")?;
-        let outcome = runtime.block_on(async {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .context("cannot catch SIGTERM")?;
-            tokio::select! {
-                result = run_async(cluster.clone(), &options, &kinds, &dir) => result,
-                _ = tokio::signal::ctrl_c() => bail!("interrupted (Ctrl-C): tearing down"),
-                _ = term.recv() => bail!("terminated (SIGTERM): tearing down"),
-            }
-        });
-        runtime.shutdown_timeout(Duration::from_secs(2));
-        outcome
-    });
-    lock(&cluster).shutdown();
-    let verdicts = result?;
-    if !options.keep_data && verdicts.valid {
-        let c = lock(&cluster);
-        for node in &c.nodes {
-            let path = node.dir.join("data");
-            if path.exists() {
-                if let Err(e) = std::fs::remove_dir_all(&path) {
-                    tracing::warn!(path = %path.display(), error = %e, "cannot remove node data");
-                }
-            }
-        }
-    }
-    Ok((verdicts, dir))
+    lifecycle::run::<KvRun>(&options, &kinds, binary)
 }
 
-/// The raft-kv run: start the nodes, run the workers under the nemesis, heal, recover, read
-/// back, check, write the report. Called by [`run`] inside the client namespace.
-pub async fn run_async(
-    cluster: Arc<Mutex<Cluster>>,
-    options: &RunOptions,
-    kinds: &[FaultKind],
-    dir: &Path,
-) -> anyhow::Result<Verdicts> {
-    let client = KvClient::new(Duration::from_secs(6));
-    let nodes = kv_nodes(&cluster);
-    eprintln!(
-        "starting {} raft-kv nodes in network namespaces{}...",
-        nodes.len(),
-        if options.unsafe_raft_kv_stale_reads {
-            " (UNSAFE stale reads)"
-        } else {
-            ""
+/// The raft-kv workload's part of the lifecycle: start the nodes, run the workers, read every
+/// key back on every node, check one compare-and-set register per key.
+pub(crate) struct KvRun {
+    client: KvClient,
+    /// (name, client address) of every node.
+    nodes: Vec<(String, String)>,
+}
+
+impl Workload for KvRun {
+    const DATA_DIRS: &'static [&'static str] = &["data"];
+    const PRIMARY: &'static [&'static str] = &PRIMARY;
+    const WORKERS_BELOW: u64 = FINAL_PROCESS_BASE;
+
+    fn build(
+        options: &RunOptions,
+        kinds: &[FaultKind],
+        binary: PathBuf,
+        dir: &Path,
+    ) -> anyhow::Result<(Cluster, Option<Power>)> {
+        let mut cluster = create_cluster(
+            ClusterOptions {
+                binary,
+                dir: dir.to_path_buf(),
+                with_proxy: false,
+                min_in_sync_replicas: 0,
+                threads: 2,
+                broker_env: Vec::new(),
+                controller_stale_reads: false,
+            },
+            options.unsafe_raft_kv_stale_reads,
+        )?;
+        if kinds.contains(&FaultKind::Latency) {
+            cluster.add_relays()?;
         }
-    );
-    lock(&cluster).start_all()?;
+        if kinds.contains(&FaultKind::ClockStep) {
+            cluster.enable_clock_files(&[Role::RaftKv])?;
+        }
+        Ok((cluster, None))
+    }
+
+    async fn start(
+        cluster: &Arc<Mutex<Cluster>>,
+        options: &RunOptions,
+        dir: &Path,
+    ) -> anyhow::Result<KvRun> {
+        let client = KvClient::new(Duration::from_secs(6));
+        let nodes = kv_nodes(cluster);
+        eprintln!(
+            "starting {} raft-kv nodes in network namespaces{}...",
+            nodes.len(),
+            if options.unsafe_raft_kv_stale_reads {
+                " (UNSAFE stale reads)"
+            } else {
+                ""
+            }
+        );
+        lock(cluster).start_all()?;
+        wait_serving(&client, &nodes, dir).await?;
+        let leader = leader_among(&client, &nodes).await;
+        eprintln!(
+            "raft-kv ready (leader {}); running the workload: {WORKERS} clients, keys {}",
+            leader.as_deref().unwrap_or("unknown"),
+            KEYS.join(",")
+        );
+        Ok(KvRun { client, nodes })
+    }
+
+    fn spawn(
+        &mut self,
+        recorder: &Recorder,
+        options: &RunOptions,
+        stop: &watch::Receiver<bool>,
+    ) -> Vec<Task> {
+        let workers = tokio::spawn(run_workers(
+            self.client.clone(),
+            recorder.clone(),
+            self.nodes.clone(),
+            options.seed,
+            stop.clone(),
+        ));
+        vec![("the raft-kv workload task failed", workers)]
+    }
+
+    fn nemesis_clients(&self) -> Clients {
+        Clients::new(Duration::from_secs(3))
+    }
+
+    async fn finish(&mut self, recorder: &Recorder) {
+        eprintln!("final reads of every key on every node...");
+        final_reads(&self.client, recorder, &self.nodes).await;
+    }
+
+    fn check(
+        &self,
+        events: &[Event],
+        options: &RunOptions,
+        dir: &Path,
+    ) -> anyhow::Result<Findings> {
+        eprintln!("checking linearizability (cas-register model, one register per key)...");
+        let (mut findings, checked) = lifecycle::linearizability_findings(
+            dir,
+            ModelName::CasRegister,
+            "raft-kv",
+            "linearizability (cas-register per key)",
+            "no linearization of the operations on one key; see the deepest partial linearization",
+        )?;
+        let summary = findings.others.get_mut("linearizability");
+        if let Some(summary) = summary.and_then(Json::as_object_mut) {
+            summary.insert("model".into(), json!(checked.report.model));
+            summary.insert("dropped".into(), json!(checked.report.dropped));
+        }
+        let counts = self.counts(events, options);
+        findings.others.insert("raft_kv".to_string(), counts);
+        Ok(findings)
+    }
+}
+
+impl KvRun {
+    /// The `raft_kv` entry of the verdicts: the shape of the run and how its compares went.
+    fn counts(&self, events: &[Event], options: &RunOptions) -> Json {
+        let cas_ok = events
+            .iter()
+            .filter(|e| e.f == "cas" && e.kind == Kind::Ok)
+            .count();
+        let cas_failed = events
+            .iter()
+            .filter(|e| e.f == "cas" && e.kind == Kind::Fail && e.extra.contains_key("current"))
+            .count();
+        json!({
+            "nodes": self.nodes.len(),
+            "keys": KEYS.len(),
+            "workers": WORKERS,
+            "cas_applied": cas_ok,
+            "cas_compare_failed": cas_failed,
+            "unsafe_stale_reads": options.unsafe_raft_kv_stale_reads,
+        })
+    }
+}
+
+/// Waits until the nodes elect a leader (90 s) and every node serves a read (60 s: knows the
+/// leader, forwards).
+async fn wait_serving(
+    client: &KvClient,
+    nodes: &[(String, String)],
+    dir: &Path,
+) -> anyhow::Result<()> {
     let elected = wait_until(Duration::from_secs(90), || {
         let client = client.clone();
-        let nodes = nodes.clone();
+        let nodes = nodes.to_vec();
         async move { leader_among(&client, &nodes).await.is_some() }
     })
     .await;
@@ -570,10 +619,9 @@ pub async fn run_async(
             dir.display()
         );
     }
-    // Every node serves a read (knows the leader, forwards).
     let serving = wait_until(Duration::from_secs(60), || {
         let client = client.clone();
-        let nodes = nodes.clone();
+        let nodes = nodes.to_vec();
         async move {
             for (_, addr) in &nodes {
                 if client.read(addr, KEYS[0]).await.is_err() {
@@ -590,195 +638,13 @@ pub async fn run_async(
             dir.display()
         );
     }
-    let leader = leader_among(&client, &nodes).await;
-    eprintln!(
-        "raft-kv ready (leader {}); running the workload: {WORKERS} clients, keys {}",
-        leader.as_deref().unwrap_or("unknown"),
-        KEYS.join(",")
-    );
-
-    let recorder = Recorder::create(&dir.join("history.jsonl"))?;
-    let mut rng = Rng::new(options.seed);
-    let windows = timeline(kinds, options.time_limit, &mut rng.fork(1));
-    recorder.nemesis(
-        "plan",
-        json!({
-            "seed": options.seed,
-            "wall_clock_unix_ms": report::wall_clock_ms(),
-            "windows": windows.iter().map(|w| json!({
-                "kind": w.kind.as_str(),
-                "start_s": w.start.as_secs_f64(),
-                "duration_s": w.duration.as_secs_f64(),
-            })).collect::<Vec<_>>(),
-        }),
-    );
-    let (stop_workers, workers_stopped) = tokio::sync::watch::channel(false);
-    let (stop_nemesis, nemesis_stopped) = tokio::sync::watch::channel(false);
-    let workload_task = tokio::spawn(run_workers(
-        client.clone(),
-        recorder.clone(),
-        nodes.clone(),
-        options.seed,
-        workers_stopped.clone(),
-    ));
-    let progress_task = tokio::spawn(crate::run::progress(
-        cluster.clone(),
-        recorder.clone(),
-        workers_stopped,
-    ));
-    let mut nemesis = Nemesis {
-        cluster: cluster.clone(),
-        clients: crate::cluster::Clients::new(Duration::from_secs(3)),
-        recorder: recorder.clone(),
-        rng: rng.fork(2),
-        on_fault: None,
-        power: None,
-    };
-    {
-        let nemesis_run = nemesis.run(windows, nemesis_stopped);
-        let limit = tokio::time::sleep(options.time_limit);
-        tokio::pin!(nemesis_run);
-        tokio::pin!(limit);
-        tokio::select! {
-            result = &mut nemesis_run => {
-                result?;
-                limit.await;
-            }
-            _ = &mut limit => {
-                let _ = stop_nemesis.send(true);
-                nemesis_run.await?;
-            }
-        }
-    }
-    eprintln!("time limit reached: healing everything");
-    nemesis.heal_all()?;
-    let healed = recorder.now();
-    let recovered = wait_until(Duration::from_secs(90), || {
-        let recorder = recorder.clone();
-        async move {
-            recorder.events().iter().any(|e| {
-                e.time >= healed
-                    && PRIMARY.contains(&e.f.as_str())
-                    && e.kind == Kind::Ok
-                    && e.process.client().is_some_and(|p| p < FINAL_PROCESS_BASE)
-            })
-        }
-    })
-    .await;
-    if recovered {
-        eprintln!(
-            "recovered {:.1} s after the heal",
-            (recorder.now() - healed) as f64 / 1e9
-        );
-    } else {
-        eprintln!("no acknowledged operation within 90 s of the heal: the cluster did not recover");
-    }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let _ = stop_workers.send(true);
-    if let Err(e) = workload_task.await {
-        tracing::error!(error = %e, "the raft-kv workload task failed");
-    }
-    eprintln!("final reads of every key on every node...");
-    final_reads(&client, &recorder, &nodes).await;
-    progress_task.abort();
-    recorder.flush();
-
-    let events = recorder.events();
-    let stats = report::stats(&events, &PRIMARY);
-    eprintln!("checking linearizability (cas-register model, one register per key)...");
-    let text = std::fs::read_to_string(dir.join("history.jsonl"))
-        .context("cannot read back history.jsonl")?;
-    let checked = crate::check_text(
-        &text,
-        Some(crate::history::Format::Jsonl),
-        Some(crate::model::ModelName::CasRegister),
-        &CheckOptions {
-            time_budget: Duration::from_secs(120),
-            ..CheckOptions::default()
-        },
-    )
-    .context("cannot check the raft-kv history")?;
-    let verdict = checked.report.verdict;
-    let counterexample = checked
-        .report
-        .counterexample
-        .as_ref()
-        .and_then(|c| serde_json::to_value(c).ok())
-        .map(|c| json!({"checker": "linearizability (cas-register per key)", "explanation": "no linearization of the operations on one key; see the deepest partial linearization", "counterexample": c}));
-    let mut others = std::collections::BTreeMap::new();
-    others.insert("recovered".to_string(), json!(recovered));
-    others.insert(
-        "linearizability".to_string(),
-        json!({
-            "verdict": format!("{verdict:?}"),
-            "model": checked.report.model,
-            "operations": checked.report.operations,
-            "dropped": checked.report.dropped,
-            "unknown_outcome": checked.report.unknown_outcome,
-            "keys": checked.report.keys,
-            "elapsed_s": checked.report.elapsed.as_secs_f64(),
-            "unknown_reason": checked.report.unknown_reason,
-        }),
-    );
-    let cas_ok = events
-        .iter()
-        .filter(|e| e.f == "cas" && e.kind == Kind::Ok)
-        .count();
-    let cas_failed = events
-        .iter()
-        .filter(|e| e.f == "cas" && e.kind == Kind::Fail && e.extra.contains_key("current"))
-        .count();
-    others.insert(
-        "raft_kv".to_string(),
-        json!({
-            "nodes": nodes.len(),
-            "keys": KEYS.len(),
-            "workers": WORKERS,
-            "cas_applied": cas_ok,
-            "cas_compare_failed": cas_failed,
-            "unsafe_stale_reads": options.unsafe_raft_kv_stale_reads,
-        }),
-    );
-    let verdicts = Verdicts {
-        valid: verdict == Verdict::Valid && recovered,
-        workload: options.workload.clone(),
-        nemesis: options.nemesis.clone(),
-        seed: options.seed,
-        time_limit_s: options.time_limit.as_secs(),
-        queue: None,
-        split_brain: None,
-        others,
-        faults: report::run_fault_impacts(&events, &stats, dir),
-        stats,
-        counterexample,
-    };
-    let logs: Vec<(String, String)> = lock(&cluster)
-        .log_paths()
-        .into_iter()
-        .map(|(name, path)| {
-            let rel = path
-                .strip_prefix(dir)
-                .map(|p| p.display().to_string())
-                .unwrap_or_else(|_| path.display().to_string());
-            (name, rel)
-        })
-        .collect();
-    std::fs::write(
-        dir.join("verdicts.json"),
-        serde_json::to_string_pretty(&verdicts).context("cannot encode the verdicts")?,
-    )
-    .context("cannot write verdicts.json")?;
-    std::fs::write(
-        dir.join("index.html"),
-        report::html(&events, &verdicts, &PRIMARY, &logs),
-    )
-    .context("cannot write index.html")?;
-    Ok(verdicts)
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::linearizability::{CheckOptions, Verdict};
 
     #[test]
     fn node_arguments_name_every_peer() {

@@ -76,6 +76,7 @@ pub mod history;
 pub mod kv_workload;
 pub mod latency;
 pub mod lazyfs;
+mod lifecycle;
 pub mod linearizability;
 pub mod model;
 pub mod nemesis;

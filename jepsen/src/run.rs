@@ -1,29 +1,36 @@
 //! `rocketraft-jepsen run`: build the private network, start the cluster, run a workload while
 //! the nemesis injects faults on its seeded timeline, heal, wait for recovery, drain, check,
 //! and write the report. Everything started is torn down on the way out, on error, and on
-//! Ctrl-C / SIGTERM.
+//! Ctrl-C / SIGTERM. The lifecycle is [`crate::lifecycle`]'s, shared by every workload; this
+//! module brings the RocketMQ cluster and the queue and controller workloads.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use serde_json::json;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::cluster::{Clients, Cluster, ClusterOptions};
-use crate::linearizability::{CheckOptions, Verdict};
-use crate::nemesis::{lock, parse_kinds, timeline, Nemesis};
+use crate::lifecycle::{self, Findings, Power, Task, Workload};
+use crate::model::ModelName;
+use crate::nemesis::{lock, parse_kinds, FaultKind, PowerMounts};
 use crate::nodes::{find_binary, wait_until, Role};
-use crate::record::{Kind, Recorder};
-use crate::report::{self, Verdicts};
-use crate::rng::Rng;
+use crate::record::{Event, Kind, Recorder};
+use crate::report::{self, FaultImpact, Verdicts};
 use crate::workload::{self, QueueOptions};
-use crate::{controller_workload, net, queue_check, split_brain};
-use std::sync::atomic::AtomicU64;
+use crate::{controller_workload, queue_check, split_brain};
 
 /// The broker switch that makes a master acknowledge before replicating (a deliberately broken
 /// build, for the harness's self-test).
 pub const UNSAFE_ACK_ENV: &str = "ROCKETRAFT_UNSAFE_ACK_BEFORE_REPLICATION";
+
+/// The node data directories removed after a valid run (the logs stay).
+const DATA_DIRS: [&str; 4] = ["data", "store", "store-disk", "data-disk"];
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -57,38 +64,28 @@ pub fn run(options: RunOptions) -> anyhow::Result<(Verdicts, PathBuf)> {
     }
     let kinds = parse_kinds(&options.nemesis)?;
     let binary = find_binary(options.bin.as_deref())?;
-    net::ensure_tools()?;
-    let stale = net::clean_stale()?;
-    if !stale.is_empty() {
-        eprintln!("removed {} namespace(s) of a crashed run", stale.len());
+    if options.workload == "queue" {
+        lifecycle::run::<QueueRun>(&options, &kinds, binary)
+    } else {
+        lifecycle::run::<ControllerRun>(&options, &kinds, binary)
     }
-    let dir = match &options.out {
-        Some(dir) => dir.clone(),
-        None => std::env::temp_dir().join(format!(
-            "rocketraft-jepsen/{}-{}-{}-{}",
-            options.workload,
-            options.nemesis.replace(',', "+"),
-            options.seed,
-            std::process::id()
-        )),
-    };
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    eprintln!(
-        "rocketraft-jepsen run: workload {}, nemesis {}, {} s, seed {}; binary {}; report in {}",
-        options.workload,
-        options.nemesis,
-        options.time_limit.as_secs(),
-        options.seed,
-        binary.display(),
-        dir.display()
-    );
+}
+
+/// Builds the network and writes every config of the RocketMQ cluster (starts nothing), and
+/// the brokers' LazyFs mounts when the run has the power-loss nemesis.
+pub(crate) fn build_cluster(
+    options: &RunOptions,
+    kinds: &[FaultKind],
+    binary: PathBuf,
+    dir: &Path,
+) -> anyhow::Result<(Cluster, Option<Power>)> {
     let mut broker_env = Vec::new();
     if options.unsafe_ack_before_replication {
         broker_env.push((UNSAFE_ACK_ENV.to_string(), "1".to_string()));
     }
     let mut cluster = Cluster::create(ClusterOptions {
         binary,
-        dir: dir.clone(),
+        dir: dir.to_path_buf(),
         // The queue workload sends and receives through the proxy too.
         with_proxy: options.with_proxy || options.workload == "queue",
         min_in_sync_replicas: options.min_in_sync_replicas,
@@ -96,88 +93,47 @@ pub fn run(options: RunOptions) -> anyhow::Result<(Verdicts, PathBuf)> {
         broker_env,
         controller_stale_reads: options.unsafe_controller_stale_reads,
     })?;
-    if kinds.contains(&crate::nemesis::FaultKind::Latency) {
+    if kinds.contains(&FaultKind::Latency) {
         cluster.add_relays()?;
     }
-    if kinds.contains(&crate::nemesis::FaultKind::ClockStep) {
+    if kinds.contains(&FaultKind::ClockStep) {
         cluster.enable_clock_files(&[Role::Controller, Role::Broker])?;
     }
     // The brokers' stores on LazyFs mounts, before any process starts (each gets a copy).
-    let power = if kinds.contains(&crate::nemesis::FaultKind::PowerLoss) {
-        Some(Arc::new(Mutex::new(crate::nemesis::PowerMounts::mount(
-            &cluster,
-        )?)))
+    let power = if kinds.contains(&FaultKind::PowerLoss) {
+        Some(Arc::new(Mutex::new(PowerMounts::mount(&cluster)?)))
     } else {
         None
     };
-    let client_ns = cluster.client_ns()?;
-    let cluster = Arc::new(Mutex::new(cluster));
-    // Every socket the harness opens from here on is inside the client namespace: the runtime's
-    // threads are created by this thread after it moved.
-    let result = net::enter(&client_ns).and_then(|()| {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .context("cannot build the tokio runtime")?;
-        let outcome = runtime.block_on(async {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .context("cannot catch SIGTERM")?;
-            tokio::select! {
-                result = run_async(cluster.clone(), power.clone(), &options, &kinds, &dir) => result,
-                _ = tokio::signal::ctrl_c() => bail!("interrupted (Ctrl-C): tearing down"),
-                _ = term.recv() => bail!("terminated (SIGTERM): tearing down"),
-            }
-        });
-        runtime.shutdown_timeout(Duration::from_secs(2));
-        outcome
-    });
-    lock(&cluster).shutdown();
-    if let Some(power) = power {
-        // Every process is gone: unmount the LazyFs mounts (the last reference to them).
-        let stats = match power.lock() {
-            Ok(p) => p.stats(),
-            Err(poisoned) => poisoned.into_inner().stats(),
-        };
-        eprintln!(
-            "power-loss: {} cuts, {} unsynced bytes dropped ({} files), {} bytes written after the cuts discarded",
-            stats.cuts, stats.dropped_bytes, stats.dropped_files, stats.discarded_write_bytes
-        );
-        drop(power);
-    }
-    let verdicts = result?;
-    if !options.keep_data && verdicts.valid {
-        let c = lock(&cluster);
-        for node in &c.nodes {
-            for data in ["data", "store", "store-disk", "data-disk"] {
-                let path = node.dir.join(data);
-                if path.exists() {
-                    if let Err(e) = std::fs::remove_dir_all(&path) {
-                        tracing::warn!(path = %path.display(), error = %e, "cannot remove node data");
-                    }
-                }
-            }
-        }
-    }
-    Ok((verdicts, dir))
+    Ok((cluster, power))
 }
 
-async fn run_async(
-    cluster: Arc<Mutex<Cluster>>,
-    power: Option<Arc<Mutex<crate::nemesis::PowerMounts>>>,
+/// The RocketMQ cluster once it serves: its addresses and the clients that ask it.
+struct RocketMq {
+    clients: Clients,
+    controllers: Vec<String>,
+    namesrv: String,
+    /// The broker set's replicas, as the NameServer lists them.
+    replicas: Vec<String>,
+    proxy: Option<String>,
+}
+
+/// The controllers first, until they elect a leader (90 s); then everything else, until the
+/// broker set registers a master and 3 replicas (120 s) and its SyncStateSet holds
+/// `min_in_sync_replicas` (60 s).
+async fn start_rocketmq(
+    cluster: &Arc<Mutex<Cluster>>,
     options: &RunOptions,
-    kinds: &[crate::nemesis::FaultKind],
-    dir: &std::path::Path,
-) -> anyhow::Result<Verdicts> {
+    dir: &Path,
+) -> anyhow::Result<RocketMq> {
     let clients = Clients::new(Duration::from_secs(3));
     let (controllers, namesrv) = {
-        let c = lock(&cluster);
+        let c = lock(cluster);
         (c.controller_addrs(), c.namesrv_addr())
     };
     eprintln!("starting 3 controllers, a NameServer and 3 brokers in network namespaces...");
     {
-        let mut c = lock(&cluster);
+        let mut c = lock(cluster);
         for name in c.names(Role::Controller) {
             c.start(&name)?;
         }
@@ -194,10 +150,35 @@ async fn run_async(
             dir.display()
         );
     }
-    lock(&cluster).start_all()?;
+    lock(cluster).start_all()?;
+    wait_broker_set(&clients, &controllers, &namesrv, options, dir).await?;
+    let replicas = clients
+        .broker_set(&namesrv)
+        .await
+        .map(|(_, r)| r)
+        .unwrap_or_default();
+    let proxy = lock(cluster).addr_of("proxy");
+    Ok(RocketMq {
+        clients,
+        controllers,
+        namesrv,
+        replicas,
+        proxy,
+    })
+}
+
+/// Waits until the broker set registers a master and 3 replicas (120 s) and its SyncStateSet
+/// holds `min_in_sync_replicas` (60 s).
+async fn wait_broker_set(
+    clients: &Clients,
+    controllers: &[String],
+    namesrv: &str,
+    options: &RunOptions,
+    dir: &Path,
+) -> anyhow::Result<()> {
     let ready = wait_until(Duration::from_secs(120), || {
         let clients = clients.clone();
-        let namesrv = namesrv.clone();
+        let namesrv = namesrv.to_string();
         async move {
             matches!(clients.broker_set(&namesrv).await, Some((Some(_), replicas)) if replicas.len() >= 3)
         }
@@ -211,7 +192,7 @@ async fn run_async(
     }
     let in_sync = wait_until(Duration::from_secs(60), || {
         let clients = clients.clone();
-        let controllers = controllers.clone();
+        let controllers = controllers.to_vec();
         let need = options.min_in_sync_replicas;
         async move {
             let Some(leader) = clients.controller_leader(&controllers).await else {
@@ -232,272 +213,212 @@ async fn run_async(
             dir.display()
         );
     }
-    let replicas = clients
-        .broker_set(&namesrv)
-        .await
-        .map(|(_, r)| r)
-        .unwrap_or_default();
-    let is_queue = options.workload == "queue";
-    let proxy = lock(&cluster).addr_of("proxy");
-    if is_queue {
-        workload::create_topics(&clients, &namesrv, Duration::from_secs(60)).await?;
-        if proxy.is_some() {
-            crate::grpc_queue::setup(&clients, &namesrv, Duration::from_secs(60)).await?;
-        }
-    } else {
-        controller_workload::setup(&clients, &controllers, Duration::from_secs(60)).await?;
-    }
-    eprintln!(
-        "cluster ready (brokers {}); running the workload",
-        replicas.join(", ")
-    );
+    Ok(())
+}
 
-    let recorder = Recorder::create(&dir.join("history.jsonl"))?;
-    let mut rng = Rng::new(options.seed);
-    let windows = timeline(kinds, options.time_limit, &mut rng.fork(1));
-    recorder.nemesis(
-        "plan",
-        json!({
-            "seed": options.seed,
-            "wall_clock_unix_ms": report::wall_clock_ms(),
-            "windows": windows.iter().map(|w| json!({
-                "kind": w.kind.as_str(),
-                "start_s": w.start.as_secs_f64(),
-                "duration_s": w.duration.as_secs_f64(),
-            })).collect::<Vec<_>>(),
-        }),
-    );
-    let (stop_workers, workers_stopped) = tokio::sync::watch::channel(false);
-    let (stop_nemesis, nemesis_stopped) = tokio::sync::watch::channel(false);
-    let primary: &[&str] = if is_queue {
-        &["send"]
-    } else {
-        &["read", "elect", "alter"]
-    };
-    let mut heartbeat_task = None;
-    let grpc_task = match (&proxy, is_queue) {
-        (Some(proxy), true) => Some(tokio::spawn(crate::grpc_queue::run(
-            recorder.clone(),
-            crate::grpc_queue::GrpcOptions::new(proxy),
-            workers_stopped.clone(),
-        ))),
-        _ => None,
-    };
-    let workload_task = if is_queue {
-        tokio::spawn(workload::run_queue(
-            clients.clone(),
-            recorder.clone(),
-            namesrv.clone(),
-            replicas.clone(),
-            QueueOptions::default(),
-            workers_stopped.clone(),
-        ))
-    } else {
-        // Heartbeats run until the very end (the final reads need live brokers too).
-        heartbeat_task = Some(tokio::spawn(controller_workload::heartbeats(
-            clients.clone(),
-            controllers.clone(),
-            workers_stopped.clone(),
-        )));
-        tokio::spawn(controller_workload::run(
-            clients.clone(),
-            recorder.clone(),
-            controllers.clone(),
-            4,
-            options.seed,
-            workers_stopped.clone(),
-        ))
-    };
-    let on_fault: Option<Arc<dyn Fn() + Send + Sync>> = if is_queue {
-        None
-    } else {
-        let recorder = recorder.clone();
-        let counter = Arc::new(AtomicU64::new(0));
-        Some(Arc::new(move || {
-            controller_workload::record_possible_auto_elections(&recorder, &counter)
-        }))
-    };
-    let progress_task = tokio::spawn(progress(cluster.clone(), recorder.clone(), workers_stopped));
-    let mut nemesis = Nemesis {
-        cluster: cluster.clone(),
-        clients: clients.clone(),
-        recorder: recorder.clone(),
-        rng: rng.fork(2),
-        on_fault,
-        power,
-    };
-    {
-        let nemesis_run = nemesis.run(windows, nemesis_stopped);
-        let limit = tokio::time::sleep(options.time_limit);
-        tokio::pin!(nemesis_run);
-        tokio::pin!(limit);
-        tokio::select! {
-            result = &mut nemesis_run => {
-                result?;
-                limit.await;
-            }
-            _ = &mut limit => {
-                let _ = stop_nemesis.send(true);
-                nemesis_run.await?;
-            }
-        }
-    }
-    eprintln!("time limit reached: healing everything");
-    nemesis.heal_all()?;
-    let healed = recorder.now();
-    let recovered = wait_until(Duration::from_secs(90), || {
-        let recorder = recorder.clone();
-        async move {
-            recorder.events().iter().any(|e| {
-                e.time >= healed
-                    && primary.contains(&e.f.as_str())
-                    && e.kind == Kind::Ok
-                    && e.process
-                        .client()
-                        .is_some_and(|p| p < controller_workload::AUTO_ELECT_PROCESS_BASE)
-            })
-        }
-    })
-    .await;
-    if recovered {
+impl RocketMq {
+    fn say_ready(&self) {
         eprintln!(
-            "recovered {:.1} s after the heal",
-            (recorder.now() - healed) as f64 / 1e9
+            "cluster ready (brokers {}); running the workload",
+            self.replicas.join(", ")
         );
-    } else {
-        eprintln!("no acknowledged operation within 90 s of the heal: the cluster did not recover");
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let _ = stop_workers.send(true);
-    if let Err(e) = workload_task.await {
-        tracing::error!(error = %e, "the workload task failed");
-    }
-    if let Some(task) = grpc_task {
-        if let Err(e) = task.await {
-            tracing::error!(error = %e, "the gRPC workload task failed");
+}
+
+/// The queue workload's part of the lifecycle: sends and pops over Remoting (and through the
+/// proxy over gRPC), a final drain, the queue and split-brain checks.
+struct QueueRun {
+    rocketmq: RocketMq,
+}
+
+impl Workload for QueueRun {
+    const DATA_DIRS: &'static [&'static str] = &DATA_DIRS;
+    const PRIMARY: &'static [&'static str] = &["send"];
+    const WORKERS_BELOW: u64 = controller_workload::AUTO_ELECT_PROCESS_BASE;
+    const CHARTED: &'static [&'static str] = &["send", "pop"];
+
+    async fn start(
+        cluster: &Arc<Mutex<Cluster>>,
+        options: &RunOptions,
+        dir: &Path,
+    ) -> anyhow::Result<QueueRun> {
+        let rocketmq = start_rocketmq(cluster, options, dir).await?;
+        let (clients, namesrv) = (&rocketmq.clients, &rocketmq.namesrv);
+        workload::create_topics(clients, namesrv, Duration::from_secs(60)).await?;
+        if rocketmq.proxy.is_some() {
+            crate::grpc_queue::setup(clients, namesrv, Duration::from_secs(60)).await?;
         }
+        rocketmq.say_ready();
+        Ok(QueueRun { rocketmq })
     }
-    if is_queue {
+
+    fn spawn(
+        &mut self,
+        recorder: &Recorder,
+        _options: &RunOptions,
+        stop: &watch::Receiver<bool>,
+    ) -> Vec<Task> {
+        let m = &self.rocketmq;
+        let grpc = m.proxy.as_ref().map(|proxy| {
+            tokio::spawn(crate::grpc_queue::run(
+                recorder.clone(),
+                crate::grpc_queue::GrpcOptions::new(proxy),
+                stop.clone(),
+            ))
+        });
+        let queue = tokio::spawn(workload::run_queue(
+            m.clients.clone(),
+            recorder.clone(),
+            m.namesrv.clone(),
+            m.replicas.clone(),
+            QueueOptions::default(),
+            stop.clone(),
+        ));
+        let mut tasks = vec![("the workload task failed", queue)];
+        tasks.extend(grpc.map(|task| ("the gRPC workload task failed", task)));
+        tasks
+    }
+
+    fn nemesis_clients(&self) -> Clients {
+        self.rocketmq.clients.clone()
+    }
+
+    async fn finish(&mut self, recorder: &Recorder) {
         eprintln!("final drain...");
+        let m = &mut self.rocketmq;
         workload::drain(
-            &clients,
-            &recorder,
-            &namesrv,
-            replicas,
+            &m.clients,
+            recorder,
+            &m.namesrv,
+            std::mem::take(&mut m.replicas),
             1_000_000,
             Duration::from_millis(workload::INVISIBLE_MS as u64) + Duration::from_secs(8),
             Duration::from_secs(90),
         )
         .await;
     }
-    if let Some(task) = heartbeat_task {
-        let _ = task.await;
-    }
-    progress_task.abort();
-    recorder.flush();
 
-    let events = recorder.events();
-    let stats = report::stats(&events, primary);
-    let mut others: std::collections::BTreeMap<String, serde_json::Value> =
-        [("recovered".to_string(), json!(recovered))]
-            .into_iter()
-            .collect();
-    let verdicts = if is_queue {
-        let queue = queue_check::check(&events);
-        let split = split_brain::check(&events);
-        others.insert("paths".to_string(), crate::grpc_queue::path_counts(&events));
-        let counterexample = report::counterexample(&events, &queue, &split);
-        Verdicts {
-            valid: queue.valid && split.valid && recovered,
-            workload: options.workload.clone(),
-            nemesis: options.nemesis.clone(),
-            seed: options.seed,
-            time_limit_s: options.time_limit.as_secs(),
+    fn check(
+        &self,
+        events: &[Event],
+        _options: &RunOptions,
+        _dir: &Path,
+    ) -> anyhow::Result<Findings> {
+        let queue = queue_check::check(events);
+        let split = split_brain::check(events);
+        let mut others = BTreeMap::new();
+        others.insert("paths".to_string(), crate::grpc_queue::path_counts(events));
+        let counterexample = report::counterexample(events, &queue, &split);
+        Ok(Findings {
+            valid: queue.valid && split.valid,
             queue: Some(queue),
             split_brain: Some(split),
             others,
-            faults: {
-                let mut impacts = report::run_fault_impacts(&events, &stats, dir);
-                let nodes = lock(&cluster).server_names();
-                report::mark_writable_sides(&mut impacts, &nodes, options.min_in_sync_replicas);
-                impacts
-            },
-            stats,
             counterexample,
-        }
-    } else {
-        eprintln!("checking linearizability (replica-info model, one key per broker set)...");
-        let text = std::fs::read_to_string(dir.join("history.jsonl"))
-            .context("cannot read back history.jsonl")?;
-        let checked = crate::check_text(
-            &text,
-            Some(crate::history::Format::Jsonl),
-            Some(crate::model::ModelName::ReplicaInfo),
-            &CheckOptions {
-                time_budget: Duration::from_secs(120),
-                ..CheckOptions::default()
-            },
-        )
-        .context("cannot check the controller history")?;
-        let verdict = checked.report.verdict;
-        let counterexample = checked
-            .report
-            .counterexample
-            .as_ref()
-            .and_then(|c| serde_json::to_value(c).ok())
-            .map(|c| json!({"checker": "linearizability (replica-info)", "explanation": "no linearization of the operations of one broker set; see the deepest partial linearization", "counterexample": c}));
-        others.insert(
-            "linearizability".to_string(),
-            json!({
-                "verdict": format!("{verdict:?}"),
-                "operations": checked.report.operations,
-                "unknown_outcome": checked.report.unknown_outcome,
-                "keys": checked.report.keys,
-                "elapsed_s": checked.report.elapsed.as_secs_f64(),
-                "unknown_reason": checked.report.unknown_reason,
-            }),
-        );
-        Verdicts {
-            valid: verdict == Verdict::Valid && recovered,
-            workload: options.workload.clone(),
-            nemesis: options.nemesis.clone(),
-            seed: options.seed,
-            time_limit_s: options.time_limit.as_secs(),
-            queue: None,
-            split_brain: None,
-            others,
-            faults: report::run_fault_impacts(&events, &stats, dir),
-            stats,
-            counterexample,
-        }
-    };
-    let logs: Vec<(String, String)> = lock(&cluster)
-        .log_paths()
-        .into_iter()
-        .map(|(name, path)| {
-            let rel = path
-                .strip_prefix(dir)
-                .map(|p| p.display().to_string())
-                .unwrap_or_else(|_| path.display().to_string());
-            (name, rel)
         })
-        .collect();
-    std::fs::write(
-        dir.join("verdicts.json"),
-        serde_json::to_string_pretty(&verdicts).context("cannot encode the verdicts")?,
-    )
-    .context("cannot write verdicts.json")?;
-    std::fs::write(
-        dir.join("index.html"),
-        report::html(
-            &events,
-            &verdicts,
-            if is_queue { &["send", "pop"] } else { primary },
-            &logs,
-        ),
-    )
-    .context("cannot write index.html")?;
-    Ok(verdicts)
+    }
+
+    fn mark_faults(
+        &self,
+        faults: &mut [FaultImpact],
+        cluster: &Mutex<Cluster>,
+        options: &RunOptions,
+    ) {
+        let nodes = lock(cluster).server_names();
+        report::mark_writable_sides(faults, &nodes, options.min_in_sync_replicas);
+    }
+}
+
+/// The controller workload's part of the lifecycle: elections, SyncStateSet changes and reads
+/// of fake broker sets straight at the controllers, with their heartbeats, checked for
+/// linearizability with the replica-info model.
+struct ControllerRun {
+    rocketmq: RocketMq,
+    heartbeats: Option<JoinHandle<()>>,
+}
+
+impl Workload for ControllerRun {
+    const DATA_DIRS: &'static [&'static str] = &DATA_DIRS;
+    const PRIMARY: &'static [&'static str] = &["read", "elect", "alter"];
+    const WORKERS_BELOW: u64 = controller_workload::AUTO_ELECT_PROCESS_BASE;
+
+    async fn start(
+        cluster: &Arc<Mutex<Cluster>>,
+        options: &RunOptions,
+        dir: &Path,
+    ) -> anyhow::Result<ControllerRun> {
+        let rocketmq = start_rocketmq(cluster, options, dir).await?;
+        controller_workload::setup(
+            &rocketmq.clients,
+            &rocketmq.controllers,
+            Duration::from_secs(60),
+        )
+        .await?;
+        rocketmq.say_ready();
+        Ok(ControllerRun {
+            rocketmq,
+            heartbeats: None,
+        })
+    }
+
+    fn spawn(
+        &mut self,
+        recorder: &Recorder,
+        options: &RunOptions,
+        stop: &watch::Receiver<bool>,
+    ) -> Vec<Task> {
+        let m = &self.rocketmq;
+        // Heartbeats run until the very end (the final reads need live brokers too).
+        self.heartbeats = Some(tokio::spawn(controller_workload::heartbeats(
+            m.clients.clone(),
+            m.controllers.clone(),
+            stop.clone(),
+        )));
+        let workers = tokio::spawn(controller_workload::run(
+            m.clients.clone(),
+            recorder.clone(),
+            m.controllers.clone(),
+            4,
+            options.seed,
+            stop.clone(),
+        ));
+        vec![("the workload task failed", workers)]
+    }
+
+    fn on_fault(&self, recorder: &Recorder) -> Option<Arc<dyn Fn() + Send + Sync>> {
+        let recorder = recorder.clone();
+        let counter = Arc::new(AtomicU64::new(0));
+        Some(Arc::new(move || {
+            controller_workload::record_possible_auto_elections(&recorder, &counter)
+        }))
+    }
+
+    fn nemesis_clients(&self) -> Clients {
+        self.rocketmq.clients.clone()
+    }
+
+    async fn finish(&mut self, _recorder: &Recorder) {
+        if let Some(task) = self.heartbeats.take() {
+            let _ = task.await;
+        }
+    }
+
+    fn check(
+        &self,
+        _events: &[Event],
+        _options: &RunOptions,
+        dir: &Path,
+    ) -> anyhow::Result<Findings> {
+        eprintln!("checking linearizability (replica-info model, one key per broker set)...");
+        let (findings, _) = lifecycle::linearizability_findings(
+            dir,
+            ModelName::ReplicaInfo,
+            "controller",
+            "linearizability (replica-info)",
+            "no linearization of the operations of one broker set; see the deepest partial linearization",
+        )?;
+        Ok(findings)
+    }
 }
 
 /// Prints progress every 5 s and records nodes that died on their own.
