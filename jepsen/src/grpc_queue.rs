@@ -38,7 +38,7 @@ use serde_json::{json, Map, Value as Json};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::cluster::Clients;
-use crate::record::{extra, Kind, Process, Recorder};
+use crate::record::{Kind, Recorder};
 use crate::workload::{FIFO_GROUP, FIFO_TOPIC, GROUP, INVISIBLE_MS, TOPIC};
 
 /// Process numbers of the gRPC workers start here (Remoting workers count from 0).
@@ -244,17 +244,7 @@ pub async fn send_one(
     topic: &str,
     group: Option<&str>,
 ) -> bool {
-    let mut e = extra([("topic", json!(topic)), ("path", json!(PATH))]);
-    if let Some(g) = group {
-        e.insert("group".into(), json!(g));
-    }
-    recorder.record(
-        Process::Client(process),
-        Kind::Invoke,
-        "send",
-        json!(value),
-        e.clone(),
-    );
+    let mut e = crate::workload::invoke_send(recorder, process, value, topic, group, PATH);
     let started = std::time::Instant::now();
     let mut client = match proxy.get() {
         Ok(c) => c,
@@ -310,42 +300,12 @@ pub async fn send_one(
     }
 }
 
-/// One ReceiveMessage (and the acks of what it got). Returns the number of messages delivered,
-/// or `None` when it failed.
-pub async fn receive_one(
-    proxy: &mut Proxy,
-    recorder: &Recorder,
-    process: u64,
+/// The ReceiveMessage request of one pop: up to 16 messages, long polling for `poll`.
+fn receive_request(
     topic: &str,
     group: &str,
     poll: Duration,
-) -> Option<usize> {
-    let e = extra([
-        ("topic", json!(topic)),
-        ("group", json!(group)),
-        ("path", json!(PATH)),
-    ]);
-    recorder.record(
-        Process::Client(process),
-        Kind::Invoke,
-        "pop",
-        Json::Null,
-        e.clone(),
-    );
-    let started = std::time::Instant::now();
-    let fail = |mut e: Map<String, Json>, why: String| {
-        e.insert("error".into(), json!(why));
-        e.insert(
-            "latency_ms".into(),
-            json!(started.elapsed().as_secs_f64() * 1000.0),
-        );
-        recorder.complete(process, Kind::Fail, "pop", Json::Null, e);
-        None
-    };
-    let mut client = match proxy.get() {
-        Ok(c) => c,
-        Err(why) => return fail(e, why),
-    };
+) -> tonic::Request<pb::ReceiveMessageRequest> {
     let mut request = tonic::Request::new(pb::ReceiveMessageRequest {
         group: resource(group),
         message_queue: Some(pb::MessageQueue {
@@ -370,108 +330,196 @@ pub async fn receive_one(
         attempt_id: None,
     });
     request.set_timeout(poll + Duration::from_secs(5));
-    let mut stream = match client.receive_message(request).await {
-        Ok(r) => r.into_inner(),
-        Err(status) => {
-            proxy.broken();
-            return fail(e, transport_error(&status));
-        }
-    };
-    let mut delivered = Vec::new();
-    let mut handles = Vec::new();
-    let mut status: Option<pb::Status> = None;
-    let mut broken: Option<String> = None;
+    request
+}
+
+/// What one ReceiveMessage stream brought.
+#[derive(Default)]
+struct Received {
+    /// The delivered messages, as the history records them.
+    delivered: Vec<Json>,
+    /// (message id, receipt handle) of each delivered message that can be acked.
+    handles: Vec<(String, String)>,
+    status: Option<pb::Status>,
+    /// The transport error that ended the stream, if one did.
+    broken: Option<String>,
+}
+
+/// A delivered message as the history records it, and its (message id, receipt handle).
+fn delivered_entry(m: pb::Message) -> (Json, Option<(String, String)>) {
+    let p = m.system_properties.unwrap_or_default();
+    let value = std::str::from_utf8(&m.body)
+        .ok()
+        .and_then(|s| s.parse::<i64>().ok());
+    let mut entry = Map::new();
+    entry.insert("value".into(), value.map_or(Json::Null, |v| json!(v)));
+    entry.insert("queue".into(), json!(p.queue_id));
+    entry.insert("offset".into(), json!(p.queue_offset));
+    entry.insert("store_host".into(), json!(p.store_host));
+    if let Some(g) = &p.message_group {
+        entry.insert("group".into(), json!(g));
+    }
+    let handle = p.receipt_handle.map(|h| (p.message_id, h));
+    (Json::Object(entry), handle)
+}
+
+/// Reads a ReceiveMessage stream to its end (or its transport error).
+async fn read_stream(
+    stream: &mut tonic::Streaming<pb::ReceiveMessageResponse>,
+    proxy: &mut Proxy,
+) -> Received {
+    let mut received = Received::default();
     loop {
         match stream.message().await {
             Ok(Some(item)) => match item.content {
-                Some(pb::receive_message_response::Content::Status(s)) => status = Some(s),
+                Some(pb::receive_message_response::Content::Status(s)) => received.status = Some(s),
                 Some(pb::receive_message_response::Content::Message(m)) => {
-                    let p = m.system_properties.unwrap_or_default();
-                    let value = std::str::from_utf8(&m.body)
-                        .ok()
-                        .and_then(|s| s.parse::<i64>().ok());
-                    let mut entry = Map::new();
-                    entry.insert("value".into(), value.map_or(Json::Null, |v| json!(v)));
-                    entry.insert("queue".into(), json!(p.queue_id));
-                    entry.insert("offset".into(), json!(p.queue_offset));
-                    entry.insert("store_host".into(), json!(p.store_host));
-                    if let Some(g) = &p.message_group {
-                        entry.insert("group".into(), json!(g));
-                    }
-                    delivered.push(Json::Object(entry));
-                    if let Some(h) = p.receipt_handle {
-                        handles.push((p.message_id, h));
-                    }
+                    let (entry, handle) = delivered_entry(m);
+                    received.delivered.push(entry);
+                    received.handles.extend(handle);
                 }
                 _ => {}
             },
             Ok(None) => break,
             Err(s) => {
                 proxy.broken();
-                broken = Some(transport_error(&s));
+                received.broken = Some(transport_error(&s));
                 break;
             }
         }
     }
+    received
+}
+
+/// Acks the delivered messages `handles`; a refused or failed ack only brings them back later.
+async fn ack(
+    client: &mut MessagingServiceClient<Channel>,
+    proxy: &mut Proxy,
+    topic: &str,
+    group: &str,
+    handles: Vec<(String, String)>,
+) {
+    let request = pb::AckMessageRequest {
+        group: resource(group),
+        topic: resource(topic),
+        entries: handles
+            .into_iter()
+            .map(|(message_id, receipt_handle)| pb::AckMessageEntry {
+                message_id,
+                receipt_handle,
+                lite_topic: None,
+            })
+            .collect(),
+    };
+    let mut request = tonic::Request::new(request);
+    request.set_timeout(Duration::from_secs(5));
+    match client.ack_message(request).await {
+        Ok(r) => {
+            let r = r.into_inner();
+            let bad = r
+                .entries
+                .iter()
+                .filter(|x| {
+                    x.status
+                        .as_ref()
+                        .is_none_or(|s| s.code != pb::Code::Ok as i32)
+                })
+                .count();
+            if bad > 0 {
+                tracing::debug!(bad, "acks refused; the messages will come back");
+            }
+        }
+        Err(s) => {
+            proxy.broken();
+            tracing::debug!(error = %s, "ack failed; the messages will come back");
+        }
+    }
+}
+
+/// Records a failed pop (with its latency since `started`).
+fn fail_pop<T>(
+    recorder: &Recorder,
+    process: u64,
+    mut e: Map<String, Json>,
+    why: String,
+    started: std::time::Instant,
+) -> Option<T> {
+    e.insert("error".into(), json!(why));
+    e.insert(
+        "latency_ms".into(),
+        json!(started.elapsed().as_secs_f64() * 1000.0),
+    );
+    recorder.complete(process, Kind::Fail, "pop", Json::Null, e);
+    None
+}
+
+/// Records a pop's completion from what its stream brought: the number of messages delivered
+/// and the handles to ack, or `None` when it failed.
+fn complete_receive(
+    recorder: &Recorder,
+    process: u64,
+    mut e: Map<String, Json>,
+    received: Received,
+    started: std::time::Instant,
+) -> Option<(usize, Vec<(String, String)>)> {
+    let Received {
+        delivered,
+        handles,
+        status,
+        broken,
+    } = received;
     let latency = started.elapsed().as_secs_f64() * 1000.0;
     let code = status.as_ref().map(|s| s.code);
     if delivered.is_empty() {
         if code == Some(pb::Code::MessageNotFound as i32) && broken.is_none() {
-            let mut e = e;
             e.insert("latency_ms".into(), json!(latency));
             recorder.complete(process, Kind::Ok, "pop", Json::Array(vec![]), e);
-            return Some(0);
+            return Some((0, handles));
         }
         let why = broken.unwrap_or_else(|| match &status {
             Some(s) => format!("{} {}", code_name(s.code), s.message),
             None => "no status".to_string(),
         });
-        return fail(e, why);
+        return fail_pop(recorder, process, e, why, started);
     }
     // Messages arrived: they were delivered, whatever came after them.
     let count = delivered.len();
-    let mut e = e;
     e.insert("latency_ms".into(), json!(latency));
     if let Some(why) = broken {
         e.insert("error".into(), json!(why));
     }
     recorder.complete(process, Kind::Ok, "pop", Json::Array(delivered), e);
-    if !handles.is_empty() {
-        let request = pb::AckMessageRequest {
-            group: resource(group),
-            topic: resource(topic),
-            entries: handles
-                .into_iter()
-                .map(|(message_id, receipt_handle)| pb::AckMessageEntry {
-                    message_id,
-                    receipt_handle,
-                    lite_topic: None,
-                })
-                .collect(),
-        };
-        let mut request = tonic::Request::new(request);
-        request.set_timeout(Duration::from_secs(5));
-        match client.ack_message(request).await {
-            Ok(r) => {
-                let r = r.into_inner();
-                let bad = r
-                    .entries
-                    .iter()
-                    .filter(|x| {
-                        x.status
-                            .as_ref()
-                            .is_none_or(|s| s.code != pb::Code::Ok as i32)
-                    })
-                    .count();
-                if bad > 0 {
-                    tracing::debug!(bad, "acks refused; the messages will come back");
-                }
-            }
-            Err(s) => {
-                proxy.broken();
-                tracing::debug!(error = %s, "ack failed; the messages will come back");
-            }
+    Some((count, handles))
+}
+
+/// One ReceiveMessage (and the acks of what it got). Returns the number of messages delivered,
+/// or `None` when it failed.
+pub async fn receive_one(
+    proxy: &mut Proxy,
+    recorder: &Recorder,
+    process: u64,
+    topic: &str,
+    group: &str,
+    poll: Duration,
+) -> Option<usize> {
+    let e = crate::workload::invoke_pop(recorder, process, topic, group, PATH);
+    let started = std::time::Instant::now();
+    let mut client = match proxy.get() {
+        Ok(c) => c,
+        Err(why) => return fail_pop(recorder, process, e, why, started),
+    };
+    let request = receive_request(topic, group, poll);
+    let mut stream = match client.receive_message(request).await {
+        Ok(r) => r.into_inner(),
+        Err(status) => {
+            proxy.broken();
+            return fail_pop(recorder, process, e, transport_error(&status), started);
         }
+    };
+    let received = read_stream(&mut stream, proxy).await;
+    let (count, handles) = complete_receive(recorder, process, e, received, started)?;
+    if !handles.is_empty() {
+        ack(&mut client, proxy, topic, group, handles).await;
     }
     Some(count)
 }
@@ -601,6 +649,7 @@ pub fn path_counts(events: &[crate::record::Event]) -> Json {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::extra;
 
     fn response(code: pb::Code, message: &str, offset: i64) -> pb::SendMessageResponse {
         let s = pb::Status {

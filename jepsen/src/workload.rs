@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rocketraft_common::consts::property;
+use rocketraft_common::message::MessageExt;
 use rocketraft_common::TopicConfig;
 use rocketraft_remoting::api::{ApiError, SendRequest};
 use rocketraft_remoting::{response_code, RemotingError};
@@ -132,6 +133,47 @@ fn is_definite_failure(error: &ApiError) -> bool {
     }
 }
 
+/// Records the invocation of a send of `value` to `topic` (in FIFO `group`, if any) through
+/// `path`; returns the invocation's extra fields, which its completion carries too.
+pub(crate) fn invoke_send(
+    recorder: &Recorder,
+    process: u64,
+    value: i64,
+    topic: &str,
+    group: Option<&str>,
+    path: &str,
+) -> Map<String, Json> {
+    let mut invoke_extra = extra([("topic", json!(topic)), ("path", json!(path))]);
+    if let Some(g) = group {
+        invoke_extra.insert("group".into(), json!(g));
+    }
+    recorder.record(
+        Process::Client(process),
+        Kind::Invoke,
+        "send",
+        json!(value),
+        invoke_extra.clone(),
+    );
+    invoke_extra
+}
+
+/// The Remoting send of `value` (keyed by it, sharded by its FIFO group if any).
+fn send_request(value: i64, topic: &str, group: Option<&str>) -> SendRequest {
+    let mut properties = BTreeMap::new();
+    if let Some(g) = group {
+        properties.insert(property::SHARDING_KEY.to_string(), g.to_string());
+    }
+    properties.insert("KEYS".to_string(), value.to_string());
+    SendRequest {
+        producer_group: PRODUCER_GROUP.to_string(),
+        topic: topic.to_string(),
+        queue_id: -1,
+        body: Bytes::from(value.to_string()),
+        properties,
+        ..SendRequest::default()
+    }
+}
+
 /// Sends one value and records it. Returns false when the worker must become a new process.
 #[allow(clippy::too_many_arguments)]
 async fn send_one(
@@ -143,17 +185,7 @@ async fn send_one(
     topic: &str,
     group: Option<&str>,
 ) -> bool {
-    let mut invoke_extra = extra([("topic", json!(topic)), ("path", json!("remoting"))]);
-    if let Some(g) = group {
-        invoke_extra.insert("group".into(), json!(g));
-    }
-    recorder.record(
-        Process::Client(process),
-        Kind::Invoke,
-        "send",
-        json!(value),
-        invoke_extra.clone(),
-    );
+    let invoke_extra = invoke_send(recorder, process, value, topic, group, "remoting");
     let started = std::time::Instant::now();
     let Some(broker) = target.get(clients).await else {
         let mut e = invoke_extra;
@@ -161,20 +193,10 @@ async fn send_one(
         recorder.complete(process, Kind::Fail, "send", json!(value), e);
         return true;
     };
-    let mut properties = BTreeMap::new();
-    if let Some(g) = group {
-        properties.insert(property::SHARDING_KEY.to_string(), g.to_string());
-    }
-    properties.insert("KEYS".to_string(), value.to_string());
-    let request = SendRequest {
-        producer_group: PRODUCER_GROUP.to_string(),
-        topic: topic.to_string(),
-        queue_id: -1,
-        body: Bytes::from(value.to_string()),
-        properties,
-        ..SendRequest::default()
-    };
-    let result = clients.api.send(&broker, &request).await;
+    let result = clients
+        .api
+        .send(&broker, &send_request(value, topic, group))
+        .await;
     let mut e = invoke_extra;
     e.insert("broker".into(), json!(broker));
     e.insert(
@@ -208,6 +230,60 @@ async fn send_one(
     }
 }
 
+/// A popped message as the history records it.
+fn delivered_entry(m: &MessageExt) -> Json {
+    let value = std::str::from_utf8(&m.message.body)
+        .ok()
+        .and_then(|s| s.parse::<i64>().ok());
+    let mut entry = Map::new();
+    entry.insert("value".into(), value.map_or(Json::Null, |v| json!(v)));
+    entry.insert("queue".into(), json!(m.queue_id));
+    entry.insert("offset".into(), json!(m.queue_offset));
+    if let Some(g) = m.message.property(property::SHARDING_KEY) {
+        entry.insert("group".into(), json!(g));
+    }
+    Json::Object(entry)
+}
+
+/// Records the invocation of a pop of `topic` for consumer `group` through `path`; returns the
+/// invocation's extra fields.
+pub(crate) fn invoke_pop(
+    recorder: &Recorder,
+    process: u64,
+    topic: &str,
+    group: &str,
+    path: &str,
+) -> Map<String, Json> {
+    let e = extra([
+        ("topic", json!(topic)),
+        ("group", json!(group)),
+        ("path", json!(path)),
+    ]);
+    recorder.record(
+        Process::Client(process),
+        Kind::Invoke,
+        "pop",
+        Json::Null,
+        e.clone(),
+    );
+    e
+}
+
+/// Acks every popped message; a failed ack only brings the message back later.
+async fn ack_all(
+    clients: &Clients,
+    broker: &str,
+    group: &str,
+    topic: &str,
+    messages: &[MessageExt],
+) {
+    for m in messages {
+        if let Err(e) = clients.api.ack(broker, group, topic, m).await {
+            tracing::debug!(error = %e, "ack failed; the message will come back");
+        }
+    }
+}
+
 /// Pops once (and acks what it got). Returns the number of messages delivered, or `None` when
 /// the pop failed (recorded `fail`: a pop that fails delivers nothing we count).
 #[allow(clippy::too_many_arguments)]
@@ -221,17 +297,7 @@ pub async fn pop_one(
     order: bool,
     poll_ms: i64,
 ) -> Option<usize> {
-    recorder.record(
-        Process::Client(process),
-        Kind::Invoke,
-        "pop",
-        Json::Null,
-        extra([
-            ("topic", json!(topic)),
-            ("group", json!(group)),
-            ("path", json!("remoting")),
-        ]),
-    );
+    invoke_pop(recorder, process, topic, group, "remoting");
     let started = std::time::Instant::now();
     let Some(broker) = target.get(clients).await else {
         recorder.complete(
@@ -253,20 +319,7 @@ pub async fn pop_one(
     let latency = started.elapsed().as_secs_f64() * 1000.0;
     match result {
         Ok(messages) => {
-            let mut delivered = Vec::new();
-            for m in &messages {
-                let value = std::str::from_utf8(&m.message.body)
-                    .ok()
-                    .and_then(|s| s.parse::<i64>().ok());
-                let mut entry = Map::new();
-                entry.insert("value".into(), value.map_or(Json::Null, |v| json!(v)));
-                entry.insert("queue".into(), json!(m.queue_id));
-                entry.insert("offset".into(), json!(m.queue_offset));
-                if let Some(g) = m.message.property(property::SHARDING_KEY) {
-                    entry.insert("group".into(), json!(g));
-                }
-                delivered.push(Json::Object(entry));
-            }
+            let delivered = messages.iter().map(delivered_entry).collect();
             recorder.complete(
                 process,
                 Kind::Ok,
@@ -279,11 +332,7 @@ pub async fn pop_one(
                     ("latency_ms", json!(latency)),
                 ]),
             );
-            for m in &messages {
-                if let Err(e) = clients.api.ack(&broker, group, topic, m).await {
-                    tracing::debug!(error = %e, "ack failed; the message will come back");
-                }
-            }
+            ack_all(clients, &broker, group, topic, &messages).await;
             Some(messages.len())
         }
         Err(error) => {
@@ -332,38 +381,36 @@ pub async fn create_topics(
     anyhow::bail!("cannot create the workload's topics: {last}")
 }
 
-/// The workers of the main phase; they run until `stop` fires.
-pub async fn run_queue(
+/// What every worker of the main phase shares.
+#[derive(Clone)]
+struct Workers {
     clients: Clients,
     recorder: Recorder,
-    namesrv: String,
-    replicas: Vec<String>,
-    options: QueueOptions,
+    target: Target,
     stop: tokio::sync::watch::Receiver<bool>,
-) {
-    let next_value = Arc::new(AtomicI64::new(1));
-    let workers =
-        options.producers + options.fifo_producers + options.consumers + options.fifo_consumers;
-    let stride = workers as u64;
-    let mut tasks = Vec::new();
-    let mut id = 0u64;
-    let base_target = Target::new(&namesrv, replicas);
-    for i in 0..(options.producers + options.fifo_producers) {
-        let fifo = i >= options.producers;
-        let group = fifo.then(|| format!("g{}", i - options.producers));
-        let (clients, recorder, stop, next_value) = (
-            clients.clone(),
-            recorder.clone(),
-            stop.clone(),
-            next_value.clone(),
-        );
-        let mut target = base_target.clone();
-        let interval = options.interval;
-        let first = id;
-        id += 1;
-        tasks.push(tokio::spawn(async move {
+    interval: Duration,
+}
+
+impl Workers {
+    /// A producer: sends the next value until `stop`, becoming process `+ stride` after every
+    /// send of unknown outcome.
+    fn spawn_producer(
+        self,
+        first: u64,
+        stride: u64,
+        next_value: Arc<AtomicI64>,
+        group: Option<String>,
+    ) -> tokio::task::JoinHandle<()> {
+        let Workers {
+            clients,
+            recorder,
+            mut target,
+            stop,
+            interval,
+        } = self;
+        tokio::spawn(async move {
             let mut process = first;
-            let topic = if fifo { FIFO_TOPIC } else { TOPIC };
+            let topic = if group.is_some() { FIFO_TOPIC } else { TOPIC };
             while !*stop.borrow() {
                 let value = next_value.fetch_add(1, Ordering::Relaxed);
                 if !send_one(
@@ -381,16 +428,19 @@ pub async fn run_queue(
                 }
                 tokio::time::sleep(interval).await;
             }
-        }));
+        })
     }
-    for i in 0..(options.consumers + options.fifo_consumers) {
-        let fifo = i >= options.consumers;
-        let (clients, recorder, stop) = (clients.clone(), recorder.clone(), stop.clone());
-        let mut target = base_target.clone();
-        let interval = options.interval;
-        let process = id;
-        id += 1;
-        tasks.push(tokio::spawn(async move {
+
+    /// A consumer: pops (in order when `fifo`) until `stop`.
+    fn spawn_consumer(self, process: u64, fifo: bool) -> tokio::task::JoinHandle<()> {
+        let Workers {
+            clients,
+            recorder,
+            mut target,
+            stop,
+            interval,
+        } = self;
+        tokio::spawn(async move {
             let (topic, group) = if fifo {
                 (FIFO_TOPIC, FIFO_GROUP)
             } else {
@@ -414,7 +464,45 @@ pub async fn run_queue(
                 }
                 tokio::time::sleep(interval).await;
             }
-        }));
+        })
+    }
+}
+
+/// The workers of the main phase; they run until `stop` fires.
+pub async fn run_queue(
+    clients: Clients,
+    recorder: Recorder,
+    namesrv: String,
+    replicas: Vec<String>,
+    options: QueueOptions,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let next_value = Arc::new(AtomicI64::new(1));
+    let workers =
+        options.producers + options.fifo_producers + options.consumers + options.fifo_consumers;
+    let stride = workers as u64;
+    let mut tasks = Vec::new();
+    let mut id = 0u64;
+    let base = Workers {
+        clients,
+        recorder,
+        target: Target::new(&namesrv, replicas),
+        stop,
+        interval: options.interval,
+    };
+    for i in 0..(options.producers + options.fifo_producers) {
+        let fifo = i >= options.producers;
+        let group = fifo.then(|| format!("g{}", i - options.producers));
+        tasks.push(
+            base.clone()
+                .spawn_producer(id, stride, next_value.clone(), group),
+        );
+        id += 1;
+    }
+    for i in 0..(options.consumers + options.fifo_consumers) {
+        let fifo = i >= options.consumers;
+        tasks.push(base.clone().spawn_consumer(id, fifo));
+        id += 1;
     }
     for task in tasks {
         if let Err(e) = task.await {
