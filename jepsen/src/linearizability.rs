@@ -250,15 +250,15 @@ struct Entry<'a, O> {
 /// One key's operations.
 type KeyPart<'a, O> = (Option<&'a str>, Vec<Entry<'a, O>>);
 
-/// Checks `operations` (from [`crate::history::pair`]) against `model`.
-pub fn check<M: Model>(
+/// Operations by key.
+type ByKey<'a, O> = BTreeMap<Option<&'a str>, Vec<Entry<'a, O>>>;
+
+/// The operations the model checks, split by key, and how many it skips.
+fn by_key<'a, M: Model>(
     model: &M,
-    operations: &[Operation],
-    options: &CheckOptions,
-) -> Result<Report, ModelError> {
-    let started = Instant::now();
-    let deadline = started + options.time_budget;
-    let mut by_key: BTreeMap<Option<&str>, Vec<Entry<'_, M::Op>>> = BTreeMap::new();
+    operations: &'a [Operation],
+) -> Result<(ByKey<'a, M::Op>, usize), ModelError> {
+    let mut by_key: ByKey<'a, M::Op> = BTreeMap::new();
     let mut dropped = 0;
     for operation in operations {
         let op = match model.prepare(operation)? {
@@ -278,6 +278,45 @@ pub fn check<M: Model>(
                 required,
             });
     }
+    Ok((by_key, dropped))
+}
+
+/// One key's search: in the order `options` asks for, else both orders raced.
+fn search_key<M: Model>(
+    model: &M,
+    entries: Vec<Entry<'_, M::Op>>,
+    options: &CheckOptions,
+    deadline: Instant,
+) -> SearchOutcome {
+    // Without operations of unknown outcome both orders are the same: no race.
+    let strategy = match options.strategy {
+        None if entries.iter().all(|entry| entry.required) => Some(Strategy::RealTime),
+        strategy => strategy,
+    };
+    match strategy {
+        Some(strategy) => {
+            let limits = Limits {
+                deadline,
+                max_cache_bytes: options.max_cache_bytes,
+                own_max_cache_bytes: options.max_cache_bytes,
+                cache_bytes: &AtomicUsize::new(0),
+                stop: &AtomicBool::new(false),
+            };
+            Search::new(model, entries, limits, strategy).run()
+        }
+        None => race(model, entries, deadline, options.max_cache_bytes),
+    }
+}
+
+/// Checks `operations` (from [`crate::history::pair`]) against `model`.
+pub fn check<M: Model>(
+    model: &M,
+    operations: &[Operation],
+    options: &CheckOptions,
+) -> Result<Report, ModelError> {
+    let started = Instant::now();
+    let deadline = started + options.time_budget;
+    let (by_key, dropped) = by_key(model, operations)?;
     let searched: usize = by_key.values().map(Vec::len).sum();
     let unknown_outcome = by_key
         .values()
@@ -301,24 +340,7 @@ pub fn check<M: Model>(
     let mut parts: Vec<KeyPart<'_, M::Op>> = by_key.into_iter().collect();
     parts.sort_by_key(|(_, entries)| entries.len());
     for (key, entries) in parts {
-        // Without operations of unknown outcome both orders are the same: no race.
-        let strategy = match options.strategy {
-            None if entries.iter().all(|entry| entry.required) => Some(Strategy::RealTime),
-            strategy => strategy,
-        };
-        let outcome = match strategy {
-            Some(strategy) => {
-                let limits = Limits {
-                    deadline,
-                    max_cache_bytes: options.max_cache_bytes,
-                    own_max_cache_bytes: options.max_cache_bytes,
-                    cache_bytes: &AtomicUsize::new(0),
-                    stop: &AtomicBool::new(false),
-                };
-                Search::new(model, entries, limits, strategy).run()
-            }
-            None => race(model, entries, deadline, options.max_cache_bytes),
-        };
+        let outcome = search_key(model, entries, options, deadline);
         report.configurations += outcome.configurations;
         match outcome.result {
             SearchResult::Valid => {}
@@ -426,6 +448,37 @@ struct DeadEnd<S> {
     pending: Vec<usize>,
 }
 
+/// The mutable state of one search: what is linearized, the cache of configurations seen, the
+/// stack, and where the scan for the next candidate is.
+struct Walk<S> {
+    /// Each op's bit, numbered apart among the required and the optional ops.
+    bit_of: Vec<usize>,
+    /// The linearized required and optional ops, one bit each.
+    required: Vec<u64>,
+    optional: Vec<u64>,
+    /// Required ops not linearized yet.
+    required_left: usize,
+    cache: Cache<S>,
+    stack: Vec<Frame<S>>,
+    state: S,
+    dead_end: Option<DeadEnd<S>>,
+    steps: u64,
+    phase: Phase,
+    node: usize,
+}
+
+impl<S> Walk<S> {
+    /// Flips op's bit in its set.
+    fn flip(&mut self, required: bool, op: usize) {
+        let set = if required {
+            &mut self.required
+        } else {
+            &mut self.optional
+        };
+        flip(set, self.bit_of[op]);
+    }
+}
+
 impl<'m, 'a, M: Model> Search<'m, 'a, M> {
     fn new(
         model: &'m M,
@@ -525,7 +578,64 @@ impl<'m, 'a, M: Model> Search<'m, 'a, M> {
     /// the optional ones last means configurations are first reached with as few of them as
     /// possible, which is what lets the cache's subsumption prune the others.
     fn run(mut self) -> SearchOutcome {
-        let n = self.entries.len();
+        let mut walk = self.walk();
+        let result = loop {
+            if walk.required_left == 0 {
+                // Every operation that had to happen has; the rest may never have.
+                break SearchResult::Valid;
+            }
+            walk.steps += 1;
+            if walk.steps.is_multiple_of(CLOCK_EVERY_STEPS) {
+                if let Some(reason) = self.out_of_time(&walk) {
+                    break SearchResult::Unknown(reason);
+                }
+            }
+            let candidate = match walk.phase {
+                Phase::Required => {
+                    if walk.node == NIL {
+                        // Unreachable: a required op left means its completion is in the list.
+                        break SearchResult::Valid;
+                    }
+                    if self.node_kind[walk.node] == NodeKind::Return {
+                        walk.phase = Phase::Optional {
+                            first_return: walk.node,
+                        };
+                        walk.node = match self.strategy {
+                            Strategy::RequiredFirst => self.next[OPTIONAL_HEAD],
+                            // The optional ops are in the main list: none left to try.
+                            Strategy::RealTime => NIL,
+                        };
+                        continue;
+                    }
+                    Some(walk.node)
+                }
+                Phase::Optional { first_return } => (walk.node != NIL
+                    && self.node_position[walk.node] < self.node_position[first_return])
+                    .then_some(walk.node),
+            };
+            if let Some(call) = candidate {
+                if let Err(reason) = self.try_linearize(&mut walk, call) {
+                    break SearchResult::Unknown(reason);
+                }
+                continue;
+            }
+            if let Some(counterexample) = self.backtrack(&mut walk) {
+                break SearchResult::Invalid(counterexample);
+            }
+        };
+        // The cache is dropped on return: its memory is the other search's to use.
+        self.limits
+            .cache_bytes
+            .fetch_sub(walk.cache.bytes, Ordering::Relaxed);
+        SearchOutcome {
+            result,
+            configurations: walk.cache.visited,
+        }
+    }
+
+    /// The search's starting point: nothing linearized, the model's initial state, the scan at
+    /// the main list's head.
+    fn walk(&self) -> Walk<M::State> {
         // Each op's bit, numbered apart among the required and the optional (unknown outcome) ops.
         let mut counts = [0usize; 2];
         let bit_of: Vec<usize> = self
@@ -537,150 +647,126 @@ impl<'m, 'a, M: Model> Search<'m, 'a, M> {
                 *count - 1
             })
             .collect();
-        let [optional_count, mut required_left] = counts;
-        let mut optional = vec![0u64; optional_count.div_ceil(64)];
-        let mut required = vec![0u64; required_left.div_ceil(64)];
-        let mut cache: Cache<M::State> = Cache::default();
-        let mut stack: Vec<Frame<M::State>> = Vec::new();
-        let mut state = self.model.init();
-        let mut dead_end: Option<DeadEnd<M::State>> = None;
-        let mut steps: u64 = 0;
-        let mut phase = Phase::Required;
-        let mut node = self.next[HEAD];
-        let cache_bytes = self.limits.cache_bytes;
-        let outcome = |result, cache: &Cache<M::State>| {
-            // The cache is dropped on return: its memory is the other search's to use.
-            cache_bytes.fetch_sub(cache.bytes, Ordering::Relaxed);
-            SearchOutcome {
-                result,
-                configurations: cache.visited,
+        let [optional_count, required_left] = counts;
+        Walk {
+            bit_of,
+            optional: vec![0u64; optional_count.div_ceil(64)],
+            required: vec![0u64; required_left.div_ceil(64)],
+            required_left,
+            cache: Cache::default(),
+            stack: Vec::new(),
+            state: self.model.init(),
+            dead_end: None,
+            steps: 0,
+            phase: Phase::Required,
+            node: self.next[HEAD],
+        }
+    }
+
+    /// Why the search must stop now (stopped by the other search, or past the deadline).
+    fn out_of_time(&self, walk: &Walk<M::State>) -> Option<String> {
+        if self.limits.stop.load(Ordering::Relaxed) {
+            return Some("stopped".into());
+        }
+        if Instant::now() >= self.limits.deadline {
+            return Some(format!(
+                "time budget exhausted after {} configurations, {} of {} operations linearized at best",
+                walk.cache.visited,
+                walk.dead_end.as_ref().map_or(0, |d| d.depth),
+                self.entries.len()
+            ));
+        }
+        None
+    }
+
+    /// Tries candidate `call` as the next linearization point: linearizes it when the model
+    /// accepts it from a configuration not seen yet (the scan restarts), else moves the scan on.
+    /// `Err` when the cache outgrows its memory limit.
+    fn try_linearize(&mut self, walk: &mut Walk<M::State>, call: usize) -> Result<(), String> {
+        let op = self.node_op[call];
+        if let Some(next_state) = self.model.step(&walk.state, &self.entries[op].op) {
+            let is_required = self.entries[op].required;
+            walk.flip(is_required, op);
+            let heap_bytes = self.model.state_heap_bytes(&next_state);
+            let bytes_before = walk.cache.bytes;
+            if walk
+                .cache
+                .insert(&walk.required, &walk.optional, &next_state, heap_bytes)
+            {
+                let grown = walk.cache.bytes - bytes_before;
+                let total = self.limits.cache_bytes.fetch_add(grown, Ordering::Relaxed) + grown;
+                if total > self.limits.max_cache_bytes
+                    || walk.cache.bytes > self.limits.own_max_cache_bytes
+                {
+                    return Err(format!(
+                        "memory limit of {} MiB reached after {} configurations",
+                        self.limits
+                            .own_max_cache_bytes
+                            .min(self.limits.max_cache_bytes)
+                            >> 20,
+                        walk.cache.visited
+                    ));
+                }
+                walk.stack.push(Frame {
+                    node: call,
+                    state_before: std::mem::replace(&mut walk.state, next_state),
+                    first_return: match walk.phase {
+                        Phase::Optional { first_return } => first_return,
+                        Phase::Required => NIL,
+                    },
+                });
+                if is_required {
+                    walk.required_left -= 1;
+                }
+                self.lift(call);
+                walk.phase = Phase::Required;
+                walk.node = self.next[HEAD];
+                return Ok(());
+            }
+            walk.flip(is_required, op);
+        }
+        walk.node = self.next[call];
+        Ok(())
+    }
+
+    /// Every candidate tried: the first completion's operation cannot be linearized in time
+    /// from here. Undoes the last linearized operation and resumes the scan after it; the
+    /// counterexample when there is none left to undo.
+    fn backtrack(&mut self, walk: &mut Walk<M::State>) -> Option<Counterexample> {
+        let Phase::Optional { first_return } = walk.phase else {
+            unreachable!("only the optional phase runs out of candidates");
+        };
+        if walk
+            .dead_end
+            .as_ref()
+            .is_none_or(|d| walk.stack.len() > d.depth)
+        {
+            walk.dead_end = Some(self.dead_end(&walk.stack, &walk.state, first_return));
+        }
+        let Some(frame) = walk.stack.pop() else {
+            let dead_end = walk
+                .dead_end
+                .take()
+                .unwrap_or_else(|| self.dead_end(&walk.stack, &walk.state, first_return));
+            return Some(self.counterexample(dead_end));
+        };
+        let undone = self.node_op[frame.node];
+        let is_required = self.entries[undone].required;
+        walk.flip(is_required, undone);
+        if is_required {
+            walk.required_left += 1;
+        }
+        walk.phase = if frame.first_return == NIL {
+            Phase::Required
+        } else {
+            Phase::Optional {
+                first_return: frame.first_return,
             }
         };
-        loop {
-            if required_left == 0 {
-                // Every operation that had to happen has; the rest may never have.
-                return outcome(SearchResult::Valid, &cache);
-            }
-            steps += 1;
-            if steps.is_multiple_of(CLOCK_EVERY_STEPS) && self.limits.stop.load(Ordering::Relaxed) {
-                return outcome(SearchResult::Unknown("stopped".into()), &cache);
-            }
-            if steps.is_multiple_of(CLOCK_EVERY_STEPS) && Instant::now() >= self.limits.deadline {
-                let reason = format!(
-                    "time budget exhausted after {} configurations, {} of {} operations linearized at best",
-                    cache.visited,
-                    dead_end.as_ref().map_or(0, |d| d.depth),
-                    n
-                );
-                return outcome(SearchResult::Unknown(reason), &cache);
-            }
-            let candidate = match phase {
-                Phase::Required => {
-                    if node == NIL {
-                        // Unreachable: a required op left means its completion is in the list.
-                        return outcome(SearchResult::Valid, &cache);
-                    }
-                    if self.node_kind[node] == NodeKind::Return {
-                        phase = Phase::Optional { first_return: node };
-                        node = match self.strategy {
-                            Strategy::RequiredFirst => self.next[OPTIONAL_HEAD],
-                            // The optional ops are in the main list: none left to try.
-                            Strategy::RealTime => NIL,
-                        };
-                        continue;
-                    }
-                    Some(node)
-                }
-                Phase::Optional { first_return } => (node != NIL
-                    && self.node_position[node] < self.node_position[first_return])
-                    .then_some(node),
-            };
-            if let Some(call) = candidate {
-                let op = self.node_op[call];
-                if let Some(next_state) = self.model.step(&state, &self.entries[op].op) {
-                    let is_required = self.entries[op].required;
-                    let set = if is_required {
-                        &mut required
-                    } else {
-                        &mut optional
-                    };
-                    flip(set, bit_of[op]);
-                    let heap_bytes = self.model.state_heap_bytes(&next_state);
-                    let bytes_before = cache.bytes;
-                    if cache.insert(&required, &optional, &next_state, heap_bytes) {
-                        let total = cache_bytes
-                            .fetch_add(cache.bytes - bytes_before, Ordering::Relaxed)
-                            + (cache.bytes - bytes_before);
-                        if total > self.limits.max_cache_bytes
-                            || cache.bytes > self.limits.own_max_cache_bytes
-                        {
-                            let reason = format!(
-                                "memory limit of {} MiB reached after {} configurations",
-                                self.limits
-                                    .own_max_cache_bytes
-                                    .min(self.limits.max_cache_bytes)
-                                    >> 20,
-                                cache.visited
-                            );
-                            return outcome(SearchResult::Unknown(reason), &cache);
-                        }
-                        stack.push(Frame {
-                            node: call,
-                            state_before: std::mem::replace(&mut state, next_state),
-                            first_return: match phase {
-                                Phase::Optional { first_return } => first_return,
-                                Phase::Required => NIL,
-                            },
-                        });
-                        if is_required {
-                            required_left -= 1;
-                        }
-                        self.lift(call);
-                        phase = Phase::Required;
-                        node = self.next[HEAD];
-                        continue;
-                    }
-                    let set = if is_required {
-                        &mut required
-                    } else {
-                        &mut optional
-                    };
-                    flip(set, bit_of[op]);
-                }
-                node = self.next[call];
-                continue;
-            }
-            // Every candidate tried: the first completion's operation cannot be linearized in
-            // time from here. Backtrack.
-            let Phase::Optional { first_return } = phase else {
-                unreachable!("only the optional phase runs out of candidates");
-            };
-            if dead_end.as_ref().is_none_or(|d| stack.len() > d.depth) {
-                dead_end = Some(self.dead_end(&stack, &state, first_return));
-            }
-            let Some(frame) = stack.pop() else {
-                let dead_end =
-                    dead_end.unwrap_or_else(|| self.dead_end(&stack, &state, first_return));
-                return outcome(SearchResult::Invalid(self.counterexample(dead_end)), &cache);
-            };
-            let undone = self.node_op[frame.node];
-            if self.entries[undone].required {
-                flip(&mut required, bit_of[undone]);
-                required_left += 1;
-            } else {
-                flip(&mut optional, bit_of[undone]);
-            }
-            phase = if frame.first_return == NIL {
-                Phase::Required
-            } else {
-                Phase::Optional {
-                    first_return: frame.first_return,
-                }
-            };
-            state = frame.state_before;
-            self.unlift(frame.node);
-            node = self.next[frame.node];
-        }
+        walk.state = frame.state_before;
+        self.unlift(frame.node);
+        walk.node = self.next[frame.node];
+        None
     }
 
     fn dead_end(
