@@ -374,7 +374,6 @@ impl NodeCore {
     /// [`AdminRequest::TransferLeader`]).
     async fn transfer_leader_local(&self, to: NodeId) -> Result<String, RaftClientError> {
         let start = Instant::now();
-        let deadline = start + self.transfer_timeout;
         let m = self.raft.metrics().borrow_watched().clone();
         if m.current_leader != Some(self.id) {
             return Err(RaftClientError::NotLeader {
@@ -397,7 +396,12 @@ impl NodeCore {
         let from_term = m.current_term;
         // The target refuses the transfer unless it holds the leader's whole log: give
         // replication a moment (half the deadline at most) to get it there.
-        let catch_up_until = start + self.transfer_timeout / 2;
+        self.catch_up(to, start + self.transfer_timeout / 2).await;
+        self.await_transfer(to, from_term, start).await
+    }
+
+    /// Waits until `to` has replicated this node's whole log, or until `until`.
+    async fn catch_up(&self, to: NodeId, until: Instant) {
         loop {
             let m = self.raft.metrics().borrow_watched().clone();
             let matched = m
@@ -405,11 +409,23 @@ impl NodeCore {
                 .as_ref()
                 .and_then(|r| r.get(&to).cloned().flatten())
                 .map(|l| l.index);
-            if matched >= m.last_log_index || Instant::now() >= catch_up_until {
+            if matched >= m.last_log_index || Instant::now() >= until {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Announces the transfer to `to` (again every second while this node still leads) until
+    /// `to` leads a term after `from_term`, another node is elected instead, or the transfer
+    /// deadline (from `start`) passes.
+    async fn await_transfer(
+        &self,
+        to: NodeId,
+        from_term: u64,
+        start: Instant,
+    ) -> Result<String, RaftClientError> {
+        let deadline = start + self.transfer_timeout;
         let mut triggered: Option<Instant> = None;
         let mut metrics = self.raft.metrics();
         loop {
@@ -716,22 +732,146 @@ fn create_dir_all_durable(dir: &std::path::Path) -> io::Result<()> {
     Ok(())
 }
 
+impl NodeCore {
+    fn new(config: &RaftConfig, addr: String, raft: Raft, sm: Arc<RwLock<SmInner>>) -> NodeCore {
+        NodeCore {
+            id: config.node_id,
+            addr,
+            raft,
+            sm,
+            client: random_u64(),
+            serial: AtomicU64::new(0),
+            channels: parking_lot::Mutex::new(std::collections::HashMap::new()),
+            rpc_timeout: Duration::from_millis(config.rpc_timeout_ms),
+            client_timeout: Duration::from_millis(config.client_timeout_ms),
+            // Catching up, one election, and a heartbeat to the old leader; below the client
+            // deadline so a forwarded transfer answers before the forwarder gives up.
+            transfer_timeout: Duration::from_millis(
+                (config.election_timeout_max_ms * 3)
+                    .max(3000)
+                    .min(config.client_timeout_ms * 3 / 4),
+            ),
+            prepare: parking_lot::RwLock::new(None),
+        }
+    }
+}
+
+fn startup(e: String) -> RaftClientError {
+    RaftClientError::Startup(e)
+}
+
+/// Refuses timeouts that cannot work: heartbeat < election min < election max.
+fn check_timeouts(config: &RaftConfig) -> Result<(), RaftClientError> {
+    if config.election_timeout_min_ms <= config.heartbeat_interval_ms
+        || config.election_timeout_max_ms <= config.election_timeout_min_ms
+    {
+        return Err(startup(format!(
+            "timeouts must satisfy heartbeat ({}) < election min ({}) < election max ({})",
+            config.heartbeat_interval_ms,
+            config.election_timeout_min_ms,
+            config.election_timeout_max_ms
+        )));
+    }
+    Ok(())
+}
+
+/// openraft's configuration of the node.
+fn openraft_config(config: &RaftConfig) -> Result<openraft::Config, RaftClientError> {
+    openraft::Config {
+        cluster_name: config.cluster_name.clone(),
+        election_timeout_min: config.election_timeout_min_ms,
+        election_timeout_max: config.election_timeout_max_ms,
+        heartbeat_interval: config.heartbeat_interval_ms,
+        install_snapshot_timeout: config.rpc_timeout_ms.max(10_000),
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_logs.max(1)),
+        max_in_snapshot_log_to_keep: config.keep_logs,
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| startup(format!("raft config: {e}")))
+}
+
+/// Serves the peer gRPC service on `listener` until the returned sender fires (or drops).
+fn serve_peers(
+    listener: tokio::net::TcpListener,
+    core: Arc<NodeCore>,
+) -> (oneshot::Sender<()>, JoinHandle<()>) {
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let service = PeerService::new(core).into_server();
+    // Builder::tcp_nodelay applies only to listeners tonic binds itself: without NODELAY on
+    // these sockets small replies wait for delayed ACKs (tens of ms per round trip).
+    let incoming = tokio_stream::StreamExt::map(
+        tokio_stream::wrappers::TcpListenerStream::new(listener),
+        |stream| {
+            stream.inspect(|s| {
+                if let Err(e) = s.set_nodelay(true) {
+                    tracing::debug!(error = %e, "TCP_NODELAY not set");
+                }
+            })
+        },
+    );
+    let server_task = tokio::spawn(async move {
+        let result = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(service)
+            .serve_with_incoming_shutdown(incoming, async {
+                let _ = stop_rx.await;
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, "raft peer server stopped with an error");
+        }
+    });
+    (stop_tx, server_task)
+}
+
+/// Bootstraps a new cluster from `initial_members` when the data directory was new (`fresh`),
+/// Raft is not initialized and this node is a member; this node's entry is its own `addr`.
+async fn bootstrap(
+    raft: &Raft,
+    config: &RaftConfig,
+    addr: &str,
+    fresh: bool,
+) -> Result<(), RaftClientError> {
+    let initialized = raft
+        .is_initialized()
+        .await
+        .map_err(|e| startup(format!("raft: {e}")))?;
+    if !initialized && fresh && config.initial_members.contains_key(&config.node_id) {
+        let members: BTreeMap<NodeId, BasicNode> = config
+            .initial_members
+            .iter()
+            .map(|(id, a)| {
+                let a = if *id == config.node_id {
+                    addr.to_string()
+                } else {
+                    a.clone()
+                };
+                (*id, BasicNode { addr: a })
+            })
+            .collect();
+        match raft.initialize(members).await {
+            Ok(()) => tracing::info!(node = config.node_id, "bootstrapped a new raft cluster"),
+            Err(RaftError::APIError(e)) => {
+                tracing::info!(node = config.node_id, reason = %e, "cluster already initialized")
+            }
+            Err(RaftError::Fatal(f)) => return Err(startup(format!("raft: {f}"))),
+        }
+    } else if !initialized {
+        tracing::info!(
+            node = config.node_id,
+            "waiting to be added to an existing cluster"
+        );
+    }
+    Ok(())
+}
+
 impl<S: AppStateMachine> RaftNode<S> {
     /// Starts a node: opens (or creates) its storage, restores the state machine from the last
     /// snapshot, binds the peer gRPC server, and bootstraps a new cluster from
     /// `initial_members` if the data directory is new.
     pub async fn start(config: RaftConfig, app: S) -> Result<Self, RaftClientError> {
-        let startup = |e: String| RaftClientError::Startup(e);
-        if config.election_timeout_min_ms <= config.heartbeat_interval_ms
-            || config.election_timeout_max_ms <= config.election_timeout_min_ms
-        {
-            return Err(startup(format!(
-                "timeouts must satisfy heartbeat ({}) < election min ({}) < election max ({})",
-                config.heartbeat_interval_ms,
-                config.election_timeout_min_ms,
-                config.election_timeout_max_ms
-            )));
-        }
+        check_timeouts(&config)?;
         create_dir_all_durable(&config.data_dir)
             .map_err(|e| startup(format!("{}: {e}", config.data_dir.display())))?;
         let fresh =
@@ -759,18 +899,7 @@ impl<S: AppStateMachine> RaftNode<S> {
             .map_err(|e| startup(format!("{}: {e}", config.data_dir.display())))?;
         let shared = sm.shared();
 
-        let raft_config = openraft::Config {
-            cluster_name: config.cluster_name.clone(),
-            election_timeout_min: config.election_timeout_min_ms,
-            election_timeout_max: config.election_timeout_max_ms,
-            heartbeat_interval: config.heartbeat_interval_ms,
-            install_snapshot_timeout: config.rpc_timeout_ms.max(10_000),
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_logs.max(1)),
-            max_in_snapshot_log_to_keep: config.keep_logs,
-            ..Default::default()
-        }
-        .validate()
-        .map_err(|e| startup(format!("raft config: {e}")))?;
+        let raft_config = openraft_config(&config)?;
         let rpc_timeout = Duration::from_millis(config.rpc_timeout_ms);
         let network = NetworkFactory {
             rpc_timeout,
@@ -786,83 +915,10 @@ impl<S: AppStateMachine> RaftNode<S> {
         .await
         .map_err(|e| startup(format!("raft: {e}")))?;
 
-        let core = Arc::new(NodeCore {
-            id: config.node_id,
-            addr: addr.clone(),
-            raft: raft.clone(),
-            sm: shared,
-            client: random_u64(),
-            serial: AtomicU64::new(0),
-            channels: parking_lot::Mutex::new(std::collections::HashMap::new()),
-            rpc_timeout,
-            client_timeout: Duration::from_millis(config.client_timeout_ms),
-            // Catching up, one election, and a heartbeat to the old leader; below the client
-            // deadline so a forwarded transfer answers before the forwarder gives up.
-            transfer_timeout: Duration::from_millis(
-                (config.election_timeout_max_ms * 3)
-                    .max(3000)
-                    .min(config.client_timeout_ms * 3 / 4),
-            ),
-            prepare: parking_lot::RwLock::new(None),
-        });
+        let core = Arc::new(NodeCore::new(&config, addr.clone(), raft.clone(), shared));
 
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let service = PeerService::new(core.clone()).into_server();
-        // Builder::tcp_nodelay applies only to listeners tonic binds itself: without NODELAY on
-        // these sockets small replies wait for delayed ACKs (tens of ms per round trip).
-        let incoming = tokio_stream::StreamExt::map(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            |stream| {
-                stream.inspect(|s| {
-                    if let Err(e) = s.set_nodelay(true) {
-                        tracing::debug!(error = %e, "TCP_NODELAY not set");
-                    }
-                })
-            },
-        );
-        let server_task = tokio::spawn(async move {
-            let result = tonic::transport::Server::builder()
-                .tcp_nodelay(true)
-                .add_service(service)
-                .serve_with_incoming_shutdown(incoming, async {
-                    let _ = stop_rx.await;
-                })
-                .await;
-            if let Err(e) = result {
-                tracing::error!(error = %e, "raft peer server stopped with an error");
-            }
-        });
-
-        let initialized = raft
-            .is_initialized()
-            .await
-            .map_err(|e| startup(format!("raft: {e}")))?;
-        if !initialized && fresh && config.initial_members.contains_key(&config.node_id) {
-            let members: BTreeMap<NodeId, BasicNode> = config
-                .initial_members
-                .iter()
-                .map(|(id, a)| {
-                    let a = if *id == config.node_id {
-                        addr.clone()
-                    } else {
-                        a.clone()
-                    };
-                    (*id, BasicNode { addr: a })
-                })
-                .collect();
-            match raft.initialize(members).await {
-                Ok(()) => tracing::info!(node = config.node_id, "bootstrapped a new raft cluster"),
-                Err(RaftError::APIError(e)) => {
-                    tracing::info!(node = config.node_id, reason = %e, "cluster already initialized")
-                }
-                Err(RaftError::Fatal(f)) => return Err(startup(format!("raft: {f}"))),
-            }
-        } else if !initialized {
-            tracing::info!(
-                node = config.node_id,
-                "waiting to be added to an existing cluster"
-            );
-        }
+        let (stop_tx, server_task) = serve_peers(listener, core.clone());
+        bootstrap(&raft, &config, &addr, fresh).await?;
         tracing::info!(node = config.node_id, %local_addr, %addr, "raft node started");
 
         Ok(RaftNode {
