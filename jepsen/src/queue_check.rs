@@ -71,23 +71,33 @@ fn values_of(delivery: &Json) -> Vec<i64> {
     }
 }
 
-/// Checks `events` (in history order).
-pub fn check(events: &[Event]) -> QueueReport {
-    #[derive(Clone, Copy, PartialEq)]
-    enum SendOutcome {
-        Pending,
-        Ok,
-        Fail,
-        Info,
-    }
-    // value -> outcome; value -> group.
-    let mut sends: HashMap<i64, SendOutcome> = HashMap::new();
+#[derive(Clone, Copy, PartialEq)]
+enum SendOutcome {
+    Pending,
+    Ok,
+    Fail,
+    Info,
+}
+
+/// What the checks need of a history: every send's outcome, the acknowledged values of each
+/// FIFO group in acknowledgement order, and every delivery.
+#[derive(Default)]
+struct Sends {
+    /// value -> outcome.
+    outcome: HashMap<i64, SendOutcome>,
+    /// group -> acknowledged values in acknowledgement order.
+    group_acks: BTreeMap<String, Vec<i64>>,
+    /// (event index, value) of every delivery.
+    deliveries: Vec<(u64, i64)>,
+}
+
+/// Reads `events` (in history order) into [`Sends`].
+fn read_sends(events: &[Event]) -> Sends {
+    let mut sends = Sends::default();
+    // value -> group.
     let mut group_of: HashMap<i64, String> = HashMap::new();
     // process -> value of its send in flight.
     let mut in_flight: HashMap<u64, i64> = HashMap::new();
-    // group -> acknowledged values in acknowledgement order.
-    let mut group_acks: BTreeMap<String, Vec<i64>> = BTreeMap::new();
-    let mut deliveries: Vec<(u64, i64)> = Vec::new();
     for event in events {
         let Some(process) = event.process.client() else {
             continue;
@@ -95,7 +105,7 @@ pub fn check(events: &[Event]) -> QueueReport {
         match (event.f.as_str(), event.kind) {
             ("send", Kind::Invoke) => {
                 if let Some(v) = event.value.as_i64() {
-                    sends.entry(v).or_insert(SendOutcome::Pending);
+                    sends.outcome.entry(v).or_insert(SendOutcome::Pending);
                     if let Some(g) = event.extra_str("group") {
                         group_of.insert(v, g.to_string());
                     }
@@ -111,22 +121,67 @@ pub fn check(events: &[Event]) -> QueueReport {
                     Kind::Fail => SendOutcome::Fail,
                     _ => SendOutcome::Info,
                 };
-                sends.insert(v, outcome);
+                sends.outcome.insert(v, outcome);
                 if outcome == SendOutcome::Ok {
                     if let Some(g) = group_of.get(&v) {
-                        group_acks.entry(g.clone()).or_default().push(v);
+                        sends.group_acks.entry(g.clone()).or_default().push(v);
                     }
                 }
             }
             ("pop", Kind::Ok) => {
                 for v in values_of(&event.value) {
-                    deliveries.push((event.index, v));
+                    sends.deliveries.push((event.index, v));
                 }
             }
             _ => {}
         }
     }
+    sends
+}
 
+/// FIFO order: the first deliveries of a group's acknowledged values follow their order.
+fn order_violations(
+    group_acks: &BTreeMap<String, Vec<i64>>,
+    deliveries: &[(u64, i64)],
+) -> Vec<OrderViolation> {
+    let mut position: HashMap<i64, (String, usize)> = HashMap::new();
+    for (group, values) in group_acks {
+        for (i, v) in values.iter().enumerate() {
+            position.insert(*v, (group.clone(), i));
+        }
+    }
+    let mut highest: HashMap<String, (usize, i64)> = HashMap::new();
+    let mut seen: BTreeSet<i64> = BTreeSet::new();
+    let mut order_violations = Vec::new();
+    for (index, v) in deliveries {
+        if !seen.insert(*v) {
+            continue;
+        }
+        let Some((group, pos)) = position.get(v) else {
+            continue;
+        };
+        match highest.get(group) {
+            Some((top, top_value)) if *top > *pos => order_violations.push(OrderViolation {
+                group: group.clone(),
+                value: *v,
+                delivered_after: *top_value,
+                index: *index,
+            }),
+            _ => {
+                highest.insert(group.clone(), (*pos, *v));
+            }
+        }
+    }
+    order_violations
+}
+
+/// Checks `events` (in history order).
+pub fn check(events: &[Event]) -> QueueReport {
+    let Sends {
+        outcome: sends,
+        group_acks,
+        deliveries,
+    } = read_sends(events);
     let mut counts: BTreeMap<i64, usize> = BTreeMap::new();
     for (_, v) in &deliveries {
         *counts.entry(*v).or_default() += 1;
@@ -155,36 +210,7 @@ pub fn check(events: &[Event]) -> QueueReport {
         .keys()
         .filter(|v| matches!(sends.get(v), Some(SendOutcome::Info | SendOutcome::Pending)))
         .count();
-
-    // FIFO order: the first deliveries of a group's acknowledged values follow their order.
-    let mut position: HashMap<i64, (String, usize)> = HashMap::new();
-    for (group, values) in &group_acks {
-        for (i, v) in values.iter().enumerate() {
-            position.insert(*v, (group.clone(), i));
-        }
-    }
-    let mut highest: HashMap<String, (usize, i64)> = HashMap::new();
-    let mut seen: BTreeSet<i64> = BTreeSet::new();
-    let mut order_violations = Vec::new();
-    for (index, v) in &deliveries {
-        if !seen.insert(*v) {
-            continue;
-        }
-        let Some((group, pos)) = position.get(v) else {
-            continue;
-        };
-        match highest.get(group) {
-            Some((top, top_value)) if *top > *pos => order_violations.push(OrderViolation {
-                group: group.clone(),
-                value: *v,
-                delivered_after: *top_value,
-                index: *index,
-            }),
-            _ => {
-                highest.insert(group.clone(), (*pos, *v));
-            }
-        }
-    }
+    let order_violations = order_violations(&group_acks, &deliveries);
 
     let count = |o: SendOutcome| sends.values().filter(|x| **x == o).count();
     let valid = lost.is_empty() && unexpected.is_empty() && order_violations.is_empty();

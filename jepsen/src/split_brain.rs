@@ -116,22 +116,10 @@ pub fn acks(events: &[Event]) -> Vec<Ack> {
     out
 }
 
-pub fn check(events: &[Event]) -> SplitBrainReport {
-    let acks = acks(events);
-    let unattributed = events
-        .iter()
-        .filter(|e| {
-            e.f == "send"
-                && e.kind == Kind::Ok
-                && !e.is_nemesis()
-                && e.extra_str("broker").is_none()
-        })
-        .count();
-    let mut anomalies = Vec::new();
-
-    // 1. Conflicting positions.
+/// Anomaly 1, conflicting positions: two different values acknowledged at one queue position.
+fn conflicting_positions(acks: &[Ack], anomalies: &mut Vec<Anomaly>) {
     let mut at: HashMap<(&str, i64, i64), &Ack> = HashMap::new();
-    for ack in &acks {
+    for ack in acks {
         match at.get(&(ack.topic.as_str(), ack.queue, ack.offset)) {
             Some(first) if first.value != ack.value => anomalies.push(Anomaly {
                 kind: "conflicting-position",
@@ -145,12 +133,14 @@ pub fn check(events: &[Event]) -> SplitBrainReport {
             }
         }
     }
+}
 
-    // 2. Offsets going back in real time, per queue: sweep the acknowledgements in order of
-    // acknowledgement, keeping the highest offset acknowledged so far; each send must land
-    // above the highest acknowledged before it was invoked.
+/// Anomaly 2, offsets going back in real time, per queue: sweep the acknowledgements in order
+/// of acknowledgement, keeping the highest offset acknowledged so far; each send must land
+/// above the highest acknowledged before it was invoked.
+fn offset_regressions(acks: &[Ack], anomalies: &mut Vec<Anomaly>) {
     let mut by_queue: BTreeMap<(&str, i64), Vec<&Ack>> = BTreeMap::new();
-    for ack in &acks {
+    for ack in acks {
         by_queue
             .entry((ack.topic.as_str(), ack.queue))
             .or_default()
@@ -184,8 +174,10 @@ pub fn check(events: &[Event]) -> SplitBrainReport {
             }
         }
     }
+}
 
-    // Tenures, in acknowledgement order.
+/// Tenures, in acknowledgement order.
+fn tenures(acks: &[Ack]) -> Vec<Tenure> {
     let mut ordered: Vec<&Ack> = acks.iter().collect();
     ordered.sort_by_key(|a| a.acked);
     let mut tenures: Vec<Tenure> = Vec::new();
@@ -203,6 +195,24 @@ pub fn check(events: &[Event]) -> SplitBrainReport {
             }),
         }
     }
+    tenures
+}
+
+pub fn check(events: &[Event]) -> SplitBrainReport {
+    let acks = acks(events);
+    let unattributed = events
+        .iter()
+        .filter(|e| {
+            e.f == "send"
+                && e.kind == Kind::Ok
+                && !e.is_nemesis()
+                && e.extra_str("broker").is_none()
+        })
+        .count();
+    let mut anomalies = Vec::new();
+    conflicting_positions(&acks, &mut anomalies);
+    offset_regressions(&acks, &mut anomalies);
+    let tenures = tenures(&acks);
     let mut brokers: Vec<String> = acks.iter().map(|a| a.broker.clone()).collect();
     brokers.sort();
     brokers.dedup();
