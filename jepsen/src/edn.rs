@@ -197,39 +197,10 @@ impl<'a> Reader<'a> {
                 }
                 b'#' => {
                     self.bump();
-                    match self.peek() {
-                        Some(b'{') => {
-                            self.bump();
-                            let mut items = self.read_seq(depth, b'}')?;
-                            items.sort();
-                            items.dedup();
-                            return Ok(Item::Form(Value::List(items)));
-                        }
-                        Some(b'_') => {
-                            self.bump();
-                            self.expect_form(depth + 1)?;
-                            continue;
-                        }
-                        Some(b'#') => {
-                            // ##Inf, ##-Inf, ##NaN
-                            self.bump();
-                            let token = self.read_token();
-                            let x = match token {
-                                "Inf" => f64::INFINITY,
-                                "-Inf" => f64::NEG_INFINITY,
-                                "NaN" => f64::NAN,
-                                other => return Err(self.error(format!("unknown ##{other}"))),
-                            };
-                            return Ok(Item::Form(Value::Float(Float(x))));
-                        }
-                        _ => {
-                            // A tag: `#inst "…"`, `#uuid "…"` or a record `#a.b.Rec{…}`.
-                            let tag = self.read_token();
-                            if tag.is_empty() {
-                                return Err(self.error("'#' followed by nothing readable"));
-                            }
-                            return Ok(Item::Form(self.expect_form(depth + 1)?));
-                        }
+                    match self.read_dispatch(depth)? {
+                        Some(form) => return Ok(Item::Form(form)),
+                        // `#_`: the form after it is discarded.
+                        None => continue,
                     }
                 }
                 _ => {
@@ -240,6 +211,45 @@ impl<'a> Reader<'a> {
                     let token = token.to_string();
                     return Ok(Item::Form(self.atom(&token)?));
                 }
+            }
+        }
+    }
+
+    /// What follows a '#': a set, a discarded form (`#_`: `None`), `##Inf`, `##-Inf`,
+    /// `##NaN`, or a tagged form (the tag dropped).
+    fn read_dispatch(&mut self, depth: usize) -> Result<Option<Value>, EdnError> {
+        match self.peek() {
+            Some(b'{') => {
+                self.bump();
+                let mut items = self.read_seq(depth, b'}')?;
+                items.sort();
+                items.dedup();
+                Ok(Some(Value::List(items)))
+            }
+            Some(b'_') => {
+                self.bump();
+                self.expect_form(depth + 1)?;
+                Ok(None)
+            }
+            Some(b'#') => {
+                // ##Inf, ##-Inf, ##NaN
+                self.bump();
+                let token = self.read_token();
+                let x = match token {
+                    "Inf" => f64::INFINITY,
+                    "-Inf" => f64::NEG_INFINITY,
+                    "NaN" => f64::NAN,
+                    other => return Err(self.error(format!("unknown ##{other}"))),
+                };
+                Ok(Some(Value::Float(Float(x))))
+            }
+            _ => {
+                // A tag: `#inst "…"`, `#uuid "…"` or a record `#a.b.Rec{…}`.
+                let tag = self.read_token();
+                if tag.is_empty() {
+                    return Err(self.error("'#' followed by nothing readable"));
+                }
+                Ok(Some(self.expect_form(depth + 1)?))
             }
         }
     }

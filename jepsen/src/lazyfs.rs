@@ -221,6 +221,69 @@ impl State {
         }
     }
 
+    /// `from` was renamed to `to`: the target's old inode is gone; the source (and everything
+    /// under it) moves. A rename is durable at once, but what was never made durable in a
+    /// directory stays so.
+    fn renamed(&mut self, from: &Path, to: &Path, replaces_durable: bool) {
+        self.detach(to);
+        self.forget_fresh(to);
+        let fresh_moved: Vec<PathBuf> = self
+            .fresh
+            .iter()
+            .filter(|p| p.starts_with(from))
+            .cloned()
+            .collect();
+        for old in fresh_moved {
+            self.fresh.remove(&old);
+            match old.strip_prefix(from) {
+                Ok(rest) if rest.as_os_str().is_empty() => {
+                    if !replaces_durable {
+                        self.fresh.insert(to.to_path_buf());
+                    }
+                }
+                Ok(rest) => {
+                    self.fresh.insert(to.join(rest));
+                }
+                Err(_) => {}
+            }
+        }
+        let moved: Vec<(PathBuf, u64)> = self
+            .by_path
+            .iter()
+            .filter(|(p, _)| p.starts_with(from))
+            .map(|(p, ino)| (p.clone(), *ino))
+            .collect();
+        for (old, ino) in moved {
+            self.by_path.remove(&old);
+            let new = match old.strip_prefix(from) {
+                Ok(rest) if rest.as_os_str().is_empty() => to.to_path_buf(),
+                Ok(rest) => to.join(rest),
+                Err(_) => continue,
+            };
+            if let Some(inode) = self.inodes.get_mut(&ino) {
+                inode.path = Some(new.clone());
+            }
+            self.by_path.insert(new, ino);
+        }
+    }
+
+    /// Forgets everything (a power cut): returns the unsynced bytes and files dropped, and the
+    /// entries that were never made durable.
+    fn reset(&mut self) -> (u64, u64, std::collections::BTreeSet<PathBuf>) {
+        let mut bytes = 0;
+        let mut files = 0;
+        for inode in self.inodes.values() {
+            let dirty = inode.volatile.dirty_bytes();
+            if dirty > 0 || inode.volatile.size.is_some() {
+                files += 1;
+            }
+            bytes += dirty;
+        }
+        let fresh = std::mem::take(&mut self.fresh);
+        *self = State::new();
+        (bytes, files, fresh)
+    }
+
     fn path_of(&self, ino: u64) -> Result<PathBuf, Errno> {
         match self.inodes.get(&ino) {
             Some(Inode { path: Some(p), .. }) => Ok(p.clone()),
@@ -508,6 +571,49 @@ fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()>
     Ok(())
 }
 
+/// Removes the entries `fresh` (relative to `backing`), deepest first; returns those removed.
+fn lose_entries(backing: &Path, fresh: std::collections::BTreeSet<PathBuf>) -> Vec<String> {
+    let mut lost_entries = Vec::new();
+    let mut fresh: Vec<PathBuf> = fresh.into_iter().collect();
+    fresh.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for rel in fresh {
+        let full = backing.join(&rel);
+        let removed = match std::fs::symlink_metadata(&full) {
+            Ok(m) if m.is_dir() => std::fs::remove_dir_all(&full),
+            Ok(_) => std::fs::remove_file(&full),
+            Err(_) => continue,
+        };
+        match removed {
+            Ok(()) => lost_entries.push(rel.display().to_string()),
+            Err(e) => {
+                tracing::warn!(path = %full.display(), error = %e, "lazyfs cannot drop an unsynced entry")
+            }
+        }
+    }
+    lost_entries
+}
+
+/// `renameat2(2)` of two absolute paths with `flags`.
+fn renameat2(from: &Path, to: &Path, flags: u32) -> Result<(), Errno> {
+    let (Ok(from_c), Ok(to_c)) = (cstring(from), cstring(to)) else {
+        return Err(Errno::EINVAL);
+    };
+    // SAFETY: both paths are valid NUL-terminated strings that outlive the call.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            from_c.as_ptr(),
+            libc::AT_FDCWD,
+            to_c.as_ptr(),
+            flags,
+        )
+    };
+    if rc != 0 {
+        return Err(errno(&std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
 fn cstring(path: &Path) -> Result<CString, Errno> {
     CString::new(path.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)
 }
@@ -679,67 +785,14 @@ impl Filesystem for LazyFsFs {
         // never nothing, so the result counts as durable (the new file).
         let replaces_durable =
             std::fs::symlink_metadata(self.shared.full(&to)).is_ok() && !state.fresh.contains(&to);
-        let (Ok(from_c), Ok(to_c)) = (
-            cstring(&self.shared.full(&from)),
-            cstring(&self.shared.full(&to)),
-        ) else {
-            return reply.error(Errno::EINVAL);
-        };
-        // SAFETY: both paths are valid NUL-terminated strings that outlive the call.
-        let rc = unsafe {
-            libc::renameat2(
-                libc::AT_FDCWD,
-                from_c.as_ptr(),
-                libc::AT_FDCWD,
-                to_c.as_ptr(),
-                flags.bits(),
-            )
-        };
-        if rc != 0 {
-            return reply.error(errno(&std::io::Error::last_os_error()));
+        if let Err(e) = renameat2(
+            &self.shared.full(&from),
+            &self.shared.full(&to),
+            flags.bits(),
+        ) {
+            return reply.error(e);
         }
-        // The target's old inode is gone; the source (and everything under it) moves. A rename
-        // is durable at once, but what was never made durable in a directory stays so.
-        state.detach(&to);
-        state.forget_fresh(&to);
-        let fresh_moved: Vec<PathBuf> = state
-            .fresh
-            .iter()
-            .filter(|p| p.starts_with(&from))
-            .cloned()
-            .collect();
-        for old in fresh_moved {
-            state.fresh.remove(&old);
-            match old.strip_prefix(&from) {
-                Ok(rest) if rest.as_os_str().is_empty() => {
-                    if !replaces_durable {
-                        state.fresh.insert(to.clone());
-                    }
-                }
-                Ok(rest) => {
-                    state.fresh.insert(to.join(rest));
-                }
-                Err(_) => {}
-            }
-        }
-        let moved: Vec<(PathBuf, u64)> = state
-            .by_path
-            .iter()
-            .filter(|(p, _)| p.starts_with(&from))
-            .map(|(p, ino)| (p.clone(), *ino))
-            .collect();
-        for (old, ino) in moved {
-            state.by_path.remove(&old);
-            let new = match old.strip_prefix(&from) {
-                Ok(rest) if rest.as_os_str().is_empty() => to.clone(),
-                Ok(rest) => to.join(rest),
-                Err(_) => continue,
-            };
-            if let Some(inode) = state.inodes.get_mut(&ino) {
-                inode.path = Some(new.clone());
-            }
-            state.by_path.insert(new, ino);
-        }
+        state.renamed(&from, &to, replaces_durable);
         reply.ok()
     }
 
@@ -1209,41 +1262,13 @@ impl LazyFs {
             wait_gone(*pid, Duration::from_secs(10))?;
         }
         self.unmount()?;
-        let (dropped_bytes, dropped_files, fresh) = {
-            let mut state = self.shared.state();
-            let mut bytes = 0;
-            let mut files = 0;
-            for inode in state.inodes.values() {
-                let dirty = inode.volatile.dirty_bytes();
-                if dirty > 0 || inode.volatile.size.is_some() {
-                    files += 1;
-                }
-                bytes += dirty;
-            }
-            let fresh = std::mem::take(&mut state.fresh);
-            *state = State::new();
-            (bytes, files, fresh)
-        };
+        let (dropped_bytes, dropped_files, fresh) = self.shared.state().reset();
         // Entries never made durable by an fsync of their directory vanish, deepest first.
-        let mut lost_entries = Vec::new();
-        if self.lose_unsynced_entries {
-            let mut fresh: Vec<PathBuf> = fresh.into_iter().collect();
-            fresh.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-            for rel in fresh {
-                let full = self.backing.join(&rel);
-                let removed = match std::fs::symlink_metadata(&full) {
-                    Ok(m) if m.is_dir() => std::fs::remove_dir_all(&full),
-                    Ok(_) => std::fs::remove_file(&full),
-                    Err(_) => continue,
-                };
-                match removed {
-                    Ok(()) => lost_entries.push(rel.display().to_string()),
-                    Err(e) => {
-                        tracing::warn!(path = %full.display(), error = %e, "lazyfs cannot drop an unsynced entry")
-                    }
-                }
-            }
-        }
+        let lost_entries = if self.lose_unsynced_entries {
+            lose_entries(&self.backing, fresh)
+        } else {
+            Vec::new()
+        };
         self.shared
             .counters
             .lost_entries

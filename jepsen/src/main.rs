@@ -12,7 +12,7 @@
 //! search order that answered first, so it may differ between runs; `--strategy real-time` (or
 //! `required-first`) makes it reproducible.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -152,7 +152,7 @@ fn parse_strategy(text: &str) -> Result<Option<Strategy>, String> {
     }
 }
 
-fn main() -> ExitCode {
+fn init_tracing() {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -161,6 +161,61 @@ fn main() -> ExitCode {
             }),
         )
         .init();
+}
+
+/// The seed of a run without `--seed`: the Unix time in seconds.
+fn default_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(1)
+}
+
+/// `rocketraft-jepsen run`: the summary on stdout; exit 0 valid, 1 invalid, 2 unknown, 3 when
+/// the run could not be made.
+fn run_harness(options: rocketraft_jepsen::run::RunOptions) -> ExitCode {
+    match rocketraft_jepsen::run::run(options) {
+        Ok((verdicts, dir)) => {
+            print!(
+                "{}",
+                rocketraft_jepsen::report::summary(&verdicts, &dir.display().to_string())
+            );
+            match rocketraft_jepsen::report::verdict_label(&verdicts) {
+                "VALID" => ExitCode::SUCCESS,
+                "UNKNOWN" => ExitCode::from(2),
+                _ => ExitCode::from(1),
+            }
+        }
+        Err(error) => {
+            eprintln!("rocketraft-jepsen run: {error:#}");
+            ExitCode::from(EXIT_UNREADABLE)
+        }
+    }
+}
+
+/// `rocketraft-jepsen faults`: the per-fault table of a `verdicts.json`.
+fn print_faults(markdown: bool, file: &Path) -> ExitCode {
+    let table = std::fs::read(file)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| format!("not JSON: {e}")))
+        .and_then(|v| rocketraft_jepsen::report::per_fault_table(&v, markdown));
+    match table {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!(
+                "rocketraft-jepsen faults: cannot read {}: {error}",
+                file.display()
+            );
+            ExitCode::from(EXIT_UNREADABLE)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    init_tracing();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => {
@@ -204,12 +259,7 @@ fn main() -> ExitCode {
             unsafe_raft_kv_stale_reads,
             keep_data,
         } => {
-            let seed = seed.unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(1)
-            });
+            let seed = seed.unwrap_or_else(default_seed);
             let options = rocketraft_jepsen::run::RunOptions {
                 workload,
                 nemesis,
@@ -224,43 +274,9 @@ fn main() -> ExitCode {
                 unsafe_raft_kv_stale_reads,
                 keep_data,
             };
-            match rocketraft_jepsen::run::run(options) {
-                Ok((verdicts, dir)) => {
-                    print!(
-                        "{}",
-                        rocketraft_jepsen::report::summary(&verdicts, &dir.display().to_string())
-                    );
-                    match rocketraft_jepsen::report::verdict_label(&verdicts) {
-                        "VALID" => ExitCode::SUCCESS,
-                        "UNKNOWN" => ExitCode::from(2),
-                        _ => ExitCode::from(1),
-                    }
-                }
-                Err(error) => {
-                    eprintln!("rocketraft-jepsen run: {error:#}");
-                    ExitCode::from(EXIT_UNREADABLE)
-                }
-            }
+            run_harness(options)
         }
-        Command::Faults { markdown, file } => {
-            let table = std::fs::read(&file)
-                .map_err(|e| e.to_string())
-                .and_then(|b| serde_json::from_slice(&b).map_err(|e| format!("not JSON: {e}")))
-                .and_then(|v| rocketraft_jepsen::report::per_fault_table(&v, markdown));
-            match table {
-                Ok(text) => {
-                    print!("{text}");
-                    ExitCode::SUCCESS
-                }
-                Err(error) => {
-                    eprintln!(
-                        "rocketraft-jepsen faults: cannot read {}: {error}",
-                        file.display()
-                    );
-                    ExitCode::from(EXIT_UNREADABLE)
-                }
-            }
-        }
+        Command::Faults { markdown, file } => print_faults(markdown, &file),
     }
 }
 

@@ -122,6 +122,27 @@ impl FaultKind {
     }
 }
 
+/// The `--nemesis` words that name one kind each.
+const KIND_WORDS: [(&str, FaultKind); 17] = [
+    ("partition", FaultKind::Partition),
+    ("partition-master", FaultKind::PartitionMaster),
+    ("partition-controller", FaultKind::PartitionController),
+    ("partition-ring", FaultKind::PartitionRing),
+    ("partition-bridge", FaultKind::PartitionBridge),
+    ("kill", FaultKind::Kill),
+    ("pause", FaultKind::Pause),
+    ("loss", FaultKind::Loss),
+    ("clock", FaultKind::Clock),
+    ("transfer", FaultKind::Transfer),
+    ("latency", FaultKind::Latency),
+    ("pause-controller", FaultKind::PauseController),
+    ("kill-controller", FaultKind::KillController),
+    ("transfer-controller", FaultKind::TransferController),
+    ("flip-flop", FaultKind::FlipFlop),
+    ("clock-step", FaultKind::ClockStep),
+    ("power-loss", FaultKind::PowerLoss),
+];
+
 /// Parses `--nemesis`.
 pub fn parse_kinds(spec: &str) -> anyhow::Result<Vec<FaultKind>> {
     let mut out = BTreeSet::new();
@@ -137,60 +158,14 @@ pub fn parse_kinds(spec: &str) -> anyhow::Result<Vec<FaultKind>> {
                 FaultKind::Latency,
                 FaultKind::Clock,
             ]),
-            "partition" => {
-                out.insert(FaultKind::Partition);
-            }
-            "partition-master" => {
-                out.insert(FaultKind::PartitionMaster);
-            }
-            "partition-controller" => {
-                out.insert(FaultKind::PartitionController);
-            }
-            "partition-ring" => {
-                out.insert(FaultKind::PartitionRing);
-            }
-            "partition-bridge" => {
-                out.insert(FaultKind::PartitionBridge);
-            }
-            "kill" => {
-                out.insert(FaultKind::Kill);
-            }
-            "pause" => {
-                out.insert(FaultKind::Pause);
-            }
-            "loss" => {
-                out.insert(FaultKind::Loss);
-            }
-            "clock" => {
-                out.insert(FaultKind::Clock);
-            }
-            "transfer" => {
-                out.insert(FaultKind::Transfer);
-            }
-            "latency" => {
-                out.insert(FaultKind::Latency);
-            }
-            "pause-controller" => {
-                out.insert(FaultKind::PauseController);
-            }
-            "kill-controller" => {
-                out.insert(FaultKind::KillController);
-            }
-            "transfer-controller" => {
-                out.insert(FaultKind::TransferController);
-            }
-            "flip-flop" => {
-                out.insert(FaultKind::FlipFlop);
-            }
-            "clock-step" => {
-                out.insert(FaultKind::ClockStep);
-            }
-            "power-loss" => {
-                out.insert(FaultKind::PowerLoss);
-            }
-            other => bail!(
-                "unknown nemesis {other:?}: use none, all, or a list of partition, partition-master, partition-controller, partition-ring, partition-bridge, kill, pause, loss, clock, transfer, latency, pause-controller, kill-controller, transfer-controller, flip-flop, clock-step, power-loss"
-            ),
+            other => match KIND_WORDS.iter().find(|(name, _)| *name == other) {
+                Some((_, kind)) => {
+                    out.insert(*kind);
+                }
+                None => bail!(
+                    "unknown nemesis {other:?}: use none, all, or a list of partition, partition-master, partition-controller, partition-ring, partition-bridge, kill, pause, loss, clock, transfer, latency, pause-controller, kill-controller, transfer-controller, flip-flop, clock-step, power-loss"
+                ),
+            },
         }
     }
     Ok(out.into_iter().collect())
@@ -417,51 +392,8 @@ impl Nemesis {
             FaultKind::PartitionBridge => self.start_partition("bridge").await,
             FaultKind::Kill => self.start_kill().await,
             FaultKind::Pause => self.start_pause().await,
-            FaultKind::Loss => {
-                let mut servers = self.servers();
-                self.rng.shuffle(&mut servers);
-                servers.truncate(self.rng.range(1, 2) as usize);
-                let percent = self.rng.range(20, 40) as u8;
-                {
-                    let cluster = lock(&self.cluster);
-                    for name in &servers {
-                        cluster.network.lossy(name, percent)?;
-                    }
-                }
-                self.recorder
-                    .nemesis("start-loss", json!({"nodes": servers, "percent": percent}));
-                Ok(Active::Rules(servers))
-            }
-            FaultKind::Clock => {
-                let role = if self.rng.chance(0.5) {
-                    Role::Controller
-                } else {
-                    Role::Broker
-                };
-                // Runs without controllers or brokers (raft-kv): any server.
-                let Some(name) = self
-                    .random_server(Some(role))
-                    .or_else(|| self.random_server(None))
-                else {
-                    return Ok(Active::Nothing);
-                };
-                let seconds = self.rng.range(30, 600) as i64;
-                let offset = if self.rng.chance(0.5) {
-                    format!("+{seconds}s")
-                } else {
-                    format!("-{seconds}s")
-                };
-                {
-                    let mut cluster = lock(&self.cluster);
-                    let node = cluster.node_mut(&name)?;
-                    node.kill();
-                    node.set_clock_offset(Some(offset.clone()));
-                    cluster.start(&name)?;
-                }
-                self.recorder
-                    .nemesis("start-clock", json!({"node": name, "offset": offset}));
-                Ok(Active::Clock(vec![name]))
-            }
+            FaultKind::Loss => self.start_loss(),
+            FaultKind::Clock => self.start_clock(),
             FaultKind::Transfer => {
                 self.transfer().await?;
                 Ok(Active::Nothing)
@@ -474,6 +406,55 @@ impl Nemesis {
             FaultKind::ClockStep => self.start_clock_step(),
             FaultKind::PowerLoss => self.start_power_loss().await,
         }
+    }
+
+    /// Packet loss of 20-40 % on one or two random servers.
+    fn start_loss(&mut self) -> anyhow::Result<Active> {
+        let mut servers = self.servers();
+        self.rng.shuffle(&mut servers);
+        servers.truncate(self.rng.range(1, 2) as usize);
+        let percent = self.rng.range(20, 40) as u8;
+        {
+            let cluster = lock(&self.cluster);
+            for name in &servers {
+                cluster.network.lossy(name, percent)?;
+            }
+        }
+        self.recorder
+            .nemesis("start-loss", json!({"nodes": servers, "percent": percent}));
+        Ok(Active::Rules(servers))
+    }
+
+    /// A controller or a broker restarted with its clock 30-600 s ahead or behind.
+    fn start_clock(&mut self) -> anyhow::Result<Active> {
+        let role = if self.rng.chance(0.5) {
+            Role::Controller
+        } else {
+            Role::Broker
+        };
+        // Runs without controllers or brokers (raft-kv): any server.
+        let Some(name) = self
+            .random_server(Some(role))
+            .or_else(|| self.random_server(None))
+        else {
+            return Ok(Active::Nothing);
+        };
+        let seconds = self.rng.range(30, 600) as i64;
+        let offset = if self.rng.chance(0.5) {
+            format!("+{seconds}s")
+        } else {
+            format!("-{seconds}s")
+        };
+        {
+            let mut cluster = lock(&self.cluster);
+            let node = cluster.node_mut(&name)?;
+            node.kill();
+            node.set_clock_offset(Some(offset.clone()));
+            cluster.start(&name)?;
+        }
+        self.recorder
+            .nemesis("start-clock", json!({"node": name, "offset": offset}));
+        Ok(Active::Clock(vec![name]))
     }
 
     /// Cuts the power of a node (the broker master half of the time, a random broker or a
@@ -947,6 +928,32 @@ impl Nemesis {
 
     /// Undoes `active` and records it.
     pub fn stop(&mut self, kind: FaultKind, active: &Active) -> anyhow::Result<()> {
+        let nodes = match active {
+            Active::Rules(n)
+            | Active::Killed(n)
+            | Active::Paused(n)
+            | Active::Clock(n)
+            | Active::Latency(n) => n.clone(),
+            Active::Done(nodes, outcome) => {
+                let mut value = json!({"nodes": nodes});
+                if let (Some(map), Some(extra)) = (value.as_object_mut(), outcome.as_object()) {
+                    map.extend(extra.clone());
+                }
+                self.recorder
+                    .nemesis(&format!("stop-{}", kind.as_str()), value);
+                return Ok(());
+            }
+            Active::ClockStep { .. } => return self.stop_clock_step(kind, active),
+            Active::Nothing => return Ok(()),
+        };
+        self.undo(active)?;
+        self.recorder
+            .nemesis(&format!("stop-{}", kind.as_str()), json!({"nodes": nodes}));
+        Ok(())
+    }
+
+    /// Undoes a fault that acts on `nodes` until stopped: rules, kills, pauses, clocks, delays.
+    fn undo(&mut self, active: &Active) -> anyhow::Result<()> {
         let mut cluster = lock(&self.cluster);
         match active {
             Active::Rules(nodes) => {
@@ -977,47 +984,31 @@ impl Nemesis {
                     relay.control.set_delay(Duration::ZERO);
                 }
             }
-            Active::Done(nodes, outcome) => {
-                drop(cluster);
-                let mut value = json!({"nodes": nodes});
-                if let (Some(map), Some(extra)) = (value.as_object_mut(), outcome.as_object()) {
-                    map.extend(extra.clone());
-                }
-                self.recorder
-                    .nemesis(&format!("stop-{}", kind.as_str()), value);
-                return Ok(());
-            }
-            Active::ClockStep {
-                node,
-                file,
-                log,
-                offset,
-                log_from,
-                real_start_ms,
-            } => {
-                drop(cluster);
-                write_clock_file(file, "+0")?;
-                let real_stop_ms = crate::report::wall_clock_ms() as f64;
-                let (skew, lines) = observed_skew(log, *log_from, *real_start_ms, real_stop_ms);
-                self.recorder.nemesis(
-                    &format!("stop-{}", kind.as_str()),
-                    json!({"nodes": [node], "offset": offset, "observed_skew_s": skew, "log_lines": lines}),
-                );
-                return Ok(());
-            }
-            Active::Nothing => return Ok(()),
+            Active::Done(..) | Active::ClockStep { .. } | Active::Nothing => {}
         }
-        drop(cluster);
-        let nodes = match active {
-            Active::Rules(n)
-            | Active::Killed(n)
-            | Active::Paused(n)
-            | Active::Clock(n)
-            | Active::Latency(n) => n.clone(),
-            Active::Done(..) | Active::ClockStep { .. } | Active::Nothing => Vec::new(),
+        Ok(())
+    }
+
+    /// Steps the clock back (`+0`) and records the skew the node's log showed.
+    fn stop_clock_step(&mut self, kind: FaultKind, active: &Active) -> anyhow::Result<()> {
+        let Active::ClockStep {
+            node,
+            file,
+            log,
+            offset,
+            log_from,
+            real_start_ms,
+        } = active
+        else {
+            return Ok(());
         };
-        self.recorder
-            .nemesis(&format!("stop-{}", kind.as_str()), json!({"nodes": nodes}));
+        write_clock_file(file, "+0")?;
+        let real_stop_ms = crate::report::wall_clock_ms() as f64;
+        let (skew, lines) = observed_skew(log, *log_from, *real_start_ms, real_stop_ms);
+        self.recorder.nemesis(
+            &format!("stop-{}", kind.as_str()),
+            json!({"nodes": [node], "offset": offset, "observed_skew_s": skew, "log_lines": lines}),
+        );
         Ok(())
     }
 
