@@ -794,6 +794,14 @@ pub fn throughput_svg(
     out
 }
 
+/// `a-b<unit>` for every span of seconds, joined by `sep`.
+fn spans(list: &[(f64, f64)], unit: &str, sep: &str) -> String {
+    list.iter()
+        .map(|(a, b)| format!("{a:.1}-{b:.1}{unit}"))
+        .collect::<Vec<_>>()
+        .join(sep)
+}
+
 /// The HTML page.
 pub fn html(
     events: &[Event],
@@ -804,6 +812,36 @@ pub fn html(
     let duration = verdicts.stats.duration_s.max(1.0);
     let faults = &verdicts.stats.faults;
     let mut out = String::new();
+    html_header(&mut out, events, verdicts, duration);
+    html_operations(&mut out, verdicts);
+    out.push_str("<h2>Throughput</h2>");
+    out.push_str(&throughput_svg(events, fs, faults, duration));
+    for f in fs {
+        let _ = write!(out, "<h2>Latency of {}</h2>", escape(f));
+        out.push_str(&latency_svg(events, f, faults, duration));
+    }
+    out.push_str("<p>Shaded: <span style=\"background:#f4c7c3\">partition</span> <span style=\"background:#c9daf8\">kill</span> <span style=\"background:#d9ead3\">pause</span> <span style=\"background:#fce5cd\">loss</span> <span style=\"background:#ead1dc\">clock</span> <span style=\"background:#e0e0e0\">transfer</span>; dots: <span class=\"ok\">ok</span>, <span style=\"color:#e67e22\">info</span>, <span class=\"bad\">fail</span>.</p>");
+    out.push_str(
+        "<h2>Faults</h2><table><tr><th>kind</th><th>from</th><th>to</th><th>what</th></tr>",
+    );
+    for f in faults {
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>{:.1}</td><td>{:.1}</td><td><code>{}</code></td></tr>",
+            escape(&f.kind),
+            f.from_s,
+            f.to_s,
+            escape(&f.detail.to_string())
+        );
+    }
+    out.push_str("</table>");
+    out.push_str(&impact_table(&verdicts.faults));
+    html_verdicts_and_files(&mut out, verdicts, logs);
+    out
+}
+
+/// The page's head and title line.
+fn html_header(out: &mut String, events: &[Event], verdicts: &Verdicts, duration: f64) {
     let _ = write!(
         out,
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>rocketraft-jepsen {} / {} (seed {})</title>\
@@ -825,6 +863,10 @@ pub fn html(
         events.len(),
         duration
     );
+}
+
+/// The operations table, the recovery and the unavailability.
+fn html_operations(out: &mut String, verdicts: &Verdicts) {
     out.push_str("<h2>Operations</h2><table><tr><th>f</th><th>invoked</th><th>ok</th><th>fail</th><th>info</th></tr>");
     for (f, c) in &verdicts.stats.by_f {
         let _ = write!(
@@ -848,37 +890,13 @@ pub fn html(
         if verdicts.stats.unavailable.is_empty() {
             "none".to_string()
         } else {
-            verdicts
-                .stats
-                .unavailable
-                .iter()
-                .map(|(a, b)| format!("{a:.1}-{b:.1} s"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            spans(&verdicts.stats.unavailable, " s", ", ")
         }
     );
-    out.push_str("<h2>Throughput</h2>");
-    out.push_str(&throughput_svg(events, fs, faults, duration));
-    for f in fs {
-        let _ = write!(out, "<h2>Latency of {}</h2>", escape(f));
-        out.push_str(&latency_svg(events, f, faults, duration));
-    }
-    out.push_str("<p>Shaded: <span style=\"background:#f4c7c3\">partition</span> <span style=\"background:#c9daf8\">kill</span> <span style=\"background:#d9ead3\">pause</span> <span style=\"background:#fce5cd\">loss</span> <span style=\"background:#ead1dc\">clock</span> <span style=\"background:#e0e0e0\">transfer</span>; dots: <span class=\"ok\">ok</span>, <span style=\"color:#e67e22\">info</span>, <span class=\"bad\">fail</span>.</p>");
-    out.push_str(
-        "<h2>Faults</h2><table><tr><th>kind</th><th>from</th><th>to</th><th>what</th></tr>",
-    );
-    for f in faults {
-        let _ = write!(
-            out,
-            "<tr><td>{}</td><td>{:.1}</td><td>{:.1}</td><td><code>{}</code></td></tr>",
-            escape(&f.kind),
-            f.from_s,
-            f.to_s,
-            escape(&f.detail.to_string())
-        );
-    }
-    out.push_str("</table>");
-    out.push_str(&impact_table(&verdicts.faults));
+}
+
+/// The counterexample, the verdicts (without it) and the links to the files.
+fn html_verdicts_and_files(out: &mut String, verdicts: &Verdicts, logs: &[(String, String)]) {
     if let Some(c) = &verdicts.counterexample {
         let _ = write!(
             out,
@@ -904,7 +922,6 @@ pub fn html(
         );
     }
     out.push_str("</ul></body></html>\n");
-    out
 }
 
 /// The HTML table of the per-fault unavailability.
@@ -914,12 +931,7 @@ fn impact_table(faults: &[FaultImpact]) -> String {
          <table><tr><th>kind</th><th>window (s)</th><th>what</th><th>unavailable (s)</th><th>gaps (s)</th><th>cause</th></tr>",
     );
     for f in faults {
-        let gaps = f
-            .gaps
-            .iter()
-            .map(|(a, b)| format!("{a:.1}-{b:.1}"))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let gaps = spans(&f.gaps, "", ", ");
         let _ = write!(
             out,
             "<tr><td>{}</td><td>{:.1}-{:.1}</td><td><code>{}</code></td><td class=\"{}\">{:.1}</td><td>{}</td><td>{}</td></tr>",
@@ -962,26 +974,40 @@ pub fn verdict_label(verdicts: &Verdicts) -> &'static str {
     }
 }
 
-/// The summary table printed at the end of a run.
-pub fn summary(verdicts: &Verdicts, dir: &str) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "\n== rocketraft-jepsen: workload {}, nemesis {}, seed {}, {:.0} s ==",
-        verdicts.workload, verdicts.nemesis, verdicts.seed, verdicts.stats.duration_s
-    );
-    let _ = writeln!(
-        out,
-        "{:<8} {:>8} {:>8} {:>8} {:>8}",
-        "op", "invoked", "ok", "fail", "info"
-    );
-    for (f, c) in &verdicts.stats.by_f {
-        let _ = writeln!(
-            out,
-            "{:<8} {:>8} {:>8} {:>8} {:>8}",
-            f, c.invoke, c.ok, c.fail, c.info
-        );
-    }
+/// A fault window's line of the summary: its unavailability, gaps and likely cause.
+fn fault_line(f: &FaultImpact) -> String {
+    format!(
+        "  {:<20} {:>6.1}-{:<6.1} unavailable {:>5.1} s{}{}",
+        f.kind,
+        f.start,
+        f.end,
+        f.unavailable_s,
+        if f.gaps.is_empty() {
+            String::new()
+        } else {
+            format!(" gaps {}", spans(&f.gaps, "", " "))
+        },
+        match (f.writable_side, f.cause.is_empty()) {
+            (Some(false), _) => format!(
+                "; no side could write (a controller majority, {} and the NameServer \
+                 together){}",
+                "enough connected replicas",
+                if f.cause.is_empty() {
+                    String::new()
+                } else {
+                    format!("; cause: {}", f.cause.chars().take(120).collect::<String>())
+                }
+            ),
+            (_, true) => String::new(),
+            (_, false) => {
+                format!("; cause: {}", f.cause.chars().take(160).collect::<String>())
+            }
+        }
+    )
+}
+
+/// The queue and split-brain checkers' lines of the summary.
+fn summary_checks(out: &mut String, verdicts: &Verdicts) {
     if let Some(q) = &verdicts.queue {
         let _ = writeln!(
             out,
@@ -1004,6 +1030,29 @@ pub fn summary(verdicts: &Verdicts, dir: &str) -> String {
             if s.valid { "valid" } else { "INVALID" }
         );
     }
+}
+
+/// The summary table printed at the end of a run.
+pub fn summary(verdicts: &Verdicts, dir: &str) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\n== rocketraft-jepsen: workload {}, nemesis {}, seed {}, {:.0} s ==",
+        verdicts.workload, verdicts.nemesis, verdicts.seed, verdicts.stats.duration_s
+    );
+    let _ = writeln!(
+        out,
+        "{:<8} {:>8} {:>8} {:>8} {:>8}",
+        "op", "invoked", "ok", "fail", "info"
+    );
+    for (f, c) in &verdicts.stats.by_f {
+        let _ = writeln!(
+            out,
+            "{:<8} {:>8} {:>8} {:>8} {:>8}",
+            f, c.invoke, c.ok, c.fail, c.info
+        );
+    }
+    summary_checks(&mut out, verdicts);
     for (name, value) in &verdicts.others {
         let _ = writeln!(out, "{name}: {value}");
     }
@@ -1014,13 +1063,7 @@ pub fn summary(verdicts: &Verdicts, dir: &str) -> String {
         if verdicts.stats.unavailable.is_empty() {
             "none".to_string()
         } else {
-            verdicts
-                .stats
-                .unavailable
-                .iter()
-                .map(|(a, b)| format!("{a:.1}-{b:.1}s"))
-                .collect::<Vec<_>>()
-                .join(" ")
+            spans(&verdicts.stats.unavailable, "s", " ")
         },
         verdicts
             .stats
@@ -1033,42 +1076,7 @@ pub fn summary(verdicts: &Verdicts, dir: &str) -> String {
             "unavailability per fault (gaps >= 2 s overlapping the window or within 5 s after it):"
         );
         for f in &verdicts.faults {
-            let _ = writeln!(
-                out,
-                "  {:<20} {:>6.1}-{:<6.1} unavailable {:>5.1} s{}{}",
-                f.kind,
-                f.start,
-                f.end,
-                f.unavailable_s,
-                if f.gaps.is_empty() {
-                    String::new()
-                } else {
-                    format!(
-                        " gaps {}",
-                        f.gaps
-                            .iter()
-                            .map(|(a, b)| format!("{a:.1}-{b:.1}"))
-                            .collect::<Vec<_>>()
-                            .join(" ")
-                    )
-                },
-                match (f.writable_side, f.cause.is_empty()) {
-                    (Some(false), _) => format!(
-                        "; no side could write (a controller majority, {} and the NameServer \
-                         together){}",
-                        "enough connected replicas",
-                        if f.cause.is_empty() {
-                            String::new()
-                        } else {
-                            format!("; cause: {}", f.cause.chars().take(120).collect::<String>())
-                        }
-                    ),
-                    (_, true) => String::new(),
-                    (_, false) => {
-                        format!("; cause: {}", f.cause.chars().take(160).collect::<String>())
-                    }
-                }
-            );
+            let _ = writeln!(out, "{}", fault_line(f));
         }
     }
     if let Some(c) = &verdicts.counterexample {
