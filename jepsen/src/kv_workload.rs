@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use rocketraft_raft::kv::{wire, KvValue};
 use rocketraft_raft::NodeStatus;
 use rocketraft_remoting::{ClientConfig, RemotingClient, RemotingCommand, RemotingError};
@@ -41,7 +41,7 @@ use crate::lifecycle::{self, Findings, Power, Task, Workload};
 use crate::model::ModelName;
 use crate::nemesis::{lock, parse_kinds, FaultKind};
 use crate::net::Network;
-use crate::nodes::{find_raft_kv_binary, port, wait_until, Node, Role};
+use crate::nodes::{find_raft_kv_binary, port, Node, Role};
 use crate::record::{extra, Event, Kind, Process, Recorder};
 use crate::report::Verdicts;
 use crate::rng::Rng;
@@ -607,38 +607,39 @@ async fn wait_serving(
     nodes: &[(String, String)],
     dir: &Path,
 ) -> anyhow::Result<()> {
-    let elected = wait_until(Duration::from_secs(90), || {
-        let client = client.clone();
-        let nodes = nodes.to_vec();
-        async move { leader_among(&client, &nodes).await.is_some() }
-    })
-    .await;
-    if !elected {
-        bail!(
+    lifecycle::wait_ready(
+        Duration::from_secs(90),
+        || {
+            let client = client.clone();
+            let nodes = nodes.to_vec();
+            async move { leader_among(&client, &nodes).await.is_some() }
+        },
+        format!(
             "the raft-kv nodes elected no leader within 90 s; see {}/nodes/n*/node.log",
             dir.display()
-        );
-    }
-    let serving = wait_until(Duration::from_secs(60), || {
-        let client = client.clone();
-        let nodes = nodes.to_vec();
-        async move {
-            for (_, addr) in &nodes {
-                if client.read(addr, KEYS[0]).await.is_err() {
-                    return false;
+        ),
+    )
+    .await?;
+    lifecycle::wait_ready(
+        Duration::from_secs(60),
+        || {
+            let client = client.clone();
+            let nodes = nodes.to_vec();
+            async move {
+                for (_, addr) in &nodes {
+                    if client.read(addr, KEYS[0]).await.is_err() {
+                        return false;
+                    }
                 }
+                true
             }
-            true
-        }
-    })
-    .await;
-    if !serving {
-        bail!(
+        },
+        format!(
             "not every raft-kv node answered a read within 60 s; see {}/nodes/n*/node.log",
             dir.display()
-        );
-    }
-    Ok(())
+        ),
+    )
+    .await
 }
 
 #[cfg(test)]

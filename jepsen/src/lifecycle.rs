@@ -287,6 +287,23 @@ async fn drive<W: Workload>(
     Ok(verdicts)
 }
 
+/// Waits up to `timeout` for `check` ([`wait_until`]); fails with `failure` (which names the
+/// logs to read) if it never holds.
+pub(crate) async fn wait_ready<F, Fut>(
+    timeout: Duration,
+    check: F,
+    failure: String,
+) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    if !wait_until(timeout, check).await {
+        bail!("{failure}");
+    }
+    Ok(())
+}
+
 /// Records the nemesis plan: the seed, the wall clock and every fault window.
 fn record_plan(recorder: &Recorder, seed: u64, windows: &[Window]) {
     recorder.nemesis(

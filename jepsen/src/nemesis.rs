@@ -600,17 +600,16 @@ impl Nemesis {
         Ok(Active::Killed(vec![target]))
     }
 
+    /// Records that the fault `event` was skipped (`why`); its stop records the same.
+    fn skipped(&self, event: &str, why: &str) -> Active {
+        self.recorder.nemesis(event, json!({"skipped": why}));
+        Active::Done(Vec::new(), json!({"skipped": why}))
+    }
+
     async fn start_transfer_controller(&mut self) -> anyhow::Result<Active> {
         let members = self.raft_members();
         let Some(leader) = self.raft_leader(&members).await else {
-            self.recorder.nemesis(
-                "start-transfer-controller",
-                json!({"skipped": "no Raft leader"}),
-            );
-            return Ok(Active::Done(
-                Vec::new(),
-                json!({"skipped": "no Raft leader"}),
-            ));
+            return Ok(self.skipped("start-transfer-controller", "no Raft leader"));
         };
         let others: Vec<Member> = members
             .iter()
@@ -618,14 +617,7 @@ impl Nemesis {
             .cloned()
             .collect();
         let Some(target) = self.rng.pick(&others).cloned() else {
-            self.recorder.nemesis(
-                "start-transfer-controller",
-                json!({"skipped": "a single member"}),
-            );
-            return Ok(Active::Done(
-                Vec::new(),
-                json!({"skipped": "a single member"}),
-            ));
+            return Ok(self.skipped("start-transfer-controller", "a single member"));
         };
         self.recorder.nemesis(
             "start-transfer-controller",
@@ -642,21 +634,11 @@ impl Nemesis {
     async fn start_flip_flop(&mut self) -> anyhow::Result<Active> {
         let members = self.raft_members();
         let Some(first) = self.raft_leader(&members).await else {
-            self.recorder
-                .nemesis("start-flip-flop", json!({"skipped": "no Raft leader"}));
-            return Ok(Active::Done(
-                Vec::new(),
-                json!({"skipped": "no Raft leader"}),
-            ));
+            return Ok(self.skipped("start-flip-flop", "no Raft leader"));
         };
         let others: Vec<Member> = members.iter().filter(|m| m.1 != first.1).cloned().collect();
         let Some(second) = self.rng.pick(&others).cloned() else {
-            self.recorder
-                .nemesis("start-flip-flop", json!({"skipped": "a single member"}));
-            return Ok(Active::Done(
-                Vec::new(),
-                json!({"skipped": "a single member"}),
-            ));
+            return Ok(self.skipped("start-flip-flop", "a single member"));
         };
         self.recorder.nemesis(
             "start-flip-flop",

@@ -19,7 +19,7 @@ use crate::cluster::{Clients, Cluster, ClusterOptions};
 use crate::lifecycle::{self, Findings, Power, Task, Workload};
 use crate::model::ModelName;
 use crate::nemesis::{lock, parse_kinds, FaultKind, PowerMounts};
-use crate::nodes::{find_binary, wait_until, Role};
+use crate::nodes::{find_binary, Role};
 use crate::record::{Event, Kind, Recorder};
 use crate::report::{self, FaultImpact, Verdicts};
 use crate::workload::{self, QueueOptions};
@@ -138,18 +138,19 @@ async fn start_rocketmq(
             c.start(&name)?;
         }
     }
-    if !wait_until(Duration::from_secs(90), || {
-        let clients = clients.clone();
-        let controllers = controllers.clone();
-        async move { clients.controller_leader(&controllers).await.is_some() }
-    })
-    .await
-    {
-        bail!(
+    lifecycle::wait_ready(
+        Duration::from_secs(90),
+        || {
+            let clients = clients.clone();
+            let controllers = controllers.clone();
+            async move { clients.controller_leader(&controllers).await.is_some() }
+        },
+        format!(
             "the controllers elected no leader within 90 s; see {}/nodes/c*/node.log",
             dir.display()
-        );
-    }
+        ),
+    )
+    .await?;
     lock(cluster).start_all()?;
     wait_broker_set(&clients, &controllers, &namesrv, options, dir).await?;
     let replicas = clients
@@ -176,44 +177,45 @@ async fn wait_broker_set(
     options: &RunOptions,
     dir: &Path,
 ) -> anyhow::Result<()> {
-    let ready = wait_until(Duration::from_secs(120), || {
-        let clients = clients.clone();
-        let namesrv = namesrv.to_string();
-        async move {
-            matches!(clients.broker_set(&namesrv).await, Some((Some(_), replicas)) if replicas.len() >= 3)
-        }
-    })
-    .await;
-    if !ready {
-        bail!(
+    lifecycle::wait_ready(
+        Duration::from_secs(120),
+        || {
+            let clients = clients.clone();
+            let namesrv = namesrv.to_string();
+            async move {
+                matches!(clients.broker_set(&namesrv).await, Some((Some(_), replicas)) if replicas.len() >= 3)
+            }
+        },
+        format!(
             "the broker set did not register a master and 3 replicas within 120 s; see {}/nodes/b*/node.log",
             dir.display()
-        );
-    }
-    let in_sync = wait_until(Duration::from_secs(60), || {
-        let clients = clients.clone();
-        let controllers = controllers.to_vec();
-        let need = options.min_in_sync_replicas;
-        async move {
-            let Some(leader) = clients.controller_leader(&controllers).await else {
-                return false;
-            };
-            clients
-                .controller
-                .get_replica_info(&leader, crate::cluster::BROKER_NAME)
-                .await
-                .is_ok_and(|info| info.sync_state_set.len() >= need)
-        }
-    })
-    .await;
-    if !in_sync {
-        bail!(
+        ),
+    )
+    .await?;
+    lifecycle::wait_ready(
+        Duration::from_secs(60),
+        || {
+            let clients = clients.clone();
+            let controllers = controllers.to_vec();
+            let need = options.min_in_sync_replicas;
+            async move {
+                let Some(leader) = clients.controller_leader(&controllers).await else {
+                    return false;
+                };
+                clients
+                    .controller
+                    .get_replica_info(&leader, crate::cluster::BROKER_NAME)
+                    .await
+                    .is_ok_and(|info| info.sync_state_set.len() >= need)
+            }
+        },
+        format!(
             "the SyncStateSet did not reach {} replicas within 60 s; see {}/nodes/b*/node.log",
             options.min_in_sync_replicas,
             dir.display()
-        );
-    }
-    Ok(())
+        ),
+    )
+    .await
 }
 
 impl RocketMq {

@@ -401,68 +401,56 @@ impl Workers {
         next_value: Arc<AtomicI64>,
         group: Option<String>,
     ) -> tokio::task::JoinHandle<()> {
-        let Workers {
-            clients,
-            recorder,
-            mut target,
-            stop,
-            interval,
-        } = self;
+        let mut w = self;
         tokio::spawn(async move {
             let mut process = first;
             let topic = if group.is_some() { FIFO_TOPIC } else { TOPIC };
-            while !*stop.borrow() {
+            while !*w.stop.borrow() {
                 let value = next_value.fetch_add(1, Ordering::Relaxed);
+                let group = group.as_deref();
                 if !send_one(
-                    &clients,
-                    &recorder,
-                    &mut target,
+                    &w.clients,
+                    &w.recorder,
+                    &mut w.target,
                     process,
                     value,
                     topic,
-                    group.as_deref(),
+                    group,
                 )
                 .await
                 {
                     process += stride;
                 }
-                tokio::time::sleep(interval).await;
+                tokio::time::sleep(w.interval).await;
             }
         })
     }
 
     /// A consumer: pops (in order when `fifo`) until `stop`.
     fn spawn_consumer(self, process: u64, fifo: bool) -> tokio::task::JoinHandle<()> {
-        let Workers {
-            clients,
-            recorder,
-            mut target,
-            stop,
-            interval,
-        } = self;
+        let mut w = self;
         tokio::spawn(async move {
             let (topic, group) = if fifo {
                 (FIFO_TOPIC, FIFO_GROUP)
             } else {
                 (TOPIC, GROUP)
             };
-            while !*stop.borrow() {
-                if pop_one(
-                    &clients,
-                    &recorder,
-                    &mut target,
+            while !*w.stop.borrow() {
+                let popped = pop_one(
+                    &w.clients,
+                    &w.recorder,
+                    &mut w.target,
                     process,
                     topic,
                     group,
                     fifo,
                     500,
                 )
-                .await
-                .is_none()
-                {
+                .await;
+                if popped.is_none() {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
-                tokio::time::sleep(interval).await;
+                tokio::time::sleep(w.interval).await;
             }
         })
     }
