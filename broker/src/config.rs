@@ -5,11 +5,12 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde::Deserialize;
+use serde::Serialize;
 
 use crate::store::StoreConfig;
 
 /// Settings of one broker process.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BrokerConfig {
     /// The broker set this process belongs to (`brokerName`).
@@ -167,6 +168,58 @@ impl Default for BrokerConfig {
     }
 }
 
+/// Builders over [`Default`] for the keys a generated config sets (`cluster up`, the Jepsen
+/// harness): `BrokerConfig::default().with_listen(addr).with_store(store)`.
+impl BrokerConfig {
+    pub fn with_broker_name(mut self, name: impl Into<String>) -> Self {
+        self.broker_name = name.into();
+        self
+    }
+
+    pub fn with_cluster_name(mut self, name: impl Into<String>) -> Self {
+        self.cluster_name = name.into();
+        self
+    }
+
+    pub fn with_listen(mut self, listen: SocketAddr) -> Self {
+        self.listen = listen;
+        self
+    }
+
+    pub fn with_ha_port(mut self, port: u16) -> Self {
+        self.ha_port = port;
+        self
+    }
+
+    pub fn with_namesrv_addr(mut self, addrs: impl Into<String>) -> Self {
+        self.namesrv_addr = addrs.into();
+        self
+    }
+
+    /// Controller mode (`enable_controller_mode`) with these controllers (`controller_addr`,
+    /// `host:port` separated by `;`).
+    pub fn with_controller_mode(mut self, controller_addr: impl Into<String>) -> Self {
+        self.enable_controller_mode = true;
+        self.controller_addr = controller_addr.into();
+        self
+    }
+
+    pub fn with_min_in_sync_replicas(mut self, replicas: usize) -> Self {
+        self.min_in_sync_replicas = replicas;
+        self
+    }
+
+    pub fn with_register_interval_ms(mut self, ms: u64) -> Self {
+        self.register_interval_ms = ms;
+        self
+    }
+
+    pub fn with_store(mut self, store: StoreConfig) -> Self {
+        self.store = store;
+        self
+    }
+}
+
 impl BrokerConfig {
     /// The NameServer addresses.
     pub fn namesrv_addrs(&self) -> Vec<String> {
@@ -236,5 +289,79 @@ impl BrokerConfig {
             return Err("max_transfer_count must be within 1..=1024 (default 32)".to_string());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::FlushDiskType;
+
+    fn round_trip(config: &BrokerConfig) -> BrokerConfig {
+        let text = toml::to_string(config).expect("serializes");
+        toml::from_str(&text).unwrap_or_else(|e| panic!("does not parse back: {e}\n{text}"))
+    }
+
+    #[test]
+    fn serialized_config_parses_back_identically() {
+        let default = BrokerConfig::default();
+        assert_eq!(round_trip(&default), default);
+
+        let custom = BrokerConfig {
+            broker_id: 2,
+            advertised_addr: Some(SocketAddr::from(([10, 0, 0, 1], 10911))),
+            ha_advertised_addr: Some(SocketAddr::from(([10, 0, 0, 1], 10912))),
+            auto_create_topic_enable: false,
+            default_topic_queue_nums: 4,
+            long_polling_enable: false,
+            short_polling_time_ms: 500,
+            max_transfer_count: 16,
+            max_transfer_bytes: 1024,
+            client_channel_expire_ms: 60_000,
+            reject_transaction_message: true,
+            transaction_timeout_ms: 1_000,
+            transaction_check_interval_ms: 2_000,
+            transaction_check_max: 3,
+            controller_heartbeat_interval_ms: 200,
+            controller_heartbeat_timeout_ms: 2_000,
+            sync_controller_metadata_period_ms: 500,
+            check_sync_state_set_period_ms: 100,
+            ha_max_time_slave_not_catchup_ms: 1_000,
+            all_ack_in_sync_state_set: false,
+            in_sync_replicas: 2,
+            slave_timeout_ms: 4_000,
+            ..BrokerConfig::default()
+                .with_broker_name("broker-b")
+                .with_cluster_name("OtherCluster")
+                .with_listen(SocketAddr::from(([127, 0, 0, 1], 30020)))
+                .with_ha_port(30021)
+                .with_namesrv_addr("127.0.0.1:9876;127.0.0.1:9877")
+                .with_controller_mode("127.0.0.1:30000;127.0.0.1:30002")
+                .with_min_in_sync_replicas(2)
+                .with_register_interval_ms(5_000)
+                .with_store(
+                    StoreConfig::new("/d/store")
+                        .with_flush_disk_type(FlushDiskType::SyncFlush)
+                        .with_commitlog_segment_size(1 << 20),
+                )
+        };
+        assert_eq!(round_trip(&custom), custom);
+        assert!(custom.enable_controller_mode);
+        assert_eq!(custom.controller_addr, "127.0.0.1:30000;127.0.0.1:30002");
+        assert_eq!(custom.min_in_sync_replicas, 2);
+        assert_eq!(
+            custom.store.store_root,
+            std::path::PathBuf::from("/d/store")
+        );
+        assert_eq!(custom.validate(), Ok(()));
+        assert_eq!(custom.store.validate().ok(), Some(()));
+
+        // The keys written are ours, never an alias, and an unset address is left out.
+        let text = toml::to_string(&custom).expect("serializes");
+        assert!(text.contains("min_in_sync_replicas = 2"), "{text}");
+        assert!(text.contains("flush_disk_type = \"SYNC_FLUSH\""), "{text}");
+        let keys: toml::Table = toml::from_str(&toml::to_string(&default).expect("ser")).unwrap();
+        assert!(!keys.contains_key("advertised_addr"));
+        assert!(keys.contains_key("store"));
     }
 }

@@ -46,7 +46,7 @@ use crate::state::ControllerState;
 use crate::wire;
 
 /// The controller's settings (RocketMQ `ControllerConfig` names in the aliases).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ControllerConfig {
     /// The Raft member this process runs.
@@ -73,7 +73,10 @@ pub struct ControllerConfig {
     pub notify_broker_role_changed: bool,
     /// Remoting addresses of the other controllers by Raft node id (reported by
     /// `CONTROLLER_GET_METADATA_INFO`; any controller accepts every request, so this is optional).
-    #[serde(deserialize_with = "rocketraft_raft::members_from_any_keys")]
+    #[serde(
+        deserialize_with = "rocketraft_raft::members_from_any_keys",
+        serialize_with = "rocketraft_raft::members_with_string_keys"
+    )]
     pub remoting_peers: BTreeMap<u64, String>,
     /// Serve `GET_REPLICA_INFO` / `GET_SYNC_STATE_DATA` from local memory (possibly stale)
     /// instead of linearizably. Default false.
@@ -96,6 +99,32 @@ impl Default for ControllerConfig {
             remoting_peers: BTreeMap::new(),
             stale_reads: false,
         }
+    }
+}
+
+/// Builders over [`Default`] for the keys a generated config sets (`cluster up`, the Jepsen
+/// harness): `ControllerConfig::default().with_listen(addr).with_raft(raft)`.
+impl ControllerConfig {
+    /// The Raft member. Start it from `ControllerConfig::default().raft` to keep the
+    /// controller's defaults (listen 127.0.0.1:9880, data in `controller-data`).
+    pub fn with_raft(mut self, raft: RaftConfig) -> Self {
+        self.raft = raft;
+        self
+    }
+
+    pub fn with_listen(mut self, listen: SocketAddr) -> Self {
+        self.listen = listen;
+        self
+    }
+
+    pub fn with_remoting_peers(mut self, peers: BTreeMap<u64, String>) -> Self {
+        self.remoting_peers = peers;
+        self
+    }
+
+    pub fn with_stale_reads(mut self, stale_reads: bool) -> Self {
+        self.stale_reads = stale_reads;
+        self
     }
 }
 
@@ -560,4 +589,55 @@ fn broker_name_of(request: &ControllerRequest) -> Option<&str> {
         ControllerRequest::CleanBrokerData(r) => &r.broker_name,
         ControllerRequest::GetSyncStateData(_) => return None,
     })
+}
+
+#[cfg(test)]
+mod config_tests {
+    use super::*;
+
+    fn round_trip(config: &ControllerConfig) -> ControllerConfig {
+        let text = toml::to_string(config).expect("serializes");
+        toml::from_str(&text).unwrap_or_else(|e| panic!("does not parse back: {e}\n{text}"))
+    }
+
+    #[test]
+    fn serialized_config_parses_back_identically() {
+        let default = ControllerConfig::default();
+        assert_eq!(round_trip(&default), default);
+        let members = |first: u16| {
+            (1..=3u16)
+                .map(|i| (u64::from(i), format!("127.0.0.1:{}", first + 2 * (i - 1))))
+                .collect::<BTreeMap<_, _>>()
+        };
+        let raft = ControllerConfig::default()
+            .raft
+            .with_node_id(2)
+            .with_listen(SocketAddr::from(([127, 0, 0, 1], 30003)))
+            .with_data_dir("/d/controller-2/data")
+            .with_initial_members(members(30001));
+        let custom = ControllerConfig {
+            enable_elect_unclean_master: true,
+            heartbeat_timeout_ms: 2_000,
+            scan_interval_ms: 200,
+            notify_broker_role_changed: false,
+            ..ControllerConfig::default()
+                .with_raft(raft)
+                .with_listen(SocketAddr::from(([127, 0, 0, 1], 30002)))
+                .with_remoting_peers(members(30000))
+                .with_stale_reads(true)
+        };
+        assert_eq!(round_trip(&custom), custom);
+        assert_eq!(custom.raft.node_id, 2);
+        assert!(custom.stale_reads);
+        let table: toml::Table =
+            toml::from_str(&toml::to_string(&custom).expect("serializes")).expect("parses");
+        assert_eq!(
+            table["remoting_peers"]["3"].as_str(),
+            Some("127.0.0.1:30004")
+        );
+        assert_eq!(
+            table["raft"]["initial_members"]["3"].as_str(),
+            Some("127.0.0.1:30005")
+        );
+    }
 }

@@ -6,7 +6,7 @@ use rocketraft_controller::ControllerConfig;
 use serde::{Deserialize, Serialize};
 
 /// Settings of one NameServer process.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NamesrvConfig {
     /// Where Remoting clients and brokers connect (`listenPort`, default 9876).
@@ -40,6 +40,22 @@ impl Default for NamesrvConfig {
     }
 }
 
+/// Builders over [`Default`], like the other config types':
+/// `NamesrvConfig::default().with_listen(addr)`.
+impl NamesrvConfig {
+    pub fn with_listen(mut self, listen: SocketAddr) -> Self {
+        self.listen = listen;
+        self
+    }
+
+    /// Runs `controller` inside this process (`enable_controller_in_namesrv`).
+    pub fn with_embedded_controller(mut self, controller: ControllerConfig) -> Self {
+        self.enable_controller_in_namesrv = true;
+        self.controller = controller;
+        self
+    }
+}
+
 impl NamesrvConfig {
     /// Rejects values that would make the NameServer misbehave, with the fix in the message.
     pub fn validate(&self) -> Result<(), String> {
@@ -53,5 +69,39 @@ impl NamesrvConfig {
             return Err("scan_interval_ms must be at least 1 (default 5000)".to_string());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(config: &NamesrvConfig) -> NamesrvConfig {
+        let text = toml::to_string(config).expect("serializes");
+        toml::from_str(&text).unwrap_or_else(|e| panic!("does not parse back: {e}\n{text}"))
+    }
+
+    #[test]
+    fn serialized_config_parses_back_identically() {
+        let default = NamesrvConfig::default();
+        assert_eq!(round_trip(&default), default);
+        let controller = ControllerConfig::default()
+            .with_listen(SocketAddr::from(([127, 0, 0, 1], 9877)))
+            .with_raft(
+                ControllerConfig::default()
+                    .raft
+                    .with_data_dir("/d/namesrv/controller")
+                    .with_initial_members([(1, "127.0.0.1:9880".to_string())].into()),
+            );
+        let custom = NamesrvConfig {
+            broker_expire_ms: 30_000,
+            scan_interval_ms: 1_000,
+            ..NamesrvConfig::default()
+                .with_listen(SocketAddr::from(([127, 0, 0, 1], 19876)))
+                .with_embedded_controller(controller)
+        };
+        assert_eq!(round_trip(&custom), custom);
+        assert!(custom.enable_controller_in_namesrv);
+        assert_eq!(custom.validate(), Ok(()));
     }
 }

@@ -38,6 +38,7 @@ pub use log_store::RocksLogStore;
 pub use log_store::CF_LOGS;
 pub use log_store::CF_META;
 pub use node::members_from_any_keys;
+pub use node::members_with_string_keys;
 pub use node::remote_admin;
 pub use node::remote_status;
 pub use node::AdminRequest;

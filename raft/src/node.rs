@@ -48,7 +48,7 @@ use crate::types::TypeConfig;
 /// How a node is configured. Durations are in milliseconds; the defaults are sized for a loaded
 /// 2-core machine (openraft's own defaults, 150-300 ms elections and 50 ms heartbeats, cause
 /// spurious elections there).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RaftConfig {
     /// This node's id; never reuse an id on wiped data.
@@ -61,7 +61,10 @@ pub struct RaftConfig {
     pub data_dir: PathBuf,
     /// Initial voters (id -> peer address) of a new cluster, this node included. Used only when
     /// the data directory is new; empty means "join": wait to be added by the existing cluster.
-    #[serde(deserialize_with = "members_from_any_keys")]
+    #[serde(
+        deserialize_with = "members_from_any_keys",
+        serialize_with = "members_with_string_keys"
+    )]
     pub initial_members: BTreeMap<NodeId, String>,
     /// Cluster name; nodes of different clusters refuse each other's messages.
     pub cluster_name: String,
@@ -102,6 +105,42 @@ impl Default for RaftConfig {
             keep_logs: 1000,
         }
     }
+}
+
+/// Builders over [`Default`] for the keys a generated config sets (`cluster up`, the Jepsen
+/// harness): `RaftConfig::default().with_node_id(2).with_listen(addr)`.
+impl RaftConfig {
+    pub fn with_node_id(mut self, id: NodeId) -> Self {
+        self.node_id = id;
+        self
+    }
+
+    pub fn with_listen(mut self, listen: SocketAddr) -> Self {
+        self.listen = listen;
+        self
+    }
+
+    pub fn with_data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = dir.into();
+        self
+    }
+
+    pub fn with_initial_members(mut self, members: BTreeMap<NodeId, String>) -> Self {
+        self.initial_members = members;
+        self
+    }
+}
+
+/// Writes node ids as string keys (`"1" = "addr"`): TOML keys are strings, and
+/// [`members_from_any_keys`] reads them back. JSON gets the same text as before.
+pub fn members_with_string_keys<S>(
+    members: &BTreeMap<NodeId, String>,
+    s: S,
+) -> Result<S::Ok, S::Error>
+where
+    S: serde::Serializer,
+{
+    s.collect_map(members.iter().map(|(id, addr)| (id.to_string(), addr)))
 }
 
 /// Reads `{ 1 = "addr" }` / `{"1": "addr"}` / `{"n1": "addr"}`: TOML and JSON keys are strings.
@@ -1100,4 +1139,52 @@ pub async fn remote_admin(
         .map_err(|s| format!("{addr}: {}", s.message()))?;
     let result: Result<String, RaftClientError> = from_blob(resp.get_ref())?;
     result.map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod config_tests {
+    use super::*;
+
+    fn round_trip(config: &RaftConfig) -> RaftConfig {
+        let text = toml::to_string(config).expect("serializes");
+        toml::from_str(&text).unwrap_or_else(|e| panic!("does not parse back: {e}\n{text}"))
+    }
+
+    #[test]
+    fn serialized_config_parses_back_identically() {
+        let default = RaftConfig::default();
+        assert_eq!(round_trip(&default), default);
+        let custom = RaftConfig {
+            advertise: Some("10.0.0.2:9880".to_string()),
+            cluster_name: "other".to_string(),
+            election_timeout_min_ms: 500,
+            election_timeout_max_ms: 1_000,
+            heartbeat_interval_ms: 111,
+            rpc_timeout_ms: 1_500,
+            client_timeout_ms: 5_000,
+            snapshot_logs: 100,
+            keep_logs: 10,
+            ..RaftConfig::default()
+                .with_node_id(2)
+                .with_listen(SocketAddr::from(([127, 0, 0, 1], 30003)))
+                .with_data_dir("/d/controller-2/data")
+                .with_initial_members(BTreeMap::from([
+                    (1, "127.0.0.1:30001".to_string()),
+                    (2, "127.0.0.1:30003".to_string()),
+                    (10, "127.0.0.1:30005".to_string()),
+                ]))
+        };
+        assert_eq!(round_trip(&custom), custom);
+        let text = toml::to_string(&custom).expect("serializes");
+        let table: toml::Table = toml::from_str(&text).expect("parses");
+        assert_eq!(
+            table["initial_members"]["1"].as_str(),
+            Some("127.0.0.1:30001")
+        );
+        // JSON keeps its string keys.
+        let json = serde_json::to_value(&custom).expect("json");
+        assert_eq!(json["initial_members"]["10"], "127.0.0.1:30005");
+        let back: RaftConfig = serde_json::from_value(json).expect("parses");
+        assert_eq!(back, custom);
+    }
 }

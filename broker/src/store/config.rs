@@ -7,11 +7,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use serde::Deserialize;
+use serde::Serialize;
 
 use super::error::StoreError;
 
 /// When a send is acknowledged relative to the disk (`flushDiskType`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum FlushDiskType {
     /// Acknowledge once the record is in the page cache; a flusher syncs every
     /// `flush_interval_ms`. Survives a process crash, not a power loss.
@@ -25,7 +26,7 @@ pub enum FlushDiskType {
 }
 
 /// Configuration of the [`MessageStore`](super::MessageStore).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct StoreConfig {
     /// Root directory: `commitlog/`, `consumequeue/`, `metadata/`, `checkpoint`, `abort`, `lock`.
@@ -49,8 +50,9 @@ pub struct StoreConfig {
     /// Largest body accepted (`maxMessageSize`, 4 MiB).
     #[serde(alias = "maxMessageSize")]
     pub max_message_size: usize,
-    /// The address written as STOREHOST into every record and into offset message ids.
-    #[serde(alias = "brokerAddr")]
+    /// The address written as STOREHOST into every record and into offset message ids. A broker
+    /// sets it to its advertised address, so a written config leaves the default out.
+    #[serde(alias = "brokerAddr", skip_serializing_if = "is_default_store_host")]
     pub store_host: SocketAddr,
     /// Write a zero into every page of a new segment before the writer uses it, so appends do
     /// not page-fault (`warmMapedFileEnable`).
@@ -74,6 +76,14 @@ pub struct StoreConfig {
     pub max_filter_scan_entries: usize,
 }
 
+fn default_store_host() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 10911))
+}
+
+fn is_default_store_host(host: &SocketAddr) -> bool {
+    *host == default_store_host()
+}
+
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
@@ -84,7 +94,7 @@ impl Default for StoreConfig {
             flush_interval_ms: 500,
             sync_flush_timeout_ms: 5_000,
             max_message_size: rocketraft_common::consts::DEFAULT_MAX_MESSAGE_SIZE,
-            store_host: SocketAddr::from(([127, 0, 0, 1], 10911)),
+            store_host: default_store_host(),
             pretouch: true,
             max_batch_bytes: 4 << 20,
             max_batch_requests: 4096,
@@ -100,12 +110,28 @@ impl Default for StoreConfig {
 pub const MIN_SEGMENT_SIZE: u64 = 4096;
 
 impl StoreConfig {
-    /// A config rooted at `root` with everything else default.
+    /// A config rooted at `root` with everything else default; the `with_*` builders set the
+    /// other keys a generated config sets.
     pub fn new(root: impl Into<PathBuf>) -> Self {
         StoreConfig {
             store_root: root.into(),
             ..StoreConfig::default()
         }
+    }
+
+    pub fn with_store_root(mut self, root: impl Into<PathBuf>) -> Self {
+        self.store_root = root.into();
+        self
+    }
+
+    pub fn with_flush_disk_type(mut self, flush: FlushDiskType) -> Self {
+        self.flush_disk_type = flush;
+        self
+    }
+
+    pub fn with_commitlog_segment_size(mut self, bytes: u64) -> Self {
+        self.commitlog_segment_size = bytes;
+        self
     }
 
     /// Checks the values at start, with a message that names the field.
@@ -200,5 +226,50 @@ mod tests {
             ..StoreConfig::default()
         };
         assert!(bad.validate().is_err());
+    }
+
+    fn round_trip(config: &StoreConfig) -> StoreConfig {
+        let text = toml::to_string(config).expect("serializes");
+        toml::from_str(&text).unwrap_or_else(|e| panic!("does not parse back: {e}\n{text}"))
+    }
+
+    #[test]
+    fn serialized_config_parses_back_identically() {
+        let default = StoreConfig::default();
+        assert_eq!(round_trip(&default), default);
+        let custom = StoreConfig {
+            consume_queue_entries_per_file: 1_000,
+            flush_interval_ms: 100,
+            sync_flush_timeout_ms: 1_000,
+            max_message_size: 16_384,
+            store_host: SocketAddr::from(([10, 0, 0, 1], 30020)),
+            pretouch: false,
+            max_batch_bytes: 1 << 20,
+            max_batch_requests: 64,
+            put_queue_capacity: 128,
+            checkpoint_interval_ms: 200,
+            recover_full_scan: true,
+            max_filter_scan_entries: 100,
+            ..StoreConfig::default()
+                .with_store_root("/d/store")
+                .with_flush_disk_type(FlushDiskType::SyncFlush)
+                .with_commitlog_segment_size(1 << 20)
+        };
+        assert_eq!(round_trip(&custom), custom);
+        assert!(custom.validate().is_ok());
+        let text = toml::to_string(&default).expect("serializes");
+        assert!(!text.contains("store_host"), "{text}");
+        for flush in [FlushDiskType::AsyncFlush, FlushDiskType::SyncFlush] {
+            let text = toml::to_string(&StoreConfig::default().with_flush_disk_type(flush))
+                .expect("serializes");
+            let name = match flush {
+                FlushDiskType::AsyncFlush => "ASYNC_FLUSH",
+                FlushDiskType::SyncFlush => "SYNC_FLUSH",
+            };
+            assert!(
+                text.contains(&format!("flush_disk_type = \"{name}\"")),
+                "{text}"
+            );
+        }
     }
 }
