@@ -1,13 +1,50 @@
-//! The TOML config of each controller and broker of a new cluster, checked by parsing it back.
+//! The TOML config of each controller and broker of a new cluster: the config value built over
+//! the defaults, `--extra-*-config` lines merged over its TOML, checked by parsing it back, and
+//! written as the serialization of the config parsed back (every key under our name).
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::Path;
 
 use anyhow::{bail, Context};
+use rocketraft_broker::store::{FlushDiskType, StoreConfig};
 use rocketraft_broker::BrokerConfig;
 use rocketraft_controller::ControllerConfig;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 use super::layout::{loopback, PortLayout};
 use super::ClusterSpec;
+
+/// The TOML of `config` without the keys at their default value, for `--extra-*-config` lines
+/// to merge over: a line may then name a key by its RocketMQ alias (`slaveTimeout = 5000`)
+/// without the key also being there under our name (a duplicate). The full TOML when leaving
+/// keys out would not parse back to `config`: a nested table whose own defaults differ from
+/// its parent's (the controller's `[raft]` starts from `controller-data`, a `[raft]` table
+/// from `raft-data`).
+fn non_default_table<T>(config: &T) -> anyhow::Result<toml::Table>
+where
+    T: Serialize + DeserializeOwned + Default + PartialEq,
+{
+    let full = toml::Table::try_from(config).context("cannot encode a config")?;
+    let defaults = toml::Table::try_from(T::default()).context("cannot encode a config")?;
+    let mut table = full.clone();
+    remove_defaults(&mut table, &defaults);
+    let parses_back = toml::Value::Table(table.clone())
+        .try_into::<T>()
+        .is_ok_and(|back| back == *config);
+    Ok(if parses_back { table } else { full })
+}
+
+fn remove_defaults(table: &mut toml::Table, defaults: &toml::Table) {
+    table.retain(|key, value| match (value, defaults.get(key)) {
+        (toml::Value::Table(inner), Some(toml::Value::Table(defaults))) => {
+            remove_defaults(inner, defaults);
+            !inner.is_empty()
+        }
+        (value, default) => default != Some(&*value),
+    });
+}
 
 /// Parses `--extra-*-config` lines and merges them (deeply) over `table`.
 fn merge_extra(table: &mut toml::Table, extra: &[String], flag: &str) -> anyhow::Result<()> {
@@ -44,9 +81,17 @@ pub(super) fn path_string(path: &Path) -> anyhow::Result<String> {
     })
 }
 
-fn members_table(members: impl Iterator<Item = (usize, String)>) -> toml::Table {
-    members
-        .map(|(id, addr)| (id.to_string(), toml::Value::String(addr)))
+fn loopback_addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// Node id (index + 1) -> the loopback address of one of each controller's ports.
+fn members(layout: &PortLayout, port_of: fn(&(u16, u16)) -> u16) -> BTreeMap<u64, String> {
+    layout
+        .controllers
+        .iter()
+        .zip(1u64..)
+        .map(|(ports, id)| (id, loopback(port_of(ports))))
         .collect()
 }
 
@@ -62,42 +107,23 @@ pub fn controller_toml(
         .get(id.wrapping_sub(1))
         .copied()
         .with_context(|| format!("no controller {id} in the layout"))?;
-    let mut raft_table = toml::Table::new();
-    raft_table.insert("node_id".into(), toml::Value::Integer(id as i64));
-    raft_table.insert("listen".into(), toml::Value::String(loopback(raft)));
-    raft_table.insert(
-        "data_dir".into(),
-        toml::Value::String(path_string(data_dir)?),
-    );
-    raft_table.insert(
-        "initial_members".into(),
-        toml::Value::Table(members_table(
-            layout
-                .controllers
-                .iter()
-                .enumerate()
-                .map(|(i, (_, raft))| (i + 1, loopback(*raft))),
-        )),
-    );
-    let mut table = toml::Table::new();
-    table.insert("listen".into(), toml::Value::String(loopback(remoting)));
-    table.insert(
-        "remoting_peers".into(),
-        toml::Value::Table(members_table(
-            layout
-                .controllers
-                .iter()
-                .enumerate()
-                .map(|(i, (remoting, _))| (i + 1, loopback(*remoting))),
-        )),
-    );
-    table.insert("raft".into(), toml::Value::Table(raft_table));
+    let raft = ControllerConfig::default()
+        .raft
+        .with_node_id(id as u64)
+        .with_listen(loopback_addr(raft))
+        .with_data_dir(path_string(data_dir)?)
+        .with_initial_members(members(layout, |(_, raft)| *raft));
+    let config = ControllerConfig::default()
+        .with_listen(loopback_addr(remoting))
+        .with_remoting_peers(members(layout, |(remoting, _)| *remoting))
+        .with_raft(raft);
+    let mut table = non_default_table(&config)?;
     merge_extra(&mut table, extra, "--extra-controller-config")?;
     let text = toml::to_string(&table).context("cannot encode a controller config")?;
-    let _: ControllerConfig = toml::from_str(&text).with_context(|| {
+    let config: ControllerConfig = toml::from_str(&text).with_context(|| {
         format!("the controller config would be invalid (check --extra-controller-config):\n{text}")
     })?;
-    Ok(text)
+    toml::to_string(&config).context("cannot encode a controller config")
 }
 
 /// The broker TOML of replica `index` (1-based), checked by parsing and validating it back.
@@ -118,27 +144,14 @@ pub fn broker_toml(
         .map(|(r, _)| loopback(*r))
         .collect::<Vec<_>>()
         .join(";");
-    let store = store_table(spec, store_root)?;
-    let mut table = toml::Table::new();
-    let mut put = |k: &str, v: toml::Value| {
-        table.insert(k.to_string(), v);
-    };
-    put(
-        "broker_name",
-        toml::Value::String(spec.broker_name().to_string()),
-    );
-    put(
-        "cluster_name",
-        toml::Value::String(spec.cluster_name().to_string()),
-    );
-    put("listen", toml::Value::String(loopback(remoting)));
-    put("ha_port", toml::Value::Integer(i64::from(ha)));
-    put(
-        "namesrv_addr",
-        toml::Value::String(loopback(layout.namesrv)),
-    );
-    put("enable_controller_mode", toml::Value::Boolean(true));
-    put("controller_addr", toml::Value::String(controller_addr));
+    let mut config = BrokerConfig::default()
+        .with_broker_name(spec.broker_name())
+        .with_cluster_name(spec.cluster_name())
+        .with_listen(loopback_addr(remoting))
+        .with_ha_port(ha)
+        .with_namesrv_addr(loopback(layout.namesrv))
+        .with_controller_mode(controller_addr)
+        .with_store(store_config(spec, store_root)?);
     if let Some(n) = spec.min_in_sync_replicas {
         if n == 0 || n > layout.brokers.len() {
             bail!(
@@ -146,39 +159,36 @@ pub fn broker_toml(
                 layout.brokers.len()
             );
         }
-        put("min_in_sync_replicas", toml::Value::Integer(n as i64));
+        config = config.with_min_in_sync_replicas(n);
     }
-    put("store", toml::Value::Table(store));
+    let mut table = non_default_table(&config)?;
     merge_extra(
         &mut table,
         &spec.extra_broker_config,
         "--extra-broker-config",
     )?;
     let text = toml::to_string(&table).context("cannot encode a broker config")?;
-    check_broker_config(&text)?;
-    Ok(text)
+    let config = check_broker_config(&text)?;
+    toml::to_string(&config).context("cannot encode a broker config")
 }
 
-/// The `[store]` table of a broker: its root, flush type and segment size.
-fn store_table(spec: &ClusterSpec, store_root: &Path) -> anyhow::Result<toml::Table> {
-    let mut store = toml::Table::new();
-    store.insert(
-        "store_root".into(),
-        toml::Value::String(path_string(store_root)?),
-    );
-    store.insert(
-        "flush_disk_type".into(),
-        toml::Value::String(spec.flush().to_string()),
-    );
-    if let Some(size) = spec.segment_size {
-        let size = i64::try_from(size).context("--segment-size is too large")?;
-        store.insert("commitlog_segment_size".into(), toml::Value::Integer(size));
-    }
-    Ok(store)
+/// The store of a broker: its root, flush type and segment size.
+fn store_config(spec: &ClusterSpec, store_root: &Path) -> anyhow::Result<StoreConfig> {
+    let flush: FlushDiskType = toml::Value::String(spec.flush().to_string())
+        .try_into()
+        .with_context(|| format!("unknown flush type {:?}", spec.flush()))?;
+    let store = StoreConfig::new(path_string(store_root)?).with_flush_disk_type(flush);
+    Ok(match spec.segment_size {
+        Some(size) => {
+            i64::try_from(size).context("--segment-size is too large")?;
+            store.with_commitlog_segment_size(size)
+        }
+        None => store,
+    })
 }
 
 /// Parses a broker TOML back and validates it as the broker would at start.
-fn check_broker_config(text: &str) -> anyhow::Result<()> {
+fn check_broker_config(text: &str) -> anyhow::Result<BrokerConfig> {
     let config: BrokerConfig = toml::from_str(text).with_context(|| {
         format!("the broker config would be invalid (check --extra-broker-config):\n{text}")
     })?;
@@ -189,13 +199,13 @@ fn check_broker_config(text: &str) -> anyhow::Result<()> {
     config
         .store
         .validate()
-        .map_err(|e| anyhow::anyhow!("the broker store config would be invalid: {e}"))
+        .map_err(|e| anyhow::anyhow!("the broker store config would be invalid: {e}"))?;
+    Ok(config)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
     use std::path::PathBuf;
 
     use super::super::tests::up_args;
@@ -235,6 +245,74 @@ mod tests {
         assert!(controller_toml(4, &l, Path::new("/d"), &[]).is_err());
         assert!(controller_toml(0, &l, Path::new("/d"), &[]).is_err());
         assert!(controller_toml(1, &l, Path::new("/d"), &["not toml".to_string()]).is_err());
+    }
+
+    #[test]
+    fn written_configs_are_serialized_config_values() {
+        let l = PortLayout::fixed(9876, 30000, 3, 3).expect("layout");
+        let text = controller_toml(1, &l, Path::new("/d/controller-1/data"), &[]).expect("toml");
+        let c: ControllerConfig = toml::from_str(&text).expect("parses");
+        assert_eq!(toml::to_string(&c).expect("encodes"), text);
+        let members = |first: u16| {
+            (0..3u16)
+                .map(|i| (u64::from(i) + 1, format!("127.0.0.1:{}", first + 2 * i)))
+                .collect::<BTreeMap<_, _>>()
+        };
+        let raft = ControllerConfig::default()
+            .raft
+            .with_listen(loopback_addr(30001))
+            .with_data_dir("/d/controller-1/data")
+            .with_initial_members(members(30001));
+        let expected = ControllerConfig::default()
+            .with_listen(loopback_addr(30000))
+            .with_remoting_peers(members(30000))
+            .with_raft(raft);
+        assert_eq!(c, expected);
+
+        let spec = up_args(&[]).spec;
+        let text = broker_toml(1, &spec, &l, Path::new("/d/broker-1/store")).expect("toml");
+        let b: BrokerConfig = toml::from_str(&text).expect("parses");
+        assert_eq!(toml::to_string(&b).expect("encodes"), text);
+        let expected = BrokerConfig::default()
+            .with_listen(loopback_addr(30020))
+            .with_ha_port(30021)
+            .with_namesrv_addr("127.0.0.1:9876")
+            .with_controller_mode("127.0.0.1:30000;127.0.0.1:30002;127.0.0.1:30004")
+            .with_store(StoreConfig::new("/d/broker-1/store"));
+        assert_eq!(b, expected);
+    }
+
+    #[test]
+    fn extra_config_may_use_rocketmq_names() {
+        let l = PortLayout::fixed(9876, 30000, 3, 3).expect("layout");
+        let extra = ["scanNotActiveBrokerInterval = 700".to_string()];
+        let text = controller_toml(1, &l, Path::new("/d"), &extra).expect("toml");
+        let c: ControllerConfig = toml::from_str(&text).expect("parses");
+        assert_eq!(c.scan_interval_ms, 700);
+        assert_eq!(c.raft.data_dir, PathBuf::from("/d"));
+        let args = up_args(&[
+            "--extra-broker-config",
+            "slaveTimeout = 4000",
+            "--extra-broker-config",
+            "store.flushIntervalCommitLog = 100",
+        ]);
+        let text = broker_toml(1, &args.spec, &l, Path::new("/d")).expect("toml");
+        let b: BrokerConfig = toml::from_str(&text).expect("parses");
+        assert_eq!(b.slave_timeout_ms, 4000);
+        assert_eq!(b.store.flush_interval_ms, 100);
+        assert!(!text.contains("slaveTimeout"), "{text}");
+        assert!(b.enable_controller_mode);
+
+        // A nested table whose defaults are not its parent's is kept whole.
+        let raft = ControllerConfig::default().raft.with_node_id(2);
+        let config = ControllerConfig::default().with_raft(raft);
+        let table = non_default_table(&config).expect("table");
+        assert_eq!(
+            toml::Value::Table(table)
+                .try_into::<ControllerConfig>()
+                .ok(),
+            Some(config)
+        );
     }
 
     #[test]
