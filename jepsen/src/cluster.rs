@@ -4,11 +4,16 @@
 //! the `client` namespace. The config shapes are those `rocketraft cluster up` writes, with
 //! each process on its own IP instead of its own loopback port.
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
+use rocketraft_broker::store::{FlushDiskType, StoreConfig};
+use rocketraft_broker::BrokerConfig;
 use rocketraft_controller::client::ControllerClient;
+use rocketraft_controller::ControllerConfig;
 use rocketraft_remoting::api::MqClientApi;
 use rocketraft_remoting::{ClientConfig, RemotingClient};
 
@@ -73,75 +78,63 @@ fn path_str(path: &Path) -> anyhow::Result<String> {
         .with_context(|| format!("{} is not UTF-8", path.display()))
 }
 
-/// A TOML string literal.
-fn quoted(text: &str) -> String {
-    serde_json::to_string(text).unwrap_or_else(|_| format!("\"{text}\""))
+fn addr(host: u8, port: u16) -> SocketAddr {
+    SocketAddr::from(([10, 77, 0, host], port))
+}
+
+const CONTROLLER_HOSTS: [u8; 3] = [11, 12, 13];
+
+/// Node id (index + 1) -> `10.77.0.x:port` of every controller.
+fn controller_members(port: u16) -> BTreeMap<u64, String> {
+    CONTROLLER_HOSTS
+        .iter()
+        .zip(1u64..)
+        .map(|(host, id)| (id, addr(*host, port).to_string()))
+        .collect()
 }
 
 /// The controller config of controller `id` (1-based). Every timing key (heartbeat timeout, scan
-/// interval, Raft timeouts) is left at its default: the harness measures the defaults users get.
+/// interval, Raft timeouts) is written at its default: the harness measures the defaults users
+/// get.
 pub fn controller_toml(id: usize, data_dir: &Path, stale_reads: bool) -> anyhow::Result<String> {
-    let controllers = [11u8, 12, 13];
-    let host = controllers
+    let host = CONTROLLER_HOSTS
         .get(id.wrapping_sub(1))
         .with_context(|| format!("no controller {id}"))?;
-    let mut peers = String::new();
-    let mut members = String::new();
-    for (i, h) in controllers.iter().enumerate() {
-        peers.push_str(&format!(
-            "\"{}\" = {}\n",
-            i + 1,
-            quoted(&format!("{}:{}", ip_of(*h), port::CONTROLLER))
-        ));
-        members.push_str(&format!(
-            "\"{}\" = {}\n",
-            i + 1,
-            quoted(&format!("{}:{}", ip_of(*h), port::RAFT))
-        ));
-    }
-    Ok(format!(
-        "listen = {listen}\n\
-         stale_reads = {stale_reads}\n\
-         \n[remoting_peers]\n{peers}\
-         \n[raft]\n\
-         node_id = {id}\n\
-         listen = {raft}\n\
-         data_dir = {data}\n\
-         \n[raft.initial_members]\n{members}",
-        listen = quoted(&format!("{}:{}", ip_of(*host), port::CONTROLLER)),
-        raft = quoted(&format!("{}:{}", ip_of(*host), port::RAFT)),
-        data = quoted(&path_str(data_dir)?),
-    ))
+    let raft = ControllerConfig::default()
+        .raft
+        .with_node_id(id as u64)
+        .with_listen(addr(*host, port::RAFT))
+        .with_data_dir(path_str(data_dir)?)
+        .with_initial_members(controller_members(port::RAFT));
+    let config = ControllerConfig::default()
+        .with_listen(addr(*host, port::CONTROLLER))
+        .with_stale_reads(stale_reads)
+        .with_remoting_peers(controller_members(port::CONTROLLER))
+        .with_raft(raft);
+    toml::to_string(&config).context("cannot encode a controller config")
 }
 
 /// The broker config of replica `host` (its IP's last byte).
 pub fn broker_toml(host: u8, store_root: &Path, min_in_sync: usize) -> anyhow::Result<String> {
-    let controllers = [11u8, 12, 13]
+    let controllers = CONTROLLER_HOSTS
         .iter()
-        .map(|h| format!("{}:{}", ip_of(*h), port::CONTROLLER))
+        .map(|h| addr(*h, port::CONTROLLER).to_string())
         .collect::<Vec<_>>()
         .join(";");
-    Ok(format!(
-        "broker_name = {name}\n\
-         cluster_name = \"DefaultCluster\"\n\
-         listen = {listen}\n\
-         ha_port = {ha}\n\
-         namesrv_addr = {namesrv}\n\
-         enable_controller_mode = true\n\
-         controller_addr = {controllers}\n\
-         min_in_sync_replicas = {min_in_sync}\n\
-         register_interval_ms = 5000\n\
-         \n[store]\n\
-         store_root = {store}\n\
-         flush_disk_type = \"ASYNC_FLUSH\"\n\
-         commitlog_segment_size = 67108864\n",
-        name = quoted(BROKER_NAME),
-        listen = quoted(&format!("{}:{}", ip_of(host), port::BROKER)),
-        ha = port::HA,
-        namesrv = quoted(&format!("{}:{}", ip_of(20), port::NAMESRV)),
-        controllers = quoted(&controllers),
-        store = quoted(&path_str(store_root)?),
-    ))
+    let store = StoreConfig::new(path_str(store_root)?)
+        .with_flush_disk_type(FlushDiskType::AsyncFlush)
+        .with_commitlog_segment_size(64 << 20);
+    let config = BrokerConfig::default()
+        .with_broker_name(BROKER_NAME)
+        .with_cluster_name("DefaultCluster")
+        .with_listen(addr(host, port::BROKER))
+        .with_ha_port(port::HA)
+        .with_namesrv_addr(addr(20, port::NAMESRV).to_string())
+        .with_controller_mode(controllers)
+        .with_min_in_sync_replicas(min_in_sync)
+        .with_register_interval_ms(5000)
+        .with_store(store);
+    toml::to_string(&config).context("cannot encode a broker config")
 }
 
 impl Cluster {
@@ -446,5 +439,26 @@ mod tests {
             Some("10.77.0.11:9878;10.77.0.12:9878;10.77.0.13:9878")
         );
         assert_eq!(b["store"]["store_root"].as_str(), Some("/d/b2/store"));
+    }
+
+    #[test]
+    fn configs_are_serialized_config_values() {
+        let text = controller_toml(3, Path::new("/d/c3/data"), true).expect("toml");
+        let c: ControllerConfig = toml::from_str(&text).expect("parses");
+        assert_eq!(toml::to_string(&c).expect("encodes"), text);
+        assert_eq!(c.raft.data_dir, PathBuf::from("/d/c3/data"));
+        assert_eq!(
+            c.raft.initial_members.get(&1).map(String::as_str),
+            Some("10.77.0.11:9880")
+        );
+        let text = broker_toml(31, Path::new("/d/b1/store"), 1).expect("toml");
+        let b: BrokerConfig = toml::from_str(&text).expect("parses");
+        assert_eq!(toml::to_string(&b).expect("encodes"), text);
+        assert_eq!(b.broker_name, BROKER_NAME);
+        assert_eq!(b.namesrv_addr, "10.77.0.20:9876");
+        assert_eq!(b.register_interval_ms, 5000);
+        assert_eq!(b.store.commitlog_segment_size, 64 << 20);
+        assert_eq!(b.store.flush_disk_type, FlushDiskType::AsyncFlush);
+        assert_eq!(b.validate(), Ok(()));
     }
 }
