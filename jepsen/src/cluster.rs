@@ -17,7 +17,7 @@ use rocketraft_controller::ControllerConfig;
 use rocketraft_remoting::api::MqClientApi;
 use rocketraft_remoting::{ClientConfig, RemotingClient};
 
-use crate::net::Network;
+use crate::net::{NetNode, Network};
 use crate::nodes::{port, Node, Role};
 
 pub const BROKER_NAME: &str = "broker-a";
@@ -137,6 +137,68 @@ pub fn broker_toml(host: u8, store_root: &Path, min_in_sync: usize) -> anyhow::R
     toml::to_string(&config).context("cannot encode a broker config")
 }
 
+/// The directory of node `name` (created), and the arguments every node process starts with.
+pub(crate) fn node_dir(
+    options: &ClusterOptions,
+    name: &str,
+) -> anyhow::Result<(PathBuf, Vec<String>)> {
+    let dir = options.dir.join("nodes").join(name);
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let args = vec![
+        "--log".to_string(),
+        "info".to_string(),
+        "--threads".to_string(),
+        options.threads.to_string(),
+    ];
+    Ok((dir, args))
+}
+
+/// The `rocketraft` arguments of node `name` in `role` after the common ones; a controller's or
+/// a broker's config is written into its directory `dir`.
+fn role_args(
+    options: &ClusterOptions,
+    role: Role,
+    name: &str,
+    host: u8,
+    net: &NetNode,
+    dir: &Path,
+) -> anyhow::Result<Vec<String>> {
+    Ok(match role {
+        Role::Controller => {
+            let id: usize = name[1..].parse().context("controller name")?;
+            let config = dir.join("controller.toml");
+            std::fs::write(
+                &config,
+                controller_toml(id, &dir.join("data"), options.controller_stale_reads)?,
+            )
+            .with_context(|| format!("cannot write {}", config.display()))?;
+            vec!["controller".into(), "--config".into(), path_str(&config)?]
+        }
+        Role::Namesrv => vec![
+            "namesrv".into(),
+            "--listen".into(),
+            format!("{}:{}", net.ip, port::NAMESRV),
+        ],
+        Role::Broker => {
+            let config = dir.join("broker.toml");
+            std::fs::write(
+                &config,
+                broker_toml(host, &dir.join("store"), options.min_in_sync_replicas)?,
+            )
+            .with_context(|| format!("cannot write {}", config.display()))?;
+            vec!["broker".into(), "--config".into(), path_str(&config)?]
+        }
+        Role::Proxy => vec![
+            "proxy".into(),
+            "--listen".into(),
+            format!("{}:{}", net.ip, port::PROXY),
+            "--namesrv".into(),
+            format!("{}:{}", ip_of(20), port::NAMESRV),
+        ],
+        Role::RaftKv => anyhow::bail!("raft-kv nodes are built by kv_workload::create_cluster"),
+    })
+}
+
 impl Cluster {
     /// Builds the network and writes every config; starts nothing.
     pub fn create(options: ClusterOptions) -> anyhow::Result<Cluster> {
@@ -144,59 +206,11 @@ impl Cluster {
         let names: Vec<(&str, u8)> = layout.iter().map(|(n, _, h)| (*n, *h)).collect();
         let network = Network::create(&names).context("cannot build the private network")?;
         let mut nodes = Vec::new();
-        let threads = options.threads.to_string();
         for (name, role, host) in &layout {
             let Some(role) = role else { continue };
             let net = network.node(name)?;
-            let dir = options.dir.join("nodes").join(name);
-            std::fs::create_dir_all(&dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-            let mut args = vec![
-                "--log".to_string(),
-                "info".to_string(),
-                "--threads".to_string(),
-                threads.clone(),
-            ];
-            match role {
-                Role::Controller => {
-                    let id: usize = name[1..].parse().context("controller name")?;
-                    let config = dir.join("controller.toml");
-                    std::fs::write(
-                        &config,
-                        controller_toml(id, &dir.join("data"), options.controller_stale_reads)?,
-                    )
-                    .with_context(|| format!("cannot write {}", config.display()))?;
-                    args.extend(["controller".into(), "--config".into(), path_str(&config)?]);
-                }
-                Role::Namesrv => {
-                    args.extend([
-                        "namesrv".into(),
-                        "--listen".into(),
-                        format!("{}:{}", net.ip, port::NAMESRV),
-                    ]);
-                }
-                Role::Broker => {
-                    let config = dir.join("broker.toml");
-                    std::fs::write(
-                        &config,
-                        broker_toml(*host, &dir.join("store"), options.min_in_sync_replicas)?,
-                    )
-                    .with_context(|| format!("cannot write {}", config.display()))?;
-                    args.extend(["broker".into(), "--config".into(), path_str(&config)?]);
-                }
-                Role::Proxy => {
-                    args.extend([
-                        "proxy".into(),
-                        "--listen".into(),
-                        format!("{}:{}", net.ip, port::PROXY),
-                        "--namesrv".into(),
-                        format!("{}:{}", ip_of(20), port::NAMESRV),
-                    ]);
-                }
-                Role::RaftKv => {
-                    anyhow::bail!("raft-kv nodes are built by kv_workload::create_cluster")
-                }
-            }
+            let (dir, mut args) = node_dir(&options, name)?;
+            args.extend(role_args(&options, *role, name, *host, net, &dir)?);
             let mut node = Node::new(name, *role, &net.ns, net.ip, dir, args);
             if *role == Role::Broker {
                 node.env = options.broker_env.clone();

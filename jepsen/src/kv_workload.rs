@@ -36,7 +36,7 @@ use rocketraft_remoting::{ClientConfig, RemotingClient, RemotingCommand, Remotin
 use serde_json::{json, Value as Json};
 use tokio::sync::watch;
 
-use crate::cluster::{Clients, Cluster, ClusterOptions, CLIENT_NODE};
+use crate::cluster::{node_dir, Clients, Cluster, ClusterOptions, CLIENT_NODE};
 use crate::lifecycle::{self, Findings, Power, Task, Workload};
 use crate::model::ModelName;
 use crate::nemesis::{lock, parse_kinds, FaultKind};
@@ -99,15 +99,7 @@ pub fn create_cluster(options: ClusterOptions, stale_reads: bool) -> anyhow::Res
     let mut nodes = Vec::new();
     for (name, id, _) in NODES {
         let net = network.node(name)?;
-        let dir = options.dir.join("nodes").join(name);
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
-        let mut args = vec![
-            "--log".to_string(),
-            "info".to_string(),
-            "--threads".to_string(),
-            options.threads.to_string(),
-        ];
+        let (dir, mut args) = node_dir(&options, name)?;
         args.extend(node_args(id, &dir.join("data"), stale_reads)?);
         nodes.push(Node::new(name, Role::RaftKv, &net.ns, net.ip, dir, args));
     }
