@@ -317,18 +317,32 @@ impl ControllerLink {
         if registered.master_broker_id.is_some() {
             return Ok(registered);
         }
-        self.first_answer(|a| async move {
-            self.client
-                .elect_master(
-                    &a,
-                    &identity.cluster_name,
-                    &identity.broker_name,
-                    Some(identity.broker_id),
-                    false,
-                )
-                .await
-        })
-        .await
+        let elected = self
+            .first_answer(|a| async move {
+                self.client
+                    .elect_master(
+                        &a,
+                        &identity.cluster_name,
+                        &identity.broker_name,
+                        Some(identity.broker_id),
+                        false,
+                    )
+                    .await
+            })
+            .await;
+        match elected {
+            // Nobody may be elected yet (this broker is outside the SyncStateSet and its
+            // members are still down, e.g. the whole set restarting): start without a role,
+            // as RocketMQ's broker does; the poll loop keeps asking for an election.
+            Err(LinkError::Refused(ControllerCallError::Remote { code, remark }))
+                if code == response_code::CONTROLLER_ELECT_MASTER_FAILED
+                    || code == response_code::CONTROLLER_MASTER_NOT_AVAILABLE =>
+            {
+                tracing::warn!(code, %remark, "no master could be elected yet; starting without a role and retrying");
+                Ok(registered)
+            }
+            other => other,
+        }
     }
 
     /// BROKER_HEARTBEAT to every controller (each keeps its own table), concurrently, each with
