@@ -5,7 +5,7 @@
 //!
 //! - [`RocksLogStore`]: the Raft log on RocksDB (vote and entries synced before they are
 //!   acknowledged, purge, committed index saved). It passes openraft's storage conformance suite
-//!   (`tests/log_store.rs`).
+//!   (`tests/raft/log_store.rs`).
 //! - [`AppStateMachine`]: what an application implements (typed commands, queries, snapshots).
 //!   [`state_machine`] applies committed entries, de-duplicates retried proposals by
 //!   `(client, serial)`, and builds, stores (crash-safely, checksummed) and installs snapshots, so

@@ -1,11 +1,12 @@
 //! `RocksLogStore`: openraft's storage conformance suite, plus reopen, purge, truncate and
 //! corruption tests.
 
-mod support;
-
 use std::io;
 use std::sync::Arc;
 
+use crate::support::KvRequest;
+use crate::support::KvStateMachine;
+use crate::support::TestConfig;
 use openraft::alias::EntryOf;
 use openraft::alias::LogIdOf;
 use openraft::alias::VoteOf;
@@ -23,9 +24,6 @@ use openraft::StorageError;
 use rocketraft_raft::RocksLogStore;
 use rocketraft_raft::CF_LOGS;
 use rocketraft_raft::CF_META;
-use support::KvRequest;
-use support::KvStateMachine;
-use support::TestConfig;
 use tempfile::TempDir;
 
 type Store = RocksLogStore<TestConfig>;
