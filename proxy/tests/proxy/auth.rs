@@ -4,8 +4,6 @@
 //! unknown access keys and denied topics refused with UNAUTHORIZED / FORBIDDEN and nothing
 //! stored, the header ignored when authentication is off, and a TLS round trip.
 
-mod support;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -37,7 +35,7 @@ struct Cluster {
 impl Cluster {
     async fn start(security: SecurityConfig) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (namesrv, broker) = support::start_backend(dir.path(), |_| {}).await;
+        let (namesrv, broker) = crate::support::start_backend(dir.path(), |_| {}).await;
         let api = MqClientApi::new(
             RemotingClient::new(ClientConfig::default()),
             Duration::from_secs(5),

@@ -5,8 +5,6 @@
 //! `x-mq-namespace` header isolating topics and groups, FIFO groups announced in settings, and
 //! TAG filters on receive.
 
-mod support;
-
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -33,7 +31,7 @@ struct Setup {
 impl Setup {
     async fn start(tx_check_ms: u64) -> Setup {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (namesrv, broker) = support::start_backend(dir.path(), |bc| {
+        let (namesrv, broker) = crate::support::start_backend(dir.path(), |bc| {
             bc.transaction_timeout_ms = tx_check_ms;
             bc.transaction_check_interval_ms = tx_check_ms;
         })

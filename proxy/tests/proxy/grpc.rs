@@ -3,8 +3,6 @@
 //! duration (the old handle refused), long polling that answers before the client's deadline,
 //! and malformed requests answered with the protocol's codes while the proxy keeps serving.
 
-mod support;
-
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -143,7 +141,7 @@ async fn stored(broker: &Broker) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_grpc_client_sends_receives_acks_and_changes_invisibility() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (namesrv, broker) = support::start_backend(dir.path(), |_| {}).await;
+    let (namesrv, broker) = crate::support::start_backend(dir.path(), |_| {}).await;
     MqClientApi::new(
         RemotingClient::new(ClientConfig::default()),
         Duration::from_secs(5),
@@ -418,7 +416,7 @@ async fn a_grpc_client_sends_receives_acks_and_changes_invisibility() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn offsets_pull_and_dead_letter_forwarding() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (namesrv, broker) = support::start_backend(dir.path(), |bc| {
+    let (namesrv, broker) = crate::support::start_backend(dir.path(), |bc| {
         bc.store.flush_disk_type = rocketraft_broker::store::FlushDiskType::AsyncFlush;
     })
     .await;

@@ -1,0 +1,9 @@
+//! The proxy crate's integration tests, one binary: the generated protocol's wire facts, and the
+//! proxy over real gRPC (sends, POP, features, security) in front of a real NameServer and
+//! broker on loopback.
+
+mod auth;
+mod features;
+mod grpc;
+mod proto_roundtrip;
+mod support;
