@@ -368,6 +368,15 @@ fn consume_queue_entries_past_the_log_are_dropped() {
 const CHILD_ENV: &str = "ROCKETRAFT_STORE_KILL_CHILD_DIR";
 const CHILD_TEST: &str = "kill_child_writer";
 
+/// The child's full test name: its module path in this test binary (the crate's name, first,
+/// left out, as libtest names tests), then [`CHILD_TEST`].
+fn child_test() -> String {
+    match module_path!().split_once("::") {
+        Some((_, module)) => format!("{module}::{CHILD_TEST}"),
+        None => CHILD_TEST.to_string(),
+    }
+}
+
 /// Not a test on its own: the body of the child process of `kill_9_keeps_acknowledged_messages`.
 #[test]
 fn kill_child_writer() {
@@ -402,7 +411,7 @@ fn kill_9_keeps_acknowledged_messages() {
     let dir = tempfile::tempdir().expect("tempdir");
     let exe = std::env::current_exe().expect("current exe");
     let mut child = Command::new(exe)
-        .args([CHILD_TEST, "--exact", "--nocapture", "--test-threads=1"])
+        .args([&child_test(), "--exact", "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -24,9 +24,7 @@ use rocketraft_remoting::api::{MqClientApi, SendRequest};
 use rocketraft_remoting::codes::{request_code, response_code};
 use rocketraft_remoting::{ClientConfig, RemotingClient, RemotingCommand};
 
-#[path = "support/relay.rs"]
-mod relay;
-use relay::HoldingRelay;
+use crate::relay::HoldingRelay;
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -1,0 +1,14 @@
+//! Controller mode in one process: real brokers with an in-process controller (alone or
+//! embedded in a NameServer) on loopback: the controller link, replication and failover, the
+//! SyncStateSet, and replicated metadata.
+//!
+//! `controller_faults` keeps its own binary: it measures the longest gap between acknowledged
+//! sends, so it runs alone, not beside these tests.
+
+mod controller_link;
+mod metadata_failover;
+mod replication;
+mod sync_state_set;
+
+#[path = "../support/relay.rs"]
+mod relay;
