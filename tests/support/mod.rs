@@ -6,6 +6,51 @@ use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Condvar, Mutex, PoisonError};
+
+/// Whose turn it is: the module (former test file) whose tests run now, and how many of them.
+struct Turn {
+    module: Option<&'static str>,
+    running: usize,
+}
+
+static TURN: Mutex<Turn> = Mutex::new(Turn {
+    module: None,
+    running: 0,
+});
+static TURN_ENDED: Condvar = Condvar::new();
+
+/// A test's share of its module's turn; dropping it (at the test's end, also by a panic) hands
+/// the turn on when the module's last running test ends.
+pub struct FileTurn;
+
+impl Drop for FileTurn {
+    fn drop(&mut self) {
+        let mut turn = TURN.lock().unwrap_or_else(PoisonError::into_inner);
+        turn.running -= 1;
+        if turn.running == 0 {
+            turn.module = None;
+            TURN_ENDED.notify_all();
+        }
+    }
+}
+
+/// Waits until no test of another module runs, then lets this one run: each module's tests run
+/// beside each other (up to `--test-threads`) but never beside another module's, as they did when
+/// each file was a test binary of its own (these tests start real processes and some measure
+/// failover times). Every test of a binary that uses it takes it first:
+/// `let _turn = file_turn(module_path!());`.
+pub fn file_turn(module: &'static str) -> FileTurn {
+    let mut turn = TURN.lock().unwrap_or_else(PoisonError::into_inner);
+    while turn.module.is_some_and(|m| m != module) {
+        turn = TURN_ENDED
+            .wait(turn)
+            .unwrap_or_else(PoisonError::into_inner);
+    }
+    turn.module = Some(module);
+    turn.running += 1;
+    FileTurn
+}
 
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {

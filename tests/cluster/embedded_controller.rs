@@ -1,8 +1,6 @@
 //! The controller inside `rocketraft dev` and inside `rocketraft namesrv` configured with
 //! RocketMQ's `enableControllerInNamesrv`, driven through the admin CLI and the protocol.
 
-mod support;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -11,7 +9,8 @@ use rocketraft_controller::client::ControllerClient;
 use rocketraft_controller::heartbeat::Heartbeat;
 use rocketraft_controller::BrokerLiveInfo;
 use rocketraft_remoting::{ClientConfig, RemotingClient};
-use support::{admin, admin_output, free_port, Dev};
+
+use crate::support::{admin, admin_output, free_port, Dev};
 
 async fn register_and_elect(addr: &str, set: &str) {
     let c = ControllerClient::new(
@@ -61,6 +60,7 @@ async fn register_and_elect(addr: &str, set: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_embeds_a_one_node_controller() {
+    let _turn = crate::support::file_turn(module_path!());
     let dir = tempfile::tempdir().expect("tempdir");
     let mut dev = Dev::start(dir.path(), free_port(), free_port(), &[]);
     let status = admin(&dev.namesrv, &["controller", "status"]);
@@ -88,6 +88,7 @@ async fn dev_embeds_a_one_node_controller() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn namesrv_with_enable_controller_in_namesrv() {
+    let _turn = crate::support::file_turn(module_path!());
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
     let raft_port = free_port();

@@ -3,8 +3,6 @@
 //! acknowledged by the master survive its kill -9, also while changes are in flight, and the
 //! old master, restarted, converges on the same metadata.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -15,7 +13,8 @@ use rocketraft_common::TopicConfig;
 use rocketraft_remoting::api::MqClientApi;
 use rocketraft_remoting::codes::{request_code, response_code};
 use rocketraft_remoting::{ClientConfig, RemotingClient, RemotingCommand};
-use support::free_port;
+
+use crate::support::free_port;
 
 fn kill(child: &Child, signal: i32) {
     // SAFETY: plain syscall on the pid of our own child.
@@ -237,6 +236,7 @@ async fn has_group(addr: &str, group: &str) -> Option<bool> {
 /// kill.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acknowledged_metadata_survives_kill9_of_the_master() {
+    let _turn = crate::support::file_turn(module_path!());
     let dir = tempfile::tempdir().expect("tempdir");
     let ns = NameSrv::start(&dir.path().join("namesrv"));
     let mut brokers: Vec<BrokerProc> = (0..3)

@@ -1,8 +1,6 @@
 //! `rocketraft proxy` as a real process in front of `rocketraft dev`: a gRPC client gets the
 //! route of a topic with the proxy as its endpoint, sends, and receives through it.
 
-mod support;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -12,7 +10,8 @@ use rocketraft_proxy::pb;
 use rocketraft_proxy::pb::messaging_service_client::MessagingServiceClient;
 use rocketraft_remoting::api::MqClientApi;
 use rocketraft_remoting::{ClientConfig, RemotingClient};
-use support::{free_port, Dev};
+
+use crate::support::{free_port, Dev};
 
 fn resource(name: &str) -> Option<pb::Resource> {
     Some(pb::Resource {
@@ -23,6 +22,7 @@ fn resource(name: &str) -> Option<pb::Resource> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_process_routes_sends_and_receives() {
+    let _turn = crate::support::file_turn(module_path!());
     let dir = tempfile::tempdir().expect("tempdir");
     let mut dev = Dev::start(dir.path(), free_port(), free_port(), &[]);
     MqClientApi::new(

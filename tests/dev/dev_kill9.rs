@@ -13,9 +13,7 @@ use rocketraft_remoting::api::{MqClientApi, PullRequest, PullStatus, SendRequest
 use rocketraft_remoting::codes::response_code;
 use rocketraft_remoting::{ClientConfig, RemotingClient};
 
-mod support;
-
-use support::{admin, free_port, Dev};
+use crate::support::{admin, free_port, Dev};
 
 const DEV_FLAGS: &[&str] = &[
     "--flush",
@@ -27,6 +25,7 @@ const DEV_FLAGS: &[&str] = &[
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_sync_flush_sends_loses_no_acknowledged_message() {
+    let _turn = crate::support::file_turn(module_path!());
     let data = tempfile::tempdir().expect("tempdir");
     let (namesrv_port, broker_port) = (free_port(), free_port());
     let mut dev = Dev::start(data.path(), namesrv_port, broker_port, DEV_FLAGS);
@@ -213,6 +212,7 @@ fn sigterm(pid: u32) {
 
 #[test]
 fn bench_produce_and_consume_run_against_dev() {
+    let _turn = crate::support::file_turn(module_path!());
     let data = tempfile::tempdir().expect("tempdir");
     let (namesrv_port, broker_port) = (free_port(), free_port());
     let mut dev = Dev::start(data.path(), namesrv_port, broker_port, DEV_FLAGS);

@@ -4,13 +4,11 @@
 //! user may only read is refused with FORBIDDEN; a wrong secret key cannot send
 //! (`compat/python/auth_smoke.py`).
 
-mod support;
-
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use support::{admin, free_port, Dev};
+use crate::support::{admin, free_port, Dev};
 
 fn ensure_client() {
     let present = Command::new("python3")
@@ -39,6 +37,7 @@ fn ensure_client() {
 
 #[test]
 fn python_client_with_credentials_through_a_proxy_with_auth() {
+    let _turn = crate::support::file_turn(module_path!());
     ensure_client();
     let data = tempfile::tempdir().expect("tempdir");
     let mut dev = Dev::start(data.path(), free_port(), free_port(), &[]);

@@ -6,9 +6,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
-mod support;
-
-use support::{admin, admin_output, free_port, Dev};
+use crate::support::{admin, admin_output, free_port, Dev};
 
 fn ensure_ali_ons(dir: &Path) {
     if dir.join("node_modules/ali-ons/package.json").exists() {
@@ -24,6 +22,7 @@ fn ensure_ali_ons(dir: &Path) {
 
 #[test]
 fn ali_ons_produces_and_consumes_through_rocketraft_dev() {
+    let _turn = crate::support::file_turn(module_path!());
     let compat = Path::new(env!("CARGO_MANIFEST_DIR")).join("compat/ali-ons");
     ensure_ali_ons(&compat);
 

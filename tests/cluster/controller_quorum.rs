@@ -1,8 +1,6 @@
 //! Three real `rocketraft controller` processes on loopback: kill -9 the leader while clients
 //! issue ElectMaster and AlterSyncStateSet, restart everything, and replace a wiped member.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -16,7 +14,9 @@ use rocketraft_controller::heartbeat::Heartbeat;
 use rocketraft_controller::BrokerLiveInfo;
 use rocketraft_remoting::response_code as code;
 use rocketraft_remoting::{ClientConfig, RemotingClient};
-use support::free_port;
+
+use crate::support;
+use crate::support::free_port;
 
 const CLUSTER: &str = "DefaultCluster";
 const SET: &str = "broker-a";
@@ -165,6 +165,7 @@ struct History {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn leader_kill9_restart_all_and_a_wiped_member() {
+    let _turn = crate::support::file_turn(module_path!());
     let root = tempfile::tempdir().expect("tempdir");
     let mut members: Vec<Member> = (1..=3).map(|id| Member::new(id, root.path())).collect();
     let peers = members

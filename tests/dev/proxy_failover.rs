@@ -4,8 +4,6 @@
 //! not yet acked) through the dead proxy are acked through the live one, later sends go to the
 //! live one, and a final drain finds every acknowledged message.
 
-mod support;
-
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
@@ -14,8 +12,9 @@ use rocketraft_proxy::pb;
 use rocketraft_proxy::pb::messaging_service_client::MessagingServiceClient;
 use rocketraft_remoting::api::MqClientApi;
 use rocketraft_remoting::{ClientConfig, RemotingClient};
-use support::{free_port, spawn_ready, Dev};
 use tonic::transport::Channel;
+
+use crate::support::{free_port, spawn_ready, Dev};
 
 const TOPIC: &str = "TwoProxies";
 const GROUP: &str = "two-proxies";
@@ -114,6 +113,7 @@ async fn ack(client: &mut MessagingServiceClient<Channel>, handle: &str) -> i32 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_one_of_two_proxies_loses_no_acknowledged_message() {
+    let _turn = crate::support::file_turn(module_path!());
     let dir = tempfile::tempdir().expect("tempdir");
     let mut dev = Dev::start(dir.path(), free_port(), free_port(), &["--no-proxy"]);
     MqClientApi::new(

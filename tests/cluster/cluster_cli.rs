@@ -1,13 +1,13 @@
 //! `rocketraft cluster up|status|down` and `rocketraft admin broker replicas` as a user runs
 //! them: real processes (three controllers, a NameServer, three brokers) on free loopback ports.
 
-mod support;
-
 use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::Mutex;
 
 use serde_json::Value;
+
+use crate::support;
 
 /// The tests start seven processes each: one cluster at a time is enough for a small machine.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -135,6 +135,7 @@ fn pids(rows: &[Value]) -> Vec<u64> {
 /// set's registration), inspect, refuse a second start, stop, stop again.
 #[test]
 fn up_status_refuse_down() {
+    let _turn = crate::support::file_turn(module_path!());
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let cluster = Cluster::new();
     let out = cluster.up(&["--wait-for", "started"]);
@@ -223,6 +224,7 @@ fn up_status_refuse_down() {
 /// brokers' own HA status: needs the brokers' controller mode.
 #[test]
 fn up_registers_one_master_and_replicas_report_ha_status() {
+    let _turn = crate::support::file_turn(module_path!());
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let cluster = Cluster::new();
     let out = cluster.up(&[]);

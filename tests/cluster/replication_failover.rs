@@ -4,8 +4,6 @@
 //! killed in the middle of its truncation), a master killed while rolling a segment, a slave
 //! killed mid-stream that falls several segments behind, and a slave with a corrupted tail.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -16,7 +14,8 @@ use bytes::Bytes;
 use rocketraft_remoting::api::{MqClientApi, PullRequest, PullStatus, SendRequest};
 use rocketraft_remoting::codes::response_code;
 use rocketraft_remoting::{ClientConfig, RemotingClient, RemotingCommand};
-use support::free_port;
+
+use crate::support::free_port;
 
 const TOPIC: &str = "Failover";
 
@@ -438,6 +437,7 @@ async fn caught_up(slave: &BrokerProc, master: &BrokerProc) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_master_under_load_then_old_master_rejoins() {
+    let _turn = crate::support::file_turn(module_path!());
     let dir = tempfile::Builder::new()
         .prefix("rr-failover")
         .tempdir()
@@ -493,6 +493,7 @@ async fn kill_9_master_under_load_then_old_master_rejoins() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn divergent_old_master_killed_during_truncation_recovers() {
+    let _turn = crate::support::file_turn(module_path!());
     let dir = tempfile::Builder::new()
         .prefix("rr-failover")
         .tempdir()
@@ -575,6 +576,7 @@ async fn divergent_old_master_killed_during_truncation_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn master_killed_in_a_segment_roll_and_slave_far_behind_and_corrupted_tail() {
+    let _turn = crate::support::file_turn(module_path!());
     let dir = tempfile::Builder::new()
         .prefix("rr-failover")
         .tempdir()

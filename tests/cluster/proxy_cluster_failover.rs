@@ -4,8 +4,6 @@
 //! SIGKILL mid-run, and the client's sends through the same proxy succeed again once a slave
 //! is elected. A final drain through the proxy finds every acknowledged message.
 
-mod support;
-
 use std::collections::{BTreeSet, HashMap};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -13,8 +11,9 @@ use std::time::{Duration, Instant};
 use rocketraft_proxy::pb;
 use rocketraft_proxy::pb::messaging_service_client::MessagingServiceClient;
 use serde_json::Value;
-use support::{admin_output, free_port, spawn_ready};
 use tonic::transport::Channel;
+
+use crate::support::{admin_output, free_port, spawn_ready};
 
 const TOPIC: &str = "ProxyFailover";
 const GROUP: &str = "proxy-failover";
@@ -129,6 +128,7 @@ async fn drain(client: &mut MessagingServiceClient<Channel>) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_proxy_follows_a_failover_and_loses_no_acknowledged_message() {
+    let _turn = crate::support::file_turn(module_path!());
     let cluster = Cluster(tempfile::tempdir().expect("tempdir"));
     let mut up = vec![
         "--threads",

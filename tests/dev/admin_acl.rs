@@ -2,8 +2,6 @@
 //! listed, refused with clear messages, revoked and deleted; they survive a `kill -9` of the
 //! broker; and a real `rocketraft proxy --auth` admits a signed send only while the grant holds.
 
-mod support;
-
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -12,7 +10,8 @@ use std::time::Duration;
 use rocketraft_proxy::auth::authorization_header;
 use rocketraft_proxy::pb;
 use rocketraft_proxy::pb::messaging_service_client::MessagingServiceClient;
-use support::{admin, admin_output, free_port, Dev};
+
+use crate::support::{admin, admin_output, free_port, Dev};
 
 fn fails(namesrv: &str, args: &[&str]) -> String {
     let out = admin_output(namesrv, args);
@@ -56,6 +55,7 @@ fn signed(id: &str, ak: &str, sk: &str) -> tonic::Request<pb::SendMessageRequest
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_and_grants_through_the_cli_and_a_proxy_with_auth() {
+    let _turn = crate::support::file_turn(module_path!());
     let dir = tempfile::tempdir().expect("tempdir");
     let mut dev = Dev::start(dir.path(), free_port(), free_port(), &[]);
     let ns = dev.namesrv.clone();

@@ -2,8 +2,6 @@
 //! `rocketraft dev` binary, after POP consumption with messages in flight and a message handed
 //! back to the dead-letter queue.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -14,10 +12,12 @@ use rocketraft_common::TopicConfig;
 use rocketraft_remoting::api::{MqClientApi, SendRequest};
 use rocketraft_remoting::codes::{request_code, response_code};
 use rocketraft_remoting::{ClientConfig, RemotingClient, RemotingCommand};
-use support::{admin, free_port, Dev};
+
+use crate::support::{admin, free_port, Dev};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn progress_and_dlq_after_pop() {
+    let _turn = crate::support::file_turn(module_path!());
     let dir = tempfile::tempdir().expect("tempdir");
     let mut dev = Dev::start(dir.path(), free_port(), free_port(), &[]);
     let client = RemotingClient::new(ClientConfig::default());
@@ -117,6 +117,7 @@ async fn progress_and_dlq_after_pop() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pop_in_flight_survives_kill_9() {
+    let _turn = crate::support::file_turn(module_path!());
     let dir = tempfile::tempdir().expect("tempdir");
     let (ns_port, broker_port) = (free_port(), free_port());
     let mut dev = Dev::start(dir.path(), ns_port, broker_port, &["--flush", "SYNC_FLUSH"]);

@@ -10,12 +10,10 @@
 //! cluster of separate `rocketraft namesrv`, `rocketraft broker` and `rocketraft proxy`
 //! processes.
 
-mod support;
-
 use std::path::Path;
 use std::process::Command;
 
-use support::{admin, admin_output, free_port, spawn_ready, Dev};
+use crate::support::{admin, admin_output, free_port, spawn_ready, Dev};
 
 fn ensure_client() {
     let present = Command::new("python3")
@@ -107,6 +105,7 @@ const FAST_TX: [&str; 4] = [
 
 #[test]
 fn python_client_against_dev_with_its_in_process_proxy() {
+    let _turn = crate::support::file_turn(module_path!());
     ensure_client();
     let data = tempfile::tempdir().expect("tempdir");
     let mut extra = vec!["--segment-size", "1048576"];
@@ -123,6 +122,7 @@ fn python_client_against_dev_with_its_in_process_proxy() {
 
 #[test]
 fn python_client_against_namesrv_broker_and_proxy_processes() {
+    let _turn = crate::support::file_turn(module_path!());
     ensure_client();
     let data = tempfile::tempdir().expect("tempdir");
     let namesrv = format!("127.0.0.1:{}", free_port());

@@ -1,0 +1,15 @@
+//! `rocketraft dev` as a real process and what runs against it: kill -9 during sends, the admin
+//! CLI (ACLs, consumer progress, the DLQ), and `rocketraft proxy` processes in front of it, one
+//! of two killed mid-run.
+//!
+//! Each test takes its module's turn first ([`support::file_turn`]): the modules' tests run one
+//! module after another, as they did when each file was its own binary.
+
+mod admin_acl;
+mod admin_consumer;
+mod dev_kill9;
+mod proxy_cli;
+mod proxy_failover;
+
+#[path = "../support/mod.rs"]
+mod support;
