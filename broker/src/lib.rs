@@ -19,6 +19,7 @@ pub mod config;
 pub mod controller_link;
 pub mod ha;
 pub mod metalog;
+pub mod name_server_reach;
 pub mod pop;
 pub mod processor;
 mod register;

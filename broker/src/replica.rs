@@ -17,6 +17,9 @@
 //!   controller leader elects a new master only after a full timeout without heartbeats and
 //!   after a full timeout in office, so an old master has stopped acknowledging writes before
 //!   a new one can exist.
+//! - **NameServer reach**: every NameServer is probed every two heartbeat intervals
+//!   ([`crate::name_server_reach`]); heartbeats report how many answered lately, and the
+//!   controllers' clean election prefers the replicas clients can find.
 //! - **SyncStateSet**: the master checks its slaves every `check_sync_state_set_period_ms` and
 //!   asks the controller (ALTER_SYNC_STATE_SET) to add caught-up slaves and drop lagging or
 //!   disconnected ones; until the controller's state is known to have moved past the epoch a
@@ -39,6 +42,7 @@ use tokio::task::JoinHandle;
 use crate::config::BrokerConfig;
 use crate::controller_link::{BrokerIdentity, ControllerLink, LinkError};
 use crate::ha::{self, HaState, Role};
+use crate::name_server_reach::{NameServerReach, ProbeIdentity};
 use crate::store::MessageStore;
 
 /// How soon a master whose lease missed a renewal heartbeats the controllers again.
@@ -67,6 +71,9 @@ pub struct ReplicaManager {
     role_lock: tokio::sync::Mutex<()>,
     follower: Mutex<Option<JoinHandle<()>>>,
     remoting: RemotingClient,
+    /// Which NameServers answer (reported in heartbeats for the route-aware election).
+    name_servers: NameServerReach,
+    probe_identity: ProbeIdentity,
 }
 
 fn link_err(e: LinkError) -> anyhow::Error {
@@ -99,6 +106,16 @@ impl ReplicaManager {
             .await
             .map_err(link_err)?;
         tracing::info!(broker = %config.broker_name, id = identity.broker_id, "controller mode: identity");
+        let name_servers = NameServerReach::new(
+            config.namesrv_addrs(),
+            Duration::from_millis(config.controller_heartbeat_timeout_ms / 2),
+        );
+        let probe_identity = ProbeIdentity {
+            cluster: config.cluster_name.clone(),
+            broker_name: config.broker_name.clone(),
+            broker_addr: broker_addr.clone(),
+            broker_id: identity.broker_id,
+        };
         let manager = Arc::new(ReplicaManager {
             config,
             store,
@@ -114,9 +131,20 @@ impl ReplicaManager {
             role_lock: tokio::sync::Mutex::new(()),
             follower: Mutex::new(None),
             remoting: RemotingClient::new(ClientConfig::default()),
+            name_servers,
+            probe_identity,
         });
-        // The first heartbeat before registering, so the controller counts this broker alive in
-        // the election that registration may trigger.
+        // Which NameServers answer, then the first heartbeat before registering, so the
+        // controller counts this broker alive (and knows whether clients can find it) in the
+        // election that registration may trigger.
+        manager
+            .name_servers
+            .probe_all(
+                &manager.remoting,
+                &manager.probe_identity,
+                manager.probe_timeout(),
+            )
+            .await;
         manager.heartbeat_once().await;
         let info = manager
             .link
@@ -136,9 +164,35 @@ impl ReplicaManager {
         self.ha_addr
     }
 
-    /// The heartbeat, poll and SyncStateSet loops.
+    /// How often each NameServer is probed: twice per heartbeat interval's worth of time, so
+    /// a NameServer counts as reached (for half a heartbeat timeout) only while it answers.
+    fn probe_every(&self) -> Duration {
+        Duration::from_millis((self.config.controller_heartbeat_interval_ms * 2).max(100))
+    }
+
+    /// How long one probe may wait: a probe unanswered that long closes its connection (the
+    /// Remoting client's dead-connection rule), so the next one dials afresh after a heal.
+    fn probe_timeout(&self) -> Duration {
+        Duration::from_millis((self.config.controller_heartbeat_timeout_ms / 3).max(1_000))
+    }
+
+    /// The heartbeat, NameServer probe, poll and SyncStateSet loops.
     pub fn spawn_loops(self: &Arc<Self>) -> Vec<JoinHandle<()>> {
         let mut tasks = Vec::new();
+        // One probe loop per NameServer, so an unreachable one delays no other's answer.
+        for addr in self.name_servers.addresses().to_vec() {
+            let me = self.clone();
+            tasks.push(tokio::spawn(async move {
+                let (every, timeout) = (me.probe_every(), me.probe_timeout());
+                loop {
+                    let started = tokio::time::Instant::now();
+                    me.name_servers
+                        .probe(&me.remoting, &addr, &me.probe_identity, timeout)
+                        .await;
+                    tokio::time::sleep_until(started + every).await;
+                }
+            }));
+        }
         // One heartbeat loop per controller, each with its own deadline: a slow, paused or
         // unreachable controller never delays the heartbeats (and so the lease renewals) that
         // go to the others. Within a loop heartbeats are pipelined: one leaves every interval
@@ -218,6 +272,7 @@ impl ReplicaManager {
                 max_offset: self.store.max_phy_offset(),
                 confirm_offset: self.store.confirm_offset(),
                 election_priority: 0,
+                name_servers_reached: self.name_servers.reached(),
             },
         }
     }

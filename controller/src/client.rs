@@ -231,6 +231,11 @@ impl ControllerClient {
             .with_ext("maxOffset", hb.info.max_offset)
             .with_ext("confirmOffset", hb.info.confirm_offset)
             .with_ext("electionPriority", hb.info.election_priority);
+        let request = match hb.info.name_servers_reached {
+            // Rocketraft extension: see `BrokerLiveInfo::name_servers_reached`.
+            Some(n) => request.with_ext("nameServersReached", n),
+            None => request,
+        };
         let response = self
             .remoting
             .invoke(addr, request, timeout)

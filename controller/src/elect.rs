@@ -6,11 +6,19 @@
 //!    designated); a designated broker wins only if it is a candidate, else nobody does;
 //!    otherwise the best heartbeat wins: epoch desc, max offset desc, election priority asc, and
 //!    broker id asc so ties never depend on iteration order.
+//! 3. Route-aware (a Rocketraft addition): in a clean election, before the heartbeat order, the
+//!    candidates that reach the most NameServers win (`BrokerLiveInfo::name_servers_reached`;
+//!    a broker that does not report it is not ranked below anyone for it). Every SyncStateSet
+//!    member holds every acknowledged message, so any of them is safe; one that clients cannot
+//!    find through a NameServer is useless as master (a partition that cuts a replica from the
+//!    NameServer but not from the controller leader would otherwise stall writes until it
+//!    heals). An unclean election keeps epoch and offset first (they decide how much is lost)
+//!    and ranks reachability after them.
 
 use std::cmp::Reverse;
 use std::collections::BTreeSet;
 
-use crate::liveness::BrokerLiveness;
+use crate::liveness::{BrokerLiveInfo, BrokerLiveness};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct DefaultElectPolicy {
@@ -44,12 +52,29 @@ impl DefaultElectPolicy {
             old_master,
             designated,
             liveness,
+            Order::RoutesFirst,
         );
         if clean.is_some() || !self.enable_elect_unclean_master {
             return clean;
         }
-        try_elect(broker_name, all_replicas, old_master, designated, liveness)
+        try_elect(
+            broker_name,
+            all_replicas,
+            old_master,
+            designated,
+            liveness,
+            Order::DataFirst,
+        )
     }
+}
+
+/// Where NameServer reachability ranks among the heartbeat fields.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Order {
+    /// Clean election: every candidate holds every acknowledged message.
+    RoutesFirst,
+    /// Unclean election: the candidate with the most data first.
+    DataFirst,
 }
 
 fn try_elect(
@@ -58,6 +83,7 @@ fn try_elect(
     old_master: Option<i64>,
     designated: Option<i64>,
     liveness: &dyn BrokerLiveness,
+    order: Order,
 ) -> Option<i64> {
     let candidates: Vec<_> = brokers
         .iter()
@@ -75,12 +101,19 @@ fn try_elect(
     if let Some(wanted) = designated {
         return is_candidate(wanted).then_some(wanted);
     }
+    let reach = |info: &BrokerLiveInfo| Reverse(info.name_servers_reached.unwrap_or(u32::MAX));
     candidates
         .iter()
         .min_by_key(|(id, info)| {
+            let (first, last) = match order {
+                Order::RoutesFirst => (reach(info), Reverse(0)),
+                Order::DataFirst => (Reverse(0), reach(info)),
+            };
             (
+                first,
                 Reverse(info.epoch),
                 Reverse(info.max_offset),
+                last,
                 info.election_priority,
                 *id,
             )

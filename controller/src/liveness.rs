@@ -18,6 +18,12 @@ pub struct BrokerLiveInfo {
     pub confirm_offset: i64,
     /// Lower is preferred.
     pub election_priority: i32,
+    /// Rocketraft extension (`nameServersReached`): how many of its NameServers the broker
+    /// reached within its last probe window. Clients find a master only through a NameServer,
+    /// so a clean election prefers the candidates that reach the most. `None` for a broker that
+    /// does not report it (Apache RocketMQ's), which is not ranked below anyone for it.
+    #[serde(default)]
+    pub name_servers_reached: Option<u32>,
 }
 
 impl BrokerLiveInfo {
@@ -28,7 +34,14 @@ impl BrokerLiveInfo {
             max_offset,
             confirm_offset: 0,
             election_priority,
+            name_servers_reached: None,
         }
+    }
+
+    /// Builder: the number of NameServers the broker reports it reaches.
+    pub fn with_name_servers_reached(mut self, reached: u32) -> Self {
+        self.name_servers_reached = Some(reached);
+        self
     }
 }
 

@@ -390,6 +390,12 @@ impl Controller {
             .record(heartbeat, rocketraft_common::time::mono_ms());
     }
 
+    /// What this node's heartbeat table holds for the brokers alive now (each node keeps its
+    /// own; the leader's decides elections).
+    pub fn live_brokers(&self) -> crate::liveness::AliveBrokers {
+        self.heartbeats.alive(rocketraft_common::time::mono_ms())
+    }
+
     /// The node's status for admin tools.
     pub async fn status(&self) -> ControllerStatus {
         let broker_sets = match self.state(ReadMode::Stale).await {

@@ -340,6 +340,7 @@ fn decode_heartbeat(cmd: &RemotingCommand) -> Result<Heartbeat, ControllerError>
             max_offset: parse_opt(cmd, "maxOffset")?.unwrap_or(0),
             confirm_offset: parse_opt(cmd, "confirmOffset")?.unwrap_or(0),
             election_priority: parse_opt(cmd, "electionPriority")?.unwrap_or(i32::MAX),
+            name_servers_reached: parse_opt(cmd, "nameServersReached")?,
         },
     })
 }

@@ -122,3 +122,83 @@ fn ranking_epoch_then_offset_then_priority_then_id() {
     let liveness = AliveBrokers::new().with("broker-b", 1, live(0, 0, 0));
     assert_eq!(elect(&liveness), None);
 }
+
+#[test]
+fn clean_election_prefers_replicas_that_reach_the_name_servers() {
+    // 2 has the better log but reaches no NameServer (a partition cut it from them but not
+    // from the controller leader); clients could not find it, so 3 wins.
+    let liveness = AliveBrokers::new()
+        .with(SET, 2, live(2, 900, 0).with_name_servers_reached(0))
+        .with(SET, 3, live(1, 800, 0).with_name_servers_reached(1));
+    let policy = DefaultElectPolicy::default();
+    let sss = ids(&[1, 2, 3]);
+    assert_eq!(
+        policy.elect(SET, &sss, &sss, Some(1), None, &liveness),
+        Some(3)
+    );
+    // Reaching more NameServers beats reaching fewer.
+    let liveness = AliveBrokers::new()
+        .with(SET, 2, live(1, 900, 0).with_name_servers_reached(1))
+        .with(SET, 3, live(1, 800, 0).with_name_servers_reached(2));
+    assert_eq!(
+        policy.elect(SET, &sss, &sss, Some(1), None, &liveness),
+        Some(3)
+    );
+    // Equal reach: the heartbeat order decides as before.
+    let liveness = AliveBrokers::new()
+        .with(SET, 2, live(1, 900, 0).with_name_servers_reached(1))
+        .with(SET, 3, live(1, 800, 0).with_name_servers_reached(1));
+    assert_eq!(
+        policy.elect(SET, &sss, &sss, Some(1), None, &liveness),
+        Some(2)
+    );
+    // A broker that does not report it (Apache RocketMQ's) is not ranked below anyone.
+    let liveness = AliveBrokers::new().with(SET, 2, live(1, 900, 0)).with(
+        SET,
+        3,
+        live(1, 800, 0).with_name_servers_reached(1),
+    );
+    assert_eq!(
+        policy.elect(SET, &sss, &sss, Some(1), None, &liveness),
+        Some(2)
+    );
+}
+
+#[test]
+fn route_preference_never_overrides_the_old_master_or_a_designation() {
+    let liveness = AliveBrokers::new()
+        .with(SET, 1, live(1, 900, 0).with_name_servers_reached(0))
+        .with(SET, 2, live(1, 900, 0).with_name_servers_reached(1));
+    let policy = DefaultElectPolicy::default();
+    let sss = ids(&[1, 2]);
+    assert_eq!(
+        policy.elect(SET, &sss, &sss, Some(1), None, &liveness),
+        Some(1)
+    );
+    assert_eq!(
+        policy.elect(SET, &sss, &sss, None, Some(1), &liveness),
+        Some(1)
+    );
+}
+
+#[test]
+fn unclean_election_ranks_data_before_routes() {
+    // Nobody of the SyncStateSet is alive: the replica with the most data wins even though it
+    // reaches no NameServer (reachability only breaks ties after epoch and offset).
+    let liveness = AliveBrokers::new()
+        .with(SET, 2, live(1, 900, 0).with_name_servers_reached(0))
+        .with(SET, 3, live(1, 800, 0).with_name_servers_reached(1))
+        .with(SET, 4, live(1, 900, 0).with_name_servers_reached(1));
+    let policy = DefaultElectPolicy::new(true);
+    assert_eq!(
+        policy.elect(
+            SET,
+            &ids(&[1]),
+            &ids(&[1, 2, 3, 4]),
+            Some(1),
+            None,
+            &liveness
+        ),
+        Some(4)
+    );
+}

@@ -464,3 +464,107 @@ async fn embedded_in_the_nameserver() {
     assert_eq!(response.code, code::SUCCESS);
     namesrv.shutdown().await;
 }
+
+/// `nameServersReached` in BROKER_HEARTBEAT (a Rocketraft extension) reaches the election: when
+/// the master dies, the in-sync replica with the longer log (2) reports that it reaches no
+/// NameServer, so the controller elects the one clients can find (3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_election_prefers_a_replica_the_name_servers_reach() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let controller: Arc<Controller> = Controller::start(controller_config(dir.path()))
+        .await
+        .expect("controller starts");
+    let addr = controller
+        .serve_remoting()
+        .await
+        .expect("serve")
+        .to_string();
+    let c = client();
+    wait_ready(&c, &addr).await;
+    let b3 = "127.0.0.1:30003";
+    // (id, max offset, NameServers reached)
+    let beat = |id: i64| -> Heartbeat {
+        let (max_offset, reached) = match id {
+            1 => (100, 1),
+            2 => (900, 0),
+            _ => (300, 1),
+        };
+        Heartbeat {
+            cluster: CLUSTER.into(),
+            broker_name: SET.into(),
+            broker_id: id,
+            broker_addr: broker_addr(id, b3),
+            timeout_ms: 1500,
+            info: BrokerLiveInfo::new(1, max_offset, 0).with_name_servers_reached(reached),
+        }
+    };
+    for id in 1..=3 {
+        assert_eq!(
+            c.get_next_broker_id(&addr, CLUSTER, SET)
+                .await
+                .expect("next"),
+            id
+        );
+        c.apply_broker_id(
+            &addr,
+            CLUSTER,
+            SET,
+            id,
+            &format!("{};{id}", broker_addr(id, b3)),
+        )
+        .await
+        .expect("apply id");
+    }
+    let beating = Arc::new(std::sync::Mutex::new(vec![1i64, 2, 3]));
+    let heartbeats = {
+        let hb = client();
+        let addr = addr.clone();
+        let beating = beating.clone();
+        tokio::spawn(async move {
+            loop {
+                let ids = beating.lock().expect("lock").clone();
+                for id in ids {
+                    let _ = hb.heartbeat(&addr, &beat(id)).await;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    for id in 1..=3 {
+        c.heartbeat(&addr, &beat(id)).await.expect("heartbeat");
+        c.register_broker(&addr, CLUSTER, SET, id, &broker_addr(id, b3))
+            .await
+            .expect("register");
+    }
+    let r = c
+        .elect_master(&addr, CLUSTER, SET, Some(1), false)
+        .await
+        .expect("elect");
+    assert_eq!(r.master_broker_id, Some(1));
+    // The master adds its slaves one per change (each change names one joining member).
+    c.alter_sync_state_set(&addr, SET, 1, 1, &BTreeSet::from([1, 2]), 1)
+        .await
+        .expect("2 joins");
+    c.alter_sync_state_set(&addr, SET, 1, 1, &BTreeSet::from([1, 2, 3]), 2)
+        .await
+        .expect("3 joins");
+
+    beating.lock().expect("lock").retain(|id| *id != 1);
+    let mut elected = None;
+    for _ in 0..100 {
+        let info = c.get_replica_info(&addr, SET).await.expect("replica info");
+        if info.master_broker_id != Some(1) {
+            elected = Some(info);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    heartbeats.abort();
+    let info = elected.expect("a new master after the old one's heartbeat timed out");
+    assert_eq!(
+        info.master_broker_id,
+        Some(3),
+        "2 has the longer log but reaches no NameServer"
+    );
+    controller.shutdown().await;
+}

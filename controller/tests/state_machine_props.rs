@@ -95,6 +95,7 @@ fn liveness() -> impl Strategy<Value = AliveBrokers> {
                         max_offset,
                         confirm_offset: 0,
                         election_priority,
+                        name_servers_reached: None,
                     },
                 );
             }

@@ -761,3 +761,113 @@ async fn timers_survive_a_failover() {
     }
     ns.shutdown().await;
 }
+
+/// The route-aware election end to end: every broker reaches the NameServer through its own
+/// relay and the controller directly. The slave the heartbeat order would elect (the lower id;
+/// both hold the same log) loses its NameServer relay, as in a partition that cuts it from the
+/// NameServer but not from the controller leader; when the master dies, the controller elects
+/// the other slave, the one clients can find.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failover_elects_the_slave_the_name_server_reaches() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ns = namesrv(dir.path()).await;
+    let ns_addr = ns.local_addr();
+    let controller = ns.controller().expect("embedded controller").clone();
+    let mut to_ns = Vec::new();
+    let mut brokers: Vec<Option<Broker>> = Vec::new();
+    for i in 0..3 {
+        let relay = Relay::start(ns_addr).await;
+        let mut cfg = broker_config(&dir.path().join(format!("r{i}")), ns_addr, free_port());
+        cfg.namesrv_addr = relay.addr.to_string();
+        brokers.push(Some(Broker::start(cfg).await.expect("broker")));
+        to_ns.push(relay);
+    }
+    let id_of = |b: &Broker| {
+        b.inner()
+            .replicas
+            .as_ref()
+            .expect("controller mode")
+            .broker_id()
+    };
+    let reach = |b: &Broker| {
+        controller
+            .live_brokers()
+            .iter()
+            .find(|(_, id, _)| *id == id_of(b))
+            .and_then(|(_, _, info)| info.name_servers_reached)
+    };
+    let m = wait_for("a master", Duration::from_secs(20), || master_of(&brokers)).await;
+    let master = brokers[m].as_ref().expect("master");
+    wait_for("3 in sync", Duration::from_secs(20), || {
+        (in_sync(master) == 3).then_some(())
+    })
+    .await;
+    let mut slaves: Vec<usize> = (0..3).filter(|i| *i != m).collect();
+    slaves.sort_by_key(|i| id_of(brokers[*i].as_ref().expect("slave")));
+    let (favoured, other) = (slaves[0], slaves[1]);
+    for b in brokers.iter().flatten() {
+        wait_for(
+            "every broker reports reaching the NameServer",
+            Duration::from_secs(10),
+            || (reach(b) == Some(1)).then_some(()),
+        )
+        .await;
+    }
+
+    to_ns[favoured].set_cut(true);
+    let cut = brokers[favoured].as_ref().expect("slave");
+    wait_for(
+        "the cut slave reports reaching no NameServer",
+        Duration::from_secs(10),
+        || (reach(cut) == Some(0)).then_some(()),
+    )
+    .await;
+    wait_for(
+        "both slaves hold the master's whole log",
+        Duration::from_secs(10),
+        || {
+            let end = brokers[m]
+                .as_ref()
+                .expect("master")
+                .inner()
+                .store
+                .max_phy_offset();
+            slaves
+                .iter()
+                .all(|s| {
+                    brokers[*s]
+                        .as_ref()
+                        .expect("slave")
+                        .inner()
+                        .store
+                        .max_phy_offset()
+                        == end
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    brokers[m].take().expect("master").shutdown().await;
+    let n = wait_for("a new master", Duration::from_secs(30), || {
+        master_of(&brokers)
+    })
+    .await;
+    assert_eq!(
+        n, other,
+        "the controller elected the slave the NameServer cannot reach"
+    );
+
+    // The heal: the slave reports the NameServer reached again.
+    to_ns[favoured].set_cut(false);
+    let healed = brokers[favoured].as_ref().expect("slave");
+    wait_for(
+        "the healed slave reaches the NameServer",
+        Duration::from_secs(10),
+        || (reach(healed) == Some(1)).then_some(()),
+    )
+    .await;
+    for b in brokers.into_iter().flatten() {
+        b.shutdown().await;
+    }
+    ns.shutdown().await;
+}
