@@ -8,9 +8,9 @@
 //!
 //! Majority-ring partitions that leave a side able to write (a controller majority, a replica
 //! reachable from its leader and the NameServer, and a second replica: `writable_side` in the
-//! report; seed 5, 60 s: four rings) may cost at most 5 s each: ignored for now (run it with
-//! `--ignored`), because which replica the controllers elect depends on timing, and a master
-//! the NameServer cannot reach keeps clients from finding it until the heal. Before
+//! report; seed 5, 60 s: four rings) may cost at most 5 s each. The controllers elect a
+//! replica the NameServer reaches (route-aware election, docs/safety.md); before that, one CI
+//! run elected a master clients could not find until the heal (8.6 s). Before
 //! dead connections were closed on a silent timeout and the master added its slaves one per
 //! SyncStateSet change, the same four rings cost 23.6, 23.6, 2.0 and 6.7 s.
 //!
@@ -139,8 +139,6 @@ fn master_faults_are_healed_within_five_seconds() {
 }
 
 #[test]
-#[ignore = "issue 22, open: a ring where the controllers elect a replica the NameServer cannot \
-            reach stalls writes until the heal (8.6 s in a CI run); needs a route-aware election"]
 fn majority_ring_partitions_cost_at_most_five_seconds() {
     if let Err(why) = rocketraft_jepsen::net::netns_available() {
         eprintln!("SKIPPED harness ring run: network namespaces unavailable ({why})");
