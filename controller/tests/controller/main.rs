@@ -1,0 +1,11 @@
+//! The controller's integration tests but `fencing`: the state machine's handlers, election
+//! policy and invariants (property tests), and its Remoting protocol against real servers on
+//! loopback.
+//!
+//! `fencing` keeps its own binary: three real controllers at default timing whose tenures and
+//! elections it times, alone as before.
+
+mod elect_policy;
+mod handlers;
+mod protocol;
+mod state_machine_props;
