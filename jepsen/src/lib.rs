@@ -55,15 +55,16 @@
 //!   restarted; [`nemesis::PowerMounts`]).
 //! - Power-loss testing ([`lazyfs`]): a FUSE filesystem (the `fuser` crate, mounted without
 //!   libfuse as root) that keeps written bytes in a volatile layer until `fsync`/`msync` and drops
-//!   them on a simulated power cut, in the spirit of Jepsen's LazyFS. `tests/power_loss.rs` cuts
-//!   the power of a real `rocketraft dev` 100 times under SYNC_FLUSH sends (no acknowledged
-//!   message may be lost), under ASYNC_FLUSH (a consistent prefix), and right after each
-//!   metadata step (election and Raft log, epoch file, topic creation, checkpoint, truncation).
+//!   them on a simulated power cut, in the spirit of Jepsen's LazyFS.
+//!   `tests/harness/power_loss.rs` cuts the power of a real `rocketraft dev` 100 times under
+//!   SYNC_FLUSH sends (no acknowledged message may be lost), under ASYNC_FLUSH (a consistent
+//!   prefix), and right after each metadata step (election and Raft log, epoch file, topic
+//!   creation, checkpoint, truncation).
 //! - Per-fault unavailability ([`report::fault_impacts`]): the gaps of 2 s or more between
 //!   acknowledged operations each fault window caused, with the nearest lease / route /
 //!   election / heartbeat-timeout line of the node logs as the likely cause; in the summary,
 //!   `verdicts.json` (`faults`) and the HTML report.
-//! - Self-tests (`tests/broken_build.rs`): brokers that acknowledge before replicating
+//! - Self-tests (`tests/harness/broken_build.rs`): brokers that acknowledge before replicating
 //!   (`ROCKETRAFT_UNSAFE_ACK_BEFORE_REPLICATION=1`) lose messages under `partition-master`, and
 //!   controllers with `stale_reads = true` give non-linearizable reads under
 //!   `partition-controller`: both runs must be INVALID.

@@ -23,6 +23,8 @@ use std::process::Command;
 
 use rocketraft_jepsen::record::{read_events, Kind};
 
+use crate::support::serial;
+
 /// `target/<profile>/rocketraft`, found from this test's executable (`target/<profile>/deps/..`)
 /// or `$CARGO_TARGET_DIR`.
 fn rocketraft_binary() -> PathBuf {
@@ -295,16 +297,6 @@ fn queue_without_gaps(nemesis: &str, seed: u64) {
         faults.len(),
         describe_faults(&faults)
     );
-}
-
-// One run after the other (the test harness runs tests in parallel): two clusters at once
-// would overload a two-core machine.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[test]

@@ -15,6 +15,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::support::serial;
+
 fn rocketraft_binary() -> PathBuf {
     let mut candidates = Vec::new();
     if let Ok(exe) = std::env::current_exe() {
@@ -31,15 +33,6 @@ fn rocketraft_binary() -> PathBuf {
             "the rocketraft binary is missing (looked at {candidates:?}): run `cargo build --workspace --bins` first"
         ),
     }
-}
-
-// One run at a time: two clusters at once would overload a two-core machine.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[test]

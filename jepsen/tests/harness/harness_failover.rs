@@ -20,13 +20,9 @@
 
 use std::process::Command;
 
-const SEED: u64 = 7;
+use crate::support::serial;
 
-/// The harness runs of this file take turns (one private network at a time).
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
+const SEED: u64 = 7;
 
 /// Runs the queue workload under `nemesis`; returns whether it exited valid, the verdicts and
 /// a printable per-fault table. The report directory is kept when the run was not valid.

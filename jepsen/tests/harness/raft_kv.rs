@@ -14,6 +14,8 @@ use std::process::{Command, ExitStatus};
 
 use rocketraft_jepsen::record::{read_events, Event, Kind};
 
+use crate::support::serial;
+
 fn skip_reason() -> Option<String> {
     rocketraft_jepsen::net::netns_available()
         .err()
@@ -130,16 +132,6 @@ fn smoke(nemesis: &str, seed: u64) {
         .collect();
     assert_eq!(finals.len(), 3, "final reads answered by {finals:?}");
     drop(run.dir);
-}
-
-// One run after the other (the test harness runs tests in parallel): two clusters at once
-// would overload a two-core machine.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[test]

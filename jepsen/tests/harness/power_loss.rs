@@ -399,6 +399,7 @@ fn send_and_cut(
 
 #[test]
 fn sync_flush_power_cuts_lose_no_acknowledged_message() {
+    let _beside = crate::support::shared();
     let started = Instant::now();
     let cuts = cut_count();
     let mut rig = Rig::new("", "flush_disk_type = \"SYNC_FLUSH\"");
@@ -468,6 +469,7 @@ fn sync_flush_power_cuts_lose_no_acknowledged_message() {
 
 #[test]
 fn async_flush_power_cuts_recover_a_consistent_prefix() {
+    let _beside = crate::support::shared();
     let started = Instant::now();
     let cuts = (cut_count() / 4).max(5);
     let mut rig = Rig::new(
@@ -609,6 +611,7 @@ fn epoch_entries(rig: &Rig) -> Vec<(i32, i64)> {
 
 #[test]
 fn metadata_survives_cuts_at_every_step() {
+    let _beside = crate::support::shared();
     let started = Instant::now();
     let mut rig = Rig::new(
         "enable_controller_mode = true\ncontroller_addr = \"CONTROLLER\"\ncontroller_heartbeat_interval_ms = 500",
@@ -929,6 +932,7 @@ mod store_in_process {
 
     #[test]
     fn truncation_and_epochs_survive_cuts_right_after_they_are_acknowledged() {
+        let _beside = crate::support::shared();
         require_fuse();
         let tmp = |prefix: &str| {
             tempfile::Builder::new()
