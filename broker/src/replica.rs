@@ -8,7 +8,9 @@
 //!   first write; becoming slave starts following the master (which truncates the divergent
 //!   tail first, see [`crate::ha`]).
 //! - **Learning**: NOTIFY_BROKER_ROLE_CHANGED from the controller at once, and
-//!   CONTROLLER_GET_REPLICA_INFO every `sync_controller_metadata_period_ms`.
+//!   CONTROLLER_GET_REPLICA_INFO every `sync_controller_metadata_period_ms`: from the leader,
+//!   and from every controller's own applied copy (`readLocal`), so a broker cut off from the
+//!   leader but not from a follower still learns a new master.
 //! - **Heartbeats** to every controller every `controller_heartbeat_interval_ms`, one loop per
 //!   controller with its own deadline (no head-of-line blocking). A master's **role lease** is
 //!   renewed, from the send time of a heartbeat, for 3/4 of the shorter of its own and the
@@ -240,6 +242,20 @@ impl ReplicaManager {
                 me.poll_once().await;
             }
         }));
+        // Every controller's own copy of the set too (`readLocal`), each on its own: a broker
+        // cut off from the leader but not from a follower learns a new master at once.
+        for addr in self.link.addresses().to_vec() {
+            let me = self.clone();
+            tasks.push(tokio::spawn(async move {
+                let every = Duration::from_millis(me.config.sync_controller_metadata_period_ms);
+                loop {
+                    let started = tokio::time::Instant::now();
+                    me.poll_local(&addr, every.max(Duration::from_millis(500)))
+                        .await;
+                    tokio::time::sleep_until(started + every).await;
+                }
+            }));
+        }
         let me = self.clone();
         tasks.push(tokio::spawn(async move {
             let every = Duration::from_millis(me.config.check_sync_state_set_period_ms);
@@ -367,6 +383,22 @@ impl ReplicaManager {
         match info {
             Ok(info) => self.apply(info).await,
             Err(e) => tracing::debug!(error = %e, "cannot read the replica info"),
+        }
+    }
+
+    /// One controller's applied copy of the set (leader or not). Only an answer naming a
+    /// master is applied (`apply` takes nothing older than what this broker knows); a
+    /// masterless one is left to the leader's read, which asks for an election.
+    async fn poll_local(&self, addr: &str, timeout: Duration) {
+        match self
+            .link
+            .client()
+            .get_replica_info_local(addr, &self.config.broker_name, timeout)
+            .await
+        {
+            Ok(info) if info.master_broker_id.is_some() => self.apply(info).await,
+            Ok(_) => {}
+            Err(e) => tracing::debug!(%addr, error = %e, "cannot read a controller's copy"),
         }
     }
 

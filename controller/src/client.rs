@@ -361,6 +361,31 @@ impl ControllerClient {
         Self::master_info(&response)
     }
 
+    /// CONTROLLER_GET_REPLICA_INFO answered from `addr`'s own applied state, leader or not
+    /// (Rocketraft extension `readLocal`), within `timeout`.
+    pub async fn get_replica_info_local(
+        &self,
+        addr: &str,
+        broker_name: &str,
+        timeout: Duration,
+    ) -> Result<MasterInfo, ControllerCallError> {
+        let request = RemotingCommand::request(rc::CONTROLLER_GET_REPLICA_INFO)
+            .with_ext("brokerName", broker_name)
+            .with_ext("readLocal", "true");
+        let response = self
+            .remoting
+            .invoke(addr, request, timeout)
+            .await
+            .map_err(|e| ControllerCallError::Transport(e.to_string()))?;
+        if response.code != response_code::SUCCESS {
+            return Err(ControllerCallError::Remote {
+                code: response.code,
+                remark: response.remark.unwrap_or_default(),
+            });
+        }
+        Self::master_info(&response)
+    }
+
     /// CONTROLLER_GET_SYNC_STATE_DATA (1006).
     pub async fn get_sync_state_data(
         &self,

@@ -387,11 +387,10 @@ pub struct AlterSyncStateSetResponse {
 
 /// The master proposes a new SyncStateSet. Checks run in Java's order: unknown set (2013), set
 /// unchanged (2013), not the master (2002), master epoch (2000), SSS epoch (2001), each member
-/// registered (2003), each joining member alive (2006), master kept in the set (2013).
+/// registered (2003), master kept in the set (2013); no liveness check of the members.
 pub fn alter_sync_state_set(
     state: &ControllerState,
     request: &AlterSyncStateSetRequest,
-    liveness: &dyn BrokerLiveness,
 ) -> HandlerResult<AlterSyncStateSetResponse> {
     let broker_name = &request.broker_name;
     let reject = |code: i32, remark: String| Err(ControllerError::new(code, remark));
@@ -447,17 +446,13 @@ pub fn alter_sync_state_set(
                     format!("replica {replica} is not registered in broker set {broker_name}"),
                 );
             }
-            // Only a joining member must be alive (Java checks every member): a member that
-            // stays already holds every acknowledged message, whatever this leader hears of
-            // it, and refusing a shrink because a remaining member is cut off from the leader
-            // would keep a dead member in the set and stall every acknowledgement.
-            let joining = !sync.sync_state_set.contains(replica);
-            if joining && !liveness.is_alive(broker_name, *replica) {
-                return reject(
-                    response_code::CONTROLLER_BROKER_NOT_ALIVE,
-                    format!("replica {replica} of broker set {broker_name} is not alive"),
-                );
-            }
+            // No member must be heard by this leader (Java checks that every member is
+            // alive). The master vouches for the members it adds: it replicates to them and
+            // saw them catch up. A member that stays already holds every acknowledged message.
+            // A member this leader cannot hear is simply no candidate in its elections. A
+            // partition that cuts slaves from the leader but not from the master (which the
+            // leader hears) would otherwise keep them out of the set and stall every
+            // acknowledgement until it heals.
         }
         if !new_set.contains(&request.master_broker_id) {
             return reject(
@@ -760,7 +755,7 @@ pub fn handle(
             ControllerResponse::ElectMaster,
         ),
         ControllerRequest::AlterSyncStateSet(r) => wrap(
-            alter_sync_state_set(state, r, liveness),
+            alter_sync_state_set(state, r),
             ControllerResponse::AlterSyncStateSet,
         ),
         ControllerRequest::GetReplicaInfo(r) => wrap(

@@ -362,6 +362,27 @@ impl Controller {
         }
     }
 
+    /// Answers a read-only request from this node's applied state, leader or not (committed,
+    /// possibly behind the leader's).
+    pub async fn read_local(&self, request: ControllerRequest) -> CommandResult {
+        let query = ControllerQuery::Request {
+            alive: self.alive_for(&request),
+            request,
+        };
+        match self
+            .node
+            .read(&query, ReadMode::Stale)
+            .await
+            .map_err(raft_error)?
+        {
+            ControllerQueryResponse::Request(r) => r,
+            ControllerQueryResponse::State { .. } => Err(ControllerError::new(
+                response_code::SYSTEM_ERROR,
+                "unexpected answer to a controller read",
+            )),
+        }
+    }
+
     /// The whole controller state (linearizable or this node's copy).
     pub async fn state(&self, mode: ReadMode) -> Result<(ControllerState, u64), ControllerError> {
         match self

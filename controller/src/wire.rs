@@ -424,6 +424,16 @@ impl ControllerProcessor {
             _ => {
                 let request = decode_request(cmd)?;
                 let (result, group) = match request {
+                    // Rocketraft extension (`readLocal`): this node's applied state, leader or
+                    // not. A broker cut off from the leader learns a new master (and its epoch)
+                    // from any controller; epochs only move forward, so an older answer is
+                    // ignored, and the state is committed, so it never names a master the log
+                    // does not.
+                    ControllerRequest::GetReplicaInfo(_)
+                        if cmd.ext("readLocal") == Some("true") =>
+                    {
+                        (c.read_local(request).await, None)
+                    }
                     ControllerRequest::GetReplicaInfo(_)
                     | ControllerRequest::GetSyncStateData(_) => (c.read(request).await, None),
                     other => c.execute_elect_aware(other).await,

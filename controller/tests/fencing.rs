@@ -290,6 +290,24 @@ async fn an_election_through_a_follower_uses_the_leaders_view() {
         .await
         .expect("replica info");
     assert_eq!((info.master_broker_id, info.master_epoch), (Some(1), 1));
+    // The follower's own applied copy (`readLocal`, what a broker cut off from the leader
+    // reads) names the same master once it applied the election.
+    let mut local = None;
+    for _ in 0..50 {
+        if let Ok(i) = c
+            .get_replica_info_local(&addrs[follower], SET, Duration::from_secs(1))
+            .await
+        {
+            if i.master_broker_id == Some(1) {
+                local = Some(i);
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let local = local.expect("the follower's copy names master 1");
+    assert_eq!(local.master_epoch, 1);
+    assert_eq!(local.sync_state_set, BTreeSet::from([1, 2]));
 
     // Once master 1 is dead to the leader too, the same request through the follower elects 2
     // (alive to the leader, never heard of by the follower), unless the leader's own scan

@@ -73,12 +73,11 @@ fn open_store(dir: &std::path::Path) -> std::sync::Arc<MessageStore> {
     .expect("store")
 }
 
-/// Issue 22: the controller refuses a whole SyncStateSet change when one joining member is not
-/// alive in its leader's view (a slave cut off from the leader but replicating from the master,
-/// as in a majority-ring partition). A master that asked for every caught-up slave at once kept
-/// proposing the same refused set and never reached `min_in_sync_replicas` (24 s without an
-/// acknowledged send in a harness run). It now adds one slave per change and rotates, so a
-/// refusal of one slave leaves the next proposal to the other.
+/// Issue 22: a master that asked for every caught-up slave at once kept proposing the same set
+/// when the controller refused it for one slave (then: a slave cut off from the leader, as in a
+/// majority-ring partition) and never reached `min_in_sync_replicas` (24 s without an
+/// acknowledged send in a harness run). It adds one slave per change and rotates, so a refusal
+/// of one slave leaves the next proposal to the other.
 #[tokio::test]
 async fn caught_up_slaves_join_one_per_change_in_rotation() {
     let dirs: Vec<_> = (0..3)

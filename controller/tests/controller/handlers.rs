@@ -342,7 +342,7 @@ fn controller_triggered_elect_without_candidate_clears_master_keeps_sss() {
 fn elect_new_master_from_sss_resets_sss() {
     let mut state = set_with_master(3);
     commit(&mut state, |s| {
-        alter_sync_state_set(s, &alter(s, 1, &[1, 2, 3]), &alive(&[1, 2, 3]))
+        alter_sync_state_set(s, &alter(s, 1, &[1, 2, 3]))
     });
     let policy = DefaultElectPolicy::default();
     let liveness = AliveBrokers::new()
@@ -361,7 +361,7 @@ fn elect_new_master_from_sss_resets_sss() {
 fn designated_elect_replaces_alive_master_only_with_a_candidate() {
     let mut state = set_with_master(3);
     commit(&mut state, |s| {
-        alter_sync_state_set(s, &alter(s, 1, &[1, 2]), &alive(&[1, 2, 3]))
+        alter_sync_state_set(s, &alter(s, 1, &[1, 2]))
     });
     let policy = DefaultElectPolicy::default();
     // 3 is alive but not in the SSS: no clean candidate.
@@ -388,7 +388,7 @@ fn designated_elect_replaces_alive_master_only_with_a_candidate() {
 fn alter_sync_state_set_success() {
     let mut state = set_with_master(2);
     let response = commit(&mut state, |s| {
-        alter_sync_state_set(s, &alter(s, 1, &[1, 2]), &alive(&[1, 2]))
+        alter_sync_state_set(s, &alter(s, 1, &[1, 2]))
     });
     assert_eq!(response.new_sync_state_set_epoch, 2);
     assert_eq!(response.new_sync_state_set, BTreeSet::from([1, 2]));
@@ -397,34 +397,34 @@ fn alter_sync_state_set_success() {
     assert_eq!(sync_of(&state).master_epoch, 1);
 }
 
-/// Issue 22: a master shrinks its set while a member that stays is cut off from the leader
-/// (alive only to the master): only joining members must be alive, so the dead member leaves
-/// and the set does not stall; a member joining while the leader cannot hear it is refused.
+/// Issue 22: the leader need not hear the members. A master shrinks its set while a member
+/// that stays is cut off from the leader (alive only to the master), and a slave the leader
+/// cannot hear joins back (the master vouches for it: it saw it catch up), so neither a shrink
+/// nor a growth stalls while a partition cuts slaves from the leader but not from the master.
 #[test]
-fn alter_sync_state_set_checks_only_joining_members_for_liveness() {
+fn alter_sync_state_set_does_not_need_the_leader_to_hear_the_members() {
     let mut state = set_with_master(3);
     commit(&mut state, |s| {
-        alter_sync_state_set(s, &alter(s, 1, &[1, 2, 3]), &alive(&[1, 2, 3]))
+        alter_sync_state_set(s, &alter(s, 1, &[1, 2, 3]))
     });
     // 3 is cut off from the leader; the master drops 2 and keeps 3.
     let response = commit(&mut state, |s| {
-        alter_sync_state_set(s, &alter(s, 1, &[1, 3]), &alive(&[1]))
+        alter_sync_state_set(s, &alter(s, 1, &[1, 3]))
     });
     assert_eq!(response.new_sync_state_set, BTreeSet::from([1, 3]));
-    // 2 may not join back while the leader cannot hear it.
-    rejected(
-        alter_sync_state_set(&state, &alter(&state, 1, &[1, 2, 3]), &alive(&[1, 3])),
-        code::CONTROLLER_BROKER_NOT_ALIVE,
-    );
+    // 2 joins back (the handler takes no liveness view: the master vouches for it).
+    let response = commit(&mut state, |s| {
+        alter_sync_state_set(s, &alter(s, 1, &[1, 2, 3]))
+    });
+    assert_eq!(response.new_sync_state_set, BTreeSet::from([1, 2, 3]));
 }
 
 #[test]
 fn alter_sync_state_set_rejections_in_order() {
     let state = set_with_master(3);
-    let liveness = alive(&[1, 2]);
     let good = alter(&state, 1, &[1, 2]);
     let case = |request: AlterSyncStateSetRequest, expected: i32| {
-        rejected(alter_sync_state_set(&state, &request, &liveness), expected)
+        rejected(alter_sync_state_set(&state, &request), expected)
     };
     case(
         AlterSyncStateSetRequest {
@@ -477,13 +477,6 @@ fn alter_sync_state_set_rejections_in_order() {
         },
         code::CONTROLLER_INVALID_REPLICAS,
     );
-    case(
-        AlterSyncStateSetRequest {
-            new_sync_state_set: BTreeSet::from([1, 3]),
-            ..good.clone()
-        },
-        code::CONTROLLER_BROKER_NOT_ALIVE,
-    );
     // Members fine, but the master is dropped: checked last.
     case(
         AlterSyncStateSetRequest {
@@ -502,7 +495,7 @@ fn alter_sync_state_set_rejections_in_order() {
         }],
     );
     rejected(
-        alter_sync_state_set(&no_master, &good, &liveness),
+        alter_sync_state_set(&no_master, &good),
         code::CONTROLLER_INVALID_MASTER,
     );
 }
@@ -542,7 +535,7 @@ fn get_replica_info_reports_recorded_master() {
 fn get_sync_state_data_splits_replicas_and_skips_unknown_sets() {
     let mut state = set_with_master(3);
     commit(&mut state, |s| {
-        alter_sync_state_set(s, &alter(s, 1, &[1, 2]), &alive(&[1, 2]))
+        alter_sync_state_set(s, &alter(s, 1, &[1, 2]))
     });
     let (response, events) = get_sync_state_data(
         &state,
@@ -618,7 +611,7 @@ fn clean_ids_refused_while_alive_or_malformed_or_unknown_set() {
 fn clean_dead_ids_and_dead_master() {
     let mut state = set_with_master(3);
     commit(&mut state, |s| {
-        alter_sync_state_set(s, &alter(s, 1, &[1, 2]), &alive(&[1, 2]))
+        alter_sync_state_set(s, &alter(s, 1, &[1, 2]))
     });
     commit(&mut state, |s| {
         clean_broker_data(s, &clean(Some("3"), false), &alive(&[1, 2]))
@@ -680,24 +673,22 @@ fn a_fence_raises_the_epoch_and_refuses_late_copies() {
     let mut fence = alter(&state, 1, &[1]);
     // Without the flag an unchanged set is refused, as in RocketMQ.
     rejected(
-        alter_sync_state_set(&state, &fence, &alive(&[1, 2])),
+        alter_sync_state_set(&state, &fence),
         code::CONTROLLER_ALTER_SYNC_STATE_SET_FAILED,
     );
     fence.fence = true;
-    let response = commit(&mut state, |s| {
-        alter_sync_state_set(s, &fence, &alive(&[1]))
-    });
+    let response = commit(&mut state, |s| alter_sync_state_set(s, &fence));
     assert_eq!(response.new_sync_state_set_epoch, 2);
     assert_eq!(sync_of(&state).sync_state_set, BTreeSet::from([1]));
     assert_eq!(sync_of(&state).sync_state_set_epoch, 2);
     // The late copy (derived from epoch 1) can never apply now.
     rejected(
-        alter_sync_state_set(&state, &late_copy, &alive(&[1, 2])),
+        alter_sync_state_set(&state, &late_copy),
         code::CONTROLLER_FENCED_SYNC_STATE_SET_EPOCH,
     );
     // A fence is fenced too: from a stale epoch or master epoch it is refused.
     rejected(
-        alter_sync_state_set(&state, &fence, &alive(&[1])),
+        alter_sync_state_set(&state, &fence),
         code::CONTROLLER_FENCED_SYNC_STATE_SET_EPOCH,
     );
 }
