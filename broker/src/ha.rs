@@ -95,6 +95,9 @@ struct HaInner {
     connection_generation: u64,
     /// When this broker last became master.
     took_office: Option<Instant>,
+    /// When this slave last received a frame from its master (a heartbeat at least every
+    /// second while connected).
+    last_master_frame: Option<Instant>,
     /// The current lapse of the lease was logged (reset by a renewal).
     lapse_logged: bool,
     /// Which caught-up slave the next expansion of the SyncStateSet proposes (a rotation, so a
@@ -175,6 +178,7 @@ impl HaState {
                 lapse_logged: false,
                 connection_generation: 0,
                 took_office: None,
+                last_master_frame: None,
                 expand_turn: 0,
             }),
             acks,
@@ -233,6 +237,7 @@ impl HaState {
         g.slaves.clear();
         g.connection_generation += 1;
         g.took_office = Some(Instant::now());
+        g.last_master_frame = None;
         drop(g);
         self.recompute_confirm();
     }
@@ -256,6 +261,7 @@ impl HaState {
         g.master_addr = Some(master_addr);
         g.lease_until = None;
         g.took_office = None;
+        g.last_master_frame = None;
         g.slaves.clear();
         g.connection_generation += 1;
         drop(g);
@@ -298,6 +304,19 @@ impl HaState {
     /// known, if any.
     pub fn pending(&self) -> Option<BTreeSet<i64>> {
         self.inner.lock().pending_set.clone()
+    }
+
+    /// A slave received a frame (data or heartbeat) from its master.
+    pub fn note_master_frame(&self) {
+        self.inner.lock().last_master_frame = Some(Instant::now());
+    }
+
+    /// Whether this slave received a frame from its master within `within` (its replication
+    /// link is up). Reported in controller heartbeats: a candidate still linked to the old
+    /// master can replicate to it once it is elected (see `rocketraft_controller::elect`).
+    pub fn master_link_fresh(&self, within: Duration) -> bool {
+        let g = self.inner.lock();
+        g.role == Role::Slave && g.last_master_frame.is_some_and(|t| t.elapsed() <= within)
     }
 
     /// Renews the master's lease until `until`.
@@ -803,6 +822,7 @@ pub async fn follow_once(ha: &Arc<HaState>, my_id: i64, master: &str) -> anyhow:
     let mut head = [0u8; 36];
     loop {
         read_exact_timeout(&mut sock, &mut head).await?;
+        ha.note_master_frame();
         let body_size = i32::from_be_bytes([head[4], head[5], head[6], head[7]]);
         let offset = i64::from_be_bytes(head[8..16].try_into()?);
         let epoch = i32::from_be_bytes(head[16..20].try_into()?);

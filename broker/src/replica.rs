@@ -289,6 +289,10 @@ impl ReplicaManager {
                 confirm_offset: self.store.confirm_offset(),
                 election_priority: 0,
                 name_servers_reached: self.name_servers.reached(),
+                master_link_fresh: (self.ha.role() == Role::Slave).then(|| {
+                    self.ha
+                        .master_link_fresh(Duration::from_millis(timeout / 2))
+                }),
             },
         }
     }

@@ -236,6 +236,11 @@ impl ControllerClient {
             Some(n) => request.with_ext("nameServersReached", n),
             None => request,
         };
+        let request = match hb.info.master_link_fresh {
+            // Rocketraft extension: see `BrokerLiveInfo::master_link_fresh`.
+            Some(fresh) => request.with_ext("masterLinkFresh", fresh),
+            None => request,
+        };
         let response = self
             .remoting
             .invoke(addr, request, timeout)

@@ -8,7 +8,10 @@
 //!    broker id asc so ties never depend on iteration order.
 //! 3. Route-aware (a Rocketraft addition): in a clean election, before the heartbeat order, the
 //!    candidates that reach the most NameServers win (`BrokerLiveInfo::name_servers_reached`;
-//!    a broker that does not report it is not ranked below anyone for it). Every SyncStateSet
+//!    a broker that does not report it is not ranked below anyone for it), then those still
+//!    linked to the old master (`BrokerLiveInfo::master_link_fresh`: once elected, the old
+//!    master turns slave and replicates from them; a candidate cut off from it and from the
+//!    others would never gather `min_in_sync_replicas`). Every SyncStateSet
 //!    member holds every acknowledged message, so any of them is safe; one that clients cannot
 //!    find through a NameServer is useless as master (a partition that cuts a replica from the
 //!    NameServer but not from the controller leader would otherwise stall writes until it
@@ -101,13 +104,21 @@ fn try_elect(
     if let Some(wanted) = designated {
         return is_candidate(wanted).then_some(wanted);
     }
-    let reach = |info: &BrokerLiveInfo| Reverse(info.name_servers_reached.unwrap_or(u32::MAX));
+    // Reaches the most NameServers, then still linked to the old master (so it has a replica
+    // to replicate to once elected).
+    let reach = |info: &BrokerLiveInfo| {
+        (
+            Reverse(info.name_servers_reached.unwrap_or(u32::MAX)),
+            Reverse(info.master_link_fresh.unwrap_or(true)),
+        )
+    };
+    let none = (Reverse(0), Reverse(false));
     candidates
         .iter()
         .min_by_key(|(id, info)| {
             let (first, last) = match order {
-                Order::RoutesFirst => (reach(info), Reverse(0)),
-                Order::DataFirst => (Reverse(0), reach(info)),
+                Order::RoutesFirst => (reach(info), none),
+                Order::DataFirst => (none, reach(info)),
             };
             (
                 first,

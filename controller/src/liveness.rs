@@ -24,6 +24,13 @@ pub struct BrokerLiveInfo {
     /// does not report it (Apache RocketMQ's), which is not ranked below anyone for it.
     #[serde(default)]
     pub name_servers_reached: Option<u32>,
+    /// Rocketraft extension (`masterLinkFresh`): for a slave, whether it received from its
+    /// master within half a heartbeat timeout. When the controllers lose the master, a slave
+    /// still linked to it can replicate to it as soon as it is elected (the old master turns
+    /// slave); one cut off from it may have no replica to replicate to. `None` when not
+    /// reported (a master, or Apache RocketMQ's broker), which is not ranked below anyone.
+    #[serde(default)]
+    pub master_link_fresh: Option<bool>,
 }
 
 impl BrokerLiveInfo {
@@ -35,7 +42,14 @@ impl BrokerLiveInfo {
             confirm_offset: 0,
             election_priority,
             name_servers_reached: None,
+            master_link_fresh: None,
         }
+    }
+
+    /// Builder: whether the slave's replication link to its master is up.
+    pub fn with_master_link_fresh(mut self, fresh: bool) -> Self {
+        self.master_link_fresh = Some(fresh);
+        self
     }
 
     /// Builder: the number of NameServers the broker reports it reaches.

@@ -341,6 +341,7 @@ fn decode_heartbeat(cmd: &RemotingCommand) -> Result<Heartbeat, ControllerError>
             confirm_offset: parse_opt(cmd, "confirmOffset")?.unwrap_or(0),
             election_priority: parse_opt(cmd, "electionPriority")?.unwrap_or(i32::MAX),
             name_servers_reached: parse_opt(cmd, "nameServersReached")?,
+            master_link_fresh: parse_opt(cmd, "masterLinkFresh")?,
         },
     })
 }

@@ -202,3 +202,58 @@ fn unclean_election_ranks_data_before_routes() {
         Some(4)
     );
 }
+
+#[test]
+fn clean_election_prefers_a_slave_still_linked_to_the_old_master() {
+    // Both reach the NameServer; 2 has the longer log but lost its link to the old master 1
+    // (cut off from it and, here, from 3): elected, it would have nobody to replicate to.
+    let liveness = AliveBrokers::new()
+        .with(
+            SET,
+            2,
+            live(1, 900, 0)
+                .with_name_servers_reached(1)
+                .with_master_link_fresh(false),
+        )
+        .with(
+            SET,
+            3,
+            live(1, 800, 0)
+                .with_name_servers_reached(1)
+                .with_master_link_fresh(true),
+        );
+    let policy = DefaultElectPolicy::default();
+    let sss = ids(&[1, 2, 3]);
+    assert_eq!(
+        policy.elect(SET, &sss, &sss, Some(1), None, &liveness),
+        Some(3)
+    );
+    // Reaching a NameServer still ranks first: clients must find the master.
+    let liveness = AliveBrokers::new()
+        .with(
+            SET,
+            2,
+            live(1, 900, 0)
+                .with_name_servers_reached(1)
+                .with_master_link_fresh(false),
+        )
+        .with(
+            SET,
+            3,
+            live(1, 800, 0)
+                .with_name_servers_reached(0)
+                .with_master_link_fresh(true),
+        );
+    assert_eq!(
+        policy.elect(SET, &sss, &sss, Some(1), None, &liveness),
+        Some(2)
+    );
+    // Every link down (the master was killed): the heartbeat order decides.
+    let liveness = AliveBrokers::new()
+        .with(SET, 2, live(1, 900, 0).with_master_link_fresh(false))
+        .with(SET, 3, live(1, 800, 0).with_master_link_fresh(false));
+    assert_eq!(
+        policy.elect(SET, &sss, &sss, Some(1), None, &liveness),
+        Some(2)
+    );
+}

@@ -96,6 +96,7 @@ fn liveness() -> impl Strategy<Value = AliveBrokers> {
                         confirm_offset: 0,
                         election_priority,
                         name_servers_reached: None,
+                        master_link_fresh: None,
                     },
                 );
             }
