@@ -12,28 +12,9 @@
 //! Needs root and network namespaces (skipped with a message otherwise) and the `rocketraft`
 //! binary of the same target directory.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::support::serial;
-
-fn rocketraft_binary() -> PathBuf {
-    let mut candidates = Vec::new();
-    if let Ok(exe) = std::env::current_exe() {
-        if let Some(profile_dir) = exe.parent().and_then(Path::parent) {
-            candidates.push(profile_dir.join("rocketraft"));
-        }
-    }
-    if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
-        candidates.push(PathBuf::from(&target).join("debug/rocketraft"));
-    }
-    match candidates.iter().find(|p| p.is_file()) {
-        Some(path) => path.clone(),
-        None => panic!(
-            "the rocketraft binary is missing (looked at {candidates:?}): run `cargo build --workspace --bins` first"
-        ),
-    }
-}
+use crate::support::{rocketraft_binary, serial};
 
 #[test]
 fn acking_before_replication_loses_messages_and_is_caught() {

@@ -18,33 +18,11 @@
 //! `rocketraft` binary of the same target directory (`cargo build --workspace --bins`); without
 //! it the test fails and says so.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use rocketraft_jepsen::record::{read_events, Kind};
 
-use crate::support::serial;
-
-/// `target/<profile>/rocketraft`, found from this test's executable (`target/<profile>/deps/..`)
-/// or `$CARGO_TARGET_DIR`.
-fn rocketraft_binary() -> PathBuf {
-    let mut candidates = Vec::new();
-    if let Ok(exe) = std::env::current_exe() {
-        if let Some(profile_dir) = exe.parent().and_then(Path::parent) {
-            candidates.push(profile_dir.join("rocketraft"));
-        }
-    }
-    if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
-        candidates.push(PathBuf::from(&target).join("debug/rocketraft"));
-        candidates.push(PathBuf::from(&target).join("release/rocketraft"));
-    }
-    match candidates.iter().find(|p| p.is_file()) {
-        Some(path) => path.clone(),
-        None => panic!(
-            "the rocketraft binary is missing (looked at {candidates:?}): run `cargo build --workspace --bins` first"
-        ),
-    }
-}
+use crate::support::{rocketraft_binary, serial};
 
 fn skip_reason() -> Option<String> {
     rocketraft_jepsen::net::netns_available()

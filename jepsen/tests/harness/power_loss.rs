@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::rocketraft_binary;
 use bytes::Bytes;
 use rocketraft_common::TopicConfig;
 use rocketraft_controller::client::ControllerClient;
@@ -37,26 +38,6 @@ use rocketraft_remoting::response_code;
 
 const TOPIC: &str = "power-cut";
 const QUEUES: i32 = 4;
-
-/// `target/<profile>/rocketraft`, found from this test's executable or `$CARGO_TARGET_DIR`.
-fn rocketraft_binary() -> PathBuf {
-    let mut candidates = Vec::new();
-    if let Ok(exe) = std::env::current_exe() {
-        if let Some(profile_dir) = exe.parent().and_then(Path::parent) {
-            candidates.push(profile_dir.join("rocketraft"));
-        }
-    }
-    if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
-        candidates.push(PathBuf::from(&target).join("debug/rocketraft"));
-        candidates.push(PathBuf::from(&target).join("release/rocketraft"));
-    }
-    match candidates.iter().find(|p| p.is_file()) {
-        Some(path) => path.clone(),
-        None => panic!(
-            "the rocketraft binary is missing (looked at {candidates:?}): run `cargo build --workspace --bins` first"
-        ),
-    }
-}
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
