@@ -143,6 +143,43 @@ where
     s.collect_map(members.iter().map(|(id, addr)| (id.to_string(), addr)))
 }
 
+/// A member list on a command line that is not `id=host:port,...`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MembersError {
+    #[error("{what}: {part:?} is not id=host:port (e.g. 1=127.0.0.1:9880,2=127.0.0.1:9881)")]
+    NotIdEqualsAddress { what: String, part: String },
+    #[error("{what}: {id:?} is not a node id")]
+    BadNodeId { what: String, id: String },
+}
+
+/// Parses a command-line member list, `1=host:port,2=host:port` (`;` also separates, and an
+/// id may be written `n1`); `what` names the flag in errors.
+pub fn parse_members(text: &str, what: &str) -> Result<BTreeMap<NodeId, String>, MembersError> {
+    let mut out = BTreeMap::new();
+    for part in text
+        .split([',', ';'])
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
+        let (id, addr) = part
+            .split_once('=')
+            .ok_or_else(|| MembersError::NotIdEqualsAddress {
+                what: what.to_string(),
+                part: part.to_string(),
+            })?;
+        let id: NodeId =
+            id.trim()
+                .trim_start_matches('n')
+                .parse()
+                .map_err(|_| MembersError::BadNodeId {
+                    what: what.to_string(),
+                    id: id.to_string(),
+                })?;
+        out.insert(id, addr.trim().to_string());
+    }
+    Ok(out)
+}
+
 /// Reads `{ 1 = "addr" }` / `{"1": "addr"}` / `{"n1": "addr"}`: TOML and JSON keys are strings.
 pub fn members_from_any_keys<'de, D>(d: D) -> Result<BTreeMap<NodeId, String>, D::Error>
 where
@@ -1186,5 +1223,25 @@ mod config_tests {
         assert_eq!(json["initial_members"]["10"], "127.0.0.1:30005");
         let back: RaftConfig = serde_json::from_value(json).expect("parses");
         assert_eq!(back, custom);
+    }
+
+    #[test]
+    fn command_line_member_lists_parse_or_say_what_is_wrong() {
+        let members = parse_members("1=127.0.0.1:9880; n2 = 127.0.0.1:9881,", "--peers")
+            .expect("two members");
+        assert_eq!(
+            members,
+            BTreeMap::from([
+                (1, "127.0.0.1:9880".to_string()),
+                (2, "127.0.0.1:9881".to_string())
+            ])
+        );
+        let err = parse_members("1=a:1,127.0.0.1:9", "--peers").expect_err("no id");
+        assert_eq!(
+            err.to_string(),
+            "--peers: \"127.0.0.1:9\" is not id=host:port (e.g. 1=127.0.0.1:9880,2=127.0.0.1:9881)"
+        );
+        let err = parse_members("x=a:1", "--remoting-peers").expect_err("bad id");
+        assert_eq!(err.to_string(), "--remoting-peers: \"x\" is not a node id");
     }
 }

@@ -11,7 +11,6 @@
 //! answers reads from this node's memory instead: a deliberately broken build for the
 //! harness's self-test, never for real use.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -75,30 +74,9 @@ struct RaftKvArgs {
     unsafe_stale_reads: bool,
 }
 
-/// `1=host:port,2=host:port` (`;` separates too; an `n` before the id is allowed).
-fn parse_members(text: &str, what: &str) -> anyhow::Result<BTreeMap<u64, String>> {
-    let mut out = BTreeMap::new();
-    for part in text
-        .split([',', ';'])
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-    {
-        let (id, addr) = part.split_once('=').with_context(|| {
-            format!("{what}: {part:?} is not id=host:port (e.g. 1=127.0.0.1:9880,2=127.0.0.1:9881)")
-        })?;
-        let id: u64 = id
-            .trim()
-            .trim_start_matches('n')
-            .parse()
-            .with_context(|| format!("{what}: {id:?} is not a node id"))?;
-        out.insert(id, addr.trim().to_string());
-    }
-    Ok(out)
-}
-
 impl RaftKvArgs {
     fn raft_config(&self) -> anyhow::Result<RaftConfig> {
-        let members = parse_members(&self.peers, "--peers")?;
+        let members = rocketraft_raft::parse_members(&self.peers, "--peers")?;
         if !members.contains_key(&self.node_id) {
             anyhow::bail!(
                 "node id {} is not among the --peers {:?}",

@@ -146,26 +146,6 @@ impl BrokerArgs {
     }
 }
 
-fn parse_members(text: &str, what: &str) -> anyhow::Result<BTreeMap<u64, String>> {
-    let mut out = BTreeMap::new();
-    for part in text
-        .split([',', ';'])
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-    {
-        let (id, addr) = part.split_once('=').with_context(|| {
-            format!("{what}: {part:?} is not id=host:port (e.g. 1=127.0.0.1:9880,2=127.0.0.1:9881)")
-        })?;
-        let id: u64 = id
-            .trim()
-            .trim_start_matches('n')
-            .parse()
-            .with_context(|| format!("{what}: {id:?} is not a node id"))?;
-        out.insert(id, addr.trim().to_string());
-    }
-    Ok(out)
-}
-
 #[derive(Args)]
 pub struct ControllerArgs {
     /// TOML config file: ControllerConfig keys, with the Raft member under `[raft]`.
@@ -210,10 +190,10 @@ impl ControllerArgs {
             config.raft.data_dir = dir.clone();
         }
         if let Some(peers) = &self.peers {
-            config.raft.initial_members = parse_members(peers, "--peers")?;
+            config.raft.initial_members = rocketraft_raft::parse_members(peers, "--peers")?;
         }
         if let Some(peers) = &self.remoting_peers {
-            config.remoting_peers = parse_members(peers, "--remoting-peers")?;
+            config.remoting_peers = rocketraft_raft::parse_members(peers, "--remoting-peers")?;
         }
         if self.join {
             config.raft.initial_members.clear();
