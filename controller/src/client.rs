@@ -99,8 +99,17 @@ impl ControllerClient {
         addr: &str,
         request: RemotingCommand,
     ) -> Result<RemotingCommand, ControllerCallError> {
+        self.call_within(addr, request, self.timeout).await
+    }
+
+    async fn call_within(
+        &self,
+        addr: &str,
+        request: RemotingCommand,
+        timeout: Duration,
+    ) -> Result<RemotingCommand, ControllerCallError> {
         self.remoting
-            .invoke(addr, request, self.timeout)
+            .invoke(addr, request, timeout)
             .await
             .map_err(|e| ControllerCallError::Transport(e.to_string()))
     }
@@ -111,7 +120,19 @@ impl ControllerClient {
         request: RemotingCommand,
         also_ok: &[i32],
     ) -> Result<RemotingCommand, ControllerCallError> {
-        let response = self.call(addr, request).await?;
+        self.call_ok_within(addr, request, also_ok, self.timeout)
+            .await
+    }
+
+    /// [`ControllerClient::call_ok`] with its own deadline.
+    async fn call_ok_within(
+        &self,
+        addr: &str,
+        request: RemotingCommand,
+        also_ok: &[i32],
+        timeout: Duration,
+    ) -> Result<RemotingCommand, ControllerCallError> {
+        let response = self.call_within(addr, request, timeout).await?;
         if response.code == response_code::SUCCESS || also_ok.contains(&response.code) {
             Ok(response)
         } else {
@@ -241,17 +262,7 @@ impl ControllerClient {
             Some(fresh) => request.with_ext("masterLinkFresh", fresh),
             None => request,
         };
-        let response = self
-            .remoting
-            .invoke(addr, request, timeout)
-            .await
-            .map_err(|e| ControllerCallError::Transport(e.to_string()))?;
-        if response.code != response_code::SUCCESS {
-            return Err(ControllerCallError::Remote {
-                code: response.code,
-                remark: response.remark.unwrap_or_default(),
-            });
-        }
+        let response = self.call_ok_within(addr, request, &[], timeout).await?;
         Ok(HeartbeatAck {
             leader_confirmed: response.ext("leaderConfirmed") == Some("true"),
             controller_timeout_ms: response
@@ -377,17 +388,7 @@ impl ControllerClient {
         let request = RemotingCommand::request(rc::CONTROLLER_GET_REPLICA_INFO)
             .with_ext("brokerName", broker_name)
             .with_ext("readLocal", "true");
-        let response = self
-            .remoting
-            .invoke(addr, request, timeout)
-            .await
-            .map_err(|e| ControllerCallError::Transport(e.to_string()))?;
-        if response.code != response_code::SUCCESS {
-            return Err(ControllerCallError::Remote {
-                code: response.code,
-                remark: response.remark.unwrap_or_default(),
-            });
-        }
+        let response = self.call_ok_within(addr, request, &[], timeout).await?;
         Self::master_info(&response)
     }
 

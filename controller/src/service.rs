@@ -344,37 +344,26 @@ impl Controller {
 
     /// Answers a read-only request, linearizably unless `stale_reads` is configured.
     pub async fn read(&self, request: ControllerRequest) -> CommandResult {
-        let query = ControllerQuery::Request {
-            alive: self.alive_for(&request),
-            request,
-        };
         let mode = if self.config.stale_reads {
             ReadMode::Stale
         } else {
             ReadMode::Linearizable
         };
-        match self.node.read(&query, mode).await.map_err(raft_error)? {
-            ControllerQueryResponse::Request(r) => r,
-            ControllerQueryResponse::State { .. } => Err(ControllerError::new(
-                response_code::SYSTEM_ERROR,
-                "unexpected answer to a controller read",
-            )),
-        }
+        self.read_in(request, mode).await
     }
 
     /// Answers a read-only request from this node's applied state, leader or not (committed,
     /// possibly behind the leader's).
     pub async fn read_local(&self, request: ControllerRequest) -> CommandResult {
+        self.read_in(request, ReadMode::Stale).await
+    }
+
+    async fn read_in(&self, request: ControllerRequest, mode: ReadMode) -> CommandResult {
         let query = ControllerQuery::Request {
             alive: self.alive_for(&request),
             request,
         };
-        match self
-            .node
-            .read(&query, ReadMode::Stale)
-            .await
-            .map_err(raft_error)?
-        {
+        match self.node.read(&query, mode).await.map_err(raft_error)? {
             ControllerQueryResponse::Request(r) => r,
             ControllerQueryResponse::State { .. } => Err(ControllerError::new(
                 response_code::SYSTEM_ERROR,
