@@ -40,11 +40,8 @@ impl Cluster {
             RemotingClient::new(ClientConfig::default()),
             Duration::from_secs(5),
         );
-        let addr = broker.local_addr().to_string();
         for topic in [OPEN, SECRET] {
-            api.create_topic(&addr, &TopicConfig::new(topic, 2))
-                .await
-                .expect("topic");
+            crate::support::create_topic(&namesrv, &broker, &TopicConfig::new(topic, 2)).await;
         }
         let proxy = Proxy::start_secure(
             ProxyConfig {

@@ -65,20 +65,7 @@ impl Setup {
         if let Some(t) = message_type {
             config.attributes.insert("message.type".into(), t.into());
         }
-        self.api
-            .create_topic(&self.addr(), &config)
-            .await
-            .expect("topic");
-        // The broker registers the topic with the NameServer right after; wait for the route.
-        let namesrv = self.namesrv.local_addr().to_string();
-        let started = Instant::now();
-        while self.api.topic_route(&namesrv, name).await.is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "no route for {name}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        crate::support::create_topic(&self.namesrv, &self.broker, &config).await;
     }
 
     async fn max_offset(&self, topic: &str, queues: i32) -> i64 {

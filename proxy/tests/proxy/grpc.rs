@@ -142,16 +142,7 @@ async fn stored(broker: &Broker) -> i64 {
 async fn a_grpc_client_sends_receives_acks_and_changes_invisibility() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (namesrv, broker) = crate::support::start_backend(dir.path(), |_| {}).await;
-    MqClientApi::new(
-        RemotingClient::new(ClientConfig::default()),
-        Duration::from_secs(5),
-    )
-    .create_topic(
-        &broker.local_addr().to_string(),
-        &TopicConfig::new(TOPIC, 4),
-    )
-    .await
-    .expect("topic");
+    crate::support::create_topic(&namesrv, &broker, &TopicConfig::new(TOPIC, 4)).await;
     let proxy = Proxy::start(ProxyConfig {
         listen: "127.0.0.1:0".parse().expect("addr"),
         advertised_host: None,
@@ -420,16 +411,7 @@ async fn offsets_pull_and_dead_letter_forwarding() {
         bc.store.flush_disk_type = rocketraft_broker::store::FlushDiskType::AsyncFlush;
     })
     .await;
-    MqClientApi::new(
-        RemotingClient::new(ClientConfig::default()),
-        Duration::from_secs(5),
-    )
-    .create_topic(
-        &broker.local_addr().to_string(),
-        &TopicConfig::new(TOPIC, 1),
-    )
-    .await
-    .expect("topic");
+    crate::support::create_topic(&namesrv, &broker, &TopicConfig::new(TOPIC, 1)).await;
     let proxy = Proxy::start(ProxyConfig {
         listen: "127.0.0.1:0".parse().expect("addr"),
         advertised_host: None,

@@ -3,10 +3,14 @@
 #![allow(dead_code)]
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use rocketraft_broker::store::FlushDiskType;
 use rocketraft_broker::{Broker, BrokerConfig};
+use rocketraft_common::TopicConfig;
 use rocketraft_nameserver::{NameServer, NamesrvConfig};
+use rocketraft_remoting::api::MqClientApi;
+use rocketraft_remoting::{ClientConfig, RemotingClient};
 
 /// Starts a NameServer and a broker (1 MiB segments, SYNC_FLUSH, data in `dir`) registered
 /// with it; `tweak` adjusts the broker's configuration first.
@@ -32,4 +36,26 @@ pub async fn start_backend(
     tweak(&mut bc);
     let broker = Broker::start(bc).await.expect("broker");
     (namesrv, broker)
+}
+
+/// Creates `config`'s topic on `broker` and waits until `namesrv` routes it: the broker
+/// registers a new topic with the NameServer right after, not before it answers.
+pub async fn create_topic(namesrv: &NameServer, broker: &Broker, config: &TopicConfig) {
+    let api = MqClientApi::new(
+        RemotingClient::new(ClientConfig::default()),
+        Duration::from_secs(5),
+    );
+    api.create_topic(&broker.local_addr().to_string(), config)
+        .await
+        .expect("topic");
+    let namesrv = namesrv.local_addr().to_string();
+    let started = Instant::now();
+    while api.topic_route(&namesrv, &config.topic_name).await.is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no route for {}",
+            config.topic_name
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
