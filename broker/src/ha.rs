@@ -68,6 +68,9 @@ pub struct SlaveInfo {
     pub connected: bool,
     #[serde(skip)]
     pub last_caught_up: Option<Instant>,
+    /// When the slave last reported its offset (at least once a second while linked).
+    #[serde(skip)]
+    pub last_report: Option<Instant>,
 }
 
 /// Replication state shared by the role manager, the send path and the HA connections.
@@ -319,6 +322,34 @@ impl HaState {
         g.role == Role::Slave && g.last_master_frame.is_some_and(|t| t.elapsed() <= within)
     }
 
+    /// Whether this master, in office for at least `grace`, heard within `within` from fewer
+    /// than `min_in_sync` SyncStateSet members (itself included): it cannot acknowledge
+    /// anything. Reported in controller heartbeats (`inSyncReplicasUnreachable`) so the
+    /// controller can put another member in its place (see `rocketraft_controller::elect`).
+    pub fn in_sync_unreachable(
+        &self,
+        within: Duration,
+        min_in_sync: usize,
+        grace: Duration,
+    ) -> bool {
+        let g = self.inner.lock();
+        if g.role != Role::Master || g.took_office.is_none_or(|t| t.elapsed() < grace) {
+            return false;
+        }
+        let master = g.master_id.unwrap_or(-1);
+        let heard = g
+            .sync_state_set
+            .iter()
+            .filter(|id| **id != master)
+            .filter(|id| {
+                g.slaves.get(id).is_some_and(|s| {
+                    s.connected && s.last_report.is_some_and(|t| t.elapsed() <= within)
+                })
+            })
+            .count();
+        heard + 1 < min_in_sync
+    }
+
     /// Renews the master's lease until `until`.
     pub fn renew_lease(&self, until: Instant) {
         let mut g = self.inner.lock();
@@ -492,9 +523,11 @@ impl HaState {
             in_sync: false,
             connected: true,
             last_caught_up: None,
+            last_report: None,
         });
         s.ack_offset = offset;
         s.connected = true;
+        s.last_report = Some(Instant::now());
         s.addr = addr.to_string();
         if offset >= max - CAUGHT_UP_GAP {
             s.last_caught_up = Some(Instant::now());
@@ -528,6 +561,7 @@ impl HaState {
     pub fn desired_sync_state_set(
         &self,
         max_not_caught_up: Duration,
+        min_in_sync: usize,
     ) -> Option<(i64, i32, i32, BTreeSet<i64>)> {
         let mut g = self.inner.lock();
         if g.role != Role::Master {
@@ -563,6 +597,15 @@ impl HaState {
             .is_some_and(|t| now.duration_since(t) >= max_not_caught_up)
         {
             want.retain(|id| *id == master || g.slaves.contains_key(id));
+        }
+        // Never below `min_in_sync_replicas` by removals: such a set acknowledges nothing
+        // anyway, and the members it would drop are the ones a controller could elect in this
+        // master's place (a master cut off from its slaves but not from the controllers is
+        // deposed only in favour of a SyncStateSet member; docs/safety.md).
+        let mut current = g.sync_state_set.clone();
+        current.insert(master);
+        if want.len() < min_in_sync && want.len() < current.len() {
+            want = current;
         }
         if want == g.sync_state_set && !joining.is_empty() {
             let pick = joining[g.expand_turn % joining.len()];

@@ -293,6 +293,17 @@ impl ReplicaManager {
                     self.ha
                         .master_link_fresh(Duration::from_millis(timeout / 2))
                 }),
+                // Only where every member must hold an acknowledged write: then a member the
+                // controller elects in this master's place holds all of them (docs/safety.md).
+                in_sync_unreachable: (self.ha.role() == Role::Master
+                    && self.config.all_ack_in_sync_state_set)
+                    .then(|| {
+                        self.ha.in_sync_unreachable(
+                            Duration::from_millis(timeout / 2),
+                            self.config.min_in_sync_replicas,
+                            Duration::from_millis(timeout),
+                        )
+                    }),
             },
         }
     }
@@ -454,8 +465,13 @@ impl ReplicaManager {
     }
 
     async fn become_master(&self, info: &MasterInfo) -> anyhow::Result<()> {
-        if let Some(f) = self.follower.lock().take() {
+        let follower = self.follower.lock().take();
+        if let Some(f) = follower {
+            // Wait until it has stopped: no frame of the old master is appended, and no ack
+            // sent to it, after this epoch starts (a deposed master may still be alive and
+            // count this broker's acks; docs/safety.md).
             f.abort();
+            let _ = f.await;
         }
         let end = self.store.max_phy_offset();
         match self.store.last_epoch() {
@@ -575,29 +591,30 @@ impl ReplicaManager {
             // the union is settled.
             self.poll_once().await;
         }
-        let (master, epoch, sss_epoch, want, fence) = match self.ha.desired_sync_state_set(max_gap)
-        {
-            Some((master, epoch, sss_epoch, want)) => (master, epoch, sss_epoch, want, false),
-            None => {
-                if self.ha.pending().is_none() {
-                    return;
+        let min_in_sync = self.config.min_in_sync_replicas;
+        let (master, epoch, sss_epoch, want, fence) =
+            match self.ha.desired_sync_state_set(max_gap, min_in_sync) {
+                Some((master, epoch, sss_epoch, want)) => (master, epoch, sss_epoch, want, false),
+                None => {
+                    if self.ha.pending().is_none() {
+                        return;
+                    }
+                    let snap = self.ha.snapshot();
+                    let Some(master) = snap.master_broker_id.filter(|_| snap.role == Role::Master)
+                    else {
+                        return;
+                    };
+                    let mut want = snap.sync_state_set;
+                    want.insert(master);
+                    (
+                        master,
+                        snap.master_epoch,
+                        snap.sync_state_set_epoch,
+                        want,
+                        true,
+                    )
                 }
-                let snap = self.ha.snapshot();
-                let Some(master) = snap.master_broker_id.filter(|_| snap.role == Role::Master)
-                else {
-                    return;
-                };
-                let mut want = snap.sync_state_set;
-                want.insert(master);
-                (
-                    master,
-                    snap.master_epoch,
-                    snap.sync_state_set_epoch,
-                    want,
-                    true,
-                )
-            }
-        };
+            };
         tracing::info!(
             epoch,
             sync_state_set_epoch = sss_epoch,

@@ -262,6 +262,11 @@ impl ControllerClient {
             Some(fresh) => request.with_ext("masterLinkFresh", fresh),
             None => request,
         };
+        let request = match hb.info.in_sync_unreachable {
+            // Rocketraft extension: see `BrokerLiveInfo::in_sync_unreachable`.
+            Some(unreachable) => request.with_ext("inSyncReplicasUnreachable", unreachable),
+            None => request,
+        };
         let response = self.call_ok_within(addr, request, &[], timeout).await?;
         Ok(HeartbeatAck {
             leader_confirmed: response.ext("leaderConfirmed") == Some("true"),

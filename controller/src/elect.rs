@@ -71,6 +71,40 @@ impl DefaultElectPolicy {
     }
 }
 
+impl DefaultElectPolicy {
+    /// Picks a live SyncStateSet member other than `old_master` to replace it (a master that is
+    /// alive but cannot acknowledge), in the clean election order; `None` if nobody qualifies.
+    /// Never unclean: the old master is alive and may still hold acknowledged messages no
+    /// replica outside the set has. A member that reports reaching no NameServer is no
+    /// replacement (clients could not find it).
+    pub fn elect_replacement(
+        &self,
+        broker_name: &str,
+        sync_state_set: &BTreeSet<i64>,
+        old_master: i64,
+        liveness: &dyn BrokerLiveness,
+    ) -> Option<i64> {
+        let others: BTreeSet<i64> = sync_state_set
+            .iter()
+            .copied()
+            .filter(|id| *id != old_master)
+            .filter(|id| {
+                liveness
+                    .live_info(broker_name, *id)
+                    .is_some_and(|info| info.name_servers_reached != Some(0))
+            })
+            .collect();
+        try_elect(
+            broker_name,
+            &others,
+            None,
+            None,
+            liveness,
+            Order::RoutesFirst,
+        )
+    }
+}
+
 /// Where NameServer reachability ranks among the heartbeat fields.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Order {

@@ -232,6 +232,14 @@ pub struct ElectMasterRequest {
     pub broker_id: Option<i64>,
     /// An admin asks for `broker_id` to become master.
     pub designate_elect: bool,
+    /// Rocketraft (controller-triggered only, never on the wire): depose the master of this
+    /// master epoch. It still heartbeats but reports that it cannot gather
+    /// `minInSyncReplicas` (`BrokerLiveInfo::in_sync_unreachable`); another live member of
+    /// the SyncStateSet replaces it, chosen by the clean election order. The old master is
+    /// never re-elected by such a request, and nothing changes when the epoch moved or no
+    /// other member qualifies (docs/safety.md, "Deposing a master that cannot acknowledge").
+    #[serde(default)]
+    pub depose_epoch: Option<i32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -295,6 +303,9 @@ pub fn elect_master(
     let sync = &set.sync_state_info;
     let old_master = sync.master_broker_id;
 
+    if let Some(epoch) = request.depose_epoch {
+        return Ok(depose_master(set, epoch, liveness, policy));
+    }
     let first_requester = request.broker_id.filter(|_| sync.is_first_time_for_elect());
     let new_master = first_requester.or_else(|| {
         let all_replicas: BTreeSet<i64> = set.replica_info.broker_id_info.keys().copied().collect();
@@ -357,6 +368,58 @@ pub fn elect_master(
             format!("failed to elect a new master for broker set {broker_name}"),
         )),
     }
+}
+
+/// Deposes the master of `epoch` if another live SyncStateSet member can replace it (see
+/// [`ElectMasterRequest::depose_epoch`]); otherwise the master stays and nothing changes.
+fn depose_master(
+    set: &crate::state::BrokerSet,
+    epoch: i32,
+    liveness: &dyn BrokerLiveness,
+    policy: &DefaultElectPolicy,
+) -> (ElectMasterResponse, Vec<Event>) {
+    let sync = &set.sync_state_info;
+    let broker_name = &set.replica_info.broker_name;
+    let replacement = sync
+        .master_broker_id
+        .filter(|_| sync.master_epoch == epoch)
+        .and_then(|old| policy.elect_replacement(broker_name, &sync.sync_state_set, old, liveness));
+    let Some(master) = replacement else {
+        return (
+            ElectMasterResponse {
+                outcome: ElectOutcome::MasterStillExist,
+                master_broker_id: sync.master_broker_id,
+                master_address: sync
+                    .master_broker_id
+                    .and_then(|m| set.replica_info.address_of(m))
+                    .map(str::to_string),
+                master_epoch: sync.master_epoch,
+                sync_state_set_epoch: sync.sync_state_set_epoch,
+                sync_state_set: sync.sync_state_set.clone(),
+            },
+            Vec::new(),
+        );
+    };
+    tracing::warn!(
+        broker_name = %broker_name,
+        old_master = ?sync.master_broker_id,
+        master,
+        "deposed a master that cannot gather minInSyncReplicas; elected a new one"
+    );
+    (
+        ElectMasterResponse {
+            outcome: ElectOutcome::Elected,
+            master_broker_id: Some(master),
+            master_address: set.replica_info.address_of(master).map(str::to_string),
+            master_epoch: sync.master_epoch + 1,
+            sync_state_set_epoch: sync.sync_state_set_epoch + 1,
+            sync_state_set: BTreeSet::from([master]),
+        },
+        vec![Event::ElectMaster {
+            broker_name: broker_name.clone(),
+            new_master: Some(master),
+        }],
+    )
 }
 
 // ---------------------------------------------------------------------------------------------

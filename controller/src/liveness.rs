@@ -31,6 +31,15 @@ pub struct BrokerLiveInfo {
     /// reported (a master, or Apache RocketMQ's broker), which is not ranked below anyone.
     #[serde(default)]
     pub master_link_fresh: Option<bool>,
+    /// Rocketraft extension (`inSyncReplicasUnreachable`): for a master that acknowledges only
+    /// when every SyncStateSet member holds a write (`allAckInSyncStateSet`), whether it has
+    /// heard from fewer than `minInSyncReplicas` members (itself included) for half a heartbeat
+    /// timeout: it is alive but cannot acknowledge anything. The controller leader may then
+    /// depose it in favour of another SyncStateSet member (see `service.rs`, `scan`, and
+    /// docs/safety.md). `None` when not reported (a slave, a master counting acks, Apache
+    /// RocketMQ's broker): such a master is never deposed while it heartbeats.
+    #[serde(default)]
+    pub in_sync_unreachable: Option<bool>,
 }
 
 impl BrokerLiveInfo {
@@ -43,7 +52,14 @@ impl BrokerLiveInfo {
             election_priority,
             name_servers_reached: None,
             master_link_fresh: None,
+            in_sync_unreachable: None,
         }
+    }
+
+    /// Builder: whether the master reports that it cannot gather `minInSyncReplicas`.
+    pub fn with_in_sync_unreachable(mut self, unreachable: bool) -> Self {
+        self.in_sync_unreachable = Some(unreachable);
+        self
     }
 
     /// Builder: whether the slave's replication link to its master is up.

@@ -37,6 +37,7 @@ use crate::handler::ElectMasterRequest;
 use crate::handler::ElectOutcome;
 use crate::heartbeat::Heartbeat;
 use crate::heartbeat::HeartbeatTracker;
+use crate::liveness::BrokerLiveness;
 use crate::replicated::CommandResult;
 use crate::replicated::ControllerCommand;
 use crate::replicated::ControllerQuery;
@@ -165,6 +166,9 @@ pub struct Controller {
     /// in that term, as Raft's own metrics report it (a watcher, not the scanner, keeps it, so
     /// a leadership lost and regained between two scans starts a new tenure).
     tenure: Arc<Mutex<Option<Tenure>>>,
+    /// When this node last proposed to depose each set's master (monotonic ms): at most one
+    /// proposal per heartbeat timeout, while the brokers learn the outcome.
+    deposed_at: Mutex<BTreeMap<String, u64>>,
 }
 
 /// A leadership term of this node and when it began (monotonic ms).
@@ -219,6 +223,7 @@ impl Controller {
             scanner: Mutex::new(None),
             tenure_watch: Mutex::new(None),
             tenure: Arc::new(Mutex::new(None)),
+            deposed_at: Mutex::new(BTreeMap::new()),
         });
         // The live-broker view an entry carries is the leader's own, taken just before the
         // leader proposes it (forwarded requests included): a follower's table may be stale
@@ -454,7 +459,8 @@ impl Controller {
         let Ok((state, _)) = self.state(ReadMode::Stale).await else {
             return;
         };
-        let mut to_elect: BTreeMap<String, String> = BTreeMap::new();
+        // Set name -> (cluster, the master epoch to depose for a live master).
+        let mut to_elect: BTreeMap<String, (String, Option<i32>)> = BTreeMap::new();
         for (name, set) in &state.broker_sets {
             let Some(master) = set.sync_state_info.master_broker_id else {
                 continue;
@@ -462,6 +468,13 @@ impl Controller {
             let timed_out = expired_ids.contains(&(name.clone(), master))
                 || !self.heartbeats.is_alive(name, master, now);
             if !timed_out {
+                if fresh && self.should_depose(name, set, master, now) {
+                    let epoch = set.sync_state_info.master_epoch;
+                    to_elect.insert(
+                        name.clone(),
+                        (set.replica_info.cluster.clone(), Some(epoch)),
+                    );
+                }
                 continue;
             }
             // Only a leader in office for a full heartbeat timeout elects: a master's role
@@ -474,15 +487,23 @@ impl Controller {
                 tracing::info!(broker = %name, in_office_ms = in_office, wait_ms = wait, quorum_fresh = fresh, "master heartbeat timed out; electing once this leader has been in office long enough");
                 continue;
             }
-            to_elect.insert(name.clone(), set.replica_info.cluster.clone());
+            to_elect.insert(name.clone(), (set.replica_info.cluster.clone(), None));
         }
-        for (broker_name, cluster) in to_elect {
-            tracing::warn!(broker = %broker_name, "master lost; electing a new one through the log");
+        for (broker_name, (cluster, depose_epoch)) in to_elect {
+            match depose_epoch {
+                None => {
+                    tracing::warn!(broker = %broker_name, "master lost; electing a new one through the log")
+                }
+                Some(epoch) => {
+                    tracing::warn!(broker = %broker_name, epoch, "the master reports it cannot gather minInSyncReplicas; deposing it through the log")
+                }
+            }
             let request = ControllerRequest::ElectMaster(ElectMasterRequest {
                 cluster,
                 broker_name: broker_name.clone(),
                 broker_id: None,
                 designate_elect: false,
+                depose_epoch,
             });
             match self.execute(request).await {
                 Ok(ControllerResponse::ElectMaster(r)) => {
@@ -494,6 +515,41 @@ impl Controller {
                 }
             }
         }
+    }
+
+    /// Whether to depose the live master of `set`: its last heartbeat on this node says it
+    /// cannot gather `minInSyncReplicas`, another live SyncStateSet member could replace it, and
+    /// this node proposed no depose of the set within the last heartbeat timeout. No tenure is
+    /// needed: the deposed master acknowledges only what every member, the new master included,
+    /// holds (docs/safety.md, "Deposing a master that cannot acknowledge").
+    fn should_depose(
+        &self,
+        name: &str,
+        set: &crate::state::BrokerSet,
+        master: i64,
+        now: u64,
+    ) -> bool {
+        let alive = self.heartbeats.alive(now).only(name);
+        let stuck = alive
+            .live_info(name, master)
+            .is_some_and(|info| info.in_sync_unreachable == Some(true));
+        if !stuck
+            || self
+                .policy()
+                .elect_replacement(name, &set.sync_state_info.sync_state_set, master, &alive)
+                .is_none()
+        {
+            return false;
+        }
+        let mut last = self.deposed_at.lock();
+        if last
+            .get(name)
+            .is_some_and(|t| now.saturating_sub(*t) < self.config.heartbeat_timeout_ms)
+        {
+            return false;
+        }
+        last.insert(name.to_string(), now);
+        true
     }
 
     /// After an election: reads the set once (linearizably), tells every broker of the set its

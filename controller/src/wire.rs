@@ -180,6 +180,7 @@ pub fn decode_request(cmd: &RemotingCommand) -> Result<ControllerRequest, Contro
             // -1 is Java's "no broker" (a controller-triggered election).
             broker_id: parse_opt::<i64>(cmd, "brokerId")?.filter(|id| *id >= 0),
             designate_elect: parse_bool(cmd, "designateElect"),
+            depose_epoch: None,
         }),
         rc::CONTROLLER_ALTER_SYNC_STATE_SET => {
             let body: SyncStateSetBody = body_json(cmd, "SyncStateSet")?;
@@ -342,6 +343,7 @@ fn decode_heartbeat(cmd: &RemotingCommand) -> Result<Heartbeat, ControllerError>
             election_priority: parse_opt(cmd, "electionPriority")?.unwrap_or(i32::MAX),
             name_servers_reached: parse_opt(cmd, "nameServersReached")?,
             master_link_fresh: parse_opt(cmd, "masterLinkFresh")?,
+            in_sync_unreachable: parse_opt(cmd, "inSyncReplicasUnreachable")?,
         },
     })
 }

@@ -382,11 +382,9 @@ struct Isolatable {
     cfg: BrokerConfig,
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn isolated_master_stops_acking_and_heals_without_divergence() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let ns = namesrv(dir.path()).await;
-    let ns_addr = ns.local_addr();
+/// Three brokers, each reaching the controller and NameServer through its own relay and
+/// reached (Remoting, HA) through two more, started.
+async fn isolatable_set(dir: &Path, ns_addr: SocketAddr) -> Vec<Isolatable> {
     let mut nodes = Vec::new();
     for i in 0..3 {
         let port = free_port();
@@ -395,7 +393,7 @@ async fn isolated_master_stops_acking_and_heals_without_divergence() {
         let to_ctl = Relay::start(ns_addr).await;
         let to_me = Relay::start(listen).await;
         let to_ha = Relay::start(format!("127.0.0.1:{ha_port}").parse().expect("addr")).await;
-        let mut cfg = broker_config(&dir.path().join(format!("i{i}")), to_ctl.addr, port);
+        let mut cfg = broker_config(&dir.join(format!("i{i}")), to_ctl.addr, port);
         cfg.ha_port = ha_port;
         cfg.advertised_addr = Some(to_me.addr);
         cfg.ha_advertised_addr = Some(to_ha.addr);
@@ -409,15 +407,47 @@ async fn isolated_master_stops_acking_and_heals_without_divergence() {
     for n in &mut nodes {
         n.broker = Some(Broker::start(n.cfg.clone()).await.expect("broker"));
     }
-    let current_master = |nodes: &[Isolatable]| {
-        let b: Vec<Option<&Broker>> = nodes.iter().map(|n| n.broker.as_ref()).collect();
-        b.iter().position(|b| {
-            b.is_some_and(|b| {
-                let ha = b.inner().ha.as_ref().expect("ha");
-                ha.role() == Role::Master && ha.lease_valid()
-            })
+    nodes
+}
+
+/// The first broker that is master with a valid lease.
+fn current_master(nodes: &[Isolatable]) -> Option<usize> {
+    nodes.iter().position(|n| {
+        n.broker.as_ref().is_some_and(|b| {
+            let ha = b.inner().ha.as_ref().expect("ha");
+            ha.role() == Role::Master && ha.lease_valid()
         })
-    };
+    })
+}
+
+/// Every acknowledged send (queue, queue offset, value, ...) is on `new`, with its body.
+fn assert_acked_present<T, U>(new: &Broker, acked: &[(i32, i64, usize, T, U)]) {
+    for (q, off, i, _, _) in acked {
+        let phy = new
+            .inner()
+            .store
+            .get_commit_log_offset_in_queue("Replicated", *q, *off)
+            .unwrap_or_else(|| panic!("acked message {i} lost"));
+        let msg = new
+            .inner()
+            .store
+            .look_message_by_offset(phy)
+            .expect("decodable");
+        assert!(
+            msg.message
+                .body
+                .starts_with(format!("message-{i}-").as_bytes()),
+            "acked message {i} replaced"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn isolated_master_stops_acking_and_heals_without_divergence() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ns = namesrv(dir.path()).await;
+    let ns_addr = ns.local_addr();
+    let nodes = isolatable_set(dir.path(), ns_addr).await;
     let m = wait_for("a master", Duration::from_secs(20), || {
         current_master(&nodes)
     })
@@ -524,24 +554,7 @@ async fn isolated_master_stops_acking_and_heals_without_divergence() {
     })
     .await;
     same_bytes(new, old, end);
-    for (q, off, i, _, _) in &acked {
-        let phy = new
-            .inner()
-            .store
-            .get_commit_log_offset_in_queue("Replicated", *q, *off)
-            .unwrap_or_else(|| panic!("acked message {i} lost"));
-        let msg = new
-            .inner()
-            .store
-            .look_message_by_offset(phy)
-            .expect("decodable");
-        assert!(
-            msg.message
-                .body
-                .starts_with(format!("message-{i}-").as_bytes()),
-            "acked message {i} replaced"
-        );
-    }
+    assert_acked_present(new, &acked);
     for node in nodes {
         if let Some(b) = node.broker {
             b.shutdown().await;
@@ -868,6 +881,100 @@ async fn failover_elects_the_slave_the_name_server_reaches() {
     .await;
     for b in brokers.into_iter().flatten() {
         b.shutdown().await;
+    }
+    ns.shutdown().await;
+}
+
+/// Issue 22: a master cut off from both slaves (its HA port unreachable) but not from the
+/// controller leader, with `min_in_sync_replicas = 2`, can acknowledge nothing. It keeps its
+/// slaves in the SyncStateSet and says so in its heartbeats; the controller deposes it and
+/// elects a slave, which gathers the other one and acknowledges again while the cut lasts.
+/// Nothing acknowledged before is lost, and the old master follows the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_master_cut_off_from_both_slaves_is_deposed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ns = namesrv(dir.path()).await;
+    let nodes = isolatable_set(dir.path(), ns.local_addr()).await;
+    let m = wait_for("a master", Duration::from_secs(20), || {
+        current_master(&nodes)
+    })
+    .await;
+    let master = nodes[m].broker.as_ref().expect("master");
+    wait_for("3 in sync", Duration::from_secs(20), || {
+        (in_sync(master) == 3).then_some(())
+    })
+    .await;
+    let api = api();
+    let mut acked = Vec::new();
+    for i in 0..50 {
+        let r = api
+            .send(&nodes[m].listen.to_string(), &message(i))
+            .await
+            .expect("send");
+        assert_eq!(r.code, response_code::SUCCESS);
+        acked.push((r.queue_id, r.queue_offset, i, m, ()));
+    }
+
+    // Cut the master's HA port: both slaves lose it, the controller still hears it.
+    nodes[m].relays[2].set_cut(true);
+    let cut_at = Instant::now();
+    let mut i = 50;
+    let n = loop {
+        if let Some(n) = (0..3).filter(|j| *j != m).find(|j| {
+            let ha = nodes[*j]
+                .broker
+                .as_ref()
+                .expect("b")
+                .inner()
+                .ha
+                .clone()
+                .expect("ha");
+            ha.role() == Role::Master && ha.lease_valid()
+        }) {
+            let r = api.send(&nodes[n].listen.to_string(), &message(i)).await;
+            i += 1;
+            if let Ok(r) = r {
+                if r.code == response_code::SUCCESS {
+                    acked.push((r.queue_id, r.queue_offset, i - 1, n, ()));
+                    eprintln!(
+                        "deposed: first ack of the new master {:?} after the cut",
+                        cut_at.elapsed()
+                    );
+                    break n;
+                }
+            }
+        }
+        assert!(
+            cut_at.elapsed() < Duration::from_secs(30),
+            "no slave took over the writes of a master cut off from both slaves"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let new = nodes[n].broker.as_ref().expect("new");
+    let new_ha = new.inner().ha.clone().expect("ha");
+    assert!(
+        new_ha.snapshot().sync_state_set.len() >= 2,
+        "acknowledged below min_in_sync_replicas"
+    );
+    let old = nodes[m].broker.as_ref().expect("old");
+    wait_for(
+        "the deposed master became a slave",
+        Duration::from_secs(20),
+        || (old.inner().ha.as_ref().expect("ha").role() == Role::Slave).then_some(()),
+    )
+    .await;
+    // It can still reach the new master's HA port: it follows it.
+    let end = new.inner().store.max_phy_offset();
+    wait_for("the old master converged", Duration::from_secs(20), || {
+        (old.inner().store.max_phy_offset() >= end).then_some(())
+    })
+    .await;
+    same_bytes(new, old, end);
+    assert_acked_present(new, &acked);
+    for node in nodes {
+        if let Some(b) = node.broker {
+            b.shutdown().await;
+        }
     }
     ns.shutdown().await;
 }

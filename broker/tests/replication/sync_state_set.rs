@@ -78,36 +78,73 @@ fn open_store(dir: &std::path::Path) -> std::sync::Arc<MessageStore> {
 /// majority-ring partition) and never reached `min_in_sync_replicas` (24 s without an
 /// acknowledged send in a harness run). It adds one slave per change and rotates, so a refusal
 /// of one slave leaves the next proposal to the other.
+/// A master (id 1, SyncStateSet {1}, one message written) serving its HA port, and slaves 2 and
+/// 3 following it over loopback (each task reconnects until aborted).
+struct MasterAndSlaves {
+    _dirs: Vec<tempfile::TempDir>,
+    store: std::sync::Arc<MessageStore>,
+    ha: std::sync::Arc<HaState>,
+    server: tokio::task::JoinHandle<()>,
+    followers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl MasterAndSlaves {
+    async fn start() -> MasterAndSlaves {
+        let dirs: Vec<_> = (0..3)
+            .map(|_| tempfile::tempdir().expect("tempdir"))
+            .collect();
+        let store = open_store(dirs[0].path());
+        let ha = HaState::new(store.clone());
+        ha.set_master(1, "127.0.0.1:1".into(), 1, 1, BTreeSet::from([1]));
+        ha.renew_lease(Instant::now() + Duration::from_secs(60));
+        store
+            .put_message(BrokerMessage::new(Message::new("T", "m"), 0))
+            .await
+            .expect("put");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let ha_addr = listener.local_addr().expect("addr").to_string();
+        let server = tokio::spawn(rocketraft_broker::ha::serve(listener, ha.clone()));
+        let mut followers = Vec::new();
+        for (id, dir) in [(2i64, &dirs[1]), (3, &dirs[2])] {
+            let slave = HaState::new(open_store(dir.path()));
+            slave.set_slave(1, "127.0.0.1:1".into(), 1, 1, BTreeSet::from([1]));
+            let addr = ha_addr.clone();
+            followers.push(tokio::spawn(async move {
+                loop {
+                    let _ = rocketraft_broker::ha::follow_once(&slave, id, &addr).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }));
+        }
+        MasterAndSlaves {
+            _dirs: dirs,
+            store,
+            ha,
+            server,
+            followers,
+        }
+    }
+
+    /// Cuts the slaves off (their connections close).
+    fn cut_slaves(&mut self) {
+        for f in self.followers.drain(..) {
+            f.abort();
+        }
+    }
+
+    fn stop(mut self) {
+        self.cut_slaves();
+        self.server.abort();
+        self.store.shutdown().expect("shutdown");
+    }
+}
+
 #[tokio::test]
 async fn caught_up_slaves_join_one_per_change_in_rotation() {
-    let dirs: Vec<_> = (0..3)
-        .map(|_| tempfile::tempdir().expect("tempdir"))
-        .collect();
-    let master_store = open_store(dirs[0].path());
-    let ha = HaState::new(master_store.clone());
-    ha.set_master(1, "127.0.0.1:1".into(), 1, 1, BTreeSet::from([1]));
-    ha.renew_lease(Instant::now() + Duration::from_secs(60));
-    master_store
-        .put_message(BrokerMessage::new(Message::new("T", "m"), 0))
-        .await
-        .expect("put");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let ha_addr = listener.local_addr().expect("addr").to_string();
-    let server = tokio::spawn(rocketraft_broker::ha::serve(listener, ha.clone()));
-    let mut followers = Vec::new();
-    for (id, dir) in [(2i64, &dirs[1]), (3, &dirs[2])] {
-        let slave = HaState::new(open_store(dir.path()));
-        slave.set_slave(1, "127.0.0.1:1".into(), 1, 1, BTreeSet::from([1]));
-        let addr = ha_addr.clone();
-        followers.push(tokio::spawn(async move {
-            loop {
-                let _ = rocketraft_broker::ha::follow_once(&slave, id, &addr).await;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }));
-    }
+    let set = MasterAndSlaves::start().await;
+    let ha = set.ha.clone();
     let max_gap = Duration::from_secs(2);
     // Both slaves catch up; each proposal then names exactly one of them, alternately.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -117,7 +154,7 @@ async fn caught_up_slaves_join_one_per_change_in_rotation() {
             Instant::now() < deadline,
             "both slaves never became candidates: {seen:?}"
         );
-        if let Some((master, _, _, want)) = ha.desired_sync_state_set(max_gap) {
+        if let Some((master, _, _, want)) = ha.desired_sync_state_set(max_gap, 1) {
             assert_eq!(master, 1);
             assert_eq!(want.len(), 2, "more than one slave joins at once: {want:?}");
             assert!(want.contains(&1), "{want:?}");
@@ -135,13 +172,57 @@ async fn caught_up_slaves_join_one_per_change_in_rotation() {
     // The controller accepted {1, 3}: the next proposal adds 2 alone.
     ha.update_sync_state_set(2, BTreeSet::from([1, 3]));
     let (_, _, sss_epoch, want) = ha
-        .desired_sync_state_set(max_gap)
+        .desired_sync_state_set(max_gap, 1)
         .expect("slave 2 still wants in");
     assert_eq!(sss_epoch, 2);
     assert_eq!(want, BTreeSet::from([1, 2, 3]));
-    for f in followers {
-        f.abort();
+    set.stop();
+}
+
+/// Issue 22: a master cut off from both slaves with `min_in_sync_replicas = 2` keeps them in
+/// its SyncStateSet (dropping them would acknowledge nothing more and leave the controllers no
+/// one to elect in its place) and reports that it cannot gather its in-sync replicas; with
+/// `min_in_sync_replicas = 1` it shrinks to itself as before.
+#[tokio::test]
+async fn a_master_cut_off_from_its_slaves_keeps_min_in_sync_members_and_says_so() {
+    let mut set = MasterAndSlaves::start().await;
+    let ha = set.ha.clone();
+    let window = Duration::from_millis(300);
+    let everyone = BTreeSet::from([1, 2, 3]);
+    ha.update_sync_state_set(2, everyone.clone());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ha.snapshot().slaves.iter().filter(|s| s.in_sync).count() < 2
+        || ha.in_sync_unreachable(window, 3, Duration::ZERO)
+    {
+        assert!(Instant::now() < deadline, "the slaves never caught up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    server.abort();
-    master_store.shutdown().expect("shutdown");
+    assert!(!ha.in_sync_unreachable(window, 2, Duration::ZERO));
+    assert!(
+        !ha.in_sync_unreachable(window, 2, Duration::from_secs(60)),
+        "reported within its grace period in office"
+    );
+
+    set.cut_slaves();
+    let max_gap = Duration::from_millis(200);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ha.in_sync_unreachable(window, 2, Duration::ZERO) {
+        assert!(
+            Instant::now() < deadline,
+            "never reported its slaves unreachable"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(max_gap * 2).await;
+    assert_eq!(
+        ha.desired_sync_state_set(max_gap, 2),
+        None,
+        "shrank below min_in_sync_replicas"
+    );
+    assert_eq!(ha.snapshot().sync_state_set, everyone);
+    let (_, _, _, want) = ha
+        .desired_sync_state_set(max_gap, 1)
+        .expect("with min_in_sync_replicas = 1 the master shrinks");
+    assert_eq!(want, BTreeSet::from([1]));
+    set.stop();
 }

@@ -62,6 +62,7 @@ fn elect(id: Option<i64>, designate: bool) -> ElectMasterRequest {
         broker_name: SET.into(),
         broker_id: id,
         designate_elect: designate,
+        depose_epoch: None,
     }
 }
 
@@ -380,6 +381,71 @@ fn designated_elect_replaces_alive_master_only_with_a_candidate() {
     });
     assert_eq!(response.outcome, ElectOutcome::Elected);
     assert_eq!(sync_of(&state).master_broker_id, Some(2));
+}
+
+fn depose(epoch: i32) -> ElectMasterRequest {
+    ElectMasterRequest {
+        depose_epoch: Some(epoch),
+        ..elect(None, false)
+    }
+}
+
+/// Issue 22: a live master that cannot gather minInSyncReplicas is replaced by another live
+/// SyncStateSet member (clean order), never by itself, only in the epoch it was asked for, and
+/// never by a member that reaches no NameServer.
+#[test]
+fn a_depose_elects_another_member_of_the_set_and_only_in_its_epoch() {
+    let policy = DefaultElectPolicy::default();
+    let mut state = set_with_master(3);
+    commit(&mut state, |s| {
+        alter_sync_state_set(s, &alter(s, 1, &[1, 2, 3]))
+    });
+    let epoch = sync_of(&state).master_epoch;
+    // The old master is alive and the best by the heartbeat order: still not re-elected.
+    let all = AliveBrokers::new()
+        .with(SET, 1, live(1, 999, 0))
+        .with(SET, 2, live(1, 500, 0).with_name_servers_reached(0))
+        .with(SET, 3, live(1, 400, 0).with_name_servers_reached(1));
+    // A stale epoch changes nothing.
+    let (r, events) = elect_master(&state, &depose(epoch - 1), &all, &policy).unwrap();
+    assert_eq!(r.outcome, ElectOutcome::MasterStillExist);
+    assert!(events.is_empty());
+    // Only members reaching no NameServer besides the master: nothing changes.
+    let unreachable = AliveBrokers::new().with(SET, 1, live(1, 999, 0)).with(
+        SET,
+        2,
+        live(1, 500, 0).with_name_servers_reached(0),
+    );
+    let (r, events) = elect_master(&state, &depose(epoch), &unreachable, &policy).unwrap();
+    assert_eq!(r.outcome, ElectOutcome::MasterStillExist);
+    assert_eq!(r.master_broker_id, Some(1));
+    assert!(events.is_empty());
+    // 3 reaches the NameServer: it replaces 1, in a new epoch, alone in its set.
+    let r = commit(&mut state, |s| {
+        elect_master(s, &depose(epoch), &all, &policy)
+    });
+    assert_eq!(r.outcome, ElectOutcome::Elected);
+    assert_eq!(r.master_broker_id, Some(3));
+    assert_eq!(sync_of(&state).master_epoch, epoch + 1);
+    assert_eq!(sync_of(&state).sync_state_set, BTreeSet::from([3]));
+    // A late copy of the same request (the epoch moved) changes nothing.
+    let (r, events) = elect_master(&state, &depose(epoch), &all, &policy).unwrap();
+    assert_eq!(r.outcome, ElectOutcome::MasterStillExist);
+    assert_eq!(r.master_broker_id, Some(3));
+    assert!(events.is_empty());
+}
+
+/// A depose never elects outside the SyncStateSet, even with unclean election enabled: the
+/// old master is alive and may hold acknowledged messages only the set's members have.
+#[test]
+fn a_depose_is_never_unclean() {
+    let policy = DefaultElectPolicy::new(true);
+    let state = set_with_master(3);
+    let epoch = sync_of(&state).master_epoch;
+    let (r, events) = elect_master(&state, &depose(epoch), &alive(&[1, 2, 3]), &policy).unwrap();
+    assert_eq!(r.outcome, ElectOutcome::MasterStillExist);
+    assert_eq!(r.master_broker_id, Some(1));
+    assert!(events.is_empty());
 }
 
 // ---- CONTROLLER_ALTER_SYNC_STATE_SET

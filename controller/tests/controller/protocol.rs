@@ -465,23 +465,123 @@ async fn embedded_in_the_nameserver() {
     namesrv.shutdown().await;
 }
 
+/// A one-node controller and a set of three replicas (ids 1..=3, addresses from
+/// [`broker_addr`]) that heartbeat every 200 ms with what `beat` says (ids listed in
+/// `beating` only), with 1 elected master and 2 and 3 in its SyncStateSet.
+struct ThreeReplicas {
+    controller: Arc<Controller>,
+    addr: String,
+    beating: Arc<std::sync::Mutex<Vec<i64>>>,
+    heartbeats: tokio::task::JoinHandle<()>,
+}
+
+impl ThreeReplicas {
+    async fn start(
+        dir: &Path,
+        beat: impl Fn(i64) -> Heartbeat + Send + Sync + Clone + 'static,
+    ) -> ThreeReplicas {
+        let controller: Arc<Controller> = Controller::start(controller_config(dir))
+            .await
+            .expect("controller starts");
+        let addr = controller
+            .serve_remoting()
+            .await
+            .expect("serve")
+            .to_string();
+        let c = client();
+        wait_ready(&c, &addr).await;
+        for id in 1..=3 {
+            assert_eq!(
+                c.get_next_broker_id(&addr, CLUSTER, SET)
+                    .await
+                    .expect("next"),
+                id
+            );
+            let hb = beat(id);
+            c.apply_broker_id(&addr, CLUSTER, SET, id, &format!("{};{id}", hb.broker_addr))
+                .await
+                .expect("apply id");
+        }
+        let beating = Arc::new(std::sync::Mutex::new(vec![1i64, 2, 3]));
+        let heartbeats = {
+            let hb = client();
+            let (addr, beating, beat) = (addr.clone(), beating.clone(), beat.clone());
+            tokio::spawn(async move {
+                loop {
+                    let ids = beating.lock().expect("lock").clone();
+                    for id in ids {
+                        let _ = hb.heartbeat(&addr, &beat(id)).await;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            })
+        };
+        for id in 1..=3 {
+            let hb = beat(id);
+            c.heartbeat(&addr, &hb).await.expect("heartbeat");
+            c.register_broker(&addr, CLUSTER, SET, id, &hb.broker_addr)
+                .await
+                .expect("register");
+        }
+        let r = c
+            .elect_master(&addr, CLUSTER, SET, Some(1), false)
+            .await
+            .expect("elect");
+        assert_eq!(r.master_broker_id, Some(1));
+        // The master adds its slaves one per change (each change names one joining member).
+        c.alter_sync_state_set(&addr, SET, 1, 1, &BTreeSet::from([1, 2]), 1)
+            .await
+            .expect("2 joins");
+        c.alter_sync_state_set(&addr, SET, 1, 1, &BTreeSet::from([1, 2, 3]), 2)
+            .await
+            .expect("3 joins");
+        ThreeReplicas {
+            controller,
+            addr,
+            beating,
+            heartbeats,
+        }
+    }
+
+    /// Polls the set until its master is no longer 1 (at most 10 s).
+    async fn next_master(&self) -> Option<rocketraft_controller::client::MasterInfo> {
+        let c = client();
+        for _ in 0..100 {
+            let info = c
+                .get_replica_info(&self.addr, SET)
+                .await
+                .expect("replica info");
+            if info.master_broker_id != Some(1) {
+                return Some(info);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        None
+    }
+
+    async fn stop(self) {
+        self.heartbeats.abort();
+        self.controller.shutdown().await;
+    }
+}
+
+fn beat_of(id: i64, max_offset: i64, info: BrokerLiveInfo) -> Heartbeat {
+    Heartbeat {
+        cluster: CLUSTER.into(),
+        broker_name: SET.into(),
+        broker_id: id,
+        broker_addr: broker_addr(id, "127.0.0.1:30003"),
+        timeout_ms: 1500,
+        info: BrokerLiveInfo { max_offset, ..info },
+    }
+}
+
 /// `nameServersReached` in BROKER_HEARTBEAT (a Rocketraft extension) reaches the election: when
 /// the master dies, the in-sync replica with the longer log (2) reports that it reaches no
 /// NameServer, so the controller elects the one clients can find (3).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_election_prefers_a_replica_the_name_servers_reach() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let controller: Arc<Controller> = Controller::start(controller_config(dir.path()))
-        .await
-        .expect("controller starts");
-    let addr = controller
-        .serve_remoting()
-        .await
-        .expect("serve")
-        .to_string();
-    let c = client();
-    wait_ready(&c, &addr).await;
-    let b3 = "127.0.0.1:30003";
     // (id, max offset, NameServers reached)
     let beat = |id: i64| -> Heartbeat {
         let (max_offset, reached) = match id {
@@ -489,82 +589,81 @@ async fn the_election_prefers_a_replica_the_name_servers_reach() {
             2 => (900, 0),
             _ => (300, 1),
         };
-        Heartbeat {
-            cluster: CLUSTER.into(),
-            broker_name: SET.into(),
-            broker_id: id,
-            broker_addr: broker_addr(id, b3),
-            timeout_ms: 1500,
-            info: BrokerLiveInfo::new(1, max_offset, 0).with_name_servers_reached(reached),
-        }
-    };
-    for id in 1..=3 {
-        assert_eq!(
-            c.get_next_broker_id(&addr, CLUSTER, SET)
-                .await
-                .expect("next"),
-            id
-        );
-        c.apply_broker_id(
-            &addr,
-            CLUSTER,
-            SET,
+        beat_of(
             id,
-            &format!("{};{id}", broker_addr(id, b3)),
+            max_offset,
+            BrokerLiveInfo::new(1, 0, 0).with_name_servers_reached(reached),
         )
-        .await
-        .expect("apply id");
-    }
-    let beating = Arc::new(std::sync::Mutex::new(vec![1i64, 2, 3]));
-    let heartbeats = {
-        let hb = client();
-        let addr = addr.clone();
-        let beating = beating.clone();
-        tokio::spawn(async move {
-            loop {
-                let ids = beating.lock().expect("lock").clone();
-                for id in ids {
-                    let _ = hb.heartbeat(&addr, &beat(id)).await;
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        })
     };
-    for id in 1..=3 {
-        c.heartbeat(&addr, &beat(id)).await.expect("heartbeat");
-        c.register_broker(&addr, CLUSTER, SET, id, &broker_addr(id, b3))
-            .await
-            .expect("register");
-    }
-    let r = c
-        .elect_master(&addr, CLUSTER, SET, Some(1), false)
+    let set = ThreeReplicas::start(dir.path(), beat).await;
+    set.beating.lock().expect("lock").retain(|id| *id != 1);
+    let info = set
+        .next_master()
         .await
-        .expect("elect");
-    assert_eq!(r.master_broker_id, Some(1));
-    // The master adds its slaves one per change (each change names one joining member).
-    c.alter_sync_state_set(&addr, SET, 1, 1, &BTreeSet::from([1, 2]), 1)
-        .await
-        .expect("2 joins");
-    c.alter_sync_state_set(&addr, SET, 1, 1, &BTreeSet::from([1, 2, 3]), 2)
-        .await
-        .expect("3 joins");
-
-    beating.lock().expect("lock").retain(|id| *id != 1);
-    let mut elected = None;
-    for _ in 0..100 {
-        let info = c.get_replica_info(&addr, SET).await.expect("replica info");
-        if info.master_broker_id != Some(1) {
-            elected = Some(info);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    heartbeats.abort();
-    let info = elected.expect("a new master after the old one's heartbeat timed out");
+        .expect("a new master after the old one's heartbeat timed out");
     assert_eq!(
         info.master_broker_id,
         Some(3),
         "2 has the longer log but reaches no NameServer"
     );
-    controller.shutdown().await;
+    set.stop().await;
+}
+
+/// Issue 22: a master that keeps heartbeating but reports that it cannot gather
+/// `minInSyncReplicas` (`inSyncReplicasUnreachable`, a Rocketraft extension: cut off from its
+/// slaves but not from the controller leader) is deposed by the controller's own scan in favour
+/// of a member of its SyncStateSet; while it reports `false`, it stays master.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_master_that_cannot_gather_in_sync_replicas_is_deposed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stuck = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let beat = {
+        let stuck = stuck.clone();
+        move |id: i64| -> Heartbeat {
+            let info = BrokerLiveInfo::new(1, 0, 0).with_name_servers_reached(1);
+            let info = match id {
+                1 => info.with_in_sync_unreachable(stuck.load(std::sync::atomic::Ordering::SeqCst)),
+                _ => info.with_master_link_fresh(false),
+            };
+            beat_of(id, 100 * id, info)
+        }
+    };
+    let set = ThreeReplicas::start(dir.path(), beat).await;
+    // Two heartbeat timeouts with the master able to write: nobody touches it.
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    let c = client();
+    let info = c
+        .get_replica_info(&set.addr, SET)
+        .await
+        .expect("replica info");
+    assert_eq!(info.master_broker_id, Some(1));
+    assert_eq!(info.master_epoch, 1);
+
+    stuck.store(true, std::sync::atomic::Ordering::SeqCst);
+    let started = std::time::Instant::now();
+    let info = set
+        .next_master()
+        .await
+        .expect("the stuck master was never deposed");
+    assert_eq!(
+        info.master_broker_id,
+        Some(3),
+        "the longest log of the other members"
+    );
+    assert_eq!(info.master_epoch, 2);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "deposed only after {:?}",
+        started.elapsed()
+    );
+    // The old master still heartbeats (and still says it cannot gather its set): it is not
+    // put back, and 3 is not deposed for what 1 reports.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let info = c
+        .get_replica_info(&set.addr, SET)
+        .await
+        .expect("replica info");
+    assert_eq!(info.master_broker_id, Some(3));
+    assert_eq!(info.master_epoch, 2);
+    set.stop().await;
 }

@@ -97,6 +97,7 @@ fn liveness() -> impl Strategy<Value = AliveBrokers> {
                         election_priority,
                         name_servers_reached: None,
                         master_link_fresh: None,
+                        in_sync_unreachable: None,
                     },
                 );
             }
@@ -142,6 +143,7 @@ fn build(state: &ControllerState, op: &Op) -> ControllerRequest {
             broker_name: NAMES[*name].into(),
             broker_id: *id,
             designate_elect: *designate,
+            depose_epoch: None,
         }),
         Op::Alter {
             name,
