@@ -591,30 +591,10 @@ impl ReplicaManager {
             // the union is settled.
             self.poll_once().await;
         }
-        let min_in_sync = self.config.min_in_sync_replicas;
-        let (master, epoch, sss_epoch, want, fence) =
-            match self.ha.desired_sync_state_set(max_gap, min_in_sync) {
-                Some((master, epoch, sss_epoch, want)) => (master, epoch, sss_epoch, want, false),
-                None => {
-                    if self.ha.pending().is_none() {
-                        return;
-                    }
-                    let snap = self.ha.snapshot();
-                    let Some(master) = snap.master_broker_id.filter(|_| snap.role == Role::Master)
-                    else {
-                        return;
-                    };
-                    let mut want = snap.sync_state_set;
-                    want.insert(master);
-                    (
-                        master,
-                        snap.master_epoch,
-                        snap.sync_state_set_epoch,
-                        want,
-                        true,
-                    )
-                }
-            };
+        let Some((master, epoch, sss_epoch, want, fence)) = self.sync_state_set_change(max_gap)
+        else {
+            return;
+        };
         tracing::info!(
             epoch,
             sync_state_set_epoch = sss_epoch,
@@ -654,6 +634,44 @@ impl ReplicaManager {
                 self.poll_once().await;
             }
         }
+    }
+
+    /// The SyncStateSet change to propose now, if any: (master, master epoch, the set epoch it
+    /// derives from, the set, whether it is a fence). Members never leave while this master's
+    /// lease is at risk (a renewal missed): the controllers may be about to elect in its place,
+    /// from the set as it stands, and a member a partition cut off from this master may be the
+    /// only one their leader hears (docs/safety.md, "Deposing a master that cannot acknowledge").
+    fn sync_state_set_change(
+        &self,
+        max_gap: Duration,
+    ) -> Option<(i64, i32, i32, BTreeSet<i64>, bool)> {
+        let min_in_sync = self.config.min_in_sync_replicas;
+        if let Some((master, epoch, sss_epoch, want)) =
+            self.ha.desired_sync_state_set(max_gap, min_in_sync)
+        {
+            let every = Duration::from_millis(self.config.controller_heartbeat_interval_ms);
+            let current = self.ha.snapshot().sync_state_set;
+            if !want.is_superset(&current) && self.lease_at_risk(every) {
+                tracing::debug!(want = ?want, "not shrinking the SyncStateSet while the lease is at risk");
+                return None;
+            }
+            return Some((master, epoch, sss_epoch, want, false));
+        }
+        // Nothing to change, but an earlier proposal is unsettled: a fence.
+        self.ha.pending()?;
+        let snap = self.ha.snapshot();
+        let master = snap
+            .master_broker_id
+            .filter(|_| snap.role == Role::Master)?;
+        let mut want = snap.sync_state_set;
+        want.insert(master);
+        Some((
+            master,
+            snap.master_epoch,
+            snap.sync_state_set_epoch,
+            want,
+            true,
+        ))
     }
 
     /// The broker id to register with the NameServers: 0 for the master (RocketMQ's

@@ -96,6 +96,20 @@ impl HeartbeatTracker {
         out
     }
 
+    /// The brokers heard within a quarter of their heartbeat timeout at `now_ms` (no more than
+    /// a couple of heartbeats missed): the candidates a depose may pick. A broker the leader
+    /// stopped hearing when a partition began is still alive for a whole timeout, and electing
+    /// it in a live master's place would put in a master the leader cannot hear.
+    pub fn heard_recently(&self, now_ms: u64) -> AliveBrokers {
+        let mut out = AliveBrokers::new();
+        for ((name, id), e) in self.table.lock().iter() {
+            if now_ms < e.last_ms.saturating_add(e.heartbeat.timeout_ms / 4) {
+                out.insert(name.clone(), *id, e.heartbeat.info);
+            }
+        }
+        out
+    }
+
     /// Removes and returns the brokers whose heartbeat timed out by `now_ms`.
     pub fn take_expired(&self, now_ms: u64) -> Vec<Expired> {
         let mut table = self.table.lock();
@@ -151,5 +165,9 @@ mod tests {
         // A later heartbeat revives.
         t.record(hb("b", 1, 1000), 2000);
         assert!(t.is_alive("b", 1, 2500));
+        // Heard recently: within a quarter of the timeout.
+        assert!(t.heard_recently(2249).is_alive("b", 1));
+        assert!(!t.heard_recently(2250).is_alive("b", 1));
+        assert!(t.alive(2250).is_alive("b", 1));
     }
 }

@@ -529,14 +529,17 @@ impl Controller {
         master: i64,
         now: u64,
     ) -> bool {
-        let alive = self.heartbeats.alive(now).only(name);
-        let stuck = alive
+        let stuck = self
+            .heartbeats
+            .alive(now)
             .live_info(name, master)
             .is_some_and(|info| info.in_sync_unreachable == Some(true));
+        // The same view the entry will carry (`alive_for`): candidates heard recently.
+        let recent = self.heartbeats.heard_recently(now).only(name);
         if !stuck
             || self
                 .policy()
-                .elect_replacement(name, &set.sync_state_info.sync_state_set, master, &alive)
+                .elect_replacement(name, &set.sync_state_info.sync_state_set, master, &recent)
                 .is_none()
         {
             return false;
@@ -608,12 +611,19 @@ impl Controller {
     }
 }
 
-/// The live brokers a request's entry carries: the whole table, or only the sets it concerns.
+/// The live brokers a request's entry carries: the whole table, or only the sets it concerns;
+/// for a depose, only the set's brokers heard recently (`HeartbeatTracker::heard_recently`).
 fn alive_for(
     heartbeats: &HeartbeatTracker,
     request: &ControllerRequest,
 ) -> crate::liveness::AliveBrokers {
-    let all = heartbeats.alive(rocketraft_common::time::mono_ms());
+    let now = rocketraft_common::time::mono_ms();
+    if let ControllerRequest::ElectMaster(r) = request {
+        if r.depose_epoch.is_some() {
+            return heartbeats.heard_recently(now).only(&r.broker_name);
+        }
+    }
+    let all = heartbeats.alive(now);
     match request {
         ControllerRequest::GetSyncStateData(r) => {
             all.only_sets(r.broker_names.iter().map(String::as_str))
