@@ -473,6 +473,10 @@ impl ReplicaManager {
             f.abort();
             let _ = f.await;
         }
+        let snap = self.ha.snapshot();
+        let old_master = snap
+            .master_addr
+            .filter(|a| snap.role == Role::Slave && *a != self.broker_addr);
         let end = self.store.max_phy_offset();
         match self.store.last_epoch() {
             // This process was the master of this epoch before a restart: its log already is
@@ -504,7 +508,25 @@ impl ReplicaManager {
         // A lease before the first write, and the NameServers learn the new master at once.
         self.heartbeat_now.send_modify(|n| *n += 1);
         self.register_trigger.notify_one();
+        if let Some(addr) = old_master {
+            self.tell_old_master(addr, info);
+        }
         Ok(())
+    }
+
+    /// Tells the master this broker followed what the controllers decided (the same
+    /// NOTIFY_BROKER_ROLE_CHANGED they send): a partition may cut the old master off from the
+    /// controller leader and leave it only followers whose copy of the log lags, while it still
+    /// reaches this broker; it then joins this broker's set at once instead of at the heal. The
+    /// news is committed controller state, and a broker takes no master epoch older than its own.
+    fn tell_old_master(&self, addr: String, info: &MasterInfo) {
+        let request = role_notification(info);
+        let remoting = self.remoting.clone();
+        tokio::spawn(async move {
+            if let Err(e) = remoting.invoke_oneway(&addr, request).await {
+                tracing::debug!(%addr, error = %e, "the old master was not told of the new one");
+            }
+        });
     }
 
     fn become_slave(&self, master_id: i64, master_addr: String, info: &MasterInfo) {
@@ -710,6 +732,25 @@ async fn exchange_ha_info(
         .ext("masterHaAddress")
         .map(str::to_string)
         .ok_or_else(|| anyhow::anyhow!("no masterHaAddress in the answer"))
+}
+
+/// A NOTIFY_BROKER_ROLE_CHANGED request carrying `info` (the inverse of
+/// [`parse_role_notification`]).
+pub fn role_notification(info: &MasterInfo) -> RemotingCommand {
+    let mut cmd = RemotingCommand::request(request_code::NOTIFY_BROKER_ROLE_CHANGED);
+    if let Some(id) = info.master_broker_id {
+        cmd.set_ext("masterBrokerId", id);
+    }
+    if let Some(addr) = &info.master_address {
+        cmd.set_ext("masterAddress", addr);
+    }
+    cmd.set_ext("masterEpoch", info.master_epoch);
+    cmd.set_ext("syncStateSetEpoch", info.sync_state_set_epoch);
+    let body = serde_json::json!({
+        "syncStateSet": info.sync_state_set,
+        "syncStateSetEpoch": info.sync_state_set_epoch,
+    });
+    cmd.with_body(serde_json::to_vec(&body).unwrap_or_default())
 }
 
 /// Parses a NOTIFY_BROKER_ROLE_CHANGED request into the master info it carries.
@@ -936,5 +977,25 @@ pub fn adopt_store_topics(inner: &crate::BrokerInner) {
             }
             Err(e) => tracing::warn!(%topic, error = %e, "cannot adopt a topic from the log"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_role_notification_round_trips() {
+        let info = MasterInfo {
+            code: response_code::SUCCESS,
+            master_broker_id: Some(3),
+            master_address: Some("10.0.0.3:10911".into()),
+            master_epoch: 7,
+            sync_state_set_epoch: 9,
+            sync_state_set: BTreeSet::from([3]),
+        };
+        let cmd = role_notification(&info);
+        assert_eq!(cmd.code, request_code::NOTIFY_BROKER_ROLE_CHANGED);
+        assert_eq!(parse_role_notification(&cmd), Some(info));
     }
 }

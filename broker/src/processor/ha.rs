@@ -79,8 +79,9 @@ pub fn ha_status(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
         .with_body(body))
 }
 
-/// 1008: the controller says who the master is now; applied in the background (a role change
-/// may truncate the log), only if its master epoch is not older than the current one.
+/// 1008: a controller (or the new master, telling the master it followed) says who the master
+/// is now; applied in the background (a role change may truncate the log), only if its master
+/// epoch is not older than the current one.
 pub fn role_changed(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
     let Some(replicas) = inner.replicas.clone() else {
         return Err(not_controller_mode());
@@ -91,7 +92,7 @@ pub fn role_changed(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
             "NOTIFY_BROKER_ROLE_CHANGED without a masterEpoch".into(),
         )
     })?;
-    tracing::info!(master = ?info.master_broker_id, epoch = info.master_epoch, "role change notified by the controller");
+    tracing::info!(master = ?info.master_broker_id, epoch = info.master_epoch, "role change notified");
     tokio::spawn(async move { replicas.on_notification(info).await });
     Ok(request.response_to(response_code::SUCCESS, None))
 }

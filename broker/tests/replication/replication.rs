@@ -25,6 +25,10 @@ fn free_port() -> u16 {
 }
 
 async fn namesrv(dir: &Path) -> NameServer {
+    namesrv_with(dir, |_| {}).await
+}
+
+async fn namesrv_with(dir: &Path, tune: impl FnOnce(&mut ControllerConfig)) -> NameServer {
     let raft_port = free_port();
     let mut c = ControllerConfig::default();
     c.raft.node_id = 1;
@@ -37,6 +41,7 @@ async fn namesrv(dir: &Path) -> NameServer {
     c.listen = "127.0.0.1:0".parse().expect("addr");
     c.heartbeat_timeout_ms = 2000;
     c.scan_interval_ms = 200;
+    tune(&mut c);
     NameServer::start(NamesrvConfig {
         listen: "127.0.0.1:0".parse().expect("addr"),
         enable_controller_in_namesrv: true,
@@ -971,6 +976,71 @@ async fn a_master_cut_off_from_both_slaves_is_deposed() {
     .await;
     same_bytes(new, old, end);
     assert_acked_present(new, &acked);
+    for node in nodes {
+        if let Some(b) = node.broker {
+            b.shutdown().await;
+        }
+    }
+    ns.shutdown().await;
+}
+
+/// Issue 22: a master cut off from the controllers (and so from any news of the election) but
+/// not from its slaves learns the new master from the new master itself, which tells the master
+/// it followed, and follows it while the cut lasts instead of at the heal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_master_cut_off_from_the_controllers_learns_the_new_master_from_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The controller's own notification would reach the old master here (the relay cuts only
+    // the old master's way to the controller); in a partition it does not.
+    let ns = namesrv_with(dir.path(), |c| c.notify_broker_role_changed = false).await;
+    let nodes = isolatable_set(dir.path(), ns.local_addr()).await;
+    let m = wait_for("a master", Duration::from_secs(20), || {
+        current_master(&nodes)
+    })
+    .await;
+    let master = nodes[m].broker.as_ref().expect("master");
+    wait_for("3 in sync", Duration::from_secs(20), || {
+        (in_sync(master) == 3).then_some(())
+    })
+    .await;
+    // Only its way to the controller (and NameServer) is cut.
+    nodes[m].relays[0].set_cut(true);
+    let n = wait_for("a new master", Duration::from_secs(20), || {
+        (0..3).filter(|j| *j != m).find(|j| {
+            let ha = nodes[*j]
+                .broker
+                .as_ref()
+                .expect("b")
+                .inner()
+                .ha
+                .clone()
+                .expect("ha");
+            ha.role() == Role::Master && ha.lease_valid()
+        })
+    })
+    .await;
+    let old = nodes[m]
+        .broker
+        .as_ref()
+        .expect("old")
+        .inner()
+        .ha
+        .clone()
+        .expect("ha");
+    let new = nodes[n]
+        .broker
+        .as_ref()
+        .expect("new")
+        .inner()
+        .ha
+        .clone()
+        .expect("ha");
+    wait_for(
+        "the old master, still cut off from the controller, follows the new one",
+        Duration::from_secs(10),
+        || (old.role() == Role::Slave && old.master_epoch() == new.master_epoch()).then_some(()),
+    )
+    .await;
     for node in nodes {
         if let Some(b) = node.broker {
             b.shutdown().await;
