@@ -304,6 +304,7 @@ impl ReplicaManager {
                             Duration::from_millis(timeout),
                         )
                     }),
+                heard_recently: None,
             },
         }
     }

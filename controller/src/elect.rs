@@ -7,7 +7,9 @@
 //!    otherwise the best heartbeat wins: epoch desc, max offset desc, election priority asc, and
 //!    broker id asc so ties never depend on iteration order.
 //! 3. Route-aware (a Rocketraft addition): in a clean election, before the heartbeat order, the
-//!    candidates that reach the most NameServers win (`BrokerLiveInfo::name_servers_reached`;
+//!    candidates the leader heard recently win (`BrokerLiveInfo::heard_recently`: a broker a
+//!    partition just cut off is still alive for a whole heartbeat timeout), then those that
+//!    reach the most NameServers win (`BrokerLiveInfo::name_servers_reached`;
 //!    a broker that does not report it is not ranked below anyone for it), then those still
 //!    linked to the old master (`BrokerLiveInfo::master_link_fresh`: once elected, the old
 //!    master turns slave and replicates from them; a candidate cut off from it and from the
@@ -138,15 +140,16 @@ fn try_elect(
     if let Some(wanted) = designated {
         return is_candidate(wanted).then_some(wanted);
     }
-    // Reaches the most NameServers, then still linked to the old master (so it has a replica
-    // to replicate to once elected).
+    // Heard recently by the leader, then reaches the most NameServers, then still linked to
+    // the old master (so it has a replica to replicate to once elected).
     let reach = |info: &BrokerLiveInfo| {
         (
+            Reverse(info.heard_recently.unwrap_or(true)),
             Reverse(info.name_servers_reached.unwrap_or(u32::MAX)),
             Reverse(info.master_link_fresh.unwrap_or(true)),
         )
     };
-    let none = (Reverse(0), Reverse(false));
+    let none = (Reverse(false), Reverse(0), Reverse(false));
     candidates
         .iter()
         .min_by_key(|(id, info)| {

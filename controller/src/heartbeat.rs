@@ -90,7 +90,12 @@ impl HeartbeatTracker {
         let mut out = AliveBrokers::new();
         for ((name, id), e) in self.table.lock().iter() {
             if now_ms < e.last_ms.saturating_add(e.heartbeat.timeout_ms) {
-                out.insert(name.clone(), *id, e.heartbeat.info);
+                let recent = now_ms < e.last_ms.saturating_add(e.heartbeat.timeout_ms / 4);
+                let info = BrokerLiveInfo {
+                    heard_recently: Some(recent),
+                    ..e.heartbeat.info
+                };
+                out.insert(name.clone(), *id, info);
             }
         }
         out

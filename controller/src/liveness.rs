@@ -40,6 +40,13 @@ pub struct BrokerLiveInfo {
     /// RocketMQ's broker): such a master is never deposed while it heartbeats.
     #[serde(default)]
     pub in_sync_unreachable: Option<bool>,
+    /// Not on the wire: whether the controller that took this snapshot heard the broker within
+    /// a quarter of its heartbeat timeout (`HeartbeatTracker::alive`). A broker a partition
+    /// just cut off stays alive for a whole timeout; a clean election ranks the recently heard
+    /// first, so it does not pick a master its leader cannot hear. `None`: not known (tests,
+    /// entries written before this field), not ranked below anyone.
+    #[serde(default)]
+    pub heard_recently: Option<bool>,
 }
 
 impl BrokerLiveInfo {
@@ -53,6 +60,7 @@ impl BrokerLiveInfo {
             name_servers_reached: None,
             master_link_fresh: None,
             in_sync_unreachable: None,
+            heard_recently: None,
         }
     }
 

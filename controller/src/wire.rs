@@ -344,6 +344,7 @@ fn decode_heartbeat(cmd: &RemotingCommand) -> Result<Heartbeat, ControllerError>
             name_servers_reached: parse_opt(cmd, "nameServersReached")?,
             master_link_fresh: parse_opt(cmd, "masterLinkFresh")?,
             in_sync_unreachable: parse_opt(cmd, "inSyncReplicasUnreachable")?,
+            heard_recently: None,
         },
     })
 }
