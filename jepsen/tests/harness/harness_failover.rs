@@ -138,10 +138,11 @@ fn master_faults_are_healed_within_five_seconds() {
     }
 }
 
+/// Issue 22: majority-ring partitions that leave a writable side (`writable_side`) cost at most
+/// 5 s of acknowledged sends each: the election prefers a candidate its leader heard recently
+/// that reaches the NameServer, a master cut off from both slaves is deposed, and the old master
+/// learns its successor from it (docs/safety.md, Partitions).
 #[test]
-#[ignore = "issue 22, open: a master cut off from both slaves but heard by the controller leader \
-            keeps its role and acknowledges nothing until the heal (9-13 s in seed-11 and \
-            seed-12 runs); see docs/safety.md, Partitions"]
 fn majority_ring_partitions_cost_at_most_five_seconds() {
     if let Err(why) = rocketraft_jepsen::net::netns_available() {
         eprintln!("SKIPPED harness ring run: network namespaces unavailable ({why})");
