@@ -136,25 +136,25 @@ impl ReplicaManager {
             name_servers,
             probe_identity,
         });
-        // Which NameServers answer, then the first heartbeat before registering, so the
-        // controller counts this broker alive (and knows whether clients can find it) in the
-        // election that registration may trigger.
-        manager
-            .name_servers
-            .probe_all(
-                &manager.remoting,
-                &manager.probe_identity,
-                manager.probe_timeout(),
-            )
+        manager.register().await?;
+        Ok(manager)
+    }
+
+    /// Finds which NameServers answer and heartbeats once before registering, so the
+    /// controller counts this broker alive (and knows whether clients can find it) in the
+    /// election that registration may trigger; then registers and applies the role.
+    async fn register(&self) -> anyhow::Result<()> {
+        self.name_servers
+            .probe_all(&self.remoting, &self.probe_identity, self.probe_timeout())
             .await;
-        manager.heartbeat_once().await;
-        let info = manager
+        self.heartbeat_once().await;
+        let info = self
             .link
-            .register(&manager.identity, &manager.broker_addr)
+            .register(&self.identity, &self.broker_addr)
             .await
             .map_err(link_err)?;
-        manager.apply(info).await;
-        Ok(manager)
+        self.apply(info).await;
+        Ok(())
     }
 
     pub fn broker_id(&self) -> i64 {
@@ -203,33 +203,7 @@ impl ReplicaManager {
         // interval instead of once per round trip.
         for addr in self.link.addresses().to_vec() {
             let me = self.clone();
-            tasks.push(tokio::spawn(async move {
-                let every =
-                    Duration::from_millis(me.config.controller_heartbeat_interval_ms.max(1));
-                let mut kick = me.heartbeat_now.subscribe();
-                // Dropped with this task (shutdown aborts it), which aborts the heartbeats.
-                let mut in_flight = tokio::task::JoinSet::new();
-                loop {
-                    let started = tokio::time::Instant::now();
-                    while in_flight.try_join_next().is_some() {}
-                    if in_flight.len() < HEARTBEATS_IN_FLIGHT {
-                        let (me, addr) = (me.clone(), addr.clone());
-                        in_flight.spawn(async move { me.heartbeat_to(&addr).await });
-                    }
-                    // A master whose lease missed a renewal (the controller leader died, was
-                    // paused or lost its quorum) asks every controller again soon, so it hears
-                    // the next leader within ~100 ms of its election, not one interval later.
-                    let next = if me.lease_at_risk(every) {
-                        every.min(LEASE_RETRY)
-                    } else {
-                        every
-                    };
-                    tokio::select! {
-                        _ = tokio::time::sleep_until(started + next) => {}
-                        _ = kick.changed() => {}
-                    }
-                }
-            }));
+            tasks.push(tokio::spawn(async move { me.heartbeat_loop(addr).await }));
         }
         let me = self.clone();
         tasks.push(tokio::spawn(async move {
@@ -266,6 +240,35 @@ impl ReplicaManager {
             }
         }));
         tasks
+    }
+
+    /// Heartbeats the controller at `addr` forever: one heartbeat leaves every interval (every
+    /// 100 ms while the lease is at risk) whether or not the previous one was answered, up to
+    /// [`HEARTBEATS_IN_FLIGHT`]. In-flight heartbeats are aborted with the loop's task.
+    async fn heartbeat_loop(self: Arc<Self>, addr: String) {
+        let every = Duration::from_millis(self.config.controller_heartbeat_interval_ms.max(1));
+        let mut kick = self.heartbeat_now.subscribe();
+        let mut in_flight = tokio::task::JoinSet::new();
+        loop {
+            let started = tokio::time::Instant::now();
+            while in_flight.try_join_next().is_some() {}
+            if in_flight.len() < HEARTBEATS_IN_FLIGHT {
+                let (me, addr) = (self.clone(), addr.clone());
+                in_flight.spawn(async move { me.heartbeat_to(&addr).await });
+            }
+            // A master whose lease missed a renewal (the controller leader died, was paused or
+            // lost its quorum) asks every controller again soon, so it hears the next leader
+            // within ~100 ms of its election, not one interval later.
+            let next = if self.lease_at_risk(every) {
+                every.min(LEASE_RETRY)
+            } else {
+                every
+            };
+            tokio::select! {
+                _ = tokio::time::sleep_until(started + next) => {}
+                _ = kick.changed() => {}
+            }
+        }
     }
 
     /// Stops following a master (shutdown).

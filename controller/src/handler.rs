@@ -321,33 +321,10 @@ pub fn elect_master(
     });
 
     match new_master {
-        Some(master) if Some(master) == old_master => Ok((
-            ElectMasterResponse {
-                outcome: ElectOutcome::MasterStillExist,
-                master_broker_id: Some(master),
-                master_address: set.replica_info.address_of(master).map(str::to_string),
-                master_epoch: sync.master_epoch,
-                sync_state_set_epoch: sync.sync_state_set_epoch,
-                sync_state_set: sync.sync_state_set.clone(),
-            },
-            Vec::new(),
-        )),
+        Some(master) if Some(master) == old_master => Ok((master_stays(set), Vec::new())),
         Some(master) => {
             tracing::info!(broker_name, master, "elected new master");
-            Ok((
-                ElectMasterResponse {
-                    outcome: ElectOutcome::Elected,
-                    master_broker_id: Some(master),
-                    master_address: set.replica_info.address_of(master).map(str::to_string),
-                    master_epoch: sync.master_epoch + 1,
-                    sync_state_set_epoch: sync.sync_state_set_epoch + 1,
-                    sync_state_set: BTreeSet::from([master]),
-                },
-                vec![Event::ElectMaster {
-                    broker_name: broker_name.clone(),
-                    new_master: Some(master),
-                }],
-            ))
+            Ok(elected(set, master))
         }
         None if request.broker_id.is_none() => Ok((
             ElectMasterResponse {
@@ -370,6 +347,41 @@ pub fn elect_master(
     }
 }
 
+/// The answer when the set's master stays (`CONTROLLER_MASTER_STILL_EXIST`, no events).
+fn master_stays(set: &crate::state::BrokerSet) -> ElectMasterResponse {
+    let sync = &set.sync_state_info;
+    ElectMasterResponse {
+        outcome: ElectOutcome::MasterStillExist,
+        master_broker_id: sync.master_broker_id,
+        master_address: sync
+            .master_broker_id
+            .and_then(|m| set.replica_info.address_of(m))
+            .map(str::to_string),
+        master_epoch: sync.master_epoch,
+        sync_state_set_epoch: sync.sync_state_set_epoch,
+        sync_state_set: sync.sync_state_set.clone(),
+    }
+}
+
+/// `master` becomes the set's master in the next master epoch, alone in a new SyncStateSet.
+fn elected(set: &crate::state::BrokerSet, master: i64) -> (ElectMasterResponse, Vec<Event>) {
+    let sync = &set.sync_state_info;
+    (
+        ElectMasterResponse {
+            outcome: ElectOutcome::Elected,
+            master_broker_id: Some(master),
+            master_address: set.replica_info.address_of(master).map(str::to_string),
+            master_epoch: sync.master_epoch + 1,
+            sync_state_set_epoch: sync.sync_state_set_epoch + 1,
+            sync_state_set: BTreeSet::from([master]),
+        },
+        vec![Event::ElectMaster {
+            broker_name: set.replica_info.broker_name.clone(),
+            new_master: Some(master),
+        }],
+    )
+}
+
 /// Deposes the master of `epoch` if another live SyncStateSet member can replace it (see
 /// [`ElectMasterRequest::depose_epoch`]); otherwise the master stays and nothing changes.
 fn depose_master(
@@ -385,20 +397,7 @@ fn depose_master(
         .filter(|_| sync.master_epoch == epoch)
         .and_then(|old| policy.elect_replacement(broker_name, &sync.sync_state_set, old, liveness));
     let Some(master) = replacement else {
-        return (
-            ElectMasterResponse {
-                outcome: ElectOutcome::MasterStillExist,
-                master_broker_id: sync.master_broker_id,
-                master_address: sync
-                    .master_broker_id
-                    .and_then(|m| set.replica_info.address_of(m))
-                    .map(str::to_string),
-                master_epoch: sync.master_epoch,
-                sync_state_set_epoch: sync.sync_state_set_epoch,
-                sync_state_set: sync.sync_state_set.clone(),
-            },
-            Vec::new(),
-        );
+        return (master_stays(set), Vec::new());
     };
     tracing::warn!(
         broker_name = %broker_name,
@@ -406,20 +405,7 @@ fn depose_master(
         master,
         "deposed a master that cannot gather minInSyncReplicas; elected a new one"
     );
-    (
-        ElectMasterResponse {
-            outcome: ElectOutcome::Elected,
-            master_broker_id: Some(master),
-            master_address: set.replica_info.address_of(master).map(str::to_string),
-            master_epoch: sync.master_epoch + 1,
-            sync_state_set_epoch: sync.sync_state_set_epoch + 1,
-            sync_state_set: BTreeSet::from([master]),
-        },
-        vec![Event::ElectMaster {
-            broker_name: broker_name.clone(),
-            new_master: Some(master),
-        }],
-    )
+    elected(set, master)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -490,29 +490,41 @@ impl Controller {
             to_elect.insert(name.clone(), (set.replica_info.cluster.clone(), None));
         }
         for (broker_name, (cluster, depose_epoch)) in to_elect {
-            match depose_epoch {
-                None => {
-                    tracing::warn!(broker = %broker_name, "master lost; electing a new one through the log")
-                }
-                Some(epoch) => {
-                    tracing::warn!(broker = %broker_name, epoch, "the master reports it cannot gather minInSyncReplicas; deposing it through the log")
-                }
+            self.elect_through_the_log(broker_name, cluster, depose_epoch)
+                .await;
+        }
+    }
+
+    /// Proposes a controller-triggered ElectMaster for a set whose master was lost, or to depose
+    /// its live master of `depose_epoch`, and logs the outcome.
+    async fn elect_through_the_log(
+        &self,
+        broker_name: String,
+        cluster: String,
+        depose_epoch: Option<i32>,
+    ) {
+        match depose_epoch {
+            None => {
+                tracing::warn!(broker = %broker_name, "master lost; electing a new one through the log")
             }
-            let request = ControllerRequest::ElectMaster(ElectMasterRequest {
-                cluster,
-                broker_name: broker_name.clone(),
-                broker_id: None,
-                designate_elect: false,
-                depose_epoch,
-            });
-            match self.execute(request).await {
-                Ok(ControllerResponse::ElectMaster(r)) => {
-                    tracing::info!(broker = %broker_name, outcome = ?r.outcome, master = ?r.master_broker_id, epoch = r.master_epoch, "controller-triggered election")
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(broker = %broker_name, error = %e, "controller-triggered election failed; will retry")
-                }
+            Some(epoch) => {
+                tracing::warn!(broker = %broker_name, epoch, "the master reports it cannot gather minInSyncReplicas; deposing it through the log")
+            }
+        }
+        let request = ControllerRequest::ElectMaster(ElectMasterRequest {
+            cluster,
+            broker_name: broker_name.clone(),
+            broker_id: None,
+            designate_elect: false,
+            depose_epoch,
+        });
+        match self.execute(request).await {
+            Ok(ControllerResponse::ElectMaster(r)) => {
+                tracing::info!(broker = %broker_name, outcome = ?r.outcome, master = ?r.master_broker_id, epoch = r.master_epoch, "controller-triggered election")
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(broker = %broker_name, error = %e, "controller-triggered election failed; will retry")
             }
         }
     }
