@@ -425,8 +425,36 @@ fn current_master(nodes: &[Isolatable]) -> Option<usize> {
     })
 }
 
+/// Waits for a master with all three replicas in its SyncStateSet, then sends `count`
+/// messages to it, each acknowledged: (queue, queue offset, value, master index, when).
+async fn settled_master_with_sends(
+    nodes: &[Isolatable],
+    count: usize,
+) -> (usize, Vec<(i32, i64, usize, usize, Instant)>) {
+    let m = wait_for("a master", Duration::from_secs(20), || {
+        current_master(nodes)
+    })
+    .await;
+    let master = nodes[m].broker.as_ref().expect("master");
+    wait_for("3 in sync", Duration::from_secs(20), || {
+        (in_sync(master) == 3).then_some(())
+    })
+    .await;
+    let api = api();
+    let mut acked = Vec::new();
+    for i in 0..count {
+        let r = api
+            .send(&nodes[m].listen.to_string(), &message(i))
+            .await
+            .expect("send");
+        assert_eq!(r.code, response_code::SUCCESS);
+        acked.push((r.queue_id, r.queue_offset, i, m, Instant::now()));
+    }
+    (m, acked)
+}
+
 /// Every acknowledged send (queue, queue offset, value, ...) is on `new`, with its body.
-fn assert_acked_present<T, U>(new: &Broker, acked: &[(i32, i64, usize, T, U)]) {
+fn assert_acked_present<T>(new: &Broker, acked: &[(i32, i64, usize, usize, T)]) {
     for (q, off, i, _, _) in acked {
         let phy = new
             .inner()
@@ -453,25 +481,8 @@ async fn isolated_master_stops_acking_and_heals_without_divergence() {
     let ns = namesrv(dir.path()).await;
     let ns_addr = ns.local_addr();
     let nodes = isolatable_set(dir.path(), ns_addr).await;
-    let m = wait_for("a master", Duration::from_secs(20), || {
-        current_master(&nodes)
-    })
-    .await;
-    let master = nodes[m].broker.as_ref().expect("master");
-    wait_for("3 in sync", Duration::from_secs(20), || {
-        (in_sync(master) == 3).then_some(())
-    })
-    .await;
+    let (m, mut acked) = settled_master_with_sends(&nodes, 100).await;
     let api = api();
-    let mut acked = Vec::new();
-    for i in 0..100 {
-        let r = api
-            .send(&nodes[m].listen.to_string(), &message(i))
-            .await
-            .expect("send");
-        assert_eq!(r.code, response_code::SUCCESS);
-        acked.push((r.queue_id, r.queue_offset, i, m, Instant::now()));
-    }
 
     // Isolate the master. A client on its side of the partition keeps sending to it directly.
     for r in &nodes[m].relays {
@@ -900,25 +911,8 @@ async fn a_master_cut_off_from_both_slaves_is_deposed() {
     let dir = tempfile::tempdir().expect("tempdir");
     let ns = namesrv(dir.path()).await;
     let nodes = isolatable_set(dir.path(), ns.local_addr()).await;
-    let m = wait_for("a master", Duration::from_secs(20), || {
-        current_master(&nodes)
-    })
-    .await;
-    let master = nodes[m].broker.as_ref().expect("master");
-    wait_for("3 in sync", Duration::from_secs(20), || {
-        (in_sync(master) == 3).then_some(())
-    })
-    .await;
+    let (m, mut acked) = settled_master_with_sends(&nodes, 50).await;
     let api = api();
-    let mut acked = Vec::new();
-    for i in 0..50 {
-        let r = api
-            .send(&nodes[m].listen.to_string(), &message(i))
-            .await
-            .expect("send");
-        assert_eq!(r.code, response_code::SUCCESS);
-        acked.push((r.queue_id, r.queue_offset, i, m, ()));
-    }
 
     // Cut the master's HA port: both slaves lose it, the controller still hears it.
     nodes[m].relays[2].set_cut(true);
@@ -940,7 +934,7 @@ async fn a_master_cut_off_from_both_slaves_is_deposed() {
             i += 1;
             if let Ok(r) = r {
                 if r.code == response_code::SUCCESS {
-                    acked.push((r.queue_id, r.queue_offset, i - 1, n, ()));
+                    acked.push((r.queue_id, r.queue_offset, i - 1, n, Instant::now()));
                     eprintln!(
                         "deposed: first ack of the new master {:?} after the cut",
                         cut_at.elapsed()
@@ -994,15 +988,7 @@ async fn a_master_cut_off_from_the_controllers_learns_the_new_master_from_it() {
     // the old master's way to the controller); in a partition it does not.
     let ns = namesrv_with(dir.path(), |c| c.notify_broker_role_changed = false).await;
     let nodes = isolatable_set(dir.path(), ns.local_addr()).await;
-    let m = wait_for("a master", Duration::from_secs(20), || {
-        current_master(&nodes)
-    })
-    .await;
-    let master = nodes[m].broker.as_ref().expect("master");
-    wait_for("3 in sync", Duration::from_secs(20), || {
-        (in_sync(master) == 3).then_some(())
-    })
-    .await;
+    let (m, _) = settled_master_with_sends(&nodes, 0).await;
     // Only its way to the controller (and NameServer) is cut.
     nodes[m].relays[0].set_cut(true);
     let n = wait_for("a new master", Duration::from_secs(20), || {

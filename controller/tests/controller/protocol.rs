@@ -42,6 +42,19 @@ fn controller_config(dir: &Path) -> ControllerConfig {
     c
 }
 
+/// A one-node controller serving Remoting on a loopback port, and that address.
+async fn serving_controller(dir: &Path) -> (Arc<Controller>, String) {
+    let controller: Arc<Controller> = Controller::start(controller_config(dir))
+        .await
+        .expect("controller starts");
+    let addr = controller
+        .serve_remoting()
+        .await
+        .expect("serve")
+        .to_string();
+    (controller, addr)
+}
+
 fn client() -> ControllerClient {
     ControllerClient::new(
         RemotingClient::new(ClientConfig::default()),
@@ -412,14 +425,7 @@ async fn protocol_suite(addr: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standalone_controller_speaks_the_protocol() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let controller: Arc<Controller> = Controller::start(controller_config(dir.path()))
-        .await
-        .expect("controller starts");
-    let addr = controller
-        .serve_remoting()
-        .await
-        .expect("serve")
-        .to_string();
+    let (controller, addr) = serving_controller(dir.path()).await;
     protocol_suite(&addr).await;
     controller.shutdown().await;
 
@@ -480,14 +486,7 @@ impl ThreeReplicas {
         dir: &Path,
         beat: impl Fn(i64) -> Heartbeat + Send + Sync + Clone + 'static,
     ) -> ThreeReplicas {
-        let controller: Arc<Controller> = Controller::start(controller_config(dir))
-            .await
-            .expect("controller starts");
-        let addr = controller
-            .serve_remoting()
-            .await
-            .expect("serve")
-            .to_string();
+        let (controller, addr) = serving_controller(dir).await;
         let c = client();
         wait_ready(&c, &addr).await;
         for id in 1..=3 {
