@@ -411,6 +411,25 @@ impl ControllerClient {
             .map_err(|e| ControllerCallError::Decode(format!("BrokerReplicasInfo: {e}")))
     }
 
+    /// CONTROLLER_GET_SYNC_STATE_DATA with Rocketraft's `readLocal=true`: the sets as the
+    /// controller at `addr` has applied them, with liveness from its own heartbeat table (what
+    /// that controller hears), within `timeout`.
+    pub async fn get_sync_state_data_local(
+        &self,
+        addr: &str,
+        broker_names: &[&str],
+        timeout: Duration,
+    ) -> Result<BrokerReplicasInfo, ControllerCallError> {
+        let body = serde_json::to_vec(broker_names)
+            .map_err(|e| ControllerCallError::Decode(e.to_string()))?;
+        let request = RemotingCommand::request(rc::CONTROLLER_GET_SYNC_STATE_DATA)
+            .with_ext("readLocal", "true")
+            .with_body(body);
+        let response = self.call_ok_within(addr, request, &[], timeout).await?;
+        serde_json::from_slice(&response.body)
+            .map_err(|e| ControllerCallError::Decode(format!("BrokerReplicasInfo: {e}")))
+    }
+
     /// CLEAN_BROKER_DATA (1011).
     pub async fn clean_broker_data(
         &self,

@@ -583,6 +583,10 @@ pub struct ReplicaIdentity {
     pub broker_id: i64,
     pub address: String,
     pub alive: bool,
+    /// Rocketraft extension (`heardRecently`): the answering controller heard the broker
+    /// within a quarter of its heartbeat timeout (`BrokerLiveInfo::heard_recently`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heard_recently: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -619,6 +623,9 @@ pub fn get_sync_state_data(
                 broker_id: *id,
                 address: identity.address.clone(),
                 alive: liveness.is_alive(broker_name, *id),
+                heard_recently: liveness
+                    .live_info(broker_name, *id)
+                    .and_then(|info| info.heard_recently),
             };
             if sync.sync_state_set.contains(id) {
                 in_sync_replicas.push(replica);

@@ -169,6 +169,8 @@ pub struct Controller {
     /// When this node last proposed to depose each set's master (monotonic ms): at most one
     /// proposal per heartbeat timeout, while the brokers learn the outcome.
     deposed_at: Mutex<BTreeMap<String, u64>>,
+    /// When this node last handed leadership over for each set (monotonic ms).
+    handed_over_at: Mutex<BTreeMap<String, u64>>,
 }
 
 /// A leadership term of this node and when it began (monotonic ms).
@@ -224,6 +226,7 @@ impl Controller {
             tenure_watch: Mutex::new(None),
             tenure: Arc::new(Mutex::new(None)),
             deposed_at: Mutex::new(BTreeMap::new()),
+            handed_over_at: Mutex::new(BTreeMap::new()),
         });
         // The live-broker view an entry carries is the leader's own, taken just before the
         // leader proposes it (forwarded requests included): a follower's table may be stale
@@ -487,12 +490,82 @@ impl Controller {
                 tracing::info!(broker = %name, in_office_ms = in_office, wait_ms = wait, quorum_fresh = fresh, "master heartbeat timed out; electing once this leader has been in office long enough");
                 continue;
             }
+            if self.hand_over_to_a_peer_that_hears(name, master, now).await {
+                continue;
+            }
             to_elect.insert(name.clone(), (set.replica_info.cluster.clone(), None));
         }
         for (broker_name, (cluster, depose_epoch)) in to_elect {
             self.elect_through_the_log(broker_name, cluster, depose_epoch)
                 .await;
         }
+    }
+
+    /// Before electing in place of a master this leader no longer hears: asks the other
+    /// controllers (their own heartbeat tables, `readLocal`) whether one heard it within a
+    /// quarter of its timeout. If one did, the master is alive and only this leader is cut off
+    /// from it: leadership moves to that controller (a Raft transfer), which confirms the
+    /// master's heartbeats, instead of electing a replica that may be unusable (a majority
+    /// ring, docs/safety.md). At most one hand-over per set per heartbeat timeout; a dead
+    /// master is heard by nobody, so its failover only waits for the answers (at most a tenth
+    /// of the timeout).
+    async fn hand_over_to_a_peer_that_hears(&self, name: &str, master: i64, now: u64) -> bool {
+        let t = self.config.heartbeat_timeout_ms;
+        if self
+            .handed_over_at
+            .lock()
+            .get(name)
+            .is_some_and(|at| now.saturating_sub(*at) < t)
+        {
+            return false;
+        }
+        let me = self.node.id();
+        let client = crate::client::ControllerClient::new(
+            self.notifier.clone(),
+            Duration::from_millis(t / 10),
+        );
+        let asks = self
+            .config
+            .remoting_peers
+            .iter()
+            .filter(|(id, _)| **id != me)
+            .map(|(id, addr)| {
+                let client = client.clone();
+                async move {
+                    let info = client
+                        .get_sync_state_data_local(
+                            addr,
+                            &[name],
+                            Duration::from_millis((t / 10).max(100)),
+                        )
+                        .await
+                        .ok()?;
+                    let set = info.replicas_info_table.get(name)?;
+                    set.in_sync_replicas
+                        .iter()
+                        .chain(&set.not_in_sync_replicas)
+                        .any(|r| r.broker_id == master && r.heard_recently == Some(true))
+                        .then_some(*id)
+                }
+            });
+        let hearing: Vec<u64> = futures::future::join_all(asks)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        let Some(to) = hearing.first().copied() else {
+            return false;
+        };
+        self.handed_over_at.lock().insert(name.to_string(), now);
+        tracing::warn!(broker = %name, master, to, "this leader lost the master but controller {to} hears it; handing leadership over instead of electing");
+        if let Err(e) = self
+            .node
+            .admin(rocketraft_raft::AdminRequest::TransferLeader { to })
+            .await
+        {
+            tracing::warn!(to, error = %e, "leadership hand-over failed");
+        }
+        true
     }
 
     /// Proposes a controller-triggered ElectMaster for a set whose master was lost, or to depose

@@ -65,6 +65,9 @@ pub struct WireReplicaIdentity {
     pub broker_id: i64,
     pub broker_address: String,
     pub alive: bool,
+    /// Rocketraft extension: see `handler::ReplicaIdentity::heard_recently`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heard_recently: Option<bool>,
 }
 
 /// `BrokerReplicasInfo.ReplicasInfo`.
@@ -92,6 +95,7 @@ fn identity(r: &ReplicaIdentity) -> WireReplicaIdentity {
         broker_id: r.broker_id,
         broker_address: r.address.clone(),
         alive: r.alive,
+        heard_recently: r.heard_recently,
     }
 }
 
@@ -434,6 +438,7 @@ impl ControllerProcessor {
                     // ignored, and the state is committed, so it never names a master the log
                     // does not.
                     ControllerRequest::GetReplicaInfo(_)
+                    | ControllerRequest::GetSyncStateData(_)
                         if cmd.ext("readLocal") == Some("true") =>
                     {
                         (c.read_local(request).await, None)

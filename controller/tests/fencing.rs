@@ -50,6 +50,9 @@ async fn controllers(dir: &std::path::Path) -> Vec<Arc<Controller>> {
         .enumerate()
         .map(|(i, p)| (i as u64 + 1, format!("127.0.0.1:{p}")))
         .collect();
+    let remoting: BTreeMap<u64, String> = (1..=3)
+        .map(|id| (id, format!("127.0.0.1:{}", free_port())))
+        .collect();
     let mut out = Vec::new();
     for (i, port) in ports.iter().enumerate() {
         let mut c = ControllerConfig::default();
@@ -57,7 +60,8 @@ async fn controllers(dir: &std::path::Path) -> Vec<Arc<Controller>> {
         c.raft.listen = format!("127.0.0.1:{port}").parse().expect("addr");
         c.raft.data_dir = dir.join(format!("c{}", i + 1));
         c.raft.initial_members = members.clone();
-        c.listen = "127.0.0.1:0".parse().expect("addr");
+        c.listen = remoting[&c.raft.node_id].parse().expect("addr");
+        c.remoting_peers = remoting.clone();
         let controller = Controller::start(c).await.expect("controller starts");
         controller
             .serve_remoting()
@@ -325,5 +329,57 @@ async fn an_election_through_a_follower_uses_the_leaders_view() {
         "broker 2 is alive in the leader's view: {r:?}"
     );
     drop(beats);
+    shutdown(ctls).await;
+}
+
+/// Issue 22: a leader that stops hearing the master while another controller still hears it
+/// (a majority ring: the master is cut off from the leader only) hands leadership to that
+/// controller instead of electing another replica; the new leader confirms the master, which
+/// stays master in the same epoch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_that_loses_the_master_hands_over_to_a_controller_that_hears_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ctls = controllers(dir.path()).await;
+    let leader = wait_for("a controller leader", Duration::from_secs(15), || {
+        leader_index(&ctls)
+    })
+    .await;
+    let hearing = (leader + 1) % 3;
+    let addrs: Vec<String> = ctls.iter().map(|c| c.remoting_addr()).collect();
+    let c = client();
+    let everyone = Beats::start(&[1, 2], addrs.clone());
+    register_two(&c, &addrs[leader]).await;
+    let r = c
+        .elect_master(&addrs[leader], CLUSTER, SET, Some(1), false)
+        .await
+        .expect("first election");
+    assert_eq!((r.master_broker_id, r.master_epoch), (Some(1), 1));
+    c.alter_sync_state_set(&addrs[leader], SET, 1, 1, &BTreeSet::from([1, 2]), 1)
+        .await
+        .expect("both in sync");
+    // Wait out the leader's tenure, so it would elect as soon as the master times out.
+    tokio::time::sleep(Duration::from_millis(tenure_needed(3000))).await;
+
+    // The master now reaches only `hearing`; broker 2 still reaches everyone.
+    everyone.stop(1);
+    let to_one = Beats::start(&[1], vec![addrs[hearing].clone()]);
+    wait_for(
+        "leadership handed to the controller that hears the master",
+        Duration::from_secs(15),
+        || ctls[hearing].raft().is_leader().then_some(()),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(2 * BROKER_TIMEOUT_MS)).await;
+    let info = c
+        .get_replica_info(&addrs[hearing], SET)
+        .await
+        .expect("replica info");
+    assert_eq!(
+        (info.master_broker_id, info.master_epoch),
+        (Some(1), 1),
+        "the master a controller still hears was replaced"
+    );
+    drop(to_one);
+    drop(everyone);
     shutdown(ctls).await;
 }
