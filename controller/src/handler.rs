@@ -587,6 +587,14 @@ pub struct ReplicaIdentity {
     /// within a quarter of its heartbeat timeout (`BrokerLiveInfo::heard_recently`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heard_recently: Option<bool>,
+    /// Rocketraft extension (`nameServersReached`): what the broker's last heartbeat to the
+    /// answering controller reported (`BrokerLiveInfo::name_servers_reached`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_servers_reached: Option<u32>,
+    /// Rocketraft extension (`inSyncReplicasUnreachable`): what the broker's last heartbeat to
+    /// the answering controller reported (`BrokerLiveInfo::in_sync_unreachable`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_sync_unreachable: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -618,14 +626,15 @@ pub fn get_sync_state_data(
         let sync = &set.sync_state_info;
         let (mut in_sync_replicas, mut not_in_sync_replicas) = (Vec::new(), Vec::new());
         for (id, identity) in &set.replica_info.broker_id_info {
+            let info = liveness.live_info(broker_name, *id);
             let replica = ReplicaIdentity {
                 broker_name: broker_name.clone(),
                 broker_id: *id,
                 address: identity.address.clone(),
-                alive: liveness.is_alive(broker_name, *id),
-                heard_recently: liveness
-                    .live_info(broker_name, *id)
-                    .and_then(|info| info.heard_recently),
+                alive: info.is_some(),
+                heard_recently: info.and_then(|i| i.heard_recently),
+                name_servers_reached: info.and_then(|i| i.name_servers_reached),
+                in_sync_unreachable: info.and_then(|i| i.in_sync_unreachable),
             };
             if sync.sync_state_set.contains(id) {
                 in_sync_replicas.push(replica);

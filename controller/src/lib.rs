@@ -26,6 +26,8 @@
 //! - [`service`]: [`Controller::start`] (standalone, or embedded in the NameServer), the scanner
 //!   that elects a new master when a master's heartbeat times out and sends
 //!   `NOTIFY_BROKER_ROLE_CHANGED`, and the Remoting processor; every node answers every request.
+//! - [`peers`]: what the other controllers hear, asked before an election or a depose the
+//!   leader cannot make from its own table (partitions; issue 22).
 //! - [`wire`]: the Remoting headers and bodies of the controller codes (plus
 //!   `CONTROLLER_GET_METADATA_INFO`); [`client`]: a typed client for brokers, the admin tool and
 //!   the tests.
@@ -36,6 +38,7 @@ pub mod event;
 pub mod handler;
 pub mod heartbeat;
 pub mod liveness;
+pub mod peers;
 pub mod replicated;
 pub mod service;
 pub mod state;

@@ -38,6 +38,7 @@ use crate::handler::ElectOutcome;
 use crate::heartbeat::Heartbeat;
 use crate::heartbeat::HeartbeatTracker;
 use crate::liveness::BrokerLiveness;
+use crate::peers::{advise, Advice, PeerView, Situation};
 use crate::replicated::CommandResult;
 use crate::replicated::ControllerCommand;
 use crate::replicated::ControllerQuery;
@@ -171,6 +172,18 @@ pub struct Controller {
     deposed_at: Mutex<BTreeMap<String, u64>>,
     /// When this node last handed leadership over for each set (monotonic ms).
     handed_over_at: Mutex<BTreeMap<String, u64>>,
+    /// The other controllers' views of each set and when they were asked (monotonic ms).
+    peer_views: Mutex<BTreeMap<String, (u64, Vec<PeerView>)>>,
+}
+
+/// What one scanner round knows before it looks at each set.
+#[derive(Debug, Clone, Copy)]
+struct Round {
+    now: u64,
+    /// A quorum acknowledged this leader's term within a fifth of the heartbeat timeout.
+    fresh: bool,
+    /// How long this node has led in its current term (ms).
+    in_office: u64,
 }
 
 /// A leadership term of this node and when it began (monotonic ms).
@@ -227,6 +240,7 @@ impl Controller {
             tenure: Arc::new(Mutex::new(None)),
             deposed_at: Mutex::new(BTreeMap::new()),
             handed_over_at: Mutex::new(BTreeMap::new()),
+            peer_views: Mutex::new(BTreeMap::new()),
         });
         // The live-broker view an entry carries is the leader's own, taken just before the
         // leader proposes it (forwarded requests included): a follower's table may be stale
@@ -442,7 +456,6 @@ impl Controller {
     /// heartbeat timed out (or never arrived). Time is monotonic throughout.
     async fn scan(&self) {
         let now = rocketraft_common::time::mono_ms();
-        let t = self.config.heartbeat_timeout_ms;
         let tenure = self.tenure();
         let fresh = self.quorum_fresh();
         let Some(tenure) = tenure.filter(|_| self.node.is_leader()) else {
@@ -470,30 +483,17 @@ impl Controller {
             };
             let timed_out = expired_ids.contains(&(name.clone(), master))
                 || !self.heartbeats.is_alive(name, master, now);
-            if !timed_out {
-                if fresh && self.should_depose(name, set, master, now) {
-                    let epoch = set.sync_state_info.master_epoch;
-                    to_elect.insert(
-                        name.clone(),
-                        (set.replica_info.cluster.clone(), Some(epoch)),
-                    );
-                }
-                continue;
+            let round = Round {
+                now,
+                fresh,
+                in_office,
+            };
+            if let Some(depose_epoch) = self.decide(name, set, master, timed_out, round).await {
+                to_elect.insert(
+                    name.clone(),
+                    (set.replica_info.cluster.clone(), depose_epoch),
+                );
             }
-            // Only a leader in office for a full heartbeat timeout elects: a master's role
-            // lease (renewed by heartbeats this leader or an earlier one confirmed) has run out
-            // by then (an earlier leader confirmed at most T/5 after the quorum acknowledgement
-            // that preceded this tenure, for at most 3/4 T; docs/safety.md). A master that
-            // heartbeats with a longer timeout than ours is waited for in proportion.
-            let wait = tenure_needed(t.max(self.heartbeats.timeout_of(name, master).unwrap_or(0)));
-            if in_office < wait || !fresh {
-                tracing::info!(broker = %name, in_office_ms = in_office, wait_ms = wait, quorum_fresh = fresh, "master heartbeat timed out; electing once this leader has been in office long enough");
-                continue;
-            }
-            if self.hand_over_to_a_peer_that_hears(name, master, now).await {
-                continue;
-            }
-            to_elect.insert(name.clone(), (set.replica_info.cluster.clone(), None));
         }
         for (broker_name, (cluster, depose_epoch)) in to_elect {
             self.elect_through_the_log(broker_name, cluster, depose_epoch)
@@ -501,63 +501,120 @@ impl Controller {
         }
     }
 
-    /// Before electing in place of a master this leader no longer hears: asks the other
-    /// controllers (their own heartbeat tables, `readLocal`) whether one heard it within a
-    /// quarter of its timeout. If one did, the master is alive and only this leader is cut off
-    /// from it: leadership moves to that controller (a Raft transfer), which confirms the
-    /// master's heartbeats, instead of electing a replica that may be unusable (a majority
-    /// ring, docs/safety.md). At most one hand-over per set per heartbeat timeout; a dead
-    /// master is heard by nobody, so its failover only waits for the answers (at most a tenth
-    /// of the timeout).
-    async fn hand_over_to_a_peer_that_hears(&self, name: &str, master: i64, now: u64) -> bool {
-        let t = self.config.heartbeat_timeout_ms;
-        if self
-            .handed_over_at
-            .lock()
-            .get(name)
-            .is_some_and(|at| now.saturating_sub(*at) < t)
-        {
-            return false;
+    /// The scanner's decision for one set: `Some(None)` to elect in place of a lost master,
+    /// `Some(Some(epoch))` to depose the live master of `epoch`, `None` to leave it (perhaps
+    /// after handing leadership to a peer, `peers::advise`).
+    async fn decide(
+        &self,
+        name: &str,
+        set: &crate::state::BrokerSet,
+        master: i64,
+        timed_out: bool,
+        round: Round,
+    ) -> Option<Option<i32>> {
+        let Round {
+            now,
+            fresh,
+            in_office,
+        } = round;
+        let here = self.heartbeats.alive(now).live_info(name, master);
+        let stuck_here = here.is_some_and(|info| info.in_sync_unreachable == Some(true));
+        let unheard_here = timed_out || here.is_some_and(|info| info.heard_recently == Some(false));
+        if !(timed_out || stuck_here || unheard_here) || !fresh {
+            if timed_out {
+                tracing::info!(broker = %name, "master heartbeat timed out; no election without a quorum acknowledgement within a fifth of the timeout");
+            }
+            return None;
         }
-        let me = self.node.id();
-        let client = crate::client::ControllerClient::new(
-            self.notifier.clone(),
-            Duration::from_millis(t / 10),
-        );
-        let asks = self
-            .config
-            .remoting_peers
-            .iter()
-            .filter(|(id, _)| **id != me)
-            .map(|(id, addr)| {
-                let client = client.clone();
-                async move {
-                    let info = client
-                        .get_sync_state_data_local(
-                            addr,
-                            &[name],
-                            Duration::from_millis((t / 10).max(100)),
-                        )
-                        .await
-                        .ok()?;
-                    let set = info.replicas_info_table.get(name)?;
-                    set.in_sync_replicas
-                        .iter()
-                        .chain(&set.not_in_sync_replicas)
-                        .any(|r| r.broker_id == master && r.heard_recently == Some(true))
-                        .then_some(*id)
-                }
-            });
-        let hearing: Vec<u64> = futures::future::join_all(asks)
-            .await
-            .into_iter()
-            .flatten()
-            .collect();
-        let Some(to) = hearing.first().copied() else {
-            return false;
+        let sync_state_set = &set.sync_state_info.sync_state_set;
+        // The same view a depose entry carries (`alive_for`): candidates heard recently.
+        let recent = self.heartbeats.heard_recently(now).only(name);
+        let replacement_here = self
+            .policy()
+            .elect_replacement(name, sync_state_set, master, &recent)
+            .is_some();
+        let advice = if stuck_here && replacement_here {
+            Advice::DeposeNow
+        } else {
+            let situation = Situation {
+                master,
+                sync_state_set,
+                timed_out_here: timed_out,
+                unheard_here,
+                stuck_here,
+                replacement_here,
+            };
+            advise(&situation, &self.peer_views(name, now).await)
         };
-        self.handed_over_at.lock().insert(name.to_string(), now);
-        tracing::warn!(broker = %name, master, to, "this leader lost the master but controller {to} hears it; handing leadership over instead of electing");
+        let handed = match advice {
+            Advice::DeposeNow => {
+                let epoch = set.sync_state_info.master_epoch;
+                return self.may_depose(name, now).then_some(Some(epoch));
+            }
+            Advice::HandOverToMaster(to) => self.hand_over(name, to, now, "hears the master").await,
+            Advice::HandOverToReplacement(to) => {
+                self.hand_over(name, to, now, "hears a replacement this leader does not")
+                    .await
+            }
+            Advice::Nothing => false,
+        };
+        if handed || !timed_out {
+            return None;
+        }
+        // Only a leader in office for a full heartbeat timeout elects: a master's role lease
+        // (renewed by heartbeats this leader or an earlier one confirmed) has run out by then
+        // (an earlier leader confirmed at most T/5 after the quorum acknowledgement that
+        // preceded this tenure, for at most 3/4 T; docs/safety.md). A master that heartbeats
+        // with a longer timeout than ours is waited for in proportion.
+        let t = self.config.heartbeat_timeout_ms;
+        let wait = tenure_needed(t.max(self.heartbeats.timeout_of(name, master).unwrap_or(0)));
+        if in_office < wait {
+            tracing::info!(broker = %name, in_office_ms = in_office, wait_ms = wait, "master heartbeat timed out; electing once this leader has been in office long enough");
+            return None;
+        }
+        Some(None)
+    }
+
+    /// The other controllers' own views of a set (`peers::ask`), asked at most once per sixth
+    /// of the heartbeat timeout per set (the scanner runs every quarter second); each peer gets
+    /// a tenth of the timeout to answer, so a dead master's failover waits at most that long.
+    async fn peer_views(&self, name: &str, now: u64) -> Vec<PeerView> {
+        let t = self.config.heartbeat_timeout_ms;
+        if let Some((at, views)) = self.peer_views.lock().get(name) {
+            if now.saturating_sub(*at) < t / 6 {
+                return views.clone();
+            }
+        }
+        let wait = Duration::from_millis((t / 10).max(100));
+        let client = crate::client::ControllerClient::new(self.notifier.clone(), wait);
+        let views = crate::peers::ask(
+            &client,
+            &self.config.remoting_peers,
+            self.node.id(),
+            name,
+            wait,
+        )
+        .await;
+        self.peer_views
+            .lock()
+            .insert(name.to_string(), (now, views.clone()));
+        views
+    }
+
+    /// Hands Raft leadership to controller `to` for the sake of set `name` (`peers::advise`):
+    /// a new term there, so whatever it elects waits out its own tenure (Claim 1), and a depose
+    /// needs none (Claim 2). At most one hand-over per set per heartbeat timeout, so two
+    /// controllers with different views do not pass leadership back and forth.
+    async fn hand_over(&self, name: &str, to: u64, now: u64, why: &str) -> bool {
+        let t = self.config.heartbeat_timeout_ms;
+        {
+            let mut last = self.handed_over_at.lock();
+            if last.get(name).is_some_and(|at| now.saturating_sub(*at) < t) {
+                return false;
+            }
+            last.insert(name.to_string(), now);
+        }
+        tracing::warn!(broker = %name, to, "controller {to} {why}; handing leadership over");
         if let Err(e) = self
             .node
             .admin(rocketraft_raft::AdminRequest::TransferLeader { to })
@@ -602,33 +659,11 @@ impl Controller {
         }
     }
 
-    /// Whether to depose the live master of `set`: its last heartbeat on this node says it
-    /// cannot gather `minInSyncReplicas`, another live SyncStateSet member could replace it, and
-    /// this node proposed no depose of the set within the last heartbeat timeout. No tenure is
-    /// needed: the deposed master acknowledges only what every member, the new master included,
-    /// holds (docs/safety.md, "Deposing a master that cannot acknowledge").
-    fn should_depose(
-        &self,
-        name: &str,
-        set: &crate::state::BrokerSet,
-        master: i64,
-        now: u64,
-    ) -> bool {
-        let stuck = self
-            .heartbeats
-            .alive(now)
-            .live_info(name, master)
-            .is_some_and(|info| info.in_sync_unreachable == Some(true));
-        // The same view the entry will carry (`alive_for`): candidates heard recently.
-        let recent = self.heartbeats.heard_recently(now).only(name);
-        if !stuck
-            || self
-                .policy()
-                .elect_replacement(name, &set.sync_state_info.sync_state_set, master, &recent)
-                .is_none()
-        {
-            return false;
-        }
+    /// Whether this node may propose to depose a set's master now: it proposed no depose of
+    /// the set within the last heartbeat timeout (records this one). No tenure is needed: the
+    /// deposed master acknowledges only what every member, the new master included, holds
+    /// (docs/safety.md, "Deposing a master that cannot acknowledge").
+    fn may_depose(&self, name: &str, now: u64) -> bool {
         let mut last = self.deposed_at.lock();
         if last
             .get(name)

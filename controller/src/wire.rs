@@ -68,6 +68,17 @@ pub struct WireReplicaIdentity {
     /// Rocketraft extension: see `handler::ReplicaIdentity::heard_recently`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heard_recently: Option<bool>,
+    /// Rocketraft extension: see `handler::ReplicaIdentity::name_servers_reached`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_servers_reached: Option<u32>,
+    /// Rocketraft extension (`inSyncReplicasUnreachable`): see
+    /// `handler::ReplicaIdentity::in_sync_unreachable`.
+    #[serde(
+        default,
+        rename = "inSyncReplicasUnreachable",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub in_sync_unreachable: Option<bool>,
 }
 
 /// `BrokerReplicasInfo.ReplicasInfo`.
@@ -96,6 +107,8 @@ fn identity(r: &ReplicaIdentity) -> WireReplicaIdentity {
         broker_address: r.address.clone(),
         alive: r.alive,
         heard_recently: r.heard_recently,
+        name_servers_reached: r.name_servers_reached,
+        in_sync_unreachable: r.in_sync_unreachable,
     }
 }
 

@@ -92,15 +92,20 @@ fn broker_addr(id: i64) -> String {
     format!("127.0.0.1:{}", 31000 + id)
 }
 
-fn heartbeat_of(id: i64) -> Heartbeat {
+fn heartbeat_of(id: i64, info: BrokerLiveInfo) -> Heartbeat {
     Heartbeat {
         cluster: CLUSTER.into(),
         broker_name: SET.into(),
         broker_id: id,
         broker_addr: broker_addr(id),
         timeout_ms: BROKER_TIMEOUT_MS,
-        info: BrokerLiveInfo::new(1, 100, 0),
+        info,
     }
+}
+
+/// What every broker reports unless a test says otherwise.
+fn plain() -> BrokerLiveInfo {
+    BrokerLiveInfo::new(1, 100, 0)
 }
 
 /// Brokers that heartbeat the given controllers every 100 ms while their flag is set.
@@ -111,18 +116,28 @@ struct Beats {
 
 impl Beats {
     fn start(ids: &[i64], to: Vec<String>) -> Beats {
-        let flags: Vec<(i64, Arc<AtomicBool>)> = ids
+        let brokers: Vec<(i64, BrokerLiveInfo)> = ids.iter().map(|id| (*id, plain())).collect();
+        Beats::reporting(&brokers, to)
+    }
+
+    /// Brokers that report the given heartbeat fields.
+    fn reporting(brokers: &[(i64, BrokerLiveInfo)], to: Vec<String>) -> Beats {
+        let flags: Vec<(i64, Arc<AtomicBool>)> = brokers
             .iter()
-            .map(|id| (*id, Arc::new(AtomicBool::new(true))))
+            .map(|(id, _)| (*id, Arc::new(AtomicBool::new(true))))
             .collect();
-        let beating = flags.clone();
+        let beating: Vec<(Arc<AtomicBool>, Heartbeat)> = brokers
+            .iter()
+            .zip(&flags)
+            .map(|((id, info), (_, on))| (on.clone(), heartbeat_of(*id, *info)))
+            .collect();
         let task = tokio::spawn(async move {
             let c = client();
             loop {
-                for (id, on) in &beating {
+                for (on, heartbeat) in &beating {
                     if on.load(Ordering::SeqCst) {
                         for addr in &to {
-                            let _ = c.heartbeat(addr, &heartbeat_of(*id)).await;
+                            let _ = c.heartbeat(addr, heartbeat).await;
                         }
                     }
                 }
@@ -147,15 +162,63 @@ impl Drop for Beats {
     }
 }
 
-/// Brokers 1 and 2 get their ids and register (through `addr`, forwarded to the leader).
-async fn register_two(c: &ControllerClient, addr: &str) {
-    for id in 1..=2 {
+/// The brokers get their ids and register (through `addr`, forwarded to the leader).
+async fn register(c: &ControllerClient, addr: &str, ids: &[i64]) {
+    for &id in ids {
         c.apply_broker_id(addr, CLUSTER, SET, id, &format!("{};{id}", broker_addr(id)))
             .await
             .expect("apply id");
         c.register_broker(addr, CLUSTER, SET, id, &broker_addr(id))
             .await
             .expect("register");
+    }
+}
+
+/// Three controllers, brokers `ids` heartbeating all of them, broker 1 elected master (epoch 1)
+/// with every broker in its SyncStateSet.
+struct MasterOne {
+    _dir: tempfile::TempDir,
+    ctls: Vec<Arc<Controller>>,
+    leader: usize,
+    addrs: Vec<String>,
+    c: ControllerClient,
+    everyone: Beats,
+}
+
+impl MasterOne {
+    async fn start(ids: &[i64]) -> MasterOne {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ctls = controllers(dir.path()).await;
+        let leader = wait_for("a controller leader", Duration::from_secs(15), || {
+            leader_index(&ctls)
+        })
+        .await;
+        let addrs: Vec<String> = ctls.iter().map(|c| c.remoting_addr()).collect();
+        let c = client();
+        let everyone = Beats::start(ids, addrs.clone());
+        register(&c, &addrs[leader], ids).await;
+        let r = c
+            .elect_master(&addrs[leader], CLUSTER, SET, Some(1), false)
+            .await
+            .expect("first election");
+        assert_eq!((r.master_broker_id, r.master_epoch), (Some(1), 1));
+        let all: BTreeSet<i64> = ids.iter().copied().collect();
+        c.alter_sync_state_set(&addrs[leader], SET, 1, 1, &all, 1)
+            .await
+            .expect("every broker in sync");
+        MasterOne {
+            _dir: dir,
+            ctls,
+            leader,
+            addrs,
+            c,
+            everyone,
+        }
+    }
+
+    async fn shutdown(self) {
+        drop(self.everyone);
+        shutdown(self.ctls).await;
     }
 }
 
@@ -182,39 +245,17 @@ async fn transfer(ctls: &[Arc<Controller>], from: usize, to: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_leadership_flip_restarts_the_tenure_before_an_election() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let ctls = controllers(dir.path()).await;
-    let l1 = wait_for("a controller leader", Duration::from_secs(15), || {
-        leader_index(&ctls)
-    })
-    .await;
+    let set = MasterOne::start(&[1, 2]).await;
+    let (ctls, addrs, c, beats) = (&set.ctls, &set.addrs, &set.c, &set.everyone);
+    let l1 = set.leader;
     let l2 = (l1 + 1) % 3;
-    let addrs: Vec<String> = ctls.iter().map(|c| c.remoting_addr()).collect();
-    let c = client();
-    let beats = Beats::start(&[1, 2], addrs.clone());
-    register_two(&c, &addrs[l1]).await;
-    let r = c
-        .elect_master(&addrs[l1], CLUSTER, SET, Some(1), false)
-        .await
-        .expect("first election");
-    assert_eq!(r.master_broker_id, Some(1));
-    c.alter_sync_state_set(
-        &addrs[l1],
-        SET,
-        1,
-        r.master_epoch,
-        &BTreeSet::from([1, 2]),
-        1,
-    )
-    .await
-    .expect("both in sync");
     let first_term = ctls[l1].tenure().expect("l1 leads").term;
 
     // L1 -> L2; the master dies while L2 leads (L2 has not led long enough to elect); L2 -> L1.
-    transfer(&ctls, l1, l2).await;
+    transfer(ctls, l1, l2).await;
     beats.stop(1);
     let flip_back = rocketraft_common::time::mono_ms();
-    transfer(&ctls, l2, l1).await;
+    transfer(ctls, l2, l1).await;
     let back = rocketraft_common::time::mono_ms();
     let tenure = ctls[l1].tenure().expect("l1 leads again");
     assert!(
@@ -252,8 +293,7 @@ async fn a_leadership_flip_restarts_the_tenure_before_an_election() {
         waited >= needed,
         "L1 elected {waited} ms after it led again, before its {needed} ms tenure"
     );
-    drop(beats);
-    shutdown(ctls).await;
+    set.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -269,7 +309,7 @@ async fn an_election_through_a_follower_uses_the_leaders_view() {
     let c = client();
     // Both brokers heartbeat the leader only: the follower has never heard of them alive.
     let beats = Beats::start(&[1, 2], vec![addrs[leader].clone()]);
-    register_two(&c, &addrs[leader]).await;
+    register(&c, &addrs[leader], &[1, 2]).await;
     let r = c
         .elect_master(&addrs[leader], CLUSTER, SET, Some(1), false)
         .await
@@ -338,25 +378,9 @@ async fn an_election_through_a_follower_uses_the_leaders_view() {
 /// stays master in the same epoch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_leader_that_loses_the_master_hands_over_to_a_controller_that_hears_it() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let ctls = controllers(dir.path()).await;
-    let leader = wait_for("a controller leader", Duration::from_secs(15), || {
-        leader_index(&ctls)
-    })
-    .await;
-    let hearing = (leader + 1) % 3;
-    let addrs: Vec<String> = ctls.iter().map(|c| c.remoting_addr()).collect();
-    let c = client();
-    let everyone = Beats::start(&[1, 2], addrs.clone());
-    register_two(&c, &addrs[leader]).await;
-    let r = c
-        .elect_master(&addrs[leader], CLUSTER, SET, Some(1), false)
-        .await
-        .expect("first election");
-    assert_eq!((r.master_broker_id, r.master_epoch), (Some(1), 1));
-    c.alter_sync_state_set(&addrs[leader], SET, 1, 1, &BTreeSet::from([1, 2]), 1)
-        .await
-        .expect("both in sync");
+    let set = MasterOne::start(&[1, 2]).await;
+    let (ctls, addrs, c, everyone) = (&set.ctls, &set.addrs, &set.c, &set.everyone);
+    let hearing = (set.leader + 1) % 3;
     // Wait out the leader's tenure, so it would elect as soon as the master times out.
     tokio::time::sleep(Duration::from_millis(tenure_needed(3000))).await;
 
@@ -380,6 +404,76 @@ async fn a_leader_that_loses_the_master_hands_over_to_a_controller_that_hears_it
         "the master a controller still hears was replaced"
     );
     drop(to_one);
-    drop(everyone);
-    shutdown(ctls).await;
+    set.shutdown().await;
+}
+
+/// Issue 22, seed 11's first majority ring: the leader hears the master, which cannot gather
+/// `minInSyncReplicas`, and one slave that reaches no NameServer; another controller, which
+/// does not hear the master at all, hears the slave clients could use. The leader hands
+/// leadership to that controller, which deposes the master (the old leader still hears it
+/// stuck) in favour of that slave, without waiting out a tenure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stuck_master_is_replaced_where_a_usable_slave_is_heard() {
+    let set = MasterOne::start(&[1, 2, 3]).await;
+    let (ctls, addrs, c, everyone) = (&set.ctls, &set.addrs, &set.c, &set.everyone);
+    let (leader, hearing) = (set.leader, (set.leader + 1) % 3);
+
+    // First slave 2 moves to `hearing` only and slave 3 loses its NameServer, long enough for
+    // the leader to have no usable replacement of its own; the master still works.
+    everyone.stop(2);
+    everyone.stop(3);
+    let slave_two = Beats::reporting(
+        &[(2, plain().with_name_servers_reached(1))],
+        vec![addrs[hearing].clone()],
+    );
+    let slave_three = Beats::reporting(
+        &[(3, plain().with_name_servers_reached(0))],
+        vec![addrs[leader].clone()],
+    );
+    tokio::time::sleep(Duration::from_millis(BROKER_TIMEOUT_MS)).await;
+    assert!(
+        ctls[leader].raft().is_leader(),
+        "nothing moves while the master works"
+    );
+    // Then the master is cut off from both slaves: it reaches the leader only, and says so.
+    everyone.stop(1);
+    let stuck = Beats::reporting(
+        &[(1, plain().with_in_sync_unreachable(true))],
+        vec![addrs[leader].clone()],
+    );
+    let started = Instant::now();
+    let info = wait_for_master(c, &addrs[hearing], 2, Duration::from_secs(15)).await;
+    println!(
+        "slave 2 elected {} ms after the master got stuck",
+        started.elapsed().as_millis()
+    );
+    assert_eq!(info.master_epoch, 2, "one election: {info:?}");
+    assert!(
+        ctls[hearing].raft().is_leader(),
+        "leadership went to the controller that hears slave 2"
+    );
+    drop((slave_two, slave_three, stuck));
+    set.shutdown().await;
+}
+
+/// Polls `addr` until it names `master`.
+async fn wait_for_master(
+    c: &ControllerClient,
+    addr: &str,
+    master: i64,
+    limit: Duration,
+) -> rocketraft_controller::client::MasterInfo {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(info) = c.get_replica_info(addr, SET).await {
+            if info.master_broker_id == Some(master) {
+                return info;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "broker {master} was never elected"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
