@@ -236,60 +236,90 @@ impl BrokerConfig {
     }
 
     /// Rejects values that would make the broker misbehave, with the fix in the message.
-    pub fn validate(&self) -> Result<(), String> {
-        rocketraft_common::topic::validate_topic_name(&self.broker_name)
-            .map_err(|e| format!("broker_name {:?}: {e}", self.broker_name))?;
-        rocketraft_common::topic::validate_topic_name(&self.cluster_name)
-            .map_err(|e| format!("cluster_name {:?}: {e}", self.cluster_name))?;
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        rocketraft_common::topic::validate_topic_name(&self.broker_name).map_err(|reason| {
+            ConfigError::Name {
+                field: "broker_name",
+                value: self.broker_name.clone(),
+                reason,
+            }
+        })?;
+        rocketraft_common::topic::validate_topic_name(&self.cluster_name).map_err(|reason| {
+            ConfigError::Name {
+                field: "cluster_name",
+                value: self.cluster_name.clone(),
+                reason,
+            }
+        })?;
         if self.broker_id < 0 {
-            return Err(format!(
-                "broker_id = {} must be 0 (master) or positive",
-                self.broker_id
-            ));
+            return Err(ConfigError::BrokerId(self.broker_id));
         }
         if !(1..=rocketraft_common::TopicConfig::MAX_QUEUE_NUMS)
             .contains(&self.default_topic_queue_nums)
         {
-            return Err(format!(
-                "default_topic_queue_nums = {} must be within 1..=1024",
-                self.default_topic_queue_nums
+            return Err(ConfigError::DefaultTopicQueueNums(
+                self.default_topic_queue_nums,
             ));
         }
         if self.register_interval_ms < 1_000 {
-            return Err(format!(
-                "register_interval_ms = {} is below 1000; RocketMQ registers every 30000",
-                self.register_interval_ms
-            ));
+            return Err(ConfigError::RegisterInterval(self.register_interval_ms));
         }
         if self.enable_controller_mode {
             if self.controller_addr.trim().is_empty() {
-                return Err(
-                    "enable_controller_mode needs controller_addr (host:port;host:port)"
-                        .to_string(),
-                );
+                return Err(ConfigError::NoControllerAddr);
             }
             if self.controller_heartbeat_interval_ms == 0
                 || self.controller_heartbeat_interval_ms * 3 > self.controller_heartbeat_timeout_ms
             {
-                return Err(format!(
-                    "controller_heartbeat_interval_ms = {} must be positive and at most a third of controller_heartbeat_timeout_ms = {}",
-                    self.controller_heartbeat_interval_ms, self.controller_heartbeat_timeout_ms
-                ));
+                return Err(ConfigError::ControllerHeartbeat {
+                    interval_ms: self.controller_heartbeat_interval_ms,
+                    timeout_ms: self.controller_heartbeat_timeout_ms,
+                });
             }
             if self.min_in_sync_replicas == 0 || self.in_sync_replicas == 0 {
-                return Err("min_in_sync_replicas and in_sync_replicas must be at least 1 (the master counts)".to_string());
+                return Err(ConfigError::InSyncReplicas);
             }
             if self.sync_controller_metadata_period_ms == 0
                 || self.check_sync_state_set_period_ms == 0
             {
-                return Err("sync_controller_metadata_period_ms and check_sync_state_set_period_ms must be positive".to_string());
+                return Err(ConfigError::ControllerPeriods);
             }
         }
         if !(1..=1024).contains(&self.max_transfer_count) {
-            return Err("max_transfer_count must be within 1..=1024 (default 32)".to_string());
+            return Err(ConfigError::MaxTransferCount);
         }
         Ok(())
     }
+}
+
+/// A [`BrokerConfig`] value the broker cannot run with; the message says how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// `broker_name` or `cluster_name` is not a valid topic-name-like name.
+    #[error("{field} {value:?}: {reason}")]
+    Name {
+        field: &'static str,
+        value: String,
+        reason: rocketraft_common::topic::TopicValidationError,
+    },
+    #[error("broker_id = {0} must be 0 (master) or positive")]
+    BrokerId(i64),
+    #[error("default_topic_queue_nums = {0} must be within 1..=1024")]
+    DefaultTopicQueueNums(i32),
+    #[error("register_interval_ms = {0} is below 1000; RocketMQ registers every 30000")]
+    RegisterInterval(u64),
+    #[error("enable_controller_mode needs controller_addr (host:port;host:port)")]
+    NoControllerAddr,
+    #[error("controller_heartbeat_interval_ms = {interval_ms} must be positive and at most a third of controller_heartbeat_timeout_ms = {timeout_ms}")]
+    ControllerHeartbeat { interval_ms: u64, timeout_ms: u64 },
+    #[error("min_in_sync_replicas and in_sync_replicas must be at least 1 (the master counts)")]
+    InSyncReplicas,
+    #[error(
+        "sync_controller_metadata_period_ms and check_sync_state_set_period_ms must be positive"
+    )]
+    ControllerPeriods,
+    #[error("max_transfer_count must be within 1..=1024 (default 32)")]
+    MaxTransferCount,
 }
 
 #[cfg(test)]

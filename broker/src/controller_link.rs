@@ -19,7 +19,7 @@ use rocketraft_controller::client::ControllerClient;
 use rocketraft_controller::client::HeartbeatAck;
 use rocketraft_controller::client::MasterInfo;
 use rocketraft_controller::heartbeat::Heartbeat;
-use rocketraft_remoting::response_code;
+use rocketraft_remoting::{response_code, Refusal};
 use serde::Deserialize;
 use serde::Serialize;
 
@@ -161,14 +161,11 @@ impl ControllerLink {
                         self.preferred.store(at, Ordering::Relaxed);
                         return Ok(v);
                     }
-                    Err(ControllerCallError::Remote { code, remark })
-                        if code != response_code::SYSTEM_BUSY =>
+                    Err(ControllerCallError::Refused(r))
+                        if r.code != response_code::SYSTEM_BUSY =>
                     {
                         self.preferred.store(at, Ordering::Relaxed);
-                        return Err(LinkError::Refused(ControllerCallError::Remote {
-                            code,
-                            remark,
-                        }));
+                        return Err(LinkError::Refused(ControllerCallError::Refused(r)));
                     }
                     Err(e) => last = format!("{addr}: {e}"),
                 }
@@ -334,7 +331,7 @@ impl ControllerLink {
             // Nobody may be elected yet (this broker is outside the SyncStateSet and its
             // members are still down, e.g. the whole set restarting): start without a role,
             // as RocketMQ's broker does; the poll loop keeps asking for an election.
-            Err(LinkError::Refused(ControllerCallError::Remote { code, remark }))
+            Err(LinkError::Refused(ControllerCallError::Refused(Refusal { code, remark })))
                 if code == response_code::CONTROLLER_ELECT_MASTER_FAILED
                     || code == response_code::CONTROLLER_MASTER_NOT_AVAILABLE =>
             {

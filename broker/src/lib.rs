@@ -37,7 +37,7 @@ use std::time::Duration;
 
 use rocketraft_common::time::now_ms;
 use rocketraft_remoting::server::{RemotingServer, ServerHandle};
-use rocketraft_remoting::{ClientConfig, RemotingClient};
+use rocketraft_remoting::{ClientConfig, Refusal, RemotingClient};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
@@ -92,33 +92,35 @@ pub enum DurableError {
     },
 }
 
-impl DurableError {
-    /// The Remoting response code RocketMQ answers with.
-    pub fn code(&self) -> i32 {
+impl From<&DurableError> for Refusal {
+    /// The refusal RocketMQ answers with: the response code, and a remark saying why.
+    fn from(e: &DurableError) -> Self {
         use rocketraft_remoting::codes::response_code as rc;
-        match self {
-            DurableError::Store(store::StoreError::MessageIllegal(_)) => rc::MESSAGE_ILLEGAL,
-            DurableError::Store(store::StoreError::ServiceNotAvailable(_)) => {
-                rc::SERVICE_NOT_AVAILABLE
+        use store::StoreError;
+        match e {
+            DurableError::Store(
+                e @ (StoreError::MessageIllegal(_) | StoreError::PropertiesSizeExceeded(_)),
+            ) => Refusal::new(rc::MESSAGE_ILLEGAL, e.to_string()),
+            DurableError::Store(e @ StoreError::ServiceNotAvailable(_)) => {
+                Refusal::new(rc::SERVICE_NOT_AVAILABLE, e.to_string())
             }
-            DurableError::Store(_) => rc::SYSTEM_ERROR,
-            DurableError::FlushTimeout(_) => rc::FLUSH_DISK_TIMEOUT,
-            DurableError::NotMaster(_) => rc::SERVICE_NOT_AVAILABLE,
-            DurableError::InSyncReplicasNotEnough(_) => rc::SYSTEM_ERROR,
-            DurableError::NotAcked { .. } => rc::FLUSH_SLAVE_TIMEOUT,
+            DurableError::Store(e) => Refusal::system_error(e.to_string()),
+            DurableError::FlushTimeout(r) => Refusal::new(
+                rc::FLUSH_DISK_TIMEOUT,
+                format!("flush to disk timed out (record at {})", r.physical_offset),
+            ),
+            DurableError::NotMaster(why) => Refusal::new(rc::SERVICE_NOT_AVAILABLE, why.clone()),
+            DurableError::InSyncReplicasNotEnough(why) => Refusal::system_error(why.clone()),
+            DurableError::NotAcked { why, .. } => {
+                Refusal::new(rc::FLUSH_SLAVE_TIMEOUT, why.clone())
+            }
         }
     }
+}
 
-    pub fn remark(&self) -> String {
-        match self {
-            DurableError::Store(e) => e.to_string(),
-            DurableError::FlushTimeout(r) => {
-                format!("flush to disk timed out (record at {})", r.physical_offset)
-            }
-            DurableError::NotMaster(why)
-            | DurableError::InSyncReplicasNotEnough(why)
-            | DurableError::NotAcked { why, .. } => why.clone(),
-        }
+impl From<DurableError> for Refusal {
+    fn from(e: DurableError) -> Self {
+        Refusal::from(&e)
     }
 }
 

@@ -45,9 +45,9 @@ use rocketraft_common::acl::{AclInfo, UserInfo};
 use rocketraft_common::message::{self, Message};
 use rocketraft_common::TopicConfig;
 use rocketraft_remoting::codes::response_code;
+use rocketraft_remoting::Refusal;
 use serde::{Deserialize, Serialize};
 
-use crate::processor::Refusal;
 use crate::store::metadata::MetadataStore;
 use crate::store::{BrokerMessage, StoreError};
 use crate::BrokerInner;
@@ -115,9 +115,26 @@ impl MetadataChange {
     }
 }
 
+/// Why a metadata record body cannot be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum MetalogError {
+    #[error("not a metadata record (bad magic)")]
+    BadMagic,
+    #[error("metadata record without a version")]
+    NoVersion,
+    #[error("metadata record version {0} is not supported")]
+    UnsupportedVersion(u8),
+    /// The change's JSON does not encode or does not parse.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    /// The CommitLog record holding the body does not decode.
+    #[error(transparent)]
+    Record(#[from] message::DecodeError),
+}
+
 /// The body of a metadata record: `RRMD`, the version byte, the change as JSON.
-pub fn encode(change: &MetadataChange) -> Result<Vec<u8>, String> {
-    let json = serde_json::to_vec(change).map_err(|e| e.to_string())?;
+pub fn encode(change: &MetadataChange) -> Result<Vec<u8>, MetalogError> {
+    let json = serde_json::to_vec(change)?;
     let mut body = Vec::with_capacity(MAGIC.len() + 1 + json.len());
     body.extend_from_slice(MAGIC);
     body.push(VERSION);
@@ -126,14 +143,14 @@ pub fn encode(change: &MetadataChange) -> Result<Vec<u8>, String> {
 }
 
 /// Parses a body [`encode`] wrote.
-pub fn decode(body: &[u8]) -> Result<MetadataChange, String> {
+pub fn decode(body: &[u8]) -> Result<MetadataChange, MetalogError> {
     let rest = body
         .strip_prefix(MAGIC.as_slice())
-        .ok_or_else(|| "not a metadata record (bad magic)".to_string())?;
+        .ok_or(MetalogError::BadMagic)?;
     match rest.split_first() {
-        Some((&VERSION, json)) => serde_json::from_slice(json).map_err(|e| e.to_string()),
-        Some((v, _)) => Err(format!("metadata record version {v} is not supported")),
-        None => Err("metadata record without a version".to_string()),
+        Some((&VERSION, json)) => Ok(serde_json::from_slice(json)?),
+        Some((v, _)) => Err(MetalogError::UnsupportedVersion(*v)),
+        None => Err(MetalogError::NoVersion),
     }
 }
 
@@ -201,7 +218,7 @@ impl MetadataLog {
             return Ok(());
         };
         ha.check_writable().map_err(|e| {
-            Refusal(
+            Refusal::new(
                 response_code::SERVICE_NOT_AVAILABLE,
                 format!("metadata changes go to the master of the broker set: {e}"),
             )
@@ -220,27 +237,27 @@ impl MetadataLog {
             .iter()
             .map(|c| {
                 let body = encode(c).map_err(|e| {
-                    Refusal(
-                        response_code::SYSTEM_ERROR,
-                        format!("cannot encode the metadata change ({}): {e}", c.describe()),
-                    )
+                    Refusal::system_error(format!(
+                        "cannot encode the metadata change ({}): {e}",
+                        c.describe()
+                    ))
                 })?;
                 Ok(BrokerMessage::new(Message::new(METADATA_TOPIC, body), 0))
             })
             .collect::<Result<Vec<_>, Refusal>>()?;
         // Every SyncStateSet member must hold it, whatever the send ack policy.
         let result = inner.store_durably_with(msgs, &policy).await.map_err(|e| {
+            let Refusal { code, remark } = Refusal::from(e);
             tracing::warn!(
                 changes = ?changes.iter().map(MetadataChange::describe).collect::<Vec<_>>(),
-                code = e.code(),
-                error = %e.remark(),
+                code,
+                error = %remark,
                 "metadata change not acknowledged by the SyncStateSet"
             );
-            Refusal(
-                e.code(),
+            Refusal::new(
+                code,
                 format!(
-                    "metadata change not acknowledged by the SyncStateSet, not applied: {}",
-                    e.remark()
+                    "metadata change not acknowledged by the SyncStateSet, not applied: {remark}"
                 ),
             )
         })?;
@@ -248,9 +265,8 @@ impl MetadataLog {
         let end = result.physical_offset + result.wrote_bytes as i64;
         self.apply_through(inner, end)?;
         if self.applied() < result.queue_offset + result.msg_num as i64 {
-            return Err(Refusal(
-                response_code::SYSTEM_ERROR,
-                "the metadata change was replicated but is not applied yet".to_string(),
+            return Err(Refusal::system_error(
+                "the metadata change was replicated but is not applied yet",
             ));
         }
         Ok(())
@@ -278,7 +294,7 @@ impl MetadataLog {
                 return Ok(());
             }
             ha.check_writable().map_err(|e| {
-                Refusal(
+                Refusal::new(
                     response_code::SERVICE_NOT_AVAILABLE,
                     format!("metadata changes go to the master of the broker set: {e}"),
                 )
@@ -287,7 +303,7 @@ impl MetadataLog {
             ha.on_local_append();
             let wait = tokio::time::timeout_at(deadline, arrivals.changed());
             if !matches!(wait.await, Ok(Ok(()))) {
-                return Err(Refusal(
+                return Err(Refusal::new(
                     response_code::FLUSH_SLAVE_TIMEOUT,
                     format!(
                         "earlier metadata records (up to queue offset {max}, applied up to {}) are not confirmed by the SyncStateSet yet; change not applied",
@@ -341,7 +357,7 @@ impl MetadataLog {
                 match store.read_record(entry.commit_log_offset) {
                     None => break,
                     Some(rec) => match message::decode_message(&rec)
-                        .map_err(|e| e.to_string())
+                        .map_err(MetalogError::from)
                         .and_then(|(m, _)| decode(&m.message.body))
                     {
                         Ok(change) => {

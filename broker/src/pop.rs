@@ -35,6 +35,8 @@ use parking_lot::Mutex;
 use rocketraft_common::consts::{property, DLQ_GROUP_TOPIC_PREFIX, RETRY_GROUP_TOPIC_PREFIX};
 use rocketraft_common::message::{self, Message, RecordMeta};
 use rocketraft_common::TopicConfig;
+use rocketraft_remoting::codes::response_code;
+use rocketraft_remoting::Refusal;
 use serde::{Deserialize, Serialize};
 
 use crate::processor::pull::TagFilter;
@@ -104,13 +106,9 @@ enum PopRecord {
 /// fails only on non-string map keys or a failing `Serialize` impl, and `PopRecord` has
 /// neither (strings, integers, a bool), so the error path is not expected to run; the
 /// `revive_record_encoding` test checks every variant round-trips.
-fn encode_revive_record(r: &PopRecord) -> Result<Vec<u8>, PopError> {
-    serde_json::to_vec(r).map_err(|e| {
-        refused(
-            rocketraft_remoting::codes::response_code::SYSTEM_ERROR,
-            format!("cannot encode a POP revive record: {e}"),
-        )
-    })
+fn encode_revive_record(r: &PopRecord) -> Result<Vec<u8>, Refusal> {
+    serde_json::to_vec(r)
+        .map_err(|e| Refusal::system_error(format!("cannot encode a POP revive record: {e}")))
 }
 
 type QueueKey = (String, String, i32);
@@ -161,6 +159,19 @@ struct QueueState {
     inflight: BTreeMap<i64, InFlight>,
 }
 
+/// Why a receipt handle (`POP_CK` / `extraInfo`) does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HandleError {
+    #[error("receipt handle {handle:?} has {fields} fields, expected 8 (ckQueueOffset popTime invisibleTime reviveQid topicType brokerName queueId queueOffset)")]
+    FieldCount { handle: String, fields: usize },
+    #[error("receipt handle {handle:?}: {field} {value:?} is not a number")]
+    NotANumber {
+        handle: String,
+        field: &'static str,
+        value: String,
+    },
+}
+
 /// A parsed receipt handle (`POP_CK` / `extraInfo`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Handle {
@@ -194,20 +205,19 @@ impl Handle {
         )
     }
 
-    pub fn parse(text: &str) -> Result<Handle, String> {
+    pub fn parse(text: &str) -> Result<Handle, HandleError> {
         let parts: Vec<&str> = text.split(' ').collect();
         if parts.len() < 8 {
-            return Err(format!(
-                "receipt handle {text:?} has {} fields, expected 8 (ckQueueOffset popTime invisibleTime reviveQid topicType brokerName queueId queueOffset)",
-                parts.len()
-            ));
+            return Err(HandleError::FieldCount {
+                handle: text.to_string(),
+                fields: parts.len(),
+            });
         }
-        let num = |i: usize, what: &str| -> Result<i64, String> {
-            parts[i].parse().map_err(|_| {
-                format!(
-                    "receipt handle {text:?}: {what} {:?} is not a number",
-                    parts[i]
-                )
+        let num = |i: usize, field: &'static str| -> Result<i64, HandleError> {
+            parts[i].parse().map_err(|_| HandleError::NotANumber {
+                handle: text.to_string(),
+                field,
+                value: parts[i].to_string(),
             })
         };
         Ok(Handle {
@@ -221,17 +231,6 @@ impl Handle {
             queue_offset: num(7, "queueOffset")?,
         })
     }
-}
-
-/// Why a POP request failed.
-#[derive(Debug)]
-pub enum PopError {
-    /// A Remoting code and a remark.
-    Refused(i32, String),
-}
-
-fn refused(code: i32, msg: impl Into<String>) -> PopError {
-    PopError::Refused(code, msg.into())
 }
 
 /// What a FIFO queue allows a pop.
@@ -308,7 +307,7 @@ impl PopService {
 
     /// Rebuilds the in-flight table from the revive topic when this broker starts serving (at
     /// start, or after becoming master of a new epoch); refuses on a slave.
-    pub async fn ensure_rebuilt(&self, inner: &BrokerInner) -> Result<(), PopError> {
+    pub async fn ensure_rebuilt(&self, inner: &BrokerInner) -> Result<(), Refusal> {
         self.replay
             .ensure(inner, |epoch| {
                 let topic = revive_topic(&inner.config.cluster_name);
@@ -334,17 +333,12 @@ impl PopService {
                 *self.state.lock() = table;
             })
             .await
-            .map_err(|why| {
-                refused(
-                    rocketraft_remoting::codes::response_code::SERVICE_NOT_AVAILABLE,
-                    why,
-                )
-            })
+            .map_err(|e| Refusal::new(response_code::SERVICE_NOT_AVAILABLE, e.to_string()))
     }
 
     /// Stores revive records durably (flush policy, and replica acks in controller mode); a
     /// record that cannot be encoded fails the whole call (nothing is stored).
-    async fn persist(inner: &BrokerInner, records: &[PopRecord]) -> Result<(), PopError> {
+    async fn persist(inner: &BrokerInner, records: &[PopRecord]) -> Result<(), Refusal> {
         if records.is_empty() {
             return Ok(());
         }
@@ -358,12 +352,11 @@ impl PopService {
                     0,
                 ))
             })
-            .collect::<Result<Vec<_>, PopError>>()?;
-        inner
-            .store_durably(msgs)
-            .await
-            .map(|_| ())
-            .map_err(|e| refused(e.code(), format!("cannot store POP state: {}", e.remark())))
+            .collect::<Result<Vec<_>, Refusal>>()?;
+        inner.store_durably(msgs).await.map(|_| ()).map_err(|e| {
+            let Refusal { code, remark } = Refusal::from(e);
+            Refusal::new(code, format!("cannot store POP state: {remark}"))
+        })
     }
 
     /// POP_MESSAGE: up to `max` messages of `topic` (one queue, or all when `queue_id < 0`;
@@ -380,7 +373,7 @@ impl PopService {
         init_from_max: bool,
         order: bool,
         filter: &TagFilter,
-    ) -> Result<PopResult, PopError> {
+    ) -> Result<PopResult, Refusal> {
         self.ensure_rebuilt(inner).await?;
         let candidates = self.candidates(inner, group, topic, queue_id, order)?;
         let pop_time = now_ms();
@@ -416,10 +409,10 @@ impl PopService {
         topic: &str,
         queue_id: i32,
         order: bool,
-    ) -> Result<Vec<(String, i32, bool)>, PopError> {
+    ) -> Result<Vec<(String, i32, bool)>, Refusal> {
         let config = inner.topics.get(topic).ok_or_else(|| {
-            refused(
-                rocketraft_remoting::codes::response_code::TOPIC_NOT_EXIST,
+            Refusal::new(
+                response_code::TOPIC_NOT_EXIST,
                 format!("topic[{topic}] not exist, apply first please!"),
             )
         })?;
@@ -433,13 +426,10 @@ impl PopService {
         }
         if queue_id >= 0 {
             if queue_id >= config.read_queue_nums {
-                return Err(refused(
-                    rocketraft_remoting::codes::response_code::SYSTEM_ERROR,
-                    format!(
-                        "queueId[{queue_id}] is illegal, topic:[{topic}] topicConfig.readQueueNums:[{}]",
-                        config.read_queue_nums
-                    ),
-                ));
+                return Err(Refusal::system_error(format!(
+                    "queueId[{queue_id}] is illegal, topic:[{topic}] topicConfig.readQueueNums:[{}]",
+                    config.read_queue_nums
+                )));
             }
             candidates.push((topic.to_string(), queue_id, false));
         } else {
@@ -466,7 +456,7 @@ impl PopService {
         (t, q, is_retry): (String, i32, bool),
         remaining: usize,
         out: &mut PopResult,
-    ) -> Result<(), PopError> {
+    ) -> Result<(), Refusal> {
         let key = (request.group.to_string(), t.clone(), q);
         let lock = self.lock_of(&key);
         let _guard = lock.lock().await;
@@ -561,7 +551,7 @@ impl PopService {
         key: &QueueKey,
         r: &crate::store::GetMessageResult,
         next: i64,
-    ) -> Result<Vec<(bytes::Bytes, i64, i32)>, PopError> {
+    ) -> Result<Vec<(bytes::Bytes, i64, i32)>, Refusal> {
         let (pop_time, invisible_ms, order) =
             (request.pop_time, request.invisible_ms, request.order);
         let mut cks = Vec::new();
@@ -633,7 +623,7 @@ impl PopService {
         group: &str,
         topic: &str,
         handle: &Handle,
-    ) -> Result<(), PopError> {
+    ) -> Result<(), Refusal> {
         self.ensure_rebuilt(inner).await?;
         let key = Self::key_for(group, topic, handle);
         let lock = self.lock_of(&key);
@@ -657,7 +647,7 @@ impl PopService {
         Ok(())
     }
 
-    fn check_in_flight(&self, key: &QueueKey, handle: &Handle) -> Result<InFlight, PopError> {
+    fn check_in_flight(&self, key: &QueueKey, handle: &Handle) -> Result<InFlight, Refusal> {
         let st = self.state.lock();
         let found = st
             .get(key)
@@ -665,12 +655,12 @@ impl PopService {
             .copied();
         match found {
             Some(f) if f.pop_time == handle.pop_time => Ok(f),
-            Some(_) => Err(refused(
-                rocketraft_remoting::codes::response_code::NO_MESSAGE,
+            Some(_) => Err(Refusal::new(
+                response_code::NO_MESSAGE,
                 "receipt handle is stale: the message's invisible time was changed (use the handle ChangeInvisibleTime returned)",
             )),
-            None => Err(refused(
-                rocketraft_remoting::codes::response_code::NO_MESSAGE,
+            None => Err(Refusal::new(
+                response_code::NO_MESSAGE,
                 format!(
                     "no message in flight for group {} at {}/{}/{} with this receipt handle: already acknowledged, expired and redelivered, or popped by another group",
                     key.0, key.1, key.2, handle.queue_offset
@@ -688,7 +678,7 @@ impl PopService {
         topic: &str,
         handle: &Handle,
         invisible_ms: i64,
-    ) -> Result<i64, PopError> {
+    ) -> Result<i64, Refusal> {
         self.ensure_rebuilt(inner).await?;
         let key = Self::key_for(group, topic, handle);
         let lock = self.lock_of(&key);
@@ -756,7 +746,7 @@ impl PopService {
             match self.revive_one(inner, &key, offset, now).await {
                 Ok(true) => revived += 1,
                 Ok(false) => {}
-                Err(PopError::Refused(code, why)) => {
+                Err(Refusal { code, remark: why }) => {
                     tracing::warn!(code, %why, group = %key.0, topic = %key.1, queue = key.2, offset, "revive failed; will retry");
                     break;
                 }
@@ -771,7 +761,7 @@ impl PopService {
         key: &QueueKey,
         offset: i64,
         now: i64,
-    ) -> Result<bool, PopError> {
+    ) -> Result<bool, Refusal> {
         let lock = self.lock_of(key);
         let _guard = lock.lock().await;
         let Some(f) = self
@@ -796,7 +786,7 @@ impl PopService {
         key: &QueueKey,
         offset: i64,
         pop_time: i64,
-    ) -> Result<(), PopError> {
+    ) -> Result<(), Refusal> {
         let (group, topic, q) = key;
         Self::persist(
             inner,
@@ -826,7 +816,7 @@ impl PopService {
         offset: i64,
         attempts: i32,
         dlq: bool,
-    ) -> Result<(), PopError> {
+    ) -> Result<(), Refusal> {
         let (group, topic, q) = key;
         let original = inner
             .store
@@ -863,10 +853,7 @@ impl PopService {
         bm.reconsume_times = attempts;
         bm.born_timestamp = m.born_timestamp;
         bm.born_host = m.born_host;
-        inner
-            .store_durably(vec![bm])
-            .await
-            .map_err(|e| refused(e.code(), e.remark()))?;
+        inner.store_durably(vec![bm]).await?;
         if target.starts_with(DLQ_GROUP_TOPIC_PREFIX) {
             tracing::warn!(%group, topic = %topic, offset, attempts, dlq = %target, "message moved to the dead-letter queue");
         }
@@ -883,7 +870,7 @@ impl PopService {
         max: usize,
         pop_time: i64,
         invisible_ms: i64,
-    ) -> Result<FifoGate, PopError> {
+    ) -> Result<FifoGate, Refusal> {
         loop {
             let inflight = self.clamped_inflight(key, pop_time);
             if inflight.is_empty() {
@@ -933,7 +920,7 @@ impl PopService {
         max: usize,
         pop_time: i64,
         invisible_ms: i64,
-    ) -> Result<Vec<Popped>, PopError> {
+    ) -> Result<Vec<Popped>, Refusal> {
         let (_, topic, q) = key;
         let mut again = Vec::new();
         for (o, f) in inflight.iter().take(max) {
@@ -1042,19 +1029,14 @@ pub fn max_reconsume_times(inner: &BrokerInner, group: &str) -> i32 {
 }
 
 /// Creates a system topic (revive, retry, DLQ, timer) on first use.
-pub fn ensure_system_topic(inner: &BrokerInner, topic: &str, queues: i32) -> Result<(), PopError> {
+pub fn ensure_system_topic(inner: &BrokerInner, topic: &str, queues: i32) -> Result<(), Refusal> {
     if inner.topics.get(topic).is_some() {
         return Ok(());
     }
     inner
         .topics
         .upsert(TopicConfig::new(topic, queues))
-        .map_err(|e| {
-            refused(
-                rocketraft_remoting::codes::response_code::SYSTEM_ERROR,
-                format!("cannot create topic {topic}: {e}"),
-            )
-        })?;
+        .map_err(|e| Refusal::system_error(format!("cannot create topic {topic}: {e}")))?;
     inner.register_trigger.notify_one();
     Ok(())
 }
@@ -1100,7 +1082,7 @@ fn hand_out(
     (q, is_retry): (i32, bool),
     picked: Vec<(bytes::Bytes, i64, i32)>,
     out: &mut PopResult,
-) -> Result<(), PopError> {
+) -> Result<(), Refusal> {
     for (rec, off, _) in picked {
         let handle = Handle {
             ck_offset: off,
@@ -1129,13 +1111,9 @@ fn with_handle(
     handle: &Handle,
     retry: bool,
     reconsume_times: Option<i32>,
-) -> Result<bytes::Bytes, PopError> {
-    let (m, _) = message::decode_message(record).map_err(|e| {
-        refused(
-            rocketraft_remoting::codes::response_code::SYSTEM_ERROR,
-            format!("stored record unreadable: {e}"),
-        )
-    })?;
+) -> Result<bytes::Bytes, Refusal> {
+    let (m, _) = message::decode_message(record)
+        .map_err(|e| Refusal::system_error(format!("stored record unreadable: {e}")))?;
     let mut msg = m.message.clone();
     msg.set_property(property::POP_CK, handle.encode());
     if retry {
@@ -1156,12 +1134,8 @@ fn with_handle(
         prepared_transaction_offset: m.prepared_transaction_offset,
     };
     let mut out = Vec::with_capacity(record.len() + 64);
-    message::encode_record(&msg, &meta, false, &mut out).map_err(|e| {
-        refused(
-            rocketraft_remoting::codes::response_code::SYSTEM_ERROR,
-            format!("cannot encode the popped message: {e}"),
-        )
-    })?;
+    message::encode_record(&msg, &meta, false, &mut out)
+        .map_err(|e| Refusal::system_error(format!("cannot encode the popped message: {e}")))?;
     Ok(bytes::Bytes::from(out))
 }
 

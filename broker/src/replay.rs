@@ -6,18 +6,16 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use rocketraft_common::message::{self, MessageExt};
 
+use crate::ha::AckError;
 use crate::store::GetMessageStatus;
 use crate::BrokerInner;
 
 /// The epoch this broker serves writes in: 0 without controller mode, the master epoch on a
-/// master holding its lease, `Err` (why) on a slave or a master without a lease.
-pub fn serving_epoch(inner: &BrokerInner) -> Result<i64, String> {
+/// master holding its lease, [`AckError::NotMaster`] on a slave or a master without a lease.
+pub fn serving_epoch(inner: &BrokerInner) -> Result<i64, AckError> {
     match &inner.ha {
         None => Ok(0),
-        Some(ha) => ha
-            .check_writable()
-            .map(|()| ha.master_epoch() as i64)
-            .map_err(|e| e.to_string()),
+        Some(ha) => ha.check_writable().map(|()| ha.master_epoch() as i64),
     }
 }
 
@@ -62,12 +60,12 @@ impl Default for ReplayGate {
 
 impl ReplayGate {
     /// `Ok` once `replay(epoch)` ran for the current serving epoch (running it now if needed);
-    /// `Err` (why) when this broker does not serve writes.
+    /// `Err` when this broker does not serve writes (see [`serving_epoch`]).
     pub async fn ensure(
         &self,
         inner: &BrokerInner,
         replay: impl FnOnce(i64),
-    ) -> Result<(), String> {
+    ) -> Result<(), AckError> {
         let epoch = serving_epoch(inner)?;
         if self.replayed_for.load(Ordering::Acquire) == epoch {
             return Ok(());

@@ -37,7 +37,7 @@ use rocketraft_controller::client::{ControllerCallError, ControllerClient, Maste
 use rocketraft_controller::heartbeat::Heartbeat;
 use rocketraft_controller::BrokerLiveInfo;
 use rocketraft_remoting::codes::{request_code, response_code};
-use rocketraft_remoting::{ClientConfig, RemotingClient, RemotingCommand};
+use rocketraft_remoting::{ClientConfig, Refusal, RemotingClient, RemotingCommand};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
@@ -649,7 +649,7 @@ impl ReplicaManager {
                 tracing::info!(sync_state_set_epoch = new_epoch, set = ?set, "SyncStateSet changed");
                 self.ha.update_sync_state_set(new_epoch, set);
             }
-            Err(LinkError::Refused(ControllerCallError::Remote { code, remark })) => {
+            Err(LinkError::Refused(ControllerCallError::Refused(Refusal { code, remark }))) => {
                 // A refusal proves nothing about earlier proposals (or a late copy of this one
                 // under another live-broker view): the union stays until a read settles it.
                 tracing::warn!(code, %remark, "the controller refused the SyncStateSet change; re-reading");

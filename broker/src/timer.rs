@@ -19,8 +19,8 @@ use parking_lot::Mutex;
 use rocketraft_common::consts::property;
 use rocketraft_common::message::Message;
 use rocketraft_remoting::codes::response_code;
+use rocketraft_remoting::Refusal;
 
-use crate::processor::Refusal;
 use crate::store::BrokerMessage;
 use crate::BrokerInner;
 
@@ -37,7 +37,7 @@ pub const DELAY_LEVELS_MS: [i64; 18] = [
 ];
 
 fn illegal(why: String) -> Refusal {
-    Refusal(response_code::MESSAGE_ILLEGAL, why)
+    Refusal::new(response_code::MESSAGE_ILLEGAL, why)
 }
 
 /// When a message asks to be delivered (`None`: at once).
@@ -105,6 +105,21 @@ pub fn recall_handle(
     )
 }
 
+/// Why a recall handle does not decode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecallHandleError {
+    #[error("the recall handle is not base64")]
+    NotBase64,
+    #[error("the recall handle is not UTF-8 inside")]
+    NotUtf8,
+    #[error("bad delivery time {0:?} in the recall handle")]
+    BadDeliveryTime(String),
+    #[error("bad offset {0:?} in the recall handle")]
+    BadOffset(String),
+    #[error("the recall handle is not a v1 handle of this broker")]
+    NotV1,
+}
+
 /// A decoded recall handle.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecallHandle {
@@ -117,11 +132,10 @@ pub struct RecallHandle {
 
 impl RecallHandle {
     /// Decodes a handle made by [`recall_handle`]; a clear reason otherwise.
-    pub fn parse(handle: &str) -> Result<RecallHandle, String> {
-        let bytes = rocketraft_common::base64::decode(handle)
-            .ok_or_else(|| "the recall handle is not base64".to_string())?;
-        let text = String::from_utf8(bytes)
-            .map_err(|_| "the recall handle is not UTF-8 inside".to_string())?;
+    pub fn parse(handle: &str) -> Result<RecallHandle, RecallHandleError> {
+        let bytes =
+            rocketraft_common::base64::decode(handle).ok_or(RecallHandleError::NotBase64)?;
+        let text = String::from_utf8(bytes).map_err(|_| RecallHandleError::NotUtf8)?;
         let f: Vec<&str> = text.split(' ').collect();
         match f.as_slice() {
             ["v1", topic, broker, at, id, offset] => Ok(RecallHandle {
@@ -129,13 +143,13 @@ impl RecallHandle {
                 broker_name: broker.to_string(),
                 deliver_at: at
                     .parse()
-                    .map_err(|_| format!("bad delivery time {at:?} in the recall handle"))?,
+                    .map_err(|_| RecallHandleError::BadDeliveryTime(at.to_string()))?,
                 message_id: id.to_string(),
                 timer_offset: offset
                     .parse()
-                    .map_err(|_| format!("bad offset {offset:?} in the recall handle"))?,
+                    .map_err(|_| RecallHandleError::BadOffset(offset.to_string()))?,
             }),
-            _ => Err("the recall handle is not a v1 handle of this broker".to_string()),
+            _ => Err(RecallHandleError::NotV1),
         }
     }
 }
@@ -217,8 +231,8 @@ impl TimerService {
                     self.pending.lock().remove(&(at, offset));
                     delivered += 1;
                 }
-                Err(why) => {
-                    tracing::warn!(offset, %why, "timer delivery failed; will retry");
+                Err(Refusal { code, remark: why }) => {
+                    tracing::warn!(offset, code, %why, "timer delivery failed; will retry");
                     break;
                 }
             }
@@ -226,7 +240,9 @@ impl TimerService {
         delivered
     }
 
-    async fn deliver(&self, inner: &BrokerInner, offset: i64) -> Result<(), String> {
+    /// Stores the timer message at `offset` of the timer topic in its real topic, then its done
+    /// marker.
+    async fn deliver(&self, inner: &BrokerInner, offset: i64) -> Result<(), Refusal> {
         let stored = inner
             .store
             .get_commit_log_offset_in_queue(TIMER_TOPIC, 0, offset)
@@ -235,41 +251,33 @@ impl TimerService {
             let mut msg = m.message.clone();
             let topic = msg
                 .remove_property(property::REAL_TOPIC)
-                .ok_or("timer record without REAL_TOPIC")?;
+                .ok_or_else(|| Refusal::system_error("timer record without REAL_TOPIC"))?;
             let queue_id: i32 = msg
                 .remove_property(property::REAL_QUEUE_ID)
                 .and_then(|q| q.parse().ok())
                 .unwrap_or(0);
             msg.remove_property(TIMER_OUT_MS);
             msg.topic = topic.clone();
-            crate::pop::ensure_system_topic(inner, &topic, queue_id + 1)
-                .map_err(|crate::pop::PopError::Refused(_, why)| why)?;
+            crate::pop::ensure_system_topic(inner, &topic, queue_id + 1)?;
             let mut bm = BrokerMessage::new(msg, queue_id);
             bm.sys_flag = m.sys_flag;
             bm.born_timestamp = m.born_timestamp;
             bm.born_host = m.born_host;
             bm.reconsume_times = m.reconsume_times;
-            inner
-                .store_durably(vec![bm])
-                .await
-                .map_err(|e| e.remark())?;
+            inner.store_durably(vec![bm]).await?;
         } else {
             tracing::warn!(
                 offset,
                 "timer record no longer in the store; marking it delivered"
             );
         }
-        crate::pop::ensure_system_topic(inner, TIMER_DONE_TOPIC, 1)
-            .map_err(|crate::pop::PopError::Refused(_, why)| why)?;
+        crate::pop::ensure_system_topic(inner, TIMER_DONE_TOPIC, 1)?;
         let marker = BrokerMessage::new(
             Message::new(TIMER_DONE_TOPIC, offset.to_string().into_bytes()),
             0,
         );
-        inner
-            .store_durably(vec![marker])
-            .await
-            .map(|_| ())
-            .map_err(|e| e.remark())
+        inner.store_durably(vec![marker]).await?;
+        Ok(())
     }
 
     /// RECALL_MESSAGE: the delayed message of `handle` is never delivered. Refused with
@@ -282,12 +290,12 @@ impl TimerService {
         handle: &str,
     ) -> Result<String, Refusal> {
         if !self.ensure_rebuilt(inner).await {
-            return Err(Refusal(
+            return Err(Refusal::new(
                 response_code::SERVICE_NOT_AVAILABLE,
-                "this broker is not a master: recall on the master".into(),
+                "this broker is not a master: recall on the master",
             ));
         }
-        let h = RecallHandle::parse(handle).map_err(illegal)?;
+        let h = RecallHandle::parse(handle).map_err(|e| illegal(e.to_string()))?;
         if h.topic != topic || h.broker_name != inner.config.broker_name {
             return Err(illegal(format!(
                 "the recall handle is for topic {} on broker set {}, not {topic} on {}",
@@ -300,7 +308,7 @@ impl TimerService {
             .lock()
             .contains(&(h.deliver_at, h.timer_offset))
         {
-            return Err(Refusal(
+            return Err(Refusal::new(
                 response_code::NO_MESSAGE,
                 format!(
                     "message {} is not waiting to be delivered (already delivered or recalled)",
@@ -317,7 +325,7 @@ impl TimerService {
                 && m.message.property(property::REAL_TOPIC) == Some(topic)
         });
         if !matches {
-            return Err(Refusal(
+            return Err(Refusal::new(
                 response_code::NO_MESSAGE,
                 format!(
                     "no delayed message {} of topic {topic} at the handle's offset",
@@ -325,16 +333,12 @@ impl TimerService {
                 ),
             ));
         }
-        crate::pop::ensure_system_topic(inner, TIMER_DONE_TOPIC, 1)
-            .map_err(|crate::pop::PopError::Refused(code, why)| Refusal(code, why))?;
+        crate::pop::ensure_system_topic(inner, TIMER_DONE_TOPIC, 1)?;
         let marker = BrokerMessage::new(
             Message::new(TIMER_DONE_TOPIC, h.timer_offset.to_string().into_bytes()),
             0,
         );
-        inner
-            .store_durably(vec![marker])
-            .await
-            .map_err(|e| Refusal(e.code(), e.remark()))?;
+        inner.store_durably(vec![marker]).await?;
         self.pending.lock().remove(&(h.deliver_at, h.timer_offset));
         tracing::info!(topic, message_id = %h.message_id, "delayed message recalled");
         Ok(h.message_id)

@@ -23,9 +23,9 @@ use parking_lot::Mutex;
 use rocketraft_common::consts::{property, sys_flag};
 use rocketraft_common::message::{self, Message, RecordMeta};
 use rocketraft_remoting::codes::{request_code, response_code};
-use rocketraft_remoting::RemotingCommand;
+use rocketraft_remoting::{Refusal, RemotingCommand};
 
-use crate::processor::{Handled, Refusal};
+use crate::processor::Handled;
 use crate::store::BrokerMessage;
 use crate::BrokerInner;
 
@@ -81,12 +81,9 @@ impl Default for TransactionService {
 /// the commit transaction type and a link to the half message's CommitLog offset.
 fn committed_message(half: &message::MessageExt) -> Result<BrokerMessage, Refusal> {
     let mut msg = half.message.clone();
-    let topic = msg.remove_property(property::REAL_TOPIC).ok_or_else(|| {
-        Refusal(
-            response_code::SYSTEM_ERROR,
-            "half message without REAL_TOPIC".into(),
-        )
-    })?;
+    let topic = msg
+        .remove_property(property::REAL_TOPIC)
+        .ok_or_else(|| Refusal::system_error("half message without REAL_TOPIC"))?;
     let queue_id: i32 = msg
         .remove_property(property::REAL_QUEUE_ID)
         .and_then(|q| q.parse().ok())
@@ -159,14 +156,15 @@ impl TransactionService {
         inner.store.look_message_by_offset(phy)
     }
 
-    async fn record_decision(&self, inner: &BrokerInner, offset: i64) -> Result<(), String> {
-        crate::pop::ensure_system_topic(inner, OP_TOPIC, 1)
-            .map_err(|crate::pop::PopError::Refused(_, why)| why)?;
+    /// Marks the half message at `offset` decided (an op record). Refused with SYSTEM_ERROR
+    /// (whatever the store answered) when the record cannot be stored durably.
+    async fn record_decision(&self, inner: &BrokerInner, offset: i64) -> Result<(), Refusal> {
+        crate::pop::ensure_system_topic(inner, OP_TOPIC, 1)?;
         let op = BrokerMessage::new(Message::new(OP_TOPIC, offset.to_string().into_bytes()), 0);
         inner
             .store_durably(vec![op])
             .await
-            .map_err(|e| e.remark())?;
+            .map_err(|e| Refusal::system_error(Refusal::from(e).remark))?;
         self.pending.lock().remove(&offset);
         Ok(())
     }
@@ -174,9 +172,9 @@ impl TransactionService {
     /// END_TRANSACTION.
     pub async fn end(&self, inner: &BrokerInner, request: &RemotingCommand) -> Handled {
         if !self.ensure_rebuilt(inner).await {
-            return Err(Refusal(
+            return Err(Refusal::new(
                 response_code::SERVICE_NOT_AVAILABLE,
-                "this broker is not a master: end transactions on the master".into(),
+                "this broker is not a master: end transactions on the master",
             ));
         }
         let offset: i64 = request.ext_parse("tranStateTableOffset")?;
@@ -185,38 +183,27 @@ impl TransactionService {
         let from_check = request.ext("fromTransactionCheck") == Some("true");
         let _one = self.decide_lock.lock().await;
         if !self.pending.lock().contains_key(&offset) {
-            return Err(Refusal(
-                response_code::SYSTEM_ERROR,
-                format!("no undecided half message at offset {offset} (already committed or rolled back, or unknown)"),
-            ));
+            return Err(Refusal::system_error(format!(
+                "no undecided half message at offset {offset} (already committed or rolled back, or unknown)"
+            )));
         }
         let half = self
             .half(inner, offset)
             .filter(|m| m.commit_log_offset == phy)
             .ok_or_else(|| {
-                Refusal(
-                    response_code::SYSTEM_ERROR,
-                    format!(
-                        "the half message at offset {offset} is not at commit log offset {phy}"
-                    ),
-                )
+                Refusal::system_error(format!(
+                    "the half message at offset {offset} is not at commit log offset {phy}"
+                ))
             })?;
         match decision {
             sys_flag::TRANSACTION_COMMIT_TYPE => {
                 let bm = committed_message(&half)?;
-                inner
-                    .store_durably(vec![bm])
-                    .await
-                    .map_err(|e| Refusal(e.code(), e.remark()))?;
-                self.record_decision(inner, offset)
-                    .await
-                    .map_err(|e| Refusal(response_code::SYSTEM_ERROR, e))?;
+                inner.store_durably(vec![bm]).await?;
+                self.record_decision(inner, offset).await?;
                 tracing::debug!(offset, from_check, "transaction committed");
             }
             sys_flag::TRANSACTION_ROLLBACK_TYPE => {
-                self.record_decision(inner, offset)
-                    .await
-                    .map_err(|e| Refusal(response_code::SYSTEM_ERROR, e))?;
+                self.record_decision(inner, offset).await?;
                 tracing::debug!(offset, from_check, "transaction rolled back");
             }
             _ => tracing::debug!(
@@ -259,7 +246,7 @@ impl TransactionService {
                     "transaction still undecided after the maximum checks; rolling it back"
                 );
                 if let Err(e) = self.record_decision(inner, offset).await {
-                    tracing::warn!(offset, error = %e, "cannot record the rollback");
+                    tracing::warn!(offset, error = %e.remark, "cannot record the rollback");
                 }
                 continue;
             }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use rocketraft_remoting::request_code as rc;
 use rocketraft_remoting::response_code;
+use rocketraft_remoting::Refusal;
 use rocketraft_remoting::RemotingClient;
 use rocketraft_remoting::RemotingCommand;
 
@@ -18,8 +19,8 @@ use crate::wire::SyncStateSetBody;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ControllerCallError {
     /// The controller answered with a non-success code.
-    #[error("controller answered {code}: {remark}")]
-    Remote { code: i32, remark: String },
+    #[error("controller answered {}: {}", .0.code, .0.remark)]
+    Refused(Refusal),
     /// No answer (connection refused, timeout): the outcome of a write is unknown.
     #[error("no answer from the controller: {0}")]
     Transport(String),
@@ -32,7 +33,7 @@ impl ControllerCallError {
     /// The Remoting code of a remote rejection.
     pub fn code(&self) -> Option<i32> {
         match self {
-            ControllerCallError::Remote { code, .. } => Some(*code),
+            ControllerCallError::Refused(r) => Some(r.code),
             _ => None,
         }
     }
@@ -136,10 +137,10 @@ impl ControllerClient {
         if response.code == response_code::SUCCESS || also_ok.contains(&response.code) {
             Ok(response)
         } else {
-            Err(ControllerCallError::Remote {
-                code: response.code,
-                remark: response.remark.unwrap_or_default(),
-            })
+            Err(ControllerCallError::Refused(Refusal::new(
+                response.code,
+                response.remark.unwrap_or_default(),
+            )))
         }
     }
 

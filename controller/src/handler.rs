@@ -2,7 +2,7 @@
 //!
 //! Each mirrors the `ReplicasInfoManager` method of the same name (RocketMQ 5.3). A handler never
 //! mutates the state: the caller replicates the returned events and applies them with
-//! [`crate::event::apply`]. A rejection ([`ControllerError`]) carries no events, so it never changes
+//! [`crate::event::apply`]. A rejection ([`Refusal`]) carries no events, so it never changes
 //! the state.
 //!
 //! `ELECT_MASTER` has two outcomes that travel with a non-zero code yet are not plain rejections:
@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use rocketraft_remoting::response_code;
+use rocketraft_remoting::{response_code, Refusal};
 use serde::{Deserialize, Serialize};
 
 use crate::elect::DefaultElectPolicy;
@@ -20,25 +20,10 @@ use crate::event::Event;
 use crate::liveness::BrokerLiveness;
 use crate::state::{ControllerState, FIRST_BROKER_CONTROLLER_ID};
 
-/// A rejection: the Remoting response code and remark. Rejections never carry events.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
-#[error("controller error {code}: {remark}")]
-pub struct ControllerError {
-    pub code: i32,
-    pub remark: String,
-}
-
-impl ControllerError {
-    pub fn new(code: i32, remark: impl Into<String>) -> Self {
-        Self {
-            code,
-            remark: remark.into(),
-        }
-    }
-}
-
+/// A rejection is a [`Refusal`]: the Remoting response code and remark. Rejections never carry
+/// events.
 /// A handler's answer: the response and the events to replicate (possibly none).
-pub type HandlerResult<R> = Result<(R, Vec<Event>), ControllerError>;
+pub type HandlerResult<R> = Result<(R, Vec<Event>), Refusal>;
 
 // ---------------------------------------------------------------------------------------------
 // GET_NEXT_BROKER_ID (1012)
@@ -119,7 +104,7 @@ pub fn apply_broker_id(
         } else {
             format!("cannot apply broker id {id} in broker set {broker_name}")
         };
-        return Err(ControllerError::new(
+        return Err(Refusal::new(
             response_code::CONTROLLER_BROKER_ID_INVALID,
             remark,
         ));
@@ -178,13 +163,13 @@ pub fn register_broker(
 ) -> HandlerResult<RegisterBrokerResponse> {
     let broker_name = &request.broker_name;
     let Some(set) = state.broker_set(broker_name) else {
-        return Err(ControllerError::new(
+        return Err(Refusal::new(
             response_code::CONTROLLER_BROKER_NEED_TO_BE_REGISTERED,
             format!("broker set {broker_name} has not been registered in the controller"),
         ));
     };
     let Some(known_address) = set.replica_info.address_of(request.broker_id) else {
-        return Err(ControllerError::new(
+        return Err(Refusal::new(
             response_code::CONTROLLER_BROKER_NEED_TO_BE_REGISTERED,
             format!(
                 "broker id {} has not been registered in broker set {broker_name}",
@@ -287,14 +272,14 @@ pub fn elect_master(
 ) -> HandlerResult<ElectMasterResponse> {
     let broker_name = &request.broker_name;
     let Some(set) = state.broker_set(broker_name) else {
-        return Err(ControllerError::new(
+        return Err(Refusal::new(
             response_code::CONTROLLER_BROKER_NEED_TO_BE_REGISTERED,
             format!("broker set {broker_name} has not been registered in the controller"),
         ));
     };
     if let Some(id) = request.broker_id {
         if !set.replica_info.contains(id) {
-            return Err(ControllerError::new(
+            return Err(Refusal::new(
                 response_code::CONTROLLER_BROKER_NEED_TO_BE_REGISTERED,
                 format!("broker id {id} has not been registered in broker set {broker_name}"),
             ));
@@ -340,7 +325,7 @@ pub fn elect_master(
                 new_master: None,
             }],
         )),
-        None => Err(ControllerError::new(
+        None => Err(Refusal::new(
             response_code::CONTROLLER_ELECT_MASTER_FAILED,
             format!("failed to elect a new master for broker set {broker_name}"),
         )),
@@ -349,17 +334,20 @@ pub fn elect_master(
 
 /// The answer when the set's master stays (`CONTROLLER_MASTER_STILL_EXIST`, no events).
 fn master_stays(set: &crate::state::BrokerSet) -> ElectMasterResponse {
-    let sync = &set.sync_state_info;
+    let GetReplicaInfoResponse {
+        master_broker_id,
+        master_address,
+        master_epoch,
+        sync_state_set_epoch,
+        sync_state_set,
+    } = GetReplicaInfoResponse::of(set);
     ElectMasterResponse {
         outcome: ElectOutcome::MasterStillExist,
-        master_broker_id: sync.master_broker_id,
-        master_address: sync
-            .master_broker_id
-            .and_then(|m| set.replica_info.address_of(m))
-            .map(str::to_string),
-        master_epoch: sync.master_epoch,
-        sync_state_set_epoch: sync.sync_state_set_epoch,
-        sync_state_set: sync.sync_state_set.clone(),
+        master_broker_id,
+        master_address,
+        master_epoch,
+        sync_state_set_epoch,
+        sync_state_set,
     }
 }
 
@@ -442,7 +430,7 @@ pub fn alter_sync_state_set(
     request: &AlterSyncStateSetRequest,
 ) -> HandlerResult<AlterSyncStateSetResponse> {
     let broker_name = &request.broker_name;
-    let reject = |code: i32, remark: String| Err(ControllerError::new(code, remark));
+    let reject = |code: i32, remark: String| Err(Refusal::new(code, remark));
     let Some(set) = state.broker_set(broker_name) else {
         return reject(
             response_code::CONTROLLER_ALTER_SYNC_STATE_SET_FAILED,
@@ -548,25 +536,26 @@ pub fn get_replica_info(
     request: &GetReplicaInfoRequest,
 ) -> HandlerResult<GetReplicaInfoResponse> {
     let Some(set) = state.broker_set(&request.broker_name) else {
-        return Err(ControllerError::new(
+        return Err(Refusal::new(
             response_code::CONTROLLER_BROKER_METADATA_NOT_EXIST,
             format!("broker set {} does not exist", request.broker_name),
         ));
     };
-    let sync = &set.sync_state_info;
-    Ok((
+    Ok((GetReplicaInfoResponse::of(set), Vec::new()))
+}
+
+impl GetReplicaInfoResponse {
+    /// The set's master and SyncStateSet as recorded, the master alive or not.
+    pub fn of(set: &crate::state::BrokerSet) -> Self {
+        let sync = &set.sync_state_info;
         GetReplicaInfoResponse {
             master_broker_id: sync.master_broker_id,
-            master_address: sync
-                .master_broker_id
-                .and_then(|master| set.replica_info.address_of(master))
-                .map(str::to_string),
+            master_address: set.master_address(),
             master_epoch: sync.master_epoch,
             sync_state_set_epoch: sync.sync_state_set_epoch,
             sync_state_set: sync.sync_state_set.clone(),
-        },
-        Vec::new(),
-    ))
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -646,10 +635,7 @@ pub fn get_sync_state_data(
             broker_name.clone(),
             ReplicasInfo {
                 master_broker_id: sync.master_broker_id,
-                master_address: sync
-                    .master_broker_id
-                    .and_then(|master| set.replica_info.address_of(master))
-                    .map(str::to_string),
+                master_address: set.master_address(),
                 master_epoch: sync.master_epoch,
                 sync_state_set_epoch: sync.sync_state_set_epoch,
                 in_sync_replicas,
@@ -690,7 +676,7 @@ pub fn clean_broker_data(
 ) -> HandlerResult<CleanBrokerDataResponse> {
     let broker_name = &request.broker_name;
     let invalid = |remark: String| {
-        Err(ControllerError::new(
+        Err(Refusal::new(
             response_code::CONTROLLER_INVALID_CLEAN_BROKER_METADATA,
             remark,
         ))

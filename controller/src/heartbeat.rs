@@ -29,6 +29,18 @@ struct Entry {
     last_ms: u64,
 }
 
+impl Entry {
+    /// What the broker last reported, if it is alive at `now_ms`; `heard_recently` says whether
+    /// it was heard within a quarter of its heartbeat timeout.
+    fn live_at(&self, now_ms: u64) -> Option<BrokerLiveInfo> {
+        let since = |timeout_ms: u64| now_ms < self.last_ms.saturating_add(timeout_ms);
+        since(self.heartbeat.timeout_ms).then(|| BrokerLiveInfo {
+            heard_recently: Some(since(self.heartbeat.timeout_ms / 4)),
+            ..self.heartbeat.info
+        })
+    }
+}
+
 /// A broker whose heartbeat timed out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Expired {
@@ -89,16 +101,24 @@ impl HeartbeatTracker {
     pub fn alive(&self, now_ms: u64) -> AliveBrokers {
         let mut out = AliveBrokers::new();
         for ((name, id), e) in self.table.lock().iter() {
-            if now_ms < e.last_ms.saturating_add(e.heartbeat.timeout_ms) {
-                let recent = now_ms < e.last_ms.saturating_add(e.heartbeat.timeout_ms / 4);
-                let info = BrokerLiveInfo {
-                    heard_recently: Some(recent),
-                    ..e.heartbeat.info
-                };
+            if let Some(info) = e.live_at(now_ms) {
                 out.insert(name.clone(), *id, info);
             }
         }
         out
+    }
+
+    /// One broker's entry of [`HeartbeatTracker::alive`], without copying the whole table.
+    pub fn live_info(
+        &self,
+        broker_name: &str,
+        broker_id: i64,
+        now_ms: u64,
+    ) -> Option<BrokerLiveInfo> {
+        self.table
+            .lock()
+            .get(&(broker_name.to_string(), broker_id))
+            .and_then(|e| e.live_at(now_ms))
     }
 
     /// The brokers heard within a quarter of their heartbeat timeout at `now_ms` (no more than

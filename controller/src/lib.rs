@@ -10,7 +10,7 @@
 //! - [`handler`]: one pure function per request (`GET_NEXT_BROKER_ID`, `APPLY_BROKER_ID`,
 //!   `CONTROLLER_REGISTER_BROKER`, `CONTROLLER_ELECT_MASTER`, `CONTROLLER_ALTER_SYNC_STATE_SET`,
 //!   `CONTROLLER_GET_REPLICA_INFO`, `CONTROLLER_GET_SYNC_STATE_DATA`, `CLEAN_BROKER_DATA`):
-//!   `(state, request, liveness) -> (response, events)` or a [`ControllerError`] with the Remoting
+//!   `(state, request, liveness) -> (response, events)` or a [`rocketraft_remoting::Refusal`] with the Remoting
 //!   response code. A rejection carries no events.
 //! - [`event`]: [`Event`]s and [`apply`], the only way the state changes; deterministic, so every
 //!   replica applying the same log holds the same state.
@@ -46,13 +46,16 @@ pub mod wire;
 
 pub use elect::DefaultElectPolicy;
 pub use event::{apply, apply_all, Event};
-pub use handler::{handle, ControllerError, ControllerRequest, ControllerResponse, HandlerResult};
+pub use handler::{handle, ControllerRequest, ControllerResponse, HandlerResult};
 pub use liveness::{AliveBrokers, BrokerLiveInfo, BrokerLiveness};
 pub use replicated::{
     ControllerCommand, ControllerQuery, ControllerQueryResponse, ControllerStateMachine,
 };
 pub use service::{
-    tenure_needed, Controller, ControllerConfig, ControllerStatus, CONTROLLER_CODES,
+    tenure_needed, Controller, ControllerConfig, ControllerStatus, StartError, CONTROLLER_CODES,
     QUORUM_FRESH_DIVISOR,
 };
-pub use state::{BrokerIdentity, BrokerReplicaInfo, BrokerSet, ControllerState, SyncStateInfo};
+pub use state::{
+    Broken, BrokerIdentity, BrokerReplicaInfo, BrokerSet, ControllerState, InvariantBroken,
+    SyncStateInfo,
+};

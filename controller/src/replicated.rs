@@ -12,15 +12,16 @@ use serde::Deserialize;
 use serde::Serialize;
 
 use rocketraft_raft::AppStateMachine;
+use rocketraft_raft::StateMachineError;
 
 use crate::elect::DefaultElectPolicy;
 use crate::event::apply_all;
 use crate::handler::handle;
-use crate::handler::ControllerError;
 use crate::handler::ControllerRequest;
 use crate::handler::ControllerResponse;
 use crate::liveness::AliveBrokers;
 use crate::state::ControllerState;
+use rocketraft_remoting::Refusal;
 
 /// A log entry: a state-changing request and the inputs decided by the proposer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,7 +33,7 @@ pub struct ControllerCommand {
 }
 
 /// What applying a command answered.
-pub type CommandResult = Result<ControllerResponse, ControllerError>;
+pub type CommandResult = Result<ControllerResponse, Refusal>;
 
 /// A read served from the applied state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,7 +112,7 @@ impl AppStateMachine for ControllerStateMachine {
                         handle(&self.state, request, alive, &DefaultElectPolicy::default())
                             .map(|(response, _no_events)| response)
                     }
-                    _ => Err(ControllerError::new(
+                    _ => Err(Refusal::new(
                         rocketraft_remoting::response_code::CONTROLLER_INVALID_REQUEST,
                         "not a read-only request",
                     )),
@@ -125,17 +126,20 @@ impl AppStateMachine for ControllerStateMachine {
         }
     }
 
-    fn snapshot(&self) -> Result<Vec<u8>, String> {
+    fn snapshot(&self) -> Result<Vec<u8>, StateMachineError> {
         serde_json::to_vec(&SnapshotBody {
             state: self.state.clone(),
             last_applied: self.last_applied,
         })
-        .map_err(|e| e.to_string())
+        .map_err(StateMachineError::snapshot_failed)
     }
 
-    fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
-        let body: SnapshotBody = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
-        body.state.check_invariants()?;
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), StateMachineError> {
+        let body: SnapshotBody =
+            serde_json::from_slice(bytes).map_err(StateMachineError::invalid_snapshot)?;
+        body.state
+            .check_invariants()
+            .map_err(StateMachineError::invalid_snapshot)?;
         self.state = body.state;
         self.last_applied = body.last_applied;
         Ok(())

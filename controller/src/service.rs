@@ -30,14 +30,12 @@ use serde::Serialize;
 use tokio::task::JoinHandle;
 
 use crate::elect::DefaultElectPolicy;
-use crate::handler::ControllerError;
 use crate::handler::ControllerRequest;
 use crate::handler::ControllerResponse;
 use crate::handler::ElectMasterRequest;
 use crate::handler::ElectOutcome;
 use crate::heartbeat::Heartbeat;
 use crate::heartbeat::HeartbeatTracker;
-use crate::liveness::BrokerLiveness;
 use crate::peers::{advise, Advice, PeerView, Situation};
 use crate::replicated::CommandResult;
 use crate::replicated::ControllerCommand;
@@ -46,6 +44,7 @@ use crate::replicated::ControllerQueryResponse;
 use crate::replicated::ControllerStateMachine;
 use crate::state::ControllerState;
 use crate::wire;
+use rocketraft_remoting::Refusal;
 
 /// The controller's settings (RocketMQ `ControllerConfig` names in the aliases).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -208,7 +207,7 @@ pub fn tenure_needed(timeout_ms: u64) -> u64 {
     timeout_ms
 }
 
-fn raft_error(e: RaftClientError) -> ControllerError {
+fn raft_error(e: RaftClientError) -> Refusal {
     // No Remoting code says "try again, outcome unknown"; SYSTEM_BUSY makes RocketMQ brokers retry.
     let code = match e {
         RaftClientError::Timeout(_) | RaftClientError::Discarded { .. } => {
@@ -217,17 +216,30 @@ fn raft_error(e: RaftClientError) -> ControllerError {
         RaftClientError::NotLeader { .. } => response_code::CONTROLLER_NOT_LEADER,
         _ => response_code::CONTROLLER_JRAFT_INTERNAL_ERROR,
     };
-    ControllerError::new(code, e.to_string())
+    Refusal::new(code, e.to_string())
+}
+
+/// Why a controller did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("the controller's Raft member did not start: {0}")]
+    Raft(#[source] RaftClientError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: rocketraft_remoting::RemotingError,
+    },
 }
 
 impl Controller {
     /// Starts the Raft member and the heartbeat scanner. Call [`Controller::serve_remoting`]
     /// for a standalone controller, or register [`Controller::processor`] for
     /// [`CONTROLLER_CODES`] on the NameServer's server when embedded.
-    pub async fn start(config: ControllerConfig) -> Result<Arc<Controller>, String> {
+    pub async fn start(config: ControllerConfig) -> Result<Arc<Controller>, StartError> {
         let node = RaftNode::start(config.raft.clone(), ControllerStateMachine::new())
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(StartError::Raft)?;
         let controller = Arc::new(Controller {
             node,
             heartbeats: Arc::new(HeartbeatTracker::new()),
@@ -282,7 +294,7 @@ impl Controller {
     }
 
     /// Serves the controller codes on its own Remoting port (standalone mode).
-    pub async fn serve_remoting(self: &Arc<Self>) -> Result<SocketAddr, String> {
+    pub async fn serve_remoting(self: &Arc<Self>) -> Result<SocketAddr, StartError> {
         let processor = self.processor();
         let mut builder = RemotingServer::builder();
         for code in CONTROLLER_CODES {
@@ -291,7 +303,10 @@ impl Controller {
         let server = builder
             .bind(self.config.listen)
             .await
-            .map_err(|e| format!("cannot listen on {}: {e}", self.config.listen))?
+            .map_err(|source| StartError::Listen {
+                addr: self.config.listen,
+                source,
+            })?
             .spawn();
         let addr = server.local_addr();
         *self.remoting_addr.lock() = addr.to_string();
@@ -387,7 +402,7 @@ impl Controller {
         };
         match self.node.read(&query, mode).await.map_err(raft_error)? {
             ControllerQueryResponse::Request(r) => r,
-            ControllerQueryResponse::State { .. } => Err(ControllerError::new(
+            ControllerQueryResponse::State { .. } => Err(Refusal::new(
                 response_code::SYSTEM_ERROR,
                 "unexpected answer to a controller read",
             )),
@@ -395,7 +410,7 @@ impl Controller {
     }
 
     /// The whole controller state (linearizable or this node's copy).
-    pub async fn state(&self, mode: ReadMode) -> Result<(ControllerState, u64), ControllerError> {
+    pub async fn state(&self, mode: ReadMode) -> Result<(ControllerState, u64), Refusal> {
         match self
             .node
             .read(&ControllerQuery::State, mode)
@@ -406,7 +421,7 @@ impl Controller {
                 state,
                 last_applied,
             } => Ok((state, last_applied)),
-            ControllerQueryResponse::Request(_) => Err(ControllerError::new(
+            ControllerQueryResponse::Request(_) => Err(Refusal::new(
                 response_code::SYSTEM_ERROR,
                 "unexpected answer to a state read",
             )),
@@ -517,7 +532,7 @@ impl Controller {
             fresh,
             in_office,
         } = round;
-        let here = self.heartbeats.alive(now).live_info(name, master);
+        let here = self.heartbeats.live_info(name, master, now);
         let stuck_here = here.is_some_and(|info| info.in_sync_unreachable == Some(true));
         let unheard_here = timed_out || here.is_some_and(|info| info.heard_recently == Some(false));
         if !(timed_out || stuck_here || unheard_here) || !fresh {

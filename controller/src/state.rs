@@ -80,6 +80,16 @@ pub struct BrokerSet {
     pub sync_state_info: SyncStateInfo,
 }
 
+impl BrokerSet {
+    /// The recorded master's address, alive or not.
+    pub fn master_address(&self) -> Option<String> {
+        self.sync_state_info
+            .master_broker_id
+            .and_then(|master| self.replica_info.address_of(master))
+            .map(str::to_string)
+    }
+}
+
 /// The whole controller state. Changed only by [`crate::event::apply`].
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ControllerState {
@@ -97,17 +107,19 @@ impl ControllerState {
 
     /// Checks the invariants every reachable state keeps; returns the first one broken.
     /// Meant for tests and for the Raft wrapper to assert after restoring a snapshot.
-    pub fn check_invariants(&self) -> Result<(), String> {
+    pub fn check_invariants(&self) -> Result<(), InvariantBroken> {
         for (name, set) in &self.broker_sets {
+            let broken = |what| InvariantBroken {
+                broker_name: name.clone(),
+                what,
+            };
             if set.replica_info.broker_name != *name {
-                return Err(format!("broker set {name} is filed under the wrong name"));
+                return Err(broken(Broken::FiledUnderWrongName));
             }
             let sync = &set.sync_state_info;
             if let Some(master) = sync.master_broker_id {
                 if !sync.sync_state_set.contains(&master) {
-                    return Err(format!(
-                        "{name}: master {master} is not in the SyncStateSet"
-                    ));
+                    return Err(broken(Broken::MasterOutsideSyncStateSet(master)));
                 }
             }
             if let Some(unknown) = sync
@@ -115,19 +127,37 @@ impl ControllerState {
                 .iter()
                 .find(|id| !set.replica_info.contains(**id))
             {
-                return Err(format!(
-                    "{name}: SyncStateSet member {unknown} holds no broker id"
-                ));
+                return Err(broken(Broken::MemberWithoutBrokerId(*unknown)));
             }
             if let Some(max_id) = set.replica_info.broker_id_info.keys().next_back() {
                 if set.replica_info.next_assign_broker_id <= *max_id {
-                    return Err(format!(
-                        "{name}: next broker id {} is already assigned",
-                        set.replica_info.next_assign_broker_id
-                    ));
+                    return Err(broken(Broken::NextBrokerIdAssigned(
+                        set.replica_info.next_assign_broker_id,
+                    )));
                 }
             }
         }
         Ok(())
     }
+}
+
+/// A state invariant that does not hold ([`ControllerState::check_invariants`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{broker_name}: {what}")]
+pub struct InvariantBroken {
+    pub broker_name: String,
+    pub what: Broken,
+}
+
+/// Which invariant of a broker set is broken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Broken {
+    #[error("the broker set is filed under the wrong name")]
+    FiledUnderWrongName,
+    #[error("master {0} is not in the SyncStateSet")]
+    MasterOutsideSyncStateSet(i64),
+    #[error("SyncStateSet member {0} holds no broker id")]
+    MemberWithoutBrokerId(i64),
+    #[error("next broker id {0} is already assigned")]
+    NextBrokerIdAssigned(i64),
 }

@@ -18,7 +18,6 @@ use serde::Serialize;
 use crate::handler::AlterSyncStateSetRequest;
 use crate::handler::ApplyBrokerIdRequest;
 use crate::handler::CleanBrokerDataRequest;
-use crate::handler::ControllerError;
 use crate::handler::ControllerRequest;
 use crate::handler::ControllerResponse;
 use crate::handler::ElectMasterRequest;
@@ -31,6 +30,7 @@ use crate::heartbeat::Heartbeat;
 use crate::liveness::BrokerLiveInfo;
 use crate::service::Controller;
 use crate::state::BrokerSet;
+use rocketraft_remoting::Refusal;
 
 /// `SyncStateSet` body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,11 +117,11 @@ fn json<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).unwrap_or_default()
 }
 
-fn invalid(e: impl std::fmt::Display) -> ControllerError {
-    ControllerError::new(response_code::CONTROLLER_INVALID_REQUEST, e.to_string())
+fn invalid(e: impl std::fmt::Display) -> Refusal {
+    Refusal::new(response_code::CONTROLLER_INVALID_REQUEST, e.to_string())
 }
 
-fn required(cmd: &RemotingCommand, key: &str) -> Result<String, ControllerError> {
+fn required(cmd: &RemotingCommand, key: &str) -> Result<String, Refusal> {
     match cmd.ext(key) {
         Some(v) if !v.is_empty() => Ok(v.to_string()),
         _ => Err(invalid(format!(
@@ -130,7 +130,7 @@ fn required(cmd: &RemotingCommand, key: &str) -> Result<String, ControllerError>
     }
 }
 
-fn parse<T: std::str::FromStr>(cmd: &RemotingCommand, key: &str) -> Result<T, ControllerError> {
+fn parse<T: std::str::FromStr>(cmd: &RemotingCommand, key: &str) -> Result<T, Refusal> {
     let text = required(cmd, key)?;
     text.parse().map_err(|_| {
         invalid(format!(
@@ -139,10 +139,7 @@ fn parse<T: std::str::FromStr>(cmd: &RemotingCommand, key: &str) -> Result<T, Co
     })
 }
 
-fn parse_opt<T: std::str::FromStr>(
-    cmd: &RemotingCommand,
-    key: &str,
-) -> Result<Option<T>, ControllerError> {
+fn parse_opt<T: std::str::FromStr>(cmd: &RemotingCommand, key: &str) -> Result<Option<T>, Refusal> {
     match cmd.ext(key) {
         None | Some("") | Some("null") => Ok(None),
         Some(text) => text.parse().map(Some).map_err(|_| {
@@ -160,7 +157,7 @@ fn parse_bool(cmd: &RemotingCommand, key: &str) -> bool {
 fn body_json<T: serde::de::DeserializeOwned>(
     cmd: &RemotingCommand,
     what: &str,
-) -> Result<T, ControllerError> {
+) -> Result<T, Refusal> {
     if cmd.body.is_empty() {
         return Err(invalid(format!("the request body ({what}) is missing")));
     }
@@ -169,7 +166,7 @@ fn body_json<T: serde::de::DeserializeOwned>(
 }
 
 /// Decodes a state-changing or read-only controller request.
-pub fn decode_request(cmd: &RemotingCommand) -> Result<ControllerRequest, ControllerError> {
+pub fn decode_request(cmd: &RemotingCommand) -> Result<ControllerRequest, Refusal> {
     Ok(match cmd.code {
         rc::CONTROLLER_GET_NEXT_BROKER_ID => {
             ControllerRequest::GetNextBrokerId(GetNextBrokerIdRequest {
@@ -229,7 +226,7 @@ pub fn decode_request(cmd: &RemotingCommand) -> Result<ControllerRequest, Contro
             clean_living_broker: parse_bool(cmd, "isCleanLivingBroker"),
         }),
         other => {
-            return Err(ControllerError::new(
+            return Err(Refusal::new(
                 response_code::REQUEST_CODE_NOT_SUPPORTED,
                 format!("request code {other} is not a controller request"),
             ))
@@ -346,7 +343,7 @@ pub fn notify_broker_role_changed(set: &BrokerSet) -> RemotingCommand {
     }))
 }
 
-fn decode_heartbeat(cmd: &RemotingCommand) -> Result<Heartbeat, ControllerError> {
+fn decode_heartbeat(cmd: &RemotingCommand) -> Result<Heartbeat, Refusal> {
     Ok(Heartbeat {
         cluster: cmd.ext("clusterName").unwrap_or_default().to_string(),
         broker_name: required(cmd, "brokerName")?,
@@ -376,10 +373,7 @@ impl ControllerProcessor {
         ControllerProcessor { controller }
     }
 
-    async fn process_request(
-        &self,
-        cmd: &RemotingCommand,
-    ) -> Result<RemotingCommand, ControllerError> {
+    async fn process_request(&self, cmd: &RemotingCommand) -> Result<RemotingCommand, Refusal> {
         let c = &self.controller;
         match cmd.code {
             rc::BROKER_HEARTBEAT => {

@@ -61,8 +61,8 @@ fn snapshot(info: &MasterInfo) -> Json {
 /// Refusals that prove the request changed nothing.
 fn is_refusal(error: &ControllerCallError) -> bool {
     match error {
-        ControllerCallError::Remote { code, .. } => !matches!(
-            *code,
+        ControllerCallError::Refused(r) => !matches!(
+            r.code,
             response_code::CONTROLLER_JRAFT_INTERNAL_ERROR | response_code::SYSTEM_ERROR
         ),
         _ => false,

@@ -108,6 +108,14 @@ pub async fn setup(clients: &Clients, namesrv: &str, timeout: Duration) -> anyho
     anyhow::bail!("cannot create the consumer groups: {last}")
 }
 
+/// The proxy's address is no valid URI authority: no request can be sent (nothing stored).
+#[derive(Debug, thiserror::Error)]
+#[error("bad proxy address {addr}: {error}")]
+struct BadProxyAddress {
+    addr: String,
+    error: tonic::transport::Error,
+}
+
 /// A gRPC client of the proxy, rebuilt after a transport error.
 pub struct Proxy {
     addr: String,
@@ -122,12 +130,15 @@ impl Proxy {
         }
     }
 
-    fn get(&mut self) -> Result<MessagingServiceClient<Channel>, String> {
+    fn get(&mut self) -> Result<MessagingServiceClient<Channel>, BadProxyAddress> {
         if let Some(c) = &self.client {
             return Ok(c.clone());
         }
         let endpoint = Endpoint::from_shared(format!("http://{}", self.addr))
-            .map_err(|e| format!("bad proxy address {}: {e}", self.addr))?
+            .map_err(|error| BadProxyAddress {
+                addr: self.addr.clone(),
+                error,
+            })?
             .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true);
         let client = MessagingServiceClient::new(endpoint.connect_lazy());
@@ -167,7 +178,9 @@ pub fn not_stored(status: &pb::Status) -> bool {
         return true;
     }
     // The broker's in-sync check runs before it appends, whatever code carries it.
-    status.message.contains("in-sync replicas not enough")
+    status
+        .message
+        .contains(crate::workload::IN_SYNC_REPLICAS_NOT_ENOUGH)
         || (code == pb::Code::HaNotAvailable as i32 && status.message.contains("has no master now"))
 }
 
@@ -249,7 +262,7 @@ pub async fn send_one(
     let mut client = match proxy.get() {
         Ok(c) => c,
         Err(why) => {
-            e.insert("error".into(), json!(why));
+            e.insert("error".into(), json!(why.to_string()));
             recorder.complete(process, Kind::Fail, "send", json!(value), e);
             return true;
         }
@@ -506,7 +519,7 @@ pub async fn receive_one(
     let started = std::time::Instant::now();
     let mut client = match proxy.get() {
         Ok(c) => c,
-        Err(why) => return fail_pop(recorder, process, e, why, started),
+        Err(why) => return fail_pop(recorder, process, e, why.to_string(), started),
     };
     let request = receive_request(topic, group, poll);
     let mut stream = match client.receive_message(request).await {

@@ -158,17 +158,20 @@ impl Format {
     }
 }
 
+/// A `--format` name that is no [`Format`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown format {0:?} (jsonl, edn, etcd-log, porcupine-kv)")]
+pub struct UnknownFormat(pub String);
+
 impl std::str::FromStr for Format {
-    type Err = String;
+    type Err = UnknownFormat;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "jsonl" => Ok(Format::Jsonl),
             "edn" => Ok(Format::Edn),
             "etcd-log" => Ok(Format::EtcdLog),
             "porcupine-kv" => Ok(Format::PorcupineKv),
-            other => Err(format!(
-                "unknown format {other:?} (jsonl, edn, etcd-log, porcupine-kv)"
-            )),
+            other => Err(UnknownFormat(other.to_string())),
         }
     }
 }

@@ -484,12 +484,7 @@ impl Workload for KvRun {
             },
             options.unsafe_raft_kv_stale_reads,
         )?;
-        if kinds.contains(&FaultKind::Latency) {
-            cluster.add_relays()?;
-        }
-        if kinds.contains(&FaultKind::ClockStep) {
-            cluster.enable_clock_files(&[Role::RaftKv])?;
-        }
+        lifecycle::prepare_faults(&mut cluster, kinds, &[Role::RaftKv])?;
         Ok((cluster, None))
     }
 
@@ -606,10 +601,9 @@ async fn wait_serving(
             let nodes = nodes.to_vec();
             async move { leader_among(&client, &nodes).await.is_some() }
         },
-        format!(
-            "the raft-kv nodes elected no leader within 90 s; see {}/nodes/n*/node.log",
-            dir.display()
-        ),
+        "the raft-kv nodes elected no leader",
+        dir,
+        "n*",
     )
     .await?;
     lifecycle::wait_ready(
@@ -626,10 +620,9 @@ async fn wait_serving(
                 true
             }
         },
-        format!(
-            "not every raft-kv node answered a read within 60 s; see {}/nodes/n*/node.log",
-            dir.display()
-        ),
+        "not every raft-kv node answered a read",
+        dir,
+        "n*",
     )
     .await
 }

@@ -54,21 +54,32 @@ use fuser::{
 pub const PAGE: u64 = 4096;
 const TTL: Duration = Duration::from_secs(1);
 
+/// Why this machine cannot mount a [`LazyFs`].
+#[derive(Debug, thiserror::Error)]
+pub enum FuseUnavailable {
+    #[error("/dev/fuse is missing (modprobe fuse, or run the container with --device /dev/fuse)")]
+    NoDevice,
+    #[error("mounting a FUSE filesystem without fusermount needs root")]
+    NotRoot,
+    /// The device is there but cannot be opened read-write.
+    #[error("cannot open /dev/fuse: {0}")]
+    Open(std::io::Error),
+}
+
 /// Why this machine cannot mount a [`LazyFs`], if it cannot.
-pub fn fuse_available() -> Result<(), String> {
+pub fn fuse_available() -> Result<(), FuseUnavailable> {
     if !Path::new("/dev/fuse").exists() {
-        return Err(
-            "/dev/fuse is missing (modprobe fuse, or run the container with --device /dev/fuse)"
-                .into(),
-        );
+        return Err(FuseUnavailable::NoDevice);
     }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        return Err("mounting a FUSE filesystem without fusermount needs root".into());
+        return Err(FuseUnavailable::NotRoot);
     }
-    if let Err(e) = OpenOptions::new().read(true).write(true).open("/dev/fuse") {
-        return Err(format!("cannot open /dev/fuse: {e}"));
-    }
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+        .map_err(FuseUnavailable::Open)?;
     Ok(())
 }
 

@@ -22,7 +22,7 @@ use crate::cluster::{Clients, Cluster};
 use crate::linearizability::{CheckOptions, Verdict};
 use crate::model::ModelName;
 use crate::nemesis::{lock, timeline, FaultKind, Nemesis, PowerMounts, Window};
-use crate::nodes::wait_until;
+use crate::nodes::{wait_until, Role};
 use crate::queue_check::QueueReport;
 use crate::record::{Event, Kind, Recorder};
 use crate::report::{self, FaultImpact, Verdicts};
@@ -111,6 +111,22 @@ pub(crate) trait Workload: Sized {
         _options: &RunOptions,
     ) {
     }
+}
+
+/// What the run's faults need of a built cluster before anything starts: the relays of the
+/// latency nemesis, and the clock files of the clock-step nemesis on the nodes of `clock_roles`.
+pub(crate) fn prepare_faults(
+    cluster: &mut Cluster,
+    kinds: &[FaultKind],
+    clock_roles: &[Role],
+) -> anyhow::Result<()> {
+    if kinds.contains(&FaultKind::Latency) {
+        cluster.add_relays()?;
+    }
+    if kinds.contains(&FaultKind::ClockStep) {
+        cluster.enable_clock_files(clock_roles)?;
+    }
+    Ok(())
 }
 
 /// The report directory: `--out`, or one per run under the temporary directory.
@@ -287,19 +303,26 @@ async fn drive<W: Workload>(
     Ok(verdicts)
 }
 
-/// Waits up to `timeout` for `check` ([`wait_until`]); fails with `failure` (which names the
-/// logs to read) if it never holds.
+/// Waits up to `timeout` for `check` ([`wait_until`]); if it never holds, fails with "`failure`
+/// within N s; see `dir`/nodes/`logs`/node.log" (the logs to read: `logs` is a glob of node
+/// names).
 pub(crate) async fn wait_ready<F, Fut>(
     timeout: Duration,
     check: F,
-    failure: String,
+    failure: &str,
+    dir: &Path,
+    logs: &str,
 ) -> anyhow::Result<()>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
     if !wait_until(timeout, check).await {
-        bail!("{failure}");
+        bail!(
+            "{failure} within {} s; see {}/nodes/{logs}/node.log",
+            timeout.as_secs(),
+            dir.display()
+        );
     }
     Ok(())
 }

@@ -370,6 +370,14 @@ enum SearchResult {
     Unknown(String),
 }
 
+/// The search's cache outgrew its memory bound (the smaller of its own and the shared one).
+#[derive(Debug, thiserror::Error)]
+#[error("memory limit of {mib} MiB reached after {configurations} configurations")]
+struct MemoryLimitReached {
+    mib: usize,
+    configurations: u64,
+}
+
 struct SearchOutcome {
     result: SearchResult,
     configurations: u64,
@@ -615,7 +623,7 @@ impl<'m, 'a, M: Model> Search<'m, 'a, M> {
             };
             if let Some(call) = candidate {
                 if let Err(reason) = self.try_linearize(&mut walk, call) {
-                    break SearchResult::Unknown(reason);
+                    break SearchResult::Unknown(reason.to_string());
                 }
                 continue;
             }
@@ -682,7 +690,11 @@ impl<'m, 'a, M: Model> Search<'m, 'a, M> {
     /// Tries candidate `call` as the next linearization point: linearizes it when the model
     /// accepts it from a configuration not seen yet (the scan restarts), else moves the scan on.
     /// `Err` when the cache outgrows its memory limit.
-    fn try_linearize(&mut self, walk: &mut Walk<M::State>, call: usize) -> Result<(), String> {
+    fn try_linearize(
+        &mut self,
+        walk: &mut Walk<M::State>,
+        call: usize,
+    ) -> Result<(), MemoryLimitReached> {
         let op = self.node_op[call];
         if let Some(next_state) = self.model.step(&walk.state, &self.entries[op].op) {
             let is_required = self.entries[op].required;
@@ -698,14 +710,14 @@ impl<'m, 'a, M: Model> Search<'m, 'a, M> {
                 if total > self.limits.max_cache_bytes
                     || walk.cache.bytes > self.limits.own_max_cache_bytes
                 {
-                    return Err(format!(
-                        "memory limit of {} MiB reached after {} configurations",
-                        self.limits
+                    return Err(MemoryLimitReached {
+                        mib: self
+                            .limits
                             .own_max_cache_bytes
                             .min(self.limits.max_cache_bytes)
                             >> 20,
-                        walk.cache.visited
-                    ));
+                        configurations: walk.cache.visited,
+                    });
                 }
                 walk.stack.push(Frame {
                     node: call,

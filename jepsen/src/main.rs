@@ -21,7 +21,8 @@ use rocketraft_jepsen::history::Format;
 use rocketraft_jepsen::linearizability::{
     CheckOptions, Counterexample, OpReport, Strategy, Verdict,
 };
-use rocketraft_jepsen::model::ModelName;
+use rocketraft_jepsen::model::{ModelName, UnknownModel};
+use rocketraft_jepsen::report::FaultTableError;
 use rocketraft_jepsen::{check_text, Checked};
 
 /// Exit code when the input cannot be read or checked.
@@ -137,19 +138,34 @@ enum Command {
     },
 }
 
-fn parse_model(text: &str) -> Result<ModelName, String> {
+fn parse_model(text: &str) -> Result<ModelName, UnknownModel> {
     text.parse()
 }
 
-fn parse_strategy(text: &str) -> Result<Option<Strategy>, String> {
+/// A `--strategy` that is none of race, real-time, required-first.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown strategy {0:?} (race, real-time, required-first)")]
+struct UnknownStrategy(String);
+
+/// `None` for `race` (both orders on two threads).
+fn parse_strategy(text: &str) -> Result<Option<Strategy>, UnknownStrategy> {
     match text {
         "race" => Ok(None),
         "real-time" => Ok(Some(Strategy::RealTime)),
         "required-first" => Ok(Some(Strategy::RequiredFirst)),
-        other => Err(format!(
-            "unknown strategy {other:?} (race, real-time, required-first)"
-        )),
+        other => Err(UnknownStrategy(other.to_string())),
     }
+}
+
+/// Why `rocketraft-jepsen faults` has no table for a file.
+#[derive(Debug, thiserror::Error)]
+enum FaultsError {
+    #[error("{0}")]
+    Read(std::io::Error),
+    #[error("not JSON: {0}")]
+    NotJson(serde_json::Error),
+    #[error(transparent)]
+    Table(FaultTableError),
 }
 
 fn init_tracing() {
@@ -196,9 +212,11 @@ fn run_harness(options: rocketraft_jepsen::run::RunOptions) -> ExitCode {
 /// `rocketraft-jepsen faults`: the per-fault table of a `verdicts.json`.
 fn print_faults(markdown: bool, file: &Path) -> ExitCode {
     let table = std::fs::read(file)
-        .map_err(|e| e.to_string())
-        .and_then(|b| serde_json::from_slice(&b).map_err(|e| format!("not JSON: {e}")))
-        .and_then(|v| rocketraft_jepsen::report::per_fault_table(&v, markdown));
+        .map_err(FaultsError::Read)
+        .and_then(|b| serde_json::from_slice(&b).map_err(FaultsError::NotJson))
+        .and_then(|v| {
+            rocketraft_jepsen::report::per_fault_table(&v, markdown).map_err(FaultsError::Table)
+        });
     match table {
         Ok(text) => {
             print!("{text}");
@@ -290,13 +308,13 @@ fn run_check(
 ) -> ExitCode {
     let strategy = match parse_strategy(strategy) {
         Ok(strategy) => strategy,
-        Err(message) => return unreadable(&file, &message),
+        Err(error) => return unreadable(&file, &error.to_string()),
     };
     let format = match format {
         "auto" => None,
         other => match other.parse::<Format>() {
             Ok(format) => Some(format),
-            Err(message) => return unreadable(&file, &message),
+            Err(error) => return unreadable(&file, &error.to_string()),
         },
     };
     let text = match std::fs::read(&file) {

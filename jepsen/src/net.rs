@@ -127,14 +127,24 @@ fn on_path(tool: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Why this machine cannot create network namespaces.
+#[derive(Debug, thiserror::Error)]
+pub enum NetnsUnavailable {
+    #[error("not root")]
+    NotRoot,
+    /// `ip netns add` of a probe namespace failed (its message, without the causes).
+    #[error("{0}")]
+    Probe(anyhow::Error),
+}
+
 /// Whether this machine can create network namespaces (root and a working `ip netns`).
-pub fn netns_available() -> Result<(), String> {
+pub fn netns_available() -> Result<(), NetnsUnavailable> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        return Err("not root".to_string());
+        return Err(NetnsUnavailable::NotRoot);
     }
     let probe = format!("{PREFIX}probe{}", std::process::id());
-    run("ip", &["netns", "add", &probe]).map_err(|e| e.to_string())?;
+    run("ip", &["netns", "add", &probe]).map_err(NetnsUnavailable::Probe)?;
     let _ = run("ip", &["netns", "del", &probe]);
     Ok(())
 }

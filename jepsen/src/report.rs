@@ -335,27 +335,40 @@ pub fn fault_impacts(
         .collect()
 }
 
+/// Why a `verdicts.json` gives no per-fault table.
+#[derive(Debug, thiserror::Error)]
+pub enum FaultTableError {
+    #[error("no `stats` object: is this a rocketraft-jepsen verdicts.json?")]
+    NoStats,
+    #[error("no `stats.faults`: the run predates fault windows in verdicts.json")]
+    NoFaults,
+    #[error("`stats.faults` is not a list of fault windows: {0}")]
+    BadFaults(serde_json::Error),
+    #[error("no `stats.unavailable`")]
+    NoUnavailable,
+    #[error("`stats.unavailable` is not a list of [from, to] pairs: {0}")]
+    BadUnavailable(serde_json::Error),
+}
+
 /// The per-fault table of a kept `verdicts.json` (its `stats.faults` windows and
 /// `stats.unavailable` gaps), recomputed with today's rule. Kept runs have no node logs, so no
 /// causes. Markdown rows when `markdown`.
-pub fn per_fault_table(verdicts: &Json, markdown: bool) -> Result<String, String> {
-    let stats = verdicts
-        .get("stats")
-        .ok_or("no `stats` object: is this a rocketraft-jepsen verdicts.json?")?;
+pub fn per_fault_table(verdicts: &Json, markdown: bool) -> Result<String, FaultTableError> {
+    let stats = verdicts.get("stats").ok_or(FaultTableError::NoStats)?;
     let faults: Vec<FaultSpan> = serde_json::from_value(
         stats
             .get("faults")
             .cloned()
-            .ok_or("no `stats.faults`: the run predates fault windows in verdicts.json")?,
+            .ok_or(FaultTableError::NoFaults)?,
     )
-    .map_err(|e| format!("`stats.faults` is not a list of fault windows: {e}"))?;
+    .map_err(FaultTableError::BadFaults)?;
     let unavailable: Vec<(f64, f64)> = serde_json::from_value(
         stats
             .get("unavailable")
             .cloned()
-            .ok_or("no `stats.unavailable`")?,
+            .ok_or(FaultTableError::NoUnavailable)?,
     )
-    .map_err(|e| format!("`stats.unavailable` is not a list of [from, to] pairs: {e}"))?;
+    .map_err(FaultTableError::BadUnavailable)?;
     let impacts = fault_impacts(&faults, &unavailable, &[]);
     let mut out = String::new();
     if markdown {
@@ -1440,7 +1453,9 @@ mod tests {
             md.contains("| kill | 10.0-16.0 | 4.2 | 10.2-14.4 |"),
             "{md}"
         );
-        let err = per_fault_table(&json!({"stats": {}}), false).expect_err("no faults");
+        let err = per_fault_table(&json!({"stats": {}}), false)
+            .expect_err("no faults")
+            .to_string();
         assert!(err.contains("stats.faults"), "{err}");
     }
 

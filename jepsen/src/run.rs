@@ -93,12 +93,7 @@ pub(crate) fn build_cluster(
         broker_env,
         controller_stale_reads: options.unsafe_controller_stale_reads,
     })?;
-    if kinds.contains(&FaultKind::Latency) {
-        cluster.add_relays()?;
-    }
-    if kinds.contains(&FaultKind::ClockStep) {
-        cluster.enable_clock_files(&[Role::Controller, Role::Broker])?;
-    }
+    lifecycle::prepare_faults(&mut cluster, kinds, &[Role::Controller, Role::Broker])?;
     // The brokers' stores on LazyFs mounts, before any process starts (each gets a copy).
     let power = if kinds.contains(&FaultKind::PowerLoss) {
         Some(Arc::new(Mutex::new(PowerMounts::mount(&cluster)?)))
@@ -145,10 +140,9 @@ async fn start_rocketmq(
             let controllers = controllers.clone();
             async move { clients.controller_leader(&controllers).await.is_some() }
         },
-        format!(
-            "the controllers elected no leader within 90 s; see {}/nodes/c*/node.log",
-            dir.display()
-        ),
+        "the controllers elected no leader",
+        dir,
+        "c*",
     )
     .await?;
     lock(cluster).start_all()?;
@@ -186,10 +180,9 @@ async fn wait_broker_set(
                 matches!(clients.broker_set(&namesrv).await, Some((Some(_), replicas)) if replicas.len() >= 3)
             }
         },
-        format!(
-            "the broker set did not register a master and 3 replicas within 120 s; see {}/nodes/b*/node.log",
-            dir.display()
-        ),
+        "the broker set did not register a master and 3 replicas",
+        dir,
+        "b*",
     )
     .await?;
     lifecycle::wait_ready(
@@ -209,11 +202,12 @@ async fn wait_broker_set(
                     .is_ok_and(|info| info.sync_state_set.len() >= need)
             }
         },
-        format!(
-            "the SyncStateSet did not reach {} replicas within 60 s; see {}/nodes/b*/node.log",
-            options.min_in_sync_replicas,
-            dir.display()
+        &format!(
+            "the SyncStateSet did not reach {} replicas",
+            options.min_in_sync_replicas
         ),
+        dir,
+        "b*",
     )
     .await
 }

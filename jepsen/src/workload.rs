@@ -37,6 +37,13 @@ const PRODUCER_GROUP: &str = "jepsen-producer";
 /// How long a popped message stays invisible before it is delivered again.
 pub const INVISIBLE_MS: i64 = 8_000;
 
+/// How a broker's remark starts when its in-sync check refused a send before appending it.
+/// Apache RocketMQ answers IN_SYNC_REPLICAS_NOT_ENOUGH with the generic SYSTEM_ERROR code and
+/// this remark (and the proxy passes the remark on in its gRPC status), so the remark is the
+/// only sign on the wire that the message was not stored. Our broker words it the same
+/// (`rocketraft_broker::ha::AckError`'s Display, which defines no constant of it).
+pub(crate) const IN_SYNC_REPLICAS_NOT_ENOUGH: &str = "in-sync replicas not enough";
+
 /// Shape of the workload.
 #[derive(Debug, Clone)]
 pub struct QueueOptions {
@@ -128,7 +135,7 @@ impl Target {
 fn is_definite_failure(error: &ApiError) -> bool {
     match error {
         ApiError::Remoting(RemotingError::Connect { .. }) => true,
-        ApiError::Server { remark, .. } => remark.starts_with("in-sync replicas not enough"),
+        ApiError::Refused(r) => r.remark.starts_with(IN_SYNC_REPLICAS_NOT_ENOUGH),
         _ => false,
     }
 }

@@ -56,17 +56,23 @@ impl NamesrvConfig {
     }
 }
 
+/// A NameServer setting it refuses to start with; the text names the key and the fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("broker_expire_ms = {0} must be positive (RocketMQ's default is 120000)")]
+    BrokerExpire(i64),
+    #[error("scan_interval_ms must be at least 1 (default 5000)")]
+    ScanInterval,
+}
+
 impl NamesrvConfig {
     /// Rejects values that would make the NameServer misbehave, with the fix in the message.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if self.broker_expire_ms <= 0 {
-            return Err(format!(
-                "broker_expire_ms = {} must be positive (RocketMQ's default is 120000)",
-                self.broker_expire_ms
-            ));
+            return Err(ConfigError::BrokerExpire(self.broker_expire_ms));
         }
         if self.scan_interval_ms == 0 {
-            return Err("scan_interval_ms must be at least 1 (default 5000)".to_string());
+            return Err(ConfigError::ScanInterval);
         }
         Ok(())
     }

@@ -40,7 +40,7 @@ pub struct NameServer {
 impl NameServer {
     /// Binds the Remoting port and starts serving and scanning for dead brokers.
     pub async fn start(config: NamesrvConfig) -> anyhow::Result<NameServer> {
-        config.validate().map_err(anyhow::Error::msg)?;
+        config.validate()?;
         let state = Arc::new(NamesrvState {
             routes: RwLock::new(route::RouteTable::new()),
             kv: RwLock::new(kv::KvTable::default()),

@@ -8,7 +8,7 @@ use rocketraft_common::protocol::{from_json_body, DataVersion, RegisterBrokerBod
 use rocketraft_common::time::now_ms;
 use rocketraft_remoting::codes::{request_code, response_code};
 use rocketraft_remoting::server::{BoxFuture, RequestContext, RequestProcessor};
-use rocketraft_remoting::RemotingCommand;
+use rocketraft_remoting::{Refusal, RemotingCommand};
 use serde::Serialize;
 
 use crate::kv::{KvTable, ORDER_TOPIC_CONFIG};
@@ -62,15 +62,6 @@ impl RequestProcessor for NamesrvProcessor {
     }
 }
 
-/// A request that could not be served, turned into a response code and a remark.
-struct Refusal(i32, String);
-
-impl From<rocketraft_remoting::HeaderError> for Refusal {
-    fn from(e: rocketraft_remoting::HeaderError) -> Self {
-        Refusal(response_code::SYSTEM_ERROR, e.to_string())
-    }
-}
-
 impl NamesrvProcessor {
     fn handle(&self, request: &RemotingCommand) -> RemotingCommand {
         let result = match request.code {
@@ -94,14 +85,14 @@ impl NamesrvProcessor {
             request_code::PUT_KV_CONFIG => self.put_kv(request),
             request_code::GET_KV_CONFIG => self.get_kv(request),
             request_code::DELETE_KV_CONFIG => self.delete_kv(request),
-            other => Err(Refusal(
+            other => Err(Refusal::new(
                 response_code::REQUEST_CODE_NOT_SUPPORTED,
                 format!("request code {other} is not served by the NameServer"),
             )),
         };
         match result {
             Ok(response) => response,
-            Err(Refusal(code, remark)) => request.response_to(code, remark),
+            Err(refusal) => refusal.response_to(request),
         }
     }
 
@@ -116,15 +107,15 @@ impl NamesrvProcessor {
             .filter(|t: &i64| *t > 0)
             .unwrap_or(self.state.default_broker_expire_ms);
         if request.ext("compressed") == Some("true") {
-            return Err(Refusal(
+            return Err(Refusal::new(
                 response_code::SYSTEM_ERROR,
-                "compressed REGISTER_BROKER bodies are not supported; set compressedRegister=false on the broker".into(),
+                "compressed REGISTER_BROKER bodies are not supported; set compressedRegister=false on the broker",
             ));
         }
         if let Some(expected) = request.ext_parse_opt::<i32>("bodyCrc32")? {
             let actual = (crc32(&request.body) & 0x7FFF_FFFF) as i32;
             if expected != 0 && expected != actual {
-                return Err(Refusal(
+                return Err(Refusal::new(
                     response_code::SYSTEM_ERROR,
                     format!(
                         "the body CRC {actual} does not match the header's bodyCrc32 {expected}"
@@ -136,7 +127,7 @@ impl NamesrvProcessor {
             RegisterBrokerBody::default()
         } else {
             from_json_body(&request.body).map_err(|e| {
-                Refusal(
+                Refusal::new(
                     response_code::SYSTEM_ERROR,
                     format!("the REGISTER_BROKER body is not a RegisterBrokerBody: {e}"),
                 )
@@ -148,7 +139,7 @@ impl NamesrvProcessor {
             .values()
         {
             config.validate().map_err(|e| {
-                Refusal(
+                Refusal::new(
                     response_code::SYSTEM_ERROR,
                     format!("topic {:?} in the registration: {e}", config.topic_name),
                 )
@@ -197,7 +188,7 @@ impl NamesrvProcessor {
     fn route_by_topic(&self, request: &RemotingCommand) -> Result<RemotingCommand, Refusal> {
         let topic = request.require_ext("topic")?;
         let Some(mut route) = self.state.routes.read().route(topic) else {
-            return Err(Refusal(
+            return Err(Refusal::new(
                 response_code::TOPIC_NOT_EXIST,
                 format!("No topic route info in name server for the topic: {topic}"),
             ));
@@ -231,7 +222,7 @@ impl NamesrvProcessor {
             None
         } else {
             Some(from_json_body(&request.body).map_err(|e| {
-                Refusal(
+                Refusal::new(
                     response_code::SYSTEM_ERROR,
                     format!("the body is not a DataVersion: {e}"),
                 )
@@ -262,7 +253,7 @@ impl NamesrvProcessor {
             Some(value) => Ok(request
                 .response_to(response_code::SUCCESS, None)
                 .with_ext("value", value)),
-            None => Err(Refusal(
+            None => Err(Refusal::new(
                 response_code::QUERY_NOT_FOUND,
                 format!("No config item, Namespace: {namespace} Key: {key}"),
             )),
@@ -284,7 +275,7 @@ fn json_response<T: Serialize>(
     value: &T,
 ) -> Result<RemotingCommand, Refusal> {
     let json = serde_json::to_string(value).map_err(|e| {
-        Refusal(
+        Refusal::new(
             response_code::SYSTEM_ERROR,
             format!("could not encode the response: {e}"),
         )

@@ -134,24 +134,36 @@ impl TransactionId {
         )
     }
 
-    pub fn parse(text: &str) -> Result<TransactionId, String> {
-        let bytes = rocketraft_common::base64::decode(text)
-            .ok_or_else(|| format!("transaction id {text:?} is not one this proxy issued"))?;
-        let text = String::from_utf8(bytes).map_err(|_| "transaction id is not UTF-8")?;
+    pub fn parse(text: &str) -> Result<TransactionId, BadTransactionId> {
+        let bytes = rocketraft_common::base64::decode(text).ok_or(BadTransactionId::NotIssued)?;
+        let text = String::from_utf8(bytes).map_err(|_| BadTransactionId::NotUtf8)?;
         match text.split(' ').collect::<Vec<_>>().as_slice() {
             ["tx1", broker, qoff, phy, id] => Ok(TransactionId {
                 broker_name: broker.to_string(),
                 queue_offset: qoff
                     .parse()
-                    .map_err(|_| format!("bad half offset {qoff:?} in the transaction id"))?,
+                    .map_err(|_| BadTransactionId::HalfOffset(qoff.to_string()))?,
                 commit_log_offset: phy
                     .parse()
-                    .map_err(|_| format!("bad CommitLog offset {phy:?} in the transaction id"))?,
+                    .map_err(|_| BadTransactionId::CommitLogOffset(phy.to_string()))?,
                 message_id: id.to_string(),
             }),
-            _ => Err("transaction id is not one this proxy issued".to_string()),
+            _ => Err(BadTransactionId::NotIssued),
         }
     }
+}
+
+/// Why a transaction id does not parse ([`TransactionId::parse`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadTransactionId {
+    #[error("transaction id is not one this proxy issued")]
+    NotIssued,
+    #[error("transaction id is not UTF-8")]
+    NotUtf8,
+    #[error("bad half offset {0:?} in the transaction id")]
+    HalfOffset(String),
+    #[error("bad CommitLog offset {0:?} in the transaction id")]
+    CommitLogOffset(String),
 }
 
 #[cfg(test)]

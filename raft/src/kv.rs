@@ -16,11 +16,23 @@ use serde::Deserialize;
 use serde::Serialize;
 
 use crate::state_machine::AppStateMachine;
+use crate::state_machine::StateMachineError;
 
 /// Longest key accepted, in bytes.
 pub const MAX_KEY_BYTES: usize = 1024;
 /// Longest string value accepted, in bytes.
 pub const MAX_VALUE_BYTES: usize = 64 * 1024;
+
+/// Why a command or key is refused before it is proposed (nothing happened).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KvError {
+    #[error("the key is empty")]
+    EmptyKey,
+    #[error("a key of {len} bytes is over the limit of {max}", max = MAX_KEY_BYTES)]
+    KeyTooLong { len: usize },
+    #[error("a value of {len} bytes is over the limit of {max}", max = MAX_VALUE_BYTES)]
+    ValueTooLong { len: usize },
+}
 
 /// A value: an integer or a string (JSON number or string).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -55,7 +67,7 @@ pub enum KvCommand {
 
 impl KvCommand {
     /// Why the command is refused before it is proposed, if it is.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), KvError> {
         let (key, values): (&str, Vec<&KvValue>) = match self {
             KvCommand::Write { key, value } => (key, vec![value]),
             KvCommand::Cas {
@@ -66,10 +78,7 @@ impl KvCommand {
         for value in values {
             if let KvValue::Str(s) = value {
                 if s.len() > MAX_VALUE_BYTES {
-                    return Err(format!(
-                        "a value of {} bytes is over the limit of {MAX_VALUE_BYTES}",
-                        s.len()
-                    ));
+                    return Err(KvError::ValueTooLong { len: s.len() });
                 }
             }
         }
@@ -78,15 +87,12 @@ impl KvCommand {
 }
 
 /// Why a key is refused, if it is.
-pub fn validate_key(key: &str) -> Result<(), String> {
+pub fn validate_key(key: &str) -> Result<(), KvError> {
     if key.is_empty() {
-        return Err("the key is empty".to_string());
+        return Err(KvError::EmptyKey);
     }
     if key.len() > MAX_KEY_BYTES {
-        return Err(format!(
-            "a key of {} bytes is over the limit of {MAX_KEY_BYTES}",
-            key.len()
-        ));
+        return Err(KvError::KeyTooLong { len: key.len() });
     }
     Ok(())
 }
@@ -167,12 +173,13 @@ impl AppStateMachine for KvStateMachine {
         }
     }
 
-    fn snapshot(&self) -> Result<Vec<u8>, String> {
-        serde_json::to_vec(&self.data).map_err(|e| e.to_string())
+    fn snapshot(&self) -> Result<Vec<u8>, StateMachineError> {
+        serde_json::to_vec(&self.data).map_err(StateMachineError::snapshot_failed)
     }
 
-    fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
-        self.data = serde_json::from_slice(bytes).map_err(|e| format!("kv snapshot: {e}"))?;
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), StateMachineError> {
+        self.data = serde_json::from_slice(bytes)
+            .map_err(|e| StateMachineError::invalid_snapshot(format!("kv snapshot: {e}")))?;
         Ok(())
     }
 }
@@ -352,5 +359,20 @@ mod tests {
         .validate()
         .is_err());
         assert!(cas("k", None, KvValue::Str("ok".into())).validate().is_ok());
+        // The texts the raft-kv server answers with.
+        assert_eq!(
+            validate_key("").map_err(|e| e.to_string()),
+            Err("the key is empty".to_string())
+        );
+        assert_eq!(
+            validate_key(&"k".repeat(MAX_KEY_BYTES + 1)).map_err(|e| e.to_string()),
+            Err("a key of 1025 bytes is over the limit of 1024".to_string())
+        );
+        assert_eq!(
+            write("k", KvValue::Str("v".repeat(MAX_VALUE_BYTES + 1)))
+                .validate()
+                .map_err(|e| e.to_string()),
+            Err("a value of 65537 bytes is over the limit of 65536".to_string())
+        );
     }
 }

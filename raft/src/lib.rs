@@ -33,10 +33,12 @@ pub mod pb {
     tonic::include_proto!("rocketraft.raft.v1");
 }
 
+pub use kv::KvError;
 pub use log_store::LogStoreError;
 pub use log_store::RocksLogStore;
 pub use log_store::CF_LOGS;
 pub use log_store::CF_META;
+pub use network::TransportError;
 pub use node::members_from_any_keys;
 pub use node::members_with_string_keys;
 pub use node::parse_members;
@@ -49,6 +51,9 @@ pub use node::RaftClientError;
 pub use node::RaftConfig;
 pub use node::RaftNode;
 pub use node::ReadMode;
+pub use node::RemoteError;
 pub use state_machine::AppStateMachine;
+pub use state_machine::StateMachineError;
+pub use types::ApplyError;
 pub use types::NodeId;
 pub use types::TypeConfig;

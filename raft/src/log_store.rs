@@ -21,6 +21,7 @@
 //!   crash only means re-purging or re-applying, which openraft handles. They are made durable by
 //!   the next synced write.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::fmt::Debug;
 use std::io;
@@ -28,6 +29,7 @@ use std::marker::PhantomData;
 use std::ops::Bound;
 use std::ops::RangeBounds;
 use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use openraft::alias::EntryOf;
@@ -147,6 +149,21 @@ impl From<LogStoreError> for io::Error {
     }
 }
 
+/// The directories this process has opened a log store in (canonical paths).
+///
+/// A database closed by this process a moment ago may still be releasing its lock on another
+/// thread. RocksDB reports that as an [`rocksdb::ErrorKind::IOError`], like any other I/O failure
+/// (another process holding the lock included): only the message tells them apart. Rather than
+/// match the message, [`RocksLogStore::open`] retries an `IOError` briefly only for a directory in
+/// this set (an in-process reopen) and fails at once for any other.
+static OPENED_DIRS: parking_lot::Mutex<BTreeSet<PathBuf>> =
+    parking_lot::Mutex::new(BTreeSet::new());
+
+fn opened_before(path: &Path) -> bool {
+    path.canonicalize()
+        .is_ok_and(|p| OPENED_DIRS.lock().contains(&p))
+}
+
 /// Raft log storage on RocksDB, for any openraft type config `C`.
 ///
 /// The handle is cheap to clone (an `Arc` of the database); the log reader openraft asks for is such
@@ -186,7 +203,9 @@ impl<C: RaftTypeConfig> RocksLogStore<C> {
 
         // A database closed by this process a moment ago may still be releasing its lock on
         // another thread (the last `Arc` drop runs the close after the count reaches zero):
-        // retry that case briefly instead of failing an in-process restart.
+        // retry that case briefly instead of failing an in-process restart. RocksDB gives the
+        // lock error no kind of its own, so any I/O error on a directory this process opened
+        // before is retried, for 5 s at most (see `OPENED_DIRS`).
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         let db = loop {
             let cfs = [CF_META, CF_LOGS]
@@ -194,8 +213,9 @@ impl<C: RaftTypeConfig> RocksLogStore<C> {
             match DB::open_cf_descriptors(&opts, path, cfs) {
                 Ok(db) => break db,
                 Err(e)
-                    if e.to_string().contains("lock hold by current process")
-                        && std::time::Instant::now() < deadline =>
+                    if e.kind() == rocksdb::ErrorKind::IOError
+                        && std::time::Instant::now() < deadline
+                        && opened_before(path) =>
                 {
                     std::thread::sleep(std::time::Duration::from_millis(20));
                 }
@@ -213,6 +233,9 @@ impl<C: RaftTypeConfig> RocksLogStore<C> {
             if db.cf_handle(name).is_none() {
                 return Err(LogStoreError::MissingColumnFamily(name));
             }
+        }
+        if let Ok(dir) = db.path().canonicalize() {
+            OPENED_DIRS.lock().insert(dir);
         }
         Ok(Self {
             db,

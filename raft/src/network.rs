@@ -2,9 +2,11 @@
 //!
 //! Every call has a deadline (openraft's per-RPC TTL, capped by the configured RPC timeout). A
 //! peer that cannot be connected to is reported as [`Unreachable`], which makes openraft back off
-//! instead of hammering it; other failures are [`NetworkError`]s.
+//! instead of hammering it; other failures are [`NetworkError`]s. Failures of this module's own
+//! helpers (a bad address, JSON coding) are [`TransportError`]s.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::alias::SnapshotOf;
@@ -26,6 +28,7 @@ use openraft::raft::VoteResponse;
 use openraft::BasicNode;
 use openraft::RaftNetworkV2;
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use serde::Serialize;
 use tonic::transport::Channel;
 use tonic::transport::Endpoint;
@@ -38,15 +41,54 @@ use crate::types::TypeConfig;
 /// The largest gRPC message a peer accepts or sends (snapshots travel in one message).
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 
+/// What went wrong in the transport before or after a call reached the peer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TransportError {
+    /// The peer address is not a valid URI.
+    #[error("bad peer address {addr:?}: {source}")]
+    BadAddress {
+        addr: String,
+        #[source]
+        source: Arc<tonic::transport::Error>,
+    },
+    /// A message could not be encoded as JSON.
+    #[error("encoding: {0}")]
+    Encode(#[source] Arc<serde_json::Error>),
+    /// A message could not be decoded from JSON.
+    #[error("decoding: {0}")]
+    Decode(#[source] Arc<serde_json::Error>),
+}
+
+/// A peer's refusal of a Raft RPC (openraft's error on that peer), carried as its text: a JSON
+/// string on the wire, as before this type existed, so peers of either version understand it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(transparent)]
+#[error("{0}")]
+pub(crate) struct PeerRefusal(String);
+
+impl PeerRefusal {
+    pub(crate) fn new(e: impl std::fmt::Display) -> Self {
+        PeerRefusal(e.to_string())
+    }
+}
+
+/// The gRPC metadata key the peer server sets on the errors it answers with itself (a request it
+/// could not decode, an answer it could not encode), so the client side tells them from an
+/// unreachable peer without reading the message.
+pub(crate) const ANSWERED_BY_PEER: &str = "x-rocketraft-raft-answer";
+
 /// Opens a lazily connecting channel to a peer's gRPC address (`host:port`).
-pub(crate) fn channel(addr: &str, connect_timeout: Duration) -> Result<Channel, String> {
+pub(crate) fn channel(addr: &str, connect_timeout: Duration) -> Result<Channel, TransportError> {
     let uri = if addr.starts_with("http://") || addr.starts_with("https://") {
         addr.to_string()
     } else {
         format!("http://{addr}")
     };
     let endpoint = Endpoint::from_shared(uri)
-        .map_err(|e| format!("bad peer address {addr:?}: {e}"))?
+        .map_err(|e| TransportError::BadAddress {
+            addr: addr.to_string(),
+            source: Arc::new(e),
+        })?
         .connect_timeout(connect_timeout)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(10))
@@ -60,22 +102,23 @@ pub(crate) fn peer_client(channel: Channel) -> RaftPeerClient<Channel> {
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }
 
-pub(crate) fn to_blob<T: Serialize>(v: &T) -> Result<pb::Blob, String> {
+pub(crate) fn to_blob<T: Serialize>(v: &T) -> Result<pb::Blob, TransportError> {
     serde_json::to_vec(v)
         .map(|json| pb::Blob { json })
-        .map_err(|e| format!("encoding: {e}"))
+        .map_err(|e| TransportError::Encode(Arc::new(e)))
 }
 
-pub(crate) fn from_blob<T: DeserializeOwned>(b: &pb::Blob) -> Result<T, String> {
-    serde_json::from_slice(&b.json).map_err(|e| format!("decoding: {e}"))
+pub(crate) fn from_blob<T: DeserializeOwned>(b: &pb::Blob) -> Result<T, TransportError> {
+    serde_json::from_slice(&b.json).map_err(|e| TransportError::Decode(Arc::new(e)))
 }
 
-/// Whether a gRPC failure means the peer could not be reached at all.
+/// Whether a gRPC failure means the peer could not be reached at all (and not an answer of the
+/// peer server, which marks those with [`ANSWERED_BY_PEER`]).
 pub(crate) fn is_unreachable(status: &tonic::Status) -> bool {
     matches!(
         status.code(),
         tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
-    ) && !status.message().starts_with("raft:")
+    ) && status.metadata().get(ANSWERED_BY_PEER).is_none()
 }
 
 /// Creates one [`PeerNetwork`] per target.
@@ -89,7 +132,9 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = PeerNetwork;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerNetwork {
-        let client = channel(&node.addr, self.connect_timeout).map(peer_client);
+        let client = channel(&node.addr, self.connect_timeout)
+            .map(peer_client)
+            .map_err(Unreachable::from_string);
         PeerNetwork {
             target,
             addr: node.addr.clone(),
@@ -103,7 +148,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 pub struct PeerNetwork {
     target: NodeId,
     addr: String,
-    client: Result<RaftPeerClient<Channel>, String>,
+    client: Result<RaftPeerClient<Channel>, Unreachable<TypeConfig>>,
     rpc_timeout: Duration,
 }
 
@@ -115,9 +160,7 @@ impl PeerNetwork {
     }
 
     fn client(&self) -> Result<RaftPeerClient<Channel>, RPCError<TypeConfig>> {
-        self.client
-            .clone()
-            .map_err(|e| RPCError::Unreachable(Unreachable::from_string(e)))
+        self.client.clone().map_err(RPCError::Unreachable)
     }
 
     fn map_status(&self, what: &str, status: tonic::Status) -> RPCError<TypeConfig> {
@@ -155,7 +198,7 @@ impl PeerNetwork {
                 )))
             })?
             .map_err(|s| self.map_status(what, s))?;
-        let result: Result<Resp, String> = from_blob(response.get_ref())
+        let result: Result<Resp, PeerRefusal> = from_blob(response.get_ref())
             .map_err(|e| RPCError::Network(NetworkError::from_string(e)))?;
         result.map_err(|e| {
             RPCError::Network(NetworkError::from_string(format!(
@@ -232,8 +275,9 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
                 RPCError::Unreachable(u) => StreamingError::Unreachable(u),
                 other => StreamingError::Network(NetworkError::from_string(other.to_string())),
             })?;
-        let result: Result<SnapshotResponse<TypeConfig>, String> = from_blob(response.get_ref())
-            .map_err(|e| StreamingError::Network(NetworkError::from_string(e)))?;
+        let result: Result<SnapshotResponse<TypeConfig>, PeerRefusal> =
+            from_blob(response.get_ref())
+                .map_err(|e| StreamingError::Network(NetworkError::from_string(e)))?;
         result.map_err(|e| StreamingError::Network(NetworkError::from_string(e)))
     }
 }

@@ -35,10 +35,13 @@ use crate::network::is_unreachable;
 use crate::network::peer_client;
 use crate::network::to_blob;
 use crate::network::NetworkFactory;
+use crate::network::TransportError;
 use crate::server::PeerService;
 use crate::state_machine::AppStateMachine;
 use crate::state_machine::SmInner;
+use crate::state_machine::StateMachineError;
 use crate::state_machine::StateMachineStore;
+use crate::types::ApplyError;
 use crate::types::NodeId;
 use crate::types::Raft;
 use crate::types::Reply;
@@ -225,6 +228,45 @@ pub enum RaftClientError {
     Transfer(String),
 }
 
+/// A command the state machine (or the leader-side prepare) refused, or a query it could not
+/// answer: [`RaftClientError::Rejected`] with the error's text.
+impl From<StateMachineError> for RaftClientError {
+    fn from(e: StateMachineError) -> Self {
+        RaftClientError::Rejected(e.to_string())
+    }
+}
+
+/// A committed command that was not applied: [`RaftClientError::Rejected`] with its reason.
+impl From<ApplyError> for RaftClientError {
+    fn from(e: ApplyError) -> Self {
+        RaftClientError::Rejected(e.to_string())
+    }
+}
+
+/// Why [`remote_status`] or [`remote_admin`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    /// The address is bad, or a message could not be encoded or decoded.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The node did not answer in time.
+    #[error("{addr}: no answer within {ms} ms")]
+    Timeout { addr: String, ms: u128 },
+    /// The call failed (the node is unreachable, or its server refused the call).
+    #[error("{addr}: {}", .status.message())]
+    Status { addr: String, status: tonic::Status },
+    /// The node answered with an error (e.g. the membership change was refused).
+    #[error(transparent)]
+    Raft(#[from] RaftClientError),
+}
+
+/// Serializes as its message (a JSON string), for reports that record it.
+impl Serialize for RemoteError {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 impl RaftClientError {
     /// Whether a write that failed with this error might still take effect.
     pub fn outcome_unknown(&self) -> bool {
@@ -301,7 +343,7 @@ pub(crate) struct NodeCore {
 }
 
 /// A leader-side rewrite of a command's JSON payload; an error refuses the command.
-type PrepareFn = Arc<dyn Fn(&str) -> Result<String, String> + Send + Sync>;
+type PrepareFn = Arc<dyn Fn(&str) -> Result<String, StateMachineError> + Send + Sync>;
 
 fn random_u64() -> u64 {
     use std::collections::hash_map::RandomState;
@@ -384,7 +426,8 @@ impl NodeCore {
         if let Some(c) = channels.get(addr) {
             return Ok(c.clone());
         }
-        let c = channel(addr, self.rpc_timeout).map_err(tonic::Status::unavailable)?;
+        let c = channel(addr, self.rpc_timeout)
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
         channels.insert(addr.to_string(), c.clone());
         Ok(c)
     }
@@ -398,21 +441,22 @@ impl NodeCore {
         req: &Req,
     ) -> Result<Result<T, RaftClientError>, tonic::Status> {
         let mut client = peer_client(self.channel_to(&addr)?);
-        let mut r = tonic::Request::new(to_blob(req).map_err(tonic::Status::internal)?);
+        let mut r =
+            tonic::Request::new(to_blob(req).map_err(|e| tonic::Status::internal(e.to_string()))?);
         r.set_timeout(remaining);
         let resp = match rpc {
             Forward::Write => client.write(r).await?,
             Forward::Read => client.read(r).await?,
             Forward::Admin => client.admin(r).await?,
         };
-        from_blob(resp.get_ref()).map_err(tonic::Status::internal)
+        from_blob(resp.get_ref()).map_err(|e| tonic::Status::internal(e.to_string()))
     }
 
     /// Proposes on this node only (no forwarding).
     pub(crate) async fn write_local(&self, mut req: Request) -> Result<Reply, RaftClientError> {
         let prepare = self.prepare.read().clone();
         if let Some(prepare) = prepare {
-            req.payload = prepare(&req.payload).map_err(RaftClientError::Rejected)?;
+            req.payload = prepare(&req.payload)?;
         }
         self.raft
             .client_write(req)
@@ -440,10 +484,7 @@ impl NodeCore {
             }
             Err(RaftError::Fatal(f)) => return Err(RaftClientError::Fatal(f.to_string())),
         }
-        self.sm
-            .read()
-            .query(query)
-            .map_err(RaftClientError::Rejected)
+        Ok(self.sm.read().query(query)?)
     }
 
     /// Runs a leadership transfer on this node, which must lead (see
@@ -709,7 +750,7 @@ impl NodeCore {
                 |addr, remaining| self.forward(Forward::Write, addr, remaining, &req),
             )
             .await?;
-        reply.result.map_err(RaftClientError::Rejected)
+        Ok(reply.result?)
     }
 
     pub(crate) async fn read_json(
@@ -718,11 +759,7 @@ impl NodeCore {
         mode: ReadMode,
     ) -> Result<String, RaftClientError> {
         if mode == ReadMode::Stale {
-            return self
-                .sm
-                .read()
-                .query(&query)
-                .map_err(RaftClientError::Rejected);
+            return Ok(self.sm.read().query(&query)?);
         }
         self.route(
             "read",
@@ -1010,16 +1047,18 @@ impl<S: AppStateMachine> RaftNode<S> {
     /// Sets a rewrite that this node applies to every command it proposes as the leader,
     /// forwarded ones included, just before `client_write`: what a command must carry of the
     /// leader's own view (the controller's live-broker table) is filled in here, never on the
-    /// node that first received the request. An `Err` refuses the command (`Rejected`).
+    /// node that first received the request. An `Err` (e.g. [`StateMachineError::Rejected`])
+    /// refuses the command: [`RaftClientError::Rejected`] with its text.
     pub fn set_leader_prepare<F>(&self, prepare: F)
     where
-        F: Fn(S::Command) -> Result<S::Command, String> + Send + Sync + 'static,
+        F: Fn(S::Command) -> Result<S::Command, StateMachineError> + Send + Sync + 'static,
     {
         let f: PrepareFn = Arc::new(move |payload: &str| {
-            let command: S::Command =
-                serde_json::from_str(payload).map_err(|e| format!("undecodable command: {e}"))?;
+            let command: S::Command = serde_json::from_str(payload)
+                .map_err(|e| StateMachineError::undecodable_command(None, e))?;
             let command = prepare(command)?;
-            serde_json::to_string(&command).map_err(|e| format!("unencodable command: {e}"))
+            serde_json::to_string(&command)
+                .map_err(|e| StateMachineError::unencodable("command", e))
         });
         *self.core.prepare.write() = Some(f);
     }
@@ -1150,15 +1189,29 @@ impl<S: AppStateMachine> RaftNode<S> {
 }
 
 /// Queries a node's status over the peer protocol (for admin tools).
-pub async fn remote_status(addr: &str, timeout: Duration) -> Result<NodeStatus, String> {
+pub async fn remote_status(addr: &str, timeout: Duration) -> Result<NodeStatus, RemoteError> {
     let mut client = peer_client(channel(addr, timeout)?);
-    let mut r = tonic::Request::new(to_blob(&()).map_err(|e| e.to_string())?);
+    let mut r = tonic::Request::new(to_blob(&())?);
     r.set_timeout(timeout);
     let resp = tokio::time::timeout(timeout, client.status(r))
         .await
-        .map_err(|_| format!("{addr}: no answer within {} ms", timeout.as_millis()))?
-        .map_err(|s| format!("{addr}: {}", s.message()))?;
-    from_blob(resp.get_ref())
+        .map_err(|_| remote_timeout(addr, timeout))?
+        .map_err(|status| remote_status_error(addr, status))?;
+    Ok(from_blob(resp.get_ref())?)
+}
+
+fn remote_timeout(addr: &str, timeout: Duration) -> RemoteError {
+    RemoteError::Timeout {
+        addr: addr.to_string(),
+        ms: timeout.as_millis(),
+    }
+}
+
+fn remote_status_error(addr: &str, status: tonic::Status) -> RemoteError {
+    RemoteError::Status {
+        addr: addr.to_string(),
+        status,
+    }
 }
 
 /// Sends a membership change to a node over the peer protocol; the node forwards it to the leader.
@@ -1166,16 +1219,16 @@ pub async fn remote_admin(
     addr: &str,
     req: &AdminRequest,
     timeout: Duration,
-) -> Result<String, String> {
+) -> Result<String, RemoteError> {
     let mut client = peer_client(channel(addr, timeout.min(Duration::from_secs(2)))?);
-    let mut r = tonic::Request::new(to_blob(&(req, true)).map_err(|e| e.to_string())?);
+    let mut r = tonic::Request::new(to_blob(&(req, true))?);
     r.set_timeout(timeout);
     let resp = tokio::time::timeout(timeout, client.admin(r))
         .await
-        .map_err(|_| format!("{addr}: no answer within {} ms", timeout.as_millis()))?
-        .map_err(|s| format!("{addr}: {}", s.message()))?;
+        .map_err(|_| remote_timeout(addr, timeout))?
+        .map_err(|status| remote_status_error(addr, status))?;
     let result: Result<String, RaftClientError> = from_blob(resp.get_ref())?;
-    result.map_err(|e| e.to_string())
+    Ok(result?)
 }
 
 #[cfg(test)]

@@ -15,6 +15,8 @@ use tonic::Status;
 
 use crate::network::from_blob;
 use crate::network::to_blob;
+use crate::network::PeerRefusal;
+use crate::network::ANSWERED_BY_PEER;
 use crate::network::MAX_MESSAGE_BYTES;
 use crate::node::AdminRequest;
 use crate::node::NodeCore;
@@ -28,15 +30,24 @@ pub(crate) struct PeerService {
     core: Arc<NodeCore>,
 }
 
-fn bad_request(e: String) -> Status {
-    // The "raft:" prefix tells the client side this is an answer, not an unreachable peer.
-    Status::invalid_argument(format!("raft: {e}"))
+/// An error this server answers with: marked so the client side tells it from an unreachable
+/// peer (and prefixed "raft:" for whoever reads it).
+fn answered(mut status: Status) -> Status {
+    status.metadata_mut().insert(
+        ANSWERED_BY_PEER,
+        tonic::metadata::MetadataValue::from_static("1"),
+    );
+    status
+}
+
+fn bad_request(e: impl std::fmt::Display) -> Status {
+    answered(Status::invalid_argument(format!("raft: {e}")))
 }
 
 fn answer<T: serde::Serialize>(v: &T) -> Result<Response<pb::Blob>, Status> {
     to_blob(v)
         .map(Response::new)
-        .map_err(|e| Status::internal(format!("raft: {e}")))
+        .map_err(|e| answered(Status::internal(format!("raft: {e}"))))
 }
 
 impl PeerService {
@@ -64,13 +75,13 @@ impl RaftPeer for PeerService {
             .raft
             .append_entries(rpc)
             .await
-            .map_err(|e| e.to_string());
+            .map_err(PeerRefusal::new);
         answer(&result)
     }
 
     async fn vote(&self, request: tonic::Request<pb::Blob>) -> Result<Response<pb::Blob>, Status> {
         let rpc: VoteRequest<TypeConfig> = from_blob(request.get_ref()).map_err(bad_request)?;
-        let result = self.core.raft.vote(rpc).await.map_err(|e| e.to_string());
+        let result = self.core.raft.vote(rpc).await.map_err(PeerRefusal::new);
         answer(&result)
     }
 
@@ -95,7 +106,7 @@ impl RaftPeer for PeerService {
             .raft
             .install_full_snapshot(vote, snapshot)
             .await
-            .map_err(|e| e.to_string());
+            .map_err(PeerRefusal::new);
         answer(&result)
     }
 
@@ -132,7 +143,7 @@ impl RaftPeer for PeerService {
             .raft
             .handle_transfer_leader(req)
             .await
-            .map_err(|e| e.to_string());
+            .map_err(PeerRefusal::new);
         answer(&result)
     }
 

@@ -15,6 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::collections::HashMap;
+use std::fmt;
 use std::fs;
 use std::io;
 use std::io::Write;
@@ -41,9 +42,72 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde::Serialize;
 
+use crate::types::ApplyError;
 use crate::types::Reply;
 use crate::types::Request;
 use crate::types::TypeConfig;
+
+/// What failed in an application state machine, or in the JSON coding around it.
+///
+/// The texts are those the node reports (in [`crate::RaftClientError::Rejected`], in the
+/// de-duplication table, and in start-up and snapshot errors).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StateMachineError {
+    /// A command is not JSON of the application's command type (`index`: of the log entry that
+    /// carries it; `None` before it is proposed).
+    #[error("undecodable command{}: {reason}", at_index(.index))]
+    UndecodableCommand { index: Option<u64>, reason: String },
+    /// A query is not JSON of the application's query type.
+    #[error("undecodable query: {0}")]
+    UndecodableQuery(String),
+    /// A command, response or answer (`what`) could not be encoded as JSON.
+    #[error("unencodable {what}: {reason}")]
+    Unencodable { what: &'static str, reason: String },
+    /// The application could not serialize its state.
+    #[error("{0}")]
+    Snapshot(String),
+    /// The bytes are not a snapshot the application can restore.
+    #[error("{0}")]
+    InvalidSnapshot(String),
+    /// The application refused a command (e.g. in a leader-side prepare), with its reason.
+    #[error("{0}")]
+    Rejected(String),
+}
+
+fn at_index(index: &Option<u64>) -> String {
+    index.map(|i| format!(" at index {i}")).unwrap_or_default()
+}
+
+impl StateMachineError {
+    /// [`StateMachineError::Snapshot`] with `reason`'s text.
+    pub fn snapshot_failed(reason: impl fmt::Display) -> Self {
+        StateMachineError::Snapshot(reason.to_string())
+    }
+
+    /// [`StateMachineError::InvalidSnapshot`] with `reason`'s text.
+    pub fn invalid_snapshot(reason: impl fmt::Display) -> Self {
+        StateMachineError::InvalidSnapshot(reason.to_string())
+    }
+
+    /// [`StateMachineError::Rejected`] with `reason`'s text.
+    pub fn rejected(reason: impl fmt::Display) -> Self {
+        StateMachineError::Rejected(reason.to_string())
+    }
+
+    pub(crate) fn undecodable_command(index: Option<u64>, e: serde_json::Error) -> Self {
+        StateMachineError::UndecodableCommand {
+            index,
+            reason: e.to_string(),
+        }
+    }
+
+    pub(crate) fn unencodable(what: &'static str, e: serde_json::Error) -> Self {
+        StateMachineError::Unencodable {
+            what,
+            reason: e.to_string(),
+        }
+    }
+}
 
 /// An application state machine replicated by Raft.
 ///
@@ -65,38 +129,40 @@ pub trait AppStateMachine: Send + Sync + 'static {
     /// Answers a query from the current state.
     fn query(&self, query: &Self::Query) -> Self::QueryResponse;
     /// Serializes the whole state.
-    fn snapshot(&self) -> Result<Vec<u8>, String>;
-    /// Replaces the whole state with a snapshot made by [`AppStateMachine::snapshot`].
-    fn restore(&mut self, bytes: &[u8]) -> Result<(), String>;
+    fn snapshot(&self) -> Result<Vec<u8>, StateMachineError>;
+    /// Replaces the whole state with a snapshot made by [`AppStateMachine::snapshot`]; on an
+    /// error ([`StateMachineError::InvalidSnapshot`]) the state is unchanged.
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), StateMachineError>;
 }
 
 /// Object-safe, JSON-level view of an [`AppStateMachine`].
 pub(crate) trait ErasedApp: Send + Sync {
-    fn apply_json(&mut self, index: u64, command: &str) -> Result<String, String>;
-    fn query_json(&self, query: &str) -> Result<String, String>;
-    fn snapshot_bytes(&self) -> Result<Vec<u8>, String>;
-    fn restore_bytes(&mut self, bytes: &[u8]) -> Result<(), String>;
+    fn apply_json(&mut self, index: u64, command: &str) -> Result<String, StateMachineError>;
+    fn query_json(&self, query: &str) -> Result<String, StateMachineError>;
+    fn snapshot_bytes(&self) -> Result<Vec<u8>, StateMachineError>;
+    fn restore_bytes(&mut self, bytes: &[u8]) -> Result<(), StateMachineError>;
 }
 
 impl<S: AppStateMachine> ErasedApp for S {
-    fn apply_json(&mut self, index: u64, command: &str) -> Result<String, String> {
+    fn apply_json(&mut self, index: u64, command: &str) -> Result<String, StateMachineError> {
         let command: S::Command = serde_json::from_str(command)
-            .map_err(|e| format!("undecodable command at index {index}: {e}"))?;
+            .map_err(|e| StateMachineError::undecodable_command(Some(index), e))?;
         let response = self.apply(index, command);
-        serde_json::to_string(&response).map_err(|e| format!("unencodable response: {e}"))
+        serde_json::to_string(&response).map_err(|e| StateMachineError::unencodable("response", e))
     }
 
-    fn query_json(&self, query: &str) -> Result<String, String> {
-        let query: S::Query =
-            serde_json::from_str(query).map_err(|e| format!("undecodable query: {e}"))?;
-        serde_json::to_string(&self.query(&query)).map_err(|e| format!("unencodable answer: {e}"))
+    fn query_json(&self, query: &str) -> Result<String, StateMachineError> {
+        let query: S::Query = serde_json::from_str(query)
+            .map_err(|e| StateMachineError::UndecodableQuery(e.to_string()))?;
+        serde_json::to_string(&self.query(&query))
+            .map_err(|e| StateMachineError::unencodable("answer", e))
     }
 
-    fn snapshot_bytes(&self) -> Result<Vec<u8>, String> {
+    fn snapshot_bytes(&self) -> Result<Vec<u8>, StateMachineError> {
         self.snapshot()
     }
 
-    fn restore_bytes(&mut self, bytes: &[u8]) -> Result<(), String> {
+    fn restore_bytes(&mut self, bytes: &[u8]) -> Result<(), StateMachineError> {
         self.restore(bytes)
     }
 }
@@ -139,7 +205,10 @@ impl SmInner {
             }
         }
         let reply = Reply {
-            result: self.app.apply_json(index, &req.payload),
+            result: self
+                .app
+                .apply_json(index, &req.payload)
+                .map_err(ApplyError::from),
         };
         let session = self.env.sessions.entry(req.client).or_default();
         session.last_index = index;
@@ -162,7 +231,7 @@ impl SmInner {
         reply
     }
 
-    pub(crate) fn query(&self, query: &str) -> Result<String, String> {
+    pub(crate) fn query(&self, query: &str) -> Result<String, StateMachineError> {
         self.app.query_json(query)
     }
 }
@@ -177,12 +246,12 @@ pub struct StateMachineStore {
 const MAGIC: &[u8; 8] = b"RRSNAP01";
 const SNAPSHOT_FILE: &str = "current.snap";
 
-fn invalid(msg: impl Into<String>) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, msg.into())
+fn invalid(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
 }
 
 fn encode_snapshot(env: &Envelope, app: &[u8]) -> io::Result<Vec<u8>> {
-    let header = serde_json::to_vec(env).map_err(|e| invalid(e.to_string()))?;
+    let header = serde_json::to_vec(env).map_err(invalid)?;
     let header_len =
         u32::try_from(header.len()).map_err(|_| invalid("snapshot envelope over 4 GiB"))?;
     let mut out = Vec::with_capacity(8 + 4 + header.len() + app.len() + 4);
@@ -421,11 +490,13 @@ mod tests {
         fn query(&self, _: &()) -> i64 {
             self.0
         }
-        fn snapshot(&self) -> Result<Vec<u8>, String> {
+        fn snapshot(&self) -> Result<Vec<u8>, StateMachineError> {
             Ok(self.0.to_le_bytes().to_vec())
         }
-        fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
-            let b: [u8; 8] = bytes.try_into().map_err(|_| "8 bytes".to_string())?;
+        fn restore(&mut self, bytes: &[u8]) -> Result<(), StateMachineError> {
+            let b: [u8; 8] = bytes
+                .try_into()
+                .map_err(|_| StateMachineError::invalid_snapshot("8 bytes"))?;
             self.0 = i64::from_le_bytes(b);
             Ok(())
         }
@@ -475,7 +546,13 @@ mod tests {
         assert_eq!(sm.query("null"), Ok("12".to_string()));
         // An undecodable command is answered with an error, deterministically, and changes nothing.
         let bad = sm.apply_request(7, &req(9, 1, "not json"));
-        assert!(bad.result.is_err());
+        let reason = bad.result.expect_err("undecodable");
+        assert!(
+            reason
+                .reason()
+                .starts_with("undecodable command at index 7: "),
+            "{reason}"
+        );
         assert_eq!(sm.query("null"), Ok("12".to_string()));
     }
 

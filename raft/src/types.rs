@@ -10,6 +10,8 @@ use std::fmt;
 use serde::Deserialize;
 use serde::Serialize;
 
+use crate::state_machine::StateMachineError;
+
 /// A proposal: one application command, JSON-encoded, from `client` with sequence number `serial`.
 ///
 /// `(client, serial)` identifies the proposal across retries and forwarding: if it is committed
@@ -41,8 +43,36 @@ impl fmt::Display for Request {
 /// not be decoded (deterministic on every replica).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reply {
-    /// `Ok(json)` of the application's response, `Err(reason)` if the command was undecodable.
-    pub result: Result<String, String>,
+    /// `Ok(json)` of the application's response, `Err` if the command was undecodable.
+    pub result: Result<String, ApplyError>,
+}
+
+/// Why a committed command was not applied: the text of the [`StateMachineError`] it failed
+/// with.
+///
+/// Only the text is kept, and it serializes as a plain JSON string: replies are stored in
+/// snapshots on disk (the de-duplication table) and sent to the peers that forwarded the write,
+/// and both held a `String` here before this type existed, so old snapshots still load.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(transparent)]
+#[error("{reason}")]
+pub struct ApplyError {
+    reason: String,
+}
+
+impl ApplyError {
+    /// The reason, as the state machine reported it.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+}
+
+impl From<StateMachineError> for ApplyError {
+    fn from(e: StateMachineError) -> Self {
+        ApplyError {
+            reason: e.to_string(),
+        }
+    }
 }
 
 impl Reply {
@@ -65,3 +95,22 @@ openraft::declare_raft_types!(
 pub type NodeId = u64;
 /// The openraft handle with our types.
 pub type Raft = openraft::Raft<TypeConfig, crate::state_machine::StateMachineStore>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reply_keeps_the_json_shape_snapshots_hold() {
+        let err = Reply {
+            result: Err(ApplyError::from(StateMachineError::UndecodableQuery(
+                "x".to_string(),
+            ))),
+        };
+        let text = serde_json::to_string(&err).expect("json");
+        assert_eq!(text, r#"{"result":{"Err":"undecodable query: x"}}"#);
+        assert_eq!(serde_json::from_str::<Reply>(&text).expect("back"), err);
+        let ok: Reply = serde_json::from_str(r#"{"result":{"Ok":"7"}}"#).expect("ok");
+        assert_eq!(ok.result, Ok("7".to_string()));
+    }
+}

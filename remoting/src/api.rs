@@ -18,7 +18,7 @@ use rocketraft_common::time::now_ms;
 use rocketraft_common::TopicConfig;
 
 use crate::codes::{request_code, response_code};
-use crate::{RemotingClient, RemotingCommand, RemotingError};
+use crate::{Refusal, RemotingClient, RemotingCommand, RemotingError};
 
 /// What went wrong with an API call.
 #[derive(Debug, thiserror::Error)]
@@ -27,18 +27,26 @@ pub enum ApiError {
     #[error(transparent)]
     Remoting(#[from] RemotingError),
     /// The server answered with an error code.
-    #[error("server answered code {code}: {remark}")]
-    Server { code: i32, remark: String },
+    #[error("server answered code {}: {}", .0.code, .0.remark)]
+    Refused(Refusal),
     /// The server's answer could not be understood.
     #[error("malformed response: {0}")]
     Malformed(String),
 }
 
 impl ApiError {
+    /// The refusal a response carries: its code and remark.
+    pub fn refused(response: &RemotingCommand) -> Self {
+        ApiError::Refused(Refusal::new(
+            response.code,
+            response.remark.clone().unwrap_or_default(),
+        ))
+    }
+
     /// The server's response code, if the server answered.
     pub fn code(&self) -> Option<i32> {
         match self {
-            ApiError::Server { code, .. } => Some(*code),
+            ApiError::Refused(refusal) => Some(refusal.code),
             _ => None,
         }
     }
@@ -136,10 +144,7 @@ impl MqClientApi {
         if ok_codes.contains(&response.code) {
             Ok(response)
         } else {
-            Err(ApiError::Server {
-                code: response.code,
-                remark: response.remark.clone().unwrap_or_default(),
-            })
+            Err(ApiError::refused(&response))
         }
     }
 
@@ -321,12 +326,7 @@ impl MqClientApi {
             response_code::PULL_NOT_FOUND => PullStatus::NoNewMsg,
             response_code::PULL_RETRY_IMMEDIATELY => PullStatus::NoMatchedMsg,
             response_code::PULL_OFFSET_MOVED => PullStatus::OffsetIllegal,
-            code => {
-                return Err(ApiError::Server {
-                    code,
-                    remark: response.remark.clone().unwrap_or_default(),
-                })
-            }
+            _ => return Err(ApiError::refused(&response)),
         };
         let messages = if status == PullStatus::Found {
             decode_messages(&response.body).map_err(|e| ApiError::Malformed(e.to_string()))?
@@ -405,10 +405,7 @@ impl MqClientApi {
                 decode_messages(&response.body).map_err(|e| ApiError::Malformed(e.to_string()))
             }
             response_code::PULL_NOT_FOUND | response_code::POLLING_TIMEOUT => Ok(Vec::new()),
-            code => Err(ApiError::Server {
-                code,
-                remark: response.remark.clone().unwrap_or_default(),
-            }),
+            _ => Err(ApiError::refused(&response)),
         }
     }
 

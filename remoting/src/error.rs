@@ -78,3 +78,43 @@ pub enum RemotingError {
     #[error("a request with opaque {opaque} is already in flight to {addr}")]
     DuplicateOpaque { addr: String, opaque: i32 },
 }
+
+/// A request a server will not serve: the Remoting response code and a readable remark.
+///
+/// The one refusal type of the broker, the NameServer and the controller: every handler answers
+/// `Result<_, Refusal>`, and the dispatcher turns a refusal into a response with
+/// [`Refusal::response_to`]. A client sees the same pair as [`crate::api::ApiError::Refused`].
+#[derive(Debug, Clone, PartialEq, Eq, Error, serde::Serialize, serde::Deserialize)]
+#[error("code {code}: {remark}")]
+pub struct Refusal {
+    /// The Remoting response code (`ResponseCode` in RocketMQ).
+    pub code: i32,
+    /// The response's remark: why, in words an operator can act on.
+    pub remark: String,
+}
+
+impl Refusal {
+    pub fn new(code: i32, remark: impl Into<String>) -> Self {
+        Self {
+            code,
+            remark: remark.into(),
+        }
+    }
+
+    /// A SYSTEM_ERROR refusal: the server failed, not the request.
+    pub fn system_error(remark: impl Into<String>) -> Self {
+        Self::new(crate::codes::response_code::SYSTEM_ERROR, remark)
+    }
+
+    /// The response that carries this refusal to `request`'s sender.
+    pub fn response_to(self, request: &crate::RemotingCommand) -> crate::RemotingCommand {
+        request.response_to(self.code, self.remark)
+    }
+}
+
+impl From<HeaderError> for Refusal {
+    /// RocketMQ answers a header that fails to decode with SYSTEM_ERROR and the reason.
+    fn from(e: HeaderError) -> Self {
+        Self::system_error(e.to_string())
+    }
+}

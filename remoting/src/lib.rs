@@ -59,7 +59,7 @@ pub use command::{
     next_opaque, LanguageCode, RemotingCommand, SerializeType, CURRENT_VERSION, ONEWAY_FLAG,
     RESPONSE_FLAG,
 };
-pub use error::{CodecError, HeaderError, RemotingError};
+pub use error::{CodecError, HeaderError, Refusal, RemotingError};
 pub use server::{
     processor_fn, BoxFuture, ConnectionHandle, RemotingServer, RemotingServerBuilder,
     RequestContext, RequestProcessor, ServerHandle,

@@ -305,8 +305,7 @@ async fn leader_kill9_restart_all_and_a_wiped_member() {
                                 .push(r.master_epoch);
                         }
                         Ok(_) => {}
-                        Err(ControllerCallError::Remote { code: c, .. })
-                            if c != code::SYSTEM_BUSY => {}
+                        Err(ControllerCallError::Refused(r)) if r.code != code::SYSTEM_BUSY => {}
                         Err(_) => history.lock().expect("lock").unknown += 1,
                     }
                 } else {
@@ -334,8 +333,7 @@ async fn leader_kill9_restart_all_and_a_wiped_member() {
                             acked_sss_epoch.fetch_max(epoch, Ordering::SeqCst);
                             history.lock().expect("lock").altered_epochs.push(epoch);
                         }
-                        Err(ControllerCallError::Remote { code: c, .. })
-                            if c != code::SYSTEM_BUSY => {}
+                        Err(ControllerCallError::Refused(r)) if r.code != code::SYSTEM_BUSY => {}
                         Err(_) => history.lock().expect("lock").unknown += 1,
                     }
                 }

@@ -15,9 +15,9 @@ use std::sync::{Arc, OnceLock};
 use rocketraft_common::acl::{AclInfo, UserInfo};
 use rocketraft_remoting::codes::{request_code, response_code};
 use rocketraft_remoting::server::{BoxFuture, RequestContext, RequestProcessor};
-use rocketraft_remoting::RemotingCommand;
+use rocketraft_remoting::{Refusal, RemotingCommand};
 
-use super::{Handled, Refusal};
+use super::Handled;
 use crate::acl::AclStoreError;
 use crate::BrokerInner;
 
@@ -45,7 +45,7 @@ impl From<AclStoreError> for Refusal {
             | AclStoreError::Store(_)
             | AclStoreError::Corrupt { .. } => response_code::SYSTEM_ERROR,
         };
-        Refusal(code, e.to_string())
+        Refusal::new(code, e.to_string())
     }
 }
 
@@ -79,17 +79,16 @@ impl RequestProcessor for AclProcessor {
                 tokio::task::spawn_blocking(move || handle(&inner, &req))
                     .await
                     .unwrap_or_else(|e| {
-                        Err(Refusal(
-                            response_code::SYSTEM_ERROR,
-                            format!("ACL request task failed: {e}"),
-                        ))
+                        Err(Refusal::system_error(format!(
+                            "ACL request task failed: {e}"
+                        )))
                     })
             };
             Some(match result {
                 Ok(response) => response,
-                Err(Refusal(code, remark)) => {
-                    tracing::debug!(code = request.code, response = code, %remark, peer = %ctx.peer, "ACL request refused");
-                    request.response_to(code, remark)
+                Err(refusal) => {
+                    tracing::debug!(code = request.code, response = refusal.code, remark = %refusal.remark, peer = %ctx.peer, "ACL request refused");
+                    refusal.response_to(&request)
                 }
             })
         })
@@ -142,7 +141,7 @@ async fn change(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
                     request.ext("resource"),
                 )?,
                 (other, ..) => {
-                    return Err(Refusal(
+                    return Err(Refusal::new(
                         response_code::REQUEST_CODE_NOT_SUPPORTED,
                         format!("request code {other} is not an ACL change"),
                     ))
@@ -186,7 +185,7 @@ fn handle(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
             )
             .map(|r| with_offset(inner, r, offset))
         }
-        other => Err(Refusal(
+        other => Err(Refusal::new(
             response_code::REQUEST_CODE_NOT_SUPPORTED,
             format!("request code {other} is not an ACL read"),
         )),
@@ -208,7 +207,7 @@ pub(crate) fn with_offset(
 
 fn user_body(request: &RemotingCommand) -> Result<UserInfo, Refusal> {
     let mut user: UserInfo = serde_json::from_slice(&request.body).map_err(|e| {
-        Refusal(
+        Refusal::new(
             response_code::INVALID_PARAMETER,
             format!("the body is not a UserInfo JSON object: {e}"),
         )
@@ -216,7 +215,7 @@ fn user_body(request: &RemotingCommand) -> Result<UserInfo, Refusal> {
     match request.ext("username").filter(|u| !u.is_empty()) {
         Some(name) if user.username.is_empty() => user.username = name.to_string(),
         Some(name) if name != user.username => {
-            return Err(Refusal(
+            return Err(Refusal::new(
                 response_code::INVALID_PARAMETER,
                 format!(
                     "the username header {name:?} differs from the body's {:?}",
@@ -231,7 +230,7 @@ fn user_body(request: &RemotingCommand) -> Result<UserInfo, Refusal> {
 
 fn acl_body(request: &RemotingCommand) -> Result<AclInfo, Refusal> {
     let mut info: AclInfo = serde_json::from_slice(&request.body).map_err(|e| {
-        Refusal(
+        Refusal::new(
             response_code::INVALID_PARAMETER,
             format!("the body is not an AclInfo JSON object: {e}"),
         )
@@ -239,7 +238,7 @@ fn acl_body(request: &RemotingCommand) -> Result<AclInfo, Refusal> {
     match request.ext("subject").filter(|s| !s.is_empty()) {
         Some(subject) if info.subject.is_empty() => info.subject = subject.to_string(),
         Some(subject) if subject != info.subject => {
-            return Err(Refusal(
+            return Err(Refusal::new(
                 response_code::INVALID_PARAMETER,
                 format!(
                     "the subject header {subject:?} differs from the body's {:?}",
@@ -253,8 +252,7 @@ fn acl_body(request: &RemotingCommand) -> Result<AclInfo, Refusal> {
 }
 
 fn json_response<T: serde::Serialize>(request: &RemotingCommand, value: &T) -> Handled {
-    let body = serde_json::to_vec(value)
-        .map_err(|e| Refusal(response_code::SYSTEM_ERROR, e.to_string()))?;
+    let body = serde_json::to_vec(value).map_err(|e| Refusal::system_error(e.to_string()))?;
     Ok(request
         .response_to(response_code::SUCCESS, None)
         .with_body(body))

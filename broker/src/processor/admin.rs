@@ -12,9 +12,9 @@ use rocketraft_common::consts::{AUTO_CREATE_TOPIC_KEY_TOPIC, SELF_TEST_TOPIC};
 use rocketraft_common::message::decode_offset_msg_id;
 use rocketraft_common::TopicConfig;
 use rocketraft_remoting::codes::response_code;
-use rocketraft_remoting::RemotingCommand;
+use rocketraft_remoting::{Refusal, RemotingCommand};
 
-use super::{Handled, Refusal};
+use super::Handled;
 use crate::metalog::MetadataChange;
 use crate::BrokerInner;
 
@@ -24,10 +24,9 @@ pub async fn create_topic(inner: &BrokerInner, request: &RemotingCommand) -> Han
         || topic == SELF_TEST_TOPIC
         || crate::metalog::is_reserved(&topic)
     {
-        return Err(Refusal(
-            response_code::SYSTEM_ERROR,
-            format!("The topic[{topic}] is conflict with system topic."),
-        ));
+        return Err(Refusal::system_error(format!(
+            "The topic[{topic}] is conflict with system topic."
+        )));
     }
     let read_queue_nums: i32 = request.ext_parse("readQueueNums")?;
     let write_queue_nums: i32 = request.ext_parse("writeQueueNums")?;
@@ -47,7 +46,7 @@ pub async fn create_topic(inner: &BrokerInner, request: &RemotingCommand) -> Han
     }
     config
         .validate()
-        .map_err(|e| Refusal(response_code::SYSTEM_ERROR, format!("topic {topic:?}: {e}")))?;
+        .map_err(|e| Refusal::system_error(format!("topic {topic:?}: {e}")))?;
     inner
         .metalog
         .commit(inner, |_| Ok(vec![MetadataChange::PutTopic { config }]))
@@ -65,20 +64,18 @@ pub async fn create_topic(inner: &BrokerInner, request: &RemotingCommand) -> Han
 fn parse_attributes(text: &str) -> Result<BTreeMap<String, String>, Refusal> {
     if text.trim_start().starts_with('{') {
         return serde_json::from_str(text).map_err(|e| {
-            Refusal(
-                response_code::SYSTEM_ERROR,
-                format!("attributes {text:?} are not a JSON map of strings: {e}"),
-            )
+            Refusal::system_error(format!(
+                "attributes {text:?} are not a JSON map of strings: {e}"
+            ))
         });
     }
     let mut map = BTreeMap::new();
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let part = part.trim_start_matches(['+', '-']);
         let Some((k, v)) = part.split_once('=') else {
-            return Err(Refusal(
-                response_code::SYSTEM_ERROR,
-                format!("attribute {part:?} is not key=value"),
-            ));
+            return Err(Refusal::system_error(format!(
+                "attribute {part:?} is not key=value"
+            )));
         };
         map.insert(k.to_string(), v.to_string());
     }
@@ -92,10 +89,9 @@ pub async fn delete_topic(inner: &BrokerInner, request: &RemotingCommand) -> Han
         || topic == inner.config.broker_name
         || crate::metalog::is_reserved(topic)
     {
-        return Err(Refusal(
-            response_code::SYSTEM_ERROR,
-            format!("The topic[{topic}] is a system topic and cannot be deleted."),
-        ));
+        return Err(Refusal::system_error(format!(
+            "The topic[{topic}] is a system topic and cannot be deleted."
+        )));
     }
     inner
         .metalog
@@ -119,7 +115,7 @@ pub fn all_topic_config(inner: &BrokerInner, request: &RemotingCommand) -> Handl
     // The applied metadata log offset before the state is read (a slave's copy compares it).
     let offset = inner.metalog.applied();
     let body = serde_json::to_vec(&inner.topics.wrapper())
-        .map_err(|e| Refusal(response_code::SYSTEM_ERROR, e.to_string()))?;
+        .map_err(|e| Refusal::system_error(e.to_string()))?;
     Ok(super::acl::with_offset(
         inner,
         request
@@ -134,13 +130,12 @@ pub fn all_topic_config(inner: &BrokerInner, request: &RemotingCommand) -> Handl
 pub fn topic_config(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
     let topic = request.require_ext("topic")?;
     let config = inner.topics.get(topic).ok_or_else(|| {
-        Refusal(
+        Refusal::new(
             response_code::TOPIC_NOT_EXIST,
             format!("topic {topic} does not exist on this broker"),
         )
     })?;
-    let body = serde_json::to_vec(&config)
-        .map_err(|e| Refusal(response_code::SYSTEM_ERROR, e.to_string()))?;
+    let body = serde_json::to_vec(&config).map_err(|e| Refusal::system_error(e.to_string()))?;
     Ok(request
         .response_to(response_code::SUCCESS, None)
         .with_body(body))
@@ -154,7 +149,7 @@ pub fn subscription_group(inner: &BrokerInner, request: &RemotingCommand) -> Han
         .metadata
         .get_subscription_group(group)?
         .ok_or_else(|| {
-            Refusal(
+            Refusal::new(
                 response_code::SUBSCRIPTION_GROUP_NOT_EXIST,
                 format!("subscription group {group} does not exist on this broker"),
             )
@@ -168,31 +163,23 @@ pub fn subscription_group(inner: &BrokerInner, request: &RemotingCommand) -> Han
 /// sent (its `retryMaxTimes` sets the group's retries before the DLQ).
 pub async fn update_subscription_group(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
     let value: serde_json::Value = serde_json::from_slice(&request.body).map_err(|e| {
-        Refusal(
-            response_code::SYSTEM_ERROR,
-            format!("the body is not a SubscriptionGroupConfig: {e}"),
-        )
+        Refusal::system_error(format!("the body is not a SubscriptionGroupConfig: {e}"))
     })?;
     let group = value["groupName"]
         .as_str()
         .filter(|g| !g.is_empty())
-        .ok_or_else(|| Refusal(response_code::SYSTEM_ERROR, "groupName is missing".into()))?;
+        .ok_or_else(|| Refusal::system_error("groupName is missing"))?;
     rocketraft_common::topic::validate_topic_name(group)
-        .map_err(|e| Refusal(response_code::SYSTEM_ERROR, format!("group {group:?}: {e}")))?;
+        .map_err(|e| Refusal::system_error(format!("group {group:?}: {e}")))?;
     if let Some(n) = value.get("retryMaxTimes") {
         if !n.as_i64().is_some_and(|n| (0..=10_000).contains(&n)) {
-            return Err(Refusal(
-                response_code::SYSTEM_ERROR,
-                format!("retryMaxTimes {n} must be within 0..=10000"),
-            ));
+            return Err(Refusal::system_error(format!(
+                "retryMaxTimes {n} must be within 0..=10000"
+            )));
         }
     }
-    let config = String::from_utf8(request.body.to_vec()).map_err(|e| {
-        Refusal(
-            response_code::SYSTEM_ERROR,
-            format!("the body is not UTF-8: {e}"),
-        )
-    })?;
+    let config = String::from_utf8(request.body.to_vec())
+        .map_err(|e| Refusal::system_error(format!("the body is not UTF-8: {e}")))?;
     let group = group.to_string();
     inner
         .metalog
@@ -236,7 +223,7 @@ pub fn all_subscription_groups(inner: &BrokerInner, request: &RemotingCommand) -
         }
     }
     let body = serde_json::to_vec(&serde_json::json!({ "subscriptionGroupTable": table }))
-        .map_err(|e| Refusal(response_code::SYSTEM_ERROR, e.to_string()))?;
+        .map_err(|e| Refusal::system_error(e.to_string()))?;
     Ok(super::acl::with_offset(
         inner,
         request
@@ -257,7 +244,7 @@ pub fn all_consumer_offsets(inner: &BrokerInner, request: &RemotingCommand) -> H
             .insert(queue_id, offset);
     }
     let body = serde_json::to_vec(&serde_json::json!({ "offsetTable": table }))
-        .map_err(|e| Refusal(response_code::SYSTEM_ERROR, e.to_string()))?;
+        .map_err(|e| Refusal::system_error(e.to_string()))?;
     Ok(request
         .response_to(response_code::SUCCESS, None)
         .with_body(body))
@@ -300,7 +287,7 @@ pub fn consume_stats(inner: &BrokerInner, request: &RemotingCommand) -> Handled 
         })
         .collect();
     let body = serde_json::to_vec(&serde_json::json!({ "offsetTable": table, "consumeTps": 0.0 }))
-        .map_err(|e| Refusal(response_code::SYSTEM_ERROR, e.to_string()))?;
+        .map_err(|e| Refusal::system_error(e.to_string()))?;
     Ok(request
         .response_to(response_code::SUCCESS, None)
         .with_body(body))
@@ -328,7 +315,7 @@ pub fn runtime_info(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
     table.insert("brokerName", inner.config.broker_name.clone());
     table.insert("brokerAddr", inner.advertised.to_string());
     let body = serde_json::to_vec(&serde_json::json!({ "table": table }))
-        .map_err(|e| Refusal(response_code::SYSTEM_ERROR, e.to_string()))?;
+        .map_err(|e| Refusal::system_error(e.to_string()))?;
     Ok(request
         .response_to(response_code::SUCCESS, None)
         .with_body(body))
@@ -340,7 +327,7 @@ pub fn view_message_by_id(inner: &BrokerInner, request: &RemotingCommand) -> Han
         None => {
             let id = request.require_ext("msgId")?;
             decode_offset_msg_id(id)
-                .map_err(|e| Refusal(response_code::SYSTEM_ERROR, format!("msgId {id:?}: {e}")))?
+                .map_err(|e| Refusal::system_error(format!("msgId {id:?}: {e}")))?
                 .1
         }
     };
@@ -352,9 +339,8 @@ pub fn view_message_by_id(inner: &BrokerInner, request: &RemotingCommand) -> Han
         Some(record) => Ok(request
             .response_to(response_code::SUCCESS, None)
             .with_body(record)),
-        None => Err(Refusal(
-            response_code::SYSTEM_ERROR,
-            format!("can not find message by the offset, {offset}"),
-        )),
+        None => Err(Refusal::system_error(format!(
+            "can not find message by the offset, {offset}"
+        ))),
     }
 }

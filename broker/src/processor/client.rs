@@ -5,24 +5,18 @@ use rocketraft_common::protocol::{from_json_body, ConsumerIdList, HeartbeatData}
 use rocketraft_common::time::now_ms;
 use rocketraft_remoting::codes::response_code;
 use rocketraft_remoting::server::RequestContext;
-use rocketraft_remoting::RemotingCommand;
+use rocketraft_remoting::{Refusal, RemotingCommand};
 
-use super::{Handled, Refusal};
+use super::Handled;
 use crate::client_manager::ClientChannel;
 use crate::BrokerInner;
 
 pub fn heartbeat(inner: &BrokerInner, ctx: &RequestContext, request: &RemotingCommand) -> Handled {
     let data: HeartbeatData = from_json_body(&request.body).map_err(|e| {
-        Refusal(
-            response_code::SYSTEM_ERROR,
-            format!("the HEART_BEAT body is not a HeartbeatData: {e}"),
-        )
+        Refusal::system_error(format!("the HEART_BEAT body is not a HeartbeatData: {e}"))
     })?;
     if data.client_id.is_empty() {
-        return Err(Refusal(
-            response_code::SYSTEM_ERROR,
-            "the heartbeat has no clientID".to_string(),
-        ));
+        return Err(Refusal::system_error("the heartbeat has no clientID"));
     }
     let channel = ClientChannel {
         client_id: data.client_id.clone(),
@@ -64,15 +58,14 @@ pub fn consumer_list(inner: &BrokerInner, request: &RemotingCommand) -> Handled 
     let group = request.require_ext("consumerGroup")?;
     let ids = inner.clients.consumer_ids(group);
     if ids.is_empty() {
-        return Err(Refusal(
-            response_code::SYSTEM_ERROR,
-            format!("no consumer for this group, {group}"),
-        ));
+        return Err(Refusal::system_error(format!(
+            "no consumer for this group, {group}"
+        )));
     }
     let body = serde_json::to_vec(&ConsumerIdList {
         consumer_id_list: ids,
     })
-    .map_err(|e| Refusal(response_code::SYSTEM_ERROR, e.to_string()))?;
+    .map_err(|e| Refusal::system_error(e.to_string()))?;
     Ok(request
         .response_to(response_code::SUCCESS, None)
         .with_body(body))

@@ -3,15 +3,15 @@
 //! NOTIFY_BROKER_ROLE_CHANGED (1008, from the controller).
 
 use rocketraft_remoting::codes::response_code;
-use rocketraft_remoting::RemotingCommand;
+use rocketraft_remoting::{Refusal, RemotingCommand};
 
-use super::{Handled, Refusal};
+use super::Handled;
 use crate::BrokerInner;
 
 fn not_controller_mode() -> Refusal {
-    Refusal(
+    Refusal::new(
         response_code::SERVICE_NOT_AVAILABLE,
-        "this broker does not run in controller mode (enable_controller_mode = false)".into(),
+        "this broker does not run in controller mode (enable_controller_mode = false)",
     )
 }
 
@@ -72,8 +72,8 @@ pub fn ha_status(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
             })
             .collect(),
     };
-    let body = serde_json::to_vec(&status)
-        .map_err(|e| Refusal(response_code::SYSTEM_ERROR, format!("encode: {e}")))?;
+    let body =
+        serde_json::to_vec(&status).map_err(|e| Refusal::system_error(format!("encode: {e}")))?;
     Ok(request
         .response_to(response_code::SUCCESS, None)
         .with_body(body))
@@ -86,12 +86,8 @@ pub fn role_changed(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
     let Some(replicas) = inner.replicas.clone() else {
         return Err(not_controller_mode());
     };
-    let info = crate::replica::parse_role_notification(request).ok_or_else(|| {
-        Refusal(
-            response_code::SYSTEM_ERROR,
-            "NOTIFY_BROKER_ROLE_CHANGED without a masterEpoch".into(),
-        )
-    })?;
+    let info = crate::replica::parse_role_notification(request)
+        .ok_or_else(|| Refusal::system_error("NOTIFY_BROKER_ROLE_CHANGED without a masterEpoch"))?;
     tracing::info!(master = ?info.master_broker_id, epoch = info.master_epoch, "role change notified");
     tokio::spawn(async move { replicas.on_notification(info).await });
     Ok(request.response_to(response_code::SUCCESS, None))

@@ -19,35 +19,27 @@ use std::sync::{Arc, OnceLock};
 
 use rocketraft_remoting::codes::{request_code, response_code};
 use rocketraft_remoting::server::{BoxFuture, RequestContext, RequestProcessor};
-use rocketraft_remoting::{HeaderError, RemotingCommand};
+use rocketraft_remoting::{Refusal, RemotingCommand};
 
 use crate::BrokerInner;
-
-/// A request that is refused: the response code and a readable remark.
-#[derive(Debug)]
-pub struct Refusal(pub i32, pub String);
-
-impl From<HeaderError> for Refusal {
-    fn from(e: HeaderError) -> Self {
-        // RocketMQ answers a header that fails to decode with SYSTEM_ERROR and the reason.
-        Refusal(response_code::SYSTEM_ERROR, e.to_string())
-    }
-}
 
 impl From<crate::store::StoreError> for Refusal {
     /// The store's refusals keep RocketMQ's codes; anything else is a SYSTEM_ERROR.
     fn from(e: crate::store::StoreError) -> Self {
         use crate::store::StoreError;
         match e {
-            StoreError::MessageIllegal(why) => Refusal(response_code::MESSAGE_ILLEGAL, why),
-            StoreError::ServiceNotAvailable(why) => {
-                Refusal(response_code::SERVICE_NOT_AVAILABLE, why)
+            StoreError::MessageIllegal(why) | StoreError::PropertiesSizeExceeded(why) => {
+                Refusal::new(response_code::MESSAGE_ILLEGAL, why)
             }
-            other => Refusal(response_code::SYSTEM_ERROR, format!("store error: {other}")),
+            StoreError::ServiceNotAvailable(why) => {
+                Refusal::new(response_code::SERVICE_NOT_AVAILABLE, why)
+            }
+            other => Refusal::system_error(format!("store error: {other}")),
         }
     }
 }
 
+/// A request handler's answer: the response, or the refusal the dispatcher answers with.
 pub type Handled = Result<RemotingCommand, Refusal>;
 
 /// The request codes the broker serves.
@@ -117,9 +109,9 @@ impl RequestProcessor for BrokerProcessor {
             }
             Some(match result {
                 Ok(response) => response,
-                Err(Refusal(code, remark)) => {
-                    tracing::debug!(code = request.code, response = code, %remark, peer = %ctx.peer, "request refused");
-                    request.response_to(code, remark)
+                Err(refusal) => {
+                    tracing::debug!(code = request.code, response = refusal.code, remark = %refusal.remark, peer = %ctx.peer, "request refused");
+                    refusal.response_to(&request)
                 }
             })
         })
@@ -179,7 +171,7 @@ async fn route_admin(inner: &BrokerInner, request: &RemotingCommand) -> Handled 
         request_code::GET_ALL_SUBSCRIPTIONGROUP_CONFIG => {
             admin::all_subscription_groups(inner, request)
         }
-        other => Err(Refusal(
+        other => Err(Refusal::new(
             response_code::REQUEST_CODE_NOT_SUPPORTED,
             format!("request code {other} is not supported by this broker"),
         )),
@@ -202,7 +194,7 @@ pub(crate) fn existing_topic(
     topic: &str,
 ) -> Result<rocketraft_common::TopicConfig, Refusal> {
     inner.topics.get(topic).ok_or_else(|| {
-        Refusal(
+        Refusal::new(
             response_code::TOPIC_NOT_EXIST,
             format!("topic[{topic}] not exist, apply first please!"),
         )
@@ -221,14 +213,11 @@ pub(crate) fn check_queue_id(
         config.write_queue_nums
     };
     if queue_id < 0 || queue_id >= nums {
-        return Err(Refusal(
-            response_code::SYSTEM_ERROR,
-            format!(
-                "queueId[{queue_id}] is illegal, topic:[{}] topicConfig.{}QueueNums:[{nums}]",
-                config.topic_name,
-                if read { "read" } else { "write" }
-            ),
-        ));
+        return Err(Refusal::system_error(format!(
+            "queueId[{queue_id}] is illegal, topic:[{}] topicConfig.{}QueueNums:[{nums}]",
+            config.topic_name,
+            if read { "read" } else { "write" }
+        )));
     }
     Ok(())
 }

@@ -3,9 +3,9 @@
 //! SEARCH_OFFSET_BY_TIMESTAMP (29), GET_EARLIEST_MSG_STORETIME (32).
 
 use rocketraft_remoting::codes::response_code;
-use rocketraft_remoting::RemotingCommand;
+use rocketraft_remoting::{Refusal, RemotingCommand};
 
-use super::{check_queue_id, existing_topic, Handled, Refusal};
+use super::{check_queue_id, existing_topic, Handled};
 use crate::BrokerInner;
 
 fn topic_and_queue(
@@ -39,7 +39,7 @@ pub fn query_consumer_offset(inner: &BrokerInner, request: &RemotingCommand) -> 
             .response_to(response_code::SUCCESS, None)
             .with_ext("offset", 0));
     }
-    Err(Refusal(
+    Err(Refusal::new(
         response_code::QUERY_NOT_FOUND,
         format!("Not found, V3_0_6_SNAPSHOT maybe this group consumer boot first (group {group}, topic {topic}, queue {queue_id})"),
     ))
@@ -50,10 +50,9 @@ pub fn update_consumer_offset(inner: &BrokerInner, request: &RemotingCommand) ->
     let (topic, queue_id) = topic_and_queue(inner, request)?;
     let offset: i64 = request.ext_parse("commitOffset")?;
     if offset < 0 {
-        return Err(Refusal(
-            response_code::SYSTEM_ERROR,
-            format!("commitOffset {offset} must not be negative"),
-        ));
+        return Err(Refusal::system_error(format!(
+            "commitOffset {offset} must not be negative"
+        )));
     }
     if let Some(previous) = inner.metadata.query_offset(&group, &topic, queue_id)? {
         if offset < previous {
@@ -105,9 +104,8 @@ pub fn earliest_store_time(inner: &BrokerInner, request: &RemotingCommand) -> Ha
         Some(ts) => Ok(request
             .response_to(response_code::SUCCESS, None)
             .with_ext("timestamp", ts)),
-        None => Err(Refusal(
-            response_code::SYSTEM_ERROR,
-            format!("queue {queue_id} of topic {topic} holds no message"),
-        )),
+        None => Err(Refusal::system_error(format!(
+            "queue {queue_id} of topic {topic} holds no message"
+        ))),
     }
 }

@@ -4,11 +4,11 @@
 use std::time::Duration;
 
 use rocketraft_remoting::codes::response_code;
-use rocketraft_remoting::RemotingCommand;
+use rocketraft_remoting::{Refusal, RemotingCommand};
 
 use super::pull::TagFilter;
-use super::{Handled, Refusal};
-use crate::pop::{Handle, PopError};
+use super::Handled;
+use crate::pop::Handle;
 use crate::BrokerInner;
 
 /// Most messages one POP returns (RocketMQ caps `maxMsgNums` at 32).
@@ -18,13 +18,8 @@ const MAX_INVISIBLE_MS: i64 = 12 * 3600 * 1000;
 /// The longest a POP may be held for long polling.
 const MAX_POLL_MS: i64 = 60_000;
 
-fn refusal(e: PopError) -> Refusal {
-    let PopError::Refused(code, why) = e;
-    Refusal(code, why)
-}
-
 fn bad(why: impl Into<String>) -> Refusal {
-    Refusal(response_code::SYSTEM_ERROR, why.into())
+    Refusal::system_error(why)
 }
 
 fn check_invisible(ms: i64) -> Result<(), Refusal> {
@@ -47,9 +42,9 @@ fn pop_filter(request: &RemotingCommand) -> Result<TagFilter, Refusal> {
             TagFilter::parse(exp)
         }
         Some(_) => {
-            return Err(Refusal(
+            return Err(Refusal::new(
                 response_code::SUBSCRIPTION_PARSE_FAILED,
-                "only TAG expressions are supported".into(),
+                "only TAG expressions are supported",
             ))
         }
         None => TagFilter::parse("*"),
@@ -90,8 +85,7 @@ pub async fn pop(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
                 order,
                 &filter,
             )
-            .await
-            .map_err(refusal)?;
+            .await?;
         if !result.messages.is_empty() {
             return Ok(request
                 .response_to(response_code::SUCCESS, None)
@@ -121,7 +115,7 @@ pub async fn pop(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
 
 fn handle_of(request: &RemotingCommand) -> Result<Handle, Refusal> {
     let extra = request.require_ext("extraInfo")?;
-    let handle = Handle::parse(extra).map_err(|e| Refusal(response_code::SYSTEM_ERROR, e))?;
+    let handle = Handle::parse(extra).map_err(|e| Refusal::system_error(e.to_string()))?;
     if let Some(q) = request.ext_parse_opt::<i32>("queueId")? {
         if q != handle.queue_id {
             return Err(bad(format!(
@@ -145,11 +139,7 @@ pub async fn ack(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
     let group = request.require_ext("consumerGroup")?.to_string();
     let topic = request.require_ext("topic")?.to_string();
     let handle = handle_of(request)?;
-    inner
-        .pop
-        .ack(inner, &group, &topic, &handle)
-        .await
-        .map_err(refusal)?;
+    inner.pop.ack(inner, &group, &topic, &handle).await?;
     Ok(request.response_to(response_code::SUCCESS, None))
 }
 
@@ -162,8 +152,7 @@ pub async fn change_invisible(inner: &BrokerInner, request: &RemotingCommand) ->
     let pop_time = inner
         .pop
         .change_invisible(inner, &group, &topic, &handle, invisible_ms)
-        .await
-        .map_err(refusal)?;
+        .await?;
     Ok(request
         .response_to(response_code::SUCCESS, None)
         .with_ext("popTime", pop_time)
@@ -239,7 +228,7 @@ pub async fn batch_ack(inner: &BrokerInner, request: &RemotingCommand) -> Handle
     }
     match first_error {
         None => Ok(request.response_to(response_code::SUCCESS, None)),
-        Some(e) => Err(refusal(e)),
+        Some(e) => Err(e),
     }
 }
 

@@ -13,9 +13,9 @@ use rocketraft_common::consts::{perm, pull_sys_flag};
 use rocketraft_common::hash::java_string_hash;
 use rocketraft_remoting::codes::response_code;
 use rocketraft_remoting::server::RequestContext;
-use rocketraft_remoting::RemotingCommand;
+use rocketraft_remoting::{Refusal, RemotingCommand};
 
-use super::{check_queue_id, existing_topic, Handled, Refusal};
+use super::{check_queue_id, existing_topic, Handled};
 use crate::store::{GetMessageResult, GetMessageStatus};
 use crate::BrokerInner;
 
@@ -103,17 +103,17 @@ pub async fn handle(
     let header = PullHeader::parse(request)?;
     let topic = existing_topic(inner, &header.topic)?;
     if !perm::is_readable(topic.perm) {
-        return Err(Refusal(
+        return Err(Refusal::new(
             response_code::NO_PERMISSION,
             format!("the topic[{}] pulling message is forbidden", header.topic),
         ));
     }
     check_queue_id(&topic, header.queue_id, true)?;
     if header.max_msg_nums <= 0 {
-        return Err(Refusal(
-            response_code::SYSTEM_ERROR,
-            format!("maxMsgNums = {} must be positive", header.max_msg_nums),
-        ));
+        return Err(Refusal::system_error(format!(
+            "maxMsgNums = {} must be positive",
+            header.max_msg_nums
+        )));
     }
     let filter = subscription_filter(inner, &header)?;
 
@@ -143,7 +143,7 @@ pub async fn handle(
 fn subscription_filter(inner: &BrokerInner, header: &PullHeader) -> Result<TagFilter, Refusal> {
     if let Some(kind) = header.expression_type.as_deref() {
         if !kind.is_empty() && kind != "TAG" {
-            return Err(Refusal(
+            return Err(Refusal::new(
                 response_code::SUBSCRIPTION_PARSE_FAILED,
                 format!("expression type {kind} is not supported; use TAG"),
             ));
@@ -156,7 +156,7 @@ fn subscription_filter(inner: &BrokerInner, header: &PullHeader) -> Result<TagFi
             .clients
             .subscription(&header.consumer_group, &header.topic)
         else {
-            return Err(Refusal(
+            return Err(Refusal::new(
                 response_code::SUBSCRIPTION_NOT_EXIST,
                 format!(
                     "the consumer's subscription not exist, group: {} topic: {} (send HEART_BEAT with the subscription first, or set the SUBSCRIPTION flag)",

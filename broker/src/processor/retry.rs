@@ -7,17 +7,12 @@
 use rocketraft_common::consts::{property, DLQ_GROUP_TOPIC_PREFIX, RETRY_GROUP_TOPIC_PREFIX};
 use rocketraft_common::message::{Message, MessageExt};
 use rocketraft_remoting::codes::response_code;
-use rocketraft_remoting::RemotingCommand;
+use rocketraft_remoting::{Refusal, RemotingCommand};
 
-use super::{Handled, Refusal};
-use crate::pop::{ensure_system_topic, PopError};
+use super::Handled;
+use crate::pop::ensure_system_topic;
 use crate::store::BrokerMessage;
 use crate::BrokerInner;
-
-fn refusal(e: PopError) -> Refusal {
-    let PopError::Refused(code, why) = e;
-    Refusal(code, why)
-}
 
 /// The message to re-put and its topic: a copy of `original` remembering its first topic and
 /// message id, for the group's DLQ when `to_dlq`, else for its retry topic with a delay level
@@ -65,23 +60,21 @@ pub async fn send_back(inner: &BrokerInner, request: &RemotingCommand) -> Handle
     let origin_msg_id = request.ext("originMsgId").map(str::to_string);
     if let Some(ha) = &inner.ha {
         ha.check_writable()
-            .map_err(|e| Refusal(response_code::SERVICE_NOT_AVAILABLE, e.to_string()))?;
+            .map_err(|e| Refusal::new(response_code::SERVICE_NOT_AVAILABLE, e.to_string()))?;
     }
-    let original = inner.store.look_message_by_offset(offset).ok_or_else(|| {
-        Refusal(
-            response_code::SYSTEM_ERROR,
-            format!("look message by offset failed, {offset}"),
-        )
-    })?;
+    let original = inner
+        .store
+        .look_message_by_offset(offset)
+        .ok_or_else(|| Refusal::system_error(format!("look message by offset failed, {offset}")))?;
     if crate::metalog::is_reserved(&original.message.topic) {
-        return Err(Refusal(
+        return Err(Refusal::new(
             response_code::NO_PERMISSION,
             format!("the message at {offset} belongs to a system topic"),
         ));
     }
     let to_dlq = original.reconsume_times >= max_reconsume || delay_level < 0;
     let (mut msg, topic) = sent_back(&original, &group, origin_msg_id, delay_level, to_dlq);
-    ensure_system_topic(inner, &topic, 1).map_err(refusal)?;
+    ensure_system_topic(inner, &topic, 1)?;
     msg.topic = topic.clone();
     let mut bm = BrokerMessage::new(msg, 0);
     bm.reconsume_times = original.reconsume_times + 1;
@@ -91,15 +84,12 @@ pub async fn send_back(inner: &BrokerInner, request: &RemotingCommand) -> Handle
     let deliver_at = crate::timer::delivery_time(&bm.message, now)?;
     let bm = match deliver_at {
         Some(at) => {
-            ensure_system_topic(inner, crate::timer::TIMER_TOPIC, 1).map_err(refusal)?;
+            ensure_system_topic(inner, crate::timer::TIMER_TOPIC, 1)?;
             crate::timer::to_timer(bm, at)
         }
         None => bm,
     };
-    let result = inner
-        .store_durably(vec![bm])
-        .await
-        .map_err(|e| Refusal(e.code(), e.remark()))?;
+    let result = inner.store_durably(vec![bm]).await?;
     if let Some(at) = deliver_at {
         inner.timers.scheduled(at, result.queue_offset);
     }

@@ -8,9 +8,9 @@ use rocketraft_common::topic::validate_topic_name;
 use rocketraft_common::TopicConfig;
 use rocketraft_remoting::codes::{request_code, response_code};
 use rocketraft_remoting::server::RequestContext;
-use rocketraft_remoting::RemotingCommand;
+use rocketraft_remoting::{Refusal, RemotingCommand};
 
-use super::{Handled, Refusal};
+use super::Handled;
 use crate::store::{BrokerMessage, PutStatus};
 use crate::BrokerInner;
 
@@ -92,7 +92,7 @@ pub async fn handle(
     let queue_id = choose_queue(&header, &topic_config, ctx)?;
     let max_size = inner.config.store.max_message_size;
     if request.body.len() > max_size {
-        return Err(Refusal(
+        return Err(Refusal::new(
             response_code::MESSAGE_ILLEGAL,
             format!(
                 "the message body size {} exceeds the broker's maximum of {max_size} bytes",
@@ -139,9 +139,9 @@ pub async fn handle(
 fn check_fencing(inner: &BrokerInner) -> Result<(), Refusal> {
     if let Some(ha) = &inner.ha {
         ha.check_writable()
-            .map_err(|e| Refusal(response_code::SERVICE_NOT_AVAILABLE, e.to_string()))?;
+            .map_err(|e| Refusal::new(response_code::SERVICE_NOT_AVAILABLE, e.to_string()))?;
         ha.check_in_sync(&inner.ack_policy())
-            .map_err(|e| Refusal(response_code::SYSTEM_ERROR, e.to_string()))?;
+            .map_err(|e| Refusal::system_error(e.to_string()))?;
     }
     Ok(())
 }
@@ -150,17 +150,13 @@ fn check_fencing(inner: &BrokerInner) -> Result<(), Refusal> {
 /// only the broker writes, it exists (or was auto-created: then the nameservers are told soon)
 /// and it is writable.
 fn writable_topic(inner: &BrokerInner, header: &SendHeader) -> Result<TopicConfig, Refusal> {
-    validate_topic_name(&header.topic).map_err(|e| {
-        Refusal(
-            response_code::SYSTEM_ERROR,
-            format!("topic {:?}: {e}", header.topic),
-        )
-    })?;
+    validate_topic_name(&header.topic)
+        .map_err(|e| Refusal::system_error(format!("topic {:?}: {e}", header.topic)))?;
     if NOT_ALLOWED_SEND_TOPICS
         .iter()
         .any(|t| header.topic == *t || header.topic.starts_with("rmq_sys_REVIVE_LOG"))
     {
-        return Err(Refusal(
+        return Err(Refusal::new(
             response_code::NO_PERMISSION,
             format!("Sending message to topic[{}] is forbidden.", header.topic),
         ));
@@ -174,7 +170,7 @@ fn writable_topic(inner: &BrokerInner, header: &SendHeader) -> Result<TopicConfi
             inner.config.auto_create_topic_enable,
         )?
         .ok_or_else(|| {
-            Refusal(
+            Refusal::new(
                 response_code::TOPIC_NOT_EXIST,
                 format!(
                     "topic[{}] not exist, apply first please! (create it with `rocketraft admin topic create`, or enable auto_create_topic_enable)",
@@ -186,7 +182,7 @@ fn writable_topic(inner: &BrokerInner, header: &SendHeader) -> Result<TopicConfi
         inner.register_trigger.notify_one();
     }
     if !perm::is_writeable(topic_config.perm) {
-        return Err(Refusal(
+        return Err(Refusal::new(
             response_code::NO_PERMISSION,
             format!("the topic[{}] sending message is forbidden", header.topic),
         ));
@@ -215,13 +211,10 @@ fn choose_queue(
         header.queue_id
     };
     if queue_id >= topic_config.write_queue_nums {
-        return Err(Refusal(
-            response_code::SYSTEM_ERROR,
-            format!(
-                "request queueId[{queue_id}] is illegal, topic:[{}] topicConfig.writeQueueNums:[{}] Producer:[{}]",
-                header.topic, topic_config.write_queue_nums, ctx.peer
-            ),
-        ));
+        return Err(Refusal::system_error(format!(
+            "request queueId[{queue_id}] is illegal, topic:[{}] topicConfig.writeQueueNums:[{}] Producer:[{}]",
+            header.topic, topic_config.write_queue_nums, ctx.peer
+        )));
     }
     Ok(queue_id)
 }
@@ -242,7 +235,7 @@ fn decode_messages(
         vec![message]
     };
     if messages.is_empty() {
-        return Err(Refusal(
+        return Err(Refusal::new(
             response_code::MESSAGE_ILLEGAL,
             "the batch holds no message".to_string(),
         ));
@@ -267,7 +260,7 @@ fn route_delayed(
     }
     let delayed = deliver_at.iter().filter(|d| d.is_some()).count();
     if delayed > 0 && delayed < deliver_at.len() {
-        return Err(Refusal(
+        return Err(Refusal::new(
             response_code::MESSAGE_ILLEGAL,
             "a batch cannot mix delayed and immediate messages".to_string(),
         ));
@@ -281,8 +274,7 @@ fn route_delayed(
         })
         .collect();
     if delayed > 0 {
-        crate::pop::ensure_system_topic(inner, crate::timer::TIMER_TOPIC, 1)
-            .map_err(|crate::pop::PopError::Refused(code, why)| Refusal(code, why))?;
+        crate::pop::ensure_system_topic(inner, crate::timer::TIMER_TOPIC, 1)?;
     }
     Ok((to_store, deliver_at))
 }
@@ -300,14 +292,13 @@ fn route_prepared(
         .filter(|m| crate::transaction::is_prepared(&m.message, m.sys_flag))
         .count();
     if prepared > 0 && (prepared < to_store.len() || delayed) {
-        return Err(Refusal(
+        return Err(Refusal::new(
             response_code::MESSAGE_ILLEGAL,
             "a transactional message cannot be batched with others or delayed".to_string(),
         ));
     }
     let to_store: Vec<BrokerMessage> = if prepared > 0 {
-        crate::pop::ensure_system_topic(inner, crate::transaction::HALF_TOPIC, 1)
-            .map_err(|crate::pop::PopError::Refused(code, why)| Refusal(code, why))?;
+        crate::pop::ensure_system_topic(inner, crate::transaction::HALF_TOPIC, 1)?;
         to_store
             .into_iter()
             .map(crate::transaction::to_half)
@@ -364,7 +355,7 @@ async fn store_and_answer(
                 .with_ext("queueOffset", result.queue_offset));
         }
         Err(crate::DurableError::Store(e)) => return Err(e.into()),
-        Err(e) => return Err(Refusal(e.code(), e.remark())),
+        Err(e) => return Err(e.into()),
     };
     debug_assert_eq!(
         result.status == PutStatus::PutOk,
@@ -420,7 +411,7 @@ fn check_semantics(
     if crate::transaction::is_prepared(message, sys_flag_value)
         && inner.config.reject_transaction_message
     {
-        return Err(Refusal(
+        return Err(Refusal::new(
             response_code::NO_PERMISSION,
             "transactional messages are rejected by this broker (reject_transaction_message)"
                 .to_string(),
@@ -437,7 +428,7 @@ fn decode_batch(
     header_properties: &str,
 ) -> Result<Vec<Message>, Refusal> {
     let bad = |why: String| {
-        Refusal(
+        Refusal::new(
             response_code::MESSAGE_ILLEGAL,
             format!("malformed batch body: {why}"),
         )

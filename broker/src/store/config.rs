@@ -25,6 +25,24 @@ pub enum FlushDiskType {
     SyncFlush,
 }
 
+/// A `--flush` / `flushDiskType` value that names no flush type.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown flush type {0:?}: use ASYNC_FLUSH or SYNC_FLUSH")]
+pub struct UnknownFlushType(pub String);
+
+impl std::str::FromStr for FlushDiskType {
+    type Err = UnknownFlushType;
+
+    /// RocketMQ's names (`ASYNC_FLUSH`, `SYNC_FLUSH`), in any case, `-` for `_`, or short.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_uppercase().replace('-', "_").as_str() {
+            "ASYNC_FLUSH" | "ASYNC" => Ok(FlushDiskType::AsyncFlush),
+            "SYNC_FLUSH" | "SYNC" => Ok(FlushDiskType::SyncFlush),
+            other => Err(UnknownFlushType(other.to_string())),
+        }
+    }
+}
+
 /// Configuration of the [`MessageStore`](super::MessageStore).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]

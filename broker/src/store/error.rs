@@ -11,6 +11,10 @@ pub enum StoreError {
     /// (`MESSAGE_ILLEGAL` / `PROPERTIES_SIZE_EXCEEDED`).
     #[error("message illegal: {0}")]
     MessageIllegal(String),
+    /// The message's properties encode to more than a record holds (`PROPERTIES_SIZE_EXCEEDED`;
+    /// answered over Remoting as `MESSAGE_ILLEGAL`, like [`StoreError::MessageIllegal`]).
+    #[error("message illegal: {0}")]
+    PropertiesSizeExceeded(String),
     /// The store refuses writes: shutting down, or a disk error made it stop
     /// (`SERVICE_NOT_AVAILABLE`).
     #[error("store not available: {0}")]
@@ -61,9 +65,7 @@ impl StoreError {
     /// The RocketMQ put status this error answers with.
     pub fn put_status(&self) -> PutStatus {
         match self {
-            StoreError::MessageIllegal(m) if m.contains("properties") => {
-                PutStatus::PropertiesSizeExceeded
-            }
+            StoreError::PropertiesSizeExceeded(_) => PutStatus::PropertiesSizeExceeded,
             StoreError::MessageIllegal(_) => PutStatus::MessageIllegal,
             StoreError::FlushDiskTimeout(_) => PutStatus::FlushDiskTimeout,
             StoreError::ServiceNotAvailable(_) | StoreError::ReadOnly(_) => {

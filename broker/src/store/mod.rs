@@ -46,7 +46,7 @@ use rocketraft_common::consts::sys_flag;
 use rocketraft_common::message::{self, EncodeError, Message, MessageExt, RecordMeta};
 use tokio::sync::{mpsc, oneshot, watch};
 
-pub use config::{FlushDiskType, StoreConfig};
+pub use config::{FlushDiskType, StoreConfig, UnknownFlushType};
 pub use consume_queue::CqEntry;
 pub use error::StoreError;
 pub use metadata::MetadataStore;
@@ -346,7 +346,10 @@ fn lock_store(path: &Path) -> Result<File, StoreError> {
 }
 
 fn illegal(e: EncodeError) -> StoreError {
-    StoreError::MessageIllegal(e.to_string())
+    match e {
+        EncodeError::PropertiesTooLong(_) => StoreError::PropertiesSizeExceeded(e.to_string()),
+        _ => StoreError::MessageIllegal(e.to_string()),
+    }
 }
 
 impl MessageStore {

@@ -71,7 +71,7 @@ async fn send(addr: &str, body: &str, key: &str, value: &str) -> i32 {
         .await
         .map(|r| r.code)
         .unwrap_or_else(|e| match e {
-            rocketraft_remoting::api::ApiError::Server { code, .. } => code,
+            rocketraft_remoting::api::ApiError::Refused(r) => r.code,
             other => panic!("send failed: {other}"),
         });
     r

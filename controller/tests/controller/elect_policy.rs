@@ -270,35 +270,27 @@ fn clean_election_prefers_replicas_heard_recently() {
     };
     let policy = DefaultElectPolicy::default();
     let sss = ids(&[1, 2, 3]);
-    let liveness = AliveBrokers::new()
-        .with(
-            SET,
-            2,
-            recent(live(2, 900, 0).with_name_servers_reached(2), false),
-        )
-        .with(
-            SET,
-            3,
-            recent(live(1, 800, 0).with_name_servers_reached(1), true),
-        );
+    // Replica 2 ranks first (epoch 2, two NameServers) unless only 3 was heard recently.
+    let heard_recently = |two: bool, three: bool| {
+        AliveBrokers::new()
+            .with(
+                SET,
+                2,
+                recent(live(2, 900, 0).with_name_servers_reached(2), two),
+            )
+            .with(
+                SET,
+                3,
+                recent(live(1, 800, 0).with_name_servers_reached(1), three),
+            )
+    };
     assert_eq!(
-        policy.elect(SET, &sss, &sss, Some(1), None, &liveness),
+        policy.elect(SET, &sss, &sss, Some(1), None, &heard_recently(false, true)),
         Some(3)
     );
     // Both heard recently: the usual order.
-    let liveness = AliveBrokers::new()
-        .with(
-            SET,
-            2,
-            recent(live(2, 900, 0).with_name_servers_reached(2), true),
-        )
-        .with(
-            SET,
-            3,
-            recent(live(1, 800, 0).with_name_servers_reached(1), true),
-        );
     assert_eq!(
-        policy.elect(SET, &sss, &sss, Some(1), None, &liveness),
+        policy.elect(SET, &sss, &sss, Some(1), None, &heard_recently(true, true)),
         Some(2)
     );
     // The heartbeat table marks it: within a quarter of the timeout.
@@ -315,10 +307,9 @@ fn clean_election_prefers_replicas_heard_recently() {
         0,
     );
     let heard = |now| {
-        tracker
-            .alive(now)
-            .live_info(SET, 2)
-            .and_then(|i| i.heard_recently)
+        let one = tracker.live_info(SET, 2, now);
+        assert_eq!(one, tracker.alive(now).live_info(SET, 2));
+        one.and_then(|i| i.heard_recently)
     };
     assert_eq!(heard(749), Some(true));
     assert_eq!(heard(750), Some(false));

@@ -224,7 +224,7 @@ impl KvProcessor {
         match request.code {
             wire::READ => {
                 let req: wire::ReadRequest = body(request)?;
-                validate_key(&req.key).map_err(|e| (wire::REFUSED, e))?;
+                validate_key(&req.key).map_err(|e| (wire::REFUSED, e.to_string()))?;
                 let value = self
                     .node
                     .read(&KvQuery::Read { key: req.key }, self.read_mode)
@@ -238,7 +238,9 @@ impl KvProcessor {
                     key: req.key,
                     value: req.value,
                 };
-                command.validate().map_err(|e| (wire::REFUSED, e))?;
+                command
+                    .validate()
+                    .map_err(|e| (wire::REFUSED, e.to_string()))?;
                 self.node.write(&command).await.map_err(raft_failure)?;
                 Ok(Vec::new())
             }
@@ -249,7 +251,9 @@ impl KvProcessor {
                     expected: req.expected,
                     new: req.new,
                 };
-                command.validate().map_err(|e| (wire::REFUSED, e))?;
+                command
+                    .validate()
+                    .map_err(|e| (wire::REFUSED, e.to_string()))?;
                 let response = self.node.write(&command).await.map_err(raft_failure)?;
                 encoded(&wire::CasResponse {
                     applied: response.applied,

@@ -132,13 +132,18 @@ impl ModelName {
     }
 }
 
+/// A `--model` name that is none of [`ModelName::ALL`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown model {0:?} (cas-register, kv, replica-info)")]
+pub struct UnknownModel(pub String);
+
 impl std::str::FromStr for ModelName {
-    type Err = String;
+    type Err = UnknownModel;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         ModelName::ALL
             .into_iter()
             .find(|m| m.as_str() == s)
-            .ok_or_else(|| format!("unknown model {s:?} (cas-register, kv, replica-info)"))
+            .ok_or_else(|| UnknownModel(s.to_string()))
     }
 }
 

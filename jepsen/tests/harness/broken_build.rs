@@ -12,46 +12,32 @@
 //! Needs root and network namespaces (skipped with a message otherwise) and the `rocketraft`
 //! binary of the same target directory.
 
-use std::process::Command;
-
-use crate::support::{rocketraft_binary, serial};
+use crate::support::{serial, skip_reason, Harness};
 
 #[test]
 fn acking_before_replication_loses_messages_and_is_caught() {
     let _one = serial();
-    if let Err(why) = rocketraft_jepsen::net::netns_available() {
-        eprintln!("SKIPPED broken-build run: network namespaces unavailable ({why})");
+    if let Some(why) = skip_reason() {
+        eprintln!("SKIPPED broken-build run: {why}");
         return;
     }
-    let binary = rocketraft_binary();
-    let out = tempfile::Builder::new()
-        .prefix("rrj-broken-")
-        .tempdir_in("/tmp")
-        .expect("a temporary report directory");
-    let status = Command::new(env!("CARGO_BIN_EXE_rocketraft-jepsen"))
-        .args([
-            "run",
-            "--workload",
-            "queue",
-            "--nemesis",
-            "partition-master",
-        ])
-        .args(["--time-limit", "40", "--seed", "3"])
-        .arg("--unsafe-ack-before-replication")
-        .arg("--out")
-        .arg(out.path())
-        .arg("--bin")
-        .arg(&binary)
-        .status()
-        .expect("rocketraft-jepsen runs");
-    let verdicts = std::fs::read_to_string(out.path().join("verdicts.json"))
-        .unwrap_or_else(|e| panic!("no verdicts.json ({e}); exit status {status}"));
+    let run = Harness {
+        workload: "queue",
+        nemesis: "partition-master",
+        time_limit: 40,
+        seed: 3,
+        extra: &["--unsafe-ack-before-replication"],
+        bin: true,
+        prefix: "rrj-broken-",
+    }
+    .run();
     assert_eq!(
-        status.code(),
+        run.status.code(),
         Some(1),
-        "the broken build must be found invalid:\n{verdicts}"
+        "the broken build must be found invalid:\n{}",
+        run.verdicts_text
     );
-    let verdicts: serde_json::Value = serde_json::from_str(&verdicts).expect("verdicts are JSON");
+    let verdicts = &run.verdicts;
     assert_eq!(verdicts["valid"], false);
     let lost = verdicts["queue"]["lost_count"].as_u64().unwrap_or(0);
     let split = verdicts["split_brain"]["valid"] == false;
@@ -68,39 +54,29 @@ fn acking_before_replication_loses_messages_and_is_caught() {
 #[test]
 fn stale_controller_reads_are_caught() {
     let _one = serial();
-    if let Err(why) = rocketraft_jepsen::net::netns_available() {
-        eprintln!("SKIPPED stale-reads run: network namespaces unavailable ({why})");
+    if let Some(why) = skip_reason() {
+        eprintln!("SKIPPED stale-reads run: {why}");
         return;
     }
-    let binary = rocketraft_binary();
-    let out = tempfile::Builder::new()
-        .prefix("rrj-stale-")
-        .tempdir_in("/tmp")
-        .expect("a temporary report directory");
-    let status = Command::new(env!("CARGO_BIN_EXE_rocketraft-jepsen"))
-        .args([
-            "run",
-            "--workload",
-            "controller",
-            "--nemesis",
-            "partition-controller",
-        ])
-        .args(["--time-limit", "40", "--seed", "8"])
-        .arg("--unsafe-controller-stale-reads")
-        .arg("--out")
-        .arg(out.path())
-        .arg("--bin")
-        .arg(&binary)
-        .status()
-        .expect("rocketraft-jepsen runs");
-    let verdicts = std::fs::read_to_string(out.path().join("verdicts.json"))
-        .unwrap_or_else(|e| panic!("no verdicts.json ({e}); exit status {status}"));
+    let run = Harness {
+        workload: "controller",
+        nemesis: "partition-controller",
+        time_limit: 40,
+        seed: 8,
+        extra: &["--unsafe-controller-stale-reads"],
+        bin: true,
+        prefix: "rrj-stale-",
+    }
+    .run();
     assert_eq!(
-        status.code(),
+        run.status.code(),
         Some(1),
-        "stale controller reads must be found invalid:\n{verdicts}"
+        "stale controller reads must be found invalid:\n{}",
+        run.verdicts_text
     );
-    let verdicts: serde_json::Value = serde_json::from_str(&verdicts).expect("verdicts are JSON");
-    assert_eq!(verdicts["others"]["linearizability"]["verdict"], "Invalid");
-    assert!(verdicts["counterexample"].is_object());
+    assert_eq!(
+        run.verdicts["others"]["linearizability"]["verdict"],
+        "Invalid"
+    );
+    assert!(run.verdicts["counterexample"].is_object());
 }

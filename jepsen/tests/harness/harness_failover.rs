@@ -22,34 +22,23 @@
 //! `rocketraft` binary beside `rocketraft-jepsen` (`cargo build --workspace --bins`). The runs
 //! share the harness's private addresses, so they take turns.
 
-use std::process::Command;
-
-use crate::support::serial;
+use crate::support::{serial, skip_reason, Harness};
 
 const SEED: u64 = 7;
 
-/// Runs the queue workload under `nemesis`; returns whether it exited valid, the verdicts and
-/// a printable per-fault table. The report directory is kept when the run was not valid.
+/// Runs the queue workload under `nemesis`; returns the verdicts and a printable per-fault table
+/// once the run exited valid. The report directory is kept when the run was not valid.
 fn run(nemesis: &str, seed: u64, time_limit: u64) -> (serde_json::Value, Vec<String>) {
-    let out = tempfile::Builder::new()
-        .prefix("rrj-failover-")
-        .tempdir_in("/tmp")
-        .expect("a temporary report directory");
-    let status = Command::new(env!("CARGO_BIN_EXE_rocketraft-jepsen"))
-        .args(["run", "--workload", "queue", "--nemesis", nemesis])
-        .args([
-            "--time-limit",
-            &time_limit.to_string(),
-            "--seed",
-            &seed.to_string(),
-        ])
-        .arg("--out")
-        .arg(out.path())
-        .status()
-        .expect("rocketraft-jepsen runs");
-    let text = std::fs::read_to_string(out.path().join("verdicts.json"))
-        .unwrap_or_else(|e| panic!("no verdicts.json ({e}); exit status {status}"));
-    let verdicts: serde_json::Value = serde_json::from_str(&text).expect("verdicts are JSON");
+    let run = Harness {
+        workload: "queue",
+        nemesis,
+        time_limit,
+        seed,
+        prefix: "rrj-failover-",
+        ..Harness::default()
+    }
+    .run();
+    let (status, verdicts) = (run.status, run.verdicts);
     let faults = verdicts["faults"].as_array().cloned().unwrap_or_default();
     let table: Vec<String> = faults
         .iter()
@@ -72,7 +61,7 @@ fn run(nemesis: &str, seed: u64, time_limit: u64) -> (serde_json::Value, Vec<Str
     assert!(
         status.success() && verdicts["valid"] == true,
         "the run under {nemesis} was not valid (exit {status}); report kept in {}",
-        out.keep().display()
+        run.out.keep().display()
     );
     (verdicts, table)
 }
@@ -93,11 +82,13 @@ fn variant(fault: &serde_json::Value) -> &str {
 
 #[test]
 fn master_faults_are_healed_within_five_seconds() {
-    if let Err(why) = rocketraft_jepsen::net::netns_available() {
-        eprintln!("SKIPPED harness failover run: network namespaces unavailable ({why})");
+    // Serial from the start: the namespace probe is named after this process, so two probes
+    // at once collide.
+    let _turn = serial();
+    if let Some(why) = skip_reason() {
+        eprintln!("SKIPPED harness failover run: {why}");
         return;
     }
-    let _turn = serial();
     let (verdicts, table) = run("partition-master,kill", SEED, 90);
     let faults = verdicts["faults"].as_array().cloned().unwrap_or_default();
     let isolations: Vec<&serde_json::Value> = faults
@@ -145,11 +136,13 @@ fn master_faults_are_healed_within_five_seconds() {
 /// successor from it (docs/safety.md, Partitions).
 #[test]
 fn majority_ring_partitions_cost_at_most_five_seconds() {
-    if let Err(why) = rocketraft_jepsen::net::netns_available() {
-        eprintln!("SKIPPED harness ring run: network namespaces unavailable ({why})");
+    // Serial from the start: the namespace probe is named after this process, so two probes
+    // at once collide.
+    let _turn = serial();
+    if let Some(why) = skip_reason() {
+        eprintln!("SKIPPED harness ring run: {why}");
         return;
     }
-    let _turn = serial();
     let seed = 11;
     let (verdicts, table) = run("partition-ring", seed, 60);
     let rings: Vec<serde_json::Value> = verdicts["faults"]

@@ -18,17 +18,9 @@
 //! `rocketraft` binary of the same target directory (`cargo build --workspace --bins`); without
 //! it the test fails and says so.
 
-use std::process::Command;
+use rocketraft_jepsen::record::Kind;
 
-use rocketraft_jepsen::record::{read_events, Kind};
-
-use crate::support::{rocketraft_binary, serial};
-
-fn skip_reason() -> Option<String> {
-    rocketraft_jepsen::net::netns_available()
-        .err()
-        .map(|why| format!("network namespaces unavailable ({why})"))
-}
+use crate::support::{serial, skip_reason, Harness, Run};
 
 /// What a queue run must show of its gRPC half.
 fn check_grpc_path(verdicts: &serde_json::Value, events: &[rocketraft_jepsen::record::Event]) {
@@ -68,58 +60,20 @@ fn check_grpc_path(verdicts: &serde_json::Value, events: &[rocketraft_jepsen::re
     assert_eq!(verdicts["split_brain"]["unattributed"], grpc_sends);
 }
 
-/// One finished harness run: its exit status, verdicts, history and report directory.
-struct Run {
-    status: std::process::ExitStatus,
-    verdicts: serde_json::Value,
-    verdicts_text: String,
-    events: Vec<rocketraft_jepsen::record::Event>,
-    out: tempfile::TempDir,
-}
-
 /// Runs the harness (40 s of faults) and checks that it tore everything down.
 fn harness(workload: &str, nemesis: &str, seed: u64) -> Run {
-    let binary = rocketraft_binary();
-    let out = tempfile::Builder::new()
-        .prefix("rrj-smoke-")
-        .tempdir_in("/tmp")
-        .expect("a temporary report directory");
-    let mut harness = Command::new(env!("CARGO_BIN_EXE_rocketraft-jepsen"))
-        .args(["run", "--workload", workload, "--nemesis", nemesis])
-        .args(["--time-limit", "40", "--seed", &seed.to_string()])
-        .arg("--out")
-        .arg(out.path())
-        .arg("--bin")
-        .arg(&binary)
-        .spawn()
-        .expect("rocketraft-jepsen runs");
-    // The harness names its namespaces after its own PID.
-    let harness_pid = harness.id();
-    let status = harness.wait().expect("rocketraft-jepsen ends");
-    // Everything was torn down: no namespace of this run is left.
-    let listing = Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-        .expect("ip netns list");
-    let listing = String::from_utf8_lossy(&listing.stdout);
-    let own = format!("rrj{harness_pid}-");
-    assert!(
-        !listing.lines().any(|l| l.starts_with(&own)),
-        "namespaces of this run ({own}*) left behind:\n{listing}"
-    );
-    let verdicts_text = std::fs::read_to_string(out.path().join("verdicts.json"))
-        .unwrap_or_else(|e| panic!("no verdicts.json ({e}); exit status {status}"));
-    let verdicts: serde_json::Value =
-        serde_json::from_str(&verdicts_text).expect("verdicts are JSON");
-    let history = std::fs::read_to_string(out.path().join("history.jsonl")).expect("history.jsonl");
-    let events = read_events(&history).expect("the history parses");
-    Run {
-        status,
-        verdicts,
-        verdicts_text,
-        events,
-        out,
+    let run = Harness {
+        workload,
+        nemesis,
+        time_limit: 40,
+        seed,
+        bin: true,
+        prefix: "rrj-smoke-",
+        ..Harness::default()
     }
+    .run();
+    run.assert_no_namespace_left();
+    run
 }
 
 /// What every run must show: valid, operations acknowledged, the report written.
@@ -168,11 +122,7 @@ fn smoke(workload: &str, nemesis: &str, seed: u64) {
     let run = harness(workload, nemesis, seed);
     assert_valid(&run, workload, nemesis);
     let (verdicts, events, out) = (&run.verdicts, &run.events, &run.out);
-    let started = events
-        .iter()
-        .filter(|e| e.is_nemesis() && e.f == format!("start-{nemesis}"))
-        .count();
-    assert!(started >= 1, "no {nemesis} fault was injected");
+    assert!(run.started(nemesis) >= 1, "no {nemesis} fault was injected");
     if workload == "queue" {
         assert!(events.iter().any(|e| e.f == "pop"
             && e.kind == Kind::Ok

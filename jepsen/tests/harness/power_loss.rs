@@ -208,6 +208,17 @@ impl Rig {
         self.fs.remount().expect("remount after the cut");
         report
     }
+
+    /// What the broker stores ([`read_all`]); a failure names `when` and shows the log's tail.
+    fn read_back(
+        &self,
+        rt: &tokio::runtime::Runtime,
+        api: &MqClientApi,
+        when: &str,
+    ) -> HashMap<(i32, i64), String> {
+        rt.block_on(read_all(api, &self.broker()))
+            .unwrap_or_else(|e| panic!("{when}: {e}\nlog:\n{}", self.log_tail()))
+    }
 }
 
 fn api() -> MqClientApi {
@@ -405,10 +416,7 @@ fn sync_flush_power_cuts_lose_no_acknowledged_message() {
         dropped += report.dropped_bytes + report.discarded_write_bytes;
         all_acked.extend(acked);
         rig.start();
-        let stored = match rt.block_on(read_all(&api(), &rig.broker())) {
-            Ok(stored) => stored,
-            Err(e) => panic!("after cut {}: {e}\nlog:\n{}", cycle + 1, rig.log_tail()),
-        };
+        let stored = rig.read_back(&rt, &api(), &format!("after cut {}", cycle + 1));
         let lost: Vec<&Acked> = all_acked
             .iter()
             .filter(|a| stored.get(&(a.queue, a.offset)) != Some(&a.body))
@@ -468,10 +476,7 @@ fn async_flush_power_cuts_recover_a_consistent_prefix() {
         let (acked, _sent, _report) = send_and_cut(&rt, &mut rig, &mut rng, cycle);
         acked_total += acked.len();
         rig.start();
-        let stored = match rt.block_on(read_all(&api(), &rig.broker())) {
-            Ok(stored) => stored,
-            Err(e) => panic!("after cut {}: {e}\nlog:\n{}", cycle + 1, rig.log_tail()),
-        };
+        let stored = rig.read_back(&rt, &api(), &format!("after cut {}", cycle + 1));
         for queue in 0..QUEUES {
             // This cycle's acknowledged bodies of the queue, in acknowledgement (= queue) order.
             let fresh: Vec<String> = acked
@@ -590,6 +595,30 @@ fn epoch_entries(rig: &Rig) -> Vec<(i32, i64)> {
     entries
 }
 
+/// [`epoch_entries`], checked in order: epochs rising, start offsets not falling (`when` names
+/// the moment in the failure message).
+fn ordered_epoch_entries(rig: &Rig, when: &str) -> Vec<(i32, i64)> {
+    let entries = epoch_entries(rig);
+    assert!(
+        entries
+            .windows(2)
+            .all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1),
+        "{when}: epoch file out of order: {entries:?}"
+    );
+    entries
+}
+
+/// Every acknowledged message of `acked` is `stored` at its (queue, offset) with its body.
+fn assert_all_kept(stored: &HashMap<(i32, i64), String>, acked: &[Acked], when: &str) {
+    for a in acked {
+        assert_eq!(
+            stored.get(&(a.queue, a.offset)),
+            Some(&a.body),
+            "{when}: acknowledged message {a:?} lost"
+        );
+    }
+}
+
 #[test]
 fn metadata_survives_cuts_at_every_step() {
     let _beside = crate::support::shared();
@@ -654,9 +683,7 @@ fn metadata_survives_cuts_at_every_step() {
     // Step 2: the topic (synced RocksDB write) and the first message survive.
     let api2 = api();
     let _ = rt.block_on(wait_writable(&api2, &rig.broker()));
-    let stored = rt
-        .block_on(read_all(&api2, &rig.broker()))
-        .unwrap_or_else(|e| panic!("{e}\nlog:\n{}", rig.log_tail()));
+    let stored = rig.read_back(&rt, &api2, "after the first cut");
     assert_eq!(stored.get(&(probe.queue, probe.offset)), Some(&probe.body));
     let topic2 = "power-cut-created";
     rt.block_on(create_topic(&api2, &rig.broker(), topic2));
@@ -720,23 +747,9 @@ fn metadata_survives_cuts_at_every_step() {
     let epoch4 = rt.block_on(wait_master(&rig.namesrv(), &rig.broker()));
     assert!(epoch4 >= epoch3, "epoch went from {epoch3} to {epoch4}");
     let api4 = api();
-    let stored = rt
-        .block_on(read_all(&api4, &rig.broker()))
-        .unwrap_or_else(|e| panic!("{e}\nlog:\n{}", rig.log_tail()));
-    for a in &acked {
-        assert_eq!(
-            stored.get(&(a.queue, a.offset)),
-            Some(&a.body),
-            "acknowledged message {a:?} lost after a checkpoint and a cut"
-        );
-    }
-    let entries = epoch_entries(&rig);
-    assert!(
-        entries
-            .windows(2)
-            .all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1),
-        "epoch file out of order: {entries:?}"
-    );
+    let when = "after a checkpoint and a cut";
+    assert_all_kept(&rig.read_back(&rt, &api4, when), &acked, when);
+    let entries = ordered_epoch_entries(&rig, when);
     steps.push(format!(
         "checkpoint: {} acknowledged messages read back, epoch file {entries:?}",
         acked.len()
@@ -792,23 +805,9 @@ fn metadata_survives_cuts_at_every_step() {
         );
         max_epoch = epoch;
         let _ = rt.block_on(wait_writable(&api(), &rig.broker()));
-        let stored = rt
-            .block_on(read_all(&api(), &rig.broker()))
-            .unwrap_or_else(|e| panic!("cut {i}: {e}\nlog:\n{}", rig.log_tail()));
-        for a in &all_acked {
-            assert_eq!(
-                stored.get(&(a.queue, a.offset)),
-                Some(&a.body),
-                "cut {i}: acknowledged message {a:?} lost"
-            );
-        }
-        let entries = epoch_entries(&rig);
-        assert!(
-            entries
-                .windows(2)
-                .all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1),
-            "cut {i}: epoch file out of order: {entries:?}"
-        );
+        let when = format!("cut {i}");
+        assert_all_kept(&rig.read_back(&rt, &api(), &when), &all_acked, &when);
+        ordered_epoch_entries(&rig, &when);
     }
     steps.push(format!(
         "{random_cuts} random cuts: ghost id kept, master epoch {epoch4} -> {max_epoch} never back, {} acknowledged messages kept",

@@ -10,84 +10,30 @@
 //! run this crate's `rocketraft-raft-kv` binary, which cargo builds with the test and the
 //! harness finds beside its own executable.
 
-use std::process::{Command, ExitStatus};
+use rocketraft_jepsen::record::Kind;
 
-use rocketraft_jepsen::record::{read_events, Event, Kind};
+use crate::support::{serial, skip_reason, Harness, Run};
 
-use crate::support::serial;
-
-fn skip_reason() -> Option<String> {
-    rocketraft_jepsen::net::netns_available()
-        .err()
-        .map(|why| format!("network namespaces unavailable ({why})"))
-}
-
-/// What one run left behind.
-struct Run {
-    status: ExitStatus,
-    verdicts: serde_json::Value,
-    events: Vec<Event>,
-    /// Kept so the directory lives until the assertions are done.
-    dir: tempfile::TempDir,
-}
-
+/// A raft-kv run, with the node logs and the charts in its report and nothing left behind.
 fn run(nemesis: &str, seconds: u64, seed: u64, extra: &[&str]) -> Run {
-    let dir = tempfile::Builder::new()
-        .prefix("rrj-raft-kv-")
-        .tempdir_in("/tmp")
-        .expect("a temporary report directory");
-    let mut harness = Command::new(env!("CARGO_BIN_EXE_rocketraft-jepsen"))
-        .args(["run", "--workload", "raft-kv", "--nemesis", nemesis])
-        .args([
-            "--time-limit",
-            &seconds.to_string(),
-            "--seed",
-            &seed.to_string(),
-        ])
-        .args(extra)
-        .arg("--out")
-        .arg(dir.path())
-        .spawn()
-        .expect("rocketraft-jepsen runs");
-    // The harness names its namespaces after its own PID.
-    let harness_pid = harness.id();
-    let status = harness.wait().expect("rocketraft-jepsen ends");
-    let verdicts = std::fs::read_to_string(dir.path().join("verdicts.json"))
-        .unwrap_or_else(|e| panic!("no verdicts.json ({e}); exit status {status}"));
-    let verdicts: serde_json::Value = serde_json::from_str(&verdicts).expect("verdicts are JSON");
-    let history = std::fs::read_to_string(dir.path().join("history.jsonl")).expect("history.jsonl");
-    let events = read_events(&history).expect("the history parses");
+    let run = Harness {
+        workload: "raft-kv",
+        nemesis,
+        time_limit: seconds,
+        seed,
+        extra,
+        prefix: "rrj-raft-kv-",
+        ..Harness::default()
+    }
+    .run();
     assert!(
-        dir.path().join("nodes/n1/node.log").is_file(),
+        run.out.path().join("nodes/n1/node.log").is_file(),
         "the node logs are in the report"
     );
-    let html = std::fs::read_to_string(dir.path().join("index.html")).expect("index.html");
+    let html = std::fs::read_to_string(run.out.path().join("index.html")).expect("index.html");
     assert!(html.contains("<svg"), "the report has its charts");
-    no_namespace_left(harness_pid);
-    Run {
-        status,
-        verdicts,
-        events,
-        dir,
-    }
-}
-
-/// Everything was torn down: no namespace of the harness with this PID is left.
-fn no_namespace_left(harness_pid: u32) {
-    let listing = Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-        .expect("ip netns list");
-    let listing = String::from_utf8_lossy(&listing.stdout);
-    let own = format!("rrj{harness_pid}-");
-    assert!(
-        !listing.lines().any(|l| l.starts_with(&own)),
-        "namespaces left behind:\n{listing}"
-    );
-}
-
-fn started(events: &[Event], f: &str) -> usize {
-    events.iter().filter(|e| e.is_nemesis() && e.f == f).count()
+    run.assert_no_namespace_left();
+    run
 }
 
 fn smoke(nemesis: &str, seed: u64) {
@@ -108,10 +54,7 @@ fn smoke(nemesis: &str, seed: u64) {
     );
     let operations = lin["operations"].as_u64().unwrap_or(0);
     assert!(operations > 200, "only {operations} operations checked");
-    assert!(
-        started(&run.events, &format!("start-{nemesis}")) >= 1,
-        "no {nemesis} fault was injected"
-    );
+    assert!(run.started(nemesis) >= 1, "no {nemesis} fault was injected");
     assert!(run.events.iter().any(|e| e.f == "heal-all"));
     for f in ["read", "write", "cas"] {
         assert!(
@@ -131,7 +74,7 @@ fn smoke(nemesis: &str, seed: u64) {
         .filter_map(|e| e.extra_str("node"))
         .collect();
     assert_eq!(finals.len(), 3, "final reads answered by {finals:?}");
-    drop(run.dir);
+    drop(run.out);
 }
 
 #[test]

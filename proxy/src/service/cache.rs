@@ -65,7 +65,7 @@ impl Service {
                     remember(&self.meta.routes, topic, r.clone());
                     return Ok(r);
                 }
-                Err(ApiError::Server { code, .. }) if code == response_code::TOPIC_NOT_EXIST => {
+                Err(ApiError::Refused(r)) if r.code == response_code::TOPIC_NOT_EXIST => {
                     return Err(status(
                         pb::Code::TopicNotFound,
                         format!("topic {topic} does not exist"),

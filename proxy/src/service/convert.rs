@@ -7,6 +7,7 @@ use rocketraft_common::consts::{property, sys_flag};
 use rocketraft_common::message::MessageExt;
 use rocketraft_remoting::api::{ApiError, SendRequest};
 use rocketraft_remoting::codes::response_code;
+use rocketraft_remoting::Refusal;
 
 use super::validate::Outgoing;
 use crate::pb;
@@ -108,7 +109,7 @@ pub(super) fn ok() -> pb::Status {
 /// A Remoting failure as the protocol's code.
 pub(super) fn from_api(e: &ApiError) -> pb::Status {
     match e {
-        ApiError::Server { code, remark } => {
+        ApiError::Refused(Refusal { code, remark }) => {
             let c = match *code {
                 response_code::TOPIC_NOT_EXIST => pb::Code::TopicNotFound,
                 response_code::MESSAGE_ILLEGAL => pb::Code::BadRequest,

@@ -9,6 +9,7 @@ use rocketraft_common::hash::java_string_hash;
 use rocketraft_common::protocol::TopicRouteData;
 use rocketraft_remoting::api::{ApiError, SendResult};
 use rocketraft_remoting::codes::response_code;
+use rocketraft_remoting::Refusal;
 
 use super::convert::{from_api, ok, send_request, status};
 use super::validate::{check_message, check_properties, check_type, Outgoing};
@@ -72,10 +73,10 @@ impl Service {
         let s = if r.code == response_code::SUCCESS {
             ok()
         } else {
-            from_api(&ApiError::Server {
-                code: r.code,
-                remark: "stored but not confirmed".into(),
-            })
+            from_api(&ApiError::Refused(Refusal::new(
+                r.code,
+                "stored but not confirmed",
+            )))
         };
         Ok(pb::SendResultEntry {
             status: Some(s),

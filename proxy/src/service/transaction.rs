@@ -30,7 +30,7 @@ pub(super) async fn end_transaction(
 ) -> Result<pb::EndTransactionResponse, pb::Status> {
     let topic = required_topic(req.topic.as_ref())?;
     let tx = TransactionId::parse(&req.transaction_id)
-        .map_err(|why| status(pb::Code::InvalidTransactionId, why))?;
+        .map_err(|why| status(pb::Code::InvalidTransactionId, why.to_string()))?;
     let decision = match pb::TransactionResolution::try_from(req.resolution) {
         Ok(pb::TransactionResolution::Commit) => sys_flag::TRANSACTION_COMMIT_TYPE,
         Ok(pb::TransactionResolution::Rollback) => sys_flag::TRANSACTION_ROLLBACK_TYPE,
@@ -61,8 +61,8 @@ pub(super) async fn end_transaction(
     {
         Ok(_) => Ok(pb::EndTransactionResponse { status: Some(ok()) }),
         // The broker refuses a transaction it has no undecided half message for.
-        Err(ApiError::Server { code, remark }) if code == response_code::SYSTEM_ERROR => {
-            Err(status(pb::Code::InvalidTransactionId, remark))
+        Err(ApiError::Refused(r)) if r.code == response_code::SYSTEM_ERROR => {
+            Err(status(pb::Code::InvalidTransactionId, r.remark))
         }
         Err(e) => Err(from_api(&e)),
     }
@@ -95,8 +95,8 @@ pub(super) async fn recall_message(
             status: Some(ok()),
             message_id: r.ext("msgId").unwrap_or_default().to_string(),
         }),
-        Err(ApiError::Server { code, remark }) if code == response_code::NO_MESSAGE => {
-            Err(status(pb::Code::NotFound, remark))
+        Err(ApiError::Refused(r)) if r.code == response_code::NO_MESSAGE => {
+            Err(status(pb::Code::NotFound, r.remark))
         }
         Err(e) => Err(from_api(&e)),
     }

@@ -13,6 +13,7 @@ use rocketraft_raft::AppStateMachine;
 use rocketraft_raft::RaftConfig;
 use rocketraft_raft::RaftNode;
 use rocketraft_raft::ReadMode;
+use rocketraft_raft::StateMachineError;
 use serde::Deserialize;
 use serde::Serialize;
 
@@ -70,12 +71,12 @@ impl AppStateMachine for Kv {
         }
     }
 
-    fn snapshot(&self) -> Result<Vec<u8>, String> {
-        serde_json::to_vec(&self.map).map_err(|e| e.to_string())
+    fn snapshot(&self) -> Result<Vec<u8>, StateMachineError> {
+        serde_json::to_vec(&self.map).map_err(StateMachineError::snapshot_failed)
     }
 
-    fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
-        self.map = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), StateMachineError> {
+        self.map = serde_json::from_slice(bytes).map_err(StateMachineError::invalid_snapshot)?;
         Ok(())
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Subcommand;
-use rocketraft_controller::client::{ControllerClient, MasterInfo};
+use rocketraft_controller::client::{ControllerCallError, ControllerClient, MasterInfo};
 use rocketraft_remoting::api::MqClientApi;
 use rocketraft_remoting::{request_code, response_code, RemotingCommand};
 use serde::{Deserialize, Serialize};
@@ -111,7 +111,7 @@ struct ControllerView {
 }
 
 impl ControllerView {
-    fn new(addr: &str, answer: Result<MasterInfo, String>) -> Self {
+    fn new(addr: &str, answer: Result<MasterInfo, ControllerCallError>) -> Self {
         match answer {
             Ok(m) => ControllerView {
                 addr: addr.to_string(),
@@ -129,7 +129,7 @@ impl ControllerView {
                 master_epoch: 0,
                 sync_state_set_epoch: 0,
                 sync_state_set: Vec::new(),
-                error: Some(e),
+                error: Some(e.to_string()),
             },
         }
     }
@@ -278,10 +278,7 @@ pub async fn run(
     let controller_view = match controller {
         Some(addr) => {
             let client = ControllerClient::new(api.remoting().clone(), Duration::from_secs(5));
-            let answer = client
-                .get_replica_info(addr, &broker)
-                .await
-                .map_err(|e| e.to_string());
+            let answer = client.get_replica_info(addr, &broker).await;
             Some(ControllerView::new(addr, answer))
         }
         None => None,

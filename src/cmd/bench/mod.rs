@@ -156,7 +156,7 @@ pub(crate) async fn writable_queues(
 ) -> anyhow::Result<Vec<(String, i32)>> {
     let route = match api.topic_route(&target.namesrv, &target.topic).await {
         Ok(route) => route,
-        Err(ApiError::Server { code, .. }) if code == response_code::TOPIC_NOT_EXIST => {
+        Err(ApiError::Refused(r)) if r.code == response_code::TOPIC_NOT_EXIST => {
             create_topic(api, target).await?
         }
         Err(e) => {

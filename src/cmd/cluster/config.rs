@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use anyhow::{bail, Context};
-use rocketraft_broker::store::{FlushDiskType, StoreConfig};
+use rocketraft_broker::store::StoreConfig;
 use rocketraft_broker::BrokerConfig;
 use rocketraft_controller::ControllerConfig;
 use serde::de::DeserializeOwned;
@@ -174,10 +174,7 @@ pub fn broker_toml(
 
 /// The store of a broker: its root, flush type and segment size.
 fn store_config(spec: &ClusterSpec, store_root: &Path) -> anyhow::Result<StoreConfig> {
-    let flush: FlushDiskType = toml::Value::String(spec.flush().to_string())
-        .try_into()
-        .with_context(|| format!("unknown flush type {:?}", spec.flush()))?;
-    let store = StoreConfig::new(path_string(store_root)?).with_flush_disk_type(flush);
+    let store = StoreConfig::new(path_string(store_root)?).with_flush_disk_type(spec.flush());
     Ok(match spec.segment_size {
         Some(size) => {
             i64::try_from(size).context("--segment-size is too large")?;
@@ -194,7 +191,6 @@ fn check_broker_config(text: &str) -> anyhow::Result<BrokerConfig> {
     })?;
     config
         .validate()
-        .map_err(anyhow::Error::msg)
         .context("the broker config would be invalid")?;
     config
         .store
@@ -358,7 +354,10 @@ mod tests {
         assert!(broker_toml(1, &bad.spec, &l, Path::new("/d")).is_err());
         let bad = up_args(&["--segment-size", "1000"]);
         assert!(broker_toml(1, &bad.spec, &l, Path::new("/d")).is_err());
-        assert_eq!(up_args(&[]).spec.flush(), "ASYNC_FLUSH");
+        assert_eq!(
+            up_args(&[]).spec.flush(),
+            rocketraft_broker::store::FlushDiskType::AsyncFlush
+        );
         assert!(up_args(&[]).spec.given().is_empty());
         assert_eq!(
             up_args(&["--replicas", "2", "--extra-controller-config", "a = 1"])

@@ -25,6 +25,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
+use rocketraft_broker::store::FlushDiskType;
 
 pub use file::{ClusterFile, Kind};
 use layout::{check_port_free, PortLayout};
@@ -111,8 +112,8 @@ pub struct ClusterSpec {
     #[arg(long)]
     pub cluster_name: Option<String>,
     /// ASYNC_FLUSH or SYNC_FLUSH [default: ASYNC_FLUSH].
-    #[arg(long, value_parser = parse_flush)]
-    pub flush: Option<String>,
+    #[arg(long)]
+    pub flush: Option<FlushDiskType>,
     /// CommitLog segment size in bytes, a multiple of 4096 [default: the broker's, 1 GiB].
     #[arg(long)]
     pub segment_size: Option<u64>,
@@ -146,8 +147,8 @@ impl ClusterSpec {
             .as_deref()
             .unwrap_or(rocketraft_common::consts::DEFAULT_CLUSTER)
     }
-    fn flush(&self) -> &str {
-        self.flush.as_deref().unwrap_or("ASYNC_FLUSH")
+    fn flush(&self) -> FlushDiskType {
+        self.flush.unwrap_or_default()
     }
 
     /// The options given on the command line, by flag name.
@@ -218,16 +219,6 @@ pub enum PortMode {
 pub enum WaitFor {
     Registered,
     Started,
-}
-
-fn parse_flush(s: &str) -> Result<String, String> {
-    match s.to_ascii_uppercase().replace('-', "_").as_str() {
-        "ASYNC_FLUSH" | "ASYNC" => Ok("ASYNC_FLUSH".to_string()),
-        "SYNC_FLUSH" | "SYNC" => Ok("SYNC_FLUSH".to_string()),
-        other => Err(format!(
-            "unknown flush type {other:?}: use ASYNC_FLUSH or SYNC_FLUSH"
-        )),
-    }
 }
 
 /// Global flags of the `cluster` invocation that the started processes inherit.

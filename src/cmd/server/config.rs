@@ -43,7 +43,7 @@ impl NamesrvArgs {
         if let Some(listen) = self.listen {
             config.listen = listen;
         }
-        config.validate().map_err(anyhow::Error::msg)?;
+        config.validate()?;
         Ok(config)
     }
 }
@@ -61,7 +61,7 @@ pub struct BrokerFlags {
     #[arg(long)]
     store_dir: Option<PathBuf>,
     /// ASYNC_FLUSH or SYNC_FLUSH.
-    #[arg(long, value_parser = parse_flush)]
+    #[arg(long)]
     flush: Option<FlushDiskType>,
     /// CommitLog segment size in bytes (default 1 GiB).
     #[arg(long)]
@@ -77,16 +77,6 @@ pub struct BrokerFlags {
     /// 30000).
     #[arg(long)]
     transaction_check_interval_ms: Option<u64>,
-}
-
-fn parse_flush(s: &str) -> Result<FlushDiskType, String> {
-    match s.to_ascii_uppercase().replace('-', "_").as_str() {
-        "ASYNC_FLUSH" | "ASYNC" => Ok(FlushDiskType::AsyncFlush),
-        "SYNC_FLUSH" | "SYNC" => Ok(FlushDiskType::SyncFlush),
-        other => Err(format!(
-            "unknown flush type {other:?}: use ASYNC_FLUSH or SYNC_FLUSH"
-        )),
-    }
 }
 
 impl BrokerFlags {
@@ -141,7 +131,7 @@ impl BrokerArgs {
             config.namesrv_addr = namesrv.clone();
         }
         self.flags.apply(&mut config);
-        config.validate().map_err(anyhow::Error::msg)?;
+        config.validate()?;
         Ok(config)
     }
 }
@@ -287,8 +277,8 @@ impl DevArgs {
         self.flags.apply(&mut broker);
         let namesrv_addr = rocketraft_remoting::api::advertised(namesrv.listen);
         broker.namesrv_addr = namesrv_addr.to_string();
-        namesrv.validate().map_err(anyhow::Error::msg)?;
-        broker.validate().map_err(anyhow::Error::msg)?;
+        namesrv.validate()?;
+        broker.validate()?;
         Ok((namesrv, broker))
     }
 }

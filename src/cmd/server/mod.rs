@@ -85,13 +85,8 @@ pub async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
 /// `rocketraft controller`: one member of a standalone controller quorum until Ctrl-C / SIGTERM.
 pub async fn controller(args: config::ControllerArgs) -> anyhow::Result<()> {
     let config = args.load()?;
-    let controller = rocketraft_controller::Controller::start(config)
-        .await
-        .map_err(anyhow::Error::msg)?;
-    let addr = controller
-        .serve_remoting()
-        .await
-        .map_err(anyhow::Error::msg)?;
+    let controller = rocketraft_controller::Controller::start(config).await?;
+    let addr = controller.serve_remoting().await?;
     println!(
         "rocketraft controller {} is ready: Remoting {addr}, Raft {}",
         controller.raft().id(),
