@@ -4,6 +4,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use rocketraft_common::trust::ClusterSecret;
+use rocketraft_remoting::ClientConfig;
 use serde::Deserialize;
 use serde::Serialize;
 
@@ -125,6 +127,17 @@ pub struct BrokerConfig {
     /// (`slaveTimeout`, 3 s).
     #[serde(alias = "slaveTimeout")]
     pub slave_timeout_ms: u64,
+    /// The cluster's shared secret (`cluster_secret`, Rocketraft; at least 16 characters, the
+    /// same on every NameServer, controller and broker of the cluster; none by default).
+    ///
+    /// With it, every connection this broker opens to a NameServer, a controller or another
+    /// broker first proves the secret and checks the other side's proof
+    /// (`rocketraft_remoting::trust`); the cluster-internal requests it serves
+    /// ([`crate::CLUSTER_INTERNAL_CODES`]: role notifications, the HA address exchange) are
+    /// answered only on connections that proved it; and master and slave prove it to each other
+    /// on the HA port before any frame ([`crate::ha`]). Client-facing requests are ACL's
+    /// business, not this. It is never logged (`Debug` shows `<redacted>`).
+    pub cluster_secret: Option<ClusterSecret>,
     /// The message store.
     pub store: StoreConfig,
 }
@@ -163,6 +176,7 @@ impl Default for BrokerConfig {
             all_ack_in_sync_state_set: true,
             in_sync_replicas: 1,
             slave_timeout_ms: 3_000,
+            cluster_secret: None,
             store: StoreConfig::default(),
         }
     }
@@ -218,6 +232,12 @@ impl BrokerConfig {
         self.store = store;
         self
     }
+
+    /// The cluster's shared secret ([`BrokerConfig::cluster_secret`]).
+    pub fn with_cluster_secret(mut self, secret: ClusterSecret) -> Self {
+        self.cluster_secret = Some(secret);
+        self
+    }
 }
 
 impl BrokerConfig {
@@ -233,6 +253,15 @@ impl BrokerConfig {
 
     pub fn register_interval(&self) -> Duration {
         Duration::from_millis(self.register_interval_ms)
+    }
+
+    /// The settings of a Remoting client for cluster-internal calls (NameServers, controllers,
+    /// other brokers): with the cluster secret, if one is configured.
+    pub fn internal_client_config(&self) -> ClientConfig {
+        ClientConfig {
+            cluster_secret: self.cluster_secret.clone(),
+            ..ClientConfig::default()
+        }
     }
 
     /// Rejects values that would make the broker misbehave, with the fix in the message.
@@ -392,6 +421,27 @@ mod tests {
         assert!(text.contains("flush_disk_type = \"SYNC_FLUSH\""), "{text}");
         let keys: toml::Table = toml::from_str(&toml::to_string(&default).expect("ser")).unwrap();
         assert!(!keys.contains_key("advertised_addr"));
+        assert!(!keys.contains_key("cluster_secret"));
         assert!(keys.contains_key("store"));
+    }
+
+    #[test]
+    fn the_cluster_secret_is_read_written_and_never_shown() {
+        let secret = ClusterSecret::new("a-secret-of-the-cluster").expect("long enough");
+        let config = BrokerConfig::default().with_cluster_secret(secret.clone());
+        assert_eq!(round_trip(&config), config);
+        let text = toml::to_string(&config).expect("serializes");
+        assert!(
+            text.contains("cluster_secret = \"a-secret-of-the-cluster\""),
+            "{text}"
+        );
+        assert!(!format!("{config:?}").contains(secret.expose()));
+        assert_eq!(config.internal_client_config().cluster_secret, Some(secret));
+        // Absent: none; too short: refused with the reason.
+        let plain: BrokerConfig = toml::from_str("broker_name = \"b\"").expect("parses");
+        assert_eq!(plain.cluster_secret, None);
+        let weak = toml::from_str::<BrokerConfig>("cluster_secret = \"short\"")
+            .expect_err("a 5-character secret is refused");
+        assert!(weak.to_string().contains("at least 16"), "{weak}");
     }
 }

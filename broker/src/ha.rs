@@ -18,6 +18,29 @@
 //! After the master's handshake the slave finds the last offset it shares with the master (the
 //! highest epoch both have with the same start) and truncates its divergent tail before its
 //! first report; the master streams from the reported offset.
+//!
+//! **Cluster trust** (Rocketraft; only with `cluster_secret` set, the same on both sides;
+//! without it the wire is exactly the above). Before any of the frames above, master and slave
+//! prove the secret to each other with HMAC-SHA256 over fresh nonces
+//! ([`rocketraft_common::trust::ClusterSecret::prove`], length-prefixed parts):
+//! 1. master, right after accepting: `masterNonce` (16 B);
+//! 2. slave: its 16-byte handshake, then `slaveNonce` (16 B) and `slaveProof` (32 B) =
+//!    HMAC(secret, "rocketraft-ha-slave", masterNonce, slaveNonce, handshake);
+//! 3. master: `masterProof` (32 B) = HMAC(secret, "rocketraft-ha-master", slaveNonce,
+//!    masterNonce), immediately followed by its handshake.
+//!
+//! A master that cannot verify the slave's proof (or gets none within 5 s) logs a warning with
+//! the peer's address and closes the connection before sending anything else; a slave that
+//! cannot verify the master's proof closes and retries later, logging why. The nonces are fresh
+//! per connection, so a recorded exchange proves nothing on another one. (The frames after the
+//! handshake are not signed: against an attacker on the path itself, use TLS.)
+//!
+//! **Checks on the master, with or without a secret**: a slave may not report an ack offset
+//! beyond the master's own CommitLog end (such a report closes the connection with a warning
+//! and is not counted); a slave may not claim the master's own broker id; and once the master
+//! learned from the controller which broker ids belong to its set
+//! ([`HaState::set_known_replicas`]), it serves only those (and its SyncStateSet), asking the
+//! controller again (and waiting up to 2 s) before refusing an id it does not know.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -25,9 +48,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+use rocketraft_common::trust::{nonce, ClusterSecret, NONCE_LEN};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::store::epoch::EpochEntry;
@@ -45,6 +69,16 @@ const CAUGHT_UP_GAP: i64 = 256 * 1024;
 const HEARTBEAT: Duration = Duration::from_secs(1);
 /// A connection silent this long is dead (RocketMQ's housekeeping: 20 s).
 const HOUSEKEEPING: Duration = Duration::from_secs(20);
+/// With a cluster secret: how long either side waits for the other's part of the mutual proof.
+const TRUST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bytes of an HMAC-SHA256 proof.
+const PROOF_LEN: usize = 32;
+/// The proof contexts of the slave and of the master.
+const SLAVE_ROLE: &[u8] = b"rocketraft-ha-slave";
+const MASTER_ROLE: &[u8] = b"rocketraft-ha-master";
+/// How long the master waits for the controller's list of the set's broker ids to name an id
+/// it does not know yet (a slave registered since the last read) before refusing it.
+const UNKNOWN_REPLICA_WAIT: Duration = Duration::from_secs(2);
 
 /// The role of this replica.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -79,6 +113,12 @@ pub struct HaState {
     inner: Mutex<HaInner>,
     /// Bumped on every slave report; ack waiters watch it.
     acks: watch::Sender<u64>,
+    /// The cluster's shared secret: with it, master and slave prove it to each other on the HA
+    /// port before any frame (see the module doc).
+    secret: Option<ClusterSecret>,
+    /// Notified when the master meets a broker id it does not know: the role manager reads the
+    /// set's broker ids from the controller again.
+    replica_refresh: Notify,
 }
 
 struct HaInner {
@@ -106,6 +146,20 @@ struct HaInner {
     /// Which caught-up slave the next expansion of the SyncStateSet proposes (a rotation, so a
     /// slave the controller refuses as not alive does not block the others).
     expand_turn: usize,
+    /// The broker ids the controller knows for this set, once read: the master serves only
+    /// these (and its SyncStateSet) on the HA port. `None`: not read yet, every id is served.
+    known_replicas: Option<BTreeSet<i64>>,
+}
+
+/// Whether the master serves a slave's HA connection.
+enum Admission {
+    Admitted,
+    /// This broker is not a master (a slave that has not yet learned the new master).
+    NotMaster,
+    /// A claim no replica of this set makes.
+    Refused(String),
+    /// The id is not among the set's broker ids the controller knows (these).
+    Unknown(BTreeSet<i64>),
 }
 
 /// Why a send was not acknowledged by enough replicas.
@@ -160,7 +214,16 @@ pub struct HaSnapshot {
 }
 
 impl HaState {
+    /// Replication state without a cluster secret (the HA wire as RocketMQ's).
     pub fn new(store: Arc<MessageStore>) -> Arc<HaState> {
+        Self::with_cluster_secret(store, None)
+    }
+
+    /// Replication state whose HA connections prove `secret`, if any (see the module doc).
+    pub fn with_cluster_secret(
+        store: Arc<MessageStore>,
+        secret: Option<ClusterSecret>,
+    ) -> Arc<HaState> {
         // Controller mode: consumers see only what the replicas confirmed, from the start
         // (before the controller names a role), starting at the confirm offset the store
         // persisted before its restart.
@@ -183,9 +246,59 @@ impl HaState {
                 took_office: None,
                 last_master_frame: None,
                 expand_turn: 0,
+                known_replicas: None,
             }),
             acks,
+            secret,
+            replica_refresh: Notify::new(),
         })
+    }
+
+    /// The broker ids the controller knows for this set (every registered replica): from now
+    /// on the master serves only these, and its SyncStateSet, on the HA port.
+    pub fn set_known_replicas(&self, ids: BTreeSet<i64>) {
+        let mut g = self.inner.lock();
+        if g.known_replicas.as_ref() != Some(&ids) {
+            tracing::debug!(known = ?ids, "broker ids of this set, as the controller knows them");
+            g.known_replicas = Some(ids);
+        }
+    }
+
+    /// The broker ids the controller knows for this set, if read yet.
+    pub fn known_replicas(&self) -> Option<BTreeSet<i64>> {
+        self.inner.lock().known_replicas.clone()
+    }
+
+    /// Notified when the master needs the controller's list of the set's broker ids afresh
+    /// (an unknown id asked to replicate).
+    pub fn replica_refresh(&self) -> &Notify {
+        &self.replica_refresh
+    }
+
+    /// Whether this broker, as master, serves a slave claiming `slave_id` now.
+    fn admit(&self, slave_id: i64) -> Admission {
+        let g = self.inner.lock();
+        if g.role != Role::Master {
+            return Admission::NotMaster;
+        }
+        if g.master_id == Some(slave_id) {
+            return Admission::Refused(format!(
+                "the peer claims this master's own broker id {slave_id}"
+            ));
+        }
+        let Some(known) = &g.known_replicas else {
+            return Admission::Admitted;
+        };
+        let member = known.contains(&slave_id)
+            || g.sync_state_set.contains(&slave_id)
+            || g.pending_set
+                .as_ref()
+                .is_some_and(|p| p.contains(&slave_id));
+        if member {
+            Admission::Admitted
+        } else {
+            Admission::Unknown(known.clone())
+        }
     }
 
     pub fn role(&self) -> Role {
@@ -509,12 +622,35 @@ impl HaState {
         self.recompute_confirm();
     }
 
-    fn slave_report(&self, generation: u64, broker_id: i64, addr: &str, offset: i64) {
+    /// Counts a slave's report that it holds the log up to `offset`. A report beyond this
+    /// master's own CommitLog end is a lie (a slave holds only what its master sent, and the
+    /// master never truncates while in office): it is not counted, and the error closes the
+    /// connection.
+    fn slave_report(
+        &self,
+        generation: u64,
+        broker_id: i64,
+        addr: &str,
+        offset: i64,
+    ) -> std::io::Result<()> {
         let mut g = self.inner.lock();
         if g.connection_generation != generation {
-            return;
+            return Ok(());
         }
         let max = self.store.max_phy_offset();
+        if offset > max {
+            drop(g);
+            tracing::warn!(
+                peer = %addr,
+                slave_id = broker_id,
+                reported = offset,
+                master_end = max,
+                "a slave reported an ack offset beyond this master's CommitLog end; not counted, closing its connection"
+            );
+            return Err(std::io::Error::other(format!(
+                "ack offset {offset} beyond the master's end {max}"
+            )));
+        }
         let s = g.slaves.entry(broker_id).or_insert_with(|| SlaveInfo {
             broker_id,
             addr: addr.to_string(),
@@ -535,6 +671,7 @@ impl HaState {
         drop(g);
         self.recompute_confirm();
         self.acks.send_modify(|v| *v += 1);
+        Ok(())
     }
 
     fn slave_disconnected(&self, generation: u64, broker_id: i64) {
@@ -645,11 +782,19 @@ async fn read_exact_timeout(
     sock: &mut (impl AsyncReadExt + Unpin),
     buf: &mut [u8],
 ) -> std::io::Result<()> {
-    match tokio::time::timeout(HOUSEKEEPING, sock.read_exact(buf)).await {
+    read_exact_within(sock, buf, HOUSEKEEPING).await
+}
+
+async fn read_exact_within(
+    sock: &mut (impl AsyncReadExt + Unpin),
+    buf: &mut [u8],
+    limit: Duration,
+) -> std::io::Result<()> {
+    match tokio::time::timeout(limit, sock.read_exact(buf)).await {
         Ok(r) => r.map(|_| ()),
         Err(_) => Err(std::io::Error::new(
             std::io::ErrorKind::TimedOut,
-            "peer silent for 20 s",
+            format!("peer silent for {} s", limit.as_secs_f32()),
         )),
     }
 }
@@ -689,7 +834,7 @@ async fn master_connection(
         rep[4], rep[5], rep[6], rep[7], rep[8], rep[9], rep[10], rep[11],
     ]);
     let addr = peer.to_string();
-    ha.slave_report(generation, slave_id, &addr, next);
+    ha.slave_report(generation, slave_id, &addr, next)?;
 
     let (mut rd, wr) = sock.into_split();
     let reader_ha = ha.clone();
@@ -701,7 +846,7 @@ async fn master_connection(
             let offset = i64::from_be_bytes([
                 rep[4], rep[5], rep[6], rep[7], rep[8], rep[9], rep[10], rep[11],
             ]);
-            reader_ha.slave_report(generation, slave_id, &reader_addr, offset);
+            reader_ha.slave_report(generation, slave_id, &reader_addr, offset)?;
         }
     });
     let result = stream_to_slave(&ha, wr, next, generation, &reader).await;
@@ -710,23 +855,91 @@ async fn master_connection(
     result
 }
 
-/// The master's side of the handshake: reads the slave's (its broker id), refuses it unless
-/// this broker is master, and answers with the epoch entries, the log end and the epoch.
-/// Returns the slave's id and the connection generation it is served under.
+/// The master's side of the handshake: with a cluster secret, sends its nonce and checks the
+/// slave's proof; reads the slave's handshake (its broker id), refuses it unless this broker is
+/// master and the id may replicate ([`HaState::admit`]), and answers (after its own proof, with
+/// a secret) with the epoch entries, the log end and the epoch. Returns the slave's id and the
+/// connection generation it is served under.
 async fn master_handshake(
     sock: &mut TcpStream,
     peer: SocketAddr,
     ha: &HaState,
 ) -> std::io::Result<(i64, u64)> {
+    let master_nonce = match &ha.secret {
+        Some(_) => {
+            let n = nonce();
+            sock.write_all(&n).await?;
+            Some(n)
+        }
+        None => None,
+    };
     let mut hs = [0u8; 16];
-    read_exact_timeout(sock, &mut hs).await?;
+    let first_wait = if master_nonce.is_some() {
+        TRUST_TIMEOUT
+    } else {
+        HOUSEKEEPING
+    };
+    read_exact_within(sock, &mut hs, first_wait).await?;
     let state = i32::from_be_bytes([hs[0], hs[1], hs[2], hs[3]]);
     let slave_id =
         i64::from_be_bytes([hs[8], hs[9], hs[10], hs[11], hs[12], hs[13], hs[14], hs[15]]);
+    let mut answer = Vec::new();
+    if let (Some(secret), Some(master_nonce)) = (&ha.secret, master_nonce) {
+        let mut proof = [0u8; NONCE_LEN + PROOF_LEN];
+        let read = read_exact_within(sock, &mut proof, TRUST_TIMEOUT).await;
+        let (slave_nonce, slave_proof) = proof.split_at(NONCE_LEN);
+        if read.is_err()
+            || !secret.verify(SLAVE_ROLE, &[&master_nonce, slave_nonce, &hs], slave_proof)
+        {
+            tracing::warn!(
+                %peer,
+                claimed_slave_id = slave_id,
+                "an HA peer did not prove the cluster secret; closing its connection (check cluster_secret on both brokers)"
+            );
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                "the peer did not prove the cluster secret",
+            ));
+        }
+        answer.extend_from_slice(&secret.prove(MASTER_ROLE, &[slave_nonce, &master_nonce]));
+    }
     if state != STATE_HANDSHAKE {
         return Err(std::io::Error::other(format!(
             "expected a handshake, got state {state}"
         )));
+    }
+    let deadline = tokio::time::Instant::now() + UNKNOWN_REPLICA_WAIT;
+    loop {
+        match ha.admit(slave_id) {
+            Admission::Admitted => break,
+            Admission::NotMaster => {
+                return Err(std::io::Error::other("not a master: refusing a slave"))
+            }
+            Admission::Refused(why) => {
+                tracing::warn!(%peer, slave_id, %why, "refusing an HA connection");
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    why,
+                ));
+            }
+            Admission::Unknown(known) => {
+                if tokio::time::Instant::now() >= deadline {
+                    tracing::warn!(
+                        %peer,
+                        slave_id,
+                        known = ?known,
+                        "refusing an HA connection from a broker id the controller does not know for this set"
+                    );
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::PermissionDenied,
+                        format!("broker id {slave_id} is not a replica of this set"),
+                    ));
+                }
+                // A slave registered since the last read: ask the controller again.
+                ha.replica_refresh.notify_one();
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
     }
     let (generation, epoch) = {
         let g = ha.inner.lock();
@@ -737,13 +950,13 @@ async fn master_handshake(
     };
     let entries = ha.store.epoch_entries();
     let body = encode_epochs(&entries);
-    let mut out = Vec::with_capacity(20 + body.len());
-    out.extend_from_slice(&STATE_HANDSHAKE.to_be_bytes());
-    out.extend_from_slice(&(body.len() as i32).to_be_bytes());
-    out.extend_from_slice(&ha.store.max_phy_offset().to_be_bytes());
-    out.extend_from_slice(&epoch.to_be_bytes());
-    out.extend_from_slice(&body);
-    sock.write_all(&out).await?;
+    answer.reserve(20 + body.len());
+    answer.extend_from_slice(&STATE_HANDSHAKE.to_be_bytes());
+    answer.extend_from_slice(&(body.len() as i32).to_be_bytes());
+    answer.extend_from_slice(&ha.store.max_phy_offset().to_be_bytes());
+    answer.extend_from_slice(&epoch.to_be_bytes());
+    answer.extend_from_slice(&body);
+    sock.write_all(&answer).await?;
     tracing::info!(%peer, slave_id, "slave connected; handshake sent");
     Ok((slave_id, generation))
 }
@@ -856,7 +1069,7 @@ pub async fn follow_once(ha: &Arc<HaState>, my_id: i64, master: &str) -> anyhow:
         .await
         .map_err(|_| anyhow::anyhow!("connect timed out"))??;
     let _ = sock.set_nodelay(true);
-    let (master_epochs, master_max) = slave_handshake(&mut sock, my_id).await?;
+    let (master_epochs, master_max) = slave_handshake(&mut sock, my_id, ha.secret.as_ref()).await?;
     let store = &ha.store;
     truncate_divergent(store, &master_epochs, master_max).await?;
     let mut next = store.max_phy_offset();
@@ -890,18 +1103,51 @@ pub async fn follow_once(ha: &Arc<HaState>, my_id: i64, master: &str) -> anyhow:
     }
 }
 
-/// The slave's side of the handshake: sends its broker id, reads the master's answer. Returns
-/// the master's epoch entries and log end.
+/// The slave's side of the handshake: with a cluster secret, reads the master's nonce and
+/// proves the secret; sends its broker id; with a secret, checks the master's proof; reads the
+/// master's answer. Returns the master's epoch entries and log end.
 async fn slave_handshake(
     sock: &mut TcpStream,
     my_id: i64,
+    secret: Option<&ClusterSecret>,
 ) -> anyhow::Result<(Vec<EpochEntry>, i64)> {
     let mut hs = Vec::with_capacity(16);
     hs.extend_from_slice(&STATE_HANDSHAKE.to_be_bytes());
     hs.extend_from_slice(&0i16.to_be_bytes());
     hs.extend_from_slice(&0i16.to_be_bytes());
     hs.extend_from_slice(&my_id.to_be_bytes());
-    sock.write_all(&hs).await?;
+    match secret {
+        None => sock.write_all(&hs).await?,
+        Some(secret) => {
+            let mut master_nonce = [0u8; NONCE_LEN];
+            read_exact_within(sock, &mut master_nonce, TRUST_TIMEOUT)
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "the master sent no challenge ({e}): is the same cluster_secret set on it?"
+                    )
+                })?;
+            let slave_nonce = nonce();
+            let proof = secret.prove(SLAVE_ROLE, &[&master_nonce, &slave_nonce, &hs]);
+            let mut out = hs.clone();
+            out.extend_from_slice(&slave_nonce);
+            out.extend_from_slice(&proof);
+            sock.write_all(&out).await?;
+            let mut master_proof = [0u8; PROOF_LEN];
+            read_exact_within(sock, &mut master_proof, TRUST_TIMEOUT)
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "the master refused this slave or did not prove the cluster secret ({e}): check cluster_secret on both brokers, and that the controller knows this broker"
+                    )
+                })?;
+            if !secret.verify(MASTER_ROLE, &[&slave_nonce, &master_nonce], &master_proof) {
+                anyhow::bail!(
+                    "the master's proof of the cluster secret does not match: it holds another secret, or it is not ours"
+                );
+            }
+        }
+    }
     let mut head = [0u8; 20];
     read_exact_timeout(sock, &mut head).await?;
     let state = i32::from_be_bytes([head[0], head[1], head[2], head[3]]);

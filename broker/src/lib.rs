@@ -37,7 +37,7 @@ use std::time::Duration;
 
 use rocketraft_common::time::now_ms;
 use rocketraft_remoting::server::{RemotingServer, ServerHandle};
-use rocketraft_remoting::{ClientConfig, Refusal, RemotingClient};
+use rocketraft_remoting::{Refusal, RemotingClient};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
@@ -123,6 +123,16 @@ impl From<DurableError> for Refusal {
         Refusal::from(&e)
     }
 }
+
+/// The request codes only the cluster's own servers may send a broker, served only on
+/// connections that proved [`BrokerConfig::cluster_secret`] when one is set:
+/// NOTIFY_BROKER_ROLE_CHANGED (from a controller, or from a new master to the old one: it
+/// makes a broker change role and truncate its log) and EXCHANGE_BROKER_HA_INFO (a slave asks
+/// its master for the HA address). Client-facing and admin codes are left to ACL.
+pub const CLUSTER_INTERNAL_CODES: &[i32] = &[
+    rocketraft_remoting::codes::request_code::NOTIFY_BROKER_ROLE_CHANGED,
+    rocketraft_remoting::codes::request_code::EXCHANGE_BROKER_HA_INFO,
+];
 
 /// The environment variable of a deliberately BROKEN build, for the jepsen harness's
 /// self-test only: with `1`, a master acknowledges writes as soon as they are in its own
@@ -296,7 +306,7 @@ impl Broker {
         // Bind first: with port 0 the advertised address (stored in every record as the store
         // host, and registered with the NameServers) is only known after binding.
         let slot = Arc::new(OnceLock::new());
-        let server = Self::bind(listen, &slot).await?;
+        let server = Self::bind(listen, config.cluster_secret.clone(), &slot).await?;
         let bound = server.local_addr();
         let advertised = config
             .advertised_addr
@@ -332,7 +342,7 @@ impl Broker {
             "broker listening"
         );
 
-        let namesrv_client = RemotingClient::new(ClientConfig::default());
+        let namesrv_client = RemotingClient::new(inner.config.internal_client_config());
         let tasks = Self::spawn_services(&inner, ha_listener, &namesrv_client).await;
         Ok(Broker {
             inner,
@@ -344,8 +354,10 @@ impl Broker {
 
     /// Binds the Remoting port with the broker's processors registered; they reach the broker's
     /// state through `slot`, filled once it exists (after the bind, which gives the address).
+    /// With a cluster secret, [`CLUSTER_INTERNAL_CODES`] are served only to peers that prove it.
     async fn bind(
         listen: SocketAddr,
+        cluster_secret: Option<rocketraft_common::trust::ClusterSecret>,
         slot: &Arc<OnceLock<Arc<BrokerInner>>>,
     ) -> anyhow::Result<RemotingServer> {
         let processor = Arc::new(processor::BrokerProcessor {
@@ -361,7 +373,9 @@ impl Broker {
         for code in processor::acl::CODES {
             builder = builder.register(*code, acl_processor.clone());
         }
-        builder.bind(listen).await.map_err(|e| {
+        builder
+            .cluster_trust(cluster_secret, CLUSTER_INTERNAL_CODES)
+            .bind(listen).await.map_err(|e| {
             anyhow::anyhow!(
                 "cannot listen on {listen}: {e} (is another broker running? pick another port with --broker-listen)"
             )
@@ -413,7 +427,8 @@ impl Broker {
         let ha_addr = config
             .ha_advertised_addr
             .unwrap_or_else(|| SocketAddr::new(advertised.ip(), ha_local.port()));
-        let ha_state = ha::HaState::new(store.clone());
+        let ha_state =
+            ha::HaState::with_cluster_secret(store.clone(), config.cluster_secret.clone());
         let replicas = replica::ReplicaManager::start(
             config.clone(),
             store.clone(),

@@ -26,6 +26,9 @@
 //!   asks the controller (ALTER_SYNC_STATE_SET) to add caught-up slaves and drop lagging or
 //!   disconnected ones; until the controller's state is known to have moved past the epoch a
 //!   change was derived from, acks count the union of every set proposed from it.
+//! - **Trust**: with `cluster_secret`, every connection to a controller, a NameServer or another
+//!   broker proves it (`rocketraft_remoting::trust`); a master reads the broker ids the
+//!   controller knows for its set so its HA port serves only those ([`crate::ha`]).
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -37,7 +40,7 @@ use rocketraft_controller::client::{ControllerCallError, ControllerClient, Maste
 use rocketraft_controller::heartbeat::Heartbeat;
 use rocketraft_controller::BrokerLiveInfo;
 use rocketraft_remoting::codes::{request_code, response_code};
-use rocketraft_remoting::{ClientConfig, Refusal, RemotingClient, RemotingCommand};
+use rocketraft_remoting::{Refusal, RemotingClient, RemotingCommand};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
@@ -94,7 +97,7 @@ impl ReplicaManager {
         register_trigger: Arc<Notify>,
     ) -> anyhow::Result<Arc<ReplicaManager>> {
         let client = ControllerClient::new(
-            RemotingClient::new(ClientConfig::default()),
+            RemotingClient::new(config.internal_client_config()),
             Duration::from_secs(5),
         );
         let link = ControllerLink::new(&config.controller_addr, client);
@@ -118,6 +121,7 @@ impl ReplicaManager {
             broker_addr: broker_addr.clone(),
             broker_id: identity.broker_id,
         };
+        let remoting = RemotingClient::new(config.internal_client_config());
         let manager = Arc::new(ReplicaManager {
             config,
             store,
@@ -132,7 +136,7 @@ impl ReplicaManager {
             controller_timeout_ms: Mutex::new(None),
             role_lock: tokio::sync::Mutex::new(()),
             follower: Mutex::new(None),
-            remoting: RemotingClient::new(ClientConfig::default()),
+            remoting,
             name_servers,
             probe_identity,
         });
@@ -230,6 +234,23 @@ impl ReplicaManager {
                 }
             }));
         }
+        // A master reads which broker ids the controller knows for its set, so its HA port
+        // serves no one else (at once when an unknown id asks to replicate).
+        let me = self.clone();
+        tasks.push(tokio::spawn(async move {
+            let every = Duration::from_millis(me.config.sync_controller_metadata_period_ms);
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = me.ha.replica_refresh().notified() => {}
+                }
+                if me.ha.role() == Role::Master {
+                    me.refresh_known_replicas().await;
+                }
+                // At most one read per 100 ms, however many unknown ids knock.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }));
         let me = self.clone();
         tasks.push(tokio::spawn(async move {
             let every = Duration::from_millis(me.config.check_sync_state_set_period_ms);
@@ -405,6 +426,35 @@ impl ReplicaManager {
         }
     }
 
+    /// Reads the broker ids the controller knows for this set (CONTROLLER_GET_SYNC_STATE_DATA:
+    /// every registered replica, in the SyncStateSet or not) into [`HaState::set_known_replicas`].
+    /// A failed read keeps the last list.
+    async fn refresh_known_replicas(&self) {
+        let name = self.config.broker_name.clone();
+        let client = self.link.client().clone();
+        let data = self
+            .link
+            .any(|a| {
+                let (client, name) = (client.clone(), name.clone());
+                async move { client.get_sync_state_data(&a, &[name.as_str()]).await }
+            })
+            .await;
+        match data {
+            Ok(data) => {
+                if let Some(set) = data.replicas_info_table.get(&name) {
+                    let ids = set
+                        .in_sync_replicas
+                        .iter()
+                        .chain(&set.not_in_sync_replicas)
+                        .map(|r| r.broker_id)
+                        .collect();
+                    self.ha.set_known_replicas(ids);
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot read the broker ids of this set"),
+        }
+    }
+
     /// One controller's applied copy of the set (leader or not). Only an answer naming a
     /// master is applied (`apply` takes nothing older than what this broker knows); a
     /// masterless one is left to the leader's read, which asks for an election.
@@ -509,8 +559,10 @@ impl ReplicaManager {
             sync_state_set = ?info.sync_state_set,
             "this broker is now the master"
         );
-        // A lease before the first write, and the NameServers learn the new master at once.
+        // A lease before the first write, the NameServers learn the new master at once, and the
+        // HA port learns which broker ids may replicate.
         self.heartbeat_now.send_modify(|n| *n += 1);
+        self.ha.replica_refresh().notify_one();
         self.register_trigger.notify_one();
         if let Some(addr) = old_master {
             self.tell_old_master(addr, info);
@@ -794,7 +846,7 @@ pub fn parse_role_notification(cmd: &RemotingCommand) -> Option<MasterInfo> {
 /// applied change back: it is taken only when the master had applied at least as much of the
 /// metadata log as this slave (see [`crate::metalog::MetadataLog::copy_allowed`]).
 pub async fn slave_sync_loop(inner: Arc<crate::BrokerInner>) {
-    let client = RemotingClient::new(ClientConfig::default());
+    let client = RemotingClient::new(inner.config.internal_client_config());
     let mut ticker = tokio::time::interval(Duration::from_secs(3));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

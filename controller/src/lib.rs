@@ -26,6 +26,8 @@
 //! - [`service`]: [`Controller::start`] (standalone, or embedded in the NameServer), the scanner
 //!   that elects a new master when a master's heartbeat times out and sends
 //!   `NOTIFY_BROKER_ROLE_CHANGED`, and the Remoting processor; every node answers every request.
+//!   With a `cluster_secret`, the state-changing codes ([`CONTROLLER_PROTECTED_CODES`]) are
+//!   served only to connections that proved it, and the Raft RPCs are authenticated with it.
 //! - [`peers`]: what the other controllers hear, asked before an election or a depose the
 //!   leader cannot make from its own table (partitions; issue 22).
 //! - [`wire`]: the Remoting headers and bodies of the controller codes (plus
@@ -53,7 +55,7 @@ pub use replicated::{
 };
 pub use service::{
     tenure_needed, Controller, ControllerConfig, ControllerStatus, StartError, CONTROLLER_CODES,
-    QUORUM_FRESH_DIVISOR,
+    CONTROLLER_PROTECTED_CODES, QUORUM_FRESH_DIVISOR,
 };
 pub use state::{
     Broken, BrokerIdentity, BrokerReplicaInfo, BrokerSet, ControllerState, InvariantBroken,

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use rocketraft_common::trust::ClusterSecret;
 use rocketraft_raft::NodeStatus;
 use rocketraft_raft::RaftClientError;
 use rocketraft_raft::RaftConfig;
@@ -82,6 +83,14 @@ pub struct ControllerConfig {
     /// Serve `GET_REPLICA_INFO` / `GET_SYNC_STATE_DATA` from local memory (possibly stale)
     /// instead of linearizably. Default false.
     pub stale_reads: bool,
+    /// The cluster's shared secret (at least 16 characters; default none). With it the
+    /// controller serves [`CONTROLLER_PROTECTED_CODES`] only to Remoting connections that
+    /// proved it (brokers, other controllers, admin tools holding the secret), proves it itself
+    /// on every connection it opens (role notifications to brokers, questions to its peers),
+    /// and its Raft member authenticates every peer RPC with it unless `raft.cluster_secret`
+    /// sets another.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_secret: Option<ClusterSecret>,
 }
 
 impl Default for ControllerConfig {
@@ -99,6 +108,7 @@ impl Default for ControllerConfig {
             notify_broker_role_changed: true,
             remoting_peers: BTreeMap::new(),
             stale_reads: false,
+            cluster_secret: None,
         }
     }
 }
@@ -127,6 +137,21 @@ impl ControllerConfig {
         self.stale_reads = stale_reads;
         self
     }
+
+    pub fn with_cluster_secret(mut self, secret: Option<ClusterSecret>) -> Self {
+        self.cluster_secret = secret;
+        self
+    }
+
+    /// The Raft member's configuration as the controller starts it: `raft`, with
+    /// [`ControllerConfig::cluster_secret`] unless `raft.cluster_secret` is set.
+    pub fn effective_raft(&self) -> RaftConfig {
+        let mut raft = self.raft.clone();
+        if raft.cluster_secret.is_none() {
+            raft.cluster_secret = self.cluster_secret.clone();
+        }
+        raft
+    }
 }
 
 /// What `admin controller status` shows.
@@ -150,6 +175,23 @@ pub const CONTROLLER_CODES: &[i32] = &[
     rocketraft_remoting::request_code::CONTROLLER_GET_NEXT_BROKER_ID,
     rocketraft_remoting::request_code::CONTROLLER_APPLY_BROKER_ID,
     rocketraft_remoting::request_code::BROKER_HEARTBEAT,
+];
+
+/// The controller codes that change state or feed elections: with a cluster secret they are
+/// served only on connections that proved it (`RemotingServerBuilder::cluster_trust`), on the
+/// controller's own port and on a NameServer that embeds it. `UPDATE_CONTROLLER_CONFIG` is not
+/// served here, but is listed so that no server that registers it leaves it open. The
+/// read-only codes (`CONTROLLER_GET_REPLICA_INFO`, `CONTROLLER_GET_METADATA_INFO`,
+/// `CONTROLLER_GET_SYNC_STATE_DATA`, `GET_CONTROLLER_CONFIG`) stay open.
+pub const CONTROLLER_PROTECTED_CODES: &[i32] = &[
+    rocketraft_remoting::request_code::CONTROLLER_REGISTER_BROKER,
+    rocketraft_remoting::request_code::BROKER_HEARTBEAT,
+    rocketraft_remoting::request_code::CONTROLLER_ELECT_MASTER,
+    rocketraft_remoting::request_code::CONTROLLER_ALTER_SYNC_STATE_SET,
+    rocketraft_remoting::request_code::CLEAN_BROKER_DATA,
+    rocketraft_remoting::request_code::CONTROLLER_GET_NEXT_BROKER_ID,
+    rocketraft_remoting::request_code::CONTROLLER_APPLY_BROKER_ID,
+    rocketraft_remoting::request_code::UPDATE_CONTROLLER_CONFIG,
 ];
 
 /// A running controller node.
@@ -235,15 +277,21 @@ pub enum StartError {
 impl Controller {
     /// Starts the Raft member and the heartbeat scanner. Call [`Controller::serve_remoting`]
     /// for a standalone controller, or register [`Controller::processor`] for
-    /// [`CONTROLLER_CODES`] on the NameServer's server when embedded.
+    /// [`CONTROLLER_CODES`] on the NameServer's server when embedded (protecting
+    /// [`CONTROLLER_PROTECTED_CODES`] with the same cluster secret).
     pub async fn start(config: ControllerConfig) -> Result<Arc<Controller>, StartError> {
-        let node = RaftNode::start(config.raft.clone(), ControllerStateMachine::new())
+        let node = RaftNode::start(config.effective_raft(), ControllerStateMachine::new())
             .await
             .map_err(StartError::Raft)?;
         let controller = Arc::new(Controller {
             node,
             heartbeats: Arc::new(HeartbeatTracker::new()),
-            notifier: RemotingClient::new(ClientConfig::default()),
+            // Role notifications and the questions to the peers: with a secret, every
+            // connection proves it (and checks that the other side holds it too).
+            notifier: RemotingClient::new(ClientConfig {
+                cluster_secret: config.cluster_secret.clone(),
+                ..ClientConfig::default()
+            }),
             remoting_addr: Mutex::new(config.listen.to_string()),
             config,
             server: Mutex::new(None),
@@ -301,6 +349,10 @@ impl Controller {
             builder = builder.register(*code, processor.clone());
         }
         let server = builder
+            .cluster_trust(
+                self.config.cluster_secret.clone(),
+                CONTROLLER_PROTECTED_CODES,
+            )
             .bind(self.config.listen)
             .await
             .map_err(|source| StartError::Listen {
@@ -842,8 +894,22 @@ mod config_tests {
                 .with_listen(SocketAddr::from(([127, 0, 0, 1], 30002)))
                 .with_remoting_peers(members(30000))
                 .with_stale_reads(true)
+                .with_cluster_secret(Some(
+                    ClusterSecret::new("controller-secret-0123").expect("secret"),
+                ))
         };
         assert_eq!(round_trip(&custom), custom);
+        // The Raft member gets the controller's secret unless it has its own.
+        assert_eq!(
+            custom.effective_raft().cluster_secret,
+            custom.cluster_secret
+        );
+        let own = ClusterSecret::new("raft-only-secret-0123").expect("secret");
+        let mut split = custom.clone();
+        split.raft.cluster_secret = Some(own.clone());
+        assert_eq!(round_trip(&split), split);
+        assert_eq!(split.effective_raft().cluster_secret, Some(own));
+        assert_eq!(default.effective_raft().cluster_secret, None);
         assert_eq!(custom.raft.node_id, 2);
         assert!(custom.stale_reads);
         let table: toml::Table =

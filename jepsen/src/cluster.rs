@@ -12,8 +12,10 @@ use std::time::Duration;
 use anyhow::Context;
 use rocketraft_broker::store::{FlushDiskType, StoreConfig};
 use rocketraft_broker::BrokerConfig;
+use rocketraft_common::trust::ClusterSecret;
 use rocketraft_controller::client::ControllerClient;
 use rocketraft_controller::ControllerConfig;
+use rocketraft_nameserver::NamesrvConfig;
 use rocketraft_remoting::api::MqClientApi;
 use rocketraft_remoting::{ClientConfig, RemotingClient};
 
@@ -38,6 +40,9 @@ pub struct ClusterOptions {
     /// Controllers serve replica-info reads from local memory (`stale_reads = true`): a
     /// deliberately broken configuration for the harness's self-test.
     pub controller_stale_reads: bool,
+    /// The cluster secret every NameServer, controller and broker config carries (a fresh
+    /// one per run), so the runs exercise cluster-internal trust.
+    pub cluster_secret: Option<ClusterSecret>,
 }
 
 /// The network and the processes; dropping it kills them and deletes the namespaces.
@@ -96,7 +101,12 @@ fn controller_members(port: u16) -> BTreeMap<u64, String> {
 /// The controller config of controller `id` (1-based). Every timing key (heartbeat timeout, scan
 /// interval, Raft timeouts) is written at its default: the harness measures the defaults users
 /// get.
-pub fn controller_toml(id: usize, data_dir: &Path, stale_reads: bool) -> anyhow::Result<String> {
+pub fn controller_toml(
+    id: usize,
+    data_dir: &Path,
+    stale_reads: bool,
+    secret: Option<&ClusterSecret>,
+) -> anyhow::Result<String> {
     let host = CONTROLLER_HOSTS
         .get(id.wrapping_sub(1))
         .with_context(|| format!("no controller {id}"))?;
@@ -106,16 +116,22 @@ pub fn controller_toml(id: usize, data_dir: &Path, stale_reads: bool) -> anyhow:
         .with_listen(addr(*host, port::RAFT))
         .with_data_dir(path_str(data_dir)?)
         .with_initial_members(controller_members(port::RAFT));
-    let config = ControllerConfig::default()
+    let mut config = ControllerConfig::default()
         .with_listen(addr(*host, port::CONTROLLER))
         .with_stale_reads(stale_reads)
         .with_remoting_peers(controller_members(port::CONTROLLER))
         .with_raft(raft);
+    config.cluster_secret = secret.cloned();
     toml::to_string(&config).context("cannot encode a controller config")
 }
 
 /// The broker config of replica `host` (its IP's last byte).
-pub fn broker_toml(host: u8, store_root: &Path, min_in_sync: usize) -> anyhow::Result<String> {
+pub fn broker_toml(
+    host: u8,
+    store_root: &Path,
+    min_in_sync: usize,
+    secret: Option<&ClusterSecret>,
+) -> anyhow::Result<String> {
     let controllers = CONTROLLER_HOSTS
         .iter()
         .map(|h| addr(*h, port::CONTROLLER).to_string())
@@ -124,7 +140,7 @@ pub fn broker_toml(host: u8, store_root: &Path, min_in_sync: usize) -> anyhow::R
     let store = StoreConfig::new(path_str(store_root)?)
         .with_flush_disk_type(FlushDiskType::AsyncFlush)
         .with_commitlog_segment_size(64 << 20);
-    let config = BrokerConfig::default()
+    let mut config = BrokerConfig::default()
         .with_broker_name(BROKER_NAME)
         .with_cluster_name("DefaultCluster")
         .with_listen(addr(host, port::BROKER))
@@ -134,7 +150,15 @@ pub fn broker_toml(host: u8, store_root: &Path, min_in_sync: usize) -> anyhow::R
         .with_min_in_sync_replicas(min_in_sync)
         .with_register_interval_ms(5000)
         .with_store(store);
+    config.cluster_secret = secret.cloned();
     toml::to_string(&config).context("cannot encode a broker config")
+}
+
+/// The NameServer config: its address and the cluster secret.
+pub fn namesrv_toml(listen: SocketAddr, secret: Option<&ClusterSecret>) -> anyhow::Result<String> {
+    let mut config = NamesrvConfig::default().with_listen(listen);
+    config.cluster_secret = secret.cloned();
+    toml::to_string(&config).context("cannot encode a NameServer config")
 }
 
 /// The directory of node `name` (created), and the arguments every node process starts with.
@@ -169,21 +193,36 @@ fn role_args(
             let config = dir.join("controller.toml");
             std::fs::write(
                 &config,
-                controller_toml(id, &dir.join("data"), options.controller_stale_reads)?,
+                controller_toml(
+                    id,
+                    &dir.join("data"),
+                    options.controller_stale_reads,
+                    options.cluster_secret.as_ref(),
+                )?,
             )
             .with_context(|| format!("cannot write {}", config.display()))?;
             vec!["controller".into(), "--config".into(), path_str(&config)?]
         }
-        Role::Namesrv => vec![
-            "namesrv".into(),
-            "--listen".into(),
-            format!("{}:{}", net.ip, port::NAMESRV),
-        ],
+        Role::Namesrv => {
+            let config = dir.join("namesrv.toml");
+            let listen = SocketAddr::new(net.ip.into(), port::NAMESRV);
+            std::fs::write(
+                &config,
+                namesrv_toml(listen, options.cluster_secret.as_ref())?,
+            )
+            .with_context(|| format!("cannot write {}", config.display()))?;
+            vec!["namesrv".into(), "--config".into(), path_str(&config)?]
+        }
         Role::Broker => {
             let config = dir.join("broker.toml");
             std::fs::write(
                 &config,
-                broker_toml(host, &dir.join("store"), options.min_in_sync_replicas)?,
+                broker_toml(
+                    host,
+                    &dir.join("store"),
+                    options.min_in_sync_replicas,
+                    options.cluster_secret.as_ref(),
+                )?,
             )
             .with_context(|| format!("cannot write {}", config.display()))?;
             vec!["broker".into(), "--config".into(), path_str(&config)?]
@@ -384,15 +423,20 @@ pub struct Clients {
 }
 
 impl Clients {
-    pub fn new(timeout: Duration) -> Clients {
+    /// Clients whose controller calls prove `secret` (the cluster's, if it has one); the
+    /// message and route calls need none.
+    pub fn new(timeout: Duration, secret: Option<ClusterSecret>) -> Clients {
         let config = ClientConfig {
             connect_timeout: Duration::from_secs(1),
             ..ClientConfig::default()
         };
-        let remoting = RemotingClient::new(config);
+        let controller = RemotingClient::new(ClientConfig {
+            cluster_secret: secret,
+            ..config.clone()
+        });
         Clients {
-            api: MqClientApi::new(remoting.clone(), timeout),
-            controller: ControllerClient::new(remoting, timeout),
+            api: MqClientApi::new(RemotingClient::new(config), timeout),
+            controller: ControllerClient::new(controller, timeout),
         }
     }
 
@@ -428,7 +472,7 @@ mod tests {
 
     #[test]
     fn configs_parse_as_the_servers_read_them() {
-        let text = controller_toml(2, Path::new("/d/c2/data"), false).expect("toml");
+        let text = controller_toml(2, Path::new("/d/c2/data"), false, None).expect("toml");
         let c: rocketraft_controller::ControllerConfig = toml::from_str(&text).expect("parses");
         assert_eq!(c.listen.to_string(), "10.77.0.12:9878");
         assert_eq!(c.raft.node_id, 2);
@@ -439,12 +483,12 @@ mod tests {
             Some("10.77.0.13:9878")
         );
         assert!(!c.stale_reads);
-        assert!(controller_toml(4, Path::new("/d"), false).is_err());
+        assert!(controller_toml(4, Path::new("/d"), false, None).is_err());
         let stale: rocketraft_controller::ControllerConfig =
-            toml::from_str(&controller_toml(1, Path::new("/d"), true).expect("toml"))
+            toml::from_str(&controller_toml(1, Path::new("/d"), true, None).expect("toml"))
                 .expect("parses");
         assert!(stale.stale_reads);
-        let text = broker_toml(32, Path::new("/d/b2/store"), 2).expect("toml");
+        let text = broker_toml(32, Path::new("/d/b2/store"), 2, None).expect("toml");
         let b: toml::Table = toml::from_str(&text).expect("parses");
         assert_eq!(b["listen"].as_str(), Some("10.77.0.32:10911"));
         assert_eq!(b["min_in_sync_replicas"].as_integer(), Some(2));
@@ -457,7 +501,7 @@ mod tests {
 
     #[test]
     fn configs_are_serialized_config_values() {
-        let text = controller_toml(3, Path::new("/d/c3/data"), true).expect("toml");
+        let text = controller_toml(3, Path::new("/d/c3/data"), true, None).expect("toml");
         let c: ControllerConfig = toml::from_str(&text).expect("parses");
         assert_eq!(toml::to_string(&c).expect("encodes"), text);
         assert_eq!(c.raft.data_dir, PathBuf::from("/d/c3/data"));
@@ -465,7 +509,7 @@ mod tests {
             c.raft.initial_members.get(&1).map(String::as_str),
             Some("10.77.0.11:9880")
         );
-        let text = broker_toml(31, Path::new("/d/b1/store"), 1).expect("toml");
+        let text = broker_toml(31, Path::new("/d/b1/store"), 1, None).expect("toml");
         let b: BrokerConfig = toml::from_str(&text).expect("parses");
         assert_eq!(toml::to_string(&b).expect("encodes"), text);
         assert_eq!(b.broker_name, BROKER_NAME);

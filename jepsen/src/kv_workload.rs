@@ -481,6 +481,7 @@ impl Workload for KvRun {
                 threads: 2,
                 broker_env: Vec::new(),
                 controller_stale_reads: false,
+                cluster_secret: None,
             },
             options.unsafe_raft_kv_stale_reads,
         )?;
@@ -532,7 +533,7 @@ impl Workload for KvRun {
     }
 
     fn nemesis_clients(&self) -> Clients {
-        Clients::new(Duration::from_secs(3))
+        Clients::new(Duration::from_secs(3), None)
     }
 
     async fn finish(&mut self, recorder: &Recorder) {

@@ -527,12 +527,19 @@ impl Nemesis {
             .collect()
     }
 
+    /// The cluster's secret, which the Raft admin and status calls prove.
+    fn cluster_secret(&self) -> Option<rocketraft_common::trust::ClusterSecret> {
+        lock(&self.cluster).options.cluster_secret.clone()
+    }
+
     /// The Raft leader as the members' Raft status says (the highest term's).
     async fn raft_leader(&self, members: &[Member]) -> Option<Member> {
         let mut best: Option<(u64, u64)> = None;
+        let secret = self.cluster_secret();
         for (_, _, addr) in members {
             let Ok(status) =
-                rocketraft_raft::remote_status(addr, Duration::from_millis(1500)).await
+                rocketraft_raft::remote_status(addr, Duration::from_millis(1500), secret.as_ref())
+                    .await
             else {
                 continue;
             };
@@ -549,10 +556,12 @@ impl Nemesis {
     /// A leadership transfer to `to`, asked of the member at `via`; its outcome as JSON.
     async fn raft_transfer(&self, via: &str, to: u64) -> Json {
         let start = std::time::Instant::now();
+        let secret = self.cluster_secret();
         let result = rocketraft_raft::remote_admin(
             via,
             &rocketraft_raft::AdminRequest::TransferLeader { to },
             Duration::from_secs(15),
+            secret.as_ref(),
         )
         .await;
         let ms = start.elapsed().as_millis() as u64;

@@ -15,6 +15,8 @@ use serde_json::json;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use rocketraft_common::trust::ClusterSecret;
+
 use crate::cluster::{Clients, Cluster, ClusterOptions};
 use crate::lifecycle::{self, Findings, Power, Task, Workload};
 use crate::model::ModelName;
@@ -92,6 +94,7 @@ pub(crate) fn build_cluster(
         threads: 2,
         broker_env,
         controller_stale_reads: options.unsafe_controller_stale_reads,
+        cluster_secret: Some(ClusterSecret::generate()),
     })?;
     lifecycle::prepare_faults(&mut cluster, kinds, &[Role::Controller, Role::Broker])?;
     // The brokers' stores on LazyFs mounts, before any process starts (each gets a copy).
@@ -121,7 +124,10 @@ async fn start_rocketmq(
     options: &RunOptions,
     dir: &Path,
 ) -> anyhow::Result<RocketMq> {
-    let clients = Clients::new(Duration::from_secs(3));
+    let clients = Clients::new(
+        Duration::from_secs(3),
+        lock(cluster).options.cluster_secret.clone(),
+    );
     let (controllers, namesrv) = {
         let c = lock(cluster);
         (c.controller_addrs(), c.namesrv_addr())

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 
+use rocketraft_common::trust::ClusterSecret;
 use rocketraft_controller::ControllerConfig;
 use serde::{Deserialize, Serialize};
 
@@ -26,6 +27,11 @@ pub struct NamesrvConfig {
     /// The embedded controller's settings (its Raft member); used when
     /// `enable_controller_in_namesrv` is set.
     pub controller: ControllerConfig,
+    /// The cluster's shared secret (Rocketraft; at least 16 characters). With it, REGISTER_BROKER
+    /// and UNREGISTER_BROKER, and the embedded controller's write codes, are served only on
+    /// connections that proved it (`rocketraft_remoting::trust`), so nobody else can register a
+    /// broker and hijack a route. The embedded controller uses it too unless its own is set.
+    pub cluster_secret: Option<ClusterSecret>,
 }
 
 impl Default for NamesrvConfig {
@@ -36,6 +42,7 @@ impl Default for NamesrvConfig {
             scan_interval_ms: 5_000,
             enable_controller_in_namesrv: false,
             controller: ControllerConfig::default(),
+            cluster_secret: None,
         }
     }
 }
@@ -45,6 +52,12 @@ impl Default for NamesrvConfig {
 impl NamesrvConfig {
     pub fn with_listen(mut self, listen: SocketAddr) -> Self {
         self.listen = listen;
+        self
+    }
+
+    /// Serves broker registrations only to servers that prove `secret` ([`Self::cluster_secret`]).
+    pub fn with_cluster_secret(mut self, secret: ClusterSecret) -> Self {
+        self.cluster_secret = Some(secret);
         self
     }
 

@@ -22,7 +22,8 @@ use std::time::Duration;
 
 use parking_lot::RwLock;
 use rocketraft_controller::Controller;
-use rocketraft_controller::CONTROLLER_CODES;
+use rocketraft_controller::{CONTROLLER_CODES, CONTROLLER_PROTECTED_CODES};
+use rocketraft_remoting::request_code;
 use rocketraft_remoting::server::{RemotingServer, ServerHandle};
 use tokio::task::JoinHandle;
 
@@ -53,8 +54,17 @@ impl NameServer {
         for code in HANDLED_CODES {
             builder = builder.register(*code, processor.clone());
         }
+        let mut protected = vec![
+            request_code::REGISTER_BROKER,
+            request_code::UNREGISTER_BROKER,
+        ];
         let controller = if config.enable_controller_in_namesrv {
-            let controller = Controller::start(config.controller.clone())
+            let mut controller_config = config.controller.clone();
+            if controller_config.cluster_secret.is_none() {
+                controller_config.cluster_secret = config.cluster_secret.clone();
+            }
+            protected.extend_from_slice(CONTROLLER_PROTECTED_CODES);
+            let controller = Controller::start(controller_config)
                 .await
                 .map_err(|e| anyhow::anyhow!("embedded controller: {e}"))?;
             let controller_processor = controller.processor();
@@ -65,6 +75,7 @@ impl NameServer {
         } else {
             None
         };
+        let builder = builder.cluster_trust(config.cluster_secret.clone(), &protected);
         let server = match builder.bind(config.listen).await {
             Ok(server) => server.spawn(),
             Err(e) => {

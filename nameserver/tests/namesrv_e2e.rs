@@ -251,3 +251,107 @@ async fn kv_config_round_trip() {
     );
     namesrv.shutdown().await;
 }
+
+/// With a cluster secret, only servers that prove it register or unregister brokers: a forged
+/// registration (no proof, or a proof with another secret) is refused, leaves the routes as they
+/// were, and honest brokers and plain clients are served as before.
+#[tokio::test]
+async fn forged_registrations_are_refused_with_a_cluster_secret() {
+    use rocketraft_common::trust::ClusterSecret;
+    use rocketraft_remoting::trust::HandshakeError;
+    use rocketraft_remoting::RemotingError;
+
+    let secret = ClusterSecret::new("the-cluster-secret-0001").expect("secret");
+    let namesrv = NameServer::start(
+        NamesrvConfig {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            scan_interval_ms: 100,
+            ..NamesrvConfig::default()
+        }
+        .with_cluster_secret(secret.clone()),
+    )
+    .await
+    .expect("start");
+    let addr = namesrv.local_addr().to_string();
+    let with = |secret: Option<ClusterSecret>| {
+        RemotingClient::new(ClientConfig {
+            cluster_secret: secret,
+            ..ClientConfig::default()
+        })
+    };
+    let honest = with(Some(secret));
+    let r = honest
+        .invoke(&addr, register("b1", 0, "10.0.0.1:10911", &["T1"], 1), T)
+        .await
+        .expect("register");
+    assert_eq!(r.code, response_code::SUCCESS, "{:?}", r.remark);
+
+    // No proof: NO_PERMISSION with a remark that names the fix.
+    let plain = with(None);
+    let r = plain
+        .invoke(
+            &addr,
+            register("b1", 0, "10.6.6.6:10911", &["T1", "EVIL"], 2),
+            T,
+        )
+        .await
+        .expect("answered");
+    assert_eq!(r.code, response_code::NO_PERMISSION);
+    assert!(r.remark.unwrap_or_default().contains("cluster_secret"));
+    let r = plain
+        .invoke(
+            &addr,
+            RemotingCommand::request(request_code::UNREGISTER_BROKER)
+                .with_ext("brokerName", "b1")
+                .with_ext("brokerAddr", "10.0.0.1:10911")
+                .with_ext("clusterName", "C")
+                .with_ext("brokerId", 0),
+            T,
+        )
+        .await
+        .expect("answered");
+    assert_eq!(r.code, response_code::NO_PERMISSION);
+
+    // Another secret: the client sees the server's proof fail and sends nothing else.
+    let other = with(Some(
+        ClusterSecret::new("another-secret-000002").expect("secret"),
+    ));
+    let e = other
+        .invoke(&addr, register("b1", 0, "10.6.6.6:10911", &["EVIL"], 3), T)
+        .await
+        .expect_err("untrusted");
+    assert!(
+        matches!(
+            e,
+            RemotingError::Untrusted {
+                why: HandshakeError::BadServerProof,
+                ..
+            }
+        ),
+        "{e}"
+    );
+
+    // Nothing changed: the honest master is still the route of T1, and EVIL does not exist.
+    assert_eq!(namesrv.live_brokers(), 1);
+    let route = |topic: &str| {
+        plain.invoke(
+            &addr,
+            RemotingCommand::request(request_code::GET_ROUTEINFO_BY_TOPIC).with_ext("topic", topic),
+            T,
+        )
+    };
+    let r = route("T1").await.expect("route");
+    assert_eq!(r.code, response_code::SUCCESS);
+    let data: TopicRouteData = from_json_body(&r.body).expect("route json");
+    assert_eq!(
+        data.broker_datas[0]
+            .broker_addrs
+            .get(&0)
+            .map(String::as_str),
+        Some("10.0.0.1:10911")
+    );
+    assert_eq!(
+        route("EVIL").await.expect("route").code,
+        response_code::TOPIC_NOT_EXIST
+    );
+}

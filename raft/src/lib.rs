@@ -15,10 +15,14 @@
 //! - [`RaftNode`]: bootstrap from configuration or restart from disk; writes accepted on any node
 //!   and forwarded to the leader; reads linearizable by default (ReadIndex) or explicitly stale;
 //!   membership changes one at a time ([`AdminRequest`]); [`NodeStatus`].
+//! - [`auth`]: with a cluster secret ([`RaftConfig::cluster_secret`]), every peer RPC carries
+//!   an HMAC of its method and body with a fresh nonce; the server refuses unproven and
+//!   replayed ones.
 //! - [`kv`]: a small key-value state machine (read, write, compare-and-set) and its Remoting
 //!   protocol: what `rocketraft-raft-kv` (a test fixture of the jepsen crate) serves and the
 //!   `raft-kv` Jepsen workload tests.
 
+pub mod auth;
 pub mod kv;
 mod log_store;
 pub mod network;
@@ -52,6 +56,7 @@ pub use node::RaftConfig;
 pub use node::RaftNode;
 pub use node::ReadMode;
 pub use node::RemoteError;
+pub use rocketraft_common::trust::ClusterSecret;
 pub use state_machine::AppStateMachine;
 pub use state_machine::StateMachineError;
 pub use types::ApplyError;

@@ -27,12 +27,16 @@ use openraft::raft::VoteRequest;
 use openraft::raft::VoteResponse;
 use openraft::BasicNode;
 use openraft::RaftNetworkV2;
+use rocketraft_common::trust::ClusterSecret;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde::Serialize;
 use tonic::transport::Channel;
 use tonic::transport::Endpoint;
 
+use crate::auth;
+use crate::auth::blob_request;
+use crate::auth::method;
 use crate::pb;
 use crate::pb::raft_peer_client::RaftPeerClient;
 use crate::types::NodeId;
@@ -126,6 +130,10 @@ pub(crate) fn is_unreachable(status: &tonic::Status) -> bool {
 pub struct NetworkFactory {
     pub(crate) rpc_timeout: Duration,
     pub(crate) connect_timeout: Duration,
+    /// This node's id, the sender of its RPCs.
+    pub(crate) node_id: NodeId,
+    /// With a secret, every RPC carries its proof ([`crate::auth`]).
+    pub(crate) secret: Option<ClusterSecret>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
@@ -140,6 +148,8 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             addr: node.addr.clone(),
             client,
             rpc_timeout: self.rpc_timeout,
+            node_id: self.node_id,
+            secret: self.secret.clone(),
         }
     }
 }
@@ -150,6 +160,8 @@ pub struct PeerNetwork {
     addr: String,
     client: Result<RaftPeerClient<Channel>, Unreachable<TypeConfig>>,
     rpc_timeout: Duration,
+    node_id: NodeId,
+    secret: Option<ClusterSecret>,
 }
 
 impl PeerNetwork {
@@ -180,7 +192,12 @@ impl PeerNetwork {
     ) -> Result<Resp, RPCError<TypeConfig>> {
         let mut client = self.client()?;
         let blob = to_blob(req).map_err(|e| RPCError::Network(NetworkError::from_string(e)))?;
-        let mut request = tonic::Request::new(blob);
+        let path = match what {
+            "append" => method::APPEND_ENTRIES,
+            "transfer-leader" => method::TRANSFER_LEADER,
+            _ => method::VOTE,
+        };
+        let mut request = blob_request(blob, self.secret.as_ref(), Some(self.node_id), path);
         request.set_timeout(self.deadline(option));
         let fut = async {
             match what {
@@ -252,10 +269,20 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         let header = serde_json::to_vec(&(&vote, &snapshot.meta))
             .map_err(|e| StreamingError::Network(NetworkError::from_string(e.to_string())))?;
         let bytes = snapshot.snapshot.len();
-        let mut request = tonic::Request::new(pb::SnapshotTransfer {
-            header,
-            data: snapshot.snapshot,
-        });
+        let metadata = auth::metadata(
+            self.secret.as_ref(),
+            Some(self.node_id),
+            method::INSTALL_SNAPSHOT,
+            &[&header, &snapshot.snapshot],
+        );
+        let mut request = tonic::Request::from_parts(
+            metadata,
+            tonic::Extensions::default(),
+            pb::SnapshotTransfer {
+                header,
+                data: snapshot.snapshot,
+            },
+        );
         let ttl = option.hard_ttl();
         request.set_timeout(ttl);
         tracing::info!(target = self.target, bytes, "sending snapshot");

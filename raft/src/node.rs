@@ -23,11 +23,15 @@ use openraft::BasicNode;
 use openraft::ChangeMembers;
 use openraft::SnapshotPolicy;
 use parking_lot::RwLock;
+use rocketraft_common::trust::ClusterSecret;
 use serde::Deserialize;
 use serde::Serialize;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::auth::blob_request;
+use crate::auth::method;
+use crate::auth::Verifier;
 use crate::log_store::RocksLogStore;
 use crate::network::channel;
 use crate::network::from_blob;
@@ -88,6 +92,12 @@ pub struct RaftConfig {
     pub snapshot_logs: u64,
     /// Log entries kept behind the snapshot (for slightly lagging followers).
     pub keep_logs: u64,
+    /// The cluster's shared secret (at least 16 characters). With it, every peer RPC this node
+    /// sends carries an HMAC of its method and body with a fresh nonce, and its peer server
+    /// refuses RPCs without a valid one, and replayed ones (see [`crate::auth`]). Every member
+    /// and every tool that talks to the Raft port needs the same secret. Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_secret: Option<ClusterSecret>,
 }
 
 impl Default for RaftConfig {
@@ -106,6 +116,7 @@ impl Default for RaftConfig {
             client_timeout_ms: 10_000,
             snapshot_logs: 5000,
             keep_logs: 1000,
+            cluster_secret: None,
         }
     }
 }
@@ -130,6 +141,11 @@ impl RaftConfig {
 
     pub fn with_initial_members(mut self, members: BTreeMap<NodeId, String>) -> Self {
         self.initial_members = members;
+        self
+    }
+
+    pub fn with_cluster_secret(mut self, secret: Option<ClusterSecret>) -> Self {
+        self.cluster_secret = secret;
         self
     }
 }
@@ -340,6 +356,10 @@ pub(crate) struct NodeCore {
     /// Rewrites a command's payload on the leader just before it is proposed (see
     /// [`RaftNode::set_leader_prepare`]).
     prepare: parking_lot::RwLock<Option<PrepareFn>>,
+    /// Signs the requests this node forwards ([`crate::auth`]).
+    secret: Option<ClusterSecret>,
+    /// Checks the requests the peer server receives.
+    pub(crate) verifier: Verifier,
 }
 
 /// A leader-side rewrite of a command's JSON payload; an error refuses the command.
@@ -441,8 +461,13 @@ impl NodeCore {
         req: &Req,
     ) -> Result<Result<T, RaftClientError>, tonic::Status> {
         let mut client = peer_client(self.channel_to(&addr)?);
-        let mut r =
-            tonic::Request::new(to_blob(req).map_err(|e| tonic::Status::internal(e.to_string()))?);
+        let blob = to_blob(req).map_err(|e| tonic::Status::internal(e.to_string()))?;
+        let path = match rpc {
+            Forward::Write => method::WRITE,
+            Forward::Read => method::READ,
+            Forward::Admin => method::ADMIN,
+        };
+        let mut r = blob_request(blob, self.secret.as_ref(), Some(self.id), path);
         r.set_timeout(remaining);
         let resp = match rpc {
             Forward::Write => client.write(r).await?,
@@ -865,6 +890,8 @@ impl NodeCore {
                     .min(config.client_timeout_ms * 3 / 4),
             ),
             prepare: parking_lot::RwLock::new(None),
+            secret: config.cluster_secret.clone(),
+            verifier: Verifier::new(config.cluster_secret.clone()),
         }
     }
 }
@@ -1017,6 +1044,8 @@ impl<S: AppStateMachine> RaftNode<S> {
         let network = NetworkFactory {
             rpc_timeout,
             connect_timeout: rpc_timeout.min(Duration::from_millis(1000)),
+            node_id: config.node_id,
+            secret: config.cluster_secret.clone(),
         };
         let raft = Raft::new(
             config.node_id,
@@ -1188,10 +1217,15 @@ impl<S: AppStateMachine> RaftNode<S> {
     }
 }
 
-/// Queries a node's status over the peer protocol (for admin tools).
-pub async fn remote_status(addr: &str, timeout: Duration) -> Result<NodeStatus, RemoteError> {
+/// Queries a node's status over the peer protocol (for admin tools). `secret`: the cluster
+/// secret, needed when the node has one ([`RaftConfig::cluster_secret`]).
+pub async fn remote_status(
+    addr: &str,
+    timeout: Duration,
+    secret: Option<&ClusterSecret>,
+) -> Result<NodeStatus, RemoteError> {
     let mut client = peer_client(channel(addr, timeout)?);
-    let mut r = tonic::Request::new(to_blob(&())?);
+    let mut r = blob_request(to_blob(&())?, secret, None, method::STATUS);
     r.set_timeout(timeout);
     let resp = tokio::time::timeout(timeout, client.status(r))
         .await
@@ -1215,13 +1249,15 @@ fn remote_status_error(addr: &str, status: tonic::Status) -> RemoteError {
 }
 
 /// Sends a membership change to a node over the peer protocol; the node forwards it to the leader.
+/// `secret`: the cluster secret, needed when the node has one ([`RaftConfig::cluster_secret`]).
 pub async fn remote_admin(
     addr: &str,
     req: &AdminRequest,
     timeout: Duration,
+    secret: Option<&ClusterSecret>,
 ) -> Result<String, RemoteError> {
     let mut client = peer_client(channel(addr, timeout.min(Duration::from_secs(2)))?);
-    let mut r = tonic::Request::new(to_blob(&(req, true))?);
+    let mut r = blob_request(to_blob(&(req, true))?, secret, None, method::ADMIN);
     r.set_timeout(timeout);
     let resp = tokio::time::timeout(timeout, client.admin(r))
         .await
@@ -1254,6 +1290,7 @@ mod config_tests {
             client_timeout_ms: 5_000,
             snapshot_logs: 100,
             keep_logs: 10,
+            cluster_secret: Some(ClusterSecret::new("0123456789abcdef-secret").expect("secret")),
             ..RaftConfig::default()
                 .with_node_id(2)
                 .with_listen(SocketAddr::from(([127, 0, 0, 1], 30003)))
@@ -1271,6 +1308,16 @@ mod config_tests {
             table["initial_members"]["1"].as_str(),
             Some("127.0.0.1:30001")
         );
+        assert_eq!(
+            table["cluster_secret"].as_str(),
+            Some("0123456789abcdef-secret")
+        );
+        // Absent from a config without one; a short secret is refused.
+        assert!(!toml::to_string(&default)
+            .expect("serializes")
+            .contains("cluster_secret"));
+        let weak = format!("{text}\n").replace("0123456789abcdef-secret", "short");
+        assert!(toml::from_str::<RaftConfig>(&weak).is_err());
         // JSON keeps its string keys.
         let json = serde_json::to_value(&custom).expect("json");
         assert_eq!(json["initial_members"]["10"], "127.0.0.1:30005");

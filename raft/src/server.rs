@@ -13,6 +13,7 @@ use openraft::Snapshot;
 use tonic::Response;
 use tonic::Status;
 
+use crate::auth::method;
 use crate::network::from_blob;
 use crate::network::to_blob;
 use crate::network::PeerRefusal;
@@ -55,6 +56,20 @@ impl PeerService {
         PeerService { core }
     }
 
+    /// The one check of every RPC's authentication ([`crate::auth`]); before anything is
+    /// decoded.
+    fn authenticate<T>(
+        &self,
+        request: &tonic::Request<T>,
+        method: &str,
+        body: &[&[u8]],
+    ) -> Result<(), Status> {
+        self.core
+            .verifier
+            .check(request.metadata(), request.remote_addr(), method, body)
+            .map_err(answered)
+    }
+
     pub(crate) fn into_server(self) -> RaftPeerServer<Self> {
         RaftPeerServer::new(self)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -68,6 +83,7 @@ impl RaftPeer for PeerService {
         &self,
         request: tonic::Request<pb::Blob>,
     ) -> Result<Response<pb::Blob>, Status> {
+        self.authenticate(&request, method::APPEND_ENTRIES, &[&request.get_ref().json])?;
         let rpc: AppendEntriesRequest<TypeConfig> =
             from_blob(request.get_ref()).map_err(bad_request)?;
         let result = self
@@ -80,6 +96,7 @@ impl RaftPeer for PeerService {
     }
 
     async fn vote(&self, request: tonic::Request<pb::Blob>) -> Result<Response<pb::Blob>, Status> {
+        self.authenticate(&request, method::VOTE, &[&request.get_ref().json])?;
         let rpc: VoteRequest<TypeConfig> = from_blob(request.get_ref()).map_err(bad_request)?;
         let result = self.core.raft.vote(rpc).await.map_err(PeerRefusal::new);
         answer(&result)
@@ -89,6 +106,8 @@ impl RaftPeer for PeerService {
         &self,
         request: tonic::Request<pb::SnapshotTransfer>,
     ) -> Result<Response<pb::Blob>, Status> {
+        let t = request.get_ref();
+        self.authenticate(&request, method::INSTALL_SNAPSHOT, &[&t.header, &t.data])?;
         let transfer = request.into_inner();
         type Header = (
             openraft::alias::VoteOf<TypeConfig>,
@@ -111,16 +130,19 @@ impl RaftPeer for PeerService {
     }
 
     async fn write(&self, request: tonic::Request<pb::Blob>) -> Result<Response<pb::Blob>, Status> {
+        self.authenticate(&request, method::WRITE, &[&request.get_ref().json])?;
         let req: Request = from_blob(request.get_ref()).map_err(bad_request)?;
         answer(&self.core.write_local(req).await)
     }
 
     async fn read(&self, request: tonic::Request<pb::Blob>) -> Result<Response<pb::Blob>, Status> {
+        self.authenticate(&request, method::READ, &[&request.get_ref().json])?;
         let query: String = from_blob(request.get_ref()).map_err(bad_request)?;
         answer(&self.core.read_local(&query).await)
     }
 
     async fn admin(&self, request: tonic::Request<pb::Blob>) -> Result<Response<pb::Blob>, Status> {
+        self.authenticate(&request, method::ADMIN, &[&request.get_ref().json])?;
         let (req, route): (AdminRequest, bool) =
             from_blob(request.get_ref()).map_err(bad_request)?;
         let result = if route {
@@ -135,6 +157,11 @@ impl RaftPeer for PeerService {
         &self,
         request: tonic::Request<pb::Blob>,
     ) -> Result<Response<pb::Blob>, Status> {
+        self.authenticate(
+            &request,
+            method::TRANSFER_LEADER,
+            &[&request.get_ref().json],
+        )?;
         let req: TransferLeaderRequest<TypeConfig> =
             from_blob(request.get_ref()).map_err(bad_request)?;
         tracing::info!(%req, "leadership transfer announced");
@@ -149,8 +176,9 @@ impl RaftPeer for PeerService {
 
     async fn status(
         &self,
-        _request: tonic::Request<pb::Blob>,
+        request: tonic::Request<pb::Blob>,
     ) -> Result<Response<pb::Blob>, Status> {
+        self.authenticate(&request, method::STATUS, &[&request.get_ref().json])?;
         answer(&self.core.status())
     }
 }

@@ -17,6 +17,7 @@ use crate::command::{RemotingCommand, SerializeType};
 use crate::connection::{spawn_connection, ConnectionHandle, ConnectionOptions, Dispatch};
 use crate::error::RemotingError;
 use crate::server::RequestProcessor;
+use rocketraft_common::trust::ClusterSecret;
 
 /// Settings of a [`RemotingClient`].
 #[derive(Debug, Clone)]
@@ -36,6 +37,9 @@ pub struct ClientConfig {
     pub max_server_requests_per_connection: usize,
     /// Outbound frames queued per connection before senders wait (default 4096).
     pub send_queue_capacity: usize,
+    /// With a cluster secret, every new connection first proves it and checks the server's
+    /// proof ([`crate::trust`]); a server that cannot is not talked to.
+    pub cluster_secret: Option<ClusterSecret>,
 }
 
 impl Default for ClientConfig {
@@ -47,6 +51,7 @@ impl Default for ClientConfig {
             oneway_timeout: Duration::from_secs(3),
             max_server_requests_per_connection: 64,
             send_queue_capacity: 4096,
+            cluster_secret: None,
         }
     }
 }
@@ -308,6 +313,12 @@ impl RemotingClient {
                 }
             })?;
         debug!(addr, conn = handle.id(), "connected");
+        if let Some(secret) = &config.cluster_secret {
+            if let Err(e) = crate::trust::authenticate(&handle, secret, deadline, timeout).await {
+                handle.close();
+                return Err(e);
+            }
+        }
         Ok(ClientConnection {
             handle,
             in_flight: Arc::new(Semaphore::new(config.max_in_flight_per_connection.max(1))),

@@ -150,6 +150,11 @@ pub mod request_code {
     pub const GET_SYNC_STATE_DATA_REQUEST: i32 = 1017;
     pub const RAFT_BROKER_HEART_BEAT_EVENT_REQUEST: i32 = 1018;
 
+    // Rocketraft: cluster-internal trust (a challenge–response over the cluster secret that
+    // authenticates a connection between servers; see `crate::trust`).
+    pub const TRUST_CHALLENGE: i32 = 30001;
+    pub const TRUST_PROVE: i32 = 30002;
+
     // ACL 2.0.
     pub const AUTH_CREATE_USER: i32 = 3001;
     pub const AUTH_UPDATE_USER: i32 = 3002;

@@ -90,6 +90,18 @@ struct Inner {
     opened: Instant,
     /// Milliseconds after `opened` at which the last bytes arrived (0: none yet).
     last_read_ms: AtomicU64,
+    /// Cluster trust of the peer (server side): the open challenge, and whether the peer
+    /// proved the cluster secret ([`crate::trust`]).
+    trust: Mutex<PeerTrust>,
+}
+
+/// What a server knows of a connection's peer under cluster trust.
+#[derive(Default)]
+pub(crate) struct PeerTrust {
+    /// The (client nonce, server nonce) of the challenge answered, until the peer proves.
+    pub challenge: Option<(Vec<u8>, Vec<u8>)>,
+    /// The peer proved it holds the cluster secret.
+    pub trusted: bool,
 }
 
 /// A cheap, cloneable handle to a live connection.
@@ -128,6 +140,15 @@ impl ConnectionHandle {
 
     pub fn is_closed(&self) -> bool {
         self.inner.closed.load(Ordering::Acquire)
+    }
+
+    /// Whether the peer proved the cluster secret on this connection ([`crate::trust`]).
+    pub fn is_trusted(&self) -> bool {
+        self.inner.trust.lock().trusted
+    }
+
+    pub(crate) fn trust(&self) -> parking_lot::MutexGuard<'_, PeerTrust> {
+        self.inner.trust.lock()
     }
 
     /// Whether any bytes arrived from the peer at or after `at` (millisecond resolution).
@@ -359,6 +380,7 @@ pub(crate) fn spawn_connection(
             max_in_flight_requests: max_in_flight,
             opened: Instant::now(),
             last_read_ms: AtomicU64::new(0),
+            trust: Mutex::new(PeerTrust::default()),
         }),
     };
     tokio::spawn(write_loop(write_half, rx, handle.clone()));

@@ -74,6 +74,12 @@ pub enum RemotingError {
     /// The connection's outbound queue is full (non-blocking sends only).
     #[error("outbound queue to {addr} is full")]
     SendQueueFull { addr: String },
+    /// The cluster-trust handshake with the server failed ([`crate::trust`]).
+    #[error("cannot authenticate with {addr}: {why}")]
+    Untrusted {
+        addr: String,
+        why: crate::trust::HandshakeError,
+    },
     /// A request with the same opaque is already waiting for its response.
     #[error("a request with opaque {opaque} is already in flight to {addr}")]
     DuplicateOpaque { addr: String, opaque: i32 },

@@ -51,6 +51,7 @@ mod connection;
 pub mod error;
 pub mod header;
 pub mod server;
+pub mod trust;
 
 pub use client::{ClientConfig, RemotingClient};
 pub use codec::{decode, encode, MAX_FRAME_LEN};

@@ -9,12 +9,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use rocketraft_common::trust::ClusterSecret;
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio::sync::{oneshot, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use crate::codes::request_code;
 use crate::command::RemotingCommand;
 use crate::connection::{spawn_connection, ConnectionOptions, Dispatch};
 use crate::error::RemotingError;
@@ -101,6 +103,8 @@ pub struct RemotingServerBuilder {
     max_in_flight_per_connection: usize,
     send_queue_capacity: usize,
     shutdown_grace: Duration,
+    /// The cluster secret and the codes only trusted connections may send.
+    trust: Option<(ClusterSecret, Vec<i32>)>,
 }
 
 impl Default for RemotingServerBuilder {
@@ -112,6 +116,7 @@ impl Default for RemotingServerBuilder {
             max_in_flight_per_connection: 1024,
             send_queue_capacity: 1024,
             shutdown_grace: Duration::from_secs(3),
+            trust: None,
         }
     }
 }
@@ -174,8 +179,32 @@ impl RemotingServerBuilder {
         self
     }
 
+    /// With a cluster secret, serves the `protected` codes only on connections whose peer
+    /// proved the secret ([`crate::trust`]); without one (`None`), changes nothing.
+    pub fn cluster_trust(mut self, secret: Option<ClusterSecret>, protected: &[i32]) -> Self {
+        self.trust = secret.map(|s| (s, protected.to_vec()));
+        self
+    }
+
     /// Binds the listening socket.
-    pub async fn bind(self, addr: impl ToSocketAddrs) -> Result<RemotingServer, RemotingError> {
+    pub async fn bind(mut self, addr: impl ToSocketAddrs) -> Result<RemotingServer, RemotingError> {
+        if let Some((secret, protected)) = self.trust.take() {
+            for code in protected {
+                let inner = self
+                    .processors
+                    .get(&code)
+                    .or(self.default_processor.as_ref())
+                    .cloned();
+                if let Some(inner) = inner {
+                    self.processors
+                        .insert(code, Arc::new(crate::trust::Guarded { inner }));
+                }
+            }
+            let handshake: Arc<dyn RequestProcessor> = Arc::new(crate::trust::Handshake { secret });
+            self.processors
+                .insert(request_code::TRUST_CHALLENGE, handshake.clone());
+            self.processors.insert(request_code::TRUST_PROVE, handshake);
+        }
         let listener = TcpListener::bind(addr).await?;
         let local_addr = listener.local_addr()?;
         Ok(RemotingServer {

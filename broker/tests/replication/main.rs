@@ -1,10 +1,11 @@
 //! Controller mode in one process: real brokers with an in-process controller (alone or
 //! embedded in a NameServer) on loopback: the controller link, replication and failover, the
-//! SyncStateSet, and replicated metadata.
+//! SyncStateSet, replicated metadata, and cluster-internal trust.
 //!
 //! `controller_faults` keeps its own binary: it measures the longest gap between acknowledged
 //! sends, so it runs alone, not beside these tests.
 
+mod cluster_trust;
 mod controller_link;
 mod metadata_failover;
 mod replication;

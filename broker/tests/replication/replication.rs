@@ -11,13 +11,14 @@ use bytes::Bytes;
 use rocketraft_broker::ha::Role;
 use rocketraft_broker::store::FlushDiskType;
 use rocketraft_broker::{Broker, BrokerConfig};
+use rocketraft_common::trust::ClusterSecret;
 use rocketraft_controller::ControllerConfig;
 use rocketraft_nameserver::{NameServer, NamesrvConfig};
 use rocketraft_remoting::api::{MqClientApi, SendRequest};
 use rocketraft_remoting::codes::response_code;
 use rocketraft_remoting::{ClientConfig, RemotingClient};
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -29,6 +30,16 @@ async fn namesrv(dir: &Path) -> NameServer {
 }
 
 async fn namesrv_with(dir: &Path, tune: impl FnOnce(&mut ControllerConfig)) -> NameServer {
+    namesrv_secured(dir, None, tune).await
+}
+
+/// A NameServer with the controller embedded; with `secret`, both serve their cluster-internal
+/// codes only to servers that prove it.
+pub(crate) async fn namesrv_secured(
+    dir: &Path,
+    secret: Option<ClusterSecret>,
+    tune: impl FnOnce(&mut ControllerConfig),
+) -> NameServer {
     let raft_port = free_port();
     let mut c = ControllerConfig::default();
     c.raft.node_id = 1;
@@ -46,13 +57,14 @@ async fn namesrv_with(dir: &Path, tune: impl FnOnce(&mut ControllerConfig)) -> N
         listen: "127.0.0.1:0".parse().expect("addr"),
         enable_controller_in_namesrv: true,
         controller: c,
+        cluster_secret: secret,
         ..NamesrvConfig::default()
     })
     .await
     .expect("namesrv with controller")
 }
 
-fn broker_config(dir: &Path, namesrv: SocketAddr, port: u16) -> BrokerConfig {
+pub(crate) fn broker_config(dir: &Path, namesrv: SocketAddr, port: u16) -> BrokerConfig {
     let mut config = BrokerConfig {
         listen: format!("127.0.0.1:{port}").parse().expect("addr"),
         namesrv_addr: namesrv.to_string(),
@@ -76,14 +88,14 @@ fn broker_config(dir: &Path, namesrv: SocketAddr, port: u16) -> BrokerConfig {
     config
 }
 
-fn api() -> MqClientApi {
+pub(crate) fn api() -> MqClientApi {
     MqClientApi::new(
         RemotingClient::new(ClientConfig::default()),
         Duration::from_secs(5),
     )
 }
 
-fn message(i: usize) -> SendRequest {
+pub(crate) fn message(i: usize) -> SendRequest {
     SendRequest {
         producer_group: "pg".to_string(),
         topic: "Replicated".to_string(),
@@ -94,7 +106,11 @@ fn message(i: usize) -> SendRequest {
     }
 }
 
-async fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+pub(crate) async fn wait_for<T>(
+    what: &str,
+    limit: Duration,
+    mut f: impl FnMut() -> Option<T>,
+) -> T {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(v) = f() {
@@ -105,7 +121,7 @@ async fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<
     }
 }
 
-fn master_of(brokers: &[Option<Broker>]) -> Option<usize> {
+pub(crate) fn master_of(brokers: &[Option<Broker>]) -> Option<usize> {
     let masters: Vec<usize> = brokers
         .iter()
         .enumerate()
@@ -124,7 +140,7 @@ fn master_of(brokers: &[Option<Broker>]) -> Option<usize> {
     masters.first().copied()
 }
 
-fn in_sync(b: &Broker) -> usize {
+pub(crate) fn in_sync(b: &Broker) -> usize {
     b.inner()
         .ha
         .as_ref()
@@ -135,7 +151,7 @@ fn in_sync(b: &Broker) -> usize {
 }
 
 /// Every CommitLog byte below `upto` is the same on both stores.
-fn same_bytes(a: &Broker, b: &Broker, upto: i64) {
+pub(crate) fn same_bytes(a: &Broker, b: &Broker, upto: i64) {
     let (sa, sb) = (&a.inner().store, &b.inner().store);
     let mut at = sa.min_phy_offset().max(sb.min_phy_offset());
     while at < upto {
@@ -150,13 +166,30 @@ fn same_bytes(a: &Broker, b: &Broker, upto: i64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn replicate_ack_fail_over_and_rejoin() {
+    replicate_ack_fail_over_and_rejoin_with(None).await;
+}
+
+/// Issue 16: the same with one cluster secret on the NameServer, the controller and every
+/// broker: every internal connection (registration, heartbeats, role notifications, the HA
+/// port) proves it, and nothing else changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicate_ack_fail_over_and_rejoin_with_a_cluster_secret() {
+    let secret = ClusterSecret::new("replication-test-cluster-secret").expect("long enough");
+    replicate_ack_fail_over_and_rejoin_with(Some(secret)).await;
+}
+
+async fn replicate_ack_fail_over_and_rejoin_with(secret: Option<ClusterSecret>) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let ns = namesrv(dir.path()).await;
+    let ns = namesrv_secured(dir.path(), secret.clone(), |_| {}).await;
     let ns_addr = ns.local_addr();
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let config = |i: usize| BrokerConfig {
+        cluster_secret: secret.clone(),
+        ..broker_config(&dir.path().join(format!("b{i}")), ns_addr, ports[i])
+    };
     let mut brokers: Vec<Option<Broker>> = Vec::new();
-    for (i, port) in ports.iter().enumerate() {
-        let cfg = broker_config(&dir.path().join(format!("b{i}")), ns_addr, *port);
+    for i in 0..ports.len() {
+        let cfg = config(i);
         brokers.push(Some(Broker::start(cfg).await.expect("broker starts")));
     }
     let m = wait_for("a master", Duration::from_secs(20), || master_of(&brokers)).await;
@@ -287,7 +320,7 @@ async fn replicate_ack_fail_over_and_rejoin() {
     assert_acked_present(new_master, acked.iter().copied());
 
     // The old master restarts: it becomes a slave and converges byte for byte.
-    let cfg = broker_config(&dir.path().join(format!("b{m}")), ns_addr, ports[m]);
+    let cfg = config(m);
     let restarted = Broker::start(cfg).await.expect("old master restarts");
     let new_master = brokers[n].as_ref().expect("new master");
     let back = &restarted;

@@ -1,6 +1,6 @@
 //! The controller's integration tests but `fencing`: the state machine's handlers, election
 //! policy and invariants (property tests), and its Remoting protocol against real servers on
-//! loopback.
+//! loopback, and cluster trust (a secret quorum refusing whoever does not prove it).
 //!
 //! `fencing` keeps its own binary: three real controllers at default timing whose tenures and
 //! elections it times, alone as before.
@@ -9,3 +9,4 @@ mod elect_policy;
 mod handlers;
 mod protocol;
 mod state_machine_props;
+mod trust;

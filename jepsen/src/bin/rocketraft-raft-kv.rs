@@ -98,6 +98,7 @@ impl RaftKvArgs {
             client_timeout_ms: self.client_timeout_ms,
             snapshot_logs: self.snapshot_logs,
             keep_logs: self.snapshot_logs,
+            cluster_secret: None,
         })
     }
 }

@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use rocketraft_raft::AdminRequest;
 use rocketraft_raft::AppStateMachine;
+use rocketraft_raft::ClusterSecret;
 use rocketraft_raft::RaftConfig;
 use rocketraft_raft::RaftNode;
 use rocketraft_raft::ReadMode;
@@ -19,20 +20,20 @@ use serde::Serialize;
 
 /// A key-value state machine with compare-and-set.
 #[derive(Default)]
-struct Kv {
+pub(crate) struct Kv {
     map: BTreeMap<String, i64>,
     applied: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-enum Cmd {
+pub(crate) enum Cmd {
     Put(String, i64),
     Add(String, i64),
     Cas(String, Option<i64>, i64),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-enum Query {
+pub(crate) enum Query {
     Get(String),
     Count,
 }
@@ -81,7 +82,7 @@ impl AppStateMachine for Kv {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -105,14 +106,20 @@ fn config(id: u64, port: u16, dir: &Path, members: &BTreeMap<u64, String>) -> Ra
     }
 }
 
-struct Cluster {
-    ports: BTreeMap<u64, u16>,
-    members: BTreeMap<u64, String>,
-    nodes: BTreeMap<u64, RaftNode<Kv>>,
+pub(crate) struct Cluster {
+    pub(crate) ports: BTreeMap<u64, u16>,
+    pub(crate) members: BTreeMap<u64, String>,
+    pub(crate) nodes: BTreeMap<u64, RaftNode<Kv>>,
+    /// Every node's `cluster_secret`.
+    pub(crate) secret: Option<ClusterSecret>,
 }
 
 impl Cluster {
-    async fn start(dir: &Path) -> Cluster {
+    pub(crate) async fn start(dir: &Path) -> Cluster {
+        Cluster::start_with_secret(dir, None).await
+    }
+
+    pub(crate) async fn start_with_secret(dir: &Path, secret: Option<ClusterSecret>) -> Cluster {
         let ports: BTreeMap<u64, u16> = (1..=3).map(|id| (id, free_port())).collect();
         let members = ports
             .iter()
@@ -122,6 +129,7 @@ impl Cluster {
             ports,
             members,
             nodes: BTreeMap::new(),
+            secret,
         };
         for id in 1..=3 {
             c.start_node(id, dir).await;
@@ -129,21 +137,22 @@ impl Cluster {
         c
     }
 
-    async fn start_node(&mut self, id: u64, dir: &Path) {
+    pub(crate) async fn start_node(&mut self, id: u64, dir: &Path) {
         let port = self.ports[&id];
-        let node = RaftNode::start(config(id, port, dir, &self.members), Kv::default())
+        let config = config(id, port, dir, &self.members).with_cluster_secret(self.secret.clone());
+        let node = RaftNode::start(config, Kv::default())
             .await
             .expect("node starts");
         self.nodes.insert(id, node);
     }
 
-    async fn stop_node(&mut self, id: u64) {
+    pub(crate) async fn stop_node(&mut self, id: u64) {
         if let Some(node) = self.nodes.remove(&id) {
             node.shutdown().await;
         }
     }
 
-    async fn leader(&self, timeout: Duration) -> u64 {
+    pub(crate) async fn leader(&self, timeout: Duration) -> u64 {
         let deadline = Instant::now() + timeout;
         loop {
             for (id, node) in &self.nodes {
@@ -156,7 +165,7 @@ impl Cluster {
         }
     }
 
-    async fn wait_applied(&self, index: u64, timeout: Duration) {
+    pub(crate) async fn wait_applied(&self, index: u64, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         for node in self.nodes.values() {
             loop {
@@ -464,6 +473,7 @@ async fn leadership_transfers_to_the_named_voter_and_writes_continue() {
         &via,
         &AdminRequest::TransferLeader { to: leader },
         Duration::from_secs(15),
+        None,
     )
     .await
     .expect("transfer back");

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Subcommand;
+use rocketraft_common::trust::ClusterSecret;
 use rocketraft_controller::wire::{BrokerReplicasInfo, WireReplicasInfo};
 use rocketraft_controller::ControllerStatus;
 use rocketraft_raft::AdminRequest;
@@ -115,6 +116,7 @@ pub async fn run(
     client: &RemotingClient,
     controller: &str,
     command: ControllerCommand,
+    cluster_secret: Option<&ClusterSecret>,
 ) -> anyhow::Result<()> {
     match command {
         ControllerCommand::Status { json } => {
@@ -140,10 +142,15 @@ pub async fn run(
                 MemberChange::Promote { id, via } => (AdminRequest::Promote { id }, via.raft),
                 MemberChange::Remove { id, via } => (AdminRequest::Remove { id }, via.raft),
             };
-            let answer = rocketraft_raft::remote_admin(&raft, &request, Duration::from_secs(60))
-                .await
-                .map_err(anyhow::Error::msg)
-                .with_context(|| format!("membership change through {raft}"))?;
+            let answer = rocketraft_raft::remote_admin(
+                &raft,
+                &request,
+                Duration::from_secs(60),
+                cluster_secret,
+            )
+            .await
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("membership change through {raft}"))?;
             println!("{answer}");
             Ok(())
         }
@@ -156,6 +163,7 @@ pub async fn run(
                 &raft,
                 &AdminRequest::TransferLeader { to },
                 Duration::from_secs(30),
+                cluster_secret,
             )
             .await
             .map_err(anyhow::Error::msg)

@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use rocketraft_common::protocol::{ClusterInfo, TopicRouteData};
+use rocketraft_common::trust::ClusterSecret;
 use rocketraft_common::TopicConfig;
 use rocketraft_remoting::api::MqClientApi;
 use rocketraft_remoting::{ClientConfig, RemotingClient};
@@ -25,8 +26,29 @@ pub struct AdminArgs {
     /// `enableControllerInNamesrv` serve it; a standalone controller listens on 9878).
     #[arg(long, global = true)]
     controller: Option<String>,
+    /// A file holding the cluster secret (`cluster up` writes `<dir>/cluster-secret`), for the
+    /// `controller` commands of a cluster that has one: membership and leadership changes are
+    /// refused without it. ROCKETRAFT_CLUSTER_SECRET holds the secret itself, if you prefer.
+    #[arg(long, global = true)]
+    cluster_secret_file: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: AdminCommand,
+}
+
+impl AdminArgs {
+    /// The cluster secret from `--cluster-secret-file` or ROCKETRAFT_CLUSTER_SECRET, if given.
+    fn cluster_secret(&self) -> anyhow::Result<Option<ClusterSecret>> {
+        let text = match &self.cluster_secret_file {
+            Some(path) => std::fs::read_to_string(path).with_context(|| {
+                format!("cannot read the cluster secret file {}", path.display())
+            })?,
+            None => match std::env::var("ROCKETRAFT_CLUSTER_SECRET") {
+                Ok(text) => text,
+                Err(_) => return Ok(None),
+            },
+        };
+        Ok(Some(ClusterSecret::new(text.trim())?))
+    }
 }
 
 #[derive(Subcommand)]
@@ -98,10 +120,14 @@ enum ClusterCommand {
 }
 
 pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
+    let cluster_secret = args.cluster_secret()?;
     if let AdminCommand::Controller(command) = args.command {
         let controller = args.controller.unwrap_or(args.namesrv);
-        let client = RemotingClient::new(ClientConfig::default());
-        return controller::run(&client, &controller, command).await;
+        let client = RemotingClient::new(ClientConfig {
+            cluster_secret: cluster_secret.clone(),
+            ..ClientConfig::default()
+        });
+        return controller::run(&client, &controller, command, cluster_secret.as_ref()).await;
     }
     let api = MqClientApi::new(
         RemotingClient::new(ClientConfig::default()),

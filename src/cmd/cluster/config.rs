@@ -9,7 +9,9 @@ use std::path::Path;
 use anyhow::{bail, Context};
 use rocketraft_broker::store::StoreConfig;
 use rocketraft_broker::BrokerConfig;
+use rocketraft_common::trust::ClusterSecret;
 use rocketraft_controller::ControllerConfig;
+use rocketraft_nameserver::NamesrvConfig;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -100,6 +102,7 @@ pub fn controller_toml(
     id: usize,
     layout: &PortLayout,
     data_dir: &Path,
+    secret: Option<&ClusterSecret>,
     extra: &[String],
 ) -> anyhow::Result<String> {
     let (remoting, raft) = layout
@@ -113,10 +116,11 @@ pub fn controller_toml(
         .with_listen(loopback_addr(raft))
         .with_data_dir(path_string(data_dir)?)
         .with_initial_members(members(layout, |(_, raft)| *raft));
-    let config = ControllerConfig::default()
+    let mut config = ControllerConfig::default()
         .with_listen(loopback_addr(remoting))
         .with_remoting_peers(members(layout, |(remoting, _)| *remoting))
         .with_raft(raft);
+    config.cluster_secret = secret.cloned();
     let mut table = non_default_table(&config)?;
     merge_extra(&mut table, extra, "--extra-controller-config")?;
     let text = toml::to_string(&table).context("cannot encode a controller config")?;
@@ -126,12 +130,21 @@ pub fn controller_toml(
     toml::to_string(&config).context("cannot encode a controller config")
 }
 
+/// The NameServer TOML: its port and the cluster secret.
+pub fn namesrv_toml(layout: &PortLayout, secret: Option<&ClusterSecret>) -> anyhow::Result<String> {
+    let mut config = NamesrvConfig::default().with_listen(loopback_addr(layout.namesrv));
+    config.cluster_secret = secret.cloned();
+    let table = non_default_table(&config)?;
+    toml::to_string(&table).context("cannot encode a NameServer config")
+}
+
 /// The broker TOML of replica `index` (1-based), checked by parsing and validating it back.
 pub fn broker_toml(
     index: usize,
     spec: &ClusterSpec,
     layout: &PortLayout,
     store_root: &Path,
+    secret: Option<&ClusterSecret>,
 ) -> anyhow::Result<String> {
     let (remoting, ha) = layout
         .brokers
@@ -152,6 +165,7 @@ pub fn broker_toml(
         .with_namesrv_addr(loopback(layout.namesrv))
         .with_controller_mode(controller_addr)
         .with_store(store_config(spec, store_root)?);
+    config.cluster_secret = secret.cloned();
     if let Some(n) = spec.min_in_sync_replicas {
         if n == 0 || n > layout.brokers.len() {
             bail!(
@@ -213,6 +227,7 @@ mod tests {
             2,
             &l,
             Path::new("/d/controller-2/data"),
+            None,
             &[
                 "scan_interval_ms = 700".to_string(),
                 "raft.heartbeat_interval_ms = 111".to_string(),
@@ -238,15 +253,16 @@ mod tests {
         );
         assert_eq!(c.scan_interval_ms, 700);
         assert_eq!(c.raft.heartbeat_interval_ms, 111);
-        assert!(controller_toml(4, &l, Path::new("/d"), &[]).is_err());
-        assert!(controller_toml(0, &l, Path::new("/d"), &[]).is_err());
-        assert!(controller_toml(1, &l, Path::new("/d"), &["not toml".to_string()]).is_err());
+        assert!(controller_toml(4, &l, Path::new("/d"), None, &[]).is_err());
+        assert!(controller_toml(0, &l, Path::new("/d"), None, &[]).is_err());
+        assert!(controller_toml(1, &l, Path::new("/d"), None, &["not toml".to_string()]).is_err());
     }
 
     #[test]
     fn written_configs_are_serialized_config_values() {
         let l = PortLayout::fixed(9876, 30000, 3, 3).expect("layout");
-        let text = controller_toml(1, &l, Path::new("/d/controller-1/data"), &[]).expect("toml");
+        let text =
+            controller_toml(1, &l, Path::new("/d/controller-1/data"), None, &[]).expect("toml");
         let c: ControllerConfig = toml::from_str(&text).expect("parses");
         assert_eq!(toml::to_string(&c).expect("encodes"), text);
         let members = |first: u16| {
@@ -266,7 +282,7 @@ mod tests {
         assert_eq!(c, expected);
 
         let spec = up_args(&[]).spec;
-        let text = broker_toml(1, &spec, &l, Path::new("/d/broker-1/store")).expect("toml");
+        let text = broker_toml(1, &spec, &l, Path::new("/d/broker-1/store"), None).expect("toml");
         let b: BrokerConfig = toml::from_str(&text).expect("parses");
         assert_eq!(toml::to_string(&b).expect("encodes"), text);
         let expected = BrokerConfig::default()
@@ -282,7 +298,7 @@ mod tests {
     fn extra_config_may_use_rocketmq_names() {
         let l = PortLayout::fixed(9876, 30000, 3, 3).expect("layout");
         let extra = ["scanNotActiveBrokerInterval = 700".to_string()];
-        let text = controller_toml(1, &l, Path::new("/d"), &extra).expect("toml");
+        let text = controller_toml(1, &l, Path::new("/d"), None, &extra).expect("toml");
         let c: ControllerConfig = toml::from_str(&text).expect("parses");
         assert_eq!(c.scan_interval_ms, 700);
         assert_eq!(c.raft.data_dir, PathBuf::from("/d"));
@@ -292,7 +308,7 @@ mod tests {
             "--extra-broker-config",
             "store.flushIntervalCommitLog = 100",
         ]);
-        let text = broker_toml(1, &args.spec, &l, Path::new("/d")).expect("toml");
+        let text = broker_toml(1, &args.spec, &l, Path::new("/d"), None).expect("toml");
         let b: BrokerConfig = toml::from_str(&text).expect("parses");
         assert_eq!(b.slave_timeout_ms, 4000);
         assert_eq!(b.store.flush_interval_ms, 100);
@@ -326,7 +342,8 @@ mod tests {
             "store.flush_interval_ms = 100",
         ]);
         let l = PortLayout::fixed(9876, 30000, 3, 3).expect("layout");
-        let text = broker_toml(3, &args.spec, &l, Path::new("/d/broker-3/store")).expect("toml");
+        let text =
+            broker_toml(3, &args.spec, &l, Path::new("/d/broker-3/store"), None).expect("toml");
         let b: BrokerConfig = toml::from_str(&text).expect("parses");
         assert_eq!(b.broker_name, "broker-a");
         assert_eq!(b.cluster_name, "DefaultCluster");
@@ -349,11 +366,11 @@ mod tests {
         assert_eq!(b.store.flush_interval_ms, 100);
 
         let bad = up_args(&["--extra-broker-config", "no_such_key = 1"]);
-        assert!(broker_toml(1, &bad.spec, &l, Path::new("/d")).is_err());
+        assert!(broker_toml(1, &bad.spec, &l, Path::new("/d"), None).is_err());
         let bad = up_args(&["--min-in-sync-replicas", "4"]);
-        assert!(broker_toml(1, &bad.spec, &l, Path::new("/d")).is_err());
+        assert!(broker_toml(1, &bad.spec, &l, Path::new("/d"), None).is_err());
         let bad = up_args(&["--segment-size", "1000"]);
-        assert!(broker_toml(1, &bad.spec, &l, Path::new("/d")).is_err());
+        assert!(broker_toml(1, &bad.spec, &l, Path::new("/d"), None).is_err());
         assert_eq!(
             up_args(&[]).spec.flush(),
             rocketraft_broker::store::FlushDiskType::AsyncFlush

@@ -130,6 +130,11 @@ pub struct ClusterSpec {
     /// 'raft.heartbeat_interval_ms = 100'. Repeatable.
     #[arg(long)]
     pub extra_controller_config: Vec<String>,
+    /// Run without a cluster secret: any process that reaches a port may then register a
+    /// broker, send role notifications or Raft RPCs (as in Apache RocketMQ). By default a new
+    /// cluster gets a random secret in every config file and in `<dir>/cluster-secret`.
+    #[arg(long)]
+    pub no_cluster_secret: bool,
 }
 
 impl ClusterSpec {
@@ -167,6 +172,7 @@ impl ClusterSpec {
         flag(self.broker_name.is_some(), "--broker-name");
         flag(self.cluster_name.is_some(), "--cluster-name");
         flag(self.flush.is_some(), "--flush");
+        flag(self.no_cluster_secret, "--no-cluster-secret");
         flag(self.segment_size.is_some(), "--segment-size");
         flag(
             self.min_in_sync_replicas.is_some(),

@@ -6,10 +6,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::bail;
 
-use super::config::{broker_toml, controller_toml, path_string};
+use super::config::{broker_toml, controller_toml, namesrv_toml, path_string};
 use super::file::{ClusterFile, Kind, Ports, ProcessRecord, CLUSTER_FILE, FILE_VERSION};
 use super::layout::{loopback, PortLayout};
 use super::{ClusterSpec, Inherited};
+use rocketraft_common::trust::ClusterSecret;
 
 /// A process to start: its record (pid 0) and the config file to write first.
 #[derive(Debug, Clone)]
@@ -40,7 +41,8 @@ fn command_line(
         argv.extend(["--threads".to_string(), threads.to_string()]);
     }
     match (record.role, &record.config) {
-        (Kind::Namesrv, _) => argv.extend([
+        // A cluster file from before NameServers had a config file.
+        (Kind::Namesrv, None) => argv.extend([
             "namesrv".to_string(),
             "--listen".to_string(),
             loopback(record.ports.remoting),
@@ -67,8 +69,10 @@ pub fn plan(
     dir: &Path,
     exe: &str,
     inherited: &Inherited,
+    secret: Option<&ClusterSecret>,
 ) -> anyhow::Result<Plan> {
-    let mut wanted = controllers(spec, layout, dir)?;
+    let mut wanted = controllers(spec, layout, dir, secret)?;
+    let home = dir.join("namesrv");
     wanted.push(Wanted {
         name: "namesrv".to_string(),
         role: Kind::Namesrv,
@@ -77,10 +81,10 @@ pub fn plan(
             raft: None,
             ha: None,
         },
-        data_dir: dir.join("namesrv"),
-        config: None,
+        data_dir: home.clone(),
+        config: Some((home.join("namesrv.toml"), namesrv_toml(layout, secret)?)),
     });
-    wanted.extend(brokers(spec, layout, dir)?);
+    wanted.extend(brokers(spec, layout, dir, secret)?);
     let processes = wanted
         .into_iter()
         .map(|w| w.planned(dir, exe, inherited))
@@ -142,14 +146,19 @@ impl Wanted {
 }
 
 /// `controller-N`: data in `data/`, config `controller.toml`.
-fn controllers(spec: &ClusterSpec, layout: &PortLayout, dir: &Path) -> anyhow::Result<Vec<Wanted>> {
+fn controllers(
+    spec: &ClusterSpec,
+    layout: &PortLayout,
+    dir: &Path,
+    secret: Option<&ClusterSecret>,
+) -> anyhow::Result<Vec<Wanted>> {
     let mut out = Vec::new();
     for (i, (remoting, raft)) in layout.controllers.iter().enumerate() {
         let id = i + 1;
         let name = format!("controller-{id}");
         let home = dir.join(&name);
         let data_dir = home.join("data");
-        let text = controller_toml(id, layout, &data_dir, &spec.extra_controller_config)?;
+        let text = controller_toml(id, layout, &data_dir, secret, &spec.extra_controller_config)?;
         out.push(Wanted {
             name,
             role: Kind::Controller,
@@ -166,14 +175,19 @@ fn controllers(spec: &ClusterSpec, layout: &PortLayout, dir: &Path) -> anyhow::R
 }
 
 /// `broker-N`: store in `store/`, config `broker.toml`.
-fn brokers(spec: &ClusterSpec, layout: &PortLayout, dir: &Path) -> anyhow::Result<Vec<Wanted>> {
+fn brokers(
+    spec: &ClusterSpec,
+    layout: &PortLayout,
+    dir: &Path,
+    secret: Option<&ClusterSecret>,
+) -> anyhow::Result<Vec<Wanted>> {
     let mut out = Vec::new();
     for (i, (remoting, ha)) in layout.brokers.iter().enumerate() {
         let index = i + 1;
         let name = format!("broker-{index}");
         let home = dir.join(&name);
         let store_root = home.join("store");
-        let text = broker_toml(index, spec, layout, &store_root)?;
+        let text = broker_toml(index, spec, layout, &store_root, secret)?;
         out.push(Wanted {
             name,
             role: Kind::Broker,
@@ -240,6 +254,7 @@ mod tests {
     #[test]
     fn plan_and_cluster_file_round_trip() {
         let args = up_args(&[]);
+        let secret = ClusterSecret::generate();
         let l = PortLayout::fixed(9876, 30000, 3, 3).expect("layout");
         let inherited = Inherited {
             log: "warn".to_string(),
@@ -251,8 +266,18 @@ mod tests {
             Path::new("/d"),
             "/bin/rocketraft",
             &inherited,
+            Some(&secret),
         )
         .expect("plan");
+        // Every config carries the secret.
+        for p in &plan.processes {
+            let text = p.config_text.as_deref().expect("a config");
+            assert!(
+                text.contains(&format!("cluster_secret = \"{}\"", secret.expose())),
+                "{}: {text}",
+                p.record.name
+            );
+        }
         let names: Vec<&str> = plan
             .file
             .processes
@@ -297,8 +322,10 @@ mod tests {
             }
         );
         let ns = &plan.file.processes[3];
-        assert_eq!(&ns.argv[5..], ["namesrv", "--listen", "127.0.0.1:9876"]);
-        assert!(ns.config.is_none());
+        assert_eq!(
+            &ns.argv[5..],
+            ["namesrv", "--config", "/d/namesrv/namesrv.toml"]
+        );
 
         let dir = tempfile::tempdir().expect("tempdir");
         assert!(ClusterFile::load(dir.path())
@@ -326,7 +353,7 @@ mod tests {
             log: "debug".to_string(),
             threads: None,
         };
-        let mut file = plan(&args.spec, &l, root, "/old/rocketraft", &old)
+        let mut file = plan(&args.spec, &l, root, "/old/rocketraft", &old, None)
             .expect("plan")
             .file;
         for (i, p) in file.processes.iter_mut().enumerate() {

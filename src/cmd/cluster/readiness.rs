@@ -220,8 +220,15 @@ mod tests {
     fn registration_gap_wants_a_master_and_every_replica() {
         let args = up_args(&[]);
         let l = PortLayout::fixed(9876, 30000, 3, 3).expect("layout");
-        let plan =
-            plan(&args.spec, &l, Path::new("/d"), "/x", &Inherited::default()).expect("plan");
+        let plan = plan(
+            &args.spec,
+            &l,
+            Path::new("/d"),
+            "/x",
+            &Inherited::default(),
+            None,
+        )
+        .expect("plan");
         let mut info = ClusterInfo::default();
         assert!(registration_gap(&info, &plan.file).is_some());
         let set = rocketraft_common::protocol::BrokerData {

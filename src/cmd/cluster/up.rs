@@ -4,6 +4,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use rocketraft_common::trust::ClusterSecret;
 
 use super::config::path_string;
 use super::file::{ClusterFile, Kind, CLUSTER_FILE};
@@ -116,17 +117,45 @@ fn prepare_new(
     inherited: &Inherited,
 ) -> anyhow::Result<ClusterFile> {
     let layout = args.spec.layout()?;
-    let plan = plan(&args.spec, &layout, dir, exe, inherited)?;
+    let secret = (!args.spec.no_cluster_secret).then(ClusterSecret::generate);
+    let plan = plan(&args.spec, &layout, dir, exe, inherited, secret.as_ref())?;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    if let Some(secret) = &secret {
+        let path = dir.join(SECRET_FILE);
+        write_private(&path, secret.expose())?;
+        println!(
+            "cluster secret in {} (admin commands that change the controllers take --cluster-secret-file {})",
+            path.display(),
+            path.display()
+        );
+    }
     for p in &plan.processes {
         let home = dir.join(&p.record.name);
         std::fs::create_dir_all(&home)
             .with_context(|| format!("cannot create {}", home.display()))?;
         if let (Some(path), Some(text)) = (&p.record.config, &p.config_text) {
-            std::fs::write(path, text)
-                .with_context(|| format!("cannot write {}", path.display()))?;
+            write_private(path, text)?;
         }
     }
     Ok(plan.file)
+}
+
+/// Where a new cluster keeps its secret, for the admin CLI.
+pub const SECRET_FILE: &str = "cluster-secret";
+
+/// Writes `text` to `path` readable by its owner only (config files hold the cluster secret).
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.write_all(text.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// After a failed start: stops what was started, records it, and says what to do next.
