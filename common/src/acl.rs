@@ -609,6 +609,46 @@ impl Acl {
         }
         None
     }
+
+    /// RocketMQ's decision for a request that needs any one of `actions`
+    /// (`AclAuthorizationHandler`): among the entries that match the resource, the source IP and
+    /// at least one of the actions, the most specific decides (`Deny` winning ties); `None` when
+    /// no entry matches (denied).
+    pub fn decide_any(
+        &self,
+        kind: ResourceKind,
+        name: &str,
+        actions: &[Action],
+        ip: Option<IpAddr>,
+    ) -> Option<Decision> {
+        for entries in [&self.custom, &self.default] {
+            let best = entries
+                .iter()
+                .filter(|e| actions.iter().any(|a| e.matches(kind, name, *a, ip)))
+                .max_by_key(|e| (e.resource.specificity(), e.decision == Decision::Deny));
+            if let Some(entry) = best {
+                return Some(entry.decision);
+            }
+        }
+        None
+    }
+}
+
+/// RocketMQ's `AclSigner.calSignature`: Base64 (standard alphabet, padded) of
+/// HMAC-SHA1(`secret`, `data`). Remoting requests are signed with it (`AclClientRPCHook`).
+pub fn hmac_sha1_base64(data: &[u8], secret: &str) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, secret.as_bytes());
+    crate::base64::encode_standard(ring::hmac::sign(&key, data).as_ref())
+}
+
+/// Whether `signature` is [`hmac_sha1_base64`] of `data` with `secret`; the MAC is compared in
+/// constant time (RocketMQ compares the Base64 text with `MessageDigest.isEqual`).
+pub fn verify_hmac_sha1_base64(data: &[u8], secret: &str, signature: &str) -> bool {
+    let Some(mac) = crate::base64::decode(signature) else {
+        return false;
+    };
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, secret.as_bytes());
+    ring::hmac::verify(&key, data, &mac).is_ok()
 }
 
 impl AclInfo {
@@ -716,6 +756,40 @@ mod tests {
             source_ips: vec![],
             decision: decision.into(),
         }
+    }
+
+    #[test]
+    fn signer_matches_rocketmq_acl_signer_test() {
+        // AclSignerTest.calSignatureTest in apache/rocketmq.
+        let expected = "IUc8rrO/0gDch8CjObLQsW2rsiA=";
+        assert_eq!(hmac_sha1_base64(b"RocketMQ", "12345678"), expected);
+        assert!(verify_hmac_sha1_base64(b"RocketMQ", "12345678", expected));
+        assert!(!verify_hmac_sha1_base64(b"RocketMQ", "12345679", expected));
+        assert!(!verify_hmac_sha1_base64(b"RocketMQ!", "12345678", expected));
+        assert!(!verify_hmac_sha1_base64(
+            b"RocketMQ",
+            "12345678",
+            "not base64 *"
+        ));
+    }
+
+    #[test]
+    fn decide_any_takes_the_most_specific_entry_matching_any_action() {
+        let acl = acl(vec![
+            entry("Topic:*", &["Sub"], "Allow"),
+            entry("Topic:orders", &["Pub"], "Deny"),
+        ]);
+        let both = [Action::Pub, Action::Sub];
+        // The literal entry matches Pub and is more specific than the wildcard: denied.
+        assert_eq!(
+            acl.decide_any(ResourceKind::Topic, "orders", &both, None),
+            Some(Decision::Deny)
+        );
+        assert_eq!(
+            acl.decide_any(ResourceKind::Topic, "orders", &[Action::Sub], None),
+            Some(Decision::Allow)
+        );
+        assert_eq!(acl.decide_any(ResourceKind::Group, "g", &both, None), None);
     }
 
     fn acl(entries: Vec<PolicyEntryInfo>) -> Acl {

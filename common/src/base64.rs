@@ -1,10 +1,25 @@
 //! Base64 as RocketMQ uses it (batch-ack bit sets, recall handles): encoding with the URL-safe
-//! alphabet and no padding, decoding of both alphabets with or without padding.
+//! alphabet and no padding, decoding of both alphabets with or without padding; and the standard
+//! alphabet with padding (request signatures, `AclSigner`).
 
 const URL_SAFE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+const STANDARD: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 /// URL-safe base64 without padding.
 pub fn encode_url_safe(bytes: &[u8]) -> String {
+    encode_with(bytes, URL_SAFE)
+}
+
+/// Standard base64 (`+`, `/`) with `=` padding, as `java.util.Base64` and commons-codec write it.
+pub fn encode_standard(bytes: &[u8]) -> String {
+    let mut out = encode_with(bytes, STANDARD);
+    while !out.len().is_multiple_of(4) {
+        out.push('=');
+    }
+    out
+}
+
+fn encode_with(bytes: &[u8], alphabet: &[u8; 64]) -> String {
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
         let n = chunk
@@ -13,7 +28,7 @@ pub fn encode_url_safe(bytes: &[u8]) -> String {
             .fold(0u32, |acc, (i, b)| acc | (*b as u32) << (16 - 8 * i));
         let chars = chunk.len() + 1;
         for i in 0..chars {
-            out.push(URL_SAFE[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            out.push(alphabet[((n >> (18 - 6 * i)) & 63) as usize] as char);
         }
     }
     out
@@ -67,5 +82,9 @@ mod tests {
         assert_eq!(encode_url_safe(&[0xfb, 0xff]), "-_8");
         assert_eq!(decode("+/8=").as_deref(), Some(&[0xfb, 0xff][..]));
         assert_eq!(decode("not*base64"), None);
+        assert_eq!(encode_standard(b"foobar"), "Zm9vYmFy");
+        assert_eq!(encode_standard(b"fooba"), "Zm9vYmE=");
+        assert_eq!(encode_standard(b"foob"), "Zm9vYg==");
+        assert_eq!(encode_standard(&[0xfb, 0xff]), "+/8=");
     }
 }

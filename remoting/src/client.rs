@@ -13,6 +13,7 @@ use tokio::sync::{Mutex as AsyncMutex, Semaphore};
 use tokio::time::{timeout_at, Instant};
 use tracing::{debug, info};
 
+use crate::auth::SessionCredentials;
 use crate::command::{RemotingCommand, SerializeType};
 use crate::connection::{spawn_connection, ConnectionHandle, ConnectionOptions, Dispatch};
 use crate::error::RemotingError;
@@ -40,6 +41,9 @@ pub struct ClientConfig {
     /// With a cluster secret, every new connection first proves it and checks the server's
     /// proof ([`crate::trust`]); a server that cannot is not talked to.
     pub cluster_secret: Option<ClusterSecret>,
+    /// With credentials, every request is signed as RocketMQ's `AclClientRPCHook` signs it
+    /// ([`crate::auth::sign`]): for servers with `authenticationEnabled`.
+    pub credentials: Option<SessionCredentials>,
 }
 
 impl Default for ClientConfig {
@@ -52,6 +56,7 @@ impl Default for ClientConfig {
             max_server_requests_per_connection: 64,
             send_queue_capacity: 4096,
             cluster_secret: None,
+            credentials: None,
         }
     }
 }
@@ -154,7 +159,7 @@ impl RemotingClient {
         timeout: Duration,
     ) -> Result<RemotingCommand, RemotingError> {
         let deadline = Instant::now() + timeout;
-        request.serialize_type = self.inner.config.serialize_type;
+        self.prepare(&mut request);
         let conn = self.connection(addr, deadline, timeout).await?;
         let _permit = match timeout_at(deadline, conn.in_flight.clone().acquire_owned()).await {
             Ok(Ok(permit)) => permit,
@@ -200,11 +205,19 @@ impl RemotingClient {
     ) -> Result<(), RemotingError> {
         let timeout = self.inner.config.oneway_timeout;
         let deadline = Instant::now() + timeout;
-        request.serialize_type = self.inner.config.serialize_type;
+        self.prepare(&mut request);
         let conn = self.connection(addr, deadline, timeout).await?;
         conn.handle
             .send_oneway_until(request, deadline, timeout)
             .await
+    }
+
+    /// Sets the configured header encoding and signs the request when credentials are set.
+    fn prepare(&self, request: &mut RemotingCommand) {
+        request.serialize_type = self.inner.config.serialize_type;
+        if let Some(credentials) = &self.inner.config.credentials {
+            crate::auth::sign(request, credentials);
+        }
     }
 
     /// Closes the connection to `addr`, if any; pending requests on it fail with

@@ -43,6 +43,8 @@
 
 pub mod api;
 mod api_acl;
+pub mod auth;
+pub mod auth_map;
 pub mod client;
 pub mod codec;
 pub mod codes;
@@ -53,6 +55,7 @@ pub mod header;
 pub mod server;
 pub mod trust;
 
+pub use auth::{AuthMetadata, AuthSettings, SessionCredentials};
 pub use client::{ClientConfig, RemotingClient};
 pub use codec::{decode, encode, MAX_FRAME_LEN};
 pub use codes::{request_code, response_code};

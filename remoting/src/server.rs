@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use crate::auth::{AuthGuard, AuthMetadata, AuthSettings};
 use crate::codes::request_code;
 use crate::command::RemotingCommand;
 use crate::connection::{spawn_connection, ConnectionOptions, Dispatch};
@@ -105,6 +106,8 @@ pub struct RemotingServerBuilder {
     shutdown_grace: Duration,
     /// The cluster secret and the codes only trusted connections may send.
     trust: Option<(ClusterSecret, Vec<i32>)>,
+    /// ACL checks in front of every processor.
+    auth: Option<(AuthSettings, Arc<dyn AuthMetadata>)>,
 }
 
 impl Default for RemotingServerBuilder {
@@ -117,6 +120,7 @@ impl Default for RemotingServerBuilder {
             send_queue_capacity: 1024,
             shutdown_grace: Duration::from_secs(3),
             trust: None,
+            auth: None,
         }
     }
 }
@@ -186,8 +190,36 @@ impl RemotingServerBuilder {
         self
     }
 
+    /// With authentication or authorization on in `settings`, checks every request against the
+    /// users and ACLs of `metadata` before its processor runs ([`crate::auth`]); connections that
+    /// proved the cluster secret are not checked. With both off, changes nothing.
+    pub fn auth(mut self, settings: AuthSettings, metadata: Arc<dyn AuthMetadata>) -> Self {
+        self.auth = settings.enabled().then_some((settings, metadata));
+        self
+    }
+
+    /// Wraps every processor in an [`AuthGuard`].
+    fn guard_all(&mut self) {
+        let Some((settings, metadata)) = self.auth.take() else {
+            return;
+        };
+        let settings = Arc::new(settings);
+        let guard = |inner: Arc<dyn RequestProcessor>| -> Arc<dyn RequestProcessor> {
+            Arc::new(AuthGuard {
+                inner,
+                settings: settings.clone(),
+                metadata: metadata.clone(),
+            })
+        };
+        for processor in self.processors.values_mut() {
+            *processor = guard(processor.clone());
+        }
+        self.default_processor = self.default_processor.take().map(guard);
+    }
+
     /// Binds the listening socket.
     pub async fn bind(mut self, addr: impl ToSocketAddrs) -> Result<RemotingServer, RemotingError> {
+        self.guard_all();
         if let Some((secret, protected)) = self.trust.take() {
             for code in protected {
                 let inner = self

@@ -1,0 +1,495 @@
+//! ACL 2.0 on the Remoting protocol (RocketMQ 5's `auth` module for brokers and NameServers):
+//! clients sign requests, servers check the signature and the permissions.
+//!
+//! **Signing** (`AclClientRPCHook` / `AclUtils` in apache/rocketmq): the client adds the ext
+//! fields `AccessKey` (the username) and, if it has one, `SecurityToken`; the content is the
+//! values of all ext fields (the request's custom header is already in them) sorted by key,
+//! concatenated, then the body bytes; `Signature` = Base64(HMAC-SHA1(secret key, content)) is
+//! added as one more ext field. [`sign`] does it; a [`crate::RemotingClient`] whose
+//! [`crate::ClientConfig::credentials`] are set signs every request it sends.
+//!
+//! **Checking** (`DefaultAuthenticationContextBuilder`, `DefaultAuthenticationHandler`): the
+//! server rebuilds the same content from the ext fields minus `Signature` (and minus
+//! `_UNIQUE_KEY_QUERY` for peers at or below V4_9_3, as RocketMQ does), looks the access key up as
+//! a user and compares. An unsigned request, an unknown or disabled user and a wrong signature
+//! are refused with NO_PERMISSION (16) and a remark, as RocketMQ's `AuthenticationPipeline` does.
+//!
+//! **Authorization** (`DefaultAuthorizationContextBuilder`): [`crate::auth_map::requirement`]
+//! names the resources and actions a request needs; `Super` users pass, a `Normal` user needs an
+//! ACL entry that allows one of the actions on every resource ([`Acl::decide_any`]). Refused:
+//! NO_PERMISSION with the user, the resource and the action in the remark.
+//!
+//! [`RemotingServerBuilder::auth`](crate::RemotingServerBuilder::auth) installs [`AuthGuard`] in
+//! front of every processor. A connection whose peer proved the cluster secret
+//! ([`crate::trust`]) is a server of the same cluster and is not asked to sign (RocketMQ signs
+//! such calls with `innerClientAuthenticationCredentials`, which servers here accept as well).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use rocketraft_common::acl::{
+    hmac_sha1_base64, user_subject, verify_hmac_sha1_base64, Acl, Decision, UserInfo, UserType,
+};
+use serde::{Deserialize, Serialize};
+use tracing::warn;
+
+use crate::auth_map::{requirement, Need, Requirement};
+use crate::codes::response_code;
+use crate::server::{BoxFuture, RequestContext, RequestProcessor};
+use crate::{Refusal, RemotingCommand};
+
+/// The ext field that names the signing user (`SessionCredentials.ACCESS_KEY`).
+pub const ACCESS_KEY: &str = "AccessKey";
+/// The ext field that carries the signature (`SessionCredentials.SIGNATURE`).
+pub const SIGNATURE: &str = "Signature";
+/// The optional ext field of a security token (`SessionCredentials.SECURITY_TOKEN`).
+pub const SECURITY_TOKEN: &str = "SecurityToken";
+/// `MixAll.UNIQUE_MSG_QUERY_FLAG`: left out of the content for peers at or below V4_9_3.
+const UNIQUE_MSG_QUERY_FLAG: &str = "_UNIQUE_KEY_QUERY";
+/// The ordinal of `MQVersion.Version.V4_9_3`.
+const V4_9_3: i32 = 399;
+
+/// An access key and secret key (RocketMQ's `SessionCredentials`; JSON `{"accessKey": ...,
+/// "secretKey": ...}` as in `innerClientAuthenticationCredentials`, or `{"username": ...,
+/// "password": ...}` as in `initAuthenticationUser`). `Debug` never shows the secret key or the
+/// token.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionCredentials {
+    #[serde(alias = "username")]
+    pub access_key: String,
+    #[serde(alias = "password")]
+    pub secret_key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_token: Option<String>,
+}
+
+impl fmt::Debug for SessionCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionCredentials")
+            .field("access_key", &self.access_key)
+            .field("secret_key", &"<redacted>")
+            .field(
+                "security_token",
+                &self.security_token.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+/// Credentials that cannot sign (an empty access key or secret key).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CredentialsError {
+    #[error("the access key is empty")]
+    EmptyAccessKey,
+    #[error("the secret key is empty (HMAC-SHA1 needs a key; RocketMQ refuses it too)")]
+    EmptySecretKey,
+    #[error("credentials are not JSON {{\"accessKey\": ..., \"secretKey\": ...}}: {0}")]
+    Json(String),
+}
+
+impl SessionCredentials {
+    pub fn new(
+        access_key: impl Into<String>,
+        secret_key: impl Into<String>,
+    ) -> Result<Self, CredentialsError> {
+        let credentials = SessionCredentials {
+            access_key: access_key.into(),
+            secret_key: secret_key.into(),
+            security_token: None,
+        };
+        credentials.validate()?;
+        Ok(credentials)
+    }
+
+    /// Parses RocketMQ's JSON form (`innerClientAuthenticationCredentials`,
+    /// `initAuthenticationUser`).
+    pub fn from_json(text: &str) -> Result<Self, CredentialsError> {
+        let credentials: SessionCredentials =
+            serde_json::from_str(text).map_err(|e| CredentialsError::Json(e.to_string()))?;
+        credentials.validate()?;
+        Ok(credentials)
+    }
+
+    pub fn validate(&self) -> Result<(), CredentialsError> {
+        if self.access_key.is_empty() {
+            return Err(CredentialsError::EmptyAccessKey);
+        }
+        if self.secret_key.is_empty() {
+            return Err(CredentialsError::EmptySecretKey);
+        }
+        Ok(())
+    }
+}
+
+/// Reads optional credentials from a config file: RocketMQ's JSON text
+/// (`'{"accessKey":"a","secretKey":"s"}'`) or a table (`{ access_key = "a", secret_key = "s" }`).
+/// For `#[serde(deserialize_with = ...)]` on `Option<SessionCredentials>` fields.
+pub fn deserialize_credentials<'de, D>(d: D) -> Result<Option<SessionCredentials>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Repr {
+        Text(String),
+        Table(SessionCredentials),
+    }
+    let credentials = match Option::<Repr>::deserialize(d)? {
+        None => return Ok(None),
+        Some(Repr::Text(text)) if text.trim().is_empty() => return Ok(None),
+        Some(Repr::Text(text)) => SessionCredentials::from_json(&text),
+        Some(Repr::Table(table)) => table.validate().map(|()| table),
+    };
+    credentials.map(Some).map_err(serde::de::Error::custom)
+}
+
+/// Java's `String.compareTo`: UTF-16 code units, which is how a `TreeMap<String, _>` sorts.
+fn java_order(a: &str, b: &str) -> std::cmp::Ordering {
+    a.encode_utf16().cmp(b.encode_utf16())
+}
+
+/// The bytes a signature covers: the values of the ext fields except `Signature`, in the key
+/// order of a Java `TreeMap`, then the body (`AclUtils.combineRequestContent`).
+pub fn signing_content(request: &RemotingCommand) -> Vec<u8> {
+    let mut fields: Vec<(&String, &String)> = request
+        .ext_fields
+        .iter()
+        .filter(|(k, _)| k.as_str() != SIGNATURE)
+        .filter(|(k, _)| !(request.version <= V4_9_3 && k.as_str() == UNIQUE_MSG_QUERY_FLAG))
+        .collect();
+    fields.sort_by(|a, b| java_order(a.0, b.0));
+    let mut content: Vec<u8> = fields
+        .iter()
+        .flat_map(|(_, v)| v.as_bytes().iter().copied())
+        .collect();
+    content.extend_from_slice(&request.body);
+    content
+}
+
+/// Signs `request` as `AclClientRPCHook.doBeforeRequest` does: adds `AccessKey` (and
+/// `SecurityToken`), then `Signature` over [`signing_content`]. Signing again replaces the old
+/// signature.
+pub fn sign(request: &mut RemotingCommand, credentials: &SessionCredentials) {
+    request.set_ext(ACCESS_KEY, &credentials.access_key);
+    if let Some(token) = &credentials.security_token {
+        request.set_ext(SECURITY_TOKEN, token);
+    }
+    let signature = hmac_sha1_base64(&signing_content(request), &credentials.secret_key);
+    request.set_ext(SIGNATURE, signature);
+}
+
+/// Whether `request` carries a valid signature by the holder of `secret`.
+pub fn verify(request: &RemotingCommand, secret: &str) -> bool {
+    match request.ext(SIGNATURE) {
+        Some(signature) => verify_hmac_sha1_base64(&signing_content(request), secret, signature),
+        None => false,
+    }
+}
+
+/// Where a server finds users and ACLs (the broker's store; the NameServer asks brokers).
+pub trait AuthMetadata: Send + Sync + 'static {
+    /// The user named `username`, `None` if there is none.
+    fn user(&self, username: &str) -> BoxFuture<Result<Option<UserInfo>, Refusal>>;
+    /// The ACL of `subject` (`User:name`), `None` if there is none.
+    fn acl(&self, subject: &str) -> BoxFuture<Result<Option<Arc<Acl>>, Refusal>>;
+}
+
+/// What a server checks (RocketMQ's `AuthConfig` keys of the same names).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuthSettings {
+    /// Every request must be signed by an enabled user (`authenticationEnabled`).
+    pub authentication_enabled: bool,
+    /// Every request's resources must be allowed to its user (`authorizationEnabled`).
+    pub authorization_enabled: bool,
+    /// Request codes served without a signature (`authenticationWhitelist`).
+    pub authentication_whitelist: Vec<i32>,
+    /// Request codes served without a permission check (`authorizationWhitelist`).
+    pub authorization_whitelist: Vec<i32>,
+    /// The cluster named by `Cluster` resources (admin codes).
+    pub cluster_name: String,
+}
+
+impl AuthSettings {
+    pub fn enabled(&self) -> bool {
+        self.authentication_enabled || self.authorization_enabled
+    }
+
+    /// Parses a whitelist as RocketMQ writes it: request codes separated by commas.
+    pub fn parse_whitelist(text: &str) -> Result<Vec<i32>, String> {
+        text.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse::<i32>()
+                    .map_err(|_| format!("{s:?} is not a request code"))
+            })
+            .collect()
+    }
+}
+
+fn no_permission(remark: impl Into<String>) -> Refusal {
+    Refusal::new(response_code::NO_PERMISSION, remark)
+}
+
+/// Checks requests before their processor runs (RocketMQ's `AuthenticationPipeline` and
+/// `AuthorizationPipeline`).
+pub struct AuthGuard {
+    pub inner: Arc<dyn RequestProcessor>,
+    pub settings: Arc<AuthSettings>,
+    pub metadata: Arc<dyn AuthMetadata>,
+}
+
+impl RequestProcessor for AuthGuard {
+    fn process(
+        &self,
+        ctx: RequestContext,
+        request: RemotingCommand,
+    ) -> BoxFuture<Option<RemotingCommand>> {
+        if ctx.connection.is_trusted() {
+            return self.inner.process(ctx, request);
+        }
+        let inner = self.inner.clone();
+        let settings = self.settings.clone();
+        let metadata = self.metadata.clone();
+        Box::pin(async move {
+            match check(&settings, metadata.as_ref(), &ctx, &request).await {
+                Ok(()) => inner.process(ctx, request).await,
+                Err(refusal) => {
+                    warn!(
+                        peer = %ctx.peer,
+                        code = request.code,
+                        access_key = request.ext(ACCESS_KEY).unwrap_or(""),
+                        remark = %refusal.remark,
+                        "request refused by ACL"
+                    );
+                    (!request.is_oneway()).then(|| refusal.response_to(&request))
+                }
+            }
+        })
+    }
+}
+
+/// Authenticates and authorizes one request.
+pub async fn check(
+    settings: &AuthSettings,
+    metadata: &dyn AuthMetadata,
+    ctx: &RequestContext,
+    request: &RemotingCommand,
+) -> Result<(), Refusal> {
+    let code = request.code;
+    let authenticate =
+        settings.authentication_enabled && !settings.authentication_whitelist.contains(&code);
+    let authorize =
+        settings.authorization_enabled && !settings.authorization_whitelist.contains(&code);
+    if !authenticate && !authorize {
+        return Ok(());
+    }
+    let user = user_of(metadata, request).await?;
+    if authenticate {
+        authenticate_user(&user, request)?;
+    }
+    if authorize {
+        authorize_user(settings, metadata, &user, ctx.peer.ip(), request).await?;
+    }
+    Ok(())
+}
+
+/// The enabled user named by the request's `AccessKey`.
+async fn user_of(
+    metadata: &dyn AuthMetadata,
+    request: &RemotingCommand,
+) -> Result<UserInfo, Refusal> {
+    let Some(username) = request.ext(ACCESS_KEY).filter(|u| !u.is_empty()) else {
+        return Err(no_permission(
+            "the request is not signed (no AccessKey): this server requires credentials (access key and secret key)",
+        ));
+    };
+    let Some(user) = metadata.user(username).await? else {
+        return Err(no_permission(format!("User:{username} is not found.")));
+    };
+    if !user.enabled() {
+        return Err(no_permission(format!("User:{username} is disabled.")));
+    }
+    Ok(user)
+}
+
+fn authenticate_user(user: &UserInfo, request: &RemotingCommand) -> Result<(), Refusal> {
+    let secret = user.password.as_deref().unwrap_or("");
+    if request.ext(SIGNATURE).is_none() {
+        return Err(no_permission(format!(
+            "User:{} sent no Signature: check signature failed.",
+            user.username
+        )));
+    }
+    if secret.is_empty() || !verify(request, secret) {
+        return Err(no_permission(format!(
+            "User:{}: check signature failed (is the secret key right?).",
+            user.username
+        )));
+    }
+    Ok(())
+}
+
+async fn authorize_user(
+    settings: &AuthSettings,
+    metadata: &dyn AuthMetadata,
+    user: &UserInfo,
+    ip: IpAddr,
+    request: &RemotingCommand,
+) -> Result<(), Refusal> {
+    if user.user_type() == UserType::Super {
+        return Ok(());
+    }
+    let subject = user_subject(&user.username);
+    let needs = match requirement(request, &settings.cluster_name) {
+        Ok(Requirement::Needs(needs)) => needs,
+        Ok(Requirement::Super) => {
+            return Err(no_permission(format!(
+                "{subject} has no permission for request code {}: it is an admin request, only Super users may send it",
+                request.code
+            )))
+        }
+        Err(why) => {
+            return Err(no_permission(format!(
+                "cannot authorize request code {}: {why}",
+                request.code
+            )))
+        }
+    };
+    if needs.is_empty() {
+        return Ok(());
+    }
+    let acl = metadata.acl(&subject).await?;
+    for need in &needs {
+        decide(&subject, acl.as_deref(), need, ip)?;
+    }
+    Ok(())
+}
+
+fn decide(subject: &str, acl: Option<&Acl>, need: &Need, ip: IpAddr) -> Result<(), Refusal> {
+    let decision =
+        acl.and_then(|acl| acl.decide_any(need.kind, &need.name, need.actions, Some(ip)));
+    let why = match decision {
+        Some(Decision::Allow) => return Ok(()),
+        Some(Decision::Deny) => "the decision is deny",
+        None if acl.is_none() => "the user has no ACL",
+        None => "no matched policies",
+    };
+    let actions: BTreeMap<&str, ()> = need.actions.iter().map(|a| (a.as_str(), ())).collect();
+    let actions: Vec<&str> = actions.into_keys().collect();
+    Err(no_permission(format!(
+        "{subject} has no permission to {} on {}:{}: {why}.",
+        actions.join(" or "),
+        need.kind.as_str(),
+        need.name
+    )))
+}
+
+/// Whether `request` is signed by an enabled Super user of `metadata` (or arrives on a
+/// connection that proved the cluster secret): who may see secret keys.
+pub async fn caller_is_super(
+    metadata: &dyn AuthMetadata,
+    ctx: &RequestContext,
+    request: &RemotingCommand,
+) -> bool {
+    if ctx.connection.is_trusted() {
+        return true;
+    }
+    let Ok(user) = user_of(metadata, request).await else {
+        return false;
+    };
+    user.user_type() == UserType::Super && authenticate_user(&user, request).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The content and signature of a PULL_MESSAGE request, derived by hand from
+    /// `AclClientRPCHook`: the header fields of `AclClientRPCHookTest.testParseRequestContent`
+    /// plus `AccessKey`, values in key order, then the (empty) body.
+    #[test]
+    fn signs_like_acl_client_rpc_hook() {
+        let mut request = RemotingCommand::request(crate::request_code::PULL_MESSAGE)
+            .with_ext("consumerGroup", "group")
+            .with_ext("topic", "topic")
+            .with_ext("queueId", 1)
+            .with_ext("queueOffset", 2)
+            .with_ext("maxMsgNums", 32)
+            .with_ext("sysFlag", 0)
+            .with_ext("commitOffset", 0)
+            .with_ext("suspendTimeoutMillis", 15000)
+            .with_ext("subVersion", 0);
+        let credentials = SessionCredentials::new("ak", "12345678").unwrap();
+        sign(&mut request, &credentials);
+        // AccessKey < commitOffset < consumerGroup < maxMsgNums < queueId < queueOffset <
+        // subVersion < suspendTimeoutMillis < sysFlag < topic (upper case sorts first).
+        let content = signing_content(&request);
+        assert_eq!(content, b"ak0group32120150000topic".to_vec());
+        assert_eq!(
+            request.ext(SIGNATURE),
+            Some(hmac_sha1_base64(b"ak0group32120150000topic", "12345678").as_str())
+        );
+        assert!(verify(&request, "12345678"));
+        assert!(!verify(&request, "12345679"));
+        let mut tampered = request.clone();
+        tampered.set_ext("queueOffset", 3);
+        assert!(!verify(&tampered, "12345678"));
+        let mut with_body = request.clone();
+        with_body.body = bytes::Bytes::from_static(b"x");
+        assert!(!verify(&with_body, "12345678"));
+    }
+
+    /// `AclSignerTest.calSignatureTest`: a request whose content is exactly "RocketMQ".
+    #[test]
+    fn signature_matches_the_rocketmq_test_vector() {
+        let mut request = RemotingCommand::request(10).with_body(&b"MQ"[..]);
+        let credentials = SessionCredentials::new("Rocket", "12345678").unwrap();
+        sign(&mut request, &credentials);
+        assert_eq!(signing_content(&request), b"RocketMQ".to_vec());
+        assert_eq!(request.ext(SIGNATURE), Some("IUc8rrO/0gDch8CjObLQsW2rsiA="));
+        assert_eq!(request.ext(ACCESS_KEY), Some("Rocket"));
+    }
+
+    #[test]
+    fn old_peers_leave_the_unique_key_flag_out() {
+        let mut request = RemotingCommand::request(12)
+            .with_ext("topic", "T")
+            .with_ext(UNIQUE_MSG_QUERY_FLAG, "true");
+        request.version = 399;
+        let credentials = SessionCredentials::new("ak", "sk").unwrap();
+        sign(&mut request, &credentials);
+        assert_eq!(signing_content(&request), b"akT".to_vec());
+        request.version = 401;
+        assert_eq!(signing_content(&request), b"aktrueT".to_vec());
+    }
+
+    #[test]
+    fn credentials_debug_redacts_and_json_parses() {
+        let credentials =
+            SessionCredentials::from_json(r#"{"accessKey":"rocketmq2","secretKey":"12345678"}"#)
+                .unwrap();
+        assert_eq!(credentials.access_key, "rocketmq2");
+        let shown = format!("{credentials:?}");
+        assert!(
+            shown.contains("rocketmq2") && !shown.contains("12345678"),
+            "{shown}"
+        );
+        assert_eq!(
+            SessionCredentials::new("ak", ""),
+            Err(CredentialsError::EmptySecretKey)
+        );
+        assert!(SessionCredentials::from_json("{").is_err());
+        let init = SessionCredentials::from_json(r#"{"username":"rocketmq","password":"pw"}"#);
+        assert_eq!(init.map(|c| c.access_key), Ok("rocketmq".to_string()));
+    }
+
+    #[test]
+    fn whitelists_parse_like_rocketmq() {
+        assert_eq!(AuthSettings::parse_whitelist(" 10, 11,,"), Ok(vec![10, 11]));
+        assert!(AuthSettings::parse_whitelist("10,x").is_err());
+    }
+}
