@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use rocketraft_common::trust::ClusterSecret;
+use rocketraft_remoting::auth::{AuthSettings, SessionCredentials};
 use rocketraft_remoting::ClientConfig;
 use serde::Deserialize;
 use serde::Serialize;
@@ -127,6 +128,37 @@ pub struct BrokerConfig {
     /// (`slaveTimeout`, 3 s).
     #[serde(alias = "slaveTimeout")]
     pub slave_timeout_ms: u64,
+    /// Check every Remoting request's signature (`authenticationEnabled`, default false):
+    /// RocketMQ's `AclClientRPCHook` signing, verified against the ACL 2.0 users
+    /// (`rocketraft_remoting::auth`). Unsigned, unknown, disabled or wrongly signed requests are
+    /// refused with NO_PERMISSION (16).
+    #[serde(alias = "authenticationEnabled")]
+    pub authentication_enabled: bool,
+    /// Check every request's resources against the user's ACL (`authorizationEnabled`, default
+    /// false); `Super` users may do everything.
+    #[serde(alias = "authorizationEnabled")]
+    pub authorization_enabled: bool,
+    /// Request codes served without a signature, comma-separated (`authenticationWhitelist`).
+    #[serde(alias = "authenticationWhitelist")]
+    pub authentication_whitelist: String,
+    /// Request codes served without a permission check (`authorizationWhitelist`).
+    #[serde(alias = "authorizationWhitelist")]
+    pub authorization_whitelist: String,
+    /// A `Super` user this broker knows from its config (`initAuthenticationUser`, JSON
+    /// `{"username": ..., "password": ...}` or a table): the administrator. Never logged.
+    #[serde(
+        alias = "initAuthenticationUser",
+        deserialize_with = "rocketraft_remoting::auth::deserialize_credentials"
+    )]
+    pub init_authentication_user: Option<SessionCredentials>,
+    /// What this broker signs its calls to NameServers, controllers and other brokers with, and a
+    /// `Super` user it accepts (`innerClientAuthenticationCredentials`, JSON `{"accessKey": ...,
+    /// "secretKey": ...}` or a table). Never logged.
+    #[serde(
+        alias = "innerClientAuthenticationCredentials",
+        deserialize_with = "rocketraft_remoting::auth::deserialize_credentials"
+    )]
+    pub inner_client_authentication_credentials: Option<SessionCredentials>,
     /// The cluster's shared secret (`cluster_secret`, Rocketraft; at least 16 characters, the
     /// same on every NameServer, controller and broker of the cluster; none by default).
     ///
@@ -176,6 +208,12 @@ impl Default for BrokerConfig {
             all_ack_in_sync_state_set: true,
             in_sync_replicas: 1,
             slave_timeout_ms: 3_000,
+            authentication_enabled: false,
+            authorization_enabled: false,
+            authentication_whitelist: String::new(),
+            authorization_whitelist: String::new(),
+            init_authentication_user: None,
+            inner_client_authentication_credentials: None,
             cluster_secret: None,
             store: StoreConfig::default(),
         }
@@ -256,10 +294,12 @@ impl BrokerConfig {
     }
 
     /// The settings of a Remoting client for cluster-internal calls (NameServers, controllers,
-    /// other brokers): with the cluster secret, if one is configured.
+    /// other brokers): with the cluster secret, if one is configured, and signing with
+    /// `inner_client_authentication_credentials`, if set.
     pub fn internal_client_config(&self) -> ClientConfig {
         ClientConfig {
             cluster_secret: self.cluster_secret.clone(),
+            credentials: self.inner_client_authentication_credentials.clone(),
             ..ClientConfig::default()
         }
     }
@@ -280,6 +320,13 @@ impl BrokerConfig {
                 reason,
             }
         })?;
+        for (field, text) in [
+            ("authentication_whitelist", &self.authentication_whitelist),
+            ("authorization_whitelist", &self.authorization_whitelist),
+        ] {
+            AuthSettings::parse_whitelist(text)
+                .map_err(|reason| ConfigError::Whitelist { field, reason })?;
+        }
         if self.broker_id < 0 {
             return Err(ConfigError::BrokerId(self.broker_id));
         }
@@ -349,6 +396,8 @@ pub enum ConfigError {
     ControllerPeriods,
     #[error("max_transfer_count must be within 1..=1024 (default 32)")]
     MaxTransferCount,
+    #[error("{field}: {reason} (request codes separated by commas, e.g. \"105,106\")")]
+    Whitelist { field: &'static str, reason: String },
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@
 //! ([`replay`]); [`acl`] holds users and ACLs.
 
 pub mod acl;
+pub mod auth;
 pub mod client_manager;
 pub mod config;
 pub mod controller_link;
@@ -306,7 +307,7 @@ impl Broker {
         // Bind first: with port 0 the advertised address (stored in every record as the store
         // host, and registered with the NameServers) is only known after binding.
         let slot = Arc::new(OnceLock::new());
-        let server = Self::bind(listen, config.cluster_secret.clone(), &slot).await?;
+        let server = Self::bind(listen, config.cluster_secret.clone(), &slot, &config).await?;
         let bound = server.local_addr();
         let advertised = config
             .advertised_addr
@@ -359,6 +360,7 @@ impl Broker {
         listen: SocketAddr,
         cluster_secret: Option<rocketraft_common::trust::ClusterSecret>,
         slot: &Arc<OnceLock<Arc<BrokerInner>>>,
+        config: &BrokerConfig,
     ) -> anyhow::Result<RemotingServer> {
         let processor = Arc::new(processor::BrokerProcessor {
             inner: slot.clone(),
@@ -373,6 +375,11 @@ impl Broker {
         for code in processor::acl::CODES {
             builder = builder.register(*code, acl_processor.clone());
         }
+        let metadata = Arc::new(auth::BrokerAuthMetadata {
+            inner: slot.clone(),
+            config_users: auth::config_users(config),
+        });
+        builder = auth::install(builder, config, metadata);
         builder
             .cluster_trust(cluster_secret, CLUSTER_INTERNAL_CODES)
             .bind(listen).await.map_err(|e| {

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 
 use rocketraft_common::trust::ClusterSecret;
 use rocketraft_controller::ControllerConfig;
+use rocketraft_remoting::auth::{AuthSettings, SessionCredentials};
 use serde::{Deserialize, Serialize};
 
 /// Settings of one NameServer process.
@@ -27,6 +28,32 @@ pub struct NamesrvConfig {
     /// The embedded controller's settings (its Raft member); used when
     /// `enable_controller_in_namesrv` is set.
     pub controller: ControllerConfig,
+    /// Check every Remoting request's signature (`authenticationEnabled`, default false; RocketMQ's
+    /// NameServer has no such check). Users and ACLs are the brokers' (see `crate::auth`).
+    #[serde(alias = "authenticationEnabled")]
+    pub authentication_enabled: bool,
+    /// Check every request's resources against the user's ACL (`authorizationEnabled`).
+    #[serde(alias = "authorizationEnabled")]
+    pub authorization_enabled: bool,
+    /// Request codes served without a signature, comma-separated (`authenticationWhitelist`).
+    #[serde(alias = "authenticationWhitelist")]
+    pub authentication_whitelist: String,
+    /// Request codes served without a permission check (`authorizationWhitelist`).
+    #[serde(alias = "authorizationWhitelist")]
+    pub authorization_whitelist: String,
+    /// A `Super` user known from the config (`initAuthenticationUser`); never logged.
+    #[serde(
+        alias = "initAuthenticationUser",
+        deserialize_with = "rocketraft_remoting::auth::deserialize_credentials"
+    )]
+    pub init_authentication_user: Option<SessionCredentials>,
+    /// What the NameServer signs its user lookups on brokers with, and a `Super` user it accepts
+    /// (`innerClientAuthenticationCredentials`); never logged.
+    #[serde(
+        alias = "innerClientAuthenticationCredentials",
+        deserialize_with = "rocketraft_remoting::auth::deserialize_credentials"
+    )]
+    pub inner_client_authentication_credentials: Option<SessionCredentials>,
     /// The cluster's shared secret (Rocketraft; at least 16 characters). With it, REGISTER_BROKER
     /// and UNREGISTER_BROKER, and the embedded controller's write codes, are served only on
     /// connections that proved it (`rocketraft_remoting::trust`), so nobody else can register a
@@ -42,6 +69,12 @@ impl Default for NamesrvConfig {
             scan_interval_ms: 5_000,
             enable_controller_in_namesrv: false,
             controller: ControllerConfig::default(),
+            authentication_enabled: false,
+            authorization_enabled: false,
+            authentication_whitelist: String::new(),
+            authorization_whitelist: String::new(),
+            init_authentication_user: None,
+            inner_client_authentication_credentials: None,
             cluster_secret: None,
         }
     }
@@ -76,6 +109,8 @@ pub enum ConfigError {
     BrokerExpire(i64),
     #[error("scan_interval_ms must be at least 1 (default 5000)")]
     ScanInterval,
+    #[error("{field}: {reason} (request codes separated by commas, e.g. \"105,106\")")]
+    Whitelist { field: &'static str, reason: String },
 }
 
 impl NamesrvConfig {
@@ -86,6 +121,13 @@ impl NamesrvConfig {
         }
         if self.scan_interval_ms == 0 {
             return Err(ConfigError::ScanInterval);
+        }
+        for (field, text) in [
+            ("authentication_whitelist", &self.authentication_whitelist),
+            ("authorization_whitelist", &self.authorization_whitelist),
+        ] {
+            AuthSettings::parse_whitelist(text)
+                .map_err(|reason| ConfigError::Whitelist { field, reason })?;
         }
         Ok(())
     }

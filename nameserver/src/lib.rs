@@ -11,6 +11,7 @@
 //! - With `enable_controller_in_namesrv`, a [`rocketraft_controller::Controller`] runs in the same
 //!   process and answers the controller request codes on the NameServer's port.
 
+pub mod auth;
 pub mod config;
 pub mod kv;
 mod processor;
@@ -75,6 +76,8 @@ impl NameServer {
         } else {
             None
         };
+        let metadata = auth::NamesrvAuthMetadata::new(&config, state.clone());
+        let builder = builder.auth(auth::settings(&config), Arc::new(auth::Shared(metadata)));
         let builder = builder.cluster_trust(config.cluster_secret.clone(), &protected);
         let server = match builder.bind(config.listen).await {
             Ok(server) => server.spawn(),

@@ -75,14 +75,20 @@ impl RequestProcessor for AclProcessor {
                 change(&inner, &request).await
             } else {
                 // RocksDB reads: off the async workers.
-                let req = request.clone();
-                tokio::task::spawn_blocking(move || handle(&inner, &req))
+                let (req, broker) = (request.clone(), inner.clone());
+                tokio::task::spawn_blocking(move || handle(&broker, &req))
                     .await
                     .unwrap_or_else(|e| {
                         Err(Refusal::system_error(format!(
                             "ACL request task failed: {e}"
                         )))
                     })
+            };
+            let result = match result {
+                Ok(response) if shows_passwords(request.code) => {
+                    hide_passwords_from_non_super(&inner, &ctx, &request, response).await
+                }
+                other => other,
             };
             Some(match result {
                 Ok(response) => response,
@@ -93,6 +99,50 @@ impl RequestProcessor for AclProcessor {
             })
         })
     }
+}
+
+fn shows_passwords(code: i32) -> bool {
+    matches!(
+        code,
+        request_code::AUTH_GET_USER | request_code::AUTH_LIST_USER
+    )
+}
+
+/// With `authentication_enabled`, only a `Super` caller (or a server of the cluster, on a
+/// connection that proved the cluster secret) sees passwords: the others get the users without
+/// them. With it off anyone may create a `Super` user anyway, and the broker answers as RocketMQ
+/// does (passwords included).
+async fn hide_passwords_from_non_super(
+    inner: &Arc<BrokerInner>,
+    ctx: &RequestContext,
+    request: &RemotingCommand,
+    response: RemotingCommand,
+) -> Handled {
+    if !inner.config.authentication_enabled || response.body.is_empty() {
+        return Ok(response);
+    }
+    let slot = Arc::new(OnceLock::new());
+    let _ = slot.set(inner.clone());
+    let metadata = crate::auth::BrokerAuthMetadata {
+        inner: slot,
+        config_users: crate::auth::config_users(&inner.config),
+    };
+    if rocketraft_remoting::auth::caller_is_super(&metadata, ctx, request).await {
+        return Ok(response);
+    }
+    let body = if request.code == request_code::AUTH_GET_USER {
+        let mut user: UserInfo = serde_json::from_slice(&response.body)
+            .map_err(|e| Refusal::system_error(format!("cannot re-read the user: {e}")))?;
+        user.password = None;
+        serde_json::to_vec(&user)
+    } else {
+        let mut users: Vec<UserInfo> = serde_json::from_slice(&response.body)
+            .map_err(|e| Refusal::system_error(format!("cannot re-read the users: {e}")))?;
+        users.iter_mut().for_each(|u| u.password = None);
+        serde_json::to_vec(&users)
+    };
+    let body = body.map_err(|e| Refusal::system_error(e.to_string()))?;
+    Ok(response.with_body(body))
 }
 
 fn is_change(code: i32) -> bool {
@@ -159,7 +209,14 @@ fn handle(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
     match request.code {
         request_code::AUTH_GET_USER => {
             let username = request.require_ext("username")?;
-            match acl.get_user(username)? {
+            // A Super user of the config (`initAuthenticationUser`, inner credentials) when
+            // none is stored under the name.
+            let from_config = || {
+                crate::auth::config_users(&inner.config)
+                    .into_iter()
+                    .find(|u| u.username == username)
+            };
+            match acl.get_user(username)?.or_else(from_config) {
                 Some(user) => json_response(request, &user),
                 None => Err(AclStoreError::UserNotFound(username.to_string()).into()),
             }

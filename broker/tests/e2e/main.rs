@@ -1,6 +1,8 @@
 //! A real broker (and NameServer) on loopback, driven through the Remoting client API: send,
-//! pull, routes and long polling, POP consumption, delayed and timed messages, transactions.
+//! pull, routes and long polling, POP consumption, delayed and timed messages, transactions, and
+//! ACL 2.0 on the Remoting port.
 
+mod auth;
 mod broker_e2e;
 mod pop;
 mod timer;

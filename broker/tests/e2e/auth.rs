@@ -1,0 +1,352 @@
+//! ACL 2.0 on the Remoting port (issue 16 item 1): a real NameServer and broker with
+//! `authenticationEnabled` and `authorizationEnabled`, attacked and used through the client API.
+//! Every refusal is NO_PERMISSION (16) and is followed by a check that nothing changed.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rocketraft_broker::store::FlushDiskType;
+use rocketraft_broker::{Broker, BrokerConfig};
+use rocketraft_common::acl::{AclInfo, PolicyEntryInfo, PolicyInfo, UserInfo};
+use rocketraft_common::consts::pull_sys_flag;
+use rocketraft_common::TopicConfig;
+use rocketraft_nameserver::{NameServer, NamesrvConfig};
+use rocketraft_remoting::api::{ApiError, MqClientApi, PullRequest, PullStatus, SendRequest};
+use rocketraft_remoting::auth::{sign, SessionCredentials};
+use rocketraft_remoting::codes::{request_code, response_code};
+use rocketraft_remoting::{ClientConfig, RemotingClient, RemotingCommand};
+
+const TOPIC: &str = "orders";
+const ADMIN: (&str, &str) = ("admin", "admin-secret-1");
+const INNER: (&str, &str) = ("rocketraft-inner", "inner-secret-1");
+
+struct Secured {
+    _namesrv: NameServer,
+    _broker: Broker,
+    namesrv: String,
+    broker: String,
+    admin: MqClientApi,
+}
+
+fn credentials((ak, sk): (&str, &str)) -> SessionCredentials {
+    SessionCredentials::new(ak, sk).expect("credentials")
+}
+
+fn api_as(credentials: Option<SessionCredentials>) -> MqClientApi {
+    MqClientApi::new(
+        RemotingClient::new(ClientConfig {
+            credentials,
+            ..ClientConfig::default()
+        }),
+        Duration::from_secs(5),
+    )
+}
+
+fn broker_config(dir: &std::path::Path, namesrv: SocketAddr) -> BrokerConfig {
+    let mut config = BrokerConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        namesrv_addr: namesrv.to_string(),
+        auto_create_topic_enable: true,
+        authentication_enabled: true,
+        authorization_enabled: true,
+        init_authentication_user: Some(credentials(ADMIN)),
+        inner_client_authentication_credentials: Some(credentials(INNER)),
+        ..BrokerConfig::default()
+    };
+    config.store.store_root = dir.to_path_buf();
+    config.store.commitlog_segment_size = 256 * 1024;
+    config.store.flush_disk_type = FlushDiskType::SyncFlush;
+    config.store.pretouch = false;
+    config
+}
+
+/// A NameServer and a broker, both with ACL on, sharing the inner credentials (no cluster
+/// secret: the broker registers by signing), the topic, and users: `alice` (Normal, no ACL),
+/// `bob` (disabled), `carol` (Sub on the topic and group `cg`), `dave` (Get on the cluster).
+async fn start(dir: &std::path::Path) -> Secured {
+    let namesrv = NameServer::start(NamesrvConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        authentication_enabled: true,
+        authorization_enabled: true,
+        init_authentication_user: Some(credentials(ADMIN)),
+        inner_client_authentication_credentials: Some(credentials(INNER)),
+        ..NamesrvConfig::default()
+    })
+    .await
+    .expect("namesrv starts");
+    let broker = Broker::start(broker_config(dir, namesrv.local_addr()))
+        .await
+        .expect("broker starts");
+    let s = Secured {
+        namesrv: namesrv.local_addr().to_string(),
+        broker: broker.local_addr().to_string(),
+        _namesrv: namesrv,
+        _broker: broker,
+        admin: api_as(Some(credentials(ADMIN))),
+    };
+    s.admin
+        .create_topic(&s.broker, &TopicConfig::new(TOPIC, 1))
+        .await
+        .expect("the admin creates the topic");
+    for (name, password, status) in [
+        ("alice", "alice-secret", "enable"),
+        ("bob", "bob-secret", "disable"),
+        ("carol", "carol-secret", "enable"),
+        ("dave", "dave-secret", "enable"),
+    ] {
+        let user = UserInfo {
+            username: name.into(),
+            password: Some(password.into()),
+            user_type: Some("Normal".into()),
+            user_status: Some(status.into()),
+        };
+        s.admin.create_user(&s.broker, &user).await.expect("user");
+    }
+    allow(&s, "carol", &[("Topic:orders", "Sub"), ("Group:cg", "Sub")]).await;
+    allow(&s, "dave", &[("Cluster:DefaultCluster", "Get")]).await;
+    s
+}
+
+async fn allow(s: &Secured, user: &str, entries: &[(&str, &str)]) {
+    let acl = AclInfo {
+        subject: format!("User:{user}"),
+        policies: vec![PolicyInfo {
+            policy_type: None,
+            entries: entries
+                .iter()
+                .map(|(resource, action)| PolicyEntryInfo {
+                    resource: resource.to_string(),
+                    actions: vec![action.to_string()],
+                    source_ips: vec![],
+                    decision: "Allow".into(),
+                })
+                .collect(),
+        }],
+    };
+    s.admin.create_acl(&s.broker, &acl).await.expect("acl");
+}
+
+fn message(body: &str) -> SendRequest {
+    SendRequest {
+        producer_group: "pg".into(),
+        topic: TOPIC.into(),
+        queue_id: 0,
+        body: Bytes::from(body.to_string()),
+        properties: BTreeMap::new(),
+        ..SendRequest::default()
+    }
+}
+
+fn pull_request() -> PullRequest {
+    PullRequest {
+        consumer_group: "cg".into(),
+        topic: TOPIC.into(),
+        queue_id: 0,
+        queue_offset: 0,
+        max_msg_nums: 32,
+        sys_flag: pull_sys_flag::SUBSCRIPTION,
+        commit_offset: -1,
+        suspend_timeout_ms: 0,
+        subscription: Some("*".into()),
+    }
+}
+
+/// The refusal's remark, after checking it is NO_PERMISSION.
+fn refused<T: std::fmt::Debug>(result: Result<T, ApiError>) -> String {
+    match result {
+        Err(ApiError::Refused(r)) if r.code == response_code::NO_PERMISSION => r.remark,
+        other => panic!("expected NO_PERMISSION, got {other:?}"),
+    }
+}
+
+async fn stored(s: &Secured) -> i64 {
+    s.admin
+        .max_offset(&s.broker, TOPIC, 0)
+        .await
+        .expect("max offset")
+}
+
+#[tokio::test]
+async fn unsigned_wrongly_signed_unknown_and_disabled_callers_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = start(dir.path()).await;
+    let before = stored(&s).await;
+
+    let remark = refused(api_as(None).send(&s.broker, &message("unsigned")).await);
+    assert!(remark.contains("not signed"), "{remark}");
+    let wrong = credentials(("alice", "not-alices-secret"));
+    let remark = refused(
+        api_as(Some(wrong))
+            .send(&s.broker, &message("forged"))
+            .await,
+    );
+    assert!(remark.contains("check signature failed"), "{remark}");
+    let unknown = credentials(("mallory", "whatever"));
+    let remark = refused(api_as(Some(unknown)).send(&s.broker, &message("x")).await);
+    assert!(remark.contains("User:mallory is not found"), "{remark}");
+    let bob = credentials(("bob", "bob-secret"));
+    let remark = refused(api_as(Some(bob)).send(&s.broker, &message("x")).await);
+    assert!(remark.contains("disabled"), "{remark}");
+    // Unsigned admin requests change nothing either.
+    let evil = UserInfo {
+        username: "evil".into(),
+        password: Some("evil-secret".into()),
+        user_type: Some("Super".into()),
+        user_status: None,
+    };
+    refused(api_as(None).create_user(&s.broker, &evil).await);
+    assert_eq!(stored(&s).await, before, "a refused send stored nothing");
+    let evil = s.admin.get_user(&s.broker, "evil").await.expect("get user");
+    assert!(evil.is_none(), "a refused AUTH_CREATE_USER created nothing");
+}
+
+#[tokio::test]
+async fn a_request_changed_after_signing_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = start(dir.path()).await;
+    let before = stored(&s).await;
+    let mut request = RemotingCommand::request(request_code::UPDATE_AND_CREATE_TOPIC)
+        .with_ext("topic", "harmless")
+        .with_ext("readQueueNums", 1)
+        .with_ext("writeQueueNums", 1)
+        .with_ext("perm", 6);
+    sign(&mut request, &credentials(ADMIN));
+    // A man in the middle renames the topic; the signature no longer covers the content.
+    request.set_ext("topic", TOPIC);
+    request.set_ext("writeQueueNums", 64);
+    let raw = RemotingClient::new(ClientConfig::default());
+    let response = raw
+        .invoke(&s.broker, request, Duration::from_secs(5))
+        .await
+        .expect("answered");
+    assert_eq!(response.code, response_code::NO_PERMISSION, "{response:?}");
+    let topics = s.admin.broker_topics(&s.broker).await.expect("topics");
+    let config = topics.topic_config_table.get(TOPIC).expect("topic kept");
+    assert_eq!(config.write_queue_nums, 1, "the topic was not changed");
+    assert!(!topics.topic_config_table.contains_key("harmless"));
+    assert_eq!(stored(&s).await, before);
+}
+
+#[tokio::test]
+async fn normal_users_cannot_call_admin_codes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = start(dir.path()).await;
+    let alice = api_as(Some(credentials(("alice", "alice-secret"))));
+    let remark = refused(
+        alice
+            .create_topic(&s.broker, &TopicConfig::new("mine", 4))
+            .await,
+    );
+    assert!(remark.contains("User:alice"), "{remark}");
+    let promote = UserInfo {
+        username: "alice".into(),
+        password: None,
+        user_type: Some("Super".into()),
+        user_status: None,
+    };
+    refused(alice.update_user(&s.broker, &promote).await);
+    refused(alice.broker_topics(&s.broker).await);
+
+    let topics = s.admin.broker_topics(&s.broker).await.expect("topics");
+    assert!(
+        !topics.topic_config_table.contains_key("mine"),
+        "no topic was created"
+    );
+    let user = s.admin.get_user(&s.broker, "alice").await.expect("get");
+    assert_eq!(user.and_then(|u| u.user_type).as_deref(), Some("Normal"));
+}
+
+#[tokio::test]
+async fn sub_without_pub_pulls_but_cannot_send() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = start(dir.path()).await;
+    s.admin
+        .send(&s.broker, &message("from-admin"))
+        .await
+        .expect("the admin's signed send is served");
+    let before = stored(&s).await;
+    let carol = api_as(Some(credentials(("carol", "carol-secret"))));
+    let remark = refused(carol.send(&s.broker, &message("from-carol")).await);
+    assert!(
+        remark.contains("User:carol") && remark.contains("Pub") && remark.contains("Topic:orders"),
+        "{remark}"
+    );
+    assert_eq!(stored(&s).await, before, "the refused send stored nothing");
+
+    let pulled = carol.pull(&s.broker, &pull_request()).await.expect("pull");
+    assert_eq!(pulled.status, PullStatus::Found);
+    let bodies: Vec<&[u8]> = pulled.messages.iter().map(|m| &m.body[..]).collect();
+    assert_eq!(bodies, vec![&b"from-admin"[..]]);
+    // Sub on another group is not granted.
+    let mut other_group = pull_request();
+    other_group.consumer_group = "other".into();
+    let remark = refused(carol.pull(&s.broker, &other_group).await);
+    assert!(remark.contains("Group:other"), "{remark}");
+}
+
+#[tokio::test]
+async fn only_super_users_see_passwords() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = start(dir.path()).await;
+    let dave = api_as(Some(credentials(("dave", "dave-secret"))));
+    let seen = dave
+        .get_user(&s.broker, "alice")
+        .await
+        .expect("dave may read users");
+    let seen = seen.expect("alice exists");
+    assert_eq!(seen.username, "alice");
+    assert_eq!(seen.password, None, "a Normal user never sees a password");
+    let listed = dave.list_users(&s.broker, None).await.expect("list");
+    assert!(!listed.is_empty() && listed.iter().all(|u| u.password.is_none()));
+
+    let by_admin = s.admin.get_user(&s.broker, "alice").await.expect("get");
+    assert_eq!(
+        by_admin.and_then(|u| u.password).as_deref(),
+        Some("alice-secret")
+    );
+    let carol = api_as(Some(credentials(("carol", "carol-secret"))));
+    refused(carol.get_user(&s.broker, "alice").await);
+}
+
+#[tokio::test]
+async fn the_nameserver_checks_with_the_brokers_users() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = start(dir.path()).await;
+    // The broker registered by signing with the inner credentials.
+    let route = s.admin.topic_route(&s.namesrv, TOPIC).await.expect("route");
+    assert_eq!(route.broker_datas.len(), 1);
+
+    refused(api_as(None).topic_route(&s.namesrv, TOPIC).await);
+    let wrong = credentials(("carol", "wrong"));
+    refused(api_as(Some(wrong)).topic_route(&s.namesrv, TOPIC).await);
+    // carol is a user of the broker: the NameServer asks it, and her Sub allows the route.
+    let carol = api_as(Some(credentials(("carol", "carol-secret"))));
+    let route = carol
+        .topic_route(&s.namesrv, TOPIC)
+        .await
+        .expect("carol's route");
+    assert_eq!(route.broker_datas.len(), 1);
+    // alice has no ACL.
+    let alice = api_as(Some(credentials(("alice", "alice-secret"))));
+    let remark = refused(alice.topic_route(&s.namesrv, TOPIC).await);
+    assert!(remark.contains("User:alice"), "{remark}");
+    // An unsigned registration of a forged broker is refused and changes no route.
+    let forged = RemotingCommand::request(request_code::UNREGISTER_BROKER)
+        .with_ext("brokerAddr", s.broker.clone())
+        .with_ext("clusterName", "DefaultCluster")
+        .with_ext("brokerName", "broker-a")
+        .with_ext("brokerId", 0);
+    let response = RemotingClient::new(ClientConfig::default())
+        .invoke(&s.namesrv, forged, Duration::from_secs(5))
+        .await
+        .expect("answered");
+    assert_eq!(response.code, response_code::NO_PERMISSION);
+    let route = s.admin.topic_route(&s.namesrv, TOPIC).await.expect("route");
+    assert_eq!(
+        route.broker_datas.len(),
+        1,
+        "the broker is still registered"
+    );
+}
