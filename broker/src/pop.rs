@@ -233,6 +233,29 @@ impl Handle {
     }
 }
 
+/// A receipt handle checked in flight by [`PopService::hold`], with its queue's lock held.
+pub struct HeldHandle {
+    _guard: tokio::sync::OwnedMutexGuard<()>,
+    key: QueueKey,
+    handle: Handle,
+}
+
+impl HeldHandle {
+    /// The topic of the queue the message is in: the group's retry topic for a retried
+    /// message.
+    pub fn queue_topic(&self) -> &str {
+        &self.key.1
+    }
+
+    pub fn queue_id(&self) -> i32 {
+        self.key.2
+    }
+
+    pub fn queue_offset(&self) -> i64 {
+        self.handle.queue_offset
+    }
+}
+
 /// What a FIFO queue allows a pop.
 enum FifoGate {
     /// Nothing in flight: pop the next messages.
@@ -624,11 +647,35 @@ impl PopService {
         topic: &str,
         handle: &Handle,
     ) -> Result<(), Refusal> {
+        let held = self.hold(inner, group, topic, handle.clone()).await?;
+        self.ack_held(inner, held).await
+    }
+
+    /// Checks that `handle` names a message in flight for `group` (as an ack would) and keeps
+    /// its queue locked until the returned [`HeldHandle`] is dropped or acked with
+    /// [`PopService::ack_held`]: nothing can ack, revive or change it in between.
+    pub async fn hold(
+        &self,
+        inner: &BrokerInner,
+        group: &str,
+        topic: &str,
+        handle: Handle,
+    ) -> Result<HeldHandle, Refusal> {
         self.ensure_rebuilt(inner).await?;
-        let key = Self::key_for(group, topic, handle);
-        let lock = self.lock_of(&key);
-        let _guard = lock.lock().await;
-        self.check_in_flight(&key, handle)?;
+        let key = Self::key_for(group, topic, &handle);
+        let guard = self.lock_of(&key).lock_owned().await;
+        self.check_in_flight(&key, &handle)?;
+        Ok(HeldHandle {
+            _guard: guard,
+            key,
+            handle,
+        })
+    }
+
+    /// Acknowledges a held handle: its ack record is stored durably, then the message leaves
+    /// the in-flight table and the queue lock is released.
+    pub async fn ack_held(&self, inner: &BrokerInner, held: HeldHandle) -> Result<(), Refusal> {
+        let (key, handle) = (&held.key, &held.handle);
         Self::persist(
             inner,
             &[PopRecord::Ack {
@@ -640,10 +687,10 @@ impl PopService {
             }],
         )
         .await?;
-        if let Some(qs) = self.state.lock().get_mut(&key) {
+        if let Some(qs) = self.state.lock().get_mut(key) {
             qs.inflight.remove(&handle.queue_offset);
         }
-        self.advance_offset(inner, &key);
+        self.advance_offset(inner, key);
         Ok(())
     }
 

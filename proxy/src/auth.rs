@@ -9,6 +9,20 @@
 //! is constant-time. A missing or garbled header, an unknown or disabled user or a wrong
 //! signature is `UNAUTHORIZED` (40100).
 //!
+//! **Freshness.** The signed date-time must lie within [`AuthConfig::date_time_window`] (15
+//! minutes) of the proxy's clock, else the call is `UNAUTHORIZED` with both times in the
+//! message: a captured header cannot be replayed later. The official Java and Python clients
+//! sign their *local* time with a literal `Z`, so by default ([`DateTimeZones::Any`]) any real
+//! zone's local time within the window is accepted (a captured header is refused at most 26 h
+//! plus the window after it was made); [`DateTimeZones::Utc`] holds clients running in UTC to
+//! the window itself. **No replay cache inside the window:** the clients sign only the
+//! date-time, with one-second resolution, so two honest calls of one client within the same
+//! second carry byte-identical credentials (a producer sends many messages a second); a cache
+//! of (access key, signature) would refuse them. Nothing else in a call is signed (not the
+//! request id, not the body), so an exact replay inside the window cannot be told from an
+//! honest call; the window bounds how long a captured header is useful, and TLS keeps headers
+//! from being captured at all.
+//!
 //! **Authorization.** Each RPC names the resources it touches ([`Need`]): sending needs `Pub` on
 //! the topic; consuming needs `Sub` on the topic and on the group. `Super` users may do
 //! everything; a normal user needs an ACL entry that allows it ([`Acl::decide`]: most specific
@@ -52,6 +66,11 @@ pub struct AuthConfig {
     pub enabled: bool,
     /// How long fetched users, ACLs and broker addresses are reused.
     pub cache_ttl: Duration,
+    /// How far the signed `x-mq-date-time` may be from the proxy's clock (default 15 minutes);
+    /// a request outside it is refused as stale or replayed.
+    pub date_time_window: Duration,
+    /// Whose wall clock the signed date-time may follow (default [`DateTimeZones::Any`]).
+    pub date_time_zones: DateTimeZones,
 }
 
 impl Default for AuthConfig {
@@ -59,8 +78,131 @@ impl Default for AuthConfig {
         AuthConfig {
             enabled: false,
             cache_ttl: Duration::from_secs(3),
+            date_time_window: DEFAULT_DATE_TIME_WINDOW,
+            date_time_zones: DateTimeZones::Any,
         }
     }
+}
+
+/// The default freshness window of the signed date-time.
+pub const DEFAULT_DATE_TIME_WINDOW: Duration = Duration::from_secs(15 * 60);
+
+/// The official Java and Python clients write their local wall-clock time followed by a
+/// literal `Z` (`SimpleDateFormat` / `datetime.now()` without a zone), so the signed date-time
+/// is UTC only on clients that run in UTC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DateTimeZones {
+    /// The date-time must be within the window of the proxy's UTC clock: clients must run in
+    /// UTC (the Node.js client always signs UTC).
+    Utc,
+    /// The date-time may be any real zone's local time (UTC-12:00 to UTC+14:00) within the
+    /// window: a captured signature is refused at most 26 hours plus the window after it was
+    /// made, whatever zone the client runs in.
+    Any,
+}
+
+/// The most a real zone is behind UTC (UTC-12:00) and ahead of it (UTC+14:00), in seconds.
+const ZONE_BEHIND: i64 = 12 * 3600;
+const ZONE_AHEAD: i64 = 14 * 3600;
+
+/// Seconds since the epoch of a signed date-time `yyyyMMddTHHmmssZ`, read as UTC.
+pub fn parse_date_time(text: &str) -> Option<i64> {
+    let b = text.as_bytes();
+    if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
+        return None;
+    }
+    let num = |range: std::ops::Range<usize>| -> Option<i64> {
+        let part = text.get(range)?;
+        if !part.bytes().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        part.parse().ok()
+    };
+    let (year, month, day) = (num(0..4)?, num(4..6)?, num(6..8)?);
+    let (hour, minute, second) = (num(9..11)?, num(11..13)?, num(13..15)?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
+        return None;
+    }
+    // 60 is a leap second.
+    if second > 60 {
+        return None;
+    }
+    Some(days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// `now` (seconds since the epoch, UTC) as a signed date-time `yyyyMMddTHHmmssZ`.
+pub fn format_date_time(now: i64) -> String {
+    let days = now.div_euclid(86_400);
+    let secs = now.rem_euclid(86_400);
+    // Hinnant's `civil_from_days`.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+/// The proxy's clock now as a signed date-time (what a client in UTC signs).
+pub fn date_time_now() -> String {
+    format_date_time(rocketraft_common::time::now_ms().div_euclid(1000))
+}
+
+/// Refuses (UNAUTHORIZED) a signed date-time outside the freshness window around `now`
+/// (seconds since the epoch, UTC).
+pub fn check_fresh(
+    date_time: &str,
+    now: i64,
+    window: Duration,
+    zones: DateTimeZones,
+) -> Result<(), pb::Status> {
+    let Some(signed) = parse_date_time(date_time) else {
+        return Err(unauthorized(format!(
+            "the {DATE_TIME_HEADER} header {date_time:?} is not a date-time like 20240102T030405Z"
+        )));
+    };
+    let w = i64::try_from(window.as_secs()).unwrap_or(i64::MAX);
+    let skew = signed.saturating_sub(now);
+    let (behind, ahead) = match zones {
+        DateTimeZones::Utc => (w, w),
+        DateTimeZones::Any => (ZONE_BEHIND.saturating_add(w), ZONE_AHEAD.saturating_add(w)),
+    };
+    if (-behind..=ahead).contains(&skew) {
+        return Ok(());
+    }
+    let (how, by) = if skew < 0 {
+        ("behind", -skew)
+    } else {
+        ("ahead of", skew)
+    };
+    let allowed = match zones {
+        DateTimeZones::Utc => format!("the {} s window", w),
+        DateTimeZones::Any => format!("any time zone's clock within the {} s window", w),
+    };
+    Err(unauthorized(format!(
+        "the signed {DATE_TIME_HEADER} {date_time} is {by} s {how} the proxy's clock ({}), beyond {allowed}: refused as stale or replayed (check the client's clock)",
+        format_date_time(now)
+    )))
 }
 
 /// A permission an RPC needs: `actions` (any one of them) on a resource.
@@ -275,6 +417,12 @@ impl Auth {
             return Ok(());
         }
         let credentials = parse_credentials(metadata)?;
+        check_fresh(
+            &credentials.date_time,
+            rocketraft_common::time::now_ms().div_euclid(1000),
+            self.config.date_time_window,
+            self.config.date_time_zones,
+        )?;
         let user = self.authenticate(&credentials).await?;
         if user.user_type() == UserType::Super || needs.is_empty() {
             return Ok(());
@@ -506,6 +654,59 @@ mod tests {
             sign("key", "The quick brown fox jumps over the lazy dog"),
             "de7c9b85b8b78aa6bc8a7a36f70a90701c9db4d9"
         );
+    }
+
+    #[test]
+    fn date_times_parse_and_format_as_the_clients_write_them() {
+        assert_eq!(parse_date_time("19700101T000000Z"), Some(0));
+        assert_eq!(parse_date_time("20240102T030405Z"), Some(1_704_164_645));
+        assert_eq!(parse_date_time("20000229T235959Z"), Some(951_868_799));
+        for t in [0, 951_868_799, 1_704_164_645, 4_102_444_800] {
+            assert_eq!(parse_date_time(&format_date_time(t)), Some(t), "{t}");
+        }
+        for bad in [
+            "",
+            "20240102T030405",
+            "20240102 030405Z",
+            "2024010xT030405Z",
+            "20241302T030405Z",
+            "20240100T030405Z",
+            "20240102T250405Z",
+            "+0240102T030405Z",
+            "20240102T030405Z0",
+        ] {
+            assert_eq!(parse_date_time(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_window_refuses_stale_and_future_date_times() {
+        let now = parse_date_time("20240102T120000Z").expect("now");
+        let w = Duration::from_secs(900);
+        let at = |delta: i64| format_date_time(now + delta);
+        for delta in [0, -900, 900, -1] {
+            check_fresh(&at(delta), now, w, DateTimeZones::Utc).expect("fresh");
+        }
+        for delta in [-901, 901, -3600, 8 * 3600] {
+            let e = check_fresh(&at(delta), now, w, DateTimeZones::Utc).expect_err("stale");
+            assert_eq!(e.code, pb::Code::Unauthorized as i32);
+            assert!(
+                e.message.contains("refused as stale or replayed"),
+                "{}",
+                e.message
+            );
+        }
+        // Any zone: a client in UTC+8 or UTC-5 signing its local time is fresh; a day-old
+        // or a two-day-ahead header is not.
+        for delta in [8 * 3600, -5 * 3600, 14 * 3600 + 900, -(12 * 3600 + 900)] {
+            check_fresh(&at(delta), now, w, DateTimeZones::Any).expect("a zone's local time");
+        }
+        for delta in [-86_400, 2 * 86_400, 14 * 3600 + 901, -(12 * 3600 + 901)] {
+            let e = check_fresh(&at(delta), now, w, DateTimeZones::Any).expect_err("stale");
+            assert_eq!(e.code, pb::Code::Unauthorized as i32);
+        }
+        let e = check_fresh("garbage", now, w, DateTimeZones::Any).expect_err("garbage");
+        assert_eq!(e.code, pb::Code::Unauthorized as i32);
     }
 
     #[test]

@@ -57,13 +57,65 @@ pub struct ProxyConfig {
 }
 
 /// Who may talk to a proxy, and over what (see [`Proxy::start_secure`]). The default is what
-/// development wants: plaintext, no authentication.
+/// development wants: plaintext, no authentication, [`GrpcLimits::default`].
 #[derive(Debug, Clone, Default)]
 pub struct SecurityConfig {
     /// Authentication (access key / secret key signatures) and ACL permissions.
     pub auth: auth::AuthConfig,
     /// Serve gRPC over TLS with this certificate and key; plaintext when `None`.
     pub tls: Option<TlsConfig>,
+    /// What one client may take of the proxy (sizes, streams, connections, time).
+    pub limits: GrpcLimits,
+}
+
+/// Limits that keep clients from exhausting a proxy (RocketMQ's `ProxyConfig` key, where it
+/// has one, in brackets). The defaults keep a 2-core, 24 GiB machine serving under a flood:
+/// at most `max_connections` x `max_concurrent_streams` requests are in progress, each
+/// decoded only once its length prefix fits `max_inbound_message_size`.
+#[derive(Debug, Clone)]
+pub struct GrpcLimits {
+    /// The largest gRPC request message (`grpcMaxInboundMessageSize`, 130 MiB = 32 bodies of
+    /// 4 MiB + 2 MiB of attributes). tonic checks the message's length prefix against it
+    /// before buffering the body; a larger request is refused with gRPC `OUT_OF_RANGE`
+    /// ("decoded message length too large"; grpc-java answers `RESOURCE_EXHAUSTED`).
+    pub max_inbound_message_size: usize,
+    /// The largest gRPC response message the proxy encodes.
+    pub max_outbound_message_size: usize,
+    /// The largest message body a send may carry (`maxMessageSize`, 4 MiB): every message of
+    /// a SendMessage is checked before any is forwarded; a larger body answers
+    /// `MESSAGE_BODY_TOO_LARGE` and nothing is sent. Also announced to clients in Telemetry
+    /// settings.
+    pub max_message_size: usize,
+    /// HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`: calls in progress on one connection (128).
+    pub max_concurrent_streams: u32,
+    /// Connections served at once (4096); a connection beyond it is closed when accepted.
+    pub max_connections: usize,
+    /// HTTP/2 `SETTINGS_MAX_HEADER_LIST_SIZE`: the metadata of one call (16 KiB).
+    pub max_header_list_size: u32,
+    /// HTTP/2 PING interval: a silent connection is pinged this often (60 s) ...
+    pub keepalive_interval: Duration,
+    /// ... and closed when a ping is not answered within this (20 s).
+    pub keepalive_timeout: Duration,
+    /// Time from a call's arrival to its response (the whole request message decoded, the
+    /// work done, the answer or the stream's start): 60 s, above the longest long polling
+    /// (20 s) plus a broker round trip, so a half-sent request cannot hold a stream forever.
+    pub request_timeout: Duration,
+}
+
+impl Default for GrpcLimits {
+    fn default() -> Self {
+        GrpcLimits {
+            max_inbound_message_size: 130 * 1024 * 1024,
+            max_outbound_message_size: 130 * 1024 * 1024,
+            max_message_size: 4 * 1024 * 1024,
+            max_concurrent_streams: 128,
+            max_connections: 4096,
+            max_header_list_size: 16 * 1024,
+            keepalive_interval: Duration::from_secs(60),
+            keepalive_timeout: Duration::from_secs(20),
+            request_timeout: Duration::from_secs(60),
+        }
+    }
 }
 
 /// The proxy's TLS identity: PEM files.
@@ -132,15 +184,16 @@ impl Proxy {
             std::process::id()
         )));
         let (stop, stopped) = oneshot::channel::<()>();
-        let incoming = without_nagle(listener);
+        let limits = security.limits.clone();
+        let incoming = connections(listener, limits.max_connections);
         let task = tokio::spawn(async move {
             let result = server
-                // Above the largest body, so an oversized message gets the protocol's
+                // Above the largest body, so an oversized body gets the protocol's
                 // MESSAGE_BODY_TOO_LARGE rather than a transport error.
                 .add_service(
                     pb::messaging_service_server::MessagingServiceServer::new(service)
-                        .max_decoding_message_size(64 << 20)
-                        .max_encoding_message_size(64 << 20),
+                        .max_decoding_message_size(limits.max_inbound_message_size)
+                        .max_encoding_message_size(limits.max_outbound_message_size),
                 )
                 .serve_with_incoming_shutdown(incoming, async {
                     let _ = stopped.await;
@@ -177,9 +230,15 @@ impl Proxy {
     }
 }
 
-/// The gRPC server, with TLS when `security` asks for it.
+/// The gRPC server with `security`'s limits, and TLS when it asks for it.
 fn server_builder(security: &SecurityConfig) -> anyhow::Result<tonic::transport::Server> {
-    let server = tonic::transport::Server::builder();
+    let limits = &security.limits;
+    let server = tonic::transport::Server::builder()
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .http2_max_header_list_size(limits.max_header_list_size)
+        .http2_keepalive_interval(Some(limits.keepalive_interval))
+        .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+        .timeout(limits.request_timeout);
     let Some(tls) = &security.tls else {
         return Ok(server);
     };
@@ -214,7 +273,7 @@ fn proxy_service(
             endpoint,
             default_invisible: Duration::from_secs(30),
             max_long_polling: Duration::from_secs(20),
-            max_body_size: 4 * 1024 * 1024,
+            max_body_size: security.limits.max_message_size,
         },
         api,
     )
@@ -227,20 +286,105 @@ fn proxy_service(
     service
 }
 
-/// The accepted connections, with TCP_NODELAY: small gRPC responses would otherwise wait for
-/// the client's delayed ACK (tens of milliseconds per request).
-fn without_nagle(
+/// The accepted connections, with TCP_NODELAY (small gRPC responses would otherwise wait for
+/// the client's delayed ACK, tens of milliseconds per request), at most `max` at once: one
+/// accepted beyond that is closed at once (so it is refused quickly rather than left in the
+/// backlog) and logged.
+fn connections(
     listener: tokio::net::TcpListener,
-) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    tokio_stream::StreamExt::map(
+    max: usize,
+) -> impl tokio_stream::Stream<Item = std::io::Result<limit::Counted>> {
+    let slots = Arc::new(tokio::sync::Semaphore::new(max.max(1)));
+    tokio_stream::StreamExt::filter_map(
         tokio_stream::wrappers::TcpListenerStream::new(listener),
-        |stream| {
-            if let Ok(s) = &stream {
-                if let Err(e) = s.set_nodelay(true) {
-                    tracing::debug!(error = %e, "TCP_NODELAY not set");
-                }
+        move |stream| {
+            let stream = match stream {
+                Ok(s) => s,
+                Err(e) => return Some(Err(e)),
+            };
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                tracing::warn!(peer = ?stream.peer_addr().ok(), max, "connection refused: the proxy serves its maximum of connections");
+                return None;
+            };
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::debug!(error = %e, "TCP_NODELAY not set");
             }
-            stream
+            Some(Ok(limit::Counted::new(stream, permit)))
         },
     )
+}
+
+mod limit {
+    //! A connection that holds one of the proxy's connection slots while it is open.
+
+    use std::io;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+    use tokio::net::TcpStream;
+    use tokio::sync::OwnedSemaphorePermit;
+    use tonic::transport::server::{Connected, TcpConnectInfo};
+
+    pub struct Counted {
+        stream: TcpStream,
+        _slot: OwnedSemaphorePermit,
+    }
+
+    impl Counted {
+        pub fn new(stream: TcpStream, slot: OwnedSemaphorePermit) -> Counted {
+            Counted {
+                stream,
+                _slot: slot,
+            }
+        }
+    }
+
+    impl Connected for Counted {
+        type ConnectInfo = TcpConnectInfo;
+
+        fn connect_info(&self) -> TcpConnectInfo {
+            self.stream.connect_info()
+        }
+    }
+
+    impl AsyncRead for Counted {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.stream).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for Counted {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Pin::new(&mut self.stream).poll_write(cx, buf)
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.stream).poll_flush(cx)
+        }
+
+        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.stream).poll_shutdown(cx)
+        }
+
+        fn poll_write_vectored(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            bufs: &[io::IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            self.stream.is_write_vectored()
+        }
+    }
 }

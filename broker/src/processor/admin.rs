@@ -321,6 +321,10 @@ pub fn runtime_info(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
         .with_body(body))
 }
 
+/// VIEW_MESSAGE_BY_ID: the record at the id's (or `offset`'s) CommitLog offset, only when it
+/// lies wholly below the confirm offset (a record beyond it is not yet held by the in-sync
+/// replicas, may still be cut by a truncation, and is not visible to consumers either) and is
+/// not in a reserved topic.
 pub fn view_message_by_id(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
     let offset: i64 = match request.ext("offset") {
         Some(_) => request.ext_parse("offset")?,
@@ -331,16 +335,39 @@ pub fn view_message_by_id(inner: &BrokerInner, request: &RemotingCommand) -> Han
                 .1
         }
     };
-    let hidden = inner
-        .store
-        .look_message_by_offset(offset)
-        .is_some_and(|m| crate::metalog::is_reserved(&m.message.topic));
-    match inner.store.read_record(offset).filter(|_| !hidden) {
-        Some(record) => Ok(request
-            .response_to(response_code::SUCCESS, None)
-            .with_body(record)),
-        None => Err(Refusal::system_error(format!(
-            "can not find message by the offset, {offset}"
-        ))),
+    let record = confirmed_record(inner, offset)?;
+    let hidden = rocketraft_common::message::decode_message(&record)
+        .is_ok_and(|(m, _)| crate::metalog::is_reserved(&m.message.topic));
+    if hidden {
+        return Err(not_found(offset));
     }
+    Ok(request
+        .response_to(response_code::SUCCESS, None)
+        .with_body(record))
+}
+
+fn not_found(offset: i64) -> Refusal {
+    Refusal::system_error(format!("can not find message by the offset, {offset}"))
+}
+
+/// The raw record at CommitLog `offset` when it lies wholly below the confirm offset; refused
+/// (SYSTEM_ERROR, as RocketMQ answers a missing message) otherwise.
+pub(crate) fn confirmed_record(inner: &BrokerInner, offset: i64) -> Result<bytes::Bytes, Refusal> {
+    let confirm = inner.store.confirm_offset();
+    if offset < 0 || offset >= confirm {
+        return Err(Refusal::system_error(format!(
+            "can not find message by the offset, {offset}: it is not below the confirm offset {confirm}"
+        )));
+    }
+    let record = inner
+        .store
+        .read_record(offset)
+        .ok_or_else(|| not_found(offset))?;
+    let end = offset.saturating_add(record.len() as i64);
+    if end > confirm {
+        return Err(Refusal::system_error(format!(
+            "can not find message by the offset, {offset}: it ends at {end}, beyond the confirm offset {confirm}"
+        )));
+    }
+    Ok(record)
 }

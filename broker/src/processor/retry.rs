@@ -3,14 +3,29 @@
 //! consumer names one: 10 s, 30 s, 1 min, ...), or to `%DLQ%{group}` once it was retried
 //! `maxReconsumeTimes` (16) times or the consumer asks for it (delay level < 0), with its
 //! properties, as RocketMQ's `SendMessageProcessor.consumerSendMsgBack` does.
+//!
+//! **Bound to a receipt handle.** A request that carries a POP receipt handle in `extraInfo`
+//! (and its `topic`), as the gRPC proxy's ForwardMessageToDeadLetterQueue always does, is
+//! served only if the handle is in flight for the group and `offset` is the CommitLog offset of
+//! the message it names (and `originMsgId`, when given, that message's id); otherwise it is
+//! refused (NO_MESSAGE for a handle not in flight, NO_PERMISSION for another message's offset)
+//! and nothing is stored. The handle's queue stays locked until the copy is stored and the
+//! handle acked, so one handle lands its message in the DLQ at most once.
+//!
+//! **Without a handle** (a Remoting push consumer, as in RocketMQ) the request names any
+//! CommitLog offset: the broker copies the message there if it lies wholly below the confirm
+//! offset and is not in a system topic. Who may send it at all is the Remoting ACL's decision.
 
 use rocketraft_common::consts::{property, DLQ_GROUP_TOPIC_PREFIX, RETRY_GROUP_TOPIC_PREFIX};
 use rocketraft_common::message::{Message, MessageExt};
 use rocketraft_remoting::codes::response_code;
 use rocketraft_remoting::{Refusal, RemotingCommand};
 
+/// The optional ext field of CONSUMER_SEND_MSG_BACK that binds it to a POP receipt handle.
+pub const EXTRA_INFO: &str = "extraInfo";
+
 use super::Handled;
-use crate::pop::ensure_system_topic;
+use crate::pop::{ensure_system_topic, Handle, HeldHandle};
 use crate::store::BrokerMessage;
 use crate::BrokerInner;
 
@@ -48,7 +63,8 @@ fn sent_back(
 }
 
 /// CONSUMER_SEND_MSG_BACK: re-puts the message at `offset` (see the module documentation),
-/// through the timer topic when delayed.
+/// through the timer topic when delayed. With a receipt handle (`extraInfo`) the message must
+/// be the one the handle names and the handle is acked once the copy is stored.
 pub async fn send_back(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
     let offset: i64 = request.ext_parse("offset")?;
     let group = request.require_ext("group")?.to_string();
@@ -62,10 +78,22 @@ pub async fn send_back(inner: &BrokerInner, request: &RemotingCommand) -> Handle
         ha.check_writable()
             .map_err(|e| Refusal::new(response_code::SERVICE_NOT_AVAILABLE, e.to_string()))?;
     }
-    let original = inner
-        .store
-        .look_message_by_offset(offset)
-        .ok_or_else(|| Refusal::system_error(format!("look message by offset failed, {offset}")))?;
+    let (held, original) = match request.ext(EXTRA_INFO) {
+        Some(extra) => {
+            let topic = request.require_ext("topic")?;
+            let (held, m) = bound_message(
+                inner,
+                &group,
+                topic,
+                extra,
+                offset,
+                origin_msg_id.as_deref(),
+            )
+            .await?;
+            (Some(held), m)
+        }
+        None => (None, confirmed_message(inner, offset)?),
+    };
     if crate::metalog::is_reserved(&original.message.topic) {
         return Err(Refusal::new(
             response_code::NO_PERMISSION,
@@ -73,9 +101,27 @@ pub async fn send_back(inner: &BrokerInner, request: &RemotingCommand) -> Handle
         ));
     }
     let to_dlq = original.reconsume_times >= max_reconsume || delay_level < 0;
-    let (mut msg, topic) = sent_back(&original, &group, origin_msg_id, delay_level, to_dlq);
+    let (msg, topic) = sent_back(&original, &group, origin_msg_id, delay_level, to_dlq);
+    store_sent_back(inner, &original, msg, topic).await?;
+    if let Some(held) = held {
+        inner.pop.ack_held(inner, held).await?;
+    }
+    if to_dlq {
+        tracing::warn!(%group, offset, reconsume = original.reconsume_times, "message sent back to the dead-letter queue");
+    }
+    Ok(request.response_to(response_code::SUCCESS, None))
+}
+
+/// Stores the sent-back copy `msg` of `original` in `topic` (through the timer topic when it
+/// carries a delay).
+async fn store_sent_back(
+    inner: &BrokerInner,
+    original: &MessageExt,
+    mut msg: Message,
+    topic: String,
+) -> Result<(), Refusal> {
     ensure_system_topic(inner, &topic, 1)?;
-    msg.topic = topic.clone();
+    msg.topic = topic;
     let mut bm = BrokerMessage::new(msg, 0);
     bm.reconsume_times = original.reconsume_times + 1;
     bm.born_timestamp = original.born_timestamp;
@@ -93,8 +139,58 @@ pub async fn send_back(inner: &BrokerInner, request: &RemotingCommand) -> Handle
     if let Some(at) = deliver_at {
         inner.timers.scheduled(at, result.queue_offset);
     }
-    if to_dlq {
-        tracing::warn!(%group, offset, reconsume = original.reconsume_times, "message sent back to the dead-letter queue");
+    Ok(())
+}
+
+/// The message at `offset` when it lies wholly below the confirm offset (what consumers may
+/// see): a Remoting consumer's plain send-back names any offset it likes.
+fn confirmed_message(inner: &BrokerInner, offset: i64) -> Result<MessageExt, Refusal> {
+    let record = super::admin::confirmed_record(inner, offset)?;
+    rocketraft_common::message::decode_message(&record)
+        .map(|(m, _)| m)
+        .map_err(|e| Refusal::system_error(format!("look message by offset failed, {offset}: {e}")))
+}
+
+/// The message a receipt handle names, its handle held in flight for `group` (see
+/// [`crate::pop::PopService::hold`]): refused unless `offset` is that message's CommitLog
+/// offset and `origin_msg_id`, when given, its id.
+async fn bound_message(
+    inner: &BrokerInner,
+    group: &str,
+    topic: &str,
+    extra: &str,
+    offset: i64,
+    origin_msg_id: Option<&str>,
+) -> Result<(HeldHandle, MessageExt), Refusal> {
+    let handle = Handle::parse(extra)
+        .map_err(|e| Refusal::new(response_code::INVALID_PARAMETER, e.to_string()))?;
+    let held = inner.pop.hold(inner, group, topic, handle).await?;
+    let (queue_topic, queue_id, queue_offset) =
+        (held.queue_topic(), held.queue_id(), held.queue_offset());
+    let named = format!("{queue_topic}/{queue_id}/{queue_offset}");
+    let phy = inner
+        .store
+        .get_commit_log_offset_in_queue(queue_topic, queue_id, queue_offset)
+        .ok_or_else(|| {
+            Refusal::new(
+                response_code::NO_MESSAGE,
+                format!("the message the receipt handle names ({named}) is no longer stored"),
+            )
+        })?;
+    let m = confirmed_message(inner, phy)?;
+    let matches = phy == offset
+        && m.message.topic == queue_topic
+        && m.queue_id == queue_id
+        && m.queue_offset == queue_offset
+        && origin_msg_id
+            .filter(|id| !id.is_empty())
+            .is_none_or(|id| m.message.uniq_key().unwrap_or(&m.msg_id) == id);
+    if !matches {
+        tracing::warn!(%group, offset, named = %named, "send-back refused: the offset or message id is not the message the receipt handle names");
+        return Err(Refusal::new(
+            response_code::NO_PERMISSION,
+            format!("offset {offset} (message id {origin_msg_id:?}) is not the message the receipt handle names ({named})"),
+        ));
     }
-    Ok(request.response_to(response_code::SUCCESS, None))
+    Ok((held, m))
 }

@@ -1,6 +1,12 @@
 //! What a consumer does with a received message, by its receipt handle on the master of the
 //! broker set the handle names: AckMessage, ChangeInvisibleDuration (a new handle; the old one
-//! stops working), ForwardMessageToDeadLetterQueue (copied to `%DLQ%{group}`, then acked).
+//! stops working), ForwardMessageToDeadLetterQueue (copied to `%DLQ%{group}` and acked by the
+//! broker in one request bound to the handle).
+//!
+//! Every broker request names the message by the handle alone (queue id and queue offset come
+//! from it, the broker checks them against a checkpoint in flight for the group with the
+//! handle's pop time); the only client-chosen number, the handle's CommitLog offset, is checked
+//! by the broker against that message before anything is copied.
 
 use rocketraft_remoting::codes::{request_code, response_code};
 use rocketraft_remoting::RemotingCommand;
@@ -83,8 +89,11 @@ pub(super) async fn change_invisible_duration(
     })
 }
 
-/// Copies the message to `%DLQ%{group}` (CONSUMER_SEND_MSG_BACK, delay level -1), then acks
-/// its POP handle.
+/// Copies the message to `%DLQ%{group}` and acks its POP handle, in one
+/// CONSUMER_SEND_MSG_BACK (delay level -1) bound to the handle: the broker copies only the
+/// message the handle names, only while the handle is in flight for the group, and acks it
+/// under the same queue lock (see the broker's `processor::retry`). The CommitLog offset in
+/// the handle is the client's word; the broker checks it against the handle's queue offset.
 pub(super) async fn forward_message_to_dead_letter_queue(
     service: &Service,
     req: pb::ForwardMessageToDeadLetterQueueRequest,
@@ -98,15 +107,14 @@ pub(super) async fn forward_message_to_dead_letter_queue(
         .with_ext("group", group.clone())
         .with_ext("delayLevel", -1)
         .with_ext("originMsgId", req.message_id.clone())
-        .with_ext("maxReconsumeTimes", req.max_delivery_attempts.max(1) - 1);
+        .with_ext("maxReconsumeTimes", req.max_delivery_attempts.max(1) - 1)
+        .with_ext("topic", name.clone())
+        .with_ext("extraInfo", handle.broker_handle());
     service
         .api
         .call(&addr, back, &[response_code::SUCCESS])
         .await
         .map_err(|e| from_api(&e))?;
-    service
-        .ack_on_broker(&addr, &group, &name, &handle, &req.receipt_handle)
-        .await?;
     Ok(pb::ForwardMessageToDeadLetterQueueResponse { status: Some(ok()) })
 }
 

@@ -44,6 +44,11 @@ impl ReceiptHandle {
         })
     }
 
+    /// The broker's POP handle: the first eight fields (without the CommitLog offset).
+    pub(super) fn broker_handle(&self) -> String {
+        self.fields[..8].join(" ")
+    }
+
     /// The handle after a ChangeInvisibleTime answered `pop_time` and `invisible`.
     pub(super) fn renewed(mut self, pop_time: &str, invisible: &str) -> String {
         self.fields[1] = pop_time.to_string();
@@ -65,6 +70,10 @@ mod tests {
             ("broker-a", "3", "42")
         );
         assert_eq!(h.commit_log_offset().expect("offset"), "9000");
+        assert_eq!(
+            h.broker_handle(),
+            "100 1700000000000 30000 0 0 broker-a 3 42"
+        );
         assert_eq!(
             h.renewed("1700000001000", "60000"),
             "100 1700000001000 60000 0 0 broker-a 3 42 9000"

@@ -17,14 +17,46 @@ use super::Service;
 use crate::pb;
 use crate::session::TransactionId;
 
-/// Every message is sent, in order; each entry answers for its message, the response's status
-/// is the first refusal's (or OK).
+/// Every message is checked first (body size, topic, id, properties), as RocketMQ's proxy
+/// builds them all before sending: if one is refused nothing is sent, each entry answers its
+/// own checks (its properties too; a valid message: BAD_REQUEST, not sent). Otherwise every message is sent, in
+/// order; each entry answers for its message. The response's status is the first refusal's (or
+/// OK).
 pub(super) async fn send_message(
     service: &Service,
     req: pb::SendMessageRequest,
 ) -> Result<pb::SendMessageResponse, pb::Status> {
     if req.messages.is_empty() {
         return Err(status(pb::Code::BadRequest, "no message to send"));
+    }
+    let checks: Vec<Option<pb::Status>> = req
+        .messages
+        .iter()
+        .map(|m| check_message(m, service.config.max_body_size).err())
+        .collect();
+    if let Some(first) = checks.iter().flatten().next().cloned() {
+        let entries = req
+            .messages
+            .iter()
+            .zip(checks)
+            .map(|(m, refused)| {
+                // A message that passed its first check still names its property fault.
+                let own = refused.or_else(|| check_properties(m).err());
+                refused_entry(
+                    m,
+                    own.unwrap_or_else(|| {
+                        status(
+                            pb::Code::BadRequest,
+                            "not sent: another message of this request was refused",
+                        )
+                    }),
+                )
+            })
+            .collect();
+        return Ok(pb::SendMessageResponse {
+            status: Some(first),
+            entries,
+        });
     }
     let mut entries = Vec::with_capacity(req.messages.len());
     let mut first_error = None;
@@ -33,15 +65,7 @@ pub(super) async fn send_message(
             Ok(e) => entries.push(e),
             Err(s) => {
                 first_error.get_or_insert(s.clone());
-                entries.push(pb::SendResultEntry {
-                    status: Some(s),
-                    message_id: m
-                        .system_properties
-                        .as_ref()
-                        .map(|p| p.message_id.clone())
-                        .unwrap_or_default(),
-                    ..pb::SendResultEntry::default()
-                });
+                entries.push(refused_entry(m, s));
             }
         }
     }
@@ -49,6 +73,19 @@ pub(super) async fn send_message(
         status: Some(first_error.unwrap_or_else(ok)),
         entries,
     })
+}
+
+/// The entry of a message that was not sent.
+fn refused_entry(m: &pb::Message, s: pb::Status) -> pb::SendResultEntry {
+    pb::SendResultEntry {
+        status: Some(s),
+        message_id: m
+            .system_properties
+            .as_ref()
+            .map(|p| p.message_id.clone())
+            .unwrap_or_default(),
+        ..pb::SendResultEntry::default()
+    }
 }
 
 impl Service {

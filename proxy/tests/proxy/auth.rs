@@ -11,7 +11,10 @@ use rocketraft_broker::Broker;
 use rocketraft_common::acl::{AclInfo, PolicyEntryInfo, PolicyInfo, UserInfo};
 use rocketraft_common::TopicConfig;
 use rocketraft_nameserver::NameServer;
-use rocketraft_proxy::auth::{authorization_header, AuthConfig};
+use rocketraft_proxy::auth::{
+    authorization_header, date_time_now, format_date_time, parse_date_time, AuthConfig,
+    DateTimeZones,
+};
 use rocketraft_proxy::pb;
 use rocketraft_proxy::pb::messaging_service_client::MessagingServiceClient;
 use rocketraft_proxy::{Proxy, ProxyConfig, SecurityConfig, TlsConfig};
@@ -22,7 +25,6 @@ use tonic::transport::Channel;
 const OPEN: &str = "AuthOpen";
 const SECRET: &str = "AuthSecret";
 const GROUP: &str = "AuthGroup";
-const DATE: &str = "20250101T120000Z";
 
 struct Cluster {
     _dir: tempfile::TempDir,
@@ -116,7 +118,17 @@ fn send_request(topic: &str, id: &str) -> pb::SendMessageRequest {
 
 /// `message` with the headers an official client sends for `ak` / `sk`.
 fn signed<T>(message: T, ak: &str, sk: &str) -> tonic::Request<T> {
-    with_headers(message, &authorization_header(ak, sk, DATE), DATE)
+    signed_at(message, ak, sk, &date_time_now())
+}
+
+/// `message` signed for `ak` / `sk` at `date`.
+fn signed_at<T>(message: T, ak: &str, sk: &str, date: &str) -> tonic::Request<T> {
+    with_headers(message, &authorization_header(ak, sk, date), date)
+}
+
+/// Seconds since the epoch now, UTC.
+fn now_s() -> i64 {
+    rocketraft_common::time::now_ms() / 1000
 }
 
 fn with_headers<T>(message: T, authorization: &str, date: &str) -> tonic::Request<T> {
@@ -173,8 +185,9 @@ fn auth_on() -> SecurityConfig {
         auth: AuthConfig {
             enabled: true,
             cache_ttl: Duration::from_millis(300),
+            ..AuthConfig::default()
         },
-        tls: None,
+        ..SecurityConfig::default()
     }
 }
 
@@ -213,12 +226,14 @@ async fn signatures_and_permissions_are_checked_and_refusals_store_nothing() {
     assert_eq!(ok.code, pb::Code::Ok as i32, "{}", ok.message);
     assert_eq!(cluster.stored(OPEN).await, 1);
     // The official clients write hex in lowercase; the Java server also takes uppercase.
-    let header = authorization_header("alice", "alice-secret", DATE);
+    let date = date_time_now();
+    let header = authorization_header("alice", "alice-secret", &date);
+    let next_second = format_date_time(parse_date_time(&date).expect("date") + 1);
     let (head, sig) = header.rsplit_once("Signature=").expect("signature");
     let upper = format!("{head}Signature={}", sig.to_uppercase());
     let ok = send(
         &mut client,
-        with_headers(send_request(OPEN, "MSG-UPPER"), &upper, DATE),
+        with_headers(send_request(OPEN, "MSG-UPPER"), &upper, &date),
     )
     .await;
     assert_eq!(ok.code, pb::Code::Ok as i32, "{}", ok.message);
@@ -228,22 +243,18 @@ async fn signatures_and_permissions_are_checked_and_refusals_store_nothing() {
     // garbled header: UNAUTHORIZED, nothing stored.
     let refusals = [
         signed(send_request(OPEN, "MSG-BADSIG"), "alice", "wrong-secret"),
-        with_headers(
-            send_request(OPEN, "MSG-OTHERDATE"),
-            &header,
-            "20250101T120001Z",
-        ),
+        with_headers(send_request(OPEN, "MSG-OTHERDATE"), &header, &next_second),
         signed(send_request(OPEN, "MSG-UNKNOWN"), "mallory", "alice-secret"),
         tonic::Request::new(send_request(OPEN, "MSG-NOHEADER")),
         with_headers(
             send_request(OPEN, "MSG-GARBLED"),
             "MQv2-HMAC-SHA1 ???",
-            DATE,
+            &date,
         ),
         with_headers(
             send_request(OPEN, "MSG-NOTHEX"),
             "MQv2-HMAC-SHA1 Credential=alice, SignedHeaders=x-mq-date-time, Signature=xyz",
-            DATE,
+            &date,
         ),
     ];
     for request in refusals {
@@ -460,11 +471,11 @@ async fn tls_round_trip_with_a_private_ca() {
             namesrv_addr: "127.0.0.1:1".into(),
         },
         SecurityConfig {
-            auth: AuthConfig::default(),
             tls: Some(TlsConfig {
                 cert: cert.clone(),
                 key: bad_key,
             }),
+            ..SecurityConfig::default()
         },
     )
     .await;
@@ -474,8 +485,8 @@ async fn tls_round_trip_with_a_private_ca() {
     assert!(e.to_string().contains("bad.key"), "{e}");
 
     let cluster = Cluster::start(SecurityConfig {
-        auth: AuthConfig::default(),
         tls: Some(TlsConfig { cert, key }),
+        ..SecurityConfig::default()
     })
     .await;
     let port = cluster.proxy.local_addr().port();
@@ -518,5 +529,96 @@ async fn tls_round_trip_with_a_private_ca() {
     });
     request.set_timeout(Duration::from_secs(3));
     assert!(plain.query_route(request).await.is_err());
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stale_date_times_are_refused_and_fresh_ones_served() {
+    // The default accepts any zone's local time (the Java and Python clients sign local time).
+    let cluster = Cluster::start(auth_on()).await;
+    cluster
+        .api
+        .create_user(
+            &cluster.broker_addr(),
+            &user("root", "root-secret", "Super"),
+        )
+        .await
+        .expect("root");
+    let mut client = cluster.client().await;
+    let send_at = |id: &'static str, offset_s: i64| {
+        signed_at(
+            send_request(OPEN, id),
+            "root",
+            "root-secret",
+            &format_date_time(now_s() + offset_s),
+        )
+    };
+    for (id, offset_s) in [
+        ("MSG-NOW", 0),
+        ("MSG-UTC+8", 8 * 3600),
+        ("MSG-UTC-5", -5 * 3600),
+    ] {
+        let status = send(&mut client, send_at(id, offset_s)).await;
+        assert_eq!(status.code, pb::Code::Ok as i32, "{id}: {}", status.message);
+    }
+    assert_eq!(cluster.stored(OPEN).await, 3);
+    for (id, offset_s) in [("MSG-DAY-OLD", -86_400), ("MSG-2-DAYS-AHEAD", 2 * 86_400)] {
+        let status = send(&mut client, send_at(id, offset_s)).await;
+        assert_eq!(
+            status.code,
+            pb::Code::Unauthorized as i32,
+            "{id}: {}",
+            status.message
+        );
+        assert!(
+            status.message.contains("refused as stale or replayed"),
+            "{}",
+            status.message
+        );
+    }
+    assert_eq!(cluster.stored(OPEN).await, 3);
+
+    // Clients in UTC: a second proxy holds them to the 15-minute window itself.
+    let mut utc = auth_on();
+    utc.auth.date_time_zones = DateTimeZones::Utc;
+    let strict = Proxy::start_secure(
+        ProxyConfig {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            advertised_host: None,
+            namesrv_addr: cluster.namesrv.local_addr().to_string(),
+        },
+        utc,
+    )
+    .await
+    .expect("strict proxy");
+    let mut strict_client =
+        MessagingServiceClient::connect(format!("http://{}", strict.local_addr()))
+            .await
+            .expect("connect");
+    for (id, offset_s) in [
+        ("MSG-20-MIN-OLD", -20 * 60),
+        ("MSG-20-MIN-AHEAD", 20 * 60),
+        ("MSG-UTC+8-STRICT", 8 * 3600),
+    ] {
+        let status = send(&mut strict_client, send_at(id, offset_s)).await;
+        assert_eq!(
+            status.code,
+            pb::Code::Unauthorized as i32,
+            "{id}: {}",
+            status.message
+        );
+        assert!(
+            status.message.contains("900 s window"),
+            "{}",
+            status.message
+        );
+    }
+    assert_eq!(cluster.stored(OPEN).await, 3);
+    for (id, offset_s) in [("MSG-10-MIN-OLD", -10 * 60), ("MSG-FRESH", 0)] {
+        let status = send(&mut strict_client, send_at(id, offset_s)).await;
+        assert_eq!(status.code, pb::Code::Ok as i32, "{id}: {}", status.message);
+    }
+    assert_eq!(cluster.stored(OPEN).await, 5);
+    strict.shutdown().await;
     cluster.stop().await;
 }

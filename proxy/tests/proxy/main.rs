@@ -5,5 +5,6 @@
 mod auth;
 mod features;
 mod grpc;
+mod hardening;
 mod proto_roundtrip;
 mod support;

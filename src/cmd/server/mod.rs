@@ -185,8 +185,10 @@ impl ProxyArgs {
             auth: rocketraft_proxy::auth::AuthConfig {
                 enabled: self.auth,
                 cache_ttl: std::time::Duration::from_millis(self.auth_cache_ms),
+                ..Default::default()
             },
             tls,
+            ..Default::default()
         })
     }
 }
