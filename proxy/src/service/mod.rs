@@ -11,7 +11,8 @@
 //!   polling that answers before the client's deadline, a status first then the messages,
 //!   receipt handles, delivery attempts, CRC32 body digests);
 //! - `ack.rs`: AckMessage, ChangeInvisibleDuration (new handle; the old one stops working),
-//!   ForwardMessageToDeadLetterQueue (the message copied to `%DLQ%{group}`, then acked);
+//!   ForwardMessageToDeadLetterQueue (the message the handle names copied to `%DLQ%{group}`
+//!   and acked by the broker in one request bound to the handle);
 //! - `offset.rs`: UpdateOffset, GetOffset, QueryOffset (beginning, end, by time), PullMessage;
 //! - `transaction.rs`: EndTransaction, brokers' transaction checks pushed to a connected
 //!   producer as RecoverOrphanedTransaction, RecallMessage of a delayed message;
