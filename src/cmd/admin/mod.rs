@@ -15,7 +15,7 @@ use rocketraft_common::protocol::{ClusterInfo, TopicRouteData};
 use rocketraft_common::trust::ClusterSecret;
 use rocketraft_common::TopicConfig;
 use rocketraft_remoting::api::MqClientApi;
-use rocketraft_remoting::{ClientConfig, RemotingClient};
+use rocketraft_remoting::{ClientConfig, RemotingClient, SessionCredentials};
 
 #[derive(Args)]
 pub struct AdminArgs {
@@ -31,6 +31,14 @@ pub struct AdminArgs {
     /// refused without it. ROCKETRAFT_CLUSTER_SECRET holds the secret itself, if you prefer.
     #[arg(long, global = true)]
     cluster_secret_file: Option<std::path::PathBuf>,
+    /// The access key (username) to sign requests with, for servers with
+    /// `authenticationEnabled` (RocketMQ's `AclClientRPCHook`); ROCKETRAFT_ACCESS_KEY if unset.
+    #[arg(long, global = true)]
+    access_key: Option<String>,
+    /// The secret key (password) of --access-key; ROCKETRAFT_SECRET_KEY if unset (prefer the
+    /// variable: a command line is visible to other users of the machine).
+    #[arg(long, global = true)]
+    secret_key: Option<String>,
     #[command(subcommand)]
     command: AdminCommand,
 }
@@ -48,6 +56,21 @@ impl AdminArgs {
             },
         };
         Ok(Some(ClusterSecret::new(text.trim())?))
+    }
+}
+
+/// The credentials from the flags or the environment: both or neither.
+fn credentials(
+    access_key: Option<String>,
+    secret_key: Option<String>,
+) -> anyhow::Result<Option<SessionCredentials>> {
+    let access_key = access_key.or_else(|| std::env::var("ROCKETRAFT_ACCESS_KEY").ok());
+    let secret_key = secret_key.or_else(|| std::env::var("ROCKETRAFT_SECRET_KEY").ok());
+    match (access_key, secret_key) {
+        (None, None) => Ok(None),
+        (Some(ak), Some(sk)) => Ok(Some(SessionCredentials::new(ak, sk)?)),
+        (Some(_), None) => bail!("--access-key needs --secret-key (or ROCKETRAFT_SECRET_KEY)"),
+        (None, Some(_)) => bail!("--secret-key needs --access-key (or ROCKETRAFT_ACCESS_KEY)"),
     }
 }
 
@@ -121,16 +144,21 @@ enum ClusterCommand {
 
 pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
     let cluster_secret = args.cluster_secret()?;
+    let credentials = credentials(args.access_key, args.secret_key)?;
     if let AdminCommand::Controller(command) = args.command {
         let controller = args.controller.unwrap_or(args.namesrv);
         let client = RemotingClient::new(ClientConfig {
             cluster_secret: cluster_secret.clone(),
+            credentials,
             ..ClientConfig::default()
         });
         return controller::run(&client, &controller, command, cluster_secret.as_ref()).await;
     }
     let api = MqClientApi::new(
-        RemotingClient::new(ClientConfig::default()),
+        RemotingClient::new(ClientConfig {
+            credentials,
+            ..ClientConfig::default()
+        }),
         Duration::from_secs(5),
     );
     let namesrv = args.namesrv.as_str();
