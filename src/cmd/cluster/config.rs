@@ -17,6 +17,7 @@ use serde::Serialize;
 
 use super::layout::{loopback, PortLayout};
 use super::ClusterSpec;
+use crate::cmd::SMALL_SEGMENT_SIZE;
 
 /// The TOML of `config` without the keys at their default value, for `--extra-*-config` lines
 /// to merge over: a line may then name a key by its RocketMQ alias (`slaveTimeout = 5000`)
@@ -186,16 +187,13 @@ pub fn broker_toml(
     toml::to_string(&config).context("cannot encode a broker config")
 }
 
-/// The store of a broker: its root, flush type and segment size.
+/// The store of a broker: its root, flush type and segment size (64 MiB unless `--segment-size`
+/// says otherwise, so a local cluster fits a laptop; a production broker keeps RocketMQ's 1 GiB).
 fn store_config(spec: &ClusterSpec, store_root: &Path) -> anyhow::Result<StoreConfig> {
     let store = StoreConfig::new(path_string(store_root)?).with_flush_disk_type(spec.flush());
-    Ok(match spec.segment_size {
-        Some(size) => {
-            i64::try_from(size).context("--segment-size is too large")?;
-            store.with_commitlog_segment_size(size)
-        }
-        None => store,
-    })
+    let size = spec.segment_size.unwrap_or(SMALL_SEGMENT_SIZE);
+    i64::try_from(size).context("--segment-size is too large")?;
+    Ok(store.with_commitlog_segment_size(size))
 }
 
 /// Parses a broker TOML back and validates it as the broker would at start.
@@ -290,7 +288,10 @@ mod tests {
             .with_ha_port(30021)
             .with_namesrv_addr("127.0.0.1:9876")
             .with_controller_mode("127.0.0.1:30000;127.0.0.1:30002;127.0.0.1:30004")
-            .with_store(StoreConfig::new("/d/broker-1/store"));
+            .with_store(
+                StoreConfig::new("/d/broker-1/store")
+                    .with_commitlog_segment_size(SMALL_SEGMENT_SIZE),
+            );
         assert_eq!(b, expected);
     }
 
@@ -369,6 +370,10 @@ mod tests {
         assert!(broker_toml(1, &bad.spec, &l, Path::new("/d"), None).is_err());
         let bad = up_args(&["--min-in-sync-replicas", "4"]);
         assert!(broker_toml(1, &bad.spec, &l, Path::new("/d"), None).is_err());
+        let small = up_args(&[]);
+        let text = broker_toml(1, &small.spec, &l, Path::new("/d"), None).expect("toml");
+        let b: BrokerConfig = toml::from_str(&text).expect("parses");
+        assert_eq!(b.store.commitlog_segment_size, SMALL_SEGMENT_SIZE);
         let bad = up_args(&["--segment-size", "1000"]);
         assert!(broker_toml(1, &bad.spec, &l, Path::new("/d"), None).is_err());
         assert_eq!(

@@ -114,7 +114,8 @@ pub struct ClusterSpec {
     /// ASYNC_FLUSH or SYNC_FLUSH [default: ASYNC_FLUSH].
     #[arg(long)]
     pub flush: Option<FlushDiskType>,
-    /// CommitLog segment size in bytes, a multiple of 4096 [default: the broker's, 1 GiB].
+    /// CommitLog segment size in bytes, a multiple of 4096 [default: 64 MiB; a production
+    /// broker's default is 1 GiB].
     #[arg(long)]
     pub segment_size: Option<u64>,
     /// Replicas (master included) that must hold a message before a send succeeds [default:

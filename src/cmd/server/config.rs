@@ -63,7 +63,8 @@ pub struct BrokerFlags {
     /// ASYNC_FLUSH or SYNC_FLUSH.
     #[arg(long)]
     flush: Option<FlushDiskType>,
-    /// CommitLog segment size in bytes (default 1 GiB).
+    /// CommitLog segment size in bytes (default 1 GiB; 64 MiB for `dev` unless its config
+    /// file names one).
     #[arg(long)]
     segment_size: Option<u64>,
     /// Disable topic auto-creation on send.
@@ -217,6 +218,18 @@ fn dev_controller(data_dir: &Path) -> ControllerConfig {
     c
 }
 
+/// Whether a `[broker]` table names the CommitLog segment size, under our key or RocketMQ's,
+/// in its `[store]` table.
+fn names_segment_size(broker: &toml::Table) -> bool {
+    broker
+        .get("store")
+        .and_then(toml::Value::as_table)
+        .is_some_and(|store| {
+            store.contains_key("commitlog_segment_size")
+                || store.contains_key("mappedFileSizeCommitLog")
+        })
+}
+
 /// `rocketraft dev` config file: a `[namesrv]` and a `[broker]` table.
 #[derive(Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -250,6 +263,11 @@ pub struct DevArgs {
 impl DevArgs {
     pub fn load(&self) -> anyhow::Result<(NamesrvConfig, BrokerConfig)> {
         let file: DevFile = load_toml(self.config.as_deref())?;
+        let raw: toml::Table = load_toml(self.config.as_deref())?;
+        let segment_size_given = raw
+            .get("broker")
+            .and_then(toml::Value::as_table)
+            .is_some_and(names_segment_size);
         let mut namesrv = file.namesrv.unwrap_or_else(|| NamesrvConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 9876)),
             ..NamesrvConfig::default()
@@ -274,11 +292,68 @@ impl DevArgs {
             b.store.store_root = data_dir.join("broker");
             b
         });
+        if !segment_size_given {
+            broker.store.commitlog_segment_size = crate::cmd::SMALL_SEGMENT_SIZE;
+        }
         self.flags.apply(&mut broker);
         let namesrv_addr = rocketraft_remoting::api::advertised(namesrv.listen);
         broker.namesrv_addr = namesrv_addr.to_string();
         namesrv.validate()?;
         broker.validate()?;
         Ok((namesrv, broker))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cmd::SMALL_SEGMENT_SIZE;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        dev: DevArgs,
+    }
+
+    fn dev_config(args: &[&str], file: Option<&str>) -> BrokerConfig {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("dev.toml");
+        let mut argv = vec!["dev".to_string()];
+        if let Some(text) = file {
+            std::fs::write(&path, text).expect("write the config");
+            argv.push("--config".into());
+            argv.push(path.to_string_lossy().into_owned());
+        }
+        argv.extend(args.iter().map(|a| a.to_string()));
+        let cli = Cli::try_parse_from(argv).expect("valid flags");
+        cli.dev.load().expect("a valid config").1
+    }
+
+    #[test]
+    fn dev_uses_small_segments_unless_told_otherwise() {
+        let segment = |c: BrokerConfig| c.store.commitlog_segment_size;
+        assert_eq!(segment(dev_config(&[], None)), SMALL_SEGMENT_SIZE);
+        assert_eq!(
+            segment(dev_config(&["--segment-size", "1048576"], None)),
+            1 << 20
+        );
+        // A config file that names the size keeps it, under either key; one that does not
+        // gets the small default too.
+        let rocketmq_key = "[broker.store]\nmappedFileSizeCommitLog = 1073741824\n";
+        assert_eq!(segment(dev_config(&[], Some(rocketmq_key))), 1 << 30);
+        let our_key = "[broker.store]\ncommitlog_segment_size = 268435456\n";
+        assert_eq!(segment(dev_config(&[], Some(our_key))), 256 << 20);
+        let other = "[broker]\nbrokerName = \"broker-x\"\n";
+        assert_eq!(segment(dev_config(&[], Some(other))), SMALL_SEGMENT_SIZE);
+        // The flag wins over the file.
+        assert_eq!(
+            segment(dev_config(
+                &["--segment-size", "2097152"],
+                Some(rocketmq_key)
+            )),
+            2 << 20
+        );
     }
 }
