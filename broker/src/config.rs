@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use rocketraft_common::trust::ClusterSecret;
 use rocketraft_remoting::auth::{AuthSettings, SessionCredentials};
+use rocketraft_remoting::limits::{InvalidLimit, ServerLimitsConfig};
+use rocketraft_remoting::tls::{ClientTlsConfig, ServerTlsConfig};
 use rocketraft_remoting::ClientConfig;
 use serde::Deserialize;
 use serde::Serialize;
@@ -170,6 +172,15 @@ pub struct BrokerConfig {
     /// on the HA port before any frame ([`crate::ha`]). Client-facing requests are ACL's
     /// business, not this. It is never logged (`Debug` shows `<redacted>`).
     pub cluster_secret: Option<ClusterSecret>,
+    /// What one peer may cost the Remoting port (`[server_limits]`: connections, request
+    /// sizes, buffered bytes, half-sent frames, idle time; see `rocketraft_remoting::limits`).
+    pub server_limits: ServerLimitsConfig,
+    /// TLS on the Remoting and HA ports (`[tls]`: `mode` = disabled / permissive / enforcing,
+    /// RocketMQ's `tls.server.mode`; `cert` and `key`, PEM; see `rocketraft_remoting::tls`).
+    pub tls: ServerTlsConfig,
+    /// TLS on the connections this broker opens: to NameServers, controllers, other brokers
+    /// and its master's HA port (`[tls_client]`: `enable`, `trust_cert`).
+    pub tls_client: ClientTlsConfig,
     /// The message store.
     pub store: StoreConfig,
 }
@@ -215,6 +226,9 @@ impl Default for BrokerConfig {
             init_authentication_user: None,
             inner_client_authentication_credentials: None,
             cluster_secret: None,
+            server_limits: ServerLimitsConfig::default(),
+            tls: ServerTlsConfig::default(),
+            tls_client: ClientTlsConfig::default(),
             store: StoreConfig::default(),
         }
     }
@@ -297,7 +311,13 @@ impl BrokerConfig {
     /// other brokers): with the cluster secret, if one is configured, and signing with
     /// `inner_client_authentication_credentials`, if set.
     pub fn internal_client_config(&self) -> ClientConfig {
+        // Broker::start loaded it once already and refuses to start if it cannot.
+        let tls = self.tls_client.load().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "TLS for cluster-internal connections unavailable");
+            None
+        });
         ClientConfig {
+            tls,
             cluster_secret: self.cluster_secret.clone(),
             credentials: self.inner_client_authentication_credentials.clone(),
             ..ClientConfig::default()
@@ -330,6 +350,7 @@ impl BrokerConfig {
         if self.broker_id < 0 {
             return Err(ConfigError::BrokerId(self.broker_id));
         }
+        self.server_limits.validate()?;
         if !(1..=rocketraft_common::TopicConfig::MAX_QUEUE_NUMS)
             .contains(&self.default_topic_queue_nums)
         {
@@ -398,6 +419,8 @@ pub enum ConfigError {
     MaxTransferCount,
     #[error("{field}: {reason} (request codes separated by commas, e.g. \"105,106\")")]
     Whitelist { field: &'static str, reason: String },
+    #[error(transparent)]
+    ServerLimits(#[from] InvalidLimit),
 }
 
 #[cfg(test)]

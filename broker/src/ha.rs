@@ -49,6 +49,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use rocketraft_common::trust::{nonce, ClusterSecret, NONCE_LEN};
+use rocketraft_remoting::tls::{ClientTls, ServerTls, Transport};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
@@ -107,6 +108,15 @@ pub struct SlaveInfo {
     pub last_report: Option<Instant>,
 }
 
+/// TLS on the HA port ([`rocketraft_remoting::tls`]): the master serves its connections as
+/// `server` says (the broker's `[tls]` mode: permissive takes both), the slave connects over
+/// TLS when `client` is set (`[tls_client]`).
+#[derive(Debug, Clone, Default)]
+pub struct HaTls {
+    pub server: Option<ServerTls>,
+    pub client: Option<ClientTls>,
+}
+
 /// Replication state shared by the role manager, the send path and the HA connections.
 pub struct HaState {
     pub store: Arc<MessageStore>,
@@ -116,6 +126,8 @@ pub struct HaState {
     /// The cluster's shared secret: with it, master and slave prove it to each other on the HA
     /// port before any frame (see the module doc).
     secret: Option<ClusterSecret>,
+    /// TLS on the HA port: the master's (its `[tls]` mode) and the slave's (`[tls_client]`).
+    tls: HaTls,
     /// Notified when the master meets a broker id it does not know: the role manager reads the
     /// set's broker ids from the controller again.
     replica_refresh: Notify,
@@ -224,6 +236,15 @@ impl HaState {
         store: Arc<MessageStore>,
         secret: Option<ClusterSecret>,
     ) -> Arc<HaState> {
+        HaState::with_security(store, secret, HaTls::default())
+    }
+
+    /// [`HaState::with_cluster_secret`] with TLS on the HA port as `tls` says.
+    pub fn with_security(
+        store: Arc<MessageStore>,
+        secret: Option<ClusterSecret>,
+        tls: HaTls,
+    ) -> Arc<HaState> {
         // Controller mode: consumers see only what the replicas confirmed, from the start
         // (before the controller names a role), starting at the confirm offset the store
         // persisted before its restart.
@@ -250,6 +271,7 @@ impl HaState {
             }),
             acks,
             secret,
+            tls,
             replica_refresh: Notify::new(),
         })
     }
@@ -757,8 +779,14 @@ impl HaState {
 // Master side
 // ------------------------------------------------------------------------------------------
 
+/// Most connections the HA port holds at once (replicas of one set, plus those reconnecting);
+/// beyond it new connections are closed at once, so a flood cannot exhaust the master.
+pub const MAX_HA_CONNECTIONS: usize = 256;
+
 /// Accepts slave connections on the HA port.
 pub async fn serve(listener: TcpListener, ha: Arc<HaState>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_HA_CONNECTIONS));
+    let refused = rocketraft_remoting::limits::Throttle::new();
     loop {
         let (sock, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -768,12 +796,28 @@ pub async fn serve(listener: TcpListener, ha: Arc<HaState>) {
                 continue;
             }
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            if let Some(skipped) = refused.allow(Duration::from_secs(1)) {
+                tracing::warn!(%peer, skipped, limit = MAX_HA_CONNECTIONS,
+                    "HA connection limit reached; closing the new connection");
+            }
+            continue;
+        };
         let _ = sock.set_nodelay(true);
         let ha = ha.clone();
         tokio::spawn(async move {
-            if let Err(e) = master_connection(sock, peer, ha).await {
+            let sock = match &ha.tls.server {
+                None => Ok(Transport::Plain(sock)),
+                Some(tls) => tls.accept(sock, TRUST_TIMEOUT).await,
+            };
+            let result = match sock {
+                Ok(sock) => master_connection(sock, peer, ha).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = result {
                 tracing::info!(%peer, error = %e, "HA connection closed");
             }
+            drop(slot);
         });
     }
 }
@@ -821,7 +865,7 @@ fn decode_epochs(body: &[u8]) -> Vec<EpochEntry> {
 /// reports while this one streams the CommitLog from where the slave's first report says, until
 /// an error or this broker stops being master of the connection's generation.
 async fn master_connection(
-    mut sock: TcpStream,
+    mut sock: Transport,
     peer: SocketAddr,
     ha: Arc<HaState>,
 ) -> std::io::Result<()> {
@@ -836,7 +880,7 @@ async fn master_connection(
     let addr = peer.to_string();
     ha.slave_report(generation, slave_id, &addr, next)?;
 
-    let (mut rd, wr) = sock.into_split();
+    let (mut rd, wr) = tokio::io::split(sock);
     let reader_ha = ha.clone();
     let reader_addr = addr.clone();
     let reader: JoinHandle<std::io::Result<()>> = tokio::spawn(async move {
@@ -861,7 +905,7 @@ async fn master_connection(
 /// a secret) with the epoch entries, the log end and the epoch. Returns the slave's id and the
 /// connection generation it is served under.
 async fn master_handshake(
-    sock: &mut TcpStream,
+    sock: &mut Transport,
     peer: SocketAddr,
     ha: &HaState,
 ) -> std::io::Result<(i64, u64)> {
@@ -966,7 +1010,7 @@ async fn master_handshake(
 /// the report reader stops or this broker is no longer master of `generation`.
 async fn stream_to_slave(
     ha: &HaState,
-    mut wr: tokio::net::tcp::OwnedWriteHalf,
+    mut wr: tokio::io::WriteHalf<Transport>,
     mut next: i64,
     generation: u64,
     reader: &JoinHandle<std::io::Result<()>>,
@@ -1065,10 +1109,16 @@ fn chunk_advance(chunk: &[u8], at: i64, segment_size: i64) -> i64 {
 /// One session of following a master at `master` (its HA address): handshake, truncation of
 /// the divergent tail, then appending the stream and reporting offsets until an error.
 pub async fn follow_once(ha: &Arc<HaState>, my_id: i64, master: &str) -> anyhow::Result<()> {
-    let mut sock = tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(master))
+    let tcp = tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(master))
         .await
         .map_err(|_| anyhow::anyhow!("connect timed out"))??;
-    let _ = sock.set_nodelay(true);
+    let _ = tcp.set_nodelay(true);
+    let mut sock = match &ha.tls.client {
+        None => Transport::Plain(tcp),
+        Some(tls) => tokio::time::timeout(TRUST_TIMEOUT, tls.connect(tcp, master))
+            .await
+            .map_err(|_| anyhow::anyhow!("TLS handshake with the master timed out"))??,
+    };
     let (master_epochs, master_max) = slave_handshake(&mut sock, my_id, ha.secret.as_ref()).await?;
     let store = &ha.store;
     truncate_divergent(store, &master_epochs, master_max).await?;
@@ -1107,7 +1157,7 @@ pub async fn follow_once(ha: &Arc<HaState>, my_id: i64, master: &str) -> anyhow:
 /// proves the secret; sends its broker id; with a secret, checks the master's proof; reads the
 /// master's answer. Returns the master's epoch entries and log end.
 async fn slave_handshake(
-    sock: &mut TcpStream,
+    sock: &mut Transport,
     my_id: i64,
     secret: Option<&ClusterSecret>,
 ) -> anyhow::Result<(Vec<EpochEntry>, i64)> {

@@ -307,7 +307,14 @@ impl Broker {
         // Bind first: with port 0 the advertised address (stored in every record as the store
         // host, and registered with the NameServers) is only known after binding.
         let slot = Arc::new(OnceLock::new());
-        let server = Self::bind(listen, config.cluster_secret.clone(), &slot, &config).await?;
+        let server = Self::bind(
+            listen,
+            config.cluster_secret.clone(),
+            &config.server_limits,
+            &slot,
+            &config,
+        )
+        .await?;
         let bound = server.local_addr();
         let advertised = config
             .advertised_addr
@@ -359,6 +366,7 @@ impl Broker {
     async fn bind(
         listen: SocketAddr,
         cluster_secret: Option<rocketraft_common::trust::ClusterSecret>,
+        limits: &rocketraft_remoting::limits::ServerLimitsConfig,
         slot: &Arc<OnceLock<Arc<BrokerInner>>>,
         config: &BrokerConfig,
     ) -> anyhow::Result<RemotingServer> {
@@ -381,6 +389,9 @@ impl Broker {
         });
         builder = auth::install(builder, config, metadata);
         builder
+            .max_connections(limits.max_connections)
+            .limits(limits.limits())
+            .tls(config.tls.load()?)
             .cluster_trust(cluster_secret, CLUSTER_INTERNAL_CODES)
             .bind(listen).await.map_err(|e| {
             anyhow::anyhow!(
@@ -434,8 +445,12 @@ impl Broker {
         let ha_addr = config
             .ha_advertised_addr
             .unwrap_or_else(|| SocketAddr::new(advertised.ip(), ha_local.port()));
+        let tls = ha::HaTls {
+            server: config.tls.load()?,
+            client: config.tls_client.load()?,
+        };
         let ha_state =
-            ha::HaState::with_cluster_secret(store.clone(), config.cluster_secret.clone());
+            ha::HaState::with_security(store.clone(), config.cluster_secret.clone(), tls);
         let replicas = replica::ReplicaManager::start(
             config.clone(),
             store.clone(),

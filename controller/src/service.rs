@@ -20,7 +20,9 @@ use rocketraft_raft::RaftClientError;
 use rocketraft_raft::RaftConfig;
 use rocketraft_raft::RaftNode;
 use rocketraft_raft::ReadMode;
+use rocketraft_remoting::limits::{InvalidLimit, ServerLimitsConfig};
 use rocketraft_remoting::response_code;
+use rocketraft_remoting::tls::{ClientTlsConfig, ServerTlsConfig, TlsError};
 use rocketraft_remoting::ClientConfig;
 use rocketraft_remoting::RemotingClient;
 use rocketraft_remoting::RemotingServer;
@@ -91,6 +93,16 @@ pub struct ControllerConfig {
     /// sets another.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster_secret: Option<ClusterSecret>,
+    /// What one peer may cost the standalone controller's Remoting port (`[server_limits]`;
+    /// see `rocketraft_remoting::limits`). Embedded, the NameServer's own limits apply.
+    pub server_limits: ServerLimitsConfig,
+    /// TLS on the standalone controller's Remoting port (`[tls]`: `mode`, `cert`, `key`; see
+    /// `rocketraft_remoting::tls`). Embedded, the NameServer's `[tls]` applies.
+    pub tls: ServerTlsConfig,
+    /// TLS on the connections the controller opens: role notifications to brokers and
+    /// questions to its peers (`[tls_client]`: `enable`, `trust_cert`). Embedded, the
+    /// NameServer's `[tls_client]` applies unless this one is enabled.
+    pub tls_client: ClientTlsConfig,
 }
 
 impl Default for ControllerConfig {
@@ -109,6 +121,9 @@ impl Default for ControllerConfig {
             remoting_peers: BTreeMap::new(),
             stale_reads: false,
             cluster_secret: None,
+            server_limits: ServerLimitsConfig::default(),
+            tls: ServerTlsConfig::default(),
+            tls_client: ClientTlsConfig::default(),
         }
     }
 }
@@ -272,6 +287,10 @@ pub enum StartError {
         #[source]
         source: rocketraft_remoting::RemotingError,
     },
+    #[error(transparent)]
+    ServerLimits(#[from] InvalidLimit),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 impl Controller {
@@ -283,6 +302,7 @@ impl Controller {
         let node = RaftNode::start(config.effective_raft(), ControllerStateMachine::new())
             .await
             .map_err(StartError::Raft)?;
+        let tls = config.tls_client.load()?;
         let controller = Arc::new(Controller {
             node,
             heartbeats: Arc::new(HeartbeatTracker::new()),
@@ -290,6 +310,7 @@ impl Controller {
             // connection proves it (and checks that the other side holds it too).
             notifier: RemotingClient::new(ClientConfig {
                 cluster_secret: config.cluster_secret.clone(),
+                tls,
                 ..ClientConfig::default()
             }),
             remoting_addr: Mutex::new(config.listen.to_string()),
@@ -344,7 +365,12 @@ impl Controller {
     /// Serves the controller codes on its own Remoting port (standalone mode).
     pub async fn serve_remoting(self: &Arc<Self>) -> Result<SocketAddr, StartError> {
         let processor = self.processor();
-        let mut builder = RemotingServer::builder();
+        let limits = &self.config.server_limits;
+        limits.validate()?;
+        let mut builder = RemotingServer::builder()
+            .max_connections(limits.max_connections)
+            .limits(limits.limits())
+            .tls(self.config.tls.load()?);
         for code in CONTROLLER_CODES {
             builder = builder.register(*code, processor.clone());
         }

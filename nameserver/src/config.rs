@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use rocketraft_common::trust::ClusterSecret;
 use rocketraft_controller::ControllerConfig;
 use rocketraft_remoting::auth::{AuthSettings, SessionCredentials};
+use rocketraft_remoting::limits::{InvalidLimit, ServerLimitsConfig};
+use rocketraft_remoting::tls::{ClientTlsConfig, ServerTlsConfig};
 use serde::{Deserialize, Serialize};
 
 /// Settings of one NameServer process.
@@ -59,6 +61,15 @@ pub struct NamesrvConfig {
     /// connections that proved it (`rocketraft_remoting::trust`), so nobody else can register a
     /// broker and hijack a route. The embedded controller uses it too unless its own is set.
     pub cluster_secret: Option<ClusterSecret>,
+    /// What one peer may cost the Remoting port (`[server_limits]`: connections, request
+    /// sizes, buffered bytes, half-sent frames, idle time; see `rocketraft_remoting::limits`).
+    pub server_limits: ServerLimitsConfig,
+    /// TLS on the Remoting port (`[tls]`: `mode` = disabled / permissive / enforcing,
+    /// RocketMQ's `tls.server.mode`; `cert` and `key`, PEM; see `rocketraft_remoting::tls`).
+    pub tls: ServerTlsConfig,
+    /// TLS on the connections this process opens (the embedded controller's, unless its own
+    /// `[controller.tls_client]` is enabled): `[tls_client]` with `enable`, `trust_cert`.
+    pub tls_client: ClientTlsConfig,
 }
 
 impl Default for NamesrvConfig {
@@ -76,6 +87,9 @@ impl Default for NamesrvConfig {
             init_authentication_user: None,
             inner_client_authentication_credentials: None,
             cluster_secret: None,
+            server_limits: ServerLimitsConfig::default(),
+            tls: ServerTlsConfig::default(),
+            tls_client: ClientTlsConfig::default(),
         }
     }
 }
@@ -111,6 +125,8 @@ pub enum ConfigError {
     ScanInterval,
     #[error("{field}: {reason} (request codes separated by commas, e.g. \"105,106\")")]
     Whitelist { field: &'static str, reason: String },
+    #[error(transparent)]
+    ServerLimits(#[from] InvalidLimit),
 }
 
 impl NamesrvConfig {
@@ -129,6 +145,7 @@ impl NamesrvConfig {
             AuthSettings::parse_whitelist(text)
                 .map_err(|reason| ConfigError::Whitelist { field, reason })?;
         }
+        self.server_limits.validate()?;
         Ok(())
     }
 }

@@ -64,6 +64,9 @@ impl NameServer {
             if controller_config.cluster_secret.is_none() {
                 controller_config.cluster_secret = config.cluster_secret.clone();
             }
+            if !controller_config.tls_client.enable {
+                controller_config.tls_client = config.tls_client.clone();
+            }
             protected.extend_from_slice(CONTROLLER_PROTECTED_CODES);
             let controller = Controller::start(controller_config)
                 .await
@@ -78,7 +81,11 @@ impl NameServer {
         };
         let metadata = auth::NamesrvAuthMetadata::new(&config, state.clone());
         let builder = builder.auth(auth::settings(&config), Arc::new(auth::Shared(metadata)));
-        let builder = builder.cluster_trust(config.cluster_secret.clone(), &protected);
+        let builder = builder
+            .max_connections(config.server_limits.max_connections)
+            .limits(config.server_limits.limits())
+            .tls(config.tls.load()?)
+            .cluster_trust(config.cluster_secret.clone(), &protected);
         let server = match builder.bind(config.listen).await {
             Ok(server) => server.spawn(),
             Err(e) => {

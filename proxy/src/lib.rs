@@ -66,6 +66,17 @@ pub struct SecurityConfig {
     pub tls: Option<TlsConfig>,
     /// What one client may take of the proxy (sizes, streams, connections, time).
     pub limits: GrpcLimits,
+    /// How the proxy's own Remoting client reaches NameServers and brokers: TLS for servers
+    /// with `[tls]` enforcing, and credentials to sign with for brokers with
+    /// `authenticationEnabled` (their `innerClientAuthenticationCredentials`, or a Super user).
+    pub remoting: RemotingSecurity,
+}
+
+/// The security of the proxy's Remoting connections to NameServers and brokers.
+#[derive(Debug, Clone, Default)]
+pub struct RemotingSecurity {
+    pub tls: Option<rocketraft_remoting::tls::ClientTls>,
+    pub credentials: Option<rocketraft_remoting::SessionCredentials>,
 }
 
 /// Limits that keep clients from exhausting a proxy (RocketMQ's `ProxyConfig` key, where it
@@ -259,7 +270,11 @@ fn proxy_service(
     endpoint: (String, u16),
 ) -> service::Service {
     let api = MqClientApi::new(
-        RemotingClient::new(ClientConfig::default()),
+        RemotingClient::new(ClientConfig {
+            tls: security.remoting.tls.clone(),
+            credentials: security.remoting.credentials.clone(),
+            ..ClientConfig::default()
+        }),
         Duration::from_secs(5),
     );
     let auth = Arc::new(auth::Auth::new(

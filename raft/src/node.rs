@@ -951,8 +951,13 @@ fn serve_peers(
         },
     );
     let server_task = tokio::spawn(async move {
+        // Peers need a few streams each (votes, appends, snapshots); a peer that opens more or
+        // goes silent is cut off rather than held (issue 16: resource limits on every port).
         let result = tonic::transport::Server::builder()
             .tcp_nodelay(true)
+            .max_concurrent_streams(Some(64))
+            .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
             .add_service(service)
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = stop_rx.await;

@@ -18,6 +18,7 @@ use crate::command::{RemotingCommand, SerializeType};
 use crate::connection::{spawn_connection, ConnectionHandle, ConnectionOptions, Dispatch};
 use crate::error::RemotingError;
 use crate::server::RequestProcessor;
+use crate::tls::{ClientTls, Transport};
 use rocketraft_common::trust::ClusterSecret;
 
 /// Settings of a [`RemotingClient`].
@@ -44,6 +45,8 @@ pub struct ClientConfig {
     /// With credentials, every request is signed as RocketMQ's `AclClientRPCHook` signs it
     /// ([`crate::auth::sign`]): for servers with `authenticationEnabled`.
     pub credentials: Option<SessionCredentials>,
+    /// With TLS, every connection runs its TLS handshake first ([`crate::tls`]).
+    pub tls: Option<ClientTls>,
 }
 
 impl Default for ClientConfig {
@@ -57,6 +60,7 @@ impl Default for ClientConfig {
             send_queue_capacity: 4096,
             cluster_secret: None,
             credentials: None,
+            tls: None,
         }
     }
 }
@@ -311,12 +315,27 @@ impl RemotingClient {
                 })
             }
         };
+        let stream = match &config.tls {
+            None => Transport::Plain(stream),
+            Some(tls) => match timeout_at(connect_deadline, tls.connect(stream, addr)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(source)) => {
+                    return Err(RemotingError::Connect {
+                        addr: addr.to_owned(),
+                        source,
+                    })
+                }
+                Err(_) => return Err(timeout_error(addr, timeout)),
+            },
+        };
         let dispatch: Arc<dyn Dispatch> = Arc::new(ClientDispatch {
             handler: self.inner.handler.clone(),
         });
         let options = ConnectionOptions {
             max_in_flight_requests: config.max_server_requests_per_connection,
             send_queue_capacity: config.send_queue_capacity,
+            server: None,
+            tls: None,
         };
         let handle =
             spawn_connection(stream, addr.to_owned(), dispatch, options).map_err(|source| {

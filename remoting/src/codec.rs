@@ -103,6 +103,48 @@ pub fn decode(src: &mut BytesMut) -> Result<Option<RemotingCommand>, CodecError>
     Ok(Some(cmd))
 }
 
+/// The length of the frame at the start of `src` (its `totalLen` plus the 4-byte prefix), once
+/// its prefix has arrived; the same checks as [`decode`].
+pub(crate) fn frame_len(src: &[u8]) -> Result<Option<usize>, CodecError> {
+    let Some(prefix) = src.get(..4) else {
+        return Ok(None);
+    };
+    let total_len = i32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]);
+    match usize::try_from(total_len) {
+        Ok(len) if len > MAX_FRAME_LEN => Err(CodecError::FrameTooLarge {
+            len,
+            max: MAX_FRAME_LEN,
+        }),
+        Ok(len) if len >= 4 => Ok(Some(4 + len)),
+        _ => Err(CodecError::InvalidFrameLength(total_len)),
+    }
+}
+
+/// The code of the frame at the start of `src` and whether it is a response, once its header
+/// has arrived, without reading its body. A header longer than `max_header` is
+/// [`CodecError::HeaderTooLarge`].
+pub(crate) fn peek_code(src: &[u8], max_header: usize) -> Result<Option<(i32, bool)>, CodecError> {
+    let Some(mark) = src.get(4..8) else {
+        return Ok(None);
+    };
+    let mark = u32::from_be_bytes([mark[0], mark[1], mark[2], mark[3]]);
+    let type_byte = (mark >> 24) as u8;
+    let serialize_type =
+        SerializeType::from_code(type_byte).ok_or(CodecError::UnknownSerializeType(type_byte))?;
+    let header_len = (mark & 0x00FF_FFFF) as usize;
+    if header_len > max_header {
+        return Err(CodecError::HeaderTooLarge(header_len));
+    }
+    let Some(header_bytes) = src.get(8..8 + header_len) else {
+        return Ok(None);
+    };
+    let cmd = match serialize_type {
+        SerializeType::Json => header::decode_json(header_bytes)?,
+        SerializeType::RocketMq => header::decode_binary(header_bytes)?,
+    };
+    Ok(Some((cmd.code, cmd.is_response())))
+}
+
 /// Fuzzing entry point shared by the cargo-fuzz target and the property tests: decodes
 /// frames from `data` until it runs out or fails, and checks that every decoded command
 /// survives an encode/decode round trip unchanged.

@@ -20,9 +20,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::time::{timeout, timeout_at, Instant};
 use tracing::{debug, error, warn};
@@ -31,25 +29,40 @@ use crate::codec;
 use crate::codes::response_code;
 use crate::command::{RemotingCommand, SerializeType, ONEWAY_FLAG, RESPONSE_FLAG};
 use crate::error::RemotingError;
+use crate::limits::{
+    ConnectionBudget, FrameBytes, ServerBudget, ServerLimits, Throttle, SMALL_FRAME,
+};
 use crate::server::{RequestContext, RequestProcessor};
+use crate::tls::Transport;
 
 /// How long a closing connection keeps trying to write what is already queued.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 /// The socket read granularity.
 const READ_CHUNK: usize = 16 * 1024;
+/// The read buffer of a connection until its first bytes arrive.
+const FIRST_READ_CHUNK: usize = 512;
 /// How many queued frames the writer coalesces before flushing.
 const WRITE_BATCH: usize = 64;
 
 static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Limits of one connection.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct ConnectionOptions {
     /// Requests from the peer processed concurrently; beyond it they get SYSTEM_BUSY.
     pub max_in_flight_requests: usize,
     /// Frames queued for the writer before senders wait.
     pub send_queue_capacity: usize,
+    /// Server side: the limits of what the peer sends ([`crate::limits`]).
+    pub server: Option<ServerBudget>,
+    /// Server side: TLS for accepted connections ([`crate::tls`]).
+    pub tls: Option<crate::tls::ServerTls>,
 }
+
+/// Refused peers are logged at most once a second per kind.
+static FRAME_TOO_LARGE: Throttle = Throttle::new();
+static FRAME_TIMED_OUT: Throttle = Throttle::new();
+const LOG_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Finds the processor for requests arriving on a connection.
 pub(crate) trait Dispatch: Send + Sync + 'static {
@@ -165,6 +178,18 @@ impl ConnectionHandle {
         }
         let since_open = at.saturating_duration_since(self.inner.opened).as_millis();
         u128::from(last) >= since_open
+    }
+
+    /// How long since the peer last sent a byte (or since the connection opened).
+    pub(crate) fn idle_for(&self) -> Duration {
+        let last = Duration::from_millis(self.inner.last_read_ms.load(Ordering::Acquire));
+        self.inner.opened.elapsed().saturating_sub(last)
+    }
+
+    /// Requests from the peer being processed now.
+    pub(crate) fn requests_in_flight(&self) -> usize {
+        let available = self.inner.request_permits.available_permits();
+        self.inner.max_in_flight_requests.saturating_sub(available)
     }
 
     fn note_read(&self) {
@@ -352,7 +377,7 @@ impl Drop for PendingGuard<'_> {
 /// Starts the reader and writer tasks of a freshly connected or accepted socket.
 /// `remote` names the peer in errors (the address the client dialled, for instance).
 pub(crate) fn spawn_connection(
-    stream: TcpStream,
+    stream: Transport,
     remote: String,
     dispatch: Arc<dyn Dispatch>,
     options: ConnectionOptions,
@@ -362,7 +387,17 @@ pub(crate) fn spawn_connection(
     if let Err(e) = stream.set_nodelay(true) {
         debug!(%peer, error = %e, "failed to set TCP_NODELAY");
     }
-    let (read_half, write_half) = stream.into_split();
+    let (read_half, write_half): (Reader, Writer) = match stream {
+        // Plain TCP splits without a lock.
+        Transport::Plain(tcp) => {
+            let (r, w) = tcp.into_split();
+            (Box::new(r), Box::new(w))
+        }
+        tls => {
+            let (r, w) = tokio::io::split(tls);
+            (Box::new(r), Box::new(w))
+        }
+    };
     let (tx, rx) = mpsc::channel(options.send_queue_capacity.max(1));
     let (closed_tx, _) = watch::channel(false);
     let max_in_flight = options.max_in_flight_requests.max(1);
@@ -384,7 +419,11 @@ pub(crate) fn spawn_connection(
         }),
     };
     tokio::spawn(write_loop(write_half, rx, handle.clone()));
-    tokio::spawn(read_loop(read_half, handle.clone(), dispatch));
+    let guard = options.server.map(|server| Guard {
+        budget: server.connection(),
+        limits: server.limits,
+    });
+    tokio::spawn(read_loop(read_half, handle.clone(), dispatch, guard));
     Ok(handle)
 }
 
@@ -392,14 +431,63 @@ async fn wait_closed(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|closed| *closed).await;
 }
 
-async fn read_loop(mut reader: OwnedReadHalf, conn: ConnectionHandle, dispatch: Arc<dyn Dispatch>) {
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+/// A server connection's limits and byte budget.
+struct Guard {
+    limits: Arc<ServerLimits>,
+    budget: ConnectionBudget,
+}
+
+/// The frame being received: when its first byte arrived and the bytes reserved for it.
+#[derive(Default)]
+struct Frame {
+    started: Option<Instant>,
+    bytes: Option<FrameBytes>,
+}
+
+/// What the reader does with the frame at the head of its buffer.
+enum Admit {
+    /// Decode it (or what of it has arrived).
+    Decode,
+    /// Read more bytes first.
+    NeedMore,
+    /// Close the connection.
+    Close,
+}
+
+/// The reading half of a connection's stream (plain TCP or TLS).
+type Reader = Box<dyn AsyncRead + Send + Unpin>;
+/// The writing half.
+type Writer = Box<dyn AsyncWrite + Send + Unpin>;
+
+async fn read_loop(
+    mut reader: Reader,
+    conn: ConnectionHandle,
+    dispatch: Arc<dyn Dispatch>,
+    guard: Option<Guard>,
+) {
+    let mut buf = BytesMut::new();
     let mut closed = conn.inner.closed_tx.subscribe();
+    let mut frame = Frame::default();
+    let mut active = Instant::now();
+    let mut active_once = false;
     loop {
         loop {
+            if let Some(guard) = &guard {
+                match admit(&buf, guard, &mut frame, &conn, &mut closed).await {
+                    Admit::Decode => {}
+                    Admit::NeedMore => break,
+                    Admit::Close => return conn.close(),
+                }
+            }
             match codec::decode(&mut buf) {
-                Ok(Some(cmd)) if cmd.is_response() => conn.complete(cmd),
-                Ok(Some(cmd)) => handle_request(&conn, &dispatch, cmd).await,
+                Ok(Some(cmd)) if cmd.is_response() => {
+                    frame = Frame::default();
+                    conn.complete(cmd);
+                }
+                Ok(Some(cmd)) => {
+                    let bytes = std::mem::take(&mut frame).bytes;
+                    handle_request(&conn, &dispatch, cmd, bytes).await;
+                }
                 Ok(None) => break,
                 Err(e) => {
                     warn!(conn = conn.id(), peer = %conn.peer_addr(), error = %e,
@@ -409,11 +497,34 @@ async fn read_loop(mut reader: OwnedReadHalf, conn: ConnectionHandle, dispatch: 
                 }
             }
         }
-        buf.reserve(READ_CHUNK);
+        if !buf.is_empty() && frame.started.is_none() {
+            frame.started = Some(Instant::now());
+        }
+        // A connection that never sent anything gets a small buffer: a flood of idle
+        // connections costs little memory.
+        buf.reserve(if active_once {
+            READ_CHUNK
+        } else {
+            FIRST_READ_CHUNK
+        });
+        let deadline = guard
+            .as_ref()
+            .and_then(|g| read_deadline(&g.limits, &frame, active));
         let read = tokio::select! {
             biased;
             _ = wait_closed(&mut closed) => return,
             read = reader.read_buf(&mut buf) => read,
+            _ = sleep_until_some(deadline) => {
+                if frame.started.is_some() {
+                    return frame_timed_out(&conn);
+                }
+                if conn.requests_in_flight() == 0 {
+                    debug!(conn = conn.id(), peer = %conn.peer_addr(), "idle connection closed");
+                    return conn.close();
+                }
+                active = Instant::now();
+                continue;
+            }
         };
         match read {
             Ok(0) => {
@@ -421,7 +532,11 @@ async fn read_loop(mut reader: OwnedReadHalf, conn: ConnectionHandle, dispatch: 
                 conn.close();
                 return;
             }
-            Ok(_) => conn.note_read(),
+            Ok(_) => {
+                active = Instant::now();
+                active_once = true;
+                conn.note_read();
+            }
             Err(e) => {
                 debug!(conn = conn.id(), peer = %conn.peer_addr(), error = %e, "read failed");
                 conn.close();
@@ -431,7 +546,85 @@ async fn read_loop(mut reader: OwnedReadHalf, conn: ConnectionHandle, dispatch: 
     }
 }
 
-async fn write_one(w: &mut BufWriter<OwnedWriteHalf>, out: Outbound) -> io::Result<()> {
+/// When the reader gives up waiting: the end of the frame timeout for a frame under way,
+/// otherwise the end of the idle timeout.
+fn read_deadline(limits: &ServerLimits, frame: &Frame, active: Instant) -> Option<Instant> {
+    match frame.started {
+        Some(started) => Some(started + limits.frame_timeout),
+        None => limits.idle_timeout.map(|idle| active + idle),
+    }
+}
+
+async fn sleep_until_some(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn frame_timed_out(conn: &ConnectionHandle) {
+    if let Some(skipped) = FRAME_TIMED_OUT.allow(LOG_INTERVAL) {
+        warn!(conn = conn.id(), peer = %conn.peer_addr(), skipped,
+            "a frame was not completed within the frame timeout; closing the connection");
+    }
+    conn.close();
+}
+
+/// Checks the frame at the head of `buf` against the limits (its size for its code, once
+/// its header is in) and reserves its bytes, waiting (not reading) while the connection or
+/// the server is over its budget.
+async fn admit(
+    buf: &BytesMut,
+    guard: &Guard,
+    frame: &mut Frame,
+    conn: &ConnectionHandle,
+    closed: &mut watch::Receiver<bool>,
+) -> Admit {
+    if frame.bytes.is_some() {
+        return Admit::Decode;
+    }
+    let len = match codec::frame_len(buf) {
+        Ok(Some(len)) => len,
+        Ok(None) => return Admit::NeedMore,
+        // The decoder reports it and closes the connection.
+        Err(_) => return Admit::Decode,
+    };
+    if len > SMALL_FRAME {
+        match codec::peek_code(buf, guard.limits.max_header_len) {
+            Ok(Some((code, false))) if len - 4 > guard.limits.max_request_len(code) => {
+                if let Some(skipped) = FRAME_TOO_LARGE.allow(LOG_INTERVAL) {
+                    warn!(conn = conn.id(), peer = %conn.peer_addr(), code, len,
+                        max = guard.limits.max_request_len(code), skipped,
+                        "request larger than its code allows; closing the connection");
+                }
+                return Admit::Close;
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => return Admit::NeedMore,
+            Err(e) => {
+                warn!(conn = conn.id(), peer = %conn.peer_addr(), error = %e,
+                    "malformed frame header; closing the connection");
+                return Admit::Close;
+            }
+        }
+    }
+    let reserved = tokio::select! {
+        biased;
+        _ = wait_closed(closed) => None,
+        bytes = guard.budget.reserve(len) => bytes,
+    };
+    match reserved {
+        Some(bytes) => {
+            frame.bytes = Some(bytes);
+            // Waiting for the budget is the server's doing, not the peer's.
+            frame.started = Some(Instant::now());
+            Admit::Decode
+        }
+        None => Admit::Close,
+    }
+}
+
+async fn write_one(w: &mut BufWriter<Writer>, out: Outbound) -> io::Result<()> {
     w.write_all(&out.head).await?;
     if !out.body.is_empty() {
         w.write_all(&out.body).await?;
@@ -440,7 +633,7 @@ async fn write_one(w: &mut BufWriter<OwnedWriteHalf>, out: Outbound) -> io::Resu
 }
 
 async fn write_batch(
-    w: &mut BufWriter<OwnedWriteHalf>,
+    w: &mut BufWriter<Writer>,
     first: Outbound,
     rx: &mut mpsc::Receiver<Outbound>,
 ) -> io::Result<()> {
@@ -454,11 +647,7 @@ async fn write_batch(
     w.flush().await
 }
 
-async fn write_loop(
-    writer: OwnedWriteHalf,
-    mut rx: mpsc::Receiver<Outbound>,
-    conn: ConnectionHandle,
-) {
+async fn write_loop(writer: Writer, mut rx: mpsc::Receiver<Outbound>, conn: ConnectionHandle) {
     let mut w = BufWriter::with_capacity(64 * 1024, writer);
     let mut closed = conn.inner.closed_tx.subscribe();
     loop {
@@ -504,6 +693,7 @@ async fn handle_request(
     conn: &ConnectionHandle,
     dispatch: &Arc<dyn Dispatch>,
     request: RemotingCommand,
+    bytes: Option<FrameBytes>,
 ) {
     let oneway = request.is_oneway();
     let Some(processor) = dispatch.processor(request.code) else {
@@ -572,6 +762,7 @@ async fn handle_request(
         }
         drop(permit);
         drop(token);
+        drop(bytes);
     });
 }
 

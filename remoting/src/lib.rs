@@ -29,8 +29,10 @@
 //! the bytes that remain before anything is allocated, so garbage yields a
 //! [`CodecError`], never a panic. A connection that sends a malformed frame cannot be
 //! resynchronised and is closed; other connections are unaffected. The server bounds the
-//! requests processed concurrently per connection (beyond it: SYSTEM_BUSY) and the
-//! number of connections; the client bounds the requests in flight per connection.
+//! requests processed concurrently per connection (beyond it: SYSTEM_BUSY), the number of
+//! connections, each request's size by its code, the bytes buffered per connection and in
+//! all, half-sent frames and idle connections ([`limits`]); the client bounds the requests in
+//! flight per connection.
 //!
 //! # Client and server
 //!
@@ -52,7 +54,9 @@ pub mod command;
 mod connection;
 pub mod error;
 pub mod header;
+pub mod limits;
 pub mod server;
+pub mod tls;
 pub mod trust;
 
 pub use auth::{AuthMetadata, AuthSettings, SessionCredentials};
@@ -64,6 +68,7 @@ pub use command::{
     RESPONSE_FLAG,
 };
 pub use error::{CodecError, HeaderError, Refusal, RemotingError};
+pub use limits::ServerLimits;
 pub use server::{
     processor_fn, BoxFuture, ConnectionHandle, RemotingServer, RemotingServerBuilder,
     RequestContext, RequestProcessor, ServerHandle,

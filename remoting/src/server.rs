@@ -11,7 +11,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use rocketraft_common::trust::ClusterSecret;
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -21,6 +21,8 @@ use crate::codes::request_code;
 use crate::command::RemotingCommand;
 use crate::connection::{spawn_connection, ConnectionOptions, Dispatch};
 use crate::error::RemotingError;
+use crate::limits::{ServerBudget, ServerLimits, Throttle};
+use crate::tls::{ServerTls, Transport};
 
 pub use crate::connection::ConnectionHandle;
 
@@ -106,6 +108,8 @@ pub struct RemotingServerBuilder {
     shutdown_grace: Duration,
     /// The cluster secret and the codes only trusted connections may send.
     trust: Option<(ClusterSecret, Vec<i32>)>,
+    limits: ServerLimits,
+    tls: Option<ServerTls>,
     /// ACL checks in front of every processor.
     auth: Option<(AuthSettings, Arc<dyn AuthMetadata>)>,
 }
@@ -115,11 +119,13 @@ impl Default for RemotingServerBuilder {
         Self {
             processors: HashMap::new(),
             default_processor: None,
-            max_connections: 10_000,
+            max_connections: crate::limits::DEFAULT_MAX_CONNECTIONS,
             max_in_flight_per_connection: 1024,
             send_queue_capacity: 1024,
             shutdown_grace: Duration::from_secs(3),
             trust: None,
+            limits: ServerLimits::default(),
+            tls: None,
             auth: None,
         }
     }
@@ -190,6 +196,18 @@ impl RemotingServerBuilder {
         self
     }
 
+    /// Serves TLS as `tls` says ([`crate::tls`]); plaintext only without it.
+    pub fn tls(mut self, tls: Option<ServerTls>) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// What one peer may send ([`crate::limits`]); [`ServerLimits::default`] unless set.
+    pub fn limits(mut self, limits: ServerLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
     /// With authentication or authorization on in `settings`, checks every request against the
     /// users and ACLs of `metadata` before its processor runs ([`crate::auth`]); connections that
     /// proved the cluster secret are not checked. With both off, changes nothing.
@@ -250,6 +268,8 @@ impl RemotingServerBuilder {
             options: ConnectionOptions {
                 max_in_flight_requests: self.max_in_flight_per_connection,
                 send_queue_capacity: self.send_queue_capacity,
+                server: Some(ServerBudget::new(self.limits)),
+                tls: self.tls,
             },
             connection_limit: Arc::new(Semaphore::new(self.max_connections)),
             connections: Arc::new(Mutex::new(HashMap::new())),
@@ -311,7 +331,7 @@ impl RemotingServer {
                         stream,
                         peer,
                         &dispatch,
-                        options,
+                        &options,
                         &connection_limit,
                         &connections,
                     ),
@@ -352,19 +372,104 @@ impl RemotingServer {
     }
 }
 
+/// Refused connections are logged at most once a second.
+static CONNECTION_REFUSED: Throttle = Throttle::new();
+
 fn accept(
     stream: TcpStream,
     peer: SocketAddr,
     dispatch: &Arc<ServerDispatch>,
-    options: ConnectionOptions,
+    options: &ConnectionOptions,
     connection_limit: &Arc<Semaphore>,
     connections: &Registry,
 ) {
-    let Ok(permit) = connection_limit.clone().try_acquire_owned() else {
-        warn!(%peer, "connection limit reached; closing the new connection");
+    let (dispatch, options) = (dispatch.clone(), options.clone());
+    let (connection_limit, connections) = (connection_limit.clone(), connections.clone());
+    if let Ok(permit) = connection_limit.clone().try_acquire_owned() {
+        return admit_connection(stream, peer, dispatch, options, permit, &connections);
+    }
+    // At the limit: the longest idle connection gives way, if one is idle long enough.
+    let idle_enough = options
+        .server
+        .as_ref()
+        .map_or(Duration::MAX, |s| s.limits.evict_idle_after);
+    let Some(victim) = longest_idle(&connections, idle_enough) else {
+        if let Some(skipped) = CONNECTION_REFUSED.allow(Duration::from_secs(1)) {
+            warn!(%peer, skipped, "connection limit reached and no connection is idle; closing the new connection");
+        }
         return;
     };
-    let dispatch: Arc<dyn Dispatch> = dispatch.clone();
+    debug!(conn = victim.id(), idle = ?victim.idle_for(), %peer,
+        "connection limit reached; closing the longest idle connection");
+    victim.close();
+    tokio::spawn(async move {
+        let permit =
+            tokio::time::timeout(Duration::from_secs(1), connection_limit.acquire_owned()).await;
+        match permit {
+            Ok(Ok(permit)) => {
+                admit_connection(stream, peer, dispatch, options, permit, &connections)
+            }
+            _ => debug!(%peer, "no connection slot freed in time; closing the new connection"),
+        }
+    });
+}
+
+/// The open connection idle the longest, at least `at_least`, with no request in flight.
+fn longest_idle(connections: &Registry, at_least: Duration) -> Option<ConnectionHandle> {
+    connections
+        .lock()
+        .values()
+        .filter(|c| !c.is_closed() && c.requests_in_flight() == 0)
+        .map(|c| (c.idle_for(), c))
+        .filter(|(idle, _)| *idle >= at_least)
+        .max_by_key(|(idle, _)| *idle)
+        .map(|(_, c)| c.clone())
+}
+
+/// Failed TLS handshakes are logged at most once a second.
+static TLS_FAILED: Throttle = Throttle::new();
+
+/// Opens an accepted connection: plaintext at once, or after its TLS handshake (on its own
+/// task, within the frame timeout).
+fn admit_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    dispatch: Arc<ServerDispatch>,
+    options: ConnectionOptions,
+    permit: OwnedSemaphorePermit,
+    connections: &Registry,
+) {
+    let Some(tls) = options.tls.clone() else {
+        let stream = Transport::Plain(stream);
+        return open_connection(stream, peer, dispatch, options, permit, connections);
+    };
+    let within = options
+        .server
+        .as_ref()
+        .map_or(Duration::from_secs(30), |s| s.limits.frame_timeout);
+    let connections = connections.clone();
+    tokio::spawn(async move {
+        match tls.accept(stream, within).await {
+            Ok(stream) => open_connection(stream, peer, dispatch, options, permit, &connections),
+            Err(e) => {
+                if let Some(skipped) = TLS_FAILED.allow(Duration::from_secs(1)) {
+                    warn!(%peer, error = %e, mode = ?tls.mode(), skipped,
+                        "TLS handshake failed; closing the connection");
+                }
+            }
+        }
+    });
+}
+
+fn open_connection(
+    stream: Transport,
+    peer: SocketAddr,
+    dispatch: Arc<ServerDispatch>,
+    options: ConnectionOptions,
+    permit: OwnedSemaphorePermit,
+    connections: &Registry,
+) {
+    let dispatch: Arc<dyn Dispatch> = dispatch;
     let conn = match spawn_connection(stream, peer.to_string(), dispatch, options) {
         Ok(conn) => conn,
         Err(e) => {

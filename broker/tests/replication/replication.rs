@@ -40,6 +40,16 @@ pub(crate) async fn namesrv_secured(
     secret: Option<ClusterSecret>,
     tune: impl FnOnce(&mut ControllerConfig),
 ) -> NameServer {
+    namesrv_tuned(dir, secret, tune, |c| c).await
+}
+
+/// [`namesrv_secured`] with the NameServer's own config tuned too.
+pub(crate) async fn namesrv_tuned(
+    dir: &Path,
+    secret: Option<ClusterSecret>,
+    tune: impl FnOnce(&mut ControllerConfig),
+    tune_namesrv: impl FnOnce(NamesrvConfig) -> NamesrvConfig,
+) -> NameServer {
     let raft_port = free_port();
     let mut c = ControllerConfig::default();
     c.raft.node_id = 1;
@@ -53,15 +63,16 @@ pub(crate) async fn namesrv_secured(
     c.heartbeat_timeout_ms = 2000;
     c.scan_interval_ms = 200;
     tune(&mut c);
-    NameServer::start(NamesrvConfig {
+    let config = NamesrvConfig {
         listen: "127.0.0.1:0".parse().expect("addr"),
         enable_controller_in_namesrv: true,
         controller: c,
         cluster_secret: secret,
         ..NamesrvConfig::default()
-    })
-    .await
-    .expect("namesrv with controller")
+    };
+    NameServer::start(tune_namesrv(config))
+        .await
+        .expect("namesrv with controller")
 }
 
 pub(crate) fn broker_config(dir: &Path, namesrv: SocketAddr, port: u16) -> BrokerConfig {

@@ -15,6 +15,7 @@ use rocketraft_common::protocol::{ClusterInfo, TopicRouteData};
 use rocketraft_common::trust::ClusterSecret;
 use rocketraft_common::TopicConfig;
 use rocketraft_remoting::api::MqClientApi;
+use rocketraft_remoting::tls::{ClientTls, ClientTlsConfig};
 use rocketraft_remoting::{ClientConfig, RemotingClient, SessionCredentials};
 
 #[derive(Args)]
@@ -39,11 +40,27 @@ pub struct AdminArgs {
     /// variable: a command line is visible to other users of the machine).
     #[arg(long, global = true)]
     secret_key: Option<String>,
+    /// Connect over TLS (servers with `[tls] mode = "enforcing"` or "permissive"), verifying
+    /// the servers against --tls-trust-cert, or not verifying them without it.
+    #[arg(long, global = true)]
+    tls: bool,
+    /// Trusted certificates (PEM) for --tls: the CA that signed the servers' certificates.
+    #[arg(long, global = true)]
+    tls_trust_cert: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: AdminCommand,
 }
 
 impl AdminArgs {
+    /// TLS from `--tls` / `--tls-trust-cert` (the latter implies the former).
+    fn tls(&self) -> anyhow::Result<Option<ClientTls>> {
+        let config = ClientTlsConfig {
+            enable: self.tls || self.tls_trust_cert.is_some(),
+            trust_cert: self.tls_trust_cert.clone(),
+        };
+        Ok(config.load()?)
+    }
+
     /// The cluster secret from `--cluster-secret-file` or ROCKETRAFT_CLUSTER_SECRET, if given.
     fn cluster_secret(&self) -> anyhow::Result<Option<ClusterSecret>> {
         let text = match &self.cluster_secret_file {
@@ -144,12 +161,14 @@ enum ClusterCommand {
 
 pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
     let cluster_secret = args.cluster_secret()?;
+    let tls = args.tls()?;
     let credentials = credentials(args.access_key, args.secret_key)?;
     if let AdminCommand::Controller(command) = args.command {
         let controller = args.controller.unwrap_or(args.namesrv);
         let client = RemotingClient::new(ClientConfig {
             cluster_secret: cluster_secret.clone(),
             credentials,
+            tls,
             ..ClientConfig::default()
         });
         return controller::run(&client, &controller, command, cluster_secret.as_ref()).await;
@@ -157,6 +176,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
     let api = MqClientApi::new(
         RemotingClient::new(ClientConfig {
             credentials,
+            tls,
             ..ClientConfig::default()
         }),
         Duration::from_secs(5),

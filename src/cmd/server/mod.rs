@@ -34,9 +34,10 @@ pub async fn broker(args: config::BrokerArgs) -> anyhow::Result<()> {
     let name = config.broker_name.clone();
     let store_root = config.store.store_root.clone();
     let namesrv_addr = config.namesrv_addr.clone();
+    let remoting = proxy_remoting(&config)?;
     let broker = Broker::start(config).await?;
     let proxy = match args.proxy_listen {
-        Some(listen) => Some(local_proxy(listen, namesrv_addr).await?),
+        Some(listen) => Some(local_proxy(listen, namesrv_addr, remoting).await?),
         None => None,
     };
     println!(
@@ -102,13 +103,14 @@ pub async fn controller(args: config::ControllerArgs) -> anyhow::Result<()> {
 pub async fn dev(args: config::DevArgs) -> anyhow::Result<()> {
     let (namesrv_config, broker_config) = args.load()?;
     let data_dir: PathBuf = broker_config.store.store_root.clone();
+    let remoting = proxy_remoting(&broker_config)?;
     let namesrv = NameServer::start(namesrv_config).await?;
     let broker = Broker::start(broker_config).await?;
     let namesrv_addr: SocketAddr = rocketraft_remoting::api::advertised(namesrv.local_addr());
     let proxy = if args.no_proxy {
         None
     } else {
-        Some(local_proxy(args.proxy_listen, namesrv_addr.to_string()).await?)
+        Some(local_proxy(args.proxy_listen, namesrv_addr.to_string(), remoting).await?)
     };
     println!(
         "rocketraft dev is ready: NameServer {namesrv_addr} (with the controller), broker {} (data in {}){}",
@@ -120,6 +122,17 @@ pub async fn dev(args: config::DevArgs) -> anyhow::Result<()> {
     broker.shutdown().await;
     namesrv.shutdown().await;
     Ok(())
+}
+
+/// How an in-process proxy reaches this process's servers: over TLS and signed as the broker's
+/// own cluster-internal calls are (`[tls_client]`, `innerClientAuthenticationCredentials`).
+fn proxy_remoting(
+    broker: &rocketraft_broker::BrokerConfig,
+) -> anyhow::Result<rocketraft_proxy::RemotingSecurity> {
+    Ok(rocketraft_proxy::RemotingSecurity {
+        tls: broker.tls_client.load()?,
+        credentials: broker.inner_client_authentication_credentials.clone(),
+    })
 }
 
 /// `, gRPC proxy ADDR` for a ready line, when there is an in-process proxy.
@@ -134,14 +147,20 @@ fn proxy_note(proxy: Option<&rocketraft_proxy::Proxy>) -> String {
 async fn local_proxy(
     listen: SocketAddr,
     namesrv_addr: String,
+    remoting: rocketraft_proxy::RemotingSecurity,
 ) -> anyhow::Result<rocketraft_proxy::Proxy> {
-    rocketraft_proxy::Proxy::start(rocketraft_proxy::ProxyConfig {
+    let security = rocketraft_proxy::SecurityConfig {
+        remoting,
+        ..Default::default()
+    };
+    let config = rocketraft_proxy::ProxyConfig {
         listen,
         advertised_host: None,
         namesrv_addr,
-    })
-    .await
-    .map_err(|e| anyhow::anyhow!("{e:#} (or pass --no-proxy / another --proxy-listen)"))
+    };
+    rocketraft_proxy::Proxy::start_secure(config, security)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:#} (or pass --no-proxy / another --proxy-listen)"))
 }
 
 /// `rocketraft proxy` flags.
@@ -169,6 +188,18 @@ pub struct ProxyArgs {
     /// The PEM private key of --tls-cert.
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Reach NameServers and brokers over TLS (servers with `[tls]` enforcing), verifying them
+    /// against --remoting-tls-trust-cert, or not verifying them without it.
+    #[arg(long)]
+    remoting_tls: bool,
+    /// Trusted certificates (PEM) for --remoting-tls: the CA of the servers' certificates.
+    #[arg(long)]
+    remoting_tls_trust_cert: Option<PathBuf>,
+    /// Sign the proxy's Remoting requests with this access key, for brokers with
+    /// `authenticationEnabled` (a Super user, or their `innerClientAuthenticationCredentials`);
+    /// the secret key comes from ROCKETRAFT_PROXY_SECRET_KEY.
+    #[arg(long)]
+    remoting_access_key: Option<String>,
 }
 
 impl ProxyArgs {
@@ -188,7 +219,34 @@ impl ProxyArgs {
                 ..Default::default()
             },
             tls,
+            remoting: self.remoting()?,
             ..Default::default()
+        })
+    }
+
+    /// TLS and credentials for the proxy's connections to NameServers and brokers.
+    fn remoting(&self) -> anyhow::Result<rocketraft_proxy::RemotingSecurity> {
+        let tls = rocketraft_remoting::tls::ClientTlsConfig {
+            enable: self.remoting_tls || self.remoting_tls_trust_cert.is_some(),
+            trust_cert: self.remoting_tls_trust_cert.clone(),
+        };
+        let credentials = match &self.remoting_access_key {
+            None => None,
+            Some(access_key) => {
+                let secret = std::env::var("ROCKETRAFT_PROXY_SECRET_KEY").map_err(|_| {
+                    anyhow::anyhow!(
+                        "--remoting-access-key needs its secret key in ROCKETRAFT_PROXY_SECRET_KEY"
+                    )
+                })?;
+                Some(rocketraft_remoting::SessionCredentials::new(
+                    access_key.clone(),
+                    secret,
+                )?)
+            }
+        };
+        Ok(rocketraft_proxy::RemotingSecurity {
+            tls: tls.load()?,
+            credentials,
         })
     }
 }
