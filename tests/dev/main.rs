@@ -1,6 +1,6 @@
 //! `rocketraft dev` as a real process and what runs against it: kill -9 during sends, the admin
-//! CLI (ACLs, consumer progress, the DLQ), its disk footprint, a flood of idle connections,
-//! and `rocketraft proxy` processes in front of it, one of two killed mid-run.
+//! CLI (ACLs, consumer progress, the DLQ), its disk footprint, a flood of idle connections, TLS
+//! only, and `rocketraft proxy` processes in front of it, one of two killed mid-run.
 //!
 //! Each test takes its module's turn first ([`support::file_turn`]): the modules' tests run one
 //! module after another, as they did when each file was its own binary.
@@ -12,6 +12,7 @@ mod flood;
 mod footprint;
 mod proxy_cli;
 mod proxy_failover;
+mod tls;
 
 #[path = "../support/mod.rs"]
 mod support;
