@@ -2,6 +2,10 @@
 // Produces COUNT messages to TOPIC with ali-ons (a third-party RocketMQ Remoting client), then
 // consumes them with its push consumer (PULL with long polling, offsets, heartbeats, rebalance).
 // Prints one JSON line per event; the Rust test checks them. Exits non-zero on any failure.
+// With ACCESS_KEY and SECRET_KEY set, ali-ons signs every request (its Channel.beforeRequest:
+// RocketMQ's AclClientRPCHook signature plus an OnsChannel ext field), for servers with
+// authentication on. PRODUCER_GROUP and CONSUMER_GROUP name the groups (defaults compat_pg and
+// compat_cg).
 const { Producer, Consumer, Message } = require('ali-ons');
 
 const nameSrv = process.env.NAMESRV;
@@ -10,13 +14,19 @@ const count = Number(process.env.COUNT || '50');
 const timeoutMs = Number(process.env.TIMEOUT_MS || '90000');
 // ali-ons asks for an HTTP client to look up name servers; with nameSrv set it is never used.
 const httpclient = { request() { throw new Error('not used when nameSrv is set'); } };
+const producerGroup = process.env.PRODUCER_GROUP || 'compat_pg';
+const consumerGroup = process.env.CONSUMER_GROUP || 'compat_cg';
+// ali-ons hands these options to every Channel (connection) it opens.
+const credentials = process.env.ACCESS_KEY
+  ? { accessKey: process.env.ACCESS_KEY, secretKey: process.env.SECRET_KEY }
+  : {};
 const logger = process.env.ONS_DEBUG ? console : { info() {}, warn() {}, debug() {}, error(...a) { console.error(...a); } };
 
 function emit(obj) { process.stdout.write(JSON.stringify(obj) + '\n'); }
 
 async function main() {
   const timer = setTimeout(() => { emit({ event: 'timeout' }); process.exit(3); }, timeoutMs);
-  const producer = new Producer({ httpclient, nameSrv, producerGroup: 'compat_pg', logger });
+  const producer = new Producer({ httpclient, nameSrv, producerGroup, logger, ...credentials });
   await producer.ready();
   for (let i = 0; i < count; i++) {
     const tag = i % 2 === 0 ? 'TagA' : 'TagB';
@@ -29,7 +39,7 @@ async function main() {
   await producer.close();
 
   const consumer = new Consumer({
-    httpclient, nameSrv, consumerGroup: 'compat_cg', logger,
+    httpclient, nameSrv, consumerGroup, logger, ...credentials,
     consumeFromWhere: 'CONSUME_FROM_FIRST_OFFSET',
     rebalanceInterval: 2000,
   });

@@ -102,3 +102,239 @@ fn ali_ons_produces_and_consumes_through_rocketraft_dev() {
         assert_eq!(e["tags"].as_str(), Some(tag), "tags survive: {e}");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// With authentication and authorization on
+// ---------------------------------------------------------------------------------------------
+//
+// ali-ons signs like RocketMQ's `AclClientRPCHook` (lib/channel.js, `beforeRequest`): it puts
+// `AccessKey` and `OnsChannel` ("ALIYUN") next to the request's custom header fields, signs
+// Base64(HMAC-SHA1(secretKey, the values of all of them sorted by key, then the body)) and adds
+// `Signature`. Our verifier (remoting/src/auth.rs) rebuilds the content from every ext field but
+// `Signature`, `OnsChannel` included, as RocketMQ's server does, so the signatures agree. Its
+// header values go out as JSON numbers and booleans where the header has them; the decoder
+// turns those into the same text JavaScript's `toString` signed (integers, true/false).
+
+const SUPER_USER: &str = "ali-admin";
+const SUPER_SECRET: &str = "ali-admin-secret-0123456789";
+
+/// `rocketraft dev` with authentication and authorization on in the NameServer and the broker,
+/// `SUPER_USER` as their init user.
+fn start_dev_with_auth(data: &Path) -> Dev {
+    let creds = format!(
+        "authentication_enabled = true\nauthorization_enabled = true\n\
+         init_authentication_user = '{{\"username\":\"{SUPER_USER}\",\"password\":\"{SUPER_SECRET}\"}}'\n\
+         inner_client_authentication_credentials = '{{\"accessKey\":\"ali-inner\",\"secretKey\":\"ali-inner-secret-0123456789\"}}'\n"
+    );
+    let config = data.join("dev.toml");
+    std::fs::write(&config, format!("[namesrv]\n{creds}\n[broker]\n{creds}"))
+        .expect("write dev.toml");
+    let store = data.join("broker");
+    Dev::start(
+        data,
+        free_port(),
+        free_port(),
+        &[
+            "--config",
+            config.to_str().expect("utf8 path"),
+            "--store-dir",
+            store.to_str().expect("utf8 path"),
+        ],
+    )
+}
+
+/// `rocketraft admin` signed by the Super user.
+fn admin_super(namesrv: &str, args: &[&str]) -> String {
+    let mut all = vec!["--access-key", SUPER_USER, "--secret-key", SUPER_SECRET];
+    all.extend_from_slice(args);
+    admin(namesrv, &all)
+}
+
+/// Runs `node SCRIPT` in `dir` with `envs`; returns its JSON lines, asserting it exited 0.
+fn run_node(dir: &Path, script: &str, envs: &[(&str, &str)]) -> Vec<serde_json::Value> {
+    let out = Command::new("node")
+        .arg(script)
+        .current_dir(dir)
+        .envs(envs.iter().copied())
+        .output()
+        .expect("node is needed for this test: run scripts/setup.sh");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{script} failed\nstdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// The attempt of `refused.js` named `where`.
+fn attempt<'a>(events: &'a [serde_json::Value], place: &str) -> &'a serde_json::Value {
+    events
+        .iter()
+        .find(|e| e["where"] == place)
+        .unwrap_or_else(|| panic!("no attempt {place} in {events:?}"))
+}
+
+fn assert_refused(events: &[serde_json::Value], place: &str, remark: &str) {
+    let e = attempt(events, place);
+    assert_eq!(e["event"], "refused", "{place}: {e}");
+    assert_eq!(e["code"], 16, "NO_PERMISSION for {place}: {e}");
+    assert!(
+        e["message"].as_str().unwrap_or_default().contains(remark),
+        "{place}: {e}"
+    );
+}
+
+#[test]
+fn ali_ons_with_credentials_against_rocketraft_dev_with_auth() {
+    let _turn = crate::support::file_turn(module_path!());
+    let compat = Path::new(env!("CARGO_MANIFEST_DIR")).join("compat/ali-ons");
+    ensure_ali_ons(&compat);
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut dev = start_dev_with_auth(data.path());
+    let (ns, broker) = (dev.namesrv.clone(), dev.broker.clone());
+    let unsigned = admin_output(&ns, &["topic", "create", "AliAuthTopic"]);
+    assert!(
+        !unsigned.status.success(),
+        "an unsigned admin call is refused"
+    );
+
+    admin_super(&ns, &["topic", "create", "AliAuthTopic", "--queues", "4"]);
+    for (user, secret, topic_actions) in [
+        ("aliuser", "ali-user-secret", "Pub,Sub"),
+        ("alireader", "ali-reader-secret", "Sub"),
+    ] {
+        admin_super(
+            &ns,
+            &[
+                "acl",
+                "user",
+                "create",
+                "--username",
+                user,
+                "--password",
+                secret,
+            ],
+        );
+        let subject = format!("User:{user}");
+        for (resource, actions) in [
+            ("Topic:AliAuthTopic", topic_actions),
+            ("Group:ali_auth_cg", "Sub"),
+        ] {
+            admin_super(
+                &ns,
+                &[
+                    "acl",
+                    "grant",
+                    "--subject",
+                    &subject,
+                    "--resource",
+                    resource,
+                    "--actions",
+                    actions,
+                ],
+            );
+        }
+    }
+    wait_for_route(&ns, "AliAuthTopic");
+
+    let refused = |user: &str, secret: &str, body: &str| {
+        run_node(
+            &compat,
+            "refused.js",
+            &[
+                ("NAMESRV", ns.as_str()),
+                ("BROKER", broker.as_str()),
+                ("BROKER_NAME", "broker-a"),
+                ("TOPIC", "AliAuthTopic"),
+                ("GROUP", "ali_auth_cg"),
+                ("ACCESS_KEY", user),
+                ("SECRET_KEY", secret),
+                ("BODY", body),
+            ],
+        )
+    };
+    // A wrong secret key: the NameServer and the broker refuse every request.
+    let wrong = refused("aliuser", "not-the-secret", "refused-wrong-secret");
+    for place in ["namesrv-route", "broker-send", "broker-offset"] {
+        assert_refused(&wrong, place, "check signature failed");
+    }
+    // The right key of a user who may only subscribe: reads pass, the send is refused.
+    let reader = refused("alireader", "ali-reader-secret", "refused-no-pub");
+    assert_eq!(attempt(&reader, "namesrv-route")["event"], "accepted");
+    assert_eq!(attempt(&reader, "broker-offset")["event"], "accepted");
+    assert_refused(
+        &reader,
+        "broker-send",
+        "no permission to Pub on Topic:AliAuthTopic",
+    );
+
+    // The producer and the push consumer with the right credentials.
+    let count = 20;
+    let count_text = count.to_string();
+    let events = run_node(
+        &compat,
+        "roundtrip.js",
+        &[
+            ("NAMESRV", ns.as_str()),
+            ("TOPIC", "AliAuthTopic"),
+            ("COUNT", count_text.as_str()),
+            ("ACCESS_KEY", "aliuser"),
+            ("SECRET_KEY", "ali-user-secret"),
+            ("PRODUCER_GROUP", "ali_auth_pg"),
+            ("CONSUMER_GROUP", "ali_auth_cg"),
+        ],
+    );
+    let _ = dev.child.kill();
+    let _ = dev.child.wait();
+    let received: BTreeSet<String> = events
+        .iter()
+        .filter(|e| e["event"] == "received")
+        .filter_map(|e| e["body"].as_str().map(str::to_string))
+        .collect();
+    let expected: BTreeSet<String> = (0..count).map(|i| format!("compat-body-{i}")).collect();
+    assert_eq!(
+        received, expected,
+        "the signed consumer got exactly what the signed producer sent (no refused message)"
+    );
+    // Nothing refused was stored: every queue's offsets start at 0 with the signed sends.
+    let mut per_queue: std::collections::BTreeMap<i64, Vec<i64>> = Default::default();
+    for e in events.iter().filter(|e| e["event"] == "sent") {
+        let (q, o) = (e["queueId"].as_i64(), e["offset"].as_i64());
+        per_queue
+            .entry(q.expect("queueId"))
+            .or_default()
+            .push(o.expect("offset"));
+    }
+    assert_eq!(per_queue.values().map(Vec::len).sum::<usize>(), count);
+    for (queue, offsets) in &per_queue {
+        let want: Vec<i64> = (0..offsets.len() as i64).collect();
+        assert_eq!(offsets, &want, "queue {queue} held nothing before");
+    }
+}
+
+/// Waits until the NameServer routes `topic` (the broker's re-registration reached it).
+fn wait_for_route(namesrv: &str, topic: &str) {
+    for _ in 0..100 {
+        let out = admin_output(
+            namesrv,
+            &[
+                "--access-key",
+                SUPER_USER,
+                "--secret-key",
+                SUPER_SECRET,
+                "topic",
+                "route",
+                topic,
+            ],
+        );
+        if out.status.success() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("no route for {topic}");
+}
