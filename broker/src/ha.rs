@@ -852,13 +852,244 @@ fn encode_epochs(entries: &[EpochEntry]) -> Vec<u8> {
     body
 }
 
-fn decode_epochs(body: &[u8]) -> Vec<EpochEntry> {
-    body.chunks_exact(12)
-        .map(|c| EpochEntry {
-            epoch: i32::from_be_bytes([c[0], c[1], c[2], c[3]]),
-            start_offset: i64::from_be_bytes([c[4], c[5], c[6], c[7], c[8], c[9], c[10], c[11]]),
+// ------------------------------------------------------------------------------------------
+// Frame parsing (pure: what the connections read, checked before it is used)
+// ------------------------------------------------------------------------------------------
+
+/// Bytes of the slave's handshake.
+pub const SLAVE_HANDSHAKE_LEN: usize = 16;
+/// Bytes of the master's handshake before its epoch entries.
+pub const MASTER_HANDSHAKE_HEAD_LEN: usize = 20;
+/// Bytes of a slave's offset report.
+pub const REPORT_LEN: usize = 12;
+/// Bytes of a transfer frame's header.
+pub const TRANSFER_HEAD_LEN: usize = 36;
+/// Bytes of one epoch entry in the master's handshake.
+const EPOCH_ENTRY_LEN: usize = 12;
+
+/// A malformed HA frame.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    #[error("an HA frame part of {expected} bytes arrived with {got}")]
+    Length { expected: usize, got: usize },
+    #[error("expected HA state {expected}, got state {got}")]
+    State { expected: i32, got: i32 },
+    #[error("bad frame body size {0} (0 to {MAX_FRAME_BODY} bytes)")]
+    BodySize(i32),
+    #[error("epoch entries of {0} bytes are not whole {EPOCH_ENTRY_LEN}-byte entries")]
+    EpochBody(usize),
+    #[error("negative offset {0} in a slave's report")]
+    NegativeOffset(i64),
+}
+
+/// The slave's handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlaveHandshake {
+    pub sync_from_last_file: i16,
+    pub async_learner: i16,
+    pub slave_id: i64,
+}
+
+/// The master's handshake before its `body_size` bytes of epoch entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MasterHandshakeHead {
+    pub body_size: usize,
+    /// The master's CommitLog end.
+    pub master_max: i64,
+    pub epoch: i32,
+}
+
+/// A transfer frame's header; `body_size` CommitLog bytes follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransferHead {
+    pub body_size: usize,
+    pub offset: i64,
+    pub epoch: i32,
+    pub epoch_start: i64,
+    pub confirm: i64,
+}
+
+fn exact(frame: &[u8], expected: usize) -> Result<(), FrameError> {
+    if frame.len() == expected {
+        Ok(())
+    } else {
+        Err(FrameError::Length {
+            expected,
+            got: frame.len(),
         })
-        .collect()
+    }
+}
+
+fn be_i16(b: &[u8], at: usize) -> i16 {
+    i16::from_be_bytes([b[at], b[at + 1]])
+}
+
+fn be_i32(b: &[u8], at: usize) -> i32 {
+    i32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn be_i64(b: &[u8], at: usize) -> i64 {
+    let mut x = [0u8; 8];
+    x.copy_from_slice(&b[at..at + 8]);
+    i64::from_be_bytes(x)
+}
+
+fn expect_state(got: i32, expected: i32) -> Result<(), FrameError> {
+    if got == expected {
+        Ok(())
+    } else {
+        Err(FrameError::State { expected, got })
+    }
+}
+
+/// A body size within 0..=[`MAX_FRAME_BODY`].
+fn body_size(size: i32) -> Result<usize, FrameError> {
+    usize::try_from(size)
+        .ok()
+        .filter(|s| *s <= MAX_FRAME_BODY)
+        .ok_or(FrameError::BodySize(size))
+}
+
+/// The slave's 16-byte handshake: `state (1)`, `syncFromLastFile`, `asyncLearner`, its id.
+pub fn parse_slave_handshake(frame: &[u8]) -> Result<SlaveHandshake, FrameError> {
+    exact(frame, SLAVE_HANDSHAKE_LEN)?;
+    expect_state(be_i32(frame, 0), STATE_HANDSHAKE)?;
+    Ok(SlaveHandshake {
+        sync_from_last_file: be_i16(frame, 4),
+        async_learner: be_i16(frame, 6),
+        slave_id: be_i64(frame, 8),
+    })
+}
+
+/// The slave's handshake frame for `slave_id` (neither flag set).
+fn slave_handshake_frame(slave_id: i64) -> Vec<u8> {
+    let mut hs = Vec::with_capacity(SLAVE_HANDSHAKE_LEN);
+    hs.extend_from_slice(&STATE_HANDSHAKE.to_be_bytes());
+    hs.extend_from_slice(&0i16.to_be_bytes());
+    hs.extend_from_slice(&0i16.to_be_bytes());
+    hs.extend_from_slice(&slave_id.to_be_bytes());
+    hs
+}
+
+/// The master's 20-byte handshake head: `state (1)`, `bodySize` (whole epoch entries, at most
+/// [`MAX_FRAME_BODY`]), the master's log end, its epoch.
+pub fn parse_master_handshake_head(frame: &[u8]) -> Result<MasterHandshakeHead, FrameError> {
+    exact(frame, MASTER_HANDSHAKE_HEAD_LEN)?;
+    expect_state(be_i32(frame, 0), STATE_HANDSHAKE)?;
+    let size = be_i32(frame, 4);
+    let body_size = body_size(size)?;
+    if !body_size.is_multiple_of(EPOCH_ENTRY_LEN) {
+        return Err(FrameError::EpochBody(body_size));
+    }
+    Ok(MasterHandshakeHead {
+        body_size,
+        master_max: be_i64(frame, 8),
+        epoch: be_i32(frame, 16),
+    })
+}
+
+/// The master's handshake head and its epoch entries.
+fn master_handshake_frame(entries: &[EpochEntry], master_max: i64, epoch: i32) -> Vec<u8> {
+    let body = encode_epochs(entries);
+    let mut frame = Vec::with_capacity(MASTER_HANDSHAKE_HEAD_LEN + body.len());
+    frame.extend_from_slice(&STATE_HANDSHAKE.to_be_bytes());
+    frame.extend_from_slice(&(body.len() as i32).to_be_bytes());
+    frame.extend_from_slice(&master_max.to_be_bytes());
+    frame.extend_from_slice(&epoch.to_be_bytes());
+    frame.extend_from_slice(&body);
+    frame
+}
+
+/// The epoch entries of the master's handshake: `epoch i32, startOffset i64` each.
+pub fn decode_epochs(body: &[u8]) -> Result<Vec<EpochEntry>, FrameError> {
+    if !body.len().is_multiple_of(EPOCH_ENTRY_LEN) {
+        return Err(FrameError::EpochBody(body.len()));
+    }
+    Ok(body
+        .chunks_exact(EPOCH_ENTRY_LEN)
+        .map(|c| EpochEntry {
+            epoch: be_i32(c, 0),
+            start_offset: be_i64(c, 4),
+        })
+        .collect())
+}
+
+/// A transfer frame's 36-byte header: `state (2)`, `bodySize` (at most [`MAX_FRAME_BODY`]),
+/// offset, epoch, epoch start, confirm offset.
+pub fn parse_transfer_head(frame: &[u8]) -> Result<TransferHead, FrameError> {
+    exact(frame, TRANSFER_HEAD_LEN)?;
+    expect_state(be_i32(frame, 0), STATE_TRANSFER)?;
+    Ok(TransferHead {
+        body_size: body_size(be_i32(frame, 4))?,
+        offset: be_i64(frame, 8),
+        epoch: be_i32(frame, 16),
+        epoch_start: be_i64(frame, 20),
+        confirm: be_i64(frame, 28),
+    })
+}
+
+/// A slave's 12-byte report: `state (2)` and the end of its log (not negative).
+pub fn parse_report(frame: &[u8]) -> Result<i64, FrameError> {
+    exact(frame, REPORT_LEN)?;
+    expect_state(be_i32(frame, 0), STATE_TRANSFER)?;
+    let offset = be_i64(frame, 4);
+    if offset < 0 {
+        return Err(FrameError::NegativeOffset(offset));
+    }
+    Ok(offset)
+}
+
+fn frame_error(e: FrameError) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, e)
+}
+
+/// Runs every HA frame parser on arbitrary bytes (the fuzz target `ha_frames` in
+/// `broker/fuzz` and a property test): none may panic, and whatever parses must encode back
+/// to the same bytes.
+pub fn fuzz_ha_frames(data: &[u8]) {
+    let prefix = |n: usize| data.get(..n).unwrap_or(data);
+    if let Ok(hs) = parse_slave_handshake(prefix(SLAVE_HANDSHAKE_LEN)) {
+        if hs.sync_from_last_file == 0 && hs.async_learner == 0 {
+            assert_eq!(
+                slave_handshake_frame(hs.slave_id),
+                prefix(SLAVE_HANDSHAKE_LEN)
+            );
+        }
+    }
+    if let Ok(head) = parse_master_handshake_head(prefix(MASTER_HANDSHAKE_HEAD_LEN)) {
+        let end = MASTER_HANDSHAKE_HEAD_LEN + head.body_size;
+        if let Some(frame) = data.get(..end) {
+            let entries = decode_epochs(&frame[MASTER_HANDSHAKE_HEAD_LEN..])
+                .expect("a parsed head announces whole epoch entries");
+            assert_eq!(
+                master_handshake_frame(&entries, head.master_max, head.epoch),
+                frame
+            );
+        }
+    }
+    if let Ok(entries) = decode_epochs(data) {
+        assert_eq!(encode_epochs(&entries), data);
+    }
+    if let Ok(offset) = parse_report(prefix(REPORT_LEN)) {
+        assert_eq!(report_frame(offset), prefix(REPORT_LEN));
+    }
+    // A stream of transfer frames, as a slave reads it.
+    let mut rest = data;
+    while let Some(head) = rest.get(..TRANSFER_HEAD_LEN) {
+        let Ok(head) = parse_transfer_head(head) else {
+            break;
+        };
+        let Some(frame) = rest.get(..TRANSFER_HEAD_LEN + head.body_size) else {
+            break;
+        };
+        let ep = EpochEntry {
+            epoch: head.epoch,
+            start_offset: head.epoch_start,
+        };
+        let body = &frame[TRANSFER_HEAD_LEN..];
+        assert_eq!(transfer_frame(head.offset, ep, head.confirm, body), frame);
+        rest = &rest[frame.len()..];
+    }
 }
 
 /// One slave's connection to this master: handshake, then a task reading the slave's offset
@@ -872,11 +1103,9 @@ async fn master_connection(
     let (slave_id, generation) = master_handshake(&mut sock, peer, &ha).await?;
 
     // First report: where to stream from.
-    let mut rep = [0u8; 12];
+    let mut rep = [0u8; REPORT_LEN];
     read_exact_timeout(&mut sock, &mut rep).await?;
-    let next = i64::from_be_bytes([
-        rep[4], rep[5], rep[6], rep[7], rep[8], rep[9], rep[10], rep[11],
-    ]);
+    let next = parse_report(&rep).map_err(frame_error)?;
     let addr = peer.to_string();
     ha.slave_report(generation, slave_id, &addr, next)?;
 
@@ -884,12 +1113,10 @@ async fn master_connection(
     let reader_ha = ha.clone();
     let reader_addr = addr.clone();
     let reader: JoinHandle<std::io::Result<()>> = tokio::spawn(async move {
-        let mut rep = [0u8; 12];
+        let mut rep = [0u8; REPORT_LEN];
         loop {
             read_exact_timeout(&mut rd, &mut rep).await?;
-            let offset = i64::from_be_bytes([
-                rep[4], rep[5], rep[6], rep[7], rep[8], rep[9], rep[10], rep[11],
-            ]);
+            let offset = parse_report(&rep).map_err(frame_error)?;
             reader_ha.slave_report(generation, slave_id, &reader_addr, offset)?;
         }
     });
@@ -917,16 +1144,15 @@ async fn master_handshake(
         }
         None => None,
     };
-    let mut hs = [0u8; 16];
+    let mut hs = [0u8; SLAVE_HANDSHAKE_LEN];
     let first_wait = if master_nonce.is_some() {
         TRUST_TIMEOUT
     } else {
         HOUSEKEEPING
     };
     read_exact_within(sock, &mut hs, first_wait).await?;
-    let state = i32::from_be_bytes([hs[0], hs[1], hs[2], hs[3]]);
-    let slave_id =
-        i64::from_be_bytes([hs[8], hs[9], hs[10], hs[11], hs[12], hs[13], hs[14], hs[15]]);
+    let parsed = parse_slave_handshake(&hs);
+    let claimed_slave_id = be_i64(&hs, 8);
     let mut answer = Vec::new();
     if let (Some(secret), Some(master_nonce)) = (&ha.secret, master_nonce) {
         let mut proof = [0u8; NONCE_LEN + PROOF_LEN];
@@ -937,7 +1163,7 @@ async fn master_handshake(
         {
             tracing::warn!(
                 %peer,
-                claimed_slave_id = slave_id,
+                claimed_slave_id,
                 "an HA peer did not prove the cluster secret; closing its connection (check cluster_secret on both brokers)"
             );
             return Err(std::io::Error::new(
@@ -947,11 +1173,7 @@ async fn master_handshake(
         }
         answer.extend_from_slice(&secret.prove(MASTER_ROLE, &[slave_nonce, &master_nonce]));
     }
-    if state != STATE_HANDSHAKE {
-        return Err(std::io::Error::other(format!(
-            "expected a handshake, got state {state}"
-        )));
-    }
+    let slave_id = parsed.map_err(frame_error)?.slave_id;
     let deadline = tokio::time::Instant::now() + UNKNOWN_REPLICA_WAIT;
     loop {
         match ha.admit(slave_id) {
@@ -993,13 +1215,11 @@ async fn master_handshake(
         (g.connection_generation, g.master_epoch)
     };
     let entries = ha.store.epoch_entries();
-    let body = encode_epochs(&entries);
-    answer.reserve(20 + body.len());
-    answer.extend_from_slice(&STATE_HANDSHAKE.to_be_bytes());
-    answer.extend_from_slice(&(body.len() as i32).to_be_bytes());
-    answer.extend_from_slice(&ha.store.max_phy_offset().to_be_bytes());
-    answer.extend_from_slice(&epoch.to_be_bytes());
-    answer.extend_from_slice(&body);
+    answer.extend_from_slice(&master_handshake_frame(
+        &entries,
+        ha.store.max_phy_offset(),
+        epoch,
+    ));
     sock.write_all(&answer).await?;
     tracing::info!(%peer, slave_id, "slave connected; handshake sent");
     Ok((slave_id, generation))
@@ -1065,7 +1285,7 @@ async fn stream_to_slave(
 /// A transfer frame: state, body length, offset, the epoch and its start, the confirm offset,
 /// then the CommitLog bytes (none for a heartbeat).
 fn transfer_frame(offset: i64, ep: EpochEntry, confirm: i64, chunk: &[u8]) -> Vec<u8> {
-    let mut frame = Vec::with_capacity(36 + chunk.len());
+    let mut frame = Vec::with_capacity(TRANSFER_HEAD_LEN + chunk.len());
     frame.extend_from_slice(&STATE_TRANSFER.to_be_bytes());
     frame.extend_from_slice(&(chunk.len() as i32).to_be_bytes());
     frame.extend_from_slice(&offset.to_be_bytes());
@@ -1125,19 +1345,18 @@ pub async fn follow_once(ha: &Arc<HaState>, my_id: i64, master: &str) -> anyhow:
     let mut next = store.max_phy_offset();
     sock.write_all(&report_frame(next)).await?;
     tracing::info!(%master, from = next, master_max, "replicating from the master");
-    let mut head = [0u8; 36];
+    let mut raw = [0u8; TRANSFER_HEAD_LEN];
     loop {
-        read_exact_timeout(&mut sock, &mut head).await?;
+        read_exact_timeout(&mut sock, &mut raw).await?;
         ha.note_master_frame();
-        let body_size = i32::from_be_bytes([head[4], head[5], head[6], head[7]]);
-        let offset = i64::from_be_bytes(head[8..16].try_into()?);
-        let epoch = i32::from_be_bytes(head[16..20].try_into()?);
-        let epoch_start = i64::from_be_bytes(head[20..28].try_into()?);
-        let confirm = i64::from_be_bytes(head[28..36].try_into()?);
-        if body_size < 0 || body_size as usize > MAX_FRAME_BODY {
-            anyhow::bail!("bad transfer frame body size {body_size}");
-        }
-        let mut body = vec![0u8; body_size as usize];
+        let TransferHead {
+            body_size,
+            offset,
+            epoch,
+            epoch_start,
+            confirm,
+        } = parse_transfer_head(&raw).map_err(|e| anyhow::anyhow!("bad transfer frame: {e}"))?;
+        let mut body = vec![0u8; body_size];
         read_exact_timeout(&mut sock, &mut body).await?;
         if body_size > 0 {
             if offset != next {
@@ -1161,11 +1380,7 @@ async fn slave_handshake(
     my_id: i64,
     secret: Option<&ClusterSecret>,
 ) -> anyhow::Result<(Vec<EpochEntry>, i64)> {
-    let mut hs = Vec::with_capacity(16);
-    hs.extend_from_slice(&STATE_HANDSHAKE.to_be_bytes());
-    hs.extend_from_slice(&0i16.to_be_bytes());
-    hs.extend_from_slice(&0i16.to_be_bytes());
-    hs.extend_from_slice(&my_id.to_be_bytes());
+    let hs = slave_handshake_frame(my_id);
     match secret {
         None => sock.write_all(&hs).await?,
         Some(secret) => {
@@ -1198,23 +1413,13 @@ async fn slave_handshake(
             }
         }
     }
-    let mut head = [0u8; 20];
-    read_exact_timeout(sock, &mut head).await?;
-    let state = i32::from_be_bytes([head[0], head[1], head[2], head[3]]);
-    let body_size = i32::from_be_bytes([head[4], head[5], head[6], head[7]]);
-    let master_max = i64::from_be_bytes([
-        head[8], head[9], head[10], head[11], head[12], head[13], head[14], head[15],
-    ]);
-    if state != STATE_HANDSHAKE
-        || body_size < 0
-        || body_size as usize > MAX_FRAME_BODY
-        || body_size % 12 != 0
-    {
-        anyhow::bail!("bad master handshake (state {state}, body {body_size})");
-    }
-    let mut body = vec![0u8; body_size as usize];
+    let mut raw = [0u8; MASTER_HANDSHAKE_HEAD_LEN];
+    read_exact_timeout(sock, &mut raw).await?;
+    let head = parse_master_handshake_head(&raw)
+        .map_err(|e| anyhow::anyhow!("bad master handshake: {e}"))?;
+    let mut body = vec![0u8; head.body_size];
     read_exact_timeout(sock, &mut body).await?;
-    Ok((decode_epochs(&body), master_max))
+    Ok((decode_epochs(&body)?, head.master_max))
 }
 
 /// Cuts the local tail the master does not share (found from both epoch histories; a log never
@@ -1251,8 +1456,134 @@ async fn truncate_divergent(
 
 /// A slave's offset report: the transfer state and the end of its log.
 fn report_frame(offset: i64) -> Vec<u8> {
-    let mut r = Vec::with_capacity(12);
+    let mut r = Vec::with_capacity(REPORT_LEN);
     r.extend_from_slice(&STATE_TRANSFER.to_be_bytes());
     r.extend_from_slice(&offset.to_be_bytes());
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn frames_parse_what_the_encoders_write() {
+        let hs = slave_handshake_frame(7);
+        assert_eq!(parse_slave_handshake(&hs).map(|h| h.slave_id), Ok(7));
+        let entries = [
+            EpochEntry {
+                epoch: 1,
+                start_offset: 0,
+            },
+            EpochEntry {
+                epoch: 3,
+                start_offset: 4096,
+            },
+        ];
+        let frame = master_handshake_frame(&entries, 9000, 3);
+        let head = parse_master_handshake_head(&frame[..MASTER_HANDSHAKE_HEAD_LEN]);
+        assert_eq!(
+            head,
+            Ok(MasterHandshakeHead {
+                body_size: 24,
+                master_max: 9000,
+                epoch: 3
+            })
+        );
+        assert_eq!(
+            decode_epochs(&frame[MASTER_HANDSHAKE_HEAD_LEN..]),
+            Ok(entries.to_vec())
+        );
+        assert_eq!(parse_report(&report_frame(42)), Ok(42));
+        let t = transfer_frame(100, entries[1], 90, b"abc");
+        let head = parse_transfer_head(&t[..TRANSFER_HEAD_LEN]);
+        assert_eq!(
+            head,
+            Ok(TransferHead {
+                body_size: 3,
+                offset: 100,
+                epoch: 3,
+                epoch_start: 4096,
+                confirm: 90
+            })
+        );
+    }
+
+    #[test]
+    fn malformed_frames_are_typed_errors() {
+        assert_eq!(
+            parse_slave_handshake(&[0; 15]),
+            Err(FrameError::Length {
+                expected: 16,
+                got: 15
+            })
+        );
+        let mut hs = slave_handshake_frame(1);
+        hs[3] = 2;
+        assert_eq!(
+            parse_slave_handshake(&hs),
+            Err(FrameError::State {
+                expected: 1,
+                got: 2
+            })
+        );
+        let mut head = master_handshake_frame(&[], 0, 1);
+        head[4..8].copy_from_slice(&13i32.to_be_bytes());
+        assert_eq!(
+            parse_master_handshake_head(&head),
+            Err(FrameError::EpochBody(13))
+        );
+        head[4..8].copy_from_slice(&(-12i32).to_be_bytes());
+        assert_eq!(
+            parse_master_handshake_head(&head),
+            Err(FrameError::BodySize(-12))
+        );
+        assert_eq!(decode_epochs(&[0; 13]), Err(FrameError::EpochBody(13)));
+        let mut t = transfer_frame(
+            0,
+            EpochEntry {
+                epoch: 1,
+                start_offset: 0,
+            },
+            0,
+            &[],
+        );
+        let too_big = (MAX_FRAME_BODY + 1) as i32;
+        t[4..8].copy_from_slice(&too_big.to_be_bytes());
+        assert_eq!(parse_transfer_head(&t), Err(FrameError::BodySize(too_big)));
+        t[3] = 1;
+        assert!(matches!(
+            parse_transfer_head(&t),
+            Err(FrameError::State { .. })
+        ));
+        assert_eq!(
+            parse_report(&report_frame(-1)),
+            Err(FrameError::NegativeOffset(-1))
+        );
+        let mut r = report_frame(5);
+        r[3] = 1;
+        assert!(parse_report(&r).is_err());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// Arbitrary bytes, and valid frames with arbitrary fields, never panic the parsers.
+        #[test]
+        fn fuzz_entry_survives_random_bytes(
+            data in proptest::collection::vec(any::<u8>(), 0..200),
+            offset in any::<i64>(),
+            epoch in any::<i32>(),
+            body in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            fuzz_ha_frames(&data);
+            let ep = EpochEntry { epoch, start_offset: offset };
+            let mut stream = transfer_frame(offset, ep, offset, &body);
+            stream.extend_from_slice(&data);
+            fuzz_ha_frames(&stream);
+            fuzz_ha_frames(&master_handshake_frame(&[ep], offset, epoch));
+            fuzz_ha_frames(&report_frame(offset));
+        }
+    }
 }

@@ -303,3 +303,116 @@ fn up_registers_one_master_and_replicas_report_ha_status() {
         assert!(pid_gone(pid), "pid {pid} still runs after cluster down");
     }
 }
+
+/// `rocketraft admin --namesrv NAMESRV ARGS...`, signed with `credentials` (access key, secret
+/// key) through the environment, or unsigned.
+fn admin_as(namesrv: &str, credentials: Option<(&str, &str)>, args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rocketraft"));
+    cmd.args(["admin", "--namesrv", namesrv])
+        .args(args)
+        .env_remove("ROCKETRAFT_ACCESS_KEY")
+        .env_remove("ROCKETRAFT_SECRET_KEY");
+    if let Some((ak, sk)) = credentials {
+        cmd.env("ROCKETRAFT_ACCESS_KEY", ak)
+            .env("ROCKETRAFT_SECRET_KEY", sk);
+    }
+    cmd.output().expect("run admin")
+}
+
+/// The value of `export NAME=VALUE` in a credentials file.
+fn exported<'a>(text: &'a str, name: &str) -> &'a str {
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("export {name}=")))
+        .unwrap_or_else(|| panic!("no {name} in the credentials file"))
+}
+
+/// `cluster up --auth`: the administrator's keys in an owner-only file (never printed), unsigned
+/// admin calls refused and nothing created by them, signed ones served; `up`'s readiness check
+/// and `status` sign with the file, `down` stops it all.
+#[test]
+fn up_with_auth_refuses_unsigned_admin_calls() {
+    use std::os::unix::fs::PermissionsExt;
+    let _turn = crate::support::file_turn(module_path!());
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let cluster = Cluster::new();
+    let out = cluster.up(&["--auth", "--controllers", "1", "--replicas", "1"]);
+    assert!(out.status.success(), "cluster up --auth: {}", text(&out));
+    let path = cluster.dir.path().join("admin-credentials");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("authentication is on"), "{stdout}");
+    assert!(
+        stdout.contains(&format!(". {}", path.display())),
+        "{stdout}"
+    );
+    let mode = std::fs::metadata(&path)
+        .expect("credentials file")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "credentials file mode {mode:o}");
+    let file = std::fs::read_to_string(&path).expect("credentials file");
+    let (ak, sk) = (
+        exported(&file, "ROCKETRAFT_ACCESS_KEY"),
+        exported(&file, "ROCKETRAFT_SECRET_KEY"),
+    );
+    assert_eq!(ak, "admin");
+    assert!(!stdout.contains(sk), "the secret key was printed");
+    for name in ["namesrv/namesrv.toml", "broker-1/broker.toml"] {
+        let config = std::fs::read_to_string(cluster.dir.path().join(name)).expect("config");
+        assert!(config.contains("authentication_enabled = true"), "{name}");
+    }
+
+    // status asks the NameServer (signed) which broker is the master.
+    let rows = cluster.status();
+    assert_eq!(count(&rows, "role", "master"), 1, "{rows:#?}");
+
+    let namesrv = cluster.namesrv();
+    let create = ["topic", "create", "AuthTopic", "--queues", "2"];
+    let unsigned = admin_as(&namesrv, None, &create);
+    assert!(
+        !unsigned.status.success(),
+        "unsigned create: {}",
+        text(&unsigned)
+    );
+    let wrong = admin_as(&namesrv, Some((ak, "not-the-secret")), &create);
+    assert!(
+        !wrong.status.success(),
+        "wrongly signed create: {}",
+        text(&wrong)
+    );
+    let route = ["topic", "route", "AuthTopic"];
+    let absent = admin_as(&namesrv, Some((ak, sk)), &route);
+    assert!(
+        !absent.status.success(),
+        "the refused creates created nothing: {}",
+        text(&absent)
+    );
+    let unsigned_list = admin_as(&namesrv, None, &["topic", "list"]);
+    assert!(
+        !unsigned_list.status.success(),
+        "unsigned list: {}",
+        text(&unsigned_list)
+    );
+
+    let signed = admin_as(&namesrv, Some((ak, sk)), &create);
+    assert!(signed.status.success(), "signed create: {}", text(&signed));
+    let mut shown = admin_as(&namesrv, Some((ak, sk)), &route);
+    for _ in 0..50 {
+        if shown.status.success() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        shown = admin_as(&namesrv, Some((ak, sk)), &route);
+    }
+    assert!(shown.status.success(), "signed route: {}", text(&shown));
+    assert!(
+        String::from_utf8_lossy(&shown.stdout).contains("broker-a"),
+        "{}",
+        text(&shown)
+    );
+
+    let out = cluster.down();
+    assert!(out.status.success(), "down: {}", text(&out));
+    for pid in pids(&rows) {
+        assert!(pid_gone(pid), "pid {pid} still runs after cluster down");
+    }
+}

@@ -15,6 +15,7 @@ use rocketraft_nameserver::NamesrvConfig;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::auth::ClusterAuth;
 use super::layout::{loopback, PortLayout};
 use super::ClusterSpec;
 use crate::cmd::SMALL_SEGMENT_SIZE;
@@ -131,10 +132,27 @@ pub fn controller_toml(
     toml::to_string(&config).context("cannot encode a controller config")
 }
 
-/// The NameServer TOML: its port and the cluster secret.
-pub fn namesrv_toml(layout: &PortLayout, secret: Option<&ClusterSecret>) -> anyhow::Result<String> {
+/// The secrets of a new cluster that go into its configs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Secrets<'a> {
+    /// The cluster secret (every NameServer, controller and broker).
+    pub cluster: Option<&'a ClusterSecret>,
+    /// `--auth`: authentication and authorization on every NameServer and broker, with the
+    /// administrator as `initAuthenticationUser` and the servers' own user as
+    /// `innerClientAuthenticationCredentials`.
+    pub auth: Option<&'a ClusterAuth>,
+}
+
+/// The NameServer TOML: its port, the cluster secret and, with `--auth`, the ACL keys.
+pub fn namesrv_toml(layout: &PortLayout, secrets: Secrets<'_>) -> anyhow::Result<String> {
     let mut config = NamesrvConfig::default().with_listen(loopback_addr(layout.namesrv));
-    config.cluster_secret = secret.cloned();
+    config.cluster_secret = secrets.cluster.cloned();
+    if let Some(auth) = secrets.auth {
+        config.authentication_enabled = true;
+        config.authorization_enabled = true;
+        config.init_authentication_user = Some(auth.admin.clone());
+        config.inner_client_authentication_credentials = Some(auth.inner.clone());
+    }
     let table = non_default_table(&config)?;
     toml::to_string(&table).context("cannot encode a NameServer config")
 }
@@ -145,7 +163,7 @@ pub fn broker_toml(
     spec: &ClusterSpec,
     layout: &PortLayout,
     store_root: &Path,
-    secret: Option<&ClusterSecret>,
+    secrets: Secrets<'_>,
 ) -> anyhow::Result<String> {
     let (remoting, ha) = layout
         .brokers
@@ -166,7 +184,13 @@ pub fn broker_toml(
         .with_namesrv_addr(loopback(layout.namesrv))
         .with_controller_mode(controller_addr)
         .with_store(store_config(spec, store_root)?);
-    config.cluster_secret = secret.cloned();
+    config.cluster_secret = secrets.cluster.cloned();
+    if let Some(auth) = secrets.auth {
+        config.authentication_enabled = true;
+        config.authorization_enabled = true;
+        config.init_authentication_user = Some(auth.admin.clone());
+        config.inner_client_authentication_credentials = Some(auth.inner.clone());
+    }
     if let Some(n) = spec.min_in_sync_replicas {
         if n == 0 || n > layout.brokers.len() {
             bail!(
@@ -280,7 +304,14 @@ mod tests {
         assert_eq!(c, expected);
 
         let spec = up_args(&[]).spec;
-        let text = broker_toml(1, &spec, &l, Path::new("/d/broker-1/store"), None).expect("toml");
+        let text = broker_toml(
+            1,
+            &spec,
+            &l,
+            Path::new("/d/broker-1/store"),
+            Secrets::default(),
+        )
+        .expect("toml");
         let b: BrokerConfig = toml::from_str(&text).expect("parses");
         assert_eq!(toml::to_string(&b).expect("encodes"), text);
         let expected = BrokerConfig::default()
@@ -293,6 +324,59 @@ mod tests {
                     .with_commitlog_segment_size(SMALL_SEGMENT_SIZE),
             );
         assert_eq!(b, expected);
+    }
+
+    #[test]
+    fn auth_turns_acl_on_with_the_generated_users() {
+        let l = PortLayout::fixed(9876, 30000, 3, 3).expect("layout");
+        let auth = ClusterAuth::generate().expect("auth");
+        let secret = ClusterSecret::generate();
+        let secrets = Secrets {
+            cluster: Some(&secret),
+            auth: Some(&auth),
+        };
+        let spec = up_args(&["--auth"]).spec;
+        assert_eq!(spec.given(), ["--auth"]);
+        let text = broker_toml(2, &spec, &l, Path::new("/d"), secrets).expect("toml");
+        let b = check_broker_config(&text).expect("valid");
+        assert!(b.authentication_enabled && b.authorization_enabled);
+        assert_eq!(b.init_authentication_user.as_ref(), Some(&auth.admin));
+        assert_eq!(
+            b.inner_client_authentication_credentials.as_ref(),
+            Some(&auth.inner)
+        );
+        assert_eq!(
+            b.cluster_secret.as_ref().map(|s| s.expose()),
+            Some(secret.expose())
+        );
+        // The broker's own calls (registration, controller heartbeats) sign as the inner user.
+        assert_eq!(
+            b.internal_client_config().credentials,
+            Some(auth.inner.clone())
+        );
+
+        let text = namesrv_toml(&l, secrets).expect("toml");
+        let n: NamesrvConfig = toml::from_str(&text).expect("parses");
+        n.validate().expect("valid");
+        assert!(n.authentication_enabled && n.authorization_enabled);
+        assert_eq!(n.init_authentication_user.as_ref(), Some(&auth.admin));
+        assert_eq!(
+            n.inner_client_authentication_credentials.as_ref(),
+            Some(&auth.inner)
+        );
+
+        // Without --auth: off, as in RocketMQ.
+        let plain = Secrets {
+            cluster: Some(&secret),
+            auth: None,
+        };
+        let b =
+            check_broker_config(&broker_toml(2, &spec, &l, Path::new("/d"), plain).expect("toml"))
+                .expect("valid");
+        assert!(!b.authentication_enabled && b.init_authentication_user.is_none());
+        let n: NamesrvConfig =
+            toml::from_str(&namesrv_toml(&l, plain).expect("toml")).expect("parses");
+        assert!(!n.authentication_enabled && n.inner_client_authentication_credentials.is_none());
     }
 
     #[test]
@@ -309,7 +393,8 @@ mod tests {
             "--extra-broker-config",
             "store.flushIntervalCommitLog = 100",
         ]);
-        let text = broker_toml(1, &args.spec, &l, Path::new("/d"), None).expect("toml");
+        let text =
+            broker_toml(1, &args.spec, &l, Path::new("/d"), Secrets::default()).expect("toml");
         let b: BrokerConfig = toml::from_str(&text).expect("parses");
         assert_eq!(b.slave_timeout_ms, 4000);
         assert_eq!(b.store.flush_interval_ms, 100);
@@ -343,8 +428,14 @@ mod tests {
             "store.flush_interval_ms = 100",
         ]);
         let l = PortLayout::fixed(9876, 30000, 3, 3).expect("layout");
-        let text =
-            broker_toml(3, &args.spec, &l, Path::new("/d/broker-3/store"), None).expect("toml");
+        let text = broker_toml(
+            3,
+            &args.spec,
+            &l,
+            Path::new("/d/broker-3/store"),
+            Secrets::default(),
+        )
+        .expect("toml");
         let b: BrokerConfig = toml::from_str(&text).expect("parses");
         assert_eq!(b.broker_name, "broker-a");
         assert_eq!(b.cluster_name, "DefaultCluster");
@@ -367,15 +458,16 @@ mod tests {
         assert_eq!(b.store.flush_interval_ms, 100);
 
         let bad = up_args(&["--extra-broker-config", "no_such_key = 1"]);
-        assert!(broker_toml(1, &bad.spec, &l, Path::new("/d"), None).is_err());
+        assert!(broker_toml(1, &bad.spec, &l, Path::new("/d"), Secrets::default()).is_err());
         let bad = up_args(&["--min-in-sync-replicas", "4"]);
-        assert!(broker_toml(1, &bad.spec, &l, Path::new("/d"), None).is_err());
+        assert!(broker_toml(1, &bad.spec, &l, Path::new("/d"), Secrets::default()).is_err());
         let small = up_args(&[]);
-        let text = broker_toml(1, &small.spec, &l, Path::new("/d"), None).expect("toml");
+        let text =
+            broker_toml(1, &small.spec, &l, Path::new("/d"), Secrets::default()).expect("toml");
         let b: BrokerConfig = toml::from_str(&text).expect("parses");
         assert_eq!(b.store.commitlog_segment_size, SMALL_SEGMENT_SIZE);
         let bad = up_args(&["--segment-size", "1000"]);
-        assert!(broker_toml(1, &bad.spec, &l, Path::new("/d"), None).is_err());
+        assert!(broker_toml(1, &bad.spec, &l, Path::new("/d"), Secrets::default()).is_err());
         assert_eq!(
             up_args(&[]).spec.flush(),
             rocketraft_broker::store::FlushDiskType::AsyncFlush

@@ -11,6 +11,7 @@
 //! [`process`] (spawning, liveness and signals), [`readiness`] (starting in order and waiting
 //! until ready); the commands: [`up`], [`status`], [`down`].
 
+mod auth;
 mod config;
 mod down;
 mod file;
@@ -26,6 +27,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
 use rocketraft_broker::store::FlushDiskType;
+
 
 pub use file::{ClusterFile, Kind};
 use layout::{check_port_free, PortLayout};
@@ -44,8 +46,9 @@ pub enum ClusterCommand {
     /// the NameServer listens on --namesrv-port. With the defaults: controllers 30000-30005,
     /// brokers 30020-30025, NameServer 9876.
     ///
-    /// Files under DIR: cluster.json (the processes), and per process DIR/<name>/ with its
-    /// config (controller.toml, broker.toml), data (data/ or store/), stdout.log and stderr.log.
+    /// Files under DIR: cluster.json (the processes), cluster-secret, admin-credentials (with
+    /// --auth), and per process DIR/<name>/ with its config (controller.toml, namesrv.toml,
+    /// broker.toml), data (data/ or store/), stdout.log and stderr.log.
     Up(UpArgs),
     /// Show each process of the cluster in DIR: alive or dead, and its role (controller
     /// leader/follower, broker master/slave as the NameServer registers it).
@@ -136,6 +139,14 @@ pub struct ClusterSpec {
     /// cluster gets a random secret in every config file and in `<dir>/cluster-secret`.
     #[arg(long)]
     pub no_cluster_secret: bool,
+    /// Turn on ACL 2.0 on every NameServer and broker (authenticationEnabled and
+    /// authorizationEnabled): unsigned Remoting requests are refused. A generated administrator
+    /// (`admin`, a Super user: initAuthenticationUser) and the servers' own user
+    /// (innerClientAuthenticationCredentials) go into every config; the administrator's keys into
+    /// `<dir>/admin-credentials` (owner-only), which `cluster status` signs with. Off by default,
+    /// as in RocketMQ.
+    #[arg(long)]
+    pub auth: bool,
 }
 
 impl ClusterSpec {
@@ -174,6 +185,7 @@ impl ClusterSpec {
         flag(self.cluster_name.is_some(), "--cluster-name");
         flag(self.flush.is_some(), "--flush");
         flag(self.no_cluster_secret, "--no-cluster-secret");
+        flag(self.auth, "--auth");
         flag(self.segment_size.is_some(), "--segment-size");
         flag(
             self.min_in_sync_replicas.is_some(),

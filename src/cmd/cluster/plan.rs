@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::bail;
 
-use super::config::{broker_toml, controller_toml, namesrv_toml, path_string};
+use super::config::{broker_toml, controller_toml, namesrv_toml, path_string, Secrets};
 use super::file::{ClusterFile, Kind, Ports, ProcessRecord, CLUSTER_FILE, FILE_VERSION};
 use super::layout::{loopback, PortLayout};
 use super::{ClusterSpec, Inherited};
@@ -69,9 +69,9 @@ pub fn plan(
     dir: &Path,
     exe: &str,
     inherited: &Inherited,
-    secret: Option<&ClusterSecret>,
+    secrets: Secrets<'_>,
 ) -> anyhow::Result<Plan> {
-    let mut wanted = controllers(spec, layout, dir, secret)?;
+    let mut wanted = controllers(spec, layout, dir, secrets.cluster)?;
     let home = dir.join("namesrv");
     wanted.push(Wanted {
         name: "namesrv".to_string(),
@@ -82,9 +82,9 @@ pub fn plan(
             ha: None,
         },
         data_dir: home.clone(),
-        config: Some((home.join("namesrv.toml"), namesrv_toml(layout, secret)?)),
+        config: Some((home.join("namesrv.toml"), namesrv_toml(layout, secrets)?)),
     });
-    wanted.extend(brokers(spec, layout, dir, secret)?);
+    wanted.extend(brokers(spec, layout, dir, secrets)?);
     let processes = wanted
         .into_iter()
         .map(|w| w.planned(dir, exe, inherited))
@@ -179,7 +179,7 @@ fn brokers(
     spec: &ClusterSpec,
     layout: &PortLayout,
     dir: &Path,
-    secret: Option<&ClusterSecret>,
+    secrets: Secrets<'_>,
 ) -> anyhow::Result<Vec<Wanted>> {
     let mut out = Vec::new();
     for (i, (remoting, ha)) in layout.brokers.iter().enumerate() {
@@ -187,7 +187,7 @@ fn brokers(
         let name = format!("broker-{index}");
         let home = dir.join(&name);
         let store_root = home.join("store");
-        let text = broker_toml(index, spec, layout, &store_root, secret)?;
+        let text = broker_toml(index, spec, layout, &store_root, secrets)?;
         out.push(Wanted {
             name,
             role: Kind::Broker,
@@ -266,7 +266,10 @@ mod tests {
             Path::new("/d"),
             "/bin/rocketraft",
             &inherited,
-            Some(&secret),
+            Secrets {
+                cluster: Some(&secret),
+                auth: None,
+            },
         )
         .expect("plan");
         // Every config carries the secret.
@@ -353,9 +356,16 @@ mod tests {
             log: "debug".to_string(),
             threads: None,
         };
-        let mut file = plan(&args.spec, &l, root, "/old/rocketraft", &old, None)
-            .expect("plan")
-            .file;
+        let mut file = plan(
+            &args.spec,
+            &l,
+            root,
+            "/old/rocketraft",
+            &old,
+            Secrets::default(),
+        )
+        .expect("plan")
+        .file;
         for (i, p) in file.processes.iter_mut().enumerate() {
             p.pid = 1000 + i as u32;
             p.stopped = true;

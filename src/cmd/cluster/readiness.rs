@@ -10,6 +10,7 @@ use rocketraft_common::protocol::ClusterInfo;
 use rocketraft_remoting::api::MqClientApi;
 use rocketraft_remoting::{ClientConfig, RemotingClient};
 
+use super::auth::admin_credentials;
 use super::file::{ClusterFile, Kind};
 use super::layout::loopback;
 use super::process::{printed_ready, spawn, tail, TAIL_LINES};
@@ -177,7 +178,12 @@ impl Starter {
 
     pub(super) async fn run(&mut self, wait_for: WaitFor, timeout: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + timeout;
-        let api = MqClientApi::new(RemotingClient::new(ClientConfig::default()), QUERY_TIMEOUT);
+        // Signed as the administrator when the cluster runs with `--auth`.
+        let client = RemotingClient::new(ClientConfig {
+            credentials: admin_credentials(&self.dir)?,
+            ..ClientConfig::default()
+        });
+        let api = MqClientApi::new(client, QUERY_TIMEOUT);
         // Controllers and the NameServer first: a broker registers once at start and then
         // only every 30 s, so the NameServer must be up before the brokers.
         let first: Vec<usize> = (0..self.file.processes.len())
@@ -226,7 +232,7 @@ mod tests {
             Path::new("/d"),
             "/x",
             &Inherited::default(),
-            None,
+            super::super::config::Secrets::default(),
         )
         .expect("plan");
         let mut info = ClusterInfo::default();

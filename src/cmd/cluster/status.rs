@@ -8,6 +8,7 @@ use rocketraft_remoting::api::MqClientApi;
 use rocketraft_remoting::{ClientConfig, RemotingClient};
 use serde::{Deserialize, Serialize};
 
+use super::auth::admin_credentials;
 use super::file::{ClusterFile, Kind, Ports};
 use super::layout::loopback;
 use super::process::is_alive;
@@ -33,8 +34,12 @@ pub struct StatusRow {
     pub config: Option<PathBuf>,
 }
 
-async fn status_rows(file: &ClusterFile) -> Vec<StatusRow> {
-    let remoting = RemotingClient::new(ClientConfig::default());
+async fn status_rows(dir: &Path, file: &ClusterFile) -> anyhow::Result<Vec<StatusRow>> {
+    // Signed as the administrator when the cluster runs with `--auth`.
+    let remoting = RemotingClient::new(ClientConfig {
+        credentials: admin_credentials(dir)?,
+        ..ClientConfig::default()
+    });
     let api = MqClientApi::new(remoting.clone(), QUERY_TIMEOUT);
     let controllers = ControllerClient::new(remoting, QUERY_TIMEOUT);
     let namesrv_alive = file
@@ -95,12 +100,12 @@ async fn status_rows(file: &ClusterFile) -> Vec<StatusRow> {
             config: p.config.clone(),
         });
     }
-    rows
+    Ok(rows)
 }
 
 pub(super) async fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
     let file = ClusterFile::load_existing(dir)?;
-    let rows = status_rows(&file).await;
+    let rows = status_rows(dir, &file).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());

@@ -6,7 +6,8 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use rocketraft_common::trust::ClusterSecret;
 
-use super::config::path_string;
+use super::auth::{self, ClusterAuth};
+use super::config::{path_string, Secrets};
 use super::file::{ClusterFile, Kind, CLUSTER_FILE};
 use super::plan::{plan, restart_plan};
 use super::process::{running, stop_all, STOP_GRACE};
@@ -54,6 +55,9 @@ pub(super) async fn up(args: UpArgs, inherited: Inherited) -> anyhow::Result<()>
         CLUSTER_FILE,
         dir.display()
     );
+    if auth::credentials_path(&dir).is_file() {
+        println!("{}", auth::usage(&dir, &starter.file.namesrv_addr));
+    }
     Ok(())
 }
 
@@ -118,8 +122,16 @@ fn prepare_new(
 ) -> anyhow::Result<ClusterFile> {
     let layout = args.spec.layout()?;
     let secret = (!args.spec.no_cluster_secret).then(ClusterSecret::generate);
-    let plan = plan(&args.spec, &layout, dir, exe, inherited, secret.as_ref())?;
+    let cluster_auth = args.spec.auth.then(ClusterAuth::generate).transpose()?;
+    let secrets = Secrets {
+        cluster: secret.as_ref(),
+        auth: cluster_auth.as_ref(),
+    };
+    let plan = plan(&args.spec, &layout, dir, exe, inherited, secrets)?;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    if let Some(cluster_auth) = &cluster_auth {
+        write_private(&auth::credentials_path(dir), &cluster_auth.file_text(dir))?;
+    }
     if let Some(secret) = &secret {
         let path = dir.join(SECRET_FILE);
         write_private(&path, secret.expose())?;
