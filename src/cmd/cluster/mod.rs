@@ -28,7 +28,6 @@ use std::time::Duration;
 use clap::{Args, Subcommand, ValueEnum};
 use rocketraft_broker::store::FlushDiskType;
 
-
 pub use file::{ClusterFile, Kind};
 use layout::{check_port_free, PortLayout};
 
