@@ -77,7 +77,7 @@ impl AdminArgs {
 }
 
 /// The credentials from the flags or the environment: both or neither.
-fn credentials(
+pub(crate) fn credentials(
     access_key: Option<String>,
     secret_key: Option<String>,
 ) -> anyhow::Result<Option<SessionCredentials>> {

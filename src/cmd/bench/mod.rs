@@ -3,15 +3,20 @@
 //! Every run prints a progress line each second and ends with msgs/s, MB/s and latency
 //! percentiles. Numbers from this shared 2-core machine are noisy: compare runs made together.
 //! `produce`, `consume` and `recovery` live here; the other benches in their modules:
-//! [`controller`], [`pop`], [`proxy`], [`replication`].
+//! [`auth`], [`controller`], [`pop`], [`proxy`], [`replication`].
+//!
+//! With `--access-key`/`--secret-key` (or ROCKETRAFT_ACCESS_KEY/ROCKETRAFT_SECRET_KEY, as for
+//! `rocketraft admin`) every Remoting request is signed (RocketMQ's `AclClientRPCHook`), for
+//! servers with `authenticationEnabled`.
 
+mod auth;
 mod controller;
 mod pop;
 mod proxy;
 mod replication;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -24,13 +29,29 @@ use rocketraft_common::protocol::TopicRouteData;
 use rocketraft_common::TopicConfig;
 use rocketraft_remoting::api::{ApiError, MqClientApi, PullRequest, PullStatus, SendRequest};
 use rocketraft_remoting::codes::response_code;
-use rocketraft_remoting::{ClientConfig, RemotingClient};
+use rocketraft_remoting::{ClientConfig, RemotingClient, SessionCredentials};
 use tokio::sync::{Mutex, Semaphore};
 
 #[derive(Args)]
 pub struct BenchArgs {
+    /// The access key (username) to sign Remoting requests with, for servers with
+    /// `authenticationEnabled`; ROCKETRAFT_ACCESS_KEY if unset.
+    #[arg(long, global = true)]
+    access_key: Option<String>,
+    /// The secret key of --access-key; ROCKETRAFT_SECRET_KEY if unset (prefer the variable: a
+    /// command line is visible to other users of the machine).
+    #[arg(long, global = true)]
+    secret_key: Option<String>,
     #[command(subcommand)]
     command: BenchCommand,
+}
+
+/// The credentials of `--access-key`/`--secret-key`, set once by [`run`].
+static SIGNING: OnceLock<Option<SessionCredentials>> = OnceLock::new();
+
+/// What this run signs its Remoting requests with, if anything.
+pub(crate) fn signing() -> Option<SessionCredentials> {
+    SIGNING.get().cloned().flatten()
 }
 
 #[derive(Args, Clone)]
@@ -47,6 +68,9 @@ pub(crate) struct Target {
     /// Stop after this many messages (whichever comes first).
     #[arg(long)]
     pub(crate) count: Option<u64>,
+    /// What the load's requests are signed with (`--access-key`, or a bench's own choice).
+    #[arg(skip)]
+    pub(crate) credentials: Option<SessionCredentials>,
 }
 
 impl Target {
@@ -57,14 +81,23 @@ impl Target {
             topic: topic.to_string(),
             duration: 600,
             count: Some(count),
+            credentials: signing(),
         }
     }
 }
 
-/// A Remoting client API with a 10 s deadline per request.
+/// A Remoting client API with a 10 s deadline per request, signing as `--access-key`.
 pub(crate) fn api() -> MqClientApi {
+    api_signed(signing())
+}
+
+/// A Remoting client API with a 10 s deadline per request, signing with `credentials`.
+pub(crate) fn api_signed(credentials: Option<SessionCredentials>) -> MqClientApi {
     MqClientApi::new(
-        RemotingClient::new(ClientConfig::default()),
+        RemotingClient::new(ClientConfig {
+            credentials,
+            ..ClientConfig::default()
+        }),
         Duration::from_secs(10),
     )
 }
@@ -106,6 +139,9 @@ enum BenchCommand {
     /// Start a broker set of 3 replicas (and the same broker alone) with `rocketraft cluster up`,
     /// compare send throughput and p99, and time failovers after kill -9 of the master.
     Replication(replication::ReplicationBenchArgs),
+    /// Start a one-broker cluster with `cluster up --auth` and the same without, and compare
+    /// signed sends (ACL 2.0 checked) with unsigned ones on the same load, same run.
+    Auth(auth::AuthBenchArgs),
     /// Fill a store of SIZE MiB, crash it (no clean shutdown) and time its recovery.
     Recovery {
         /// Directory for the store (created; reused if it holds a store of the right size).
@@ -118,15 +154,21 @@ enum BenchCommand {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let credentials = crate::cmd::admin::credentials(args.access_key, args.secret_key)?;
+    let _ = SIGNING.set(credentials.clone());
     match args.command {
         BenchCommand::Produce {
-            target,
+            mut target,
             size,
             producers,
             window,
             baseline_secs,
-        } => produce(target, size, producers.max(1), window.max(1), baseline_secs).await,
+        } => {
+            target.credentials = credentials;
+            produce(target, size, producers.max(1), window.max(1), baseline_secs).await
+        }
         BenchCommand::Consume { target, batch } => consume(target, batch.max(1)).await,
+        BenchCommand::Auth(args) => auth::run(args).await,
         BenchCommand::Controller(args) => controller::run(args).await,
         BenchCommand::Replication(args) => replication::run(args).await,
         BenchCommand::Pop(args) => pop::run(args).await,
@@ -303,7 +345,7 @@ async fn produce(
     window: usize,
     baseline_secs: u64,
 ) -> anyhow::Result<()> {
-    let queues = Arc::new(writable_queues(&api(), &target).await?);
+    let queues = Arc::new(writable_queues(&api_signed(target.credentials.clone()), &target).await?);
     let baseline = if baseline_secs > 0 {
         eprintln!("baseline: GET_MAX_OFFSET round trips for {baseline_secs} s, same window");
         let mut ping_target = target.clone();
@@ -353,6 +395,7 @@ pub(crate) async fn run_load(
         deadline: started + Duration::from_secs(target.duration),
         producers,
         window,
+        credentials: target.credentials.clone(),
     });
     let verb = if load == Load::Send { "sent" } else { "pinged" };
     let ticker = spawn_progress(run.progress.clone(), started, verb);
@@ -391,6 +434,7 @@ struct LoadRun {
     deadline: Instant,
     producers: usize,
     window: usize,
+    credentials: Option<SessionCredentials>,
 }
 
 /// Producer number `producer` of a load run: its own connection, `window` requests in flight,
@@ -400,6 +444,7 @@ async fn produce_load(run: Arc<LoadRun>, producer: usize) {
     let api = MqClientApi::new(
         RemotingClient::new(ClientConfig {
             max_in_flight_per_connection: run.window.max(1),
+            credentials: run.credentials.clone(),
             ..ClientConfig::default()
         }),
         Duration::from_secs(10),

@@ -20,7 +20,7 @@ use rocketraft_remoting::api::{MqClientApi, SendRequest};
 use rocketraft_remoting::codes::{request_code, response_code};
 use rocketraft_remoting::{ClientConfig, RemotingClient, RemotingCommand};
 
-use super::{api, run_load, writable_queues, Load, LoadResult, Target};
+use super::{api, run_load, signing, writable_queues, Load, LoadResult, Target};
 use crate::cmd::cluster::{ClusterFile, Kind};
 
 #[derive(Args)]
@@ -81,24 +81,36 @@ fn cluster_up(
     broker_extra: &[&str],
     controller_extra: &[&str],
 ) -> anyhow::Result<ClusterFile> {
+    let mut flags: Vec<String> = [
+        "--replicas",
+        &replicas.to_string(),
+        "--controllers",
+        &controllers.to_string(),
+        "--flush",
+        &args.flush,
+        "--segment-size",
+        &args.segment_size.to_string(),
+        "--min-in-sync-replicas",
+        if replicas > 1 { "2" } else { "1" },
+    ]
+    .map(String::from)
+    .to_vec();
+    for e in broker_extra {
+        flags.extend(["--extra-broker-config".to_string(), e.to_string()]);
+    }
+    for e in controller_extra {
+        flags.extend(["--extra-controller-config".to_string(), e.to_string()]);
+    }
+    start_cluster(dir, &flags)
+}
+
+/// `rocketraft cluster up --ports auto --dir DIR FLAGS...` with this binary; its cluster file.
+pub(super) fn start_cluster(dir: &Path, flags: &[String]) -> anyhow::Result<ClusterFile> {
     let exe = std::env::current_exe().context("cannot find the rocketraft binary")?;
     let mut cmd = Command::new(exe);
     cmd.args(["cluster", "up", "--ports", "auto", "--dir"])
         .arg(dir)
-        .args(["--replicas", &replicas.to_string()])
-        .args(["--controllers", &controllers.to_string()])
-        .args(["--flush", &args.flush])
-        .args(["--segment-size", &args.segment_size.to_string()])
-        .args([
-            "--min-in-sync-replicas",
-            if replicas > 1 { "2" } else { "1" },
-        ]);
-    for e in broker_extra {
-        cmd.args(["--extra-broker-config", e]);
-    }
-    for e in controller_extra {
-        cmd.args(["--extra-controller-config", e]);
-    }
+        .args(flags);
     let out = cmd.output().context("cannot run `rocketraft cluster up`")?;
     if !out.status.success() {
         anyhow::bail!(
@@ -121,7 +133,7 @@ fn cluster_down(dir: &Path) {
 }
 
 /// Stops the cluster and removes its directory, even when the bench fails half-way.
-struct Down(PathBuf);
+pub(super) struct Down(pub(super) PathBuf);
 
 impl Drop for Down {
     fn drop(&mut self) {
@@ -165,6 +177,7 @@ async fn measure(
         topic: "BenchReplication".to_string(),
         duration: args.duration,
         count: None,
+        credentials: signing(),
     };
     let queues = Arc::new(writable_queues(&api(), &target).await?);
     eprintln!("{label}: warming up 2 s, then {} s of sends", args.duration);

@@ -28,6 +28,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand, ValueEnum};
 use rocketraft_broker::store::FlushDiskType;
 
+pub use auth::admin_credentials;
 pub use file::{ClusterFile, Kind};
 use layout::{check_port_free, PortLayout};
 
