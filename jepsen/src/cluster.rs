@@ -17,7 +17,7 @@ use rocketraft_controller::client::ControllerClient;
 use rocketraft_controller::ControllerConfig;
 use rocketraft_nameserver::NamesrvConfig;
 use rocketraft_remoting::api::MqClientApi;
-use rocketraft_remoting::{ClientConfig, RemotingClient};
+use rocketraft_remoting::{ClientConfig, RemotingClient, SessionCredentials};
 
 use crate::net::{NetNode, Network};
 use crate::nodes::{port, Node, Role};
@@ -43,7 +43,33 @@ pub struct ClusterOptions {
     /// The cluster secret every NameServer, controller and broker config carries (a fresh
     /// one per run), so the runs exercise cluster-internal trust.
     pub cluster_secret: Option<ClusterSecret>,
+    /// ACL 2.0 on every NameServer and broker (`--auth`): every harness client and the proxy
+    /// sign their Remoting requests as the administrator.
+    pub auth: Option<HarnessAuth>,
 }
+
+/// The users of a run with authentication on, as `rocketraft cluster up --auth` makes them: a
+/// `Super` administrator (`initAuthenticationUser`) the harness's clients and the proxy sign
+/// with, and the servers' own user (`innerClientAuthenticationCredentials`). Fresh random
+/// secret keys per run; never logged (the credentials' `Debug` redacts them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HarnessAuth {
+    pub admin: SessionCredentials,
+    pub inner: SessionCredentials,
+}
+
+impl HarnessAuth {
+    pub fn generate() -> anyhow::Result<HarnessAuth> {
+        let secret = || ClusterSecret::generate().expose().to_string();
+        Ok(HarnessAuth {
+            admin: SessionCredentials::new("admin", secret())?,
+            inner: SessionCredentials::new("rocketraft-inner", secret())?,
+        })
+    }
+}
+
+/// The environment variable `rocketraft proxy --remoting-access-key` reads its secret key from.
+const PROXY_SECRET_KEY_ENV: &str = "ROCKETRAFT_PROXY_SECRET_KEY";
 
 /// The network and the processes; dropping it kills them and deletes the namespaces.
 pub struct Cluster {
@@ -131,6 +157,7 @@ pub fn broker_toml(
     store_root: &Path,
     min_in_sync: usize,
     secret: Option<&ClusterSecret>,
+    auth: Option<&HarnessAuth>,
 ) -> anyhow::Result<String> {
     let controllers = CONTROLLER_HOSTS
         .iter()
@@ -151,13 +178,29 @@ pub fn broker_toml(
         .with_register_interval_ms(5000)
         .with_store(store);
     config.cluster_secret = secret.cloned();
+    if let Some(auth) = auth {
+        config.authentication_enabled = true;
+        config.authorization_enabled = true;
+        config.init_authentication_user = Some(auth.admin.clone());
+        config.inner_client_authentication_credentials = Some(auth.inner.clone());
+    }
     toml::to_string(&config).context("cannot encode a broker config")
 }
 
-/// The NameServer config: its address and the cluster secret.
-pub fn namesrv_toml(listen: SocketAddr, secret: Option<&ClusterSecret>) -> anyhow::Result<String> {
+/// The NameServer config: its address, the cluster secret and, with `auth`, the ACL keys.
+pub fn namesrv_toml(
+    listen: SocketAddr,
+    secret: Option<&ClusterSecret>,
+    auth: Option<&HarnessAuth>,
+) -> anyhow::Result<String> {
     let mut config = NamesrvConfig::default().with_listen(listen);
     config.cluster_secret = secret.cloned();
+    if let Some(auth) = auth {
+        config.authentication_enabled = true;
+        config.authorization_enabled = true;
+        config.init_authentication_user = Some(auth.admin.clone());
+        config.inner_client_authentication_credentials = Some(auth.inner.clone());
+    }
     toml::to_string(&config).context("cannot encode a NameServer config")
 }
 
@@ -208,7 +251,11 @@ fn role_args(
             let listen = SocketAddr::new(net.ip.into(), port::NAMESRV);
             std::fs::write(
                 &config,
-                namesrv_toml(listen, options.cluster_secret.as_ref())?,
+                namesrv_toml(
+                    listen,
+                    options.cluster_secret.as_ref(),
+                    options.auth.as_ref(),
+                )?,
             )
             .with_context(|| format!("cannot write {}", config.display()))?;
             vec!["namesrv".into(), "--config".into(), path_str(&config)?]
@@ -222,20 +269,46 @@ fn role_args(
                     &dir.join("store"),
                     options.min_in_sync_replicas,
                     options.cluster_secret.as_ref(),
+                    options.auth.as_ref(),
                 )?,
             )
             .with_context(|| format!("cannot write {}", config.display()))?;
             vec!["broker".into(), "--config".into(), path_str(&config)?]
         }
-        Role::Proxy => vec![
-            "proxy".into(),
-            "--listen".into(),
-            format!("{}:{}", net.ip, port::PROXY),
-            "--namesrv".into(),
-            format!("{}:{}", ip_of(20), port::NAMESRV),
-        ],
+        Role::Proxy => {
+            let mut args = vec![
+                "proxy".into(),
+                "--listen".into(),
+                format!("{}:{}", net.ip, port::PROXY),
+                "--namesrv".into(),
+                format!("{}:{}", ip_of(20), port::NAMESRV),
+            ];
+            // Its secret key comes from the environment ([`proxy_env`]).
+            if let Some(auth) = &options.auth {
+                args.extend([
+                    "--remoting-access-key".into(),
+                    auth.admin.access_key.clone(),
+                ]);
+            }
+            args
+        }
         Role::RaftKv => anyhow::bail!("raft-kv nodes are built by kv_workload::create_cluster"),
     })
+}
+
+/// The proxy's environment: the administrator's secret key when the run has authentication on
+/// (an environment variable, not a command-line argument other users could read).
+fn proxy_env(options: &ClusterOptions) -> Vec<(String, String)> {
+    options
+        .auth
+        .iter()
+        .map(|auth| {
+            (
+                PROXY_SECRET_KEY_ENV.to_string(),
+                auth.admin.secret_key.clone(),
+            )
+        })
+        .collect()
 }
 
 impl Cluster {
@@ -253,6 +326,9 @@ impl Cluster {
             let mut node = Node::new(name, *role, &net.ns, net.ip, dir, args);
             if *role == Role::Broker {
                 node.env = options.broker_env.clone();
+            }
+            if *role == Role::Proxy {
+                node.env = proxy_env(&options);
             }
             nodes.push(node);
         }
@@ -424,10 +500,16 @@ pub struct Clients {
 
 impl Clients {
     /// Clients whose controller calls prove `secret` (the cluster's, if it has one); the
-    /// message and route calls need none.
-    pub fn new(timeout: Duration, secret: Option<ClusterSecret>) -> Clients {
+    /// message and route calls need none. With `credentials` every request is signed (servers
+    /// with authentication on refuse unsigned ones).
+    pub fn new(
+        timeout: Duration,
+        secret: Option<ClusterSecret>,
+        credentials: Option<SessionCredentials>,
+    ) -> Clients {
         let config = ClientConfig {
             connect_timeout: Duration::from_secs(1),
+            credentials,
             ..ClientConfig::default()
         };
         let controller = RemotingClient::new(ClientConfig {
@@ -488,7 +570,7 @@ mod tests {
             toml::from_str(&controller_toml(1, Path::new("/d"), true, None).expect("toml"))
                 .expect("parses");
         assert!(stale.stale_reads);
-        let text = broker_toml(32, Path::new("/d/b2/store"), 2, None).expect("toml");
+        let text = broker_toml(32, Path::new("/d/b2/store"), 2, None, None).expect("toml");
         let b: toml::Table = toml::from_str(&text).expect("parses");
         assert_eq!(b["listen"].as_str(), Some("10.77.0.32:10911"));
         assert_eq!(b["min_in_sync_replicas"].as_integer(), Some(2));
@@ -509,7 +591,7 @@ mod tests {
             c.raft.initial_members.get(&1).map(String::as_str),
             Some("10.77.0.11:9880")
         );
-        let text = broker_toml(31, Path::new("/d/b1/store"), 1, None).expect("toml");
+        let text = broker_toml(31, Path::new("/d/b1/store"), 1, None, None).expect("toml");
         let b: BrokerConfig = toml::from_str(&text).expect("parses");
         assert_eq!(toml::to_string(&b).expect("encodes"), text);
         assert_eq!(b.broker_name, BROKER_NAME);
@@ -518,5 +600,49 @@ mod tests {
         assert_eq!(b.store.commitlog_segment_size, 64 << 20);
         assert_eq!(b.store.flush_disk_type, FlushDiskType::AsyncFlush);
         assert_eq!(b.validate(), Ok(()));
+    }
+
+    #[test]
+    fn auth_turns_acl_on_and_the_proxy_signs() {
+        let auth = HarnessAuth::generate().expect("auth");
+        assert_ne!(auth.admin.secret_key, auth.inner.secret_key);
+        let text = broker_toml(31, Path::new("/d/b1/store"), 1, None, Some(&auth)).expect("toml");
+        let b: BrokerConfig = toml::from_str(&text).expect("parses");
+        assert!(b.authentication_enabled && b.authorization_enabled);
+        assert_eq!(b.init_authentication_user.as_ref(), Some(&auth.admin));
+        assert_eq!(
+            b.inner_client_authentication_credentials.as_ref(),
+            Some(&auth.inner)
+        );
+        assert_eq!(b.validate(), Ok(()));
+        let listen = addr(20, port::NAMESRV);
+        let text = namesrv_toml(listen, None, Some(&auth)).expect("toml");
+        let n: NamesrvConfig = toml::from_str(&text).expect("parses");
+        assert!(n.authentication_enabled && n.authorization_enabled);
+        assert_eq!(n.init_authentication_user.as_ref(), Some(&auth.admin));
+        let plain: NamesrvConfig =
+            toml::from_str(&namesrv_toml(listen, None, None).expect("toml")).expect("parses");
+        assert!(!plain.authentication_enabled && plain.init_authentication_user.is_none());
+
+        let mut options = ClusterOptions {
+            binary: PathBuf::from("/bin/rocketraft"),
+            dir: PathBuf::from("/d"),
+            with_proxy: true,
+            min_in_sync_replicas: 2,
+            threads: 2,
+            broker_env: Vec::new(),
+            controller_stale_reads: false,
+            cluster_secret: None,
+            auth: None,
+        };
+        assert!(proxy_env(&options).is_empty());
+        options.auth = Some(auth.clone());
+        assert_eq!(
+            proxy_env(&options),
+            [(
+                PROXY_SECRET_KEY_ENV.to_string(),
+                auth.admin.secret_key.clone()
+            )]
+        );
     }
 }

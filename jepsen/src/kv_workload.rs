@@ -482,6 +482,7 @@ impl Workload for KvRun {
                 broker_env: Vec::new(),
                 controller_stale_reads: false,
                 cluster_secret: None,
+                auth: None,
             },
             options.unsafe_raft_kv_stale_reads,
         )?;
@@ -533,7 +534,7 @@ impl Workload for KvRun {
     }
 
     fn nemesis_clients(&self) -> Clients {
-        Clients::new(Duration::from_secs(3), None)
+        Clients::new(Duration::from_secs(3), None, None)
     }
 
     async fn finish(&mut self, recorder: &Recorder) {

@@ -126,6 +126,11 @@ enum Command {
         /// Keep the nodes' data directories after a valid run (always kept after an invalid one).
         #[arg(long)]
         keep_data: bool,
+        /// Turn on ACL 2.0 (authentication and authorization) on every NameServer and broker:
+        /// the harness's clients and the proxy sign every Remoting request as a generated Super
+        /// user, so the run also checks that signed traffic survives the faults.
+        #[arg(long)]
+        auth: bool,
     },
     /// Prints the unavailability per fault window of a run from its verdicts.json (kept runs
     /// in jepsen/runs/ included), recomputed with the current charging rule.
@@ -276,6 +281,7 @@ fn main() -> ExitCode {
             unsafe_controller_stale_reads,
             unsafe_raft_kv_stale_reads,
             keep_data,
+            auth,
         } => {
             let seed = seed.unwrap_or_else(default_seed);
             let options = rocketraft_jepsen::run::RunOptions {
@@ -291,6 +297,7 @@ fn main() -> ExitCode {
                 unsafe_controller_stale_reads,
                 unsafe_raft_kv_stale_reads,
                 keep_data,
+                auth,
             };
             run_harness(options)
         }

@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 
 use rocketraft_common::trust::ClusterSecret;
 
-use crate::cluster::{Clients, Cluster, ClusterOptions};
+use crate::cluster::{Clients, Cluster, ClusterOptions, HarnessAuth};
 use crate::lifecycle::{self, Findings, Power, Task, Workload};
 use crate::model::ModelName;
 use crate::nemesis::{lock, parse_kinds, FaultKind, PowerMounts};
@@ -51,6 +51,9 @@ pub struct RunOptions {
     pub unsafe_raft_kv_stale_reads: bool,
     /// Remove the nodes' data directories after a valid run (logs stay).
     pub keep_data: bool,
+    /// ACL 2.0 on every NameServer and broker; every client and the proxy sign as a generated
+    /// administrator (RocketMQ's `AclClientRPCHook` signing).
+    pub auth: bool,
 }
 
 /// Runs everything; `Ok` holds the verdicts and the report directory.
@@ -95,6 +98,7 @@ pub(crate) fn build_cluster(
         broker_env,
         controller_stale_reads: options.unsafe_controller_stale_reads,
         cluster_secret: Some(ClusterSecret::generate()),
+        auth: options.auth.then(HarnessAuth::generate).transpose()?,
     })?;
     lifecycle::prepare_faults(&mut cluster, kinds, &[Role::Controller, Role::Broker])?;
     // The brokers' stores on LazyFs mounts, before any process starts (each gets a copy).
@@ -124,10 +128,14 @@ async fn start_rocketmq(
     options: &RunOptions,
     dir: &Path,
 ) -> anyhow::Result<RocketMq> {
-    let clients = Clients::new(
-        Duration::from_secs(3),
-        lock(cluster).options.cluster_secret.clone(),
-    );
+    let clients = {
+        let c = lock(cluster);
+        Clients::new(
+            Duration::from_secs(3),
+            c.options.cluster_secret.clone(),
+            c.options.auth.as_ref().map(|auth| auth.admin.clone()),
+        )
+    };
     let (controllers, namesrv) = {
         let c = lock(cluster);
         (c.controller_addrs(), c.namesrv_addr())
