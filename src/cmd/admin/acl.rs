@@ -144,9 +144,10 @@ async fn brokers(api: &MqClientApi, namesrv: &str, target: &Target) -> anyhow::R
     if let Some(b) = &target.broker {
         return Ok(vec![b.clone()]);
     }
-    let info = api.cluster_info(namesrv).await.with_context(|| {
-        format!("cannot reach the NameServer at {namesrv} (is it running? pass --namesrv)")
-    })?;
+    let info = api
+        .cluster_info(namesrv)
+        .await
+        .map_err(super::namesrv_error(namesrv))?;
     let Some(names) = info.cluster_addr_table.get(&target.cluster) else {
         bail!(
             "the NameServer knows no cluster {:?}; list clusters with `rocketraft admin cluster list`",

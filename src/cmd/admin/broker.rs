@@ -263,9 +263,10 @@ pub async fn run(
     command: BrokerCommand,
 ) -> anyhow::Result<()> {
     let BrokerCommand::Replicas { broker, json } = command;
-    let info = api.cluster_info(namesrv).await.with_context(|| {
-        format!("cannot reach the NameServer at {namesrv} (is it running? pass --namesrv)")
-    })?;
+    let info = api
+        .cluster_info(namesrv)
+        .await
+        .map_err(super::namesrv_error(namesrv))?;
     let Some(set) = info.broker_addr_table.get(&broker) else {
         let known: Vec<&String> = info.broker_addr_table.keys().collect();
         bail!(

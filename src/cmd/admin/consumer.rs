@@ -47,9 +47,10 @@ pub enum MessageCommand {
 
 /// The master address of every broker set the NameServer knows.
 async fn masters(api: &MqClientApi, namesrv: &str) -> anyhow::Result<Vec<(String, String)>> {
-    let info = api.cluster_info(namesrv).await.with_context(|| {
-        format!("cannot reach the NameServer at {namesrv} (is it running? pass --namesrv)")
-    })?;
+    let info = api
+        .cluster_info(namesrv)
+        .await
+        .map_err(super::namesrv_error(namesrv))?;
     let out: Vec<(String, String)> = info
         .broker_addr_table
         .iter()

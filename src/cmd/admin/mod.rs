@@ -14,7 +14,8 @@ use clap::{Args, Subcommand};
 use rocketraft_common::protocol::{ClusterInfo, TopicRouteData};
 use rocketraft_common::trust::ClusterSecret;
 use rocketraft_common::TopicConfig;
-use rocketraft_remoting::api::MqClientApi;
+use rocketraft_remoting::api::{ApiError, MqClientApi};
+use rocketraft_remoting::codes::response_code;
 use rocketraft_remoting::tls::{ClientTls, ClientTlsConfig};
 use rocketraft_remoting::{ClientConfig, RemotingClient, SessionCredentials};
 
@@ -252,15 +253,38 @@ async fn topic(api: &MqClientApi, namesrv: &str, command: TopicCommand) -> anyho
     }
 }
 
+/// What to tell the user when the NameServer did not answer `cluster_info`: unreachable, or
+/// reached and refused (with the fix for an unsigned or wrongly signed call).
+pub(crate) fn namesrv_error(namesrv: &str) -> impl FnOnce(ApiError) -> anyhow::Error + '_ {
+    move |e| match e {
+        ApiError::Refused(r) if r.code == response_code::NO_PERMISSION => anyhow::anyhow!(
+            "the NameServer at {namesrv} refused: {} (it checks signatures: pass --access-key and \
+             --secret-key, or set ROCKETRAFT_ACCESS_KEY and ROCKETRAFT_SECRET_KEY)",
+            r.remark
+        ),
+        ApiError::Refused(r) => {
+            anyhow::anyhow!(
+                "the NameServer at {namesrv} refused: code {}: {}",
+                r.code,
+                r.remark
+            )
+        }
+        other => anyhow::Error::new(other).context(format!(
+            "cannot reach the NameServer at {namesrv} (is it running? pass --namesrv)"
+        )),
+    }
+}
+
 /// The master addresses of every broker set of `cluster`, as the NameServer lists them.
 async fn cluster_masters(
     api: &MqClientApi,
     namesrv: &str,
     cluster: &str,
 ) -> anyhow::Result<Vec<String>> {
-    let info = api.cluster_info(namesrv).await.with_context(|| {
-        format!("cannot reach the NameServer at {namesrv} (is it running? pass --namesrv)")
-    })?;
+    let info = api
+        .cluster_info(namesrv)
+        .await
+        .map_err(namesrv_error(namesrv))?;
     let names = info
         .cluster_addr_table
         .get(cluster)
