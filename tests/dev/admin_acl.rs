@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use rocketraft_proxy::auth::authorization_header;
+use rocketraft_proxy::auth::{authorization_header, date_time_now};
 use rocketraft_proxy::pb;
 use rocketraft_proxy::pb::messaging_service_client::MessagingServiceClient;
 
@@ -42,7 +42,9 @@ fn send_request(topic: &str, id: &str) -> pb::SendMessageRequest {
 }
 
 fn signed(id: &str, ak: &str, sk: &str) -> tonic::Request<pb::SendMessageRequest> {
-    let date = "20250101T000000Z";
+    // The proxy refuses date-times outside its freshness window: sign with now.
+    let date = date_time_now();
+    let date = date.as_str();
     let mut request = tonic::Request::new(send_request("AclCliTopic", id));
     let m = request.metadata_mut();
     m.insert(
@@ -182,22 +184,25 @@ async fn users_and_grants_through_the_cli_and_a_proxy_with_auth() {
 
     // A real proxy with --auth admits alice's signed send and refuses an unsigned one.
     let proxy_port = free_port();
-    let mut proxy = Command::new(env!("CARGO_BIN_EXE_rocketraft"))
-        .args([
-            "proxy",
-            "--listen",
-            &format!("127.0.0.1:{proxy_port}"),
-            "--namesrv",
-            &ns,
-            "--auth",
-            "--auth-cache-ms",
-            "100",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn proxy");
-    let ready = BufReader::new(proxy.stdout.take().expect("stdout"))
+    // Killed: stopped even if an assertion below fails.
+    let mut proxy = crate::support::Killed(
+        Command::new(env!("CARGO_BIN_EXE_rocketraft"))
+            .args([
+                "proxy",
+                "--listen",
+                &format!("127.0.0.1:{proxy_port}"),
+                "--namesrv",
+                &ns,
+                "--auth",
+                "--auth-cache-ms",
+                "100",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn proxy"),
+    );
+    let ready = BufReader::new(proxy.0.stdout.take().expect("stdout"))
         .lines()
         .next()
         .expect("a line")
@@ -285,8 +290,7 @@ async fn users_and_grants_through_the_cli_and_a_proxy_with_auth() {
         "the user's ACL went with it: {list}"
     );
 
-    let _ = proxy.kill();
-    let _ = proxy.wait();
+    drop(proxy);
     let _ = dev.child.kill();
     let _ = dev.child.wait();
 }

@@ -108,6 +108,14 @@ impl Dev {
     }
 }
 
+/// A failing test leaves nothing running: the process is killed when the `Dev` is dropped.
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Runs `rocketraft admin --namesrv NAMESRV ARGS...`; panics with its stderr if it fails.
 pub fn admin(namesrv: &str, args: &[&str]) -> String {
     let out = admin_output(namesrv, args);
