@@ -11,8 +11,8 @@
 
 use std::sync::{Arc, OnceLock};
 
-use rocketraft_common::acl::{Acl, UserInfo, UserStatus, UserType};
-use rocketraft_remoting::auth::{AuthMetadata, AuthSettings, SessionCredentials};
+use rocketraft_common::acl::{Acl, UserInfo};
+use rocketraft_remoting::auth::{AuthMetadata, BadWhitelist, SessionCredentials};
 use rocketraft_remoting::server::BoxFuture;
 use rocketraft_remoting::{Refusal, RemotingServerBuilder};
 
@@ -27,31 +27,8 @@ pub fn config_users(config: &BrokerConfig) -> Vec<UserInfo> {
     ]
     .into_iter()
     .flatten()
-    .map(super_user)
+    .map(SessionCredentials::super_user)
     .collect()
-}
-
-fn super_user(credentials: &SessionCredentials) -> UserInfo {
-    UserInfo {
-        username: credentials.access_key.clone(),
-        password: Some(credentials.secret_key.clone()),
-        user_type: Some(UserType::Super.as_str().to_string()),
-        user_status: Some(UserStatus::Enable.as_str().to_string()),
-    }
-}
-
-/// What the broker checks, from its config.
-pub fn settings(config: &BrokerConfig) -> AuthSettings {
-    AuthSettings {
-        authentication_enabled: config.authentication_enabled,
-        authorization_enabled: config.authorization_enabled,
-        // Validated with the config.
-        authentication_whitelist: AuthSettings::parse_whitelist(&config.authentication_whitelist)
-            .unwrap_or_default(),
-        authorization_whitelist: AuthSettings::parse_whitelist(&config.authorization_whitelist)
-            .unwrap_or_default(),
-        cluster_name: config.cluster_name.clone(),
-    }
 }
 
 /// Users and ACLs of a broker: its store, then its config users.
@@ -121,7 +98,7 @@ pub fn install(
     builder: RemotingServerBuilder,
     config: &BrokerConfig,
     metadata: Arc<BrokerAuthMetadata>,
-) -> RemotingServerBuilder {
+) -> Result<RemotingServerBuilder, BadWhitelist> {
     if config.authentication_enabled || config.authorization_enabled {
         tracing::info!(
             authentication = config.authentication_enabled,
@@ -129,5 +106,5 @@ pub fn install(
             "Remoting ACL checks on"
         );
     }
-    builder.auth(settings(config), metadata)
+    Ok(builder.auth(config.auth_settings()?, metadata))
 }

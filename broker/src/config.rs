@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use rocketraft_common::trust::ClusterSecret;
-use rocketraft_remoting::auth::{AuthSettings, SessionCredentials};
+use rocketraft_remoting::auth::{AuthSettings, BadWhitelist, SessionCredentials};
 use rocketraft_remoting::limits::{InvalidLimit, ServerLimitsConfig};
 use rocketraft_remoting::tls::{ClientTlsConfig, ServerTlsConfig};
 use rocketraft_remoting::ClientConfig;
@@ -324,6 +324,20 @@ impl BrokerConfig {
         }
     }
 
+    /// What the Remoting ACL checks (`authentication_enabled`, `authorization_enabled`, the
+    /// whitelists; `Cluster` resources name this broker's cluster).
+    pub fn auth_settings(&self) -> Result<AuthSettings, BadWhitelist> {
+        AuthSettings::from_keys(
+            self.authentication_enabled,
+            self.authorization_enabled,
+            [
+                &self.authentication_whitelist,
+                &self.authorization_whitelist,
+            ],
+            self.cluster_name.clone(),
+        )
+    }
+
     /// Rejects values that would make the broker misbehave, with the fix in the message.
     pub fn validate(&self) -> Result<(), ConfigError> {
         rocketraft_common::topic::validate_topic_name(&self.broker_name).map_err(|reason| {
@@ -340,13 +354,7 @@ impl BrokerConfig {
                 reason,
             }
         })?;
-        for (field, text) in [
-            ("authentication_whitelist", &self.authentication_whitelist),
-            ("authorization_whitelist", &self.authorization_whitelist),
-        ] {
-            AuthSettings::parse_whitelist(text)
-                .map_err(|reason| ConfigError::Whitelist { field, reason })?;
-        }
+        self.auth_settings()?;
         if self.broker_id < 0 {
             return Err(ConfigError::BrokerId(self.broker_id));
         }
@@ -417,8 +425,8 @@ pub enum ConfigError {
     ControllerPeriods,
     #[error("max_transfer_count must be within 1..=1024 (default 32)")]
     MaxTransferCount,
-    #[error("{field}: {reason} (request codes separated by commas, e.g. \"105,106\")")]
-    Whitelist { field: &'static str, reason: String },
+    #[error(transparent)]
+    Whitelist(#[from] BadWhitelist),
     #[error(transparent)]
     ServerLimits(#[from] InvalidLimit),
 }

@@ -387,7 +387,7 @@ impl Broker {
             inner: slot.clone(),
             config_users: auth::config_users(config),
         });
-        builder = auth::install(builder, config, metadata);
+        builder = auth::install(builder, config, metadata)?;
         builder
             .max_connections(limits.max_connections)
             .limits(limits.limits())

@@ -16,9 +16,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use rocketraft_common::acl::{Acl, UserInfo, UserStatus, UserType};
+use rocketraft_common::acl::{Acl, UserInfo};
 use rocketraft_remoting::api::{ApiError, MqClientApi};
-use rocketraft_remoting::auth::{AuthMetadata, AuthSettings, SessionCredentials};
+use rocketraft_remoting::auth::{AuthMetadata, SessionCredentials};
 use rocketraft_remoting::server::BoxFuture;
 use rocketraft_remoting::{ClientConfig, Refusal, RemotingClient};
 
@@ -32,20 +32,6 @@ pub const MAX_CACHED: usize = 10_000;
 /// The timeout of one question to a broker.
 const ASK_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// What the NameServer checks, from its config. The `Cluster` resource is the default cluster.
-pub fn settings(config: &NamesrvConfig) -> AuthSettings {
-    AuthSettings {
-        authentication_enabled: config.authentication_enabled,
-        authorization_enabled: config.authorization_enabled,
-        // Validated with the config.
-        authentication_whitelist: AuthSettings::parse_whitelist(&config.authentication_whitelist)
-            .unwrap_or_default(),
-        authorization_whitelist: AuthSettings::parse_whitelist(&config.authorization_whitelist)
-            .unwrap_or_default(),
-        cluster_name: rocketraft_common::consts::DEFAULT_CLUSTER.to_string(),
-    }
-}
-
 type Cache<T> = Mutex<HashMap<String, (Instant, T)>>;
 
 /// Users and ACLs for the NameServer's checks: its config users, then the brokers'.
@@ -55,15 +41,6 @@ pub struct NamesrvAuthMetadata {
     config_users: Vec<UserInfo>,
     users: Cache<Option<UserInfo>>,
     acls: Cache<Option<Arc<Acl>>>,
-}
-
-fn super_user(credentials: &SessionCredentials) -> UserInfo {
-    UserInfo {
-        username: credentials.access_key.clone(),
-        password: Some(credentials.secret_key.clone()),
-        user_type: Some(UserType::Super.as_str().to_string()),
-        user_status: Some(UserStatus::Enable.as_str().to_string()),
-    }
 }
 
 impl NamesrvAuthMetadata {
@@ -79,7 +56,7 @@ impl NamesrvAuthMetadata {
         ]
         .into_iter()
         .flatten()
-        .map(super_user)
+        .map(SessionCredentials::super_user)
         .collect();
         Arc::new(NamesrvAuthMetadata {
             state,

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use rocketraft_common::trust::ClusterSecret;
 use rocketraft_controller::ControllerConfig;
-use rocketraft_remoting::auth::{AuthSettings, SessionCredentials};
+use rocketraft_remoting::auth::{AuthSettings, BadWhitelist, SessionCredentials};
 use rocketraft_remoting::limits::{InvalidLimit, ServerLimitsConfig};
 use rocketraft_remoting::tls::{ClientTlsConfig, ServerTlsConfig};
 use serde::{Deserialize, Serialize};
@@ -123,13 +123,27 @@ pub enum ConfigError {
     BrokerExpire(i64),
     #[error("scan_interval_ms must be at least 1 (default 5000)")]
     ScanInterval,
-    #[error("{field}: {reason} (request codes separated by commas, e.g. \"105,106\")")]
-    Whitelist { field: &'static str, reason: String },
+    #[error(transparent)]
+    Whitelist(#[from] BadWhitelist),
     #[error(transparent)]
     ServerLimits(#[from] InvalidLimit),
 }
 
 impl NamesrvConfig {
+    /// What the Remoting ACL checks (`authentication_enabled`, `authorization_enabled`, the
+    /// whitelists); `Cluster` resources name the default cluster.
+    pub fn auth_settings(&self) -> Result<AuthSettings, BadWhitelist> {
+        AuthSettings::from_keys(
+            self.authentication_enabled,
+            self.authorization_enabled,
+            [
+                &self.authentication_whitelist,
+                &self.authorization_whitelist,
+            ],
+            rocketraft_common::consts::DEFAULT_CLUSTER.to_string(),
+        )
+    }
+
     /// Rejects values that would make the NameServer misbehave, with the fix in the message.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.broker_expire_ms <= 0 {
@@ -138,13 +152,7 @@ impl NamesrvConfig {
         if self.scan_interval_ms == 0 {
             return Err(ConfigError::ScanInterval);
         }
-        for (field, text) in [
-            ("authentication_whitelist", &self.authentication_whitelist),
-            ("authorization_whitelist", &self.authorization_whitelist),
-        ] {
-            AuthSettings::parse_whitelist(text)
-                .map_err(|reason| ConfigError::Whitelist { field, reason })?;
-        }
+        self.auth_settings()?;
         self.server_limits.validate()?;
         Ok(())
     }

@@ -80,7 +80,7 @@ impl NameServer {
             None
         };
         let metadata = auth::NamesrvAuthMetadata::new(&config, state.clone());
-        let builder = builder.auth(auth::settings(&config), Arc::new(auth::Shared(metadata)));
+        let builder = builder.auth(config.auth_settings()?, Arc::new(auth::Shared(metadata)));
         let builder = builder
             .max_connections(config.server_limits.max_connections)
             .limits(config.server_limits.limits())

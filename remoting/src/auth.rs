@@ -30,7 +30,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use rocketraft_common::acl::{
-    hmac_sha1_base64, user_subject, verify_hmac_sha1_base64, Acl, Decision, UserInfo, UserType,
+    hmac_sha1_base64, user_subject, verify_hmac_sha1_base64, Acl, Decision, UserInfo, UserStatus,
+    UserType,
 };
 use serde::{Deserialize, Serialize};
 use tracing::warn;
@@ -91,6 +92,17 @@ pub enum CredentialsError {
 }
 
 impl SessionCredentials {
+    /// These credentials as an enabled `Super` user (the users a server's config defines:
+    /// `initAuthenticationUser`, `innerClientAuthenticationCredentials`).
+    pub fn super_user(&self) -> UserInfo {
+        UserInfo {
+            username: self.access_key.clone(),
+            password: Some(self.secret_key.clone()),
+            user_type: Some(UserType::Super.as_str().to_string()),
+            user_status: Some(UserStatus::Enable.as_str().to_string()),
+        }
+    }
+
     pub fn new(
         access_key: impl Into<String>,
         secret_key: impl Into<String>,
@@ -217,17 +229,51 @@ impl AuthSettings {
         self.authentication_enabled || self.authorization_enabled
     }
 
-    /// Parses a whitelist as RocketMQ writes it: request codes separated by commas.
-    pub fn parse_whitelist(text: &str) -> Result<Vec<i32>, String> {
+    /// Parses a whitelist as RocketMQ writes it: request codes separated by commas; `field`
+    /// names the config key in the error.
+    pub fn parse_whitelist(field: &'static str, text: &str) -> Result<Vec<i32>, BadWhitelist> {
         text.split(',')
             .map(str::trim)
             .filter(|s| !s.is_empty())
             .map(|s| {
-                s.parse::<i32>()
-                    .map_err(|_| format!("{s:?} is not a request code"))
+                s.parse::<i32>().map_err(|_| BadWhitelist {
+                    field,
+                    entry: s.to_string(),
+                })
             })
             .collect()
     }
+
+    /// The settings a server's config keys describe (the broker's and the NameServer's
+    /// `authentication_enabled`, `authorization_enabled` and the two whitelists).
+    pub fn from_keys(
+        authentication_enabled: bool,
+        authorization_enabled: bool,
+        whitelists: [&str; 2],
+        cluster_name: String,
+    ) -> Result<AuthSettings, BadWhitelist> {
+        Ok(AuthSettings {
+            authentication_enabled,
+            authorization_enabled,
+            authentication_whitelist: Self::parse_whitelist(
+                "authentication_whitelist",
+                whitelists[0],
+            )?,
+            authorization_whitelist: Self::parse_whitelist(
+                "authorization_whitelist",
+                whitelists[1],
+            )?,
+            cluster_name,
+        })
+    }
+}
+
+/// A whitelist entry that is not a request code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {entry:?} is not a request code (request codes separated by commas, e.g. \"105,106\")")]
+pub struct BadWhitelist {
+    pub field: &'static str,
+    pub entry: String,
 }
 
 fn no_permission(remark: impl Into<String>) -> Refusal {
@@ -489,7 +535,10 @@ mod tests {
 
     #[test]
     fn whitelists_parse_like_rocketmq() {
-        assert_eq!(AuthSettings::parse_whitelist(" 10, 11,,"), Ok(vec![10, 11]));
-        assert!(AuthSettings::parse_whitelist("10,x").is_err());
+        assert_eq!(
+            AuthSettings::parse_whitelist("w", " 10, 11,,"),
+            Ok(vec![10, 11])
+        );
+        assert!(AuthSettings::parse_whitelist("w", "10,x").is_err());
     }
 }
