@@ -92,6 +92,59 @@ pub struct StoreConfig {
     /// Most ConsumeQueue entries one `get_messages` scans when a filter skips messages
     /// (RocketMQ's `maxFilterMessageSize` is 16,000 bytes = 800 entries).
     pub max_filter_scan_entries: usize,
+    /// Where the CommitLog segments live (`storePathCommitLog`); `{store_root}/commitlog` when
+    /// unset.
+    #[serde(alias = "storePathCommitLog", skip_serializing_if = "Option::is_none")]
+    pub commitlog_path: Option<PathBuf>,
+
+    // Retention (RocketMQ's `CleanCommitLogService` / `CleanConsumeQueueService` keys).
+    /// Hours a CommitLog segment is kept after its last message (`fileReservedTime`, 72).
+    #[serde(alias = "fileReservedTime")]
+    pub file_reserved_time: u64,
+    /// Ours, for tests and soaks: the reserved time in seconds; overrides `file_reserved_time`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file_reserved_time_secs: Option<u64>,
+    /// Hours of the day (local time of the broker host, `;`-separated) when expired files are
+    /// deleted (`deleteWhen`, `"04"`).
+    #[serde(alias = "deleteWhen")]
+    pub delete_when: String,
+    /// Above this percentage of the store's disk in use, expired files are deleted at any hour
+    /// (`diskMaxUsedSpaceRatio`, 75).
+    #[serde(alias = "diskMaxUsedSpaceRatio")]
+    pub disk_max_used_space_ratio: u32,
+    /// Above this percentage the oldest files are deleted even if not expired
+    /// (`diskSpaceCleanForciblyRatio`, 85).
+    #[serde(alias = "diskSpaceCleanForciblyRatio")]
+    pub disk_space_clean_forcibly_ratio: u32,
+    /// Above this percentage sends are refused until space is back
+    /// (`diskSpaceWarningLevelRatio`, 90).
+    #[serde(alias = "diskSpaceWarningLevelRatio")]
+    pub disk_space_warning_level_ratio: u32,
+    /// Whether the oldest files may go before they expire when the disk is short
+    /// (`cleanFileForciblyEnable`).
+    #[serde(alias = "cleanFileForciblyEnable")]
+    pub clean_file_forcibly_enable: bool,
+    /// How often the cleaner looks at the disk and the files (`cleanResourceInterval`, 10 s).
+    #[serde(alias = "cleanResourceInterval")]
+    pub clean_resource_interval_ms: u64,
+    /// Pause between two CommitLog segment deletions (`deleteCommitLogFilesInterval`, 100 ms).
+    #[serde(alias = "deleteCommitLogFilesInterval")]
+    pub delete_commit_log_files_interval_ms: u64,
+    /// Pause between two ConsumeQueue file deletions (`deleteConsumeQueueFilesInterval`).
+    #[serde(alias = "deleteConsumeQueueFilesInterval")]
+    pub delete_consume_queue_files_interval_ms: u64,
+    /// A segment still referenced by readers this long after it left the chain is deleted
+    /// anyway (`destroyMapedFileIntervalForcibly`, 120 s).
+    #[serde(alias = "destroyMapedFileIntervalForcibly")]
+    pub destroy_mapped_file_interval_forcibly_ms: u64,
+
+    // Index by key and unique key.
+    /// Index `KEYS` and `UNIQ_KEY` for QUERY_MESSAGE (`messageIndexEnable`).
+    #[serde(alias = "messageIndexEnable")]
+    pub message_index_enable: bool,
+    /// Most messages one QUERY_MESSAGE returns (`maxMsgsNumBatch`, 64).
+    #[serde(alias = "maxMsgsNumBatch")]
+    pub max_msgs_num_batch: u32,
 }
 
 fn default_store_host() -> SocketAddr {
@@ -120,6 +173,20 @@ impl Default for StoreConfig {
             checkpoint_interval_ms: 1_000,
             recover_full_scan: false,
             max_filter_scan_entries: 800,
+            commitlog_path: None,
+            file_reserved_time: 72,
+            file_reserved_time_secs: None,
+            delete_when: "04".into(),
+            disk_max_used_space_ratio: 75,
+            disk_space_clean_forcibly_ratio: 85,
+            disk_space_warning_level_ratio: 90,
+            clean_file_forcibly_enable: true,
+            clean_resource_interval_ms: 10_000,
+            delete_commit_log_files_interval_ms: 100,
+            delete_consume_queue_files_interval_ms: 100,
+            destroy_mapped_file_interval_forcibly_ms: 120_000,
+            message_index_enable: true,
+            max_msgs_num_batch: 64,
         }
     }
 }
@@ -194,7 +261,9 @@ impl StoreConfig {
     }
 
     pub fn commitlog_dir(&self) -> PathBuf {
-        self.store_root.join("commitlog")
+        self.commitlog_path
+            .clone()
+            .unwrap_or_else(|| self.store_root.join("commitlog"))
     }
     pub fn consume_queue_dir(&self) -> PathBuf {
         self.store_root.join("consumequeue")
