@@ -16,4 +16,5 @@ pub mod trust;
 
 pub use topic::{TopicConfig, TopicValidationError};
 pub mod json;
+pub mod properties;
 pub mod protocol;
