@@ -23,6 +23,7 @@ pub mod metalog;
 pub mod name_server_reach;
 pub mod pop;
 pub mod processor;
+pub mod properties;
 mod register;
 pub mod replay;
 pub mod replica;

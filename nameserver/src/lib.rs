@@ -15,6 +15,7 @@ pub mod auth;
 pub mod config;
 pub mod kv;
 mod processor;
+pub mod properties;
 pub mod route;
 
 use std::net::SocketAddr;
