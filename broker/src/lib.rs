@@ -340,6 +340,7 @@ impl Broker {
             replicas,
         )?);
         Self::replay_metadata(&inner);
+        Self::pin_live_state(&inner);
         if slot.set(inner.clone()).is_err() {
             anyhow::bail!("broker state initialised twice");
         }
@@ -462,6 +463,25 @@ impl Broker {
         )
         .await?;
         Ok((ha_state, replicas, listener))
+    }
+
+    /// Retention never deletes CommitLog segments holding state the broker still needs: a
+    /// message in flight under POP, a pending timer, an undecided half message (their state
+    /// is replayed from those records after a restart or failover).
+    fn pin_live_state(inner: &Arc<BrokerInner>) {
+        let weak = Arc::downgrade(inner);
+        inner.store.set_retention_pin(Arc::new(move || {
+            let inner = weak.upgrade()?;
+            let store = &inner.store;
+            [
+                inner.pop.lowest_needed(store),
+                inner.timers.lowest_needed(store),
+                inner.transactions.lowest_needed(store),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+        }));
     }
 
     /// Metadata records the store recovered beyond what the metadata store applied (a crash

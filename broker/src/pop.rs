@@ -320,6 +320,26 @@ fn now_ms() -> i64 {
 }
 
 impl PopService {
+    /// Retention pin: the lowest CommitLog offset of a message still in flight (its
+    /// checkpoint, stored after it, is above). `None` when nothing is in flight.
+    pub fn lowest_needed(&self, store: &crate::store::MessageStore) -> Option<i64> {
+        let firsts: Vec<(String, i32, i64)> = self
+            .state
+            .lock()
+            .iter()
+            .filter_map(|((_, topic, q), qs)| {
+                qs.inflight
+                    .keys()
+                    .next()
+                    .map(|o| (topic.clone(), *q, *o))
+            })
+            .collect();
+        firsts
+            .into_iter()
+            .filter_map(|(topic, q, o)| store.get_commit_log_offset_in_queue(&topic, q, o))
+            .min()
+    }
+
     fn lock_of(&self, key: &QueueKey) -> Arc<tokio::sync::Mutex<()>> {
         self.locks
             .lock()

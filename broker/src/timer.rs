@@ -174,6 +174,12 @@ impl Default for TimerService {
 }
 
 impl TimerService {
+    /// Retention pin: the lowest CommitLog offset of a pending timer message.
+    pub fn lowest_needed(&self, store: &crate::store::MessageStore) -> Option<i64> {
+        let first = self.pending.lock().iter().map(|(_, o)| *o).min()?;
+        store.get_commit_log_offset_in_queue(TIMER_TOPIC, 0, first)
+    }
+
     /// Records a timer stored at `offset` of the timer topic.
     pub fn scheduled(&self, deliver_at: i64, offset: i64) {
         self.pending.lock().insert((deliver_at, offset));

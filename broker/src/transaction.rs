@@ -99,6 +99,12 @@ fn committed_message(half: &message::MessageExt) -> Result<BrokerMessage, Refusa
 }
 
 impl TransactionService {
+    /// Retention pin: the lowest CommitLog offset of an undecided half message.
+    pub fn lowest_needed(&self, store: &crate::store::MessageStore) -> Option<i64> {
+        let first = *self.pending.lock().keys().next()?;
+        store.get_commit_log_offset_in_queue(HALF_TOPIC, 0, first)
+    }
+
     /// Records a half message stored at `offset` of the half topic.
     pub fn prepared(&self, offset: i64) {
         self.pending.lock().insert(

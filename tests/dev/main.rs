@@ -12,6 +12,7 @@ mod flood;
 mod footprint;
 mod proxy_cli;
 mod proxy_failover;
+mod retention;
 mod tls;
 
 #[path = "../support/mod.rs"]

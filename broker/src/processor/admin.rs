@@ -311,6 +311,38 @@ pub fn runtime_info(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
         "commitLogMinOffset",
         inner.store.min_phy_offset().to_string(),
     );
+    let retention = inner.store.retention_status();
+    // RocketMQ's key is a ratio of 1 ("0.45"); ours below are Rocketraft's own.
+    table.insert(
+        "commitLogDiskRatio",
+        format!("{}", retention.disk_used_percent / 100.0),
+    );
+    table.insert("diskFull", retention.disk_full.to_string());
+    table.insert("commitLogSegments", retention.segments.to_string());
+    table.insert(
+        "nextSegmentExpireTimestamp",
+        retention
+            .oldest_segment_expires_ms
+            .map_or_else(|| "-1".to_string(), |t| t.to_string()),
+    );
+    table.insert("deleteWhen", retention.delete_when);
+    table.insert("fileReservedTime", inner.store.config().file_reserved_time.to_string());
+    table.insert(
+        "fileReservedTimeSecs",
+        inner
+            .store
+            .config()
+            .file_reserved_time_secs
+            .map_or_else(|| "-1".to_string(), |s| s.to_string()),
+    );
+    table.insert("segmentsDeleted", retention.segments_deleted.to_string());
+    table.insert("consumeQueueFilesDeleted", retention.cq_files_deleted.to_string());
+    table.insert(
+        "retentionPinnedAt",
+        retention
+            .pinned_at
+            .map_or_else(|| "-1".to_string(), |p| p.to_string()),
+    );
     table.insert("bootTimestamp", inner.boot_timestamp_ms.to_string());
     table.insert("brokerName", inner.config.broker_name.clone());
     table.insert("brokerAddr", inner.advertised.to_string());
@@ -319,6 +351,30 @@ pub fn runtime_info(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
     Ok(request
         .response_to(response_code::SUCCESS, None)
         .with_body(body))
+}
+
+/// DELETE_EXPIRED_COMMITLOG (329, mqadmin `deleteExpiredCommitLog`): the next 20 cleaning
+/// rounds delete expired CommitLog segments whatever the hour (RocketMQ's
+/// `executeDeleteFilesManually`). Answers at once; the deletion runs on the cleaner.
+pub fn delete_expired_commitlog(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
+    tracing::warn!("deleteExpiredCommitLog requested: expired files go during the next rounds");
+    inner.store.delete_expired_files_manually();
+    Ok(request.response_to(response_code::SUCCESS, None))
+}
+
+/// CLEAN_EXPIRED_CONSUMEQUEUE (306, mqadmin `cleanExpiredCQ`): moves every ConsumeQueue's
+/// minimum past the CommitLog's and deletes the files wholly below. Unlike RocketMQ, a queue
+/// whose every entry expired is kept (empty), so its offsets never restart at 0.
+pub async fn clean_expired_consume_queue(
+    inner: &BrokerInner,
+    request: &RemotingCommand,
+) -> Handled {
+    let store = inner.store.clone();
+    let files = tokio::task::spawn_blocking(move || store.clean_expired_consume_queues())
+        .await
+        .map_err(|e| Refusal::system_error(format!("ConsumeQueue cleaning failed: {e}")))?;
+    tracing::info!(files, "cleanExpiredConsumeQueue done");
+    Ok(request.response_to(response_code::SUCCESS, None))
 }
 
 /// VIEW_MESSAGE_BY_ID: the record at the id's (or `offset`'s) CommitLog offset, only when it

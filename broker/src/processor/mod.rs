@@ -62,6 +62,8 @@ pub const HANDLED_CODES: &[i32] = &[
     request_code::GET_ALL_TOPIC_CONFIG,
     request_code::GET_ALL_CONSUMER_OFFSET,
     request_code::GET_BROKER_RUNTIME_INFO,
+    request_code::DELETE_EXPIRED_COMMITLOG,
+    request_code::CLEAN_EXPIRED_CONSUMEQUEUE,
     request_code::VIEW_MESSAGE_BY_ID,
     request_code::EXCHANGE_BROKER_HA_INFO,
     request_code::GET_BROKER_HA_STATUS,
@@ -155,6 +157,10 @@ async fn route_admin(inner: &BrokerInner, request: &RemotingCommand) -> Handled 
         request_code::GET_ALL_TOPIC_CONFIG => admin::all_topic_config(inner, request),
         request_code::GET_ALL_CONSUMER_OFFSET => admin::all_consumer_offsets(inner, request),
         request_code::GET_BROKER_RUNTIME_INFO => admin::runtime_info(inner, request),
+        request_code::DELETE_EXPIRED_COMMITLOG => admin::delete_expired_commitlog(inner, request),
+        request_code::CLEAN_EXPIRED_CONSUMEQUEUE => {
+            admin::clean_expired_consume_queue(inner, request).await
+        }
         request_code::VIEW_MESSAGE_BY_ID => admin::view_message_by_id(inner, request),
         request_code::EXCHANGE_BROKER_HA_INFO => ha::exchange_ha_info(inner, request),
         request_code::GET_BROKER_HA_STATUS => ha::ha_status(inner, request),

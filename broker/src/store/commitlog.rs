@@ -103,6 +103,23 @@ impl CommitLog {
         self.segment_in(&segs, offset).cloned()
     }
 
+    /// A snapshot of the chain of segments, oldest first.
+    pub fn segments(&self) -> Vec<Arc<MappedFile>> {
+        self.segments.read().clone()
+    }
+
+    /// Takes the oldest segment out of the chain if it ends at or below `limit` and is not the
+    /// only one (the writer's segment is never removed). Retention only. Readers that already
+    /// hold it keep their mapping until they drop it; new reads below the new first segment
+    /// find nothing.
+    pub fn remove_first(&self, limit: i64) -> Option<Arc<MappedFile>> {
+        let mut segs = self.segments.write();
+        if segs.len() < 2 || segs[0].end_offset() as i64 > limit {
+            return None;
+        }
+        Some(segs.remove(0))
+    }
+
     /// Adds a segment at the end. Writer only.
     pub fn push_segment(&self, seg: Arc<MappedFile>) {
         let mut segs = self.segments.write();

@@ -257,6 +257,32 @@ impl StoreConfig {
         if self.max_filter_scan_entries == 0 {
             return bad("max_filter_scan_entries must be > 0".into());
         }
+        for (key, v) in [
+            ("disk_max_used_space_ratio", self.disk_max_used_space_ratio),
+            (
+                "disk_space_clean_forcibly_ratio",
+                self.disk_space_clean_forcibly_ratio,
+            ),
+            (
+                "disk_space_warning_level_ratio",
+                self.disk_space_warning_level_ratio,
+            ),
+        ] {
+            if v > 100 {
+                return bad(format!("{key} {v} is a percentage: use 0..=100"));
+            }
+        }
+        for part in self.delete_when.split(';').map(str::trim) {
+            if !part.is_empty() && !matches!(part.parse::<u32>(), Ok(h) if h < 24) {
+                return bad(format!(
+                    "delete_when (deleteWhen) {:?}: {part:?} is not an hour of the day; use hours 00..23 separated by ';', e.g. \"04\" or \"04;16\"",
+                    self.delete_when
+                ));
+            }
+        }
+        if self.clean_resource_interval_ms == 0 {
+            return bad("clean_resource_interval_ms (cleanResourceInterval) must be > 0".into());
+        }
         Ok(())
     }
 

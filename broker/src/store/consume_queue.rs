@@ -384,6 +384,63 @@ impl ConsumeQueue {
         Ok(())
     }
 
+    /// Retention: moves the min offset to the first entry whose record starts at or after
+    /// `commitlog_min` (RocketMQ's `correctMinOffset`) and deletes the files wholly below it,
+    /// never the last one (it carries the queue's max offset). Returns the files deleted.
+    pub fn clean_below(&self, commitlog_min: i64) -> io::Result<usize> {
+        // Entries are in CommitLog order: binary search for the first one still stored. An
+        // invalid slot (a gap left by a bug) counts as gone.
+        let (mut lo, mut hi) = (self.min_offset(), self.max_offset());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match self.entry(mid) {
+                Some(e) if e.is_valid() && e.commit_log_offset >= commitlog_min => hi = mid,
+                _ => lo = mid + 1,
+            }
+        }
+        let new_min = lo;
+        if new_min > self.min_offset() {
+            self.min_offset.fetch_max(new_min, Ordering::AcqRel);
+        }
+        let mut deleted = Vec::new();
+        {
+            let mut files = self.files.write();
+            while files.len() > 1 {
+                let first_end = (files[0].end_offset() / CQ_UNIT_SIZE as u64) as i64;
+                if first_end > new_min.min(self.max_offset()) {
+                    break;
+                }
+                deleted.push(files.remove(0));
+            }
+            if let Some(first) = files.first() {
+                // Nothing below the first file is flushed again.
+                let first_index = (first.start_offset() / CQ_UNIT_SIZE as u64) as i64;
+                self.flushed_offset.fetch_max(first_index, Ordering::AcqRel);
+                if self.min_offset() < first_index {
+                    self.min_offset.fetch_max(first_index, Ordering::AcqRel);
+                }
+            }
+        }
+        for f in &deleted {
+            match fs::remove_file(f.path()) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if !deleted.is_empty() {
+            sync_dir(&self.dir)?;
+            tracing::debug!(
+                topic = %self.topic,
+                queue_id = self.queue_id,
+                files = deleted.len(),
+                min_offset = self.min_offset(),
+                "expired ConsumeQueue files deleted"
+            );
+        }
+        Ok(deleted.len())
+    }
+
     /// Drops the entries whose record reaches past `commitlog_end`. Entries are in CommitLog
     /// order, so this is a cut at the first such entry (found by binary search).
     pub fn truncate_past(&self, commitlog_end: i64) -> io::Result<i64> {

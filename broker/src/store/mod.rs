@@ -19,6 +19,7 @@
 //! `metadata/` (RocksDB, see [`metadata::MetadataStore`], opened separately).
 
 pub mod checkpoint;
+pub mod clean;
 mod commitlog;
 pub mod config;
 pub mod consume_queue;
@@ -29,6 +30,8 @@ mod flush;
 pub mod mapped_file;
 pub mod metadata;
 pub mod recovery;
+#[cfg(test)]
+mod retention_tests;
 #[cfg(test)]
 mod safety_tests;
 mod writer;
@@ -180,6 +183,48 @@ pub(crate) struct Stats {
     pub checkpoints: AtomicU64,
 }
 
+/// A function answering the lowest CommitLog offset the broker still needs (in-flight POP
+/// messages, pending timers, undecided transactions), `None` when it needs nothing: retention
+/// never deletes a segment that reaches past it.
+pub type RetentionPin = Arc<dyn Fn() -> Option<i64> + Send + Sync>;
+/// Called with the CommitLog's new minimum after retention moved it (the index drops what is
+/// below).
+pub type MinOffsetHook = Arc<dyn Fn(i64) + Send + Sync>;
+
+/// Retention state shared by the cleaner, the facade and the write path.
+#[derive(Default)]
+pub(crate) struct Retention {
+    /// Set while the disk is above `disk_space_warning_level_ratio`: puts are refused.
+    pub disk_full: AtomicBool,
+    /// The last measured use of the fuller store disk, in per mille.
+    pub disk_used_permille: AtomicU64,
+    pub segments_deleted: AtomicU64,
+    pub cq_files_deleted: AtomicU64,
+    pub pin: parking_lot::RwLock<Option<RetentionPin>>,
+    pub on_min_offset: parking_lot::RwLock<Option<MinOffsetHook>>,
+}
+
+/// What `admin broker status` shows about retention.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetentionStatus {
+    /// Percent of the fuller of the CommitLog's and ConsumeQueues' disks in use, as last
+    /// measured by the cleaner.
+    pub disk_used_percent: f64,
+    /// Sends are refused (above `disk_space_warning_level_ratio`).
+    pub disk_full: bool,
+    pub min_phy_offset: i64,
+    pub max_phy_offset: i64,
+    pub segments: usize,
+    /// When the oldest segment expires (ms since the epoch), if there is one that can.
+    pub oldest_segment_expires_ms: Option<i64>,
+    /// The `deleteWhen` hours.
+    pub delete_when: String,
+    pub segments_deleted: u64,
+    pub cq_files_deleted: u64,
+    /// The lowest offset live POP, timer or transaction state needs, if any.
+    pub pinned_at: Option<i64>,
+}
+
 /// State shared by the facade, the writer and the flusher.
 pub(crate) struct Shared {
     pub config: StoreConfig,
@@ -210,6 +255,7 @@ pub(crate) struct Shared {
     /// there it has no effect.
     pub confirm: AtomicI64,
     pub gated: AtomicBool,
+    pub retention: Retention,
 }
 
 impl Shared {
@@ -310,6 +356,7 @@ pub struct MessageStore {
     lifecycle: Mutex<Lifecycle>,
     accepting: AtomicBool,
     recovery: RecoveryReport,
+    clean_tx: Mutex<Option<std::sync::mpsc::Sender<clean::CleanMsg>>>,
 }
 
 impl std::fmt::Debug for MessageStore {
@@ -427,6 +474,7 @@ impl MessageStore {
             checkpoint_lock: Mutex::new(()),
             confirm: AtomicI64::new(confirm),
             gated: AtomicBool::new(false),
+            retention: Retention::default(),
             config: config.clone(),
         });
 
@@ -473,6 +521,19 @@ impl MessageStore {
                 .spawn(move || writer.run())
                 .map_err(spawn_err)?,
         );
+        let (clean_tx, clean_rx) = std::sync::mpsc::channel();
+        let cleaner = clean::Cleaner {
+            shared: shared.clone(),
+            rx: clean_rx,
+            manual_rounds: 0,
+            cleaned_for: None,
+        };
+        threads.push(
+            std::thread::Builder::new()
+                .name("store-cleaner".into())
+                .spawn(move || cleaner.run())
+                .map_err(spawn_err)?,
+        );
         tracing::info!(
             root = %root.display(),
             max_phy_offset = shared.commitlog.max_offset(),
@@ -487,6 +548,7 @@ impl MessageStore {
             lifecycle: Mutex::new(Lifecycle::Running),
             accepting: AtomicBool::new(true),
             recovery: report,
+            clean_tx: Mutex::new(Some(clean_tx)),
         }))
     }
 
@@ -507,6 +569,18 @@ impl MessageStore {
         }
         if self.shared.disk_error.load(Ordering::Acquire) {
             return Err(self.shared.read_only_error());
+        }
+        if self.shared.retention.disk_full.load(Ordering::Acquire) {
+            let permille = self
+                .shared
+                .retention
+                .disk_used_permille
+                .load(Ordering::Relaxed);
+            return Err(StoreError::ServiceNotAvailable(format!(
+                "service not available now: the broker's disk is full [{:.1}% used, above diskSpaceWarningLevelRatio {}%]; sends are accepted again once space is freed (expired files are deleted by retention, or free space on the disk)",
+                permille as f64 / 10.0,
+                self.shared.config.disk_space_warning_level_ratio.clamp(35, 90)
+            )));
         }
         Ok(())
     }
@@ -1074,6 +1148,80 @@ impl MessageStore {
         }
     }
 
+    /// Registers the function retention asks for the lowest CommitLog offset still needed by
+    /// live state (see [`RetentionPin`]). Replaces an earlier one.
+    pub fn set_retention_pin(&self, pin: RetentionPin) {
+        *self.shared.retention.pin.write() = Some(pin);
+    }
+
+    /// Registers a function called with the CommitLog's new minimum after retention moved it.
+    pub fn set_min_offset_hook(&self, hook: MinOffsetHook) {
+        *self.shared.retention.on_min_offset.write() = Some(hook);
+    }
+
+    /// DELETE_EXPIRED_COMMITLOG (RocketMQ's `executeDeleteFilesManually`): the next 20
+    /// cleaning rounds delete expired files whatever the hour.
+    pub fn delete_expired_files_manually(&self) {
+        if let Some(tx) = self.clean_tx.lock().as_ref() {
+            let _ = tx.send(clean::CleanMsg::Manual);
+        }
+    }
+
+    /// Runs one cleaning round now (after any round in progress) and answers what it did;
+    /// `None` once the store is stopped. Blocking.
+    pub fn clean_now(&self) -> Option<clean::RoundReport> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.clean_tx
+            .lock()
+            .as_ref()?
+            .send(clean::CleanMsg::RoundNow(tx))
+            .ok()?;
+        rx.recv_timeout(std::time::Duration::from_secs(120)).ok()
+    }
+
+    /// CLEAN_EXPIRED_CONSUMEQUEUE: moves every ConsumeQueue's minimum past the CommitLog's and
+    /// deletes the files wholly below. Returns the files deleted.
+    pub fn clean_expired_consume_queues(&self) -> usize {
+        clean::clean_consume_queues(&self.shared, self.shared.commitlog.min_offset())
+    }
+
+    /// Whether sends are refused because the disk is above its warning level.
+    pub fn is_disk_full(&self) -> bool {
+        self.shared.retention.disk_full.load(Ordering::Acquire)
+    }
+
+    /// Disk use, offsets and the next deletion, for `admin broker status`.
+    pub fn retention_status(&self) -> RetentionStatus {
+        let r = &self.shared.retention;
+        let cfg = &self.shared.config;
+        let segs = self.shared.commitlog.segments();
+        let reserved = match cfg.file_reserved_time_secs {
+            Some(s) => (s as i64).saturating_mul(1000),
+            None => (cfg.file_reserved_time as i64).saturating_mul(3_600_000),
+        };
+        let oldest_segment_expires_ms = match (segs.first(), segs.get(1)) {
+            (Some(_), Some(next)) if (next.start_offset() as i64) < self.max_phy_offset() => self
+                .shared
+                .commitlog
+                .store_timestamp_at(next.start_offset() as i64)
+                .map(|t| t.saturating_add(reserved)),
+            _ => None,
+        };
+        let pin = r.pin.read().clone();
+        RetentionStatus {
+            disk_used_percent: r.disk_used_permille.load(Ordering::Relaxed) as f64 / 10.0,
+            disk_full: r.disk_full.load(Ordering::Acquire),
+            min_phy_offset: self.min_phy_offset(),
+            max_phy_offset: self.max_phy_offset(),
+            segments: segs.len(),
+            oldest_segment_expires_ms,
+            delete_when: cfg.delete_when.clone(),
+            segments_deleted: r.segments_deleted.load(Ordering::Relaxed),
+            cq_files_deleted: r.cq_files_deleted.load(Ordering::Relaxed),
+            pinned_at: pin.and_then(|p| p()),
+        }
+    }
+
     /// Whether the store refuses writes after a disk error.
     pub fn has_disk_error(&self) -> bool {
         self.shared.disk_error.load(Ordering::Acquire)
@@ -1103,6 +1251,9 @@ impl MessageStore {
         }
         *lc = Lifecycle::Stopped;
         self.accepting.store(false, Ordering::Release);
+        if let Some(tx) = self.clean_tx.lock().take() {
+            let _ = tx.send(clean::CleanMsg::Stop);
+        }
         // The queue may be full under load: retry until the writer takes the stop.
         loop {
             match self.put_tx.try_send(WriterMsg::Stop { graceful }) {

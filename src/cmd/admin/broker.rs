@@ -28,6 +28,262 @@ pub enum BrokerCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Disk use, CommitLog min/max offsets and the next deletion of every replica of a broker
+    /// set (or of the broker at --addr), from GET_BROKER_RUNTIME_INFO.
+    Status {
+        /// Broker set name (brokerName); every replica the NameServer knows is asked.
+        #[arg(long, required_unless_present = "addr")]
+        broker: Option<String>,
+        /// One broker's address instead.
+        #[arg(long, conflicts_with = "broker")]
+        addr: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Deletes expired files now (mqadmin deleteExpiredCommitLog + cleanExpiredCQ): the next
+    /// cleaning rounds delete expired CommitLog segments at any hour, and the ConsumeQueues
+    /// follow. Files that have not reached fileReservedTime stay.
+    Clean {
+        /// Broker set name (brokerName); every replica the NameServer knows is asked.
+        #[arg(long, required_unless_present = "addr")]
+        broker: Option<String>,
+        /// One broker's address instead.
+        #[arg(long, conflicts_with = "broker")]
+        addr: Option<String>,
+    },
+}
+
+/// The retention keys of GET_BROKER_RUNTIME_INFO that `admin broker status` shows, in order.
+const STATUS_KEYS: &[&str] = &[
+    "commitLogDiskRatio",
+    "diskFull",
+    "commitLogMinOffset",
+    "commitLogMaxOffset",
+    "commitLogSegments",
+    "nextSegmentExpireTimestamp",
+    "deleteWhen",
+    "fileReservedTime",
+    "fileReservedTimeSecs",
+    "segmentsDeleted",
+    "consumeQueueFilesDeleted",
+    "retentionPinnedAt",
+];
+
+/// The addresses a status or clean command goes to: the one given, or every replica of the set.
+async fn target_addrs(
+    api: &MqClientApi,
+    namesrv: &str,
+    broker: Option<String>,
+    addr: Option<String>,
+) -> anyhow::Result<Vec<String>> {
+    if let Some(a) = addr {
+        return Ok(vec![a]);
+    }
+    let broker = broker.context("give --broker NAME or --addr HOST:PORT")?;
+    let info = api
+        .cluster_info(namesrv)
+        .await
+        .map_err(super::namesrv_error(namesrv))?;
+    let Some(set) = info.broker_addr_table.get(&broker) else {
+        let known: Vec<&String> = info.broker_addr_table.keys().collect();
+        bail!(
+            "the NameServer at {namesrv} knows no broker set {broker:?} (it knows {known:?}); list them with `rocketraft admin cluster list`"
+        );
+    };
+    Ok(set.broker_addrs.values().cloned().collect())
+}
+
+/// GET_BROKER_RUNTIME_INFO of one broker: its `table`.
+async fn runtime_info(api: &MqClientApi, addr: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    let response = api
+        .remoting()
+        .invoke(
+            addr,
+            RemotingCommand::request(request_code::GET_BROKER_RUNTIME_INFO),
+            BROKER_TIMEOUT,
+        )
+        .await
+        .with_context(|| format!("no answer from the broker at {addr}"))?;
+    if response.code != response_code::SUCCESS {
+        bail!(
+            "the broker at {addr} refused GET_BROKER_RUNTIME_INFO (code {}): {}",
+            response.code,
+            response.remark.unwrap_or_default()
+        );
+    }
+    #[derive(Deserialize)]
+    struct Table {
+        table: BTreeMap<String, String>,
+    }
+    let t: Table = serde_json::from_slice(&response.body)
+        .with_context(|| format!("the broker at {addr} answered runtime info this tool cannot read"))?;
+    Ok(t.table)
+}
+
+/// A timestamp in ms as UTC text, "-" for none.
+fn when(ms: &str) -> String {
+    match ms.parse::<i64>() {
+        Ok(t) if t > 0 => {
+            let secs = t / 1000;
+            let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+            let (y, m, d) = civil_from_days(days);
+            format!(
+                "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+                rem / 3600,
+                rem % 3600 / 60,
+                rem % 60
+            )
+        }
+        _ => "-".to_string(),
+    }
+}
+
+/// Days since 1970-01-01 to a (year, month, day) of the proleptic Gregorian calendar.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+async fn status(
+    api: &MqClientApi,
+    namesrv: &str,
+    broker: Option<String>,
+    addr: Option<String>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let addrs = target_addrs(api, namesrv, broker, addr).await?;
+    let mut out = BTreeMap::new();
+    let mut failed = 0;
+    for a in &addrs {
+        match runtime_info(api, a).await {
+            Ok(table) => {
+                let shown: BTreeMap<String, String> = STATUS_KEYS
+                    .iter()
+                    .filter_map(|k| table.get(*k).map(|v| (k.to_string(), v.clone())))
+                    .collect();
+                out.insert(a.clone(), Ok(shown));
+            }
+            Err(e) => {
+                failed += 1;
+                out.insert(a.clone(), Err(format!("{e:#}")));
+            }
+        }
+    }
+    if json {
+        let v: BTreeMap<&String, serde_json::Value> = out
+            .iter()
+            .map(|(a, r)| {
+                let v = match r {
+                    Ok(t) => serde_json::to_value(t).unwrap_or_default(),
+                    Err(e) => serde_json::json!({ "error": e }),
+                };
+                (a, v)
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        for (a, r) in &out {
+            println!("{a}");
+            match r {
+                Err(e) => println!("  error: {e}"),
+                Ok(t) => {
+                    let get = |k: &str| t.get(k).map_or("-", String::as_str);
+                    let ratio: f64 = get("commitLogDiskRatio").parse().unwrap_or(-1.0);
+                    println!(
+                        "  disk used          {:.1}%{}",
+                        ratio * 100.0,
+                        if get("diskFull") == "true" {
+                            "  FULL: sends refused"
+                        } else {
+                            ""
+                        }
+                    );
+                    println!(
+                        "  CommitLog offsets  {} .. {} ({} segments)",
+                        get("commitLogMinOffset"),
+                        get("commitLogMaxOffset"),
+                        get("commitLogSegments")
+                    );
+                    let reserved = match get("fileReservedTimeSecs") {
+                        "-1" | "-" => format!("{} h", get("fileReservedTime")),
+                        s => format!("{s} s"),
+                    };
+                    println!(
+                        "  next deletion      oldest segment expires {} (fileReservedTime {reserved}, deleteWhen {:?})",
+                        when(get("nextSegmentExpireTimestamp")),
+                        get("deleteWhen")
+                    );
+                    println!(
+                        "  deleted so far     {} segments, {} ConsumeQueue files",
+                        get("segmentsDeleted"),
+                        get("consumeQueueFilesDeleted")
+                    );
+                    match get("retentionPinnedAt") {
+                        "-1" | "-" => {}
+                        p => println!("  pinned at          {p} (live POP, timer or transaction state)"),
+                    }
+                }
+            }
+        }
+    }
+    if failed == addrs.len() {
+        bail!("no broker answered");
+    }
+    Ok(())
+}
+
+async fn clean(
+    api: &MqClientApi,
+    namesrv: &str,
+    broker: Option<String>,
+    addr: Option<String>,
+) -> anyhow::Result<()> {
+    let addrs = target_addrs(api, namesrv, broker, addr).await?;
+    let mut failed = Vec::new();
+    for a in &addrs {
+        let mut ok = true;
+        for code in [
+            request_code::DELETE_EXPIRED_COMMITLOG,
+            request_code::CLEAN_EXPIRED_CONSUMEQUEUE,
+        ] {
+            match api
+                .remoting()
+                .invoke(a, RemotingCommand::request(code), BROKER_TIMEOUT)
+                .await
+            {
+                Ok(r) if r.code == response_code::SUCCESS => {}
+                Ok(r) => {
+                    ok = false;
+                    failed.push(format!(
+                        "{a}: refused {code} (code {}): {}",
+                        r.code,
+                        r.remark.unwrap_or_default()
+                    ));
+                    break;
+                }
+                Err(e) => {
+                    ok = false;
+                    failed.push(format!("{a}: no answer: {e}"));
+                    break;
+                }
+            }
+        }
+        if ok {
+            println!("{a}: expired files are being deleted (see `rocketraft admin broker status`)");
+        }
+    }
+    if !failed.is_empty() {
+        bail!("{}", failed.join("\n"));
+    }
+    Ok(())
 }
 
 /// One entry of a replica's epoch file: the epoch began at this CommitLog offset.
@@ -262,7 +518,13 @@ pub async fn run(
     controller: Option<&str>,
     command: BrokerCommand,
 ) -> anyhow::Result<()> {
-    let BrokerCommand::Replicas { broker, json } = command;
+    let (broker, json) = match command {
+        BrokerCommand::Replicas { broker, json } => (broker, json),
+        BrokerCommand::Status { broker, addr, json } => {
+            return status(api, namesrv, broker, addr, json).await
+        }
+        BrokerCommand::Clean { broker, addr } => return clean(api, namesrv, broker, addr).await,
+    };
     let info = api
         .cluster_info(namesrv)
         .await
@@ -403,6 +665,15 @@ mod tests {
             Some(1234 - 5000),
             "a deposed master is measured too"
         );
+    }
+
+    #[test]
+    fn timestamps_print_as_utc() {
+        assert_eq!(when("0"), "-");
+        assert_eq!(when("-1"), "-");
+        assert_eq!(when("86400000"), "1970-01-02 00:00:00 UTC");
+        assert_eq!(when("1796169600000"), "2026-12-02 00:00:00 UTC");
+        assert_eq!(when("951782400000"), "2000-02-29 00:00:00 UTC");
     }
 
     #[test]

@@ -1,0 +1,239 @@
+//! Retention against the real `rocketraft dev` binary with 1 MiB segments and a reserved time
+//! of 2 seconds: a message in flight under POP and a pending timer pin the segment they started
+//! in; once acked and delivered, expired segments go, disk use stays bounded while sends go on,
+//! a pull behind the minimum is moved to it, and `admin broker status` / `admin broker clean`
+//! report and act.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rocketraft_common::consts::property;
+use rocketraft_common::message::decode_messages;
+use rocketraft_common::TopicConfig;
+use rocketraft_remoting::api::{MqClientApi, PullRequest, PullStatus, SendRequest};
+use rocketraft_remoting::codes::{request_code, response_code};
+use rocketraft_remoting::{ClientConfig, RemotingClient, RemotingCommand};
+
+use crate::support::{admin, free_port, Dev};
+
+const SEGMENT: u64 = 1 << 20;
+
+async fn runtime(client: &RemotingClient, broker: &str) -> BTreeMap<String, String> {
+    let r = client
+        .invoke(
+            broker,
+            RemotingCommand::request(request_code::GET_BROKER_RUNTIME_INFO),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("runtime info");
+    assert_eq!(r.code, response_code::SUCCESS);
+    let v: serde_json::Value = serde_json::from_slice(&r.body).expect("json");
+    serde_json::from_value(v["table"].clone()).expect("table")
+}
+
+fn num(t: &BTreeMap<String, String>, k: &str) -> i64 {
+    t.get(k)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{k} missing or not a number in {t:?}"))
+}
+
+/// Sends `n` 1 KiB messages to `Ret` as batches of 32.
+async fn produce(api: &MqClientApi, broker: &str, n: usize) {
+    let batch: Vec<(Bytes, BTreeMap<String, String>)> = (0..32)
+        .map(|_| (Bytes::from(vec![b'r'; 1024]), BTreeMap::new()))
+        .collect();
+    for _ in 0..n / 32 {
+        let r = api
+            .send_batch(broker, "pg", "Ret", 0, &batch)
+            .await
+            .expect("send batch");
+        assert_eq!(r.code, response_code::SUCCESS);
+    }
+}
+
+async fn wait_for(what: &str, limit: Duration, mut f: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !f().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn segments_on_disk(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .expect("commitlog dir")
+        .filter_map(Result::ok)
+        .filter(|e| !e.file_name().to_string_lossy().ends_with(".tmp"))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_segments_go_once_live_state_no_longer_needs_them() {
+    let _turn = crate::support::file_turn(module_path!());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store_root = dir.path().join("broker");
+    let hours: Vec<String> = (0..24).map(|h| format!("{h:02}")).collect();
+    let config = dir.path().join("dev.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {data:?}\n[broker]\n[broker.store]\nstore_root = {root:?}\ncommitlog_segment_size = {SEGMENT}\nconsume_queue_entries_per_file = 1000\nfile_reserved_time_secs = 2\ndelete_when = {when:?}\nclean_resource_interval_ms = 300\n",
+            data = dir.path().display().to_string(),
+            root = store_root.display().to_string(),
+            when = hours.join(";"),
+        ),
+    )
+    .expect("write config");
+    let mut dev = Dev::start(
+        dir.path(),
+        free_port(),
+        free_port(),
+        &["--config", config.to_str().expect("utf8")],
+    );
+    let client = RemotingClient::new(ClientConfig::default());
+    let api = MqClientApi::new(client.clone(), Duration::from_secs(5));
+    for t in ["Ret", "RetTimer"] {
+        api.create_topic(&dev.broker, &TopicConfig::new(t, 1))
+            .await
+            .expect("topic");
+    }
+
+    // Live state in the first segment: a timer due in 8 s and a message in flight under POP.
+    let r = api
+        .send(
+            &dev.broker,
+            &SendRequest {
+                producer_group: "pg".into(),
+                topic: "RetTimer".into(),
+                queue_id: 0,
+                body: Bytes::from_static(b"late"),
+                properties: BTreeMap::from([(
+                    property::TIMER_DELAY_SEC.to_string(),
+                    "8".to_string(),
+                )]),
+                ..SendRequest::default()
+            },
+        )
+        .await
+        .expect("timer send");
+    assert_eq!(r.code, response_code::SUCCESS);
+    produce(&api, &dev.broker, 64).await;
+    let r = client
+        .invoke(
+            &dev.broker,
+            RemotingCommand::request(request_code::POP_MESSAGE)
+                .with_ext("consumerGroup", "cg")
+                .with_ext("topic", "Ret")
+                .with_ext("queueId", 0)
+                .with_ext("maxMsgNums", 1)
+                .with_ext("invisibleTime", 120_000),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("pop");
+    assert_eq!(r.code, response_code::SUCCESS, "{:?}", r.remark);
+    let popped = decode_messages(&r.body).expect("body");
+    assert_eq!(popped.len(), 1);
+
+    // Four more segments, then long enough for all but the last to expire.
+    produce(&api, &dev.broker, 4 * 1024 + 64).await;
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let t = runtime(&client, &dev.broker).await;
+    assert_eq!(num(&t, "commitLogMinOffset"), 0, "pinned: {t:?}");
+    assert!(num(&t, "retentionPinnedAt") >= 0, "{t:?}");
+    let status = admin(&dev.namesrv, &["broker", "status", "--addr", &dev.broker]);
+    assert!(status.contains("pinned at"), "{status}");
+    assert!(status.contains("disk used"), "{status}");
+
+    // Acked and delivered: nothing pins any more; the expired segments go.
+    let m = &popped[0];
+    let r = client
+        .invoke(
+            &dev.broker,
+            RemotingCommand::request(request_code::ACK_MESSAGE)
+                .with_ext("consumerGroup", "cg")
+                .with_ext("topic", "Ret")
+                .with_ext("queueId", 0)
+                .with_ext("offset", m.queue_offset)
+                .with_ext(
+                    "extraInfo",
+                    m.message.property(property::POP_CK).expect("ck"),
+                ),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("ack");
+    assert_eq!(r.code, response_code::SUCCESS);
+    let timer_pull = PullRequest {
+        consumer_group: "tg".into(),
+        topic: "RetTimer".into(),
+        queue_id: 0,
+        queue_offset: 0,
+        max_msg_nums: 8,
+        sys_flag: 0,
+        commit_offset: 0,
+        suspend_timeout_ms: 0,
+        subscription: None,
+    };
+    wait_for("the timer's delivery", Duration::from_secs(30), async || {
+        api.pull(&dev.broker, &timer_pull)
+            .await
+            .is_ok_and(|r| r.status == PullStatus::Found)
+    })
+    .await;
+    wait_for("expired segments to go", Duration::from_secs(30), async || {
+        num(&runtime(&client, &dev.broker).await, "commitLogMinOffset") >= 4 * SEGMENT as i64
+    })
+    .await;
+
+    // A pull behind the minimum is told where the queue now starts, and reads from there.
+    let behind = PullRequest {
+        consumer_group: "slow".into(),
+        topic: "Ret".into(),
+        queue_id: 0,
+        queue_offset: 0,
+        max_msg_nums: 8,
+        sys_flag: 0,
+        commit_offset: 0,
+        suspend_timeout_ms: 0,
+        subscription: None,
+    };
+    let r = api.pull(&dev.broker, &behind).await.expect("pull");
+    assert_eq!(r.status, PullStatus::OffsetIllegal, "{r:?}");
+    assert!(r.next_begin_offset > 0 && r.next_begin_offset == r.min_offset, "{r:?}");
+    let r = api
+        .pull(
+            &dev.broker,
+            &PullRequest {
+                queue_offset: r.next_begin_offset,
+                ..behind
+            },
+        )
+        .await
+        .expect("pull from the minimum");
+    assert_eq!(r.status, PullStatus::Found, "{r:?}");
+
+    // Sends go on for eight more segments: disk use stays bounded.
+    let commitlog = store_root.join("commitlog");
+    let mut most = 0;
+    for _ in 0..8 {
+        produce(&api, &dev.broker, 1024).await;
+        most = most.max(segments_on_disk(&commitlog));
+    }
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    wait_for("the last expired segments to go", Duration::from_secs(30), async || {
+        segments_on_disk(&commitlog) <= 3
+    })
+    .await;
+    assert!(most <= 8, "{most} segments on disk at once");
+    let t = runtime(&client, &dev.broker).await;
+    assert!(num(&t, "segmentsDeleted") >= 10, "{t:?}");
+    assert!(num(&t, "consumeQueueFilesDeleted") > 0, "{t:?}");
+    let out = admin(&dev.namesrv, &["broker", "clean", "--addr", &dev.broker]);
+    assert!(out.contains("expired files are being deleted"), "{out}");
+
+    let _ = dev.child.kill();
+    let _ = dev.child.wait();
+}
