@@ -328,10 +328,7 @@ impl PopService {
             .lock()
             .iter()
             .filter_map(|((_, topic, q), qs)| {
-                qs.inflight
-                    .keys()
-                    .next()
-                    .map(|o| (topic.clone(), *q, *o))
+                qs.inflight.keys().next().map(|o| (topic.clone(), *q, *o))
             })
             .collect();
         firsts

@@ -177,15 +177,23 @@ async fn expired_segments_go_once_live_state_no_longer_needs_them() {
         suspend_timeout_ms: 0,
         subscription: None,
     };
-    wait_for("the timer's delivery", Duration::from_secs(30), async || {
-        api.pull(&dev.broker, &timer_pull)
-            .await
-            .is_ok_and(|r| r.status == PullStatus::Found)
-    })
+    wait_for(
+        "the timer's delivery",
+        Duration::from_secs(30),
+        async || {
+            api.pull(&dev.broker, &timer_pull)
+                .await
+                .is_ok_and(|r| r.status == PullStatus::Found)
+        },
+    )
     .await;
-    wait_for("expired segments to go", Duration::from_secs(30), async || {
-        num(&runtime(&client, &dev.broker).await, "commitLogMinOffset") >= 4 * SEGMENT as i64
-    })
+    wait_for(
+        "expired segments to go",
+        Duration::from_secs(30),
+        async || {
+            num(&runtime(&client, &dev.broker).await, "commitLogMinOffset") >= 4 * SEGMENT as i64
+        },
+    )
     .await;
 
     // A pull behind the minimum is told where the queue now starts, and reads from there.
@@ -202,7 +210,10 @@ async fn expired_segments_go_once_live_state_no_longer_needs_them() {
     };
     let r = api.pull(&dev.broker, &behind).await.expect("pull");
     assert_eq!(r.status, PullStatus::OffsetIllegal, "{r:?}");
-    assert!(r.next_begin_offset > 0 && r.next_begin_offset == r.min_offset, "{r:?}");
+    assert!(
+        r.next_begin_offset > 0 && r.next_begin_offset == r.min_offset,
+        "{r:?}"
+    );
     let r = api
         .pull(
             &dev.broker,
@@ -223,9 +234,11 @@ async fn expired_segments_go_once_live_state_no_longer_needs_them() {
         most = most.max(segments_on_disk(&commitlog));
     }
     tokio::time::sleep(Duration::from_millis(2_500)).await;
-    wait_for("the last expired segments to go", Duration::from_secs(30), async || {
-        segments_on_disk(&commitlog) <= 3
-    })
+    wait_for(
+        "the last expired segments to go",
+        Duration::from_secs(30),
+        async || segments_on_disk(&commitlog) <= 3,
+    )
     .await;
     assert!(most <= 8, "{most} segments on disk at once");
     let t = runtime(&client, &dev.broker).await;

@@ -326,7 +326,10 @@ pub fn runtime_info(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
             .map_or_else(|| "-1".to_string(), |t| t.to_string()),
     );
     table.insert("deleteWhen", retention.delete_when);
-    table.insert("fileReservedTime", inner.store.config().file_reserved_time.to_string());
+    table.insert(
+        "fileReservedTime",
+        inner.store.config().file_reserved_time.to_string(),
+    );
     table.insert(
         "fileReservedTimeSecs",
         inner
@@ -336,7 +339,10 @@ pub fn runtime_info(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
             .map_or_else(|| "-1".to_string(), |s| s.to_string()),
     );
     table.insert("segmentsDeleted", retention.segments_deleted.to_string());
-    table.insert("consumeQueueFilesDeleted", retention.cq_files_deleted.to_string());
+    table.insert(
+        "consumeQueueFilesDeleted",
+        retention.cq_files_deleted.to_string(),
+    );
     table.insert(
         "retentionPinnedAt",
         retention

@@ -96,7 +96,10 @@ pub fn parse_delete_when(when: &str) -> BTreeSet<u32> {
         .filter_map(|p| match p.parse::<u32>() {
             Ok(h) if h < 24 => Some(h),
             _ => {
-                tracing::warn!(part = p, "deleteWhen: not an hour of the day (00..23); ignored");
+                tracing::warn!(
+                    part = p,
+                    "deleteWhen: not an hour of the day (00..23); ignored"
+                );
                 None
             }
         })
@@ -236,7 +239,12 @@ impl Cleaner {
                 if let Some(r) = other {
                     clean_now = r > levels.forcibly;
                 }
-                if self.shared.retention.disk_full.swap(false, Ordering::AcqRel) {
+                if self
+                    .shared
+                    .retention
+                    .disk_full
+                    .swap(false, Ordering::AcqRel)
+                {
                     tracing::info!(
                         used_percent = other.map(|r| r * 100.0),
                         "disk space OK again: accepting sends"
@@ -331,7 +339,9 @@ impl Cleaner {
             match std::fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => tracing::error!(path = %path.display(), error = %e, "cannot delete an expired CommitLog segment"),
+                Err(e) => {
+                    tracing::error!(path = %path.display(), error = %e, "cannot delete an expired CommitLog segment")
+                }
             }
             if let Err(e) = sync_dir(&dir) {
                 tracing::warn!(dir = %dir.display(), error = %e, "cannot sync the CommitLog directory after a deletion");

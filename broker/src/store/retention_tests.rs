@@ -111,8 +111,12 @@ fn a_crash_between_segment_and_consume_queue_deletion_is_repaired_at_open() {
     store.shutdown().expect("shutdown");
     drop(store);
     // The first segment goes, as if the cleaner died right after unlinking it.
-    std::fs::remove_file(dir.path().join("commitlog").join(super::mapped_file::file_name(0)))
-        .expect("rm");
+    std::fs::remove_file(
+        dir.path()
+            .join("commitlog")
+            .join(super::mapped_file::file_name(0)),
+    )
+    .expect("rm");
     let store = MessageStore::open(config(dir.path())).expect("reopen");
     store.clean_now().expect("round");
     let min = store.get_min_offset_in_queue("T", 0);
@@ -134,7 +138,10 @@ fn segments_not_yet_expired_stay_and_the_pin_keeps_live_state() {
     wait_flushed(&store);
     store.delete_expired_files_manually();
     let report = store.clean_now().expect("round");
-    assert_eq!(report.segments_deleted, 0, "nothing expired yet: {report:?}");
+    assert_eq!(
+        report.segments_deleted, 0,
+        "nothing expired yet: {report:?}"
+    );
     store.shutdown().expect("shutdown");
     drop(store);
 
@@ -177,7 +184,9 @@ fn bad_retention_keys_are_refused_with_the_key_named() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cfg = config(dir.path());
     cfg.delete_when = "4am".into();
-    let err = MessageStore::open(cfg).expect_err("bad deleteWhen").to_string();
+    let err = MessageStore::open(cfg)
+        .expect_err("bad deleteWhen")
+        .to_string();
     assert!(err.contains("deleteWhen") && err.contains("4am"), "{err}");
     let mut cfg = config(dir.path());
     cfg.disk_space_warning_level_ratio = 190;
@@ -221,7 +230,11 @@ impl Drop for Tmpfs {
     }
 }
 
-fn fill_until(store: &MessageStore, acked: &mut i64, done: impl Fn(&super::clean::RoundReport) -> bool) {
+fn fill_until(
+    store: &MessageStore,
+    acked: &mut i64,
+    done: impl Fn(&super::clean::RoundReport) -> bool,
+) {
     loop {
         match put(store, "T", *acked as usize) {
             Ok(r) => {
@@ -251,7 +264,11 @@ fn a_full_disk_refuses_sends_until_space_is_freed_and_forced_cleaning_makes_room
         // Mounting needs root (CI runs as root); say so rather than pass silently.
         eprintln!("SKIPPED: cannot mount a tmpfs here (not root?)");
         // SAFETY: plain syscall.
-        assert_ne!(unsafe { libc::geteuid() }, 0, "root could not mount a tmpfs");
+        assert_ne!(
+            unsafe { libc::geteuid() },
+            0,
+            "root could not mount a tmpfs"
+        );
         return;
     };
     let ballast = fs.dir.join("ballast");

@@ -115,8 +115,9 @@ async fn runtime_info(api: &MqClientApi, addr: &str) -> anyhow::Result<BTreeMap<
     struct Table {
         table: BTreeMap<String, String>,
     }
-    let t: Table = serde_json::from_slice(&response.body)
-        .with_context(|| format!("the broker at {addr} answered runtime info this tool cannot read"))?;
+    let t: Table = serde_json::from_slice(&response.body).with_context(|| {
+        format!("the broker at {addr} answered runtime info this tool cannot read")
+    })?;
     Ok(t.table)
 }
 
@@ -228,7 +229,9 @@ async fn status(
                     );
                     match get("retentionPinnedAt") {
                         "-1" | "-" => {}
-                        p => println!("  pinned at          {p} (live POP, timer or transaction state)"),
+                        p => println!(
+                            "  pinned at          {p} (live POP, timer or transaction state)"
+                        ),
                     }
                 }
             }
