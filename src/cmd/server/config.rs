@@ -29,7 +29,7 @@ fn load_toml<T: DeserializeOwned + Default>(path: Option<&Path>) -> anyhow::Resu
 
 #[derive(Args)]
 pub struct NamesrvArgs {
-    /// TOML config file.
+    /// Config file: TOML, or RocketMQ's namesrv.conf (`*.conf`, `*.properties`).
     #[arg(long)]
     config: Option<PathBuf>,
     /// Listen address (default 0.0.0.0:9876).
@@ -39,7 +39,7 @@ pub struct NamesrvArgs {
 
 impl NamesrvArgs {
     pub fn load(&self) -> anyhow::Result<NamesrvConfig> {
-        let mut config: NamesrvConfig = load_toml(self.config.as_deref())?;
+        let mut config = super::conf_file::load_namesrv(self.config.as_deref())?;
         if let Some(listen) = self.listen {
             config.listen = listen;
         }
@@ -111,7 +111,8 @@ impl BrokerFlags {
 
 #[derive(Args)]
 pub struct BrokerArgs {
-    /// TOML config file (BrokerConfig keys; RocketMQ names such as brokerName are accepted).
+    /// Config file: TOML (BrokerConfig keys; RocketMQ names such as brokerName are accepted), or
+    /// RocketMQ's broker.conf as it is (`*.conf`, `*.properties`).
     #[arg(long)]
     config: Option<PathBuf>,
     /// NameServer addresses, `host:port` separated by `;`.
@@ -127,7 +128,7 @@ pub struct BrokerArgs {
 
 impl BrokerArgs {
     pub fn load(&self) -> anyhow::Result<BrokerConfig> {
-        let mut config: BrokerConfig = load_toml(self.config.as_deref())?;
+        let mut config = super::conf_file::load_broker(self.config.as_deref())?;
         if let Some(namesrv) = &self.namesrv {
             config.namesrv_addr = namesrv.clone();
         }

@@ -2,6 +2,7 @@
 //! running until Ctrl-C / SIGTERM. The servers live in their crates; [`config`] turns the flags
 //! and `--config` files into their configurations.
 
+pub mod conf_file;
 pub mod config;
 
 use std::net::SocketAddr;
