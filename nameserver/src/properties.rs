@@ -35,6 +35,24 @@ impl NamesrvConfig {
         if let Some(entry) = &listen_port {
             loaded.config.listen.set_port(properties::value(entry)?);
         }
+        if loaded.config.enable_controller_in_namesrv {
+            let entry = props
+                .get("enableControllerInNamesrv")
+                .or_else(|| props.get("enable_controller_in_namesrv"));
+            let message = "the embedded controller's Raft member (node id, peers, data \
+                           directory) is not expressible in a properties file (RocketMQ's \
+                           controllerDLeger* keys are DLedger's): write this NameServer's config \
+                           in TOML with a [controller.raft] table (docs/configuration.md, The \
+                           controller inside the NameServer), or run `rocketraft controller`";
+            return Err(match entry {
+                Some(entry) => PropertyError::at(entry, message),
+                None => PropertyError {
+                    key: Some("enableControllerInNamesrv".into()),
+                    line: None,
+                    message: message.into(),
+                },
+            });
+        }
         if !loaded.unused_keys.is_empty() {
             tracing::warn!(
                 keys = %loaded.unused_keys.join(", "),
@@ -51,9 +69,10 @@ mod tests {
 
     #[test]
     fn rocketmq_namesrv_conf() {
-        // controller/cluster-3n-namesrv-plugin/namesrv-n0.conf, less its licence header.
+        // controller/cluster-3n-namesrv-plugin/namesrv-n0.conf, less its licence header, first
+        // without the embedded controller, which a properties file cannot configure here.
         let loaded = NamesrvConfig::from_properties(
-            "listenPort = 9876\nenableControllerInNamesrv = true\n\n\
+            "listenPort = 9876\nenableControllerInNamesrv = false\n\n\
              controllerDLegerGroup = group1\n\
              controllerDLegerPeers = n0-127.0.0.1:9878;n1-127.0.0.1:9868;n2-127.0.0.1:9858\n\
              controllerDLegerSelfId = n0\nbindAddress = 127.0.0.1\n\
@@ -62,7 +81,7 @@ mod tests {
         .expect("reads");
         let c = &loaded.config;
         assert_eq!(c.listen, "127.0.0.1:9876".parse().expect("addr"));
-        assert!(c.enable_controller_in_namesrv);
+        assert!(!c.enable_controller_in_namesrv);
         assert_eq!(c.server_limits.idle_seconds, 30);
         assert_eq!(
             loaded.unused_keys,
@@ -72,6 +91,15 @@ mod tests {
                 "controllerDLegerSelfId"
             ]
         );
+        let err =
+            NamesrvConfig::from_properties("listenPort = 9876\nenableControllerInNamesrv = true\n")
+                .expect_err("no Raft member");
+        assert!(
+            err.to_string()
+                .starts_with("line 2: enableControllerInNamesrv: the embedded controller"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("[controller.raft]"), "{err}");
         let err = NamesrvConfig::from_properties("listenPort = nine\n").expect_err("bad port");
         assert_eq!(
             err.to_string(),
