@@ -557,6 +557,69 @@ impl MqClientApi {
         let list: ConsumerIdList = parse_json(&response.body)?;
         Ok(list.consumer_id_list)
     }
+
+    /// QUERY_MESSAGE: the messages of `topic` whose `KEYS` hold `key` (or, with `unique`, whose
+    /// `UNIQ_KEY` is `key`: ext field `_UNIQUE_KEY_QUERY=true`) stored within `[begin, end]`
+    /// (ms). Empty when the broker answers QUERY_NOT_FOUND.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn query_message(
+        &self,
+        broker: &str,
+        topic: &str,
+        key: &str,
+        max_num: i32,
+        begin: i64,
+        end: i64,
+        unique: bool,
+    ) -> Result<Vec<MessageExt>, ApiError> {
+        let mut request = RemotingCommand::request(request_code::QUERY_MESSAGE)
+            .with_ext("topic", topic)
+            .with_ext("key", key)
+            .with_ext("maxNum", max_num)
+            .with_ext("beginTimestamp", begin)
+            .with_ext("endTimestamp", end);
+        if unique {
+            request = request.with_ext("_UNIQUE_KEY_QUERY", "true");
+        }
+        let response = self
+            .call(
+                broker,
+                request,
+                &[response_code::SUCCESS, response_code::QUERY_NOT_FOUND],
+            )
+            .await?;
+        if response.code == response_code::QUERY_NOT_FOUND {
+            return Ok(Vec::new());
+        }
+        decode_messages(&response.body).map_err(|e| ApiError::Malformed(e.to_string()))
+    }
+
+    /// VIEW_MESSAGE_BY_ID: the message at a CommitLog offset (`offset`, as an offset message
+    /// id decodes), with `topic` when known (brokers with ACLs check Get on it).
+    pub async fn view_message(
+        &self,
+        broker: &str,
+        offset: i64,
+        topic: Option<&str>,
+    ) -> Result<MessageExt, ApiError> {
+        let mut request =
+            RemotingCommand::request(request_code::VIEW_MESSAGE_BY_ID).with_ext("offset", offset);
+        if let Some(t) = topic {
+            request = request.with_ext("topic", t);
+        }
+        let response = self
+            .call(broker, request, &[response_code::SUCCESS])
+            .await?;
+        let mut messages =
+            decode_messages(&response.body).map_err(|e| ApiError::Malformed(e.to_string()))?;
+        if messages.len() != 1 {
+            return Err(ApiError::Malformed(format!(
+                "VIEW_MESSAGE_BY_ID answered {} messages",
+                messages.len()
+            )));
+        }
+        Ok(messages.remove(0))
+    }
 }
 
 /// Appends one message of a SEND_BATCH_MESSAGE body (`MessageDecoder.encodeMessage`):

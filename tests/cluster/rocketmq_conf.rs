@@ -1,5 +1,5 @@
 //! `rocketraft broker --config broker.conf` with RocketMQ's own `broker.conf`: a real NameServer
-//! and a real broker process read the file as shipped (plus the keys a host sets: ports, IPs,
+//! (itself from a `namesrv.conf`) and a real broker process read the file as shipped (plus the keys a host sets: ports, IPs,
 //! store paths), register, and take a message that is then read back; a key Rocketraft does not
 //! use is named in the broker's warning, and a SLAVE outside controller mode is refused with the
 //! key named.
@@ -27,7 +27,17 @@ async fn a_rocketmq_broker_conf_runs_as_is() {
     let namesrv_port = free_port();
     let broker_port = free_port();
     let namesrv_addr = format!("127.0.0.1:{namesrv_port}");
-    let _namesrv = spawn_ready(&["namesrv", "--listen", &namesrv_addr, "--threads", "2"]);
+    // The NameServer from a namesrv.conf too: listenPort and bindAddress make its address.
+    let namesrv_conf = dir.path().join("namesrv.conf");
+    std::fs::write(
+        &namesrv_conf,
+        format!(
+            "listenPort = {namesrv_port}\nbindAddress = 127.0.0.1\nrocketmqHome = /opt/rocketmq\n"
+        ),
+    )
+    .expect("write namesrv.conf");
+    let namesrv_conf = namesrv_conf.to_str().expect("utf8 path");
+    let _namesrv = spawn_ready(&["namesrv", "--config", namesrv_conf, "--threads", "2"]);
 
     let store = dir.path().join("store");
     let commitlog = dir.path().join("commitlog-elsewhere");

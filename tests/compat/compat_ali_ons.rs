@@ -338,3 +338,79 @@ fn wait_for_route(namesrv: &str, topic: &str) {
     }
     panic!("no route for {topic}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Lookup by key and by id
+// ---------------------------------------------------------------------------------------------
+//
+// ali-ons has no queryMessage/viewMessage API (its MQClientAPI.viewMessage is commented out), so
+// `lookup.js` drives its lower layers: its Producer sends (with KEYS and a UNIQ_KEY), its
+// RemotingCommand codec and connection carry QUERY_MESSAGE (by key, and by unique key with
+// `_UNIQUE_KEY_QUERY=true`) and VIEW_MESSAGE_BY_ID, its decodeMessageId splits the offset message
+// id the broker answered the send with, and its MessageDecoder reads our answers.
+
+#[test]
+fn ali_ons_looks_messages_up_by_key_unique_key_and_offset_id() {
+    let _turn = crate::support::file_turn(module_path!());
+    let compat = Path::new(env!("CARGO_MANIFEST_DIR")).join("compat/ali-ons");
+    ensure_ali_ons(&compat);
+    let data = tempfile::tempdir().expect("tempdir");
+    let dev = Dev::start(data.path(), free_port(), free_port(), &[]);
+    let namesrv = dev.namesrv.clone();
+    let created = admin(
+        &namesrv,
+        &["topic", "create", "LookupTopic", "--queues", "2"],
+    );
+    assert!(created.contains("created topic"), "{created}");
+    for _ in 0..100 {
+        if admin_output(&namesrv, &["topic", "route", "LookupTopic"])
+            .status
+            .success()
+        {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let events = run_node(
+        &compat,
+        "lookup.js",
+        &[
+            ("NAMESRV", namesrv.as_str()),
+            ("TOPIC", "LookupTopic"),
+            ("COUNT", "10"),
+        ],
+    );
+    let event = |name: &str| {
+        events
+            .iter()
+            .find(|e| e["event"] == name)
+            .unwrap_or_else(|| panic!("no {name} event in {events:?}"))
+            .clone()
+    };
+    let sent: Vec<&serde_json::Value> = events.iter().filter(|e| e["event"] == "sent").collect();
+    assert_eq!(sent.len(), 10);
+    let by_key = event("by_key");
+    assert_eq!(by_key["code"], 0, "{by_key}");
+    let found = by_key["messages"].as_array().expect("messages");
+    assert_eq!(found.len(), 1, "{by_key}");
+    assert_eq!(found[0]["body"], "lookup-body-3");
+    assert_eq!(found[0]["topic"], "LookupTopic");
+    assert_eq!(found[0]["keys"], "order-3 lookup-all");
+    assert_eq!(found[0]["uniq"], sent[3]["uniq"]);
+    assert_eq!(event("by_shared_key")["count"], 10);
+    let by_uniq = event("by_unique_key");
+    assert_eq!(by_uniq["code"], 0, "{by_uniq}");
+    assert_eq!(by_uniq["messages"][0]["body"], "lookup-body-3");
+    assert_eq!(event("missing")["code"], 22, "QUERY_NOT_FOUND");
+    let view = event("view");
+    assert_eq!(view["code"], 0, "{view}");
+    assert_eq!(view["message"]["body"], "lookup-body-3");
+    // The admin CLI finds what ali-ons sent, by its unique id.
+    let uniq = sent[7]["uniq"].as_str().expect("uniq");
+    let out = admin(
+        &namesrv,
+        &["message", "get", "--id", uniq, "--topic", "LookupTopic"],
+    );
+    assert!(out.contains("\"lookup-body-7\""), "{out}");
+    drop(dev);
+}

@@ -10,6 +10,7 @@ mod admin_consumer;
 mod dev_kill9;
 mod flood;
 mod footprint;
+mod message_lookup;
 mod proxy_cli;
 mod proxy_failover;
 mod retention;

@@ -398,8 +398,12 @@ pub fn view_message_by_id(inner: &BrokerInner, request: &RemotingCommand) -> Han
         }
     };
     let record = confirmed_record(inner, offset)?;
-    let hidden = rocketraft_common::message::decode_message(&record)
-        .is_ok_and(|(m, _)| crate::metalog::is_reserved(&m.message.topic));
+    // With ACLs the request's `topic` is what Get was checked on: a record of another topic is
+    // not this caller's to see.
+    let asked = request.ext("topic").filter(|t| !t.is_empty());
+    let hidden = rocketraft_common::message::decode_message(&record).is_ok_and(|(m, _)| {
+        crate::metalog::is_reserved(&m.message.topic) || asked.is_some_and(|t| t != m.message.topic)
+    });
     if hidden {
         return Err(not_found(offset));
     }

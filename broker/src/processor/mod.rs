@@ -12,6 +12,7 @@ pub mod ha;
 pub mod offset;
 pub mod pop;
 pub mod pull;
+pub mod query;
 pub mod retry;
 pub mod send;
 
@@ -65,6 +66,7 @@ pub const HANDLED_CODES: &[i32] = &[
     request_code::DELETE_EXPIRED_COMMITLOG,
     request_code::CLEAN_EXPIRED_CONSUMEQUEUE,
     request_code::VIEW_MESSAGE_BY_ID,
+    request_code::QUERY_MESSAGE,
     request_code::EXCHANGE_BROKER_HA_INFO,
     request_code::GET_BROKER_HA_STATUS,
     request_code::NOTIFY_BROKER_ROLE_CHANGED,
@@ -162,6 +164,7 @@ async fn route_admin(inner: &BrokerInner, request: &RemotingCommand) -> Handled 
             admin::clean_expired_consume_queue(inner, request).await
         }
         request_code::VIEW_MESSAGE_BY_ID => admin::view_message_by_id(inner, request),
+        request_code::QUERY_MESSAGE => query::query_message(inner, request).await,
         request_code::EXCHANGE_BROKER_HA_INFO => ha::exchange_ha_info(inner, request),
         request_code::GET_BROKER_HA_STATUS => ha::ha_status(inner, request),
         request_code::NOTIFY_BROKER_ROLE_CHANGED => ha::role_changed(inner, request),

@@ -27,6 +27,7 @@ mod dispatch;
 pub mod epoch;
 pub mod error;
 mod flush;
+pub mod index;
 pub mod mapped_file;
 pub mod metadata;
 pub mod recovery;
@@ -356,6 +357,8 @@ pub struct MessageStore {
     lifecycle: Mutex<Lifecycle>,
     accepting: AtomicBool,
     recovery: RecoveryReport,
+    /// The key index (`None` with `message_index_enable = false`); see [`index`].
+    index: Option<index::MessageIndex>,
     clean_tx: Mutex<Option<std::sync::mpsc::Sender<clean::CleanMsg>>>,
 }
 
@@ -492,6 +495,10 @@ impl MessageStore {
         if marker.is_some() {
             remove_truncate_marker(&config)?;
         }
+        let index = match config.message_index_enable {
+            true => Some(index::MessageIndex::open(shared.clone())?),
+            false => None,
+        };
 
         let allocator = SegmentAllocator::start(
             config.commitlog_dir(),
@@ -548,6 +555,7 @@ impl MessageStore {
             lifecycle: Mutex::new(Lifecycle::Running),
             accepting: AtomicBool::new(true),
             recovery: report,
+            index,
             clean_tx: Mutex::new(Some(clean_tx)),
         }))
     }
@@ -1111,8 +1119,13 @@ impl MessageStore {
             .send(WriterMsg::Truncate { offset, reply })
             .await
             .map_err(|_| StoreError::ServiceNotAvailable("the store writer stopped".into()))?;
-        rx.await
-            .map_err(|_| StoreError::ServiceNotAvailable("the store writer stopped".into()))?
+        let result = rx
+            .await
+            .map_err(|_| StoreError::ServiceNotAvailable("the store writer stopped".into()))?;
+        if let Some(index) = &self.index {
+            index.rewind(offset);
+        }
+        result
     }
 
     /// A receiver whose value increases each time new messages are dispatched. Long polling:
@@ -1267,6 +1280,9 @@ impl MessageStore {
             if t.join().is_err() {
                 tracing::error!("a store thread panicked");
             }
+        }
+        if let Some(index) = &self.index {
+            index.stop();
         }
         true
     }

@@ -43,6 +43,9 @@ pub enum MessageCommand {
         #[arg(long, default_value_t = 32)]
         max: i32,
     },
+    /// Lookups by key and by id (`query`, `get`).
+    #[command(flatten)]
+    Lookup(super::message::MessageLookup),
 }
 
 /// The master address of every broker set the NameServer knows.
@@ -157,7 +160,10 @@ pub async fn run_message(
     namesrv: &str,
     command: MessageCommand,
 ) -> anyhow::Result<()> {
-    let MessageCommand::Dlq { group, max } = command;
+    let (group, max) = match command {
+        MessageCommand::Dlq { group, max } => (group, max),
+        MessageCommand::Lookup(lookup) => return super::message::run(api, namesrv, lookup).await,
+    };
     let topic = format!("{DLQ_GROUP_TOPIC_PREFIX}{group}");
     let mut total = 0;
     for (name, addr) in masters(api, namesrv).await? {

@@ -6,6 +6,7 @@ mod acl;
 mod broker;
 mod consumer;
 mod controller;
+mod message;
 
 use std::time::Duration;
 
@@ -109,7 +110,7 @@ enum AdminCommand {
     /// Consumer groups: progress (offsets, lag, POP messages in flight).
     #[command(subcommand)]
     Consumer(consumer::ConsumerCommand),
-    /// Messages: a group's dead-letter queue.
+    /// Messages: by key (`query`), by id (`get`), a group's dead-letter queue (`dlq`).
     #[command(subcommand)]
     Message(consumer::MessageCommand),
     /// ACL 2.0: users (access keys) and their permissions on topics and groups.

@@ -69,6 +69,7 @@ impl Side {
             duration: args.duration,
             count: None,
             credentials: credentials.clone(),
+            key_prefix: String::new(),
         };
         let queues = Arc::new(writable_queues(&api_signed(credentials), &target).await?);
         Ok(Side {

@@ -3,7 +3,7 @@
 //! Every run prints a progress line each second and ends with msgs/s, MB/s and latency
 //! percentiles. Numbers from this shared 2-core machine are noisy: compare runs made together.
 //! `produce`, `consume` and `recovery` live here; the other benches in their modules:
-//! [`auth`], [`controller`], [`pop`], [`proxy`], [`replication`].
+//! [`auth`], [`controller`], [`index`], [`pop`], [`proxy`], [`replication`].
 //!
 //! With `--access-key`/`--secret-key` (or ROCKETRAFT_ACCESS_KEY/ROCKETRAFT_SECRET_KEY, as for
 //! `rocketraft admin`) every Remoting request is signed (RocketMQ's `AclClientRPCHook`), for
@@ -11,6 +11,7 @@
 
 mod auth;
 mod controller;
+mod index;
 mod pop;
 mod proxy;
 mod replication;
@@ -71,6 +72,9 @@ pub(crate) struct Target {
     /// What the load's requests are signed with (`--access-key`, or a bench's own choice).
     #[arg(skip)]
     pub(crate) credentials: Option<SessionCredentials>,
+    /// [`Load::SendKeyed`]: the keys' prefix.
+    #[arg(skip)]
+    pub(crate) key_prefix: String,
 }
 
 impl Target {
@@ -82,6 +86,7 @@ impl Target {
             duration: 600,
             count: Some(count),
             credentials: signing(),
+            key_prefix: String::new(),
         }
     }
 }
@@ -142,6 +147,9 @@ enum BenchCommand {
     /// Start a one-broker cluster with `cluster up --auth` and the same without, and compare
     /// signed sends (ACL 2.0 checked) with unsigned ones on the same load, same run.
     Auth(auth::AuthBenchArgs),
+    /// Sends with a key vs without (same run, alternating), then QUERY_MESSAGE latency by key
+    /// over every message indexed, against GET_MAX_OFFSET round trips.
+    Index(index::IndexBenchArgs),
     /// Fill a store of SIZE MiB, crash it (no clean shutdown) and time its recovery.
     Recovery {
         /// Directory for the store (created; reused if it holds a store of the right size).
@@ -172,6 +180,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchCommand::Controller(args) => controller::run(args).await,
         BenchCommand::Replication(args) => replication::run(args).await,
         BenchCommand::Pop(args) => pop::run(args).await,
+        BenchCommand::Index(args) => index::run(args).await,
         BenchCommand::Proxy(args) => proxy::run(args).await,
         BenchCommand::Recovery { dir, size_mib } => {
             tokio::task::spawn_blocking(move || recovery(&dir, size_mib))
@@ -330,6 +339,9 @@ pub(crate) enum Load {
     /// GET_MAX_OFFSET on the same queues and connections: the round trip without the store
     /// write, measured in the same run as the baseline the send numbers are compared with.
     Ping,
+    /// SEND_MESSAGE_V2 with `KEYS` = `{key_prefix}{n}` (n = the request's number in the run):
+    /// one more index entry per message than [`Load::Send`] (both carry a `UNIQ_KEY`).
+    SendKeyed,
 }
 
 pub(crate) struct LoadResult {
@@ -396,8 +408,9 @@ pub(crate) async fn run_load(
         producers,
         window,
         credentials: target.credentials.clone(),
+        key_prefix: target.key_prefix.clone(),
     });
-    let verb = if load == Load::Send { "sent" } else { "pinged" };
+    let verb = if load == Load::Ping { "pinged" } else { "sent" };
     let ticker = spawn_progress(run.progress.clone(), started, verb);
 
     let mut workers = Vec::new();
@@ -410,7 +423,7 @@ pub(crate) async fn run_load(
     let elapsed = started.elapsed();
     ticker.abort();
     let histogram = run.histogram.lock().await;
-    if load == Load::Send {
+    if load != Load::Ping {
         report("produce", &run.progress, elapsed, &histogram);
     }
     Ok(LoadResult {
@@ -435,6 +448,7 @@ struct LoadRun {
     producers: usize,
     window: usize,
     credentials: Option<SessionCredentials>,
+    key_prefix: String,
 }
 
 /// Producer number `producer` of a load run: its own connection, `window` requests in flight,
@@ -452,19 +466,29 @@ async fn produce_load(run: Arc<LoadRun>, producer: usize) {
     let permits = Arc::new(Semaphore::new(run.window));
     let mut n = producer;
     let mut inflight = Vec::new();
-    while Instant::now() < run.deadline && run.issued.fetch_add(1, Ordering::Relaxed) < run.limit {
+    loop {
+        let number = run.issued.fetch_add(1, Ordering::Relaxed);
+        if Instant::now() >= run.deadline || number >= run.limit {
+            break;
+        }
         let Ok(permit) = permits.clone().acquire_owned().await else {
             break;
         };
         let (broker, queue_id) = run.queues[n % run.queues.len()].clone();
         n += run.producers;
-        let request = SendRequest {
+        let mut request = SendRequest {
             producer_group: "bench_producer".to_string(),
             topic: run.topic.clone(),
             queue_id,
             body: run.body.clone(),
             ..SendRequest::default()
         };
+        if run.load == Load::SendKeyed {
+            request.properties.insert(
+                rocketraft_common::consts::property::KEYS.to_string(),
+                format!("{}{number}", run.key_prefix),
+            );
+        }
         let (run, api) = (run.clone(), api.clone());
         inflight.push(tokio::spawn(async move {
             issue(&run, &api, &broker, &request).await;
@@ -483,7 +507,7 @@ async fn produce_load(run: Arc<LoadRun>, producer: usize) {
 async fn issue(run: &LoadRun, api: &MqClientApi, broker: &str, request: &SendRequest) {
     let sent = Instant::now();
     let ok = match run.load {
-        Load::Send => matches!(
+        Load::Send | Load::SendKeyed => matches!(
             api.send(broker, request).await,
             Ok(r) if r.code == response_code::SUCCESS
         ),
@@ -496,7 +520,7 @@ async fn issue(run: &LoadRun, api: &MqClientApi, broker: &str, request: &SendReq
         let micros = sent.elapsed().as_micros() as u64;
         run.histogram.lock().await.saturating_record(micros.max(1));
         run.progress.messages.fetch_add(1, Ordering::Relaxed);
-        if run.load == Load::Send {
+        if run.load != Load::Ping {
             run.progress
                 .bytes
                 .fetch_add(request.body.len() as u64, Ordering::Relaxed);

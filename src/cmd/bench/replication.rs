@@ -178,6 +178,7 @@ async fn measure(
         duration: args.duration,
         count: None,
         credentials: signing(),
+        key_prefix: String::new(),
     };
     let queues = Arc::new(writable_queues(&api(), &target).await?);
     eprintln!("{label}: warming up 2 s, then {} s of sends", args.duration);

@@ -1,0 +1,181 @@
+//! `rocketraft bench index`: what the key index costs a producer, and how fast a lookup by key
+//! is, against a running cluster, in one run.
+//!
+//! 1. Write cost: the same send load in alternating rounds (the order flips every round, so
+//!    drift on a shared machine hits both), once without `KEYS` and once with one unique key per
+//!    message. Every message carries a `UNIQ_KEY` (as every real producer's does), so the keyed
+//!    load writes two index entries per message and the plain one one; the ratio is keyed / plain.
+//! 2. Lookup latency: once the index has caught up, `--lookups` QUERY_MESSAGE requests by
+//!    random keys of the keyed rounds (each must find its message), one at a time, over every
+//!    message indexed; the baseline is as many GET_MAX_OFFSET round trips to the same brokers.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context};
+use clap::Args;
+use hdrhistogram::Histogram;
+use rocketraft_common::time::now_ms;
+
+use super::{api, new_histogram, run_load, writable_queues, Load, LoadResult, Target};
+
+#[derive(Args)]
+pub struct IndexBenchArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Message body size in bytes.
+    #[arg(long, default_value_t = 1024)]
+    size: usize,
+    /// Concurrent producers (each with its own connection).
+    #[arg(long, default_value_t = 1)]
+    producers: usize,
+    /// Sends in flight per producer.
+    #[arg(long, default_value_t = 32)]
+    window: usize,
+    /// Measurements of each load (alternating); each lasts --duration seconds.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Lookups by key after the sends.
+    #[arg(long, default_value_t = 2000)]
+    lookups: usize,
+}
+
+/// Messages per second over every round, and the median of the rounds' p99.
+fn summary(results: &[LoadResult]) -> (f64, f64, u64) {
+    let messages: u64 = results.iter().map(|r| r.messages).sum();
+    let seconds: f64 = results.iter().map(|r| r.seconds).sum();
+    let mut p99: Vec<f64> = results.iter().map(|r| r.p99_ms).collect();
+    p99.sort_by(f64::total_cmp);
+    let median = p99.get(p99.len() / 2).copied().unwrap_or(0.0);
+    (messages as f64 / seconds.max(1e-9), median, messages)
+}
+
+/// A small xorshift generator (the lookups only need keys spread over the run).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+}
+
+fn ms(h: &Histogram<u64>, q: f64) -> f64 {
+    h.value_at_quantile(q) as f64 / 1000.0
+}
+
+pub async fn run(args: IndexBenchArgs) -> anyhow::Result<()> {
+    let api = api();
+    let target = args.target.clone();
+    let queues = Arc::new(writable_queues(&api, &target).await?);
+    let brokers: Vec<String> = queues
+        .iter()
+        .map(|(b, _)| b.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let (producers, window) = (args.producers.max(1), args.window.max(1));
+    let run_id = now_ms();
+    let mut plain = Vec::new();
+    let mut keyed = Vec::new();
+    // (key prefix, requests issued) of every keyed round.
+    let mut keyed_rounds: Vec<(String, u64)> = Vec::new();
+    for round in 0..args.rounds.max(1) {
+        for with_keys in [round % 2 == 1, round % 2 == 0] {
+            let mut t = target.clone();
+            t.count = None;
+            if with_keys {
+                t.key_prefix = format!("bk-{run_id}-{round}-");
+                eprintln!("round {round}: {} s of sends with KEYS", t.duration);
+                let r =
+                    run_load(Load::SendKeyed, &t, &queues, args.size, producers, window).await?;
+                keyed_rounds.push((t.key_prefix.clone(), r.messages));
+                keyed.push(r);
+            } else {
+                eprintln!("round {round}: {} s of sends without KEYS", t.duration);
+                plain.push(run_load(Load::Send, &t, &queues, args.size, producers, window).await?);
+            }
+        }
+    }
+    let (plain_rate, plain_p99, plain_n) = summary(&plain);
+    let (keyed_rate, keyed_p99, keyed_n) = summary(&keyed);
+    ensure!(plain_n > 0 && keyed_n > 0, "no send succeeded");
+    println!(
+        "sends without KEYS: {plain_rate:.0} msgs/s, p99 {plain_p99:.3} ms; with one key each: {keyed_rate:.0} msgs/s ({:.2}x), p99 {keyed_p99:.3} ms ({:.2}x)",
+        keyed_rate / plain_rate.max(1e-9),
+        keyed_p99 / plain_p99.max(1e-9)
+    );
+
+    // Wait for the index to hold the last keyed round's messages.
+    let Some((last_prefix, last_issued)) = keyed_rounds.last().cloned() else {
+        return Ok(());
+    };
+    let waited = Instant::now();
+    let probe = format!("{last_prefix}{}", last_issued.saturating_sub(1) / 2);
+    'wait: loop {
+        for b in &brokers {
+            let found = api
+                .query_message(b, &target.topic, &probe, 1, 0, i64::MAX, false)
+                .await
+                .context("QUERY_MESSAGE")?;
+            if !found.is_empty() {
+                break 'wait;
+            }
+        }
+        ensure!(
+            waited.elapsed() < Duration::from_secs(60),
+            "the index did not catch up within 60 s (is messageIndexEnable on?)"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "index caught up {} ms after the last send",
+        waited.elapsed().as_millis()
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let mut rng = Rng(run_id as u64 | 1);
+    let mut lookup = new_histogram()?;
+    let mut ping = new_histogram()?;
+    let mut found_count = 0usize;
+    let lookups = args.lookups.max(1);
+    for i in 0..lookups {
+        let (prefix, issued) = &keyed_rounds[(rng.next() % keyed_rounds.len() as u64) as usize];
+        let key = format!("{prefix}{}", rng.next() % (*issued).max(1));
+        let mut found = false;
+        for b in &brokers {
+            let started = Instant::now();
+            let r = api
+                .query_message(b, &target.topic, &key, 32, 0, i64::MAX, false)
+                .await
+                .context("QUERY_MESSAGE")?;
+            lookup.saturating_record((started.elapsed().as_micros() as u64).max(1));
+            found |= !r.is_empty();
+        }
+        found_count += usize::from(found);
+        let b = &brokers[i % brokers.len()];
+        let started = Instant::now();
+        api.max_offset(b, &target.topic, 0)
+            .await
+            .context("GET_MAX_OFFSET")?;
+        ping.saturating_record((started.elapsed().as_micros() as u64).max(1));
+    }
+    println!(
+        "lookup by key over {} indexed messages ({keyed_n} with KEYS) on {} broker(s): {lookups} lookups, found {found_count}, p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms; GET_MAX_OFFSET round trip p50 {:.3} ms, p99 {:.3} ms; lookup / round trip: p50 {:.2}x, p99 {:.2}x",
+        plain_n + keyed_n,
+        brokers.len(),
+        ms(&lookup, 0.5),
+        ms(&lookup, 0.99),
+        lookup.max() as f64 / 1000.0,
+        ms(&ping, 0.5),
+        ms(&ping, 0.99),
+        ms(&lookup, 0.5) / ms(&ping, 0.5).max(1e-9),
+        ms(&lookup, 0.99) / ms(&ping, 0.99).max(1e-9),
+    );
+    Ok(())
+}
