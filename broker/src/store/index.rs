@@ -293,26 +293,11 @@ impl MessageIndex {
     /// and the database compacted through a filter that removes them; lookups skip them at
     /// once). Blocking: compaction may take a while; call it from the cleaner, never from the
     /// writer.
+    ///
+    /// The indexer thread calls it by itself when it sees the CommitLog's first offset move
+    /// (retention deleted segments), so the cleaner need not.
     pub fn delete_below(&self, min_phy_offset: i64) -> Result<(), StoreError> {
-        let old = self.inner.floor.fetch_max(min_phy_offset, Ordering::AcqRel);
-        if min_phy_offset <= old {
-            return Ok(());
-        }
-        self.inner
-            .db
-            .put(META_FLOOR, min_phy_offset.to_be_bytes())?;
-        let started = Instant::now();
-        // Entries sort by topic and key, not by offset: the whole key space is compacted (the
-        // filter keeps everything at or above the floor). Flushes the memtable first.
-        self.inner
-            .db
-            .compact_range(Some([ENTRY_TAG]), Some([ENTRY_TAG + 1]));
-        tracing::info!(
-            min_phy_offset,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "index entries below the CommitLog's first offset dropped"
-        );
-        Ok(())
+        self.inner.delete_below(min_phy_offset)
     }
 
     /// Entries in the database (a full scan: tests and tools only).
@@ -442,6 +427,25 @@ impl Drop for MessageIndex {
 }
 
 impl Inner {
+    fn delete_below(&self, min_phy_offset: i64) -> Result<(), StoreError> {
+        if min_phy_offset <= self.floor.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        self.db.put(META_FLOOR, min_phy_offset.to_be_bytes())?;
+        self.floor.fetch_max(min_phy_offset, Ordering::AcqRel);
+        let started = Instant::now();
+        // Entries sort by topic and key, not by offset: the whole key space is compacted (the
+        // filter keeps everything at or above the floor). Flushes the memtable first.
+        self.db
+            .compact_range(Some([ENTRY_TAG]), Some([ENTRY_TAG + 1]));
+        tracing::info!(
+            min_phy_offset,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "index entries below the CommitLog's first offset dropped"
+        );
+        Ok(())
+    }
+
     fn run(self: Arc<Self>) {
         let mut last_error: Option<Instant> = None;
         while !self.stop.load(Ordering::Acquire) {
@@ -485,6 +489,10 @@ impl Inner {
         }
         let upper = self.shared.dispatched.load(Ordering::Acquire);
         let min = self.shared.commitlog.min_offset();
+        if min > self.floor.load(Ordering::Acquire) {
+            // Retention deleted segments: their entries go too.
+            self.delete_below(min)?;
+        }
         if progress > upper {
             // Only a cut lowers the dispatched end; its rewind may not have arrived yet.
             self.set_progress(upper)?;
@@ -847,6 +855,49 @@ mod tests {
         caught_up(&store);
         assert!(bodies(&store, "T", "U3", 32).is_empty());
         assert_eq!(bodies(&store, "T", "all", 32).len(), 10);
+        store.shutdown().expect("shutdown");
+    }
+
+    #[test]
+    fn retention_deleting_segments_drops_their_entries() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = MessageStore::open(StoreConfig {
+            file_reserved_time_secs: Some(0),
+            clean_resource_interval_ms: 50,
+            delete_commit_log_files_interval_ms: 1,
+            ..config(dir.path())
+        })
+        .expect("open");
+        let body = "x".repeat(2000);
+        for i in 0..100 {
+            put(&store, "T", &format!("k{i} all"), &format!("U{i}"), &body);
+        }
+        caught_up(&store);
+        let index = store.message_index().expect("on");
+        let before = index.entry_count();
+        assert_eq!(before, 300);
+        store.delete_expired_files_manually();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while store.min_phy_offset() == 0 {
+            assert!(std::time::Instant::now() < deadline, "nothing deleted");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let min = store.min_phy_offset();
+        while index.entry_count() == before {
+            assert!(std::time::Instant::now() < deadline, "entries kept");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(bodies(&store, "T", "k0", 32).is_empty());
+        assert_eq!(bodies(&store, "T", "k99", 32).len(), 1);
+        let r = store
+            .query_by_key("T", "all", 64, 0, i64::MAX)
+            .expect("query")
+            .expect("on");
+        assert!(
+            r.offsets.iter().all(|o| *o >= min),
+            "{:?} < {min}",
+            r.offsets
+        );
         store.shutdown().expect("shutdown");
     }
 
