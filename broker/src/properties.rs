@@ -77,6 +77,27 @@ fn host(entry: &Entry, what: &str) -> Result<Option<Host>, PropertyError> {
     ))
 }
 
+/// Checks a `;`-separated `host:port` list (`namesrvAddr`, `controllerAddr`) as RocketMQ's
+/// `BrokerStartup` does, naming the key of `props` it came from.
+fn check_addr_list(props: &Properties, keys: &[&str], list: &str) -> Result<(), PropertyError> {
+    let Some(entry) = keys.iter().find_map(|k| props.get(k)) else {
+        return Ok(());
+    };
+    for addr in list.split(';').map(str::trim).filter(|a| !a.is_empty()) {
+        let port = addr.rsplit_once(':').map(|(_, port)| port.parse::<u16>());
+        if !matches!(port, Some(Ok(p)) if p > 0) {
+            return Err(PropertyError::at(
+                entry,
+                format!(
+                    "expected host:port addresses separated by ';' \
+                     (127.0.0.1:9876;192.168.0.1:9876), found {addr:?}"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl BrokerConfig {
     /// Reads a RocketMQ `broker.conf` (see the module documentation). The result is not
     /// validated: call [`BrokerConfig::validate`].
@@ -94,6 +115,16 @@ impl BrokerConfig {
 
         let loaded = properties::load::<BrokerConfig>(&props, FLAT_TABLES)?;
         let mut config = loaded.config;
+        check_addr_list(
+            &props,
+            &["namesrvAddr", "namesrv_addr"],
+            &config.namesrv_addr,
+        )?;
+        check_addr_list(
+            &props,
+            &["controllerAddr", "controller_addr"],
+            &config.controller_addr,
+        )?;
         let mut notes = Vec::new();
 
         if let Some(entry) = &acl {
@@ -401,6 +432,15 @@ mod tests {
             err.to_string(),
             "line 2: fileReservedTime: expected a non-negative integer, found \"48h\""
         );
+        let err = refused("namesrvAddr = 127.0.0.1:9876;127.0.0.1\n");
+        assert!(
+            err.to_string()
+                .starts_with("line 1: namesrvAddr: expected host:port addresses"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("found \"127.0.0.1\""), "{err}");
+        let err = refused("enableControllerMode = true\ncontrollerAddr = ctl:port\n");
+        assert_eq!(err.key.as_deref(), Some("controllerAddr"));
         let err = refused("flushDiskType = SOMETIMES\n");
         assert!(
             err.to_string()
