@@ -60,10 +60,14 @@ pub struct BrokerConfig {
     #[serde(alias = "shortPollingTimeMills")]
     pub short_polling_time_ms: u64,
     /// The most messages one PULL returns (`maxTransferCountOnMessageInMemory`, 32).
+    #[serde(alias = "maxTransferCountOnMessageInMemory")]
     pub max_transfer_count: i32,
     /// The most body bytes one PULL returns (`maxTransferBytesOnMessageInMemory`, 256 KiB).
+    #[serde(alias = "maxTransferBytesOnMessageInMemory")]
     pub max_transfer_bytes: usize,
-    /// A client whose connection is open but silent for this long is forgotten (120 s).
+    /// A client whose connection is open but silent for this long is forgotten
+    /// (`channelExpiredTimeout`, 120 s).
+    #[serde(alias = "channelExpiredTimeout")]
     pub client_channel_expire_ms: i64,
     /// Refuse prepared transactional messages (`rejectTransactionMessage`).
     #[serde(alias = "rejectTransactionMessage")]

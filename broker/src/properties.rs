@@ -293,7 +293,8 @@ mod tests {
              diskMaxUsedSpaceRatio = 80\nflushDiskType = SYNC_FLUSH\nmaxMessageSize = 65536\n\
              serverChannelMaxIdleTimeSeconds = 60\nauthenticationEnabled = true\n\
              initAuthenticationUser = {\"username\":\"root\",\"password\":\"12345678\"}\n\
-             tls.mode = permissive\nsendMessageThreadPoolNums = 16\n",
+             tls.mode = permissive\nmaxTransferCountOnMessageInMemory = 64\n\
+             sendMessageThreadPoolNums = 16\n",
         );
         let c = &read.config;
         assert_eq!(c.cluster_name, "C1");
@@ -312,6 +313,8 @@ mod tests {
         assert_eq!(c.store.flush_disk_type, FlushDiskType::SyncFlush);
         assert_eq!(c.store.max_message_size, 65536);
         assert_eq!(c.server_limits.idle_seconds, 60);
+        // A MessageStoreConfig key of RocketMQ's that is a broker key here.
+        assert_eq!(c.max_transfer_count, 64);
         assert!(c.authentication_enabled);
         assert!(c.init_authentication_user.is_some());
         assert_eq!(c.tls.mode, rocketraft_remoting::tls::TlsMode::Permissive);
