@@ -12,6 +12,7 @@ pub mod hash;
 pub mod message;
 pub mod time;
 pub mod topic;
+pub mod trace;
 pub mod trust;
 
 pub use topic::{TopicConfig, TopicValidationError};

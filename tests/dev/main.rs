@@ -11,6 +11,7 @@ mod dev_kill9;
 mod flood;
 mod footprint;
 mod message_lookup;
+mod message_trace;
 mod proxy_cli;
 mod proxy_failover;
 mod retention;

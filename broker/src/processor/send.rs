@@ -73,7 +73,6 @@ const NOT_ALLOWED_SEND_TOPICS: &[&str] = &[
     "RMQ_SYS_TRANS_OP_HALF_TOPIC",
     "rmq_sys_wheel_timer",
     "rmq_sys_REVIVE_LOG",
-    "RMQ_SYS_TRACE_TOPIC",
     crate::metalog::METADATA_TOPIC,
 ];
 

@@ -27,9 +27,13 @@ pub(super) async fn ack_message(
     let results = futures::future::join_all(req.entries.iter().map(|e| async {
         let handle = ReceiptHandle::parse(&e.receipt_handle)?;
         let addr = service.master(&name, handle.broker()).await?;
-        service
+        let acked = service
             .ack_on_broker(&addr, &group, &name, &handle, &e.receipt_handle)
-            .await
+            .await;
+        service
+            .trace_ack(&group, &e.message_id, acked.is_ok())
+            .await;
+        acked
     }))
     .await;
     let mut entries = Vec::new();

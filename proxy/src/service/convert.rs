@@ -13,12 +13,17 @@ use super::validate::Outgoing;
 use crate::pb;
 
 /// Properties the protocol carries in `SystemProperties` (not shown as user properties).
+/// `MessageConst.PROPERTY_TRACE_CONTEXT`: a gRPC message's `trace_context`, kept for its
+/// consumers (as RocketMQ's proxy keeps it).
+pub(super) const TRACE_CONTEXT: &str = "TRACE_CONTEXT";
+
 pub(super) const SYSTEM_KEYS: &[&str] = &[
     property::TAGS,
     property::KEYS,
     property::UNIQ_CLIENT_MESSAGE_ID_KEYIDX,
     property::POP_CK,
     property::SHARDING_KEY,
+    TRACE_CONTEXT,
     property::TIMER_DELIVER_MS,
     property::TIMER_DELAY_SEC,
     property::TIMER_DELAY_MS,
@@ -181,6 +186,9 @@ pub(super) fn send_request(
     if let Some(group) = out.group {
         properties.insert(property::SHARDING_KEY.into(), group.to_string());
     }
+    if let Some(trace) = sys.trace_context.as_ref().filter(|t| !t.is_empty()) {
+        properties.insert(TRACE_CONTEXT.into(), trace.clone());
+    }
     if let Some(at) = &sys.delivery_timestamp {
         properties.insert(
             property::TIMER_DELIVER_MS.into(),
@@ -285,6 +293,7 @@ fn system_properties(m: &MessageExt, body: &[u8], invisible_ms: i64) -> pb::Syst
         invisible_duration: Some(pb_duration(invisible_ms)),
         delivery_attempt: Some(m.reconsume_times + 1),
         message_group: group,
+        trace_context: props.get(TRACE_CONTEXT).cloned(),
         ..pb::SystemProperties::default()
     }
 }

@@ -38,6 +38,7 @@ mod receive;
 mod route;
 mod send;
 mod telemetry;
+mod trace;
 mod transaction;
 mod validate;
 
@@ -82,6 +83,8 @@ pub struct Service {
     meta: Arc<MetaCache>,
     /// Authentication and permissions (off unless [`Service::with_auth`] turns them on).
     auth: Arc<crate::auth::Auth>,
+    /// Traced messages delivered, for the trace records of their acks.
+    traced: Arc<trace::TracedDeliveries>,
 }
 
 impl Service {
@@ -93,6 +96,7 @@ impl Service {
             round_robin: Arc::new(AtomicU32::new(0)),
             sessions: Arc::new(Sessions::default()),
             meta: Arc::new(MetaCache::default()),
+            traced: Arc::new(trace::TracedDeliveries::default()),
         }
     }
 

@@ -58,11 +58,13 @@ pub(super) async fn receive_message(
     if messages.is_empty() {
         return Err(status(pb::Code::MessageNotFound, "no new message"));
     }
-    Ok(stream_of(received(
-        &messages,
-        &topic.resource_namespace,
-        invisible_ms,
-    )))
+    let items = received(&messages, &topic.resource_namespace, invisible_ms);
+    for item in &items {
+        if let Some(pb::receive_message_response::Content::Message(m)) = &item.content {
+            service.traced.delivered(m);
+        }
+    }
+    Ok(stream_of(items))
 }
 
 /// The stream's items: OK, the messages, the delivery timestamp.

@@ -97,11 +97,13 @@ impl Service {
         let addr = self.master_of(&route, &broker)?;
         check_properties(message)?;
         let request = send_request(message, &out, queue_id);
-        let r = self
-            .api
-            .send(&addr, &request)
-            .await
-            .map_err(|e| self.broker_failed(&out.topic, &e))?;
+        let started = std::time::Instant::now();
+        let sent = self.api.send(&addr, &request).await;
+        if super::trace::traced(message) {
+            self.trace_send(message, &out, &addr, sent.as_ref().ok(), started)
+                .await;
+        }
+        let r = sent.map_err(|e| self.broker_failed(&out.topic, &e))?;
         let transaction_id = if out.transactional {
             transaction_id(&broker, &r, &out.sys.message_id)?
         } else {

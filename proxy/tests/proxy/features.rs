@@ -694,3 +694,156 @@ async fn namespaces_isolate_topics_and_groups_and_fifo_groups_and_tags_apply() {
         );
     }
 }
+
+/// The trace records of `id` in the trace topic (the index follows in the background: waits
+/// until `want` records are there).
+async fn trace_records(
+    s: &Setup,
+    id: &str,
+    want: usize,
+) -> Vec<rocketraft_common::trace::TraceRecord> {
+    use rocketraft_common::trace::{decode, TRACE_TOPIC};
+    let started = Instant::now();
+    loop {
+        let found = s
+            .api
+            .query_message(&s.addr(), TRACE_TOPIC, id, 32, 0, i64::MAX, false)
+            .await
+            .expect("query the trace topic");
+        let records: Vec<_> = found
+            .iter()
+            .flat_map(|m| decode(&String::from_utf8_lossy(&m.message.body)))
+            .filter(|r| r.get("msgId") == Some(id))
+            .collect();
+        if records.len() >= want || started.elapsed() > Duration::from_secs(10) {
+            return records;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_traced_send_and_its_ack_leave_trace_records() {
+    let s = Setup::start(60_000).await;
+    s.topic("TraceMe", 1, None).await;
+    let mut client = s.client.clone();
+    let mut traced = message("TraceMe", "TRACED-ID-1", "traced", pb::MessageType::Normal);
+    if let Some(sys) = traced.system_properties.as_mut() {
+        sys.trace_context = Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into());
+        sys.keys = vec!["order-1".into()];
+    }
+    let r = send(&mut client, "", traced).await;
+    assert_eq!(code(&r.status), pb::Code::Ok as i32, "{:?}", r.status);
+    let plain = message("TraceMe", "PLAIN-ID-1", "plain", pb::MessageType::Normal);
+    let r = send(&mut client, "", plain).await;
+    assert_eq!(code(&r.status), pb::Code::Ok as i32, "{:?}", r.status);
+
+    let records = trace_records(&s, "TRACED-ID-1", 1).await;
+    assert_eq!(records.len(), 1, "{records:?}");
+    let p = &records[0];
+    assert_eq!(p.trace_type, "Pub");
+    assert_eq!(p.get("topic"), Some("TraceMe"));
+    assert_eq!(p.get("keys"), Some("order-1"));
+    assert_eq!(p.get("tags"), Some("tagA"));
+    assert_eq!(p.get("success"), Some("true"));
+    assert_eq!(p.get("storeHost"), Some(s.addr().as_str()));
+    assert_eq!(p.get("offsetMsgId").map(str::len), Some(32));
+    // The trace message is found by the traced message's own key too.
+    let by_key = s
+        .api
+        .query_message(
+            &s.addr(),
+            rocketraft_common::trace::TRACE_TOPIC,
+            "order-1",
+            32,
+            0,
+            i64::MAX,
+            false,
+        )
+        .await
+        .expect("query");
+    assert_eq!(by_key.len(), 1);
+    // An untraced send writes nothing: the trace topic holds that one record only.
+    assert_eq!(
+        s.max_offset(rocketraft_common::trace::TRACE_TOPIC, 1).await,
+        1
+    );
+
+    // Received with its trace context, acked by id: a SubAfter record for the group.
+    let mut req = tonic::Request::new(pb::ReceiveMessageRequest {
+        group: resource("trace_cg"),
+        message_queue: Some(pb::MessageQueue {
+            topic: resource("TraceMe"),
+            id: -1,
+            ..pb::MessageQueue::default()
+        }),
+        filter_expression: Some(pb::FilterExpression {
+            r#type: pb::FilterType::Tag as i32,
+            expression: "*".into(),
+        }),
+        batch_size: 32,
+        invisible_duration: Some(prost_types::Duration {
+            seconds: 30,
+            nanos: 0,
+        }),
+        auto_renew: false,
+        long_polling_timeout: Some(prost_types::Duration {
+            seconds: 3,
+            nanos: 0,
+        }),
+        attempt_id: None,
+    });
+    req.set_timeout(Duration::from_secs(15));
+    let mut stream = client
+        .receive_message(req)
+        .await
+        .expect("receive")
+        .into_inner();
+    let mut got = Vec::new();
+    while let Some(item) = stream.message().await.expect("item") {
+        if let Some(pb::receive_message_response::Content::Message(m)) = item.content {
+            got.push(m);
+        }
+    }
+    assert_eq!(got.len(), 2, "both messages delivered");
+    for m in &got {
+        let sys = m.system_properties.as_ref().expect("sys");
+        if sys.message_id == "TRACED-ID-1" {
+            assert_eq!(
+                sys.trace_context.as_deref(),
+                Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+                "the trace context reaches the consumer"
+            );
+        } else {
+            assert!(sys.trace_context.is_none());
+        }
+        let r = client
+            .ack_message(pb::AckMessageRequest {
+                group: resource("trace_cg"),
+                topic: resource("TraceMe"),
+                entries: vec![pb::AckMessageEntry {
+                    message_id: sys.message_id.clone(),
+                    receipt_handle: sys.receipt_handle.clone().expect("handle"),
+                    lite_topic: None,
+                }],
+            })
+            .await
+            .expect("ack")
+            .into_inner();
+        assert_eq!(code(&r.status), pb::Code::Ok as i32, "{:?}", r.status);
+    }
+    let records = trace_records(&s, "TRACED-ID-1", 2).await;
+    assert_eq!(records.len(), 2, "{records:?}");
+    let sub = records
+        .iter()
+        .find(|r| r.trace_type == "SubAfter")
+        .expect("SubAfter");
+    assert_eq!(sub.get("groupName"), Some("trace_cg"));
+    assert_eq!(sub.get("success"), Some("true"));
+    assert_eq!(sub.get("keys"), Some("order-1"));
+    assert!(trace_records(&s, "PLAIN-ID-1", 1).await.is_empty());
+    assert_eq!(
+        s.max_offset(rocketraft_common::trace::TRACE_TOPIC, 1).await,
+        2
+    );
+}

@@ -1,4 +1,4 @@
-//! `rocketraft admin message query|get`: finding messages by key and by id.
+//! `rocketraft admin message query|get|trace`: finding messages by key, by id and their trace.
 //!
 //! - `query --topic T --key K`: QUERY_MESSAGE on one broker of every broker set serving the topic
 //!   (its master, else any replica), as `MQAdminImpl.queryMessage` does; only messages whose
@@ -9,6 +9,10 @@
 //!   QUERY_MESSAGE and `_UNIQUE_KEY_QUERY=true` on every broker of `--topic`. Both are 32 hex
 //!   characters for IPv4, so an id that decodes to the address of a live broker is tried as an
 //!   offset id first, then as a unique id.
+//! - `trace --id ID`: the trace of a message: QUERY_MESSAGE on the trace topic
+//!   (`RMQ_SYS_TRACE_TOPIC`) by the message id (a trace message's `KEYS` are the ids and keys
+//!   it traces), the bodies decoded from RocketMQ's `TraceDataEncoder` format
+//!   ([`rocketraft_common::trace`]), the records of that id shown in time order.
 
 use std::collections::BTreeSet;
 
@@ -17,6 +21,7 @@ use clap::Subcommand;
 use rocketraft_common::consts::property;
 use rocketraft_common::message::{decode_offset_msg_id, MessageExt};
 use rocketraft_common::time::now_ms;
+use rocketraft_common::trace::{self, TraceRecord};
 use rocketraft_remoting::api::MqClientApi;
 
 /// How far back a lookup by id looks by default (RocketMQ's `queryMessageByUniqKey`: 3 days).
@@ -51,6 +56,17 @@ pub enum MessageLookup {
         /// The message's topic (required for a unique id; checked by brokers with ACLs).
         #[arg(long)]
         topic: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The trace of a message (what producers and consumers with trace on recorded, and what the
+    /// proxy recorded for traced clients): give the message's unique id.
+    Trace {
+        #[arg(long)]
+        id: String,
+        /// The trace topic the clients write to.
+        #[arg(long, default_value = rocketraft_common::trace::TRACE_TOPIC)]
+        trace_topic: String,
         #[arg(long)]
         json: bool,
     },
@@ -157,9 +173,80 @@ pub async fn run(api: &MqClientApi, namesrv: &str, command: MessageLookup) -> an
             let found = get(api, namesrv, &id, topic.as_deref()).await?;
             print_messages(&found, json)
         }
+        MessageLookup::Trace {
+            id,
+            trace_topic,
+            json,
+        } => trace(api, namesrv, id.trim(), &trace_topic, json).await,
     }
 }
 
+/// `message trace`: the records of `id` in the trace topic, oldest first.
+async fn trace(
+    api: &MqClientApi,
+    namesrv: &str,
+    id: &str,
+    trace_topic: &str,
+    json: bool,
+) -> anyhow::Result<()> {
+    if id.is_empty() {
+        bail!("--id is empty");
+    }
+    let found = query_all(api, namesrv, trace_topic, id, 64, 0, i64::MAX, false).await?;
+    let mut records: Vec<(String, TraceRecord)> = Vec::new();
+    for (broker, m) in &found {
+        let body = String::from_utf8_lossy(&m.message.body);
+        for r in trace::decode(&body) {
+            if r.get("msgId") == Some(id) && !records.iter().any(|(_, seen)| *seen == r) {
+                records.push((broker.clone(), r));
+            }
+        }
+    }
+    let time = |r: &TraceRecord| {
+        r.get("timestamp")
+            .and_then(|t| t.parse::<i64>().ok())
+            .unwrap_or(i64::MAX)
+    };
+    records.sort_by_key(|(_, r)| time(r));
+    if json {
+        let list: Vec<serde_json::Value> = records
+            .iter()
+            .map(|(broker, r)| {
+                let mut fields = serde_json::Map::new();
+                fields.insert("traceType".into(), r.trace_type.clone().into());
+                fields.insert("broker".into(), broker.clone().into());
+                for (k, v) in &r.fields {
+                    fields.insert((*k).to_string(), v.clone().into());
+                }
+                serde_json::Value::Object(fields)
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(());
+    }
+    if records.is_empty() {
+        bail!(
+            "no trace of {id} in {trace_topic} (were the clients' traces on? give the unique id the producer printed)"
+        );
+    }
+    for (_, r) in &records {
+        let mut line = format!("{:<15}", r.trace_type);
+        for (k, v) in &r.fields {
+            let v = if *k == "msgType" {
+                v.parse::<usize>()
+                    .ok()
+                    .and_then(|i| trace::MESSAGE_TYPES.get(i))
+                    .map_or_else(|| v.clone(), |t| t.to_string())
+            } else {
+                v.clone()
+            };
+            line.push_str(&format!(" {k}={v}"));
+        }
+        println!("{line}");
+    }
+    println!("{} trace record(s) of {id}", records.len());
+    Ok(())
+}
 
 /// The message(s) of an id: by offset (VIEW_MESSAGE_BY_ID on the broker the id names), else by
 /// unique id on every broker of `topic`.
