@@ -162,10 +162,15 @@ impl Checkpoint {
     /// Atomically replaces the checkpoint at `path`.
     pub fn store(&self, path: &Path) -> io::Result<()> {
         let tmp = path.with_extension("tmp");
-        {
+        let written = (|| {
             let mut f = File::create(&tmp)?;
             f.write_all(&self.encode())?;
-            f.sync_all()?;
+            f.sync_all()
+        })();
+        if let Err(e) = written {
+            // The previous checkpoint is untouched; leave no partial temp file behind.
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
         }
         fs::rename(&tmp, path)?;
         if let Some(dir) = path.parent() {

@@ -286,6 +286,19 @@ impl ConsumeQueue {
     pub fn append(&self, index: i64, entry: CqEntry) -> io::Result<()> {
         let max = self.max_offset();
         debug_assert!(index >= max);
+        self.ensure_file_for(index)?;
+        let (f, pos) = self
+            .locate(index)
+            .ok_or_else(|| io::Error::other("ConsumeQueue file missing after creation"))?;
+        f.reserve(pos + CQ_UNIT_SIZE)?;
+        // SAFETY: writer only, at or past the published max.
+        unsafe { f.write(pos, &entry.encode()) };
+        self.max_offset.store(index + 1, Ordering::Release);
+        Ok(())
+    }
+
+    /// Creates the files up to the one holding entry `index`. Writer only.
+    fn ensure_file_for(&self, index: i64) -> io::Result<()> {
         let byte = index as u64 * CQ_UNIT_SIZE as u64;
         let file_bytes = self.file_bytes();
         loop {
@@ -311,15 +324,25 @@ impl ConsumeQueue {
                     }
                     files.push(Arc::new(f));
                 }
-                None => break,
+                None => return Ok(()),
             }
         }
-        let (f, pos) = self
-            .locate(index)
-            .ok_or_else(|| io::Error::other("ConsumeQueue file missing after creation"))?;
-        // SAFETY: writer only, at or past the published max.
-        unsafe { f.write(pos, &entry.encode()) };
-        self.max_offset.store(index + 1, Ordering::Release);
+    }
+
+    /// Makes room on disk for the next `count` entries (files created, blocks allocated), so
+    /// that appending them after their CommitLog records cannot fail for a full disk: the
+    /// writer asks before it writes a record, and a full disk refuses the put instead of
+    /// leaving a record without its entry. Writer only.
+    pub fn reserve_next(&self, count: usize) -> io::Result<()> {
+        let first = self.max_offset();
+        let last = first + count.max(1) as i64 - 1;
+        for index in [first, last] {
+            self.ensure_file_for(index)?;
+            let (f, pos) = self
+                .locate(index)
+                .ok_or_else(|| io::Error::other("ConsumeQueue file missing after creation"))?;
+            f.reserve(pos + CQ_UNIT_SIZE)?;
+        }
         Ok(())
     }
 

@@ -44,6 +44,14 @@ pub(crate) struct Flusher {
     pub rx: Receiver<FlushMsg>,
     pub checkpoint_path: PathBuf,
     pub last_checkpoint: Option<Checkpoint>,
+    /// The last checkpoint found no disk space (logged once until one is written again).
+    pub checkpoint_skipped: bool,
+}
+
+/// ENOSPC (or a quota): a full disk, which frees up, as opposed to a failing one.
+pub(crate) fn is_disk_full(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+        || e.kind() == std::io::ErrorKind::StorageFull
 }
 
 impl Flusher {
@@ -228,7 +236,24 @@ impl Flusher {
         match stored {
             Ok(()) => {
                 shared.stats.checkpoints.fetch_add(1, Ordering::Relaxed);
+                if std::mem::take(&mut self.checkpoint_skipped) {
+                    tracing::info!("checkpoint written again");
+                }
                 self.last_checkpoint = Some(cp);
+                Ok(())
+            }
+            Err(e) if is_disk_full(&e) => {
+                // The data files are intact and synced; only the small checkpoint file found
+                // no room, and the previous one still stands (recovery verifies from it, a
+                // little further back). Try again at the next interval rather than stop.
+                if !self.checkpoint_skipped {
+                    tracing::warn!(
+                        path = %self.checkpoint_path.display(),
+                        error = %e,
+                        "no disk space for the checkpoint; keeping the previous one until space is freed"
+                    );
+                }
+                self.checkpoint_skipped = true;
                 Ok(())
             }
             Err(e) => {

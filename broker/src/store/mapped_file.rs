@@ -50,6 +50,9 @@ pub struct MappedFile {
     map: MmapRaw,
     start_offset: u64,
     size: usize,
+    /// Bytes from the start whose disk blocks are known to be allocated (see
+    /// [`MappedFile::reserve`]).
+    allocated: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for MappedFile {
@@ -104,11 +107,24 @@ pub fn create_dir_all_durable(dir: &Path) -> io::Result<()> {
 
 fn preallocate(file: &File, size: u64) -> io::Result<()> {
     file.set_len(size)?;
+    allocate_range(file, 0, size)
+}
+
+/// Allocates disk blocks for `[offset, offset + len)` of `file` (within its size), so writes
+/// through a mapping there cannot hit a full disk (which would be a SIGBUS, not an error).
+fn allocate_range(file: &File, offset: u64, len: u64) -> io::Result<()> {
     #[cfg(target_os = "linux")]
     {
         use std::os::unix::io::AsRawFd;
         // SAFETY: plain syscall on an owned, open descriptor.
-        let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, size as libc::off_t) };
+        let rc = unsafe {
+            libc::fallocate(
+                file.as_raw_fd(),
+                0,
+                offset as libc::off_t,
+                len as libc::off_t,
+            )
+        };
         if rc != 0 {
             let err = io::Error::last_os_error();
             match err.raw_os_error() {
@@ -143,12 +159,16 @@ impl MappedFile {
             .create(true)
             .truncate(true)
             .open(&tmp)?;
-        if fallocate {
-            preallocate(&file, size as u64)?;
+        let sized = if fallocate {
+            preallocate(&file, size as u64)
         } else {
-            file.set_len(size as u64)?;
+            file.set_len(size as u64)
+        };
+        if let Err(e) = sized.and_then(|()| file.sync_all()) {
+            // A full disk: give back what a partial preallocation took; nothing was renamed.
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
         }
-        file.sync_all()?;
         fs::rename(&tmp, &path)?;
         sync_dir(dir)?;
         let map = MmapOptions::new().len(size).map_raw(&file)?;
@@ -158,6 +178,7 @@ impl MappedFile {
             map,
             start_offset,
             size,
+            allocated: std::sync::atomic::AtomicUsize::new(if fallocate { size } else { 0 }),
         };
         if pretouch {
             mf.pretouch();
@@ -185,6 +206,7 @@ impl MappedFile {
             map,
             start_offset,
             size,
+            allocated: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -200,6 +222,23 @@ impl MappedFile {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Makes sure the disk blocks of `[0, upto)` are allocated, 64 KiB at a time beyond what
+    /// already is: for sparse files (ConsumeQueues), so that writing through the mapping can
+    /// never meet a full disk. A full disk is an `ENOSPC` error here, before anything is
+    /// written. Writer only.
+    pub fn reserve(&self, upto: usize) -> io::Result<()> {
+        use std::sync::atomic::Ordering;
+        const CHUNK: usize = 64 * 1024;
+        let have = self.allocated.load(Ordering::Acquire);
+        if upto <= have {
+            return Ok(());
+        }
+        let end = upto.div_ceil(CHUNK).saturating_mul(CHUNK).min(self.size);
+        allocate_range(&self.file, have as u64, (end - have) as u64)?;
+        self.allocated.fetch_max(end, Ordering::AcqRel);
+        Ok(())
     }
     pub fn start_offset(&self) -> u64 {
         self.start_offset

@@ -487,6 +487,7 @@ impl MessageStore {
             rx: flush_rx,
             checkpoint_path: config.checkpoint_path(),
             last_checkpoint: None,
+            checkpoint_skipped: false,
         };
         // Make what recovery verified and rebuilt durable before accepting anything new. The
         // truncation marker goes only once that checkpoint is written: if it fails, the next

@@ -314,3 +314,96 @@ fn a_full_disk_refuses_sends_until_space_is_freed_and_forced_cleaning_makes_room
     drop(store);
     drop(fs);
 }
+
+/// Fills the filesystem at `dir` with a ballast file until it refuses more bytes.
+fn fill_disk(path: &Path) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).expect("ballast");
+    let chunk = vec![1u8; 16 * 1024];
+    while f.write_all(&chunk).is_ok() {}
+    let _ = f.sync_all();
+}
+
+/// ENOSPC on a real full filesystem, with the cleaner's levels out of the way: new
+/// ConsumeQueue files and CommitLog segments cannot be created. Every refusal is a clear
+/// SERVICE_NOT_AVAILABLE (never a crash through a write into a sparse mapping, never the
+/// read-only state), nothing refused is served, sends are accepted again once space is freed,
+/// and after a kill everything acknowledged is there.
+#[test]
+fn enospc_refuses_sends_cleanly_and_recovers_when_space_is_freed() {
+    let Some(fs) = Tmpfs::mount("3m") else {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (not root?)");
+        // SAFETY: plain syscall.
+        assert_ne!(
+            unsafe { libc::geteuid() },
+            0,
+            "root could not mount a tmpfs"
+        );
+        return;
+    };
+    let root = fs.dir.join("store");
+    let mut cfg = config(&root);
+    cfg.commitlog_segment_size = 256 * 1024;
+    cfg.consume_queue_entries_per_file = 50_000;
+    cfg.file_reserved_time_secs = Some(3_600);
+    cfg.delete_when = String::new();
+    cfg.disk_space_warning_level_ratio = 100;
+    cfg.disk_space_clean_forcibly_ratio = 100;
+    cfg.clean_file_forcibly_enable = false;
+    let store = MessageStore::open(cfg.clone()).expect("open");
+    let mut acked: Vec<(String, i64)> = Vec::new();
+    for q in 0..4 {
+        let t = format!("T{q}");
+        let r = put(&store, &t, 0).expect("put");
+        acked.push((t, r.queue_offset));
+    }
+    wait_flushed(&store);
+    let ballast = fs.dir.join("ballast");
+    fill_disk(&ballast);
+
+    // A new queue needs a new ConsumeQueue file: refused, cleanly.
+    let err = put(&store, "Fresh", 0).expect_err("no room for a new ConsumeQueue");
+    assert!(matches!(err, StoreError::ServiceNotAvailable(_)), "{err}");
+    assert!(err.to_string().contains("ConsumeQueue"), "{err}");
+    assert!(!store.has_disk_error(), "a full disk is not a disk error");
+    // Existing queues go on until the segments run out, then are refused too.
+    let refused = loop {
+        match put(&store, "T0", acked.len()) {
+            Ok(r) => acked.push(("T0".into(), r.queue_offset)),
+            Err(e) => break e,
+        }
+        assert!(acked.len() < 10_000, "never refused");
+    };
+    assert!(
+        matches!(refused, StoreError::ServiceNotAvailable(_)),
+        "{refused}"
+    );
+    assert!(!store.has_disk_error());
+    assert_eq!(
+        store.get_max_offset_in_queue("Fresh", 0),
+        0,
+        "nothing half-written"
+    );
+
+    // Space freed: accepted again, on the same queues and the new one.
+    std::fs::remove_file(&ballast).expect("free space");
+    let r = put(&store, "T0", 0).expect("accepted again");
+    acked.push(("T0".into(), r.queue_offset));
+    let r = put(&store, "Fresh", 0).expect("the new queue too");
+    assert_eq!(r.queue_offset, 0);
+    acked.push(("Fresh".into(), 0));
+    wait_flushed(&store);
+
+    // kill -9: everything acknowledged is there after recovery, in its queue, in order.
+    store.crash_for_test();
+    drop(store);
+    let store = MessageStore::open(cfg).expect("recover");
+    for (t, off) in &acked {
+        let r = store.get_messages("g", t, 0, *off, 1, 1 << 20, &|_| true);
+        assert_eq!(r.status, GetMessageStatus::Found, "{t}@{off}");
+        assert_eq!(r.message_queue_offsets, vec![*off]);
+    }
+    store.shutdown().expect("shutdown");
+    drop(store);
+    drop(fs);
+}

@@ -330,6 +330,19 @@ impl Writer {
         if self.shared.disk_error.load(Ordering::Acquire) {
             return Err(self.shared.read_only_error());
         }
+        if tags_codes.is_some() {
+            // Room for the ConsumeQueue entries first: a full disk refuses the put here, with
+            // nothing written, rather than after the records are in the CommitLog.
+            self.shared
+                .cqs
+                .get_or_create(topic, queue_id)
+                .reserve_next(sizes.len())
+                .map_err(|e| {
+                    StoreError::ServiceNotAvailable(format!(
+                        "service not available now: no disk space for the ConsumeQueue of {topic}/{queue_id}: {e}; sends are accepted again once space is freed"
+                    ))
+                })?;
+        }
         let (seg, pos) = self.room_for(data.len())?;
         let base_queue_offset = match tags_codes {
             Some(_) => self.shared.cqs.get_or_create(topic, queue_id).max_offset(),
