@@ -179,3 +179,128 @@ pub async fn run(args: IndexBenchArgs) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// `bench index-store`: the index alone, without the network, over many messages.
+#[derive(Args)]
+pub struct IndexStoreArgs {
+    /// Directory for the store (removed first and at the end, unless --keep).
+    #[arg(long)]
+    dir: std::path::PathBuf,
+    /// Messages to store, each with one key and a unique id.
+    #[arg(long, default_value_t = 10_000_000)]
+    messages: u64,
+    /// Message body size in bytes.
+    #[arg(long, default_value_t = 100)]
+    size: usize,
+    /// Lookups by key once everything is indexed.
+    #[arg(long, default_value_t = 5000)]
+    lookups: usize,
+    /// Keep the store afterwards.
+    #[arg(long)]
+    keep: bool,
+}
+
+/// Fills a store with `--messages` keyed messages (batches of 64, straight into the store),
+/// times how long the indexer takes to catch up, then times `query_by_key` for random keys
+/// against reading the same record by its offset (the baseline of the same run).
+pub fn run_store(args: IndexStoreArgs) -> anyhow::Result<()> {
+    use rocketraft_broker::store::{BrokerMessage, MessageStore, StoreConfig};
+    use rocketraft_common::consts::property;
+    use rocketraft_common::message::Message;
+
+    if args.dir.exists() {
+        std::fs::remove_dir_all(&args.dir)
+            .with_context(|| format!("cannot remove {}", args.dir.display()))?;
+    }
+    let mut config = StoreConfig::new(&args.dir);
+    config.commitlog_segment_size = 256 << 20;
+    config.pretouch = false;
+    let store = MessageStore::open(config).context("open the store")?;
+    let body = bytes::Bytes::from(vec![b'i'; args.size]);
+    let started = Instant::now();
+    let mut offsets = Vec::with_capacity(args.messages as usize / 64 + 1);
+    let mut n = 0u64;
+    while n < args.messages {
+        let batch: Vec<BrokerMessage> = (n..(n + 64).min(args.messages))
+            .map(|i| {
+                let mut m = Message::new("IndexBench", body.clone());
+                m.set_keys(format!("k{i}"));
+                m.set_property(property::UNIQ_CLIENT_MESSAGE_ID_KEYIDX, format!("{i:032X}"));
+                BrokerMessage::new(m, (n / 64 % 8) as i32)
+            })
+            .collect();
+        let r = store.put_messages_blocking(&batch).context("put")?;
+        offsets.push((n, r.physical_offset));
+        n += batch.len() as u64;
+        if n % 1_000_000 < 64 {
+            eprintln!(
+                "  stored {n} messages, index at {} MiB of {} MiB",
+                store.message_index().map_or(0, |i| i.progress() >> 20),
+                store.max_phy_offset() >> 20
+            );
+        }
+    }
+    let stored = started.elapsed();
+    let index = store
+        .message_index()
+        .context("the index is disabled in this store")?;
+    while !index.wait_caught_up(Duration::from_secs(10)) {
+        eprintln!(
+            "  indexing: {} of {} MiB",
+            index.progress() >> 20,
+            store.max_phy_offset() >> 20
+        );
+    }
+    let indexed = started.elapsed();
+    let stats = index.stats();
+    println!(
+        "stored {} messages ({} MiB of CommitLog) in {:.1} s ({:.0} msgs/s); indexed {} records, {} entries, caught up {:.1} s after the start ({:.0} records/s), {:.1} s after the last put",
+        args.messages,
+        store.max_phy_offset() >> 20,
+        stored.as_secs_f64(),
+        args.messages as f64 / stored.as_secs_f64().max(1e-9),
+        stats.records,
+        stats.entries,
+        indexed.as_secs_f64(),
+        stats.records as f64 / indexed.as_secs_f64().max(1e-9),
+        (indexed - stored).as_secs_f64()
+    );
+    let mut rng = Rng(now_ms() as u64 | 1);
+    let mut lookup = new_histogram()?;
+    let mut read = new_histogram()?;
+    let mut found = 0usize;
+    for _ in 0..args.lookups.max(1) {
+        let (first, offset) = offsets[(rng.next() % offsets.len() as u64) as usize];
+        let key = format!("k{first}");
+        let t = Instant::now();
+        let r = store
+            .query_by_key("IndexBench", &key, 32, 0, i64::MAX)
+            .context("query")?
+            .context("the index is disabled")?;
+        lookup.saturating_record((t.elapsed().as_micros() as u64).max(1));
+        found += usize::from(r.offsets == [offset]);
+        let t = Instant::now();
+        let rec = store.read_record(offset);
+        read.saturating_record((t.elapsed().as_micros() as u64).max(1));
+        ensure!(rec.is_some(), "no record at {offset}");
+    }
+    println!(
+        "lookup by key over {} indexed messages: {} lookups, found {found}, p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms; reading the record by offset p50 {:.3} ms, p99 {:.3} ms; lookup / read: p50 {:.1}x, p99 {:.1}x",
+        args.messages,
+        args.lookups.max(1),
+        ms(&lookup, 0.5),
+        ms(&lookup, 0.99),
+        lookup.max() as f64 / 1000.0,
+        ms(&read, 0.5),
+        ms(&read, 0.99),
+        ms(&lookup, 0.5) / ms(&read, 0.5).max(1e-9),
+        ms(&lookup, 0.99) / ms(&read, 0.99).max(1e-9),
+    );
+    store.shutdown().context("shutdown")?;
+    drop(store);
+    if !args.keep {
+        std::fs::remove_dir_all(&args.dir)
+            .with_context(|| format!("cannot remove {}", args.dir.display()))?;
+    }
+    Ok(())
+}

@@ -15,6 +15,7 @@ mod index;
 mod pop;
 mod proxy;
 mod replication;
+mod retention;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -150,6 +151,12 @@ enum BenchCommand {
     /// Sends with a key vs without (same run, alternating), then QUERY_MESSAGE latency by key
     /// over every message indexed, against GET_MAX_OFFSET round trips.
     Index(index::IndexBenchArgs),
+    /// The index alone (no network): fill a store with keyed messages, time the indexer and
+    /// lookups by key against reading the record by offset.
+    IndexStore(index::IndexStoreArgs),
+    /// Start a `rocketraft dev` with a reserved time of 1 s and compare sends while expired
+    /// segments are being deleted with sends while nothing is (alternating rounds, same run).
+    Retention(retention::RetentionBenchArgs),
     /// Fill a store of SIZE MiB, crash it (no clean shutdown) and time its recovery.
     Recovery {
         /// Directory for the store (created; reused if it holds a store of the right size).
@@ -177,10 +184,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         BenchCommand::Consume { target, batch } => consume(target, batch.max(1)).await,
         BenchCommand::Auth(args) => auth::run(args).await,
+        BenchCommand::Retention(args) => retention::run(args).await,
         BenchCommand::Controller(args) => controller::run(args).await,
         BenchCommand::Replication(args) => replication::run(args).await,
         BenchCommand::Pop(args) => pop::run(args).await,
         BenchCommand::Index(args) => index::run(args).await,
+        BenchCommand::IndexStore(args) => {
+            tokio::task::spawn_blocking(move || index::run_store(args))
+                .await
+                .context("index-store bench task failed")?
+        }
         BenchCommand::Proxy(args) => proxy::run(args).await,
         BenchCommand::Recovery { dir, size_mib } => {
             tokio::task::spawn_blocking(move || recovery(&dir, size_mib))
