@@ -1,0 +1,214 @@
+//! `rocketraft bench retention`: what deleting expired files costs a producer, in one run.
+//!
+//! A `rocketraft dev` process runs with small segments, a reserved time of one second and no
+//! delete hour, so nothing is deleted unless asked. The same send load then runs in alternating
+//! rounds (the order flips every round, so drift on a shared machine hits both): in a
+//! *deleting* round DELETE_EXPIRED_COMMITLOG is sent every second, so the cleaner deletes every
+//! expired segment (and the ConsumeQueue files behind it) while the producer sends; in a *quiet*
+//! round nothing is deleted. The broker's `segmentsDeleted` counter is read around each round,
+//! so the numbers compare what they claim to (a deleting round that deleted nothing fails the
+//! bench).
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, ensure, Context};
+use clap::Args;
+use rocketraft_remoting::codes::{request_code, response_code};
+use rocketraft_remoting::RemotingCommand;
+
+use super::{api, run_load, writable_queues, Load, LoadResult, Target};
+
+#[derive(Args)]
+pub struct RetentionBenchArgs {
+    /// Working directory for the dev process's data (removed first and at the end).
+    #[arg(long)]
+    dir: PathBuf,
+    /// Seconds of sending per measurement.
+    #[arg(long, default_value_t = 5)]
+    duration: u64,
+    /// Measurements of each kind (alternating).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Message body size in bytes.
+    #[arg(long, default_value_t = 1024)]
+    size: usize,
+    /// Concurrent producers (each with its own connection).
+    #[arg(long, default_value_t = 1)]
+    producers: usize,
+    /// Sends in flight per producer.
+    #[arg(long, default_value_t = 32)]
+    window: usize,
+    /// CommitLog segment size of the broker.
+    #[arg(long, default_value_t = 4 << 20)]
+    segment_size: u64,
+}
+
+/// The dev process, killed and its directory removed when dropped (even on failure).
+struct DevProcess {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Drop for DevProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "cannot remove the bench directory");
+        }
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn start_dev(args: &RetentionBenchArgs) -> anyhow::Result<(DevProcess, String, String)> {
+    if args.dir.exists() {
+        std::fs::remove_dir_all(&args.dir)
+            .with_context(|| format!("cannot clear {}", args.dir.display()))?;
+    }
+    std::fs::create_dir_all(&args.dir)?;
+    let config = args.dir.join("dev.toml");
+    let store_root = args.dir.join("broker");
+    std::fs::write(
+        &config,
+        format!(
+            "[broker]\n[broker.store]\nstore_root = {:?}\ncommitlog_segment_size = {}\nfile_reserved_time_secs = 1\ndelete_when = \"\"\nclean_resource_interval_ms = 200\ndelete_commit_log_files_interval_ms = 20\n",
+            store_root.display().to_string(),
+            args.segment_size
+        ),
+    )?;
+    let (namesrv_port, broker_port) = (free_port()?, free_port()?);
+    let exe = std::env::current_exe().context("cannot find the rocketraft binary")?;
+    let mut child = Command::new(exe)
+        .arg("dev")
+        .arg("--config")
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(&args.dir)
+        .args(["--namesrv-listen", &format!("127.0.0.1:{namesrv_port}")])
+        .args(["--broker-listen", &format!("127.0.0.1:{broker_port}")])
+        .arg("--no-proxy")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot start rocketraft dev")?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let dev = DevProcess {
+        child,
+        dir: args.dir.clone(),
+    };
+    let mut first = String::new();
+    BufReader::new(stdout).read_line(&mut first)?;
+    if !first.contains("is ready") {
+        bail!("rocketraft dev did not start: {first:?}");
+    }
+    Ok((
+        dev,
+        format!("127.0.0.1:{namesrv_port}"),
+        format!("127.0.0.1:{broker_port}"),
+    ))
+}
+
+async fn segments_deleted(broker: &str) -> anyhow::Result<i64> {
+    let r = api()
+        .remoting()
+        .invoke(
+            broker,
+            RemotingCommand::request(request_code::GET_BROKER_RUNTIME_INFO),
+            Duration::from_secs(5),
+        )
+        .await?;
+    ensure!(r.code == response_code::SUCCESS, "runtime info refused");
+    let v: serde_json::Value = serde_json::from_slice(&r.body)?;
+    v["table"]["segmentsDeleted"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .context("no segmentsDeleted in the runtime info")
+}
+
+fn summary(results: &[LoadResult]) -> (f64, f64) {
+    let messages: u64 = results.iter().map(|r| r.messages).sum();
+    let seconds: f64 = results.iter().map(|r| r.seconds).sum();
+    let mut p99: Vec<f64> = results.iter().map(|r| r.p99_ms).collect();
+    p99.sort_by(f64::total_cmp);
+    (
+        messages as f64 / seconds.max(1e-9),
+        p99.get(p99.len() / 2).copied().unwrap_or(0.0),
+    )
+}
+
+pub async fn run(args: RetentionBenchArgs) -> anyhow::Result<()> {
+    let (_dev, namesrv, broker) = start_dev(&args)?;
+    let target = Target {
+        namesrv,
+        topic: "BenchRetention".to_string(),
+        duration: args.duration,
+        count: None,
+        credentials: None,
+        key_prefix: String::new(),
+    };
+    let queues = Arc::new(writable_queues(&api(), &target).await?);
+    let (producers, window) = (args.producers.max(1), args.window.max(1));
+    // Something to delete from the first deleting round on.
+    eprintln!("warm-up: {} s of sends", args.duration);
+    run_load(Load::Send, &target, &queues, args.size, producers, window).await?;
+    let (mut quiet, mut deleting) = (Vec::new(), Vec::new());
+    let mut deleted_while_deleting = 0;
+    for round in 0..args.rounds.max(1) {
+        for delete in [round % 2 == 1, round % 2 == 0] {
+            let before = segments_deleted(&broker).await?;
+            if delete {
+                eprintln!("round {round}: {} s of sends while deleting", args.duration);
+                let b = broker.clone();
+                let asker = tokio::spawn(async move {
+                    loop {
+                        let _ = api()
+                            .remoting()
+                            .invoke(
+                                &b,
+                                RemotingCommand::request(request_code::DELETE_EXPIRED_COMMITLOG),
+                                Duration::from_secs(5),
+                            )
+                            .await;
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                });
+                let r = run_load(Load::Send, &target, &queues, args.size, producers, window).await;
+                asker.abort();
+                deleting.push(r?);
+                // The manual request lasts 20 cleaning rounds (4 s): let it run out before a
+                // quiet round.
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                let n = segments_deleted(&broker).await? - before;
+                eprintln!("  {n} segments deleted");
+                deleted_while_deleting += n;
+            } else {
+                eprintln!("round {round}: {} s of sends, nothing deleted", args.duration);
+                quiet.push(run_load(Load::Send, &target, &queues, args.size, producers, window).await?);
+                let n = segments_deleted(&broker).await? - before;
+                ensure!(n == 0, "{n} segments were deleted during a quiet round");
+            }
+        }
+    }
+    ensure!(
+        deleted_while_deleting > 0,
+        "no segment was deleted during the deleting rounds; nothing was measured"
+    );
+    let (q_rate, q_p99) = summary(&quiet);
+    let (d_rate, d_p99) = summary(&deleting);
+    println!(
+        "sends, nothing deleted: {q_rate:.0} msgs/s, p99 {q_p99:.3} ms; while deleting ({deleted_while_deleting} segments of {} MiB): {d_rate:.0} msgs/s ({:.2}x), p99 {d_p99:.3} ms ({:.2}x)",
+        args.segment_size >> 20,
+        d_rate / q_rate.max(1e-9),
+        d_p99 / q_p99.max(1e-9)
+    );
+    Ok(())
+}
