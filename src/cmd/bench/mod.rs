@@ -151,6 +151,9 @@ enum BenchCommand {
     /// Sends with a key vs without (same run, alternating), then QUERY_MESSAGE latency by key
     /// over every message indexed, against GET_MAX_OFFSET round trips.
     Index(index::IndexBenchArgs),
+    /// The index alone (no network): fill a store with keyed messages, time the indexer and
+    /// lookups by key against reading the record by offset.
+    IndexStore(index::IndexStoreArgs),
     /// Start a `rocketraft dev` with a reserved time of 1 s and compare sends while expired
     /// segments are being deleted with sends while nothing is (alternating rounds, same run).
     Retention(retention::RetentionBenchArgs),
@@ -186,6 +189,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchCommand::Replication(args) => replication::run(args).await,
         BenchCommand::Pop(args) => pop::run(args).await,
         BenchCommand::Index(args) => index::run(args).await,
+        BenchCommand::IndexStore(args) => {
+            tokio::task::spawn_blocking(move || index::run_store(args))
+                .await
+                .context("index-store bench task failed")?
+        }
         BenchCommand::Proxy(args) => proxy::run(args).await,
         BenchCommand::Recovery { dir, size_mib } => {
             tokio::task::spawn_blocking(move || recovery(&dir, size_mib))

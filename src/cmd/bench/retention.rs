@@ -191,8 +191,13 @@ pub async fn run(args: RetentionBenchArgs) -> anyhow::Result<()> {
                 eprintln!("  {n} segments deleted");
                 deleted_while_deleting += n;
             } else {
-                eprintln!("round {round}: {} s of sends, nothing deleted", args.duration);
-                quiet.push(run_load(Load::Send, &target, &queues, args.size, producers, window).await?);
+                eprintln!(
+                    "round {round}: {} s of sends, nothing deleted",
+                    args.duration
+                );
+                quiet.push(
+                    run_load(Load::Send, &target, &queues, args.size, producers, window).await?,
+                );
                 let n = segments_deleted(&broker).await? - before;
                 ensure!(n == 0, "{n} segments were deleted during a quiet round");
             }
