@@ -281,3 +281,165 @@ fn walk(root: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+const SUPER_USER: &str = "lookup-admin";
+const SUPER_SECRET: &str = "lookup-admin-secret-0123456789";
+
+/// `rocketraft admin` signed by the Super user.
+fn admin_super(namesrv: &str, args: &[&str]) -> String {
+    let mut all = vec!["--access-key", SUPER_USER, "--secret-key", SUPER_SECRET];
+    all.extend_from_slice(args);
+    admin(namesrv, &all)
+}
+
+fn signed_api(ak: &str, sk: &str) -> MqClientApi {
+    MqClientApi::new(
+        RemotingClient::new(ClientConfig {
+            credentials: Some(rocketraft_remoting::SessionCredentials::new(ak, sk).expect("creds")),
+            ..ClientConfig::default()
+        }),
+        Duration::from_secs(5),
+    )
+}
+
+/// With ACLs on, a lookup by key or by unique id needs Sub on the topic it names, and neither a
+/// query nor VIEW_MESSAGE_BY_ID hands out a message of another topic than the one checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookups_need_sub_on_the_topic_and_serve_only_that_topic() {
+    let _turn = crate::support::file_turn(module_path!());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let creds = format!(
+        "authentication_enabled = true\nauthorization_enabled = true\n\
+         init_authentication_user = '{{\"username\":\"{SUPER_USER}\",\"password\":\"{SUPER_SECRET}\"}}'\n\
+         inner_client_authentication_credentials = '{{\"accessKey\":\"lookup-inner\",\"secretKey\":\"lookup-inner-secret-0123456789\"}}'\n"
+    );
+    let config = dir.path().join("dev.toml");
+    std::fs::write(&config, format!("[namesrv]\n{creds}\n[broker]\n{creds}")).expect("write");
+    let dev = Dev::start(
+        dir.path(),
+        free_port(),
+        free_port(),
+        &["--config", config.to_str().expect("utf8 path")],
+    );
+    let ns = dev.namesrv.clone();
+    for topic in ["Mine", "Theirs"] {
+        admin_super(&ns, &["topic", "create", topic, "--queues", "1"]);
+    }
+    admin_super(
+        &ns,
+        &[
+            "acl",
+            "user",
+            "create",
+            "--username",
+            "reader",
+            "--password",
+            "reader-secret",
+        ],
+    );
+    admin_super(
+        &ns,
+        &[
+            "acl",
+            "grant",
+            "--subject",
+            "User:reader",
+            "--resource",
+            "Topic:Mine",
+            "--actions",
+            "Sub",
+        ],
+    );
+    let root = signed_api(SUPER_USER, SUPER_SECRET);
+    let mut ids = BTreeMap::new();
+    for topic in ["Mine", "Theirs"] {
+        let r = root
+            .send(
+                &dev.broker,
+                &SendRequest {
+                    producer_group: "pg".into(),
+                    topic: topic.into(),
+                    queue_id: 0,
+                    body: Bytes::from(format!("in {topic}")),
+                    properties: BTreeMap::from([
+                        (property::KEYS.to_string(), "shared-key".to_string()),
+                        (
+                            property::UNIQ_CLIENT_MESSAGE_ID_KEYIDX.to_string(),
+                            format!("UNIQ-{topic}"),
+                        ),
+                    ]),
+                    ..SendRequest::default()
+                },
+            )
+            .await
+            .expect("send");
+        assert_eq!(r.code, response_code::SUCCESS);
+        ids.insert(topic, r.msg_id);
+    }
+    let reader = signed_api("reader", "reader-secret");
+    // Allowed: by key and by unique id on its topic (after the index caught up).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let found = loop {
+        let found = reader
+            .query_message(&dev.broker, "Mine", "shared-key", 32, 0, i64::MAX, false)
+            .await
+            .expect("query Mine");
+        if !found.is_empty() || Instant::now() > deadline {
+            break found;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].message.topic, "Mine");
+    let found = reader
+        .query_message(&dev.broker, "Mine", "UNIQ-Mine", 32, 0, i64::MAX, true)
+        .await
+        .expect("unique query Mine");
+    assert_eq!(found.len(), 1);
+    // The other topic's id under its own topic name finds nothing.
+    let found = reader
+        .query_message(&dev.broker, "Mine", "UNIQ-Theirs", 32, 0, i64::MAX, true)
+        .await
+        .expect("unique query");
+    assert!(found.is_empty());
+    // Refused: the other topic, by key and by unique id.
+    for unique in [false, true] {
+        let key = if unique { "UNIQ-Theirs" } else { "shared-key" };
+        let err = reader
+            .query_message(&dev.broker, "Theirs", key, 32, 0, i64::MAX, unique)
+            .await
+            .expect_err("no Sub on Theirs");
+        assert_eq!(
+            err.code(),
+            Some(response_code::NO_PERMISSION),
+            "unique {unique}: {err}"
+        );
+    }
+    // VIEW_MESSAGE_BY_ID naming its own topic does not serve a record of the other one (and
+    // without a topic only Super users pass).
+    let (_, theirs) =
+        rocketraft_common::message::decode_offset_msg_id(&ids["Theirs"]).expect("offset id");
+    let (_, mine) =
+        rocketraft_common::message::decode_offset_msg_id(&ids["Mine"]).expect("offset id");
+    assert!(reader
+        .view_message(&dev.broker, theirs, Some("Mine"))
+        .await
+        .is_err());
+    assert!(reader
+        .view_message(&dev.broker, theirs, None)
+        .await
+        .is_err());
+    assert!(
+        reader
+            .view_message(&dev.broker, mine, Some("Mine"))
+            .await
+            .is_err(),
+        "VIEW_MESSAGE_BY_ID asks Get, which reader lacks"
+    );
+    let viewed = root
+        .view_message(&dev.broker, theirs, Some("Theirs"))
+        .await
+        .expect("the Super user views it");
+    assert_eq!(&viewed.message.body[..], b"in Theirs");
+    drop(dev);
+}

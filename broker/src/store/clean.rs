@@ -391,9 +391,6 @@ pub(crate) fn clean_consume_queues(shared: &Shared, commitlog_min: i64) -> usize
         .retention
         .cq_files_deleted
         .fetch_add(deleted as u64, Ordering::Relaxed);
-    if let Some(hook) = shared.retention.on_min_offset.read().clone() {
-        hook(commitlog_min);
-    }
     deleted
 }
 

@@ -188,9 +188,6 @@ pub(crate) struct Stats {
 /// messages, pending timers, undecided transactions), `None` when it needs nothing: retention
 /// never deletes a segment that reaches past it.
 pub type RetentionPin = Arc<dyn Fn() -> Option<i64> + Send + Sync>;
-/// Called with the CommitLog's new minimum after retention moved it (the index drops what is
-/// below).
-pub type MinOffsetHook = Arc<dyn Fn(i64) + Send + Sync>;
 
 /// Retention state shared by the cleaner, the facade and the write path.
 #[derive(Default)]
@@ -202,7 +199,6 @@ pub(crate) struct Retention {
     pub segments_deleted: AtomicU64,
     pub cq_files_deleted: AtomicU64,
     pub pin: parking_lot::RwLock<Option<RetentionPin>>,
-    pub on_min_offset: parking_lot::RwLock<Option<MinOffsetHook>>,
 }
 
 /// What `admin broker status` shows about retention.
@@ -1166,11 +1162,6 @@ impl MessageStore {
     /// live state (see [`RetentionPin`]). Replaces an earlier one.
     pub fn set_retention_pin(&self, pin: RetentionPin) {
         *self.shared.retention.pin.write() = Some(pin);
-    }
-
-    /// Registers a function called with the CommitLog's new minimum after retention moved it.
-    pub fn set_min_offset_hook(&self, hook: MinOffsetHook) {
-        *self.shared.retention.on_min_offset.write() = Some(hook);
     }
 
     /// DELETE_EXPIRED_COMMITLOG (RocketMQ's `executeDeleteFilesManually`): the next 20
