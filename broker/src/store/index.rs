@@ -91,7 +91,9 @@ pub struct IndexStats {
 }
 
 struct Inner {
-    db: DB,
+    /// `None` once the index stopped: the database is closed then (its lock released), so the
+    /// store can be opened again in the same process while this object still lives.
+    db: parking_lot::RwLock<Option<DB>>,
     shared: Arc<Shared>,
     /// Every record below this CommitLog offset is indexed.
     progress: AtomicI64,
@@ -214,7 +216,19 @@ impl MessageIndex {
                 _ => Decision::Keep,
             },
         );
-        let db = DB::open(&opts, &path)?;
+        let db = match DB::open(&opts, &path) {
+            Ok(db) => db,
+            Err(e) => {
+                // The index is derived from the CommitLog: a database that cannot be opened
+                // (corrupted files, a newer format) is rebuilt rather than keeping the broker
+                // down.
+                tracing::error!(path = %path.display(), error = %e, "cannot open the message index: rebuilding it from the CommitLog");
+                std::fs::remove_dir_all(&path).map_err(|e| StoreError::io(&path, e))?;
+                super::mapped_file::create_dir_all_durable(&path)
+                    .map_err(|e| StoreError::io(&path, e))?;
+                DB::open(&opts, &path)?
+            }
+        };
         floor.store(read_meta(&db, META_FLOOR)?.unwrap_or(0), Ordering::Release);
         let dispatched = shared.dispatched.load(Ordering::Acquire);
         let min = shared.commitlog.min_offset();
@@ -240,7 +254,7 @@ impl MessageIndex {
             "message index open"
         );
         let inner = Arc::new(Inner {
-            db,
+            db: parking_lot::RwLock::new(Some(db)),
             shared,
             progress: AtomicI64::new(progress),
             last_timestamp: AtomicI64::new(last_timestamp),
@@ -302,9 +316,10 @@ impl MessageIndex {
 
     /// Entries in the database (a full scan: tests and tools only).
     pub fn entry_count(&self) -> usize {
-        self.inner
-            .db
-            .iterator(IteratorMode::Start)
+        let Ok(db) = self.inner.db() else {
+            return 0;
+        };
+        db.iterator(IteratorMode::Start)
             .filter_map(Result::ok)
             .filter(|(k, _)| k.first() == Some(&ENTRY_TAG))
             .count()
@@ -356,7 +371,8 @@ impl MessageIndex {
         // towards `max`, but the scan is bounded.
         let scan_limit = max.saturating_mul(8).saturating_add(256);
         let mut found: Vec<(i64, Bytes)> = Vec::new();
-        for (scanned, item) in inner.db.iterator_opt(IteratorMode::End, ro).enumerate() {
+        let db = inner.db()?;
+        for (scanned, item) in db.iterator_opt(IteratorMode::End, ro).enumerate() {
             if scanned >= scan_limit || found.len() >= max {
                 break;
             }
@@ -395,7 +411,8 @@ impl MessageIndex {
         Ok(result)
     }
 
-    /// Stops the indexer thread (idempotent). The database closes when the index is dropped.
+    /// Stops the indexer thread and closes the database (idempotent); queries answer
+    /// SERVICE_NOT_AVAILABLE from then on.
     pub fn stop(&self) {
         self.inner.stop.store(true, Ordering::Release);
         if let Some(t) = self.thread.lock().take() {
@@ -403,6 +420,7 @@ impl MessageIndex {
                 tracing::error!("the index thread panicked");
             }
         }
+        self.inner.db.write().take();
     }
 
     /// Waits until the indexer has caught up with the dispatched end (tests and tools).
@@ -427,17 +445,24 @@ impl Drop for MessageIndex {
 }
 
 impl Inner {
+    /// The open database, or an error once the index stopped.
+    fn db(&self) -> Result<parking_lot::MappedRwLockReadGuard<'_, DB>, StoreError> {
+        parking_lot::RwLockReadGuard::try_map(self.db.read(), Option::as_ref).map_err(|_| {
+            StoreError::ServiceNotAvailable("the message index is closed (store stopped)".into())
+        })
+    }
+
     fn delete_below(&self, min_phy_offset: i64) -> Result<(), StoreError> {
         if min_phy_offset <= self.floor.load(Ordering::Acquire) {
             return Ok(());
         }
-        self.db.put(META_FLOOR, min_phy_offset.to_be_bytes())?;
+        let db = self.db()?;
+        db.put(META_FLOOR, min_phy_offset.to_be_bytes())?;
         self.floor.fetch_max(min_phy_offset, Ordering::AcqRel);
         let started = Instant::now();
         // Entries sort by topic and key, not by offset: the whole key space is compacted (the
         // filter keeps everything at or above the floor). Flushes the memtable first.
-        self.db
-            .compact_range(Some([ENTRY_TAG]), Some([ENTRY_TAG + 1]));
+        db.compact_range(Some([ENTRY_TAG]), Some([ENTRY_TAG + 1]));
         tracing::info!(
             min_phy_offset,
             elapsed_ms = started.elapsed().as_millis() as u64,
@@ -465,7 +490,7 @@ impl Inner {
     }
 
     fn set_progress(&self, offset: i64) -> Result<(), StoreError> {
-        self.db.put(META_PROGRESS, offset.to_be_bytes())?;
+        self.db()?.put(META_PROGRESS, offset.to_be_bytes())?;
         self.progress.store(offset, Ordering::Release);
         Ok(())
     }
@@ -562,7 +587,7 @@ impl Inner {
         if let Some(ts) = last_ts {
             batch.put(META_LAST_TIMESTAMP, ts.to_be_bytes());
         }
-        self.db.write(batch)?;
+        self.db()?.write(batch)?;
         self.progress.store(at, Ordering::Release);
         if let Some(ts) = last_ts {
             self.last_timestamp.store(ts, Ordering::Release);
@@ -821,6 +846,23 @@ mod tests {
         assert_eq!(at, cut);
         caught_up(&store);
         assert_eq!(bodies(&store, "T", "fresh", 32), ["fresh"]);
+        store.shutdown().expect("shutdown");
+    }
+
+    #[test]
+    fn an_index_that_cannot_be_opened_is_rebuilt() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = MessageStore::open(config(dir.path())).expect("open");
+            put(&store, "T", "k", "U", "kept");
+            caught_up(&store);
+            store.shutdown().expect("shutdown");
+        }
+        // Garbage where RocksDB keeps its manifest pointer.
+        std::fs::write(dir.path().join("index/CURRENT"), b"MANIFEST-999999\n").expect("write");
+        let store = MessageStore::open(config(dir.path())).expect("reopen");
+        caught_up(&store);
+        assert_eq!(bodies(&store, "T", "k", 32), ["kept"]);
         store.shutdown().expect("shutdown");
     }
 
