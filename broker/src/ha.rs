@@ -1249,6 +1249,21 @@ async fn stream_to_slave(
         let max = ha.store.max_phy_offset();
         let entries = ha.store.epoch_entries();
         let confirm = ha.store.confirm_offset();
+        let min = ha.store.min_phy_offset();
+        if next < min && min <= max {
+            // Retention deleted what this slave needs next: tell it to start over at this
+            // log's first offset (an empty frame whose offset is past the slave's end), then
+            // stream from there.
+            tracing::warn!(
+                slave_next = next,
+                min_phy_offset = min,
+                "a slave is behind this master's first offset: it starts over there"
+            );
+            let (ep, _) = epoch_at(&entries, min, max);
+            wr.write_all(&transfer_frame(min, ep, confirm, &[])).await?;
+            next = min;
+            continue;
+        }
         if next < max {
             let (ep, limit) = epoch_at(&entries, next, max);
             let chunk = ha
@@ -1358,6 +1373,19 @@ pub async fn follow_once(ha: &Arc<HaState>, my_id: i64, master: &str) -> anyhow:
         } = parse_transfer_head(&raw).map_err(|e| anyhow::anyhow!("bad transfer frame: {e}"))?;
         let mut body = vec![0u8; body_size];
         read_exact_timeout(&mut sock, &mut body).await?;
+        if body_size == 0 && offset > next {
+            // The master no longer stores [next, offset) (retention): start over at its first
+            // offset. Not caught up, this replica is not counted in the SyncStateSet until its
+            // acks reach the master's end again.
+            tracing::warn!(
+                %master,
+                local_end = next,
+                master_min = offset,
+                "this replica is behind its master's first offset: starting over there"
+            );
+            store.reset_to(offset).await?;
+            next = store.max_phy_offset();
+        }
         if body_size > 0 {
             if offset != next {
                 anyhow::bail!("master sent offset {offset}, this replica's log ends at {next}");

@@ -67,12 +67,12 @@ impl CommitLog {
         self.flushed_offset.load(Ordering::Acquire)
     }
 
-    /// The first offset still on disk.
+    /// The first offset still on disk (the end, for a log with no segment).
     pub fn min_offset(&self) -> i64 {
         self.segments
             .read()
             .first()
-            .map_or(0, |s| s.start_offset() as i64)
+            .map_or_else(|| self.max_offset(), |s| s.start_offset() as i64)
     }
 
     /// Start of the segment holding `offset`.
@@ -118,6 +118,18 @@ impl CommitLog {
             return None;
         }
         Some(segs.remove(0))
+    }
+
+    /// Empties the log and makes it start at `offset` (a segment start): every segment leaves
+    /// the chain and is returned for deletion. Writer only (a replica starting over at its
+    /// master's first offset).
+    pub fn reset(&self, offset: i64) -> Vec<Arc<MappedFile>> {
+        let _guard = self.flush_lock.lock();
+        let mut segs = self.segments.write();
+        let removed = std::mem::take(&mut *segs);
+        self.max_offset.store(offset, Ordering::Release);
+        self.flushed_offset.store(offset, Ordering::Release);
+        removed
     }
 
     /// Adds a segment at the end. Writer only.

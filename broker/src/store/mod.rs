@@ -1125,6 +1125,20 @@ impl MessageStore {
         result
     }
 
+    /// Empties this replica's log and makes it start at `offset` (its master's first offset, a
+    /// segment start at or past this log's end): for a replica whose log ends below what its
+    /// master still stores. See the writer's `reset_to`.
+    pub async fn reset_to(&self, offset: i64) -> Result<(), StoreError> {
+        self.check_writable()?;
+        let (reply, rx) = oneshot::channel();
+        self.put_tx
+            .send(WriterMsg::Reset { offset, reply })
+            .await
+            .map_err(|_| StoreError::ServiceNotAvailable("the store writer stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError::ServiceNotAvailable("the store writer stopped".into()))?
+    }
+
     /// A receiver whose value increases each time new messages are dispatched. Long polling:
     /// `rx.borrow_and_update()`, check the queue, then `rx.changed().await` and check again.
     pub fn subscribe_arrivals(&self) -> watch::Receiver<u64> {

@@ -54,6 +54,12 @@ pub(crate) enum WriterMsg {
         offset: i64,
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
+    /// Empties the log and makes it start at `offset`: a replica whose log ends below its
+    /// master's first offset starts over there. See [`Writer::reset_to`].
+    Reset {
+        offset: i64,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
     /// Stop; `graceful` = the flusher flushes and checkpoints before exiting.
     Stop {
         graceful: bool,
@@ -134,6 +140,9 @@ impl Writer {
                 Some(WriterMsg::Truncate { offset, reply }) => {
                     let _ = reply.send(self.truncate(offset));
                 }
+                Some(WriterMsg::Reset { offset, reply }) => {
+                    let _ = reply.send(self.reset_to(offset));
+                }
                 _ => {}
             }
             if let Some(g) = stop {
@@ -190,7 +199,7 @@ impl Writer {
                 WriterMsg::Replicate { reply, .. } => {
                     let _ = reply.send(Err(closing()));
                 }
-                WriterMsg::Truncate { reply, .. } => {
+                WriterMsg::Truncate { reply, .. } | WriterMsg::Reset { reply, .. } => {
                     let _ = reply.send(Err(closing()));
                 }
                 WriterMsg::Stop { .. } => {}
@@ -705,6 +714,65 @@ impl Writer {
             shared.fail(format!("truncating the CommitLog to {offset} failed: {e}"));
             return Err(shared.read_only_error());
         }
+        Ok(())
+    }
+
+    /// A replica whose whole log lies below its master's first offset (the master deleted the
+    /// segments this replica would need next) starts over at that offset, a segment start at
+    /// or past its end: the log becomes empty there (segments deleted newest first, so a crash
+    /// leaves a shorter log that starts over again), every ConsumeQueue's minimum moves to its
+    /// end (queue offsets go on from the master's records), and the epochs are forgotten (the
+    /// master's come with its data).
+    pub(crate) fn reset_to(&mut self, offset: i64) -> Result<(), StoreError> {
+        let shared = self.shared.clone();
+        let seg_size = shared.commitlog.segment_size() as i64;
+        if offset < self.write_pos || offset.rem_euclid(seg_size) != 0 {
+            return Err(StoreError::Replication(format!(
+                "cannot start over at {offset}: it must be a segment start at or past this log's end {}",
+                self.write_pos
+            )));
+        }
+        if offset == self.write_pos && shared.commitlog.min_offset() == offset {
+            return Ok(());
+        }
+        let _checkpoint = shared.checkpoint_lock.lock();
+        tracing::warn!(
+            from = self.write_pos,
+            to = offset,
+            "this replica's log ends below its master's first offset: starting over there"
+        );
+        let removed = shared.commitlog.reset(offset);
+        shared.dispatched.store(offset, Ordering::Release);
+        shared.confirm.store(offset, Ordering::Release);
+        let cq_dir = shared.config.consume_queue_dir();
+        let fail = |e: StoreError| {
+            shared.fail(format!("starting the log over at {offset} failed: {e}"));
+            shared.read_only_error()
+        };
+        for q in shared.cqs.all() {
+            q.clean_below(offset)
+                .map_err(|e| fail(StoreError::io(&cq_dir, e)))?;
+        }
+        for seg in removed.iter().rev() {
+            match std::fs::remove_file(seg.path()) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(fail(StoreError::io(seg.path(), e))),
+            }
+        }
+        drop(removed);
+        let dir = shared.config.commitlog_dir();
+        self.allocator
+            .discard_from(0)
+            .map_err(|e| fail(StoreError::io(&dir, e)))?;
+        super::mapped_file::sync_dir(&dir).map_err(|e| fail(StoreError::io(&dir, e)))?;
+        shared
+            .epochs
+            .lock()
+            .truncate_from(i64::MIN)
+            .map_err(|e| fail(StoreError::io(shared.config.epoch_path(), e)))?;
+        self.write_pos = offset;
+        self.current = None;
         Ok(())
     }
 

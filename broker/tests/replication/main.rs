@@ -9,6 +9,7 @@ mod cluster_trust;
 mod controller_link;
 mod metadata_failover;
 mod replication;
+mod retention;
 mod sync_state_set;
 mod tls;
 
