@@ -397,12 +397,52 @@ fn enospc_refuses_sends_cleanly_and_recovers_when_space_is_freed() {
     // kill -9: everything acknowledged is there after recovery, in its queue, in order.
     store.crash_for_test();
     drop(store);
-    let store = MessageStore::open(cfg).expect("recover");
-    for (t, off) in &acked {
-        let r = store.get_messages("g", t, 0, *off, 1, 1 << 20, &|_| true);
-        assert_eq!(r.status, GetMessageStatus::Found, "{t}@{off}");
-        assert_eq!(r.message_queue_offsets, vec![*off]);
+    let store = MessageStore::open(cfg.clone()).expect("recover");
+    let check = |store: &MessageStore, acked: &[(String, i64)]| {
+        for (t, off) in acked {
+            let r = store.get_messages("g", t, 0, *off, 1, 1 << 20, &|_| true);
+            assert_eq!(r.status, GetMessageStatus::Found, "{t}@{off}");
+            assert_eq!(r.message_queue_offsets, vec![*off]);
+        }
+    };
+    check(&store, &acked);
+
+    // kill -9 at the full point: the disk full again, the store killed there. Opening it on
+    // the full disk either works or fails with a clear error (recovery needs a few blocks);
+    // once space is freed it opens, with everything acknowledged.
+    fill_disk(&ballast);
+    loop {
+        match put(&store, "T1", 0) {
+            Ok(r) => acked.push(("T1".into(), r.queue_offset)),
+            Err(e) => {
+                assert!(matches!(e, StoreError::ServiceNotAvailable(_)), "{e}");
+                break;
+            }
+        }
+        assert!(acked.len() < 10_000, "never refused");
     }
+    store.crash_for_test();
+    drop(store);
+    match MessageStore::open(cfg.clone()) {
+        Ok(store) => {
+            eprintln!("opened on the full disk");
+            check(&store, &acked);
+            store.crash_for_test();
+        }
+        Err(e) => {
+            let text = e.to_string();
+            eprintln!("refused to open on the full disk: {text}");
+            assert!(text.contains("No space left"), "{text}");
+        }
+    }
+    std::fs::remove_file(&ballast).expect("free space");
+    let store = MessageStore::open(cfg).expect("recover once space is freed");
+    check(&store, &acked);
+    let r = put(&store, "T1", 0).expect("accepted");
+    assert_eq!(
+        r.queue_offset,
+        acked.iter().filter(|(t, _)| t == "T1").count() as i64
+    );
     store.shutdown().expect("shutdown");
     drop(store);
     drop(fs);
