@@ -1,15 +1,15 @@
 //! Retention against the real `rocketraft dev` binary with 1 MiB segments and a reserved time
-//! of 2 seconds: a message in flight under POP and a pending timer pin the segment they started
-//! in; once acked and delivered, expired segments go, disk use stays bounded while sends go on,
-//! a pull behind the minimum is moved to it, and `admin broker status` / `admin broker clean`
-//! report and act.
+//! of 2 seconds: a message in flight under POP, a pending timer and an undecided transaction
+//! pin the segment they started in; once acked, delivered and committed, expired segments go,
+//! disk use stays bounded while sends go on, a pull behind the minimum is moved to it, and
+//! `admin broker status` / `admin broker clean` report and act.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rocketraft_common::consts::property;
-use rocketraft_common::message::decode_messages;
+use rocketraft_common::consts::{property, sys_flag};
+use rocketraft_common::message::{decode_messages, decode_offset_msg_id};
 use rocketraft_common::TopicConfig;
 use rocketraft_remoting::api::{MqClientApi, PullRequest, PullStatus, SendRequest};
 use rocketraft_remoting::codes::{request_code, response_code};
@@ -94,7 +94,7 @@ async fn expired_segments_go_once_live_state_no_longer_needs_them() {
     );
     let client = RemotingClient::new(ClientConfig::default());
     let api = MqClientApi::new(client.clone(), Duration::from_secs(5));
-    for t in ["Ret", "RetTimer"] {
+    for t in ["Ret", "RetTimer", "RetTx"] {
         api.create_topic(&dev.broker, &TopicConfig::new(t, 1))
             .await
             .expect("topic");
@@ -119,6 +119,31 @@ async fn expired_segments_go_once_live_state_no_longer_needs_them() {
         .await
         .expect("timer send");
     assert_eq!(r.code, response_code::SUCCESS);
+    // ... and an undecided transaction.
+    let r = api
+        .send(
+            &dev.broker,
+            &SendRequest {
+                producer_group: "txg".into(),
+                topic: "RetTx".into(),
+                queue_id: 0,
+                body: Bytes::from_static(b"undecided"),
+                properties: BTreeMap::from([
+                    (
+                        property::TRANSACTION_PREPARED.to_string(),
+                        "true".to_string(),
+                    ),
+                    (property::PRODUCER_GROUP.to_string(), "txg".to_string()),
+                ]),
+                sys_flag: sys_flag::TRANSACTION_PREPARED_TYPE,
+                ..SendRequest::default()
+            },
+        )
+        .await
+        .expect("prepare");
+    assert_eq!(r.code, response_code::SUCCESS);
+    let half_offset = r.queue_offset;
+    let (_, half_phy) = decode_offset_msg_id(&r.msg_id).expect("offset id");
     produce(&api, &dev.broker, 64).await;
     let r = client
         .invoke(
@@ -188,6 +213,28 @@ async fn expired_segments_go_once_live_state_no_longer_needs_them() {
         },
     )
     .await;
+    // Acked and delivered, but the transaction is still undecided: nothing goes yet.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let t = runtime(&client, &dev.broker).await;
+    assert_eq!(
+        num(&t, "commitLogMinOffset"),
+        0,
+        "the half message pins: {t:?}"
+    );
+    let r = client
+        .invoke(
+            &dev.broker,
+            RemotingCommand::request(request_code::END_TRANSACTION)
+                .with_ext("producerGroup", "txg")
+                .with_ext("tranStateTableOffset", half_offset)
+                .with_ext("commitLogOffset", half_phy)
+                .with_ext("commitOrRollback", sys_flag::TRANSACTION_COMMIT_TYPE)
+                .with_ext("fromTransactionCheck", false),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("end transaction");
+    assert_eq!(r.code, response_code::SUCCESS, "{:?}", r.remark);
     wait_for(
         "expired segments to go",
         Duration::from_secs(30),

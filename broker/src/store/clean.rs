@@ -323,7 +323,8 @@ impl Cleaner {
                 break;
             }
             let limit = self.delete_limit(report);
-            let Some(seg) = self.shared.commitlog.remove_first(limit) else {
+            let new_min = first.end_offset() as i64;
+            if new_min > limit {
                 if report.pinned_at.is_some() {
                     tracing::info!(
                         segment = %first.path().display(),
@@ -331,6 +332,12 @@ impl Cleaner {
                         "an expired CommitLog segment stays: live POP, timer or transaction state still needs it"
                     );
                 }
+                break;
+            }
+            // The ConsumeQueues first: once their minimums are past the segment, no reader
+            // follows an entry into it, so none ever finds its bytes gone.
+            report.cq_files_deleted += self.clean_consume_queues(new_min);
+            let Some(seg) = self.shared.commitlog.remove_first(limit) else {
                 break;
             };
             let path = seg.path().to_path_buf();
