@@ -41,8 +41,8 @@ pub struct IndexBenchArgs {
     lookups: usize,
 }
 
-/// Messages per second over every round, and the median of the rounds' p99.
-fn summary(results: &[LoadResult]) -> (f64, f64, u64) {
+/// Messages per second over every round, the median of the rounds' p99, and the messages sent.
+pub(super) fn summary(results: &[LoadResult]) -> (f64, f64, u64) {
     let messages: u64 = results.iter().map(|r| r.messages).sum();
     let seconds: f64 = results.iter().map(|r| r.seconds).sum();
     let mut p99: Vec<f64> = results.iter().map(|r| r.p99_ms).collect();

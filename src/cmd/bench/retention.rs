@@ -20,7 +20,8 @@ use clap::Args;
 use rocketraft_remoting::codes::{request_code, response_code};
 use rocketraft_remoting::RemotingCommand;
 
-use super::{api, run_load, writable_queues, Load, LoadResult, Target};
+use super::index::summary;
+use super::{api, run_load, writable_queues, Load, Target};
 
 #[derive(Args)]
 pub struct RetentionBenchArgs {
@@ -134,17 +135,6 @@ async fn segments_deleted(broker: &str) -> anyhow::Result<i64> {
         .context("no segmentsDeleted in the runtime info")
 }
 
-fn summary(results: &[LoadResult]) -> (f64, f64) {
-    let messages: u64 = results.iter().map(|r| r.messages).sum();
-    let seconds: f64 = results.iter().map(|r| r.seconds).sum();
-    let mut p99: Vec<f64> = results.iter().map(|r| r.p99_ms).collect();
-    p99.sort_by(f64::total_cmp);
-    (
-        messages as f64 / seconds.max(1e-9),
-        p99.get(p99.len() / 2).copied().unwrap_or(0.0),
-    )
-}
-
 pub async fn run(args: RetentionBenchArgs) -> anyhow::Result<()> {
     let (_dev, namesrv, broker) = start_dev(&args)?;
     let target = Target {
@@ -207,8 +197,8 @@ pub async fn run(args: RetentionBenchArgs) -> anyhow::Result<()> {
         deleted_while_deleting > 0,
         "no segment was deleted during the deleting rounds; nothing was measured"
     );
-    let (q_rate, q_p99) = summary(&quiet);
-    let (d_rate, d_p99) = summary(&deleting);
+    let (q_rate, q_p99, _) = summary(&quiet);
+    let (d_rate, d_p99, _) = summary(&deleting);
     println!(
         "sends, nothing deleted: {q_rate:.0} msgs/s, p99 {q_p99:.3} ms; while deleting ({deleted_while_deleting} segments of {} MiB): {d_rate:.0} msgs/s ({:.2}x), p99 {d_p99:.3} ms ({:.2}x)",
         args.segment_size >> 20,
