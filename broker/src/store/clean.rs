@@ -17,9 +17,10 @@
 //! apart. A segment never goes while it is the writer's, while any of its bytes is not yet
 //! flushed or dispatched, or while it holds state the broker still needs (the **retention
 //! pin**: in-flight POP messages, pending timers and undecided transactions, see
-//! [`super::MessageStore::set_retention_pin`]). After the CommitLog's minimum moves, every
-//! ConsumeQueue's minimum moves to its first entry still stored and its files wholly below go
-//! (the last file of a queue always stays: it carries the queue's max offset).
+//! [`super::MessageStore::set_retention_pin`]). Before a segment leaves the chain, every
+//! ConsumeQueue's minimum moves past it (to its first entry in a later segment), so no reader
+//! follows an entry into deleted bytes, and the queue files wholly below go (the last file of
+//! a queue always stays: it carries the queue's max offset).
 //!
 //! **Off the hot path.** Taking a segment out of the chain is a pointer move under the segments
 //! lock; the unlink, the directory sync and the unmap happen on this thread. A reader that
