@@ -72,15 +72,16 @@ async function main() {
   const { address, offset } = MessageDecoder.decodeMessageId(target.msgId);
   emit({ event: 'decoded', address, offset: offset.toString() });
 
-  // The index follows the CommitLog in the background: give it a moment.
-  let byKey;
-  for (let attempt = 0; attempt < 50; attempt++) {
-    byKey = await query(client, address, 'order-3', false);
-    if (byKey.code === 0) break;
+  // The index follows the CommitLog in the background: wait (up to 10 s) until it holds
+  // every message sent, then look them up.
+  let all;
+  for (let attempt = 0; attempt < 100; attempt++) {
+    all = await query(client, address, 'lookup-all', false);
+    if (all.code === 0 && all.messages.length >= count) break;
     await new Promise(r => setTimeout(r, 100));
   }
+  const byKey = await query(client, address, 'order-3', false);
   emit({ event: 'by_key', ...byKey });
-  const all = await query(client, address, 'lookup-all', false);
   emit({ event: 'by_shared_key', code: all.code, count: all.messages.length });
   const byUniq = await query(client, address, target.uniq, true);
   emit({ event: 'by_unique_key', ...byUniq });
