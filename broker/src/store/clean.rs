@@ -271,14 +271,6 @@ impl Cleaner {
         report
     }
 
-    fn reserved_ms(&self) -> i64 {
-        let cfg = &self.shared.config;
-        match cfg.file_reserved_time_secs {
-            Some(s) => (s as i64).saturating_mul(1000),
-            None => (cfg.file_reserved_time as i64).saturating_mul(3_600_000),
-        }
-    }
-
     /// When `seg`'s last message was stored (an upper bound), `next` being the segment after it.
     fn last_message_ms(&self, seg: &MappedFile, next: &MappedFile) -> Option<i64> {
         let start = next.start_offset() as i64;
@@ -308,7 +300,7 @@ impl Cleaner {
     }
 
     fn delete_expired_segments(&mut self, at_once: bool, report: &mut RoundReport) {
-        let reserved = self.reserved_ms();
+        let reserved = self.shared.config.file_reserved_ms();
         let now = rocketraft_common::time::now_ms();
         let pause = Duration::from_millis(self.shared.config.delete_commit_log_files_interval_ms);
         let dir = self.shared.config.commitlog_dir();

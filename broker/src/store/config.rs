@@ -286,6 +286,15 @@ impl StoreConfig {
         Ok(())
     }
 
+    /// How long a segment is kept after its last message, in ms: `file_reserved_time_secs`
+    /// when set, else `file_reserved_time` hours.
+    pub fn file_reserved_ms(&self) -> i64 {
+        match self.file_reserved_time_secs {
+            Some(s) => (s as i64).saturating_mul(1000),
+            None => (self.file_reserved_time as i64).saturating_mul(3_600_000),
+        }
+    }
+
     pub fn commitlog_dir(&self) -> PathBuf {
         self.commitlog_path
             .clone()

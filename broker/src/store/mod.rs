@@ -1214,10 +1214,7 @@ impl MessageStore {
         let r = &self.shared.retention;
         let cfg = &self.shared.config;
         let segs = self.shared.commitlog.segments();
-        let reserved = match cfg.file_reserved_time_secs {
-            Some(s) => (s as i64).saturating_mul(1000),
-            None => (cfg.file_reserved_time as i64).saturating_mul(3_600_000),
-        };
+        let reserved = cfg.file_reserved_ms();
         let oldest_segment_expires_ms = match (segs.first(), segs.get(1)) {
             (Some(_), Some(next)) if (next.start_offset() as i64) < self.max_phy_offset() => self
                 .shared

@@ -125,32 +125,11 @@ async fn runtime_info(api: &MqClientApi, addr: &str) -> anyhow::Result<BTreeMap<
 fn when(ms: &str) -> String {
     match ms.parse::<i64>() {
         Ok(t) if t > 0 => {
-            let secs = t / 1000;
-            let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-            let (y, m, d) = civil_from_days(days);
-            format!(
-                "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-                rem / 3600,
-                rem % 3600 / 60,
-                rem % 60
-            )
+            let (y, m, d, hh, mm, ss) = rocketraft_common::time::utc_fields(t.div_euclid(1000));
+            format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}:{ss:02} UTC")
         }
         _ => "-".to_string(),
     }
-}
-
-/// Days since 1970-01-01 to a (year, month, day) of the proleptic Gregorian calendar.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 async fn status(
