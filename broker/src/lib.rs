@@ -136,6 +136,10 @@ pub const CLUSTER_INTERNAL_CODES: &[i32] = &[
     rocketraft_remoting::codes::request_code::EXCHANGE_BROKER_HA_INFO,
 ];
 
+/// How long a retention pin computed by replaying the system topics is reused (a slave, or a
+/// master that has not replayed its POP, timer or transaction state yet).
+pub const PIN_SCAN_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The environment variable of a deliberately BROKEN build, for the jepsen harness's
 /// self-test only: with `1`, a master acknowledges writes as soon as they are in its own
 /// CommitLog, without waiting for the replicas (so a failover loses acknowledged messages).
@@ -467,20 +471,41 @@ impl Broker {
 
     /// Retention never deletes CommitLog segments holding state the broker still needs: a
     /// message in flight under POP, a pending timer, an undecided half message (their state
-    /// is replayed from those records after a restart or failover).
+    /// is replayed from those records after a restart or failover). A master that serves them
+    /// answers from memory; a slave (which must keep what it would serve after a failover) and
+    /// a master that has not replayed them yet answer from a replay of the system topics, at
+    /// most once per [`PIN_SCAN_EVERY`].
     fn pin_live_state(inner: &Arc<BrokerInner>) {
         let weak = Arc::downgrade(inner);
+        let scanned: parking_lot::Mutex<Option<(std::time::Instant, Option<i64>)>> =
+            parking_lot::Mutex::new(None);
         inner.store.set_retention_pin(Arc::new(move || {
             let inner = weak.upgrade()?;
-            let store = &inner.store;
-            [
-                inner.pop.lowest_needed(store),
-                inner.timers.lowest_needed(store),
-                inner.transactions.lowest_needed(store),
-            ]
-            .into_iter()
-            .flatten()
-            .min()
+            let lowest = || {
+                [
+                    inner.pop.lowest_needed(&inner),
+                    inner.timers.lowest_needed(&inner),
+                    inner.transactions.lowest_needed(&inner),
+                ]
+                .into_iter()
+                .flatten()
+                .min()
+            };
+            let in_memory = inner.pop.replayed(&inner)
+                && inner.timers.replayed(&inner)
+                && inner.transactions.replayed(&inner);
+            if in_memory {
+                return lowest();
+            }
+            let mut scanned = scanned.lock();
+            match *scanned {
+                Some((at, pin)) if at.elapsed() < PIN_SCAN_EVERY => pin,
+                _ => {
+                    let pin = lowest();
+                    *scanned = Some((std::time::Instant::now(), pin));
+                    pin
+                }
+            }
         }));
     }
 

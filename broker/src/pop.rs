@@ -321,20 +321,53 @@ fn now_ms() -> i64 {
 
 impl PopService {
     /// Retention pin: the lowest CommitLog offset of a message still in flight (its
-    /// checkpoint, stored after it, is above). `None` when nothing is in flight.
-    pub fn lowest_needed(&self, store: &crate::store::MessageStore) -> Option<i64> {
-        let firsts: Vec<(String, i32, i64)> = self
-            .state
-            .lock()
+    /// checkpoint, stored after it, is above). `None` when nothing is in flight. From the
+    /// table in memory once this broker has replayed it for its serving epoch, from a fresh
+    /// replay of the revive topic otherwise (a slave, or a master before its first POP
+    /// request): a failover must find every message still in flight.
+    pub fn lowest_needed(&self, inner: &BrokerInner) -> Option<i64> {
+        let firsts: Vec<(String, i32, i64)> = if self.replay.is_current(inner) {
+            Self::firsts(&self.state.lock())
+        } else {
+            Self::firsts(&Self::replay_table(inner).0)
+        };
+        firsts
+            .into_iter()
+            .filter_map(|(topic, q, o)| inner.store.get_commit_log_offset_in_queue(&topic, q, o))
+            .min()
+    }
+
+    /// Whether the in-flight table in memory is this broker's for its serving epoch.
+    pub fn replayed(&self, inner: &BrokerInner) -> bool {
+        self.replay.is_current(inner)
+    }
+
+    /// The first queue offset in flight of every queue that has one.
+    fn firsts(table: &HashMap<QueueKey, QueueState>) -> Vec<(String, i32, i64)> {
+        table
             .iter()
             .filter_map(|((_, topic, q), qs)| {
                 qs.inflight.keys().next().map(|o| (topic.clone(), *q, *o))
             })
-            .collect();
-        firsts
-            .into_iter()
-            .filter_map(|(topic, q, o)| store.get_commit_log_offset_in_queue(&topic, q, o))
-            .min()
+            .collect()
+    }
+
+    /// The in-flight table the revive topic describes, and how many records it read.
+    fn replay_table(inner: &BrokerInner) -> (HashMap<QueueKey, QueueState>, u64) {
+        let topic = revive_topic(&inner.config.cluster_name);
+        let mut table: HashMap<QueueKey, QueueState> = HashMap::new();
+        let mut records = 0u64;
+        let now = now_ms();
+        crate::replay::scan(inner, &topic, |offset, m| {
+            match serde_json::from_slice::<PopRecord>(&m.message.body) {
+                Ok(record) => {
+                    records += 1;
+                    apply(&mut table, record, now);
+                }
+                Err(_) => tracing::warn!(offset, "unreadable revive record skipped"),
+            }
+        });
+        (table, records)
     }
 
     fn lock_of(&self, key: &QueueKey) -> Arc<tokio::sync::Mutex<()>> {
@@ -350,19 +383,7 @@ impl PopService {
     pub async fn ensure_rebuilt(&self, inner: &BrokerInner) -> Result<(), Refusal> {
         self.replay
             .ensure(inner, |epoch| {
-                let topic = revive_topic(&inner.config.cluster_name);
-                let mut table: HashMap<QueueKey, QueueState> = HashMap::new();
-                let mut records = 0u64;
-                let now = now_ms();
-                crate::replay::scan(inner, &topic, |offset, m| {
-                    match serde_json::from_slice::<PopRecord>(&m.message.body) {
-                        Ok(record) => {
-                            records += 1;
-                            apply(&mut table, record, now);
-                        }
-                        Err(_) => tracing::warn!(offset, "unreadable revive record skipped"),
-                    }
-                });
+                let (table, records) = Self::replay_table(inner);
                 let inflight: usize = table.values().map(|q| q.inflight.len()).sum();
                 tracing::info!(
                     records,

@@ -59,6 +59,11 @@ impl Default for ReplayGate {
 }
 
 impl ReplayGate {
+    /// Whether the replay ran for the epoch this broker serves now (false on a slave).
+    pub fn is_current(&self, inner: &BrokerInner) -> bool {
+        serving_epoch(inner).is_ok_and(|e| self.replayed_for.load(Ordering::Acquire) == e)
+    }
+
     /// `Ok` once `replay(epoch)` ran for the current serving epoch (running it now if needed);
     /// `Err` when this broker does not serve writes (see [`serving_epoch`]).
     pub async fn ensure(

@@ -10,8 +10,14 @@
 //!   `rmq_sys_timer_done` markers at start and on becoming master) and, every 100 ms, stores
 //!   each due message in its real topic and queue, then a done marker. A crash between the two
 //!   delivers twice, never zero times.
+//! - **Rolling** (RocketMQ's timer roll): a pending timer keeps the CommitLog segment it is
+//!   stored in from being deleted (the retention pin). When retention wants that segment gone
+//!   (it expired, or the disk is short of space), the master stores the timer again at the head
+//!   of the log, with `TIMER_ROLLED_FROM` naming the record it replaces and `TIMER_ROLL_TIMES`
+//!   counting the rolls. One record does both, so a crash leaves either the old timer or the new
+//!   one pending, never both and never neither. A recall handle made before a roll still works.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +34,10 @@ pub const TIMER_TOPIC: &str = "rmq_sys_wheel_timer";
 pub const TIMER_DONE_TOPIC: &str = "rmq_sys_timer_done";
 /// The delivery time of a message waiting in the timer topic.
 pub const TIMER_OUT_MS: &str = "TIMER_OUT_MS";
+/// On a rolled timer record: the timer topic offset of the record it replaces.
+pub const TIMER_ROLLED_FROM: &str = "TIMER_ROLLED_FROM";
+/// On a rolled timer record: how many times the timer was rolled (RocketMQ's name).
+pub const TIMER_ROLL_TIMES: &str = "TIMER_ROLL_TIMES";
 /// RocketMQ's `timerMaxDelaySec`: 3 days.
 pub const MAX_DELAY_MS: i64 = 3 * 24 * 3600 * 1000;
 /// `messageDelayLevel`: "1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h".
@@ -154,10 +164,22 @@ impl RecallHandle {
     }
 }
 
+/// What a replay of the timer topics found.
+struct Replayed {
+    /// (delivery time, timer topic offset) of every pending timer.
+    pending: BTreeSet<(i64, i64)>,
+    /// Replaced record -> the record that replaced it.
+    rolled: HashMap<i64, i64>,
+    delivered: usize,
+}
+
 /// The pending timers of a broker.
 pub struct TimerService {
     /// (delivery time, timer topic queue offset)
     pending: Mutex<BTreeSet<(i64, i64)>>,
+    /// Rolled timers: the timer topic offset of a replaced record -> the offset of the record
+    /// that replaced it (for recall handles made before the roll).
+    rolled: Mutex<HashMap<i64, i64>>,
     replay: crate::replay::ReplayGate,
     /// Held while delivering and while recalling, so a recall never races a delivery.
     op_lock: tokio::sync::Mutex<()>,
@@ -167,6 +189,7 @@ impl Default for TimerService {
     fn default() -> Self {
         TimerService {
             pending: Mutex::new(BTreeSet::new()),
+            rolled: Mutex::new(HashMap::new()),
             replay: crate::replay::ReplayGate::default(),
             op_lock: tokio::sync::Mutex::new(()),
         }
@@ -174,10 +197,23 @@ impl Default for TimerService {
 }
 
 impl TimerService {
-    /// Retention pin: the lowest CommitLog offset of a pending timer message.
-    pub fn lowest_needed(&self, store: &crate::store::MessageStore) -> Option<i64> {
-        let first = self.pending.lock().iter().map(|(_, o)| *o).min()?;
-        store.get_commit_log_offset_in_queue(TIMER_TOPIC, 0, first)
+    /// Retention pin: the lowest CommitLog offset of a pending timer message. From memory once
+    /// this broker has replayed the timers for its serving epoch, from a fresh replay of the
+    /// timer topics otherwise (a slave, or a master before its first round): a failover must
+    /// find every pending timer.
+    pub fn lowest_needed(&self, inner: &BrokerInner) -> Option<i64> {
+        let first = if self.replay.is_current(inner) {
+            self.pending.lock().iter().map(|(_, o)| *o).min()?
+        } else {
+            Self::replay_pending(inner)
+                .pending
+                .iter()
+                .map(|(_, o)| *o)
+                .min()?
+        };
+        inner
+            .store
+            .get_commit_log_offset_in_queue(TIMER_TOPIC, 0, first)
     }
 
     /// Records a timer stored at `offset` of the timer topic.
@@ -185,41 +221,147 @@ impl TimerService {
         self.pending.lock().insert((deliver_at, offset));
     }
 
+    /// The pending timers the timer topics describe.
+    fn replay_pending(inner: &BrokerInner) -> Replayed {
+        let mut done = HashSet::new();
+        crate::replay::scan(inner, TIMER_DONE_TOPIC, |_, m| {
+            if let Ok(o) = String::from_utf8_lossy(&m.message.body)
+                .trim()
+                .parse::<i64>()
+            {
+                done.insert(o);
+            }
+        });
+        let mut pending = BTreeSet::new();
+        let mut rolled = HashMap::new();
+        crate::replay::scan(inner, TIMER_TOPIC, |off, m| {
+            if let Some(from) = m
+                .message
+                .property(TIMER_ROLLED_FROM)
+                .and_then(|v| v.parse::<i64>().ok())
+            {
+                rolled.insert(from, off);
+            }
+            if done.contains(&off) {
+                return;
+            }
+            if let Some(at) = m
+                .message
+                .property(TIMER_OUT_MS)
+                .and_then(|v| v.parse::<i64>().ok())
+            {
+                pending.insert((at, off));
+            }
+        });
+        // A rolled record is replaced by its copy (stored later, so seen after it).
+        pending.retain(|(_, off)| !rolled.contains_key(off));
+        Replayed {
+            pending,
+            rolled,
+            delivered: done.len(),
+        }
+    }
+
     async fn ensure_rebuilt(&self, inner: &BrokerInner) -> bool {
         self.replay
             .ensure(inner, |epoch| {
-                let mut done = HashSet::new();
-                crate::replay::scan(inner, TIMER_DONE_TOPIC, |_, m| {
-                    if let Ok(o) = String::from_utf8_lossy(&m.message.body)
-                        .trim()
-                        .parse::<i64>()
-                    {
-                        done.insert(o);
-                    }
-                });
-                let mut pending = BTreeSet::new();
-                crate::replay::scan(inner, TIMER_TOPIC, |off, m| {
-                    if done.contains(&off) {
-                        return;
-                    }
-                    if let Some(at) = m
-                        .message
-                        .property(TIMER_OUT_MS)
-                        .and_then(|v| v.parse::<i64>().ok())
-                    {
-                        pending.insert((at, off));
-                    }
-                });
+                let r = Self::replay_pending(inner);
                 tracing::info!(
-                    pending = pending.len(),
-                    delivered = done.len(),
+                    pending = r.pending.len(),
+                    delivered = r.delivered,
+                    rolled = r.rolled.len(),
                     epoch,
                     "timers rebuilt from the timer topic"
                 );
-                self.pending.lock().extend(pending);
+                self.pending.lock().extend(r.pending);
+                self.rolled.lock().extend(r.rolled);
             })
             .await
             .is_ok()
+    }
+
+    /// The timer topic offset a timer first stored at `offset` has now (after its rolls).
+    fn current_offset(&self, mut offset: i64) -> i64 {
+        let rolled = self.rolled.lock();
+        // Each roll stores a later record, so the chain ends.
+        while let Some(next) = rolled.get(&offset) {
+            offset = *next;
+        }
+        offset
+    }
+
+    /// Stores again, at the head of the log, every pending timer whose record lies below the
+    /// CommitLog offset `limit`, so that retention can delete the segments below it (see the
+    /// module documentation). Returns how many timers were rolled; stops at the first failure.
+    pub async fn roll_below(&self, inner: &BrokerInner, limit: i64) -> usize {
+        if !self.ensure_rebuilt(inner).await {
+            return 0;
+        }
+        let _one = self.op_lock.lock().await;
+        let store = &inner.store;
+        let below: Vec<(i64, i64)> = self
+            .pending
+            .lock()
+            .iter()
+            .filter(|(_, off)| {
+                store
+                    .get_commit_log_offset_in_queue(TIMER_TOPIC, 0, *off)
+                    .is_some_and(|phy| phy < limit)
+            })
+            .copied()
+            .collect();
+        let mut rolled = 0;
+        for (at, offset) in below {
+            match self.roll(inner, offset).await {
+                Ok(Some(new_offset)) => {
+                    let mut pending = self.pending.lock();
+                    pending.remove(&(at, offset));
+                    pending.insert((at, new_offset));
+                    drop(pending);
+                    self.rolled.lock().insert(offset, new_offset);
+                    rolled += 1;
+                }
+                Ok(None) => {}
+                Err(Refusal { code, remark: why }) => {
+                    tracing::warn!(offset, code, %why, "cannot roll a timer; will retry");
+                    break;
+                }
+            }
+        }
+        if rolled > 0 {
+            tracing::info!(
+                rolled,
+                below = limit,
+                "pending timers stored again at the head of the log so that retention can delete the segments they were in"
+            );
+        }
+        rolled
+    }
+
+    /// Stores a copy of the timer record at `offset` that replaces it; its new offset, or
+    /// `None` when the record is gone.
+    async fn roll(&self, inner: &BrokerInner, offset: i64) -> Result<Option<i64>, Refusal> {
+        let Some(m) = inner
+            .store
+            .get_commit_log_offset_in_queue(TIMER_TOPIC, 0, offset)
+            .and_then(|phy| inner.store.look_message_by_offset(phy))
+        else {
+            return Ok(None);
+        };
+        let mut msg = m.message.clone();
+        let times = msg
+            .property(TIMER_ROLL_TIMES)
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(0);
+        msg.set_property(TIMER_ROLL_TIMES, (times + 1).to_string());
+        msg.set_property(TIMER_ROLLED_FROM, offset.to_string());
+        let mut bm = BrokerMessage::new(msg, 0);
+        bm.sys_flag = m.sys_flag;
+        bm.born_timestamp = m.born_timestamp;
+        bm.born_host = m.born_host;
+        bm.reconsume_times = m.reconsume_times;
+        let put = inner.store_durably(vec![bm]).await?;
+        Ok(Some(put.queue_offset))
     }
 
     /// Delivers every due timer; returns how many.
@@ -263,6 +405,8 @@ impl TimerService {
                 .and_then(|q| q.parse().ok())
                 .unwrap_or(0);
             msg.remove_property(TIMER_OUT_MS);
+            msg.remove_property(TIMER_ROLLED_FROM);
+            msg.remove_property(TIMER_ROLL_TIMES);
             msg.topic = topic.clone();
             crate::pop::ensure_system_topic(inner, &topic, queue_id + 1)?;
             let mut bm = BrokerMessage::new(msg, queue_id);
@@ -309,11 +453,8 @@ impl TimerService {
             )));
         }
         let _one = self.op_lock.lock().await;
-        if !self
-            .pending
-            .lock()
-            .contains(&(h.deliver_at, h.timer_offset))
-        {
+        let timer_offset = self.current_offset(h.timer_offset);
+        if !self.pending.lock().contains(&(h.deliver_at, timer_offset)) {
             return Err(Refusal::new(
                 response_code::NO_MESSAGE,
                 format!(
@@ -324,7 +465,7 @@ impl TimerService {
         }
         let stored = inner
             .store
-            .get_commit_log_offset_in_queue(TIMER_TOPIC, 0, h.timer_offset)
+            .get_commit_log_offset_in_queue(TIMER_TOPIC, 0, timer_offset)
             .and_then(|phy| inner.store.look_message_by_offset(phy));
         let matches = stored.as_ref().is_some_and(|m| {
             m.message.uniq_key() == Some(h.message_id.as_str())
@@ -341,11 +482,11 @@ impl TimerService {
         }
         crate::pop::ensure_system_topic(inner, TIMER_DONE_TOPIC, 1)?;
         let marker = BrokerMessage::new(
-            Message::new(TIMER_DONE_TOPIC, h.timer_offset.to_string().into_bytes()),
+            Message::new(TIMER_DONE_TOPIC, timer_offset.to_string().into_bytes()),
             0,
         );
         inner.store_durably(vec![marker]).await?;
-        self.pending.lock().remove(&(h.deliver_at, h.timer_offset));
+        self.pending.lock().remove(&(h.deliver_at, timer_offset));
         tracing::info!(topic, message_id = %h.message_id, "delayed message recalled");
         Ok(h.message_id)
     }
@@ -354,17 +495,30 @@ impl TimerService {
     pub fn pending_count(&self) -> usize {
         self.pending.lock().len()
     }
+
+    /// Whether the pending timers in memory are this broker's for its serving epoch.
+    pub fn replayed(&self, inner: &BrokerInner) -> bool {
+        self.replay.is_current(inner)
+    }
 }
 
-/// Runs delivery rounds every 100 ms until aborted.
+/// Runs delivery rounds every 100 ms until aborted, and every second rolls the timers that
+/// keep retention from deleting a segment.
 pub async fn timer_loop(inner: Arc<BrokerInner>) {
     let mut ticker = tokio::time::interval(Duration::from_millis(100));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut round = 0u64;
     loop {
         ticker.tick().await;
+        round += 1;
         let n = inner.timers.deliver_due(&inner).await;
         if n > 0 {
             tracing::debug!(delivered = n, "timer round");
+        }
+        if round.is_multiple_of(10) {
+            if let Some(limit) = inner.store.retention_wanted() {
+                inner.timers.roll_below(&inner, limit).await;
+            }
         }
     }
 }

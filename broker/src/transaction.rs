@@ -99,10 +99,51 @@ fn committed_message(half: &message::MessageExt) -> Result<BrokerMessage, Refusa
 }
 
 impl TransactionService {
-    /// Retention pin: the lowest CommitLog offset of an undecided half message.
-    pub fn lowest_needed(&self, store: &crate::store::MessageStore) -> Option<i64> {
-        let first = *self.pending.lock().keys().next()?;
-        store.get_commit_log_offset_in_queue(HALF_TOPIC, 0, first)
+    /// Retention pin: the lowest CommitLog offset of an undecided half message. From memory
+    /// once this broker has replayed the transactions for its serving epoch, from a fresh
+    /// replay of the half and op topics otherwise (a slave, or a master before its first
+    /// check round): a failover must find every undecided half message.
+    pub fn lowest_needed(&self, inner: &BrokerInner) -> Option<i64> {
+        let first = if self.replay.is_current(inner) {
+            *self.pending.lock().keys().next()?
+        } else {
+            *Self::replay_pending(inner).0.keys().next()?
+        };
+        inner
+            .store
+            .get_commit_log_offset_in_queue(HALF_TOPIC, 0, first)
+    }
+
+    /// The undecided half messages the two topics describe, and how many were decided.
+    fn replay_pending(inner: &BrokerInner) -> (BTreeMap<i64, Pending>, usize) {
+        let mut done = HashSet::new();
+        crate::replay::scan(inner, OP_TOPIC, |_, m| {
+            if let Ok(o) = String::from_utf8_lossy(&m.message.body)
+                .trim()
+                .parse::<i64>()
+            {
+                done.insert(o);
+            }
+        });
+        let mut pending = BTreeMap::new();
+        crate::replay::scan(inner, HALF_TOPIC, |off, m| {
+            if !done.contains(&off) {
+                pending.insert(
+                    off,
+                    Pending {
+                        store_ms: m.store_timestamp,
+                        checks: 0,
+                        last_check_ms: 0,
+                    },
+                );
+            }
+        });
+        (pending, done.len())
+    }
+
+    /// Whether the undecided half messages in memory are this broker's for its serving epoch.
+    pub fn replayed(&self, inner: &BrokerInner) -> bool {
+        self.replay.is_current(inner)
     }
 
     /// Records a half message stored at `offset` of the half topic.
@@ -120,31 +161,10 @@ impl TransactionService {
     async fn ensure_rebuilt(&self, inner: &BrokerInner) -> bool {
         self.replay
             .ensure(inner, |epoch| {
-                let mut done = HashSet::new();
-                crate::replay::scan(inner, OP_TOPIC, |_, m| {
-                    if let Ok(o) = String::from_utf8_lossy(&m.message.body)
-                        .trim()
-                        .parse::<i64>()
-                    {
-                        done.insert(o);
-                    }
-                });
-                let mut pending = BTreeMap::new();
-                crate::replay::scan(inner, HALF_TOPIC, |off, m| {
-                    if !done.contains(&off) {
-                        pending.insert(
-                            off,
-                            Pending {
-                                store_ms: m.store_timestamp,
-                                checks: 0,
-                                last_check_ms: 0,
-                            },
-                        );
-                    }
-                });
+                let (pending, decided) = Self::replay_pending(inner);
                 tracing::info!(
                     pending = pending.len(),
-                    decided = done.len(),
+                    decided,
                     epoch,
                     "transactions rebuilt"
                 );

@@ -123,6 +123,38 @@ async fn query_by_key_and_unique_key_through_the_broker_and_the_admin_cli() {
         [&b"lookup-2"[..], b"lookup-3", b"lookup-4", b"lookup-5"],
         "the newest maxNum, ascending"
     );
+    // Runtime info says how far the index is: everything sent is indexed.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = client
+            .invoke(
+                &dev.broker,
+                RemotingCommand::request(request_code::GET_BROKER_RUNTIME_INFO),
+                Duration::from_secs(5),
+            )
+            .await
+            .expect("runtime info");
+        let v: serde_json::Value = serde_json::from_slice(&r.body).expect("json");
+        let num = |k: &str| -> i64 {
+            v["table"][k]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| panic!("{k} missing from the runtime info: {v}"))
+        };
+        if num("indexBehindBytes") == 0 {
+            assert_eq!(num("indexProgressOffset"), num("commitLogMaxOffset"), "{v}");
+            assert!(num("indexedRecords") >= 7, "{v}");
+            // Two keys and a unique key for each of the six, one key for the seventh.
+            assert!(num("indexEntries") > 6 * 3, "{v}");
+            assert_eq!(num("indexErrors"), 0, "{v}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "index still behind: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // By unique key: maxNum is the broker's default (32), whatever the request says.
     let r = query_until_found(
         &client,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rocketraft_common::consts::{property, sys_flag};
-use rocketraft_common::message::{decode_messages, decode_offset_msg_id};
+use rocketraft_common::message::{decode_messages, decode_offset_msg_id, MessageExt};
 use rocketraft_common::TopicConfig;
 use rocketraft_remoting::api::{MqClientApi, PullRequest, PullStatus, SendRequest};
 use rocketraft_remoting::codes::{request_code, response_code};
@@ -301,4 +301,197 @@ async fn expired_segments_go_once_live_state_no_longer_needs_them() {
 
     let _ = dev.child.kill();
     let _ = dev.child.wait();
+}
+
+/// Writes the dev config of these tests (1 MiB segments, a reserved time of 2 s, deletion at
+/// any hour) under `dir`; returns it and the store root.
+fn retention_config(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let store_root = dir.join("broker");
+    let hours: Vec<String> = (0..24).map(|h| format!("{h:02}")).collect();
+    let config = dir.join("dev.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {data:?}\n[broker]\n[broker.store]\nstore_root = {root:?}\ncommitlog_segment_size = {SEGMENT}\nconsume_queue_entries_per_file = 1000\nfile_reserved_time_secs = 2\ndelete_when = {when:?}\nclean_resource_interval_ms = 300\n",
+            data = dir.display().to_string(),
+            root = store_root.display().to_string(),
+            when = hours.join(";"),
+        ),
+    )
+    .expect("write config");
+    (config, store_root)
+}
+
+/// A delayed send to `RetRoll` due in `secs`; its recall handle.
+async fn send_timer(api: &MqClientApi, broker: &str, body: &'static str, secs: u32) -> String {
+    let r = api
+        .send(
+            broker,
+            &SendRequest {
+                producer_group: "pg".into(),
+                topic: "RetRoll".into(),
+                queue_id: 0,
+                body: Bytes::from_static(body.as_bytes()),
+                properties: BTreeMap::from([(
+                    property::TIMER_DELAY_SEC.to_string(),
+                    secs.to_string(),
+                )]),
+                ..SendRequest::default()
+            },
+        )
+        .await
+        .expect("timer send");
+    assert_eq!(r.code, response_code::SUCCESS);
+    r.recall_handle.expect("a recall handle for a delayed send")
+}
+
+async fn recall(client: &RemotingClient, broker: &str, handle: &str) -> RemotingCommand {
+    client
+        .invoke(
+            broker,
+            RemotingCommand::request(request_code::RECALL_MESSAGE)
+                .with_ext("producerGroup", "pg")
+                .with_ext("topic", "RetRoll")
+                .with_ext("recallHandle", handle),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("recall")
+}
+
+/// Every message of queue 0 of `topic` from its minimum.
+async fn read_queue(api: &MqClientApi, broker: &str, topic: &str) -> Vec<MessageExt> {
+    let mut pull = PullRequest {
+        consumer_group: "reader".into(),
+        topic: topic.into(),
+        queue_id: 0,
+        queue_offset: 0,
+        max_msg_nums: 32,
+        // PullSysFlag FLAG_SUBSCRIPTION: the subscription travels with the pull.
+        sys_flag: 4,
+        commit_offset: 0,
+        suspend_timeout_ms: 0,
+        subscription: Some("*".into()),
+    };
+    let mut out = Vec::new();
+    loop {
+        let r = api.pull(broker, &pull).await.expect("pull");
+        match r.status {
+            PullStatus::Found => {
+                out.extend(r.messages);
+                pull.queue_offset = r.next_begin_offset;
+            }
+            PullStatus::OffsetIllegal if pull.queue_offset < r.min_offset => {
+                pull.queue_offset = r.min_offset;
+            }
+            _ => return out,
+        }
+    }
+}
+
+/// Pending timers far in the future do not keep their segment: when retention wants it gone,
+/// the master stores them again at the head of the log (rolls them); the segment goes, the
+/// timers stay pending (across a restart too), recall handles made before the roll still work,
+/// and a rolled timer is delivered as it was sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_timers_roll_so_their_segments_can_go() {
+    let _turn = crate::support::file_turn(module_path!());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (config, _) = retention_config(dir.path());
+    let config = config.to_str().expect("utf8").to_string();
+    let mut dev = Dev::start(dir.path(), free_port(), free_port(), &["--config", &config]);
+    let client = RemotingClient::new(ClientConfig::default());
+    let api = MqClientApi::new(client.clone(), Duration::from_secs(5));
+    for t in ["Ret", "RetRoll"] {
+        api.create_topic(&dev.broker, &TopicConfig::new(t, 1))
+            .await
+            .expect("topic");
+    }
+    // In the first segment: two timers an hour away and one due in 20 s.
+    let far = send_timer(&api, &dev.broker, "far", 3600).await;
+    let far2 = send_timer(&api, &dev.broker, "far2", 3600).await;
+    let _soon = send_timer(&api, &dev.broker, "soon", 20).await;
+
+    // Four more segments; all but the last expire after 2 s. Without rolling, the timers
+    // would keep the first segment (and so every later one) for an hour.
+    produce(&api, &dev.broker, 4 * 1024 + 64).await;
+    wait_for(
+        "the segments the timers were in to go",
+        Duration::from_secs(30),
+        async || {
+            num(&runtime(&client, &dev.broker).await, "commitLogMinOffset") >= 3 * SEGMENT as i64
+        },
+    )
+    .await;
+
+    // Each timer is now one record at the head of the log that names the one it replaces.
+    let timers = read_queue(&api, &dev.broker, "rmq_sys_wheel_timer").await;
+    let mut rolled: Vec<(String, String, String)> = timers
+        .iter()
+        .filter_map(|m| {
+            Some((
+                String::from_utf8_lossy(&m.message.body).to_string(),
+                m.message.property("TIMER_ROLLED_FROM")?.to_string(),
+                m.message.property("TIMER_ROLL_TIMES")?.to_string(),
+            ))
+        })
+        .collect();
+    rolled.sort();
+    assert_eq!(
+        rolled,
+        vec![
+            ("far".to_string(), "0".to_string(), "1".to_string()),
+            ("far2".to_string(), "1".to_string(), "1".to_string()),
+            ("soon".to_string(), "2".to_string(), "1".to_string()),
+        ],
+        "rolled timer records: {timers:?}"
+    );
+    assert!(
+        timers
+            .iter()
+            .all(|m| m.commit_log_offset >= 3 * SEGMENT as i64),
+        "every timer record left is above the new minimum"
+    );
+
+    // The one due soon is delivered as it was sent.
+    let mut delivered = Vec::new();
+    wait_for(
+        "the rolled timer's delivery",
+        Duration::from_secs(30),
+        async || {
+            delivered = read_queue(&api, &dev.broker, "RetRoll").await;
+            !delivered.is_empty()
+        },
+    )
+    .await;
+    assert_eq!(delivered.len(), 1, "{delivered:?}");
+    let m = &delivered[0].message;
+    assert_eq!(&m.body[..], b"soon");
+    for p in [
+        "TIMER_ROLLED_FROM",
+        "TIMER_ROLL_TIMES",
+        "TIMER_OUT_MS",
+        property::REAL_TOPIC,
+    ] {
+        assert_eq!(
+            m.property(p),
+            None,
+            "{p} left on the delivered message: {m:?}"
+        );
+    }
+
+    // A handle made before the roll recalls the rolled timer, once.
+    let r = recall(&client, &dev.broker, &far).await;
+    assert_eq!(r.code, response_code::SUCCESS, "{:?}", r.remark);
+    let r = recall(&client, &dev.broker, &far).await;
+    assert_eq!(r.code, response_code::NO_MESSAGE, "{:?}", r.remark);
+
+    // After a restart the replay knows the rolls: the other handle still recalls.
+    drop(dev);
+    dev = Dev::start(dir.path(), free_port(), free_port(), &["--config", &config]);
+    let r = recall(&client, &dev.broker, &far2).await;
+    assert_eq!(r.code, response_code::SUCCESS, "{:?}", r.remark);
+    let r = recall(&client, &dev.broker, &far).await;
+    assert_eq!(r.code, response_code::NO_MESSAGE, "{:?}", r.remark);
+    drop(dev);
 }

@@ -17,7 +17,11 @@
 //! apart. A segment never goes while it is the writer's, while any of its bytes is not yet
 //! flushed or dispatched, or while it holds state the broker still needs (the **retention
 //! pin**: in-flight POP messages, pending timers and undecided transactions, see
-//! [`super::MessageStore::set_retention_pin`]). Before a segment leaves the chain, every
+//! [`super::MessageStore::set_retention_pin`]). When the pin keeps a segment, the round records
+//! where that segment ends ([`super::MessageStore::retention_wanted`]) and the broker moves what
+//! it can above it: pending timers, which may wait days, are stored again at the head of the
+//! log; in-flight POP messages (bounded by their invisible time) and undecided transactions
+//! (bounded by the transaction checks) are waited for. Before a segment leaves the chain, every
 //! ConsumeQueue's minimum moves past it (to its first entry in a later segment), so no reader
 //! follows an entry into deleted bytes, and the queue files wholly below go (the last file of
 //! a queue always stays: it carries the queue's max offset).
@@ -41,6 +45,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::mapped_file::{sync_dir, MappedFile};
 use super::Shared;
+
+/// [`super::Retention::wanted`] when no segment is kept by the pin.
+pub(crate) const NOT_WANTED: i64 = -1;
 
 /// Segments deleted per round at most (RocketMQ's `deleteFileBatchMax`).
 pub const DELETE_FILES_BATCH_MAX: usize = 10;
@@ -67,6 +74,9 @@ pub struct RoundReport {
     pub cq_files_deleted: usize,
     /// Set when the retention pin kept a segment that would otherwise have gone.
     pub pinned_at: Option<i64>,
+    /// Where the segment the pin kept ends: the broker moves the state it can move (timers)
+    /// above this (see [`super::MessageStore::retention_wanted`]).
+    pub wanted: Option<i64>,
 }
 
 /// Percent of the filesystem holding `path` in use, as RocketMQ's
@@ -89,20 +99,15 @@ pub fn disk_used_percent(path: &Path) -> std::io::Result<f64> {
     Ok(((total - free) / total * 100.0).clamp(0.0, 100.0))
 }
 
-/// The hours of `delete_when` ("04", "04;16"). Bad parts are logged and skipped.
-pub fn parse_delete_when(when: &str) -> BTreeSet<u32> {
+/// The hours of `delete_when` ("04", "04;16"; empty parts ignored), or the first part that
+/// is not an hour of the day (00..23). The config check and the cleaner both read it here.
+pub fn parse_delete_when(when: &str) -> Result<BTreeSet<u32>, String> {
     when.split(';')
         .map(str::trim)
         .filter(|p| !p.is_empty())
-        .filter_map(|p| match p.parse::<u32>() {
-            Ok(h) if h < 24 => Some(h),
-            _ => {
-                tracing::warn!(
-                    part = p,
-                    "deleteWhen: not an hour of the day (00..23); ignored"
-                );
-                None
-            }
+        .map(|p| match p.parse::<u32>() {
+            Ok(h) if h < 24 => Ok(h),
+            _ => Err(p.to_string()),
         })
         .collect()
 }
@@ -255,7 +260,9 @@ impl Cleaner {
         }
         report.disk_full = self.shared.retention.disk_full.load(Ordering::Acquire);
         let space_to_delete = clean_now || ratio.is_some_and(|r| r > levels.max_used);
-        let time_up = parse_delete_when(&cfg.delete_when).contains(&local_hour());
+        // Checked when the store opened; a bad value deletes at no hour.
+        let time_up =
+            parse_delete_when(&cfg.delete_when).is_ok_and(|hours| hours.contains(&local_hour()));
         let manual = self.manual_rounds > 0;
         if time_up || space_to_delete || manual {
             if manual {
@@ -268,6 +275,16 @@ impl Cleaner {
         if self.cleaned_for != Some(min) {
             report.cq_files_deleted += self.clean_consume_queues(min);
         }
+        if report.segments_deleted > 0 {
+            // The epochs wholly below the log's first offset describe nothing any more.
+            if let Err(e) = self.shared.epochs.lock().truncate_prefix(min) {
+                tracing::warn!(error = %e, "cannot forget the epochs below the first offset; retrying after the next deletion");
+            }
+        }
+        self.shared
+            .retention
+            .wanted
+            .store(report.wanted.unwrap_or(NOT_WANTED), Ordering::Release);
         report
     }
 
@@ -319,6 +336,7 @@ impl Cleaner {
             let new_min = first.end_offset() as i64;
             if new_min > limit {
                 if report.pinned_at.is_some() {
+                    report.wanted = Some(new_min);
                     tracing::info!(
                         segment = %first.path().display(),
                         pinned_at = ?report.pinned_at,
@@ -400,10 +418,14 @@ mod tests {
 
     #[test]
     fn delete_when_hours() {
-        assert_eq!(parse_delete_when("04"), BTreeSet::from([4]));
-        assert_eq!(parse_delete_when("04;16; 23"), BTreeSet::from([4, 16, 23]));
-        assert_eq!(parse_delete_when("24;x;01"), BTreeSet::from([1]));
-        assert!(parse_delete_when("").is_empty());
+        assert_eq!(parse_delete_when("04"), Ok(BTreeSet::from([4])));
+        assert_eq!(
+            parse_delete_when("04;16; 23"),
+            Ok(BTreeSet::from([4, 16, 23]))
+        );
+        assert_eq!(parse_delete_when("01;24;x"), Err("24".to_string()));
+        assert_eq!(parse_delete_when("x"), Err("x".to_string()));
+        assert_eq!(parse_delete_when(""), Ok(BTreeSet::new()));
     }
 
     #[test]

@@ -272,13 +272,11 @@ impl StoreConfig {
                 return bad(format!("{key} {v} is a percentage: use 0..=100"));
             }
         }
-        for part in self.delete_when.split(';').map(str::trim) {
-            if !part.is_empty() && !matches!(part.parse::<u32>(), Ok(h) if h < 24) {
-                return bad(format!(
-                    "delete_when (deleteWhen) {:?}: {part:?} is not an hour of the day; use hours 00..23 separated by ';', e.g. \"04\" or \"04;16\"",
-                    self.delete_when
-                ));
-            }
+        if let Err(part) = super::clean::parse_delete_when(&self.delete_when) {
+            return bad(format!(
+                "delete_when (deleteWhen) {:?}: {part:?} is not an hour of the day; use hours 00..23 separated by ';', e.g. \"04\" or \"04;16\"",
+                self.delete_when
+            ));
         }
         if self.clean_resource_interval_ms == 0 {
             return bad("clean_resource_interval_ms (cleanResourceInterval) must be > 0".into());

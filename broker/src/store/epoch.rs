@@ -171,6 +171,28 @@ impl EpochFile {
         Ok(())
     }
 
+    /// Forgets the epochs that end at or below `offset`, the log's new first offset after
+    /// retention deleted segments (RocketMQ's `truncatePrefixByOffset`); the newest entry
+    /// always stays. Kept entries keep their start, so consistent points are found as before.
+    pub fn truncate_prefix(&mut self, offset: i64) -> io::Result<()> {
+        let ends: Vec<i64> = (0..self.entries.len())
+            .map(|i| Self::end_of(&self.entries, i, i64::MAX))
+            .collect();
+        let next: Vec<EpochEntry> = self
+            .entries
+            .iter()
+            .zip(ends)
+            .filter(|(_, end)| *end > offset)
+            .map(|(e, _)| *e)
+            .collect();
+        if next.len() == self.entries.len() {
+            return Ok(());
+        }
+        self.persist(&next)?;
+        self.entries = next;
+        Ok(())
+    }
+
     /// Where the epoch containing index `i` ends: the next entry's start, or `log_end`.
     fn end_of(entries: &[EpochEntry], i: usize, log_end: i64) -> i64 {
         entries.get(i + 1).map_or(log_end, |n| n.start_offset)
@@ -216,6 +238,34 @@ pub fn consistent_point(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn truncating_the_prefix_forgets_the_epochs_below_the_first_offset() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("epoch");
+        let mut f = EpochFile::open(&path).expect("open");
+        // Epoch 2 wrote nothing: epoch 3 starts where it did.
+        for (epoch, start) in [(1, 0), (2, 1000), (3, 1000), (5, 4000)] {
+            f.append(epoch, start).expect("append");
+        }
+        f.truncate_prefix(999).expect("truncate");
+        assert_eq!(f.entries().len(), 4, "epoch 1 still holds offset 999");
+        f.truncate_prefix(1000).expect("truncate");
+        let left: Vec<(i32, i64)> = f
+            .entries()
+            .iter()
+            .map(|e| (e.epoch, e.start_offset))
+            .collect();
+        assert_eq!(
+            left,
+            [(3, 1000), (5, 4000)],
+            "epoch 2 held nothing, epoch 1 ended at 1000"
+        );
+        f.truncate_prefix(1 << 40).expect("truncate");
+        assert_eq!(f.entries().len(), 1, "the newest entry stays");
+        let again = EpochFile::open(&path).expect("reopen");
+        assert_eq!(again.entries(), f.entries(), "durable");
+    }
 
     fn e(epoch: i32, start_offset: i64) -> EpochEntry {
         EpochEntry {

@@ -190,7 +190,6 @@ pub(crate) struct Stats {
 pub type RetentionPin = Arc<dyn Fn() -> Option<i64> + Send + Sync>;
 
 /// Retention state shared by the cleaner, the facade and the write path.
-#[derive(Default)]
 pub(crate) struct Retention {
     /// Set while the disk is above `disk_space_warning_level_ratio`: puts are refused.
     pub disk_full: AtomicBool,
@@ -199,6 +198,22 @@ pub(crate) struct Retention {
     pub segments_deleted: AtomicU64,
     pub cq_files_deleted: AtomicU64,
     pub pin: parking_lot::RwLock<Option<RetentionPin>>,
+    /// Where the segment the pin last kept ends ([`clean::NOT_WANTED`] if none did in the last
+    /// round).
+    pub wanted: AtomicI64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            disk_full: AtomicBool::new(false),
+            disk_used_permille: AtomicU64::new(0),
+            segments_deleted: AtomicU64::new(0),
+            cq_files_deleted: AtomicU64::new(0),
+            pin: parking_lot::RwLock::new(None),
+            wanted: AtomicI64::new(clean::NOT_WANTED),
+        }
+    }
 }
 
 /// What `admin broker status` shows about retention.
@@ -1176,6 +1191,14 @@ impl MessageStore {
     /// live state (see [`RetentionPin`]). Replaces an earlier one.
     pub fn set_retention_pin(&self, pin: RetentionPin) {
         *self.shared.retention.pin.write() = Some(pin);
+    }
+
+    /// When the last cleaning round kept a segment only because the retention pin needs it:
+    /// the offset where that segment ends. State the broker can move (a pending timer, by
+    /// storing it again at the head of the log) should move above it so that the segment can go.
+    pub fn retention_wanted(&self) -> Option<i64> {
+        let w = self.shared.retention.wanted.load(Ordering::Acquire);
+        (w != clean::NOT_WANTED).then_some(w)
     }
 
     /// DELETE_EXPIRED_COMMITLOG (RocketMQ's `executeDeleteFilesManually`): the next 20

@@ -58,11 +58,23 @@ fn wait_flushed(store: &MessageStore) {
 fn expired_segments_go_and_readers_continue_from_the_new_minimum() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = MessageStore::open(config(dir.path())).expect("open");
-    let written = fill(&store, "T", 6);
+    // Two master epochs: the first wrote the first three segments.
+    store.append_epoch(1, 0).expect("epoch 1");
+    let mut written = fill(&store, "T", 3);
+    let second = store.max_phy_offset();
+    store.append_epoch(2, second).expect("epoch 2");
+    written += fill(&store, "T", 6);
     wait_flushed(&store);
     std::thread::sleep(Duration::from_millis(1_100));
     let report = store.clean_now().expect("round");
     assert_eq!(report.segments_deleted, 5, "{report:?}");
+    // The first epoch lies wholly below the new first offset: forgotten, durably.
+    let epochs: Vec<(i32, i64)> = store
+        .epoch_entries()
+        .iter()
+        .map(|e| (e.epoch, e.start_offset))
+        .collect();
+    assert_eq!(epochs, [(2, second)]);
     assert!(report.cq_files_deleted > 0, "{report:?}");
     let status = store.retention_status();
     assert_eq!(status.segments, 1);
@@ -93,6 +105,11 @@ fn expired_segments_go_and_readers_continue_from_the_new_minimum() {
     drop(store);
     let store = MessageStore::open(config(dir.path())).expect("reopen");
     assert_eq!(store.min_phy_offset(), 5 * 64 * 1024);
+    assert_eq!(
+        store.epoch_entries().len(),
+        1,
+        "the epoch prefix stays truncated"
+    );
     store.clean_now().expect("round");
     assert_eq!(store.get_min_offset_in_queue("T", 0), min);
     let r = put(&store, "T", 0).expect("put after reopen");
@@ -155,6 +172,14 @@ fn segments_not_yet_expired_stay_and_the_pin_keeps_live_state() {
     assert_eq!(report.pinned_at, Some(pin));
     assert_eq!(store.min_phy_offset(), 2 * 64 * 1024);
     assert_eq!(store.retention_status().pinned_at, Some(pin));
+    // The broker is told which segment the pin keeps (it rolls timers out of it).
+    assert_eq!(report.wanted, Some(3 * 64 * 1024));
+    assert_eq!(store.retention_wanted(), Some(3 * 64 * 1024));
+    // Once nothing pins, the rest goes and nothing is wanted any more.
+    store.set_retention_pin(std::sync::Arc::new(|| None));
+    let report = store.clean_now().expect("round");
+    assert_eq!(report.segments_deleted, 1, "{report:?}");
+    assert_eq!(store.retention_wanted(), None);
     store.shutdown().expect("shutdown");
 }
 

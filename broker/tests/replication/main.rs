@@ -10,6 +10,7 @@ mod controller_link;
 mod metadata_failover;
 mod replication;
 mod retention;
+mod retention_pins;
 mod sync_state_set;
 mod tls;
 
