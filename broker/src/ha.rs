@@ -1453,25 +1453,59 @@ async fn slave_handshake(
 /// Cuts the local tail the master does not share (found from both epoch histories; a log never
 /// written under any epoch keeps nothing past its start unless empty). With nothing to cut it
 /// still truncates at the local end, which drops epochs this replica started there.
+///
+/// When that point lies below this replica's first offset (its retention deleted the segments
+/// where it diverged), or no epoch is shared at all (the divergence lies at or below the
+/// master's first epoch), the whole log is suspect: it starts over at the segment start at or
+/// below that point (see the store writer's `reset_to`). An empty log forgets its epochs (they
+/// describe no byte: an interrupted start-over, or a master that never wrote).
 async fn truncate_divergent(
     store: &MessageStore,
     master_epochs: &[EpochEntry],
     master_max: i64,
 ) -> anyhow::Result<()> {
     let local_end = store.max_phy_offset();
+    let local_min = store.min_phy_offset();
     let local_epochs = store.epoch_entries();
+    let segment = (store.config().commitlog_segment_size as i64).max(1);
+    if local_end == local_min && !local_epochs.is_empty() && local_end.rem_euclid(segment) == 0 {
+        store.reset_to(local_end).await?;
+        return Ok(());
+    }
     let keep = if local_epochs.is_empty() {
         // A log this replica never wrote under any epoch: keep nothing past its start unless
         // it is empty.
-        store.min_phy_offset().max(0).min(local_end)
+        local_min.max(0).min(local_end)
     } else {
-        crate::store::epoch::consistent_point(&local_epochs, local_end, master_epochs, master_max)
-            .unwrap_or_else(|| store.min_phy_offset())
+        match crate::store::epoch::consistent_point(
+            &local_epochs,
+            local_end,
+            master_epochs,
+            master_max,
+        ) {
+            Some(point) => point,
+            None => {
+                let below = master_epochs
+                    .first()
+                    .map_or(local_min, |e| e.start_offset.min(local_min))
+                    .max(0);
+                let start = below - below.rem_euclid(segment);
+                tracing::warn!(
+                    local_min,
+                    local_end,
+                    start_over_at = start,
+                    "this replica shares no epoch with the master: its whole log is suspect"
+                );
+                store.reset_to(start).await?;
+                return Ok(());
+            }
+        }
     };
     if keep < local_end {
         tracing::warn!(
             local_end,
             keep,
+            local_min,
             master_max,
             "this replica has a tail the master does not share; truncating it"
         );

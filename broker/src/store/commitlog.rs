@@ -120,9 +120,9 @@ impl CommitLog {
         Some(segs.remove(0))
     }
 
-    /// Empties the log and makes it start at `offset` (a segment start): every segment leaves
-    /// the chain and is returned for deletion. Writer only (a replica starting over at its
-    /// master's first offset).
+    /// Empties the log and makes it start at `offset` (a segment start, past the end or at or
+    /// below the first offset): every segment leaves the chain and is returned for deletion.
+    /// Writer only (a replica starting over, see the writer's `reset_to`).
     pub fn reset(&self, offset: i64) -> Vec<Arc<MappedFile>> {
         let _guard = self.flush_lock.lock();
         let mut segs = self.segments.write();

@@ -407,6 +407,76 @@ impl ConsumeQueue {
         Ok(())
     }
 
+    /// For a replica starting its log over at `commitlog_offset`, below its first offset:
+    /// drops the entries whose record reaches past it. When the entry before the cut is still on
+    /// disk (even below the min, which then moves down to the cut) and its record ends at or
+    /// below `commitlog_offset`, that record is of the prefix the replica shares with its master
+    /// and the queue goes on from there; otherwise the next queue offset cannot be known here
+    /// and the queue is emptied ([`Self::clear`]): the master's records bring their queue
+    /// offsets. Writer only.
+    pub fn start_over_at(&self, commitlog_offset: i64) -> io::Result<()> {
+        let keep = {
+            let files = self.files.read();
+            let first = files
+                .first()
+                .map_or(0, |f| (f.start_offset() / CQ_UNIT_SIZE as u64) as i64);
+            let shared = |index: i64| {
+                self.locate_in(&files, index)
+                    .map(|(f, pos)| {
+                        // SAFETY: below the max, under the `files` lock; only the writer (the
+                        // caller) rewrites published slots.
+                        CqEntry::decode(unsafe { f.slice(pos, CQ_UNIT_SIZE) })
+                    })
+                    .is_some_and(|e| e.is_valid() && e.end() <= commitlog_offset)
+            };
+            // Entries are in CommitLog order: the first one past the cut, by binary search (an
+            // invalid slot counts as past it, which can only empty the queue).
+            let (mut lo, mut hi) = (first, self.max_offset());
+            while lo < hi {
+                let mid = lo + (hi - lo) / 2;
+                if shared(mid) {
+                    lo = mid + 1;
+                } else {
+                    hi = mid;
+                }
+            }
+            (lo > first && shared(lo - 1)).then_some(lo)
+        };
+        match keep {
+            Some(cut) => {
+                // Lowered first: `truncate` never cuts below the min.
+                self.min_offset.fetch_min(cut, Ordering::AcqRel);
+                self.truncate(cut)
+            }
+            None => self.clear(),
+        }
+    }
+
+    /// Empties the queue: min and max go back to 0 and every file is deleted (newest first), so
+    /// the next entry may come at any queue offset (its file is created then). For a replica
+    /// starting its log over below its own first offset, for a queue whose next queue offset
+    /// it cannot know: its master's records bring them. Writer only; safe under readers as
+    /// [`Self::truncate`] is: the offsets are lowered under the exclusive `files` lock before
+    /// any file goes.
+    pub fn clear(&self) -> io::Result<()> {
+        let mut files = self.files.write();
+        self.max_offset.store(0, Ordering::Release);
+        self.min_offset.store(0, Ordering::Release);
+        self.flushed_offset.store(0, Ordering::Release);
+        let removed = !files.is_empty();
+        while let Some(last) = files.pop() {
+            match fs::remove_file(last.path()) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if removed {
+            sync_dir(&self.dir)?;
+        }
+        Ok(())
+    }
+
     /// Retention: moves the min offset to the first entry whose record starts at or after
     /// `commitlog_min` (RocketMQ's `correctMinOffset`) and deletes the files wholly below it,
     /// never the last one (it carries the queue's max offset). Returns the files deleted.

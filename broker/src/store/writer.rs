@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use rocketraft_common::message::{self, BLANK_MAGIC_CODE};
 use tokio::sync::{mpsc, oneshot};
 
+use super::checkpoint::Checkpoint;
 use super::commitlog::END_FILE_MIN_BLANK_LENGTH;
 use super::dispatch::{dispatch, DispatchRequest};
 use super::error::StoreError;
@@ -679,13 +680,28 @@ impl Writer {
     /// entries past it, the tail is zeroed and later segments deleted, the epoch file forgets
     /// epochs starting at or after it, and finally the marker goes. A crash anywhere in between
     /// leaves the marker, and recovery at the next open finishes the cut.
+    ///
+    /// An `offset` below the log's first offset (this replica diverged from its master where
+    /// its own retention has since deleted the segments) makes the whole log suspect: it starts
+    /// over at the segment start at or below `offset` ([`Self::reset_to`]), and the master
+    /// streams from there (or from its own first offset if it no longer has that one either).
     pub(crate) fn truncate(&mut self, offset: i64) -> Result<(), StoreError> {
         let shared = self.shared.clone();
         let min = shared.commitlog.min_offset();
-        if offset < min {
+        if offset < 0 {
             return Err(StoreError::Replication(format!(
-                "cannot truncate to {offset}: the log starts at {min}"
+                "cannot truncate to {offset}: not an offset"
             )));
+        }
+        if offset < min {
+            let start = shared.commitlog.segment_start(offset);
+            tracing::warn!(
+                min_phy_offset = min,
+                diverged_at = offset,
+                start_over_at = start,
+                "this replica diverged from its master below its own first offset: its whole log is suspect"
+            );
+            return self.reset_to(start);
         }
         if offset >= self.write_pos {
             if offset == self.write_pos {
@@ -717,63 +733,134 @@ impl Writer {
         Ok(())
     }
 
-    /// A replica whose whole log lies below its master's first offset (the master deleted the
-    /// segments this replica would need next) starts over at that offset, a segment start at
-    /// or past its end: the log becomes empty there (segments deleted newest first, so a crash
-    /// leaves a shorter log that starts over again), every ConsumeQueue's minimum moves to its
-    /// end (queue offsets go on from the master's records), and the epochs are forgotten (the
-    /// master's come with its data).
+    /// Empties the log and makes it start at `offset`, a segment start: a replica starts over.
+    ///
+    /// - **Forward**, at or past the log's end: the master's first offset lies past this
+    ///   replica's end (the master deleted the segments it would need next). Every ConsumeQueue's
+    ///   minimum moves to its end: queue offsets go on from the master's records.
+    /// - **Backward**, at or below the log's first offset (and below its end): this replica
+    ///   diverged from its master below its own first offset, so its whole log is suspect. Each
+    ///   ConsumeQueue keeps its entries of records that end at or below `offset` (the shared
+    ///   prefix, which gives the next queue offset, even from entries below the queue's min); a
+    ///   queue with no such entry left is emptied, and its queue offsets come with the master's
+    ///   records.
+    ///
+    /// Either way the epochs are forgotten (the master's come with its data). An empty log
+    /// already at `offset` only forgets its epochs (they describe no byte).
+    ///
+    /// Crash-safe by its order, each step durable before the next: (1) the old bytes are
+    /// synced and readers stop seeing them; (2) the ConsumeQueues move; (3) a checkpoint at
+    /// `offset` is written; (4) the segments go, prepared ones first, then the chain newest
+    /// first, each unlink synced before the next; (5) the epochs go. Killed before (4) ends,
+    /// recovery finds a shorter log starting where it did (and rebuilds the queue entries of
+    /// what is left from it), with the epochs that made this replica start over, so the next
+    /// handshake starts over again; killed after, it finds an empty log at `offset` (the
+    /// checkpoint's offset) with stale epochs, which the next handshake forgets.
     pub(crate) fn reset_to(&mut self, offset: i64) -> Result<(), StoreError> {
         let shared = self.shared.clone();
         let seg_size = shared.commitlog.segment_size() as i64;
-        if offset < self.write_pos || offset.rem_euclid(seg_size) != 0 {
+        let min = shared.commitlog.min_offset();
+        let forward = offset >= self.write_pos;
+        if offset < 0 || offset.rem_euclid(seg_size) != 0 || !(forward || offset <= min) {
             return Err(StoreError::Replication(format!(
-                "cannot start over at {offset}: it must be a segment start at or past this log's end {}",
+                "cannot start over at {offset}: it must be a segment start at or past this log's end {} or at or below its first offset {min}",
                 self.write_pos
             )));
         }
-        if offset == self.write_pos && shared.commitlog.min_offset() == offset {
-            return Ok(());
+        if shared.disk_error.load(Ordering::Acquire) {
+            return Err(shared.read_only_error());
+        }
+        let epoch_path = shared.config.epoch_path();
+        if offset == self.write_pos && min == offset {
+            return shared
+                .epochs
+                .lock()
+                .truncate_from(i64::MIN)
+                .map_err(|e| StoreError::io(&epoch_path, e));
         }
         let _checkpoint = shared.checkpoint_lock.lock();
         tracing::warn!(
-            from = self.write_pos,
-            to = offset,
-            "this replica's log ends below its master's first offset: starting over there"
+            from = min,
+            to = self.write_pos,
+            start_over_at = offset,
+            forward,
+            "this replica empties its log and starts over"
         );
-        let removed = shared.commitlog.reset(offset);
-        shared.dispatched.store(offset, Ordering::Release);
-        shared.confirm.store(offset, Ordering::Release);
-        let cq_dir = shared.config.consume_queue_dir();
         let fail = |e: StoreError| {
             shared.fail(format!("starting the log over at {offset} failed: {e}"));
             shared.read_only_error()
         };
+        let dir = shared.config.commitlog_dir();
+        // (1) What a crash before (4) leaves must be intact: sync it while it is published.
+        shared
+            .commitlog
+            .flush(self.write_pos)
+            .map_err(|e| fail(StoreError::io(&dir, e)))?;
+        let removed = shared.commitlog.reset(offset);
+        shared.dispatched.store(offset, Ordering::Release);
+        shared.confirm.store(offset, Ordering::Release);
+        self.write_pos = offset;
+        self.current = None;
+        // (2)
+        let cq_dir = shared.config.consume_queue_dir();
         for q in shared.cqs.all() {
-            q.clean_below(offset)
-                .map_err(|e| fail(StoreError::io(&cq_dir, e)))?;
+            let moved = if forward {
+                q.clean_below(offset).map(|_| ())
+            } else {
+                q.start_over_at(offset)
+            };
+            moved.map_err(|e| fail(StoreError::io(&cq_dir, e)))?;
         }
+        super::failpoint("reset-after-cq");
+        // (3)
+        self.checkpoint_at(offset).map_err(fail)?;
+        super::failpoint("reset-after-checkpoint");
+        // (4)
+        self.allocator
+            .discard_from(0)
+            .map_err(|e| fail(StoreError::io(&dir, e)))?;
         for seg in removed.iter().rev() {
             match std::fs::remove_file(seg.path()) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(fail(StoreError::io(seg.path(), e))),
             }
+            super::mapped_file::sync_dir(&dir).map_err(|e| fail(StoreError::io(&dir, e)))?;
+            super::failpoint("reset-after-segment");
         }
         drop(removed);
-        let dir = shared.config.commitlog_dir();
-        self.allocator
-            .discard_from(0)
-            .map_err(|e| fail(StoreError::io(&dir, e)))?;
         super::mapped_file::sync_dir(&dir).map_err(|e| fail(StoreError::io(&dir, e)))?;
+        super::failpoint("reset-after-segments");
+        // (5)
         shared
             .epochs
             .lock()
             .truncate_from(i64::MIN)
-            .map_err(|e| fail(StoreError::io(shared.config.epoch_path(), e)))?;
-        self.write_pos = offset;
-        self.current = None;
+            .map_err(|e| fail(StoreError::io(&epoch_path, e)))?;
         Ok(())
+    }
+
+    /// Writes a checkpoint saying the log is flushed and dispatched up to `offset` (after the
+    /// ConsumeQueues are flushed), with the queues' ends: step (3) of [`Self::reset_to`]. The
+    /// caller holds the checkpoint lock, so the flusher's checkpoints come before or after.
+    fn checkpoint_at(&self, offset: i64) -> Result<(), StoreError> {
+        let shared = &self.shared;
+        let cq_dir = shared.config.consume_queue_dir();
+        let mut queues = Vec::new();
+        for q in shared.cqs.all() {
+            q.flush().map_err(|e| StoreError::io(&cq_dir, e))?;
+            queues.push((q.topic().to_string(), q.queue_id(), q.max_offset()));
+        }
+        queues.sort();
+        let cp = Checkpoint {
+            physical_flushed_offset: offset,
+            dispatch_flushed_offset: offset,
+            last_store_timestamp: shared.last_store_timestamp.load(Ordering::Acquire),
+            confirm_offset: Some(offset),
+            queues,
+        };
+        let path = shared.config.checkpoint_path();
+        cp.store(&path).map_err(|e| StoreError::io(&path, e))
     }
 
     /// The part of [`truncate`](Self::truncate) after the marker is written.

@@ -362,13 +362,13 @@ fn acked_end(master: &Broker) -> i64 {
 
 /// A TCP relay that can drop every connection through it and refuse new ones: a network
 /// partition of whatever is behind it.
-struct Relay {
-    addr: SocketAddr,
+pub(crate) struct Relay {
+    pub(crate) addr: SocketAddr,
     cut: tokio::sync::watch::Sender<bool>,
 }
 
 impl Relay {
-    async fn start(target: SocketAddr) -> Relay {
+    pub(crate) async fn start(target: SocketAddr) -> Relay {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("relay bind");
@@ -402,23 +402,32 @@ impl Relay {
         Relay { addr, cut }
     }
 
-    fn set_cut(&self, cut: bool) {
+    pub(crate) fn set_cut(&self, cut: bool) {
         self.cut.send_replace(cut);
     }
 }
 
 /// Every broker reaches the controller and the NameServer through its own relay, and is reached
 /// (Remoting and HA) through two more; cutting the three isolates it from everything.
-struct Isolatable {
-    broker: Option<Broker>,
-    listen: SocketAddr,
-    relays: [Relay; 3],
-    cfg: BrokerConfig,
+pub(crate) struct Isolatable {
+    pub(crate) broker: Option<Broker>,
+    pub(crate) listen: SocketAddr,
+    pub(crate) relays: [Relay; 3],
+    pub(crate) cfg: BrokerConfig,
 }
 
 /// Three brokers, each reaching the controller and NameServer through its own relay and
 /// reached (Remoting, HA) through two more, started.
 async fn isolatable_set(dir: &Path, ns_addr: SocketAddr) -> Vec<Isolatable> {
+    isolatable_set_with(dir, ns_addr, |_| {}).await
+}
+
+/// [`isolatable_set`] with each broker's config tuned by `tune` first.
+pub(crate) async fn isolatable_set_with(
+    dir: &Path,
+    ns_addr: SocketAddr,
+    tune: impl Fn(&mut BrokerConfig),
+) -> Vec<Isolatable> {
     let mut nodes = Vec::new();
     for i in 0..3 {
         let port = free_port();
@@ -431,6 +440,7 @@ async fn isolatable_set(dir: &Path, ns_addr: SocketAddr) -> Vec<Isolatable> {
         cfg.ha_port = ha_port;
         cfg.advertised_addr = Some(to_me.addr);
         cfg.ha_advertised_addr = Some(to_ha.addr);
+        tune(&mut cfg);
         nodes.push(Isolatable {
             broker: None,
             listen,
@@ -445,7 +455,7 @@ async fn isolatable_set(dir: &Path, ns_addr: SocketAddr) -> Vec<Isolatable> {
 }
 
 /// The first broker that is master with a valid lease.
-fn current_master(nodes: &[Isolatable]) -> Option<usize> {
+pub(crate) fn current_master(nodes: &[Isolatable]) -> Option<usize> {
     nodes.iter().position(|n| {
         n.broker.as_ref().is_some_and(|b| {
             let ha = b.inner().ha.as_ref().expect("ha");

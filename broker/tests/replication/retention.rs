@@ -45,8 +45,8 @@ async fn put(store: &MessageStore, n: usize) {
     }
 }
 
-/// Follows `ha_addr` as broker 2 until the slave's log reaches `end` (then the session is
-/// dropped), within 20 s.
+/// Follows `ha_addr` as broker 2 until the slave's log reaches `end` and its confirm offset too
+/// (then the session is dropped), within 20 s.
 async fn follow_until(slave: &Arc<MessageStore>, ha_addr: &str, end: i64) {
     let ha = HaState::new(slave.clone());
     ha.set_slave(1, "127.0.0.1:1".into(), 1, 1, BTreeSet::from([1]));
@@ -57,7 +57,8 @@ async fn follow_until(slave: &Arc<MessageStore>, ha_addr: &str, end: i64) {
         tokio::select! {
             r = &mut session => panic!("replication ended early: {r:?}"),
             _ = tokio::time::sleep(Duration::from_millis(20)) => {
-                if slave.max_phy_offset() >= end {
+                // Held and confirmed (the confirm offset comes with the master's next frame).
+                if slave.max_phy_offset() >= end && slave.confirm_offset() >= end {
                     return;
                 }
                 assert!(
@@ -139,4 +140,364 @@ async fn a_slave_behind_the_masters_first_offset_starts_over_there() {
     assert_eq!(fresh.min_phy_offset(), min);
     assert_eq!(fresh.max_phy_offset(), master.max_phy_offset());
     server.abort();
+}
+
+// ------------------------------------------------------------------------------------------
+// Three replicas under retention: failover, truncation below a replica's first offset, and a
+// further failover (real brokers and the controller on loopback).
+// ------------------------------------------------------------------------------------------
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use futures::FutureExt;
+use rocketraft_broker::ha::Role;
+use rocketraft_broker::Broker;
+use rocketraft_remoting::api::SendRequest;
+use rocketraft_remoting::codes::response_code;
+
+use crate::replication::{
+    api, current_master, in_sync, isolatable_set_with, namesrv_secured, same_bytes, wait_for,
+    Isolatable,
+};
+
+const ALL_HOURS: &str = "00;01;02;03;04;05;06;07;08;09;10;11;12;13;14;15;16;17;18;19;20;21;22;23";
+const TOPIC: &str = "Replicated";
+
+/// A send of about `size` bytes whose body starts with `{what}-{i}-`.
+fn named(what: &str, i: usize, size: usize) -> SendRequest {
+    let mut body = format!("{what}-{i}-").into_bytes();
+    body.resize(size, b'.');
+    SendRequest {
+        producer_group: "pg".to_string(),
+        topic: TOPIC.to_string(),
+        queue_id: (i % 2) as i32,
+        body: Bytes::from(body),
+        properties: BTreeMap::new(),
+        ..SendRequest::default()
+    }
+}
+
+fn store_of(nodes: &[Isolatable], i: usize) -> Arc<MessageStore> {
+    nodes[i]
+        .broker
+        .as_ref()
+        .expect("broker running")
+        .inner()
+        .store
+        .clone()
+}
+
+fn broker(nodes: &[Isolatable], i: usize) -> &Broker {
+    nodes[i].broker.as_ref().expect("broker running")
+}
+
+async fn clean_now(store: Arc<MessageStore>) {
+    tokio::task::spawn_blocking(move || store.clean_now().expect("cleaning round"))
+        .await
+        .expect("cleaning task");
+}
+
+fn segment_files(store: &MessageStore) -> Vec<i64> {
+    let mut starts: Vec<i64> = std::fs::read_dir(store.config().commitlog_dir())
+        .expect("commitlog dir")
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<i64>().ok())
+        .collect();
+    starts.sort_unstable();
+    starts
+}
+
+fn segment_start(offset: i64) -> i64 {
+    offset - offset.rem_euclid(SEGMENT as i64)
+}
+
+/// Sends `count` acknowledged messages to `nodes[m]` (retrying refusals while a new master
+/// takes office, within 30 s): `(queue, queue offset, number)` of each.
+async fn send_acked(
+    nodes: &[Isolatable],
+    m: usize,
+    from: usize,
+    count: usize,
+) -> Vec<(i32, i64, usize)> {
+    let api = api();
+    let addr = nodes[m].listen.to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut acked = Vec::new();
+    let mut i = from;
+    while acked.len() < count {
+        match api.send(&addr, &named("acked", i, 2000)).await {
+            Ok(r) if r.code == response_code::SUCCESS => {
+                acked.push((r.queue_id, r.queue_offset, i));
+                i += 1;
+            }
+            other => {
+                assert!(
+                    Instant::now() < deadline,
+                    "the master never acknowledged send {i}: {other:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    acked
+}
+
+/// Every acknowledged message at or above `store`'s ConsumeQueue minimum is readable there
+/// with its own body. Returns how many were checked.
+fn assert_acked_readable(store: &MessageStore, acked: &[(i32, i64, usize)]) -> usize {
+    let mut checked = 0;
+    for (q, off, i) in acked {
+        if *off < store.get_min_offset_in_queue(TOPIC, *q) {
+            continue;
+        }
+        let phy = store
+            .get_commit_log_offset_in_queue(TOPIC, *q, *off)
+            .unwrap_or_else(|| panic!("acknowledged message {i} at {q}/{off} missing"));
+        if phy < store.min_phy_offset() {
+            // Its entry is still there, its segment no longer (the minimum moves at the next
+            // cleaning round).
+            continue;
+        }
+        let m = store.look_message_by_offset(phy).expect("decodable");
+        assert!(
+            m.message.body.starts_with(format!("acked-{i}-").as_bytes()),
+            "acknowledged message {i} at {q}/{off} replaced"
+        );
+        checked += 1;
+    }
+    checked
+}
+
+/// No message of `store`'s ConsumeQueues has a body starting with `prefix`.
+fn assert_none_with(store: &MessageStore, prefix: &str) {
+    for q in 0..2 {
+        let max = store.get_max_offset_in_queue(TOPIC, q);
+        for off in store.get_min_offset_in_queue(TOPIC, q)..max {
+            let Some(phy) = store.get_commit_log_offset_in_queue(TOPIC, q, off) else {
+                continue;
+            };
+            if phy >= store.min_phy_offset() {
+                let m = store.look_message_by_offset(phy).expect("decodable");
+                assert!(
+                    !m.message.body.starts_with(prefix.as_bytes()),
+                    "{q}/{off} holds a message that was never acknowledged"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_replicas_fail_over_and_truncate_below_their_first_offset_after_retention() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ns = namesrv_secured(dir.path(), None, |_| {}).await;
+    let mut nodes = isolatable_set_with(dir.path(), ns.local_addr(), |c| {
+        c.store.file_reserved_time_secs = Some(1);
+        c.store.delete_when = ALL_HOURS.into();
+        // Rounds run when the test asks (clean_now).
+        c.store.clean_resource_interval_ms = 3_600_000;
+        c.store.delete_commit_log_files_interval_ms = 0;
+    })
+    .await;
+    let outcome = std::panic::AssertUnwindSafe(fail_over_and_truncate_after_retention(&mut nodes))
+        .catch_unwind()
+        .await;
+    for node in &mut nodes {
+        if let Some(b) = node.broker.take() {
+            b.shutdown().await;
+        }
+    }
+    ns.shutdown().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+async fn fail_over_and_truncate_after_retention(nodes: &mut [Isolatable]) {
+    let seg = SEGMENT as i64;
+    let a = wait_for("a master", Duration::from_secs(20), || {
+        current_master(nodes)
+    })
+    .await;
+    wait_for("3 in sync", Duration::from_secs(20), || {
+        (in_sync(broker(nodes, a)) == 3).then_some(())
+    })
+    .await;
+
+    // 1. Acknowledged sends fill five segments; every replica holds them, then deletes the
+    //    expired segments.
+    let master = store_of(nodes, a);
+    let mut acked = Vec::new();
+    while master.max_phy_offset() < 5 * seg {
+        let n = acked.len();
+        acked.extend(send_acked(nodes, a, n, 20).await);
+    }
+    let x = master.max_phy_offset();
+    for i in 0..3 {
+        let s = store_of(nodes, i);
+        wait_for(
+            "every replica holds the log",
+            Duration::from_secs(20),
+            || (s.max_phy_offset() == x).then_some(()),
+        )
+        .await;
+        let b = broker(nodes, i);
+        wait_for("the topic everywhere", Duration::from_secs(10), || {
+            b.inner().topics.get(TOPIC).map(|_| ())
+        })
+        .await;
+    }
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    for i in 0..3 {
+        let s = store_of(nodes, i);
+        clean_now(s.clone()).await;
+        assert!(
+            s.min_phy_offset() >= 4 * seg,
+            "replica {i}: min {}",
+            s.min_phy_offset()
+        );
+        assert!(
+            segment_files(&s).iter().all(|f| *f >= s.min_phy_offset()),
+            "replica {i}: deleted segments gone from disk"
+        );
+    }
+
+    // 2. The master is cut off from everything. A client beside it keeps sending to it until
+    //    its lease runs out: it writes them (about three segments) but nothing acknowledges
+    //    them; then its retention deletes its segments up to past X, where the others stopped.
+    for r in &nodes[a].relays {
+        r.set_cut(true);
+    }
+    let target = nodes[a].listen.to_string();
+    let blast: Vec<_> = (0..64)
+        .map(|i| {
+            let target = target.clone();
+            tokio::spawn(async move { api().send(&target, &named("unacked", i, 3000)).await })
+        })
+        .collect();
+    for task in blast {
+        if let Ok(Ok(r)) = task.await {
+            assert_ne!(
+                r.code,
+                response_code::SUCCESS,
+                "acknowledged without replicas"
+            );
+        }
+    }
+    let old = store_of(nodes, a);
+    assert!(
+        old.max_phy_offset() >= segment_start(x) + 2 * seg,
+        "the cut-off master wrote {} bytes past {x}",
+        old.max_phy_offset() - x
+    );
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    clean_now(old.clone()).await;
+    let old_min = old.min_phy_offset();
+    assert!(
+        old_min > x,
+        "its retention deleted past X: min {old_min}, X {x}"
+    );
+    assert!(!segment_files(&old).contains(&segment_start(x)));
+    let old_epoch = broker(nodes, a)
+        .inner()
+        .ha
+        .as_ref()
+        .expect("ha")
+        .master_epoch();
+    drop(old);
+    drop(master);
+
+    // 3. It stops; a slave is elected and takes acknowledged writes with the other one.
+    nodes[a].broker.take().expect("old master").shutdown().await;
+    let b = wait_for("a new master", Duration::from_secs(30), || {
+        current_master(nodes)
+    })
+    .await;
+    assert_ne!(b, a);
+    let new_ha = broker(nodes, b).inner().ha.clone().expect("ha");
+    assert!(new_ha.master_epoch() > old_epoch);
+    let new = store_of(nodes, b);
+    assert_eq!(
+        new.epoch_entries().last().map(|e| e.start_offset),
+        Some(x),
+        "the new epoch starts where the old master's replicas stopped"
+    );
+    let before = assert_acked_readable(&new, &acked);
+    assert!(
+        before > 0,
+        "only {before} acknowledged messages above the minimum"
+    );
+    let n = acked.len();
+    acked.extend(send_acked(nodes, b, n, 40).await);
+    assert!(assert_acked_readable(&new, &acked) >= before + 40);
+    assert_none_with(&new, "unacked-");
+
+    // 4. The old master comes back (its links healed). The last offset it shares with the new
+    //    master is X, below its own first offset: it starts over at the segment holding X,
+    //    fetches from there and catches up.
+    for r in &nodes[a].relays {
+        r.set_cut(false);
+    }
+    nodes[a].broker = Some(
+        Broker::start(nodes[a].cfg.clone())
+            .await
+            .expect("old master restarts"),
+    );
+    let back = broker(nodes, a);
+    wait_for("the old master is a slave", Duration::from_secs(20), || {
+        (back.inner().ha.as_ref().expect("ha").role() == Role::Slave).then_some(())
+    })
+    .await;
+    let end = new.max_phy_offset();
+    let old = store_of(nodes, a);
+    wait_for("the old master caught up", Duration::from_secs(30), || {
+        (old.max_phy_offset() == end).then_some(())
+    })
+    .await;
+    let start = segment_start(x).max(new.min_phy_offset());
+    assert_eq!(
+        old.min_phy_offset(),
+        start,
+        "started over at the segment holding X"
+    );
+    assert!(start < old_min);
+    assert!(
+        segment_files(&old).iter().all(|f| *f >= start),
+        "{:?}",
+        segment_files(&old)
+    );
+    same_bytes(broker(nodes, b), broker(nodes, a), end);
+    assert_eq!(old.epoch_entries(), new.epoch_entries());
+    for q in 0..2 {
+        assert_eq!(
+            old.get_max_offset_in_queue(TOPIC, q),
+            new.get_max_offset_in_queue(TOPIC, q),
+            "queue {q}"
+        );
+    }
+    assert_none_with(&old, "unacked-");
+    assert!(assert_acked_readable(&old, &acked) >= 40);
+
+    // 5. A further failover: the new master stops once all three are in sync again.
+    wait_for("all three in sync again", Duration::from_secs(30), || {
+        (in_sync(broker(nodes, b)) == 3).then_some(())
+    })
+    .await;
+    let epoch = new_ha.master_epoch();
+    drop(new);
+    drop(old);
+    drop(new_ha);
+    nodes[b].broker.take().expect("new master").shutdown().await;
+    let c = wait_for("a third master", Duration::from_secs(30), || {
+        current_master(nodes)
+    })
+    .await;
+    let third = broker(nodes, c).inner().ha.clone().expect("ha");
+    assert!(third.master_epoch() > epoch);
+    let n = acked.len();
+    acked.extend(send_acked(nodes, c, n, 20).await);
+    let store = store_of(nodes, c);
+    assert!(assert_acked_readable(&store, &acked) >= 60);
+    assert_none_with(&store, "unacked-");
 }
