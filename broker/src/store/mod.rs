@@ -1123,7 +1123,9 @@ impl MessageStore {
     }
 
     /// Cuts the log at `offset` (crash-safely, see the writer's `truncate`), dropping the
-    /// ConsumeQueue entries and epochs past it.
+    /// ConsumeQueue entries and epochs past it. Below the log's first offset (retention deleted
+    /// the segments it would keep) the log starts over at the segment start at or below
+    /// `offset` instead ([`MessageStore::reset_to`]).
     pub async fn truncate_to(&self, offset: i64) -> Result<(), StoreError> {
         self.check_writable()?;
         let (reply, rx) = oneshot::channel();
@@ -1140,9 +1142,10 @@ impl MessageStore {
         result
     }
 
-    /// Empties this replica's log and makes it start at `offset` (its master's first offset, a
-    /// segment start at or past this log's end): for a replica whose log ends below what its
-    /// master still stores. See the writer's `reset_to`.
+    /// Empties this replica's log and makes it start at `offset`, a segment start: at or past
+    /// this log's end (its master's first offset, for a replica whose log ends below what its
+    /// master still stores), or at or below its first offset (a replica that diverged from its
+    /// master below its own first offset). See the writer's `reset_to`.
     pub async fn reset_to(&self, offset: i64) -> Result<(), StoreError> {
         self.check_writable()?;
         let (reply, rx) = oneshot::channel();
