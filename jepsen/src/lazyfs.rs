@@ -12,20 +12,29 @@
 //!
 //! **Metadata** applies to the backing directory at once (as in LazyFS): create, mkdir, rename,
 //! unlink, rmdir, truncate (`set_len`) and fallocate. One exception, on by default
-//! ([`LazyFs::set_lose_unsynced_entries`]): a file or directory *created* since the last
-//! `fsync` of its parent directory is removed at a cut (POSIX makes a new entry durable only
-//! with that directory fsync), so a missing directory sync after a create shows too. Renames,
-//! unlinks and truncations are durable at once (a renamed fresh entry stays fresh under its new
-//! name). Closing a file syncs nothing. The backing directory itself is never power-cut, so a
-//! sync does not `fsync` the backing file (it only needs to survive our simulated cut).
+//! ([`LazyFs::set_lose_unsynced_entries`]): a file or directory *created* since the last `fsync` of
+//! its parent directory is removed at a cut (POSIX makes a new entry durable only with that
+//! directory fsync), so a missing directory sync after a create shows too. Renames, unlinks and
+//! truncations are durable at once (a renamed fresh entry stays fresh under its new name; a rename
+//! over a durable entry also makes the entries created before it in its directory durable, as a
+//! journaled filesystem's ordered commits do). Closing a file syncs nothing. The backing directory
+//! itself is never power-cut, so a sync does not `fsync` the backing file (it only needs to survive
+//! our simulated cut).
 //!
 //! **A power cut** ([`LazyFs::power_cut`]): (a) the filesystem switches to *powered off*: every
-//! later `WRITE` is acknowledged and discarded, every `FSYNC` acknowledged and ignored, and
+//! later `WRITE` is acknowledged and discarded, every `FSYNC` and `FSYNCDIR` fails with `EIO`, and
 //! metadata changes fail with `EIO`; (b) the given processes (the caller's own children that use
-//! the mount) get SIGKILL and are waited for; (c) the mount is unmounted, which drops the
-//! kernel's page cache for it (the dirty pages it writes back on the way are discarded by (a));
-//! (d) the volatile layer is dropped and counted. [`LazyFs::remount`] mounts a clean filesystem
-//! over the same backing directory for the restart.
+//! the mount) get SIGKILL and are waited for; (c) the mount is unmounted, which drops the kernel's
+//! page cache for it (the dirty pages it writes back on the way are discarded by (a)); (d) the
+//! volatile layer is dropped and counted. [`LazyFs::remount`] mounts a clean filesystem over the
+//! same backing directory for the restart.
+//!
+//! A sync never *succeeds* while powered off: a real power cut stops the CPU and the disk at the
+//! same instant, so a process can never learn that a sync the disk ignored went well. Here the
+//! processes die just after the power goes, and a sync acknowledged in between would let one of
+//! them tell a client its data is safe (a broker answering a SYNC_FLUSH send) when it is not:
+//! the checks would count that as an acknowledged message lost. Failing it, the process sees a
+//! disk error and acknowledges nothing.
 //!
 //! Needs `/dev/fuse` and the right to mount (root): [`fuse_available`] says why not.
 //! Direct I/O is never used, so shared writable `mmap` works (the broker maps its CommitLog and
@@ -234,8 +243,17 @@ impl State {
 
     /// `from` was renamed to `to`: the target's old inode is gone; the source (and everything
     /// under it) moves. A rename is durable at once, but what was never made durable in a
-    /// directory stays so.
+    /// directory stays so, except that a rename over a durable entry (durable at once) makes
+    /// the entries created before it in the target's directory durable too: a journaled
+    /// filesystem commits a directory's updates in order, so the new name never survives a cut
+    /// that loses an entry created before it (RocksDB's new MANIFEST, then CURRENT renamed to
+    /// point at it).
     fn renamed(&mut self, from: &Path, to: &Path, replaces_durable: bool) {
+        if replaces_durable {
+            if let Some(dir) = to.parent() {
+                self.fresh.retain(|p| p.parent() != Some(dir));
+            }
+        }
         self.detach(to);
         self.forget_fresh(to);
         let fresh_moved: Vec<PathBuf> = self
@@ -976,7 +994,8 @@ impl Filesystem for LazyFsFs {
         reply: ReplyEmpty,
     ) {
         if !self.shared.powered() {
-            return reply.ok();
+            // Never acknowledge a sync that the cut ignores (see the module documentation).
+            return reply.error(Errno::EIO);
         }
         let mut state = self.shared.state();
         match self.sync(&mut state, ino.0) {
@@ -1032,7 +1051,7 @@ impl Filesystem for LazyFsFs {
         reply: ReplyEmpty,
     ) {
         if !self.shared.powered() {
-            return reply.ok();
+            return reply.error(Errno::EIO);
         }
         // The directory's new entries are durable from now on.
         let mut state = self.shared.state();
@@ -1447,24 +1466,43 @@ mod tests {
         f.write_all(b"k").expect("write");
         f.sync_all().expect("fsync");
         sync_dir(&d);
-        let mut g = File::create(&lost).expect("create");
-        g.write_all(b"l").expect("write");
-        g.sync_all().expect("fsync the file but not its directory");
-        std::fs::create_dir(mnt.path().join("newdir")).expect("mkdir");
-        // A fresh file renamed over a durable one replaces it for good (never leaves nothing).
+        // RocksDB's sequence: a new file (its MANIFEST), then a fresh file renamed over a
+        // durable one (CURRENT, pointing at it). The rename replaces the old file for good
+        // (never leaves nothing), and with it the entries created before it in that directory
+        // (a journaled filesystem commits a directory's updates in order).
+        let manifest = d.join("manifest");
+        std::fs::write(&manifest, b"m").expect("write");
+        File::open(&manifest)
+            .and_then(|t| t.sync_all())
+            .expect("fsync");
         let tmp = d.join("kept.tmp");
         std::fs::write(&tmp, b"k2").expect("write");
         File::open(&tmp).and_then(|t| t.sync_all()).expect("fsync");
         std::fs::rename(&tmp, &kept).expect("rename");
+        // Created after the rename, never made durable.
+        let mut g = File::create(&lost).expect("create");
+        g.write_all(b"l").expect("write");
+        g.sync_all().expect("fsync the file but not its directory");
+        std::fs::create_dir(mnt.path().join("newdir")).expect("mkdir");
+        // A fresh file renamed to a new name stays fresh.
+        let fresh_tmp = d.join("fresh.tmp");
+        std::fs::write(&fresh_tmp, b"f").expect("write");
+        std::fs::rename(&fresh_tmp, d.join("fresh")).expect("rename");
         drop((f, g));
         let report = fs.power_cut(&[]).expect("cut");
         assert_eq!(
             report.lost_entries,
-            vec!["d/lost".to_string(), "newdir".to_string()]
+            vec![
+                "d/fresh".to_string(),
+                "d/lost".to_string(),
+                "newdir".to_string()
+            ]
         );
         fs.remount().expect("remount");
         assert_eq!(std::fs::read(&kept).expect("read"), b"k2");
+        assert_eq!(std::fs::read(&manifest).expect("read"), b"m");
         assert!(!lost.exists());
+        assert!(!d.join("fresh").exists());
         assert!(!mnt.path().join("newdir").exists());
     }
 
