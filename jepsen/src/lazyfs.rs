@@ -1506,6 +1506,28 @@ mod tests {
         assert!(!mnt.path().join("newdir").exists());
     }
 
+    /// Between the power going and the processes dying, no sync may look successful: a
+    /// process could otherwise acknowledge data the cut drops.
+    #[test]
+    fn no_sync_succeeds_once_the_power_is_off() {
+        let (_backing, mnt, mut fs) = setup().expect("temp dirs");
+        let path = mnt.path().join("f");
+        let mut f = File::create(&path).expect("create");
+        sync_dir(mnt.path());
+        f.write_all(b"before").expect("write");
+        f.sync_all().expect("fsync while powered");
+        fs.power_off();
+        f.write_all(b" after").expect("a write is still taken");
+        let err = f.sync_all().expect_err("an fsync while powered off");
+        assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+        let dir = File::open(mnt.path()).expect("open the directory");
+        assert!(dir.sync_all().is_err(), "a directory fsync while powered off");
+        drop((f, dir));
+        fs.power_cut(&[]).expect("cut");
+        fs.remount().expect("remount");
+        assert_eq!(std::fs::read(&path).expect("read"), b"before");
+    }
+
     #[test]
     fn unsynced_writes_are_lost_and_synced_ones_kept() {
         let (_backing, mnt, mut fs) = setup().expect("temp dirs");
