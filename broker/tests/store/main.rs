@@ -3,6 +3,7 @@
 //! holes of issue 13.
 
 mod store_metadata;
+mod store_metadata_disk;
 mod store_recovery;
 mod store_replication;
 mod store_roundtrip;
