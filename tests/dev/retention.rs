@@ -306,13 +306,21 @@ async fn expired_segments_go_once_live_state_no_longer_needs_them() {
 /// Writes the dev config of these tests (1 MiB segments, a reserved time of 2 s, deletion at
 /// any hour) under `dir`; returns it and the store root.
 fn retention_config(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    retention_config_with(dir, SEGMENT)
+}
+
+/// [`retention_config`] with another segment size.
+fn retention_config_with(
+    dir: &std::path::Path,
+    segment: u64,
+) -> (std::path::PathBuf, std::path::PathBuf) {
     let store_root = dir.join("broker");
     let hours: Vec<String> = (0..24).map(|h| format!("{h:02}")).collect();
     let config = dir.join("dev.toml");
     std::fs::write(
         &config,
         format!(
-            "data_dir = {data:?}\n[broker]\n[broker.store]\nstore_root = {root:?}\ncommitlog_segment_size = {SEGMENT}\nconsume_queue_entries_per_file = 1000\nfile_reserved_time_secs = 2\ndelete_when = {when:?}\nclean_resource_interval_ms = 300\n",
+            "data_dir = {data:?}\n[broker]\n[broker.store]\nstore_root = {root:?}\ncommitlog_segment_size = {segment}\nconsume_queue_entries_per_file = 1000\nfile_reserved_time_secs = 2\ndelete_when = {when:?}\nclean_resource_interval_ms = 300\n",
             data = dir.display().to_string(),
             root = store_root.display().to_string(),
             when = hours.join(";"),
@@ -493,5 +501,82 @@ async fn pending_timers_roll_so_their_segments_can_go() {
     assert_eq!(r.code, response_code::SUCCESS, "{:?}", r.remark);
     let r = recall(&client, &dev.broker, &far).await;
     assert_eq!(r.code, response_code::NO_MESSAGE, "{:?}", r.remark);
+    drop(dev);
+}
+
+/// The soak behind a flag: `ROCKETRAFT_RETENTION_SOAK_SECS=180 cargo test --test dev
+/// retention::soak -- --nocapture` produces for that long (1 KiB messages, batches of 32, as
+/// fast as the broker takes them) while retention deletes (2 s reserved time, 16 MiB segments:
+/// at most 10 segments go per round, as in RocketMQ, so 1 MiB segments cannot keep up with a
+/// producer at full speed), with a timer due every few seconds, and checks that disk use stays
+/// bounded, then that every message still above the minimum is readable and dense, and that
+/// every timer was delivered. Without the variable it says so and returns (the CI suite keeps to
+/// short tests).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soak() {
+    let Some(secs) = std::env::var("ROCKETRAFT_RETENTION_SOAK_SECS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    else {
+        eprintln!("retention soak off (set ROCKETRAFT_RETENTION_SOAK_SECS to run it)");
+        return;
+    };
+    let _turn = crate::support::file_turn(module_path!());
+    let dir = tempfile::tempdir().expect("tempdir");
+    const SOAK_SEGMENT: u64 = 16 << 20;
+    let (config, store_root) = retention_config_with(dir.path(), SOAK_SEGMENT);
+    let config = config.to_str().expect("utf8").to_string();
+    let dev = Dev::start(dir.path(), free_port(), free_port(), &["--config", &config]);
+    let client = RemotingClient::new(ClientConfig::default());
+    let api = MqClientApi::new(client.clone(), Duration::from_secs(5));
+    for t in ["Ret", "RetRoll"] {
+        api.create_topic(&dev.broker, &TopicConfig::new(t, 1))
+            .await
+            .expect("topic");
+    }
+    let commitlog = store_root.join("commitlog");
+    let started = Instant::now();
+    let (mut most, mut sent, mut timers) = (0usize, 0u64, 0u64);
+    let mut next_report = Duration::from_secs(10);
+    while started.elapsed() < Duration::from_secs(secs) {
+        produce(&api, &dev.broker, 1024).await;
+        sent += 1024;
+        if sent.is_multiple_of(8192) {
+            send_timer(&api, &dev.broker, "soak-timer", 3).await;
+            timers += 1;
+        }
+        most = most.max(segments_on_disk(&commitlog));
+        if started.elapsed() >= next_report {
+            next_report += Duration::from_secs(10);
+            let t = runtime(&client, &dev.broker).await;
+            eprintln!(
+                "soak: {:.0} s, {sent} messages, {} segments of 16 MiB on disk (most {most}), {} deleted, min offset {} MiB",
+                started.elapsed().as_secs_f64(),
+                segments_on_disk(&commitlog),
+                num(&t, "segmentsDeleted"),
+                num(&t, "commitLogMinOffset") >> 20
+            );
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let t = runtime(&client, &dev.broker).await;
+    let written = num(&t, "commitLogMaxOffset") / SOAK_SEGMENT as i64;
+    eprintln!(
+        "soak done: {sent} messages ({written} segments of 16 MiB) in {secs} s, at most {most} segments on disk, {} deleted",
+        num(&t, "segmentsDeleted")
+    );
+    assert!(most <= 12, "{most} segments on disk at once");
+    assert!(num(&t, "segmentsDeleted") >= written - 12, "{t:?}");
+    // What is left is dense from the minimum to the end.
+    let left = read_queue(&api, &dev.broker, "Ret").await;
+    let min = left.first().map(|m| m.queue_offset).expect("messages left");
+    for (i, m) in left.iter().enumerate() {
+        assert_eq!(m.queue_offset, min + i as i64, "a hole in what is left");
+    }
+    assert_eq!(min + left.len() as i64, sent as i64);
+    // Every timer was delivered (those rolled on the way too).
+    let delivered = read_queue(&api, &dev.broker, "RetRoll").await;
+    let gone = delivered.first().map_or(0, |m| m.queue_offset);
+    assert_eq!(gone + delivered.len() as i64, timers as i64, "timers lost");
     drop(dev);
 }
