@@ -1521,7 +1521,10 @@ mod tests {
         let err = f.sync_all().expect_err("an fsync while powered off");
         assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
         let dir = File::open(mnt.path()).expect("open the directory");
-        assert!(dir.sync_all().is_err(), "a directory fsync while powered off");
+        assert!(
+            dir.sync_all().is_err(),
+            "a directory fsync while powered off"
+        );
         drop((f, dir));
         fs.power_cut(&[]).expect("cut");
         fs.remount().expect("remount");
