@@ -20,6 +20,21 @@
 //! - [`RaftLogStorage::purge`] and [`RaftLogStorage::save_committed`] are not synced: losing them in a
 //!   crash only means re-purging or re-applying, which openraft handles. They are made durable by
 //!   the next synced write.
+//!
+//! A full disk (issue 15 item 3). A failed write is fatal to an openraft node, and a RocksDB
+//! write that fails with an I/O error (ENOSPC above all) stops the database (a background
+//! error: no further writes, reads go on; rust-rocksdb has no `DB::resume`). So a write that
+//! fails with an I/O error is not returned to openraft: the store marks itself **stalled**
+//! ([`LogWatch::stalled`] says why; the node refuses new client writes and reads with a clear
+//! error while it is), and retries: every [`STALL_RETRY`] it checks that the filesystem has room
+//! again (it writes and removes a [`SPACE_PROBE_BYTES`] probe file), closes the stopped handle and
+//! reopens the database, which recovers from its WAL as after a crash (a torn tail is cut), and
+//! writes the same batch again (every batch is idempotent: puts of entries at their index, the
+//! vote, range deletions). Only then does the write return, and the entries are acknowledged.
+//! Meanwhile openraft waits for the write as for a slow disk: nothing is acknowledged, nothing
+//! committed is lost, and peers see a node that is paused. [`LogWatch::close`] (node shutdown)
+//! ends the wait with an error. Should the reopen fail, a read-only handle serves reads until a
+//! later attempt succeeds.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -30,7 +45,11 @@ use std::ops::Bound;
 use std::ops::RangeBounds;
 use std::path::Path;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::Weak;
+use std::time::Duration;
 
 use openraft::alias::EntryOf;
 use openraft::alias::LogIdOf;
@@ -65,6 +84,11 @@ const FORMAT_VERSION: u8 = 1;
 const KEY_VOTE: &[u8] = b"vote";
 const KEY_COMMITTED: &[u8] = b"committed";
 const KEY_LAST_PURGED: &[u8] = b"last_purged_log_id";
+
+/// How often a stalled write checks whether the disk has room again.
+pub const STALL_RETRY: Duration = Duration::from_millis(250);
+/// Bytes the space probe writes (and syncs) before a stalled store reopens its database.
+pub const SPACE_PROBE_BYTES: usize = 1 << 20;
 
 /// Errors of the RocksDB log store.
 ///
@@ -123,6 +147,15 @@ pub enum LogStoreError {
         entry: u64,
     },
 
+    /// The database is closed: a reopen after a disk error failed, or the node shuts down.
+    #[error("the raft log at {} is closed ({why})", .path.display())]
+    Closed {
+        /// The database directory.
+        path: PathBuf,
+        /// Why.
+        why: String,
+    },
+
     /// The log has a hole inside a requested range.
     #[error("log hole: expected index {expected}, found {found}")]
     Hole {
@@ -137,6 +170,7 @@ impl From<LogStoreError> for io::Error {
     fn from(e: LogStoreError) -> Self {
         let kind = match &e {
             LogStoreError::RocksDb(_)
+            | LogStoreError::Closed { .. }
             | LogStoreError::MissingColumnFamily(_)
             | LogStoreError::Encode { .. } => io::ErrorKind::Other,
             LogStoreError::Decode { .. }
@@ -166,17 +200,128 @@ fn opened_before(path: &Path) -> bool {
 
 /// Raft log storage on RocksDB, for any openraft type config `C`.
 ///
-/// The handle is cheap to clone (an `Arc` of the database); the log reader openraft asks for is such
-/// a clone. The database directory is locked by RocksDB while any clone is alive.
+/// The handle is cheap to clone (an `Arc` of the shared state); the log reader openraft asks for
+/// is such a clone. The database directory is locked by RocksDB while any clone is alive.
 pub struct RocksLogStore<C: RaftTypeConfig> {
-    db: Arc<DB>,
+    shared: Arc<Shared>,
     _c: PhantomData<fn() -> C>,
+}
+
+/// What every clone of a store shares: the database handle (replaced by a reopen) and the
+/// stall state.
+struct Shared {
+    path: PathBuf,
+    /// `None` only while a reopen failed and no read-only handle could be opened either.
+    db: parking_lot::RwLock<Option<Arc<DB>>>,
+    /// Whether `db` is a read-only handle (a reopen failed).
+    read_only: AtomicBool,
+    /// Why writes wait (`None`: they do not).
+    stall: tokio::sync::watch::Sender<Option<String>>,
+    /// Set by [`LogWatch::close`]: a stalled write gives up.
+    closing: AtomicBool,
+}
+
+impl Shared {
+    fn db(&self) -> Result<Arc<DB>, LogStoreError> {
+        self.db.read().clone().ok_or_else(|| LogStoreError::Closed {
+            path: self.path.clone(),
+            why: "a reopen after a disk error failed".into(),
+        })
+    }
+
+    fn set_stall(&self, why: Option<String>) {
+        self.stall.send_if_modified(|s| {
+            let changed = s.is_some() != why.is_some();
+            if changed {
+                *s = why;
+            }
+            changed
+        });
+    }
+
+    /// Whether the filesystem takes [`SPACE_PROBE_BYTES`] again (written, synced, removed).
+    fn has_room(&self) -> Result<(), String> {
+        use std::io::Write;
+        let probe = self.path.join(".space-probe");
+        let result = std::fs::File::create(&probe).and_then(|mut f| {
+            f.write_all(&vec![0u8; SPACE_PROBE_BYTES])?;
+            f.sync_all()
+        });
+        let _ = std::fs::remove_file(&probe);
+        result.map_err(|e| format!("no room yet: {e}"))
+    }
+
+    /// Closes the stopped handle and reopens the database (blocking).
+    fn reopen(&self) -> Result<(), String> {
+        self.has_room()?;
+        let mut slot = self.db.write();
+        if let Some(db) = slot.as_ref() {
+            // Reads in flight hold the old handle for a moment; it must be closed to reopen.
+            let deadline = std::time::Instant::now() + Duration::from_secs(2);
+            while Arc::strong_count(db) > 1 {
+                if std::time::Instant::now() >= deadline {
+                    return Err("the old handle is still in use".into());
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        drop(slot.take());
+        match open_db(&self.path) {
+            Ok(db) => {
+                *slot = Some(Arc::new(db));
+                self.read_only.store(false, Ordering::Release);
+                Ok(())
+            }
+            Err(e) => {
+                let mut opts = Options::default();
+                opts.create_if_missing(false);
+                *slot = DB::open_cf_for_read_only(&opts, &self.path, [CF_META, CF_LOGS], false)
+                    .map(Arc::new)
+                    .map_err(|e| tracing::error!(path = %self.path.display(), error = %e, "cannot open the raft log read-only either"))
+                    .ok();
+                self.read_only.store(slot.is_some(), Ordering::Release);
+                Err(format!("reopen failed: {e}"))
+            }
+        }
+    }
+}
+
+/// What a node keeps of its log store: whether writes wait for the disk, the switch that ends
+/// that wait at shutdown, and whether every handle is gone.
+#[derive(Clone)]
+pub struct LogWatch {
+    shared: Weak<Shared>,
+    stall: tokio::sync::watch::Receiver<Option<String>>,
+}
+
+impl LogWatch {
+    /// Why the log's writes wait (the disk is full or failing), if they do.
+    pub fn stalled(&self) -> Option<String> {
+        self.stall.borrow().clone()
+    }
+
+    /// A receiver that changes when the log stalls or resumes.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+        self.stall.clone()
+    }
+
+    /// Makes a stalled write give up (with an error, fatal to the Raft node): for shutdown.
+    pub fn close(&self) {
+        if let Some(shared) = self.shared.upgrade() {
+            shared.closing.store(true, Ordering::Release);
+        }
+    }
+
+    /// Whether every handle of the store is dropped (the database closed, its lock released).
+    pub fn is_closed(&self) -> bool {
+        self.shared.strong_count() == 0
+    }
 }
 
 impl<C: RaftTypeConfig> Clone for RocksLogStore<C> {
     fn clone(&self) -> Self {
         Self {
-            db: self.db.clone(),
+            shared: self.shared.clone(),
             _c: PhantomData,
         }
     }
@@ -185,8 +330,38 @@ impl<C: RaftTypeConfig> Clone for RocksLogStore<C> {
 impl<C: RaftTypeConfig> fmt::Debug for RocksLogStore<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RocksLogStore")
-            .field("path", &self.db.path())
+            .field("path", &self.shared.path)
             .finish()
+    }
+}
+
+/// Opens the database at `path`, retrying briefly a lock this process released a moment ago.
+fn open_db(path: &Path) -> Result<DB, rocksdb::Error> {
+    let mut opts = Options::default();
+    opts.create_if_missing(true);
+    opts.create_missing_column_families(true);
+    opts.set_max_background_jobs(1);
+
+    // A database closed by this process a moment ago may still be releasing its lock on
+    // another thread (the last `Arc` drop runs the close after the count reaches zero):
+    // retry that case briefly instead of failing an in-process restart. RocksDB gives the
+    // lock error no kind of its own, so any I/O error on a directory this process opened
+    // before is retried, for 5 s at most (see `OPENED_DIRS`).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let cfs =
+            [CF_META, CF_LOGS].map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+        match DB::open_cf_descriptors(&opts, path, cfs) {
+            Ok(db) => return Ok(db),
+            Err(e)
+                if e.kind() == rocksdb::ErrorKind::IOError
+                    && std::time::Instant::now() < deadline
+                    && opened_before(path) =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -196,38 +371,15 @@ impl<C: RaftTypeConfig> RocksLogStore<C> {
     /// Options are sized for a small machine: one background job for flushes and compactions.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, LogStoreError> {
         let path = path.as_ref();
-        let mut opts = Options::default();
-        opts.create_if_missing(true);
-        opts.create_missing_column_families(true);
-        opts.set_max_background_jobs(1);
-
-        // A database closed by this process a moment ago may still be releasing its lock on
-        // another thread (the last `Arc` drop runs the close after the count reaches zero):
-        // retry that case briefly instead of failing an in-process restart. RocksDB gives the
-        // lock error no kind of its own, so any I/O error on a directory this process opened
-        // before is retried, for 5 s at most (see `OPENED_DIRS`).
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        let db = loop {
-            let cfs = [CF_META, CF_LOGS]
-                .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
-            match DB::open_cf_descriptors(&opts, path, cfs) {
-                Ok(db) => break db,
-                Err(e)
-                    if e.kind() == rocksdb::ErrorKind::IOError
-                        && std::time::Instant::now() < deadline
-                        && opened_before(path) =>
-                {
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                Err(e) => return Err(e.into()),
-            }
-        };
+        let db = open_db(path)?;
         tracing::info!(path = %path.display(), "opened raft log store");
         Self::from_db(Arc::new(db))
     }
 
     /// Uses an already opened database, which must have the [`CF_META`] and [`CF_LOGS`] column
-    /// families (for sharing one database with other data).
+    /// families (for sharing one database with other data). A store whose database is shared
+    /// cannot reopen it after a disk error (the other handles keep it open): its writes wait
+    /// until those are dropped.
     pub fn from_db(db: Arc<DB>) -> Result<Self, LogStoreError> {
         for name in [CF_META, CF_LOGS] {
             if db.cf_handle(name).is_none() {
@@ -237,20 +389,34 @@ impl<C: RaftTypeConfig> RocksLogStore<C> {
         if let Ok(dir) = db.path().canonicalize() {
             OPENED_DIRS.lock().insert(dir);
         }
+        let (stall, _) = tokio::sync::watch::channel(None);
         Ok(Self {
-            db,
+            shared: Arc::new(Shared {
+                path: db.path().to_path_buf(),
+                db: parking_lot::RwLock::new(Some(db)),
+                read_only: AtomicBool::new(false),
+                stall,
+                closing: AtomicBool::new(false),
+            }),
             _c: PhantomData,
         })
     }
 
-    /// A handle that tells when the database has been closed (every clone dropped).
-    pub fn closed_watch(&self) -> std::sync::Weak<DB> {
-        Arc::downgrade(&self.db)
+    /// The node's view of this store: stalls, shutdown, closure.
+    pub fn watch(&self) -> LogWatch {
+        LogWatch {
+            shared: Arc::downgrade(&self.shared),
+            stall: self.shared.stall.subscribe(),
+        }
     }
 
     /// The directory of the database.
     pub fn path(&self) -> &Path {
-        self.db.path()
+        &self.shared.path
+    }
+
+    fn db(&self) -> Result<Arc<DB>, LogStoreError> {
+        self.shared.db()
     }
 
     fn get_meta<T: DeserializeOwned>(
@@ -258,34 +424,106 @@ impl<C: RaftTypeConfig> RocksLogStore<C> {
         key: &'static [u8],
         what: &'static str,
     ) -> Result<Option<T>, LogStoreError> {
-        let cf = cf(&self.db, CF_META)?;
-        match self.db.get_pinned_cf(cf, key)? {
+        let db = self.db()?;
+        let cf = cf(&db, CF_META)?;
+        let value = match db.get_pinned_cf(cf, key)? {
             None => Ok(None),
             Some(bytes) => decode(&bytes, what).map(Some),
+        };
+        value
+    }
+
+    /// Runs a write batch on the blocking pool; `sync` makes it wait for the WAL fsync. A batch
+    /// that fails with an I/O error waits for the disk and is written again (module docs).
+    async fn write(
+        &self,
+        what: &'static str,
+        build: impl Fn(&DB, &mut WriteBatch) -> Result<(), LogStoreError>,
+        sync: bool,
+    ) -> Result<(), io::Error> {
+        let shared = &self.shared;
+        let mut attempt = 0u64;
+        loop {
+            attempt += 1;
+            let result = if shared.read_only.load(Ordering::Acquire) {
+                None
+            } else {
+                let db = self.db()?;
+                let mut batch = WriteBatch::default();
+                build(&db, &mut batch)?;
+                let res = C::spawn_blocking(move || {
+                    let mut wo = WriteOptions::default();
+                    wo.set_sync(sync);
+                    db.write_opt(batch, &wo)
+                })
+                .await?;
+                Some(res)
+            };
+            match result {
+                Some(Ok(())) => {
+                    if shared.stall.borrow().is_some() {
+                        shared.set_stall(None);
+                        tracing::warn!(path = %shared.path.display(), what, attempts = attempt, "the raft log is written again; the node resumes");
+                    }
+                    return Ok(());
+                }
+                Some(Err(e)) if e.kind() != rocksdb::ErrorKind::IOError => {
+                    return Err(LogStoreError::from(e).into())
+                }
+                Some(Err(e)) if shared.stall.borrow().is_none() => {
+                    let no_space = e.to_string().contains("No space left");
+                    let why = if no_space {
+                        format!(
+                            "no space left on the disk of the raft log at {} ({e})",
+                            shared.path.display()
+                        )
+                    } else {
+                        format!(
+                            "the raft log at {} failed a write ({e})",
+                            shared.path.display()
+                        )
+                    };
+                    tracing::error!(what, error = %e, no_space, "{why}: the node waits for the disk and refuses client requests; it resumes by itself once the log can be written");
+                    shared.set_stall(Some(why));
+                }
+                Some(Err(_)) | None => {}
+            }
+            // Wait for the disk, then reopen (which also cuts a torn tail) and write again.
+            let deadline = std::time::Instant::now() + STALL_RETRY;
+            while std::time::Instant::now() < deadline {
+                if shared.closing.load(Ordering::Acquire) {
+                    let why = shared.stall.borrow().clone().unwrap_or_default();
+                    return Err(LogStoreError::Closed {
+                        path: shared.path.clone(),
+                        why: format!("shut down while waiting for the disk: {why}"),
+                    }
+                    .into());
+                }
+                C::sleep(Duration::from_millis(25)).await;
+            }
+            let me = shared.clone();
+            match C::spawn_blocking(move || me.reopen()).await? {
+                Ok(()) => {
+                    tracing::info!(path = %shared.path.display(), "raft log reopened after a disk error")
+                }
+                Err(e) => {
+                    tracing::debug!(path = %shared.path.display(), error = %e, "raft log not reopened yet")
+                }
+            }
         }
     }
 
-    /// Runs a write batch on the blocking pool; `sync` makes it wait for the WAL fsync.
-    async fn write(&self, batch: WriteBatch, sync: bool) -> Result<(), io::Error> {
-        let db = self.db.clone();
-        let res = C::spawn_blocking(move || {
-            let mut wo = WriteOptions::default();
-            wo.set_sync(sync);
-            db.write_opt(batch, &wo)
-        })
-        .await?;
-        res.map_err(|e| io::Error::from(LogStoreError::from(e)))
-    }
-
     fn last_entry(&self) -> Result<Option<EntryOf<C>>, LogStoreError> {
-        let cf = cf(&self.db, CF_LOGS)?;
-        match self.db.iterator_cf(cf, IteratorMode::End).next() {
+        let db = self.db()?;
+        let cf = cf(&db, CF_LOGS)?;
+        let last = match db.iterator_cf(cf, IteratorMode::End).next() {
             None => Ok(None),
             Some(item) => {
                 let (key, value) = item?;
                 decode_entry::<C>(&key, &value).map(Some)
             }
-        }
+        };
+        last
     }
 }
 
@@ -351,12 +589,11 @@ impl<C: RaftTypeConfig> RaftLogReader<C> for RocksLogStore<C> {
             Bound::Unbounded => 0,
         };
 
-        let cf = cf(&self.db, CF_LOGS)?;
+        let db = self.db()?;
+        let cf = cf(&db, CF_LOGS)?;
         let start_key = index_key(start);
         // A RocksDB iterator reads from an implicit snapshot: the result is atomic.
-        let iter = self
-            .db
-            .iterator_cf(cf, IteratorMode::From(&start_key, Direction::Forward));
+        let iter = db.iterator_cf(cf, IteratorMode::From(&start_key, Direction::Forward));
 
         let mut entries: Vec<C::Entry> = Vec::new();
         for item in iter {
@@ -407,21 +644,38 @@ impl<C: RaftTypeConfig> RaftLogStorage<C> for RocksLogStore<C> {
     }
 
     async fn save_vote(&mut self, vote: &VoteOf<C>) -> Result<(), io::Error> {
-        let mut batch = WriteBatch::default();
-        batch.put_cf(cf(&self.db, CF_META)?, KEY_VOTE, encode(vote, "vote")?);
-        self.write(batch, true).await?;
+        let value = encode(vote, "vote")?;
+        self.write(
+            "vote",
+            |db, batch| {
+                batch.put_cf(cf(db, CF_META)?, KEY_VOTE, &value);
+                Ok(())
+            },
+            true,
+        )
+        .await?;
         tracing::debug!(vote = %vote, "saved vote (synced)");
         Ok(())
     }
 
     async fn save_committed(&mut self, committed: Option<LogIdOf<C>>) -> Result<(), io::Error> {
-        let mut batch = WriteBatch::default();
-        let meta = cf(&self.db, CF_META)?;
-        match &committed {
-            Some(log_id) => batch.put_cf(meta, KEY_COMMITTED, encode(log_id, "committed log id")?),
-            None => batch.delete_cf(meta, KEY_COMMITTED),
-        }
-        self.write(batch, false).await?;
+        let value = match &committed {
+            Some(log_id) => Some(encode(log_id, "committed log id")?),
+            None => None,
+        };
+        self.write(
+            "committed",
+            |db, batch| {
+                let meta = cf(db, CF_META)?;
+                match &value {
+                    Some(v) => batch.put_cf(meta, KEY_COMMITTED, v),
+                    None => batch.delete_cf(meta, KEY_COMMITTED),
+                }
+                Ok(())
+            },
+            false,
+        )
+        .await?;
         tracing::trace!(?committed, "saved committed");
         Ok(())
     }
@@ -435,18 +689,28 @@ impl<C: RaftTypeConfig> RaftLogStorage<C> for RocksLogStore<C> {
         I: IntoIterator<Item = C::Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut batch = WriteBatch::default();
-        let logs = cf(&self.db, CF_LOGS)?;
         let mut first = None;
         let mut last = None;
+        let mut encoded = Vec::new();
         for entry in entries {
             let index = entry.index();
             first.get_or_insert(index);
             last = Some(index);
-            batch.put_cf(logs, index_key(index), encode(&entry, "log entry")?);
+            encoded.push((index_key(index), encode(&entry, "log entry")?));
         }
         // The synced write returns once the batch is in the fsynced WAL: readable and durable.
-        self.write(batch, true).await?;
+        self.write(
+            "log entries",
+            |db, batch| {
+                let logs = cf(db, CF_LOGS)?;
+                for (key, value) in &encoded {
+                    batch.put_cf(logs, key, value);
+                }
+                Ok(())
+            },
+            true,
+        )
+        .await?;
         tracing::debug!(?first, ?last, "appended log entries (synced)");
         callback.io_completed(Ok(()));
         Ok(())
@@ -457,34 +721,43 @@ impl<C: RaftTypeConfig> RaftLogStorage<C> for RocksLogStore<C> {
             Some(log_id) => log_id.index().saturating_add(1),
             None => 0,
         };
-        let logs = cf(&self.db, CF_LOGS)?;
-        let mut batch = WriteBatch::default();
-        // delete_range's end is exclusive: delete u64::MAX separately.
-        batch.delete_range_cf(logs, index_key(from), index_key(u64::MAX));
-        batch.delete_cf(logs, index_key(u64::MAX));
-        self.write(batch, true).await?;
+        self.write(
+            "truncation",
+            |db, batch| {
+                let logs = cf(db, CF_LOGS)?;
+                // delete_range's end is exclusive: delete u64::MAX separately.
+                batch.delete_range_cf(logs, index_key(from), index_key(u64::MAX));
+                batch.delete_cf(logs, index_key(u64::MAX));
+                Ok(())
+            },
+            true,
+        )
+        .await?;
         tracing::debug!(?last_log_id, "truncated logs after (synced)");
         Ok(())
     }
 
     async fn purge(&mut self, log_id: LogIdOf<C>) -> Result<(), io::Error> {
-        let mut batch = WriteBatch::default();
-        // The last purged id and the deletion go in one atomic batch.
-        batch.put_cf(
-            cf(&self.db, CF_META)?,
-            KEY_LAST_PURGED,
-            encode(&log_id, "last purged log id")?,
-        );
-        let logs = cf(&self.db, CF_LOGS)?;
+        let value = encode(&log_id, "last purged log id")?;
         let end = log_id.index().checked_add(1);
-        match end {
-            Some(end) => batch.delete_range_cf(logs, index_key(0), index_key(end)),
-            None => {
-                batch.delete_range_cf(logs, index_key(0), index_key(u64::MAX));
-                batch.delete_cf(logs, index_key(u64::MAX));
-            }
-        }
-        self.write(batch, false).await?;
+        self.write(
+            "purge",
+            |db, batch| {
+                // The last purged id and the deletion go in one atomic batch.
+                batch.put_cf(cf(db, CF_META)?, KEY_LAST_PURGED, &value);
+                let logs = cf(db, CF_LOGS)?;
+                match end {
+                    Some(end) => batch.delete_range_cf(logs, index_key(0), index_key(end)),
+                    None => {
+                        batch.delete_range_cf(logs, index_key(0), index_key(u64::MAX));
+                        batch.delete_cf(logs, index_key(u64::MAX));
+                    }
+                }
+                Ok(())
+            },
+            false,
+        )
+        .await?;
         tracing::debug!(log_id = %log_id, "purged logs up to");
         Ok(())
     }

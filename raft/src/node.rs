@@ -32,6 +32,7 @@ use tokio::task::JoinHandle;
 use crate::auth::blob_request;
 use crate::auth::method;
 use crate::auth::Verifier;
+use crate::log_store::LogWatch;
 use crate::log_store::RocksLogStore;
 use crate::network::channel;
 use crate::network::from_blob;
@@ -236,6 +237,12 @@ pub enum RaftClientError {
     /// The node is shutting down or broken.
     #[error("raft node failure: {0}")]
     Fatal(String),
+    /// This node's Raft log cannot be written (its disk is full or failing; the node waits for
+    /// it and resumes by itself once the log can be written). `proposed: false`: refused before
+    /// it was proposed, nothing changed. `proposed: true`: the request was waiting on the log
+    /// when it stalled; a write may still take effect once the disk has room (outcome unknown).
+    #[error("{detail}")]
+    Storage { detail: String, proposed: bool },
     /// Start-up failed (configuration, storage, port).
     #[error("raft start-up: {0}")]
     Startup(String),
@@ -288,7 +295,9 @@ impl RaftClientError {
     pub fn outcome_unknown(&self) -> bool {
         matches!(
             self,
-            RaftClientError::Timeout(_) | RaftClientError::Discarded { .. }
+            RaftClientError::Timeout(_)
+                | RaftClientError::Discarded { .. }
+                | RaftClientError::Storage { proposed: true, .. }
         )
     }
 }
@@ -360,6 +369,8 @@ pub(crate) struct NodeCore {
     secret: Option<ClusterSecret>,
     /// Checks the requests the peer server receives.
     pub(crate) verifier: Verifier,
+    /// Whether the Raft log's writes wait for the disk ([`crate::log_store`]).
+    log: LogWatch,
 }
 
 /// A leader-side rewrite of a command's JSON payload; an error refuses the command.
@@ -477,22 +488,79 @@ impl NodeCore {
         from_blob(resp.get_ref()).map_err(|e| tonic::Status::internal(e.to_string()))
     }
 
+    /// Refuses a request while this node's Raft log cannot be written (nothing proposed).
+    fn check_log(&self, what: &str) -> Result<(), RaftClientError> {
+        match self.log.stalled() {
+            None => Ok(()),
+            Some(why) => Err(RaftClientError::Storage {
+                detail: format!(
+                    "{what} refused by raft node {}: {why}; nothing was proposed; the node resumes by itself once its log can be written",
+                    self.id
+                ),
+                proposed: false,
+            }),
+        }
+    }
+
+    /// Runs `request` unless the Raft log stalls while it waits: then answers at once that the
+    /// outcome is unknown (a write waiting on the stalled log may still take effect later).
+    async fn unless_log_stalls<T>(
+        &self,
+        what: &str,
+        request: impl std::future::Future<Output = Result<T, RaftClientError>>,
+    ) -> Result<T, RaftClientError> {
+        let mut stall = self.log.subscribe();
+        tokio::pin!(request);
+        loop {
+            tokio::select! {
+                r = &mut request => return r,
+                changed = stall.changed() => {
+                    let why = stall.borrow_and_update().clone();
+                    match (changed, why) {
+                        (Ok(()), Some(why)) => {
+                            return Err(RaftClientError::Storage {
+                                detail: format!(
+                                    "{what} on raft node {} waited on its log when the log stopped accepting writes: {why}; outcome unknown (it may still take effect once the disk has room)",
+                                    self.id
+                                ),
+                                proposed: true,
+                            })
+                        }
+                        (Ok(()), None) => {}
+                        // The store is gone (shutdown): the request ends with the node.
+                        (Err(_), _) => return request.await,
+                    }
+                }
+            }
+        }
+    }
+
     /// Proposes on this node only (no forwarding).
     pub(crate) async fn write_local(&self, mut req: Request) -> Result<Reply, RaftClientError> {
+        self.check_log("write")?;
         let prepare = self.prepare.read().clone();
         if let Some(prepare) = prepare {
             req.payload = prepare(&req.payload)?;
         }
-        self.raft
-            .client_write(req)
-            .await
-            .map(|resp| resp.data)
-            .map_err(|e| self.write_error(e))
+        self.unless_log_stalls("write", async {
+            self.raft
+                .client_write(req)
+                .await
+                .map(|resp| resp.data)
+                .map_err(|e| self.write_error(e))
+        })
+        .await
     }
 
     /// Linearizable read on this node only (it must be the leader).
     pub(crate) async fn read_local(&self, query: &str) -> Result<String, RaftClientError> {
-        match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+        self.check_log("linearizable read")?;
+        let linearized = self
+            .unless_log_stalls("linearizable read", async {
+                Ok(self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await)
+            })
+            .await?;
+        match linearized {
             Ok(_) => {}
             Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
                 return Err(RaftClientError::NotLeader {
@@ -812,8 +880,9 @@ pub struct RaftNode<S: AppStateMachine> {
     local_addr: SocketAddr,
     server_stop: parking_lot::Mutex<Option<oneshot::Sender<()>>>,
     server_task: parking_lot::Mutex<Option<JoinHandle<()>>>,
-    /// Dead once every handle of the log database is dropped (its lock released).
-    log_closed: std::sync::Weak<rocksdb::DB>,
+    /// The log store's stall state; closed once every handle of the log database is dropped
+    /// (its lock released).
+    log: LogWatch,
     _app: PhantomData<fn() -> S>,
 }
 
@@ -871,7 +940,13 @@ fn create_dir_all_durable(dir: &std::path::Path) -> io::Result<()> {
 }
 
 impl NodeCore {
-    fn new(config: &RaftConfig, addr: String, raft: Raft, sm: Arc<RwLock<SmInner>>) -> NodeCore {
+    fn new(
+        config: &RaftConfig,
+        addr: String,
+        raft: Raft,
+        sm: Arc<RwLock<SmInner>>,
+        log: LogWatch,
+    ) -> NodeCore {
         NodeCore {
             id: config.node_id,
             addr,
@@ -892,6 +967,7 @@ impl NodeCore {
             prepare: parking_lot::RwLock::new(None),
             secret: config.cluster_secret.clone(),
             verifier: Verifier::new(config.cluster_secret.clone()),
+            log,
         }
     }
 }
@@ -1033,7 +1109,7 @@ impl<S: AppStateMachine> RaftNode<S> {
 
         let log_store = RocksLogStore::<TypeConfig>::open(config.data_dir.join("log"))
             .map_err(|e| startup(format!("raft log: {e}")))?;
-        let log_closed = log_store.closed_watch();
+        let log = log_store.watch();
         let sm = StateMachineStore::open(&config.data_dir.join("snapshot"), Box::new(app))
             .map_err(|e| startup(format!("state machine: {e}")))?;
         // `node_id`, `log/` and `snapshot/` are entries of the data directory: durable only
@@ -1062,7 +1138,13 @@ impl<S: AppStateMachine> RaftNode<S> {
         .await
         .map_err(|e| startup(format!("raft: {e}")))?;
 
-        let core = Arc::new(NodeCore::new(&config, addr.clone(), raft.clone(), shared));
+        let core = Arc::new(NodeCore::new(
+            &config,
+            addr.clone(),
+            raft.clone(),
+            shared,
+            log.clone(),
+        ));
 
         let (stop_tx, server_task) = serve_peers(listener, core.clone());
         bootstrap(&raft, &config, &addr, fresh).await?;
@@ -1073,7 +1155,7 @@ impl<S: AppStateMachine> RaftNode<S> {
             local_addr,
             server_stop: parking_lot::Mutex::new(Some(stop_tx)),
             server_task: parking_lot::Mutex::new(Some(server_task)),
-            log_closed,
+            log,
             _app: PhantomData,
         })
     }
@@ -1202,13 +1284,15 @@ impl<S: AppStateMachine> RaftNode<S> {
         if let Some(task) = task {
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
         }
+        // A write waiting for a full disk gives up (the node stops anyway).
+        self.log.close();
         if let Err(e) = self.core.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }
         // openraft's workers drop their log handles as they stop; wait for that so the data
         // directory can be reopened as soon as this returns.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while self.log_closed.strong_count() > 0 {
+        while !self.log.is_closed() {
             if Instant::now() >= deadline {
                 tracing::warn!(
                     node = self.core.id,
