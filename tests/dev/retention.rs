@@ -61,6 +61,14 @@ async fn wait_for(what: &str, limit: Duration, mut f: impl AsyncFnMut() -> bool)
     }
 }
 
+/// Waits (30 s at most) until the broker's CommitLog starts at or past `at_least`.
+async fn wait_min_offset(client: &RemotingClient, broker: &str, what: &str, at_least: i64) {
+    wait_for(what, Duration::from_secs(30), async || {
+        num(&runtime(client, broker).await, "commitLogMinOffset") >= at_least
+    })
+    .await;
+}
+
 fn segments_on_disk(dir: &std::path::Path) -> usize {
     std::fs::read_dir(dir)
         .expect("commitlog dir")
@@ -73,19 +81,7 @@ fn segments_on_disk(dir: &std::path::Path) -> usize {
 async fn expired_segments_go_once_live_state_no_longer_needs_them() {
     let _turn = crate::support::file_turn(module_path!());
     let dir = tempfile::tempdir().expect("tempdir");
-    let store_root = dir.path().join("broker");
-    let hours: Vec<String> = (0..24).map(|h| format!("{h:02}")).collect();
-    let config = dir.path().join("dev.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "data_dir = {data:?}\n[broker]\n[broker.store]\nstore_root = {root:?}\ncommitlog_segment_size = {SEGMENT}\nconsume_queue_entries_per_file = 1000\nfile_reserved_time_secs = 2\ndelete_when = {when:?}\nclean_resource_interval_ms = 300\n",
-            data = dir.path().display().to_string(),
-            root = store_root.display().to_string(),
-            when = hours.join(";"),
-        ),
-    )
-    .expect("write config");
+    let (config, store_root) = retention_config(dir.path());
     let mut dev = Dev::start(
         dir.path(),
         free_port(),
@@ -235,12 +231,11 @@ async fn expired_segments_go_once_live_state_no_longer_needs_them() {
         .await
         .expect("end transaction");
     assert_eq!(r.code, response_code::SUCCESS, "{:?}", r.remark);
-    wait_for(
+    wait_min_offset(
+        &client,
+        &dev.broker,
         "expired segments to go",
-        Duration::from_secs(30),
-        async || {
-            num(&runtime(&client, &dev.broker).await, "commitLogMinOffset") >= 4 * SEGMENT as i64
-        },
+        4 * SEGMENT as i64,
     )
     .await;
 
@@ -423,12 +418,11 @@ async fn pending_timers_roll_so_their_segments_can_go() {
     // Four more segments; all but the last expire after 2 s. Without rolling, the timers
     // would keep the first segment (and so every later one) for an hour.
     produce(&api, &dev.broker, 4 * 1024 + 64).await;
-    wait_for(
+    wait_min_offset(
+        &client,
+        &dev.broker,
         "the segments the timers were in to go",
-        Duration::from_secs(30),
-        async || {
-            num(&runtime(&client, &dev.broker).await, "commitLogMinOffset") >= 3 * SEGMENT as i64
-        },
+        3 * SEGMENT as i64,
     )
     .await;
 

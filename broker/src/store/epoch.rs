@@ -157,33 +157,25 @@ impl EpochFile {
 
     /// Forgets every epoch that starts at or after `offset` (the log is being cut there).
     pub fn truncate_from(&mut self, offset: i64) -> io::Result<()> {
-        let next: Vec<EpochEntry> = self
-            .entries
-            .iter()
-            .copied()
-            .filter(|e| e.start_offset < offset)
-            .collect();
-        if next.len() == self.entries.len() {
-            return Ok(());
-        }
-        self.persist(&next)?;
-        self.entries = next;
-        Ok(())
+        self.keep(|e, _| e.start_offset < offset)
     }
 
     /// Forgets the epochs that end at or below `offset`, the log's new first offset after
     /// retention deleted segments (RocketMQ's `truncatePrefixByOffset`); the newest entry
     /// always stays. Kept entries keep their start, so consistent points are found as before.
     pub fn truncate_prefix(&mut self, offset: i64) -> io::Result<()> {
-        let ends: Vec<i64> = (0..self.entries.len())
-            .map(|i| Self::end_of(&self.entries, i, i64::MAX))
-            .collect();
+        self.keep(|_, end| end > offset)
+    }
+
+    /// Keeps the entries `keep(entry, end)` accepts (the newest entry ends at `i64::MAX`),
+    /// persisting the list if it changed.
+    fn keep(&mut self, keep: impl Fn(&EpochEntry, i64) -> bool) -> io::Result<()> {
         let next: Vec<EpochEntry> = self
             .entries
             .iter()
-            .zip(ends)
-            .filter(|(_, end)| *end > offset)
-            .map(|(e, _)| *e)
+            .enumerate()
+            .filter(|(i, e)| keep(e, Self::end_of(&self.entries, *i, i64::MAX)))
+            .map(|(_, e)| *e)
             .collect();
         if next.len() == self.entries.len() {
             return Ok(());
