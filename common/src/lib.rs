@@ -10,6 +10,8 @@ pub mod base64;
 pub mod consts;
 pub mod hash;
 pub mod message;
+#[doc(hidden)]
+pub mod testing;
 pub mod time;
 pub mod topic;
 pub mod trace;

@@ -2,10 +2,12 @@
 //! minimum are told where to continue, the pin keeps live state, a full disk (a real tmpfs)
 //! refuses sends and forced cleaning makes room again.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use rocketraft_common::message::Message;
+
+use rocketraft_common::testing::{fill_disk, Tmpfs};
 
 use super::{BrokerMessage, GetMessageStatus, MessageStore, StoreConfig, StoreError};
 
@@ -219,42 +221,6 @@ fn bad_retention_keys_are_refused_with_the_key_named() {
     assert!(err.contains("disk_space_warning_level_ratio"), "{err}");
 }
 
-/// A small tmpfs mounted for one test, unmounted and removed even if the test fails.
-struct Tmpfs {
-    dir: PathBuf,
-}
-
-impl Tmpfs {
-    fn mount(size: &str) -> Option<Tmpfs> {
-        let dir = std::env::temp_dir().join(format!(
-            "rocketraft-tmpfs-{}-{}",
-            std::process::id(),
-            rocketraft_common::time::now_ms()
-        ));
-        std::fs::create_dir_all(&dir).ok()?;
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&dir)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            let _ = std::fs::remove_dir(&dir);
-            return None;
-        }
-        Some(Tmpfs { dir })
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.dir)
-            .status();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 fn fill_until(
     store: &MessageStore,
     acked: &mut i64,
@@ -285,15 +251,7 @@ fn fill_until(
 /// readable throughout.
 #[test]
 fn a_full_disk_refuses_sends_until_space_is_freed_and_forced_cleaning_makes_room() {
-    let Some(fs) = Tmpfs::mount("4m") else {
-        // Mounting needs root (CI runs as root); say so rather than pass silently.
-        eprintln!("SKIPPED: cannot mount a tmpfs here (not root?)");
-        // SAFETY: plain syscall.
-        assert_ne!(
-            unsafe { libc::geteuid() },
-            0,
-            "root could not mount a tmpfs"
-        );
+    let Some(fs) = Tmpfs::mount_or_skip("4m") else {
         return;
     };
     let ballast = fs.dir.join("ballast");
@@ -340,30 +298,9 @@ fn a_full_disk_refuses_sends_until_space_is_freed_and_forced_cleaning_makes_room
     drop(fs);
 }
 
-/// Fills the filesystem at `dir` with a ballast file until it refuses more bytes.
-fn fill_disk(path: &Path) {
-    use std::io::Write;
-    let mut f = std::fs::File::create(path).expect("ballast");
-    let chunk = vec![1u8; 16 * 1024];
-    while f.write_all(&chunk).is_ok() {}
-    let _ = f.sync_all();
-}
-
-/// ENOSPC on a real full filesystem, with the cleaner's levels out of the way: new
-/// ConsumeQueue files and CommitLog segments cannot be created. Every refusal is a clear
-/// SERVICE_NOT_AVAILABLE (never a crash through a write into a sparse mapping, never the
-/// read-only state), nothing refused is served, sends are accepted again once space is freed,
-/// and after a kill everything acknowledged is there.
 #[test]
 fn enospc_refuses_sends_cleanly_and_recovers_when_space_is_freed() {
-    let Some(fs) = Tmpfs::mount("3m") else {
-        eprintln!("SKIPPED: cannot mount a tmpfs here (not root?)");
-        // SAFETY: plain syscall.
-        assert_ne!(
-            unsafe { libc::geteuid() },
-            0,
-            "root could not mount a tmpfs"
-        );
+    let Some(fs) = Tmpfs::mount_or_skip("3m") else {
         return;
     };
     let root = fs.dir.join("store");

@@ -3,81 +3,15 @@
 //! disk, reads go on, nothing refused is served, writes are accepted again once space is freed
 //! (without a restart), and every acknowledged write survives a reopen.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rocketraft_broker::store::{MetadataStore, StoreError};
 use rocketraft_broker::topic::TopicConfigManager;
+use rocketraft_common::testing::{grow_ballast, Tmpfs};
 use rocketraft_common::TopicConfig;
 use rocketraft_remoting::codes::response_code;
 use rocketraft_remoting::Refusal;
-
-/// A small tmpfs mounted for one test, unmounted and removed even if the test fails.
-struct Tmpfs {
-    dir: PathBuf,
-}
-
-impl Tmpfs {
-    fn mount(size: &str) -> Option<Tmpfs> {
-        let dir = std::env::temp_dir().join(format!(
-            "rocketraft-md-tmpfs-{}-{}",
-            std::process::id(),
-            rocketraft_common::time::now_ms()
-        ));
-        std::fs::create_dir_all(&dir).ok()?;
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&dir)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            let _ = std::fs::remove_dir(&dir);
-            return None;
-        }
-        Some(Tmpfs { dir })
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.dir)
-            .status();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn mount_or_skip(size: &str) -> Option<Tmpfs> {
-    let fs = Tmpfs::mount(size);
-    if fs.is_none() {
-        // Mounting needs root (CI runs as root); say so rather than pass silently.
-        eprintln!("SKIPPED: cannot mount a tmpfs here (not root?)");
-        // SAFETY: plain syscall.
-        assert_ne!(
-            unsafe { libc::geteuid() },
-            0,
-            "root could not mount a tmpfs"
-        );
-    }
-    fs
-}
-
-/// Appends `bytes` of ballast (fewer once the filesystem refuses).
-fn grow_ballast(path: &Path, bytes: usize) {
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .expect("ballast");
-    let chunk = vec![1u8; 4096];
-    let mut left = bytes;
-    while left > 0 && f.write_all(&chunk).is_ok() {
-        left = left.saturating_sub(chunk.len());
-    }
-}
 
 fn assert_full_disk_refusal(err: StoreError) {
     let text = err.to_string();
@@ -116,7 +50,7 @@ fn soon<T>(mut f: impl FnMut() -> Result<T, StoreError>) -> T {
 
 #[test]
 fn metadata_writes_on_a_full_disk_are_refused_and_accepted_again_once_space_is_freed() {
-    let Some(fs) = mount_or_skip("4m") else {
+    let Some(fs) = Tmpfs::mount_or_skip("4m") else {
         return;
     };
     let path = fs.dir.join("metadata");

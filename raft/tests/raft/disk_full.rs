@@ -5,71 +5,14 @@
 //! acknowledged write and none of the refused ones.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+use rocketraft_common::testing::{grow_ballast, Tmpfs};
 use rocketraft_raft::kv::{KvCommand, KvQuery, KvStateMachine, KvValue};
 use rocketraft_raft::{RaftClientError, RaftConfig, RaftNode, ReadMode};
 
 use crate::cluster::free_port;
-
-/// A small tmpfs mounted for one test, unmounted and removed even if the test fails.
-struct Tmpfs {
-    dir: PathBuf,
-}
-
-impl Tmpfs {
-    fn mount(size: &str) -> Option<Tmpfs> {
-        let dir = std::env::temp_dir().join(format!(
-            "rocketraft-raft-tmpfs-{}-{}",
-            std::process::id(),
-            free_port()
-        ));
-        std::fs::create_dir_all(&dir).ok()?;
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&dir)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            let _ = std::fs::remove_dir(&dir);
-            return None;
-        }
-        Some(Tmpfs { dir })
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.dir)
-            .status();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn is_root() -> bool {
-    std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
-
-/// Appends `bytes` of ballast (fewer once the filesystem refuses).
-fn grow_ballast(path: &Path, bytes: usize) {
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .expect("ballast");
-    let chunk = vec![1u8; 4096];
-    let mut left = bytes;
-    while left > 0 && f.write_all(&chunk).is_ok() {
-        left = left.saturating_sub(chunk.len());
-    }
-}
 
 fn config(port: u16, dir: &Path) -> RaftConfig {
     RaftConfig {
@@ -117,9 +60,7 @@ async fn read(node: &RaftNode<KvStateMachine>, key: &str) -> Option<KvValue> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_log_disk_refuses_writes_clearly_and_the_node_serves_again_once_space_is_freed() {
-    let Some(fs) = Tmpfs::mount("4m") else {
-        eprintln!("SKIPPED: cannot mount a tmpfs here (not root?)");
-        assert!(!is_root(), "root could not mount a tmpfs");
+    let Some(fs) = Tmpfs::mount_or_skip("4m") else {
         return;
     };
     let dir = fs.dir.join("node1");

@@ -1,0 +1,93 @@
+//! Helpers for tests that need a real full filesystem: a small `tmpfs` mounted for one test
+//! and a ballast that fills it. Used by the tests of several crates; the servers never call it.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A small tmpfs mounted for one test, unmounted and removed when dropped (even if the test
+/// fails).
+pub struct Tmpfs {
+    pub dir: PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (`mount -o size=`, e.g. `"4m"`) on a fresh directory of the
+    /// temp dir; `None` when it cannot (mounting needs root).
+    pub fn mount(size: &str) -> Option<Tmpfs> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "rocketraft-tmpfs-{}-{}-{}",
+            std::process::id(),
+            crate::time::now_ms(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).ok()?;
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            let _ = std::fs::remove_dir(&dir);
+            return None;
+        }
+        Some(Tmpfs { dir })
+    }
+
+    /// [`Tmpfs::mount`], or `None` after printing `SKIPPED` when this process is not root;
+    /// panics when root could not mount one (CI runs as root: a test must not pass silently
+    /// there).
+    pub fn mount_or_skip(size: &str) -> Option<Tmpfs> {
+        let fs = Tmpfs::mount(size);
+        if fs.is_none() {
+            eprintln!("SKIPPED: cannot mount a tmpfs here (not root?)");
+            assert!(!is_root(), "root could not mount a tmpfs");
+        }
+        fs
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.dir)
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Whether this process runs as root (its effective uid, from `/proc/self/status`).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|ids| ids.split_whitespace().nth(1))
+            == Some("0")
+    })
+}
+
+/// Appends `bytes` of ballast to `path` (fewer once the filesystem refuses more).
+pub fn grow_ballast(path: &Path, bytes: usize) {
+    let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    else {
+        return;
+    };
+    let chunk = vec![1u8; 4096];
+    let mut left = bytes;
+    while left > 0 && f.write_all(&chunk).is_ok() {
+        left = left.saturating_sub(chunk.len());
+    }
+}
+
+/// Fills the filesystem holding `path` with a ballast file there until it refuses more bytes.
+pub fn fill_disk(path: &Path) {
+    grow_ballast(path, usize::MAX);
+    if let Ok(f) = std::fs::File::open(path) {
+        let _ = f.sync_all();
+    }
+}
