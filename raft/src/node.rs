@@ -44,6 +44,7 @@ use crate::network::TransportError;
 use crate::server::PeerService;
 use crate::state_machine::AppStateMachine;
 use crate::state_machine::SmInner;
+use crate::state_machine::SnapshotWatch;
 use crate::state_machine::StateMachineError;
 use crate::state_machine::StateMachineStore;
 use crate::types::ApplyError;
@@ -883,6 +884,8 @@ pub struct RaftNode<S: AppStateMachine> {
     /// The log store's stall state; closed once every handle of the log database is dropped
     /// (its lock released).
     log: LogWatch,
+    /// The snapshot store's stall state and shutdown switch.
+    snapshots: SnapshotWatch,
     _app: PhantomData<fn() -> S>,
 }
 
@@ -1119,6 +1122,7 @@ impl<S: AppStateMachine> RaftNode<S> {
             .and_then(|d| d.sync_all())
             .map_err(|e| startup(format!("{}: {e}", config.data_dir.display())))?;
         let shared = sm.shared();
+        let snapshots = sm.watch();
 
         let raft_config = openraft_config(&config)?;
         let rpc_timeout = Duration::from_millis(config.rpc_timeout_ms);
@@ -1156,6 +1160,7 @@ impl<S: AppStateMachine> RaftNode<S> {
             server_stop: parking_lot::Mutex::new(Some(stop_tx)),
             server_task: parking_lot::Mutex::new(Some(server_task)),
             log,
+            snapshots,
             _app: PhantomData,
         })
     }
@@ -1270,6 +1275,13 @@ impl<S: AppStateMachine> RaftNode<S> {
         self.core.admin(req).await
     }
 
+    /// Why a snapshot of this node waits to be written (its disk is full or failing; the node
+    /// keeps serving, keeps the log behind the previous snapshot, and writes the snapshot by
+    /// itself once the disk has room), if one does.
+    pub fn snapshot_stalled(&self) -> Option<String> {
+        self.snapshots.stalled()
+    }
+
     /// This node's view of itself and the cluster.
     pub fn status(&self) -> NodeStatus {
         self.core.status()
@@ -1286,6 +1298,7 @@ impl<S: AppStateMachine> RaftNode<S> {
         }
         // A write waiting for a full disk gives up (the node stops anyway).
         self.log.close();
+        self.snapshots.close();
         if let Err(e) = self.core.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }

@@ -12,6 +12,20 @@
 //! old or the new snapshot, never a torn one. At start the state machine is restored from it, and
 //! openraft re-applies the log entries after it (the log keeps them: logs are purged only up to the
 //! snapshot).
+//!
+//! ## A full disk (issue 15 item 3)
+//! openraft treats an error from [`RaftSnapshotBuilder::build_snapshot`] or
+//! [`RaftStateMachine::install_snapshot`] as fatal (the node stops). So a snapshot write that
+//! fails with an I/O error (ENOSPC above all) is not returned: the partial temporary file is
+//! removed (the previous snapshot stays in place, untouched), the store marks its snapshots
+//! **stalled** ([`SnapshotWatch::stalled`] says why) and writes the same bytes again every
+//! [`SNAPSHOT_RETRY`] until the disk takes them. A build waits in its own task (openraft builds in
+//! the background and starts no second build meanwhile; the node keeps applying and serving, and
+//! the log is not purged past the old snapshot, so nothing is lost); an install waits in the
+//! state-machine worker (applying pauses, like a slow disk). Once space is freed the snapshot that
+//! was due is written and reported. A snapshot older than the one already on disk (a build
+//! overtaken by an install while it waited) is not written over it. [`SnapshotWatch::close`]
+//! (node shutdown) ends a wait with an error.
 
 use std::collections::BTreeMap;
 use std::collections::HashMap;
@@ -21,7 +35,10 @@ use std::io;
 use std::io::Write;
 use std::path::Path;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::Stream;
 use futures::StreamExt;
@@ -241,6 +258,40 @@ impl SmInner {
 pub struct StateMachineStore {
     inner: Arc<RwLock<SmInner>>,
     dir: PathBuf,
+    snaps: Arc<SnapShared>,
+}
+
+/// How often a snapshot write that failed (full disk) is tried again.
+pub const SNAPSHOT_RETRY: Duration = Duration::from_millis(250);
+
+/// The snapshot files' writer state shared by the store, its builders and the node.
+struct SnapShared {
+    /// The last log id of the snapshot in `current.snap`; held while a write replaces it.
+    written: parking_lot::Mutex<Option<LogIdOf<TypeConfig>>>,
+    /// Why a snapshot write waits (`None`: none does).
+    stall: tokio::sync::watch::Sender<Option<String>>,
+    /// Set by [`SnapshotWatch::close`]: a waiting write gives up.
+    closing: AtomicBool,
+}
+
+/// What a node keeps of its snapshot store: whether a snapshot write waits for the disk, and the
+/// switch that ends the wait at shutdown.
+#[derive(Clone)]
+pub struct SnapshotWatch {
+    shared: Arc<SnapShared>,
+}
+
+impl SnapshotWatch {
+    /// Why a snapshot write waits (the disk is full or failing), if one does.
+    pub fn stalled(&self) -> Option<String> {
+        self.shared.stall.borrow().clone()
+    }
+
+    /// Makes a waiting snapshot write give up (with an error, fatal to the Raft node): for
+    /// shutdown.
+    pub fn close(&self) {
+        self.shared.closing.store(true, Ordering::Release);
+    }
 }
 
 const MAGIC: &[u8; 8] = b"RRSNAP01";
@@ -288,15 +339,91 @@ fn decode_snapshot(bytes: &[u8]) -> io::Result<(Envelope, &[u8])> {
     Ok((env, &body[header_end..]))
 }
 
+fn tmp_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.tmp"))
+}
+
+/// Writes `bytes` to `dir/name` through a synced temporary file renamed over it; on an error
+/// the temporary file is removed and `dir/name` is as before.
 fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
-    let tmp = dir.join(format!("{name}.tmp"));
-    {
-        let mut f = fs::File::create(&tmp)?;
+    let tmp = tmp_path(dir, name);
+    let written = fs::File::create(&tmp).and_then(|mut f| {
         f.write_all(bytes)?;
-        f.sync_all()?;
+        f.sync_all()
+    });
+    if let Err(e) = written.and_then(|()| fs::rename(&tmp, dir.join(name))) {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
     }
-    fs::rename(&tmp, dir.join(name))?;
     fs::File::open(dir)?.sync_all()
+}
+
+impl SnapShared {
+    /// Replaces the snapshot file with `bytes` (of the snapshot at `last`) unless the file already
+    /// holds a snapshot at least as recent; waits while the disk refuses it. Returns whether it
+    /// wrote.
+    async fn write(
+        self: &Arc<Self>,
+        dir: &Path,
+        last: Option<LogIdOf<TypeConfig>>,
+        bytes: Arc<Vec<u8>>,
+        what: &'static str,
+    ) -> io::Result<bool> {
+        let mut failures = 0u64;
+        loop {
+            let this = self.clone();
+            let dir2 = dir.to_path_buf();
+            let bytes2 = bytes.clone();
+            let attempt: io::Result<bool> = tokio::task::spawn_blocking(move || {
+                let mut written = this.written.lock();
+                if written.is_some() && last <= *written {
+                    return Ok(false);
+                }
+                write_atomically(&dir2, SNAPSHOT_FILE, &bytes2)?;
+                *written = last;
+                Ok(true)
+            })
+            .await
+            .map_err(io::Error::other)?;
+            match attempt {
+                Ok(wrote) => {
+                    if failures > 0 {
+                        tracing::info!(
+                            ?last,
+                            failures,
+                            "{what}: snapshot written after the disk had room again"
+                        );
+                    }
+                    self.stall.send_if_modified(|s| s.take().is_some());
+                    return Ok(wrote);
+                }
+                Err(e) => {
+                    if self.closing.load(Ordering::Acquire) {
+                        return Err(io::Error::new(
+                            e.kind(),
+                            format!("{what}: snapshot not written ({e}) and the node is stopping"),
+                        ));
+                    }
+                    failures += 1;
+                    let why = format!(
+                        "{what} at {last:?} cannot be written to {} ({e}); the previous snapshot stays in place and the write is retried until the disk has room",
+                        dir.display()
+                    );
+                    if failures == 1 {
+                        tracing::warn!("{why}");
+                    }
+                    self.stall.send_if_modified(|s| {
+                        let changed = s.is_none();
+                        if changed {
+                            *s = Some(why);
+                        }
+                        changed
+                    });
+                    tokio::time::sleep(SNAPSHOT_RETRY).await;
+                }
+            }
+        }
+    }
 }
 
 impl StateMachineStore {
@@ -304,6 +431,12 @@ impl StateMachineStore {
     pub(crate) fn open(dir: &Path, mut app: Box<dyn ErasedApp>) -> io::Result<Self> {
         fs::create_dir_all(dir)?;
         let path = dir.join(SNAPSHOT_FILE);
+        // A temporary file left by a crash mid-write is garbage (the snapshot is the old file).
+        match fs::remove_file(tmp_path(dir, SNAPSHOT_FILE)) {
+            Ok(()) => tracing::info!(dir = %dir.display(), "removed a partial snapshot file"),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
         let mut env = Envelope::default();
         match fs::read(&path) {
             Ok(bytes) => {
@@ -317,10 +450,23 @@ impl StateMachineStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
+        let snaps = Arc::new(SnapShared {
+            written: parking_lot::Mutex::new(env.last_applied),
+            stall: tokio::sync::watch::Sender::new(None),
+            closing: AtomicBool::new(false),
+        });
         Ok(StateMachineStore {
             inner: Arc::new(RwLock::new(SmInner { app, env })),
             dir: dir.to_path_buf(),
+            snaps,
         })
+    }
+
+    /// The snapshot writer's stall state and shutdown switch.
+    pub(crate) fn watch(&self) -> SnapshotWatch {
+        SnapshotWatch {
+            shared: self.snaps.clone(),
+        }
     }
 
     pub(crate) fn shared(&self) -> Arc<RwLock<SmInner>> {
@@ -360,18 +506,29 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             let bytes = encode_snapshot(&env, &app)?;
             (env, bytes)
         };
-        let dir = self.store.dir.clone();
-        let to_write = bytes.clone();
-        tokio::task::spawn_blocking(move || write_atomically(&dir, SNAPSHOT_FILE, &to_write))
-            .await
-            .map_err(io::Error::other)??;
-        tracing::info!(last_applied = ?env.last_applied, bytes = bytes.len(), "snapshot built");
+        let bytes = Arc::new(bytes);
+        let wrote = self
+            .store
+            .snaps
+            .write(
+                &self.store.dir,
+                env.last_applied,
+                bytes.clone(),
+                "snapshot build",
+            )
+            .await?;
+        if wrote {
+            tracing::info!(last_applied = ?env.last_applied, bytes = bytes.len(), "snapshot built");
+        } else {
+            // openraft ignores a snapshot older than the one it has.
+            tracing::info!(last_applied = ?env.last_applied, "snapshot built but not stored: a newer one is on disk");
+        }
         Ok(Snapshot {
             meta: SnapshotMeta {
                 last_log_id: env.last_applied,
                 last_membership: env.last_membership,
             },
-            snapshot: bytes,
+            snapshot: Arc::try_unwrap(bytes).unwrap_or_else(|b| (*b).clone()),
         })
     }
 }
@@ -432,11 +589,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         }
         // Persist first: if restoring fails the old state stays, and after a crash the new
         // snapshot is what the node restarts from.
-        let dir = self.dir.clone();
-        let bytes = snapshot.clone();
-        tokio::task::spawn_blocking(move || write_atomically(&dir, SNAPSHOT_FILE, &bytes))
-            .await
-            .map_err(io::Error::other)??;
+        self.snaps
+            .write(
+                &self.dir,
+                meta.last_log_id,
+                Arc::new(snapshot.clone()),
+                "snapshot install",
+            )
+            .await?;
         let mut inner = self.inner.write();
         inner.app.restore_bytes(app_bytes).map_err(invalid)?;
         inner.env = env;
