@@ -192,6 +192,27 @@ pub fn record_keys(props: &str) -> Vec<&str> {
     keys
 }
 
+/// The database options of the index; its compaction filter drops entries below `floor`.
+fn index_options(floor: Arc<AtomicI64>) -> Options {
+    let mut opts = Options::default();
+    opts.create_if_missing(true);
+    opts.set_max_background_jobs(2);
+    opts.set_compression_type(DBCompressionType::None);
+    opts.set_write_buffer_size(16 << 20);
+    opts.set_keep_log_file_num(4);
+    opts.set_compaction_filter(
+        "rocketraft-index-floor",
+        move |_level: u32, key: &[u8], _value: &[u8]| match parse_entry(key) {
+            Some((_, offset)) if offset < floor.load(Ordering::Acquire) => Decision::Remove,
+            _ => Decision::Keep,
+        },
+    );
+    opts
+}
+
+/// The least time between two reopens of the index database after write errors.
+const REOPEN_EVERY: Duration = Duration::from_secs(2);
+
 impl MessageIndex {
     /// Opens (creating) the index at `{store_root}/index` and starts the indexer thread. The
     /// progress restarts where the database left it, but never above the CommitLog's dispatched
@@ -200,22 +221,7 @@ impl MessageIndex {
         let path = shared.config.store_root.join("index");
         super::mapped_file::create_dir_all_durable(&path).map_err(|e| StoreError::io(&path, e))?;
         let floor = Arc::new(AtomicI64::new(0));
-        let filter_floor = floor.clone();
-        let mut opts = Options::default();
-        opts.create_if_missing(true);
-        opts.set_max_background_jobs(2);
-        opts.set_compression_type(DBCompressionType::None);
-        opts.set_write_buffer_size(16 << 20);
-        opts.set_keep_log_file_num(4);
-        opts.set_compaction_filter(
-            "rocketraft-index-floor",
-            move |_level: u32, key: &[u8], _value: &[u8]| match parse_entry(key) {
-                Some((_, offset)) if offset < filter_floor.load(Ordering::Acquire) => {
-                    Decision::Remove
-                }
-                _ => Decision::Keep,
-            },
-        );
+        let opts = index_options(floor.clone());
         let db = match DB::open(&opts, &path) {
             Ok(db) => db,
             Err(e) => {
@@ -448,7 +454,10 @@ impl Inner {
     /// The open database, or an error once the index stopped.
     fn db(&self) -> Result<parking_lot::MappedRwLockReadGuard<'_, DB>, StoreError> {
         parking_lot::RwLockReadGuard::try_map(self.db.read(), Option::as_ref).map_err(|_| {
-            StoreError::ServiceNotAvailable("the message index is closed (store stopped)".into())
+            StoreError::ServiceNotAvailable(
+                "the message index is closed (the store stopped, or a reopen after a disk error failed)"
+                    .into(),
+            )
         })
     }
 
@@ -473,18 +482,56 @@ impl Inner {
 
     fn run(self: Arc<Self>) {
         let mut last_error: Option<Instant> = None;
+        let mut last_reopen: Option<Instant> = None;
+        let mut healthy = true;
         while !self.stop.load(Ordering::Acquire) {
             match self.step() {
+                Ok(true) | Ok(false) if !healthy => {
+                    tracing::info!(
+                        progress = self.progress.load(Ordering::Relaxed),
+                        "indexing again after the write errors"
+                    );
+                    healthy = true;
+                }
                 Ok(true) => {}
                 Ok(false) => std::thread::sleep(IDLE_POLL),
                 Err(e) => {
                     self.errors.fetch_add(1, Ordering::Relaxed);
+                    healthy = false;
                     if last_error.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
                         tracing::error!(error = %e, progress = self.progress.load(Ordering::Relaxed), "indexing failed; retrying (queries may miss recent messages)");
                         last_error = Some(Instant::now());
                     }
                     std::thread::sleep(Duration::from_millis(500));
+                    if last_reopen.is_none_or(|t| t.elapsed() >= REOPEN_EVERY) {
+                        last_reopen = Some(Instant::now());
+                        self.reopen();
+                    }
                 }
+            }
+        }
+    }
+
+    /// RocksDB stops a database after a failed write (a full disk above all: its WAL append
+    /// fails) and rust-rocksdb cannot resume it, so after write errors the indexer closes the
+    /// database and opens it again (it recovers from its WAL), until writes go through: the
+    /// index catches up by itself once space is freed. Entries are rewritten from the
+    /// in-memory progress, which only moves after a write succeeded, so nothing is skipped.
+    /// Never after [`MessageIndex::stop`].
+    fn reopen(&self) {
+        let path = self.shared.config.store_root.join("index");
+        let mut slot = self.db.write();
+        if self.stop.load(Ordering::Acquire) {
+            return;
+        }
+        drop(slot.take());
+        match DB::open(&index_options(self.floor.clone()), &path) {
+            Ok(db) => {
+                tracing::info!(path = %path.display(), "message index reopened after write errors");
+                *slot = Some(db);
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot reopen the message index yet; retrying")
             }
         }
     }

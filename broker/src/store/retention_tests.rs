@@ -409,3 +409,74 @@ fn enospc_refuses_sends_cleanly_and_recovers_when_space_is_freed() {
     drop(store);
     drop(fs);
 }
+
+/// Index writes on a real full disk: sends still go through (the index follows behind the
+/// writer), the indexer's writes fail and it retries, and once space is freed it reopens its
+/// database and catches up by itself: every message is found by key, those sent while the
+/// disk was full too.
+#[test]
+fn the_index_catches_up_by_itself_once_a_full_disk_has_room_again() {
+    use rocketraft_common::consts::property;
+    let Some(fs) = Tmpfs::mount_or_skip("6m") else {
+        return;
+    };
+    let mut cfg = config(&fs.dir.join("store"));
+    cfg.commitlog_segment_size = 1 << 20;
+    cfg.consume_queue_entries_per_file = 50_000;
+    cfg.file_reserved_time_secs = Some(3_600);
+    cfg.delete_when = String::new();
+    cfg.disk_space_warning_level_ratio = 100;
+    cfg.disk_space_clean_forcibly_ratio = 100;
+    cfg.clean_file_forcibly_enable = false;
+    let store = MessageStore::open(cfg).expect("open");
+    let keyed = |i: usize| {
+        let mut m = Message::new("K", vec![b'k'; 200]);
+        m.set_property(property::KEYS, format!("key-{i}"));
+        BrokerMessage::new(m, 0)
+    };
+    let mut sent = 0;
+    while sent < 10 {
+        store.put_message_blocking(keyed(sent)).expect("put");
+        sent += 1;
+    }
+    let index = store.message_index().expect("the index is on");
+    assert!(index.wait_caught_up(Duration::from_secs(10)));
+    let ballast = fs.dir.join("ballast");
+    fill_disk(&ballast);
+    // The segment is preallocated and the ConsumeQueue's blocks reserved: sends go on; the
+    // index cannot write.
+    let errors_before = index.stats().errors;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while index.stats().errors == errors_before {
+        match store.put_message_blocking(keyed(sent)) {
+            Ok(_) => sent += 1,
+            Err(e) => panic!("a send refused before the index failed: {e}"),
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the index never failed on the full disk ({sent} sent)"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        index.progress() < store.max_phy_offset(),
+        "behind while full"
+    );
+    std::fs::remove_file(&ballast).expect("free space");
+    assert!(
+        index.wait_caught_up(Duration::from_secs(20)),
+        "the index caught up once space was freed (progress {}, end {})",
+        index.progress(),
+        store.max_phy_offset()
+    );
+    for i in 0..sent {
+        let found = store
+            .query_by_key("K", &format!("key-{i}"), 32, 0, i64::MAX)
+            .expect("query")
+            .expect("the index is on");
+        assert_eq!(found.messages.len(), 1, "key-{i} of {sent}");
+    }
+    store.shutdown().expect("shutdown");
+    drop(store);
+    drop(fs);
+}
