@@ -24,6 +24,18 @@ use super::flush::{FlushMsg, Waiter};
 use super::mapped_file::{MappedFile, SegmentAllocator};
 use super::{FlushDiskType, PutResult, PutStatus, Shared};
 
+/// The refusal of a put that needs a new CommitLog segment the store cannot create; a full disk
+/// says so (nothing was written; sends resume once space is freed).
+fn segment_refusal(start: i64, e: &std::io::Error) -> StoreError {
+    if super::flush::is_disk_full(e) {
+        StoreError::ServiceNotAvailable(format!(
+            "service not available now: no disk space for a new CommitLog segment at {start} ({e}); nothing was written; sends are accepted again once space is freed"
+        ))
+    } else {
+        StoreError::ServiceNotAvailable(format!("cannot create CommitLog segment {start}: {e}"))
+    }
+}
+
 pub(crate) type Reply = oneshot::Sender<Result<PutResult, StoreError>>;
 
 /// Records of one topic queue, encoded back to back with placeholder offsets.
@@ -290,9 +302,7 @@ impl Writer {
                         .take(start as u64, Duration::from_secs(30))
                         .map_err(|e| {
                             tracing::error!(start, error = %e, "cannot create CommitLog segment");
-                            StoreError::ServiceNotAvailable(format!(
-                                "cannot create CommitLog segment {start}: {e}"
-                            ))
+                            segment_refusal(start, &e)
                         })?;
                     self.shared.commitlog.push_segment(seg.clone());
                     self.allocator.request(seg.end_offset());
@@ -476,11 +486,7 @@ impl Writer {
                     let seg = self
                         .allocator
                         .take(start as u64, Duration::from_secs(30))
-                        .map_err(|e| {
-                            StoreError::ServiceNotAvailable(format!(
-                                "cannot create CommitLog segment {start}: {e}"
-                            ))
-                        })?;
+                        .map_err(|e| segment_refusal(start, &e))?;
                     self.shared.commitlog.push_segment(seg.clone());
                     self.allocator.request(seg.end_offset());
                     seg

@@ -4,6 +4,7 @@
 
 mod auth;
 mod broker_e2e;
+mod disk_full;
 mod pop;
 mod timer;
 mod transaction;
