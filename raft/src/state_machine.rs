@@ -728,4 +728,94 @@ mod tests {
         }
         assert!(sm.env.sessions.len() <= MAX_SESSIONS);
     }
+
+    fn log_id(index: u64) -> LogIdOf<TypeConfig> {
+        use openraft::vote::RaftLeaderIdExt;
+        let leader = <TypeConfig as openraft::RaftTypeConfig>::LeaderId::new_committed(1, 1);
+        openraft::LogId::new(leader, index)
+    }
+
+    async fn wait_stalled(watch: &SnapshotWatch) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(why) = watch.stalled() {
+                return why;
+            }
+            assert!(std::time::Instant::now() < deadline, "never stalled");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Snapshot writes on a real full tmpfs: an install waits for space (state and previous
+    /// snapshot unchanged meanwhile) and completes once space is freed; a build that waits gives
+    /// up at shutdown with an error and leaves no partial file.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn snapshot_writes_on_a_full_disk_wait_for_space_and_keep_the_previous_snapshot() {
+        use rocketraft_common::testing::{fill_disk, Tmpfs};
+        let Some(fs) = Tmpfs::mount_or_skip("2m") else {
+            return;
+        };
+        let dir = fs.dir.join("snapshot");
+        let ballast = fs.dir.join("ballast");
+        let mut store = StateMachineStore::open(&dir, Box::new(Counter::default())).expect("open");
+        let watch = store.watch();
+        {
+            let mut inner = store.inner.write();
+            inner.apply_request(1, &req(7, 1, "5"));
+            inner.env.last_applied = Some(log_id(1));
+        }
+        let mut builder = store.get_snapshot_builder().await;
+        builder.build_snapshot().await.expect("first snapshot");
+        let first = fs::read(dir.join(SNAPSHOT_FILE)).expect("first snapshot file");
+
+        // An install from the leader while the disk is full waits.
+        fill_disk(&ballast);
+        let env = Envelope {
+            last_applied: Some(log_id(10)),
+            ..Envelope::default()
+        };
+        let bytes = encode_snapshot(&env, &42i64.to_le_bytes()).expect("encode");
+        let meta = SnapshotMeta {
+            last_log_id: Some(log_id(10)),
+            last_membership: StoredMembership::default(),
+        };
+        let mut installer = store.clone();
+        let install = tokio::spawn(async move { installer.install_snapshot(&meta, bytes).await });
+        let why = wait_stalled(&watch).await;
+        assert!(why.contains("No space left"), "{why}");
+        assert!(why.contains("previous snapshot stays in place"), "{why}");
+        tokio::time::sleep(SNAPSHOT_RETRY * 2).await;
+        assert!(!install.is_finished(), "the install waits for space");
+        assert_eq!(store.inner.read().query("null"), Ok("5".to_string()));
+        assert_eq!(fs::read(dir.join(SNAPSHOT_FILE)).expect("file"), first);
+
+        // Space freed: the install completes by itself.
+        fs::remove_file(&ballast).expect("free space");
+        install.await.expect("join").expect("installed");
+        assert_eq!(watch.stalled(), None);
+        assert_eq!(store.inner.read().query("null"), Ok("42".to_string()));
+        let current = store
+            .get_current_snapshot()
+            .await
+            .expect("read")
+            .expect("some");
+        assert_eq!(current.meta.last_log_id, Some(log_id(10)));
+
+        // A build that waits on a full disk gives up at shutdown; no partial file is left and
+        // the installed snapshot is what a restart finds.
+        store.inner.write().env.last_applied = Some(log_id(11));
+        fill_disk(&ballast);
+        let mut builder = store.get_snapshot_builder().await;
+        let build = tokio::spawn(async move { builder.build_snapshot().await.map(|_| ()) });
+        wait_stalled(&watch).await;
+        watch.close();
+        let err = build.await.expect("join").expect_err("gave up");
+        assert!(err.to_string().contains("node is stopping"), "{err}");
+        assert!(!tmp_path(&dir, SNAPSHOT_FILE).exists(), "partial file left");
+        drop(store);
+        fs::remove_file(&ballast).expect("free space");
+        let reopened = StateMachineStore::open(&dir, Box::new(Counter::default())).expect("reopen");
+        assert_eq!(reopened.inner.read().query("null"), Ok("42".to_string()));
+        drop(fs);
+    }
 }
