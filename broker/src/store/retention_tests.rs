@@ -298,20 +298,26 @@ fn a_full_disk_refuses_sends_until_space_is_freed_and_forced_cleaning_makes_room
     drop(fs);
 }
 
+/// A store that meets ENOSPC itself: no retention and no disk-full level of its own.
+fn full_disk_config(root: &Path, segment: u64) -> StoreConfig {
+    StoreConfig {
+        commitlog_segment_size: segment,
+        consume_queue_entries_per_file: 50_000,
+        file_reserved_time_secs: Some(3_600),
+        delete_when: String::new(),
+        disk_space_warning_level_ratio: 100,
+        disk_space_clean_forcibly_ratio: 100,
+        clean_file_forcibly_enable: false,
+        ..config(root)
+    }
+}
+
 #[test]
 fn enospc_refuses_sends_cleanly_and_recovers_when_space_is_freed() {
     let Some(fs) = Tmpfs::mount_or_skip("3m") else {
         return;
     };
-    let root = fs.dir.join("store");
-    let mut cfg = config(&root);
-    cfg.commitlog_segment_size = 256 * 1024;
-    cfg.consume_queue_entries_per_file = 50_000;
-    cfg.file_reserved_time_secs = Some(3_600);
-    cfg.delete_when = String::new();
-    cfg.disk_space_warning_level_ratio = 100;
-    cfg.disk_space_clean_forcibly_ratio = 100;
-    cfg.clean_file_forcibly_enable = false;
+    let cfg = full_disk_config(&fs.dir.join("store"), 256 * 1024);
     let store = MessageStore::open(cfg.clone()).expect("open");
     let mut acked: Vec<(String, i64)> = Vec::new();
     for q in 0..4 {
@@ -420,14 +426,7 @@ fn the_index_catches_up_by_itself_once_a_full_disk_has_room_again() {
     let Some(fs) = Tmpfs::mount_or_skip("6m") else {
         return;
     };
-    let mut cfg = config(&fs.dir.join("store"));
-    cfg.commitlog_segment_size = 1 << 20;
-    cfg.consume_queue_entries_per_file = 50_000;
-    cfg.file_reserved_time_secs = Some(3_600);
-    cfg.delete_when = String::new();
-    cfg.disk_space_warning_level_ratio = 100;
-    cfg.disk_space_clean_forcibly_ratio = 100;
-    cfg.clean_file_forcibly_enable = false;
+    let cfg = full_disk_config(&fs.dir.join("store"), 1 << 20);
     let store = MessageStore::open(cfg).expect("open");
     let keyed = |i: usize| {
         let mut m = Message::new("K", vec![b'k'; 200]);
