@@ -43,6 +43,21 @@ pub fn scan(inner: &BrokerInner, topic: &str, mut each: impl FnMut(i64, &Message
     }
 }
 
+/// The offsets a marker topic holds (queue 0, one decimal offset per message body: timer done
+/// markers, transaction op records); unreadable bodies are skipped.
+pub fn offsets_in(inner: &BrokerInner, topic: &str) -> std::collections::HashSet<i64> {
+    let mut offsets = std::collections::HashSet::new();
+    scan(inner, topic, |_, m| {
+        if let Ok(o) = String::from_utf8_lossy(&m.message.body)
+            .trim()
+            .parse::<i64>()
+        {
+            offsets.insert(o);
+        }
+    });
+    offsets
+}
+
 /// Runs a replay once per serving epoch.
 pub struct ReplayGate {
     replayed_for: AtomicI64,

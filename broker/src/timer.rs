@@ -17,7 +17,7 @@
 //!   counting the rolls. One record does both, so a crash leaves either the old timer or the new
 //!   one pending, never both and never neither. A recall handle made before a roll still works.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -223,15 +223,7 @@ impl TimerService {
 
     /// The pending timers the timer topics describe.
     fn replay_pending(inner: &BrokerInner) -> Replayed {
-        let mut done = HashSet::new();
-        crate::replay::scan(inner, TIMER_DONE_TOPIC, |_, m| {
-            if let Ok(o) = String::from_utf8_lossy(&m.message.body)
-                .trim()
-                .parse::<i64>()
-            {
-                done.insert(o);
-            }
-        });
+        let done = crate::replay::offsets_in(inner, TIMER_DONE_TOPIC);
         let mut pending = BTreeSet::new();
         let mut rolled = HashMap::new();
         crate::replay::scan(inner, TIMER_TOPIC, |off, m| {

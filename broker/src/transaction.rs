@@ -15,7 +15,7 @@
 //!   `transaction_check_max` (15) checks it is rolled back and logged.
 //! - Pending halves are rebuilt from the two topics at start and on becoming master.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -116,15 +116,7 @@ impl TransactionService {
 
     /// The undecided half messages the two topics describe, and how many were decided.
     fn replay_pending(inner: &BrokerInner) -> (BTreeMap<i64, Pending>, usize) {
-        let mut done = HashSet::new();
-        crate::replay::scan(inner, OP_TOPIC, |_, m| {
-            if let Ok(o) = String::from_utf8_lossy(&m.message.body)
-                .trim()
-                .parse::<i64>()
-            {
-                done.insert(o);
-            }
-        });
+        let done = crate::replay::offsets_in(inner, OP_TOPIC);
         let mut pending = BTreeMap::new();
         crate::replay::scan(inner, HALF_TOPIC, |off, m| {
             if !done.contains(&off) {
