@@ -1,5 +1,6 @@
-//! Third-party clients against real `rocketraft` processes: ali-ons (Node.js, Remoting) and the
-//! official RocketMQ 5 Python client (gRPC, with and without credentials).
+//! Third-party clients against real `rocketraft` processes: ali-ons (Node.js, Remoting),
+//! rocketmq-client-rust (Rust, Remoting) and the official RocketMQ 5 Python client (gRPC, with
+//! and without credentials).
 //!
 //! Each test takes its module's turn first ([`support::file_turn`]): the modules' tests run one
 //! module after another, as they did when each file was its own binary.
@@ -7,6 +8,7 @@
 mod compat_ali_ons;
 mod compat_python;
 mod compat_python_auth;
+mod compat_rocketmq_rust;
 
 #[path = "../support/mod.rs"]
 mod support;

@@ -1,0 +1,211 @@
+//! A third-party RocketMQ Remoting client, rocketmq-client-rust 1.0.0 (the rocketmq-rust
+//! project's client, from crates.io), against a real `rocketraft dev` process, through the
+//! client's own public API (compat/rocketmq-rust): its producer with message trace on sends keyed
+//! messages, its push consumer receives them, its `query_message` finds them by key
+//! (QUERY_MESSAGE), its `view_message` by the offset message id (VIEW_MESSAGE_BY_ID) and by the
+//! unique id the producer printed (QUERY_MESSAGE with the unique-key flag), and the trace its
+//! `AsyncTraceDispatcher` wrote to `RMQ_SYS_TRACE_TOPIC` is shown by `admin message trace`.
+//!
+//! The client is a separate Cargo project with its own lock file, built once per machine into
+//! `$CARGO_TARGET_DIR/compat-rocketmq-rust` (a large dependency tree: a few minutes cold).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::support::{admin, admin_output, free_port, Dev};
+
+/// Builds the client program (once per test run; cargo's own lock serialises concurrent builds
+/// into one target directory) and returns its path.
+fn probe() -> PathBuf {
+    static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+        .join("compat-rocketmq-rust");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--locked", "--manifest-path"])
+        .arg(root.join("compat/rocketmq-rust/Cargo.toml"))
+        .env("CARGO_TARGET_DIR", &target)
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "building compat/rocketmq-rust failed");
+    target.join("debug/rmq-rust-probe")
+}
+
+fn events_of<'a>(events: &'a [serde_json::Value], kind: &str) -> Vec<&'a serde_json::Value> {
+    events.iter().filter(|e| e["event"] == kind).collect()
+}
+
+fn bodies(messages: &serde_json::Value) -> BTreeSet<String> {
+    messages
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .filter_map(|m| m["body"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn rocketmq_client_rust_finds_messages_by_key_and_id_and_writes_traces() {
+    let _turn = crate::support::file_turn(module_path!());
+    let probe = probe();
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut dev = Dev::start(data.path(), free_port(), free_port(), &["--no-proxy"]);
+    let namesrv = dev.namesrv.clone();
+    let topic = "RustClientLookup";
+    let created = admin(&namesrv, &["topic", "create", topic, "--queues", "4"]);
+    assert!(created.contains("created topic"), "{created}");
+    for _ in 0..100 {
+        if admin_output(&namesrv, &["topic", "route", topic])
+            .status
+            .success()
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let count = 10;
+    let out = Command::new(&probe)
+        .arg("lookup-trace")
+        .env("NAMESRV", &namesrv)
+        .env("TOPIC", topic)
+        .env("COUNT", count.to_string())
+        // The client's trace worker sends its batches in the background; shutting down drops
+        // what it has not sent yet.
+        .env("HOLD_MS", "1500")
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("the client program runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "rocketmq-client-rust run failed\nstdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events: Vec<serde_json::Value> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert_eq!(events_of(&events, "done").len(), 1, "{stdout}");
+
+    let sent = events_of(&events, "sent");
+    assert_eq!(sent.len(), count, "{stdout}");
+    for e in &sent {
+        assert_eq!(e["status"], "SendOk", "{e}");
+        assert_eq!(e["msgId"].as_str().map(str::len), Some(32), "{e}");
+        assert_eq!(e["offsetMsgId"].as_str().map(str::len), Some(32), "{e}");
+        assert_eq!(e["traceOn"], true, "the broker's trace switch is on: {e}");
+    }
+    let all: BTreeSet<String> = (0..count).map(|i| format!("rust-body-{i}")).collect();
+    let received: BTreeSet<String> = events_of(&events, "received")
+        .iter()
+        .filter_map(|e| e["message"]["body"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(received, all, "the push consumer got every message");
+
+    // By key: the shared key finds every message, a message's own key finds it alone, an unknown
+    // key finds nothing (the client reports "no message").
+    let by_key = events_of(&events, "by_key");
+    let shared = by_key
+        .iter()
+        .find(|e| e["key"] == "lookup-all")
+        .unwrap_or_else(|| panic!("no lookup by the shared key: {stdout}"));
+    assert_eq!(bodies(&shared["messages"]), all, "{shared}");
+    let probe_index = count / 2;
+    let own = by_key
+        .iter()
+        .find(|e| e["key"] == format!("order-{probe_index}"))
+        .unwrap_or_else(|| panic!("no lookup by order-{probe_index}: {stdout}"));
+    assert_eq!(
+        bodies(&own["messages"]),
+        BTreeSet::from([format!("rust-body-{probe_index}")]),
+        "{own}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "by_key_failed" && e["key"] == "no-such-key"),
+        "an unknown key finds nothing: {stdout}"
+    );
+
+    // By id: the offset message id and the unique id of the same message.
+    let expected = sent[probe_index];
+    for kind in ["offset", "unique"] {
+        let found = events
+            .iter()
+            .find(|e| e["event"] == "by_id" && e["kind"] == kind)
+            .unwrap_or_else(|| panic!("view_message by the {kind} id failed: {stdout}"));
+        let m = &found["message"];
+        assert_eq!(m["body"], format!("rust-body-{probe_index}"), "{found}");
+        assert_eq!(m["uniq"], expected["msgId"], "{found}");
+        assert_eq!(m["msgId"], expected["offsetMsgId"], "{found}");
+        assert_eq!(
+            m["keys"],
+            format!("order-{probe_index} lookup-all"),
+            "{found}"
+        );
+    }
+
+    // The producer's trace, written by the client's own trace dispatcher.
+    let uniq = expected["msgId"].as_str().unwrap_or_default().to_string();
+    let offset_id = expected["offsetMsgId"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let trace = loop {
+        let out = admin_output(&namesrv, &["message", "trace", "--id", &uniq]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        if out.status.success() && text.starts_with("Pub") {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no trace of {uniq}: {text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let publish = trace.lines().next().unwrap_or_default();
+    for field in [
+        "groupName=rr_compat_rust_pg".to_string(),
+        format!("topic={topic}"),
+        format!("msgId={uniq}"),
+        "tags=TagR".to_string(),
+        format!("keys=order-{probe_index} lookup-all"),
+        "msgType=Normal_Msg".to_string(),
+        format!("offsetMsgId={offset_id}"),
+        "success=true".to_string(),
+    ] {
+        assert!(publish.contains(&field), "{field} in {trace}");
+    }
+
+    // Our CLI agrees with the client about the same message.
+    let shown = admin(
+        &namesrv,
+        &[
+            "message",
+            "query",
+            "--topic",
+            topic,
+            "--key",
+            &format!("order-{probe_index}"),
+        ],
+    );
+    assert!(shown.contains(&format!("unique id:   {uniq}")), "{shown}");
+    let shown = admin(&namesrv, &["message", "get", "--id", &offset_id]);
+    assert!(
+        shown.contains(&format!("rust-body-{probe_index}")),
+        "{shown}"
+    );
+    let _ = dev.child.kill();
+    let _ = dev.child.wait();
+}
