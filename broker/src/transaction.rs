@@ -14,6 +14,12 @@
 //!   `transaction_timeout_ms` (6 s); the producer answers with END_TRANSACTION. After
 //!   `transaction_check_max` (15) checks it is rolled back and logged.
 //! - Pending halves are rebuilt from the two topics at start and on becoming master.
+//! - **Retention**: an undecided half message whose segment retention wants is stored again at
+//!   the head of the log (as RocketMQ's check puts half messages back), the copy naming the
+//!   original by [`PREPARED_QUEUE_OFFSET`] (RocketMQ's `TRAN_PREPARED_QUEUE_OFFSET`) and
+//!   [`PREPARED_COMMITLOG_OFFSET`]. A transaction keeps its identity, the original's offsets:
+//!   END_TRANSACTION, check-backs and the op record name those, and the commit stores the copy's
+//!   content, so the segment of the original can go.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -31,6 +37,11 @@ use crate::BrokerInner;
 
 pub const HALF_TOPIC: &str = "RMQ_SYS_TRANS_HALF_TOPIC";
 pub const OP_TOPIC: &str = "RMQ_SYS_TRANS_OP_HALF_TOPIC";
+/// On a half message stored again: the half-topic queue offset of the original (RocketMQ's
+/// `MessageConst.PROPERTY_TRANSACTION_PREPARED_QUEUE_OFFSET`).
+pub const PREPARED_QUEUE_OFFSET: &str = "TRAN_PREPARED_QUEUE_OFFSET";
+/// On a half message stored again: the CommitLog offset of the original (ours).
+pub const PREPARED_COMMITLOG_OFFSET: &str = "TRAN_PREPARED_COMMITLOG_OFFSET";
 
 /// Whether a send is the first phase of a transaction.
 pub fn is_prepared(message: &Message, sys_flag_value: i32) -> bool {
@@ -57,6 +68,35 @@ struct Pending {
     store_ms: i64,
     checks: u32,
     last_check_ms: i64,
+    /// The half-topic queue offset of the record holding the message now: the original's (the
+    /// key of the pending map) or, once stored again, the latest copy's.
+    at: i64,
+    /// The original's CommitLog offset (what END_TRANSACTION names).
+    phy: i64,
+}
+
+impl Pending {
+    fn new(store_ms: i64, at: i64, phy: i64) -> Pending {
+        Pending {
+            store_ms,
+            checks: 0,
+            last_check_ms: 0,
+            at,
+            phy,
+        }
+    }
+}
+
+/// The original a half-topic record stands for: `(queue offset, CommitLog offset)` of the
+/// original half message when the record is a copy stored again, `None` for an original.
+fn copy_of(m: &message::MessageExt) -> Option<(i64, i64)> {
+    let queue_offset = m.message.property(PREPARED_QUEUE_OFFSET)?.parse().ok()?;
+    let phy = m
+        .message
+        .property(PREPARED_COMMITLOG_OFFSET)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(-1);
+    Some((queue_offset, phy))
 }
 
 /// Undecided half messages of a broker.
@@ -81,6 +121,9 @@ impl Default for TransactionService {
 /// the commit transaction type and a link to the half message's CommitLog offset.
 fn committed_message(half: &message::MessageExt) -> Result<BrokerMessage, Refusal> {
     let mut msg = half.message.clone();
+    let original_phy = copy_of(half).map_or(half.commit_log_offset, |(_, phy)| phy);
+    msg.remove_property(PREPARED_QUEUE_OFFSET);
+    msg.remove_property(PREPARED_COMMITLOG_OFFSET);
     let topic = msg
         .remove_property(property::REAL_TOPIC)
         .ok_or_else(|| Refusal::system_error("half message without REAL_TOPIC"))?;
@@ -94,7 +137,7 @@ fn committed_message(half: &message::MessageExt) -> Result<BrokerMessage, Refusa
         sys_flag::reset_transaction_value(half.sys_flag, sys_flag::TRANSACTION_COMMIT_TYPE);
     bm.born_timestamp = half.born_timestamp;
     bm.born_host = half.born_host;
-    bm.prepared_transaction_offset = half.commit_log_offset;
+    bm.prepared_transaction_offset = original_phy;
     Ok(bm)
 }
 
@@ -104,30 +147,42 @@ impl TransactionService {
     /// replay of the half and op topics otherwise (a slave, or a master before its first
     /// check round): a failover must find every undecided half message.
     pub fn lowest_needed(&self, inner: &BrokerInner) -> Option<i64> {
-        let first = if self.replay.is_current(inner) {
-            *self.pending.lock().keys().next()?
+        let at: Vec<i64> = if self.replay.is_current(inner) {
+            self.pending.lock().values().map(|p| p.at).collect()
         } else {
-            *Self::replay_pending(inner).0.keys().next()?
+            Self::replay_pending(inner)
+                .0
+                .values()
+                .map(|p| p.at)
+                .collect()
         };
-        inner
-            .store
-            .get_commit_log_offset_in_queue(HALF_TOPIC, 0, first)
+        at.into_iter()
+            .filter_map(|o| inner.store.get_commit_log_offset_in_queue(HALF_TOPIC, 0, o))
+            .min()
     }
 
     /// The undecided half messages the two topics describe, and how many were decided.
     fn replay_pending(inner: &BrokerInner) -> (BTreeMap<i64, Pending>, usize) {
         let done = crate::replay::offsets_in(inner, OP_TOPIC);
-        let mut pending = BTreeMap::new();
-        crate::replay::scan(inner, HALF_TOPIC, |off, m| {
-            if !done.contains(&off) {
-                pending.insert(
-                    off,
-                    Pending {
-                        store_ms: m.store_timestamp,
-                        checks: 0,
-                        last_check_ms: 0,
-                    },
-                );
+        let mut pending: BTreeMap<i64, Pending> = BTreeMap::new();
+        crate::replay::scan(inner, HALF_TOPIC, |off, m| match copy_of(m) {
+            // A later copy of an undecided original holds it now (the original itself may be
+            // gone to retention).
+            Some((original, phy)) => {
+                if !done.contains(&original) {
+                    pending
+                        .entry(original)
+                        .and_modify(|p| p.at = off)
+                        .or_insert_with(|| Pending::new(m.born_timestamp, off, phy));
+                }
+            }
+            None => {
+                if !done.contains(&off) {
+                    pending.insert(
+                        off,
+                        Pending::new(m.store_timestamp, off, m.commit_log_offset),
+                    );
+                }
             }
         });
         (pending, done.len())
@@ -138,15 +193,11 @@ impl TransactionService {
         self.replay.is_current(inner)
     }
 
-    /// Records a half message stored at `offset` of the half topic.
-    pub fn prepared(&self, offset: i64) {
+    /// Records a half message stored at `offset` of the half topic, CommitLog offset `phy`.
+    pub fn prepared(&self, offset: i64, phy: i64) {
         self.pending.lock().insert(
             offset,
-            Pending {
-                store_ms: rocketraft_common::time::now_ms(),
-                checks: 0,
-                last_check_ms: 0,
-            },
+            Pending::new(rocketraft_common::time::now_ms(), offset, phy),
         );
     }
 
@@ -166,12 +217,20 @@ impl TransactionService {
             .is_ok()
     }
 
-    /// The half message at `offset`, if it is still undecided.
-    fn half(&self, inner: &BrokerInner, offset: i64) -> Option<message::MessageExt> {
+    /// The record holding the undecided half message `offset` now (the original or its latest
+    /// copy), and the original's CommitLog offset.
+    fn half(&self, inner: &BrokerInner, offset: i64) -> Option<(message::MessageExt, i64)> {
+        let p = *self.pending.lock().get(&offset)?;
         let phy = inner
             .store
-            .get_commit_log_offset_in_queue(HALF_TOPIC, 0, offset)?;
-        inner.store.look_message_by_offset(phy)
+            .get_commit_log_offset_in_queue(HALF_TOPIC, 0, p.at)?;
+        let m = inner.store.look_message_by_offset(phy)?;
+        let original = if p.phy >= 0 {
+            p.phy
+        } else {
+            m.commit_log_offset
+        };
+        Some((m, original))
     }
 
     /// Marks the half message at `offset` decided (an op record). Refused with SYSTEM_ERROR
@@ -207,7 +266,8 @@ impl TransactionService {
         }
         let half = self
             .half(inner, offset)
-            .filter(|m| m.commit_log_offset == phy)
+            .filter(|(_, original)| *original == phy)
+            .map(|(m, _)| m)
             .ok_or_else(|| {
                 Refusal::system_error(format!(
                     "the half message at offset {offset} is not at commit log offset {phy}"
@@ -252,7 +312,7 @@ impl TransactionService {
             .collect();
         let mut sent = 0;
         for (offset, p) in due {
-            let Some(half) = self.half(inner, offset) else {
+            let Some((half, original_phy)) = self.half(inner, offset) else {
                 self.pending.lock().remove(&offset);
                 continue;
             };
@@ -285,12 +345,12 @@ impl TransactionService {
             let uniq = half.message.uniq_key().unwrap_or_default().to_string();
             let request = RemotingCommand::request(request_code::CHECK_TRANSACTION_STATE)
                 .with_ext("tranStateTableOffset", offset)
-                .with_ext("commitLogOffset", half.commit_log_offset)
+                .with_ext("commitLogOffset", original_phy)
                 .with_ext("msgId", uniq.clone())
                 .with_ext("transactionId", uniq)
-                .with_ext("offsetMsgId", half.msg_id.clone())
+                .with_ext("offsetMsgId", original_msg_id(&half, original_phy))
                 .with_ext("brokerName", inner.config.broker_name.clone())
-                .with_body(check_body(&half));
+                .with_body(check_body(&half, offset, original_phy));
             match channel.connection.send_oneway(request) {
                 Ok(()) => sent += 1,
                 Err(e) => {
@@ -305,11 +365,102 @@ impl TransactionService {
     pub fn pending_count(&self) -> usize {
         self.pending.lock().len()
     }
+
+    /// Stores again, at the head of the log, every undecided half message whose record lies
+    /// below the CommitLog offset `limit`, so that retention can delete the segments below it.
+    /// Returns how many were stored again; stops at the first failure (retried next round).
+    pub async fn roll_below(&self, inner: &BrokerInner, limit: i64) -> usize {
+        if !self.ensure_rebuilt(inner).await {
+            return 0;
+        }
+        let _one = self.decide_lock.lock().await;
+        let store = &inner.store;
+        let below: Vec<(i64, Pending)> = self
+            .pending
+            .lock()
+            .iter()
+            .filter(|(_, p)| {
+                store
+                    .get_commit_log_offset_in_queue(HALF_TOPIC, 0, p.at)
+                    .is_some_and(|phy| phy < limit)
+            })
+            .map(|(o, p)| (*o, *p))
+            .collect();
+        let mut rolled = 0;
+        for (offset, p) in below {
+            match self.roll(inner, offset, p).await {
+                Ok(Some(at)) => {
+                    if let Some(entry) = self.pending.lock().get_mut(&offset) {
+                        entry.at = at;
+                    }
+                    rolled += 1;
+                }
+                Ok(None) => {}
+                Err(Refusal { code, remark: why }) => {
+                    tracing::warn!(offset, code, %why, "cannot store a half message again; will retry");
+                    break;
+                }
+            }
+        }
+        if rolled > 0 {
+            tracing::info!(
+                rolled,
+                below = limit,
+                "undecided half messages stored again at the head of the log so that retention can delete the segments they were in"
+            );
+        }
+        rolled
+    }
+
+    /// Stores a copy of the undecided half message `offset` (held now at `p.at`); the copy's
+    /// queue offset, or `None` when its record is gone.
+    async fn roll(
+        &self,
+        inner: &BrokerInner,
+        offset: i64,
+        p: Pending,
+    ) -> Result<Option<i64>, Refusal> {
+        let Some(m) = inner
+            .store
+            .get_commit_log_offset_in_queue(HALF_TOPIC, 0, p.at)
+            .and_then(|phy| inner.store.look_message_by_offset(phy))
+        else {
+            return Ok(None);
+        };
+        let original_phy = if p.phy >= 0 {
+            p.phy
+        } else {
+            m.commit_log_offset
+        };
+        let mut msg = m.message.clone();
+        msg.set_property(PREPARED_QUEUE_OFFSET, offset.to_string());
+        msg.set_property(PREPARED_COMMITLOG_OFFSET, original_phy.to_string());
+        let mut bm = BrokerMessage::new(msg, 0);
+        bm.sys_flag = m.sys_flag;
+        bm.born_timestamp = m.born_timestamp;
+        bm.born_host = m.born_host;
+        bm.reconsume_times = m.reconsume_times;
+        let put = inner.store_durably(vec![bm]).await?;
+        Ok(Some(put.queue_offset))
+    }
 }
 
-/// The half message as the producer should see it in a check: its real topic and queue.
-fn check_body(half: &message::MessageExt) -> Vec<u8> {
+/// The offset message id of the original half message at CommitLog offset `phy`: its own when
+/// `half` is the original, else computed from this broker's store host (the original was stored
+/// by a master of this set at that offset).
+fn original_msg_id(half: &message::MessageExt, phy: i64) -> String {
+    if half.commit_log_offset == phy {
+        return half.msg_id.clone();
+    }
+    message::offset_msg_id(half.store_host, phy)
+}
+
+/// The half message as the producer should see it in a check: its real topic and queue, and
+/// the original's offsets (`offset` in the half topic, `phy` in the CommitLog).
+fn check_body(half: &message::MessageExt, offset: i64, phy: i64) -> Vec<u8> {
     let mut msg = half.message.clone();
+    msg.remove_property(PREPARED_QUEUE_OFFSET);
+    msg.remove_property(PREPARED_COMMITLOG_OFFSET);
     if let Some(topic) = msg.property(property::REAL_TOPIC).map(str::to_string) {
         msg.topic = topic;
     }
@@ -319,8 +470,8 @@ fn check_body(half: &message::MessageExt) -> Vec<u8> {
         .unwrap_or(half.queue_id);
     let meta = RecordMeta {
         queue_id,
-        queue_offset: half.queue_offset,
-        physical_offset: half.commit_log_offset,
+        queue_offset: offset,
+        physical_offset: phy,
         sys_flag: half.sys_flag,
         born_timestamp: half.born_timestamp,
         born_host: half.born_host,
@@ -337,7 +488,8 @@ fn check_body(half: &message::MessageExt) -> Vec<u8> {
 }
 
 /// Runs check-back rounds every second (each half message is checked at most every
-/// `transaction_check_interval_ms`).
+/// `transaction_check_interval_ms`), and stores again the undecided half messages retention
+/// wants the segments of.
 pub async fn check_loop(inner: Arc<BrokerInner>) {
     let mut ticker = tokio::time::interval(Duration::from_millis(1000));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -346,6 +498,9 @@ pub async fn check_loop(inner: Arc<BrokerInner>) {
         let n = inner.transactions.check(&inner).await;
         if n > 0 {
             tracing::debug!(checks = n, "transaction check-back round");
+        }
+        if let Some(limit) = inner.store.retention_wanted() {
+            inner.transactions.roll_below(&inner, limit).await;
         }
     }
 }

@@ -345,7 +345,9 @@ async fn store_and_answer(
             // transaction still be decided.
             schedule(inner, &sent.deliver_at, result.queue_offset);
             if sent.prepared > 0 {
-                inner.transactions.prepared(result.queue_offset);
+                inner
+                    .transactions
+                    .prepared(result.queue_offset, result.physical_offset);
             }
             return Ok(request
                 .response_to(response_code::FLUSH_SLAVE_TIMEOUT, Some(why))
@@ -362,7 +364,9 @@ async fn store_and_answer(
     );
     schedule(inner, &sent.deliver_at, result.queue_offset);
     if sent.prepared > 0 {
-        inner.transactions.prepared(result.queue_offset);
+        inner
+            .transactions
+            .prepared(result.queue_offset, result.physical_offset);
     }
     inner
         .stats

@@ -1197,8 +1197,9 @@ impl MessageStore {
     }
 
     /// When the last cleaning round kept a segment only because the retention pin needs it:
-    /// the offset where that segment ends. State the broker can move (a pending timer, by
-    /// storing it again at the head of the log) should move above it so that the segment can go.
+    /// the offset where that segment ends. State the broker can move (a pending timer or an
+    /// undecided half message, by storing it again at the head of the log) should move above it
+    /// so that the segment can go.
     pub fn retention_wanted(&self) -> Option<i64> {
         let w = self.shared.retention.wanted.load(Ordering::Acquire);
         (w != clean::NOT_WANTED).then_some(w)
