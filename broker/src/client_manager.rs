@@ -125,6 +125,14 @@ impl ClientManager {
         changed
     }
 
+    /// Whether `client_id` is a live member of consumer group `group`.
+    pub fn is_member(&self, group: &str, client_id: &str) -> bool {
+        self.consumers
+            .lock()
+            .get(group)
+            .is_some_and(|info| info.clients.contains_key(client_id))
+    }
+
     /// The client ids of a consumer group, sorted (what every member rebalances over).
     pub fn consumer_ids(&self, group: &str) -> Vec<String> {
         self.consumers

@@ -69,6 +69,10 @@ pub struct BrokerConfig {
     /// (`channelExpiredTimeout`, 120 s).
     #[serde(alias = "channelExpiredTimeout")]
     pub client_channel_expire_ms: i64,
+    /// How long an orderly consumer's queue lock lives after its last renewal (RocketMQ's
+    /// `rocketmq.broker.rebalance.lockMaxLiveTime` system property, 60 s).
+    #[serde(alias = "rebalanceLockMaxLiveTime")]
+    pub rebalance_lock_max_live_time_ms: i64,
     /// Refuse prepared transactional messages (`rejectTransactionMessage`).
     #[serde(alias = "rejectTransactionMessage")]
     pub reject_transaction_message: bool,
@@ -208,6 +212,7 @@ impl Default for BrokerConfig {
             max_transfer_count: 32,
             max_transfer_bytes: 256 * 1024,
             client_channel_expire_ms: 120_000,
+            rebalance_lock_max_live_time_ms: 60_000,
             reject_transaction_message: false,
             transaction_timeout_ms: 6_000,
             transaction_check_interval_ms: 30_000,
@@ -461,6 +466,7 @@ mod tests {
             max_transfer_count: 16,
             max_transfer_bytes: 1024,
             client_channel_expire_ms: 60_000,
+            rebalance_lock_max_live_time_ms: 30_000,
             reject_transaction_message: true,
             transaction_timeout_ms: 1_000,
             transaction_check_interval_ms: 2_000,

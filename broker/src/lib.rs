@@ -24,6 +24,7 @@ pub mod name_server_reach;
 pub mod pop;
 pub mod processor;
 pub mod properties;
+pub mod rebalance_lock;
 mod register;
 pub mod replay;
 pub mod replica;
@@ -55,6 +56,8 @@ pub struct BrokerInner {
     pub metadata: Arc<MetadataStore>,
     pub topics: topic::TopicConfigManager,
     pub clients: client_manager::ClientManager,
+    /// Orderly consumers' queue locks (LOCK_BATCH_MQ / UNLOCK_BATCH_MQ).
+    pub locks: rebalance_lock::RebalanceLockManager,
     pub stats: stats::BrokerStats,
     /// Fired after a topic change so the NameServers learn it without waiting 30 s.
     pub register_trigger: Arc<Notify>,
@@ -188,6 +191,7 @@ impl BrokerInner {
             metadata,
             topics,
             clients: client_manager::ClientManager::default(),
+            locks: rebalance_lock::RebalanceLockManager::default(),
             stats: stats::BrokerStats::default(),
             register_trigger,
             boot_timestamp_ms: now_ms(),
@@ -280,7 +284,7 @@ impl BrokerInner {
 }
 
 /// Every 10 s, forgets the clients that stopped heartbeating and tells the remaining
-/// consumers of each group whose membership changed.
+/// consumers of each group whose membership changed; the queue locks of forgotten clients go.
 async fn client_expiry_loop(scan: Arc<BrokerInner>) {
     let mut ticker = tokio::time::interval(Duration::from_secs(10));
     loop {
@@ -291,6 +295,14 @@ async fn client_expiry_loop(scan: Arc<BrokerInner>) {
         {
             tracing::info!(group, "consumer group membership changed (client gone)");
             scan.clients.notify_ids_changed(&group);
+        }
+        let released = scan.locks.retain_members(
+            |group, client| scan.clients.is_member(group, client),
+            now_ms(),
+            scan.config.rebalance_lock_max_live_time_ms,
+        );
+        if released > 0 {
+            tracing::info!(released, "queue locks of departed consumers released");
         }
     }
 }

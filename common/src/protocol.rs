@@ -147,6 +147,34 @@ pub struct ConsumerIdList {
     pub consumer_id_list: Vec<String>,
 }
 
+/// `MessageQueue` as the Java client serializes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct MessageQueue {
+    pub topic: String,
+    pub broker_name: String,
+    pub queue_id: i32,
+}
+
+/// `LockBatchRequestBody` (LOCK_BATCH_MQ, 41) and `UnlockBatchRequestBody` (UNLOCK_BATCH_MQ, 42),
+/// which have the same fields.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct LockBatchRequestBody {
+    pub consumer_group: String,
+    pub client_id: String,
+    pub only_this_broker: bool,
+    pub mq_set: Vec<MessageQueue>,
+}
+
+/// `LockBatchResponseBody`: the queues the client holds the lock of.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LockBatchResponseBody {
+    #[serde(rename = "lockOKMQSet")]
+    pub lock_ok_mq_set: Vec<MessageQueue>,
+}
+
 /// Parses a JSON body written by us or by a Java peer (fastjson's bare numeric keys accepted).
 pub fn from_json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, serde_json::Error> {
     let text = String::from_utf8_lossy(body);
@@ -165,6 +193,29 @@ mod tests {
         let route: TopicRouteData = from_json_body(body).expect("parse");
         assert_eq!(route.broker_datas[0].master_addr(), Some("127.0.0.1:10911"));
         assert_eq!(route.queue_datas[0].write_queue_nums, 4);
+    }
+
+    #[test]
+    fn lock_batch_bodies_parse_java_shape() {
+        let body = br#"{"clientId":"10.0.0.1@77","consumerGroup":"og","mqSet":[{"brokerName":"broker-a","queueId":1,"topic":"T"}],"onlyThisBroker":false}"#;
+        let req: LockBatchRequestBody = from_json_body(body).expect("parse");
+        assert_eq!(req.client_id, "10.0.0.1@77");
+        assert_eq!(
+            req.mq_set,
+            vec![MessageQueue {
+                topic: "T".into(),
+                broker_name: "broker-a".into(),
+                queue_id: 1
+            }]
+        );
+        let out = serde_json::to_string(&LockBatchResponseBody {
+            lock_ok_mq_set: req.mq_set,
+        })
+        .expect("json");
+        assert_eq!(
+            out,
+            r#"{"lockOKMQSet":[{"topic":"T","brokerName":"broker-a","queueId":1}]}"#
+        );
     }
 
     #[test]

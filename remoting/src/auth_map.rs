@@ -159,6 +159,7 @@ fn explicit(request: &RemotingCommand) -> Result<Option<Vec<Need>>, String> {
         rc::QUERY_CONSUMER_OFFSET => with_group(request, "consumerGroup", SUB_GET, SUB_GET)?,
         rc::UPDATE_CONSUMER_OFFSET => with_group(request, "consumerGroup", SUB_UPDATE, SUB_UPDATE)?,
         rc::BATCH_ACK_MESSAGE => batch_ack(request)?,
+        rc::LOCK_BATCH_MQ | rc::UNLOCK_BATCH_MQ => lock_batch(request)?,
         _ => return Ok(None),
     };
     Ok(Some(needs))
@@ -187,6 +188,23 @@ fn with_group(
         needs.push(topic(t, topic_actions));
     }
     needs.push(group(field(request, group_key)?, group_actions));
+    Ok(needs)
+}
+
+/// LOCK_BATCH_MQ / UNLOCK_BATCH_MQ: `Sub` on the group and on each topic of the queues (not
+/// retry topics).
+fn lock_batch(request: &RemotingCommand) -> Result<Vec<Need>, String> {
+    let body: rocketraft_common::protocol::LockBatchRequestBody = from_json_body(&request.body)
+        .map_err(|e| format!("the queue lock body is not a LockBatchRequestBody: {e}"))?;
+    if body.consumer_group.trim().is_empty() {
+        return Err("the queue lock body names no consumerGroup".to_string());
+    }
+    let mut needs = vec![group(&body.consumer_group, SUB)];
+    for mq in &body.mq_set {
+        if !is_retry_topic(&mq.topic) {
+            needs.push(topic(&mq.topic, SUB));
+        }
+    }
     Ok(needs)
 }
 

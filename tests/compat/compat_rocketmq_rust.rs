@@ -9,7 +9,7 @@
 //! The client is a separate Cargo project with its own lock file, built once per machine into
 //! `$CARGO_TARGET_DIR/compat-rocketmq-rust` (a large dependency tree: a few minutes cold).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -208,4 +208,113 @@ fn rocketmq_client_rust_finds_messages_by_key_and_id_and_writes_traces() {
     );
     let _ = dev.child.kill();
     let _ = dev.child.wait();
+}
+
+/// An orderly push consumer of rocketmq-client-rust (`MessageListenerOrderly`, which consumes a
+/// queue only while the broker grants it the queue's lock: LOCK_BATCH_MQ / UNLOCK_BATCH_MQ)
+/// receives every message of each queue in order; a second consumer joins the group, the
+/// queues are rebalanced between the two, and each queue's messages still come in order, each
+/// queue from one consumer at a time.
+#[test]
+fn rocketmq_client_rust_orderly_consumers_keep_queue_order_across_a_rebalance() {
+    let _turn = crate::support::file_turn(module_path!());
+    let probe = probe();
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut dev = Dev::start(data.path(), free_port(), free_port(), &["--no-proxy"]);
+    let namesrv = dev.namesrv.clone();
+    let topic = "RustClientOrderly";
+    let queues = 4;
+    let created = admin(
+        &namesrv,
+        &["topic", "create", topic, "--queues", &queues.to_string()],
+    );
+    assert!(created.contains("created topic"), "{created}");
+    for _ in 0..100 {
+        if admin_output(&namesrv, &["topic", "route", topic])
+            .status
+            .success()
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let count = 20;
+    let out = Command::new(&probe)
+        .arg("orderly")
+        .env("NAMESRV", &namesrv)
+        .env("TOPIC", topic)
+        .env("COUNT", count.to_string())
+        .env("QUEUES", queues.to_string())
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("the client program runs");
+    let _ = dev.child.kill();
+    let _ = dev.child.wait();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "rocketmq-client-rust run failed\nstdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events: Vec<serde_json::Value> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert_eq!(events_of(&events, "done").len(), 1, "{stdout}");
+    for e in events_of(&events, "sent") {
+        assert_eq!(e["queue"], e["queueId"], "the selector's queue: {e}");
+    }
+    let mut received = events_of(&events, "ordered");
+    received.sort_by_key(|e| e["seq"].as_u64());
+    let mut per_queue: BTreeMap<i64, Vec<(String, usize)>> = BTreeMap::new();
+    for e in &received {
+        let q = e["queueId"].as_i64().unwrap_or(-1);
+        let body = e["body"].as_str().unwrap_or_default();
+        let (bq, n) = body
+            .trim_start_matches('q')
+            .split_once('-')
+            .unwrap_or_else(|| panic!("body {body}"));
+        assert_eq!(
+            bq,
+            q.to_string(),
+            "message of queue {bq} came from queue {q}"
+        );
+        per_queue.entry(q).or_default().push((
+            e["consumer"].as_str().unwrap_or_default().to_string(),
+            n.parse().unwrap_or_else(|_| panic!("body {body}")),
+        ));
+    }
+    assert_eq!(per_queue.len(), queues, "{per_queue:?}");
+    let mut after_rebalance = BTreeSet::new();
+    for (q, got) in &per_queue {
+        // In order: each message is the next one, or a redelivery from an earlier one (a new
+        // holder starts from the committed offset); nothing is skipped and all arrive.
+        let mut last: Option<usize> = None;
+        for (_, n) in got {
+            if let Some(l) = last {
+                assert!(*n <= l + 1, "queue {q} skipped from {l} to {n}: {got:?}");
+            } else {
+                assert_eq!(*n, 0, "queue {q} starts at 0: {got:?}");
+            }
+            last = Some(*n);
+        }
+        let all: BTreeSet<usize> = got.iter().map(|(_, n)| *n).collect();
+        assert_eq!(all, (0..count).collect(), "queue {q}: {got:?}");
+        // One consumer at a time: once a queue changes hands it does not go back.
+        let holders: Vec<&String> = got.iter().map(|(c, _)| c).fold(Vec::new(), |mut v, c| {
+            if v.last() != Some(&c) {
+                v.push(c);
+            }
+            v
+        });
+        assert!(holders.len() <= 2, "queue {q} changed hands back: {got:?}");
+        if let Some((c, _)) = got.last() {
+            after_rebalance.insert(c.clone());
+        }
+    }
+    assert_eq!(
+        after_rebalance,
+        BTreeSet::from(["first".to_string(), "second".to_string()]),
+        "after the rebalance both consumers hold queues: {per_queue:?}"
+    );
 }

@@ -1,7 +1,11 @@
 //! HEART_BEAT (34), UNREGISTER_CLIENT (35), GET_CONSUMER_LIST_BY_GROUP (38)
-//! (`ClientManageProcessor`, `ConsumerManageProcessor`).
+//! (`ClientManageProcessor`, `ConsumerManageProcessor`), and the orderly consumers' queue locks
+//! LOCK_BATCH_MQ (41) / UNLOCK_BATCH_MQ (42) (`AdminBrokerProcessor`, see
+//! [`crate::rebalance_lock`]).
 
-use rocketraft_common::protocol::{from_json_body, ConsumerIdList, HeartbeatData};
+use rocketraft_common::protocol::{
+    from_json_body, ConsumerIdList, HeartbeatData, LockBatchRequestBody, LockBatchResponseBody,
+};
 use rocketraft_common::time::now_ms;
 use rocketraft_remoting::codes::response_code;
 use rocketraft_remoting::server::RequestContext;
@@ -51,6 +55,54 @@ pub fn unregister(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
         tracing::info!(group, client = client_id, "consumer left");
         inner.clients.notify_ids_changed(&group);
     }
+    if let Some(group) = request.ext("consumerGroup").filter(|g| !g.is_empty()) {
+        let released = inner.locks.release_client(group, client_id);
+        if released > 0 {
+            tracing::info!(group, client = client_id, released, "queue locks released");
+        }
+    }
+    Ok(request.response_to(response_code::SUCCESS, None))
+}
+
+/// The body of LOCK_BATCH_MQ / UNLOCK_BATCH_MQ, refused with a remark when it does not parse or
+/// names no group or client.
+fn lock_body(request: &RemotingCommand, what: &str) -> Result<LockBatchRequestBody, Refusal> {
+    let body: LockBatchRequestBody = from_json_body(&request.body).map_err(|e| {
+        Refusal::system_error(format!("the {what} body is not a {what} request body: {e}"))
+    })?;
+    if body.consumer_group.is_empty() || body.client_id.is_empty() {
+        return Err(Refusal::system_error(format!(
+            "the {what} body names no consumerGroup or clientId"
+        )));
+    }
+    Ok(body)
+}
+
+/// LOCK_BATCH_MQ: locks (or renews) the queues for the client; answers the queues it holds.
+pub fn lock_batch(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
+    let body = lock_body(request, "LOCK_BATCH_MQ")?;
+    let held = inner.locks.try_lock_batch(
+        &body.consumer_group,
+        &body.mq_set,
+        &body.client_id,
+        now_ms(),
+        inner.config.rebalance_lock_max_live_time_ms,
+    );
+    let answer = serde_json::to_vec(&LockBatchResponseBody {
+        lock_ok_mq_set: held,
+    })
+    .map_err(|e| Refusal::system_error(e.to_string()))?;
+    Ok(request
+        .response_to(response_code::SUCCESS, None)
+        .with_body(answer))
+}
+
+/// UNLOCK_BATCH_MQ: releases the client's locks on the queues.
+pub fn unlock_batch(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
+    let body = lock_body(request, "UNLOCK_BATCH_MQ")?;
+    inner
+        .locks
+        .unlock_batch(&body.consumer_group, &body.mq_set, &body.client_id);
     Ok(request.response_to(response_code::SUCCESS, None))
 }
 

@@ -100,7 +100,14 @@ pub async fn send_back(inner: &BrokerInner, request: &RemotingCommand) -> Handle
             format!("the message at {offset} belongs to a system topic"),
         ));
     }
-    let to_dlq = original.reconsume_times >= max_reconsume || delay_level < 0;
+    // A group holding live queue locks consumes orderly: a message it sends back has used up
+    // its local retries and goes to the DLQ at once (RocketMQ's `isLockAllExpired` rule).
+    let orderly = !inner.locks.is_lock_all_expired(
+        &group,
+        rocketraft_common::time::now_ms(),
+        inner.config.rebalance_lock_max_live_time_ms,
+    );
+    let to_dlq = original.reconsume_times >= max_reconsume || delay_level < 0 || orderly;
     let (msg, topic) = sent_back(&original, &group, origin_msg_id, delay_level, to_dlq);
     store_sent_back(inner, &original, msg, topic).await?;
     if let Some(held) = held {

@@ -710,3 +710,113 @@ async fn send_message_v1_headers_and_binary_encoding() {
     c.broker.shutdown().await;
     c.namesrv.shutdown().await;
 }
+
+/// LOCK_BATCH_MQ (41) / UNLOCK_BATCH_MQ (42): one client of a group holds a queue at a time;
+/// the holder renews, others get the queues nobody holds, an unlock by a non-holder changes
+/// nothing, unregistering releases; a body that does not parse is refused and locks nothing.
+#[tokio::test]
+async fn orderly_queue_locks() {
+    use rocketraft_common::protocol::{LockBatchRequestBody, LockBatchResponseBody, MessageQueue};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = start(dir.path(), false).await;
+    create_topic(&c, "Ord", 4).await;
+    let client = RemotingClient::new(ClientConfig::default());
+    let mq = |q: i32| MessageQueue {
+        topic: "Ord".into(),
+        broker_name: "broker-a".into(),
+        queue_id: q,
+    };
+    let body = |client_id: &str, qs: &[i32]| {
+        serde_json::to_vec(&LockBatchRequestBody {
+            consumer_group: "og".into(),
+            client_id: client_id.into(),
+            only_this_broker: false,
+            mq_set: qs.iter().map(|q| mq(*q)).collect(),
+        })
+        .expect("json")
+    };
+    let lock = |client_id: &'static str, qs: &'static [i32]| {
+        let (client, addr, b) = (client.clone(), c.broker_addr.clone(), body(client_id, qs));
+        async move {
+            let r = client
+                .invoke(
+                    &addr,
+                    RemotingCommand::request(request_code::LOCK_BATCH_MQ).with_body(b),
+                    Duration::from_secs(5),
+                )
+                .await
+                .expect("lock");
+            assert_eq!(r.code, response_code::SUCCESS, "{:?}", r.remark);
+            let held: LockBatchResponseBody =
+                rocketraft_common::protocol::from_json_body(&r.body).expect("response body");
+            let mut qs: Vec<i32> = held.lock_ok_mq_set.iter().map(|m| m.queue_id).collect();
+            qs.sort();
+            qs
+        }
+    };
+    let unlock = |client_id: &'static str, qs: &'static [i32]| {
+        let (client, addr, b) = (client.clone(), c.broker_addr.clone(), body(client_id, qs));
+        async move {
+            let r = client
+                .invoke(
+                    &addr,
+                    RemotingCommand::request(request_code::UNLOCK_BATCH_MQ).with_body(b),
+                    Duration::from_secs(5),
+                )
+                .await
+                .expect("unlock");
+            assert_eq!(r.code, response_code::SUCCESS, "{:?}", r.remark);
+        }
+    };
+    assert_eq!(lock("a", &[0, 1]).await, vec![0, 1]);
+    assert_eq!(lock("b", &[1, 2, 3]).await, vec![2, 3], "1 is a's");
+    assert_eq!(lock("a", &[0, 1]).await, vec![0, 1], "a renews");
+    unlock("b", &[1]).await;
+    assert_eq!(
+        lock("b", &[1]).await,
+        Vec::<i32>::new(),
+        "b cannot unlock a's"
+    );
+    unlock("a", &[1]).await;
+    assert_eq!(lock("b", &[1]).await, vec![1]);
+
+    // Bad bodies: refused with a remark; nothing locked or unlocked.
+    for (code, bad) in [
+        (request_code::LOCK_BATCH_MQ, b"{not json".to_vec()),
+        (request_code::LOCK_BATCH_MQ, br#"{"mqSet":[]}"#.to_vec()),
+        (request_code::UNLOCK_BATCH_MQ, b"[1,2]".to_vec()),
+    ] {
+        let r = client
+            .invoke(
+                &c.broker_addr,
+                RemotingCommand::request(code).with_body(bad),
+                Duration::from_secs(5),
+            )
+            .await
+            .expect("answer");
+        assert_eq!(r.code, response_code::SYSTEM_ERROR, "{:?}", r.remark);
+        assert!(
+            r.remark.as_deref().unwrap_or_default().contains("BATCH_MQ"),
+            "{:?}",
+            r.remark
+        );
+    }
+    assert_eq!(lock("c", &[0, 1, 2, 3]).await, Vec::<i32>::new());
+
+    // a leaves the group: its lock on 0 is released at once.
+    let r = client
+        .invoke(
+            &c.broker_addr,
+            RemotingCommand::request(request_code::UNREGISTER_CLIENT)
+                .with_ext("clientID", "a")
+                .with_ext("consumerGroup", "og"),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("unregister");
+    assert_eq!(r.code, response_code::SUCCESS);
+    assert_eq!(lock("c", &[0, 1]).await, vec![0]);
+
+    c.broker.shutdown().await;
+    c.namesrv.shutdown().await;
+}

@@ -8,6 +8,13 @@
 //! `query_message` (QUERY_MESSAGE by key) and `view_message` (VIEW_MESSAGE_BY_ID for the offset
 //! message id; for the unique id the client falls back to QUERY_MESSAGE with the unique-key flag)
 //! find them. Environment: NAMESRV, TOPIC, COUNT.
+//!
+//! `orderly`: an orderly push consumer (`MessageListenerOrderly`, which consumes a queue only
+//! while it holds the queue's lock: LOCK_BATCH_MQ / UNLOCK_BATCH_MQ) of group
+//! `rr_compat_orderly_cg` receives the first half of COUNT messages per queue over QUEUES queues
+//! (sent with a queue selector, body `q<queue>-<n>`); a second consumer of the group joins, the
+//! queues are rebalanced between the two, and the second half is sent. Every receipt is printed
+//! with a global sequence number, the consumer's name and the queue.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -16,8 +23,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use cheetah_string::CheetahString;
 use rocketmq_client_rust::{
     ClientConfig, ClientRuntime, ClientRuntimeConfig, ConsumeConcurrentlyContext,
-    ConsumeConcurrentlyStatus, DefaultMQProducer, DefaultMQPushConsumer, MQPushConsumer,
-    MessageListenerConcurrently,
+    ConsumeConcurrentlyStatus, ConsumeOrderlyContext, ConsumeOrderlyStatus, DefaultMQProducer,
+    DefaultMQPushConsumer, MQPushConsumer, MessageListenerConcurrently, MessageListenerOrderly,
 };
 use rocketmq_model::common::message::message_ext::MessageExt;
 use rocketmq_model::common::message::message_single::Message;
@@ -72,6 +79,151 @@ impl MessageListenerConcurrently for Collect {
         }
         Ok(ConsumeConcurrentlyStatus::ConsumeSuccess)
     }
+}
+
+/// Records what an orderly consumer received: (global sequence, consumer, queue, body).
+struct Ordered {
+    name: &'static str,
+    seq: Arc<std::sync::atomic::AtomicU64>,
+    got: Arc<Mutex<Vec<serde_json::Value>>>,
+}
+
+impl MessageListenerOrderly for Ordered {
+    fn consume_message(
+        &self,
+        msgs: &[&MessageExt],
+        context: &mut ConsumeOrderlyContext,
+    ) -> rocketmq_client_rust::ClientResult<ConsumeOrderlyStatus> {
+        context.set_auto_commit(true);
+        let mut got = self.got.lock().unwrap_or_else(|e| e.into_inner());
+        for m in msgs {
+            let seq = self.seq.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            got.push(json!({
+                "event": "ordered",
+                "seq": seq,
+                "consumer": self.name,
+                "queueId": m.queue_id(),
+                "body": m.body().map(|b| String::from_utf8_lossy(&b).into_owned()),
+            }));
+        }
+        Ok(ConsumeOrderlyStatus::Success)
+    }
+}
+
+async fn orderly_consumer(
+    runtime: Arc<ClientRuntime>,
+    namesrv: &str,
+    topic: &str,
+    name: &'static str,
+    seq: Arc<std::sync::atomic::AtomicU64>,
+    got: Arc<Mutex<Vec<serde_json::Value>>>,
+) -> Result<DefaultMQPushConsumer, Failure> {
+    let mut consumer = DefaultMQPushConsumer::builder(runtime)
+        .consumer_group("rr_compat_orderly_cg")
+        .name_server_addr(namesrv.to_string())
+        .consume_from_where(rocketmq_model::common::consumer::consume_from_where::ConsumeFromWhere::ConsumeFromFirstOffset)
+        .build();
+    consumer.subscribe(topic, "*").await?;
+    consumer.register_message_listener_orderly(Ordered { name, seq, got });
+    consumer.start().await?;
+    Ok(consumer)
+}
+
+async fn wait_received(got: &Arc<Mutex<Vec<serde_json::Value>>>, want: usize, secs: u64) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let distinct: BTreeSet<String> = got
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter_map(|m| m["body"].as_str().map(str::to_string))
+            .collect();
+        if distinct.len() >= want || Instant::now() > deadline {
+            return distinct.len();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn orderly(runtime: Arc<ClientRuntime>) -> Result<(), Failure> {
+    let namesrv = env("NAMESRV")?;
+    let topic = env("TOPIC")?;
+    let count: usize = env("COUNT")?.parse()?;
+    let queues: usize = env("QUEUES")?.parse()?;
+    let mut producer = DefaultMQProducer::builder(runtime.clone())
+        .producer_group("rr_compat_orderly_pg")
+        .name_server_addr(namesrv.clone())
+        .build();
+    producer.start().await?;
+    let send_half = |from: usize, to: usize| {
+        let producer = &producer;
+        let topic = topic.clone();
+        async move {
+            for n in from..to {
+                for q in 0..queues {
+                    let message = Message::builder()
+                        .topic(topic.clone())
+                        .body(format!("q{q}-{n}").into_bytes())
+                        .build()?;
+                    let r = producer
+                        .send_with_selector(
+                            message,
+                            |mqs, _m, q: &usize| {
+                                mqs.iter().find(|mq| mq.queue_id() as usize == *q).cloned()
+                            },
+                            q,
+                        )
+                        .await?
+                        .ok_or("send returned no result")?;
+                    emit(json!({"event": "sent", "queue": q, "n": n,
+                        "queueId": r.message_queue.as_ref().map(|m| m.queue_id())}));
+                }
+            }
+            Ok::<(), Failure>(())
+        }
+    };
+    let seq = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let mut first = orderly_consumer(
+        runtime.clone(),
+        &namesrv,
+        &topic,
+        "first",
+        seq.clone(),
+        got.clone(),
+    )
+    .await?;
+    send_half(0, count / 2).await?;
+    let n = wait_received(&got, (count / 2) * queues, 60).await;
+    emit(json!({"event": "first_half", "received": n}));
+    let mut second = orderly_consumer(
+        runtime.clone(),
+        &namesrv,
+        &topic,
+        "second",
+        seq.clone(),
+        got.clone(),
+    )
+    .await?;
+    // Both members rebalance: each holds the locks of its half of the queues.
+    tokio::time::sleep(Duration::from_millis(
+        std::env::var("REBALANCE_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(3000),
+    ))
+    .await;
+    send_half(count / 2, count).await?;
+    let n = wait_received(&got, count * queues, 90).await;
+    emit(json!({"event": "all", "received": n}));
+    for m in got.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        emit(m.clone());
+    }
+    second.shutdown().await;
+    first.shutdown().await;
+    producer.shutdown().await;
+    emit(json!({"event": "done"}));
+    Ok(())
 }
 
 fn traced_config(namesrv: &str) -> ClientConfig {
@@ -240,7 +392,8 @@ fn main() -> Result<(), Failure> {
     let result = tokio_rt.block_on(async {
         let r = match scenario.as_str() {
             "lookup-trace" => lookup_trace(runtime.clone()).await,
-            other => Err(format!("unknown scenario {other:?}; try lookup-trace").into()),
+            "orderly" => orderly(runtime.clone()).await,
+            other => Err(format!("unknown scenario {other:?}; try lookup-trace or orderly").into()),
         };
         let _ = runtime.shutdown().await;
         let _ = owner.shutdown_tasks().await;
