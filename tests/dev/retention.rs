@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rocketraft_common::consts::{property, sys_flag};
-use rocketraft_common::message::{decode_messages, decode_offset_msg_id, MessageExt};
+use rocketraft_common::consts::property;
+use rocketraft_common::message::{decode_messages, MessageExt};
 use rocketraft_common::TopicConfig;
 use rocketraft_remoting::api::{MqClientApi, PullRequest, PullStatus, SendRequest};
 use rocketraft_remoting::codes::{request_code, response_code};
