@@ -125,6 +125,14 @@ impl ClientManager {
         changed
     }
 
+    /// Whether consumer group `group` consumes in the BROADCASTING model (its last heartbeat).
+    pub fn is_broadcasting(&self, group: &str) -> bool {
+        self.consumers
+            .lock()
+            .get(group)
+            .is_some_and(|info| info.message_model.as_deref() == Some("BROADCASTING"))
+    }
+
     /// Whether `client_id` is a live member of consumer group `group`.
     pub fn is_member(&self, group: &str, client_id: &str) -> bool {
         self.consumers

@@ -73,6 +73,9 @@ pub struct BrokerConfig {
     /// `rocketmq.broker.rebalance.lockMaxLiveTime` system property, 60 s).
     #[serde(alias = "rebalanceLockMaxLiveTime")]
     pub rebalance_lock_max_live_time_ms: i64,
+    /// Serve LITE_PULL_MESSAGE (361, `DefaultLitePullConsumer`) (`litePullMessageEnable`).
+    #[serde(alias = "litePullMessageEnable")]
+    pub lite_pull_message_enable: bool,
     /// Refuse prepared transactional messages (`rejectTransactionMessage`).
     #[serde(alias = "rejectTransactionMessage")]
     pub reject_transaction_message: bool,
@@ -213,6 +216,7 @@ impl Default for BrokerConfig {
             max_transfer_bytes: 256 * 1024,
             client_channel_expire_ms: 120_000,
             rebalance_lock_max_live_time_ms: 60_000,
+            lite_pull_message_enable: true,
             reject_transaction_message: false,
             transaction_timeout_ms: 6_000,
             transaction_check_interval_ms: 30_000,
@@ -467,6 +471,7 @@ mod tests {
             max_transfer_bytes: 1024,
             client_channel_expire_ms: 60_000,
             rebalance_lock_max_live_time_ms: 30_000,
+            lite_pull_message_enable: false,
             reject_transaction_message: true,
             transaction_timeout_ms: 1_000,
             transaction_check_interval_ms: 2_000,

@@ -1113,6 +1113,45 @@ pub fn max_reconsume_times(inner: &BrokerInner, group: &str) -> i32 {
         .map_or(DEFAULT_MAX_RECONSUME_TIMES, |n| n.clamp(0, 10_000) as i32)
 }
 
+/// A boolean of a group's `SubscriptionGroupConfig` (as stored), `default` when the group has
+/// none or does not set it. (On the pull path: parsed only when the stored config names it.)
+fn group_flag(inner: &BrokerInner, group: &str, key: &str, default: bool) -> bool {
+    inner
+        .metadata
+        .get_subscription_group(group)
+        .ok()
+        .flatten()
+        .filter(|raw| raw.windows(key.len()).any(|w| w == key.as_bytes()))
+        .and_then(|raw| serde_json::from_slice::<serde_json::Value>(&raw).ok())
+        .and_then(|v| v[key].as_bool())
+        .unwrap_or(default)
+}
+
+/// Refuses consumption by a group whose `consumeEnable` is false (RocketMQ's answer to PULL and
+/// POP: NO_PERMISSION, `subscription group no permission, G`).
+pub fn check_consume_enable(inner: &BrokerInner, group: &str) -> Result<(), Refusal> {
+    if group_flag(inner, group, "consumeEnable", true) {
+        Ok(())
+    } else {
+        Err(Refusal::new(
+            response_code::NO_PERMISSION,
+            format!("subscription group no permission, {group}"),
+        ))
+    }
+}
+
+/// Refuses pulls of a broadcasting group whose `consumeBroadcastEnable` is false.
+pub fn check_broadcast_enable(inner: &BrokerInner, group: &str) -> Result<(), Refusal> {
+    let broadcasting = inner.clients.is_broadcasting(group);
+    if broadcasting && !group_flag(inner, group, "consumeBroadcastEnable", true) {
+        return Err(Refusal::new(
+            response_code::NO_PERMISSION,
+            format!("the consumer group[{group}] can not consume by broadcast way"),
+        ));
+    }
+    Ok(())
+}
+
 /// Creates a system topic (revive, retry, DLQ, timer) on first use.
 pub fn ensure_system_topic(inner: &BrokerInner, topic: &str, queues: i32) -> Result<(), Refusal> {
     if inner.topics.get(topic).is_some() {

@@ -149,7 +149,7 @@ fn explicit(request: &RemotingCommand) -> Result<Option<Vec<Need>>, String> {
             .map(|t| vec![topic(t, PUB)])
             .unwrap_or_default(),
         rc::CONSUMER_SEND_MSG_BACK => vec![group(field(request, "group")?, SUB)],
-        rc::PULL_MESSAGE => with_group(request, "consumerGroup", SUB, SUB)?,
+        rc::PULL_MESSAGE | rc::LITE_PULL_MESSAGE => with_group(request, "consumerGroup", SUB, SUB)?,
         rc::QUERY_MESSAGE => vec![topic(field(request, "topic")?, SUB_GET)],
         rc::HEART_BEAT => heartbeat(request)?,
         rc::UNREGISTER_CLIENT => present(request, "consumerGroup")

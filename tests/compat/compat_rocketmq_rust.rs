@@ -37,6 +37,58 @@ fn probe() -> PathBuf {
     target.join("debug/rmq-rust-probe")
 }
 
+/// Runs one scenario of the client program against `namesrv` with `envs`; its JSON events,
+/// asserting it exited 0 and printed `done`. HOME is `home` (the client keeps broadcasting
+/// offsets and logs under it).
+fn run_probe(
+    probe: &Path,
+    scenario: &str,
+    namesrv: &str,
+    home: &Path,
+    envs: &[(&str, String)],
+) -> Vec<serde_json::Value> {
+    let out = Command::new(probe)
+        .arg(scenario)
+        .env("NAMESRV", namesrv)
+        .env("HOME", home)
+        .env("RUST_LOG", "warn")
+        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .expect("the client program runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "rocketmq-client-rust {scenario} failed\nstdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events: Vec<serde_json::Value> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert_eq!(events_of(&events, "done").len(), 1, "{stdout}");
+    events
+}
+
+/// `rocketraft dev` with a topic of `queues` queues whose route the NameServer serves.
+fn dev_with_topic(data: &Path, topic: &str, queues: usize) -> Dev {
+    let dev = Dev::start(data, free_port(), free_port(), &["--no-proxy"]);
+    let created = admin(
+        &dev.namesrv,
+        &["topic", "create", topic, "--queues", &queues.to_string()],
+    );
+    assert!(created.contains("created topic"), "{created}");
+    for _ in 0..100 {
+        if admin_output(&dev.namesrv, &["topic", "route", topic])
+            .status
+            .success()
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    dev
+}
+
 fn events_of<'a>(events: &'a [serde_json::Value], kind: &str) -> Vec<&'a serde_json::Value> {
     events.iter().filter(|e| e["event"] == kind).collect()
 }
@@ -82,6 +134,7 @@ fn rocketmq_client_rust_finds_messages_by_key_and_id_and_writes_traces() {
         // what it has not sent yet.
         .env("HOLD_MS", "1500")
         .env("RUST_LOG", "warn")
+        .env("HOME", data.path())
         .output()
         .expect("the client program runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -246,6 +299,7 @@ fn rocketmq_client_rust_orderly_consumers_keep_queue_order_across_a_rebalance() 
         .env("COUNT", count.to_string())
         .env("QUEUES", queues.to_string())
         .env("RUST_LOG", "warn")
+        .env("HOME", data.path())
         .output()
         .expect("the client program runs");
     let _ = dev.child.kill();
@@ -317,4 +371,95 @@ fn rocketmq_client_rust_orderly_consumers_keep_queue_order_across_a_rebalance() 
         BTreeSet::from(["first".to_string(), "second".to_string()]),
         "after the rebalance both consumers hold queues: {per_queue:?}"
     );
+}
+
+/// rocketmq-client-rust's `DefaultLitePullConsumer` (the consumer of the Flink and Spark
+/// connectors): in subscribe mode it polls every message and commits (the committed offsets are
+/// the queues' ends); in assign mode it seeks within a queue and reads from there, then from the
+/// beginning, and commits.
+#[test]
+fn rocketmq_client_rust_lite_pull_consumer_polls_seeks_and_commits() {
+    let _turn = crate::support::file_turn(module_path!());
+    let probe = probe();
+    let data = tempfile::tempdir().expect("tempdir");
+    let topic = "RustClientLite";
+    let mut dev = dev_with_topic(data.path(), topic, 4);
+    let count = 40;
+    let events = run_probe(
+        &probe,
+        "lite-pull",
+        &dev.namesrv.clone(),
+        data.path(),
+        &[("TOPIC", topic.to_string()), ("COUNT", count.to_string())],
+    );
+    let _ = dev.child.kill();
+    let _ = dev.child.wait();
+    let polled: BTreeSet<String> = events_of(&events, "polled")
+        .iter()
+        .filter_map(|e| e["body"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(
+        polled,
+        (0..count).map(|i| format!("lite-{i}")).collect(),
+        "every message polled once"
+    );
+    let committed = events_of(&events, "committed");
+    assert_eq!(committed.len(), 4, "{committed:?}");
+    let total: i64 = committed.iter().filter_map(|e| e["max"].as_i64()).sum();
+    assert_eq!(total, count as i64);
+    for e in &committed {
+        assert_eq!(e["committed"], e["max"], "committed to the end: {e}");
+    }
+    let offsets = |kind: &str| -> Vec<i64> {
+        events_of(&events, kind)
+            .iter()
+            .map(|e| {
+                assert_eq!(e["queueId"], 0, "only the assigned queue: {e}");
+                e["queueOffset"].as_i64().unwrap_or(-1)
+            })
+            .collect()
+    };
+    let max0 = events_of(&events, "assigned_committed")[0]["max"]
+        .as_i64()
+        .unwrap_or(-1);
+    assert!(max0 > 2, "queue 0 holds {max0}");
+    assert_eq!(offsets("after_seek"), (2..max0).collect::<Vec<_>>());
+    assert_eq!(
+        offsets("after_seek_to_begin"),
+        (0..max0).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        events_of(&events, "assigned_committed")[0]["committed"],
+        max0
+    );
+}
+
+/// Two rocketmq-client-rust push consumers of one group in the BROADCASTING model each receive
+/// every message.
+#[test]
+fn rocketmq_client_rust_broadcasting_consumers_each_get_every_message() {
+    let _turn = crate::support::file_turn(module_path!());
+    let probe = probe();
+    let data = tempfile::tempdir().expect("tempdir");
+    let topic = "RustClientBroadcast";
+    let mut dev = dev_with_topic(data.path(), topic, 4);
+    let count = 20;
+    let events = run_probe(
+        &probe,
+        "broadcast",
+        &dev.namesrv.clone(),
+        data.path(),
+        &[("TOPIC", topic.to_string()), ("COUNT", count.to_string())],
+    );
+    let _ = dev.child.kill();
+    let _ = dev.child.wait();
+    let all: BTreeSet<String> = (0..count).map(|i| format!("bcast-{i}")).collect();
+    for name in ["one", "two"] {
+        let got: BTreeSet<String> = events_of(&events, "broadcast")
+            .iter()
+            .filter(|e| e["consumer"] == name)
+            .filter_map(|e| e["body"].as_str().map(str::to_string))
+            .collect();
+        assert_eq!(got, all, "consumer {name}");
+    }
 }

@@ -49,6 +49,7 @@ pub const HANDLED_CODES: &[i32] = &[
     request_code::SEND_MESSAGE_V2,
     request_code::SEND_BATCH_MESSAGE,
     request_code::PULL_MESSAGE,
+    request_code::LITE_PULL_MESSAGE,
     request_code::QUERY_CONSUMER_OFFSET,
     request_code::UPDATE_CONSUMER_OFFSET,
     request_code::GET_MAX_OFFSET,
@@ -131,7 +132,9 @@ async fn route(inner: &BrokerInner, ctx: &RequestContext, request: &RemotingComm
         request_code::SEND_MESSAGE
         | request_code::SEND_MESSAGE_V2
         | request_code::SEND_BATCH_MESSAGE => send::handle(inner, ctx, request).await,
-        request_code::PULL_MESSAGE => pull::handle(inner, ctx, request).await,
+        request_code::PULL_MESSAGE | request_code::LITE_PULL_MESSAGE => {
+            pull::handle(inner, ctx, request).await
+        }
         request_code::QUERY_CONSUMER_OFFSET => offset::query_consumer_offset(inner, request),
         request_code::UPDATE_CONSUMER_OFFSET => offset::update_consumer_offset(inner, request),
         request_code::GET_MAX_OFFSET => offset::max_offset(inner, request),

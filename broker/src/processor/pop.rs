@@ -66,6 +66,7 @@ pub async fn pop(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
         return Err(bad(format!("maxMsgNums {max_nums} must be within 1..=32")));
     }
     check_invisible(invisible_ms)?;
+    crate::pop::check_consume_enable(inner, &group)?;
     let filter = pop_filter(request)?;
     let deadline =
         tokio::time::Instant::now() + Duration::from_millis(poll_ms.clamp(0, MAX_POLL_MS) as u64);

@@ -100,7 +100,19 @@ pub async fn handle(
     _ctx: &RequestContext,
     request: &RemotingCommand,
 ) -> Handled {
+    if request.code == rocketraft_remoting::codes::request_code::LITE_PULL_MESSAGE
+        && !inner.config.lite_pull_message_enable
+    {
+        return Err(Refusal::new(
+            response_code::NO_PERMISSION,
+            format!(
+                "the broker[{}] for lite pull consumer is forbidden",
+                inner.advertised
+            ),
+        ));
+    }
     let header = PullHeader::parse(request)?;
+    crate::pop::check_consume_enable(inner, &header.consumer_group)?;
     let topic = existing_topic(inner, &header.topic)?;
     if !perm::is_readable(topic.perm) {
         return Err(Refusal::new(
@@ -152,6 +164,7 @@ fn subscription_filter(inner: &BrokerInner, header: &PullHeader) -> Result<TagFi
     Ok(if header.sys_flag & pull_sys_flag::SUBSCRIPTION != 0 {
         TagFilter::parse(header.subscription.as_deref().unwrap_or("*"))
     } else {
+        crate::pop::check_broadcast_enable(inner, &header.consumer_group)?;
         let Some(sub) = inner
             .clients
             .subscription(&header.consumer_group, &header.topic)

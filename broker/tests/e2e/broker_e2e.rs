@@ -820,3 +820,215 @@ async fn orderly_queue_locks() {
     c.broker.shutdown().await;
     c.namesrv.shutdown().await;
 }
+
+/// A pull request as a client sends it; `code` is PULL_MESSAGE or LITE_PULL_MESSAGE.
+fn pull_command(code: i32, group: &str, topic: &str, with_subscription: bool) -> RemotingCommand {
+    let request = RemotingCommand::request(code)
+        .with_ext("consumerGroup", group)
+        .with_ext("topic", topic)
+        .with_ext("queueId", 0)
+        .with_ext("queueOffset", 0)
+        .with_ext("maxMsgNums", 32)
+        .with_ext(
+            "sysFlag",
+            if with_subscription {
+                pull_sys_flag::SUBSCRIPTION
+            } else {
+                0
+            },
+        )
+        .with_ext("commitOffset", -1)
+        .with_ext("suspendTimeoutMillis", 0)
+        .with_ext("subVersion", 0)
+        .with_ext("expressionType", "TAG");
+    if with_subscription {
+        request.with_ext("subscription", "*")
+    } else {
+        request
+    }
+}
+
+/// LITE_PULL_MESSAGE (361) reads as PULL_MESSAGE does (and is refused when
+/// `lite_pull_message_enable` is off); a group with `consumeEnable: false` may neither pull nor
+/// POP, and a BROADCASTING group with `consumeBroadcastEnable: false` may not pull; turning the
+/// flags back on restores both, and nothing stored changes.
+#[tokio::test]
+async fn lite_pull_and_the_group_consume_flags() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = start(dir.path(), false).await;
+    create_topic(&c, "Flags", 1).await;
+    for i in 0..3 {
+        let r = c
+            .api
+            .send(&c.broker_addr, &message("Flags", 0, &format!("f{i}"), None))
+            .await
+            .expect("send");
+        assert_eq!(r.code, response_code::SUCCESS);
+    }
+    let client = RemotingClient::new(ClientConfig::default());
+    let invoke = |cmd: RemotingCommand| {
+        let (client, addr) = (client.clone(), c.broker_addr.clone());
+        async move {
+            client
+                .invoke(&addr, cmd, Duration::from_secs(5))
+                .await
+                .expect("answer")
+        }
+    };
+    let r = invoke(pull_command(
+        request_code::LITE_PULL_MESSAGE,
+        "lg",
+        "Flags",
+        true,
+    ))
+    .await;
+    assert_eq!(r.code, response_code::SUCCESS, "{:?}", r.remark);
+    assert_eq!(
+        rocketraft_common::message::decode_messages(&r.body)
+            .expect("messages")
+            .len(),
+        3
+    );
+
+    let set_group = |config: serde_json::Value| {
+        let invoke = invoke.clone();
+        async move {
+            let r = invoke(
+                RemotingCommand::request(request_code::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP)
+                    .with_body(serde_json::to_vec(&config).expect("json")),
+            )
+            .await;
+            assert_eq!(r.code, response_code::SUCCESS, "{:?}", r.remark);
+        }
+    };
+    set_group(serde_json::json!({"groupName": "lg", "consumeEnable": false})).await;
+    for code in [request_code::PULL_MESSAGE, request_code::LITE_PULL_MESSAGE] {
+        let r = invoke(pull_command(code, "lg", "Flags", true)).await;
+        assert_eq!(r.code, response_code::NO_PERMISSION, "{:?}", r.remark);
+        assert_eq!(
+            r.remark.as_deref(),
+            Some("subscription group no permission, lg")
+        );
+    }
+    let pop = invoke(
+        RemotingCommand::request(request_code::POP_MESSAGE)
+            .with_ext("consumerGroup", "lg")
+            .with_ext("topic", "Flags")
+            .with_ext("queueId", -1)
+            .with_ext("maxMsgNums", 1)
+            .with_ext("invisibleTime", 60_000),
+    )
+    .await;
+    assert_eq!(pop.code, response_code::NO_PERMISSION, "{:?}", pop.remark);
+    // Another group is not affected.
+    let r = invoke(pull_command(
+        request_code::PULL_MESSAGE,
+        "other",
+        "Flags",
+        true,
+    ))
+    .await;
+    assert_eq!(r.code, response_code::SUCCESS, "{:?}", r.remark);
+
+    // A broadcasting group whose subscription comes from its heartbeat.
+    let heartbeat = HeartbeatData {
+        client_id: "127.0.0.1@bcast".to_string(),
+        producer_data_set: vec![],
+        consumer_data_set: vec![ConsumerData {
+            group_name: "bg".to_string(),
+            consume_type: Some("CONSUME_PASSIVELY".to_string()),
+            message_model: Some("BROADCASTING".to_string()),
+            consume_from_where: Some("CONSUME_FROM_FIRST_OFFSET".to_string()),
+            subscription_data_set: vec![SubscriptionData {
+                topic: "Flags".to_string(),
+                sub_string: "*".to_string(),
+                ..SubscriptionData::default()
+            }],
+            unit_mode: false,
+        }],
+    };
+    c.api
+        .heartbeat(&c.broker_addr, &heartbeat)
+        .await
+        .expect("heartbeat");
+    let r = invoke(pull_command(
+        request_code::PULL_MESSAGE,
+        "bg",
+        "Flags",
+        false,
+    ))
+    .await;
+    assert_eq!(r.code, response_code::SUCCESS, "{:?}", r.remark);
+    set_group(serde_json::json!({"groupName": "bg", "consumeBroadcastEnable": false})).await;
+    let r = invoke(pull_command(
+        request_code::PULL_MESSAGE,
+        "bg",
+        "Flags",
+        false,
+    ))
+    .await;
+    assert_eq!(r.code, response_code::NO_PERMISSION, "{:?}", r.remark);
+    assert_eq!(
+        r.remark.as_deref(),
+        Some("the consumer group[bg] can not consume by broadcast way")
+    );
+
+    // Back on: both read everything again.
+    set_group(serde_json::json!({"groupName": "lg", "consumeEnable": true})).await;
+    set_group(serde_json::json!({"groupName": "bg", "consumeBroadcastEnable": true})).await;
+    for (group, sub) in [("lg", true), ("bg", false)] {
+        let r = invoke(pull_command(
+            request_code::PULL_MESSAGE,
+            group,
+            "Flags",
+            sub,
+        ))
+        .await;
+        assert_eq!(r.code, response_code::SUCCESS, "{group}: {:?}", r.remark);
+        assert_eq!(
+            rocketraft_common::message::decode_messages(&r.body)
+                .expect("messages")
+                .len(),
+            3
+        );
+    }
+    c.broker.shutdown().await;
+    c.namesrv.shutdown().await;
+
+    // With lite pull off, LITE_PULL_MESSAGE is refused; PULL_MESSAGE still works.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let namesrv = NameServer::start(NamesrvConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        ..NamesrvConfig::default()
+    })
+    .await
+    .expect("namesrv starts");
+    let mut config = broker_config(dir.path(), namesrv.local_addr(), true);
+    config.advertised_addr = None;
+    config.lite_pull_message_enable = false;
+    let broker = Broker::start(config).await.expect("broker starts");
+    let addr = broker.local_addr().to_string();
+    let api = MqClientApi::new(client.clone(), Duration::from_secs(5));
+    let r = api
+        .send(&addr, &message("Off", -1, "x", None))
+        .await
+        .expect("send");
+    assert_eq!(r.code, response_code::SUCCESS);
+    let lite = pull_command(request_code::LITE_PULL_MESSAGE, "lg", "Off", true)
+        .with_ext("queueId", r.queue_id);
+    let r = client
+        .invoke(&addr, lite, Duration::from_secs(5))
+        .await
+        .expect("answer");
+    assert_eq!(r.code, response_code::NO_PERMISSION, "{:?}", r.remark);
+    assert!(
+        r.remark
+            .as_deref()
+            .unwrap_or_default()
+            .contains("for lite pull consumer is forbidden"),
+        "{:?}",
+        r.remark
+    );
+    broker.shutdown().await;
+    namesrv.shutdown().await;
+}

@@ -15,6 +15,14 @@
 //! (sent with a queue selector, body `q<queue>-<n>`); a second consumer of the group joins, the
 //! queues are rebalanced between the two, and the second half is sent. Every receipt is printed
 //! with a global sequence number, the consumer's name and the queue.
+//!
+//! `lite-pull`: a `DefaultLitePullConsumer` in subscribe mode polls every one of COUNT messages
+//! sent over the topic's queues, commits, and reports its committed offsets; a second one of
+//! another group, in assign mode, takes queue 0, seeks to offset 2 and polls, seeks to the
+//! beginning and polls again, and commits.
+//!
+//! `broadcast`: two push consumers of group `rr_compat_bcast_cg` in the BROADCASTING model each
+//! receive every one of COUNT messages (their offsets are kept by the clients).
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -226,6 +234,161 @@ async fn orderly(runtime: Arc<ClientRuntime>) -> Result<(), Failure> {
     Ok(())
 }
 
+async fn poll_until(
+    consumer: &rocketmq_client_rust::DefaultLitePullConsumer,
+    want: usize,
+    secs: u64,
+) -> Vec<MessageExt> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut got = Vec::new();
+    while got.len() < want && Instant::now() < deadline {
+        got.extend(consumer.poll_with_timeout(500).await);
+    }
+    got
+}
+
+fn lite_event(kind: &str, m: &MessageExt) -> serde_json::Value {
+    json!({
+        "event": kind,
+        "queueId": m.queue_id(),
+        "queueOffset": m.queue_offset(),
+        "body": m.body().map(|b| String::from_utf8_lossy(&b).into_owned()),
+    })
+}
+
+async fn lite_pull(runtime: Arc<ClientRuntime>) -> Result<(), Failure> {
+    let namesrv = env("NAMESRV")?;
+    let topic = env("TOPIC")?;
+    let count: usize = env("COUNT")?.parse()?;
+    let mut producer = DefaultMQProducer::builder(runtime.clone())
+        .producer_group("rr_compat_lite_pg")
+        .name_server_addr(namesrv.clone())
+        .build();
+    producer.start().await?;
+    for i in 0..count {
+        let message = Message::builder()
+            .topic(topic.clone())
+            .body(format!("lite-{i}").into_bytes())
+            .build()?;
+        producer.send_with_timeout(message, 5000).await?;
+    }
+    producer.shutdown().await;
+
+    // Subscribe mode.
+    let consumer = rocketmq_client_rust::DefaultLitePullConsumer::builder(runtime.clone())
+        .consumer_group("rr_compat_lite_cg")
+        .name_server_addr(namesrv.clone())
+        .consume_from_where(
+            rocketmq_model::common::consumer::consume_from_where::ConsumeFromWhere::ConsumeFromFirstOffset,
+        )
+        .auto_commit(false)
+        .build()?;
+    consumer.subscribe(&topic).await?;
+    consumer.start().await?;
+    for m in poll_until(&consumer, count, 60).await {
+        emit(lite_event("polled", &m));
+    }
+    consumer.commit_sync().await;
+    for mq in consumer.fetch_message_queues(&topic).await? {
+        emit(json!({
+            "event": "committed",
+            "queueId": mq.queue_id(),
+            "committed": consumer.committed(&mq).await?,
+            "max": consumer.max_offset(&mq).await?,
+        }));
+    }
+    consumer.shutdown().await;
+
+    // Assign mode with seeks.
+    let assigned = rocketmq_client_rust::DefaultLitePullConsumer::builder(runtime.clone())
+        .consumer_group("rr_compat_lite_assign")
+        .name_server_addr(namesrv.clone())
+        .auto_commit(false)
+        .build()?;
+    assigned.start().await?;
+    let mqs = assigned.fetch_message_queues(&topic).await?;
+    let mq0 = mqs
+        .iter()
+        .find(|mq| mq.queue_id() == 0)
+        .cloned()
+        .ok_or("no queue 0")?;
+    let max0 = assigned.max_offset(&mq0).await?;
+    assigned.assign(vec![mq0.clone()]).await?;
+    assigned.seek(&mq0, 2).await?;
+    for m in poll_until(&assigned, (max0 - 2).max(0) as usize, 30).await {
+        emit(lite_event("after_seek", &m));
+    }
+    assigned.seek_to_begin(&mq0).await?;
+    for m in poll_until(&assigned, max0.max(0) as usize, 30).await {
+        emit(lite_event("after_seek_to_begin", &m));
+    }
+    assigned.commit_sync().await;
+    emit(json!({
+        "event": "assigned_committed",
+        "committed": assigned.committed(&mq0).await?,
+        "max": max0,
+    }));
+    assigned.shutdown().await;
+    emit(json!({"event": "done"}));
+    Ok(())
+}
+
+async fn broadcast(runtime: Arc<ClientRuntime>) -> Result<(), Failure> {
+    let namesrv = env("NAMESRV")?;
+    let topic = env("TOPIC")?;
+    let count: usize = env("COUNT")?.parse()?;
+    let mut consumers = Vec::new();
+    let mut received = Vec::new();
+    for name in ["one", "two"] {
+        let got = Arc::new(Mutex::new(Vec::new()));
+        // Two clients in one process: each its own instance (a client id per consumer).
+        let mut config = ClientConfig::default();
+        config.set_namesrv_addr(CheetahString::from_string(namesrv.clone()));
+        config.set_instance_name(CheetahString::from_static_str(name));
+        let mut consumer = DefaultMQPushConsumer::builder(runtime.clone())
+            .client_config(config)
+            .consumer_group("rr_compat_bcast_cg")
+            .name_server_addr(namesrv.clone())
+            .message_model(
+                rocketmq_protocol::protocol::heartbeat::message_model::MessageModel::Broadcasting,
+            )
+            .consume_from_where(
+                rocketmq_model::common::consumer::consume_from_where::ConsumeFromWhere::ConsumeFromFirstOffset,
+            )
+            .build();
+        consumer.subscribe(topic.as_str(), "*").await?;
+        consumer.register_message_listener_concurrently(Collect(got.clone()));
+        consumer.start().await?;
+        consumers.push(consumer);
+        received.push((name, got));
+    }
+    let mut producer = DefaultMQProducer::builder(runtime.clone())
+        .producer_group("rr_compat_bcast_pg")
+        .name_server_addr(namesrv.clone())
+        .build();
+    producer.start().await?;
+    for i in 0..count {
+        let message = Message::builder()
+            .topic(topic.clone())
+            .body(format!("bcast-{i}").into_bytes())
+            .build()?;
+        producer.send_with_timeout(message, 5000).await?;
+    }
+    for (name, got) in &received {
+        let n = wait_received(got, count, 60).await;
+        emit(json!({"event": "broadcast_received", "consumer": name, "distinct": n}));
+        for m in got.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            emit(json!({"event": "broadcast", "consumer": name, "body": m["body"]}));
+        }
+    }
+    for mut c in consumers {
+        c.shutdown().await;
+    }
+    producer.shutdown().await;
+    emit(json!({"event": "done"}));
+    Ok(())
+}
+
 fn traced_config(namesrv: &str) -> ClientConfig {
     let mut config = ClientConfig::default();
     config.set_namesrv_addr(CheetahString::from_string(namesrv.to_string()));
@@ -393,7 +556,12 @@ fn main() -> Result<(), Failure> {
         let r = match scenario.as_str() {
             "lookup-trace" => lookup_trace(runtime.clone()).await,
             "orderly" => orderly(runtime.clone()).await,
-            other => Err(format!("unknown scenario {other:?}; try lookup-trace or orderly").into()),
+            "lite-pull" => lite_pull(runtime.clone()).await,
+            "broadcast" => broadcast(runtime.clone()).await,
+            other => Err(format!(
+                "unknown scenario {other:?}; try lookup-trace, orderly, lite-pull or broadcast"
+            )
+            .into()),
         };
         let _ = runtime.shutdown().await;
         let _ = owner.shutdown_tasks().await;
