@@ -76,6 +76,10 @@ pub struct BrokerConfig {
     /// Serve LITE_PULL_MESSAGE (361, `DefaultLitePullConsumer`) (`litePullMessageEnable`).
     #[serde(alias = "litePullMessageEnable")]
     pub lite_pull_message_enable: bool,
+    /// Filter by message properties: SQL92 subscriptions (`enablePropertyFilter`; RocketMQ's
+    /// default is off, ours on: only consumers that ask for SQL92 pay for it).
+    #[serde(alias = "enablePropertyFilter")]
+    pub enable_property_filter: bool,
     /// Refuse prepared transactional messages (`rejectTransactionMessage`).
     #[serde(alias = "rejectTransactionMessage")]
     pub reject_transaction_message: bool,
@@ -217,6 +221,7 @@ impl Default for BrokerConfig {
             client_channel_expire_ms: 120_000,
             rebalance_lock_max_live_time_ms: 60_000,
             lite_pull_message_enable: true,
+            enable_property_filter: true,
             reject_transaction_message: false,
             transaction_timeout_ms: 6_000,
             transaction_check_interval_ms: 30_000,
@@ -472,6 +477,7 @@ mod tests {
             client_channel_expire_ms: 60_000,
             rebalance_lock_max_live_time_ms: 30_000,
             lite_pull_message_enable: false,
+            enable_property_filter: false,
             reject_transaction_message: true,
             transaction_timeout_ms: 1_000,
             transaction_check_interval_ms: 2_000,

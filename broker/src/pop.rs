@@ -39,7 +39,7 @@ use rocketraft_remoting::codes::response_code;
 use rocketraft_remoting::Refusal;
 use serde::{Deserialize, Serialize};
 
-use crate::processor::pull::TagFilter;
+use crate::processor::pull::MessageFilter;
 use crate::store::{BrokerMessage, GetMessageStatus};
 use crate::BrokerInner;
 
@@ -291,7 +291,7 @@ struct PopRequest<'a> {
     init_from_max: bool,
     /// FIFO.
     order: bool,
-    filter: &'a TagFilter,
+    filter: &'a MessageFilter,
     /// The pop time stamped on every checkpoint of the request.
     pop_time: i64,
 }
@@ -433,7 +433,7 @@ impl PopService {
         invisible_ms: i64,
         init_from_max: bool,
         order: bool,
-        filter: &TagFilter,
+        filter: &MessageFilter,
     ) -> Result<PopResult, Refusal> {
         self.ensure_rebuilt(inner).await?;
         let candidates = self.candidates(inner, group, topic, queue_id, order)?;
@@ -559,7 +559,7 @@ impl PopService {
                 }
             }
         }
-        let r = inner.store.get_messages(
+        let r = inner.store.get_messages_matching(
             request.group,
             &t,
             q,
@@ -567,6 +567,7 @@ impl PopService {
             remaining as i32,
             inner.config.max_transfer_bytes,
             &|code| is_retry || request.filter.accepts(code),
+            &|record| is_retry || request.filter.accepts_record(record),
         );
         let next = match r.status {
             GetMessageStatus::Found | GetMessageStatus::NoMatchedMessage => r.next_begin_offset,

@@ -147,6 +147,16 @@ pub struct ConsumerIdList {
     pub consumer_id_list: Vec<String>,
 }
 
+/// `CheckClientRequestBody`: the body of CHECK_CLIENT_CONFIG (46), a consumer's subscription
+/// checked before it starts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct CheckClientRequestBody {
+    pub client_id: String,
+    pub group: String,
+    pub subscription_data: SubscriptionData,
+}
+
 /// `MessageQueue` as the Java client serializes it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]

@@ -371,7 +371,8 @@ impl MqClientApi {
         .await
     }
 
-    /// [`pop`](Self::pop) with a TAG filter expression (`tagA || tagB`, `*` for all).
+    /// [`pop`](Self::pop) with a filter: `(type, expression)`, type `TAG` (`tagA || tagB`, `*`
+    /// for all) or `SQL92`.
     #[allow(clippy::too_many_arguments)]
     pub async fn pop_filtered(
         &self,
@@ -383,7 +384,7 @@ impl MqClientApi {
         invisible_ms: i64,
         poll_ms: i64,
         order: bool,
-        tag_expression: Option<&str>,
+        filter: Option<(&str, &str)>,
     ) -> Result<Vec<MessageExt>, ApiError> {
         let mut request = RemotingCommand::request(request_code::POP_MESSAGE)
             .with_ext("consumerGroup", group)
@@ -395,8 +396,8 @@ impl MqClientApi {
             .with_ext("bornTime", now_ms())
             .with_ext("initMode", 0)
             .with_ext("order", order);
-        if let Some(e) = tag_expression.filter(|e| !e.trim().is_empty()) {
-            request = request.with_ext("expType", "TAG").with_ext("exp", e);
+        if let Some((kind, e)) = filter.filter(|(_, e)| !e.trim().is_empty()) {
+            request = request.with_ext("expType", kind).with_ext("exp", e);
         }
         let wait = self.timeout + Duration::from_millis(poll_ms.max(0) as u64);
         let response = self.client.invoke(broker, request, wait).await?;

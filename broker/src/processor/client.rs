@@ -1,10 +1,11 @@
 //! HEART_BEAT (34), UNREGISTER_CLIENT (35), GET_CONSUMER_LIST_BY_GROUP (38)
 //! (`ClientManageProcessor`, `ConsumerManageProcessor`), and the orderly consumers' queue locks
 //! LOCK_BATCH_MQ (41) / UNLOCK_BATCH_MQ (42) (`AdminBrokerProcessor`, see
-//! [`crate::rebalance_lock`]).
+//! [`crate::rebalance_lock`]), and CHECK_CLIENT_CONFIG (46).
 
 use rocketraft_common::protocol::{
-    from_json_body, ConsumerIdList, HeartbeatData, LockBatchRequestBody, LockBatchResponseBody,
+    from_json_body, CheckClientRequestBody, ConsumerIdList, HeartbeatData, LockBatchRequestBody,
+    LockBatchResponseBody,
 };
 use rocketraft_common::time::now_ms;
 use rocketraft_remoting::codes::response_code;
@@ -121,4 +122,29 @@ pub fn consumer_list(inner: &BrokerInner, request: &RemotingCommand) -> Handled 
     Ok(request
         .response_to(response_code::SUCCESS, None)
         .with_body(body))
+}
+
+/// CHECK_CLIENT_CONFIG: a consumer checks its subscription before it starts (the Java client does
+/// for SQL92 selectors). A TAG subscription passes; an SQL92 one passes when the broker filters
+/// by properties and the expression compiles, else the answer says why, as RocketMQ's
+/// `ClientManageProcessor.checkClientConfig` does.
+pub fn check_client_config(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
+    let body: CheckClientRequestBody = from_json_body(&request.body).map_err(|e| {
+        Refusal::system_error(format!(
+            "the CHECK_CLIENT_CONFIG body is not a CheckClientRequestBody: {e}"
+        ))
+    })?;
+    let sub = &body.subscription_data;
+    super::pull::MessageFilter::of_type(inner, sub.expression_type.as_deref(), &sub.sub_string)
+        .map_err(|mut refusal| {
+            tracing::info!(group = %body.group, client = %body.client_id, remark = %refusal.remark, "client config refused");
+            if refusal.code == response_code::SUBSCRIPTION_PARSE_FAILED {
+                refusal.remark = refusal
+                    .remark
+                    .trim_start_matches("parse the consumer's subscription failed: ")
+                    .to_string();
+            }
+            refusal
+        })?;
+    Ok(request.response_to(response_code::SUCCESS, None))
 }

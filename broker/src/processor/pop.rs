@@ -6,7 +6,7 @@ use std::time::Duration;
 use rocketraft_remoting::codes::response_code;
 use rocketraft_remoting::{Refusal, RemotingCommand};
 
-use super::pull::TagFilter;
+use super::pull::MessageFilter;
 use super::Handled;
 use crate::pop::Handle;
 use crate::BrokerInner;
@@ -31,24 +31,12 @@ fn check_invisible(ms: i64) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// The tag filter of a POP: its `exp` expression (only TAG ones), or everything.
-fn pop_filter(request: &RemotingCommand) -> Result<TagFilter, Refusal> {
-    Ok(match request.ext("exp") {
-        Some(exp)
-            if request
-                .ext("expType")
-                .is_none_or(|t| t.eq_ignore_ascii_case("TAG")) =>
-        {
-            TagFilter::parse(exp)
-        }
-        Some(_) => {
-            return Err(Refusal::new(
-                response_code::SUBSCRIPTION_PARSE_FAILED,
-                "only TAG expressions are supported",
-            ))
-        }
-        None => TagFilter::parse("*"),
-    })
+/// The filter of a POP: its `exp` expression of type `expType` (TAG or SQL92), or everything.
+fn pop_filter(inner: &BrokerInner, request: &RemotingCommand) -> Result<MessageFilter, Refusal> {
+    match request.ext("exp") {
+        Some(exp) => MessageFilter::of_type(inner, request.ext("expType"), exp),
+        None => Ok(MessageFilter::parse("*")),
+    }
 }
 
 /// POP_MESSAGE: pops from [`crate::pop`]; with a `pollTime`, an empty pop is retried at each
@@ -67,7 +55,7 @@ pub async fn pop(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
     }
     check_invisible(invisible_ms)?;
     crate::pop::check_consume_enable(inner, &group)?;
-    let filter = pop_filter(request)?;
+    let filter = pop_filter(inner, request)?;
     let deadline =
         tokio::time::Instant::now() + Duration::from_millis(poll_ms.clamp(0, MAX_POLL_MS) as u64);
     let mut arrivals = inner.store.subscribe_arrivals();

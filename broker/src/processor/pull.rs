@@ -11,6 +11,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use rocketraft_common::consts::{perm, pull_sys_flag};
 use rocketraft_common::hash::java_string_hash;
+use rocketraft_common::sql92::Sql92;
 use rocketraft_remoting::codes::response_code;
 use rocketraft_remoting::server::RequestContext;
 use rocketraft_remoting::{Refusal, RemotingCommand};
@@ -53,18 +54,27 @@ impl PullHeader {
     }
 }
 
-/// Which tags codes a subscription accepts; `None` accepts everything.
+/// What a subscription accepts: a TAG expression (tags codes; `None` accepts everything), or an
+/// SQL92 expression over the message's properties.
 #[derive(Debug, Clone)]
-pub struct TagFilter {
+pub struct MessageFilter {
     codes: Option<BTreeSet<i64>>,
+    sql: Option<std::sync::Arc<Sql92>>,
 }
 
-impl TagFilter {
+/// RocketMQ's expression types.
+pub const TAG_TYPE: &str = "TAG";
+pub const SQL92_TYPE: &str = "SQL92";
+
+impl MessageFilter {
     /// Parses a TAG expression: `*`, empty, or `TagA || TagB`.
-    pub fn parse(expression: &str) -> TagFilter {
+    pub fn parse(expression: &str) -> MessageFilter {
         let expression = expression.trim();
         if expression.is_empty() || expression == "*" {
-            return TagFilter { codes: None };
+            return MessageFilter {
+                codes: None,
+                sql: None,
+            };
         }
         let codes = expression
             .split("||")
@@ -72,23 +82,81 @@ impl TagFilter {
             .filter(|t| !t.is_empty())
             .map(|t| java_string_hash(t) as i64)
             .collect();
-        TagFilter { codes: Some(codes) }
+        MessageFilter {
+            codes: Some(codes),
+            sql: None,
+        }
     }
 
-    fn from_codes(codes: &BTreeSet<i32>, sub_string: &str) -> TagFilter {
+    /// A filter of `expression_type` (TAG when absent or empty; SQL92): refused as RocketMQ
+    /// refuses it: SYSTEM_ERROR when the broker does not filter by properties
+    /// (`enablePropertyFilter`), SUBSCRIPTION_PARSE_FAILED naming what is wrong with the SQL,
+    /// SUBSCRIPTION_PARSE_FAILED for an unknown type.
+    pub fn of_type(
+        inner: &BrokerInner,
+        expression_type: Option<&str>,
+        expression: &str,
+    ) -> Result<MessageFilter, Refusal> {
+        let kind = expression_type.map(str::trim).unwrap_or_default();
+        if kind.is_empty() || kind.eq_ignore_ascii_case(TAG_TYPE) {
+            return Ok(MessageFilter::parse(expression));
+        }
+        if !kind.eq_ignore_ascii_case(SQL92_TYPE) {
+            return Err(Refusal::new(
+                response_code::SUBSCRIPTION_PARSE_FAILED,
+                format!("expression type {kind} is not supported; use TAG or SQL92"),
+            ));
+        }
+        if !inner.config.enable_property_filter {
+            return Err(Refusal::system_error(format!(
+                "The broker does not support consumer to filter message by {kind}"
+            )));
+        }
+        let sql = Sql92::parse(expression).map_err(|e| {
+            Refusal::new(
+                response_code::SUBSCRIPTION_PARSE_FAILED,
+                format!("parse the consumer's subscription failed: {e}"),
+            )
+        })?;
+        Ok(MessageFilter {
+            codes: None,
+            sql: Some(std::sync::Arc::new(sql)),
+        })
+    }
+
+    fn from_codes(codes: &BTreeSet<i32>, sub_string: &str) -> MessageFilter {
         if codes.is_empty() {
-            return TagFilter::parse(sub_string);
+            return MessageFilter::parse(sub_string);
         }
-        TagFilter {
+        MessageFilter {
             codes: Some(codes.iter().map(|c| *c as i64).collect()),
+            sql: None,
         }
     }
 
+    /// Whether a record with this tags code may match (the ConsumeQueue-level check).
     pub fn accepts(&self, tags_code: i64) -> bool {
         match &self.codes {
             None => true,
             Some(codes) => codes.contains(&tags_code),
         }
+    }
+
+    /// Whether a stored record matches (the CommitLog-level check of an SQL92 filter; a record
+    /// that does not decode does not match).
+    pub fn accepts_record(&self, record: &[u8]) -> bool {
+        let Some(sql) = &self.sql else {
+            return true;
+        };
+        match rocketraft_common::message::decode_message(record) {
+            Ok((m, _)) => sql.matches(&m.message.properties),
+            Err(_) => false,
+        }
+    }
+
+    /// Whether records must be read to decide (an SQL92 filter).
+    pub fn reads_records(&self) -> bool {
+        self.sql.is_some()
     }
 }
 
@@ -152,17 +220,13 @@ pub async fn handle(
 
 /// The tag filter of a pull: from the request's subscription (SUBSCRIPTION flag) or the one
 /// the consumer registered by heartbeat. Only TAG expressions are supported.
-fn subscription_filter(inner: &BrokerInner, header: &PullHeader) -> Result<TagFilter, Refusal> {
-    if let Some(kind) = header.expression_type.as_deref() {
-        if !kind.is_empty() && kind != "TAG" {
-            return Err(Refusal::new(
-                response_code::SUBSCRIPTION_PARSE_FAILED,
-                format!("expression type {kind} is not supported; use TAG"),
-            ));
-        }
-    }
+fn subscription_filter(inner: &BrokerInner, header: &PullHeader) -> Result<MessageFilter, Refusal> {
     Ok(if header.sys_flag & pull_sys_flag::SUBSCRIPTION != 0 {
-        TagFilter::parse(header.subscription.as_deref().unwrap_or("*"))
+        MessageFilter::of_type(
+            inner,
+            header.expression_type.as_deref(),
+            header.subscription.as_deref().unwrap_or("*"),
+        )?
     } else {
         crate::pop::check_broadcast_enable(inner, &header.consumer_group)?;
         let Some(sub) = inner
@@ -177,7 +241,12 @@ fn subscription_filter(inner: &BrokerInner, header: &PullHeader) -> Result<TagFi
                 ),
             ));
         };
-        TagFilter::from_codes(&sub.code_set, &sub.sub_string)
+        match sub.expression_type.as_deref() {
+            Some(kind) if kind.eq_ignore_ascii_case(SQL92_TYPE) => {
+                MessageFilter::of_type(inner, Some(kind), &sub.sub_string)?
+            }
+            _ => MessageFilter::from_codes(&sub.code_set, &sub.sub_string),
+        }
     })
 }
 
@@ -188,7 +257,7 @@ async fn hold(
     inner: &BrokerInner,
     header: &PullHeader,
     max_msgs: i32,
-    filter: &TagFilter,
+    filter: &MessageFilter,
     mut arrivals: tokio::sync::watch::Receiver<u64>,
 ) -> GetMessageResult {
     let hold_ms = if inner.config.long_polling_enable {
@@ -220,9 +289,9 @@ fn read(
     inner: &BrokerInner,
     header: &PullHeader,
     max_msgs: i32,
-    filter: &TagFilter,
+    filter: &MessageFilter,
 ) -> GetMessageResult {
-    inner.store.get_messages(
+    inner.store.get_messages_matching(
         &header.consumer_group,
         &header.topic,
         header.queue_id,
@@ -230,6 +299,7 @@ fn read(
         max_msgs,
         inner.config.max_transfer_bytes,
         &|code| filter.accepts(code),
+        &|record| filter.accepts_record(record),
     )
 }
 
@@ -289,9 +359,9 @@ mod tests {
 
     #[test]
     fn tag_expressions() {
-        let all = TagFilter::parse("*");
+        let all = MessageFilter::parse("*");
         assert!(all.accepts(0) && all.accepts(12345));
-        let some = TagFilter::parse("TagA || TagB");
+        let some = MessageFilter::parse("TagA || TagB");
         assert!(some.accepts(java_string_hash("TagA") as i64));
         assert!(some.accepts(java_string_hash("TagB") as i64));
         assert!(!some.accepts(java_string_hash("TagC") as i64));

@@ -800,6 +800,31 @@ impl MessageStore {
     #[allow(clippy::too_many_arguments)]
     pub fn get_messages(
         &self,
+        group: &str,
+        topic: &str,
+        queue_id: i32,
+        offset: i64,
+        max_msgs: i32,
+        max_total_bytes: usize,
+        filter: &dyn Fn(i64) -> bool,
+    ) -> GetMessageResult {
+        self.get_messages_matching(
+            group,
+            topic,
+            queue_id,
+            offset,
+            max_msgs,
+            max_total_bytes,
+            filter,
+            &|_| true,
+        )
+    }
+
+    /// [`Self::get_messages`] with a second filter on each record that passed the tags-code
+    /// filter (RocketMQ's `isMatchedByCommitLog`, for SQL92 filters over the properties).
+    #[allow(clippy::too_many_arguments)]
+    pub fn get_messages_matching(
+        &self,
         _group: &str,
         topic: &str,
         queue_id: i32,
@@ -807,6 +832,7 @@ impl MessageStore {
         max_msgs: i32,
         max_total_bytes: usize,
         filter: &dyn Fn(i64) -> bool,
+        record_filter: &dyn Fn(&[u8]) -> bool,
     ) -> GetMessageResult {
         let mut r = GetMessageResult {
             status: GetMessageStatus::NoMessageInQueue,
@@ -877,6 +903,7 @@ impl MessageStore {
                     .commitlog
                     .read_record_sized(entry.commit_log_offset, entry.size)
                 {
+                    Some(rec) if !record_filter(&rec) => {}
                     Some(rec) => {
                         r.buffer_total_size += rec.len();
                         r.messages.push(rec);

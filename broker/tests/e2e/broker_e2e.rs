@@ -1032,3 +1032,200 @@ async fn lite_pull_and_the_group_consume_flags() {
     broker.shutdown().await;
     namesrv.shutdown().await;
 }
+
+/// SQL92 filters: a pull with an SQL92 subscription, a pull by a consumer whose heartbeat
+/// declared one, and a POP get exactly the messages whose properties match;
+/// CHECK_CLIENT_CONFIG passes a good expression and names what is wrong with a bad one; a bad
+/// expression in a pull or POP is refused (SUBSCRIPTION_PARSE_FAILED) and nothing is consumed;
+/// with `enable_property_filter` off, SQL92 is refused as RocketMQ refuses it.
+#[tokio::test]
+async fn sql92_filters_in_pull_pop_and_check_client_config() {
+    use rocketraft_common::protocol::CheckClientRequestBody;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = start(dir.path(), false).await;
+    create_topic(&c, "Sql", 1).await;
+    for i in 0..10 {
+        let mut m = message(
+            "Sql",
+            0,
+            &format!("m{i}"),
+            Some(if i % 2 == 0 { "even" } else { "odd" }),
+        );
+        m.properties.insert("a".to_string(), i.to_string());
+        if i % 3 == 0 {
+            m.properties
+                .insert("region".to_string(), "eu-west".to_string());
+        }
+        let r = c.api.send(&c.broker_addr, &m).await.expect("send");
+        assert_eq!(r.code, response_code::SUCCESS);
+    }
+    let client = RemotingClient::new(ClientConfig::default());
+    let invoke = |cmd: RemotingCommand| {
+        let (client, addr) = (client.clone(), c.broker_addr.clone());
+        async move {
+            client
+                .invoke(&addr, cmd, Duration::from_secs(5))
+                .await
+                .expect("answer")
+        }
+    };
+    let bodies = |r: &RemotingCommand| -> Vec<String> {
+        rocketraft_common::message::decode_messages(&r.body)
+            .expect("messages")
+            .iter()
+            .map(|m| String::from_utf8_lossy(&m.message.body).to_string())
+            .collect()
+    };
+    let sql_pull = |sql: &str| {
+        pull_command(request_code::PULL_MESSAGE, "sg", "Sql", true)
+            .with_ext("subscription", sql)
+            .with_ext("expressionType", "SQL92")
+    };
+    let r = invoke(sql_pull("a BETWEEN 3 AND 7 AND TAGS = 'odd'")).await;
+    assert_eq!(r.code, response_code::SUCCESS, "{:?}", r.remark);
+    assert_eq!(bodies(&r), vec!["m3", "m5", "m7"]);
+    let r = invoke(sql_pull("region IS NOT NULL OR a > 8")).await;
+    assert_eq!(bodies(&r), vec!["m0", "m3", "m6", "m9"]);
+    // Nothing matches: the pull moves past what it scanned.
+    let r = invoke(sql_pull("a > 100")).await;
+    assert_eq!(
+        r.code,
+        response_code::PULL_RETRY_IMMEDIATELY,
+        "{:?}",
+        r.remark
+    );
+    assert_eq!(r.ext("nextBeginOffset"), Some("10"));
+    // A bad expression.
+    let r = invoke(sql_pull("a >")).await;
+    assert_eq!(
+        r.code,
+        response_code::SUBSCRIPTION_PARSE_FAILED,
+        "{:?}",
+        r.remark
+    );
+    assert!(
+        r.remark.as_deref().unwrap_or_default().contains("ended"),
+        "{:?}",
+        r.remark
+    );
+
+    // A consumer whose heartbeat declares an SQL92 subscription pulls without the flag.
+    let heartbeat = HeartbeatData {
+        client_id: "127.0.0.1@sql".to_string(),
+        producer_data_set: vec![],
+        consumer_data_set: vec![ConsumerData {
+            group_name: "hg".to_string(),
+            consume_type: Some("CONSUME_PASSIVELY".to_string()),
+            message_model: Some("CLUSTERING".to_string()),
+            consume_from_where: Some("CONSUME_FROM_FIRST_OFFSET".to_string()),
+            subscription_data_set: vec![SubscriptionData {
+                topic: "Sql".to_string(),
+                sub_string: "region = 'eu-west'".to_string(),
+                expression_type: Some("SQL92".to_string()),
+                ..SubscriptionData::default()
+            }],
+            unit_mode: false,
+        }],
+    };
+    c.api
+        .heartbeat(&c.broker_addr, &heartbeat)
+        .await
+        .expect("heartbeat");
+    let r = invoke(pull_command(request_code::PULL_MESSAGE, "hg", "Sql", false)).await;
+    assert_eq!(r.code, response_code::SUCCESS, "{:?}", r.remark);
+    assert_eq!(bodies(&r), vec!["m0", "m3", "m6", "m9"]);
+
+    // POP with an SQL92 expression; a bad one pops nothing.
+    let pop = |exp: &str| {
+        RemotingCommand::request(request_code::POP_MESSAGE)
+            .with_ext("consumerGroup", "pg-sql")
+            .with_ext("topic", "Sql")
+            .with_ext("queueId", -1)
+            .with_ext("maxMsgNums", 32)
+            .with_ext("invisibleTime", 60_000)
+            .with_ext("expType", "SQL92")
+            .with_ext("exp", exp)
+    };
+    let r = invoke(pop("a = 1 OR a = 2 OR TAGS = 'none'")).await;
+    assert_eq!(r.code, response_code::SUCCESS, "{:?}", r.remark);
+    assert_eq!(bodies(&r), vec!["m1", "m2"]);
+    let r = invoke(pop("a = NULL")).await;
+    assert_eq!(
+        r.code,
+        response_code::SUBSCRIPTION_PARSE_FAILED,
+        "{:?}",
+        r.remark
+    );
+
+    // CHECK_CLIENT_CONFIG.
+    let check = |kind: &str, expression: &str| {
+        let body = CheckClientRequestBody {
+            client_id: "127.0.0.1@sql".into(),
+            group: "hg".into(),
+            subscription_data: SubscriptionData {
+                topic: "Sql".into(),
+                sub_string: expression.into(),
+                expression_type: Some(kind.into()),
+                ..SubscriptionData::default()
+            },
+        };
+        RemotingCommand::request(request_code::CHECK_CLIENT_CONFIG)
+            .with_body(serde_json::to_vec(&body).expect("json"))
+    };
+    let r = invoke(check("SQL92", "a > 1 AND region IN ('eu-west')")).await;
+    assert_eq!(r.code, response_code::SUCCESS, "{:?}", r.remark);
+    let r = invoke(check("TAG", "TagA || TagB")).await;
+    assert_eq!(r.code, response_code::SUCCESS, "{:?}", r.remark);
+    let r = invoke(check("SQL92", "a > 'x'")).await;
+    assert_eq!(
+        r.code,
+        response_code::SUBSCRIPTION_PARSE_FAILED,
+        "{:?}",
+        r.remark
+    );
+    assert!(
+        r.remark
+            .as_deref()
+            .unwrap_or_default()
+            .contains("only numbers"),
+        "{:?}",
+        r.remark
+    );
+    let r = invoke(
+        RemotingCommand::request(request_code::CHECK_CLIENT_CONFIG).with_body(b"{nope".to_vec()),
+    )
+    .await;
+    assert_eq!(r.code, response_code::SYSTEM_ERROR, "{:?}", r.remark);
+    c.broker.shutdown().await;
+    c.namesrv.shutdown().await;
+
+    // Property filtering off: SQL92 is refused with RocketMQ's remark; TAG still works.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let namesrv = NameServer::start(NamesrvConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        ..NamesrvConfig::default()
+    })
+    .await
+    .expect("namesrv starts");
+    let mut config = broker_config(dir.path(), namesrv.local_addr(), true);
+    config.advertised_addr = None;
+    config.enable_property_filter = false;
+    let broker = Broker::start(config).await.expect("broker starts");
+    let addr = broker.local_addr().to_string();
+    let r = client
+        .invoke(&addr, check("SQL92", "a > 1"), Duration::from_secs(5))
+        .await
+        .expect("answer");
+    assert_eq!(r.code, response_code::SYSTEM_ERROR, "{:?}", r.remark);
+    assert_eq!(
+        r.remark.as_deref(),
+        Some("The broker does not support consumer to filter message by SQL92")
+    );
+    let r = client
+        .invoke(&addr, check("TAG", "*"), Duration::from_secs(5))
+        .await
+        .expect("answer");
+    assert_eq!(r.code, response_code::SUCCESS, "{:?}", r.remark);
+    broker.shutdown().await;
+    namesrv.shutdown().await;
+}

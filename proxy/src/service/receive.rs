@@ -37,7 +37,7 @@ pub(super) async fn receive_message(
     let group_name = wrapped(group);
     // The queue only names the broker set: POP takes from every queue of the topic there, as
     // RocketMQ's proxy does, so a consumer never waits on an empty queue it happened to pick.
-    let expression = tag_expression(req.filter_expression.as_ref())?;
+    let (kind, expression) = filter_expression(req.filter_expression.as_ref())?;
     // A FIFO group gets one message group's messages one at a time (the broker's order gate).
     let fifo = service.group_is_fifo(&group_name, &route).await;
     let messages = service
@@ -51,7 +51,7 @@ pub(super) async fn receive_message(
             invisible_ms,
             poll,
             fifo,
-            Some(&expression),
+            Some((kind, expression.as_str())),
         )
         .await
         .map_err(|e| service.broker_failed(&name, &e))?;
@@ -84,15 +84,24 @@ fn received(messages: &[MessageExt], namespace: &str, invisible_ms: i64) -> Vec<
     items
 }
 
-/// A TAG expression ("*" without one); SQL92 filters are refused.
-fn tag_expression(filter: Option<&pb::FilterExpression>) -> Result<String, pb::Status> {
+/// The filter of a receive: `(type, expression)` for the broker's POP, TAG `*` without one. An
+/// SQL92 expression that does not compile is refused here with ILLEGAL_FILTER_EXPRESSION and the
+/// reason, as RocketMQ's proxy refuses it (`FilterAPI.build`).
+fn filter_expression(
+    filter: Option<&pb::FilterExpression>,
+) -> Result<(&'static str, String), pb::Status> {
     match filter {
-        Some(f) if f.r#type == pb::FilterType::Sql as i32 => Err(status(
-            pb::Code::IllegalFilterExpression,
-            "SQL92 filters are not supported by this proxy; use a TAG expression",
-        )),
-        Some(f) => Ok(f.expression.clone()),
-        None => Ok("*".to_string()),
+        Some(f) if f.r#type == pb::FilterType::Sql as i32 => {
+            rocketraft_common::sql92::Sql92::parse(&f.expression).map_err(|e| {
+                status(
+                    pb::Code::IllegalFilterExpression,
+                    format!("illegal SQL92 filter expression {:?}: {e}", f.expression),
+                )
+            })?;
+            Ok(("SQL92", f.expression.clone()))
+        }
+        Some(f) => Ok(("TAG", f.expression.clone())),
+        None => Ok(("TAG", "*".to_string())),
     }
 }
 
