@@ -462,12 +462,36 @@ fn describe(t: &Tok) -> String {
     }
 }
 
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Null => f.write_str("NULL"),
+            Value::Bool(true) => f.write_str("TRUE"),
+            Value::Bool(false) => f.write_str("FALSE"),
+            Value::Long(v) => write!(f, "{v}"),
+            Value::Double(v) => write!(f, "{v}"),
+            Value::Str(s) => write!(f, "'{}'", s.replace('\'', "''")),
+        }
+    }
+}
+
+impl fmt::Display for Expr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Expr::Const(v) => write!(f, "{v}"),
+            Expr::Prop(name) => f.write_str(name),
+            Expr::Neg(e) => write!(f, "-{e}"),
+            _ => f.write_str("a condition"),
+        }
+    }
+}
+
 fn boolean(e: Expr) -> Result<Expr, ParseError> {
     // A property may hold a boolean; constants and arithmetic may not.
     if e.is_boolean() || matches!(e, Expr::Prop(_)) {
         Ok(e)
     } else {
-        Err(ParseError(format!("{e:?} is not a boolean expression")))
+        Err(ParseError(format!("{e} is not a boolean expression")))
     }
 }
 
@@ -481,7 +505,7 @@ fn equal(cmp: Cmp, left: Expr, right: Expr) -> Result<Expr, ParseError> {
     }
     if let (Expr::Const(l), Expr::Const(r)) = (&left, &right) {
         if matches!(l, Value::Bool(_)) != matches!(r, Value::Bool(_)) {
-            return Err(ParseError(format!("{l:?} cannot be compared with {r:?}")));
+            return Err(ParseError(format!("{l} cannot be compared with {r}")));
         }
     }
     Ok(Expr::Compare(cmp, Box::new(left), Box::new(right)))
@@ -493,12 +517,12 @@ fn ordered(cmp: Cmp, left: Expr, right: Expr) -> Result<Expr, ParseError> {
             Expr::Const(Value::Long(_) | Value::Double(_)) | Expr::Prop(_) | Expr::Neg(_) => {}
             Expr::Const(v) => {
                 return Err(ParseError(format!(
-                    "{v:?} cannot be compared with >, >=, < or <=: only numbers can"
+                    "{v} cannot be compared with >, >=, < or <=: only numbers can"
                 )))
             }
             other => {
                 return Err(ParseError(format!(
-                    "{other:?} cannot be compared with >, >=, < or <="
+                    "{other} cannot be compared with >, >=, < or <="
                 )))
             }
         }

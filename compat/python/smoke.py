@@ -16,6 +16,9 @@ PREFIXDelay (DELAY), PREFIXTx (TRANSACTION); consumer groups GROUP (plain) and G
 3. Delay: a message 3 s ahead arrives no earlier; another is recalled and never arrives.
 4. Transactions: one committed, one rolled back, one orphaned (never ended by the client) and
    committed by the TransactionChecker when the server asks; exactly the committed two arrive.
+5. SQL92: a SimpleConsumer of group GROUP-sql filtering the normal messages with an SQL92
+   expression over their properties receives exactly the matching two; one with an invalid
+   expression is refused.
 """
 
 import sys
@@ -25,6 +28,7 @@ import time
 from rocketmq import (ClientConfiguration, ConsumeResult, Credentials, FilterExpression,
                       Message, MessageListener, Producer, PushConsumer, SimpleConsumer,
                       TransactionChecker, TransactionResolution)
+from rocketmq.grpc_protocol import FilterType
 
 
 def log(text):
@@ -249,6 +253,35 @@ def transactions(config, topic, group):
         producer.shutdown()
 
 
+def sql(config, topic, group):
+    expression = "color IN ('c1', 'c4') AND TAGS IS NOT NULL"
+    consumer = SimpleConsumer(config, group, {topic: FilterExpression(expression, FilterType.SQL)},
+                              await_duration=5)
+    consumer.startup()
+    try:
+        got = receive_all(consumer, 2)
+        bodies = sorted(m.body.decode() for m in got)
+        assert bodies == ["py-body-1", "py-body-4"], bodies
+        expect_nothing(consumer, 3)
+        log(f"sql: received exactly {bodies} with {expression!r}")
+    finally:
+        consumer.shutdown()
+    bad = SimpleConsumer(config, f"{group}-bad", {topic: FilterExpression("color >", FilterType.SQL)},
+                         await_duration=2)
+    bad.startup()
+    try:
+        try:
+            bad.receive(16, 15)
+            raise AssertionError("an invalid SQL92 expression was accepted")
+        except AssertionError:
+            raise
+        except Exception as e:  # the client raises on the ILLEGAL_FILTER_EXPRESSION status
+            assert "ILLEGAL_FILTER_EXPRESSION" in str(e) or "illegal" in str(e).lower(), e
+            log(f"sql: an invalid expression is refused ({type(e).__name__})")
+    finally:
+        bad.shutdown()
+
+
 def main():
     endpoint, prefix, group = sys.argv[1], sys.argv[2], sys.argv[3]
     config = ClientConfiguration(endpoint, Credentials())
@@ -257,6 +290,7 @@ def main():
     fifo(config, f"{prefix}Fifo", f"{group}-fifo")
     delay(config, f"{prefix}Delay", group)
     transactions(config, f"{prefix}Tx", group)
+    sql(config, f"{prefix}Normal", f"{group}-sql")
     log("all checks passed")
 
 

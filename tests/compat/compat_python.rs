@@ -4,7 +4,8 @@
 //! recalled one never; transactions committed, rolled back, and an orphan committed by the
 //! client's TransactionChecker when the server asks; a SimpleConsumer receiving, changing
 //! invisible duration and acking with the new handle; a PushConsumer whose failed message
-//! comes back with its delivery attempt counted.
+//! comes back with its delivery attempt counted; an SQL92 filter receiving exactly the matching
+//! messages, and an invalid one refused.
 //!
 //! Twice: against `rocketraft dev` (the proxy in the same process, local mode) and against a
 //! cluster of separate `rocketraft namesrv`, `rocketraft broker` and `rocketraft proxy`
@@ -90,6 +91,8 @@ fn run_suite(namesrv: &str, proxy: &str, prefix: &str) {
         "the recalled one never came",
         "the server asked the checker about the orphan",
         "exactly the committed and the checked-and-committed arrived",
+        "sql: received exactly ['py-body-1', 'py-body-4']",
+        "sql: an invalid expression is refused",
         "all checks passed",
     ] {
         assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");

@@ -463,3 +463,45 @@ fn rocketmq_client_rust_broadcasting_consumers_each_get_every_message() {
         assert_eq!(got, all, "consumer {name}");
     }
 }
+
+/// A rocketmq-client-rust push consumer subscribed with `MessageSelector::by_sql` receives
+/// exactly the messages whose properties match; one with an invalid expression fails to start
+/// (the broker refuses its CHECK_CLIENT_CONFIG).
+#[test]
+fn rocketmq_client_rust_sql92_consumer_gets_exactly_the_matching_messages() {
+    let _turn = crate::support::file_turn(module_path!());
+    let probe = probe();
+    let data = tempfile::tempdir().expect("tempdir");
+    let topic = "RustClientSql";
+    let mut dev = dev_with_topic(data.path(), topic, 4);
+    let count = 20;
+    let events = run_probe(
+        &probe,
+        "sql",
+        &dev.namesrv.clone(),
+        data.path(),
+        &[
+            ("TOPIC", topic.to_string()),
+            ("COUNT", count.to_string()),
+            ("EXPECT", "5".to_string()),
+            ("SQL", "a BETWEEN 3 AND 12 AND TAGS = 'odd'".to_string()),
+            ("BAD_SQL", "a > 'x'".to_string()),
+        ],
+    );
+    let _ = dev.child.kill();
+    let _ = dev.child.wait();
+    let got: BTreeSet<String> = events_of(&events, "sql")
+        .iter()
+        .filter_map(|e| e["body"].as_str().map(str::to_string))
+        .collect();
+    let want: BTreeSet<String> = [3, 5, 7, 9, 11]
+        .iter()
+        .map(|i| format!("sql-{i}"))
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(
+        events_of(&events, "bad_sql_refused").len(),
+        1,
+        "a consumer with a bad expression does not start: {events:?}"
+    );
+}

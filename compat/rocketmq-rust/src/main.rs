@@ -23,6 +23,11 @@
 //!
 //! `broadcast`: two push consumers of group `rr_compat_bcast_cg` in the BROADCASTING model each
 //! receive every one of COUNT messages (their offsets are kept by the clients).
+//!
+//! `sql`: COUNT messages with the user property `a` = their index and tags `even`/`odd`; a push
+//! consumer subscribed with `MessageSelector.bySql(SQL)` receives (EXPECT of them, then a second
+//! more to catch extras), and a consumer with the invalid expression BAD_SQL fails to start (the
+//! client checks its subscription with CHECK_CLIENT_CONFIG).
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -389,6 +394,74 @@ async fn broadcast(runtime: Arc<ClientRuntime>) -> Result<(), Failure> {
     Ok(())
 }
 
+async fn sql(runtime: Arc<ClientRuntime>) -> Result<(), Failure> {
+    let namesrv = env("NAMESRV")?;
+    let topic = env("TOPIC")?;
+    let count: usize = env("COUNT")?.parse()?;
+    let expect: usize = env("EXPECT")?.parse()?;
+    let sql = env("SQL")?;
+    let bad_sql = env("BAD_SQL")?;
+    let mut producer = DefaultMQProducer::builder(runtime.clone())
+        .producer_group("rr_compat_sql_pg")
+        .name_server_addr(namesrv.clone())
+        .build();
+    producer.start().await?;
+    for i in 0..count {
+        let message = Message::builder()
+            .topic(topic.clone())
+            .tags(if i % 2 == 0 { "even" } else { "odd" })
+            .body(format!("sql-{i}").into_bytes())
+            .raw_property("a", i.to_string())?
+            .build()?;
+        producer.send_with_timeout(message, 5000).await?;
+    }
+    producer.shutdown().await;
+
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let mut consumer = DefaultMQPushConsumer::builder(runtime.clone())
+        .consumer_group("rr_compat_sql_cg")
+        .name_server_addr(namesrv.clone())
+        .consume_from_where(
+            rocketmq_model::common::consumer::consume_from_where::ConsumeFromWhere::ConsumeFromFirstOffset,
+        )
+        .build();
+    consumer
+        .subscribe_with_selector(
+            &topic,
+            Some(rocketmq_client_rust::MessageSelector::by_sql(sql.clone())),
+        )
+        .await?;
+    consumer.register_message_listener_concurrently(Collect(got.clone()));
+    consumer.start().await?;
+    let n = wait_received(&got, expect, 60).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    emit(json!({"event": "sql_received", "distinct": n}));
+    for m in got.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        emit(json!({"event": "sql", "body": m["body"]}));
+    }
+    consumer.shutdown().await;
+
+    let mut bad = DefaultMQPushConsumer::builder(runtime.clone())
+        .consumer_group("rr_compat_sql_bad")
+        .name_server_addr(namesrv.clone())
+        .build();
+    bad.subscribe_with_selector(
+        &topic,
+        Some(rocketmq_client_rust::MessageSelector::by_sql(bad_sql)),
+    )
+    .await?;
+    bad.register_message_listener_concurrently(Collect(Arc::new(Mutex::new(Vec::new()))));
+    match bad.start().await {
+        Ok(()) => {
+            emit(json!({"event": "bad_sql_started"}));
+            bad.shutdown().await;
+        }
+        Err(e) => emit(json!({"event": "bad_sql_refused", "error": format!("{e:?}")})),
+    }
+    emit(json!({"event": "done"}));
+    Ok(())
+}
+
 fn traced_config(namesrv: &str) -> ClientConfig {
     let mut config = ClientConfig::default();
     config.set_namesrv_addr(CheetahString::from_string(namesrv.to_string()));
@@ -558,6 +631,7 @@ fn main() -> Result<(), Failure> {
             "orderly" => orderly(runtime.clone()).await,
             "lite-pull" => lite_pull(runtime.clone()).await,
             "broadcast" => broadcast(runtime.clone()).await,
+            "sql" => sql(runtime.clone()).await,
             other => Err(format!(
                 "unknown scenario {other:?}; try lookup-trace, orderly, lite-pull or broadcast"
             )
