@@ -277,6 +277,10 @@ fn annotated(request: &RemotingCommand) -> Result<Option<Vec<Need>>, String> {
         rc::GET_CONSUME_STATS => consume_stats(request),
         rc::GET_SUBSCRIPTIONGROUP_CONFIG => vec![group(field(request, "group")?, GET)],
         rc::DELETE_SUBSCRIPTIONGROUP => vec![group(field(request, "groupName")?, DELETE)],
+        rc::INVOKE_BROKER_TO_RESET_OFFSET => vec![
+            group(field(request, "group")?, UPDATE),
+            topic_or_retry_group(field(request, "topic")?, UPDATE),
+        ],
         _ => return Ok(None),
     };
     if needs.is_empty() {

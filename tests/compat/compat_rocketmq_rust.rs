@@ -505,3 +505,73 @@ fn rocketmq_client_rust_sql92_consumer_gets_exactly_the_matching_messages() {
         "a consumer with a bad expression does not start: {events:?}"
     );
 }
+
+/// A live rocketmq-client-rust push consumer that consumed everything is moved back by
+/// `rocketraft admin consumer reset --earliest` (INVOKE_BROKER_TO_RESET_OFFSET, which pushes
+/// RESET_CONSUMER_CLIENT_OFFSET to it) and receives every message again.
+#[test]
+fn rocketmq_client_rust_consumer_rereads_after_an_offset_reset() {
+    use std::io::BufRead;
+    let _turn = crate::support::file_turn(module_path!());
+    let probe = probe();
+    let data = tempfile::tempdir().expect("tempdir");
+    let topic = "RustClientReset";
+    let mut dev = dev_with_topic(data.path(), topic, 4);
+    let namesrv = dev.namesrv.clone();
+    let count = 20;
+    let mut child = crate::support::Killed(
+        Command::new(&probe)
+            .arg("reset")
+            .env("NAMESRV", &namesrv)
+            .env("HOME", data.path())
+            .env("RUST_LOG", "warn")
+            .env("TOPIC", topic)
+            .env("COUNT", count.to_string())
+            .env("SETTLE_MS", "1000")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("the client program runs"),
+    );
+    let stdout = child.0.stdout.take().expect("stdout");
+    let mut events = Vec::new();
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line.expect("a line");
+        let Ok(e) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if e["event"] == "ready_for_reset" {
+            assert_eq!(e["distinct"], count, "first pass: {e}");
+            let out = admin(
+                &namesrv,
+                &[
+                    "consumer",
+                    "reset",
+                    "--group",
+                    "rr_compat_reset_cg",
+                    "--topic",
+                    topic,
+                    "--earliest",
+                ],
+            );
+            assert!(out.contains("reset on topic"), "{out}");
+        }
+        events.push(e);
+    }
+    let status = child.0.wait().expect("wait");
+    let _ = dev.child.kill();
+    let _ = dev.child.wait();
+    assert!(status.success(), "{events:?}");
+    assert_eq!(events_of(&events, "done").len(), 1, "{events:?}");
+    let mut times: BTreeMap<String, usize> = BTreeMap::new();
+    for e in events_of(&events, "reset_received") {
+        *times
+            .entry(e["body"].as_str().unwrap_or_default().to_string())
+            .or_default() += 1;
+    }
+    assert_eq!(times.len(), count, "{times:?}");
+    assert!(
+        times.values().all(|n| *n >= 2),
+        "every message again after the reset: {times:?}"
+    );
+}

@@ -890,16 +890,13 @@ async fn lite_pull_and_the_group_consume_flags() {
         3
     );
 
-    let set_group = |config: serde_json::Value| {
-        let invoke = invoke.clone();
-        async move {
-            let r = invoke(
-                RemotingCommand::request(request_code::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP)
-                    .with_body(serde_json::to_vec(&config).expect("json")),
-            )
-            .await;
-            assert_eq!(r.code, response_code::SUCCESS, "{:?}", r.remark);
-        }
+    let set_group = |config: serde_json::Value| async move {
+        let r = invoke(
+            RemotingCommand::request(request_code::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP)
+                .with_body(serde_json::to_vec(&config).expect("json")),
+        )
+        .await;
+        assert_eq!(r.code, response_code::SUCCESS, "{:?}", r.remark);
     };
     set_group(serde_json::json!({"groupName": "lg", "consumeEnable": false})).await;
     for code in [request_code::PULL_MESSAGE, request_code::LITE_PULL_MESSAGE] {
@@ -1228,4 +1225,148 @@ async fn sql92_filters_in_pull_pop_and_check_client_config() {
     assert_eq!(r.code, response_code::SUCCESS, "{:?}", r.remark);
     broker.shutdown().await;
     namesrv.shutdown().await;
+}
+
+/// INVOKE_BROKER_TO_RESET_OFFSET: by timestamp (every queue), to the end (-1), one queue to an
+/// offset; without isForce an offset only moves back; a live consumer is sent
+/// RESET_CONSUMER_CLIENT_OFFSET with the offsets; an unknown topic or queue is refused and
+/// changes nothing.
+#[tokio::test]
+async fn reset_offsets_by_time_end_and_queue() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = start(dir.path(), false).await;
+    create_topic(&c, "Rst", 2).await;
+    for i in 0..4 {
+        for q in 0..2 {
+            let r = c
+                .api
+                .send(
+                    &c.broker_addr,
+                    &message("Rst", q, &format!("r{q}-{i}"), None),
+                )
+                .await
+                .expect("send");
+            assert_eq!(r.code, response_code::SUCCESS);
+        }
+        if i == 1 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    // A consumer of the group, listening for the broker's push.
+    let consumer = RemotingClient::new(ClientConfig::default());
+    let pushed = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = pushed.clone();
+    consumer.set_request_handler(rocketraft_remoting::server::processor_fn(
+        move |_ctx, req: RemotingCommand| {
+            let seen = seen.clone();
+            async move {
+                if req.code == request_code::RESET_CONSUMER_CLIENT_OFFSET {
+                    seen.lock().unwrap_or_else(|e| e.into_inner()).push((
+                        req.ext("group").map(str::to_string),
+                        String::from_utf8_lossy(&req.body).to_string(),
+                    ));
+                }
+                None
+            }
+        },
+    ));
+    let heartbeat = HeartbeatData {
+        client_id: "127.0.0.1@reset".to_string(),
+        producer_data_set: vec![],
+        consumer_data_set: vec![ConsumerData {
+            group_name: "rg".to_string(),
+            subscription_data_set: vec![SubscriptionData {
+                topic: "Rst".to_string(),
+                sub_string: "*".to_string(),
+                ..SubscriptionData::default()
+            }],
+            ..ConsumerData::default()
+        }],
+    };
+    MqClientApi::new(consumer.clone(), Duration::from_secs(5))
+        .heartbeat(&c.broker_addr, &heartbeat)
+        .await
+        .expect("heartbeat");
+    let offsets = |c: &Cluster| {
+        (0..2)
+            .map(|q| {
+                c.broker
+                    .inner()
+                    .metadata
+                    .query_offset("rg", "Rst", q)
+                    .expect("query")
+                    .unwrap_or(-1)
+            })
+            .collect::<Vec<i64>>()
+    };
+    let client = RemotingClient::new(ClientConfig::default());
+    let reset = |topic: &str, timestamp: i64, force: bool, queue: Option<(i32, i64)>| {
+        let mut r = RemotingCommand::request(request_code::INVOKE_BROKER_TO_RESET_OFFSET)
+            .with_ext("topic", topic)
+            .with_ext("group", "rg")
+            .with_ext("timestamp", timestamp)
+            .with_ext("isForce", force);
+        if let Some((q, o)) = queue {
+            r = r.with_ext("queueId", q).with_ext("offset", o);
+        }
+        let (client, addr) = (client.clone(), c.broker_addr.clone());
+        async move {
+            client
+                .invoke(&addr, r, Duration::from_secs(5))
+                .await
+                .expect("answer")
+        }
+    };
+    // To the end, then back to the beginning (timestamp 0).
+    let r = reset("Rst", -1, true, None).await;
+    assert_eq!(r.code, response_code::SUCCESS, "{:?}", r.remark);
+    assert_eq!(offsets(&c), vec![4, 4]);
+    let r = reset("Rst", 0, true, None).await;
+    assert_eq!(r.code, response_code::SUCCESS, "{:?}", r.remark);
+    assert_eq!(offsets(&c), vec![0, 0]);
+    // Not forced: a move forward is not made.
+    let r = reset("Rst", -1, false, None).await;
+    assert_eq!(r.code, response_code::SUCCESS, "{:?}", r.remark);
+    assert_eq!(offsets(&c), vec![0, 0]);
+    // One queue to an offset.
+    let r = reset("Rst", 0, true, Some((1, 3))).await;
+    assert_eq!(r.code, response_code::SUCCESS, "{:?}", r.remark);
+    assert_eq!(offsets(&c), vec![0, 3]);
+    assert_eq!(
+        String::from_utf8_lossy(&r.body),
+        r#"{"offsetTable":{{"brokerName":"broker-a","queueId":1,"topic":"Rst"}:3}}"#
+    );
+    // The live consumer was told each time.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pushed.lock().unwrap_or_else(|e| e.into_inner()).len() < 4 {
+        assert!(Instant::now() < deadline, "no RESET_CONSUMER_CLIENT_OFFSET");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let last = pushed.lock().unwrap_or_else(|e| e.into_inner())[3].clone();
+    assert_eq!(last.0.as_deref(), Some("rg"));
+    assert!(
+        last.1.contains(r#""queueId":1,"topic":"Rst"}:3"#),
+        "{}",
+        last.1
+    );
+
+    // Bad input: refused, nothing moves.
+    let r = reset("NoSuchTopic", 0, true, None).await;
+    assert_eq!(r.code, response_code::TOPIC_NOT_EXIST, "{:?}", r.remark);
+    let r = reset("Rst", 0, true, Some((9, 0))).await;
+    assert_ne!(r.code, response_code::SUCCESS, "{:?}", r.remark);
+    let r = client
+        .invoke(
+            &c.broker_addr,
+            RemotingCommand::request(request_code::INVOKE_BROKER_TO_RESET_OFFSET)
+                .with_ext("topic", "Rst")
+                .with_ext("timestamp", 0),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("answer");
+    assert_ne!(r.code, response_code::SUCCESS, "{:?}", r.remark);
+    assert_eq!(offsets(&c), vec![0, 3]);
+    c.broker.shutdown().await;
+    c.namesrv.shutdown().await;
 }

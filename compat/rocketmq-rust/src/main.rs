@@ -28,6 +28,10 @@
 //! consumer subscribed with `MessageSelector.bySql(SQL)` receives (EXPECT of them, then a second
 //! more to catch extras), and a consumer with the invalid expression BAD_SQL fails to start (the
 //! client checks its subscription with CHECK_CLIENT_CONFIG).
+//!
+//! `reset`: a push consumer of group `rr_compat_reset_cg` consumes COUNT messages, prints
+//! `ready_for_reset`, and keeps consuming until it has received every message twice (the test
+//! resets the group's offsets to the earliest meanwhile) or 60 s pass.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -462,6 +466,60 @@ async fn sql(runtime: Arc<ClientRuntime>) -> Result<(), Failure> {
     Ok(())
 }
 
+async fn reset(runtime: Arc<ClientRuntime>) -> Result<(), Failure> {
+    let namesrv = env("NAMESRV")?;
+    let topic = env("TOPIC")?;
+    let count: usize = env("COUNT")?.parse()?;
+    let mut producer = DefaultMQProducer::builder(runtime.clone())
+        .producer_group("rr_compat_reset_pg")
+        .name_server_addr(namesrv.clone())
+        .build();
+    producer.start().await?;
+    for i in 0..count {
+        let message = Message::builder()
+            .topic(topic.clone())
+            .body(format!("reset-{i}").into_bytes())
+            .build()?;
+        producer.send_with_timeout(message, 5000).await?;
+    }
+    producer.shutdown().await;
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let mut consumer = DefaultMQPushConsumer::builder(runtime.clone())
+        .consumer_group("rr_compat_reset_cg")
+        .name_server_addr(namesrv.clone())
+        .consume_from_where(
+            rocketmq_model::common::consumer::consume_from_where::ConsumeFromWhere::ConsumeFromFirstOffset,
+        )
+        .build();
+    consumer.subscribe(topic.as_str(), "*").await?;
+    consumer.register_message_listener_concurrently(Collect(got.clone()));
+    consumer.start().await?;
+    let n = wait_received(&got, count, 60).await;
+    // Let the consumer commit its offsets before the reset moves them back.
+    tokio::time::sleep(Duration::from_millis(
+        std::env::var("SETTLE_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(6000),
+    ))
+    .await;
+    emit(json!({"event": "ready_for_reset", "distinct": n}));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let total = got.lock().unwrap_or_else(|e| e.into_inner()).len();
+        if total >= 2 * count || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for m in got.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        emit(json!({"event": "reset_received", "body": m["body"]}));
+    }
+    consumer.shutdown().await;
+    emit(json!({"event": "done"}));
+    Ok(())
+}
+
 fn traced_config(namesrv: &str) -> ClientConfig {
     let mut config = ClientConfig::default();
     config.set_namesrv_addr(CheetahString::from_string(namesrv.to_string()));
@@ -632,6 +690,7 @@ fn main() -> Result<(), Failure> {
             "lite-pull" => lite_pull(runtime.clone()).await,
             "broadcast" => broadcast(runtime.clone()).await,
             "sql" => sql(runtime.clone()).await,
+            "reset" => reset(runtime.clone()).await,
             other => Err(format!(
                 "unknown scenario {other:?}; try lookup-trace, orderly, lite-pull or broadcast"
             )

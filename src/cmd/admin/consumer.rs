@@ -1,5 +1,6 @@
 //! `rocketraft admin consumer progress --group G` and `rocketraft admin message dlq --group G`:
-//! a consumer group's position on every master, and what its dead-letter queue holds.
+//! a consumer group's position on every master, and what its dead-letter queue holds;
+//! `rocketraft admin consumer reset` moves a group's offsets (live consumers follow at once).
 
 use anyhow::Context;
 use clap::Subcommand;
@@ -30,6 +31,25 @@ pub enum ConsumerCommand {
         /// Consume in order: one message group's messages one at a time.
         #[arg(long)]
         fifo: bool,
+    },
+    /// Move a group's offsets of a topic on every master serving it (mqadmin's
+    /// resetOffsetByTime): to the first message stored at or after --timestamp, or to the
+    /// queues' beginnings (--earliest) or ends (--latest). Live consumers are told at once and
+    /// read again from there; offline ones start there.
+    Reset {
+        #[arg(long)]
+        group: String,
+        #[arg(long)]
+        topic: String,
+        /// Milliseconds since the epoch.
+        #[arg(long, conflicts_with_all = ["earliest", "latest"], required_unless_present_any = ["earliest", "latest"])]
+        timestamp: Option<i64>,
+        #[arg(long, conflicts_with = "latest")]
+        earliest: bool,
+        #[arg(long)]
+        latest: bool,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -77,6 +97,21 @@ pub async fn run_consumer(
             retry_max_times,
             fifo,
         } => return create_group(api, namesrv, &group, retry_max_times, fifo).await,
+        ConsumerCommand::Reset {
+            group,
+            topic,
+            timestamp,
+            earliest,
+            latest,
+            json,
+        } => {
+            let timestamp = match (timestamp, earliest, latest) {
+                (Some(t), _, _) => t,
+                (None, true, _) => 0,
+                _ => -1,
+            };
+            return reset(api, namesrv, &group, &topic, timestamp, json).await;
+        }
     };
     let mut rows = Vec::new();
     for (name, addr) in masters(api, namesrv).await? {
@@ -123,6 +158,89 @@ pub async fn run_consumer(
     }
     println!("total lag: {total}");
     Ok(())
+}
+
+/// INVOKE_BROKER_TO_RESET_OFFSET (forced) on every master serving `topic`.
+async fn reset(
+    api: &MqClientApi,
+    namesrv: &str,
+    group: &str,
+    topic: &str,
+    timestamp: i64,
+    json: bool,
+) -> anyhow::Result<()> {
+    let route = api
+        .topic_route(namesrv, topic)
+        .await
+        .map_err(super::namesrv_error(namesrv))?;
+    let masters: Vec<(String, String)> = route
+        .broker_datas
+        .iter()
+        .filter_map(|b| {
+            b.master_addr()
+                .map(|a| (b.broker_name.clone(), a.to_string()))
+        })
+        .collect();
+    if masters.is_empty() {
+        anyhow::bail!("no live master serves topic {topic}");
+    }
+    let mut rows = Vec::new();
+    for (name, addr) in masters {
+        let request = RemotingCommand::request(request_code::INVOKE_BROKER_TO_RESET_OFFSET)
+            .with_ext("topic", topic)
+            .with_ext("group", group)
+            .with_ext("timestamp", timestamp)
+            .with_ext("isForce", true);
+        let r = api
+            .call(&addr, request, &[response_code::SUCCESS])
+            .await
+            .with_context(|| format!("INVOKE_BROKER_TO_RESET_OFFSET on {name} ({addr})"))?;
+        let table = reset_table(&r.body)
+            .with_context(|| format!("undecodable ResetOffsetBody from {name}"))?;
+        rows.extend(table.into_iter().map(|(q, o)| (name.clone(), q, o)));
+    }
+    rows.sort();
+    if json {
+        let list: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|(b, q, o)| serde_json::json!({"brokerName": b, "queueId": q, "offset": o}))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(());
+    }
+    println!("{:<12} {:>5} {:>14}", "broker", "queue", "offset");
+    for (b, q, o) in &rows {
+        println!("{b:<12} {q:>5} {o:>14}");
+    }
+    println!("group {group} reset on topic {topic}");
+    Ok(())
+}
+
+/// The (queue, offset) pairs of a fastjson `ResetOffsetBody` (`{"offsetTable":{{...}:5}}`).
+fn reset_table(body: &[u8]) -> anyhow::Result<Vec<(i32, i64)>> {
+    let text = std::str::from_utf8(body)?;
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("{\"brokerName\"") {
+        let end = rest[start..]
+            .find('}')
+            .map(|e| start + e)
+            .ok_or_else(|| anyhow::anyhow!("unterminated queue key"))?;
+        let key: serde_json::Value = serde_json::from_str(&rest[start..=end])?;
+        let after = rest[end + 1..]
+            .strip_prefix(':')
+            .ok_or_else(|| anyhow::anyhow!("a queue key without an offset"))?;
+        let digits: String = after
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == '-')
+            .collect();
+        out.push((
+            key["queueId"].as_i64().unwrap_or(-1) as i32,
+            digits.parse::<i64>()?,
+        ));
+        rest = &after[digits.len()..];
+    }
+    Ok(out)
 }
 
 /// UPDATE_AND_CREATE_SUBSCRIPTIONGROUP on every master.
