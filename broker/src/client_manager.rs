@@ -59,6 +59,17 @@ impl ClientManager {
         out
     }
 
+    /// The connection of the producer client `client_id` (any group), if it is connected.
+    pub fn producer_channel_of(&self, client_id: &str) -> Option<ClientChannel> {
+        self.producers
+            .lock()
+            .values()
+            .filter_map(|clients| clients.get(client_id))
+            .filter(|c| !c.connection.is_closed())
+            .max_by_key(|c| c.last_update_ms)
+            .cloned()
+    }
+
     /// Records a consumer's heartbeat; returns whether the group's membership changed.
     pub fn register_consumer(&self, data: &ConsumerData, channel: ClientChannel) -> bool {
         let mut consumers = self.consumers.lock();

@@ -80,6 +80,10 @@ pub struct BrokerConfig {
     /// default is off, ours on: only consumers that ask for SQL92 pay for it).
     #[serde(alias = "enablePropertyFilter")]
     pub enable_property_filter: bool,
+    /// Store replies of request-reply in `{cluster}_REPLY_TOPIC` besides pushing them to the
+    /// requester (`storeReplyMessageEnable`).
+    #[serde(alias = "storeReplyMessageEnable")]
+    pub store_reply_message_enable: bool,
     /// Refuse prepared transactional messages (`rejectTransactionMessage`).
     #[serde(alias = "rejectTransactionMessage")]
     pub reject_transaction_message: bool,
@@ -222,6 +226,7 @@ impl Default for BrokerConfig {
             rebalance_lock_max_live_time_ms: 60_000,
             lite_pull_message_enable: true,
             enable_property_filter: true,
+            store_reply_message_enable: true,
             reject_transaction_message: false,
             transaction_timeout_ms: 6_000,
             transaction_check_interval_ms: 30_000,
@@ -478,6 +483,7 @@ mod tests {
             rebalance_lock_max_live_time_ms: 30_000,
             lite_pull_message_enable: false,
             enable_property_filter: false,
+            store_reply_message_enable: false,
             reject_transaction_message: true,
             transaction_timeout_ms: 1_000,
             transaction_check_interval_ms: 2_000,

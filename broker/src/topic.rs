@@ -28,6 +28,7 @@ impl TopicConfigManager {
     /// Loads the stored topics and makes sure the system topics exist: `TBW102` (the template of
     /// auto-created topics, only when auto creation is on), `SELF_TEST_TOPIC`, the trace topic
     /// `RMQ_SYS_TRACE_TOPIC` (clients with `enableMsgTrace` send their trace records to it),
+    /// `{cluster}_REPLY_TOPIC` (replies of request-reply),
     /// and topics named after the cluster and the broker set (clients route admin requests by
     /// them).
     pub fn load(
@@ -54,6 +55,7 @@ impl TopicConfigManager {
         let mut system = vec![
             TopicConfig::new(SELF_TEST_TOPIC, 1),
             TopicConfig::new(rocketraft_common::trace::TRACE_TOPIC, 1),
+            TopicConfig::new(crate::processor::reply::reply_topic(cluster_name), 1),
             with_perm(
                 TopicConfig::new(cluster_name, 16),
                 perm::READ | perm::WRITE | perm::INHERIT,

@@ -35,6 +35,12 @@ pub mod property {
     pub const POP_CK: &str = "POP_CK";
     pub const FIRST_POP_TIME: &str = "1ST_POP_TIME";
     pub const CLUSTER: &str = "CLUSTER";
+    /// Request-reply (RocketMQ's `PROPERTY_MESSAGE_REPLY_TO_CLIENT`, `PROPERTY_CORRELATION_ID`,
+    /// `PROPERTY_MESSAGE_TYPE`, `PROPERTY_PUSH_REPLY_TIME`).
+    pub const REPLY_TO_CLIENT: &str = "REPLY_TO_CLIENT";
+    pub const CORRELATION_ID: &str = "CORRELATION_ID";
+    pub const MSG_TYPE: &str = "MSG_TYPE";
+    pub const PUSH_REPLY_TIME: &str = "PUSH_REPLY_TIME";
     /// Whole-record CRC32 appended by the store (RocketMQ's `PROPERTY_CRC32`).
     pub const CRC32: &str = "__CRC32#";
 }

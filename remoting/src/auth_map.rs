@@ -143,7 +143,10 @@ fn explicit(request: &RemotingCommand) -> Result<Option<Vec<Need>>, String> {
             }
         }
         rc::SEND_MESSAGE => send(request, "topic", "group")?,
-        rc::SEND_MESSAGE_V2 | rc::SEND_BATCH_MESSAGE => send(request, "b", "a")?,
+        rc::SEND_MESSAGE_V2 | rc::SEND_BATCH_MESSAGE | rc::SEND_REPLY_MESSAGE_V2 => {
+            send(request, "b", "a")?
+        }
+        rc::SEND_REPLY_MESSAGE => send(request, "topic", "producerGroup")?,
         rc::RECALL_MESSAGE => vec![topic(field(request, "topic")?, PUB)],
         rc::END_TRANSACTION => present(request, "topic")
             .map(|t| vec![topic(t, PUB)])

@@ -575,3 +575,38 @@ fn rocketmq_client_rust_consumer_rereads_after_an_offset_reset() {
         "every message again after the reset: {times:?}"
     );
 }
+
+/// Request-reply with rocketmq-client-rust: a requester's `request` gets the reply a responder
+/// built with `MessageUtil::create_reply_message` (SEND_REPLY_MESSAGE_V2, pushed back by the
+/// broker with PUSH_REPLY_MESSAGE_TO_CLIENT), for each of several requests.
+#[test]
+fn rocketmq_client_rust_request_reply_round_trips() {
+    let _turn = crate::support::file_turn(module_path!());
+    let probe = probe();
+    let data = tempfile::tempdir().expect("tempdir");
+    let topic = "RustClientRequests";
+    let mut dev = dev_with_topic(data.path(), topic, 4);
+    let count = 5;
+    let events = run_probe(
+        &probe,
+        "request-reply",
+        &dev.namesrv.clone(),
+        data.path(),
+        &[("TOPIC", topic.to_string()), ("COUNT", count.to_string())],
+    );
+    let _ = dev.child.kill();
+    let _ = dev.child.wait();
+    let replies: Vec<(i64, String)> = events_of(&events, "reply")
+        .iter()
+        .map(|e| {
+            (
+                e["i"].as_i64().unwrap_or(-1),
+                e["body"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    let want: Vec<(i64, String)> = (0..count)
+        .map(|i| (i as i64, format!("reply-to-question-{i}")))
+        .collect();
+    assert_eq!(replies, want, "{events:?}");
+}

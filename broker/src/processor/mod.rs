@@ -13,6 +13,7 @@ pub mod offset;
 pub mod pop;
 pub mod pull;
 pub mod query;
+pub mod reply;
 pub mod retry;
 pub mod send;
 
@@ -48,6 +49,8 @@ pub const HANDLED_CODES: &[i32] = &[
     request_code::SEND_MESSAGE,
     request_code::SEND_MESSAGE_V2,
     request_code::SEND_BATCH_MESSAGE,
+    request_code::SEND_REPLY_MESSAGE,
+    request_code::SEND_REPLY_MESSAGE_V2,
     request_code::PULL_MESSAGE,
     request_code::LITE_PULL_MESSAGE,
     request_code::QUERY_CONSUMER_OFFSET,
@@ -134,6 +137,9 @@ async fn route(inner: &BrokerInner, ctx: &RequestContext, request: &RemotingComm
         request_code::SEND_MESSAGE
         | request_code::SEND_MESSAGE_V2
         | request_code::SEND_BATCH_MESSAGE => send::handle(inner, ctx, request).await,
+        request_code::SEND_REPLY_MESSAGE | request_code::SEND_REPLY_MESSAGE_V2 => {
+            reply::handle(inner, ctx, request).await
+        }
         request_code::PULL_MESSAGE | request_code::LITE_PULL_MESSAGE => {
             pull::handle(inner, ctx, request).await
         }

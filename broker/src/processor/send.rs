@@ -33,7 +33,10 @@ struct SendHeader {
 impl SendHeader {
     /// V1 headers use full field names; V2 (`SendMessageRequestHeaderV2`) single letters a..n.
     fn parse(request: &RemotingCommand) -> Result<SendHeader, Refusal> {
-        let v2 = request.code != request_code::SEND_MESSAGE;
+        let v2 = !matches!(
+            request.code,
+            request_code::SEND_MESSAGE | request_code::SEND_REPLY_MESSAGE
+        );
         let name = |full: &'static str, letter: &'static str| if v2 { letter } else { full };
         Ok(SendHeader {
             producer_group: request.require_ext(name("producerGroup", "a"))?.to_string(),
@@ -231,6 +234,13 @@ fn decode_messages(
         let mut message = Message::new(header.topic.clone(), request.body.clone());
         message.flag = header.flag;
         message.properties = decode_properties(&header.properties);
+        // A request of request-reply names the cluster its reply goes to (RocketMQ stamps every
+        // message; we stamp only these, whose consumers need it to build the reply).
+        if message.properties.contains_key(property::REPLY_TO_CLIENT)
+            && message.property(property::MSG_TYPE) != Some(crate::processor::reply::REPLY_FLAG)
+        {
+            message.set_property(property::CLUSTER, inner.config.cluster_name.clone());
+        }
         vec![message]
     };
     if messages.is_empty() {

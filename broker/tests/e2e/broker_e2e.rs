@@ -1370,3 +1370,147 @@ async fn reset_offsets_by_time_end_and_queue() {
     c.broker.shutdown().await;
     c.namesrv.shutdown().await;
 }
+
+/// SEND_REPLY_MESSAGE(_V2): the reply is pushed to the requester's connection
+/// (PUSH_REPLY_MESSAGE_TO_CLIENT) and stored in `{cluster}_REPLY_TOPIC`; a reply without
+/// REPLY_TO_CLIENT, or for a client that is not connected, is refused and nothing is stored; a
+/// request message is stamped with the cluster.
+#[tokio::test]
+async fn replies_are_pushed_to_the_requester_and_stored() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = start(dir.path(), false).await;
+    create_topic(&c, "Req", 1).await;
+    let reply_topic = "DefaultCluster_REPLY_TOPIC";
+    // The requester: a producer heartbeat, then it takes pushed replies.
+    let requester = RemotingClient::new(ClientConfig::default());
+    let pushed = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = pushed.clone();
+    requester.set_request_handler(rocketraft_remoting::server::processor_fn(
+        move |_ctx, req: RemotingCommand| {
+            let seen = seen.clone();
+            async move {
+                if req.code == request_code::PUSH_REPLY_MESSAGE_TO_CLIENT {
+                    seen.lock().unwrap_or_else(|e| e.into_inner()).push((
+                        req.ext("topic").map(str::to_string),
+                        req.ext("properties").map(str::to_string),
+                        String::from_utf8_lossy(&req.body).to_string(),
+                    ));
+                    return Some(req.response_to(response_code::SUCCESS, None));
+                }
+                None
+            }
+        },
+    ));
+    let hb = HeartbeatData {
+        client_id: "10.0.0.9@requester".into(),
+        producer_data_set: vec![rocketraft_common::protocol::ProducerData {
+            group_name: "reqg".into(),
+        }],
+        consumer_data_set: vec![],
+    };
+    MqClientApi::new(requester.clone(), Duration::from_secs(5))
+        .heartbeat(&c.broker_addr, &hb)
+        .await
+        .expect("heartbeat");
+    // A request message is stamped with the cluster its reply goes to.
+    let mut request = message("Req", 0, "question", None);
+    request
+        .properties
+        .insert("REPLY_TO_CLIENT".into(), "10.0.0.9@requester".into());
+    request
+        .properties
+        .insert("CORRELATION_ID".into(), "corr-1".into());
+    let r = c.api.send(&c.broker_addr, &request).await.expect("send");
+    assert_eq!(r.code, response_code::SUCCESS);
+    let stored = c
+        .broker
+        .inner()
+        .store
+        .get_commit_log_offset_in_queue("Req", 0, 0)
+        .and_then(|phy| c.broker.inner().store.look_message_by_offset(phy))
+        .expect("request stored");
+    assert_eq!(stored.message.property("CLUSTER"), Some("DefaultCluster"));
+
+    let reply = |to: Option<&str>| {
+        let mut props = "MSG_TYPE\u{1}reply\u{2}CORRELATION_ID\u{1}corr-1\u{2}".to_string();
+        if let Some(to) = to {
+            props.push_str(&format!("REPLY_TO_CLIENT\u{1}{to}\u{2}"));
+        }
+        RemotingCommand::request(request_code::SEND_REPLY_MESSAGE_V2)
+            .with_ext("a", "replier")
+            .with_ext("b", reply_topic)
+            .with_ext("c", "TBW102")
+            .with_ext("d", 4)
+            .with_ext("e", 0)
+            .with_ext("f", 0)
+            .with_ext("g", 0)
+            .with_ext("h", 0)
+            .with_ext("i", props)
+            .with_ext("j", 0)
+            .with_ext("k", false)
+            .with_body(b"answer".to_vec())
+    };
+    let client = RemotingClient::new(ClientConfig::default());
+    let r = client
+        .invoke(
+            &c.broker_addr,
+            reply(Some("10.0.0.9@requester")),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("answer");
+    assert_eq!(r.code, response_code::SUCCESS, "{:?}", r.remark);
+    {
+        let pushed = pushed.lock().unwrap_or_else(|e| e.into_inner());
+        assert_eq!(pushed.len(), 1);
+        assert_eq!(pushed[0].0.as_deref(), Some(reply_topic));
+        assert!(
+            pushed[0]
+                .1
+                .as_deref()
+                .unwrap_or_default()
+                .contains("CORRELATION_ID\u{1}corr-1"),
+            "{pushed:?}"
+        );
+        assert!(
+            pushed[0]
+                .1
+                .as_deref()
+                .unwrap_or_default()
+                .contains("PUSH_REPLY_TIME\u{1}"),
+            "{pushed:?}"
+        );
+        assert_eq!(pushed[0].2, "answer");
+    }
+    let max = |c: &Cluster| {
+        c.broker
+            .inner()
+            .store
+            .get_max_offset_in_queue(reply_topic, 0)
+    };
+    assert_eq!(max(&c), 1, "the reply is stored");
+
+    // Refused: no REPLY_TO_CLIENT; a client that is not connected. Nothing stored or pushed.
+    for (to, remark) in [
+        (None, "REPLY_TO_CLIENT] is null"),
+        (
+            Some("10.0.0.9@gone"),
+            "channel of <10.0.0.9@gone> not found",
+        ),
+    ] {
+        let r = client
+            .invoke(&c.broker_addr, reply(to), Duration::from_secs(5))
+            .await
+            .expect("answer");
+        assert_eq!(r.code, response_code::SYSTEM_ERROR, "{:?}", r.remark);
+        assert!(
+            r.remark.as_deref().unwrap_or_default().contains(remark),
+            "{:?}",
+            r.remark
+        );
+    }
+    assert_eq!(max(&c), 1);
+    assert_eq!(pushed.lock().unwrap_or_else(|e| e.into_inner()).len(), 1);
+    c.broker.shutdown().await;
+    c.namesrv.shutdown().await;
+}

@@ -32,6 +32,11 @@
 //! `reset`: a push consumer of group `rr_compat_reset_cg` consumes COUNT messages, prints
 //! `ready_for_reset`, and keeps consuming until it has received every message twice (the test
 //! resets the group's offsets to the earliest meanwhile) or 60 s pass.
+//!
+//! `request-reply`: a responder (push consumer of `rr_compat_rr_cg` and a producer) answers each
+//! request with `MessageUtil::create_reply_message` (SEND_REPLY_MESSAGE_V2); a requester's
+//! `request` sends COUNT requests and prints each reply it gets back
+//! (PUSH_REPLY_MESSAGE_TO_CLIENT).
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -520,6 +525,99 @@ async fn reset(runtime: Arc<ClientRuntime>) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Hands each request to the task that answers it.
+struct Requests(tokio::sync::mpsc::UnboundedSender<MessageExt>);
+
+impl MessageListenerConcurrently for Requests {
+    fn consume_message(
+        &self,
+        msgs: &[&MessageExt],
+        _context: &ConsumeConcurrentlyContext,
+    ) -> rocketmq_client_rust::ClientResult<ConsumeConcurrentlyStatus> {
+        for m in msgs {
+            let _ = self.0.send((*m).clone());
+        }
+        Ok(ConsumeConcurrentlyStatus::ConsumeSuccess)
+    }
+}
+
+async fn request_reply(runtime: Arc<ClientRuntime>) -> Result<(), Failure> {
+    let namesrv = env("NAMESRV")?;
+    let topic = env("TOPIC")?;
+    let count: usize = env("COUNT")?.parse()?;
+    // The responder.
+    let mut config = ClientConfig::default();
+    config.set_namesrv_addr(CheetahString::from_string(namesrv.clone()));
+    config.set_instance_name(CheetahString::from_static_str("responder"));
+    let mut responder = DefaultMQProducer::builder(runtime.clone())
+        .client_config(config.clone())
+        .producer_group("rr_compat_rr_responder")
+        .name_server_addr(namesrv.clone())
+        .build();
+    responder.start().await?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<MessageExt>();
+    let mut consumer = DefaultMQPushConsumer::builder(runtime.clone())
+        .client_config(config)
+        .consumer_group("rr_compat_rr_cg")
+        .name_server_addr(namesrv.clone())
+        .build();
+    consumer.subscribe(topic.as_str(), "*").await?;
+    consumer.register_message_listener_concurrently(Requests(tx));
+    consumer.start().await?;
+    let answering = tokio::spawn(async move {
+        while let Some(request) = rx.recv().await {
+            let body = request
+                .message
+                .get_body()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default();
+            let reply = match rocketmq_client_rust::MessageUtil::create_reply_message(
+                &request.message,
+                format!("reply-to-{body}").as_bytes(),
+            ) {
+                Ok(r) => r,
+                Err(e) => {
+                    emit(json!({"event": "reply_not_built", "error": format!("{e:?}")}));
+                    continue;
+                }
+            };
+            match responder.send_with_timeout(reply, 5000).await {
+                Ok(_) => emit(json!({"event": "replied", "to": body})),
+                Err(e) => {
+                    emit(json!({"event": "reply_failed", "to": body, "error": format!("{e:?}")}))
+                }
+            }
+        }
+        responder.shutdown().await;
+    });
+
+    // The requester.
+    let mut requester = DefaultMQProducer::builder(runtime.clone())
+        .producer_group("rr_compat_rr_requester")
+        .name_server_addr(namesrv.clone())
+        .build();
+    requester.start().await?;
+    for i in 0..count {
+        let message = Message::builder()
+            .topic(topic.clone())
+            .body(format!("question-{i}").into_bytes())
+            .build()?;
+        match requester.request(message, 15_000).await {
+            Ok(reply) => emit(json!({
+                "event": "reply",
+                "i": i,
+                "body": reply.get_body().map(|b| String::from_utf8_lossy(b).into_owned()),
+            })),
+            Err(e) => emit(json!({"event": "request_failed", "i": i, "error": format!("{e:?}")})),
+        }
+    }
+    requester.shutdown().await;
+    consumer.shutdown().await;
+    answering.abort();
+    emit(json!({"event": "done"}));
+    Ok(())
+}
+
 fn traced_config(namesrv: &str) -> ClientConfig {
     let mut config = ClientConfig::default();
     config.set_namesrv_addr(CheetahString::from_string(namesrv.to_string()));
@@ -691,6 +789,7 @@ fn main() -> Result<(), Failure> {
             "broadcast" => broadcast(runtime.clone()).await,
             "sql" => sql(runtime.clone()).await,
             "reset" => reset(runtime.clone()).await,
+            "request-reply" => request_reply(runtime.clone()).await,
             other => Err(format!(
                 "unknown scenario {other:?}; try lookup-trace, orderly, lite-pull or broadcast"
             )
