@@ -109,45 +109,24 @@ fn rocketmq_client_rust_finds_messages_by_key_and_id_and_writes_traces() {
     let _turn = crate::support::file_turn(module_path!());
     let probe = probe();
     let data = tempfile::tempdir().expect("tempdir");
-    let mut dev = Dev::start(data.path(), free_port(), free_port(), &["--no-proxy"]);
-    let namesrv = dev.namesrv.clone();
     let topic = "RustClientLookup";
-    let created = admin(&namesrv, &["topic", "create", topic, "--queues", "4"]);
-    assert!(created.contains("created topic"), "{created}");
-    for _ in 0..100 {
-        if admin_output(&namesrv, &["topic", "route", topic])
-            .status
-            .success()
-        {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-
+    let mut dev = dev_with_topic(data.path(), topic, 4);
+    let namesrv = dev.namesrv.clone();
     let count = 10;
-    let out = Command::new(&probe)
-        .arg("lookup-trace")
-        .env("NAMESRV", &namesrv)
-        .env("TOPIC", topic)
-        .env("COUNT", count.to_string())
-        // The client's trace worker sends its batches in the background; shutting down drops
-        // what it has not sent yet.
-        .env("HOLD_MS", "1500")
-        .env("RUST_LOG", "warn")
-        .env("HOME", data.path())
-        .output()
-        .expect("the client program runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "rocketmq-client-rust run failed\nstdout:\n{stdout}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let events = run_probe(
+        &probe,
+        "lookup-trace",
+        &namesrv,
+        data.path(),
+        &[
+            ("TOPIC", topic.to_string()),
+            ("COUNT", count.to_string()),
+            // The client's trace worker sends its batches in the background; shutting down
+            // drops what it has not sent yet.
+            ("HOLD_MS", "1500".to_string()),
+        ],
     );
-    let events: Vec<serde_json::Value> = stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    assert_eq!(events_of(&events, "done").len(), 1, "{stdout}");
+    let stdout = format!("{events:?}");
 
     let sent = events_of(&events, "sent");
     assert_eq!(sent.len(), count, "{stdout}");
@@ -273,48 +252,23 @@ fn rocketmq_client_rust_orderly_consumers_keep_queue_order_across_a_rebalance() 
     let _turn = crate::support::file_turn(module_path!());
     let probe = probe();
     let data = tempfile::tempdir().expect("tempdir");
-    let mut dev = Dev::start(data.path(), free_port(), free_port(), &["--no-proxy"]);
-    let namesrv = dev.namesrv.clone();
     let topic = "RustClientOrderly";
     let queues = 4;
-    let created = admin(
-        &namesrv,
-        &["topic", "create", topic, "--queues", &queues.to_string()],
-    );
-    assert!(created.contains("created topic"), "{created}");
-    for _ in 0..100 {
-        if admin_output(&namesrv, &["topic", "route", topic])
-            .status
-            .success()
-        {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let mut dev = dev_with_topic(data.path(), topic, queues);
     let count = 20;
-    let out = Command::new(&probe)
-        .arg("orderly")
-        .env("NAMESRV", &namesrv)
-        .env("TOPIC", topic)
-        .env("COUNT", count.to_string())
-        .env("QUEUES", queues.to_string())
-        .env("RUST_LOG", "warn")
-        .env("HOME", data.path())
-        .output()
-        .expect("the client program runs");
+    let events = run_probe(
+        &probe,
+        "orderly",
+        &dev.namesrv.clone(),
+        data.path(),
+        &[
+            ("TOPIC", topic.to_string()),
+            ("COUNT", count.to_string()),
+            ("QUEUES", queues.to_string()),
+        ],
+    );
     let _ = dev.child.kill();
     let _ = dev.child.wait();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "rocketmq-client-rust run failed\nstdout:\n{stdout}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let events: Vec<serde_json::Value> = stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    assert_eq!(events_of(&events, "done").len(), 1, "{stdout}");
     for e in events_of(&events, "sent") {
         assert_eq!(e["queue"], e["queueId"], "the selector's queue: {e}");
     }

@@ -40,6 +40,15 @@ fn broker_config(dir: &std::path::Path, namesrv: SocketAddr, auto_create: bool) 
 }
 
 async fn start(dir: &std::path::Path, auto_create: bool) -> Cluster {
+    start_with(dir, auto_create, |_| {}).await
+}
+
+/// [`start`] with the broker's config changed by `tune`.
+async fn start_with(
+    dir: &std::path::Path,
+    auto_create: bool,
+    tune: impl FnOnce(&mut BrokerConfig),
+) -> Cluster {
     let namesrv = NameServer::start(NamesrvConfig {
         listen: "127.0.0.1:0".parse().expect("addr"),
         ..NamesrvConfig::default()
@@ -49,6 +58,7 @@ async fn start(dir: &std::path::Path, auto_create: bool) -> Cluster {
     let mut config = broker_config(dir, namesrv.local_addr(), auto_create);
     // The advertised address must be the bound one: bind first with port 0, then advertise it.
     config.advertised_addr = None;
+    tune(&mut config);
     let broker = Broker::start(config).await.expect("broker starts");
     let api = MqClientApi::new(
         RemotingClient::new(ClientConfig::default()),
@@ -821,6 +831,35 @@ async fn orderly_queue_locks() {
     c.namesrv.shutdown().await;
 }
 
+/// A consumer's heartbeat: `client_id` in `group` (`model`: CLUSTERING or BROADCASTING)
+/// subscribing to `topic` with `expression` of `expression_type` (None: TAG).
+fn consumer_heartbeat(
+    client_id: &str,
+    group: &str,
+    model: &str,
+    topic: &str,
+    expression: &str,
+    expression_type: Option<&str>,
+) -> HeartbeatData {
+    HeartbeatData {
+        client_id: client_id.to_string(),
+        producer_data_set: vec![],
+        consumer_data_set: vec![ConsumerData {
+            group_name: group.to_string(),
+            consume_type: Some("CONSUME_PASSIVELY".to_string()),
+            message_model: Some(model.to_string()),
+            consume_from_where: Some("CONSUME_FROM_FIRST_OFFSET".to_string()),
+            subscription_data_set: vec![SubscriptionData {
+                topic: topic.to_string(),
+                sub_string: expression.to_string(),
+                expression_type: expression_type.map(str::to_string),
+                ..SubscriptionData::default()
+            }],
+            unit_mode: false,
+        }],
+    }
+}
+
 /// A pull request as a client sends it; `code` is PULL_MESSAGE or LITE_PULL_MESSAGE.
 fn pull_command(code: i32, group: &str, topic: &str, with_subscription: bool) -> RemotingCommand {
     let request = RemotingCommand::request(code)
@@ -928,22 +967,7 @@ async fn lite_pull_and_the_group_consume_flags() {
     assert_eq!(r.code, response_code::SUCCESS, "{:?}", r.remark);
 
     // A broadcasting group whose subscription comes from its heartbeat.
-    let heartbeat = HeartbeatData {
-        client_id: "127.0.0.1@bcast".to_string(),
-        producer_data_set: vec![],
-        consumer_data_set: vec![ConsumerData {
-            group_name: "bg".to_string(),
-            consume_type: Some("CONSUME_PASSIVELY".to_string()),
-            message_model: Some("BROADCASTING".to_string()),
-            consume_from_where: Some("CONSUME_FROM_FIRST_OFFSET".to_string()),
-            subscription_data_set: vec![SubscriptionData {
-                topic: "Flags".to_string(),
-                sub_string: "*".to_string(),
-                ..SubscriptionData::default()
-            }],
-            unit_mode: false,
-        }],
-    };
+    let heartbeat = consumer_heartbeat("127.0.0.1@bcast", "bg", "BROADCASTING", "Flags", "*", None);
     c.api
         .heartbeat(&c.broker_addr, &heartbeat)
         .await
@@ -994,18 +1018,8 @@ async fn lite_pull_and_the_group_consume_flags() {
 
     // With lite pull off, LITE_PULL_MESSAGE is refused; PULL_MESSAGE still works.
     let dir = tempfile::tempdir().expect("tempdir");
-    let namesrv = NameServer::start(NamesrvConfig {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        ..NamesrvConfig::default()
-    })
-    .await
-    .expect("namesrv starts");
-    let mut config = broker_config(dir.path(), namesrv.local_addr(), true);
-    config.advertised_addr = None;
-    config.lite_pull_message_enable = false;
-    let broker = Broker::start(config).await.expect("broker starts");
-    let addr = broker.local_addr().to_string();
-    let api = MqClientApi::new(client.clone(), Duration::from_secs(5));
+    let off = start_with(dir.path(), true, |c| c.lite_pull_message_enable = false).await;
+    let (addr, api) = (off.broker_addr.clone(), &off.api);
     let r = api
         .send(&addr, &message("Off", -1, "x", None))
         .await
@@ -1026,8 +1040,8 @@ async fn lite_pull_and_the_group_consume_flags() {
         "{:?}",
         r.remark
     );
-    broker.shutdown().await;
-    namesrv.shutdown().await;
+    off.broker.shutdown().await;
+    off.namesrv.shutdown().await;
 }
 
 /// SQL92 filters: a pull with an SQL92 subscription, a pull by a consumer whose heartbeat
@@ -1107,23 +1121,14 @@ async fn sql92_filters_in_pull_pop_and_check_client_config() {
     );
 
     // A consumer whose heartbeat declares an SQL92 subscription pulls without the flag.
-    let heartbeat = HeartbeatData {
-        client_id: "127.0.0.1@sql".to_string(),
-        producer_data_set: vec![],
-        consumer_data_set: vec![ConsumerData {
-            group_name: "hg".to_string(),
-            consume_type: Some("CONSUME_PASSIVELY".to_string()),
-            message_model: Some("CLUSTERING".to_string()),
-            consume_from_where: Some("CONSUME_FROM_FIRST_OFFSET".to_string()),
-            subscription_data_set: vec![SubscriptionData {
-                topic: "Sql".to_string(),
-                sub_string: "region = 'eu-west'".to_string(),
-                expression_type: Some("SQL92".to_string()),
-                ..SubscriptionData::default()
-            }],
-            unit_mode: false,
-        }],
-    };
+    let heartbeat = consumer_heartbeat(
+        "127.0.0.1@sql",
+        "hg",
+        "CLUSTERING",
+        "Sql",
+        "region = 'eu-west'",
+        Some("SQL92"),
+    );
     c.api
         .heartbeat(&c.broker_addr, &heartbeat)
         .await
@@ -1198,17 +1203,8 @@ async fn sql92_filters_in_pull_pop_and_check_client_config() {
 
     // Property filtering off: SQL92 is refused with RocketMQ's remark; TAG still works.
     let dir = tempfile::tempdir().expect("tempdir");
-    let namesrv = NameServer::start(NamesrvConfig {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        ..NamesrvConfig::default()
-    })
-    .await
-    .expect("namesrv starts");
-    let mut config = broker_config(dir.path(), namesrv.local_addr(), true);
-    config.advertised_addr = None;
-    config.enable_property_filter = false;
-    let broker = Broker::start(config).await.expect("broker starts");
-    let addr = broker.local_addr().to_string();
+    let off = start_with(dir.path(), true, |c| c.enable_property_filter = false).await;
+    let addr = off.broker_addr.clone();
     let r = client
         .invoke(&addr, check("SQL92", "a > 1"), Duration::from_secs(5))
         .await
@@ -1223,8 +1219,8 @@ async fn sql92_filters_in_pull_pop_and_check_client_config() {
         .await
         .expect("answer");
     assert_eq!(r.code, response_code::SUCCESS, "{:?}", r.remark);
-    broker.shutdown().await;
-    namesrv.shutdown().await;
+    off.broker.shutdown().await;
+    off.namesrv.shutdown().await;
 }
 
 /// INVOKE_BROKER_TO_RESET_OFFSET: by timestamp (every queue), to the end (-1), one queue to an
@@ -1270,19 +1266,7 @@ async fn reset_offsets_by_time_end_and_queue() {
             }
         },
     ));
-    let heartbeat = HeartbeatData {
-        client_id: "127.0.0.1@reset".to_string(),
-        producer_data_set: vec![],
-        consumer_data_set: vec![ConsumerData {
-            group_name: "rg".to_string(),
-            subscription_data_set: vec![SubscriptionData {
-                topic: "Rst".to_string(),
-                sub_string: "*".to_string(),
-                ..SubscriptionData::default()
-            }],
-            ..ConsumerData::default()
-        }],
-    };
+    let heartbeat = consumer_heartbeat("127.0.0.1@reset", "rg", "CLUSTERING", "Rst", "*", None);
     MqClientApi::new(consumer.clone(), Duration::from_secs(5))
         .heartbeat(&c.broker_addr, &heartbeat)
         .await

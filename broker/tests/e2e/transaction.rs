@@ -105,6 +105,74 @@ fn end(offset: i64, phy: i64, decision: i32, from_check: bool) -> RemotingComman
         .with_ext("fromTransactionCheck", from_check)
 }
 
+/// What a check-back showed the producer: (tranStateTableOffset, commitLogOffset, the
+/// message's topic, queue offset, CommitLog offset and TRAN_PREPARED_QUEUE_OFFSET).
+type Check = (i64, i64, Option<(String, i64, i64, Option<String>)>);
+
+/// A live producer of `group` (heartbeat from `client_id`) that answers every check-back with
+/// COMMIT over a separate connection, recording what each check showed.
+async fn committing_producer(
+    addr: &str,
+    group: &str,
+    client_id: &str,
+) -> (RemotingClient, Arc<std::sync::Mutex<Vec<Check>>>) {
+    let producer = RemotingClient::new(ClientConfig::default());
+    let answer = RemotingClient::new(ClientConfig::default());
+    let broker_addr = addr.to_string();
+    let checks = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = checks.clone();
+    producer.set_request_handler(processor_fn(move |_ctx, req: RemotingCommand| {
+        let (answer, broker_addr, seen) = (answer.clone(), broker_addr.clone(), seen.clone());
+        async move {
+            if req.code == request_code::CHECK_TRANSACTION_STATE {
+                let offset: i64 = req
+                    .ext("tranStateTableOffset")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(-1);
+                let phy: i64 = req
+                    .ext("commitLogOffset")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(-1);
+                let shown = decode_message(&req.body)
+                    .map(|(m, _)| {
+                        (
+                            m.message.topic.clone(),
+                            m.queue_offset,
+                            m.commit_log_offset,
+                            m.message
+                                .property(rocketraft_broker::transaction::PREPARED_QUEUE_OFFSET)
+                                .map(str::to_string),
+                        )
+                    })
+                    .ok();
+                seen.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((offset, phy, shown));
+                let _ = answer
+                    .invoke(
+                        &broker_addr,
+                        end(offset, phy, sys_flag::TRANSACTION_COMMIT_TYPE, true),
+                        Duration::from_secs(5),
+                    )
+                    .await;
+            }
+            None
+        }
+    }));
+    let hb = HeartbeatData {
+        client_id: client_id.into(),
+        producer_data_set: vec![ProducerData {
+            group_name: group.into(),
+        }],
+        consumer_data_set: vec![],
+    };
+    MqClientApi::new(producer.clone(), Duration::from_secs(5))
+        .heartbeat(addr, &hb)
+        .await
+        .expect("heartbeat");
+    (producer, checks)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn commit_delivers_rollback_never_and_undecided_are_checked_back() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -152,46 +220,7 @@ async fn commit_delivers_rollback_never_and_undecided_are_checked_back() {
     assert_eq!(visible(&broker), vec!["commit-me".to_string()]);
 
     // A producer of group "tg" that answers check-backs with COMMIT on a separate connection.
-    let producer = RemotingClient::new(ClientConfig::default());
-    let answer = RemotingClient::new(ClientConfig::default());
-    let broker_addr = addr.clone();
-    let checked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let seen = checked.clone();
-    producer.set_request_handler(processor_fn(move |_ctx, req: RemotingCommand| {
-        let (answer, broker_addr, seen) = (answer.clone(), broker_addr.clone(), seen.clone());
-        async move {
-            if req.code == request_code::CHECK_TRANSACTION_STATE {
-                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let (m, _) = decode_message(&req.body).expect("check body is the message");
-                assert_eq!(m.message.topic, TOPIC, "the check shows the real topic");
-                let offset: i64 = req
-                    .ext("tranStateTableOffset")
-                    .expect("offset")
-                    .parse()
-                    .expect("n");
-                let phy: i64 = req.ext("commitLogOffset").expect("phy").parse().expect("n");
-                let _ = answer
-                    .invoke(
-                        &broker_addr,
-                        end(offset, phy, sys_flag::TRANSACTION_COMMIT_TYPE, true),
-                        Duration::from_secs(5),
-                    )
-                    .await;
-            }
-            None
-        }
-    }));
-    let hb = HeartbeatData {
-        client_id: "producer-1".into(),
-        producer_data_set: vec![ProducerData {
-            group_name: "tg".into(),
-        }],
-        consumer_data_set: vec![],
-    };
-    MqClientApi::new(producer.clone(), Duration::from_secs(5))
-        .heartbeat(&addr, &hb)
-        .await
-        .expect("heartbeat");
+    let (_producer, checked) = committing_producer(&addr, "tg", "producer-1").await;
     let started = Instant::now();
     prepare(&api, &addr, "decided-by-check", "tg").await;
     loop {
@@ -208,7 +237,12 @@ async fn commit_delivers_rollback_never_and_undecided_are_checked_back() {
         started.elapsed() >= Duration::from_millis(300),
         "checked before the timeout"
     );
-    assert!(checked.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+    let checked = checked.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    assert!(!checked.is_empty());
+    for (_, _, shown) in &checked {
+        let topic = shown.as_ref().map(|s| s.0.as_str());
+        assert_eq!(topic, Some(TOPIC), "the check shows the real topic");
+    }
 
     // A half message whose group has no producer is rolled back after the maximum checks.
     prepare(&api, &addr, "orphan", "nobody").await;
@@ -410,60 +444,7 @@ async fn undecided_half_messages_are_stored_again_so_retention_can_delete_their_
 
     // The last one is checked back under its original offsets, and the producer's answer
     // commits it.
-    let producer = RemotingClient::new(ClientConfig::default());
-    let answer = RemotingClient::new(ClientConfig::default());
-    let broker_addr = addr.clone();
-    let checks = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let seen = checks.clone();
-    producer.set_request_handler(processor_fn(move |_ctx, req: RemotingCommand| {
-        let (answer, broker_addr, seen) = (answer.clone(), broker_addr.clone(), seen.clone());
-        async move {
-            if req.code == request_code::CHECK_TRANSACTION_STATE {
-                let offset: i64 = req
-                    .ext("tranStateTableOffset")
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(-1);
-                let phy: i64 = req
-                    .ext("commitLogOffset")
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(-1);
-                let body = decode_message(&req.body)
-                    .map(|(m, _)| {
-                        (
-                            m.message.topic.clone(),
-                            m.queue_offset,
-                            m.commit_log_offset,
-                            m.message
-                                .property(rocketraft_broker::transaction::PREPARED_QUEUE_OFFSET)
-                                .map(str::to_string),
-                        )
-                    })
-                    .ok();
-                seen.lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push((offset, phy, body));
-                let _ = answer
-                    .invoke(
-                        &broker_addr,
-                        end(offset, phy, sys_flag::TRANSACTION_COMMIT_TYPE, true),
-                        Duration::from_secs(5),
-                    )
-                    .await;
-            }
-            None
-        }
-    }));
-    let hb = HeartbeatData {
-        client_id: "producer-roll".into(),
-        producer_data_set: vec![ProducerData {
-            group_name: "tg".into(),
-        }],
-        consumer_data_set: vec![],
-    };
-    MqClientApi::new(producer.clone(), Duration::from_secs(5))
-        .heartbeat(&addr, &hb)
-        .await
-        .expect("heartbeat");
+    let (_producer, checks) = committing_producer(&addr, "tg", "producer-roll").await;
     let started = Instant::now();
     while broker.inner().transactions.pending_count() > 0 {
         assert!(

@@ -172,11 +172,7 @@ async fn orderly(runtime: Arc<ClientRuntime>) -> Result<(), Failure> {
     let topic = env("TOPIC")?;
     let count: usize = env("COUNT")?.parse()?;
     let queues: usize = env("QUEUES")?.parse()?;
-    let mut producer = DefaultMQProducer::builder(runtime.clone())
-        .producer_group("rr_compat_orderly_pg")
-        .name_server_addr(namesrv.clone())
-        .build();
-    producer.start().await?;
+    let mut producer = started_producer(&runtime, &namesrv, "rr_compat_orderly_pg").await?;
     let send_half = |from: usize, to: usize| {
         let producer = &producer;
         let topic = topic.clone();
@@ -248,6 +244,38 @@ async fn orderly(runtime: Arc<ClientRuntime>) -> Result<(), Failure> {
     Ok(())
 }
 
+/// A started producer of `group`.
+async fn started_producer(
+    runtime: &Arc<ClientRuntime>,
+    namesrv: &str,
+    group: &str,
+) -> Result<DefaultMQProducer, Failure> {
+    let mut producer = DefaultMQProducer::builder(runtime.clone())
+        .producer_group(group.to_string())
+        .name_server_addr(namesrv.to_string())
+        .build();
+    producer.start().await?;
+    Ok(producer)
+}
+
+/// Sends `count` messages with bodies `{prefix}-{i}` to `topic`, then shuts the producer down.
+async fn send_numbered(
+    mut producer: DefaultMQProducer,
+    topic: &str,
+    count: usize,
+    prefix: &str,
+) -> Result<(), Failure> {
+    for i in 0..count {
+        let message = Message::builder()
+            .topic(topic.to_string())
+            .body(format!("{prefix}-{i}").into_bytes())
+            .build()?;
+        producer.send_with_timeout(message, 5000).await?;
+    }
+    producer.shutdown().await;
+    Ok(())
+}
+
 async fn poll_until(
     consumer: &rocketmq_client_rust::DefaultLitePullConsumer,
     want: usize,
@@ -274,19 +302,8 @@ async fn lite_pull(runtime: Arc<ClientRuntime>) -> Result<(), Failure> {
     let namesrv = env("NAMESRV")?;
     let topic = env("TOPIC")?;
     let count: usize = env("COUNT")?.parse()?;
-    let mut producer = DefaultMQProducer::builder(runtime.clone())
-        .producer_group("rr_compat_lite_pg")
-        .name_server_addr(namesrv.clone())
-        .build();
-    producer.start().await?;
-    for i in 0..count {
-        let message = Message::builder()
-            .topic(topic.clone())
-            .body(format!("lite-{i}").into_bytes())
-            .build()?;
-        producer.send_with_timeout(message, 5000).await?;
-    }
-    producer.shutdown().await;
+    let producer = started_producer(&runtime, &namesrv, "rr_compat_lite_pg").await?;
+    send_numbered(producer, &topic, count, "lite").await?;
 
     // Subscribe mode.
     let consumer = rocketmq_client_rust::DefaultLitePullConsumer::builder(runtime.clone())
@@ -376,18 +393,8 @@ async fn broadcast(runtime: Arc<ClientRuntime>) -> Result<(), Failure> {
         consumers.push(consumer);
         received.push((name, got));
     }
-    let mut producer = DefaultMQProducer::builder(runtime.clone())
-        .producer_group("rr_compat_bcast_pg")
-        .name_server_addr(namesrv.clone())
-        .build();
-    producer.start().await?;
-    for i in 0..count {
-        let message = Message::builder()
-            .topic(topic.clone())
-            .body(format!("bcast-{i}").into_bytes())
-            .build()?;
-        producer.send_with_timeout(message, 5000).await?;
-    }
+    let producer = started_producer(&runtime, &namesrv, "rr_compat_bcast_pg").await?;
+    send_numbered(producer, &topic, count, "bcast").await?;
     for (name, got) in &received {
         let n = wait_received(got, count, 60).await;
         emit(json!({"event": "broadcast_received", "consumer": name, "distinct": n}));
@@ -398,7 +405,6 @@ async fn broadcast(runtime: Arc<ClientRuntime>) -> Result<(), Failure> {
     for mut c in consumers {
         c.shutdown().await;
     }
-    producer.shutdown().await;
     emit(json!({"event": "done"}));
     Ok(())
 }
@@ -410,11 +416,7 @@ async fn sql(runtime: Arc<ClientRuntime>) -> Result<(), Failure> {
     let expect: usize = env("EXPECT")?.parse()?;
     let sql = env("SQL")?;
     let bad_sql = env("BAD_SQL")?;
-    let mut producer = DefaultMQProducer::builder(runtime.clone())
-        .producer_group("rr_compat_sql_pg")
-        .name_server_addr(namesrv.clone())
-        .build();
-    producer.start().await?;
+    let mut producer = started_producer(&runtime, &namesrv, "rr_compat_sql_pg").await?;
     for i in 0..count {
         let message = Message::builder()
             .topic(topic.clone())
@@ -475,19 +477,8 @@ async fn reset(runtime: Arc<ClientRuntime>) -> Result<(), Failure> {
     let namesrv = env("NAMESRV")?;
     let topic = env("TOPIC")?;
     let count: usize = env("COUNT")?.parse()?;
-    let mut producer = DefaultMQProducer::builder(runtime.clone())
-        .producer_group("rr_compat_reset_pg")
-        .name_server_addr(namesrv.clone())
-        .build();
-    producer.start().await?;
-    for i in 0..count {
-        let message = Message::builder()
-            .topic(topic.clone())
-            .body(format!("reset-{i}").into_bytes())
-            .build()?;
-        producer.send_with_timeout(message, 5000).await?;
-    }
-    producer.shutdown().await;
+    let producer = started_producer(&runtime, &namesrv, "rr_compat_reset_pg").await?;
+    send_numbered(producer, &topic, count, "reset").await?;
     let got = Arc::new(Mutex::new(Vec::new()));
     let mut consumer = DefaultMQPushConsumer::builder(runtime.clone())
         .consumer_group("rr_compat_reset_cg")
@@ -592,11 +583,7 @@ async fn request_reply(runtime: Arc<ClientRuntime>) -> Result<(), Failure> {
     });
 
     // The requester.
-    let mut requester = DefaultMQProducer::builder(runtime.clone())
-        .producer_group("rr_compat_rr_requester")
-        .name_server_addr(namesrv.clone())
-        .build();
-    requester.start().await?;
+    let mut requester = started_producer(&runtime, &namesrv, "rr_compat_rr_requester").await?;
     for i in 0..count {
         let message = Message::builder()
             .topic(topic.clone())
