@@ -272,9 +272,11 @@ fn system_properties(m: &MessageExt, body: &[u8], invisible_ms: i64) -> pb::Syst
             .get(property::UNIQ_CLIENT_MESSAGE_ID_KEYIDX)
             .cloned()
             .unwrap_or_else(|| m.msg_id.clone()),
+        // What RocketMQ's proxy sends (`GrpcConverter`): MD5, uppercase hex. Official clients
+        // check it, and some discard a message whose digest they cannot match.
         body_digest: Some(pb::Digest {
-            r#type: pb::DigestType::Crc32 as i32,
-            checksum: format!("{:08X}", crc32fast::hash(body)),
+            r#type: pb::DigestType::Md5 as i32,
+            checksum: md5_hex(body),
         }),
         body_encoding: pb::Encoding::Identity as i32,
         message_type: message_type as i32,
@@ -295,5 +297,23 @@ fn system_properties(m: &MessageExt, body: &[u8], invisible_ms: i64) -> pb::Syst
         message_group: group,
         trace_context: props.get(TRACE_CONTEXT).cloned(),
         ..pb::SystemProperties::default()
+    }
+}
+
+/// MD5 of `body` as uppercase hex (RocketMQ's `BinaryUtil.generateMd5`).
+pub(crate) fn md5_hex(body: &[u8]) -> String {
+    use md5::Digest;
+    md5::Md5::digest(body)
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect()
+}
+
+#[cfg(test)]
+mod digest_tests {
+    #[test]
+    fn md5_is_uppercase_hex_as_rocketmq_writes_it() {
+        assert_eq!(super::md5_hex(b""), "D41D8CD98F00B204E9800998ECF8427E");
+        assert_eq!(super::md5_hex(b"abc"), "900150983CD24FB0D6963F7D28E17F72");
     }
 }

@@ -256,7 +256,13 @@ async fn a_grpc_client_sends_receives_acks_and_changes_invisibility() {
         assert_eq!(m.user_properties.get("color"), Some(&format!("c{i}")));
         assert_eq!(sys.delivery_attempt, Some(1));
         let digest = sys.body_digest.as_ref().expect("digest");
-        assert_eq!(digest.checksum, format!("{:08X}", crc32fast::hash(&m.body)));
+        assert_eq!(digest.r#type(), pb::DigestType::Md5);
+        use md5::Digest;
+        let md5: String = md5::Md5::digest(&m.body)
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect();
+        assert_eq!(digest.checksum, md5, "RocketMQ's proxy sends MD5, uppercase hex");
         assert!(sys.receipt_handle.is_some());
     }
 
