@@ -1,11 +1,12 @@
 //! Third-party clients against real `rocketraft` processes: ali-ons (Node.js, Remoting),
-//! rocketmq-client-rust (Rust, Remoting) and the official RocketMQ 5 Python client (gRPC, with
-//! and without credentials).
+//! rocketmq-client-rust (Rust, Remoting), and the official RocketMQ 5 Python (with and without
+//! credentials) and Node.js clients (gRPC).
 //!
 //! Each test takes its module's turn first ([`support::file_turn`]): the modules' tests run one
 //! module after another, as they did when each file was its own binary.
 
 mod compat_ali_ons;
+mod compat_nodejs;
 mod compat_python;
 mod compat_python_auth;
 mod compat_rocketmq_rust;

@@ -1,0 +1,75 @@
+//! The official Apache RocketMQ 5 Node.js client (`rocketmq-client-nodejs` 1.0.8 from the npm
+//! registry, installed from `compat/nodejs/package-lock.json`) through the gRPC proxy of a real
+//! `rocketraft dev`: its PushConsumer verifies every message's `body_digest` and silently drops
+//! a message it cannot match, so receiving every message shows the proxy sends the digest
+//! RocketMQ's proxy sends (MD5, uppercase hex).
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+
+use crate::support::{admin, free_port, Dev};
+
+fn ensure_client(dir: &Path) {
+    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
+    if dir
+        .join("node_modules/rocketmq-client-nodejs/package.json")
+        .exists()
+    {
+        return;
+    }
+    let status = Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund"])
+        .current_dir(dir)
+        .status()
+        .expect("npm is needed for this test: run scripts/setup.sh (installs nodejs and npm)");
+    assert!(status.success(), "npm ci in {} failed", dir.display());
+}
+
+#[test]
+fn nodejs_push_consumer_accepts_every_message_digest() {
+    let _turn = crate::support::file_turn(module_path!());
+    let compat = Path::new(env!("CARGO_MANIFEST_DIR")).join("compat/nodejs");
+    ensure_client(&compat);
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut dev = Dev::start(data.path(), free_port(), free_port(), &[]);
+    let (namesrv, proxy) = (dev.namesrv.clone(), dev.proxy.clone());
+    let created = admin(
+        &namesrv,
+        &["topic", "create", "NodeDigest", "--queues", "4"],
+    );
+    assert!(created.contains("created topic"), "{created}");
+    admin(&namesrv, &["consumer", "create-group", "node_cg"]);
+    let count = 10;
+    let out = Command::new("node")
+        .arg("push.js")
+        .current_dir(&compat)
+        .env("PROXY", &proxy)
+        .env("TOPIC", "NodeDigest")
+        .env("GROUP", "node_cg")
+        .env("COUNT", count.to_string())
+        // The client logs under $HOME/logs.
+        .env("HOME", data.path())
+        .output()
+        .expect("node is needed for this test: run scripts/setup.sh");
+    let _ = dev.child.kill();
+    let _ = dev.child.wait();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the Node.js client failed\nstdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let received: BTreeSet<String> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["event"] == "received")
+        .filter_map(|e| e["body"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(
+        received,
+        (0..count).map(|i| format!("node-{i}")).collect(),
+        "{stdout}"
+    );
+}
