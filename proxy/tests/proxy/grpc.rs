@@ -262,7 +262,10 @@ async fn a_grpc_client_sends_receives_acks_and_changes_invisibility() {
             .iter()
             .map(|b| format!("{b:02X}"))
             .collect();
-        assert_eq!(digest.checksum, md5, "RocketMQ's proxy sends MD5, uppercase hex");
+        assert_eq!(
+            digest.checksum, md5,
+            "RocketMQ's proxy sends MD5, uppercase hex"
+        );
         assert!(sys.receipt_handle.is_some());
     }
 
