@@ -8,20 +8,8 @@ use std::process::Command;
 
 use crate::support::{admin, admin_output, free_port, Dev};
 
-/// Installs the client once: the tests of this file run in parallel, and two `npm ci` in one
-/// directory at once fail each other (one removes the `node_modules` the other fills).
 fn ensure_ali_ons(dir: &Path) {
-    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
-    if dir.join("node_modules/ali-ons/package.json").exists() {
-        return;
-    }
-    let status = Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund"])
-        .current_dir(dir)
-        .status()
-        .expect("npm is needed for this test: run scripts/setup.sh (installs nodejs and npm)");
-    assert!(status.success(), "npm ci in {} failed", dir.display());
+    crate::support::npm_ci_once(dir, "node_modules/ali-ons/package.json");
 }
 
 #[test]

@@ -11,20 +11,7 @@ use std::process::Command;
 use crate::support::{admin, free_port, Dev};
 
 fn ensure_client(dir: &Path) {
-    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
-    if dir
-        .join("node_modules/rocketmq-client-nodejs/package.json")
-        .exists()
-    {
-        return;
-    }
-    let status = Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund"])
-        .current_dir(dir)
-        .status()
-        .expect("npm is needed for this test: run scripts/setup.sh (installs nodejs and npm)");
-    assert!(status.success(), "npm ci in {} failed", dir.display());
+    crate::support::npm_ci_once(dir, "node_modules/rocketmq-client-nodejs/package.json");
 }
 
 #[test]

@@ -164,3 +164,20 @@ pub fn spawn_ready(args: &[&str]) -> Killed {
     assert!(ready.contains("is ready"), "{args:?}: {ready}");
     Killed(child)
 }
+
+/// Installs an npm client in `dir` from its lock file (`npm ci`) unless `installed` (a path under
+/// `dir`) exists, once at a time: tests running in parallel would fail each other's `npm ci` in
+/// one directory (one removes the `node_modules` the other fills).
+pub fn npm_ci_once(dir: &Path, installed: &str) {
+    static INSTALL: Mutex<()> = Mutex::new(());
+    let _one = INSTALL.lock().unwrap_or_else(PoisonError::into_inner);
+    if dir.join(installed).exists() {
+        return;
+    }
+    let status = Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund"])
+        .current_dir(dir)
+        .status()
+        .expect("npm is needed for this test: run scripts/setup.sh (installs nodejs and npm)");
+    assert!(status.success(), "npm ci in {} failed", dir.display());
+}
