@@ -29,10 +29,7 @@ mod relay;
 use relay::HoldingRelay;
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    rocketraft_common::net::free_loopback_port().expect("a free loopback port")
 }
 
 /// The default heartbeat timeout (the controllers' and the broker's), which the test keeps.

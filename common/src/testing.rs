@@ -91,3 +91,49 @@ pub fn fill_disk(path: &Path) {
         let _ = f.sync_all();
     }
 }
+
+/// A fresh directory under the temp dir for servers that may still be writing into it when it is
+/// dropped (a test that fails before it shut its Raft nodes down: their RocksDB keeps creating
+/// files while the directory is being removed, and one `remove_dir_all` then fails with
+/// "directory not empty" and leaves the rest behind). Dropping it retries the removal until the
+/// directory is gone (at most about 5 s).
+pub struct ScratchDir {
+    path: PathBuf,
+}
+
+impl ScratchDir {
+    /// Creates `<temp dir>/rocketraft-<label>-<pid>-<ms>-<n>`.
+    pub fn new(label: &str) -> std::io::Result<ScratchDir> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "rocketraft-{label}-{}-{}-{}",
+            std::process::id(),
+            crate::time::now_ms(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&path)?;
+        Ok(ScratchDir { path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        for _ in 0..50 {
+            match std::fs::remove_dir_all(&self.path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                _ if self.path.exists() => {
+                    // Something recreated it right after the removal: once more.
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                _ => return,
+            }
+        }
+        eprintln!("could not remove {}", self.path.display());
+    }
+}

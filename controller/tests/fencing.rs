@@ -11,7 +11,6 @@
 //!   follower that had heard no heartbeats deposed a live master.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,10 +29,7 @@ const SET: &str = "broker-a";
 const BROKER_TIMEOUT_MS: u64 = 1000;
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    rocketraft_common::net::free_loopback_port().expect("a free loopback port")
 }
 
 fn client() -> ControllerClient {
@@ -177,7 +173,7 @@ async fn register(c: &ControllerClient, addr: &str, ids: &[i64]) {
 /// Three controllers, brokers `ids` heartbeating all of them, broker 1 elected master (epoch 1)
 /// with every broker in its SyncStateSet.
 struct MasterOne {
-    _dir: tempfile::TempDir,
+    _dir: rocketraft_common::testing::ScratchDir,
     ctls: Vec<Arc<Controller>>,
     leader: usize,
     addrs: Vec<String>,
@@ -187,7 +183,7 @@ struct MasterOne {
 
 impl MasterOne {
     async fn start(ids: &[i64]) -> MasterOne {
-        let dir = tempfile::tempdir().expect("tempdir");
+        let dir = rocketraft_common::testing::ScratchDir::new("raft").expect("a scratch dir");
         let ctls = controllers(dir.path()).await;
         let leader = wait_for("a controller leader", Duration::from_secs(15), || {
             leader_index(&ctls)
@@ -298,7 +294,7 @@ async fn a_leadership_flip_restarts_the_tenure_before_an_election() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_election_through_a_follower_uses_the_leaders_view() {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = rocketraft_common::testing::ScratchDir::new("raft").expect("a scratch dir");
     let ctls = controllers(dir.path()).await;
     let leader = wait_for("a controller leader", Duration::from_secs(15), || {
         leader_index(&ctls)

@@ -35,10 +35,7 @@ fn config(dir: &Path, namesrv: std::net::SocketAddr, port: u16) -> BrokerConfig 
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port")
+    rocketraft_common::net::free_loopback_port().expect("a free loopback port")
 }
 
 struct Setup {

@@ -25,10 +25,7 @@ use rocketraft_remoting::{ClientConfig, RemotingClient, RemotingCommand};
 const TOPIC: &str = "Tx";
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port")
+    rocketraft_common::net::free_loopback_port().expect("a free loopback port")
 }
 
 async fn start(dir: &Path) -> (NameServer, Broker) {

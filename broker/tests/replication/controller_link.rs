@@ -3,7 +3,6 @@
 //! and the first election.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::time::Duration;
 
 use rocketraft_broker::controller_link::{BrokerIdentity, ControllerLink, LinkError};
@@ -13,10 +12,7 @@ use rocketraft_controller::{BrokerLiveInfo, Controller, ControllerConfig};
 use rocketraft_remoting::{ClientConfig, RemotingClient};
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    rocketraft_common::net::free_loopback_port().expect("a free loopback port")
 }
 
 fn client() -> ControllerClient {

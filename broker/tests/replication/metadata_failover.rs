@@ -27,10 +27,7 @@ use rocketraft_remoting::{ClientConfig, RemotingClient, RemotingCommand};
 use crate::relay::HoldingRelay;
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    rocketraft_common::net::free_loopback_port().expect("a free loopback port")
 }
 
 async fn namesrv(dir: &Path) -> NameServer {

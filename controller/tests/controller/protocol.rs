@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
-use std::net::TcpListener;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,10 +19,7 @@ const CLUSTER: &str = "DefaultCluster";
 const SET: &str = "broker-a";
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    rocketraft_common::net::free_loopback_port().expect("a free loopback port")
 }
 
 fn controller_config(dir: &Path) -> ControllerConfig {
@@ -424,7 +420,7 @@ async fn protocol_suite(addr: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standalone_controller_speaks_the_protocol() {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = rocketraft_common::testing::ScratchDir::new("raft").expect("a scratch dir");
     let (controller, addr) = serving_controller(dir.path()).await;
     protocol_suite(&addr).await;
     controller.shutdown().await;
@@ -450,7 +446,7 @@ async fn standalone_controller_speaks_the_protocol() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_in_the_nameserver() {
     use rocketraft_nameserver::{NameServer, NamesrvConfig};
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = rocketraft_common::testing::ScratchDir::new("raft").expect("a scratch dir");
     let namesrv = NameServer::start(NamesrvConfig {
         listen: "127.0.0.1:0".parse().expect("addr"),
         enable_controller_in_namesrv: true,
@@ -580,7 +576,7 @@ fn beat_of(id: i64, max_offset: i64, info: BrokerLiveInfo) -> Heartbeat {
 /// NameServer, so the controller elects the one clients can find (3).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_election_prefers_a_replica_the_name_servers_reach() {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = rocketraft_common::testing::ScratchDir::new("raft").expect("a scratch dir");
     // (id, max offset, NameServers reached)
     let beat = |id: i64| -> Heartbeat {
         let (max_offset, reached) = match id {
@@ -615,7 +611,7 @@ async fn the_election_prefers_a_replica_the_name_servers_reach() {
 /// stays master.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_master_that_cannot_gather_in_sync_replicas_is_deposed() {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = rocketraft_common::testing::ScratchDir::new("raft").expect("a scratch dir");
     let stuck = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let beat = {
         let stuck = stuck.clone();

@@ -10,7 +10,6 @@
 
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
-use std::net::TcpListener;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,10 +35,7 @@ const SET: &str = "broker-a";
 const HUGE_TERM: u64 = 1 << 40;
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    rocketraft_common::net::free_loopback_port().expect("a free loopback port")
 }
 
 fn secret() -> ClusterSecret {
@@ -143,7 +139,7 @@ async fn snapshot(controllers: &[Arc<Controller>]) -> Vec<(ControllerState, Vec<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_secret_quorum_serves_brokers_with_the_secret_and_refuses_everyone_else() {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = rocketraft_common::testing::ScratchDir::new("raft").expect("a scratch dir");
     let secret = secret();
     let wrong = wrong_secret();
     let (controllers, addrs, raft_addrs) = controllers(dir.path(), &secret).await;

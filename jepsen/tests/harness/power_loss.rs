@@ -19,7 +19,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,10 +39,7 @@ const TOPIC: &str = "power-cut";
 const QUEUES: i32 = 4;
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    rocketraft_common::net::free_loopback_port().expect("a free loopback port")
 }
 
 fn require_fuse() {

@@ -3,7 +3,6 @@
 //! replaced by a new one that catches up by snapshot, and leadership transfer.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::Path;
 use std::time::Duration;
 use std::time::Instant;
@@ -83,10 +82,7 @@ impl AppStateMachine for Kv {
 }
 
 pub(crate) fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    rocketraft_common::net::free_loopback_port().expect("a free loopback port")
 }
 
 fn config(id: u64, port: u16, dir: &Path, members: &BTreeMap<u64, String>) -> RaftConfig {
@@ -186,7 +182,7 @@ impl Cluster {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_forward_reads_linearize_and_leader_loss_keeps_every_write() {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = rocketraft_common::testing::ScratchDir::new("raft").expect("a scratch dir");
     let mut cluster = Cluster::start(dir.path()).await;
     let leader = cluster.leader(Duration::from_secs(20)).await;
     let follower = *cluster
@@ -276,7 +272,7 @@ async fn writes_forward_reads_linearize_and_leader_loss_keeps_every_write() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_from_disk_and_replace_a_wiped_node_by_snapshot() {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = rocketraft_common::testing::ScratchDir::new("raft").expect("a scratch dir");
     let mut cluster = Cluster::start(dir.path()).await;
     cluster.leader(Duration::from_secs(20)).await;
     // Enough writes for several snapshots (every 40 entries, 5 kept).
@@ -393,7 +389,7 @@ async fn restart_from_disk_and_replace_a_wiped_node_by_snapshot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wiped_directory_of_another_node_is_refused() {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = rocketraft_common::testing::ScratchDir::new("raft").expect("a scratch dir");
     let port = free_port();
     let members = BTreeMap::from([(1, format!("127.0.0.1:{port}"))]);
     let node = RaftNode::start(config(1, port, dir.path(), &members), Kv::default())
@@ -413,7 +409,7 @@ async fn a_wiped_directory_of_another_node_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leadership_transfers_to_the_named_voter_and_writes_continue() {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = rocketraft_common::testing::ScratchDir::new("raft").expect("a scratch dir");
     let mut cluster = Cluster::start(dir.path()).await;
     let leader = cluster.leader(Duration::from_secs(20)).await;
     let others: Vec<u64> = cluster

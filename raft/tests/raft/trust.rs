@@ -87,7 +87,7 @@ fn assert_remote_unauthenticated<T: std::fmt::Debug>(what: &str, result: Result<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_cluster_secret_members_work_and_unproven_or_replayed_rpcs_are_refused() {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = rocketraft_common::testing::ScratchDir::new("raft").expect("a scratch dir");
     let secret = secret();
     let wrong = wrong_secret();
     let mut cluster = Cluster::start_with_secret(dir.path(), Some(secret.clone())).await;

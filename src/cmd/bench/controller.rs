@@ -52,9 +52,7 @@ impl Drop for Member {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    Ok(rocketraft_common::net::free_loopback_port()?)
 }
 
 fn start_quorum(dir: &Path) -> anyhow::Result<Vec<Member>> {

@@ -65,9 +65,7 @@ impl Drop for DevProcess {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    Ok(rocketraft_common::net::free_loopback_port()?)
 }
 
 fn start_dev(args: &RetentionBenchArgs) -> anyhow::Result<(DevProcess, String, String)> {

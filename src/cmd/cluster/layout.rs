@@ -69,25 +69,19 @@ impl PortLayout {
         })
     }
 
-    /// Free loopback ports, all held open together while picking so that none repeats.
+    /// Free loopback ports below the kernel's ephemeral range (see
+    /// [`rocketraft_common::net::free_loopback_port`]), none repeated.
     pub fn auto(namesrv: Option<u16>, controllers: u16, replicas: u16) -> anyhow::Result<Self> {
         check_counts(controllers, replicas)?;
         let wanted = 2 * usize::from(controllers) + 2 * usize::from(replicas) + 1;
-        let mut held = Vec::with_capacity(wanted);
         let mut ports = Vec::with_capacity(wanted);
         while ports.len() < wanted {
-            let listener = TcpListener::bind("127.0.0.1:0")
-                .context("cannot bind a loopback port to pick free ports")?;
-            let port = listener
-                .local_addr()
-                .context("cannot read a bound port")?
-                .port();
+            let port = rocketraft_common::net::free_loopback_port()
+                .context("cannot find free loopback ports")?;
             if Some(port) != namesrv {
                 ports.push(port);
             }
-            held.push(listener);
         }
-        drop(held);
         let mut next = ports.into_iter();
         let mut take = || next.next().context("ran out of picked ports");
         let namesrv = match namesrv {
