@@ -10,6 +10,7 @@ pub mod base64;
 pub mod consts;
 pub mod hash;
 pub mod message;
+pub mod metrics;
 pub mod net;
 pub mod sql92;
 #[doc(hidden)]

@@ -73,6 +73,44 @@ pub(crate) trait Dispatch: Send + Sync + 'static {
     fn in_flight_token(&self) -> Option<Arc<()>> {
         None
     }
+
+    /// Where `rocketmq_rpc_latency` is recorded, when the server has metrics.
+    fn rpc_metrics(&self) -> Option<&rocketraft_common::metrics::RpcMetrics> {
+        None
+    }
+}
+
+/// The request codes answered by long polling (their latency includes the wait).
+fn is_long_polling(code: i32) -> bool {
+    matches!(
+        code,
+        crate::codes::request_code::PULL_MESSAGE
+            | crate::codes::request_code::POP_MESSAGE
+            | crate::codes::request_code::LITE_PULL_MESSAGE
+            | crate::codes::request_code::NOTIFICATION
+            | crate::codes::request_code::POLLING_INFO
+    )
+}
+
+/// Records one request in `rocketmq_rpc_latency` with RocketMQ's labels.
+fn record_rpc(
+    metrics: &rocketraft_common::metrics::RpcMetrics,
+    code: i32,
+    response_code: Option<i32>,
+    result: &'static str,
+    elapsed: std::time::Duration,
+) {
+    let labels = [
+        ("protocol_type", "remoting".to_string()),
+        ("request_code", code.to_string()),
+        (
+            "response_code",
+            response_code.map_or_else(|| "-1".to_string(), |c| c.to_string()),
+        ),
+        ("is_long_polling", is_long_polling(code).to_string()),
+        ("result", result.to_string()),
+    ];
+    metrics.observe(labels, elapsed.as_secs_f64() * 1000.0);
 }
 
 /// An encoded frame: the length words and header, then the body (not copied).
@@ -721,6 +759,7 @@ async fn handle_request(
     };
     let token = dispatch.in_flight_token();
     let conn = conn.clone();
+    let dispatch = dispatch.clone();
     tokio::spawn(async move {
         let (code, opaque, serialize_type) = (request.code, request.opaque, request.serialize_type);
         let ctx = RequestContext {
@@ -728,7 +767,17 @@ async fn handle_request(
             local: conn.local_addr(),
             connection: conn.clone(),
         };
+        let started = std::time::Instant::now();
         let outcome = CatchUnwind(processor.process(ctx, request)).await;
+        if let Some(family) = dispatch.rpc_metrics() {
+            let (response_code, result) = match &outcome {
+                Ok(Some(r)) if !oneway => (Some(r.code), "success"),
+                Ok(_) if oneway => (None, "oneway"),
+                Ok(_) => (None, "cancelled"),
+                Err(()) => (None, "process_request_failed"),
+            };
+            record_rpc(family, code, response_code, result, started.elapsed());
+        }
         let response = match outcome {
             Ok(Some(response)) if !oneway => Some(response),
             Ok(Some(_)) => {

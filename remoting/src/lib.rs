@@ -54,6 +54,7 @@ pub mod command;
 mod connection;
 pub mod error;
 pub mod header;
+pub mod http;
 pub mod limits;
 pub mod server;
 pub mod tls;

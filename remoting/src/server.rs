@@ -83,6 +83,7 @@ struct ServerDispatch {
     processors: HashMap<i32, Arc<dyn RequestProcessor>>,
     default_processor: Option<Arc<dyn RequestProcessor>>,
     in_flight: Arc<()>,
+    rpc_metrics: Option<rocketraft_common::metrics::RpcMetrics>,
 }
 
 impl Dispatch for ServerDispatch {
@@ -95,6 +96,10 @@ impl Dispatch for ServerDispatch {
 
     fn in_flight_token(&self) -> Option<Arc<()>> {
         Some(self.in_flight.clone())
+    }
+
+    fn rpc_metrics(&self) -> Option<&rocketraft_common::metrics::RpcMetrics> {
+        self.rpc_metrics.as_ref()
     }
 }
 
@@ -112,6 +117,8 @@ pub struct RemotingServerBuilder {
     tls: Option<ServerTls>,
     /// ACL checks in front of every processor.
     auth: Option<(AuthSettings, Arc<dyn AuthMetadata>)>,
+    /// `rocketmq_rpc_latency` of every request.
+    rpc_metrics: Option<rocketraft_common::metrics::RpcMetrics>,
 }
 
 impl Default for RemotingServerBuilder {
@@ -127,6 +134,7 @@ impl Default for RemotingServerBuilder {
             limits: ServerLimits::default(),
             tls: None,
             auth: None,
+            rpc_metrics: None,
         }
     }
 }
@@ -235,6 +243,13 @@ impl RemotingServerBuilder {
         self.default_processor = self.default_processor.take().map(guard);
     }
 
+    /// Records every request's latency (`rocketmq_rpc_latency`, labelled by request code,
+    /// response code, long polling and result, as RocketMQ's RemotingMetricsManager does).
+    pub fn rpc_metrics(mut self, metrics: Option<rocketraft_common::metrics::RpcMetrics>) -> Self {
+        self.rpc_metrics = metrics;
+        self
+    }
+
     /// Binds the listening socket.
     pub async fn bind(mut self, addr: impl ToSocketAddrs) -> Result<RemotingServer, RemotingError> {
         self.guard_all();
@@ -264,6 +279,7 @@ impl RemotingServerBuilder {
                 processors: self.processors,
                 default_processor: self.default_processor,
                 in_flight: Arc::new(()),
+                rpc_metrics: self.rpc_metrics,
             }),
             options: ConnectionOptions {
                 max_in_flight_requests: self.max_in_flight_per_connection,
