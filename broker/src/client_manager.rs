@@ -19,6 +19,10 @@ pub struct ClientChannel {
     pub client_id: String,
     pub connection: ConnectionHandle,
     pub last_update_ms: i64,
+    /// The client's language as RocketMQ's metrics write it (`java`, `cpp`, ...).
+    pub language: String,
+    /// The client's protocol version (the request header's `version`).
+    pub version: i32,
 }
 
 /// A consumer group's members and subscriptions.
@@ -29,6 +33,26 @@ pub struct ConsumerGroupInfo {
     pub consume_type: Option<String>,
     pub message_model: Option<String>,
     pub consume_from_where: Option<String>,
+}
+
+/// Live client connections, counted as RocketMQ's connection gauges label them.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ConnectionCounts {
+    /// `(language, version)` -> producer connections.
+    pub producers: BTreeMap<(String, i32), usize>,
+    /// `(group, language, version, consume mode)` -> consumer connections.
+    pub consumers: BTreeMap<(String, String, i32, String), usize>,
+}
+
+/// `ConsumeType.getTypeCN().toLowerCase()`: `pull`, `push` or `pop`.
+fn consume_mode(consume_type: Option<&str>) -> String {
+    match consume_type {
+        Some("CONSUME_ACTIVELY") => "pull",
+        Some("CONSUME_POP") => "pop",
+        Some("CONSUME_PASSIVELY") => "push",
+        _ => "unknown",
+    }
+    .to_string()
 }
 
 #[derive(Default)]
@@ -134,6 +158,29 @@ impl ClientManager {
         }
         consumers.retain(|_, info| !info.clients.is_empty());
         changed
+    }
+
+    /// The open producer and consumer connections, counted by their metrics labels.
+    pub fn connection_counts(&self) -> ConnectionCounts {
+        let mut counts = ConnectionCounts::default();
+        for c in self.producers.lock().values().flat_map(|m| m.values()) {
+            if !c.connection.is_closed() {
+                *counts
+                    .producers
+                    .entry((c.language.clone(), c.version))
+                    .or_default() += 1;
+            }
+        }
+        for (group, info) in self.consumers.lock().iter() {
+            let mode = consume_mode(info.consume_type.as_deref());
+            for c in info.clients.values().filter(|c| !c.connection.is_closed()) {
+                *counts
+                    .consumers
+                    .entry((group.clone(), c.language.clone(), c.version, mode.clone()))
+                    .or_default() += 1;
+            }
+        }
+        counts
     }
 
     /// Whether consumer group `group` consumes in the BROADCASTING model (its last heartbeat).

@@ -20,6 +20,7 @@ pub mod config;
 pub mod controller_link;
 pub mod ha;
 pub mod metalog;
+pub mod metrics;
 pub mod name_server_reach;
 pub mod pop;
 pub mod processor;
@@ -59,6 +60,8 @@ pub struct BrokerInner {
     /// Orderly consumers' queue locks (LOCK_BATCH_MQ / UNLOCK_BATCH_MQ).
     pub locks: rebalance_lock::RebalanceLockManager,
     pub stats: stats::BrokerStats,
+    /// Prometheus counters and histograms of the requests served (see [`metrics`]).
+    pub metrics: metrics::BrokerMetrics,
     /// Fired after a topic change so the NameServers learn it without waiting 30 s.
     pub register_trigger: Arc<Notify>,
     pub boot_timestamp_ms: i64,
@@ -193,6 +196,7 @@ impl BrokerInner {
             clients: client_manager::ClientManager::default(),
             locks: rebalance_lock::RebalanceLockManager::default(),
             stats: stats::BrokerStats::default(),
+            metrics: metrics::BrokerMetrics::default(),
             register_trigger,
             boot_timestamp_ms: now_ms(),
             ha,
@@ -411,6 +415,7 @@ impl Broker {
             .limits(limits.limits())
             .tls(config.tls.load()?)
             .cluster_trust(cluster_secret, CLUSTER_INTERNAL_CODES)
+            .rpc_metrics(config.rpc_metrics.clone())
             .bind(listen).await.map_err(|e| {
             anyhow::anyhow!(
                 "cannot listen on {listen}: {e} (is another broker running? pick another port with --broker-listen)"
@@ -565,6 +570,7 @@ impl Broker {
             namesrv_client.clone(),
         )));
         tasks.push(tokio::spawn(client_expiry_loop(inner.clone())));
+        tasks.push(tokio::spawn(stats::sample_loop(inner.clone())));
         tasks
     }
 
@@ -581,6 +587,16 @@ impl Broker {
     /// Shared state (for in-process users such as the proxy's local mode and tests).
     pub fn inner(&self) -> &Arc<BrokerInner> {
         &self.inner
+    }
+
+    /// The broker's Prometheus metrics, computed when scraped (see [`metrics`]): register it
+    /// in the process's registry under the node labels. It holds the broker weakly and writes
+    /// nothing once the broker is gone; it writes neither the node labels nor
+    /// `rocketmq_rpc_latency` (see [`BrokerConfig::rpc_metrics`]).
+    pub fn metrics_collector(&self) -> Box<dyn rocketraft_common::metrics::Collector> {
+        Box::new(metrics::BrokerCollector {
+            inner: Arc::downgrade(&self.inner),
+        })
     }
 
     /// Stops serving, unregisters, flushes and closes the store cleanly.

@@ -940,7 +940,14 @@ impl PopService {
         bm.born_timestamp = m.born_timestamp;
         bm.born_host = m.born_host;
         inner.store_durably(vec![bm]).await?;
-        if target.starts_with(DLQ_GROUP_TOPIC_PREFIX) {
+        let to_dlq = target.starts_with(DLQ_GROUP_TOPIC_PREFIX);
+        let origin = m
+            .message
+            .property(property::RETRY_TOPIC)
+            .unwrap_or(topic.as_str());
+        inner.metrics.pop_revived(origin, group, to_dlq);
+        if to_dlq {
+            inner.metrics.sent_to_dlq(origin, group);
             tracing::warn!(%group, topic = %topic, offset, attempts, dlq = %target, "message moved to the dead-letter queue");
         }
         Ok(())
@@ -1056,6 +1063,27 @@ impl PopService {
             });
         }
         Ok(out)
+    }
+
+    /// Every queue a group pops, for metrics: `((group, topic, queue), next offset to hand
+    /// out, messages in flight)`.
+    pub fn queue_positions(&self) -> Vec<((String, String, i32), i64, usize)> {
+        self.state
+            .lock()
+            .iter()
+            .map(|(k, qs)| (k.clone(), qs.pop_offset, qs.inflight.len()))
+            .collect()
+    }
+
+    /// Checkpoints past their invisible time at `now` that are not revived yet (FIFO ones are
+    /// popped again in place, not revived): the revive backlog.
+    pub fn revive_backlog(&self, now: i64) -> usize {
+        self.state
+            .lock()
+            .values()
+            .flat_map(|qs| qs.inflight.values())
+            .filter(|f| !f.fifo && f.deadline() <= now)
+            .count()
     }
 
     /// Messages in flight per (topic, queue) of a group (for admin tools).

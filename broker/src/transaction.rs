@@ -276,12 +276,19 @@ impl TransactionService {
         match decision {
             sys_flag::TRANSACTION_COMMIT_TYPE => {
                 let bm = committed_message(&half)?;
+                let topic = bm.message.topic.clone();
                 inner.store_durably(vec![bm]).await?;
                 self.record_decision(inner, offset).await?;
+                inner.metrics.committed(&topic);
                 tracing::debug!(offset, from_check, "transaction committed");
             }
             sys_flag::TRANSACTION_ROLLBACK_TYPE => {
                 self.record_decision(inner, offset).await?;
+                let topic = half
+                    .message
+                    .property(property::REAL_TOPIC)
+                    .unwrap_or(&half.message.topic);
+                inner.metrics.rolled_back(topic);
                 tracing::debug!(offset, from_check, "transaction rolled back");
             }
             _ => tracing::debug!(

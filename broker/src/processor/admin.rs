@@ -251,9 +251,11 @@ pub fn all_consumer_offsets(inner: &BrokerInner, request: &RemotingCommand) -> H
 }
 
 /// GET_CONSUME_STATS (208) for a group (optionally one topic): per queue the broker's max
-/// offset, the group's committed offset, the lag and the POP messages in flight. The body is
+/// offset, the group's committed offset, the lag and the POP messages in flight, and the
+/// messages handed to the group per second over the last minute (`consumeTps`; RocketMQ sums
+/// its per-topic minute statistics, ours is per group, whatever the `topic`). The body is
 /// Rocketraft's JSON (`{"offsetTable": [{topic, queueId, brokerName, brokerOffset,
-/// consumerOffset, lag, inFlight, lastTimestamp}], "consumeTps": 0}`), not fastjson's map
+/// consumerOffset, lag, inFlight, lastTimestamp}], "consumeTps": 1.5}`), not fastjson's map
 /// with object keys.
 pub fn consume_stats(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
     let group = request.require_ext("consumerGroup")?.to_string();
@@ -286,13 +288,17 @@ pub fn consume_stats(inner: &BrokerInner, request: &RemotingCommand) -> Handled 
             })
         })
         .collect();
-    let body = serde_json::to_vec(&serde_json::json!({ "offsetTable": table, "consumeTps": 0.0 }))
-        .map_err(|e| Refusal::system_error(e.to_string()))?;
+    let consume_tps = inner.stats.consume_tps(&group);
+    let body =
+        serde_json::to_vec(&serde_json::json!({ "offsetTable": table, "consumeTps": consume_tps }))
+            .map_err(|e| Refusal::system_error(e.to_string()))?;
     Ok(request
         .response_to(response_code::SUCCESS, None)
         .with_body(body))
 }
 
+/// GET_BROKER_RUNTIME_INFO (28): RocketMQ's keys (`prepareRuntimeInfo` and the store's
+/// `getRuntimeInfo`) where this broker has the value, and Rocketraft's own (retention, index).
 pub fn runtime_info(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
     let mut table = BTreeMap::new();
     let stats = inner.stats.snapshot();
@@ -302,7 +308,82 @@ pub fn runtime_info(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
     );
     table.insert("msgPutTotalTodayNow", stats.put_messages.to_string());
     table.insert("msgGetTotalTodayNow", stats.get_messages.to_string());
+    let marks = inner.stats.day_marks();
+    table.insert(
+        "msgPutTotalTodayMorning",
+        marks.put_today_morning.to_string(),
+    );
+    table.insert(
+        "msgPutTotalYesterdayMorning",
+        marks.put_yesterday_morning.to_string(),
+    );
+    table.insert(
+        "msgGetTotalTodayMorning",
+        marks.get_today_morning.to_string(),
+    );
+    table.insert(
+        "msgGetTotalYesterdayMorning",
+        marks.get_yesterday_morning.to_string(),
+    );
     table.insert("putBytesTotal", stats.put_bytes.to_string());
+    table.insert("putMessageSizeTotal", stats.put_bytes.to_string());
+    let tps = inner.stats.tps();
+    table.insert("putTps", crate::stats::tps_string(tps.put));
+    table.insert("getFoundTps", crate::stats::tps_string(tps.get_found));
+    table.insert("getMissTps", crate::stats::tps_string(tps.get_miss));
+    let total = |i: usize| tps.get_found[i] + tps.get_miss[i];
+    table.insert(
+        "getTotalTps",
+        crate::stats::tps_string([total(0), total(1), total(2)]),
+    );
+    table.insert(
+        "getTransferredTps",
+        crate::stats::tps_string(tps.get_transferred),
+    );
+    let store_stats = inner.store.stats();
+    table.insert("putMessageTimesTotal", store_stats.put_requests.to_string());
+    let max = inner.store.max_phy_offset();
+    table.insert(
+        "dispatchBehindBytes",
+        (max - inner.store.dispatched_phy_offset())
+            .max(0)
+            .to_string(),
+    );
+    table.insert(
+        "remainHowManyDataToFlush",
+        human_readable_bytes((max - inner.store.flushed_phy_offset()).max(0)),
+    );
+    // No page cache lock: writes go through the store's writer task (RocketMQ's key is the time
+    // the put lock has been held, 0 when free).
+    table.insert("pageCacheLockTimeMills", "0".to_string());
+    table.insert(
+        "earliestMessageTimeStamp",
+        inner
+            .store
+            .earliest_message_time()
+            .unwrap_or(-1)
+            .to_string(),
+    );
+    // Rocketraft's own: delayed and timed messages waiting, undecided half messages.
+    table.insert(
+        "timerPendingMessages",
+        inner.timers.pending_count().to_string(),
+    );
+    table.insert(
+        "halfMessages",
+        inner.transactions.pending_count().to_string(),
+    );
+    let runtime_secs = (rocketraft_common::time::now_ms() - inner.boot_timestamp_ms).max(0) / 1000;
+    table.insert(
+        "runtime",
+        format!(
+            "[ {} days, {} hours, {} minutes, {} seconds ]",
+            runtime_secs / 86_400,
+            runtime_secs / 3600 % 24,
+            runtime_secs / 60 % 60,
+            runtime_secs % 60
+        ),
+    );
     table.insert(
         "commitLogMaxOffset",
         inner.store.max_phy_offset().to_string(),
@@ -450,4 +531,29 @@ pub(crate) fn confirmed_record(inner: &BrokerInner, offset: i64) -> Result<bytes
         )));
     }
     Ok(record)
+}
+
+/// `MixAll.humanReadableByteCount(bytes, false)`: "512 B", "1.5 KiB", "3.2 MiB".
+fn human_readable_bytes(bytes: i64) -> String {
+    const UNIT: f64 = 1024.0;
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let exp = ((bytes as f64).ln() / UNIT.ln()) as i32;
+    let prefix = ["K", "M", "G", "T", "P", "E"]
+        .get((exp - 1) as usize)
+        .copied()
+        .unwrap_or("E");
+    format!("{:.1} {prefix}iB", bytes as f64 / UNIT.powi(exp))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn byte_counts_read_as_rocketmq_writes_them() {
+        assert_eq!(super::human_readable_bytes(0), "0 B");
+        assert_eq!(super::human_readable_bytes(1023), "1023 B");
+        assert_eq!(super::human_readable_bytes(1536), "1.5 KiB");
+        assert_eq!(super::human_readable_bytes(3 * 1024 * 1024), "3.0 MiB");
+    }
 }

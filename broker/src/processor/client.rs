@@ -27,6 +27,8 @@ pub fn heartbeat(inner: &BrokerInner, ctx: &RequestContext, request: &RemotingCo
         client_id: data.client_id.clone(),
         connection: ctx.connection.clone(),
         last_update_ms: now_ms(),
+        language: request.language.name().to_ascii_lowercase(),
+        version: request.version,
     };
     for producer in &data.producer_data_set {
         inner

@@ -76,6 +76,7 @@ pub async fn pop(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
             )
             .await?;
         if !result.messages.is_empty() {
+            record_out(inner, &group, &topic, &result.messages);
             return Ok(request
                 .response_to(response_code::SUCCESS, None)
                 .with_ext("popTime", result.pop_time)
@@ -85,6 +86,7 @@ pub async fn pop(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
                 .with_body(crate::pop::body(&result.messages)));
         }
         if poll_ms <= 0 || tokio::time::Instant::now() >= deadline {
+            inner.stats.record_get(&group, 0, 0);
             let code = if poll_ms > 0 {
                 response_code::POLLING_TIMEOUT
             } else {
@@ -100,6 +102,23 @@ pub async fn pop(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
         // Wake on new messages (or a revive into the retry topic), at the latest at the deadline.
         let _ = tokio::time::timeout_at(deadline, arrivals.changed()).await;
     }
+}
+
+/// Counts a POP's deliveries: the stats (`getTransferredTps`, the group's `consumeTps`) and
+/// `rocketmq_messages_out` / `rocketmq_throughput_out`, the messages of the group's retry topic
+/// apart (`is_retry`, under the topic popped), as RocketMQ labels them.
+fn record_out(inner: &BrokerInner, group: &str, topic: &str, messages: &[crate::pop::Popped]) {
+    let bytes = |retry: bool| -> (u64, u64) {
+        messages
+            .iter()
+            .filter(|m| m.retry == retry)
+            .fold((0, 0), |(n, b), m| (n + 1, b + m.record.len() as u64))
+    };
+    let (n, b) = bytes(false);
+    let (rn, rb) = bytes(true);
+    inner.stats.record_get(group, n + rn, b + rb);
+    inner.metrics.message_out(topic, group, false, n, b);
+    inner.metrics.message_out(topic, group, true, rn, rb);
 }
 
 fn handle_of(request: &RemotingCommand) -> Result<Handle, Refusal> {

@@ -345,10 +345,23 @@ fn respond(
         for record in &result.messages {
             body.extend_from_slice(record);
         }
+        let count = result.messages.len() as u64;
         inner
             .stats
-            .record_get(result.messages.len() as u64, total as u64);
+            .record_get(&header.consumer_group, count, total as u64);
+        let is_retry = header
+            .topic
+            .starts_with(rocketraft_common::consts::RETRY_GROUP_TOPIC_PREFIX);
+        inner.metrics.message_out(
+            &header.topic,
+            &header.consumer_group,
+            is_retry,
+            count,
+            total as u64,
+        );
         response = response.with_body(body.freeze());
+    } else {
+        inner.stats.record_get(&header.consumer_group, 0, 0);
     }
     response
 }

@@ -114,6 +114,11 @@ pub async fn send_back(inner: &BrokerInner, request: &RemotingCommand) -> Handle
         inner.pop.ack_held(inner, held).await?;
     }
     if to_dlq {
+        let origin_topic = original
+            .message
+            .property(property::RETRY_TOPIC)
+            .unwrap_or(&original.message.topic);
+        inner.metrics.sent_to_dlq(origin_topic, &group);
         tracing::warn!(%group, offset, reconsume = original.reconsume_times, "message sent back to the dead-letter queue");
     }
     Ok(request.response_to(response_code::SUCCESS, None))

@@ -110,6 +110,9 @@ pub async fn handle(
         .collect::<Vec<_>>()
         .join(",");
     let count = messages.len() as u64;
+    let message_type = messages
+        .first()
+        .map_or("normal", |m| crate::metrics::message_type(&m.properties));
     let to_store: Vec<BrokerMessage> = messages
         .into_iter()
         .map(|message| BrokerMessage {
@@ -132,6 +135,7 @@ pub async fn handle(
         prepared,
         uniq,
         count,
+        message_type,
     };
     store_and_answer(inner, request, &header.topic, to_store, sent).await
 }
@@ -328,6 +332,8 @@ struct Sent {
     /// The messages' unique keys, comma-separated.
     uniq: String,
     count: u64,
+    /// `rocketmq_messages_in`'s `message_type` of the send.
+    message_type: &'static str,
 }
 
 /// Writes durably (waiting for the acks the policy asks for), then registers the delayed
@@ -378,9 +384,11 @@ async fn store_and_answer(
             .transactions
             .prepared(result.queue_offset, result.physical_offset);
     }
+    let wrote = result.wrote_bytes.max(0) as u64;
+    inner.stats.record_put(sent.count, wrote);
     inner
-        .stats
-        .record_put(sent.count, result.wrote_bytes.max(0) as u64);
+        .metrics
+        .message_in(topic, sent.message_type, sent.count, wrote);
     // A single delayed message can be recalled until it is delivered (RECALL_MESSAGE).
     let recall = match sent.deliver_at.as_slice() {
         [Some(at)] => Some(crate::timer::recall_handle(

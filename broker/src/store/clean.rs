@@ -99,6 +99,24 @@ pub fn disk_used_percent(path: &Path) -> std::io::Result<f64> {
     Ok(((total - free) / total * 100.0).clamp(0.0, 100.0))
 }
 
+/// Bytes in use on the filesystem holding `path` (total - free), as RocketMQ's
+/// `rocketmq_storage_size` measures the store directory.
+pub fn disk_used_bytes(path: &Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::other("path holds a NUL byte"))?;
+    // SAFETY: statvfs fills the zeroed struct; `c` is a valid NUL-terminated path.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    #[allow(clippy::unnecessary_cast)]
+    let frsize = st.f_frsize as u64;
+    #[allow(clippy::unnecessary_cast)]
+    Ok((st.f_blocks as u64).saturating_sub(st.f_bfree as u64) * frsize)
+}
+
 /// The hours of `delete_when` ("04", "04;16"; empty parts ignored), or the first part that
 /// is not an hour of the day (00..23). The config check and the cleaner both read it here.
 pub fn parse_delete_when(when: &str) -> Result<BTreeSet<u32>, String> {

@@ -1005,6 +1005,16 @@ impl MessageStore {
         self.get_message_store_timestamp(topic, queue_id, min)
     }
 
+    /// The store timestamp of the oldest message of the CommitLog (RocketMQ's
+    /// `getEarliestMessageTime`), `None` when the log is empty.
+    pub fn earliest_message_time(&self) -> Option<i64> {
+        let min = self.min_phy_offset();
+        if min >= self.max_phy_offset() {
+            return None;
+        }
+        self.shared.commitlog.store_timestamp_at(min)
+    }
+
     /// Decodes the record at a CommitLog offset.
     pub fn look_message_by_offset(&self, phy_offset: i64) -> Option<MessageExt> {
         let rec = self.shared.commitlog.read_record(phy_offset)?;
