@@ -28,6 +28,7 @@
 //!   `NOTIFY_BROKER_ROLE_CHANGED`, and the Remoting processor; every node answers every request.
 //!   With a `cluster_secret`, the state-changing codes ([`CONTROLLER_PROTECTED_CODES`]) are
 //!   served only to connections that proved it, and the Raft RPCs are authenticated with it.
+//! - [`metrics`]: the controller's Prometheus series ([`Controller::metrics_collector`]).
 //! - [`peers`]: what the other controllers hear, asked before an election or a depose the
 //!   leader cannot make from its own table (partitions; issue 22).
 //! - [`wire`]: the Remoting headers and bodies of the controller codes (plus
@@ -40,6 +41,7 @@ pub mod event;
 pub mod handler;
 pub mod heartbeat;
 pub mod liveness;
+pub mod metrics;
 pub mod peers;
 pub mod replicated;
 pub mod service;
@@ -54,8 +56,8 @@ pub use replicated::{
     ControllerCommand, ControllerQuery, ControllerQueryResponse, ControllerStateMachine,
 };
 pub use service::{
-    tenure_needed, Controller, ControllerConfig, ControllerStatus, StartError, CONTROLLER_CODES,
-    CONTROLLER_PROTECTED_CODES, QUORUM_FRESH_DIVISOR,
+    same_rpc_metrics, tenure_needed, Controller, ControllerConfig, ControllerStatus, StartError,
+    CONTROLLER_CODES, CONTROLLER_PROTECTED_CODES, QUORUM_FRESH_DIVISOR,
 };
 pub use state::{
     Broken, BrokerIdentity, BrokerReplicaInfo, BrokerSet, ControllerState, InvariantBroken,

@@ -20,6 +20,7 @@ use crate::handler::handle;
 use crate::handler::ControllerRequest;
 use crate::handler::ControllerResponse;
 use crate::liveness::AliveBrokers;
+use crate::metrics::{publish, SetsView};
 use crate::state::ControllerState;
 use rocketraft_remoting::Refusal;
 
@@ -63,11 +64,19 @@ pub enum ControllerQueryResponse {
 pub struct ControllerStateMachine {
     state: ControllerState,
     last_applied: u64,
+    /// The per-set figures of `state` for the metrics, replaced after every change.
+    view: SetsView,
 }
 
 impl ControllerStateMachine {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The per-set figures this state machine publishes (shared: keep a clone before handing
+    /// the state machine to Raft).
+    pub fn sets_view(&self) -> SetsView {
+        self.view.clone()
     }
 }
 
@@ -94,6 +103,7 @@ impl AppStateMachine for ControllerStateMachine {
         apply_all(&mut self.state, &events);
         if !events.is_empty() {
             tracing::info!(index, ?events, "controller state changed");
+            publish(&self.view, &self.state);
         }
         debug_assert!(
             self.state.check_invariants().is_ok(),
@@ -142,6 +152,7 @@ impl AppStateMachine for ControllerStateMachine {
             .map_err(StateMachineError::invalid_snapshot)?;
         self.state = body.state;
         self.last_applied = body.last_applied;
+        publish(&self.view, &self.state);
         Ok(())
     }
 }

@@ -11,9 +11,11 @@ use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::Weak;
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use rocketraft_common::metrics::{Collector, RpcMetrics};
 use rocketraft_common::trust::ClusterSecret;
 use rocketraft_raft::NodeStatus;
 use rocketraft_raft::RaftClientError;
@@ -39,6 +41,7 @@ use crate::handler::ElectMasterRequest;
 use crate::handler::ElectOutcome;
 use crate::heartbeat::Heartbeat;
 use crate::heartbeat::HeartbeatTracker;
+use crate::metrics::{ControllerCollector, ControllerMetrics, ElectionResult, SetsView};
 use crate::peers::{advise, Advice, PeerView, Situation};
 use crate::replicated::CommandResult;
 use crate::replicated::ControllerCommand;
@@ -50,7 +53,7 @@ use crate::wire;
 use rocketraft_remoting::Refusal;
 
 /// The controller's settings (RocketMQ `ControllerConfig` names in the aliases).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ControllerConfig {
     /// The Raft member this process runs.
@@ -103,6 +106,58 @@ pub struct ControllerConfig {
     /// questions to its peers (`[tls_client]`: `enable`, `trust_cert`). Embedded, the
     /// NameServer's `[tls_client]` applies unless this one is enabled.
     pub tls_client: ClientTlsConfig,
+    /// Where the standalone controller's Remoting server records `rocketmq_rpc_latency` (set
+    /// by the process, never in a file; default none). Embedded, the NameServer's server
+    /// records every code it serves, the controller's included, in its own.
+    #[serde(skip)]
+    pub rpc_metrics: Option<RpcMetrics>,
+}
+
+/// Settings compare equal when every key does and they record into the same
+/// `rocketmq_rpc_latency` family with the same labels.
+impl PartialEq for ControllerConfig {
+    fn eq(&self, other: &Self) -> bool {
+        let ControllerConfig {
+            raft,
+            listen,
+            enable_elect_unclean_master,
+            heartbeat_timeout_ms,
+            scan_interval_ms,
+            notify_broker_role_changed,
+            remoting_peers,
+            stale_reads,
+            cluster_secret,
+            server_limits,
+            tls,
+            tls_client,
+            rpc_metrics,
+        } = self;
+        *raft == other.raft
+            && *listen == other.listen
+            && *enable_elect_unclean_master == other.enable_elect_unclean_master
+            && *heartbeat_timeout_ms == other.heartbeat_timeout_ms
+            && *scan_interval_ms == other.scan_interval_ms
+            && *notify_broker_role_changed == other.notify_broker_role_changed
+            && *remoting_peers == other.remoting_peers
+            && *stale_reads == other.stale_reads
+            && *cluster_secret == other.cluster_secret
+            && *server_limits == other.server_limits
+            && *tls == other.tls
+            && *tls_client == other.tls_client
+            && same_rpc_metrics(rpc_metrics.as_ref(), other.rpc_metrics.as_ref())
+    }
+}
+
+impl Eq for ControllerConfig {}
+
+/// Whether two servers record `rocketmq_rpc_latency` alike: both not at all, or into the same
+/// family with the same labels.
+pub fn same_rpc_metrics(a: Option<&RpcMetrics>, b: Option<&RpcMetrics>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => Arc::ptr_eq(&a.family, &b.family) && a.labels == b.labels,
+        _ => false,
+    }
 }
 
 impl Default for ControllerConfig {
@@ -124,6 +179,7 @@ impl Default for ControllerConfig {
             server_limits: ServerLimitsConfig::default(),
             tls: ServerTlsConfig::default(),
             tls_client: ClientTlsConfig::default(),
+            rpc_metrics: None,
         }
     }
 }
@@ -155,6 +211,12 @@ impl ControllerConfig {
 
     pub fn with_cluster_secret(mut self, secret: Option<ClusterSecret>) -> Self {
         self.cluster_secret = secret;
+        self
+    }
+
+    /// Records the standalone Remoting server's requests in `rocketmq_rpc_latency`.
+    pub fn with_rpc_metrics(mut self, metrics: Option<RpcMetrics>) -> Self {
+        self.rpc_metrics = metrics;
         self
     }
 
@@ -230,6 +292,12 @@ pub struct Controller {
     handed_over_at: Mutex<BTreeMap<String, u64>>,
     /// The other controllers' views of each set and when they were asked (monotonic ms).
     peer_views: Mutex<BTreeMap<String, (u64, Vec<PeerView>)>>,
+    /// Requests, elections and heartbeat timeouts counted for `/metrics`.
+    pub(crate) metrics: ControllerMetrics,
+    /// The applied state's per-set figures (published by the state machine).
+    pub(crate) sets_view: SetsView,
+    /// This controller, for collectors that must not keep it alive.
+    me: Weak<Controller>,
 }
 
 /// What one scanner round knows before it looks at each set.
@@ -299,11 +367,17 @@ impl Controller {
     /// [`CONTROLLER_CODES`] on the NameServer's server when embedded (protecting
     /// [`CONTROLLER_PROTECTED_CODES`] with the same cluster secret).
     pub async fn start(config: ControllerConfig) -> Result<Arc<Controller>, StartError> {
-        let node = RaftNode::start(config.effective_raft(), ControllerStateMachine::new())
+        let state_machine = ControllerStateMachine::new();
+        let sets_view = state_machine.sets_view();
+        let node = RaftNode::start(config.effective_raft(), state_machine)
             .await
             .map_err(StartError::Raft)?;
         let tls = config.tls_client.load()?;
-        let controller = Arc::new(Controller {
+        let metrics = ControllerMetrics::new(config.raft.listen.to_string(), node.id());
+        let controller = Arc::new_cyclic(|me| Controller {
+            metrics,
+            sets_view,
+            me: me.clone(),
             node,
             heartbeats: Arc::new(HeartbeatTracker::new()),
             // Role notifications and the questions to the peers: with a secret, every
@@ -379,6 +453,7 @@ impl Controller {
                 self.config.cluster_secret.clone(),
                 CONTROLLER_PROTECTED_CODES,
             )
+            .rpc_metrics(self.config.rpc_metrics.clone())
             .bind(self.config.listen)
             .await
             .map_err(|source| StartError::Listen {
@@ -421,6 +496,24 @@ impl Controller {
         alive_for(&self.heartbeats, request)
     }
 
+    /// This controller's series for `/metrics` (RocketMQ's `role`, `active_broker_num`,
+    /// `request_total`, `request_latency`, `election_total`; `rocketraft_raft_*`,
+    /// `rocketraft_controller_*`, `rocketraft_broker_set_*`; see [`crate::metrics`]), computed
+    /// when scraped. Without `cluster` / `node_type` / `node_id` labels and without
+    /// `rocketmq_rpc_latency`: the process adds both. Encodes nothing once the controller is
+    /// dropped.
+    pub fn metrics_collector(&self) -> Box<dyn Collector> {
+        Box::new(ControllerCollector {
+            controller: self.me.clone(),
+        })
+    }
+
+    /// Counts a request the Remoting processor answered (`request_total`, `request_latency`).
+    pub(crate) fn count_request(&self, code: i32, answer_code: i32, elapsed: Duration) {
+        self.metrics
+            .request(code, answer_code, elapsed.as_secs_f64() * 1_000_000.0);
+    }
+
     /// This node's current leadership tenure, if it leads.
     pub fn tenure(&self) -> Option<Tenure> {
         *self.tenure.lock()
@@ -444,8 +537,22 @@ impl Controller {
         };
         let result = match self.node.write(&command).await {
             Ok(result) => result,
-            Err(e) => return (Err(raft_error(e)), None),
+            Err(e) => {
+                if let ControllerRequest::ElectMaster(req) = &command.request {
+                    self.metrics
+                        .election(&req.broker_name, ElectionResult::Failed);
+                }
+                return (Err(raft_error(e)), None);
+            }
         };
+        if let ControllerRequest::ElectMaster(req) = &command.request {
+            let outcome = match &result {
+                Ok(ControllerResponse::ElectMaster(r)) => ElectionResult::of_outcome(r.outcome),
+                Ok(_) => ElectionResult::Failed,
+                Err(refusal) => ElectionResult::of_refusal(refusal.code),
+            };
+            self.metrics.election(&req.broker_name, outcome);
+        }
         let mut group = None;
         if let (Ok(ControllerResponse::ElectMaster(r)), ControllerRequest::ElectMaster(req)) =
             (&result, &command.request)
@@ -558,6 +665,7 @@ impl Controller {
         };
         let in_office = now.saturating_sub(tenure.since_ms);
         let expired = self.heartbeats.take_expired(now);
+        self.metrics.heartbeat_timeouts(expired.len());
         for e in &expired {
             tracing::warn!(broker = %e.broker_name, id = e.broker_id, addr = %e.broker_addr, "broker heartbeat timed out");
         }

@@ -600,10 +600,13 @@ impl RequestProcessor for ControllerProcessor {
             controller: self.controller.clone(),
         };
         Box::pin(async move {
+            let started = std::time::Instant::now();
             let response = match this.process_request(&request).await {
                 Ok(r) => r,
                 Err(e) => request.response_to(e.code, Some(e.remark)),
             };
+            this.controller
+                .count_request(request.code, response.code, started.elapsed());
             Some(response)
         })
     }

@@ -2,15 +2,16 @@
 
 use std::net::SocketAddr;
 
+use rocketraft_common::metrics::RpcMetrics;
 use rocketraft_common::trust::ClusterSecret;
-use rocketraft_controller::ControllerConfig;
+use rocketraft_controller::{same_rpc_metrics, ControllerConfig};
 use rocketraft_remoting::auth::{AuthSettings, BadWhitelist, SessionCredentials};
 use rocketraft_remoting::limits::{InvalidLimit, ServerLimitsConfig};
 use rocketraft_remoting::tls::{ClientTlsConfig, ServerTlsConfig};
 use serde::{Deserialize, Serialize};
 
 /// Settings of one NameServer process.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NamesrvConfig {
     /// Where Remoting clients and brokers connect (`listenPort`, default 9876).
@@ -70,7 +71,55 @@ pub struct NamesrvConfig {
     /// TLS on the connections this process opens (the embedded controller's, unless its own
     /// `[controller.tls_client]` is enabled): `[tls_client]` with `enable`, `trust_cert`.
     pub tls_client: ClientTlsConfig,
+    /// Where the Remoting server records `rocketmq_rpc_latency`, every code it serves
+    /// (the embedded controller's included); set by the process, never in a file; default none.
+    #[serde(skip)]
+    pub rpc_metrics: Option<RpcMetrics>,
 }
+
+/// Settings compare equal when every key does and they record into the same
+/// `rocketmq_rpc_latency` family with the same labels.
+impl PartialEq for NamesrvConfig {
+    fn eq(&self, other: &Self) -> bool {
+        let NamesrvConfig {
+            listen,
+            broker_expire_ms,
+            scan_interval_ms,
+            enable_controller_in_namesrv,
+            controller,
+            authentication_enabled,
+            authorization_enabled,
+            authentication_whitelist,
+            authorization_whitelist,
+            init_authentication_user,
+            inner_client_authentication_credentials,
+            cluster_secret,
+            server_limits,
+            tls,
+            tls_client,
+            rpc_metrics,
+        } = self;
+        *listen == other.listen
+            && *broker_expire_ms == other.broker_expire_ms
+            && *scan_interval_ms == other.scan_interval_ms
+            && *enable_controller_in_namesrv == other.enable_controller_in_namesrv
+            && *controller == other.controller
+            && *authentication_enabled == other.authentication_enabled
+            && *authorization_enabled == other.authorization_enabled
+            && *authentication_whitelist == other.authentication_whitelist
+            && *authorization_whitelist == other.authorization_whitelist
+            && *init_authentication_user == other.init_authentication_user
+            && *inner_client_authentication_credentials
+                == other.inner_client_authentication_credentials
+            && *cluster_secret == other.cluster_secret
+            && *server_limits == other.server_limits
+            && *tls == other.tls
+            && *tls_client == other.tls_client
+            && same_rpc_metrics(rpc_metrics.as_ref(), other.rpc_metrics.as_ref())
+    }
+}
+
+impl Eq for NamesrvConfig {}
 
 impl Default for NamesrvConfig {
     fn default() -> Self {
@@ -90,6 +139,7 @@ impl Default for NamesrvConfig {
             server_limits: ServerLimitsConfig::default(),
             tls: ServerTlsConfig::default(),
             tls_client: ClientTlsConfig::default(),
+            rpc_metrics: None,
         }
     }
 }
@@ -105,6 +155,12 @@ impl NamesrvConfig {
     /// Serves broker registrations only to servers that prove `secret` ([`Self::cluster_secret`]).
     pub fn with_cluster_secret(mut self, secret: ClusterSecret) -> Self {
         self.cluster_secret = Some(secret);
+        self
+    }
+
+    /// Records the Remoting server's requests in `rocketmq_rpc_latency`.
+    pub fn with_rpc_metrics(mut self, metrics: Option<RpcMetrics>) -> Self {
+        self.rpc_metrics = metrics;
         self
     }
 

@@ -7,6 +7,7 @@
 //!
 //! - [`route::RouteTable`]: the tables, as pure operations with an explicit clock.
 //! - [`NameServer::start`]: the Remoting server and the liveness scanner.
+//! - [`metrics`]: its Prometheus series ([`NameServer::metrics_collector`]).
 //!
 //! - With `enable_controller_in_namesrv`, a [`rocketraft_controller::Controller`] runs in the same
 //!   process and answers the controller request codes on the NameServer's port.
@@ -14,6 +15,7 @@
 pub mod auth;
 pub mod config;
 pub mod kv;
+pub mod metrics;
 mod processor;
 pub mod properties;
 pub mod route;
@@ -48,6 +50,7 @@ impl NameServer {
             routes: RwLock::new(route::RouteTable::new()),
             kv: RwLock::new(kv::KvTable::default()),
             default_broker_expire_ms: config.broker_expire_ms,
+            metrics: metrics::NamesrvMetrics::default(),
         });
         let processor = Arc::new(NamesrvProcessor {
             state: state.clone(),
@@ -86,7 +89,8 @@ impl NameServer {
             .max_connections(config.server_limits.max_connections)
             .limits(config.server_limits.limits())
             .tls(config.tls.load()?)
-            .cluster_trust(config.cluster_secret.clone(), &protected);
+            .cluster_trust(config.cluster_secret.clone(), &protected)
+            .rpc_metrics(config.rpc_metrics.clone());
         let server = match builder.bind(config.listen).await {
             Ok(server) => server.spawn(),
             Err(e) => {
@@ -114,6 +118,7 @@ impl NameServer {
                     .routes
                     .write()
                     .expire(rocketraft_common::time::now_ms());
+                scan_state.metrics.brokers_expired(expired.len());
                 for (key, live) in expired {
                     tracing::warn!(
                         broker = %live.broker_name,
@@ -141,6 +146,16 @@ impl NameServer {
     /// How many broker processes are registered and alive.
     pub fn live_brokers(&self) -> usize {
         self.state.routes.read().live_brokers()
+    }
+
+    /// This NameServer's series for `/metrics` (see [`metrics`]), and the embedded
+    /// controller's when it runs one, computed when scraped. Without `cluster` / `node_type` /
+    /// `node_id` labels and without `rocketmq_rpc_latency`: the process adds both.
+    pub fn metrics_collector(&self) -> Box<dyn rocketraft_common::metrics::Collector> {
+        Box::new(metrics::NamesrvCollector {
+            state: Arc::downgrade(&self.state),
+            controller: self.controller.as_ref().map(|c| c.metrics_collector()),
+        })
     }
 
     /// The embedded controller, if `enable_controller_in_namesrv` is set.

@@ -23,6 +23,8 @@ pub struct NamesrvState {
     pub routes: RwLock<RouteTable>,
     pub kv: RwLock<KvTable>,
     pub default_broker_expire_ms: i64,
+    /// Events counted for `/metrics`.
+    pub metrics: crate::metrics::NamesrvMetrics,
 }
 
 /// Handles every NameServer request code; unknown codes never reach it (the server answers them).
@@ -187,7 +189,9 @@ impl NamesrvProcessor {
 
     fn route_by_topic(&self, request: &RemotingCommand) -> Result<RemotingCommand, Refusal> {
         let topic = request.require_ext("topic")?;
-        let Some(mut route) = self.state.routes.read().route(topic) else {
+        let route = self.state.routes.read().route(topic);
+        self.state.metrics.route_query(route.is_some());
+        let Some(mut route) = route else {
             return Err(Refusal::new(
                 response_code::TOPIC_NOT_EXIST,
                 format!("No topic route info in name server for the topic: {topic}"),

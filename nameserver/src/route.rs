@@ -292,6 +292,16 @@ impl RouteTable {
     pub fn live_brokers(&self) -> usize {
         self.broker_live_table.len()
     }
+
+    /// How many broker sets (`brokerName`s) have a registered broker.
+    pub fn broker_sets(&self) -> usize {
+        self.broker_addr_table.len()
+    }
+
+    /// How many topics some broker set serves.
+    pub fn topic_count(&self) -> usize {
+        self.topic_queue_table.len()
+    }
 }
 
 #[cfg(test)]
