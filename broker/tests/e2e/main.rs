@@ -1,10 +1,11 @@
 //! A real broker (and NameServer) on loopback, driven through the Remoting client API: send,
 //! pull, routes and long polling, POP consumption, delayed and timed messages, transactions, and
-//! ACL 2.0 on the Remoting port.
+//! ACL 2.0 on the Remoting port, and the broker's metrics and runtime statistics.
 
 mod auth;
 mod broker_e2e;
 mod disk_full;
+mod metrics;
 mod pop;
 mod timer;
 mod transaction;
