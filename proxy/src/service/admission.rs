@@ -113,13 +113,18 @@ fn take<T: Namespaced>(request: Request<T>) -> T {
 
 /// An answer that can say "refused" alone: a unary response with only its status, or a
 /// stream whose one item is the status.
-pub(super) trait Refusal {
+pub(super) trait Refusal: Sized {
     fn refusal(status: pb::Status) -> Self;
+    /// The answer and the `Status.code` it carries (for `rocketmq_rpc_latency`): a unary
+    /// response's status, or the status a stream starts with when that item is ready at once
+    /// (every stream the handlers build is; another counts as OK).
+    fn answered(self) -> (Self, i32);
 }
 
 /// A unary response: its status and default (empty) everything else.
 trait StatusOnly: Default {
     fn status_mut(&mut self) -> &mut Option<pb::Status>;
+    fn status_ref(&self) -> Option<&pb::Status>;
 }
 
 macro_rules! status_only {
@@ -127,6 +132,10 @@ macro_rules! status_only {
         $(impl StatusOnly for $t {
             fn status_mut(&mut self) -> &mut Option<pb::Status> {
                 &mut self.status
+            }
+
+            fn status_ref(&self) -> Option<&pb::Status> {
+                self.status.as_ref()
             }
         })*
     };
@@ -154,17 +163,33 @@ impl<R: StatusOnly> Refusal for R {
         *r.status_mut() = Some(status);
         r
     }
+
+    fn answered(self) -> (Self, i32) {
+        let code = self
+            .status_ref()
+            .map_or(pb::Code::Unspecified as i32, |s| s.code);
+        (self, code)
+    }
 }
 
 /// An item of a streamed response that can carry a status.
 pub(super) trait StatusItem: Send + 'static {
     fn status_item(status: pb::Status) -> Self;
+    /// The code of the status this item is, if it is one.
+    fn status_code(&self) -> Option<i32>;
 }
 
 impl StatusItem for pb::ReceiveMessageResponse {
     fn status_item(status: pb::Status) -> Self {
         pb::ReceiveMessageResponse {
             content: Some(pb::receive_message_response::Content::Status(status)),
+        }
+    }
+
+    fn status_code(&self) -> Option<i32> {
+        match &self.content {
+            Some(pb::receive_message_response::Content::Status(s)) => Some(s.code),
+            _ => None,
         }
     }
 }
@@ -175,11 +200,36 @@ impl StatusItem for pb::PullMessageResponse {
             content: Some(pb::pull_message_response::Content::Status(status)),
         }
     }
+
+    fn status_code(&self) -> Option<i32> {
+        match &self.content {
+            Some(pb::pull_message_response::Content::Status(s)) => Some(s.code),
+            _ => None,
+        }
+    }
 }
 
 impl<T: StatusItem> Refusal for BoxStream<T> {
     fn refusal(status: pb::Status) -> Self {
         stream_of(vec![T::status_item(status)])
+    }
+
+    fn answered(mut self) -> (Self, i32) {
+        use futures::{FutureExt, StreamExt};
+        let ok = pb::Code::Ok as i32;
+        match self.next().now_or_never() {
+            Some(Some(first)) => {
+                let code = match &first {
+                    Ok(item) => item.status_code().unwrap_or(ok),
+                    Err(e) => e.code() as i32,
+                };
+                let stream: BoxStream<T> =
+                    Box::pin(futures::stream::once(async move { first }).chain(self));
+                (stream, code)
+            }
+            Some(None) => (stream_of(Vec::new()), ok),
+            None => (self, ok),
+        }
     }
 }
 
@@ -201,7 +251,8 @@ impl Service {
             Ok(req) => handle(req).await.unwrap_or_else(R::refusal),
             Err(s) => R::refusal(s),
         };
-        Ok(Response::new(answer))
+        let (answer, code) = answer.answered();
+        Ok(crate::metrics::with_code(Response::new(answer), code))
     }
 
     /// [`take`], after checking the caller's credentials and the permissions the request

@@ -71,6 +71,9 @@ pub struct ServiceConfig {
     pub max_long_polling: Duration,
     /// Largest message body accepted.
     pub max_body_size: usize,
+    /// What Telemetry's `Settings.metric` tells clients (`crate::metrics::client_metric`;
+    /// off: `on: false`).
+    pub client_metric: pb::Metric,
 }
 
 /// The proxy's service. Cloning shares everything (the Telemetry sessions and caches).
@@ -85,6 +88,8 @@ pub struct Service {
     auth: Arc<crate::auth::Auth>,
     /// Traced messages delivered, for the trace records of their acks.
     traced: Arc<trace::TracedDeliveries>,
+    /// ReceiveMessage calls in progress, for `/metrics`.
+    receiving: Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl Service {
@@ -97,6 +102,7 @@ impl Service {
             sessions: Arc::new(Sessions::default()),
             meta: Arc::new(MetaCache::default()),
             traced: Arc::new(trace::TracedDeliveries::default()),
+            receiving: Arc::new(std::sync::atomic::AtomicI64::new(0)),
         }
     }
 
@@ -109,6 +115,11 @@ impl Service {
     /// The Telemetry streams connected to this proxy.
     pub fn sessions(&self) -> &Arc<Sessions> {
         &self.sessions
+    }
+
+    /// ReceiveMessage calls in progress.
+    pub fn receives_in_flight(&self) -> &Arc<std::sync::atomic::AtomicI64> {
+        &self.receiving
     }
 
     pub fn api(&self) -> &MqClientApi {
@@ -174,6 +185,7 @@ dispatch! {
         ) -> Result<Response<Self::ReceiveMessageStream>, GrpcStatus> {
             let client_deadline =
                 header(request.metadata(), "grpc-timeout").and_then(receive::parse_grpc_timeout);
+            let _in_flight = crate::metrics::InFlight::new(&self.receiving);
             self.serve(request, |r| receive::receive_message(self, r, client_deadline))
                 .await
         }
@@ -199,7 +211,9 @@ dispatch! {
             &self,
             _request: Request<pb::SyncLiteSubscriptionRequest>,
         ) -> Result<Response<pb::SyncLiteSubscriptionResponse>, GrpcStatus> {
-            Ok(Response::new(route::sync_lite_subscription()))
+            let answer = route::sync_lite_subscription();
+            let code = answer.status.as_ref().map_or(0, |s| s.code);
+            Ok(crate::metrics::with_code(Response::new(answer), code))
         }
     }
 }

@@ -157,10 +157,7 @@ impl Service {
             backoff_policy: Some(retry_policy(consumer)),
             request_timeout: Some(pb_duration(3000)),
             user_agent: client.user_agent.clone(),
-            metric: Some(pb::Metric {
-                on: false,
-                endpoints: None,
-            }),
+            metric: Some(self.config.client_metric.clone()),
             pub_sub,
         }
     }
