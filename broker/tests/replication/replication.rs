@@ -158,6 +158,87 @@ pub(crate) fn in_sync(b: &Broker) -> usize {
         .len()
 }
 
+/// A broker's metrics as a scrape returns them.
+fn scrape(b: &Broker) -> String {
+    let mut registry = rocketraft_common::metrics::Registry::default();
+    registry.register_collector(b.metrics_collector());
+    rocketraft_common::metrics::encode(&registry).expect("encodes")
+}
+
+/// The value of the sample whose line starts with `series`.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The replication gauges of a settled set: the master sees every slave caught up (no ack
+/// lag, in sync), slaves say they are not master, and all share the master's epoch.
+async fn replication_metrics(brokers: &[Option<Broker>], m: usize) {
+    let master = brokers[m].as_ref().expect("master");
+    let epoch = master.inner().ha.as_ref().expect("ha").master_epoch();
+    let slaves: Vec<i64> = master
+        .inner()
+        .ha
+        .as_ref()
+        .expect("ha")
+        .snapshot()
+        .slaves
+        .iter()
+        .map(|s| s.broker_id)
+        .collect();
+    assert_eq!(slaves.len(), 2);
+    let text = wait_for("no replica ack lag", Duration::from_secs(10), || {
+        let text = scrape(master);
+        slaves
+            .iter()
+            .all(|id| {
+                let replica = format!("{{replica=\"{id}\"}}");
+                sample(&text, &format!("rocketraft_replica_ack_lag_bytes{replica}")) == Some(0.0)
+                    && sample(&text, &format!("rocketraft_replica_ack_lag_ms{replica}"))
+                        == Some(0.0)
+            })
+            .then_some(text)
+    })
+    .await;
+    assert_eq!(sample(&text, "rocketraft_broker_is_master"), Some(1.0));
+    assert_eq!(sample(&text, "rocketraft_sync_state_set_size"), Some(3.0));
+    assert_eq!(
+        sample(&text, "rocketraft_master_epoch"),
+        Some(f64::from(epoch))
+    );
+    for id in &slaves {
+        let series = format!("rocketraft_replica_in_sync{{replica=\"{id}\"}}");
+        assert_eq!(sample(&text, &series), Some(1.0), "{text}");
+    }
+    // The confirm offset only grows: read after the scrape, it is at least the scraped one.
+    let confirm = sample(&text, "rocketraft_confirm_offset").expect("confirm offset");
+    assert!(confirm > 0.0, "{text}");
+    assert!(
+        confirm <= master.inner().store.confirm_offset() as f64,
+        "{text}"
+    );
+    for (i, b) in brokers.iter().enumerate() {
+        if i == m {
+            continue;
+        }
+        let text = scrape(b.as_ref().expect("slave"));
+        assert_eq!(
+            sample(&text, "rocketraft_broker_is_master"),
+            Some(0.0),
+            "{text}"
+        );
+        assert_eq!(
+            sample(&text, "rocketraft_master_epoch"),
+            Some(f64::from(epoch))
+        );
+        assert!(
+            !text.contains("rocketraft_replica_ack_lag_bytes{"),
+            "{text}"
+        );
+    }
+}
+
 /// Every CommitLog byte below `upto` is the same on both stores.
 pub(crate) fn same_bytes(a: &Broker, b: &Broker, upto: i64) {
     let (sa, sb) = (&a.inner().store, &b.inner().store);
@@ -268,6 +349,8 @@ async fn replicate_ack_fail_over_and_rejoin_with(secret: Option<ClusterSecret>) 
             .await;
         }
     }
+
+    replication_metrics(&brokers, m).await;
 
     // The master stops (its heartbeats stop): a slave of the SyncStateSet takes over.
     let old = brokers[m].take().expect("master");
