@@ -6,5 +6,6 @@ mod auth;
 mod features;
 mod grpc;
 mod hardening;
+mod metrics;
 mod proto_roundtrip;
 mod support;
