@@ -47,7 +47,8 @@ use rocketraft_remoting::{ClientConfig, RemotingClient};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-/// How a proxy runs.
+/// How a proxy runs. The default: 0.0.0.0:8081, NameServer 127.0.0.1:9876, cluster mode, no
+/// metrics recorded, client metrics off.
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
     /// gRPC listen address (RocketMQ's proxy: 8081).
@@ -57,12 +58,37 @@ pub struct ProxyConfig {
     pub advertised_host: Option<String>,
     /// NameServer addresses, `;`-separated.
     pub namesrv_addr: String,
+    /// Where every gRPC call is recorded in `rocketmq_rpc_latency` (`protocol_type="grpc"`,
+    /// the RPC's name as `request_code`; see [`metrics`]); none by default.
+    pub rpc_metrics: Option<rocketraft_common::metrics::RpcMetrics>,
+    /// `proxyMode`: the `proxy_mode` label of `rocketmq_proxy_up` (cluster by default; a proxy
+    /// in a broker's process is `Local`).
+    pub proxy_mode: metrics::ProxyMode,
+    /// `metricCollectorMode`: whether Telemetry settings ask clients to export their metrics
+    /// (off by default; `on` needs [`ProxyConfig::metric_collector_address`]; `proxy` is
+    /// refused, see [`metrics::MetricCollectorMode`]).
+    pub metric_collector_mode: metrics::MetricCollectorMode,
+    /// `metricCollectorAddress`: `host:port` of the OTLP collector clients export to when
+    /// `metric_collector_mode` is on.
+    pub metric_collector_address: String,
 }
 
-/// Who may talk to a proxy, and over what (see [`Proxy::start_secure`]), and what it tells
-/// the process and clients about its calls (metrics). The default is what development wants:
-/// plaintext, no authentication, [`GrpcLimits::default`], cluster mode, no metrics recorded,
-/// client metrics off.
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8081)),
+            advertised_host: None,
+            namesrv_addr: "127.0.0.1:9876".to_string(),
+            rpc_metrics: None,
+            proxy_mode: metrics::ProxyMode::default(),
+            metric_collector_mode: metrics::MetricCollectorMode::default(),
+            metric_collector_address: String::new(),
+        }
+    }
+}
+
+/// Who may talk to a proxy, and over what (see [`Proxy::start_secure`]). The default is what
+/// development wants: plaintext, no authentication, [`GrpcLimits::default`].
 #[derive(Debug, Clone, Default)]
 pub struct SecurityConfig {
     /// Authentication (access key / secret key signatures) and ACL permissions.
@@ -75,18 +101,6 @@ pub struct SecurityConfig {
     /// with `[tls]` enforcing, and credentials to sign with for brokers with
     /// `authenticationEnabled` (their `innerClientAuthenticationCredentials`, or a Super user).
     pub remoting: RemotingSecurity,
-    /// Where every gRPC call is recorded in `rocketmq_rpc_latency` (`protocol_type="grpc"`,
-    /// the RPC's name as `request_code`; see [`metrics`]); none by default.
-    pub rpc_metrics: Option<rocketraft_common::metrics::RpcMetrics>,
-    /// `proxyMode`: the `proxy_mode` label of `rocketmq_proxy_up` (cluster by default).
-    pub proxy_mode: metrics::ProxyMode,
-    /// `metricCollectorMode`: whether Telemetry settings ask clients to export their metrics
-    /// (off by default; `on` needs [`SecurityConfig::metric_collector_address`]; `proxy` is
-    /// refused, see [`metrics::MetricCollectorMode`]).
-    pub metric_collector_mode: metrics::MetricCollectorMode,
-    /// `metricCollectorAddress`: `host:port` of the OTLP collector clients export to when
-    /// `metric_collector_mode` is on.
-    pub metric_collector_address: String,
 }
 
 /// The security of the proxy's Remoting connections to NameServers and brokers.
@@ -192,8 +206,8 @@ impl Proxy {
         // Bad certificates and metric settings are refused before the port is taken.
         let mut server = server_builder(&security)?;
         let client_metric = metrics::client_metric(
-            security.metric_collector_mode,
-            &security.metric_collector_address,
+            config.metric_collector_mode,
+            &config.metric_collector_address,
         )?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -218,11 +232,11 @@ impl Proxy {
             client_metric,
         );
         let gauges = Arc::new(metrics::ProxyGauges {
-            mode: security.proxy_mode,
+            mode: config.proxy_mode,
             sessions: service.sessions().clone(),
             receiving: service.receives_in_flight().clone(),
         });
-        let rpc_metrics = security.rpc_metrics.clone();
+        let rpc_metrics = config.rpc_metrics.clone();
         let heartbeats = tokio::spawn(service.clone().producer_heartbeats(format!(
             "proxy@{host}:{}@{}",
             local_addr.port(),
@@ -272,7 +286,7 @@ impl Proxy {
     /// `rocketraft_proxy_telemetry_streams`, `rocketraft_proxy_receives_in_flight`, computed
     /// when scraped; nothing once the proxy is shut down. Without `cluster` / `node_type` /
     /// `node_id` labels and without `rocketmq_rpc_latency`: the process adds both (the calls
-    /// are recorded into [`SecurityConfig::rpc_metrics`]).
+    /// are recorded into [`ProxyConfig::rpc_metrics`]).
     pub fn metrics_collector(&self) -> Box<dyn rocketraft_common::metrics::Collector> {
         Box::new(metrics::ProxyCollector {
             gauges: Arc::downgrade(&self.gauges),

@@ -1,7 +1,7 @@
 //! The proxy's Prometheus series and the metric settings it gives clients.
 //!
 //! - Every gRPC call is recorded in `rocketmq_rpc_latency` (the process's family, see
-//!   [`crate::SecurityConfig::rpc_metrics`]) with RocketMQ's labels: `protocol_type="grpc"`,
+//!   [`crate::ProxyConfig::rpc_metrics`]) with RocketMQ's labels: `protocol_type="grpc"`,
 //!   `request_code` the RPC's name (`SendMessage`, `ReceiveMessage`, `QueryRoute`,
 //!   `Telemetry`, ...; `unknown` for a path the service does not have), `response_code` the
 //!   `apache.rocketmq.v2.Code` number of the answer's status (`20000` OK, `40402`

@@ -50,6 +50,7 @@ impl Cluster {
                 listen: "127.0.0.1:0".parse().expect("addr"),
                 advertised_host: None,
                 namesrv_addr: namesrv.local_addr().to_string(),
+                ..ProxyConfig::default()
             },
             security,
         )
@@ -469,6 +470,7 @@ async fn tls_round_trip_with_a_private_ca() {
             listen: "127.0.0.1:0".parse().expect("addr"),
             advertised_host: None,
             namesrv_addr: "127.0.0.1:1".into(),
+            ..ProxyConfig::default()
         },
         SecurityConfig {
             tls: Some(TlsConfig {
@@ -586,6 +588,7 @@ async fn stale_date_times_are_refused_and_fresh_ones_served() {
             listen: "127.0.0.1:0".parse().expect("addr"),
             advertised_host: None,
             namesrv_addr: cluster.namesrv.local_addr().to_string(),
+            ..ProxyConfig::default()
         },
         utc,
     )

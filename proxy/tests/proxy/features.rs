@@ -86,6 +86,7 @@ fn proxy_config(namesrv: &str) -> ProxyConfig {
         listen: "127.0.0.1:0".parse().expect("addr"),
         advertised_host: None,
         namesrv_addr: namesrv.to_string(),
+        ..ProxyConfig::default()
     }
 }
 

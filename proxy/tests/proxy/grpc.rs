@@ -147,6 +147,7 @@ async fn a_grpc_client_sends_receives_acks_and_changes_invisibility() {
         listen: "127.0.0.1:0".parse().expect("addr"),
         advertised_host: None,
         namesrv_addr: namesrv.local_addr().to_string(),
+        ..ProxyConfig::default()
     })
     .await
     .expect("proxy");
@@ -425,6 +426,7 @@ async fn offsets_pull_and_dead_letter_forwarding() {
         listen: "127.0.0.1:0".parse().expect("addr"),
         advertised_host: None,
         namesrv_addr: namesrv.local_addr().to_string(),
+        ..ProxyConfig::default()
     })
     .await
     .expect("proxy");

@@ -43,6 +43,7 @@ impl Setup {
                 listen: "127.0.0.1:0".parse().expect("addr"),
                 advertised_host: None,
                 namesrv_addr: namesrv.local_addr().to_string(),
+                ..ProxyConfig::default()
             },
             SecurityConfig {
                 limits,

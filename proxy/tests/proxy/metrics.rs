@@ -40,6 +40,7 @@ fn proxy_config(namesrv: &str) -> ProxyConfig {
         listen: "127.0.0.1:0".parse().expect("addr"),
         advertised_host: None,
         namesrv_addr: namesrv.to_string(),
+        ..ProxyConfig::default()
     }
 }
 
@@ -143,12 +144,12 @@ async fn grpc_calls_show_in_rpc_latency_and_the_proxy_reports_itself() {
     crate::support::create_topic(&namesrv, &broker, &TopicConfig::new(EMPTY, 1)).await;
     let rpc = RpcMetrics::standalone(Vec::new());
     let proxy = Proxy::start_secure(
-        proxy_config(&namesrv.local_addr().to_string()),
-        SecurityConfig {
+        ProxyConfig {
             rpc_metrics: Some(rpc.clone()),
             proxy_mode: ProxyMode::Local,
-            ..SecurityConfig::default()
+            ..proxy_config(&namesrv.local_addr().to_string())
         },
+        SecurityConfig::default(),
     )
     .await
     .expect("proxy");
@@ -349,12 +350,12 @@ async fn telemetry_settings_name_the_metric_collector_when_configured() {
         (MetricCollectorMode::Proxy, ""),
     ] {
         let refused = Proxy::start_secure(
-            proxy_config(&namesrv_addr),
-            SecurityConfig {
+            ProxyConfig {
                 metric_collector_mode: mode,
                 metric_collector_address: address.to_string(),
-                ..SecurityConfig::default()
+                ..proxy_config(&namesrv_addr)
             },
+            SecurityConfig::default(),
         )
         .await;
         let Err(e) = refused else {
@@ -364,12 +365,12 @@ async fn telemetry_settings_name_the_metric_collector_when_configured() {
     }
 
     let proxy = Proxy::start_secure(
-        proxy_config(&namesrv_addr),
-        SecurityConfig {
+        ProxyConfig {
             metric_collector_mode: MetricCollectorMode::On,
             metric_collector_address: "10.1.2.3:4317".into(),
-            ..SecurityConfig::default()
+            ..proxy_config(&namesrv_addr)
         },
+        SecurityConfig::default(),
     )
     .await
     .expect("proxy");
