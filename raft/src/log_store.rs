@@ -46,6 +46,7 @@ use std::ops::RangeBounds;
 use std::path::Path;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
+use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::sync::Weak;
@@ -209,10 +210,47 @@ pub struct RocksLogStore<C: RaftTypeConfig> {
 
 /// What every clone of a store shares: the database handle (replaced by a reopen) and the
 /// stall state.
+/// A handle of the database, counted in `open` until its destructor has returned (RocksDB
+/// closes the database there, and may still write its files while it does).
+struct OpenDb {
+    db: Option<Arc<DB>>,
+    open: Arc<AtomicUsize>,
+}
+
+impl OpenDb {
+    fn new(db: Arc<DB>, open: &Arc<AtomicUsize>) -> Arc<OpenDb> {
+        open.fetch_add(1, Ordering::AcqRel);
+        Arc::new(OpenDb {
+            db: Some(db),
+            open: open.clone(),
+        })
+    }
+}
+
+impl std::ops::Deref for OpenDb {
+    type Target = DB;
+
+    fn deref(&self) -> &DB {
+        // `None` only inside `drop`.
+        self.db
+            .as_deref()
+            .expect("the database handle is alive until dropped")
+    }
+}
+
+impl Drop for OpenDb {
+    fn drop(&mut self) {
+        drop(self.db.take());
+        self.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 struct Shared {
     path: PathBuf,
     /// `None` only while a reopen failed and no read-only handle could be opened either.
-    db: parking_lot::RwLock<Option<Arc<DB>>>,
+    db: parking_lot::RwLock<Option<Arc<OpenDb>>>,
+    /// Handles of the database not closed yet (see [`OpenDb`]).
+    open: Arc<AtomicUsize>,
     /// Whether `db` is a read-only handle (a reopen failed).
     read_only: AtomicBool,
     /// Why writes wait (`None`: they do not).
@@ -222,7 +260,7 @@ struct Shared {
 }
 
 impl Shared {
-    fn db(&self) -> Result<Arc<DB>, LogStoreError> {
+    fn db(&self) -> Result<Arc<OpenDb>, LogStoreError> {
         self.db.read().clone().ok_or_else(|| LogStoreError::Closed {
             path: self.path.clone(),
             why: "a reopen after a disk error failed".into(),
@@ -268,7 +306,7 @@ impl Shared {
         drop(slot.take());
         match open_db(&self.path) {
             Ok(db) => {
-                *slot = Some(Arc::new(db));
+                *slot = Some(OpenDb::new(Arc::new(db), &self.open));
                 self.read_only.store(false, Ordering::Release);
                 Ok(())
             }
@@ -276,7 +314,7 @@ impl Shared {
                 let mut opts = Options::default();
                 opts.create_if_missing(false);
                 *slot = DB::open_cf_for_read_only(&opts, &self.path, [CF_META, CF_LOGS], false)
-                    .map(Arc::new)
+                    .map(|db| OpenDb::new(Arc::new(db), &self.open))
                     .map_err(|e| tracing::error!(path = %self.path.display(), error = %e, "cannot open the raft log read-only either"))
                     .ok();
                 self.read_only.store(slot.is_some(), Ordering::Release);
@@ -291,6 +329,8 @@ impl Shared {
 #[derive(Clone)]
 pub struct LogWatch {
     shared: Weak<Shared>,
+    /// Handles of the database not closed yet.
+    open: Arc<AtomicUsize>,
     stall: tokio::sync::watch::Receiver<Option<String>>,
 }
 
@@ -312,9 +352,10 @@ impl LogWatch {
         }
     }
 
-    /// Whether every handle of the store is dropped (the database closed, its lock released).
+    /// Whether every handle of the store is dropped and the database closed (its destructor
+    /// returned: its files written, its lock released).
     pub fn is_closed(&self) -> bool {
-        self.shared.strong_count() == 0
+        self.shared.strong_count() == 0 && self.open.load(Ordering::Acquire) == 0
     }
 }
 
@@ -390,10 +431,12 @@ impl<C: RaftTypeConfig> RocksLogStore<C> {
             OPENED_DIRS.lock().insert(dir);
         }
         let (stall, _) = tokio::sync::watch::channel(None);
+        let open = Arc::new(AtomicUsize::new(0));
         Ok(Self {
             shared: Arc::new(Shared {
                 path: db.path().to_path_buf(),
-                db: parking_lot::RwLock::new(Some(db)),
+                db: parking_lot::RwLock::new(Some(OpenDb::new(db, &open))),
+                open,
                 read_only: AtomicBool::new(false),
                 stall,
                 closing: AtomicBool::new(false),
@@ -406,6 +449,7 @@ impl<C: RaftTypeConfig> RocksLogStore<C> {
     pub fn watch(&self) -> LogWatch {
         LogWatch {
             shared: Arc::downgrade(&self.shared),
+            open: self.shared.open.clone(),
             stall: self.shared.stall.subscribe(),
         }
     }
@@ -415,7 +459,7 @@ impl<C: RaftTypeConfig> RocksLogStore<C> {
         &self.shared.path
     }
 
-    fn db(&self) -> Result<Arc<DB>, LogStoreError> {
+    fn db(&self) -> Result<Arc<OpenDb>, LogStoreError> {
         self.shared.db()
     }
 
