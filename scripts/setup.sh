@@ -26,6 +26,19 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
+# The metrics test scrapes a local cluster with a real Prometheus server (Debian's package; its
+# recommended exporters are not needed).
+if ! command -v prometheus >/dev/null 2>&1; then
+  echo "setup: installing prometheus" >&2
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: need root to install prometheus (or: apt-get install --no-install-recommends prometheus)" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+
 # The test command's lint gates need rustfmt and clippy (in rustup's default profile; added
 # when the toolchain was installed with a smaller one).
 if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then

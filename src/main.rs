@@ -21,11 +21,30 @@ struct Cli {
     /// Log filter (tracing's EnvFilter syntax); RUST_LOG overrides it.
     #[arg(long, global = true, default_value = "info")]
     log: String,
+    /// Log lines as human-readable text or as one JSON object per line (for log shippers).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     /// Tokio worker threads (default: the number of cores).
     #[arg(long, global = true)]
     threads: Option<usize>,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl LogFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -49,15 +68,34 @@ enum Command {
     Cluster(cluster::ClusterCommand),
 }
 
+/// The log filter: `RUST_LOG` when set (per module, e.g.
+/// `RUST_LOG=info,rocketraft_broker::store=debug`), else `--log`; a filter that does not parse
+/// is reported and `info` used.
+fn log_filter(flag: &str) -> tracing_subscriber::EnvFilter {
+    let (source, spec) = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.trim().is_empty() => ("RUST_LOG", v),
+        _ => ("--log", flag.to_string()),
+    };
+    tracing_subscriber::EnvFilter::try_new(&spec).unwrap_or_else(|e| {
+        eprintln!("warning: {source}={spec:?} is not a log filter ({e}); logging at info");
+        tracing_subscriber::EnvFilter::new("info")
+    })
+}
+
 fn main() {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cli.log))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let filter = log_filter(&cli.log);
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+    }
 
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all();
@@ -66,6 +104,7 @@ fn main() {
     }
     let inherited = cluster::Inherited {
         log: cli.log.clone(),
+        log_format: cli.log_format,
         threads: cli.threads,
     };
     let result = runtime

@@ -30,6 +30,30 @@ pub fn metrics_router(registry: Arc<Registry>) -> Router {
             get(|| async { "Rocketraft metrics: GET /metrics (OpenMetrics text)\n" }),
         )
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found: try GET /metrics\n") })
+        .layer(axum::middleware::from_fn(limit_headers))
+}
+
+/// The most header bytes a request may carry (hyper itself buffers up to about 400 KiB).
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// Answers 431 to a request whose headers exceed [`MAX_HEADER_BYTES`].
+async fn limit_headers(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let size: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if size > MAX_HEADER_BYTES {
+        return (
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!("request headers over {MAX_HEADER_BYTES} bytes\n"),
+        )
+            .into_response();
+    }
+    next.run(request).await
 }
 
 fn scrape(registry: &Registry) -> axum::response::Response {

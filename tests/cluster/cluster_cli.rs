@@ -12,14 +12,14 @@ use crate::support;
 /// The tests start seven processes each: one cluster at a time is enough for a small machine.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-fn rocketraft(args: &[&str]) -> Output {
+pub(crate) fn rocketraft(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_rocketraft"))
         .args(args)
         .output()
         .expect("run rocketraft")
 }
 
-fn text(out: &Output) -> String {
+pub(crate) fn text(out: &Output) -> String {
     format!(
         "status {}\nstdout:\n{}\nstderr:\n{}",
         out.status,
@@ -29,22 +29,22 @@ fn text(out: &Output) -> String {
 }
 
 /// A cluster directory whose processes are stopped however the test ends.
-struct Cluster {
-    dir: tempfile::TempDir,
+pub(crate) struct Cluster {
+    pub(crate) dir: tempfile::TempDir,
 }
 
 impl Cluster {
-    fn new() -> Cluster {
+    pub(crate) fn new() -> Cluster {
         Cluster {
             dir: tempfile::tempdir().expect("tempdir"),
         }
     }
 
-    fn dir(&self) -> &str {
+    pub(crate) fn dir(&self) -> &str {
         self.dir.path().to_str().expect("utf8 tempdir")
     }
 
-    fn up(&self, extra: &[&str]) -> Output {
+    pub(crate) fn up(&self, extra: &[&str]) -> Output {
         let mut args = vec![
             "--threads",
             "2",
@@ -79,7 +79,7 @@ impl Cluster {
         rocketraft(&args)
     }
 
-    fn status(&self) -> Vec<Value> {
+    pub(crate) fn status(&self) -> Vec<Value> {
         let out = rocketraft(&["cluster", "status", "--dir", self.dir(), "--json"]);
         assert!(out.status.success(), "status: {}", text(&out));
         serde_json::from_slice(&out.stdout)
@@ -91,14 +91,14 @@ impl Cluster {
         serde_json::from_slice(&raw).expect("cluster.json is JSON")
     }
 
-    fn namesrv(&self) -> String {
+    pub(crate) fn namesrv(&self) -> String {
         self.file()["namesrv_addr"]
             .as_str()
             .expect("namesrv_addr")
             .to_string()
     }
 
-    fn down(&self) -> Output {
+    pub(crate) fn down(&self) -> Output {
         rocketraft(&["cluster", "down", "--dir", self.dir()])
     }
 }
@@ -116,7 +116,7 @@ fn count(rows: &[Value], key: &str, value: &str) -> usize {
 }
 
 /// Gone, or a zombie nobody reaped yet: either way not running.
-fn pid_gone(pid: u64) -> bool {
+pub(crate) fn pid_gone(pid: u64) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => true,
         Ok(stat) => stat

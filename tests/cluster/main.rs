@@ -10,6 +10,7 @@ mod cluster_cli;
 mod controller_quorum;
 mod embedded_controller;
 mod metadata_kill9;
+mod metrics_prometheus;
 mod proxy_cluster_failover;
 mod replication_failover;
 mod rocketmq_conf;

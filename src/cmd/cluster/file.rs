@@ -40,6 +40,10 @@ pub struct Ports {
     /// HA replication between brokers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ha: Option<u16>,
+    /// The metrics endpoint (`http://127.0.0.1:PORT/metrics`); none in a cluster file from
+    /// before metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<u16>,
 }
 
 /// One process of the cluster, as `cluster.json` records it.

@@ -9,8 +9,11 @@ use anyhow::{bail, Context};
 const SLOTS_PER_ROLE: u16 = 10;
 /// First port offset (from --base-port) of the brokers in the fixed layout.
 const BROKER_PORT_OFFSET: u16 = 2 * SLOTS_PER_ROLE;
+/// First port offset of the metrics endpoints in the fixed layout: the NameServer's, then one
+/// per controller slot, then one per broker slot.
+const METRICS_PORT_OFFSET: u16 = 2 * BROKER_PORT_OFFSET;
 /// Ports the fixed layout spans from --base-port.
-const LAYOUT_SPAN: u16 = 2 * BROKER_PORT_OFFSET;
+const LAYOUT_SPAN: u16 = METRICS_PORT_OFFSET + 1 + 2 * SLOTS_PER_ROLE;
 
 pub(super) fn check_port_free(port: u16, what: &str, fix: &str) -> anyhow::Result<()> {
     TcpListener::bind(("127.0.0.1", port))
@@ -26,6 +29,11 @@ pub struct PortLayout {
     pub controllers: Vec<(u16, u16)>,
     /// (Remoting, HA) per broker replica.
     pub brokers: Vec<(u16, u16)>,
+    /// The metrics endpoints (`/metrics`): the NameServer's, then per controller, then per
+    /// broker, in the order above.
+    pub namesrv_metrics: u16,
+    pub controller_metrics: Vec<u16>,
+    pub broker_metrics: Vec<u16>,
 }
 
 fn check_counts(controllers: u16, replicas: u16) -> anyhow::Result<()> {
@@ -62,10 +70,16 @@ impl PortLayout {
             );
         }
         let pair = |offset: u16, i: u16| (base + offset + 2 * i, base + offset + 2 * i + 1);
+        let metrics = base + METRICS_PORT_OFFSET;
         Ok(PortLayout {
             namesrv,
             controllers: (0..controllers).map(|i| pair(0, i)).collect(),
             brokers: (0..replicas).map(|i| pair(BROKER_PORT_OFFSET, i)).collect(),
+            namesrv_metrics: metrics,
+            controller_metrics: (0..controllers).map(|i| metrics + 1 + i).collect(),
+            broker_metrics: (0..replicas)
+                .map(|i| metrics + 1 + SLOTS_PER_ROLE + i)
+                .collect(),
         })
     }
 
@@ -73,7 +87,7 @@ impl PortLayout {
     /// [`rocketraft_common::net::free_loopback_port`]), none repeated.
     pub fn auto(namesrv: Option<u16>, controllers: u16, replicas: u16) -> anyhow::Result<Self> {
         check_counts(controllers, replicas)?;
-        let wanted = 2 * usize::from(controllers) + 2 * usize::from(replicas) + 1;
+        let wanted = 3 * usize::from(controllers) + 3 * usize::from(replicas) + 2;
         let mut ports = Vec::with_capacity(wanted);
         while ports.len() < wanted {
             let port = rocketraft_common::net::free_loopback_port()
@@ -92,26 +106,40 @@ impl PortLayout {
             namesrv,
             controllers: Vec::new(),
             brokers: Vec::new(),
+            namesrv_metrics: take()?,
+            controller_metrics: Vec::new(),
+            broker_metrics: Vec::new(),
         };
         for _ in 0..controllers {
             layout.controllers.push((take()?, take()?));
+            layout.controller_metrics.push(take()?);
         }
         for _ in 0..replicas {
             layout.brokers.push((take()?, take()?));
+            layout.broker_metrics.push(take()?);
         }
         Ok(layout)
     }
 
     /// (what, port) for every port, for messages.
     pub(super) fn labelled(&self) -> Vec<(String, u16)> {
-        let mut out = vec![("namesrv Remoting".to_string(), self.namesrv)];
+        let mut out = vec![
+            ("namesrv Remoting".to_string(), self.namesrv),
+            ("namesrv metrics".to_string(), self.namesrv_metrics),
+        ];
         for (i, (r, raft)) in self.controllers.iter().enumerate() {
             out.push((format!("controller-{} Remoting", i + 1), *r));
             out.push((format!("controller-{} Raft", i + 1), *raft));
         }
+        for (i, m) in self.controller_metrics.iter().enumerate() {
+            out.push((format!("controller-{} metrics", i + 1), *m));
+        }
         for (i, (r, ha)) in self.brokers.iter().enumerate() {
             out.push((format!("broker-{} Remoting", i + 1), *r));
             out.push((format!("broker-{} HA", i + 1), *ha));
+        }
+        for (i, m) in self.broker_metrics.iter().enumerate() {
+            out.push((format!("broker-{} metrics", i + 1), *m));
         }
         out
     }
@@ -137,13 +165,17 @@ mod tests {
             l.brokers,
             vec![(30020, 30021), (30022, 30023), (30024, 30025)]
         );
+        assert_eq!(l.namesrv_metrics, 30040);
+        assert_eq!(l.controller_metrics, vec![30041, 30042, 30043]);
+        assert_eq!(l.broker_metrics, vec![30051, 30052, 30053]);
         let l = PortLayout::fixed(9876, 40000, 10, 10).expect("layout");
         assert_eq!(l.controllers[9], (40018, 40019));
         assert_eq!(l.brokers[9], (40038, 40039));
+        assert_eq!(l.broker_metrics[9], 40060);
         let mut all: Vec<u16> = l.labelled().iter().map(|(_, p)| *p).collect();
         all.sort_unstable();
         all.dedup();
-        assert_eq!(all.len(), 41, "no port is used twice");
+        assert_eq!(all.len(), 62, "no port is used twice");
     }
 
     #[test]
@@ -153,17 +185,18 @@ mod tests {
         assert!(PortLayout::fixed(9876, 65500, 3, 3).is_err());
         assert!(PortLayout::fixed(9876, 0, 3, 3).is_err());
         assert!(PortLayout::fixed(30010, 30000, 3, 3).is_err());
-        assert!(PortLayout::fixed(9876, 65496, 3, 3).is_ok());
+        assert!(PortLayout::fixed(9876, 65475, 3, 3).is_ok());
+        assert!(PortLayout::fixed(9876, 65476, 3, 3).is_err());
     }
 
     #[test]
     fn auto_layout_picks_distinct_ports() {
         let l = PortLayout::auto(None, 3, 3).expect("layout");
         let mut all: Vec<u16> = l.labelled().iter().map(|(_, p)| *p).collect();
-        assert_eq!(all.len(), 13);
+        assert_eq!(all.len(), 20);
         all.sort_unstable();
         all.dedup();
-        assert_eq!(all.len(), 13);
+        assert_eq!(all.len(), 20);
         let l = PortLayout::auto(Some(9876), 1, 1).expect("layout");
         assert_eq!(l.namesrv, 9876);
         assert!(!l.controllers.iter().any(|(a, b)| *a == 9876 || *b == 9876));

@@ -37,6 +37,12 @@ fn command_line(
     if !inherited.log.is_empty() {
         argv.extend(["--log".to_string(), inherited.log.clone()]);
     }
+    if inherited.log_format != crate::LogFormat::Text {
+        argv.extend([
+            "--log-format".to_string(),
+            inherited.log_format.as_str().to_string(),
+        ]);
+    }
     if let Some(threads) = inherited.threads {
         argv.extend(["--threads".to_string(), threads.to_string()]);
     }
@@ -57,6 +63,9 @@ fn command_line(
             record.name,
             kind.as_str()
         ),
+    }
+    if let Some(port) = record.ports.metrics {
+        argv.extend(["--metrics-listen".to_string(), loopback(port)]);
     }
     Ok(argv)
 }
@@ -80,6 +89,7 @@ pub fn plan(
             remoting: layout.namesrv,
             raft: None,
             ha: None,
+            metrics: Some(layout.namesrv_metrics),
         },
         data_dir: home.clone(),
         config: Some((home.join("namesrv.toml"), namesrv_toml(layout, secrets)?)),
@@ -166,6 +176,7 @@ fn controllers(
                 remoting: *remoting,
                 raft: Some(*raft),
                 ha: None,
+                metrics: layout.controller_metrics.get(i).copied(),
             },
             data_dir,
             config: Some((home.join("controller.toml"), text)),
@@ -195,6 +206,7 @@ fn brokers(
                 remoting: *remoting,
                 raft: None,
                 ha: Some(*ha),
+                metrics: layout.broker_metrics.get(i).copied(),
             },
             data_dir: store_root,
             config: Some((home.join("broker.toml"), text)),
@@ -258,6 +270,7 @@ mod tests {
         let l = PortLayout::fixed(9876, 30000, 3, 3).expect("layout");
         let inherited = Inherited {
             log: "warn".to_string(),
+            log_format: crate::LogFormat::Text,
             threads: Some(2),
         };
         let plan = plan(
@@ -311,7 +324,9 @@ mod tests {
                 "2",
                 "broker",
                 "--config",
-                "/d/broker-2/broker.toml"
+                "/d/broker-2/broker.toml",
+                "--metrics-listen",
+                "127.0.0.1:30052"
             ]
         );
         assert_eq!(b2.stderr_log, PathBuf::from("/d/broker-2/stderr.log"));
@@ -321,13 +336,20 @@ mod tests {
             Ports {
                 remoting: 30022,
                 raft: None,
-                ha: Some(30023)
+                ha: Some(30023),
+                metrics: Some(30052),
             }
         );
         let ns = &plan.file.processes[3];
         assert_eq!(
             &ns.argv[5..],
-            ["namesrv", "--config", "/d/namesrv/namesrv.toml"]
+            [
+                "namesrv",
+                "--config",
+                "/d/namesrv/namesrv.toml",
+                "--metrics-listen",
+                "127.0.0.1:30040"
+            ]
         );
 
         let dir = tempfile::tempdir().expect("tempdir");
@@ -354,6 +376,7 @@ mod tests {
         let l = PortLayout::auto(None, 1, 2).expect("layout");
         let old = Inherited {
             log: "debug".to_string(),
+            log_format: crate::LogFormat::Text,
             threads: None,
         };
         let mut file = plan(
@@ -381,6 +404,7 @@ mod tests {
         }
         let new = Inherited {
             log: "warn".to_string(),
+            log_format: crate::LogFormat::Text,
             threads: Some(1),
         };
         let again = restart_plan(file.clone(), root, "/new/rocketraft", &new).expect("restart");

@@ -226,6 +226,7 @@ mod tests {
                 remoting: 1,
                 raft: None,
                 ha: None,
+                metrics: None,
             },
             data_dir: PathBuf::new(),
             config: None,

@@ -32,6 +32,9 @@ pub struct StatusRow {
     /// The stderr log (where the process logs).
     pub log: PathBuf,
     pub config: Option<PathBuf>,
+    /// The process's metrics endpoint, `http://127.0.0.1:PORT/metrics`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<String>,
 }
 
 async fn status_rows(dir: &Path, file: &ClusterFile) -> anyhow::Result<Vec<StatusRow>> {
@@ -98,6 +101,10 @@ async fn status_rows(dir: &Path, file: &ClusterFile) -> anyhow::Result<Vec<Statu
             data_dir: p.data_dir.clone(),
             log: p.stderr_log.clone(),
             config: p.config.clone(),
+            metrics: p
+                .ports
+                .metrics
+                .map(|port| format!("http://{}/metrics", loopback(port))),
         });
     }
     Ok(rows)
@@ -127,6 +134,9 @@ pub(super) async fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
         }
         if let Some(p) = r.ports.ha {
             ports.push_str(&format!(" ha {p}"));
+        }
+        if let Some(p) = r.ports.metrics {
+            ports.push_str(&format!(" metrics {p}"));
         }
         println!(
             "{:<14} {:<10} {:<12} {:>8} {:<6} {:<24} {}",

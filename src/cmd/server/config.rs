@@ -35,6 +35,8 @@ pub struct NamesrvArgs {
     /// Listen address (default 0.0.0.0:9876).
     #[arg(long)]
     listen: Option<SocketAddr>,
+    #[command(flatten)]
+    pub metrics: super::metrics::MetricsFlags,
 }
 
 impl NamesrvArgs {
@@ -124,6 +126,8 @@ pub struct BrokerArgs {
     pub proxy_listen: Option<SocketAddr>,
     #[command(flatten)]
     flags: BrokerFlags,
+    #[command(flatten)]
+    pub metrics: super::metrics::MetricsFlags,
 }
 
 impl BrokerArgs {
@@ -164,6 +168,8 @@ pub struct ControllerArgs {
     /// Start without bootstrapping: wait to be added with `admin controller member add`.
     #[arg(long)]
     join: bool,
+    #[command(flatten)]
+    pub metrics: super::metrics::MetricsFlags,
 }
 
 impl ControllerArgs {
@@ -259,6 +265,8 @@ pub struct DevArgs {
     pub no_proxy: bool,
     #[command(flatten)]
     flags: BrokerFlags,
+    #[command(flatten)]
+    pub metrics: super::metrics::MetricsFlags,
 }
 
 impl DevArgs {

@@ -4,6 +4,7 @@
 
 pub mod conf_file;
 pub mod config;
+pub mod metrics;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,44 +12,75 @@ use std::path::PathBuf;
 use rocketraft_broker::Broker;
 use rocketraft_nameserver::NameServer;
 
+use metrics::ProcessMetrics;
+
 /// `rocketraft namesrv`: a NameServer until Ctrl-C / SIGTERM.
 pub async fn namesrv(args: config::NamesrvArgs) -> anyhow::Result<()> {
-    let config = args.load()?;
+    let mut config = args.load()?;
+    let mut process = ProcessMetrics::new();
+    let node_id = config.listen.to_string();
+    if args.metrics.metrics_listen.is_some() {
+        config.rpc_metrics = Some(process.rpc_for("", "namesrv", &node_id));
+    }
     let namesrv = NameServer::start(config).await?;
+    process.add("", "namesrv", &node_id, namesrv.metrics_collector());
+    let metrics = serve_metrics(process, args.metrics.metrics_listen).await?;
     println!(
-        "rocketraft namesrv is ready: {}{}",
+        "rocketraft namesrv is ready: {}{}{}",
         namesrv.local_addr(),
         if namesrv.controller().is_some() {
             " (with the controller)"
         } else {
             ""
-        }
+        },
+        metrics_note(metrics.as_ref())
     );
     wait_for_shutdown().await;
+    stop_metrics(metrics).await;
     namesrv.shutdown().await;
     Ok(())
 }
 
 /// `rocketraft broker`: a broker (with an in-process proxy if asked) until Ctrl-C / SIGTERM.
 pub async fn broker(args: config::BrokerArgs) -> anyhow::Result<()> {
-    let config = args.load()?;
+    let mut config = args.load()?;
     let name = config.broker_name.clone();
+    let cluster = config.cluster_name.clone();
     let store_root = config.store.store_root.clone();
     let namesrv_addr = config.namesrv_addr.clone();
     let remoting = proxy_remoting(&config)?;
+    let mut process = ProcessMetrics::new();
+    let metrics_on = args.metrics.metrics_listen.is_some();
+    if metrics_on {
+        config.rpc_metrics = Some(process.rpc_for(&cluster, "broker", &name));
+    }
     let broker = Broker::start(config).await?;
+    process.add(&cluster, "broker", &name, broker.metrics_collector());
     let proxy = match args.proxy_listen {
-        Some(listen) => Some(local_proxy(listen, namesrv_addr, remoting).await?),
+        Some(listen) => {
+            let rpc = metrics_on.then(|| process.rpc_for(&cluster, "proxy", &listen.to_string()));
+            let proxy = local_proxy(listen, namesrv_addr, remoting, rpc).await?;
+            process.add(
+                &cluster,
+                "proxy",
+                &listen.to_string(),
+                proxy.metrics_collector(),
+            );
+            Some(proxy)
+        }
         None => None,
     };
+    let metrics = serve_metrics(process, args.metrics.metrics_listen).await?;
     println!(
-        "rocketraft broker is ready: {} (broker set {}, data in {}){}",
+        "rocketraft broker is ready: {} (broker set {}, data in {}){}{}",
         broker.advertised_addr(),
         name,
         store_root.display(),
-        proxy_note(proxy.as_ref())
+        proxy_note(proxy.as_ref()),
+        metrics_note(metrics.as_ref())
     );
     until_shutdown(proxy).await;
+    stop_metrics(metrics).await;
     broker.shutdown().await;
     Ok(())
 }
@@ -66,35 +98,61 @@ pub async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
     } else {
         ""
     };
+    let mut process = ProcessMetrics::new();
+    let node_id = args.listen.to_string();
+    let rpc_metrics = args
+        .metrics
+        .metrics_listen
+        .map(|_| process.rpc_for(&args.proxy_cluster_name, "proxy", &node_id));
     let proxy = rocketraft_proxy::Proxy::start_secure(
         rocketraft_proxy::ProxyConfig {
             listen: args.listen,
-            advertised_host: args.advertised_host,
-            namesrv_addr: args.namesrv,
+            advertised_host: args.advertised_host.clone(),
+            namesrv_addr: args.namesrv.clone(),
+            rpc_metrics,
+            ..Default::default()
         },
         security,
     )
     .await?;
+    process.add(
+        &args.proxy_cluster_name,
+        "proxy",
+        &node_id,
+        proxy.metrics_collector(),
+    );
+    let metrics = serve_metrics(process, args.metrics.metrics_listen).await?;
     println!(
-        "rocketraft proxy is ready: gRPC {} ({scheme}{auth})",
-        proxy.local_addr()
+        "rocketraft proxy is ready: gRPC {} ({scheme}{auth}){}",
+        proxy.local_addr(),
+        metrics_note(metrics.as_ref())
     );
     wait_for_shutdown().await;
+    stop_metrics(metrics).await;
     proxy.shutdown().await;
     Ok(())
 }
 
 /// `rocketraft controller`: one member of a standalone controller quorum until Ctrl-C / SIGTERM.
 pub async fn controller(args: config::ControllerArgs) -> anyhow::Result<()> {
-    let config = args.load()?;
+    let mut config = args.load()?;
+    let mut process = ProcessMetrics::new();
+    let node_id = config.raft.node_id.to_string();
+    if args.metrics.metrics_listen.is_some() {
+        config.rpc_metrics = Some(process.rpc_for("", "controller", &node_id));
+    }
     let controller = rocketraft_controller::Controller::start(config).await?;
     let addr = controller.serve_remoting().await?;
+    process.add("", "controller", &node_id, controller.metrics_collector());
+    let metrics = serve_metrics(process, args.metrics.metrics_listen).await?;
     println!(
-        "rocketraft controller {} is ready: Remoting {addr}, Raft {}",
+        "rocketraft controller {} is ready: Remoting {addr}, Raft {}{}",
         controller.raft().id(),
-        controller.raft().local_addr()
+        controller.raft().local_addr(),
+        metrics_note(metrics.as_ref())
     );
     wait_for_shutdown().await;
+    stop_metrics(metrics).await;
     controller.shutdown().await;
     Ok(())
 }
@@ -102,24 +160,58 @@ pub async fn controller(args: config::ControllerArgs) -> anyhow::Result<()> {
 /// `rocketraft dev`: NameServer and broker (and a proxy) in this process until Ctrl-C /
 /// SIGTERM.
 pub async fn dev(args: config::DevArgs) -> anyhow::Result<()> {
-    let (namesrv_config, broker_config) = args.load()?;
+    let (mut namesrv_config, mut broker_config) = args.load()?;
     let data_dir: PathBuf = broker_config.store.store_root.clone();
     let remoting = proxy_remoting(&broker_config)?;
+    let metrics_listen = if args.metrics.no_metrics {
+        None
+    } else {
+        Some(
+            args.metrics
+                .metrics_listen
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], metrics::DEFAULT_PORT))),
+        )
+    };
+    let mut process = ProcessMetrics::new();
+    let cluster = broker_config.cluster_name.clone();
+    let broker_name = broker_config.broker_name.clone();
+    let namesrv_id = namesrv_config.listen.to_string();
+    if metrics_listen.is_some() {
+        namesrv_config.rpc_metrics = Some(process.rpc_for("", "namesrv", &namesrv_id));
+        broker_config.rpc_metrics = Some(process.rpc_for(&cluster, "broker", &broker_name));
+    }
     let namesrv = NameServer::start(namesrv_config).await?;
+    process.add("", "namesrv", &namesrv_id, namesrv.metrics_collector());
     let broker = Broker::start(broker_config).await?;
+    process.add(&cluster, "broker", &broker_name, broker.metrics_collector());
     let namesrv_addr: SocketAddr = rocketraft_remoting::api::advertised(namesrv.local_addr());
     let proxy = if args.no_proxy {
         None
     } else {
-        Some(local_proxy(args.proxy_listen, namesrv_addr.to_string(), remoting).await?)
+        let proxy_id = args.proxy_listen.to_string();
+        let rpc = metrics_listen.map(|_| process.rpc_for(&cluster, "proxy", &proxy_id));
+        let proxy = local_proxy(args.proxy_listen, namesrv_addr.to_string(), remoting, rpc).await?;
+        process.add(&cluster, "proxy", &proxy_id, proxy.metrics_collector());
+        Some(proxy)
+    };
+    // The default port is best effort (another dev may hold it); one asked for must work.
+    let metrics = match serve_metrics(process, metrics_listen).await {
+        Ok(m) => m,
+        Err(e) if args.metrics.metrics_listen.is_none() => {
+            tracing::warn!("{e:#}");
+            None
+        }
+        Err(e) => return Err(e),
     };
     println!(
-        "rocketraft dev is ready: NameServer {namesrv_addr} (with the controller), broker {} (data in {}){}",
+        "rocketraft dev is ready: NameServer {namesrv_addr} (with the controller), broker {} (data in {}){}{}",
         broker.advertised_addr(),
         data_dir.display(),
-        proxy_note(proxy.as_ref())
+        proxy_note(proxy.as_ref()),
+        metrics_note(metrics.as_ref())
     );
     until_shutdown(proxy).await;
+    stop_metrics(metrics).await;
     broker.shutdown().await;
     namesrv.shutdown().await;
     Ok(())
@@ -143,12 +235,37 @@ fn proxy_note(proxy: Option<&rocketraft_proxy::Proxy>) -> String {
         .unwrap_or_default()
 }
 
+/// Starts the process's metrics endpoint when `listen` is set.
+async fn serve_metrics(
+    process: ProcessMetrics,
+    listen: Option<SocketAddr>,
+) -> anyhow::Result<Option<rocketraft_remoting::http::MetricsServer>> {
+    match listen {
+        Some(listen) => Ok(Some(process.serve(listen).await?)),
+        None => Ok(None),
+    }
+}
+
+async fn stop_metrics(metrics: Option<rocketraft_remoting::http::MetricsServer>) {
+    if let Some(m) = metrics {
+        m.shutdown().await;
+    }
+}
+
+/// `, metrics http://ADDR/metrics` for a ready line.
+fn metrics_note(metrics: Option<&rocketraft_remoting::http::MetricsServer>) -> String {
+    metrics
+        .map(|m| format!(", metrics http://{}/metrics", m.local_addr()))
+        .unwrap_or_default()
+}
+
 /// The gRPC proxy in this process (local mode), plaintext, for `dev` and `broker
 /// --proxy-listen`.
 async fn local_proxy(
     listen: SocketAddr,
     namesrv_addr: String,
     remoting: rocketraft_proxy::RemotingSecurity,
+    rpc_metrics: Option<rocketraft_common::metrics::RpcMetrics>,
 ) -> anyhow::Result<rocketraft_proxy::Proxy> {
     let security = rocketraft_proxy::SecurityConfig {
         remoting,
@@ -158,6 +275,9 @@ async fn local_proxy(
         listen,
         advertised_host: None,
         namesrv_addr,
+        rpc_metrics,
+        proxy_mode: rocketraft_proxy::metrics::ProxyMode::Local,
+        ..Default::default()
     };
     rocketraft_proxy::Proxy::start_secure(config, security)
         .await
@@ -201,6 +321,11 @@ pub struct ProxyArgs {
     /// the secret key comes from ROCKETRAFT_PROXY_SECRET_KEY.
     #[arg(long)]
     remoting_access_key: Option<String>,
+    /// The proxy's cluster (RocketMQ's proxyClusterName), the `cluster` label of its metrics.
+    #[arg(long, default_value = "DefaultCluster")]
+    proxy_cluster_name: String,
+    #[command(flatten)]
+    metrics: metrics::MetricsFlags,
 }
 
 impl ProxyArgs {
