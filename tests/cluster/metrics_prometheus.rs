@@ -5,8 +5,6 @@
 //! topic. Also the endpoint under bad input.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -20,34 +18,11 @@ use rocketraft_remoting::{ClientConfig, RemotingClient};
 use serde_json::Value;
 
 use crate::cluster_cli::{text, Cluster};
-use crate::support::{self, Killed};
+use crate::support::{self, http_get, Killed};
 
 const TOPIC: &str = "MetricsTopic";
 const GROUP: &str = "metrics-group";
 const SENT: u64 = 40;
-
-/// `GET path` over HTTP/1.1 (with `extra` header lines): the status code and the body.
-fn http_get(addr: &str, path: &str, extra: &str) -> std::io::Result<(u16, String)> {
-    let mut stream = TcpStream::connect(addr)?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n"
-    )?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
-    let raw = String::from_utf8_lossy(&raw).into_owned();
-    let status = raw
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = raw
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((status, body))
-}
 
 /// Percent-encodes a PromQL query for a URL.
 fn encode(query: &str) -> String {

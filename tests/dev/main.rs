@@ -12,6 +12,7 @@ mod flood;
 mod footprint;
 mod message_lookup;
 mod message_trace;
+mod metrics;
 mod proxy_cli;
 mod proxy_failover;
 mod retention;

@@ -177,3 +177,25 @@ pub fn npm_ci_once(dir: &Path, installed: &str) {
         .expect("npm is needed for this test: run scripts/setup.sh (installs nodejs and npm)");
     assert!(status.success(), "npm ci in {} failed", dir.display());
 }
+
+/// `GET path` over HTTP/1.1 (with `extra` header lines): the status code and the body.
+pub fn http_get(addr: &str, path: &str, extra: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n");
+    std::io::Write::write_all(&mut stream, request.as_bytes())?;
+    let mut raw = Vec::new();
+    std::io::Read::read_to_end(&mut stream, &mut raw)?;
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let status = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
