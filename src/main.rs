@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use cmd::server::{self, config};
-use cmd::{admin, bench, cluster};
+use cmd::{admin, bench, cluster, console};
 
 #[derive(Parser)]
 #[command(
@@ -66,6 +66,8 @@ enum Command {
     /// A local cluster (controller quorum, NameServer, one broker set) as processes on loopback.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
+    /// A web console for a running cluster: brokers, topics, consumer groups, messages.
+    Console(console::ConsoleArgs),
 }
 
 /// The log filter: `RUST_LOG` when set (per module, e.g.
@@ -127,5 +129,6 @@ async fn run(command: Command, inherited: cluster::Inherited) -> anyhow::Result<
         Command::Admin(args) => admin::run(args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Cluster(command) => cluster::run(command, inherited).await,
+        Command::Console(args) => console::run(args).await,
     }
 }

@@ -1,9 +1,11 @@
 //! The `rocketraft` commands, one module each: [`server`] (`namesrv`, `broker`, `proxy`,
-//! `controller`, `dev`), [`admin`], [`bench`] and [`cluster`] (`cluster up|status|down`).
+//! `controller`, `dev`), [`admin`], [`bench`], [`cluster`] (`cluster up|status|down`) and
+//! [`console`] (the web console).
 
 pub mod admin;
 pub mod bench;
 pub mod cluster;
+pub mod console;
 pub mod server;
 
 /// The CommitLog segment size `dev` and `cluster up` use unless told otherwise: 64 MiB, so an

@@ -1,0 +1,270 @@
+//! `rocketraft console`: a web console for a running cluster, served over HTTP. Server-rendered
+//! pages over the same Remoting calls the admin CLI makes (no build step, a little plain JS on
+//! the throughput page):
+//!
+//! - `/` the cluster: NameServer, broker sets and their replicas (role, broker id, HA epochs,
+//!   SyncStateSet, lag), the controller quorum;
+//! - `/topics`, `/topics/{name}`: topics, their routes and per-queue offsets; forms to create
+//!   (`POST /topics/create`) and delete (`POST /topics/delete`) a topic;
+//! - `/groups`, `/groups/{name}`: consumer groups, lag per queue and POP messages in flight; a
+//!   form to reset a group's offsets (`POST /groups/{name}/reset`);
+//! - `/messages`: lookup by topic and key, or by message id;
+//! - `/throughput`: a live chart of each broker's putTps and getTransferredTps, polling
+//!   `/api/throughput` (JSON).
+//!
+//! Every value shown is HTML-escaped. Bad input gets a 4xx page (400 malformed form or name,
+//! 404 unknown path, topic or group, 415 a POST that is not a form, 431 oversized headers) and
+//! the server keeps serving. With `--access-key` (and ROCKETRAFT_SECRET_KEY) every request is
+//! signed as the admin CLI signs it; a permission denial says which access key was used.
+
+mod cluster;
+mod form;
+mod groups;
+mod html;
+mod messages;
+mod throughput;
+mod topics;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use clap::Args;
+use rocketraft_remoting::api::{ApiError, MqClientApi};
+use rocketraft_remoting::http::{MetricsServer, MAX_HEADER_BYTES};
+use rocketraft_remoting::response_code;
+use rocketraft_remoting::tls::ClientTlsConfig;
+use rocketraft_remoting::{ClientConfig, RemotingClient};
+
+/// How long one Remoting call of a page may take before the page reports the server as silent.
+const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+
+#[derive(Args)]
+pub struct ConsoleArgs {
+    /// NameServer address.
+    #[arg(long, default_value = "127.0.0.1:9876")]
+    namesrv: String,
+    /// Where the console serves HTTP.
+    #[arg(long, default_value = "127.0.0.1:8082")]
+    listen: SocketAddr,
+    /// Controller Remoting address (default: the --namesrv address, where `rocketraft dev` and
+    /// `enableControllerInNamesrv` serve it; a standalone controller listens on 9878).
+    #[arg(long)]
+    controller: Option<String>,
+    /// The access key (username) to sign requests with, for servers with
+    /// `authenticationEnabled`; ROCKETRAFT_ACCESS_KEY if unset.
+    #[arg(long)]
+    access_key: Option<String>,
+    /// The secret key of --access-key; ROCKETRAFT_SECRET_KEY if unset (prefer the variable).
+    #[arg(long)]
+    secret_key: Option<String>,
+    /// Connect to the servers over TLS, verifying them against --tls-trust-cert if given.
+    #[arg(long)]
+    tls: bool,
+    /// Trusted certificates (PEM) for --tls.
+    #[arg(long)]
+    tls_trust_cert: Option<std::path::PathBuf>,
+}
+
+/// What every handler needs: the API client and where the cluster is.
+#[derive(Clone)]
+pub(crate) struct Console {
+    pub api: MqClientApi,
+    pub namesrv: String,
+    pub controller: String,
+    /// The access key requests are signed with, if any (named on permission denials).
+    pub access_key: Option<String>,
+}
+
+pub async fn run(args: ConsoleArgs) -> anyhow::Result<()> {
+    let access_key = args
+        .access_key
+        .clone()
+        .or_else(|| std::env::var("ROCKETRAFT_ACCESS_KEY").ok());
+    let credentials = super::admin::credentials(args.access_key, args.secret_key)?;
+    let tls = ClientTlsConfig {
+        enable: args.tls || args.tls_trust_cert.is_some(),
+        trust_cert: args.tls_trust_cert,
+    }
+    .load()?;
+    let api = MqClientApi::new(
+        RemotingClient::new(ClientConfig {
+            credentials,
+            tls,
+            ..ClientConfig::default()
+        }),
+        CALL_TIMEOUT,
+    );
+    let console = Console {
+        api,
+        controller: args.controller.unwrap_or_else(|| args.namesrv.clone()),
+        namesrv: args.namesrv,
+        access_key,
+    };
+    let server = MetricsServer::start(args.listen, router(console.clone()))
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot serve the console on {}: {e}", args.listen))?;
+    println!(
+        "rocketraft console is ready: http://{} (NameServer {}, controller {})",
+        server.local_addr(),
+        console.namesrv,
+        console.controller
+    );
+    wait_for_shutdown().await;
+    server.shutdown().await;
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn wait_for_shutdown() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Every route of the console.
+pub(crate) fn router(console: Console) -> Router {
+    Router::new()
+        .route("/", get(cluster::page))
+        .route("/topics", get(topics::list))
+        .route("/topics/create", post(topics::create))
+        .route("/topics/delete", post(topics::delete))
+        .route("/topics/{name}", get(topics::detail))
+        .route("/groups", get(groups::list))
+        .route("/groups/{name}", get(groups::detail))
+        .route("/groups/{name}/reset", post(groups::reset))
+        .route("/messages", get(messages::page))
+        .route("/throughput", get(throughput::page))
+        .route("/api/throughput", get(throughput::api))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(limit_headers))
+        .with_state(console)
+}
+
+async fn not_found(uri: axum::http::Uri) -> PageError {
+    PageError::new(
+        StatusCode::NOT_FOUND,
+        "Not found",
+        format!("There is no page at {}.", uri.path()),
+    )
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> PageError {
+    PageError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "Method not allowed",
+        format!("{} is not allowed on {}.", method, uri.path()),
+    )
+}
+
+/// Answers 431 to a request whose headers exceed [`MAX_HEADER_BYTES`] (as the metrics endpoint
+/// does); hyper itself refuses headers over its own buffer.
+async fn limit_headers(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let size: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if size > MAX_HEADER_BYTES {
+        return PageError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "Request headers too large",
+            format!("The request's headers are over {MAX_HEADER_BYTES} bytes."),
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+/// A page that could not be shown: its status, a title and what went wrong (plain text,
+/// escaped when rendered).
+#[derive(Debug)]
+pub(crate) struct PageError {
+    pub status: StatusCode,
+    pub title: String,
+    pub detail: String,
+}
+
+impl PageError {
+    pub fn new(status: StatusCode, title: impl Into<String>, detail: impl Into<String>) -> Self {
+        PageError {
+            status,
+            title: title.into(),
+            detail: detail.into(),
+        }
+    }
+
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        PageError::new(StatusCode::BAD_REQUEST, "Bad request", detail)
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        let body = format!(
+            "<div class=\"error\"><p>{}</p></div>\n<p><a href=\"/\">Back to the cluster</a></p>\n",
+            html::esc(&self.detail)
+        );
+        let title = format!("{} {}", self.status.as_u16(), self.title);
+        (self.status, html::page(&title, "", &body)).into_response()
+    }
+}
+
+impl Console {
+    /// The page for a failed call to `server` (what it is, e.g. "the NameServer at ADDR") while
+    /// doing `what`: a permission denial (403) names the access key used, a refusal or a silent
+    /// server is a 502.
+    pub fn api_error(&self, what: &str, server: &str, e: ApiError) -> PageError {
+        match e {
+            ApiError::Refused(r) if r.code == response_code::NO_PERMISSION => PageError::new(
+                StatusCode::FORBIDDEN,
+                "Permission denied",
+                self.denied(what, server, &r.remark),
+            ),
+            ApiError::Refused(r) => PageError::new(
+                StatusCode::BAD_GATEWAY,
+                "Refused",
+                format!("{what}: {server} refused (code {}): {}", r.code, r.remark),
+            ),
+            other => PageError::new(
+                StatusCode::BAD_GATEWAY,
+                "No answer",
+                format!("{what}: no answer from {server}: {other}"),
+            ),
+        }
+    }
+
+    /// What to say when `server` denied `what`.
+    pub fn denied(&self, what: &str, server: &str, remark: &str) -> String {
+        let signed = match &self.access_key {
+            Some(ak) => format!(
+                "the console signs its requests as access key {ak:?}; grant that user the permission (rocketraft admin acl) or start the console with another --access-key"
+            ),
+            None => "the console's requests are not signed: start it with --access-key and ROCKETRAFT_SECRET_KEY (the cluster has ACL on)".to_string(),
+        };
+        format!("{what}: permission denied by {server}: {remark} ({signed})")
+    }
+
+    /// The page for a failed cluster_info.
+    pub fn namesrv_error(&self, what: &str, e: ApiError) -> PageError {
+        self.api_error(what, &format!("the NameServer at {}", self.namesrv), e)
+    }
+}
+
+/// Whether an API error is the server saying the topic does not exist.
+pub(crate) fn is_topic_not_exist(e: &ApiError) -> bool {
+    e.code() == Some(response_code::TOPIC_NOT_EXIST)
+}
