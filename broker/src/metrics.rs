@@ -13,15 +13,15 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 
 use rocketraft_common::consts::{
     perm, property, AUTO_CREATE_TOPIC_KEY_TOPIC, DLQ_GROUP_TOPIC_PREFIX, RETRY_GROUP_TOPIC_PREFIX,
     SELF_TEST_TOPIC,
 };
 use rocketraft_common::metrics::{
-    bool_label, counter, family, gauge, message_size_family, Collector, CounterFamily,
-    DescriptorEncoder, HistogramFamily, Labels,
+    bool_label, counter, family, gauge, message_size_family, Collector, Counter, CounterFamily,
+    DescriptorEncoder, HandleCache, Histogram, HistogramFamily, Labels,
 };
 use rocketraft_common::time::now_ms;
 
@@ -98,7 +98,25 @@ pub struct BrokerMetrics {
     commit_messages: CounterFamily,
     rollback_messages: CounterFamily,
     pop_revived: CounterFamily,
+    /// The members `message_in` and `message_out` update, by topic (then message type, or
+    /// group): no label strings are built per request once a key has been seen.
+    in_handles: HandleCache<String, Arc<HandleCache<&'static str, InHandles>>>,
+    out_handles: HandleCache<String, Arc<HandleCache<String, OutHandles>>>,
 }
+
+/// `rocketmq_messages_in`, `rocketmq_throughput_in` and `rocketmq_message_size` of one topic and
+/// message type.
+#[derive(Clone)]
+struct InHandles {
+    messages: Counter,
+    bytes: Counter,
+    size: Histogram,
+}
+
+/// `rocketmq_messages_out` and `rocketmq_throughput_out` of one topic and group, for its
+/// regular and its retry messages.
+#[derive(Clone)]
+struct OutHandles([(Counter, Counter); 2]);
 
 impl Default for BrokerMetrics {
     fn default() -> Self {
@@ -112,6 +130,8 @@ impl Default for BrokerMetrics {
             commit_messages: CounterFamily::default(),
             rollback_messages: CounterFamily::default(),
             pop_revived: CounterFamily::default(),
+            in_handles: HandleCache::default(),
+            out_handles: HandleCache::default(),
         }
     }
 }
@@ -124,17 +144,26 @@ impl BrokerMetrics {
         if messages == 0 || is_retry_or_dlq_topic(topic) {
             return;
         }
-        let labels: Labels = vec![
-            ("topic", topic.to_string()),
-            ("message_type", message_type.to_string()),
-            ("is_system", bool_label(is_system_topic(topic))),
-        ];
-        self.messages_in.get_or_create(&labels).inc_by(messages);
-        self.throughput_in.get_or_create(&labels).inc_by(bytes);
-        let size_labels: Labels = labels.into_iter().take(2).collect();
-        self.message_size
-            .get_or_create(&size_labels)
-            .observe((bytes / messages) as f64);
+        let by_type = self
+            .in_handles
+            .get(topic, || (topic.to_string(), Arc::default()));
+        let handles = by_type.get(message_type, || {
+            let labels: Labels = vec![
+                ("topic", topic.to_string()),
+                ("message_type", message_type.to_string()),
+                ("is_system", bool_label(is_system_topic(topic))),
+            ];
+            let size_labels: Labels = labels.iter().take(2).cloned().collect();
+            let handles = InHandles {
+                messages: self.messages_in.get_or_create_owned(&labels),
+                bytes: self.throughput_in.get_or_create_owned(&labels),
+                size: self.message_size.get_or_create_owned(&size_labels),
+            };
+            (message_type, handles)
+        });
+        handles.messages.inc_by(messages);
+        handles.bytes.inc_by(bytes);
+        handles.size.observe((bytes / messages) as f64);
     }
 
     /// `messages` (`bytes` in all) handed to `group` from `topic` by a pull, lite pull or POP;
@@ -143,14 +172,27 @@ impl BrokerMetrics {
         if messages == 0 {
             return;
         }
-        let labels: Labels = vec![
-            ("topic", topic.to_string()),
-            ("consumer_group", group.to_string()),
-            ("is_retry", bool_label(is_retry)),
-            ("is_system", bool_label(is_system(topic, group))),
-        ];
-        self.messages_out.get_or_create(&labels).inc_by(messages);
-        self.throughput_out.get_or_create(&labels).inc_by(bytes);
+        let by_group = self
+            .out_handles
+            .get(topic, || (topic.to_string(), Arc::default()));
+        let handles = by_group.get(group, || {
+            let pair = |retry: bool| {
+                let labels: Labels = vec![
+                    ("topic", topic.to_string()),
+                    ("consumer_group", group.to_string()),
+                    ("is_retry", bool_label(retry)),
+                    ("is_system", bool_label(is_system(topic, group))),
+                ];
+                (
+                    self.messages_out.get_or_create_owned(&labels),
+                    self.throughput_out.get_or_create_owned(&labels),
+                )
+            };
+            (group.to_string(), OutHandles([pair(false), pair(true)]))
+        });
+        let (count, volume) = &handles.0[usize::from(is_retry)];
+        count.inc_by(messages);
+        volume.inc_by(bytes);
     }
 
     /// A message of `topic` that `group` could not consume moved to the group's DLQ.

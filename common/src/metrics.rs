@@ -43,6 +43,8 @@ pub type HistogramFamily = Family<Labels, Histogram, fn() -> Histogram>;
 pub struct RpcMetrics {
     pub family: std::sync::Arc<HistogramFamily>,
     pub labels: Labels,
+    /// This server's Remoting samples by key.
+    remoting: std::sync::Arc<HandleCache<RpcKey, Histogram>>,
 }
 
 impl RpcMetrics {
@@ -51,6 +53,7 @@ impl RpcMetrics {
         RpcMetrics {
             family: std::sync::Arc::new(rpc_latency_family()),
             labels,
+            remoting: Default::default(),
         }
     }
 
@@ -59,7 +62,35 @@ impl RpcMetrics {
         RpcMetrics {
             family: self.family.clone(),
             labels,
+            remoting: Default::default(),
         }
+    }
+
+    /// Records one Remoting request (`protocol_type="remoting"`): its request and response
+    /// codes (-1: none, a oneway request), whether its code long-polls, and `result`
+    /// (RocketMQ's `success`, `oneway`, `cancelled`, `process_request_failed`). The label set is
+    /// built once per distinct key.
+    pub fn observe_remoting(
+        &self,
+        request_code: i32,
+        response_code: i32,
+        long_polling: bool,
+        result: &'static str,
+        millis: f64,
+    ) {
+        let key = (request_code, response_code, result);
+        let histogram = self.remoting.get(&key, || {
+            let mut labels = self.labels.clone();
+            labels.extend([
+                ("protocol_type", "remoting".to_string()),
+                ("request_code", request_code.to_string()),
+                ("response_code", response_code.to_string()),
+                ("is_long_polling", bool_label(long_polling)),
+                ("result", result.to_string()),
+            ]);
+            (key, self.family.get_or_create_owned(&labels))
+        });
+        histogram.observe(millis);
     }
 
     /// Records one call: `labels` are the call's own (request code, result, ...).
@@ -79,6 +110,51 @@ impl RpcMetrics {
         )
     }
 }
+
+/// Handles of a family's members (counters and histograms share their value with the family
+/// when cloned) by a cheap key, so that a hot path finds its member under a read lock without
+/// building label strings; the labels are built once, when a key is first seen.
+#[derive(Debug)]
+pub struct HandleCache<K, M> {
+    map: std::sync::RwLock<std::collections::HashMap<K, M>>,
+}
+
+impl<K, M> Default for HandleCache<K, M> {
+    fn default() -> Self {
+        HandleCache {
+            map: std::sync::RwLock::new(std::collections::HashMap::new()),
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq, M: Clone> HandleCache<K, M> {
+    /// The handle of `key`, made (with its key) by `make` the first time.
+    pub fn get<Q>(&self, key: &Q, make: impl FnOnce() -> (K, M)) -> M
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
+        if let Some(m) = self
+            .map
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(key)
+        {
+            return m.clone();
+        }
+        let (k, m) = make();
+        self.map
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(k)
+            .or_insert(m)
+            .clone()
+    }
+}
+
+/// The key of a Remoting request's latency sample: request code, response code (-1: none),
+/// result.
+type RpcKey = (i32, i32, &'static str);
 
 /// The content type of [`encode`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";

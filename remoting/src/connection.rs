@@ -100,17 +100,13 @@ fn record_rpc(
     result: &'static str,
     elapsed: std::time::Duration,
 ) {
-    let labels = [
-        ("protocol_type", "remoting".to_string()),
-        ("request_code", code.to_string()),
-        (
-            "response_code",
-            response_code.map_or_else(|| "-1".to_string(), |c| c.to_string()),
-        ),
-        ("is_long_polling", is_long_polling(code).to_string()),
-        ("result", result.to_string()),
-    ];
-    metrics.observe(labels, elapsed.as_secs_f64() * 1000.0);
+    metrics.observe_remoting(
+        code,
+        response_code.unwrap_or(-1),
+        is_long_polling(code),
+        result,
+        elapsed.as_secs_f64() * 1000.0,
+    );
 }
 
 /// An encoded frame: the length words and header, then the body (not copied).

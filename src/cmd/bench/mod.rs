@@ -12,6 +12,7 @@
 mod auth;
 mod controller;
 mod index;
+mod metrics;
 mod pop;
 mod proxy;
 mod replication;
@@ -154,6 +155,9 @@ enum BenchCommand {
     /// The index alone (no network): fill a store with keyed messages, time the indexer and
     /// lookups by key against reading the record by offset.
     IndexStore(index::IndexStoreArgs),
+    /// Start two `rocketraft dev` processes, one serving metrics (scraped every second) and one
+    /// with --no-metrics, and compare sends against each (alternating rounds, same run).
+    Metrics(metrics::MetricsBenchArgs),
     /// Start a `rocketraft dev` with a reserved time of 1 s and compare sends while expired
     /// segments are being deleted with sends while nothing is (alternating rounds, same run).
     Retention(retention::RetentionBenchArgs),
@@ -185,6 +189,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchCommand::Consume { target, batch } => consume(target, batch.max(1)).await,
         BenchCommand::Auth(args) => auth::run(args).await,
         BenchCommand::Retention(args) => retention::run(args).await,
+        BenchCommand::Metrics(args) => metrics::run(args).await,
         BenchCommand::Controller(args) => controller::run(args).await,
         BenchCommand::Replication(args) => replication::run(args).await,
         BenchCommand::Pop(args) => pop::run(args).await,

@@ -49,7 +49,7 @@ pub struct RetentionBenchArgs {
 }
 
 /// The dev process, killed and its directory removed when dropped (even on failure).
-struct DevProcess {
+pub(super) struct DevProcess {
     child: Child,
     dir: PathBuf,
 }
@@ -64,37 +64,47 @@ impl Drop for DevProcess {
     }
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub(super) fn free_port() -> anyhow::Result<u16> {
     Ok(rocketraft_common::net::free_loopback_port()?)
 }
 
 fn start_dev(args: &RetentionBenchArgs) -> anyhow::Result<(DevProcess, String, String)> {
-    if args.dir.exists() {
-        std::fs::remove_dir_all(&args.dir)
-            .with_context(|| format!("cannot clear {}", args.dir.display()))?;
-    }
-    std::fs::create_dir_all(&args.dir)?;
-    let config = args.dir.join("dev.toml");
     let store_root = args.dir.join("broker");
-    std::fs::write(
-        &config,
-        format!(
-            "[broker]\n[broker.store]\nstore_root = {:?}\ncommitlog_segment_size = {}\nfile_reserved_time_secs = 1\ndelete_when = \"\"\nclean_resource_interval_ms = 200\ndelete_commit_log_files_interval_ms = 20\n",
-            store_root.display().to_string(),
-            args.segment_size
-        ),
-    )?;
+    let config = format!(
+        "[broker]\n[broker.store]\nstore_root = {:?}\ncommitlog_segment_size = {}\nfile_reserved_time_secs = 1\ndelete_when = \"\"\nclean_resource_interval_ms = 200\ndelete_commit_log_files_interval_ms = 20\n",
+        store_root.display().to_string(),
+        args.segment_size
+    );
+    spawn_dev(&args.dir, Some(&config), &["--no-proxy"])
+}
+
+/// Starts `rocketraft dev` with its data in `dir` (emptied first, removed when the process is
+/// dropped), `config` as its dev.toml, free loopback ports and `extra` flags; returns it with
+/// its NameServer and broker addresses once it is ready.
+pub(super) fn spawn_dev(
+    dir: &std::path::Path,
+    config: Option<&str>,
+    extra: &[&str],
+) -> anyhow::Result<(DevProcess, String, String)> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).with_context(|| format!("cannot clear {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(dir)?;
     let (namesrv_port, broker_port) = (free_port()?, free_port()?);
     let exe = std::env::current_exe().context("cannot find the rocketraft binary")?;
-    let mut child = Command::new(exe)
-        .arg("dev")
-        .arg("--config")
-        .arg(&config)
+    let mut command = Command::new(exe);
+    command.arg("dev");
+    if let Some(text) = config {
+        let path = dir.join("dev.toml");
+        std::fs::write(&path, text)?;
+        command.arg("--config").arg(path);
+    }
+    let mut child = command
         .arg("--data-dir")
-        .arg(&args.dir)
+        .arg(dir)
         .args(["--namesrv-listen", &format!("127.0.0.1:{namesrv_port}")])
         .args(["--broker-listen", &format!("127.0.0.1:{broker_port}")])
-        .arg("--no-proxy")
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -102,7 +112,7 @@ fn start_dev(args: &RetentionBenchArgs) -> anyhow::Result<(DevProcess, String, S
     let stdout = child.stdout.take().context("no stdout")?;
     let dev = DevProcess {
         child,
-        dir: args.dir.clone(),
+        dir: dir.to_path_buf(),
     };
     let mut first = String::new();
     BufReader::new(stdout).read_line(&mut first)?;
