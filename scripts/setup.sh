@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing Rocketraft needs on a fresh Debian machine with a Rust
 # toolchain: libclang (RocksDB's bindgen), a C++ compiler, Node.js and the RocketMQ 5 Python
-# client for the compatibility tests. Idempotent; quiet when all is there.
+# client for the compatibility tests, Prometheus and Chromium for the metrics and console
+# tests. Idempotent; quiet when all is there.
 set -euo pipefail
 
 need=()
@@ -37,6 +38,18 @@ if ! command -v prometheus >/dev/null 2>&1; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+
+# The web console's test renders its pages in headless Chromium (Debian's package).
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "setup: installing chromium" >&2
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: need root to install chromium (or: apt-get install --no-install-recommends chromium)" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends chromium >/dev/null
 fi
 
 # The test command's lint gates need rustfmt and clippy (in rustup's default profile; added
