@@ -110,6 +110,8 @@ pub async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
             advertised_host: args.advertised_host.clone(),
             namesrv_addr: args.namesrv.clone(),
             rpc_metrics,
+            metric_collector_mode: args.metric_collector_mode,
+            metric_collector_address: args.metric_collector_address.clone(),
             ..Default::default()
         },
         security,
@@ -321,6 +323,14 @@ pub struct ProxyArgs {
     /// the secret key comes from ROCKETRAFT_PROXY_SECRET_KEY.
     #[arg(long)]
     remoting_access_key: Option<String>,
+    /// Whether Telemetry asks clients to export their own metrics (RocketMQ's
+    /// metricCollectorMode): off, or on (to --metric-collector-address, an OTLP endpoint).
+    #[arg(long, default_value = "off")]
+    metric_collector_mode: rocketraft_proxy::metrics::MetricCollectorMode,
+    /// Where clients export their metrics with --metric-collector-mode on (host:port;
+    /// RocketMQ's metricCollectorAddress).
+    #[arg(long, default_value = "")]
+    metric_collector_address: String,
     /// The proxy's cluster (RocketMQ's proxyClusterName), the `cluster` label of its metrics.
     #[arg(long, default_value = "DefaultCluster")]
     proxy_cluster_name: String,
