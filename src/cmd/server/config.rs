@@ -237,6 +237,16 @@ fn names_segment_size(broker: &toml::Table) -> bool {
         })
 }
 
+/// Whether a `[broker]` table names the store's root directory, under our key or RocketMQ's.
+fn names_store_root(broker: &toml::Table) -> bool {
+    broker
+        .get("store")
+        .and_then(toml::Value::as_table)
+        .is_some_and(|store| {
+            store.contains_key("store_root") || store.contains_key("storePathRootDir")
+        })
+}
+
 /// `rocketraft dev` config file: a `[namesrv]` and a `[broker]` table.
 #[derive(Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -273,10 +283,9 @@ impl DevArgs {
     pub fn load(&self) -> anyhow::Result<(NamesrvConfig, BrokerConfig)> {
         let file: DevFile = load_toml(self.config.as_deref())?;
         let raw: toml::Table = load_toml(self.config.as_deref())?;
-        let segment_size_given = raw
-            .get("broker")
-            .and_then(toml::Value::as_table)
-            .is_some_and(names_segment_size);
+        let broker_table = raw.get("broker").and_then(toml::Value::as_table);
+        let segment_size_given = broker_table.is_some_and(names_segment_size);
+        let store_root_given = broker_table.is_some_and(names_store_root);
         let mut namesrv = file.namesrv.unwrap_or_else(|| NamesrvConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 9876)),
             ..NamesrvConfig::default()
@@ -303,6 +312,10 @@ impl DevArgs {
         });
         if !segment_size_given {
             broker.store.commitlog_segment_size = crate::cmd::SMALL_SEGMENT_SIZE;
+        }
+        // The store lives under the data directory unless the file puts it elsewhere.
+        if !store_root_given {
+            broker.store.store_root = data_dir.join("broker");
         }
         self.flags.apply(&mut broker);
         let namesrv_addr = rocketraft_remoting::api::advertised(namesrv.listen);
@@ -338,6 +351,25 @@ mod tests {
         argv.extend(args.iter().map(|a| a.to_string()));
         let cli = Cli::try_parse_from(argv).expect("valid flags");
         cli.dev.load().expect("a valid config").1
+    }
+
+    #[test]
+    fn dev_keeps_the_store_under_its_data_dir_unless_the_file_names_one() {
+        let root = |args: &[&str], file: Option<&str>| dev_config(args, file).store.store_root;
+        let plain = "[broker]\nbrokerName = \"broker-x\"\n";
+        assert_eq!(
+            root(&["--data-dir", "/srv/rr"], Some(plain)),
+            PathBuf::from("/srv/rr/broker")
+        );
+        assert_eq!(
+            root(&["--data-dir", "/srv/rr"], None),
+            PathBuf::from("/srv/rr/broker")
+        );
+        let named = "[broker.store]\nstorePathRootDir = \"/elsewhere\"\n";
+        assert_eq!(
+            root(&["--data-dir", "/srv/rr"], Some(named)),
+            PathBuf::from("/elsewhere")
+        );
     }
 
     #[test]
