@@ -540,3 +540,121 @@ fn headless_chromium_renders_the_pages() {
         assert_png(&file);
     }
 }
+
+const SUPER_USER: &str = "console-root";
+const SUPER_SECRET: &str = "console-root-secret-0123456789";
+
+/// Starts `rocketraft console` with the given access key (its secret in ROCKETRAFT_SECRET_KEY,
+/// as an operator would pass it), or unsigned; waits for its ready line.
+fn console_as(namesrv: &str, listen: &str, credentials: Option<(&str, &str)>) -> Killed {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_rocketraft"));
+    command
+        .args(["console", "--namesrv", namesrv, "--listen", listen])
+        .env_remove("ROCKETRAFT_ACCESS_KEY")
+        .env_remove("ROCKETRAFT_SECRET_KEY")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    if let Some((ak, sk)) = credentials {
+        command
+            .args(["--access-key", ak])
+            .env("ROCKETRAFT_SECRET_KEY", sk);
+    }
+    let mut child = Killed(command.spawn().expect("spawn the console"));
+    let stdout = child.0.stdout.take().expect("stdout");
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
+        .expect("a line from the console");
+    assert!(line.contains("is ready"), "{line}");
+    child
+}
+
+#[test]
+fn with_acl_on_the_console_signs_its_requests_and_names_denials() {
+    let _turn = file_turn(module_path!());
+    let data = tempfile::tempdir().expect("tempdir");
+    let creds = format!(
+        "authentication_enabled = true\nauthorization_enabled = true\n\
+         init_authentication_user = '{{\"username\":\"{SUPER_USER}\",\"password\":\"{SUPER_SECRET}\"}}'\n\
+         inner_client_authentication_credentials = '{{\"accessKey\":\"console-inner\",\"secretKey\":\"console-inner-secret-0123456789\"}}'\n"
+    );
+    let config = data.path().join("dev.toml");
+    std::fs::write(&config, format!("[namesrv]\n{creds}\n[broker]\n{creds}")).expect("write");
+    let dev = Dev::start(
+        data.path(),
+        free_port(),
+        free_port(),
+        &[
+            "--no-metrics",
+            "--config",
+            config.to_str().expect("utf8 path"),
+        ],
+    );
+    let ns = dev.namesrv.as_str();
+    let as_super = |args: &[&str]| {
+        let mut all = vec!["--access-key", SUPER_USER, "--secret-key", SUPER_SECRET];
+        all.extend_from_slice(args);
+        admin(ns, &all)
+    };
+    as_super(&["topic", "create", "Guarded", "--queues", "1"]);
+    // The user; `admin acl user create` may report "already exists" from the broker when the
+    // dev's NameServer and broker share the user store and it got there first.
+    let out = support::admin_output(
+        ns,
+        &[
+            "--access-key",
+            SUPER_USER,
+            "--secret-key",
+            SUPER_SECRET,
+            "acl",
+            "user",
+            "create",
+            "--username",
+            "viewer",
+            "--password",
+            "viewer-secret",
+        ],
+    );
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() || said.contains("already exists"),
+        "creating the user: {said}"
+    );
+
+    // Unsigned: the NameServer refuses, and the page says why and what to do.
+    let unsigned = format!("127.0.0.1:{}", free_port());
+    let _unsigned = console_as(ns, &unsigned, None);
+    let (status, body) = get(&unsigned, "/");
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("permission denied"), "{body}");
+    assert!(
+        body.contains("not signed: start it with --access-key and ROCKETRAFT_SECRET_KEY"),
+        "{body}"
+    );
+
+    // Signed as a user without grants: denials name the access key.
+    let viewer = format!("127.0.0.1:{}", free_port());
+    let _viewer = console_as(ns, &viewer, Some(("viewer", "viewer-secret")));
+    let (status, body) = get(&viewer, "/messages?topic=Guarded&key=k");
+    assert!(
+        body.contains("permission denied") && body.contains("access key &quot;viewer&quot;"),
+        "{status}: {body}"
+    );
+
+    // Signed as the super user: the real state, and the create form works.
+    let root = format!("127.0.0.1:{}", free_port());
+    let _root = console_as(ns, &root, Some((SUPER_USER, SUPER_SECRET)));
+    let cluster = page(&root, "/");
+    assert!(
+        has_row(&cluster, &["0", &dev.broker, "master"]),
+        "{cluster}"
+    );
+    assert!(cluster.contains(&format!("signed as access key {SUPER_USER}")));
+    let (status, body) = post_form(&root, "/topics/create", "topic=SignedMade&queues=2");
+    assert_eq!(status, 200, "{body}");
+    eventually("SignedMade listed", || {
+        as_super(&["topic", "list"])
+            .lines()
+            .any(|l| l == "SignedMade")
+    });
+    eventually("the topic page", || get(&root, "/topics/Guarded").0 == 200);
+}

@@ -159,7 +159,7 @@ fn set_table(replicas: &[Replica]) -> String {
     }
     let mut out = html::table(
         &[
-            "broker id",
+            "broker id (NameServer)",
             "address",
             "role",
             "master epoch",
