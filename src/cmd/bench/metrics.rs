@@ -80,7 +80,10 @@ pub async fn run(args: MetricsBenchArgs) -> anyhow::Result<()> {
     let scraper = {
         let addr = metrics_addr.clone();
         tokio::spawn(async move {
-            while interval > 0 {
+            if interval == 0 {
+                return;
+            }
+            loop {
                 if let Err(e) = scrape(&addr).await {
                     tracing::warn!(error = %e, "scrape failed");
                 }
