@@ -189,6 +189,23 @@ fn prometheus_scrapes_a_cluster_and_promql_sees_what_happened() {
     ]);
     targets.push(proxy_metrics);
 
+    // The NameServer process serves the web console; status names it, and it shows the set.
+    let console = rows
+        .iter()
+        .find_map(|r| r["console"].as_str())
+        .expect("status lists the console");
+    let (status, page) = http_get(
+        console.trim_start_matches("http://").trim_end_matches('/'),
+        "/",
+        "",
+    )
+    .expect("the console answers");
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        page.contains("broker-a") && page.contains("master"),
+        "{page}"
+    );
+
     // The endpoint itself: OpenMetrics text, and clear 4xx for what it does not serve.
     let (status, body) = http_get(&targets[0], "/metrics", "").expect("scrape");
     assert_eq!(status, 200);

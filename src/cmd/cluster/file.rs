@@ -44,6 +44,9 @@ pub struct Ports {
     /// before metrics.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<u16>,
+    /// The web console (`http://127.0.0.1:PORT/`), served by the NameServer process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console: Option<u16>,
 }
 
 /// One process of the cluster, as `cluster.json` records it.

@@ -12,8 +12,10 @@ const BROKER_PORT_OFFSET: u16 = 2 * SLOTS_PER_ROLE;
 /// First port offset of the metrics endpoints in the fixed layout: the NameServer's, then one
 /// per controller slot, then one per broker slot.
 const METRICS_PORT_OFFSET: u16 = 2 * BROKER_PORT_OFFSET;
+/// Offset of the web console (served by the NameServer process) in the fixed layout.
+const CONSOLE_PORT_OFFSET: u16 = METRICS_PORT_OFFSET + 1 + 2 * SLOTS_PER_ROLE;
 /// Ports the fixed layout spans from --base-port.
-const LAYOUT_SPAN: u16 = METRICS_PORT_OFFSET + 1 + 2 * SLOTS_PER_ROLE;
+const LAYOUT_SPAN: u16 = CONSOLE_PORT_OFFSET + 1;
 
 pub(super) fn check_port_free(port: u16, what: &str, fix: &str) -> anyhow::Result<()> {
     TcpListener::bind(("127.0.0.1", port))
@@ -34,6 +36,8 @@ pub struct PortLayout {
     pub namesrv_metrics: u16,
     pub controller_metrics: Vec<u16>,
     pub broker_metrics: Vec<u16>,
+    /// The web console, served by the NameServer process.
+    pub console: u16,
 }
 
 fn check_counts(controllers: u16, replicas: u16) -> anyhow::Result<()> {
@@ -80,6 +84,7 @@ impl PortLayout {
             broker_metrics: (0..replicas)
                 .map(|i| metrics + 1 + SLOTS_PER_ROLE + i)
                 .collect(),
+            console: base + CONSOLE_PORT_OFFSET,
         })
     }
 
@@ -87,7 +92,7 @@ impl PortLayout {
     /// [`rocketraft_common::net::free_loopback_port`]), none repeated.
     pub fn auto(namesrv: Option<u16>, controllers: u16, replicas: u16) -> anyhow::Result<Self> {
         check_counts(controllers, replicas)?;
-        let wanted = 3 * usize::from(controllers) + 3 * usize::from(replicas) + 2;
+        let wanted = 3 * usize::from(controllers) + 3 * usize::from(replicas) + 3;
         let mut ports = Vec::with_capacity(wanted);
         while ports.len() < wanted {
             let port = rocketraft_common::net::free_loopback_port()
@@ -109,6 +114,7 @@ impl PortLayout {
             namesrv_metrics: take()?,
             controller_metrics: Vec::new(),
             broker_metrics: Vec::new(),
+            console: take()?,
         };
         for _ in 0..controllers {
             layout.controllers.push((take()?, take()?));
@@ -126,6 +132,7 @@ impl PortLayout {
         let mut out = vec![
             ("namesrv Remoting".to_string(), self.namesrv),
             ("namesrv metrics".to_string(), self.namesrv_metrics),
+            ("namesrv console".to_string(), self.console),
         ];
         for (i, (r, raft)) in self.controllers.iter().enumerate() {
             out.push((format!("controller-{} Remoting", i + 1), *r));
@@ -175,7 +182,8 @@ mod tests {
         let mut all: Vec<u16> = l.labelled().iter().map(|(_, p)| *p).collect();
         all.sort_unstable();
         all.dedup();
-        assert_eq!(all.len(), 62, "no port is used twice");
+        assert_eq!(l.console, 40061);
+        assert_eq!(all.len(), 63, "no port is used twice");
     }
 
     #[test]
@@ -185,18 +193,18 @@ mod tests {
         assert!(PortLayout::fixed(9876, 65500, 3, 3).is_err());
         assert!(PortLayout::fixed(9876, 0, 3, 3).is_err());
         assert!(PortLayout::fixed(30010, 30000, 3, 3).is_err());
-        assert!(PortLayout::fixed(9876, 65475, 3, 3).is_ok());
-        assert!(PortLayout::fixed(9876, 65476, 3, 3).is_err());
+        assert!(PortLayout::fixed(9876, 65474, 3, 3).is_ok());
+        assert!(PortLayout::fixed(9876, 65475, 3, 3).is_err());
     }
 
     #[test]
     fn auto_layout_picks_distinct_ports() {
         let l = PortLayout::auto(None, 3, 3).expect("layout");
         let mut all: Vec<u16> = l.labelled().iter().map(|(_, p)| *p).collect();
-        assert_eq!(all.len(), 20);
+        assert_eq!(all.len(), 21);
         all.sort_unstable();
         all.dedup();
-        assert_eq!(all.len(), 20);
+        assert_eq!(all.len(), 21);
         let l = PortLayout::auto(Some(9876), 1, 1).expect("layout");
         assert_eq!(l.namesrv, 9876);
         assert!(!l.controllers.iter().any(|(a, b)| *a == 9876 || *b == 9876));

@@ -44,8 +44,9 @@ pub enum ClusterCommand {
     /// controller i (1-based) serves Remoting on B+2(i-1) and Raft on B+2(i-1)+1, so B..B+19;
     /// broker replica i serves Remoting on B+20+2(i-1) and HA on B+21+2(i-1), so B+20..B+39;
     /// the NameServer listens on --namesrv-port. Metrics (`/metrics`): the NameServer on B+40,
-    /// controller i on B+40+i, broker replica i on B+50+i. With the defaults: controllers
-    /// 30000-30005, brokers 30020-30025, NameServer 9876, metrics 30040-30043 and 30051-30053.
+    /// controller i on B+40+i, broker replica i on B+50+i; the web console (served by the
+    /// NameServer process) on B+61. With the defaults: controllers 30000-30005, brokers
+    /// 30020-30025, NameServer 9876, metrics 30040-30043 and 30051-30053, console 30061.
     ///
     /// Files under DIR: cluster.json (the processes), cluster-secret, admin-credentials (with
     /// --auth), and per process DIR/<name>/ with its config (controller.toml, namesrv.toml,

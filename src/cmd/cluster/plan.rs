@@ -67,6 +67,9 @@ fn command_line(
     if let Some(port) = record.ports.metrics {
         argv.extend(["--metrics-listen".to_string(), loopback(port)]);
     }
+    if let Some(port) = record.ports.console {
+        argv.extend(["--console-listen".to_string(), loopback(port)]);
+    }
     Ok(argv)
 }
 
@@ -90,6 +93,7 @@ pub fn plan(
             raft: None,
             ha: None,
             metrics: Some(layout.namesrv_metrics),
+            console: Some(layout.console),
         },
         data_dir: home.clone(),
         config: Some((home.join("namesrv.toml"), namesrv_toml(layout, secrets)?)),
@@ -177,6 +181,7 @@ fn controllers(
                 raft: Some(*raft),
                 ha: None,
                 metrics: layout.controller_metrics.get(i).copied(),
+                console: None,
             },
             data_dir,
             config: Some((home.join("controller.toml"), text)),
@@ -207,6 +212,7 @@ fn brokers(
                 raft: None,
                 ha: Some(*ha),
                 metrics: layout.broker_metrics.get(i).copied(),
+                console: None,
             },
             data_dir: store_root,
             config: Some((home.join("broker.toml"), text)),
@@ -338,6 +344,7 @@ mod tests {
                 raft: None,
                 ha: Some(30023),
                 metrics: Some(30052),
+                console: None,
             }
         );
         let ns = &plan.file.processes[3];
@@ -348,7 +355,9 @@ mod tests {
                 "--config",
                 "/d/namesrv/namesrv.toml",
                 "--metrics-listen",
-                "127.0.0.1:30040"
+                "127.0.0.1:30040",
+                "--console-listen",
+                "127.0.0.1:30061"
             ]
         );
 

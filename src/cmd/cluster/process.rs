@@ -227,6 +227,7 @@ mod tests {
                 raft: None,
                 ha: None,
                 metrics: None,
+                console: None,
             },
             data_dir: PathBuf::new(),
             config: None,

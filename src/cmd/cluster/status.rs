@@ -35,6 +35,9 @@ pub struct StatusRow {
     /// The process's metrics endpoint, `http://127.0.0.1:PORT/metrics`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<String>,
+    /// The web console's URL, on the process that serves it (the NameServer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console: Option<String>,
 }
 
 async fn status_rows(dir: &Path, file: &ClusterFile) -> anyhow::Result<Vec<StatusRow>> {
@@ -105,6 +108,10 @@ async fn status_rows(dir: &Path, file: &ClusterFile) -> anyhow::Result<Vec<Statu
                 .ports
                 .metrics
                 .map(|port| format!("http://{}/metrics", loopback(port))),
+            console: p
+                .ports
+                .console
+                .map(|port| format!("http://{}/", loopback(port))),
         });
     }
     Ok(rows)
@@ -137,6 +144,9 @@ pub(super) async fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
         }
         if let Some(p) = r.ports.metrics {
             ports.push_str(&format!(" metrics {p}"));
+        }
+        if let Some(p) = r.ports.console {
+            ports.push_str(&format!(" console {p}"));
         }
         println!(
             "{:<14} {:<10} {:<12} {:>8} {:<6} {:<24} {}",

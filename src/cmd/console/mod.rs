@@ -113,25 +113,40 @@ pub async fn run(args: ConsoleArgs) -> anyhow::Result<()> {
         console.namesrv,
         console.controller
     );
-    wait_for_shutdown().await;
+    super::server::wait_for_shutdown().await;
     server.shutdown().await;
     Ok(())
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-async fn wait_for_shutdown() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
+/// The console inside a server process (`namesrv --console-listen`, `dev`): it reads the
+/// cluster through `namesrv` (where the embedded controller answers too), signing as
+/// ROCKETRAFT_ACCESS_KEY / ROCKETRAFT_SECRET_KEY when they are set.
+pub(crate) async fn serve_embedded(
+    namesrv: String,
+    listen: SocketAddr,
+) -> anyhow::Result<MetricsServer> {
+    let access_key = std::env::var("ROCKETRAFT_ACCESS_KEY").ok();
+    let credentials = super::admin::credentials(None, None)?;
+    let api = MqClientApi::new(
+        RemotingClient::new(ClientConfig {
+            credentials,
+            ..ClientConfig::default()
+        }),
+        CALL_TIMEOUT,
+    );
+    let console = Console {
+        api,
+        controller: namesrv.clone(),
+        namesrv,
+        access_key,
+    };
+    MetricsServer::start(listen, router(console))
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot serve the console on {listen}: {e} (pass another --console-listen, or --no-console)"
+            )
+        })
 }
 
 /// Every route of the console.

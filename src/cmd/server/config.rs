@@ -37,6 +37,9 @@ pub struct NamesrvArgs {
     listen: Option<SocketAddr>,
     #[command(flatten)]
     pub metrics: super::metrics::MetricsFlags,
+    /// Also serve the web console (`rocketraft console`) on this address.
+    #[arg(long)]
+    pub console_listen: Option<SocketAddr>,
 }
 
 impl NamesrvArgs {
@@ -273,6 +276,12 @@ pub struct DevArgs {
     /// Do not run the gRPC proxy.
     #[arg(long)]
     pub no_proxy: bool,
+    /// The web console's address (default 127.0.0.1:8082, skipped with a warning when taken).
+    #[arg(long)]
+    pub console_listen: Option<SocketAddr>,
+    /// Do not serve the web console.
+    #[arg(long, conflicts_with = "console_listen")]
+    pub no_console: bool,
     #[command(flatten)]
     flags: BrokerFlags,
     #[command(flatten)]

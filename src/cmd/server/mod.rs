@@ -25,17 +25,29 @@ pub async fn namesrv(args: config::NamesrvArgs) -> anyhow::Result<()> {
     let namesrv = NameServer::start(config).await?;
     process.add("", "namesrv", &node_id, namesrv.metrics_collector());
     let metrics = serve_metrics(process, args.metrics.metrics_listen).await?;
+    let console = match args.console_listen {
+        Some(listen) => Some(
+            crate::cmd::console::serve_embedded(
+                rocketraft_remoting::api::advertised(namesrv.local_addr()).to_string(),
+                listen,
+            )
+            .await?,
+        ),
+        None => None,
+    };
     println!(
-        "rocketraft namesrv is ready: {}{}{}",
+        "rocketraft namesrv is ready: {}{}{}{}",
         namesrv.local_addr(),
         if namesrv.controller().is_some() {
             " (with the controller)"
         } else {
             ""
         },
-        metrics_note(metrics.as_ref())
+        metrics_note(metrics.as_ref()),
+        console_note(console.as_ref())
     );
     wait_for_shutdown().await;
+    stop_metrics(console).await;
     stop_metrics(metrics).await;
     namesrv.shutdown().await;
     Ok(())
@@ -205,14 +217,32 @@ pub async fn dev(args: config::DevArgs) -> anyhow::Result<()> {
         }
         Err(e) => return Err(e),
     };
+    // The console too: on its default port when free, where asked or not at all.
+    let console = if args.no_console {
+        None
+    } else {
+        let listen = args
+            .console_listen
+            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], DEFAULT_CONSOLE_PORT)));
+        match crate::cmd::console::serve_embedded(namesrv_addr.to_string(), listen).await {
+            Ok(c) => Some(c),
+            Err(e) if args.console_listen.is_none() => {
+                tracing::warn!("{e:#}");
+                None
+            }
+            Err(e) => return Err(e),
+        }
+    };
     println!(
-        "rocketraft dev is ready: NameServer {namesrv_addr} (with the controller), broker {} (data in {}){}{}",
+        "rocketraft dev is ready: NameServer {namesrv_addr} (with the controller), broker {} (data in {}){}{}{}",
         broker.advertised_addr(),
         data_dir.display(),
         proxy_note(proxy.as_ref()),
-        metrics_note(metrics.as_ref())
+        metrics_note(metrics.as_ref()),
+        console_note(console.as_ref())
     );
     until_shutdown(proxy).await;
+    stop_metrics(console).await;
     stop_metrics(metrics).await;
     broker.shutdown().await;
     namesrv.shutdown().await;
@@ -252,6 +282,16 @@ async fn stop_metrics(metrics: Option<rocketraft_remoting::http::MetricsServer>)
     if let Some(m) = metrics {
         m.shutdown().await;
     }
+}
+
+/// The console's default port in `dev` (`rocketraft console` listens there too).
+pub const DEFAULT_CONSOLE_PORT: u16 = 8082;
+
+/// `, console http://ADDR/` for a ready line.
+fn console_note(console: Option<&rocketraft_remoting::http::MetricsServer>) -> String {
+    console
+        .map(|c| format!(", console http://{}/", c.local_addr()))
+        .unwrap_or_default()
 }
 
 /// `, metrics http://ADDR/metrics` for a ready line.
@@ -397,7 +437,7 @@ async fn until_shutdown(proxy: Option<rocketraft_proxy::Proxy>) {
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
-async fn wait_for_shutdown() {
+pub(crate) async fn wait_for_shutdown() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
