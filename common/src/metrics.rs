@@ -278,6 +278,42 @@ pub fn bool_label(v: bool) -> String {
     if v { "true" } else { "false" }.to_string()
 }
 
+/// Reading the text [`encode`] writes: for tests and tools that check a scrape.
+pub mod text {
+    use super::{encode, Collector, Registry};
+
+    /// One collector's metrics as a scrape returns them (no node labels).
+    pub fn scrape(collector: Box<dyn Collector>) -> String {
+        let mut registry = Registry::default();
+        registry.register_collector(collector);
+        encode(&registry).unwrap_or_default()
+    }
+
+    /// The value of the sample whose line starts with `series` (the name and, when it has any,
+    /// its labels exactly as encoded).
+    pub fn sample(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
+    /// The sum of the samples of `name` whose label set contains every one of `labels`
+    /// (`key="value"` strings).
+    pub fn sum(text: &str, name: &str, labels: &[&str]) -> f64 {
+        text.lines()
+            .filter_map(|line| {
+                let rest = line.strip_prefix(name)?.strip_prefix('{')?;
+                let end = rest.find("} ")?;
+                let (set, value) = (&rest[..end], &rest[end + 2..]);
+                labels
+                    .iter()
+                    .all(|l| set.contains(l))
+                    .then(|| value.trim().parse::<f64>().ok())?
+            })
+            .sum()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,6 +7,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rocketraft_common::metrics::text::sample;
 use rocketraft_common::metrics::{encode, Collector, DescriptorEncoder, Registry, RpcMetrics};
 use rocketraft_controller::client::ControllerClient;
 use rocketraft_controller::heartbeat::Heartbeat;
@@ -80,14 +81,6 @@ async fn controllers(dir: &std::path::Path) -> Vec<Node> {
         });
     }
     out
-}
-
-/// The value of the sample whose line starts with `series` (name and labels, as encoded).
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|line| {
-        let rest = line.strip_prefix(series)?;
-        rest.strip_prefix(' ')?.trim().parse().ok()
-    })
 }
 
 /// Every sample of metric `name` (any labels): (labels, value).

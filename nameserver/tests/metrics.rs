@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use rocketraft_common::metrics::text::{sample, sum};
 use rocketraft_common::metrics::{encode, Collector, DescriptorEncoder, Registry, RpcMetrics};
 use rocketraft_common::protocol::{RegisterBrokerBody, TopicConfigSerializeWrapper};
 use rocketraft_common::TopicConfig;
@@ -54,29 +55,6 @@ fn register(name: &str, addr: &str, topics: &[&str]) -> RemotingCommand {
         .with_ext("brokerId", 0)
         .with_ext("compressed", "false")
         .with_body(body)
-}
-
-/// The value of the sample whose line starts with `series` (name and labels, as encoded).
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|line| {
-        let rest = line.strip_prefix(series)?;
-        rest.strip_prefix(' ')?.trim().parse().ok()
-    })
-}
-
-/// The sum of the samples of `name` whose labels contain every one of `labels`.
-fn sum(text: &str, name: &str, labels: &[&str]) -> f64 {
-    text.lines()
-        .filter_map(|line| {
-            let rest = line.strip_prefix(name)?.strip_prefix('{')?;
-            let end = rest.find("} ")?;
-            let (set, value) = (&rest[..end], &rest[end + 2..]);
-            labels
-                .iter()
-                .all(|l| set.contains(l))
-                .then(|| value.trim().parse::<f64>().ok())?
-        })
-        .sum()
 }
 
 #[tokio::test]

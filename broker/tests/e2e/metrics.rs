@@ -11,6 +11,7 @@ use bytes::Bytes;
 use rocketraft_broker::store::FlushDiskType;
 use rocketraft_broker::{Broker, BrokerConfig};
 use rocketraft_common::consts::pull_sys_flag;
+use rocketraft_common::metrics::text::sample;
 use rocketraft_common::metrics::{
     encode, label, Collector, DescriptorEncoder, Registry, RpcMetrics,
 };
@@ -85,13 +86,6 @@ fn scrape(node: &Node) -> String {
     let mut registry = Registry::default();
     registry.register_collector(node.broker.metrics_collector());
     encode(&registry).expect("encodes")
-}
-
-/// The value of the sample whose line starts with `series` (name and labels), if any.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
 }
 
 fn lag_series(name: &str) -> String {

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use rocketraft_broker::ha::Role;
 use rocketraft_broker::store::FlushDiskType;
 use rocketraft_broker::{Broker, BrokerConfig};
+use rocketraft_common::metrics::text::sample;
 use rocketraft_common::trust::ClusterSecret;
 use rocketraft_controller::ControllerConfig;
 use rocketraft_nameserver::{NameServer, NamesrvConfig};
@@ -163,13 +164,6 @@ fn scrape(b: &Broker) -> String {
     let mut registry = rocketraft_common::metrics::Registry::default();
     registry.register_collector(b.metrics_collector());
     rocketraft_common::metrics::encode(&registry).expect("encodes")
-}
-
-/// The value of the sample whose line starts with `series`.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
 }
 
 /// The replication gauges of a settled set: the master sees every slave caught up (no ack
