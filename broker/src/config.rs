@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::store::StoreConfig;
 
 /// Settings of one broker process.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BrokerConfig {
     /// The broker set this process belongs to (`brokerName`).
@@ -208,19 +208,6 @@ pub struct BrokerConfig {
     #[serde(skip)]
     pub rpc_metrics: Option<rocketraft_common::metrics::RpcMetrics>,
 }
-
-/// Equal when every setting read from a file is: [`BrokerConfig::rpc_metrics`], a handle the
-/// process sets, is not compared (it is not serialized either).
-impl PartialEq for BrokerConfig {
-    fn eq(&self, other: &Self) -> bool {
-        match (serde_json::to_value(self), serde_json::to_value(other)) {
-            (Ok(a), Ok(b)) => a == b,
-            _ => false,
-        }
-    }
-}
-
-impl Eq for BrokerConfig {}
 
 impl Default for BrokerConfig {
     fn default() -> Self {

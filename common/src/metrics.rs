@@ -47,6 +47,15 @@ pub struct RpcMetrics {
     remoting: std::sync::Arc<HandleCache<RpcKey, Histogram>>,
 }
 
+/// The same family (not a copy) with the same labels.
+impl PartialEq for RpcMetrics {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.family, &other.family) && self.labels == other.labels
+    }
+}
+
+impl Eq for RpcMetrics {}
+
 impl RpcMetrics {
     /// A family of its own (tests, or a process that runs one server).
     pub fn standalone(labels: Labels) -> RpcMetrics {

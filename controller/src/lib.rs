@@ -56,8 +56,8 @@ pub use replicated::{
     ControllerCommand, ControllerQuery, ControllerQueryResponse, ControllerStateMachine,
 };
 pub use service::{
-    same_rpc_metrics, tenure_needed, Controller, ControllerConfig, ControllerStatus, StartError,
-    CONTROLLER_CODES, CONTROLLER_PROTECTED_CODES, QUORUM_FRESH_DIVISOR,
+    tenure_needed, Controller, ControllerConfig, ControllerStatus, StartError, CONTROLLER_CODES,
+    CONTROLLER_PROTECTED_CODES, QUORUM_FRESH_DIVISOR,
 };
 pub use state::{
     Broken, BrokerIdentity, BrokerReplicaInfo, BrokerSet, ControllerState, InvariantBroken,

@@ -53,7 +53,7 @@ use crate::wire;
 use rocketraft_remoting::Refusal;
 
 /// The controller's settings (RocketMQ `ControllerConfig` names in the aliases).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ControllerConfig {
     /// The Raft member this process runs.
@@ -111,53 +111,6 @@ pub struct ControllerConfig {
     /// records every code it serves, the controller's included, in its own.
     #[serde(skip)]
     pub rpc_metrics: Option<RpcMetrics>,
-}
-
-/// Settings compare equal when every key does and they record into the same
-/// `rocketmq_rpc_latency` family with the same labels.
-impl PartialEq for ControllerConfig {
-    fn eq(&self, other: &Self) -> bool {
-        let ControllerConfig {
-            raft,
-            listen,
-            enable_elect_unclean_master,
-            heartbeat_timeout_ms,
-            scan_interval_ms,
-            notify_broker_role_changed,
-            remoting_peers,
-            stale_reads,
-            cluster_secret,
-            server_limits,
-            tls,
-            tls_client,
-            rpc_metrics,
-        } = self;
-        *raft == other.raft
-            && *listen == other.listen
-            && *enable_elect_unclean_master == other.enable_elect_unclean_master
-            && *heartbeat_timeout_ms == other.heartbeat_timeout_ms
-            && *scan_interval_ms == other.scan_interval_ms
-            && *notify_broker_role_changed == other.notify_broker_role_changed
-            && *remoting_peers == other.remoting_peers
-            && *stale_reads == other.stale_reads
-            && *cluster_secret == other.cluster_secret
-            && *server_limits == other.server_limits
-            && *tls == other.tls
-            && *tls_client == other.tls_client
-            && same_rpc_metrics(rpc_metrics.as_ref(), other.rpc_metrics.as_ref())
-    }
-}
-
-impl Eq for ControllerConfig {}
-
-/// Whether two servers record `rocketmq_rpc_latency` alike: both not at all, or into the same
-/// family with the same labels.
-pub fn same_rpc_metrics(a: Option<&RpcMetrics>, b: Option<&RpcMetrics>) -> bool {
-    match (a, b) {
-        (None, None) => true,
-        (Some(a), Some(b)) => Arc::ptr_eq(&a.family, &b.family) && a.labels == b.labels,
-        _ => false,
-    }
 }
 
 impl Default for ControllerConfig {

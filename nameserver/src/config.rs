@@ -4,14 +4,14 @@ use std::net::SocketAddr;
 
 use rocketraft_common::metrics::RpcMetrics;
 use rocketraft_common::trust::ClusterSecret;
-use rocketraft_controller::{same_rpc_metrics, ControllerConfig};
+use rocketraft_controller::ControllerConfig;
 use rocketraft_remoting::auth::{AuthSettings, BadWhitelist, SessionCredentials};
 use rocketraft_remoting::limits::{InvalidLimit, ServerLimitsConfig};
 use rocketraft_remoting::tls::{ClientTlsConfig, ServerTlsConfig};
 use serde::{Deserialize, Serialize};
 
 /// Settings of one NameServer process.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NamesrvConfig {
     /// Where Remoting clients and brokers connect (`listenPort`, default 9876).
@@ -76,50 +76,6 @@ pub struct NamesrvConfig {
     #[serde(skip)]
     pub rpc_metrics: Option<RpcMetrics>,
 }
-
-/// Settings compare equal when every key does and they record into the same
-/// `rocketmq_rpc_latency` family with the same labels.
-impl PartialEq for NamesrvConfig {
-    fn eq(&self, other: &Self) -> bool {
-        let NamesrvConfig {
-            listen,
-            broker_expire_ms,
-            scan_interval_ms,
-            enable_controller_in_namesrv,
-            controller,
-            authentication_enabled,
-            authorization_enabled,
-            authentication_whitelist,
-            authorization_whitelist,
-            init_authentication_user,
-            inner_client_authentication_credentials,
-            cluster_secret,
-            server_limits,
-            tls,
-            tls_client,
-            rpc_metrics,
-        } = self;
-        *listen == other.listen
-            && *broker_expire_ms == other.broker_expire_ms
-            && *scan_interval_ms == other.scan_interval_ms
-            && *enable_controller_in_namesrv == other.enable_controller_in_namesrv
-            && *controller == other.controller
-            && *authentication_enabled == other.authentication_enabled
-            && *authorization_enabled == other.authorization_enabled
-            && *authentication_whitelist == other.authentication_whitelist
-            && *authorization_whitelist == other.authorization_whitelist
-            && *init_authentication_user == other.init_authentication_user
-            && *inner_client_authentication_credentials
-                == other.inner_client_authentication_credentials
-            && *cluster_secret == other.cluster_secret
-            && *server_limits == other.server_limits
-            && *tls == other.tls
-            && *tls_client == other.tls_client
-            && same_rpc_metrics(rpc_metrics.as_ref(), other.rpc_metrics.as_ref())
-    }
-}
-
-impl Eq for NamesrvConfig {}
 
 impl Default for NamesrvConfig {
     fn default() -> Self {

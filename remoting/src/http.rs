@@ -36,17 +36,20 @@ pub fn metrics_router(registry: Arc<Registry>) -> Router {
 /// The most header bytes a request may carry (hyper itself buffers up to about 400 KiB).
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 
+/// The bytes a request's headers take on the wire (name, value, `: ` and CRLF each).
+pub fn header_bytes(headers: &axum::http::HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum()
+}
+
 /// Answers 431 to a request whose headers exceed [`MAX_HEADER_BYTES`].
 async fn limit_headers(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    let size: usize = request
-        .headers()
-        .iter()
-        .map(|(name, value)| name.as_str().len() + value.len() + 4)
-        .sum();
-    if size > MAX_HEADER_BYTES {
+    if header_bytes(request.headers()) > MAX_HEADER_BYTES {
         return (
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             format!("request headers over {MAX_HEADER_BYTES} bytes\n"),

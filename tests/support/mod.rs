@@ -180,10 +180,24 @@ pub fn npm_ci_once(dir: &Path, installed: &str) {
 
 /// `GET path` over HTTP/1.1 (with `extra` header lines): the status code and the body.
 pub fn http_get(addr: &str, path: &str, extra: &str) -> std::io::Result<(u16, String)> {
+    http(addr, "GET", path, extra, "")
+}
+
+/// One HTTP/1.1 request (`extra` header lines end in CRLF, `body` sent with its length): the
+/// status code and the body of the answer.
+pub fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    extra: &str,
+    body: &str,
+) -> std::io::Result<(u16, String)> {
     let mut stream = std::net::TcpStream::connect(addr)?;
-    stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
-    let request =
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n");
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(20)))?;
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
     std::io::Write::write_all(&mut stream, request.as_bytes())?;
     let mut raw = Vec::new();
     std::io::Read::read_to_end(&mut stream, &mut raw)?;

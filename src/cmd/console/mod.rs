@@ -188,12 +188,7 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
 /// Answers 431 to a request whose headers exceed [`MAX_HEADER_BYTES`] (as the metrics endpoint
 /// does); hyper itself refuses headers over its own buffer.
 async fn limit_headers(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let size: usize = request
-        .headers()
-        .iter()
-        .map(|(name, value)| name.as_str().len() + value.len() + 4)
-        .sum();
-    if size > MAX_HEADER_BYTES {
+    if rocketraft_remoting::http::header_bytes(request.headers()) > MAX_HEADER_BYTES {
         return PageError::new(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             "Request headers too large",
