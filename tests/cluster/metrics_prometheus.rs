@@ -190,20 +190,19 @@ fn prometheus_scrapes_a_cluster_and_promql_sees_what_happened() {
     targets.push(proxy_metrics);
 
     // The NameServer process serves the web console; status names it, and it shows the set.
-    let console = rows
+    let console_addr = rows
         .iter()
         .find_map(|r| r["console"].as_str())
-        .expect("status lists the console");
-    let (status, page) = http_get(
-        console.trim_start_matches("http://").trim_end_matches('/'),
-        "/",
-        "",
-    )
-    .expect("the console answers");
+        .expect("status lists the console")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let (status, page) = http_get(&console_addr, "/", "").expect("the console answers");
     assert_eq!(status, 200, "{page}");
+    let (first_master, _, _) = master(&rows).expect("a master");
     assert!(
-        page.contains("broker-a") && page.contains("master"),
-        "{page}"
+        page.contains("broker-a") && page.contains(&format!("({first_master})</b>")),
+        "the console shows the controller's master: {page}"
     );
 
     // The endpoint itself: OpenMetrics text, and clear 4xx for what it does not serve.
@@ -316,6 +315,22 @@ fn prometheus_scrapes_a_cluster_and_promql_sees_what_happened() {
         std::thread::sleep(Duration::from_millis(300));
     }
     wait_value(&prom_addr, elections, |v| v > before);
+    // The console's controller view follows the failover.
+    let (new_master, _, _) = master(&cluster.status()).expect("the new master");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, page) = http_get(&console_addr, "/", "").expect("the console answers");
+        assert_eq!(status, 200, "{page}");
+        if page.contains(&format!("({new_master})</b>")) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the console never showed {new_master} as master: {page}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
     // The dead master's series went stale with its failed scrapes: one master again.
     wait_value(&prom_addr, "sum(rocketraft_broker_is_master)", |v| v == 1.0);
 

@@ -32,6 +32,7 @@ fn command_line(
     record: &ProcessRecord,
     exe: &str,
     inherited: &Inherited,
+    controllers: &[String],
 ) -> anyhow::Result<Vec<String>> {
     let mut argv = vec![exe.to_string()];
     if !inherited.log.is_empty() {
@@ -69,6 +70,10 @@ fn command_line(
     }
     if let Some(port) = record.ports.console {
         argv.extend(["--console-listen".to_string(), loopback(port)]);
+        // The console asks the controller quorum through its first member.
+        if let Some(controller) = controllers.first() {
+            argv.extend(["--console-controller".to_string(), controller.clone()]);
+        }
     }
     Ok(argv)
 }
@@ -99,9 +104,14 @@ pub fn plan(
         config: Some((home.join("namesrv.toml"), namesrv_toml(layout, secrets)?)),
     });
     wanted.extend(brokers(spec, layout, dir, secrets)?);
+    let controller_addrs: Vec<String> = layout
+        .controllers
+        .iter()
+        .map(|(r, _)| loopback(*r))
+        .collect();
     let processes = wanted
         .into_iter()
-        .map(|w| w.planned(dir, exe, inherited))
+        .map(|w| w.planned(dir, exe, inherited, &controller_addrs))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let file = ClusterFile {
         version: FILE_VERSION,
@@ -109,11 +119,7 @@ pub fn plan(
         cluster_name: spec.cluster_name().to_string(),
         broker_name: spec.broker_name().to_string(),
         namesrv_addr: loopback(layout.namesrv),
-        controller_addrs: layout
-            .controllers
-            .iter()
-            .map(|(r, _)| loopback(*r))
-            .collect(),
+        controller_addrs,
         started_at_ms: now_ms(),
         processes: processes.iter().map(|p| p.record.clone()).collect(),
     };
@@ -137,6 +143,7 @@ impl Wanted {
         dir: &Path,
         exe: &str,
         inherited: &Inherited,
+        controllers: &[String],
     ) -> anyhow::Result<PlannedProcess> {
         let (config, config_text) = self.config.unzip();
         let mut record = ProcessRecord {
@@ -151,7 +158,7 @@ impl Wanted {
             argv: Vec::new(),
             stopped: false,
         };
-        record.argv = command_line(&record, exe, inherited)?;
+        record.argv = command_line(&record, exe, inherited, controllers)?;
         Ok(PlannedProcess {
             record,
             config_text,
@@ -249,7 +256,7 @@ pub fn restart_plan(
                 );
             }
         }
-        p.argv = command_line(p, exe, inherited)?;
+        p.argv = command_line(p, exe, inherited, &file.controller_addrs)?;
         p.pid = 0;
         p.stopped = false;
     }
@@ -357,7 +364,9 @@ mod tests {
                 "--metrics-listen",
                 "127.0.0.1:30040",
                 "--console-listen",
-                "127.0.0.1:30061"
+                "127.0.0.1:30061",
+                "--console-controller",
+                "127.0.0.1:30000"
             ]
         );
 

@@ -119,10 +119,12 @@ pub async fn run(args: ConsoleArgs) -> anyhow::Result<()> {
 }
 
 /// The console inside a server process (`namesrv --console-listen`, `dev`): it reads the
-/// cluster through `namesrv` (where the embedded controller answers too), signing as
-/// ROCKETRAFT_ACCESS_KEY / ROCKETRAFT_SECRET_KEY when they are set.
+/// cluster through `namesrv` and asks `controller` (default: `namesrv`, where an embedded
+/// controller answers), signing as ROCKETRAFT_ACCESS_KEY / ROCKETRAFT_SECRET_KEY when they are
+/// set.
 pub(crate) async fn serve_embedded(
     namesrv: String,
+    controller: Option<String>,
     listen: SocketAddr,
 ) -> anyhow::Result<MetricsServer> {
     let access_key = std::env::var("ROCKETRAFT_ACCESS_KEY").ok();
@@ -136,7 +138,7 @@ pub(crate) async fn serve_embedded(
     );
     let console = Console {
         api,
-        controller: namesrv.clone(),
+        controller: controller.unwrap_or_else(|| namesrv.clone()),
         namesrv,
         access_key,
     };

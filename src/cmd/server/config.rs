@@ -40,6 +40,9 @@ pub struct NamesrvArgs {
     /// Also serve the web console (`rocketraft console`) on this address.
     #[arg(long)]
     pub console_listen: Option<SocketAddr>,
+    /// The controller the console asks (default: this NameServer, for its embedded one).
+    #[arg(long, requires = "console_listen")]
+    pub console_controller: Option<String>,
 }
 
 impl NamesrvArgs {
