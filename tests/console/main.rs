@@ -369,6 +369,35 @@ fn bad_input_gets_a_clear_4xx_and_the_console_keeps_serving() {
     let (status, body) = get(c, "/messages?key=k");
     assert_eq!(status, 400, "{body}");
 
+    // A form posted from another site's page (a browser names it in Origin) changes nothing;
+    // one from the console's own page does.
+    let form = "Content-Type: application/x-www-form-urlencoded\r\n";
+    let (status, body) = http(
+        c,
+        "POST",
+        "/topics/create",
+        &format!("{form}Origin: http://evil.example\r\n"),
+        "topic=Fine&queues=2",
+    );
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("Cross-site request refused"), "{body}");
+    let (status, body) = http(
+        c,
+        "POST",
+        "/topics/create",
+        &format!("{form}Sec-Fetch-Site: cross-site\r\n"),
+        "topic=Fine&queues=2",
+    );
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = http(
+        c,
+        "POST",
+        "/topics/delete",
+        &format!("{form}Origin: http://{c}\r\nSec-Fetch-Site: same-origin\r\n"),
+        "topic=NoSuchTopic",
+    );
+    assert_eq!(status, 404, "its own origin is served: {body}");
+
     // Huge headers.
     let big = format!("X-Big: {}\r\n", "a".repeat(20 * 1024));
     let (status, _) = http(c, "GET", "/", &big, "");

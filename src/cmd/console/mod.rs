@@ -167,8 +167,44 @@ pub(crate) fn router(console: Console) -> Router {
         .route("/api/throughput", get(throughput::api))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(same_origin_writes))
         .layer(axum::middleware::from_fn(limit_headers))
         .with_state(console)
+}
+
+/// Refuses a request that changes something (any method but GET and HEAD) when it comes from
+/// another site: a page elsewhere must not delete topics or reset offsets through an operator's
+/// browser (a plain form POST needs no CORS preflight). Browsers name the page's origin in
+/// `Origin` (and `Sec-Fetch-Site`); it must be this console's own `Host`. Tools that send
+/// neither (curl, the tests) are served.
+async fn same_origin_writes(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use axum::http::{header, Method};
+    if request.method() == Method::GET || request.method() == Method::HEAD {
+        return next.run(request).await;
+    }
+    let headers = request.headers();
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let host = text(header::HOST.as_str()).unwrap_or_default();
+    let cross_site = text("sec-fetch-site").is_some_and(|s| s == "cross-site" || s == "same-site");
+    let foreign_origin = text(header::ORIGIN.as_str()).is_some_and(|origin| {
+        let authority = origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"))
+            .unwrap_or(origin);
+        origin == "null" || !authority.eq_ignore_ascii_case(host)
+    });
+    if cross_site || foreign_origin {
+        return PageError::new(
+            StatusCode::FORBIDDEN,
+            "Cross-site request refused",
+            "The console only accepts changes from its own pages.",
+        )
+        .into_response();
+    }
+    next.run(request).await
 }
 
 async fn not_found(uri: axum::http::Uri) -> PageError {
