@@ -14,14 +14,16 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use rocketraft_common::consts::{
     perm, property, AUTO_CREATE_TOPIC_KEY_TOPIC, DLQ_GROUP_TOPIC_PREFIX, RETRY_GROUP_TOPIC_PREFIX,
     SELF_TEST_TOPIC,
 };
 use rocketraft_common::metrics::{
-    bool_label, counter, family, gauge, message_size_family, Collector, Counter, CounterFamily,
-    DescriptorEncoder, HandleCache, Histogram, HistogramFamily, Labels,
+    bool_label, counter, create_time_family, family, finish_latency_family, gauge,
+    message_size_family, Collector, Counter, CounterFamily, DescriptorEncoder, HandleCache,
+    Histogram, HistogramFamily, Labels,
 };
 use rocketraft_common::time::now_ms;
 
@@ -98,6 +100,11 @@ pub struct BrokerMetrics {
     commit_messages: CounterFamily,
     rollback_messages: CounterFamily,
     pop_revived: CounterFamily,
+    finish_latency: HistogramFamily,
+    topic_create_time: HistogramFamily,
+    group_create_time: HistogramFamily,
+    timer_enqueue: CounterFamily,
+    timer_dequeue: CounterFamily,
     /// The members `message_in` and `message_out` update, by topic (then message type, or
     /// group): no label strings are built per request once a key has been seen.
     in_handles: HandleCache<String, Arc<HandleCache<&'static str, InHandles>>>,
@@ -130,6 +137,11 @@ impl Default for BrokerMetrics {
             commit_messages: CounterFamily::default(),
             rollback_messages: CounterFamily::default(),
             pop_revived: CounterFamily::default(),
+            finish_latency: finish_latency_family(),
+            topic_create_time: create_time_family(),
+            group_create_time: create_time_family(),
+            timer_enqueue: CounterFamily::default(),
+            timer_dequeue: CounterFamily::default(),
             in_handles: HandleCache::default(),
             out_handles: HandleCache::default(),
         }
@@ -205,9 +217,36 @@ impl BrokerMetrics {
         self.send_to_dlq.get_or_create(&labels).inc();
     }
 
-    /// A transactional message of `topic` committed.
-    pub fn committed(&self, topic: &str) {
-        self.commit_messages
+    /// A transactional message of `topic` committed, `age_ms` after it was born (recorded in
+    /// whole seconds, as RocketMQ records `rocketmq_finish_message_latency`).
+    pub fn committed(&self, topic: &str, age_ms: i64) {
+        let labels = vec![("topic", topic.to_string())];
+        self.commit_messages.get_or_create(&labels).inc();
+        self.finish_latency
+            .get_or_create(&labels)
+            .observe((age_ms.max(0) / 1000) as f64);
+    }
+
+    /// An UPDATE_AND_CREATE_TOPIC answered (`ok`: SUCCESS) after `took`.
+    pub fn topic_created(&self, ok: bool, system: bool, took: Duration) {
+        observe_create(&self.topic_create_time, ok, system, took);
+    }
+
+    /// An UPDATE_AND_CREATE_SUBSCRIPTIONGROUP answered (`ok`: SUCCESS) after `took`.
+    pub fn group_created(&self, ok: bool, system: bool, took: Duration) {
+        observe_create(&self.group_create_time, ok, system, took);
+    }
+
+    /// A delayed or timed message of `topic` entered the timer.
+    pub fn timer_enqueued(&self, topic: &str) {
+        self.timer_enqueue
+            .get_or_create(&vec![("topic", topic.to_string())])
+            .inc();
+    }
+
+    /// A delayed or timed message of `topic` was delivered by the timer.
+    pub fn timer_dequeued(&self, topic: &str) {
+        self.timer_dequeue
             .get_or_create(&vec![("topic", topic.to_string())])
             .inc();
     }
@@ -229,6 +268,17 @@ impl BrokerMetrics {
         ];
         self.pop_revived.get_or_create(&labels).inc();
     }
+}
+
+/// RocketMQ's labels of a create's execution time: `invocation_status` and `is_system`.
+fn observe_create(histograms: &HistogramFamily, ok: bool, system: bool, took: Duration) {
+    let status = if ok { "success" } else { "failure" };
+    histograms
+        .get_or_create(&vec![
+            ("invocation_status", status.to_string()),
+            ("is_system", bool_label(system)),
+        ])
+        .observe(took.as_secs_f64() * 1000.0);
 }
 
 /// Writes the broker's metrics when scraped. Holds the broker weakly: a stopped broker's
@@ -309,6 +359,36 @@ fn encode_events(m: &BrokerMetrics, e: &mut DescriptorEncoder) -> fmt::Result {
     )?;
     family(
         e,
+        "rocketmq_finish_message_latency",
+        "Transaction finish latency: seconds from a transactional message's birth to its commit.",
+        &m.finish_latency,
+    )?;
+    family(
+        e,
+        "rocketmq_topic_create_execution_time",
+        "The distribution of create topic time, in milliseconds.",
+        &m.topic_create_time,
+    )?;
+    family(
+        e,
+        "rocketmq_consumer_group_create_execution_time",
+        "The distribution of create subscription time, in milliseconds.",
+        &m.group_create_time,
+    )?;
+    family(
+        e,
+        "rocketmq_timer_enqueue",
+        "Total number of timer enqueue.",
+        &m.timer_enqueue,
+    )?;
+    family(
+        e,
+        "rocketmq_timer_dequeue",
+        "Total number of timer dequeue.",
+        &m.timer_dequeue,
+    )?;
+    family(
+        e,
         "rocketraft_pop_revived_messages",
         "POP messages whose invisible time passed unacknowledged, put back into the retry topic or the DLQ.",
         &m.pop_revived,
@@ -385,17 +465,35 @@ fn encode_broker(inner: &BrokerInner, e: &mut DescriptorEncoder) -> fmt::Result 
                 )
             }),
     )?;
+    let by_topic = |counts: BTreeMap<Arc<str>, usize>| {
+        counts
+            .into_iter()
+            .map(|(topic, n)| (vec![("topic", topic.to_string())], n as i64))
+    };
     gauge(
         e,
         "rocketmq_half_messages",
-        "Half messages of all topics (undecided transactional messages).",
-        one(inner.transactions.pending_count() as i64),
+        "Half messages of all topics (undecided transactional messages, by topic).",
+        by_topic(inner.transactions.pending_by_topic()),
     )?;
     gauge(
         e,
         "rocketmq_timing_messages",
-        "Delayed and timed messages waiting for their time, all topics.",
-        one(inner.timers.pending_count() as i64),
+        "Current message number in timing (delayed and timed messages, by topic).",
+        by_topic(inner.timers.pending_by_topic()),
+    )?;
+    let (overdue, overdue_ms) = inner.timers.overdue(now_ms());
+    gauge(
+        e,
+        "rocketmq_timer_dequeue_lag",
+        "Timer dequeue messages lag: timers past their time, not delivered yet.",
+        one(overdue as i64),
+    )?;
+    gauge(
+        e,
+        "rocketmq_timer_dequeue_latency",
+        "Timer dequeue latency: how long the earliest undelivered timer is overdue, in milliseconds.",
+        one(overdue_ms),
     )?;
     gauge(
         e,

@@ -17,7 +17,7 @@
 //!   counting the rolls. One record does both, so a crash leaves either the old timer or the new
 //!   one pending, never both and never neither. A recall handle made before a roll still works.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -166,17 +166,20 @@ impl RecallHandle {
 
 /// What a replay of the timer topics found.
 struct Replayed {
-    /// (delivery time, timer topic offset) of every pending timer.
-    pending: BTreeSet<(i64, i64)>,
+    /// (delivery time, timer topic offset) of every pending timer -> its real topic.
+    pending: Pending,
     /// Replaced record -> the record that replaced it.
     rolled: HashMap<i64, i64>,
     delivered: usize,
 }
 
+/// (delivery time, timer topic queue offset) of a pending timer -> the topic its message goes
+/// to (`rocketmq_timing_messages` is per topic).
+type Pending = BTreeMap<(i64, i64), Arc<str>>;
+
 /// The pending timers of a broker.
 pub struct TimerService {
-    /// (delivery time, timer topic queue offset)
-    pending: Mutex<BTreeSet<(i64, i64)>>,
+    pending: Mutex<Pending>,
     /// Rolled timers: the timer topic offset of a replaced record -> the offset of the record
     /// that replaced it (for recall handles made before the roll).
     rolled: Mutex<HashMap<i64, i64>>,
@@ -188,7 +191,7 @@ pub struct TimerService {
 impl Default for TimerService {
     fn default() -> Self {
         TimerService {
-            pending: Mutex::new(BTreeSet::new()),
+            pending: Mutex::new(BTreeMap::new()),
             rolled: Mutex::new(HashMap::new()),
             replay: crate::replay::ReplayGate::default(),
             op_lock: tokio::sync::Mutex::new(()),
@@ -203,11 +206,11 @@ impl TimerService {
     /// find every pending timer.
     pub fn lowest_needed(&self, inner: &BrokerInner) -> Option<i64> {
         let first = if self.replay.is_current(inner) {
-            self.pending.lock().iter().map(|(_, o)| *o).min()?
+            self.pending.lock().keys().map(|(_, o)| *o).min()?
         } else {
             Self::replay_pending(inner)
                 .pending
-                .iter()
+                .keys()
                 .map(|(_, o)| *o)
                 .min()?
         };
@@ -216,15 +219,17 @@ impl TimerService {
             .get_commit_log_offset_in_queue(TIMER_TOPIC, 0, first)
     }
 
-    /// Records a timer stored at `offset` of the timer topic.
-    pub fn scheduled(&self, deliver_at: i64, offset: i64) {
-        self.pending.lock().insert((deliver_at, offset));
+    /// Records a timer stored at `offset` of the timer topic, for a message of `topic`.
+    pub fn scheduled(&self, deliver_at: i64, offset: i64, topic: &str) {
+        self.pending
+            .lock()
+            .insert((deliver_at, offset), Arc::from(topic));
     }
 
     /// The pending timers the timer topics describe.
     fn replay_pending(inner: &BrokerInner) -> Replayed {
         let done = crate::replay::offsets_in(inner, TIMER_DONE_TOPIC);
-        let mut pending = BTreeSet::new();
+        let mut pending = BTreeMap::new();
         let mut rolled = HashMap::new();
         crate::replay::scan(inner, TIMER_TOPIC, |off, m| {
             if let Some(from) = m
@@ -242,11 +247,12 @@ impl TimerService {
                 .property(TIMER_OUT_MS)
                 .and_then(|v| v.parse::<i64>().ok())
             {
-                pending.insert((at, off));
+                let topic = m.message.property(property::REAL_TOPIC).unwrap_or("");
+                pending.insert((at, off), Arc::from(topic));
             }
         });
         // A rolled record is replaced by its copy (stored later, so seen after it).
-        pending.retain(|(_, off)| !rolled.contains_key(off));
+        pending.retain(|(_, off), _| !rolled.contains_key(off));
         Replayed {
             pending,
             rolled,
@@ -294,7 +300,7 @@ impl TimerService {
         let below: Vec<(i64, i64)> = self
             .pending
             .lock()
-            .iter()
+            .keys()
             .filter(|(_, off)| {
                 store
                     .get_commit_log_offset_in_queue(TIMER_TOPIC, 0, *off)
@@ -307,8 +313,9 @@ impl TimerService {
             match self.roll(inner, offset).await {
                 Ok(Some(new_offset)) => {
                     let mut pending = self.pending.lock();
-                    pending.remove(&(at, offset));
-                    pending.insert((at, new_offset));
+                    if let Some(topic) = pending.remove(&(at, offset)) {
+                        pending.insert((at, new_offset), topic);
+                    }
                     drop(pending);
                     self.rolled.lock().insert(offset, new_offset);
                     rolled += 1;
@@ -363,12 +370,19 @@ impl TimerService {
         }
         let _one = self.op_lock.lock().await;
         let now = rocketraft_common::time::now_ms();
-        let due: Vec<(i64, i64)> = self.pending.lock().range(..(now + 1, 0)).copied().collect();
+        let due: Vec<(i64, i64)> = self
+            .pending
+            .lock()
+            .range(..(now + 1, 0))
+            .map(|(k, _)| *k)
+            .collect();
         let mut delivered = 0;
         for (at, offset) in due {
             match self.deliver(inner, offset).await {
                 Ok(()) => {
-                    self.pending.lock().remove(&(at, offset));
+                    if let Some(topic) = self.pending.lock().remove(&(at, offset)) {
+                        inner.metrics.timer_dequeued(&topic);
+                    }
                     delivered += 1;
                 }
                 Err(Refusal { code, remark: why }) => {
@@ -446,7 +460,11 @@ impl TimerService {
         }
         let _one = self.op_lock.lock().await;
         let timer_offset = self.current_offset(h.timer_offset);
-        if !self.pending.lock().contains(&(h.deliver_at, timer_offset)) {
+        if !self
+            .pending
+            .lock()
+            .contains_key(&(h.deliver_at, timer_offset))
+        {
             return Err(Refusal::new(
                 response_code::NO_MESSAGE,
                 format!(
@@ -486,6 +504,27 @@ impl TimerService {
     /// Timers waiting (for admin tools and tests).
     pub fn pending_count(&self) -> usize {
         self.pending.lock().len()
+    }
+
+    /// Timers past their delivery time and not delivered yet at `now`, and how long the
+    /// earliest of them is overdue in milliseconds (`rocketmq_timer_dequeue_lag` and
+    /// `rocketmq_timer_dequeue_latency`).
+    pub fn overdue(&self, now: i64) -> (usize, i64) {
+        let pending = self.pending.lock();
+        let mut due = pending.range(..(now + 1, 0));
+        match due.next() {
+            Some(((at, _), _)) => (1 + due.count(), now - at),
+            None => (0, 0),
+        }
+    }
+
+    /// Timers waiting, by the topic their messages go to (`rocketmq_timing_messages`).
+    pub fn pending_by_topic(&self) -> BTreeMap<Arc<str>, usize> {
+        let mut counts = BTreeMap::new();
+        for topic in self.pending.lock().values() {
+            *counts.entry(topic.clone()).or_insert(0) += 1;
+        }
+        counts
     }
 
     /// Whether the pending timers in memory are this broker's for its serving epoch.

@@ -63,7 +63,7 @@ pub fn to_half(mut msg: BrokerMessage) -> BrokerMessage {
     msg
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Pending {
     store_ms: i64,
     checks: u32,
@@ -73,18 +73,26 @@ struct Pending {
     at: i64,
     /// The original's CommitLog offset (what END_TRANSACTION names).
     phy: i64,
+    /// The topic the message goes to once committed (`rocketmq_half_messages` is per topic).
+    topic: Arc<str>,
 }
 
 impl Pending {
-    fn new(store_ms: i64, at: i64, phy: i64) -> Pending {
+    fn new(store_ms: i64, at: i64, phy: i64, topic: &str) -> Pending {
         Pending {
             store_ms,
             checks: 0,
             last_check_ms: 0,
             at,
             phy,
+            topic: Arc::from(topic),
         }
     }
+}
+
+/// The topic a half-topic record's message goes to once committed.
+fn real_topic(m: &message::MessageExt) -> &str {
+    m.message.property(property::REAL_TOPIC).unwrap_or("")
 }
 
 /// The original a half-topic record stands for: `(queue offset, CommitLog offset)` of the
@@ -173,14 +181,14 @@ impl TransactionService {
                     pending
                         .entry(original)
                         .and_modify(|p| p.at = off)
-                        .or_insert_with(|| Pending::new(m.born_timestamp, off, phy));
+                        .or_insert_with(|| Pending::new(m.born_timestamp, off, phy, real_topic(m)));
                 }
             }
             None => {
                 if !done.contains(&off) {
                     pending.insert(
                         off,
-                        Pending::new(m.store_timestamp, off, m.commit_log_offset),
+                        Pending::new(m.store_timestamp, off, m.commit_log_offset, real_topic(m)),
                     );
                 }
             }
@@ -193,12 +201,22 @@ impl TransactionService {
         self.replay.is_current(inner)
     }
 
-    /// Records a half message stored at `offset` of the half topic, CommitLog offset `phy`.
-    pub fn prepared(&self, offset: i64, phy: i64) {
+    /// Records a half message of `topic` stored at `offset` of the half topic, CommitLog
+    /// offset `phy`.
+    pub fn prepared(&self, offset: i64, phy: i64, topic: &str) {
         self.pending.lock().insert(
             offset,
-            Pending::new(rocketraft_common::time::now_ms(), offset, phy),
+            Pending::new(rocketraft_common::time::now_ms(), offset, phy, topic),
         );
+    }
+
+    /// Undecided half messages by the topic they go to (`rocketmq_half_messages`).
+    pub fn pending_by_topic(&self) -> BTreeMap<Arc<str>, usize> {
+        let mut counts = BTreeMap::new();
+        for p in self.pending.lock().values() {
+            *counts.entry(p.topic.clone()).or_insert(0) += 1;
+        }
+        counts
     }
 
     async fn ensure_rebuilt(&self, inner: &BrokerInner) -> bool {
@@ -220,7 +238,7 @@ impl TransactionService {
     /// The record holding the undecided half message `offset` now (the original or its latest
     /// copy), and the original's CommitLog offset.
     fn half(&self, inner: &BrokerInner, offset: i64) -> Option<(message::MessageExt, i64)> {
-        let p = *self.pending.lock().get(&offset)?;
+        let p = self.pending.lock().get(&offset)?.clone();
         let phy = inner
             .store
             .get_commit_log_offset_in_queue(HALF_TOPIC, 0, p.at)?;
@@ -279,7 +297,8 @@ impl TransactionService {
                 let topic = bm.message.topic.clone();
                 inner.store_durably(vec![bm]).await?;
                 self.record_decision(inner, offset).await?;
-                inner.metrics.committed(&topic);
+                let age_ms = rocketraft_common::time::now_ms() - half.born_timestamp;
+                inner.metrics.committed(&topic, age_ms);
                 tracing::debug!(offset, from_check, "transaction committed");
             }
             sys_flag::TRANSACTION_ROLLBACK_TYPE => {
@@ -315,7 +334,7 @@ impl TransactionService {
                 now - p.store_ms >= cfg.transaction_timeout_ms as i64
                     && now - p.last_check_ms >= cfg.transaction_check_interval_ms as i64
             })
-            .map(|(o, p)| (*o, *p))
+            .map(|(o, p)| (*o, p.clone()))
             .collect();
         let mut sent = 0;
         for (offset, p) in due {
@@ -391,7 +410,7 @@ impl TransactionService {
                     .get_commit_log_offset_in_queue(HALF_TOPIC, 0, p.at)
                     .is_some_and(|phy| phy < limit)
             })
-            .map(|(o, p)| (*o, *p))
+            .map(|(o, p)| (*o, p.clone()))
             .collect();
         let mut rolled = 0;
         for (offset, p) in below {

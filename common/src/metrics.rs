@@ -186,6 +186,32 @@ pub const MESSAGE_SIZE_BUCKETS: [f64; 6] = [
 pub const LATENCY_BUCKETS_MS: [f64; 10] =
     [0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 1000.0];
 
+/// RocketMQ's `rocketmq_finish_message_latency` buckets (BrokerMetricsManager), in seconds
+/// from a transactional message's birth to its commit: 5 s, 1 min, 10 min, 1 h, 12 h, 24 h.
+pub const FINISH_LATENCY_BUCKETS_S: [f64; 6] = [5.0, 60.0, 600.0, 3600.0, 43_200.0, 86_400.0];
+
+/// RocketMQ's buckets of `rocketmq_topic_create_execution_time` and
+/// `rocketmq_consumer_group_create_execution_time`, in milliseconds.
+pub const CREATE_TIME_BUCKETS_MS: [f64; 5] = [10.0, 100.0, 1000.0, 3000.0, 5000.0];
+
+fn finish_latency_histogram() -> Histogram {
+    Histogram::new(FINISH_LATENCY_BUCKETS_S)
+}
+
+fn create_time_histogram() -> Histogram {
+    Histogram::new(CREATE_TIME_BUCKETS_MS)
+}
+
+/// A family of `rocketmq_finish_message_latency` histograms.
+pub fn finish_latency_family() -> HistogramFamily {
+    Family::new_with_constructor(finish_latency_histogram)
+}
+
+/// A family of `rocketmq_*_create_execution_time` histograms.
+pub fn create_time_family() -> HistogramFamily {
+    Family::new_with_constructor(create_time_histogram)
+}
+
 fn rpc_latency_histogram() -> Histogram {
     Histogram::new(RPC_LATENCY_BUCKETS_MS)
 }

@@ -167,11 +167,26 @@ async fn route(inner: &BrokerInner, ctx: &RequestContext, request: &RemotingComm
     }
 }
 
+/// Whether a handler answered SUCCESS (RocketMQ's `invocation_status` of a create).
+fn succeeded(handled: &Handled) -> bool {
+    matches!(handled, Ok(response) if response.code == response_code::SUCCESS)
+}
+
 /// The handlers of the administration codes (topics, subscription groups, runtime and HA
 /// information); any other code is not supported.
 async fn route_admin(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
     match request.code {
-        request_code::UPDATE_AND_CREATE_TOPIC => admin::create_topic(inner, request).await,
+        request_code::UPDATE_AND_CREATE_TOPIC => {
+            let started = std::time::Instant::now();
+            let handled = admin::create_topic(inner, request).await;
+            let system = request
+                .ext("topic")
+                .is_some_and(crate::metrics::is_system_topic);
+            inner
+                .metrics
+                .topic_created(succeeded(&handled), system, started.elapsed());
+            handled
+        }
         request_code::DELETE_TOPIC_IN_BROKER => admin::delete_topic(inner, request).await,
         request_code::GET_ALL_TOPIC_CONFIG => admin::all_topic_config(inner, request),
         request_code::GET_ALL_CONSUMER_OFFSET => admin::all_consumer_offsets(inner, request),
@@ -189,7 +204,16 @@ async fn route_admin(inner: &BrokerInner, request: &RemotingCommand) -> Handled 
         request_code::GET_TOPIC_CONFIG => admin::topic_config(inner, request),
         request_code::GET_SUBSCRIPTIONGROUP_CONFIG => admin::subscription_group(inner, request),
         request_code::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP => {
-            admin::update_subscription_group(inner, request).await
+            let started = std::time::Instant::now();
+            let handled = admin::update_subscription_group(inner, request).await;
+            let system = serde_json::from_slice::<serde_json::Value>(&request.body)
+                .ok()
+                .and_then(|v| v["groupName"].as_str().map(crate::metrics::is_system_group))
+                .unwrap_or(false);
+            inner
+                .metrics
+                .group_created(succeeded(&handled), system, started.elapsed());
+            handled
         }
         request_code::DELETE_SUBSCRIPTIONGROUP => {
             admin::delete_subscription_group(inner, request).await

@@ -133,7 +133,7 @@ async fn store_sent_back(
     topic: String,
 ) -> Result<(), Refusal> {
     ensure_system_topic(inner, &topic, 1)?;
-    msg.topic = topic;
+    msg.topic = topic.clone();
     let mut bm = BrokerMessage::new(msg, 0);
     bm.reconsume_times = original.reconsume_times + 1;
     bm.born_timestamp = original.born_timestamp;
@@ -149,7 +149,8 @@ async fn store_sent_back(
     };
     let result = inner.store_durably(vec![bm]).await?;
     if let Some(at) = deliver_at {
-        inner.timers.scheduled(at, result.queue_offset);
+        inner.timers.scheduled(at, result.queue_offset, &topic);
+        inner.metrics.timer_enqueued(&topic);
     }
     Ok(())
 }

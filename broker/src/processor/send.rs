@@ -359,11 +359,11 @@ async fn store_and_answer(
         Err(crate::DurableError::NotAcked { result, why }) => {
             // Written (and maybe kept by the next master): its timer must still fire, its
             // transaction still be decided.
-            schedule(inner, &sent.deliver_at, result.queue_offset);
+            schedule(inner, &sent.deliver_at, result.queue_offset, topic);
             if sent.prepared > 0 {
                 inner
                     .transactions
-                    .prepared(result.queue_offset, result.physical_offset);
+                    .prepared(result.queue_offset, result.physical_offset, topic);
             }
             return Ok(request
                 .response_to(response_code::FLUSH_SLAVE_TIMEOUT, Some(why))
@@ -378,11 +378,11 @@ async fn store_and_answer(
         result.status == PutStatus::PutOk,
         code == response_code::SUCCESS
     );
-    schedule(inner, &sent.deliver_at, result.queue_offset);
+    schedule(inner, &sent.deliver_at, result.queue_offset, topic);
     if sent.prepared > 0 {
         inner
             .transactions
-            .prepared(result.queue_offset, result.physical_offset);
+            .prepared(result.queue_offset, result.physical_offset, topic);
     }
     let wrote = result.wrote_bytes.max(0) as u64;
     inner.stats.record_put(sent.count, wrote);
@@ -415,10 +415,11 @@ async fn store_and_answer(
 }
 
 /// Registers the timers of delayed messages written at `first_offset` of the timer topic.
-fn schedule(inner: &BrokerInner, deliver_at: &[Option<i64>], first_offset: i64) {
+fn schedule(inner: &BrokerInner, deliver_at: &[Option<i64>], first_offset: i64, topic: &str) {
     for (i, at) in deliver_at.iter().enumerate() {
         if let Some(at) = at {
-            inner.timers.scheduled(*at, first_offset + i as i64);
+            inner.timers.scheduled(*at, first_offset + i as i64, topic);
+            inner.metrics.timer_enqueued(topic);
         }
     }
 }

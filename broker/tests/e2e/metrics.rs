@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use rocketraft_broker::store::FlushDiskType;
 use rocketraft_broker::{Broker, BrokerConfig};
-use rocketraft_common::consts::pull_sys_flag;
+use rocketraft_common::consts::{property, pull_sys_flag, sys_flag};
 use rocketraft_common::metrics::text::sample;
 use rocketraft_common::metrics::{
     encode, label, Collector, DescriptorEncoder, Registry, RpcMetrics,
@@ -331,6 +331,181 @@ async fn sends_pulls_and_commits_show_in_metrics_and_runtime_stats() {
         .sum::<f64>();
     assert_eq!(send_count, SENT as f64, "{rpc}");
     assert!(rpc.contains("node_type=\"broker\""), "{rpc}");
+
+    node.broker.shutdown().await;
+    node.namesrv.shutdown().await;
+}
+
+/// A half message of TOPIC; its (half topic queue offset, CommitLog offset).
+async fn prepare(node: &Node, body: &str) -> (i64, i64) {
+    let request = SendRequest {
+        producer_group: "metrics-tg".to_string(),
+        topic: TOPIC.to_string(),
+        queue_id: 0,
+        body: Bytes::from(body.to_string()),
+        properties: BTreeMap::from([
+            (
+                property::TRANSACTION_PREPARED.to_string(),
+                "true".to_string(),
+            ),
+            (
+                property::PRODUCER_GROUP.to_string(),
+                "metrics-tg".to_string(),
+            ),
+        ]),
+        sys_flag: sys_flag::TRANSACTION_PREPARED_TYPE,
+        ..SendRequest::default()
+    };
+    let sent = node.api.send(&node.addr, &request).await.expect("prepare");
+    assert_eq!(sent.code, response_code::SUCCESS);
+    let (_, phy) = rocketraft_common::message::decode_offset_msg_id(&sent.msg_id).expect("id");
+    (sent.queue_offset, phy)
+}
+
+async fn end_transaction(node: &Node, (offset, phy): (i64, i64), decision: i32) {
+    let request = RemotingCommand::request(request_code::END_TRANSACTION)
+        .with_ext("producerGroup", "metrics-tg")
+        .with_ext("tranStateTableOffset", offset)
+        .with_ext("commitLogOffset", phy)
+        .with_ext("commitOrRollback", decision)
+        .with_ext("fromTransactionCheck", false);
+    node.api
+        .call(&node.addr, request, &[response_code::SUCCESS])
+        .await
+        .expect("END_TRANSACTION");
+}
+
+#[tokio::test]
+async fn transactions_timers_and_creates_show_per_topic() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = start(dir.path()).await;
+    let topic = format!("topic=\"{TOPIC}\"");
+
+    // `start` created TOPIC once; a topic named like a system topic is refused.
+    let refused = RemotingCommand::request(request_code::UPDATE_AND_CREATE_TOPIC)
+        .with_ext("topic", "TBW102")
+        .with_ext("readQueueNums", 1)
+        .with_ext("writeQueueNums", 1)
+        .with_ext("perm", 6);
+    node.api
+        .call(&node.addr, refused, &[response_code::SYSTEM_ERROR])
+        .await
+        .expect("refused create");
+    let group = RemotingCommand::request(request_code::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP)
+        .with_body(br#"{"groupName":"metrics-created-cg","consumeEnable":true}"#.to_vec());
+    node.api
+        .call(&node.addr, group, &[response_code::SUCCESS])
+        .await
+        .expect("create group");
+    let text = scrape(&node);
+    let created = |name: &str, status: &str| {
+        sample(
+            &text,
+            &format!("{name}_count{{invocation_status=\"{status}\",is_system=\"false\"}}"),
+        )
+    };
+    assert_eq!(
+        created("rocketmq_topic_create_execution_time", "success"),
+        Some(1.0),
+        "{text}"
+    );
+    // TBW102 is RocketMQ's auto-create key topic: a system topic.
+    assert_eq!(
+        sample(
+            &text,
+            "rocketmq_topic_create_execution_time_count{invocation_status=\"failure\",is_system=\"true\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        created("rocketmq_consumer_group_create_execution_time", "success"),
+        Some(1.0),
+        "{text}"
+    );
+
+    // Two undecided half messages of TOPIC; one committed, one rolled back.
+    let committed = prepare(&node, "to commit").await;
+    let rolled_back = prepare(&node, "to roll back").await;
+    let text = scrape(&node);
+    assert_eq!(
+        sample(&text, &format!("rocketmq_half_messages{{{topic}}}")),
+        Some(2.0),
+        "{text}"
+    );
+    end_transaction(&node, committed, sys_flag::TRANSACTION_COMMIT_TYPE).await;
+    let text = scrape(&node);
+    assert_eq!(
+        sample(&text, &format!("rocketmq_half_messages{{{topic}}}")),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, &format!("rocketmq_commit_messages_total{{{topic}}}")),
+        Some(1.0),
+        "{text}"
+    );
+    // Committed within seconds of its birth: in the first bucket (5 s).
+    assert_eq!(
+        sample(
+            &text,
+            &format!("rocketmq_finish_message_latency_bucket{{le=\"5.0\",{topic}}}")
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    end_transaction(&node, rolled_back, sys_flag::TRANSACTION_ROLLBACK_TYPE).await;
+    let text = scrape(&node);
+    assert!(!text.contains("rocketmq_half_messages{"), "{text}");
+    assert_eq!(
+        sample(
+            &text,
+            &format!("rocketmq_rollback_messages_total{{{topic}}}")
+        ),
+        Some(1.0),
+        "{text}"
+    );
+
+    // A message delayed by 1.5 s waits in the timer, then is delivered.
+    let delayed = SendRequest {
+        producer_group: "metrics-pg".to_string(),
+        topic: TOPIC.to_string(),
+        queue_id: 0,
+        body: Bytes::from_static(b"later"),
+        properties: BTreeMap::from([(property::TIMER_DELAY_MS.to_string(), "1500".to_string())]),
+        ..SendRequest::default()
+    };
+    let sent = node.api.send(&node.addr, &delayed).await.expect("send");
+    assert_eq!(sent.code, response_code::SUCCESS);
+    let text = scrape(&node);
+    assert_eq!(
+        sample(&text, &format!("rocketmq_timing_messages{{{topic}}}")),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, &format!("rocketmq_timer_enqueue_total{{{topic}}}")),
+        Some(1.0),
+        "{text}"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let text = loop {
+        let text = scrape(&node);
+        if sample(&text, &format!("rocketmq_timer_dequeue_total{{{topic}}}")) == Some(1.0) {
+            break text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the timer never delivered: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(!text.contains("rocketmq_timing_messages{"), "{text}");
+    assert_eq!(
+        sample(&text, "rocketmq_timer_dequeue_lag"),
+        Some(0.0),
+        "{text}"
+    );
 
     node.broker.shutdown().await;
     node.namesrv.shutdown().await;
