@@ -108,7 +108,9 @@ pub struct BrokerMetrics {
     /// The members `message_in` and `message_out` update, by topic (then message type, or
     /// group): no label strings are built per request once a key has been seen.
     in_handles: HandleCache<String, Arc<HandleCache<&'static str, InHandles>>>,
-    out_handles: HandleCache<String, Arc<HandleCache<String, OutHandles>>>,
+    /// By `is_retry` (false, true), then topic, then group: a series is made on the first
+    /// message it counts.
+    out_handles: [HandleCache<String, Arc<HandleCache<String, OutHandles>>>; 2],
 }
 
 /// `rocketmq_messages_in`, `rocketmq_throughput_in` and `rocketmq_message_size` of one topic and
@@ -120,10 +122,12 @@ struct InHandles {
     size: Histogram,
 }
 
-/// `rocketmq_messages_out` and `rocketmq_throughput_out` of one topic and group, for its
-/// regular and its retry messages.
+/// `rocketmq_messages_out` and `rocketmq_throughput_out` of one topic, group and `is_retry`.
 #[derive(Clone)]
-struct OutHandles([(Counter, Counter); 2]);
+struct OutHandles {
+    messages: Counter,
+    bytes: Counter,
+}
 
 impl Default for BrokerMetrics {
     fn default() -> Self {
@@ -143,7 +147,7 @@ impl Default for BrokerMetrics {
             timer_enqueue: CounterFamily::default(),
             timer_dequeue: CounterFamily::default(),
             in_handles: HandleCache::default(),
-            out_handles: HandleCache::default(),
+            out_handles: Default::default(),
         }
     }
 }
@@ -184,27 +188,23 @@ impl BrokerMetrics {
         if messages == 0 {
             return;
         }
-        let by_group = self
-            .out_handles
+        let by_group = self.out_handles[usize::from(is_retry)]
             .get(topic, || (topic.to_string(), Arc::default()));
         let handles = by_group.get(group, || {
-            let pair = |retry: bool| {
-                let labels: Labels = vec![
-                    ("topic", topic.to_string()),
-                    ("consumer_group", group.to_string()),
-                    ("is_retry", bool_label(retry)),
-                    ("is_system", bool_label(is_system(topic, group))),
-                ];
-                (
-                    self.messages_out.get_or_create_owned(&labels),
-                    self.throughput_out.get_or_create_owned(&labels),
-                )
+            let labels: Labels = vec![
+                ("topic", topic.to_string()),
+                ("consumer_group", group.to_string()),
+                ("is_retry", bool_label(is_retry)),
+                ("is_system", bool_label(is_system(topic, group))),
+            ];
+            let handles = OutHandles {
+                messages: self.messages_out.get_or_create_owned(&labels),
+                bytes: self.throughput_out.get_or_create_owned(&labels),
             };
-            (group.to_string(), OutHandles([pair(false), pair(true)]))
+            (group.to_string(), handles)
         });
-        let (count, volume) = &handles.0[usize::from(is_retry)];
-        count.inc_by(messages);
-        volume.inc_by(bytes);
+        handles.messages.inc_by(messages);
+        handles.bytes.inc_by(bytes);
     }
 
     /// A message of `topic` that `group` could not consume moved to the group's DLQ.

@@ -318,6 +318,14 @@ async fn sends_pulls_and_commits_show_in_metrics_and_runtime_stats() {
         "{text}"
     );
     assert!(consume_tps(&node, POP_GROUP).await > 0.0);
+    // No retry message went out: no is_retry="true" series of messages out.
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.starts_with("rocketmq_messages_out_total{")
+                && l.contains("is_retry=\"true\"")),
+        "{text}"
+    );
 
     // The Remoting server recorded the sends in the process's rocketmq_rpc_latency family.
     let mut registry = Registry::default();
