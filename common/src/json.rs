@@ -143,6 +143,160 @@ pub fn unquote_numeric_keys_of(json: &str, field: &str) -> String {
     out
 }
 
+/// A double as Java's `Double.toString` (and fastjson) writes it: `0.0`, `12.5`, `1.0E-4`,
+/// `1.2345678E7` (scientific below 10^-3 and from 10^7), `null` for NaN and the infinities (as
+/// fastjson writes them).
+pub fn java_double(v: f64) -> String {
+    if !v.is_finite() {
+        return "null".to_string();
+    }
+    let abs = v.abs();
+    if v == 0.0 || (1e-3..1e7).contains(&abs) {
+        // Rust's shortest round-trip digits, with at least one decimal as Java writes them.
+        let s = format!("{v}");
+        return if s.contains('.') { s } else { s + ".0" };
+    }
+    // `{:e}` gives the shortest digits as `d.ddde-x` (or `de-x`): Java writes `d.dddE-x`.
+    let s = format!("{v:e}");
+    let (mantissa, exp) = s.split_once('e').unwrap_or((&s, "0"));
+    let mantissa = if mantissa.contains('.') {
+        mantissa.to_string()
+    } else {
+        format!("{mantissa}.0")
+    };
+    format!("{mantissa}E{exp}")
+}
+
+/// A string as a JSON string literal.
+fn quoted(s: &str) -> String {
+    serde_json::Value::String(s.to_string()).to_string()
+}
+
+/// A `MessageQueue` as fastjson writes it, fields in alphabetical order:
+/// `{"brokerName":"b","queueId":0,"topic":"T"}`.
+pub fn message_queue_json(mq: &crate::protocol::MessageQueue) -> String {
+    format!(
+        "{{\"brokerName\":{},\"queueId\":{},\"topic\":{}}}",
+        quoted(&mq.broker_name),
+        mq.queue_id,
+        quoted(&mq.topic)
+    )
+}
+
+/// A `Map<MessageQueue, V>` as fastjson writes it: an object whose keys are the queues'
+/// objects (`{{"brokerName":"b","queueId":0,"topic":"T"}:5,...}`), which Java clients parse.
+/// `entries` pairs each queue with its value's JSON text. [`object_keys_as_pairs`] reads it back.
+pub fn message_queue_map<'a>(
+    entries: impl IntoIterator<Item = (&'a crate::protocol::MessageQueue, String)>,
+) -> String {
+    let parts: Vec<String> = entries
+        .into_iter()
+        .map(|(mq, value)| format!("{}:{value}", message_queue_json(mq)))
+        .collect();
+    format!("{{{}}}", parts.join(","))
+}
+
+/// Rewrites every object whose keys are objects (fastjson's maps keyed by `MessageQueue`,
+/// `{{"queueId":0}:5,{"queueId":1}:7}`) into a standard JSON array of `[key, value]` pairs
+/// (`[[{"queueId":0},5],[{"queueId":1},7]]`), so that `serde_json` can read it. Anything else,
+/// strings included, is copied unchanged; an empty map stays `{}`. Malformed input comes out
+/// malformed (the JSON parser then says where).
+pub fn object_keys_as_pairs(input: &str) -> Cow<'_, str> {
+    #[derive(Clone, Copy)]
+    enum Frame {
+        Object,
+        /// An object keyed by objects; `in_value` once its current key's `:` has passed.
+        Pairs {
+            in_value: bool,
+        },
+        Array,
+    }
+    let bytes = input.as_bytes();
+    let next_significant = |from: usize| {
+        bytes[from..]
+            .iter()
+            .copied()
+            .find(|b| !b.is_ascii_whitespace())
+    };
+    if !input.contains('{') {
+        return Cow::Borrowed(input);
+    }
+    let mut out = String::with_capacity(input.len() + 16);
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut rewrote = false;
+    let mut i = 0;
+    let mut copied_to = 0;
+    // Replaces input[i..i + len] with `with` in the output.
+    let replace = |out: &mut String, copied_to: &mut usize, at: usize, len: usize, with: &str| {
+        out.push_str(&input[*copied_to..at]);
+        out.push_str(with);
+        *copied_to = at + len;
+    };
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    if bytes[i] == b'\\' {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+                i += 1;
+                continue;
+            }
+            b'{' => {
+                let key_of_pairs = matches!(stack.last(), Some(Frame::Pairs { in_value: false }));
+                let pairs = next_significant(i + 1) == Some(b'{');
+                let with = match (key_of_pairs, pairs) {
+                    (true, true) => "[[",
+                    (true, false) => "[{",
+                    (false, true) => "[",
+                    (false, false) => "{",
+                };
+                if with != "{" {
+                    replace(&mut out, &mut copied_to, i, 1, with);
+                    rewrote = true;
+                }
+                stack.push(if pairs {
+                    Frame::Pairs { in_value: false }
+                } else {
+                    Frame::Object
+                });
+            }
+            b'}' => {
+                if let Some(Frame::Pairs { .. }) = stack.pop() {
+                    // Closes the last pair and the array.
+                    replace(&mut out, &mut copied_to, i, 1, "]]");
+                }
+            }
+            b'[' => stack.push(Frame::Array),
+            b']' => {
+                stack.pop();
+            }
+            b':' => {
+                if let Some(Frame::Pairs { in_value }) = stack.last_mut() {
+                    *in_value = true;
+                    replace(&mut out, &mut copied_to, i, 1, ",");
+                }
+            }
+            b',' => {
+                if let Some(Frame::Pairs { in_value }) = stack.last_mut() {
+                    *in_value = false;
+                    replace(&mut out, &mut copied_to, i, 1, "],");
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    if !rewrote {
+        return Cow::Borrowed(input);
+    }
+    out.push_str(&input[copied_to.min(input.len())..]);
+    Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,5 +323,65 @@ mod tests {
             r#"{"x":{"1":"y"},"brokerAddrs":{0:"a:1",12:"b:2"},"brokerName":"b"}"#
         );
         assert_eq!(normalize(&u), s);
+    }
+
+    #[test]
+    fn java_doubles() {
+        for (v, text) in [
+            (0.0, "0.0"),
+            (1.5, "1.5"),
+            (100.0, "100.0"),
+            (0.016666666666666666, "0.016666666666666666"),
+            (0.001, "0.001"),
+            (0.0001, "1.0E-4"),
+            (1.25e-5, "1.25E-5"),
+            (9999999.0, "9999999.0"),
+            (1e7, "1.0E7"),
+            (12345678.9, "1.23456789E7"),
+            (-2.5, "-2.5"),
+            (f64::NAN, "null"),
+        ] {
+            assert_eq!(java_double(v), text, "{v}");
+        }
+    }
+
+    #[test]
+    fn queue_keyed_maps_round_trip() {
+        use crate::protocol::MessageQueue;
+        let q = |id| MessageQueue {
+            topic: "T\"x".to_string(),
+            broker_name: "b".to_string(),
+            queue_id: id,
+        };
+        let (q0, q1) = (q(0), q(1));
+        let text = message_queue_map([(&q0, "5".to_string()), (&q1, "{\"a\":{}}".to_string())]);
+        assert_eq!(
+            text,
+            r#"{{"brokerName":"b","queueId":0,"topic":"T\"x"}:5,{"brokerName":"b","queueId":1,"topic":"T\"x"}:{"a":{}}}"#
+        );
+        let wrapped = format!("{{\"offsetTable\":{text},\"n\":[1,{{}}],\"s\":\"{{{{:\"}}");
+        let pairs = object_keys_as_pairs(&wrapped);
+        assert_eq!(
+            pairs,
+            r#"{"offsetTable":[[{"brokerName":"b","queueId":0,"topic":"T\"x"},5],[{"brokerName":"b","queueId":1,"topic":"T\"x"},{"a":{}}]],"n":[1,{}],"s":"{{:"}"#
+        );
+        let v: serde_json::Value = serde_json::from_str(&pairs).expect("valid json");
+        assert_eq!(v["offsetTable"][1][0]["queueId"], 1);
+        assert_eq!(v["offsetTable"][1][1]["a"], serde_json::json!({}));
+        // Standard JSON and empty maps pass through untouched.
+        for plain in [r#"{"offsetTable":{},"x":{"y":[{}]}}"#, "[]", "5"] {
+            assert!(
+                matches!(object_keys_as_pairs(plain), Cow::Borrowed(_)),
+                "{plain}"
+            );
+        }
+        // Whitespace as a pretty printer writes it.
+        let pretty = "{\"t\":{ {\"queueId\":0} : 1 , {\"queueId\":1}:2 }}";
+        let v: serde_json::Value =
+            serde_json::from_str(&object_keys_as_pairs(pretty)).expect("valid json");
+        assert_eq!(
+            v["t"],
+            serde_json::json!([[{"queueId": 0}, 1], [{"queueId": 1}, 2]])
+        );
     }
 }

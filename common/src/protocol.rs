@@ -185,6 +185,129 @@ pub struct LockBatchResponseBody {
     pub lock_ok_mq_set: Vec<MessageQueue>,
 }
 
+/// `TopicOffset`: one queue's offsets in a [`TopicStatsTable`]. The fields are declared in
+/// fastjson's (alphabetical) order, so serializing writes RocketMQ's bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct TopicOffset {
+    /// The store time of the queue's last message; 0 when the queue is empty.
+    pub last_update_timestamp: i64,
+    pub max_offset: i64,
+    pub min_offset: i64,
+}
+
+/// `TopicStatsTable`, the body of GET_TOPIC_STATS_INFO (202): each queue of a topic on one
+/// broker, and the topic's puts per second over the last minute. On the wire `offsetTable` is
+/// fastjson's map keyed by `MessageQueue` objects.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TopicStatsTable {
+    pub offset_table: Vec<(MessageQueue, TopicOffset)>,
+    pub topic_put_tps: f64,
+}
+
+impl TopicStatsTable {
+    /// RocketMQ's bytes: `{"offsetTable":{{"brokerName":..,"queueId":..,"topic":..}:
+    /// {"lastUpdateTimestamp":..,"maxOffset":..,"minOffset":..},...},"topicPutTps":0.0}`.
+    pub fn to_fastjson(&self) -> String {
+        let entries = self.offset_table.iter().map(|(mq, o)| {
+            (
+                mq,
+                format!(
+                    "{{\"lastUpdateTimestamp\":{},\"maxOffset\":{},\"minOffset\":{}}}",
+                    o.last_update_timestamp, o.max_offset, o.min_offset
+                ),
+            )
+        });
+        format!(
+            "{{\"offsetTable\":{},\"topicPutTps\":{}}}",
+            crate::json::message_queue_map(entries),
+            crate::json::java_double(self.topic_put_tps)
+        )
+    }
+
+    /// Parses a body written by a RocketMQ or Rocketraft broker (fastjson's object keys).
+    pub fn from_json(body: &[u8]) -> Result<Self, serde_json::Error> {
+        let text = String::from_utf8_lossy(body);
+        let pairs = crate::json::object_keys_as_pairs(&text);
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Wire {
+            #[serde(default, deserialize_with = "queue_map")]
+            offset_table: Vec<(MessageQueue, TopicOffset)>,
+            #[serde(default)]
+            topic_put_tps: Option<f64>,
+        }
+        let wire: Wire = serde_json::from_str(&crate::json::normalize(&pairs))?;
+        Ok(TopicStatsTable {
+            offset_table: wire.offset_table,
+            topic_put_tps: wire.topic_put_tps.unwrap_or(0.0),
+        })
+    }
+}
+
+/// A fastjson map keyed by `MessageQueue` after [`crate::json::object_keys_as_pairs`]: an
+/// array of `[queue, value]` pairs, or `{}` when empty.
+fn queue_map<'de, D, V>(d: D) -> Result<Vec<(MessageQueue, V)>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    V: serde::de::DeserializeOwned,
+{
+    use serde::de::Error;
+    match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Null => Ok(Vec::new()),
+        serde_json::Value::Object(m) if m.is_empty() => Ok(Vec::new()),
+        v @ serde_json::Value::Array(_) => serde_json::from_value(v).map_err(D::Error::custom),
+        other => Err(D::Error::custom(format!(
+            "a map keyed by MessageQueue objects was expected, not {other}"
+        ))),
+    }
+}
+
+/// `BrokerStatsItem`: a statistic over one window (a minute, an hour, a day).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BrokerStatsItem {
+    /// The value added in the window per time it was added (RocketMQ's average per call).
+    pub avgpt: f64,
+    /// The value added in the window (messages, bytes).
+    pub sum: i64,
+    /// `sum` per second over the window.
+    pub tps: f64,
+}
+
+impl BrokerStatsItem {
+    fn to_fastjson(self) -> String {
+        format!(
+            "{{\"avgpt\":{},\"sum\":{},\"tps\":{}}}",
+            crate::json::java_double(self.avgpt),
+            self.sum,
+            crate::json::java_double(self.tps)
+        )
+    }
+}
+
+/// `BrokerStatsData`, the body of VIEW_BROKER_STATS_DATA (315).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct BrokerStatsData {
+    pub stats_day: BrokerStatsItem,
+    pub stats_hour: BrokerStatsItem,
+    pub stats_minute: BrokerStatsItem,
+}
+
+impl BrokerStatsData {
+    /// RocketMQ's bytes: `{"statsDay":{"avgpt":..,"sum":..,"tps":..},"statsHour":{..},
+    /// "statsMinute":{..}}` (doubles as Java writes them).
+    pub fn to_fastjson(&self) -> String {
+        format!(
+            "{{\"statsDay\":{},\"statsHour\":{},\"statsMinute\":{}}}",
+            self.stats_day.to_fastjson(),
+            self.stats_hour.to_fastjson(),
+            self.stats_minute.to_fastjson()
+        )
+    }
+}
+
 /// Parses a JSON body written by us or by a Java peer (fastjson's bare numeric keys accepted).
 pub fn from_json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, serde_json::Error> {
     let text = String::from_utf8_lossy(body);
@@ -239,5 +362,69 @@ mod tests {
                 .len(),
             1
         );
+    }
+
+    #[test]
+    fn topic_stats_table_is_fastjson_and_reads_back() {
+        let mq = |id| MessageQueue {
+            topic: "T".to_string(),
+            broker_name: "broker-a".to_string(),
+            queue_id: id,
+        };
+        let table = TopicStatsTable {
+            offset_table: vec![
+                (
+                    mq(0),
+                    TopicOffset {
+                        last_update_timestamp: 1_700_000_000_123,
+                        max_offset: 7,
+                        min_offset: 2,
+                    },
+                ),
+                (mq(1), TopicOffset::default()),
+            ],
+            topic_put_tps: 0.5,
+        };
+        let text = table.to_fastjson();
+        assert_eq!(
+            text,
+            r#"{"offsetTable":{{"brokerName":"broker-a","queueId":0,"topic":"T"}:{"lastUpdateTimestamp":1700000000123,"maxOffset":7,"minOffset":2},{"brokerName":"broker-a","queueId":1,"topic":"T"}:{"lastUpdateTimestamp":0,"maxOffset":0,"minOffset":0}},"topicPutTps":0.5}"#
+        );
+        assert_eq!(
+            TopicStatsTable::from_json(text.as_bytes()).expect("parses"),
+            table
+        );
+        let empty = TopicStatsTable::default();
+        assert_eq!(
+            empty.to_fastjson(),
+            r#"{"offsetTable":{},"topicPutTps":0.0}"#
+        );
+        assert_eq!(
+            TopicStatsTable::from_json(empty.to_fastjson().as_bytes()).expect("parses"),
+            empty
+        );
+        assert!(TopicStatsTable::from_json(br#"{"offsetTable":5}"#).is_err());
+        assert!(TopicStatsTable::from_json(b"{{").is_err());
+    }
+
+    #[test]
+    fn broker_stats_data_is_fastjson_and_reads_back() {
+        let item = |sum: i64| BrokerStatsItem {
+            avgpt: 1.0,
+            sum,
+            tps: sum as f64 / 60.0,
+        };
+        let data = BrokerStatsData {
+            stats_day: item(120),
+            stats_hour: item(60),
+            stats_minute: item(6),
+        };
+        let text = data.to_fastjson();
+        assert_eq!(
+            text,
+            r#"{"statsDay":{"avgpt":1.0,"sum":120,"tps":2.0},"statsHour":{"avgpt":1.0,"sum":60,"tps":1.0},"statsMinute":{"avgpt":1.0,"sum":6,"tps":0.1}}"#
+        );
+        let back: BrokerStatsData = from_json_body(text.as_bytes()).expect("parses");
+        assert_eq!(back, data);
     }
 }

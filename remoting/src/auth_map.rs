@@ -263,7 +263,8 @@ fn annotated(request: &RemotingCommand) -> Result<Option<Vec<Need>>, String> {
         | rc::GET_MIN_OFFSET
         | rc::SEARCH_OFFSET_BY_TIMESTAMP
         | rc::GET_EARLIEST_MSG_STORETIME
-        | rc::GET_TOPIC_CONFIG => topic_get("topic")?,
+        | rc::GET_TOPIC_CONFIG
+        | rc::GET_TOPIC_STATS_INFO => topic_get("topic")?,
         // Without a topic RocketMQ checks nothing; we leave that to Super users.
         rc::VIEW_MESSAGE_BY_ID => match present(request, "topic") {
             Some(t) => vec![topic_or_retry_group(t, GET)],
@@ -428,6 +429,19 @@ mod tests {
         );
         let assignment = RemotingCommand::request(rc::QUERY_ASSIGNMENT);
         assert_eq!(needs(&assignment), vec![]);
+        // mqadmin topicStatus and statsAll: Get on the topic, Get on the cluster.
+        let topic_stats = RemotingCommand::request(rc::GET_TOPIC_STATS_INFO).with_ext("topic", "T");
+        assert_eq!(
+            needs(&topic_stats),
+            vec![(ResourceKind::Topic, "T".into(), vec![Action::Get])]
+        );
+        let view = RemotingCommand::request(rc::VIEW_BROKER_STATS_DATA)
+            .with_ext("statsName", "TOPIC_PUT_NUMS")
+            .with_ext("statsKey", "T");
+        assert_eq!(
+            needs(&view),
+            vec![(ResourceKind::Cluster, "C".into(), vec![Action::Get])]
+        );
     }
 
     #[test]

@@ -45,6 +45,7 @@
 
 pub mod api;
 mod api_acl;
+mod api_stats;
 pub mod auth;
 pub mod auth_map;
 pub mod client;

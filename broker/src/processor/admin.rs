@@ -107,6 +107,7 @@ pub async fn delete_topic(inner: &BrokerInner, request: &RemotingCommand) -> Han
                 .collect())
         })
         .await?;
+    inner.stats.forget_topic(topic);
     tracing::info!(topic, "topic deleted");
     Ok(request.response_to(response_code::SUCCESS, None))
 }
@@ -209,6 +210,7 @@ pub async fn delete_subscription_group(inner: &BrokerInner, request: &RemotingCo
             )
         })
         .await?;
+    inner.stats.forget_group(&group);
     tracing::info!(%group, "subscription group deleted");
     Ok(request.response_to(response_code::SUCCESS, None))
 }

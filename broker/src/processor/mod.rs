@@ -16,6 +16,7 @@ pub mod query;
 pub mod reply;
 pub mod retry;
 pub mod send;
+pub mod stats;
 
 use std::sync::{Arc, OnceLock};
 
@@ -91,6 +92,8 @@ pub const HANDLED_CODES: &[i32] = &[
     request_code::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP,
     request_code::DELETE_SUBSCRIPTIONGROUP,
     request_code::GET_ALL_SUBSCRIPTIONGROUP_CONFIG,
+    request_code::GET_TOPIC_STATS_INFO,
+    request_code::VIEW_BROKER_STATS_DATA,
 ];
 
 /// Routes each request to its handler. The broker's state is set once the store is open (the
@@ -201,6 +204,8 @@ async fn route_admin(inner: &BrokerInner, request: &RemotingCommand) -> Handled 
         request_code::GET_BROKER_HA_STATUS => ha::ha_status(inner, request),
         request_code::NOTIFY_BROKER_ROLE_CHANGED => ha::role_changed(inner, request),
         request_code::GET_CONSUME_STATS => admin::consume_stats(inner, request),
+        request_code::GET_TOPIC_STATS_INFO => stats::topic_stats(inner, request),
+        request_code::VIEW_BROKER_STATS_DATA => stats::view_stats(inner, request),
         request_code::GET_TOPIC_CONFIG => admin::topic_config(inner, request),
         request_code::GET_SUBSCRIPTIONGROUP_CONFIG => admin::subscription_group(inner, request),
         request_code::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP => {

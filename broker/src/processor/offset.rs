@@ -4,6 +4,8 @@
 //! INVOKE_BROKER_TO_RESET_OFFSET (222) with its RESET_CONSUMER_CLIENT_OFFSET (220) to the live
 //! consumers (RocketMQ's `Broker2Client.resetOffset`).
 
+use rocketraft_common::json::message_queue_map;
+use rocketraft_common::protocol::MessageQueue;
 use rocketraft_remoting::codes::{request_code, response_code};
 use rocketraft_remoting::{Refusal, RemotingCommand};
 
@@ -116,18 +118,19 @@ pub fn earliest_store_time(inner: &BrokerInner, request: &RemotingCommand) -> Ha
 /// (`{"offsetTable":{{"brokerName":"b","queueId":0,"topic":"T"}:5}}`, fields in fastjson's
 /// alphabetical order), which the Java and Rust clients parse.
 fn reset_offset_body(broker_name: &str, topic: &str, offsets: &[(i32, i64)]) -> Vec<u8> {
-    let quote = |s: &str| serde_json::Value::String(s.to_string()).to_string();
-    let entries: Vec<String> = offsets
+    let queues: Vec<(MessageQueue, i64)> = offsets
         .iter()
         .map(|(q, o)| {
-            format!(
-                "{{\"brokerName\":{},\"queueId\":{q},\"topic\":{}}}:{o}",
-                quote(broker_name),
-                quote(topic)
-            )
+            let mq = MessageQueue {
+                topic: topic.to_string(),
+                broker_name: broker_name.to_string(),
+                queue_id: *q,
+            };
+            (mq, *o)
         })
         .collect();
-    format!("{{\"offsetTable\":{{{}}}}}", entries.join(",")).into_bytes()
+    let table = message_queue_map(queues.iter().map(|(mq, o)| (mq, o.to_string())));
+    format!("{{\"offsetTable\":{table}}}").into_bytes()
 }
 
 /// INVOKE_BROKER_TO_RESET_OFFSET: moves a group's offsets of a topic on this broker to the first

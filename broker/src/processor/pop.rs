@@ -86,7 +86,7 @@ pub async fn pop(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
                 .with_body(crate::pop::body(&result.messages)));
         }
         if poll_ms <= 0 || tokio::time::Instant::now() >= deadline {
-            inner.stats.record_get(&group, 0, 0);
+            inner.stats.record_get(&topic, &group, 0, 0);
             let code = if poll_ms > 0 {
                 response_code::POLLING_TIMEOUT
             } else {
@@ -116,7 +116,7 @@ fn record_out(inner: &BrokerInner, group: &str, topic: &str, messages: &[crate::
     };
     let (n, b) = bytes(false);
     let (rn, rb) = bytes(true);
-    inner.stats.record_get(group, n + rn, b + rb);
+    inner.stats.record_get(topic, group, n + rn, b + rb);
     inner.metrics.message_out(topic, group, false, n, b);
     inner.metrics.message_out(topic, group, true, rn, rb);
 }

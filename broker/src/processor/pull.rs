@@ -348,7 +348,7 @@ fn respond(
         let count = result.messages.len() as u64;
         inner
             .stats
-            .record_get(&header.consumer_group, count, total as u64);
+            .record_get(&header.topic, &header.consumer_group, count, total as u64);
         let is_retry = header
             .topic
             .starts_with(rocketraft_common::consts::RETRY_GROUP_TOPIC_PREFIX);
@@ -361,7 +361,9 @@ fn respond(
         );
         response = response.with_body(body.freeze());
     } else {
-        inner.stats.record_get(&header.consumer_group, 0, 0);
+        inner
+            .stats
+            .record_get(&header.topic, &header.consumer_group, 0, 0);
     }
     response
 }

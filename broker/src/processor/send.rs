@@ -385,7 +385,7 @@ async fn store_and_answer(
             .prepared(result.queue_offset, result.physical_offset, topic);
     }
     let wrote = result.wrote_bytes.max(0) as u64;
-    inner.stats.record_put(sent.count, wrote);
+    inner.stats.record_put(topic, sent.count, wrote);
     inner
         .metrics
         .message_in(topic, sent.message_type, sent.count, wrote);

@@ -8,4 +8,5 @@ mod disk_full;
 mod metrics;
 mod pop;
 mod timer;
+mod topic_stats;
 mod transaction;
