@@ -20,7 +20,7 @@ use rocketraft_remoting::codes::response_code;
 use rocketraft_remoting::SessionCredentials;
 
 use super::replication::{start_cluster, Down};
-use super::{api_signed, run_load, writable_queues, Load, LoadResult, Target};
+use super::{api_signed, summary, writable_queues, AbRounds, Load, LoadResult, Target};
 use crate::cmd::cluster::{admin_credentials, ClusterFile};
 
 #[derive(Args)]
@@ -28,21 +28,8 @@ pub struct AuthBenchArgs {
     /// Working directory (`off/` and `on/`, one cluster each; removed first).
     #[arg(long)]
     dir: PathBuf,
-    /// Seconds of sending per measurement.
-    #[arg(long, default_value_t = 5)]
-    duration: u64,
-    /// Measurements per cluster (alternating between the two).
-    #[arg(long, default_value_t = 3)]
-    rounds: usize,
-    /// Message body size in bytes.
-    #[arg(long, default_value_t = 1024)]
-    size: usize,
-    /// Concurrent producers (each with its own connection).
-    #[arg(long, default_value_t = 1)]
-    producers: usize,
-    /// Sends in flight per producer.
-    #[arg(long, default_value_t = 32)]
-    window: usize,
+    #[command(flatten)]
+    rounds: AbRounds,
     /// CommitLog segment size of both brokers.
     #[arg(long, default_value_t = 64 << 20)]
     segment_size: u64,
@@ -66,7 +53,7 @@ impl Side {
         let target = Target {
             namesrv: file.namesrv_addr.clone(),
             topic: "BenchAuth".to_string(),
-            duration: args.duration,
+            duration: args.rounds.duration,
             count: None,
             credentials: credentials.clone(),
             key_prefix: String::new(),
@@ -83,9 +70,12 @@ impl Side {
     async fn measure(&mut self, args: &AuthBenchArgs, duration: u64) -> anyhow::Result<()> {
         let mut target = self.target.clone();
         target.duration = duration;
-        let (size, producers, window) = (args.size, args.producers.max(1), args.window.max(1));
         eprintln!("{}: {duration} s of sends", self.label);
-        let result = run_load(Load::Send, &target, &self.queues, size, producers, window).await?;
+        let result = args
+            .rounds
+            .load
+            .run(Load::Send, &target, &self.queues)
+            .await?;
         ensure!(
             result.messages > 0,
             "{}: no send succeeded (are the credentials right?)",
@@ -93,16 +83,6 @@ impl Side {
         );
         self.results.push(result);
         Ok(())
-    }
-
-    /// Messages per second over every round, and the median of the rounds' p99.
-    fn summary(&self) -> (f64, f64) {
-        let messages: u64 = self.results.iter().map(|r| r.messages).sum();
-        let seconds: f64 = self.results.iter().map(|r| r.seconds).sum();
-        let mut p99: Vec<f64> = self.results.iter().map(|r| r.p99_ms).collect();
-        p99.sort_by(f64::total_cmp);
-        let median = p99.get(p99.len() / 2).copied().unwrap_or(0.0);
-        (messages as f64 / seconds.max(1e-9), median)
     }
 }
 
@@ -161,28 +141,17 @@ pub async fn run(args: AuthBenchArgs) -> anyhow::Result<()> {
     on.measure(&args, 2).await?;
     off.results.clear();
     on.results.clear();
-    for round in 0..args.rounds.max(1) {
-        let (first, second) = if round % 2 == 0 {
-            (&mut off, &mut on)
-        } else {
-            (&mut on, &mut off)
-        };
-        first.measure(&args, args.duration).await?;
-        second.measure(&args, args.duration).await?;
+    for (_, auth) in args.rounds.order() {
+        let side = if auth { &mut on } else { &mut off };
+        side.measure(&args, args.rounds.duration).await?;
     }
-    let (off_rate, off_p99) = off.summary();
-    let (on_rate, on_p99) = on.summary();
+    let (off_rate, off_p99, _) = summary(&off.results);
+    let (on_rate, on_p99, _) = summary(&on.results);
     println!(
-        "auth ({} B sends, {} producer(s) x {} in flight, {} rounds of {} s each, alternating): off {:.0} msg/s p99 {:.2} ms; on (signed, authentication + authorization) {:.0} msg/s p99 {:.2} ms; ratio {:.2}x throughput, {:.2}x p99",
-        args.size,
-        args.producers.max(1),
-        args.window.max(1),
-        args.rounds.max(1),
-        args.duration,
-        off_rate,
-        off_p99,
-        on_rate,
-        on_p99,
+        "auth ({}, {} rounds of {} s each, alternating): off {off_rate:.0} msg/s p99 {off_p99:.2} ms; on (signed, authentication + authorization) {on_rate:.0} msg/s p99 {on_p99:.2} ms; ratio {:.2}x throughput, {:.2}x p99",
+        args.rounds.load.describe(),
+        args.rounds.rounds.max(1),
+        args.rounds.duration,
         on_rate / off_rate.max(1e-9),
         on_p99 / off_p99.max(1e-9)
     );

@@ -18,37 +18,20 @@ use clap::Args;
 use hdrhistogram::Histogram;
 use rocketraft_common::time::now_ms;
 
-use super::{api, new_histogram, run_load, writable_queues, Load, LoadResult, Target};
+use super::{alternating, api, new_histogram, summary, writable_queues, Load, SendLoad, Target};
 
 #[derive(Args)]
 pub struct IndexBenchArgs {
     #[command(flatten)]
     target: Target,
-    /// Message body size in bytes.
-    #[arg(long, default_value_t = 1024)]
-    size: usize,
-    /// Concurrent producers (each with its own connection).
-    #[arg(long, default_value_t = 1)]
-    producers: usize,
-    /// Sends in flight per producer.
-    #[arg(long, default_value_t = 32)]
-    window: usize,
+    #[command(flatten)]
+    load: SendLoad,
     /// Measurements of each load (alternating); each lasts --duration seconds.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
     /// Lookups by key after the sends.
     #[arg(long, default_value_t = 2000)]
     lookups: usize,
-}
-
-/// Messages per second over every round, the median of the rounds' p99, and the messages sent.
-pub(super) fn summary(results: &[LoadResult]) -> (f64, f64, u64) {
-    let messages: u64 = results.iter().map(|r| r.messages).sum();
-    let seconds: f64 = results.iter().map(|r| r.seconds).sum();
-    let mut p99: Vec<f64> = results.iter().map(|r| r.p99_ms).collect();
-    p99.sort_by(f64::total_cmp);
-    let median = p99.get(p99.len() / 2).copied().unwrap_or(0.0);
-    (messages as f64 / seconds.max(1e-9), median, messages)
 }
 
 /// A small xorshift generator (the lookups only need keys spread over the run).
@@ -79,34 +62,31 @@ pub async fn run(args: IndexBenchArgs) -> anyhow::Result<()> {
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let (producers, window) = (args.producers.max(1), args.window.max(1));
     let run_id = now_ms();
     let mut plain = Vec::new();
     let mut keyed = Vec::new();
     // (key prefix, requests issued) of every keyed round.
     let mut keyed_rounds: Vec<(String, u64)> = Vec::new();
-    for round in 0..args.rounds.max(1) {
-        for with_keys in [round % 2 == 1, round % 2 == 0] {
-            let mut t = target.clone();
-            t.count = None;
-            if with_keys {
-                t.key_prefix = format!("bk-{run_id}-{round}-");
-                eprintln!("round {round}: {} s of sends with KEYS", t.duration);
-                let r =
-                    run_load(Load::SendKeyed, &t, &queues, args.size, producers, window).await?;
-                keyed_rounds.push((t.key_prefix.clone(), r.messages));
-                keyed.push(r);
-            } else {
-                eprintln!("round {round}: {} s of sends without KEYS", t.duration);
-                plain.push(run_load(Load::Send, &t, &queues, args.size, producers, window).await?);
-            }
+    for (round, with_keys) in alternating(args.rounds) {
+        let mut t = target.clone();
+        t.count = None;
+        if with_keys {
+            t.key_prefix = format!("bk-{run_id}-{round}-");
+            eprintln!("round {round}: {} s of sends with KEYS", t.duration);
+            let r = args.load.run(Load::SendKeyed, &t, &queues).await?;
+            keyed_rounds.push((t.key_prefix.clone(), r.messages));
+            keyed.push(r);
+        } else {
+            eprintln!("round {round}: {} s of sends without KEYS", t.duration);
+            plain.push(args.load.run(Load::Send, &t, &queues).await?);
         }
     }
     let (plain_rate, plain_p99, plain_n) = summary(&plain);
     let (keyed_rate, keyed_p99, keyed_n) = summary(&keyed);
     ensure!(plain_n > 0 && keyed_n > 0, "no send succeeded");
     println!(
-        "sends without KEYS: {plain_rate:.0} msgs/s, p99 {plain_p99:.3} ms; with one key each: {keyed_rate:.0} msgs/s ({:.2}x), p99 {keyed_p99:.3} ms ({:.2}x)",
+        "{}, without KEYS: {plain_rate:.0} msgs/s, p99 {plain_p99:.3} ms; with one key each: {keyed_rate:.0} msgs/s ({:.2}x), p99 {keyed_p99:.3} ms ({:.2}x)",
+        args.load.describe(),
         keyed_rate / plain_rate.max(1e-9),
         keyed_p99 / plain_p99.max(1e-9)
     );

@@ -14,30 +14,16 @@ use std::time::Duration;
 use anyhow::{ensure, Context};
 use clap::Args;
 
-use super::index::summary;
 use super::retention::{free_port, spawn_dev};
-use super::{api, run_load, writable_queues, Load, Target};
+use super::{api, summary, writable_queues, AbRounds, Load, Target};
 
 #[derive(Args)]
 pub struct MetricsBenchArgs {
     /// Working directory for the two dev processes' data (removed first and at the end).
     #[arg(long)]
     dir: PathBuf,
-    /// Seconds of sending per measurement.
-    #[arg(long, default_value_t = 5)]
-    duration: u64,
-    /// Measurements of each kind (alternating).
-    #[arg(long, default_value_t = 3)]
-    rounds: usize,
-    /// Message body size in bytes.
-    #[arg(long, default_value_t = 1024)]
-    size: usize,
-    /// Concurrent producers (each with its own connection).
-    #[arg(long, default_value_t = 1)]
-    producers: usize,
-    /// Sends in flight per producer.
-    #[arg(long, default_value_t = 32)]
-    window: usize,
+    #[command(flatten)]
+    rounds: AbRounds,
     /// How often the metrics-on process is scraped, in milliseconds (0: never).
     #[arg(long, default_value_t = 1000)]
     scrape_interval_ms: u64,
@@ -94,7 +80,7 @@ pub async fn run(args: MetricsBenchArgs) -> anyhow::Result<()> {
     let target = |namesrv: &str| Target {
         namesrv: namesrv.to_string(),
         topic: "BenchMetrics".to_string(),
-        duration: args.duration,
+        duration: args.rounds.duration,
         count: None,
         credentials: None,
         key_prefix: String::new(),
@@ -102,29 +88,30 @@ pub async fn run(args: MetricsBenchArgs) -> anyhow::Result<()> {
     let (on_target, off_target) = (target(&on_namesrv), target(&off_namesrv));
     let on_queues = Arc::new(writable_queues(&api(), &on_target).await?);
     let off_queues = Arc::new(writable_queues(&api(), &off_target).await?);
-    let (producers, window) = (args.producers.max(1), args.window.max(1));
     let (mut on, mut off) = (Vec::new(), Vec::new());
-    for round in 0..args.rounds.max(1) {
-        for metrics in [round % 2 == 0, round % 2 == 1] {
-            let (label, t, q) = if metrics {
-                ("metrics on", &on_target, &on_queues)
-            } else {
-                ("metrics off", &off_target, &off_queues)
-            };
-            eprintln!("round {round}: {} s of sends, {label}", args.duration);
-            let r = run_load(Load::Send, t, q, args.size, producers, window).await;
-            if metrics {
-                on.push(r?)
-            } else {
-                off.push(r?)
-            }
+    for (round, metrics) in args.rounds.order() {
+        let (label, t, q) = if metrics {
+            ("metrics on", &on_target, &on_queues)
+        } else {
+            ("metrics off", &off_target, &off_queues)
+        };
+        eprintln!(
+            "round {round}: {} s of sends, {label}",
+            args.rounds.duration
+        );
+        let r = args.rounds.load.run(Load::Send, t, q).await?;
+        if metrics {
+            on.push(r)
+        } else {
+            off.push(r)
         }
     }
     scraper.abort();
     let (on_rate, on_p99, _) = summary(&on);
     let (off_rate, off_p99, _) = summary(&off);
     println!(
-        "sends, metrics off: {off_rate:.0} msgs/s, p99 {off_p99:.3} ms; metrics on (scraped every {interval} ms): {on_rate:.0} msgs/s ({:.3}x), p99 {on_p99:.3} ms ({:.2}x)",
+        "{}, metrics off: {off_rate:.0} msgs/s, p99 {off_p99:.3} ms; metrics on (scraped every {interval} ms): {on_rate:.0} msgs/s ({:.3}x), p99 {on_p99:.3} ms ({:.2}x)",
+        args.rounds.load.describe(),
         on_rate / off_rate.max(1e-9),
         on_p99 / off_p99.max(1e-9)
     );

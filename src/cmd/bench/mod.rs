@@ -404,6 +404,84 @@ async fn produce(
     Ok(())
 }
 
+/// The send load of one measurement (shared by the benches that compare two settings).
+#[derive(Args, Clone, Copy, Debug)]
+pub(crate) struct SendLoad {
+    /// Message body size in bytes.
+    #[arg(long, default_value_t = 1024)]
+    pub size: usize,
+    /// Concurrent producers (each with its own connection).
+    #[arg(long, default_value_t = 1)]
+    pub producers: usize,
+    /// Sends in flight per producer.
+    #[arg(long, default_value_t = 32)]
+    pub window: usize,
+}
+
+impl SendLoad {
+    /// `load` against `queues` of `target` for `target.duration` seconds.
+    pub async fn run(
+        &self,
+        load: Load,
+        target: &Target,
+        queues: &Arc<Vec<(String, i32)>>,
+    ) -> anyhow::Result<LoadResult> {
+        let (producers, window) = (self.producers.max(1), self.window.max(1));
+        run_load(load, target, queues, self.size, producers, window).await
+    }
+
+    /// "1024 B sends, 1 producer(s) x 32 in flight"
+    pub fn describe(&self) -> String {
+        format!(
+            "{} B sends, {} producer(s) x {} in flight",
+            self.size,
+            self.producers.max(1),
+            self.window.max(1)
+        )
+    }
+}
+
+/// Rounds of two measurements, a baseline and a variant, alternating: the baseline goes first
+/// in even rounds and second in odd ones, so drift on a shared machine hits both.
+#[derive(Args, Clone, Copy, Debug)]
+pub(crate) struct AbRounds {
+    /// Seconds of sending per measurement.
+    #[arg(long, default_value_t = 5)]
+    pub duration: u64,
+    /// Measurements of each kind (alternating).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    #[command(flatten)]
+    pub load: SendLoad,
+}
+
+impl AbRounds {
+    /// Every measurement in order: (round, whether it is the variant's).
+    pub fn order(&self) -> impl Iterator<Item = (usize, bool)> {
+        alternating(self.rounds)
+    }
+}
+
+/// (round, whether it is the variant's turn) for `rounds` rounds of a baseline and a variant,
+/// the baseline first in even rounds.
+pub(crate) fn alternating(rounds: usize) -> impl Iterator<Item = (usize, bool)> {
+    (0..rounds.max(1)).flat_map(|round| {
+        let variant_first = round % 2 == 1;
+        [(round, variant_first), (round, !variant_first)]
+    })
+}
+
+/// Messages per second over every measurement, the median of their p99 latencies, and the
+/// messages sent.
+pub(crate) fn summary(results: &[LoadResult]) -> (f64, f64, u64) {
+    let messages: u64 = results.iter().map(|r| r.messages).sum();
+    let seconds: f64 = results.iter().map(|r| r.seconds).sum();
+    let mut p99: Vec<f64> = results.iter().map(|r| r.p99_ms).collect();
+    p99.sort_by(f64::total_cmp);
+    let median = p99.get(p99.len() / 2).copied().unwrap_or(0.0);
+    (messages as f64 / seconds.max(1e-9), median, messages)
+}
+
 pub(crate) async fn run_load(
     load: Load,
     target: &Target,

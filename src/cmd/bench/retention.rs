@@ -20,29 +20,15 @@ use clap::Args;
 use rocketraft_remoting::codes::{request_code, response_code};
 use rocketraft_remoting::RemotingCommand;
 
-use super::index::summary;
-use super::{api, run_load, writable_queues, Load, Target};
+use super::{api, summary, writable_queues, AbRounds, Load, Target};
 
 #[derive(Args)]
 pub struct RetentionBenchArgs {
     /// Working directory for the dev process's data (removed first and at the end).
     #[arg(long)]
     dir: PathBuf,
-    /// Seconds of sending per measurement.
-    #[arg(long, default_value_t = 5)]
-    duration: u64,
-    /// Measurements of each kind (alternating).
-    #[arg(long, default_value_t = 3)]
-    rounds: usize,
-    /// Message body size in bytes.
-    #[arg(long, default_value_t = 1024)]
-    size: usize,
-    /// Concurrent producers (each with its own connection).
-    #[arg(long, default_value_t = 1)]
-    producers: usize,
-    /// Sends in flight per producer.
-    #[arg(long, default_value_t = 32)]
-    window: usize,
+    #[command(flatten)]
+    rounds: AbRounds,
     /// CommitLog segment size of the broker.
     #[arg(long, default_value_t = 4 << 20)]
     segment_size: u64,
@@ -148,57 +134,56 @@ pub async fn run(args: RetentionBenchArgs) -> anyhow::Result<()> {
     let target = Target {
         namesrv,
         topic: "BenchRetention".to_string(),
-        duration: args.duration,
+        duration: args.rounds.duration,
         count: None,
         credentials: None,
         key_prefix: String::new(),
     };
     let queues = Arc::new(writable_queues(&api(), &target).await?);
-    let (producers, window) = (args.producers.max(1), args.window.max(1));
+    let load = args.rounds.load;
     // Something to delete from the first deleting round on.
-    eprintln!("warm-up: {} s of sends", args.duration);
-    run_load(Load::Send, &target, &queues, args.size, producers, window).await?;
+    eprintln!("warm-up: {} s of sends", target.duration);
+    load.run(Load::Send, &target, &queues).await?;
     let (mut quiet, mut deleting) = (Vec::new(), Vec::new());
     let mut deleted_while_deleting = 0;
-    for round in 0..args.rounds.max(1) {
-        for delete in [round % 2 == 1, round % 2 == 0] {
-            let before = segments_deleted(&broker).await?;
-            if delete {
-                eprintln!("round {round}: {} s of sends while deleting", args.duration);
-                let b = broker.clone();
-                let asker = tokio::spawn(async move {
-                    loop {
-                        let _ = api()
-                            .remoting()
-                            .invoke(
-                                &b,
-                                RemotingCommand::request(request_code::DELETE_EXPIRED_COMMITLOG),
-                                Duration::from_secs(5),
-                            )
-                            .await;
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                    }
-                });
-                let r = run_load(Load::Send, &target, &queues, args.size, producers, window).await;
-                asker.abort();
-                deleting.push(r?);
-                // The manual request lasts 20 cleaning rounds (4 s): let it run out before a
-                // quiet round.
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                let n = segments_deleted(&broker).await? - before;
-                eprintln!("  {n} segments deleted");
-                deleted_while_deleting += n;
-            } else {
-                eprintln!(
-                    "round {round}: {} s of sends, nothing deleted",
-                    args.duration
-                );
-                quiet.push(
-                    run_load(Load::Send, &target, &queues, args.size, producers, window).await?,
-                );
-                let n = segments_deleted(&broker).await? - before;
-                ensure!(n == 0, "{n} segments were deleted during a quiet round");
-            }
+    for (round, delete) in args.rounds.order() {
+        let before = segments_deleted(&broker).await?;
+        if delete {
+            eprintln!(
+                "round {round}: {} s of sends while deleting",
+                target.duration
+            );
+            let b = broker.clone();
+            let asker = tokio::spawn(async move {
+                loop {
+                    let _ = api()
+                        .remoting()
+                        .invoke(
+                            &b,
+                            RemotingCommand::request(request_code::DELETE_EXPIRED_COMMITLOG),
+                            Duration::from_secs(5),
+                        )
+                        .await;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            });
+            let r = load.run(Load::Send, &target, &queues).await;
+            asker.abort();
+            deleting.push(r?);
+            // The manual request lasts 20 cleaning rounds (4 s): let it run out before a quiet
+            // round.
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let n = segments_deleted(&broker).await? - before;
+            eprintln!("  {n} segments deleted");
+            deleted_while_deleting += n;
+        } else {
+            eprintln!(
+                "round {round}: {} s of sends, nothing deleted",
+                target.duration
+            );
+            quiet.push(load.run(Load::Send, &target, &queues).await?);
+            let n = segments_deleted(&broker).await? - before;
+            ensure!(n == 0, "{n} segments were deleted during a quiet round");
         }
     }
     ensure!(
@@ -208,7 +193,8 @@ pub async fn run(args: RetentionBenchArgs) -> anyhow::Result<()> {
     let (q_rate, q_p99, _) = summary(&quiet);
     let (d_rate, d_p99, _) = summary(&deleting);
     println!(
-        "sends, nothing deleted: {q_rate:.0} msgs/s, p99 {q_p99:.3} ms; while deleting ({deleted_while_deleting} segments of {} MiB): {d_rate:.0} msgs/s ({:.2}x), p99 {d_p99:.3} ms ({:.2}x)",
+        "{}, nothing deleted: {q_rate:.0} msgs/s, p99 {q_p99:.3} ms; while deleting ({deleted_while_deleting} segments of {} MiB): {d_rate:.0} msgs/s ({:.2}x), p99 {d_p99:.3} ms ({:.2}x)",
+        load.describe(),
         args.segment_size >> 20,
         d_rate / q_rate.max(1e-9),
         d_p99 / q_p99.max(1e-9)
