@@ -7,6 +7,7 @@
 
 mod admin_acl;
 mod admin_consumer;
+mod admin_topic_stats;
 mod dev_kill9;
 mod flood;
 mod footprint;

@@ -7,6 +7,7 @@ mod broker;
 mod consumer;
 mod controller;
 mod message;
+mod topic_stats;
 
 use std::time::Duration;
 
@@ -150,6 +151,25 @@ enum TopicCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Each queue's min and max offset and the store time of its last message, on every
+    /// master serving the topic (mqadmin topicStatus).
+    Status {
+        #[arg(long)]
+        topic: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Messages put into the topic (and with --group, taken by the group) over the last
+    /// minute, hour and day, with their rates, on every master serving it (mqadmin statsAll).
+    Stats {
+        #[arg(long)]
+        topic: String,
+        /// A consumer group: its gets of the topic too.
+        #[arg(long)]
+        group: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -203,7 +223,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
     }
 }
 
-/// `admin topic create|list|route`.
+/// `admin topic create|list|route|status|stats`.
 async fn topic(api: &MqClientApi, namesrv: &str, command: TopicCommand) -> anyhow::Result<()> {
     match command {
         TopicCommand::Create {
@@ -250,6 +270,12 @@ async fn topic(api: &MqClientApi, namesrv: &str, command: TopicCommand) -> anyho
                 .await
                 .with_context(|| format!("no route for {topic} from {namesrv}"))?;
             print_as(json, &route, print_route)
+        }
+        TopicCommand::Status { topic, json } => {
+            topic_stats::status(api, namesrv, &topic, json).await
+        }
+        TopicCommand::Stats { topic, group, json } => {
+            topic_stats::stats(api, namesrv, &topic, group.as_deref(), json).await
         }
     }
 }
