@@ -120,6 +120,13 @@ impl RpcMetrics {
     }
 }
 
+/// A process registers its `rocketmq_rpc_latency` family once: as a collector of its own.
+impl Collector for RpcMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        RpcMetrics::encode(self, &mut encoder)
+    }
+}
+
 /// Handles of a family's members (counters and histograms share their value with the family
 /// when cloned) by a cheap key, so that a hot path finds its member under a read lock without
 /// building label strings; the labels are built once, when a key is first seen.

@@ -3,12 +3,11 @@
 //! heartbeat, get a master elected and stop heartbeating.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rocketraft_common::metrics::text::sample;
-use rocketraft_common::metrics::{encode, Collector, DescriptorEncoder, Registry, RpcMetrics};
+use rocketraft_common::metrics::{encode, Registry, RpcMetrics};
 use rocketraft_controller::client::ControllerClient;
 use rocketraft_controller::heartbeat::Heartbeat;
 use rocketraft_controller::{BrokerLiveInfo, Controller, ControllerConfig};
@@ -26,16 +25,6 @@ fn client() -> ControllerClient {
         RemotingClient::new(ClientConfig::default()),
         Duration::from_secs(10),
     )
-}
-
-/// Encodes `rocketmq_rpc_latency` as the process does.
-#[derive(Debug)]
-struct Rpc(RpcMetrics);
-
-impl Collector for Rpc {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
-        self.0.encode(&mut encoder)
-    }
 }
 
 struct Node {
@@ -74,7 +63,7 @@ async fn controllers(dir: &std::path::Path) -> Vec<Node> {
             .expect("controller serves");
         let mut registry = Registry::default();
         registry.register_collector(controller.metrics_collector());
-        registry.register_collector(Box::new(Rpc(rpc)));
+        registry.register_collector(Box::new(rpc));
         out.push(Node {
             controller,
             registry,

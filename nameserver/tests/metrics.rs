@@ -3,11 +3,10 @@
 //! that embeds a controller, whose series come with its own.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::time::{Duration, Instant};
 
 use rocketraft_common::metrics::text::{sample, sum};
-use rocketraft_common::metrics::{encode, Collector, DescriptorEncoder, Registry, RpcMetrics};
+use rocketraft_common::metrics::{encode, Registry, RpcMetrics};
 use rocketraft_common::protocol::{RegisterBrokerBody, TopicConfigSerializeWrapper};
 use rocketraft_common::TopicConfig;
 use rocketraft_controller::ControllerConfig;
@@ -17,20 +16,10 @@ use rocketraft_remoting::{ClientConfig, RemotingClient, RemotingCommand};
 
 const T: Duration = Duration::from_secs(5);
 
-/// Encodes `rocketmq_rpc_latency` as the process does.
-#[derive(Debug)]
-struct Rpc(RpcMetrics);
-
-impl Collector for Rpc {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
-        self.0.encode(&mut encoder)
-    }
-}
-
 fn registry_of(namesrv: &NameServer, rpc: &RpcMetrics) -> Registry {
     let mut registry = Registry::default();
     registry.register_collector(namesrv.metrics_collector());
-    registry.register_collector(Box::new(Rpc(rpc.clone())));
+    registry.register_collector(Box::new(rpc.clone()));
     registry
 }
 

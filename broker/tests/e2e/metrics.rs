@@ -4,7 +4,6 @@
 //! recorded by the broker's Remoting server.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -12,9 +11,7 @@ use rocketraft_broker::store::FlushDiskType;
 use rocketraft_broker::{Broker, BrokerConfig};
 use rocketraft_common::consts::{property, pull_sys_flag, sys_flag};
 use rocketraft_common::metrics::text::sample;
-use rocketraft_common::metrics::{
-    encode, label, Collector, DescriptorEncoder, Registry, RpcMetrics,
-};
+use rocketraft_common::metrics::{encode, label, Registry, RpcMetrics};
 use rocketraft_common::TopicConfig;
 use rocketraft_nameserver::{NameServer, NamesrvConfig};
 use rocketraft_remoting::api::{MqClientApi, PullRequest, PullStatus, SendRequest};
@@ -25,16 +22,6 @@ const TOPIC: &str = "MetricsTopic";
 const GROUP: &str = "metrics-cg";
 const POP_GROUP: &str = "metrics-pop-cg";
 const SENT: usize = 5;
-
-/// Writes the process's `rocketmq_rpc_latency` family, as the root binary does once.
-#[derive(Debug)]
-struct Rpc(RpcMetrics);
-
-impl Collector for Rpc {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
-        self.0.encode(&mut encoder)
-    }
-}
 
 struct Node {
     namesrv: NameServer,
@@ -329,7 +316,7 @@ async fn sends_pulls_and_commits_show_in_metrics_and_runtime_stats() {
 
     // The Remoting server recorded the sends in the process's rocketmq_rpc_latency family.
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(Rpc(node.rpc.clone())));
+    registry.register_collector(Box::new(node.rpc.clone()));
     let rpc = encode(&registry).expect("encodes");
     let send_code = format!("request_code=\"{}\"", request_code::SEND_MESSAGE_V2);
     let send_count = rpc

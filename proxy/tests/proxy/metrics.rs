@@ -3,11 +3,10 @@
 //! gauges (`rocketmq_proxy_up`, Telemetry streams, receives in flight); and the clients'
 //! metric settings (`metricCollectorMode` / `metricCollectorAddress`) in Telemetry.
 
-use std::fmt;
 use std::time::{Duration, Instant};
 
 use rocketraft_common::metrics::text::{sample, sum};
-use rocketraft_common::metrics::{encode, Collector, DescriptorEncoder, Registry, RpcMetrics};
+use rocketraft_common::metrics::{encode, Registry, RpcMetrics};
 use rocketraft_common::TopicConfig;
 use rocketraft_nameserver::{NameServer, NamesrvConfig};
 use rocketraft_proxy::metrics::{MetricCollectorMode, ProxyMode};
@@ -18,16 +17,6 @@ use tonic::transport::Channel;
 
 const TOPIC: &str = "MetricsTopic";
 const EMPTY: &str = "MetricsEmptyTopic";
-
-/// Encodes `rocketmq_rpc_latency` as the process does.
-#[derive(Debug)]
-struct Rpc(RpcMetrics);
-
-impl Collector for Rpc {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
-        self.0.encode(&mut encoder)
-    }
-}
 
 fn resource(name: &str) -> Option<pb::Resource> {
     Some(pb::Resource {
@@ -133,7 +122,7 @@ async fn grpc_calls_show_in_rpc_latency_and_the_proxy_reports_itself() {
     .expect("proxy");
     let mut registry = Registry::default();
     registry.register_collector(proxy.metrics_collector());
-    registry.register_collector(Box::new(Rpc(rpc)));
+    registry.register_collector(Box::new(rpc));
 
     let text = encode(&registry).expect("encodes");
     assert_eq!(

@@ -7,11 +7,10 @@
 //! scrape), its samples told apart by the same labels.
 
 use std::borrow::Cow;
-use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use rocketraft_common::metrics::{Collector, DescriptorEncoder, Labels, Registry, RpcMetrics};
+use rocketraft_common::metrics::{Collector, Labels, Registry, RpcMetrics};
 use rocketraft_remoting::http::{metrics_router, MetricsServer};
 
 /// RocketMQ's default `metricsPromExporterPort`.
@@ -36,16 +35,6 @@ pub struct ProcessMetrics {
     rpc: RpcMetrics,
 }
 
-/// Encodes the process's `rocketmq_rpc_latency`.
-#[derive(Debug)]
-struct RpcCollector(RpcMetrics);
-
-impl Collector for RpcCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
-        self.0.encode(&mut encoder)
-    }
-}
-
 fn role_labels(cluster: &str, node_type: &'static str, node_id: &str) -> Labels {
     let mut labels = Vec::new();
     if !cluster.is_empty() {
@@ -66,7 +55,7 @@ impl ProcessMetrics {
     pub fn new() -> ProcessMetrics {
         let rpc = RpcMetrics::standalone(Vec::new());
         let mut registry = Registry::default();
-        registry.register_collector(Box::new(RpcCollector(rpc.clone())));
+        registry.register_collector(Box::new(rpc.clone()));
         ProcessMetrics { registry, rpc }
     }
 
