@@ -7,6 +7,7 @@
 
 pub mod acl;
 pub mod base64;
+pub mod capped;
 pub mod consts;
 pub mod hash;
 pub mod message;

@@ -244,7 +244,8 @@ impl Proxy {
         )));
         let (stop, stopped) = oneshot::channel::<()>();
         let limits = security.limits.clone();
-        let incoming = connections(listener, limits.max_connections);
+        let incoming =
+            rocketraft_common::capped::incoming(listener, limits.max_connections, "proxy");
         let task = tokio::spawn(async move {
             let result = server
                 // Above the largest body, so an oversized body gets the protocol's
@@ -362,107 +363,4 @@ fn proxy_service(
         .remoting()
         .set_request_handler(service.transaction_check_handler());
     service
-}
-
-/// The accepted connections, with TCP_NODELAY (small gRPC responses would otherwise wait for
-/// the client's delayed ACK, tens of milliseconds per request), at most `max` at once: one
-/// accepted beyond that is closed at once (so it is refused quickly rather than left in the
-/// backlog) and logged.
-fn connections(
-    listener: tokio::net::TcpListener,
-    max: usize,
-) -> impl tokio_stream::Stream<Item = std::io::Result<limit::Counted>> {
-    let slots = Arc::new(tokio::sync::Semaphore::new(max.max(1)));
-    tokio_stream::StreamExt::filter_map(
-        tokio_stream::wrappers::TcpListenerStream::new(listener),
-        move |stream| {
-            let stream = match stream {
-                Ok(s) => s,
-                Err(e) => return Some(Err(e)),
-            };
-            let Ok(permit) = slots.clone().try_acquire_owned() else {
-                tracing::warn!(peer = ?stream.peer_addr().ok(), max, "connection refused: the proxy serves its maximum of connections");
-                return None;
-            };
-            if let Err(e) = stream.set_nodelay(true) {
-                tracing::debug!(error = %e, "TCP_NODELAY not set");
-            }
-            Some(Ok(limit::Counted::new(stream, permit)))
-        },
-    )
-}
-
-mod limit {
-    //! A connection that holds one of the proxy's connection slots while it is open.
-
-    use std::io;
-    use std::pin::Pin;
-    use std::task::{Context, Poll};
-
-    use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-    use tokio::net::TcpStream;
-    use tokio::sync::OwnedSemaphorePermit;
-    use tonic::transport::server::{Connected, TcpConnectInfo};
-
-    pub struct Counted {
-        stream: TcpStream,
-        _slot: OwnedSemaphorePermit,
-    }
-
-    impl Counted {
-        pub fn new(stream: TcpStream, slot: OwnedSemaphorePermit) -> Counted {
-            Counted {
-                stream,
-                _slot: slot,
-            }
-        }
-    }
-
-    impl Connected for Counted {
-        type ConnectInfo = TcpConnectInfo;
-
-        fn connect_info(&self) -> TcpConnectInfo {
-            self.stream.connect_info()
-        }
-    }
-
-    impl AsyncRead for Counted {
-        fn poll_read(
-            mut self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            buf: &mut ReadBuf<'_>,
-        ) -> Poll<io::Result<()>> {
-            Pin::new(&mut self.stream).poll_read(cx, buf)
-        }
-    }
-
-    impl AsyncWrite for Counted {
-        fn poll_write(
-            mut self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            buf: &[u8],
-        ) -> Poll<io::Result<usize>> {
-            Pin::new(&mut self.stream).poll_write(cx, buf)
-        }
-
-        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Pin::new(&mut self.stream).poll_flush(cx)
-        }
-
-        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Pin::new(&mut self.stream).poll_shutdown(cx)
-        }
-
-        fn poll_write_vectored(
-            mut self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            bufs: &[io::IoSlice<'_>],
-        ) -> Poll<io::Result<usize>> {
-            Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-        }
-
-        fn is_write_vectored(&self) -> bool {
-            self.stream.is_write_vectored()
-        }
-    }
 }

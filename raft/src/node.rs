@@ -100,6 +100,9 @@ pub struct RaftConfig {
     /// and every tool that talks to the Raft port needs the same secret. Default: none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster_secret: Option<ClusterSecret>,
+    /// Connections the peer port holds open at most (256): members and tools need a few each;
+    /// one accepted beyond the limit is closed at once and logged.
+    pub max_peer_connections: usize,
 }
 
 impl Default for RaftConfig {
@@ -119,9 +122,13 @@ impl Default for RaftConfig {
             snapshot_logs: 5000,
             keep_logs: 1000,
             cluster_secret: None,
+            max_peer_connections: DEFAULT_MAX_PEER_CONNECTIONS,
         }
     }
 }
+
+/// [`RaftConfig::max_peer_connections`] by default.
+pub const DEFAULT_MAX_PEER_CONNECTIONS: usize = 256;
 
 /// Builders over [`Default`] for the keys a generated config sets (`cluster up`, the Jepsen
 /// harness): `RaftConfig::default().with_node_id(2).with_listen(addr)`.
@@ -1014,21 +1021,13 @@ fn openraft_config(config: &RaftConfig) -> Result<openraft::Config, RaftClientEr
 fn serve_peers(
     listener: tokio::net::TcpListener,
     core: Arc<NodeCore>,
+    max_connections: usize,
 ) -> (oneshot::Sender<()>, JoinHandle<()>) {
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let service = PeerService::new(core).into_server();
-    // Builder::tcp_nodelay applies only to listeners tonic binds itself: without NODELAY on
-    // these sockets small replies wait for delayed ACKs (tens of ms per round trip).
-    let incoming = tokio_stream::StreamExt::map(
-        tokio_stream::wrappers::TcpListenerStream::new(listener),
-        |stream| {
-            stream.inspect(|s| {
-                if let Err(e) = s.set_nodelay(true) {
-                    tracing::debug!(error = %e, "TCP_NODELAY not set");
-                }
-            })
-        },
-    );
+    // With TCP_NODELAY (Builder::tcp_nodelay applies only to listeners tonic binds itself), at
+    // most `max_connections` open.
+    let incoming = rocketraft_common::capped::incoming(listener, max_connections, "raft peer port");
     let server_task = tokio::spawn(async move {
         // Peers need a few streams each (votes, appends, snapshots); a peer that opens more or
         // goes silent is cut off rather than held (issue 16: resource limits on every port).
@@ -1150,7 +1149,8 @@ impl<S: AppStateMachine> RaftNode<S> {
             log.clone(),
         ));
 
-        let (stop_tx, server_task) = serve_peers(listener, core.clone());
+        let (stop_tx, server_task) =
+            serve_peers(listener, core.clone(), config.max_peer_connections);
         bootstrap(&raft, &config, &addr, fresh).await?;
         tracing::info!(node = config.node_id, %local_addr, %addr, "raft node started");
 

@@ -85,7 +85,12 @@ pub(crate) fn free_port() -> u16 {
     rocketraft_common::net::free_loopback_port().expect("a free loopback port")
 }
 
-fn config(id: u64, port: u16, dir: &Path, members: &BTreeMap<u64, String>) -> RaftConfig {
+pub(crate) fn config(
+    id: u64,
+    port: u16,
+    dir: &Path,
+    members: &BTreeMap<u64, String>,
+) -> RaftConfig {
     RaftConfig {
         node_id: id,
         listen: format!("127.0.0.1:{port}").parse().expect("addr"),

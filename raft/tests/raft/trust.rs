@@ -295,3 +295,67 @@ async fn with_a_cluster_secret_members_work_and_unproven_or_replayed_rpcs_are_re
         cluster.stop_node(id).await;
     }
 }
+
+/// The peer port holds at most `max_peer_connections` connections: one more is closed at once,
+/// and a member's RPCs work again once the idle ones go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_peer_port_refuses_connections_beyond_its_maximum() {
+    use tokio::io::AsyncReadExt;
+
+    let dir = rocketraft_common::testing::ScratchDir::new("raft").expect("a scratch dir");
+    let port = crate::cluster::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let members = std::collections::BTreeMap::from([(1, addr.clone())]);
+    let mut config = crate::cluster::config(1, port, dir.path(), &members);
+    config.max_peer_connections = 4;
+    let node = rocketraft_raft::RaftNode::start(config, crate::cluster::Kv::default())
+        .await
+        .expect("node starts");
+    let status = || rocketraft_raft::remote_status(&addr, Duration::from_secs(2), None);
+    status().await.expect("the port answers");
+
+    // Four idle connections take every slot (the status call's connection is gone by now, or
+    // goes within a few seconds).
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        idle.push(
+            tokio::net::TcpStream::connect(&addr)
+                .await
+                .expect("connects"),
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut extra = tokio::net::TcpStream::connect(&addr)
+            .await
+            .expect("TCP accepts");
+        let mut buf = [0u8; 64];
+        // Refused: closed without a byte (a served connection would get the HTTP/2 preface's
+        // SETTINGS, or wait for ours).
+        match tokio::time::timeout(Duration::from_secs(1), extra.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            // Served: a slot was still free (the status call's connection had not gone yet
+            // when the idle ones came); this one holds it now.
+            _ => {
+                assert!(
+                    Instant::now() < deadline && idle.len() < 8,
+                    "connections beyond the maximum were served"
+                );
+                idle.push(extra);
+            }
+        }
+    }
+    assert!(
+        status().await.is_err(),
+        "an RPC got a slot beyond the maximum"
+    );
+
+    // The idle connections go; RPCs are served again.
+    drop(idle);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status().await.is_err() {
+        assert!(Instant::now() < deadline, "the slots were never given back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    node.shutdown().await;
+}
