@@ -3,12 +3,16 @@
 //! message by key and by id, a group's lag), its forms create and delete a topic and reset a
 //! group's offsets (the POSTs a browser sends), bad input gets a 4xx page while the console keeps
 //! serving, and a real headless Chromium renders the pages (and the throughput chart's JS table).
+//! A group's dead letters are listed and resent (page and admin CLI) and pulled again from its
+//! retry topic; the cluster page shows every controller of a quorum, dead ones unreachable; the
+//! NameServer's console of `cluster up --auth` signs as the administrator.
 //!
 //! Set CONSOLE_SCREENSHOT_DIR (e.g. `docs`) to keep the screenshots
 //! (`console-cluster.png`, `console-topics.png`); else they go to a temp dir.
 
 #[path = "../support/mod.rs"]
 mod support;
+mod topic_stats;
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -17,9 +21,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rocketraft_common::consts::property;
-use rocketraft_remoting::api::{MqClientApi, SendRequest};
-use rocketraft_remoting::{response_code, ClientConfig, RemotingClient};
+use rocketraft_common::consts::{property, pull_sys_flag};
+use rocketraft_remoting::api::{MqClientApi, PullRequest, PullStatus, SendRequest};
+use rocketraft_remoting::{
+    request_code, response_code, ClientConfig, RemotingClient, RemotingCommand,
+};
 
 use support::{admin, file_turn, free_port, spawn_ready, Dev, Killed};
 
@@ -32,10 +38,17 @@ struct Setup {
 }
 
 fn start() -> Setup {
+    start_with(&[], &[])
+}
+
+/// A dev started with `dev_extra` flags and a console with `console_extra` flags.
+fn start_with(dev_extra: &[&str], console_extra: &[&str]) -> Setup {
     let data = tempfile::tempdir().expect("tempdir");
-    let dev = Dev::start(data.path(), free_port(), free_port(), &["--no-metrics"]);
+    let mut dev_args = vec!["--no-metrics", "--no-console"];
+    dev_args.extend_from_slice(dev_extra);
+    let dev = Dev::start(data.path(), free_port(), free_port(), &dev_args);
     let console = format!("127.0.0.1:{}", free_port());
-    let process = spawn_ready(&[
+    let mut args = vec![
         "console",
         "--namesrv",
         &dev.namesrv,
@@ -43,7 +56,9 @@ fn start() -> Setup {
         &console,
         "--threads",
         "2",
-    ]);
+    ];
+    args.extend_from_slice(console_extra);
+    let process = spawn_ready(&args);
     Setup {
         dev,
         console,
@@ -124,6 +139,13 @@ fn has_row(html: &str, cells: &[&str]) -> bool {
     })
 }
 
+/// The cells of the controller quorum table's row for member `addr`.
+fn controller_row(html: &str, addr: &str) -> Option<Vec<String>> {
+    rows(html)
+        .into_iter()
+        .find(|r| r.len() == 9 && r[0] == addr && (r[1] == "yes" || r[1] == "no"))
+}
+
 #[test]
 fn pages_show_the_cluster_and_forms_change_it() {
     let _turn = file_turn(module_path!());
@@ -145,14 +167,13 @@ fn pages_show_the_cluster_and_forms_change_it() {
     assert!(cluster.contains("<td class=\"master\">master</td>"));
     assert!(cluster.contains("Broker set broker-a"), "{cluster}");
     assert!(cluster.contains(&format!("NameServer <b>{}</b>", s.dev.namesrv)));
-    assert!(
-        has_row(&cluster, &["term", "1"]),
-        "the controller's term: {cluster}"
+    let member = controller_row(&cluster, &s.dev.namesrv).expect("the controller's row");
+    assert_eq!(
+        (member[1].as_str(), member[3].as_str(), member[4].as_str()),
+        ("yes", "leader", "1"),
+        "the embedded controller answered, leads, in term 1: {cluster}"
     );
-    assert!(
-        cluster.contains("Leader"),
-        "the controller leads: {cluster}"
-    );
+    assert!(cluster.contains("1 of 1 member(s) answered"), "{cluster}");
 
     // A topic made with the admin CLI, and a message with a key and markup in its body.
     admin(
@@ -650,4 +671,520 @@ fn with_acl_on_the_console_signs_its_requests_and_names_denials() {
             .any(|l| l == "SignedMade")
     });
     eventually("the topic page", || get(&root, "/topics/Guarded").0 == 200);
+}
+
+const DLQ_TOPIC: &str = "DlqOrders";
+const DLQ_GROUP: &str = "dlq-group";
+
+/// The body of dead letter `i` (markup in it, to see it escaped).
+fn dead_body(i: usize) -> String {
+    format!("dead <i>{i}</i> & gone")
+}
+
+/// Every message of `topic`'s queue 0 on `broker` from offset 0 (pulled as `group`); none if
+/// the topic does not exist.
+fn pull_all(
+    rt: &tokio::runtime::Runtime,
+    api: &MqClientApi,
+    broker: &str,
+    group: &str,
+    topic: &str,
+) -> Vec<rocketraft_common::message::MessageExt> {
+    let mut out = Vec::new();
+    let mut offset = 0;
+    loop {
+        let r = rt.block_on(api.pull(
+            broker,
+            &PullRequest {
+                consumer_group: group.to_string(),
+                topic: topic.to_string(),
+                queue_id: 0,
+                queue_offset: offset,
+                max_msg_nums: 32,
+                sys_flag: pull_sys_flag::SUBSCRIPTION,
+                commit_offset: 0,
+                suspend_timeout_ms: 0,
+                subscription: Some("*".into()),
+            },
+        ));
+        let r = match r {
+            // Not there (yet): nothing in it.
+            Err(e) if e.code() == Some(response_code::TOPIC_NOT_EXIST) => return out,
+            other => other.expect("pull"),
+        };
+        if r.status != PullStatus::Found || r.messages.is_empty() {
+            return out;
+        }
+        offset = r.next_begin_offset;
+        out.extend(r.messages);
+    }
+}
+
+/// The values of the DLQ page's checkboxes (`name="id" value="..."`), in page order.
+fn checkbox_ids(html: &str) -> Vec<String> {
+    html.split("<input")
+        .skip(1)
+        .filter_map(|tag| {
+            let tag = tag.split('>').next()?;
+            if !tag.contains("name=\"id\"") {
+                return None;
+            }
+            let value = tag.split_once("value=\"")?.1;
+            Some(value.split('"').next()?.to_string())
+        })
+        .collect()
+}
+
+/// The bodies of `messages` as text, sorted.
+fn bodies(messages: &[rocketraft_common::message::MessageExt]) -> Vec<String> {
+    let mut out: Vec<String> = messages
+        .iter()
+        .map(|m| String::from_utf8_lossy(&m.message.body).to_string())
+        .collect();
+    out.sort();
+    out
+}
+
+/// A group with no retries consumes four messages and fails each (hands it back as a push
+/// consumer does): all four land in its DLQ. The DLQ page (rendered by Chromium) lists them; the
+/// page's resend form sends two of them to %RETRY%group, `admin message dlq --resend` one more
+/// and `--resend-all` all four: the group pulls exactly those bodies again from its retry topic,
+/// with their keys, tags, properties and original topic and a fresh reconsume count. The
+/// broker refuses auto-creation here: the retry topic is made as CONSUMER_SEND_MSG_BACK makes
+/// it (one queue).
+#[test]
+fn dead_letters_are_listed_and_resent_to_the_group() {
+    let _turn = file_turn(module_path!());
+    let s = start_with(&["--no-auto-create-topic"], &[]);
+    let c = s.console.as_str();
+    let broker = s.dev.broker.as_str();
+    let ns = s.dev.namesrv.as_str();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let client = RemotingClient::new(ClientConfig::default());
+    let api = MqClientApi::new(client.clone(), Duration::from_secs(5));
+
+    admin(ns, &["topic", "create", DLQ_TOPIC, "--queues", "1"]);
+    admin(
+        ns,
+        &[
+            "consumer",
+            "create-group",
+            DLQ_GROUP,
+            "--retry-max-times",
+            "0",
+        ],
+    );
+    for i in 0..4 {
+        let sent = rt
+            .block_on(api.send(
+                broker,
+                &SendRequest {
+                    producer_group: "dlq-producer".into(),
+                    topic: DLQ_TOPIC.into(),
+                    queue_id: 0,
+                    body: Bytes::from(dead_body(i)),
+                    properties: BTreeMap::from([
+                        (property::KEYS.to_string(), format!("dlq-key-{i}")),
+                        (property::TAGS.to_string(), "TagA".to_string()),
+                        ("color".to_string(), format!("blue-{i}")),
+                    ]),
+                    ..SendRequest::default()
+                },
+            ))
+            .expect("send");
+        assert_eq!(sent.code, response_code::SUCCESS);
+    }
+    // The group consumes them and fails each: with no retries left, CONSUMER_SEND_MSG_BACK
+    // moves it to %DLQ%dlq-group.
+    let consumed = pull_all(&rt, &api, broker, DLQ_GROUP, DLQ_TOPIC);
+    assert_eq!(bodies(&consumed), (0..4).map(dead_body).collect::<Vec<_>>());
+    // The message ids (UNIQ_KEY), in send order.
+    let ids: Vec<String> = consumed
+        .iter()
+        .map(|m| m.message.uniq_key().expect("uniq key").to_string())
+        .collect();
+    for m in &consumed {
+        let r = rt
+            .block_on(
+                client.invoke(
+                    broker,
+                    RemotingCommand::request(request_code::CONSUMER_SEND_MSG_BACK)
+                        .with_ext("offset", m.commit_log_offset)
+                        .with_ext("group", DLQ_GROUP)
+                        .with_ext("delayLevel", 0)
+                        .with_ext("originMsgId", m.message.uniq_key().expect("uniq key")),
+                    Duration::from_secs(5),
+                ),
+            )
+            .expect("send back");
+        assert_eq!(r.code, response_code::SUCCESS, "{:?}", r.remark);
+    }
+    let dlq_path = format!("/groups/{DLQ_GROUP}/dlq");
+    eventually("four dead letters on the DLQ page", || {
+        get(c, &dlq_path)
+            .1
+            .contains("<b>4</b> message(s) in %DLQ%dlq-group")
+    });
+    assert!(
+        page(c, &format!("/groups/{DLQ_GROUP}")).contains(&format!("href=\"{dlq_path}\"")),
+        "the group page links its DLQ"
+    );
+
+    // The page as a browser renders it: each message, escaped, with a checkbox.
+    let html = match chromium() {
+        Some(chromium) => headless(chromium, &["--dump-dom"], &format!("http://{c}{dlq_path}")),
+        None => page(c, &dlq_path),
+    };
+    assert!(
+        html.contains("<h1>Dead-letter queue of dlq-group</h1>"),
+        "{html}"
+    );
+    for (i, id) in ids.iter().enumerate() {
+        let key = format!("dlq-key-{i}");
+        let escaped = format!("dead &lt;i&gt;{i}&lt;/i&gt; &amp; gone");
+        assert!(
+            has_row(
+                &html,
+                &["broker-a", &i.to_string(), id, DLQ_TOPIC, "1", &key]
+            ),
+            "dead letter {i} (DLQ offset {i}, id {id}, from {DLQ_TOPIC}, reconsumed once): {html}"
+        );
+        assert!(html.contains(&escaped), "{escaped}: {html}");
+    }
+    assert!(!html.contains("<i>0</i>"), "bodies are escaped");
+    let boxes = checkbox_ids(&html);
+    assert_eq!(boxes.len(), 4, "{html}");
+
+    // Bad resend forms change nothing.
+    let resend_path = format!("/groups/{DLQ_GROUP}/dlq/resend");
+    let (status, body) = post_form(c, &resend_path, "id=%zz");
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = post_form(c, &resend_path, "");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("Check at least one message"), "{body}");
+    let (status, body) = post_form(c, &resend_path, "id=NOT-A-DEAD-LETTER");
+    assert_eq!(status, 404, "{body}");
+    assert!(
+        body.contains("message id NOT-A-DEAD-LETTER is not in %DLQ%dlq-group"),
+        "{body}"
+    );
+    let form = "Content-Type: application/x-www-form-urlencoded\r\n";
+    let (status, body) = http(
+        c,
+        "POST",
+        &resend_path,
+        &format!("{form}Origin: http://evil.example\r\n"),
+        &format!("id={}", boxes[0]),
+    );
+    assert_eq!(status, 403, "{body}");
+    let retry = format!("%RETRY%{DLQ_GROUP}");
+    assert!(
+        pull_all(&rt, &api, broker, DLQ_GROUP, &retry).is_empty(),
+        "nothing was resent by the refused forms"
+    );
+
+    // The page's form as the browser posts it, two boxes checked.
+    let (status, body) = http(
+        c,
+        "POST",
+        &resend_path,
+        &format!("{form}Origin: http://{c}\r\nSec-Fetch-Site: same-origin\r\n"),
+        &format!("id={}&id={}", boxes[0], boxes[1]),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("Resent 2 message(s) of %DLQ%dlq-group to %RETRY%dlq-group"),
+        "{body}"
+    );
+    assert!(
+        has_row(&body, &[&ids[0], "broker-a", "0", DLQ_TOPIC, &retry]),
+        "{body}"
+    );
+    let again = pull_all(&rt, &api, broker, DLQ_GROUP, &retry);
+    assert_eq!(bodies(&again), [dead_body(0), dead_body(1)]);
+    for m in &again {
+        let i: usize = m.message.keys().expect("keys")["dlq-key-".len()..]
+            .parse()
+            .expect("key index");
+        assert_eq!(m.message.property(property::RETRY_TOPIC), Some(DLQ_TOPIC));
+        assert_eq!(m.message.tags(), Some("TagA"));
+        assert_eq!(
+            m.message.property("color"),
+            Some(format!("blue-{i}").as_str())
+        );
+        assert_eq!(m.message.uniq_key(), Some(ids[i].as_str()));
+        assert_eq!(m.reconsume_times, 0, "a fresh reconsume count");
+        assert_eq!(m.message.property(property::DELAY_TIME_LEVEL), None);
+    }
+    let configs = rt.block_on(api.broker_topics(broker)).expect("topics");
+    let made = &configs.topic_config_table[&retry];
+    assert_eq!(
+        (made.read_queue_nums, made.write_queue_nums),
+        (1, 1),
+        "the retry topic is made as send-back makes it"
+    );
+
+    // The admin CLI: one message by id, an id not in the DLQ, then all of them.
+    let out = admin(
+        ns,
+        &["message", "dlq", "--group", DLQ_GROUP, "--resend", &ids[2]],
+    );
+    assert!(
+        out.contains(&format!(
+            "resent {} from broker-a (DLQ offset 2, original topic {DLQ_TOPIC}) to {retry}",
+            ids[2]
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("1 message(s) resent to %RETRY%dlq-group"),
+        "{out}"
+    );
+    let refused = support::admin_output(
+        ns,
+        &[
+            "message",
+            "dlq",
+            "--group",
+            DLQ_GROUP,
+            "--resend",
+            &format!("{},NOPE", ids[3]),
+        ],
+    );
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("message id NOPE is not in %DLQ%dlq-group; nothing was resent"),
+        "{err}"
+    );
+    let out = admin(
+        ns,
+        &["message", "dlq", "--group", DLQ_GROUP, "--resend-all"],
+    );
+    assert!(
+        out.contains("4 message(s) resent to %RETRY%dlq-group"),
+        "{out}"
+    );
+    let again = pull_all(&rt, &api, broker, DLQ_GROUP, &retry);
+    let mut want: Vec<String> = [0, 1, 2, 0, 1, 2, 3].into_iter().map(dead_body).collect();
+    want.sort();
+    assert_eq!(bodies(&again), want, "the ones resent, nothing else");
+    // The DLQ keeps its copies.
+    let listed = admin(ns, &["message", "dlq", "--group", DLQ_GROUP]);
+    assert!(
+        listed.contains("4 message(s) in %DLQ%dlq-group"),
+        "{listed}"
+    );
+}
+
+/// `--controller` names a quorum of two, one of them dead: the page still renders, shows the
+/// live one leading and the dead one unreachable, and the broker set's master from the leader.
+#[test]
+fn the_cluster_page_shows_each_controller_and_a_dead_one_as_unreachable() {
+    let _turn = file_turn(module_path!());
+    let dead = format!("127.0.0.1:{}", free_port());
+    let data = tempfile::tempdir().expect("tempdir");
+    let dev = Dev::start(
+        data.path(),
+        free_port(),
+        free_port(),
+        &["--no-metrics", "--no-console"],
+    );
+    let c = format!("127.0.0.1:{}", free_port());
+    let list = format!("{},{dead}", dev.namesrv);
+    let _console = spawn_ready(&[
+        "console",
+        "--namesrv",
+        &dev.namesrv,
+        "--controller",
+        &list,
+        "--listen",
+        &c,
+    ]);
+    let html = page(&c, "/");
+    assert!(html.contains("1 of 2 member(s) answered"), "{html}");
+    let live = controller_row(&html, &dev.namesrv).expect("the live member's row");
+    assert_eq!(
+        (live[1].as_str(), live[3].as_str()),
+        ("yes", "leader"),
+        "{html}"
+    );
+    let gone = controller_row(&html, &dead).expect("the dead member's row");
+    assert_eq!(
+        (gone[1].as_str(), gone[3].as_str()),
+        ("no", "unreachable"),
+        "{html}"
+    );
+    assert!(
+        html.contains(&format!("Controller {dead} is unreachable")),
+        "{html}"
+    );
+    assert!(
+        html.contains(&format!(
+            "Broker sets as the controller leader at {} sees them.",
+            dev.namesrv
+        )),
+        "the broker sets asked from the leader: {html}"
+    );
+    assert!(has_row(&html, &["0", &dev.broker, "master"]), "{html}");
+}
+
+/// A `cluster up` directory whose processes are stopped however the test ends.
+struct UpCluster {
+    dir: tempfile::TempDir,
+}
+
+impl UpCluster {
+    fn path(&self) -> &str {
+        self.dir.path().to_str().expect("utf8 tempdir")
+    }
+
+    fn status(&self) -> Vec<serde_json::Value> {
+        let out = Command::new(env!("CARGO_BIN_EXE_rocketraft"))
+            .args(["cluster", "status", "--dir", self.path(), "--json"])
+            .output()
+            .expect("run cluster status");
+        assert!(out.status.success(), "{out:?}");
+        serde_json::from_slice(&out.stdout).expect("status JSON")
+    }
+}
+
+impl Drop for UpCluster {
+    fn drop(&mut self) {
+        if self.dir.path().join("cluster.json").exists() {
+            let _ = Command::new(env!("CARGO_BIN_EXE_rocketraft"))
+                .args(["cluster", "down", "--dir", self.path()])
+                .output();
+        }
+    }
+}
+
+/// `cluster up --auth` with three controllers: the NameServer's console signs as the
+/// administrator `up` created (the credentials file's path on its command line, never the
+/// secret), so its pages show the cluster, not a permission error; it asks every controller,
+/// and after kill -9 of a follower shows that one unreachable and the rest still serving.
+#[test]
+fn the_console_of_cluster_up_auth_signs_as_the_admin_and_sees_the_quorum() {
+    let _turn = file_turn(module_path!());
+    let cluster = UpCluster {
+        dir: tempfile::tempdir().expect("tempdir"),
+    };
+    let out = Command::new(env!("CARGO_BIN_EXE_rocketraft"))
+        .args([
+            "--threads",
+            "2",
+            "cluster",
+            "up",
+            "--dir",
+            cluster.path(),
+            "--ports",
+            "auto",
+            "--segment-size",
+            "4194304",
+            "--timeout-secs",
+            "90",
+            "--auth",
+            "--controllers",
+            "3",
+            "--replicas",
+            "1",
+        ])
+        .output()
+        .expect("run cluster up");
+    assert!(out.status.success(), "cluster up --auth: {out:?}");
+    let rows = cluster.status();
+    let namesrv = rows
+        .iter()
+        .find(|r| r["kind"] == "namesrv")
+        .expect("the NameServer");
+    let console = namesrv["console"]
+        .as_str()
+        .expect("cluster status --json lists the console")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let controllers: Vec<String> = rows
+        .iter()
+        .filter(|r| r["kind"] == "controller")
+        .map(|r| format!("127.0.0.1:{}", r["ports"]["remoting"]))
+        .collect();
+    assert_eq!(controllers.len(), 3, "{rows:#?}");
+
+    // No secret on the NameServer's command line: the console reads the file.
+    let secret = std::fs::read_to_string(cluster.dir.path().join("admin-credentials"))
+        .expect("credentials file")
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("export ROCKETRAFT_SECRET_KEY=")
+                .map(str::to_string)
+        })
+        .expect("a secret key");
+    let pid = namesrv["pid"].as_u64().expect("pid");
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("cmdline");
+    let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+    assert!(!cmdline.contains(&secret), "the secret on a command line");
+    assert!(cmdline.contains("--console-credentials-file"), "{cmdline}");
+
+    // The cluster, signed as admin: the broker set, its master, every controller answering.
+    let mut html = String::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let (status, body) = get(&console, "/");
+        assert_eq!(status, 200, "{body}");
+        html = body;
+        if html.contains("3 of 3 member(s) answered")
+            && html.contains("Controller: master <b>")
+            && html.contains("Broker sets as the controller leader at")
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(html.contains("Broker set broker-a"), "{html}");
+    assert!(html.contains("signed as access key admin"), "{html}");
+    assert!(html.contains("3 of 3 member(s) answered"), "{html}");
+    assert!(!html.contains("permission denied"), "{html}");
+    let roles: Vec<String> = controllers
+        .iter()
+        .map(|a| controller_row(&html, a).expect("a member's row")[3].clone())
+        .collect();
+    assert_eq!(
+        roles.iter().filter(|r| *r == "leader").count(),
+        1,
+        "{roles:?}: {html}"
+    );
+    assert_eq!(
+        roles.iter().filter(|r| *r == "follower").count(),
+        2,
+        "{roles:?}"
+    );
+    let (status, groups) = get(&console, "/groups");
+    assert_eq!(status, 200, "signed admin calls to the broker: {groups}");
+
+    // kill -9 of a follower: shown unreachable, the page still whole.
+    let index = roles
+        .iter()
+        .position(|r| r == "follower")
+        .expect("a follower");
+    let victim = rows
+        .iter()
+        .filter(|r| r["kind"] == "controller")
+        .nth(index)
+        .expect("its status row");
+    let victim_pid = victim["pid"].as_u64().expect("pid") as libc::pid_t;
+    // SAFETY: plain syscall on a process this test started (through cluster up).
+    unsafe { libc::kill(victim_pid, libc::SIGKILL) };
+    let dead = &controllers[index];
+    eventually("the killed controller shown unreachable", || {
+        let (status, body) = get(&console, "/");
+        status == 200
+            && body.contains("2 of 3 member(s) answered")
+            && controller_row(&body, dead).is_some_and(|r| r[3] == "unreachable")
+            && body.contains("Controller: master <b>")
+    });
+    let rows = cluster.status();
+    assert!(
+        rows.iter().any(|r| r["console"].as_str().is_some()),
+        "cluster status --json still lists the console: {rows:#?}"
+    );
 }

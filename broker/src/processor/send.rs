@@ -2,7 +2,7 @@
 //! (`SendMessageProcessor`).
 
 use bytes::Bytes;
-use rocketraft_common::consts::{perm, property};
+use rocketraft_common::consts::{perm, property, RETRY_GROUP_TOPIC_PREFIX};
 use rocketraft_common::message::{decode_properties, Message};
 use rocketraft_common::topic::validate_topic_name;
 use rocketraft_common::TopicConfig;
@@ -166,6 +166,13 @@ fn writable_topic(inner: &BrokerInner, header: &SendHeader) -> Result<TopicConfi
             response_code::NO_PERMISSION,
             format!("Sending message to topic[{}] is forbidden.", header.topic),
         ));
+    }
+    // A consumer group's retry topic is made on first send as CONSUMER_SEND_MSG_BACK makes it
+    // (one queue, read-write), whatever auto-creation says: RocketMQ's `msgCheck` creates a
+    // missing `%RETRY%` topic the same way (`createTopicInSendMessageBackMethod`). A DLQ message
+    // resent to its group (`admin message dlq --resend`, the console) arrives like this.
+    if header.topic.starts_with(RETRY_GROUP_TOPIC_PREFIX) {
+        crate::pop::ensure_system_topic(inner, &header.topic, 1)?;
     }
     let (topic_config, created) = inner
         .topics

@@ -1,11 +1,18 @@
 //! `rocketraft admin consumer progress --group G` and `rocketraft admin message dlq --group G`:
-//! a consumer group's position on every master, and what its dead-letter queue holds;
-//! `rocketraft admin consumer reset` moves a group's offsets (live consumers follow at once).
+//! a consumer group's position on every master, and what its dead-letter queue holds (and
+//! `--resend`: sending DLQ messages to the group again, the code path the console's DLQ page
+//! shares: [`read_dlq`], [`resend_dlq`]); `rocketraft admin consumer reset` moves a group's
+//! offsets (live consumers follow at once).
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::Context;
 use clap::Subcommand;
-use rocketraft_common::consts::{property, pull_sys_flag, DLQ_GROUP_TOPIC_PREFIX};
-use rocketraft_remoting::api::{MqClientApi, PullRequest, PullStatus};
+use rocketraft_common::consts::{
+    property, pull_sys_flag, sys_flag, DLQ_GROUP_TOPIC_PREFIX, RETRY_GROUP_TOPIC_PREFIX,
+};
+use rocketraft_common::message::MessageExt;
+use rocketraft_remoting::api::{ApiError, MqClientApi, PullRequest, PullStatus, SendRequest};
 use rocketraft_remoting::codes::{request_code, response_code};
 use rocketraft_remoting::RemotingCommand;
 
@@ -55,20 +62,30 @@ pub enum ConsumerCommand {
 
 #[derive(Subcommand)]
 pub enum MessageCommand {
-    /// The messages of a group's dead-letter queue (%DLQ%GROUP) on every master.
+    /// The messages of a group's dead-letter queue (%DLQ%GROUP) on every master; with
+    /// --resend or --resend-all, send messages of it again to the group alone: to its retry
+    /// topic %RETRY%GROUP, with their body, keys, tags and properties, the original topic in
+    /// RETRY_TOPIC (push consumers restore it) and a fresh reconsume count. The DLQ keeps them.
     Dlq {
         #[arg(long)]
         group: String,
-        /// At most this many messages per broker.
+        /// At most this many messages per broker (listing only).
         #[arg(long, default_value_t = 32)]
         max: i32,
+        /// Resend these messages (ids as listed, or their offset ids; comma-separated). An id
+        /// that several copies in the DLQ share resends the newest copy.
+        #[arg(long, value_delimiter = ',', conflicts_with = "resend_all")]
+        resend: Vec<String>,
+        /// Resend every message in the DLQ.
+        #[arg(long)]
+        resend_all: bool,
     },
     /// Lookups by key and by id (`query`, `get`).
     #[command(flatten)]
     Lookup(super::message::MessageLookup),
 }
 
-/// The master address of every broker set the NameServer knows.
+/// The (name, master address) of every broker set the NameServer knows.
 async fn masters(api: &MqClientApi, namesrv: &str) -> anyhow::Result<Vec<(String, String)>> {
     let info = api
         .cluster_info(namesrv)
@@ -278,25 +295,162 @@ pub async fn run_message(
     namesrv: &str,
     command: MessageCommand,
 ) -> anyhow::Result<()> {
-    let (group, max) = match command {
-        MessageCommand::Dlq { group, max } => (group, max),
+    let (group, max, resend, resend_all) = match command {
+        MessageCommand::Dlq {
+            group,
+            max,
+            resend,
+            resend_all,
+        } => (group, max, resend, resend_all),
         MessageCommand::Lookup(lookup) => return super::message::run(api, namesrv, lookup).await,
     };
+    rocketraft_common::topic::validate_topic_name(&group)
+        .map_err(|e| anyhow::anyhow!("group {group:?}: {e}"))?;
+    let masters = masters(api, namesrv).await?;
+    if resend_all || !resend.is_empty() {
+        let pick = if resend_all {
+            Pick::All
+        } else {
+            Pick::Ids(resend.iter().map(|id| id.trim().to_string()).collect())
+        };
+        let resent = resend_dlq(api, &masters, &group, &pick).await?;
+        for r in &resent {
+            println!("{r}");
+        }
+        println!(
+            "{} message(s) resent to {RETRY_GROUP_TOPIC_PREFIX}{group}",
+            resent.len()
+        );
+        return Ok(());
+    }
+    let read = read_dlq(api, &masters, &group, Some(max.max(0) as usize)).await;
+    if let Some(problem) = read.problems.first() {
+        anyhow::bail!("{problem}");
+    }
+    for m in &read.messages {
+        let preview: String = m.body_text().chars().take(60).collect();
+        let e = &m.message;
+        println!(
+            "{} offset {} id {} origin {} topic {} reconsumed {} keys {} stored {} body {:?}",
+            m.broker,
+            e.queue_offset,
+            m.id(),
+            e.message
+                .property(property::ORIGIN_MESSAGE_ID)
+                .unwrap_or("-"),
+            m.origin_topic().unwrap_or("-"),
+            e.reconsume_times,
+            e.message.keys().unwrap_or("-"),
+            e.store_timestamp,
+            preview
+        );
+    }
+    println!(
+        "{} message(s) in {DLQ_GROUP_TOPIC_PREFIX}{group}{}",
+        read.messages.len(),
+        if read.more {
+            format!(" shown (at most {max} per broker set; there are more)")
+        } else {
+            String::new()
+        }
+    );
+    Ok(())
+}
+
+/// One message of a group's dead-letter queue, as read from the master of broker set `broker`.
+#[derive(Debug, Clone)]
+pub(crate) struct DlqMessage {
+    pub broker: String,
+    pub addr: String,
+    pub message: MessageExt,
+}
+
+impl DlqMessage {
+    /// The id listed and accepted: the producer's message id (UNIQ_KEY), or the offset id.
+    pub fn id(&self) -> &str {
+        self.message
+            .message
+            .uniq_key()
+            .unwrap_or(&self.message.msg_id)
+    }
+
+    /// This stored copy's own id (store host and CommitLog offset).
+    pub fn offset_id(&self) -> &str {
+        &self.message.msg_id
+    }
+
+    /// The topic the message was first sent to (RETRY_TOPIC, which the broker sets when it
+    /// moves a message to the DLQ).
+    pub fn origin_topic(&self) -> Option<&str> {
+        self.message.message.property(property::RETRY_TOPIC)
+    }
+
+    /// The body as text (invalid UTF-8 replaced).
+    pub fn body_text(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.message.message.body)
+    }
+
+    fn named_by(&self, id: &str) -> bool {
+        id == self.id() || id == self.offset_id()
+    }
+}
+
+/// What [`read_dlq`] found.
+#[derive(Debug, Default)]
+pub(crate) struct DlqRead {
+    /// By broker set, then queue offset.
+    pub messages: Vec<DlqMessage>,
+    /// Brokers whose DLQ could not be read (one line each).
+    pub problems: Vec<String>,
+    /// Whether a broker holds more than the `max` asked for.
+    pub more: bool,
+}
+
+/// Whether an API error is the broker saying the topic does not exist (no DLQ yet).
+fn no_such_topic(e: &ApiError) -> bool {
+    e.code() == Some(response_code::TOPIC_NOT_EXIST)
+}
+
+/// The messages of `%DLQ%group` (one queue) on every master of `masters` (name, address),
+/// pulled from each queue's first offset: at most `max` per broker, or all of them.
+pub(crate) async fn read_dlq(
+    api: &MqClientApi,
+    masters: &[(String, String)],
+    group: &str,
+    max: Option<usize>,
+) -> DlqRead {
     let topic = format!("{DLQ_GROUP_TOPIC_PREFIX}{group}");
-    let mut total = 0;
-    for (name, addr) in masters(api, namesrv).await? {
-        let mut offset = api.min_offset(&addr, &topic, 0).await.unwrap_or(0);
-        let mut shown = 0;
-        while shown < max {
-            let r = api
+    let mut out = DlqRead::default();
+    for (name, addr) in masters {
+        let mut offset = match api.min_offset(addr, &topic, 0).await {
+            Ok(o) => o,
+            Err(e) if no_such_topic(&e) => continue,
+            Err(e) => {
+                out.problems
+                    .push(format!("reading {topic} on {name} ({addr}): {e}"));
+                continue;
+            }
+        };
+        let mut read = 0usize;
+        loop {
+            let want = max.map_or(32, |m| m.saturating_sub(read).min(32));
+            if want == 0 {
+                // Asked for no more: is there any?
+                out.more |= api
+                    .max_offset(addr, &topic, 0)
+                    .await
+                    .is_ok_and(|end| end > offset);
+                break;
+            }
+            let pulled = api
                 .pull(
-                    &addr,
+                    addr,
                     &PullRequest {
                         consumer_group: format!("rocketraft-admin-{group}"),
                         topic: topic.clone(),
                         queue_id: 0,
                         queue_offset: offset,
-                        max_msg_nums: (max - shown).min(32),
+                        max_msg_nums: want as i32,
                         sys_flag: pull_sys_flag::SUBSCRIPTION,
                         commit_offset: 0,
                         suspend_timeout_ms: 0,
@@ -304,30 +458,345 @@ pub async fn run_message(
                     },
                 )
                 .await;
-            let Ok(r) = r else { break };
-            if r.status != PullStatus::Found {
+            let r = match pulled {
+                Ok(r) => r,
+                Err(e) if no_such_topic(&e) => break,
+                Err(e) => {
+                    out.problems.push(format!(
+                        "reading {topic} on {name} ({addr}) at offset {offset}: {e}"
+                    ));
+                    break;
+                }
+            };
+            if r.status != PullStatus::Found || r.messages.is_empty() {
                 break;
             }
-            for m in &r.messages {
-                let body = String::from_utf8_lossy(&m.message.body);
-                let preview: String = body.chars().take(60).collect();
-                println!(
-                    "{name} offset {} id {} origin {} topic {} reconsumed {} keys {} stored {} body {:?}",
-                    m.queue_offset,
-                    m.message.uniq_key().unwrap_or(&m.msg_id),
-                    m.message.property(property::ORIGIN_MESSAGE_ID).unwrap_or("-"),
-                    m.message.property(property::RETRY_TOPIC).unwrap_or("-"),
-                    m.reconsume_times,
-                    m.message.keys().unwrap_or("-"),
-                    m.store_timestamp,
-                    preview
-                );
-                shown += 1;
+            read += r.messages.len();
+            out.messages
+                .extend(r.messages.into_iter().map(|message| DlqMessage {
+                    broker: name.clone(),
+                    addr: addr.clone(),
+                    message,
+                }));
+            if r.next_begin_offset <= offset {
+                break;
             }
             offset = r.next_begin_offset;
         }
-        total += shown;
     }
-    println!("{total} message(s) in {topic}");
-    Ok(())
+    out
+}
+
+/// Which DLQ messages to resend.
+#[derive(Debug, Clone)]
+pub(crate) enum Pick {
+    All,
+    /// Ids as [`DlqMessage::id`] lists them, or offset ids.
+    Ids(Vec<String>),
+}
+
+/// One message sent again.
+#[derive(Debug, Clone)]
+pub(crate) struct Resent {
+    pub id: String,
+    pub broker: String,
+    /// Its offset in the DLQ.
+    pub dlq_offset: i64,
+    pub origin_topic: Option<String>,
+    pub retry_topic: String,
+    pub queue_id: i32,
+    pub queue_offset: i64,
+    pub body: bytes::Bytes,
+}
+
+impl std::fmt::Display for Resent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "resent {} from {} (DLQ offset {}, original topic {}) to {} queue {} offset {}",
+            self.id,
+            self.broker,
+            self.dlq_offset,
+            self.origin_topic.as_deref().unwrap_or("-"),
+            self.retry_topic,
+            self.queue_id,
+            self.queue_offset
+        )
+    }
+}
+
+/// Why a resend did not (wholly) happen.
+#[derive(Debug)]
+pub(crate) enum ResendError {
+    /// Ids that name no message of the DLQ: nothing was sent.
+    NotInDlq { ids: Vec<String>, dlq: String },
+    /// The DLQ could not be read: nothing was sent.
+    Read(Vec<String>),
+    /// A send failed; `done` were sent before it.
+    Send { done: Vec<Resent>, error: String },
+}
+
+impl std::fmt::Display for ResendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ResendError::NotInDlq { ids, dlq } => write!(
+                f,
+                "message id {} is not in {dlq}; nothing was resent",
+                ids.join(", ")
+            ),
+            ResendError::Read(problems) => write!(
+                f,
+                "cannot read the whole dead-letter queue, so nothing was resent: {}",
+                problems.join("; ")
+            ),
+            ResendError::Send { done, error } => {
+                write!(f, "{error}")?;
+                if done.is_empty() {
+                    write!(f, "; nothing was resent")
+                } else {
+                    let ids: Vec<&str> = done.iter().map(|r| r.id.as_str()).collect();
+                    write!(f, "; resent before that: {}", ids.join(", "))
+                }
+            }
+        }
+    }
+}
+
+impl std::error::Error for ResendError {}
+
+/// The messages `pick` names among `messages`, in DLQ order; an id naming several copies picks
+/// the newest (the copy most recently moved to the DLQ). The ids that name none are the error.
+fn choose<'a>(messages: &'a [DlqMessage], pick: &Pick) -> Result<Vec<&'a DlqMessage>, Vec<String>> {
+    let ids = match pick {
+        Pick::All => return Ok(messages.iter().collect()),
+        Pick::Ids(ids) => ids,
+    };
+    let mut chosen = BTreeSet::new();
+    let mut missing = Vec::new();
+    for id in ids.iter().filter(|id| !id.is_empty()) {
+        let newest = messages
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.named_by(id))
+            .max_by_key(|(_, m)| (m.message.store_timestamp, m.message.queue_offset));
+        match newest {
+            Some((index, _)) => {
+                chosen.insert(index);
+            }
+            None if !missing.contains(id) => missing.push(id.clone()),
+            None => {}
+        }
+    }
+    if !missing.is_empty() {
+        return Err(missing);
+    }
+    Ok(chosen.into_iter().map(|i| &messages[i]).collect())
+}
+
+/// Properties the broker or the delivery path set, dropped from a resent copy: delays and
+/// timers (it would wait again), transaction and POP bookkeeping, CommitLog details.
+const NOT_RESENT: &[&str] = &[
+    property::DELAY_TIME_LEVEL,
+    property::TIMER_DELIVER_MS,
+    property::TIMER_DELAY_SEC,
+    property::TIMER_DELAY_MS,
+    "TIMER_OUT_MS",
+    "TIMER_ROLLED_FROM",
+    "TIMER_ROLL_TIMES",
+    "TIMER_ENQUEUE_MS",
+    "TIMER_DEQUEUE_MS",
+    "TIMER_DEL_UNIQKEY",
+    property::REAL_TOPIC,
+    property::REAL_QUEUE_ID,
+    property::TRANSACTION_PREPARED,
+    "TRAN_PREPARED_QUEUE_OFFSET",
+    "TRAN_PREPARED_COMMITLOG_OFFSET",
+    "TRANSACTION_CHECK_TIMES",
+    "CHECK_IMMUNITY_TIME_IN_SECONDS",
+    property::PRODUCER_GROUP,
+    property::MIN_OFFSET,
+    property::MAX_OFFSET,
+    property::RECONSUME_TIME,
+    property::MAX_RECONSUME_TIMES,
+    property::CONSUME_START_TIMESTAMP,
+    property::POP_CK,
+    property::FIRST_POP_TIME,
+    property::CLUSTER,
+    property::TRANSFER_FLAG,
+    property::CORRECTION_FLAG,
+    property::MQ2_FLAG,
+    property::CRC32,
+];
+
+/// The producer group resent messages are sent as.
+const RESEND_PRODUCER_GROUP: &str = "rocketraft-dlq-resend";
+
+/// The send that puts DLQ message `m` of `group` into `%RETRY%group`: its body, flag, keys,
+/// tags and user properties (and its message id), RETRY_TOPIC the original topic, reconsume
+/// count 0; delays, timers and transaction state dropped.
+fn resend_request(m: &MessageExt, group: &str) -> SendRequest {
+    let mut properties: BTreeMap<String, String> = m
+        .message
+        .properties
+        .iter()
+        .filter(|(k, _)| !NOT_RESENT.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if let Some(origin) = m.message.property(property::RETRY_TOPIC) {
+        properties.insert(property::RETRY_TOPIC.to_string(), origin.to_string());
+    }
+    let kept_flags = !(sys_flag::TRANSACTION_ROLLBACK_TYPE
+        | sys_flag::BORNHOST_V6
+        | sys_flag::STOREHOST_V6
+        | sys_flag::NEED_UNWRAP
+        | sys_flag::INNER_BATCH);
+    SendRequest {
+        producer_group: RESEND_PRODUCER_GROUP.to_string(),
+        topic: format!("{RETRY_GROUP_TOPIC_PREFIX}{group}"),
+        queue_id: -1,
+        body: m.message.body.clone(),
+        properties,
+        flag: m.message.flag,
+        sys_flag: m.sys_flag & kept_flags,
+        reconsume_times: 0,
+    }
+}
+
+/// Sends the DLQ messages `pick` names (see [`choose`]) again to `%RETRY%group`, each through
+/// the master of the broker set whose DLQ holds it (the broker makes the retry topic if the
+/// group has none yet). Reads the whole DLQ first; nothing is sent when an id is not in it or a
+/// master's DLQ cannot be read. The DLQ keeps its messages.
+pub(crate) async fn resend_dlq(
+    api: &MqClientApi,
+    masters: &[(String, String)],
+    group: &str,
+    pick: &Pick,
+) -> Result<Vec<Resent>, ResendError> {
+    let read = read_dlq(api, masters, group, None).await;
+    if !read.problems.is_empty() {
+        return Err(ResendError::Read(read.problems));
+    }
+    let chosen = choose(&read.messages, pick).map_err(|ids| ResendError::NotInDlq {
+        ids,
+        dlq: format!("{DLQ_GROUP_TOPIC_PREFIX}{group}"),
+    })?;
+    let mut done = Vec::new();
+    for m in chosen {
+        let request = resend_request(&m.message, group);
+        match api.send(&m.addr, &request).await {
+            Ok(sent) => done.push(Resent {
+                id: m.id().to_string(),
+                broker: m.broker.clone(),
+                dlq_offset: m.message.queue_offset,
+                origin_topic: m.origin_topic().map(str::to_string),
+                retry_topic: request.topic.clone(),
+                queue_id: sent.queue_id,
+                queue_offset: sent.queue_offset,
+                body: m.message.message.body.clone(),
+            }),
+            Err(e) => {
+                return Err(ResendError::Send {
+                    error: format!(
+                        "resending {} to {} on {} ({}): {e}",
+                        m.id(),
+                        request.topic,
+                        m.broker,
+                        m.addr
+                    ),
+                    done,
+                })
+            }
+        }
+    }
+    Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dlq_message(uniq: &str, offset: i64, stored: i64) -> DlqMessage {
+        let mut message = rocketraft_common::message::Message::new("%DLQ%g", "body");
+        message.set_property(property::UNIQ_CLIENT_MESSAGE_ID_KEYIDX, uniq);
+        message.set_property(property::RETRY_TOPIC, "Orders");
+        DlqMessage {
+            broker: "broker-a".into(),
+            addr: "127.0.0.1:10911".into(),
+            message: MessageExt {
+                message,
+                queue_id: 0,
+                store_size: 0,
+                queue_offset: offset,
+                sys_flag: 0,
+                born_timestamp: 0,
+                born_host: "127.0.0.1:1".parse().expect("addr"),
+                store_timestamp: stored,
+                store_host: "127.0.0.1:2".parse().expect("addr"),
+                commit_log_offset: offset * 100,
+                body_crc: 0,
+                reconsume_times: 3,
+                prepared_transaction_offset: 0,
+                msg_id: format!("OFFSET-{offset}"),
+            },
+        }
+    }
+
+    #[test]
+    fn ids_pick_the_newest_copy_and_unknown_ids_are_named() {
+        let dlq = [
+            dlq_message("A", 0, 10),
+            dlq_message("B", 1, 11),
+            dlq_message("A", 2, 12),
+        ];
+        let pick = |ids: &[&str]| Pick::Ids(ids.iter().map(|s| s.to_string()).collect());
+        let offsets = |chosen: Vec<&DlqMessage>| -> Vec<i64> {
+            chosen.iter().map(|m| m.message.queue_offset).collect()
+        };
+        assert_eq!(offsets(choose(&dlq, &pick(&["A"])).expect("A")), [2]);
+        assert_eq!(
+            offsets(choose(&dlq, &pick(&["OFFSET-0", "B", "B"])).expect("by offset id")),
+            [0, 1]
+        );
+        assert_eq!(offsets(choose(&dlq, &Pick::All).expect("all")), [0, 1, 2]);
+        assert_eq!(
+            choose(&dlq, &pick(&["A", "nope", "gone"])).expect_err("unknown"),
+            ["nope", "gone"]
+        );
+    }
+
+    #[test]
+    fn a_resent_copy_keeps_the_message_and_drops_the_bookkeeping() {
+        let mut m = dlq_message("U1", 4, 0).message;
+        m.message.set_property(property::KEYS, "k1 k2");
+        m.message.set_property(property::TAGS, "TagA");
+        m.message.set_property("color", "blue");
+        m.message.set_property(property::ORIGIN_MESSAGE_ID, "O1");
+        m.message.set_property(property::REAL_TOPIC, "Orders");
+        m.message.set_property(property::DELAY_TIME_LEVEL, "3");
+        m.message.set_property(property::TIMER_DELIVER_MS, "5");
+        m.message.set_property(property::POP_CK, "ck");
+        m.message.flag = 7;
+        m.sys_flag =
+            sys_flag::COMPRESSED | sys_flag::TRANSACTION_PREPARED_TYPE | sys_flag::BORNHOST_V6;
+        let r = resend_request(&m, "g");
+        assert_eq!(r.topic, "%RETRY%g");
+        assert_eq!(r.reconsume_times, 0);
+        assert_eq!(r.queue_id, -1);
+        assert_eq!(r.flag, 7);
+        assert_eq!(r.sys_flag, sys_flag::COMPRESSED);
+        assert_eq!(&r.body[..], b"body");
+        let kept: Vec<&str> = r.properties.keys().map(String::as_str).collect();
+        assert_eq!(
+            kept,
+            [
+                "KEYS",
+                "ORIGIN_MESSAGE_ID",
+                "RETRY_TOPIC",
+                "TAGS",
+                "UNIQ_KEY",
+                "color"
+            ]
+        );
+        assert_eq!(r.properties["RETRY_TOPIC"], "Orders");
+    }
 }

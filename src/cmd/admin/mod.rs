@@ -4,7 +4,7 @@
 
 mod acl;
 mod broker;
-mod consumer;
+pub(crate) mod consumer;
 mod controller;
 mod message;
 mod topic_stats;

@@ -5,7 +5,9 @@
 //! `innerClientAuthenticationCredentials` (what the servers sign their calls to each other with).
 //! The administrator's keys are also written to `DIR/admin-credentials` (0600), a shell file that
 //! sets the variables the admin CLI, `bench` and `rocketraft proxy` read; `cluster status` and
-//! `up`'s readiness checks sign with it too. The secrets are never logged or printed.
+//! `up`'s readiness checks sign with it too, and the NameServer's web console reads it
+//! (`--console-credentials-file`, a path on its command line, never the secret). The secrets are
+//! never logged or printed.
 
 use std::path::{Path, PathBuf};
 
@@ -91,13 +93,28 @@ fn parse_credentials(text: &str) -> anyhow::Result<SessionCredentials> {
 /// The administrator's credentials of the cluster in `dir`, if it runs with authentication.
 pub fn admin_credentials(dir: &Path) -> anyhow::Result<Option<SessionCredentials>> {
     let path = credentials_path(dir);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-    };
+    match std::fs::metadata(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        _ => read_credentials_file(&path).map(Some),
+    }
+}
+
+/// The credentials in a file of [`ClusterAuth::file_text`]'s format (`rocketraft console
+/// --credentials-file`, `namesrv --console-credentials-file`). A file others may read is used
+/// but warned about: it holds a secret.
+pub fn read_credentials_file(path: &Path) -> anyhow::Result<SessionCredentials> {
+    use std::os::unix::fs::PermissionsExt;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the credentials file {}", path.display()))?;
+    if let Ok(meta) = std::fs::metadata(path) {
+        if meta.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(
+                file = %path.display(),
+                "the credentials file is readable by others: chmod 600 it"
+            );
+        }
+    }
     parse_credentials(&text)
-        .map(Some)
         .with_context(|| format!("{} is not a credentials file", path.display()))
 }
 
@@ -148,7 +165,12 @@ mod tests {
         let usage = usage(dir.path(), "127.0.0.1:9876");
         assert!(!usage.contains(&auth.admin.secret_key), "{usage}");
         assert!(usage.contains("--remoting-access-key admin"), "{usage}");
+        assert_eq!(
+            read_credentials_file(&credentials_path(dir.path())).expect("reads"),
+            auth.admin
+        );
         std::fs::write(credentials_path(dir.path()), "nonsense").expect("write");
         assert!(admin_credentials(dir.path()).is_err());
+        assert!(read_credentials_file(&dir.path().join("missing")).is_err());
     }
 }

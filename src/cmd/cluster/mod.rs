@@ -28,7 +28,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand, ValueEnum};
 use rocketraft_broker::store::FlushDiskType;
 
-pub use auth::admin_credentials;
+pub use auth::{admin_credentials, read_credentials_file};
 pub use file::{ClusterFile, Kind};
 use layout::{check_port_free, PortLayout};
 
@@ -49,8 +49,9 @@ pub enum ClusterCommand {
     /// 30020-30025, NameServer 9876, metrics 30040-30043 and 30051-30053, console 30061.
     ///
     /// Files under DIR: cluster.json (the processes), cluster-secret, admin-credentials (with
-    /// --auth), and per process DIR/<name>/ with its config (controller.toml, namesrv.toml,
-    /// broker.toml), data (data/ or store/), stdout.log and stderr.log.
+    /// --auth; the NameServer's console signs with it), and per process DIR/<name>/ with its
+    /// config (controller.toml, namesrv.toml, broker.toml), data (data/ or store/), stdout.log
+    /// and stderr.log.
     Up(UpArgs),
     /// Show each process of the cluster in DIR: alive or dead, and its role (controller
     /// leader/follower, broker master/slave as the NameServer registers it).

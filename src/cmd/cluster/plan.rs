@@ -26,13 +26,23 @@ pub struct Plan {
     pub processes: Vec<PlannedProcess>,
 }
 
+/// Where the NameServer's console finds the credentials to sign with: the cluster's
+/// administrator file, when the cluster runs with `--auth`.
+fn console_credentials(dir: &Path) -> Option<PathBuf> {
+    let path = super::auth::credentials_path(dir);
+    path.is_file().then_some(path)
+}
+
 /// The command line of `record`'s process: this binary, the inherited global flags, and the
-/// subcommand with the record's config file (or, for the NameServer, its listen address).
+/// subcommand with the record's config file (or, for the NameServer, its listen address). The
+/// NameServer's console gets the whole controller quorum and, with `--auth`, the path of the
+/// administrator's credentials file (never the secret itself).
 fn command_line(
     record: &ProcessRecord,
     exe: &str,
     inherited: &Inherited,
     controllers: &[String],
+    credentials: Option<&Path>,
 ) -> anyhow::Result<Vec<String>> {
     let mut argv = vec![exe.to_string()];
     if !inherited.log.is_empty() {
@@ -70,9 +80,12 @@ fn command_line(
     }
     if let Some(port) = record.ports.console {
         argv.extend(["--console-listen".to_string(), loopback(port)]);
-        // The console asks the controller quorum through its first member.
-        if let Some(controller) = controllers.first() {
-            argv.extend(["--console-controller".to_string(), controller.clone()]);
+        // The console asks every member of the controller quorum.
+        if !controllers.is_empty() {
+            argv.extend(["--console-controller".to_string(), controllers.join(",")]);
+        }
+        if let Some(path) = credentials {
+            argv.extend(["--console-credentials-file".to_string(), path_string(path)?]);
         }
     }
     Ok(argv)
@@ -109,9 +122,18 @@ pub fn plan(
         .iter()
         .map(|(r, _)| loopback(*r))
         .collect();
+    let credentials = secrets.auth.map(|_| super::auth::credentials_path(dir));
     let processes = wanted
         .into_iter()
-        .map(|w| w.planned(dir, exe, inherited, &controller_addrs))
+        .map(|w| {
+            w.planned(
+                dir,
+                exe,
+                inherited,
+                &controller_addrs,
+                credentials.as_deref(),
+            )
+        })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let file = ClusterFile {
         version: FILE_VERSION,
@@ -144,6 +166,7 @@ impl Wanted {
         exe: &str,
         inherited: &Inherited,
         controllers: &[String],
+        credentials: Option<&Path>,
     ) -> anyhow::Result<PlannedProcess> {
         let (config, config_text) = self.config.unzip();
         let mut record = ProcessRecord {
@@ -158,7 +181,7 @@ impl Wanted {
             argv: Vec::new(),
             stopped: false,
         };
-        record.argv = command_line(&record, exe, inherited, controllers)?;
+        record.argv = command_line(&record, exe, inherited, controllers, credentials)?;
         Ok(PlannedProcess {
             record,
             config_text,
@@ -245,6 +268,7 @@ pub fn restart_plan(
             ClusterFile::path(dir).display()
         );
     }
+    let credentials = console_credentials(dir);
     for p in &mut file.processes {
         if let Some(config) = &p.config {
             if !config.is_file() {
@@ -256,7 +280,13 @@ pub fn restart_plan(
                 );
             }
         }
-        p.argv = command_line(p, exe, inherited, &file.controller_addrs)?;
+        p.argv = command_line(
+            p,
+            exe,
+            inherited,
+            &file.controller_addrs,
+            credentials.as_deref(),
+        )?;
         p.pid = 0;
         p.stopped = false;
     }
@@ -366,7 +396,7 @@ mod tests {
                 "--console-listen",
                 "127.0.0.1:30061",
                 "--console-controller",
-                "127.0.0.1:30000"
+                "127.0.0.1:30000,127.0.0.1:30002,127.0.0.1:30004"
             ]
         );
 
@@ -384,6 +414,48 @@ mod tests {
         assert!(text.contains("\"role\": \"controller\""), "{text}");
         std::fs::write(dir.path().join(CLUSTER_FILE), "{").expect("write");
         assert!(ClusterFile::load(dir.path()).is_err());
+    }
+
+    #[test]
+    fn with_auth_the_console_reads_the_credentials_file_named_on_its_command_line() {
+        let args = up_args(&["--auth"]);
+        let auth = super::super::auth::ClusterAuth::generate().expect("auth");
+        let l = PortLayout::fixed(9876, 30000, 1, 1).expect("layout");
+        let plan = plan(
+            &args.spec,
+            &l,
+            Path::new("/d"),
+            "/bin/rocketraft",
+            &Inherited {
+                log: String::new(),
+                log_format: crate::LogFormat::Text,
+                threads: None,
+            },
+            Secrets {
+                cluster: None,
+                auth: Some(&auth),
+            },
+        )
+        .expect("plan");
+        let ns = plan
+            .file
+            .processes
+            .iter()
+            .find(|p| p.role == Kind::Namesrv)
+            .expect("a NameServer");
+        let at = ns
+            .argv
+            .iter()
+            .position(|a| a == "--console-credentials-file")
+            .expect("the console gets the credentials file");
+        assert_eq!(ns.argv[at + 1], "/d/admin-credentials");
+        for p in &plan.file.processes {
+            assert!(
+                !p.argv.iter().any(|a| a.contains(&auth.admin.secret_key)),
+                "{}: the secret on a command line",
+                p.name
+            );
+        }
     }
 
     #[test]

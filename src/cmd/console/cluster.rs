@@ -1,8 +1,9 @@
 //! `/`: the NameServer's clusters and broker sets, each replica as it reports itself
 //! (GET_BROKER_HA_STATUS: role, epochs, SyncStateSet, offsets; lag measured from the master),
-//! its version and rates (GET_BROKER_RUNTIME_INFO), and the controller's view: the quorum's
-//! leader and term (CONTROLLER_GET_METADATA_INFO) and each set's master, epochs and
-//! SyncStateSet (CONTROLLER_GET_REPLICA_INFO).
+//! its version and rates (GET_BROKER_RUNTIME_INFO), and the controller's view: every member of
+//! the quorum as it reports itself (CONTROLLER_GET_METADATA_INFO: answered or unreachable, role,
+//! term, leader) and each set's master, epochs and SyncStateSet as the leader has them
+//! (CONTROLLER_GET_REPLICA_INFO).
 
 use std::collections::BTreeMap;
 
@@ -220,18 +221,32 @@ fn set_table(replicas: &[Replica]) -> String {
     out
 }
 
-/// The controller's own status, or why there is none.
-async fn controller_status(console: &Console) -> Result<ControllerStatus, String> {
+/// What one member of the controller quorum said of itself (CONTROLLER_GET_METADATA_INFO), or
+/// why it said nothing.
+pub(crate) struct Member {
+    pub addr: String,
+    pub status: Result<ControllerStatus, String>,
+}
+
+impl Member {
+    /// Leader, Follower, Candidate, Learner or Shutdown, as the member reports its Raft state.
+    fn state(&self) -> Option<&str> {
+        self.status.as_ref().ok().map(|s| s.raft.state.as_str())
+    }
+}
+
+/// One controller's own status, or why there is none.
+async fn controller_status(console: &Console, addr: &str) -> Result<ControllerStatus, String> {
     let request = RemotingCommand::request(request_code::CONTROLLER_GET_METADATA_INFO);
     let response = console
         .api
-        .call(&console.controller, request, &[response_code::SUCCESS])
+        .call(addr, request, &[response_code::SUCCESS])
         .await
         .map_err(|e| {
             call_failure(
                 console,
                 "controller status",
-                &format!("the controller at {}", console.controller),
+                &format!("the controller at {addr}"),
                 e,
             )
         })?;
@@ -239,47 +254,130 @@ async fn controller_status(console: &Console) -> Result<ControllerStatus, String
         .map_err(|e| format!("the controller's status is not Rocketraft's: {e}"))
 }
 
-fn controller_section(console: &Console, status: &Result<ControllerStatus, String>) -> String {
-    let mut out = String::from("<h2>Controller</h2>\n");
-    match status {
-        Err(e) => out.push_str(&html::warning(&format!(
-            "No controller status from {}: {e}",
-            console.controller
-        ))),
-        Ok(s) => {
-            let r = &s.raft;
-            let leader = match (&r.leader, &r.leader_addr) {
-                (Some(id), Some(a)) => format!("{id} ({a})"),
-                (Some(id), None) => id.to_string(),
-                _ => "none".to_string(),
-            };
-            let voters: Vec<String> = r.voters.iter().map(|(i, a)| format!("{i} {a}")).collect();
-            let learners: Vec<String> =
-                r.learners.iter().map(|(i, a)| format!("{i} {a}")).collect();
-            let rows = vec![
-                vec![td("asked"), td(&console.controller)],
-                vec![
-                    td("this node"),
-                    td(format!("{} ({}) {}", r.id, r.addr, r.state)),
-                ],
-                vec![td("leader"), td(leader)],
-                vec![td("term"), num(r.term)],
-                vec![td("voters"), td(voters.join(", "))],
-                vec![
-                    td("learners"),
-                    td(if learners.is_empty() {
-                        "none".to_string()
-                    } else {
-                        learners.join(", ")
-                    }),
-                ],
-                vec![
-                    td("last applied"),
+/// Every member of the quorum asked at once, in the order given.
+pub(crate) async fn quorum(console: &Console) -> Vec<Member> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for (index, addr) in console.controllers.iter().enumerate() {
+        let (console, addr) = (console.clone(), addr.clone());
+        tasks.spawn(async move {
+            let status = controller_status(&console, &addr).await;
+            (index, Member { addr, status })
+        });
+    }
+    let mut out = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(m) => out.push(m),
+            Err(e) => tracing::warn!(error = %e, "a controller query task failed"),
+        }
+    }
+    out.sort_by_key(|(index, _)| *index);
+    out.into_iter().map(|(_, m)| m).collect()
+}
+
+/// The member to ask about broker sets: the one that says it leads (the highest term if
+/// several do, as during a leader change), else the first that answered (it forwards); `None`
+/// when no member answered.
+pub(crate) fn leader(members: &[Member]) -> Option<(&Member, bool)> {
+    let leading = members
+        .iter()
+        .filter(|m| m.state().is_some_and(|s| s.eq_ignore_ascii_case("Leader")))
+        .max_by_key(|m| m.status.as_ref().map_or(0, |s| s.raft.term));
+    match leading {
+        Some(m) => Some((m, true)),
+        None => members
+            .iter()
+            .find(|m| m.status.is_ok())
+            .map(|m| (m, false)),
+    }
+}
+
+fn controller_section(members: &[Member]) -> String {
+    let mut out = String::from("<h2>Controller quorum</h2>\n");
+    let answered = members.iter().filter(|m| m.status.is_ok()).count();
+    out.push_str(&format!(
+        "<p>{answered} of {} member(s) answered.</p>\n",
+        members.len()
+    ));
+    let mut rows = Vec::new();
+    let mut problems = String::new();
+    for m in members {
+        match &m.status {
+            Ok(s) => {
+                let r = &s.raft;
+                let leader = match (&r.leader, &r.leader_addr) {
+                    (Some(id), Some(a)) => format!("{id} ({a})"),
+                    (Some(id), None) => id.to_string(),
+                    _ => "none".to_string(),
+                };
+                let state = r.state.to_ascii_lowercase();
+                let class = if state == "leader" { "master" } else { "slave" };
+                rows.push(vec![
+                    td(&m.addr),
+                    td("yes"),
+                    num(r.id),
+                    format!("<td class=\"{class}\">{}</td>", esc(&state)),
+                    num(r.term),
+                    td(leader),
+                    td(&r.addr),
                     num(show(r.last_applied.map(|v| v as i64))),
-                ],
-                vec![td("broker sets"), num(s.broker_sets)],
-            ];
-            out.push_str(&html::table(&["", "controller"], &rows));
+                    num(s.broker_sets),
+                ]);
+            }
+            Err(e) => {
+                rows.push(vec![
+                    td(&m.addr),
+                    td("no"),
+                    td("-"),
+                    "<td class=\"muted\">unreachable</td>".to_string(),
+                    td("-"),
+                    td("-"),
+                    td("-"),
+                    td("-"),
+                    td("-"),
+                ]);
+                problems.push_str(&html::warning(&format!(
+                    "Controller {} is unreachable: {e}",
+                    m.addr
+                )));
+            }
+        }
+    }
+    out.push_str(&html::table(
+        &[
+            "address",
+            "answered",
+            "node id",
+            "role",
+            "term",
+            "leader",
+            "Raft address",
+            "last applied",
+            "broker sets",
+        ],
+        &rows,
+    ));
+    out.push_str(&problems);
+    // The membership as the leader (or whoever answered) knows it.
+    if let Some((m, _)) = leader(members) {
+        if let Ok(s) = &m.status {
+            let list = |nodes: &BTreeMap<u64, String>| {
+                if nodes.is_empty() {
+                    "none".to_string()
+                } else {
+                    nodes
+                        .iter()
+                        .map(|(i, a)| format!("{i} {a}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            };
+            out.push_str(&format!(
+                "<p>Raft membership as {} knows it: voters {}; learners {}.</p>\n",
+                esc(&m.addr),
+                esc(&list(&s.raft.voters)),
+                esc(&list(&s.raft.learners))
+            ));
         }
     }
     out
@@ -291,7 +389,8 @@ pub(crate) async fn page(State(console): State<Console>) -> Result<Html<String>,
         .cluster_info(&console.namesrv)
         .await
         .map_err(|e| console.namesrv_error("Listing the brokers", e))?;
-    let status = controller_status(&console).await;
+    let members = quorum(&console).await;
+    let asked = leader(&members).map(|(m, _)| m.addr.clone());
     let controller = ControllerClient::new(console.api.remoting().clone(), CALL_TIMEOUT);
 
     let mut body = format!(
@@ -345,8 +444,8 @@ pub(crate) async fn page(State(console): State<Console>) -> Result<Html<String>,
         }
         let answers = query_replicas(&console, &replicas).await;
         body.push_str(&set_table(&answers));
-        if status.is_ok() {
-            match controller.get_replica_info(&console.controller, name).await {
+        if let Some(asked) = &asked {
+            match controller.get_replica_info(asked, name).await {
                 Ok(m) => {
                     let master = match (m.master_broker_id, &m.master_address) {
                         (Some(id), Some(a)) => format!("{id} ({a})"),
@@ -367,6 +466,20 @@ pub(crate) async fn page(State(console): State<Console>) -> Result<Html<String>,
             }
         }
     }
-    body.push_str(&controller_section(&console, &status));
+    match leader(&members) {
+        Some((m, true)) => body.push_str(&html::note(&format!(
+            "Broker sets as the controller leader at {} sees them.",
+            m.addr
+        ))),
+        Some((m, false)) => body.push_str(&html::warning(&format!(
+            "No controller says it leads (an election?): broker sets as {} answers.",
+            m.addr
+        ))),
+        None => body.push_str(&html::warning(&format!(
+            "No controller answered ({}): the broker sets' masters are shown as the replicas report themselves.",
+            console.controllers.join(", ")
+        ))),
+    }
+    body.push_str(&controller_section(&members));
     Ok(html::page("Cluster", "/", &body))
 }

@@ -9,10 +9,16 @@ use super::PageError;
 
 /// The fields of a form body or query string; a repeated name keeps its last value.
 pub(crate) fn parse(text: &str) -> Result<BTreeMap<String, String>, String> {
-    let mut out = BTreeMap::new();
+    Ok(parse_pairs(text)?.into_iter().collect())
+}
+
+/// Every (name, value) of a form body or query string in order, repeated names included (a
+/// form's checkboxes of one name).
+pub(crate) fn parse_pairs(text: &str) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
     for pair in text.split('&').filter(|p| !p.is_empty()) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        out.insert(decode(name)?, decode(value)?);
+        out.push((decode(name)?, decode(value)?));
     }
     Ok(out)
 }
@@ -47,6 +53,14 @@ pub(crate) fn posted(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<BTreeMap<String, String>, PageError> {
+    Ok(posted_pairs(headers, body)?.into_iter().collect())
+}
+
+/// A POSTed form's fields in order, repeated names included; refused as [`posted`] refuses.
+pub(crate) fn posted_pairs(
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Vec<(String, String)>, PageError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -64,7 +78,7 @@ pub(crate) fn posted(
     }
     let text = std::str::from_utf8(body)
         .map_err(|_| PageError::bad_request("The form is not UTF-8 text."))?;
-    parse(text).map_err(|e| PageError::bad_request(format!("The form does not parse: {e}.")))
+    parse_pairs(text).map_err(|e| PageError::bad_request(format!("The form does not parse: {e}.")))
 }
 
 /// The query string of a GET (none is an empty form); 400 if it does not parse.
@@ -121,6 +135,15 @@ mod tests {
         assert!(parse("topic=%ff").is_err(), "not UTF-8");
         assert_eq!(parse("").expect("empty").len(), 0);
         assert_eq!(parse("a").expect("bare name")["a"], "");
+        assert_eq!(parse("id=1&id=2").expect("repeated")["id"], "2");
+        assert_eq!(
+            parse_pairs("id=1&all&id=2").expect("pairs"),
+            [
+                ("id".to_string(), "1".to_string()),
+                ("all".to_string(), String::new()),
+                ("id".to_string(), "2".to_string())
+            ]
+        );
     }
 
     #[test]

@@ -318,6 +318,11 @@ pub(crate) async fn detail(
         .iter()
         .filter_map(|r| r["topic"].as_str().map(str::to_string))
         .collect();
+    body.push_str(&format!(
+        "<p><a href=\"/groups/{}/dlq\">Dead-letter queue</a> ({}): the messages that ran out of retries, to resend.</p>\n",
+        esc(&encode(&group)),
+        esc(&format!("%DLQ%{group}"))
+    ));
     body.push_str(&reset_form(&group, &topics));
     Ok(html::page(
         &format!("Consumer group {group}"),

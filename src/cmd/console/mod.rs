@@ -3,21 +3,30 @@
 //! the throughput page):
 //!
 //! - `/` the cluster: NameServer, broker sets and their replicas (role, broker id, HA epochs,
-//!   SyncStateSet, lag), the controller quorum;
+//!   SyncStateSet, lag), the controller quorum: `--controller` is a comma-separated list and
+//!   every member is asked (answered or unreachable, leader/follower, term); the broker sets'
+//!   masters come from the leader's answer, and a dead member does not fail the page;
 //! - `/topics`, `/topics/{name}`: topics, their routes and per-queue offsets; forms to create
 //!   (`POST /topics/create`) and delete (`POST /topics/delete`) a topic;
 //! - `/groups`, `/groups/{name}`: consumer groups, lag per queue and POP messages in flight; a
 //!   form to reset a group's offsets (`POST /groups/{name}/reset`);
+//! - `/groups/{name}/dlq`: the group's dead-letter queue (`%DLQ%{group}`), a checkbox per
+//!   message; `POST /groups/{name}/dlq/resend` (checked `id`s, or `all`) sends them again to
+//!   `%RETRY%{group}` through the admin CLI's code (`admin message dlq --resend`);
 //! - `/messages`: lookup by topic and key, or by message id;
 //! - `/throughput`: a live chart of each broker's putTps and getTransferredTps, polling
 //!   `/api/throughput` (JSON).
 //!
 //! Every value shown is HTML-escaped. Bad input gets a 4xx page (400 malformed form or name,
 //! 404 unknown path, topic or group, 415 a POST that is not a form, 431 oversized headers) and
-//! the server keeps serving. With `--access-key` (and ROCKETRAFT_SECRET_KEY) every request is
-//! signed as the admin CLI signs it; a permission denial says which access key was used.
+//! the server keeps serving; every POST from another site's page is refused (403). With
+//! `--access-key` (and ROCKETRAFT_SECRET_KEY), or `--credentials-file` (the format of `cluster
+//! up --auth`'s DIR/admin-credentials, which that NameServer's console reads through
+//! `--console-credentials-file`), every request is signed as the admin CLI signs it; a
+//! permission denial says which access key was used.
 
 mod cluster;
+mod dlq;
 mod form;
 mod groups;
 mod html;
@@ -50,8 +59,10 @@ pub struct ConsoleArgs {
     /// Where the console serves HTTP.
     #[arg(long, default_value = "127.0.0.1:8082")]
     listen: SocketAddr,
-    /// Controller Remoting address (default: the --namesrv address, where `rocketraft dev` and
-    /// `enableControllerInNamesrv` serve it; a standalone controller listens on 9878).
+    /// The controller quorum's Remoting addresses, comma-separated (`;` works too, as in
+    /// RocketMQ's controllerAddr): the cluster page asks every member and shows which answered
+    /// (default: the --namesrv address, where `rocketraft dev` and `enableControllerInNamesrv`
+    /// serve it; a standalone controller listens on 9878).
     #[arg(long)]
     controller: Option<String>,
     /// The access key (username) to sign requests with, for servers with
@@ -61,6 +72,11 @@ pub struct ConsoleArgs {
     /// The secret key of --access-key; ROCKETRAFT_SECRET_KEY if unset (prefer the variable).
     #[arg(long)]
     secret_key: Option<String>,
+    /// Sign as the user in this file instead: `export ROCKETRAFT_ACCESS_KEY=...` and
+    /// `export ROCKETRAFT_SECRET_KEY=...` lines, as `cluster up --auth` writes
+    /// DIR/admin-credentials (keep it owner-only).
+    #[arg(long, conflicts_with_all = ["access_key", "secret_key"])]
+    credentials_file: Option<std::path::PathBuf>,
     /// Connect to the servers over TLS, verifying them against --tls-trust-cert if given.
     #[arg(long)]
     tls: bool,
@@ -74,17 +90,63 @@ pub struct ConsoleArgs {
 pub(crate) struct Console {
     pub api: MqClientApi,
     pub namesrv: String,
-    pub controller: String,
+    /// Every member of the controller quorum (Remoting addresses), at least one.
+    pub controllers: Vec<String>,
     /// The access key requests are signed with, if any (named on permission denials).
     pub access_key: Option<String>,
 }
 
+/// The controller addresses of a `--controller` list: comma- (or semicolon-) separated,
+/// blanks ignored; `namesrv` when none is given.
+pub(crate) fn controller_list(list: Option<&str>, namesrv: &str) -> anyhow::Result<Vec<String>> {
+    let Some(list) = list else {
+        return Ok(vec![namesrv.to_string()]);
+    };
+    let mut out: Vec<String> = Vec::new();
+    for addr in list
+        .split([',', ';'])
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+    {
+        if addr.len() > 255 || addr.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            anyhow::bail!("{addr:?} in the controller list is not an address");
+        }
+        if !out.iter().any(|a| a == addr) {
+            out.push(addr.to_string());
+        }
+    }
+    if out.is_empty() {
+        anyhow::bail!("the controller list {list:?} names no address");
+    }
+    Ok(out)
+}
+
+/// The credentials to sign with: from `file` if given (see `--credentials-file`), else from
+/// the flags or ROCKETRAFT_ACCESS_KEY / ROCKETRAFT_SECRET_KEY; and the access key to name.
+fn signing(
+    file: Option<&std::path::Path>,
+    access_key: Option<String>,
+    secret_key: Option<String>,
+) -> anyhow::Result<(
+    Option<rocketraft_remoting::SessionCredentials>,
+    Option<String>,
+)> {
+    if let Some(path) = file {
+        let credentials = super::cluster::read_credentials_file(path)?;
+        let ak = credentials.access_key.clone();
+        return Ok((Some(credentials), Some(ak)));
+    }
+    let credentials = super::admin::credentials(access_key, secret_key)?;
+    let ak = credentials.as_ref().map(|c| c.access_key.clone());
+    Ok((credentials, ak))
+}
+
 pub async fn run(args: ConsoleArgs) -> anyhow::Result<()> {
-    let access_key = args
-        .access_key
-        .clone()
-        .or_else(|| std::env::var("ROCKETRAFT_ACCESS_KEY").ok());
-    let credentials = super::admin::credentials(args.access_key, args.secret_key)?;
+    let (credentials, access_key) = signing(
+        args.credentials_file.as_deref(),
+        args.access_key,
+        args.secret_key,
+    )?;
     let tls = ClientTlsConfig {
         enable: args.tls || args.tls_trust_cert.is_some(),
         trust_cert: args.tls_trust_cert,
@@ -100,7 +162,7 @@ pub async fn run(args: ConsoleArgs) -> anyhow::Result<()> {
     );
     let console = Console {
         api,
-        controller: args.controller.unwrap_or_else(|| args.namesrv.clone()),
+        controllers: controller_list(args.controller.as_deref(), &args.namesrv)?,
         namesrv: args.namesrv,
         access_key,
     };
@@ -108,10 +170,10 @@ pub async fn run(args: ConsoleArgs) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot serve the console on {}: {e}", args.listen))?;
     println!(
-        "rocketraft console is ready: http://{} (NameServer {}, controller {})",
+        "rocketraft console is ready: http://{} (NameServer {}, controllers {})",
         server.local_addr(),
         console.namesrv,
-        console.controller
+        console.controllers.join(",")
     );
     super::server::wait_for_shutdown().await;
     server.shutdown().await;
@@ -119,16 +181,17 @@ pub async fn run(args: ConsoleArgs) -> anyhow::Result<()> {
 }
 
 /// The console inside a server process (`namesrv --console-listen`, `dev`): it reads the
-/// cluster through `namesrv` and asks `controller` (default: `namesrv`, where an embedded
-/// controller answers), signing as ROCKETRAFT_ACCESS_KEY / ROCKETRAFT_SECRET_KEY when they are
-/// set.
+/// cluster through `namesrv` and asks every controller of the `controllers` list (default:
+/// `namesrv`, where an embedded controller answers), signing as the user in
+/// `credentials_file` (`namesrv --console-credentials-file`, which `cluster up --auth` passes)
+/// or else as ROCKETRAFT_ACCESS_KEY / ROCKETRAFT_SECRET_KEY when they are set.
 pub(crate) async fn serve_embedded(
     namesrv: String,
-    controller: Option<String>,
+    controllers: Option<&str>,
+    credentials_file: Option<&std::path::Path>,
     listen: SocketAddr,
 ) -> anyhow::Result<MetricsServer> {
-    let access_key = std::env::var("ROCKETRAFT_ACCESS_KEY").ok();
-    let credentials = super::admin::credentials(None, None)?;
+    let (credentials, access_key) = signing(credentials_file, None, None)?;
     let api = MqClientApi::new(
         RemotingClient::new(ClientConfig {
             credentials,
@@ -138,7 +201,7 @@ pub(crate) async fn serve_embedded(
     );
     let console = Console {
         api,
-        controller: controller.unwrap_or_else(|| namesrv.clone()),
+        controllers: controller_list(controllers, &namesrv)?,
         namesrv,
         access_key,
     };
@@ -162,6 +225,8 @@ pub(crate) fn router(console: Console) -> Router {
         .route("/groups", get(groups::list))
         .route("/groups/{name}", get(groups::detail))
         .route("/groups/{name}/reset", post(groups::reset))
+        .route("/groups/{name}/dlq", get(dlq::page))
+        .route("/groups/{name}/dlq/resend", post(dlq::resend))
         .route("/messages", get(messages::page))
         .route("/throughput", get(throughput::page))
         .route("/api/throughput", get(throughput::api))
@@ -315,4 +380,23 @@ impl Console {
 /// Whether an API error is the server saying the topic does not exist.
 pub(crate) fn is_topic_not_exist(e: &ApiError) -> bool {
     e.code() == Some(response_code::TOPIC_NOT_EXIST)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::controller_list;
+
+    #[test]
+    fn controller_lists() {
+        assert_eq!(
+            controller_list(None, "127.0.0.1:9876").expect("default"),
+            ["127.0.0.1:9876"]
+        );
+        assert_eq!(
+            controller_list(Some("a:1, b:2;c:3,,a:1"), "ns").expect("list"),
+            ["a:1", "b:2", "c:3"]
+        );
+        assert!(controller_list(Some(" , ;"), "ns").is_err());
+        assert!(controller_list(Some("a:1,b\u{7}:2"), "ns").is_err());
+    }
 }

@@ -40,9 +40,16 @@ pub struct NamesrvArgs {
     /// Also serve the web console (`rocketraft console`) on this address.
     #[arg(long)]
     pub console_listen: Option<SocketAddr>,
-    /// The controller the console asks (default: this NameServer, for its embedded one).
+    /// The controller quorum the console asks, comma-separated Remoting addresses; the cluster
+    /// page shows every member (default: this NameServer, for its embedded controller).
     #[arg(long, requires = "console_listen")]
     pub console_controller: Option<String>,
+    /// The console signs its requests as the user in this file (`export
+    /// ROCKETRAFT_ACCESS_KEY=...` / `export ROCKETRAFT_SECRET_KEY=...` lines, as `cluster up
+    /// --auth` writes DIR/admin-credentials, owner-only); without it, as
+    /// ROCKETRAFT_ACCESS_KEY / ROCKETRAFT_SECRET_KEY if set.
+    #[arg(long, requires = "console_listen")]
+    pub console_credentials_file: Option<PathBuf>,
 }
 
 impl NamesrvArgs {

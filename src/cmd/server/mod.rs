@@ -29,7 +29,8 @@ pub async fn namesrv(args: config::NamesrvArgs) -> anyhow::Result<()> {
         Some(listen) => Some(
             crate::cmd::console::serve_embedded(
                 rocketraft_remoting::api::advertised(namesrv.local_addr()).to_string(),
-                args.console_controller.clone(),
+                args.console_controller.as_deref(),
+                args.console_credentials_file.as_deref(),
                 listen,
             )
             .await?,
@@ -225,7 +226,9 @@ pub async fn dev(args: config::DevArgs) -> anyhow::Result<()> {
         let listen = args
             .console_listen
             .unwrap_or(SocketAddr::from(([127, 0, 0, 1], DEFAULT_CONSOLE_PORT)));
-        match crate::cmd::console::serve_embedded(namesrv_addr.to_string(), None, listen).await {
+        match crate::cmd::console::serve_embedded(namesrv_addr.to_string(), None, None, listen)
+            .await
+        {
             Ok(c) => Some(c),
             Err(e) if args.console_listen.is_none() => {
                 tracing::warn!("{e:#}");
