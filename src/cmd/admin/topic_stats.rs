@@ -162,7 +162,14 @@ pub(super) async fn stats(
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
-    let tps = |v: f64| format!("{v:.2}");
+    // A few messages an hour still show: 4 decimals below 1 per second.
+    let tps = |v: f64| {
+        if v == 0.0 || v >= 1.0 {
+            format!("{v:.2}")
+        } else {
+            format!("{v:.4}")
+        }
+    };
     println!(
         "{:<24} {:<5} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}  key",
         "broker set", "what", "minute", "tps", "hour", "tps", "day", "tps"

@@ -1,8 +1,9 @@
 //! `/topics`: every topic the NameServer knows, with its queues and message type as the masters
 //! hold them (GET_ALL_TOPIC_CONFIG); forms to create a topic on every master of a cluster
 //! (UPDATE_AND_CREATE_TOPIC, as `admin topic create`) and to delete one (DELETE_TOPIC_IN_BROKER
-//! on its masters, then DELETE_TOPIC_IN_NAMESRV). `/topics/{name}`: the route and each queue's
-//! min and max offsets.
+//! on its masters, then DELETE_TOPIC_IN_NAMESRV). `/topics/{name}`: the route, each queue's
+//! min and max offsets and last store time (GET_TOPIC_STATS_INFO) and the topic's puts over the
+//! last minute, hour and day on each master (VIEW_BROKER_STATS_DATA).
 
 use std::collections::BTreeMap;
 
@@ -320,6 +321,18 @@ pub(crate) async fn delete(
     Ok(html::page("Topic deleted", "/topics", &body))
 }
 
+/// A rate per second as the page shows it: 0, or 4 decimals below 1 (a few messages an hour
+/// still show), or 2.
+fn rate(tps: f64) -> String {
+    if tps == 0.0 {
+        "0".to_string()
+    } else if tps < 1.0 {
+        format!("{tps:.4}")
+    } else {
+        format!("{tps:.2}")
+    }
+}
+
 fn unknown_topic(topic: &str) -> PageError {
     PageError::new(
         StatusCode::NOT_FOUND,
@@ -380,6 +393,7 @@ pub(crate) async fn detail(
 
     body.push_str("<h2>Queues</h2>\n");
     let mut rows = Vec::new();
+    let mut put_rows = Vec::new();
     let mut total = 0i64;
     let mut warnings = String::new();
     for q in &route.queue_datas {
@@ -406,36 +420,58 @@ pub(crate) async fn detail(
                 ));
             }
         }
-        for queue in 0..q.read_queue_nums.max(q.write_queue_nums) {
-            let min = console.api.min_offset(addr, &topic, queue).await;
-            let max = console.api.max_offset(addr, &topic, queue).await;
-            match (min, max) {
-                (Ok(min), Ok(max)) => {
-                    total += (max - min).max(0);
+        // Every queue's offsets and last store time in one GET_TOPIC_STATS_INFO.
+        match console.api.topic_stats(addr, &topic).await {
+            Ok(table) => {
+                let mut queues = table.offset_table;
+                queues.sort_by_key(|(mq, _)| mq.queue_id);
+                for (mq, o) in queues {
+                    let messages = (o.max_offset - o.min_offset).max(0);
+                    total += messages;
                     rows.push(vec![
                         td(&q.broker_name),
-                        num(queue),
-                        num(min),
-                        num(max),
-                        num((max - min).max(0)),
-                    ]);
-                }
-                (Err(e), _) | (_, Err(e)) => {
-                    let text = super::cluster::call_failure(
-                        &console,
-                        &format!("offsets of queue {queue}"),
-                        addr,
-                        e,
-                    );
-                    rows.push(vec![
-                        td(&q.broker_name),
-                        num(queue),
-                        td("-"),
-                        td("-"),
-                        td(text),
+                        num(mq.queue_id),
+                        num(o.min_offset),
+                        num(o.max_offset),
+                        num(messages),
+                        td(html::when(o.last_update_timestamp)),
                     ]);
                 }
             }
+            Err(e) => {
+                let text = super::cluster::call_failure(&console, "queue offsets", addr, e);
+                rows.push(vec![
+                    td(&q.broker_name),
+                    td("-"),
+                    td("-"),
+                    td("-"),
+                    td("-"),
+                    td(text),
+                ]);
+            }
+        }
+        // Its puts over the last minute, hour and day (VIEW_BROKER_STATS_DATA TOPIC_PUT_NUMS;
+        // no item yet: nothing put since the broker started).
+        match console
+            .api
+            .broker_stats(addr, "TOPIC_PUT_NUMS", &topic)
+            .await
+        {
+            Ok(data) => {
+                let d = data.unwrap_or_default();
+                let mut row = vec![td(&q.broker_name), td(addr)];
+                for item in [d.stats_minute, d.stats_hour, d.stats_day] {
+                    row.push(num(item.sum));
+                    row.push(num(rate(item.tps)));
+                }
+                put_rows.push(row);
+            }
+            Err(e) => warnings.push_str(&html::warning(&super::cluster::call_failure(
+                &console,
+                "put statistics",
+                addr,
+                e,
+            ))),
         }
     }
     body.push_str(&html::table(
@@ -445,11 +481,26 @@ pub(crate) async fn detail(
             "min offset",
             "max offset",
             "messages",
+            "last updated",
         ],
         &rows,
     ));
-    body.push_str(&warnings);
     body.push_str(&format!("<p>{total} message(s) stored.</p>\n"));
+    body.push_str("<h2>Puts</h2>\n");
+    body.push_str(&html::table(
+        &[
+            "broker set",
+            "address",
+            "last minute",
+            "tps",
+            "last hour",
+            "tps",
+            "last day",
+            "tps",
+        ],
+        &put_rows,
+    ));
+    body.push_str(&warnings);
     body.push_str(&format!(
         "<p><a href=\"/messages?topic={}\">Look up its messages</a></p>\n",
         esc(&encode(&topic))
