@@ -8,14 +8,18 @@
 //! | key | value |
 //! |---|---|
 //! | [`SENDER_KEY`] `x-rocketraft-raft-sender` | the sender's node id in decimal, or `tool` (admin CLI, harness) |
+//! | [`RECEIVER_KEY`] `x-rocketraft-raft-receiver` | the receiver's node id in decimal, or `any` (status queries only) |
 //! | [`NONCE_KEY`] `x-rocketraft-raft-nonce` | 16 fresh random bytes, lower-case hex |
 //! | [`PROOF_KEY`] `x-rocketraft-raft-proof` | HMAC-SHA256, lower-case hex (64 characters) |
 //!
 //! The proof is [`ClusterSecret::prove`] in the context [`CONTEXT`] (`rocketraft-raft-rpc`)
 //! over the length-prefixed parts: the gRPC method path (e.g.
 //! `/rocketraft.raft.v1.RaftPeer/Vote`, [`method`]), the request's body bytes (the JSON of a
-//! `Blob`; the header JSON then the data of a snapshot transfer), the sender text, and the
-//! nonce's 16 bytes. A proof therefore covers exactly one request to one method.
+//! `Blob`; the header JSON then the data of a snapshot transfer), the sender text, the receiver
+//! text, and the nonce's 16 bytes. A proof therefore covers exactly one request to one method
+//! of one node: a server refuses a proof made for another node (a request recorded on its way
+//! to one member cannot be played to another), and accepts `any` only for a status query, which
+//! changes nothing (a tool asks a node's status, and so its id, before it asks for a change).
 //!
 //! The server checks it before it decodes anything and refuses a missing or wrong one with
 //! `UNAUTHENTICATED` (logged with the peer's address and the method). It also refuses a nonce
@@ -51,6 +55,10 @@ use crate::types::NodeId;
 pub const CONTEXT: &[u8] = b"rocketraft-raft-rpc";
 /// Metadata key of the sender: its node id in decimal, or [`TOOL_SENDER`].
 pub const SENDER_KEY: &str = "x-rocketraft-raft-sender";
+/// Metadata key of the receiver: its node id in decimal, or [`ANY_RECEIVER`].
+pub const RECEIVER_KEY: &str = "x-rocketraft-raft-receiver";
+/// The receiver text of a status query sent before the receiver's id is known.
+pub const ANY_RECEIVER: &str = "any";
 /// Metadata key of the nonce (hex of [`NONCE_LEN`] bytes).
 pub const NONCE_KEY: &str = "x-rocketraft-raft-nonce";
 /// Metadata key of the proof (hex of the HMAC-SHA256).
@@ -80,34 +88,45 @@ pub fn sender_text(sender: Option<NodeId>) -> String {
     sender.map_or_else(|| TOOL_SENDER.to_string(), |id| id.to_string())
 }
 
+/// The receiver text of node `id`, or of any node (`None`, status queries only).
+pub fn receiver_text(receiver: Option<NodeId>) -> String {
+    receiver.map_or_else(|| ANY_RECEIVER.to_string(), |id| id.to_string())
+}
+
 fn parts<'a>(
     method: &'a str,
     body: &[&'a [u8]],
     sender: &'a str,
+    receiver: &'a str,
     nonce: &'a [u8],
 ) -> Vec<&'a [u8]> {
-    let mut out = Vec::with_capacity(body.len() + 3);
+    let mut out = Vec::with_capacity(body.len() + 4);
     out.push(method.as_bytes());
     out.extend_from_slice(body);
     out.push(sender.as_bytes());
+    out.push(receiver.as_bytes());
     out.push(nonce);
     out
 }
 
 /// Adds the authentication of a call to `method` with `body` from `sender` (a node id, or
-/// `None` for a tool) to `metadata`, with a fresh nonce.
+/// `None` for a tool) to `receiver` (a node id, or `None`: any node, for a status query) to
+/// `metadata`, with a fresh nonce.
 pub fn sign(
     metadata: &mut MetadataMap,
     secret: &ClusterSecret,
     sender: Option<NodeId>,
+    receiver: Option<NodeId>,
     method: &str,
     body: &[&[u8]],
 ) {
     let sender = sender_text(sender);
+    let receiver = receiver_text(receiver);
     let nonce = nonce();
-    let proof = secret.prove(CONTEXT, &parts(method, body, &sender, &nonce));
+    let proof = secret.prove(CONTEXT, &parts(method, body, &sender, &receiver, &nonce));
     for (key, value) in [
         (SENDER_KEY, sender),
+        (RECEIVER_KEY, receiver),
         (NONCE_KEY, hex(&nonce)),
         (PROOF_KEY, hex(&proof)),
     ] {
@@ -122,12 +141,13 @@ pub fn sign(
 pub fn metadata(
     secret: Option<&ClusterSecret>,
     sender: Option<NodeId>,
+    receiver: Option<NodeId>,
     method: &str,
     body: &[&[u8]],
 ) -> MetadataMap {
     let mut metadata = MetadataMap::new();
     if let Some(secret) = secret {
-        sign(&mut metadata, secret, sender, method, body);
+        sign(&mut metadata, secret, sender, receiver, method, body);
     }
     metadata
 }
@@ -137,9 +157,10 @@ pub fn blob_request(
     blob: pb::Blob,
     secret: Option<&ClusterSecret>,
     sender: Option<NodeId>,
+    receiver: Option<NodeId>,
     method: &str,
 ) -> tonic::Request<pb::Blob> {
-    let metadata = metadata(secret, sender, method, &[&blob.json]);
+    let metadata = metadata(secret, sender, receiver, method, &[&blob.json]);
     tonic::Request::from_parts(metadata, tonic::Extensions::default(), blob)
 }
 
@@ -150,6 +171,7 @@ enum Refused {
     Malformed,
     BadProof,
     Replayed,
+    OtherReceiver,
 }
 
 impl Refused {
@@ -163,6 +185,9 @@ impl Refused {
                 "the proof of the cluster secret does not match (another cluster_secret?)"
             }
             Refused::Replayed => "replayed request (its nonce was already used)",
+            Refused::OtherReceiver => {
+                "the proof was made for another node (only a status query may name any node)"
+            }
         }
     }
 }
@@ -219,13 +244,16 @@ impl ReplayCache {
 /// The server side: checks the authentication of each request (nothing without a secret).
 pub(crate) struct Verifier {
     secret: Option<ClusterSecret>,
+    /// This node's id: the receiver a proof must name.
+    id: NodeId,
     seen: Mutex<ReplayCache>,
 }
 
 impl Verifier {
-    pub(crate) fn new(secret: Option<ClusterSecret>) -> Self {
+    pub(crate) fn new(secret: Option<ClusterSecret>, id: NodeId) -> Self {
         Verifier {
             secret,
+            id,
             seen: Mutex::new(ReplayCache::new(REPLAY_WINDOW, REPLAY_CAPACITY)),
         }
     }
@@ -274,18 +302,33 @@ impl Verifier {
                 .get(key)
                 .map(|v| v.to_str().map_err(|_| Refused::Malformed))
         };
-        let (Some(sender), Some(nonce), Some(proof)) =
-            (text(SENDER_KEY), text(NONCE_KEY), text(PROOF_KEY))
-        else {
+        let (Some(sender), Some(receiver), Some(nonce), Some(proof)) = (
+            text(SENDER_KEY),
+            text(RECEIVER_KEY),
+            text(NONCE_KEY),
+            text(PROOF_KEY),
+        ) else {
             return Err(Refused::Missing);
         };
-        let (sender, nonce, proof) = (sender?, nonce?, proof?);
+        let (sender, receiver, nonce, proof) = (sender?, receiver?, nonce?, proof?);
         let nonce = unhex(nonce)
             .filter(|n| n.len() == NONCE_LEN)
             .ok_or(Refused::Malformed)?;
         let proof = unhex(proof).ok_or(Refused::Malformed)?;
-        if !secret.verify(CONTEXT, &parts(method, body, sender, &nonce), &proof) {
+        if !secret.verify(
+            CONTEXT,
+            &parts(method, body, sender, receiver, &nonce),
+            &proof,
+        ) {
             return Err(Refused::BadProof);
+        }
+        let for_me = if receiver == ANY_RECEIVER {
+            method == method::STATUS
+        } else {
+            receiver.parse::<NodeId>().ok() == Some(self.id)
+        };
+        if !for_me {
+            return Err(Refused::OtherReceiver);
         }
         let mut key = [0u8; NONCE_LEN];
         key.copy_from_slice(&nonce);
@@ -310,8 +353,8 @@ mod tests {
     #[test]
     fn a_signed_request_verifies_once_and_only_for_its_method_and_body() {
         let s = secret("0123456789abcdef");
-        let verifier = Verifier::new(Some(s.clone()));
-        let md = &metadata(Some(&s), Some(2), method::VOTE, &[b"{}"]);
+        let verifier = Verifier::new(Some(s.clone()), 1);
+        let md = &metadata(Some(&s), Some(2), Some(1), method::VOTE, &[b"{}"]);
         assert_eq!(md.get(SENDER_KEY).map(|v| v.to_str().ok()), Some(Some("2")));
         assert!(verifier
             .check(md, None, method::APPEND_ENTRIES, &[b"{}"])
@@ -330,22 +373,60 @@ mod tests {
             replay.message()
         );
 
-        let other = Verifier::new(Some(secret("0123456789abcdeX")));
-        let md = metadata(Some(&s), None, method::STATUS, &[b"null"]);
+        let other = Verifier::new(Some(secret("0123456789abcdeX")), 1);
+        let md = metadata(Some(&s), None, None, method::STATUS, &[b"null"]);
         assert_eq!(
             md.get(SENDER_KEY).map(|v| v.to_str().ok()),
             Some(Some("tool"))
         );
         assert!(other.check(&md, None, method::STATUS, &[b"null"]).is_err());
-        assert!(metadata(None, Some(1), method::STATUS, &[]).is_empty());
+        assert!(metadata(None, Some(1), None, method::STATUS, &[]).is_empty());
         let missing = other
             .check(&MetadataMap::new(), None, method::STATUS, &[b"null"])
             .expect_err("missing");
         assert!(missing.message().contains("no authentication"));
         // Without a secret nothing is checked.
-        Verifier::new(None)
+        Verifier::new(None, 1)
             .check(&MetadataMap::new(), None, method::STATUS, &[])
             .expect("open");
+    }
+
+    #[test]
+    fn a_proof_is_for_one_receiver_and_any_receiver_only_for_status() {
+        let s = secret("0123456789abcdef");
+        let (node1, node2) = (
+            Verifier::new(Some(s.clone()), 1),
+            Verifier::new(Some(s.clone()), 2),
+        );
+        let md = metadata(Some(&s), Some(3), Some(1), method::WRITE, &[b"{}"]);
+        assert_eq!(
+            md.get(RECEIVER_KEY).map(|v| v.to_str().ok()),
+            Some(Some("1"))
+        );
+        let elsewhere = node2
+            .check(&md, None, method::WRITE, &[b"{}"])
+            .expect_err("made for node 1");
+        assert!(
+            elsewhere.message().contains("another node"),
+            "{elsewhere:?}"
+        );
+        node1
+            .check(&md, None, method::WRITE, &[b"{}"])
+            .expect("for node 1");
+        // "any" names every node, for a status query and nothing else.
+        let any = metadata(Some(&s), None, None, method::ADMIN, &[b"{}"]);
+        assert!(node1.check(&any, None, method::ADMIN, &[b"{}"]).is_err());
+        let status = metadata(Some(&s), None, None, method::STATUS, &[b"null"]);
+        node2
+            .check(&status, None, method::STATUS, &[b"null"])
+            .expect("a status query to any node");
+        // The receiver is covered by the proof: rewriting it breaks the proof.
+        let mut forged = metadata(Some(&s), Some(3), Some(1), method::WRITE, &[b"{}"]);
+        forged.insert(RECEIVER_KEY, MetadataValue::from_static("2"));
+        let bad = node2
+            .check(&forged, None, method::WRITE, &[b"{}"])
+            .expect_err("rewritten receiver");
+        assert!(bad.message().contains("does not match"), "{bad:?}");
     }
 
     #[test]

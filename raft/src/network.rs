@@ -197,7 +197,13 @@ impl PeerNetwork {
             "transfer-leader" => method::TRANSFER_LEADER,
             _ => method::VOTE,
         };
-        let mut request = blob_request(blob, self.secret.as_ref(), Some(self.node_id), path);
+        let mut request = blob_request(
+            blob,
+            self.secret.as_ref(),
+            Some(self.node_id),
+            Some(self.target),
+            path,
+        );
         request.set_timeout(self.deadline(option));
         let fut = async {
             match what {
@@ -272,6 +278,7 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         let metadata = auth::metadata(
             self.secret.as_ref(),
             Some(self.node_id),
+            Some(self.target),
             method::INSTALL_SNAPSHOT,
             &[&header, &snapshot.snapshot],
         );

@@ -475,6 +475,7 @@ impl NodeCore {
     async fn forward<Req: Serialize, T: serde::de::DeserializeOwned>(
         &self,
         rpc: Forward,
+        leader: NodeId,
         addr: String,
         remaining: Duration,
         req: &Req,
@@ -486,7 +487,13 @@ impl NodeCore {
             Forward::Read => method::READ,
             Forward::Admin => method::ADMIN,
         };
-        let mut r = blob_request(blob, self.secret.as_ref(), Some(self.id), path);
+        let mut r = blob_request(
+            blob,
+            self.secret.as_ref(),
+            Some(self.id),
+            Some(leader),
+            path,
+        );
         r.set_timeout(remaining);
         let resp = match rpc {
             Forward::Write => client.write(r).await?,
@@ -777,7 +784,7 @@ impl NodeCore {
     where
         L: Fn() -> LF,
         LF: std::future::Future<Output = Result<T, RaftClientError>>,
-        F: Fn(String, Duration) -> FF,
+        F: Fn(NodeId, String, Duration) -> FF,
         FF: std::future::Future<Output = Result<Result<T, RaftClientError>, tonic::Status>>,
     {
         let start = Instant::now();
@@ -798,7 +805,7 @@ impl NodeCore {
                     tokio::time::timeout(remaining, local()).await.ok()
                 }
                 Some((id, addr)) => {
-                    match tokio::time::timeout(remaining, forward(addr.clone(), remaining))
+                    match tokio::time::timeout(remaining, forward(*id, addr.clone(), remaining))
                         .await
                         .unwrap_or_else(|_| {
                             Err(tonic::Status::deadline_exceeded("forwarding timed out"))
@@ -848,7 +855,9 @@ impl NodeCore {
             .route(
                 "write",
                 || self.write_local(req.clone()),
-                |addr, remaining| self.forward(Forward::Write, addr, remaining, &req),
+                |leader, addr, remaining| {
+                    self.forward(Forward::Write, leader, addr, remaining, &req)
+                },
             )
             .await?;
         Ok(reply.result?)
@@ -865,7 +874,7 @@ impl NodeCore {
         self.route(
             "read",
             || self.read_local(&query),
-            |addr, remaining| self.forward(Forward::Read, addr, remaining, &query),
+            |leader, addr, remaining| self.forward(Forward::Read, leader, addr, remaining, &query),
         )
         .await
     }
@@ -876,7 +885,9 @@ impl NodeCore {
         self.route(
             "admin",
             || self.admin_local(req.clone()),
-            |addr, remaining| self.forward(Forward::Admin, addr, remaining, &forwarded),
+            |leader, addr, remaining| {
+                self.forward(Forward::Admin, leader, addr, remaining, &forwarded)
+            },
         )
         .await
     }
@@ -976,7 +987,7 @@ impl NodeCore {
             ),
             prepare: parking_lot::RwLock::new(None),
             secret: config.cluster_secret.clone(),
-            verifier: Verifier::new(config.cluster_secret.clone()),
+            verifier: Verifier::new(config.cluster_secret.clone(), config.node_id),
             log,
         }
     }
@@ -1327,7 +1338,7 @@ pub async fn remote_status(
     secret: Option<&ClusterSecret>,
 ) -> Result<NodeStatus, RemoteError> {
     let mut client = peer_client(channel(addr, timeout)?);
-    let mut r = blob_request(to_blob(&())?, secret, None, method::STATUS);
+    let mut r = blob_request(to_blob(&())?, secret, None, None, method::STATUS);
     r.set_timeout(timeout);
     let resp = tokio::time::timeout(timeout, client.status(r))
         .await
@@ -1352,14 +1363,27 @@ fn remote_status_error(addr: &str, status: tonic::Status) -> RemoteError {
 
 /// Sends a membership change to a node over the peer protocol; the node forwards it to the leader.
 /// `secret`: the cluster secret, needed when the node has one ([`RaftConfig::cluster_secret`]).
+/// With a secret the node's status is asked first: the change's proof names the node's id.
 pub async fn remote_admin(
     addr: &str,
     req: &AdminRequest,
     timeout: Duration,
     secret: Option<&ClusterSecret>,
 ) -> Result<String, RemoteError> {
+    let started = Instant::now();
+    let receiver = match secret {
+        Some(_) => Some(remote_status(addr, timeout, secret).await?.id),
+        None => None,
+    };
+    let timeout = timeout.saturating_sub(started.elapsed());
     let mut client = peer_client(channel(addr, timeout.min(Duration::from_secs(2)))?);
-    let mut r = blob_request(to_blob(&(req, true))?, secret, None, method::ADMIN);
+    let mut r = blob_request(
+        to_blob(&(req, true))?,
+        secret,
+        None,
+        receiver,
+        method::ADMIN,
+    );
     r.set_timeout(timeout);
     let resp = tokio::time::timeout(timeout, client.admin(r))
         .await

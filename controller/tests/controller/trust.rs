@@ -361,6 +361,7 @@ async fn a_secret_quorum_serves_brokers_with_the_secret_and_refuses_everyone_els
                     vote.clone(),
                     Some(&wrong),
                     Some(9),
+                    None,
                     auth::method::VOTE,
                 ))
                 .await,
@@ -374,6 +375,7 @@ async fn a_secret_quorum_serves_brokers_with_the_secret_and_refuses_everyone_els
                 peer.admin(auth::blob_request(
                     remove.clone(),
                     Some(&wrong),
+                    None,
                     None,
                     auth::method::ADMIN,
                 ))
@@ -412,7 +414,13 @@ async fn a_secret_quorum_serves_brokers_with_the_secret_and_refuses_everyone_els
         let query = pb::Blob {
             json: b"null".to_vec(),
         };
-        let metadata = auth::metadata(Some(&secret), None, auth::method::STATUS, &[&query.json]);
+        let metadata = auth::metadata(
+            Some(&secret),
+            None,
+            None,
+            auth::method::STATUS,
+            &[&query.json],
+        );
         let request = || {
             tonic::Request::from_parts(
                 metadata.clone(),

@@ -99,6 +99,7 @@ impl RaftKvArgs {
             snapshot_logs: self.snapshot_logs,
             keep_logs: self.snapshot_logs,
             cluster_secret: None,
+            max_peer_connections: rocketraft_raft::DEFAULT_MAX_PEER_CONNECTIONS,
         })
     }
 }

@@ -180,17 +180,29 @@ async fn with_a_cluster_secret_members_work_and_unproven_or_replayed_rpcs_are_re
                     vote.clone(),
                     Some(&wrong),
                     Some(9),
+                    Some(id),
                     auth::method::VOTE,
                 ))
                 .await,
         );
-        let for_status =
-            auth::metadata(Some(&secret), Some(9), auth::method::STATUS, &[&vote.json]);
+        let for_status = auth::metadata(
+            Some(&secret),
+            Some(9),
+            Some(id),
+            auth::method::STATUS,
+            &[&vote.json],
+        );
         assert_unauthenticated(
             "vote with a proof for another method",
             client.vote(with_metadata(&for_status, &vote)).await,
         );
-        let for_other_body = auth::metadata(Some(&secret), Some(9), auth::method::VOTE, &[b"{}"]);
+        let for_other_body = auth::metadata(
+            Some(&secret),
+            Some(9),
+            Some(id),
+            auth::method::VOTE,
+            &[b"{}"],
+        );
         assert_unauthenticated(
             "vote with a proof of another body",
             client.vote(with_metadata(&for_other_body, &vote)).await,
@@ -210,6 +222,7 @@ async fn with_a_cluster_secret_members_work_and_unproven_or_replayed_rpcs_are_re
                     remove,
                     Some(&wrong),
                     Some(leader),
+                    Some(id),
                     auth::method::ADMIN,
                 ))
                 .await,
@@ -243,9 +256,21 @@ async fn with_a_cluster_secret_members_work_and_unproven_or_replayed_rpcs_are_re
     let metadata = auth::metadata(
         Some(&secret),
         Some(follower),
+        Some(leader),
         auth::method::WRITE,
         &[&write.json],
     );
+    // Recorded on its way to the leader and played to the other members first: each refuses
+    // a proof made for another node.
+    for id in [follower, third] {
+        let mut other = raw_client(&cluster.members[&id]).await;
+        let refused = other
+            .write(with_metadata(&metadata, &write))
+            .await
+            .expect_err("a proof for the leader");
+        assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+        assert!(refused.message().contains("another node"), "{refused:?}");
+    }
     let answer = client
         .write(with_metadata(&metadata, &write))
         .await
@@ -264,7 +289,13 @@ async fn with_a_cluster_secret_members_work_and_unproven_or_replayed_rpcs_are_re
     let query = pb::Blob {
         json: b"null".to_vec(),
     };
-    let metadata = auth::metadata(Some(&secret), None, auth::method::STATUS, &[&query.json]);
+    let metadata = auth::metadata(
+        Some(&secret),
+        None,
+        None,
+        auth::method::STATUS,
+        &[&query.json],
+    );
     fclient
         .status(with_metadata(&metadata, &query))
         .await
