@@ -45,6 +45,8 @@ pub const HANDLED_CODES: &[i32] = &[
     request_code::GET_TOPICS_BY_CLUSTER,
     request_code::DELETE_TOPIC_IN_NAMESRV,
     request_code::QUERY_DATA_VERSION,
+    request_code::WIPE_WRITE_PERM_OF_BROKER,
+    request_code::ADD_WRITE_PERM_OF_BROKER,
 ];
 
 impl RequestProcessor for NamesrvProcessor {
@@ -84,6 +86,8 @@ impl NamesrvProcessor {
             request_code::GET_TOPICS_BY_CLUSTER => self.topics_by_cluster(request),
             request_code::DELETE_TOPIC_IN_NAMESRV => self.delete_topic(request),
             request_code::QUERY_DATA_VERSION => self.query_data_version(request),
+            request_code::WIPE_WRITE_PERM_OF_BROKER => self.wipe_write_perm(request),
+            request_code::ADD_WRITE_PERM_OF_BROKER => self.add_write_perm(request),
             request_code::PUT_KV_CONFIG => self.put_kv(request),
             request_code::GET_KV_CONFIG => self.get_kv(request),
             request_code::DELETE_KV_CONFIG => self.delete_kv(request),
@@ -240,6 +244,29 @@ impl NamesrvProcessor {
         Ok(request
             .response_to(response_code::SUCCESS, None)
             .with_ext("changed", changed.to_string()))
+    }
+
+    /// WIPE_WRITE_PERM_OF_BROKER (205), header `brokerName`: the broker set's topics become
+    /// read-only in the routes served from now on (producers stop sending to it, consumers keep
+    /// reading); answers `wipeTopicCount`. An unknown broker set touches nothing and answers 0.
+    fn wipe_write_perm(&self, request: &RemotingCommand) -> Result<RemotingCommand, Refusal> {
+        let broker_name = request.require_ext("brokerName")?;
+        let count = self.state.routes.write().wipe_write_perm(broker_name);
+        tracing::info!(broker = %broker_name, topics = count, "write permission of broker wiped");
+        Ok(request
+            .response_to(response_code::SUCCESS, None)
+            .with_ext("wipeTopicCount", count))
+    }
+
+    /// ADD_WRITE_PERM_OF_BROKER (327), header `brokerName`: the broker set's topics are readable
+    /// and writable again; answers `addTopicCount`.
+    fn add_write_perm(&self, request: &RemotingCommand) -> Result<RemotingCommand, Refusal> {
+        let broker_name = request.require_ext("brokerName")?;
+        let count = self.state.routes.write().add_write_perm(broker_name);
+        tracing::info!(broker = %broker_name, topics = count, "write permission of broker added");
+        Ok(request
+            .response_to(response_code::SUCCESS, None)
+            .with_ext("addTopicCount", count))
     }
 
     fn put_kv(&self, request: &RemotingCommand) -> Result<RemotingCommand, Refusal> {

@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use rocketraft_common::consts::perm::{READ as PERM_READ, WRITE as PERM_WRITE};
 use rocketraft_common::consts::MASTER_ID;
 use rocketraft_common::protocol::{
     BrokerData, ClusterInfo, DataVersion, QueueData, TopicConfigSerializeWrapper, TopicRouteData,
@@ -288,6 +289,33 @@ impl RouteTable {
         }
     }
 
+    /// WIPE_WRITE_PERM_OF_BROKER: clears the write permission of every topic's queues of broker
+    /// set `broker_name`; returns how many topics it touched (RocketMQ's
+    /// `operateWritePermOfBroker`). The wipe lasts while the broker keeps registering the same
+    /// topic-config version: [`RouteTable::register`] takes a broker's topic configs again only
+    /// when their version changed or at its first registration, as RocketMQ does.
+    pub fn wipe_write_perm(&mut self, broker_name: &str) -> i32 {
+        self.operate_write_perm(broker_name, |perm| perm & !PERM_WRITE)
+    }
+
+    /// ADD_WRITE_PERM_OF_BROKER: every topic's queues of broker set `broker_name` become
+    /// readable and writable (RocketMQ sets `PERM_READ | PERM_WRITE`, whatever they were);
+    /// returns how many topics it touched.
+    pub fn add_write_perm(&mut self, broker_name: &str) -> i32 {
+        self.operate_write_perm(broker_name, |_| PERM_READ | PERM_WRITE)
+    }
+
+    fn operate_write_perm(&mut self, broker_name: &str, change: impl Fn(i32) -> i32) -> i32 {
+        let mut count = 0;
+        for queues in self.topic_queue_table.values_mut() {
+            if let Some(queue) = queues.get_mut(broker_name) {
+                queue.perm = change(queue.perm);
+                count += 1;
+            }
+        }
+        count
+    }
+
     /// How many broker processes are alive.
     pub fn live_brokers(&self) -> usize {
         self.broker_live_table.len()
@@ -363,6 +391,31 @@ mod tests {
         let route = t.route("T").expect("route");
         assert_eq!(route.broker_datas[0].broker_addrs.len(), 1);
         assert_eq!(route.broker_datas[0].master_addr(), Some("x:1"));
+    }
+
+    #[test]
+    fn wiped_write_perm_survives_registrations_of_the_same_version() {
+        let mut t = RouteTable::new();
+        t.register(reg("a", 0, "m:1", &["T", "U"], 1), 0);
+        t.register(reg("b", 0, "n:1", &["T"], 1), 0);
+        assert_eq!(t.wipe_write_perm("a"), 2);
+        let perm_of = |t: &RouteTable, topic: &str, broker: &str| {
+            t.route(topic)
+                .and_then(|r| r.queue_datas.into_iter().find(|q| q.broker_name == broker))
+                .map(|q| q.perm)
+        };
+        assert_eq!(perm_of(&t, "T", "a"), Some(PERM_READ));
+        assert_eq!(perm_of(&t, "T", "b"), Some(PERM_READ | PERM_WRITE));
+        // The periodic registration with an unchanged version keeps the wipe.
+        t.register(reg("a", 0, "m:1", &["T", "U"], 1), 30_000);
+        assert_eq!(perm_of(&t, "U", "a"), Some(PERM_READ));
+        assert_eq!(t.add_write_perm("a"), 2);
+        assert_eq!(perm_of(&t, "U", "a"), Some(PERM_READ | PERM_WRITE));
+        assert_eq!(t.wipe_write_perm("nobody"), 0);
+        // A new topic-config version is the broker's word again (RocketMQ's rule).
+        t.wipe_write_perm("a");
+        t.register(reg("a", 0, "m:1", &["T", "U"], 2), 60_000);
+        assert_eq!(perm_of(&t, "T", "a"), Some(PERM_READ | PERM_WRITE));
     }
 
     #[test]
