@@ -216,6 +216,17 @@ impl ClientManager {
             .and_then(|info| info.subscriptions.get(topic).cloned())
     }
 
+    /// The consumer groups with a client connected whose subscription names `topic`
+    /// (`ConsumerManager.queryTopicConsumeByWho`).
+    pub fn groups_subscribed_to(&self, topic: &str) -> Vec<String> {
+        self.consumers
+            .lock()
+            .iter()
+            .filter(|(_, info)| info.subscriptions.contains_key(topic))
+            .map(|(group, _)| group.clone())
+            .collect()
+    }
+
     /// A snapshot of a consumer group.
     pub fn group(&self, group: &str) -> Option<ConsumerGroupInfo> {
         self.consumers.lock().get(group).cloned()

@@ -80,6 +80,8 @@ pub struct BrokerInner {
     /// Topic, subscription group and ACL changes: committed through the replicated CommitLog
     /// and applied in log order ([`metalog`]).
     pub metalog: metalog::MetadataLog,
+    /// The version of the broker's configuration (GET_BROKER_CONFIG, UPDATE_BROKER_CONFIG).
+    pub config_version: processor::manage::ConfigVersion,
 }
 
 /// Why [`BrokerInner::store_durably`] did not store durably.
@@ -206,6 +208,7 @@ impl BrokerInner {
             transactions: transaction::TransactionService::default(),
             acl: acl_manager,
             metalog,
+            config_version: processor::manage::ConfigVersion::default(),
         })
     }
 

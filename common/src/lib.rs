@@ -23,5 +23,6 @@ pub mod trust;
 
 pub use topic::{TopicConfig, TopicValidationError};
 pub mod json;
+pub mod manage;
 pub mod properties;
 pub mod protocol;

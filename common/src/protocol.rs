@@ -247,7 +247,7 @@ impl TopicStatsTable {
 
 /// A fastjson map keyed by `MessageQueue` after [`crate::json::object_keys_as_pairs`]: an
 /// array of `[queue, value]` pairs, or `{}` when empty.
-fn queue_map<'de, D, V>(d: D) -> Result<Vec<(MessageQueue, V)>, D::Error>
+pub(crate) fn queue_map<'de, D, V>(d: D) -> Result<Vec<(MessageQueue, V)>, D::Error>
 where
     D: serde::Deserializer<'de>,
     V: serde::de::DeserializeOwned,

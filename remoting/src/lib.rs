@@ -45,6 +45,7 @@
 
 pub mod api;
 mod api_acl;
+pub mod api_manage;
 mod api_stats;
 pub mod auth;
 pub mod auth_map;

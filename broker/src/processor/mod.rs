@@ -9,6 +9,7 @@ pub mod acl;
 pub mod admin;
 pub mod client;
 pub mod ha;
+pub mod manage;
 pub mod offset;
 pub mod pop;
 pub mod pull;
@@ -94,6 +95,14 @@ pub const HANDLED_CODES: &[i32] = &[
     request_code::GET_ALL_SUBSCRIPTIONGROUP_CONFIG,
     request_code::GET_TOPIC_STATS_INFO,
     request_code::VIEW_BROKER_STATS_DATA,
+    request_code::UPDATE_BROKER_CONFIG,
+    request_code::GET_BROKER_CONFIG,
+    request_code::GET_CONSUMER_CONNECTION_LIST,
+    request_code::GET_PRODUCER_CONNECTION_LIST,
+    request_code::QUERY_TOPIC_CONSUME_BY_WHO,
+    request_code::GET_CONSUMER_RUNNING_INFO,
+    request_code::CONSUME_MESSAGE_DIRECTLY,
+    request_code::GET_BROKER_EPOCH_CACHE,
 ];
 
 /// Routes each request to its handler. The broker's state is set once the store is open (the
@@ -226,6 +235,18 @@ async fn route_admin(inner: &BrokerInner, request: &RemotingCommand) -> Handled 
         request_code::GET_ALL_SUBSCRIPTIONGROUP_CONFIG => {
             admin::all_subscription_groups(inner, request)
         }
+        request_code::UPDATE_BROKER_CONFIG => manage::update_broker_config(inner, request),
+        request_code::GET_BROKER_CONFIG => manage::broker_config(inner, request),
+        request_code::GET_CONSUMER_CONNECTION_LIST => manage::consumer_connections(inner, request),
+        request_code::GET_PRODUCER_CONNECTION_LIST => manage::producer_connections(inner, request),
+        request_code::QUERY_TOPIC_CONSUME_BY_WHO => manage::topic_consumed_by(inner, request),
+        request_code::GET_CONSUMER_RUNNING_INFO => {
+            manage::consumer_running_info(inner, request).await
+        }
+        request_code::CONSUME_MESSAGE_DIRECTLY => {
+            manage::consume_message_directly(inner, request).await
+        }
+        request_code::GET_BROKER_EPOCH_CACHE => manage::epoch_cache(inner, request),
         other => Err(Refusal::new(
             response_code::REQUEST_CODE_NOT_SUPPORTED,
             format!("request code {other} is not supported by this broker"),

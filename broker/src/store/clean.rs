@@ -234,7 +234,7 @@ impl Cleaner {
     }
 
     pub fn round(&mut self) -> RoundReport {
-        let cfg = self.shared.config.clone();
+        let cfg = self.shared.live_config();
         let levels = Levels::of(&cfg);
         let mut report = RoundReport {
             disk_used_percent: self.measure(),
@@ -335,7 +335,7 @@ impl Cleaner {
     }
 
     fn delete_expired_segments(&mut self, at_once: bool, report: &mut RoundReport) {
-        let reserved = self.shared.config.file_reserved_ms();
+        let reserved = self.shared.live_config().file_reserved_ms();
         let now = rocketraft_common::time::now_ms();
         let pause = Duration::from_millis(self.shared.config.delete_commit_log_files_interval_ms);
         let dir = self.shared.config.commitlog_dir();

@@ -43,6 +43,20 @@ impl std::str::FromStr for FlushDiskType {
     }
 }
 
+/// The retention settings a running store can change ([`super::MessageStore::set_retention`],
+/// UPDATE_BROKER_CONFIG): how long segments are kept, when expired ones go, and the disk levels.
+/// The cleaner reads them at every round; nothing else in the store depends on them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetentionSettings {
+    pub file_reserved_time: u64,
+    pub file_reserved_time_secs: Option<u64>,
+    pub delete_when: String,
+    pub disk_max_used_space_ratio: u32,
+    pub disk_space_clean_forcibly_ratio: u32,
+    pub disk_space_warning_level_ratio: u32,
+    pub clean_file_forcibly_enable: bool,
+}
+
 /// Configuration of the [`MessageStore`](super::MessageStore).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -282,6 +296,31 @@ impl StoreConfig {
             return bad("clean_resource_interval_ms (cleanResourceInterval) must be > 0".into());
         }
         Ok(())
+    }
+
+    /// The retention settings in force at start (see [`RetentionSettings`]).
+    pub fn retention(&self) -> RetentionSettings {
+        RetentionSettings {
+            file_reserved_time: self.file_reserved_time,
+            file_reserved_time_secs: self.file_reserved_time_secs,
+            delete_when: self.delete_when.clone(),
+            disk_max_used_space_ratio: self.disk_max_used_space_ratio,
+            disk_space_clean_forcibly_ratio: self.disk_space_clean_forcibly_ratio,
+            disk_space_warning_level_ratio: self.disk_space_warning_level_ratio,
+            clean_file_forcibly_enable: self.clean_file_forcibly_enable,
+        }
+    }
+
+    /// This config with `settings` in place of its retention settings.
+    pub fn with_retention(mut self, settings: &RetentionSettings) -> StoreConfig {
+        self.file_reserved_time = settings.file_reserved_time;
+        self.file_reserved_time_secs = settings.file_reserved_time_secs;
+        self.delete_when = settings.delete_when.clone();
+        self.disk_max_used_space_ratio = settings.disk_max_used_space_ratio;
+        self.disk_space_clean_forcibly_ratio = settings.disk_space_clean_forcibly_ratio;
+        self.disk_space_warning_level_ratio = settings.disk_space_warning_level_ratio;
+        self.clean_file_forcibly_enable = settings.clean_file_forcibly_enable;
+        self
     }
 
     /// How long a segment is kept after its last message, in ms: `file_reserved_time_secs`

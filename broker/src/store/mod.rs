@@ -50,7 +50,7 @@ use rocketraft_common::consts::sys_flag;
 use rocketraft_common::message::{self, EncodeError, Message, MessageExt, RecordMeta};
 use tokio::sync::{mpsc, oneshot, watch};
 
-pub use config::{FlushDiskType, StoreConfig, UnknownFlushType};
+pub use config::{FlushDiskType, RetentionSettings, StoreConfig, UnknownFlushType};
 pub use consume_queue::CqEntry;
 pub use error::StoreError;
 pub use metadata::MetadataStore;
@@ -201,11 +201,14 @@ pub(crate) struct Retention {
     /// Where the segment the pin last kept ends ([`clean::NOT_WANTED`] if none did in the last
     /// round).
     pub wanted: AtomicI64,
+    /// The settings in force: the config's at open, changed by [`MessageStore::set_retention`].
+    pub settings: parking_lot::RwLock<RetentionSettings>,
 }
 
-impl Default for Retention {
-    fn default() -> Self {
+impl Retention {
+    fn new(settings: RetentionSettings) -> Self {
         Retention {
+            settings: parking_lot::RwLock::new(settings),
             disk_full: AtomicBool::new(false),
             disk_used_permille: AtomicU64::new(0),
             segments_deleted: AtomicU64::new(0),
@@ -271,6 +274,13 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The store's config with the retention settings in force now.
+    pub fn live_config(&self) -> StoreConfig {
+        self.config
+            .clone()
+            .with_retention(&self.retention.settings.read())
+    }
+
     /// Puts the store into its failed state: every further write is refused with
     /// [`StoreError::ReadOnly`] naming the first failure. Idempotent; logged once.
     pub fn fail(&self, cause: impl Into<String>) {
@@ -488,7 +498,7 @@ impl MessageStore {
             checkpoint_lock: Mutex::new(()),
             confirm: AtomicI64::new(confirm),
             gated: AtomicBool::new(false),
-            retention: Retention::default(),
+            retention: Retention::new(config.retention()),
             config: config.clone(),
         });
 
@@ -599,7 +609,12 @@ impl MessageStore {
             return Err(StoreError::ServiceNotAvailable(format!(
                 "service not available now: the broker's disk is full [{:.1}% used, above diskSpaceWarningLevelRatio {}%]; sends are accepted again once space is freed (expired files are deleted by retention, or free space on the disk)",
                 permille as f64 / 10.0,
-                self.shared.config.disk_space_warning_level_ratio.clamp(35, 90)
+                self.shared
+                    .retention
+                    .settings
+                    .read()
+                    .disk_space_warning_level_ratio
+                    .clamp(35, 90)
             )));
         }
         Ok(())
@@ -1268,6 +1283,25 @@ impl MessageStore {
         clean::clean_consume_queues(&self.shared, self.shared.commitlog.min_offset())
     }
 
+    /// The retention settings in force.
+    pub fn retention_settings(&self) -> RetentionSettings {
+        self.shared.retention.settings.read().clone()
+    }
+
+    /// Changes the retention settings while the store runs (the cleaner's next round uses
+    /// them). Refused, changing nothing, when the store's config with them would not pass
+    /// [`StoreConfig::validate`].
+    pub fn set_retention(&self, settings: RetentionSettings) -> Result<(), StoreError> {
+        self.shared
+            .config
+            .clone()
+            .with_retention(&settings)
+            .validate()?;
+        tracing::info!(?settings, "retention settings changed");
+        *self.shared.retention.settings.write() = settings;
+        Ok(())
+    }
+
     /// Whether sends are refused because the disk is above its warning level.
     pub fn is_disk_full(&self) -> bool {
         self.shared.retention.disk_full.load(Ordering::Acquire)
@@ -1276,7 +1310,7 @@ impl MessageStore {
     /// Disk use, offsets and the next deletion, for `admin broker status`.
     pub fn retention_status(&self) -> RetentionStatus {
         let r = &self.shared.retention;
-        let cfg = &self.shared.config;
+        let cfg = &self.shared.live_config();
         let segs = self.shared.commitlog.segments();
         let reserved = cfg.file_reserved_ms();
         let oldest_segment_expires_ms = match (segs.first(), segs.get(1)) {
