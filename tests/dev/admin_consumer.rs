@@ -183,3 +183,131 @@ async fn pop_in_flight_survives_kill_9() {
     let _ = dev.child.kill();
     let _ = dev.child.wait();
 }
+
+async fn pop_once(client: &RemotingClient, broker: &str, group: &str, topic: &str) -> Vec<String> {
+    let r = client
+        .invoke(
+            broker,
+            RemotingCommand::request(request_code::POP_MESSAGE)
+                .with_ext("consumerGroup", group)
+                .with_ext("topic", topic)
+                .with_ext("queueId", -1)
+                .with_ext("maxMsgNums", 8)
+                .with_ext("invisibleTime", 1000)
+                .with_ext("pollTime", 0),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("pop");
+    if r.code != response_code::SUCCESS {
+        return Vec::new();
+    }
+    decode_messages(&r.body)
+        .expect("body")
+        .iter()
+        .map(|m| String::from_utf8_lossy(&m.message.body).into_owned())
+        .collect()
+}
+
+/// A POP consumer's dead letter (popped and never acked until its retries ran out) is resent
+/// by default to the group's POP retry topic of its original topic, where the next POP of that
+/// topic finds it; `--to push` sends it to %RETRY%GROUP instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pop_dead_letters_are_resent_where_pop_consumers_read() {
+    let _turn = crate::support::file_turn(module_path!());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut dev = Dev::start(dir.path(), free_port(), free_port(), &[]);
+    let client = RemotingClient::new(ClientConfig::default());
+    let api = MqClientApi::new(client.clone(), Duration::from_secs(5));
+    let (topic, group) = ("PopDead", "pop-dead-cg");
+    api.create_topic(&dev.broker, &TopicConfig::new(topic, 1))
+        .await
+        .expect("topic");
+    admin(
+        &dev.namesrv,
+        &["consumer", "create-group", group, "--retry-max-times", "1"],
+    );
+    let r = api
+        .send(
+            &dev.broker,
+            &SendRequest {
+                producer_group: "pg".into(),
+                topic: topic.into(),
+                queue_id: 0,
+                body: Bytes::from_static(b"dead-pop"),
+                ..SendRequest::default()
+            },
+        )
+        .await
+        .expect("send");
+    assert_eq!(r.code, response_code::SUCCESS);
+    // Popped and never acked: back once through the POP retry topic, then into the DLQ.
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        pop_once(&client, &dev.broker, group, topic).await;
+        let dlq = admin(&dev.namesrv, &["message", "dlq", "--group", group]);
+        if dlq.contains("1 message(s) in %DLQ%pop-dead-cg") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never dead-lettered: {dlq}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let pop_retry = format!("%RETRY%{group}_{topic}");
+    let out = admin(
+        &dev.namesrv,
+        &["message", "dlq", "--group", group, "--resend-all"],
+    );
+    assert!(
+        out.contains(&format!("1 message(s) resent to {pop_retry}")),
+        "{out}"
+    );
+    // The next POPs of the topic find it again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if pop_once(&client, &dev.broker, group, topic)
+            .await
+            .contains(&"dead-pop".to_string())
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the resent message never came back to POP"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let out = admin(
+        &dev.namesrv,
+        &[
+            "message",
+            "dlq",
+            "--group",
+            group,
+            "--resend-all",
+            "--to",
+            "push",
+        ],
+    );
+    assert!(
+        out.contains(&format!("1 message(s) resent to %RETRY%{group}\n")),
+        "{out}"
+    );
+    let bad = crate::support::admin_output(
+        &dev.namesrv,
+        &[
+            "message",
+            "dlq",
+            "--group",
+            group,
+            "--resend-all",
+            "--to",
+            "nowhere",
+        ],
+    );
+    assert!(!bad.status.success());
+    let _ = dev.child.kill();
+    let _ = dev.child.wait();
+}

@@ -79,6 +79,13 @@ pub enum MessageCommand {
         /// Resend every message in the DLQ.
         #[arg(long)]
         resend_all: bool,
+        /// Where resent messages go: the group's retry topic for push and pull consumers
+        /// (`push`, %RETRY%GROUP), its POP retry topic of the message's original topic (`pop`,
+        /// %RETRY%GROUP_TOPIC: RocketMQ 5 gRPC clients and other POP consumers), or `auto`: pop
+        /// when the group has POP-consumed that topic on the broker set (its POP retry topic
+        /// exists there), push otherwise.
+        #[arg(long, value_enum, default_value_t = ResendTo::Auto)]
+        to: ResendTo,
     },
     /// Lookups by key and by id (`query`, `get`).
     #[command(flatten)]
@@ -295,13 +302,14 @@ pub async fn run_message(
     namesrv: &str,
     command: MessageCommand,
 ) -> anyhow::Result<()> {
-    let (group, max, resend, resend_all) = match command {
+    let (group, max, resend, resend_all, to) = match command {
         MessageCommand::Dlq {
             group,
             max,
             resend,
             resend_all,
-        } => (group, max, resend, resend_all),
+            to,
+        } => (group, max, resend, resend_all, to),
         MessageCommand::Lookup(lookup) => return super::message::run(api, namesrv, lookup).await,
     };
     rocketraft_common::topic::validate_topic_name(&group)
@@ -313,13 +321,21 @@ pub async fn run_message(
         } else {
             Pick::Ids(resend.iter().map(|id| id.trim().to_string()).collect())
         };
-        let resent = resend_dlq(api, &masters, &group, &pick).await?;
+        let resent = resend_dlq(api, &masters, &group, &pick, to).await?;
         for r in &resent {
             println!("{r}");
         }
+        let topics: std::collections::BTreeSet<&str> =
+            resent.iter().map(|r| r.retry_topic.as_str()).collect();
+        let topics: Vec<&str> = topics.into_iter().collect();
         println!(
-            "{} message(s) resent to {RETRY_GROUP_TOPIC_PREFIX}{group}",
-            resent.len()
+            "{} message(s) resent to {}",
+            resent.len(),
+            if topics.is_empty() {
+                format!("{RETRY_GROUP_TOPIC_PREFIX}{group}")
+            } else {
+                topics.join(", ")
+            }
         );
         return Ok(());
     }
@@ -631,10 +647,58 @@ const NOT_RESENT: &[&str] = &[
 /// The producer group resent messages are sent as.
 const RESEND_PRODUCER_GROUP: &str = "rocketraft-dlq-resend";
 
-/// The send that puts DLQ message `m` of `group` into `%RETRY%group`: its body, flag, keys,
-/// tags and user properties (and its message id), RETRY_TOPIC the original topic, reconsume
-/// count 0; delays, timers and transaction state dropped.
-fn resend_request(m: &MessageExt, group: &str) -> SendRequest {
+/// Where a resent dead letter goes (`admin message dlq --to`, the console's resend form).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum ResendTo {
+    /// `pop` when the group's POP retry topic of the message's original topic exists on the
+    /// broker set holding the message (the group has POP-consumed it there), `push` otherwise.
+    #[default]
+    Auto,
+    /// `%RETRY%GROUP`: the group's Remoting push and pull consumers.
+    Push,
+    /// `%RETRY%GROUP_TOPIC`: the group's POP consumers of TOPIC (RocketMQ 5 gRPC clients through
+    /// the proxy); a message without an original topic goes to `%RETRY%GROUP`.
+    Pop,
+}
+
+impl ResendTo {
+    /// From the console's form value (`auto`, `push`, `pop`).
+    pub fn parse(text: &str) -> Option<ResendTo> {
+        <ResendTo as clap::ValueEnum>::from_str(text, true).ok()
+    }
+}
+
+/// The retry topic DLQ message `m` of `group` is resent to, on the master at `addr`.
+async fn resend_topic(
+    api: &MqClientApi,
+    addr: &str,
+    m: &DlqMessage,
+    group: &str,
+    to: ResendTo,
+) -> String {
+    let push = format!("{RETRY_GROUP_TOPIC_PREFIX}{group}");
+    let Some(origin) = m.origin_topic() else {
+        return push;
+    };
+    let pop = format!("{RETRY_GROUP_TOPIC_PREFIX}{group}_{origin}");
+    match to {
+        ResendTo::Push => push,
+        ResendTo::Pop => pop,
+        ResendTo::Auto => {
+            let request = RemotingCommand::request(request_code::GET_TOPIC_CONFIG)
+                .with_ext("topic", pop.as_str());
+            match api.call(addr, request, &[response_code::SUCCESS]).await {
+                Ok(_) => pop,
+                Err(_) => push,
+            }
+        }
+    }
+}
+
+/// The send that puts DLQ message `m` into `retry_topic`: its body, flag, keys, tags and user
+/// properties (and its message id), RETRY_TOPIC the original topic, reconsume count 0; delays,
+/// timers and transaction state dropped.
+fn resend_request(m: &MessageExt, retry_topic: &str) -> SendRequest {
     let mut properties: BTreeMap<String, String> = m
         .message
         .properties
@@ -652,7 +716,7 @@ fn resend_request(m: &MessageExt, group: &str) -> SendRequest {
         | sys_flag::INNER_BATCH);
     SendRequest {
         producer_group: RESEND_PRODUCER_GROUP.to_string(),
-        topic: format!("{RETRY_GROUP_TOPIC_PREFIX}{group}"),
+        topic: retry_topic.to_string(),
         queue_id: -1,
         body: m.message.body.clone(),
         properties,
@@ -662,15 +726,16 @@ fn resend_request(m: &MessageExt, group: &str) -> SendRequest {
     }
 }
 
-/// Sends the DLQ messages `pick` names (see [`choose`]) again to `%RETRY%group`, each through
-/// the master of the broker set whose DLQ holds it (the broker makes the retry topic if the
-/// group has none yet). Reads the whole DLQ first; nothing is sent when an id is not in it or a
-/// master's DLQ cannot be read. The DLQ keeps its messages.
+/// Sends the DLQ messages `pick` names (see [`choose`]) again to the group's retry topic that
+/// `to` picks, each through the master of the broker set whose DLQ holds it (the broker makes
+/// the retry topic if the group has none yet). Reads the whole DLQ first; nothing is sent when
+/// an id is not in it or a master's DLQ cannot be read. The DLQ keeps its messages.
 pub(crate) async fn resend_dlq(
     api: &MqClientApi,
     masters: &[(String, String)],
     group: &str,
     pick: &Pick,
+    to: ResendTo,
 ) -> Result<Vec<Resent>, ResendError> {
     let read = read_dlq(api, masters, group, None).await;
     if !read.problems.is_empty() {
@@ -682,7 +747,8 @@ pub(crate) async fn resend_dlq(
     })?;
     let mut done = Vec::new();
     for m in chosen {
-        let request = resend_request(&m.message, group);
+        let topic = resend_topic(api, &m.addr, m, group, to).await;
+        let request = resend_request(&m.message, &topic);
         match api.send(&m.addr, &request).await {
             Ok(sent) => done.push(Resent {
                 id: m.id().to_string(),
@@ -778,7 +844,7 @@ mod tests {
         m.message.flag = 7;
         m.sys_flag =
             sys_flag::COMPRESSED | sys_flag::TRANSACTION_PREPARED_TYPE | sys_flag::BORNHOST_V6;
-        let r = resend_request(&m, "g");
+        let r = resend_request(&m, "%RETRY%g");
         assert_eq!(r.topic, "%RETRY%g");
         assert_eq!(r.reconsume_times, 0);
         assert_eq!(r.queue_id, -1);

@@ -14,7 +14,7 @@ use super::form::{self, encode};
 use super::html::{self, esc, num, td};
 use super::topics::{masters, valid_name};
 use super::{Console, PageError};
-use crate::cmd::admin::consumer::{read_dlq, resend_dlq, DlqMessage, Pick, ResendError};
+use crate::cmd::admin::consumer::{read_dlq, resend_dlq, DlqMessage, Pick, ResendError, ResendTo};
 
 /// Messages listed per broker set.
 const LISTED_PER_BROKER: usize = 200;
@@ -119,13 +119,19 @@ pub(crate) async fn page(
         &rows,
     ));
     body.push_str(&format!(
-        "<button type=\"submit\">Resend the checked messages</button>\n\
+        "<p><label for=\"to\">Resend to</label> <select id=\"to\" name=\"to\">\n\
+         <option value=\"auto\" selected>auto: the POP retry topic if the group POP-consumes the message's topic there, else {retry}</option>\n\
+         <option value=\"push\">{retry} (Remoting push and pull consumers)</option>\n\
+         <option value=\"pop\">{retry}_TOPIC (POP consumers: RocketMQ 5 gRPC clients)</option>\n\
+         </select></p>\n\
+         <button type=\"submit\">Resend the checked messages</button>\n\
          <button type=\"submit\" name=\"all\" value=\"1\">Resend every message of the DLQ</button>\n\
          </form>\n\
-         <p class=\"muted\">Resent messages go to {} on the broker set that holds them: only this group gets them again, \
-         with their body, keys, tags and properties, the original topic in RETRY_TOPIC and a fresh reconsume count. \
-         Push consumers (Remoting) read that topic; the DLQ keeps its copies.</p>\n",
-        esc(&retry)
+         <p class=\"muted\">Resent messages go to one of this group's retry topics on the broker set that holds them: \
+         only this group gets them again, with their body, keys, tags and properties, the original topic in RETRY_TOPIC \
+         and a fresh reconsume count. Push consumers (Remoting) read {retry}; POP consumers of a topic read \
+         {retry}_TOPIC. The DLQ keeps its copies.</p>\n",
+        retry = esc(&retry)
     ));
     Ok(html::page(
         &format!("Dead-letter queue of {group}"),
@@ -180,8 +186,17 @@ pub(crate) async fn resend(
     valid_name(&group, "The group name")?;
     let fields = form::posted_pairs(&headers, &body)?;
     let pick = pick(&fields)?;
+    let to = match fields.iter().find(|(name, _)| name == "to") {
+        None => ResendTo::Auto,
+        Some((_, v)) => ResendTo::parse(v.trim()).ok_or_else(|| {
+            PageError::bad_request(format!(
+                "{:?} is not a place to resend to (auto, push or pop).",
+                v.chars().take(32).collect::<String>()
+            ))
+        })?,
+    };
     let masters = master_addrs(&console).await?;
-    let resent = resend_dlq(&console.api, &masters, &group, &pick)
+    let resent = resend_dlq(&console.api, &masters, &group, &pick, to)
         .await
         .map_err(|e| match e {
             ResendError::NotInDlq { .. } => PageError::new(
@@ -195,7 +210,9 @@ pub(crate) async fn resend(
                 format!("Resending {group}'s dead letters: {other}."),
             ),
         })?;
-    let retry = format!("{RETRY_GROUP_TOPIC_PREFIX}{group}");
+    let topics: std::collections::BTreeSet<&str> =
+        resent.iter().map(|r| r.retry_topic.as_str()).collect();
+    let retry = topics.into_iter().collect::<Vec<_>>().join(", ");
     let mut body = html::notice(&format!(
         "Resent {} message(s) of {DLQ_GROUP_TOPIC_PREFIX}{group} to {retry}: group {group} gets them again.",
         resent.len()
