@@ -6,6 +6,7 @@
 //! module after another, as they did when each file was its own binary.
 
 mod admin_acl;
+mod admin_clients;
 mod admin_consumer;
 mod admin_topic_stats;
 mod dev_kill9;

@@ -51,6 +51,9 @@ pub enum BrokerCommand {
         #[arg(long, conflicts_with = "broker")]
         addr: Option<String>,
     },
+    /// The broker's settings (mqadmin getBrokerConfig / updateBrokerConfig).
+    #[command(subcommand)]
+    Config(super::clients::ConfigCommand),
 }
 
 /// The retention keys of GET_BROKER_RUNTIME_INFO that `admin broker status` shows, in order.
@@ -70,7 +73,7 @@ const STATUS_KEYS: &[&str] = &[
 ];
 
 /// The addresses a status or clean command goes to: the one given, or every replica of the set.
-async fn target_addrs(
+pub(super) async fn target_addrs(
     api: &MqClientApi,
     namesrv: &str,
     broker: Option<String>,
@@ -506,6 +509,9 @@ pub async fn run(
             return status(api, namesrv, broker, addr, json).await
         }
         BrokerCommand::Clean { broker, addr } => return clean(api, namesrv, broker, addr).await,
+        BrokerCommand::Config(command) => {
+            return super::clients::run_config(api, namesrv, command).await
+        }
     };
     let info = api
         .cluster_info(namesrv)

@@ -18,6 +18,9 @@ use rocketraft_remoting::RemotingCommand;
 
 #[derive(Subcommand)]
 pub enum ConsumerCommand {
+    /// The connections of a consumer group's clients and the group's subscriptions (mqadmin
+    /// consumerConnection).
+    Connections(super::clients::ConnectionsArgs),
     /// Per queue: the broker's offset, the group's offset, the lag and POP messages in flight.
     Progress {
         #[arg(long)]
@@ -115,6 +118,9 @@ pub async fn run_consumer(
     command: ConsumerCommand,
 ) -> anyhow::Result<()> {
     let (group, topic, json) = match command {
+        ConsumerCommand::Connections(args) => {
+            return super::clients::consumer_connections(api, namesrv, args).await
+        }
         ConsumerCommand::Progress { group, topic, json } => (group, topic, json),
         ConsumerCommand::CreateGroup {
             group,

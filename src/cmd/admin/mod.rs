@@ -4,6 +4,7 @@
 
 mod acl;
 mod broker;
+mod clients;
 pub(crate) mod consumer;
 mod controller;
 mod message;
@@ -111,6 +112,9 @@ enum AdminCommand {
     /// Consumer groups: progress (offsets, lag, POP messages in flight).
     #[command(subcommand)]
     Consumer(consumer::ConsumerCommand),
+    /// Producer groups: their clients' connections.
+    #[command(subcommand)]
+    Producer(clients::ProducerCommand),
     /// Messages: by key (`query`), by id (`get`), a group's dead-letter queue (`dlq`).
     #[command(subcommand)]
     Message(consumer::MessageCommand),
@@ -217,6 +221,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             broker::run(&api, namesrv, args.controller.as_deref(), command).await
         }
         AdminCommand::Consumer(command) => consumer::run_consumer(&api, namesrv, command).await,
+        AdminCommand::Producer(command) => clients::run_producer(&api, namesrv, command).await,
         AdminCommand::Message(command) => consumer::run_message(&api, namesrv, command).await,
         AdminCommand::Acl(command) => acl::run(&api, namesrv, command).await,
         AdminCommand::Controller(_) => unreachable!("handled above"),
