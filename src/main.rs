@@ -5,6 +5,12 @@
 
 mod cmd;
 
+/// mimalloc rather than glibc's malloc: a broker allocates and frees per request (frames,
+/// headers, messages), and glibc's allocator took about a fifth of the broker's CPU under
+/// `bench produce` (docs/performance.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
