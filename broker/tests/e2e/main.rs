@@ -1,10 +1,11 @@
 //! A real broker (and NameServer) on loopback, driven through the Remoting client API: send,
 //! pull, routes and long polling, POP consumption, delayed and timed messages, transactions, and
-//! ACL 2.0 on the Remoting port, and the broker's metrics and runtime statistics.
+//! ACL 2.0 on the Remoting port, the broker's metrics and runtime statistics, and the management codes.
 
 mod auth;
 mod broker_e2e;
 mod disk_full;
+mod manage;
 mod metrics;
 mod pop;
 mod timer;
