@@ -589,13 +589,42 @@ async fn request_reply(runtime: Arc<ClientRuntime>) -> Result<(), Failure> {
             .topic(topic.clone())
             .body(format!("question-{i}").into_bytes())
             .build()?;
-        match requester.request(message, 15_000).await {
-            Ok(reply) => emit(json!({
-                "event": "reply",
-                "i": i,
-                "body": reply.get_body().map(|b| String::from_utf8_lossy(b).into_owned()),
-            })),
-            Err(e) => emit(json!({"event": "request_failed", "i": i, "error": format!("{e:?}")})),
+        // The callback form of the client's request: its blocking `request` waits on a
+        // `tokio::sync::Notify` woken with `notify_waiters`, which keeps no permit, so a reply
+        // that arrives before the requester starts waiting (a loaded machine) is dropped and the
+        // request times out although the reply was delivered. The callback runs on delivery.
+        let (tx, rx) = tokio::sync::oneshot::channel::<Result<Option<String>, String>>();
+        let tx = std::sync::Mutex::new(Some(tx));
+        let callback =
+            move |reply: Option<&dyn MessageTrait>,
+                  error: Option<&rocketmq_client_rust::ClientError>| {
+                let outcome = match (reply, error) {
+                    (Some(reply), _) => Ok(reply
+                        .get_body()
+                        .map(|b| String::from_utf8_lossy(b).into_owned())),
+                    (None, Some(e)) => Err(format!("{e:?}")),
+                    // This client also calls back when the request is sent, with neither a
+                    // reply nor an error; the reply comes in a later call.
+                    (None, None) => return,
+                };
+                if let Some(tx) = tx.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                    let _ = tx.send(outcome);
+                }
+            };
+        let outcome = match requester
+            .request_with_callback(message, callback, 15_000)
+            .await
+        {
+            Err(e) => Err(format!("{e:?}")),
+            Ok(()) => match tokio::time::timeout(std::time::Duration::from_secs(20), rx).await {
+                Ok(Ok(outcome)) => outcome,
+                Ok(Err(_)) => Err("the request callback was dropped".to_string()),
+                Err(_) => Err("no reply or error within 20 s".to_string()),
+            },
+        };
+        match outcome {
+            Ok(body) => emit(json!({"event": "reply", "i": i, "body": body})),
+            Err(e) => emit(json!({"event": "request_failed", "i": i, "error": e})),
         }
     }
     requester.shutdown().await;
