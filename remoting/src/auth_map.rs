@@ -11,7 +11,9 @@
 //! reads such as GET_ALL_TOPIC_CONFIG, GET_BROKER_RUNTIME_INFO, subscription-group creation,
 //! BATCH_ACK_MESSAGE, unknown codes), we are stricter: the request needs a `Super` user, except
 //! for the client plumbing in [`ANY_USER_CODES`]. BATCH_ACK_MESSAGE needs `Sub` on each group and
-//! topic it acks.
+//! topic it acks. The headerless management codes GET/UPDATE_BROKER_CONFIG (26/25) and
+//! GET_BROKER_EPOCH_CACHE (1007) are among those: RocketMQ lets any signed user read and change
+//! the broker's configuration; here they need a `Super` user.
 
 use rocketraft_common::acl::{Action, ResourceKind};
 use rocketraft_common::protocol::{from_json_body, HeartbeatData};
@@ -264,7 +266,20 @@ fn annotated(request: &RemotingCommand) -> Result<Option<Vec<Need>>, String> {
         | rc::SEARCH_OFFSET_BY_TIMESTAMP
         | rc::GET_EARLIEST_MSG_STORETIME
         | rc::GET_TOPIC_CONFIG
-        | rc::GET_TOPIC_STATS_INFO => topic_get("topic")?,
+        | rc::GET_TOPIC_STATS_INFO
+        | rc::QUERY_TOPIC_CONSUME_BY_WHO => topic_get("topic")?,
+        rc::GET_CONSUMER_CONNECTION_LIST | rc::GET_CONSUMER_RUNNING_INFO => {
+            vec![group(field(request, "consumerGroup")?, GET)]
+        }
+        // `ConsumeMessageDirectlyResultRequestHeader`: Sub on the group and, when named, the
+        // topic.
+        rc::CONSUME_MESSAGE_DIRECTLY => {
+            let mut needs = vec![group(field(request, "consumerGroup")?, SUB)];
+            if let Some(t) = present(request, "topic") {
+                needs.push(topic_or_retry_group(t, SUB));
+            }
+            needs
+        }
         // Without a topic RocketMQ checks nothing; we leave that to Super users.
         rc::VIEW_MESSAGE_BY_ID => match present(request, "topic") {
             Some(t) => vec![topic_or_retry_group(t, GET)],
@@ -435,6 +450,54 @@ mod tests {
             needs(&topic_stats),
             vec![(ResourceKind::Topic, "T".into(), vec![Action::Get])]
         );
+        // mqadmin consumerConnection / consumerStatus / topicConsumeByWho: Get on the group or
+        // topic; consumeMessage directly: Sub on the group and the topic.
+        let connections = RemotingCommand::request(rc::GET_CONSUMER_CONNECTION_LIST)
+            .with_ext("consumerGroup", "G");
+        assert_eq!(
+            needs(&connections),
+            vec![(ResourceKind::Group, "G".into(), vec![Action::Get])]
+        );
+        let running = RemotingCommand::request(rc::GET_CONSUMER_RUNNING_INFO)
+            .with_ext("consumerGroup", "G")
+            .with_ext("clientId", "c");
+        assert_eq!(
+            needs(&running),
+            vec![(ResourceKind::Group, "G".into(), vec![Action::Get])]
+        );
+        let by_who =
+            RemotingCommand::request(rc::QUERY_TOPIC_CONSUME_BY_WHO).with_ext("topic", "%RETRY%G");
+        assert_eq!(
+            needs(&by_who),
+            vec![(ResourceKind::Group, "G".into(), vec![Action::Get])]
+        );
+        let directly = RemotingCommand::request(rc::CONSUME_MESSAGE_DIRECTLY)
+            .with_ext("consumerGroup", "G")
+            .with_ext("topic", "T")
+            .with_ext("msgId", "m");
+        assert_eq!(
+            needs(&directly),
+            vec![
+                (ResourceKind::Group, "G".into(), vec![Action::Sub]),
+                (ResourceKind::Topic, "T".into(), vec![Action::Sub]),
+            ]
+        );
+        let no_group = RemotingCommand::request(rc::GET_CONSUMER_CONNECTION_LIST);
+        assert!(requirement(&no_group, "C").is_err());
+        let producers = RemotingCommand::request(rc::GET_PRODUCER_CONNECTION_LIST)
+            .with_ext("producerGroup", "P");
+        assert_eq!(
+            needs(&producers),
+            vec![(ResourceKind::Cluster, "C".into(), vec![Action::Get])]
+        );
+        for headerless in [
+            rc::GET_BROKER_CONFIG,
+            rc::UPDATE_BROKER_CONFIG,
+            rc::GET_BROKER_EPOCH_CACHE,
+        ] {
+            let request = RemotingCommand::request(headerless);
+            assert_eq!(requirement(&request, "C"), Ok(Requirement::Super));
+        }
         let view = RemotingCommand::request(rc::VIEW_BROKER_STATS_DATA)
             .with_ext("statsName", "TOPIC_PUT_NUMS")
             .with_ext("statsKey", "T");

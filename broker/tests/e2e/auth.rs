@@ -11,6 +11,7 @@ use rocketraft_broker::store::FlushDiskType;
 use rocketraft_broker::{Broker, BrokerConfig};
 use rocketraft_common::acl::{AclInfo, PolicyEntryInfo, PolicyInfo, UserInfo};
 use rocketraft_common::consts::pull_sys_flag;
+use rocketraft_common::protocol::{ConsumerData, HeartbeatData, SubscriptionData};
 use rocketraft_common::TopicConfig;
 use rocketraft_nameserver::{NameServer, NamesrvConfig};
 use rocketraft_remoting::api::{ApiError, MqClientApi, PullRequest, PullStatus, SendRequest};
@@ -284,6 +285,94 @@ async fn sub_without_pub_pulls_but_cannot_send() {
     other_group.consumer_group = "other".into();
     let remark = refused(carol.pull(&s.broker, &other_group).await);
     assert!(remark.contains("Group:other"), "{remark}");
+}
+
+#[tokio::test]
+async fn management_codes_need_what_rocketmq_maps_them_to() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = start(dir.path()).await;
+    let erin = UserInfo {
+        username: "erin".into(),
+        password: Some("erin-secret".into()),
+        user_type: Some("Normal".into()),
+        user_status: Some("enable".into()),
+    };
+    s.admin.create_user(&s.broker, &erin).await.expect("erin");
+    allow(&s, "erin", &[("Group:cg", "Get"), ("Topic:orders", "Get")]).await;
+    // carol (Sub on the topic and cg) keeps a consumer of cg connected.
+    let carol = api_as(Some(credentials(("carol", "carol-secret"))));
+    let heartbeat = HeartbeatData {
+        client_id: "carol-client".into(),
+        producer_data_set: vec![],
+        consumer_data_set: vec![ConsumerData {
+            group_name: "cg".into(),
+            consume_type: Some("CONSUME_PASSIVELY".into()),
+            message_model: Some("CLUSTERING".into()),
+            consume_from_where: Some("CONSUME_FROM_LAST_OFFSET".into()),
+            subscription_data_set: vec![SubscriptionData {
+                topic: TOPIC.into(),
+                sub_string: "*".into(),
+                sub_version: 1,
+                expression_type: Some("TAG".into()),
+                ..SubscriptionData::default()
+            }],
+            unit_mode: false,
+        }],
+    };
+    carol
+        .heartbeat(&s.broker, &heartbeat)
+        .await
+        .expect("carol's consumer heartbeats");
+
+    // GET_CONSUMER_CONNECTION_LIST (203): Get on the group.
+    let erin = api_as(Some(credentials(("erin", "erin-secret"))));
+    let connections = erin
+        .consumer_connections(&s.broker, "cg")
+        .await
+        .expect("Get on Group:cg lists its connections");
+    assert_eq!(connections.connection_set.len(), 1);
+    assert_eq!(connections.connection_set[0].client_id, "carol-client");
+    // Sub is not Get: carol may consume from cg but not list it.
+    let remark = refused(carol.consumer_connections(&s.broker, "cg").await);
+    assert!(
+        remark.contains("User:carol") && remark.contains("Get") && remark.contains("Group:cg"),
+        "{remark}"
+    );
+    // Get on cg is not Get on another group.
+    let remark = refused(erin.consumer_connections(&s.broker, "other").await);
+    assert!(remark.contains("Group:other"), "{remark}");
+    // QUERY_TOPIC_CONSUME_BY_WHO (300): Get on the topic.
+    let groups = erin
+        .topic_consumed_by(&s.broker, TOPIC)
+        .await
+        .expect("Get on Topic:orders asks who consumes it");
+    assert!(groups.group_list.contains("cg"), "{groups:?}");
+    refused(carol.topic_consumed_by(&s.broker, TOPIC).await);
+    // GET_PRODUCER_CONNECTION_LIST (204) needs Get on the cluster, as RocketMQ maps it.
+    let dave = api_as(Some(credentials(("dave", "dave-secret"))));
+    let remark = refused(erin.producer_connections(&s.broker, "pg").await);
+    assert!(remark.contains("Cluster:DefaultCluster"), "{remark}");
+    let not_permission = dave.producer_connections(&s.broker, "pg").await;
+    assert!(
+        !matches!(&not_permission, Err(ApiError::Refused(r)) if r.code == response_code::NO_PERMISSION),
+        "Get on the cluster passes the ACL: {not_permission:?}"
+    );
+
+    // UPDATE_BROKER_CONFIG (25) and GET_BROKER_CONFIG (26) need a Super user, even one with
+    // Get on the cluster.
+    let before = s.admin.broker_config(&s.broker).await.expect("config");
+    let remark = refused(
+        dave.update_broker_config(&s.broker, &[("deleteWhen", "01")])
+            .await,
+    );
+    assert!(remark.contains("only Super users"), "{remark}");
+    refused(dave.broker_config(&s.broker).await);
+    let after = s.admin.broker_config(&s.broker).await.expect("config");
+    assert_eq!(
+        after.properties.get("deleteWhen"),
+        before.properties.get("deleteWhen"),
+        "the refused update changed nothing"
+    );
 }
 
 #[tokio::test]
