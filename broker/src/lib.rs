@@ -324,7 +324,10 @@ pub struct Broker {
 
 impl Broker {
     /// Binds the Remoting port, opens (and recovers) the store, registers with the NameServers.
-    pub async fn start(config: BrokerConfig) -> anyhow::Result<Broker> {
+    /// The settings changed at runtime and persisted under the store root are applied over
+    /// `config`'s first ([`processor::manage::apply_persisted_config`]).
+    pub async fn start(mut config: BrokerConfig) -> anyhow::Result<Broker> {
+        processor::manage::apply_persisted_config(&mut config)?;
         config.validate().map_err(anyhow::Error::msg)?;
         let listen = config.listen;
 

@@ -7,6 +7,7 @@
 //! writes them ([`rocketraft_common::manage`]); refusals carry RocketMQ's codes and remarks.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -439,26 +440,37 @@ pub fn broker_config(inner: &BrokerInner, request: &RemotingCommand) -> Handled 
         .with_body(text.into_bytes()))
 }
 
+/// The settings that change at runtime: (RocketMQ's key, the field's own name), in the order
+/// a persisted set is applied (`fileReservedTime` clears `file_reserved_time_secs`, so it
+/// comes first).
+const LIVE: &[(&str, &str)] = &[
+    ("fileReservedTime", "file_reserved_time"),
+    ("file_reserved_time_secs", "file_reserved_time_secs"),
+    ("deleteWhen", "delete_when"),
+    ("diskMaxUsedSpaceRatio", "disk_max_used_space_ratio"),
+    (
+        "diskSpaceCleanForciblyRatio",
+        "disk_space_clean_forcibly_ratio",
+    ),
+    (
+        "diskSpaceWarningLevelRatio",
+        "disk_space_warning_level_ratio",
+    ),
+    ("cleanFileForciblyEnable", "clean_file_forcibly_enable"),
+];
+
 /// How an update may name a retention setting: RocketMQ's key or the field's own name.
 fn live_key(key: &str) -> Option<&'static str> {
-    const LIVE: &[(&str, &str)] = &[
-        ("fileReservedTime", "file_reserved_time"),
-        ("file_reserved_time_secs", "file_reserved_time_secs"),
-        ("deleteWhen", "delete_when"),
-        ("diskMaxUsedSpaceRatio", "disk_max_used_space_ratio"),
-        (
-            "diskSpaceCleanForciblyRatio",
-            "disk_space_clean_forcibly_ratio",
-        ),
-        (
-            "diskSpaceWarningLevelRatio",
-            "disk_space_warning_level_ratio",
-        ),
-        ("cleanFileForciblyEnable", "clean_file_forcibly_enable"),
-    ];
     LIVE.iter()
         .find(|(rocketmq, field)| key == *rocketmq || key == *field)
         .map(|(_, field)| *field)
+}
+
+/// The key a runtime setting is persisted under (RocketMQ's), and its place in [`LIVE`].
+fn persisted_key(field: &str) -> Option<(usize, &'static str)> {
+    LIVE.iter()
+        .position(|(_, f)| *f == field)
+        .map(|i| (i, LIVE[i].0))
 }
 
 /// Whether `key` names a setting of this broker (a field, an alias, a key of a flat table, or
@@ -514,6 +526,145 @@ fn apply_live(settings: &mut RetentionSettings, field: &str, entry: &Entry) -> R
     Ok(())
 }
 
+/// The file under the store root that keeps the settings changed at runtime
+/// (UPDATE_BROKER_CONFIG), as properties text under RocketMQ's keys. RocketMQ rewrites the
+/// broker's config file (`Configuration.persist`); we leave the operator's file alone and apply
+/// this one over it at start ([`apply_persisted_config`]).
+pub const RUNTIME_CONFIG_FILE: &str = "config/broker-runtime.properties";
+
+fn runtime_config_path(store_root: &Path) -> PathBuf {
+    store_root.join(RUNTIME_CONFIG_FILE)
+}
+
+/// Escapes a key or value for a properties file (`Properties.store`'s escapes).
+fn escape_property(text: &str, out: &mut String) {
+    for (i, c) in text.chars().enumerate() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '=' | ':' | '#' | '!' => {
+                out.push('\\');
+                out.push(c);
+            }
+            ' ' if i == 0 => out.push_str("\\ "),
+            c => out.push(c),
+        }
+    }
+}
+
+/// The persisted runtime settings; none when there is no file yet.
+fn read_runtime_config(path: &Path) -> Result<Vec<Entry>, String> {
+    let text = match std::fs::read(path) {
+        Ok(bytes) => String::from_utf8(bytes).map_err(|_| "it is not UTF-8".to_string())?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e.to_string()),
+    };
+    let props = Properties::parse(&text).map_err(|e| e.to_string())?;
+    Ok(props.entries().to_vec())
+}
+
+/// Writes `entries` (RocketMQ key, value) to `path` atomically: a temporary file, synced, then
+/// renamed over the old one, and the directory synced.
+fn write_runtime_config(path: &Path, entries: &[(&str, &str)]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut text = String::from(
+        "# Broker settings changed at runtime (UPDATE_BROKER_CONFIG); applied over the config \
+         file at start.\n",
+    );
+    for (key, value) in entries {
+        escape_property(key, &mut text);
+        text.push('=');
+        escape_property(value, &mut text);
+        text.push('\n');
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = path.with_extension("properties.tmp");
+    {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Merges the keys of an applied update into the persisted runtime settings: each under
+/// RocketMQ's key, the newest value winning; `fileReservedTime` drops a persisted
+/// `file_reserved_time_secs` (the update cleared it).
+fn persist_runtime_keys(store_root: &Path, props: &Properties) -> Result<(), Refusal> {
+    let path = runtime_config_path(store_root);
+    let failed = |what: String| {
+        tracing::error!(path = %path.display(), error = %what, "cannot persist the broker config");
+        Refusal::system_error(format!(
+            "cannot persist the update to {}: {what}; nothing was changed",
+            path.display()
+        ))
+    };
+    let mut merged: BTreeMap<usize, (&'static str, String)> = BTreeMap::new();
+    for entry in read_runtime_config(&path).map_err(&failed)? {
+        if let Some((place, key)) = live_key(&entry.key).and_then(persisted_key) {
+            merged.insert(place, (key, entry.value));
+        }
+    }
+    for entry in props.entries() {
+        let Some(field) = live_key(&entry.key) else {
+            continue;
+        };
+        if field == "file_reserved_time" {
+            if let Some((place, _)) = persisted_key("file_reserved_time_secs") {
+                merged.remove(&place);
+            }
+        }
+        if let Some((place, key)) = persisted_key(field) {
+            merged.insert(place, (key, entry.value.trim().to_string()));
+        }
+    }
+    let entries: Vec<(&str, &str)> = merged.values().map(|(k, v)| (*k, v.as_str())).collect();
+    write_runtime_config(&path, &entries).map_err(|e| failed(e.to_string()))
+}
+
+/// At start: applies the settings an earlier UPDATE_BROKER_CONFIG persisted under the store
+/// root ([`RUNTIME_CONFIG_FILE`]) over `config`'s (from its config file), logging which keys
+/// came from there. A key that no longer changes at runtime is ignored with a warning; a file
+/// that cannot be read or a value that does not parse stops the start, naming the file.
+pub fn apply_persisted_config(config: &mut crate::BrokerConfig) -> anyhow::Result<()> {
+    let path = runtime_config_path(&config.store.store_root);
+    let entries = read_runtime_config(&path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e} (fix or remove it)", path.display()))?;
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let mut ordered = Vec::new();
+    for entry in entries {
+        match live_key(&entry.key).and_then(|field| persisted_key(field).map(|(i, _)| (i, field))) {
+            Some((place, field)) => ordered.push((place, field, entry)),
+            None => tracing::warn!(
+                path = %path.display(),
+                key = entry.key,
+                "ignoring a persisted broker setting that does not change at runtime"
+            ),
+        }
+    }
+    ordered.sort_by_key(|(place, ..)| *place);
+    let mut settings = config.store.retention();
+    let mut applied = Vec::new();
+    for (_, field, entry) in ordered {
+        apply_live(&mut settings, field, &entry)
+            .map_err(|r| anyhow::anyhow!("{}: {} (fix or remove it)", path.display(), r.remark))?;
+        applied.push(entry.key);
+    }
+    config.store = config.store.clone().with_retention(&settings);
+    tracing::info!(
+        path = %path.display(),
+        keys = ?applied,
+        "broker settings changed at runtime applied over the config file"
+    );
+    Ok(())
+}
+
 /// UPDATE_BROKER_CONFIG (25): the body is properties text (`key=value` lines). All of them are
 /// applied, or none:
 ///
@@ -531,8 +682,9 @@ fn apply_live(settings: &mut RetentionSettings, field: &str, entry: &Entry) -> R
 /// - keys that are no setting here: INVALID_PARAMETER naming them (RocketMQ ignores them
 ///   silently; an operator's typo should not look applied).
 ///
-/// An applied update bumps the config version (GET_BROKER_CONFIG's `version`). It lasts until
-/// the broker restarts: the config file is not rewritten.
+/// An applied update bumps the config version (GET_BROKER_CONFIG's `version`) and is persisted
+/// under the store root ([`RUNTIME_CONFIG_FILE`]) before it takes effect, so it survives a
+/// restart; when it cannot be written, SYSTEM_ERROR and nothing changes.
 pub fn update_broker_config(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
     if request.body.is_empty() {
         return Ok(request.response_to(response_code::SUCCESS, None));
@@ -585,10 +737,17 @@ pub fn update_broker_config(inner: &BrokerInner, request: &RemotingCommand) -> H
             ),
         ));
     }
+    let invalid =
+        |e: crate::store::StoreError| Refusal::new(response_code::INVALID_PARAMETER, e.to_string());
     inner
+        .config
         .store
-        .set_retention(settings)
-        .map_err(|e| Refusal::new(response_code::INVALID_PARAMETER, e.to_string()))?;
+        .clone()
+        .with_retention(&settings)
+        .validate()
+        .map_err(invalid)?;
+    persist_runtime_keys(&inner.config.store.store_root, &props)?;
+    inner.store.set_retention(settings).map_err(invalid)?;
     version.timestamp = now_ms();
     version.counter += 1;
     tracing::info!(keys = ?props.entries().iter().map(|e| &e.key).collect::<Vec<_>>(), "broker config updated");

@@ -696,6 +696,115 @@ async fn broker_config_is_read_and_its_retention_keys_change_all_or_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runtime_config_changes_survive_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = start(dir.path()).await;
+    let persisted = dir.path().join("config/broker-runtime.properties");
+
+    // A refused update writes nothing.
+    let (code, _) = refused(
+        node.api
+            .update_broker_config(&node.addr, &[("deleteWhen", "02"), ("brokerName", "x")])
+            .await,
+    );
+    assert_eq!(code, response_code::NO_PERMISSION);
+    assert!(!persisted.exists(), "a refused update is not persisted");
+
+    node.api
+        .update_broker_config(
+            &node.addr,
+            &[("file_reserved_time_secs", "3600"), ("deleteWhen", "01;13")],
+        )
+        .await
+        .expect("25");
+    // fileReservedTime clears the seconds override, in the file too; a later value wins.
+    node.api
+        .update_broker_config(
+            &node.addr,
+            &[
+                ("fileReservedTime", "48"),
+                ("disk_max_used_space_ratio", "60"),
+            ],
+        )
+        .await
+        .expect("25");
+    node.api
+        .update_broker_config(&node.addr, &[("diskMaxUsedSpaceRatio", "65")])
+        .await
+        .expect("25");
+    let text = std::fs::read_to_string(&persisted).expect("the update is persisted");
+    let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(
+        lines,
+        [
+            "fileReservedTime=48",
+            "deleteWhen=01;13",
+            "diskMaxUsedSpaceRatio=65"
+        ],
+        "{text}"
+    );
+    let before = node.api.broker_config(&node.addr).await.expect("26");
+
+    // Restart on the same dirs with the same config: the changed keys come back.
+    let Node {
+        namesrv,
+        broker,
+        api,
+        ..
+    } = node;
+    broker.shutdown().await;
+    let broker = Broker::start(broker_config(dir.path(), &namesrv))
+        .await
+        .expect("broker restarts");
+    let addr = broker.local_addr().to_string();
+    let after = api.broker_config(&addr).await.expect("26 after restart");
+    for (key, value) in [
+        ("fileReservedTime", "48"),
+        ("deleteWhen", "01;13"),
+        ("diskMaxUsedSpaceRatio", "65"),
+        ("diskSpaceWarningLevelRatio", "90"),
+        ("brokerName", "manage-b"),
+    ] {
+        assert_eq!(
+            after.properties.get(key).map(String::as_str),
+            Some(value),
+            "{key}"
+        );
+        assert_eq!(
+            after.properties.get(key),
+            before.properties.get(key),
+            "{key}"
+        );
+    }
+    assert!(
+        !after.properties.contains_key("file_reserved_time_secs"),
+        "the cleared seconds override stays cleared"
+    );
+    let live = broker.inner().store.retention_settings();
+    assert_eq!(
+        (
+            live.file_reserved_time,
+            live.file_reserved_time_secs,
+            live.delete_when.as_str(),
+            live.disk_max_used_space_ratio
+        ),
+        (48, None, "01;13", 65)
+    );
+    broker.shutdown().await;
+
+    // A persisted value that no longer parses stops the start, naming the file.
+    std::fs::write(&persisted, "diskMaxUsedSpaceRatio=lots\n").expect("write");
+    let err = match Broker::start(broker_config(dir.path(), &namesrv)).await {
+        Ok(_) => panic!("a broker started over a bad runtime config file"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("broker-runtime.properties") && err.contains("diskMaxUsedSpaceRatio"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wiped_write_perm_is_served_and_survives_registrations() {
     let dir = tempfile::tempdir().expect("tempdir");
     let node = start(dir.path()).await;
