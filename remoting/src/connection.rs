@@ -140,6 +140,9 @@ struct Inner {
     /// Cluster trust of the peer (server side): the open challenge, and whether the peer
     /// proved the cluster secret ([`crate::trust`]).
     trust: Mutex<PeerTrust>,
+    /// The peer answered with a TLS record on this plaintext connection (a server that takes
+    /// TLS only): requests fail with [`RemotingError::PeerSpeaksTls`].
+    peer_speaks_tls: AtomicBool,
 }
 
 /// What a server knows of a connection's peer under cluster trust.
@@ -383,9 +386,11 @@ impl ConnectionHandle {
     }
 
     fn closed_error(&self) -> RemotingError {
-        RemotingError::ConnectionClosed {
-            addr: self.inner.remote.clone(),
+        let addr = self.inner.remote.clone();
+        if self.inner.peer_speaks_tls.load(Ordering::Acquire) {
+            return RemotingError::PeerSpeaksTls { addr };
         }
+        RemotingError::ConnectionClosed { addr }
     }
 
     fn timeout_error(&self, timeout: Duration) -> RemotingError {
@@ -450,6 +455,7 @@ pub(crate) fn spawn_connection(
             opened: Instant::now(),
             last_read_ms: AtomicU64::new(0),
             trust: Mutex::new(PeerTrust::default()),
+            peer_speaks_tls: AtomicBool::new(false),
         }),
     };
     tokio::spawn(write_loop(write_half, rx, handle.clone()));
@@ -524,8 +530,15 @@ async fn read_loop(
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    warn!(conn = conn.id(), peer = %conn.peer_addr(), error = %e,
-                        "malformed frame; closing the connection");
+                    if crate::tls::is_tls_record(&buf) {
+                        // Before the close wakes the waiters: they report it.
+                        conn.inner.peer_speaks_tls.store(true, Ordering::Release);
+                        warn!(conn = conn.id(), peer = %conn.peer_addr(),
+                            "the peer speaks TLS on this plaintext connection; closing it");
+                    } else {
+                        warn!(conn = conn.id(), peer = %conn.peer_addr(), error = %e,
+                            "malformed frame; closing the connection");
+                    }
                     conn.close();
                     return;
                 }

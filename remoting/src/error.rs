@@ -62,6 +62,12 @@ pub enum RemotingError {
     /// The connection closed before the response arrived (or was already closed).
     #[error("connection to {addr} closed")]
     ConnectionClosed { addr: String },
+    /// The server answered this plaintext connection with TLS: it takes TLS only.
+    #[error(
+        "{addr} answered in TLS: the server takes TLS only ([tls] mode = \"enforcing\"); \
+         connect over TLS (--tls, or --tls-trust-cert with the CA of its certificate)"
+    )]
+    PeerSpeaksTls { addr: String },
     /// The command could not be encoded (too large, field out of range, ...).
     #[error(transparent)]
     Codec(#[from] CodecError),

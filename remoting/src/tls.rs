@@ -187,6 +187,13 @@ impl ServerTls {
     }
 }
 
+/// Whether `bytes` open a TLS record (a handshake or an alert, protocol version 3.x): what a
+/// server that takes TLS only answers a plaintext client with.
+pub(crate) fn is_tls_record(bytes: &[u8]) -> bool {
+    const TLS_ALERT: u8 = 0x15;
+    matches!(bytes, [TLS_ALERT | TLS_HANDSHAKE, 3, minor, ..] if *minor <= 4)
+}
+
 /// Whether the first byte the peer sends opens a TLS handshake (without consuming it).
 async fn starts_with_tls(stream: &TcpStream) -> io::Result<bool> {
     let mut first = [0u8; 1];
@@ -446,5 +453,21 @@ impl AsyncWrite for Transport {
             Transport::Server(s) => Pin::new(s).poll_shutdown(cx),
             Transport::Client(s) => Pin::new(s).poll_shutdown(cx),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_tls_record;
+
+    #[test]
+    fn tls_records_are_told_from_remoting_frames() {
+        // A TLS 1.2/1.3 alert and handshake record headers.
+        assert!(is_tls_record(&[0x15, 3, 3, 0, 2, 2, 50]));
+        assert!(is_tls_record(&[0x16, 3, 1, 0, 0xa5]));
+        // A Remoting frame's length word (a small frame) and too short a buffer.
+        assert!(!is_tls_record(&[0, 0, 0, 42, 0, 0, 0, 30]));
+        assert!(!is_tls_record(&[0x15, 3]));
+        assert!(!is_tls_record(&[0x15, 2, 0]));
     }
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 use rocketraft_remoting::response_code::SUCCESS;
 use rocketraft_remoting::tls::{ClientTlsConfig, ServerTlsConfig, TlsMode};
 use rocketraft_remoting::{
-    processor_fn, ClientConfig, RemotingClient, RemotingCommand, RemotingServer, ServerHandle,
-    ServerLimits,
+    processor_fn, ClientConfig, RemotingClient, RemotingCommand, RemotingError, RemotingServer,
+    ServerHandle, ServerLimits,
 };
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
@@ -90,8 +90,17 @@ async fn enforcing_serves_only_tls_clients_that_trust_it() {
 
     assert!(echo(&client(Some(ClientTlsConfig::trusting(&ca))), &addr).await);
     assert!(echo(&client(Some(ClientTlsConfig::unverified())), &addr).await);
-    // A plaintext client, and a client that trusts another CA, get nothing.
-    assert!(!echo(&client(None), &addr).await, "plaintext was served");
+    // A plaintext client, and a client that trusts another CA, get nothing; the plaintext
+    // client learns why (the server's answer is a TLS alert, not a frame).
+    let plain = client(None)
+        .invoke(&addr, RemotingCommand::request(ECHO).with_body("plain"), T)
+        .await;
+    assert!(
+        matches!(plain, Err(RemotingError::PeerSpeaksTls { .. })),
+        "plaintext to a TLS-only server: {plain:?}"
+    );
+    let message = plain.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(message.contains("takes TLS only"), "{message}");
     assert!(
         !echo(&client(Some(ClientTlsConfig::trusting(&other_ca))), &addr).await,
         "a server the client does not trust was talked to"

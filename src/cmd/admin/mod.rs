@@ -44,27 +44,41 @@ pub struct AdminArgs {
     /// variable: a command line is visible to other users of the machine).
     #[arg(long, global = true)]
     secret_key: Option<String>,
-    /// Connect over TLS (servers with `[tls] mode = "enforcing"` or "permissive"), verifying
-    /// the servers against --tls-trust-cert, or not verifying them without it.
-    #[arg(long, global = true)]
-    tls: bool,
-    /// Trusted certificates (PEM) for --tls: the CA that signed the servers' certificates.
-    #[arg(long, global = true)]
-    tls_trust_cert: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    tls: TlsFlags,
     #[command(subcommand)]
     command: AdminCommand,
 }
 
-impl AdminArgs {
-    /// TLS from `--tls` / `--tls-trust-cert` (the latter implies the former).
-    fn tls(&self) -> anyhow::Result<Option<ClientTls>> {
+/// `--tls` / `--tls-trust-cert`: how the admin CLI and the benches reach Remoting servers.
+#[derive(Args, Clone, Debug, Default)]
+pub(crate) struct TlsFlags {
+    /// Connect over TLS (servers with `[tls] mode = "enforcing"` or "permissive"), verifying
+    /// the servers against --tls-trust-cert, or not verifying them without it.
+    #[arg(long, global = true)]
+    pub(crate) tls: bool,
+    /// Trusted certificates (PEM) for --tls: the CA that signed the servers' certificates.
+    #[arg(long, global = true)]
+    pub(crate) tls_trust_cert: Option<std::path::PathBuf>,
+}
+
+impl TlsFlags {
+    /// Whether the flags ask for TLS (`--tls-trust-cert` implies `--tls`).
+    pub(crate) fn enabled(&self) -> bool {
+        self.tls || self.tls_trust_cert.is_some()
+    }
+
+    /// The loaded client TLS, None without the flags.
+    pub(crate) fn load(&self) -> anyhow::Result<Option<ClientTls>> {
         let config = ClientTlsConfig {
-            enable: self.tls || self.tls_trust_cert.is_some(),
+            enable: self.enabled(),
             trust_cert: self.tls_trust_cert.clone(),
         };
         Ok(config.load()?)
     }
+}
 
+impl AdminArgs {
     /// The cluster secret from `--cluster-secret-file` or ROCKETRAFT_CLUSTER_SECRET, if given.
     fn cluster_secret(&self) -> anyhow::Result<Option<ClusterSecret>> {
         let text = match &self.cluster_secret_file {
@@ -187,7 +201,7 @@ enum ClusterCommand {
 
 pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
     let cluster_secret = args.cluster_secret()?;
-    let tls = args.tls()?;
+    let tls = args.tls.load()?;
     let credentials = credentials(args.access_key, args.secret_key)?;
     if let AdminCommand::Controller(command) = args.command {
         let controller = args.controller.unwrap_or(args.namesrv);

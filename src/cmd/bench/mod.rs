@@ -7,7 +7,9 @@
 //!
 //! With `--access-key`/`--secret-key` (or ROCKETRAFT_ACCESS_KEY/ROCKETRAFT_SECRET_KEY, as for
 //! `rocketraft admin`) every Remoting request is signed (RocketMQ's `AclClientRPCHook`), for
-//! servers with `authenticationEnabled`.
+//! servers with `authenticationEnabled`. With `--tls` / `--tls-trust-cert` (as for `rocketraft
+//! admin`) the benches against a running cluster reach its NameServers and brokers over TLS,
+//! for servers with `[tls]` enforcing; `bench proxy --proxy-tls` reaches a proxy serving TLS.
 
 mod auth;
 mod controller;
@@ -32,8 +34,11 @@ use rocketraft_common::protocol::TopicRouteData;
 use rocketraft_common::TopicConfig;
 use rocketraft_remoting::api::{ApiError, MqClientApi, PullRequest, PullStatus, SendRequest};
 use rocketraft_remoting::codes::response_code;
+use rocketraft_remoting::tls::ClientTls;
 use rocketraft_remoting::{ClientConfig, RemotingClient, SessionCredentials};
 use tokio::sync::{Mutex, Semaphore};
+
+use crate::cmd::admin::TlsFlags;
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -45,6 +50,8 @@ pub struct BenchArgs {
     /// command line is visible to other users of the machine).
     #[arg(long, global = true)]
     secret_key: Option<String>,
+    #[command(flatten)]
+    tls: TlsFlags,
     #[command(subcommand)]
     command: BenchCommand,
 }
@@ -55,6 +62,14 @@ static SIGNING: OnceLock<Option<SessionCredentials>> = OnceLock::new();
 /// What this run signs its Remoting requests with, if anything.
 pub(crate) fn signing() -> Option<SessionCredentials> {
     SIGNING.get().cloned().flatten()
+}
+
+/// The TLS of `--tls` / `--tls-trust-cert`, set once by [`run`].
+static TLS: OnceLock<Option<ClientTls>> = OnceLock::new();
+
+/// The TLS this run's Remoting connections use, if any.
+pub(crate) fn tls() -> Option<ClientTls> {
+    TLS.get().cloned().flatten()
 }
 
 #[derive(Args, Clone)]
@@ -103,6 +118,7 @@ pub(crate) fn api_signed(credentials: Option<SessionCredentials>) -> MqClientApi
     MqClientApi::new(
         RemotingClient::new(ClientConfig {
             credentials,
+            tls: tls(),
             ..ClientConfig::default()
         }),
         Duration::from_secs(10),
@@ -172,9 +188,39 @@ enum BenchCommand {
     },
 }
 
+impl BenchCommand {
+    /// The bench's name if it starts the servers it measures (or needs none) rather than
+    /// reaching a running cluster.
+    fn own_servers(&self) -> Option<&'static str> {
+        match self {
+            BenchCommand::Produce { .. }
+            | BenchCommand::Consume { .. }
+            | BenchCommand::Pop(_)
+            | BenchCommand::Proxy(_)
+            | BenchCommand::Index(_) => None,
+            BenchCommand::Controller(_) => Some("controller"),
+            BenchCommand::Replication(_) => Some("replication"),
+            BenchCommand::Auth(_) => Some("auth"),
+            BenchCommand::IndexStore(_) => Some("index-store"),
+            BenchCommand::Metrics(_) => Some("metrics"),
+            BenchCommand::Retention(_) => Some("retention"),
+            BenchCommand::Recovery { .. } => Some("recovery"),
+        }
+    }
+}
+
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let credentials = crate::cmd::admin::credentials(args.access_key, args.secret_key)?;
     let _ = SIGNING.set(credentials.clone());
+    if args.tls.enabled() {
+        if let Some(bench) = args.command.own_servers() {
+            bail!(
+                "bench {bench} starts its own plaintext servers: --tls and --tls-trust-cert are for \
+                 the benches against a running cluster (produce, consume, pop, index, proxy)"
+            );
+        }
+    }
+    let _ = TLS.set(args.tls.load()?);
     match args.command {
         BenchCommand::Produce {
             mut target,
@@ -555,6 +601,7 @@ async fn produce_load(run: Arc<LoadRun>, producer: usize) {
         RemotingClient::new(ClientConfig {
             max_in_flight_per_connection: run.window.max(1),
             credentials: run.credentials.clone(),
+            tls: tls(),
             ..ClientConfig::default()
         }),
         Duration::from_secs(10),

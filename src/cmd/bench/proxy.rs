@@ -6,6 +6,11 @@
 //!    Remoting (the baseline), then through the proxy over gRPC. Throughput and p50/p99.
 //! 2. Receive + ack of everything sent, by `--consumers` consumers: POP + ACK over Remoting
 //!    (the baseline), then ReceiveMessage + AckMessage through the proxy.
+//!
+//! `--tls` / `--tls-trust-cert` are for the Remoting side (NameServer and brokers with `[tls]`
+//! enforcing); `--proxy-tls` / `--proxy-tls-trust-cert` for a proxy serving TLS (`rocketraft
+//! proxy --tls-cert`): the two are configured apart (`dev`'s own proxy is plaintext even when
+//! its servers take TLS only).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,7 +23,8 @@ use hdrhistogram::Histogram;
 use rocketraft_proxy::pb;
 use rocketraft_proxy::pb::messaging_service_client::MessagingServiceClient;
 use rocketraft_remoting::api::SendRequest;
-use tonic::transport::Channel;
+use rocketraft_remoting::tls::{ClientTls, ClientTlsConfig};
+use tonic::transport::{Channel, Endpoint, Uri};
 
 use super::{api, timed_drain, writable_queues, Target};
 
@@ -30,6 +36,13 @@ pub struct ProxyBenchArgs {
     /// The proxy's gRPC address.
     #[arg(long, default_value = "127.0.0.1:8081")]
     proxy: String,
+    /// Reach the proxy over TLS (`rocketraft proxy --tls-cert`), verifying it against
+    /// --proxy-tls-trust-cert, or not verifying it without it.
+    #[arg(long)]
+    proxy_tls: bool,
+    /// Trusted certificates (PEM) for --proxy-tls: the CA of the proxy's certificate.
+    #[arg(long)]
+    proxy_tls_trust_cert: Option<std::path::PathBuf>,
     /// Topic (created with 8 queues when missing; a fresh name per run is best).
     #[arg(long, default_value = "BenchProxy")]
     topic: String,
@@ -224,14 +237,17 @@ async fn receive_and_ack(
 pub async fn run(args: ProxyBenchArgs) -> anyhow::Result<()> {
     let target = Target::messages(&args.namesrv, &args.topic, args.count);
     let queues = Arc::new(writable_queues(&api(), &target).await?);
-    let client = MessagingServiceClient::connect(format!("http://{}", args.proxy))
-        .await
-        .with_context(|| {
-            format!(
-                "cannot reach the proxy at {} (is it running? pass --proxy)",
-                args.proxy
-            )
-        })?;
+    let tls = ClientTlsConfig {
+        enable: args.proxy_tls || args.proxy_tls_trust_cert.is_some(),
+        trust_cert: args.proxy_tls_trust_cert.clone(),
+    }
+    .load()?;
+    let client = connect(&args.proxy, tls).await.with_context(|| {
+        format!(
+            "cannot reach the proxy at {} (is it running? pass --proxy; --proxy-tls if it serves TLS)",
+            args.proxy
+        )
+    })?;
     let body = bytes::Bytes::from(vec![b'x'; args.size]);
     let window = args.window.max(1);
 
@@ -251,6 +267,59 @@ pub async fn run(args: ProxyBenchArgs) -> anyhow::Result<()> {
     brokers.sort();
     brokers.dedup();
     drain_both(&args, brokers, client, run_id).await
+}
+
+/// A gRPC client of the proxy at `addr` (`host:port`), over TLS when `tls` is set: the
+/// Remoting client's TLS, so it verifies (or not) as `--tls-trust-cert` does there.
+async fn connect(
+    addr: &str,
+    tls: Option<ClientTls>,
+) -> anyhow::Result<MessagingServiceClient<Channel>> {
+    let endpoint =
+        Endpoint::from_shared(format!("http://{addr}"))?.connect_timeout(Duration::from_secs(5));
+    let channel = match tls {
+        None => endpoint.connect().await?,
+        Some(tls) => {
+            let connector = TlsConnector {
+                addr: addr.to_string(),
+                tls,
+            };
+            endpoint.connect_with_connector(connector).await?
+        }
+    };
+    Ok(MessagingServiceClient::new(channel))
+}
+
+/// Opens the proxy's connections: TCP to `addr`, then the TLS handshake (HTTP/2 runs inside).
+#[derive(Clone)]
+struct TlsConnector {
+    addr: String,
+    tls: ClientTls,
+}
+
+impl tonic::codegen::Service<Uri> for TlsConnector {
+    type Response = hyper_util::rt::TokioIo<rocketraft_remoting::tls::Transport>;
+    type Error = std::io::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Uri) -> Self::Future {
+        let (addr, tls) = (self.addr.clone(), self.tls.clone());
+        Box::pin(async move {
+            let tcp = tokio::net::TcpStream::connect(&addr).await?;
+            tcp.set_nodelay(true)?;
+            let stream = tls.connect(tcp, &addr).await?;
+            Ok(hyper_util::rt::TokioIo::new(stream))
+        })
+    }
 }
 
 /// `args.count` sends of `body` straight to the brokers' `queues` over Remoting.
