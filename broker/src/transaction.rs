@@ -35,7 +35,7 @@ use crate::processor::Handled;
 use crate::store::BrokerMessage;
 use crate::BrokerInner;
 
-pub const HALF_TOPIC: &str = "RMQ_SYS_TRANS_HALF_TOPIC";
+pub const HALF_TOPIC: &str = rocketraft_common::consts::system_topic::TRANS_HALF;
 pub const OP_TOPIC: &str = "RMQ_SYS_TRANS_OP_HALF_TOPIC";
 /// On a half message stored again: the half-topic queue offset of the original (RocketMQ's
 /// `MessageConst.PROPERTY_TRANSACTION_PREPARED_QUEUE_OFFSET`).

@@ -107,3 +107,10 @@ pub const DLQ_GROUP_TOPIC_PREFIX: &str = "%DLQ%";
 pub const MASTER_ID: i64 = 0;
 /// The largest message body accepted by default (`maxMessageSize`, 4 MiB).
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 4 * 1024 * 1024;
+
+/// System topics several crates name.
+pub mod system_topic {
+    /// Where a broker keeps transactional half messages until they are decided
+    /// (`TopicValidator.RMQ_SYS_TRANS_HALF_TOPIC`).
+    pub const TRANS_HALF: &str = "RMQ_SYS_TRANS_HALF_TOPIC";
+}

@@ -210,6 +210,25 @@ pub struct SubAfterTrace {
     pub group_name: String,
 }
 
+/// An `EndTransaction` record (a producer's commit or rollback of a half message).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EndTransactionTrace {
+    pub timestamp: i64,
+    pub region_id: String,
+    pub group_name: String,
+    pub topic: String,
+    pub msg_id: String,
+    pub tags: String,
+    pub keys: String,
+    pub store_host: String,
+    /// Ordinal into [`MESSAGE_TYPES`] (RocketMQ writes `Trans_msg_Commit` for both decisions).
+    pub msg_type: usize,
+    pub transaction_id: String,
+    /// `LocalTransactionState` name: `COMMIT_MESSAGE`, `ROLLBACK_MESSAGE` or `UNKNOW`.
+    pub transaction_state: String,
+    pub from_transaction_check: bool,
+}
+
 fn join(fields: &[String]) -> String {
     let mut s = fields.join(&CONTENT_SPLITOR.to_string());
     s.push(FIELD_SPLITOR);
@@ -249,6 +268,26 @@ impl SubAfterTrace {
             self.context_code.to_string(),
             self.timestamp.to_string(),
             self.group_name.clone(),
+        ])
+    }
+}
+
+impl EndTransactionTrace {
+    pub fn encode(&self) -> String {
+        join(&[
+            "EndTransaction".into(),
+            self.timestamp.to_string(),
+            self.region_id.clone(),
+            self.group_name.clone(),
+            self.topic.clone(),
+            self.msg_id.clone(),
+            self.tags.clone(),
+            self.keys.clone(),
+            self.store_host.clone(),
+            self.msg_type.to_string(),
+            self.transaction_id.clone(),
+            self.transaction_state.clone(),
+            self.from_transaction_check.to_string(),
         ])
     }
 }
@@ -304,6 +343,34 @@ mod tests {
         assert_eq!(records[1].get("groupName"), Some("cg"));
         assert_eq!(records[1].get("costTime"), Some("9"));
         assert_eq!(trace_keys("U1", "k1  k2"), "U1 k1 k2");
+    }
+
+    #[test]
+    fn end_transaction_is_written_as_the_java_encoder_does() {
+        let e = EndTransactionTrace {
+            timestamp: 1700000000000,
+            region_id: "DefaultRegion".into(),
+            group_name: "pg".into(),
+            topic: "T".into(),
+            msg_id: "U1".into(),
+            tags: "TagA".into(),
+            keys: "k1".into(),
+            store_host: "127.0.0.1:10911".into(),
+            msg_type: 2,
+            transaction_id: "U1".into(),
+            transaction_state: "COMMIT_MESSAGE".into(),
+            from_transaction_check: false,
+        };
+        assert_eq!(
+            e.encode(),
+            "EndTransaction\u{1}1700000000000\u{1}DefaultRegion\u{1}pg\u{1}T\u{1}U1\u{1}TagA\u{1}k1\
+             \u{1}127.0.0.1:10911\u{1}2\u{1}U1\u{1}COMMIT_MESSAGE\u{1}false\u{2}"
+        );
+        let r = decode(&e.encode());
+        assert_eq!(r[0].trace_type, "EndTransaction");
+        assert_eq!(r[0].get("transactionState"), Some("COMMIT_MESSAGE"));
+        assert_eq!(r[0].get("fromTransactionCheck"), Some("false"));
+        assert_eq!(r[0].get("msgType"), Some("2"));
     }
 
     #[test]

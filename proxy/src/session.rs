@@ -121,23 +121,32 @@ pub struct TransactionId {
     pub queue_offset: i64,
     pub commit_log_offset: i64,
     pub message_id: String,
+    /// The half message asked for tracing: whichever proxy ends the transaction writes its
+    /// `EndTransaction` trace record.
+    pub traced: bool,
 }
 
 impl TransactionId {
     pub fn encode(&self) -> String {
-        rocketraft_common::base64::encode_url_safe(
-            format!(
-                "tx1 {} {} {} {}",
-                self.broker_name, self.queue_offset, self.commit_log_offset, self.message_id
-            )
-            .as_bytes(),
-        )
+        let mut text = format!(
+            "tx1 {} {} {} {}",
+            self.broker_name, self.queue_offset, self.commit_log_offset, self.message_id
+        );
+        if self.traced {
+            text.push_str(" t");
+        }
+        rocketraft_common::base64::encode_url_safe(text.as_bytes())
     }
 
     pub fn parse(text: &str) -> Result<TransactionId, BadTransactionId> {
         let bytes = rocketraft_common::base64::decode(text).ok_or(BadTransactionId::NotIssued)?;
         let text = String::from_utf8(bytes).map_err(|_| BadTransactionId::NotUtf8)?;
-        match text.split(' ').collect::<Vec<_>>().as_slice() {
+        let fields: Vec<&str> = text.split(' ').collect();
+        let (fields, traced) = match fields.as_slice() {
+            [head @ .., "t"] if head.len() == 5 => (head, true),
+            all => (all, false),
+        };
+        match fields {
             ["tx1", broker, qoff, phy, id] => Ok(TransactionId {
                 broker_name: broker.to_string(),
                 queue_offset: qoff
@@ -147,6 +156,7 @@ impl TransactionId {
                     .parse()
                     .map_err(|_| BadTransactionId::CommitLogOffset(phy.to_string()))?,
                 message_id: id.to_string(),
+                traced,
             }),
             _ => Err(BadTransactionId::NotIssued),
         }
@@ -177,8 +187,11 @@ mod tests {
             queue_offset: 7,
             commit_log_offset: 123_456,
             message_id: "0A0B0C".into(),
+            traced: false,
         };
-        assert_eq!(TransactionId::parse(&id.encode()), Ok(id));
+        assert_eq!(TransactionId::parse(&id.encode()), Ok(id.clone()));
+        let traced = TransactionId { traced: true, ..id };
+        assert_eq!(TransactionId::parse(&traced.encode()), Ok(traced));
         assert!(TransactionId::parse("%%%").is_err());
         assert!(
             TransactionId::parse(&rocketraft_common::base64::encode_url_safe(b"tx1 a b")).is_err()

@@ -14,6 +14,7 @@ use rocketraft_remoting::RemotingCommand;
 use super::convert::{duration_ms, from_api, ok, status, wrapped};
 use super::receipt::ReceiptHandle;
 use super::receive::checked_invisible;
+use super::trace::Outcome;
 use super::Service;
 use crate::pb;
 
@@ -31,7 +32,16 @@ pub(super) async fn ack_message(
             .ack_on_broker(&addr, &group, &name, &handle, &e.receipt_handle)
             .await;
         service
-            .trace_ack(&group, &e.message_id, acked.is_ok())
+            .trace_consumed(
+                &addr,
+                &group,
+                &name,
+                &handle,
+                &e.message_id,
+                Outcome::Acked {
+                    success: acked.is_ok(),
+                },
+            )
             .await;
         acked
     }))
@@ -73,8 +83,8 @@ pub(super) async fn change_invisible_duration(
     let handle = ReceiptHandle::parse(&req.receipt_handle)?;
     let addr = service.master(&name, handle.broker()).await?;
     let cmd = RemotingCommand::request(request_code::CHANGE_MESSAGE_INVISIBLETIME)
-        .with_ext("consumerGroup", group)
-        .with_ext("topic", name)
+        .with_ext("consumerGroup", group.as_str())
+        .with_ext("topic", name.as_str())
         .with_ext("queueId", handle.queue_id())
         .with_ext("offset", handle.queue_offset())
         .with_ext("extraInfo", req.receipt_handle.clone())
@@ -84,6 +94,19 @@ pub(super) async fn change_invisible_duration(
         .call(&addr, cmd, &[response_code::SUCCESS])
         .await
         .map_err(|e| from_api(&e))?;
+    // A suspended message (its retry count kept) was not a failed attempt.
+    if req.suspend != Some(true) {
+        service
+            .trace_consumed(
+                &addr,
+                &group,
+                &name,
+                &handle,
+                &req.message_id,
+                Outcome::GaveBack,
+            )
+            .await;
+    }
     Ok(pb::ChangeInvisibleDurationResponse {
         status: Some(ok()),
         receipt_handle: handle.renewed(
@@ -119,6 +142,16 @@ pub(super) async fn forward_message_to_dead_letter_queue(
         .call(&addr, back, &[response_code::SUCCESS])
         .await
         .map_err(|e| from_api(&e))?;
+    service
+        .trace_consumed(
+            &addr,
+            &group,
+            &name,
+            &handle,
+            &req.message_id,
+            Outcome::DeadLettered,
+        )
+        .await;
     Ok(pb::ForwardMessageToDeadLetterQueueResponse { status: Some(ok()) })
 }
 

@@ -286,10 +286,16 @@ fn system_properties(m: &MessageExt, body: &[u8], invisible_ms: i64) -> pb::Syst
         store_host: m.store_host.to_string(),
         delivery_timestamp: delivery.map(timestamp),
         // The broker's POP handle plus the message's CommitLog offset (for
-        // ForwardMessageToDeadLetterQueue); the broker reads the first eight fields.
-        receipt_handle: props
-            .get(property::POP_CK)
-            .map(|h| format!("{h} {}", m.commit_log_offset)),
+        // ForwardMessageToDeadLetterQueue) and, for a traced message, `t` (any proxy that
+        // takes the handle back writes the consumer's trace record); the broker reads the
+        // first eight fields.
+        receipt_handle: props.get(property::POP_CK).map(|h| {
+            if props.get(TRACE_CONTEXT).is_some_and(|t| !t.is_empty()) {
+                format!("{h} {} t", m.commit_log_offset)
+            } else {
+                format!("{h} {}", m.commit_log_offset)
+            }
+        }),
         queue_id: m.queue_id,
         queue_offset: Some(m.queue_offset),
         invisible_duration: Some(pb_duration(invisible_ms)),

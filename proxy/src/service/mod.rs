@@ -86,8 +86,6 @@ pub struct Service {
     meta: Arc<MetaCache>,
     /// Authentication and permissions (off unless [`Service::with_auth`] turns them on).
     auth: Arc<crate::auth::Auth>,
-    /// Traced messages delivered, for the trace records of their acks.
-    traced: Arc<trace::TracedDeliveries>,
     /// ReceiveMessage calls in progress, for `/metrics`.
     receiving: Arc<std::sync::atomic::AtomicI64>,
 }
@@ -101,7 +99,6 @@ impl Service {
             round_robin: Arc::new(AtomicU32::new(0)),
             sessions: Arc::new(Sessions::default()),
             meta: Arc::new(MetaCache::default()),
-            traced: Arc::new(trace::TracedDeliveries::default()),
             receiving: Arc::new(std::sync::atomic::AtomicI64::new(0)),
         }
     }

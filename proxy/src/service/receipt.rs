@@ -44,6 +44,16 @@ impl ReceiptHandle {
         })
     }
 
+    /// When the broker handed the message out (ms), as the handle says.
+    pub(super) fn pop_time(&self) -> Option<i64> {
+        self.fields[1].parse().ok()
+    }
+
+    /// Whether the message asked for tracing (a `t` after the CommitLog offset).
+    pub(super) fn traced(&self) -> bool {
+        self.fields.get(9).is_some_and(|f| f == "t")
+    }
+
     /// The broker's POP handle: the first eight fields (without the CommitLog offset).
     pub(super) fn broker_handle(&self) -> String {
         self.fields[..8].join(" ")
@@ -74,9 +84,22 @@ mod tests {
             h.broker_handle(),
             "100 1700000000000 30000 0 0 broker-a 3 42"
         );
+        assert!(!h.traced());
+        assert_eq!(h.pop_time(), Some(1_700_000_000_000));
         assert_eq!(
             h.renewed("1700000001000", "60000"),
             "100 1700000001000 60000 0 0 broker-a 3 42 9000"
+        );
+        let traced =
+            ReceiptHandle::parse("100 1700000000000 30000 0 0 broker-a 3 42 9000 t").expect("ok");
+        assert!(traced.traced());
+        assert_eq!(
+            traced.broker_handle(),
+            "100 1700000000000 30000 0 0 broker-a 3 42"
+        );
+        assert_eq!(
+            traced.renewed("1700000001000", "60000"),
+            "100 1700000001000 60000 0 0 broker-a 3 42 9000 t"
         );
     }
 

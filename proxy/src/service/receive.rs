@@ -59,11 +59,6 @@ pub(super) async fn receive_message(
         return Err(status(pb::Code::MessageNotFound, "no new message"));
     }
     let items = received(&messages, &topic.resource_namespace, invisible_ms);
-    for item in &items {
-        if let Some(pb::receive_message_response::Content::Message(m)) = &item.content {
-            service.traced.delivered(m);
-        }
-    }
     Ok(stream_of(items))
 }
 

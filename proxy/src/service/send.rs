@@ -105,7 +105,12 @@ impl Service {
         }
         let r = sent.map_err(|e| self.broker_failed(&out.topic, &e))?;
         let transaction_id = if out.transactional {
-            transaction_id(&broker, &r, &out.sys.message_id)?
+            transaction_id(
+                &broker,
+                &r,
+                &out.sys.message_id,
+                super::trace::traced(message),
+            )?
         } else {
             String::new()
         };
@@ -153,8 +158,14 @@ impl Service {
     }
 }
 
-/// A half message's transaction id: where the broker stored it, and its message id.
-fn transaction_id(broker: &str, r: &SendResult, message_id: &str) -> Result<String, pb::Status> {
+/// A half message's transaction id: where the broker stored it, its message id, and whether it
+/// asked for tracing.
+fn transaction_id(
+    broker: &str,
+    r: &SendResult,
+    message_id: &str,
+    traced: bool,
+) -> Result<String, pb::Status> {
     let (_, phy) = rocketraft_common::message::decode_offset_msg_id(&r.msg_id).map_err(|e| {
         status(
             pb::Code::InternalError,
@@ -166,6 +177,7 @@ fn transaction_id(broker: &str, r: &SendResult, message_id: &str) -> Result<Stri
         queue_offset: r.queue_offset,
         commit_log_offset: phy,
         message_id: message_id.to_string(),
+        traced,
     }
     .encode())
 }

@@ -9,69 +9,60 @@
 //!
 //! - a `Pub` record after each SendMessage of a traced message it handles (success or not,
 //!   the cost, the broker's offset id);
-//! - a `SubAfter` record for each AckMessage of a traced message this proxy delivered (it
-//!   remembers the ids of the last [`REMEMBERED`] traced messages it handed out, since an ack
-//!   names a message only by id and handle).
+//! - a `SubAfter` record when a consumer hands back a traced message: AckMessage (success),
+//!   ChangeInvisibleDuration and ForwardMessageToDeadLetterQueue (not a success, context code
+//!   `FAILED`: the consumer gave the message back or gave up on it; a proxy cannot tell a nack
+//!   from a renewal of a long consumption, both show as an attempt that did not end the
+//!   message);
+//! - an `EndTransaction` record for each EndTransaction the broker accepts of a traced half
+//!   message (commit or rollback, from the producer or from a transaction check).
+//!
+//! Any proxy can write the consumer's and the transaction's records: the receipt handle and the
+//! transaction id a traced message is handed out with carry a `t` (see `receipt` and
+//! `crate::session::TransactionId`), and the message's keys and tags are read back from the
+//! broker by the CommitLog offset the handle or id names. Untraced messages cost nothing.
 //!
 //! A trace write never fails the client's request: it is best effort and logged when refused.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
 use std::time::Instant;
 
-use rocketraft_common::consts::perm;
+use rocketraft_common::consts::{perm, property};
 use rocketraft_common::time::now_ms;
-use rocketraft_common::trace::{trace_keys, PubTrace, SubAfterTrace, TRACE_TOPIC};
+use rocketraft_common::trace::{
+    trace_keys, EndTransactionTrace, PubTrace, SubAfterTrace, TRACE_TOPIC,
+};
 use rocketraft_remoting::api::{SendRequest, SendResult};
 use rocketraft_remoting::codes::response_code;
 
+use super::receipt::ReceiptHandle;
 use super::validate::Outgoing;
 use super::Service;
 use crate::pb;
+use crate::session::TransactionId;
 
-/// Traced deliveries remembered for their acks.
-pub(super) const REMEMBERED: usize = 65_536;
+/// RocketMQ's `ConsumeReturnType` ordinals the proxy reports.
+const CONSUME_SUCCESS: i32 = 0;
+const CONSUME_EXCEPTION: i32 = 2;
+const CONSUME_FAILED: i32 = 4;
 
-/// Traced deliveries by message id: (keys, delivered at); and the ids, oldest first.
-type Remembered = (HashMap<String, (String, Instant)>, VecDeque<String>);
-
-/// The traced messages this proxy delivered, oldest forgotten first.
-#[derive(Default)]
-pub(super) struct TracedDeliveries {
-    inner: Mutex<Remembered>,
+/// What a consumer did with a traced message it received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Outcome {
+    /// AckMessage, answered by the broker as given.
+    Acked { success: bool },
+    /// ChangeInvisibleDuration: the message comes back later.
+    GaveBack,
+    /// ForwardMessageToDeadLetterQueue.
+    DeadLettered,
 }
 
-impl TracedDeliveries {
-    /// Remembers a delivered message if it carries a trace context.
-    pub(super) fn delivered(&self, m: &pb::Message) {
-        let Some(sys) = m.system_properties.as_ref() else {
-            return;
-        };
-        if sys.trace_context.as_deref().is_none_or(str::is_empty) {
-            return;
+impl Outcome {
+    fn success_and_code(self) -> (bool, i32) {
+        match self {
+            Outcome::Acked { success: true } => (true, CONSUME_SUCCESS),
+            Outcome::Acked { success: false } => (false, CONSUME_EXCEPTION),
+            Outcome::GaveBack | Outcome::DeadLettered => (false, CONSUME_FAILED),
         }
-        let mut guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let (map, order) = &mut *guard;
-        if map
-            .insert(sys.message_id.clone(), (sys.keys.join(" "), Instant::now()))
-            .is_none()
-        {
-            order.push_back(sys.message_id.clone());
-        }
-        while order.len() > REMEMBERED {
-            if let Some(old) = order.pop_front() {
-                map.remove(&old);
-            }
-        }
-    }
-
-    /// The keys and delivery time of a traced message, forgetting it.
-    fn take(&self, message_id: &str) -> Option<(String, Instant)> {
-        let mut guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let (map, order) = &mut *guard;
-        let found = map.remove(message_id)?;
-        order.retain(|id| id != message_id);
-        Some(found)
     }
 }
 
@@ -128,23 +119,107 @@ impl Service {
             .await;
     }
 
-    /// The `SubAfter` record of an ack, if this proxy delivered the message with a trace
-    /// context.
-    pub(super) async fn trace_ack(&self, group: &str, message_id: &str, success: bool) {
-        let Some((keys, delivered)) = self.traced.take(message_id) else {
+    /// The `SubAfter` record of what a consumer did with a message, if the handle says it was
+    /// handed out traced. `addr` is the master of the handle's broker set.
+    pub(super) async fn trace_consumed(
+        &self,
+        addr: &str,
+        group: &str,
+        topic: &str,
+        handle: &ReceiptHandle,
+        message_id: &str,
+        outcome: Outcome,
+    ) {
+        if !handle.traced() {
             return;
-        };
+        }
+        let keys = self
+            .keys_and_tags(addr, handle.commit_log_offset().ok(), topic)
+            .await
+            .0;
+        let now = now_ms();
+        let (success, context_code) = outcome.success_and_code();
         let record = SubAfterTrace {
-            request_id: format!("proxy-ack-{}", now_ms()),
+            request_id: format!("proxy-{}-{}", handle.queue_offset(), now),
             msg_id: message_id.to_string(),
-            cost_time_ms: delivered.elapsed().as_millis() as i64,
+            cost_time_ms: handle.pop_time().map_or(0, |t| (now - t).max(0)),
             success,
             keys: keys.clone(),
-            context_code: if success { 0 } else { 2 },
-            timestamp: now_ms(),
+            context_code,
+            timestamp: now,
             group_name: group.to_string(),
         };
         self.write_trace(message_id, &keys, record.encode()).await;
+    }
+
+    /// The `EndTransaction` record of a traced half message the broker at `addr` committed
+    /// or rolled back.
+    pub(super) async fn trace_end_transaction(
+        &self,
+        addr: &str,
+        topic: &str,
+        tx: &TransactionId,
+        commit: bool,
+        from_check: bool,
+    ) {
+        if !tx.traced {
+            return;
+        }
+        let offset = tx.commit_log_offset.to_string();
+        // The half message, in the broker's half topic (the committed copy may not exist).
+        let half = rocketraft_common::consts::system_topic::TRANS_HALF;
+        let (keys, tags) = self.keys_and_tags(addr, Some(&offset), half).await;
+        let record = EndTransactionTrace {
+            timestamp: now_ms(),
+            region_id: "DefaultRegion".into(),
+            group_name: "proxy".into(),
+            topic: topic.to_string(),
+            msg_id: tx.message_id.clone(),
+            tags,
+            keys: keys.clone(),
+            store_host: addr.to_string(),
+            // What RocketMQ's EndTransactionTraceHookImpl writes for either decision.
+            msg_type: 2,
+            transaction_id: tx.message_id.clone(),
+            transaction_state: if commit {
+                "COMMIT_MESSAGE"
+            } else {
+                "ROLLBACK_MESSAGE"
+            }
+            .into(),
+            from_transaction_check: from_check,
+        };
+        self.write_trace(&tx.message_id, &keys, record.encode())
+            .await;
+    }
+
+    /// The keys and tags of the message at a CommitLog offset on `addr` (empty when it cannot
+    /// be read: the record is still found by the message id).
+    async fn keys_and_tags(
+        &self,
+        addr: &str,
+        offset: Option<&str>,
+        topic: &str,
+    ) -> (String, String) {
+        let Some(offset) = offset.and_then(|o| o.parse::<i64>().ok()) else {
+            return Default::default();
+        };
+        match self.api.view_message(addr, offset, Some(topic)).await {
+            Ok(m) => (
+                m.message
+                    .property(property::KEYS)
+                    .unwrap_or_default()
+                    .to_string(),
+                m.message
+                    .property(property::TAGS)
+                    .unwrap_or_default()
+                    .to_string(),
+            ),
+            Err(e) => {
+                tracing::debug!(offset, error = %e, "traced message not read back for its keys");
+                Default::default()
+            }
+        }
     }
 
     /// Sends one trace message to a writable queue of the trace topic.

@@ -43,15 +43,13 @@ pub(super) async fn end_transaction(
     };
     let name = wrapped(topic);
     let addr = service.master(&name, &tx.broker_name).await?;
+    let from_check = req.source == pb::TransactionSource::SourceServerCheck as i32;
     let cmd = RemotingCommand::request(request_code::END_TRANSACTION)
-        .with_ext("producerGroup", name)
+        .with_ext("producerGroup", name.as_str())
         .with_ext("tranStateTableOffset", tx.queue_offset)
         .with_ext("commitLogOffset", tx.commit_log_offset)
         .with_ext("commitOrRollback", decision)
-        .with_ext(
-            "fromTransactionCheck",
-            req.source == pb::TransactionSource::SourceServerCheck as i32,
-        )
+        .with_ext("fromTransactionCheck", from_check)
         .with_ext("msgId", req.message_id.clone())
         .with_ext("transactionId", tx.message_id.clone());
     match service
@@ -59,7 +57,13 @@ pub(super) async fn end_transaction(
         .call(&addr, cmd, &[response_code::SUCCESS])
         .await
     {
-        Ok(_) => Ok(pb::EndTransactionResponse { status: Some(ok()) }),
+        Ok(_) => {
+            let commit = decision == sys_flag::TRANSACTION_COMMIT_TYPE;
+            service
+                .trace_end_transaction(&addr, &name, &tx, commit, from_check)
+                .await;
+            Ok(pb::EndTransactionResponse { status: Some(ok()) })
+        }
         // The broker refuses a transaction it has no undecided half message for.
         Err(ApiError::Refused(r)) if r.code == response_code::SYSTEM_ERROR => {
             Err(status(pb::Code::InvalidTransactionId, r.remark))
@@ -223,6 +227,10 @@ fn recover_command(m: &MessageExt, request: &RemotingCommand) -> Option<pb::Tele
         queue_offset,
         commit_log_offset,
         message_id,
+        traced: m
+            .message
+            .property(super::convert::TRACE_CONTEXT)
+            .is_some_and(|t| !t.is_empty()),
     }
     .encode();
     let namespace = match m.message.topic.split_once('%') {

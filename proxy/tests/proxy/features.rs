@@ -139,8 +139,8 @@ async fn send(
         .into_inner()
 }
 
-/// Receives (and acks) with a long poll of `poll_s`; returns the bodies.
-async fn receive(
+/// Receives without acking, with a long poll of `poll_s` and the messages invisible for 30 s.
+async fn receive_only(
     client: &mut MessagingServiceClient<Channel>,
     namespace: &str,
     group: &str,
@@ -186,6 +186,19 @@ async fn receive(
             out.push(m);
         }
     }
+    out
+}
+
+/// Receives (and acks) with a long poll of `poll_s`; returns the messages.
+async fn receive(
+    client: &mut MessagingServiceClient<Channel>,
+    namespace: &str,
+    group: &str,
+    topic: &str,
+    expression: &str,
+    poll_s: i64,
+) -> Vec<pb::Message> {
+    let out = receive_only(client, namespace, group, topic, expression, poll_s).await;
     for m in &out {
         let handle = m
             .system_properties
@@ -771,41 +784,7 @@ async fn a_traced_send_and_its_ack_leave_trace_records() {
     );
 
     // Received with its trace context, acked by id: a SubAfter record for the group.
-    let mut req = tonic::Request::new(pb::ReceiveMessageRequest {
-        group: resource("trace_cg"),
-        message_queue: Some(pb::MessageQueue {
-            topic: resource("TraceMe"),
-            id: -1,
-            ..pb::MessageQueue::default()
-        }),
-        filter_expression: Some(pb::FilterExpression {
-            r#type: pb::FilterType::Tag as i32,
-            expression: "*".into(),
-        }),
-        batch_size: 32,
-        invisible_duration: Some(prost_types::Duration {
-            seconds: 30,
-            nanos: 0,
-        }),
-        auto_renew: false,
-        long_polling_timeout: Some(prost_types::Duration {
-            seconds: 3,
-            nanos: 0,
-        }),
-        attempt_id: None,
-    });
-    req.set_timeout(Duration::from_secs(15));
-    let mut stream = client
-        .receive_message(req)
-        .await
-        .expect("receive")
-        .into_inner();
-    let mut got = Vec::new();
-    while let Some(item) = stream.message().await.expect("item") {
-        if let Some(pb::receive_message_response::Content::Message(m)) = item.content {
-            got.push(m);
-        }
-    }
+    let got = receive_only(&mut client, "", "trace_cg", "TraceMe", "*", 3).await;
     assert_eq!(got.len(), 2, "both messages delivered");
     for m in &got {
         let sys = m.system_properties.as_ref().expect("sys");
@@ -847,4 +826,242 @@ async fn a_traced_send_and_its_ack_leave_trace_records() {
         s.max_offset(rocketraft_common::trace::TRACE_TOPIC, 1).await,
         2
     );
+}
+
+/// The context code RocketMQ's `ConsumeReturnType.FAILED` is written with.
+const CONSUME_FAILED: &str = "4";
+
+fn traced(topic: &str, id: &str, key: &str, kind: pb::MessageType) -> pb::Message {
+    let mut m = message(topic, id, id, kind);
+    if let Some(sys) = m.system_properties.as_mut() {
+        sys.trace_context = Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into());
+        sys.keys = vec![key.into()];
+    }
+    m
+}
+
+fn handle_of(m: &pb::Message) -> String {
+    m.system_properties
+        .as_ref()
+        .and_then(|p| p.receipt_handle.clone())
+        .expect("handle")
+}
+
+/// Received at one proxy, handed back at another: the second proxy knows from the handle and
+/// the transaction id alone that the message is traced, and writes the records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_traced_message_given_back_dead_lettered_or_committed_at_another_proxy_leaves_records() {
+    let s = Setup::start(60_000).await;
+    s.topic("TraceBack", 1, None).await;
+    s.topic("TraceTx", 1, Some("TRANSACTION")).await;
+    let other = Proxy::start(proxy_config(&s.namesrv.local_addr().to_string()))
+        .await
+        .expect("second proxy");
+    let mut at_other = MessagingServiceClient::connect(format!("http://{}", other.local_addr()))
+        .await
+        .expect("connect to the second proxy");
+    let mut client = s.client.clone();
+    for m in [
+        traced("TraceBack", "TR-NACK", "k-nack", pb::MessageType::Normal),
+        traced("TraceBack", "TR-DLQ", "k-dlq", pb::MessageType::Normal),
+        message("TraceBack", "PLAIN-BACK", "plain", pb::MessageType::Normal),
+    ] {
+        let r = send(&mut client, "", m).await;
+        assert_eq!(code(&r.status), pb::Code::Ok as i32, "{:?}", r.status);
+    }
+    let got = receive_only(&mut client, "", "trace_back_cg", "TraceBack", "*", 3).await;
+    assert_eq!(got.len(), 3, "all three delivered");
+    let by_id: HashMap<String, &pb::Message> = got
+        .iter()
+        .map(|m| {
+            (
+                m.system_properties
+                    .as_ref()
+                    .expect("sys")
+                    .message_id
+                    .clone(),
+                m,
+            )
+        })
+        .collect();
+    assert!(handle_of(by_id["TR-NACK"]).ends_with(" t"));
+    assert!(!handle_of(by_id["PLAIN-BACK"]).ends_with(" t"));
+
+    // A nack at the other proxy, then an ack of the renewed handle there.
+    let renewed = at_other
+        .change_invisible_duration(pb::ChangeInvisibleDurationRequest {
+            group: resource("trace_back_cg"),
+            topic: resource("TraceBack"),
+            receipt_handle: handle_of(by_id["TR-NACK"]),
+            invisible_duration: Some(prost_types::Duration {
+                seconds: 20,
+                nanos: 0,
+            }),
+            message_id: "TR-NACK".into(),
+            lite_topic: None,
+            suspend: None,
+        })
+        .await
+        .expect("change invisible duration")
+        .into_inner();
+    assert_eq!(
+        code(&renewed.status),
+        pb::Code::Ok as i32,
+        "{:?}",
+        renewed.status
+    );
+    let acked = at_other
+        .ack_message(pb::AckMessageRequest {
+            group: resource("trace_back_cg"),
+            topic: resource("TraceBack"),
+            entries: vec![pb::AckMessageEntry {
+                message_id: "TR-NACK".into(),
+                receipt_handle: renewed.receipt_handle.clone(),
+                lite_topic: None,
+            }],
+        })
+        .await
+        .expect("ack")
+        .into_inner();
+    assert_eq!(
+        code(&acked.status),
+        pb::Code::Ok as i32,
+        "{:?}",
+        acked.status
+    );
+    let records = trace_records(&s, "TR-NACK", 3).await;
+    let kinds: Vec<(&str, Option<&str>, Option<&str>)> = records
+        .iter()
+        .map(|r| {
+            (
+                r.trace_type.as_str(),
+                r.get("success"),
+                r.get("contextCode"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("Pub", Some("true"), None),
+            ("SubAfter", Some("false"), Some(CONSUME_FAILED)),
+            ("SubAfter", Some("true"), Some("0")),
+        ],
+        "{records:?}"
+    );
+    for sub in &records[1..] {
+        assert_eq!(sub.get("groupName"), Some("trace_back_cg"));
+        assert_eq!(
+            sub.get("keys"),
+            Some("k-nack"),
+            "keys read back from the broker"
+        );
+    }
+
+    // Given up on at the other proxy: forwarded to the DLQ, a failed attempt in the trace.
+    let forwarded = at_other
+        .forward_message_to_dead_letter_queue(pb::ForwardMessageToDeadLetterQueueRequest {
+            group: resource("trace_back_cg"),
+            topic: resource("TraceBack"),
+            receipt_handle: handle_of(by_id["TR-DLQ"]),
+            message_id: "TR-DLQ".into(),
+            delivery_attempt: 1,
+            max_delivery_attempts: 1,
+            lite_topic: None,
+        })
+        .await
+        .expect("forward")
+        .into_inner();
+    assert_eq!(
+        code(&forwarded.status),
+        pb::Code::Ok as i32,
+        "{:?}",
+        forwarded.status
+    );
+    let records = trace_records(&s, "TR-DLQ", 2).await;
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert_eq!(records[1].trace_type, "SubAfter");
+    assert_eq!(records[1].get("success"), Some("false"));
+    assert_eq!(records[1].get("contextCode"), Some(CONSUME_FAILED));
+    assert_eq!(records[1].get("keys"), Some("k-dlq"));
+
+    // The untraced message acked at the other proxy writes nothing.
+    let acked = at_other
+        .ack_message(pb::AckMessageRequest {
+            group: resource("trace_back_cg"),
+            topic: resource("TraceBack"),
+            entries: vec![pb::AckMessageEntry {
+                message_id: "PLAIN-BACK".into(),
+                receipt_handle: handle_of(by_id["PLAIN-BACK"]),
+                lite_topic: None,
+            }],
+        })
+        .await
+        .expect("ack")
+        .into_inner();
+    assert_eq!(
+        code(&acked.status),
+        pb::Code::Ok as i32,
+        "{:?}",
+        acked.status
+    );
+
+    // A traced half message committed at the other proxy, an untraced one rolled back there.
+    let half = send(
+        &mut client,
+        "",
+        traced("TraceTx", "TR-TX", "k-tx", pb::MessageType::Transaction),
+    )
+    .await;
+    assert_eq!(code(&half.status), pb::Code::Ok as i32, "{:?}", half.status);
+    let plain_half = send(
+        &mut client,
+        "",
+        message("TraceTx", "PLAIN-TX", "plain", pb::MessageType::Transaction),
+    )
+    .await;
+    assert_eq!(
+        code(&plain_half.status),
+        pb::Code::Ok as i32,
+        "{:?}",
+        plain_half.status
+    );
+    let r = end(
+        &mut at_other,
+        "TraceTx",
+        "TR-TX",
+        &half.entries[0].transaction_id,
+        pb::TransactionResolution::Commit,
+        pb::TransactionSource::SourceClient,
+    )
+    .await;
+    assert_eq!(code(&r.status), pb::Code::Ok as i32, "{:?}", r.status);
+    let r = end(
+        &mut at_other,
+        "TraceTx",
+        "PLAIN-TX",
+        &plain_half.entries[0].transaction_id,
+        pb::TransactionResolution::Rollback,
+        pb::TransactionSource::SourceClient,
+    )
+    .await;
+    assert_eq!(code(&r.status), pb::Code::Ok as i32, "{:?}", r.status);
+    let records = trace_records(&s, "TR-TX", 2).await;
+    assert_eq!(records.len(), 2, "{records:?}");
+    let end_record = &records[1];
+    assert_eq!(end_record.trace_type, "EndTransaction");
+    assert_eq!(end_record.get("topic"), Some("TraceTx"));
+    assert_eq!(end_record.get("keys"), Some("k-tx"));
+    assert_eq!(end_record.get("tags"), Some("tagA"));
+    assert_eq!(end_record.get("transactionState"), Some("COMMIT_MESSAGE"));
+    assert_eq!(end_record.get("fromTransactionCheck"), Some("false"));
+    assert_eq!(end_record.get("storeHost"), Some(s.addr().as_str()));
+
+    // Pub x3, SubAfter x3 and EndTransaction x1, nothing for the untraced messages (trace
+    // records are written before the proxy answers).
+    assert_eq!(
+        s.max_offset(rocketraft_common::trace::TRACE_TOPIC, 1).await,
+        7
+    );
+    drop(other);
 }
