@@ -866,6 +866,9 @@ pub async fn slave_sync_loop(inner: Arc<crate::BrokerInner>) {
     }
 }
 
+/// Whether [`sync_from`] said once that it cannot copy users without their secret keys.
+static ACL_COPY_WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Copies the master's metadata to this slave: topics, subscription groups, consumer offsets,
 /// users and ACLs. Everything is read first; each part is then applied only if the master's
 /// state is not older than what this slave applied (see `MetadataLog::copy_allowed`).
@@ -904,7 +907,14 @@ async fn sync_from(
         (Some(u), Some(a)) => Some(u.min(a)),
         _ => None,
     };
-    if let Some(_applying) = inner.metalog.copy_allowed(acl_at) {
+    // The master shows passwords only to a Super caller (the inner credentials, or a
+    // connection that proved the cluster secret): without them the users come without their
+    // secret keys, and copying those would leave users nobody can sign in as.
+    if users.iter().any(|u| u.password.is_none()) {
+        if !ACL_COPY_WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::warn!(%master, "users and ACLs are not copied from the master: it shows secret keys only to a Super caller; configure the cluster secret or innerClientAuthenticationCredentials on every broker of the set (the metadata log still replicates every change)");
+        }
+    } else if let Some(_applying) = inner.metalog.copy_allowed(acl_at) {
         if inner.acl.replace_all(&users, &acls)? {
             tracing::info!(%master, users = users.len(), acls = acls.len(), "ACL metadata copied from the master");
         }

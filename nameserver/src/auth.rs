@@ -45,6 +45,12 @@ pub struct NamesrvAuthMetadata {
 
 impl NamesrvAuthMetadata {
     pub(crate) fn new(config: &NamesrvConfig, state: Arc<NamesrvState>) -> Arc<Self> {
+        if config.authentication_enabled
+            && config.cluster_secret.is_none()
+            && config.inner_client_authentication_credentials.is_none()
+        {
+            tracing::warn!("authentication is on but the NameServer has neither the cluster secret nor innerClientAuthenticationCredentials: brokers show users' secret keys only to a Super caller, so only the users of this NameServer's own config can sign in here");
+        }
         let client = RemotingClient::new(ClientConfig {
             cluster_secret: config.cluster_secret.clone(),
             credentials: config.inner_client_authentication_credentials.clone(),

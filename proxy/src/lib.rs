@@ -100,6 +100,8 @@ pub struct SecurityConfig {
     /// How the proxy's own Remoting client reaches NameServers and brokers: TLS for servers
     /// with `[tls]` enforcing, and credentials to sign with for brokers with
     /// `authenticationEnabled` (their `innerClientAuthenticationCredentials`, or a Super user).
+    /// With [`auth::AuthConfig::enabled`] it needs `credentials` of a Super user or the
+    /// `cluster_secret`: the brokers show users' secret keys only to such callers.
     pub remoting: RemotingSecurity,
 }
 
@@ -108,6 +110,26 @@ pub struct SecurityConfig {
 pub struct RemotingSecurity {
     pub tls: Option<rocketraft_remoting::tls::ClientTls>,
     pub credentials: Option<rocketraft_remoting::SessionCredentials>,
+    /// Prove the cluster secret on every connection ([`rocketraft_remoting::trust`]): the
+    /// servers then treat the proxy as one of theirs.
+    pub cluster_secret: Option<rocketraft_common::trust::ClusterSecret>,
+}
+
+impl SecurityConfig {
+    /// Refuses a setup that cannot work: gRPC authentication verifies signatures with the
+    /// users' secret keys, which brokers give only to a Super user or a server holding the
+    /// cluster secret.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if self.auth.enabled
+            && self.remoting.credentials.is_none()
+            && self.remoting.cluster_secret.is_none()
+        {
+            anyhow::bail!(
+                "gRPC authentication reads the users' secret keys from the brokers, which show them only to a Super user: give the proxy's Remoting client the credentials of a Super user (the brokers' innerClientAuthenticationCredentials, or an administrator) or the cluster secret"
+            );
+        }
+        Ok(())
+    }
 }
 
 /// Limits that keep clients from exhausting a proxy (RocketMQ's `ProxyConfig` key, where it
@@ -203,7 +225,9 @@ impl Proxy {
         config: ProxyConfig,
         security: SecurityConfig,
     ) -> anyhow::Result<Proxy> {
-        // Bad certificates and metric settings are refused before the port is taken.
+        // Bad certificates, metric settings and security setups are refused before the port
+        // is taken.
+        security.check()?;
         let mut server = server_builder(&security)?;
         let client_metric = metrics::client_metric(
             config.metric_collector_mode,
@@ -336,6 +360,7 @@ fn proxy_service(
         RemotingClient::new(ClientConfig {
             tls: security.remoting.tls.clone(),
             credentials: security.remoting.credentials.clone(),
+            cluster_secret: security.remoting.cluster_secret.clone(),
             ..ClientConfig::default()
         }),
         Duration::from_secs(5),

@@ -76,6 +76,22 @@ fn python_client_with_credentials_through_a_proxy_with_auth() {
             ],
         );
     }
+    // The proxy reads users' secret keys from the broker, which shows them only to a Super
+    // user: it signs its Remoting requests as one.
+    admin(
+        &ns,
+        &[
+            "acl",
+            "user",
+            "create",
+            "--username",
+            "pyproxy",
+            "--password",
+            "pyproxy-secret",
+            "--user-type",
+            "Super",
+        ],
+    );
     let proxy_port = free_port();
     let mut proxy = Command::new(env!("CARGO_BIN_EXE_rocketraft"))
         .args([
@@ -85,7 +101,10 @@ fn python_client_with_credentials_through_a_proxy_with_auth() {
             "--namesrv",
             &ns,
             "--auth",
+            "--remoting-access-key",
+            "pyproxy",
         ])
+        .env("ROCKETRAFT_PROXY_SECRET_KEY", "pyproxy-secret")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

@@ -178,9 +178,60 @@ async fn users_and_grants_through_the_cli_and_a_proxy_with_auth() {
     let ns = dev.namesrv.clone();
     let list = admin(&ns, &["acl", "list", "--subject", "alice"]);
     assert!(list.contains("Topic:AclCliTopic"), "{list}");
+    // Authentication is off in dev, yet an unsigned caller is not shown the password...
     let got = admin(&ns, &["acl", "user", "get", "--username", "alice"]);
+    assert!(got.contains("alice") && got.contains("(hidden"), "{got}");
+    // ... while a Super user's signed request is (the CLI prints only that it is set).
+    admin(
+        &ns,
+        &[
+            "acl",
+            "user",
+            "create",
+            "--username",
+            "reader",
+            "--password",
+            "reader-s3cret",
+            "--user-type",
+            "Super",
+        ],
+    );
+    let as_reader = [
+        "--access-key",
+        "reader",
+        "--secret-key",
+        "reader-s3cret",
+        "acl",
+        "user",
+        "get",
+        "--username",
+        "alice",
+    ];
+    let got = admin(&ns, &as_reader);
     assert!(got.contains("alice") && got.contains("(set)"), "{got}");
+    assert!(!got.contains("s3cret"), "passwords are not printed: {got}");
     admin(&ns, &["topic", "create", "AclCliTopic", "--queues", "2"]);
+
+    // A proxy with --auth must be able to read passwords: without a Super user's credentials
+    // or the cluster secret it refuses to start, naming the flag.
+    let refused = Command::new(env!("CARGO_BIN_EXE_rocketraft"))
+        .args([
+            "proxy",
+            "--listen",
+            &format!("127.0.0.1:{}", free_port()),
+            "--namesrv",
+            &ns,
+            "--auth",
+        ])
+        .env_remove("ROCKETRAFT_CLUSTER_SECRET")
+        .output()
+        .expect("run proxy");
+    assert!(!refused.status.success(), "{refused:?}");
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("--remoting-access-key") && err.contains("--cluster-secret-file"),
+        "{err}"
+    );
 
     // A real proxy with --auth admits alice's signed send and refuses an unsigned one.
     let proxy_port = free_port();
@@ -196,7 +247,10 @@ async fn users_and_grants_through_the_cli_and_a_proxy_with_auth() {
                 "--auth",
                 "--auth-cache-ms",
                 "100",
+                "--remoting-access-key",
+                "reader",
             ])
+            .env("ROCKETRAFT_PROXY_SECRET_KEY", "reader-s3cret")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

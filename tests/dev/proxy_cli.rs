@@ -118,3 +118,84 @@ async fn proxy_process_routes_sends_and_receives() {
     let _ = dev.child.kill();
     let _ = dev.child.wait();
 }
+
+/// `rocketraft dev` with authentication on and no `innerClientAuthenticationCredentials` in its
+/// config: the broker still registers with the NameServer and the in-process proxy is still
+/// served, because dev makes random inner credentials that its servers and its proxy share.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_with_auth_and_no_inner_credentials_serves_its_own_proxy() {
+    let _turn = crate::support::file_turn(module_path!());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let auth = "authentication_enabled = true\nauthorization_enabled = true\n\
+         init_authentication_user = '{\"username\":\"root\",\"password\":\"root-secret-0123\"}'\n";
+    let config = dir.path().join("dev.toml");
+    std::fs::write(&config, format!("[namesrv]\n{auth}\n[broker]\n{auth}")).expect("write");
+    let mut dev = Dev::start(
+        dir.path(),
+        free_port(),
+        free_port(),
+        &["--config", config.to_str().expect("utf8 path")],
+    );
+    let api = |credentials| {
+        MqClientApi::new(
+            RemotingClient::new(ClientConfig {
+                credentials,
+                ..ClientConfig::default()
+            }),
+            Duration::from_secs(5),
+        )
+    };
+    let root = api(Some(
+        rocketraft_remoting::SessionCredentials::new("root", "root-secret-0123").expect("creds"),
+    ));
+    // Unsigned Remoting calls are refused: authentication is on.
+    let unsigned = api(None)
+        .create_topic(&dev.broker, &TopicConfig::new("DevAuth", 1))
+        .await;
+    assert!(unsigned.is_err(), "{unsigned:?}");
+    root.create_topic(&dev.broker, &TopicConfig::new("DevAuth", 1))
+        .await
+        .expect("topic");
+    // The broker registered (signed with the inner credentials): the NameServer routes it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while root.topic_route(&dev.namesrv, "DevAuth").await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the topic is never routed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The in-process proxy's Remoting requests are signed too: its send is stored.
+    let mut client = MessagingServiceClient::connect(format!("http://{}", dev.proxy))
+        .await
+        .expect("connect");
+    let sent = client
+        .send_message(pb::SendMessageRequest {
+            messages: vec![pb::Message {
+                topic: resource("DevAuth"),
+                system_properties: Some(pb::SystemProperties {
+                    message_id: "DEVAUTHMSG1".into(),
+                    ..pb::SystemProperties::default()
+                }),
+                body: b"through dev's own proxy".to_vec(),
+                ..pb::Message::default()
+            }],
+        })
+        .await
+        .expect("send")
+        .into_inner();
+    assert_eq!(
+        sent.status.as_ref().map(|s| s.code),
+        Some(pb::Code::Ok as i32),
+        "{:?}",
+        sent.status
+    );
+    assert_eq!(
+        root.max_offset(&dev.broker, "DevAuth", 0)
+            .await
+            .expect("max offset"),
+        1
+    );
+    let _ = dev.child.kill();
+    let _ = dev.child.wait();
+}

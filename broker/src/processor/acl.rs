@@ -108,17 +108,20 @@ fn shows_passwords(code: i32) -> bool {
     )
 }
 
-/// With `authentication_enabled`, only a `Super` caller (or a server of the cluster, on a
-/// connection that proved the cluster secret) sees passwords: the others get the users without
-/// them. With it off anyone may create a `Super` user anyway, and the broker answers as RocketMQ
-/// does (passwords included).
+/// Only a `Super` caller sees passwords: one whose request carries a valid signature of an
+/// enabled `Super` user (stored, or a config user such as `innerClientAuthenticationCredentials`),
+/// or a server of the cluster on a connection that proved the cluster secret. Everyone else gets
+/// the users without them, whether `authentication_enabled` is on or off (RocketMQ answers
+/// passwords to anyone its ACL lets through; with authentication off, that is anyone). The
+/// proxy and the NameServer, which verify signatures with these passwords, sign with the inner
+/// credentials or prove the cluster secret.
 async fn hide_passwords_from_non_super(
     inner: &Arc<BrokerInner>,
     ctx: &RequestContext,
     request: &RemotingCommand,
     response: RemotingCommand,
 ) -> Handled {
-    if !inner.config.authentication_enabled || response.body.is_empty() {
+    if response.body.is_empty() {
         return Ok(response);
     }
     let slot = Arc::new(OnceLock::new());

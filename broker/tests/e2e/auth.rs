@@ -12,6 +12,7 @@ use rocketraft_broker::{Broker, BrokerConfig};
 use rocketraft_common::acl::{AclInfo, PolicyEntryInfo, PolicyInfo, UserInfo};
 use rocketraft_common::consts::pull_sys_flag;
 use rocketraft_common::protocol::{ConsumerData, HeartbeatData, SubscriptionData};
+use rocketraft_common::trust::ClusterSecret;
 use rocketraft_common::TopicConfig;
 use rocketraft_nameserver::{NameServer, NamesrvConfig};
 use rocketraft_remoting::api::{ApiError, MqClientApi, PullRequest, PullStatus, SendRequest};
@@ -397,6 +398,92 @@ async fn only_super_users_see_passwords() {
     );
     let carol = api_as(Some(credentials(("carol", "carol-secret"))));
     refused(carol.get_user(&s.broker, "alice").await);
+}
+
+#[tokio::test]
+async fn with_authentication_off_passwords_go_only_to_super_callers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret = ClusterSecret::new("auth-off-cluster-secret-0123").expect("secret");
+    let namesrv = NameServer::start(
+        NamesrvConfig {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            ..NamesrvConfig::default()
+        }
+        .with_cluster_secret(secret.clone()),
+    )
+    .await
+    .expect("namesrv starts");
+    let mut config = broker_config(dir.path(), namesrv.local_addr());
+    config.authentication_enabled = false;
+    config.authorization_enabled = false;
+    config.init_authentication_user = None;
+    config.inner_client_authentication_credentials = None;
+    let broker = Broker::start(config.with_cluster_secret(secret.clone()))
+        .await
+        .expect("broker starts");
+    let addr = broker.local_addr().to_string();
+    // With authentication off anyone may create users, a Super one included...
+    let anyone = api_as(None);
+    for (name, password, kind) in [
+        ("alice", "alice-secret", "Normal"),
+        ("root", "root-secret", "Super"),
+    ] {
+        let user = UserInfo {
+            username: name.into(),
+            password: Some(password.into()),
+            user_type: Some(kind.into()),
+            user_status: None,
+        };
+        anyone.create_user(&addr, &user).await.expect("user");
+    }
+    // ... but reads the users without their passwords: unsigned, signed by a Normal user, or
+    // with a forged Super signature.
+    let forged = api_as(Some(credentials(("root", "not-roots-secret"))));
+    let alice = api_as(Some(credentials(("alice", "alice-secret"))));
+    for (who, api) in [
+        ("unsigned", &anyone),
+        ("Normal", &alice),
+        ("forged", &forged),
+    ] {
+        let user = api
+            .get_user(&addr, "alice")
+            .await
+            .expect("get user")
+            .expect("alice exists");
+        assert_eq!(user.username, "alice");
+        assert_eq!(user.user_type.as_deref(), Some("Normal"));
+        assert_eq!(user.password, None, "{who} saw a password");
+        let users = api.list_users(&addr, None).await.expect("list users");
+        assert_eq!(users.len(), 2, "{who}: {users:?}");
+        assert!(
+            users.iter().all(|u| u.password.is_none()),
+            "{who} saw a password"
+        );
+    }
+    // A Super user's signature, or a connection that proved the cluster secret, sees them.
+    let root = api_as(Some(credentials(("root", "root-secret"))));
+    let trusted = MqClientApi::new(
+        RemotingClient::new(ClientConfig {
+            cluster_secret: Some(secret),
+            ..ClientConfig::default()
+        }),
+        Duration::from_secs(5),
+    );
+    for (who, api) in [("Super", &root), ("cluster secret", &trusted)] {
+        let user = api
+            .get_user(&addr, "alice")
+            .await
+            .expect("get user")
+            .expect("alice exists");
+        assert_eq!(user.password.as_deref(), Some("alice-secret"), "{who}");
+        let users = api.list_users(&addr, None).await.expect("list users");
+        assert!(
+            users.iter().all(|u| u.password.is_some()),
+            "{who}: {users:?}"
+        );
+    }
+    broker.shutdown().await;
+    namesrv.shutdown().await;
 }
 
 #[tokio::test]

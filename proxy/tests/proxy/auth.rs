@@ -17,9 +17,9 @@ use rocketraft_proxy::auth::{
 };
 use rocketraft_proxy::pb;
 use rocketraft_proxy::pb::messaging_service_client::MessagingServiceClient;
-use rocketraft_proxy::{Proxy, ProxyConfig, SecurityConfig, TlsConfig};
+use rocketraft_proxy::{Proxy, ProxyConfig, RemotingSecurity, SecurityConfig, TlsConfig};
 use rocketraft_remoting::api::MqClientApi;
-use rocketraft_remoting::{ClientConfig, RemotingClient};
+use rocketraft_remoting::{ClientConfig, RemotingClient, SessionCredentials};
 use tonic::transport::Channel;
 
 const OPEN: &str = "AuthOpen";
@@ -37,7 +37,12 @@ struct Cluster {
 impl Cluster {
     async fn start(security: SecurityConfig) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (namesrv, broker) = crate::support::start_backend(dir.path(), |_| {}).await;
+        // The proxy signs its Remoting requests with the broker's inner credentials: the broker
+        // shows users' secret keys only to a Super user.
+        let (namesrv, broker) = crate::support::start_backend(dir.path(), |b| {
+            b.inner_client_authentication_credentials = Some(inner());
+        })
+        .await;
         let api = MqClientApi::new(
             RemotingClient::new(ClientConfig::default()),
             Duration::from_secs(5),
@@ -181,6 +186,11 @@ fn grant(subject: &str, entries: &[(&str, &[&str], &str)]) -> AclInfo {
     }
 }
 
+/// The broker's `innerClientAuthenticationCredentials`, which the proxy signs with.
+fn inner() -> SessionCredentials {
+    SessionCredentials::new("rocketraft-inner", "inner-secret").expect("credentials")
+}
+
 fn auth_on() -> SecurityConfig {
     SecurityConfig {
         auth: AuthConfig {
@@ -188,8 +198,54 @@ fn auth_on() -> SecurityConfig {
             cache_ttl: Duration::from_millis(300),
             ..AuthConfig::default()
         },
+        remoting: RemotingSecurity {
+            credentials: Some(inner()),
+            ..RemotingSecurity::default()
+        },
         ..SecurityConfig::default()
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn authentication_without_a_super_remoting_identity_is_refused_at_start() {
+    // Brokers show users' secret keys only to a Super user or a holder of the cluster secret:
+    // a proxy with neither could verify no signature, so it does not start.
+    let mut security = auth_on();
+    security.remoting.credentials = None;
+    let refused = Proxy::start_secure(
+        ProxyConfig {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            advertised_host: None,
+            namesrv_addr: "127.0.0.1:1".into(),
+            ..ProxyConfig::default()
+        },
+        security.clone(),
+    )
+    .await;
+    let Err(e) = refused else {
+        panic!("a proxy that cannot read secret keys started")
+    };
+    assert!(
+        e.to_string().contains("Super user") && e.to_string().contains("cluster secret"),
+        "{e}"
+    );
+    // With the cluster secret instead of credentials it starts.
+    security.remoting.cluster_secret = Some(
+        rocketraft_common::trust::ClusterSecret::new("a-cluster-secret-long-enough-1234")
+            .expect("secret"),
+    );
+    let proxy = Proxy::start_secure(
+        ProxyConfig {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            advertised_host: None,
+            namesrv_addr: "127.0.0.1:1".into(),
+            ..ProxyConfig::default()
+        },
+        security,
+    )
+    .await
+    .expect("a proxy holding the cluster secret starts");
+    proxy.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

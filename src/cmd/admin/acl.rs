@@ -473,10 +473,11 @@ fn print_users(users: &[UserInfo]) {
             u.username,
             u.user_type.as_deref().unwrap_or("Normal"),
             u.user_status.as_deref().unwrap_or("enable"),
+            // Every stored user has a password; brokers send it only to a Super caller.
             if u.password.as_deref().is_some_and(|p| !p.is_empty()) {
                 "(set)"
             } else {
-                "(none)"
+                "(hidden: not shown to this caller)"
             }
         );
     }

@@ -11,7 +11,7 @@
 //! [`process`] (spawning, liveness and signals), [`readiness`] (starting in order and waiting
 //! until ready); the commands: [`up`], [`status`], [`down`].
 
-mod auth;
+pub(crate) mod auth;
 mod config;
 mod down;
 mod file;

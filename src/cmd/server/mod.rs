@@ -177,6 +177,7 @@ pub async fn controller(args: config::ControllerArgs) -> anyhow::Result<()> {
 /// SIGTERM.
 pub async fn dev(args: config::DevArgs) -> anyhow::Result<()> {
     let (mut namesrv_config, mut broker_config) = args.load()?;
+    share_inner_credentials(&mut namesrv_config, &mut broker_config)?;
     let data_dir: PathBuf = broker_config.store.store_root.clone();
     let remoting = proxy_remoting(&broker_config)?;
     let metrics_listen = if args.metrics.no_metrics {
@@ -253,6 +254,34 @@ pub async fn dev(args: config::DevArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `dev`'s servers and its proxy share one `innerClientAuthenticationCredentials`: the one the
+/// config gives the broker or the NameServer, else a random one made now (a `Super` user
+/// `rocketraft-inner` with a 128-bit secret key that is never logged, printed or stored). The
+/// in-process proxy signs with it, so the broker shows it users' secret keys and serves it
+/// with authentication on or off.
+fn share_inner_credentials(
+    namesrv: &mut rocketraft_nameserver::NamesrvConfig,
+    broker: &mut rocketraft_broker::BrokerConfig,
+) -> anyhow::Result<()> {
+    let shared = match (
+        &broker.inner_client_authentication_credentials,
+        &namesrv.inner_client_authentication_credentials,
+    ) {
+        (Some(c), _) | (None, Some(c)) => c.clone(),
+        (None, None) => rocketraft_remoting::SessionCredentials::new(
+            crate::cmd::cluster::auth::INNER_USER,
+            rocketraft_common::trust::ClusterSecret::generate().expose(),
+        )?,
+    };
+    broker
+        .inner_client_authentication_credentials
+        .get_or_insert_with(|| shared.clone());
+    namesrv
+        .inner_client_authentication_credentials
+        .get_or_insert(shared);
+    Ok(())
+}
+
 /// How an in-process proxy reaches this process's servers: over TLS and signed as the broker's
 /// own cluster-internal calls are (`[tls_client]`, `innerClientAuthenticationCredentials`).
 fn proxy_remoting(
@@ -261,6 +290,7 @@ fn proxy_remoting(
     Ok(rocketraft_proxy::RemotingSecurity {
         tls: broker.tls_client.load()?,
         credentials: broker.inner_client_authentication_credentials.clone(),
+        cluster_secret: None,
     })
 }
 
@@ -364,9 +394,15 @@ pub struct ProxyArgs {
     remoting_tls_trust_cert: Option<PathBuf>,
     /// Sign the proxy's Remoting requests with this access key, for brokers with
     /// `authenticationEnabled` (a Super user, or their `innerClientAuthenticationCredentials`);
-    /// the secret key comes from ROCKETRAFT_PROXY_SECRET_KEY.
+    /// the secret key comes from ROCKETRAFT_PROXY_SECRET_KEY. With --auth, this or
+    /// --cluster-secret-file is needed: brokers show users' secret keys only to a Super user.
     #[arg(long)]
     remoting_access_key: Option<String>,
+    /// Prove the cluster's secret (the file `cluster up` writes, or the brokers'
+    /// `cluster_secret`) on every connection to NameServers and brokers; without the flag,
+    /// ROCKETRAFT_CLUSTER_SECRET if set.
+    #[arg(long)]
+    cluster_secret_file: Option<PathBuf>,
     /// Whether Telemetry asks clients to export their own metrics (RocketMQ's
     /// metricCollectorMode): off, or on (to --metric-collector-address, an OTLP endpoint).
     #[arg(long, default_value = "off")]
@@ -392,6 +428,12 @@ impl ProxyArgs {
             (None, None) => None,
             _ => anyhow::bail!("--tls-cert and --tls-key go together"),
         };
+        let remoting = self.remoting()?;
+        if self.auth && remoting.credentials.is_none() && remoting.cluster_secret.is_none() {
+            anyhow::bail!(
+                "--auth verifies signatures with the users' secret keys, which the brokers show only to a Super user: give --remoting-access-key with a Super user's access key (its secret key in ROCKETRAFT_PROXY_SECRET_KEY; `cluster up --auth` writes both to DIR/admin-credentials) or --cluster-secret-file"
+            );
+        }
         Ok(rocketraft_proxy::SecurityConfig {
             auth: rocketraft_proxy::auth::AuthConfig {
                 enabled: self.auth,
@@ -399,9 +441,28 @@ impl ProxyArgs {
                 ..Default::default()
             },
             tls,
-            remoting: self.remoting()?,
+            remoting,
             ..Default::default()
         })
+    }
+
+    /// The cluster secret from --cluster-secret-file or ROCKETRAFT_CLUSTER_SECRET, if given.
+    fn cluster_secret(&self) -> anyhow::Result<Option<rocketraft_common::trust::ClusterSecret>> {
+        let text = match &self.cluster_secret_file {
+            Some(path) => std::fs::read_to_string(path).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot read the cluster secret file {}: {e}",
+                    path.display()
+                )
+            })?,
+            None => match std::env::var("ROCKETRAFT_CLUSTER_SECRET") {
+                Ok(text) => text,
+                Err(_) => return Ok(None),
+            },
+        };
+        Ok(Some(rocketraft_common::trust::ClusterSecret::new(
+            text.trim(),
+        )?))
     }
 
     /// TLS and credentials for the proxy's connections to NameServers and brokers.
@@ -427,6 +488,7 @@ impl ProxyArgs {
         Ok(rocketraft_proxy::RemotingSecurity {
             tls: tls.load()?,
             credentials,
+            cluster_secret: self.cluster_secret()?,
         })
     }
 }
