@@ -235,9 +235,22 @@ impl MessageIndex {
                 DB::open(&opts, &path)?
             }
         };
-        floor.store(read_meta(&db, META_FLOOR)?.unwrap_or(0), Ordering::Release);
         let dispatched = shared.dispatched.load(Ordering::Acquire);
         let min = shared.commitlog.min_offset();
+        let mut stored_floor = read_meta(&db, META_FLOOR)?.unwrap_or(0);
+        if stored_floor > min {
+            // Only a replica that started its log over below its first offset has a log that
+            // starts below the floor (retention only raises it): what it fetches again there
+            // is indexed again.
+            tracing::info!(
+                floor = stored_floor,
+                min_phy_offset = min,
+                "the CommitLog starts below the index floor (a replica started over): the floor follows"
+            );
+            db.put(META_FLOOR, min.to_be_bytes())?;
+            stored_floor = min;
+        }
+        floor.store(stored_floor, Ordering::Release);
         let stored = read_meta(&db, META_PROGRESS)?;
         let mut progress = stored.unwrap_or(min);
         if progress > dispatched {
@@ -307,6 +320,23 @@ impl MessageIndex {
         self.inner
             .pending_rewind
             .fetch_min(offset, Ordering::AcqRel);
+    }
+
+    /// The log started over below its first offset (a replica that diverged from its master
+    /// there): the floor comes down to the log's new first offset, so the records fetched
+    /// again below the old one are found by key again. Blocking (one small RocksDB write).
+    pub fn follow_log_start(&self) -> Result<(), StoreError> {
+        let min = self.inner.shared.commitlog.min_offset();
+        if min >= self.inner.floor.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        self.inner.db()?.put(META_FLOOR, min.to_be_bytes())?;
+        self.inner.floor.store(min, Ordering::Release);
+        tracing::info!(
+            min_phy_offset = min,
+            "the log started over below the index floor: the floor follows"
+        );
+        Ok(())
     }
 
     /// Retention: entries of records below `min_phy_offset` are dropped (the floor is persisted

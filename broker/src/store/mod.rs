@@ -1190,6 +1190,10 @@ impl MessageStore {
             .map_err(|_| StoreError::ServiceNotAvailable("the store writer stopped".into()))?;
         if let Some(index) = &self.index {
             index.rewind(offset);
+            if result.is_ok() {
+                // Below the first offset the log started over lower.
+                index.follow_log_start()?;
+            }
         }
         result
     }
@@ -1206,7 +1210,12 @@ impl MessageStore {
             .await
             .map_err(|_| StoreError::ServiceNotAvailable("the store writer stopped".into()))?;
         rx.await
-            .map_err(|_| StoreError::ServiceNotAvailable("the store writer stopped".into()))?
+            .map_err(|_| StoreError::ServiceNotAvailable("the store writer stopped".into()))??;
+        if let Some(index) = &self.index {
+            index.rewind(offset);
+            index.follow_log_start()?;
+        }
+        Ok(())
     }
 
     /// A receiver whose value increases each time new messages are dispatched. Long polling:

@@ -244,15 +244,18 @@ fn retention_config(dir: &Path, cq_entries_per_file: u32) -> StoreConfig {
     }
 }
 
-/// `n` records of about 1 KiB whose bodies start with `{what}-{i}-`, over queues 0..3.
+/// `n` records of about 1 KiB whose bodies start with `{what}-{i}-` and whose key is
+/// `{what}-{i}`, over queues 0..3.
 fn write_named(store: &MessageStore, what: &str, from: usize, n: usize) -> Vec<(i32, PutResult)> {
     (from..from + n)
         .map(|i| {
             let qid = i as i32 % 3;
             let mut body = format!("{what}-{i}-").into_bytes();
             body.resize(1000, b'.');
+            let mut m = Message::new("T", body);
+            m.set_keys(format!("{what}-{i}"));
             let r = store
-                .put_message_blocking(BrokerMessage::new(Message::new("T", body), qid))
+                .put_message_blocking(BrokerMessage::new(m, qid))
                 .expect("put");
             (qid, r)
         })
@@ -397,6 +400,20 @@ fn diverged_below_first_offset(root: &Path, cq_entries_per_file: u32) -> Diverge
     (old, new, x, acked)
 }
 
+/// The CommitLog offsets of the records of `T` indexed under `key` (waits for the indexer).
+fn found_by_key(store: &MessageStore, key: &str) -> Vec<i64> {
+    let index = store.message_index().expect("the index is on");
+    assert!(
+        index.wait_caught_up(std::time::Duration::from_secs(20)),
+        "the indexer caught up"
+    );
+    store
+        .query_by_key("T", key, 8, 0, i64::MAX)
+        .expect("query")
+        .expect("the index is on")
+        .offsets
+}
+
 /// The old master, caught up with `new` after starting over at the segment holding `x`: same
 /// bytes, queues, epochs and acknowledged records as `new`, nothing of what it wrote alone.
 fn assert_started_over_and_caught_up(
@@ -509,12 +526,33 @@ fn a_replica_that_diverged_below_its_first_offset_starts_over_at_that_segment() 
     // It fetches from there: the master's records bring their own queue offsets.
     follow(&rt, &new, &old);
     assert_started_over_and_caught_up(&old, &new, x, &acked);
+    // The records fetched again below its old first offset are found by key again: the
+    // index's retention floor came down with the log's start.
+    let refetched: Vec<usize> = (500..580)
+        .filter(|i| acked[100 + i - 500].1.physical_offset < old_min)
+        .collect();
+    assert!(
+        !refetched.is_empty(),
+        "records of the new master below {old_min}"
+    );
+    for i in [refetched[0], refetched[refetched.len() - 1]] {
+        assert_eq!(
+            found_by_key(&old, &format!("new-{i}")),
+            vec![acked[100 + i - 500].1.physical_offset],
+            "new-{i}"
+        );
+    }
 
     // A restart keeps it; elected, it would go on with the master's queue offsets.
     old.shutdown().expect("shutdown");
     drop(old);
     let old = MessageStore::open(retention_config(&dir.path().join("old"), 200)).expect("reopen");
     assert_started_over_and_caught_up(&old, &new, x, &acked);
+    assert_eq!(
+        found_by_key(&old, &format!("new-{}", refetched[0])).len(),
+        1,
+        "the floor stays down after a restart"
+    );
     let next = write_named(&old, "after", 1000, 3);
     for (qid, r) in next {
         assert_eq!(r.queue_offset, new.get_max_offset_in_queue("T", qid));
