@@ -4,7 +4,8 @@
 //! node serves again by itself, without a restart; a restart afterwards finds every
 //! acknowledged write and none of the refused ones. A snapshot that falls due while the disk is
 //! full waits for space (the node keeps serving, the previous snapshot stays) and is written
-//! once space is freed.
+//! once space is freed. In a three-node cluster, a follower with a full disk never makes a
+//! quorum and catches up by snapshot once space is freed.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -343,5 +344,169 @@ async fn a_snapshot_due_on_a_full_disk_waits_for_space_without_killing_the_node(
         );
     }
     node.shutdown().await;
+    drop(fs);
+}
+
+/// Writes `key` through whichever of `nodes` leads (forwarded by any node), until it is
+/// acknowledged or `secs` pass; the error of the last attempt otherwise.
+async fn write_until_acked(
+    nodes: &BTreeMap<u64, RaftNode<KvStateMachine>>,
+    key: &str,
+    value: i64,
+    secs: u64,
+) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let mut last = String::new();
+        for node in nodes.values() {
+            match node.write(&put(key, value)).await {
+                Ok(r) if r.applied => return Ok(()),
+                Ok(r) => last = format!("not applied: {r:?}"),
+                Err(e) => last = e.to_string(),
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(last);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Three nodes; node 3's log lives on a tmpfs that fills up. The other two go on committing
+/// (node 3 never counts towards a commit it could not persist: with one of them stopped, no
+/// write is acknowledged), the leader snapshots and purges its log meanwhile, and once space
+/// is freed node 3 catches up by installing the snapshot, after which it makes a quorum again.
+/// Every acknowledged write is on every node at the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_with_a_full_disk_never_makes_a_quorum_and_catches_up_by_snapshot_once_freed() {
+    let Some(fs) = Tmpfs::mount_or_skip("8m") else {
+        return;
+    };
+    let scratch = rocketraft_common::testing::ScratchDir::new("raft-full").expect("scratch dir");
+    let ballast = fs.dir.join("ballast");
+    let ports: BTreeMap<u64, u16> = (1..=3).map(|id| (id, free_port())).collect();
+    let members: BTreeMap<u64, String> = ports
+        .iter()
+        .map(|(id, p)| (*id, format!("127.0.0.1:{p}")))
+        .collect();
+    let node_config = |id: u64| RaftConfig {
+        node_id: id,
+        initial_members: members.clone(),
+        snapshot_logs: 20,
+        keep_logs: 5,
+        client_timeout_ms: 4_000,
+        // Node 3 (the one whose disk fills) is slow to stand for election.
+        election_timeout_min_ms: if id == 3 { 4_000 } else { 600 },
+        election_timeout_max_ms: if id == 3 { 6_000 } else { 1_200 },
+        ..config(
+            ports[&id],
+            &if id == 3 {
+                fs.dir.join("node3")
+            } else {
+                scratch.path().join(format!("node{id}"))
+            },
+        )
+    };
+    let mut nodes = BTreeMap::new();
+    for id in 1..=3 {
+        let node = RaftNode::start(node_config(id), KvStateMachine::new())
+            .await
+            .expect("node starts");
+        nodes.insert(id, node);
+    }
+    wait_for("a leader", 20, || nodes.values().any(|n| n.is_leader())).await;
+    if nodes[&3].is_leader() {
+        nodes[&3]
+            .admin(rocketraft_raft::AdminRequest::TransferLeader { to: 1 })
+            .await
+            .expect("leadership to node 1");
+    }
+    let mut acked: Vec<(String, i64)> = Vec::new();
+    for i in 0..10 {
+        let key = format!("before{i}");
+        write_until_acked(&nodes, &key, i, 20)
+            .await
+            .expect("write before the disk fills");
+        acked.push((key, i));
+    }
+
+    // Node 3's disk is full: nodes 1 and 2 go on, past a snapshot and a purge of their logs.
+    fill_disk(&ballast);
+    let stuck_at = nodes[&3].status().last_log_index;
+    for i in 0..60 {
+        let key = format!("full{i}");
+        write_until_acked(&nodes, &key, i, 20)
+            .await
+            .expect("nodes 1 and 2 make a quorum");
+        acked.push((key, i));
+    }
+    let leader = *nodes
+        .iter()
+        .find(|(_, n)| n.is_leader())
+        .map(|(id, _)| id)
+        .expect("a leader");
+    assert_ne!(leader, 3, "node 3 cannot lead with a full disk");
+    wait_for("a purged log on the leader", 20, || {
+        nodes[&leader].status().purged > stuck_at
+    })
+    .await;
+    let s3 = nodes[&3].status();
+    assert!(
+        s3.last_log_index < nodes[&leader].status().last_log_index,
+        "node 3 appended nothing while full: {s3:?}"
+    );
+
+    // With the other healthy node stopped, the leader and node 3 are no quorum: nothing is
+    // acknowledged (node 3 never answers for entries it could not persist).
+    let other = if leader == 1 { 2 } else { 1 };
+    if let Some(n) = nodes.remove(&other) {
+        n.shutdown().await;
+    }
+    let refused = nodes[&leader].write(&put("no-quorum", 1)).await;
+    assert!(
+        refused.is_err(),
+        "a write acknowledged without a quorum: {refused:?}"
+    );
+
+    // Space freed: node 3 installs the leader's snapshot (the entries it missed are purged)
+    // and, with the leader, is a quorum again.
+    std::fs::remove_file(&ballast).expect("free space");
+    write_until_acked(&nodes, "after", -1, 60)
+        .await
+        .expect("node 3 makes a quorum once space is freed");
+    acked.push(("after".into(), -1));
+    // The leader purged the entries after node 3's last one, so a snapshot was all it could
+    // catch up from.
+    let s3 = nodes[&3].status();
+    assert!(s3.snapshot.is_some(), "node 3 has a snapshot: {s3:?}");
+
+    // The stopped node comes back; every node has every acknowledged write.
+    let node = RaftNode::start(node_config(other), KvStateMachine::new())
+        .await
+        .expect("restart");
+    nodes.insert(other, node);
+    let target = nodes
+        .values()
+        .filter_map(|n| n.status().committed)
+        .max()
+        .expect("a commit index");
+    wait_for("every node applied everything", 30, || {
+        nodes
+            .values()
+            .all(|n| n.status().last_applied >= Some(target))
+    })
+    .await;
+    for (id, node) in &nodes {
+        for (k, v) in &acked {
+            let got = node
+                .read(&KvQuery::Read { key: k.clone() }, ReadMode::Stale)
+                .await
+                .expect("stale read");
+            assert_eq!(got, Some(KvValue::Int(*v)), "{k} on node {id}");
+        }
+    }
+    for node in nodes.values() {
+        node.shutdown().await;
+    }
     drop(fs);
 }
