@@ -165,6 +165,14 @@ pub struct BrokerConfig {
     /// Request codes served without a permission check (`authorizationWhitelist`).
     #[serde(alias = "authorizationWhitelist")]
     pub authorization_whitelist: String,
+    /// Refuse signed requests without a signed time (`authRequireSignedTimestamp`, Rocketraft's
+    /// own, default false): Rocketraft's signers add one, RocketMQ's `AclClientRPCHook` does not.
+    #[serde(alias = "authRequireSignedTimestamp")]
+    pub auth_require_signed_timestamp: bool,
+    /// How far a signed time may be from this server's clock, and how long a signature is
+    /// remembered to refuse its replay (`authSignedTimestampWindowSeconds`, default 300).
+    #[serde(alias = "authSignedTimestampWindowSeconds")]
+    pub auth_signed_timestamp_window_seconds: u64,
     /// A `Super` user this broker knows from its config (`initAuthenticationUser`, JSON
     /// `{"username": ..., "password": ...}` or a table): the administrator. Never logged.
     #[serde(
@@ -251,6 +259,8 @@ impl Default for BrokerConfig {
             authorization_enabled: false,
             authentication_whitelist: String::new(),
             authorization_whitelist: String::new(),
+            auth_require_signed_timestamp: false,
+            auth_signed_timestamp_window_seconds: 300,
             init_authentication_user: None,
             inner_client_authentication_credentials: None,
             cluster_secret: None,
@@ -364,6 +374,10 @@ impl BrokerConfig {
                 &self.authorization_whitelist,
             ],
             self.cluster_name.clone(),
+        )?
+        .with_signed_time(
+            self.auth_require_signed_timestamp,
+            self.auth_signed_timestamp_window_seconds,
         )
     }
 

@@ -19,15 +19,29 @@
 //! ACL entry that allows one of the actions on every resource ([`Acl::decide_any`]). Refused:
 //! NO_PERMISSION with the user, the resource and the action in the remark.
 //!
+//! **Signed time (Rocketraft's own, opt-in).** `AclClientRPCHook` signs no time, so a captured
+//! request can be replayed. Our signer ([`sign`]) adds one more ext field, [`SIGNED_AT`]
+//! (`<milliseconds since the epoch>.<unique suffix>`), which the signature covers like every
+//! ext field. A server that authenticates a request carrying it refuses (NO_PERMISSION) one
+//! signed outside [`AuthSettings::signed_time_window`] of its clock, and one whose (access key,
+//! signature) it already saw within the window ([`ReplayGuard`]: a time-bucketed set of bounded
+//! size). With [`AuthSettings::require_signed_time`] (`authRequireSignedTimestamp`, off by
+//! default so that third-party RocketMQ clients keep working) a signed request without the field
+//! is refused too. The suffix makes every signature unique, so two identical requests of one
+//! client in the same millisecond are not taken for a replay.
+//!
 //! [`RemotingServerBuilder::auth`](crate::RemotingServerBuilder::auth) installs [`AuthGuard`] in
 //! front of every processor. A connection whose peer proved the cluster secret
 //! ([`crate::trust`]) is a server of the same cluster and is not asked to sign (RocketMQ signs
 //! such calls with `innerClientAuthenticationCredentials`, which servers here accept as well).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use rocketraft_common::acl::{
     hmac_sha1_base64, user_subject, verify_hmac_sha1_base64, Acl, Decision, UserInfo, UserStatus,
@@ -47,6 +61,9 @@ pub const ACCESS_KEY: &str = "AccessKey";
 pub const SIGNATURE: &str = "Signature";
 /// The optional ext field of a security token (`SessionCredentials.SECURITY_TOKEN`).
 pub const SECURITY_TOKEN: &str = "SecurityToken";
+/// The ext field of the signing time our signer adds (Rocketraft's own; RocketMQ's servers
+/// ignore it and their signature check covers it like any ext field).
+pub const SIGNED_AT: &str = "RocketraftSignedAt";
 /// `MixAll.UNIQUE_MSG_QUERY_FLAG`: left out of the content for peers at or below V4_9_3.
 const UNIQUE_MSG_QUERY_FLAG: &str = "_UNIQUE_KEY_QUERY";
 /// The ordinal of `MQVersion.Version.V4_9_3`.
@@ -181,10 +198,31 @@ pub fn signing_content(request: &RemotingCommand) -> Vec<u8> {
     content
 }
 
-/// Signs `request` as `AclClientRPCHook.doBeforeRequest` does: adds `AccessKey` (and
-/// `SecurityToken`), then `Signature` over [`signing_content`]. Signing again replaces the old
-/// signature.
+/// Signs `request` as `AclClientRPCHook.doBeforeRequest` does, with the signing time
+/// ([`SIGNED_AT`], now, and a suffix unique in this process) among the signed fields. Signing
+/// again replaces the old time and signature.
 pub fn sign(request: &mut RemotingCommand, credentials: &SessionCredentials) {
+    request.set_ext(
+        SIGNED_AT,
+        signed_at_value(rocketraft_common::time::now_ms()),
+    );
+    sign_without_time(request, credentials);
+}
+
+/// `<ms>.<process prefix><counter>`: the time, and a suffix no other signature of this process
+/// carries (a random prefix per process, then a counter).
+fn signed_at_value(now_ms: i64) -> String {
+    static PREFIX: OnceLock<String> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = PREFIX
+        .get_or_init(|| rocketraft_common::trust::hex(&rocketraft_common::trust::nonce()[..8]));
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{now_ms}.{prefix}{n:x}")
+}
+
+/// Signs `request` exactly as RocketMQ's `AclClientRPCHook.doBeforeRequest` does: adds
+/// `AccessKey` (and `SecurityToken`), then `Signature` over [`signing_content`], no time.
+pub fn sign_without_time(request: &mut RemotingCommand, credentials: &SessionCredentials) {
     request.set_ext(ACCESS_KEY, &credentials.access_key);
     if let Some(token) = &credentials.security_token {
         request.set_ext(SECURITY_TOKEN, token);
@@ -210,7 +248,7 @@ pub trait AuthMetadata: Send + Sync + 'static {
 }
 
 /// What a server checks (RocketMQ's `AuthConfig` keys of the same names).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthSettings {
     /// Every request must be signed by an enabled user (`authenticationEnabled`).
     pub authentication_enabled: bool,
@@ -222,11 +260,52 @@ pub struct AuthSettings {
     pub authorization_whitelist: Vec<i32>,
     /// The cluster named by `Cluster` resources (admin codes).
     pub cluster_name: String,
+    /// Refuse a signed request without [`SIGNED_AT`] (`authRequireSignedTimestamp`, default
+    /// false: RocketMQ's own clients sign no time).
+    pub require_signed_time: bool,
+    /// How far a signed time may be from the server's clock, either way; a signature is
+    /// remembered this long to refuse its replay (`authSignedTimestampWindowSeconds`, 300 s).
+    pub signed_time_window: Duration,
 }
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        AuthSettings {
+            authentication_enabled: false,
+            authorization_enabled: false,
+            authentication_whitelist: Vec::new(),
+            authorization_whitelist: Vec::new(),
+            cluster_name: String::new(),
+            require_signed_time: false,
+            signed_time_window: DEFAULT_SIGNED_TIME_WINDOW,
+        }
+    }
+}
+
+/// The default of [`AuthSettings::signed_time_window`].
+pub const DEFAULT_SIGNED_TIME_WINDOW: Duration = Duration::from_secs(300);
 
 impl AuthSettings {
     pub fn enabled(&self) -> bool {
         self.authentication_enabled || self.authorization_enabled
+    }
+
+    /// These settings with the signed-time keys (`authRequireSignedTimestamp`,
+    /// `authSignedTimestampWindowSeconds`; a window of 0 is refused).
+    pub fn with_signed_time(
+        mut self,
+        require: bool,
+        window_seconds: u64,
+    ) -> Result<AuthSettings, BadWhitelist> {
+        if window_seconds == 0 {
+            return Err(BadWhitelist {
+                field: "auth_signed_timestamp_window_seconds",
+                problem: "0 is no window: give at least 1 (seconds)".to_string(),
+            });
+        }
+        self.require_signed_time = require;
+        self.signed_time_window = Duration::from_secs(window_seconds);
+        Ok(self)
     }
 
     /// Parses a whitelist as RocketMQ writes it: request codes separated by commas; `field`
@@ -238,7 +317,9 @@ impl AuthSettings {
             .map(|s| {
                 s.parse::<i32>().map_err(|_| BadWhitelist {
                     field,
-                    entry: s.to_string(),
+                    problem: format!(
+                        "{s:?} is not a request code (request codes separated by commas, e.g. \"105,106\")"
+                    ),
                 })
             })
             .collect()
@@ -264,20 +345,163 @@ impl AuthSettings {
                 whitelists[1],
             )?,
             cluster_name,
+            ..AuthSettings::default()
         })
     }
 }
 
-/// A whitelist entry that is not a request code.
+/// An auth setting that cannot be used: a whitelist entry that is not a request code, or a
+/// signed-time window of 0; `problem` says which and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {entry:?} is not a request code (request codes separated by commas, e.g. \"105,106\")")]
+#[error("{field}: {problem}")]
 pub struct BadWhitelist {
     pub field: &'static str,
-    pub entry: String,
+    pub problem: String,
 }
 
 fn no_permission(remark: impl Into<String>) -> Refusal {
     Refusal::new(response_code::NO_PERMISSION, remark)
+}
+
+/// Most signatures a [`ReplayGuard`] remembers (about 40 MiB): beyond it the oldest time
+/// buckets are forgotten and requests signed before the oldest one kept are refused, so every
+/// request accepted was checked against every signature of its time.
+pub const MAX_REMEMBERED_SIGNATURES: usize = 1_000_000;
+/// The window is remembered in this many time buckets.
+const BUCKETS_PER_WINDOW: i64 = 60;
+
+/// Refuses stale and replayed signed requests ([`SIGNED_AT`]): remembers the (access key,
+/// signature) of every authenticated request by the bucket of its signed time until the window
+/// has passed over it.
+pub struct ReplayGuard {
+    require: bool,
+    window_ms: i64,
+    bucket_ms: i64,
+    cap: usize,
+    seen: parking_lot::Mutex<Seen>,
+    hasher: std::collections::hash_map::RandomState,
+    warned_full: AtomicBool,
+}
+
+#[derive(Default)]
+struct Seen {
+    /// Bucket number (signed time / bucket length) -> signature hashes signed in it.
+    buckets: BTreeMap<i64, HashSet<u64>>,
+    total: usize,
+    /// Requests signed before this (ms) are refused: their bucket was forgotten when full.
+    floor_ms: i64,
+}
+
+impl ReplayGuard {
+    pub fn new(settings: &AuthSettings) -> ReplayGuard {
+        ReplayGuard::with_cap(settings, MAX_REMEMBERED_SIGNATURES)
+    }
+
+    pub fn with_cap(settings: &AuthSettings, cap: usize) -> ReplayGuard {
+        let window_ms = i64::try_from(settings.signed_time_window.as_millis())
+            .unwrap_or(i64::MAX / 4)
+            .max(1);
+        ReplayGuard {
+            require: settings.require_signed_time,
+            window_ms,
+            bucket_ms: (window_ms / BUCKETS_PER_WINDOW).max(1),
+            cap: cap.max(1),
+            seen: parking_lot::Mutex::new(Seen::default()),
+            hasher: Default::default(),
+            warned_full: AtomicBool::new(false),
+        }
+    }
+
+    /// Checks the signed time of an authenticated `request` at `now_ms` and remembers its
+    /// signature.
+    pub fn check(&self, request: &RemotingCommand, now_ms: i64) -> Result<(), Refusal> {
+        let Some(value) = request.ext(SIGNED_AT) else {
+            if self.require {
+                return Err(no_permission(format!(
+                    "the request carries no signed time ({SIGNED_AT}) and this server requires one (authRequireSignedTimestamp = true): sign with a Rocketraft client, or turn the key off for RocketMQ's own clients"
+                )));
+            }
+            return Ok(());
+        };
+        let signed_ms = value
+            .split('.')
+            .next()
+            .and_then(|ms| ms.parse::<i64>().ok())
+            .ok_or_else(|| {
+                no_permission(format!(
+                    "{SIGNED_AT} {value:?} is not <milliseconds since the epoch>.<suffix>"
+                ))
+            })?;
+        let skew = signed_ms.saturating_sub(now_ms);
+        if skew.unsigned_abs() > self.window_ms.unsigned_abs() {
+            let (how, by) = if skew < 0 {
+                ("ago", -skew)
+            } else {
+                ("ahead", skew)
+            };
+            return Err(no_permission(format!(
+                "the request was signed {} s {how} ({SIGNED_AT} {signed_ms}), outside this server's {} s window (authSignedTimestampWindowSeconds): refused as expired or replayed (check the client's clock)",
+                by / 1000,
+                self.window_ms / 1000
+            )));
+        }
+        let mut h = self.hasher.build_hasher();
+        request.ext(ACCESS_KEY).unwrap_or("").hash(&mut h);
+        request.ext(SIGNATURE).unwrap_or("").hash(&mut h);
+        let key = h.finish();
+        let bucket = signed_ms.div_euclid(self.bucket_ms);
+        let mut seen = self.seen.lock();
+        // Forget the buckets the window has passed over: their requests are refused as expired.
+        let expired_below = (now_ms - self.window_ms).div_euclid(self.bucket_ms);
+        while let Some(entry) = seen.buckets.first_entry() {
+            if *entry.key() >= expired_below {
+                break;
+            }
+            let forgotten = entry.remove().len();
+            seen.total -= forgotten;
+        }
+        if signed_ms < seen.floor_ms {
+            return Err(Refusal::new(
+                response_code::SYSTEM_BUSY,
+                format!(
+                    "this server remembers no signatures older than {} ms ago (more than {} signed requests within its window): sign again and retry",
+                    now_ms - seen.floor_ms,
+                    self.cap
+                ),
+            ));
+        }
+        if seen.buckets.get(&bucket).is_some_and(|b| b.contains(&key)) {
+            return Err(no_permission(format!(
+                "the request (access key {}, signed {}) was already served: refused as a replay",
+                request.ext(ACCESS_KEY).unwrap_or(""),
+                value
+            )));
+        }
+        while seen.total >= self.cap {
+            // Forget the oldest bucket, but never the one this request falls in.
+            let Some(oldest) = seen.buckets.keys().next().copied().filter(|&b| b < bucket) else {
+                return Err(Refusal::new(
+                    response_code::SYSTEM_BUSY,
+                    format!(
+                        "more than {} signed requests within {} ms: retry in a moment",
+                        self.cap, self.bucket_ms
+                    ),
+                ));
+            };
+            if let Some(forgotten) = seen.buckets.remove(&oldest) {
+                seen.total -= forgotten.len();
+            }
+            seen.floor_ms = seen
+                .floor_ms
+                .max((oldest + 1).saturating_mul(self.bucket_ms));
+            if !self.warned_full.swap(true, Ordering::Relaxed) {
+                warn!(cap = self.cap, "the replay guard is full: requests signed before its oldest remembered time are refused");
+            }
+        }
+        seen.buckets.entry(bucket).or_default().insert(key);
+        seen.total += 1;
+        Ok(())
+    }
 }
 
 /// Checks requests before their processor runs (RocketMQ's `AuthenticationPipeline` and
@@ -286,6 +510,8 @@ pub struct AuthGuard {
     pub inner: Arc<dyn RequestProcessor>,
     pub settings: Arc<AuthSettings>,
     pub metadata: Arc<dyn AuthMetadata>,
+    /// Shared by every processor of the server: one memory of signatures per server.
+    pub replay: Arc<ReplayGuard>,
 }
 
 impl RequestProcessor for AuthGuard {
@@ -300,8 +526,9 @@ impl RequestProcessor for AuthGuard {
         let inner = self.inner.clone();
         let settings = self.settings.clone();
         let metadata = self.metadata.clone();
+        let replay = self.replay.clone();
         Box::pin(async move {
-            match check(&settings, metadata.as_ref(), &ctx, &request).await {
+            match check(&settings, metadata.as_ref(), &replay, &ctx, &request).await {
                 Ok(()) => inner.process(ctx, request).await,
                 Err(refusal) => {
                     warn!(
@@ -322,6 +549,7 @@ impl RequestProcessor for AuthGuard {
 pub async fn check(
     settings: &AuthSettings,
     metadata: &dyn AuthMetadata,
+    replay: &ReplayGuard,
     ctx: &RequestContext,
     request: &RemotingCommand,
 ) -> Result<(), Refusal> {
@@ -336,6 +564,7 @@ pub async fn check(
     let user = user_of(metadata, request).await?;
     if authenticate {
         authenticate_user(&user, request)?;
+        replay.check(request, rocketraft_common::time::now_ms())?;
     }
     if authorize {
         authorize_user(settings, metadata, &user, ctx.peer.ip(), request).await?;
@@ -470,7 +699,7 @@ mod tests {
             .with_ext("suspendTimeoutMillis", 15000)
             .with_ext("subVersion", 0);
         let credentials = SessionCredentials::new("ak", "12345678").unwrap();
-        sign(&mut request, &credentials);
+        sign_without_time(&mut request, &credentials);
         // AccessKey < commitOffset < consumerGroup < maxMsgNums < queueId < queueOffset <
         // subVersion < suspendTimeoutMillis < sysFlag < topic (upper case sorts first).
         let content = signing_content(&request);
@@ -494,7 +723,7 @@ mod tests {
     fn signature_matches_the_rocketmq_test_vector() {
         let mut request = RemotingCommand::request(10).with_body(&b"MQ"[..]);
         let credentials = SessionCredentials::new("Rocket", "12345678").unwrap();
-        sign(&mut request, &credentials);
+        sign_without_time(&mut request, &credentials);
         assert_eq!(signing_content(&request), b"RocketMQ".to_vec());
         assert_eq!(request.ext(SIGNATURE), Some("IUc8rrO/0gDch8CjObLQsW2rsiA="));
         assert_eq!(request.ext(ACCESS_KEY), Some("Rocket"));
@@ -507,7 +736,7 @@ mod tests {
             .with_ext(UNIQUE_MSG_QUERY_FLAG, "true");
         request.version = 399;
         let credentials = SessionCredentials::new("ak", "sk").unwrap();
-        sign(&mut request, &credentials);
+        sign_without_time(&mut request, &credentials);
         assert_eq!(signing_content(&request), b"akT".to_vec());
         request.version = 401;
         assert_eq!(signing_content(&request), b"aktrueT".to_vec());
@@ -531,6 +760,101 @@ mod tests {
         assert!(SessionCredentials::from_json("{").is_err());
         let init = SessionCredentials::from_json(r#"{"username":"rocketmq","password":"pw"}"#);
         assert_eq!(init.map(|c| c.access_key), Ok("rocketmq".to_string()));
+    }
+
+    #[test]
+    fn our_signer_signs_a_unique_time() {
+        let credentials = SessionCredentials::new("ak", "sk").unwrap();
+        let mut a = RemotingCommand::request(105).with_ext("topic", "T");
+        let mut b = a.clone();
+        sign(&mut a, &credentials);
+        sign(&mut b, &credentials);
+        let at = a.ext(SIGNED_AT).unwrap();
+        let ms: i64 = at.split('.').next().unwrap().parse().unwrap();
+        assert!(
+            (rocketraft_common::time::now_ms() - ms).abs() < 10_000,
+            "{at}"
+        );
+        // The time is covered: changing it breaks the signature.
+        assert!(verify(&a, "sk"));
+        let mut moved = a.clone();
+        moved.set_ext(SIGNED_AT, format!("{}.x", ms + 1));
+        assert!(!verify(&moved, "sk"));
+        // Identical requests signed at once still differ.
+        assert_ne!(a.ext(SIGNED_AT), b.ext(SIGNED_AT));
+        assert_ne!(a.ext(SIGNATURE), b.ext(SIGNATURE));
+    }
+
+    fn signed_at(ms: i64, n: u32) -> RemotingCommand {
+        let credentials = SessionCredentials::new("ak", "sk").unwrap();
+        let mut r = RemotingCommand::request(105).with_ext(SIGNED_AT, format!("{ms}.{n}"));
+        sign_without_time(&mut r, &credentials);
+        r
+    }
+
+    fn settings(require: bool) -> AuthSettings {
+        AuthSettings::default()
+            .with_signed_time(require, 300)
+            .unwrap()
+    }
+
+    #[test]
+    fn the_replay_guard_refuses_replays_expired_and_unsigned_times() {
+        let now = 1_700_000_000_000;
+        let guard = ReplayGuard::new(&settings(false));
+        let fresh = signed_at(now - 1_000, 1);
+        assert_eq!(guard.check(&fresh, now), Ok(()));
+        let replayed = guard.check(&fresh, now + 5_000).unwrap_err();
+        assert_eq!(replayed.code, response_code::NO_PERMISSION);
+        assert!(replayed.remark.contains("replay"), "{}", replayed.remark);
+        for ms in [now - 301_000, now + 301_000] {
+            let stale = guard.check(&signed_at(ms, 2), now).unwrap_err();
+            assert!(stale.remark.contains("outside"), "{}", stale.remark);
+        }
+        let garbled = RemotingCommand::request(105).with_ext(SIGNED_AT, "yesterday");
+        assert!(guard.check(&garbled, now).is_err());
+        // Without the switch a request without a time passes; with it, it is refused by name.
+        let untimed = RemotingCommand::request(105).with_ext(ACCESS_KEY, "ak");
+        assert_eq!(guard.check(&untimed, now), Ok(()));
+        let strict = ReplayGuard::new(&settings(true));
+        let refused = strict.check(&untimed, now).unwrap_err();
+        assert!(
+            refused.remark.contains("authRequireSignedTimestamp"),
+            "{}",
+            refused.remark
+        );
+        assert!(AuthSettings::default().with_signed_time(true, 0).is_err());
+    }
+
+    #[test]
+    fn the_replay_guard_forgets_old_buckets_and_stays_bounded() {
+        let now = 1_700_000_000_000;
+        let guard = ReplayGuard::with_cap(&settings(false), 100);
+        // 100 signatures 200 s ago fill it ...
+        for n in 0..100 {
+            guard.check(&signed_at(now - 200_000, n), now).unwrap();
+        }
+        // ... a fresh one makes room by forgetting them, and their time is refused from then on
+        // (a replay of a forgotten signature cannot slip through).
+        guard.check(&signed_at(now, 1), now).unwrap();
+        assert_eq!(guard.seen.lock().total, 1);
+        let old = guard.check(&signed_at(now - 200_000, 0), now).unwrap_err();
+        assert_eq!(old.code, response_code::SYSTEM_BUSY, "{}", old.remark);
+        // The window passing over a bucket forgets it too.
+        let later = now + 400_000;
+        guard.check(&signed_at(later, 2), later).unwrap();
+        assert_eq!(guard.seen.lock().total, 1);
+        // Full within one bucket: refused, nothing forgotten that could be replayed.
+        let tight = ReplayGuard::with_cap(&settings(false), 3);
+        for n in 0..3 {
+            tight.check(&signed_at(now, n), now).unwrap();
+        }
+        let busy = tight.check(&signed_at(now, 9), now).unwrap_err();
+        assert_eq!(busy.code, response_code::SYSTEM_BUSY);
+        assert!(
+            tight.check(&signed_at(now, 0), now).is_err(),
+            "still a replay"
+        );
     }
 
     #[test]

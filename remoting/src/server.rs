@@ -229,12 +229,14 @@ impl RemotingServerBuilder {
         let Some((settings, metadata)) = self.auth.take() else {
             return;
         };
+        let replay = Arc::new(crate::auth::ReplayGuard::new(&settings));
         let settings = Arc::new(settings);
         let guard = |inner: Arc<dyn RequestProcessor>| -> Arc<dyn RequestProcessor> {
             Arc::new(AuthGuard {
                 inner,
                 settings: settings.clone(),
                 metadata: metadata.clone(),
+                replay: replay.clone(),
             })
         };
         for processor in self.processors.values_mut() {

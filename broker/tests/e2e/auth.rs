@@ -486,6 +486,136 @@ async fn with_authentication_off_passwords_go_only_to_super_callers() {
     namesrv.shutdown().await;
 }
 
+/// A raw client (no credentials of its own): sends requests exactly as given.
+async fn raw(addr: &str, request: RemotingCommand) -> RemotingCommand {
+    RemotingClient::new(ClientConfig::default())
+        .invoke(addr, request, Duration::from_secs(5))
+        .await
+        .expect("answered")
+}
+
+fn send_command(body: &str) -> RemotingCommand {
+    RemotingCommand::request(request_code::SEND_MESSAGE_V2)
+        .with_ext("a", "pg")
+        .with_ext("b", TOPIC)
+        .with_ext("c", "TBW102")
+        .with_ext("d", 4)
+        .with_ext("e", 0)
+        .with_ext("f", 0)
+        .with_ext("g", rocketraft_common::time::now_ms())
+        .with_ext("h", 0)
+        .with_ext("i", "")
+        .with_ext("j", 0)
+        .with_ext("k", "false")
+        .with_ext("m", "false")
+        .with_body(Bytes::from(body.to_string()))
+}
+
+/// The opt-in signed time: replayed and expired requests are refused, fresh ones served;
+/// without a signed time a request is refused only where `authRequireSignedTimestamp` is on.
+#[tokio::test]
+async fn replayed_expired_and_untimed_requests_are_refused_where_asked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let namesrv = NameServer::start(NamesrvConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        authentication_enabled: true,
+        authorization_enabled: true,
+        auth_require_signed_timestamp: true,
+        auth_signed_timestamp_window_seconds: 60,
+        init_authentication_user: Some(credentials(ADMIN)),
+        inner_client_authentication_credentials: Some(credentials(INNER)),
+        ..NamesrvConfig::default()
+    })
+    .await
+    .expect("namesrv starts");
+    let mut config = broker_config(dir.path(), namesrv.local_addr());
+    config.auth_require_signed_timestamp = true;
+    config.auth_signed_timestamp_window_seconds = 60;
+    let broker = Broker::start(config).await.expect("broker starts");
+    let addr = broker.local_addr().to_string();
+    let ns = namesrv.local_addr().to_string();
+    let admin = api_as(Some(credentials(ADMIN)));
+    // Our own signers add the time: the admin works, and the broker registered with the
+    // NameServer (signed with the inner credentials) so that the route exists.
+    admin
+        .create_topic(&addr, &TopicConfig::new(TOPIC, 1))
+        .await
+        .expect("the admin's timed request is served");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while admin.topic_route(&ns, TOPIC).await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "never routed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stored_here = || async { admin.max_offset(&addr, TOPIC, 0).await.expect("offset") };
+
+    // A fresh signed send is served once; the same bytes again are a replay.
+    let mut send = send_command("once");
+    sign(&mut send, &credentials(ADMIN));
+    let first = raw(&addr, send.clone()).await;
+    assert_eq!(first.code, response_code::SUCCESS, "{first:?}");
+    let again = raw(&addr, send).await;
+    assert_eq!(again.code, response_code::NO_PERMISSION, "{again:?}");
+    let remark = again.remark.unwrap_or_default();
+    assert!(remark.contains("replay"), "{remark}");
+    assert_eq!(stored_here().await, 1, "the replay stored nothing");
+
+    // Signed 10 minutes ago (the signature is valid, the time outside the 60 s window).
+    let mut old = send_command("old");
+    old.set_ext(
+        rocketraft_remoting::auth::SIGNED_AT,
+        format!("{}.t", rocketraft_common::time::now_ms() - 600_000),
+    );
+    rocketraft_remoting::auth::sign_without_time(&mut old, &credentials(ADMIN));
+    let expired = raw(&addr, old).await;
+    assert_eq!(expired.code, response_code::NO_PERMISSION, "{expired:?}");
+    assert!(
+        expired.remark.unwrap_or_default().contains("outside"),
+        "expired"
+    );
+    // Signed as RocketMQ's AclClientRPCHook signs (no time): refused by name, at the broker
+    // and at the NameServer.
+    let mut untimed = send_command("untimed");
+    rocketraft_remoting::auth::sign_without_time(&mut untimed, &credentials(ADMIN));
+    let refused = raw(&addr, untimed).await;
+    assert_eq!(refused.code, response_code::NO_PERMISSION, "{refused:?}");
+    assert!(
+        refused
+            .remark
+            .unwrap_or_default()
+            .contains("authRequireSignedTimestamp"),
+        "names the key"
+    );
+    let mut route =
+        RemotingCommand::request(request_code::GET_ROUTEINFO_BY_TOPIC).with_ext("topic", TOPIC);
+    rocketraft_remoting::auth::sign_without_time(&mut route, &credentials(ADMIN));
+    let refused = raw(&ns, route.clone()).await;
+    assert_eq!(refused.code, response_code::NO_PERMISSION, "{refused:?}");
+    assert_eq!(stored_here().await, 1, "nothing refused was stored");
+    broker.shutdown().await;
+    namesrv.shutdown().await;
+
+    // The default (switch off): RocketMQ-style untimed requests are served; timed ones are
+    // still checked.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = start(dir.path()).await;
+    let mut untimed = send_command("untimed, switch off");
+    rocketraft_remoting::auth::sign_without_time(&mut untimed, &credentials(ADMIN));
+    let served = raw(&s.broker, untimed).await;
+    assert_eq!(served.code, response_code::SUCCESS, "{served:?}");
+    let mut timed = send_command("timed, switch off");
+    sign(&mut timed, &credentials(ADMIN));
+    assert_eq!(
+        raw(&s.broker, timed.clone()).await.code,
+        response_code::SUCCESS
+    );
+    assert_eq!(
+        raw(&s.broker, timed).await.code,
+        response_code::NO_PERMISSION,
+        "a replay is refused with the switch off too"
+    );
+    assert_eq!(stored(&s).await, 2);
+}
+
 #[tokio::test]
 async fn the_nameserver_checks_with_the_brokers_users() {
     let dir = tempfile::tempdir().expect("tempdir");
