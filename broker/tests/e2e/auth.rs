@@ -656,3 +656,117 @@ async fn the_nameserver_checks_with_the_brokers_users() {
         "the broker is still registered"
     );
 }
+
+/// RocketMQ's controller checks no credentials (neither standalone nor in the NameServer); here
+/// a controller embedded in a NameServer with ACL on serves its codes through the NameServer's
+/// checks: without a cluster secret, an unsigned caller or an unknown user changes nothing,
+/// and a Super user (`admin --access-key/--secret-key`) may register, read and clean.
+#[tokio::test]
+async fn the_embedded_controller_answers_only_proven_callers() {
+    use rocketraft_controller::client::ControllerClient;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let raft_port = rocketraft_common::net::free_loopback_port().expect("port");
+    let mut c = rocketraft_controller::ControllerConfig::default();
+    c.raft.node_id = 1;
+    c.raft.listen = format!("127.0.0.1:{raft_port}").parse().expect("addr");
+    c.raft.data_dir = dir.path().join("controller");
+    c.raft.initial_members =
+        std::collections::BTreeMap::from([(1, format!("127.0.0.1:{raft_port}"))]);
+    c.raft.election_timeout_min_ms = 300;
+    c.raft.election_timeout_max_ms = 600;
+    c.raft.heartbeat_interval_ms = 100;
+    c.listen = "127.0.0.1:0".parse().expect("addr");
+    let namesrv = NameServer::start(NamesrvConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        enable_controller_in_namesrv: true,
+        controller: c,
+        authentication_enabled: true,
+        authorization_enabled: true,
+        init_authentication_user: Some(credentials(ADMIN)),
+        ..NamesrvConfig::default()
+    })
+    .await
+    .expect("namesrv with controller");
+    let ns = namesrv.local_addr().to_string();
+    let client = |creds: Option<SessionCredentials>| {
+        ControllerClient::new(
+            RemotingClient::new(ClientConfig {
+                credentials: creds,
+                ..ClientConfig::default()
+            }),
+            Duration::from_secs(5),
+        )
+    };
+    let admin = client(Some(credentials(ADMIN)));
+    let (cluster, set, broker) = ("DefaultCluster", "broker-a", "127.0.0.1:10911");
+    // The Super user sets up a broker set (once the controller has a leader).
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        match admin
+            .apply_broker_id(&ns, cluster, set, 1, &format!("{broker};1"))
+            .await
+        {
+            Ok(()) => break,
+            Err(e) if std::time::Instant::now() < deadline => {
+                tracing::debug!(error = %e, "controller not ready");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("the controller never served the admin: {e}"),
+        }
+    }
+    admin
+        .register_broker(&ns, cluster, set, 1, broker)
+        .await
+        .expect("the admin registers");
+    let before = admin
+        .get_replica_info(&ns, set)
+        .await
+        .expect("replica info");
+    let before_b = admin.get_replica_info(&ns, "broker-b").await;
+
+    // An unknown user is looked up on the brokers, and none is registered here: the NameServer
+    // cannot check and refuses with SYSTEM_ERROR saying so.
+    for (who, c, code) in [
+        ("unsigned", client(None), response_code::NO_PERMISSION),
+        (
+            "unknown user",
+            client(Some(credentials(("mallory", "x")))),
+            response_code::SYSTEM_ERROR,
+        ),
+        (
+            "wrong secret",
+            client(Some(credentials(("admin", "guess")))),
+            response_code::NO_PERMISSION,
+        ),
+    ] {
+        let refused = |what: &str, e: Option<i32>| {
+            assert_eq!(e, Some(code), "{who}: {what}");
+        };
+        let e = c.clean_broker_data(&ns, cluster, set, None, true).await;
+        refused("clean", e.err().and_then(|e| e.code()));
+        let e = c.elect_master(&ns, cluster, set, Some(1), true).await;
+        refused("elect", e.err().and_then(|e| e.code()));
+        let e = c
+            .apply_broker_id(&ns, cluster, "broker-b", 1, "127.0.0.1:1;1")
+            .await;
+        refused("apply", e.err().and_then(|e| e.code()));
+        let e = c.register_broker(&ns, cluster, set, 2, "127.0.0.1:2").await;
+        refused("register", e.err().and_then(|e| e.code()));
+    }
+    let after = admin
+        .get_replica_info(&ns, set)
+        .await
+        .expect("replica info");
+    assert_eq!(after, before, "nothing changed");
+    assert_eq!(
+        admin.get_replica_info(&ns, "broker-b").await,
+        before_b,
+        "no broker-b was applied"
+    );
+    // The Super user may clean the set's metadata.
+    admin
+        .clean_broker_data(&ns, cluster, set, None, true)
+        .await
+        .expect("the admin cleans");
+    namesrv.shutdown().await;
+}
