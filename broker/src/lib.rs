@@ -405,8 +405,16 @@ impl Broker {
         for code in processor::HANDLED_CODES {
             builder = builder.register(*code, processor.clone());
         }
+        let password_replay = if config.authentication_enabled {
+            None
+        } else {
+            Some(Arc::new(rocketraft_remoting::auth::ReplayGuard::new(
+                &config.auth_settings()?,
+            )))
+        };
         let acl_processor = Arc::new(processor::acl::AclProcessor {
             inner: slot.clone(),
+            password_replay,
         });
         for code in processor::acl::CODES {
             builder = builder.register(*code, acl_processor.clone());

@@ -52,6 +52,10 @@ impl From<AclStoreError> for Refusal {
 /// Serves the ACL requests (registered beside [`super::BrokerProcessor`]).
 pub struct AclProcessor {
     pub inner: Arc<OnceLock<Arc<BrokerInner>>>,
+    /// With authentication off no guard checks signed times, so the password reveal does: a
+    /// replayed or expired Super signature gets the users without passwords. `None` with
+    /// authentication on (the server's guard checked the request already).
+    pub password_replay: Option<Arc<rocketraft_remoting::auth::ReplayGuard>>,
 }
 
 impl RequestProcessor for AclProcessor {
@@ -61,6 +65,7 @@ impl RequestProcessor for AclProcessor {
         request: RemotingCommand,
     ) -> BoxFuture<Option<RemotingCommand>> {
         let inner = self.inner.get().cloned();
+        let replay = self.password_replay.clone();
         Box::pin(async move {
             if request.is_oneway() {
                 return None;
@@ -86,7 +91,14 @@ impl RequestProcessor for AclProcessor {
             };
             let result = match result {
                 Ok(response) if shows_passwords(request.code) => {
-                    hide_passwords_from_non_super(&inner, &ctx, &request, response).await
+                    hide_passwords_from_non_super(
+                        &inner,
+                        replay.as_deref(),
+                        &ctx,
+                        &request,
+                        response,
+                    )
+                    .await
                 }
                 other => other,
             };
@@ -117,6 +129,7 @@ fn shows_passwords(code: i32) -> bool {
 /// credentials or prove the cluster secret.
 async fn hide_passwords_from_non_super(
     inner: &Arc<BrokerInner>,
+    replay: Option<&rocketraft_remoting::auth::ReplayGuard>,
     ctx: &RequestContext,
     request: &RemotingCommand,
     response: RemotingCommand,
@@ -131,7 +144,16 @@ async fn hide_passwords_from_non_super(
         config_users: crate::auth::config_users(&inner.config),
     };
     if rocketraft_remoting::auth::caller_is_super(&metadata, ctx, request).await {
-        return Ok(response);
+        let fresh = match replay.filter(|_| !ctx.connection.is_trusted()) {
+            None => Ok(()),
+            Some(guard) => guard.check(request, rocketraft_common::time::now_ms()),
+        };
+        match fresh {
+            Ok(()) => return Ok(response),
+            Err(refusal) => {
+                tracing::warn!(peer = %ctx.peer, remark = %refusal.remark, "a Super user's signature on a user read is stale or replayed: passwords hidden");
+            }
+        }
     }
     let body = if request.code == request_code::AUTH_GET_USER {
         let mut user: UserInfo = serde_json::from_slice(&response.body)

@@ -482,6 +482,36 @@ async fn with_authentication_off_passwords_go_only_to_super_callers() {
             "{who}: {users:?}"
         );
     }
+    // A captured Super read replayed, or one signed long ago, shows no password.
+    let read = |request: RemotingCommand| {
+        let addr = addr.clone();
+        async move {
+            let response = raw(&addr, request).await;
+            assert_eq!(response.code, response_code::SUCCESS, "{response:?}");
+            let user: UserInfo = serde_json::from_slice(&response.body).expect("a user");
+            user.password
+        }
+    };
+    let get_alice =
+        || RemotingCommand::request(request_code::AUTH_GET_USER).with_ext("username", "alice");
+    let mut captured = get_alice();
+    sign(&mut captured, &credentials(("root", "root-secret")));
+    assert_eq!(
+        read(captured.clone()).await.as_deref(),
+        Some("alice-secret")
+    );
+    assert_eq!(read(captured).await, None, "a replay shows no password");
+    let mut old = get_alice();
+    old.set_ext(
+        rocketraft_remoting::auth::SIGNED_AT,
+        format!("{}.t", rocketraft_common::time::now_ms() - 600_000),
+    );
+    rocketraft_remoting::auth::sign_without_time(&mut old, &credentials(("root", "root-secret")));
+    assert_eq!(
+        read(old).await,
+        None,
+        "an expired signature shows no password"
+    );
     broker.shutdown().await;
     namesrv.shutdown().await;
 }
