@@ -160,7 +160,7 @@ pub struct PopProcessQueueInfo {
 /// `ConsumerRunningInfo`, what a consumer answers GET_CONSUMER_RUNNING_INFO (307) with (the
 /// broker relays it unchanged). `mqTable` and `mqPopTable` are fastjson maps keyed by
 /// `MessageQueue` objects on the wire; here they are pairs.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ConsumerRunningInfo {
     /// The client's `Properties` (`PROP_CONSUME_TYPE`, `PROP_CLIENT_VERSION`, ...); values that

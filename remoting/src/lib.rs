@@ -45,6 +45,7 @@
 
 pub mod api;
 mod api_acl;
+mod api_admin;
 pub mod api_manage;
 mod api_stats;
 pub mod auth;

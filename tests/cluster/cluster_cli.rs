@@ -271,6 +271,36 @@ fn up_registers_one_master_and_replicas_report_ha_status() {
     let table = support::admin(&namesrv, &["broker", "replicas", "--broker", "broker-a"]);
     assert_eq!(table.matches("MASTER").count(), 1, "{table}");
 
+    // The epochs of every replica (mqadmin getBrokerEpoch): the master has started one; a
+    // replica holding data shares its first; the last epoch of each list is open (RocketMQ's
+    // Long.MAX_VALUE); a slave that has not replicated a byte yet has none.
+    let epochs: Value = serde_json::from_str(&support::admin(
+        &namesrv,
+        &["broker", "epoch", "--broker", "broker-a", "--json"],
+    ))
+    .expect("epoch JSON");
+    let caches = epochs.as_object().expect("by address");
+    assert_eq!(caches.len(), 3, "{epochs:#}");
+    let with_epochs: Vec<&Value> = caches
+        .values()
+        .filter(|c| c["epochList"].as_array().is_some_and(|l| !l.is_empty()))
+        .collect();
+    assert!(
+        !with_epochs.is_empty(),
+        "the master has an epoch: {epochs:#}"
+    );
+    for c in caches.values() {
+        assert_eq!(c["brokerName"], "broker-a", "{epochs:#}");
+        match c["epochList"].as_array().map(Vec::as_slice) {
+            Some([first, .., last]) | Some([first @ last]) => {
+                assert!(first["epoch"].as_i64() >= Some(1), "{epochs:#}");
+                assert_eq!(first, &with_epochs[0]["epochList"][0], "{epochs:#}");
+                assert_eq!(last["endOffset"], i64::MAX, "{epochs:#}");
+            }
+            _ => assert_eq!(c["maxOffset"], 0, "{epochs:#}"),
+        }
+    }
+
     let out = cluster.down();
     assert!(out.status.success(), "down: {}", text(&out));
     for pid in pids(&rows) {

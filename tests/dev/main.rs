@@ -8,6 +8,7 @@
 mod admin_acl;
 mod admin_clients;
 mod admin_consumer;
+mod admin_groups;
 mod admin_topic_stats;
 mod dev_kill9;
 mod flood;

@@ -54,6 +54,55 @@ pub enum BrokerCommand {
     /// The broker's settings (mqadmin getBrokerConfig / updateBrokerConfig).
     #[command(subcommand)]
     Config(super::clients::ConfigCommand),
+    /// The epochs of each replica's CommitLog: where each master's epoch starts and ends, and
+    /// the log's end (mqadmin getBrokerEpoch; GET_BROKER_EPOCH_CACHE). Replicas that agree on
+    /// an epoch hold the same bytes up to its end.
+    Epoch {
+        /// Broker set name (brokerName); every replica the NameServer knows is asked.
+        #[arg(long, required_unless_present = "addr")]
+        broker: Option<String>,
+        /// One broker's address instead.
+        #[arg(long, conflicts_with = "broker")]
+        addr: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `admin broker epoch`: every asked replica's epoch cache, by address.
+async fn epoch(
+    api: &MqClientApi,
+    namesrv: &str,
+    broker: Option<String>,
+    addr: Option<String>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let mut caches = BTreeMap::new();
+    for addr in target_addrs(api, namesrv, broker, addr).await? {
+        let cache = api
+            .broker_epoch_cache(&addr)
+            .await
+            .with_context(|| format!("the epochs of the broker at {addr}"))?;
+        caches.insert(addr, cache);
+    }
+    super::print_as(json, &caches, |caches| {
+        for (addr, c) in caches {
+            println!(
+                "{} id {} ({addr}): CommitLog ends at {}",
+                c.broker_name, c.broker_id, c.max_offset
+            );
+            println!("  {:>6} {:>16} {:>16}", "epoch", "startOffset", "endOffset");
+            for e in &c.epoch_list {
+                // The last epoch is open: RocketMQ sends Long.MAX_VALUE as its end.
+                let end = if e.end_offset == i64::MAX {
+                    "-".to_string()
+                } else {
+                    e.end_offset.to_string()
+                };
+                println!("  {:>6} {:>16} {:>16}", e.epoch, e.start_offset, end);
+            }
+        }
+    })
 }
 
 /// The retention keys of GET_BROKER_RUNTIME_INFO that `admin broker status` shows, in order.
@@ -509,6 +558,9 @@ pub async fn run(
             return status(api, namesrv, broker, addr, json).await
         }
         BrokerCommand::Clean { broker, addr } => return clean(api, namesrv, broker, addr).await,
+        BrokerCommand::Epoch { broker, addr, json } => {
+            return epoch(api, namesrv, broker, addr, json).await
+        }
         BrokerCommand::Config(command) => {
             return super::clients::run_config(api, namesrv, command).await
         }

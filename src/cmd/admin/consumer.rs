@@ -21,6 +21,20 @@ pub enum ConsumerCommand {
     /// The connections of a consumer group's clients and the group's subscriptions (mqadmin
     /// consumerConnection).
     Connections(super::clients::ConnectionsArgs),
+    /// What each live client of a group says about itself: its queues and their commit
+    /// offsets, cached and locked messages, POP messages waiting for an ack, rates (mqadmin
+    /// consumerStatus; GET_CONSUMER_RUNNING_INFO relayed by a broker).
+    Status {
+        #[arg(long)]
+        group: String,
+        /// Only this client (a client id from `consumer connections`).
+        #[arg(long)]
+        client_id: Option<String>,
+        #[arg(long, default_value = rocketraft_common::consts::DEFAULT_CLUSTER)]
+        cluster: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Per queue: the broker's offset, the group's offset, the lag and POP messages in flight.
     Progress {
         #[arg(long)]
@@ -120,6 +134,22 @@ pub async fn run_consumer(
     let (group, topic, json) = match command {
         ConsumerCommand::Connections(args) => {
             return super::clients::consumer_connections(api, namesrv, args).await
+        }
+        ConsumerCommand::Status {
+            group,
+            client_id,
+            cluster,
+            json,
+        } => {
+            return super::group::consumer_status(
+                api,
+                namesrv,
+                &group,
+                client_id.as_deref(),
+                &cluster,
+                json,
+            )
+            .await
         }
         ConsumerCommand::Progress { group, topic, json } => (group, topic, json),
         ConsumerCommand::CreateGroup {

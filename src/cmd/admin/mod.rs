@@ -7,6 +7,7 @@ mod broker;
 mod clients;
 pub(crate) mod consumer;
 mod controller;
+mod group;
 mod message;
 mod topic_stats;
 
@@ -126,6 +127,9 @@ enum AdminCommand {
     /// Consumer groups: progress (offsets, lag, POP messages in flight).
     #[command(subcommand)]
     Consumer(consumer::ConsumerCommand),
+    /// Subscription groups: list and delete (create with `consumer create-group`).
+    #[command(subcommand)]
+    Group(group::GroupCommand),
     /// Producer groups: their clients' connections.
     #[command(subcommand)]
     Producer(clients::ProducerCommand),
@@ -160,8 +164,29 @@ enum TopicCommand {
         #[arg(long, value_parser = ["NORMAL", "FIFO", "DELAY", "TRANSACTION", "MIXED"])]
         message_type: Option<String>,
     },
+    /// Delete a topic from every master serving it, then its route from the NameServer
+    /// (mqadmin deleteTopic). Its messages stay in the CommitLog until retention.
+    Delete {
+        #[arg(long)]
+        topic: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a topic's permission on every master serving it (mqadmin updateTopicPerm): 6 read
+    /// and write, 4 read only, 2 write only.
+    UpdatePerm {
+        #[arg(long)]
+        topic: String,
+        #[arg(long, value_parser = ["2", "4", "6"])]
+        perm: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// List every topic the NameServer knows.
-    List,
+    List {
+        #[arg(long)]
+        json: bool,
+    },
     /// Show which brokers and queues serve a topic.
     Route {
         topic: String,
@@ -235,6 +260,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             broker::run(&api, namesrv, args.controller.as_deref(), command).await
         }
         AdminCommand::Consumer(command) => consumer::run_consumer(&api, namesrv, command).await,
+        AdminCommand::Group(command) => group::run(&api, namesrv, command).await,
         AdminCommand::Producer(command) => clients::run_producer(&api, namesrv, command).await,
         AdminCommand::Message(command) => consumer::run_message(&api, namesrv, command).await,
         AdminCommand::Acl(command) => acl::run(&api, namesrv, command).await,
@@ -273,15 +299,21 @@ async fn topic(api: &MqClientApi, namesrv: &str, command: TopicCommand) -> anyho
             }
             Ok(())
         }
-        TopicCommand::List => {
+        TopicCommand::List { json } => {
             let list = api
                 .all_topics(namesrv)
                 .await
                 .with_context(|| format!("cannot list topics from {namesrv}"))?;
-            for topic in list.topic_list {
-                println!("{topic}");
-            }
-            Ok(())
+            print_as(json, &list.topic_list, |topics| {
+                for topic in topics {
+                    println!("{topic}");
+                }
+            })
+        }
+        TopicCommand::Delete { topic, json } => delete_topic(api, namesrv, &topic, json).await,
+        TopicCommand::UpdatePerm { topic, perm, json } => {
+            let perm: i32 = perm.parse().context("--perm")?;
+            update_topic_perm(api, namesrv, &topic, perm, json).await
         }
         TopicCommand::Route { topic, json } => {
             let route = api
@@ -297,6 +329,112 @@ async fn topic(api: &MqClientApi, namesrv: &str, command: TopicCommand) -> anyho
             topic_stats::stats(api, namesrv, &topic, group.as_deref(), json).await
         }
     }
+}
+
+/// Each broker set serving `topic` and its master's address (`None`: no live master).
+async fn topic_masters(
+    api: &MqClientApi,
+    namesrv: &str,
+    topic: &str,
+) -> anyhow::Result<Vec<(String, Option<String>)>> {
+    let route = api.topic_route(namesrv, topic).await.map_err(|e| match e {
+        ApiError::Refused(r) if r.code == response_code::TOPIC_NOT_EXIST => {
+            anyhow::anyhow!("topic {topic} does not exist: the NameServer has no route for it")
+        }
+        other => namesrv_error(namesrv)(other),
+    })?;
+    Ok(route
+        .broker_datas
+        .iter()
+        .map(|b| (b.broker_name.clone(), b.master_addr().map(str::to_string)))
+        .collect())
+}
+
+/// What `topic delete` and `topic update-perm` did on one broker set.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TopicChange {
+    broker_name: String,
+    addr: String,
+    perm: Option<i32>,
+}
+
+/// `admin topic delete`: every master serving the topic deletes it (in controller mode its
+/// slaves follow through the metadata log), then the NameServer drops the route. A broker set
+/// without a live master stops it before anything is deleted.
+async fn delete_topic(
+    api: &MqClientApi,
+    namesrv: &str,
+    topic: &str,
+    json: bool,
+) -> anyhow::Result<()> {
+    let sets = topic_masters(api, namesrv, topic).await?;
+    if let Some((name, _)) = sets.iter().find(|(_, addr)| addr.is_none()) {
+        bail!("broker set {name} serving {topic} has no live master: nothing deleted (try again once it has one)");
+    }
+    let mut done = Vec::new();
+    for (name, addr) in sets {
+        let addr = addr.unwrap_or_default();
+        api.delete_topic_in_broker(&addr, topic)
+            .await
+            .with_context(|| format!("deleting {topic} on {name} ({addr})"))?;
+        done.push(TopicChange {
+            broker_name: name,
+            addr,
+            perm: None,
+        });
+    }
+    api.delete_topic_in_namesrv(namesrv, topic)
+        .await
+        .map_err(namesrv_error(namesrv))?;
+    print_as(json, &done, |done| {
+        for d in done {
+            println!("deleted topic {topic} on {} ({})", d.broker_name, d.addr);
+        }
+        println!("deleted the route of {topic} from the NameServer");
+    })
+}
+
+/// `admin topic update-perm`: the topic's config on every master serving it, with `perm`.
+async fn update_topic_perm(
+    api: &MqClientApi,
+    namesrv: &str,
+    topic: &str,
+    perm: i32,
+    json: bool,
+) -> anyhow::Result<()> {
+    let sets = topic_masters(api, namesrv, topic).await?;
+    if let Some((name, _)) = sets.iter().find(|(_, addr)| addr.is_none()) {
+        bail!("broker set {name} serving {topic} has no live master: nothing changed (try again once it has one)");
+    }
+    let mut done = Vec::new();
+    for (name, addr) in sets {
+        let addr = addr.unwrap_or_default();
+        let topics = api
+            .broker_topics(&addr)
+            .await
+            .with_context(|| format!("the topics of {name} ({addr})"))?;
+        let Some(mut config) = topics.topic_config_table.get(topic).cloned() else {
+            bail!("{name} ({addr}) routes {topic} but has no config for it");
+        };
+        let old = config.perm;
+        config.perm = perm;
+        api.create_topic(&addr, &config)
+            .await
+            .with_context(|| format!("updating {topic} on {name} ({addr})"))?;
+        if !json {
+            println!("topic {topic} on {name} ({addr}): perm {old} -> {perm}");
+        }
+        done.push(TopicChange {
+            broker_name: name,
+            addr,
+            perm: Some(perm),
+        });
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&done)?);
+    }
+    Ok(())
 }
 
 /// What to tell the user when the NameServer did not answer `cluster_info`: unreachable, or

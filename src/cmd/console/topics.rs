@@ -13,7 +13,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Html;
 use rocketraft_common::consts::DEFAULT_CLUSTER;
 use rocketraft_common::TopicConfig;
-use rocketraft_remoting::{request_code, response_code, RemotingCommand};
 
 use super::form::{self, encode};
 use super::html::{self, esc, link, num, role, td};
@@ -291,11 +290,9 @@ pub(crate) async fn delete(
             rows.push(vec![td(&b.broker_name), td("-"), td("no live master")]);
             continue;
         };
-        let request =
-            RemotingCommand::request(request_code::DELETE_TOPIC_IN_BROKER).with_ext("topic", topic);
         console
             .api
-            .call(addr, request, &[response_code::SUCCESS])
+            .delete_topic_in_broker(addr, topic)
             .await
             .map_err(|e| {
                 console.api_error(
@@ -306,11 +303,9 @@ pub(crate) async fn delete(
             })?;
         rows.push(vec![td(&b.broker_name), td(addr), td("deleted")]);
     }
-    let request =
-        RemotingCommand::request(request_code::DELETE_TOPIC_IN_NAMESRV).with_ext("topic", topic);
     console
         .api
-        .call(&console.namesrv, request, &[response_code::SUCCESS])
+        .delete_topic_in_namesrv(&console.namesrv, topic)
         .await
         .map_err(|e| console.namesrv_error(&format!("Deleting the route of {topic}"), e))?;
     let mut body = html::notice(&format!(
