@@ -199,3 +199,55 @@ async fn dev_with_auth_and_no_inner_credentials_serves_its_own_proxy() {
     let _ = dev.child.kill();
     let _ = dev.child.wait();
 }
+
+/// `rocketraft proxy --auth` reads users' secret keys from the brokers, which show them only to
+/// a Super user or a holder of the cluster secret: it starts with `--cluster-secret-file` in
+/// place of `--remoting-access-key`, and refuses a secret too short to be one.
+#[test]
+fn proxy_with_auth_starts_with_the_cluster_secret_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = |secret: &str| {
+        let file = dir.path().join("cluster-secret");
+        std::fs::write(&file, secret).expect("write");
+        let mut child = crate::support::Killed(
+            Command::new(env!("CARGO_BIN_EXE_rocketraft"))
+                .args([
+                    "proxy",
+                    "--listen",
+                    &format!("127.0.0.1:{}", free_port()),
+                    "--namesrv",
+                    &format!("127.0.0.1:{}", free_port()),
+                    "--auth",
+                    "--cluster-secret-file",
+                    file.to_str().expect("utf8 path"),
+                ])
+                .env_remove("ROCKETRAFT_CLUSTER_SECRET")
+                .env_remove("ROCKETRAFT_PROXY_SECRET_KEY")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn proxy"),
+        );
+        let first = BufReader::new(child.0.stdout.take().expect("stdout"))
+            .lines()
+            .next()
+            .and_then(Result::ok);
+        let mut err = String::new();
+        if first.is_none() {
+            use std::io::Read;
+            let _ = child
+                .0
+                .stderr
+                .take()
+                .expect("stderr")
+                .read_to_string(&mut err);
+        }
+        (first, err)
+    };
+    let (ready, _) = run("0123456789abcdef0123456789abcdef\n");
+    let ready = ready.expect("a ready line");
+    assert!(ready.contains("authentication on"), "{ready}");
+    let (none, err) = run("short");
+    assert!(none.is_none(), "a weak secret was taken: {none:?}");
+    assert!(err.contains("cluster_secret"), "{err}");
+}
