@@ -1,7 +1,7 @@
 //! A typed Remoting client for the controller protocol (what a broker in controller mode, the
 //! admin tool and the tests speak).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use rocketraft_remoting::request_code as rc;
@@ -72,6 +72,25 @@ pub struct HeartbeatAck {
     /// The controller's `heartbeatTimeoutMills` (Rocketraft's `controllerHeartbeatTimeoutMills`;
     /// absent from other controllers).
     pub controller_timeout_ms: Option<u64>,
+}
+
+/// Escapes a key or value for properties text (`Properties.store`'s escapes), so that what an
+/// operator types is one entry, whatever it holds.
+fn escape_property(text: &str, out: &mut String) {
+    for (i, c) in text.chars().enumerate() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '=' | ':' | '#' | '!' => {
+                out.push('\\');
+                out.push(c);
+            }
+            ' ' if i == 0 => out.push_str("\\ "),
+            c => out.push(c),
+        }
+    }
 }
 
 /// Typed controller calls over a [`RemotingClient`].
@@ -448,6 +467,42 @@ impl ControllerClient {
         if let Some(ids) = ids {
             request.set_ext("brokerControllerIdsToClean", ids);
         }
+        self.call_ok(addr, request, &[]).await.map(|_| ())
+    }
+
+    /// GET_CONTROLLER_CONFIG (1010): the controller's configuration as `key=value` pairs.
+    pub async fn get_config(
+        &self,
+        addr: &str,
+    ) -> Result<BTreeMap<String, String>, ControllerCallError> {
+        let request = RemotingCommand::request(rc::GET_CONTROLLER_CONFIG);
+        let response = self.call_ok(addr, request, &[]).await?;
+        let text = std::str::from_utf8(&response.body)
+            .map_err(|_| ControllerCallError::Decode("the config is not UTF-8".into()))?;
+        let props = rocketraft_common::properties::Properties::parse(text)
+            .map_err(|e| ControllerCallError::Decode(format!("the config: {e}")))?;
+        Ok(props
+            .entries()
+            .iter()
+            .map(|e| (e.key.clone(), e.value.clone()))
+            .collect())
+    }
+
+    /// UPDATE_CONTROLLER_CONFIG (1009) with `entries` as properties text.
+    pub async fn update_config(
+        &self,
+        addr: &str,
+        entries: &[(&str, &str)],
+    ) -> Result<(), ControllerCallError> {
+        let mut body = String::new();
+        for (key, value) in entries {
+            escape_property(key, &mut body);
+            body.push('=');
+            escape_property(value, &mut body);
+            body.push('\n');
+        }
+        let request =
+            RemotingCommand::request(rc::UPDATE_CONTROLLER_CONFIG).with_body(body.into_bytes());
         self.call_ok(addr, request, &[]).await.map(|_| ())
     }
 

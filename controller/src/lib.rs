@@ -28,6 +28,8 @@
 //!   `NOTIFY_BROKER_ROLE_CHANGED`, and the Remoting processor; every node answers every request.
 //!   With a `cluster_secret`, the state-changing codes ([`CONTROLLER_PROTECTED_CODES`]) are
 //!   served only to connections that proved it, and the Raft RPCs are authenticated with it.
+//! - [`runtime_config`]: GET_CONTROLLER_CONFIG / UPDATE_CONTROLLER_CONFIG, and the settings an
+//!   update changes while the controller runs.
 //! - [`metrics`]: the controller's Prometheus series ([`Controller::metrics_collector`]).
 //! - [`peers`]: what the other controllers hear, asked before an election or a depose the
 //!   leader cannot make from its own table (partitions; issue 22).
@@ -44,6 +46,7 @@ pub mod liveness;
 pub mod metrics;
 pub mod peers;
 pub mod replicated;
+pub mod runtime_config;
 pub mod service;
 pub mod state;
 pub mod wire;

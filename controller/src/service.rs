@@ -205,13 +205,14 @@ pub const CONTROLLER_CODES: &[i32] = &[
     rocketraft_remoting::request_code::CONTROLLER_GET_NEXT_BROKER_ID,
     rocketraft_remoting::request_code::CONTROLLER_APPLY_BROKER_ID,
     rocketraft_remoting::request_code::BROKER_HEARTBEAT,
+    rocketraft_remoting::request_code::GET_CONTROLLER_CONFIG,
+    rocketraft_remoting::request_code::UPDATE_CONTROLLER_CONFIG,
 ];
 
 /// The controller codes that change state or feed elections: with a cluster secret they are
 /// served only on connections that proved it (`RemotingServerBuilder::cluster_trust`), on the
-/// controller's own port and on a NameServer that embeds it. `UPDATE_CONTROLLER_CONFIG` is not
-/// served here, but is listed so that no server that registers it leaves it open. The
-/// read-only codes (`CONTROLLER_GET_REPLICA_INFO`, `CONTROLLER_GET_METADATA_INFO`,
+/// controller's own port and on a NameServer that embeds it (`UPDATE_CONTROLLER_CONFIG`
+/// included: it changes how elections run). The read-only codes (`CONTROLLER_GET_REPLICA_INFO`, `CONTROLLER_GET_METADATA_INFO`,
 /// `CONTROLLER_GET_SYNC_STATE_DATA`, `GET_CONTROLLER_CONFIG`) stay open.
 pub const CONTROLLER_PROTECTED_CODES: &[i32] = &[
     rocketraft_remoting::request_code::CONTROLLER_REGISTER_BROKER,
@@ -229,6 +230,9 @@ pub struct Controller {
     pub(crate) node: RaftNode<ControllerStateMachine>,
     pub(crate) heartbeats: Arc<HeartbeatTracker>,
     pub(crate) config: ControllerConfig,
+    /// The settings UPDATE_CONTROLLER_CONFIG changes while the controller runs (their values in
+    /// `config` are the ones it started with).
+    pub(crate) live: crate::runtime_config::LiveSettings,
     notifier: RemotingClient,
     remoting_addr: Mutex<String>,
     server: Mutex<Option<ServerHandle>>,
@@ -341,6 +345,7 @@ impl Controller {
                 ..ClientConfig::default()
             }),
             remoting_addr: Mutex::new(config.listen.to_string()),
+            live: crate::runtime_config::LiveSettings::new(&config),
             config,
             server: Mutex::new(None),
             scanner: Mutex::new(None),
@@ -362,7 +367,7 @@ impl Controller {
             });
         *controller.tenure_watch.lock() = Some(spawn_tenure_watch(&controller));
         let weak = Arc::downgrade(&controller);
-        let interval = Duration::from_millis(controller.config.scan_interval_ms.max(50));
+        let mut interval = Duration::from_millis(controller.live.scan_interval_ms());
         let scanner = tokio::spawn(async move {
             let mut ticker = tokio::time::interval(interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -370,6 +375,19 @@ impl Controller {
             loop {
                 ticker.tick().await;
                 let Some(c) = weak.upgrade() else { break };
+                // `scanNotActiveBrokerInterval` changes at runtime (UPDATE_CONTROLLER_CONFIG).
+                let wanted = Duration::from_millis(c.live.scan_interval_ms());
+                if wanted != interval {
+                    tracing::info!(
+                        from_ms = interval.as_millis() as u64,
+                        to_ms = wanted.as_millis() as u64,
+                        "scan interval changed"
+                    );
+                    interval = wanted;
+                    ticker =
+                        tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+                    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                }
                 let now = rocketraft_common::time::mono_ms();
                 // A tick far later than due means this process was stopped (SIGSTOP, a VM
                 // pause, a stall): what it knows of heartbeats and of its own leadership is
@@ -442,7 +460,7 @@ impl Controller {
     }
 
     fn policy(&self) -> DefaultElectPolicy {
-        DefaultElectPolicy::new(self.config.enable_elect_unclean_master)
+        DefaultElectPolicy::new(self.live.enable_elect_unclean_master())
     }
 
     fn alive_for(&self, request: &ControllerRequest) -> crate::liveness::AliveBrokers {
@@ -519,7 +537,7 @@ impl Controller {
 
     /// Answers a read-only request, linearizably unless `stale_reads` is configured.
     pub async fn read(&self, request: ControllerRequest) -> CommandResult {
-        let mode = if self.config.stale_reads {
+        let mode = if self.live.stale_reads() {
             ReadMode::Stale
         } else {
             ReadMode::Linearizable
@@ -836,7 +854,7 @@ impl Controller {
     async fn after_election(&self, broker_name: &str) -> Option<wire::BrokerMemberGroup> {
         let (state, _) = self.state(ReadMode::Linearizable).await.ok()?;
         let set = state.broker_set(broker_name)?;
-        if self.config.notify_broker_role_changed {
+        if self.live.notify_broker_role_changed() {
             let request = wire::notify_broker_role_changed(set);
             let addrs: Vec<String> = set
                 .replica_info

@@ -517,6 +517,16 @@ impl ControllerProcessor {
                     .with_ext("leaderConfirmed", confirmed)
                     .with_ext("controllerHeartbeatTimeoutMills", t))
             }
+            rc::GET_CONTROLLER_CONFIG => {
+                let text = crate::runtime_config::config_text(&c.config, &c.live)?;
+                Ok(cmd
+                    .response_to(response_code::SUCCESS, None)
+                    .with_body(text.into_bytes()))
+            }
+            rc::UPDATE_CONTROLLER_CONFIG => {
+                crate::runtime_config::update(&c.live, &cmd.body)?;
+                Ok(cmd.response_to(response_code::SUCCESS, None))
+            }
             rc::CONTROLLER_GET_METADATA_INFO => {
                 let status = c.node.status();
                 let mut out = cmd.response_to(response_code::SUCCESS, None);

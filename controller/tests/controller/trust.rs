@@ -274,8 +274,7 @@ async fn a_secret_quorum_serves_brokers_with_the_secret_and_refuses_everyone_els
                 "{what} at {addr}: {err}"
             );
         }
-        // The raw codes this server serves (UPDATE_CONTROLLER_CONFIG is listed for servers that
-        // do, not served here).
+        // The raw codes this server serves (UPDATE_CONTROLLER_CONFIG among them).
         for protected in CONTROLLER_PROTECTED_CODES
             .iter()
             .filter(|c| CONTROLLER_CODES.contains(c))

@@ -49,7 +49,8 @@ pub enum ConfigCommand {
     /// Change settings while the broker runs: `key=value` ... (the retention settings:
     /// fileReservedTime, deleteWhen, diskMaxUsedSpaceRatio, diskSpaceCleanForciblyRatio,
     /// diskSpaceWarningLevelRatio, cleanFileForciblyEnable). A broker applies all of them or,
-    /// refusing one, none; the change lasts until it restarts.
+    /// refusing one, none; the broker keeps the change across restarts (in
+    /// `{storeRoot}/config/broker-runtime.properties`, applied over its config file).
     Set {
         /// Broker set name (brokerName); every replica the NameServer knows is changed.
         #[arg(long, required_unless_present = "addr")]

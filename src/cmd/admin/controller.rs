@@ -1,11 +1,13 @@
 //! `rocketraft admin controller`: the controller quorum's status, a broker set's replicas, Raft
-//! membership changes, and Raft leadership transfer.
+//! membership changes, Raft leadership transfer, and the controllers' settings.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Subcommand;
 use rocketraft_common::trust::ClusterSecret;
+use rocketraft_controller::client::{ControllerCallError, ControllerClient};
 use rocketraft_controller::wire::{BrokerReplicasInfo, WireReplicasInfo};
 use rocketraft_controller::ControllerStatus;
 use rocketraft_raft::AdminRequest;
@@ -43,6 +45,29 @@ pub enum ControllerCommand {
         #[arg(long)]
         raft: Option<String>,
     },
+    /// The controllers' settings (mqadmin getControllerConfig / updateControllerConfig). Each
+    /// controller has its own: --controller takes one address or a `;`-separated list, and
+    /// every one is asked.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand)]
+pub enum ConfigCommand {
+    /// Every setting of each controller (secrets left out).
+    Get {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change settings while the controllers run: `key=value` ... (enableElectUncleanMaster,
+    /// notifyBrokerRoleChanged, scanNotActiveBrokerInterval, stale_reads). A controller applies
+    /// all of them or, refusing one, none; the change lasts until it restarts. Needs
+    /// --cluster-secret-file (or ROCKETRAFT_CLUSTER_SECRET) when the cluster has a secret.
+    Set {
+        /// `key=value` pairs.
+        #[arg(required = true)]
+        entries: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -78,6 +103,86 @@ pub struct Via {
     /// Raft (gRPC) address of any controller member; the change is forwarded to the leader.
     #[arg(long)]
     raft: String,
+}
+
+/// The controllers named by `--controller` (`a;b` or `a,b`, as mqadmin's `-a`).
+fn controller_list(controller: &str) -> anyhow::Result<Vec<String>> {
+    let list: Vec<String> = controller
+        .split([';', ','])
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(str::to_string)
+        .collect();
+    if list.is_empty() {
+        bail!("no controller address in {controller:?} (pass --controller)");
+    }
+    Ok(list)
+}
+
+fn config_error(addr: &str, e: ControllerCallError) -> String {
+    match e {
+        ControllerCallError::Refused(r) => {
+            format!("{addr}: refused (code {}): {}", r.code, r.remark)
+        }
+        other => format!("{addr}: {other}"),
+    }
+}
+
+async fn run_config(
+    client: &RemotingClient,
+    controller: &str,
+    command: ConfigCommand,
+) -> anyhow::Result<()> {
+    let addrs = controller_list(controller)?;
+    let api = ControllerClient::new(client.clone(), Duration::from_secs(15));
+    match command {
+        ConfigCommand::Get { json } => {
+            let mut all = BTreeMap::new();
+            for addr in &addrs {
+                let config = api
+                    .get_config(addr)
+                    .await
+                    .map_err(|e| anyhow::anyhow!(config_error(addr, e)))?;
+                all.insert(addr.clone(), config);
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&all)?);
+                return Ok(());
+            }
+            for (addr, config) in &all {
+                if all.len() > 1 {
+                    println!("# {addr}");
+                }
+                for (key, value) in config {
+                    println!("{key}={value}");
+                }
+            }
+            Ok(())
+        }
+        ConfigCommand::Set { entries } => {
+            let mut pairs = Vec::new();
+            for entry in &entries {
+                let Some((key, value)) = entry.split_once('=') else {
+                    bail!("{entry:?} is not key=value");
+                };
+                if key.trim().is_empty() {
+                    bail!("{entry:?} has no key");
+                }
+                pairs.push((key.trim(), value.trim()));
+            }
+            let mut failed = Vec::new();
+            for addr in &addrs {
+                match api.update_config(addr, &pairs).await {
+                    Ok(()) => println!("{addr}: updated"),
+                    Err(e) => failed.push(config_error(addr, e)),
+                }
+            }
+            if !failed.is_empty() {
+                bail!("{}", failed.join("\n"));
+            }
+            Ok(())
+        }
+    }
 }
 
 /// The controller's own status (Remoting).
@@ -171,6 +276,7 @@ pub async fn run(
             println!("{answer}");
             Ok(())
         }
+        ControllerCommand::Config(command) => run_config(client, controller, command).await,
     }
 }
 
