@@ -460,6 +460,103 @@ impl PopService {
         Ok(out)
     }
 
+    /// Where a peek or a notification looks in `key`'s queue: where the next pop would start
+    /// (the pop offset, never below the group's committed offset, or the queue's min when
+    /// there is none), without moving anything.
+    fn peek_start(&self, inner: &BrokerInner, key: &QueueKey) -> i64 {
+        let committed = inner
+            .metadata
+            .query_offset(&key.0, &key.1, key.2)
+            .ok()
+            .flatten();
+        let min = inner.store.get_min_offset_in_queue(&key.1, key.2);
+        let popped = self.state.lock().get(key).map(|qs| qs.pop_offset);
+        committed
+            .unwrap_or(min)
+            .max(popped.unwrap_or(i64::MIN))
+            .max(min)
+    }
+
+    /// PEEK_MESSAGE: up to `max` of the messages the next pops of `group` would get (the
+    /// group's retry topic first, then `queue_id` of `topic` or all its queues), and how many
+    /// are waiting in the queues looked at. Stores no checkpoint and moves no offset: the
+    /// messages stay visible to the next POP.
+    pub async fn peek(
+        &self,
+        inner: &BrokerInner,
+        group: &str,
+        topic: &str,
+        queue_id: i32,
+        max: usize,
+    ) -> Result<(Vec<bytes::Bytes>, i64), Refusal> {
+        self.ensure_rebuilt(inner).await?;
+        let mut records = Vec::new();
+        let mut rest = 0i64;
+        for (t, q, _) in self.candidates(inner, group, topic, queue_id, false)? {
+            let key = (group.to_string(), t, q);
+            let start = self.peek_start(inner, &key);
+            rest += (inner.store.get_max_offset_in_queue(&key.1, q) - start).max(0);
+            let remaining = max.saturating_sub(records.len());
+            if remaining == 0 {
+                continue;
+            }
+            let r = inner.store.get_messages(
+                group,
+                &key.1,
+                q,
+                start,
+                remaining as i32,
+                inner.config.max_transfer_bytes,
+                &|_| true,
+            );
+            records.extend(r.messages);
+        }
+        Ok((records, rest))
+    }
+
+    /// NOTIFICATION: whether a pop of `group` would find a message now (the group's retry
+    /// topic, then `queue_id` of `topic` or all its queues; with `order`, a FIFO queue blocked
+    /// by messages in flight has none to give, and the retry topic is not looked at).
+    pub async fn has_message(
+        &self,
+        inner: &BrokerInner,
+        group: &str,
+        topic: &str,
+        queue_id: i32,
+        order: bool,
+    ) -> Result<bool, Refusal> {
+        self.ensure_rebuilt(inner).await?;
+        let now = now_ms();
+        for (t, q, _) in self.candidates(inner, group, topic, queue_id, order)? {
+            let key = (group.to_string(), t, q);
+            if order {
+                // In flight and not yet visible again: blocked; all visible again: a pop
+                // delivers them again.
+                let inflight: Vec<bool> = self
+                    .state
+                    .lock()
+                    .get(&key)
+                    .map(|qs| {
+                        qs.inflight
+                            .values()
+                            .map(|f| f.deadline().min(now.saturating_add(f.invisible_ms)) > now)
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if inflight.iter().any(|invisible| *invisible) {
+                    continue;
+                }
+                if !inflight.is_empty() {
+                    return Ok(true);
+                }
+            }
+            if inner.store.get_max_offset_in_queue(&key.1, q) > self.peek_start(inner, &key) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// The queues a pop looks at, in order, as `(topic, queue, is_retry)`: the group's retry
     /// topic's queues first (never for FIFO: a failed message is popped again in its place),
     /// then `queue_id` of `topic`, or all its queues starting at the next round-robin one.

@@ -1,10 +1,12 @@
-//! POP_MESSAGE (200050), ACK_MESSAGE (200051) and CHANGE_MESSAGE_INVISIBLETIME (200053) over
-//! Remoting; the logic is in [`crate::pop`].
+//! POP_MESSAGE (200050), ACK_MESSAGE (200051), CHANGE_MESSAGE_INVISIBLETIME (200053),
+//! PEEK_MESSAGE (200052) and NOTIFICATION (200054) over Remoting; the logic is in
+//! [`crate::pop`].
 
 use std::time::Duration;
 
+use rocketraft_common::consts::perm;
 use rocketraft_remoting::codes::response_code;
-use rocketraft_remoting::{Refusal, RemotingCommand};
+use rocketraft_remoting::{Refusal, RemotingCommand, RequestContext};
 
 use super::pull::MessageFilter;
 use super::Handled;
@@ -100,6 +102,120 @@ pub async fn pop(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
                 .with_ext("restNum", result.rest));
         }
         // Wake on new messages (or a revive into the retry topic), at the latest at the deadline.
+        let _ = tokio::time::timeout_at(deadline, arrivals.changed()).await;
+    }
+}
+
+/// The checks PEEK_MESSAGE and NOTIFICATION share (`PeekMessageProcessor`,
+/// `NotificationProcessor`), with RocketMQ's codes and remarks: the topic exists
+/// (TOPIC_NOT_EXIST) and is readable (NO_PERMISSION), the queue id is below its read queue count
+/// (INVALID_PARAMETER; negative means all queues), and the group may consume (NO_PERMISSION).
+fn check_peekable(
+    inner: &BrokerInner,
+    ctx: &RequestContext,
+    group: &str,
+    topic: &str,
+    queue_id: i32,
+) -> Result<(), Refusal> {
+    let config = super::existing_topic(inner, topic)?;
+    if !perm::is_readable(config.perm) {
+        return Err(Refusal::new(
+            response_code::NO_PERMISSION,
+            format!("the topic[{topic}] peeking message is forbidden"),
+        ));
+    }
+    if queue_id >= config.read_queue_nums {
+        return Err(Refusal::new(
+            response_code::INVALID_PARAMETER,
+            format!(
+                "queueId[{queue_id}] is illegal, topic:[{topic}] topicConfig.readQueueNums:[{}] consumer:[{}]",
+                config.read_queue_nums, ctx.peer
+            ),
+        ));
+    }
+    crate::pop::check_consume_enable(inner, group)
+}
+
+/// PEEK_MESSAGE (200052): up to `maxMsgNums` (1..=32) of the messages the group's next POP
+/// would get, from the group's retry topic and `queueId` of `topic` (all queues when
+/// negative), as stored (no `POP_CK`). Nothing changes: no checkpoint, no invisibility, no
+/// offset, so a later POP gets the same messages. SUCCESS with remark `FOUND` and the messages,
+/// or PULL_NOT_FOUND with `NO_MESSAGE_IN_QUEUE`; the header is POP's (`popTime`,
+/// `invisibleTime`, `reviveQid` 0 as RocketMQ leaves them, and `restNum`).
+pub async fn peek(inner: &BrokerInner, ctx: &RequestContext, request: &RemotingCommand) -> Handled {
+    let group = request.require_ext("consumerGroup")?.to_string();
+    let topic = request.require_ext("topic")?.to_string();
+    let queue_id: i32 = request.ext_parse("queueId")?;
+    let max_nums: i32 = request.ext_parse("maxMsgNums")?;
+    if !(1..=MAX_POP_NUMS).contains(&max_nums) {
+        return Err(Refusal::new(
+            response_code::INVALID_PARAMETER,
+            format!("maxMsgNums {max_nums} must be within 1..=32"),
+        ));
+    }
+    check_peekable(inner, ctx, &group, &topic, queue_id)?;
+    let (records, rest) = inner
+        .pop
+        .peek(inner, &group, &topic, queue_id, max_nums as usize)
+        .await?;
+    let (code, remark) = if records.is_empty() {
+        (response_code::PULL_NOT_FOUND, "NO_MESSAGE_IN_QUEUE")
+    } else {
+        (response_code::SUCCESS, "FOUND")
+    };
+    let mut body = bytes::BytesMut::with_capacity(records.iter().map(|r| r.len()).sum());
+    for record in &records {
+        body.extend_from_slice(record);
+    }
+    Ok(request
+        .response_to(code, Some(remark.to_string()))
+        .with_ext("popTime", 0)
+        .with_ext("invisibleTime", 0)
+        .with_ext("reviveQid", 0)
+        .with_ext("restNum", rest)
+        .with_body(body.freeze()))
+}
+
+/// NOTIFICATION (200054): whether the group's next POP of `topic` (`queueId`, all queues when
+/// negative; `order` for FIFO, where a queue blocked by messages in flight has nothing to give)
+/// would find a message. With none, the request is held until one arrives or `pollTime` (at
+/// most 60 s) from `bornTime` (now when absent or 0) has passed. Always SUCCESS with `hasMsg`
+/// and `pollingFull` (false: holds are not capped here) in the header.
+pub async fn notification(
+    inner: &BrokerInner,
+    ctx: &RequestContext,
+    request: &RemotingCommand,
+) -> Handled {
+    let group = request.require_ext("consumerGroup")?.to_string();
+    let topic = request.require_ext("topic")?.to_string();
+    let queue_id: i32 = request.ext_parse("queueId")?;
+    let poll_ms: i64 = request.ext_parse("pollTime")?;
+    let born: i64 = request.ext_parse_opt("bornTime")?.unwrap_or(0);
+    let order = request.ext("order").is_some_and(|v| v == "true");
+    check_peekable(inner, ctx, &group, &topic, queue_id)?;
+    let now = rocketraft_common::time::now_ms();
+    let born = if born <= 0 { now } else { born };
+    // RocketMQ holds until bornTime + pollTime; never longer than pollTime from now (a client
+    // clock ahead of ours), nor than the cap.
+    let hold_ms = born
+        .saturating_add(poll_ms)
+        .saturating_sub(now)
+        .min(poll_ms)
+        .clamp(0, MAX_POLL_MS);
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(hold_ms as u64);
+    let mut arrivals = inner.store.subscribe_arrivals();
+    loop {
+        arrivals.borrow_and_update();
+        let has_msg = inner
+            .pop
+            .has_message(inner, &group, &topic, queue_id, order)
+            .await?;
+        if has_msg || tokio::time::Instant::now() >= deadline {
+            return Ok(request
+                .response_to(response_code::SUCCESS, None)
+                .with_ext("hasMsg", has_msg)
+                .with_ext("pollingFull", false));
+        }
         let _ = tokio::time::timeout_at(deadline, arrivals.changed()).await;
     }
 }
