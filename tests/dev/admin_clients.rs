@@ -1,6 +1,6 @@
-//! `rocketraft admin consumer connections`, `admin producer connections` and `admin broker
-//! config get|set` against the real `rocketraft dev` binary, with a real client connection
-//! heartbeating as a consumer and a producer.
+//! `rocketraft admin consumer connections`, `admin producer connections`, `admin broker
+//! config get|set` and `admin controller config get|set` against the real `rocketraft dev`
+//! binary, with a real client connection heartbeating as a consumer and a producer.
 
 use std::time::Duration;
 
@@ -165,4 +165,51 @@ async fn connections_and_broker_config_from_the_cli() {
     );
     let after = get(&[]);
     assert!(after.lines().any(|l| l == "deleteWhen=03"), "{after}");
+
+    // Controller config (the controller inside the dev NameServer): read, change a live key,
+    // and a key fixed at start refused by name, changing nothing.
+    let ctl = |extra: &[&str]| {
+        let mut args = vec!["controller", "config"];
+        args.extend_from_slice(extra);
+        admin(&dev.namesrv, &args)
+    };
+    let before = ctl(&["get"]);
+    assert!(
+        before
+            .lines()
+            .any(|l| l == "enableElectUncleanMaster=false"),
+        "{before}"
+    );
+    let out = ctl(&[
+        "set",
+        "enableElectUncleanMaster=true",
+        "scanNotActiveBrokerInterval=500",
+    ]);
+    assert!(out.contains("updated"), "{out}");
+    let json: serde_json::Value = serde_json::from_str(&ctl(&["get", "--json"])).expect("json");
+    let props = &json[dev.namesrv.as_str()];
+    assert_eq!(props["enableElectUncleanMaster"], "true", "{json}");
+    assert_eq!(props["scanNotActiveBrokerInterval"], "500", "{json}");
+    let out = admin_output(
+        &dev.namesrv,
+        &[
+            "controller",
+            "config",
+            "set",
+            "enableElectUncleanMaster=false",
+            "heartbeat_timeout_ms=1",
+        ],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Can not update config at runtime: heartbeat_timeout_ms"),
+        "{err}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&ctl(&["get", "--json"])).expect("json");
+    assert_eq!(
+        json[dev.namesrv.as_str()]["enableElectUncleanMaster"],
+        "true",
+        "{json}"
+    );
 }

@@ -1,6 +1,7 @@
 //! A real broker (and NameServer) on loopback, driven through the Remoting client API: send,
 //! pull, routes and long polling, POP consumption (and peek / notification), delayed and timed
-//! messages, transactions, and ACL 2.0 on the Remoting port, the broker's metrics and runtime statistics, and the management codes.
+//! messages, transactions, and ACL 2.0 on the Remoting port, the broker's metrics and runtime
+//! statistics, and the management codes.
 
 mod auth;
 mod broker_e2e;
