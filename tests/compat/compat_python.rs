@@ -41,8 +41,10 @@ fn ensure_client() {
     }
 }
 
-/// Creates the script's topics and groups, then runs it against `proxy`.
-fn run_suite(namesrv: &str, proxy: &str, prefix: &str) {
+/// Creates the topics `{prefix}Normal`, `Fifo`, `Delay` and `Tx` (each with its message type,
+/// 4 queues) and the FIFO group `{group}-fifo` an official client's suite uses, and waits for
+/// their routes.
+pub(crate) fn suite_topics(namesrv: &str, prefix: &str, group: &str) {
     for (suffix, kind) in [
         ("Normal", None),
         ("Fifo", Some("FIFO")),
@@ -66,11 +68,14 @@ fn run_suite(namesrv: &str, proxy: &str, prefix: &str) {
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
     }
-    let made = admin(
-        namesrv,
-        &["consumer", "create-group", "pygroup-fifo", "--fifo"],
-    );
+    let fifo = format!("{group}-fifo");
+    let made = admin(namesrv, &["consumer", "create-group", &fifo, "--fifo"]);
     assert!(made.contains("fifo true"), "{made}");
+}
+
+/// Creates the script's topics and groups, then runs it against `proxy`.
+fn run_suite(namesrv: &str, proxy: &str, prefix: &str) {
+    suite_topics(namesrv, prefix, "pygroup");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("compat/python/smoke.py");
     let out = Command::new("python3")
         .arg(&script)
@@ -99,7 +104,8 @@ fn run_suite(namesrv: &str, proxy: &str, prefix: &str) {
     }
 }
 
-const FAST_TX: [&str; 4] = [
+/// Transaction checks within about a second (the suites' orphaned transactions).
+pub(crate) const FAST_TX: [&str; 4] = [
     "--transaction-timeout-ms",
     "1000",
     "--transaction-check-interval-ms",

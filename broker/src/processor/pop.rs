@@ -271,7 +271,12 @@ pub async fn change_invisible(inner: &BrokerInner, request: &RemotingCommand) ->
     let group = request.require_ext("consumerGroup")?.to_string();
     let topic = request.require_ext("topic")?.to_string();
     let invisible_ms: i64 = request.ext_parse("invisibleTime")?;
-    check_invisible(invisible_ms)?;
+    // 0 is a nack without backoff: visible again at once (RocketMQ takes it too).
+    if !(0..=MAX_INVISIBLE_MS).contains(&invisible_ms) {
+        return Err(bad(format!(
+            "invisibleTime {invisible_ms} ms is out of range (0 to 12 h)"
+        )));
+    }
     let handle = handle_of(request)?;
     let pop_time = inner
         .pop

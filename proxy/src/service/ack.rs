@@ -13,7 +13,7 @@ use rocketraft_remoting::RemotingCommand;
 
 use super::convert::{duration_ms, from_api, ok, status, wrapped};
 use super::receipt::ReceiptHandle;
-use super::receive::checked_invisible;
+use super::receive::checked_new_invisible;
 use super::trace::Outcome;
 use super::Service;
 use crate::pb;
@@ -74,7 +74,7 @@ pub(super) async fn change_invisible_duration(
     req: pb::ChangeInvisibleDurationRequest,
 ) -> Result<pb::ChangeInvisibleDurationResponse, pb::Status> {
     let (group, name) = group_and_topic(req.group.as_ref(), req.topic.as_ref())?;
-    let invisible_ms = checked_invisible(
+    let invisible_ms = checked_new_invisible(
         req.invisible_duration
             .as_ref()
             .map(duration_ms)

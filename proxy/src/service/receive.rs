@@ -101,6 +101,19 @@ fn filter_expression(
 }
 
 /// An invisible duration between 1 s and 12 h; ILLEGAL_INVISIBLE_TIME otherwise.
+/// A ChangeInvisibleDuration's duration: 0 .. 12 h, as RocketMQ's proxy takes it (0 is a nack
+/// without backoff, what a client sends when its retry policy gives no delay).
+pub(super) fn checked_new_invisible(ms: i64) -> Result<i64, pb::Status> {
+    if (0..=12 * 3600 * 1000).contains(&ms) {
+        Ok(ms)
+    } else {
+        Err(status(
+            pb::Code::IllegalInvisibleTime,
+            format!("invisible duration {ms} ms is outside 0 .. 12 h"),
+        ))
+    }
+}
+
 pub(super) fn checked_invisible(ms: i64) -> Result<i64, pb::Status> {
     if (1_000..=12 * 3600 * 1000).contains(&ms) {
         Ok(ms)

@@ -310,7 +310,48 @@ async fn a_grpc_client_sends_receives_acks_and_changes_invisibility() {
     assert_ne!(changed.receipt_handle, last);
     let stale = ack(&mut client, "gg", &last).await;
     assert_eq!(code(&stale.status), pb::Code::InvalidReceiptHandle as i32);
-    let fresh = ack(&mut client, "gg", &changed.receipt_handle).await;
+    // A nack without backoff (a duration of 0, what a client whose retry policy gives no
+    // delay sends, as RocketMQ's proxy takes it): the message is visible again at once.
+    let zero = client
+        .change_invisible_duration(pb::ChangeInvisibleDurationRequest {
+            group: resource("gg"),
+            topic: resource(TOPIC),
+            receipt_handle: changed.receipt_handle.clone(),
+            invisible_duration: Some(prost_types::Duration {
+                seconds: 0,
+                nanos: 0,
+            }),
+            message_id: String::new(),
+            lite_topic: None,
+            suspend: None,
+        })
+        .await
+        .expect("change to 0")
+        .into_inner();
+    assert_eq!(code(&zero.status), pb::Code::Ok as i32, "{:?}", zero.status);
+    let until = Instant::now() + Duration::from_secs(20);
+    let redelivered = loop {
+        assert!(Instant::now() < until, "the nacked message never came back");
+        let (items, _) = receive(&mut client, "gg", 10, 2, Duration::from_secs(6)).await;
+        let ms: Vec<pb::Message> = items
+            .into_iter()
+            .filter_map(|i| match i.content {
+                Some(pb::receive_message_response::Content::Message(m)) => Some(m),
+                _ => None,
+            })
+            .collect();
+        if !ms.is_empty() {
+            break ms;
+        }
+    };
+    assert_eq!(redelivered.len(), 1);
+    assert_eq!(redelivered[0].body, got[5].body, "the nacked message again");
+    let again = redelivered[0]
+        .system_properties
+        .as_ref()
+        .and_then(|s| s.receipt_handle.clone())
+        .expect("handle");
+    let fresh = ack(&mut client, "gg", &again).await;
     assert_eq!(code(&fresh.status), pb::Code::Ok as i32);
 
     // Nothing left: long polling answers MESSAGE_NOT_FOUND alone, before the client's deadline.
