@@ -301,6 +301,120 @@ fn up_registers_one_master_and_replicas_report_ha_status() {
         }
     }
 
+    // mqadmin electMaster / cleanBrokerMetadata: a designated in-sync slave becomes master;
+    // forgetting a set that has a master is refused and changes nothing; without the cluster
+    // secret a state change is refused with the fix.
+    let controller = rows
+        .iter()
+        .find(|r| r["kind"] == "controller")
+        .and_then(|r| r["ports"]["remoting"].as_u64())
+        .map(|p| format!("127.0.0.1:{p}"))
+        .expect("a controller's Remoting port");
+    let secret = cluster.dir.path().join("cluster-secret");
+    let secret = secret.to_str().expect("utf8");
+    let ctl = |args: &[&str]| {
+        let mut all = vec![
+            "--controller",
+            controller.as_str(),
+            "--cluster-secret-file",
+            secret,
+        ];
+        all.extend_from_slice(args);
+        support::admin_output(&namesrv, &all)
+    };
+    let replicas = |out: Output| -> Value {
+        assert!(out.status.success(), "{}", text(&out));
+        serde_json::from_slice(&out.stdout).expect("JSON")
+    };
+    // A slave joins the SyncStateSet once it has caught up with the master.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let (before, slave) = loop {
+        let before = replicas(ctl(&[
+            "controller",
+            "replicas",
+            "--broker",
+            "broker-a",
+            "--json",
+        ]));
+        let master = before["masterBrokerId"].as_i64().expect("a master");
+        let slave = before["inSyncReplicas"]
+            .as_array()
+            .expect("in sync")
+            .iter()
+            .filter_map(|r| r["brokerId"].as_i64())
+            .find(|id| *id != master);
+        if let Some(slave) = slave {
+            break (before, slave);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no slave in the SyncStateSet: {before:#}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let unsigned = support::admin_output(
+        &namesrv,
+        &[
+            "--controller",
+            controller.as_str(),
+            "controller",
+            "elect",
+            "--broker",
+            "broker-a",
+            "--broker-id",
+            &slave.to_string(),
+        ],
+    );
+    assert!(!unsigned.status.success());
+    assert!(
+        String::from_utf8_lossy(&unsigned.stderr).contains("--cluster-secret-file"),
+        "{}",
+        text(&unsigned)
+    );
+    let elected = replicas(ctl(&[
+        "controller",
+        "elect",
+        "--broker",
+        "broker-a",
+        "--broker-id",
+        &slave.to_string(),
+        "--json",
+    ]));
+    assert_eq!(elected["masterBrokerId"], slave, "{elected:#}");
+    assert!(
+        elected["masterEpoch"].as_i64() > before["masterEpoch"].as_i64(),
+        "{elected:#} after {before:#}"
+    );
+    let after = replicas(ctl(&[
+        "controller",
+        "replicas",
+        "--broker",
+        "broker-a",
+        "--json",
+    ]));
+    assert_eq!(after["masterBrokerId"], slave, "{after:#}");
+    let refused = ctl(&["controller", "clean", "--broker", "broker-a"]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("still has a master"),
+        "{}",
+        text(&refused)
+    );
+    let unknown = ctl(&["controller", "clean", "--broker", "broker-z"]);
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("broker set broker-z does not exist"),
+        "{}",
+        text(&unknown)
+    );
+    let kept = replicas(ctl(&[
+        "controller",
+        "replicas",
+        "--broker",
+        "broker-a",
+        "--json",
+    ]));
+    assert_eq!(kept["masterBrokerId"], slave, "nothing changed: {kept:#}");
+
     let out = cluster.down();
     assert!(out.status.success(), "down: {}", text(&out));
     for pid in pids(&rows) {

@@ -45,6 +45,39 @@ pub enum ControllerCommand {
         #[arg(long)]
         raft: Option<String>,
     },
+    /// Elect a broker set's master now (mqadmin electMaster): with --broker-id that replica,
+    /// which must be in the SyncStateSet (or enableElectUncleanMaster on); without, the
+    /// controller's policy picks among the live ones. Changes state: needs the cluster secret
+    /// (--cluster-secret-file), or a Super user on a NameServer's embedded controller with ACL.
+    Elect {
+        /// Broker set name (brokerName).
+        #[arg(long)]
+        broker: String,
+        /// The replica to make master (its controller-assigned broker id).
+        #[arg(long)]
+        broker_id: Option<i64>,
+        #[arg(long, default_value = rocketraft_common::consts::DEFAULT_CLUSTER)]
+        cluster: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make the controller forget a broker set, or some of its replicas (mqadmin
+    /// cleanBrokerMetadata). Refused for a set that still has a master, or a listed replica
+    /// that is alive, unless --clean-living. Changes state: needs the cluster secret, as
+    /// `elect` does.
+    Clean {
+        /// Broker set name (brokerName).
+        #[arg(long)]
+        broker: String,
+        /// Only these replicas: broker ids separated by `;` (RocketMQ's `1;2;3`).
+        #[arg(long)]
+        broker_ids: Option<String>,
+        /// Also when the set has a master or a listed replica is alive.
+        #[arg(long)]
+        clean_living: bool,
+        #[arg(long, default_value = rocketraft_common::consts::DEFAULT_CLUSTER)]
+        cluster: String,
+    },
     /// The controllers' settings (mqadmin getControllerConfig / updateControllerConfig). Each
     /// controller has its own: --controller takes one address or a `;`-separated list, and
     /// every one is asked.
@@ -277,6 +310,107 @@ pub async fn run(
             Ok(())
         }
         ControllerCommand::Config(command) => run_config(client, controller, command).await,
+        ControllerCommand::Elect {
+            broker,
+            broker_id,
+            cluster,
+            json,
+        } => {
+            let api = ControllerClient::new(client.clone(), Duration::from_secs(15));
+            let info = api
+                .elect_master(
+                    controller,
+                    &cluster,
+                    &broker,
+                    broker_id,
+                    broker_id.is_some(),
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!(state_change_error(controller, e)))?;
+            #[derive(serde::Serialize)]
+            #[serde(rename_all = "camelCase")]
+            struct Elected<'a> {
+                broker_name: &'a str,
+                code: i32,
+                master_broker_id: Option<i64>,
+                master_address: Option<&'a str>,
+                master_epoch: i32,
+                sync_state_set_epoch: i32,
+                sync_state_set: Vec<i64>,
+            }
+            let elected = Elected {
+                broker_name: &broker,
+                code: info.code,
+                master_broker_id: info.master_broker_id,
+                master_address: info.master_address.as_deref(),
+                master_epoch: info.master_epoch,
+                sync_state_set_epoch: info.sync_state_set_epoch,
+                sync_state_set: info.sync_state_set.iter().copied().collect(),
+            };
+            if info.code != response_code::SUCCESS {
+                bail!(
+                    "the controller at {controller} elected no new master of {broker} (code {}: {}); master now: {}",
+                    info.code,
+                    if info.code == response_code::CONTROLLER_MASTER_STILL_EXIST {
+                        "the master is still alive and was not replaced"
+                    } else {
+                        "no replica can be master"
+                    },
+                    id_and_addr(info.master_broker_id, info.master_address.as_ref())
+                );
+            }
+            print_as(json, &elected, |e| {
+                println!(
+                    "{}: master {} at epoch {}, SyncStateSet {:?} (epoch {})",
+                    e.broker_name,
+                    id_and_addr(
+                        e.master_broker_id,
+                        e.master_address.map(str::to_string).as_ref()
+                    ),
+                    e.master_epoch,
+                    e.sync_state_set,
+                    e.sync_state_set_epoch
+                )
+            })
+        }
+        ControllerCommand::Clean {
+            broker,
+            broker_ids,
+            clean_living,
+            cluster,
+        } => {
+            let api = ControllerClient::new(client.clone(), Duration::from_secs(15));
+            api.clean_broker_data(
+                controller,
+                &cluster,
+                &broker,
+                broker_ids.as_deref(),
+                clean_living,
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!(state_change_error(controller, e)))?;
+            match broker_ids {
+                Some(ids) => println!("the controller forgot replicas {ids} of {broker}"),
+                None => println!("the controller forgot broker set {broker}"),
+            }
+            Ok(())
+        }
+    }
+}
+
+/// A refused state change, with the fix for the usual cause (no cluster secret).
+fn state_change_error(addr: &str, e: ControllerCallError) -> String {
+    match e {
+        ControllerCallError::Refused(r) if r.code == response_code::NO_PERMISSION => format!(
+            "the controller at {addr} refused: {} (state changes need the cluster secret: pass \
+             --cluster-secret-file, e.g. <cluster dir>/cluster-secret)",
+            r.remark
+        ),
+        ControllerCallError::Refused(r) => format!(
+            "the controller at {addr} refused (code {}): {}",
+            r.code, r.remark
+        ),
+        other => format!("no answer from the controller at {addr}: {other}"),
     }
 }
 
