@@ -128,7 +128,7 @@ async fn connections_and_broker_config_from_the_cli() {
         "{before}"
     );
     assert!(before.lines().any(|l| l == "deleteWhen=04"), "{before}");
-    admin(
+    let set: serde_json::Value = serde_json::from_str(&admin(
         &dev.namesrv,
         &[
             "broker",
@@ -138,8 +138,12 @@ async fn connections_and_broker_config_from_the_cli() {
             "broker-a",
             "deleteWhen=03",
             "fileReservedTime=48",
+            "--json",
         ],
-    );
+    ))
+    .expect("set --json");
+    assert_eq!(set["updated"][0], dev.broker.as_str(), "{set}");
+    assert_eq!(set["settings"]["deleteWhen"], "03", "{set}");
     let json: serde_json::Value = serde_json::from_str(&get(&["--json"])).expect("json");
     let props = &json[dev.broker.as_str()]["properties"];
     assert_eq!(props["deleteWhen"], "03", "{json}");

@@ -61,6 +61,9 @@ pub enum ConfigCommand {
         /// `key=value` pairs.
         #[arg(required = true)]
         entries: Vec<String>,
+        /// Print the brokers updated and the settings as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -230,6 +233,7 @@ pub async fn run_config(
             broker,
             addr,
             entries,
+            json,
         } => {
             let mut pairs = Vec::new();
             for entry in &entries {
@@ -243,14 +247,29 @@ pub async fn run_config(
             }
             let addrs = super::broker::target_addrs(api, namesrv, broker, addr).await?;
             let mut failed = Vec::new();
+            let mut updated = Vec::new();
             for addr in &addrs {
                 match api.update_broker_config(addr, &pairs).await {
-                    Ok(()) => println!("{addr}: updated"),
+                    Ok(()) => {
+                        if !json {
+                            println!("{addr}: updated");
+                        }
+                        updated.push(addr.clone());
+                    }
                     Err(ApiError::Refused(r)) => {
                         failed.push(format!("{addr}: refused (code {}): {}", r.code, r.remark))
                     }
                     Err(e) => failed.push(format!("{addr}: {e}")),
                 }
+            }
+            if json {
+                let settings: BTreeMap<&str, &str> = pairs.iter().copied().collect();
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({ "updated": updated, "settings": settings })
+                    )?
+                );
             }
             if !failed.is_empty() {
                 bail!("{}", failed.join("\n"));

@@ -77,6 +77,8 @@ pub enum ControllerCommand {
         clean_living: bool,
         #[arg(long, default_value = rocketraft_common::consts::DEFAULT_CLUSTER)]
         cluster: String,
+        #[arg(long)]
+        json: bool,
     },
     /// The controllers' settings (mqadmin getControllerConfig / updateControllerConfig). Each
     /// controller has its own: --controller takes one address or a `;`-separated list, and
@@ -378,6 +380,7 @@ pub async fn run(
             broker_ids,
             clean_living,
             cluster,
+            json,
         } => {
             let api = ControllerClient::new(client.clone(), Duration::from_secs(15));
             api.clean_broker_data(
@@ -389,11 +392,15 @@ pub async fn run(
             )
             .await
             .map_err(|e| anyhow::anyhow!(state_change_error(controller, e)))?;
-            match broker_ids {
+            let cleaned = serde_json::json!({
+                "brokerName": broker,
+                "brokerIds": broker_ids,
+                "cleanLiving": clean_living,
+            });
+            print_as(json, &cleaned, |_| match &broker_ids {
                 Some(ids) => println!("the controller forgot replicas {ids} of {broker}"),
                 None => println!("the controller forgot broker set {broker}"),
-            }
-            Ok(())
+            })
         }
     }
 }
