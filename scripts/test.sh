@@ -14,12 +14,16 @@ jobs="${CARGO_BUILD_JOBS:-$(nproc)}"
 echo "== lint (rustfmt, clippy -D warnings)"
 cargo fmt --all -- --check
 cargo fmt --manifest-path compat/rocketmq-rust/Cargo.toml -- --check
+cargo fmt --manifest-path compat/rocketmq-official/Cargo.toml -- --check
 cargo clippy --workspace --all-targets -j "$jobs" -- -D warnings
 echo "== build (target dir $CARGO_TARGET_DIR)"
 cargo build --workspace --all-targets -j "$jobs"
 # The third-party Remoting client the compat tests drive (its own lock file and target dir).
 cargo build --locked --manifest-path compat/rocketmq-rust/Cargo.toml -j "$jobs" \
   --target-dir "$CARGO_TARGET_DIR/compat-rocketmq-rust"
+# The official RocketMQ 5 Rust gRPC client (crates.io `rocketmq`), likewise.
+cargo build --locked --manifest-path compat/rocketmq-official/Cargo.toml -j "$jobs" \
+  --target-dir "$CARGO_TARGET_DIR/compat-rocketmq-official"
 echo "== test"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

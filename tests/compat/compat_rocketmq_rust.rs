@@ -19,22 +19,28 @@ use crate::support::{admin, admin_output, free_port, Dev};
 /// Builds the client program (once per test run; cargo's own lock serialises concurrent builds
 /// into one target directory) and returns its path.
 fn probe() -> PathBuf {
+    build_compat_program("rocketmq-rust", "rmq-rust-probe")
+}
+
+/// Builds the Cargo project `compat/{project}` (its own lock file) into
+/// `$CARGO_TARGET_DIR/compat-{project}` and returns the path of its binary `bin`.
+pub(crate) fn build_compat_program(project: &str, bin: &str) -> PathBuf {
     static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one = BUILD.lock().unwrap_or_else(|e| e.into_inner());
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"))
-        .join("compat-rocketmq-rust");
+        .join(format!("compat-{project}"));
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(cargo)
         .args(["build", "--locked", "--manifest-path"])
-        .arg(root.join("compat/rocketmq-rust/Cargo.toml"))
+        .arg(root.join(format!("compat/{project}/Cargo.toml")))
         .env("CARGO_TARGET_DIR", &target)
         .status()
         .expect("cargo runs");
-    assert!(status.success(), "building compat/rocketmq-rust failed");
-    target.join("debug/rmq-rust-probe")
+    assert!(status.success(), "building compat/{project} failed");
+    target.join("debug").join(bin)
 }
 
 /// Runs one scenario of the client program against `namesrv` with `envs`; its JSON events,

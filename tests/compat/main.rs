@@ -9,6 +9,7 @@ mod compat_ali_ons;
 mod compat_nodejs;
 mod compat_python;
 mod compat_python_auth;
+mod compat_rocketmq_official;
 mod compat_rocketmq_rust;
 
 #[path = "../support/mod.rs"]
