@@ -1,6 +1,6 @@
 //! Third-party clients against real `rocketraft` processes: ali-ons (Node.js, Remoting),
 //! rocketmq-client-rust (Rust, Remoting), and the official RocketMQ 5 Python (with and without
-//! credentials) and Node.js clients (gRPC).
+//! credentials), Node.js and Rust clients (gRPC).
 //!
 //! Each test takes its module's turn first ([`support::file_turn`]): the modules' tests run one
 //! module after another, as they did when each file was its own binary.
