@@ -512,25 +512,40 @@ async fn a_rapid_reset_flood_is_cut_off() {
         }
     }
     let streams = stream_id / 2;
+    // Cut off: a GOAWAY(ENHANCE_YOUR_CALM), or the connection closed. hyper sends the GOAWAY
+    // and closes; when the attacker is still writing, the close of a socket with unread data
+    // is a TCP reset, which may reach the attacker before the GOAWAY it overtook (seen in CI:
+    // 500 streams written, then the connection gone without a GOAWAY read).
     let cut_off = conn
-        .wait_for(Duration::from_secs(10), |s| s.goaway.is_some())
+        .wait_for(Duration::from_secs(10), |s| s.goaway.is_some() || s.closed)
         .await;
-    let goaway = conn.seen(|s| s.goaway.clone());
+    let (goaway, closed) = conn.seen(|s| (s.goaway.clone(), s.closed));
     assert!(
         cut_off,
-        "{streams} streams opened and reset in {:?} without a GOAWAY",
+        "{streams} streams opened and reset in {:?}: neither a GOAWAY nor a close",
         started.elapsed()
     );
-    let (last, code, debug) = goaway.unwrap_or_default();
-    assert_eq!(code, ENHANCE_YOUR_CALM, "GOAWAY code ({debug})");
-    assert!(
-        last < 20_000,
-        "the proxy took {} streams before it cut the flood off",
-        last.div_ceil(2)
-    );
-    eprintln!(
-        "rapid reset: GOAWAY {debug} with last stream {last}, after {streams} streams written"
-    );
+    match goaway {
+        Some((last, code, debug)) => {
+            assert_eq!(code, ENHANCE_YOUR_CALM, "GOAWAY code ({debug})");
+            assert!(
+                last < 20_000,
+                "the proxy took {} streams before it cut the flood off",
+                last.div_ceil(2)
+            );
+            eprintln!(
+                "rapid reset: GOAWAY {debug} with last stream {last}, after {streams} streams written"
+            );
+        }
+        None => {
+            assert!(closed, "cut off without a close");
+            assert!(
+                streams < 20_000,
+                "the proxy closed only after {streams} streams were written"
+            );
+            eprintln!("rapid reset: connection closed (reset) after {streams} streams written");
+        }
+    }
     assert_memory_bounded(before, "rapid reset");
     stop.store(true, std::sync::atomic::Ordering::Release);
     let during = honest.await.expect("honest task");
