@@ -68,65 +68,32 @@ fn nodejs_producers_and_consumers_of_every_type_work_through_the_proxy() {
     let _turn = crate::support::file_turn(module_path!());
     let compat = Path::new(env!("CARGO_MANIFEST_DIR")).join("compat/nodejs");
     ensure_client(&compat);
-    let data = tempfile::tempdir().expect("tempdir");
-    let mut dev = Dev::start(
-        data.path(),
-        free_port(),
-        free_port(),
-        &crate::compat_python::FAST_TX,
+    let mut node = Command::new("node");
+    node.arg("suite.js").current_dir(&compat);
+    let events = crate::compat_python::run_official_suite(
+        node,
+        "Node",
+        "nodeg",
+        &[
+            "normal_ok",
+            "push_ok",
+            "fifo_ok",
+            "delay_ok",
+            "tx_checked",
+            "tx_ok",
+            "done",
+        ],
     );
-    let (namesrv, proxy) = (dev.namesrv.clone(), dev.proxy.clone());
-    let setup =
-        std::panic::catch_unwind(|| crate::compat_python::suite_topics(&namesrv, "Node", "nodeg"));
-    let out = setup.as_ref().ok().map(|()| {
-        Command::new("node")
-            .arg("suite.js")
-            .current_dir(&compat)
-            .env("PROXY", &proxy)
-            .env("PREFIX", "Node")
-            .env("GROUP", "nodeg")
-            .env("HOME", data.path())
-            .output()
-            .expect("node is needed for this test: run scripts/setup.sh")
-    });
-    let _ = dev.child.kill();
-    let _ = dev.child.wait();
-    if let Err(e) = setup {
-        std::panic::resume_unwind(e);
-    }
-    let out = out.expect("ran");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "the Node.js client failed\nstdout:\n{stdout}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let events: Vec<serde_json::Value> = stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    let kinds: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
-    for want in [
-        "normal_ok",
-        "push_ok",
-        "fifo_ok",
-        "delay_ok",
-        "tx_checked",
-        "tx_ok",
-        "done",
-    ] {
-        assert!(kinds.contains(&want), "no {want} event in:\n{stdout}");
-    }
     let normal = events
         .iter()
         .find(|e| e["event"] == "normal_ok")
         .expect("normal");
-    assert_eq!(normal["received"], 5, "{stdout}");
-    assert_eq!(normal["renewed"], true, "{stdout}");
+    assert_eq!(normal["received"], 5, "{events:?}");
+    assert_eq!(normal["renewed"], true, "{events:?}");
     let tx = events.iter().find(|e| e["event"] == "tx_ok").expect("tx");
     assert_eq!(
         tx["bodies"],
         serde_json::json!(["node-tx-commit", "node-tx-orphan"]),
-        "{stdout}"
+        "{events:?}"
     );
 }

@@ -73,6 +73,53 @@ pub(crate) fn suite_topics(namesrv: &str, prefix: &str, group: &str) {
     assert!(made.contains("fifo true"), "{made}");
 }
 
+/// Runs one official client's suite program against a fresh `dev` (the transaction check
+/// quickened): sets up `suite_topics(prefix, group)`, runs `command` with `PROXY`, `PREFIX`,
+/// `GROUP` and `HOME` set, stops dev (also when the set-up fails), checks the program succeeded
+/// and printed every `wanted` event, and returns its JSON events.
+pub(crate) fn run_official_suite(
+    mut command: Command,
+    prefix: &str,
+    group: &str,
+    wanted: &[&str],
+) -> Vec<serde_json::Value> {
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut dev = Dev::start(data.path(), free_port(), free_port(), &FAST_TX);
+    let (namesrv, proxy) = (dev.namesrv.clone(), dev.proxy.clone());
+    let setup = std::panic::catch_unwind(|| suite_topics(&namesrv, prefix, group));
+    let out = setup.as_ref().ok().map(|()| {
+        command
+            .env("PROXY", &proxy)
+            .env("PREFIX", prefix)
+            .env("GROUP", group)
+            // The clients log under $HOME/logs.
+            .env("HOME", data.path())
+            .output()
+            .expect("run the client's suite program (its toolchain comes from scripts/setup.sh)")
+    });
+    let _ = dev.child.kill();
+    let _ = dev.child.wait();
+    if let Err(e) = setup {
+        std::panic::resume_unwind(e);
+    }
+    let out = out.expect("ran");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the client's suite failed\nstdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events: Vec<serde_json::Value> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
+    for want in wanted {
+        assert!(kinds.contains(want), "no {want} event in:\n{stdout}");
+    }
+    events
+}
+
 /// Creates the script's topics and groups, then runs it against `proxy`.
 fn run_suite(namesrv: &str, proxy: &str, prefix: &str) {
     suite_topics(namesrv, prefix, "pygroup");
