@@ -228,6 +228,25 @@ impl BrokerInner {
         msgs: Vec<store::BrokerMessage>,
         policy: &ha::AckPolicy,
     ) -> Result<store::PutResult, DurableError> {
+        self.store_durably_as(msgs, policy, false).await
+    }
+
+    /// [`BrokerInner::store_durably`] for a copy of live state that retention wants moved
+    /// (a POP message in flight, a pending timer, an undecided half message): accepted while
+    /// the disk is marked full, see [`store::MessageStore::put_messages_reserved`].
+    pub async fn store_state_copy(
+        &self,
+        msgs: Vec<store::BrokerMessage>,
+    ) -> Result<store::PutResult, DurableError> {
+        self.store_durably_as(msgs, &self.ack_policy(), true).await
+    }
+
+    async fn store_durably_as(
+        &self,
+        msgs: Vec<store::BrokerMessage>,
+        policy: &ha::AckPolicy,
+        reserved: bool,
+    ) -> Result<store::PutResult, DurableError> {
         let policy = *policy;
         if let Some(ha) = &self.ha {
             ha.check_writable()
@@ -235,7 +254,12 @@ impl BrokerInner {
             ha.check_in_sync(&policy)
                 .map_err(|e| DurableError::InSyncReplicasNotEnough(e.to_string()))?;
         }
-        let result = match self.store.put_messages(msgs).await {
+        let put = if reserved {
+            self.store.put_messages_reserved(msgs).await
+        } else {
+            self.store.put_messages(msgs).await
+        };
+        let result = match put {
             Ok(r) => r,
             Err(store::StoreError::FlushDiskTimeout(r)) => {
                 return Err(DurableError::FlushTimeout(*r))

@@ -32,7 +32,9 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use parking_lot::Mutex;
-use rocketraft_common::consts::{property, DLQ_GROUP_TOPIC_PREFIX, RETRY_GROUP_TOPIC_PREFIX};
+use rocketraft_common::consts::{
+    property, sys_flag, DLQ_GROUP_TOPIC_PREFIX, RETRY_GROUP_TOPIC_PREFIX,
+};
 use rocketraft_common::message::{self, Message, RecordMeta};
 use rocketraft_common::TopicConfig;
 use rocketraft_remoting::codes::response_code;
@@ -111,7 +113,85 @@ fn encode_revive_record(r: &PopRecord) -> Result<Vec<u8>, Refusal> {
         .map_err(|e| Refusal::system_error(format!("cannot encode a POP revive record: {e}")))
 }
 
+/// On a copy of a message in flight, stored in the revive topic when retention wanted the
+/// segment the message (or its previous copy) was in: the checkpoint state it carries, a
+/// [`Moved`] in JSON. The copy is the message itself (body, properties, flags) plus this
+/// property, in one record: stored, it both keeps the message and (on replay) restores its
+/// checkpoint, even once the original and every earlier revive record of it are deleted.
+pub const POP_COPY_OF: &str = "RKT_POP_COPY_OF";
+
+/// The state a copy of a message in flight carries (see [`POP_COPY_OF`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Moved {
+    /// The checkpoint: group, topic, queue, queue offset, pop time, invisible time, delivery
+    /// count, FIFO, as in [`PopRecord::Ck`] (the handle of `pt` keeps working).
+    g: String,
+    t: String,
+    q: i32,
+    o: i64,
+    pt: i64,
+    it: i64,
+    rt: i32,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    fifo: bool,
+    /// The queue's pop offset when copied: a replay that lost every other checkpoint of the
+    /// queue (their segments deleted) still never hands out its earlier messages again.
+    po: i64,
+    /// The original's CommitLog offset, store time, sys flag, prepared transaction offset and
+    /// offset message id, given back to the consumer as the original had them.
+    phy: i64,
+    sts: i64,
+    sf: i32,
+    pto: i64,
+    mid: String,
+}
+
+impl Moved {
+    /// The message as stored originally, from its copy `m`.
+    fn restore(&self, mut m: message::MessageExt) -> message::MessageExt {
+        m.message.topic = self.t.clone();
+        m.message.remove_property(POP_COPY_OF);
+        m.queue_id = self.q;
+        m.queue_offset = self.o;
+        m.commit_log_offset = self.phy;
+        m.store_timestamp = self.sts;
+        m.sys_flag = self.sf;
+        m.prepared_transaction_offset = self.pto;
+        m.msg_id = self.mid.clone();
+        m
+    }
+}
+
+/// A record as stored, for a message read back from a copy.
+fn encode_ext(m: &message::MessageExt) -> Result<bytes::Bytes, Refusal> {
+    let meta = RecordMeta {
+        queue_id: m.queue_id,
+        queue_offset: m.queue_offset,
+        physical_offset: m.commit_log_offset,
+        sys_flag: m.sys_flag,
+        born_timestamp: m.born_timestamp,
+        born_host: m.born_host,
+        store_timestamp: m.store_timestamp,
+        store_host: m.store_host,
+        reconsume_times: m.reconsume_times,
+        prepared_transaction_offset: m.prepared_transaction_offset,
+    };
+    let mut out = Vec::new();
+    message::encode_record(&m.message, &meta, false, &mut out).map_err(|e| {
+        Refusal::system_error(format!("cannot encode a copied message in flight: {e}"))
+    })?;
+    Ok(bytes::Bytes::from(out))
+}
+
 type QueueKey = (String, String, i32);
+
+/// Where a message in flight is stored, for the retention pin.
+enum Held {
+    /// The original, at a queue offset of its queue.
+    Original(String, i32, i64),
+    /// A copy, at a queue offset of the revive topic.
+    Copy(i64),
+}
 
 #[derive(Debug, Clone, Copy)]
 struct InFlight {
@@ -123,6 +203,9 @@ struct InFlight {
     fifo: bool,
     /// When the message becomes visible again, on this broker's clock.
     visible_at: i64,
+    /// Once retention wanted the segment of the message: the revive-topic queue offset of its
+    /// latest copy (see [`PopService::roll_below`]), which is read instead of the original.
+    moved: Option<i64>,
 }
 
 impl InFlight {
@@ -138,7 +221,15 @@ impl InFlight {
             reconsume_times,
             fifo,
             visible_at: pop_time.min(now).saturating_add(invisible_ms),
+            moved: None,
         }
+    }
+
+    /// The same message's record, where `self` has it: a new checkpoint of a message keeps
+    /// reading the copy its earlier checkpoint moved it to.
+    fn reading(mut self, moved: Option<i64>) -> Self {
+        self.moved = moved;
+        self
     }
 
     fn deadline(&self) -> i64 {
@@ -326,14 +417,19 @@ impl PopService {
     /// replay of the revive topic otherwise (a slave, or a master before its first POP
     /// request): a failover must find every message still in flight.
     pub fn lowest_needed(&self, inner: &BrokerInner) -> Option<i64> {
-        let firsts: Vec<(String, i32, i64)> = if self.replay.is_current(inner) {
-            Self::firsts(&self.state.lock())
+        let held: Vec<Held> = if self.replay.is_current(inner) {
+            Self::held(&self.state.lock())
         } else {
-            Self::firsts(&Self::replay_table(inner).0)
+            Self::held(&Self::replay_table(inner).0)
         };
-        firsts
-            .into_iter()
-            .filter_map(|(topic, q, o)| inner.store.get_commit_log_offset_in_queue(&topic, q, o))
+        let revive = revive_topic(&inner.config.cluster_name);
+        held.into_iter()
+            .filter_map(|h| match h {
+                Held::Original(topic, q, o) => {
+                    inner.store.get_commit_log_offset_in_queue(&topic, q, o)
+                }
+                Held::Copy(at) => inner.store.get_commit_log_offset_in_queue(&revive, 0, at),
+            })
             .min()
     }
 
@@ -342,14 +438,82 @@ impl PopService {
         self.replay.is_current(inner)
     }
 
-    /// The first queue offset in flight of every queue that has one.
-    fn firsts(table: &HashMap<QueueKey, QueueState>) -> Vec<(String, i32, i64)> {
-        table
-            .iter()
-            .filter_map(|((_, topic, q), qs)| {
-                qs.inflight.keys().next().map(|o| (topic.clone(), *q, *o))
-            })
-            .collect()
+    /// Where the messages in flight are held: of each queue, the first one still at its
+    /// original (the lowest CommitLog offset of the originals, stored in queue order) and
+    /// every copy.
+    fn held(table: &HashMap<QueueKey, QueueState>) -> Vec<Held> {
+        let mut out = Vec::new();
+        for ((_, topic, q), qs) in table {
+            if let Some(o) = qs.inflight.iter().find(|(_, f)| f.moved.is_none()) {
+                out.push(Held::Original(topic.clone(), *q, *o.0));
+            }
+            out.extend(qs.inflight.values().filter_map(|f| f.moved.map(Held::Copy)));
+        }
+        out
+    }
+
+    /// The copy of a message in flight at `at` of the revive topic and the state it carries.
+    fn copy_at(inner: &BrokerInner, at: i64) -> Option<(message::MessageExt, Moved)> {
+        let topic = revive_topic(&inner.config.cluster_name);
+        let phy = inner.store.get_commit_log_offset_in_queue(&topic, 0, at)?;
+        let m = inner.store.look_message_by_offset(phy)?;
+        let moved: Moved = serde_json::from_str(m.message.property(POP_COPY_OF)?).ok()?;
+        Some((m, moved))
+    }
+
+    /// The message in flight at `offset` of `key`'s queue as it was stored: read from its
+    /// latest copy when `moved`, else from the queue.
+    fn stored_message(
+        inner: &BrokerInner,
+        key: &QueueKey,
+        offset: i64,
+        moved: Option<i64>,
+    ) -> Option<message::MessageExt> {
+        match moved {
+            Some(at) => Self::copy_at(inner, at).map(|(m, mv)| mv.restore(m)),
+            None => inner
+                .store
+                .get_commit_log_offset_in_queue(&key.1, key.2, offset)
+                .and_then(|phy| inner.store.look_message_by_offset(phy)),
+        }
+    }
+
+    /// [`Self::stored_message`] as a record.
+    fn stored_record(
+        inner: &BrokerInner,
+        key: &QueueKey,
+        offset: i64,
+        moved: Option<i64>,
+    ) -> Result<Option<bytes::Bytes>, Refusal> {
+        match moved {
+            Some(_) => Self::stored_message(inner, key, offset, moved)
+                .map(|m| encode_ext(&m))
+                .transpose(),
+            None => Ok(inner
+                .store
+                .get_cq_entry(&key.1, key.2, offset)
+                .and_then(|e| inner.store.read_record(e.commit_log_offset))),
+        }
+    }
+
+    /// The CommitLog offset of the record holding the message in flight at `offset` of
+    /// `key`'s queue (its latest copy when `moved`).
+    fn held_at(
+        inner: &BrokerInner,
+        key: &QueueKey,
+        offset: i64,
+        moved: Option<i64>,
+    ) -> Option<i64> {
+        match moved {
+            Some(at) => inner.store.get_commit_log_offset_in_queue(
+                &revive_topic(&inner.config.cluster_name),
+                0,
+                at,
+            ),
+            None => inner
+                .store
+                .get_commit_log_offset_in_queue(&key.1, key.2, offset),
+        }
     }
 
     /// The in-flight table the revive topic describes, and how many records it read.
@@ -359,6 +523,16 @@ impl PopService {
         let mut records = 0u64;
         let now = now_ms();
         crate::replay::scan(inner, &topic, |offset, m| {
+            if let Some(state) = m.message.property(POP_COPY_OF) {
+                match serde_json::from_str::<Moved>(state) {
+                    Ok(moved) => {
+                        records += 1;
+                        apply_copy(&mut table, moved, offset, now);
+                    }
+                    Err(_) => tracing::warn!(offset, "unreadable copy of a POP message skipped"),
+                }
+                return;
+            }
             match serde_json::from_slice::<PopRecord>(&m.message.body) {
                 Ok(record) => {
                     records += 1;
@@ -808,6 +982,22 @@ impl PopService {
         })
     }
 
+    /// The message a held handle names, read from its copy, when retention had it copied
+    /// forward (`None` while it is read from its queue).
+    pub fn copied_message(
+        &self,
+        inner: &BrokerInner,
+        held: &HeldHandle,
+    ) -> Option<message::MessageExt> {
+        let moved = self
+            .state
+            .lock()
+            .get(&held.key)
+            .and_then(|qs| qs.inflight.get(&held.handle.queue_offset))
+            .and_then(|f| f.moved)?;
+        Self::stored_message(inner, &held.key, held.handle.queue_offset, Some(moved))
+    }
+
     /// Acknowledges a held handle: its ack record is stored durably, then the message leaves
     /// the in-flight table and the queue lock is released.
     pub async fn ack_held(&self, inner: &BrokerInner, held: HeldHandle) -> Result<(), Refusal> {
@@ -898,10 +1088,137 @@ impl PopService {
         if let Some(qs) = self.state.lock().get_mut(&key) {
             qs.inflight.insert(
                 handle.queue_offset,
-                InFlight::new(pop_time, invisible_ms, old.reconsume_times, old.fifo, now),
+                InFlight::new(pop_time, invisible_ms, old.reconsume_times, old.fifo, now)
+                    .reading(old.moved),
             );
         }
         Ok(pop_time)
+    }
+
+    /// Stores again, at the head of the log, every message in flight whose record (the
+    /// original, or its latest copy) lies below the CommitLog offset `limit`, so that retention
+    /// can delete the segments below it (as the timers roll, see [`crate::timer`]). Each copy
+    /// is one record of the revive topic holding the message and its checkpoint (see
+    /// [`POP_COPY_OF`]): the message stays in flight with the same pop time and deadline, so
+    /// its receipt handle keeps working (ack, ChangeInvisibleTime, send-back), and a revive
+    /// re-puts the copy once. Nothing is put into the message's own queue, so no consumer
+    /// gets it again. Returns how many were copied; stops at the first failure (retried next
+    /// round).
+    pub async fn roll_below(&self, inner: &BrokerInner, limit: i64) -> usize {
+        if self.ensure_rebuilt(inner).await.is_err() {
+            return 0;
+        }
+        let all: Vec<(QueueKey, i64, Option<i64>)> = self
+            .state
+            .lock()
+            .iter()
+            .flat_map(|(k, qs)| {
+                qs.inflight
+                    .iter()
+                    .map(|(o, f)| (k.clone(), *o, f.moved))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let mut rolled = 0;
+        for (key, offset, moved) in all {
+            if Self::held_at(inner, &key, offset, moved).is_none_or(|phy| phy >= limit) {
+                continue;
+            }
+            match self.roll_one(inner, &key, offset, limit).await {
+                Ok(true) => rolled += 1,
+                Ok(false) => {}
+                Err(Refusal { code, remark: why }) => {
+                    tracing::warn!(code, %why, group = %key.0, topic = %key.1, queue = key.2, offset, "cannot copy a message in flight forward; will retry");
+                    break;
+                }
+            }
+        }
+        if rolled > 0 {
+            tracing::info!(
+                rolled,
+                below = limit,
+                "POP messages in flight stored again at the head of the log so that retention can delete the segments they were in"
+            );
+        }
+        rolled
+    }
+
+    /// Copies the message in flight at `offset` of `key`'s queue forward, under the queue's
+    /// lock, if it is still in flight and still held below `limit` (so a message is copied at
+    /// most once per roll). Whether it was copied.
+    async fn roll_one(
+        &self,
+        inner: &BrokerInner,
+        key: &QueueKey,
+        offset: i64,
+        limit: i64,
+    ) -> Result<bool, Refusal> {
+        let lock = self.lock_of(key);
+        let _guard = lock.lock().await;
+        let (f, pop_offset) = {
+            let st = self.state.lock();
+            let Some(qs) = st.get(key) else {
+                return Ok(false);
+            };
+            let Some(f) = qs.inflight.get(&offset).copied() else {
+                return Ok(false);
+            };
+            (f, qs.pop_offset)
+        };
+        if Self::held_at(inner, key, offset, f.moved).is_none_or(|phy| phy >= limit) {
+            return Ok(false);
+        }
+        let Some(m) = Self::stored_message(inner, key, offset, f.moved) else {
+            tracing::warn!(group = %key.0, topic = %key.1, queue = key.2, offset, "in-flight message no longer in the store; nothing to copy");
+            return Ok(false);
+        };
+        let moved = Moved {
+            g: key.0.clone(),
+            t: key.1.clone(),
+            q: key.2,
+            o: offset,
+            pt: f.pop_time,
+            it: f.invisible_ms,
+            rt: f.reconsume_times,
+            fifo: f.fifo,
+            po: pop_offset,
+            phy: m.commit_log_offset,
+            sts: m.store_timestamp,
+            sf: m.sys_flag,
+            pto: m.prepared_transaction_offset,
+            mid: m.msg_id.clone(),
+        };
+        let state = serde_json::to_string(&moved).map_err(|e| {
+            Refusal::system_error(format!("cannot encode the state of a POP copy: {e}"))
+        })?;
+        let topic = revive_topic(&inner.config.cluster_name);
+        ensure_system_topic(inner, &topic, 1)?;
+        let mut msg = m.message.clone();
+        msg.topic = topic;
+        msg.set_property(POP_COPY_OF, state);
+        let mut bm = BrokerMessage::new(msg, 0);
+        // An ordinary record of the revive topic (a committed message's flag would do too;
+        // a prepared one would get no queue entry).
+        bm.sys_flag = sys_flag::reset_transaction_value(m.sys_flag, sys_flag::TRANSACTION_NOT_TYPE);
+        bm.born_timestamp = m.born_timestamp;
+        bm.born_host = m.born_host;
+        bm.reconsume_times = m.reconsume_times;
+        let put = inner.store_state_copy(vec![bm]).await.map_err(|e| {
+            let Refusal { code, remark } = Refusal::from(e);
+            Refusal::new(
+                code,
+                format!("cannot store a copy of a POP message: {remark}"),
+            )
+        })?;
+        if let Some(f) = self
+            .state
+            .lock()
+            .get_mut(key)
+            .and_then(|qs| qs.inflight.get_mut(&offset))
+        {
+            f.moved = Some(put.queue_offset);
+        }
+        Ok(true)
     }
 
     /// One revive round: every checkpoint past its invisible time goes to the retry topic (or
@@ -957,7 +1274,7 @@ impl PopService {
         else {
             return Ok(false);
         };
-        self.requeue(inner, key, offset, f.reconsume_times + 1, false)
+        self.requeue(inner, key, (offset, f.moved), f.reconsume_times + 1, false)
             .await?;
         self.mark_revived(inner, key, offset, f.pop_time).await?;
         Ok(true)
@@ -989,22 +1306,19 @@ impl PopService {
         Ok(())
     }
 
-    /// Re-puts the message at `offset` of `key`'s queue into the group's retry topic with
-    /// `attempts` deliveries counted, or into its DLQ when `attempts` passes the maximum (or
-    /// `dlq` says so).
+    /// Re-puts the message at `offset` of `key`'s queue (read from its copy when `moved`)
+    /// into the group's retry topic with `attempts` deliveries counted, or into its DLQ when
+    /// `attempts` passes the maximum (or `dlq` says so).
     async fn requeue(
         &self,
         inner: &BrokerInner,
         key: &QueueKey,
-        offset: i64,
+        (offset, moved): (i64, Option<i64>),
         attempts: i32,
         dlq: bool,
     ) -> Result<(), Refusal> {
         let (group, topic, q) = key;
-        let original = inner
-            .store
-            .get_commit_log_offset_in_queue(topic, *q, offset)
-            .and_then(|phy| inner.store.look_message_by_offset(phy));
+        let original = Self::stored_message(inner, key, offset, moved);
         let Some(m) = original else {
             tracing::warn!(%group, %topic, queue = q, offset, "in-flight message no longer in the store; dropping its checkpoint");
             return Ok(());
@@ -1074,7 +1388,7 @@ impl PopService {
                 .iter()
                 .find(|(_, f)| f.reconsume_times + 1 > max_reconsume_times(inner, &key.0))
             {
-                self.requeue(inner, key, *o, f.reconsume_times + 1, true)
+                self.requeue(inner, key, (*o, f.moved), f.reconsume_times + 1, true)
                     .await?;
                 self.mark_revived(inner, key, *o, f.pop_time).await?;
                 continue;
@@ -1111,18 +1425,16 @@ impl PopService {
         pop_time: i64,
         invisible_ms: i64,
     ) -> Result<Vec<Popped>, Refusal> {
-        let (_, topic, q) = key;
+        let (_, _, q) = key;
         let mut again = Vec::new();
         for (o, f) in inflight.iter().take(max) {
-            let Some(rec) = inner
-                .store
-                .get_cq_entry(topic, *q, *o)
-                .and_then(|e| inner.store.read_record(e.commit_log_offset))
-            else {
+            let Some(rec) = Self::stored_record(inner, key, *o, f.moved)? else {
                 continue;
             };
             again.push((rec, *o, f.reconsume_times + 1, f.pop_time));
         }
+        let moved: HashMap<i64, Option<i64>> =
+            inflight.iter().map(|(o, f)| (*o, f.moved)).collect();
         // The new checkpoints must replace the old ones when the revive topic is replayed,
         // which keeps the later pop time: later than the old ones even if those came from a
         // clock ahead of ours (the deadline is still `invisible_ms` from now).
@@ -1137,8 +1449,11 @@ impl PopService {
             let mut st = self.state.lock();
             let qs = st.entry(key.clone()).or_default();
             for (_, o, rt, _) in &again {
-                qs.inflight
-                    .insert(*o, InFlight::new(pt, invisible_ms, *rt, true, pop_time));
+                qs.inflight.insert(
+                    *o,
+                    InFlight::new(pt, invisible_ms, *rt, true, pop_time)
+                        .reading(moved.get(o).copied().flatten()),
+                );
             }
         }
         for (rec, o, rt, _) in again {
@@ -1211,9 +1526,12 @@ fn apply(table: &mut HashMap<QueueKey, QueueState>, record: PopRecord, now: i64)
         } => {
             let qs = table.entry((g, t, q)).or_default();
             qs.pop_offset = qs.pop_offset.max(o + 1);
-            let newer = qs.inflight.get(&o).is_none_or(|f| f.pop_time < pt);
-            if newer {
-                qs.inflight.insert(o, InFlight::new(pt, it, rt, fifo, now));
+            let old = qs.inflight.get(&o);
+            if old.is_none_or(|f| f.pop_time < pt) {
+                // A new checkpoint of a message copied forward reads the copy.
+                let moved = old.and_then(|f| f.moved);
+                qs.inflight
+                    .insert(o, InFlight::new(pt, it, rt, fifo, now).reading(moved));
             }
         }
         PopRecord::Ack { g, t, q, o, pt } | PopRecord::Revived { g, t, q, o, pt } => {
@@ -1223,6 +1541,20 @@ fn apply(table: &mut HashMap<QueueKey, QueueState>, record: PopRecord, now: i64)
                 }
             }
         }
+    }
+}
+
+/// Applies a copy of a message in flight, at `at` of the revive topic: its checkpoint (the same
+/// pop time, so the same receipt handle) now reads the copy. The checkpoints of the original
+/// may be gone with their segments: the copy restores it.
+fn apply_copy(table: &mut HashMap<QueueKey, QueueState>, mv: Moved, at: i64, now: i64) {
+    let qs = table.entry((mv.g, mv.t, mv.q)).or_default();
+    qs.pop_offset = qs.pop_offset.max(mv.o + 1).max(mv.po);
+    if qs.inflight.get(&mv.o).is_none_or(|f| f.pop_time <= mv.pt) {
+        qs.inflight.insert(
+            mv.o,
+            InFlight::new(mv.pt, mv.it, mv.rt, mv.fifo, now).reading(Some(at)),
+        );
     }
 }
 
@@ -1398,15 +1730,25 @@ pub fn body(messages: &[Popped]) -> bytes::Bytes {
     b.freeze()
 }
 
-/// Runs revive rounds until aborted.
+/// Runs revive rounds until aborted, and every second copies forward the messages in flight
+/// that keep retention from deleting a segment.
 pub async fn revive_loop(inner: Arc<BrokerInner>) {
     let mut ticker = tokio::time::interval(Duration::from_millis(200));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut round = 0u64;
     loop {
         ticker.tick().await;
+        round += 1;
         let n = inner.pop.revive_expired(&inner).await;
         if n > 0 {
             tracing::debug!(revived = n, "POP revive round");
+        }
+        // Every second: copy forward the messages in flight that keep retention from
+        // deleting a segment (only a master copies: a slave replays the copies).
+        if round.is_multiple_of(5) {
+            if let Some(limit) = inner.store.retention_wanted() {
+                inner.pop.roll_below(&inner, limit).await;
+            }
         }
     }
 }

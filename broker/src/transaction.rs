@@ -466,7 +466,7 @@ impl TransactionService {
         bm.born_timestamp = m.born_timestamp;
         bm.born_host = m.born_host;
         bm.reconsume_times = m.reconsume_times;
-        let put = inner.store_durably(vec![bm]).await?;
+        let put = inner.store_state_copy(vec![bm]).await?;
         Ok(Some(put.queue_offset))
     }
 }

@@ -181,17 +181,25 @@ async fn bound_message(
     let (queue_topic, queue_id, queue_offset) =
         (held.queue_topic(), held.queue_id(), held.queue_offset());
     let named = format!("{queue_topic}/{queue_id}/{queue_offset}");
-    let phy = inner
-        .store
-        .get_commit_log_offset_in_queue(queue_topic, queue_id, queue_offset)
-        .ok_or_else(|| {
-            Refusal::new(
-                response_code::NO_MESSAGE,
-                format!("the message the receipt handle names ({named}) is no longer stored"),
-            )
-        })?;
-    let m = confirmed_message(inner, phy)?;
-    let matches = phy == offset
+    // A message copied forward for retention is read from its copy, as originally stored.
+    let m = match inner.pop.copied_message(inner, &held) {
+        Some(m) => m,
+        None => {
+            let phy = inner
+                .store
+                .get_commit_log_offset_in_queue(queue_topic, queue_id, queue_offset)
+                .ok_or_else(|| {
+                    Refusal::new(
+                        response_code::NO_MESSAGE,
+                        format!(
+                            "the message the receipt handle names ({named}) is no longer stored"
+                        ),
+                    )
+                })?;
+            confirmed_message(inner, phy)?
+        }
+    };
+    let matches = m.commit_log_offset == offset
         && m.message.topic == queue_topic
         && m.queue_id == queue_id
         && m.queue_offset == queue_offset

@@ -592,6 +592,12 @@ impl MessageStore {
     }
 
     fn check_writable(&self) -> Result<(), StoreError> {
+        self.check_writable_as(false)
+    }
+
+    /// [`Self::check_writable`]; with `reserved`, the disk-full mark (a level of the disk
+    /// in use, not a failed write) does not refuse: see [`Self::put_messages_reserved`].
+    fn check_writable_as(&self, reserved: bool) -> Result<(), StoreError> {
         if !self.accepting.load(Ordering::Acquire) {
             return Err(StoreError::ServiceNotAvailable(
                 "the store is shut down".into(),
@@ -600,7 +606,7 @@ impl MessageStore {
         if self.shared.disk_error.load(Ordering::Acquire) {
             return Err(self.shared.read_only_error());
         }
-        if self.shared.retention.disk_full.load(Ordering::Acquire) {
+        if !reserved && self.shared.retention.disk_full.load(Ordering::Acquire) {
             let permille = self
                 .shared
                 .retention
@@ -713,7 +719,15 @@ impl MessageStore {
     }
 
     async fn submit(&self, msgs: &[BrokerMessage]) -> Result<PutResult, StoreError> {
-        self.check_writable()?;
+        self.submit_as(msgs, false).await
+    }
+
+    async fn submit_as(
+        &self,
+        msgs: &[BrokerMessage],
+        reserved: bool,
+    ) -> Result<PutResult, StoreError> {
+        self.check_writable_as(reserved)?;
         let mut req = self.encode(msgs)?;
         let sizes = req.sizes.clone();
         let (tx, rx) = oneshot::channel();
@@ -773,6 +787,19 @@ impl MessageStore {
     /// CommitLog and get consecutive queue offsets.
     pub async fn put_messages(&self, msgs: Vec<BrokerMessage>) -> Result<PutResult, StoreError> {
         self.submit(&msgs).await
+    }
+
+    /// [`put_messages`](Self::put_messages) for the copies that let retention free space: live
+    /// state (an in-flight POP message, a pending timer, an undecided half message) stored
+    /// again at the head of the log so that the segment it was in can go. Accepted while the
+    /// disk is marked full (above `diskSpaceWarningLevelRatio`): refusing them would keep the
+    /// pinned segment, and so the disk, full for good. A failed write (ENOSPC, a disk error)
+    /// still refuses as for any put.
+    pub async fn put_messages_reserved(
+        &self,
+        msgs: Vec<BrokerMessage>,
+    ) -> Result<PutResult, StoreError> {
+        self.submit_as(&msgs, true).await
     }
 
     /// [`put_message`](Self::put_message) for threads outside a tokio runtime (benches,

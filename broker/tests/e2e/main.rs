@@ -1,7 +1,8 @@
 //! A real broker (and NameServer) on loopback, driven through the Remoting client API: send,
 //! pull, routes and long polling, POP consumption (and peek / notification), delayed and timed
-//! messages, transactions, and ACL 2.0 on the Remoting port, the broker's metrics and runtime
-//! statistics, and the management codes.
+//! messages, transactions, POP and transaction state copied forward under a full disk, and
+//! ACL 2.0 on the Remoting port, the broker's metrics and runtime statistics, and the
+//! management codes.
 
 mod auth;
 mod broker_e2e;
@@ -10,6 +11,7 @@ mod manage;
 mod metrics;
 mod peek;
 mod pop;
+mod retention_copy;
 mod timer;
 mod topic_stats;
 mod transaction;

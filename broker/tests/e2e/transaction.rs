@@ -22,7 +22,7 @@ use rocketraft_remoting::codes::{request_code, response_code};
 use rocketraft_remoting::server::processor_fn;
 use rocketraft_remoting::{ClientConfig, RemotingClient, RemotingCommand};
 
-const TOPIC: &str = "Tx";
+pub(crate) const TOPIC: &str = "Tx";
 
 fn free_port() -> u16 {
     rocketraft_common::net::free_loopback_port().expect("a free loopback port")
@@ -56,7 +56,7 @@ async fn start_with(dir: &Path, tune: impl FnOnce(&mut BrokerConfig)) -> (NameSe
     (ns, broker)
 }
 
-fn visible(b: &Broker) -> Vec<String> {
+pub(crate) fn visible(b: &Broker) -> Vec<String> {
     let store = &b.inner().store;
     (0..store.get_max_offset_in_queue(TOPIC, 0))
         .filter_map(|o| store.get_commit_log_offset_in_queue(TOPIC, 0, o))
@@ -66,7 +66,7 @@ fn visible(b: &Broker) -> Vec<String> {
 }
 
 /// Sends a prepared message; returns (half queue offset, commit log offset).
-async fn prepare(api: &MqClientApi, addr: &str, body: &str, group: &str) -> (i64, i64) {
+pub(crate) async fn prepare(api: &MqClientApi, addr: &str, body: &str, group: &str) -> (i64, i64) {
     let r = api
         .send(
             addr,
@@ -93,7 +93,7 @@ async fn prepare(api: &MqClientApi, addr: &str, body: &str, group: &str) -> (i64
     (r.queue_offset, phy)
 }
 
-fn end(offset: i64, phy: i64, decision: i32, from_check: bool) -> RemotingCommand {
+pub(crate) fn end(offset: i64, phy: i64, decision: i32, from_check: bool) -> RemotingCommand {
     RemotingCommand::request(request_code::END_TRANSACTION)
         .with_ext("producerGroup", "tg")
         .with_ext("tranStateTableOffset", offset)
@@ -104,11 +104,11 @@ fn end(offset: i64, phy: i64, decision: i32, from_check: bool) -> RemotingComman
 
 /// What a check-back showed the producer: (tranStateTableOffset, commitLogOffset, the
 /// message's topic, queue offset, CommitLog offset and TRAN_PREPARED_QUEUE_OFFSET).
-type Check = (i64, i64, Option<(String, i64, i64, Option<String>)>);
+pub(crate) type Check = (i64, i64, Option<(String, i64, i64, Option<String>)>);
 
 /// A live producer of `group` (heartbeat from `client_id`) that answers every check-back with
 /// COMMIT over a separate connection, recording what each check showed.
-async fn committing_producer(
+pub(crate) async fn committing_producer(
     addr: &str,
     group: &str,
     client_id: &str,

@@ -1,0 +1,475 @@
+//! Live state copied forward under a full disk (issue 15): the store root is a small real tmpfs,
+//! filled by sends and then pushed past `diskSpaceWarningLevelRatio` (90 %) by a ballast file at
+//! once, so every send is refused and forced deletion wants the oldest CommitLog segment. That
+//! segment holds POP messages in flight (one kept in flight by ChangeInvisibleTime) or undecided
+//! half messages: the broker stores them again at the head of the log (accepted while the disk
+//! is marked full), the segment goes and the disk is usable again. A crash (the store stopped as
+//! by `kill -9`) and a restart follow the copy; then the old receipt handle acks its message
+//! (which never comes back), the other one comes back exactly once after its invisible time,
+//! and the transactions keep their identity (a commit naming the original offsets, a check-back
+//! of the other one).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rocketraft_broker::pop::POP_COPY_OF;
+use rocketraft_broker::store::clean::disk_used_percent;
+use rocketraft_broker::store::FlushDiskType;
+use rocketraft_broker::{Broker, BrokerConfig};
+use rocketraft_common::consts::{property, sys_flag};
+use rocketraft_common::message::{decode_messages, MessageExt};
+use rocketraft_common::testing::{grow_ballast, Tmpfs};
+use rocketraft_common::TopicConfig;
+use rocketraft_nameserver::{NameServer, NamesrvConfig};
+use rocketraft_remoting::api::{MqClientApi, SendRequest};
+use rocketraft_remoting::codes::{request_code, response_code};
+use rocketraft_remoting::{ClientConfig, RemotingClient, RemotingCommand};
+
+use crate::transaction::{committing_producer, end, prepare, visible};
+
+const POP_TOPIC: &str = "PopKept";
+const GROUP: &str = "g";
+const SEGMENT: i64 = 1 << 20;
+
+fn config(root: &Path, namesrv: std::net::SocketAddr, port: u16) -> BrokerConfig {
+    let mut c = BrokerConfig {
+        listen: format!("127.0.0.1:{port}").parse().expect("addr"),
+        namesrv_addr: namesrv.to_string(),
+        // No check-back before the restart.
+        transaction_timeout_ms: 600_000,
+        transaction_check_interval_ms: 600_000,
+        transaction_check_max: 15,
+        ..BrokerConfig::default()
+    };
+    let s = &mut c.store;
+    s.store_root = root.to_path_buf();
+    s.commitlog_segment_size = SEGMENT as u64;
+    s.consume_queue_entries_per_file = 1000;
+    s.flush_disk_type = FlushDiskType::SyncFlush;
+    s.pretouch = false;
+    s.message_index_enable = false;
+    // Nothing expires: only the full disk deletes (forcibly above 85 %).
+    s.file_reserved_time = 72;
+    s.clean_file_forcibly_enable = true;
+    s.disk_max_used_space_ratio = 75;
+    s.disk_space_clean_forcibly_ratio = 85;
+    s.disk_space_warning_level_ratio = 90;
+    s.clean_resource_interval_ms = 200;
+    s.delete_commit_log_files_interval_ms = 0;
+    c
+}
+
+fn free_port() -> u16 {
+    rocketraft_common::net::free_loopback_port().expect("a free loopback port")
+}
+
+async fn namesrv() -> NameServer {
+    NameServer::start(NamesrvConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        ..NamesrvConfig::default()
+    })
+    .await
+    .expect("namesrv")
+}
+
+/// Percent of the tmpfs in use.
+fn used(fs: &Tmpfs) -> f64 {
+    disk_used_percent(&fs.dir).expect("statvfs of the tmpfs")
+}
+
+/// Sends 32 KiB messages of another topic until the tmpfs is `percent` full, then grows a
+/// ballast file in one go until it is at least 93 % full: the cleaner sees the disk full at
+/// once (every send refused) and wants the oldest segment.
+async fn fill_past_warning(api: &MqClientApi, addr: &str, fs: &Tmpfs, percent: f64) {
+    api.create_topic(addr, &TopicConfig::new("Filler", 1))
+        .await
+        .expect("filler topic");
+    let started = Instant::now();
+    while used(fs) < percent {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "filling never reached {percent}%: {}%",
+            used(fs)
+        );
+        let r = api
+            .send(
+                addr,
+                &SendRequest {
+                    producer_group: "filler".into(),
+                    topic: "Filler".into(),
+                    queue_id: 0,
+                    body: Bytes::from(vec![b'x'; 32 * 1024]),
+                    ..SendRequest::default()
+                },
+            )
+            .await
+            .expect("fill");
+        assert_eq!(
+            r.code,
+            response_code::SUCCESS,
+            "fill refused at {}%",
+            used(fs)
+        );
+    }
+    let total = {
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(fs.dir.as_os_str().as_bytes()).expect("path");
+        // SAFETY: statvfs fills the zeroed struct; `c` is a valid NUL-terminated path.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, 0, "statvfs");
+        st.f_blocks as u64 * st.f_frsize as u64
+    };
+    let missing = ((93.5 - used(fs)).max(0.0) / 100.0 * total as f64) as usize;
+    let ballast = fs.dir.join("ballast");
+    std::fs::write(&ballast, vec![1u8; missing]).expect("ballast");
+    while used(fs) < 93.0 {
+        grow_ballast(&ballast, 64 * 1024);
+    }
+}
+
+/// Waits until the CommitLog's first offset is past `phy` (its segment deleted).
+async fn wait_deleted(broker: &Broker, phy: i64, what: &str) {
+    let started = Instant::now();
+    while broker.inner().store.min_phy_offset() <= phy {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{what}: the segment at {phy} never went (min offset {}, disk full: {}): the state it holds pins it",
+            broker.inner().store.min_phy_offset(),
+            broker.inner().store.is_disk_full()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The copies of POP messages in flight stored in the revive topic: (queue offset of the
+/// message in its queue, CommitLog offset of the copy, body).
+fn pop_copies(b: &Broker) -> Vec<(i64, i64, String)> {
+    let store = &b.inner().store;
+    let revive = rocketraft_broker::pop::revive_topic(&b.inner().config.cluster_name);
+    (store.get_min_offset_in_queue(&revive, 0)..store.get_max_offset_in_queue(&revive, 0))
+        .filter_map(|o| store.get_commit_log_offset_in_queue(&revive, 0, o))
+        .filter_map(|phy| store.look_message_by_offset(phy))
+        .filter_map(|m| {
+            let state: serde_json::Value =
+                serde_json::from_str(m.message.property(POP_COPY_OF)?).ok()?;
+            Some((
+                state["o"].as_i64()?,
+                m.commit_log_offset,
+                String::from_utf8_lossy(&m.message.body).to_string(),
+            ))
+        })
+        .collect()
+}
+
+async fn pop(client: &RemotingClient, addr: &str, invisible_ms: i64) -> Vec<MessageExt> {
+    let request = RemotingCommand::request(request_code::POP_MESSAGE)
+        .with_ext("consumerGroup", GROUP)
+        .with_ext("topic", POP_TOPIC)
+        .with_ext("queueId", -1)
+        .with_ext("maxMsgNums", 32)
+        .with_ext("invisibleTime", invisible_ms)
+        .with_ext("pollTime", 0)
+        .with_ext("bornTime", rocketraft_common::time::now_ms())
+        .with_ext("initMode", 0);
+    let r = client
+        .invoke(addr, request, Duration::from_secs(10))
+        .await
+        .expect("pop");
+    match r.code {
+        response_code::SUCCESS => decode_messages(&r.body).expect("decodable pop body"),
+        response_code::PULL_NOT_FOUND | response_code::POLLING_TIMEOUT => Vec::new(),
+        other => panic!("pop answered {other} {:?}", r.remark),
+    }
+}
+
+fn handle(m: &MessageExt) -> String {
+    m.message
+        .property(property::POP_CK)
+        .expect("POP_CK on every popped message")
+        .to_string()
+}
+
+fn body(m: &MessageExt) -> String {
+    String::from_utf8_lossy(&m.message.body).to_string()
+}
+
+async fn ack(client: &RemotingClient, addr: &str, m: &MessageExt, handle: &str) -> RemotingCommand {
+    let request = RemotingCommand::request(request_code::ACK_MESSAGE)
+        .with_ext("consumerGroup", GROUP)
+        .with_ext("topic", POP_TOPIC)
+        .with_ext("queueId", m.queue_id)
+        .with_ext("extraInfo", handle)
+        .with_ext("offset", m.queue_offset);
+    client
+        .invoke(addr, request, Duration::from_secs(5))
+        .await
+        .expect("ack")
+}
+
+/// ChangeInvisibleTime; the new handle, built from the answer as RocketMQ's clients do.
+async fn change_invisible(
+    client: &RemotingClient,
+    addr: &str,
+    m: &MessageExt,
+    invisible_ms: i64,
+) -> String {
+    let old = handle(m);
+    let request = RemotingCommand::request(request_code::CHANGE_MESSAGE_INVISIBLETIME)
+        .with_ext("consumerGroup", GROUP)
+        .with_ext("topic", POP_TOPIC)
+        .with_ext("queueId", m.queue_id)
+        .with_ext("extraInfo", old.clone())
+        .with_ext("offset", m.queue_offset)
+        .with_ext("invisibleTime", invisible_ms);
+    let r = client
+        .invoke(addr, request, Duration::from_secs(5))
+        .await
+        .expect("change");
+    assert_eq!(r.code, response_code::SUCCESS, "{:?}", r.remark);
+    let mut parts: Vec<String> = old.split(' ').map(str::to_string).collect();
+    parts[1] = r.ext("popTime").expect("popTime").to_string();
+    parts[2] = r.ext("invisibleTime").expect("invisibleTime").to_string();
+    parts.join(" ")
+}
+
+/// Stops the broker as `kill -9` would leave its store (no final flush, no checkpoint, the
+/// abort marker kept: the restart recovers as after a crash and replays the POP and
+/// transaction state from the CommitLog), then closes the rest.
+async fn crash(broker: Broker) {
+    broker.inner().store.crash_for_test();
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pop_messages_in_flight_are_copied_forward_under_a_full_disk_and_their_old_handles_work() {
+    let Some(fs) = Tmpfs::mount_or_skip("48m") else {
+        return;
+    };
+    let root = fs.dir.join("store");
+    let ns = namesrv().await;
+    let port = free_port();
+    let broker = Broker::start(config(&root, ns.local_addr(), port))
+        .await
+        .expect("broker");
+    let addr = broker.local_addr().to_string();
+    let client = RemotingClient::new(ClientConfig::default());
+    let api = MqClientApi::new(client.clone(), Duration::from_secs(5));
+    api.create_topic(&addr, &TopicConfig::new(POP_TOPIC, 1))
+        .await
+        .expect("topic");
+    for b in ["kept", "expires"] {
+        let r = api
+            .send(
+                &addr,
+                &SendRequest {
+                    producer_group: "pg".into(),
+                    topic: POP_TOPIC.into(),
+                    queue_id: 0,
+                    body: Bytes::from(b),
+                    properties: BTreeMap::new(),
+                    ..SendRequest::default()
+                },
+            )
+            .await
+            .expect("send");
+        assert_eq!(r.code, response_code::SUCCESS);
+    }
+    // Both in flight, their originals (and checkpoints) in the first segment.
+    let popped_at = Instant::now();
+    let popped = pop(&client, &addr, 30_000).await;
+    assert_eq!(
+        popped.iter().map(body).collect::<Vec<_>>(),
+        vec!["kept".to_string(), "expires".to_string()]
+    );
+    let (kept, expires) = (&popped[0], &popped[1]);
+    assert!(kept.commit_log_offset < SEGMENT && expires.commit_log_offset < SEGMENT);
+    // Kept in flight longer by ChangeInvisibleTime: this handle is the one the consumer holds.
+    let kept_handle = change_invisible(&client, &addr, kept, 40_000).await;
+
+    fill_past_warning(&api, &addr, &fs, 70.0).await;
+    wait_deleted(&broker, SEGMENT - 1, "POP in flight").await;
+
+    // Each message in flight was stored again (once per roll: never two copies of one message
+    // in one segment), and is still in flight.
+    let copies = pop_copies(&broker);
+    for b in ["kept", "expires"] {
+        let mut segments: Vec<i64> = copies
+            .iter()
+            .filter(|(_, _, body)| body == b)
+            .map(|(_, phy, _)| phy / SEGMENT)
+            .collect();
+        assert!(!segments.is_empty(), "no copy of {b}: {copies:?}");
+        let n = segments.len();
+        segments.dedup();
+        assert_eq!(
+            segments.len(),
+            n,
+            "two copies of {b} in one roll: {copies:?}"
+        );
+    }
+    assert_eq!(
+        broker.inner().pop.in_flight(GROUP),
+        vec![(POP_TOPIC.to_string(), 0, 2)]
+    );
+    // The disk is usable again: the copies let forced deletion free it.
+    let started = Instant::now();
+    while broker.inner().store.is_disk_full() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "still full: {}%",
+            used(&fs)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A crash between the copy and the ack; the restart replays the state from the copies.
+    crash(broker).await;
+    let broker = Broker::start(config(&root, ns.local_addr(), port))
+        .await
+        .expect("restart");
+    let addr = broker.local_addr().to_string();
+    assert!(
+        popped_at.elapsed() < Duration::from_secs(28),
+        "too slow to test before the invisible time ends: {:?}",
+        popped_at.elapsed()
+    );
+    assert!(
+        pop(&client, &addr, 30_000).await.is_empty(),
+        "a message in flight (or its original's queue entry) handed out again"
+    );
+
+    // The handle from before the copy acks the message.
+    let r = ack(&client, &addr, kept, &kept_handle).await;
+    assert_eq!(r.code, response_code::SUCCESS, "{:?}", r.remark);
+    assert_eq!(
+        broker.inner().pop.in_flight(GROUP),
+        vec![(POP_TOPIC.to_string(), 0, 1)]
+    );
+
+    // The other one comes back once its invisible time (kept across the copy) is over, exactly
+    // once; the acked one never does.
+    let mut back: Vec<MessageExt> = Vec::new();
+    let until = popped_at + Duration::from_secs(46);
+    while Instant::now() < until {
+        for m in pop(&client, &addr, 60_000).await {
+            let r = ack(&client, &addr, &m, &handle(&m)).await;
+            assert_eq!(r.code, response_code::SUCCESS, "{:?}", r.remark);
+            back.push(m);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(
+        back.iter().map(body).collect::<Vec<_>>(),
+        vec!["expires".to_string()],
+        "only the unacked message comes back, once"
+    );
+    assert!(
+        popped_at.elapsed() >= Duration::from_secs(30),
+        "came back before its invisible time"
+    );
+    assert_eq!(back[0].reconsume_times, 1);
+    assert_eq!(back[0].message.property(POP_COPY_OF), None);
+    broker.shutdown().await;
+    ns.shutdown().await;
+    drop(fs);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn undecided_half_messages_are_copied_forward_under_a_full_disk_and_keep_their_identity() {
+    let Some(fs) = Tmpfs::mount_or_skip("48m") else {
+        return;
+    };
+    let root = fs.dir.join("store");
+    let ns = namesrv().await;
+    let port = free_port();
+    let broker = Broker::start(config(&root, ns.local_addr(), port))
+        .await
+        .expect("broker");
+    let addr = broker.local_addr().to_string();
+    let client = RemotingClient::new(ClientConfig::default());
+    let api = MqClientApi::new(client.clone(), Duration::from_secs(5));
+    api.create_topic(&addr, &TopicConfig::new(crate::transaction::TOPIC, 1))
+        .await
+        .expect("topic");
+    let (c_off, c_phy) = prepare(&api, &addr, "committed-after-copy", "tg").await;
+    let (k_off, k_phy) = prepare(&api, &addr, "checked-after-copy", "tg").await;
+    assert!(c_phy < SEGMENT && k_phy < SEGMENT);
+
+    fill_past_warning(&api, &addr, &fs, 70.0).await;
+    wait_deleted(&broker, SEGMENT - 1, "undecided transactions").await;
+    assert_eq!(broker.inner().transactions.pending_count(), 2);
+
+    // The commit names the original offsets; the message is visible once.
+    let started = Instant::now();
+    let r = loop {
+        let r = client
+            .invoke(
+                &addr,
+                end(c_off, c_phy, sys_flag::TRANSACTION_COMMIT_TYPE, false),
+                Duration::from_secs(5),
+            )
+            .await
+            .expect("end");
+        // The commit is an ordinary send: it waits for the disk to leave the full mark.
+        if r.code != response_code::SERVICE_NOT_AVAILABLE
+            || started.elapsed() > Duration::from_secs(20)
+        {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(r.code, response_code::SUCCESS, "{:?}", r.remark);
+    assert_eq!(visible(&broker), vec!["committed-after-copy".to_string()]);
+
+    // A crash; after the restart the other one is checked back under its original offsets and
+    // committed by the producer's answer; the first is not committed again.
+    crash(broker).await;
+    let mut c = config(&root, ns.local_addr(), port);
+    c.transaction_timeout_ms = 300;
+    c.transaction_check_interval_ms = 300;
+    let broker = Broker::start(c).await.expect("restart");
+    let addr = broker.local_addr().to_string();
+    let r = client
+        .invoke(
+            &addr,
+            end(c_off, c_phy, sys_flag::TRANSACTION_COMMIT_TYPE, false),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("end");
+    assert_eq!(
+        r.code,
+        response_code::SYSTEM_ERROR,
+        "decided before the crash: {:?}",
+        r.remark
+    );
+    let (_producer, checks) = committing_producer(&addr, "tg", "producer-full-disk").await;
+    let started = Instant::now();
+    while broker.inner().transactions.pending_count() > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "never checked back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let checks = checks.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    assert_eq!(
+        checks.first().map(|(o, p, _)| (*o, *p)),
+        Some((k_off, k_phy)),
+        "the check names the original: {checks:?}"
+    );
+    let mut v = visible(&broker);
+    v.sort();
+    assert_eq!(
+        v,
+        vec![
+            "checked-after-copy".to_string(),
+            "committed-after-copy".to_string()
+        ]
+    );
+    broker.shutdown().await;
+    ns.shutdown().await;
+    drop(fs);
+}
