@@ -526,8 +526,8 @@ impl Broker {
 
     /// Retention never deletes CommitLog segments holding state the broker still needs: a
     /// message in flight under POP, a pending timer, an undecided half message (their state
-    /// is replayed from those records after a restart or failover; timers and half messages
-    /// are stored again at the head when retention wants their segment). A master that serves them
+    /// is replayed from those records after a restart or failover; all three are stored
+    /// again at the head when retention wants their segment). A master that serves them
     /// answers from memory; a slave (which must keep what it would serve after a failover) and
     /// a master that has not replayed them yet answer from a replay of the system topics, at
     /// most once per [`PIN_SCAN_EVERY`].

@@ -24,6 +24,10 @@
 //!   another (ChangeInvisibleTime, a FIFO message popped again) takes a pop time later than the
 //!   one it replaces, so the replay keeps the right one.
 //! - The group's consumer offset of a queue advances to the first message still in flight.
+//! - **Retention**: a message in flight whose segment retention wants is stored again at the
+//!   head of the log ([`PopService::roll_below`]), in the revive topic with its checkpoint
+//!   ([`POP_COPY_OF`]); it stays in flight under the same receipt handle and is read from the
+//!   copy from then on.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicI64, Ordering};

@@ -19,9 +19,10 @@
 //! pin**: in-flight POP messages, pending timers and undecided transactions, see
 //! [`super::MessageStore::set_retention_pin`]). When the pin keeps a segment, the round records
 //! where that segment ends ([`super::MessageStore::retention_wanted`]) and the broker moves what
-//! it can above it: pending timers, which may wait days, and undecided half messages are
-//! stored again at the head of the log; in-flight POP messages (bounded by their invisible
-//! time) are waited for. Before a segment leaves the chain, every
+//! it can above it: pending timers, which may wait days, undecided half messages and POP
+//! messages in flight (which ChangeInvisibleTime can keep in flight for good) are stored again
+//! at the head of the log, even while the disk is marked full
+//! ([`super::MessageStore::put_messages_reserved`]). Before a segment leaves the chain, every
 //! ConsumeQueue's minimum moves past it (to its first entry in a later segment), so no reader
 //! follows an entry into deleted bytes, and the queue files wholly below go (the last file of
 //! a queue always stays: it carries the queue's max offset).
