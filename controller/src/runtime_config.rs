@@ -15,7 +15,8 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use rocketraft_common::properties::{self, Entry, Properties, Schema};
+use rocketraft_common::properties::{self, Entry, Schema};
+use rocketraft_remoting::runtime_config::{sort_update, RuntimeKeys};
 use rocketraft_remoting::{response_code, Refusal};
 use serde_json::Value;
 
@@ -238,60 +239,23 @@ fn apply(values: &mut Values, field: &str, entry: &Entry) -> Result<(), Refusal>
 /// nothing. An empty body changes nothing (SUCCESS, as RocketMQ answers a request without one).
 /// Returns the keys applied.
 pub fn update(live: &LiveSettings, body: &[u8]) -> Result<Vec<String>, Refusal> {
-    if body.is_empty() {
-        return Ok(Vec::new());
-    }
-    let text = std::str::from_utf8(body).map_err(|_| {
-        Refusal::new(
-            response_code::SYSTEM_ERROR,
-            "UnsupportedEncodingException: the body is not UTF-8",
-        )
-    })?;
-    let props = Properties::parse(text).map_err(|e| {
-        tracing::info!(error = %e, "UPDATE_CONTROLLER_CONFIG body is not properties text");
-        Refusal::system_error("string2Properties error")
-    })?;
-    if props
-        .entries()
-        .iter()
-        .any(|e| BLACK_LIST.contains(&e.key.as_str()))
-    {
-        return Err(Refusal::new(
-            response_code::NO_PERMISSION,
-            "Can not update config in black list.",
-        ));
-    }
     let mut values = live.values();
-    let mut unknown = Vec::new();
-    let mut fixed = Vec::new();
-    for entry in props.entries() {
-        match live_field(&entry.key) {
-            Some(field) => apply(&mut values, field, entry)?,
-            None if is_setting(&entry.key) => fixed.push(entry.key.as_str()),
-            None => unknown.push(entry.key.as_str()),
-        }
-    }
-    if !unknown.is_empty() {
-        return Err(Refusal::new(
-            response_code::INVALID_PARAMETER,
-            format!(
-                "no such controller config key: {}; nothing was changed",
-                unknown.join(", ")
-            ),
-        ));
-    }
-    if !fixed.is_empty() {
-        return Err(Refusal::new(
-            response_code::NO_PERMISSION,
-            format!(
-                "Can not update config at runtime: {} (they take effect when the controller \
-                 starts: change its config file and restart it). Changeable at runtime: \
-                 enableElectUncleanMaster, notifyBrokerRoleChanged, scanNotActiveBrokerInterval, \
-                 stale_reads; nothing was changed",
-                fixed.join(", ")
-            ),
-        ));
-    }
+    let rules = RuntimeKeys {
+        server: "controller",
+        black_list: BLACK_LIST,
+        live_keys: "enableElectUncleanMaster, notifyBrokerRoleChanged, \
+                    scanNotActiveBrokerInterval, stale_reads",
+        start_only: "when the controller starts: change its config file and restart it",
+    };
+    let Some(props) = sort_update(
+        body,
+        &rules,
+        |entry| live_field(&entry.key).map(|field| apply(&mut values, field, entry)),
+        is_setting,
+    )?
+    else {
+        return Ok(Vec::new());
+    };
     live.store(values);
     let keys: Vec<String> = props.entries().iter().map(|e| e.key.clone()).collect();
     tracing::info!(?keys, "controller config updated");

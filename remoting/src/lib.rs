@@ -59,6 +59,7 @@ pub mod error;
 pub mod header;
 pub mod http;
 pub mod limits;
+pub mod runtime_config;
 pub mod server;
 pub mod tls;
 pub mod trust;

@@ -20,6 +20,7 @@ use rocketraft_common::properties::{self, Entry, Properties, Schema};
 use rocketraft_common::protocol::DataVersion;
 use rocketraft_common::time::now_ms;
 use rocketraft_remoting::codes::{request_code, response_code};
+use rocketraft_remoting::runtime_config::{sort_update, RuntimeKeys};
 use rocketraft_remoting::{Refusal, RemotingCommand, RemotingError};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -686,57 +687,25 @@ pub fn apply_persisted_config(config: &mut crate::BrokerConfig) -> anyhow::Resul
 /// under the store root ([`RUNTIME_CONFIG_FILE`]) before it takes effect, so it survives a
 /// restart; when it cannot be written, SYSTEM_ERROR and nothing changes.
 pub fn update_broker_config(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
-    if request.body.is_empty() {
-        return Ok(request.response_to(response_code::SUCCESS, None));
-    }
-    let text = String::from_utf8_lossy(&request.body);
-    let props = Properties::parse(&text).map_err(|e| {
-        tracing::info!(error = %e, "UPDATE_BROKER_CONFIG body is not properties text");
-        Refusal::system_error("string2Properties error")
-    })?;
-    if props
-        .entries()
-        .iter()
-        .any(|e| BLACK_LIST.contains(&e.key.as_str()))
-    {
-        return Err(Refusal::new(
-            response_code::NO_PERMISSION,
-            "Can not update config in black list.",
-        ));
-    }
     let mut version = inner.config_version.0.lock();
     let mut settings = inner.store.retention_settings();
-    let mut unknown = Vec::new();
-    let mut fixed = Vec::new();
-    for entry in props.entries() {
-        match live_key(&entry.key) {
-            Some(field) => apply_live(&mut settings, field, entry)?,
-            None if is_setting(&entry.key) => fixed.push(entry.key.as_str()),
-            None => unknown.push(entry.key.as_str()),
-        }
-    }
-    if !unknown.is_empty() {
-        return Err(Refusal::new(
-            response_code::INVALID_PARAMETER,
-            format!(
-                "no such broker config key: {}; nothing was changed",
-                unknown.join(", ")
-            ),
-        ));
-    }
-    if !fixed.is_empty() {
-        return Err(Refusal::new(
-            response_code::NO_PERMISSION,
-            format!(
-                "Can not update config at runtime: {} (they take effect when the broker starts: \
-                 change the config file and restart). Changeable at runtime: fileReservedTime, \
-                 file_reserved_time_secs, deleteWhen, diskMaxUsedSpaceRatio, \
-                 diskSpaceCleanForciblyRatio, diskSpaceWarningLevelRatio, \
-                 cleanFileForciblyEnable; nothing was changed",
-                fixed.join(", ")
-            ),
-        ));
-    }
+    let rules = RuntimeKeys {
+        server: "broker",
+        black_list: BLACK_LIST,
+        live_keys: "fileReservedTime, file_reserved_time_secs, deleteWhen, \
+                    diskMaxUsedSpaceRatio, diskSpaceCleanForciblyRatio, \
+                    diskSpaceWarningLevelRatio, cleanFileForciblyEnable",
+        start_only: "when the broker starts: change the config file and restart",
+    };
+    let Some(props) = sort_update(
+        &request.body,
+        &rules,
+        |entry| live_key(&entry.key).map(|field| apply_live(&mut settings, field, entry)),
+        is_setting,
+    )?
+    else {
+        return Ok(request.response_to(response_code::SUCCESS, None));
+    };
     let invalid =
         |e: crate::store::StoreError| Refusal::new(response_code::INVALID_PARAMETER, e.to_string());
     inner
