@@ -19,6 +19,7 @@ pub mod client_manager;
 pub mod config;
 pub mod controller_link;
 pub mod ha;
+pub mod lite;
 pub mod metalog;
 pub mod metrics;
 pub mod name_server_reach;

@@ -82,8 +82,13 @@ impl TopicConfigManager {
         Ok(manager)
     }
 
+    /// A topic's configuration; a lite topic's queue (LMQ) is served while its parent is a
+    /// LITE topic here ([`crate::lite::lmq_config`]).
     pub fn get(&self, topic: &str) -> Option<TopicConfig> {
-        self.topics.read().get(topic).cloned()
+        if let Some(config) = self.topics.read().get(topic) {
+            return Some(config.clone());
+        }
+        crate::lite::lmq_config(self, topic)
     }
 
     /// Creates or replaces a topic; durable before it returns.

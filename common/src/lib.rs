@@ -23,6 +23,7 @@ pub mod trust;
 
 pub use topic::{TopicConfig, TopicValidationError};
 pub mod json;
+pub mod lite;
 pub mod manage;
 pub mod properties;
 pub mod protocol;

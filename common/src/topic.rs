@@ -112,9 +112,40 @@ pub fn validate_topic_name(name: &str) -> Result<(), TopicValidationError> {
     Ok(())
 }
 
+/// Longest name the store keeps records of when it has a `$` (lite topics' queues).
+pub const STORED_NAME_MAX_LENGTH: usize = 255;
+
+/// A name the store keeps records of: a topic name, or a lite topic's queue
+/// `%LMQ%${parent}${lite}` and the POP retry topic of one, which also have `$` (up to
+/// [`STORED_NAME_MAX_LENGTH`] characters).
+pub fn validate_stored_topic_name(name: &str) -> Result<(), TopicValidationError> {
+    if !name.contains('$') {
+        return validate_topic_name(name);
+    }
+    if name.len() > STORED_NAME_MAX_LENGTH {
+        return Err(TopicValidationError::TooLong(name.len()));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'%' | b'|' | b'_' | b'-' | b'$'))
+    {
+        return Err(TopicValidationError::IllegalCharacters(name.to_string()));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lite_queue_names_are_stored_names() {
+        assert!(validate_stored_topic_name("%LMQ%$P$a").is_ok());
+        assert!(validate_stored_topic_name("%RETRY%G_%LMQ%$P$a").is_ok());
+        assert!(validate_stored_topic_name("P").is_ok());
+        assert!(validate_stored_topic_name("P$a b").is_err());
+        assert!(validate_topic_name("%LMQ%$P$a").is_err());
+    }
 
     #[test]
     fn json_uses_rocketmq_field_names() {

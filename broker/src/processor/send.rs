@@ -113,7 +113,7 @@ pub async fn handle(
     let message_type = messages
         .first()
         .map_or("normal", |m| crate::metrics::message_type(&m.properties));
-    let to_store: Vec<BrokerMessage> = messages
+    let mut to_store: Vec<BrokerMessage> = messages
         .into_iter()
         .map(|message| BrokerMessage {
             message,
@@ -125,6 +125,9 @@ pub async fn handle(
             prepared_transaction_offset: 0,
         })
         .collect();
+    // A lite message goes to its lite topic's queue (`crate::lite`).
+    let queue_id =
+        crate::lite::route_send(&topic_config, header.sys_flag, queue_id, &mut to_store)?;
     tracing::trace!(producer_group = %header.producer_group, topic = %header.topic, queue_id, count, "send");
     let (to_store, deliver_at) = route_delayed(inner, to_store)?;
     let delayed = deliver_at.iter().any(|d| d.is_some());

@@ -634,7 +634,7 @@ impl MessageStore {
             return Err(StoreError::MessageIllegal("empty batch".into()));
         };
         let topic = &first.message.topic;
-        rocketraft_common::topic::validate_topic_name(topic)
+        rocketraft_common::topic::validate_stored_topic_name(topic)
             .map_err(|e| StoreError::MessageIllegal(e.to_string()))?;
         if first.queue_id < 0 {
             return Err(StoreError::MessageIllegal(format!(

@@ -375,7 +375,7 @@ fn inspect(seg: &MappedFile, pos: i64) -> Step<'_> {
     ) else {
         return Step::Cut(format!("record at {pos} has unreadable fields"));
     };
-    if rocketraft_common::topic::validate_topic_name(topic).is_err()
+    if rocketraft_common::topic::validate_stored_topic_name(topic).is_err()
         || queue_id < 0
         || queue_offset < 0
     {

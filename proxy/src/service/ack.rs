@@ -12,6 +12,7 @@ use rocketraft_remoting::codes::{request_code, response_code};
 use rocketraft_remoting::RemotingCommand;
 
 use super::convert::{duration_ms, from_api, ok, status, wrapped};
+use super::lite::queue_topic;
 use super::receipt::ReceiptHandle;
 use super::receive::checked_new_invisible;
 use super::trace::Outcome;
@@ -28,6 +29,8 @@ pub(super) async fn ack_message(
     let results = futures::future::join_all(req.entries.iter().map(|e| async {
         let handle = ReceiptHandle::parse(&e.receipt_handle)?;
         let addr = service.master(&name, handle.broker()).await?;
+        // A lite topic's message is acked on its lite topic's queue.
+        let name = queue_topic(name.clone(), e.lite_topic.as_deref())?;
         let acked = service
             .ack_on_broker(&addr, &group, &name, &handle, &e.receipt_handle)
             .await;
@@ -82,6 +85,7 @@ pub(super) async fn change_invisible_duration(
     )?;
     let handle = ReceiptHandle::parse(&req.receipt_handle)?;
     let addr = service.master(&name, handle.broker()).await?;
+    let name = queue_topic(name, req.lite_topic.as_deref())?;
     let cmd = RemotingCommand::request(request_code::CHANGE_MESSAGE_INVISIBLETIME)
         .with_ext("consumerGroup", group.as_str())
         .with_ext("topic", name.as_str())
@@ -128,6 +132,7 @@ pub(super) async fn forward_message_to_dead_letter_queue(
     let (group, name) = group_and_topic(req.group.as_ref(), req.topic.as_ref())?;
     let handle = ReceiptHandle::parse(&req.receipt_handle)?;
     let addr = service.master(&name, handle.broker()).await?;
+    let name = queue_topic(name, req.lite_topic.as_deref())?;
     let phy = handle.commit_log_offset()?;
     let back = RemotingCommand::request(request_code::CONSUMER_SEND_MSG_BACK)
         .with_ext("offset", phy.to_string())

@@ -1,4 +1,4 @@
-//! Admission: the one refusal prologue every RPC but Telemetry and SyncLiteSubscription goes
+//! Admission: the one refusal prologue every RPC but Telemetry goes
 //! through ([`Service::serve`]): the `x-mq-namespace` header's namespace put into the request,
 //! the caller's credentials and permissions checked, and any refusal, there or in the handler,
 //! answered as the response's status alone.
@@ -46,6 +46,7 @@ namespaced!(pb::QueryOffsetRequest, [], [message_queue]);
 namespaced!(pb::EndTransactionRequest, [topic], []);
 namespaced!(pb::ChangeInvisibleDurationRequest, [group, topic], []);
 namespaced!(pb::RecallMessageRequest, [topic], []);
+namespaced!(pb::SyncLiteSubscriptionRequest, [topic, group], []);
 
 impl Namespaced for pb::SendMessageRequest {
     fn fill(&mut self, namespace: &str) {
@@ -91,7 +92,8 @@ needs!(
     pb::QueryAssignmentRequest,
     pb::AckMessageRequest,
     pb::ForwardMessageToDeadLetterQueueRequest,
-    pb::ChangeInvisibleDurationRequest
+    pb::ChangeInvisibleDurationRequest,
+    pb::SyncLiteSubscriptionRequest
     => |r| consuming(r.group.as_ref(), r.topic.as_ref())
 );
 needs!(
@@ -154,6 +156,7 @@ status_only!(
     pb::QueryRouteResponse,
     pb::RecallMessageResponse,
     pb::SendMessageResponse,
+    pb::SyncLiteSubscriptionResponse,
     pb::UpdateOffsetResponse,
 );
 

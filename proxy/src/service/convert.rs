@@ -45,6 +45,7 @@ pub(super) const SYSTEM_KEYS: &[&str] = &[
     property::CLUSTER,
     property::RECONSUME_TIME,
     property::MAX_RECONSUME_TIMES,
+    rocketraft_common::lite::PROPERTY_LITE_TOPIC,
 ];
 
 /// Every message type (a topic without `message.type`, or MIXED).
@@ -62,6 +63,8 @@ pub(super) fn accepted_types(attribute: Option<&str>) -> Vec<i32> {
         Some("FIFO") => vec![pb::MessageType::Fifo as i32],
         Some("DELAY") => vec![pb::MessageType::Delay as i32],
         Some("TRANSACTION") => vec![pb::MessageType::Transaction as i32],
+        // A LITE topic takes lite messages alone; other topics never take them.
+        Some("LITE") => vec![pb::MessageType::Lite as i32],
         _ => ALL_TYPES.iter().map(|t| *t as i32).collect(),
     }
 }
@@ -186,6 +189,12 @@ pub(super) fn send_request(
     if let Some(group) = out.group {
         properties.insert(property::SHARDING_KEY.into(), group.to_string());
     }
+    if let Some(lite) = sys.lite_topic.as_ref().filter(|l| !l.is_empty()) {
+        properties.insert(
+            rocketraft_common::lite::PROPERTY_LITE_TOPIC.into(),
+            lite.clone(),
+        );
+    }
     if let Some(trace) = sys.trace_context.as_ref().filter(|t| !t.is_empty()) {
         properties.insert(TRACE_CONTEXT.into(), trace.clone());
     }
@@ -217,12 +226,14 @@ pub(super) fn send_request(
 /// `namespace` prefix.
 pub(super) fn to_pb(m: &MessageExt, namespace: &str, invisible_ms: i64) -> pb::Message {
     let props = &m.message.properties;
-    let topic_name = m
-        .message
-        .topic
+    // A lite topic's message (stored in its LMQ, or retried from the LMQ's retry topic) is
+    // the parent topic's message with its lite topic.
+    let lite = super::lite::lite_of(m);
+    let stored_topic = lite.map_or(m.message.topic.as_str(), |(parent, _)| parent);
+    let topic_name = stored_topic
         .strip_prefix(&format!("{namespace}%"))
         .filter(|_| !namespace.is_empty())
-        .unwrap_or(&m.message.topic)
+        .unwrap_or(stored_topic)
         .to_string();
     let user_properties: HashMap<String, String> = props
         .iter()
@@ -248,7 +259,9 @@ fn system_properties(m: &MessageExt, body: &[u8], invisible_ms: i64) -> pb::Syst
     let delivery = props
         .get(property::TIMER_DELIVER_MS)
         .and_then(|v| v.parse::<i64>().ok());
-    let message_type = if group.is_some() {
+    let message_type = if super::lite::lite_of(m).is_some() {
+        pb::MessageType::Lite
+    } else if group.is_some() {
         pb::MessageType::Fifo
     } else if delivery.is_some() {
         pb::MessageType::Delay
@@ -302,6 +315,7 @@ fn system_properties(m: &MessageExt, body: &[u8], invisible_ms: i64) -> pb::Syst
         delivery_attempt: Some(m.reconsume_times + 1),
         message_group: group,
         trace_context: props.get(TRACE_CONTEXT).cloned(),
+        lite_topic: super::lite::lite_of(m).map(|(_, lite)| lite.to_string()),
         ..pb::SystemProperties::default()
     }
 }

@@ -32,6 +32,7 @@ mod ack;
 mod admission;
 mod cache;
 mod convert;
+mod lite;
 mod offset;
 mod receipt;
 mod receive;
@@ -88,6 +89,7 @@ pub struct Service {
     auth: Arc<crate::auth::Auth>,
     /// ReceiveMessage calls in progress, for `/metrics`.
     receiving: Arc<std::sync::atomic::AtomicI64>,
+    lite: Arc<lite::LiteSubscriptions>,
 }
 
 impl Service {
@@ -100,6 +102,7 @@ impl Service {
             sessions: Arc::new(Sessions::default()),
             meta: Arc::new(MetaCache::default()),
             receiving: Arc::new(std::sync::atomic::AtomicI64::new(0)),
+            lite: Arc::new(lite::LiteSubscriptions::default()),
         }
     }
 
@@ -182,9 +185,12 @@ dispatch! {
         ) -> Result<Response<Self::ReceiveMessageStream>, GrpcStatus> {
             let client_deadline =
                 header(request.metadata(), "grpc-timeout").and_then(receive::parse_grpc_timeout);
+            let client = header(request.metadata(), "x-mq-client-id").map(str::to_string);
             let _in_flight = crate::metrics::InFlight::new(&self.receiving);
-            self.serve(request, |r| receive::receive_message(self, r, client_deadline))
-                .await
+            self.serve(request, |r| {
+                receive::receive_message(self, r, client_deadline, client.as_deref())
+            })
+            .await
         }
 
         /// Behind the prologue too, with the client id (`x-mq-client-id`).
@@ -206,11 +212,11 @@ dispatch! {
 
         async fn sync_lite_subscription(
             &self,
-            _request: Request<pb::SyncLiteSubscriptionRequest>,
+            request: Request<pb::SyncLiteSubscriptionRequest>,
         ) -> Result<Response<pb::SyncLiteSubscriptionResponse>, GrpcStatus> {
-            let answer = route::sync_lite_subscription();
-            let code = answer.status.as_ref().map_or(0, |s| s.code);
-            Ok(crate::metrics::with_code(Response::new(answer), code))
+            let client = header(request.metadata(), "x-mq-client-id").map(str::to_string);
+            self.serve(request, |r| lite::sync_lite_subscription(self, client, r))
+                .await
         }
     }
 }

@@ -19,6 +19,7 @@ pub(super) async fn receive_message(
     service: &Service,
     req: pb::ReceiveMessageRequest,
     client_deadline: Option<Duration>,
+    client: Option<&str>,
 ) -> Result<BoxStream<Item>, pb::Status> {
     let group = required_group(req.group.as_ref())?;
     let mq = required_queue(req.message_queue.as_ref())?;
@@ -40,6 +41,29 @@ pub(super) async fn receive_message(
     let (kind, expression) = filter_expression(req.filter_expression.as_ref())?;
     // A FIFO group gets one message group's messages one at a time (the broker's order gate).
     let fifo = service.group_is_fifo(&group_name, &route).await;
+    // A LITE topic: the client's lite topics only (`lite.rs`).
+    if service.topic_types(&name, &route).await == [pb::MessageType::Lite as i32] {
+        let messages = super::lite::receive_lite(
+            service,
+            super::lite::LiteReceive {
+                client,
+                group: &group_name,
+                topic: &name,
+                addr: &addr,
+                batch,
+                invisible_ms,
+                poll_ms: poll,
+                fifo,
+                filter: (kind, expression.as_str()),
+            },
+        )
+        .await?;
+        if messages.is_empty() {
+            return Err(status(pb::Code::MessageNotFound, "no new message"));
+        }
+        let items = received(&messages, &topic.resource_namespace, invisible_ms);
+        return Ok(stream_of(items));
+    }
     let messages = service
         .api
         .pop_filtered(

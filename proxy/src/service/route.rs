@@ -20,12 +20,14 @@ pub(super) async fn query_route(
     })
 }
 
-/// Every readable queue of the topic.
+/// Every readable queue of the topic; of a LITE topic, one per broker set (a receive there
+/// pops the client's lite topics of that broker set, whatever queue it names).
 pub(super) async fn query_assignment(
     service: &Service,
     req: pb::QueryAssignmentRequest,
 ) -> Result<pb::QueryAssignmentResponse, pb::Status> {
     let topic = required_topic(req.topic.as_ref())?;
+    let mut brokers = std::collections::BTreeSet::new();
     let assignments = service
         .topic_queues(topic)
         .await?
@@ -33,6 +35,10 @@ pub(super) async fn query_assignment(
         .filter(|q| {
             q.permission == pb::Permission::Read as i32
                 || q.permission == pb::Permission::ReadWrite as i32
+        })
+        .filter(|q| {
+            q.accept_message_types != [pb::MessageType::Lite as i32]
+                || brokers.insert(q.broker.as_ref().map(|b| b.name.clone()))
         })
         .map(|q| pb::Assignment {
             message_queue: Some(q),
@@ -42,16 +48,6 @@ pub(super) async fn query_assignment(
         status: Some(ok()),
         assignments,
     })
-}
-
-/// Lite subscriptions are not implemented by this proxy.
-pub(super) fn sync_lite_subscription() -> pb::SyncLiteSubscriptionResponse {
-    pb::SyncLiteSubscriptionResponse {
-        status: Some(status(
-            pb::Code::NotImplemented,
-            "SyncLiteSubscription is not implemented by this proxy yet",
-        )),
-    }
 }
 
 /// A client whose credentials pass is alive; the proxy keeps nothing about it.
@@ -68,6 +64,7 @@ pub(super) async fn notify_client_termination(
     client: Option<String>,
 ) -> Result<pb::NotifyClientTerminationResponse, pb::Status> {
     if let Some(client) = client {
+        service.lite.drop_client(&client);
         let closed = service.sessions.close_client(&client);
         tracing::debug!(client, closed, "client terminated");
         if closed > 0 {

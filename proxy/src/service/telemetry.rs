@@ -127,7 +127,10 @@ impl Service {
     }
 
     fn settings_reply(&self, client: &pb::Settings, fifo: bool) -> pb::Settings {
-        let consumer = client.client_type == Some(pb::ClientType::PushConsumer as i32)
+        let lite = client.client_type == Some(pb::ClientType::LitePushConsumer as i32)
+            || client.client_type == Some(pb::ClientType::LiteSimpleConsumer as i32);
+        let consumer = lite
+            || client.client_type == Some(pb::ClientType::PushConsumer as i32)
             || client.client_type == Some(pb::ClientType::SimpleConsumer as i32);
         let pub_sub = match &client.pub_sub {
             Some(pb::settings::PubSub::Publishing(p)) => {
@@ -138,7 +141,7 @@ impl Service {
                 }))
             }
             Some(pb::settings::PubSub::Subscription(s)) => {
-                Some(pb::settings::PubSub::Subscription(pb::Subscription {
+                let mut sub = pb::Subscription {
                     group: s.group.clone(),
                     subscriptions: s.subscriptions.clone(),
                     fifo: Some(fifo),
@@ -147,7 +150,11 @@ impl Service {
                         self.config.max_long_polling.as_millis() as i64,
                     )),
                     ..pb::Subscription::default()
-                }))
+                };
+                if lite {
+                    super::lite::lite_settings(&mut sub);
+                }
+                Some(pb::settings::PubSub::Subscription(sub))
             }
             None => None,
         };

@@ -57,8 +57,11 @@ pub(super) fn check_message(
     }
     let group = sys.message_group.as_deref().filter(|g| !g.is_empty());
     let transactional = sys.message_type == pb::MessageType::Transaction as i32;
+    let lite = sys.lite_topic.as_deref().filter(|l| !l.is_empty());
     let message_type = if sys.message_type != pb::MessageType::Unspecified as i32 {
         sys.message_type
+    } else if lite.is_some() {
+        pb::MessageType::Lite as i32
     } else if group.is_some() {
         pb::MessageType::Fifo as i32
     } else if sys.delivery_timestamp.is_some() {
@@ -70,6 +73,21 @@ pub(super) fn check_message(
         return Err(status(
             pb::Code::MessagePropertyConflictWithType,
             "a transactional message cannot have a message group or a delivery timestamp",
+        ));
+    }
+    if let Some(l) = lite {
+        rocketraft_common::lite::validate_lite_topic(l)
+            .map_err(|e| status(pb::Code::IllegalLiteTopic, e.to_string()))?;
+        if transactional || group.is_some() || sys.delivery_timestamp.is_some() {
+            return Err(status(
+                pb::Code::MessagePropertyConflictWithType,
+                "a lite message cannot be transactional or have a message group or a delivery timestamp",
+            ));
+        }
+    } else if message_type == pb::MessageType::Lite as i32 {
+        return Err(status(
+            pb::Code::IllegalLiteTopic,
+            "a message of type LITE needs a lite topic",
         ));
     }
     if group.is_some() && sys.delivery_timestamp.is_some() {

@@ -6,6 +6,7 @@ mod auth;
 mod features;
 mod grpc;
 mod hardening;
+mod lite;
 mod http2_attacks;
 mod metrics;
 mod proto_roundtrip;

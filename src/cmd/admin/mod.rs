@@ -159,9 +159,9 @@ enum TopicCommand {
         /// One broker address instead of a whole cluster.
         #[arg(long)]
         broker: Option<String>,
-        /// The topic's message type (`message.type`): NORMAL, FIFO, DELAY, TRANSACTION or
+        /// The topic's message type (`message.type`): NORMAL, FIFO, DELAY, TRANSACTION, LITE or
         /// MIXED. RocketMQ 5 clients only send that type to it; unset accepts every type.
-        #[arg(long, value_parser = ["NORMAL", "FIFO", "DELAY", "TRANSACTION", "MIXED"])]
+        #[arg(long, value_parser = ["NORMAL", "FIFO", "DELAY", "TRANSACTION", "MIXED", "LITE"])]
         message_type: Option<String>,
     },
     /// Delete a topic from every master serving it, then its route from the NameServer

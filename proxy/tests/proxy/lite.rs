@@ -1,0 +1,485 @@
+//! Lite topics over real gRPC and Remoting, in front of a real NameServer and broker on
+//! loopback: a client's SyncLiteSubscription decides which lite topics of a LITE topic its
+//! receives get (subscribe two of three, unsubscribe one, a late subscription starts at the
+//! lite topic's first unconsumed message), acks name the lite topic, a Remoting send with
+//! `__LITE_TOPIC` lands in the lite topic's own queue, and every bad request is refused with
+//! the protocol's code and nothing changed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use rocketraft_broker::Broker;
+use rocketraft_common::TopicConfig;
+use rocketraft_nameserver::NameServer;
+use rocketraft_proxy::pb;
+use rocketraft_proxy::pb::messaging_service_client::MessagingServiceClient;
+use rocketraft_proxy::{Proxy, ProxyConfig};
+use rocketraft_remoting::api::{ApiError, MqClientApi, SendRequest};
+use rocketraft_remoting::codes::response_code;
+use rocketraft_remoting::{ClientConfig, RemotingClient};
+use tonic::transport::Channel;
+
+const PARENT: &str = "LiteParent";
+const PLAIN: &str = "PlainTopic";
+const GROUP: &str = "GLite";
+const CLIENT: &str = "lite-client-1";
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    _namesrv: NameServer,
+    broker: Broker,
+    _proxy: Proxy,
+    api: MqClientApi,
+    client: MessagingServiceClient<Channel>,
+}
+
+impl Setup {
+    async fn start() -> Setup {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (namesrv, broker) = crate::support::start_backend(dir.path(), |_| {}).await;
+        let mut lite = TopicConfig::new(PARENT, 4);
+        lite.attributes.insert("message.type".into(), "LITE".into());
+        crate::support::create_topic(&namesrv, &broker, &lite).await;
+        crate::support::create_topic(&namesrv, &broker, &TopicConfig::new(PLAIN, 4)).await;
+        let proxy = Proxy::start(ProxyConfig {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            advertised_host: None,
+            namesrv_addr: namesrv.local_addr().to_string(),
+            ..ProxyConfig::default()
+        })
+        .await
+        .expect("proxy");
+        let client = MessagingServiceClient::connect(format!("http://{}", proxy.local_addr()))
+            .await
+            .expect("connect");
+        Setup {
+            _dir: dir,
+            _namesrv: namesrv,
+            broker,
+            _proxy: proxy,
+            api: MqClientApi::new(
+                RemotingClient::new(ClientConfig::default()),
+                Duration::from_secs(5),
+            ),
+            client,
+        }
+    }
+
+    fn addr(&self) -> String {
+        self.broker.local_addr().to_string()
+    }
+
+    async fn sync(
+        &mut self,
+        client: Option<&str>,
+        topic: &str,
+        action: pb::LiteSubscriptionAction,
+        lites: &[&str],
+        offset_option: Option<pb::OffsetOption>,
+    ) -> i32 {
+        let mut req = tonic::Request::new(pb::SyncLiteSubscriptionRequest {
+            action: action as i32,
+            topic: resource(topic),
+            group: resource(GROUP),
+            lite_topic_set: lites.iter().map(|s| s.to_string()).collect(),
+            version: None,
+            offset_option,
+        });
+        if let Some(c) = client {
+            req.metadata_mut()
+                .insert("x-mq-client-id", c.parse().expect("ascii"));
+        }
+        let r = self
+            .client
+            .sync_lite_subscription(req)
+            .await
+            .expect("sync")
+            .into_inner();
+        code(&r.status)
+    }
+
+    async fn send(
+        &mut self,
+        topic: &str,
+        lite: Option<&str>,
+        group: Option<&str>,
+        body: &str,
+    ) -> i32 {
+        let m = pb::Message {
+            topic: resource(topic),
+            user_properties: HashMap::new(),
+            system_properties: Some(pb::SystemProperties {
+                message_id: format!("id-{body}"),
+                message_type: if lite.is_some() {
+                    pb::MessageType::Lite as i32
+                } else {
+                    pb::MessageType::Normal as i32
+                },
+                lite_topic: lite.map(str::to_string),
+                message_group: group.map(str::to_string),
+                ..pb::SystemProperties::default()
+            }),
+            body: body.as_bytes().to_vec(),
+        };
+        let r = self
+            .client
+            .send_message(pb::SendMessageRequest { messages: vec![m] })
+            .await
+            .expect("send")
+            .into_inner();
+        if code(&r.status) != pb::Code::Ok as i32 {
+            eprintln!("send to {topic} ({lite:?}) refused: {:?}", r.status);
+        }
+        code(&r.status)
+    }
+
+    /// One receive of the client on the LITE topic (long poll `poll_s`); nothing acked.
+    async fn receive_once(&mut self, poll_s: i64) -> Vec<pb::Message> {
+        let mut req = tonic::Request::new(pb::ReceiveMessageRequest {
+            group: resource(GROUP),
+            message_queue: Some(pb::MessageQueue {
+                topic: resource(PARENT),
+                id: 0,
+                ..pb::MessageQueue::default()
+            }),
+            filter_expression: Some(pb::FilterExpression {
+                r#type: pb::FilterType::Tag as i32,
+                expression: "*".into(),
+            }),
+            batch_size: 32,
+            invisible_duration: Some(prost_types::Duration {
+                seconds: 30,
+                nanos: 0,
+            }),
+            auto_renew: false,
+            long_polling_timeout: Some(prost_types::Duration {
+                seconds: poll_s,
+                nanos: 0,
+            }),
+            attempt_id: None,
+        });
+        req.metadata_mut()
+            .insert("x-mq-client-id", CLIENT.parse().expect("ascii"));
+        req.set_timeout(Duration::from_secs(poll_s as u64 + 10));
+        let mut stream = self
+            .client
+            .receive_message(req)
+            .await
+            .expect("receive")
+            .into_inner();
+        let mut out = Vec::new();
+        while let Some(item) = stream.message().await.expect("item") {
+            if let Some(pb::receive_message_response::Content::Message(m)) = item.content {
+                out.push(m);
+            }
+        }
+        out
+    }
+
+    /// Receives and acks (with each message's lite topic) until `want` messages came or
+    /// `within` passed; then one more short receive must bring nothing.
+    async fn receive_all(&mut self, want: usize, within: Duration) -> Vec<(String, String)> {
+        let started = Instant::now();
+        let mut got = Vec::new();
+        while got.len() < want && started.elapsed() < within {
+            for m in self.receive_once(2).await {
+                let sys = m.system_properties.clone().expect("system properties");
+                assert_eq!(m.topic.as_ref().map(|t| t.name.as_str()), Some(PARENT));
+                assert_eq!(sys.message_type, pb::MessageType::Lite as i32);
+                let lite = sys.lite_topic.clone().expect("a lite topic");
+                let r = self
+                    .client
+                    .ack_message(pb::AckMessageRequest {
+                        group: resource(GROUP),
+                        topic: resource(PARENT),
+                        entries: vec![pb::AckMessageEntry {
+                            message_id: sys.message_id.clone(),
+                            receipt_handle: sys.receipt_handle.clone().expect("handle"),
+                            lite_topic: Some(lite.clone()),
+                        }],
+                    })
+                    .await
+                    .expect("ack")
+                    .into_inner();
+                assert_eq!(code(&r.status), pb::Code::Ok as i32, "{:?}", r.status);
+                got.push((lite, String::from_utf8_lossy(&m.body).to_string()));
+            }
+        }
+        let extra = self.receive_once(1).await;
+        assert!(
+            extra.is_empty(),
+            "more than expected: {:?}",
+            extra
+                .iter()
+                .map(|m| m.system_properties.clone())
+                .collect::<Vec<_>>()
+        );
+        got.sort();
+        got
+    }
+}
+
+fn resource(name: &str) -> Option<pb::Resource> {
+    Some(pb::Resource {
+        resource_namespace: String::new(),
+        name: name.to_string(),
+    })
+}
+
+fn code(s: &Option<pb::Status>) -> i32 {
+    s.as_ref().map_or(-1, |s| s.code)
+}
+
+fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = v
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn a_lite_consumer_gets_exactly_its_lite_topics() {
+    use pb::LiteSubscriptionAction as A;
+    let mut s = Setup::start().await;
+    let ok = pb::Code::Ok as i32;
+    assert_eq!(
+        s.sync(Some(CLIENT), PARENT, A::PartialAdd, &["a", "b"], None)
+            .await,
+        ok
+    );
+    for lite in ["a", "b", "c"] {
+        for i in 0..3 {
+            assert_eq!(
+                s.send(PARENT, Some(lite), None, &format!("{lite}{i}"))
+                    .await,
+                ok
+            );
+        }
+    }
+    let got = s.receive_all(6, Duration::from_secs(20)).await;
+    assert_eq!(
+        got,
+        pairs(&[
+            ("a", "a0"),
+            ("a", "a1"),
+            ("a", "a2"),
+            ("b", "b0"),
+            ("b", "b1"),
+            ("b", "b2")
+        ])
+    );
+
+    // Unsubscribing b stops its delivery; a still comes.
+    assert_eq!(
+        s.sync(Some(CLIENT), PARENT, A::PartialRemove, &["b"], None)
+            .await,
+        ok
+    );
+    assert_eq!(s.send(PARENT, Some("a"), None, "a3").await, ok);
+    assert_eq!(s.send(PARENT, Some("b"), None, "b3").await, ok);
+    let got = s.receive_all(1, Duration::from_secs(10)).await;
+    assert_eq!(got, pairs(&[("a", "a3")]));
+
+    // A late subscription to c, which the group never consumed, starts at c's end (RocketMQ's
+    // default, "from last offset"): c0..c2 stay, c3 comes; b's b3 stays for whoever
+    // subscribes b.
+    assert_eq!(
+        s.sync(Some(CLIENT), PARENT, A::CompleteAdd, &["a", "c"], None)
+            .await,
+        ok
+    );
+    assert!(s.receive_once(1).await.is_empty());
+    assert_eq!(s.send(PARENT, Some("c"), None, "c3").await, ok);
+    let got = s.receive_all(1, Duration::from_secs(10)).await;
+    assert_eq!(got, pairs(&[("c", "c3")]));
+
+    // Offset options: d from its first message, e its last one only.
+    for body in ["d0", "d1", "e0", "e1"] {
+        assert_eq!(s.send(PARENT, Some(&body[..1]), None, body).await, ok);
+    }
+    let min = pb::OffsetOption {
+        offset_type: Some(pb::offset_option::OffsetType::Policy(
+            pb::offset_option::Policy::Min as i32,
+        )),
+    };
+    let tail_1 = pb::OffsetOption {
+        offset_type: Some(pb::offset_option::OffsetType::TailN(1)),
+    };
+    assert_eq!(
+        s.sync(Some(CLIENT), PARENT, A::PartialAdd, &["d"], Some(min))
+            .await,
+        ok
+    );
+    assert_eq!(
+        s.sync(Some(CLIENT), PARENT, A::PartialAdd, &["e"], Some(tail_1))
+            .await,
+        ok
+    );
+    let got = s.receive_all(3, Duration::from_secs(10)).await;
+    assert_eq!(got, pairs(&[("d", "d0"), ("d", "d1"), ("e", "e1")]));
+
+    // Each lite topic is its own queue on the broker (one queue, `%LMQ%${parent}${lite}`).
+    for (lite, n) in [("a", 4), ("b", 4), ("c", 4), ("d", 2), ("e", 2)] {
+        let lmq = format!("%LMQ%${PARENT}${lite}");
+        assert_eq!(
+            s.api.max_offset(&s.addr(), &lmq, 0).await.ok(),
+            Some(n),
+            "{lmq}"
+        );
+    }
+    // Nothing of them in the parent's own queues.
+    for q in 0..4 {
+        assert_eq!(s.api.max_offset(&s.addr(), PARENT, q).await.ok(), Some(0));
+    }
+
+    // COMPLETE_REMOVE empties the set: nothing more is delivered.
+    assert_eq!(
+        s.sync(Some(CLIENT), PARENT, A::CompleteRemove, &[], None)
+            .await,
+        ok
+    );
+    assert_eq!(s.send(PARENT, Some("a"), None, "a4").await, ok);
+    assert!(s.receive_once(1).await.is_empty());
+}
+
+#[tokio::test]
+async fn lite_requests_that_make_no_sense_are_refused() {
+    use pb::LiteSubscriptionAction as A;
+    let mut s = Setup::start().await;
+    // Subscriptions.
+    assert_eq!(
+        s.sync(None, PARENT, A::PartialAdd, &["a"], None).await,
+        pb::Code::ClientIdRequired as i32
+    );
+    assert_eq!(
+        s.sync(Some(CLIENT), PLAIN, A::PartialAdd, &["a"], None)
+            .await,
+        pb::Code::BadRequest as i32
+    );
+    assert_eq!(
+        s.sync(Some(CLIENT), PARENT, A::PartialAdd, &["a$b"], None)
+            .await,
+        pb::Code::IllegalLiteTopic as i32
+    );
+    let long = "x".repeat(65);
+    assert_eq!(
+        s.sync(Some(CLIENT), PARENT, A::PartialAdd, &[long.as_str()], None)
+            .await,
+        pb::Code::IllegalLiteTopic as i32
+    );
+    let many: Vec<String> = (0..101).map(|i| format!("t{i}")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    assert_eq!(
+        s.sync(Some(CLIENT), PARENT, A::CompleteAdd, &many, None)
+            .await,
+        pb::Code::LiteSubscriptionQuotaExceeded as i32
+    );
+    let empty = pb::OffsetOption { offset_type: None };
+    assert_eq!(
+        s.sync(Some(CLIENT), PARENT, A::PartialAdd, &["a"], Some(empty))
+            .await,
+        pb::Code::BadRequest as i32
+    );
+    // None of those subscribed anything: a's message goes to nobody, even once a
+    // subscription to another lite topic exists.
+    assert_eq!(
+        s.send(PARENT, Some("a"), None, "a0").await,
+        pb::Code::Ok as i32
+    );
+    assert!(s.receive_once(1).await.is_empty());
+    assert_eq!(
+        s.sync(Some(CLIENT), PARENT, A::PartialAdd, &["z"], None)
+            .await,
+        pb::Code::Ok as i32
+    );
+    assert!(s.receive_once(1).await.is_empty());
+
+    // Sends over gRPC.
+    let conflict = pb::Code::MessagePropertyConflictWithType as i32;
+    assert_eq!(s.send(PARENT, None, None, "plain").await, conflict);
+    assert_eq!(s.send(PLAIN, Some("a"), None, "x").await, conflict);
+    assert_eq!(s.send(PARENT, Some("a"), Some("g"), "x").await, conflict);
+    assert_eq!(
+        s.send(PARENT, Some("a$b"), None, "x").await,
+        pb::Code::IllegalLiteTopic as i32
+    );
+    // An ack naming an illegal lite topic.
+    let r = s
+        .client
+        .ack_message(pb::AckMessageRequest {
+            group: resource(GROUP),
+            topic: resource(PARENT),
+            entries: vec![pb::AckMessageEntry {
+                message_id: "m".into(),
+                receipt_handle: "garbage".into(),
+                lite_topic: Some("a$b".into()),
+            }],
+        })
+        .await
+        .expect("ack")
+        .into_inner();
+    assert_ne!(code(&r.status), pb::Code::Ok as i32);
+
+    // Sends over Remoting: `__LITE_TOPIC` decides, the broker refuses what does not fit.
+    let remoting = |topic: &str, lite: Option<&str>| {
+        let mut properties = BTreeMap::new();
+        if let Some(l) = lite {
+            properties.insert("__LITE_TOPIC".to_string(), l.to_string());
+        }
+        SendRequest {
+            producer_group: "P".into(),
+            topic: topic.into(),
+            queue_id: -1,
+            body: bytes::Bytes::from_static(b"r"),
+            properties,
+            ..SendRequest::default()
+        }
+    };
+    let refused = |r: Result<_, ApiError>| match r {
+        Err(ApiError::Refused(r)) => r.code,
+        other => panic!("not refused: {other:?}"),
+    };
+    let addr = s.addr();
+    assert_eq!(
+        refused(s.api.send(&addr, &remoting(PARENT, None)).await),
+        response_code::MESSAGE_ILLEGAL
+    );
+    assert_eq!(
+        refused(s.api.send(&addr, &remoting(PLAIN, Some("r"))).await),
+        response_code::MESSAGE_ILLEGAL
+    );
+    assert_eq!(
+        refused(s.api.send(&addr, &remoting(PARENT, Some("r$x"))).await),
+        response_code::MESSAGE_ILLEGAL
+    );
+    let sent = s
+        .api
+        .send(&addr, &remoting(PARENT, Some("r")))
+        .await
+        .expect("a lite send over Remoting");
+    assert_eq!((sent.queue_id, sent.queue_offset), (0, 0));
+    let lmq = format!("%LMQ%${PARENT}$r");
+    assert_eq!(s.api.max_offset(&addr, &lmq, 0).await.ok(), Some(1));
+    // A Remoting POP consumer reads the lite topic's queue by its LMQ name.
+    let popped = s
+        .api
+        .pop_filtered(&addr, "GR", &lmq, -1, 8, 30_000, 0, false, None)
+        .await
+        .expect("pop");
+    assert_eq!(popped.len(), 1);
+    assert_eq!(
+        popped[0]
+            .message
+            .properties
+            .get("__LITE_TOPIC")
+            .map(String::as_str),
+        Some("r")
+    );
+    // The refused sends stored nothing.
+    for q in 0..4 {
+        assert_eq!(s.api.max_offset(&addr, PARENT, q).await.ok(), Some(0));
+        assert_eq!(s.api.max_offset(&addr, PLAIN, q).await.ok(), Some(0));
+    }
+}
