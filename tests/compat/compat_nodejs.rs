@@ -97,3 +97,70 @@ fn nodejs_producers_and_consumers_of_every_type_work_through_the_proxy() {
         "{events:?}"
     );
 }
+
+/// Lite topics with the official client (`compat/nodejs/lite.js`): a topic of message type
+/// LITE made with `rocketraft admin topic create --message-type LITE`, a `LitePushConsumer`
+/// subscribing two of three lite topics (SyncLiteSubscription), a Producer sending with
+/// `liteTopic` to all three; the consumer gets exactly its lite topics' messages, and after
+/// `unsubscribeLite` only the other one's.
+#[test]
+fn nodejs_lite_push_consumer_gets_exactly_its_lite_topics() {
+    let _turn = crate::support::file_turn(module_path!());
+    let compat = Path::new(env!("CARGO_MANIFEST_DIR")).join("compat/nodejs");
+    ensure_client(&compat);
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut dev = Dev::start(data.path(), free_port(), free_port(), &[]);
+    let (namesrv, proxy) = (dev.namesrv.clone(), dev.proxy.clone());
+    let created = admin(
+        &namesrv,
+        &[
+            "topic",
+            "create",
+            "NodeLite",
+            "--queues",
+            "4",
+            "--message-type",
+            "LITE",
+        ],
+    );
+    assert!(created.contains("created topic"), "{created}");
+    admin(&namesrv, &["consumer", "create-group", "node_lite_cg"]);
+    let out = Command::new("node")
+        .arg("lite.js")
+        .current_dir(&compat)
+        .env("PROXY", &proxy)
+        .env("TOPIC", "NodeLite")
+        .env("GROUP", "node_lite_cg")
+        // The client logs under $HOME/logs.
+        .env("HOME", data.path())
+        .output()
+        .expect("node is needed for this test: run scripts/setup.sh");
+    let _ = dev.child.kill();
+    let _ = dev.child.wait();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the Node.js client failed\nstdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events: Vec<serde_json::Value> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let event = |name: &str| {
+        events
+            .iter()
+            .find(|e| e["event"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} event in:\n{stdout}"))
+    };
+    assert_eq!(
+        event("lite_ok")["bodies"],
+        serde_json::json!(["lite-a-0", "lite-a-1", "lite-a-2", "lite-b-0", "lite-b-1", "lite-b-2"])
+    );
+    assert_eq!(
+        event("unsubscribe_ok")["bodies"],
+        serde_json::json!(["lite-a-3"])
+    );
+    event("done");
+}
