@@ -31,6 +31,18 @@
 //!   whose `info` operations did take effect, the second on invalid ones full of `info`), so by
 //!   default both run, on two threads, and the first answer wins.
 //!
+//! Two more, for long histories:
+//! - *Reads commute*: a candidate the model calls read-only ([`Model::read_only`]: a read, a
+//!   failed cas, a replica-info read of a fully known state) that matches the current state is
+//!   linearized at once, without a choice point: moving it earlier is always possible, so trying
+//!   the alternatives first cannot find anything new.
+//! - *Versions*: for a model whose states carry a version that every change raises (the replica
+//!   info's epochs, [`Model::observed_version`]), each key's history is first tested in one
+//!   pass: an op invoked after another completed must not have observed an older version, and
+//!   one version must have one state. Either violation refutes the history at once; refuting
+//!   such a stale read by search means exhausting every configuration before it, which in a
+//!   10-minute controller history is beyond any budget.
+//!
 //! The history is split by `key` first and each part searched alone (P-compositionality:
 //! a history is linearizable iff each key's sub-history is). A time budget bounds the whole check:
 //! when it runs out the verdict is *unknown*, never a hang. So does a bound on the cache's memory.
@@ -281,6 +293,74 @@ fn by_key<'a, M: Model>(
     Ok((by_key, dropped))
 }
 
+/// The versions' test ([`Model::observed_version`]), on one key's completed ops: in history
+/// order, an op invoked after another completed must not have observed an older version, and
+/// one version must have one state. The counterexample of the first violation: the op that
+/// cannot be linearized, after the one (in `tail`) that must precede it.
+fn version_refutation<M: Model>(model: &M, entries: &[Entry<'_, M::Op>]) -> Option<Counterexample> {
+    use crate::model::Version;
+    // (position, is a completion, entry): completions at one position sort before invocations
+    // (they cannot share one).
+    let mut events: Vec<(usize, bool, usize, Version, M::State)> = Vec::new();
+    for (i, entry) in entries.iter().enumerate() {
+        if !entry.required {
+            continue;
+        }
+        let (Some(ret), Some((version, state))) =
+            (entry.operation.ret, model.observed_version(&entry.op))
+        else {
+            continue;
+        };
+        events.push((entry.operation.call, false, i, version, state.clone()));
+        events.push((ret, true, i, version, state));
+    }
+    events.sort_unstable_by_key(|&(position, _, i, _, _)| (position, i));
+    let report = |i: usize| {
+        let entry = &entries[i];
+        OpReport {
+            index: entry.operation.index,
+            process: entry.operation.process,
+            outcome: "ok",
+            description: model.describe_op(&entry.op),
+        }
+    };
+    let mut newest_done: Option<(Version, usize)> = None;
+    let mut state_of: HashMap<Version, (M::State, usize)> = HashMap::new();
+    for (_, is_return, i, version, state) in events {
+        if is_return {
+            if newest_done.is_none_or(|(newest, _)| version > newest) {
+                newest_done = Some((version, i));
+            }
+            continue;
+        }
+        let earlier = match newest_done {
+            Some((newest, before)) if newest > version => Some(before),
+            _ => match state_of.get(&version) {
+                Some((seen, other)) if *seen != state => Some(*other),
+                _ => None,
+            },
+        };
+        if let Some(before) = earlier {
+            let (_, before_state) = model
+                .observed_version(&entries[before].op)
+                .expect("the op observed a version");
+            return Some(Counterexample {
+                key: None,
+                op: report(i),
+                linearized: 0,
+                tail: vec![StepReport {
+                    op: report(before),
+                    state_after: model.describe_state(&before_state),
+                }],
+                state: model.describe_state(&before_state),
+                pending: Vec::new(),
+            });
+        }
+        state_of.entry(version).or_insert((state, i));
+    }
+    None
+}
+
 /// One key's search: in the order `options` asks for, else both orders raced.
 fn search_key<M: Model>(
     model: &M,
@@ -340,7 +420,13 @@ pub fn check<M: Model>(
     let mut parts: Vec<KeyPart<'_, M::Op>> = by_key.into_iter().collect();
     parts.sort_by_key(|(_, entries)| entries.len());
     for (key, entries) in parts {
-        let outcome = search_key(model, entries, options, deadline);
+        let outcome = match version_refutation(model, &entries) {
+            Some(counterexample) => SearchOutcome {
+                result: SearchResult::Invalid(counterexample),
+                configurations: 0,
+            },
+            None => search_key(model, entries, options, deadline),
+        };
         report.configurations += outcome.configurations;
         match outcome.result {
             SearchResult::Valid => {}
@@ -444,6 +530,10 @@ struct Frame<S> {
     state_before: S,
     /// For an optional operation: the main list's first completion when it was linearized.
     first_return: usize,
+    /// Linearized without a choice (a read-only op that matched the state, see
+    /// [`Model::read_only`]): when what follows fails, so does the configuration before it, and
+    /// the backtrack goes on past it instead of trying another candidate there.
+    forced: bool,
 }
 
 /// The deepest dead end seen, for the counterexample.
@@ -473,6 +563,9 @@ struct Walk<S> {
     steps: u64,
     phase: Phase,
     node: usize,
+    /// The scan is at a configuration just reached: look for read-only candidates to linearize
+    /// first ([`Search::linearize_read_only`]).
+    fresh: bool,
 }
 
 impl<S> Walk<S> {
@@ -598,6 +691,14 @@ impl<'m, 'a, M: Model> Search<'m, 'a, M> {
                     break SearchResult::Unknown(reason);
                 }
             }
+            if walk.fresh {
+                walk.fresh = false;
+                match self.linearize_read_only(&mut walk) {
+                    Ok(true) => continue,
+                    Ok(false) => {}
+                    Err(reason) => break SearchResult::Unknown(reason.to_string()),
+                }
+            }
             let candidate = match walk.phase {
                 Phase::Required => {
                     if walk.node == NIL {
@@ -668,6 +769,7 @@ impl<'m, 'a, M: Model> Search<'m, 'a, M> {
             steps: 0,
             phase: Phase::Required,
             node: self.next[HEAD],
+            fresh: true,
         }
     }
 
@@ -687,6 +789,92 @@ impl<'m, 'a, M: Model> Search<'m, 'a, M> {
         None
     }
 
+    /// Remembers the configuration (the walk's sets with `state`): `false` if it was seen (or is
+    /// subsumed by one seen). `Err` when the cache outgrows its memory limit.
+    fn remember(
+        &self,
+        walk: &mut Walk<M::State>,
+        state: &M::State,
+    ) -> Result<bool, MemoryLimitReached> {
+        let heap_bytes = self.model.state_heap_bytes(state);
+        let bytes_before = walk.cache.bytes;
+        if !walk
+            .cache
+            .insert(&walk.required, &walk.optional, state, heap_bytes)
+        {
+            return Ok(false);
+        }
+        let grown = walk.cache.bytes - bytes_before;
+        let total = self.limits.cache_bytes.fetch_add(grown, Ordering::Relaxed) + grown;
+        if total > self.limits.max_cache_bytes || walk.cache.bytes > self.limits.own_max_cache_bytes
+        {
+            return Err(MemoryLimitReached {
+                mib: self
+                    .limits
+                    .own_max_cache_bytes
+                    .min(self.limits.max_cache_bytes)
+                    >> 20,
+                configurations: walk.cache.visited,
+            });
+        }
+        Ok(true)
+    }
+
+    /// Linearizes `call` (its bit already set, the configuration remembered): onto the stack,
+    /// out of the lists, and the scan restarts at the head.
+    fn push(&mut self, walk: &mut Walk<M::State>, call: usize, next_state: M::State, forced: bool) {
+        let op = self.node_op[call];
+        walk.stack.push(Frame {
+            node: call,
+            state_before: std::mem::replace(&mut walk.state, next_state),
+            first_return: match walk.phase {
+                Phase::Optional { first_return } => first_return,
+                Phase::Required => NIL,
+            },
+            forced,
+        });
+        if self.entries[op].required {
+            walk.required_left -= 1;
+        }
+        self.lift(call);
+        walk.phase = Phase::Required;
+        walk.node = self.next[HEAD];
+        walk.fresh = true;
+    }
+
+    /// Reads commute: a candidate the model calls read-only ([`Model::read_only`]) that matches
+    /// the current state can be linearized now without trying the alternatives. Whatever
+    /// linearization from here places it later, moving it to now is one too (it changes no state,
+    /// and no operation still to be linearized completed before its invocation, or it would not
+    /// be a candidate). So it is linearized without a choice point; if what follows fails, the
+    /// configuration before it fails too. `true` when one was linearized.
+    fn linearize_read_only(
+        &mut self,
+        walk: &mut Walk<M::State>,
+    ) -> Result<bool, MemoryLimitReached> {
+        let mut node = self.next[HEAD];
+        while node != NIL && self.node_kind[node] != NodeKind::Return {
+            let op = self.node_op[node];
+            if self.node_kind[node] == NodeKind::Call
+                && self.model.read_only(&walk.state, &self.entries[op].op)
+                && self
+                    .model
+                    .step(&walk.state, &self.entries[op].op)
+                    .is_some_and(|next| next == walk.state)
+            {
+                walk.flip(true, op);
+                let state = walk.state.clone();
+                if self.remember(walk, &state)? {
+                    self.push(walk, node, state, true);
+                    return Ok(true);
+                }
+                walk.flip(true, op);
+            }
+            node = self.next[node];
+        }
+        Ok(false)
+    }
+
     /// Tries candidate `call` as the next linearization point: linearizes it when the model
     /// accepts it from a configuration not seen yet (the scan restarts), else moves the scan on.
     /// `Err` when the cache outgrows its memory limit.
@@ -699,40 +887,8 @@ impl<'m, 'a, M: Model> Search<'m, 'a, M> {
         if let Some(next_state) = self.model.step(&walk.state, &self.entries[op].op) {
             let is_required = self.entries[op].required;
             walk.flip(is_required, op);
-            let heap_bytes = self.model.state_heap_bytes(&next_state);
-            let bytes_before = walk.cache.bytes;
-            if walk
-                .cache
-                .insert(&walk.required, &walk.optional, &next_state, heap_bytes)
-            {
-                let grown = walk.cache.bytes - bytes_before;
-                let total = self.limits.cache_bytes.fetch_add(grown, Ordering::Relaxed) + grown;
-                if total > self.limits.max_cache_bytes
-                    || walk.cache.bytes > self.limits.own_max_cache_bytes
-                {
-                    return Err(MemoryLimitReached {
-                        mib: self
-                            .limits
-                            .own_max_cache_bytes
-                            .min(self.limits.max_cache_bytes)
-                            >> 20,
-                        configurations: walk.cache.visited,
-                    });
-                }
-                walk.stack.push(Frame {
-                    node: call,
-                    state_before: std::mem::replace(&mut walk.state, next_state),
-                    first_return: match walk.phase {
-                        Phase::Optional { first_return } => first_return,
-                        Phase::Required => NIL,
-                    },
-                });
-                if is_required {
-                    walk.required_left -= 1;
-                }
-                self.lift(call);
-                walk.phase = Phase::Required;
-                walk.node = self.next[HEAD];
+            if self.remember(walk, &next_state)? {
+                self.push(walk, call, next_state, false);
                 return Ok(());
             }
             walk.flip(is_required, op);
@@ -755,30 +911,35 @@ impl<'m, 'a, M: Model> Search<'m, 'a, M> {
         {
             walk.dead_end = Some(self.dead_end(&walk.stack, &walk.state, first_return));
         }
-        let Some(frame) = walk.stack.pop() else {
-            let dead_end = walk
-                .dead_end
-                .take()
-                .unwrap_or_else(|| self.dead_end(&walk.stack, &walk.state, first_return));
-            return Some(self.counterexample(dead_end));
-        };
-        let undone = self.node_op[frame.node];
-        let is_required = self.entries[undone].required;
-        walk.flip(is_required, undone);
-        if is_required {
-            walk.required_left += 1;
-        }
-        walk.phase = if frame.first_return == NIL {
-            Phase::Required
-        } else {
-            Phase::Optional {
-                first_return: frame.first_return,
+        loop {
+            let Some(frame) = walk.stack.pop() else {
+                let dead_end = walk
+                    .dead_end
+                    .take()
+                    .unwrap_or_else(|| self.dead_end(&walk.stack, &walk.state, first_return));
+                return Some(self.counterexample(dead_end));
+            };
+            let undone = self.node_op[frame.node];
+            let is_required = self.entries[undone].required;
+            walk.flip(is_required, undone);
+            if is_required {
+                walk.required_left += 1;
             }
-        };
-        walk.state = frame.state_before;
-        self.unlift(frame.node);
-        walk.node = self.next[frame.node];
-        None
+            walk.phase = if frame.first_return == NIL {
+                Phase::Required
+            } else {
+                Phase::Optional {
+                    first_return: frame.first_return,
+                }
+            };
+            walk.state = frame.state_before;
+            self.unlift(frame.node);
+            walk.node = self.next[frame.node];
+            walk.fresh = false;
+            if !frame.forced {
+                return None;
+            }
+        }
     }
 
     fn dead_end(

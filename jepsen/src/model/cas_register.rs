@@ -109,6 +109,11 @@ impl Model for CasRegister {
         }
     }
 
+    fn read_only(&self, _state: &Value, op: &CasOp) -> bool {
+        // A read, and a cas that failed its compare, change no state.
+        matches!(op, CasOp::Read(_) | CasOp::CasFailed { .. })
+    }
+
     fn describe_op(&self, op: &CasOp) -> String {
         match op {
             CasOp::Read(value) => format!("read -> {value}"),

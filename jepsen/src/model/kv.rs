@@ -75,6 +75,10 @@ impl Model for Kv {
         }
     }
 
+    fn read_only(&self, _state: &String, op: &KvOp) -> bool {
+        matches!(op, KvOp::Get(_))
+    }
+
     fn describe_op(&self, op: &KvOp) -> String {
         match op {
             KvOp::Get(value) => format!("get -> {value:?}"),

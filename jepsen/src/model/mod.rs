@@ -23,6 +23,9 @@ use std::hash::Hash;
 
 use crate::history::Operation;
 
+/// A state's version ([`Model::observed_version`]), compared lexicographically.
+pub type Version = (i64, i64);
+
 /// What a model makes of one paired operation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Prepared<O> {
@@ -81,8 +84,29 @@ pub trait Model: Sync {
 
     fn describe_op(&self, op: &Self::Op) -> String;
 
+    /// Whether `op` only observes `state`: if it is legal there and leaves it unchanged, any
+    /// linearization that takes it later could take it now instead (it is legal now, and taking it
+    /// out of its later place changes no state). The checker then linearizes it at once without
+    /// trying the alternatives (reads commute). True for an op that never changes any state (a
+    /// register's read); a model whose reads refine a partly unknown state answers for the
+    /// states where that holds. Default: never.
+    fn read_only(&self, _state: &Self::State, _op: &Self::Op) -> bool {
+        false
+    }
+
     fn describe_state(&self, state: &Self::State) -> String {
         format!("{state:?}")
+    }
+
+    /// For a model whose states carry a *version* that no step ever lowers and every change of
+    /// state raises (the replica info's epochs): the version and the full state a completed
+    /// `op` observed (a read's, or the state its change led to). Then in any linearization the
+    /// ops' versions never go down, and ops that observed one version observed one state. The
+    /// checker tests both on the whole history before it searches ([`crate::linearizability`]):
+    /// an op invoked after another completed that observed an older version, or two states of
+    /// one version, refute the history at once, however long it is. Default: no versions.
+    fn observed_version(&self, _op: &Self::Op) -> Option<(Version, Self::State)> {
+        None
     }
 
     /// About how many bytes `state` holds on the heap: the checker bounds its cache's memory.

@@ -36,7 +36,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 
 use crate::history::{Operation, Outcome};
-use crate::model::{Model, ModelError, Prepared};
+use crate::model::{Model, ModelError, Prepared, Version};
 use crate::value::Value;
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -337,6 +337,51 @@ impl Model for ReplicaInfo {
                 })
             }
         }
+    }
+
+    /// A read, or an election answered with the current state (the master still lives), in a
+    /// state known in full (no election of unknown outcome left anything open). Every step keeps
+    /// or raises the epochs (`master_epoch`, then `sync_state_set_epoch`) and every state change
+    /// raises one, so the only states in which such an op is legal later are this one, unchanged
+    /// until then: taking it now instead is the same linearization.
+    fn read_only(&self, state: &ReplicaState, op: &ReplicaOp) -> bool {
+        let known = state.master != Master::Unknown
+            && state.sync_state_set_epoch.0 == state.sync_state_set_epoch.1
+            && state.sync_state_set.is_some();
+        known
+            && matches!(
+                op,
+                ReplicaOp::Read(_)
+                    | ReplicaOp::Elect {
+                        result: Some(_),
+                        ..
+                    }
+            )
+    }
+
+    /// `(master_epoch, sync_state_set_epoch)`: an election raises the first, an alter the
+    /// second, a read or an election that changed nothing neither, and an election of unknown
+    /// outcome leaves the second at or above what it was. Every completed op observed a full
+    /// snapshot: a read or election its result, an alter the set it installed.
+    fn observed_version(&self, op: &ReplicaOp) -> Option<(Version, ReplicaState)> {
+        let snapshot = match op {
+            ReplicaOp::Read(snapshot)
+            | ReplicaOp::Elect {
+                result: Some(snapshot),
+                ..
+            } => snapshot.clone(),
+            ReplicaOp::Elect { result: None, .. } => return None,
+            ReplicaOp::Alter { request, .. } => Snapshot {
+                master_epoch: request.master_epoch,
+                master_id: Some(request.master_id),
+                sync_state_set_epoch: request.sync_state_set_epoch + 1,
+                sync_state_set: request.new_sync_state_set.clone(),
+            },
+        };
+        Some((
+            (snapshot.master_epoch, snapshot.sync_state_set_epoch),
+            ReplicaState::known(&snapshot),
+        ))
     }
 
     fn describe_op(&self, op: &ReplicaOp) -> String {

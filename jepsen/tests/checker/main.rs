@@ -4,5 +4,6 @@
 
 mod cli;
 mod handmade;
+mod long_controller;
 mod shared_histories;
 mod simulated;
