@@ -31,6 +31,8 @@ struct Setup {
     _proxy: Proxy,
     api: MqClientApi,
     client: MessagingServiceClient<Channel>,
+    /// The consumer group the client syncs, receives and acks as.
+    group: &'static str,
 }
 
 impl Setup {
@@ -62,6 +64,7 @@ impl Setup {
                 Duration::from_secs(5),
             ),
             client,
+            group: GROUP,
         }
     }
 
@@ -80,7 +83,7 @@ impl Setup {
         let mut req = tonic::Request::new(pb::SyncLiteSubscriptionRequest {
             action: action as i32,
             topic: resource(topic),
-            group: resource(GROUP),
+            group: resource(self.group),
             lite_topic_set: lites.iter().map(|s| s.to_string()).collect(),
             version: None,
             offset_option,
@@ -136,7 +139,7 @@ impl Setup {
     /// One receive of the client on the LITE topic (long poll `poll_s`); nothing acked.
     async fn receive_once(&mut self, poll_s: i64) -> Vec<pb::Message> {
         let mut req = tonic::Request::new(pb::ReceiveMessageRequest {
-            group: resource(GROUP),
+            group: resource(self.group),
             message_queue: Some(pb::MessageQueue {
                 topic: resource(PARENT),
                 id: 0,
@@ -176,6 +179,26 @@ impl Setup {
         out
     }
 
+    /// Acks a received message by its lite topic.
+    async fn ack(&mut self, m: &pb::Message) {
+        let sys = m.system_properties.clone().expect("system properties");
+        let r = self
+            .client
+            .ack_message(pb::AckMessageRequest {
+                group: resource(self.group),
+                topic: resource(PARENT),
+                entries: vec![pb::AckMessageEntry {
+                    message_id: sys.message_id.clone(),
+                    receipt_handle: sys.receipt_handle.clone().expect("handle"),
+                    lite_topic: sys.lite_topic.clone(),
+                }],
+            })
+            .await
+            .expect("ack")
+            .into_inner();
+        assert_eq!(code(&r.status), pb::Code::Ok as i32, "{:?}", r.status);
+    }
+
     /// Receives and acks (with each message's lite topic) until `want` messages came or
     /// `within` passed; then one more short receive must bring nothing.
     async fn receive_all(&mut self, want: usize, within: Duration) -> Vec<(String, String)> {
@@ -187,21 +210,7 @@ impl Setup {
                 assert_eq!(m.topic.as_ref().map(|t| t.name.as_str()), Some(PARENT));
                 assert_eq!(sys.message_type, pb::MessageType::Lite as i32);
                 let lite = sys.lite_topic.clone().expect("a lite topic");
-                let r = self
-                    .client
-                    .ack_message(pb::AckMessageRequest {
-                        group: resource(GROUP),
-                        topic: resource(PARENT),
-                        entries: vec![pb::AckMessageEntry {
-                            message_id: sys.message_id.clone(),
-                            receipt_handle: sys.receipt_handle.clone().expect("handle"),
-                            lite_topic: Some(lite.clone()),
-                        }],
-                    })
-                    .await
-                    .expect("ack")
-                    .into_inner();
-                assert_eq!(code(&r.status), pb::Code::Ok as i32, "{:?}", r.status);
+                self.ack(&m).await;
                 got.push((lite, String::from_utf8_lossy(&m.body).to_string()));
             }
         }
@@ -409,7 +418,7 @@ async fn lite_requests_that_make_no_sense_are_refused() {
     let r = s
         .client
         .ack_message(pb::AckMessageRequest {
-            group: resource(GROUP),
+            group: resource(s.group),
             topic: resource(PARENT),
             entries: vec![pb::AckMessageEntry {
                 message_id: "m".into(),
@@ -482,4 +491,58 @@ async fn lite_requests_that_make_no_sense_are_refused() {
         assert_eq!(s.api.max_offset(&addr, PARENT, q).await.ok(), Some(0));
         assert_eq!(s.api.max_offset(&addr, PLAIN, q).await.ok(), Some(0));
     }
+}
+
+/// A FIFO group (`consumeMessageOrderly`) consumes each lite topic in order: while a lite
+/// topic's message is in hand (not acked), nothing more of that lite topic is handed out, and
+/// the other lite topics are not held up.
+#[tokio::test]
+async fn a_fifo_group_consumes_each_lite_topic_in_order() {
+    use pb::LiteSubscriptionAction as A;
+    let mut s = Setup::start().await;
+    s.group = "GLiteFifo";
+    let r = s
+        .api
+        .call(
+            &s.addr(),
+            rocketraft_remoting::RemotingCommand::request(
+                rocketraft_remoting::codes::request_code::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP,
+            )
+            .with_body(
+                serde_json::to_vec(&serde_json::json!({
+                    "groupName": "GLiteFifo", "consumeMessageOrderly": true
+                }))
+                .expect("json"),
+            ),
+            &[response_code::SUCCESS],
+        )
+        .await;
+    assert!(r.is_ok(), "{r:?}");
+    let ok = pb::Code::Ok as i32;
+    let bodies = |ms: &[pb::Message]| -> Vec<String> {
+        ms.iter()
+            .map(|m| String::from_utf8_lossy(&m.body).to_string())
+            .collect()
+    };
+    assert_eq!(
+        s.sync(Some(CLIENT), PARENT, A::PartialAdd, &["f1", "f2"], None)
+            .await,
+        ok
+    );
+    assert_eq!(s.send(PARENT, Some("f1"), None, "f1-0").await, ok);
+    let first = s.receive_once(2).await;
+    assert_eq!(bodies(&first), ["f1-0"]);
+    // f1-0 is in hand: f1-1 waits, f2 does not.
+    assert_eq!(s.send(PARENT, Some("f1"), None, "f1-1").await, ok);
+    assert_eq!(s.send(PARENT, Some("f2"), None, "f2-0").await, ok);
+    let second = s.receive_once(2).await;
+    assert_eq!(bodies(&second), ["f2-0"]);
+    s.ack(&second[0]).await;
+    assert!(s.receive_once(1).await.is_empty());
+    // Acked: f1-1 comes.
+    s.ack(&first[0]).await;
+    let third = s.receive_once(2).await;
+    assert_eq!(bodies(&third), ["f1-1"]);
+    s.ack(&third[0]).await;
+    assert!(s.receive_once(1).await.is_empty());
 }
