@@ -7,9 +7,8 @@
 //!
 //! - [`service`]: every RPC. Routes, heartbeats, sends (FIFO message groups, delayed and
 //!   transactional messages), POP receive, ack, change invisible duration, dead-letter
-//!   forwarding, offsets and pull, EndTransaction, RecallMessage and Telemetry. Only TAG filters
-//!   (SQL92 filters are refused) and no lite subscriptions (SyncLiteSubscription answers
-//!   `NOT_IMPLEMENTED`).
+//!   forwarding, offsets and pull, EndTransaction, RecallMessage, Telemetry and lite topics
+//!   (SyncLiteSubscription, receives of a client's lite topics).
 //! - [`session`]: the clients' Telemetry streams, the only (soft) client state a proxy holds;
 //!   a broker's transaction check-back reaches its producer down one as
 //!   RecoverOrphanedTransaction.

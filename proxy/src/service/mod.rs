@@ -16,14 +16,13 @@
 //! - `offset.rs`: UpdateOffset, GetOffset, QueryOffset (beginning, end, by time), PullMessage;
 //! - `transaction.rs`: EndTransaction, brokers' transaction checks pushed to a connected
 //!   producer as RecoverOrphanedTransaction, RecallMessage of a delayed message;
-//! - `telemetry.rs`: Telemetry (settings answered at once with the server's side).
+//! - `telemetry.rs`: Telemetry (settings answered at once with the server's side);
+//! - `lite.rs`: SyncLiteSubscription (each client's lite topics, kept in this proxy) and the
+//!   receive of a LITE topic, which pops only the client's lite topics.
 //!
-//! SyncLiteSubscription answers `NOT_IMPLEMENTED` in its status: lite subscriptions are not
-//! there yet.
-//!
-//! The `MessagingService` impl below is a small dispatcher: every RPC but Telemetry and
-//! SyncLiteSubscription goes through one refusal prologue (`admission.rs`: the namespace
-//! header, credentials, permissions), then its handler; a refusal there or in the handler is
+//! The `MessagingService` impl below is a small dispatcher: every RPC but Telemetry goes
+//! through one refusal prologue (`admission.rs`: the namespace header, credentials,
+//! permissions), then its handler; a refusal there or in the handler is
 //! the response's status. A receipt handle is the broker's POP handle (`receipt.rs`: it names
 //! the broker set), so any proxy can ack. Routes, topic message types and group FIFO flags are
 //! kept briefly (`cache.rs`); `convert.rs` translates between the protocol and Remoting.
