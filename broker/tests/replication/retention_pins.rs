@@ -1,9 +1,10 @@
-//! Retention on the slaves of a controller-mode set keeps what a failover needs: a message in
-//! flight under POP pins the segment it is in on every replica (a slave computes the pin from
-//! the replicated revive topic, as it would serve it after a failover), a timer an hour away
-//! does not (the master rolls it to the head of the log, and the slaves see the roll), and once
-//! the message is acked every replica deletes its expired segments. The new master after a
-//! failover still has the rolled timer pending.
+//! Retention on the slaves of a controller-mode set keeps what a failover needs: neither a
+//! message in flight under POP nor a timer an hour away keeps its segment for good (the master
+//! copies the message, with its checkpoint, and rolls the timer to the head of the log, and the
+//! slaves see both: a slave computes its pin from the replicated revive and timer topics, as it
+//! would serve them after a failover), so every replica deletes its expired segments while the
+//! message is still in flight. The new master after a failover still has the message in flight
+//! (its old receipt handle acks it there) and the rolled timer pending.
 
 use std::time::Duration;
 
@@ -95,8 +96,8 @@ async fn slaves_keep_what_a_failover_needs_and_delete_the_rest() {
             .then_some(())
     })
     .await;
-    // The timer is rolled (the master wants the segment gone), the POP still pins it: on
-    // every replica, the first segment stays.
+    // The timer is rolled and the message in flight copied (the master wants the segment
+    // gone); every replica sees both.
     wait_for(
         "the timer's roll to replicate",
         Duration::from_secs(20),
@@ -110,42 +111,26 @@ async fn slaves_keep_what_a_failover_needs_and_delete_the_rest() {
                         s.get_commit_log_offset_in_queue("rmq_sys_wheel_timer", 0, o)
                             .and_then(|phy| s.look_message_by_offset(phy))
                             .is_some_and(|m| m.message.property("TIMER_ROLLED_FROM") == Some("0"))
-                    })
+                    }) && {
+                        let revive =
+                            rocketraft_broker::pop::revive_topic(&b.inner().config.cluster_name);
+                        (0..s.get_max_offset_in_queue(&revive, 0)).any(|o| {
+                            s.get_commit_log_offset_in_queue(&revive, 0, o)
+                                .and_then(|phy| s.look_message_by_offset(phy))
+                                .is_some_and(|m| {
+                                    m.message
+                                        .property(rocketraft_broker::pop::POP_COPY_OF)
+                                        .is_some()
+                                })
+                        })
+                    }
                 })
                 .then_some(())
         },
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
-    assert_eq!(
-        mins(&brokers),
-        vec![0, 0, 0],
-        "the message in flight pins its segment on every replica"
-    );
-    for b in brokers.iter().flatten() {
-        let status = b.inner().store.retention_status();
-        assert!(status.pinned_at.is_some_and(|p| p < SEGMENT), "{status:?}");
-    }
-
-    // Acked: nothing pins (the timer was rolled) and every replica deletes its expired
-    // segments.
-    let ack = RemotingCommand::request(request_code::ACK_MESSAGE)
-        .with_ext("consumerGroup", "cg")
-        .with_ext("topic", "Replicated")
-        .with_ext("queueId", in_flight.queue_id)
-        .with_ext(
-            "extraInfo",
-            in_flight
-                .message
-                .property(property::POP_CK)
-                .expect("handle"),
-        )
-        .with_ext("offset", in_flight.queue_offset);
-    let r = client
-        .invoke(&addr, ack, Duration::from_secs(5))
-        .await
-        .expect("ack");
-    assert_eq!(r.code, response_code::SUCCESS, "{:?}", r.remark);
+    // Nothing pins the first segment any more: every replica deletes its expired segments
+    // while the message is still in flight.
     wait_for("every replica to delete", Duration::from_secs(30), || {
         mins(&brokers)
             .iter()
@@ -153,8 +138,18 @@ async fn slaves_keep_what_a_failover_needs_and_delete_the_rest() {
             .then_some(())
     })
     .await;
+    assert_eq!(
+        brokers[m]
+            .as_ref()
+            .expect("master")
+            .inner()
+            .pop
+            .in_flight("cg"),
+        vec![("Replicated".to_string(), 0, 1)]
+    );
 
-    // The master dies; the new one still has the timer pending, from the rolled record.
+    // The master dies; the new one still has the timer pending, from the rolled record, and
+    // the message in flight, from its copy: the handle the consumer holds acks it there.
     brokers[m].take().expect("master").shutdown().await;
     let n = wait_for("a new master", Duration::from_secs(30), || {
         master_of(&brokers)
@@ -167,6 +162,47 @@ async fn slaves_keep_what_a_failover_needs_and_delete_the_rest() {
         || (new_master.inner().timers.pending_count() == 1).then_some(()),
     )
     .await;
+    wait_for(
+        "the message in flight on the new master",
+        Duration::from_secs(20),
+        || {
+            (new_master.inner().pop.in_flight("cg") == vec![("Replicated".to_string(), 0, 1)])
+                .then_some(())
+        },
+    )
+    .await;
+    let addr = new_master.local_addr().to_string();
+    let ack = RemotingCommand::request(request_code::ACK_MESSAGE)
+        .with_ext("consumerGroup", "cg")
+        .with_ext("topic", "Replicated")
+        .with_ext("queueId", in_flight.queue_id)
+        .with_ext(
+            "extraInfo",
+            in_flight
+                .message
+                .property(property::POP_CK)
+                .expect("handle"),
+        )
+        .with_ext("offset", in_flight.queue_offset);
+    // Acknowledged once the surviving slave is back in the SyncStateSet.
+    let started = std::time::Instant::now();
+    let r = loop {
+        let r = client
+            .invoke(&addr, ack.clone(), Duration::from_secs(5))
+            .await
+            .expect("ack");
+        if r.code == response_code::SUCCESS || started.elapsed() > Duration::from_secs(30) {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(r.code, response_code::SUCCESS, "{:?}", r.remark);
+    assert!(new_master
+        .inner()
+        .pop
+        .in_flight("cg")
+        .iter()
+        .all(|(_, _, n)| *n == 0));
     for b in brokers.into_iter().flatten() {
         b.shutdown().await;
     }
