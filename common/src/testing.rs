@@ -35,14 +35,14 @@ impl Tmpfs {
         Some(Tmpfs { dir })
     }
 
-    /// [`Tmpfs::mount`], or `None` after printing `SKIPPED` when this process is not root;
-    /// panics when root could not mount one (CI runs as root: a test must not pass silently
-    /// there).
+    /// [`Tmpfs::mount`], or `None` after [`skip`] when this process is not root; panics when
+    /// root could not mount one, and under `CI=true` (CI runs as root: a test must not pass
+    /// silently there).
     pub fn mount_or_skip(size: &str) -> Option<Tmpfs> {
         let fs = Tmpfs::mount(size);
         if fs.is_none() {
-            eprintln!("SKIPPED: cannot mount a tmpfs here (not root?)");
             assert!(!is_root(), "root could not mount a tmpfs");
+            skip("cannot mount a tmpfs here (not root)");
         }
         fs
     }
@@ -56,6 +56,30 @@ impl Drop for Tmpfs {
             .status();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Whether this is a CI run: `CI=true` (or `CI=1`), as CI services set it.
+pub fn in_ci() -> bool {
+    matches!(std::env::var("CI").as_deref(), Ok("true" | "1"))
+}
+
+/// Skips the calling test, which then returns: it cannot run here (not root, no network
+/// namespaces, a tool missing) and says why.
+///
+/// Under `CI=true` it panics with the reason instead: CI runs as root with every tool
+/// `scripts/setup.sh` installs, so there a test that cannot run is a failure, never a silent
+/// pass. Elsewhere it writes one line `SKIPPED: <test>: <reason>` straight to this process's
+/// standard error, past the test harness's capture of `eprintln!`, so `cargo test` shows it
+/// and `scripts/test.sh` counts it (its summary's "skipped"). Call it once per test.
+pub fn skip(reason: &str) {
+    assert!(
+        !in_ci(),
+        "this test cannot run here, and CI=true does not skip: {reason}"
+    );
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("a test");
+    let line = format!("SKIPPED: {test}: {reason}\n");
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
 
 /// Whether this process runs as root (its effective uid, from `/proc/self/status`).

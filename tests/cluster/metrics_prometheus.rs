@@ -152,11 +152,9 @@ fn prometheus_scrapes_a_cluster_and_promql_sees_what_happened() {
         .output()
         .is_err()
     {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "prometheus is missing: scripts/setup.sh installs Debian's package"
+        rocketraft_common::testing::skip(
+            "prometheus is missing (scripts/setup.sh installs Debian's package)",
         );
-        eprintln!("SKIPPED: no prometheus (apt-get install prometheus)");
         return;
     }
     let cluster = Cluster::new();

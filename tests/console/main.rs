@@ -441,11 +441,9 @@ fn chromium() -> Option<&'static str> {
             .is_ok_and(|s| s.success())
     });
     if found.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "chromium is needed for this test: run scripts/setup.sh"
+        rocketraft_common::testing::skip(
+            "chromium is not installed (scripts/setup.sh installs it)",
         );
-        println!("SKIPPED: chromium is not installed (scripts/setup.sh installs it)");
     }
     found
 }

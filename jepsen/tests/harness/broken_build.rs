@@ -12,13 +12,12 @@
 //! Needs root and network namespaces (skipped with a message otherwise) and the `rocketraft`
 //! binary of the same target directory.
 
-use crate::support::{serial, skip_reason, Harness};
+use crate::support::{serial, skipped, Harness};
 
 #[test]
 fn acking_before_replication_loses_messages_and_is_caught() {
     let _one = serial();
-    if let Some(why) = skip_reason() {
-        eprintln!("SKIPPED broken-build run: {why}");
+    if skipped("broken-build run") {
         return;
     }
     let run = Harness {
@@ -54,8 +53,7 @@ fn acking_before_replication_loses_messages_and_is_caught() {
 #[test]
 fn stale_controller_reads_are_caught() {
     let _one = serial();
-    if let Some(why) = skip_reason() {
-        eprintln!("SKIPPED stale-reads run: {why}");
+    if skipped("stale-reads run") {
         return;
     }
     let run = Harness {

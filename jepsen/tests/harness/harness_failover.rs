@@ -22,7 +22,7 @@
 //! `rocketraft` binary beside `rocketraft-jepsen` (`cargo build --workspace --bins`). The runs
 //! share the harness's private addresses, so they take turns.
 
-use crate::support::{serial, skip_reason, Harness};
+use crate::support::{serial, skipped, Harness};
 
 const SEED: u64 = 7;
 
@@ -85,8 +85,7 @@ fn master_faults_are_healed_within_five_seconds() {
     // Serial from the start: the namespace probe is named after this process, so two probes
     // at once collide.
     let _turn = serial();
-    if let Some(why) = skip_reason() {
-        eprintln!("SKIPPED harness failover run: {why}");
+    if skipped("harness failover run") {
         return;
     }
     let (verdicts, table) = run("partition-master,kill", SEED, 90);
@@ -139,8 +138,7 @@ fn majority_ring_partitions_cost_at_most_five_seconds() {
     // Serial from the start: the namespace probe is named after this process, so two probes
     // at once collide.
     let _turn = serial();
-    if let Some(why) = skip_reason() {
-        eprintln!("SKIPPED harness ring run: {why}");
+    if skipped("harness ring run") {
         return;
     }
     let seed = 11;

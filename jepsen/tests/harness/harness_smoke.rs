@@ -20,7 +20,7 @@
 
 use rocketraft_jepsen::record::Kind;
 
-use crate::support::{serial, skip_reason, Harness, Run};
+use crate::support::{serial, skipped, Harness, Run};
 
 /// What a queue run must show of its gRPC half.
 fn check_grpc_path(verdicts: &serde_json::Value, events: &[rocketraft_jepsen::record::Event]) {
@@ -115,8 +115,7 @@ fn assert_valid(run: &Run, workload: &str, nemesis: &str) {
 }
 
 fn smoke(workload: &str, nemesis: &str, seed: u64) {
-    if let Some(why) = skip_reason() {
-        eprintln!("SKIPPED harness smoke run ({workload}, {nemesis}): {why}");
+    if skipped(&format!("harness smoke run ({workload}, {nemesis})")) {
         return;
     }
     let run = harness(workload, nemesis, seed);
@@ -162,8 +161,7 @@ fn describe_faults(faults: &[serde_json::Value]) -> String {
 /// The queue workload under one controller fault: valid, the fault injected, and not one gap of
 /// 2 s or more between acknowledged sends charged to a fault window.
 fn queue_without_gaps(nemesis: &str, seed: u64) {
-    if let Some(why) = skip_reason() {
-        eprintln!("SKIPPED harness run (queue, {nemesis}): {why}");
+    if skipped(&format!("harness run (queue, {nemesis})")) {
         return;
     }
     let run = harness("queue", nemesis, seed);
@@ -268,8 +266,7 @@ fn queue_has_no_gap_under_partition_controller() {
 #[test]
 fn controller_under_flip_flop() {
     let _one = serial();
-    if let Some(why) = skip_reason() {
-        eprintln!("SKIPPED harness run (controller, flip-flop): {why}");
+    if skipped("harness run (controller, flip-flop)") {
         return;
     }
     let run = harness("controller", "flip-flop", 35);
@@ -299,8 +296,7 @@ fn controller_under_flip_flop() {
 #[test]
 fn controller_under_clock_steps() {
     let _one = serial();
-    if let Some(why) = skip_reason() {
-        eprintln!("SKIPPED harness run (controller, clock-step): {why}");
+    if skipped("harness run (controller, clock-step)") {
         return;
     }
     let run = harness("controller", "clock-step", 36);
@@ -332,8 +328,7 @@ fn controller_under_clock_steps() {
 #[test]
 fn queue_under_power_loss() {
     let _one = serial();
-    if let Some(why) = skip_reason() {
-        eprintln!("SKIPPED harness run (queue, power-loss): {why}");
+    if skipped("harness run (queue, power-loss)") {
         return;
     }
     // Root with network namespaces but no FUSE is a broken CI machine, not a reason to pass.

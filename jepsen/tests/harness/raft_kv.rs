@@ -12,7 +12,7 @@
 
 use rocketraft_jepsen::record::Kind;
 
-use crate::support::{serial, skip_reason, Harness, Run};
+use crate::support::{serial, skipped, Harness, Run};
 
 /// A raft-kv run, with the node logs and the charts in its report and nothing left behind.
 fn run(nemesis: &str, seconds: u64, seed: u64, extra: &[&str]) -> Run {
@@ -82,8 +82,7 @@ fn raft_kv_under_partitions_and_kills() {
     // Serial from the start: the namespace probe is named after this process, so two probes
     // at once collide.
     let _one = serial();
-    if let Some(why) = skip_reason() {
-        eprintln!("SKIPPED raft-kv smoke runs: {why}");
+    if skipped("raft-kv smoke runs") {
         return;
     }
     smoke("partition", 31);
@@ -95,8 +94,7 @@ fn stale_reads_on_an_isolated_leader_are_caught() {
     // Serial from the start: the namespace probe is named after this process, so two probes
     // at once collide.
     let _one = serial();
-    if let Some(why) = skip_reason() {
-        eprintln!("SKIPPED raft-kv broken-build run: {why}");
+    if skipped("raft-kv broken-build run") {
         return;
     }
     let run = run(

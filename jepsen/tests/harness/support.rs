@@ -7,7 +7,7 @@
 //! together ([`shared`]): side by side, as when they were a test binary of their own, but never
 //! beside a harness run.
 //!
-//! A harness run: whether this machine can make one ([`skip_reason`]), the `rocketraft-jepsen
+//! A harness run: whether this machine can make one ([`skip_reason`], [`skipped`]), the `rocketraft-jepsen
 //! run` itself with its report read back ([`Harness::run`], [`Run`]), and the check that it
 //! tore its namespaces down ([`Run::assert_no_namespace_left`]).
 
@@ -50,13 +50,41 @@ pub fn rocketraft_binary() -> PathBuf {
     }
 }
 
-/// Why this machine cannot make a harness run (not root, no working `ip netns`), if it cannot.
-/// Call it holding [`serial`]: the probe namespace is named after this process, so two probes at
-/// once collide.
+/// The tools a harness run needs besides `ip`: nftables (partitions, packet loss, the latency
+/// relays' redirects) and libfaketime (clock skew). `scripts/setup.sh` installs both.
+const TOOLS: [(&str, &str); 2] = [("nft", "nftables"), ("faketime", "faketime")];
+
+/// Why this machine cannot make a harness run (not root, no working `ip netns`, a tool
+/// missing), if it cannot. Call it holding [`serial`]: the probe namespace is named after this
+/// process, so two probes at once collide.
 pub fn skip_reason() -> Option<String> {
-    rocketraft_jepsen::net::netns_available()
-        .err()
-        .map(|why| format!("network namespaces unavailable ({why})"))
+    if let Err(why) = rocketraft_jepsen::net::netns_available() {
+        return Some(format!("network namespaces unavailable ({why})"));
+    }
+    let missing: Vec<String> = TOOLS
+        .iter()
+        .filter(|(tool, _)| {
+            !Command::new(tool)
+                .arg("--version")
+                .output()
+                .is_ok_and(|out| out.status.success())
+        })
+        .map(|(tool, package)| format!("{tool} (Debian package {package})"))
+        .collect();
+    (!missing.is_empty()).then(|| format!("missing {}", missing.join(", ")))
+}
+
+/// Whether the calling test must skip its harness run `what` ([`skip_reason`]): then it says so
+/// through [`rocketraft_common::testing::skip`] (a `SKIPPED:` line scripts/test.sh counts; a
+/// failure with the reason under `CI=true`, where every test must run) and returns.
+pub fn skipped(what: &str) -> bool {
+    match skip_reason() {
+        Some(why) => {
+            rocketraft_common::testing::skip(&format!("{what}: {why}"));
+            true
+        }
+        None => false,
+    }
 }
 
 /// One `rocketraft-jepsen run` of a test: `workload` under `nemesis` for `time_limit` seconds
