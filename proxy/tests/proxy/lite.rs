@@ -546,3 +546,69 @@ async fn a_fifo_group_consumes_each_lite_topic_in_order() {
     s.ack(&third[0]).await;
     assert!(s.receive_once(1).await.is_empty());
 }
+
+/// A lite push consumer's Settings are answered with its lite subscription quota and the
+/// longest lite topic name (the clients check both before SyncLiteSubscription), and with a
+/// consumer's redelivery backoff; a plain push consumer gets neither lite setting.
+#[tokio::test]
+async fn lite_push_consumers_are_told_their_quota_in_settings() {
+    let s = Setup::start().await;
+    for (client_type, lite) in [
+        (pb::ClientType::LitePushConsumer, true),
+        (pb::ClientType::PushConsumer, false),
+    ] {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tx.send(pb::TelemetryCommand {
+            status: None,
+            command: Some(pb::telemetry_command::Command::Settings(pb::Settings {
+                client_type: Some(client_type as i32),
+                pub_sub: Some(pb::settings::PubSub::Subscription(pb::Subscription {
+                    group: resource(GROUP),
+                    subscriptions: vec![pb::SubscriptionEntry {
+                        topic: resource(PARENT),
+                        expression: Some(pb::FilterExpression {
+                            r#type: pb::FilterType::Tag as i32,
+                            expression: "*".into(),
+                        }),
+                    }],
+                    ..pb::Subscription::default()
+                })),
+                ..pb::Settings::default()
+            })),
+        })
+        .await
+        .expect("settings");
+        let outbound =
+            futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
+        let mut req = tonic::Request::new(outbound);
+        req.metadata_mut()
+            .insert("x-mq-client-id", CLIENT.parse().expect("ascii"));
+        let mut stream = s
+            .client
+            .clone()
+            .telemetry(req)
+            .await
+            .expect("telemetry")
+            .into_inner();
+        let reply = tokio::time::timeout(Duration::from_secs(5), stream.message())
+            .await
+            .expect("settings in time")
+            .expect("stream")
+            .expect("a command");
+        let Some(pb::telemetry_command::Command::Settings(settings)) = reply.command else {
+            panic!("the first command is not settings: {reply:?}");
+        };
+        let Some(pb::settings::PubSub::Subscription(sub)) = settings.pub_sub else {
+            panic!("no subscription settings: {settings:?}");
+        };
+        let want = |v: i32| lite.then_some(v);
+        assert_eq!(sub.lite_subscription_quota, want(100), "{client_type:?}");
+        assert_eq!(sub.max_lite_topic_size, want(64), "{client_type:?}");
+        assert_eq!(
+            settings.backoff_policy.map(|p| p.max_attempts),
+            Some(17),
+            "{client_type:?}"
+        );
+        drop(tx);
+    }
+}
