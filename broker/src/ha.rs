@@ -13,7 +13,16 @@
 //! - master transfer, 36 B header: `state i32 (2)`, `bodySize i32`, `offset i64`, `epoch i32`,
 //!   `epochStartOffset i64`, `confirmOffset i64`, then `bodySize` CommitLog bytes: whole records
 //!   (or one 8-byte blank marker), at most 32 KiB unless one record is larger, never crossing an
-//!   epoch boundary. An empty body is a heartbeat (every second when idle).
+//!   epoch boundary. An empty body is a heartbeat (every second when idle);
+//! - master queue offsets (Rocketraft), the transfer header with `state i32 (3)`, `offset` the
+//!   CommitLog offset it describes and the epoch and confirm fields 0, then per queue `topicLen
+//!   u16`, the topic (UTF-8), `queueId i32`, `nextQueueOffset i64`: the queue offset of the
+//!   queue's first record at or past `offset` (its max when it has none). Sent before the
+//!   master streams from the slave's first report, and after it tells a slave behind its first
+//!   offset to start over. A queue that a start-over left with no entry (its records before
+//!   the cut, their queue files gone to retention) starts at that offset instead of 0, so its
+//!   offsets are the master's before the master's next record of it, and a promotion goes on
+//!   from them. Not persisted by the slave: told again at every connection.
 //!
 //! After the master's handshake the slave finds the last offset it shares with the master (the
 //! highest epoch both have with the same start) and truncates its divergent tail before its
@@ -60,6 +69,11 @@ use crate::store::MessageStore;
 
 const STATE_HANDSHAKE: i32 = 1;
 const STATE_TRANSFER: i32 = 2;
+/// A frame with the transfer head's layout (confirm, epoch fields unused) whose body lists the
+/// master's next queue offsets at `offset` (see [`queue_offsets_frame`]): sent before the
+/// master streams from `offset`, so a replica whose queues a start-over emptied knows where
+/// they go on.
+const STATE_QUEUE_OFFSETS: i32 = 3;
 /// Largest chunk of records per transfer frame (RocketMQ: 32 KiB).
 const CHUNK_BYTES: usize = 32 * 1024;
 /// Largest frame body a slave accepts (a record is at most a segment, bounded by config).
@@ -880,6 +894,8 @@ pub enum FrameError {
     EpochBody(usize),
     #[error("negative offset {0} in a slave's report")]
     NegativeOffset(i64),
+    #[error("a queue offsets body is cut or malformed at byte {0}")]
+    QueueOffsets(usize),
 }
 
 /// The slave's handshake.
@@ -1016,6 +1032,62 @@ pub fn decode_epochs(body: &[u8]) -> Result<Vec<EpochEntry>, FrameError> {
 
 /// A transfer frame's 36-byte header: `state (2)`, `bodySize` (at most [`MAX_FRAME_BODY`]),
 /// offset, epoch, epoch start, confirm offset.
+/// The master's next queue offsets at `at` (`(topic, queue id, next queue offset)`), in a
+/// frame with the transfer head's layout and state [`STATE_QUEUE_OFFSETS`]; each queue is a
+/// big-endian u16 topic length, the topic's UTF-8 bytes, an i32 queue id and an i64 offset.
+fn queue_offsets_frame(at: i64, queues: &[(String, i32, i64)]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (topic, queue_id, next) in queues {
+        let Ok(len) = u16::try_from(topic.len()) else {
+            continue;
+        };
+        body.extend_from_slice(&len.to_be_bytes());
+        body.extend_from_slice(topic.as_bytes());
+        body.extend_from_slice(&queue_id.to_be_bytes());
+        body.extend_from_slice(&next.to_be_bytes());
+    }
+    let mut frame = Vec::with_capacity(TRANSFER_HEAD_LEN + body.len());
+    frame.extend_from_slice(&STATE_QUEUE_OFFSETS.to_be_bytes());
+    frame.extend_from_slice(&(body.len() as i32).to_be_bytes());
+    frame.extend_from_slice(&at.to_be_bytes());
+    frame.extend_from_slice(&0i32.to_be_bytes());
+    frame.extend_from_slice(&0i64.to_be_bytes());
+    frame.extend_from_slice(&0i64.to_be_bytes());
+    frame.extend_from_slice(&body);
+    frame
+}
+
+/// Whether a frame head of [`TRANSFER_HEAD_LEN`] bytes is a queue offsets frame; then its
+/// body size and offset.
+pub fn parse_queue_offsets_head(frame: &[u8]) -> Result<Option<(usize, i64)>, FrameError> {
+    exact(frame, TRANSFER_HEAD_LEN)?;
+    if be_i32(frame, 0) != STATE_QUEUE_OFFSETS {
+        return Ok(None);
+    }
+    Ok(Some((body_size(be_i32(frame, 4))?, be_i64(frame, 8))))
+}
+
+/// The queues of a queue offsets frame's body (see [`queue_offsets_frame`]).
+pub fn decode_queue_offsets(body: &[u8]) -> Result<Vec<(String, i32, i64)>, FrameError> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < body.len() {
+        let cut = FrameError::QueueOffsets(at);
+        let len = body
+            .get(at..at + 2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)
+            .ok_or(cut.clone())?;
+        let topic = body
+            .get(at + 2..at + 2 + len)
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .ok_or(cut.clone())?;
+        let rest = body.get(at + 2 + len..at + 14 + len).ok_or(cut)?;
+        out.push((topic.to_string(), be_i32(rest, 0), be_i64(rest, 4)));
+        at += 14 + len;
+    }
+    Ok(out)
+}
+
 pub fn parse_transfer_head(frame: &[u8]) -> Result<TransferHead, FrameError> {
     exact(frame, TRANSFER_HEAD_LEN)?;
     expect_state(be_i32(frame, 0), STATE_TRANSFER)?;
@@ -1069,6 +1141,17 @@ pub fn fuzz_ha_frames(data: &[u8]) {
     }
     if let Ok(entries) = decode_epochs(data) {
         assert_eq!(encode_epochs(&entries), data);
+    }
+    if let Ok(queues) = decode_queue_offsets(data) {
+        let frame = queue_offsets_frame(0, &queues);
+        assert_eq!(
+            parse_queue_offsets_head(&frame[..TRANSFER_HEAD_LEN]),
+            Ok(Some((frame.len() - TRANSFER_HEAD_LEN, 0)))
+        );
+        assert_eq!(
+            decode_queue_offsets(&frame[TRANSFER_HEAD_LEN..]),
+            Ok(queues)
+        );
     }
     if let Ok(offset) = parse_report(prefix(REPORT_LEN)) {
         assert_eq!(report_frame(offset), prefix(REPORT_LEN));
@@ -1236,6 +1319,12 @@ async fn stream_to_slave(
     reader: &JoinHandle<std::io::Result<()>>,
 ) -> std::io::Result<()> {
     let mut arrivals = ha.store.subscribe_arrivals();
+    if next >= ha.store.min_phy_offset() {
+        // Where this slave's queues go on, before the records from `next`: a queue a
+        // start-over emptied has no other way to learn it until its next record.
+        wr.write_all(&queue_offsets_frame(next, &ha.store.queue_offsets_at(next)))
+            .await?;
+    }
     loop {
         if reader.is_finished() {
             return Err(std::io::Error::other("slave report stream ended"));
@@ -1261,6 +1350,8 @@ async fn stream_to_slave(
             );
             let (ep, _) = epoch_at(&entries, min, max);
             wr.write_all(&transfer_frame(min, ep, confirm, &[])).await?;
+            wr.write_all(&queue_offsets_frame(min, &ha.store.queue_offsets_at(min)))
+                .await?;
             next = min;
             continue;
         }
@@ -1364,6 +1455,16 @@ pub async fn follow_once(ha: &Arc<HaState>, my_id: i64, master: &str) -> anyhow:
     loop {
         read_exact_timeout(&mut sock, &mut raw).await?;
         ha.note_master_frame();
+        if let Some((size, at)) = parse_queue_offsets_head(&raw)
+            .map_err(|e| anyhow::anyhow!("bad queue offsets frame: {e}"))?
+        {
+            let mut body = vec![0u8; size];
+            read_exact_timeout(&mut sock, &mut body).await?;
+            let queues = decode_queue_offsets(&body)
+                .map_err(|e| anyhow::anyhow!("bad queue offsets frame: {e}"))?;
+            store.seed_queue_offsets(at, queues).await?;
+            continue;
+        }
         let TransferHead {
             body_size,
             offset,

@@ -319,8 +319,10 @@ impl ConsumeQueue {
                         MappedFile::create(&self.dir, start, file_bytes as usize, false, false)?;
                     let mut files = self.files.write();
                     if files.is_empty() {
+                        // Not below where a queue started empty ([`Self::start_empty_at`]):
+                        // the slots before that are not entries.
                         self.min_offset
-                            .store((start / CQ_UNIT_SIZE as u64) as i64, Ordering::Release);
+                            .fetch_max((start / CQ_UNIT_SIZE as u64) as i64, Ordering::AcqRel);
                     }
                     files.push(Arc::new(f));
                 }
@@ -450,6 +452,43 @@ impl ConsumeQueue {
             }
             None => self.clear(),
         }
+    }
+
+    /// The queue offset of the first entry whose record starts at or past `commitlog_offset`,
+    /// or the max when none does: the queue offset this queue's next record at or past that
+    /// CommitLog offset has (entries are in CommitLog order). An empty slot counts as before
+    /// it: the only ones are the leading slots of a queue that a start-over emptied, whose
+    /// first file begins before its first entry.
+    pub fn offset_at(&self, commitlog_offset: i64) -> i64 {
+        let (mut lo, mut hi) = (self.min_offset(), self.max_offset());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self
+                .entry(mid)
+                .is_none_or(|e| !e.is_valid() || e.commit_log_offset < commitlog_offset)
+            {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+
+    /// For a replica whose master says this queue's next record gets queue offset `next`: a
+    /// queue with no entry left (emptied by a start-over, or every entry below its min) and a
+    /// max below `next` is emptied ([`Self::clear`]) and starts at `next` (min = max = `next`;
+    /// the file of the next entry is created with it). Whether it moved. Writer only.
+    pub fn start_empty_at(&self, next: i64) -> io::Result<bool> {
+        if self.min_offset() < self.max_offset() || self.max_offset() >= next {
+            return Ok(false);
+        }
+        self.clear()?;
+        let _files = self.files.write();
+        self.flushed_offset.store(next, Ordering::Release);
+        self.min_offset.store(next, Ordering::Release);
+        self.max_offset.store(next, Ordering::Release);
+        Ok(true)
     }
 
     /// Empties the queue: min and max go back to 0 and every file is deleted (newest first), so

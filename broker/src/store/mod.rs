@@ -1245,6 +1245,41 @@ impl MessageStore {
         Ok(())
     }
 
+    /// Of every ConsumeQueue, the queue offset its next record at or past the CommitLog offset
+    /// `at` has (see [`consume_queue::ConsumeQueue::offset_at`]), for the queues that have one above 0: what
+    /// a master tells a replica that fetches from `at`.
+    pub fn queue_offsets_at(&self, at: i64) -> Vec<(String, i32, i64)> {
+        let mut out: Vec<(String, i32, i64)> = self
+            .shared
+            .cqs
+            .all()
+            .iter()
+            .map(|q| (q.topic().to_string(), q.queue_id(), q.offset_at(at)))
+            .filter(|(_, _, next)| *next > 0)
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// A replica: applies its master's next queue offsets at `at` (see
+    /// [`MessageStore::queue_offsets_at`]) when `at` is still this log's end: every queue with
+    /// no entry left and a lower max starts empty at the master's offset. Returns how many
+    /// queues moved.
+    pub async fn seed_queue_offsets(
+        &self,
+        at: i64,
+        queues: Vec<(String, i32, i64)>,
+    ) -> Result<usize, StoreError> {
+        self.check_writable()?;
+        let (reply, rx) = oneshot::channel();
+        self.put_tx
+            .send(WriterMsg::SeedQueues { at, queues, reply })
+            .await
+            .map_err(|_| StoreError::ServiceNotAvailable("the store writer stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError::ServiceNotAvailable("the store writer stopped".into()))?
+    }
+
     /// A receiver whose value increases each time new messages are dispatched. Long polling:
     /// `rx.borrow_and_update()`, check the queue, then `rx.changed().await` and check again.
     pub fn subscribe_arrivals(&self) -> watch::Receiver<u64> {

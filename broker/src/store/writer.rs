@@ -73,6 +73,13 @@ pub(crate) enum WriterMsg {
         offset: i64,
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
+    /// The master's next queue offsets at this replica's log end `at`: the queues with no
+    /// entry left start there. See [`Writer::seed_queues`].
+    SeedQueues {
+        at: i64,
+        queues: Vec<(String, i32, i64)>,
+        reply: oneshot::Sender<Result<usize, StoreError>>,
+    },
     /// Stop; `graceful` = the flusher flushes and checkpoints before exiting.
     Stop {
         graceful: bool,
@@ -156,6 +163,9 @@ impl Writer {
                 Some(WriterMsg::Reset { offset, reply }) => {
                     let _ = reply.send(self.reset_to(offset));
                 }
+                Some(WriterMsg::SeedQueues { at, queues, reply }) => {
+                    let _ = reply.send(self.seed_queues(at, &queues));
+                }
                 _ => {}
             }
             if let Some(g) = stop {
@@ -210,6 +220,9 @@ impl Writer {
                     let _ = r.reply.send(Err(closing()));
                 }
                 WriterMsg::Replicate { reply, .. } => {
+                    let _ = reply.send(Err(closing()));
+                }
+                WriterMsg::SeedQueues { reply, .. } => {
                     let _ = reply.send(Err(closing()));
                 }
                 WriterMsg::Truncate { reply, .. } | WriterMsg::Reset { reply, .. } => {
@@ -844,6 +857,40 @@ impl Writer {
             .truncate_from(i64::MIN)
             .map_err(|e| fail(StoreError::io(&epoch_path, e)))?;
         Ok(())
+    }
+
+    /// A replica told by its master, before it streams from `at`, the queue offset each queue's
+    /// next record at or past `at` gets: when `at` is still this log's end, every queue with no
+    /// entry left and a lower max (emptied by a start-over, or behind the master's first
+    /// offset) starts empty there, so its max is the master's before the master's next record
+    /// of it arrives, and a promotion goes on with the master's queue offsets. Returns how many
+    /// queues moved. Not persisted: the master tells it again at every connection.
+    pub(crate) fn seed_queues(
+        &mut self,
+        at: i64,
+        queues: &[(String, i32, i64)],
+    ) -> Result<usize, StoreError> {
+        if at != self.write_pos {
+            return Ok(0);
+        }
+        let cq_dir = self.shared.config.consume_queue_dir();
+        let mut moved = 0;
+        for (topic, queue_id, next) in queues {
+            let q = self.shared.cqs.get_or_create(topic, *queue_id);
+            if q.start_empty_at(*next)
+                .map_err(|e| StoreError::io(&cq_dir, e))?
+            {
+                moved += 1;
+            }
+        }
+        if moved > 0 {
+            tracing::info!(
+                at,
+                queues = moved,
+                "queues with no entry left start at the master's next queue offsets"
+            );
+        }
+        Ok(moved)
     }
 
     /// Writes a checkpoint saying the log is flushed and dispatched up to `offset` (after the

@@ -1,7 +1,9 @@
 //! Replicas and retention, on real stores and a real HA connection: a slave whose log ends
 //! below what its master still stores (the master deleted expired segments) starts over at the
 //! master's first offset and catches up; so does a brand-new replica. Queue offsets go on from
-//! the master's, and what the slave serves is byte for byte the master's.
+//! the master's (also of a queue whose records all lie in the deleted segments: the master
+//! sends its next queue offsets before it streams), and what the slave serves is byte for byte
+//! the master's.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -15,7 +17,12 @@ use rocketraft_common::message::Message;
 const SEGMENT: u64 = 64 * 1024;
 
 fn open_store(dir: &Path) -> Arc<MessageStore> {
+    open_store_with(dir, StoreConfig::new(dir).consume_queue_entries_per_file)
+}
+
+fn open_store_with(dir: &Path, cq_entries_per_file: u32) -> Arc<MessageStore> {
     MessageStore::open(StoreConfig {
+        consume_queue_entries_per_file: cq_entries_per_file,
         commitlog_segment_size: SEGMENT,
         pretouch: false,
         flush_interval_ms: 10,
@@ -45,9 +52,26 @@ async fn put(store: &MessageStore, n: usize) {
     }
 }
 
+async fn put_quiet(store: &MessageStore, n: usize) {
+    for _ in 0..n {
+        store
+            .put_message(BrokerMessage::new(
+                Message::new("Quiet", vec![b'q'; 100]),
+                0,
+            ))
+            .await
+            .expect("put");
+    }
+}
+
 /// Follows `ha_addr` as broker 2 until the slave's log reaches `end` and its confirm offset too
 /// (then the session is dropped), within 20 s.
 async fn follow_until(slave: &Arc<MessageStore>, ha_addr: &str, end: i64) {
+    follow_while(slave, ha_addr, end, || true).await
+}
+
+/// [`follow_until`], also until `done` holds.
+async fn follow_while(slave: &Arc<MessageStore>, ha_addr: &str, end: i64, done: impl Fn() -> bool) {
     let ha = HaState::new(slave.clone());
     ha.set_slave(1, "127.0.0.1:1".into(), 1, 1, BTreeSet::from([1]));
     let session = follow_once(&ha, 2, ha_addr);
@@ -58,13 +82,15 @@ async fn follow_until(slave: &Arc<MessageStore>, ha_addr: &str, end: i64) {
             r = &mut session => panic!("replication ended early: {r:?}"),
             _ = tokio::time::sleep(Duration::from_millis(20)) => {
                 // Held and confirmed (the confirm offset comes with the master's next frame).
-                if slave.max_phy_offset() >= end && slave.confirm_offset() >= end {
+                if slave.max_phy_offset() >= end && slave.confirm_offset() >= end && done() {
                     return;
                 }
                 assert!(
                     Instant::now() < deadline,
-                    "slave at {} of {end} after 20 s",
-                    slave.max_phy_offset()
+                    "slave at {} of {end} (confirmed {}, condition met: {}) after 20 s",
+                    slave.max_phy_offset(),
+                    slave.confirm_offset(),
+                    done()
                 );
             }
         }
@@ -93,12 +119,16 @@ async fn a_slave_behind_the_masters_first_offset_starts_over_there() {
     let addr = listener.local_addr().expect("addr").to_string();
     let server = tokio::spawn(serve(listener, ha.clone()));
 
-    // An old slave holds the first few messages.
+    // An old slave holds the first few messages, three of them of a quiet queue.
+    put_quiet(&master, 3).await;
     put(&master, 20).await;
     let old = open_store(&dir.path().join("old"));
     follow_until(&old, &addr, master.max_phy_offset()).await;
     let old_end = old.max_phy_offset();
     assert!(old_end > 0 && old_end < SEGMENT as i64);
+    assert_eq!(old.get_max_offset_in_queue("Quiet", 0), 3);
+    // The quiet queue's last records: none of them outlives the deletion below.
+    put_quiet(&master, 4).await;
 
     // The master goes on for five segments, then deletes the expired ones.
     while master.max_phy_offset() < 5 * SEGMENT as i64 + 1000 {
@@ -111,6 +141,12 @@ async fn a_slave_behind_the_masters_first_offset_starts_over_there() {
     assert_eq!(min, 5 * SEGMENT as i64, "expired segments deleted");
     let cq_min = master.get_min_offset_in_queue("T", 0);
     let cq_max = master.get_max_offset_in_queue("T", 0);
+    assert_eq!(master.get_max_offset_in_queue("Quiet", 0), 7);
+    assert_eq!(
+        master.get_min_offset_in_queue("Quiet", 0),
+        7,
+        "no entry left"
+    );
 
     // The old slave and a brand-new one both start over at the master's first offset.
     let fresh = open_store(&dir.path().join("fresh"));
@@ -119,6 +155,10 @@ async fn a_slave_behind_the_masters_first_offset_starts_over_there() {
         assert_eq!(slave.min_phy_offset(), min, "{name}");
         assert_eq!(slave.max_phy_offset(), master.max_phy_offset(), "{name}");
         assert_eq!(slave.get_max_offset_in_queue("T", 0), cq_max, "{name}");
+        // A queue with no record left on the master: its offsets are the master's anyway, not
+        // the slave's own (old) or none (fresh).
+        assert_eq!(slave.get_max_offset_in_queue("Quiet", 0), 7, "{name}");
+        assert_eq!(slave.get_min_offset_in_queue("Quiet", 0), 7, "{name}");
         slave.clean_now().expect("round");
         assert_eq!(slave.get_min_offset_in_queue("T", 0), cq_min, "{name}");
         let from_master = master.get_messages("g", "T", 0, cq_min, 1000, 1 << 26, &|_| true);
@@ -139,7 +179,113 @@ async fn a_slave_behind_the_masters_first_offset_starts_over_there() {
     let fresh = open_store(&dir.path().join("fresh"));
     assert_eq!(fresh.min_phy_offset(), min);
     assert_eq!(fresh.max_phy_offset(), master.max_phy_offset());
+    // The quiet queue's offsets are not on its disk: the master tells them again when the slave
+    // connects, before anything else, and a promoted slave would go on from them.
+    let fresh_store = fresh.clone();
+    follow_while(&fresh, &addr, master.max_phy_offset(), move || {
+        fresh_store.get_max_offset_in_queue("Quiet", 0) == 7
+    })
+    .await;
+    let r = fresh
+        .put_message(BrokerMessage::new(
+            Message::new("Quiet", vec![b'q'; 100]),
+            0,
+        ))
+        .await
+        .expect("put");
+    assert_eq!(r.queue_offset, 7, "the master's next queue offset");
     server.abort();
+}
+
+/// Serves `store` as the master of `epoch` on a fresh port; returns its HA address and task.
+async fn serve_master(
+    store: &Arc<MessageStore>,
+    epoch: i32,
+) -> (String, tokio::task::JoinHandle<()>) {
+    let ha = HaState::new(store.clone());
+    ha.set_master(1, "127.0.0.1:1".into(), epoch, 1, BTreeSet::from([1, 2]));
+    ha.renew_lease(Instant::now() + Duration::from_secs(600));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    (addr, tokio::spawn(serve(listener, ha)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_starting_over_below_its_first_offset_learns_the_queue_offsets_it_has_no_entry_for(
+) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Queue files of 4 entries, so that retention deletes a queue's early files.
+    let old = open_store_with(&dir.path().join("old"), 4);
+    let new = open_store_with(&dir.path().join("new"), 4);
+    old.append_epoch(1, 0).expect("epoch 1");
+    let (old_addr, old_server) = serve_master(&old, 1).await;
+
+    // Shared: six records of a quiet queue in the first segment, then others into the second;
+    // `new` holds all of it.
+    put_quiet(&old, 6).await;
+    put(&old, 80).await;
+    follow_until(&new, &old_addr, old.max_phy_offset()).await;
+    old_server.abort();
+    let x = old.max_phy_offset();
+    assert!(x > SEGMENT as i64, "X lies past the quiet queue's segment");
+
+    // The old master goes on alone (its quiet queue too) for five segments, then its retention
+    // deletes past X: the quiet queue's files of the shared entries go.
+    put_quiet(&old, 10).await;
+    while old.max_phy_offset() < x + 5 * SEGMENT as i64 {
+        put(&old, 20).await;
+    }
+    wait_flushed(&old);
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    put(&old, 20).await;
+    wait_flushed(&old);
+    old.clean_now().expect("round");
+    assert!(
+        old.min_phy_offset() > x,
+        "min {} X {x}",
+        old.min_phy_offset()
+    );
+    assert!(old.get_min_offset_in_queue("Quiet", 0) > 6);
+
+    // `new` is master of epoch 2 from X and writes nothing to the quiet queue.
+    new.append_epoch(2, x).expect("epoch 2");
+    put(&new, 30).await;
+    assert_eq!(new.get_max_offset_in_queue("Quiet", 0), 6);
+    let (new_addr, new_server) = serve_master(&new, 2).await;
+
+    // The old master follows it: it diverged below its first offset, so it starts over at the
+    // segment holding X and its quiet queue (no entry left at or below the cut) is emptied. The
+    // master's records after the cut hold none of that queue: its next queue offset comes with
+    // the queue offsets the master sends first.
+    let old_store = old.clone();
+    follow_while(&old, &new_addr, new.max_phy_offset(), move || {
+        old_store.get_max_offset_in_queue("Quiet", 0) == 6
+    })
+    .await;
+    assert_eq!(old.max_phy_offset(), new.max_phy_offset());
+    assert_eq!(
+        old.min_phy_offset(),
+        x - x % SEGMENT as i64,
+        "started over at the segment holding X"
+    );
+    assert_eq!(
+        old.get_max_offset_in_queue("T", 0),
+        new.get_max_offset_in_queue("T", 0)
+    );
+    // Elected now, it goes on with the master's queue offsets.
+    let r = old
+        .put_message(BrokerMessage::new(
+            Message::new("Quiet", vec![b'q'; 100]),
+            0,
+        ))
+        .await
+        .expect("put");
+    assert_eq!(r.queue_offset, 6, "the master's next queue offset");
+    assert_eq!(old.get_min_offset_in_queue("Quiet", 0), 6);
+    assert_eq!(old.get_max_offset_in_queue("Quiet", 0), 7);
+    new_server.abort();
 }
 
 // ------------------------------------------------------------------------------------------
