@@ -47,6 +47,7 @@ pub mod api;
 mod api_acl;
 mod api_admin;
 pub mod api_manage;
+pub mod api_produce;
 mod api_stats;
 pub mod auth;
 pub mod auth_map;

@@ -11,6 +11,7 @@ mod controller_quorum;
 mod embedded_controller;
 mod metadata_kill9;
 mod metrics_prometheus;
+mod multi_set;
 mod proxy_cluster_failover;
 mod replication_failover;
 mod rocketmq_conf;

@@ -27,6 +27,8 @@ pub(super) struct MetaCache {
     routes: Mutex<HashMap<String, (Instant, TopicRouteData)>>,
     topic_types: Mutex<HashMap<String, (Instant, Vec<i32>)>>,
     group_fifo: Mutex<HashMap<String, (Instant, bool)>>,
+    /// Broker sets whose send failed lately, left aside by the round robin.
+    pub(super) faults: rocketraft_remoting::api_produce::FaultTolerance,
     /// Wakes the producer heartbeats when a producer announced its topics.
     pub(super) heartbeat_now: tokio::sync::Notify,
 }
@@ -85,6 +87,12 @@ impl Service {
             .filter(|s| !s.is_empty())
             .map(str::to_string)
             .collect()
+    }
+
+    /// Forgets `topic`'s route: the next request asks the NameServer again.
+    pub(super) fn forget_route(&self, topic: &str) {
+        let mut routes = self.meta.routes.lock().unwrap_or_else(|e| e.into_inner());
+        routes.remove(topic);
     }
 
     /// A broker call on `topic` failed: forget its route (the master may have changed) and

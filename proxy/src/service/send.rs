@@ -1,13 +1,13 @@
 //! SendMessage: each message checked ([`super::validate`]), sent to a writable queue (a FIFO
-//! message group's queue by hash, else round robin) on its broker set's master; tags, keys,
+//! message group's queue by hash, else round robin over every broker set's queues, a set that
+//! failed lately left aside and a failed send retried on another set) on its set's master; tags, keys,
 //! message id, delivery timestamp (a timer message) and transactional half messages.
 
-use std::sync::atomic::Ordering;
-
-use rocketraft_common::consts::perm;
-use rocketraft_common::hash::java_string_hash;
 use rocketraft_common::protocol::TopicRouteData;
 use rocketraft_remoting::api::{ApiError, SendResult};
+use rocketraft_remoting::api_produce::{
+    group_queue, worth_another_set, writable_queues, SEND_ATTEMPTS,
+};
 use rocketraft_remoting::codes::response_code;
 use rocketraft_remoting::Refusal;
 
@@ -91,19 +91,54 @@ fn refused_entry(m: &pb::Message, s: pb::Status) -> pb::SendResultEntry {
 impl Service {
     async fn send_one(&self, message: &pb::Message) -> Result<pb::SendResultEntry, pb::Status> {
         let out = check_message(message, self.config.max_body_size)?;
-        let route = self.route(&out.topic).await?;
-        check_type(&out, &self.topic_types(&out.topic, &route).await)?;
-        let (broker, queue_id) = self.pick_queue(&out, &route)?;
-        let addr = self.master_of(&route, &broker)?;
-        check_properties(message)?;
-        let request = send_request(message, &out, queue_id);
-        let started = std::time::Instant::now();
-        let sent = self.api.send(&addr, &request).await;
-        if super::trace::traced(message) {
-            self.trace_send(message, &out, &addr, sent.as_ref().ok(), started)
-                .await;
-        }
-        let r = sent.map_err(|e| self.broker_failed(&out.topic, &e))?;
+        let mut tried: Vec<String> = Vec::new();
+        // A message group stays on its queue; others try up to SEND_ATTEMPTS broker sets.
+        let attempts = if out.group.is_some() {
+            1
+        } else {
+            SEND_ATTEMPTS
+        };
+        let mut attempt = 0;
+        let (broker, r) = loop {
+            attempt += 1;
+            let route = self.route(&out.topic).await?;
+            check_type(&out, &self.topic_types(&out.topic, &route).await)?;
+            let (broker, queue_id) = self.pick_queue(&out, &route, &tried)?;
+            tried.push(broker.clone());
+            let addr = match self.master_of(&route, &broker) {
+                Ok(addr) => addr,
+                Err(s) => {
+                    self.meta.faults.failed(&broker);
+                    self.forget_route(&out.topic);
+                    if attempt < attempts {
+                        continue;
+                    }
+                    return Err(s);
+                }
+            };
+            check_properties(message)?;
+            let request = send_request(message, &out, queue_id);
+            let started = std::time::Instant::now();
+            let sent = self.api.send(&addr, &request).await;
+            if super::trace::traced(message) {
+                self.trace_send(message, &out, &addr, sent.as_ref().ok(), started)
+                    .await;
+            }
+            match sent {
+                Ok(r) => {
+                    self.meta.faults.succeeded(&broker);
+                    break (broker, r);
+                }
+                Err(e) => {
+                    self.meta.faults.failed(&broker);
+                    let failed = self.broker_failed(&out.topic, &e);
+                    if attempt >= attempts || !worth_another_set(&e) {
+                        return Err(failed);
+                    }
+                    tracing::debug!(broker, error = %e, "send failed, trying another broker set");
+                }
+            }
+        };
         let transaction_id = if out.transactional {
             transaction_id(
                 &broker,
@@ -131,30 +166,30 @@ impl Service {
         })
     }
 
-    /// The broker set and queue a message goes to: a FIFO message group's queue by hash (so a
-    /// group keeps its order), else the next in round robin, among the writable queues.
+    /// The broker set and queue a message goes to: a FIFO message group's queue by hash over
+    /// every set's writable queues (so a group keeps its queue and order), else the next in
+    /// round robin among the sets with a master that did not fail lately and are not in
+    /// `tried` (see [`rocketraft_remoting::api_produce`]).
     fn pick_queue(
         &self,
         out: &Outgoing<'_>,
         route: &TopicRouteData,
+        tried: &[String],
     ) -> Result<(String, i32), pb::Status> {
-        let writable: Vec<(String, i32)> = route
-            .queue_datas
-            .iter()
-            .filter(|q| perm::is_writeable(q.perm))
-            .flat_map(|q| (0..q.write_queue_nums).map(move |i| (q.broker_name.clone(), i)))
-            .collect();
-        if writable.is_empty() {
-            return Err(status(
+        let writable = writable_queues(route);
+        let pick = match out.group {
+            Some(group) => group_queue(&writable, group).cloned(),
+            None => self
+                .meta
+                .faults
+                .next_queue(&writable, route, &self.round_robin, tried),
+        };
+        pick.ok_or_else(|| {
+            status(
                 pb::Code::Forbidden,
                 format!("topic {} has no writable queue", out.topic),
-            ));
-        }
-        let pick = match out.group {
-            Some(group) => java_string_hash(group).unsigned_abs() as usize % writable.len(),
-            None => self.round_robin.fetch_add(1, Ordering::Relaxed) as usize % writable.len(),
-        };
-        Ok(writable[pick].clone())
+            )
+        })
     }
 }
 

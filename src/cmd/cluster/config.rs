@@ -157,9 +157,11 @@ pub fn namesrv_toml(layout: &PortLayout, secrets: Secrets<'_>) -> anyhow::Result
     toml::to_string(&table).context("cannot encode a NameServer config")
 }
 
-/// The broker TOML of replica `index` (1-based), checked by parsing and validating it back.
+/// The broker TOML of broker `index` (1-based, over every set) in set `broker_name`, checked by
+/// parsing and validating it back.
 pub fn broker_toml(
     index: usize,
+    broker_name: &str,
     spec: &ClusterSpec,
     layout: &PortLayout,
     store_root: &Path,
@@ -177,7 +179,7 @@ pub fn broker_toml(
         .collect::<Vec<_>>()
         .join(";");
     let mut config = BrokerConfig::default()
-        .with_broker_name(spec.broker_name())
+        .with_broker_name(broker_name)
         .with_cluster_name(spec.cluster_name())
         .with_listen(loopback_addr(remoting))
         .with_ha_port(ha)
@@ -192,11 +194,9 @@ pub fn broker_toml(
         config.inner_client_authentication_credentials = Some(auth.inner.clone());
     }
     if let Some(n) = spec.min_in_sync_replicas {
-        if n == 0 || n > layout.brokers.len() {
-            bail!(
-                "--min-in-sync-replicas {n}: use 1..={} (the replicas of the set)",
-                layout.brokers.len()
-            );
+        let replicas = usize::from(layout.replicas);
+        if n == 0 || n > replicas {
+            bail!("--min-in-sync-replicas {n}: use 1..={replicas} (the replicas of a set)");
         }
         config = config.with_min_in_sync_replicas(n);
     }
@@ -306,6 +306,7 @@ mod tests {
         let spec = up_args(&[]).spec;
         let text = broker_toml(
             1,
+            "broker-a",
             &spec,
             &l,
             Path::new("/d/broker-1/store"),
@@ -337,7 +338,7 @@ mod tests {
         };
         let spec = up_args(&["--auth"]).spec;
         assert_eq!(spec.given(), ["--auth"]);
-        let text = broker_toml(2, &spec, &l, Path::new("/d"), secrets).expect("toml");
+        let text = broker_toml(2, "broker-a", &spec, &l, Path::new("/d"), secrets).expect("toml");
         let b = check_broker_config(&text).expect("valid");
         assert!(b.authentication_enabled && b.authorization_enabled);
         assert_eq!(b.init_authentication_user.as_ref(), Some(&auth.admin));
@@ -370,9 +371,10 @@ mod tests {
             cluster: Some(&secret),
             auth: None,
         };
-        let b =
-            check_broker_config(&broker_toml(2, &spec, &l, Path::new("/d"), plain).expect("toml"))
-                .expect("valid");
+        let b = check_broker_config(
+            &broker_toml(2, "broker-a", &spec, &l, Path::new("/d"), plain).expect("toml"),
+        )
+        .expect("valid");
         assert!(!b.authentication_enabled && b.init_authentication_user.is_none());
         let n: NamesrvConfig =
             toml::from_str(&namesrv_toml(&l, plain).expect("toml")).expect("parses");
@@ -393,8 +395,15 @@ mod tests {
             "--extra-broker-config",
             "store.flushIntervalCommitLog = 100",
         ]);
-        let text =
-            broker_toml(1, &args.spec, &l, Path::new("/d"), Secrets::default()).expect("toml");
+        let text = broker_toml(
+            1,
+            "broker-a",
+            &args.spec,
+            &l,
+            Path::new("/d"),
+            Secrets::default(),
+        )
+        .expect("toml");
         let b: BrokerConfig = toml::from_str(&text).expect("parses");
         assert_eq!(b.slave_timeout_ms, 4000);
         assert_eq!(b.store.flush_interval_ms, 100);
@@ -430,6 +439,7 @@ mod tests {
         let l = PortLayout::fixed(9876, 30000, 3, 3).expect("layout");
         let text = broker_toml(
             3,
+            "broker-a",
             &args.spec,
             &l,
             Path::new("/d/broker-3/store"),
@@ -458,16 +468,47 @@ mod tests {
         assert_eq!(b.store.flush_interval_ms, 100);
 
         let bad = up_args(&["--extra-broker-config", "no_such_key = 1"]);
-        assert!(broker_toml(1, &bad.spec, &l, Path::new("/d"), Secrets::default()).is_err());
+        assert!(broker_toml(
+            1,
+            "broker-a",
+            &bad.spec,
+            &l,
+            Path::new("/d"),
+            Secrets::default()
+        )
+        .is_err());
         let bad = up_args(&["--min-in-sync-replicas", "4"]);
-        assert!(broker_toml(1, &bad.spec, &l, Path::new("/d"), Secrets::default()).is_err());
+        assert!(broker_toml(
+            1,
+            "broker-a",
+            &bad.spec,
+            &l,
+            Path::new("/d"),
+            Secrets::default()
+        )
+        .is_err());
         let small = up_args(&[]);
-        let text =
-            broker_toml(1, &small.spec, &l, Path::new("/d"), Secrets::default()).expect("toml");
+        let text = broker_toml(
+            1,
+            "broker-a",
+            &small.spec,
+            &l,
+            Path::new("/d"),
+            Secrets::default(),
+        )
+        .expect("toml");
         let b: BrokerConfig = toml::from_str(&text).expect("parses");
         assert_eq!(b.store.commitlog_segment_size, SMALL_SEGMENT_SIZE);
         let bad = up_args(&["--segment-size", "1000"]);
-        assert!(broker_toml(1, &bad.spec, &l, Path::new("/d"), Secrets::default()).is_err());
+        assert!(broker_toml(
+            1,
+            "broker-a",
+            &bad.spec,
+            &l,
+            Path::new("/d"),
+            Secrets::default()
+        )
+        .is_err());
         assert_eq!(
             up_args(&[]).spec.flush(),
             rocketraft_broker::store::FlushDiskType::AsyncFlush

@@ -55,6 +55,10 @@ pub struct ProcessRecord {
     /// `controller-1`, `namesrv`, `broker-1`...; also its directory under the cluster dir.
     pub name: String,
     pub role: Kind,
+    /// A broker's set (brokerName); none in a cluster file from before `--sets`, whose brokers
+    /// all belong to the file's `broker_name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker_name: Option<String>,
     /// 0 until started.
     pub pid: u32,
     pub ports: Ports,
@@ -78,6 +82,7 @@ pub struct ClusterFile {
     pub version: u32,
     pub dir: PathBuf,
     pub cluster_name: String,
+    /// The (first) broker set's name; see [`ClusterFile::broker_sets`] for every set.
     pub broker_name: String,
     pub namesrv_addr: String,
     /// Controllers' Remoting addresses (what brokers get as `controller_addr`).
@@ -87,6 +92,24 @@ pub struct ClusterFile {
 }
 
 impl ClusterFile {
+    /// The broker set of a broker's record.
+    pub fn set_of<'a>(&'a self, record: &'a ProcessRecord) -> &'a str {
+        record.broker_name.as_deref().unwrap_or(&self.broker_name)
+    }
+
+    /// Every broker set with its brokers, in the order of the file.
+    pub fn broker_sets(&self) -> Vec<(String, Vec<&ProcessRecord>)> {
+        let mut sets: Vec<(String, Vec<&ProcessRecord>)> = Vec::new();
+        for p in self.processes.iter().filter(|p| p.role == Kind::Broker) {
+            let name = self.set_of(p);
+            match sets.iter_mut().find(|(n, _)| n == name) {
+                Some((_, members)) => members.push(p),
+                None => sets.push((name.to_string(), vec![p])),
+            }
+        }
+        sets
+    }
+
     pub(super) fn path(dir: &Path) -> PathBuf {
         dir.join(CLUSTER_FILE)
     }

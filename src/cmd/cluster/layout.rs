@@ -29,8 +29,12 @@ pub struct PortLayout {
     pub namesrv: u16,
     /// (Remoting, Raft) per controller, node id = index + 1.
     pub controllers: Vec<(u16, u16)>,
-    /// (Remoting, HA) per broker replica.
+    /// (Remoting, HA) per broker replica, set after set: set `s` (0-based) holds
+    /// `brokers[s * replicas..(s + 1) * replicas]`.
     pub brokers: Vec<(u16, u16)>,
+    /// Broker sets, and replicas in each.
+    pub sets: u16,
+    pub replicas: u16,
     /// The metrics endpoints (`/metrics`): the NameServer's, then per controller, then per
     /// broker, in the order above.
     pub namesrv_metrics: u16,
@@ -40,25 +44,51 @@ pub struct PortLayout {
     pub console: u16,
 }
 
-fn check_counts(controllers: u16, replicas: u16) -> anyhow::Result<()> {
+/// Most broker sets a cluster may have (`broker-a` .. `broker-z`).
+pub(super) const MAX_SETS: u16 = 26;
+
+fn check_counts(controllers: u16, sets: u16, replicas: u16) -> anyhow::Result<()> {
     if !(1..=SLOTS_PER_ROLE).contains(&controllers) {
         bail!("--controllers {controllers}: use 1..={SLOTS_PER_ROLE} (3 tolerates one failure)");
     }
     if !(1..=SLOTS_PER_ROLE).contains(&replicas) {
         bail!("--replicas {replicas}: use 1..={SLOTS_PER_ROLE}");
     }
+    if !(1..=MAX_SETS).contains(&sets) {
+        bail!("--sets {sets}: use 1..={MAX_SETS} (broker-a .. broker-z)");
+    }
     Ok(())
 }
 
 impl PortLayout {
-    /// The documented fixed layout from `base`.
+    /// The documented fixed layout from `base`, one broker set.
+    #[cfg(test)]
     pub fn fixed(
         namesrv: u16,
         base: u16,
         controllers: u16,
         replicas: u16,
     ) -> anyhow::Result<PortLayout> {
-        check_counts(controllers, replicas)?;
+        Self::fixed_sets(namesrv, base, controllers, 1, replicas)
+    }
+
+    /// The documented fixed layout from `base` with `sets` broker sets of `replicas` each: the
+    /// brokers of every set share the ten broker slots, set after set.
+    pub fn fixed_sets(
+        namesrv: u16,
+        base: u16,
+        controllers: u16,
+        sets: u16,
+        replicas: u16,
+    ) -> anyhow::Result<PortLayout> {
+        check_counts(controllers, sets, replicas)?;
+        let brokers = u32::from(sets) * u32::from(replicas);
+        if brokers > u32::from(SLOTS_PER_ROLE) {
+            bail!(
+                "--sets {sets} --replicas {replicas}: {brokers} brokers, the fixed port layout has room for {SLOTS_PER_ROLE}; use --ports auto, or fewer sets or replicas"
+            );
+        }
+        let brokers = sets * replicas;
         if base == 0 || u32::from(base) + u32::from(LAYOUT_SPAN) > u32::from(u16::MAX) + 1 {
             bail!(
                 "--base-port {base}: the layout needs {LAYOUT_SPAN} ports from it below 65536; pick e.g. 30000"
@@ -78,10 +108,12 @@ impl PortLayout {
         Ok(PortLayout {
             namesrv,
             controllers: (0..controllers).map(|i| pair(0, i)).collect(),
-            brokers: (0..replicas).map(|i| pair(BROKER_PORT_OFFSET, i)).collect(),
+            brokers: (0..brokers).map(|i| pair(BROKER_PORT_OFFSET, i)).collect(),
+            sets,
+            replicas,
             namesrv_metrics: metrics,
             controller_metrics: (0..controllers).map(|i| metrics + 1 + i).collect(),
-            broker_metrics: (0..replicas)
+            broker_metrics: (0..brokers)
                 .map(|i| metrics + 1 + SLOTS_PER_ROLE + i)
                 .collect(),
             console: base + CONSOLE_PORT_OFFSET,
@@ -90,9 +122,21 @@ impl PortLayout {
 
     /// Free loopback ports below the kernel's ephemeral range (see
     /// [`rocketraft_common::net::free_loopback_port`]), none repeated.
+    #[cfg(test)]
     pub fn auto(namesrv: Option<u16>, controllers: u16, replicas: u16) -> anyhow::Result<Self> {
-        check_counts(controllers, replicas)?;
-        let wanted = 3 * usize::from(controllers) + 3 * usize::from(replicas) + 3;
+        Self::auto_sets(namesrv, controllers, 1, replicas)
+    }
+
+    /// Free loopback ports for `sets` broker sets of `replicas` each.
+    pub fn auto_sets(
+        namesrv: Option<u16>,
+        controllers: u16,
+        sets: u16,
+        replicas: u16,
+    ) -> anyhow::Result<Self> {
+        check_counts(controllers, sets, replicas)?;
+        let brokers = sets * replicas;
+        let wanted = 3 * usize::from(controllers) + 3 * usize::from(brokers) + 3;
         let mut ports = Vec::with_capacity(wanted);
         while ports.len() < wanted {
             let port = rocketraft_common::net::free_loopback_port()
@@ -111,6 +155,8 @@ impl PortLayout {
             namesrv,
             controllers: Vec::new(),
             brokers: Vec::new(),
+            sets,
+            replicas,
             namesrv_metrics: take()?,
             controller_metrics: Vec::new(),
             broker_metrics: Vec::new(),
@@ -120,11 +166,27 @@ impl PortLayout {
             layout.controllers.push((take()?, take()?));
             layout.controller_metrics.push(take()?);
         }
-        for _ in 0..replicas {
+        for _ in 0..brokers {
             layout.brokers.push((take()?, take()?));
             layout.broker_metrics.push(take()?);
         }
         Ok(layout)
+    }
+
+    /// The broker set (0-based) of broker `i` (an index into `brokers`).
+    pub(super) fn set_of(&self, i: usize) -> usize {
+        i / usize::from(self.replicas.max(1))
+    }
+
+    /// The process name (and directory) of broker `i`: `broker-1`.. with one set, else
+    /// `broker-a-1`, `broker-a-2`, `broker-b-1`...
+    pub(super) fn broker_process(&self, i: usize) -> String {
+        let replica = i % usize::from(self.replicas.max(1)) + 1;
+        if self.sets <= 1 {
+            format!("broker-{replica}")
+        } else {
+            format!("{}-{replica}", set_name(self.set_of(i)))
+        }
     }
 
     /// (what, port) for every port, for messages.
@@ -142,14 +204,20 @@ impl PortLayout {
             out.push((format!("controller-{} metrics", i + 1), *m));
         }
         for (i, (r, ha)) in self.brokers.iter().enumerate() {
-            out.push((format!("broker-{} Remoting", i + 1), *r));
-            out.push((format!("broker-{} HA", i + 1), *ha));
+            out.push((format!("{} Remoting", self.broker_process(i)), *r));
+            out.push((format!("{} HA", self.broker_process(i)), *ha));
         }
         for (i, m) in self.broker_metrics.iter().enumerate() {
-            out.push((format!("broker-{} metrics", i + 1), *m));
+            out.push((format!("{} metrics", self.broker_process(i)), *m));
         }
         out
     }
+}
+
+/// RocketMQ's name of broker set `s` (0-based): `broker-a`, `broker-b`, ...
+pub(super) fn set_name(s: usize) -> String {
+    let letter = (b'a' + (s % 26) as u8) as char;
+    format!("broker-{letter}")
 }
 
 pub(super) fn loopback(port: u16) -> String {
@@ -195,6 +263,29 @@ mod tests {
         assert!(PortLayout::fixed(30010, 30000, 3, 3).is_err());
         assert!(PortLayout::fixed(9876, 65474, 3, 3).is_ok());
         assert!(PortLayout::fixed(9876, 65475, 3, 3).is_err());
+        // Sets share the ten broker slots.
+        let l = PortLayout::fixed_sets(9876, 30000, 3, 2, 5).expect("layout");
+        assert_eq!(l.brokers.len(), 10);
+        assert_eq!(l.brokers[5], (30030, 30031));
+        assert_eq!(l.broker_metrics[9], 30060);
+        let e = PortLayout::fixed_sets(9876, 30000, 3, 4, 3).expect_err("12 brokers");
+        assert!(e.to_string().contains("--ports auto"), "{e}");
+        assert!(PortLayout::fixed_sets(9876, 30000, 3, 0, 1).is_err());
+        assert!(PortLayout::auto_sets(None, 1, 27, 1).is_err());
+        let l = PortLayout::fixed_sets(9876, 30000, 1, 2, 2).expect("layout");
+        let names: Vec<String> = (0..4).map(|i| l.broker_process(i)).collect();
+        assert_eq!(
+            names,
+            ["broker-a-1", "broker-a-2", "broker-b-1", "broker-b-2"]
+        );
+        assert_eq!(
+            PortLayout::fixed(9876, 30000, 1, 2)
+                .expect("one")
+                .broker_process(1),
+            "broker-2"
+        );
+        let l = PortLayout::auto_sets(None, 1, 4, 3).expect("auto");
+        assert_eq!((l.brokers.len(), l.broker_metrics.len()), (12, 12));
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! `rocketraft cluster up|status|down`: a whole local cluster (a controller quorum, a NameServer
-//! and one broker set) as real, detached processes on loopback, started from this very binary and
+//! and one or more broker sets) as real, detached processes on loopback, started from this very binary and
 //! tracked in `DIR/cluster.json` so that `status` and `down` find them again.
 //!
 //! The file records each process's exact command line: a PID is only ever signalled when
@@ -37,12 +37,13 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Subcommand)]
 pub enum ClusterCommand {
-    /// Start a local cluster: controllers, a NameServer and one broker set, each a detached
-    /// process of this binary, and wait until it is ready.
+    /// Start a local cluster: controllers, a NameServer and one or more broker sets (--sets),
+    /// each process a detached process of this binary, and wait until it is ready.
     ///
     /// Port layout (fixed, from --base-port B; --ports auto picks free ports instead):
     /// controller i (1-based) serves Remoting on B+2(i-1) and Raft on B+2(i-1)+1, so B..B+19;
-    /// broker replica i serves Remoting on B+20+2(i-1) and HA on B+21+2(i-1), so B+20..B+39;
+    /// broker replica i serves Remoting on B+20+2(i-1) and HA on B+21+2(i-1), so B+20..B+39
+    /// (with --sets, replicas are counted set after set: broker-a's, then broker-b's...);
     /// the NameServer listens on --namesrv-port. Metrics (`/metrics`): the NameServer on B+40,
     /// controller i on B+40+i, broker replica i on B+50+i; the web console (served by the
     /// NameServer process) on B+61. With the defaults: controllers 30000-30005, brokers
@@ -83,7 +84,7 @@ pub struct UpArgs {
     #[arg(long, default_value_t = 120)]
     pub timeout_secs: u64,
     /// What "ready" means: registered = every process printed its ready line AND the NameServer
-    /// lists the broker set with a master (brokerId 0) and every replica; started = the ready
+    /// lists every broker set with a master (brokerId 0) and every replica; started = the ready
     /// lines only.
     #[arg(long, value_enum, default_value_t = WaitFor::Registered)]
     pub wait_for: WaitFor,
@@ -98,9 +99,16 @@ pub struct ClusterSpec {
     /// Controller quorum size, 1..=10 [default: 3; odd sizes tolerate the most failures].
     #[arg(long)]
     pub controllers: Option<u16>,
-    /// Broker processes in the broker set, 1..=10 [default: 3].
+    /// Broker processes in each broker set, 1..=10 [default: 3].
     #[arg(long)]
     pub replicas: Option<u16>,
+    /// Broker sets, 1..=26 [default: 1]: named broker-a, broker-b, ... (RocketMQ's naming),
+    /// their processes broker-a-1, broker-a-2, ..., all under the one controller quorum and
+    /// registered with the one NameServer. With more than one set, `admin topic create` puts
+    /// the topic's queues on every set's master. The fixed port layout has ten broker slots
+    /// shared by all sets (e.g. 2 sets x 5 replicas); use --ports auto for more.
+    #[arg(long)]
+    pub sets: Option<u16>,
     /// NameServer port [default: 9876; with --ports auto, a free port].
     #[arg(long)]
     pub namesrv_port: Option<u16>,
@@ -111,7 +119,8 @@ pub struct ClusterSpec {
     /// [default: fixed].
     #[arg(long, value_enum)]
     pub ports: Option<PortMode>,
-    /// Broker set name (brokerName) [default: broker-a].
+    /// Broker set name (brokerName) [default: broker-a]; only with one set (--sets 2 or more
+    /// names them broker-a, broker-b, ...).
     #[arg(long)]
     pub broker_name: Option<String>,
     /// Cluster name (brokerClusterName) [default: DefaultCluster].
@@ -162,6 +171,20 @@ impl ClusterSpec {
     fn broker_name(&self) -> &str {
         self.broker_name.as_deref().unwrap_or("broker-a")
     }
+    fn sets(&self) -> u16 {
+        self.sets.unwrap_or(1)
+    }
+    /// The broker set names, set after set: `--broker-name` (or broker-a) for one set, else
+    /// broker-a, broker-b, ...
+    fn broker_names(&self) -> anyhow::Result<Vec<String>> {
+        match (self.sets(), &self.broker_name) {
+            (1, _) => Ok(vec![self.broker_name().to_string()]),
+            (n, Some(name)) => anyhow::bail!(
+                "--broker-name {name} names the one broker set; with --sets {n} the sets are broker-a, broker-b, ...: drop --broker-name or --sets"
+            ),
+            (n, None) => Ok((0..usize::from(n)).map(layout::set_name).collect()),
+        }
+    }
     fn cluster_name(&self) -> &str {
         self.cluster_name
             .as_deref()
@@ -181,6 +204,7 @@ impl ClusterSpec {
         };
         flag(self.controllers.is_some(), "--controllers");
         flag(self.replicas.is_some(), "--replicas");
+        flag(self.sets.is_some(), "--sets");
         flag(self.namesrv_port.is_some(), "--namesrv-port");
         flag(self.base_port.is_some(), "--base-port");
         flag(self.ports.is_some(), "--ports");
@@ -209,10 +233,11 @@ impl ClusterSpec {
     fn layout(&self) -> anyhow::Result<PortLayout> {
         match self.ports.unwrap_or(PortMode::Fixed) {
             PortMode::Fixed => {
-                let layout = PortLayout::fixed(
+                let layout = PortLayout::fixed_sets(
                     self.namesrv_port.unwrap_or(9876),
                     self.base_port.unwrap_or(30000),
                     self.controllers(),
+                    self.sets(),
                     self.replicas(),
                 )?;
                 for (what, port) in layout.labelled() {
@@ -224,9 +249,12 @@ impl ClusterSpec {
                 }
                 Ok(layout)
             }
-            PortMode::Auto => {
-                PortLayout::auto(self.namesrv_port, self.controllers(), self.replicas())
-            }
+            PortMode::Auto => PortLayout::auto_sets(
+                self.namesrv_port,
+                self.controllers(),
+                self.sets(),
+                self.replicas(),
+            ),
         }
     }
 }

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 
 use super::config::{broker_toml, controller_toml, namesrv_toml, path_string, Secrets};
 use super::file::{ClusterFile, Kind, Ports, ProcessRecord, CLUSTER_FILE, FILE_VERSION};
@@ -106,6 +106,7 @@ pub fn plan(
     wanted.push(Wanted {
         name: "namesrv".to_string(),
         role: Kind::Namesrv,
+        broker_name: None,
         ports: Ports {
             remoting: layout.namesrv,
             raft: None,
@@ -152,6 +153,8 @@ pub fn plan(
 struct Wanted {
     name: String,
     role: Kind,
+    /// A broker's set.
+    broker_name: Option<String>,
     ports: Ports,
     data_dir: PathBuf,
     /// The config file and its text.
@@ -174,6 +177,7 @@ impl Wanted {
             stderr_log: dir.join(&self.name).join("stderr.log"),
             name: self.name,
             role: self.role,
+            broker_name: self.broker_name,
             pid: 0,
             ports: self.ports,
             data_dir: self.data_dir,
@@ -206,6 +210,7 @@ fn controllers(
         out.push(Wanted {
             name,
             role: Kind::Controller,
+            broker_name: None,
             ports: Ports {
                 remoting: *remoting,
                 raft: Some(*raft),
@@ -220,23 +225,30 @@ fn controllers(
     Ok(out)
 }
 
-/// `broker-N`: store in `store/`, config `broker.toml`.
+/// `broker-N` (one set) or `broker-a-N`, `broker-b-N`... (`--sets`): store in `store/`, config
+/// `broker.toml`.
 fn brokers(
     spec: &ClusterSpec,
     layout: &PortLayout,
     dir: &Path,
     secrets: Secrets<'_>,
 ) -> anyhow::Result<Vec<Wanted>> {
+    let set_names = spec.broker_names()?;
     let mut out = Vec::new();
     for (i, (remoting, ha)) in layout.brokers.iter().enumerate() {
         let index = i + 1;
-        let name = format!("broker-{index}");
+        let name = layout.broker_process(i);
+        let set = set_names
+            .get(layout.set_of(i))
+            .with_context(|| format!("no broker set for {name}"))?
+            .clone();
         let home = dir.join(&name);
         let store_root = home.join("store");
-        let text = broker_toml(index, spec, layout, &store_root, secrets)?;
+        let text = broker_toml(index, &set, spec, layout, &store_root, secrets)?;
         out.push(Wanted {
             name,
             role: Kind::Broker,
+            broker_name: Some(set),
             ports: Ports {
                 remoting: *remoting,
                 raft: None,
@@ -414,6 +426,94 @@ mod tests {
         assert!(text.contains("\"role\": \"controller\""), "{text}");
         std::fs::write(dir.path().join(CLUSTER_FILE), "{").expect("write");
         assert!(ClusterFile::load(dir.path()).is_err());
+    }
+
+    #[test]
+    fn sets_are_named_like_rocketmq_and_each_broker_joins_its_own() {
+        let args = up_args(&[
+            "--sets",
+            "2",
+            "--replicas",
+            "2",
+            "--min-in-sync-replicas",
+            "2",
+        ]);
+        let l = PortLayout::fixed_sets(9876, 30000, 1, 2, 2).expect("layout");
+        let plan = plan(
+            &args.spec,
+            &l,
+            Path::new("/d"),
+            "/bin/rocketraft",
+            &Inherited::default(),
+            Secrets::default(),
+        )
+        .expect("plan");
+        let brokers: Vec<(&str, Option<&str>)> = plan
+            .file
+            .processes
+            .iter()
+            .filter(|p| p.role == Kind::Broker)
+            .map(|p| (p.name.as_str(), p.broker_name.as_deref()))
+            .collect();
+        assert_eq!(
+            brokers,
+            [
+                ("broker-a-1", Some("broker-a")),
+                ("broker-a-2", Some("broker-a")),
+                ("broker-b-1", Some("broker-b")),
+                ("broker-b-2", Some("broker-b")),
+            ]
+        );
+        for p in plan
+            .processes
+            .iter()
+            .filter(|p| p.record.role == Kind::Broker)
+        {
+            let text = p.config_text.as_deref().expect("config");
+            let set = p.record.broker_name.as_deref().expect("set");
+            assert!(
+                text.contains(&format!("broker_name = \"{set}\"")),
+                "{}: {text}",
+                p.record.name
+            );
+        }
+        let sets: Vec<(String, usize)> = plan
+            .file
+            .broker_sets()
+            .into_iter()
+            .map(|(n, m)| (n, m.len()))
+            .collect();
+        assert_eq!(
+            sets,
+            [("broker-a".to_string(), 2), ("broker-b".to_string(), 2)]
+        );
+        // --broker-name names one set only; min in-sync counts a set's replicas.
+        let named = up_args(&["--sets", "2", "--broker-name", "x"]);
+        let e = plan_err(&named.spec, &l);
+        assert!(e.contains("--broker-name x"), "{e}");
+        let too_many = up_args(&[
+            "--sets",
+            "2",
+            "--replicas",
+            "2",
+            "--min-in-sync-replicas",
+            "3",
+        ]);
+        let e = plan_err(&too_many.spec, &l);
+        assert!(e.contains("1..=2"), "{e}");
+    }
+
+    fn plan_err(spec: &ClusterSpec, l: &PortLayout) -> String {
+        let e = plan(
+            spec,
+            l,
+            Path::new("/d"),
+            "/x",
+            &Inherited::default(),
+            Secrets::default(),
+        )
+        .expect_err("refused");
+        format!("{e:#}")
     }
 
     #[test]

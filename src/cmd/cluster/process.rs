@@ -221,6 +221,7 @@ mod tests {
         let mut record = ProcessRecord {
             name: "self".to_string(),
             role: Kind::Broker,
+            broker_name: None,
             pid: me,
             ports: Ports {
                 remoting: 1,

@@ -1,5 +1,5 @@
 //! Starting a cluster in order (controllers and the NameServer, then the brokers) and waiting
-//! until every process printed its ready line and the NameServer lists the broker set.
+//! until every process printed its ready line and the NameServer lists every broker set.
 
 use std::path::PathBuf;
 use std::process::Child;
@@ -11,7 +11,7 @@ use rocketraft_remoting::api::MqClientApi;
 use rocketraft_remoting::{ClientConfig, RemotingClient};
 
 use super::auth::admin_credentials;
-use super::file::{ClusterFile, Kind};
+use super::file::{ClusterFile, Kind, ProcessRecord};
 use super::layout::loopback;
 use super::process::{printed_ready, spawn, tail, TAIL_LINES};
 use super::{WaitFor, QUERY_TIMEOUT};
@@ -19,24 +19,26 @@ use super::{WaitFor, QUERY_TIMEOUT};
 /// How often readiness and process exit are polled.
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
 
-/// What the NameServer shows of the broker set, against what `up` started.
+/// What the NameServer shows of every broker set, against what `up` started: the first set
+/// that is not listed, has no master, or misses a replica.
 fn registration_gap(info: &ClusterInfo, file: &ClusterFile) -> Option<String> {
-    let Some(set) = info.broker_addr_table.get(&file.broker_name) else {
-        return Some(format!(
-            "the NameServer lists no broker set {:?} yet",
-            file.broker_name
-        ));
+    file.broker_sets()
+        .into_iter()
+        .find_map(|(name, members)| set_gap(info, &name, &members))
+}
+
+fn set_gap(info: &ClusterInfo, name: &str, members: &[&ProcessRecord]) -> Option<String> {
+    let Some(set) = info.broker_addr_table.get(name) else {
+        return Some(format!("the NameServer lists no broker set {name:?} yet"));
     };
     if set.master_addr().is_none() {
         return Some(format!(
-            "broker set {:?} has no master (brokerId 0) registered; registered: {:?}",
-            file.broker_name, set.broker_addrs
+            "broker set {name:?} has no master (brokerId 0) registered; registered: {:?}",
+            set.broker_addrs
         ));
     }
-    let missing: Vec<String> = file
-        .processes
+    let missing: Vec<String> = members
         .iter()
-        .filter(|p| p.role == Kind::Broker)
         .map(|p| loopback(p.ports.remoting))
         .filter(|addr| !set.broker_addrs.values().any(|a| a == addr))
         .collect();
@@ -44,8 +46,8 @@ fn registration_gap(info: &ClusterInfo, file: &ClusterFile) -> Option<String> {
         None
     } else {
         Some(format!(
-            "broker set {:?} misses replicas {missing:?}; registered: {:?}",
-            file.broker_name, set.broker_addrs
+            "broker set {name:?} misses replicas {missing:?}; registered: {:?}",
+            set.broker_addrs
         ))
     }
 }
@@ -106,7 +108,7 @@ impl Starter {
     }
 
     /// Waits until every process in `indices` printed its ready line and, if `registered`,
-    /// until the NameServer lists the whole broker set with a master.
+    /// until the NameServer lists every broker set whole, with a master.
     async fn wait_ready(
         &mut self,
         indices: &[usize],
@@ -156,7 +158,7 @@ impl Starter {
             }
             NotReady::Registration(gap) => {
                 let mut text = format!(
-                    "the broker set is not registered within {secs} s: {gap} (raise --timeout-secs, or pass --wait-for started to skip this check)"
+                    "the broker sets are not registered within {secs} s: {gap} (raise --timeout-secs, or pass --wait-for started to skip this check)"
                 );
                 for r in self
                     .file
@@ -265,5 +267,40 @@ mod tests {
             .insert("broker-a".to_string(), with_master);
         let gap = registration_gap(&info, &plan.file).expect("missing one");
         assert!(gap.contains("127.0.0.1:30024"), "{gap}");
+    }
+
+    #[test]
+    fn registration_gap_wants_every_set() {
+        let args = up_args(&["--sets", "2", "--replicas", "1"]);
+        let l = PortLayout::fixed_sets(9876, 30000, 1, 2, 1).expect("layout");
+        let plan = plan(
+            &args.spec,
+            &l,
+            Path::new("/d"),
+            "/x",
+            &Inherited::default(),
+            super::super::config::Secrets::default(),
+        )
+        .expect("plan");
+        let set = |name: &str, addr: &str| rocketraft_common::protocol::BrokerData {
+            cluster: "DefaultCluster".to_string(),
+            broker_name: name.to_string(),
+            broker_addrs: BTreeMap::from([(0, addr.to_string())]),
+            zone_name: None,
+            enable_acting_master: false,
+        };
+        let mut info = ClusterInfo::default();
+        info.broker_addr_table
+            .insert("broker-a".to_string(), set("broker-a", "127.0.0.1:30020"));
+        let gap = registration_gap(&info, &plan.file).expect("broker-b missing");
+        assert!(gap.contains("broker-b"), "{gap}");
+        // broker-b's master must be its own process, not broker-a's.
+        info.broker_addr_table
+            .insert("broker-b".to_string(), set("broker-b", "127.0.0.1:30020"));
+        let gap = registration_gap(&info, &plan.file).expect("wrong replica");
+        assert!(gap.contains("127.0.0.1:30022"), "{gap}");
+        info.broker_addr_table
+            .insert("broker-b".to_string(), set("broker-b", "127.0.0.1:30022"));
+        assert_eq!(registration_gap(&info, &plan.file), None);
     }
 }

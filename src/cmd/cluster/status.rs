@@ -1,5 +1,5 @@
-//! `rocketraft cluster status`: each process alive or dead, and its role as the controllers
-//! and the NameServer see it.
+//! `rocketraft cluster status`: each process alive or dead, its broker set, and its role as the
+//! controllers and the NameServer see it.
 
 use std::path::{Path, PathBuf};
 
@@ -22,6 +22,9 @@ pub struct StatusRow {
     /// controller: leader|follower; broker: master|slave|unregistered; namesrv: serving;
     /// dead: dead; unknown when the question got no answer.
     pub role: String,
+    /// A broker's set (brokerName).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker_name: Option<String>,
     /// The id the NameServer registered a broker under.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub broker_id: Option<i64>,
@@ -75,15 +78,12 @@ async fn status_rows(dir: &Path, file: &ClusterFile) -> anyhow::Result<Vec<Statu
                     None => "unknown".to_string(),
                     Some(info) => {
                         let addr = loopback(p.ports.remoting);
-                        broker_id = info
-                            .broker_addr_table
-                            .get(&file.broker_name)
-                            .and_then(|set| {
-                                set.broker_addrs
-                                    .iter()
-                                    .find(|(_, a)| **a == addr)
-                                    .map(|(id, _)| *id)
-                            });
+                        broker_id = info.broker_addr_table.get(file.set_of(p)).and_then(|set| {
+                            set.broker_addrs
+                                .iter()
+                                .find(|(_, a)| **a == addr)
+                                .map(|(id, _)| *id)
+                        });
                         match broker_id {
                             Some(rocketraft_common::consts::MASTER_ID) => "master".to_string(),
                             Some(_) => "slave".to_string(),
@@ -96,6 +96,7 @@ async fn status_rows(dir: &Path, file: &ClusterFile) -> anyhow::Result<Vec<Statu
         rows.push(StatusRow {
             name: p.name.clone(),
             kind: p.role,
+            broker_name: (p.role == Kind::Broker).then(|| file.set_of(p).to_string()),
             role,
             broker_id,
             pid: p.pid,
@@ -131,8 +132,8 @@ pub(super) async fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
         file.namesrv_addr
     );
     println!(
-        "{:<14} {:<10} {:<12} {:>8} {:<6} {:<24} log",
-        "name", "kind", "role", "pid", "alive", "ports"
+        "{:<14} {:<10} {:<10} {:<12} {:>8} {:<6} {:<24} log",
+        "name", "kind", "set", "role", "pid", "alive", "ports"
     );
     for r in &rows {
         let mut ports = format!("remoting {}", r.ports.remoting);
@@ -149,9 +150,10 @@ pub(super) async fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
             ports.push_str(&format!(" console {p}"));
         }
         println!(
-            "{:<14} {:<10} {:<12} {:>8} {:<6} {:<24} {}",
+            "{:<14} {:<10} {:<10} {:<12} {:>8} {:<6} {:<24} {}",
             r.name,
             r.kind.as_str(),
+            r.broker_name.as_deref().unwrap_or("-"),
             r.role,
             r.pid,
             if r.alive { "yes" } else { "no" },

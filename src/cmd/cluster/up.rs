@@ -8,7 +8,7 @@ use rocketraft_common::trust::ClusterSecret;
 
 use super::auth::{self, ClusterAuth};
 use super::config::{path_string, Secrets};
-use super::file::{ClusterFile, Kind, CLUSTER_FILE};
+use super::file::{ClusterFile, CLUSTER_FILE};
 use super::plan::{plan, restart_plan};
 use super::process::{running, stop_all, STOP_GRACE};
 use super::readiness::Starter;
@@ -40,18 +40,19 @@ pub(super) async fn up(args: UpArgs, inherited: Inherited) -> anyhow::Result<()>
     if let Err(e) = result {
         return Err(give_up(&mut starter, e).await);
     }
+    let sets: Vec<String> = starter
+        .file
+        .broker_sets()
+        .iter()
+        .map(|(name, members)| format!("{name} with {} replicas", members.len()))
+        .collect();
     println!(
-        "rocketraft cluster is up: NameServer {} ({} controllers at {}, broker set {} with {} replicas; {} in {})",
+        "rocketraft cluster is up: NameServer {} ({} controllers at {}, broker set{} {}; {} in {})",
         starter.file.namesrv_addr,
         starter.file.controller_addrs.len(),
         starter.file.controller_addrs.join(";"),
-        starter.file.broker_name,
-        starter
-            .file
-            .processes
-            .iter()
-            .filter(|p| p.role == Kind::Broker)
-            .count(),
+        if sets.len() == 1 { "" } else { "s" },
+        sets.join(", "),
         CLUSTER_FILE,
         dir.display()
     );

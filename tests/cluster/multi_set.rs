@@ -1,0 +1,544 @@
+//! Several broker sets under one controller and one NameServer: `rocketraft cluster up --sets 2
+//! --replicas 2` starts broker-a and broker-b (two replicas each); `admin topic create` puts a
+//! topic's queues on both masters and the route lists both sets. Sends over Remoting
+//! ([`TopicProducer`]) and through a `rocketraft proxy` (gRPC) land on both sets; POP through the
+//! proxy (naming each set, as a gRPC client does from QueryAssignment) and Remoting pulls receive
+//! from both. The master of broker-a is killed with SIGKILL: sends keep succeeding on broker-b
+//! during the failover, and once broker-a's slave is master both sets take sends again. Nothing
+//! acknowledged is lost, and every message of a FIFO message group sits on one queue of one set.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rocketraft_common::consts::{property, pull_sys_flag};
+use rocketraft_common::protocol::TopicRouteData;
+use rocketraft_proxy::pb;
+use rocketraft_proxy::pb::messaging_service_client::MessagingServiceClient;
+use rocketraft_remoting::api::{MqClientApi, PullRequest, PullStatus, SendRequest};
+use rocketraft_remoting::api_produce::TopicProducer;
+use rocketraft_remoting::codes::response_code;
+use rocketraft_remoting::{ClientConfig, RemotingClient};
+use serde_json::Value;
+use tonic::transport::Channel;
+
+use crate::support::{admin_output, free_port, spawn_ready};
+
+const TOPIC: &str = "MultiSet";
+const FIFO_TOPIC: &str = "MultiSetFifo";
+const GROUP: &str = "multi-set";
+
+struct Cluster(tempfile::TempDir);
+
+impl Cluster {
+    fn dir(&self) -> &str {
+        self.0.path().to_str().expect("utf8")
+    }
+
+    fn status(&self) -> Vec<Value> {
+        let out = Command::new(env!("CARGO_BIN_EXE_rocketraft"))
+            .args(["cluster", "status", "--dir", self.dir(), "--json"])
+            .output()
+            .expect("status");
+        serde_json::from_slice(&out.stdout).unwrap_or_default()
+    }
+
+    /// The master row of broker set `set`, if the NameServer shows one.
+    fn master(&self, set: &str) -> Option<Value> {
+        self.status()
+            .into_iter()
+            .find(|r| r["broker_name"] == set && r["role"] == "master")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new(env!("CARGO_BIN_EXE_rocketraft"))
+            .args(["cluster", "down", "--dir", self.dir()])
+            .output();
+    }
+}
+
+fn resource(name: &str) -> Option<pb::Resource> {
+    Some(pb::Resource {
+        resource_namespace: String::new(),
+        name: name.to_string(),
+    })
+}
+
+/// Creates `topic` on every master, retrying while the SyncStateSets are still forming.
+async fn create_topic(namesrv: &str, topic: &str, extra: &[&str]) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut args = vec!["topic", "create", topic, "--queues", "2"];
+    args.extend_from_slice(extra);
+    loop {
+        let out = admin_output(namesrv, &args);
+        if out.status.success() {
+            return String::from_utf8_lossy(&out.stdout).to_string();
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(
+            Instant::now() < deadline,
+            "admin topic create {topic} failed: {stderr}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// One message through the proxy; true when acknowledged.
+async fn grpc_send(
+    client: &mut MessagingServiceClient<Channel>,
+    topic: &str,
+    body: &str,
+    group: Option<&str>,
+) -> bool {
+    let mut req = tonic::Request::new(pb::SendMessageRequest {
+        messages: vec![pb::Message {
+            topic: resource(topic),
+            user_properties: HashMap::new(),
+            system_properties: Some(pb::SystemProperties {
+                message_id: format!("ID-{body}"),
+                message_type: if group.is_some() {
+                    pb::MessageType::Fifo as i32
+                } else {
+                    pb::MessageType::Normal as i32
+                },
+                message_group: group.map(str::to_string),
+                ..pb::SystemProperties::default()
+            }),
+            body: body.as_bytes().to_vec(),
+        }],
+    });
+    req.set_timeout(Duration::from_secs(8));
+    match client.send_message(req).await {
+        Ok(r) => r
+            .into_inner()
+            .status
+            .is_some_and(|s| s.code == pb::Code::Ok as i32),
+        Err(_) => false,
+    }
+}
+
+fn remoting_request(topic: &str, body: &str, group: Option<&str>) -> SendRequest {
+    let mut request = SendRequest {
+        producer_group: "multi-set-producer".to_string(),
+        topic: topic.to_string(),
+        queue_id: 0,
+        body: Bytes::from(body.to_string()),
+        ..SendRequest::default()
+    };
+    if let Some(g) = group {
+        request
+            .properties
+            .insert(property::SHARDING_KEY.to_string(), g.to_string());
+    }
+    request
+}
+
+/// One message over Remoting; the broker set it was stored on when acknowledged.
+async fn remoting_send(
+    producer: &TopicProducer,
+    topic: &str,
+    body: &str,
+    group: Option<&str>,
+) -> Option<(String, i32)> {
+    match producer
+        .send(&remoting_request(topic, body, group), group)
+        .await
+    {
+        Ok((set, queue, r)) if r.code == response_code::SUCCESS => Some((set, queue)),
+        _ => None,
+    }
+}
+
+/// Every message of `topic` on every set's master, pulled over Remoting: body -> (set, queue).
+async fn pull_all(
+    api: &MqClientApi,
+    namesrv: &str,
+    topic: &str,
+) -> BTreeMap<String, (String, i32)> {
+    let mut found = BTreeMap::new();
+    let Ok(route) = api.topic_route(namesrv, topic).await else {
+        return found;
+    };
+    for q in &route.queue_datas {
+        let Some(addr) = master(&route, &q.broker_name) else {
+            continue;
+        };
+        for queue_id in 0..q.read_queue_nums {
+            let mut offset = 0;
+            loop {
+                let pull = PullRequest {
+                    consumer_group: "multi-set-verify".into(),
+                    topic: topic.into(),
+                    queue_id,
+                    queue_offset: offset,
+                    max_msg_nums: 32,
+                    sys_flag: pull_sys_flag::SUBSCRIPTION,
+                    commit_offset: -1,
+                    suspend_timeout_ms: 0,
+                    subscription: Some("*".into()),
+                };
+                let Ok(r) = api.pull(&addr, &pull).await else {
+                    break;
+                };
+                if r.status != PullStatus::Found || r.messages.is_empty() {
+                    break;
+                }
+                for m in r.messages {
+                    found.insert(
+                        String::from_utf8_lossy(&m.body).to_string(),
+                        (q.broker_name.clone(), queue_id),
+                    );
+                }
+                offset = r.next_begin_offset;
+            }
+        }
+    }
+    found
+}
+
+fn master(route: &TopicRouteData, set: &str) -> Option<String> {
+    route
+        .broker_datas
+        .iter()
+        .find(|b| b.broker_name == set)
+        .and_then(|b| b.master_addr().map(str::to_string))
+}
+
+/// One POP through the proxy on broker set `set`, acked: the bodies received.
+async fn pop(client: &mut MessagingServiceClient<Channel>, set: &str) -> Vec<String> {
+    let mut req = tonic::Request::new(pb::ReceiveMessageRequest {
+        group: resource(GROUP),
+        message_queue: Some(pb::MessageQueue {
+            topic: resource(TOPIC),
+            id: 0,
+            broker: Some(pb::Broker {
+                name: set.to_string(),
+                id: 0,
+                endpoints: None,
+            }),
+            ..pb::MessageQueue::default()
+        }),
+        filter_expression: None,
+        batch_size: 32,
+        invisible_duration: Some(prost_types::Duration {
+            seconds: 60,
+            nanos: 0,
+        }),
+        auto_renew: false,
+        long_polling_timeout: Some(prost_types::Duration {
+            seconds: 1,
+            nanos: 0,
+        }),
+        attempt_id: None,
+    });
+    req.set_timeout(Duration::from_secs(8));
+    let mut bodies = Vec::new();
+    let Ok(r) = client.receive_message(req).await else {
+        return bodies;
+    };
+    let mut stream = r.into_inner();
+    let mut entries = Vec::new();
+    while let Ok(Some(item)) = stream.message().await {
+        if let Some(pb::receive_message_response::Content::Message(m)) = item.content {
+            bodies.push(String::from_utf8_lossy(&m.body).to_string());
+            let p = m.system_properties.unwrap_or_default();
+            entries.push(pb::AckMessageEntry {
+                message_id: p.message_id,
+                receipt_handle: p.receipt_handle.unwrap_or_default(),
+                lite_topic: None,
+            });
+        }
+    }
+    if !entries.is_empty() {
+        let _ = client
+            .ack_message(pb::AckMessageRequest {
+                group: resource(GROUP),
+                topic: resource(TOPIC),
+                entries,
+            })
+            .await;
+    }
+    bodies
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_broker_sets_share_topics_and_survive_a_failover_in_one() {
+    let _turn = crate::support::file_turn(module_path!());
+    let started = Instant::now();
+    let cluster = Cluster(tempfile::tempdir().expect("tempdir"));
+    let mut up = vec![
+        "--threads",
+        "1",
+        "cluster",
+        "up",
+        "--dir",
+        cluster.dir(),
+        "--sets",
+        "2",
+        "--replicas",
+        "2",
+        "--controllers",
+        "1",
+        "--ports",
+        "auto",
+        "--segment-size",
+        "4194304",
+        "--timeout-secs",
+        "60",
+    ];
+    for c in [
+        "heartbeat_timeout_ms = 2000",
+        "scan_interval_ms = 200",
+        "raft.heartbeat_interval_ms = 100",
+    ] {
+        up.extend(["--extra-controller-config", c]);
+    }
+    for c in [
+        "controller_heartbeat_interval_ms = 300",
+        "controller_heartbeat_timeout_ms = 2000",
+        "sync_controller_metadata_period_ms = 500",
+        "check_sync_state_set_period_ms = 200",
+    ] {
+        up.extend(["--extra-broker-config", c]);
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_rocketraft"))
+        .args(&up)
+        .output()
+        .expect("cluster up");
+    assert!(
+        out.status.success(),
+        "cluster up: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("broker sets broker-a with 2 replicas, broker-b with 2 replicas"),
+        "{said}"
+    );
+    // Status shows both sets, each with a master and a slave.
+    let rows = cluster.status();
+    for set in ["broker-a", "broker-b"] {
+        let mut roles: Vec<String> = rows
+            .iter()
+            .filter(|r| r["broker_name"] == set)
+            .map(|r| r["role"].as_str().unwrap_or_default().to_string())
+            .collect();
+        roles.sort();
+        assert_eq!(roles, ["master", "slave"], "{set}: {rows:?}");
+    }
+    let file: Value = serde_json::from_slice(
+        &std::fs::read(cluster.0.path().join("cluster.json")).expect("cluster.json"),
+    )
+    .expect("json");
+    let namesrv = file["namesrv_addr"].as_str().expect("namesrv").to_string();
+
+    // A topic on every master; the route lists both sets' queues.
+    let created = create_topic(&namesrv, TOPIC, &[]).await;
+    assert_eq!(created.matches("created topic").count(), 2, "{created}");
+    create_topic(&namesrv, FIFO_TOPIC, &["--message-type", "FIFO"]).await;
+    let api = MqClientApi::new(
+        RemotingClient::new(ClientConfig::default()),
+        Duration::from_secs(5),
+    );
+    let route = api.topic_route(&namesrv, TOPIC).await.expect("route");
+    let sets: BTreeSet<&str> = route
+        .queue_datas
+        .iter()
+        .map(|q| q.broker_name.as_str())
+        .collect();
+    assert_eq!(sets, BTreeSet::from(["broker-a", "broker-b"]));
+
+    let proxy_addr = format!("127.0.0.1:{}", free_port());
+    let _proxy = spawn_ready(&["proxy", "--listen", &proxy_addr, "--namesrv", &namesrv]);
+    let mut client = MessagingServiceClient::connect(format!("http://{proxy_addr}"))
+        .await
+        .expect("connect");
+    // QueryRoute answers every set's queues.
+    let queues = client
+        .query_route(pb::QueryRouteRequest {
+            topic: resource(TOPIC),
+            endpoints: None,
+        })
+        .await
+        .expect("query route")
+        .into_inner()
+        .message_queues;
+    let named: BTreeSet<String> = queues
+        .iter()
+        .filter_map(|q| q.broker.as_ref().map(|b| b.name.clone()))
+        .collect();
+    assert_eq!(named.len(), 2, "{queues:?}");
+    assert_eq!(queues.len(), 4);
+
+    let producer = TopicProducer::new(api.clone(), &namesrv);
+    // acked body -> set it went to (Remoting) or "?" (gRPC: the consumers tell).
+    let mut acked: BTreeSet<String> = BTreeSet::new();
+    let mut remoting_sets: BTreeMap<String, usize> = BTreeMap::new();
+    let mut n = 0;
+    let before = Instant::now();
+    while acked.len() < 40 {
+        assert!(
+            before.elapsed() < Duration::from_secs(30),
+            "sends before the failover: {} acked",
+            acked.len()
+        );
+        let body = format!("R-{n:04}");
+        if let Some((set, _)) = remoting_send(&producer, TOPIC, &body, None).await {
+            *remoting_sets.entry(set).or_default() += 1;
+            acked.insert(body);
+        }
+        let body = format!("G-{n:04}");
+        if grpc_send(&mut client, TOPIC, &body, None).await {
+            acked.insert(body);
+        }
+        n += 1;
+    }
+    assert_eq!(remoting_sets.len(), 2, "Remoting sends: {remoting_sets:?}");
+
+    // POP through the proxy, naming each set as a gRPC client does: both sets deliver, and
+    // gRPC sends landed on both.
+    let mut popped: BTreeMap<String, String> = BTreeMap::new();
+    let pop_until = Instant::now() + Duration::from_secs(20);
+    while !acked.iter().all(|b| popped.contains_key(b)) && Instant::now() < pop_until {
+        for set in ["broker-a", "broker-b"] {
+            for b in pop(&mut client, set).await {
+                popped.insert(b, set.to_string());
+            }
+        }
+    }
+    let missing: Vec<&String> = acked.iter().filter(|b| !popped.contains_key(*b)).collect();
+    assert!(
+        missing.is_empty(),
+        "not popped before the failover: {missing:?}"
+    );
+    let grpc_sets: BTreeSet<&String> = popped
+        .iter()
+        .filter(|(b, _)| b.starts_with("G-"))
+        .map(|(_, s)| s)
+        .collect();
+    assert_eq!(grpc_sets.len(), 2, "gRPC sends landed on {grpc_sets:?}");
+
+    // FIFO: one message group over both protocols stays on one queue of one set.
+    for i in 0..10 {
+        assert!(
+            remoting_send(&producer, FIFO_TOPIC, &format!("F-R-{i}"), Some("order-7"))
+                .await
+                .is_some(),
+            "FIFO send over Remoting"
+        );
+        assert!(
+            grpc_send(
+                &mut client,
+                FIFO_TOPIC,
+                &format!("F-G-{i}"),
+                Some("order-7")
+            )
+            .await,
+            "FIFO send through the proxy"
+        );
+    }
+    let fifo = pull_all(&api, &namesrv, FIFO_TOPIC).await;
+    let places: BTreeSet<&(String, i32)> = fifo.values().collect();
+    assert_eq!(fifo.len(), 20, "{fifo:?}");
+    assert_eq!(places.len(), 1, "one message group on one queue: {fifo:?}");
+
+    // kill -9 broker-a's master.
+    let old = cluster.master("broker-a").expect("broker-a has a master");
+    let pid = old["pid"].as_i64().expect("pid") as i32;
+    // SAFETY: kill(2) on a PID this test's cluster started (read from its status).
+    let rc = unsafe { libc::kill(pid, libc::SIGKILL) };
+    assert_eq!(rc, 0, "kill -9 broker-a's master");
+    let killed = Instant::now();
+    // During the failover sends keep succeeding (on broker-b).
+    let mut during = 0;
+    let mut tried = 0;
+    let mut after_sets: BTreeMap<String, usize> = BTreeMap::new();
+    while killed.elapsed() < Duration::from_secs(3) || tried < 20 {
+        let body = format!("R-{n:04}");
+        tried += 1;
+        if let Some((set, _)) = remoting_send(&producer, TOPIC, &body, None).await {
+            *after_sets.entry(set).or_default() += 1;
+            acked.insert(body);
+            during += 1;
+        }
+        let body = format!("G-{n:04}");
+        tried += 1;
+        if grpc_send(&mut client, TOPIC, &body, None).await {
+            acked.insert(body);
+            during += 1;
+        }
+        n += 1;
+    }
+    assert!(
+        during * 10 >= tried * 9,
+        "only {during} of {tried} sends acknowledged right after the kill"
+    );
+    eprintln!(
+        "right after the kill: {during}/{tried} sends acknowledged, Remoting on {after_sets:?}"
+    );
+
+    // broker-a's slave becomes master; then sends reach both sets again.
+    let elect_deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if cluster
+            .master("broker-a")
+            .is_some_and(|m| m["pid"].as_i64() != Some(i64::from(pid)))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < elect_deadline,
+            "no new master in broker-a: {:?}",
+            cluster.status()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!(
+        "broker-a has a new master {:?} after the kill",
+        killed.elapsed()
+    );
+    let mut both: BTreeMap<String, usize> = BTreeMap::new();
+    let again = Instant::now();
+    while both.len() < 2 || both.values().sum::<usize>() < 20 {
+        assert!(
+            again.elapsed() < Duration::from_secs(30),
+            "after the failover, Remoting sends reached only {both:?}"
+        );
+        let body = format!("R-{n:04}");
+        if let Some((set, _)) = remoting_send(&producer, TOPIC, &body, None).await {
+            *both.entry(set).or_default() += 1;
+            acked.insert(body);
+        }
+        let body = format!("G-{n:04}");
+        if grpc_send(&mut client, TOPIC, &body, None).await {
+            acked.insert(body);
+        }
+        n += 1;
+    }
+    // Nothing acknowledged is lost: a Remoting pull of both sets' current masters finds every
+    // message, and POP through the proxy delivers every message not popped before.
+    let pulled = pull_all(&api, &namesrv, TOPIC).await;
+    let lost: Vec<&String> = acked.iter().filter(|b| !pulled.contains_key(*b)).collect();
+    assert!(lost.is_empty(), "acknowledged but not stored: {lost:?}");
+    let pop_until = Instant::now() + Duration::from_secs(30);
+    while !acked.iter().all(|b| popped.contains_key(b)) && Instant::now() < pop_until {
+        for set in ["broker-a", "broker-b"] {
+            for b in pop(&mut client, set).await {
+                popped.insert(b, set.to_string());
+            }
+        }
+    }
+    let missing: Vec<&String> = acked.iter().filter(|b| !popped.contains_key(*b)).collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged but never popped: {missing:?}"
+    );
+    eprintln!(
+        "{} messages acknowledged and received; test took {:?}",
+        acked.len(),
+        started.elapsed()
+    );
+}
