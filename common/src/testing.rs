@@ -58,9 +58,10 @@ impl Drop for Tmpfs {
     }
 }
 
-/// Whether this is a CI run: `CI=true` (or `CI=1`), as CI services set it.
+/// Whether this is a CI run: `CI` set to anything but empty, `false` or `0` (CI services set
+/// `CI=true`; some `CI=1` or `CI=yes`).
 pub fn in_ci() -> bool {
-    matches!(std::env::var("CI").as_deref(), Ok("true" | "1"))
+    std::env::var("CI").is_ok_and(|v| !matches!(v.trim(), "" | "false" | "0"))
 }
 
 /// Skips the calling test, which then returns: it cannot run here (not root, no network
