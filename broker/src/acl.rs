@@ -16,9 +16,10 @@
 //! controller mode the broker replicates the change through the metadata log
 //! ([`crate::metalog`]) between the two, so every replica applies the same state.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use rocketraft_common::acl::{
     user_subject, AclError, AclInfo, PolicyType, ResourcePattern, UserInfo,
 };
@@ -53,6 +54,22 @@ pub struct AclManager {
     metadata: Arc<MetadataStore>,
     /// Serializes read-modify-write changes.
     write_lock: Mutex<()>,
+    /// What [`AclManager::get_user`] and [`AclManager::get_acl`] read lately: every signed
+    /// request looks its user (and ACL) up, and a hit answers without RocksDB or a blocking
+    /// thread. Every write clears it.
+    cache: RwLock<ReadCache>,
+}
+
+/// Entries kept per kind before the cache starts over.
+const CACHE_ENTRIES: usize = 10_000;
+
+/// Users and ACLs by name as last read (`None`: known absent). `generation` counts writes: a
+/// read that raced with a write does not enter what it read.
+#[derive(Default)]
+struct ReadCache {
+    generation: u64,
+    users: HashMap<String, Option<UserInfo>>,
+    acls: HashMap<String, Option<AclInfo>>,
 }
 
 impl AclManager {
@@ -60,7 +77,26 @@ impl AclManager {
         AclManager {
             metadata,
             write_lock: Mutex::new(()),
+            cache: RwLock::new(ReadCache::default()),
         }
+    }
+
+    /// The user as last read, when the cache has it (`Some(None)`: known absent).
+    pub fn cached_user(&self, username: &str) -> Option<Option<UserInfo>> {
+        self.cache.read().users.get(username).cloned()
+    }
+
+    /// The subject's ACL as last read, when the cache has it (`Some(None)`: known absent).
+    pub fn cached_acl(&self, subject: &str) -> Option<Option<AclInfo>> {
+        self.cache.read().acls.get(subject).cloned()
+    }
+
+    /// Forgets every cached read; called after each write, whatever its outcome.
+    fn invalidate(&self) {
+        let mut cache = self.cache.write();
+        cache.generation += 1;
+        cache.users.clear();
+        cache.acls.clear();
     }
 
     fn read<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, AclStoreError> {
@@ -82,12 +118,16 @@ impl AclManager {
             key: key.to_string(),
             why: e.to_string(),
         })?;
-        self.metadata.put_kv(key.as_bytes(), &raw, true)?;
+        let written = self.metadata.put_kv(key.as_bytes(), &raw, true);
+        self.invalidate();
+        written?;
         Ok(())
     }
 
     fn remove(&self, key: &str) -> Result<(), AclStoreError> {
-        self.metadata.delete_kv(key.as_bytes())?;
+        let deleted = self.metadata.delete_kv(key.as_bytes());
+        self.invalidate();
+        deleted?;
         // A synced WAL makes the deletion as durable as a synced write.
         self.metadata.flush()?;
         Ok(())
@@ -110,7 +150,19 @@ impl AclManager {
     }
 
     pub fn get_user(&self, username: &str) -> Result<Option<UserInfo>, AclStoreError> {
-        self.read(&format!("{USER_PREFIX}{username}"))
+        if let Some(hit) = self.cached_user(username) {
+            return Ok(hit);
+        }
+        let generation = self.cache.read().generation;
+        let user: Option<UserInfo> = self.read(&format!("{USER_PREFIX}{username}"))?;
+        let mut cache = self.cache.write();
+        if cache.generation == generation {
+            if cache.users.len() >= CACHE_ENTRIES {
+                cache.users.clear();
+            }
+            cache.users.insert(username.to_string(), user.clone());
+        }
+        Ok(user)
     }
 
     /// Every user whose name contains `filter` (all when empty), by name.
@@ -228,7 +280,19 @@ impl AclManager {
     }
 
     pub fn get_acl(&self, subject: &str) -> Result<Option<AclInfo>, AclStoreError> {
-        self.read(&format!("{ACL_PREFIX}{subject}"))
+        if let Some(hit) = self.cached_acl(subject) {
+            return Ok(hit);
+        }
+        let generation = self.cache.read().generation;
+        let acl: Option<AclInfo> = self.read(&format!("{ACL_PREFIX}{subject}"))?;
+        let mut cache = self.cache.write();
+        if cache.generation == generation {
+            if cache.acls.len() >= CACHE_ENTRIES {
+                cache.acls.clear();
+            }
+            cache.acls.insert(subject.to_string(), acl.clone());
+        }
+        Ok(acl)
     }
 
     /// Every ACL whose subject contains `subject_filter` and that has an entry whose resource
@@ -407,6 +471,40 @@ mod tests {
                 }],
             }],
         }
+    }
+
+    #[test]
+    fn cached_reads_follow_every_write() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let acl = AclManager::new(Arc::new(MetadataStore::open(dir.path()).expect("open")));
+        assert_eq!(acl.get_user("carol").expect("read"), None);
+        assert_eq!(acl.cached_user("carol"), Some(None), "absence cached");
+        acl.create_user(&user("carol", Some("one")))
+            .expect("create");
+        assert_eq!(acl.cached_user("carol"), None, "a write clears the cache");
+        let read = acl.get_user("carol").expect("read").expect("user");
+        assert_eq!(read.password.as_deref(), Some("one"));
+        acl.update_user(&user("carol", Some("two")))
+            .expect("update");
+        let read = acl.get_user("carol").expect("read").expect("user");
+        assert_eq!(read.password.as_deref(), Some("two"));
+        assert_eq!(acl.cached_user("carol"), Some(Some(read)));
+
+        assert_eq!(acl.get_acl("User:carol").expect("read"), None);
+        acl.put_acl(&grant("User:carol", "Topic:T", &["Pub"], "Allow"))
+            .expect("grant");
+        let granted = acl.get_acl("User:carol").expect("read").expect("acl");
+        assert_eq!(acl.cached_acl("User:carol"), Some(Some(granted)));
+        acl.delete_user("carol").expect("delete");
+        assert_eq!(acl.get_user("carol").expect("read"), None);
+        assert_eq!(acl.get_acl("User:carol").expect("read"), None);
+
+        // A slave copying its master's users replaces what was cached.
+        acl.replace_all(&[user("dave", Some("x"))], &[])
+            .expect("replace");
+        assert!(acl.get_user("dave").expect("read").is_some());
+        acl.replace_all(&[], &[]).expect("replace");
+        assert_eq!(acl.get_user("dave").expect("read"), None);
     }
 
     #[test]

@@ -38,7 +38,8 @@ pub struct BrokerAuthMetadata {
 }
 
 impl BrokerAuthMetadata {
-    /// The user from the store, else from the config (off the async workers: RocksDB).
+    /// The user from the store, else from the config: from the ACL manager's cache, else read
+    /// off the async workers (RocksDB).
     pub fn lookup(&self, username: &str) -> BoxFuture<Result<Option<UserInfo>, Refusal>> {
         let broker = broker(&self.inner);
         let from_config = self
@@ -49,6 +50,9 @@ impl BrokerAuthMetadata {
         let name = username.to_string();
         Box::pin(async move {
             let broker = broker?;
+            if let Some(hit) = broker.acl.cached_user(&name) {
+                return Ok(hit.or(from_config));
+            }
             let stored = tokio::task::spawn_blocking(move || broker.acl.get_user(&name))
                 .await
                 .map_err(|e| Refusal::system_error(format!("user lookup task failed: {e}")))?
@@ -77,10 +81,13 @@ impl AuthMetadata for BrokerAuthMetadata {
         let subject = subject.to_string();
         Box::pin(async move {
             let broker = broker?;
-            let info = tokio::task::spawn_blocking(move || broker.acl.get_acl(&subject))
-                .await
-                .map_err(|e| Refusal::system_error(format!("ACL lookup task failed: {e}")))?
-                .map_err(Refusal::from)?;
+            let info = match broker.acl.cached_acl(&subject) {
+                Some(hit) => hit,
+                None => tokio::task::spawn_blocking(move || broker.acl.get_acl(&subject))
+                    .await
+                    .map_err(|e| Refusal::system_error(format!("ACL lookup task failed: {e}")))?
+                    .map_err(Refusal::from)?,
+            };
             match info {
                 None => Ok(None),
                 Some(info) => Acl::parse(&info)
