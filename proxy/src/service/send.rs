@@ -99,11 +99,16 @@ impl Service {
             SEND_ATTEMPTS
         };
         let mut attempt = 0;
+        // The failure of the last set tried: answered when no other set is left.
+        let mut last: Option<pb::Status> = None;
         let (broker, r) = loop {
             attempt += 1;
             let route = self.route(&out.topic).await?;
             check_type(&out, &self.topic_types(&out.topic, &route).await)?;
-            let (broker, queue_id) = self.pick_queue(&out, &route, &tried)?;
+            let (broker, queue_id) = match self.pick_queue(&out, &route, &tried) {
+                Ok(pick) => pick,
+                Err(s) => return Err(last.unwrap_or(s)),
+            };
             tried.push(broker.clone());
             let addr = match self.master_of(&route, &broker) {
                 Ok(addr) => addr,
@@ -111,6 +116,7 @@ impl Service {
                     self.meta.faults.failed(&broker);
                     self.forget_route(&out.topic);
                     if attempt < attempts {
+                        last = Some(s);
                         continue;
                     }
                     return Err(s);
@@ -136,6 +142,7 @@ impl Service {
                         return Err(failed);
                     }
                     tracing::debug!(broker, error = %e, "send failed, trying another broker set");
+                    last = Some(failed);
                 }
             }
         };
