@@ -18,3 +18,33 @@ mod rocketmq_conf;
 
 #[path = "../support/mod.rs"]
 mod support;
+
+/// Runs `rocketraft cluster up` with `args` plus the controller and broker settings that make a
+/// failover take seconds (2 s heartbeat timeouts, quick scans and syncs); asserts it succeeded.
+fn quick_failover_up(mut args: Vec<&str>) -> std::process::Output {
+    for c in [
+        "heartbeat_timeout_ms = 2000",
+        "scan_interval_ms = 200",
+        "raft.heartbeat_interval_ms = 100",
+    ] {
+        args.extend(["--extra-controller-config", c]);
+    }
+    for c in [
+        "controller_heartbeat_interval_ms = 300",
+        "controller_heartbeat_timeout_ms = 2000",
+        "sync_controller_metadata_period_ms = 500",
+        "check_sync_state_set_period_ms = 200",
+    ] {
+        args.extend(["--extra-broker-config", c]);
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rocketraft"))
+        .args(&args)
+        .output()
+        .expect("cluster up");
+    assert!(
+        out.status.success(),
+        "cluster up: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}

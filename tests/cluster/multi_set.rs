@@ -275,7 +275,7 @@ async fn two_broker_sets_share_topics_and_survive_a_failover_in_one() {
     let _turn = crate::support::file_turn(module_path!());
     let started = Instant::now();
     let cluster = Cluster(tempfile::tempdir().expect("tempdir"));
-    let mut up = vec![
+    let up = vec![
         "--threads",
         "1",
         "cluster",
@@ -295,30 +295,7 @@ async fn two_broker_sets_share_topics_and_survive_a_failover_in_one() {
         "--timeout-secs",
         "60",
     ];
-    for c in [
-        "heartbeat_timeout_ms = 2000",
-        "scan_interval_ms = 200",
-        "raft.heartbeat_interval_ms = 100",
-    ] {
-        up.extend(["--extra-controller-config", c]);
-    }
-    for c in [
-        "controller_heartbeat_interval_ms = 300",
-        "controller_heartbeat_timeout_ms = 2000",
-        "sync_controller_metadata_period_ms = 500",
-        "check_sync_state_set_period_ms = 200",
-    ] {
-        up.extend(["--extra-broker-config", c]);
-    }
-    let out = Command::new(env!("CARGO_BIN_EXE_rocketraft"))
-        .args(&up)
-        .output()
-        .expect("cluster up");
-    assert!(
-        out.status.success(),
-        "cluster up: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = crate::quick_failover_up(up);
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(
         said.contains("broker sets broker-a with 2 replicas, broker-b with 2 replicas"),

@@ -130,7 +130,7 @@ async fn drain(client: &mut MessagingServiceClient<Channel>) -> Vec<String> {
 async fn the_proxy_follows_a_failover_and_loses_no_acknowledged_message() {
     let _turn = crate::support::file_turn(module_path!());
     let cluster = Cluster(tempfile::tempdir().expect("tempdir"));
-    let mut up = vec![
+    let up = vec![
         "--threads",
         "2",
         "cluster",
@@ -146,30 +146,7 @@ async fn the_proxy_follows_a_failover_and_loses_no_acknowledged_message() {
         "--timeout-secs",
         "60",
     ];
-    for c in [
-        "heartbeat_timeout_ms = 2000",
-        "scan_interval_ms = 200",
-        "raft.heartbeat_interval_ms = 100",
-    ] {
-        up.extend(["--extra-controller-config", c]);
-    }
-    for c in [
-        "controller_heartbeat_interval_ms = 300",
-        "controller_heartbeat_timeout_ms = 2000",
-        "sync_controller_metadata_period_ms = 500",
-        "check_sync_state_set_period_ms = 200",
-    ] {
-        up.extend(["--extra-broker-config", c]);
-    }
-    let out = Command::new(env!("CARGO_BIN_EXE_rocketraft"))
-        .args(&up)
-        .output()
-        .expect("cluster up");
-    assert!(
-        out.status.success(),
-        "cluster up: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    crate::quick_failover_up(up);
     let file: Value = serde_json::from_slice(
         &std::fs::read(cluster.0.path().join("cluster.json")).expect("cluster.json"),
     )
