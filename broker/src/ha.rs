@@ -1030,8 +1030,6 @@ pub fn decode_epochs(body: &[u8]) -> Result<Vec<EpochEntry>, FrameError> {
         .collect())
 }
 
-/// A transfer frame's 36-byte header: `state (2)`, `bodySize` (at most [`MAX_FRAME_BODY`]),
-/// offset, epoch, epoch start, confirm offset.
 /// The master's next queue offsets at `at` (`(topic, queue id, next queue offset)`), in a
 /// frame with the transfer head's layout and state [`STATE_QUEUE_OFFSETS`]; each queue is a
 /// big-endian u16 topic length, the topic's UTF-8 bytes, an i32 queue id and an i64 offset.
@@ -1081,13 +1079,22 @@ pub fn decode_queue_offsets(body: &[u8]) -> Result<Vec<(String, i32, i64)>, Fram
             .get(at + 2..at + 2 + len)
             .and_then(|b| std::str::from_utf8(b).ok())
             .ok_or(cut.clone())?;
-        let rest = body.get(at + 2 + len..at + 14 + len).ok_or(cut)?;
-        out.push((topic.to_string(), be_i32(rest, 0), be_i64(rest, 4)));
+        let rest = body.get(at + 2 + len..at + 14 + len).ok_or(cut.clone())?;
+        let (queue_id, next) = (be_i32(rest, 0), be_i64(rest, 4));
+        if queue_id < 0
+            || next < 0
+            || rocketraft_common::topic::validate_stored_topic_name(topic).is_err()
+        {
+            return Err(cut);
+        }
+        out.push((topic.to_string(), queue_id, next));
         at += 14 + len;
     }
     Ok(out)
 }
 
+/// A transfer frame's 36-byte header: `state (2)`, `bodySize` (at most [`MAX_FRAME_BODY`]),
+/// offset, epoch, epoch start, confirm offset.
 pub fn parse_transfer_head(frame: &[u8]) -> Result<TransferHead, FrameError> {
     exact(frame, TRANSFER_HEAD_LEN)?;
     expect_state(be_i32(frame, 0), STATE_TRANSFER)?;
@@ -1629,6 +1636,35 @@ fn report_frame(offset: i64) -> Vec<u8> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn queue_offsets_round_trip_and_bad_entries_are_refused() {
+        let queues = vec![
+            ("TopicA".to_string(), 0, 7),
+            ("%LMQ%$Parent$lite".to_string(), 0, 3),
+        ];
+        let frame = queue_offsets_frame(42, &queues);
+        assert_eq!(
+            parse_queue_offsets_head(&frame[..TRANSFER_HEAD_LEN]).expect("head"),
+            Some((frame.len() - TRANSFER_HEAD_LEN, 42))
+        );
+        assert_eq!(
+            decode_queue_offsets(&frame[TRANSFER_HEAD_LEN..]).expect("body"),
+            queues
+        );
+        for bad in [
+            ("TopicA", -1, 7),
+            ("TopicA", 0, -7),
+            ("", 0, 7),
+            ("bad topic", 0, 7),
+        ] {
+            let frame = queue_offsets_frame(0, &[(bad.0.to_string(), bad.1, bad.2)]);
+            assert!(
+                decode_queue_offsets(&frame[TRANSFER_HEAD_LEN..]).is_err(),
+                "{bad:?} accepted"
+            );
+        }
+    }
 
     #[test]
     fn frames_parse_what_the_encoders_write() {

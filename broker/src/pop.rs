@@ -1106,8 +1106,8 @@ impl PopService {
     /// [`POP_COPY_OF`]): the message stays in flight with the same pop time and deadline, so
     /// its receipt handle keeps working (ack, ChangeInvisibleTime, send-back), and a revive
     /// re-puts the copy once. Nothing is put into the message's own queue, so no consumer
-    /// gets it again. Returns how many were copied; stops at the first failure (retried next
-    /// round).
+    /// gets it again. Returns how many were copied; a message the store refuses as illegal is
+    /// skipped, any other failure stops the round (retried next round).
     pub async fn roll_below(&self, inner: &BrokerInner, limit: i64) -> usize {
         if self.ensure_rebuilt(inner).await.is_err() {
             return 0;
@@ -1131,6 +1131,12 @@ impl PopService {
             match self.roll_one(inner, &key, offset, limit).await {
                 Ok(true) => rolled += 1,
                 Ok(false) => {}
+                // This message cannot be copied (e.g. its properties with the checkpoint are
+                // too long): it keeps its segment, the others still move.
+                Err(Refusal { code, remark: why }) if code == response_code::MESSAGE_ILLEGAL => {
+                    tracing::warn!(code, %why, group = %key.0, topic = %key.1, queue = key.2, offset, "a message in flight cannot be copied forward; its segment stays until it is acked or revived");
+                }
+                // The store refuses writes: retried next round.
                 Err(Refusal { code, remark: why }) => {
                     tracing::warn!(code, %why, group = %key.0, topic = %key.1, queue = key.2, offset, "cannot copy a message in flight forward; will retry");
                     break;

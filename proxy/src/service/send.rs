@@ -92,8 +92,9 @@ impl Service {
     async fn send_one(&self, message: &pb::Message) -> Result<pb::SendResultEntry, pb::Status> {
         let out = check_message(message, self.config.max_body_size)?;
         let mut tried: Vec<String> = Vec::new();
-        // A message group stays on its queue; others try up to SEND_ATTEMPTS broker sets.
-        let attempts = if out.group.is_some() {
+        // A message group (or a lite topic) stays on its queue; others try up to SEND_ATTEMPTS
+        // broker sets.
+        let attempts = if placement_key(&out).is_some() {
             1
         } else {
             SEND_ATTEMPTS
@@ -173,8 +174,9 @@ impl Service {
         })
     }
 
-    /// The broker set and queue a message goes to: a FIFO message group's queue by hash over
-    /// every set's writable queues (so a group keeps its queue and order), else the next in
+    /// The broker set and queue a message goes to: a FIFO message group's (or a lite topic's)
+    /// queue by hash over every set's writable queues (so a group keeps its queue and order,
+    /// and a lite topic its one broker set's queue), else the next in
     /// round robin among the sets with a master that did not fail lately and are not in
     /// `tried` (see [`rocketraft_remoting::api_produce`]).
     fn pick_queue(
@@ -184,8 +186,8 @@ impl Service {
         tried: &[String],
     ) -> Result<(String, i32), pb::Status> {
         let writable = writable_queues(route);
-        let pick = match out.group {
-            Some(group) => group_queue(&writable, group).cloned(),
+        let pick = match placement_key(out) {
+            Some(key) => group_queue(&writable, key).cloned(),
             None => self
                 .meta
                 .faults
@@ -198,6 +200,14 @@ impl Service {
             )
         })
     }
+}
+
+/// What pins a message to one queue across broker sets: its FIFO message group, else its lite
+/// topic (stored in that broker set's queue of the lite topic, which one consumer reads in
+/// order).
+fn placement_key<'a>(out: &Outgoing<'a>) -> Option<&'a str> {
+    out.group
+        .or_else(|| out.sys.lite_topic.as_deref().filter(|l| !l.is_empty()))
 }
 
 /// A half message's transaction id: where the broker stored it, its message id, and whether it
