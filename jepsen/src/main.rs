@@ -8,6 +8,11 @@
 //!   budget and nothing else failed), 3 when the harness itself failed (cluster not ready,
 //!   missing tools, interrupted).
 //!
+//! - `matrix`: `run` for every workload under every nemesis on its own and under `all`, a few
+//!   seeds each, into one table (`matrix.md`, `matrix.json`) and the runs' reports
+//!   ([`matrix`]). Exit 1 if any verdict is INVALID, 3 if a cell could not run, 2 if one is
+//!   UNKNOWN.
+//!
 //! With the default `--strategy race` the counterexample of an invalid history comes from the
 //! search order that answered first, so it may differ between runs; `--strategy real-time` (or
 //! `required-first`) makes it reproducible.
@@ -24,6 +29,8 @@ use rocketraft_jepsen::linearizability::{
 use rocketraft_jepsen::model::{ModelName, UnknownModel};
 use rocketraft_jepsen::report::FaultTableError;
 use rocketraft_jepsen::{check_text, Checked};
+
+mod matrix;
 
 /// Exit code when the input cannot be read or checked.
 const EXIT_UNREADABLE: u8 = 3;
@@ -141,6 +148,40 @@ enum Command {
         /// The run's verdicts.json.
         file: PathBuf,
     },
+    /// Runs every workload under every nemesis on its own and under `all`, a few seeds each
+    /// (one `run` per cell, needs root), and writes matrix.md / matrix.json and every run's
+    /// report under --out. Exit 1 if any verdict is INVALID, 3 if a cell could not run (no
+    /// verdict, or stopped by the guard), 2 if one is UNKNOWN.
+    Matrix {
+        /// Comma-separated workloads [default: queue,controller,raft-kv].
+        #[arg(long, value_delimiter = ',')]
+        workloads: Vec<String>,
+        /// Comma-separated nemeses [default: each nemesis of `run` on its own, then all].
+        #[arg(long, value_delimiter = ',')]
+        nemeses: Vec<String>,
+        /// Seeds per cell: --first-seed, --first-seed + 1, ...
+        #[arg(long, default_value_t = 2)]
+        seeds: u64,
+        /// The first seed.
+        #[arg(long, default_value_t = 1)]
+        first_seed: u64,
+        /// Seconds of workload under faults per run.
+        #[arg(long, default_value_t = 300)]
+        time_limit: u64,
+        /// Wall-clock limit of one run (start-up, recovery, drain and checks included); past
+        /// it the run gets SIGTERM [default: time limit + 900 s].
+        #[arg(long)]
+        guard_secs: Option<u64>,
+        /// Output directory: the table and one report directory per cell.
+        #[arg(long)]
+        out: PathBuf,
+        /// Skip cells whose report already has a verdict (cells that failed run again).
+        #[arg(long)]
+        resume: bool,
+        /// The rocketraft binary, passed to every run.
+        #[arg(long = "bin")]
+        bin: Option<PathBuf>,
+    },
 }
 
 fn parse_model(text: &str) -> Result<ModelName, UnknownModel> {
@@ -178,7 +219,9 @@ fn init_tracing() {
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("warn,rocketraft_remoting=error")
+                tracing_subscriber::EnvFilter::new(
+                    "warn,rocketraft_remoting=error,rocketraft_jepsen::matrix=info",
+                )
             }),
         )
         .init();
@@ -302,6 +345,57 @@ fn main() -> ExitCode {
             run_harness(options)
         }
         Command::Faults { markdown, file } => print_faults(markdown, &file),
+        Command::Matrix {
+            workloads,
+            nemeses,
+            seeds,
+            first_seed,
+            time_limit,
+            guard_secs,
+            out,
+            resume,
+            bin,
+        } => {
+            let or_all = |given: Vec<String>, all: &[&str]| {
+                if given.is_empty() {
+                    all.iter().map(|s| s.to_string()).collect()
+                } else {
+                    given
+                }
+            };
+            let harness = match std::env::current_exe() {
+                Ok(exe) => exe,
+                Err(error) => {
+                    eprintln!("rocketraft-jepsen matrix: cannot find this executable: {error}");
+                    return ExitCode::from(EXIT_UNREADABLE);
+                }
+            };
+            let options = matrix::MatrixOptions {
+                workloads: or_all(workloads, &matrix::WORKLOADS),
+                nemeses: or_all(nemeses, &matrix::NEMESES),
+                seeds: (first_seed..first_seed.saturating_add(seeds)).collect(),
+                time_limit: Duration::from_secs(time_limit),
+                guard: Duration::from_secs(guard_secs.unwrap_or(time_limit.saturating_add(900))),
+                out,
+                resume,
+                bin,
+                harness,
+                command: std::iter::once("rocketraft-jepsen".to_string())
+                    .chain(std::env::args().skip(1))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            };
+            match matrix::run(&options) {
+                Ok(rows) => {
+                    print!("{}", matrix::markdown(&rows, &options.command));
+                    ExitCode::from(matrix::exit_code(&rows))
+                }
+                Err(error) => {
+                    eprintln!("rocketraft-jepsen matrix: {error:#}");
+                    ExitCode::from(EXIT_UNREADABLE)
+                }
+            }
+        }
     }
 }
 
