@@ -1,7 +1,8 @@
 //! The harness against real `rocketraft` processes (root, network namespaces, FUSE): smoke runs
 //! of every workload under faults, issue 22's failover bounds at default timing, a deliberately
-//! broken build caught, raft-kv, and power cuts on a LazyFs mount. Without root, network
-//! namespaces or FUSE a test says why and passes (the power-loss tests fail without FUSE).
+//! broken build caught, raft-kv, a tiny fault matrix, and power cuts on a LazyFs mount. Without
+//! root, network namespaces or FUSE a test says why and passes (the power-loss tests fail
+//! without FUSE).
 //!
 //! The tests share one private network (10.77.0.x) and one machine: they take one lock
 //! ([`support`]).
@@ -9,6 +10,7 @@
 mod broken_build;
 mod harness_failover;
 mod harness_smoke;
+mod matrix;
 mod power_loss;
 mod raft_kv;
 mod support;
