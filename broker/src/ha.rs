@@ -22,7 +22,9 @@
 //!   offset to start over. A queue that a start-over left with no entry (its records before
 //!   the cut, their queue files gone to retention) starts at that offset instead of 0, so its
 //!   offsets are the master's before the master's next record of it, and a promotion goes on
-//!   from them. Not persisted by the slave: told again at every connection.
+//!   from them. The slave persists where such a queue starts (its ConsumeQueue file, with
+//!   blanks before that offset), so that it still knows after a restart while its master is
+//!   down; the master tells it again at every connection.
 //!
 //! After the master's handshake the slave finds the last offset it shares with the master (the
 //! highest epoch both have with the same start) and truncates its divergent tail before its

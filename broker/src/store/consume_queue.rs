@@ -3,6 +3,12 @@
 //! order. Files live under `consumequeue/{topic}/{queueId}/`, hold `entries_per_file` entries
 //! and are named by their first byte offset (entry index * 20), as in RocketMQ.
 //!
+//! **A queue that starts past 0** (a replica told by its master where a queue with no entry
+//! left goes on, [`ConsumeQueue::start_empty_at`]) fills the slots of its first file before its
+//! start with blank entries, as RocketMQ's `fillPreBlank` does (`commitLogOffset 0`, `size
+//! i32::MAX`, `tagsCode 0`): on load the blanks give the queue's min, and its max even before a
+//! first entry comes. A blank is never an entry: every reader sees it as an empty slot.
+//!
 //! Only the store's writer appends and truncates; an entry is published by storing the new max
 //! offset with release ordering after its bytes are written, and readers load it with acquire
 //! ordering before reading entries below it.
@@ -63,9 +69,27 @@ impl CqEntry {
         }
     }
 
-    /// A written entry; an all-zero slot is not.
+    /// A slot before a queue's start ([`ConsumeQueue::start_empty_at`]; RocketMQ's
+    /// `fillPreBlank` writes the same bytes).
+    pub const BLANK: CqEntry = CqEntry {
+        commit_log_offset: 0,
+        size: i32::MAX,
+        tags_code: 0,
+    };
+
+    /// A written entry; an all-zero slot and a blank ([`CqEntry::BLANK`]) are not.
     pub fn is_valid(&self) -> bool {
-        self.commit_log_offset >= 0 && self.size > 0
+        self.commit_log_offset >= 0 && self.size > 0 && !self.is_blank()
+    }
+
+    /// A slot before a queue's start: no record has this size.
+    pub fn is_blank(&self) -> bool {
+        *self == CqEntry::BLANK
+    }
+
+    /// A slot the writer wrote: an entry or a blank.
+    fn is_written(&self) -> bool {
+        self.is_valid() || self.is_blank()
     }
 
     /// The CommitLog offset just past the record.
@@ -139,7 +163,7 @@ fn open_files(dir: &Path, file_bytes: u64) -> io::Result<Vec<Arc<MappedFile>>> {
         let Some(last) = files.last() else { break };
         // SAFETY: no writer or reader exists yet.
         let first = CqEntry::decode(unsafe { last.slice(0, CQ_UNIT_SIZE) });
-        if first.is_valid() {
+        if first.is_written() {
             break;
         }
         let path = last.path().to_path_buf();
@@ -153,8 +177,9 @@ fn open_files(dir: &Path, file_bytes: u64) -> io::Result<Vec<Arc<MappedFile>>> {
     Ok(files)
 }
 
-/// The queue offsets loaded files hold: from the first file's first slot to the first slot of
-/// the last file that is not a valid entry. `(0, 0)` without files.
+/// The queue offsets loaded files hold: from the first file's first slot that is not a blank
+/// (see [`leading_blanks`]) to the first slot of the last file that was not written (neither an
+/// entry nor a blank). `(0, 0)` without files.
 fn offset_range(files: &[Arc<MappedFile>], entries_per_file: u64) -> (i64, i64) {
     match (files.first(), files.last()) {
         (Some(first), Some(last)) => {
@@ -163,18 +188,53 @@ fn offset_range(files: &[Arc<MappedFile>], entries_per_file: u64) -> (i64, i64) 
             while (n as u64) < entries_per_file {
                 // SAFETY: no writer or reader exists yet; n * 20 + 20 <= file size.
                 let e = CqEntry::decode(unsafe { last.slice(n * CQ_UNIT_SIZE, CQ_UNIT_SIZE) });
-                if !e.is_valid() {
+                if !e.is_written() {
                     break;
                 }
                 n += 1;
             }
             (
-                (first.start_offset() / CQ_UNIT_SIZE as u64) as i64,
+                (first.start_offset() / CQ_UNIT_SIZE as u64) as i64
+                    + leading_blanks(first, entries_per_file),
                 base + n as i64,
             )
         }
         _ => (0, 0),
     }
+}
+
+/// How many blanks open `file` (only a queue's first file has any: the slots before where it
+/// started, see [`ConsumeQueue::start_empty_at`]). The caller is the writer (or recovery): only
+/// it writes blanks, and never rewrites them.
+fn leading_blanks(file: &MappedFile, entries_per_file: u64) -> i64 {
+    let mut n = 0;
+    while (n as u64) < entries_per_file {
+        // SAFETY: n * 20 + 20 <= file size; blanks are below the queue's min, which no
+        // truncation goes under, and only the writer (the caller) writes them.
+        let e = CqEntry::decode(unsafe { file.slice(n * CQ_UNIT_SIZE, CQ_UNIT_SIZE) });
+        if !e.is_blank() {
+            break;
+        }
+        n += 1;
+    }
+    n as i64
+}
+
+/// Writes a ConsumeQueue file of `file_bytes` at `path` whose first `blank_bytes` are blanks
+/// ([`CqEntry::BLANK`]) and the rest zero, and syncs it.
+fn write_blanks(path: &Path, file_bytes: u64, blank_bytes: usize) -> io::Result<()> {
+    use std::io::Write;
+    let mut file = fs::File::create(path)?;
+    file.set_len(file_bytes)?;
+    let unit = CqEntry::BLANK.encode();
+    let chunk: Vec<u8> = unit.repeat(4096);
+    let mut left = blank_bytes;
+    while left > 0 {
+        let n = left.min(chunk.len());
+        file.write_all(&chunk[..n])?;
+        left -= n;
+    }
+    file.sync_all()
 }
 
 impl ConsumeQueue {
@@ -419,9 +479,12 @@ impl ConsumeQueue {
     pub fn start_over_at(&self, commitlog_offset: i64) -> io::Result<()> {
         let keep = {
             let files = self.files.read();
-            let first = files
-                .first()
-                .map_or(0, |f| (f.start_offset() / CQ_UNIT_SIZE as u64) as i64);
+            // The first slot that may hold an entry: past the blanks of a queue that started
+            // past 0 (they come before every entry, and are no entry to keep).
+            let first = files.first().map_or(0, |f| {
+                (f.start_offset() / CQ_UNIT_SIZE as u64) as i64
+                    + leading_blanks(f, self.entries_per_file)
+            });
             let shared = |index: i64| {
                 self.locate_in(&files, index)
                     .map(|(f, pos)| {
@@ -477,17 +540,52 @@ impl ConsumeQueue {
 
     /// For a replica whose master says this queue's next record gets queue offset `next`: a
     /// queue with no entry left (emptied by a start-over, or every entry below its min) and a
-    /// max below `next` is emptied ([`Self::clear`]) and starts at `next` (min = max = `next`;
-    /// the file of the next entry is created with it). Whether it moved. Writer only.
+    /// max below `next` starts at `next` (min = max = `next`). Whether it moved. Writer only.
+    ///
+    /// Persisted, so that a replica restarted while its master is down (and then elected) goes
+    /// on from `next`, not from 0: the file holding `next` is written first under another name
+    /// (which loading removes as stray) with blanks in its slots before `next` and synced; then
+    /// the queue's old files go (newest first; they hold no entry) and the new file takes its
+    /// name (replacing an old file of that name at once), and the directory is synced. A crash
+    /// in between leaves the queue at its old max or empty (as before the master's word, which
+    /// it repeats at every connection), never a wrong offset.
     pub fn start_empty_at(&self, next: i64) -> io::Result<bool> {
         if self.min_offset() < self.max_offset() || self.max_offset() >= next {
             return Ok(false);
         }
-        self.clear()?;
-        let _files = self.files.write();
-        self.flushed_offset.store(next, Ordering::Release);
-        self.min_offset.store(next, Ordering::Release);
+        let file_bytes = self.file_bytes();
+        let byte = next as u64 * CQ_UNIT_SIZE as u64;
+        let start = byte - byte % file_bytes;
+        create_dir_all_durable(&self.dir)?;
+        let path = self.dir.join(file_name(start));
+        let seeded = self.dir.join(format!("{}.seed", file_name(start)));
+        if let Err(e) = write_blanks(&seeded, file_bytes, (byte - start) as usize) {
+            let _ = fs::remove_file(&seeded);
+            return Err(e);
+        }
+        // Readers see no entry from here on (min = max, under the exclusive lock), and none
+        // of the files being replaced.
+        let mut files = self.files.write();
         self.max_offset.store(next, Ordering::Release);
+        self.min_offset.store(next, Ordering::Release);
+        self.flushed_offset.store(next, Ordering::Release);
+        while let Some(old) = files.pop() {
+            if old.path() == path {
+                continue;
+            }
+            match fs::remove_file(old.path()) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        fs::rename(&seeded, &path)?;
+        sync_dir(&self.dir)?;
+        files.push(Arc::new(MappedFile::open(
+            &path,
+            start,
+            file_bytes as usize,
+        )?));
         Ok(true)
     }
 
@@ -750,6 +848,68 @@ mod tests {
         assert_eq!(cq.max_offset(), 2);
         assert_eq!(cq.entry(1), Some(e(100)));
         assert_eq!(cq.entry(2), None);
+    }
+
+    #[test]
+    fn a_queue_started_past_0_keeps_its_start_across_a_reload() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let qdir = dir.path().join("T").join("0");
+        // No file yet: it starts at 7, in the file of entries 4..8, after three blanks.
+        let cq = ConsumeQueue::new(dir.path(), "T", 0, 4);
+        assert!(cq.start_empty_at(7).expect("seed"));
+        assert!(!cq.start_empty_at(7).expect("again"), "already there");
+        assert_eq!((cq.min_offset(), cq.max_offset()), (7, 7));
+        drop(cq);
+        let names: Vec<String> = fs::read_dir(&qdir)
+            .expect("dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().to_string())
+            .collect();
+        assert_eq!(
+            names,
+            vec![file_name(80)],
+            "only the seeded file, by its name"
+        );
+        let cq = ConsumeQueue::load(dir.path(), "T", 0, 4).expect("load");
+        assert_eq!((cq.min_offset(), cq.max_offset()), (7, 7));
+        assert_eq!(cq.entry(6), None, "a blank is no entry");
+        cq.append(7, e(700)).expect("append");
+        cq.append(8, e(800)).expect("append");
+        cq.flush().expect("flush");
+        drop(cq);
+        let cq = ConsumeQueue::load(dir.path(), "T", 0, 4).expect("load");
+        assert_eq!((cq.min_offset(), cq.max_offset()), (7, 9));
+        assert_eq!(cq.entry(7), Some(e(700)));
+        assert_eq!(cq.offset_at(0), 7);
+        // Starting the log over below: the entry of a record that ends at or before the cut is
+        // kept (the blanks before it are not entries to keep).
+        cq.start_over_at(800).expect("start over");
+        assert_eq!((cq.min_offset(), cq.max_offset()), (7, 8));
+        assert_eq!(cq.clean_below(1000).expect("clean"), 0);
+        assert_eq!((cq.min_offset(), cq.max_offset()), (8, 8));
+        drop(cq);
+
+        // A queue with no entry left and its old file (carrying its max 8) starts further on:
+        // the old file goes, the new one holds its blanks.
+        let cq = ConsumeQueue::load(dir.path(), "T", 0, 4).expect("load");
+        cq.clean_below(1000).expect("clean");
+        assert_eq!((cq.min_offset(), cq.max_offset()), (8, 8));
+        assert!(cq.start_empty_at(13).expect("seed"));
+        drop(cq);
+        let cq = ConsumeQueue::load(dir.path(), "T", 0, 4).expect("load");
+        assert_eq!((cq.min_offset(), cq.max_offset()), (13, 13));
+        assert!(!qdir.join(file_name(80)).exists());
+        assert!(qdir.join(file_name(240)).exists());
+        cq.append(13, e(1300)).expect("append");
+        assert_eq!(cq.entry(13), Some(e(1300)));
+        assert_eq!(cq.entry(12), None);
+
+        // A seed left behind by a crash before its rename is removed as stray at load.
+        std::fs::write(qdir.join(format!("{}.seed", file_name(320))), b"x").expect("write");
+        drop(cq);
+        let cq = ConsumeQueue::load(dir.path(), "T", 0, 4).expect("load");
+        assert_eq!((cq.min_offset(), cq.max_offset()), (13, 14));
+        assert!(!qdir.join(format!("{}.seed", file_name(320))).exists());
+        assert!(!CqEntry::BLANK.is_valid() && CqEntry::BLANK.is_blank());
     }
 
     #[test]

@@ -864,7 +864,9 @@ impl Writer {
     /// entry left and a lower max (emptied by a start-over, or behind the master's first
     /// offset) starts empty there, so its max is the master's before the master's next record
     /// of it arrives, and a promotion goes on with the master's queue offsets. Returns how many
-    /// queues moved. Not persisted: the master tells it again at every connection.
+    /// queues moved. Persisted ([`ConsumeQueue::start_empty_at`](super::consume_queue::ConsumeQueue::start_empty_at)
+    /// writes the queue's file before it returns): a replica restarted while its master is down,
+    /// then elected, goes on from there.
     pub(crate) fn seed_queues(
         &mut self,
         at: i64,

@@ -179,22 +179,52 @@ async fn a_slave_behind_the_masters_first_offset_starts_over_there() {
     let fresh = open_store(&dir.path().join("fresh"));
     assert_eq!(fresh.min_phy_offset(), min);
     assert_eq!(fresh.max_phy_offset(), master.max_phy_offset());
-    // The quiet queue's offsets are not on its disk: the master tells them again when the slave
-    // connects, before anything else, and a promoted slave would go on from them.
+    // The master tells the quiet queue's offsets again when the slave connects, before
+    // anything else.
     let fresh_store = fresh.clone();
     follow_while(&fresh, &addr, master.max_phy_offset(), move || {
         fresh_store.get_max_offset_in_queue("Quiet", 0) == 7
     })
     .await;
-    let r = fresh
-        .put_message(BrokerMessage::new(
-            Message::new("Quiet", vec![b'q'; 100]),
-            0,
-        ))
-        .await
-        .expect("put");
-    assert_eq!(r.queue_offset, 7, "the master's next queue offset");
+
+    // The master goes down; the old slave (which seeded the quiet queue when it started over)
+    // is killed and restarted without it: the queue's start is on its disk. Elected, it goes
+    // on with the master's queue offsets, and they stay after another restart.
     server.abort();
+    old.crash_for_test();
+    drop(old);
+    let old = open_store(&dir.path().join("old"));
+    assert_eq!(old.min_phy_offset(), min);
+    assert_eq!(
+        old.get_max_offset_in_queue("Quiet", 0),
+        7,
+        "seeded max kept"
+    );
+    assert_eq!(old.get_min_offset_in_queue("Quiet", 0), 7);
+    assert_eq!(old.get_max_offset_in_queue("T", 0), cq_max);
+    for store in [&old, &fresh] {
+        let r = store
+            .put_message(BrokerMessage::new(
+                Message::new("Quiet", b"after the restart".to_vec()),
+                0,
+            ))
+            .await
+            .expect("put");
+        assert_eq!(r.queue_offset, 7, "the master's next queue offset");
+    }
+    old.shutdown().expect("shutdown");
+    drop(old);
+    let old = open_store(&dir.path().join("old"));
+    assert_eq!(old.get_min_offset_in_queue("Quiet", 0), 7);
+    assert_eq!(old.get_max_offset_in_queue("Quiet", 0), 8);
+    let got = old.get_messages("g", "Quiet", 0, 7, 10, 1 << 20, &|_| true);
+    assert_eq!(got.status, GetMessageStatus::Found);
+    assert_eq!(got.message_queue_offsets, vec![7]);
+    let read = rocketraft_common::message::decode_messages(&got.messages[0]).expect("a record");
+    assert_eq!(
+        read[0].message.body.as_ref(),
+        b"after the restart".as_slice()
+    );
 }
 
 /// Serves `store` as the master of `epoch` on a fresh port; returns its HA address and task.
@@ -274,7 +304,19 @@ async fn a_replica_starting_over_below_its_first_offset_learns_the_queue_offsets
         old.get_max_offset_in_queue("T", 0),
         new.get_max_offset_in_queue("T", 0)
     );
-    // Elected now, it goes on with the master's queue offsets.
+    // Killed and restarted while its master is down (the queue's start is in the middle of a
+    // queue file: blanks before it), then elected, it goes on with the master's queue offsets.
+    new_server.abort();
+    old.crash_for_test();
+    drop(old);
+    let old = open_store_with(&dir.path().join("old"), 4);
+    assert_eq!(
+        old.get_max_offset_in_queue("Quiet", 0),
+        6,
+        "seeded max kept"
+    );
+    assert_eq!(old.get_min_offset_in_queue("Quiet", 0), 6);
+    assert_eq!(old.max_phy_offset(), new.max_phy_offset());
     let r = old
         .put_message(BrokerMessage::new(
             Message::new("Quiet", vec![b'q'; 100]),
@@ -285,7 +327,14 @@ async fn a_replica_starting_over_below_its_first_offset_learns_the_queue_offsets
     assert_eq!(r.queue_offset, 6, "the master's next queue offset");
     assert_eq!(old.get_min_offset_in_queue("Quiet", 0), 6);
     assert_eq!(old.get_max_offset_in_queue("Quiet", 0), 7);
-    new_server.abort();
+    old.shutdown().expect("shutdown");
+    drop(old);
+    let old = open_store_with(&dir.path().join("old"), 4);
+    assert_eq!(old.get_min_offset_in_queue("Quiet", 0), 6);
+    assert_eq!(old.get_max_offset_in_queue("Quiet", 0), 7);
+    let got = old.get_messages("g", "Quiet", 0, 6, 10, 1 << 20, &|_| true);
+    assert_eq!(got.status, GetMessageStatus::Found);
+    assert_eq!(got.message_queue_offsets, vec![6]);
 }
 
 // ------------------------------------------------------------------------------------------
