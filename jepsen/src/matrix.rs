@@ -22,6 +22,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -555,6 +556,11 @@ fn run_cell(options: &MatrixOptions, cell: &Cell, dir: &Path) -> anyhow::Result<
         if let Some(status) = child.try_wait().context("cannot wait for the run")? {
             break status;
         }
+        if term_sent.is_none() && STOP.load(Ordering::SeqCst) {
+            tracing::warn!(cell = %cell.dir_name(), "the matrix was stopped: SIGTERM to the run");
+            signal(child.id(), libc::SIGTERM);
+            term_sent = Some(Instant::now());
+        }
         if term_sent.is_none() && started.elapsed() > options.guard {
             tracing::warn!(
                 cell = %cell.dir_name(),
@@ -581,6 +587,24 @@ fn run_cell(options: &MatrixOptions, cell: &Cell, dir: &Path) -> anyhow::Result<
         tracing::warn!(cell = %cell.dir_name(), error = %e, "no nemesis.jsonl");
     }
     Ok(outcome)
+}
+
+/// Set by SIGTERM or SIGINT of the matrix: the running cell is stopped and the matrix ends.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_stop_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// SIGTERM and SIGINT set [`STOP`] instead of ending the matrix at once, so the running
+/// cell's run is told to tear its cluster down first.
+fn catch_stop_signals() {
+    let handler = on_stop_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGTERM, handler);
+        libc::signal(libc::SIGINT, handler);
+    }
 }
 
 /// Sends `signal` to process `pid` (a child of ours).
@@ -619,6 +643,13 @@ pub fn run(options: &MatrixOptions) -> anyhow::Result<Vec<Row>> {
     validate(options)?;
     std::fs::create_dir_all(&options.out)
         .with_context(|| format!("cannot create {}", options.out.display()))?;
+    // The runs hand the report directory to the nodes, which start elsewhere: absolute.
+    let out = std::fs::canonicalize(&options.out)
+        .with_context(|| format!("cannot resolve {}", options.out.display()))?;
+    let options = &MatrixOptions {
+        out,
+        ..options.clone()
+    };
     let all = cells(&options.workloads, &options.nemeses, &options.seeds);
     let done: Vec<bool> = all.iter().map(|c| has_verdict(&options.out, c)).collect();
     if !options.resume {
@@ -630,6 +661,7 @@ pub fn run(options: &MatrixOptions) -> anyhow::Result<Vec<Row>> {
             );
         }
     }
+    catch_stop_signals();
     let to_run = done.iter().filter(|d| !**d).count();
     tracing::info!(
         cells = all.len(),
@@ -663,6 +695,18 @@ pub fn run(options: &MatrixOptions) -> anyhow::Result<Vec<Row>> {
         );
         let dir = options.out.join(cell.dir_name());
         let outcome = run_cell(options, cell, &dir)?;
+        if STOP.load(Ordering::SeqCst) {
+            let rows = all
+                .iter()
+                .map(|c| read_row(&options.out, c))
+                .collect::<anyhow::Result<Vec<Row>>>()?;
+            write_table(&options.out, &rows, &options.command)?;
+            bail!(
+                "stopped by a signal during cell {} of {} (rerun with --resume)",
+                i + 1,
+                all.len()
+            );
+        }
         ran += 1;
         let row = read_row(&options.out, cell)?;
         tracing::info!(
