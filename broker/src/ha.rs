@@ -24,7 +24,10 @@
 //!   offsets are the master's before the master's next record of it, and a promotion goes on
 //!   from them. The slave persists where such a queue starts (its ConsumeQueue file, with
 //!   blanks before that offset), so that it still knows after a restart while its master is
-//!   down; the master tells it again at every connection.
+//!   down; the master tells it again at every connection. The list goes in as many
+//!   consecutive frames of the same `offset` as it needs (each body at most 1 MiB, whole
+//!   queues: a broker with very many lite topics `%LMQ%...` would pass the 64 MiB frame limit
+//!   in one), which the slave applies one after another.
 //!
 //! After the master's handshake the slave finds the last offset it shares with the master (the
 //! highest epoch both have with the same start) and truncates its divergent tail before its
@@ -80,6 +83,10 @@ const STATE_QUEUE_OFFSETS: i32 = 3;
 const CHUNK_BYTES: usize = 32 * 1024;
 /// Largest frame body a slave accepts (a record is at most a segment, bounded by config).
 const MAX_FRAME_BODY: usize = 64 << 20;
+/// Largest body of one queue offsets frame the master sends: the list of every queue is split
+/// into frames of at most this many bytes (whole queues; one queue is at most 14 + 65,535
+/// bytes), far within [`MAX_FRAME_BODY`] and without one huge buffer per connection.
+const QUEUE_OFFSETS_FRAME_BYTES: usize = 1 << 20;
 /// A slave within this many bytes of the master's end counts as caught up (RocketMQ's
 /// `haMaxGapNotInSync`, 256 KiB).
 const CAUGHT_UP_GAP: i64 = 256 * 1024;
@@ -147,6 +154,9 @@ pub struct HaState {
     /// Notified when the master meets a broker id it does not know: the role manager reads the
     /// set's broker ids from the controller again.
     replica_refresh: Notify,
+    /// The largest body of a queue offsets frame this master sends
+    /// ([`QUEUE_OFFSETS_FRAME_BYTES`]; the tests lower it to force a split).
+    queue_offsets_frame_bytes: std::sync::atomic::AtomicUsize,
 }
 
 struct HaInner {
@@ -289,6 +299,9 @@ impl HaState {
             secret,
             tls,
             replica_refresh: Notify::new(),
+            queue_offsets_frame_bytes: std::sync::atomic::AtomicUsize::new(
+                QUEUE_OFFSETS_FRAME_BYTES,
+            ),
         })
     }
 
@@ -1057,6 +1070,45 @@ fn queue_offsets_frame(at: i64, queues: &[(String, i32, i64)]) -> Vec<u8> {
     frame
 }
 
+/// The master's next queue offsets at `at` in as many queue offsets frames as it takes for
+/// each body to stay within `body_limit` bytes (whole queues, in order; a queue larger than
+/// the limit alone in its frame). One empty frame when there is no queue: the slave learns
+/// there is nothing to seed.
+fn queue_offsets_frames(at: i64, queues: &[(String, i32, i64)], body_limit: usize) -> Vec<Vec<u8>> {
+    let mut frames = Vec::new();
+    let mut from = 0;
+    let mut body = 0;
+    for (i, (topic, _, _)) in queues.iter().enumerate() {
+        let size = 14 + topic.len();
+        if body > 0 && body + size > body_limit {
+            frames.push(queue_offsets_frame(at, &queues[from..i]));
+            from = i;
+            body = 0;
+        }
+        body += size;
+    }
+    if from < queues.len() || frames.is_empty() {
+        frames.push(queue_offsets_frame(at, &queues[from..]));
+    }
+    frames
+}
+
+/// Sends the master's next queue offsets at `at` to a slave (see [`queue_offsets_frames`]).
+async fn send_queue_offsets(
+    ha: &HaState,
+    wr: &mut tokio::io::WriteHalf<Transport>,
+    at: i64,
+) -> std::io::Result<()> {
+    let limit = ha
+        .queue_offsets_frame_bytes
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let queues = ha.store.queue_offsets_at(at);
+    for frame in queue_offsets_frames(at, &queues, limit) {
+        wr.write_all(&frame).await?;
+    }
+    Ok(())
+}
+
 /// Whether a frame head of [`TRANSFER_HEAD_LEN`] bytes is a queue offsets frame; then its
 /// body size and offset.
 pub fn parse_queue_offsets_head(frame: &[u8]) -> Result<Option<(usize, i64)>, FrameError> {
@@ -1331,8 +1383,7 @@ async fn stream_to_slave(
     if next >= ha.store.min_phy_offset() {
         // Where this slave's queues go on, before the records from `next`: a queue a
         // start-over emptied has no other way to learn it until its next record.
-        wr.write_all(&queue_offsets_frame(next, &ha.store.queue_offsets_at(next)))
-            .await?;
+        send_queue_offsets(ha, &mut wr, next).await?;
     }
     loop {
         if reader.is_finished() {
@@ -1359,8 +1410,7 @@ async fn stream_to_slave(
             );
             let (ep, _) = epoch_at(&entries, min, max);
             wr.write_all(&transfer_frame(min, ep, confirm, &[])).await?;
-            wr.write_all(&queue_offsets_frame(min, &ha.store.queue_offsets_at(min)))
-                .await?;
+            send_queue_offsets(ha, &mut wr, min).await?;
             next = min;
             continue;
         }
@@ -1664,6 +1714,139 @@ mod tests {
             assert!(
                 decode_queue_offsets(&frame[TRANSFER_HEAD_LEN..]).is_err(),
                 "{bad:?} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn queue_offsets_split_into_frames_within_the_limit() {
+        let queues: Vec<(String, i32, i64)> = (0..100)
+            .map(|i| (format!("%LMQ%$Parent$lite{i}"), i % 3, i as i64 + 1))
+            .collect();
+        for limit in [1, 64, 200, 1000, QUEUE_OFFSETS_FRAME_BYTES] {
+            let frames = queue_offsets_frames(9, &queues, limit);
+            let mut got = Vec::new();
+            for frame in &frames {
+                let (size, at) = parse_queue_offsets_head(&frame[..TRANSFER_HEAD_LEN])
+                    .expect("head")
+                    .expect("a queue offsets frame");
+                assert_eq!((size, at), (frame.len() - TRANSFER_HEAD_LEN, 9));
+                let part = decode_queue_offsets(&frame[TRANSFER_HEAD_LEN..]).expect("body");
+                assert!(!part.is_empty(), "limit {limit}: an empty frame");
+                assert!(
+                    size <= limit || part.len() == 1,
+                    "limit {limit}: a body of {size} bytes with {} queues",
+                    part.len()
+                );
+                got.extend(part);
+            }
+            assert_eq!(got, queues, "limit {limit}: every queue, in order");
+            let whole = 100 * 14 + queues.iter().map(|q| q.0.len()).sum::<usize>();
+            assert_eq!(frames.len() == 1, limit >= whole, "limit {limit}");
+        }
+        let empty = queue_offsets_frames(9, &[], 64);
+        assert_eq!(empty.len(), 1, "one empty frame: nothing to seed");
+        assert_eq!(empty[0].len(), TRANSFER_HEAD_LEN);
+    }
+
+    /// A master whose queue offsets take many frames (the limit lowered): a fresh replica that
+    /// starts over at the master's first offset seeds every one of its queues.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slave_applies_every_queue_offsets_frame_of_a_split_list() {
+        use crate::store::{BrokerMessage, StoreConfig};
+        use rocketraft_common::message::Message;
+        const SEGMENT: u64 = 64 * 1024;
+        const LITE: usize = 300;
+        let open = |dir: &std::path::Path| {
+            MessageStore::open(StoreConfig {
+                commitlog_segment_size: SEGMENT,
+                pretouch: false,
+                flush_interval_ms: 10,
+                checkpoint_interval_ms: 20,
+                file_reserved_time_secs: Some(1),
+                delete_when: (0..24)
+                    .map(|h| format!("{h:02}"))
+                    .collect::<Vec<_>>()
+                    .join(";"),
+                clean_resource_interval_ms: 3_600_000,
+                delete_commit_log_files_interval_ms: 0,
+                ..StoreConfig::new(dir)
+            })
+            .expect("store")
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let master = open(&dir.path().join("master"));
+        master.append_epoch(1, 0).expect("epoch");
+        // A record in each of many lite topics, then others past them for four segments;
+        // retention deletes the lite topics' records: no queue of them has an entry left.
+        for i in 0..LITE {
+            let topic = format!("%LMQ%$Parent$lite{i}");
+            master
+                .put_message(BrokerMessage::new(Message::new(&topic, vec![b'l'; 10]), 0))
+                .await
+                .expect("put");
+        }
+        while master.max_phy_offset() < 4 * SEGMENT as i64 + 1000 {
+            master
+                .put_message(BrokerMessage::new(Message::new("T", vec![b't'; 1000]), 0))
+                .await
+                .expect("put");
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while master.flushed_phy_offset() < master.max_phy_offset() {
+            assert!(Instant::now() < deadline, "never flushed");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        master.clean_now().expect("cleaning round");
+        let min = master.min_phy_offset();
+        assert!(min >= SEGMENT as i64, "expired segments deleted: min {min}");
+        let queues = master.queue_offsets_at(min);
+        assert_eq!(
+            queues.iter().filter(|q| q.0.starts_with("%LMQ%")).count(),
+            LITE
+        );
+        const LIMIT: usize = 512;
+        let frames = queue_offsets_frames(min, &queues, LIMIT).len();
+        assert!(frames > 10, "the list takes {frames} frames");
+
+        let ha = HaState::new(master.clone());
+        ha.queue_offsets_frame_bytes
+            .store(LIMIT, std::sync::atomic::Ordering::Relaxed);
+        ha.set_master(1, "127.0.0.1:1".into(), 1, 1, BTreeSet::from([1, 2]));
+        ha.renew_lease(Instant::now() + Duration::from_secs(600));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let server = tokio::spawn(serve(listener, ha.clone()));
+
+        let slave = open(&dir.path().join("slave"));
+        let slave_ha = HaState::new(slave.clone());
+        slave_ha.set_slave(1, "127.0.0.1:1".into(), 1, 1, BTreeSet::from([1]));
+        let session = follow_once(&slave_ha, 2, &addr);
+        tokio::pin!(session);
+        let end = master.max_phy_offset();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let outcome = loop {
+            tokio::select! {
+                r = &mut session => break Err(format!("replication ended early: {r:?}")),
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {
+                    if slave.max_phy_offset() >= end {
+                        break Ok(());
+                    }
+                    if Instant::now() > deadline {
+                        break Err(format!("slave at {} of {end} after 20 s", slave.max_phy_offset()));
+                    }
+                }
+            }
+        };
+        server.abort();
+        outcome.expect("the slave caught up");
+        assert_eq!(slave.min_phy_offset(), min, "started over there");
+        for (topic, queue_id, next) in queues.iter().filter(|q| q.0.starts_with("%LMQ%")) {
+            assert_eq!(
+                slave.get_max_offset_in_queue(topic, *queue_id),
+                *next,
+                "{topic}/{queue_id}"
             );
         }
     }
