@@ -27,7 +27,9 @@
 //! the topic; consuming needs `Sub` on the topic and on the group. `Super` users may do
 //! everything; a normal user needs an ACL entry that allows it ([`Acl::decide`]: most specific
 //! resource wins, `Deny` wins ties, no entry means denied). Denied is `FORBIDDEN` (40300) with a
-//! message naming the user, the resource and the action.
+//! message naming the user, the resource and the action. A lite topic's queue
+//! `%LMQ%${parent}${lite}`, named as a topic, is authorized as its parent topic; any other
+//! `%LMQ%` name is `FORBIDDEN`.
 //!
 //! **Stateless.** Users and ACLs live on the brokers (AUTH_GET_USER / AUTH_GET_ACL over
 //! Remoting); the proxy keeps what it fetched for a few seconds ([`AuthConfig::cache_ttl`]),
@@ -409,11 +411,18 @@ impl Auth {
         let acl = self.acl(&subject).await?;
         let ip: Option<IpAddr> = peer.map(|p| p.ip());
         for need in needs {
+            // A lite topic's queue is authorized as its parent; another `%LMQ%` name is
+            // refused (see `rocketraft_common::lite::acl_topic`).
+            let name = match need.kind {
+                ResourceKind::Topic => rocketraft_common::lite::acl_topic(&need.name)
+                    .map_err(|e| forbidden(format!("{subject}: {e}")))?,
+                _ => need.name.as_str(),
+            };
             let decision = acl.as_ref().and_then(|acl| {
                 let decisions: Vec<Option<Decision>> = need
                     .actions
                     .iter()
-                    .map(|a| acl.decide(need.kind, &need.name, *a, ip))
+                    .map(|a| acl.decide(need.kind, name, *a, ip))
                     .collect();
                 if decisions.contains(&Some(Decision::Allow)) {
                     Some(Decision::Allow)
@@ -429,7 +438,7 @@ impl Auth {
                 .map(|a| a.as_str())
                 .collect::<Vec<_>>()
                 .join(" or ");
-            let resource = format!("{}:{}", need.kind.as_str(), need.name);
+            let resource = format!("{}:{name}", need.kind.as_str());
             let why = match decision {
                 Some(Decision::Allow) => continue,
                 Some(Decision::Deny) => "an ACL entry denies it",

@@ -14,6 +14,10 @@
 //! topic it acks. The headerless management codes GET/UPDATE_BROKER_CONFIG (26/25) and
 //! GET_BROKER_EPOCH_CACHE (1007) are among those: RocketMQ lets any signed user read and change
 //! the broker's configuration; here they need a `Super` user.
+//!
+//! A lite topic's queue `%LMQ%${parent}${lite}` is authorized as its parent topic (RocketMQ's
+//! builder checks such a name literally, so a Deny on a parent would not cover its lite topics);
+//! any other `%LMQ%` name is refused to `Normal` users.
 
 use rocketraft_common::acl::{Action, ResourceKind};
 use rocketraft_common::protocol::{from_json_body, HeartbeatData};
@@ -115,10 +119,10 @@ fn present<'a>(request: &'a RemotingCommand, name: &str) -> Option<&'a str> {
 /// request cannot be authorized (a field it needs is missing or its body does not parse).
 pub fn requirement(request: &RemotingCommand, cluster_name: &str) -> Result<Requirement, String> {
     if let Some(needs) = explicit(request)? {
-        return Ok(Requirement::Needs(needs));
+        return Ok(Requirement::Needs(lite_parents(needs)?));
     }
     if let Some(needs) = annotated(request)? {
-        return Ok(Requirement::Needs(needs));
+        return Ok(Requirement::Needs(lite_parents(needs)?));
     }
     if let Some(actions) = cluster_action(request.code) {
         let name = match request.code {
@@ -131,6 +135,23 @@ pub fn requirement(request: &RemotingCommand, cluster_name: &str) -> Result<Requ
         return Ok(Requirement::Needs(Vec::new()));
     }
     Ok(Requirement::Super)
+}
+
+/// Each topic need on a lite topic's queue (`%LMQ%${parent}${lite}`) becomes the same need on
+/// its parent topic ([`rocketraft_common::lite::acl_topic`]): whoever may publish to or
+/// subscribe to the parent may do so to its lite topics, a Deny on the parent covers them, and
+/// any other `%LMQ%` name is refused whoever asks.
+fn lite_parents(mut needs: Vec<Need>) -> Result<Vec<Need>, String> {
+    for need in &mut needs {
+        if need.kind == ResourceKind::Topic {
+            let parent =
+                rocketraft_common::lite::acl_topic(&need.name).map_err(|e| e.to_string())?;
+            if parent.len() != need.name.len() {
+                need.name = parent.to_string();
+            }
+        }
+    }
+    Ok(needs)
 }
 
 /// The cases `DefaultAuthorizationContextBuilder` writes out.
@@ -429,6 +450,43 @@ mod tests {
                 (ResourceKind::Group, "cg".into(), vec![Action::Sub]),
             ]
         );
+    }
+
+    #[test]
+    fn lite_topic_queues_need_rights_on_their_parent() {
+        let pop = RemotingCommand::request(rc::POP_MESSAGE)
+            .with_ext("consumerGroup", "cg")
+            .with_ext("topic", "%LMQ%$chats$room-1");
+        assert_eq!(
+            needs(&pop),
+            vec![
+                (ResourceKind::Group, "cg".into(), vec![Action::Sub]),
+                (ResourceKind::Topic, "chats".into(), vec![Action::Sub]),
+            ]
+        );
+        let send = RemotingCommand::request(rc::SEND_MESSAGE_V2)
+            .with_ext("a", "pg")
+            .with_ext("b", "%LMQ%$chats$room-1");
+        assert_eq!(
+            needs(&send),
+            vec![(ResourceKind::Topic, "chats".into(), vec![Action::Pub])]
+        );
+        let offsets = RemotingCommand::request(rc::UPDATE_CONSUMER_OFFSET)
+            .with_ext("consumerGroup", "cg")
+            .with_ext("topic", "%LMQ%$chats$room-1");
+        assert_eq!(needs(&offsets)[0].1, "chats");
+        // A crafted name is refused before any ACL is looked at.
+        for crafted in [
+            "%LMQ%$chats$a$b",
+            "%LMQ%$$a",
+            "%LMQ%$%RETRY%cg$a",
+            "%LMQ%chats",
+        ] {
+            let pull = RemotingCommand::request(rc::PULL_MESSAGE)
+                .with_ext("consumerGroup", "cg")
+                .with_ext("topic", crafted);
+            assert!(requirement(&pull, "C").is_err(), "{crafted} accepted");
+        }
     }
 
     #[test]

@@ -800,3 +800,79 @@ async fn the_embedded_controller_answers_only_proven_callers() {
         .expect("the admin cleans");
     namesrv.shutdown().await;
 }
+
+/// A lite topic's queue (`%LMQ%${parent}${lite}`) is authorized as its parent topic over
+/// Remoting: Sub on the parent pulls the lite topic's messages, a user without it (or with a
+/// Deny on the parent and an Allow on every topic) is refused naming the parent, and a crafted
+/// `%LMQ%` name is refused to anyone but a Super user.
+#[tokio::test]
+async fn lite_topic_queues_need_rights_on_their_parent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = start(dir.path()).await;
+    let mut parent = TopicConfig::new("lites", 1);
+    parent
+        .attributes
+        .insert("message.type".into(), "LITE".into());
+    s.admin
+        .create_topic(&s.broker, &parent)
+        .await
+        .expect("the admin creates the LITE topic");
+    let mut lite = message("for-room-1");
+    lite.topic = "lites".into();
+    lite.properties
+        .insert("__LITE_TOPIC".into(), "room-1".into());
+    s.admin
+        .send(&s.broker, &lite)
+        .await
+        .expect("the admin sends a lite message");
+    for (name, entries) in [
+        ("erin", &[("Topic:lites", "Sub"), ("Group:cg", "Sub")][..]),
+        ("frank", &[("Topic:*", "Sub"), ("Group:cg", "Sub")][..]),
+    ] {
+        let user = UserInfo {
+            username: name.into(),
+            password: Some(format!("{name}-secret")),
+            user_type: Some("Normal".into()),
+            user_status: None,
+        };
+        s.admin.create_user(&s.broker, &user).await.expect("user");
+        allow(&s, name, entries).await;
+    }
+    let deny = AclInfo {
+        subject: "User:frank".into(),
+        policies: vec![PolicyInfo {
+            policy_type: None,
+            entries: vec![PolicyEntryInfo {
+                resource: "Topic:lites".into(),
+                actions: vec!["Sub".into()],
+                source_ips: vec![],
+                decision: "Deny".into(),
+            }],
+        }],
+    };
+    s.admin.create_acl(&s.broker, &deny).await.expect("deny");
+    let pull_of = |topic: &str| PullRequest {
+        topic: topic.into(),
+        ..pull_request()
+    };
+    let queue = "%LMQ%$lites$room-1";
+
+    let erin = api_as(Some(credentials(("erin", "erin-secret"))));
+    let pulled = erin.pull(&s.broker, &pull_of(queue)).await.expect("pull");
+    assert_eq!(pulled.status, PullStatus::Found);
+    let bodies: Vec<&[u8]> = pulled.messages.iter().map(|m| &m.body[..]).collect();
+    assert_eq!(bodies, vec![&b"for-room-1"[..]]);
+
+    // carol may Sub on `orders` only; frank on every topic but `lites`, which denies him.
+    let carol = api_as(Some(credentials(("carol", "carol-secret"))));
+    let frank = api_as(Some(credentials(("frank", "frank-secret"))));
+    for who in [&carol, &frank] {
+        let remark = refused(who.pull(&s.broker, &pull_of(queue)).await);
+        assert!(remark.contains("Topic:lites"), "{remark}");
+    }
+    // Crafted names: refused even to frank, whom `Topic:*` would allow them literally.
+    for crafted in ["%LMQ%$lites$room-1$x", "%LMQ%$$room-1", "%LMQ%lites"] {
+        let remark = refused(frank.pull(&s.broker, &pull_of(crafted)).await);
+        assert!(remark.contains("lite topic"), "{crafted}: {remark}");
+    }
+}

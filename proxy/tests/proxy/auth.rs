@@ -681,3 +681,133 @@ async fn stale_date_times_are_refused_and_fresh_ones_served() {
     strict.shutdown().await;
     cluster.stop().await;
 }
+
+/// A lite topic's queue (`%LMQ%${parent}${lite}`) named as a topic is authorized as its parent:
+/// rights on the parent reach it, a Deny on the parent covers it even for a user allowed every
+/// topic, and a crafted `%LMQ%` name is FORBIDDEN whatever the user's rights.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lite_topic_queues_are_authorized_as_their_parent() {
+    const LITE: &str = "AuthLite";
+    let cluster = Cluster::start(auth_on()).await;
+    let broker = cluster.broker_addr();
+    let api = &cluster.api;
+    let mut parent = TopicConfig::new(LITE, 2);
+    parent
+        .attributes
+        .insert("message.type".into(), "LITE".into());
+    crate::support::create_topic(&cluster.namesrv, &cluster.broker, &parent).await;
+    for (name, entries) in [
+        (
+            "erin",
+            &[
+                ("Topic:AuthLite", &["Sub"][..], "Allow"),
+                ("Group:AuthGroup", &["Sub"][..], "Allow"),
+            ][..],
+        ),
+        (
+            "frank",
+            &[
+                ("Topic:*", &["Sub"][..], "Allow"),
+                ("Topic:AuthLite", &["Sub"][..], "Deny"),
+                ("Group:AuthGroup", &["Sub"][..], "Allow"),
+            ][..],
+        ),
+        ("grace", &[("Group:AuthGroup", &["Sub"][..], "Allow")][..]),
+    ] {
+        api.create_user(&broker, &user(name, &format!("{name}-secret"), "Normal"))
+            .await
+            .expect("user");
+        api.create_acl(&broker, &grant(&format!("User:{name}"), entries))
+            .await
+            .expect("grant");
+    }
+    let mut client = cluster.client().await;
+    let query = |topic: &str| pb::QueryOffsetRequest {
+        message_queue: Some(pb::MessageQueue {
+            topic: resource(topic),
+            id: 0,
+            permission: pb::Permission::ReadWrite as i32,
+            broker: Some(pb::Broker {
+                name: "broker-a".into(),
+                id: 0,
+                endpoints: None,
+            }),
+            accept_message_types: vec![],
+        }),
+        query_offset_policy: pb::QueryOffsetPolicy::End as i32,
+        timestamp: None,
+    };
+    let ask = |topic: &str, who: &str| {
+        let request = signed(query(topic), who, &format!("{who}-secret"));
+        let mut client = client.clone();
+        async move {
+            client
+                .query_offset(request)
+                .await
+                .expect("query offset rpc")
+                .into_inner()
+                .status
+                .expect("status")
+        }
+    };
+    let queue = "%LMQ%$AuthLite$room-1";
+    // erin's Sub on the parent reaches its lite topic's queue (whatever the route answers, it is
+    // not a refusal of permission).
+    let erin = ask(queue, "erin").await;
+    assert_ne!(erin.code, pb::Code::Forbidden as i32, "{}", erin.message);
+    // frank may Sub on every topic but the parent: its Deny covers the lite topic.
+    let frank = ask(queue, "frank").await;
+    assert_eq!(frank.code, pb::Code::Forbidden as i32, "{}", frank.message);
+    assert!(
+        frank.message.contains("Topic:AuthLite"),
+        "{}",
+        frank.message
+    );
+    // grace has no right on the parent.
+    let grace = ask(queue, "grace").await;
+    assert_eq!(grace.code, pb::Code::Forbidden as i32, "{}", grace.message);
+    assert!(
+        grace.message.contains("Topic:AuthLite"),
+        "{}",
+        grace.message
+    );
+    // Crafted names are refused even to frank, whom `Topic:*` would allow them literally.
+    for crafted in [
+        "%LMQ%$AuthLite$a$b",
+        "%LMQ%$$room-1",
+        "%LMQ%AuthLite",
+        "%LMQ%$%RETRY%AuthGroup$a",
+    ] {
+        let status = ask(crafted, "frank").await;
+        assert_eq!(
+            status.code,
+            pb::Code::Forbidden as i32,
+            "{crafted}: {}",
+            status.message
+        );
+    }
+    // A lite subscription names the parent and is served with the parent's rights.
+    let mut sync = signed(
+        pb::SyncLiteSubscriptionRequest {
+            action: pb::LiteSubscriptionAction::PartialAdd as i32,
+            topic: resource(LITE),
+            group: resource(GROUP),
+            lite_topic_set: vec!["room-1".into()],
+            version: None,
+            offset_option: None,
+        },
+        "erin",
+        "erin-secret",
+    );
+    sync.metadata_mut()
+        .insert("x-mq-client-id", "erin-client".parse().expect("ascii"));
+    let synced = client
+        .sync_lite_subscription(sync)
+        .await
+        .expect("sync rpc")
+        .into_inner()
+        .status
+        .expect("status");
+    assert_eq!(synced.code, pb::Code::Ok as i32, "{}", synced.message);
+    cluster.stop().await;
+}
