@@ -76,6 +76,19 @@ pub struct BrokerConfig {
     /// Serve LITE_PULL_MESSAGE (361, `DefaultLitePullConsumer`) (`litePullMessageEnable`).
     #[serde(alias = "litePullMessageEnable")]
     pub lite_pull_message_enable: bool,
+    /// Most lite topics' queues (LMQs) this broker keeps (`maxLmqConsumeQueueNum`, RocketMQ's
+    /// MessageStoreConfig, 20000): a send that would create one more is refused with
+    /// LMQ_QUOTA_EXCEEDED (2017; the proxy answers LITE_TOPIC_QUOTA_EXCEEDED).
+    #[serde(alias = "maxLmqConsumeQueueNum")]
+    pub max_lmq_consume_queue_num: usize,
+    /// How often expired lite topics are looked for (`liteTtlCheckInterval`, 120 s).
+    #[serde(alias = "liteTtlCheckInterval")]
+    pub lite_ttl_check_interval_ms: u64,
+    /// A lite topic is never expired while its last message is younger than this, and nothing
+    /// is expired until the broker has run this long (`minLiteTTl`, 15 min). A LITE topic's
+    /// lite topics expire when no message came for its `lite.topic.expiration` minutes.
+    #[serde(alias = "minLiteTTl")]
+    pub min_lite_ttl_ms: u64,
     /// Filter by message properties: SQL92 subscriptions (`enablePropertyFilter`; RocketMQ's
     /// default is off, ours on: only consumers that ask for SQL92 pay for it).
     #[serde(alias = "enablePropertyFilter")]
@@ -238,6 +251,9 @@ impl Default for BrokerConfig {
             client_channel_expire_ms: 120_000,
             rebalance_lock_max_live_time_ms: 60_000,
             lite_pull_message_enable: true,
+            max_lmq_consume_queue_num: 20_000,
+            lite_ttl_check_interval_ms: 120_000,
+            min_lite_ttl_ms: 15 * 60 * 1000,
             enable_property_filter: true,
             store_reply_message_enable: true,
             reject_transaction_message: false,
@@ -502,6 +518,9 @@ mod tests {
             client_channel_expire_ms: 60_000,
             rebalance_lock_max_live_time_ms: 30_000,
             lite_pull_message_enable: false,
+            max_lmq_consume_queue_num: 5,
+            lite_ttl_check_interval_ms: 1_000,
+            min_lite_ttl_ms: 0,
             enable_property_filter: false,
             store_reply_message_enable: false,
             reject_transaction_message: true,

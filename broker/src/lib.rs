@@ -83,6 +83,8 @@ pub struct BrokerInner {
     pub metalog: metalog::MetadataLog,
     /// The version of the broker's configuration (GET_BROKER_CONFIG, UPDATE_BROKER_CONFIG).
     pub config_version: processor::manage::ConfigVersion,
+    /// Lite topics' expiry and quota ([`lite`]).
+    pub lite: lite::LiteLifecycle,
 }
 
 /// Why [`BrokerInner::store_durably`] did not store durably.
@@ -210,6 +212,7 @@ impl BrokerInner {
             acl: acl_manager,
             metalog,
             config_version: processor::manage::ConfigVersion::default(),
+            lite: lite::LiteLifecycle::default(),
         })
     }
 
@@ -610,6 +613,7 @@ impl Broker {
         )));
         tasks.push(tokio::spawn(client_expiry_loop(inner.clone())));
         tasks.push(tokio::spawn(stats::sample_loop(inner.clone())));
+        tasks.push(tokio::spawn(lite::lite_ttl_loop(inner.clone())));
         tasks
     }
 

@@ -5,6 +5,18 @@
 //! on an LMQ as on any topic: [`lmq_config`] answers for it while its parent is a LITE topic, so
 //! a consumer group has its own offset and in-flight state per lite topic, and a FIFO group's
 //! order gate (one queue) orders each lite topic on its own.
+//!
+//! **Lifecycle** (RocketMQ's `AbstractLiteLifecycleManager`): a LITE topic's
+//! `lite.topic.expiration` (minutes, -1 never) says how long a lite topic may go without a
+//! message; every `liteTtlCheckInterval` the master cleans the lite topics past it (never one
+//! whose last message is younger than `minLiteTTl`, and nothing in the first `minLiteTTl` after
+//! start): every consumer group's offset of it is deleted and it stops counting as a lite topic
+//! of the broker, so a message to it later starts it afresh (a subscription then starts at its
+//! end). Its ConsumeQueue stays until the CommitLog's retention removes what it points at: the
+//! store has no call that deletes one topic's queue (RocketMQ's `deleteTopics`). **Quota**: a
+//! send that would make one more lite topic than `maxLmqConsumeQueueNum` is refused with
+//! LMQ_QUOTA_EXCEEDED (2017); two concurrent first sends of two new lite topics may both pass
+//! the last place, as in RocketMQ.
 
 use rocketraft_common::consts::property;
 use rocketraft_common::lite::{self, PROPERTY_LITE_TOPIC};
@@ -12,8 +24,14 @@ use rocketraft_common::TopicConfig;
 use rocketraft_remoting::codes::response_code;
 use rocketraft_remoting::Refusal;
 
-use crate::store::BrokerMessage;
+use std::collections::{HashMap, HashSet};
+
+use parking_lot::Mutex;
+
+use crate::store::metadata::MetadataStore;
+use crate::store::{BrokerMessage, MessageStore, StoreError};
 use crate::topic::TopicConfigManager;
+use crate::BrokerInner;
 
 /// The configuration of an LMQ name whose parent is a LITE topic here; `None` otherwise.
 pub fn lmq_config(topics: &TopicConfigManager, name: &str) -> Option<TopicConfig> {
@@ -97,6 +115,162 @@ pub fn route_send(
         m.queue_id = 0;
     }
     Ok(0)
+}
+
+/// Lite topics this broker cleaned for expiry (RocketMQ deletes their ConsumeQueue; here the
+/// queue stays and is remembered by the max offset it had then, so that it counts as a lite
+/// topic again only once a message comes). Lost on restart: a cleaned lite topic is then
+/// counted again until the next check cleans it again.
+#[derive(Default)]
+pub struct LiteLifecycle {
+    cleaned: Mutex<HashMap<String, i64>>,
+}
+
+/// What one expiry check did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CleanReport {
+    /// The lite topics' queues cleaned, by name.
+    pub cleaned: Vec<String>,
+    /// Consumer group offsets deleted with them.
+    pub offsets_deleted: usize,
+}
+
+impl LiteLifecycle {
+    /// Every lite topic's queue this broker has with at least one message and not cleaned
+    /// since, with its max offset.
+    pub fn live_lmqs(&self, store: &MessageStore) -> Vec<(String, i64)> {
+        let cleaned = self.cleaned.lock();
+        store
+            .topics()
+            .into_iter()
+            .filter(|t| lite::parse_lmq(t).is_some())
+            .filter_map(|t| {
+                let max = store.get_max_offset_in_queue(&t, 0);
+                (max > 0 && cleaned.get(&t) != Some(&max)).then_some((t, max))
+            })
+            .collect()
+    }
+
+    /// Whether storing in `lmq` keeps the broker within `max_lmqs` lite topics: always for a
+    /// live one; for a new or cleaned one, while fewer than `max_lmqs` are live. Refused with
+    /// LMQ_QUOTA_EXCEEDED (2017), as RocketMQ's proxy maps to LITE_TOPIC_QUOTA_EXCEEDED.
+    pub fn check_quota(
+        &self,
+        store: &MessageStore,
+        lmq: &str,
+        max_lmqs: usize,
+    ) -> Result<(), Refusal> {
+        let max = store.get_max_offset_in_queue(lmq, 0);
+        if max > 0 && self.cleaned.lock().get(lmq) != Some(&max) {
+            return Ok(());
+        }
+        let live = self.live_lmqs(store).len();
+        if live >= max_lmqs {
+            return Err(Refusal::new(
+                response_code::LMQ_QUOTA_EXCEEDED,
+                format!(
+                    "[LMQ_CONSUME_QUEUE_NUM_EXCEEDED] the broker has {live} lite topics, its maxLmqConsumeQueueNum is {max_lmqs}: the lite topic of {lmq:?} cannot be created"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Cleans every live lite topic whose parent is a LITE topic with a
+    /// `lite.topic.expiration` and whose last message is older than it at `now_ms` (and at
+    /// least `min_lite_ttl_ms` old): deletes every group's offset of it and forgets it as a
+    /// lite topic. Blocking (reads RocksDB and the CommitLog).
+    pub fn clean_expired(
+        &self,
+        store: &MessageStore,
+        metadata: &MetadataStore,
+        topics: &TopicConfigManager,
+        min_lite_ttl_ms: i64,
+        now_ms: i64,
+    ) -> Result<CleanReport, StoreError> {
+        let mut expired: Vec<(String, i64)> = Vec::new();
+        for (lmq, max) in self.live_lmqs(store) {
+            let Some((parent, _)) = lite::parse_lmq(&lmq) else {
+                continue;
+            };
+            let Some(minutes) = topics
+                .get(parent)
+                .filter(lite::is_lite_parent)
+                .and_then(|p| lite::lite_topic_expiration_minutes(&p))
+            else {
+                continue;
+            };
+            let Some(last) = store.get_message_store_timestamp(&lmq, 0, max - 1) else {
+                continue;
+            };
+            let inactive = now_ms - last;
+            if inactive < min_lite_ttl_ms || inactive <= minutes * 60_000 {
+                continue;
+            }
+            expired.push((lmq, max));
+        }
+        let mut report = CleanReport::default();
+        if expired.is_empty() {
+            return Ok(report);
+        }
+        let names: HashSet<&str> = expired.iter().map(|(n, _)| n.as_str()).collect();
+        for (group, topic, queue_id, _) in metadata.all_offsets()? {
+            if names.contains(topic.as_str()) {
+                metadata.delete_offset(&group, &topic, queue_id)?;
+                report.offsets_deleted += 1;
+            }
+        }
+        let mut cleaned = self.cleaned.lock();
+        // A cleaned queue that got messages again is live: its entry can go.
+        cleaned.retain(|name, at| store.get_max_offset_in_queue(name, 0) == *at);
+        for (lmq, max) in expired {
+            tracing::info!(lite_queue = %lmq, max_offset = max, "expired lite topic cleaned");
+            cleaned.insert(lmq.clone(), max);
+            report.cleaned.push(lmq);
+        }
+        Ok(report)
+    }
+}
+
+/// Cleans expired lite topics every `lite_ttl_check_interval_ms` on a broker that serves
+/// writes, once it has run `min_lite_ttl_ms`.
+pub async fn lite_ttl_loop(inner: std::sync::Arc<BrokerInner>) {
+    let interval =
+        std::time::Duration::from_millis(inner.config.lite_ttl_check_interval_ms.max(100));
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let now = rocketraft_common::time::now_ms();
+        let min_ttl = inner.config.min_lite_ttl_ms as i64;
+        if now - inner.boot_timestamp_ms < min_ttl || crate::replay::serving_epoch(&inner).is_err()
+        {
+            continue;
+        }
+        let worker = inner.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            worker.lite.clean_expired(
+                &worker.store,
+                &worker.metadata,
+                &worker.topics,
+                min_ttl,
+                now,
+            )
+        })
+        .await;
+        match done {
+            Ok(Ok(report)) if !report.cleaned.is_empty() => {
+                tracing::info!(
+                    cleaned = report.cleaned.len(),
+                    offsets_deleted = report.offsets_deleted,
+                    "lite topic expiry check"
+                );
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "lite topic expiry check failed"),
+            Err(e) => tracing::warn!(error = %e, "lite topic expiry check panicked"),
+        }
+    }
 }
 
 #[cfg(test)]

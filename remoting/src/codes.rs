@@ -255,6 +255,10 @@ pub mod response_code {
     pub const CONTROLLER_BROKER_ID_INVALID: i32 = 2014;
     pub const CONTROLLER_JRAFT_INTERNAL_ERROR: i32 = 2015;
     pub const CONTROLLER_BROKER_LIVE_INFO_NOT_EXISTS: i32 = 2016;
+    /// A send would create one lite topic's queue (LMQ) more than `maxLmqConsumeQueueNum`.
+    pub const LMQ_QUOTA_EXCEEDED: i32 = 2017;
+    /// More lite subscriptions than the server's quota.
+    pub const LITE_SUBSCRIPTION_QUOTA_EXCEEDED: i32 = 2018;
 
     // ACL 2.0.
     pub const USER_NOT_EXIST: i32 = 3001;

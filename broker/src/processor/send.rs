@@ -128,6 +128,15 @@ pub async fn handle(
     // A lite message goes to its lite topic's queue (`crate::lite`).
     let queue_id =
         crate::lite::route_send(&topic_config, header.sys_flag, queue_id, &mut to_store)?;
+    if let Some(lmq) = to_store
+        .first()
+        .map(|m| m.message.topic.as_str())
+        .filter(|t| *t != header.topic)
+    {
+        inner
+            .lite
+            .check_quota(&inner.store, lmq, inner.config.max_lmq_consume_queue_num)?;
+    }
     tracing::trace!(producer_group = %header.producer_group, topic = %header.topic, queue_id, count, "send");
     let (to_store, deliver_at) = route_delayed(inner, to_store)?;
     let delayed = deliver_at.iter().any(|d| d.is_some());

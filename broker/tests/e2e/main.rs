@@ -7,6 +7,7 @@
 mod auth;
 mod broker_e2e;
 mod disk_full;
+mod lite;
 mod manage;
 mod metrics;
 mod peek;

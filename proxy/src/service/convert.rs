@@ -129,6 +129,11 @@ pub(super) fn from_api(e: &ApiError) -> pb::Status {
                 }
                 response_code::SERVICE_NOT_AVAILABLE => pb::Code::HaNotAvailable,
                 response_code::SYSTEM_BUSY => pb::Code::TooManyRequests,
+                // RocketMQ's proxy `ResponseBuilder`.
+                response_code::LMQ_QUOTA_EXCEEDED => pb::Code::LiteTopicQuotaExceeded,
+                response_code::LITE_SUBSCRIPTION_QUOTA_EXCEEDED => {
+                    pb::Code::LiteSubscriptionQuotaExceeded
+                }
                 _ => pb::Code::InternalError,
             };
             status(c, format!("broker answered {code}: {remark}"))

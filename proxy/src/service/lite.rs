@@ -8,10 +8,14 @@
 //! The subscriptions live in this proxy's memory: a client syncs its whole set every 30 s
 //! (COMPLETE_ADD), so a proxy that restarts, or another proxy, has it back within that time; a
 //! set neither synced nor received on for [`IDLE`] is dropped, as is every set of a client that
-//! sends NotifyClientTermination.
+//! sends NotifyClientTermination. Syncs of one client, group and topic run one at a time
+//! (a per-key lock held from plan to apply), so concurrent syncs lose no update. Quotas: at
+//! most [`LITE_SUBSCRIPTION_QUOTA`] lite topics per client, group and topic (what clients are
+//! told in their settings) and [`MAX_LITE_SUBSCRIPTION_COUNT`] in all (RocketMQ's
+//! `maxLiteSubscriptionCount`); past either, LITE_SUBSCRIPTION_QUOTA_EXCEEDED.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rocketraft_common::consts::property;
@@ -40,15 +44,76 @@ struct Entry {
     cursor: usize,
 }
 
+/// Most lite subscriptions this proxy keeps, counting each (client, lite topic) pair
+/// (RocketMQ's broker-wide `maxLiteSubscriptionCount`, 100000): a sync that would add more is
+/// refused with LITE_SUBSCRIPTION_QUOTA_EXCEEDED.
+pub const MAX_LITE_SUBSCRIPTION_COUNT: usize = 100_000;
+
 /// The lite subscriptions of the clients of this proxy.
-#[derive(Default)]
 pub struct LiteSubscriptions {
+    /// [`MAX_LITE_SUBSCRIPTION_COUNT`], smaller in tests.
+    max_total: usize,
     entries: Mutex<HashMap<Key, Entry>>,
+    /// One lock per key a sync is under way for: a sync plans its set, sets start offsets on
+    /// the brokers (awaiting them) and then applies the set, so two syncs of one client, group
+    /// and topic must not interleave, or the later would apply a set planned without the
+    /// earlier's change. A key's lock is dropped when no sync holds or awaits it.
+    syncing: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// Holds a key's sync lock; forgets the lock when the last sync of the key lets go.
+struct SyncGuard<'a> {
+    subs: &'a LiteSubscriptions,
+    key: Key,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for SyncGuard<'_> {
+    fn drop(&mut self) {
+        let mut syncing = self.subs.syncing.lock().unwrap_or_else(|e| e.into_inner());
+        // Released under the map's lock: a sync that cloned the Arc since holds a count.
+        drop(self.guard.take());
+        if syncing
+            .get(&self.key)
+            .is_some_and(|l| Arc::strong_count(l) == 1)
+        {
+            syncing.remove(&self.key);
+        }
+    }
+}
+
+impl Default for LiteSubscriptions {
+    fn default() -> Self {
+        LiteSubscriptions::with_max_total(MAX_LITE_SUBSCRIPTION_COUNT)
+    }
 }
 
 impl LiteSubscriptions {
+    fn with_max_total(max_total: usize) -> Self {
+        LiteSubscriptions {
+            max_total,
+            entries: Mutex::default(),
+            syncing: Mutex::default(),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Entry>> {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until no other sync of `key` is under way; the sync holds the key until the
+    /// guard drops.
+    async fn sync_lock(&self, key: &Key) -> SyncGuard<'_> {
+        let lock = {
+            let mut syncing = self.syncing.lock().unwrap_or_else(|e| e.into_inner());
+            syncing.entry(key.clone()).or_default().clone()
+        };
+        let guard = lock.lock_owned().await;
+        SyncGuard {
+            subs: self,
+            key: key.clone(),
+            guard: Some(guard),
+        }
     }
 
     /// The set an action leaves and the lite topics it adds, without applying it; refused
@@ -83,6 +148,17 @@ impl LiteSubscriptions {
                 format!(
                     "lite subscription quota exceeded: {} lite topics asked for, at most {LITE_SUBSCRIPTION_QUOTA} per client, group and topic",
                     next.len()
+                ),
+            ));
+        }
+        let total: usize = entries.values().map(|e| e.topics.len()).sum();
+        let after = total - current.len() + next.len();
+        if after > self.max_total && next.len() > current.len() {
+            return Err(status(
+                pb::Code::LiteSubscriptionQuotaExceeded,
+                format!(
+                    "lite subscription quota exceeded: this proxy keeps at most {} lite subscriptions (maxLiteSubscriptionCount)",
+                    self.max_total
                 ),
             ));
         }
@@ -214,6 +290,8 @@ pub(super) async fn sync_lite_subscription(
         ));
     }
     let key = (client.clone(), group.clone(), topic.clone());
+    // From plan to apply, alone for this key: a concurrent sync would be lost otherwise.
+    let _syncing = service.lite.sync_lock(&key).await;
     let (next, added) = service.lite.plan(&key, action, &req.lite_topic_set)?;
     // Where the group starts on each broker set: an option resets the named lite topics, a
     // lite topic new to the group starts at its end.
@@ -397,6 +475,39 @@ mod tests {
         assert!(subs.topics(&key()).is_empty());
     }
 
+    /// Syncs of one key that await between plan and apply (as the broker calls do) are
+    /// serialized by the key's lock: every partial add is in the final set, and the lock is
+    /// forgotten once no sync holds it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_syncs_of_one_key_lose_no_update() {
+        let subs = Arc::new(LiteSubscriptions::default());
+        let mut tasks = Vec::new();
+        for i in 0..32 {
+            let subs = subs.clone();
+            tasks.push(tokio::spawn(async move {
+                let _syncing = subs.sync_lock(&key()).await;
+                let (next, _) = subs
+                    .plan(&key(), A::PartialAdd, &[format!("t{i}")])
+                    .expect("within the quota");
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                subs.apply(key(), next);
+            }));
+        }
+        for t in tasks {
+            t.await.expect("task");
+        }
+        let mut got = subs.topics(&key());
+        got.sort();
+        let mut want: Vec<String> = (0..32).map(|i| format!("t{i}")).collect();
+        want.sort();
+        assert_eq!(got, want);
+        assert!(subs
+            .syncing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty());
+    }
+
     #[test]
     fn the_quota_refuses_and_changes_nothing() {
         let subs = LiteSubscriptions::default();
@@ -412,6 +523,38 @@ mod tests {
         assert_eq!(subs.topics(&key()).len(), LITE_SUBSCRIPTION_QUOTA);
         assert_eq!(subs.drop_client("c"), 1);
         assert!(subs.topics(&key()).is_empty());
+    }
+
+    #[test]
+    fn the_proxy_wide_count_refuses_past_its_maximum() {
+        let subs = LiteSubscriptions::with_max_total(3);
+        let other: Key = ("c2".into(), "g".into(), "P".into());
+        assert!(subs
+            .sync(key(), A::CompleteAdd, &names(&["a", "b"]))
+            .is_ok());
+        let refused = subs.sync(other.clone(), A::PartialAdd, &names(&["x", "y"]));
+        assert_eq!(
+            refused.err().map(|s| s.code),
+            Some(pb::Code::LiteSubscriptionQuotaExceeded as i32)
+        );
+        assert!(subs.topics(&other).is_empty(), "a refusal changes nothing");
+        assert_eq!(
+            subs.sync(other.clone(), A::PartialAdd, &names(&["x"])).ok(),
+            Some(1)
+        );
+        // Replacing a set by one no larger is within the count.
+        assert_eq!(
+            subs.sync(key(), A::CompleteAdd, &names(&["c", "d"])).ok(),
+            Some(2)
+        );
+        assert_eq!(
+            subs.sync(key(), A::PartialRemove, &names(&["c"])).ok(),
+            Some(1)
+        );
+        assert_eq!(
+            subs.sync(other, A::PartialAdd, &names(&["y"])).ok(),
+            Some(2)
+        );
     }
 
     #[test]
