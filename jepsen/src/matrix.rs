@@ -5,7 +5,7 @@
 //! directory `<workload>-<nemesis>-seed<seed>/`.
 //!
 //! Per cell the table gives the operations, the verdict, the fault windows (and how many the
-//! nemesis skipped because the cluster had nothing to aim them at), the longest stretch without
+//! nemesis skipped for want of a target or failed to inject), the longest stretch without
 //! an acknowledged operation, and the recovery after the final heal. Both are measured on the
 //! run's `history.jsonl` exactly as the run measures availability: acknowledged operations of
 //! the workload's primary kinds ([`primary_ops`]) by its workers (not the final reads or the
@@ -226,9 +226,10 @@ pub struct Row {
     pub ops: Option<u64>,
     /// Of them acknowledged (`ok`).
     pub ok: Option<u64>,
-    /// Fault windows, and how many of them the nemesis skipped (nothing to aim at).
+    /// Faults the nemesis started, and how many of them did nothing (skipped for want of a
+    /// target, or failed).
     pub faults: Option<usize>,
-    pub faults_skipped: Option<usize>,
+    pub faults_not_applied: Option<usize>,
     /// The longest stretch without an acknowledged operation (seconds).
     pub longest_gap_s: Option<f64>,
     /// When `longest_gap_s` is missing or only a bound: why (e.g. "< 2").
@@ -255,7 +256,7 @@ impl Row {
             ops: None,
             ok: None,
             faults: None,
-            faults_skipped: None,
+            faults_not_applied: None,
             longest_gap_s: None,
             gap_note: None,
             recovery_s: None,
@@ -319,13 +320,12 @@ pub fn read_row(out: &Path, cell: &Cell) -> anyhow::Result<Row> {
         row.ok = Some(sum("ok"));
     }
     if let Some(faults) = verdicts["stats"]["faults"].as_array() {
+        // Refined from the nemesis events below when they are there.
         row.faults = Some(faults.len());
-        row.faults_skipped = Some(
+        row.faults_not_applied = Some(
             faults
                 .iter()
-                .filter(|f| {
-                    f["detail"].get("skipped").is_some() || f["outcome"].get("skipped").is_some()
-                })
+                .filter(|f| not_applied(&f["detail"]) || not_applied(&f["outcome"]))
                 .count(),
         );
     }
@@ -335,12 +335,30 @@ pub fn read_row(out: &Path, cell: &Cell) -> anyhow::Result<Row> {
             .with_context(|| format!("cannot read {}", history.display()))?;
         let events =
             read_events(&text).with_context(|| format!("{} does not parse", history.display()))?;
+        let (faults, not) = fault_counts(&events);
+        (row.faults, row.faults_not_applied) = (Some(faults), Some(not));
         fill_from_history(&mut row, &events, recovered);
         write_json(&dir.join(ROW), &row)?;
     } else {
         fill_from_verdicts(&mut row, &verdicts, recovered);
     }
     Ok(row)
+}
+
+/// Whether a fault's recorded value says it did nothing: skipped (nothing to aim at) or failed.
+fn not_applied(value: &Json) -> bool {
+    value.get("skipped").is_some() || value.get("error").is_some()
+}
+
+/// The faults the nemesis started (its `start-*` and `transfer` events) and how many of them
+/// did nothing ([`not_applied`]).
+pub fn fault_counts(events: &[Event]) -> (usize, usize) {
+    let starts: Vec<&Event> = events
+        .iter()
+        .filter(|e| e.is_nemesis() && (e.f.starts_with("start-") || e.f == "transfer"))
+        .collect();
+    let not = starts.iter().filter(|e| not_applied(&e.value)).count();
+    (starts.len(), not)
 }
 
 /// The unavailability and recovery of a row from the run's history.
@@ -427,11 +445,11 @@ pub fn markdown(rows: &[Row], command: &str) -> String {
         count("TIMEOUT"),
         count("PENDING")
     ));
-    out.push_str("| workload | nemesis | seed | ops | ok | verdict | faults (skipped) | longest gap (s) | where | recovery (s) | wall (s) | report |\n");
+    out.push_str("| workload | nemesis | seed | ops | ok | verdict | faults (not applied) | longest gap (s) | where | recovery (s) | wall (s) | report |\n");
     out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
     for r in rows {
-        let faults = match (r.faults, r.faults_skipped) {
+        let faults = match (r.faults, r.faults_not_applied) {
             (Some(f), Some(s)) => format!("{f} ({s})"),
             _ => "-".to_string(),
         };
@@ -458,8 +476,9 @@ pub fn markdown(rows: &[Row], command: &str) -> String {
     }
     out.push_str(
         "\n- **ops / ok**: client operations invoked / acknowledged (final drain and reads included).\n\
-         - **faults (skipped)**: fault windows of the run; skipped ones found nothing to aim at \
-         (e.g. no broker master in raft-kv).\n\
+         - **faults (not applied)**: faults the nemesis started; not applied: skipped for want of \
+         a target (e.g. no broker master in raft-kv) or failed (e.g. power-loss without LazyFs \
+         mounts), as its events in `nemesis.jsonl` say.\n\
          - **longest gap**: the longest stretch without an acknowledged primary operation of a \
          worker (queue: send; controller: read, elect, alter; raft-kv: read, write, cas), from \
          the workers' first invocation to their last event, from `history.jsonl`. When only \
@@ -781,6 +800,10 @@ mod tests {
             "stop-clock",
             json!({"skipped": "no node runs under a clock file"}),
         );
+        recorder.nemesis(
+            "start-power-loss",
+            json!({"error": "power-loss needs the nodes' data on LazyFs mounts"}),
+        );
         recorder.nemesis("heal-all", json!({}));
         pause(120);
         op(1, "cas", Kind::Ok);
@@ -874,7 +897,7 @@ mod tests {
         // 6 invocations: 5 of the workers, 1 final read; all but the write during the
         // partition acknowledged.
         assert_eq!((row.ops, row.ok), (Some(6), Some(5)));
-        assert_eq!((row.faults, row.faults_skipped), (Some(2), Some(1)));
+        assert_eq!((row.faults, row.faults_not_applied), (Some(3), Some(2)));
         // The longest gap runs from the read before the partition to the cas after the heal
         // (the write in between got no answer): at least the 350 ms of sleeps before the heal
         // and the 120 ms after it.
@@ -918,6 +941,10 @@ mod tests {
         assert_eq!(coarse.longest_gap_s, None);
         assert_eq!(coarse.gap_note.as_deref(), Some("< 2"));
         assert_eq!(coarse.ops, row.ops);
+        assert_eq!(
+            (coarse.faults, coarse.faults_not_applied),
+            (Some(3), Some(2))
+        );
 
         let rows: Vec<Row> = [&valid, &invalid, &failed, &pending]
             .iter()
@@ -930,7 +957,7 @@ mod tests {
             "{md}"
         );
         assert!(
-            md.contains("| raft-kv | partition | 1 | 6 | 5 | VALID | 2 (1) | < 2 |"),
+            md.contains("| raft-kv | partition | 1 | 6 | 5 | VALID | 3 (2) | < 2 |"),
             "{md}"
         );
         assert!(
