@@ -34,8 +34,9 @@ pub async fn register_all(inner: &BrokerInner, client: &RemotingClient) -> usize
         }
     };
     let crc = (crc32fast::hash(&body) & 0x7FFF_FFFF) as i32;
-    let mut accepted = 0;
-    for namesrv in inner.config.namesrv_addrs() {
+    // Every NameServer at once, as RocketMQ's `registerBrokerAll` does on its executor: one that
+    // is unreachable (a partition makes it wait out the timeout) does not hold back the others.
+    let registrations = inner.config.namesrv_addrs().into_iter().map(|namesrv| {
         let request = RemotingCommand::request(request_code::REGISTER_BROKER)
             .with_ext("brokerName", inner.config.broker_name.clone())
             .with_ext("brokerAddr", inner.advertised.to_string())
@@ -45,15 +46,25 @@ pub async fn register_all(inner: &BrokerInner, client: &RemotingClient) -> usize
             .with_ext("compressed", "false")
             .with_ext("bodyCrc32", crc)
             .with_body(body.clone());
-        match client.invoke(&namesrv, request, REGISTER_TIMEOUT).await {
-            Ok(r) if r.code == response_code::SUCCESS => accepted += 1,
-            Ok(r) => {
-                tracing::warn!(namesrv, code = r.code, remark = ?r.remark, "NameServer refused the registration")
+        async move {
+            match client.invoke(&namesrv, request, REGISTER_TIMEOUT).await {
+                Ok(r) if r.code == response_code::SUCCESS => true,
+                Ok(r) => {
+                    tracing::warn!(namesrv, code = r.code, remark = ?r.remark, "NameServer refused the registration");
+                    false
+                }
+                Err(e) => {
+                    tracing::warn!(namesrv, error = %e, "cannot register with the NameServer");
+                    false
+                }
             }
-            Err(e) => tracing::warn!(namesrv, error = %e, "cannot register with the NameServer"),
         }
-    }
-    accepted
+    });
+    futures::future::join_all(registrations)
+        .await
+        .into_iter()
+        .filter(|accepted| *accepted)
+        .count()
 }
 
 /// Re-registers periodically and whenever `register_trigger` fires, until aborted.

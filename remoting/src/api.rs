@@ -4,8 +4,9 @@
 //! The admin CLI, the bench, the proxy and the tests all speak to servers through this one place,
 //! so header names and response parsing are written once.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -121,11 +122,27 @@ pub struct PullResult {
 pub struct MqClientApi {
     client: RemotingClient,
     timeout: Duration,
+    /// Per NameServer list (`a;b`), the index of the one that answered last.
+    preferred: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+/// The addresses of a NameServer list: `a;b` (RocketMQ's `namesrvAddr`), trimmed, empty ones
+/// dropped.
+pub fn namesrv_list(namesrv: &str) -> Vec<&str> {
+    namesrv
+        .split(';')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .collect()
 }
 
 impl MqClientApi {
     pub fn new(client: RemotingClient, timeout: Duration) -> Self {
-        MqClientApi { client, timeout }
+        MqClientApi {
+            client,
+            timeout,
+            preferred: Arc::default(),
+        }
     }
 
     /// The underlying Remoting client.
@@ -148,7 +165,95 @@ impl MqClientApi {
         }
     }
 
-    /// GET_ROUTEINFO_BY_TOPIC.
+    /// A read from the NameServers of `namesrv` (one address, or several separated by `;`, as
+    /// RocketMQ's `namesrvAddr`): the first that answers with one of `ok_codes`. A NameServer
+    /// that is down, or that refuses (a NameServer restarted empty does not know a topic until
+    /// the brokers register again), is passed over for the next; the last one that answered
+    /// tried first next time. The last error when none answers.
+    pub async fn call_namesrv(
+        &self,
+        namesrv: &str,
+        request: RemotingCommand,
+        ok_codes: &[i32],
+    ) -> Result<RemotingCommand, ApiError> {
+        let list = namesrv_list(namesrv);
+        if list.len() <= 1 {
+            return self.call(namesrv.trim(), request, ok_codes).await;
+        }
+        let first = self.preferred_namesrv(namesrv, list.len());
+        let mut last = None;
+        let mut refused = None;
+        for i in 0..list.len() {
+            let index = (first + i) % list.len();
+            match self.call(list[index], request.clone(), ok_codes).await {
+                Ok(response) => {
+                    self.prefer_namesrv(namesrv, index);
+                    return Ok(response);
+                }
+                // An answer beats a silence: report a refusal over a connection error.
+                Err(e @ ApiError::Refused(_)) => refused = Some(e),
+                Err(e) => {
+                    tracing::debug!(namesrv = list[index], error = %e, "NameServer did not answer; trying the next");
+                    last = Some(e);
+                }
+            }
+        }
+        Err(refused
+            .or(last)
+            .unwrap_or_else(|| ApiError::Malformed("no NameServer address".to_string())))
+    }
+
+    /// A change on every NameServer of `namesrv` (RocketMQ's admin tools do the same: each
+    /// NameServer keeps its own routes). The answers in list order; an error naming the
+    /// NameServers that did not take it.
+    pub async fn call_every_namesrv(
+        &self,
+        namesrv: &str,
+        request: RemotingCommand,
+        ok_codes: &[i32],
+    ) -> Result<Vec<RemotingCommand>, ApiError> {
+        let mut answers = Vec::new();
+        let mut failed = Vec::new();
+        let mut refusal = None;
+        for addr in namesrv_list(namesrv) {
+            match self.call(addr, request.clone(), ok_codes).await {
+                Ok(r) => answers.push(r),
+                Err(e) => {
+                    failed.push(format!("{addr}: {e}"));
+                    if let ApiError::Refused(r) = e {
+                        refusal = Some(r);
+                    }
+                }
+            }
+        }
+        if failed.is_empty() {
+            return Ok(answers);
+        }
+        let remark = format!("not done on every NameServer: {}", failed.join("; "));
+        Err(match refusal {
+            Some(r) => ApiError::Refused(Refusal::new(r.code, remark)),
+            None => ApiError::Malformed(remark),
+        })
+    }
+
+    fn preferred_namesrv(&self, list: &str, len: usize) -> usize {
+        let preferred = self.preferred.lock().unwrap_or_else(|e| e.into_inner());
+        preferred.get(list).copied().unwrap_or(0) % len.max(1)
+    }
+
+    fn prefer_namesrv(&self, list: &str, index: usize) {
+        let mut preferred = self.preferred.lock().unwrap_or_else(|e| e.into_inner());
+        if preferred.get(list) != Some(&index) {
+            // Bounded: a process speaks to few NameServer lists.
+            if preferred.len() >= 64 {
+                preferred.clear();
+            }
+            preferred.insert(list.to_string(), index);
+        }
+    }
+
+    /// GET_ROUTEINFO_BY_TOPIC, from the first NameServer of `namesrv` (a `;` list) that knows
+    /// the topic.
     pub async fn topic_route(
         &self,
         namesrv: &str,
@@ -157,25 +262,25 @@ impl MqClientApi {
         let request =
             RemotingCommand::request(request_code::GET_ROUTEINFO_BY_TOPIC).with_ext("topic", topic);
         let response = self
-            .call(namesrv, request, &[response_code::SUCCESS])
+            .call_namesrv(namesrv, request, &[response_code::SUCCESS])
             .await?;
         parse_json(&response.body)
     }
 
-    /// GET_BROKER_CLUSTER_INFO.
+    /// GET_BROKER_CLUSTER_INFO, from the first NameServer of `namesrv` that answers.
     pub async fn cluster_info(&self, namesrv: &str) -> Result<ClusterInfo, ApiError> {
         let request = RemotingCommand::request(request_code::GET_BROKER_CLUSTER_INFO);
         let response = self
-            .call(namesrv, request, &[response_code::SUCCESS])
+            .call_namesrv(namesrv, request, &[response_code::SUCCESS])
             .await?;
         parse_json(&response.body)
     }
 
-    /// GET_ALL_TOPIC_LIST_FROM_NAMESERVER.
+    /// GET_ALL_TOPIC_LIST_FROM_NAMESERVER, from the first NameServer of `namesrv` that answers.
     pub async fn all_topics(&self, namesrv: &str) -> Result<TopicList, ApiError> {
         let request = RemotingCommand::request(request_code::GET_ALL_TOPIC_LIST_FROM_NAMESERVER);
         let response = self
-            .call(namesrv, request, &[response_code::SUCCESS])
+            .call_namesrv(namesrv, request, &[response_code::SUCCESS])
             .await?;
         parse_json(&response.body)
     }

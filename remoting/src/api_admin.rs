@@ -19,8 +19,8 @@ impl MqClientApi {
             .map(|_| ())
     }
 
-    /// DELETE_TOPIC_IN_NAMESRV: the NameServer drops `topic`'s route (brokers that still have it
-    /// bring it back with their next registration).
+    /// DELETE_TOPIC_IN_NAMESRV on every NameServer of `namesrv` (a `;` list): each drops
+    /// `topic`'s route (brokers that still have it bring it back with their next registration).
     pub async fn delete_topic_in_namesrv(
         &self,
         namesrv: &str,
@@ -28,7 +28,7 @@ impl MqClientApi {
     ) -> Result<(), ApiError> {
         let request = RemotingCommand::request(request_code::DELETE_TOPIC_IN_NAMESRV)
             .with_ext("topic", topic);
-        self.call(namesrv, request, &[response_code::SUCCESS])
+        self.call_every_namesrv(namesrv, request, &[response_code::SUCCESS])
             .await
             .map(|_| ())
     }

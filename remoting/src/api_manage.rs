@@ -231,18 +231,25 @@ impl MqClientApi {
         count_field: &str,
     ) -> Result<i32, ApiError> {
         let request = RemotingCommand::request(code).with_ext("brokerName", broker_name);
-        let response = self
-            .call(namesrv, request, &[response_code::SUCCESS])
+        // Every NameServer keeps its own routes: all of them change, and the count is the
+        // largest any reports (RocketMQ's admin asks each in turn the same way).
+        let responses = self
+            .call_every_namesrv(namesrv, request, &[response_code::SUCCESS])
             .await?;
-        response
-            .ext(count_field)
-            .and_then(|v| v.trim().parse().ok())
-            .ok_or_else(|| {
-                ApiError::Malformed(format!(
-                    "the answer has no numeric {count_field}: {:?}",
-                    response.ext(count_field)
-                ))
-            })
+        let mut most = 0;
+        for response in responses {
+            let count: i32 = response
+                .ext(count_field)
+                .and_then(|v| v.trim().parse().ok())
+                .ok_or_else(|| {
+                    ApiError::Malformed(format!(
+                        "the answer has no numeric {count_field}: {:?}",
+                        response.ext(count_field)
+                    ))
+                })?;
+            most = most.max(count);
+        }
+        Ok(most)
     }
 }
 

@@ -12,6 +12,7 @@ mod embedded_controller;
 mod metadata_kill9;
 mod metrics_prometheus;
 mod multi_set;
+mod namesrvs;
 mod proxy_cluster_failover;
 mod replication_failover;
 mod rocketmq_conf;

@@ -25,7 +25,8 @@ use rocketraft_remoting::{ClientConfig, RemotingClient, SessionCredentials};
 
 #[derive(Args)]
 pub struct AdminArgs {
-    /// NameServer address.
+    /// NameServer address, or several separated by `;` (RocketMQ's `namesrvAddr`): reads go to
+    /// the first that answers, route changes to every one.
     #[arg(long, global = true, default_value = "127.0.0.1:9876")]
     namesrv: String,
     /// Controller Remoting address (default: the --namesrv address, where `rocketraft dev` and

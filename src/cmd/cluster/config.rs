@@ -143,9 +143,9 @@ pub struct Secrets<'a> {
     pub auth: Option<&'a ClusterAuth>,
 }
 
-/// The NameServer TOML: its port, the cluster secret and, with `--auth`, the ACL keys.
-pub fn namesrv_toml(layout: &PortLayout, secrets: Secrets<'_>) -> anyhow::Result<String> {
-    let mut config = NamesrvConfig::default().with_listen(loopback_addr(layout.namesrv));
+/// A NameServer's TOML: its port, the cluster secret and, with `--auth`, the ACL keys.
+pub fn namesrv_toml(port: u16, secrets: Secrets<'_>) -> anyhow::Result<String> {
+    let mut config = NamesrvConfig::default().with_listen(loopback_addr(port));
     config.cluster_secret = secrets.cluster.cloned();
     if let Some(auth) = secrets.auth {
         config.authentication_enabled = true;
@@ -183,7 +183,7 @@ pub fn broker_toml(
         .with_cluster_name(spec.cluster_name())
         .with_listen(loopback_addr(remoting))
         .with_ha_port(ha)
-        .with_namesrv_addr(loopback(layout.namesrv))
+        .with_namesrv_addr(layout.namesrv_addrs())
         .with_controller_mode(controller_addr)
         .with_store(store_config(spec, store_root)?);
     config.cluster_secret = secrets.cluster.cloned();
@@ -356,7 +356,7 @@ mod tests {
             Some(auth.inner.clone())
         );
 
-        let text = namesrv_toml(&l, secrets).expect("toml");
+        let text = namesrv_toml(l.namesrv, secrets).expect("toml");
         let n: NamesrvConfig = toml::from_str(&text).expect("parses");
         n.validate().expect("valid");
         assert!(n.authentication_enabled && n.authorization_enabled);
@@ -377,7 +377,7 @@ mod tests {
         .expect("valid");
         assert!(!b.authentication_enabled && b.init_authentication_user.is_none());
         let n: NamesrvConfig =
-            toml::from_str(&namesrv_toml(&l, plain).expect("toml")).expect("parses");
+            toml::from_str(&namesrv_toml(l.namesrv, plain).expect("toml")).expect("parses");
         assert!(!n.authentication_enabled && n.inner_client_authentication_credentials.is_none());
     }
 

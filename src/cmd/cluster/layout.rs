@@ -42,7 +42,13 @@ pub struct PortLayout {
     pub broker_metrics: Vec<u16>,
     /// The web console, served by the NameServer process.
     pub console: u16,
+    /// NameServers 2.. (`--namesrvs`): (Remoting, metrics) each. Every broker registers with
+    /// every NameServer; the console is served by the first.
+    pub more_namesrvs: Vec<(u16, u16)>,
 }
+
+/// Most NameServers a cluster may have.
+pub(super) const MAX_NAMESRVS: u16 = 5;
 
 /// Most broker sets a cluster may have (`broker-a` .. `broker-z`).
 pub(super) const MAX_SETS: u16 = 26;
@@ -117,6 +123,7 @@ impl PortLayout {
                 .map(|i| metrics + 1 + SLOTS_PER_ROLE + i)
                 .collect(),
             console: base + CONSOLE_PORT_OFFSET,
+            more_namesrvs: Vec::new(),
         })
     }
 
@@ -161,6 +168,7 @@ impl PortLayout {
             controller_metrics: Vec::new(),
             broker_metrics: Vec::new(),
             console: take()?,
+            more_namesrvs: Vec::new(),
         };
         for _ in 0..controllers {
             layout.controllers.push((take()?, take()?));
@@ -171,6 +179,57 @@ impl PortLayout {
             layout.broker_metrics.push(take()?);
         }
         Ok(layout)
+    }
+
+    /// With `count` NameServers in all: the ports of NameServers 2..=count. In the fixed layout
+    /// from `base` they follow the console (Remoting, metrics, two ports each); otherwise free
+    /// loopback ports picked now.
+    pub fn with_namesrvs(mut self, count: u16, fixed_base: Option<u16>) -> anyhow::Result<Self> {
+        if !(1..=MAX_NAMESRVS).contains(&count) {
+            bail!("--namesrvs {count}: use 1..={MAX_NAMESRVS} (2 survives the loss of one)");
+        }
+        let extra = count - 1;
+        match fixed_base {
+            Some(base) => {
+                let first = u32::from(base) + u32::from(LAYOUT_SPAN);
+                let last = first + 2 * u32::from(extra);
+                if extra > 0 && last > u32::from(u16::MAX) + 1 {
+                    bail!("--base-port {base}: {count} NameServers need ports up to {last}, past 65535; pick a lower --base-port");
+                }
+                if extra > 0 && (first..last).contains(&u32::from(self.namesrv)) {
+                    bail!("--namesrv-port {} lies among the extra NameServers' ports {first}..{last}; move --base-port or --namesrv-port", self.namesrv);
+                }
+                self.more_namesrvs = (0..u32::from(extra))
+                    .map(|i| ((first + 2 * i) as u16, (first + 2 * i + 1) as u16))
+                    .collect();
+            }
+            None => {
+                let mut taken: Vec<u16> = self.labelled().iter().map(|(_, p)| *p).collect();
+                let mut pick = || -> anyhow::Result<u16> {
+                    loop {
+                        let port = rocketraft_common::net::free_loopback_port()
+                            .context("cannot find free loopback ports")?;
+                        if !taken.contains(&port) {
+                            taken.push(port);
+                            return Ok(port);
+                        }
+                    }
+                };
+                self.more_namesrvs = (0..extra)
+                    .map(|_| Ok((pick()?, pick()?)))
+                    .collect::<anyhow::Result<_>>()?;
+            }
+        }
+        Ok(self)
+    }
+
+    /// Every NameServer's Remoting address, `;`-separated (RocketMQ's `namesrvAddr`).
+    pub fn namesrv_addrs(&self) -> String {
+        std::iter::once(self.namesrv)
+            .chain(self.more_namesrvs.iter().map(|(r, _)| *r))
+            .map(loopback)
+            .collect::<Vec<_>>()
+            .join(";")
     }
 
     /// The broker set (0-based) of broker `i` (an index into `brokers`).
@@ -209,6 +268,10 @@ impl PortLayout {
         }
         for (i, m) in self.broker_metrics.iter().enumerate() {
             out.push((format!("{} metrics", self.broker_process(i)), *m));
+        }
+        for (i, (r, m)) in self.more_namesrvs.iter().enumerate() {
+            out.push((format!("namesrv-{} Remoting", i + 2), *r));
+            out.push((format!("namesrv-{} metrics", i + 2), *m));
         }
         out
     }
@@ -286,6 +349,52 @@ mod tests {
         );
         let l = PortLayout::auto_sets(None, 1, 4, 3).expect("auto");
         assert_eq!((l.brokers.len(), l.broker_metrics.len()), (12, 12));
+    }
+
+    #[test]
+    fn extra_namesrvs_follow_the_console_or_are_picked() {
+        let l = PortLayout::fixed(9876, 30000, 3, 3)
+            .expect("layout")
+            .with_namesrvs(3, Some(30000))
+            .expect("3 NameServers");
+        assert_eq!(l.more_namesrvs, vec![(30062, 30063), (30064, 30065)]);
+        assert_eq!(
+            l.namesrv_addrs(),
+            "127.0.0.1:9876;127.0.0.1:30062;127.0.0.1:30064"
+        );
+        let mut all: Vec<u16> = l.labelled().iter().map(|(_, p)| *p).collect();
+        let n = all.len();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), n, "no port is used twice");
+        assert!(PortLayout::fixed(9876, 30000, 3, 3)
+            .expect("layout")
+            .with_namesrvs(0, Some(30000))
+            .is_err());
+        assert!(PortLayout::fixed(9876, 30000, 3, 3)
+            .expect("layout")
+            .with_namesrvs(6, Some(30000))
+            .is_err());
+        let e = PortLayout::fixed(9876, 65474, 3, 3)
+            .expect("layout")
+            .with_namesrvs(2, Some(65474))
+            .expect_err("past 65535");
+        assert!(e.to_string().contains("--base-port"), "{e}");
+        let e = PortLayout::fixed(30062, 30000, 3, 3)
+            .expect("layout")
+            .with_namesrvs(2, Some(30000))
+            .expect_err("clash");
+        assert!(e.to_string().contains("--namesrv-port"), "{e}");
+        let l = PortLayout::auto(None, 1, 1)
+            .expect("auto")
+            .with_namesrvs(2, None)
+            .expect("auto NameServers");
+        let mut all: Vec<u16> = l.labelled().iter().map(|(_, p)| *p).collect();
+        let n = all.len();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), n, "no port is used twice");
+        assert_eq!(l.namesrv_addrs().split(';').count(), 2);
     }
 
     #[test]

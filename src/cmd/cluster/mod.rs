@@ -109,6 +109,12 @@ pub struct ClusterSpec {
     /// shared by all sets (e.g. 2 sets x 5 replicas); use --ports auto for more.
     #[arg(long)]
     pub sets: Option<u16>,
+    /// NameServers, 1..=5 [default: 1]: `namesrv`, `namesrv-2`, ...; every broker registers
+    /// with each, and cluster.json's `namesrv_addr` lists them all (`a;b`), which clients, the
+    /// proxy and the admin CLI take as it is and fail over among. In the fixed layout the
+    /// extra ones follow the console (two ports each).
+    #[arg(long)]
+    pub namesrvs: Option<u16>,
     /// NameServer port [default: 9876; with --ports auto, a free port].
     #[arg(long)]
     pub namesrv_port: Option<u16>,
@@ -205,6 +211,7 @@ impl ClusterSpec {
         flag(self.controllers.is_some(), "--controllers");
         flag(self.replicas.is_some(), "--replicas");
         flag(self.sets.is_some(), "--sets");
+        flag(self.namesrvs.is_some(), "--namesrvs");
         flag(self.namesrv_port.is_some(), "--namesrv-port");
         flag(self.base_port.is_some(), "--base-port");
         flag(self.ports.is_some(), "--ports");
@@ -233,13 +240,15 @@ impl ClusterSpec {
     fn layout(&self) -> anyhow::Result<PortLayout> {
         match self.ports.unwrap_or(PortMode::Fixed) {
             PortMode::Fixed => {
+                let base = self.base_port.unwrap_or(30000);
                 let layout = PortLayout::fixed_sets(
                     self.namesrv_port.unwrap_or(9876),
-                    self.base_port.unwrap_or(30000),
+                    base,
                     self.controllers(),
                     self.sets(),
                     self.replicas(),
-                )?;
+                )?
+                .with_namesrvs(self.namesrvs.unwrap_or(1), Some(base))?;
                 for (what, port) in layout.labelled() {
                     check_port_free(
                         port,
@@ -254,7 +263,8 @@ impl ClusterSpec {
                 self.controllers(),
                 self.sets(),
                 self.replicas(),
-            ),
+            )?
+            .with_namesrvs(self.namesrvs.unwrap_or(1), None),
         }
     }
 }

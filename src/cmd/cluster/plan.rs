@@ -115,8 +115,30 @@ pub fn plan(
             console: Some(layout.console),
         },
         data_dir: home.clone(),
-        config: Some((home.join("namesrv.toml"), namesrv_toml(layout, secrets)?)),
+        config: Some((
+            home.join("namesrv.toml"),
+            namesrv_toml(layout.namesrv, secrets)?,
+        )),
     });
+    // NameServers 2..: the same, without the console.
+    for (i, (remoting, metrics)) in layout.more_namesrvs.iter().enumerate() {
+        let name = format!("namesrv-{}", i + 2);
+        let home = dir.join(&name);
+        wanted.push(Wanted {
+            name,
+            role: Kind::Namesrv,
+            broker_name: None,
+            ports: Ports {
+                remoting: *remoting,
+                raft: None,
+                ha: None,
+                metrics: Some(*metrics),
+                console: None,
+            },
+            data_dir: home.clone(),
+            config: Some((home.join("namesrv.toml"), namesrv_toml(*remoting, secrets)?)),
+        });
+    }
     wanted.extend(brokers(spec, layout, dir, secrets)?);
     let controller_addrs: Vec<String> = layout
         .controllers
@@ -141,7 +163,7 @@ pub fn plan(
         dir: dir.to_path_buf(),
         cluster_name: spec.cluster_name().to_string(),
         broker_name: spec.broker_name().to_string(),
-        namesrv_addr: loopback(layout.namesrv),
+        namesrv_addr: layout.namesrv_addrs(),
         controller_addrs,
         started_at_ms: now_ms(),
         processes: processes.iter().map(|p| p.record.clone()).collect(),

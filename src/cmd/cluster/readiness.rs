@@ -107,6 +107,22 @@ impl Starter {
         Ok(())
     }
 
+    /// What some NameServer of the cluster (each is asked on its own) still lacks: a broker
+    /// set not whole or without a master, or no answer.
+    async fn registration_gap_anywhere(&self, api: &MqClientApi) -> Option<NotReady> {
+        for addr in rocketraft_remoting::api::namesrv_list(&self.file.namesrv_addr) {
+            let gap = match api.cluster_info(addr).await {
+                Ok(info) => registration_gap(&info, &self.file)
+                    .map(|gap| format!("the NameServer at {addr}: {gap}")),
+                Err(e) => Some(format!("the NameServer at {addr} does not answer: {e}")),
+            };
+            if let Some(gap) = gap {
+                return Some(NotReady::Registration(gap));
+            }
+        }
+        None
+    }
+
     /// Waits until every process in `indices` printed its ready line and, if `registered`,
     /// until the NameServer lists every broker set whole, with a master.
     async fn wait_ready(
@@ -124,13 +140,7 @@ impl Starter {
                 .find(|&i| !printed_ready(&self.file.processes[i]));
             let not_ready = match pending {
                 Some(i) => Some(NotReady::Process(i)),
-                None if registered => match api.cluster_info(&self.file.namesrv_addr).await {
-                    Ok(info) => registration_gap(&info, &self.file).map(NotReady::Registration),
-                    Err(e) => Some(NotReady::Registration(format!(
-                        "the NameServer at {} does not answer: {e}",
-                        self.file.namesrv_addr
-                    ))),
-                },
+                None if registered => self.registration_gap_anywhere(api).await,
                 None => None,
             };
             let Some(not_ready) = not_ready else {
