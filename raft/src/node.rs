@@ -44,6 +44,7 @@ use crate::network::TransportError;
 use crate::server::PeerService;
 use crate::state_machine::AppStateMachine;
 use crate::state_machine::SmInner;
+use crate::state_machine::SnapshotIo;
 use crate::state_machine::SnapshotWatch;
 use crate::state_machine::StateMachineError;
 use crate::state_machine::StateMachineStore;
@@ -1123,8 +1124,12 @@ impl<S: AppStateMachine> RaftNode<S> {
         let log_store = RocksLogStore::<TypeConfig>::open(config.data_dir.join("log"))
             .map_err(|e| startup(format!("raft log: {e}")))?;
         let log = log_store.watch();
-        let sm = StateMachineStore::open(&config.data_dir.join("snapshot"), Box::new(app))
-            .map_err(|e| startup(format!("state machine: {e}")))?;
+        let sm = StateMachineStore::open(
+            &config.data_dir.join("snapshot"),
+            Box::new(app),
+            SnapshotIo::BlockingPool,
+        )
+        .map_err(|e| startup(format!("state machine: {e}")))?;
         // `node_id`, `log/` and `snapshot/` are entries of the data directory: durable only
         // once it is synced (else a power loss right after the first start can take the whole
         // log, votes included, and the node restarts blank).

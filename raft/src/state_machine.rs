@@ -272,6 +272,30 @@ struct SnapShared {
     stall: tokio::sync::watch::Sender<Option<String>>,
     /// Set by [`SnapshotWatch::close`]: a waiting write gives up.
     closing: AtomicBool,
+    /// Where snapshot files are read and written.
+    io: SnapshotIo,
+}
+
+/// Where a [`StateMachineStore`] does its snapshot file I/O.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotIo {
+    /// On tokio's blocking pool, off the async workers (what a node uses).
+    BlockingPool,
+    /// On the calling task: for a single-threaded deterministic simulation, where a pool
+    /// thread's completion would interleave with the other tasks in an order no seed decides.
+    Inline,
+}
+
+impl SnapshotIo {
+    /// Runs `f` here; `Err` only if the pool lost it (a panic or shutdown).
+    async fn run<T: Send + 'static>(self, f: impl FnOnce() -> T + Send + 'static) -> io::Result<T> {
+        match self {
+            SnapshotIo::BlockingPool => tokio::task::spawn_blocking(f)
+                .await
+                .map_err(io::Error::other),
+            SnapshotIo::Inline => Ok(f()),
+        }
+    }
 }
 
 /// What a node keeps of its snapshot store: whether a snapshot write waits for the disk, and the
@@ -374,17 +398,18 @@ impl SnapShared {
             let this = self.clone();
             let dir2 = dir.to_path_buf();
             let bytes2 = bytes.clone();
-            let attempt: io::Result<bool> = tokio::task::spawn_blocking(move || {
-                let mut written = this.written.lock();
-                if written.is_some() && last <= *written {
-                    return Ok(false);
-                }
-                write_atomically(&dir2, SNAPSHOT_FILE, &bytes2)?;
-                *written = last;
-                Ok(true)
-            })
-            .await
-            .map_err(io::Error::other)?;
+            let attempt: io::Result<bool> = self
+                .io
+                .run(move || {
+                    let mut written = this.written.lock();
+                    if written.is_some() && last <= *written {
+                        return Ok(false);
+                    }
+                    write_atomically(&dir2, SNAPSHOT_FILE, &bytes2)?;
+                    *written = last;
+                    Ok(true)
+                })
+                .await?;
             match attempt {
                 Ok(wrote) => {
                     if failures > 0 {
@@ -428,7 +453,11 @@ impl SnapShared {
 
 impl StateMachineStore {
     /// Opens the state machine, restoring `app` from the snapshot in `dir` if there is one.
-    pub(crate) fn open(dir: &Path, mut app: Box<dyn ErasedApp>) -> io::Result<Self> {
+    pub(crate) fn open(
+        dir: &Path,
+        mut app: Box<dyn ErasedApp>,
+        io: SnapshotIo,
+    ) -> io::Result<Self> {
         fs::create_dir_all(dir)?;
         let path = dir.join(SNAPSHOT_FILE);
         // A temporary file left by a crash mid-write is garbage (the snapshot is the old file).
@@ -454,12 +483,33 @@ impl StateMachineStore {
             written: parking_lot::Mutex::new(env.last_applied),
             stall: tokio::sync::watch::Sender::new(None),
             closing: AtomicBool::new(false),
+            io,
         });
         Ok(StateMachineStore {
             inner: Arc::new(RwLock::new(SmInner { app, env })),
             dir: dir.to_path_buf(),
             snaps,
         })
+    }
+
+    /// Opens the state machine around `app`, restoring it from the snapshot in `dir` if there
+    /// is one: for a harness that runs openraft itself with its own log store and network (the
+    /// deterministic simulation, `rocketraft-sim`); [`crate::RaftNode`] opens it internally.
+    pub fn open_app<S: AppStateMachine>(dir: &Path, app: S, io: SnapshotIo) -> io::Result<Self> {
+        Self::open(dir, Box::new(app), io)
+    }
+
+    /// Answers `query` from the applied state as it is now (a stale read: nothing linearizes
+    /// it). `S` must be the type the store was opened with, else the JSON does not decode.
+    pub fn query_app<S: AppStateMachine>(
+        &self,
+        query: &S::Query,
+    ) -> Result<S::QueryResponse, StateMachineError> {
+        let json =
+            serde_json::to_string(query).map_err(|e| StateMachineError::unencodable("query", e))?;
+        let answer = self.inner.read().query(&json)?;
+        serde_json::from_str(&answer)
+            .map_err(|e| StateMachineError::UndecodableQuery(e.to_string()))
     }
 
     /// The snapshot writer's stall state and shutdown switch.
@@ -608,9 +658,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         &mut self,
     ) -> Result<Option<SnapshotOf<TypeConfig, Vec<u8>>>, io::Error> {
         let store = self.clone();
-        tokio::task::spawn_blocking(move || store.stored_snapshot())
-            .await
-            .map_err(io::Error::other)?
+        self.snaps.io.run(move || store.stored_snapshot()).await?
     }
 }
 
@@ -757,7 +805,9 @@ mod tests {
         };
         let dir = fs.dir.join("snapshot");
         let ballast = fs.dir.join("ballast");
-        let mut store = StateMachineStore::open(&dir, Box::new(Counter::default())).expect("open");
+        let mut store =
+            StateMachineStore::open(&dir, Box::new(Counter::default()), SnapshotIo::BlockingPool)
+                .expect("open");
         let watch = store.watch();
         {
             let mut inner = store.inner.write();
@@ -814,7 +864,9 @@ mod tests {
         assert!(!tmp_path(&dir, SNAPSHOT_FILE).exists(), "partial file left");
         drop(store);
         fs::remove_file(&ballast).expect("free space");
-        let reopened = StateMachineStore::open(&dir, Box::new(Counter::default())).expect("reopen");
+        let reopened =
+            StateMachineStore::open(&dir, Box::new(Counter::default()), SnapshotIo::BlockingPool)
+                .expect("reopen");
         assert_eq!(reopened.inner.read().query("null"), Ok("42".to_string()));
         drop(fs);
     }

@@ -1,0 +1,305 @@
+//! The invariants, checked on every sample of every running node and on every client answer,
+//! and the run's trace.
+//!
+//! - **One master per broker set and epoch**: across every node's applied state and every
+//!   acknowledged election, a `(brokerName, masterEpoch)` pair names one master (or none).
+//! - **Epochs never go back** on a node while its process runs (a restarted process rebuilds
+//!   its state from the log, from nothing).
+//! - **State-machine safety**: every node's applied state at a given applied index is the same.
+//! - **Acknowledged decisions survive**: every leader's log holds every acknowledged entry with
+//!   the same log id, and a node that applied past an acknowledged election holds its epoch
+//!   or a later one.
+//! - **Linearizable reads**: a `GET_REPLICA_INFO` answer shows epochs no older than those of the
+//!   decisions acknowledged before the read started.
+//! - **No panic** (counted by the panic hook) and no fatal Raft error.
+
+use std::collections::BTreeMap;
+
+use openraft::alias::LogIdOf;
+use openraft::ServerState;
+use rocketraft_controller::ControllerState;
+use rocketraft_raft::NodeId;
+use rocketraft_raft::TypeConfig;
+
+use crate::store::DurableLog;
+
+type LogId = LogIdOf<TypeConfig>;
+
+/// At most this many failures are kept per run (the first is the one to chase).
+const MAX_FAILURES: usize = 20;
+
+/// The highest epochs acknowledged for one broker set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Floor {
+    pub master_epoch: i32,
+    pub sync_state_set_epoch: i32,
+}
+
+#[derive(Debug, Default)]
+struct NodeSeen {
+    /// Per broker set: (master epoch, SyncStateSet epoch) at the last sample.
+    epochs: BTreeMap<String, (i32, i32)>,
+    last_applied: u64,
+    /// The term this node last led in, to trace each new leadership once.
+    led_term: Option<u64>,
+}
+
+/// An acknowledged write.
+#[derive(Debug, Clone)]
+struct Acked {
+    log_id: LogId,
+    what: String,
+    /// An acknowledged election: (broker set, master epoch).
+    elected: Option<(String, i32)>,
+}
+
+/// What one run observed.
+#[derive(Debug)]
+pub struct Checker {
+    start: tokio::time::Instant,
+    trace: Vec<String>,
+    failures: Vec<String>,
+    /// Applied index -> the applied state there (JSON) and the node first seen with it.
+    by_index: BTreeMap<u64, (String, NodeId)>,
+    /// (broker set, master epoch) -> master, and where it was first seen.
+    epoch_master: BTreeMap<(String, i32), (Option<i64>, String)>,
+    nodes: BTreeMap<NodeId, NodeSeen>,
+    acked: Vec<Acked>,
+    floors: BTreeMap<String, Floor>,
+}
+
+impl Checker {
+    pub fn new() -> Self {
+        Checker {
+            start: tokio::time::Instant::now(),
+            trace: Vec::new(),
+            failures: Vec::new(),
+            by_index: BTreeMap::new(),
+            epoch_master: BTreeMap::new(),
+            nodes: BTreeMap::new(),
+            acked: Vec::new(),
+            floors: BTreeMap::new(),
+        }
+    }
+
+    /// Starts the clock of the trace's stamps: call inside the run's runtime (its paused clock
+    /// began at a wall-clock instant of its own).
+    pub fn restart_clock(&mut self) {
+        self.start = tokio::time::Instant::now();
+    }
+
+    /// Simulated milliseconds since the run started.
+    pub fn now_ms(&self) -> u128 {
+        (tokio::time::Instant::now() - self.start).as_millis()
+    }
+
+    /// Appends a trace line stamped with the simulated time.
+    pub fn log(&mut self, line: impl AsRef<str>) {
+        let stamped = format!("{:>7}ms {}", self.now_ms(), line.as_ref());
+        self.trace.push(stamped);
+    }
+
+    /// Records a broken invariant (also traced).
+    pub fn fail(&mut self, what: impl AsRef<str>) {
+        let line = format!("{}ms {}", self.now_ms(), what.as_ref());
+        self.log(format!("FAIL {}", what.as_ref()));
+        if self.failures.len() < MAX_FAILURES {
+            self.failures.push(line);
+        }
+    }
+
+    pub fn failures(&self) -> &[String] {
+        &self.failures
+    }
+
+    pub fn into_parts(self) -> (Vec<String>, Vec<String>) {
+        (self.trace, self.failures)
+    }
+
+    /// A node's process (re)starts: its state is rebuilt from nothing.
+    pub fn node_started(&mut self, id: NodeId) {
+        let led_term = self.nodes.get(&id).and_then(|n| n.led_term);
+        self.nodes.insert(
+            id,
+            NodeSeen {
+                led_term,
+                ..NodeSeen::default()
+            },
+        );
+    }
+
+    /// What the acknowledged decisions for `set` guarantee a later read.
+    pub fn floor(&self, set: &str) -> Floor {
+        self.floors.get(set).copied().unwrap_or_default()
+    }
+
+    fn note_master(&mut self, set: &str, epoch: i32, master: Option<i64>, seen: String) {
+        if epoch == 0 {
+            return;
+        }
+        match self.epoch_master.get(&(set.to_string(), epoch)) {
+            None => {
+                self.epoch_master
+                    .insert((set.to_string(), epoch), (master, seen));
+            }
+            Some((m, first)) if *m != master => {
+                let msg = format!(
+                    "two masters in broker set {set} epoch {epoch}: {m:?} ({first}) and {master:?} ({seen})"
+                );
+                self.fail(msg);
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// A client's write was acknowledged at `log_id`.
+    pub fn acked_write(
+        &mut self,
+        log_id: LogId,
+        what: String,
+        elected: Option<(String, i32, i64)>,
+    ) {
+        if let Some((set, epoch, master)) = &elected {
+            self.note_master(
+                set,
+                *epoch,
+                Some(*master),
+                format!("acknowledged at {log_id}"),
+            );
+            let floor = self.floors.entry(set.clone()).or_default();
+            floor.master_epoch = floor.master_epoch.max(*epoch);
+        }
+        self.acked.push(Acked {
+            log_id,
+            what,
+            elected: elected.map(|(s, e, _)| (s, e)),
+        });
+    }
+
+    /// An acknowledged SyncStateSet change to `epoch`.
+    pub fn acked_sync_state_set(&mut self, set: &str, epoch: i32) {
+        let floor = self.floors.entry(set.to_string()).or_default();
+        floor.sync_state_set_epoch = floor.sync_state_set_epoch.max(epoch);
+    }
+
+    /// A read answered `(master_epoch, sync_state_set_epoch)`; `floor` was taken when it began.
+    pub fn read_answered(&mut self, client: u64, set: &str, floor: Floor, got: Floor) {
+        if got.master_epoch < floor.master_epoch
+            || got.sync_state_set_epoch < floor.sync_state_set_epoch
+        {
+            self.fail(format!(
+                "stale read by c{client} of {set}: epochs {got:?}, but {floor:?} were acknowledged before it began"
+            ));
+        }
+    }
+
+    /// One sample of a running node: its Raft role and term, and its applied state.
+    #[allow(clippy::too_many_arguments)]
+    pub fn observe(
+        &mut self,
+        id: NodeId,
+        server_state: ServerState,
+        term: u64,
+        raft_applied: Option<u64>,
+        app_applied: u64,
+        state: &ControllerState,
+        disk: &DurableLog,
+    ) {
+        let json = match serde_json::to_string(state) {
+            Ok(j) => j,
+            Err(e) => {
+                self.fail(format!("n{id}: state not encodable: {e}"));
+                return;
+            }
+        };
+        // State-machine safety.
+        match self.by_index.get(&app_applied) {
+            None => {
+                self.by_index.insert(app_applied, (json, id));
+            }
+            Some((other, first)) if *other != json => {
+                let first = *first;
+                self.fail(format!(
+                    "n{id} applied state at index {app_applied} differs from n{first}'s"
+                ));
+            }
+            Some(_) => {}
+        }
+        // Epochs per node process, and one master per epoch.
+        let mut went_back = Vec::new();
+        let seen = self.nodes.entry(id).or_default();
+        if app_applied < seen.last_applied {
+            went_back.push(format!(
+                "n{id} applied index went back from {} to {app_applied}",
+                seen.last_applied
+            ));
+        }
+        seen.last_applied = app_applied;
+        let mut masters = Vec::new();
+        for (name, set) in &state.broker_sets {
+            let sync = &set.sync_state_info;
+            let now = (sync.master_epoch, sync.sync_state_set_epoch);
+            if let Some(before) = seen.epochs.insert(name.clone(), now) {
+                if now.0 < before.0 || now.1 < before.1 {
+                    went_back.push(format!(
+                        "n{id} broker set {name}: epochs went back from {before:?} to {now:?}"
+                    ));
+                }
+            }
+            masters.push((name.clone(), sync.master_epoch, sync.master_broker_id));
+        }
+        let new_leadership = server_state == ServerState::Leader && seen.led_term != Some(term);
+        if new_leadership {
+            seen.led_term = Some(term);
+        }
+        for w in went_back {
+            self.fail(w);
+        }
+        for (name, epoch, master) in masters {
+            self.note_master(&name, epoch, master, format!("n{id} applied {app_applied}"));
+        }
+        if new_leadership {
+            self.log(format!("n{id} leads term {term}"));
+        }
+        // Acknowledged decisions survive: in every leader's log, and in every applied state
+        // that went past them.
+        let mut lost = Vec::new();
+        for a in &self.acked {
+            // Only a leader of a later leadership than the one that committed the entry must
+            // hold it: a process restarted with its old committed vote (openraft's leader
+            // restore) may lead its stale term, where it can commit nothing.
+            let entry_leader = (a.log_id.leader_id.term, a.log_id.leader_id.node_id);
+            if server_state == ServerState::Leader && (term, id) >= entry_leader {
+                let held = disk.live_log_id(a.log_id.index);
+                if held.as_ref() != Some(&a.log_id) {
+                    lost.push(format!(
+                        "leader n{id} (term {term}) lacks acknowledged {} at {}: holds {held:?}",
+                        a.what, a.log_id
+                    ));
+                }
+            }
+            if let Some((set, epoch)) = &a.elected {
+                if raft_applied.is_some_and(|i| i >= a.log_id.index) {
+                    let have = state
+                        .broker_set(set)
+                        .map_or(0, |s| s.sync_state_info.master_epoch);
+                    if have < *epoch {
+                        lost.push(format!(
+                            "n{id} applied past {} ({}) but holds master epoch {have} of {set}",
+                            a.log_id, a.what
+                        ));
+                    }
+                }
+            }
+        }
+        for l in lost {
+            self.fail(l);
+        }
+    }
+}
+
+impl Default for Checker {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,932 @@
+//! One simulation run: the controller quorum, its clients and the nemesis, on one seed.
+
+use std::collections::BTreeMap;
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::errors::ClientWriteError;
+use openraft::errors::LinearizableReadError;
+use openraft::errors::RaftError;
+use openraft::raft::ReadPolicy;
+use openraft::type_config::async_runtime::WatchReceiver;
+use openraft::BasicNode;
+use openraft::SnapshotPolicy;
+use parking_lot::Mutex;
+use rocketraft_controller::handler::AlterSyncStateSetRequest;
+use rocketraft_controller::handler::ApplyBrokerIdRequest;
+use rocketraft_controller::handler::ElectMasterRequest;
+use rocketraft_controller::handler::ElectOutcome;
+use rocketraft_controller::handler::GetNextBrokerIdRequest;
+use rocketraft_controller::handler::GetReplicaInfoRequest;
+use rocketraft_controller::handler::RegisterBrokerRequest;
+use rocketraft_controller::replicated::CommandResult;
+use rocketraft_controller::AliveBrokers;
+use rocketraft_controller::BrokerLiveInfo;
+use rocketraft_controller::ControllerCommand;
+use rocketraft_controller::ControllerQuery;
+use rocketraft_controller::ControllerQueryResponse;
+use rocketraft_controller::ControllerRequest;
+use rocketraft_controller::ControllerResponse;
+use rocketraft_controller::ControllerStateMachine;
+use rocketraft_controller::DefaultElectPolicy;
+use rocketraft_raft::state_machine::SnapshotIo;
+use rocketraft_raft::state_machine::StateMachineStore;
+use rocketraft_raft::types::Raft;
+use rocketraft_raft::types::Reply;
+use rocketraft_raft::types::Request;
+use rocketraft_raft::NodeId;
+use rocketraft_raft::TypeConfig;
+
+use crate::check::Checker;
+use crate::check::Floor;
+use crate::net::CallError;
+use crate::net::Channel;
+use crate::net::Endpoint;
+use crate::net::LinkConfig;
+use crate::net::Net;
+use crate::net::NodeHandle;
+use crate::net::SimNetworkFactory;
+use crate::net::CLIENT_BASE;
+use crate::rng::SimRng;
+use crate::store::DurableLog;
+
+type LogId = openraft::alias::LogIdOf<TypeConfig>;
+
+/// What a run simulates.
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    /// Controller nodes (3 or 5).
+    pub nodes: u64,
+    /// Concurrent clients.
+    pub clients: u64,
+    /// Simulated time under faults.
+    pub fault_ms: u64,
+    /// Simulated time, after healing everything, within which the quorum must serve again and
+    /// every node catch up.
+    pub recover_ms: u64,
+    /// Whether the nemesis injects faults (off: a calm run, the baseline).
+    pub faults: bool,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        SimOptions {
+            nodes: 3,
+            clients: 3,
+            fault_ms: 3000,
+            recover_ms: 4000,
+            faults: true,
+        }
+    }
+}
+
+/// Counters of one run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub ops_ok: u64,
+    pub ops_refused: u64,
+    pub ops_unknown: u64,
+    pub crashes: u64,
+    pub partitions: u64,
+    pub messages: u64,
+    pub dropped: u64,
+}
+
+/// The broker sets the clients work on.
+const SETS: [&str; 2] = ["broker-a", "broker-b"];
+/// Broker ids per set.
+const BROKER_IDS: u64 = 3;
+/// A client's deadline for one attempt.
+const CALL_DEADLINE: Duration = Duration::from_millis(300);
+/// Attempts per client operation (the same serial each time: the state machine applies a
+/// proposal once).
+const ATTEMPTS: u32 = 4;
+
+/// Shared by the tasks of one run.
+pub(crate) struct World {
+    pub opts: SimOptions,
+    pub net: Net,
+    pub check: Mutex<Checker>,
+    pub rng: Mutex<SimRng>,
+    pub disks: BTreeMap<NodeId, DurableLog>,
+    pub election_ms: BTreeMap<NodeId, u64>,
+    pub dir: PathBuf,
+    pub stats: Mutex<Stats>,
+    /// Set when the fault phase is over: clients stop.
+    pub stopping: Mutex<bool>,
+}
+
+impl World {
+    pub fn new(seed: u64, opts: SimOptions, dir: PathBuf) -> Arc<World> {
+        let mut rng = SimRng::new(seed);
+        let net = Net::new(rng.fork());
+        let mut disks = BTreeMap::new();
+        let mut election_ms = BTreeMap::new();
+        // Distinct fixed election timeouts from the seed: openraft draws each timeout from
+        // `min..max` with an unseeded RNG; a range of one value takes that out.
+        let mut slots: Vec<u64> = (0..opts.nodes).collect();
+        for id in 1..=opts.nodes {
+            let slot = slots.remove(rng.pick(slots.len()));
+            election_ms.insert(id, 60 + slot * 25 + rng.range(0, 15));
+            disks.insert(id, DurableLog::new(rng.fork(), (0, 3)));
+        }
+        Arc::new(World {
+            opts,
+            net,
+            check: Mutex::new(Checker::new()),
+            rng: Mutex::new(rng),
+            disks,
+            election_ms,
+            dir,
+            stats: Mutex::new(Stats::default()),
+            stopping: Mutex::new(false),
+        })
+    }
+
+    pub fn log(&self, line: impl AsRef<str>) {
+        self.check.lock().log(line);
+    }
+
+    fn fail(&self, line: impl AsRef<str>) {
+        self.check.lock().fail(line);
+    }
+
+    fn nodes(&self) -> impl Iterator<Item = NodeId> {
+        1..=self.opts.nodes
+    }
+
+    fn endpoints(&self) -> BTreeSet<Endpoint> {
+        self.nodes()
+            .chain((0..self.opts.clients).map(|k| CLIENT_BASE + k))
+            .collect()
+    }
+
+    /// Starts node `id`'s process on its disk.
+    async fn start_node(self: &Arc<Self>, id: NodeId) -> Result<Raft, String> {
+        let store = self.disks[&id].open();
+        let sm = StateMachineStore::open_app(
+            &self.dir.join(format!("n{id}")),
+            ControllerStateMachine::new(),
+            SnapshotIo::Inline,
+        )
+        .map_err(|e| format!("n{id} state machine: {e}"))?;
+        let election = self.election_ms[&id];
+        let config = openraft::Config {
+            cluster_name: "sim".to_string(),
+            // A tick of 1 ms (heartbeat * 13 / 64): openraft offsets the first tick randomly
+            // within one tick period; at 1 ms the paused clock's millisecond timer rounds every
+            // offset to the same instant.
+            heartbeat_interval: 8,
+            election_timeout_min: election,
+            election_timeout_max: election + 1,
+            snapshot_policy: SnapshotPolicy::Never,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| format!("raft config: {e}"))?;
+        let network = SimNetworkFactory {
+            net: self.net.clone(),
+            node_id: id,
+        };
+        let raft = Raft::new(id, Arc::new(config), network, store, sm.clone())
+            .await
+            .map_err(|e| format!("n{id} raft: {e}"))?;
+        self.check.lock().node_started(id);
+        self.net.set_up(
+            id,
+            NodeHandle {
+                raft: raft.clone(),
+                sm,
+            },
+        );
+        Ok(raft)
+    }
+
+    /// Kills node `id`'s process: what it had not synced is lost.
+    async fn crash(self: &Arc<Self>, id: NodeId) {
+        let Some(handle) = self.net.set_down(id) else {
+            return;
+        };
+        let lost = self.disks[&id].crash();
+        self.stats.lock().crashes += 1;
+        self.log(format!("n{id} crash ({lost} unsynced entries lost)"));
+        // Its storage now refuses everything; stop what is left of its tasks.
+        let _ = tokio::time::timeout(Duration::from_secs(5), handle.raft.shutdown()).await;
+    }
+
+    async fn restart(self: &Arc<Self>, id: NodeId) {
+        if self.net.handle(id).is_some() {
+            return;
+        }
+        match self.start_node(id).await {
+            Ok(_) => self.log(format!(
+                "n{id} restart (synced log up to {:?})",
+                self.disks[&id].synced_last_index()
+            )),
+            Err(e) => self.fail(format!("n{id} does not restart: {e}")),
+        }
+    }
+
+    /// Samples every running node's role and applied state into the checker.
+    fn sample(&self) {
+        for id in self.nodes() {
+            let Some(node) = self.net.handle(id) else {
+                continue;
+            };
+            let m = node.raft.metrics().borrow_watched().clone();
+            if let Err(fatal) = &m.running_state {
+                self.fail(format!("n{id} stopped: {fatal}"));
+                continue;
+            }
+            match node
+                .sm
+                .query_app::<ControllerStateMachine>(&ControllerQuery::State)
+            {
+                Ok(ControllerQueryResponse::State {
+                    state,
+                    last_applied,
+                }) => self.check.lock().observe(
+                    id,
+                    m.state,
+                    m.current_term,
+                    m.last_applied.map(|l| l.index),
+                    last_applied,
+                    &state,
+                    &self.disks[&id],
+                ),
+                Ok(other) => self.fail(format!("n{id}: state query answered {other:?}")),
+                Err(e) => self.fail(format!("n{id}: state query failed: {e}")),
+            }
+        }
+    }
+
+    /// The run: bootstrap, clients and nemesis under faults, healing, recovery check.
+    pub async fn run(self: Arc<Self>) -> Stats {
+        self.check.lock().restart_clock();
+        let members: BTreeMap<NodeId, BasicNode> = self
+            .nodes()
+            .map(|id| {
+                (
+                    id,
+                    BasicNode {
+                        addr: format!("n{id}"),
+                    },
+                )
+            })
+            .collect();
+        for id in self.nodes() {
+            match self.start_node(id).await {
+                Ok(raft) => {
+                    if let Err(e) = raft.initialize(members.clone()).await {
+                        self.fail(format!("n{id} initialize: {e}"));
+                    }
+                }
+                Err(e) => self.fail(e),
+            }
+        }
+        self.log(format!(
+            "{} nodes up, election timeouts {:?} ms",
+            self.opts.nodes, self.election_ms
+        ));
+
+        let sampler = {
+            let w = self.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    w.sample();
+                }
+            })
+        };
+        let mut clients = Vec::new();
+        for k in 0..self.opts.clients {
+            let w = self.clone();
+            let rng = self.rng.lock().fork();
+            clients.push(tokio::spawn(
+                async move { Client::new(w, k, rng).run().await },
+            ));
+        }
+
+        self.nemesis().await;
+
+        // Clients stop where they are: an operation cut short was never acknowledged, so it
+        // binds nothing.
+        *self.stopping.lock() = true;
+        for c in &clients {
+            c.abort();
+        }
+        for c in clients {
+            let _ = c.await;
+        }
+        self.recover().await;
+        sampler.abort();
+        self.sample();
+        for id in self.nodes() {
+            if let Some(node) = self.net.set_down(id) {
+                let _ = tokio::time::timeout(Duration::from_secs(5), node.raft.shutdown()).await;
+            }
+        }
+        let (messages, dropped) = self.net.counters();
+        let mut stats = self.stats.lock().clone();
+        stats.messages = messages;
+        stats.dropped = dropped;
+        stats
+    }
+
+    /// Faults for `fault_ms`, one every 40..300 ms.
+    async fn nemesis(self: &Arc<Self>) {
+        let end = tokio::time::Instant::now() + Duration::from_millis(self.opts.fault_ms);
+        loop {
+            let pause = self.rng.lock().range(40, 300);
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+            if tokio::time::Instant::now() >= end {
+                return;
+            }
+            if !self.opts.faults {
+                continue;
+            }
+            let roll = self.rng.lock().range(0, 99);
+            let down: Vec<NodeId> = self
+                .nodes()
+                .filter(|id| self.net.handle(*id).is_none())
+                .collect();
+            let up: Vec<NodeId> = self
+                .nodes()
+                .filter(|id| self.net.handle(*id).is_some())
+                .collect();
+            match roll {
+                0..=19 => {
+                    let all = self.endpoints();
+                    let side: BTreeSet<Endpoint> = {
+                        let mut rng = self.rng.lock();
+                        all.iter().copied().filter(|_| rng.chance(500)).collect()
+                    };
+                    if side.is_empty() || side.len() == all.len() {
+                        continue;
+                    }
+                    self.net.partition(&side, &all);
+                    self.stats.lock().partitions += 1;
+                    self.log(format!("partition {side:?} | rest"));
+                }
+                20..=29 => {
+                    let (from, to) = {
+                        let mut rng = self.rng.lock();
+                        let n = self.opts.nodes;
+                        let from = rng.range(1, n);
+                        let to = 1 + (from + rng.range(0, n - 2)) % n;
+                        (from, to)
+                    };
+                    self.net.cut_one_way(from, to);
+                    self.stats.lock().partitions += 1;
+                    self.log(format!("cut n{from} -> n{to}"));
+                }
+                30..=49 => {
+                    self.net.heal();
+                    self.log("heal");
+                }
+                50..=64 if !up.is_empty() => {
+                    let victim = up[self.rng.lock().pick(up.len())];
+                    self.crash(victim).await;
+                }
+                65..=84 if !down.is_empty() => {
+                    let back = down[self.rng.lock().pick(down.len())];
+                    self.restart(back).await;
+                }
+                _ => {
+                    let links = {
+                        let mut rng = self.rng.lock();
+                        let slow = rng.chance(250);
+                        LinkConfig {
+                            delay_ms: if slow {
+                                (1, rng.range(10, 60))
+                            } else {
+                                (1, rng.range(2, 6))
+                            },
+                            loss: if rng.chance(500) {
+                                rng.range(0, 200)
+                            } else {
+                                0
+                            },
+                            duplicate: if rng.chance(500) {
+                                rng.range(0, 100)
+                            } else {
+                                0
+                            },
+                        }
+                    };
+                    self.log(format!("links {links:?}"));
+                    self.net.set_links(links);
+                }
+            }
+        }
+    }
+
+    /// Heals everything and restarts every node; the quorum must then take a write, and every
+    /// node reach the same applied state.
+    async fn recover(self: &Arc<Self>) {
+        self.net.heal();
+        self.net.set_links(LinkConfig::default());
+        self.log("heal all, links clean, restart every node");
+        for id in self.nodes() {
+            self.restart(id).await;
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(self.opts.recover_ms);
+        let mut probe = Client::new(self.clone(), self.opts.clients, SimRng::new(0));
+        let mut wrote = false;
+        while tokio::time::Instant::now() < deadline {
+            let req = ControllerRequest::GetNextBrokerId(GetNextBrokerIdRequest {
+                cluster: "sim".to_string(),
+                broker_name: SETS[0].to_string(),
+            });
+            if probe.write_once(req).await.is_some() {
+                wrote = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if !wrote {
+            self.fail(format!(
+                "no write succeeded within {} ms after healing",
+                self.opts.recover_ms
+            ));
+            return;
+        }
+        // Everyone catches up to the same applied state.
+        while tokio::time::Instant::now() < deadline {
+            let applied: BTreeSet<Option<u64>> = self
+                .nodes()
+                .map(|id| {
+                    self.net.handle(id).and_then(|n| {
+                        n.raft
+                            .metrics()
+                            .borrow_watched()
+                            .last_applied
+                            .map(|l| l.index)
+                    })
+                })
+                .collect();
+            if applied.len() == 1 {
+                self.log(format!("recovered: every node applied {applied:?}"));
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.fail("the nodes did not converge to one applied index after healing");
+    }
+}
+
+/// What a node answers a client.
+#[derive(Debug, Clone)]
+enum Answer {
+    Written { log_id: LogId, reply: Reply },
+    Read(ControllerQueryResponse),
+    NotLeader(Option<NodeId>),
+    Failed(String),
+}
+
+async fn serve_write(node: NodeHandle, req: Request) -> Answer {
+    match node.raft.client_write(req).await {
+        Ok(resp) => Answer::Written {
+            log_id: resp.log_id,
+            reply: resp.data,
+        },
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+            Answer::NotLeader(f.leader_id)
+        }
+        Err(e) => Answer::Failed(e.to_string()),
+    }
+}
+
+async fn serve_read(node: NodeHandle, query: ControllerQuery) -> Answer {
+    match node.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+        Ok(_) => {}
+        Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
+            return Answer::NotLeader(f.leader_id)
+        }
+        Err(e) => return Answer::Failed(e.to_string()),
+    }
+    match node.sm.query_app::<ControllerStateMachine>(&query) {
+        Ok(r) => Answer::Read(r),
+        Err(e) => Answer::Failed(e.to_string()),
+    }
+}
+
+/// A client's knowledge of one broker set (from its last answers).
+#[derive(Debug, Clone, Copy, Default)]
+struct Known {
+    master: Option<i64>,
+    master_epoch: i32,
+    sync_state_set_epoch: i32,
+}
+
+/// A simulated client: issues controller requests to the nodes, follows leader hints, retries
+/// with the same serial, and records every answer.
+struct Client {
+    world: Arc<World>,
+    id: u64,
+    endpoint: Endpoint,
+    rng: SimRng,
+    serial: u64,
+    leader: Option<NodeId>,
+    known: BTreeMap<String, Known>,
+    channels: BTreeMap<NodeId, Channel>,
+}
+
+/// How a write ended.
+enum Outcome {
+    Ok(CommandResult, LogId),
+    Unknown(String),
+}
+
+impl Client {
+    fn new(world: Arc<World>, k: u64, rng: SimRng) -> Self {
+        Client {
+            world,
+            id: k + 1,
+            endpoint: CLIENT_BASE + k,
+            rng,
+            serial: 0,
+            leader: None,
+            known: BTreeMap::new(),
+            channels: BTreeMap::new(),
+        }
+    }
+
+    fn target(&mut self) -> NodeId {
+        match self.leader {
+            Some(l) if !self.rng.chance(100) => l,
+            _ => self.rng.range(1, self.world.opts.nodes),
+        }
+    }
+
+    fn log(&self, line: impl AsRef<str>) {
+        self.world.log(format!("c{} {}", self.id, line.as_ref()));
+    }
+
+    /// This client's channel to node `to` (opened on first use).
+    fn channel(&mut self, to: NodeId) -> Channel {
+        let endpoint = self.endpoint;
+        let net = self.world.net.clone();
+        *self
+            .channels
+            .entry(to)
+            .or_insert_with(|| net.open_channel(endpoint, to))
+    }
+
+    /// The liveness the (simulated) proposing leader reports for `set`: each broker alive with
+    /// a seeded chance, with a seeded offset.
+    fn alive(&mut self, set: &str) -> AliveBrokers {
+        let mut alive = AliveBrokers::new();
+        for id in 1..=BROKER_IDS as i64 {
+            if self.rng.chance(700) {
+                let offset = self.rng.range(0, 100) as i64;
+                alive.insert(set, id, BrokerLiveInfo::new(0, offset, 0));
+            }
+        }
+        alive
+    }
+
+    async fn run(mut self) {
+        loop {
+            let think = self.rng.range(2, 30);
+            tokio::time::sleep(Duration::from_millis(think)).await;
+            if *self.world.stopping.lock() {
+                return;
+            }
+            self.one_op().await;
+        }
+    }
+
+    async fn one_op(&mut self) {
+        let set = SETS[self.rng.pick(SETS.len())].to_string();
+        // Id 1 half the time: a broker set exists once id 1 is applied.
+        let id = if self.rng.chance(500) {
+            1
+        } else {
+            self.rng.range(1, BROKER_IDS) as i64
+        };
+        let address = format!("{set}-{id}:10911");
+        let roll = self.rng.range(0, 99);
+        let request = match roll {
+            0..=14 => ControllerRequest::ApplyBrokerId(ApplyBrokerIdRequest {
+                cluster: "sim".to_string(),
+                broker_name: set.clone(),
+                applied_broker_id: id,
+                register_check_code: format!("{address};0"),
+            }),
+            15..=29 => ControllerRequest::RegisterBroker(RegisterBrokerRequest {
+                cluster: "sim".to_string(),
+                broker_name: set.clone(),
+                broker_id: id,
+                broker_address: if self.rng.chance(200) {
+                    format!("{set}-{id}:10912")
+                } else {
+                    address
+                },
+            }),
+            30..=59 => ControllerRequest::ElectMaster(ElectMasterRequest {
+                cluster: "sim".to_string(),
+                broker_name: set.clone(),
+                broker_id: if self.rng.chance(300) { None } else { Some(id) },
+                designate_elect: self.rng.chance(100),
+                depose_epoch: None,
+            }),
+            60..=79 => {
+                let known = self.known.get(&set).copied().unwrap_or_default();
+                let master = known.master.unwrap_or(id);
+                let mut members: BTreeSet<i64> = (1..=BROKER_IDS as i64)
+                    .filter(|_| self.rng.chance(500))
+                    .collect();
+                members.insert(master);
+                ControllerRequest::AlterSyncStateSet(AlterSyncStateSetRequest {
+                    broker_name: set.clone(),
+                    master_broker_id: master,
+                    master_epoch: known.master_epoch,
+                    new_sync_state_set: members,
+                    sync_state_set_epoch: known.sync_state_set_epoch,
+                    fence: self.rng.chance(100),
+                })
+            }
+            _ => {
+                self.read(&set).await;
+                return;
+            }
+        };
+        self.write(&set, request).await;
+    }
+
+    fn describe(request: &ControllerRequest) -> String {
+        match request {
+            ControllerRequest::ApplyBrokerId(r) => {
+                format!("apply-id {} {}", r.broker_name, r.applied_broker_id)
+            }
+            ControllerRequest::RegisterBroker(r) => format!(
+                "register {} {} {}",
+                r.broker_name, r.broker_id, r.broker_address
+            ),
+            ControllerRequest::ElectMaster(r) => format!(
+                "elect {} by {:?}{}",
+                r.broker_name,
+                r.broker_id,
+                if r.designate_elect { " designated" } else { "" }
+            ),
+            ControllerRequest::AlterSyncStateSet(r) => format!(
+                "alter {} master {} epoch {} set {:?} sss-epoch {}{}",
+                r.broker_name,
+                r.master_broker_id,
+                r.master_epoch,
+                r.new_sync_state_set,
+                r.sync_state_set_epoch,
+                if r.fence { " fence" } else { "" }
+            ),
+            ControllerRequest::GetNextBrokerId(r) => format!("next-id {}", r.broker_name),
+            other => format!("{other:?}"),
+        }
+    }
+
+    /// Sends one write until it is answered or [`ATTEMPTS`] run out.
+    async fn write_outcome(&mut self, request: ControllerRequest) -> Outcome {
+        self.serial += 1;
+        let alive = match r_name(&request) {
+            Some(set) => self.alive(&set),
+            None => AliveBrokers::new(),
+        };
+        let command = ControllerCommand {
+            request,
+            alive,
+            policy: DefaultElectPolicy::default(),
+        };
+        let payload = match serde_json::to_string(&command) {
+            Ok(p) => p,
+            Err(e) => return Outcome::Unknown(format!("unencodable command: {e}")),
+        };
+        let req = Request {
+            client: self.id,
+            serial: self.serial,
+            payload,
+        };
+        let mut last = String::from("no attempt");
+        for attempt in 0..ATTEMPTS {
+            if attempt > 0 {
+                let backoff = self.rng.range(10, 60);
+                tokio::time::sleep(Duration::from_millis(backoff)).await;
+            }
+            let to = self.target();
+            let channel = self.channel(to);
+            let answer = self
+                .world
+                .net
+                .call(channel, req.clone(), CALL_DEADLINE, serve_write)
+                .await;
+            match answer {
+                Ok(Answer::Written { log_id, reply }) => {
+                    self.leader = Some(to);
+                    return match reply.result {
+                        Ok(json) => match serde_json::from_str::<CommandResult>(&json) {
+                            Ok(result) => Outcome::Ok(result, log_id),
+                            Err(e) => Outcome::Unknown(format!("undecodable reply: {e}")),
+                        },
+                        Err(e) => Outcome::Unknown(format!("not applied: {e}")),
+                    };
+                }
+                Ok(Answer::NotLeader(hint)) => {
+                    self.leader = hint;
+                    last = format!("n{to}: not leader (hint {hint:?})");
+                }
+                Ok(Answer::Failed(e)) => {
+                    self.leader = None;
+                    last = format!("n{to}: {e}");
+                }
+                Ok(Answer::Read(_)) => last = format!("n{to}: answered a read"),
+                Err(CallError::Unreachable) => {
+                    self.leader = None;
+                    last = format!("n{to}: down");
+                }
+                Err(CallError::Timeout) => {
+                    self.leader = None;
+                    last = format!("n{to}: timeout");
+                }
+            }
+        }
+        Outcome::Unknown(last)
+    }
+
+    /// A write for the recovery probe: `Some` once acknowledged.
+    async fn write_once(&mut self, request: ControllerRequest) -> Option<u64> {
+        match self.write_outcome(request).await {
+            Outcome::Ok(_, log_id) => Some(log_id.index),
+            Outcome::Unknown(_) => None,
+        }
+    }
+
+    async fn write(&mut self, set: &str, request: ControllerRequest) {
+        let what = Self::describe(&request);
+        let outcome = self.write_outcome(request).await;
+        match outcome {
+            Outcome::Ok(Ok(response), log_id) => {
+                self.world.stats.lock().ops_ok += 1;
+                let mut elected = None;
+                let summary = match &response {
+                    ControllerResponse::ElectMaster(r) => {
+                        self.known.insert(
+                            set.to_string(),
+                            Known {
+                                master: r.master_broker_id,
+                                master_epoch: r.master_epoch,
+                                sync_state_set_epoch: r.sync_state_set_epoch,
+                            },
+                        );
+                        if r.outcome == ElectOutcome::Elected {
+                            if let Some(m) = r.master_broker_id {
+                                elected = Some((set.to_string(), r.master_epoch, m));
+                            }
+                        }
+                        format!(
+                            "{:?} master {:?} epoch {} set {:?} sss-epoch {}",
+                            r.outcome,
+                            r.master_broker_id,
+                            r.master_epoch,
+                            r.sync_state_set,
+                            r.sync_state_set_epoch
+                        )
+                    }
+                    ControllerResponse::AlterSyncStateSet(r) => {
+                        if let Some(k) = self.known.get_mut(set) {
+                            k.sync_state_set_epoch = r.new_sync_state_set_epoch;
+                        }
+                        self.world
+                            .check
+                            .lock()
+                            .acked_sync_state_set(set, r.new_sync_state_set_epoch);
+                        format!(
+                            "set {:?} sss-epoch {}",
+                            r.new_sync_state_set, r.new_sync_state_set_epoch
+                        )
+                    }
+                    ControllerResponse::RegisterBroker(r) => format!(
+                        "master {:?} epoch {:?} sss-epoch {}",
+                        r.master_broker_id, r.master_epoch, r.sync_state_set_epoch
+                    ),
+                    _ => "ok".to_string(),
+                };
+                self.log(format!("{what} -> ok at {log_id}: {summary}"));
+                let desc = format!("c{} {what}", self.id);
+                self.world.check.lock().acked_write(log_id, desc, elected);
+            }
+            Outcome::Ok(Err(refusal), log_id) => {
+                self.world.stats.lock().ops_refused += 1;
+                self.log(format!(
+                    "{what} -> refused at {log_id}: {} {}",
+                    refusal.code, refusal.remark
+                ));
+            }
+            Outcome::Unknown(why) => {
+                self.world.stats.lock().ops_unknown += 1;
+                self.log(format!("{what} -> unknown: {why}"));
+            }
+        }
+    }
+
+    async fn read(&mut self, set: &str) {
+        let floor: Floor = self.world.check.lock().floor(set);
+        let alive = self.alive(set);
+        let query = ControllerQuery::Request {
+            request: ControllerRequest::GetReplicaInfo(GetReplicaInfoRequest {
+                broker_name: set.to_string(),
+            }),
+            alive,
+        };
+        let mut last = String::from("no attempt");
+        for attempt in 0..ATTEMPTS {
+            if attempt > 0 {
+                let backoff = self.rng.range(10, 60);
+                tokio::time::sleep(Duration::from_millis(backoff)).await;
+            }
+            let to = self.target();
+            let channel = self.channel(to);
+            let answer = self
+                .world
+                .net
+                .call(channel, query.clone(), CALL_DEADLINE, serve_read)
+                .await;
+            match answer {
+                Ok(Answer::Read(ControllerQueryResponse::Request(Ok(
+                    ControllerResponse::GetReplicaInfo(r),
+                )))) => {
+                    self.leader = Some(to);
+                    self.world.stats.lock().ops_ok += 1;
+                    self.known.insert(
+                        set.to_string(),
+                        Known {
+                            master: r.master_broker_id,
+                            master_epoch: r.master_epoch,
+                            sync_state_set_epoch: r.sync_state_set_epoch,
+                        },
+                    );
+                    self.log(format!(
+                        "read {set} @n{to} -> master {:?} epoch {} set {:?} sss-epoch {}",
+                        r.master_broker_id,
+                        r.master_epoch,
+                        r.sync_state_set,
+                        r.sync_state_set_epoch
+                    ));
+                    let got = Floor {
+                        master_epoch: r.master_epoch,
+                        sync_state_set_epoch: r.sync_state_set_epoch,
+                    };
+                    self.world
+                        .check
+                        .lock()
+                        .read_answered(self.id, set, floor, got);
+                    return;
+                }
+                Ok(Answer::Read(ControllerQueryResponse::Request(Err(refusal)))) => {
+                    self.world.stats.lock().ops_refused += 1;
+                    self.log(format!("read {set} @n{to} -> refused: {}", refusal.remark));
+                    return;
+                }
+                Ok(Answer::Read(other)) => {
+                    self.world
+                        .check
+                        .lock()
+                        .fail(format!("read {set} @n{to} answered {other:?}"));
+                    return;
+                }
+                Ok(Answer::NotLeader(hint)) => {
+                    self.leader = hint;
+                    last = format!("n{to}: not leader (hint {hint:?})");
+                }
+                Ok(Answer::Failed(e)) => {
+                    self.leader = None;
+                    last = format!("n{to}: {e}");
+                }
+                Ok(Answer::Written { .. }) => last = format!("n{to}: answered a write"),
+                Err(CallError::Unreachable) => {
+                    self.leader = None;
+                    last = format!("n{to}: down");
+                }
+                Err(CallError::Timeout) => {
+                    self.leader = None;
+                    last = format!("n{to}: timeout");
+                }
+            }
+        }
+        self.world.stats.lock().ops_unknown += 1;
+        self.log(format!("read {set} -> failed: {last}"));
+    }
+}
+
+/// The broker set a request is about.
+fn r_name(request: &ControllerRequest) -> Option<String> {
+    match request {
+        ControllerRequest::GetNextBrokerId(r) => Some(r.broker_name.clone()),
+        ControllerRequest::ApplyBrokerId(r) => Some(r.broker_name.clone()),
+        ControllerRequest::RegisterBroker(r) => Some(r.broker_name.clone()),
+        ControllerRequest::ElectMaster(r) => Some(r.broker_name.clone()),
+        ControllerRequest::AlterSyncStateSet(r) => Some(r.broker_name.clone()),
+        ControllerRequest::GetReplicaInfo(r) => Some(r.broker_name.clone()),
+        _ => None,
+    }
+}
