@@ -37,8 +37,13 @@ struct Setup {
 
 impl Setup {
     async fn start() -> Setup {
+        Setup::start_with(|_| {}).await
+    }
+
+    /// [`Setup::start`] with the broker's configuration changed by `tweak`.
+    async fn start_with(tweak: impl FnOnce(&mut rocketraft_broker::BrokerConfig)) -> Setup {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (namesrv, broker) = crate::support::start_backend(dir.path(), |_| {}).await;
+        let (namesrv, broker) = crate::support::start_backend(dir.path(), tweak).await;
         let mut lite = TopicConfig::new(PARENT, 4);
         lite.attributes.insert("message.type".into(), "LITE".into());
         crate::support::create_topic(&namesrv, &broker, &lite).await;
@@ -611,4 +616,76 @@ async fn lite_push_consumers_are_told_their_quota_in_settings() {
         );
         drop(tx);
     }
+}
+
+/// Many SyncLiteSubscription calls of one client, group and topic at once (each adding one
+/// lite topic) lose none: afterwards the client receives a message of every one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_syncs_of_one_client_lose_no_lite_topic() {
+    use pb::LiteSubscriptionAction as A;
+    const N: usize = 16;
+    let mut s = Setup::start().await;
+    s.group = "GLiteConcurrent";
+    let lites: Vec<String> = (0..N).map(|i| format!("room-{i}")).collect();
+    let syncs = lites.iter().map(|l| {
+        let mut client = s.client.clone();
+        let mut req = tonic::Request::new(pb::SyncLiteSubscriptionRequest {
+            action: A::PartialAdd as i32,
+            topic: resource(PARENT),
+            group: resource("GLiteConcurrent"),
+            lite_topic_set: vec![l.clone()],
+            version: None,
+            offset_option: None,
+        });
+        req.metadata_mut()
+            .insert("x-mq-client-id", CLIENT.parse().expect("ascii"));
+        async move {
+            let r = client
+                .sync_lite_subscription(req)
+                .await
+                .expect("sync")
+                .into_inner();
+            code(&r.status)
+        }
+    });
+    let codes = futures::future::join_all(syncs).await;
+    assert!(codes.iter().all(|c| *c == pb::Code::Ok as i32), "{codes:?}");
+    for l in &lites {
+        assert_eq!(
+            s.send(PARENT, Some(l), None, &format!("to-{l}")).await,
+            pb::Code::Ok as i32
+        );
+    }
+    let got = s.receive_all(N, Duration::from_secs(30)).await;
+    let want: Vec<(String, String)> = {
+        let mut v: Vec<(String, String)> = lites
+            .iter()
+            .map(|l| (l.clone(), format!("to-{l}")))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(got, want);
+}
+
+/// A send that would make one lite topic more than the broker's `maxLmqConsumeQueueNum` is
+/// answered LITE_TOPIC_QUOTA_EXCEEDED (the broker's LMQ_QUOTA_EXCEEDED, as RocketMQ's proxy maps
+/// it) and stores nothing; the lite topics within the quota keep taking messages.
+#[tokio::test]
+async fn a_lite_topic_past_the_brokers_quota_is_refused() {
+    let mut s = Setup::start_with(|b| b.max_lmq_consume_queue_num = 1).await;
+    let ok = pb::Code::Ok as i32;
+    assert_eq!(s.send(PARENT, Some("q1"), None, "q1-0").await, ok);
+    assert_eq!(
+        s.send(PARENT, Some("q2"), None, "q2-0").await,
+        pb::Code::LiteTopicQuotaExceeded as i32
+    );
+    assert_eq!(s.send(PARENT, Some("q1"), None, "q1-1").await, ok);
+    let stored = |lite: &str| {
+        s.broker
+            .inner()
+            .store
+            .get_max_offset_in_queue(&format!("%LMQ%${PARENT}${lite}"), 0)
+    };
+    assert_eq!((stored("q1"), stored("q2")), (2, 0));
 }
