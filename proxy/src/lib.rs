@@ -32,6 +32,7 @@ pub mod pb {
 }
 
 pub mod auth;
+pub mod health;
 pub mod metrics;
 pub mod service;
 pub mod session;
@@ -70,6 +71,8 @@ pub struct ProxyConfig {
     /// `metricCollectorAddress`: `host:port` of the OTLP collector clients export to when
     /// `metric_collector_mode` is on.
     pub metric_collector_address: String,
+    /// How often the health service ([`health`]) asks the NameServers whether one answers.
+    pub health_check_interval: Duration,
 }
 
 impl Default for ProxyConfig {
@@ -82,6 +85,7 @@ impl Default for ProxyConfig {
             proxy_mode: metrics::ProxyMode::default(),
             metric_collector_mode: metrics::MetricCollectorMode::default(),
             metric_collector_address: String::new(),
+            health_check_interval: health::CHECK_INTERVAL,
         }
     }
 }
@@ -265,6 +269,15 @@ impl Proxy {
             local_addr.port(),
             std::process::id()
         )));
+        // Health: NOT_SERVING until the first NameServer answer, then as the NameServers say.
+        let (reporter, health_service) = tonic_health::server::health_reporter();
+        health::set(&reporter, tonic_health::ServingStatus::NotServing).await;
+        let health_watch = tokio::spawn(health::watch(
+            reporter.clone(),
+            service.api().clone(),
+            config.namesrv_addr.clone(),
+            config.health_check_interval,
+        ));
         let (stop, stopped) = oneshot::channel::<()>();
         let limits = security.limits.clone();
         let incoming =
@@ -279,8 +292,12 @@ impl Proxy {
                         .max_encoding_message_size(limits.max_outbound_message_size),
                     metrics: rpc_metrics,
                 })
+                .add_service(health_service)
                 .serve_with_incoming_shutdown(incoming, async {
                     let _ = stopped.await;
+                    // Load balancers stop sending here first.
+                    health_watch.abort();
+                    health::set(&reporter, tonic_health::ServingStatus::NotServing).await;
                 })
                 .await;
             heartbeats.abort();

@@ -6,6 +6,7 @@ mod auth;
 mod features;
 mod grpc;
 mod hardening;
+mod health;
 mod http2_attacks;
 mod lite;
 mod metrics;
