@@ -5,18 +5,18 @@ use rocketraft_sim::run_seed;
 use rocketraft_sim::SimOptions;
 
 /// Seeds CI runs on every test run (more with `rocketraft-sim --seeds N`).
-const CI_SEEDS: u64 = 50;
+const CI_SEEDS: u64 = 30;
 
 /// Shorter runs than the binary's default, for a debug build in CI.
 fn ci_options() -> SimOptions {
     SimOptions {
-        fault_ms: 1500,
+        fault_ms: 1000,
         ..SimOptions::default()
     }
 }
 
 #[test]
-fn fifty_seeds_keep_every_invariant() {
+fn thirty_seeds_keep_every_invariant() {
     let opts = ci_options();
     let mut failed = Vec::new();
     let mut ops = 0;
