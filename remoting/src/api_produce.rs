@@ -242,9 +242,13 @@ impl TopicProducer {
                     return Ok((broker, queue_id, r));
                 }
                 Err(e) => {
-                    self.faults.failed(&broker);
-                    self.forget_route(&request.topic);
                     let again = worth_another_set(&e);
+                    // A refusal of this message (too large, a quota, a bad property) says
+                    // nothing about the set: only silence or a set in trouble leaves it aside.
+                    if again {
+                        self.faults.failed(&broker);
+                        self.forget_route(&request.topic);
+                    }
                     last = Some(e);
                     if !again {
                         break;

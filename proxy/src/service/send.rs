@@ -137,9 +137,15 @@ impl Service {
                     break (broker, r);
                 }
                 Err(e) => {
+                    // A refusal of this message (too large, a lite topic quota, a bad
+                    // property) says nothing about the set: only silence or a set in trouble
+                    // leaves it aside, and only those are tried elsewhere.
+                    if !worth_another_set(&e) {
+                        return Err(from_api(&e));
+                    }
                     self.meta.faults.failed(&broker);
                     let failed = self.broker_failed(&out.topic, &e);
-                    if attempt >= attempts || !worth_another_set(&e) {
+                    if attempt >= attempts {
                         return Err(failed);
                     }
                     tracing::debug!(broker, error = %e, "send failed, trying another broker set");
