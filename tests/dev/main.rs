@@ -16,6 +16,7 @@ mod footprint;
 mod message_lookup;
 mod message_trace;
 mod metrics;
+mod pop_copy_kill9;
 mod proxy_cli;
 mod proxy_failover;
 mod retention;
