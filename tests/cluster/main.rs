@@ -49,3 +49,48 @@ fn quick_failover_up(mut args: Vec<&str>) -> std::process::Output {
     );
     out
 }
+
+/// A cluster directory for `rocketraft cluster up`; `cluster down` when dropped (so a failing
+/// test leaves nothing running), the directory removed after.
+pub struct UpCluster(pub tempfile::TempDir);
+
+impl Default for UpCluster {
+    fn default() -> Self {
+        UpCluster(tempfile::tempdir().expect("tempdir"))
+    }
+}
+
+impl UpCluster {
+    pub fn dir(&self) -> &str {
+        self.0.path().to_str().expect("utf8")
+    }
+
+    /// `cluster status --json`: one row per process (empty when it cannot be read).
+    pub fn status(&self) -> Vec<serde_json::Value> {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_rocketraft"))
+            .args(["cluster", "status", "--dir", self.dir(), "--json"])
+            .output()
+            .expect("status");
+        serde_json::from_slice(&out.stdout).unwrap_or_default()
+    }
+
+    /// `namesrv_addr` of its cluster.json (one address, or `a;b`).
+    pub fn namesrv(&self) -> String {
+        let file: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(self.0.path().join("cluster.json")).expect("cluster.json"),
+        )
+        .expect("cluster.json parses");
+        file["namesrv_addr"]
+            .as_str()
+            .expect("namesrv_addr")
+            .to_string()
+    }
+}
+
+impl Drop for UpCluster {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(env!("CARGO_BIN_EXE_rocketraft"))
+            .args(["cluster", "down", "--dir", self.dir()])
+            .output();
+    }
+}

@@ -8,7 +8,6 @@
 //! acknowledged is lost, and every message of a FIFO message group sits on one queue of one set.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -24,40 +23,18 @@ use serde_json::Value;
 use tonic::transport::Channel;
 
 use crate::support::{admin_output, free_port, spawn_ready};
+use crate::UpCluster;
 
 const TOPIC: &str = "MultiSet";
 const FIFO_TOPIC: &str = "MultiSetFifo";
 const GROUP: &str = "multi-set";
 
-struct Cluster(tempfile::TempDir);
-
-impl Cluster {
-    fn dir(&self) -> &str {
-        self.0.path().to_str().expect("utf8")
-    }
-
-    fn status(&self) -> Vec<Value> {
-        let out = Command::new(env!("CARGO_BIN_EXE_rocketraft"))
-            .args(["cluster", "status", "--dir", self.dir(), "--json"])
-            .output()
-            .expect("status");
-        serde_json::from_slice(&out.stdout).unwrap_or_default()
-    }
-
-    /// The master row of broker set `set`, if the NameServer shows one.
-    fn master(&self, set: &str) -> Option<Value> {
-        self.status()
-            .into_iter()
-            .find(|r| r["broker_name"] == set && r["role"] == "master")
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = Command::new(env!("CARGO_BIN_EXE_rocketraft"))
-            .args(["cluster", "down", "--dir", self.dir()])
-            .output();
-    }
+/// The master row of broker set `set`, if the NameServer shows one.
+fn master_row(cluster: &UpCluster, set: &str) -> Option<Value> {
+    cluster
+        .status()
+        .into_iter()
+        .find(|r| r["broker_name"] == set && r["role"] == "master")
 }
 
 fn resource(name: &str) -> Option<pb::Resource> {
@@ -274,7 +251,7 @@ async fn pop(client: &mut MessagingServiceClient<Channel>, set: &str) -> Vec<Str
 async fn two_broker_sets_share_topics_and_survive_a_failover_in_one() {
     let _turn = crate::support::file_turn(module_path!());
     let started = Instant::now();
-    let cluster = Cluster(tempfile::tempdir().expect("tempdir"));
+    let cluster = UpCluster::default();
     let up = vec![
         "--threads",
         "1",
@@ -312,11 +289,7 @@ async fn two_broker_sets_share_topics_and_survive_a_failover_in_one() {
         roles.sort();
         assert_eq!(roles, ["master", "slave"], "{set}: {rows:?}");
     }
-    let file: Value = serde_json::from_slice(
-        &std::fs::read(cluster.0.path().join("cluster.json")).expect("cluster.json"),
-    )
-    .expect("json");
-    let namesrv = file["namesrv_addr"].as_str().expect("namesrv").to_string();
+    let namesrv = cluster.namesrv();
 
     // A topic on every master; the route lists both sets' queues.
     let created = create_topic(&namesrv, TOPIC, &[]).await;
@@ -429,7 +402,7 @@ async fn two_broker_sets_share_topics_and_survive_a_failover_in_one() {
     assert_eq!(places.len(), 1, "one message group on one queue: {fifo:?}");
 
     // kill -9 broker-a's master.
-    let old = cluster.master("broker-a").expect("broker-a has a master");
+    let old = master_row(&cluster, "broker-a").expect("broker-a has a master");
     let pid = old["pid"].as_i64().expect("pid") as i32;
     // SAFETY: kill(2) on a PID this test's cluster started (read from its status).
     let rc = unsafe { libc::kill(pid, libc::SIGKILL) };
@@ -468,8 +441,7 @@ async fn two_broker_sets_share_topics_and_survive_a_failover_in_one() {
     // broker-a's slave becomes master; then sends reach both sets again.
     let elect_deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if cluster
-            .master("broker-a")
+        if master_row(&cluster, "broker-a")
             .is_some_and(|m| m["pid"].as_i64() != Some(i64::from(pid)))
         {
             break;

@@ -7,7 +7,6 @@
 //! registration interval it lists the broker set whole and knows every topic, alone.
 
 use std::collections::HashMap;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -17,36 +16,12 @@ use rocketraft_remoting::api::{namesrv_list, MqClientApi, SendRequest};
 use rocketraft_remoting::api_produce::TopicProducer;
 use rocketraft_remoting::codes::response_code;
 use rocketraft_remoting::{ClientConfig, RemotingClient};
-use serde_json::Value;
 
 use crate::support::{admin_output, free_port, spawn_ready};
+use crate::UpCluster;
 
 /// How often the brokers re-register (`registerNameServerPeriod`), shortened for the test.
 const REGISTER_INTERVAL: Duration = Duration::from_secs(3);
-
-struct Cluster(tempfile::TempDir);
-
-impl Cluster {
-    fn dir(&self) -> &str {
-        self.0.path().to_str().expect("utf8")
-    }
-
-    fn status(&self) -> Vec<Value> {
-        let out = Command::new(env!("CARGO_BIN_EXE_rocketraft"))
-            .args(["cluster", "status", "--dir", self.dir(), "--json"])
-            .output()
-            .expect("status");
-        serde_json::from_slice(&out.stdout).unwrap_or_default()
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = Command::new(env!("CARGO_BIN_EXE_rocketraft"))
-            .args(["cluster", "down", "--dir", self.dir()])
-            .output();
-    }
-}
 
 fn resource(name: &str) -> Option<pb::Resource> {
     Some(pb::Resource {
@@ -135,7 +110,7 @@ async fn complete(api: &MqClientApi, addr: &str, topics: &[&str]) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_namesrvs_serve_through_the_loss_and_the_empty_restart_of_one() {
     let _turn = crate::support::file_turn(module_path!());
-    let cluster = Cluster(tempfile::tempdir().expect("tempdir"));
+    let cluster = UpCluster::default();
     let interval = format!("register_interval_ms = {}", REGISTER_INTERVAL.as_millis());
     let up = vec![
         "--threads",
@@ -160,11 +135,7 @@ async fn two_namesrvs_serve_through_the_loss_and_the_empty_restart_of_one() {
         &interval,
     ];
     crate::quick_failover_up(up);
-    let file: Value = serde_json::from_slice(
-        &std::fs::read(cluster.0.path().join("cluster.json")).expect("cluster.json"),
-    )
-    .expect("json");
-    let namesrv = file["namesrv_addr"].as_str().expect("namesrv").to_string();
+    let namesrv = cluster.namesrv();
     let addrs: Vec<String> = namesrv_list(&namesrv)
         .into_iter()
         .map(str::to_string)

@@ -5,42 +5,17 @@
 //! is elected. A final drain through the proxy finds every acknowledged message.
 
 use std::collections::{BTreeSet, HashMap};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use rocketraft_proxy::pb;
 use rocketraft_proxy::pb::messaging_service_client::MessagingServiceClient;
-use serde_json::Value;
 use tonic::transport::Channel;
 
 use crate::support::{admin_output, free_port, spawn_ready};
+use crate::UpCluster;
 
 const TOPIC: &str = "ProxyFailover";
 const GROUP: &str = "proxy-failover";
-
-struct Cluster(tempfile::TempDir);
-
-impl Cluster {
-    fn dir(&self) -> &str {
-        self.0.path().to_str().expect("utf8")
-    }
-
-    fn status(&self) -> Vec<Value> {
-        let out = Command::new(env!("CARGO_BIN_EXE_rocketraft"))
-            .args(["cluster", "status", "--dir", self.dir(), "--json"])
-            .output()
-            .expect("status");
-        serde_json::from_slice(&out.stdout).expect("status JSON")
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = Command::new(env!("CARGO_BIN_EXE_rocketraft"))
-            .args(["cluster", "down", "--dir", self.dir()])
-            .output();
-    }
-}
 
 fn resource(name: &str) -> Option<pb::Resource> {
     Some(pb::Resource {
@@ -129,7 +104,7 @@ async fn drain(client: &mut MessagingServiceClient<Channel>) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_proxy_follows_a_failover_and_loses_no_acknowledged_message() {
     let _turn = crate::support::file_turn(module_path!());
-    let cluster = Cluster(tempfile::tempdir().expect("tempdir"));
+    let cluster = UpCluster::default();
     let up = vec![
         "--threads",
         "2",
@@ -147,11 +122,7 @@ async fn the_proxy_follows_a_failover_and_loses_no_acknowledged_message() {
         "60",
     ];
     crate::quick_failover_up(up);
-    let file: Value = serde_json::from_slice(
-        &std::fs::read(cluster.0.path().join("cluster.json")).expect("cluster.json"),
-    )
-    .expect("json");
-    let namesrv = file["namesrv_addr"].as_str().expect("namesrv").to_string();
+    let namesrv = cluster.namesrv();
     // A topic creation is a metadata record every SyncStateSet member must hold, refused while
     // the set is smaller than min_in_sync_replicas (the slaves may still be catching up right
     // after `cluster up`): retry until the set is complete.
