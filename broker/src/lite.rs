@@ -200,9 +200,12 @@ impl LiteLifecycle {
             else {
                 continue;
             };
-            let Some(last) = store.get_message_store_timestamp(&lmq, 0, max - 1) else {
-                continue;
-            };
+            // Its last message gone with retention: it was stored before the oldest record the
+            // CommitLog still holds, so that record's time bounds it from above (never expired
+            // early); with the log empty, now.
+            let last = store
+                .get_message_store_timestamp(&lmq, 0, max - 1)
+                .unwrap_or_else(|| store.earliest_message_time().unwrap_or(now_ms));
             let inactive = now_ms - last;
             if inactive < min_lite_ttl_ms || inactive <= minutes * 60_000 {
                 continue;

@@ -80,24 +80,26 @@ pub async fn registration_loop(inner: Arc<BrokerInner>, client: RemotingClient) 
     }
 }
 
-/// UNREGISTER_BROKER on every NameServer (best effort, at shutdown).
+/// UNREGISTER_BROKER on every NameServer at once (best effort, at shutdown: one that is cut
+/// off costs its timeout once, not once per NameServer).
 pub async fn unregister_all(inner: &BrokerInner, client: &RemotingClient) {
-    for namesrv in inner.config.namesrv_addrs() {
+    let broker_id = inner
+        .registered_broker_id()
+        .unwrap_or(inner.config.broker_id);
+    let calls = inner.config.namesrv_addrs().into_iter().map(|namesrv| {
         let request = RemotingCommand::request(request_code::UNREGISTER_BROKER)
             .with_ext("brokerName", inner.config.broker_name.clone())
             .with_ext("brokerAddr", inner.advertised.to_string())
             .with_ext("clusterName", inner.config.cluster_name.clone())
-            .with_ext(
-                "brokerId",
-                inner
-                    .registered_broker_id()
-                    .unwrap_or(inner.config.broker_id),
-            );
-        if let Err(e) = client
-            .invoke(&namesrv, request, Duration::from_secs(3))
-            .await
-        {
-            tracing::debug!(namesrv, error = %e, "unregister failed");
+            .with_ext("brokerId", broker_id);
+        async move {
+            if let Err(e) = client
+                .invoke(&namesrv, request, Duration::from_secs(3))
+                .await
+            {
+                tracing::debug!(namesrv, error = %e, "unregister failed");
+            }
         }
-    }
+    });
+    futures::future::join_all(calls).await;
 }

@@ -5,8 +5,8 @@
 //! A proxy serves when it can do its job: a NameServer of its list answers. Both the overall
 //! status (service `""`) and `apache.rocketmq.v2.MessagingService` are SERVING then and
 //! NOT_SERVING while no NameServer answers (a load balancer moves clients to a proxy that can
-//! route them), and NOT_SERVING from the moment the proxy starts shutting down. Other service
-//! names answer NOT_FOUND.
+//! route them). At shutdown the status turns NOT_SERVING as the server stops (for Watch
+//! streams still open); there is no drain period. Other service names answer NOT_FOUND.
 
 use std::time::Duration;
 

@@ -295,7 +295,7 @@ impl Proxy {
                 .add_service(health_service)
                 .serve_with_incoming_shutdown(incoming, async {
                     let _ = stopped.await;
-                    // Load balancers stop sending here first.
+                    // Watchers hear it as the server stops (there is no drain period).
                     health_watch.abort();
                     health::set(&reporter, tonic_health::ServingStatus::NotServing).await;
                 })

@@ -126,6 +126,13 @@ pub struct MqClientApi {
     preferred: Arc<Mutex<HashMap<String, usize>>>,
 }
 
+/// The error for a NameServer list with no address in it.
+fn no_namesrv(namesrv: &str) -> ApiError {
+    ApiError::Malformed(format!(
+        "no NameServer address in {namesrv:?}: give host:port, or several separated by ';'"
+    ))
+}
+
 /// The addresses of a NameServer list: `a;b` (RocketMQ's `namesrvAddr`), trimmed, empty ones
 /// dropped.
 pub fn namesrv_list(namesrv: &str) -> Vec<&str> {
@@ -177,8 +184,10 @@ impl MqClientApi {
         ok_codes: &[i32],
     ) -> Result<RemotingCommand, ApiError> {
         let list = namesrv_list(namesrv);
-        if list.len() <= 1 {
-            return self.call(namesrv.trim(), request, ok_codes).await;
+        match list.as_slice() {
+            [] => return Err(no_namesrv(namesrv)),
+            [one] => return self.call(one, request, ok_codes).await,
+            _ => {}
         }
         let first = self.preferred_namesrv(namesrv, list.len());
         let mut last = None;
@@ -198,9 +207,7 @@ impl MqClientApi {
                 }
             }
         }
-        Err(refused
-            .or(last)
-            .unwrap_or_else(|| ApiError::Malformed("no NameServer address".to_string())))
+        Err(refused.or(last).unwrap_or_else(|| no_namesrv(namesrv)))
     }
 
     /// A change on every NameServer of `namesrv` (RocketMQ's admin tools do the same: each
@@ -212,10 +219,14 @@ impl MqClientApi {
         request: RemotingCommand,
         ok_codes: &[i32],
     ) -> Result<Vec<RemotingCommand>, ApiError> {
+        let list = namesrv_list(namesrv);
+        if list.is_empty() {
+            return Err(no_namesrv(namesrv));
+        }
         let mut answers = Vec::new();
         let mut failed = Vec::new();
         let mut refusal = None;
-        for addr in namesrv_list(namesrv) {
+        for addr in list {
             match self.call(addr, request.clone(), ok_codes).await {
                 Ok(r) => answers.push(r),
                 Err(e) => {

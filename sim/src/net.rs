@@ -248,6 +248,10 @@ impl Net {
                 let handler = handler.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(extra).await;
+                    // The copy crosses the network on its own: a cut made since stops it.
+                    if !net.arrives(from, to, false) {
+                        return;
+                    }
                     if let Some(node) = net.handle(to) {
                         let _ignored = handler(node, copy).await;
                     }
