@@ -569,24 +569,45 @@ impl ConsumeQueue {
         self.max_offset.store(next, Ordering::Release);
         self.min_offset.store(next, Ordering::Release);
         self.flushed_offset.store(next, Ordering::Release);
-        while let Some(old) = files.pop() {
-            if old.path() == path {
-                continue;
+        let replaced = (|| -> io::Result<Arc<MappedFile>> {
+            while let Some(old) = files.pop() {
+                if old.path() == path {
+                    continue;
+                }
+                match fs::remove_file(old.path()) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
             }
-            match fs::remove_file(old.path()) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
+            fs::rename(&seeded, &path)?;
+            sync_dir(&self.dir)?;
+            Ok(Arc::new(MappedFile::open(
+                &path,
+                start,
+                file_bytes as usize,
+            )?))
+        })();
+        match replaced {
+            Ok(file) => {
+                files.push(file);
+                Ok(true)
+            }
+            Err(e) => {
+                // Half done: the queue is left empty at 0 (as `clear` leaves it, files and
+                // all), so the master's next word (repeated at every connection) seeds it
+                // again; never at `next` without the file that says so.
+                self.max_offset.store(0, Ordering::Release);
+                self.min_offset.store(0, Ordering::Release);
+                self.flushed_offset.store(0, Ordering::Release);
+                for old in files.drain(..).rev() {
+                    let _ = fs::remove_file(old.path());
+                }
+                let _ = fs::remove_file(&seeded);
+                let _ = fs::remove_file(&path);
+                Err(e)
             }
         }
-        fs::rename(&seeded, &path)?;
-        sync_dir(&self.dir)?;
-        files.push(Arc::new(MappedFile::open(
-            &path,
-            start,
-            file_bytes as usize,
-        )?));
-        Ok(true)
     }
 
     /// Empties the queue: min and max go back to 0 and every file is deleted (newest first), so
