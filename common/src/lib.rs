@@ -6,6 +6,7 @@
 //! [`hash`]). No I/O lives here.
 
 pub mod acl;
+pub mod advertise;
 pub mod base64;
 pub mod capped;
 pub mod consts;

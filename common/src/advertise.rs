@@ -1,0 +1,385 @@
+//! Listen and advertised addresses, and the start-up check that an advertised address can be
+//! reached by the peers a process is configured with.
+//!
+//! Every server port has two addresses: the one it binds (`listen`, often `0.0.0.0`) and the one
+//! it tells others to connect to (the advertised address: RocketMQ's `brokerIP1` for a broker's
+//! Remoting port, `brokerIP2` for its HA port, a Raft member's `advertise`, a proxy's
+//! `advertised_host`). A wrong advertised address does not fail at start: it fails later and
+//! elsewhere, when a client or a slave on another host is handed `127.0.0.1`. [`check`] catches
+//! that at start:
+//!
+//! - an unspecified advertised IP (`0.0.0.0`, `::`) is refused: it is where a server listens,
+//!   never where anyone can connect;
+//! - a loopback advertised IP is refused when a configured peer (a NameServer, a controller, a
+//!   Raft member) is on another host: that peer, and everyone it hands the address to, would
+//!   connect to itself. The message names the key, the peer, and the address this host uses
+//!   toward the peer as the likely fix;
+//! - an advertised IP that no local interface holds is only a warning: behind NAT, a forwarded
+//!   port or a Kubernetes Service that is exactly right.
+//!
+//! A peer is on this host when its IP is a loopback one (all of 127/8, `::1`) or one a local
+//! interface holds (a socket can bind it). A peer given by a name that does not resolve at start
+//! (DNS not ready yet) is left out of the check rather than refusing the start.
+//!
+//! The decision ([`check`]) is a pure function over what [`HostView`] says about the host, so
+//! it is tested without touching the network; [`ThisHost`] answers for the real machine with
+//! socket binds and unconnected UDP `connect`s (no packet is sent).
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs, UdpSocket};
+
+/// An address a server tells others to connect to, and the config key that sets it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Advertised {
+    /// The key an operator sets to change it, as the message should name it
+    /// (`brokerIP1 (advertised_addr)`).
+    pub key: String,
+    /// The address advertised.
+    pub addr: SocketAddr,
+    /// Where the address came from when the key was not set (`taken from listen
+    /// 0.0.0.0:10911`); `None` when the key set it.
+    pub derived: Option<String>,
+}
+
+/// A configured peer: the key that names it and one of its addresses (`host:port`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub key: String,
+    pub addr: String,
+}
+
+impl Peer {
+    pub fn new(key: impl Into<String>, addr: impl Into<String>) -> Peer {
+        Peer {
+            key: key.into(),
+            addr: addr.into(),
+        }
+    }
+
+    /// One peer per entry of a `;`- or `,`-separated list (`namesrvAddr`, `controllerAddr`).
+    pub fn list(key: &str, list: &str) -> Vec<Peer> {
+        list.split([';', ','])
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(|a| Peer::new(key, a))
+            .collect()
+    }
+}
+
+/// What [`check`] needs to know about the host it runs on.
+pub trait HostView {
+    /// The IPs `addr` (`host:port`) resolves to; empty when it does not resolve.
+    fn resolve(&self, addr: &str) -> Vec<IpAddr>;
+    /// Whether a local interface holds `ip` (loopback IPs always count).
+    fn is_local(&self, ip: IpAddr) -> bool;
+    /// The local IP this host would send from toward `peer`, if it has a route.
+    fn source_toward(&self, peer: IpAddr) -> Option<IpAddr>;
+}
+
+/// The machine this process runs on.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ThisHost;
+
+impl HostView for ThisHost {
+    /// Blocking for names (a DNS lookup); IP literals resolve without one.
+    fn resolve(&self, addr: &str) -> Vec<IpAddr> {
+        match addr.to_socket_addrs() {
+            Ok(addrs) => addrs.map(|a| a.ip()).collect(),
+            Err(e) => {
+                tracing::debug!(addr, error = %e, "peer address does not resolve; left out of the advertised-address check");
+                Vec::new()
+            }
+        }
+    }
+
+    fn is_local(&self, ip: IpAddr) -> bool {
+        ip.is_loopback() || UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
+    }
+
+    fn source_toward(&self, peer: IpAddr) -> Option<IpAddr> {
+        let any: IpAddr = match peer {
+            IpAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+            IpAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
+        };
+        let socket = UdpSocket::bind(SocketAddr::new(any, 0)).ok()?;
+        // A UDP connect only picks the route and the source address; nothing is sent.
+        socket.connect(SocketAddr::new(peer, 9)).ok()?;
+        let ip = socket.local_addr().ok()?.ip();
+        (!ip.is_unspecified()).then_some(ip)
+    }
+}
+
+/// Why an advertised address is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// `0.0.0.0` or `::`.
+    Unspecified,
+    /// A loopback IP while a peer is on another host.
+    Loopback,
+}
+
+/// An advertised address the process refuses to start with; the text names the key, the
+/// peer and the fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct AddressError {
+    pub refused: Refused,
+    message: String,
+}
+
+/// An advertised address accepted with a doubt, logged at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddressWarning {
+    pub key: String,
+    pub addr: SocketAddr,
+}
+
+impl fmt::Display for AddressWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} is {}, an IP no interface of this host holds: right behind NAT, a forwarded port or a load balancer; otherwise peers cannot reach this server",
+            self.key, self.addr
+        )
+    }
+}
+
+/// Checks `advertised` against the `peers` (see the module documentation): `Ok(None)` when it
+/// is fine, `Ok(Some(_))` when it should be logged as a warning, an error when the process must
+/// not start.
+pub fn check(
+    host: &impl HostView,
+    advertised: &Advertised,
+    peers: &[Peer],
+) -> Result<Option<AddressWarning>, AddressError> {
+    let ip = advertised.addr.ip();
+    let derived = advertised
+        .derived
+        .as_ref()
+        .map(|d| format!(" ({d})"))
+        .unwrap_or_default();
+    // The peers on other hosts, with their IPs.
+    let remote: Vec<(&Peer, Vec<IpAddr>)> = peers
+        .iter()
+        .map(|p| (p, host.resolve(&p.addr)))
+        .filter(|(_, ips)| !ips.is_empty() && ips.iter().all(|ip| !host.is_local(*ip)))
+        .collect();
+    let suggestion = |toward: Option<&(&Peer, Vec<IpAddr>)>| -> String {
+        toward
+            .and_then(|(p, ips)| {
+                let source = ips.iter().find_map(|ip| host.source_toward(*ip))?;
+                Some(format!(" (this host reaches {} from {source})", p.addr))
+            })
+            .unwrap_or_default()
+    };
+    let key = &advertised.key;
+    let addr = advertised.addr;
+    if ip.is_unspecified() {
+        let suggestion = suggestion(remote.first());
+        return Err(AddressError {
+            refused: Refused::Unspecified,
+            message: format!(
+                "{key} is {addr}{derived}: an unspecified IP is where a server listens, not an \
+                 address anyone can connect to; set {key} to an IP of this host that its peers \
+                 reach{suggestion}"
+            ),
+        });
+    }
+    if ip.is_loopback() {
+        if let Some(first) = remote.first() {
+            let (peer_key, peer) = (&first.0.key, &first.0.addr);
+            let suggestion = suggestion(Some(first));
+            return Err(AddressError {
+                refused: Refused::Loopback,
+                message: format!(
+                    "{key} is {addr}{derived}, a loopback address, but {peer_key} names {peer} \
+                     on another host, which cannot reach it there: set {key} to an IP of this \
+                     host that {peer} reaches{suggestion}"
+                ),
+            });
+        }
+        return Ok(None);
+    }
+    if !host.is_local(ip) {
+        return Ok(Some(AddressWarning {
+            key: advertised.key.clone(),
+            addr: advertised.addr,
+        }));
+    }
+    Ok(None)
+}
+
+/// [`check`] on this machine for every address of a process: logs the warnings, returns the
+/// first refusal. Resolves peer names (blocking): call it off the async runtime.
+pub fn check_all(advertised: &[Advertised], peers: &[Peer]) -> Result<(), AddressError> {
+    for a in advertised {
+        if let Some(warning) = check(&ThisHost, a, peers)? {
+            tracing::warn!("{warning}");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    /// A host that holds `local` and reaches everything from `source`; names resolve by `dns`.
+    struct FakeHost {
+        local: Vec<IpAddr>,
+        source: Option<IpAddr>,
+        dns: BTreeMap<&'static str, IpAddr>,
+    }
+
+    impl HostView for FakeHost {
+        fn resolve(&self, addr: &str) -> Vec<IpAddr> {
+            let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            match host.parse::<IpAddr>() {
+                Ok(ip) => vec![ip],
+                Err(_) => self.dns.get(host).copied().into_iter().collect(),
+            }
+        }
+        fn is_local(&self, ip: IpAddr) -> bool {
+            ip.is_loopback() || self.local.contains(&ip)
+        }
+        fn source_toward(&self, _peer: IpAddr) -> Option<IpAddr> {
+            self.source
+        }
+    }
+
+    fn host() -> FakeHost {
+        FakeHost {
+            local: vec!["10.0.0.7".parse().expect("ip")],
+            source: Some("10.0.0.7".parse().expect("ip")),
+            dns: BTreeMap::from([("ns.remote", "10.0.0.1".parse().expect("ip"))]),
+        }
+    }
+
+    fn advertised(addr: &str, derived: Option<&str>) -> Advertised {
+        Advertised {
+            key: "brokerIP1 (advertised_addr)".to_string(),
+            addr: addr.parse().expect("addr"),
+            derived: derived.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn peers_come_from_either_separator() {
+        assert_eq!(
+            Peer::list("namesrvAddr", " a:1;b:2 ,c:3;"),
+            vec![
+                Peer::new("namesrvAddr", "a:1"),
+                Peer::new("namesrvAddr", "b:2"),
+                Peer::new("namesrvAddr", "c:3"),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_unspecified_address_is_refused_whatever_the_peers() {
+        let err = check(
+            &host(),
+            &advertised("0.0.0.0:10911", None),
+            &Peer::list("namesrvAddr", "127.0.0.1:9876"),
+        )
+        .expect_err("0.0.0.0 is never advertised");
+        let text = err.to_string();
+        assert!(
+            text.starts_with("brokerIP1 (advertised_addr) is 0.0.0.0:10911: an unspecified IP"),
+            "{text}"
+        );
+        assert_eq!(err.refused, Refused::Unspecified);
+        // With a remote peer the message suggests the address toward it.
+        let err = check(
+            &host(),
+            &advertised("[::]:10911", None),
+            &Peer::list("namesrvAddr", "10.0.0.1:9876"),
+        )
+        .expect_err("refused");
+        assert!(
+            err.to_string()
+                .ends_with("(this host reaches 10.0.0.1:9876 from 10.0.0.7)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn loopback_is_refused_only_with_a_peer_on_another_host() {
+        let a = advertised("127.0.0.1:10911", Some("taken from listen 0.0.0.0:10911"));
+        // Every peer on this host: loopback is right (one-machine clusters).
+        let local_peers = [
+            Peer::new("namesrvAddr", "127.0.0.1:9876"),
+            Peer::new("namesrvAddr", "127.0.0.5:9876"),
+            Peer::new("controllerAddr", "10.0.0.7:9878"),
+        ];
+        assert_eq!(check(&host(), &a, &local_peers), Ok(None));
+        assert_eq!(check(&host(), &a, &[]), Ok(None));
+        // One NameServer elsewhere, named by a host name: refused, naming key, peer and fix.
+        let mut peers = local_peers.to_vec();
+        peers.push(Peer::new("namesrvAddr", "ns.remote:9876"));
+        let err = check(&host(), &a, &peers).expect_err("loopback with a remote peer");
+        assert_eq!(
+            err.to_string(),
+            "brokerIP1 (advertised_addr) is 127.0.0.1:10911 (taken from listen 0.0.0.0:10911), \
+             a loopback address, but namesrvAddr names ns.remote:9876 on another host, which \
+             cannot reach it there: set brokerIP1 (advertised_addr) to an IP of this host that \
+             ns.remote:9876 reaches (this host reaches ns.remote:9876 from 10.0.0.7)"
+        );
+        // A name that does not resolve (yet) is left out, not refused.
+        let unresolved = [Peer::new("namesrvAddr", "ns.later:9876")];
+        assert_eq!(check(&host(), &a, &unresolved), Ok(None));
+        // Without a route toward the peer there is no suggestion, still a refusal.
+        let no_route = FakeHost {
+            source: None,
+            ..host()
+        };
+        let err = check(
+            &no_route,
+            &a,
+            &[Peer::new("controllerAddr", "10.9.9.9:9878")],
+        )
+        .expect_err("refused");
+        assert!(
+            err.to_string().ends_with("that 10.9.9.9:9878 reaches"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_address_no_interface_holds_is_a_warning_and_a_local_one_is_fine() {
+        let peers = Peer::list("namesrvAddr", "10.0.0.1:9876");
+        assert_eq!(
+            check(&host(), &advertised("10.0.0.7:10911", None), &peers),
+            Ok(None)
+        );
+        let warning = check(&host(), &advertised("203.0.113.9:10911", None), &peers)
+            .expect("accepted")
+            .expect("with a warning");
+        assert!(
+            warning.to_string().starts_with(
+                "brokerIP1 (advertised_addr) is 203.0.113.9:10911, an IP no interface"
+            ),
+            "{warning}"
+        );
+    }
+
+    #[test]
+    fn this_host_knows_its_loopback_and_routes() {
+        let h = ThisHost;
+        assert!(h.is_local("127.0.0.1".parse().expect("ip")));
+        assert!(h.is_local("127.0.0.9".parse().expect("ip")));
+        // TEST-NET-3 is never assigned to a host.
+        assert!(!h.is_local("203.0.113.77".parse().expect("ip")));
+        assert_eq!(
+            h.resolve("127.0.0.3:9876"),
+            vec!["127.0.0.3".parse::<IpAddr>().expect("ip")]
+        );
+        assert_eq!(
+            h.source_toward("127.0.0.1".parse().expect("ip")),
+            Some("127.0.0.1".parse().expect("ip"))
+        );
+    }
+}
