@@ -27,19 +27,38 @@ pub struct BrokerConfig {
     /// 0 for a master (`brokerId`).
     #[serde(alias = "brokerId")]
     pub broker_id: i64,
-    /// Where clients connect (`listenPort`, default 10911).
+    /// Where the Remoting port binds (`listenAddr`; RocketMQ's `bindAddress` and `listenPort`
+    /// in a broker.conf; default 0.0.0.0:10911).
     #[serde(alias = "listenAddr")]
     pub listen: SocketAddr,
-    /// The address registered with the NameServer (`brokerIP1`); defaults to `listen`, with an
-    /// unspecified IP replaced by 127.0.0.1.
-    #[serde(alias = "brokerIP1")]
+    /// The Remoting address registered with the NameServers and the controller, stored in
+    /// every message as its store host (`brokerIP1`): an IP, as RocketMQ writes it, with the
+    /// port of `listen` (the bound one when that is 0), or `IP:port` when clients reach the
+    /// port through a forwarded one. Default: the IP of `listen`, or 127.0.0.1 when that is
+    /// unspecified. Checked at start against the NameServers and controllers (see
+    /// [`BrokerConfig::advertised_addresses`]).
+    #[serde(
+        alias = "brokerIP1",
+        default,
+        deserialize_with = "ip_or_addr::deserialize",
+        serialize_with = "ip_or_addr::serialize",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub advertised_addr: Option<SocketAddr>,
-    /// The HA (replication) port (`haListenPort`, default 10912), on the IP of `listen`; 0 picks
-    /// a free port.
+    /// The HA (replication) port (`haListenPort`, default 10912), bound on the IP of `listen`;
+    /// 0 picks a free port.
     #[serde(alias = "haListenPort")]
     pub ha_port: u16,
-    /// The HA address slaves are told to connect to (default: the advertised IP and the bound
-    /// HA port). Set it when slaves reach this broker through NAT or a proxy.
+    /// The HA address slaves are told to connect to (`brokerIP2`): an IP with the bound HA
+    /// port, as RocketMQ writes it, or `IP:port` when slaves reach this broker through NAT or a
+    /// forwarded port. Default: the IP of the advertised address.
+    #[serde(
+        alias = "brokerIP2",
+        default,
+        deserialize_with = "ip_or_addr::deserialize",
+        serialize_with = "ip_or_addr::serialize",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ha_advertised_addr: Option<SocketAddr>,
     /// NameServer addresses, `host:port` separated by `;` (`namesrvAddr`).
     #[serde(alias = "namesrvAddr")]
@@ -347,7 +366,114 @@ impl BrokerConfig {
     }
 }
 
+/// `brokerIP1` / `brokerIP2` values: an IP (held with port 0: "the bound port") or `IP:port`.
+pub mod ip_or_addr {
+    use std::net::{IpAddr, SocketAddr};
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// `10.0.0.5`, `[::1]` or `::1` (port 0: the bound port), or `10.0.0.5:30911`.
+    pub fn parse(text: &str) -> Result<SocketAddr, String> {
+        let text = text.trim();
+        let bare = text
+            .strip_prefix('[')
+            .and_then(|t| t.strip_suffix(']'))
+            .unwrap_or(text);
+        if let Ok(ip) = bare.parse::<IpAddr>() {
+            return Ok(SocketAddr::new(ip, 0));
+        }
+        text.parse::<SocketAddr>().map_err(|_| {
+            format!(
+                "expected an IP address (10.0.0.5; the port is then the listening one) or \
+                 IP:port, found {text:?}"
+            )
+        })
+    }
+
+    /// The address clients are given: `addr`, its port 0 replaced by `bound_port`.
+    pub fn with_port(addr: SocketAddr, bound_port: u16) -> SocketAddr {
+        if addr.port() == 0 {
+            SocketAddr::new(addr.ip(), bound_port)
+        } else {
+            addr
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            None => Ok(None),
+            Some(text) if text.trim().is_empty() => Ok(None),
+            Some(text) => parse(&text).map(Some).map_err(serde::de::Error::custom),
+        }
+    }
+
+    /// A bare IP when the port is the bound one, so a file written from a config reads back
+    /// the same.
+    pub fn serialize<S: Serializer>(addr: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
+        match addr {
+            None => s.serialize_none(),
+            Some(a) if a.port() == 0 => s.serialize_str(&a.ip().to_string()),
+            Some(a) => s.serialize_str(&a.to_string()),
+        }
+    }
+}
+
 impl BrokerConfig {
+    /// The Remoting address this broker advertises once its port is bound on `bound_port`
+    /// (see [`BrokerConfig::advertised_addr`]).
+    pub fn advertised_for(&self, bound_port: u16) -> SocketAddr {
+        match self.advertised_addr {
+            Some(addr) => ip_or_addr::with_port(addr, bound_port),
+            None => {
+                rocketraft_remoting::api::advertised(SocketAddr::new(self.listen.ip(), bound_port))
+            }
+        }
+    }
+
+    /// The HA address slaves are told, once the HA port is bound on `bound_ha_port`, for a
+    /// broker advertising `advertised` (see [`BrokerConfig::ha_advertised_addr`]).
+    pub fn ha_advertised_for(&self, advertised: SocketAddr, bound_ha_port: u16) -> SocketAddr {
+        match self.ha_advertised_addr {
+            Some(addr) => ip_or_addr::with_port(addr, bound_ha_port),
+            None => SocketAddr::new(advertised.ip(), bound_ha_port),
+        }
+    }
+
+    /// Every address this broker advertises, with the key that sets it, and the peers it is
+    /// configured with (NameServers; controllers in controller mode), for the start-up check
+    /// [`rocketraft_common::advertise::check_all`]. Ports not bound yet show as configured.
+    pub fn advertised_addresses(
+        &self,
+    ) -> (
+        Vec<rocketraft_common::advertise::Advertised>,
+        Vec<rocketraft_common::advertise::Peer>,
+    ) {
+        use rocketraft_common::advertise::{Advertised, Peer};
+        let remoting = self.advertised_for(self.listen.port());
+        let mut addresses = vec![Advertised {
+            key: "brokerIP1 (advertised_addr)".to_string(),
+            addr: remoting,
+            derived: self
+                .advertised_addr
+                .is_none()
+                .then(|| format!("not set, taken from listen {}", self.listen)),
+        }];
+        let mut peers = Peer::list("namesrvAddr", &self.namesrv_addr);
+        if self.enable_controller_mode {
+            // Slaves are told the HA address through the controller and the master.
+            addresses.push(Advertised {
+                key: "brokerIP2 (ha_advertised_addr)".to_string(),
+                addr: self.ha_advertised_for(remoting, self.ha_port),
+                derived: self
+                    .ha_advertised_addr
+                    .is_none()
+                    .then(|| "not set, taken from brokerIP1".to_string()),
+            });
+            peers.extend(Peer::list("controllerAddr", &self.controller_addr));
+        }
+        (addresses, peers)
+    }
+
     /// The NameServer addresses.
     pub fn namesrv_addrs(&self) -> Vec<String> {
         self.namesrv_addr
@@ -569,6 +695,120 @@ mod tests {
         assert!(!keys.contains_key("advertised_addr"));
         assert!(!keys.contains_key("cluster_secret"));
         assert!(keys.contains_key("store"));
+    }
+
+    #[test]
+    fn broker_ips_are_bare_ips_as_in_rocketmq_or_ip_and_port() {
+        // RocketMQ's form: IPs, the ports are the listening ones.
+        let c: BrokerConfig = toml::from_str(
+            "listen = \"0.0.0.0:30911\"\nha_port = 30912\nbrokerIP1 = \"10.0.0.5\"\n\
+             brokerIP2 = \"10.0.1.5\"\n",
+        )
+        .expect("parses");
+        assert_eq!(c.advertised_addr, Some("10.0.0.5:0".parse().expect("addr")));
+        assert_eq!(
+            c.advertised_for(30911),
+            "10.0.0.5:30911".parse().expect("addr")
+        );
+        let remoting = c.advertised_for(30911);
+        assert_eq!(
+            c.ha_advertised_for(remoting, 30912),
+            "10.0.1.5:30912".parse().expect("addr")
+        );
+        // Written back as bare IPs, read back the same.
+        let text = toml::to_string(&c).expect("serializes");
+        assert!(text.contains("advertised_addr = \"10.0.0.5\""), "{text}");
+        assert!(text.contains("ha_advertised_addr = \"10.0.1.5\""), "{text}");
+        assert_eq!(round_trip(&c), c);
+        // Our older form, IP:port, under either key: the port is kept (a forwarded port).
+        let c: BrokerConfig = toml::from_str(
+            "advertised_addr = \"203.0.113.9:40911\"\nbrokerIP2 = \"[::1]:40912\"\n",
+        )
+        .expect("parses");
+        assert_eq!(
+            c.advertised_for(10911),
+            "203.0.113.9:40911".parse().expect("addr")
+        );
+        assert_eq!(
+            c.ha_advertised_for(c.advertised_for(10911), 10912),
+            "[::1]:40912".parse().expect("addr")
+        );
+        assert_eq!(round_trip(&c), c);
+        // Bracketed IPv6 as RocketMQ normalises it; empty is unset.
+        let c: BrokerConfig =
+            toml::from_str("brokerIP1 = \"[fd00::5]\"\nbrokerIP2 = \"\"\n").expect("parses");
+        assert_eq!(
+            c.advertised_for(10911),
+            "[fd00::5]:10911".parse().expect("addr")
+        );
+        assert_eq!(c.ha_advertised_addr, None);
+        // Without them: the listen IP, loopback for an unspecified one; HA follows brokerIP1.
+        let c = BrokerConfig::default();
+        assert_eq!(
+            c.advertised_for(10911),
+            "127.0.0.1:10911".parse().expect("addr")
+        );
+        let c = BrokerConfig::default().with_listen("127.0.0.3:0".parse().expect("addr"));
+        assert_eq!(
+            c.advertised_for(31000),
+            "127.0.0.3:31000".parse().expect("addr")
+        );
+        assert_eq!(
+            c.ha_advertised_for(c.advertised_for(31000), 31001),
+            "127.0.0.3:31001".parse().expect("addr")
+        );
+        // A host name is not an IP: refused with the key and the forms.
+        let err = toml::from_str::<BrokerConfig>("brokerIP1 = \"broker-0.example\"\n")
+            .expect_err("a name");
+        assert!(
+            err.to_string().contains("expected an IP address (10.0.0.5"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_addresses_checked_at_start_name_their_keys_and_peers() {
+        use rocketraft_common::advertise::Peer;
+        let c = BrokerConfig::default().with_namesrv_addr("10.0.0.1:9876;10.0.0.2:9876");
+        let (addresses, peers) = c.advertised_addresses();
+        assert_eq!(addresses.len(), 1);
+        assert_eq!(addresses[0].key, "brokerIP1 (advertised_addr)");
+        assert_eq!(addresses[0].addr, "127.0.0.1:10911".parse().expect("addr"));
+        assert_eq!(
+            addresses[0].derived.as_deref(),
+            Some("not set, taken from listen 0.0.0.0:10911")
+        );
+        assert_eq!(
+            peers,
+            vec![
+                Peer::new("namesrvAddr", "10.0.0.1:9876"),
+                Peer::new("namesrvAddr", "10.0.0.2:9876"),
+            ]
+        );
+        // The NameServers are elsewhere: the default advertised address is refused.
+        let err = rocketraft_common::advertise::check_all(&addresses, &peers)
+            .expect_err("loopback toward 10.0.0.1");
+        assert!(
+            err.to_string().contains("namesrvAddr names 10.0.0.1:9876"),
+            "{err}"
+        );
+        // Controller mode adds the HA address and the controllers.
+        let c = BrokerConfig {
+            advertised_addr: Some("127.0.0.2:0".parse().expect("addr")),
+            ..BrokerConfig::default()
+                .with_namesrv_addr("127.0.0.1:9876")
+                .with_controller_mode("127.0.0.1:9878")
+        };
+        let (addresses, peers) = c.advertised_addresses();
+        assert_eq!(addresses[0].addr, "127.0.0.2:10911".parse().expect("addr"));
+        assert_eq!(addresses[0].derived, None);
+        assert_eq!(addresses[1].key, "brokerIP2 (ha_advertised_addr)");
+        assert_eq!(addresses[1].addr, "127.0.0.2:10912".parse().expect("addr"));
+        assert_eq!(peers[1], Peer::new("controllerAddr", "127.0.0.1:9878"));
+        assert_eq!(
+            rocketraft_common::advertise::check_all(&addresses, &peers),
+            Ok(())
+        );
     }
 
     #[test]

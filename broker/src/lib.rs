@@ -313,7 +313,10 @@ impl BrokerInner {
     pub fn ha_addr(&self) -> String {
         match &self.replicas {
             Some(r) => r.ha_addr().to_string(),
-            None => format!("{}:{}", self.advertised.ip(), self.config.ha_port),
+            None => self
+                .config
+                .ha_advertised_for(self.advertised, self.config.ha_port)
+                .to_string(),
         }
     }
 }
@@ -357,6 +360,14 @@ impl Broker {
     pub async fn start(mut config: BrokerConfig) -> anyhow::Result<Broker> {
         processor::manage::apply_persisted_config(&mut config)?;
         config.validate().map_err(anyhow::Error::msg)?;
+        // Before any port is taken: an advertised address the peers cannot reach is refused
+        // here rather than handed to clients and slaves (rocketraft_common::advertise).
+        let (addresses, peers) = config.advertised_addresses();
+        tokio::task::spawn_blocking(move || {
+            rocketraft_common::advertise::check_all(&addresses, &peers)
+        })
+        .await?
+        .map_err(anyhow::Error::msg)?;
         let listen = config.listen;
 
         // Bind first: with port 0 the advertised address (stored in every record as the store
@@ -371,9 +382,7 @@ impl Broker {
         )
         .await?;
         let bound = server.local_addr();
-        let advertised = config
-            .advertised_addr
-            .unwrap_or_else(|| rocketraft_remoting::api::advertised(bound));
+        let advertised = config.advertised_for(bound.port());
 
         let (store, metadata) = Self::open_store(&config, advertised).await?;
         let register_trigger = Arc::new(Notify::new());
@@ -507,9 +516,7 @@ impl Broker {
             )
         })?;
         let ha_local = listener.local_addr()?;
-        let ha_addr = config
-            .ha_advertised_addr
-            .unwrap_or_else(|| SocketAddr::new(advertised.ip(), ha_local.port()));
+        let ha_addr = config.ha_advertised_for(advertised, ha_local.port());
         let tls = ha::HaTls {
             server: config.tls.load()?,
             client: config.tls_client.load()?,

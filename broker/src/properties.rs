@@ -65,7 +65,12 @@ fn host(entry: &Entry, what: &str) -> Result<Option<Host>, PropertyError> {
     if text.is_empty() {
         return Ok(None);
     }
-    if let Ok(ip) = text.parse::<IpAddr>() {
+    // RocketMQ writes an IPv6 brokerIP1 in brackets (NetworkUtil.normalizeHostAddress).
+    let bare = text
+        .strip_prefix('[')
+        .and_then(|t| t.strip_suffix(']'))
+        .unwrap_or(text);
+    if let Ok(ip) = bare.parse::<IpAddr>() {
         return Ok(Some(Host::Ip(ip)));
     }
     if let Ok(addr) = text.parse::<SocketAddr>() {
@@ -175,14 +180,8 @@ impl BrokerConfig {
         // brokerIP1 is the advertised IP; the advertised address is brokerIP1:listenPort.
         if let Some(entry) = &ip1 {
             match host(entry, "the advertised IP; the port is listenPort")? {
+                // With listenPort = 0 the port is the one bound at start.
                 Some(Host::Ip(ip)) => {
-                    if config.listen.port() == 0 {
-                        return Err(PropertyError::at(
-                            entry,
-                            "needs a listenPort other than 0: the advertised address is \
-                             brokerIP1:listenPort",
-                        ));
-                    }
                     config.advertised_addr = Some(SocketAddr::new(ip, config.listen.port()));
                 }
                 Some(Host::Addr(addr)) => config.advertised_addr = Some(addr),
@@ -192,14 +191,8 @@ impl BrokerConfig {
         // brokerIP2 is the IP slaves reach the master's HA port on.
         if let Some(entry) = &ip2 {
             match host(entry, "the HA IP; the port is haListenPort")? {
+                // With haListenPort = 0 the port is the one bound at start.
                 Some(Host::Ip(ip)) => {
-                    if config.ha_port == 0 {
-                        return Err(PropertyError::at(
-                            entry,
-                            "needs an haListenPort other than 0: the HA address is \
-                             brokerIP2:haListenPort",
-                        ));
-                    }
                     config.ha_advertised_addr = Some(SocketAddr::new(ip, config.ha_port));
                 }
                 Some(Host::Addr(addr)) => config.ha_advertised_addr = Some(addr),
@@ -365,10 +358,17 @@ mod tests {
                 .contains("brokerIP1: expected an IP address"),
             "{err}"
         );
-        let err = refused("listenPort = 0\nbrokerIP1 = 10.0.0.1\n");
-        assert!(
-            err.to_string().contains("brokerIP1: needs a listenPort"),
-            "{err}"
+        // listenPort = 0: the advertised port is the one bound at start.
+        let c = parse_ok("listenPort = 0\nbrokerIP1 = 10.0.0.1\nbrokerIP2 = 10.0.0.2\n").config;
+        assert_eq!(c.advertised_addr, Some("10.0.0.1:0".parse().expect("addr")));
+        assert_eq!(
+            c.advertised_for(30911),
+            "10.0.0.1:30911".parse().expect("addr")
+        );
+        assert_eq!(c.ha_port, 0);
+        assert_eq!(
+            c.ha_advertised_for(c.advertised_for(30911), 30999),
+            "10.0.0.2:30999".parse().expect("addr")
         );
     }
 

@@ -396,7 +396,7 @@ pub fn config_properties(inner: &BrokerInner) -> Result<BTreeMap<String, String>
     out.insert("brokerIP1".into(), inner.advertised.ip().to_string());
     if let Some(ha) = fields.remove("ha_advertised_addr").and_then(|v| {
         v.as_str()
-            .and_then(|s| s.parse::<std::net::SocketAddr>().ok())
+            .and_then(|s| crate::config::ip_or_addr::parse(s).ok())
     }) {
         out.insert("brokerIP2".into(), ha.ip().to_string());
     }

@@ -5,6 +5,7 @@
 //! `controller_faults` keeps its own binary: it measures the longest gap between acknowledged
 //! sends, so it runs alone, not beside these tests.
 
+mod addressing;
 mod cluster_trust;
 mod controller_link;
 mod metadata_failover;
