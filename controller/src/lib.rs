@@ -59,8 +59,8 @@ pub use replicated::{
     ControllerCommand, ControllerQuery, ControllerQueryResponse, ControllerStateMachine,
 };
 pub use service::{
-    tenure_needed, Controller, ControllerConfig, ControllerStatus, StartError, CONTROLLER_CODES,
-    CONTROLLER_PROTECTED_CODES, QUORUM_FRESH_DIVISOR,
+    check_advertised, tenure_needed, Controller, ControllerConfig, ControllerStatus, StartError,
+    CONTROLLER_CODES, CONTROLLER_PROTECTED_CODES, QUORUM_FRESH_DIVISOR,
 };
 pub use state::{
     Broken, BrokerIdentity, BrokerReplicaInfo, BrokerSet, ControllerState, InvariantBroken,

@@ -15,6 +15,7 @@ use std::sync::Weak;
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use rocketraft_common::advertise::{AddressError, Advertised, Peer};
 use rocketraft_common::metrics::{Collector, RpcMetrics};
 use rocketraft_common::trust::ClusterSecret;
 use rocketraft_raft::NodeStatus;
@@ -175,12 +176,109 @@ impl ControllerConfig {
 
     /// The Raft member's configuration as the controller starts it: `raft`, with
     /// [`ControllerConfig::cluster_secret`] unless `raft.cluster_secret` is set.
+    ///
+    /// Without `raft.advertise`, the member advertises its own entry of
+    /// `raft.initial_members` when that names a port (what its peers were told), not the
+    /// bound listen address: a member listening on 0.0.0.0 would otherwise enter the
+    /// membership as `0.0.0.0:port`, which every other member reads as itself.
     pub fn effective_raft(&self) -> RaftConfig {
         let mut raft = self.raft.clone();
         if raft.cluster_secret.is_none() {
             raft.cluster_secret = self.cluster_secret.clone();
         }
+        if raft.advertise.is_none() {
+            raft.advertise = raft
+                .initial_members
+                .get(&raft.node_id)
+                .filter(|own| {
+                    own.rsplit_once(':')
+                        .and_then(|(_, port)| port.parse::<u16>().ok())
+                        .is_some_and(|port| port != 0)
+                })
+                .cloned();
+        }
         raft
+    }
+
+    /// The Raft address this member advertises, with the key that sets it, for the start-up
+    /// check (`rocketraft_common::advertise`); `None` for a host name (not checked) or a port
+    /// bound at start.
+    pub fn raft_advertised(&self) -> Option<Advertised> {
+        let raft = self.effective_raft();
+        let (text, derived) = match (&self.raft.advertise, &raft.advertise) {
+            (Some(own), _) => (own.clone(), None),
+            (None, Some(member)) => (
+                member.clone(),
+                Some("not set, taken from raft.initial_members".to_string()),
+            ),
+            (None, None) => (
+                raft.listen.to_string(),
+                Some(format!("not set, taken from raft.listen {}", raft.listen)),
+            ),
+        };
+        let addr: SocketAddr = text.parse().ok()?;
+        (addr.port() != 0).then(|| Advertised {
+            key: "raft.advertise".to_string(),
+            addr,
+            derived,
+        })
+    }
+
+    /// The Remoting address this controller reports to brokers (`remoting_peers` entry of its
+    /// own node id, else the address bound on `listen`, loopback for an unspecified IP), with
+    /// the key that sets it; `None` for a host name or a port bound at start.
+    pub fn remoting_advertised(&self, listen: SocketAddr) -> Option<Advertised> {
+        let id = self.raft.node_id;
+        let (addr, derived) = match self.remoting_peers.get(&id) {
+            Some(own) => (own.parse::<SocketAddr>().ok()?, None),
+            None => (
+                rocketraft_remoting::api::advertised(listen),
+                Some(format!("not set, taken from listen {listen}")),
+            ),
+        };
+        (addr.port() != 0).then(|| Advertised {
+            key: format!("remoting_peers.{id} (--remoting-peers)"),
+            addr,
+            derived,
+        })
+    }
+
+    /// The other members, by the keys that name them (`raft.initial_members`,
+    /// `remoting_peers`), for the start-up check of the advertised addresses.
+    pub fn peers(&self) -> Vec<Peer> {
+        let me = self.raft.node_id;
+        let others = |members: &BTreeMap<u64, String>, key: &str| -> Vec<Peer> {
+            members
+                .iter()
+                .filter(|(id, _)| **id != me)
+                .map(|(_, addr)| Peer::new(key, addr.clone()))
+                .collect()
+        };
+        let mut peers = others(&self.raft.initial_members, "raft.initial_members (--peers)");
+        peers.extend(others(
+            &self.remoting_peers,
+            "remoting_peers (--remoting-peers)",
+        ));
+        peers
+    }
+}
+
+/// Checks `addresses` against `peers` on this host, off the async runtime (peer names may need
+/// a DNS lookup): logs the doubtful ones, refuses the wrong ones.
+pub async fn check_advertised(
+    addresses: Vec<Advertised>,
+    peers: Vec<Peer>,
+) -> Result<(), AddressError> {
+    match tokio::task::spawn_blocking(move || {
+        rocketraft_common::advertise::check_all(&addresses, &peers)
+    })
+    .await
+    {
+        Ok(result) => result,
+        Err(e) => {
+            tracing::warn!(error = %e, "the advertised-address check did not run");
+            Ok(())
+        }
     }
 }
 
@@ -316,6 +414,8 @@ pub enum StartError {
     ServerLimits(#[from] InvalidLimit),
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error(transparent)]
+    Address(#[from] AddressError),
 }
 
 impl Controller {
@@ -324,6 +424,11 @@ impl Controller {
     /// [`CONTROLLER_CODES`] on the NameServer's server when embedded (protecting
     /// [`CONTROLLER_PROTECTED_CODES`] with the same cluster secret).
     pub async fn start(config: ControllerConfig) -> Result<Arc<Controller>, StartError> {
+        check_advertised(
+            config.raft_advertised().into_iter().collect(),
+            config.peers(),
+        )
+        .await?;
         let state_machine = ControllerStateMachine::new();
         let sets_view = state_machine.sets_view();
         let node = RaftNode::start(config.effective_raft(), state_machine)
@@ -412,6 +517,14 @@ impl Controller {
         let processor = self.processor();
         let limits = &self.config.server_limits;
         limits.validate()?;
+        check_advertised(
+            self.config
+                .remoting_advertised(self.config.listen)
+                .into_iter()
+                .collect(),
+            self.config.peers(),
+        )
+        .await?;
         let mut builder = RemotingServer::builder()
             .max_connections(limits.max_connections)
             .limits(limits.limits())
@@ -433,7 +546,16 @@ impl Controller {
             })?
             .spawn();
         let addr = server.local_addr();
-        *self.remoting_addr.lock() = addr.to_string();
+        // What brokers are told: this node's remoting_peers entry, else the bound address.
+        *self.remoting_addr.lock() = match self.config.remoting_advertised(addr) {
+            Some(advertised) => advertised.addr.to_string(),
+            None => self
+                .config
+                .remoting_peers
+                .get(&self.config.raft.node_id)
+                .cloned()
+                .unwrap_or_else(|| rocketraft_remoting::api::advertised(addr).to_string()),
+        };
         *self.server.lock() = Some(server);
         tracing::info!(%addr, "controller listening for brokers");
         Ok(addr)
@@ -1027,5 +1149,115 @@ mod config_tests {
             table["raft"]["initial_members"]["3"].as_str(),
             Some("127.0.0.1:30005")
         );
+    }
+
+    /// A member of a three-host quorum listening on 0.0.0.0.
+    fn member_on_all_interfaces() -> ControllerConfig {
+        let mut c = ControllerConfig::default()
+            .with_listen("0.0.0.0:9878".parse().expect("addr"))
+            .with_remoting_peers(BTreeMap::from([
+                (1, "10.0.0.1:9878".to_string()),
+                (2, "10.0.0.2:9878".to_string()),
+                (3, "10.0.0.3:9878".to_string()),
+            ]));
+        c.raft.node_id = 2;
+        c.raft.listen = "0.0.0.0:9880".parse().expect("addr");
+        c.raft.initial_members = BTreeMap::from([
+            (1, "10.0.0.1:9880".to_string()),
+            (2, "10.0.0.2:9880".to_string()),
+            (3, "10.0.0.3:9880".to_string()),
+        ]);
+        c
+    }
+
+    #[test]
+    fn a_member_advertises_its_own_entries_of_the_member_lists() {
+        let c = member_on_all_interfaces();
+        // Not 0.0.0.0:9880: what the other members were told this one is.
+        assert_eq!(
+            c.effective_raft().advertise.as_deref(),
+            Some("10.0.0.2:9880")
+        );
+        let raft = c.raft_advertised().expect("an IP");
+        assert_eq!(raft.key, "raft.advertise");
+        assert_eq!(raft.addr, "10.0.0.2:9880".parse().expect("addr"));
+        assert_eq!(
+            raft.derived.as_deref(),
+            Some("not set, taken from raft.initial_members")
+        );
+        let remoting = c
+            .remoting_advertised("0.0.0.0:9878".parse().expect("addr"))
+            .expect("an IP");
+        assert_eq!(remoting.key, "remoting_peers.2 (--remoting-peers)");
+        assert_eq!(remoting.addr, "10.0.0.2:9878".parse().expect("addr"));
+        assert_eq!(remoting.derived, None);
+        // The peers are the other members, by the keys that name them.
+        let peers: Vec<(String, String)> = c.peers().into_iter().map(|p| (p.key, p.addr)).collect();
+        assert_eq!(
+            peers,
+            vec![
+                (
+                    "raft.initial_members (--peers)".to_string(),
+                    "10.0.0.1:9880".to_string()
+                ),
+                (
+                    "raft.initial_members (--peers)".to_string(),
+                    "10.0.0.3:9880".to_string()
+                ),
+                (
+                    "remoting_peers (--remoting-peers)".to_string(),
+                    "10.0.0.1:9878".to_string()
+                ),
+                (
+                    "remoting_peers (--remoting-peers)".to_string(),
+                    "10.0.0.3:9878".to_string()
+                ),
+            ]
+        );
+        // An explicit advertise wins; a port 0 entry (`dev`) is not advertised.
+        let mut own = member_on_all_interfaces();
+        own.raft.advertise = Some("10.9.0.2:19880".to_string());
+        assert_eq!(
+            own.effective_raft().advertise.as_deref(),
+            Some("10.9.0.2:19880")
+        );
+        assert_eq!(own.raft_advertised().expect("ip").derived, None);
+        let mut dev = ControllerConfig::default();
+        dev.raft.listen = "127.0.0.1:0".parse().expect("addr");
+        dev.raft.initial_members = BTreeMap::from([(1, "127.0.0.1:0".to_string())]);
+        assert_eq!(dev.effective_raft().advertise, None);
+        assert!(dev.raft_advertised().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_member_advertising_loopback_to_members_on_other_hosts_is_refused_at_start() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut c = member_on_all_interfaces();
+        // Its own entries on loopback, the others elsewhere (TEST-NET-3: never this host).
+        c.raft.initial_members = BTreeMap::from([
+            (1, "203.0.113.1:9880".to_string()),
+            (2, "127.0.0.1:0".to_string()),
+            (3, "203.0.113.3:9880".to_string()),
+        ]);
+        c.raft.listen = "127.0.0.1:9880".parse().expect("addr");
+        c.raft.data_dir = dir.path().join("raft");
+        c.remoting_peers.clear();
+        let err = match Controller::start(c).await {
+            Ok(controller) => {
+                controller.shutdown().await;
+                panic!("started advertising 127.0.0.1 to members on other hosts");
+            }
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            err.starts_with(
+                "raft.advertise is 127.0.0.1:9880 (not set, taken from raft.listen \
+                 127.0.0.1:9880), a loopback address, but raft.initial_members (--peers) names \
+                 203.0.113.1:9880 on another host"
+            ),
+            "{err}"
+        );
+        // Refused before the Raft member was created.
+        assert!(!dir.path().join("raft").exists());
     }
 }

@@ -72,6 +72,17 @@ impl NameServer {
                 controller_config.tls_client = config.tls_client.clone();
             }
             protected.extend_from_slice(CONTROLLER_PROTECTED_CODES);
+            // The controller's Remoting address is this NameServer's: checked against the
+            // other controllers like a standalone one's (the Raft one is, in start).
+            rocketraft_controller::check_advertised(
+                controller_config
+                    .remoting_advertised(config.listen)
+                    .into_iter()
+                    .collect(),
+                controller_config.peers(),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("embedded controller: {e}"))?;
             let controller = Controller::start(controller_config)
                 .await
                 .map_err(|e| anyhow::anyhow!("embedded controller: {e}"))?;
@@ -101,9 +112,17 @@ impl NameServer {
             }
         };
         if let Some(c) = &controller {
-            c.set_remoting_addr(
-                rocketraft_remoting::api::advertised(server.local_addr()).to_string(),
-            );
+            // What brokers are told: this node's remoting_peers entry, else the bound address.
+            let bound = server.local_addr();
+            c.set_remoting_addr(match config.controller.remoting_advertised(bound) {
+                Some(advertised) => advertised.addr.to_string(),
+                None => config
+                    .controller
+                    .remoting_peers
+                    .get(&config.controller.raft.node_id)
+                    .cloned()
+                    .unwrap_or_else(|| rocketraft_remoting::api::advertised(bound).to_string()),
+            });
         }
         tracing::info!(addr = %server.local_addr(), controller = controller.is_some(), "NameServer listening");
 
