@@ -75,6 +75,47 @@ pub struct ProxyConfig {
     pub health_check_interval: Duration,
 }
 
+impl ProxyConfig {
+    /// The gRPC endpoint this proxy hands clients in QueryRoute (`advertised_host`, else the
+    /// listen IP, loopback for an unspecified one), and its NameServers, for the start-up check
+    /// ([`rocketraft_common::advertise`]): a proxy whose NameServers are on other hosts serves
+    /// clients on other hosts, which cannot reach a loopback endpoint. A host name is not
+    /// checked; a port bound at start shows as 0.
+    pub fn advertised_addresses(
+        &self,
+    ) -> (
+        Vec<rocketraft_common::advertise::Advertised>,
+        Vec<rocketraft_common::advertise::Peer>,
+    ) {
+        use rocketraft_common::advertise::{Advertised, Peer};
+        let port = self.listen.port();
+        let advertised = match &self.advertised_host {
+            Some(host) => host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .ok()
+                .map(|ip| (SocketAddr::new(ip, port), None)),
+            None => Some((
+                rocketraft_remoting::api::advertised(self.listen),
+                Some(format!("not set, taken from --listen {}", self.listen)),
+            )),
+        };
+        let addresses = advertised
+            .map(|(addr, derived)| Advertised {
+                key: "advertised_host (--advertised-host)".to_string(),
+                addr,
+                derived,
+            })
+            .into_iter()
+            .collect();
+        (
+            addresses,
+            Peer::list("namesrv_addr (--namesrv)", &self.namesrv_addr),
+        )
+    }
+}
+
 impl Default for ProxyConfig {
     fn default() -> Self {
         ProxyConfig {
@@ -236,6 +277,12 @@ impl Proxy {
             config.metric_collector_mode,
             &config.metric_collector_address,
         )?;
+        let (addresses, peers) = config.advertised_addresses();
+        tokio::task::spawn_blocking(move || {
+            rocketraft_common::advertise::check_all(&addresses, &peers)
+        })
+        .await?
+        .map_err(anyhow::Error::msg)?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|e| {
@@ -404,4 +451,44 @@ fn proxy_service(
         .remoting()
         .set_request_handler(service.transaction_check_handler());
     service
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_endpoint_checked_at_start_is_the_one_clients_are_handed() {
+        let config = ProxyConfig {
+            namesrv_addr: "10.0.0.1:9876;10.0.0.2:9876".to_string(),
+            ..ProxyConfig::default()
+        };
+        let (addresses, peers) = config.advertised_addresses();
+        assert_eq!(addresses.len(), 1);
+        assert_eq!(addresses[0].key, "advertised_host (--advertised-host)");
+        assert_eq!(addresses[0].addr, "127.0.0.1:8081".parse().expect("addr"));
+        assert_eq!(
+            addresses[0].derived.as_deref(),
+            Some("not set, taken from --listen 0.0.0.0:8081")
+        );
+        assert_eq!(peers.len(), 2);
+        // NameServers on other hosts: the loopback endpoint is refused, naming the flag.
+        let err = rocketraft_common::advertise::check_all(&addresses, &peers)
+            .expect_err("loopback toward 10.0.0.1");
+        assert!(err.to_string().contains("--advertised-host"), "{err}");
+        // An advertised IP (bracketed IPv6 too) with the listen port; a host name is left out.
+        let ip = ProxyConfig {
+            advertised_host: Some("[fd00::9]".to_string()),
+            ..config.clone()
+        };
+        assert_eq!(
+            ip.advertised_addresses().0[0].addr,
+            "[fd00::9]:8081".parse().expect("addr")
+        );
+        let name = ProxyConfig {
+            advertised_host: Some("proxy.example".to_string()),
+            ..config
+        };
+        assert!(name.advertised_addresses().0.is_empty());
+    }
 }
