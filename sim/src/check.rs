@@ -14,6 +14,7 @@
 //! - **No panic** (counted by the panic hook) and no fatal Raft error.
 
 use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 
 use openraft::alias::LogIdOf;
 use openraft::ServerState;
@@ -27,6 +28,48 @@ type LogId = LogIdOf<TypeConfig>;
 
 /// At most this many failures are kept per run (the first is the one to chase).
 const MAX_FAILURES: usize = 20;
+
+/// Which invariant a failure broke: each failure line carries its name in brackets, and the
+/// checker's self-tests (`sim/tests/sim.rs`) assert that a deliberately broken run breaks the
+/// one it should.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Violation {
+    /// Two masters for one broker set and master epoch.
+    TwoMasters,
+    /// An epoch or the applied index went back on a running node.
+    WentBack,
+    /// Two nodes applied different states at the same applied index.
+    StateDiverged,
+    /// An acknowledged write is missing from a later leader's log or applied state.
+    AckedLost,
+    /// A read showed epochs older than ones acknowledged before it began.
+    StaleRead,
+    /// Something panicked.
+    Panic,
+    /// A Raft node stopped with a fatal error.
+    RaftFatal,
+    /// No write, or no convergence, after everything healed.
+    NoRecovery,
+    /// The simulation itself could not do its work (setup, an unexpected answer).
+    Harness,
+}
+
+impl Violation {
+    /// The name printed in failure lines.
+    pub fn name(self) -> &'static str {
+        match self {
+            Violation::TwoMasters => "two-masters",
+            Violation::WentBack => "went-back",
+            Violation::StateDiverged => "state-diverged",
+            Violation::AckedLost => "acked-lost",
+            Violation::StaleRead => "stale-read",
+            Violation::Panic => "panic",
+            Violation::RaftFatal => "raft-fatal",
+            Violation::NoRecovery => "no-recovery",
+            Violation::Harness => "harness",
+        }
+    }
+}
 
 /// The highest epochs acknowledged for one broker set.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -59,6 +102,11 @@ pub struct Checker {
     start: tokio::time::Instant,
     trace: Vec<String>,
     failures: Vec<String>,
+    /// Every invariant broken, in the order first broken.
+    violations: Vec<Violation>,
+    /// Every failure reported so far: a broken state is seen again at every sample, and
+    /// reported once.
+    reported: BTreeSet<String>,
     /// Applied index -> the applied state there (JSON) and the node first seen with it.
     by_index: BTreeMap<u64, (String, NodeId)>,
     /// (broker set, master epoch) -> master, and where it was first seen.
@@ -74,6 +122,8 @@ impl Checker {
             start: tokio::time::Instant::now(),
             trace: Vec::new(),
             failures: Vec::new(),
+            violations: Vec::new(),
+            reported: BTreeSet::new(),
             by_index: BTreeMap::new(),
             epoch_master: BTreeMap::new(),
             nodes: BTreeMap::new(),
@@ -100,11 +150,17 @@ impl Checker {
     }
 
     /// Records a broken invariant (also traced).
-    pub fn fail(&mut self, what: impl AsRef<str>) {
-        let line = format!("{}ms {}", self.now_ms(), what.as_ref());
-        self.log(format!("FAIL {}", what.as_ref()));
+    pub fn fail(&mut self, kind: Violation, what: impl AsRef<str>) {
+        if !self.reported.insert(what.as_ref().to_string()) {
+            return;
+        }
+        let line = format!("{}ms [{}] {}", self.now_ms(), kind.name(), what.as_ref());
+        self.log(format!("FAIL [{}] {}", kind.name(), what.as_ref()));
         if self.failures.len() < MAX_FAILURES {
             self.failures.push(line);
+        }
+        if !self.violations.contains(&kind) {
+            self.violations.push(kind);
         }
     }
 
@@ -112,8 +168,9 @@ impl Checker {
         &self.failures
     }
 
-    pub fn into_parts(self) -> (Vec<String>, Vec<String>) {
-        (self.trace, self.failures)
+    /// The trace, the failure lines and the invariants broken.
+    pub fn into_parts(self) -> (Vec<String>, Vec<String>, Vec<Violation>) {
+        (self.trace, self.failures, self.violations)
     }
 
     /// A node's process (re)starts: its state is rebuilt from nothing.
@@ -146,7 +203,7 @@ impl Checker {
                 let msg = format!(
                     "two masters in broker set {set} epoch {epoch}: {m:?} ({first}) and {master:?} ({seen})"
                 );
-                self.fail(msg);
+                self.fail(Violation::TwoMasters, msg);
             }
             Some(_) => {}
         }
@@ -176,10 +233,13 @@ impl Checker {
         });
     }
 
-    /// An acknowledged SyncStateSet change to `epoch`.
-    pub fn acked_sync_state_set(&mut self, set: &str, epoch: i32) {
+    /// An acknowledged answer showed the epochs of `set` as `seen` (the state it was applied
+    /// to, or, for a read, the state it was linearized at): every read that begins later must
+    /// see them or newer ones.
+    pub fn acked_epochs(&mut self, set: &str, seen: Floor) {
         let floor = self.floors.entry(set.to_string()).or_default();
-        floor.sync_state_set_epoch = floor.sync_state_set_epoch.max(epoch);
+        floor.master_epoch = floor.master_epoch.max(seen.master_epoch);
+        floor.sync_state_set_epoch = floor.sync_state_set_epoch.max(seen.sync_state_set_epoch);
     }
 
     /// A read answered `(master_epoch, sync_state_set_epoch)`; `floor` was taken when it began.
@@ -187,10 +247,12 @@ impl Checker {
         if got.master_epoch < floor.master_epoch
             || got.sync_state_set_epoch < floor.sync_state_set_epoch
         {
-            self.fail(format!(
+            self.fail(Violation::StaleRead, format!(
                 "stale read by c{client} of {set}: epochs {got:?}, but {floor:?} were acknowledged before it began"
             ));
         }
+        // A read that completed is a fact later reads must not contradict either.
+        self.acked_epochs(set, got);
     }
 
     /// One sample of a running node: its Raft role and term, and its applied state.
@@ -208,7 +270,10 @@ impl Checker {
         let json = match serde_json::to_string(state) {
             Ok(j) => j,
             Err(e) => {
-                self.fail(format!("n{id}: state not encodable: {e}"));
+                self.fail(
+                    Violation::Harness,
+                    format!("n{id}: state not encodable: {e}"),
+                );
                 return;
             }
         };
@@ -219,9 +284,10 @@ impl Checker {
             }
             Some((other, first)) if *other != json => {
                 let first = *first;
-                self.fail(format!(
-                    "n{id} applied state at index {app_applied} differs from n{first}'s"
-                ));
+                self.fail(
+                    Violation::StateDiverged,
+                    format!("n{id} applied state at index {app_applied} differs from n{first}'s"),
+                );
             }
             Some(_) => {}
         }
@@ -253,7 +319,7 @@ impl Checker {
             seen.led_term = Some(term);
         }
         for w in went_back {
-            self.fail(w);
+            self.fail(Violation::WentBack, w);
         }
         for (name, epoch, master) in masters {
             self.note_master(&name, epoch, master, format!("n{id} applied {app_applied}"));
@@ -293,7 +359,7 @@ impl Checker {
             }
         }
         for l in lost {
-            self.fail(l);
+            self.fail(Violation::AckedLost, l);
         }
     }
 }

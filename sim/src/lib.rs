@@ -10,6 +10,7 @@
 //! from one seed ([`rng`]), so a seed replays exactly: [`run_seed`] twice gives byte-identical
 //! traces. [`check`] holds the invariants. See `sim/README.md`.
 
+pub mod bug;
 pub mod check;
 pub mod net;
 pub mod rng;
@@ -19,6 +20,8 @@ mod world;
 use std::cell::RefCell;
 use std::sync::Once;
 
+pub use bug::Bug;
+pub use check::Violation;
 pub use world::SimOptions;
 pub use world::Stats;
 
@@ -28,8 +31,10 @@ pub struct SeedOutcome {
     pub seed: u64,
     /// Every event, stamped with simulated time; identical for identical seeds.
     pub trace: Vec<String>,
-    /// The invariants the run broke (empty: passed).
+    /// The invariants the run broke, one line each (empty: passed).
     pub failures: Vec<String>,
+    /// Which invariants those were, in the order first broken.
+    pub violations: Vec<Violation>,
     pub stats: Stats,
 }
 
@@ -84,6 +89,7 @@ pub fn run_seed(seed: u64, opts: &SimOptions) -> SeedOutcome {
         seed,
         trace: vec![why.clone()],
         failures: vec![why],
+        violations: vec![Violation::Harness],
         stats: Stats::default(),
     };
     let dir = match tempfile::Builder::new().prefix("rocketraft-sim-").tempdir() {
@@ -105,15 +111,19 @@ pub fn run_seed(seed: u64, opts: &SimOptions) -> SeedOutcome {
     // Tasks still parked (a duplicate delivery, a dead process's sync) end with the runtime.
     drop(runtime);
     let checker = std::mem::take(&mut *world.check.lock());
-    let (mut trace, mut failures) = checker.into_parts();
+    let (mut trace, mut failures, mut violations) = checker.into_parts();
     for panic in PANICS.with(|p| std::mem::take(&mut *p.borrow_mut())) {
-        trace.push(format!("FAIL {panic}"));
-        failures.push(panic);
+        trace.push(format!("FAIL [panic] {panic}"));
+        failures.push(format!("[panic] {panic}"));
+        if !violations.contains(&Violation::Panic) {
+            violations.push(Violation::Panic);
+        }
     }
     SeedOutcome {
         seed,
         trace,
         failures,
+        violations,
         stats,
     }
 }

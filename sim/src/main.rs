@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use clap::Parser;
 use rocketraft_sim::run_seed;
+use rocketraft_sim::Bug;
 use rocketraft_sim::SimOptions;
 
 /// Deterministic simulation of the controller quorum: N seeds, or one seed replayed with its
@@ -33,6 +34,10 @@ struct Args {
     /// No faults: a calm run (the baseline).
     #[arg(long)]
     no_faults: bool,
+    /// Run with a deliberate bug, to see the checker catch it: lose-unsynced-ack, forget-vote
+    /// or stale-read.
+    #[arg(long = "break", value_name = "BUG")]
+    bug: Option<Bug>,
 }
 
 fn main() -> ExitCode {
@@ -55,6 +60,7 @@ fn main() -> ExitCode {
         clients: args.clients,
         fault_ms: args.fault_ms,
         faults: !args.no_faults,
+        bug: args.bug,
         ..SimOptions::default()
     };
     let first = args.seed.unwrap_or(1);

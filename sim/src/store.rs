@@ -13,6 +13,9 @@
 //!
 //! A crash ([`DurableLog::crash`]) throws away every unsynced write and bumps the incarnation,
 //! so syncs still pending from the dead process never land.
+//!
+//! Two deliberate bugs live here for the checker's self-tests ([`Bug::LoseUnsyncedAck`],
+//! [`Bug::ForgetVote`]); a disk made with `bug: None` has neither.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -33,6 +36,7 @@ use openraft::RaftLogReader;
 use parking_lot::Mutex;
 use rocketraft_raft::TypeConfig;
 
+use crate::bug::Bug;
 use crate::rng::SimRng;
 
 type Entry = EntryOf<TypeConfig>;
@@ -60,6 +64,10 @@ struct Inner {
     rng: SimRng,
     /// A sync takes `min..=max` ms of simulated time.
     sync_ms: (u64, u64),
+    /// [`Bug::LoseUnsyncedAck`]: appends are reported durable at once and never synced.
+    ack_unsynced: bool,
+    /// [`Bug::ForgetVote`]: no sync ever makes the vote durable.
+    forget_vote: bool,
 }
 
 /// One node's disk: shared by every incarnation of the node's process.
@@ -69,7 +77,8 @@ pub struct DurableLog {
 }
 
 impl DurableLog {
-    pub fn new(rng: SimRng, sync_ms: (u64, u64)) -> Self {
+    /// A fresh disk; `bug` breaks it on purpose (the checker's self-tests), `None` otherwise.
+    pub fn new(rng: SimRng, sync_ms: (u64, u64), bug: Option<Bug>) -> Self {
         DurableLog {
             inner: Arc::new(Mutex::new(Inner {
                 synced: LogImage::default(),
@@ -77,6 +86,8 @@ impl DurableLog {
                 incarnation: 0,
                 rng,
                 sync_ms,
+                ack_unsynced: bug == Some(Bug::LoseUnsyncedAck),
+                forget_vote: bug == Some(Bug::ForgetVote),
             })),
         }
     }
@@ -142,7 +153,11 @@ impl SimLogStore {
 
     /// A synced write: the live image's state up to now becomes durable.
     fn sync_now(inner: &mut Inner) {
+        let vote = inner.synced.vote;
         inner.synced = inner.live.clone();
+        if inner.forget_vote {
+            inner.synced.vote = vote;
+        }
     }
 }
 
@@ -221,13 +236,18 @@ impl RaftLogStorage<TypeConfig> for SimLogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let delay = self.with(|inner| {
+        let (delay, ack_unsynced) = self.with(|inner| {
             for entry in entries {
                 inner.live.entries.insert(entry.index(), entry);
             }
             let (lo, hi) = inner.sync_ms;
-            inner.rng.range(lo, hi)
+            (inner.rng.range(lo, hi), inner.ack_unsynced)
         })?;
+        if ack_unsynced {
+            // The bug: durable in name only.
+            callback.io_completed(Ok(()));
+            return Ok(());
+        }
         // The sync completes later, in its own task; openraft goes on meanwhile (it may read
         // the entries, but counts them only once the callback says they are durable).
         let this = self.clone();

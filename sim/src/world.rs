@@ -39,8 +39,10 @@ use rocketraft_raft::types::Request;
 use rocketraft_raft::NodeId;
 use rocketraft_raft::TypeConfig;
 
+use crate::bug::Bug;
 use crate::check::Checker;
 use crate::check::Floor;
+use crate::check::Violation;
 use crate::net::CallError;
 use crate::net::Channel;
 use crate::net::Endpoint;
@@ -68,6 +70,8 @@ pub struct SimOptions {
     pub recover_ms: u64,
     /// Whether the nemesis injects faults (off: a calm run, the baseline).
     pub faults: bool,
+    /// A deliberate bug, for the checker's self-tests ([`Bug`]); `None` in every real run.
+    pub bug: Option<Bug>,
 }
 
 impl Default for SimOptions {
@@ -78,6 +82,7 @@ impl Default for SimOptions {
             fault_ms: 3000,
             recover_ms: 4000,
             faults: true,
+            bug: None,
         }
     }
 }
@@ -130,7 +135,7 @@ impl World {
         for id in 1..=opts.nodes {
             let slot = slots.remove(rng.pick(slots.len()));
             election_ms.insert(id, 60 + slot * 25 + rng.range(0, 15));
-            disks.insert(id, DurableLog::new(rng.fork(), (0, 3)));
+            disks.insert(id, DurableLog::new(rng.fork(), (0, 3), opts.bug));
         }
         Arc::new(World {
             opts,
@@ -149,8 +154,8 @@ impl World {
         self.check.lock().log(line);
     }
 
-    fn fail(&self, line: impl AsRef<str>) {
-        self.check.lock().fail(line);
+    fn fail(&self, kind: Violation, line: impl AsRef<str>) {
+        self.check.lock().fail(kind, line);
     }
 
     fn nodes(&self) -> impl Iterator<Item = NodeId> {
@@ -225,7 +230,7 @@ impl World {
                 "n{id} restart (synced log up to {:?})",
                 self.disks[&id].synced_last_index()
             )),
-            Err(e) => self.fail(format!("n{id} does not restart: {e}")),
+            Err(e) => self.fail(Violation::Harness, format!("n{id} does not restart: {e}")),
         }
     }
 
@@ -237,7 +242,7 @@ impl World {
             };
             let m = node.raft.metrics().borrow_watched().clone();
             if let Err(fatal) = &m.running_state {
-                self.fail(format!("n{id} stopped: {fatal}"));
+                self.fail(Violation::RaftFatal, format!("n{id} stopped: {fatal}"));
                 continue;
             }
             match node
@@ -256,8 +261,14 @@ impl World {
                     &state,
                     &self.disks[&id],
                 ),
-                Ok(other) => self.fail(format!("n{id}: state query answered {other:?}")),
-                Err(e) => self.fail(format!("n{id}: state query failed: {e}")),
+                Ok(other) => self.fail(
+                    Violation::Harness,
+                    format!("n{id}: state query answered {other:?}"),
+                ),
+                Err(e) => self.fail(
+                    Violation::Harness,
+                    format!("n{id}: state query failed: {e}"),
+                ),
             }
         }
     }
@@ -280,10 +291,10 @@ impl World {
             match self.start_node(id).await {
                 Ok(raft) => {
                     if let Err(e) = raft.initialize(members.clone()).await {
-                        self.fail(format!("n{id} initialize: {e}"));
+                        self.fail(Violation::Harness, format!("n{id} initialize: {e}"));
                     }
                 }
-                Err(e) => self.fail(e),
+                Err(e) => self.fail(Violation::Harness, e),
             }
         }
         self.log(format!(
@@ -447,10 +458,13 @@ impl World {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         if !wrote {
-            self.fail(format!(
-                "no write succeeded within {} ms after healing",
-                self.opts.recover_ms
-            ));
+            self.fail(
+                Violation::NoRecovery,
+                format!(
+                    "no write succeeded within {} ms after healing",
+                    self.opts.recover_ms
+                ),
+            );
             return;
         }
         // Everyone catches up to the same applied state.
@@ -473,7 +487,10 @@ impl World {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        self.fail("the nodes did not converge to one applied index after healing");
+        self.fail(
+            Violation::NoRecovery,
+            "the nodes did not converge to one applied index after healing",
+        );
     }
 }
 
@@ -499,7 +516,15 @@ async fn serve_write(node: NodeHandle, req: Request) -> Answer {
     }
 }
 
-async fn serve_read(node: NodeHandle, query: ControllerQuery) -> Answer {
+/// A node answers a read: the ReadIndex round, then the state machine's query. With
+/// [`Bug::StaleRead`] the round is skipped (the self-test of the read invariant).
+async fn serve_read(node: NodeHandle, query: ControllerQuery, stale: bool) -> Answer {
+    if stale {
+        return match node.sm.query_app::<ControllerStateMachine>(&query) {
+            Ok(r) => Answer::Read(r),
+            Err(e) => Answer::Failed(e.to_string()),
+        };
+    }
     match node.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
         Ok(_) => {}
         Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
@@ -770,6 +795,13 @@ impl Client {
                 let mut elected = None;
                 let summary = match &response {
                     ControllerResponse::ElectMaster(r) => {
+                        self.world.check.lock().acked_epochs(
+                            set,
+                            Floor {
+                                master_epoch: r.master_epoch,
+                                sync_state_set_epoch: r.sync_state_set_epoch,
+                            },
+                        );
                         self.known.insert(
                             set.to_string(),
                             Known {
@@ -796,19 +828,31 @@ impl Client {
                         if let Some(k) = self.known.get_mut(set) {
                             k.sync_state_set_epoch = r.new_sync_state_set_epoch;
                         }
-                        self.world
-                            .check
-                            .lock()
-                            .acked_sync_state_set(set, r.new_sync_state_set_epoch);
+                        self.world.check.lock().acked_epochs(
+                            set,
+                            Floor {
+                                master_epoch: 0,
+                                sync_state_set_epoch: r.new_sync_state_set_epoch,
+                            },
+                        );
                         format!(
                             "set {:?} sss-epoch {}",
                             r.new_sync_state_set, r.new_sync_state_set_epoch
                         )
                     }
-                    ControllerResponse::RegisterBroker(r) => format!(
-                        "master {:?} epoch {:?} sss-epoch {}",
-                        r.master_broker_id, r.master_epoch, r.sync_state_set_epoch
-                    ),
+                    ControllerResponse::RegisterBroker(r) => {
+                        self.world.check.lock().acked_epochs(
+                            set,
+                            Floor {
+                                master_epoch: r.master_epoch.unwrap_or(0),
+                                sync_state_set_epoch: r.sync_state_set_epoch,
+                            },
+                        );
+                        format!(
+                            "master {:?} epoch {:?} sss-epoch {}",
+                            r.master_broker_id, r.master_epoch, r.sync_state_set_epoch
+                        )
+                    }
                     _ => "ok".to_string(),
                 };
                 self.log(format!("{what} -> ok at {log_id}: {summary}"));
@@ -831,6 +875,11 @@ impl Client {
 
     async fn read(&mut self, set: &str) {
         let floor: Floor = self.world.check.lock().floor(set);
+        let stale = self.world.opts.bug == Some(Bug::StaleRead);
+        if stale {
+            // The bug reads from any replica, as a client spreading reads would.
+            self.leader = None;
+        }
         let alive = self.alive(set);
         let query = ControllerQuery::Request {
             request: ControllerRequest::GetReplicaInfo(GetReplicaInfoRequest {
@@ -849,7 +898,9 @@ impl Client {
             let answer = self
                 .world
                 .net
-                .call(channel, query.clone(), CALL_DEADLINE, serve_read)
+                .call(channel, query.clone(), CALL_DEADLINE, move |node, query| {
+                    serve_read(node, query, stale)
+                })
                 .await;
             match answer {
                 Ok(Answer::Read(ControllerQueryResponse::Request(Ok(
@@ -888,10 +939,10 @@ impl Client {
                     return;
                 }
                 Ok(Answer::Read(other)) => {
-                    self.world
-                        .check
-                        .lock()
-                        .fail(format!("read {set} @n{to} answered {other:?}"));
+                    self.world.check.lock().fail(
+                        Violation::Harness,
+                        format!("read {set} @n{to} answered {other:?}"),
+                    );
                     return;
                 }
                 Ok(Answer::NotLeader(hint)) => {
