@@ -72,6 +72,17 @@ pub struct BrokerFlags {
     /// Broker listen address (default 0.0.0.0:10911).
     #[arg(long)]
     broker_listen: Option<SocketAddr>,
+    /// The address registered with the NameServers (RocketMQ's brokerIP1): an IP, with the
+    /// listen port, or IP:port (default: the listen IP, 127.0.0.1 when unspecified).
+    #[arg(long, value_parser = parse_ip_or_addr)]
+    advertised_addr: Option<SocketAddr>,
+    /// The HA (replication) port (haListenPort, default 10912; 0 picks one).
+    #[arg(long)]
+    ha_port: Option<u16>,
+    /// The HA address slaves are told (RocketMQ's brokerIP2): an IP, with the HA port, or
+    /// IP:port (default: the advertised IP).
+    #[arg(long, value_parser = parse_ip_or_addr)]
+    ha_advertised_addr: Option<SocketAddr>,
     /// Data directory of the store.
     #[arg(long)]
     store_dir: Option<PathBuf>,
@@ -103,6 +114,15 @@ impl BrokerFlags {
         if let Some(listen) = self.broker_listen {
             config.listen = listen;
         }
+        if let Some(addr) = self.advertised_addr {
+            config.advertised_addr = Some(addr);
+        }
+        if let Some(port) = self.ha_port {
+            config.ha_port = port;
+        }
+        if let Some(addr) = self.ha_advertised_addr {
+            config.ha_advertised_addr = Some(addr);
+        }
         if let Some(dir) = &self.store_dir {
             config.store.store_root = dir.clone();
         }
@@ -122,6 +142,12 @@ impl BrokerFlags {
             config.transaction_check_interval_ms = ms;
         }
     }
+}
+
+/// `--advertised-addr` / `--ha-advertised-addr`: an IP (the port is the listening one) or
+/// IP:port, as `brokerIP1` / `brokerIP2` in a config file.
+fn parse_ip_or_addr(text: &str) -> Result<SocketAddr, String> {
+    rocketraft_broker::config::ip_or_addr::parse(text)
 }
 
 #[derive(Args)]
@@ -169,6 +195,10 @@ pub struct ControllerArgs {
     /// Raft (gRPC) listen address between controllers (default 127.0.0.1:9880).
     #[arg(long)]
     raft_listen: Option<SocketAddr>,
+    /// The Raft address the other members reach this one on (default: this member's entry
+    /// of --peers, else the Raft listen address).
+    #[arg(long)]
+    raft_advertise: Option<String>,
     /// Data directory (Raft log and snapshots).
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -196,6 +226,9 @@ impl ControllerArgs {
         }
         if let Some(listen) = self.raft_listen {
             config.raft.listen = listen;
+        }
+        if let Some(advertise) = &self.raft_advertise {
+            config.raft.advertise = Some(advertise.clone());
         }
         if let Some(dir) = &self.data_dir {
             config.raft.data_dir = dir.clone();
@@ -370,6 +403,55 @@ mod tests {
         argv.extend(args.iter().map(|a| a.to_string()));
         let cli = Cli::try_parse_from(argv).expect("valid flags");
         cli.dev.load().expect("a valid config").1
+    }
+
+    #[derive(Parser)]
+    struct ControllerCli {
+        #[command(flatten)]
+        controller: ControllerArgs,
+    }
+
+    #[test]
+    fn advertised_address_flags_take_rocketmqs_forms() {
+        let c = dev_config(
+            &[
+                "--advertised-addr",
+                "10.0.0.5",
+                "--ha-port",
+                "0",
+                "--ha-advertised-addr",
+                "10.0.1.5:40912",
+            ],
+            None,
+        );
+        assert_eq!(
+            c.advertised_for(10911),
+            "10.0.0.5:10911".parse().expect("addr")
+        );
+        assert_eq!(c.ha_port, 0);
+        assert_eq!(
+            c.ha_advertised_for(c.advertised_for(10911), 30000),
+            "10.0.1.5:40912".parse().expect("addr")
+        );
+        let bad = Cli::try_parse_from(["dev", "--advertised-addr", "broker-0.example"])
+            .err()
+            .expect("a host name is refused");
+        assert!(bad.to_string().contains("expected an IP address"), "{bad}");
+
+        let cli = ControllerCli::try_parse_from([
+            "controller",
+            "--node-id",
+            "2",
+            "--raft-listen",
+            "0.0.0.0:9880",
+            "--raft-advertise",
+            "10.0.0.2:9880",
+            "--peers",
+            "1=10.0.0.1:9880,2=10.0.0.2:9880",
+        ])
+        .expect("valid flags");
+        let config = cli.controller.load().expect("loads");
+        assert_eq!(config.raft.advertise.as_deref(), Some("10.0.0.2:9880"));
     }
 
     #[test]
