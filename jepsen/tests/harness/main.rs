@@ -8,9 +8,9 @@
 //! ([`support`]).
 
 mod broken_build;
+mod fault_matrix;
 mod harness_failover;
 mod harness_smoke;
-mod matrix;
 mod power_loss;
 mod raft_kv;
 mod support;

@@ -47,9 +47,10 @@ fn a_tiny_matrix_writes_its_table_resumes_and_guards() {
         "--seeds",
         "1",
         "--first-seed",
-        "21",
+        "18",
+        // Seed 18 fits one 7 s window at 3 s into 12 s, under kill and under pause alike.
         "--time-limit",
-        "20",
+        "12",
     ];
     let (code, table) = matrix(out.path(), &args);
     let rows = table["rows"].as_array().expect("rows");
@@ -58,7 +59,7 @@ fn a_tiny_matrix_writes_its_table_resumes_and_guards() {
     for (row, nemesis) in rows.iter().zip(["kill", "pause"]) {
         assert_eq!(row["workload"], "raft-kv");
         assert_eq!(row["nemesis"], nemesis);
-        assert_eq!(row["seed"], 21);
+        assert_eq!(row["seed"], 18);
         assert_eq!(row["verdict"], "VALID", "{row:#}");
         assert_eq!(row["source"], "history.jsonl", "{row:#}");
         let ops = row["ops"].as_u64().unwrap_or(0);
@@ -88,9 +89,9 @@ fn a_tiny_matrix_writes_its_table_resumes_and_guards() {
     }
     let md = std::fs::read_to_string(out.path().join("matrix.md")).expect("matrix.md");
     assert!(md.contains("2 cells: 2 VALID, 0 INVALID"), "{md}");
-    assert!(md.contains("| raft-kv | kill | 21 |"), "{md}");
+    assert!(md.contains("| raft-kv | kill | 18 |"), "{md}");
     assert!(
-        md.contains("[raft-kv-pause-seed21](raft-kv-pause-seed21/)"),
+        md.contains("[raft-kv-pause-seed18](raft-kv-pause-seed18/)"),
         "{md}"
     );
 
