@@ -83,6 +83,9 @@ struct NodeSeen {
     /// Per broker set: (master epoch, SyncStateSet epoch) at the last sample.
     epochs: BTreeMap<String, (i32, i32)>,
     last_applied: u64,
+    /// The applied index whose state was last compared (a state changes only by applying, so
+    /// one comparison per index and process is enough: encoding it is the sampler's cost).
+    compared_index: Option<u64>,
     /// The term this node last led in, to trace each new leadership once.
     led_term: Option<u64>,
 }
@@ -267,29 +270,35 @@ impl Checker {
         state: &ControllerState,
         disk: &DurableLog,
     ) {
-        let json = match serde_json::to_string(state) {
-            Ok(j) => j,
-            Err(e) => {
-                self.fail(
-                    Violation::Harness,
-                    format!("n{id}: state not encodable: {e}"),
-                );
-                return;
-            }
-        };
         // State-machine safety.
-        match self.by_index.get(&app_applied) {
-            None => {
-                self.by_index.insert(app_applied, (json, id));
+        let seen = self.nodes.entry(id).or_default();
+        if seen.compared_index != Some(app_applied) {
+            seen.compared_index = Some(app_applied);
+            let json = match serde_json::to_string(state) {
+                Ok(j) => j,
+                Err(e) => {
+                    self.fail(
+                        Violation::Harness,
+                        format!("n{id}: state not encodable: {e}"),
+                    );
+                    return;
+                }
+            };
+            match self.by_index.get(&app_applied) {
+                None => {
+                    self.by_index.insert(app_applied, (json, id));
+                }
+                Some((other, first)) if *other != json => {
+                    let first = *first;
+                    self.fail(
+                        Violation::StateDiverged,
+                        format!(
+                            "n{id} applied state at index {app_applied} differs from n{first}'s"
+                        ),
+                    );
+                }
+                Some(_) => {}
             }
-            Some((other, first)) if *other != json => {
-                let first = *first;
-                self.fail(
-                    Violation::StateDiverged,
-                    format!("n{id} applied state at index {app_applied} differs from n{first}'s"),
-                );
-            }
-            Some(_) => {}
         }
         // Epochs per node process, and one master per epoch.
         let mut went_back = Vec::new();

@@ -104,7 +104,7 @@ const SETS: [&str; 2] = ["broker-a", "broker-b"];
 /// Broker ids per set.
 const BROKER_IDS: u64 = 3;
 /// A client's deadline for one attempt.
-const CALL_DEADLINE: Duration = Duration::from_millis(300);
+const CALL_DEADLINE: Duration = Duration::from_millis(150);
 /// Attempts per client operation (the same serial each time: the state machine applies a
 /// proposal once).
 const ATTEMPTS: u32 = 4;
@@ -180,13 +180,21 @@ impl World {
         let election = self.election_ms[&id];
         let config = openraft::Config {
             cluster_name: "sim".to_string(),
-            // A tick of 1 ms (heartbeat * 13 / 64): openraft offsets the first tick randomly
-            // within one tick period; at 1 ms the paused clock's millisecond timer rounds every
-            // offset to the same instant.
+            // A tick of 1 ms (heartbeat * 13 / 64, at least 1): openraft offsets the first tick
+            // randomly within one tick period; at 1 ms the paused clock's millisecond timer
+            // rounds every offset to the same instant. Every node's tick runs openraft's loop,
+            // which in a debug build validates its whole state: a simulated millisecond has a
+            // fixed price, so the nemesis and the clients act often (faults every 20-150 ms).
+            // The heartbeat is also openraft's RPC timeout: at 8 ms a round trip (1-4 ms each
+            // way, a 0-3 ms sync) mostly fits; at 5 ms most appends timed out.
             heartbeat_interval: 8,
             election_timeout_min: election,
             election_timeout_max: election + 1,
             snapshot_policy: SnapshotPolicy::Never,
+            // openraft's default backoff after an unreachable peer is 200 ms, two heartbeats of
+            // the real controller's 100 ms; the same two heartbeats here (a restarted node
+            // waited up to a simulated second for its leader to try again).
+            backoff: "16ms".to_string(),
             ..Default::default()
         }
         .validate()
@@ -346,11 +354,11 @@ impl World {
         stats
     }
 
-    /// Faults for `fault_ms`, one every 40..300 ms.
+    /// Faults for `fault_ms`, one every 20..150 ms.
     async fn nemesis(self: &Arc<Self>) {
         let end = tokio::time::Instant::now() + Duration::from_millis(self.opts.fault_ms);
         loop {
-            let pause = self.rng.lock().range(40, 300);
+            let pause = self.rng.lock().range(20, 150);
             tokio::time::sleep(Duration::from_millis(pause)).await;
             if tokio::time::Instant::now() >= end {
                 return;
@@ -411,9 +419,9 @@ impl World {
                         let slow = rng.chance(250);
                         LinkConfig {
                             delay_ms: if slow {
-                                (1, rng.range(10, 60))
+                                (1, rng.range(5, 30))
                             } else {
-                                (1, rng.range(2, 6))
+                                (1, rng.range(2, 4))
                             },
                             loss: if rng.chance(500) {
                                 rng.range(0, 200)
@@ -615,7 +623,7 @@ impl Client {
 
     async fn run(mut self) {
         loop {
-            let think = self.rng.range(2, 30);
+            let think = self.rng.range(1, 15);
             tokio::time::sleep(Duration::from_millis(think)).await;
             if *self.world.stopping.lock() {
                 return;
@@ -735,7 +743,7 @@ impl Client {
         let mut last = String::from("no attempt");
         for attempt in 0..ATTEMPTS {
             if attempt > 0 {
-                let backoff = self.rng.range(10, 60);
+                let backoff = self.rng.range(5, 30);
                 tokio::time::sleep(Duration::from_millis(backoff)).await;
             }
             let to = self.target();
@@ -890,7 +898,7 @@ impl Client {
         let mut last = String::from("no attempt");
         for attempt in 0..ATTEMPTS {
             if attempt > 0 {
-                let backoff = self.rng.range(10, 60);
+                let backoff = self.rng.range(5, 30);
                 tokio::time::sleep(Duration::from_millis(backoff)).await;
             }
             let to = self.target();
