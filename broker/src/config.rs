@@ -457,6 +457,7 @@ impl BrokerConfig {
                 .advertised_addr
                 .is_none()
                 .then(|| format!("not set, taken from listen {}", self.listen)),
+            listen: Some(("listen (bindAddress)".to_string(), self.listen.ip())),
         }];
         let mut peers = Peer::list("namesrvAddr", &self.namesrv_addr);
         if self.enable_controller_mode {
@@ -468,6 +469,8 @@ impl BrokerConfig {
                     .ha_advertised_addr
                     .is_none()
                     .then(|| "not set, taken from brokerIP1".to_string()),
+                // The HA port binds the IP of `listen` too.
+                listen: Some(("listen (bindAddress)".to_string(), self.listen.ip())),
             });
             peers.extend(Peer::list("controllerAddr", &self.controller_addr));
         }

@@ -39,6 +39,9 @@ pub struct Advertised {
     /// Where the address came from when the key was not set (`taken from listen
     /// 0.0.0.0:10911`); `None` when the key set it.
     pub derived: Option<String>,
+    /// The key that sets the IP the port binds, and that IP, when known: a port bound on a
+    /// loopback IP only cannot be reached at an advertised IP of another interface.
+    pub listen: Option<(String, IpAddr)>,
 }
 
 /// A configured peer: the key that names it and one of its addresses (`host:port`).
@@ -116,6 +119,8 @@ pub enum Refused {
     Unspecified,
     /// A loopback IP while a peer is on another host.
     Loopback,
+    /// An IP of another interface of this host while the port binds a loopback IP only.
+    NotListening,
 }
 
 /// An advertised address the process refuses to start with; the text names the key, the
@@ -200,6 +205,17 @@ pub fn check(
         }
         return Ok(None);
     }
+    if let Some((listen_key, listen_ip)) = &advertised.listen {
+        if listen_ip.is_loopback() && host.is_local(ip) {
+            return Err(AddressError {
+                refused: Refused::NotListening,
+                message: format!(
+                    "{key} is {addr}{derived}, but the port binds {listen_ip} only (loopback), \
+                     so nobody connects to it at {ip}: set {listen_key} to 0.0.0.0 or to {ip}"
+                ),
+            });
+        }
+    }
     if !host.is_local(ip) {
         return Ok(Some(AddressWarning {
             key: advertised.key.clone(),
@@ -263,6 +279,7 @@ mod tests {
             key: "brokerIP1 (advertised_addr)".to_string(),
             addr: addr.parse().expect("addr"),
             derived: derived.map(str::to_string),
+            listen: None,
         }
     }
 
@@ -364,6 +381,31 @@ mod tests {
             ),
             "{warning}"
         );
+    }
+
+    #[test]
+    fn an_interface_ip_advertised_for_a_port_bound_on_loopback_is_refused() {
+        let peers = Peer::list("namesrvAddr", "10.0.0.1:9876");
+        let on = |listen: &str| Advertised {
+            listen: Some(("listen".to_string(), listen.parse().expect("ip"))),
+            ..advertised("10.0.0.7:10911", None)
+        };
+        let err = check(&host(), &on("127.0.0.1"), &peers).expect_err("nothing listens there");
+        assert_eq!(err.refused, Refused::NotListening);
+        assert_eq!(
+            err.to_string(),
+            "brokerIP1 (advertised_addr) is 10.0.0.7:10911, but the port binds 127.0.0.1 only \
+             (loopback), so nobody connects to it at 10.0.0.7: set listen to 0.0.0.0 or to \
+             10.0.0.7"
+        );
+        assert_eq!(check(&host(), &on("0.0.0.0"), &peers), Ok(None));
+        assert_eq!(check(&host(), &on("10.0.0.7"), &peers), Ok(None));
+        // An IP of no interface (NAT in front): a warning, as without a listen IP.
+        let nat = Advertised {
+            listen: Some(("listen".to_string(), "127.0.0.1".parse().expect("ip"))),
+            ..advertised("203.0.113.9:10911", None)
+        };
+        assert!(matches!(check(&host(), &nat, &peers), Ok(Some(_))));
     }
 
     #[test]

@@ -221,6 +221,7 @@ impl ControllerConfig {
             key: "raft.advertise".to_string(),
             addr,
             derived,
+            listen: Some(("raft.listen (--raft-listen)".to_string(), raft.listen.ip())),
         })
     }
 
@@ -240,6 +241,7 @@ impl ControllerConfig {
             key: format!("remoting_peers.{id} (--remoting-peers)"),
             addr,
             derived,
+            listen: Some(("listen (--listen)".to_string(), listen.ip())),
         })
     }
 

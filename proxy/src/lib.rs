@@ -106,6 +106,7 @@ impl ProxyConfig {
                 key: "advertised_host (--advertised-host)".to_string(),
                 addr,
                 derived,
+                listen: Some(("--listen".to_string(), self.listen.ip())),
             })
             .into_iter()
             .collect();
