@@ -16,6 +16,7 @@ mod namesrvs;
 mod proxy_cluster_failover;
 mod replication_failover;
 mod rocketmq_conf;
+mod rolling_restart;
 
 #[path = "../support/mod.rs"]
 mod support;

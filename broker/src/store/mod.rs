@@ -15,8 +15,9 @@
 //!   flushes everything, writes the checkpoint and removes the `abort` marker.
 //!
 //! Files under `store_root`: `commitlog/` (segments), `consumequeue/{topic}/{queueId}/`,
-//! `checkpoint`, `abort` (present while running), `lock` (flock'ed while open), and
-//! `metadata/` (RocksDB, see [`metadata::MetadataStore`], opened separately).
+//! `checkpoint`, `abort` (present while running), `lock` (flock'ed while open), `store.version`
+//! (the layout's format version, see [`format`]), and `metadata/` (RocksDB, see
+//! [`metadata::MetadataStore`], opened separately).
 
 pub mod checkpoint;
 pub mod clean;
@@ -27,6 +28,7 @@ mod dispatch;
 pub mod epoch;
 pub mod error;
 mod flush;
+pub mod format;
 pub mod index;
 pub mod mapped_file;
 pub mod metadata;
@@ -432,6 +434,8 @@ impl MessageStore {
         let root = config.store_root.clone();
         mapped_file::create_dir_all_durable(&root).map_err(|e| StoreError::io(&root, e))?;
         let lock = lock_store(&config.lock_path())?;
+        // Before anything is read: a store of a newer format is refused untouched.
+        format::check_and_stamp(&root)?;
         let abort_path = config.abort_path();
         let abort_existed = abort_path.exists();
         let marker = read_truncate_marker(&config)?;

@@ -1,4 +1,4 @@
-//! `rocketraft cluster up|status|down`: a whole local cluster (a controller quorum, a NameServer
+//! `rocketraft cluster up|status|restart|down`: a whole local cluster (a controller quorum, a NameServer
 //! and one or more broker sets) as real, detached processes on loopback, started from this very binary and
 //! tracked in `DIR/cluster.json` so that `status` and `down` find them again.
 //!
@@ -9,7 +9,7 @@
 //! Here: the flags. The steps, one module each: [`layout`] (the ports), [`config`] (each
 //! process's TOML), [`plan`] (what to start, or restart, and how), [`file`] (`cluster.json`),
 //! [`process`] (spawning, liveness and signals), [`readiness`] (starting in order and waiting
-//! until ready); the commands: [`up`], [`status`], [`down`].
+//! until ready); the commands: [`up`], [`status`], [`restart`], [`down`].
 
 pub(crate) mod auth;
 mod config;
@@ -19,6 +19,7 @@ mod layout;
 mod plan;
 mod process;
 mod readiness;
+mod restart;
 mod status;
 mod up;
 
@@ -63,6 +64,27 @@ pub enum ClusterCommand {
         /// Print a JSON array instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Restart every process of the running cluster in DIR one at a time (--rolling), as this
+    /// binary: a rolling upgrade when it is a newer one. Controllers first (followers, then the
+    /// leader after handing its leadership over), then the NameServers (each waited for until
+    /// every broker registered again), then each broker set: its slaves (each waited for until
+    /// it is back in the SyncStateSet), then a master transfer to an in-sync slave
+    /// (CONTROLLER_ELECT_MASTER naming it), waited for until the new master takes writes, then
+    /// the old master. Each stop is a SIGTERM (SIGKILL after 15 s). Refused unless every
+    /// process runs and every broker set is whole. Progress is logged (--log info).
+    Restart {
+        /// The cluster directory given to `cluster up`.
+        #[arg(long)]
+        dir: PathBuf,
+        /// One process at a time, keeping the cluster serving. Required: it is the only mode
+        /// (to stop and start everything at once, run `cluster down` and `cluster up`).
+        #[arg(long)]
+        rolling: bool,
+        /// Give up when one step (a process ready again, a replica back in sync, a new master
+        /// taking writes, a NameServer complete again) takes longer than this.
+        #[arg(long, default_value_t = 120)]
+        timeout_secs: u64,
     },
     /// Stop every process of the cluster in DIR: SIGTERM, then SIGKILL after 15 s. Brokers go
     /// first, then the NameServer, then the controllers. Data stays; `cluster up` restarts it.
@@ -296,6 +318,18 @@ pub async fn run(command: ClusterCommand, inherited: Inherited) -> anyhow::Resul
     match command {
         ClusterCommand::Up(args) => up::up(args, inherited).await,
         ClusterCommand::Status { dir, json } => status::status(&dir, json).await,
+        ClusterCommand::Restart {
+            dir,
+            rolling,
+            timeout_secs,
+        } => {
+            if !rolling {
+                anyhow::bail!(
+                    "cluster restart needs --rolling (one process at a time); to stop and start everything at once, run `cluster down` and `cluster up`"
+                );
+            }
+            restart::restart_rolling(&dir, Duration::from_secs(timeout_secs)).await
+        }
         ClusterCommand::Down { dir } => down::down(&dir).await,
     }
 }

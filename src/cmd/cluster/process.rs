@@ -84,7 +84,7 @@ pub(super) enum Stopped {
 
 /// SIGTERM to the live ones among `records`, SIGKILL to whoever is still up after the grace
 /// period. `reap` lets `cluster up` collect its own children so they do not linger as zombies.
-async fn stop_group(
+pub(super) async fn stop_group(
     records: &[&ProcessRecord],
     grace: Duration,
     reap: &mut dyn FnMut(),

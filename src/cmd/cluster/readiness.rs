@@ -21,7 +21,7 @@ const POLL_INTERVAL: Duration = Duration::from_millis(200);
 
 /// What the NameServer shows of every broker set, against what `up` started: the first set
 /// that is not listed, has no master, or misses a replica.
-fn registration_gap(info: &ClusterInfo, file: &ClusterFile) -> Option<String> {
+pub(super) fn registration_gap(info: &ClusterInfo, file: &ClusterFile) -> Option<String> {
     file.broker_sets()
         .into_iter()
         .find_map(|(name, members)| set_gap(info, &name, &members))
