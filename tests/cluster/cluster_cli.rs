@@ -472,7 +472,8 @@ fn exported<'a>(text: &'a str, name: &str) -> &'a str {
 
 /// `cluster up --auth`: the administrator's keys in an owner-only file (never printed), unsigned
 /// admin calls refused and nothing created by them, signed ones served; `up`'s readiness check
-/// and `status` sign with the file, `down` stops it all.
+/// and `status` sign with the file, `down` stops it all; no node's log holds a secret (issue 16:
+/// secrets are never logged), while the refusals are logged.
 #[test]
 fn up_with_auth_refuses_unsigned_admin_calls() {
     use std::os::unix::fs::PermissionsExt;
@@ -559,4 +560,98 @@ fn up_with_auth_refuses_unsigned_admin_calls() {
     for pid in pids(&rows) {
         assert!(pid_gone(pid), "pid {pid} still runs after cluster down");
     }
+    assert_no_secret_logged(cluster.dir.path(), sk);
+}
+
+/// The value of `key` in a server's TOML config: the secret key of a credentials value (a table,
+/// or RocketMQ's JSON string), or the string itself.
+fn config_secret(config: &Path, key: &str) -> String {
+    let text = std::fs::read_to_string(config).expect("config");
+    let table: toml::Table = toml::from_str(&text).expect("config parses");
+    let value = table
+        .get(key)
+        .unwrap_or_else(|| panic!("no {key} in {}", config.display()));
+    let secret = match value {
+        toml::Value::Table(t) => t
+            .get("secretKey")
+            .and_then(|v| v.as_str())
+            .map(String::from),
+        toml::Value::String(s) => match serde_json::from_str::<Value>(s) {
+            Ok(json) => json["secretKey"].as_str().map(String::from),
+            Err(_) => Some(s.clone()),
+        },
+        _ => None,
+    };
+    secret.unwrap_or_else(|| panic!("{key} of {} holds no secret: {value}", config.display()))
+}
+
+/// Reads every log of every process of the cluster in `dir` (the stdout and stderr files
+/// `cluster.json` names, and their rotated generation) and asserts that none holds the
+/// administrator's secret key `admin_secret`, the inner credentials' secret key or the cluster
+/// secret (as `cluster up` wrote them into its files); that every process logged something (the
+/// check is not vacuous); and that the refused calls were logged.
+fn assert_no_secret_logged(dir: &Path, admin_secret: &str) {
+    let file: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("cluster.json")).expect("cluster.json"))
+            .expect("cluster.json parses");
+    let processes = file["processes"].as_array().expect("processes");
+    let cluster_secret = std::fs::read_to_string(dir.join("cluster-secret"))
+        .expect("cluster-secret")
+        .trim()
+        .to_string();
+    let broker = processes
+        .iter()
+        .find(|p| p["role"] == "broker")
+        .expect("a broker");
+    let broker_config = Path::new(broker["config"].as_str().expect("broker config"));
+    let inner_secret = config_secret(broker_config, "inner_client_authentication_credentials");
+    assert_eq!(
+        config_secret(broker_config, "cluster_secret"),
+        cluster_secret,
+        "the cluster-secret file and the broker's config agree"
+    );
+    let secrets = [
+        ("the administrator's secret key", admin_secret),
+        ("the inner credentials' secret key", inner_secret.as_str()),
+        ("the cluster secret", cluster_secret.as_str()),
+    ];
+    for (what, secret) in secrets {
+        assert!(secret.len() >= 16, "{what} is too short to search for");
+    }
+    let mut refusals = Vec::new();
+    for p in processes {
+        let name = p["name"].as_str().expect("name");
+        let mut logged = 0;
+        for key in ["stdout_log", "stderr_log"] {
+            let log = p[key].as_str().expect("log path");
+            for path in [log.to_string(), format!("{log}.1")] {
+                let Ok(bytes) = std::fs::read(&path) else {
+                    continue;
+                };
+                let log_text = String::from_utf8_lossy(&bytes);
+                logged += log_text.len();
+                for (what, secret) in secrets {
+                    assert!(!log_text.contains(secret), "{what} is in {path} of {name}");
+                }
+                refusals.extend(
+                    log_text
+                        .lines()
+                        .filter(|l| l.contains("refused"))
+                        .map(|l| format!("{name}: {l}")),
+                );
+            }
+        }
+        assert!(
+            logged > 0,
+            "{name} logged nothing: the check would be vacuous"
+        );
+    }
+    assert!(
+        refusals.iter().any(|l| l.contains("admin")),
+        "the wrongly signed call's refusal was not logged: {refusals:#?}"
+    );
+    assert!(
+        refusals.iter().any(|l| !l.contains("admin")),
+        "the unsigned calls' refusals were not logged: {refusals:#?}"
+    );
 }

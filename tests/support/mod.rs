@@ -102,6 +102,31 @@ impl Dev {
             proxy: format!("127.0.0.1:{proxy_port}"),
         }
     }
+
+    /// Starts `rocketraft dev` on free ports with ACL 2.0 on in its NameServer and broker
+    /// (authentication and authorization): `super_user` (access key, secret key) as
+    /// `init_authentication_user`, a Super user; fixed inner credentials; and `broker_extra`, TOML
+    /// keys added under `[broker]`. The config is written to `data/dev.toml`.
+    pub fn start_with_auth(data: &Path, super_user: (&str, &str), broker_extra: &str) -> Dev {
+        let (user, secret) = super_user;
+        let creds = format!(
+            "authentication_enabled = true\nauthorization_enabled = true\n\
+             init_authentication_user = '{{\"username\":\"{user}\",\"password\":\"{secret}\"}}'\n\
+             inner_client_authentication_credentials = '{{\"accessKey\":\"dev-inner\",\"secretKey\":\"dev-inner-secret-0123456789\"}}'\n"
+        );
+        let config = data.join("dev.toml");
+        std::fs::write(
+            &config,
+            format!("[namesrv]\n{creds}\n[broker]\n{creds}{broker_extra}\n"),
+        )
+        .expect("write dev.toml");
+        Dev::start(
+            data,
+            free_port(),
+            free_port(),
+            &["--config", config.to_str().expect("utf8 path")],
+        )
+    }
 }
 
 /// A failing test leaves nothing running: the process is killed when the `Dev` is dropped.
