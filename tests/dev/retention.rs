@@ -1,7 +1,7 @@
 //! Retention against the real `rocketraft dev` binary with 1 MiB segments and a reserved time
 //! of 2 seconds: a message in flight under POP and a pending timer pin the segment they started
-//! in (timers are stored again at the head; undecided transactions too, tested in
-//! broker/tests/e2e/transaction.rs); once acked and delivered, expired segments go,
+//! in until retention wants it, then are stored again at the head (undecided transactions too,
+//! tested in broker/tests/e2e/transaction.rs); once acked and delivered, expired segments go,
 //! disk use stays bounded while sends go on, a pull behind the minimum is moved to it, and
 //! `admin broker status` / `admin broker clean` report and act.
 
@@ -138,8 +138,17 @@ async fn expired_segments_go_once_live_state_no_longer_needs_them() {
     produce(&api, &dev.broker, 4 * 1024 + 64).await;
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     let t = runtime(&client, &dev.broker).await;
-    assert_eq!(num(&t, "commitLogMinOffset"), 0, "pinned: {t:?}");
-    assert!(num(&t, "retentionPinnedAt") >= 0, "{t:?}");
+    // The live state pins the first segment until retention wants it; from then on (issue 15)
+    // the timer and the message in flight are stored again at the head within a round or two
+    // and the segment goes, the pin moving with them. Either way the pin is at or past where
+    // the log now starts; the old handle's ack and the timer's delivery below show that
+    // nothing live was lost.
+    let (min, pinned) = (num(&t, "commitLogMinOffset"), num(&t, "retentionPinnedAt"));
+    assert!(pinned >= 0, "nothing pins: {t:?}");
+    assert!(
+        min == 0 || pinned >= min,
+        "a segment holding live state went: {t:?}"
+    );
     let status = admin(&dev.namesrv, &["broker", "status", "--addr", &dev.broker]);
     assert!(status.contains("pinned at"), "{status}");
     assert!(status.contains("disk used"), "{status}");
