@@ -26,42 +26,12 @@ cargo build --locked --manifest-path compat/rocketmq-official/Cargo.toml -j "$jo
   --target-dir "$CARGO_TARGET_DIR/compat-rocketmq-official"
 echo "== test"
 log=$(mktemp)
-harness_log=$(mktemp)
-harness_pid=
-cleanup() {
-  if [ -n "$harness_pid" ]; then kill "$harness_pid" 2>/dev/null || true; fi
-  rm -f "$log" "$harness_log"
-}
-trap cleanup EXIT
+trap 'rm -f "$log"' EXIT
 status=0
-# The fault-injecting harness (jepsen/tests/harness: some 12 minutes of real clusters under
-# fault timelines, mostly waiting) runs beside the rest of the tests. Its binary is started
-# directly, as cargo would (from the package directory), at normal priority; the rest runs
-# at a lower one (nice 10), so the harness's timing checks (failover within 5 s, no gap of
-# 2 s under controller faults) keep the cores they need. The rest skips the harness's modules
-# (the `mod` lines of jepsen/tests/harness/main.rs). The harness's output follows the rest's.
-harness_exe=$(cargo test --workspace --test harness --no-run -j "$jobs" 2>&1 |
-  sed -n 's/.*Executable tests\/harness\/main.rs (\(.*\))$/\1/p')
-if [ -z "$harness_exe" ] || [ ! -x "$harness_exe" ]; then
-  echo "test: cannot find the harness test binary" >&2
-  exit 1
-fi
-skips=()
-for module in $(sed -n 's/^mod \([a-z_0-9]*\);$/\1/p' jepsen/tests/harness/main.rs); do
-  [ "$module" = support ] || skips+=(--skip "$module::")
-done
-echo "harness tests running in the background ($harness_exe); their output follows the others'"
-(cd jepsen && exec "$harness_exe" --test-threads=2) > "$harness_log" 2>&1 &
-harness_pid=$!
-nice -n 10 cargo test --workspace --no-fail-fast -j "$jobs" -- --test-threads=2 "${skips[@]}" \
-  2>&1 | tee "$log" || status=$?
-harness_status=0
-wait "$harness_pid" || harness_status=$?
-harness_pid=
-echo "== harness tests (ran in the background)"
-cat "$harness_log"
-cat "$harness_log" >> "$log"
-if [ "$harness_status" -ne 0 ]; then status=$harness_status; fi
+# One after another: running the fault-injecting harness beside the rest (the rest at nice 10)
+# cut the test phase from about 28 to 14 minutes, but starved the rest's timing-sensitive tests
+# (heartbeat timeouts, retention rounds): three different ones failed in two clean-clone runs.
+cargo test --workspace --no-fail-fast -j "$jobs" -- --test-threads=2 2>&1 | tee "$log" || status=$?
 
 # One closing line for the whole run (cargo prints one per test binary, the last being doc-tests).
 # Skipped: a test that could not run here (not root, no network namespaces, a tool missing)
