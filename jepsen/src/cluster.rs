@@ -3,6 +3,13 @@
 //! replicas in controller mode, optionally a proxy; the harness's own client sockets live in
 //! the `client` namespace. The config shapes are those `rocketraft cluster up` writes, with
 //! each process on its own IP instead of its own loopback port.
+//!
+//! Scaled out ([`Scale`], `rocketraft-jepsen run --sets N --replicas R --namesrvs M
+//! --proxies P`): N broker sets `broker-a`, `broker-b`, ... under the one controller quorum,
+//! each of R replicas (`b1`..`bR` at 10.77.0.31.., then `bb1`.. at .41.., `bc1`.. at .51..,
+//! `bd1`.. at .61..), M NameServers (`ns` at .20, `ns2` at .21, ...) every broker registers
+//! with and every client and proxy fails over among, and P proxies (`proxy` at .40, `proxy2`
+//! at .72, ...). Every node is its own host: its own namespace and IP on the bridge.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -25,6 +32,89 @@ use crate::nodes::{port, Node, Role};
 pub const BROKER_NAME: &str = "broker-a";
 pub const CLIENT_NODE: &str = "client";
 
+/// How far a run is scaled out: broker sets, replicas per set, NameServers and proxies (when
+/// the run has proxies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scale {
+    pub sets: usize,
+    pub replicas: usize,
+    pub namesrvs: usize,
+    pub proxies: usize,
+}
+
+impl Default for Scale {
+    /// One broker set of 3 replicas, one NameServer, one proxy: the harness's classic shape.
+    fn default() -> Self {
+        Scale {
+            sets: 1,
+            replicas: 3,
+            namesrvs: 1,
+            proxies: 1,
+        }
+    }
+}
+
+impl Scale {
+    /// Refuses shapes the private network has no addresses for.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            (1..=4).contains(&self.sets),
+            "--sets {} (1 to 4)",
+            self.sets
+        );
+        anyhow::ensure!(
+            (1..=5).contains(&self.replicas),
+            "--replicas {} (1 to 5)",
+            self.replicas
+        );
+        anyhow::ensure!(
+            (1..=4).contains(&self.namesrvs),
+            "--namesrvs {} (1 to 4)",
+            self.namesrvs
+        );
+        anyhow::ensure!(
+            (1..=4).contains(&self.proxies),
+            "--proxies {} (1 to 4)",
+            self.proxies
+        );
+        Ok(())
+    }
+
+    /// Whether this is more than the classic shape's one set (the workload then spreads over
+    /// sets, and the nemesis aims at any set's master).
+    pub fn multi_set(&self) -> bool {
+        self.sets > 1
+    }
+}
+
+/// The name of broker set `index` (0-based): `broker-a`, `broker-b`, ...
+pub fn set_name(index: usize) -> String {
+    format!("broker-{}", char::from(b'a' + (index % 26) as u8))
+}
+
+/// The node name of replica `replica` (1-based) of set `set` (0-based): `b1`.. for the first
+/// set (as the classic shape names them), `bb1`.., `bc1`.. for the others.
+pub fn broker_node_name(set: usize, replica: usize) -> String {
+    if set == 0 {
+        format!("b{replica}")
+    } else {
+        format!("b{}{replica}", char::from(b'a' + (set % 26) as u8))
+    }
+}
+
+/// The broker set a broker node belongs to (by its name), if it is one.
+pub fn set_of_node(node: &str) -> Option<String> {
+    let rest = node.strip_prefix('b')?;
+    let mut chars = rest.chars();
+    match chars.next()? {
+        c if c.is_ascii_digit() => Some(set_name(0)),
+        c if c.is_ascii_lowercase() && chars.all(|d| d.is_ascii_digit()) => {
+            Some(set_name(usize::from(c as u8 - b'a')))
+        }
+        _ => None,
+    }
+}
+
 /// Options that shape the cluster.
 #[derive(Debug, Clone)]
 pub struct ClusterOptions {
@@ -46,6 +136,8 @@ pub struct ClusterOptions {
     /// ACL 2.0 on every NameServer and broker (`--auth`): every harness client and the proxy
     /// sign their Remoting requests as the administrator.
     pub auth: Option<HarnessAuth>,
+    /// Broker sets, replicas, NameServers and proxies.
+    pub scale: Scale,
 }
 
 /// The users of a run with authentication on, as `rocketraft cluster up --auth` makes them: a
@@ -81,26 +173,82 @@ pub struct Cluster {
     pub network: Network,
 }
 
-/// (name, role, host byte of 10.77.0.x).
-fn layout(with_proxy: bool) -> Vec<(&'static str, Option<Role>, u8)> {
+/// One node of the layout: its name, role (none for the client), host byte of 10.77.0.x, and
+/// broker set (brokers only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Place {
+    name: String,
+    role: Option<Role>,
+    host: u8,
+    set: Option<String>,
+}
+
+/// The host byte of NameServer `index` (0-based).
+fn namesrv_host(index: usize) -> u8 {
+    20 + index as u8
+}
+
+/// The node name of NameServer `index` (0-based): `ns`, `ns2`, ...
+fn namesrv_name(index: usize) -> String {
+    if index == 0 {
+        "ns".to_string()
+    } else {
+        format!("ns{}", index + 1)
+    }
+}
+
+/// The layout: the client, 3 controllers, the NameServers, every set's brokers, the proxies.
+fn layout(with_proxy: bool, scale: Scale) -> Vec<Place> {
+    let place = |name: String, role: Option<Role>, host: u8, set: Option<String>| Place {
+        name,
+        role,
+        host,
+        set,
+    };
     let mut out = vec![
-        (CLIENT_NODE, None, 2),
-        ("c1", Some(Role::Controller), 11),
-        ("c2", Some(Role::Controller), 12),
-        ("c3", Some(Role::Controller), 13),
-        ("ns", Some(Role::Namesrv), 20),
-        ("b1", Some(Role::Broker), 31),
-        ("b2", Some(Role::Broker), 32),
-        ("b3", Some(Role::Broker), 33),
+        place(CLIENT_NODE.to_string(), None, 2, None),
+        place("c1".into(), Some(Role::Controller), 11, None),
+        place("c2".into(), Some(Role::Controller), 12, None),
+        place("c3".into(), Some(Role::Controller), 13, None),
     ];
+    for i in 0..scale.namesrvs {
+        out.push(place(
+            namesrv_name(i),
+            Some(Role::Namesrv),
+            namesrv_host(i),
+            None,
+        ));
+    }
+    for set in 0..scale.sets {
+        for replica in 1..=scale.replicas {
+            out.push(place(
+                broker_node_name(set, replica),
+                Some(Role::Broker),
+                31 + 10 * set as u8 + (replica - 1) as u8,
+                Some(set_name(set)),
+            ));
+        }
+    }
     if with_proxy {
-        out.push(("proxy", Some(Role::Proxy), 40));
+        for i in 0..scale.proxies {
+            let (name, host) = if i == 0 {
+                ("proxy".to_string(), 40)
+            } else {
+                (format!("proxy{}", i + 1), 70 + i as u8 + 1)
+            };
+            out.push(place(name, Some(Role::Proxy), host, None));
+        }
     }
     out
 }
 
-fn ip_of(host: u8) -> String {
-    format!("10.77.0.{host}")
+/// Every NameServer's Remoting address, `;`-separated (as brokers, clients and proxies take
+/// them).
+fn namesrv_list(scale: Scale) -> String {
+    (0..scale.namesrvs)
+        .map(|i| addr(namesrv_host(i), port::NAMESRV).to_string())
+        .collect::<Vec<_>>()
+        .join(";")
 }
 
 fn path_str(path: &Path) -> anyhow::Result<String> {
@@ -151,7 +299,8 @@ pub fn controller_toml(
     toml::to_string(&config).context("cannot encode a controller config")
 }
 
-/// The broker config of replica `host` (its IP's last byte).
+/// The broker config of replica `host` (its IP's last byte) of the classic shape (set
+/// `broker-a`, one NameServer).
 pub fn broker_toml(
     host: u8,
     store_root: &Path,
@@ -159,6 +308,39 @@ pub fn broker_toml(
     secret: Option<&ClusterSecret>,
     auth: Option<&HarnessAuth>,
 ) -> anyhow::Result<String> {
+    set_broker_toml(
+        BrokerPlace {
+            host,
+            set: BROKER_NAME,
+            namesrvs: &addr(20, port::NAMESRV).to_string(),
+        },
+        store_root,
+        min_in_sync,
+        secret,
+        auth,
+    )
+}
+
+/// Where a broker is: its host byte, its set, the NameServers it registers with (`;`-separated).
+pub struct BrokerPlace<'a> {
+    pub host: u8,
+    pub set: &'a str,
+    pub namesrvs: &'a str,
+}
+
+/// The broker config of a replica of any set.
+pub fn set_broker_toml(
+    place: BrokerPlace<'_>,
+    store_root: &Path,
+    min_in_sync: usize,
+    secret: Option<&ClusterSecret>,
+    auth: Option<&HarnessAuth>,
+) -> anyhow::Result<String> {
+    let BrokerPlace {
+        host,
+        set,
+        namesrvs,
+    } = place;
     let controllers = CONTROLLER_HOSTS
         .iter()
         .map(|h| addr(*h, port::CONTROLLER).to_string())
@@ -168,11 +350,11 @@ pub fn broker_toml(
         .with_flush_disk_type(FlushDiskType::AsyncFlush)
         .with_commitlog_segment_size(64 << 20);
     let mut config = BrokerConfig::default()
-        .with_broker_name(BROKER_NAME)
+        .with_broker_name(set)
         .with_cluster_name("DefaultCluster")
         .with_listen(addr(host, port::BROKER))
         .with_ha_port(port::HA)
-        .with_namesrv_addr(addr(20, port::NAMESRV).to_string())
+        .with_namesrv_addr(namesrvs)
         .with_controller_mode(controllers)
         .with_min_in_sync_replicas(min_in_sync)
         .with_register_interval_ms(5000)
@@ -225,11 +407,12 @@ pub(crate) fn node_dir(
 fn role_args(
     options: &ClusterOptions,
     role: Role,
-    name: &str,
-    host: u8,
+    place: &Place,
     net: &NetNode,
     dir: &Path,
 ) -> anyhow::Result<Vec<String>> {
+    let name = place.name.as_str();
+    let namesrvs = namesrv_list(options.scale);
     Ok(match role {
         Role::Controller => {
             let id: usize = name[1..].parse().context("controller name")?;
@@ -264,8 +447,12 @@ fn role_args(
             let config = dir.join("broker.toml");
             std::fs::write(
                 &config,
-                broker_toml(
-                    host,
+                set_broker_toml(
+                    BrokerPlace {
+                        host: place.host,
+                        set: place.set.as_deref().unwrap_or(BROKER_NAME),
+                        namesrvs: &namesrvs,
+                    },
                     &dir.join("store"),
                     options.min_in_sync_replicas,
                     options.cluster_secret.as_ref(),
@@ -281,7 +468,7 @@ fn role_args(
                 "--listen".into(),
                 format!("{}:{}", net.ip, port::PROXY),
                 "--namesrv".into(),
-                format!("{}:{}", ip_of(20), port::NAMESRV),
+                namesrvs,
             ];
             // Its secret key comes from the environment ([`proxy_env`]).
             if let Some(auth) = &options.auth {
@@ -314,20 +501,22 @@ fn proxy_env(options: &ClusterOptions) -> Vec<(String, String)> {
 impl Cluster {
     /// Builds the network and writes every config; starts nothing.
     pub fn create(options: ClusterOptions) -> anyhow::Result<Cluster> {
-        let layout = layout(options.with_proxy);
-        let names: Vec<(&str, u8)> = layout.iter().map(|(n, _, h)| (*n, *h)).collect();
+        options.scale.validate()?;
+        let layout = layout(options.with_proxy, options.scale);
+        let names: Vec<(&str, u8)> = layout.iter().map(|p| (p.name.as_str(), p.host)).collect();
         let network = Network::create(&names).context("cannot build the private network")?;
         let mut nodes = Vec::new();
-        for (name, role, host) in &layout {
-            let Some(role) = role else { continue };
+        for place in &layout {
+            let Some(role) = place.role else { continue };
+            let name = place.name.as_str();
             let net = network.node(name)?;
             let (dir, mut args) = node_dir(&options, name)?;
-            args.extend(role_args(&options, *role, name, *host, net, &dir)?);
-            let mut node = Node::new(name, *role, &net.ns, net.ip, dir, args);
-            if *role == Role::Broker {
+            args.extend(role_args(&options, role, place, net, &dir)?);
+            let mut node = Node::new(name, role, &net.ns, net.ip, dir, args);
+            if role == Role::Broker {
                 node.env = options.broker_env.clone();
             }
-            if *role == Role::Proxy {
+            if role == Role::Proxy {
                 node.env = proxy_env(&options);
             }
             nodes.push(node);
@@ -406,8 +595,22 @@ impl Cluster {
             .map(|n| n.name.clone())
     }
 
+    /// Every NameServer's address, `;`-separated (clients fail over among them).
     pub fn namesrv_addr(&self) -> String {
-        format!("{}:{}", ip_of(20), port::NAMESRV)
+        namesrv_list(self.options.scale)
+    }
+
+    /// The broker sets of the run, `broker-a` first.
+    pub fn set_names(&self) -> Vec<String> {
+        (0..self.options.scale.sets).map(set_name).collect()
+    }
+
+    /// The proxies' gRPC addresses.
+    pub fn proxy_addrs(&self) -> Vec<String> {
+        self.names(Role::Proxy)
+            .iter()
+            .filter_map(|n| self.addr_of(n))
+            .collect()
     }
 
     /// Puts a latency relay in the namespaces of the brokers (their Remoting, HA and controller
@@ -541,8 +744,18 @@ impl Clients {
 
     /// The broker set's (master address, all replica addresses) as the NameServer lists them.
     pub async fn broker_set(&self, namesrv: &str) -> Option<(Option<String>, Vec<String>)> {
+        self.named_broker_set(namesrv, BROKER_NAME).await
+    }
+
+    /// Broker set `set`'s (master address, all replica addresses) as the NameServers (a
+    /// `;`-separated list, asked in turn) list them.
+    pub async fn named_broker_set(
+        &self,
+        namesrv: &str,
+        set: &str,
+    ) -> Option<(Option<String>, Vec<String>)> {
         let info = self.api.cluster_info(namesrv).await.ok()?;
-        let set = info.broker_addr_table.get(BROKER_NAME)?;
+        let set = info.broker_addr_table.get(set)?;
         let master = set.broker_addrs.get(&0).cloned();
         Some((master, set.broker_addrs.values().cloned().collect()))
     }
@@ -634,6 +847,7 @@ mod tests {
             controller_stale_reads: false,
             cluster_secret: None,
             auth: None,
+            scale: Scale::default(),
         };
         assert!(proxy_env(&options).is_empty());
         options.auth = Some(auth.clone());
@@ -644,5 +858,78 @@ mod tests {
                 auth.admin.secret_key.clone()
             )]
         );
+    }
+
+    #[test]
+    fn a_scaled_out_layout_gives_every_node_its_own_host() {
+        let scale = Scale {
+            sets: 3,
+            replicas: 3,
+            namesrvs: 2,
+            proxies: 2,
+        };
+        scale.validate().expect("valid");
+        let places = layout(true, scale);
+        let hosts: std::collections::BTreeSet<u8> = places.iter().map(|p| p.host).collect();
+        assert_eq!(hosts.len(), places.len(), "{places:?}");
+        let brokers: Vec<&Place> = places
+            .iter()
+            .filter(|p| p.role == Some(Role::Broker))
+            .collect();
+        assert_eq!(brokers.len(), 9);
+        for b in &brokers {
+            assert_eq!(set_of_node(&b.name), b.set, "{b:?}");
+        }
+        assert_eq!(brokers[0].name, "b1");
+        assert_eq!(brokers[3].name, "bb1");
+        assert_eq!(brokers[8].name, "bc3");
+        assert_eq!(brokers[8].set.as_deref(), Some("broker-c"));
+        assert_eq!(namesrv_list(scale), "10.77.0.20:9876;10.77.0.21:9876");
+        let names: Vec<&str> = places.iter().map(|p| p.name.as_str()).collect();
+        for n in ["ns", "ns2", "proxy", "proxy2", "c3"] {
+            assert!(names.contains(&n), "{names:?}");
+        }
+        // The classic shape is unchanged.
+        let classic: Vec<(String, u8)> = layout(true, Scale::default())
+            .into_iter()
+            .map(|p| (p.name, p.host))
+            .collect();
+        let expected = [
+            ("client", 2),
+            ("c1", 11),
+            ("c2", 12),
+            ("c3", 13),
+            ("ns", 20),
+            ("b1", 31),
+            ("b2", 32),
+            ("b3", 33),
+            ("proxy", 40),
+        ];
+        assert_eq!(
+            classic,
+            expected
+                .iter()
+                .map(|(n, h)| (n.to_string(), *h))
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(set_of_node("ns"), None);
+        assert_eq!(set_of_node("b2").as_deref(), Some("broker-a"));
+        assert!(Scale { sets: 5, ..scale }.validate().is_err());
+        let text = set_broker_toml(
+            BrokerPlace {
+                host: 42,
+                set: "broker-b",
+                namesrvs: &namesrv_list(scale),
+            },
+            Path::new("/d/bb2/store"),
+            2,
+            None,
+            None,
+        )
+        .expect("toml");
+        let b: BrokerConfig = toml::from_str(&text).expect("parses");
+        assert_eq!(b.broker_name, "broker-b");
+        assert_eq!(b.namesrv_addr, "10.77.0.20:9876;10.77.0.21:9876");
+        assert_eq!(b.validate(), Ok(()));
     }
 }

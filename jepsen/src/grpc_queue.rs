@@ -50,8 +50,13 @@ const PATH: &str = "grpc";
 /// Shape of the gRPC half.
 #[derive(Debug, Clone)]
 pub struct GrpcOptions {
-    /// The proxy's gRPC address (`ip:port`).
-    pub proxy: String,
+    /// The proxies' gRPC addresses (`ip:port`): worker `i` starts on proxy `i` (mod their
+    /// number) and moves to the next one after a transport error, as a client behind a load
+    /// balancer reconnects to another proxy.
+    pub proxies: Vec<String>,
+    /// The broker sets a receive names, one after another (as a gRPC client does from
+    /// QueryAssignment); empty: name none (the proxy takes the route's first set).
+    pub sets: Vec<String>,
     pub producers: usize,
     pub fifo_producers: usize,
     pub consumers: usize,
@@ -63,7 +68,8 @@ impl GrpcOptions {
     /// Half of the default Remoting workload's workers, through `proxy`.
     pub fn new(proxy: &str) -> GrpcOptions {
         GrpcOptions {
-            proxy: proxy.to_string(),
+            proxies: vec![proxy.to_string()],
+            sets: Vec::new(),
             producers: 2,
             fifo_producers: 1,
             consumers: 1,
@@ -73,13 +79,30 @@ impl GrpcOptions {
     }
 }
 
-/// Creates the consumer groups (the FIFO one consuming orderly) on the master, retrying until
-/// `timeout`. Slaves copy subscription groups from the master.
-pub async fn setup(clients: &Clients, namesrv: &str, timeout: Duration) -> anyhow::Result<()> {
+/// Creates the consumer groups (the FIFO one consuming orderly) on the master of every set of
+/// `sets`, retrying until `timeout`. Slaves copy subscription groups from the master.
+pub async fn setup(
+    clients: &Clients,
+    namesrv: &str,
+    sets: &[String],
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    for set in sets {
+        setup_set(clients, namesrv, set, timeout).await?;
+    }
+    Ok(())
+}
+
+async fn setup_set(
+    clients: &Clients,
+    namesrv: &str,
+    set: &str,
+    timeout: Duration,
+) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut last = String::from("no master registered");
+    let mut last = format!("{set} has no master registered");
     while tokio::time::Instant::now() < deadline {
-        if let Some((Some(master), _)) = clients.broker_set(namesrv).await {
+        if let Some((Some(master), _)) = clients.named_broker_set(namesrv, set).await {
             let mut all = true;
             for (group, fifo) in [(GROUP, false), (FIFO_GROUP, true)] {
                 let body = json!({
@@ -105,7 +128,7 @@ pub async fn setup(clients: &Clients, namesrv: &str, timeout: Duration) -> anyho
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    anyhow::bail!("cannot create the consumer groups: {last}")
+    anyhow::bail!("cannot create the consumer groups on {set}: {last}")
 }
 
 /// The proxy's address is no valid URI authority: no request can be sent (nothing stored).
@@ -116,27 +139,41 @@ struct BadProxyAddress {
     error: tonic::transport::Error,
 }
 
-/// A gRPC client of the proxy, rebuilt after a transport error.
+/// A gRPC client of a proxy, rebuilt after a transport error (on the next proxy, when there
+/// are several).
 pub struct Proxy {
-    addr: String,
+    addrs: Vec<String>,
+    current: usize,
     client: Option<MessagingServiceClient<Channel>>,
 }
 
 impl Proxy {
     pub fn new(addr: &str) -> Proxy {
+        Proxy::among(&[addr.to_string()], 0)
+    }
+
+    /// A client of one of `addrs`, starting at `first` (mod their number).
+    pub fn among(addrs: &[String], first: usize) -> Proxy {
         Proxy {
-            addr: addr.to_string(),
+            current: first % addrs.len().max(1),
+            addrs: addrs.to_vec(),
             client: None,
         }
+    }
+
+    /// The proxy this client talks to now.
+    pub fn addr(&self) -> &str {
+        self.addrs.get(self.current).map_or("", String::as_str)
     }
 
     fn get(&mut self) -> Result<MessagingServiceClient<Channel>, BadProxyAddress> {
         if let Some(c) = &self.client {
             return Ok(c.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{}", self.addr))
+        let addr = self.addr().to_string();
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|error| BadProxyAddress {
-                addr: self.addr.clone(),
+                addr: addr.clone(),
                 error,
             })?
             .connect_timeout(Duration::from_secs(1))
@@ -148,6 +185,9 @@ impl Proxy {
 
     fn broken(&mut self) {
         self.client = None;
+        if self.addrs.len() > 1 {
+            self.current = (self.current + 1) % self.addrs.len();
+        }
     }
 }
 
@@ -258,6 +298,7 @@ pub async fn send_one(
     group: Option<&str>,
 ) -> bool {
     let mut e = crate::workload::invoke_send(recorder, process, value, topic, group, PATH);
+    e.insert("proxy".into(), json!(proxy.addr()));
     let started = std::time::Instant::now();
     let mut client = match proxy.get() {
         Ok(c) => c,
@@ -317,6 +358,7 @@ pub async fn send_one(
 fn receive_request(
     topic: &str,
     group: &str,
+    set: Option<&str>,
     poll: Duration,
 ) -> tonic::Request<pb::ReceiveMessageRequest> {
     let mut request = tonic::Request::new(pb::ReceiveMessageRequest {
@@ -324,6 +366,11 @@ fn receive_request(
         message_queue: Some(pb::MessageQueue {
             topic: resource(topic),
             id: -1,
+            broker: set.map(|name| pb::Broker {
+                name: name.to_string(),
+                id: 0,
+                endpoints: None,
+            }),
             ..pb::MessageQueue::default()
         }),
         filter_expression: Some(pb::FilterExpression {
@@ -513,15 +560,20 @@ pub async fn receive_one(
     process: u64,
     topic: &str,
     group: &str,
+    set: Option<&str>,
     poll: Duration,
 ) -> Option<usize> {
-    let e = crate::workload::invoke_pop(recorder, process, topic, group, PATH);
+    let mut e = crate::workload::invoke_pop(recorder, process, topic, group, PATH);
+    if let Some(set) = set {
+        e.insert("set".into(), json!(set));
+    }
+    e.insert("proxy".into(), json!(proxy.addr()));
     let started = std::time::Instant::now();
     let mut client = match proxy.get() {
         Ok(c) => c,
         Err(why) => return fail_pop(recorder, process, e, why.to_string(), started),
     };
-    let request = receive_request(topic, group, poll);
+    let request = receive_request(topic, group, set, poll);
     let mut stream = match client.receive_message(request).await {
         Ok(r) => r.into_inner(),
         Err(status) => {
@@ -551,7 +603,7 @@ pub async fn run(
     for i in 0..workers {
         let (recorder, stop, next_value) = (recorder.clone(), stop.clone(), next_value.clone());
         let interval = options.interval;
-        let mut proxy = Proxy::new(&options.proxy);
+        let mut proxy = Proxy::among(&options.proxies, i);
         let first = GRPC_PROCESS_BASE + i as u64;
         if i < producers {
             let fifo = i >= options.producers;
@@ -578,19 +630,25 @@ pub async fn run(
             }));
         } else {
             let fifo = i >= producers + options.consumers;
+            let sets = options.sets.clone();
             tasks.push(tokio::spawn(async move {
                 let (topic, group) = if fifo {
                     (FIFO_TOPIC, FIFO_GROUP)
                 } else {
                     (TOPIC, GROUP)
                 };
+                let mut turn = i;
                 while !*stop.borrow() {
+                    // Every set in turn (none named in the classic shape).
+                    let set = (!sets.is_empty()).then(|| sets[turn % sets.len()].as_str());
+                    turn += 1;
                     let got = receive_one(
                         &mut proxy,
                         &recorder,
                         first,
                         topic,
                         group,
+                        set,
                         Duration::from_secs(1),
                     )
                     .await;

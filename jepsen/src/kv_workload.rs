@@ -483,6 +483,7 @@ impl Workload for KvRun {
                 controller_stale_reads: false,
                 cluster_secret: None,
                 auth: None,
+                scale: crate::cluster::Scale::default(),
             },
             options.unsafe_raft_kv_stale_reads,
         )?;

@@ -26,7 +26,9 @@
 //! namespace per process, nftables for faults), starts real `rocketraft` processes in it
 //! ([`nodes`], [`cluster`]: 3 controllers, a NameServer, a broker set of 3 replicas in
 //! controller mode, a gRPC proxy for the queue workload (or with `--with-proxy`); the
-//! harness's own sockets live in a `client` namespace), runs a workload while the [`nemesis`]
+//! harness's own sockets live in a `client` namespace; scaled out with `--sets N --replicas R
+//! --namesrvs M --proxies P`: N broker sets under the one controller quorum, each node its own
+//! host), runs a workload while the [`nemesis`]
 //! injects faults on a seeded timeline ([`rng`]), heals, waits for recovery, checks, and
 //! writes a report ([`report`]): the history ([`record`], JSONL), `verdicts.json`,
 //! `index.html` with inline SVG charts, node logs under `nodes/<name>/node.log`. Everything

@@ -90,7 +90,9 @@ enum Command {
         /// transfer, latency (all = these but the four aimed partitions), and the controller
         /// kinds: pause-controller (SIGSTOP of the controller leader), kill-controller (kill -9
         /// of a random controller, restarted at the window's end), transfer-controller (Raft
-        /// leadership transfer to another controller), flip-flop (leadership L1 -> L2 and back to L1 within 2 s), clock-step
+        /// leadership transfer to another controller), flip-flop (leadership L1 -> L2 and back to L1 within 2 s), kill-master, kill-namesrv,
+        /// kill-proxy (kill -9 of the master of a random broker set, of a random NameServer,
+        /// of a random proxy; restarted at the window's end), clock-step
         /// (the wall clock of a running controller or broker steps by 60-300 s either way
         /// through its libfaketime file, and back), power-loss (the brokers' stores and the
         /// controllers' data live on LazyFs FUSE mounts served by the harness; a node loses
@@ -138,6 +140,22 @@ enum Command {
         /// user, so the run also checks that signed traffic survives the faults.
         #[arg(long)]
         auth: bool,
+        /// Broker sets under the one controller quorum (`broker-a`, `broker-b`, ...; queue and
+        /// controller workloads): the queue workload's topics get queues on every set's master,
+        /// sends spread over the sets and leave a set whose send failed aside for a while,
+        /// consumers receive from every set, faults aimed at a master hit any set's.
+        #[arg(long, default_value_t = 1)]
+        sets: usize,
+        /// Replicas per broker set (master included).
+        #[arg(long, default_value_t = 3)]
+        replicas: usize,
+        /// NameServers every broker registers with and every client fails over among.
+        #[arg(long, default_value_t = 1)]
+        namesrvs: usize,
+        /// Proxies (when the run has a proxy): the gRPC workers spread over them and move to
+        /// the next one after a transport error.
+        #[arg(long, default_value_t = 1)]
+        proxies: usize,
     },
     /// Prints the unavailability per fault window of a run from its verdicts.json (kept runs
     /// in jepsen/runs/ included), recomputed with the current charging rule.
@@ -325,6 +343,10 @@ fn main() -> ExitCode {
             unsafe_raft_kv_stale_reads,
             keep_data,
             auth,
+            sets,
+            replicas,
+            namesrvs,
+            proxies,
         } => {
             let seed = seed.unwrap_or_else(default_seed);
             let options = rocketraft_jepsen::run::RunOptions {
@@ -341,6 +363,12 @@ fn main() -> ExitCode {
                 unsafe_raft_kv_stale_reads,
                 keep_data,
                 auth,
+                scale: rocketraft_jepsen::cluster::Scale {
+                    sets,
+                    replicas,
+                    namesrvs,
+                    proxies,
+                },
             };
             run_harness(options)
         }

@@ -52,6 +52,12 @@
 //!   at the window's end on what its disk kept. Needs root and `/dev/fuse`, so it is not in
 //!   `all`. The start event records the variant and what was dropped.
 //!
+//! Scale-out kinds (not in `all`): `kill-master` (SIGKILL of the master of a random broker
+//! set), `kill-namesrv` (of a random NameServer), `kill-proxy` (of a random proxy), each
+//! restarted at the window's end. In a run with several broker sets every fault aimed at "the
+//! broker master" (kill, pause, isolation, power loss, transfer) aims at the master of a set
+//! drawn at random, and a proxy kill at one proxy.
+//!
 //! The clients' namespace is never cut off: faults are between servers.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -96,6 +102,12 @@ pub enum FaultKind {
     ClockStep,
     /// Power cut of a broker: unsynced bytes of its LazyFs store dropped, kill -9, restart.
     PowerLoss,
+    /// SIGKILL of the master of a random broker set.
+    KillMaster,
+    /// SIGKILL of a random NameServer.
+    KillNamesrv,
+    /// SIGKILL of a random proxy.
+    KillProxy,
 }
 
 impl FaultKind {
@@ -118,12 +130,15 @@ impl FaultKind {
             FaultKind::FlipFlop => "flip-flop",
             FaultKind::ClockStep => "clock-step",
             FaultKind::PowerLoss => "power-loss",
+            FaultKind::KillMaster => "kill-master",
+            FaultKind::KillNamesrv => "kill-namesrv",
+            FaultKind::KillProxy => "kill-proxy",
         }
     }
 }
 
 /// The `--nemesis` words that name one kind each.
-const KIND_WORDS: [(&str, FaultKind); 17] = [
+const KIND_WORDS: [(&str, FaultKind); 20] = [
     ("partition", FaultKind::Partition),
     ("partition-master", FaultKind::PartitionMaster),
     ("partition-controller", FaultKind::PartitionController),
@@ -141,6 +156,9 @@ const KIND_WORDS: [(&str, FaultKind); 17] = [
     ("flip-flop", FaultKind::FlipFlop),
     ("clock-step", FaultKind::ClockStep),
     ("power-loss", FaultKind::PowerLoss),
+    ("kill-master", FaultKind::KillMaster),
+    ("kill-namesrv", FaultKind::KillNamesrv),
+    ("kill-proxy", FaultKind::KillProxy),
 ];
 
 /// Parses `--nemesis`.
@@ -163,7 +181,7 @@ pub fn parse_kinds(spec: &str) -> anyhow::Result<Vec<FaultKind>> {
                     out.insert(*kind);
                 }
                 None => bail!(
-                    "unknown nemesis {other:?}: use none, all, or a list of partition, partition-master, partition-controller, partition-ring, partition-bridge, kill, pause, loss, clock, transfer, latency, pause-controller, kill-controller, transfer-controller, flip-flop, clock-step, power-loss"
+                    "unknown nemesis {other:?}: use none, all, or a list of partition, partition-master, partition-controller, partition-ring, partition-bridge, kill, pause, loss, clock, transfer, latency, pause-controller, kill-controller, transfer-controller, flip-flop, clock-step, power-loss, kill-master, kill-namesrv, kill-proxy"
                 ),
             },
         }
@@ -340,14 +358,75 @@ impl Nemesis {
         lock(&self.cluster).name_of_addr(&leader)
     }
 
-    async fn broker_master(&self) -> Option<String> {
+    /// The master of a broker set: of the only one, or (several sets) of one drawn at random.
+    async fn broker_master(&mut self) -> Option<String> {
         if !lock(&self.cluster).names(Role::RaftKv).is_empty() {
             // A raft-kv run: the node that takes the writes is its Raft leader.
             return crate::kv_workload::leader(&self.cluster).await;
         }
+        let set = self.pick_set();
         let namesrv = lock(&self.cluster).namesrv_addr();
-        let (master, _) = self.clients.broker_set(&namesrv).await?;
+        let (master, _) = self.clients.named_broker_set(&namesrv, &set).await?;
         lock(&self.cluster).name_of_addr(&master?)
+    }
+
+    /// The broker set a fault aims at: the only one, or one drawn at random (a draw only when
+    /// there are several, so the classic shape's timelines stay as they were).
+    fn pick_set(&mut self) -> String {
+        let sets = lock(&self.cluster).set_names();
+        if sets.len() > 1 {
+            self.rng
+                .pick(&sets)
+                .cloned()
+                .unwrap_or_else(|| BROKER_NAME.to_string())
+        } else {
+            BROKER_NAME.to_string()
+        }
+    }
+
+    /// One of the run's nodes of `role` (all of them when there is one; a draw only when there
+    /// are several).
+    fn one_of(&mut self, role: Role) -> Vec<String> {
+        let names = lock(&self.cluster).names(role);
+        if names.len() > 1 {
+            self.rng.pick(&names).cloned().into_iter().collect()
+        } else {
+            names
+        }
+    }
+
+    /// `kill-master`, `kill-namesrv`, `kill-proxy`: SIGKILL of the master of a random broker
+    /// set, of a random NameServer or of a random proxy, restarted at the window's end.
+    async fn start_kill_one(&mut self, kind: FaultKind) -> anyhow::Result<Active> {
+        let (targets, set) = match kind {
+            FaultKind::KillMaster => {
+                let set = self.pick_set();
+                let namesrv = lock(&self.cluster).namesrv_addr();
+                let master = match self.clients.named_broker_set(&namesrv, &set).await {
+                    Some((Some(addr), _)) => lock(&self.cluster).name_of_addr(&addr),
+                    _ => None,
+                };
+                (master.into_iter().collect::<Vec<_>>(), Some(set))
+            }
+            FaultKind::KillNamesrv => (self.one_of(Role::Namesrv), None),
+            _ => (self.one_of(Role::Proxy), None),
+        };
+        {
+            let mut cluster = lock(&self.cluster);
+            for name in &targets {
+                cluster.node_mut(name)?.kill();
+            }
+        }
+        let mut value = json!({"nodes": targets});
+        if let (Some(map), Some(set)) = (value.as_object_mut(), set) {
+            map.insert("set".into(), json!(set));
+            if targets.is_empty() {
+                map.insert("skipped".into(), json!("the set has no master known"));
+            }
+        }
+        self.recorder
+            .nemesis(&format!("start-{}", kind.as_str()), value);
+        Ok(Active::Killed(targets))
     }
 
     fn random_server(&mut self, role: Option<Role>) -> Option<String> {
@@ -405,6 +484,9 @@ impl Nemesis {
             FaultKind::FlipFlop => self.start_flip_flop().await,
             FaultKind::ClockStep => self.start_clock_step(),
             FaultKind::PowerLoss => self.start_power_loss().await,
+            FaultKind::KillMaster | FaultKind::KillNamesrv | FaultKind::KillProxy => {
+                self.start_kill_one(kind).await
+            }
         }
     }
 
@@ -818,7 +900,7 @@ impl Nemesis {
                 c
             }
             "broker-master" => self.broker_master().await.into_iter().collect(),
-            "proxy" => lock(&self.cluster).names(Role::Proxy),
+            "proxy" => self.one_of(Role::Proxy),
             _ => {
                 let mut both: Vec<String> = self.controller_leader().await.into_iter().collect();
                 both.extend(self.broker_master().await);
@@ -867,6 +949,7 @@ impl Nemesis {
 
     /// Asks the controller leader to elect a designated slave as the master.
     async fn transfer(&mut self) -> anyhow::Result<()> {
+        let set = self.pick_set();
         let addrs = lock(&self.cluster).controller_addrs();
         let Some(leader) = self.clients.controller_leader(&addrs).await else {
             self.recorder
@@ -876,7 +959,7 @@ impl Nemesis {
         let info = match self
             .clients
             .controller
-            .get_replica_info(&leader, BROKER_NAME)
+            .get_replica_info(&leader, &set)
             .await
         {
             Ok(info) => info,
@@ -902,7 +985,7 @@ impl Nemesis {
         let result = self
             .clients
             .controller
-            .elect_master(&leader, "DefaultCluster", BROKER_NAME, Some(target), true)
+            .elect_master(&leader, "DefaultCluster", &set, Some(target), true)
             .await;
         let outcome: Json = match result {
             Ok(m) => {
@@ -912,7 +995,7 @@ impl Nemesis {
         };
         self.recorder.nemesis(
             "transfer",
-            json!({"from": info.master_broker_id, "to": target, "result": outcome}),
+            json!({"set": set, "from": info.master_broker_id, "to": target, "result": outcome}),
         );
         Ok(())
     }
@@ -1284,6 +1367,19 @@ mod tests {
             vec![FaultKind::Latency]
         );
         assert!(parse_kinds("meteor").is_err());
+        let scale_out = parse_kinds("kill-proxy,kill-master,kill-namesrv").expect("scale-out");
+        assert_eq!(
+            scale_out,
+            vec![
+                FaultKind::KillMaster,
+                FaultKind::KillNamesrv,
+                FaultKind::KillProxy
+            ]
+        );
+        for kind in scale_out {
+            assert_eq!(parse_kinds(kind.as_str()).expect("word"), vec![kind]);
+            assert!(!all.contains(&kind));
+        }
     }
 
     #[test]

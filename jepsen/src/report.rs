@@ -551,6 +551,67 @@ pub fn stats(events: &[Event], primary: &[&str]) -> Stats {
     }
 }
 
+/// Per broker set (the `set` the Remoting operations and the gRPC receives that name a set
+/// record): sends acknowledged, failed and unknown, messages delivered from it, and its
+/// unavailability: the gaps of 2 s or more between its acknowledged sends (from the first send
+/// of the run), their total and the longest. A producer leaves a set whose send failed aside
+/// for 3 s, so a gap is at least that long once one send failed. `{}` for a history without
+/// sets.
+pub fn per_set(events: &[Event]) -> Json {
+    #[derive(Default)]
+    struct Set {
+        ok: Vec<u64>,
+        fail: usize,
+        info: usize,
+        delivered: usize,
+    }
+    let first_invoke = events
+        .iter()
+        .find(|e| e.f == "send" && e.kind == Kind::Invoke)
+        .map_or(0, |e| e.time);
+    let mut sets: BTreeMap<String, Set> = BTreeMap::new();
+    for e in events.iter().filter(|e| !e.is_nemesis()) {
+        let Some(set) = e.extra_str("set") else {
+            continue;
+        };
+        let entry = sets.entry(set.to_string()).or_default();
+        match (e.f.as_str(), e.kind) {
+            ("send", Kind::Ok) => entry.ok.push(e.time),
+            ("send", Kind::Fail) => entry.fail += 1,
+            ("send", Kind::Info) => entry.info += 1,
+            ("pop", Kind::Ok) => entry.delivered += e.value.as_array().map_or(0, Vec::len),
+            _ => {}
+        }
+    }
+    let mut out = serde_json::Map::new();
+    for (name, set) in sets {
+        let mut gaps = Vec::new();
+        let mut previous = first_invoke;
+        for &t in &set.ok {
+            if t.saturating_sub(previous) >= UNAVAILABLE_GAP_NS {
+                gaps.push((secs(previous), secs(t)));
+            }
+            previous = previous.max(t);
+        }
+        let total: f64 = gaps.iter().map(|(a, b)| b - a).sum();
+        let longest = gaps.iter().map(|(a, b)| b - a).fold(0.0f64, f64::max);
+        let round = |x: f64| (x * 10.0).round() / 10.0;
+        out.insert(
+            name,
+            serde_json::json!({
+                "sends_ok": set.ok.len(),
+                "sends_fail": set.fail,
+                "sends_info": set.info,
+                "delivered": set.delivered,
+                "unavailable_s": round(total),
+                "longest_gap_s": round(longest),
+                "gaps": gaps.iter().map(|(a, b)| [round(*a), round(*b)]).collect::<Vec<_>>(),
+            }),
+        );
+    }
+    Json::Object(out)
+}
+
 /// The smallest evidence of each failure: for a lost value its send and the number of pops
 /// that followed; for split brain the two acknowledgements; for order the two deliveries.
 pub fn counterexample(

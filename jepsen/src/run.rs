@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 
 use rocketraft_common::trust::ClusterSecret;
 
-use crate::cluster::{Clients, Cluster, ClusterOptions, HarnessAuth};
+use crate::cluster::{Clients, Cluster, ClusterOptions, HarnessAuth, Scale};
 use crate::lifecycle::{self, Findings, Power, Task, Workload};
 use crate::model::ModelName;
 use crate::nemesis::{lock, parse_kinds, FaultKind, PowerMounts};
@@ -54,6 +54,9 @@ pub struct RunOptions {
     /// ACL 2.0 on every NameServer and broker; every client and the proxy sign as a generated
     /// administrator (RocketMQ's `AclClientRPCHook` signing).
     pub auth: bool,
+    /// Broker sets, replicas per set, NameServers and proxies (queue and controller
+    /// workloads).
+    pub scale: Scale,
 }
 
 /// Runs everything; `Ok` holds the verdicts and the report directory.
@@ -99,6 +102,7 @@ pub(crate) fn build_cluster(
         controller_stale_reads: options.unsafe_controller_stale_reads,
         cluster_secret: Some(ClusterSecret::generate()),
         auth: options.auth.then(HarnessAuth::generate).transpose()?,
+        scale: options.scale,
     })?;
     lifecycle::prepare_faults(&mut cluster, kinds, &[Role::Controller, Role::Broker])?;
     // The brokers' stores on LazyFs mounts, before any process starts (each gets a copy).
@@ -114,14 +118,16 @@ pub(crate) fn build_cluster(
 struct RocketMq {
     clients: Clients,
     controllers: Vec<String>,
+    /// Every NameServer, `;`-separated.
     namesrv: String,
-    /// The broker set's replicas, as the NameServer lists them.
-    replicas: Vec<String>,
-    proxy: Option<String>,
+    /// Every broker set with its replicas, as the NameServers list them.
+    sets: Vec<(String, Vec<String>)>,
+    /// The proxies' gRPC addresses.
+    proxies: Vec<String>,
 }
 
-/// The controllers first, until they elect a leader (90 s); then everything else, until the
-/// broker set registers a master and 3 replicas (120 s) and its SyncStateSet holds
+/// The controllers first, until they elect a leader (90 s); then everything else, until every
+/// broker set registers a master and all its replicas (120 s) and its SyncStateSet holds
 /// `min_in_sync_replicas` (60 s).
 async fn start_rocketmq(
     cluster: &Arc<Mutex<Cluster>>,
@@ -136,11 +142,19 @@ async fn start_rocketmq(
             c.options.auth.as_ref().map(|auth| auth.admin.clone()),
         )
     };
-    let (controllers, namesrv) = {
+    let (controllers, namesrv, set_names) = {
         let c = lock(cluster);
-        (c.controller_addrs(), c.namesrv_addr())
+        (c.controller_addrs(), c.namesrv_addr(), c.set_names())
     };
-    eprintln!("starting 3 controllers, a NameServer and 3 brokers in network namespaces...");
+    let scale = options.scale;
+    if scale == Scale::default() {
+        eprintln!("starting 3 controllers, a NameServer and 3 brokers in network namespaces...");
+    } else {
+        eprintln!(
+            "starting 3 controllers, {} NameServer(s) and {} broker set(s) of {} replicas in network namespaces...",
+            scale.namesrvs, scale.sets, scale.replicas
+        );
+    }
     {
         let mut c = lock(cluster);
         for name in c.names(Role::Controller) {
@@ -160,41 +174,48 @@ async fn start_rocketmq(
     )
     .await?;
     lock(cluster).start_all()?;
-    wait_broker_set(&clients, &controllers, &namesrv, options, dir).await?;
-    let replicas = clients
-        .broker_set(&namesrv)
-        .await
-        .map(|(_, r)| r)
-        .unwrap_or_default();
-    let proxy = lock(cluster).addr_of("proxy");
+    let mut sets = Vec::new();
+    for set in &set_names {
+        wait_broker_set(&clients, &controllers, &namesrv, set, options, dir).await?;
+        let replicas = clients
+            .named_broker_set(&namesrv, set)
+            .await
+            .map(|(_, r)| r)
+            .unwrap_or_default();
+        sets.push((set.clone(), replicas));
+    }
+    let proxies = lock(cluster).proxy_addrs();
     Ok(RocketMq {
         clients,
         controllers,
         namesrv,
-        replicas,
-        proxy,
+        sets,
+        proxies,
     })
 }
 
-/// Waits until the broker set registers a master and 3 replicas (120 s) and its SyncStateSet
-/// holds `min_in_sync_replicas` (60 s).
+/// Waits until broker set `set` registers a master and every replica (120 s) and its
+/// SyncStateSet holds `min_in_sync_replicas` (60 s).
 async fn wait_broker_set(
     clients: &Clients,
     controllers: &[String],
     namesrv: &str,
+    set: &str,
     options: &RunOptions,
     dir: &Path,
 ) -> anyhow::Result<()> {
+    let replicas = options.scale.replicas;
     lifecycle::wait_ready(
         Duration::from_secs(120),
         || {
             let clients = clients.clone();
             let namesrv = namesrv.to_string();
+            let set = set.to_string();
             async move {
-                matches!(clients.broker_set(&namesrv).await, Some((Some(_), replicas)) if replicas.len() >= 3)
+                matches!(clients.named_broker_set(&namesrv, &set).await, Some((Some(_), r)) if r.len() >= replicas)
             }
         },
-        "the broker set did not register a master and 3 replicas",
+        &format!("broker set {set} did not register a master and {replicas} replicas"),
         dir,
         "b*",
     )
@@ -205,19 +226,20 @@ async fn wait_broker_set(
             let clients = clients.clone();
             let controllers = controllers.to_vec();
             let need = options.min_in_sync_replicas;
+            let set = set.to_string();
             async move {
                 let Some(leader) = clients.controller_leader(&controllers).await else {
                     return false;
                 };
                 clients
                     .controller
-                    .get_replica_info(&leader, crate::cluster::BROKER_NAME)
+                    .get_replica_info(&leader, &set)
                     .await
                     .is_ok_and(|info| info.sync_state_set.len() >= need)
             }
         },
         &format!(
-            "the SyncStateSet did not reach {} replicas",
+            "the SyncStateSet of {set} did not reach {} replicas",
             options.min_in_sync_replicas
         ),
         dir,
@@ -228,10 +250,25 @@ async fn wait_broker_set(
 
 impl RocketMq {
     fn say_ready(&self) {
+        let brokers: Vec<String> = self
+            .sets
+            .iter()
+            .map(|(set, replicas)| {
+                if self.sets.len() == 1 {
+                    replicas.join(", ")
+                } else {
+                    format!("{set}: {}", replicas.join(", "))
+                }
+            })
+            .collect();
         eprintln!(
             "cluster ready (brokers {}); running the workload",
-            self.replicas.join(", ")
+            brokers.join("; ")
         );
+    }
+
+    fn set_names(&self) -> Vec<String> {
+        self.sets.iter().map(|(s, _)| s.clone()).collect()
     }
 }
 
@@ -254,9 +291,10 @@ impl Workload for QueueRun {
     ) -> anyhow::Result<QueueRun> {
         let rocketmq = start_rocketmq(cluster, options, dir).await?;
         let (clients, namesrv) = (&rocketmq.clients, &rocketmq.namesrv);
-        workload::create_topics(clients, namesrv, Duration::from_secs(60)).await?;
-        if rocketmq.proxy.is_some() {
-            crate::grpc_queue::setup(clients, namesrv, Duration::from_secs(60)).await?;
+        let sets = rocketmq.set_names();
+        workload::create_topics(clients, namesrv, &sets, Duration::from_secs(60)).await?;
+        if !rocketmq.proxies.is_empty() {
+            crate::grpc_queue::setup(clients, namesrv, &sets, Duration::from_secs(60)).await?;
         }
         rocketmq.say_ready();
         Ok(QueueRun { rocketmq })
@@ -269,18 +307,19 @@ impl Workload for QueueRun {
         stop: &watch::Receiver<bool>,
     ) -> Vec<Task> {
         let m = &self.rocketmq;
-        let grpc = m.proxy.as_ref().map(|proxy| {
-            tokio::spawn(crate::grpc_queue::run(
-                recorder.clone(),
-                crate::grpc_queue::GrpcOptions::new(proxy),
-                stop.clone(),
-            ))
+        let grpc = (!m.proxies.is_empty()).then(|| {
+            let mut grpc = crate::grpc_queue::GrpcOptions::new("");
+            grpc.proxies = m.proxies.clone();
+            if m.sets.len() > 1 {
+                grpc.sets = m.set_names();
+            }
+            tokio::spawn(crate::grpc_queue::run(recorder.clone(), grpc, stop.clone()))
         });
         let queue = tokio::spawn(workload::run_queue(
             m.clients.clone(),
             recorder.clone(),
             m.namesrv.clone(),
-            m.replicas.clone(),
+            m.sets.clone(),
             QueueOptions::default(),
             stop.clone(),
         ));
@@ -300,7 +339,7 @@ impl Workload for QueueRun {
             &m.clients,
             recorder,
             &m.namesrv,
-            std::mem::take(&mut m.replicas),
+            std::mem::take(&mut m.sets),
             1_000_000,
             Duration::from_millis(workload::INVISIBLE_MS as u64) + Duration::from_secs(8),
             Duration::from_secs(90),
@@ -318,6 +357,7 @@ impl Workload for QueueRun {
         let split = split_brain::check(events);
         let mut others = BTreeMap::new();
         others.insert("paths".to_string(), crate::grpc_queue::path_counts(events));
+        others.insert("sets".to_string(), report::per_set(events));
         let counterexample = report::counterexample(events, &queue, &split);
         Ok(Findings {
             valid: queue.valid && split.valid,

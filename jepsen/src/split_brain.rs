@@ -2,7 +2,8 @@
 //! time?
 //!
 //! Every acknowledged `send` records the broker that acknowledged it (`"broker"`), and where it
-//! put the message (`"topic"`, `"queue"`, `"offset"`: the queue offset the broker answered). One
+//! put the message (`"topic"`, `"queue"`, `"offset"`: the queue offset the broker answered; with
+//! several broker sets also `"set"`, queues of different sets being different logs). One
 //! broker set keeps one log per queue, so:
 //!
 //! 1. **Conflicting positions**: two acknowledged sends of different values at the same
@@ -32,6 +33,10 @@ const SAMPLE: usize = 50;
 pub struct Ack {
     pub value: i64,
     pub broker: String,
+    /// The broker set (empty in histories that do not record it: one set). Queues of
+    /// different sets are different logs.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub set: String,
     pub topic: String,
     pub queue: i64,
     pub offset: i64,
@@ -100,6 +105,7 @@ pub fn acks(events: &[Event]) -> Vec<Ack> {
                 out.push(Ack {
                     value,
                     broker: broker.to_string(),
+                    set: event.extra_str("set").unwrap_or_default().to_string(),
                     topic: event.extra_str("topic").unwrap_or_default().to_string(),
                     queue,
                     offset,
@@ -118,9 +124,9 @@ pub fn acks(events: &[Event]) -> Vec<Ack> {
 
 /// Anomaly 1, conflicting positions: two different values acknowledged at one queue position.
 fn conflicting_positions(acks: &[Ack], anomalies: &mut Vec<Anomaly>) {
-    let mut at: HashMap<(&str, i64, i64), &Ack> = HashMap::new();
+    let mut at: HashMap<(&str, &str, i64, i64), &Ack> = HashMap::new();
     for ack in acks {
-        match at.get(&(ack.topic.as_str(), ack.queue, ack.offset)) {
+        match at.get(&(ack.set.as_str(), ack.topic.as_str(), ack.queue, ack.offset)) {
             Some(first) if first.value != ack.value => anomalies.push(Anomaly {
                 kind: "conflicting-position",
                 two_masters: first.broker != ack.broker,
@@ -129,7 +135,10 @@ fn conflicting_positions(acks: &[Ack], anomalies: &mut Vec<Anomaly>) {
             }),
             Some(_) => {}
             None => {
-                at.insert((ack.topic.as_str(), ack.queue, ack.offset), ack);
+                at.insert(
+                    (ack.set.as_str(), ack.topic.as_str(), ack.queue, ack.offset),
+                    ack,
+                );
             }
         }
     }
@@ -139,10 +148,10 @@ fn conflicting_positions(acks: &[Ack], anomalies: &mut Vec<Anomaly>) {
 /// of acknowledgement, keeping the highest offset acknowledged so far; each send must land
 /// above the highest acknowledged before it was invoked.
 fn offset_regressions(acks: &[Ack], anomalies: &mut Vec<Anomaly>) {
-    let mut by_queue: BTreeMap<(&str, i64), Vec<&Ack>> = BTreeMap::new();
+    let mut by_queue: BTreeMap<(&str, &str, i64), Vec<&Ack>> = BTreeMap::new();
     for ack in acks {
         by_queue
-            .entry((ack.topic.as_str(), ack.queue))
+            .entry((ack.set.as_str(), ack.topic.as_str(), ack.queue))
             .or_default()
             .push(ack);
     }
@@ -339,5 +348,29 @@ mod tests {
             .anomalies
             .iter()
             .any(|a| a.kind == "offset-regression" && a.second.value == 4));
+    }
+
+    #[test]
+    fn the_same_queue_position_in_two_broker_sets_is_no_conflict() {
+        let mut h = Vec::new();
+        acked(&mut h, 0, 1, "A", 0, 0, 1);
+        acked(&mut h, 1, 2, "X", 0, 2, 3);
+        acked(&mut h, 0, 3, "A", 1, 4, 5);
+        let mut h = sorted(h);
+        for e in h.iter_mut().filter(|e| e.kind == Kind::Ok) {
+            let set = if e.extra_str("broker") == Some("X") {
+                "broker-b"
+            } else {
+                "broker-a"
+            };
+            e.extra.insert("set".into(), json!(set));
+        }
+        let report = check(&h);
+        assert!(report.valid, "{report:?}");
+        // Without the sets, the same positions are two masters at once.
+        for e in h.iter_mut() {
+            e.extra.remove("set");
+        }
+        assert!(!check(&h).valid);
     }
 }

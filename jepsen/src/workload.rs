@@ -5,6 +5,13 @@
 //! consumers with `order = true`); after the faults, a final drain pops until every
 //! acknowledged value was seen or nothing new arrives for a while.
 //!
+//! With several broker sets (`--sets N`) the topics get queues on every set's master; a
+//! producer sends to the sets in turn and leaves a set whose send failed (or that has no
+//! master known) aside for 3 s, as RocketMQ's producer does with `sendLatencyFaultEnable`; a
+//! FIFO producer's message group stays on one set (`g<k>` on set k), so its sends fail while
+//! that set fails over; consumers and the drain pop every set in turn. Every Remoting
+//! operation records its `set`.
+//!
 //! Every operation is recorded ([`crate::record`]): `send` (value; `ok` with the broker, topic,
 //! queue and offset that acknowledged it), `pop` (`ok` with the delivered messages). A send
 //! whose outcome is unknown (timeout, closed connection, an error after the broker may have
@@ -67,19 +74,29 @@ impl Default for QueueOptions {
     }
 }
 
-/// Where a worker sends: the NameServer's master, or, after failures, the next replica.
+/// Where a worker sends in one broker set: the NameServers' master of the set, or, after
+/// failures, the next replica.
 #[derive(Clone)]
 pub struct Target {
     pub namesrv: String,
+    /// The broker set.
+    pub set: String,
     current: Option<String>,
     replicas: Vec<String>,
     rotation: usize,
 }
 
 impl Target {
+    /// A target in the classic shape's one set (`broker-a`).
     pub fn new(namesrv: &str, replicas: Vec<String>) -> Target {
+        Target::in_set(namesrv, crate::cluster::BROKER_NAME, replicas)
+    }
+
+    /// A target in broker set `set`.
+    pub fn in_set(namesrv: &str, set: &str, replicas: Vec<String>) -> Target {
         Target {
             namesrv: namesrv.to_string(),
+            set: set.to_string(),
             current: None,
             replicas,
             rotation: 0,
@@ -89,7 +106,9 @@ impl Target {
     /// The broker to talk to now.
     pub async fn get(&mut self, clients: &Clients) -> Option<String> {
         if self.current.is_none() {
-            if let Some((master, replicas)) = clients.broker_set(&self.namesrv).await {
+            if let Some((master, replicas)) =
+                clients.named_broker_set(&self.namesrv, &self.set).await
+            {
                 if !replicas.is_empty() {
                     for r in replicas {
                         if !self.replicas.contains(&r) {
@@ -181,7 +200,17 @@ fn send_request(value: i64, topic: &str, group: Option<&str>) -> SendRequest {
     }
 }
 
-/// Sends one value and records it. Returns false when the worker must become a new process.
+/// How a send ended, for the worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    Ok,
+    /// Certainly not stored (or no broker to send to).
+    Failed,
+    /// Unknown: the worker becomes a new process.
+    Unknown,
+}
+
+/// Sends one value and records it.
 #[allow(clippy::too_many_arguments)]
 async fn send_one(
     clients: &Clients,
@@ -191,14 +220,15 @@ async fn send_one(
     value: i64,
     topic: &str,
     group: Option<&str>,
-) -> bool {
+) -> Sent {
     let invoke_extra = invoke_send(recorder, process, value, topic, group, "remoting");
     let started = std::time::Instant::now();
     let Some(broker) = target.get(clients).await else {
         let mut e = invoke_extra;
         e.insert("error".into(), json!("no master known"));
+        e.insert("set".into(), json!(target.set));
         recorder.complete(process, Kind::Fail, "send", json!(value), e);
-        return true;
+        return Sent::Failed;
     };
     let result = clients
         .api
@@ -206,6 +236,7 @@ async fn send_one(
         .await;
     let mut e = invoke_extra;
     e.insert("broker".into(), json!(broker));
+    e.insert("set".into(), json!(target.set));
     e.insert(
         "latency_ms".into(),
         json!(started.elapsed().as_secs_f64() * 1000.0),
@@ -215,23 +246,23 @@ async fn send_one(
             e.insert("queue".into(), json!(sent.queue_id));
             e.insert("offset".into(), json!(sent.queue_offset));
             recorder.complete(process, Kind::Ok, "send", json!(value), e);
-            true
+            Sent::Ok
         }
         Ok(sent) => {
             // Stored on the master, not (yet) durable as asked: unknown.
             e.insert("error".into(), json!(format!("status {}", sent.code)));
             recorder.complete(process, Kind::Info, "send", json!(value), e);
-            false
+            Sent::Unknown
         }
         Err(error) => {
             target.failed(&broker, &error.to_string());
             e.insert("error".into(), json!(error.to_string()));
             if is_definite_failure(&error) {
                 recorder.complete(process, Kind::Fail, "send", json!(value), e);
-                true
+                Sent::Failed
             } else {
                 recorder.complete(process, Kind::Info, "send", json!(value), e);
-                false
+                Sent::Unknown
             }
         }
     }
@@ -334,6 +365,7 @@ pub async fn pop_one(
                 Json::Array(delivered),
                 extra([
                     ("broker", json!(broker)),
+                    ("set", json!(target.set)),
                     ("topic", json!(topic)),
                     ("path", json!("remoting")),
                     ("latency_ms", json!(latency)),
@@ -361,16 +393,25 @@ pub async fn pop_one(
     }
 }
 
-/// Creates both topics on the master (retrying until `deadline`).
+/// Creates both topics on every set's master (retrying until `timeout`): a topic's queues
+/// spread over every set, as `rocketraft admin topic create` puts them.
 pub async fn create_topics(
     clients: &Clients,
     namesrv: &str,
+    sets: &[String],
     timeout: Duration,
 ) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + timeout;
+    let mut pending: Vec<String> = sets.to_vec();
     let mut last = String::from("no master registered");
     while tokio::time::Instant::now() < deadline {
-        if let Some((Some(master), _)) = clients.broker_set(namesrv).await {
+        let mut still = Vec::new();
+        for set in pending {
+            let Some((Some(master), _)) = clients.named_broker_set(namesrv, &set).await else {
+                last = format!("{set} has no master registered");
+                still.push(set);
+                continue;
+            };
             let mut fifo = TopicConfig::new(FIFO_TOPIC, 4);
             fifo.order = true;
             let a = clients
@@ -379,13 +420,104 @@ pub async fn create_topics(
                 .await;
             let b = clients.api.create_topic(&master, &fifo).await;
             match (a, b) {
-                (Ok(()), Ok(())) => return Ok(()),
-                (Err(e), _) | (_, Err(e)) => last = e.to_string(),
+                (Ok(()), Ok(())) => {}
+                (Err(e), _) | (_, Err(e)) => {
+                    last = format!("{set}: {e}");
+                    still.push(set);
+                }
             }
+        }
+        pending = still;
+        if pending.is_empty() {
+            return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     anyhow::bail!("cannot create the workload's topics: {last}")
+}
+
+/// How long a set whose send failed is left aside by a producer (RocketMQ's producer
+/// isolates a failed broker for a while: `sendLatencyFaultEnable`).
+const SET_ISOLATION: Duration = Duration::from_secs(3);
+
+/// One worker's targets, one per broker set, and the sets it left aside.
+#[derive(Clone)]
+pub struct Sets {
+    targets: Vec<Target>,
+    down_until: Vec<Option<tokio::time::Instant>>,
+    next: usize,
+}
+
+impl Sets {
+    /// `sets`: (set name, its replicas) for every set; the worker starts at set `first`.
+    pub fn new(namesrv: &str, sets: &[(String, Vec<String>)], first: usize) -> Sets {
+        let targets: Vec<Target> = sets
+            .iter()
+            .map(|(set, replicas)| Target::in_set(namesrv, set, replicas.clone()))
+            .collect();
+        let n = targets.len().max(1);
+        Sets {
+            down_until: vec![None; targets.len()],
+            targets,
+            next: first % n,
+        }
+    }
+
+    /// The next set in round robin that was not left aside lately (any, when all were).
+    fn next_index(&mut self) -> usize {
+        let n = self.targets.len().max(1);
+        let now = tokio::time::Instant::now();
+        let start = self.next;
+        self.next = (self.next + 1) % n;
+        (0..n)
+            .map(|i| (start + i) % n)
+            .find(|i| {
+                self.down_until
+                    .get(*i)
+                    .copied()
+                    .flatten()
+                    .is_none_or(|until| now >= until)
+            })
+            .unwrap_or(start)
+    }
+
+    /// The target of the next set a send goes to.
+    fn for_send(&mut self) -> usize {
+        self.next_index()
+    }
+
+    /// The target of the next set a pop asks (every set in turn).
+    fn for_pop(&mut self) -> usize {
+        let n = self.targets.len().max(1);
+        let i = self.next;
+        self.next = (self.next + 1) % n;
+        i
+    }
+
+    /// Leaves set `i` aside for [`SET_ISOLATION`].
+    fn failed(&mut self, i: usize) {
+        if let Some(slot) = self.down_until.get_mut(i) {
+            *slot = Some(tokio::time::Instant::now() + SET_ISOLATION);
+        }
+    }
+
+    fn succeeded(&mut self, i: usize) {
+        if let Some(slot) = self.down_until.get_mut(i) {
+            *slot = None;
+        }
+    }
+
+    fn target(&mut self, i: usize) -> Option<&mut Target> {
+        self.targets.get_mut(i)
+    }
+
+    pub fn len(&self) -> usize {
+        self.targets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.targets.is_empty()
+    }
 }
 
 /// What every worker of the main phase shares.
@@ -393,20 +525,24 @@ pub async fn create_topics(
 struct Workers {
     clients: Clients,
     recorder: Recorder,
-    target: Target,
+    sets: Sets,
     stop: tokio::sync::watch::Receiver<bool>,
     interval: Duration,
 }
 
 impl Workers {
     /// A producer: sends the next value until `stop`, becoming process `+ stride` after every
-    /// send of unknown outcome.
+    /// send of unknown outcome. A plain producer spreads its sends over every set in turn and
+    /// leaves a set whose send failed aside for a while; a FIFO producer (`group`) stays on
+    /// `fifo_set`, as a message group stays on one queue across sets (its sends fail while its
+    /// set fails over).
     fn spawn_producer(
         self,
         first: u64,
         stride: u64,
         next_value: Arc<AtomicI64>,
         group: Option<String>,
+        fifo_set: usize,
     ) -> tokio::task::JoinHandle<()> {
         let mut w = self;
         tokio::spawn(async move {
@@ -415,25 +551,38 @@ impl Workers {
             while !*w.stop.borrow() {
                 let value = next_value.fetch_add(1, Ordering::Relaxed);
                 let group = group.as_deref();
-                if !send_one(
+                let i = if group.is_some() {
+                    fifo_set
+                } else {
+                    w.sets.for_send()
+                };
+                let Some(target) = w.sets.target(i) else {
+                    return;
+                };
+                let outcome = send_one(
                     &w.clients,
                     &w.recorder,
-                    &mut w.target,
+                    target,
                     process,
                     value,
                     topic,
                     group,
                 )
-                .await
-                {
-                    process += stride;
+                .await;
+                match outcome {
+                    Sent::Ok => w.sets.succeeded(i),
+                    Sent::Failed => w.sets.failed(i),
+                    Sent::Unknown => {
+                        w.sets.failed(i);
+                        process += stride;
+                    }
                 }
                 tokio::time::sleep(w.interval).await;
             }
         })
     }
 
-    /// A consumer: pops (in order when `fifo`) until `stop`.
+    /// A consumer: pops (in order when `fifo`) until `stop`, from every set in turn.
     fn spawn_consumer(self, process: u64, fifo: bool) -> tokio::task::JoinHandle<()> {
         let mut w = self;
         tokio::spawn(async move {
@@ -443,10 +592,14 @@ impl Workers {
                 (TOPIC, GROUP)
             };
             while !*w.stop.borrow() {
+                let i = w.sets.for_pop();
+                let Some(target) = w.sets.target(i) else {
+                    return;
+                };
                 let popped = pop_one(
                     &w.clients,
                     &w.recorder,
-                    &mut w.target,
+                    target,
                     process,
                     topic,
                     group,
@@ -463,12 +616,13 @@ impl Workers {
     }
 }
 
-/// The workers of the main phase; they run until `stop` fires.
+/// The workers of the main phase; they run until `stop` fires. `sets`: (set name, replicas)
+/// of every broker set.
 pub async fn run_queue(
     clients: Clients,
     recorder: Recorder,
     namesrv: String,
-    replicas: Vec<String>,
+    sets: Vec<(String, Vec<String>)>,
     options: QueueOptions,
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -478,25 +632,24 @@ pub async fn run_queue(
     let stride = workers as u64;
     let mut tasks = Vec::new();
     let mut id = 0u64;
-    let base = Workers {
-        clients,
-        recorder,
-        target: Target::new(&namesrv, replicas),
-        stop,
+    let base = |first: usize| Workers {
+        clients: clients.clone(),
+        recorder: recorder.clone(),
+        sets: Sets::new(&namesrv, &sets, first),
+        stop: stop.clone(),
         interval: options.interval,
     };
     for i in 0..(options.producers + options.fifo_producers) {
         let fifo = i >= options.producers;
         let group = fifo.then(|| format!("g{}", i - options.producers));
-        tasks.push(
-            base.clone()
-                .spawn_producer(id, stride, next_value.clone(), group),
-        );
+        // FIFO group g<k> lives on set k (mod the sets).
+        let fifo_set = i.saturating_sub(options.producers) % sets.len().max(1);
+        tasks.push(base(i).spawn_producer(id, stride, next_value.clone(), group, fifo_set));
         id += 1;
     }
     for i in 0..(options.consumers + options.fifo_consumers) {
         let fifo = i >= options.consumers;
-        tasks.push(base.clone().spawn_consumer(id, fifo));
+        tasks.push(base(i).spawn_consumer(id, fifo));
         id += 1;
     }
     for task in tasks {
@@ -506,21 +659,21 @@ pub async fn run_queue(
     }
 }
 
-/// The final drain: pops both topics until every acknowledged value was delivered, or nothing
-/// new arrived for `quiet` (longer than the invisible time, so un-acked messages come back),
-/// or `limit` passed. Process ids from `first_process`.
+/// The final drain: pops both topics from every set until every acknowledged value was
+/// delivered, or nothing new arrived for `quiet` (longer than the invisible time, so un-acked
+/// messages come back), or `limit` passed. Process ids from `first_process`.
 pub async fn drain(
     clients: &Clients,
     recorder: &Recorder,
     namesrv: &str,
-    replicas: Vec<String>,
+    sets: Vec<(String, Vec<String>)>,
     first_process: u64,
     quiet: Duration,
     limit: Duration,
 ) {
     let start = tokio::time::Instant::now();
     let mut last_new = start;
-    let mut target = Target::new(namesrv, replicas);
+    let mut targets = Sets::new(namesrv, &sets, 0);
     loop {
         let acked = acknowledged_undelivered(recorder);
         if acked == 0 {
@@ -532,22 +685,29 @@ pub async fn drain(
             break;
         }
         let mut got = 0;
-        for (i, (topic, group, order)) in [(TOPIC, GROUP, false), (FIFO_TOPIC, FIFO_GROUP, true)]
-            .into_iter()
-            .enumerate()
-        {
-            got += pop_one(
-                clients,
-                recorder,
-                &mut target,
-                first_process + i as u64,
-                topic,
-                group,
-                order,
-                300,
-            )
-            .await
-            .unwrap_or(0);
+        for _ in 0..targets.len() {
+            let i = targets.for_pop();
+            let Some(target) = targets.target(i) else {
+                break;
+            };
+            for (j, (topic, group, order)) in
+                [(TOPIC, GROUP, false), (FIFO_TOPIC, FIFO_GROUP, true)]
+                    .into_iter()
+                    .enumerate()
+            {
+                got += pop_one(
+                    clients,
+                    recorder,
+                    target,
+                    first_process + j as u64,
+                    topic,
+                    group,
+                    order,
+                    300,
+                )
+                .await
+                .unwrap_or(0);
+            }
         }
         if got > 0 {
             last_new = tokio::time::Instant::now();
@@ -560,4 +720,40 @@ pub async fn drain(
 /// Acknowledged sends not delivered yet.
 fn acknowledged_undelivered(recorder: &Recorder) -> usize {
     crate::queue_check::check(&recorder.events()).lost_count
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sends_go_round_the_sets_and_leave_a_failed_one_aside() {
+        let sets = vec![
+            ("broker-a".to_string(), Vec::new()),
+            ("broker-b".to_string(), Vec::new()),
+            ("broker-c".to_string(), Vec::new()),
+        ];
+        let mut s = Sets::new("ns:9876", &sets, 1);
+        assert_eq!(s.len(), 3);
+        let order: Vec<usize> = (0..4).map(|_| s.for_send()).collect();
+        assert_eq!(order, [1, 2, 0, 1]);
+        s.failed(2);
+        let order: Vec<usize> = (0..4).map(|_| s.for_send()).collect();
+        assert!(!order.contains(&2), "{order:?}");
+        s.succeeded(2);
+        let order: Vec<usize> = (0..3).map(|_| s.for_send()).collect();
+        assert!(order.contains(&2), "{order:?}");
+        // Every set left aside: sends still go somewhere.
+        for i in 0..3 {
+            s.failed(i);
+        }
+        assert!(s.for_send() < 3);
+        // Pops ask every set in turn, failed or not.
+        let pops: std::collections::BTreeSet<usize> = (0..3).map(|_| s.for_pop()).collect();
+        assert_eq!(pops.len(), 3);
+        assert_eq!(
+            s.target(1).map(|t| t.set.clone()).as_deref(),
+            Some("broker-b")
+        );
+    }
 }
