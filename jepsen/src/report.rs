@@ -593,7 +593,7 @@ pub fn per_set(events: &[Event]) -> Json {
             }
             previous = previous.max(t);
         }
-        let total: f64 = gaps.iter().map(|(a, b)| b - a).sum();
+        let total: f64 = gaps.iter().map(|(a, b)| b - a).fold(0.0, |x, y| x + y);
         let longest = gaps.iter().map(|(a, b)| b - a).fold(0.0f64, f64::max);
         let round = |x: f64| (x * 10.0).round() / 10.0;
         out.insert(
