@@ -192,6 +192,8 @@ impl BrokerInner {
         let acl_manager = acl::AclManager::new(metadata.clone());
         let metalog = metalog::MetadataLog::open(&metadata)
             .map_err(|e| anyhow::anyhow!("cannot read the applied metadata log offset: {e}"))?;
+        let lite = lite::LiteLifecycle::open(&metadata)
+            .map_err(|e| anyhow::anyhow!("cannot read the expired lite topics: {e}"))?;
         Ok(BrokerInner {
             config,
             advertised,
@@ -212,7 +214,7 @@ impl BrokerInner {
             acl: acl_manager,
             metalog,
             config_version: processor::manage::ConfigVersion::default(),
-            lite: lite::LiteLifecycle::default(),
+            lite,
         })
     }
 

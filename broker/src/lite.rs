@@ -8,15 +8,13 @@
 //!
 //! **Lifecycle** (RocketMQ's `AbstractLiteLifecycleManager`): a LITE topic's
 //! `lite.topic.expiration` (minutes, -1 never) says how long a lite topic may go without a
-//! message; every `liteTtlCheckInterval` the master cleans the lite topics past it (never one
+//! message; every `liteTtlCheckInterval` the master expires the lite topics past it (never one
 //! whose last message is younger than `minLiteTTl`, and nothing in the first `minLiteTTl` after
-//! start): every consumer group's offset of it is deleted and it stops counting as a lite topic
-//! of the broker, so a message to it later starts it afresh (a subscription then starts at its
-//! end). Its ConsumeQueue stays until the CommitLog's retention removes what it points at: the
-//! store has no call that deletes one topic's queue (RocketMQ's `deleteTopics`). **Quota**: a
-//! send that would make one more lite topic than `maxLmqConsumeQueueNum` is refused with
-//! LMQ_QUOTA_EXCEEDED (2017); two concurrent first sends of two new lite topics may both pass
-//! the last place, as in RocketMQ.
+//! start) through a record of the metadata log that every replica applies ([`LiteLifecycle`]):
+//! the queue's entries go, every consumer group's offset of it is deleted and it stops counting
+//! as a lite topic of the broker, so a message to it later starts it afresh (a subscription then
+//! starts at its end). **Quota**: a send that would make one more lite topic than
+//! `maxLmqConsumeQueueNum` is refused with LMQ_QUOTA_EXCEEDED (2017).
 
 use rocketraft_common::consts::property;
 use rocketraft_common::lite::{self, PROPERTY_LITE_TOPIC};
@@ -24,10 +22,13 @@ use rocketraft_common::TopicConfig;
 use rocketraft_remoting::codes::response_code;
 use rocketraft_remoting::Refusal;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use crate::metalog::{ExpiredQueue, MetadataChange};
 use crate::store::metadata::MetadataStore;
 use crate::store::{BrokerMessage, MessageStore, StoreError};
 use crate::topic::TopicConfigManager;
@@ -117,78 +118,209 @@ pub fn route_send(
     Ok(0)
 }
 
-/// Lite topics this broker cleaned for expiry (RocketMQ deletes their ConsumeQueue; here the
-/// queue stays and is remembered by the max offset it had then, so that it counts as a lite
-/// topic again only once a message comes). Lost on restart: a cleaned lite topic is then
-/// counted again until the next check cleans it again.
+/// The metadata-store key prefix of expired lite topics: `lite/expired/{lmq}` -> the queue
+/// offset it was cut at (i64 big-endian).
+const EXPIRED_PREFIX: &str = "lite/expired/";
+
+/// How many lite topics one expiry record carries at most.
+const EXPIRY_BATCH: usize = 256;
+
+/// Lite topics' expiry and quota on this broker.
+///
+/// **Expiry** goes through the metadata log ([`crate::metalog`], [`MetadataChange::ExpireLite`]):
+/// the master's check finds the lite topics past their expiration and commits one record
+/// naming each queue with the max offset it saw; every replica applies the record where it lies
+/// in the CommitLog ([`LiteLifecycle::apply_expiry`]), so a failover neither brings an expired
+/// lite topic's offsets back nor loses an expiry. Applying cuts the queue's entries below that
+/// offset ([`MessageStore::expire_queue`]; queue offsets go on from there), deletes every
+/// group's offset of it at or below that offset, and records the expiry in the metadata store
+/// (`lite/expired/{lmq}`). A queue that got a message between the check and the record is left
+/// alone (the lite topic was not idle after all); a message stored after the record stays
+/// readable, at or past the cut, so a send racing the expiry is never lost.
+///
+/// **Quota**: the lite topics counted are kept in a set (counted once from the store, again
+/// when the master epoch changes and before refusing), so a send of a new lite topic does not
+/// scan every queue; the place is taken under the set's lock, so two first sends of new lite
+/// topics cannot both take the last one.
 #[derive(Default)]
 pub struct LiteLifecycle {
-    cleaned: Mutex<HashMap<String, i64>>,
+    state: Mutex<State>,
+    /// Group offsets deleted by expiries applied here (for the check's report).
+    offsets_deleted: AtomicUsize,
 }
+
+#[derive(Default)]
+struct State {
+    /// Expired lite topics' queues: name -> the queue offset they were cut at.
+    expired: HashMap<String, i64>,
+    /// The lite topics counted against the quota (a place a send took and has not stored in
+    /// yet carries when it was taken), and the master epoch they were counted in; `None` until
+    /// first needed.
+    live: Option<(HashMap<String, Option<Instant>>, i64)>,
+}
+
+/// How long a place a send took counts without the send's message in the store: a send is
+/// stored or refused well within this, so a place past it was taken by a send that failed.
+const RESERVATION: Duration = Duration::from_secs(30);
 
 /// What one expiry check did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct CleanReport {
-    /// The lite topics' queues cleaned, by name.
+    /// The lite topics' queues cut, by name.
     pub cleaned: Vec<String>,
     /// Consumer group offsets deleted with them.
     pub offsets_deleted: usize,
+    /// Found expired, but a message came before the expiry's record: left alone.
+    pub kept: Vec<String>,
+}
+
+/// Whether `lmq` counts as a lite topic: it has had a message, and one since its last expiry.
+fn is_live(store: &MessageStore, expired: &HashMap<String, i64>, lmq: &str) -> Option<i64> {
+    let max = store.get_max_offset_in_queue(lmq, 0);
+    (max > 0 && expired.get(lmq) != Some(&max)).then_some(max)
+}
+
+/// Every lite topic's queue this broker counts, with its max offset.
+fn scan_live(store: &MessageStore, expired: &HashMap<String, i64>) -> Vec<(String, i64)> {
+    store
+        .topics()
+        .into_iter()
+        .filter(|t| lite::parse_lmq(t).is_some())
+        .filter_map(|t| is_live(store, expired, &t).map(|max| (t, max)))
+        .collect()
 }
 
 impl LiteLifecycle {
-    /// Every lite topic's queue this broker has with at least one message and not cleaned
-    /// since, with its max offset.
-    pub fn live_lmqs(&self, store: &MessageStore) -> Vec<(String, i64)> {
-        let cleaned = self.cleaned.lock();
-        store
-            .topics()
-            .into_iter()
-            .filter(|t| lite::parse_lmq(t).is_some())
-            .filter_map(|t| {
-                let max = store.get_max_offset_in_queue(&t, 0);
-                (max > 0 && cleaned.get(&t) != Some(&max)).then_some((t, max))
-            })
-            .collect()
+    /// Reads the expired lite topics the metadata store recorded.
+    pub fn open(metadata: &MetadataStore) -> Result<LiteLifecycle, StoreError> {
+        let mut expired = HashMap::new();
+        for (k, v) in metadata.scan_kv(EXPIRED_PREFIX.as_bytes())? {
+            let name = String::from_utf8_lossy(&k[EXPIRED_PREFIX.len()..]).to_string();
+            match <[u8; 8]>::try_from(v.as_slice()) {
+                Ok(b) => {
+                    expired.insert(name, i64::from_be_bytes(b));
+                }
+                Err(_) => {
+                    tracing::warn!(lite_queue = %name, bytes = v.len(), "unreadable lite expiry record skipped")
+                }
+            }
+        }
+        Ok(LiteLifecycle {
+            state: Mutex::new(State {
+                expired,
+                live: None,
+            }),
+            offsets_deleted: AtomicUsize::new(0),
+        })
     }
 
-    /// Whether storing in `lmq` keeps the broker within `max_lmqs` lite topics: always for a
-    /// live one; for a new or cleaned one, while fewer than `max_lmqs` are live. Refused with
-    /// LMQ_QUOTA_EXCEEDED (2017), as RocketMQ's proxy maps to LITE_TOPIC_QUOTA_EXCEEDED.
+    /// The queue offset `lmq` was cut at by its last expiry, if it expired.
+    pub fn expired_at(&self, lmq: &str) -> Option<i64> {
+        self.state.lock().expired.get(lmq).copied()
+    }
+
+    /// Every lite topic's queue this broker counts against the quota, with its max offset
+    /// (a full scan).
+    pub fn live_lmqs(&self, store: &MessageStore) -> Vec<(String, i64)> {
+        let expired = self.state.lock().expired.clone();
+        scan_live(store, &expired)
+    }
+
+    /// How many lite topics the quota counts now (from the kept set, counting it if needed).
+    pub fn live_count(&self, store: &MessageStore, epoch: i64) -> usize {
+        let mut guard = self.state.lock();
+        Self::counted(&mut guard, store, epoch).len()
+    }
+
+    /// The counted set, counted again from the store when it never was or was counted in
+    /// another master epoch (a slave does not count the lite topics replication brings).
+    fn counted<'a>(
+        st: &'a mut State,
+        store: &MessageStore,
+        epoch: i64,
+    ) -> &'a mut HashMap<String, Option<Instant>> {
+        if st.live.as_ref().is_some_and(|(_, e)| *e != epoch) {
+            st.live = None;
+        }
+        let expired = &st.expired;
+        let (set, _) = st.live.get_or_insert_with(|| {
+            let set = scan_live(store, expired)
+                .into_iter()
+                .map(|(t, _)| (t, None))
+                .collect();
+            (set, epoch)
+        });
+        set
+    }
+
+    /// Counts again from the store, keeping the places sends took within [`RESERVATION`]
+    /// (their messages may not be stored yet).
+    fn recount(st: &mut State, store: &MessageStore, epoch: i64) {
+        let reserved: Vec<(String, Instant)> = match st.live.take() {
+            Some((old, e)) if e == epoch => old
+                .into_iter()
+                .filter_map(|(t, at)| at.filter(|at| at.elapsed() < RESERVATION).map(|at| (t, at)))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let live = Self::counted(st, store, epoch);
+        for (t, at) in reserved {
+            live.entry(t).or_insert(Some(at));
+        }
+    }
+
+    /// Whether storing in `lmq` keeps the broker within `max_lmqs` lite topics (`epoch`: the
+    /// master epoch this broker serves in, 0 without a controller): always for a counted one;
+    /// a new (or expired) one takes a place while fewer than `max_lmqs` are counted, the count
+    /// being taken again from the store before a refusal. Refused with LMQ_QUOTA_EXCEEDED
+    /// (2017), as RocketMQ's proxy maps to LITE_TOPIC_QUOTA_EXCEEDED. A place taken by a send
+    /// that then fails is given back at the next count.
     pub fn check_quota(
         &self,
         store: &MessageStore,
         lmq: &str,
         max_lmqs: usize,
+        epoch: i64,
     ) -> Result<(), Refusal> {
-        let max = store.get_max_offset_in_queue(lmq, 0);
-        if max > 0 && self.cleaned.lock().get(lmq) != Some(&max) {
+        let mut guard = self.state.lock();
+        let st = &mut *guard;
+        if Self::counted(st, store, epoch).contains_key(lmq) {
             return Ok(());
         }
-        let live = self.live_lmqs(store).len();
-        if live >= max_lmqs {
-            return Err(Refusal::new(
-                response_code::LMQ_QUOTA_EXCEEDED,
-                format!(
-                    "[LMQ_CONSUME_QUEUE_NUM_EXCEEDED] the broker has {live} lite topics, its maxLmqConsumeQueueNum is {max_lmqs}: the lite topic of {lmq:?} cannot be created"
-                ),
-            ));
+        if is_live(store, &st.expired, lmq).is_none() {
+            let full = Self::counted(st, store, epoch).len() >= max_lmqs;
+            if full {
+                // Counted again: expiries and failed sends give places back.
+                Self::recount(st, store, epoch);
+            }
+            let live = Self::counted(st, store, epoch);
+            if live.len() >= max_lmqs && !live.contains_key(lmq) {
+                return Err(Refusal::new(
+                    response_code::LMQ_QUOTA_EXCEEDED,
+                    format!(
+                        "[LMQ_CONSUME_QUEUE_NUM_EXCEEDED] the broker has {} lite topics, its maxLmqConsumeQueueNum is {max_lmqs}: the lite topic of {lmq:?} cannot be created",
+                        live.len()
+                    ),
+                ));
+            }
         }
+        Self::counted(st, store, epoch)
+            .entry(lmq.to_string())
+            .or_insert(Some(Instant::now()));
         Ok(())
     }
 
-    /// Cleans every live lite topic whose parent is a LITE topic with a
-    /// `lite.topic.expiration` and whose last message is older than it at `now_ms` (and at
-    /// least `min_lite_ttl_ms` old): deletes every group's offset of it and forgets it as a
-    /// lite topic. Blocking (reads RocksDB and the CommitLog).
-    pub fn clean_expired(
+    /// The live lite topics whose parent is a LITE topic with a `lite.topic.expiration` and
+    /// whose last message is older than it at `now_ms` (and at least `min_lite_ttl_ms` old),
+    /// each with its max offset. Blocking (reads the CommitLog).
+    pub fn find_expired(
         &self,
         store: &MessageStore,
-        metadata: &MetadataStore,
         topics: &TopicConfigManager,
         min_lite_ttl_ms: i64,
         now_ms: i64,
-    ) -> Result<CleanReport, StoreError> {
-        let mut expired: Vec<(String, i64)> = Vec::new();
+    ) -> Vec<ExpiredQueue> {
+        let mut expired = Vec::new();
         for (lmq, max) in self.live_lmqs(store) {
             let Some((parent, _)) = lite::parse_lmq(&lmq) else {
                 continue;
@@ -210,28 +342,112 @@ impl LiteLifecycle {
             if inactive < min_lite_ttl_ms || inactive <= minutes * 60_000 {
                 continue;
             }
-            expired.push((lmq, max));
+            expired.push(ExpiredQueue {
+                queue: lmq,
+                next: max,
+            });
         }
+        expired
+    }
+
+    /// Expires `found` ([`Self::find_expired`]) through the metadata log, in records of at
+    /// most [`EXPIRY_BATCH`] lite topics: answered once every SyncStateSet member holds each
+    /// record and this broker applied it. A lite topic that got a message since it was found
+    /// is left out (or, if the message came after planning, left alone by the record).
+    pub async fn expire(
+        &self,
+        inner: &BrokerInner,
+        found: Vec<ExpiredQueue>,
+    ) -> Result<CleanReport, Refusal> {
         let mut report = CleanReport::default();
-        if expired.is_empty() {
-            return Ok(report);
-        }
-        let names: HashSet<&str> = expired.iter().map(|(n, _)| n.as_str()).collect();
-        for (group, topic, queue_id, _) in metadata.all_offsets()? {
-            if names.contains(topic.as_str()) {
-                metadata.delete_offset(&group, &topic, queue_id)?;
-                report.offsets_deleted += 1;
+        let deleted_before = self.offsets_deleted.load(Ordering::Relaxed);
+        for chunk in found.chunks(EXPIRY_BATCH) {
+            let mut planned = Vec::new();
+            inner
+                .metalog
+                .commit(inner, |inner| {
+                    planned = chunk
+                        .iter()
+                        .filter(|q| {
+                            let st = self.state.lock();
+                            is_live(&inner.store, &st.expired, &q.queue) == Some(q.next)
+                        })
+                        .cloned()
+                        .collect();
+                    Ok(if planned.is_empty() {
+                        Vec::new()
+                    } else {
+                        vec![MetadataChange::ExpireLite {
+                            queues: planned.clone(),
+                        }]
+                    })
+                })
+                .await?;
+            for q in chunk {
+                if self.expired_at(&q.queue) == Some(q.next) {
+                    report.cleaned.push(q.queue.clone());
+                } else {
+                    report.kept.push(q.queue.clone());
+                }
             }
         }
-        let mut cleaned = self.cleaned.lock();
-        // A cleaned queue that got messages again is live: its entry can go.
-        cleaned.retain(|name, at| store.get_max_offset_in_queue(name, 0) == *at);
-        for (lmq, max) in expired {
-            tracing::info!(lite_queue = %lmq, max_offset = max, "expired lite topic cleaned");
-            cleaned.insert(lmq.clone(), max);
-            report.cleaned.push(lmq);
-        }
+        report.offsets_deleted = self
+            .offsets_deleted
+            .load(Ordering::Relaxed)
+            .saturating_sub(deleted_before);
         Ok(report)
+    }
+
+    /// Applies an expiry record lying at CommitLog offset `at` (every replica, in log order):
+    /// each named queue with no record between its `next` and `at` is cut below `next`, every
+    /// group's offset of it at or below `next` deleted (an offset past it consumed messages
+    /// stored after the expiry), and the expiry recorded. Names that are not lite topics'
+    /// queues, or offsets below 0, are skipped. Idempotent.
+    pub fn apply_expiry(
+        &self,
+        inner: &BrokerInner,
+        queues: &[ExpiredQueue],
+        at: i64,
+    ) -> Result<(), StoreError> {
+        let mut cut: HashMap<&str, i64> = HashMap::new();
+        for q in queues {
+            if lite::parse_lmq(&q.queue).is_none() || q.next < 0 {
+                tracing::warn!(lite_queue = %q.queue, next = q.next, "expiry of a queue that is no lite topic's skipped");
+                continue;
+            }
+            if inner.store.expire_queue(&q.queue, 0, q.next, at)? {
+                cut.insert(q.queue.as_str(), q.next);
+            } else {
+                tracing::info!(lite_queue = %q.queue, next = q.next, "lite topic not expired: it got a message since the check");
+            }
+        }
+        if cut.is_empty() {
+            return Ok(());
+        }
+        let mut deleted = 0;
+        for (group, topic, queue_id, offset) in inner.metadata.all_offsets()? {
+            if cut.get(topic.as_str()).is_some_and(|next| offset <= *next) {
+                inner.metadata.delete_offset(&group, &topic, queue_id)?;
+                deleted += 1;
+            }
+        }
+        for (name, next) in &cut {
+            inner.metadata.put_kv(
+                format!("{EXPIRED_PREFIX}{name}").as_bytes(),
+                &next.to_be_bytes(),
+                true,
+            )?;
+        }
+        self.offsets_deleted.fetch_add(deleted, Ordering::Relaxed);
+        let mut st = self.state.lock();
+        for (name, next) in cut {
+            tracing::info!(lite_queue = %name, cut_at = next, "expired lite topic cleaned");
+            st.expired.insert(name.to_string(), next);
+            if let Some((live, _)) = &mut st.live {
+                live.remove(name);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -251,27 +467,30 @@ pub async fn lite_ttl_loop(inner: std::sync::Arc<BrokerInner>) {
             continue;
         }
         let worker = inner.clone();
-        let done = tokio::task::spawn_blocking(move || {
-            worker.lite.clean_expired(
-                &worker.store,
-                &worker.metadata,
-                &worker.topics,
-                min_ttl,
-                now,
-            )
+        let found = tokio::task::spawn_blocking(move || {
+            worker
+                .lite
+                .find_expired(&worker.store, &worker.topics, min_ttl, now)
         })
         .await;
-        match done {
-            Ok(Ok(report)) if !report.cleaned.is_empty() => {
-                tracing::info!(
-                    cleaned = report.cleaned.len(),
-                    offsets_deleted = report.offsets_deleted,
-                    "lite topic expiry check"
-                );
+        let found = match found {
+            Ok(found) if found.is_empty() => continue,
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(error = %e, "lite topic expiry check panicked");
+                continue;
             }
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "lite topic expiry check failed"),
-            Err(e) => tracing::warn!(error = %e, "lite topic expiry check panicked"),
+        };
+        match inner.lite.expire(&inner, found).await {
+            Ok(report) => tracing::info!(
+                cleaned = report.cleaned.len(),
+                kept = report.kept.len(),
+                offsets_deleted = report.offsets_deleted,
+                "lite topic expiry check"
+            ),
+            Err(e) => {
+                tracing::warn!(code = e.code, error = %e.remark, "lite topic expiry not committed")
+            }
         }
     }
 }

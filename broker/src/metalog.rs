@@ -98,6 +98,22 @@ pub enum MetadataChange {
     DeleteAcl {
         subject: String,
     },
+    /// Expires lite topics ([`crate::lite`]): each queue as the master's expiry check saw it.
+    /// Applied where the record lies in the log, on every replica alike: a queue that got a
+    /// record between what the check saw and this record is left alone.
+    ExpireLite {
+        queues: Vec<ExpiredQueue>,
+    },
+}
+
+/// One lite topic's queue an expiry check found expired.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExpiredQueue {
+    /// The LMQ, `%LMQ%$parent$lite`.
+    pub queue: String,
+    /// Its max offset when the check looked (the next queue offset).
+    pub next: i64,
 }
 
 impl MetadataChange {
@@ -111,6 +127,9 @@ impl MetadataChange {
             MetadataChange::DeleteUser { username } => format!("delete user {username}"),
             MetadataChange::PutAcl { acl } => format!("put ACL of {}", acl.subject),
             MetadataChange::DeleteAcl { subject } => format!("delete ACL of {subject}"),
+            MetadataChange::ExpireLite { queues } => {
+                format!("expire {} lite topic(s)", queues.len())
+            }
         }
     }
 }
@@ -213,7 +232,7 @@ impl MetadataLog {
         let _lane = self.lane.lock().await;
         let Some(ha) = &inner.ha else {
             for change in plan(inner)? {
-                apply_change(inner, &change)?;
+                apply_change(inner, &change, None)?;
             }
             return Ok(());
         };
@@ -361,7 +380,7 @@ impl MetadataLog {
                         .and_then(|(m, _)| decode(&m.message.body))
                     {
                         Ok(change) => {
-                            apply_change(inner, &change)?;
+                            apply_change(inner, &change, Some(entry.commit_log_offset))?;
                             tracing::info!(queue_offset = next, change = %change.describe(), "metadata change applied");
                             applied += 1;
                         }
@@ -398,7 +417,13 @@ impl MetadataLog {
 }
 
 /// Applies one change to this broker's metadata (idempotent: a change is a resulting state).
-pub fn apply_change(inner: &BrokerInner, change: &MetadataChange) -> Result<(), StoreError> {
+/// `at` is the CommitLog offset of the change's record (`None` without replication: the change
+/// is applied at the log's current end).
+pub fn apply_change(
+    inner: &BrokerInner,
+    change: &MetadataChange,
+    at: Option<i64>,
+) -> Result<(), StoreError> {
     match change {
         MetadataChange::PutTopic { config } => {
             if inner.topics.get(&config.topic_name).as_ref() != Some(config) {
@@ -418,6 +443,10 @@ pub fn apply_change(inner: &BrokerInner, change: &MetadataChange) -> Result<(), 
         }
         MetadataChange::DeleteGroup { group } => {
             inner.metadata.delete_subscription_group(group)?;
+        }
+        MetadataChange::ExpireLite { queues } => {
+            let at = at.unwrap_or_else(|| inner.store.dispatched_phy_offset());
+            inner.lite.apply_expiry(inner, queues, at)?;
         }
         MetadataChange::PutUser { .. }
         | MetadataChange::DeleteUser { .. }
@@ -517,6 +546,12 @@ mod tests {
             },
             MetadataChange::DeleteAcl {
                 subject: "User:alice".into(),
+            },
+            MetadataChange::ExpireLite {
+                queues: vec![ExpiredQueue {
+                    queue: "%LMQ%$P$a".into(),
+                    next: 7,
+                }],
             },
         ];
         for c in &changes {

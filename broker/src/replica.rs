@@ -1000,7 +1000,14 @@ fn copy_offsets(inner: &crate::BrokerInner, offsets: Offsets) -> anyhow::Result<
         let Some((topic, group)) = key.split_once('@') else {
             continue;
         };
+        // An expired lite topic's offsets at or below its cut: the expiry (a record this
+        // slave applied) deleted them, and a copy read before the master applied it would
+        // bring them back.
+        let expired = inner.lite.expired_at(topic);
         for (queue_id, offset) in queues {
+            if expired.is_some_and(|cut| offset <= cut) {
+                continue;
+            }
             if inner.metadata.query_offset(group, topic, queue_id)? != Some(offset) {
                 inner
                     .metadata

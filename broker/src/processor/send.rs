@@ -133,9 +133,13 @@ pub async fn handle(
         .map(|m| m.message.topic.as_str())
         .filter(|t| *t != header.topic)
     {
-        inner
-            .lite
-            .check_quota(&inner.store, lmq, inner.config.max_lmq_consume_queue_num)?;
+        let epoch = inner.ha.as_ref().map_or(0, |ha| ha.master_epoch() as i64);
+        inner.lite.check_quota(
+            &inner.store,
+            lmq,
+            inner.config.max_lmq_consume_queue_num,
+            epoch,
+        )?;
     }
     tracing::trace!(producer_group = %header.producer_group, topic = %header.topic, queue_id, count, "send");
     let (to_store, deliver_at) = route_delayed(inner, to_store)?;

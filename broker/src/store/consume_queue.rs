@@ -692,6 +692,88 @@ impl ConsumeQueue {
         Ok(deleted.len())
     }
 
+    /// Expiry of a whole queue (a lite topic's, [`crate::lite`]): when the first entry whose
+    /// record starts at or past `commitlog_pos` (the expiry's place in the CommitLog) is at
+    /// queue offset `next` (no record of this queue lies between the `next` the expiry saw and
+    /// `commitlog_pos`), every entry below `next` goes: the min moves to `next`, the files wholly
+    /// below it are deleted and the slots of the first remaining file before `next` become
+    /// blanks ([`CqEntry::BLANK`], synced), so a reload starts the queue at `next` too. Queue
+    /// offsets go on from where they were: entries at or past `next` (records after the expiry)
+    /// stay, and a later record gets the next offset as before. Answers whether the queue was
+    /// cut (again: a queue already cut at `next` answers true); false (nothing changed) when a
+    /// record came between, or `next` is outside `[min, max]`.
+    ///
+    /// Safe beside the writer and readers: under the exclusive `files` lock the min is raised
+    /// first (no reader looks below it from then on), and only slots below it are rewritten;
+    /// the writer writes at or past the max, which is at or past `next`, in a file never
+    /// deleted here (the last file, and every file ending past `next`, stay).
+    pub fn expire_before(&self, next: i64, commitlog_pos: i64) -> io::Result<bool> {
+        let mut files = self.files.write();
+        let (min, max) = (self.min_offset(), self.max_offset());
+        if next < min || next > max {
+            return Ok(false);
+        }
+        // The first entry at or past the expiry's place, by binary search (entries are in
+        // CommitLog order; an invalid slot counts as before it, as in `offset_at`).
+        let (mut lo, mut hi) = (min, max);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let before = self
+                .locate_in(&files, mid)
+                .map(|(f, pos)| {
+                    // SAFETY: in [min, max) under the exclusive `files` lock: nobody rewrites it.
+                    CqEntry::decode(unsafe { f.slice(pos, CQ_UNIT_SIZE) })
+                })
+                .is_none_or(|e| !e.is_valid() || e.commit_log_offset < commitlog_pos);
+            if before {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        if lo != next {
+            return Ok(false);
+        }
+        // Logical cut first: from here on no reader looks below `next`.
+        self.min_offset.fetch_max(next, Ordering::AcqRel);
+        let byte = next as u64 * CQ_UNIT_SIZE as u64;
+        let mut deleted = Vec::new();
+        while files.len() > 1 && files[0].end_offset() <= byte {
+            deleted.push(files.remove(0));
+        }
+        if let Some(first) = files.first() {
+            let upto = byte
+                .saturating_sub(first.start_offset())
+                .min(first.size() as u64) as usize;
+            if upto > 0 {
+                let chunk = CqEntry::BLANK.encode().repeat(4096);
+                let mut pos = 0;
+                while pos < upto {
+                    let n = chunk.len().min(upto - pos);
+                    // SAFETY: below the min raised above, under the exclusive `files` lock:
+                    // no reader copies these slots and the writer writes only at or past the
+                    // max (>= `next`).
+                    unsafe { first.write(pos, &chunk[..n]) };
+                    pos += n;
+                }
+                first.flush_range(0, upto)?;
+            }
+        }
+        self.flushed_offset.fetch_max(next, Ordering::AcqRel);
+        drop(files);
+        for f in &deleted {
+            match fs::remove_file(f.path()) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if !deleted.is_empty() {
+            sync_dir(&self.dir)?;
+        }
+        Ok(true)
+    }
+
     /// Drops the entries whose record reaches past `commitlog_end`. Entries are in CommitLog
     /// order, so this is a cut at the first such entry (found by binary search).
     pub fn truncate_past(&self, commitlog_end: i64) -> io::Result<i64> {
@@ -931,6 +1013,60 @@ mod tests {
         assert_eq!((cq.min_offset(), cq.max_offset()), (13, 14));
         assert!(!qdir.join(format!("{}.seed", file_name(320))).exists());
         assert!(!CqEntry::BLANK.is_valid() && CqEntry::BLANK.is_blank());
+    }
+
+    #[test]
+    fn an_expired_queue_drops_its_entries_keeps_its_offsets_and_stays_cut_across_a_reload() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let qdir = dir.path().join("L").join("0");
+        let cq = ConsumeQueue::new(dir.path(), "L", 0, 4);
+        // Entries 0..10 at CommitLog offsets 0, 100, ..., 900: files 0..4, 4..8, 8..12.
+        for i in 0..10 {
+            cq.append(i, e(i * 100)).expect("append");
+        }
+        // A record of the queue (entry 10) lies between what the expiry saw (10) and its place
+        // (1050): nothing changes.
+        cq.append(10, e(1000)).expect("append");
+        assert!(!cq.expire_before(10, 1050).expect("expire"));
+        assert_eq!((cq.min_offset(), cq.max_offset()), (0, 11));
+        // Out of range: nothing changes.
+        assert!(!cq.expire_before(12, 2000).expect("expire"));
+        // The expiry at 1050 saw 11 entries; a record after it (entry 11) stays.
+        cq.append(11, e(1100)).expect("append");
+        assert!(cq.expire_before(11, 1050).expect("expire"));
+        assert_eq!((cq.min_offset(), cq.max_offset()), (11, 12));
+        assert_eq!(cq.entry(10), None);
+        assert_eq!(cq.entry(11), Some(e(1100)));
+        assert!(cq.expire_before(11, 1050).expect("again"), "idempotent");
+        assert!(
+            !qdir.join(file_name(0)).exists(),
+            "a file wholly below goes"
+        );
+        assert!(
+            !qdir.join(file_name(80)).exists(),
+            "a file wholly below goes"
+        );
+        cq.append(12, e(1200)).expect("append");
+        cq.flush().expect("flush");
+        drop(cq);
+        let cq = ConsumeQueue::load(dir.path(), "L", 0, 4).expect("load");
+        assert_eq!((cq.min_offset(), cq.max_offset()), (11, 13));
+        assert_eq!(cq.entry(11), Some(e(1100)));
+        // Expired at its end, on a file boundary: the last file stays, all blanks, and carries
+        // the max; the next record goes on at 16.
+        for i in 13..16 {
+            cq.append(i, e(i * 100)).expect("append");
+        }
+        assert!(cq.expire_before(16, 1600).expect("expire"));
+        assert_eq!((cq.min_offset(), cq.max_offset()), (16, 16));
+        drop(cq);
+        let cq = ConsumeQueue::load(dir.path(), "L", 0, 4).expect("load");
+        assert_eq!((cq.min_offset(), cq.max_offset()), (16, 16));
+        cq.append(16, e(1700)).expect("append");
+        assert_eq!(cq.entry(16), Some(e(1700)));
+        drop(cq);
+        let cq = ConsumeQueue::load(dir.path(), "L", 0, 4).expect("load");
+        assert_eq!((cq.min_offset(), cq.max_offset()), (16, 17));
     }
 
     #[test]

@@ -991,6 +991,24 @@ impl MessageStore {
             .map_or(0, |q| q.min_offset())
     }
 
+    /// Expires a whole queue at the CommitLog offset `commitlog_pos` if no record of it lies
+    /// between queue offset `next` (what the expiry saw) and there: its entries below `next`
+    /// go, for good (see [`consume_queue::ConsumeQueue::expire_before`]). Whether it did; false
+    /// for a queue that does not exist.
+    pub fn expire_queue(
+        &self,
+        topic: &str,
+        queue_id: i32,
+        next: i64,
+        commitlog_pos: i64,
+    ) -> Result<bool, StoreError> {
+        let Some(cq) = self.shared.cqs.get(topic, queue_id) else {
+            return Ok(false);
+        };
+        cq.expire_before(next, commitlog_pos)
+            .map_err(|e| StoreError::io(format!("consumequeue/{topic}/{queue_id}"), e))
+    }
+
     /// The ConsumeQueue entry at a queue offset.
     pub fn get_cq_entry(&self, topic: &str, queue_id: i32, offset: i64) -> Option<CqEntry> {
         self.shared.cqs.get(topic, queue_id)?.entry(offset)

@@ -578,3 +578,196 @@ async fn a_restarted_broker_applies_the_records_its_metadata_store_missed() {
     assert_eq!(broker.inner().metalog.applied(), 3);
     broker.shutdown().await;
 }
+
+const LITE_PARENT: &str = "LiteFailover";
+const LITE_GROUP: &str = "lite-failover-cg";
+
+fn lmq(lite: &str) -> String {
+    format!("%LMQ%${LITE_PARENT}${lite}")
+}
+
+async fn send_lite(api: &MqClientApi, addr: &str, lite: &str, body: &str) {
+    let mut properties = BTreeMap::new();
+    properties.insert("__LITE_TOPIC".to_string(), lite.to_string());
+    api.send(
+        addr,
+        &SendRequest {
+            producer_group: "lite-failover-pg".into(),
+            topic: LITE_PARENT.into(),
+            queue_id: 0,
+            body: bytes::Bytes::from(body.to_string()),
+            properties,
+            ..SendRequest::default()
+        },
+    )
+    .await
+    .expect("lite send");
+}
+
+/// Issue 17 item 8: a lite topic's expiry is a record of the metadata log, so the slave
+/// applies it too: after the master dies right after the expiry was answered, the new master
+/// has neither the expired lite topic's entries nor the group's offset of it (before, the slave
+/// kept the offsets and counted the lite topic, and they came back with the failover), the
+/// periodic copy before the failover did not bring them back, the lite topic that did not
+/// expire is untouched, and a message to the expired one is stored after the cut and delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lite_topic_expiry_reaches_the_slave_and_survives_a_failover() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ns = namesrv(dir.path()).await;
+    let ns_addr = ns.local_addr();
+    let mut brokers: Vec<Option<Broker>> = Vec::new();
+    for i in 0..2 {
+        let cfg = broker_config(&dir.path().join(format!("l{i}")), ns_addr, free_port());
+        brokers.push(Some(Broker::start(cfg).await.expect("broker starts")));
+    }
+    let m = wait_for("a master", Duration::from_secs(20), || master_of(&brokers)).await;
+    let s = 1 - m;
+    let master = brokers[m].as_ref().expect("master");
+    wait_for("both in the SyncStateSet", Duration::from_secs(20), || {
+        (in_sync(master) == 2).then_some(())
+    })
+    .await;
+    let api = api();
+    let master_addr = master.local_addr().to_string();
+    let slave = brokers[s].as_ref().expect("slave");
+
+    let mut parent = TopicConfig::new(LITE_PARENT, 2);
+    parent
+        .attributes
+        .insert("message.type".into(), "LITE".into());
+    parent
+        .attributes
+        .insert("lite.topic.expiration".into(), "1".into());
+    api.create_topic(&master_addr, &parent)
+        .await
+        .expect("LITE topic");
+    for i in 0..3 {
+        send_lite(&api, &master_addr, "gone", &format!("gone-{i}")).await;
+    }
+    send_lite(&api, &master_addr, "stays", "stays-0").await;
+    api.update_consumer_offset(&master_addr, LITE_GROUP, &lmq("gone"), 0, 3)
+        .await
+        .expect("commit");
+    api.update_consumer_offset(&master_addr, LITE_GROUP, &lmq("stays"), 0, 1)
+        .await
+        .expect("commit");
+    // The slave holds the messages and (by its periodic copy) the offsets.
+    wait_for("the slave's copy", Duration::from_secs(15), || {
+        let inner = slave.inner();
+        let offsets = [lmq("gone"), lmq("stays")].map(|q| {
+            inner
+                .metadata
+                .query_offset(LITE_GROUP, &q, 0)
+                .expect("query")
+        });
+        (inner.store.get_max_offset_in_queue(&lmq("gone"), 0) == 3 && offsets == [Some(3), Some(1)])
+            .then_some(())
+    })
+    .await;
+
+    // The master's check, two minutes on, for `gone` only.
+    let inner = master.inner();
+    let found: Vec<_> = inner
+        .lite
+        .find_expired(
+            &inner.store,
+            &inner.topics,
+            0,
+            rocketraft_common::time::now_ms() + 2 * 60_000,
+        )
+        .into_iter()
+        .filter(|q| q.queue == lmq("gone"))
+        .collect();
+    assert_eq!(found.len(), 1, "{found:?}");
+    let report = inner.lite.expire(inner, found).await.expect("expire");
+    assert_eq!(report.cleaned, vec![lmq("gone")]);
+    assert_eq!(report.offsets_deleted, 1);
+    // Answered: the slave holds the record; it applies it once its confirm offset covers it.
+    wait_for(
+        "the expiry applied on the slave",
+        Duration::from_secs(10),
+        || {
+            let inner = slave.inner();
+            (inner.lite.expired_at(&lmq("gone")) == Some(3)).then_some(())
+        },
+    )
+    .await;
+    // A periodic copy (every 3 s) does not bring the offset back.
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    {
+        let inner = slave.inner();
+        assert_eq!(
+            inner
+                .metadata
+                .query_offset(LITE_GROUP, &lmq("gone"), 0)
+                .expect("query"),
+            None
+        );
+        assert_eq!(inner.store.get_min_offset_in_queue(&lmq("gone"), 0), 3);
+        assert_eq!(inner.store.get_cq_entry(&lmq("gone"), 0, 2), None);
+    }
+
+    let old = brokers[m].take().expect("master");
+    let old_epoch = old.inner().ha.as_ref().expect("ha").master_epoch();
+    old.shutdown().await;
+    let n = wait_for("the slave elected", Duration::from_secs(30), || {
+        master_of(&brokers)
+    })
+    .await;
+    assert_eq!(n, s);
+    let new_master = brokers[n].as_ref().expect("new master");
+    let new_inner = new_master.inner();
+    let new_epoch = new_inner.ha.as_ref().expect("ha").master_epoch();
+    assert!(new_epoch > old_epoch);
+    let new_addr = new_master.local_addr().to_string();
+    assert_eq!(
+        api.query_consumer_offset(&new_addr, LITE_GROUP, &lmq("gone"), 0)
+            .await
+            .expect("query"),
+        None,
+        "the expired lite topic's offset stays gone after the failover"
+    );
+    assert_eq!(
+        api.query_consumer_offset(&new_addr, LITE_GROUP, &lmq("stays"), 0)
+            .await
+            .expect("query"),
+        Some(1)
+    );
+    assert_eq!(
+        new_inner
+            .lite
+            .live_count(&new_inner.store, new_epoch as i64),
+        1,
+        "only the lite topic that did not expire is counted"
+    );
+    assert_eq!(new_inner.store.get_min_offset_in_queue(&lmq("gone"), 0), 3);
+    assert_eq!(new_inner.store.get_max_offset_in_queue(&lmq("gone"), 0), 3);
+
+    // A message to the expired lite topic starts it again after the cut, and the group (no
+    // offset: from the queue's start) gets exactly it.
+    send_lite(&api, &new_addr, "gone", "gone-after").await;
+    let got = api
+        .pop(
+            &new_addr,
+            LITE_GROUP,
+            &lmq("gone"),
+            -1,
+            32,
+            30_000,
+            0,
+            false,
+        )
+        .await
+        .expect("pop");
+    let bodies: Vec<String> = got
+        .iter()
+        .map(|m| String::from_utf8_lossy(&m.message.body).to_string())
+        .collect();
+    assert_eq!(bodies, vec!["gone-after".to_string()]);
+    assert_eq!(got[0].queue_offset, 3);
+
+    for b in brokers.into_iter().flatten() {
+        b.shutdown().await;
+    }
+    ns.shutdown().await;
+}
