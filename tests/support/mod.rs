@@ -68,6 +68,17 @@ pub struct Dev {
 impl Dev {
     /// Starts `rocketraft dev` on the given ports with `extra` flags and waits for its ready line.
     pub fn start(data: &Path, namesrv_port: u16, broker_port: u16, extra: &[&str]) -> Dev {
+        Dev::start_logging(data, namesrv_port, broker_port, extra, Stdio::null())
+    }
+
+    /// [`Dev::start`] with the process's log (its stderr) going to `stderr`.
+    fn start_logging(
+        data: &Path,
+        namesrv_port: u16,
+        broker_port: u16,
+        extra: &[&str],
+        stderr: Stdio,
+    ) -> Dev {
         let proxy_port = free_port();
         let mut child = Command::new(env!("CARGO_BIN_EXE_rocketraft"))
             .args([
@@ -85,7 +96,7 @@ impl Dev {
             ])
             .args(extra)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("spawn rocketraft dev");
         let stdout = child.stdout.take().expect("stdout");
@@ -106,7 +117,8 @@ impl Dev {
     /// Starts `rocketraft dev` on free ports with ACL 2.0 on in its NameServer and broker
     /// (authentication and authorization): `super_user` (access key, secret key) as
     /// `init_authentication_user`, a Super user; fixed inner credentials; and `broker_extra`, TOML
-    /// keys added under `[broker]`. The config is written to `data/dev.toml`.
+    /// keys added under `[broker]`. The config is written to `data/dev.toml`, the process's log
+    /// to [`Dev::auth_log`]`(data)`.
     pub fn start_with_auth(data: &Path, super_user: (&str, &str), broker_extra: &str) -> Dev {
         let (user, secret) = super_user;
         let creds = format!(
@@ -120,12 +132,19 @@ impl Dev {
             format!("[namesrv]\n{creds}\n[broker]\n{creds}{broker_extra}\n"),
         )
         .expect("write dev.toml");
-        Dev::start(
+        let log = std::fs::File::create(Dev::auth_log(data)).expect("create the dev log");
+        Dev::start_logging(
             data,
             free_port(),
             free_port(),
             &["--config", config.to_str().expect("utf8 path")],
+            Stdio::from(log),
         )
+    }
+
+    /// Where [`Dev::start_with_auth`] writes the process's log.
+    pub fn auth_log(data: &Path) -> std::path::PathBuf {
+        data.join("dev.log")
     }
 }
 
