@@ -95,8 +95,20 @@ impl HostView for ThisHost {
         }
     }
 
+    /// Asks the kernel for the interfaces' addresses (`getifaddrs`). A bind test would be
+    /// fooled by `net.ipv4.ip_nonlocal_bind = 1`, which lets a socket bind any IP; when the
+    /// interfaces cannot be listed the bind test is the fallback.
     fn is_local(&self, ip: IpAddr) -> bool {
-        ip.is_loopback() || UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
+        if ip.is_loopback() {
+            return true;
+        }
+        match interface_ips() {
+            Ok(ips) => ips.contains(&ip),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot list the interfaces' addresses; testing with a bind");
+                UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
+            }
+        }
     }
 
     fn source_toward(&self, peer: IpAddr) -> Option<IpAddr> {
@@ -112,6 +124,43 @@ impl HostView for ThisHost {
     }
 }
 
+/// The IPs the interfaces of this host hold (IPv4 and IPv6), from `getifaddrs(3)`.
+pub fn interface_ips() -> std::io::Result<Vec<IpAddr>> {
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `head` with a list it allocates, freed below with freeifaddrs.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut ips = Vec::new();
+    let mut cursor = head;
+    while !cursor.is_null() {
+        // SAFETY: `cursor` is a node of the list getifaddrs returned, not yet freed; its
+        // `ifa_addr` is null or points at a sockaddr of the family it names.
+        unsafe {
+            let ifa = &*cursor;
+            if !ifa.ifa_addr.is_null() {
+                match i32::from((*ifa.ifa_addr).sa_family) {
+                    libc::AF_INET => {
+                        let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
+                        ips.push(IpAddr::V4(Ipv4Addr::from(u32::from_be(
+                            sin.sin_addr.s_addr,
+                        ))));
+                    }
+                    libc::AF_INET6 => {
+                        let sin6 = &*(ifa.ifa_addr as *const libc::sockaddr_in6);
+                        ips.push(IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)));
+                    }
+                    _ => {}
+                }
+            }
+            cursor = ifa.ifa_next;
+        }
+    }
+    // SAFETY: `head` came from a successful getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(head) };
+    Ok(ips)
+}
+
 /// Why an advertised address is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refused {
@@ -119,8 +168,6 @@ pub enum Refused {
     Unspecified,
     /// A loopback IP while a peer is on another host.
     Loopback,
-    /// An IP of another interface of this host while the port binds a loopback IP only.
-    NotListening,
 }
 
 /// An advertised address the process refuses to start with; the text names the key, the
@@ -132,20 +179,49 @@ pub struct AddressError {
     message: String,
 }
 
+/// Why an advertised address is accepted with a doubt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Doubt {
+    /// No interface of this host holds the IP.
+    NotLocal,
+    /// An IP of another interface of this host while the port binds this loopback IP only:
+    /// right when something forwards that IP's port to loopback (a TLS sidecar, a DNAT rule).
+    LoopbackListen {
+        listen_key: String,
+        listen_ip: IpAddr,
+    },
+}
+
 /// An advertised address accepted with a doubt, logged at start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AddressWarning {
     pub key: String,
     pub addr: SocketAddr,
+    pub doubt: Doubt,
 }
 
 impl fmt::Display for AddressWarning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} is {}, an IP no interface of this host holds: right behind NAT, a forwarded port or a load balancer; otherwise peers cannot reach this server",
-            self.key, self.addr
-        )
+        let (key, addr) = (&self.key, self.addr);
+        match &self.doubt {
+            Doubt::NotLocal => write!(
+                f,
+                "{key} is {addr}, an IP no interface of this host holds: right behind NAT, a \
+                 forwarded port or a load balancer; otherwise peers cannot reach this server"
+            ),
+            Doubt::LoopbackListen {
+                listen_key,
+                listen_ip,
+            } => {
+                let ip = addr.ip();
+                write!(
+                    f,
+                    "{key} is {addr}, but the port binds {listen_ip} only (loopback): right when \
+                     something forwards {ip}'s port to it; otherwise nobody connects to it at \
+                     {ip}: set {listen_key} to 0.0.0.0 or to {ip}"
+                )
+            }
+        }
     }
 }
 
@@ -205,22 +281,24 @@ pub fn check(
         }
         return Ok(None);
     }
-    if let Some((listen_key, listen_ip)) = &advertised.listen {
-        if listen_ip.is_loopback() && host.is_local(ip) {
-            return Err(AddressError {
-                refused: Refused::NotListening,
-                message: format!(
-                    "{key} is {addr}{derived}, but the port binds {listen_ip} only (loopback), \
-                     so nobody connects to it at {ip}: set {listen_key} to 0.0.0.0 or to {ip}"
-                ),
-            });
-        }
-    }
     if !host.is_local(ip) {
         return Ok(Some(AddressWarning {
             key: advertised.key.clone(),
             addr: advertised.addr,
+            doubt: Doubt::NotLocal,
         }));
+    }
+    if let Some((listen_key, listen_ip)) = &advertised.listen {
+        if listen_ip.is_loopback() {
+            return Ok(Some(AddressWarning {
+                key: advertised.key.clone(),
+                addr: advertised.addr,
+                doubt: Doubt::LoopbackListen {
+                    listen_key: listen_key.clone(),
+                    listen_ip: *listen_ip,
+                },
+            }));
+        }
     }
     Ok(None)
 }
@@ -384,28 +462,34 @@ mod tests {
     }
 
     #[test]
-    fn an_interface_ip_advertised_for_a_port_bound_on_loopback_is_refused() {
+    fn an_interface_ip_advertised_for_a_port_bound_on_loopback_is_a_warning() {
         let peers = Peer::list("namesrvAddr", "10.0.0.1:9876");
         let on = |listen: &str| Advertised {
             listen: Some(("listen".to_string(), listen.parse().expect("ip"))),
             ..advertised("10.0.0.7:10911", None)
         };
-        let err = check(&host(), &on("127.0.0.1"), &peers).expect_err("nothing listens there");
-        assert_eq!(err.refused, Refused::NotListening);
+        // Something may forward 10.0.0.7's port to loopback (a sidecar): warned, not refused.
+        let warning = check(&host(), &on("127.0.0.1"), &peers)
+            .expect("a forwarded port is allowed")
+            .expect("but warned about");
+        assert!(matches!(warning.doubt, Doubt::LoopbackListen { .. }));
         assert_eq!(
-            err.to_string(),
+            warning.to_string(),
             "brokerIP1 (advertised_addr) is 10.0.0.7:10911, but the port binds 127.0.0.1 only \
-             (loopback), so nobody connects to it at 10.0.0.7: set listen to 0.0.0.0 or to \
-             10.0.0.7"
+             (loopback): right when something forwards 10.0.0.7's port to it; otherwise nobody \
+             connects to it at 10.0.0.7: set listen to 0.0.0.0 or to 10.0.0.7"
         );
         assert_eq!(check(&host(), &on("0.0.0.0"), &peers), Ok(None));
         assert_eq!(check(&host(), &on("10.0.0.7"), &peers), Ok(None));
-        // An IP of no interface (NAT in front): a warning, as without a listen IP.
+        // An IP of no interface (NAT in front): the NAT warning, as without a listen IP.
         let nat = Advertised {
             listen: Some(("listen".to_string(), "127.0.0.1".parse().expect("ip"))),
             ..advertised("203.0.113.9:10911", None)
         };
-        assert!(matches!(check(&host(), &nat, &peers), Ok(Some(_))));
+        let warning = check(&host(), &nat, &peers)
+            .expect("allowed")
+            .expect("warned");
+        assert_eq!(warning.doubt, Doubt::NotLocal);
     }
 
     #[test]
@@ -413,6 +497,12 @@ mod tests {
         let h = ThisHost;
         assert!(h.is_local("127.0.0.1".parse().expect("ip")));
         assert!(h.is_local("127.0.0.9".parse().expect("ip")));
+        // The interfaces are listed, not bind-tested: lo holds 127.0.0.1.
+        let listed = interface_ips().expect("getifaddrs");
+        assert!(
+            listed.contains(&"127.0.0.1".parse().expect("ip")),
+            "{listed:?}"
+        );
         // TEST-NET-3 is never assigned to a host.
         assert!(!h.is_local("203.0.113.77".parse().expect("ip")));
         assert_eq!(

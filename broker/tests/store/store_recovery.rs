@@ -512,3 +512,62 @@ fn async_flush_catches_up() {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// Every file under `dir` but the lock file, with its bytes and modification time.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>, std::time::SystemTime)> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).expect("read_dir") {
+            let path = entry.expect("entry").path();
+            let meta = std::fs::metadata(&path).expect("metadata");
+            if meta.is_dir() {
+                stack.push(path);
+            } else if path.file_name().is_some_and(|n| n != "lock") {
+                let bytes = std::fs::read(&path).expect("read");
+                files.push((path, bytes, meta.modified().expect("mtime")));
+            }
+        }
+    }
+    files.sort_by(|a, b| a.0.cmp(&b.0));
+    files
+}
+
+/// Issue 20 item 5: a store stamped with a newer format than this binary reads is refused by
+/// `MessageStore::open` before anything is read or written (every file's bytes and mtime the
+/// same afterwards), and opens again once the stamp is one it reads.
+#[test]
+fn a_store_of_a_newer_format_is_refused_untouched() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = MessageStore::open(config(dir.path())).expect("open");
+    let written = write(&store, 200, 2);
+    drop(store);
+    let version = rocketraft_broker::store::format::version_path(dir.path());
+    let ours = std::fs::read_to_string(&version).expect("the store is stamped");
+    std::fs::write(
+        &version,
+        r#"{"formatVersion": 99, "writtenBy": "rocketraft 99"}"#,
+    )
+    .expect("stamp a newer format");
+    let before = snapshot(dir.path());
+    assert!(before.len() > 3, "the store has files: {}", before.len());
+    // The modification times would show a write even of the same bytes.
+    std::thread::sleep(Duration::from_millis(20));
+
+    let refused = match MessageStore::open(config(dir.path())) {
+        Ok(_) => panic!("a store of format 99 was opened"),
+        Err(e) => e.to_string(),
+    };
+    assert!(refused.contains("format version 99"), "{refused}");
+    let after = snapshot(dir.path());
+    assert_eq!(before.len(), after.len(), "files appeared or went");
+    for (b, a) in before.iter().zip(&after) {
+        assert_eq!(b.0, a.0, "files appeared or went");
+        assert!(b.1 == a.1, "{} changed", b.0.display());
+        assert_eq!(b.2, a.2, "{} was written", b.0.display());
+    }
+
+    std::fs::write(&version, ours).expect("restore the stamp");
+    let store = MessageStore::open(config(dir.path())).expect("reopen with our format");
+    check_readable(&store, &written);
+}

@@ -146,7 +146,10 @@ pub(super) async fn target_addrs(
 }
 
 /// GET_BROKER_RUNTIME_INFO of one broker: its `table`.
-async fn runtime_info(api: &MqClientApi, addr: &str) -> anyhow::Result<BTreeMap<String, String>> {
+pub(crate) async fn runtime_info(
+    api: &MqClientApi,
+    addr: &str,
+) -> anyhow::Result<BTreeMap<String, String>> {
     let response = api
         .remoting()
         .invoke(

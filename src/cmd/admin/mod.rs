@@ -3,7 +3,7 @@
 //! messages), [`controller`].
 
 mod acl;
-mod broker;
+pub(crate) mod broker;
 mod clients;
 pub(crate) mod consumer;
 mod controller;

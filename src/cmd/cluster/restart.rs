@@ -52,6 +52,8 @@ use super::QUERY_TIMEOUT;
 const POLL: Duration = Duration::from_millis(200);
 /// How long a controller leadership transfer may take.
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often a failed controller leadership transfer is tried before the leader stops anyway.
+const TRANSFER_ATTEMPTS: u32 = 3;
 
 /// The cluster being restarted and the clients that watch it.
 struct Rolling {
@@ -387,18 +389,31 @@ impl Rolling {
             to,
             "handing controller leadership over"
         );
-        match rocketraft_raft::remote_admin(
-            &leader_status.raft.addr,
-            &rocketraft_raft::AdminRequest::TransferLeader { to },
-            TRANSFER_TIMEOUT,
-            self.secret.as_ref(),
-        )
-        .await
-        {
-            Ok(answer) => tracing::info!(%answer, "leadership transferred"),
-            // Not fatal: stopping the leader makes the others elect one anyway, a little later.
-            Err(e) => {
-                tracing::warn!(error = %e, "leadership transfer failed; the leader stops anyway")
+        for attempt in 1..=TRANSFER_ATTEMPTS {
+            match rocketraft_raft::remote_admin(
+                &leader_status.raft.addr,
+                &rocketraft_raft::AdminRequest::TransferLeader { to },
+                TRANSFER_TIMEOUT,
+                self.secret.as_ref(),
+            )
+            .await
+            {
+                Ok(answer) => {
+                    tracing::info!(%answer, "leadership transferred");
+                    break;
+                }
+                // The target may still be catching up after its own restart: try again.
+                Err(e) if attempt < TRANSFER_ATTEMPTS => {
+                    tracing::info!(error = %e, attempt, "leadership transfer failed; retrying");
+                    tokio::time::sleep(POLL * 5).await;
+                }
+                // Not fatal: stopping the leader makes the others elect one anyway, an
+                // election timeout later (the brokers retry their controller calls meanwhile).
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    attempts = TRANSFER_ATTEMPTS,
+                    "leadership transfer failed; the leader stops anyway"
+                ),
             }
         }
         let deadline = Instant::now() + self.step_timeout;
@@ -571,6 +586,10 @@ impl Rolling {
             self.restart_process(i).await?;
             self.wait_set_whole(set, &format!("{name} back in the SyncStateSet of {set}"))
                 .await?;
+            // The controllers' view can still be the one from before the restart (the master
+            // has not yet dropped the slave, its heartbeats have not yet timed out): the slave
+            // must also hold everything the master held once it was back.
+            self.wait_caught_up(set, master, i).await?;
             tracing::info!(broker = %name, set, "slave back in sync");
         }
         let old = self.file.processes[master].name.clone();
@@ -588,6 +607,39 @@ impl Rolling {
         self.wait_set_whole(set, &format!("{old} back in broker set {set}"))
             .await?;
         tracing::info!(broker = %old, set, "broker set whole again");
+        Ok(())
+    }
+
+    /// A broker's CommitLog end (`commitLogMaxOffset` of GET_BROKER_RUNTIME_INFO).
+    async fn commitlog_end(&self, addr: &str) -> anyhow::Result<i64> {
+        let table = crate::cmd::admin::broker::runtime_info(&self.api, addr).await?;
+        let end = table
+            .get("commitLogMaxOffset")
+            .with_context(|| format!("the broker at {addr} reports no commitLogMaxOffset"))?;
+        end.parse()
+            .with_context(|| format!("the broker at {addr} reports commitLogMaxOffset {end:?}"))
+    }
+
+    /// Waits until the restarted slave `slave` of `set` holds the master's CommitLog up to the
+    /// end the master had once the slave was back: what was acknowledged before and during the
+    /// restart has reached it.
+    async fn wait_caught_up(&self, set: &str, master: usize, slave: usize) -> anyhow::Result<()> {
+        let name = &self.file.processes[slave].name;
+        let master_addr = loopback(self.file.processes[master].ports.remoting);
+        let slave_addr = loopback(self.file.processes[slave].ports.remoting);
+        let target = self.commitlog_end(&master_addr).await?;
+        self.wait_until(
+            &format!("{name} replicating the master of {set} up to offset {target}"),
+            || async {
+                Ok(match self.commitlog_end(&slave_addr).await {
+                    Ok(end) if end >= target => None,
+                    Ok(end) => Some(format!("its CommitLog ends at {end}")),
+                    Err(e) => Some(format!("{e:#}")),
+                })
+            },
+        )
+        .await?;
+        tracing::info!(broker = %name, set, offset = target, "slave caught up with the master");
         Ok(())
     }
 
