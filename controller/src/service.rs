@@ -1033,7 +1033,18 @@ fn alive_for(
     heartbeats: &HeartbeatTracker,
     request: &ControllerRequest,
 ) -> crate::liveness::AliveBrokers {
-    let now = rocketraft_common::time::mono_ms();
+    alive_for_at(heartbeats, request, rocketraft_common::time::mono_ms())
+}
+
+/// [`alive_for`] at `now` (monotonic ms, the clock the tracker's entries were recorded on): the
+/// seam through which the deterministic simulation (`rocketraft-sim`) fills in a command's
+/// liveness on its leader exactly as the leader-side prepare does, on the node's simulated
+/// clock.
+pub fn alive_for_at(
+    heartbeats: &HeartbeatTracker,
+    request: &ControllerRequest,
+    now: u64,
+) -> crate::liveness::AliveBrokers {
     if let ControllerRequest::ElectMaster(r) = request {
         if r.depose_epoch.is_some() {
             return heartbeats.heard_recently(now).only(&r.broker_name);

@@ -6,12 +6,15 @@
 //! around the real controller state machine ([`rocketraft_controller::ControllerStateMachine`]),
 //! a simulated network ([`net`]: delay, loss, reordering, duplication, partitions, one-way
 //! cuts), a log store that loses what it had not synced when its process crashes ([`store`]),
-//! simulated clients issuing controller requests, and a nemesis. Everything random is drawn
+//! simulated clients issuing controller requests, simulated brokers heartbeating every node's
+//! real heartbeat table (`rocketraft_controller::heartbeat::HeartbeatTracker`), per-node
+//! clocks that the nemesis steps ([`clock`]), and a nemesis. Everything random is drawn
 //! from one seed ([`rng`]), so a seed replays exactly: [`run_seed`] twice gives byte-identical
 //! traces. [`check`] holds the invariants. See `sim/README.md`.
 
 pub mod bug;
 pub mod check;
+pub mod clock;
 pub mod net;
 pub mod rng;
 pub mod store;

@@ -73,13 +73,15 @@ fn main() -> ExitCode {
         }
         let s = &outcome.stats;
         println!(
-            "seed {seed}: {} (ops ok {}, refused {}, unknown {}; crashes {}, partitions {}; messages {}, dropped {})",
+            "seed {seed}: {} (ops ok {}, refused {}, unknown {}; crashes {}, partitions {}, clock steps {}, broker faults {}; messages {}, dropped {})",
             if outcome.passed() { "ok" } else { "FAILED" },
             s.ops_ok,
             s.ops_refused,
             s.ops_unknown,
             s.crashes,
             s.partitions,
+            s.clock_steps,
+            s.broker_faults,
             s.messages,
             s.dropped
         );

@@ -32,6 +32,7 @@ use openraft::raft::VoteResponse;
 use openraft::BasicNode;
 use openraft::RaftNetworkV2;
 use parking_lot::Mutex;
+use rocketraft_controller::heartbeat::HeartbeatTracker;
 use rocketraft_raft::state_machine::StateMachineStore;
 use rocketraft_raft::types::Raft;
 use rocketraft_raft::NodeId;
@@ -39,19 +40,28 @@ use rocketraft_raft::TypeConfig;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::clock::NodeClock;
 use crate::rng::SimRng;
 
-/// An endpoint: a Raft node (`1..`) or a client ([`CLIENT_BASE`]`+k`).
+/// An endpoint: a Raft node (`1..`), a client ([`CLIENT_BASE`]`+k`) or a simulated broker
+/// ([`BROKER_BASE`]`+k`).
 pub type Endpoint = u64;
 
 /// Client endpoints are numbered from here.
 pub const CLIENT_BASE: Endpoint = 100;
 
-/// What a running node offers the network: its Raft and its state machine.
+/// Simulated brokers (heartbeat senders) are numbered from here.
+pub const BROKER_BASE: Endpoint = 200;
+
+/// What a running node offers the network: its Raft, its state machine, its heartbeat table
+/// (in memory: a restarted process starts with an empty one, as the real controller does) and
+/// its clock.
 #[derive(Clone)]
 pub struct NodeHandle {
     pub raft: Raft,
     pub sm: StateMachineStore,
+    pub heartbeats: Arc<HeartbeatTracker>,
+    pub clock: NodeClock,
 }
 
 /// How the links behave now (the nemesis changes it).

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +22,10 @@ use rocketraft_controller::handler::ElectOutcome;
 use rocketraft_controller::handler::GetNextBrokerIdRequest;
 use rocketraft_controller::handler::GetReplicaInfoRequest;
 use rocketraft_controller::handler::RegisterBrokerRequest;
+use rocketraft_controller::heartbeat::Heartbeat;
+use rocketraft_controller::heartbeat::HeartbeatTracker;
 use rocketraft_controller::replicated::CommandResult;
+use rocketraft_controller::service::alive_for_at;
 use rocketraft_controller::AliveBrokers;
 use rocketraft_controller::BrokerLiveInfo;
 use rocketraft_controller::ControllerCommand;
@@ -43,6 +47,7 @@ use crate::bug::Bug;
 use crate::check::Checker;
 use crate::check::Floor;
 use crate::check::Violation;
+use crate::clock::Clocks;
 use crate::net::CallError;
 use crate::net::Channel;
 use crate::net::Endpoint;
@@ -50,6 +55,7 @@ use crate::net::LinkConfig;
 use crate::net::Net;
 use crate::net::NodeHandle;
 use crate::net::SimNetworkFactory;
+use crate::net::BROKER_BASE;
 use crate::net::CLIENT_BASE;
 use crate::rng::SimRng;
 use crate::store::DurableLog;
@@ -95,6 +101,10 @@ pub struct Stats {
     pub ops_unknown: u64,
     pub crashes: u64,
     pub partitions: u64,
+    /// Clock steps of a node (forward or back).
+    pub clock_steps: u64,
+    /// Simulated brokers stopped or started (their heartbeats stop or resume).
+    pub broker_faults: u64,
     pub messages: u64,
     pub dropped: u64,
 }
@@ -108,6 +118,14 @@ const CALL_DEADLINE: Duration = Duration::from_millis(150);
 /// Attempts per client operation (the same serial each time: the state machine applies a
 /// proposal once).
 const ATTEMPTS: u32 = 4;
+/// A simulated broker heartbeats every controller node this often (the real default is 1 s
+/// against a 3 s timeout; the simulation's time scale is shorter).
+const HEARTBEAT_MS: u64 = 20;
+/// The heartbeat timeout a simulated broker announces (`heartbeatTimeoutMills`).
+const BROKER_TIMEOUT_MS: u64 = 160;
+/// Election timeouts are drawn from `ELECTION_MIN_MS..`, at least [`ELECTION_GAP_MS`] apart.
+const ELECTION_MIN_MS: u64 = 60;
+const ELECTION_GAP_MS: u64 = 10;
 
 /// Shared by the tasks of one run.
 pub(crate) struct World {
@@ -116,7 +134,12 @@ pub(crate) struct World {
     pub check: Mutex<Checker>,
     pub rng: Mutex<SimRng>,
     pub disks: BTreeMap<NodeId, DurableLog>,
-    pub election_ms: BTreeMap<NodeId, u64>,
+    /// Each node's current election timeout (redrawn at every restart).
+    pub election_ms: Mutex<BTreeMap<NodeId, u64>>,
+    /// Each node's monotonic clock (the clock steps move them).
+    pub clocks: Clocks,
+    /// The simulated brokers that are stopped (they send no heartbeats).
+    pub brokers_down: Mutex<BTreeSet<Endpoint>>,
     pub dir: PathBuf,
     pub stats: Mutex<Stats>,
     /// Set when the fault phase is over: clients stop.
@@ -134,7 +157,7 @@ impl World {
         let mut slots: Vec<u64> = (0..opts.nodes).collect();
         for id in 1..=opts.nodes {
             let slot = slots.remove(rng.pick(slots.len()));
-            election_ms.insert(id, 60 + slot * 25 + rng.range(0, 15));
+            election_ms.insert(id, ELECTION_MIN_MS + slot * 25 + rng.range(0, 15));
             disks.insert(id, DurableLog::new(rng.fork(), (0, 3), opts.bug));
         }
         Arc::new(World {
@@ -143,7 +166,9 @@ impl World {
             check: Mutex::new(Checker::new()),
             rng: Mutex::new(rng),
             disks,
-            election_ms,
+            election_ms: Mutex::new(election_ms),
+            clocks: Clocks::new(),
+            brokers_down: Mutex::new(BTreeSet::new()),
             dir,
             stats: Mutex::new(Stats::default()),
             stopping: Mutex::new(false),
@@ -165,7 +190,27 @@ impl World {
     fn endpoints(&self) -> BTreeSet<Endpoint> {
         self.nodes()
             .chain((0..self.opts.clients).map(|k| CLIENT_BASE + k))
+            .chain(brokers().map(|(endpoint, _, _)| endpoint))
             .collect()
+    }
+
+    /// Draws node `id` a new election timeout from the seed, at least [`ELECTION_GAP_MS`] from
+    /// every other node's: one value, since openraft draws from `min..max` with an RNG of its
+    /// own that no seed reaches.
+    fn redraw_election_timeout(&self, id: NodeId) -> u64 {
+        let mut rng = self.rng.lock();
+        let mut timeouts = self.election_ms.lock();
+        let hi = ELECTION_MIN_MS + self.opts.nodes * 25 + 14;
+        loop {
+            let ms = rng.range(ELECTION_MIN_MS, hi);
+            let clear = timeouts
+                .iter()
+                .all(|(n, other)| *n == id || other.abs_diff(ms) >= ELECTION_GAP_MS);
+            if clear {
+                timeouts.insert(id, ms);
+                return ms;
+            }
+        }
     }
 
     /// Starts node `id`'s process on its disk.
@@ -177,7 +222,7 @@ impl World {
             SnapshotIo::Inline,
         )
         .map_err(|e| format!("n{id} state machine: {e}"))?;
-        let election = self.election_ms[&id];
+        let election = self.election_ms.lock()[&id];
         let config = openraft::Config {
             cluster_name: "sim".to_string(),
             // A tick of 1 ms (heartbeat * 13 / 64, at least 1): openraft offsets the first tick
@@ -212,6 +257,8 @@ impl World {
             NodeHandle {
                 raft: raft.clone(),
                 sm,
+                heartbeats: Arc::new(HeartbeatTracker::new()),
+                clock: self.clocks.of(id),
             },
         );
         Ok(raft)
@@ -233,9 +280,10 @@ impl World {
         if self.net.handle(id).is_some() {
             return;
         }
+        let election = self.redraw_election_timeout(id);
         match self.start_node(id).await {
             Ok(_) => self.log(format!(
-                "n{id} restart (synced log up to {:?})",
+                "n{id} restart (synced log up to {:?}, election timeout {election} ms)",
                 self.disks[&id].synced_last_index()
             )),
             Err(e) => self.fail(Violation::Harness, format!("n{id} does not restart: {e}")),
@@ -284,6 +332,7 @@ impl World {
     /// The run: bootstrap, clients and nemesis under faults, healing, recovery check.
     pub async fn run(self: Arc<Self>) -> Stats {
         self.check.lock().restart_clock();
+        self.clocks.start();
         let members: BTreeMap<NodeId, BasicNode> = self
             .nodes()
             .map(|id| {
@@ -307,8 +356,10 @@ impl World {
         }
         self.log(format!(
             "{} nodes up, election timeouts {:?} ms",
-            self.opts.nodes, self.election_ms
+            self.opts.nodes,
+            self.election_ms.lock().clone()
         ));
+        let heartbeats = self.spawn_broker_heartbeats();
 
         let sampler = {
             let w = self.clone();
@@ -341,6 +392,9 @@ impl World {
         }
         self.recover().await;
         sampler.abort();
+        for h in &heartbeats {
+            h.abort();
+        }
         self.sample();
         for id in self.nodes() {
             if let Some(node) = self.net.set_down(id) {
@@ -352,6 +406,49 @@ impl World {
         stats.messages = messages;
         stats.dropped = dropped;
         stats
+    }
+
+    /// Every simulated broker heartbeats every node over the simulated network (one loop per
+    /// broker and node, each on its own channel), unless it is stopped; each node records the
+    /// heartbeats in its own real [`HeartbeatTracker`] at its own clock.
+    fn spawn_broker_heartbeats(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut tasks = Vec::new();
+        for (endpoint, set, id) in brokers() {
+            // Each broker's log grows at its own rate, the same in every node's view.
+            let (base, rate) = {
+                let mut rng = self.rng.lock();
+                (rng.range(0, 100) as i64, rng.range(0, 4) as i64)
+            };
+            for node in self.nodes() {
+                let w = self.clone();
+                let channel = self.net.open_channel(endpoint, node);
+                tasks.push(tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(Duration::from_millis(HEARTBEAT_MS)).await;
+                        if w.brokers_down.lock().contains(&endpoint) {
+                            continue;
+                        }
+                        let ticks = w.check.lock().now_ms() as i64 / HEARTBEAT_MS as i64;
+                        let heartbeat = Heartbeat {
+                            cluster: "sim".to_string(),
+                            broker_name: set.to_string(),
+                            broker_id: id,
+                            broker_addr: format!("{set}-{id}:10911"),
+                            timeout_ms: BROKER_TIMEOUT_MS,
+                            info: BrokerLiveInfo::new(0, base + rate * ticks, 0),
+                        };
+                        let deadline = Duration::from_millis(HEARTBEAT_MS);
+                        let _ = w
+                            .net
+                            .call(channel, heartbeat, deadline, |node, heartbeat| async move {
+                                node.heartbeats.record(heartbeat, node.clock.now_ms());
+                            })
+                            .await;
+                    }
+                }));
+            }
+        }
+        tasks
     }
 
     /// Faults for `fault_ms`, one every 20..150 ms.
@@ -376,7 +473,7 @@ impl World {
                 .filter(|id| self.net.handle(*id).is_some())
                 .collect();
             match roll {
-                0..=19 => {
+                0..=16 => {
                     let all = self.endpoints();
                     let side: BTreeSet<Endpoint> = {
                         let mut rng = self.rng.lock();
@@ -389,7 +486,7 @@ impl World {
                     self.stats.lock().partitions += 1;
                     self.log(format!("partition {side:?} | rest"));
                 }
-                20..=29 => {
+                17..=25 => {
                     let (from, to) = {
                         let mut rng = self.rng.lock();
                         let n = self.opts.nodes;
@@ -401,17 +498,48 @@ impl World {
                     self.stats.lock().partitions += 1;
                     self.log(format!("cut n{from} -> n{to}"));
                 }
-                30..=49 => {
+                26..=41 => {
                     self.net.heal();
                     self.log("heal");
                 }
-                50..=64 if !up.is_empty() => {
+                42..=55 if !up.is_empty() => {
                     let victim = up[self.rng.lock().pick(up.len())];
                     self.crash(victim).await;
                 }
-                65..=84 if !down.is_empty() => {
+                56..=71 if !down.is_empty() => {
                     let back = down[self.rng.lock().pick(down.len())];
                     self.restart(back).await;
+                }
+                72..=79 => {
+                    let (id, by) = {
+                        let mut rng = self.rng.lock();
+                        let id = rng.range(1, self.opts.nodes);
+                        // Forward more often (a stalled process); back to stress the table.
+                        let size = rng.range(20, 600) as i64;
+                        (id, if rng.chance(650) { size } else { -size })
+                    };
+                    let offset = self.clocks.step(id, by);
+                    self.stats.lock().clock_steps += 1;
+                    self.log(format!(
+                        "n{id} clock step {by:+} ms (offset now {offset:+} ms)"
+                    ));
+                }
+                80..=87 => {
+                    let all: Vec<(Endpoint, &str, i64)> = brokers().collect();
+                    let (endpoint, set, id) = all[self.rng.lock().pick(all.len())];
+                    let mut down = self.brokers_down.lock();
+                    let now_down = if down.remove(&endpoint) {
+                        false
+                    } else {
+                        down.insert(endpoint);
+                        true
+                    };
+                    drop(down);
+                    self.stats.lock().broker_faults += 1;
+                    self.log(format!(
+                        "broker {set}/{id} {}",
+                        if now_down { "stops" } else { "starts" }
+                    ));
                 }
                 _ => {
                     let links = {
@@ -511,7 +639,23 @@ enum Answer {
     Failed(String),
 }
 
+/// Fills in a command's liveness as the controller leader's prepare does
+/// (`rocketraft_controller::service::alive_for_at`, from this node's heartbeat table at its own
+/// clock). Done on whichever node a client reached: only a leader takes the write.
+fn with_leader_liveness(node: &NodeHandle, mut req: Request) -> Result<Request, String> {
+    let mut command: ControllerCommand =
+        serde_json::from_str(&req.payload).map_err(|e| format!("undecodable command: {e}"))?;
+    command.alive = alive_for_at(&node.heartbeats, &command.request, node.clock.now_ms());
+    req.payload =
+        serde_json::to_string(&command).map_err(|e| format!("unencodable command: {e}"))?;
+    Ok(req)
+}
+
 async fn serve_write(node: NodeHandle, req: Request) -> Answer {
+    let req = match with_leader_liveness(&node, req) {
+        Ok(r) => r,
+        Err(e) => return Answer::Failed(e),
+    };
     match node.raft.client_write(req).await {
         Ok(resp) => Answer::Written {
             log_id: resp.log_id,
@@ -526,7 +670,11 @@ async fn serve_write(node: NodeHandle, req: Request) -> Answer {
 
 /// A node answers a read: the ReadIndex round, then the state machine's query. With
 /// [`Bug::StaleRead`] the round is skipped (the self-test of the read invariant).
-async fn serve_read(node: NodeHandle, query: ControllerQuery, stale: bool) -> Answer {
+async fn serve_read(node: NodeHandle, mut query: ControllerQuery, stale: bool) -> Answer {
+    // The serving node's own liveness view, as the controller's read path takes it.
+    if let ControllerQuery::Request { request, alive } = &mut query {
+        *alive = alive_for_at(&node.heartbeats, request, node.clock.now_ms());
+    }
     if stale {
         return match node.sm.query_app::<ControllerStateMachine>(&query) {
             Ok(r) => Answer::Read(r),
@@ -606,19 +754,6 @@ impl Client {
             .channels
             .entry(to)
             .or_insert_with(|| net.open_channel(endpoint, to))
-    }
-
-    /// The liveness the (simulated) proposing leader reports for `set`: each broker alive with
-    /// a seeded chance, with a seeded offset.
-    fn alive(&mut self, set: &str) -> AliveBrokers {
-        let mut alive = AliveBrokers::new();
-        for id in 1..=BROKER_IDS as i64 {
-            if self.rng.chance(700) {
-                let offset = self.rng.range(0, 100) as i64;
-                alive.insert(set, id, BrokerLiveInfo::new(0, offset, 0));
-            }
-        }
-        alive
     }
 
     async fn run(mut self) {
@@ -722,13 +857,10 @@ impl Client {
     /// Sends one write until it is answered or [`ATTEMPTS`] run out.
     async fn write_outcome(&mut self, request: ControllerRequest) -> Outcome {
         self.serial += 1;
-        let alive = match r_name(&request) {
-            Some(set) => self.alive(&set),
-            None => AliveBrokers::new(),
-        };
+        // The leader fills in the liveness ([`with_leader_liveness`]).
         let command = ControllerCommand {
             request,
-            alive,
+            alive: AliveBrokers::new(),
             policy: DefaultElectPolicy::default(),
         };
         let payload = match serde_json::to_string(&command) {
@@ -740,6 +872,42 @@ impl Client {
             serial: self.serial,
             payload,
         };
+        match self.call_until_answered(req, serve_write).await {
+            Ok((to, Answer::Written { log_id, reply })) => {
+                self.leader = Some(to);
+                match reply.result {
+                    Ok(json) => match serde_json::from_str::<CommandResult>(&json) {
+                        Ok(result) => Outcome::Ok(result, log_id),
+                        Err(e) => Outcome::Unknown(format!("undecodable reply: {e}")),
+                    },
+                    Err(e) => Outcome::Unknown(format!("not applied: {e}")),
+                }
+            }
+            Ok((to, other)) => {
+                self.world.check.lock().fail(
+                    Violation::Harness,
+                    format!("a write to n{to} answered {other:?}"),
+                );
+                Outcome::Unknown(format!("n{to}: not a write's answer"))
+            }
+            Err(last) => Outcome::Unknown(last),
+        }
+    }
+
+    /// Sends `req` to the leader this client knows (now and then, and when it knows none, to a
+    /// node drawn from the seed), where `handler` serves it; follows leader hints and retries
+    /// after a seeded backoff, [`ATTEMPTS`] times in all. Returns the first answer that is not a
+    /// redirection or a failure, with the node that gave it, or why the last attempt failed.
+    async fn call_until_answered<Req, F, Fut>(
+        &mut self,
+        req: Req,
+        handler: F,
+    ) -> Result<(NodeId, Answer), String>
+    where
+        Req: Clone + Send + 'static,
+        F: Fn(NodeHandle, Req) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Answer> + Send + 'static,
+    {
         let mut last = String::from("no attempt");
         for attempt in 0..ATTEMPTS {
             if attempt > 0 {
@@ -751,19 +919,9 @@ impl Client {
             let answer = self
                 .world
                 .net
-                .call(channel, req.clone(), CALL_DEADLINE, serve_write)
+                .call(channel, req.clone(), CALL_DEADLINE, handler.clone())
                 .await;
             match answer {
-                Ok(Answer::Written { log_id, reply }) => {
-                    self.leader = Some(to);
-                    return match reply.result {
-                        Ok(json) => match serde_json::from_str::<CommandResult>(&json) {
-                            Ok(result) => Outcome::Ok(result, log_id),
-                            Err(e) => Outcome::Unknown(format!("undecodable reply: {e}")),
-                        },
-                        Err(e) => Outcome::Unknown(format!("not applied: {e}")),
-                    };
-                }
                 Ok(Answer::NotLeader(hint)) => {
                     self.leader = hint;
                     last = format!("n{to}: not leader (hint {hint:?})");
@@ -772,7 +930,7 @@ impl Client {
                     self.leader = None;
                     last = format!("n{to}: {e}");
                 }
-                Ok(Answer::Read(_)) => last = format!("n{to}: answered a read"),
+                Ok(answer) => return Ok((to, answer)),
                 Err(CallError::Unreachable) => {
                     self.leader = None;
                     last = format!("n{to}: down");
@@ -783,7 +941,7 @@ impl Client {
                 }
             }
         }
-        Outcome::Unknown(last)
+        Err(last)
     }
 
     /// A write for the recovery probe: `Some` once acknowledged.
@@ -888,104 +1046,68 @@ impl Client {
             // The bug reads from any replica, as a client spreading reads would.
             self.leader = None;
         }
-        let alive = self.alive(set);
+        // The serving node fills in its liveness view ([`serve_read`]).
         let query = ControllerQuery::Request {
             request: ControllerRequest::GetReplicaInfo(GetReplicaInfoRequest {
                 broker_name: set.to_string(),
             }),
-            alive,
+            alive: AliveBrokers::new(),
         };
-        let mut last = String::from("no attempt");
-        for attempt in 0..ATTEMPTS {
-            if attempt > 0 {
-                let backoff = self.rng.range(5, 30);
-                tokio::time::sleep(Duration::from_millis(backoff)).await;
-            }
-            let to = self.target();
-            let channel = self.channel(to);
-            let answer = self
-                .world
-                .net
-                .call(channel, query.clone(), CALL_DEADLINE, move |node, query| {
-                    serve_read(node, query, stale)
-                })
-                .await;
-            match answer {
-                Ok(Answer::Read(ControllerQueryResponse::Request(Ok(
+        let answer = self
+            .call_until_answered(query, move |node, query| serve_read(node, query, stale))
+            .await;
+        match answer {
+            Ok((
+                to,
+                Answer::Read(ControllerQueryResponse::Request(Ok(
                     ControllerResponse::GetReplicaInfo(r),
-                )))) => {
-                    self.leader = Some(to);
-                    self.world.stats.lock().ops_ok += 1;
-                    self.known.insert(
-                        set.to_string(),
-                        Known {
-                            master: r.master_broker_id,
-                            master_epoch: r.master_epoch,
-                            sync_state_set_epoch: r.sync_state_set_epoch,
-                        },
-                    );
-                    self.log(format!(
-                        "read {set} @n{to} -> master {:?} epoch {} set {:?} sss-epoch {}",
-                        r.master_broker_id,
-                        r.master_epoch,
-                        r.sync_state_set,
-                        r.sync_state_set_epoch
-                    ));
-                    let got = Floor {
+                ))),
+            )) => {
+                self.leader = Some(to);
+                self.world.stats.lock().ops_ok += 1;
+                self.known.insert(
+                    set.to_string(),
+                    Known {
+                        master: r.master_broker_id,
                         master_epoch: r.master_epoch,
                         sync_state_set_epoch: r.sync_state_set_epoch,
-                    };
-                    self.world
-                        .check
-                        .lock()
-                        .read_answered(self.id, set, floor, got);
-                    return;
-                }
-                Ok(Answer::Read(ControllerQueryResponse::Request(Err(refusal)))) => {
-                    self.world.stats.lock().ops_refused += 1;
-                    self.log(format!("read {set} @n{to} -> refused: {}", refusal.remark));
-                    return;
-                }
-                Ok(Answer::Read(other)) => {
-                    self.world.check.lock().fail(
-                        Violation::Harness,
-                        format!("read {set} @n{to} answered {other:?}"),
-                    );
-                    return;
-                }
-                Ok(Answer::NotLeader(hint)) => {
-                    self.leader = hint;
-                    last = format!("n{to}: not leader (hint {hint:?})");
-                }
-                Ok(Answer::Failed(e)) => {
-                    self.leader = None;
-                    last = format!("n{to}: {e}");
-                }
-                Ok(Answer::Written { .. }) => last = format!("n{to}: answered a write"),
-                Err(CallError::Unreachable) => {
-                    self.leader = None;
-                    last = format!("n{to}: down");
-                }
-                Err(CallError::Timeout) => {
-                    self.leader = None;
-                    last = format!("n{to}: timeout");
-                }
+                    },
+                );
+                self.log(format!(
+                    "read {set} @n{to} -> master {:?} epoch {} set {:?} sss-epoch {}",
+                    r.master_broker_id, r.master_epoch, r.sync_state_set, r.sync_state_set_epoch
+                ));
+                let got = Floor {
+                    master_epoch: r.master_epoch,
+                    sync_state_set_epoch: r.sync_state_set_epoch,
+                };
+                self.world
+                    .check
+                    .lock()
+                    .read_answered(self.id, set, floor, got);
+            }
+            Ok((to, Answer::Read(ControllerQueryResponse::Request(Err(refusal))))) => {
+                self.world.stats.lock().ops_refused += 1;
+                self.log(format!("read {set} @n{to} -> refused: {}", refusal.remark));
+            }
+            Ok((to, other)) => {
+                self.world.check.lock().fail(
+                    Violation::Harness,
+                    format!("read {set} @n{to} answered {other:?}"),
+                );
+            }
+            Err(last) => {
+                self.world.stats.lock().ops_unknown += 1;
+                self.log(format!("read {set} -> failed: {last}"));
             }
         }
-        self.world.stats.lock().ops_unknown += 1;
-        self.log(format!("read {set} -> failed: {last}"));
     }
 }
 
-/// The broker set a request is about.
-fn r_name(request: &ControllerRequest) -> Option<String> {
-    match request {
-        ControllerRequest::GetNextBrokerId(r) => Some(r.broker_name.clone()),
-        ControllerRequest::ApplyBrokerId(r) => Some(r.broker_name.clone()),
-        ControllerRequest::RegisterBroker(r) => Some(r.broker_name.clone()),
-        ControllerRequest::ElectMaster(r) => Some(r.broker_name.clone()),
-        ControllerRequest::AlterSyncStateSet(r) => Some(r.broker_name.clone()),
-        ControllerRequest::GetReplicaInfo(r) => Some(r.broker_name.clone()),
-        _ => None,
-    }
+/// The simulated brokers: (endpoint, broker set, broker id).
+fn brokers() -> impl Iterator<Item = (Endpoint, &'static str, i64)> {
+    let sets: &'static [&'static str] = &SETS;
+    sets.iter().enumerate().flat_map(|(s, set)| {
+        (1..=BROKER_IDS).map(move |id| (BROKER_BASE + s as u64 * 10 + id, *set, id as i64))
+    })
 }
