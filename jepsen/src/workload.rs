@@ -84,6 +84,8 @@ pub struct Target {
     current: Option<String>,
     replicas: Vec<String>,
     rotation: usize,
+    /// The last failure named the set's master ("a slave of ADDR"), which is now `current`.
+    redirected: bool,
 }
 
 impl Target {
@@ -100,6 +102,7 @@ impl Target {
             current: None,
             replicas,
             rotation: 0,
+            redirected: false,
         }
     }
 
@@ -126,6 +129,12 @@ impl Target {
         self.current.clone()
     }
 
+    /// Whether the last failure named the set's master (and clears it): the set is not down,
+    /// the next send goes to its master.
+    pub fn take_redirect(&mut self) -> bool {
+        std::mem::take(&mut self.redirected)
+    }
+
     /// The broker failed us with `error`: go to the master it names ("... a slave of ADDR"),
     /// else try the next replica.
     pub fn failed(&mut self, broker: &str, error: &str) {
@@ -136,6 +145,7 @@ impl Target {
                 .collect();
             if addr.contains(':') && addr != broker && self.replicas.contains(&addr) {
                 self.current = Some(addr);
+                self.redirected = true;
                 return;
             }
         }
@@ -569,11 +579,16 @@ impl Workers {
                     group,
                 )
                 .await;
+                // A slave that names the new master is a redirect, not a set in trouble.
+                let redirected = w.sets.target(i).is_some_and(Target::take_redirect);
                 match outcome {
                     Sent::Ok => w.sets.succeeded(i),
+                    Sent::Failed if redirected => {}
                     Sent::Failed => w.sets.failed(i),
                     Sent::Unknown => {
-                        w.sets.failed(i);
+                        if !redirected {
+                            w.sets.failed(i);
+                        }
                         process += stride;
                     }
                 }
@@ -755,5 +770,24 @@ mod tests {
             s.target(1).map(|t| t.set.clone()).as_deref(),
             Some("broker-b")
         );
+    }
+
+    #[test]
+    fn a_slave_naming_the_master_is_a_redirect() {
+        let (a, b) = ("10.77.0.41:10911", "10.77.0.42:10911");
+        let mut t = Target::in_set("ns:9876", "broker-b", vec![a.to_string(), b.to_string()]);
+        t.failed(
+            a,
+            &format!(
+                "server answered code 14: not the master: this broker is a slave of {b} (epoch 2)"
+            ),
+        );
+        assert!(t.take_redirect());
+        assert!(!t.take_redirect());
+        assert_eq!(t.current.as_deref(), Some(b));
+        // A broker that is gone is no redirect: the replicas are tried in turn.
+        t.failed(b, "failed to connect: Connection refused");
+        assert!(!t.take_redirect());
+        assert!(t.current.as_deref().is_some_and(|c| c == a || c == b));
     }
 }
