@@ -51,6 +51,94 @@ fn quick_failover_up(mut args: Vec<&str>) -> std::process::Output {
     out
 }
 
+/// Creates `topic` with `queues` queues (plus `extra` arguments) on every master through
+/// `namesrv`, retrying for 30 s while the SyncStateSets are still forming; `admin topic
+/// create`'s output.
+async fn create_topic(namesrv: &str, topic: &str, queues: &str, extra: &[&str]) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut args = vec!["topic", "create", topic, "--queues", queues];
+    args.extend_from_slice(extra);
+    loop {
+        let out = support::admin_output(namesrv, &args);
+        if out.status.success() {
+            return String::from_utf8_lossy(&out.stdout).to_string();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "admin topic create {topic} through {namesrv}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+}
+
+/// A gRPC resource in the default namespace.
+fn resource(name: &str) -> Option<rocketraft_proxy::pb::Resource> {
+    Some(rocketraft_proxy::pb::Resource {
+        resource_namespace: String::new(),
+        name: name.to_string(),
+    })
+}
+
+/// The master address of broker set `set` in `route`.
+fn master(route: &rocketraft_common::protocol::TopicRouteData, set: &str) -> Option<String> {
+    route
+        .broker_datas
+        .iter()
+        .find(|b| b.broker_name == set)
+        .and_then(|b| b.master_addr().map(str::to_string))
+}
+
+/// Every message of `topic` on every set's master, pulled over Remoting as consumer `group`:
+/// body -> (set, queue). A route, master or pull that cannot be read leaves its messages out.
+async fn pull_all(
+    api: &rocketraft_remoting::api::MqClientApi,
+    namesrv: &str,
+    topic: &str,
+    group: &str,
+) -> std::collections::BTreeMap<String, (String, i32)> {
+    use rocketraft_remoting::api::{PullRequest, PullStatus};
+    let mut found = std::collections::BTreeMap::new();
+    let Ok(route) = api.topic_route(namesrv, topic).await else {
+        return found;
+    };
+    for q in &route.queue_datas {
+        let Some(addr) = master(&route, &q.broker_name) else {
+            continue;
+        };
+        for queue_id in 0..q.read_queue_nums {
+            let mut offset = 0;
+            loop {
+                let pull = PullRequest {
+                    consumer_group: group.into(),
+                    topic: topic.into(),
+                    queue_id,
+                    queue_offset: offset,
+                    max_msg_nums: 32,
+                    sys_flag: rocketraft_common::consts::pull_sys_flag::SUBSCRIPTION,
+                    commit_offset: -1,
+                    suspend_timeout_ms: 0,
+                    subscription: Some("*".into()),
+                };
+                let Ok(r) = api.pull(&addr, &pull).await else {
+                    break;
+                };
+                if r.status != PullStatus::Found || r.messages.is_empty() {
+                    break;
+                }
+                for m in r.messages {
+                    found.insert(
+                        String::from_utf8_lossy(&m.body).to_string(),
+                        (q.broker_name.clone(), queue_id),
+                    );
+                }
+                offset = r.next_begin_offset;
+            }
+        }
+    }
+    found
+}
+
 /// A cluster directory for `rocketraft cluster up`; `cluster down` when dropped (so a failing
 /// test leaves nothing running), the directory removed after.
 pub struct UpCluster(pub tempfile::TempDir);
@@ -64,6 +152,27 @@ impl Default for UpCluster {
 impl UpCluster {
     pub fn dir(&self) -> &str {
         self.0.path().to_str().expect("utf8")
+    }
+
+    /// `rocketraft --threads 1 cluster up` in this directory on free ports, 4 MiB segments, 60 s
+    /// to start, plus `extra`, with [`quick_failover_up`]'s settings; asserts it succeeded.
+    pub fn up_quick(&self, extra: &[&str]) -> std::process::Output {
+        let mut args = vec![
+            "--threads",
+            "1",
+            "cluster",
+            "up",
+            "--dir",
+            self.dir(),
+            "--ports",
+            "auto",
+            "--segment-size",
+            "4194304",
+            "--timeout-secs",
+            "60",
+        ];
+        args.extend_from_slice(extra);
+        quick_failover_up(args)
     }
 
     /// `cluster status --json`: one row per process (empty when it cannot be read).

@@ -11,19 +11,18 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rocketraft_common::consts::{property, pull_sys_flag};
-use rocketraft_common::protocol::TopicRouteData;
+use rocketraft_common::consts::property;
 use rocketraft_proxy::pb;
 use rocketraft_proxy::pb::messaging_service_client::MessagingServiceClient;
-use rocketraft_remoting::api::{MqClientApi, PullRequest, PullStatus, SendRequest};
+use rocketraft_remoting::api::{MqClientApi, SendRequest};
 use rocketraft_remoting::api_produce::TopicProducer;
 use rocketraft_remoting::codes::response_code;
 use rocketraft_remoting::{ClientConfig, RemotingClient};
 use serde_json::Value;
 use tonic::transport::Channel;
 
-use crate::support::{admin_output, free_port, spawn_ready};
-use crate::UpCluster;
+use crate::support::{free_port, spawn_ready};
+use crate::{create_topic, pull_all, resource, UpCluster};
 
 const TOPIC: &str = "MultiSet";
 const FIFO_TOPIC: &str = "MultiSetFifo";
@@ -35,32 +34,6 @@ fn master_row(cluster: &UpCluster, set: &str) -> Option<Value> {
         .status()
         .into_iter()
         .find(|r| r["broker_name"] == set && r["role"] == "master")
-}
-
-fn resource(name: &str) -> Option<pb::Resource> {
-    Some(pb::Resource {
-        resource_namespace: String::new(),
-        name: name.to_string(),
-    })
-}
-
-/// Creates `topic` on every master, retrying while the SyncStateSets are still forming.
-async fn create_topic(namesrv: &str, topic: &str, extra: &[&str]) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut args = vec!["topic", "create", topic, "--queues", "2"];
-    args.extend_from_slice(extra);
-    loop {
-        let out = admin_output(namesrv, &args);
-        if out.status.success() {
-            return String::from_utf8_lossy(&out.stdout).to_string();
-        }
-        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-        assert!(
-            Instant::now() < deadline,
-            "admin topic create {topic} failed: {stderr}"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
 }
 
 /// One message through the proxy; true when acknowledged.
@@ -127,61 +100,6 @@ async fn remoting_send(
         Ok((set, queue, r)) if r.code == response_code::SUCCESS => Some((set, queue)),
         _ => None,
     }
-}
-
-/// Every message of `topic` on every set's master, pulled over Remoting: body -> (set, queue).
-async fn pull_all(
-    api: &MqClientApi,
-    namesrv: &str,
-    topic: &str,
-) -> BTreeMap<String, (String, i32)> {
-    let mut found = BTreeMap::new();
-    let Ok(route) = api.topic_route(namesrv, topic).await else {
-        return found;
-    };
-    for q in &route.queue_datas {
-        let Some(addr) = master(&route, &q.broker_name) else {
-            continue;
-        };
-        for queue_id in 0..q.read_queue_nums {
-            let mut offset = 0;
-            loop {
-                let pull = PullRequest {
-                    consumer_group: "multi-set-verify".into(),
-                    topic: topic.into(),
-                    queue_id,
-                    queue_offset: offset,
-                    max_msg_nums: 32,
-                    sys_flag: pull_sys_flag::SUBSCRIPTION,
-                    commit_offset: -1,
-                    suspend_timeout_ms: 0,
-                    subscription: Some("*".into()),
-                };
-                let Ok(r) = api.pull(&addr, &pull).await else {
-                    break;
-                };
-                if r.status != PullStatus::Found || r.messages.is_empty() {
-                    break;
-                }
-                for m in r.messages {
-                    found.insert(
-                        String::from_utf8_lossy(&m.body).to_string(),
-                        (q.broker_name.clone(), queue_id),
-                    );
-                }
-                offset = r.next_begin_offset;
-            }
-        }
-    }
-    found
-}
-
-fn master(route: &TopicRouteData, set: &str) -> Option<String> {
-    route
-        .broker_datas
-        .iter()
-        .find(|b| b.broker_name == set)
-        .and_then(|b| b.master_addr().map(str::to_string))
 }
 
 /// One POP through the proxy on broker set `set`, acked: the bodies received.
@@ -252,27 +170,7 @@ async fn two_broker_sets_share_topics_and_survive_a_failover_in_one() {
     let _turn = crate::support::file_turn(module_path!());
     let started = Instant::now();
     let cluster = UpCluster::default();
-    let up = vec![
-        "--threads",
-        "1",
-        "cluster",
-        "up",
-        "--dir",
-        cluster.dir(),
-        "--sets",
-        "2",
-        "--replicas",
-        "2",
-        "--controllers",
-        "1",
-        "--ports",
-        "auto",
-        "--segment-size",
-        "4194304",
-        "--timeout-secs",
-        "60",
-    ];
-    let out = crate::quick_failover_up(up);
+    let out = cluster.up_quick(&["--sets", "2", "--replicas", "2", "--controllers", "1"]);
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(
         said.contains("broker sets broker-a with 2 replicas, broker-b with 2 replicas"),
@@ -292,9 +190,9 @@ async fn two_broker_sets_share_topics_and_survive_a_failover_in_one() {
     let namesrv = cluster.namesrv();
 
     // A topic on every master; the route lists both sets' queues.
-    let created = create_topic(&namesrv, TOPIC, &[]).await;
+    let created = create_topic(&namesrv, TOPIC, "2", &[]).await;
     assert_eq!(created.matches("created topic").count(), 2, "{created}");
-    create_topic(&namesrv, FIFO_TOPIC, &["--message-type", "FIFO"]).await;
+    create_topic(&namesrv, FIFO_TOPIC, "2", &["--message-type", "FIFO"]).await;
     let api = MqClientApi::new(
         RemotingClient::new(ClientConfig::default()),
         Duration::from_secs(5),
@@ -396,7 +294,7 @@ async fn two_broker_sets_share_topics_and_survive_a_failover_in_one() {
             "FIFO send through the proxy"
         );
     }
-    let fifo = pull_all(&api, &namesrv, FIFO_TOPIC).await;
+    let fifo = pull_all(&api, &namesrv, FIFO_TOPIC, "multi-set-verify").await;
     let places: BTreeSet<&(String, i32)> = fifo.values().collect();
     assert_eq!(fifo.len(), 20, "{fifo:?}");
     assert_eq!(places.len(), 1, "one message group on one queue: {fifo:?}");
@@ -477,7 +375,7 @@ async fn two_broker_sets_share_topics_and_survive_a_failover_in_one() {
     }
     // Nothing acknowledged is lost: a Remoting pull of both sets' current masters finds every
     // message, and POP through the proxy delivers every message not popped before.
-    let pulled = pull_all(&api, &namesrv, TOPIC).await;
+    let pulled = pull_all(&api, &namesrv, TOPIC, "multi-set-verify").await;
     let lost: Vec<&String> = acked.iter().filter(|b| !pulled.contains_key(*b)).collect();
     assert!(lost.is_empty(), "acknowledged but not stored: {lost:?}");
     // POP until every message came, as long as messages keep coming: a receive gives at most

@@ -18,33 +18,10 @@ use rocketraft_remoting::codes::response_code;
 use rocketraft_remoting::{ClientConfig, RemotingClient};
 
 use crate::support::{admin_output, free_port, spawn_ready};
-use crate::UpCluster;
+use crate::{create_topic, resource, UpCluster};
 
 /// How often the brokers re-register (`registerNameServerPeriod`), shortened for the test.
 const REGISTER_INTERVAL: Duration = Duration::from_secs(3);
-
-fn resource(name: &str) -> Option<pb::Resource> {
-    Some(pb::Resource {
-        resource_namespace: String::new(),
-        name: name.to_string(),
-    })
-}
-
-fn create_topic(namesrv: &str, topic: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let out = admin_output(namesrv, &["topic", "create", topic, "--queues", "2"]);
-        if out.status.success() {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "admin topic create {topic} through {namesrv}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
-}
 
 /// Sends `n` messages over Remoting through the NameServer list; all must be acknowledged.
 async fn send_remoting(producer: &TopicProducer, topic: &str, tag: &str, n: usize) {
@@ -112,29 +89,16 @@ async fn two_namesrvs_serve_through_the_loss_and_the_empty_restart_of_one() {
     let _turn = crate::support::file_turn(module_path!());
     let cluster = UpCluster::default();
     let interval = format!("register_interval_ms = {}", REGISTER_INTERVAL.as_millis());
-    let up = vec![
-        "--threads",
-        "1",
-        "cluster",
-        "up",
-        "--dir",
-        cluster.dir(),
+    cluster.up_quick(&[
         "--namesrvs",
         "2",
         "--replicas",
         "2",
         "--controllers",
         "1",
-        "--ports",
-        "auto",
-        "--segment-size",
-        "4194304",
-        "--timeout-secs",
-        "60",
         "--extra-broker-config",
         &interval,
-    ];
-    crate::quick_failover_up(up);
+    ]);
     let namesrv = cluster.namesrv();
     let addrs: Vec<String> = namesrv_list(&namesrv)
         .into_iter()
@@ -154,7 +118,7 @@ async fn two_namesrvs_serve_through_the_loss_and_the_empty_restart_of_one() {
         RemotingClient::new(ClientConfig::default()),
         Duration::from_secs(3),
     );
-    create_topic(&namesrv, "Before");
+    create_topic(&namesrv, "Before", "2", &[]).await;
     for addr in &addrs {
         let deadline = Instant::now() + Duration::from_secs(10);
         while !complete(&api, addr, &["Before"]).await {
@@ -188,7 +152,7 @@ async fn two_namesrvs_serve_through_the_loss_and_the_empty_restart_of_one() {
     }
 
     // Everything goes on through the second: a new topic, routes, sends over both protocols.
-    create_topic(&namesrv, "During");
+    create_topic(&namesrv, "During", "2", &[]).await;
     let out = admin_output(&namesrv, &["topic", "route", "During"]);
     assert!(
         out.status.success(),

@@ -13,14 +13,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rocketraft_common::consts::pull_sys_flag;
-use rocketraft_remoting::api::{MqClientApi, PullRequest, PullStatus, SendRequest};
+use rocketraft_remoting::api::{MqClientApi, SendRequest};
 use rocketraft_remoting::api_produce::TopicProducer;
 use rocketraft_remoting::codes::response_code;
 use rocketraft_remoting::{ClientConfig, RemotingClient};
 
-use crate::support::admin_output;
-use crate::UpCluster;
+use crate::{create_topic, pull_all, UpCluster};
 
 const TOPIC: &str = "RollingRestart";
 
@@ -79,45 +77,6 @@ async fn send_until(producer: TopicProducer, stop: Arc<AtomicBool>, sends: Arc<M
     }
 }
 
-/// Every message of the topic, pulled from the master of its broker set.
-async fn pull_all(api: &MqClientApi, namesrv: &str) -> BTreeSet<String> {
-    let mut found = BTreeSet::new();
-    let route = api.topic_route(namesrv, TOPIC).await.expect("route");
-    for q in &route.queue_datas {
-        let master = route
-            .broker_datas
-            .iter()
-            .find(|b| b.broker_name == q.broker_name)
-            .and_then(|b| b.master_addr().map(str::to_string))
-            .expect("a master");
-        for queue_id in 0..q.read_queue_nums {
-            let mut offset = 0;
-            loop {
-                let pull = PullRequest {
-                    consumer_group: "rolling-verify".into(),
-                    topic: TOPIC.into(),
-                    queue_id,
-                    queue_offset: offset,
-                    max_msg_nums: 32,
-                    sys_flag: pull_sys_flag::SUBSCRIPTION,
-                    commit_offset: -1,
-                    suspend_timeout_ms: 0,
-                    subscription: Some("*".into()),
-                };
-                let r = api.pull(&master, &pull).await.expect("pull");
-                if r.status != PullStatus::Found || r.messages.is_empty() {
-                    break;
-                }
-                for m in r.messages {
-                    found.insert(String::from_utf8_lossy(&m.body).to_string());
-                }
-                offset = r.next_begin_offset;
-            }
-        }
-    }
-    found
-}
-
 /// name -> pid of every process, from `cluster status`.
 fn pids(cluster: &UpCluster) -> Vec<(String, i64, bool)> {
     cluster
@@ -138,44 +97,19 @@ async fn rolling_restart_under_load_loses_nothing_and_keeps_sends_flowing() {
     let _turn = crate::support::file_turn(module_path!());
     let started = Instant::now();
     let cluster = UpCluster::default();
-    let up = vec![
-        "--threads",
-        "1",
-        "cluster",
-        "up",
-        "--dir",
-        cluster.dir(),
+    cluster.up_quick(&[
         "--controllers",
         "3",
         "--replicas",
         "3",
         "--namesrvs",
         "2",
-        "--ports",
-        "auto",
-        "--segment-size",
-        "4194304",
-        "--timeout-secs",
-        "60",
         // A NameServer restarted empty is complete again after one registration.
         "--extra-broker-config",
         "register_interval_ms = 2000",
-    ];
-    crate::quick_failover_up(up);
+    ]);
     let namesrv = cluster.namesrv();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let out = admin_output(&namesrv, &["topic", "create", TOPIC, "--queues", "4"]);
-        if out.status.success() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "admin topic create: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    create_topic(&namesrv, TOPIC, "4", &[]).await;
     let before = pids(&cluster);
     assert_eq!(before.len(), 8, "{before:?}");
     assert!(before.iter().all(|(_, _, alive)| *alive), "{before:?}");
@@ -247,8 +181,12 @@ async fn rolling_restart_under_load_loses_nothing_and_keeps_sends_flowing() {
 
     // Nothing acknowledged is lost.
     let s = std::mem::take(&mut *sends.lock().unwrap_or_else(|e| e.into_inner()));
-    let stored = pull_all(&api, &namesrv).await;
-    let lost: Vec<&String> = s.acked.iter().filter(|b| !stored.contains(*b)).collect();
+    let stored = pull_all(&api, &namesrv, TOPIC, "rolling-verify").await;
+    let lost: Vec<&String> = s
+        .acked
+        .iter()
+        .filter(|b| !stored.contains_key(*b))
+        .collect();
     assert!(
         lost.is_empty(),
         "{} of {} acknowledged messages not stored after the rolling restart: {:?}",
