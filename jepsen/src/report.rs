@@ -555,7 +555,7 @@ pub fn stats(events: &[Event], primary: &[&str]) -> Stats {
 /// record): sends acknowledged, failed and unknown, messages delivered from it, and its
 /// unavailability: the gaps of 2 s or more between its acknowledged sends (from the first send
 /// of the run), their total and the longest. A producer leaves a set whose send failed aside
-/// for 3 s, so a gap is at least that long once one send failed. `{}` for a history without
+/// for 1 s, so a gap is at least that long once one send failed. `{}` for a history without
 /// sets.
 pub fn per_set(events: &[Event]) -> Json {
     #[derive(Default)]

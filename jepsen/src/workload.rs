@@ -7,7 +7,7 @@
 //!
 //! With several broker sets (`--sets N`) the topics get queues on every set's master; a
 //! producer sends to the sets in turn and leaves a set whose send failed (or that has no
-//! master known) aside for 3 s, as RocketMQ's producer does with `sendLatencyFaultEnable`; a
+//! master known) aside for 1 s, as RocketMQ's producer does with `sendLatencyFaultEnable`; a
 //! FIFO producer's message group stays on one set (`g<k>` on set k), so its sends fail while
 //! that set fails over; consumers and the drain pop every set in turn. Every Remoting
 //! operation records its `set`.
@@ -447,8 +447,9 @@ pub async fn create_topics(
 }
 
 /// How long a set whose send failed is left aside by a producer (RocketMQ's producer
-/// isolates a failed broker for a while: `sendLatencyFaultEnable`).
-const SET_ISOLATION: Duration = Duration::from_secs(3);
+/// isolates a failed broker for a while: `sendLatencyFaultEnable`). Short, so that a set's
+/// gaps between acknowledged sends measure its own unavailability, not this backoff.
+const SET_ISOLATION: Duration = Duration::from_secs(1);
 
 /// One worker's targets, one per broker set, and the sets it left aside.
 #[derive(Clone)]

@@ -19,7 +19,7 @@
 //!
 //! Per set the run reports (`others.sets` of `verdicts.json`, printed here) sends acknowledged,
 //! failed and unknown, messages delivered, and its unavailability: the gaps of 2 s or more
-//! between its acknowledged sends (a producer leaves a failed set aside for 3 s, so a gap is at
+//! between its acknowledged sends (a producer leaves a failed set aside for 1 s, so a gap is at
 //! least that once a send failed).
 //!
 //! Needs root and network namespaces (see `support::skipped`) and the `rocketraft` binary.
