@@ -993,8 +993,9 @@ impl MessageStore {
 
     /// Expires a whole queue at the CommitLog offset `commitlog_pos` if no record of it lies
     /// between queue offset `next` (what the expiry saw) and there: its entries below `next`
-    /// go, for good (see [`consume_queue::ConsumeQueue::expire_before`]). Whether it did; false
-    /// for a queue that does not exist.
+    /// go, for good (see [`consume_queue::ConsumeQueue::expire_before`]). Whether it did; true for
+    /// a queue this store does not have (a replica that started its log over past it): no
+    /// record of it lies there either.
     pub fn expire_queue(
         &self,
         topic: &str,
@@ -1003,7 +1004,7 @@ impl MessageStore {
         commitlog_pos: i64,
     ) -> Result<bool, StoreError> {
         let Some(cq) = self.shared.cqs.get(topic, queue_id) else {
-            return Ok(false);
+            return Ok(true);
         };
         cq.expire_before(next, commitlog_pos)
             .map_err(|e| StoreError::io(format!("consumequeue/{topic}/{queue_id}"), e))
