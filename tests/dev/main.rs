@@ -24,3 +24,6 @@ mod tls;
 
 #[path = "../support/mod.rs"]
 mod support;
+
+#[path = "../../broker/tests/support/pop_copy.rs"]
+mod pop_copy;

@@ -4,54 +4,26 @@
 //! stores them again at the head (POP copy-forward, `RKT_POP_COPY_OF`) and the segment goes. The
 //! process is then killed with SIGKILL and started again: the old receipt handle acks its message,
 //! which never comes back, and the other one comes back exactly once after its invisible time.
-//! (broker/tests/e2e/retention_copy.rs checks the copies themselves, with an in-process crash.)
+//! (broker/tests/e2e/retention_copy.rs checks the copies themselves, with an in-process crash;
+//! the two share broker/tests/support/pop_copy.rs.)
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rocketraft_broker::store::clean::disk_used_percent;
-use rocketraft_broker::store::FlushDiskType;
-use rocketraft_broker::BrokerConfig;
-use rocketraft_common::consts::property;
-use rocketraft_common::message::{decode_messages, MessageExt};
-use rocketraft_common::testing::{grow_ballast, Tmpfs};
+use rocketraft_common::message::MessageExt;
+use rocketraft_common::testing::Tmpfs;
 use rocketraft_common::TopicConfig;
 use rocketraft_nameserver::{NameServer, NamesrvConfig};
 use rocketraft_remoting::api::{MqClientApi, SendRequest};
-use rocketraft_remoting::codes::{request_code, response_code};
-use rocketraft_remoting::{ClientConfig, RemotingClient, RemotingCommand};
+use rocketraft_remoting::codes::response_code;
+use rocketraft_remoting::{ClientConfig, RemotingClient};
 
+use crate::pop_copy::{
+    ack, body, change_invisible, config, fill_past_warning, filler, handle, pop, used, POP_TOPIC,
+    SEGMENT,
+};
 use crate::support::{free_port, spawn_ready, Killed};
-
-const POP_TOPIC: &str = "PopKept";
-const GROUP: &str = "g";
-const SEGMENT: u64 = 1 << 20;
-
-/// The broker of broker/tests/e2e/retention_copy.rs: 1 MiB segments, SYNC_FLUSH, nothing
-/// expires, only a full disk deletes (forcibly above 85 %, sends refused above 90 %).
-fn config(root: &Path, namesrv: std::net::SocketAddr, port: u16) -> BrokerConfig {
-    let mut c = BrokerConfig {
-        listen: format!("127.0.0.1:{port}").parse().expect("addr"),
-        namesrv_addr: namesrv.to_string(),
-        ..BrokerConfig::default()
-    };
-    let s = &mut c.store;
-    s.store_root = root.to_path_buf();
-    s.commitlog_segment_size = SEGMENT;
-    s.consume_queue_entries_per_file = 1000;
-    s.flush_disk_type = FlushDiskType::SyncFlush;
-    s.pretouch = false;
-    s.message_index_enable = false;
-    s.file_reserved_time = 72;
-    s.clean_file_forcibly_enable = true;
-    s.disk_max_used_space_ratio = 75;
-    s.disk_space_clean_forcibly_ratio = 85;
-    s.disk_space_warning_level_ratio = 90;
-    s.clean_resource_interval_ms = 200;
-    s.delete_commit_log_files_interval_ms = 0;
-    c
-}
 
 /// Starts `rocketraft broker --config FILE` (the config written as TOML) and waits until it is
 /// ready.
@@ -69,129 +41,6 @@ fn kill_9(mut broker: Killed) {
     let rc = unsafe { libc::kill(broker.0.id() as libc::pid_t, libc::SIGKILL) };
     assert_eq!(rc, 0, "kill -9");
     broker.0.wait().expect("reap the killed broker");
-}
-
-fn used(fs: &Tmpfs) -> f64 {
-    disk_used_percent(&fs.dir).expect("statvfs of the tmpfs")
-}
-
-fn filler() -> SendRequest {
-    SendRequest {
-        producer_group: "filler".into(),
-        topic: "Filler".into(),
-        queue_id: 0,
-        body: Bytes::from(vec![b'x'; 32 * 1024]),
-        ..SendRequest::default()
-    }
-}
-
-/// Sends 32 KiB messages of another topic until the tmpfs is `percent` full, then grows a
-/// ballast file at once until it is at least 93 % full (as retention_copy.rs does): every send
-/// is refused and the cleaner wants the oldest segment.
-async fn fill_past_warning(api: &MqClientApi, addr: &str, fs: &Tmpfs, percent: f64) {
-    api.create_topic(addr, &TopicConfig::new("Filler", 1))
-        .await
-        .expect("filler topic");
-    let started = Instant::now();
-    while used(fs) < percent {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "filling never reached {percent}%: {}%",
-            used(fs)
-        );
-        let r = api.send(addr, &filler()).await.expect("fill");
-        assert_eq!(
-            r.code,
-            response_code::SUCCESS,
-            "fill refused at {}%",
-            used(fs)
-        );
-    }
-    let total = {
-        use std::os::unix::ffi::OsStrExt;
-        let c = std::ffi::CString::new(fs.dir.as_os_str().as_bytes()).expect("path");
-        // SAFETY: statvfs fills the zeroed struct; `c` is a valid NUL-terminated path.
-        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-        assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, 0, "statvfs");
-        st.f_blocks as u64 * st.f_frsize as u64
-    };
-    let missing = ((93.5 - used(fs)).max(0.0) / 100.0 * total as f64) as usize;
-    let ballast = fs.dir.join("ballast");
-    std::fs::write(&ballast, vec![1u8; missing]).expect("ballast");
-    while used(fs) < 93.0 {
-        grow_ballast(&ballast, 64 * 1024);
-    }
-}
-
-async fn pop(client: &RemotingClient, addr: &str, invisible_ms: i64) -> Vec<MessageExt> {
-    let request = RemotingCommand::request(request_code::POP_MESSAGE)
-        .with_ext("consumerGroup", GROUP)
-        .with_ext("topic", POP_TOPIC)
-        .with_ext("queueId", -1)
-        .with_ext("maxMsgNums", 32)
-        .with_ext("invisibleTime", invisible_ms)
-        .with_ext("pollTime", 0)
-        .with_ext("bornTime", rocketraft_common::time::now_ms())
-        .with_ext("initMode", 0);
-    let r = client
-        .invoke(addr, request, Duration::from_secs(10))
-        .await
-        .expect("pop");
-    match r.code {
-        response_code::SUCCESS => decode_messages(&r.body).expect("decodable pop body"),
-        response_code::PULL_NOT_FOUND | response_code::POLLING_TIMEOUT => Vec::new(),
-        other => panic!("pop answered {other} {:?}", r.remark),
-    }
-}
-
-fn handle(m: &MessageExt) -> String {
-    m.message
-        .property(property::POP_CK)
-        .expect("POP_CK on every popped message")
-        .to_string()
-}
-
-fn body(m: &MessageExt) -> String {
-    String::from_utf8_lossy(&m.message.body).to_string()
-}
-
-async fn ack(client: &RemotingClient, addr: &str, m: &MessageExt, handle: &str) -> RemotingCommand {
-    let request = RemotingCommand::request(request_code::ACK_MESSAGE)
-        .with_ext("consumerGroup", GROUP)
-        .with_ext("topic", POP_TOPIC)
-        .with_ext("queueId", m.queue_id)
-        .with_ext("extraInfo", handle)
-        .with_ext("offset", m.queue_offset);
-    client
-        .invoke(addr, request, Duration::from_secs(5))
-        .await
-        .expect("ack")
-}
-
-/// ChangeInvisibleTime; the new handle, built from the answer as RocketMQ's clients do.
-async fn change_invisible(
-    client: &RemotingClient,
-    addr: &str,
-    m: &MessageExt,
-    invisible_ms: i64,
-) -> String {
-    let old = handle(m);
-    let request = RemotingCommand::request(request_code::CHANGE_MESSAGE_INVISIBLETIME)
-        .with_ext("consumerGroup", GROUP)
-        .with_ext("topic", POP_TOPIC)
-        .with_ext("queueId", m.queue_id)
-        .with_ext("extraInfo", old.clone())
-        .with_ext("offset", m.queue_offset)
-        .with_ext("invisibleTime", invisible_ms);
-    let r = client
-        .invoke(addr, request, Duration::from_secs(5))
-        .await
-        .expect("change");
-    assert_eq!(r.code, response_code::SUCCESS, "{:?}", r.remark);
-    let mut parts: Vec<String> = old.split(' ').map(str::to_string).collect();
-    parts[1] = r.ext("popTime").expect("popTime").to_string();
-    parts[2] = r.ext("invisibleTime").expect("invisibleTime").to_string();
-    parts.join(" ")
 }
 
 /// Waits until `path` (a CommitLog segment) is deleted, within 30 s.
@@ -261,7 +110,7 @@ async fn pop_copy_forward_survives_kill_9_of_the_broker_process() {
         vec!["kept".to_string(), "expires".to_string()]
     );
     let (kept, expires) = (&popped[0], &popped[1]);
-    assert!(kept.commit_log_offset < SEGMENT as i64 && expires.commit_log_offset < SEGMENT as i64);
+    assert!(kept.commit_log_offset < SEGMENT && expires.commit_log_offset < SEGMENT);
     let kept_handle = change_invisible(&client, &addr, kept, 40_000).await;
 
     // The full disk wants the first segment: it goes only once both are copied forward.

@@ -16,3 +16,6 @@ mod retention_copy;
 mod timer;
 mod topic_stats;
 mod transaction;
+
+#[path = "../support/pop_copy.rs"]
+mod pop_copy;
