@@ -110,31 +110,6 @@ fn ali_ons_produces_and_consumes_through_rocketraft_dev() {
 const SUPER_USER: &str = "ali-admin";
 const SUPER_SECRET: &str = "ali-admin-secret-0123456789";
 
-/// `rocketraft dev` with authentication and authorization on in the NameServer and the broker,
-/// `SUPER_USER` as their init user.
-fn start_dev_with_auth(data: &Path) -> Dev {
-    let creds = format!(
-        "authentication_enabled = true\nauthorization_enabled = true\n\
-         init_authentication_user = '{{\"username\":\"{SUPER_USER}\",\"password\":\"{SUPER_SECRET}\"}}'\n\
-         inner_client_authentication_credentials = '{{\"accessKey\":\"ali-inner\",\"secretKey\":\"ali-inner-secret-0123456789\"}}'\n"
-    );
-    let config = data.join("dev.toml");
-    std::fs::write(&config, format!("[namesrv]\n{creds}\n[broker]\n{creds}"))
-        .expect("write dev.toml");
-    let store = data.join("broker");
-    Dev::start(
-        data,
-        free_port(),
-        free_port(),
-        &[
-            "--config",
-            config.to_str().expect("utf8 path"),
-            "--store-dir",
-            store.to_str().expect("utf8 path"),
-        ],
-    )
-}
-
 /// `rocketraft admin` signed by the Super user.
 fn admin_super(namesrv: &str, args: &[&str]) -> String {
     let mut all = vec!["--access-key", SUPER_USER, "--secret-key", SUPER_SECRET];
@@ -186,7 +161,9 @@ fn ali_ons_with_credentials_against_rocketraft_dev_with_auth() {
     let compat = Path::new(env!("CARGO_MANIFEST_DIR")).join("compat/ali-ons");
     ensure_ali_ons(&compat);
     let data = tempfile::tempdir().expect("tempdir");
-    let mut dev = start_dev_with_auth(data.path());
+    // Authentication and authorization on in the NameServer and the broker, `SUPER_USER` their
+    // init user.
+    let mut dev = Dev::start_with_auth(data.path(), (SUPER_USER, SUPER_SECRET), "");
     let (ns, broker) = (dev.namesrv.clone(), dev.broker.clone());
     let unsigned = admin_output(&ns, &["topic", "create", "AliAuthTopic"]);
     assert!(
