@@ -114,6 +114,26 @@ fn in_sync(b: &Broker) -> usize {
         .len()
 }
 
+/// Starts two replicas of one broker set (in `dir/{prefix}0` and `dir/{prefix}1`) and waits
+/// until one is master and both are in its SyncStateSet: the brokers and the master's index.
+async fn master_and_slave(
+    dir: &Path,
+    prefix: &str,
+    ns_addr: SocketAddr,
+) -> (Vec<Option<Broker>>, usize) {
+    let mut brokers: Vec<Option<Broker>> = Vec::new();
+    for i in 0..2 {
+        let cfg = broker_config(&dir.join(format!("{prefix}{i}")), ns_addr, free_port());
+        brokers.push(Some(Broker::start(cfg).await.expect("broker starts")));
+    }
+    let m = wait_for("a master", Duration::from_secs(20), || master_of(&brokers)).await;
+    wait_for("both in the SyncStateSet", Duration::from_secs(20), || {
+        (in_sync(brokers[m].as_ref()?) == 2).then_some(())
+    })
+    .await;
+    (brokers, m)
+}
+
 fn user(name: &str) -> UserInfo {
     UserInfo {
         username: name.into(),
@@ -178,18 +198,9 @@ async fn acknowledged_metadata_survives_an_immediate_failover() {
     let dir = tempfile::tempdir().expect("tempdir");
     let ns = namesrv(dir.path()).await;
     let ns_addr = ns.local_addr();
-    let mut brokers: Vec<Option<Broker>> = Vec::new();
-    for i in 0..2 {
-        let cfg = broker_config(&dir.path().join(format!("b{i}")), ns_addr, free_port());
-        brokers.push(Some(Broker::start(cfg).await.expect("broker starts")));
-    }
-    let m = wait_for("a master", Duration::from_secs(20), || master_of(&brokers)).await;
+    let (mut brokers, m) = master_and_slave(dir.path(), "b", ns_addr).await;
     let s = 1 - m;
     let master = brokers[m].as_ref().expect("master");
-    wait_for("both in the SyncStateSet", Duration::from_secs(20), || {
-        (in_sync(master) == 2).then_some(())
-    })
-    .await;
     let api = api();
     let master_addr = master.local_addr().to_string();
     let slave = brokers[s].as_ref().expect("slave");
@@ -615,18 +626,9 @@ async fn a_lite_topic_expiry_reaches_the_slave_and_survives_a_failover() {
     let dir = tempfile::tempdir().expect("tempdir");
     let ns = namesrv(dir.path()).await;
     let ns_addr = ns.local_addr();
-    let mut brokers: Vec<Option<Broker>> = Vec::new();
-    for i in 0..2 {
-        let cfg = broker_config(&dir.path().join(format!("l{i}")), ns_addr, free_port());
-        brokers.push(Some(Broker::start(cfg).await.expect("broker starts")));
-    }
-    let m = wait_for("a master", Duration::from_secs(20), || master_of(&brokers)).await;
+    let (mut brokers, m) = master_and_slave(dir.path(), "l", ns_addr).await;
     let s = 1 - m;
     let master = brokers[m].as_ref().expect("master");
-    wait_for("both in the SyncStateSet", Duration::from_secs(20), || {
-        (in_sync(master) == 2).then_some(())
-    })
-    .await;
     let api = api();
     let master_addr = master.local_addr().to_string();
     let slave = brokers[s].as_ref().expect("slave");
