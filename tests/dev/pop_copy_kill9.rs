@@ -10,18 +10,15 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use rocketraft_common::message::MessageExt;
 use rocketraft_common::testing::Tmpfs;
-use rocketraft_common::TopicConfig;
 use rocketraft_nameserver::{NameServer, NamesrvConfig};
-use rocketraft_remoting::api::{MqClientApi, SendRequest};
+use rocketraft_remoting::api::MqClientApi;
 use rocketraft_remoting::codes::response_code;
 use rocketraft_remoting::{ClientConfig, RemotingClient};
 
 use crate::pop_copy::{
-    ack, body, change_invisible, config, fill_past_warning, filler, handle, pop, used, POP_TOPIC,
-    SEGMENT,
+    ack_kept_after_restart, config, fill_past_warning, filler, only_expires_comes_back,
+    pop_kept_and_expires, used,
 };
 use crate::support::{free_port, spawn_ready, Killed};
 
@@ -83,35 +80,8 @@ async fn pop_copy_forward_survives_kill_9_of_the_broker_process() {
     let addr = format!("127.0.0.1:{port}");
     let client = RemotingClient::new(ClientConfig::default());
     let api = MqClientApi::new(client.clone(), Duration::from_secs(5));
-    api.create_topic(&addr, &TopicConfig::new(POP_TOPIC, 1))
-        .await
-        .expect("topic");
-    for b in ["kept", "expires"] {
-        let r = api
-            .send(
-                &addr,
-                &SendRequest {
-                    producer_group: "pg".into(),
-                    topic: POP_TOPIC.into(),
-                    queue_id: 0,
-                    body: Bytes::from(b),
-                    ..SendRequest::default()
-                },
-            )
-            .await
-            .expect("send");
-        assert_eq!(r.code, response_code::SUCCESS);
-    }
-    // Both in flight, their originals (and checkpoints) in the first segment.
-    let popped_at = Instant::now();
-    let popped = pop(&client, &addr, 30_000).await;
-    assert_eq!(
-        popped.iter().map(body).collect::<Vec<_>>(),
-        vec!["kept".to_string(), "expires".to_string()]
-    );
-    let (kept, expires) = (&popped[0], &popped[1]);
-    assert!(kept.commit_log_offset < SEGMENT && expires.commit_log_offset < SEGMENT);
-    let kept_handle = change_invisible(&client, &addr, kept, 40_000).await;
+    // Both in flight, their originals in the first segment; "kept" kept in flight longer.
+    let (popped, popped_at, kept_handle) = pop_kept_and_expires(&api, &client, &addr).await;
 
     // The full disk wants the first segment: it goes only once both are copied forward.
     fill_past_warning(&api, &addr, &fs, 70.0).await;
@@ -134,43 +104,11 @@ async fn pop_copy_forward_survives_kill_9_of_the_broker_process() {
     // kill -9 after the copy, then the same broker again.
     kill_9(broker);
     let _broker = start_broker(&config_file);
-    assert!(
-        popped_at.elapsed() < Duration::from_secs(28),
-        "too slow to test before the invisible time ends: {:?}",
-        popped_at.elapsed()
-    );
-    assert!(
-        pop(&client, &addr, 30_000).await.is_empty(),
-        "a message in flight (or its original's queue entry) handed out again"
-    );
-
     // The handle from before the copy (and the kill) acks its message.
-    let r = ack(&client, &addr, kept, &kept_handle).await;
-    assert_eq!(r.code, response_code::SUCCESS, "{:?}", r.remark);
+    ack_kept_after_restart(&client, &addr, popped_at, &popped[0], &kept_handle).await;
 
     // The other one comes back once its invisible time is over, exactly once; the acked one
     // never does.
-    let mut back: Vec<(Duration, MessageExt)> = Vec::new();
-    let until = popped_at + Duration::from_secs(46);
-    while Instant::now() < until {
-        for m in pop(&client, &addr, 60_000).await {
-            let at = popped_at.elapsed();
-            let r = ack(&client, &addr, &m, &handle(&m)).await;
-            assert_eq!(r.code, response_code::SUCCESS, "{:?}", r.remark);
-            back.push((at, m));
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    assert_eq!(
-        back.iter().map(|(_, m)| body(m)).collect::<Vec<_>>(),
-        vec!["expires".to_string()],
-        "only the unacked message comes back, once"
-    );
-    assert!(
-        back[0].0 >= Duration::from_secs(30),
-        "came back {:?} after the pop, before its invisible time",
-        back[0].0
-    );
-    assert_eq!(back[0].1.reconsume_times, 1);
+    only_expires_comes_back(&client, &addr, popped_at).await;
     ns.shutdown().await;
 }

@@ -178,3 +178,99 @@ pub async fn change_invisible(
     parts[2] = r.ext("invisibleTime").expect("invisibleTime").to_string();
     parts.join(" ")
 }
+
+/// Creates [`POP_TOPIC`] on `addr`, sends "kept" and "expires" to it and pops both with a 30 s
+/// invisible time (their originals, and checkpoints, in the first segment); "kept" is then kept
+/// in flight longer (40 s) by ChangeInvisibleTime. The two popped messages, when they were
+/// popped, and the handle "kept" has now (the one its consumer holds).
+pub async fn pop_kept_and_expires(
+    api: &MqClientApi,
+    client: &RemotingClient,
+    addr: &str,
+) -> (Vec<MessageExt>, Instant, String) {
+    api.create_topic(addr, &TopicConfig::new(POP_TOPIC, 1))
+        .await
+        .expect("topic");
+    for b in ["kept", "expires"] {
+        let r = api
+            .send(
+                addr,
+                &SendRequest {
+                    producer_group: "pg".into(),
+                    topic: POP_TOPIC.into(),
+                    queue_id: 0,
+                    body: Bytes::from(b),
+                    ..SendRequest::default()
+                },
+            )
+            .await
+            .expect("send");
+        assert_eq!(r.code, response_code::SUCCESS);
+    }
+    let popped_at = Instant::now();
+    let popped = pop(client, addr, 30_000).await;
+    assert_eq!(
+        popped.iter().map(body).collect::<Vec<_>>(),
+        vec!["kept".to_string(), "expires".to_string()]
+    );
+    let (kept, expires) = (&popped[0], &popped[1]);
+    assert!(kept.commit_log_offset < SEGMENT && expires.commit_log_offset < SEGMENT);
+    let kept_handle = change_invisible(client, addr, kept, 40_000).await;
+    (popped, popped_at, kept_handle)
+}
+
+/// After the copy and a restart, still within the invisible time of the messages popped at
+/// `popped_at`: nothing in flight (nor its original's queue entry) is handed out again, and
+/// the handle from before the copy acks `kept`.
+pub async fn ack_kept_after_restart(
+    client: &RemotingClient,
+    addr: &str,
+    popped_at: Instant,
+    kept: &MessageExt,
+    kept_handle: &str,
+) {
+    assert!(
+        popped_at.elapsed() < Duration::from_secs(28),
+        "too slow to test before the invisible time ends: {:?}",
+        popped_at.elapsed()
+    );
+    assert!(
+        pop(client, addr, 30_000).await.is_empty(),
+        "a message in flight (or its original's queue entry) handed out again"
+    );
+    let r = ack(client, addr, kept, kept_handle).await;
+    assert_eq!(r.code, response_code::SUCCESS, "{:?}", r.remark);
+}
+
+/// Pops (and acks) until 46 s after `popped_at`: only "expires" comes back, once its 30 s
+/// invisible time (kept across the copy) is over, exactly once; the acked one never does.
+/// Returns it.
+pub async fn only_expires_comes_back(
+    client: &RemotingClient,
+    addr: &str,
+    popped_at: Instant,
+) -> MessageExt {
+    let mut back: Vec<(Duration, MessageExt)> = Vec::new();
+    let until = popped_at + Duration::from_secs(46);
+    while Instant::now() < until {
+        for m in pop(client, addr, 60_000).await {
+            let at = popped_at.elapsed();
+            let r = ack(client, addr, &m, &handle(&m)).await;
+            assert_eq!(r.code, response_code::SUCCESS, "{:?}", r.remark);
+            back.push((at, m));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(
+        back.iter().map(|(_, m)| body(m)).collect::<Vec<_>>(),
+        vec!["expires".to_string()],
+        "only the unacked message comes back, once"
+    );
+    let (at, m) = back.remove(0);
+    assert!(
+        at >= Duration::from_secs(30),
+        "came back {at:?} after the pop, before its invisible time"
+    );
+    assert_eq!(m.reconsume_times, 1);
+    m
+}
