@@ -45,22 +45,7 @@ impl Cluster {
     }
 
     pub(crate) fn up(&self, extra: &[&str]) -> Output {
-        let mut args = vec![
-            "--threads",
-            "2",
-            "cluster",
-            "up",
-            "--dir",
-            self.dir(),
-            "--ports",
-            "auto",
-            "--segment-size",
-            "4194304",
-            "--timeout-secs",
-            "60",
-        ];
-        args.extend_from_slice(extra);
-        rocketraft(&args)
+        rocketraft(&crate::up_args("2", self.dir(), extra))
     }
 
     /// `cluster up --dir DIR EXTRA...`, nothing else: a restart of a stopped cluster.

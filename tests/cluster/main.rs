@@ -21,6 +21,27 @@ mod rolling_restart;
 #[path = "../support/mod.rs"]
 mod support;
 
+/// The arguments of `rocketraft --threads THREADS cluster up --dir DIR` on free ports, with
+/// 4 MiB segments and 60 s to start, followed by `extra`.
+fn up_args<'a>(threads: &'a str, dir: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "--threads",
+        threads,
+        "cluster",
+        "up",
+        "--dir",
+        dir,
+        "--ports",
+        "auto",
+        "--segment-size",
+        "4194304",
+        "--timeout-secs",
+        "60",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
 /// Runs `rocketraft cluster up` with `args` plus the controller and broker settings that make a
 /// failover take seconds (2 s heartbeat timeouts, quick scans and syncs); asserts it succeeded.
 fn quick_failover_up(mut args: Vec<&str>) -> std::process::Output {
@@ -157,22 +178,7 @@ impl UpCluster {
     /// `rocketraft --threads 1 cluster up` in this directory on free ports, 4 MiB segments, 60 s
     /// to start, plus `extra`, with [`quick_failover_up`]'s settings; asserts it succeeded.
     pub fn up_quick(&self, extra: &[&str]) -> std::process::Output {
-        let mut args = vec![
-            "--threads",
-            "1",
-            "cluster",
-            "up",
-            "--dir",
-            self.dir(),
-            "--ports",
-            "auto",
-            "--segment-size",
-            "4194304",
-            "--timeout-secs",
-            "60",
-        ];
-        args.extend_from_slice(extra);
-        quick_failover_up(args)
+        quick_failover_up(up_args("1", self.dir(), extra))
     }
 
     /// `cluster status --json`: one row per process (empty when it cannot be read).
