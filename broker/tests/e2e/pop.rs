@@ -19,6 +19,8 @@ use rocketraft_remoting::api::{MqClientApi, SendRequest};
 use rocketraft_remoting::codes::{request_code, response_code};
 use rocketraft_remoting::{ClientConfig, RemotingClient, RemotingCommand};
 
+use crate::pop_copy::{self, body, handle};
+
 const TOPIC: &str = "PopTopic";
 
 fn config(dir: &Path, namesrv: std::net::SocketAddr, port: u16) -> BrokerConfig {
@@ -131,50 +133,12 @@ async fn pop(s: &Setup, group: &str, max: i32, invisible_ms: i64, poll_ms: i64) 
     Popped { messages }
 }
 
-fn handle(m: &MessageExt) -> String {
-    m.message
-        .property(property::POP_CK)
-        .expect("POP_CK on every popped message")
-        .to_string()
-}
-
-fn body(m: &MessageExt) -> String {
-    String::from_utf8_lossy(&m.message.body).to_string()
-}
-
 async fn ack(s: &Setup, group: &str, m: &MessageExt, handle: &str) -> RemotingCommand {
-    let request = RemotingCommand::request(request_code::ACK_MESSAGE)
-        .with_ext("consumerGroup", group)
-        .with_ext("topic", TOPIC)
-        .with_ext("queueId", m.queue_id)
-        .with_ext("extraInfo", handle)
-        .with_ext("offset", m.queue_offset);
-    s.client
-        .invoke(&s.addr, request, Duration::from_secs(5))
-        .await
-        .expect("ack")
+    pop_copy::ack(&s.client, &s.addr, group, TOPIC, m, handle).await
 }
 
 async fn change_invisible(s: &Setup, group: &str, m: &MessageExt, invisible_ms: i64) -> String {
-    let old = handle(m);
-    let request = RemotingCommand::request(request_code::CHANGE_MESSAGE_INVISIBLETIME)
-        .with_ext("consumerGroup", group)
-        .with_ext("topic", TOPIC)
-        .with_ext("queueId", m.queue_id)
-        .with_ext("extraInfo", old.clone())
-        .with_ext("offset", m.queue_offset)
-        .with_ext("invisibleTime", invisible_ms);
-    let r = s
-        .client
-        .invoke(&s.addr, request, Duration::from_secs(5))
-        .await
-        .expect("change");
-    assert_eq!(r.code, response_code::SUCCESS, "{:?}", r.remark);
-    // The client builds the new handle from the answer, as RocketMQ's clients do.
-    let mut parts: Vec<String> = old.split(' ').map(str::to_string).collect();
-    parts[1] = r.ext("popTime").expect("popTime").to_string();
-    parts[2] = r.ext("invisibleTime").expect("invisibleTime").to_string();
-    parts.join(" ")
+    pop_copy::change_invisible(&s.client, &s.addr, group, TOPIC, m, invisible_ms).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

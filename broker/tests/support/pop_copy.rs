@@ -124,6 +124,7 @@ pub async fn pop(client: &RemotingClient, addr: &str, invisible_ms: i64) -> Vec<
     }
 }
 
+/// The receipt handle of a popped message.
 pub fn handle(m: &MessageExt) -> String {
     m.message
         .property(property::POP_CK)
@@ -131,19 +132,23 @@ pub fn handle(m: &MessageExt) -> String {
         .to_string()
 }
 
+/// The body of a message as text.
 pub fn body(m: &MessageExt) -> String {
     String::from_utf8_lossy(&m.message.body).to_string()
 }
 
+/// ACK_MESSAGE of `m` (popped from `topic` by `group`) with receipt handle `handle`.
 pub async fn ack(
     client: &RemotingClient,
     addr: &str,
+    group: &str,
+    topic: &str,
     m: &MessageExt,
     handle: &str,
 ) -> RemotingCommand {
     let request = RemotingCommand::request(request_code::ACK_MESSAGE)
-        .with_ext("consumerGroup", GROUP)
-        .with_ext("topic", POP_TOPIC)
+        .with_ext("consumerGroup", group)
+        .with_ext("topic", topic)
         .with_ext("queueId", m.queue_id)
         .with_ext("extraInfo", handle)
         .with_ext("offset", m.queue_offset);
@@ -153,17 +158,20 @@ pub async fn ack(
         .expect("ack")
 }
 
-/// ChangeInvisibleTime; the new handle, built from the answer as RocketMQ's clients do.
+/// ChangeInvisibleTime of `m` (popped from `topic` by `group`); the new handle, built from the
+/// answer as RocketMQ's clients do.
 pub async fn change_invisible(
     client: &RemotingClient,
     addr: &str,
+    group: &str,
+    topic: &str,
     m: &MessageExt,
     invisible_ms: i64,
 ) -> String {
     let old = handle(m);
     let request = RemotingCommand::request(request_code::CHANGE_MESSAGE_INVISIBLETIME)
-        .with_ext("consumerGroup", GROUP)
-        .with_ext("topic", POP_TOPIC)
+        .with_ext("consumerGroup", group)
+        .with_ext("topic", topic)
         .with_ext("queueId", m.queue_id)
         .with_ext("extraInfo", old.clone())
         .with_ext("offset", m.queue_offset)
@@ -215,7 +223,7 @@ pub async fn pop_kept_and_expires(
     );
     let (kept, expires) = (&popped[0], &popped[1]);
     assert!(kept.commit_log_offset < SEGMENT && expires.commit_log_offset < SEGMENT);
-    let kept_handle = change_invisible(client, addr, kept, 40_000).await;
+    let kept_handle = change_invisible(client, addr, GROUP, POP_TOPIC, kept, 40_000).await;
     (popped, popped_at, kept_handle)
 }
 
@@ -238,7 +246,7 @@ pub async fn ack_kept_after_restart(
         pop(client, addr, 30_000).await.is_empty(),
         "a message in flight (or its original's queue entry) handed out again"
     );
-    let r = ack(client, addr, kept, kept_handle).await;
+    let r = ack(client, addr, GROUP, POP_TOPIC, kept, kept_handle).await;
     assert_eq!(r.code, response_code::SUCCESS, "{:?}", r.remark);
 }
 
@@ -255,7 +263,7 @@ pub async fn only_expires_comes_back(
     while Instant::now() < until {
         for m in pop(client, addr, 60_000).await {
             let at = popped_at.elapsed();
-            let r = ack(client, addr, &m, &handle(&m)).await;
+            let r = ack(client, addr, GROUP, POP_TOPIC, &m, &handle(&m)).await;
             assert_eq!(r.code, response_code::SUCCESS, "{:?}", r.remark);
             back.push((at, m));
         }
