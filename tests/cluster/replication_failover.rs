@@ -16,6 +16,7 @@ use rocketraft_remoting::codes::response_code;
 use rocketraft_remoting::{ClientConfig, RemotingClient, RemotingCommand};
 
 use crate::support::free_port;
+use crate::{kill, NameSrv};
 
 const TOPIC: &str = "Failover";
 
@@ -35,51 +36,6 @@ impl Drop for KeepOnPanic {
     }
 }
 const SEGMENT: u64 = 64 * 1024;
-
-fn kill(child: &Child, signal: i32) {
-    // SAFETY: plain syscall on the pid of our own child.
-    unsafe { libc::kill(child.id() as libc::pid_t, signal) };
-}
-
-struct NameSrv {
-    child: Child,
-    addr: String,
-}
-
-impl NameSrv {
-    fn start(dir: &Path) -> NameSrv {
-        let port = free_port();
-        let raft = free_port();
-        std::fs::create_dir_all(dir).expect("dir");
-        let config = dir.join("namesrv.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "listen = \"127.0.0.1:{port}\"\nenable_controller_in_namesrv = true\n\n[controller]\nheartbeat_timeout_ms = 2000\nscan_interval_ms = 200\n\n[controller.raft]\nnode_id = 1\nlisten = \"127.0.0.1:{raft}\"\ndata_dir = \"{}\"\nelection_timeout_min_ms = 300\nelection_timeout_max_ms = 600\nheartbeat_interval_ms = 100\n\n[controller.raft.initial_members]\n1 = \"127.0.0.1:{raft}\"\n",
-                dir.join("controller").display()
-            ),
-        )
-        .expect("config");
-        let child = Command::new(env!("CARGO_BIN_EXE_rocketraft"))
-            .args(["namesrv", "--config"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("namesrv.log")).expect("log"))
-            .spawn()
-            .expect("spawn namesrv");
-        NameSrv {
-            child,
-            addr: format!("127.0.0.1:{port}"),
-        }
-    }
-}
-
-impl Drop for NameSrv {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 struct BrokerProc {
     dir: PathBuf,
