@@ -22,21 +22,7 @@ fn ali_ons_produces_and_consumes_through_rocketraft_dev() {
     let (namesrv_port, broker_port) = (free_port(), free_port());
     let mut dev = Dev::start(data.path(), namesrv_port, broker_port, &[]);
     let namesrv = dev.namesrv.clone();
-    let created = admin(
-        &namesrv,
-        &["topic", "create", "CompatTopic", "--queues", "4"],
-    );
-    assert!(created.contains("created topic"), "{created}");
-    // Let the broker's re-registration reach the NameServer.
-    for _ in 0..100 {
-        if admin_output(&namesrv, &["topic", "route", "CompatTopic"])
-            .status
-            .success()
-        {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    create_routed_topic(&namesrv, "CompatTopic", "4");
 
     let count = 40;
     let out = Command::new("node")
@@ -208,7 +194,11 @@ fn ali_ons_with_credentials_against_rocketraft_dev_with_auth() {
             );
         }
     }
-    wait_for_route(&ns, "AliAuthTopic");
+    wait_for_route(
+        &ns,
+        &["--access-key", SUPER_USER, "--secret-key", SUPER_SECRET],
+        "AliAuthTopic",
+    );
 
     let refused = |user: &str, secret: &str, body: &str| {
         run_node(
@@ -285,27 +275,25 @@ fn ali_ons_with_credentials_against_rocketraft_dev_with_auth() {
     }
 }
 
-/// Waits until the NameServer routes `topic` (the broker's re-registration reached it).
-fn wait_for_route(namesrv: &str, topic: &str) {
+/// Waits until the NameServer routes `topic` (the broker's re-registration reached it),
+/// asking with `rocketraft admin AUTH... topic route TOPIC` (`auth`: credentials or nothing).
+fn wait_for_route(namesrv: &str, auth: &[&str], topic: &str) {
+    let mut args = auth.to_vec();
+    args.extend_from_slice(&["topic", "route", topic]);
     for _ in 0..100 {
-        let out = admin_output(
-            namesrv,
-            &[
-                "--access-key",
-                SUPER_USER,
-                "--secret-key",
-                SUPER_SECRET,
-                "topic",
-                "route",
-                topic,
-            ],
-        );
-        if out.status.success() {
+        if admin_output(namesrv, &args).status.success() {
             return;
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     panic!("no route for {topic}");
+}
+
+/// Creates `topic` with `queues` queues (no credentials) and waits until it is routed.
+fn create_routed_topic(namesrv: &str, topic: &str, queues: &str) {
+    let created = admin(namesrv, &["topic", "create", topic, "--queues", queues]);
+    assert!(created.contains("created topic"), "{created}");
+    wait_for_route(namesrv, &[], topic);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -326,20 +314,7 @@ fn ali_ons_looks_messages_up_by_key_unique_key_and_offset_id() {
     let data = tempfile::tempdir().expect("tempdir");
     let dev = Dev::start(data.path(), free_port(), free_port(), &[]);
     let namesrv = dev.namesrv.clone();
-    let created = admin(
-        &namesrv,
-        &["topic", "create", "LookupTopic", "--queues", "2"],
-    );
-    assert!(created.contains("created topic"), "{created}");
-    for _ in 0..100 {
-        if admin_output(&namesrv, &["topic", "route", "LookupTopic"])
-            .status
-            .success()
-        {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    create_routed_topic(&namesrv, "LookupTopic", "2");
     let events = run_node(
         &compat,
         "lookup.js",
