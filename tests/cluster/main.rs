@@ -93,14 +93,6 @@ async fn create_topic(namesrv: &str, topic: &str, queues: &str, extra: &[&str]) 
     }
 }
 
-/// A gRPC resource in the default namespace.
-fn resource(name: &str) -> Option<rocketraft_proxy::pb::Resource> {
-    Some(rocketraft_proxy::pb::Resource {
-        resource_namespace: String::new(),
-        name: name.to_string(),
-    })
-}
-
 /// The master address of broker set `set` in `route`.
 fn master(route: &rocketraft_common::protocol::TopicRouteData, set: &str) -> Option<String> {
     route

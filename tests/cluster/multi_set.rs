@@ -21,8 +21,8 @@ use rocketraft_remoting::{ClientConfig, RemotingClient};
 use serde_json::Value;
 use tonic::transport::Channel;
 
-use crate::support::{free_port, spawn_ready};
-use crate::{create_topic, pull_all, resource, UpCluster};
+use crate::support::{free_port, resource, spawn_ready};
+use crate::{create_topic, pull_all, UpCluster};
 
 const TOPIC: &str = "MultiSet";
 const FIFO_TOPIC: &str = "MultiSetFifo";

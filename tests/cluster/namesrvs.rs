@@ -17,8 +17,8 @@ use rocketraft_remoting::api_produce::TopicProducer;
 use rocketraft_remoting::codes::response_code;
 use rocketraft_remoting::{ClientConfig, RemotingClient};
 
-use crate::support::{admin_output, free_port, spawn_ready};
-use crate::{create_topic, resource, UpCluster};
+use crate::support::{admin_output, free_port, resource, spawn_ready};
+use crate::{create_topic, UpCluster};
 
 /// How often the brokers re-register (`registerNameServerPeriod`), shortened for the test.
 const REGISTER_INTERVAL: Duration = Duration::from_secs(3);

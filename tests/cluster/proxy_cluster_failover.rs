@@ -11,18 +11,11 @@ use rocketraft_proxy::pb;
 use rocketraft_proxy::pb::messaging_service_client::MessagingServiceClient;
 use tonic::transport::Channel;
 
-use crate::support::{admin_output, free_port, spawn_ready};
+use crate::support::{admin_output, free_port, resource, spawn_ready};
 use crate::UpCluster;
 
 const TOPIC: &str = "ProxyFailover";
 const GROUP: &str = "proxy-failover";
-
-fn resource(name: &str) -> Option<pb::Resource> {
-    Some(pb::Resource {
-        resource_namespace: String::new(),
-        name: name.to_string(),
-    })
-}
 
 async fn send(client: &mut MessagingServiceClient<Channel>, i: usize) -> bool {
     let mut req = tonic::Request::new(pb::SendMessageRequest {

@@ -11,14 +11,7 @@ use rocketraft_proxy::pb::messaging_service_client::MessagingServiceClient;
 use rocketraft_remoting::api::MqClientApi;
 use rocketraft_remoting::{ClientConfig, RemotingClient};
 
-use crate::support::{free_port, Dev};
-
-fn resource(name: &str) -> Option<pb::Resource> {
-    Some(pb::Resource {
-        resource_namespace: String::new(),
-        name: name.to_string(),
-    })
-}
+use crate::support::{free_port, resource, Dev};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_process_routes_sends_and_receives() {

@@ -14,17 +14,10 @@ use rocketraft_remoting::api::MqClientApi;
 use rocketraft_remoting::{ClientConfig, RemotingClient};
 use tonic::transport::Channel;
 
-use crate::support::{free_port, spawn_ready, Dev};
+use crate::support::{free_port, resource, spawn_ready, Dev};
 
 const TOPIC: &str = "TwoProxies";
 const GROUP: &str = "two-proxies";
-
-fn resource(name: &str) -> Option<pb::Resource> {
-    Some(pb::Resource {
-        resource_namespace: String::new(),
-        name: name.to_string(),
-    })
-}
 
 /// Sends one message; `Ok(true)` when acknowledged, `Ok(false)` on a non-OK status,
 /// `Err` when the proxy could not be reached (the outcome is then unknown).

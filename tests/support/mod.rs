@@ -51,6 +51,14 @@ pub fn file_turn(module: &'static str) -> FileTurn {
     FileTurn
 }
 
+/// A gRPC resource (topic or group) named `name` in the default namespace.
+pub fn resource(name: &str) -> Option<rocketraft_proxy::pb::Resource> {
+    Some(rocketraft_proxy::pb::Resource {
+        resource_namespace: String::new(),
+        name: name.to_string(),
+    })
+}
+
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
     rocketraft_common::net::free_loopback_port().expect("a free loopback port")
