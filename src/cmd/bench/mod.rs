@@ -19,6 +19,7 @@ mod pop;
 mod proxy;
 mod replication;
 mod retention;
+mod sets;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -165,6 +166,9 @@ enum BenchCommand {
     /// Start a one-broker cluster with `cluster up --auth` and the same without, and compare
     /// signed sends (ACL 2.0 checked) with unsigned ones on the same load, same run.
     Auth(auth::AuthBenchArgs),
+    /// Start `cluster up --sets N` and compare sends spread over the queues of 1, 2, ... N
+    /// broker sets (rotating rounds, same run).
+    Sets(sets::SetsBenchArgs),
     /// Sends with a key vs without (same run, alternating), then QUERY_MESSAGE latency by key
     /// over every message indexed, against GET_MAX_OFFSET round trips.
     Index(index::IndexBenchArgs),
@@ -201,6 +205,7 @@ impl BenchCommand {
             BenchCommand::Controller(_) => Some("controller"),
             BenchCommand::Replication(_) => Some("replication"),
             BenchCommand::Auth(_) => Some("auth"),
+            BenchCommand::Sets(_) => Some("sets"),
             BenchCommand::IndexStore(_) => Some("index-store"),
             BenchCommand::Metrics(_) => Some("metrics"),
             BenchCommand::Retention(_) => Some("retention"),
@@ -234,6 +239,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         BenchCommand::Consume { target, batch } => consume(target, batch.max(1)).await,
         BenchCommand::Auth(args) => auth::run(args).await,
+        BenchCommand::Sets(args) => sets::run(args).await,
         BenchCommand::Retention(args) => retention::run(args).await,
         BenchCommand::Metrics(args) => metrics::run(args).await,
         BenchCommand::Controller(args) => controller::run(args).await,
