@@ -13,6 +13,7 @@ mod metadata_kill9;
 mod metrics_prometheus;
 mod multi_set;
 mod namesrvs;
+mod procs;
 mod proxy_cluster_failover;
 mod replication_failover;
 mod rocketmq_conf;
@@ -150,55 +151,6 @@ async fn pull_all(
         }
     }
     found
-}
-
-/// Sends `signal` to `child`.
-fn kill(child: &std::process::Child, signal: i32) {
-    // SAFETY: plain syscall on the pid of our own child.
-    unsafe { libc::kill(child.id() as libc::pid_t, signal) };
-}
-
-/// A `rocketraft namesrv` process with the controller embedded (a one-node Raft group with
-/// quick failover timings) on free loopback ports, its config and log under `dir`; killed when
-/// dropped.
-struct NameSrv {
-    child: std::process::Child,
-    addr: String,
-}
-
-impl NameSrv {
-    fn start(dir: &std::path::Path) -> NameSrv {
-        let port = support::free_port();
-        let raft = support::free_port();
-        std::fs::create_dir_all(dir).expect("dir");
-        let config = dir.join("namesrv.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "listen = \"127.0.0.1:{port}\"\nenable_controller_in_namesrv = true\n\n[controller]\nheartbeat_timeout_ms = 2000\nscan_interval_ms = 200\n\n[controller.raft]\nnode_id = 1\nlisten = \"127.0.0.1:{raft}\"\ndata_dir = \"{}\"\nelection_timeout_min_ms = 300\nelection_timeout_max_ms = 600\nheartbeat_interval_ms = 100\n\n[controller.raft.initial_members]\n1 = \"127.0.0.1:{raft}\"\n",
-                dir.join("controller").display()
-            ),
-        )
-        .expect("config");
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_rocketraft"))
-            .args(["namesrv", "--config"])
-            .arg(&config)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(dir.join("namesrv.log")).expect("log"))
-            .spawn()
-            .expect("spawn namesrv");
-        NameSrv {
-            child,
-            addr: format!("127.0.0.1:{port}"),
-        }
-    }
-}
-
-impl Drop for NameSrv {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// A cluster directory for `rocketraft cluster up`; `cluster down` when dropped (so a failing

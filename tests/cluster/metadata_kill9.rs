@@ -3,126 +3,21 @@
 //! acknowledged by the master survive its kill -9, also while changes are in flight, and the
 //! old master, restarted, converges on the same metadata.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rocketraft_common::acl::{AclInfo, PolicyEntryInfo, PolicyInfo, UserInfo};
 use rocketraft_common::TopicConfig;
-use rocketraft_remoting::api::MqClientApi;
 use rocketraft_remoting::codes::{request_code, response_code};
 use rocketraft_remoting::{ClientConfig, RemotingClient, RemotingCommand};
 
-use crate::support::free_port;
-use crate::{kill, NameSrv};
-
-struct BrokerProc {
-    dir: PathBuf,
-    port: u16,
-    config: PathBuf,
-    child: Option<Child>,
-    runs: usize,
-}
-
-impl BrokerProc {
-    fn new(root: &Path, i: usize, namesrv: &str) -> BrokerProc {
-        let dir = root.join(format!("broker-{i}"));
-        std::fs::create_dir_all(&dir).expect("dir");
-        let port = free_port();
-        let config = dir.join("broker.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "broker_name = \"broker-a\"\nlisten = \"127.0.0.1:{port}\"\nha_port = 0\nnamesrv_addr = \"{namesrv}\"\nenable_controller_mode = true\ncontroller_addr = \"{namesrv}\"\ncontroller_heartbeat_interval_ms = 300\ncontroller_heartbeat_timeout_ms = 2000\nsync_controller_metadata_period_ms = 500\ncheck_sync_state_set_period_ms = 200\nmin_in_sync_replicas = 2\nslave_timeout_ms = 2000\n\n[store]\nstore_root = \"{}\"\ncommitlog_segment_size = 65536\npretouch = false\nmax_message_size = 16384\n",
-                dir.join("store").display()
-            ),
-        )
-        .expect("config");
-        BrokerProc {
-            dir,
-            port,
-            config,
-            child: None,
-            runs: 0,
-        }
-    }
-
-    fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn start(&mut self) {
-        self.runs += 1;
-        let log =
-            std::fs::File::create(self.dir.join(format!("run-{}.log", self.runs))).expect("log");
-        self.child = Some(
-            Command::new(env!("CARGO_BIN_EXE_rocketraft"))
-                .args(["broker", "--config"])
-                .arg(&self.config)
-                .args(["--threads", "2"])
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("spawn broker"),
-        );
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            kill(&c, libc::SIGKILL);
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for BrokerProc {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-fn api() -> MqClientApi {
-    MqClientApi::new(
-        RemotingClient::new(ClientConfig::default()),
-        Duration::from_secs(5),
-    )
-}
+use crate::procs::{api, find_master, status, BrokerProc, NameSrv};
 
 async fn invoke(addr: &str, request: RemotingCommand) -> Option<RemotingCommand> {
     RemotingClient::new(ClientConfig::default())
         .invoke(addr, request, Duration::from_secs(5))
         .await
         .ok()
-}
-
-async fn status(addr: &str) -> Option<serde_json::Value> {
-    let r = invoke(
-        addr,
-        RemotingCommand::request(request_code::GET_BROKER_HA_STATUS),
-    )
-    .await?;
-    (r.code == response_code::SUCCESS)
-        .then(|| serde_json::from_slice(&r.body).ok())
-        .flatten()
-}
-
-async fn find_master(brokers: &[BrokerProc], limit: Duration) -> usize {
-    let deadline = Instant::now() + limit;
-    loop {
-        for (i, b) in brokers.iter().enumerate() {
-            if b.child.is_none() {
-                continue;
-            }
-            if let Some(s) = status(&b.addr()).await {
-                if s["role"] == "MASTER" && s["leaseValid"] == true {
-                    return i;
-                }
-            }
-        }
-        assert!(Instant::now() < deadline, "no master within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 async fn eventually(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool) {
@@ -196,10 +91,10 @@ async fn acknowledged_metadata_survives_kill9_of_the_master() {
     let dir = tempfile::tempdir().expect("tempdir");
     let ns = NameSrv::start(&dir.path().join("namesrv"));
     let mut brokers: Vec<BrokerProc> = (0..3)
-        .map(|i| BrokerProc::new(dir.path(), i, &ns.addr))
+        .map(|i| BrokerProc::new(dir.path(), i, &ns.addr, ""))
         .collect();
     for b in &mut brokers {
-        b.start();
+        b.start(None);
     }
     let m = find_master(&brokers, Duration::from_secs(30)).await;
     let master = brokers[m].addr();
@@ -301,7 +196,7 @@ async fn acknowledged_metadata_survives_kill9_of_the_master() {
     }
 
     // The old master restarts as a slave and converges on the same metadata.
-    brokers[m].start();
+    brokers[m].start(None);
     let old = brokers[m].addr();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

@@ -6,17 +6,15 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rocketraft_remoting::api::{MqClientApi, PullRequest, PullStatus, SendRequest};
+use rocketraft_remoting::api::{PullRequest, PullStatus, SendRequest};
 use rocketraft_remoting::codes::response_code;
-use rocketraft_remoting::{ClientConfig, RemotingClient, RemotingCommand};
 
-use crate::support::free_port;
-use crate::{kill, NameSrv};
+use crate::procs::{api, find_master, status, BrokerProc, NameSrv, BROKER_SEGMENT};
 
 const TOPIC: &str = "Failover";
 
@@ -35,130 +33,7 @@ impl Drop for KeepOnPanic {
         }
     }
 }
-const SEGMENT: u64 = 64 * 1024;
-
-struct BrokerProc {
-    dir: PathBuf,
-    port: u16,
-    config: PathBuf,
-    child: Option<Child>,
-    runs: usize,
-}
-
-impl BrokerProc {
-    fn new(root: &Path, i: usize, namesrv: &str, extra: &str) -> BrokerProc {
-        let dir = root.join(format!("broker-{i}"));
-        std::fs::create_dir_all(&dir).expect("dir");
-        let port = free_port();
-        let config = dir.join("broker.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "broker_name = \"broker-a\"\nlisten = \"127.0.0.1:{port}\"\nha_port = 0\nnamesrv_addr = \"{namesrv}\"\nenable_controller_mode = true\ncontroller_addr = \"{namesrv}\"\ncontroller_heartbeat_interval_ms = 300\ncontroller_heartbeat_timeout_ms = 2000\nsync_controller_metadata_period_ms = 500\ncheck_sync_state_set_period_ms = 200\nmin_in_sync_replicas = 2\n{}{extra}\n[store]\nstore_root = \"{}\"\ncommitlog_segment_size = {SEGMENT}\npretouch = false\nmax_message_size = 16384\n",
-                if extra.contains("slave_timeout_ms") { "" } else { "slave_timeout_ms = 2000\n" },
-                dir.join("store").display()
-            ),
-        )
-        .expect("config");
-        BrokerProc {
-            dir,
-            port,
-            config,
-            child: None,
-            runs: 0,
-        }
-    }
-
-    fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn start(&mut self, failpoint: Option<&str>) {
-        self.runs += 1;
-        let log =
-            std::fs::File::create(self.dir.join(format!("run-{}.log", self.runs))).expect("log");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rocketraft"));
-        cmd.args(["broker", "--config"])
-            .arg(&self.config)
-            .args(["--threads", "2"])
-            .stdout(Stdio::null())
-            .stderr(log);
-        if let Some(f) = failpoint {
-            cmd.env("ROCKETRAFT_FAILPOINT", f);
-        }
-        self.child = Some(cmd.spawn().expect("spawn broker"));
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            kill(&c, libc::SIGKILL);
-            let _ = c.wait();
-        }
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            kill(&c, libc::SIGTERM);
-            let _ = c.wait();
-        }
-    }
-
-    fn signal(&self, sig: i32) {
-        if let Some(c) = &self.child {
-            kill(c, sig);
-        }
-    }
-
-    /// Waits for the process to exit on its own (a failpoint); true if it died abnormally.
-    fn wait_crash(&mut self, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Some(c) = self.child.as_mut() {
-                if let Ok(Some(status)) = c.try_wait() {
-                    self.child = None;
-                    return !status.success();
-                }
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        false
-    }
-
-    fn commitlog(&self) -> PathBuf {
-        self.dir.join("store").join("commitlog")
-    }
-}
-
-impl Drop for BrokerProc {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-fn api() -> MqClientApi {
-    MqClientApi::new(
-        RemotingClient::new(ClientConfig::default()),
-        Duration::from_secs(5),
-    )
-}
-
-/// GET_BROKER_HA_STATUS of one broker.
-async fn status(addr: &str) -> Option<serde_json::Value> {
-    let client = RemotingClient::new(ClientConfig::default());
-    let r = client
-        .invoke(
-            addr,
-            RemotingCommand::request(
-                rocketraft_remoting::codes::request_code::GET_BROKER_HA_STATUS,
-            ),
-            Duration::from_secs(2),
-        )
-        .await
-        .ok()?;
-    (r.code == response_code::SUCCESS)
-        .then(|| serde_json::from_slice(&r.body).ok())
-        .flatten()
-}
+const SEGMENT: u64 = BROKER_SEGMENT;
 
 async fn wait_status(
     what: &str,
@@ -177,25 +52,6 @@ async fn wait_status(
             Instant::now() < deadline,
             "timed out waiting for {what} on {addr}"
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// The index of the broker that is master with a valid lease.
-async fn find_master(brokers: &[BrokerProc], limit: Duration) -> usize {
-    let deadline = Instant::now() + limit;
-    loop {
-        for (i, b) in brokers.iter().enumerate() {
-            if b.child.is_none() {
-                continue;
-            }
-            if let Some(s) = status(&b.addr()).await {
-                if s["role"] == "MASTER" && s["leaseValid"] == true {
-                    return i;
-                }
-            }
-        }
-        assert!(Instant::now() < deadline, "no master within {limit:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
