@@ -13,6 +13,7 @@ use rocketraft_remoting::api::{MqClientApi, SendRequest};
 use rocketraft_remoting::codes::{request_code, response_code};
 use rocketraft_remoting::{ClientConfig, RemotingClient, RemotingCommand};
 
+use crate::pop_copy::{ack, handle};
 use crate::support::{admin, free_port, Dev};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -59,22 +60,7 @@ async fn progress_and_dlq_after_pop() {
     let popped = decode_messages(&r.body).expect("body");
     assert_eq!(popped.len(), 4);
     for m in &popped[..2] {
-        let r = client
-            .invoke(
-                &dev.broker,
-                RemotingCommand::request(request_code::ACK_MESSAGE)
-                    .with_ext("consumerGroup", "cg")
-                    .with_ext("topic", "Progress")
-                    .with_ext("queueId", 0)
-                    .with_ext("offset", m.queue_offset)
-                    .with_ext(
-                        "extraInfo",
-                        m.message.property(property::POP_CK).expect("ck"),
-                    ),
-                Duration::from_secs(5),
-            )
-            .await
-            .expect("ack");
+        let r = ack(&client, &dev.broker, "cg", "Progress", m, &handle(m)).await;
         assert_eq!(r.code, response_code::SUCCESS);
     }
     let progress = admin(

@@ -16,6 +16,7 @@ use rocketraft_remoting::api::{MqClientApi, PullRequest, PullStatus, SendRequest
 use rocketraft_remoting::codes::{request_code, response_code};
 use rocketraft_remoting::{ClientConfig, RemotingClient, RemotingCommand};
 
+use crate::pop_copy::{ack, handle};
 use crate::support::{admin, free_port, Dev};
 
 const SEGMENT: u64 = 1 << 20;
@@ -155,22 +156,7 @@ async fn expired_segments_go_once_live_state_no_longer_needs_them() {
 
     // Acked and delivered: nothing pins any more; the expired segments go.
     let m = &popped[0];
-    let r = client
-        .invoke(
-            &dev.broker,
-            RemotingCommand::request(request_code::ACK_MESSAGE)
-                .with_ext("consumerGroup", "cg")
-                .with_ext("topic", "Ret")
-                .with_ext("queueId", 0)
-                .with_ext("offset", m.queue_offset)
-                .with_ext(
-                    "extraInfo",
-                    m.message.property(property::POP_CK).expect("ck"),
-                ),
-            Duration::from_secs(5),
-        )
-        .await
-        .expect("ack");
+    let r = ack(&client, &dev.broker, "cg", "Ret", m, &handle(m)).await;
     assert_eq!(r.code, response_code::SUCCESS);
     let timer_pull = PullRequest {
         consumer_group: "tg".into(),
