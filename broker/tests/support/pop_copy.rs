@@ -1,8 +1,10 @@
 //! What the full-disk copy-forward tests of two crates share (broker/tests/e2e/retention_copy.rs
 //! with an in-process broker and a simulated crash, tests/dev/pop_copy_kill9.rs with a
 //! `rocketraft broker` process and `kill -9`): the broker configuration, filling a small tmpfs
-//! past `diskSpaceWarningLevelRatio`, and POP, ack and ChangeInvisibleTime over Remoting. Both
-//! include this file with `#[path]`, so nothing of it is a crate's public API.
+//! past `diskSpaceWarningLevelRatio`, the POP scenario's phases, and POP, ack and
+//! ChangeInvisibleTime over Remoting (ack and ChangeInvisibleTime also serve the other POP tests
+//! of both binaries). Both include this file with `#[path]`, so nothing of it is a crate's public
+//! API.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
