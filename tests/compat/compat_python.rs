@@ -16,31 +16,6 @@ use std::process::Command;
 
 use crate::support::{admin, admin_output, free_port, spawn_ready, Dev};
 
-fn ensure_client() {
-    let present = Command::new("python3")
-        .args(["-c", "import rocketmq"])
-        .status()
-        .expect("python3 is needed for this test: run scripts/setup.sh")
-        .success();
-    if !present {
-        let status = Command::new("python3")
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "rocketmq-python-client==5.1.2",
-            ])
-            .status()
-            .expect("pip");
-        assert!(
-            status.success(),
-            "installing rocketmq-python-client failed: run scripts/setup.sh"
-        );
-    }
-}
-
 /// Creates the topics `{prefix}Normal`, `Fifo`, `Delay` and `Tx` (each with its message type,
 /// 4 queues) and the FIFO group `{group}-fifo` an official client's suite uses, and waits for
 /// their routes.
@@ -162,7 +137,7 @@ pub(crate) const FAST_TX: [&str; 4] = [
 #[test]
 fn python_client_against_dev_with_its_in_process_proxy() {
     let _turn = crate::support::file_turn(module_path!());
-    ensure_client();
+    crate::ensure_python_client();
     let data = tempfile::tempdir().expect("tempdir");
     let mut extra = vec!["--segment-size", "1048576"];
     extra.extend(FAST_TX);
@@ -179,7 +154,7 @@ fn python_client_against_dev_with_its_in_process_proxy() {
 #[test]
 fn python_client_against_namesrv_broker_and_proxy_processes() {
     let _turn = crate::support::file_turn(module_path!());
-    ensure_client();
+    crate::ensure_python_client();
     let data = tempfile::tempdir().expect("tempdir");
     let namesrv = format!("127.0.0.1:{}", free_port());
     let broker = format!("127.0.0.1:{}", free_port());

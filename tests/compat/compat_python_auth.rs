@@ -10,35 +10,10 @@ use std::process::{Command, Stdio};
 
 use crate::support::{admin, free_port, Dev};
 
-fn ensure_client() {
-    let present = Command::new("python3")
-        .args(["-c", "import rocketmq"])
-        .status()
-        .expect("python3 is needed for this test: run scripts/setup.sh")
-        .success();
-    if !present {
-        let status = Command::new("python3")
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "rocketmq-python-client==5.1.2",
-            ])
-            .status()
-            .expect("pip");
-        assert!(
-            status.success(),
-            "installing rocketmq-python-client failed: run scripts/setup.sh"
-        );
-    }
-}
-
 #[test]
 fn python_client_with_credentials_through_a_proxy_with_auth() {
     let _turn = crate::support::file_turn(module_path!());
-    ensure_client();
+    crate::ensure_python_client();
     let data = tempfile::tempdir().expect("tempdir");
     let mut dev = Dev::start(data.path(), free_port(), free_port(), &[]);
     let ns = dev.namesrv.clone();

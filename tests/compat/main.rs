@@ -14,3 +14,29 @@ mod compat_rocketmq_rust;
 
 #[path = "../support/mod.rs"]
 mod support;
+
+/// Installs rocketmq-python-client 5.1.2 with pip when `import rocketmq` fails.
+fn ensure_python_client() {
+    let present = std::process::Command::new("python3")
+        .args(["-c", "import rocketmq"])
+        .status()
+        .expect("python3 is needed for this test: run scripts/setup.sh")
+        .success();
+    if !present {
+        let status = std::process::Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "rocketmq-python-client==5.1.2",
+            ])
+            .status()
+            .expect("pip");
+        assert!(
+            status.success(),
+            "installing rocketmq-python-client failed: run scripts/setup.sh"
+        );
+    }
+}
