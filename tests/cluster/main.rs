@@ -94,6 +94,45 @@ async fn create_topic(namesrv: &str, topic: &str, queues: &str, extra: &[&str]) 
     }
 }
 
+/// One message through the proxy (a FIFO message of message group `group` when it names one),
+/// within 8 s; true when acknowledged.
+async fn grpc_send(
+    client: &mut rocketraft_proxy::pb::messaging_service_client::MessagingServiceClient<
+        tonic::transport::Channel,
+    >,
+    topic: &str,
+    message_id: &str,
+    body: &str,
+    group: Option<&str>,
+) -> bool {
+    use rocketraft_proxy::pb;
+    let mut req = tonic::Request::new(pb::SendMessageRequest {
+        messages: vec![pb::Message {
+            topic: support::resource(topic),
+            user_properties: std::collections::HashMap::new(),
+            system_properties: Some(pb::SystemProperties {
+                message_id: message_id.to_string(),
+                message_type: if group.is_some() {
+                    pb::MessageType::Fifo as i32
+                } else {
+                    pb::MessageType::Normal as i32
+                },
+                message_group: group.map(str::to_string),
+                ..pb::SystemProperties::default()
+            }),
+            body: body.as_bytes().to_vec(),
+        }],
+    });
+    req.set_timeout(std::time::Duration::from_secs(8));
+    match client.send_message(req).await {
+        Ok(r) => r
+            .into_inner()
+            .status
+            .is_some_and(|s| s.code == pb::Code::Ok as i32),
+        Err(_) => false,
+    }
+}
+
 /// The master address of broker set `set` in `route`.
 fn master(route: &rocketraft_common::protocol::TopicRouteData, set: &str) -> Option<String> {
     route

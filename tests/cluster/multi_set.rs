@@ -7,7 +7,7 @@
 //! during the failover, and once broker-a's slave is master both sets take sends again. Nothing
 //! acknowledged is lost, and every message of a FIFO message group sits on one queue of one set.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -22,7 +22,7 @@ use serde_json::Value;
 use tonic::transport::Channel;
 
 use crate::support::{free_port, resource, spawn_ready};
-use crate::{create_topic, pull_all, UpCluster};
+use crate::{create_topic, grpc_send, pull_all, UpCluster};
 
 const TOPIC: &str = "MultiSet";
 const FIFO_TOPIC: &str = "MultiSetFifo";
@@ -34,40 +34,6 @@ fn master_row(cluster: &UpCluster, set: &str) -> Option<Value> {
         .status()
         .into_iter()
         .find(|r| r["broker_name"] == set && r["role"] == "master")
-}
-
-/// One message through the proxy; true when acknowledged.
-async fn grpc_send(
-    client: &mut MessagingServiceClient<Channel>,
-    topic: &str,
-    body: &str,
-    group: Option<&str>,
-) -> bool {
-    let mut req = tonic::Request::new(pb::SendMessageRequest {
-        messages: vec![pb::Message {
-            topic: resource(topic),
-            user_properties: HashMap::new(),
-            system_properties: Some(pb::SystemProperties {
-                message_id: format!("ID-{body}"),
-                message_type: if group.is_some() {
-                    pb::MessageType::Fifo as i32
-                } else {
-                    pb::MessageType::Normal as i32
-                },
-                message_group: group.map(str::to_string),
-                ..pb::SystemProperties::default()
-            }),
-            body: body.as_bytes().to_vec(),
-        }],
-    });
-    req.set_timeout(Duration::from_secs(8));
-    match client.send_message(req).await {
-        Ok(r) => r
-            .into_inner()
-            .status
-            .is_some_and(|s| s.code == pb::Code::Ok as i32),
-        Err(_) => false,
-    }
 }
 
 fn remoting_request(topic: &str, body: &str, group: Option<&str>) -> SendRequest {
@@ -245,7 +211,7 @@ async fn two_broker_sets_share_topics_and_survive_a_failover_in_one() {
             acked.insert(body);
         }
         let body = format!("G-{n:04}");
-        if grpc_send(&mut client, TOPIC, &body, None).await {
+        if grpc_send(&mut client, TOPIC, &format!("ID-{body}"), &body, None).await {
             acked.insert(body);
         }
         n += 1;
@@ -287,6 +253,7 @@ async fn two_broker_sets_share_topics_and_survive_a_failover_in_one() {
             grpc_send(
                 &mut client,
                 FIFO_TOPIC,
+                &format!("ID-F-G-{i}"),
                 &format!("F-G-{i}"),
                 Some("order-7")
             )
@@ -320,7 +287,7 @@ async fn two_broker_sets_share_topics_and_survive_a_failover_in_one() {
         }
         let body = format!("G-{n:04}");
         tried += 1;
-        if grpc_send(&mut client, TOPIC, &body, None).await {
+        if grpc_send(&mut client, TOPIC, &format!("ID-{body}"), &body, None).await {
             acked.insert(body);
             during += 1;
         }
@@ -368,7 +335,7 @@ async fn two_broker_sets_share_topics_and_survive_a_failover_in_one() {
             acked.insert(body);
         }
         let body = format!("G-{n:04}");
-        if grpc_send(&mut client, TOPIC, &body, None).await {
+        if grpc_send(&mut client, TOPIC, &format!("ID-{body}"), &body, None).await {
             acked.insert(body);
         }
         n += 1;

@@ -6,7 +6,6 @@
 //! first is then restarted empty (a NameServer keeps no routes on disk): within one
 //! registration interval it lists the broker set whole and knows every topic, alone.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -18,7 +17,7 @@ use rocketraft_remoting::codes::response_code;
 use rocketraft_remoting::{ClientConfig, RemotingClient};
 
 use crate::support::{admin_output, free_port, resource, spawn_ready};
-use crate::{create_topic, UpCluster};
+use crate::{create_topic, grpc_send, UpCluster};
 
 /// How often the brokers re-register (`registerNameServerPeriod`), shortened for the test.
 const REGISTER_INTERVAL: Duration = Duration::from_secs(3);
@@ -38,30 +37,6 @@ async fn send_remoting(producer: &TopicProducer, topic: &str, tag: &str, n: usiz
             .unwrap_or_else(|e| panic!("send {tag}-{i} to {topic}: {e}"));
         assert_eq!(r.code, response_code::SUCCESS, "{tag}-{i} on {set}");
     }
-}
-
-async fn grpc_send(client: &mut MessagingServiceClient<tonic::transport::Channel>, topic: &str) {
-    let r = client
-        .send_message(pb::SendMessageRequest {
-            messages: vec![pb::Message {
-                topic: resource(topic),
-                user_properties: HashMap::new(),
-                system_properties: Some(pb::SystemProperties {
-                    message_id: format!("ID-{topic}-{}", rocketraft_common::time::now_ms()),
-                    message_type: pb::MessageType::Normal as i32,
-                    ..pb::SystemProperties::default()
-                }),
-                body: b"through the proxy".to_vec(),
-            }],
-        })
-        .await
-        .expect("send through the proxy")
-        .into_inner();
-    assert_eq!(
-        r.status.map(|s| s.code),
-        Some(pb::Code::Ok as i32),
-        "send to {topic} through the proxy"
-    );
 }
 
 /// Whether the NameServer at `addr`, alone, lists broker-a with both replicas and a master, and
@@ -135,7 +110,17 @@ async fn two_namesrvs_serve_through_the_loss_and_the_empty_restart_of_one() {
     let mut client = MessagingServiceClient::connect(format!("http://{proxy_addr}"))
         .await
         .expect("connect");
-    grpc_send(&mut client, "Before").await;
+    assert!(
+        grpc_send(
+            &mut client,
+            "Before",
+            "ID-Before",
+            "through the proxy",
+            None
+        )
+        .await,
+        "send to Before through the proxy"
+    );
 
     // kill -9 the first NameServer.
     let first = rows
@@ -172,7 +157,17 @@ async fn two_namesrvs_serve_through_the_loss_and_the_empty_restart_of_one() {
         .into_inner()
         .message_queues;
     assert_eq!(queues.len(), 2, "{queues:?}");
-    grpc_send(&mut client, "During").await;
+    assert!(
+        grpc_send(
+            &mut client,
+            "During",
+            "ID-During",
+            "through the proxy",
+            None
+        )
+        .await,
+        "send to During through the proxy"
+    );
 
     // Restart the first one empty, on its port and config: within one registration interval it
     // knows the whole set and every topic on its own.

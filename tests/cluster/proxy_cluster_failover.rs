@@ -4,7 +4,7 @@
 //! SIGKILL mid-run, and the client's sends through the same proxy succeed again once a slave
 //! is elected. A final drain through the proxy finds every acknowledged message.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use rocketraft_proxy::pb;
@@ -12,32 +12,13 @@ use rocketraft_proxy::pb::messaging_service_client::MessagingServiceClient;
 use tonic::transport::Channel;
 
 use crate::support::{admin_output, free_port, resource, spawn_ready};
-use crate::UpCluster;
+use crate::{grpc_send, UpCluster};
 
 const TOPIC: &str = "ProxyFailover";
 const GROUP: &str = "proxy-failover";
 
 async fn send(client: &mut MessagingServiceClient<Channel>, i: usize) -> bool {
-    let mut req = tonic::Request::new(pb::SendMessageRequest {
-        messages: vec![pb::Message {
-            topic: resource(TOPIC),
-            user_properties: HashMap::new(),
-            system_properties: Some(pb::SystemProperties {
-                message_id: format!("PF-{i:05}"),
-                message_type: pb::MessageType::Normal as i32,
-                ..pb::SystemProperties::default()
-            }),
-            body: format!("m{i}").into_bytes(),
-        }],
-    });
-    req.set_timeout(Duration::from_secs(8));
-    match client.send_message(req).await {
-        Ok(r) => r
-            .into_inner()
-            .status
-            .is_some_and(|s| s.code == pb::Code::Ok as i32),
-        Err(_) => false,
-    }
+    grpc_send(client, TOPIC, &format!("PF-{i:05}"), &format!("m{i}"), None).await
 }
 
 async fn drain(client: &mut MessagingServiceClient<Channel>) -> Vec<String> {
