@@ -237,6 +237,24 @@ fn write_blanks(path: &Path, file_bytes: u64, blank_bytes: usize) -> io::Result<
     file.sync_all()
 }
 
+/// Removes `files` (gone already is fine) and, if there were any, syncs `dir` so the removal
+/// survives a crash.
+fn remove_durably<'a>(dir: &Path, files: impl Iterator<Item = &'a Path>) -> io::Result<()> {
+    let mut removed = false;
+    for path in files {
+        removed = true;
+        match fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if removed {
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
 impl ConsumeQueue {
     fn file_bytes(&self) -> u64 {
         self.entries_per_file * CQ_UNIT_SIZE as u64
@@ -672,15 +690,8 @@ impl ConsumeQueue {
                 }
             }
         }
-        for f in &deleted {
-            match fs::remove_file(f.path()) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
-            }
-        }
+        remove_durably(&self.dir, deleted.iter().map(|f| f.path()))?;
         if !deleted.is_empty() {
-            sync_dir(&self.dir)?;
             tracing::debug!(
                 topic = %self.topic,
                 queue_id = self.queue_id,
@@ -761,16 +772,7 @@ impl ConsumeQueue {
         }
         self.flushed_offset.fetch_max(next, Ordering::AcqRel);
         drop(files);
-        for f in &deleted {
-            match fs::remove_file(f.path()) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
-            }
-        }
-        if !deleted.is_empty() {
-            sync_dir(&self.dir)?;
-        }
+        remove_durably(&self.dir, deleted.iter().map(|f| f.path()))?;
         Ok(true)
     }
 
