@@ -805,7 +805,10 @@ impl PopService {
             inner.store.get_min_offset_in_queue(&t, q),
             inner.store.get_max_offset_in_queue(&t, q),
         );
-        let from_max = request.init_from_max && !is_retry;
+        // A lite topic's queue that expired (its offsets went with it) starts at its cut, not
+        // at its end: everything from the cut on came after the expiry, and a subscriber that
+        // had read everything before it must still get that.
+        let from_max = request.init_from_max && !is_retry && inner.lite.expired_at(&t).is_none();
         let start = self.pop_start(&key, committed, from_max, min, max_off);
         if remaining == 0 {
             out.rest += (max_off - start).max(0);

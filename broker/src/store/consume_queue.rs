@@ -721,6 +721,11 @@ impl ConsumeQueue {
     pub fn expire_before(&self, next: i64, commitlog_pos: i64) -> io::Result<bool> {
         let mut files = self.files.write();
         let (min, max) = (self.min_offset(), self.max_offset());
+        if min == max && max < next {
+            // No entry at all, and this replica's queue ends below the master's (it started
+            // its log over past them): nothing to cut, and no record lies in between.
+            return Ok(true);
+        }
         if next < min || next > max {
             return Ok(false);
         }
@@ -752,6 +757,10 @@ impl ConsumeQueue {
         while files.len() > 1 && files[0].end_offset() <= byte {
             deleted.push(files.remove(0));
         }
+        // The files wholly below go first (durably), then the first file's slots are blanked:
+        // a crash in between leaves the queue whole from the first file on (a smaller cut,
+        // which the record's replay completes), never blanks with older entries below them.
+        remove_durably(&self.dir, deleted.iter().map(|f| f.path()))?;
         if let Some(first) = files.first() {
             let upto = byte
                 .saturating_sub(first.start_offset())
@@ -771,8 +780,6 @@ impl ConsumeQueue {
             }
         }
         self.flushed_offset.fetch_max(next, Ordering::AcqRel);
-        drop(files);
-        remove_durably(&self.dir, deleted.iter().map(|f| f.path()))?;
         Ok(true)
     }
 

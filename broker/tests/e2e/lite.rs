@@ -250,6 +250,35 @@ impl Node {
         bodies(&got)
     }
 
+    /// A POP with initMode 1 (CONSUME_FROM_LAST_OFFSET, the Java client's default): a group
+    /// without an offset starts at the queue's end.
+    async fn pop_from_last(&self, group: &str, lite: &str) -> Vec<String> {
+        let request = rocketraft_remoting::RemotingCommand::request(
+            rocketraft_remoting::codes::request_code::POP_MESSAGE,
+        )
+        .with_ext("consumerGroup", group)
+        .with_ext("topic", format!("%LMQ%${PARENT}${lite}"))
+        .with_ext("queueId", -1)
+        .with_ext("maxMsgNums", 32)
+        .with_ext("invisibleTime", 60_000)
+        .with_ext("pollTime", 0)
+        .with_ext("bornTime", rocketraft_common::time::now_ms())
+        .with_ext("initMode", 1);
+        let r = self
+            .api
+            .remoting()
+            .invoke(&self.addr, request, Duration::from_secs(10))
+            .await
+            .expect("pop");
+        match r.code {
+            response_code::SUCCESS => bodies(
+                &rocketraft_common::message::decode_messages(&r.body).expect("decodable pop body"),
+            ),
+            response_code::PULL_NOT_FOUND | response_code::POLLING_TIMEOUT => Vec::new(),
+            code => panic!("pop answered {code} {:?}", r.remark),
+        }
+    }
+
     /// Applies an expiry record as if it lay at CommitLog offset `at`.
     fn apply_expiry_at(&self, found: &[ExpiredQueue], at: i64) {
         let inner = self.broker.inner();
@@ -310,6 +339,13 @@ async fn a_send_racing_an_expiry_is_never_lost() {
         .metadata
         .commit_offset("lagging2", &q, 0, 1)
         .expect("commit");
+    // A group that read everything (its offset is the queue's end) and pops from the last
+    // offset (initMode 1): its offset goes with the expiry, and it must still get the message
+    // that came after the expiry rather than start past it.
+    inner
+        .metadata
+        .commit_offset("caught-up", &q, 0, 3)
+        .expect("commit");
     let found = node.find(0, 2 * 60_000);
     assert_eq!(
         found,
@@ -338,6 +374,14 @@ async fn a_send_racing_an_expiry_is_never_lost() {
     }
     assert_eq!(node.pop("lagging", "a").await, ["a-3"]);
     assert_eq!(node.pop("lagging2", "a").await, ["a-3"]);
+    assert_eq!(
+        inner
+            .metadata
+            .query_offset("caught-up", &q, 0)
+            .expect("query"),
+        None
+    );
+    assert_eq!(node.pop_from_last("caught-up", "a").await, ["a-3"]);
     // Applied twice (a replica replaying its log): the same.
     node.apply_expiry_at(&found, at);
     assert_eq!(inner.store.get_min_offset_in_queue(&q, 0), 3);
