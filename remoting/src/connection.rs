@@ -694,9 +694,10 @@ async fn write_batch(
     w.flush().await
 }
 
-/// The write buffer's size. It is allocated when the connection first writes: an idle
-/// connection (a flood of them, say) holds none. mimalloc commits what it hands out, so an
-/// eager 64 KiB buffer per connection cost 640 MiB under 10 000 idle connections.
+/// The write buffer's largest size. It is allocated when the connection first writes and
+/// grows with what it buffers: an idle connection (a flood of them, say) holds none, one that
+/// got a few small answers a small one. mimalloc commits what it hands out, so an eager 64 KiB
+/// buffer per connection cost 640 MiB under 10 000 idle connections.
 const WRITE_BUFFER: usize = 64 * 1024;
 
 /// The connection's writing half with a write buffer allocated on first use (a `BufWriter`
@@ -723,9 +724,8 @@ impl OutBuf {
         if bytes.len() >= WRITE_BUFFER {
             return self.writer.write_all(bytes).await;
         }
-        if self.buf.capacity() == 0 {
-            self.buf.reserve_exact(WRITE_BUFFER);
-        }
+        // Grown as needed (doubling, up to the buffer's size): a connection that only ever
+        // got small answers (an ACL refusal, say) holds a small buffer.
         self.buf.extend_from_slice(bytes);
         Ok(())
     }

@@ -390,6 +390,12 @@ impl Rolling {
             "handing controller leadership over"
         );
         for attempt in 1..=TRANSFER_ATTEMPTS {
+            // An attempt that timed out may have handed leadership over all the same.
+            if attempt > 1
+                && matches!(self.controller_leader().await, Ok(Ok((now, _))) if now != leader)
+            {
+                break;
+            }
             match rocketraft_raft::remote_admin(
                 &leader_status.raft.addr,
                 &rocketraft_raft::AdminRequest::TransferLeader { to },
@@ -627,7 +633,21 @@ impl Rolling {
         let name = &self.file.processes[slave].name;
         let master_addr = loopback(self.file.processes[master].ports.remoting);
         let slave_addr = loopback(self.file.processes[slave].ports.remoting);
-        let target = self.commitlog_end(&master_addr).await?;
+        let deadline = Instant::now() + self.step_timeout;
+        let target = loop {
+            match self.commitlog_end(&master_addr).await {
+                Ok(end) => break end,
+                Err(e) if Instant::now() < deadline => {
+                    tracing::debug!(error = %format!("{e:#}"), "the master's CommitLog end: retrying");
+                    tokio::time::sleep(POLL).await;
+                }
+                Err(e) => {
+                    return Err(e.context(format!(
+                        "the CommitLog end of {set}'s master, for {name} to reach"
+                    )))
+                }
+            }
+        };
         self.wait_until(
             &format!("{name} replicating the master of {set} up to offset {target}"),
             || async {
