@@ -453,6 +453,11 @@ impl ConsumeQueue {
     /// ever copies a slot being zeroed (see the module documentation).
     pub fn truncate(&self, new_max: i64) -> io::Result<()> {
         let mut files = self.files.write();
+        self.truncate_in(&mut files, new_max)
+    }
+
+    /// [`Self::truncate`] with the `files` lock held exclusively by the caller.
+    fn truncate_in(&self, files: &mut Vec<Arc<MappedFile>>, new_max: i64) -> io::Result<()> {
         // Never raises the max (that would publish empty slots).
         let new_max = new_max.min(self.max_offset()).max(self.min_offset());
         // Logical cut first: from here on no reader looks at or past `new_max`.
@@ -495,8 +500,10 @@ impl ConsumeQueue {
     /// and the queue is emptied ([`Self::clear`]): the master's records bring their queue
     /// offsets. Writer only.
     pub fn start_over_at(&self, commitlog_offset: i64) -> io::Result<()> {
+        // Exclusively from the search to the cut: a lite topic's expiry applied in between
+        // would raise the min, and the cut below would lower it back over its blanks.
+        let mut files = self.files.write();
         let keep = {
-            let files = self.files.read();
             // The first slot that may hold an entry: past the blanks of a queue that started
             // past 0 (they come before every entry, and are no entry to keep).
             let first = files.first().map_or(0, |f| {
@@ -529,9 +536,9 @@ impl ConsumeQueue {
             Some(cut) => {
                 // Lowered first: `truncate` never cuts below the min.
                 self.min_offset.fetch_min(cut, Ordering::AcqRel);
-                self.truncate(cut)
+                self.truncate_in(&mut files, cut)
             }
-            None => self.clear(),
+            None => self.clear_in(&mut files),
         }
     }
 
@@ -636,6 +643,11 @@ impl ConsumeQueue {
     /// any file goes.
     pub fn clear(&self) -> io::Result<()> {
         let mut files = self.files.write();
+        self.clear_in(&mut files)
+    }
+
+    /// [`Self::clear`] with the `files` lock held exclusively by the caller.
+    fn clear_in(&self, files: &mut Vec<Arc<MappedFile>>) -> io::Result<()> {
         self.max_offset.store(0, Ordering::Release);
         self.min_offset.store(0, Ordering::Release);
         self.flushed_offset.store(0, Ordering::Release);
