@@ -157,7 +157,15 @@ struct State {
     /// yet carries when it was taken), and the master epoch they were counted in; `None` until
     /// first needed.
     live: Option<(HashMap<String, Option<Instant>>, i64)>,
+    /// When a refusal last counted again from the store (a full scan of the topics): at most
+    /// once per [`RECOUNT_EVERY`], so a client sending to new lite topics at the quota cannot
+    /// make every lite send wait behind a scan.
+    recounted: Option<Instant>,
 }
+
+/// How often a send refused at the quota may count the lite topics again from the store
+/// (expiries give their places back at once; this finds places of sends that failed).
+const RECOUNT_EVERY: Duration = Duration::from_secs(1);
 
 /// How long a place a send took counts without the send's message in the store: a send is
 /// stored or refused well within this, so a place past it was taken by a send that failed.
@@ -209,6 +217,7 @@ impl LiteLifecycle {
             state: Mutex::new(State {
                 expired,
                 live: None,
+                recounted: None,
             }),
             offsets_deleted: AtomicUsize::new(0),
         })
@@ -289,9 +298,10 @@ impl LiteLifecycle {
         }
         if is_live(store, &st.expired, lmq).is_none() {
             let full = Self::counted(st, store, epoch).len() >= max_lmqs;
-            if full {
-                // Counted again: expiries and failed sends give places back.
+            if full && st.recounted.is_none_or(|at| at.elapsed() >= RECOUNT_EVERY) {
+                // Counted again: sends that failed give their places back.
                 Self::recount(st, store, epoch);
+                st.recounted = Some(Instant::now());
             }
             let live = Self::counted(st, store, epoch);
             if live.len() >= max_lmqs && !live.contains_key(lmq) {
