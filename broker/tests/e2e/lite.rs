@@ -395,6 +395,22 @@ async fn a_send_racing_an_expiry_is_never_lost() {
         }],
         inner.store.dispatched_phy_offset(),
     );
+    let qb = format!("%LMQ%${PARENT}$b");
+    // Nor does a lite topic's queue named with a negative offset.
+    node.apply_expiry_at(
+        &[ExpiredQueue {
+            queue: qb.clone(),
+            next: -1,
+        }],
+        inner.store.dispatched_phy_offset(),
+    );
+    assert_eq!(inner.lite.expired_at("NotALiteQueue"), None);
+    assert_eq!(inner.lite.expired_at(&qb), None);
+    assert_eq!(inner.store.get_min_offset_in_queue(&qb, 0), 0);
+    assert_eq!(inner.store.get_max_offset_in_queue(&qb, 0), 1);
+    assert_eq!(inner.store.get_min_offset_in_queue(&q, 0), 3);
+    assert_eq!(inner.store.get_max_offset_in_queue(&q, 0), 4);
+    assert_eq!(node.pop("b-reader", "b").await, ["b-0"]);
     drop(inner);
 
     // Across a restart: still cut at 3, still expired, offsets go on.
