@@ -808,7 +808,10 @@ impl PopService {
         // A lite topic's queue that expired (its offsets went with it) starts at its cut, not
         // at its end: everything from the cut on came after the expiry, and a subscriber that
         // had read everything before it must still get that.
-        let from_max = request.init_from_max && !is_retry && inner.lite.expired_at(&t).is_none();
+        // (Asked only when it decides: no committed offset, a start from the end.)
+        let from_max = request.init_from_max
+            && !is_retry
+            && (committed.is_some() || inner.lite.expired_at(&t).is_none());
         let start = self.pop_start(&key, committed, from_max, min, max_off);
         if remaining == 0 {
             out.rest += (max_off - start).max(0);
