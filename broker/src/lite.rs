@@ -505,6 +505,16 @@ pub async fn lite_ttl_loop(inner: std::sync::Arc<BrokerInner>) {
     }
 }
 
+impl LiteLifecycle {
+    /// Whether `lmq`'s lite topic expired and has had no message since: its last expiry cut
+    /// it at its max offset (a message after the expiry moves the max past the cut, so a lite
+    /// topic sent to again is alive). Read-only.
+    pub fn is_expired_idle(&self, store: &MessageStore, lmq: &str) -> bool {
+        self.expired_at(lmq)
+            .is_some_and(|cut| store.get_max_offset_in_queue(lmq, 0) <= cut)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
