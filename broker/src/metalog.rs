@@ -282,7 +282,7 @@ impl MetadataLog {
         })?;
         // Every record up to `end` is held by every SyncStateSet member (logs are prefixes).
         let end = result.physical_offset + result.wrote_bytes as i64;
-        self.apply_through(inner, end)?;
+        self.apply_through_blocking(inner, end)?;
         if self.applied() < result.queue_offset + result.msg_num as i64 {
             return Err(Refusal::system_error(
                 "the metadata change was replicated but is not applied yet",
@@ -307,7 +307,7 @@ impl MetadataLog {
         let mut arrivals = inner.store.subscribe_arrivals();
         loop {
             arrivals.borrow_and_update();
-            self.apply_through(inner, inner.store.confirm_offset())?;
+            self.apply_through_blocking(inner, inner.store.confirm_offset())?;
             let max = inner.store.get_max_offset_in_queue(METADATA_TOPIC, 0);
             if self.applied() >= max {
                 return Ok(());
@@ -330,6 +330,19 @@ impl MetadataLog {
                     ),
                 ));
             }
+        }
+    }
+
+    /// [`MetadataLog::apply_through`] from async code: applying does file and RocksDB I/O (an
+    /// expiry rewrites ConsumeQueue files and deletes offsets), so on a multi-threaded runtime
+    /// the worker hands its other tasks over while it blocks.
+    fn apply_through_blocking(&self, inner: &BrokerInner, limit: i64) -> Result<usize, StoreError> {
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if multi_thread {
+            tokio::task::block_in_place(|| self.apply_through(inner, limit))
+        } else {
+            self.apply_through(inner, limit)
         }
     }
 
@@ -380,9 +393,21 @@ impl MetadataLog {
                         .and_then(|(m, _)| decode(&m.message.body))
                     {
                         Ok(change) => {
-                            apply_change(inner, &change, Some(entry.commit_log_offset))?;
-                            tracing::info!(queue_offset = next, change = %change.describe(), "metadata change applied");
-                            applied += 1;
+                            match apply_change(inner, &change, Some(entry.commit_log_offset)) {
+                                Ok(()) => {
+                                    tracing::info!(queue_offset = next, change = %change.describe(), "metadata change applied");
+                                    applied += 1;
+                                }
+                                // An expiry only removes: one left unapplied keeps messages
+                                // and offsets (the lite topic counts again, and a later check
+                                // expires it again), so it must not hold back every later
+                                // record behind a failing disk. Any other change is state the
+                                // later records build on: retried until it applies.
+                                Err(e) if matches!(change, MetadataChange::ExpireLite { .. }) => {
+                                    tracing::error!(queue_offset = next, change = %change.describe(), error = %e, "lite topic expiry could not be applied; skipped (its lite topics stay)");
+                                }
+                                Err(e) => return Err(e),
+                            }
                         }
                         Err(e) => tracing::error!(
                             queue_offset = next,

@@ -34,10 +34,20 @@ pub fn query_consumer_offset(inner: &BrokerInner, request: &RemotingCommand) -> 
             .response_to(response_code::SUCCESS, None)
             .with_ext("offset", offset));
     }
+    let min = inner.store.get_min_offset_in_queue(&topic, queue_id);
+    // An expired lite topic's queue: its expiry deleted the group offsets at or below its cut,
+    // so a group without one reads from the cut (as a POP does), as a new group of a queue
+    // that still holds its first message reads from 0. QUERY_NOT_FOUND would let a client
+    // consuming from the last offset start at the end and skip a message sent right after the
+    // expiry. (`setZeroIfNotFound` off asks whether the group committed at all: not found.)
+    if let Some(cut) = inner.lite.expired_at(&topic).filter(|_| set_zero) {
+        return Ok(request
+            .response_to(response_code::SUCCESS, None)
+            .with_ext("offset", cut.max(min)));
+    }
     // A group that never committed: RocketMQ answers 0 when the queue still holds its first
     // message (so a new group reads everything), and QUERY_NOT_FOUND otherwise, letting the
     // client apply its consume-from-where policy.
-    let min = inner.store.get_min_offset_in_queue(&topic, queue_id);
     if set_zero && min <= 0 {
         return Ok(request
             .response_to(response_code::SUCCESS, None)

@@ -1090,6 +1090,88 @@ mod tests {
         assert_eq!((cq.min_offset(), cq.max_offset()), (16, 17));
     }
 
+    /// The writer appends, readers copy entries and an expirer cuts the queue at its end, all
+    /// at once, over small files (many deletions and blankings): a reader only ever gets the
+    /// entry written at that offset (never a blank, a zeroed slot or a neighbour's), never sees
+    /// the min go back, and a reload afterwards starts at the last cut with every entry past it.
+    #[test]
+    fn readers_writer_and_expiries_at_once_never_see_a_torn_or_blank_entry() {
+        use std::sync::atomic::{AtomicBool, AtomicUsize};
+        const ENTRIES: i64 = 20_000;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cq = Arc::new(ConsumeQueue::new(dir.path(), "L", 0, 16));
+        let done = Arc::new(AtomicBool::new(false));
+        let reads = Arc::new(AtomicUsize::new(0));
+        let readers: Vec<_> = (0..3u64)
+            .map(|seed| {
+                let (cq, done, reads) = (cq.clone(), done.clone(), reads.clone());
+                std::thread::spawn(move || {
+                    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+                    let mut last_min = 0;
+                    while !done.load(Ordering::Acquire) {
+                        let (min, max) = (cq.min_offset(), cq.max_offset());
+                        assert!(min >= last_min, "the min went back: {last_min} -> {min}");
+                        last_min = min;
+                        if max <= min {
+                            std::thread::yield_now();
+                            continue;
+                        }
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        let i = min + (x % (max - min) as u64) as i64;
+                        if let Some(got) = cq.entry(i) {
+                            assert_eq!(got, e(i * 100), "entry {i}");
+                            reads.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                })
+            })
+            .collect();
+        let expirer = {
+            let (cq, done) = (cq.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut cuts = 0;
+                let mut last = 0;
+                while !done.load(Ordering::Acquire) {
+                    // An expiry that saw the queue end at `next`, placed where the record at
+                    // `next` would start: everything below it goes, a later append stays.
+                    let next = cq.max_offset();
+                    if next > last {
+                        assert!(cq.expire_before(next, next * 100).expect("expire"));
+                        assert!(cq.min_offset() >= next);
+                        last = next;
+                        cuts += 1;
+                    }
+                    std::thread::sleep(std::time::Duration::from_micros(200));
+                }
+                (cuts, last)
+            })
+        };
+        for i in 0..ENTRIES {
+            cq.append(i, e(i * 100)).expect("append");
+            if i % 64 == 0 {
+                std::thread::yield_now();
+            }
+        }
+        done.store(true, Ordering::Release);
+        for r in readers {
+            r.join().expect("a reader saw a wrong entry");
+        }
+        let (cuts, last) = expirer.join().expect("the expirer failed");
+        assert!(cuts > 10, "only {cuts} expiries ran beside the writer");
+        assert!(reads.load(Ordering::Relaxed) > 0, "no reader got an entry");
+        assert_eq!(cq.min_offset(), last);
+        assert_eq!(cq.max_offset(), ENTRIES);
+        cq.flush().expect("flush");
+        drop(cq);
+        let cq = ConsumeQueue::load(dir.path(), "L", 0, 16).expect("load");
+        assert_eq!((cq.min_offset(), cq.max_offset()), (last, ENTRIES));
+        for i in last..ENTRIES {
+            assert_eq!(cq.entry(i), Some(e(i * 100)), "entry {i} after the reload");
+        }
+    }
+
     #[test]
     fn store_loads_queues() {
         let dir = tempfile::tempdir().expect("tempdir");
