@@ -117,6 +117,32 @@ pub struct PullResult {
     pub messages: Vec<MessageExt>,
 }
 
+/// One POP_LITE_MESSAGE ([`MqClientApi::pop_lite`]).
+#[derive(Debug, Clone)]
+pub struct PopLiteRequest<'a> {
+    pub group: &'a str,
+    /// The LITE parent topic.
+    pub topic: &'a str,
+    pub lite_topics: &'a [String],
+    /// Whose turn it is first (an index into `lite_topics`).
+    pub start_index: usize,
+    pub max: i32,
+    pub invisible_ms: i64,
+    pub poll_ms: i64,
+    /// A FIFO group.
+    pub order: bool,
+    /// `(type, expression)` as [`MqClientApi::pop_filtered`]'s.
+    pub filter: Option<(&'a str, &'a str)>,
+}
+
+/// What a POP_LITE_MESSAGE answered.
+#[derive(Debug, Default)]
+pub struct PopLiteResult {
+    pub messages: Vec<MessageExt>,
+    /// Lite topics asked for that expired and got no message since.
+    pub expired: Vec<String>,
+}
+
 /// A typed RocketMQ API client. Cheap to clone.
 #[derive(Clone)]
 pub struct MqClientApi {
@@ -524,6 +550,47 @@ impl MqClientApi {
             response_code::PULL_NOT_FOUND | response_code::POLLING_TIMEOUT => Ok(Vec::new()),
             _ => Err(ApiError::refused(&response)),
         }
+    }
+
+    /// POP_LITE_MESSAGE (200070): one receive over the lite topics of `request` (each in
+    /// turn from `start_index`), held up to `poll_ms` until one has a message. Answers the
+    /// messages (each with its `POP_CK`) and the lite topics the broker reports expired with no
+    /// message since.
+    pub async fn pop_lite(
+        &self,
+        broker: &str,
+        request: &PopLiteRequest<'_>,
+    ) -> Result<PopLiteResult, ApiError> {
+        let body = serde_json::json!({ "liteTopics": request.lite_topics }).to_string();
+        let mut command = RemotingCommand::request(request_code::POP_LITE_MESSAGE)
+            .with_ext("consumerGroup", request.group)
+            .with_ext("topic", request.topic)
+            .with_ext("maxMsgNums", request.max)
+            .with_ext("invisibleTime", request.invisible_ms)
+            .with_ext("pollTime", request.poll_ms)
+            .with_ext("bornTime", now_ms())
+            .with_ext("startIndex", request.start_index)
+            .with_ext("order", request.order)
+            .with_body(Bytes::from(body));
+        if let Some((kind, e)) = request.filter.filter(|(_, e)| !e.trim().is_empty()) {
+            command = command.with_ext("expType", kind).with_ext("exp", e);
+        }
+        let wait = self.timeout + Duration::from_millis(request.poll_ms.max(0) as u64);
+        let response = self.client.invoke(broker, command, wait).await?;
+        let messages = match response.code {
+            response_code::SUCCESS => {
+                decode_messages(&response.body).map_err(|e| ApiError::Malformed(e.to_string()))?
+            }
+            response_code::PULL_NOT_FOUND | response_code::POLLING_TIMEOUT => Vec::new(),
+            _ => return Err(ApiError::refused(&response)),
+        };
+        let expired = match response.ext("expiredLiteTopics") {
+            None => Vec::new(),
+            Some(v) => serde_json::from_str(v).map_err(|e| {
+                ApiError::Malformed(format!("expiredLiteTopics {v:?} is not a JSON list: {e}"))
+            })?,
+        };
+        Ok(PopLiteResult { messages, expired })
     }
 
     /// ACK_MESSAGE of a popped message (by its `POP_CK` receipt handle).

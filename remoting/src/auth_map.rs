@@ -308,7 +308,12 @@ fn annotated(request: &RemotingCommand) -> Result<Option<Vec<Need>>, String> {
         },
         rc::UPDATE_AND_CREATE_TOPIC => vec![topic_or_retry_group(field(request, "topic")?, CREATE)],
         rc::DELETE_TOPIC_IN_BROKER => vec![topic_or_retry_group(field(request, "topic")?, DELETE)],
-        rc::POP_MESSAGE | rc::ACK_MESSAGE | rc::CHANGE_MESSAGE_INVISIBLETIME | rc::PEEK_MESSAGE => {
+        // POP_LITE_MESSAGE names the parent topic; its lite topics' queues are the parent's.
+        rc::POP_MESSAGE
+        | rc::POP_LITE_MESSAGE
+        | rc::ACK_MESSAGE
+        | rc::CHANGE_MESSAGE_INVISIBLETIME
+        | rc::PEEK_MESSAGE => {
             vec![
                 group(field(request, "consumerGroup")?, SUB),
                 topic_or_retry_group(field(request, "topic")?, SUB),
@@ -459,6 +464,17 @@ mod tests {
             .with_ext("topic", "%LMQ%$chats$room-1");
         assert_eq!(
             needs(&pop),
+            vec![
+                (ResourceKind::Group, "cg".into(), vec![Action::Sub]),
+                (ResourceKind::Topic, "chats".into(), vec![Action::Sub]),
+            ]
+        );
+        // POP_LITE_MESSAGE names the parent; its lite topics' queues are the parent's.
+        let pop_lite = RemotingCommand::request(rc::POP_LITE_MESSAGE)
+            .with_ext("consumerGroup", "cg")
+            .with_ext("topic", "chats");
+        assert_eq!(
+            needs(&pop_lite),
             vec![
                 (ResourceKind::Group, "cg".into(), vec![Action::Sub]),
                 (ResourceKind::Topic, "chats".into(), vec![Action::Sub]),

@@ -174,6 +174,9 @@ pub mod request_code {
     pub const CHANGE_MESSAGE_INVISIBLETIME: i32 = 200053;
     pub const NOTIFICATION: i32 = 200054;
     pub const POLLING_INFO: i32 = 200055;
+    /// One receive of a lite consumer over the lite topics named in the body (RocketMQ 5's
+    /// `POP_LITE_MESSAGE`).
+    pub const POP_LITE_MESSAGE: i32 = 200070;
     pub const BATCH_ACK_MESSAGE: i32 = 200151;
 }
 

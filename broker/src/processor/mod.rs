@@ -12,6 +12,7 @@ pub mod ha;
 pub mod manage;
 pub mod offset;
 pub mod pop;
+pub mod pop_lite;
 pub mod pull;
 pub mod query;
 pub mod reply;
@@ -81,6 +82,7 @@ pub const HANDLED_CODES: &[i32] = &[
     request_code::GET_BROKER_HA_STATUS,
     request_code::NOTIFY_BROKER_ROLE_CHANGED,
     request_code::POP_MESSAGE,
+    request_code::POP_LITE_MESSAGE,
     request_code::PEEK_MESSAGE,
     request_code::NOTIFICATION,
     request_code::ACK_MESSAGE,
@@ -171,6 +173,7 @@ async fn route(inner: &BrokerInner, ctx: &RequestContext, request: &RemotingComm
         request_code::INVOKE_BROKER_TO_RESET_OFFSET => offset::reset_offset(inner, request),
         request_code::UNLOCK_BATCH_MQ => client::unlock_batch(inner, request),
         request_code::POP_MESSAGE => pop::pop(inner, request).await,
+        request_code::POP_LITE_MESSAGE => pop_lite::pop_lite(inner, request).await,
         request_code::PEEK_MESSAGE => pop::peek(inner, ctx, request).await,
         request_code::NOTIFICATION => pop::notification(inner, ctx, request).await,
         request_code::ACK_MESSAGE => pop::ack(inner, request).await,

@@ -1,0 +1,237 @@
+//! POP_LITE_MESSAGE (200070): one receive of a lite consumer over the lite topics it names.
+//!
+//! The proxy that holds the client's subscription (its Telemetry stream) sends one request per
+//! receive: `consumerGroup`, `topic` (the LITE parent topic), `maxMsgNums` (1..=32),
+//! `invisibleTime`, `pollTime` (long polling, at most 60 s), `order` (a FIFO group),
+//! `expType`/`exp` (the filter, as POP's), `startIndex` (which lite topic's turn it is), and in
+//! the body the lite topics as JSON, `{"liteTopics":["a","b"]}`. The broker pops each lite
+//! topic's queue (LMQ `%LMQ%${topic}${lite}`) in turn from `startIndex` through
+//! [`crate::pop`] (so a FIFO group consumes each lite topic in order, with the same filter
+//! handling as POP); when none has a message it holds the request until a store arrival gives
+//! one (as POP's long polling) or the poll time passes.
+//!
+//! The answer is POP's (SUCCESS with the messages, each with its `POP_CK`; POLLING_TIMEOUT or
+//! PULL_NOT_FOUND without), plus `expiredLiteTopics`: a JSON array of the named lite topics
+//! that expired and have had no message since, so the proxy drops them from the client's set
+//! and tells the client (NotifyUnsubscribeLiteCommand). A request naming one is answered at
+//! once rather than held. Bad input (no lite topic, more than
+//! [`LITE_SUBSCRIPTION_QUOTA`], a name that is no lite topic, a parent that is not a LITE
+//! topic, negative numbers) is refused with INVALID_PARAMETER (TOPIC_NOT_EXIST for an unknown
+//! parent) and changes nothing.
+
+use std::time::Duration;
+
+use rocketraft_common::lite::{self, LITE_SUBSCRIPTION_QUOTA};
+use rocketraft_remoting::codes::response_code;
+use rocketraft_remoting::{Refusal, RemotingCommand};
+
+use super::pull::MessageFilter;
+use super::Handled;
+use crate::BrokerInner;
+
+/// Most messages one request returns (as POP).
+const MAX_POP_NUMS: i32 = 32;
+/// Bounds of `invisibleTime` (as POP).
+const MAX_INVISIBLE_MS: i64 = 12 * 3600 * 1000;
+/// The longest a request may be held (as POP).
+const MAX_POLL_MS: i64 = 60_000;
+
+/// The body of POP_LITE_MESSAGE.
+#[derive(serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PopLiteBody {
+    pub lite_topics: Vec<String>,
+}
+
+fn invalid(why: impl Into<String>) -> Refusal {
+    Refusal::new(response_code::INVALID_PARAMETER, why)
+}
+
+/// What a request asks for, checked.
+struct Asked {
+    group: String,
+    topic: String,
+    lites: Vec<String>,
+    max_nums: i32,
+    invisible_ms: i64,
+    poll_ms: i64,
+    start: usize,
+    order: bool,
+    filter: MessageFilter,
+}
+
+fn parse(inner: &BrokerInner, request: &RemotingCommand) -> Result<Asked, Refusal> {
+    let group = request.require_ext("consumerGroup")?.to_string();
+    let topic = request.require_ext("topic")?.to_string();
+    let max_nums: i32 = request.ext_parse("maxMsgNums")?;
+    let invisible_ms: i64 = request.ext_parse("invisibleTime")?;
+    let poll_ms: i64 = request.ext_parse_opt("pollTime")?.unwrap_or(0);
+    let start: i64 = request.ext_parse_opt("startIndex")?.unwrap_or(0);
+    let order = request.ext("order").is_some_and(|v| v == "true");
+    if !(1..=MAX_POP_NUMS).contains(&max_nums) {
+        return Err(invalid(format!(
+            "maxMsgNums {max_nums} must be within 1..={MAX_POP_NUMS}"
+        )));
+    }
+    if !(1..=MAX_INVISIBLE_MS).contains(&invisible_ms) {
+        return Err(invalid(format!(
+            "invisibleTime {invisible_ms} ms is out of range (1 ms to 12 h)"
+        )));
+    }
+    if poll_ms < 0 {
+        return Err(invalid(format!("pollTime {poll_ms} must not be negative")));
+    }
+    if start < 0 {
+        return Err(invalid(format!("startIndex {start} must not be negative")));
+    }
+    let body: PopLiteBody = serde_json::from_slice(&request.body).map_err(|e| {
+        invalid(format!(
+            "POP_LITE_MESSAGE body is not {{\"liteTopics\":[...]}}: {e}"
+        ))
+    })?;
+    if body.lite_topics.is_empty() {
+        return Err(invalid("POP_LITE_MESSAGE names no lite topic"));
+    }
+    if body.lite_topics.len() > LITE_SUBSCRIPTION_QUOTA {
+        return Err(invalid(format!(
+            "POP_LITE_MESSAGE names {} lite topics, at most {LITE_SUBSCRIPTION_QUOTA}",
+            body.lite_topics.len()
+        )));
+    }
+    for l in &body.lite_topics {
+        lite::validate_lite_topic(l).map_err(|e| invalid(e.to_string()))?;
+        let lmq = lite::lmq_name(&topic, l);
+        if lmq.len() > rocketraft_common::topic::TOPIC_MAX_LENGTH {
+            return Err(invalid(format!(
+                "the queue name {lmq:?} of lite topic {l:?} is too long"
+            )));
+        }
+    }
+    let parent = super::existing_topic(inner, &topic)?;
+    if !lite::is_lite_parent(&parent) {
+        return Err(invalid(format!(
+            "topic[{topic}] is not of message type LITE: it has no lite topics"
+        )));
+    }
+    crate::pop::check_consume_enable(inner, &group)?;
+    let filter = match request.ext("exp") {
+        Some(exp) => MessageFilter::of_type(inner, request.ext("expType"), exp)?,
+        None => MessageFilter::parse("*"),
+    };
+    let start = (start as u64 % body.lite_topics.len() as u64) as usize;
+    Ok(Asked {
+        group,
+        topic,
+        lites: body.lite_topics,
+        max_nums,
+        invisible_ms,
+        poll_ms,
+        start,
+        order,
+        filter,
+    })
+}
+
+/// POP_LITE_MESSAGE; see the module documentation.
+pub async fn pop_lite(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
+    let a = parse(inner, request)?;
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_millis(a.poll_ms.clamp(0, MAX_POLL_MS) as u64);
+    let mut arrivals = inner.store.subscribe_arrivals();
+    let n = a.lites.len();
+    loop {
+        arrivals.borrow_and_update();
+        let mut popped = Vec::new();
+        let mut rest = 0;
+        let mut pop_time = rocketraft_common::time::now_ms();
+        for i in 0..n {
+            let left = a.max_nums as usize - popped.len();
+            if left == 0 {
+                break;
+            }
+            let lmq = lite::lmq_name(&a.topic, &a.lites[(a.start + i) % n]);
+            let result = inner
+                .pop
+                .pop(
+                    inner,
+                    &a.group,
+                    &lmq,
+                    -1,
+                    left,
+                    a.invisible_ms,
+                    false,
+                    a.order,
+                    &a.filter,
+                )
+                .await;
+            let result = match result {
+                Ok(r) => r,
+                // What earlier lite topics gave is answered: failing would leave it invisible.
+                Err(e) if !popped.is_empty() => {
+                    tracing::warn!(lite_queue = %lmq, code = e.code, error = %e.remark, "POP of a lite topic failed; answering with the messages popped before it");
+                    break;
+                }
+                Err(e) => return Err(e),
+            };
+            rest += result.rest;
+            if !result.messages.is_empty() {
+                record_out(inner, &a.group, &lmq, &result.messages);
+                pop_time = result.pop_time;
+                popped.extend(result.messages);
+            }
+        }
+        let expired: Vec<&String> = a
+            .lites
+            .iter()
+            .filter(|l| {
+                inner
+                    .lite
+                    .is_expired_idle(&inner.store, &lite::lmq_name(&a.topic, l))
+            })
+            .collect();
+        let expired_json = serde_json::to_string(&expired).unwrap_or_else(|_| "[]".to_string());
+        if !popped.is_empty() {
+            return Ok(request
+                .response_to(response_code::SUCCESS, None)
+                .with_ext("popTime", pop_time)
+                .with_ext("invisibleTime", a.invisible_ms)
+                .with_ext("reviveQid", 0)
+                .with_ext("restNum", rest)
+                .with_ext("expiredLiteTopics", expired_json)
+                .with_body(crate::pop::body(&popped)));
+        }
+        if a.poll_ms == 0 || !expired.is_empty() || tokio::time::Instant::now() >= deadline {
+            inner.stats.record_get(&a.topic, &a.group, 0, 0);
+            let code = if a.poll_ms > 0 {
+                response_code::POLLING_TIMEOUT
+            } else {
+                response_code::PULL_NOT_FOUND
+            };
+            return Ok(request
+                .response_to(code, Some("no new message".to_string()))
+                .with_ext("popTime", pop_time)
+                .with_ext("invisibleTime", a.invisible_ms)
+                .with_ext("reviveQid", 0)
+                .with_ext("restNum", rest)
+                .with_ext("expiredLiteTopics", expired_json));
+        }
+        // Wake on new messages (or a revive into a retry topic), at the latest at the deadline.
+        let _ = tokio::time::timeout_at(deadline, arrivals.changed()).await;
+    }
+}
+
+/// Counts one lite topic's deliveries as POP counts its own (stats and
+/// `rocketmq_messages_out` / `rocketmq_throughput_out`, retries apart).
+fn record_out(inner: &BrokerInner, group: &str, lmq: &str, messages: &[crate::pop::Popped]) {
+    let bytes = |retry: bool| -> (u64, u64) {
+        messages
+            .iter()
+            .filter(|m| m.retry == retry)
+            .fold((0, 0), |(n, b), m| (n + 1, b + m.record.len() as u64))
+    };
+    let (n, b) = bytes(false);
+    let (rn, rb) = bytes(true);
+    inner.stats.record_get(lmq, group, n + rn, b + rb);
+    inner.metrics.message_out(lmq, group, false, n, b);
+    inner.metrics.message_out(lmq, group, true, rn, rb);
+}
