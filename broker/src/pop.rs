@@ -105,6 +105,76 @@ enum PopRecord {
         o: i64,
         pt: i64,
     },
+    /// A POP batch of one queue (RocketMQ's `PopCheckPoint`): the messages at `so + d[i]`
+    /// popped at `pt`, each invisible until `pt + it`, with delivery count `rt[i]` (all 0 when
+    /// `rt` is empty). Replayed as one [`PopRecord::Ck`] per message; acks and revives name the
+    /// messages one by one, so an ack marks its message done within the batch and a revive
+    /// re-puts only the messages not acked.
+    #[serde(rename = "cks")]
+    Cks {
+        g: String,
+        t: String,
+        q: i32,
+        so: i64,
+        d: Vec<i64>,
+        pt: i64,
+        it: i64,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        rt: Vec<i32>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        fifo: bool,
+    },
+    /// Acks, possibly of several queues, stored together: each `(offset, pop time)` as a
+    /// [`PopRecord::Ack`].
+    #[serde(rename = "acks")]
+    Acks { a: Vec<QueueDone> },
+    /// Revived marks stored together: each `(offset, pop time)` as a [`PopRecord::Revived`].
+    #[serde(rename = "rvs")]
+    Rvs { a: Vec<QueueDone> },
+}
+
+/// The checkpoints of one queue that an [`PopRecord::Acks`] or [`PopRecord::Rvs`] record ends:
+/// `(queue offset, pop time)` each.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct QueueDone {
+    g: String,
+    t: String,
+    q: i32,
+    d: Vec<(i64, i64)>,
+}
+
+impl PopRecord {
+    /// The checkpoint of a POP batch of `key`'s queue: `(offset, delivery count)` of each
+    /// message (in offset order), popped at `pt`.
+    fn batch(key: &QueueKey, msgs: &[(i64, i32)], pt: i64, it: i64, fifo: bool) -> PopRecord {
+        let so = msgs.first().map_or(0, |(o, _)| *o);
+        let rt: Vec<i32> = if msgs.iter().all(|(_, rt)| *rt == 0) {
+            Vec::new()
+        } else {
+            msgs.iter().map(|(_, rt)| *rt).collect()
+        };
+        PopRecord::Cks {
+            g: key.0.clone(),
+            t: key.1.clone(),
+            q: key.2,
+            so,
+            d: msgs.iter().map(|(o, _)| o - so).collect(),
+            pt,
+            it,
+            rt,
+            fifo,
+        }
+    }
+
+    /// `(offset, pop time)` pairs of `key`'s queue as one [`QueueDone`].
+    fn done(key: &QueueKey, d: Vec<(i64, i64)>) -> QueueDone {
+        QueueDone {
+            g: key.0.clone(),
+            t: key.1.clone(),
+            q: key.2,
+            d,
+        }
+    }
 }
 
 /// A revive record's stored body. An encoding error is returned, never stored as an empty
@@ -391,12 +461,26 @@ struct PopRequest<'a> {
     pop_time: i64,
 }
 
+/// An ack waiting for the next acks write: the checkpoints it ends and where its outcome goes.
+type PendingAck = (QueueDone, tokio::sync::oneshot::Sender<Result<(), Refusal>>);
+
+/// Group commit of acks: acks that arrive while an acks write is being stored go, together,
+/// into the next write (one [`PopRecord::Acks`] record), and each is answered once that
+/// record is stored durably.
+#[derive(Default)]
+struct AckLog {
+    pending: Mutex<Vec<PendingAck>>,
+    /// Held by the one request storing an acks write.
+    writer: tokio::sync::Mutex<()>,
+}
+
 /// The POP service of a broker.
 pub struct PopService {
     state: Mutex<HashMap<QueueKey, QueueState>>,
     locks: Mutex<HashMap<QueueKey, Arc<tokio::sync::Mutex<()>>>>,
     replay: crate::replay::ReplayGate,
     round_robin: AtomicI64,
+    acks: AckLog,
 }
 
 impl Default for PopService {
@@ -406,6 +490,7 @@ impl Default for PopService {
             locks: Mutex::new(HashMap::new()),
             replay: crate::replay::ReplayGate::default(),
             round_robin: AtomicI64::new(0),
+            acks: AckLog::default(),
         }
     }
 }
@@ -595,6 +680,34 @@ impl PopService {
         inner.store_durably(msgs).await.map(|_| ()).map_err(|e| {
             let Refusal { code, remark } = Refusal::from(e);
             Refusal::new(code, format!("cannot store POP state: {remark}"))
+        })
+    }
+
+    /// Stores the acks of `done` (checkpoints of one queue, `(offset, pop time)` each)
+    /// durably, as [`Self::persist`] does, in one acks record with whatever other acks are
+    /// waiting for the next write (see [`AckLog`]). Returns once the record holding them is
+    /// stored (or failed to be).
+    async fn persist_acks(&self, inner: &BrokerInner, done: QueueDone) -> Result<(), Refusal> {
+        let (tx, mut rx) = tokio::sync::oneshot::channel();
+        self.acks.pending.lock().push((done, tx));
+        let writer = self.acks.writer.lock().await;
+        // A writer before us took ours into its record and answered it before letting go.
+        if let Ok(outcome) = rx.try_recv() {
+            return outcome;
+        }
+        let batch = std::mem::take(&mut *self.acks.pending.lock());
+        let (done, answers): (Vec<QueueDone>, Vec<_>) = batch.into_iter().unzip();
+        if !done.is_empty() {
+            let outcome = Self::persist(inner, &[PopRecord::Acks { a: done }]).await;
+            for answer in answers {
+                let _ = answer.send(outcome.clone());
+            }
+        }
+        drop(writer);
+        rx.await.unwrap_or_else(|_| {
+            Err(Refusal::system_error(
+                "the acks write holding this ack was abandoned; the ack may not be stored",
+            ))
         })
     }
 
@@ -884,8 +997,8 @@ impl PopService {
         qs.pop_offset
     }
 
-    /// Stores a checkpoint per message read (durably, before any leaves), then records them in
-    /// flight, moves the pop offset to `next` and advances the consumer offset. Returns each
+    /// Stores one checkpoint for the messages read (durably, before any leaves), then records
+    /// them in flight, moves the pop offset to `next` and advances the consumer offset. Returns each
     /// message as `(record, queue offset, reconsume times)`.
     async fn check_out(
         &self,
@@ -897,25 +1010,18 @@ impl PopService {
     ) -> Result<Vec<(bytes::Bytes, i64, i32)>, Refusal> {
         let (pop_time, invisible_ms, order) =
             (request.pop_time, request.invisible_ms, request.order);
-        let mut cks = Vec::new();
         let mut picked = Vec::new();
         for (rec, off) in r.messages.iter().zip(&r.message_queue_offsets) {
             let reconsume = message::decode_message(rec)
                 .map(|(m, _)| m.reconsume_times)
                 .unwrap_or(0);
-            cks.push(PopRecord::Ck {
-                g: request.group.to_string(),
-                t: key.1.clone(),
-                q: key.2,
-                o: *off,
-                pt: pop_time,
-                it: invisible_ms,
-                rt: reconsume,
-                fifo: order,
-            });
             picked.push((rec.clone(), *off, reconsume));
         }
-        Self::persist(inner, &cks).await?;
+        if !picked.is_empty() {
+            let msgs: Vec<(i64, i32)> = picked.iter().map(|(_, o, rt)| (*o, *rt)).collect();
+            let ck = PopRecord::batch(key, &msgs, pop_time, invisible_ms, order);
+            Self::persist(inner, &[ck]).await?;
+        }
         {
             let mut st = self.state.lock();
             let qs = st.entry(key.clone()).or_default();
@@ -1012,15 +1118,9 @@ impl PopService {
     /// the in-flight table and the queue lock is released.
     pub async fn ack_held(&self, inner: &BrokerInner, held: HeldHandle) -> Result<(), Refusal> {
         let (key, handle) = (&held.key, &held.handle);
-        Self::persist(
+        self.persist_acks(
             inner,
-            &[PopRecord::Ack {
-                g: key.0.clone(),
-                t: key.1.clone(),
-                q: key.2,
-                o: handle.queue_offset,
-                pt: handle.pop_time,
-            }],
+            PopRecord::done(key, vec![(handle.queue_offset, handle.pop_time)]),
         )
         .await?;
         if let Some(qs) = self.state.lock().get_mut(key) {
@@ -1028,6 +1128,52 @@ impl PopService {
         }
         self.advance_offset(inner, key);
         Ok(())
+    }
+
+    /// BATCH_ACK_MESSAGE for one queue: acks the messages at `offsets` of the queue `handle`
+    /// names (its queue id, topic type and pop time; its offset is not used), all in one acks
+    /// record. Every offset must be in flight with that pop time; the others are refused (the
+    /// first refusal is returned) and the rest still acked.
+    pub async fn ack_offsets(
+        &self,
+        inner: &BrokerInner,
+        group: &str,
+        topic: &str,
+        handle: &Handle,
+        offsets: &[i64],
+    ) -> Result<(), Refusal> {
+        self.ensure_rebuilt(inner).await?;
+        let key = Self::key_for(group, topic, handle);
+        let lock = self.lock_of(&key);
+        let _guard = lock.lock().await;
+        let mut first_error = None;
+        let mut acked = Vec::with_capacity(offsets.len());
+        for &offset in offsets {
+            let one = Handle {
+                queue_offset: offset,
+                ..handle.clone()
+            };
+            match self.check_in_flight(&key, &one) {
+                Ok(_) => acked.push((offset, handle.pop_time)),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if !acked.is_empty() {
+            self.persist_acks(inner, PopRecord::done(&key, acked.clone()))
+                .await?;
+            if let Some(qs) = self.state.lock().get_mut(&key) {
+                for (offset, _) in &acked {
+                    qs.inflight.remove(offset);
+                }
+            }
+            self.advance_offset(inner, &key);
+        }
+        match first_error {
+            None => Ok(()),
+            Some(e) => Err(e),
+        }
     }
 
     fn check_in_flight(&self, key: &QueueKey, handle: &Handle) -> Result<InFlight, Refusal> {
@@ -1552,11 +1698,54 @@ fn apply(table: &mut HashMap<QueueKey, QueueState>, record: PopRecord, now: i64)
         }
         PopRecord::Ack { g, t, q, o, pt } | PopRecord::Revived { g, t, q, o, pt } => {
             if let Some(qs) = table.get_mut(&(g, t, q)) {
-                if qs.inflight.get(&o).is_some_and(|f| f.pop_time == pt) {
-                    qs.inflight.remove(&o);
+                end_checkpoint(qs, o, pt);
+            }
+        }
+        PopRecord::Cks {
+            g,
+            t,
+            q,
+            so,
+            d,
+            pt,
+            it,
+            rt,
+            fifo,
+        } => {
+            for (i, diff) in d.iter().enumerate() {
+                apply(
+                    table,
+                    PopRecord::Ck {
+                        g: g.clone(),
+                        t: t.clone(),
+                        q,
+                        o: so.saturating_add(*diff),
+                        pt,
+                        it,
+                        rt: rt.get(i).copied().unwrap_or(0),
+                        fifo,
+                    },
+                    now,
+                );
+            }
+        }
+        PopRecord::Acks { a } | PopRecord::Rvs { a } => {
+            for QueueDone { g, t, q, d } in a {
+                if let Some(qs) = table.get_mut(&(g, t, q)) {
+                    for (o, pt) in d {
+                        end_checkpoint(qs, o, pt);
+                    }
                 }
             }
         }
+    }
+}
+
+/// An ack or a revived mark of the checkpoint of offset `o` popped at `pt`: the message leaves
+/// the table if that checkpoint is still its latest.
+fn end_checkpoint(qs: &mut QueueState, o: i64, pt: i64) {
+    if qs.inflight.get(&o).is_some_and(|f| f.pop_time == pt) {
+        qs.inflight.remove(&o);
     }
 }
 
@@ -1640,36 +1829,26 @@ pub fn ensure_system_topic(inner: &BrokerInner, topic: &str, queues: i32) -> Res
 }
 
 /// The revive records of FIFO messages popped again from `key`'s queue, given as
-/// `(record, offset, delivery count, old pop time)`: a new checkpoint each at pop time `pt`,
-/// then the old checkpoints marked revived.
+/// `(record, offset, delivery count, old pop time)`: one new checkpoint of them at pop time
+/// `pt`, then the old checkpoints marked revived (in offset order: `pop_again` takes them from
+/// the in-flight table).
 fn again_records(
     key: &QueueKey,
     again: &[(bytes::Bytes, i64, i32, i64)],
     pt: i64,
     invisible_ms: i64,
 ) -> Vec<PopRecord> {
-    let (group, topic, q) = key;
-    let mut cks: Vec<PopRecord> = again
-        .iter()
-        .map(|(_, o, rt, _)| PopRecord::Ck {
-            g: group.clone(),
-            t: topic.clone(),
-            q: *q,
-            o: *o,
-            pt,
-            it: invisible_ms,
-            rt: *rt,
-            fifo: true,
-        })
-        .collect();
-    cks.extend(again.iter().map(|(_, o, _, old_pt)| PopRecord::Revived {
-        g: group.clone(),
-        t: topic.clone(),
-        q: *q,
-        o: *o,
-        pt: *old_pt,
-    }));
-    cks
+    if again.is_empty() {
+        return Vec::new();
+    }
+    let msgs: Vec<(i64, i32)> = again.iter().map(|(_, o, rt, _)| (*o, *rt)).collect();
+    let old: Vec<(i64, i64)> = again.iter().map(|(_, o, _, pt)| (*o, *pt)).collect();
+    vec![
+        PopRecord::batch(key, &msgs, pt, invisible_ms, true),
+        PopRecord::Rvs {
+            a: vec![PopRecord::done(key, old)],
+        },
+    ]
 }
 
 /// Adds the messages checked out of queue `q` (a retry topic's when `is_retry`) to `out`, each
@@ -1803,11 +1982,134 @@ mod revive_record_encoding {
                 pt: 6,
             },
         ];
+        let key: QueueKey = ("g".into(), "T".into(), 2);
+        let records = records.into_iter().chain([
+            PopRecord::batch(&key, &[(7, 0), (8, 3), (10, 0)], 11, 12, false),
+            PopRecord::batch(&key, &[(1, 0), (2, 0)], 11, 12, true),
+            PopRecord::Acks {
+                a: vec![
+                    PopRecord::done(&key, vec![(7, 11), (10, 11)]),
+                    PopRecord::done(&("h".into(), "U".into(), 0), vec![(0, 1)]),
+                ],
+            },
+            PopRecord::Rvs {
+                a: vec![PopRecord::done(&key, vec![(8, 11)])],
+            },
+        ]);
         for r in records {
             let body = encode_revive_record(&r).expect("encodes");
             assert!(!body.is_empty());
             let back: PopRecord = serde_json::from_slice(&body).expect("decodes");
             assert_eq!(back, r);
         }
+    }
+}
+
+#[cfg(test)]
+mod replay_records {
+    use super::*;
+
+    const NOW: i64 = 1_000_000;
+
+    fn replay(bodies: &[&str]) -> HashMap<QueueKey, QueueState> {
+        let mut table = HashMap::new();
+        for body in bodies {
+            let record: PopRecord = serde_json::from_str(body).expect("a revive record");
+            apply(&mut table, record, NOW);
+        }
+        table
+    }
+
+    /// `(offset, pop time, delivery count)` of each message in flight of `key`'s queue.
+    fn inflight(table: &HashMap<QueueKey, QueueState>, key: &QueueKey) -> Vec<(i64, i64, i32)> {
+        table
+            .get(key)
+            .map(|qs| {
+                qs.inflight
+                    .iter()
+                    .map(|(o, f)| (*o, f.pop_time, f.reconsume_times))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn key() -> QueueKey {
+        ("g".into(), "T".into(), 1)
+    }
+
+    /// One checkpoint record for a batch (offsets 4, 5, 7 and 8: 6 was filtered out), two of
+    /// them acked in one acks record: the other two are in flight with their delivery counts
+    /// and the batch's pop time; the pop offset is past the batch.
+    #[test]
+    fn a_half_acked_batch_replays_to_its_unacked_messages() {
+        let ck = encode_revive_record(&PopRecord::batch(
+            &key(),
+            &[(4, 0), (5, 2), (7, 0), (8, 1)],
+            NOW - 10,
+            30_000,
+            false,
+        ))
+        .expect("encodes");
+        let acks = encode_revive_record(&PopRecord::Acks {
+            a: vec![PopRecord::done(&key(), vec![(4, NOW - 10), (8, NOW - 10)])],
+        })
+        .expect("encodes");
+        let table = replay(&[
+            std::str::from_utf8(&ck).expect("utf-8"),
+            std::str::from_utf8(&acks).expect("utf-8"),
+        ]);
+        assert_eq!(
+            inflight(&table, &key()),
+            vec![(5, NOW - 10, 2), (7, NOW - 10, 0)]
+        );
+        assert_eq!(table[&key()].pop_offset, 9);
+        assert_eq!(
+            table[&key()].inflight[&5].deadline(),
+            NOW - 10 + 30_000,
+            "invisible time of the batch"
+        );
+    }
+
+    /// The records the previous version wrote (one `ck` per message, one `ack` / `rv` each) as
+    /// stored in an existing data directory still replay, also mixed with batch records.
+    #[test]
+    fn per_message_records_of_the_previous_version_replay() {
+        let table = replay(&[
+            r#"{"k":"ck","g":"g","t":"T","q":1,"o":0,"pt":100,"it":5000,"rt":0}"#,
+            r#"{"k":"ck","g":"g","t":"T","q":1,"o":1,"pt":100,"it":5000,"rt":3}"#,
+            r#"{"k":"ck","g":"g","t":"T","q":1,"o":2,"pt":100,"it":5000,"rt":0}"#,
+            r#"{"k":"ck","g":"g","t":"T","q":1,"o":3,"pt":100,"it":5000,"rt":0,"fifo":true}"#,
+            r#"{"k":"ack","g":"g","t":"T","q":1,"o":0,"pt":100}"#,
+            r#"{"k":"rv","g":"g","t":"T","q":1,"o":2,"pt":100}"#,
+            // A stale ack (an older pop time) does not end the checkpoint.
+            r#"{"k":"ack","g":"g","t":"T","q":1,"o":1,"pt":99}"#,
+            // Then this version's records of the same queue.
+            r#"{"k":"cks","g":"g","t":"T","q":1,"so":4,"d":[0,1],"pt":200,"it":5000}"#,
+            r#"{"k":"acks","a":[{"g":"g","t":"T","q":1,"d":[[5,200]]}]}"#,
+        ]);
+        assert_eq!(
+            inflight(&table, &key()),
+            vec![(1, 100, 3), (3, 100, 0), (4, 200, 0)]
+        );
+        assert!(table[&key()].inflight[&3].fifo);
+        assert_eq!(table[&key()].pop_offset, 6);
+    }
+
+    /// A ChangeInvisibleTime of one message of a batch (a new single checkpoint, the batch's
+    /// one acked for it) and a FIFO batch popped again (a new batch, the old ones marked
+    /// revived) replay to the latest checkpoint of each message.
+    #[test]
+    fn replaced_checkpoints_of_a_batch_replay_to_the_latest() {
+        let table = replay(&[
+            r#"{"k":"cks","g":"g","t":"T","q":1,"so":0,"d":[0,1,2],"pt":100,"it":5000}"#,
+            r#"{"k":"ck","g":"g","t":"T","q":1,"o":1,"pt":150,"it":9000,"rt":0}"#,
+            r#"{"k":"ack","g":"g","t":"T","q":1,"o":1,"pt":100}"#,
+            r#"{"k":"cks","g":"g","t":"T","q":1,"so":0,"d":[0,2],"pt":160,"it":5000,"rt":[1,1],"fifo":true}"#,
+            r#"{"k":"rvs","a":[{"g":"g","t":"T","q":1,"d":[[0,100],[2,100]]}]}"#,
+        ]);
+        assert_eq!(
+            inflight(&table, &key()),
+            vec![(0, 160, 1), (1, 150, 0), (2, 160, 1)]
+        );
     }
 }

@@ -322,6 +322,8 @@ struct BatchAckBody {
 
 /// BATCH_ACK_MESSAGE (200151): every acked offset must be in flight with that pop time; the
 /// answer is SUCCESS only if all were, otherwise the first refusal (the others still applied).
+/// The offsets of one entry (one queue) are acked in one acks record, stored durably before
+/// the answer as for ACK_MESSAGE.
 pub async fn batch_ack(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
     let body: BatchAckBody = serde_json::from_slice(&request.body).map_err(|e| {
         bad(format!(
@@ -333,32 +335,43 @@ pub async fn batch_ack(inner: &BrokerInner, request: &RemotingCommand) -> Handle
         let bytes = rocketraft_common::base64::decode(&a.b)
             .ok_or_else(|| bad(format!("bitSet {:?} is not base64", a.b)))?;
         let retry = a.r.as_deref().is_some_and(|r| r != "0");
-        for (i, byte) in bytes.iter().enumerate() {
-            for bit in 0..8 {
-                if byte & (1 << bit) == 0 {
-                    continue;
-                }
-                let offset = a.so + (i * 8 + bit) as i64;
-                let handle = Handle {
-                    ck_offset: a.so,
-                    pop_time: a.pt,
-                    invisible_ms: a.it,
-                    revive_qid: a.rq,
-                    retry,
-                    broker_name: inner.config.broker_name.clone(),
-                    queue_id: a.q,
-                    queue_offset: offset,
-                };
-                if let Err(e) = inner.pop.ack(inner, &a.c, &a.t, &handle).await {
-                    first_error.get_or_insert(e);
-                }
-            }
+        let offsets: Vec<i64> = bitset_offsets(&bytes)
+            .map(|i| a.so.saturating_add(i))
+            .collect();
+        if offsets.is_empty() {
+            continue;
+        }
+        let handle = Handle {
+            ck_offset: a.so,
+            pop_time: a.pt,
+            invisible_ms: a.it,
+            revive_qid: a.rq,
+            retry,
+            broker_name: inner.config.broker_name.clone(),
+            queue_id: a.q,
+            queue_offset: a.so,
+        };
+        if let Err(e) = inner
+            .pop
+            .ack_offsets(inner, &a.c, &a.t, &handle, &offsets)
+            .await
+        {
+            first_error.get_or_insert(e);
         }
     }
     match first_error {
         None => Ok(request.response_to(response_code::SUCCESS, None)),
         Some(e) => Err(e),
     }
+}
+
+/// The set bits of `java.util.BitSet.toByteArray()` output, lowest first.
+fn bitset_offsets(bytes: &[u8]) -> impl Iterator<Item = i64> + '_ {
+    bytes.iter().enumerate().flat_map(|(i, byte)| {
+        (0..8)
+            .filter(move |bit| byte & (1 << bit) != 0)
+            .map(move |bit| (i * 8 + bit) as i64)
+    })
 }
 
 #[cfg(test)]
@@ -369,5 +382,9 @@ mod tests {
         assert_eq!(rocketraft_common::base64::decode("BQI="), Some(vec![5, 2]));
         assert_eq!(rocketraft_common::base64::decode("BQI"), Some(vec![5, 2]));
         assert_eq!(rocketraft_common::base64::decode("!!"), None);
+        assert_eq!(
+            super::bitset_offsets(&[5, 2]).collect::<Vec<_>>(),
+            vec![0, 2, 9]
+        );
     }
 }

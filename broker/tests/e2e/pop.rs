@@ -781,3 +781,240 @@ async fn checkpoint_from_a_clock_ahead_is_revived_after_the_invisible_time() {
     let bodies: Vec<String> = back.iter().map(body).collect();
     assert_eq!(bodies, ["B-0"], "not revived within its invisible time");
 }
+
+/// Pops up to `max` messages of `queue` only.
+async fn pop_queue(
+    s: &Setup,
+    group: &str,
+    queue: i32,
+    max: i32,
+    invisible_ms: i64,
+) -> Vec<MessageExt> {
+    let request = RemotingCommand::request(request_code::POP_MESSAGE)
+        .with_ext("consumerGroup", group)
+        .with_ext("topic", TOPIC)
+        .with_ext("queueId", queue)
+        .with_ext("maxMsgNums", max)
+        .with_ext("invisibleTime", invisible_ms)
+        .with_ext("initMode", 0);
+    let r = s
+        .client
+        .invoke(&s.addr, request, Duration::from_secs(10))
+        .await
+        .expect("pop");
+    assert_eq!(r.code, response_code::SUCCESS, "{:?}", r.remark);
+    decode_messages(&r.body).expect("decodable pop body")
+}
+
+/// Records stored in the revive topic so far.
+fn revive_records(s: &Setup) -> i64 {
+    let inner = s.broker.as_ref().expect("broker").inner().clone();
+    let topic = rocketraft_broker::pop::revive_topic(&inner.config.cluster_name);
+    inner.store.get_max_offset_in_queue(&topic, 0)
+}
+
+/// Pops until `n` messages came back (each pop long-polls), within `within`.
+async fn popped_back(s: &Setup, group: &str, n: usize, within: Duration) -> Vec<MessageExt> {
+    let started = Instant::now();
+    let mut back = Vec::new();
+    while back.len() < n && started.elapsed() < within {
+        back.extend(pop(s, group, 32, 30_000, 1000).await.messages);
+    }
+    back
+}
+
+fn sorted_bodies(msgs: &[MessageExt]) -> Vec<String> {
+    let mut bodies: Vec<String> = msgs.iter().map(body).collect();
+    bodies.sort();
+    bodies
+}
+
+/// One POP of 8 messages of one queue stores one checkpoint record; acks (single ones stored
+/// together with whatever else is acked at the time, and a BATCH_ACK_MESSAGE of the same
+/// batch) mark messages done within it, and the revive re-puts exactly the others, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_has_one_checkpoint_and_its_revive_gives_exactly_the_unacked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = setup(dir.path()).await;
+    // Queue 1 gets m1, m5, ..., m29 (offsets 0..8).
+    for i in 0..8 {
+        send(&s, 1, 1 + 4 * i).await;
+    }
+    let before = revive_records(&s);
+    let batch = pop_queue(&s, "gbatch", 1, 8, 1500).await;
+    assert_eq!(batch.len(), 8);
+    assert_eq!(
+        revive_records(&s) - before,
+        1,
+        "one checkpoint record for the batch"
+    );
+    // Offsets 0 and 2 acked one by one, concurrently; 5 and 6 in one BATCH_ACK_MESSAGE.
+    let by_offset = |o: i64| {
+        batch
+            .iter()
+            .find(|m| m.queue_offset == o)
+            .expect("popped offset")
+    };
+    let (h0, h2) = (handle(by_offset(0)), handle(by_offset(2)));
+    let (a, b) = tokio::join!(
+        ack(&s, "gbatch", by_offset(0), &h0),
+        ack(&s, "gbatch", by_offset(2), &h2)
+    );
+    assert_eq!(a.code, response_code::SUCCESS, "{:?}", a.remark);
+    assert_eq!(b.code, response_code::SUCCESS, "{:?}", b.remark);
+    let pop_time: i64 = handle(by_offset(5))
+        .split(' ')
+        .nth(1)
+        .expect("pop time")
+        .parse()
+        .expect("number");
+    // Bits 5 and 6 = 0b0110_0000 = 96 -> base64 "YA==".
+    let ack_body = serde_json::json!({
+        "brokerName": "broker-a",
+        "acks": [{"c": "gbatch", "t": TOPIC, "r": "0", "so": 0, "q": 1, "rq": 0, "pt": pop_time, "it": 1500, "b": "YA=="}]
+    });
+    let r = s
+        .client
+        .invoke(
+            &s.addr,
+            RemotingCommand::request(request_code::BATCH_ACK_MESSAGE)
+                .with_body(serde_json::to_vec(&ack_body).expect("json")),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("batch ack");
+    assert_eq!(r.code, response_code::SUCCESS, "{:?}", r.remark);
+    // Acked twice in a batch: refused.
+    let r = s
+        .client
+        .invoke(
+            &s.addr,
+            RemotingCommand::request(request_code::BATCH_ACK_MESSAGE)
+                .with_body(serde_json::to_vec(&ack_body).expect("json")),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("batch ack");
+    assert_eq!(r.code, response_code::NO_MESSAGE, "{:?}", r.remark);
+
+    let back = popped_back(&s, "gbatch", 4, Duration::from_secs(15)).await;
+    let unacked: Vec<MessageExt> = [1, 3, 4, 7].iter().map(|o| by_offset(*o).clone()).collect();
+    assert_eq!(sorted_bodies(&back), sorted_bodies(&unacked));
+    for m in &back {
+        assert_eq!(m.reconsume_times, 1);
+        assert_eq!(
+            ack(&s, "gbatch", m, &handle(m)).await.code,
+            response_code::SUCCESS
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert!(
+        pop(&s, "gbatch", 32, 1000, 0).await.messages.is_empty(),
+        "an acked message of the batch came back"
+    );
+}
+
+/// A restart replays a half-acked batch: the acked handles stay acked, an un-acked one is
+/// still in flight under its receipt handle, and the rest come back after the invisible time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restart_replays_a_half_acked_batch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = setup(dir.path()).await;
+    for i in 0..6 {
+        send(&s, 1, 2 + 4 * i).await;
+    }
+    let batch = pop_queue(&s, "ghalf", 2, 6, 3000).await;
+    assert_eq!(batch.len(), 6);
+    for m in batch.iter().filter(|m| m.queue_offset % 2 == 0) {
+        assert_eq!(
+            ack(&s, "ghalf", m, &handle(m)).await.code,
+            response_code::SUCCESS
+        );
+    }
+    restart(&mut s, dir.path()).await;
+    // 3 and 5 are left alone to come back.
+    for m in batch.iter().filter(|m| ![3, 5].contains(&m.queue_offset)) {
+        let r = ack(&s, "ghalf", m, &handle(m)).await;
+        if m.queue_offset == 1 {
+            assert_eq!(r.code, response_code::SUCCESS, "{:?}", r.remark);
+        } else {
+            assert_eq!(
+                r.code,
+                response_code::NO_MESSAGE,
+                "acked before the restart"
+            );
+        }
+    }
+    let back = popped_back(&s, "ghalf", 2, Duration::from_secs(15)).await;
+    let want: Vec<MessageExt> = batch
+        .iter()
+        .filter(|m| [3, 5].contains(&m.queue_offset))
+        .cloned()
+        .collect();
+    assert_eq!(sorted_bodies(&back), sorted_bodies(&want));
+}
+
+/// A data directory written by the previous version (one checkpoint record per message, one
+/// ack record per ack) keeps working: its messages in flight are rebuilt on start, the acked
+/// one stays acked, the others are revived and handles of the old checkpoints still ack.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn per_message_checkpoints_of_the_previous_version_are_replayed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = setup(dir.path()).await;
+    for i in 0..4 {
+        send(&s, 1, 3 + 4 * i).await;
+    }
+    let group = "gold";
+    let inner = s.broker.as_ref().expect("broker").inner().clone();
+    let topic = rocketraft_broker::pop::revive_topic(&inner.config.cluster_name);
+    rocketraft_broker::pop::ensure_system_topic(&inner, &topic, 1).expect("revive topic");
+    let pt = rocketraft_common::time::now_ms();
+    let mut records: Vec<serde_json::Value> = (0..4)
+        .map(|o| {
+            serde_json::json!({"k": "ck", "g": group, "t": TOPIC, "q": 3, "o": o, "pt": pt, "it": 4000, "rt": 0})
+        })
+        .collect();
+    records.push(serde_json::json!({"k": "ack", "g": group, "t": TOPIC, "q": 3, "o": 1, "pt": pt}));
+    for record in records {
+        let msg = rocketraft_common::message::Message::new(
+            topic.clone(),
+            serde_json::to_vec(&record).expect("json"),
+        );
+        inner
+            .store_durably(vec![rocketraft_broker::store::BrokerMessage::new(msg, 0)])
+            .await
+            .expect("old record stored");
+    }
+    inner
+        .metadata
+        .commit_offset(group, TOPIC, 3, 0)
+        .expect("offset");
+    drop(inner);
+    restart(&mut s, dir.path()).await;
+    let name = s
+        .broker
+        .as_ref()
+        .expect("broker")
+        .inner()
+        .config
+        .broker_name
+        .clone();
+    let old_handle = |o: i64| format!("{o} {pt} 4000 0 0 {name} 3 {o}");
+    let ack_at = |o: i64| {
+        let request = RemotingCommand::request(request_code::ACK_MESSAGE)
+            .with_ext("consumerGroup", group)
+            .with_ext("topic", TOPIC)
+            .with_ext("queueId", 3)
+            .with_ext("extraInfo", old_handle(o))
+            .with_ext("offset", o);
+        s.client.invoke(&s.addr, request, Duration::from_secs(5))
+    };
+    // Offset 0 is acked with the handle its old checkpoint gave; 1 was acked before.
+    let r = ack_at(0).await.expect("ack");
+    assert_eq!(r.code, response_code::SUCCESS, "{:?}", r.remark);
+    let r = ack_at(1).await.expect("ack");
+    assert_eq!(r.code, response_code::NO_MESSAGE, "{:?}", r.remark);
+    let back = popped_back(&s, group, 2, Duration::from_secs(15)).await;
+    assert_eq!(sorted_bodies(&back), ["m11", "m15"]);
+    assert!(back.iter().all(|m| m.reconsume_times == 1));
+}
