@@ -382,6 +382,31 @@ async fn a_send_racing_an_expiry_is_never_lost() {
         None
     );
     assert_eq!(node.pop_from_last("caught-up", "a").await, ["a-3"]);
+    // A pull consumer asks for its offset (QUERY_CONSUMER_OFFSET) and, told none, would start
+    // from the end (CONSUME_FROM_LAST_OFFSET) past a-3: it is told the cut instead.
+    assert_eq!(
+        node.api
+            .query_consumer_offset(&node.addr, "pull-from-last", &q, 0)
+            .await
+            .expect("query"),
+        Some(3)
+    );
+    // Asked whether the group committed at all (`setZeroIfNotFound` off, as the proxy asks
+    // before it places a new lite subscription): not found.
+    let probe = rocketraft_remoting::RemotingCommand::request(
+        rocketraft_remoting::codes::request_code::QUERY_CONSUMER_OFFSET,
+    )
+    .with_ext("consumerGroup", "pull-from-last")
+    .with_ext("topic", q.as_str())
+    .with_ext("queueId", 0)
+    .with_ext("setZeroIfNotFound", false);
+    let r = node
+        .api
+        .remoting()
+        .invoke(&node.addr, probe, Duration::from_secs(10))
+        .await
+        .expect("query");
+    assert_eq!(r.code, response_code::QUERY_NOT_FOUND, "{:?}", r.remark);
     // Applied twice (a replica replaying its log): the same.
     node.apply_expiry_at(&found, at);
     assert_eq!(inner.store.get_min_offset_in_queue(&q, 0), 3);
