@@ -13,6 +13,14 @@
 //! most [`LITE_SUBSCRIPTION_QUOTA`] lite topics per client, group and topic (what clients are
 //! told in their settings) and [`MAX_LITE_SUBSCRIPTION_COUNT`] in all (RocketMQ's
 //! `maxLiteSubscriptionCount`); past either, LITE_SUBSCRIPTION_QUOTA_EXCEEDED.
+//!
+//! A receive is event-driven: one POP_LITE_MESSAGE to the broker names the client's lite topics
+//! and is held there until one of them gets a message. When the client's set changes while it
+//! waits, the proxy asks again with the new set (what the abandoned request still pops is made
+//! visible again at once), and a message of a lite topic no longer in the set is never handed
+//! out. The broker names the lite topics that expired with no message since: the proxy drops
+//! them from the client's set and pushes NotifyUnsubscribeLiteCommand down the client's
+//! Telemetry stream (a lite consumer's stream is registered here when its Settings arrive).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -31,8 +39,6 @@ use crate::pb;
 
 /// A set neither synced nor received on for this long is dropped (clients sync every 30 s).
 const IDLE: Duration = Duration::from_secs(120);
-/// How often a receive with nothing to give looks at the client's lite topics again.
-const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 /// `(client id, namespaced group, namespaced parent topic)`.
 type Key = (String, String, String);
@@ -42,6 +48,18 @@ struct Entry {
     seen: Instant,
     /// Where the next receive starts in `topics`, so every lite topic gets its turn.
     cursor: usize,
+    /// Changed at every change of `topics` (unique across sets and time), so a waiting
+    /// receive knows its set changed.
+    version: u64,
+}
+
+/// A client's lite topics as one receive asks for them.
+pub(super) struct View {
+    /// Sorted.
+    pub topics: Vec<String>,
+    /// Whose turn it is first.
+    pub start: usize,
+    pub version: u64,
 }
 
 /// Most lite subscriptions this proxy keeps, counting each (client, lite topic) pair
@@ -59,6 +77,13 @@ pub struct LiteSubscriptions {
     /// and topic must not interleave, or the later would apply a set planned without the
     /// earlier's change. A key's lock is dropped when no sync holds or awaits it.
     syncing: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
+    /// Counts every change of any set; receives waiting on the broker watch it.
+    changes: tokio::sync::watch::Sender<u64>,
+    /// The last version given to a set (versions are unique across sets, so a set removed and
+    /// made again never repeats one).
+    versions: std::sync::atomic::AtomicU64,
+    /// The Telemetry streams of lite consumers, by stream key: `(client id, sender)`.
+    streams: Mutex<HashMap<u64, (String, crate::session::TelemetrySender)>>,
 }
 
 /// Holds a key's sync lock; forgets the lock when the last sync of the key lets go.
@@ -94,6 +119,9 @@ impl LiteSubscriptions {
             max_total,
             entries: Mutex::default(),
             syncing: Mutex::default(),
+            changes: tokio::sync::watch::channel(0).0,
+            versions: std::sync::atomic::AtomicU64::new(0),
+            streams: Mutex::default(),
         }
     }
 
@@ -171,6 +199,7 @@ impl LiteSubscriptions {
         let mut entries = self.lock();
         let now = Instant::now();
         let count = next.len();
+        let changed = entries.get(&key).map(|e| &e.topics) != Some(&next);
         if next.is_empty() {
             entries.remove(&key);
         } else {
@@ -178,9 +207,17 @@ impl LiteSubscriptions {
                 topics: BTreeSet::new(),
                 seen: now,
                 cursor: 0,
+                version: 0,
             });
+            if entry.topics != next {
+                entry.version = self.next_version();
+            }
             entry.topics = next;
             entry.seen = now;
+        }
+        drop(entries);
+        if changed {
+            self.changes.send_modify(|n| *n += 1);
         }
         count
     }
@@ -198,19 +235,150 @@ impl LiteSubscriptions {
     }
 
     /// The lite topics of `key`, starting at the next one's turn.
+    #[cfg(test)]
     fn topics(&self, key: &Key) -> Vec<String> {
+        let v = self.view(key);
+        let all = v.topics;
+        if all.is_empty() {
+            return all;
+        }
+        all[v.start..]
+            .iter()
+            .chain(&all[..v.start])
+            .cloned()
+            .collect()
+    }
+
+    /// The lite topics of `key` for one receive; the next receive starts one further.
+    fn view(&self, key: &Key) -> View {
+        let mut entries = self.lock();
+        let Some(entry) = entries.get_mut(key) else {
+            return View {
+                topics: Vec::new(),
+                start: 0,
+                version: 0,
+            };
+        };
+        entry.seen = Instant::now();
+        let topics: Vec<String> = entry.topics.iter().cloned().collect();
+        let start = if topics.is_empty() {
+            0
+        } else {
+            entry.cursor % topics.len()
+        };
+        entry.cursor = start + 1;
+        View {
+            topics,
+            start,
+            version: entry.version,
+        }
+    }
+
+    /// A version no set had.
+    fn next_version(&self) -> u64 {
+        self.versions
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1
+    }
+
+    /// When `key`'s set is no longer at `version`: its version now, and whether it has a lite
+    /// topic not in `asked`.
+    fn added_since(
+        &self,
+        key: &Key,
+        version: u64,
+        asked: &BTreeSet<String>,
+    ) -> Option<(u64, bool)> {
+        let entries = self.lock();
+        let (now, added) = match entries.get(key) {
+            Some(e) => (e.version, !e.topics.is_subset(asked)),
+            None => (0, false),
+        };
+        (now != version).then_some((now, added))
+    }
+
+    /// Whether `lite` is in `key`'s set.
+    fn contains(&self, key: &Key, lite: &str) -> bool {
+        self.lock()
+            .get(key)
+            .is_some_and(|e| e.topics.contains(lite))
+    }
+
+    /// Removes expired lite topics from `key`'s set; answers those that were in it.
+    fn drop_expired(&self, key: &Key, expired: &[String]) -> Vec<String> {
         let mut entries = self.lock();
         let Some(entry) = entries.get_mut(key) else {
             return Vec::new();
         };
-        entry.seen = Instant::now();
-        let all: Vec<String> = entry.topics.iter().cloned().collect();
-        if all.is_empty() {
-            return all;
+        let dropped: Vec<String> = expired
+            .iter()
+            .filter(|l| entry.topics.remove(l.as_str()))
+            .cloned()
+            .collect();
+        if dropped.is_empty() {
+            return dropped;
         }
-        let start = entry.cursor % all.len();
-        entry.cursor = start + 1;
-        all[start..].iter().chain(&all[..start]).cloned().collect()
+        entry.version = self.next_version();
+        if entry.topics.is_empty() {
+            entries.remove(key);
+        }
+        drop(entries);
+        self.changes.send_modify(|n| *n += 1);
+        dropped
+    }
+
+    /// Registers the Telemetry stream `stream` of a lite consumer.
+    pub(super) fn attach(
+        &self,
+        stream: u64,
+        client: &str,
+        sender: crate::session::TelemetrySender,
+    ) {
+        self.streams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(stream, (client.to_string(), sender));
+    }
+
+    /// Forgets a closed Telemetry stream.
+    pub(super) fn detach(&self, stream: u64) {
+        self.streams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&stream);
+    }
+
+    /// Pushes NotifyUnsubscribeLiteCommand for `lite` down every open stream of `client`;
+    /// answers how many took it.
+    fn notify_unsubscribe(&self, client: &str, lite: &str) -> usize {
+        let senders: Vec<crate::session::TelemetrySender> = self
+            .streams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|(c, s)| c == client && !s.is_closed())
+            .map(|(_, s)| s.clone())
+            .collect();
+        let mut pushed = 0;
+        for sender in senders {
+            let command = pb::TelemetryCommand {
+                status: Some(ok()),
+                command: Some(
+                    pb::telemetry_command::Command::NotifyUnsubscribeLiteCommand(
+                        pb::NotifyUnsubscribeLiteCommand {
+                            lite_topic: lite.to_string(),
+                        },
+                    ),
+                ),
+            };
+            match sender.try_send(Ok(command)) {
+                Ok(()) => pushed += 1,
+                Err(e) => {
+                    tracing::warn!(client, lite_topic = lite, error = %e, "NotifyUnsubscribeLiteCommand not pushed")
+                }
+            }
+        }
+        pushed
     }
 
     /// Forgets every set of a client; answers how many there were.
@@ -218,7 +386,12 @@ impl LiteSubscriptions {
         let mut entries = self.lock();
         let before = entries.len();
         entries.retain(|(c, _, _), _| c != client);
-        before - entries.len()
+        let dropped = before - entries.len();
+        drop(entries);
+        if dropped > 0 {
+            self.changes.send_modify(|n| *n += 1);
+        }
+        dropped
     }
 }
 
@@ -375,55 +548,153 @@ pub(super) struct LiteReceive<'a> {
 }
 
 /// Pops up to `batch` messages from the client's lite topics (each in turn, a FIFO group's in
-/// order), waiting up to the poll time for one; none for a client without lite subscriptions.
+/// order) with one POP_LITE_MESSAGE held by the broker until one of them has a message or the
+/// poll time passes; none for a client without lite subscriptions (such a receive waits for a
+/// sync until the poll time passes). A change of the client's set while the broker holds the
+/// request asks again with the new set; the lite topics the broker reports expired are dropped
+/// from the set and the client is told (NotifyUnsubscribeLiteCommand).
 pub(super) async fn receive_lite(
     service: &Service,
     r: LiteReceive<'_>,
 ) -> Result<Vec<MessageExt>, pb::Status> {
-    let deadline = Instant::now() + Duration::from_millis(r.poll_ms.max(0) as u64);
-    let key = (
-        r.client.unwrap_or_default().to_string(),
-        r.group.to_string(),
-        r.topic.to_string(),
-    );
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(r.poll_ms.max(0) as u64);
+    let client = r.client.unwrap_or_default();
+    let key = (client.to_string(), r.group.to_string(), r.topic.to_string());
+    let mut changes = service.lite.changes.subscribe();
     loop {
-        let mut got: Vec<MessageExt> = Vec::new();
-        for l in service.lite.topics(&key) {
-            let left = r.batch - got.len() as i32;
-            if left <= 0 {
-                break;
+        changes.borrow_and_update();
+        let view = service.lite.view(&key);
+        let now = tokio::time::Instant::now();
+        let left_ms = deadline.saturating_duration_since(now).as_millis() as i64;
+        if view.topics.is_empty() {
+            if left_ms == 0 {
+                return Ok(Vec::new());
             }
-            let lmq = lite::lmq_name(r.topic, &l);
-            let more = service
-                .api
-                .pop_filtered(
-                    r.addr,
-                    r.group,
-                    &lmq,
-                    -1,
-                    left,
-                    r.invisible_ms,
-                    0,
-                    r.fifo,
-                    Some(r.filter),
-                )
-                .await;
-            match more {
-                Ok(more) => got.extend(more),
-                // What the earlier lite topics gave is handed out: failing the receive would
-                // leave it invisible (a FIFO lite topic blocked) until its invisible time.
-                Err(e) if !got.is_empty() => {
-                    tracing::warn!(lite_topic = %l, error = %e, "POP of a lite topic failed; answering with the messages popped before it");
-                    return Ok(got);
-                }
-                Err(e) => return Err(service.broker_failed(r.topic, &e)),
-            }
+            // Nothing to pop until a sync gives the client lite topics.
+            let _ = tokio::time::timeout_at(deadline, changes.changed()).await;
+            continue;
         }
-        let now = Instant::now();
-        if !got.is_empty() || now >= deadline {
+        let asked: BTreeSet<String> = view.topics.iter().cloned().collect();
+        let mut version = view.version;
+        let mut call = Box::pin(pop_lite_call(service, &r, view.topics, view.start, left_ms));
+        let answer = loop {
+            tokio::select! {
+                answer = &mut call => break Some(answer),
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        break Some((&mut call).await);
+                    }
+                    // Only a lite topic added needs a new request: the answer of this one is
+                    // filtered by the set anyway (so a removal does not cost a new request and
+                    // a released message).
+                    match service.lite.added_since(&key, version, &asked) {
+                        Some((_, true)) => break None,
+                        Some((now, false)) => version = now,
+                        None => {}
+                    }
+                }
+            }
+        };
+        let Some(answer) = answer else {
+            // The set changed: ask again with the new one; whatever the old request still
+            // pops is made visible again.
+            let (api, addr, group) = (service.api.clone(), r.addr.to_string(), r.group.to_string());
+            tokio::spawn(async move {
+                if let Ok(res) = call.await {
+                    release(&api, &addr, &group, res.messages).await;
+                }
+            });
+            continue;
+        };
+        let res = answer.map_err(|e| service.broker_failed(r.topic, &e))?;
+        for lite in service.lite.drop_expired(&key, &res.expired) {
+            let pushed = service.lite.notify_unsubscribe(client, &lite);
+            tracing::info!(
+                client,
+                group = r.group,
+                topic = r.topic,
+                lite_topic = %lite,
+                streams = pushed,
+                "lite topic expired: dropped from the client's subscription, NotifyUnsubscribeLiteCommand pushed"
+            );
+        }
+        // A message of a lite topic the client no longer subscribes is not handed out.
+        let (got, stale): (Vec<MessageExt>, Vec<MessageExt>) = res
+            .messages
+            .into_iter()
+            .partition(|m| lite_of(m).is_some_and(|(_, l)| service.lite.contains(&key, l)));
+        if !stale.is_empty() {
+            release(&service.api, r.addr, r.group, stale).await;
+        }
+        if !got.is_empty() || tokio::time::Instant::now() >= deadline {
             return Ok(got);
         }
-        tokio::time::sleep(POLL_INTERVAL.min(deadline - now)).await;
+    }
+}
+
+/// One POP_LITE_MESSAGE of `r` over `topics`, owning all it needs (it may outlive the receive).
+fn pop_lite_call(
+    service: &Service,
+    r: &LiteReceive<'_>,
+    topics: Vec<String>,
+    start: usize,
+    poll_ms: i64,
+) -> impl std::future::Future<
+    Output = Result<rocketraft_remoting::api::PopLiteResult, rocketraft_remoting::api::ApiError>,
+> + Send
+       + 'static {
+    let api = service.api.clone();
+    let addr = r.addr.to_string();
+    let group = r.group.to_string();
+    let topic = r.topic.to_string();
+    let (kind, expression) = (r.filter.0.to_string(), r.filter.1.to_string());
+    let (batch, invisible_ms, fifo) = (r.batch, r.invisible_ms, r.fifo);
+    async move {
+        api.pop_lite(
+            &addr,
+            &rocketraft_remoting::api::PopLiteRequest {
+                group: &group,
+                topic: &topic,
+                lite_topics: &topics,
+                start_index: start,
+                max: batch,
+                invisible_ms,
+                poll_ms,
+                order: fifo,
+                filter: Some((&kind, &expression)),
+            },
+        )
+        .await
+    }
+}
+
+/// Makes popped messages that will not be handed out visible again at once
+/// (CHANGE_MESSAGE_INVISIBLETIME 0 on their lite topic's queue).
+async fn release(
+    api: &rocketraft_remoting::api::MqClientApi,
+    addr: &str,
+    group: &str,
+    messages: Vec<MessageExt>,
+) {
+    for m in messages {
+        let (Some((parent, l)), Some(handle)) = (lite_of(&m), m.message.property(property::POP_CK))
+        else {
+            continue;
+        };
+        let cmd = RemotingCommand::request(request_code::CHANGE_MESSAGE_INVISIBLETIME)
+            .with_ext("consumerGroup", group)
+            .with_ext("topic", lite::lmq_name(parent, l))
+            .with_ext("extraInfo", handle)
+            .with_ext("invisibleTime", 0);
+        match api.call(addr, cmd, &[response_code::SUCCESS]).await {
+            Ok(_) => tracing::debug!(
+                lite_topic = l,
+                "popped message of a lite topic no longer subscribed made visible again"
+            ),
+            Err(e) => {
+                tracing::warn!(lite_topic = l, error = %e, "popped message of a lite topic no longer subscribed not released; visible after its invisible time")
+            }
+        }
     }
 }
 
@@ -506,6 +777,35 @@ mod tests {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .is_empty());
+    }
+
+    /// A waiting receive learns of a change of its set: whether a lite topic was added beyond
+    /// what it asked for; a set removed and made again never repeats a version; an expiry drops
+    /// the named lite topics only.
+    #[test]
+    fn set_changes_are_seen_by_version() {
+        let subs = LiteSubscriptions::default();
+        subs.sync(key(), A::CompleteAdd, &names(&["a", "b"])).ok();
+        let v = subs.view(&key());
+        let asked: BTreeSet<String> = v.topics.iter().cloned().collect();
+        assert_eq!(subs.added_since(&key(), v.version, &asked), None);
+        subs.sync(key(), A::PartialRemove, &names(&["b"])).ok();
+        let (now, added) = subs
+            .added_since(&key(), v.version, &asked)
+            .expect("changed");
+        assert!(!added, "a removal adds nothing");
+        subs.sync(key(), A::CompleteRemove, &[]).ok();
+        subs.sync(key(), A::CompleteAdd, &names(&["a", "c"])).ok();
+        assert_eq!(
+            subs.added_since(&key(), now, &asked).map(|(_, a)| a),
+            Some(true)
+        );
+        assert_eq!(
+            subs.drop_expired(&key(), &names(&["c", "x"])),
+            names(&["c"])
+        );
+        assert_eq!(subs.topics(&key()), names(&["a"]));
+        assert!(subs.contains(&key(), "a") && !subs.contains(&key(), "c"));
     }
 
     #[test]

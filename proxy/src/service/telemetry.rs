@@ -86,6 +86,10 @@ impl Service {
             let Some(pb::telemetry_command::Command::Settings(s)) = cmd.command else {
                 continue;
             };
+            if is_lite_consumer(s.client_type) {
+                // Where NotifyUnsubscribeLiteCommand reaches the client (`lite.rs`).
+                self.lite.attach(key, &client_id, tx.clone());
+            }
             if let Some(pb::settings::PubSub::Publishing(p)) = &s.pub_sub {
                 let topics = published_topics(p, &namespace);
                 tracing::debug!(client = %client_id, ?topics, "producer settings");
@@ -103,6 +107,7 @@ impl Service {
             }
         }
         self.sessions.close(key);
+        self.lite.detach(key);
     }
 
     /// The server's settings for a client's Settings, with the namespace of its stream; a
@@ -127,8 +132,7 @@ impl Service {
     }
 
     fn settings_reply(&self, client: &pb::Settings, fifo: bool) -> pb::Settings {
-        let lite = client.client_type == Some(pb::ClientType::LitePushConsumer as i32)
-            || client.client_type == Some(pb::ClientType::LiteSimpleConsumer as i32);
+        let lite = is_lite_consumer(client.client_type);
         let consumer = lite
             || client.client_type == Some(pb::ClientType::PushConsumer as i32)
             || client.client_type == Some(pb::ClientType::SimpleConsumer as i32);
@@ -168,6 +172,13 @@ impl Service {
             pub_sub,
         }
     }
+}
+
+/// A LitePushConsumer or a LiteSimpleConsumer: told its lite quota, notified of expired lite
+/// topics.
+fn is_lite_consumer(client_type: Option<i32>) -> bool {
+    client_type == Some(pb::ClientType::LitePushConsumer as i32)
+        || client_type == Some(pb::ClientType::LiteSimpleConsumer as i32)
 }
 
 /// A consumer's redelivery backoff (RocketMQ's 1 s .. 2 h ladder, 17 attempts), or a

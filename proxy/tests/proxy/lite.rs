@@ -689,3 +689,347 @@ async fn a_lite_topic_past_the_brokers_quota_is_refused() {
     };
     assert_eq!((stored("q1"), stored("q2")), (2, 0));
 }
+
+/// One receive of `client_id` on `topic` for `group`, long polling `poll_ms`; answers the
+/// messages and when the answer came.
+async fn receive_on(
+    mut client: MessagingServiceClient<Channel>,
+    group: &str,
+    topic: &str,
+    client_id: &str,
+    poll_ms: u64,
+) -> (Vec<pb::Message>, Instant) {
+    let mut req = tonic::Request::new(pb::ReceiveMessageRequest {
+        group: resource(group),
+        message_queue: Some(pb::MessageQueue {
+            topic: resource(topic),
+            id: 0,
+            ..pb::MessageQueue::default()
+        }),
+        filter_expression: Some(pb::FilterExpression {
+            r#type: pb::FilterType::Tag as i32,
+            expression: "*".into(),
+        }),
+        batch_size: 32,
+        invisible_duration: Some(prost_types::Duration {
+            seconds: 30,
+            nanos: 0,
+        }),
+        auto_renew: false,
+        long_polling_timeout: Some(prost_types::Duration {
+            seconds: (poll_ms / 1000) as i64,
+            nanos: ((poll_ms % 1000) * 1_000_000) as i32,
+        }),
+        attempt_id: None,
+    });
+    req.metadata_mut()
+        .insert("x-mq-client-id", client_id.parse().expect("ascii"));
+    req.set_timeout(Duration::from_millis(poll_ms) + Duration::from_secs(10));
+    let mut stream = client
+        .receive_message(req)
+        .await
+        .expect("receive")
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(item) = stream.message().await.expect("item") {
+        if let Some(pb::receive_message_response::Content::Message(m)) = item.content {
+            out.push(m);
+        }
+    }
+    (out, Instant::now())
+}
+
+fn lite_and_body(messages: &[pb::Message]) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = messages
+        .iter()
+        .map(|m| {
+            let lite = m
+                .system_properties
+                .as_ref()
+                .and_then(|s| s.lite_topic.clone())
+                .unwrap_or_default();
+            (lite, String::from_utf8_lossy(&m.body).to_string())
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Acks `m` on `topic` by its lite topic.
+async fn ack_on(
+    client: &mut MessagingServiceClient<Channel>,
+    group: &str,
+    topic: &str,
+    m: &pb::Message,
+) {
+    let sys = m.system_properties.clone().expect("system properties");
+    let r = client
+        .ack_message(pb::AckMessageRequest {
+            group: resource(group),
+            topic: resource(topic),
+            entries: vec![pb::AckMessageEntry {
+                message_id: sys.message_id.clone(),
+                receipt_handle: sys.receipt_handle.clone().expect("handle"),
+                lite_topic: sys.lite_topic.clone(),
+            }],
+        })
+        .await
+        .expect("ack")
+        .into_inner();
+    assert_eq!(code(&r.status), pb::Code::Ok as i32, "{:?}", r.status);
+}
+
+/// A receive held on the client's lite topics is answered as soon as one of them gets a
+/// message (the broker holds one POP_LITE_MESSAGE; no polling); a lite topic added while it
+/// waits is served by it, one removed while it waits is not (its message stays for whoever
+/// subscribes it next).
+#[tokio::test]
+async fn a_waiting_lite_receive_is_answered_soon_after_a_send() {
+    use pb::LiteSubscriptionAction as A;
+    let mut s = Setup::start().await;
+    s.group = "GLiteWait";
+    let ok = pb::Code::Ok as i32;
+    assert_eq!(
+        s.sync(Some(CLIENT), PARENT, A::PartialAdd, &["a"], None)
+            .await,
+        ok
+    );
+
+    // 1. A send to a subscribed lite topic answers the waiting receive.
+    let waiting = tokio::spawn(receive_on(
+        s.client.clone(),
+        s.group,
+        PARENT,
+        CLIENT,
+        20_000,
+    ));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(!waiting.is_finished(), "held while nothing is there");
+    let sent = Instant::now();
+    assert_eq!(s.send(PARENT, Some("a"), None, "a-0").await, ok);
+    let (got, at) = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("answered")
+        .expect("task");
+    assert_eq!(lite_and_body(&got), pairs(&[("a", "a-0")]));
+    let after = at.duration_since(sent);
+    eprintln!("held lite receive answered {after:?} after the send");
+    assert!(
+        after < Duration::from_millis(1_000),
+        "answered {after:?} after the send"
+    );
+    let mut client = s.client.clone();
+    ack_on(&mut client, s.group, PARENT, &got[0]).await;
+
+    // 2. A lite topic added while the receive waits is served by it.
+    let waiting = tokio::spawn(receive_on(
+        s.client.clone(),
+        s.group,
+        PARENT,
+        CLIENT,
+        20_000,
+    ));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        s.sync(Some(CLIENT), PARENT, A::PartialAdd, &["b"], None)
+            .await,
+        ok
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent = Instant::now();
+    assert_eq!(s.send(PARENT, Some("b"), None, "b-0").await, ok);
+    let (got, at) = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("answered")
+        .expect("task");
+    assert_eq!(lite_and_body(&got), pairs(&[("b", "b-0")]));
+    assert!(at.duration_since(sent) < Duration::from_millis(1_000));
+    ack_on(&mut client, s.group, PARENT, &got[0]).await;
+
+    // 3. One removed while the receive waits is not given to it.
+    let waiting = tokio::spawn(receive_on(
+        s.client.clone(),
+        s.group,
+        PARENT,
+        CLIENT,
+        20_000,
+    ));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        s.sync(Some(CLIENT), PARENT, A::PartialRemove, &["b"], None)
+            .await,
+        ok
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(s.send(PARENT, Some("b"), None, "b-1").await, ok);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(s.send(PARENT, Some("a"), None, "a-1").await, ok);
+    let (got, _) = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("answered")
+        .expect("task");
+    assert_eq!(lite_and_body(&got), pairs(&[("a", "a-1")]));
+    ack_on(&mut client, s.group, PARENT, &got[0]).await;
+    // b-1 was not lost: subscribing b again resumes at it.
+    assert_eq!(
+        s.sync(Some(CLIENT), PARENT, A::PartialAdd, &["b"], None)
+            .await,
+        ok
+    );
+    let got = s.receive_all(1, Duration::from_secs(10)).await;
+    assert_eq!(got, pairs(&[("b", "b-1")]));
+}
+
+/// Opens a Telemetry stream of `client_id` as a client of `client_type` consuming `topic` for
+/// `group`; answers the stream's sender (keep it to keep the stream open), the stream, and
+/// the settings the server answered.
+async fn telemetry_of(
+    client: &MessagingServiceClient<Channel>,
+    client_id: &str,
+    client_type: pb::ClientType,
+    group: &str,
+    topic: &str,
+) -> (
+    tokio::sync::mpsc::Sender<pb::TelemetryCommand>,
+    tonic::Streaming<pb::TelemetryCommand>,
+    pb::Subscription,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(pb::TelemetryCommand {
+        status: None,
+        command: Some(pb::telemetry_command::Command::Settings(pb::Settings {
+            client_type: Some(client_type as i32),
+            pub_sub: Some(pb::settings::PubSub::Subscription(pb::Subscription {
+                group: resource(group),
+                subscriptions: vec![pb::SubscriptionEntry {
+                    topic: resource(topic),
+                    expression: Some(pb::FilterExpression {
+                        r#type: pb::FilterType::Tag as i32,
+                        expression: "*".into(),
+                    }),
+                }],
+                ..pb::Subscription::default()
+            })),
+            ..pb::Settings::default()
+        })),
+    })
+    .await
+    .expect("settings");
+    let outbound =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
+    let mut req = tonic::Request::new(outbound);
+    req.metadata_mut()
+        .insert("x-mq-client-id", client_id.parse().expect("ascii"));
+    let mut stream = client
+        .clone()
+        .telemetry(req)
+        .await
+        .expect("telemetry")
+        .into_inner();
+    let reply = tokio::time::timeout(Duration::from_secs(5), stream.message())
+        .await
+        .expect("settings in time")
+        .expect("stream")
+        .expect("a command");
+    let Some(pb::telemetry_command::Command::Settings(settings)) = reply.command else {
+        panic!("the first command is not settings: {reply:?}");
+    };
+    let Some(pb::settings::PubSub::Subscription(sub)) = settings.pub_sub else {
+        panic!("no subscription settings: {settings:?}");
+    };
+    (tx, stream, sub)
+}
+
+/// A LiteSimpleConsumer (client type 6) is told its lite quota, subscribes, receives and acks;
+/// when one of its lite topics expires (no message for the topic's `lite.topic.expiration`),
+/// the proxy drops it from the client's set and pushes NotifyUnsubscribeLiteCommand on the
+/// client's Telemetry stream, and receives no longer get it, even once it has messages again.
+#[tokio::test]
+async fn a_lite_simple_consumer_is_told_when_its_lite_topic_expires() {
+    use pb::LiteSubscriptionAction as A;
+    const TOPIC: &str = "LiteExpiring";
+    const SIMPLE: &str = "lite-simple-1";
+    let mut s = Setup::start().await;
+    s.group = "GLiteSimple";
+    let mut expiring = TopicConfig::new(TOPIC, 2);
+    expiring
+        .attributes
+        .insert("message.type".into(), "LITE".into());
+    expiring
+        .attributes
+        .insert("lite.topic.expiration".into(), "1".into());
+    crate::support::create_topic(&s._namesrv, &s.broker, &expiring).await;
+    let ok = pb::Code::Ok as i32;
+
+    let (_tx, mut stream, sub) = telemetry_of(
+        &s.client,
+        SIMPLE,
+        pb::ClientType::LiteSimpleConsumer,
+        s.group,
+        TOPIC,
+    )
+    .await;
+    assert_eq!(sub.lite_subscription_quota, Some(100));
+    assert_eq!(sub.max_lite_topic_size, Some(64));
+
+    assert_eq!(
+        s.sync(Some(SIMPLE), TOPIC, A::PartialAdd, &["x", "y"], None)
+            .await,
+        ok
+    );
+    assert_eq!(s.send(TOPIC, Some("x"), None, "x-0").await, ok);
+    assert_eq!(s.send(TOPIC, Some("y"), None, "y-0").await, ok);
+    let mut client = s.client.clone();
+    let mut got = Vec::new();
+    let started = Instant::now();
+    while got.len() < 2 && started.elapsed() < Duration::from_secs(10) {
+        let (more, _) = receive_on(s.client.clone(), s.group, TOPIC, SIMPLE, 2_000).await;
+        for m in &more {
+            ack_on(&mut client, s.group, TOPIC, m).await;
+        }
+        got.extend(more);
+    }
+    assert_eq!(lite_and_body(&got), pairs(&[("x", "x-0"), ("y", "y-0")]));
+
+    // Two minutes on, both went a minute without a message: expired as the broker's check
+    // does; then y gets a message (alive again), x does not.
+    let inner = s.broker.inner();
+    let found = inner.lite.find_expired(
+        &inner.store,
+        &inner.topics,
+        0,
+        rocketraft_common::time::now_ms() + 2 * 60_000,
+    );
+    let report = inner.lite.expire(inner, found).await.expect("expire");
+    assert_eq!(report.cleaned.len(), 2, "{report:?}");
+    assert_eq!(s.send(TOPIC, Some("y"), None, "y-1").await, ok);
+
+    let (got, _) = receive_on(s.client.clone(), s.group, TOPIC, SIMPLE, 5_000).await;
+    assert_eq!(lite_and_body(&got), pairs(&[("y", "y-1")]));
+    ack_on(&mut client, s.group, TOPIC, &got[0]).await;
+    let command = tokio::time::timeout(Duration::from_secs(5), stream.message())
+        .await
+        .expect("a command in time")
+        .expect("stream")
+        .expect("a command");
+    match command.command {
+        Some(pb::telemetry_command::Command::NotifyUnsubscribeLiteCommand(c)) => {
+            assert_eq!(c.lite_topic, "x")
+        }
+        other => panic!("expected NotifyUnsubscribeLiteCommand, got {other:?}"),
+    }
+
+    // x is no longer received, even with a message again.
+    assert_eq!(s.send(TOPIC, Some("x"), None, "x-1").await, ok);
+    assert_eq!(s.send(TOPIC, Some("y"), None, "y-2").await, ok);
+    let mut got = Vec::new();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(3) {
+        let (more, _) = receive_on(s.client.clone(), s.group, TOPIC, SIMPLE, 1_000).await;
+        for m in &more {
+            ack_on(&mut client, s.group, TOPIC, m).await;
+        }
+        got.extend(more);
+    }
+    assert_eq!(lite_and_body(&got), pairs(&[("y", "y-2")]));
+}
