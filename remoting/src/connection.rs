@@ -87,6 +87,7 @@ fn is_long_polling(code: i32) -> bool {
         crate::codes::request_code::PULL_MESSAGE
             | crate::codes::request_code::POP_MESSAGE
             | crate::codes::request_code::LITE_PULL_MESSAGE
+            | crate::codes::request_code::POP_LITE_MESSAGE
             | crate::codes::request_code::NOTIFICATION
             | crate::codes::request_code::POLLING_INFO
     )
