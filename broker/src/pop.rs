@@ -3,13 +3,18 @@
 //!
 //! - **Pop** hands out the next un-popped messages of a queue to whichever consumer of the group
 //!   asks (message-granularity load balancing) and makes them invisible for `invisibleTime`.
-//!   Before any message leaves, a **checkpoint** record per message (group, topic, queue, offset,
-//!   pop time, invisible time, delivery count) is stored durably in the revive topic
-//!   `rmq_sys_REVIVE_LOG_{cluster}` (through the same path as a send: flushed per the flush
-//!   policy and, in controller mode, acknowledged by the in-sync replicas).
+//!   Before any message leaves, one **checkpoint** record per queue of the POP (group, topic,
+//!   queue, pop time, invisible time, and each message's offset and delivery count: RocketMQ's
+//!   `PopCheckPoint`) is stored durably in the revive topic `rmq_sys_REVIVE_LOG_{cluster}`
+//!   (through the same path as a send: flushed per the flush policy and, in controller mode,
+//!   acknowledged by the in-sync replicas). Versions before it stored one record per message;
+//!   the replay reads both.
 //! - **Ack** and **change invisible time** store an ack record (and, for the latter, a new
-//!   checkpoint) the same way before answering. A receipt handle names its checkpoint by queue,
-//!   offset and pop time, so a handle from before a ChangeInvisibleTime no longer matches.
+//!   checkpoint of that one message) the same way before answering; an ack ends its message's
+//!   checkpoint within the batch. Acks that arrive while another acks write is being stored go
+//!   together into the next write (one record); BATCH_ACK_MESSAGE stores a queue's acks in one
+//!   record. A receipt handle names its checkpoint by queue, offset and pop time, so a handle
+//!   from before a ChangeInvisibleTime no longer matches.
 //! - **Revive**: a checkpoint past its invisible time without an ack is re-put into the retry topic
 //!   `%RETRY%{group}_{topic}` with its delivery count + 1, or into `%DLQ%{group}` once the count
 //!   passes the group's `retryMaxTimes` (16), then marked revived (a crash in between delivers it twice,
@@ -1384,7 +1389,7 @@ impl PopService {
     }
 
     /// One revive round: every checkpoint past its invisible time goes to the retry topic (or
-    /// the DLQ) and is marked revived. Returns how many were revived.
+    /// the DLQ) and is marked revived, a queue's together. Returns how many were revived.
     pub async fn revive_expired(&self, inner: &BrokerInner) -> usize {
         if self.ensure_rebuilt(inner).await.is_err() {
             return 0;
@@ -1403,13 +1408,16 @@ impl PopService {
                 })
                 .collect()
         };
-        let mut revived = 0;
+        let mut by_queue: HashMap<QueueKey, Vec<i64>> = HashMap::new();
         for (key, offset) in expired {
-            match self.revive_one(inner, &key, offset, now).await {
-                Ok(true) => revived += 1,
-                Ok(false) => {}
+            by_queue.entry(key).or_default().push(offset);
+        }
+        let mut revived = 0;
+        for (key, offsets) in by_queue {
+            match self.revive_queue(inner, &key, &offsets, now).await {
+                Ok(n) => revived += n,
                 Err(Refusal { code, remark: why }) => {
-                    tracing::warn!(code, %why, group = %key.0, topic = %key.1, queue = key.2, offset, "revive failed; will retry");
+                    tracing::warn!(code, %why, group = %key.0, topic = %key.1, queue = key.2, "revive failed; will retry");
                     break;
                 }
             }
@@ -1417,29 +1425,66 @@ impl PopService {
         revived
     }
 
-    async fn revive_one(
+    /// Revives the messages at `offsets` of `key`'s queue still in flight and past their
+    /// deadline at `now`, under the queue's lock: re-puts them (together: the store writes
+    /// them as one group), then marks the re-put ones revived in one record. A crash in
+    /// between delivers a message twice, never zero times. Returns how many were revived.
+    async fn revive_queue(
         &self,
         inner: &BrokerInner,
         key: &QueueKey,
-        offset: i64,
+        offsets: &[i64],
         now: i64,
-    ) -> Result<bool, Refusal> {
+    ) -> Result<usize, Refusal> {
         let lock = self.lock_of(key);
         let _guard = lock.lock().await;
-        let Some(f) = self
-            .state
-            .lock()
-            .get(key)
-            .and_then(|qs| qs.inflight.get(&offset))
-            .copied()
-            .filter(|f| f.deadline() <= now)
-        else {
-            return Ok(false);
+        let due: Vec<(i64, InFlight)> = {
+            let st = self.state.lock();
+            let Some(qs) = st.get(key) else {
+                return Ok(0);
+            };
+            offsets
+                .iter()
+                .filter_map(|o| qs.inflight.get(o).map(|f| (*o, *f)))
+                .filter(|(_, f)| f.deadline() <= now)
+                .collect()
         };
-        self.requeue(inner, key, (offset, f.moved), f.reconsume_times + 1, false)
+        if due.is_empty() {
+            return Ok(0);
+        }
+        let puts = due
+            .iter()
+            .map(|(o, f)| self.requeue(inner, key, (*o, f.moved), f.reconsume_times + 1, false));
+        let outcomes = futures::future::join_all(puts).await;
+        let mut first_error = None;
+        let mut requeued = Vec::with_capacity(due.len());
+        for ((o, f), outcome) in due.iter().zip(outcomes) {
+            match outcome {
+                Ok(()) => requeued.push((*o, f.pop_time)),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if !requeued.is_empty() {
+            Self::persist(
+                inner,
+                &[PopRecord::Rvs {
+                    a: vec![PopRecord::done(key, requeued.clone())],
+                }],
+            )
             .await?;
-        self.mark_revived(inner, key, offset, f.pop_time).await?;
-        Ok(true)
+            if let Some(qs) = self.state.lock().get_mut(key) {
+                for (o, _) in &requeued {
+                    qs.inflight.remove(o);
+                }
+            }
+            self.advance_offset(inner, key);
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(requeued.len()),
+        }
     }
 
     async fn mark_revived(
