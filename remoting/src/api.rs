@@ -133,6 +133,9 @@ pub struct PopLiteRequest<'a> {
     pub order: bool,
     /// `(type, expression)` as [`MqClientApi::pop_filtered`]'s.
     pub filter: Option<(&'a str, &'a str)>,
+    /// The client received for (`clientId`): an exclusive group's broker then skips the lite
+    /// topics other clients own and answers them as evicted.
+    pub client_id: Option<&'a str>,
 }
 
 /// What a POP_LITE_MESSAGE answered.
@@ -141,6 +144,23 @@ pub struct PopLiteResult {
     pub messages: Vec<MessageExt>,
     /// Lite topics asked for that expired and got no message since.
     pub expired: Vec<String>,
+    /// Lite topics asked for that another client of the (exclusive) group owns.
+    pub evicted: Vec<String>,
+}
+
+/// One LITE_SUBSCRIPTION_CTL ([`MqClientApi::lite_subscription_ctl`]).
+#[derive(Debug, Clone)]
+pub struct LiteCtlRequest<'a> {
+    pub group: &'a str,
+    /// The LITE parent topic.
+    pub topic: &'a str,
+    pub client_id: &'a str,
+    /// Lite topics the client claims.
+    pub lite_topics: &'a [String],
+    /// Lite topics the client no longer subscribes.
+    pub released: &'a [String],
+    /// Take the claimed lite topics from other clients (`false`: claim only unowned ones).
+    pub take_over: bool,
 }
 
 /// A typed RocketMQ API client. Cheap to clone.
@@ -572,6 +592,9 @@ impl MqClientApi {
             .with_ext("startIndex", request.start_index)
             .with_ext("order", request.order)
             .with_body(Bytes::from(body));
+        if let Some(c) = request.client_id {
+            command = command.with_ext("clientId", c);
+        }
         if let Some((kind, e)) = request.filter.filter(|(_, e)| !e.trim().is_empty()) {
             command = command.with_ext("expType", kind).with_ext("exp", e);
         }
@@ -584,13 +607,45 @@ impl MqClientApi {
             response_code::PULL_NOT_FOUND | response_code::POLLING_TIMEOUT => Vec::new(),
             _ => return Err(ApiError::refused(&response)),
         };
-        let expired = match response.ext("expiredLiteTopics") {
-            None => Vec::new(),
-            Some(v) => serde_json::from_str(v).map_err(|e| {
-                ApiError::Malformed(format!("expiredLiteTopics {v:?} is not a JSON list: {e}"))
-            })?,
+        let list = |key: &str| -> Result<Vec<String>, ApiError> {
+            match response.ext(key) {
+                None => Ok(Vec::new()),
+                Some(v) => serde_json::from_str(v).map_err(|e| {
+                    ApiError::Malformed(format!("{key} {v:?} is not a JSON list: {e}"))
+                }),
+            }
         };
-        Ok(PopLiteResult { messages, expired })
+        let expired = list("expiredLiteTopics")?;
+        let evicted = list("evictedLiteTopics")?;
+        Ok(PopLiteResult {
+            messages,
+            expired,
+            evicted,
+        })
+    }
+
+    /// LITE_SUBSCRIPTION_CTL (200071): records on `broker` which client of an exclusive lite
+    /// group owns the lite topics of `request`. Answers whether the group is exclusive there.
+    pub async fn lite_subscription_ctl(
+        &self,
+        broker: &str,
+        request: &LiteCtlRequest<'_>,
+    ) -> Result<bool, ApiError> {
+        let body = serde_json::json!({
+            "liteTopics": request.lite_topics,
+            "releasedLiteTopics": request.released,
+        })
+        .to_string();
+        let command = RemotingCommand::request(request_code::LITE_SUBSCRIPTION_CTL)
+            .with_ext("consumerGroup", request.group)
+            .with_ext("topic", request.topic)
+            .with_ext("clientId", request.client_id)
+            .with_ext("takeOver", request.take_over)
+            .with_body(Bytes::from(body));
+        let response = self
+            .call(broker, command, &[response_code::SUCCESS])
+            .await?;
+        Ok(response.ext("exclusive") == Some("true"))
     }
 
     /// ACK_MESSAGE of a popped message (by its `POP_CK` receipt handle).

@@ -308,9 +308,11 @@ fn annotated(request: &RemotingCommand) -> Result<Option<Vec<Need>>, String> {
         },
         rc::UPDATE_AND_CREATE_TOPIC => vec![topic_or_retry_group(field(request, "topic")?, CREATE)],
         rc::DELETE_TOPIC_IN_BROKER => vec![topic_or_retry_group(field(request, "topic")?, DELETE)],
-        // POP_LITE_MESSAGE names the parent topic; its lite topics' queues are the parent's.
+        // POP_LITE_MESSAGE and LITE_SUBSCRIPTION_CTL name the parent topic; its lite topics'
+        // queues are the parent's.
         rc::POP_MESSAGE
         | rc::POP_LITE_MESSAGE
+        | rc::LITE_SUBSCRIPTION_CTL
         | rc::ACK_MESSAGE
         | rc::CHANGE_MESSAGE_INVISIBLETIME
         | rc::PEEK_MESSAGE => {

@@ -177,6 +177,9 @@ pub mod request_code {
     /// One receive of a lite consumer over the lite topics named in the body (RocketMQ 5's
     /// `POP_LITE_MESSAGE`).
     pub const POP_LITE_MESSAGE: i32 = 200070;
+    /// Claims of lite topics by a client of an exclusive lite group (RocketMQ 5's
+    /// `LITE_SUBSCRIPTION_CTL` code, with Rocketraft's own header and body).
+    pub const LITE_SUBSCRIPTION_CTL: i32 = 200071;
     pub const BATCH_ACK_MESSAGE: i32 = 200151;
 }
 

@@ -9,6 +9,7 @@ pub mod acl;
 pub mod admin;
 pub mod client;
 pub mod ha;
+pub mod lite_ctl;
 pub mod manage;
 pub mod offset;
 pub mod pop;
@@ -83,6 +84,7 @@ pub const HANDLED_CODES: &[i32] = &[
     request_code::NOTIFY_BROKER_ROLE_CHANGED,
     request_code::POP_MESSAGE,
     request_code::POP_LITE_MESSAGE,
+    request_code::LITE_SUBSCRIPTION_CTL,
     request_code::PEEK_MESSAGE,
     request_code::NOTIFICATION,
     request_code::ACK_MESSAGE,
@@ -174,6 +176,7 @@ async fn route(inner: &BrokerInner, ctx: &RequestContext, request: &RemotingComm
         request_code::UNLOCK_BATCH_MQ => client::unlock_batch(inner, request),
         request_code::POP_MESSAGE => pop::pop(inner, request).await,
         request_code::POP_LITE_MESSAGE => pop_lite::pop_lite(inner, request).await,
+        request_code::LITE_SUBSCRIPTION_CTL => lite_ctl::lite_ctl(inner, request),
         request_code::PEEK_MESSAGE => pop::peek(inner, ctx, request).await,
         request_code::NOTIFICATION => pop::notification(inner, ctx, request).await,
         request_code::ACK_MESSAGE => pop::ack(inner, request).await,

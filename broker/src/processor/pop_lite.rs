@@ -14,7 +14,11 @@
 //! PULL_NOT_FOUND without), plus `expiredLiteTopics`: a JSON array of the named lite topics
 //! that expired and have had no message since, so the proxy drops them from the client's set
 //! and tells the client (NotifyUnsubscribeLiteCommand). A request naming one is answered at
-//! once rather than held. Bad input (no lite topic, more than
+//! once rather than held. With `clientId` (the client the proxy receives for), a group whose
+//! config says `liteSubExclusive: true` never pops a lite topic another client owns
+//! ([`super::lite_ctl`]): it is named in `evictedLiteTopics` (a JSON array, answered at once as
+//! the expired ones), so the proxy drops it from the client's set and tells the client. A held
+//! request re-checks ownership when it changes. Bad input (no lite topic, more than
 //! [`LITE_SUBSCRIPTION_QUOTA`], a name that is no lite topic, a parent that is not a LITE
 //! topic, negative numbers) is refused with INVALID_PARAMETER (TOPIC_NOT_EXIST for an unknown
 //! parent) and changes nothing.
@@ -58,6 +62,8 @@ struct Asked {
     start: usize,
     order: bool,
     filter: MessageFilter,
+    /// The client the proxy receives for (`clientId`), when named.
+    client: Option<String>,
 }
 
 fn parse(inner: &BrokerInner, request: &RemotingCommand) -> Result<Asked, Refusal> {
@@ -68,6 +74,10 @@ fn parse(inner: &BrokerInner, request: &RemotingCommand) -> Result<Asked, Refusa
     let poll_ms: i64 = request.ext_parse_opt("pollTime")?.unwrap_or(0);
     let start: i64 = request.ext_parse_opt("startIndex")?.unwrap_or(0);
     let order = request.ext("order").is_some_and(|v| v == "true");
+    let client = request
+        .ext("clientId")
+        .filter(|c| !c.trim().is_empty())
+        .map(str::to_string);
     if !(1..=MAX_POP_NUMS).contains(&max_nums) {
         return Err(invalid(format!(
             "maxMsgNums {max_nums} must be within 1..={MAX_POP_NUMS}"
@@ -98,15 +108,7 @@ fn parse(inner: &BrokerInner, request: &RemotingCommand) -> Result<Asked, Refusa
             body.lite_topics.len()
         )));
     }
-    for l in &body.lite_topics {
-        lite::validate_lite_topic(l).map_err(|e| invalid(e.to_string()))?;
-        let lmq = lite::lmq_name(&topic, l);
-        if lmq.len() > rocketraft_common::topic::TOPIC_MAX_LENGTH {
-            return Err(invalid(format!(
-                "the queue name {lmq:?} of lite topic {l:?} is too long"
-            )));
-        }
-    }
+    super::lite_ctl::check_lite_names(&topic, &body.lite_topics)?;
     let parent = super::existing_topic(inner, &topic)?;
     if !lite::is_lite_parent(&parent) {
         return Err(invalid(format!(
@@ -129,6 +131,7 @@ fn parse(inner: &BrokerInner, request: &RemotingCommand) -> Result<Asked, Refusa
         start,
         order,
         filter,
+        client,
     })
 }
 
@@ -138,9 +141,33 @@ pub async fn pop_lite(inner: &BrokerInner, request: &RemotingCommand) -> Handled
     let deadline =
         tokio::time::Instant::now() + Duration::from_millis(a.poll_ms.clamp(0, MAX_POLL_MS) as u64);
     let mut arrivals = inner.store.subscribe_arrivals();
+    // An exclusive group's requests naming their client skip what other clients own.
+    let exclusive = a
+        .client
+        .as_ref()
+        .filter(|_| super::lite_ctl::is_exclusive(inner, &a.group))
+        .map(|c| (c, super::lite_ctl::owners(inner)));
+    let mut ownership = exclusive.as_ref().map(|(_, o)| o.subscribe());
     let n = a.lites.len();
     loop {
         arrivals.borrow_and_update();
+        if let Some(o) = ownership.as_mut() {
+            o.borrow_and_update();
+        }
+        let evicted: Vec<&String> = match &exclusive {
+            None => Vec::new(),
+            Some((client, owners)) => {
+                let epoch = super::lite_ctl::epoch(inner);
+                a.lites
+                    .iter()
+                    .filter(|l| {
+                        owners
+                            .owner(epoch, &a.group, &lite::lmq_name(&a.topic, l))
+                            .is_some_and(|o| o != **client)
+                    })
+                    .collect()
+            }
+        };
         let mut popped = Vec::new();
         let mut rest = 0;
         let mut pop_time = rocketraft_common::time::now_ms();
@@ -149,7 +176,11 @@ pub async fn pop_lite(inner: &BrokerInner, request: &RemotingCommand) -> Handled
             if left == 0 {
                 break;
             }
-            let lmq = lite::lmq_name(&a.topic, &a.lites[(a.start + i) % n]);
+            let l = &a.lites[(a.start + i) % n];
+            if evicted.contains(&l) {
+                continue;
+            }
+            let lmq = lite::lmq_name(&a.topic, l);
             let result = inner
                 .pop
                 .pop(
@@ -190,6 +221,7 @@ pub async fn pop_lite(inner: &BrokerInner, request: &RemotingCommand) -> Handled
             })
             .collect();
         let expired_json = serde_json::to_string(&expired).unwrap_or_else(|_| "[]".to_string());
+        let evicted_json = serde_json::to_string(&evicted).unwrap_or_else(|_| "[]".to_string());
         if !popped.is_empty() {
             return Ok(request
                 .response_to(response_code::SUCCESS, None)
@@ -198,9 +230,14 @@ pub async fn pop_lite(inner: &BrokerInner, request: &RemotingCommand) -> Handled
                 .with_ext("reviveQid", 0)
                 .with_ext("restNum", rest)
                 .with_ext("expiredLiteTopics", expired_json)
+                .with_ext("evictedLiteTopics", evicted_json)
                 .with_body(crate::pop::body(&popped)));
         }
-        if a.poll_ms == 0 || !expired.is_empty() || tokio::time::Instant::now() >= deadline {
+        if a.poll_ms == 0
+            || !expired.is_empty()
+            || !evicted.is_empty()
+            || tokio::time::Instant::now() >= deadline
+        {
             inner.stats.record_get(&a.topic, &a.group, 0, 0);
             let code = if a.poll_ms > 0 {
                 response_code::POLLING_TIMEOUT
@@ -213,10 +250,28 @@ pub async fn pop_lite(inner: &BrokerInner, request: &RemotingCommand) -> Handled
                 .with_ext("invisibleTime", a.invisible_ms)
                 .with_ext("reviveQid", 0)
                 .with_ext("restNum", rest)
-                .with_ext("expiredLiteTopics", expired_json));
+                .with_ext("expiredLiteTopics", expired_json)
+                .with_ext("evictedLiteTopics", evicted_json));
         }
-        // Wake on new messages (or a revive into a retry topic), at the latest at the deadline.
-        let _ = tokio::time::timeout_at(deadline, arrivals.changed()).await;
+        // Wake on new messages (or a revive into a retry topic) or a change of ownership, at
+        // the latest at the deadline.
+        let owned_changed = async {
+            match ownership.as_mut() {
+                Some(o) => {
+                    if o.changed().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        let _ = tokio::time::timeout_at(deadline, async {
+            tokio::select! {
+                _ = arrivals.changed() => {}
+                _ = owned_changed => {}
+            }
+        })
+        .await;
     }
 }
 

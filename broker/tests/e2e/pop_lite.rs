@@ -4,7 +4,8 @@
 //! request consumes a lite topic in order; a lite topic that expired with no message since is
 //! named in `expiredLiteTopics` (at once, not held), and no longer once it got a message; bad
 //! input is refused with INVALID_PARAMETER (TOPIC_NOT_EXIST for an unknown parent) and changes
-//! nothing.
+//! nothing. Exclusive groups (`liteSubExclusive`): a lite topic claimed by another client
+//! (LITE_SUBSCRIPTION_CTL) is never popped for the former one, which is told it is evicted.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -16,7 +17,9 @@ use rocketraft_broker::{Broker, BrokerConfig};
 use rocketraft_common::message::MessageExt;
 use rocketraft_common::TopicConfig;
 use rocketraft_nameserver::{NameServer, NamesrvConfig};
-use rocketraft_remoting::api::{MqClientApi, PopLiteRequest, PopLiteResult, SendRequest};
+use rocketraft_remoting::api::{
+    LiteCtlRequest, MqClientApi, PopLiteRequest, PopLiteResult, SendRequest,
+};
 use rocketraft_remoting::codes::{request_code, response_code};
 use rocketraft_remoting::{ClientConfig, RemotingClient, RemotingCommand};
 
@@ -131,6 +134,7 @@ impl Node {
                     poll_ms,
                     order,
                     filter: None,
+                    client_id: None,
                 },
             )
             .await
@@ -404,5 +408,290 @@ async fn bad_pop_lite_requests_are_refused_and_change_nothing() {
     }
     let r = node.pop_lite(&names(&["a", "b"]), 0, 32, 0, false).await;
     assert_eq!(bodies(&r.messages), ["a-0", "b-0"]);
+    node.stop().await;
+}
+
+const EXCLUSIVE: &str = "pop-lite-exclusive-cg";
+
+impl Node {
+    async fn create_group(&self, group: &str, exclusive: bool) {
+        self.api
+            .call(
+                &self.addr,
+                RemotingCommand::request(request_code::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP)
+                    .with_body(
+                        serde_json::to_vec(&serde_json::json!({
+                            "groupName": group, "liteSubExclusive": exclusive
+                        }))
+                        .expect("json"),
+                    ),
+                &[response_code::SUCCESS],
+            )
+            .await
+            .expect("group created");
+    }
+
+    /// LITE_SUBSCRIPTION_CTL: `client` of `group` claims `lites`; answers `exclusive`.
+    async fn claim(&self, group: &str, client: &str, lites: &[String], take_over: bool) -> bool {
+        self.api
+            .lite_subscription_ctl(
+                &self.addr,
+                &LiteCtlRequest {
+                    group,
+                    topic: PARENT,
+                    client_id: client,
+                    lite_topics: lites,
+                    released: &[],
+                    take_over,
+                },
+            )
+            .await
+            .expect("claimed")
+    }
+
+    async fn pop_as(
+        &self,
+        group: &str,
+        client: &str,
+        lites: &[String],
+        poll_ms: i64,
+    ) -> PopLiteResult {
+        self.api
+            .pop_lite(
+                &self.addr,
+                &PopLiteRequest {
+                    group,
+                    topic: PARENT,
+                    lite_topics: lites,
+                    start_index: 0,
+                    max: 32,
+                    invisible_ms: 60_000,
+                    poll_ms,
+                    order: false,
+                    filter: None,
+                    client_id: Some(client),
+                },
+            )
+            .await
+            .expect("pop lite")
+    }
+}
+
+/// An exclusive group: client A claims lite topic x, then B claims it: A's POP_LITE_MESSAGE
+/// gets x as evicted (at once, with its other lite topic's messages) and never x's messages,
+/// B gets them; a claim without take-over does not steal; a held request of A is answered as
+/// soon as B takes x; a release lets the lite topic be claimed by anyone.
+#[tokio::test]
+async fn an_exclusive_group_evicts_a_lite_topic_another_client_claimed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = start(dir.path()).await;
+    node.create_group(EXCLUSIVE, true).await;
+    let xy = names(&["x", "y"]);
+    assert!(
+        node.claim(EXCLUSIVE, "A", &xy, true).await,
+        "the group is exclusive"
+    );
+    node.send("x", "x-1").await;
+    node.send("y", "y-1").await;
+    // B claims x, A keeps y.
+    assert!(node.claim(EXCLUSIVE, "B", &names(&["x"]), true).await);
+    let a = node.pop_as(EXCLUSIVE, "A", &xy, 10_000).await;
+    assert_eq!(a.evicted, names(&["x"]));
+    assert_eq!(bodies(&a.messages), ["y-1"], "A gets y only");
+    let b = node.pop_as(EXCLUSIVE, "B", &names(&["x"]), 0).await;
+    assert!(b.evicted.is_empty());
+    assert_eq!(bodies(&b.messages), ["x-1"]);
+    // Asked again with nothing to give, A is answered at once (not held) with x evicted.
+    let started = Instant::now();
+    let a = node.pop_as(EXCLUSIVE, "A", &xy, 10_000).await;
+    assert_eq!(a.evicted, names(&["x"]));
+    assert!(a.messages.is_empty());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // A claim without take-over (a COMPLETE_ADD re-listing) does not steal x back.
+    node.claim(EXCLUSIVE, "A", &names(&["x"]), false).await;
+    node.send("x", "x-2").await;
+    let a = node.pop_as(EXCLUSIVE, "A", &names(&["x"]), 0).await;
+    assert_eq!(a.evicted, names(&["x"]));
+    assert!(a.messages.is_empty(), "{:?}", bodies(&a.messages));
+    assert_eq!(
+        bodies(
+            &node
+                .pop_as(EXCLUSIVE, "B", &names(&["x"]), 0)
+                .await
+                .messages
+        ),
+        ["x-2"]
+    );
+    // A request of A held on y is answered as soon as B takes y.
+    let held = {
+        let api = node.api.clone();
+        let addr = node.addr.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let lites = names(&["y"]);
+            let r = api
+                .pop_lite(
+                    &addr,
+                    &PopLiteRequest {
+                        group: EXCLUSIVE,
+                        topic: PARENT,
+                        lite_topics: &lites,
+                        start_index: 0,
+                        max: 32,
+                        invisible_ms: 60_000,
+                        poll_ms: 20_000,
+                        order: false,
+                        filter: None,
+                        client_id: Some("A"),
+                    },
+                )
+                .await
+                .expect("pop lite");
+            (r, started.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(node.claim(EXCLUSIVE, "B", &names(&["y"]), true).await);
+    let (r, took) = held.await.expect("held request");
+    assert_eq!(r.evicted, names(&["y"]));
+    assert!(
+        took < Duration::from_secs(10),
+        "answered when y was taken: {took:?}"
+    );
+    // B releases x: A may claim it without take-over, and gets its messages again.
+    node.api
+        .lite_subscription_ctl(
+            &node.addr,
+            &LiteCtlRequest {
+                group: EXCLUSIVE,
+                topic: PARENT,
+                client_id: "B",
+                lite_topics: &[],
+                released: &names(&["x"]),
+                take_over: false,
+            },
+        )
+        .await
+        .expect("released");
+    node.claim(EXCLUSIVE, "A", &names(&["x"]), false).await;
+    node.send("x", "x-3").await;
+    let a = node.pop_as(EXCLUSIVE, "A", &names(&["x"]), 0).await;
+    assert!(a.evicted.is_empty());
+    assert_eq!(bodies(&a.messages), ["x-3"]);
+    node.stop().await;
+}
+
+/// A group that is not exclusive records no owner: every client pops every lite topic it
+/// names, and the broker says the group is not exclusive.
+#[tokio::test]
+async fn a_non_exclusive_group_is_not_evicted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = start(dir.path()).await;
+    node.create_group("pop-lite-shared-cg", false).await;
+    let x = names(&["x"]);
+    assert!(!node.claim("pop-lite-shared-cg", "A", &x, true).await);
+    assert!(!node.claim("pop-lite-shared-cg", "B", &x, true).await);
+    node.send("x", "x-1").await;
+    let a = node.pop_as("pop-lite-shared-cg", "A", &x, 0).await;
+    assert!(a.evicted.is_empty());
+    assert_eq!(bodies(&a.messages), ["x-1"]);
+    node.send("x", "x-2").await;
+    let b = node.pop_as("pop-lite-shared-cg", "B", &x, 0).await;
+    assert!(b.evicted.is_empty());
+    assert_eq!(bodies(&b.messages), ["x-2"]);
+    node.stop().await;
+}
+
+/// Bad LITE_SUBSCRIPTION_CTL requests are refused with their code and record nothing: the
+/// client that claimed first still owns its lite topic afterwards.
+#[tokio::test]
+async fn bad_lite_subscription_ctl_requests_are_refused_and_change_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = start(dir.path()).await;
+    node.create_group(EXCLUSIVE, true).await;
+    node.claim(EXCLUSIVE, "A", &names(&["x"]), true).await;
+    let request = |topic: &str, client: &str, body: &str, tweak: &[(&str, &str)]| {
+        let mut r = RemotingCommand::request(request_code::LITE_SUBSCRIPTION_CTL)
+            .with_ext("consumerGroup", EXCLUSIVE)
+            .with_ext("topic", topic)
+            .with_ext("clientId", client)
+            .with_ext("takeOver", true)
+            .with_body(Bytes::from(body.to_string()));
+        for (k, v) in tweak {
+            r = r.with_ext(*k, *v);
+        }
+        r
+    };
+    let x = r#"{"liteTopics":["x"]}"#;
+    let too_many = serde_json::json!({
+        "liteTopics": (0..101).map(|i| format!("t{i}")).collect::<Vec<_>>()
+    })
+    .to_string();
+    let invalid = response_code::INVALID_PARAMETER;
+    let mut no_client = request(PARENT, "B", x, &[]);
+    no_client.ext_fields.remove("clientId");
+    let cases: Vec<(&str, RemotingCommand, i32)> = vec![
+        ("no client id", no_client, response_code::SYSTEM_ERROR),
+        ("a blank client id", request(PARENT, " ", x, &[]), invalid),
+        (
+            "no lite topic",
+            request(PARENT, "B", r#"{"liteTopics":[]}"#, &[]),
+            invalid,
+        ),
+        (
+            "101 lite topics",
+            request(PARENT, "B", &too_many, &[]),
+            invalid,
+        ),
+        (
+            "an illegal name after a good one",
+            request(PARENT, "B", r#"{"liteTopics":["x","a$b"]}"#, &[]),
+            invalid,
+        ),
+        (
+            "a body that is no object",
+            request(PARENT, "B", "x", &[]),
+            invalid,
+        ),
+        (
+            "a takeOver that is no boolean",
+            request(PARENT, "B", x, &[("takeOver", "yes")]),
+            invalid,
+        ),
+        (
+            "a parent that is not LITE",
+            request(PLAIN, "B", x, &[]),
+            invalid,
+        ),
+        (
+            "an unknown parent",
+            request("NoSuchTopic", "B", x, &[]),
+            response_code::TOPIC_NOT_EXIST,
+        ),
+    ];
+    for (what, command, want) in cases {
+        let r = node
+            .api
+            .remoting()
+            .invoke(&node.addr, command, Duration::from_secs(10))
+            .await
+            .expect("answered");
+        assert_eq!(r.code, want, "{what}: {:?}", r.remark);
+        assert!(
+            r.remark.as_deref().is_some_and(|m| !m.is_empty()),
+            "{what}: says why"
+        );
+    }
+    // A still owns x: B is evicted from it, A gets its message.
+    node.send("x", "x-1").await;
+    let b = node.pop_as(EXCLUSIVE, "B", &names(&["x"]), 0).await;
+    assert_eq!(b.evicted, names(&["x"]));
+    assert!(b.messages.is_empty());
+    let a = node.pop_as(EXCLUSIVE, "A", &names(&["x"]), 0).await;
+    assert_eq!(bodies(&a.messages), ["x-1"]);
     node.stop().await;
 }

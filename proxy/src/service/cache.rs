@@ -21,12 +21,15 @@ const META_TTL: Duration = Duration::from_secs(3);
 /// How long a topic route is reused (a failed broker call drops it at once).
 const ROUTE_TTL: Duration = Duration::from_secs(1);
 
+/// A group's `(consumeMessageOrderly, liteSubExclusive)`.
+type GroupFlags = (bool, bool);
+
 /// Topic routes, topic message types and group FIFO flags read from the NameServer and brokers.
 #[derive(Default)]
 pub(super) struct MetaCache {
     routes: Mutex<HashMap<String, (Instant, TopicRouteData)>>,
     topic_types: Mutex<HashMap<String, (Instant, Vec<i32>)>>,
-    group_fifo: Mutex<HashMap<String, (Instant, bool)>>,
+    group_flags: Mutex<HashMap<String, (Instant, GroupFlags)>>,
     /// Broker sets whose send failed lately, left aside by the round robin.
     pub(super) faults: rocketraft_remoting::api_produce::FaultTolerance,
     /// Wakes the producer heartbeats when a producer announced its topics.
@@ -131,7 +134,22 @@ impl Service {
     /// Whether a consumer group consumes in order (`consumeMessageOrderly` of its
     /// subscription group on a master), cached a few seconds; false for an unknown group.
     pub(super) async fn group_is_fifo(&self, group: &str, route: &TopicRouteData) -> bool {
-        if let Some(f) = cached(&self.meta.group_fifo, group, META_TTL) {
+        self.group_flags(group, route).await.0
+    }
+
+    /// Whether a consumer group's lite topics are exclusive to one client
+    /// (`liteSubExclusive`), cached as [`Self::group_is_fifo`].
+    pub(super) async fn group_is_lite_exclusive(
+        &self,
+        group: &str,
+        route: &TopicRouteData,
+    ) -> bool {
+        self.group_flags(group, route).await.1
+    }
+
+    /// `(consumeMessageOrderly, liteSubExclusive)` of a group's config on a master.
+    async fn group_flags(&self, group: &str, route: &TopicRouteData) -> GroupFlags {
+        if let Some(f) = cached(&self.meta.group_flags, group, META_TTL) {
             return f;
         }
         let request = || {
@@ -146,15 +164,20 @@ impl Service {
             .ask_masters(route, request, &codes, "group config")
             .await
         else {
-            return false;
+            return (false, false);
         };
-        let fifo = r.code == response_code::SUCCESS
-            && serde_json::from_slice::<serde_json::Value>(&r.body)
-                .ok()
-                .and_then(|v| v["consumeMessageOrderly"].as_bool())
-                .unwrap_or(false);
-        remember(&self.meta.group_fifo, group, fifo);
-        fifo
+        let config = (r.code == response_code::SUCCESS)
+            .then(|| serde_json::from_slice::<serde_json::Value>(&r.body).ok())
+            .flatten();
+        let flag = |key: &str| {
+            config
+                .as_ref()
+                .and_then(|v| v[key].as_bool())
+                .unwrap_or(false)
+        };
+        let flags = (flag("consumeMessageOrderly"), flag("liteSubExclusive"));
+        remember(&self.meta.group_flags, group, flags);
+        flags
     }
 
     /// The first answer (with one of `codes`) to `request` from the masters of `route`, asked

@@ -21,6 +21,17 @@
 //! out. The broker names the lite topics that expired with no message since: the proxy drops
 //! them from the client's set and pushes NotifyUnsubscribeLiteCommand down the client's
 //! Telemetry stream (a lite consumer's stream is registered here when its Settings arrive).
+//!
+//! An exclusive group (`liteSubExclusive` in its config, RocketMQ's exclusive mode) lets one
+//! client at a time consume a lite topic, the one that subscribed it last. Ownership is
+//! decided by the brokers (LITE_SUBSCRIPTION_CTL, where every proxy of the group meets): a
+//! sync sends its claims to every master of the parent topic before it answers (PARTIAL_ADD
+//! and lite topics new to a COMPLETE_ADD take them over, the rest of a COMPLETE_ADD claims only
+//! what nobody owns, removals release). A broker answers the lite topics another client owns
+//! as evicted: the proxy drops them from the client's set, pushes NotifyUnsubscribeLiteCommand
+//! and keeps a tombstone, so a COMPLETE_ADD still listing one (the notification was lost) is
+//! notified again instead of taking it back; a PARTIAL_ADD by the client clears it (and claims
+//! again), as does a COMPLETE_ADD no longer listing it.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -84,6 +95,10 @@ pub struct LiteSubscriptions {
     versions: std::sync::atomic::AtomicU64,
     /// The Telemetry streams of lite consumers, by stream key: `(client id, sender)`.
     streams: Mutex<HashMap<u64, (String, crate::session::TelemetrySender)>>,
+    /// Lite topics of exclusive groups evicted from a client's set (another client took them),
+    /// with when: a COMPLETE_ADD still listing one is notified again rather than re-adding it.
+    /// Forgotten after [`IDLE`].
+    tombstones: Mutex<HashMap<(Key, String), Instant>>,
 }
 
 /// Holds a key's sync lock; forgets the lock when the last sync of the key lets go.
@@ -122,7 +137,47 @@ impl LiteSubscriptions {
             changes: tokio::sync::watch::channel(0).0,
             versions: std::sync::atomic::AtomicU64::new(0),
             streams: Mutex::default(),
+            tombstones: Mutex::default(),
         }
+    }
+
+    fn tombs(&self) -> std::sync::MutexGuard<'_, HashMap<(Key, String), Instant>> {
+        self.tombstones.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Remembers that `lite` was evicted from `key`'s set.
+    fn tombstone(&self, key: &Key, lite: &str) {
+        let mut t = self.tombs();
+        let now = Instant::now();
+        t.retain(|_, at| now.duration_since(*at) < IDLE);
+        t.insert((key.clone(), lite.to_string()), now);
+    }
+
+    /// Which of `lites` are tombstoned for `key`.
+    fn tombstoned(&self, key: &Key, lites: &[String]) -> BTreeSet<String> {
+        let t = self.tombs();
+        let now = Instant::now();
+        lites
+            .iter()
+            .filter(|l| {
+                t.get(&(key.clone(), l.to_string()))
+                    .is_some_and(|at| now.duration_since(*at) < IDLE)
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Forgets the tombstones of `key` that `keep` says no to.
+    fn clear_tombstones(&self, key: &Key, keep: impl Fn(&str) -> bool) {
+        self.tombs().retain(|(k, l), _| k != key || keep(l));
+    }
+
+    /// The current set of `key`.
+    fn current(&self, key: &Key) -> BTreeSet<String> {
+        self.lock()
+            .get(key)
+            .map(|e| e.topics.clone())
+            .unwrap_or_default()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Entry>> {
@@ -388,6 +443,7 @@ impl LiteSubscriptions {
         entries.retain(|(c, _, _), _| c != client);
         let dropped = before - entries.len();
         drop(entries);
+        self.tombs().retain(|((c, _, _), _), _| c != client);
         if dropped > 0 {
             self.changes.send_modify(|n| *n += 1);
         }
@@ -463,9 +519,35 @@ pub(super) async fn sync_lite_subscription(
         ));
     }
     let key = (client.clone(), group.clone(), topic.clone());
+    let exclusive = service.group_is_lite_exclusive(&group, &route).await;
     // From plan to apply, alone for this key: a concurrent sync would be lost otherwise.
     let _syncing = service.lite.sync_lock(&key).await;
-    let (next, added) = service.lite.plan(&key, action, &req.lite_topic_set)?;
+    let (mut next, mut added) = service.lite.plan(&key, action, &req.lite_topic_set)?;
+    // An exclusive group: what the client takes over, what it keeps if nobody owns it, what it
+    // releases, and what it lists although another client took it (told again, not re-added).
+    let mut claims = Claims::default();
+    if exclusive {
+        use pb::LiteSubscriptionAction as A;
+        let current = service.lite.current(&key);
+        match action {
+            A::PartialAdd => {
+                claims.take = req.lite_topic_set.clone();
+            }
+            A::CompleteAdd => {
+                claims.refused = service.lite.tombstoned(&key, &req.lite_topic_set);
+                next.retain(|l| !claims.refused.contains(l));
+                added.retain(|l| !claims.refused.contains(l));
+                claims.take = added.clone();
+                claims.keep = next
+                    .iter()
+                    .filter(|l| !added.contains(l))
+                    .cloned()
+                    .collect();
+            }
+            A::PartialRemove | A::CompleteRemove => {}
+        }
+        claims.released = current.difference(&next).cloned().collect();
+    }
     // Where the group starts on each broker set: an option resets the named lite topics, a
     // lite topic new to the group starts at its end.
     let (targets, forced): (Vec<&String>, bool) = match option {
@@ -483,9 +565,89 @@ pub(super) async fn sync_lite_subscription(
                 .map_err(|e| service.broker_failed(&topic, &e))?;
         }
     }
+    if exclusive {
+        claim(service, &route, &key, &claims).await?;
+        use pb::LiteSubscriptionAction as A;
+        match action {
+            // Claimed again: no longer evicted.
+            A::PartialAdd => service
+                .lite
+                .clear_tombstones(&key, |l| !req.lite_topic_set.iter().any(|t| t == l)),
+            // Tombstones of lite topics no longer listed are done with.
+            A::CompleteAdd => service
+                .lite
+                .clear_tombstones(&key, |l| req.lite_topic_set.iter().any(|t| t == l)),
+            A::PartialRemove => service
+                .lite
+                .clear_tombstones(&key, |l| !req.lite_topic_set.iter().any(|t| t == l)),
+            A::CompleteRemove => service.lite.clear_tombstones(&key, |_| false),
+        }
+    }
     let count = service.lite.apply(key, next);
+    for lite in &claims.refused {
+        let pushed = service.lite.notify_unsubscribe(&client, lite);
+        tracing::info!(
+            client,
+            group,
+            topic,
+            lite_topic = %lite,
+            streams = pushed,
+            "lite topic of an exclusive group owned by another client still listed: not re-added, NotifyUnsubscribeLiteCommand pushed again"
+        );
+    }
     tracing::debug!(client, topic, ?action, count, "lite subscription synced");
     Ok(pb::SyncLiteSubscriptionResponse { status: Some(ok()) })
+}
+
+/// What a sync of an exclusive group tells the brokers ([`claim`]).
+#[derive(Default)]
+struct Claims {
+    /// Taken from whichever client owns them.
+    take: Vec<String>,
+    /// Claimed where nobody owns them.
+    keep: Vec<String>,
+    /// No longer subscribed by the client.
+    released: Vec<String>,
+    /// Listed by a COMPLETE_ADD although evicted: not claimed, the client is told again.
+    refused: BTreeSet<String>,
+}
+
+/// Sends `claims` of `key`'s client to every master of the parent topic (LITE_SUBSCRIPTION_CTL).
+async fn claim(
+    service: &Service,
+    route: &rocketraft_common::protocol::TopicRouteData,
+    key: &Key,
+    claims: &Claims,
+) -> Result<(), pb::Status> {
+    let (client, group, topic) = key;
+    let requests = [
+        (true, &claims.take, &claims.released),
+        (false, &claims.keep, &Vec::new()),
+    ];
+    for b in &route.broker_datas {
+        let Some(addr) = b.master_addr() else {
+            continue;
+        };
+        for (take_over, lites, released) in requests {
+            if lites.is_empty() && released.is_empty() {
+                continue;
+            }
+            let request = rocketraft_remoting::api::LiteCtlRequest {
+                group,
+                topic,
+                client_id: client,
+                lite_topics: lites,
+                released,
+                take_over,
+            };
+            service
+                .api
+                .lite_subscription_ctl(addr, &request)
+                .await
+                .map_err(|e| service.broker_failed(topic, &e))?;
+        }
+    }
+    Ok(())
 }
 
 /// Sets the group's offset of an LMQ as `option` says (LAST without one); unless `forced`,
@@ -607,6 +769,18 @@ pub(super) async fn receive_lite(
             continue;
         };
         let res = answer.map_err(|e| service.broker_failed(r.topic, &e))?;
+        for lite in service.lite.drop_expired(&key, &res.evicted) {
+            service.lite.tombstone(&key, &lite);
+            let pushed = service.lite.notify_unsubscribe(client, &lite);
+            tracing::info!(
+                client,
+                group = r.group,
+                topic = r.topic,
+                lite_topic = %lite,
+                streams = pushed,
+                "lite topic of an exclusive group taken by another client: dropped from this client's subscription, NotifyUnsubscribeLiteCommand pushed"
+            );
+        }
         for lite in service.lite.drop_expired(&key, &res.expired) {
             let pushed = service.lite.notify_unsubscribe(client, &lite);
             tracing::info!(
@@ -649,6 +823,7 @@ fn pop_lite_call(
     let topic = r.topic.to_string();
     let (kind, expression) = (r.filter.0.to_string(), r.filter.1.to_string());
     let (batch, invisible_ms, fifo) = (r.batch, r.invisible_ms, r.fifo);
+    let client = r.client.filter(|c| !c.is_empty()).map(str::to_string);
     async move {
         api.pop_lite(
             &addr,
@@ -662,6 +837,7 @@ fn pop_lite_call(
                 poll_ms,
                 order: fifo,
                 filter: Some((&kind, &expression)),
+                client_id: client.as_deref(),
             },
         )
         .await

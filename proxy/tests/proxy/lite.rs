@@ -1033,3 +1033,220 @@ async fn a_lite_simple_consumer_is_told_when_its_lite_topic_expires() {
     }
     assert_eq!(lite_and_body(&got), pairs(&[("y", "y-2")]));
 }
+
+/// Creates subscription group `group` on the broker with `liteSubExclusive` as given.
+async fn create_lite_group(s: &Setup, group: &str, exclusive: bool) {
+    let r = s
+        .api
+        .call(
+            &s.addr(),
+            rocketraft_remoting::RemotingCommand::request(
+                rocketraft_remoting::codes::request_code::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP,
+            )
+            .with_body(
+                serde_json::to_vec(&serde_json::json!({
+                    "groupName": group, "liteSubExclusive": exclusive
+                }))
+                .expect("json"),
+            ),
+            &[response_code::SUCCESS],
+        )
+        .await;
+    assert!(r.is_ok(), "{r:?}");
+}
+
+/// Receives (acking) as `client_id` for `within`; answers all it got.
+async fn receive_for(s: &Setup, client_id: &str, within: Duration) -> Vec<(String, String)> {
+    let mut client = s.client.clone();
+    let mut got = Vec::new();
+    let started = Instant::now();
+    while started.elapsed() < within {
+        let (more, _) = receive_on(s.client.clone(), s.group, PARENT, client_id, 1_000).await;
+        for m in &more {
+            ack_on(&mut client, s.group, PARENT, m).await;
+        }
+        got.extend(lite_and_body(&more));
+    }
+    got.sort();
+    got
+}
+
+/// The next command on a Telemetry stream within `within`, if any.
+async fn next_command(
+    stream: &mut tonic::Streaming<pb::TelemetryCommand>,
+    within: Duration,
+) -> Option<pb::telemetry_command::Command> {
+    match tokio::time::timeout(within, stream.message()).await {
+        Ok(Ok(Some(c))) => c.command,
+        Ok(Ok(None)) => panic!("the Telemetry stream ended"),
+        Ok(Err(e)) => panic!("the Telemetry stream failed: {e}"),
+        Err(_) => None,
+    }
+}
+
+fn unsubscribed(command: Option<pb::telemetry_command::Command>) -> Option<String> {
+    match command {
+        Some(pb::telemetry_command::Command::NotifyUnsubscribeLiteCommand(c)) => Some(c.lite_topic),
+        None => None,
+        Some(other) => panic!("expected NotifyUnsubscribeLiteCommand, got {other:?}"),
+    }
+}
+
+/// An exclusive group (`liteSubExclusive`): client B subscribing a lite topic client A holds
+/// takes it: A is told (NotifyUnsubscribeLiteCommand on its Telemetry stream) and no longer
+/// gets its messages, B does; A's COMPLETE_ADD still listing it is told again and does not get
+/// it back; A's PARTIAL_ADD takes it back, and B is told in turn.
+#[tokio::test]
+async fn an_exclusive_lite_group_gives_a_lite_topic_to_its_last_subscriber() {
+    use pb::LiteSubscriptionAction as A;
+    const CA: &str = "lite-excl-a";
+    const CB: &str = "lite-excl-b";
+    let mut s = Setup::start().await;
+    s.group = "GLiteExclusive";
+    create_lite_group(&s, s.group, true).await;
+    let ok = pb::Code::Ok as i32;
+    let (_ta, mut stream_a, _) = telemetry_of(
+        &s.client,
+        CA,
+        pb::ClientType::LitePushConsumer,
+        s.group,
+        PARENT,
+    )
+    .await;
+    let (_tb, mut stream_b, _) = telemetry_of(
+        &s.client,
+        CB,
+        pb::ClientType::LitePushConsumer,
+        s.group,
+        PARENT,
+    )
+    .await;
+    assert_eq!(
+        s.sync(Some(CA), PARENT, A::PartialAdd, &["x", "y"], None)
+            .await,
+        ok
+    );
+    assert_eq!(s.send(PARENT, Some("x"), None, "x-0").await, ok);
+    assert_eq!(s.send(PARENT, Some("y"), None, "y-0").await, ok);
+    assert_eq!(
+        receive_for(&s, CA, Duration::from_secs(2)).await,
+        pairs(&[("x", "x-0"), ("y", "y-0")])
+    );
+
+    // B takes x.
+    assert_eq!(
+        s.sync(Some(CB), PARENT, A::PartialAdd, &["x"], None).await,
+        ok
+    );
+    assert_eq!(s.send(PARENT, Some("x"), None, "x-1").await, ok);
+    assert_eq!(s.send(PARENT, Some("y"), None, "y-1").await, ok);
+    assert_eq!(
+        receive_for(&s, CA, Duration::from_secs(2)).await,
+        pairs(&[("y", "y-1")]),
+        "A no longer gets x"
+    );
+    assert_eq!(
+        unsubscribed(next_command(&mut stream_a, Duration::from_secs(5)).await).as_deref(),
+        Some("x")
+    );
+    assert_eq!(
+        receive_for(&s, CB, Duration::from_secs(2)).await,
+        pairs(&[("x", "x-1")])
+    );
+
+    // A's periodic COMPLETE_ADD still lists x (as if the notification was lost): told again,
+    // x is not given back.
+    assert_eq!(
+        s.sync(Some(CA), PARENT, A::CompleteAdd, &["x", "y"], None)
+            .await,
+        ok
+    );
+    assert_eq!(
+        unsubscribed(next_command(&mut stream_a, Duration::from_secs(5)).await).as_deref(),
+        Some("x")
+    );
+    assert_eq!(s.send(PARENT, Some("x"), None, "x-2").await, ok);
+    assert_eq!(s.send(PARENT, Some("y"), None, "y-2").await, ok);
+    assert_eq!(
+        receive_for(&s, CA, Duration::from_secs(2)).await,
+        pairs(&[("y", "y-2")])
+    );
+    assert_eq!(
+        receive_for(&s, CB, Duration::from_secs(2)).await,
+        pairs(&[("x", "x-2")])
+    );
+    assert_eq!(
+        unsubscribed(next_command(&mut stream_b, Duration::from_millis(300)).await),
+        None,
+        "B keeps x"
+    );
+
+    // A subscribes x again (PARTIAL_ADD): it takes x back and B is told.
+    assert_eq!(
+        s.sync(Some(CA), PARENT, A::PartialAdd, &["x"], None).await,
+        ok
+    );
+    assert_eq!(s.send(PARENT, Some("x"), None, "x-3").await, ok);
+    assert_eq!(
+        receive_for(&s, CB, Duration::from_secs(2)).await,
+        pairs(&[]),
+        "B no longer gets x"
+    );
+    assert_eq!(
+        unsubscribed(next_command(&mut stream_b, Duration::from_secs(5)).await).as_deref(),
+        Some("x")
+    );
+    assert_eq!(
+        receive_for(&s, CA, Duration::from_secs(2)).await,
+        pairs(&[("x", "x-3")])
+    );
+}
+
+/// A group that is not exclusive: two clients subscribing one lite topic both keep it (no
+/// NotifyUnsubscribeLiteCommand), and each of its messages goes to one of them.
+#[tokio::test]
+async fn a_non_exclusive_lite_group_keeps_both_subscribers() {
+    use pb::LiteSubscriptionAction as A;
+    const CA: &str = "lite-shared-a";
+    const CB: &str = "lite-shared-b";
+    let mut s = Setup::start().await;
+    s.group = "GLiteShared";
+    create_lite_group(&s, s.group, false).await;
+    let ok = pb::Code::Ok as i32;
+    let (_ta, mut stream_a, _) = telemetry_of(
+        &s.client,
+        CA,
+        pb::ClientType::LitePushConsumer,
+        s.group,
+        PARENT,
+    )
+    .await;
+    assert_eq!(
+        s.sync(Some(CA), PARENT, A::PartialAdd, &["x"], None).await,
+        ok
+    );
+    assert_eq!(
+        s.sync(Some(CB), PARENT, A::PartialAdd, &["x"], None).await,
+        ok
+    );
+    assert_eq!(s.send(PARENT, Some("x"), None, "x-0").await, ok);
+    assert_eq!(
+        receive_for(&s, CA, Duration::from_secs(2)).await,
+        pairs(&[("x", "x-0")])
+    );
+    assert_eq!(s.send(PARENT, Some("x"), None, "x-1").await, ok);
+    assert_eq!(
+        receive_for(&s, CB, Duration::from_secs(2)).await,
+        pairs(&[("x", "x-1")])
+    );
+    assert_eq!(s.send(PARENT, Some("x"), None, "x-2").await, ok);
+    assert_eq!(
+        receive_for(&s, CA, Duration::from_secs(2)).await,
+        pairs(&[("x", "x-2")])
+    );
+    assert_eq!(
+        unsubscribed(next_command(&mut stream_a, Duration::from_millis(500)).await),
+        None,
+        "A keeps x"
+    );
+}
