@@ -45,8 +45,9 @@ pub enum ConsumerCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Create (or update) a consumer group on every master: its retries before the DLQ and
-    /// whether it consumes FIFO (RocketMQ 5 clients learn it from the proxy's settings).
+    /// Create (or update) a consumer group on every master: its retries before the DLQ,
+    /// whether it consumes FIFO (RocketMQ 5 clients learn it from the proxy's settings) and
+    /// whether its lite topics are exclusive to one client.
     CreateGroup {
         group: String,
         /// Deliveries after the first before a message goes to %DLQ%GROUP.
@@ -55,6 +56,10 @@ pub enum ConsumerCommand {
         /// Consume in order: one message group's messages one at a time.
         #[arg(long)]
         fifo: bool,
+        /// Lite topics exclusive to one client (`liteSubExclusive`): a client subscribing a
+        /// lite topic takes it from the other clients of the group, which are told to drop it.
+        #[arg(long)]
+        lite_sub_exclusive: bool,
     },
     /// Move a group's offsets of a topic on every master serving it (mqadmin's
     /// resetOffsetByTime): to the first message stored at or after --timestamp, or to the
@@ -156,7 +161,18 @@ pub async fn run_consumer(
             group,
             retry_max_times,
             fifo,
-        } => return create_group(api, namesrv, &group, retry_max_times, fifo).await,
+            lite_sub_exclusive,
+        } => {
+            return create_group(
+                api,
+                namesrv,
+                &group,
+                retry_max_times,
+                fifo,
+                lite_sub_exclusive,
+            )
+            .await
+        }
         ConsumerCommand::Reset {
             group,
             topic,
@@ -310,6 +326,7 @@ async fn create_group(
     group: &str,
     retry_max_times: i32,
     fifo: bool,
+    lite_sub_exclusive: bool,
 ) -> anyhow::Result<()> {
     if !(0..=10_000).contains(&retry_max_times) {
         anyhow::bail!("--retry-max-times must be between 0 and 10000");
@@ -321,6 +338,7 @@ async fn create_group(
         "consumeEnable": true,
         "consumeMessageOrderly": fifo,
         "retryMaxTimes": retry_max_times,
+        "liteSubExclusive": lite_sub_exclusive,
     });
     for (name, addr) in masters(api, namesrv).await? {
         let request = RemotingCommand::request(request_code::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP)
@@ -328,7 +346,9 @@ async fn create_group(
         api.call(&addr, request, &[response_code::SUCCESS])
             .await
             .with_context(|| format!("creating group {group} on {name} ({addr})"))?;
-        println!("group {group} on {name}: retry max times {retry_max_times}, fifo {fifo}");
+        println!(
+            "group {group} on {name}: retry max times {retry_max_times}, fifo {fifo}, lite sub exclusive {lite_sub_exclusive}"
+        );
     }
     Ok(())
 }
