@@ -85,6 +85,9 @@ pub struct BrokerInner {
     pub config_version: processor::manage::ConfigVersion,
     /// Lite topics' expiry and quota ([`lite`]).
     pub lite: lite::LiteLifecycle,
+    /// Which client of an exclusive lite group owns each lite topic, in memory
+    /// ([`processor::lite_ctl`]).
+    pub lite_owners: std::sync::Arc<processor::lite_ctl::LiteOwners>,
 }
 
 /// Why [`BrokerInner::store_durably`] did not store durably.
@@ -215,6 +218,7 @@ impl BrokerInner {
             metalog,
             config_version: processor::manage::ConfigVersion::default(),
             lite,
+            lite_owners: Default::default(),
         })
     }
 

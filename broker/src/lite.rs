@@ -449,6 +449,9 @@ impl LiteLifecycle {
             )?;
         }
         self.offsets_deleted.fetch_add(deleted, Ordering::Relaxed);
+        inner
+            .lite_owners
+            .forget(&cut.keys().copied().collect::<Vec<_>>());
         let mut st = self.state.lock();
         for (name, next) in cut {
             tracing::info!(lite_queue = %name, cut_at = next, "expired lite topic cleaned");

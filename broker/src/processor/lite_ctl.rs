@@ -21,18 +21,18 @@
 //! (TOPIC_NOT_EXIST for an unknown parent) and changes nothing.
 //!
 //! Ownership is kept in this broker's memory only: after a restart, or when the master epoch
-//! changes (a failover), it is empty until the next claims (clients re-sync every 30 s).
+//! changes (a failover), it is empty until the next claims (clients re-sync every 30 s). The
+//! owners of a lite topic that expires are forgotten with it.
 //! (`resetOffsetInExclusiveMode` is not supported: an evicted lite topic keeps its offset.)
 
 use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 
 use rocketraft_common::lite::{self, LITE_SUBSCRIPTION_QUOTA};
 use rocketraft_remoting::codes::response_code;
 use rocketraft_remoting::{Refusal, RemotingCommand};
 
 use super::Handled;
-use crate::store::MessageStore;
 use crate::BrokerInner;
 
 /// The body of LITE_SUBSCRIPTION_CTL.
@@ -80,29 +80,29 @@ impl LiteOwners {
             .cloned()
     }
 
+    /// Forgets the owners of `lmqs` in every group (their lite topics expired: a lite topic
+    /// made again by a later message is claimed again by the clients' syncs).
+    pub fn forget(&self, lmqs: &[&str]) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let before = st.owners.len();
+        st.owners
+            .retain(|(_, lmq), _| !lmqs.contains(&lmq.as_str()));
+        let changed = st.owners.len() != before;
+        drop(st);
+        if changed {
+            self.changes.send_modify(|n| *n += 1);
+        }
+    }
+
     /// A receiver that changes whenever ownership changes.
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.changes.subscribe()
     }
 }
 
-/// The owners of each broker of this process, by its store (a broker restarted in the same
-/// process has a new store, hence empty owners). A `Weak` keeps its store's allocation, so an
-/// address is never reused while its entry lives; dead entries are dropped on lookup.
-type Registry = Vec<(Weak<MessageStore>, Arc<LiteOwners>)>;
-static REGISTRY: LazyLock<Mutex<Registry>> = LazyLock::new(Mutex::default);
-
 /// This broker's [`LiteOwners`].
 pub fn owners(inner: &BrokerInner) -> Arc<LiteOwners> {
-    let mut reg = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
-    reg.retain(|(w, _)| w.strong_count() > 0);
-    let ptr = Arc::as_ptr(&inner.store);
-    if let Some((_, o)) = reg.iter().find(|(w, _)| std::ptr::eq(w.as_ptr(), ptr)) {
-        return o.clone();
-    }
-    let o = Arc::new(LiteOwners::default());
-    reg.push((Arc::downgrade(&inner.store), o.clone()));
-    o
+    inner.lite_owners.clone()
 }
 
 /// The current master epoch (0 without HA).

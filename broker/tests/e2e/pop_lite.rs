@@ -695,3 +695,56 @@ async fn bad_lite_subscription_ctl_requests_are_refused_and_change_nothing() {
     assert_eq!(bodies(&a.messages), ["x-1"]);
     node.stop().await;
 }
+
+/// The owners of a lite topic go with its expiry: the owner map does not keep expired lite
+/// topics, and a lite topic made again by a later message is popped by whichever client of
+/// the exclusive group claims it next (no stale owner evicts it).
+#[tokio::test]
+async fn an_expired_lite_topic_forgets_its_owner() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = start(dir.path()).await;
+    node.create_group(EXCLUSIVE, true).await;
+    let inner = node.broker.inner().clone();
+    let epoch = inner.ha.as_ref().map_or(0, |ha| ha.master_epoch() as i64);
+    node.send("x", "x-0").await;
+    node.send("y", "y-0").await;
+    assert!(node.claim(EXCLUSIVE, "A", &names(&["x", "y"]), true).await);
+    assert_eq!(
+        inner
+            .lite_owners
+            .owner(epoch, EXCLUSIVE, &lmq("x"))
+            .as_deref(),
+        Some("A")
+    );
+    // x expires (two minutes on, as the broker's check does); y got a message since.
+    let found: Vec<_> = inner
+        .lite
+        .find_expired(
+            &inner.store,
+            &inner.topics,
+            0,
+            rocketraft_common::time::now_ms() + 2 * 60_000,
+        )
+        .into_iter()
+        .filter(|q| q.queue == lmq("x"))
+        .collect();
+    let report = inner.lite.expire(&inner, found).await.expect("expire");
+    assert_eq!(report.cleaned, vec![lmq("x")]);
+    assert_eq!(inner.lite_owners.owner(epoch, EXCLUSIVE, &lmq("x")), None);
+    assert_eq!(
+        inner
+            .lite_owners
+            .owner(epoch, EXCLUSIVE, &lmq("y"))
+            .as_deref(),
+        Some("A"),
+        "only the expired lite topic's owner goes"
+    );
+    // x made again: B claims it without taking over (nobody owns it) and pops it.
+    node.send("x", "x-1").await;
+    assert!(node.claim(EXCLUSIVE, "B", &names(&["x"]), false).await);
+    let b = node.pop_as(EXCLUSIVE, "B", &names(&["x"]), 0).await;
+    assert!(b.evicted.is_empty(), "{:?}", b.evicted);
+    assert_eq!(bodies(&b.messages), ["x-1"]);
+    drop(inner);
+    node.stop().await;
+}
