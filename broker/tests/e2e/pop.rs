@@ -49,6 +49,10 @@ struct Setup {
 }
 
 async fn setup(dir: &Path) -> Setup {
+    setup_flushing(dir, FlushDiskType::SyncFlush).await
+}
+
+async fn setup_flushing(dir: &Path, flush: FlushDiskType) -> Setup {
     let namesrv = NameServer::start(NamesrvConfig {
         listen: "127.0.0.1:0".parse().expect("addr"),
         ..NamesrvConfig::default()
@@ -56,9 +60,9 @@ async fn setup(dir: &Path) -> Setup {
     .await
     .expect("namesrv");
     let port = free_port();
-    let broker = Broker::start(config(dir, namesrv.local_addr(), port))
-        .await
-        .expect("broker");
+    let mut c = config(dir, namesrv.local_addr(), port);
+    c.store.flush_disk_type = flush;
+    let broker = Broker::start(c).await.expect("broker");
     let addr = broker.local_addr().to_string();
     let client = RemotingClient::new(ClientConfig::default());
     let api = MqClientApi::new(client.clone(), Duration::from_secs(5));
@@ -1017,4 +1021,135 @@ async fn per_message_checkpoints_of_the_previous_version_are_replayed() {
     let back = popped_back(&s, group, 2, Duration::from_secs(15)).await;
     assert_eq!(sorted_bodies(&back), ["m11", "m15"]);
     assert!(back.iter().all(|m| m.reconsume_times == 1));
+}
+
+/// How a measured POP drain acknowledges.
+#[derive(Clone, Copy, Debug)]
+enum AckMode {
+    /// One ACK_MESSAGE per message, one at a time (what `rocketraft bench pop` does).
+    EachMessage,
+    /// One BATCH_ACK_MESSAGE per POP (a bitset per queue of the batch).
+    PerPop,
+}
+
+/// POPs (32 at a time, all queues) and acks until `n` messages of `group` were acked; the
+/// messages acked.
+async fn drain_pop(s: &Setup, group: &str, n: usize, mode: AckMode) -> usize {
+    let mut acked = 0;
+    let mut idle = 0;
+    while acked < n && idle < 50 {
+        let batch = pop(s, group, 32, 60_000, 0).await.messages;
+        if batch.is_empty() {
+            idle += 1;
+            continue;
+        }
+        match mode {
+            AckMode::EachMessage => {
+                for m in &batch {
+                    let r = ack(s, group, m, &handle(m)).await;
+                    assert_eq!(r.code, response_code::SUCCESS, "{:?}", r.remark);
+                }
+            }
+            AckMode::PerPop => {
+                let mut by_queue: BTreeMap<(i32, i64), Vec<i64>> = BTreeMap::new();
+                for m in &batch {
+                    let pt: i64 = handle(m)
+                        .split(' ')
+                        .nth(1)
+                        .and_then(|t| t.parse().ok())
+                        .expect("pop time in the handle");
+                    by_queue
+                        .entry((m.queue_id, pt))
+                        .or_default()
+                        .push(m.queue_offset);
+                }
+                let acks: Vec<serde_json::Value> = by_queue
+                    .iter()
+                    .map(|((q, pt), offsets)| {
+                        let so = *offsets.iter().min().expect("an offset");
+                        let mut bits = vec![0u8; 8];
+                        for o in offsets {
+                            let i = (o - so) as usize;
+                            bits[i / 8] |= 1 << (i % 8);
+                        }
+                        serde_json::json!({"c": group, "t": TOPIC, "r": "0", "so": so, "q": q, "rq": 0, "pt": pt, "it": 60_000, "b": rocketraft_common::base64::encode_standard(&bits)})
+                    })
+                    .collect();
+                let body = serde_json::json!({"brokerName": "broker-a", "acks": acks});
+                let r = s
+                    .client
+                    .invoke(
+                        &s.addr,
+                        RemotingCommand::request(request_code::BATCH_ACK_MESSAGE)
+                            .with_body(serde_json::to_vec(&body).expect("json")),
+                        Duration::from_secs(5),
+                    )
+                    .await
+                    .expect("batch ack");
+                assert_eq!(r.code, response_code::SUCCESS, "{:?}", r.remark);
+            }
+        }
+        acked += batch.len();
+    }
+    acked
+}
+
+/// A measurement more than a check (run it with `--ignored --nocapture`; debug builds make the
+/// numbers small, the ratios are what to read): one consumer draining the same messages by
+/// PULL (32 a request, the baseline), by POP + one ACK_MESSAGE per message, and by POP + one
+/// BATCH_ACK_MESSAGE per POP, against a broker with ASYNC_FLUSH (as `rocketraft dev` runs).
+/// Every message must be drained each way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn measure_pop_with_per_message_and_batch_acks_against_pull() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = setup_flushing(dir.path(), FlushDiskType::AsyncFlush).await;
+    const N: usize = 4000;
+    send(&s, N, 0).await;
+    let api = MqClientApi::new(s.client.clone(), Duration::from_secs(5));
+    let started = Instant::now();
+    let mut pulled = 0;
+    for q in 0..4 {
+        let mut offset = 0;
+        loop {
+            let r = api
+                .pull(
+                    &s.addr,
+                    &rocketraft_remoting::api::PullRequest {
+                        consumer_group: "measure-pull".into(),
+                        topic: TOPIC.into(),
+                        queue_id: q,
+                        queue_offset: offset,
+                        max_msg_nums: 32,
+                        sys_flag: rocketraft_common::consts::pull_sys_flag::SUBSCRIPTION,
+                        commit_offset: 0,
+                        suspend_timeout_ms: 0,
+                        subscription: Some("*".into()),
+                    },
+                )
+                .await
+                .expect("pull");
+            if r.messages.is_empty() {
+                break;
+            }
+            pulled += r.messages.len();
+            offset = r.next_begin_offset;
+        }
+    }
+    let pull_rate = pulled as f64 / started.elapsed().as_secs_f64();
+    assert_eq!(pulled, N);
+    println!("pull: {pull_rate:.0} msgs/s");
+    for (group, mode) in [
+        ("measure-each", AckMode::EachMessage),
+        ("measure-batch", AckMode::PerPop),
+    ] {
+        let started = Instant::now();
+        let acked = drain_pop(&s, group, N, mode).await;
+        let rate = acked as f64 / started.elapsed().as_secs_f64();
+        println!(
+            "pop + ack ({mode:?}): {rate:.0} msgs/s = {:.2}x pull",
+            rate / pull_rate
+        );
+        assert_eq!(acked, N, "{mode:?} drained {acked} of {N}");
+    }
 }
