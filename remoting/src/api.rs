@@ -124,6 +124,9 @@ pub struct PopLiteRequest<'a> {
     /// The LITE parent topic.
     pub topic: &'a str,
     pub lite_topics: &'a [String],
+    /// When each of `lite_topics` entered the client's subscription (ms; empty: not said):
+    /// the broker reports no expiry from before it.
+    pub subscribed_ms: &'a [i64],
     /// Whose turn it is first (an index into `lite_topics`).
     pub start_index: usize,
     pub max: i32,
@@ -144,6 +147,9 @@ pub struct PopLiteResult {
     pub messages: Vec<MessageExt>,
     /// Lite topics asked for that expired and got no message since.
     pub expired: Vec<String>,
+    /// When each of `expired` expired (ms, the broker master's clock; 0 unknown), in the same
+    /// order; empty from a broker that does not say.
+    pub expired_ms: Vec<i64>,
     /// Lite topics asked for that another client of the (exclusive) group owns.
     pub evicted: Vec<String>,
 }
@@ -581,7 +587,15 @@ impl MqClientApi {
         broker: &str,
         request: &PopLiteRequest<'_>,
     ) -> Result<PopLiteResult, ApiError> {
-        let body = serde_json::json!({ "liteTopics": request.lite_topics }).to_string();
+        let body = if request.subscribed_ms.is_empty() {
+            serde_json::json!({ "liteTopics": request.lite_topics })
+        } else {
+            serde_json::json!({
+                "liteTopics": request.lite_topics,
+                "subscribedMs": request.subscribed_ms,
+            })
+        }
+        .to_string();
         let mut command = RemotingCommand::request(request_code::POP_LITE_MESSAGE)
             .with_ext("consumerGroup", request.group)
             .with_ext("topic", request.topic)
@@ -607,19 +621,27 @@ impl MqClientApi {
             response_code::PULL_NOT_FOUND | response_code::POLLING_TIMEOUT => Vec::new(),
             _ => return Err(ApiError::refused(&response)),
         };
-        let list = |key: &str| -> Result<Vec<String>, ApiError> {
+        // A malformed list loses only itself: the messages popped are handed out (failing the
+        // call would leave them invisible until their invisible time).
+        fn list<T: serde::de::DeserializeOwned>(response: &RemotingCommand, key: &str) -> Vec<T> {
             match response.ext(key) {
-                None => Ok(Vec::new()),
-                Some(v) => serde_json::from_str(v).map_err(|e| {
-                    ApiError::Malformed(format!("{key} {v:?} is not a JSON list: {e}"))
+                None => Vec::new(),
+                Some(v) => serde_json::from_str(v).unwrap_or_else(|e| {
+                    tracing::warn!(key, value = v, error = %e, "POP_LITE_MESSAGE answer: not a JSON list; ignored");
+                    Vec::new()
                 }),
             }
-        };
-        let expired = list("expiredLiteTopics")?;
-        let evicted = list("evictedLiteTopics")?;
+        }
+        let expired: Vec<String> = list(&response, "expiredLiteTopics");
+        let mut expired_ms: Vec<i64> = list(&response, "expiredLiteTimes");
+        if expired_ms.len() != expired.len() {
+            expired_ms.clear();
+        }
+        let evicted = list(&response, "evictedLiteTopics");
         Ok(PopLiteResult {
             messages,
             expired,
+            expired_ms,
             evicted,
         })
     }

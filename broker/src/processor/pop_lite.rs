@@ -45,6 +45,11 @@ const MAX_POLL_MS: i64 = 60_000;
 #[serde(rename_all = "camelCase")]
 pub struct PopLiteBody {
     pub lite_topics: Vec<String>,
+    /// When each lite topic entered the client's subscription (ms, the proxy's clock; same
+    /// order as `lite_topics`, or absent): an expiry before it is not reported (the client
+    /// subscribed the expired lite topic again, and waits for its next message).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subscribed_ms: Vec<i64>,
 }
 
 fn invalid(why: impl Into<String>) -> Refusal {
@@ -56,6 +61,8 @@ struct Asked {
     group: String,
     topic: String,
     lites: Vec<String>,
+    /// [`PopLiteBody::subscribed_ms`] (empty, or one per lite topic).
+    subscribed_ms: Vec<i64>,
     max_nums: i32,
     invisible_ms: i64,
     poll_ms: i64,
@@ -108,6 +115,13 @@ fn parse(inner: &BrokerInner, request: &RemotingCommand) -> Result<Asked, Refusa
             body.lite_topics.len()
         )));
     }
+    if !body.subscribed_ms.is_empty() && body.subscribed_ms.len() != body.lite_topics.len() {
+        return Err(invalid(format!(
+            "POP_LITE_MESSAGE names {} lite topics but {} subscription times",
+            body.lite_topics.len(),
+            body.subscribed_ms.len()
+        )));
+    }
     super::lite_ctl::check_lite_names(&topic, &body.lite_topics)?;
     let parent = super::existing_topic(inner, &topic)?;
     if !lite::is_lite_parent(&parent) {
@@ -125,6 +139,7 @@ fn parse(inner: &BrokerInner, request: &RemotingCommand) -> Result<Asked, Refusa
         group,
         topic,
         lites: body.lite_topics,
+        subscribed_ms: body.subscribed_ms,
         max_nums,
         invisible_ms,
         poll_ms,
@@ -211,16 +226,29 @@ pub async fn pop_lite(inner: &BrokerInner, request: &RemotingCommand) -> Handled
                 popped.extend(result.messages);
             }
         }
-        let expired: Vec<&String> = a
+        // Expired with no message since, and (when the proxy says when the client subscribed
+        // each) after the subscription: a lite topic subscribed again after its expiry is
+        // waited on like any other, not reported (nor answered at once) again and again.
+        let (expired, expired_ms): (Vec<&String>, Vec<i64>) = a
             .lites
             .iter()
-            .filter(|l| {
-                inner
-                    .lite
-                    .is_expired_idle(&inner.store, &lite::lmq_name(&a.topic, l))
+            .enumerate()
+            .filter_map(|(i, l)| {
+                let lmq = lite::lmq_name(&a.topic, l);
+                if !inner.lite.is_expired_idle(&inner.store, &lmq) {
+                    return None;
+                }
+                // When it expired (ms, the master's clock; 0: unknown, an earlier version's).
+                let ms = inner.lite.expired_ms(&lmq).unwrap_or(0);
+                match a.subscribed_ms.get(i) {
+                    Some(since) if *since > ms => None,
+                    _ => Some((l, ms)),
+                }
             })
-            .collect();
+            .unzip();
         let expired_json = serde_json::to_string(&expired).unwrap_or_else(|_| "[]".to_string());
+        let expired_ms_json =
+            serde_json::to_string(&expired_ms).unwrap_or_else(|_| "[]".to_string());
         let evicted_json = serde_json::to_string(&evicted).unwrap_or_else(|_| "[]".to_string());
         if !popped.is_empty() {
             return Ok(request
@@ -230,6 +258,7 @@ pub async fn pop_lite(inner: &BrokerInner, request: &RemotingCommand) -> Handled
                 .with_ext("reviveQid", 0)
                 .with_ext("restNum", rest)
                 .with_ext("expiredLiteTopics", expired_json)
+                .with_ext("expiredLiteTimes", expired_ms_json)
                 .with_ext("evictedLiteTopics", evicted_json)
                 .with_body(crate::pop::body(&popped)));
         }
@@ -251,6 +280,7 @@ pub async fn pop_lite(inner: &BrokerInner, request: &RemotingCommand) -> Handled
                 .with_ext("reviveQid", 0)
                 .with_ext("restNum", rest)
                 .with_ext("expiredLiteTopics", expired_json)
+                .with_ext("expiredLiteTimes", expired_ms_json)
                 .with_ext("evictedLiteTopics", evicted_json));
         }
         // Wake on new messages (or a revive into a retry topic) or a change of ownership, at

@@ -128,6 +128,7 @@ impl Node {
                     group: GROUP,
                     topic: PARENT,
                     lite_topics: lites,
+                    subscribed_ms: &[],
                     start_index: start,
                     max,
                     invisible_ms: 60_000,
@@ -463,6 +464,7 @@ impl Node {
                     group,
                     topic: PARENT,
                     lite_topics: lites,
+                    subscribed_ms: &[],
                     start_index: 0,
                     max: 32,
                     invisible_ms: 60_000,
@@ -540,6 +542,7 @@ async fn an_exclusive_group_evicts_a_lite_topic_another_client_claimed() {
                         group: EXCLUSIVE,
                         topic: PARENT,
                         lite_topics: &lites,
+                        subscribed_ms: &[],
                         start_index: 0,
                         max: 32,
                         invisible_ms: 60_000,
@@ -745,6 +748,74 @@ async fn an_expired_lite_topic_forgets_its_owner() {
     let b = node.pop_as(EXCLUSIVE, "B", &names(&["x"]), 0).await;
     assert!(b.evicted.is_empty(), "{:?}", b.evicted);
     assert_eq!(bodies(&b.messages), ["x-1"]);
+    drop(inner);
+    node.stop().await;
+}
+
+/// A lite topic subscribed again after its expiry (the proxy says when the client subscribed
+/// it) is not reported expired: the request waits for its next message like any other. One
+/// subscribed before the expiry is reported, at once.
+#[tokio::test]
+async fn an_expiry_before_the_subscription_is_not_reported() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = start(dir.path()).await;
+    node.send("x", "x-0").await;
+    let inner = node.broker.inner().clone();
+    let before = rocketraft_common::time::now_ms() - 1_000;
+    let found = inner.lite.find_expired(
+        &inner.store,
+        &inner.topics,
+        0,
+        rocketraft_common::time::now_ms() + 2 * 60_000,
+    );
+    let report = inner.lite.expire(&inner, found).await.expect("expire");
+    assert_eq!(report.cleaned, vec![lmq("x")]);
+    let after = rocketraft_common::time::now_ms() + 1;
+    let x = names(&["x"]);
+    let ask = |since: i64, poll_ms: i64| {
+        let (api, addr, x) = (node.api.clone(), node.addr.clone(), x.clone());
+        async move {
+            api.pop_lite(
+                &addr,
+                &PopLiteRequest {
+                    group: GROUP,
+                    topic: PARENT,
+                    lite_topics: &x,
+                    subscribed_ms: &[since],
+                    start_index: 0,
+                    max: 32,
+                    invisible_ms: 60_000,
+                    poll_ms,
+                    order: false,
+                    filter: None,
+                    client_id: None,
+                },
+            )
+            .await
+            .expect("pop lite")
+        }
+    };
+    let started = Instant::now();
+    let r = ask(before, 10_000).await;
+    assert_eq!(r.expired, x, "subscribed before the expiry: reported");
+    assert_eq!(r.expired_ms.len(), 1);
+    assert!(r.expired_ms[0] >= before, "{:?}", r.expired_ms);
+    assert!(started.elapsed() < Duration::from_secs(5), "at once");
+    let started = Instant::now();
+    let r = ask(after, 600).await;
+    assert!(r.expired.is_empty(), "subscribed after: {:?}", r.expired);
+    assert!(r.messages.is_empty());
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "the request waited: {:?}",
+        started.elapsed()
+    );
+    // Held, it is answered with x's next message.
+    let held = tokio::spawn(ask(after, 10_000));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    node.send("x", "x-1").await;
+    let r = held.await.expect("held pop");
+    assert_eq!(bodies(&r.messages), ["x-1"]);
     drop(inner);
     node.stop().await;
 }

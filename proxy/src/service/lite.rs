@@ -59,6 +59,9 @@ struct Entry {
     seen: Instant,
     /// Where the next receive starts in `topics`, so every lite topic gets its turn.
     cursor: usize,
+    /// When each lite topic of `topics` entered the set (wall clock, ms): an expiry before
+    /// that is not this subscription's end.
+    added_ms: HashMap<String, i64>,
     /// Changed at every change of `topics` (unique across sets and time), so a waiting
     /// receive knows its set changed.
     version: u64,
@@ -71,6 +74,8 @@ pub(super) struct View {
     /// Whose turn it is first.
     pub start: usize,
     pub version: u64,
+    /// When each of `topics` entered the set (ms), in the same order.
+    pub added_ms: Vec<i64>,
 }
 
 /// Most lite subscriptions this proxy keeps, counting each (client, lite topic) pair
@@ -153,15 +158,20 @@ impl LiteSubscriptions {
         t.insert((key.clone(), lite.to_string()), now);
     }
 
-    /// Which of `lites` are tombstoned for `key`.
+    /// Which of `lites` are tombstoned for `key`; each found is kept for another [`IDLE`]
+    /// (a client that keeps listing a lite topic it lost, its notification missed, is refused
+    /// for as long as it does, not only for the first two minutes).
     fn tombstoned(&self, key: &Key, lites: &[String]) -> BTreeSet<String> {
-        let t = self.tombs();
+        let mut t = self.tombs();
         let now = Instant::now();
         lites
             .iter()
-            .filter(|l| {
-                t.get(&(key.clone(), l.to_string()))
-                    .is_some_and(|at| now.duration_since(*at) < IDLE)
+            .filter(|l| match t.get_mut(&(key.clone(), l.to_string())) {
+                Some(at) if now.duration_since(*at) < IDLE => {
+                    *at = now;
+                    true
+                }
+                _ => false,
             })
             .cloned()
             .collect()
@@ -262,10 +272,16 @@ impl LiteSubscriptions {
                 topics: BTreeSet::new(),
                 seen: now,
                 cursor: 0,
+                added_ms: HashMap::new(),
                 version: 0,
             });
             if entry.topics != next {
                 entry.version = self.next_version();
+                let now_ms = rocketraft_common::time::now_ms();
+                entry.added_ms.retain(|l, _| next.contains(l));
+                for l in &next {
+                    entry.added_ms.entry(l.clone()).or_insert(now_ms);
+                }
             }
             entry.topics = next;
             entry.seen = now;
@@ -312,6 +328,7 @@ impl LiteSubscriptions {
                 topics: Vec::new(),
                 start: 0,
                 version: 0,
+                added_ms: Vec::new(),
             };
         };
         entry.seen = Instant::now();
@@ -322,10 +339,15 @@ impl LiteSubscriptions {
             entry.cursor % topics.len()
         };
         entry.cursor = start + 1;
+        let added_ms = topics
+            .iter()
+            .map(|l| entry.added_ms.get(l).copied().unwrap_or(0))
+            .collect();
         View {
             topics,
             start,
             version: entry.version,
+            added_ms,
         }
     }
 
@@ -359,17 +381,39 @@ impl LiteSubscriptions {
             .is_some_and(|e| e.topics.contains(lite))
     }
 
-    /// Removes expired lite topics from `key`'s set; answers those that were in it.
-    fn drop_expired(&self, key: &Key, expired: &[String]) -> Vec<String> {
+    /// Removes lite topics the broker said are gone (expired, or taken by another client of
+    /// an exclusive group) from `key`'s set, if the set is still at `version` (the one the
+    /// broker was asked with: a sync since may have subscribed one again, and the next receive
+    /// asks again anyway). With `ended_ms` (aligned with `gone`), a lite topic goes only if it
+    /// entered the set at or before that time (an expiry before a subscription does not end
+    /// it). Answers those dropped.
+    fn drop_gone(
+        &self,
+        key: &Key,
+        version: u64,
+        gone: &[String],
+        ended_ms: Option<&[i64]>,
+    ) -> Vec<String> {
         let mut entries = self.lock();
         let Some(entry) = entries.get_mut(key) else {
             return Vec::new();
         };
-        let dropped: Vec<String> = expired
-            .iter()
-            .filter(|l| entry.topics.remove(l.as_str()))
-            .cloned()
-            .collect();
+        if entry.version != version {
+            return Vec::new();
+        }
+        let mut dropped = Vec::new();
+        for (i, l) in gone.iter().enumerate() {
+            if let Some(ended) = ended_ms.and_then(|t| t.get(i)) {
+                let added = entry.added_ms.get(l).copied().unwrap_or(0);
+                if added > *ended {
+                    continue;
+                }
+            }
+            if entry.topics.remove(l.as_str()) {
+                entry.added_ms.remove(l.as_str());
+                dropped.push(l.clone());
+            }
+        }
         if dropped.is_empty() {
             return dropped;
         }
@@ -738,7 +782,13 @@ pub(super) async fn receive_lite(
         }
         let asked: BTreeSet<String> = view.topics.iter().cloned().collect();
         let mut version = view.version;
-        let mut call = Box::pin(pop_lite_call(service, &r, view.topics, view.start, left_ms));
+        let mut call = Box::pin(pop_lite_call(
+            service,
+            &r,
+            (view.topics, view.added_ms),
+            view.start,
+            left_ms,
+        ));
         let answer = loop {
             tokio::select! {
                 answer = &mut call => break Some(answer),
@@ -769,7 +819,7 @@ pub(super) async fn receive_lite(
             continue;
         };
         let res = answer.map_err(|e| service.broker_failed(r.topic, &e))?;
-        for lite in service.lite.drop_expired(&key, &res.evicted) {
+        for lite in service.lite.drop_gone(&key, version, &res.evicted, None) {
             service.lite.tombstone(&key, &lite);
             let pushed = service.lite.notify_unsubscribe(client, &lite);
             tracing::info!(
@@ -781,7 +831,10 @@ pub(super) async fn receive_lite(
                 "lite topic of an exclusive group taken by another client: dropped from this client's subscription, NotifyUnsubscribeLiteCommand pushed"
             );
         }
-        for lite in service.lite.drop_expired(&key, &res.expired) {
+        // Expiry times unknown (0, an expiry recorded by an earlier version) end no
+        // subscription: 0 is before any.
+        let ended = (res.expired_ms.len() == res.expired.len()).then_some(&res.expired_ms[..]);
+        for lite in service.lite.drop_gone(&key, version, &res.expired, ended) {
             let pushed = service.lite.notify_unsubscribe(client, &lite);
             tracing::info!(
                 client,
@@ -810,7 +863,7 @@ pub(super) async fn receive_lite(
 fn pop_lite_call(
     service: &Service,
     r: &LiteReceive<'_>,
-    topics: Vec<String>,
+    (topics, subscribed_ms): (Vec<String>, Vec<i64>),
     start: usize,
     poll_ms: i64,
 ) -> impl std::future::Future<
@@ -831,6 +884,7 @@ fn pop_lite_call(
                 group: &group,
                 topic: &topic,
                 lite_topics: &topics,
+                subscribed_ms: &subscribed_ms,
                 start_index: start,
                 max: batch,
                 invisible_ms,
@@ -976,8 +1030,20 @@ mod tests {
             subs.added_since(&key(), now, &asked).map(|(_, a)| a),
             Some(true)
         );
+        let v = subs.view(&key()).version;
         assert_eq!(
-            subs.drop_expired(&key(), &names(&["c", "x"])),
+            subs.drop_gone(&key(), v + 1, &names(&["c"]), None),
+            Vec::<String>::new(),
+            "a set changed since the request keeps what the answer names"
+        );
+        // An expiry before the subscription does not end it; one after does.
+        let now = rocketraft_common::time::now_ms();
+        assert_eq!(
+            subs.drop_gone(&key(), v, &names(&["c", "x"]), Some(&[now - 60_000, now])),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            subs.drop_gone(&key(), v, &names(&["c", "x"]), Some(&[now + 1, now])),
             names(&["c"])
         );
         assert_eq!(subs.topics(&key()), names(&["a"]));

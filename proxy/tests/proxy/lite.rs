@@ -993,14 +993,14 @@ async fn a_lite_simple_consumer_is_told_when_its_lite_topic_expires() {
 
     // Two minutes on, both went a minute without a message: expired as the broker's check
     // does; then y gets a message (alive again), x does not.
-    let inner = s.broker.inner();
+    let inner = s.broker.inner().clone();
     let found = inner.lite.find_expired(
         &inner.store,
         &inner.topics,
         0,
         rocketraft_common::time::now_ms() + 2 * 60_000,
     );
-    let report = inner.lite.expire(inner, found).await.expect("expire");
+    let report = inner.lite.expire(&inner, found).await.expect("expire");
     assert_eq!(report.cleaned.len(), 2, "{report:?}");
     assert_eq!(s.send(TOPIC, Some("y"), None, "y-1").await, ok);
 
@@ -1032,6 +1032,46 @@ async fn a_lite_simple_consumer_is_told_when_its_lite_topic_expires() {
         got.extend(more);
     }
     assert_eq!(lite_and_body(&got), pairs(&[("y", "y-2")]));
+
+    // x expires again (x-1 has gone unread for its minute), then the client subscribes it
+    // again: a subscription made after the expiry is not ended by it. Its receives wait (no
+    // NotifyUnsubscribeLiteCommand, no receive answered at once over and over), and x's next
+    // message is delivered.
+    let found: Vec<_> = inner
+        .lite
+        .find_expired(
+            &inner.store,
+            &inner.topics,
+            0,
+            rocketraft_common::time::now_ms() + 4 * 60_000,
+        )
+        .into_iter()
+        .filter(|q| q.queue.ends_with("$x"))
+        .collect();
+    let report = inner.lite.expire(&inner, found).await.expect("expire");
+    assert_eq!(report.cleaned.len(), 1, "{report:?}");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(
+        s.sync(Some(SIMPLE), TOPIC, A::PartialAdd, &["x"], None)
+            .await,
+        ok
+    );
+    let started = Instant::now();
+    let (got, _) = receive_on(s.client.clone(), s.group, TOPIC, SIMPLE, 1_500).await;
+    assert!(got.is_empty(), "{:?}", lite_and_body(&got));
+    assert!(
+        started.elapsed() >= Duration::from_millis(1_000),
+        "the receive waited for a message: {:?}",
+        started.elapsed()
+    );
+    let more = tokio::time::timeout(Duration::from_millis(500), stream.message()).await;
+    assert!(
+        more.is_err(),
+        "no NotifyUnsubscribeLiteCommand for a subscription made after the expiry: {more:?}"
+    );
+    assert_eq!(s.send(TOPIC, Some("x"), None, "x-2").await, ok);
+    let (got, _) = receive_on(s.client.clone(), s.group, TOPIC, SIMPLE, 5_000).await;
+    assert_eq!(lite_and_body(&got), pairs(&[("x", "x-2")]));
 }
 
 /// Creates subscription group `group` on the broker with `liteSubExclusive` as given.
