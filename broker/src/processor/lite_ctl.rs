@@ -22,7 +22,8 @@
 //!
 //! Ownership is kept in this broker's memory only: after a restart, or when the master epoch
 //! changes (a failover), it is empty until the next claims (clients re-sync every 30 s). The
-//! owners of a lite topic that expires are forgotten with it.
+//! owners of a lite topic that expires are forgotten with it, and so is an owner that has not
+//! claimed its lite topic for 2 minutes (a client re-syncs every 30 s; one that is gone stops).
 //! (`resetOffsetInExclusiveMode` is not supported: an evicted lite topic keeps its offset.)
 
 use std::collections::HashMap;
@@ -59,6 +60,40 @@ struct OwnerState {
     epoch: i64,
     /// `(group, LMQ)` → client id.
     owners: HashMap<(String, String), String>,
+    /// When each owner last claimed its lite topic (clients re-sync every 30 s, which claims
+    /// again): an owner silent for [`OWNER_IDLE`] (a client gone) is forgotten.
+    claimed: HashMap<(String, String), std::time::Instant>,
+    /// When idle owners were last looked for.
+    swept: Option<std::time::Instant>,
+}
+
+/// An owner that has not claimed its lite topic for this long (four re-syncs) is forgotten.
+const OWNER_IDLE: std::time::Duration = std::time::Duration::from_secs(120);
+/// Idle owners are looked for at most this often.
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl OwnerState {
+    /// Forgets owners silent for [`OWNER_IDLE`] (at most every [`SWEEP_EVERY`]); answers
+    /// whether any went.
+    fn sweep(&mut self, now: std::time::Instant) -> bool {
+        if self
+            .swept
+            .is_some_and(|at| now.duration_since(at) < SWEEP_EVERY)
+        {
+            return false;
+        }
+        self.swept = Some(now);
+        let before = self.owners.len();
+        let claimed = &self.claimed;
+        self.owners.retain(|k, _| {
+            claimed
+                .get(k)
+                .is_some_and(|at| now.duration_since(*at) < OWNER_IDLE)
+        });
+        let owners = &self.owners;
+        self.claimed.retain(|k, _| owners.contains_key(k));
+        self.owners.len() != before
+    }
 }
 
 impl LiteOwners {
@@ -67,6 +102,7 @@ impl LiteOwners {
         if st.epoch != epoch {
             // Another master term: what the old one recorded may be stale.
             st.owners.clear();
+            st.claimed.clear();
             st.epoch = epoch;
         }
         st
@@ -86,6 +122,8 @@ impl LiteOwners {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let before = st.owners.len();
         st.owners
+            .retain(|(_, lmq), _| !lmqs.contains(&lmq.as_str()));
+        st.claimed
             .retain(|(_, lmq), _| !lmqs.contains(&lmq.as_str()));
         let changed = st.owners.len() != before;
         drop(st);
@@ -191,17 +229,24 @@ pub fn lite_ctl(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
         let mut taken = Vec::new();
         {
             let mut st = owners.lock(epoch(inner));
+            let now = std::time::Instant::now();
+            if st.sweep(now) {
+                changed += 1;
+            }
             for l in &body.released_lite_topics {
                 let k = (group.clone(), lite::lmq_name(&topic, l));
                 if st.owners.get(&k) == Some(&client) {
                     st.owners.remove(&k);
+                    st.claimed.remove(&k);
                     changed += 1;
                 }
             }
             for l in &body.lite_topics {
                 let k = (group.clone(), lite::lmq_name(&topic, l));
                 match st.owners.get(&k) {
-                    Some(o) if *o == client => {}
+                    Some(o) if *o == client => {
+                        st.claimed.insert(k, now);
+                    }
                     Some(o) if !take_over => {
                         tracing::debug!(%group, lite_topic = %l, owner = %o, client = %client, "lite topic owned by another client: not claimed");
                     }
@@ -209,7 +254,8 @@ pub fn lite_ctl(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
                         if let Some(o) = previous {
                             taken.push((l.clone(), o.clone()));
                         }
-                        st.owners.insert(k, client.clone());
+                        st.owners.insert(k.clone(), client.clone());
+                        st.claimed.insert(k, now);
                         changed += 1;
                     }
                 }
@@ -225,4 +271,29 @@ pub fn lite_ctl(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
     Ok(request
         .response_to(response_code::SUCCESS, None)
         .with_ext("exclusive", exclusive))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owners_silent_past_the_idle_time_are_forgotten() {
+        let mut st = OwnerState::default();
+        let t0 = std::time::Instant::now();
+        let (a, b) = (
+            ("g".to_string(), "%LMQ%$T$a".to_string()),
+            ("g".to_string(), "%LMQ%$T$b".to_string()),
+        );
+        st.owners.insert(a.clone(), "A".into());
+        st.claimed.insert(a.clone(), t0);
+        st.owners.insert(b.clone(), "B".into());
+        st.claimed.insert(b.clone(), t0 + OWNER_IDLE / 2);
+        assert!(!st.sweep(t0 + OWNER_IDLE / 2), "nobody idle yet");
+        // Within SWEEP_EVERY of the last sweep: not looked at again.
+        assert!(!st.sweep(t0 + OWNER_IDLE / 2 + SWEEP_EVERY / 2));
+        assert!(st.sweep(t0 + OWNER_IDLE + SWEEP_EVERY));
+        assert_eq!(st.owners.keys().collect::<Vec<_>>(), vec![&b]);
+        assert_eq!(st.claimed.len(), 1);
+    }
 }

@@ -196,6 +196,12 @@ pub async fn pop_lite(inner: &BrokerInner, request: &RemotingCommand) -> Handled
                 continue;
             }
             let lmq = lite::lmq_name(&a.topic, l);
+            // A lite topic that never had a message has nothing to pop (nor a retry topic):
+            // not asked, so names a client subscribed ahead of any message (or made up) leave
+            // no POP state behind.
+            if inner.store.get_max_offset_in_queue(&lmq, 0) <= 0 {
+                continue;
+            }
             let result = inner
                 .pop
                 .pop(
