@@ -54,6 +54,8 @@ use crate::processor::pull::MessageFilter;
 use crate::store::{BrokerMessage, GetMessageStatus};
 use crate::BrokerInner;
 
+/// Most expired messages of a queue revived together (see [`PopService::revive_expired`]).
+const REVIVE_GROUP: usize = 256;
 /// Delivery attempts before the DLQ: RocketMQ's `retryMaxTimes` (16) retries after the first.
 pub const DEFAULT_MAX_RECONSUME_TIMES: i32 = 16;
 /// Topic types in receipt handles (`ExtraInfoUtil`).
@@ -703,7 +705,13 @@ impl PopService {
         let batch = std::mem::take(&mut *self.acks.pending.lock());
         let (done, answers): (Vec<QueueDone>, Vec<_>) = batch.into_iter().unzip();
         if !done.is_empty() {
-            let outcome = Self::persist(inner, &[PopRecord::Acks { a: done }]).await;
+            let mut outcome = Ok(());
+            for a in records_of(done) {
+                outcome = Self::persist(inner, &[PopRecord::Acks { a }]).await;
+                if outcome.is_err() {
+                    break;
+                }
+            }
             for answer in answers {
                 let _ = answer.send(outcome.clone());
             }
@@ -1413,12 +1421,16 @@ impl PopService {
             by_queue.entry(key).or_default().push(offset);
         }
         let mut revived = 0;
-        for (key, offsets) in by_queue {
-            match self.revive_queue(inner, &key, &offsets, now).await {
-                Ok(n) => revived += n,
-                Err(Refusal { code, remark: why }) => {
-                    tracing::warn!(code, %why, group = %key.0, topic = %key.1, queue = key.2, "revive failed; will retry");
-                    break;
+        'queues: for (key, offsets) in by_queue {
+            // A bounded group at a time: its re-puts in flight together, its revived record
+            // well below the store's largest message.
+            for chunk in offsets.chunks(REVIVE_GROUP) {
+                match self.revive_queue(inner, &key, chunk, now).await {
+                    Ok(n) => revived += n,
+                    Err(Refusal { code, remark: why }) => {
+                        tracing::warn!(code, %why, group = %key.0, topic = %key.1, queue = key.2, "revive failed; will retry");
+                        break 'queues;
+                    }
                 }
             }
         }
@@ -1786,6 +1798,38 @@ fn apply(table: &mut HashMap<QueueKey, QueueState>, record: PopRecord, now: i64)
     }
 }
 
+/// Most `(offset, pop time)` pairs in one acks or revived record (about 30 KiB of JSON), far
+/// below the store's largest message.
+const MAX_DONE_PER_RECORD: usize = 1024;
+
+/// `done` split into the contents of records of at most [`MAX_DONE_PER_RECORD`] pairs each.
+fn records_of(done: Vec<QueueDone>) -> Vec<Vec<QueueDone>> {
+    let mut records: Vec<Vec<QueueDone>> = vec![Vec::new()];
+    let mut room = MAX_DONE_PER_RECORD;
+    for qd in done {
+        let QueueDone { g, t, q, mut d } = qd;
+        while !d.is_empty() {
+            if room == 0 {
+                records.push(Vec::new());
+                room = MAX_DONE_PER_RECORD;
+            }
+            let rest = d.split_off(d.len().min(room));
+            room -= d.len();
+            if let Some(record) = records.last_mut() {
+                record.push(QueueDone {
+                    g: g.clone(),
+                    t: t.clone(),
+                    q,
+                    d,
+                });
+            }
+            d = rest;
+        }
+    }
+    records.retain(|r| !r.is_empty());
+    records
+}
+
 /// An ack or a revived mark of the checkpoint of offset `o` popped at `pt`: the message leaves
 /// the table if that checkpoint is still its latest.
 fn end_checkpoint(qs: &mut QueueState, o: i64, pt: i64) {
@@ -2053,6 +2097,32 @@ mod revive_record_encoding {
 #[cfg(test)]
 mod replay_records {
     use super::*;
+
+    /// Acks of many offsets are split into records of at most `MAX_DONE_PER_RECORD` pairs,
+    /// none lost, none repeated, in order.
+    #[test]
+    fn many_acks_are_split_into_bounded_records() {
+        let a = PopRecord::done(&key(), (0..2500).map(|o| (o, 7)).collect());
+        let b = PopRecord::done(&("h".into(), "U".into(), 0), vec![(1, 2)]);
+        let records = records_of(vec![a, b]);
+        assert_eq!(records.len(), 3);
+        for r in &records {
+            let n: usize = r.iter().map(|qd| qd.d.len()).sum();
+            assert!(n <= MAX_DONE_PER_RECORD);
+        }
+        let pairs: Vec<(QueueKey, i64)> = records
+            .iter()
+            .flatten()
+            .flat_map(|qd| {
+                qd.d.iter()
+                    .map(|(o, _)| ((qd.g.clone(), qd.t.clone(), qd.q), *o))
+            })
+            .collect();
+        assert_eq!(pairs.len(), 2501);
+        assert_eq!(pairs[2499], (key(), 2499));
+        assert_eq!(pairs[2500], (("h".into(), "U".into(), 0), 1));
+        assert!(records_of(Vec::new()).is_empty());
+    }
 
     const NOW: i64 = 1_000_000;
 
