@@ -334,6 +334,15 @@ pub async fn batch_ack(inner: &BrokerInner, request: &RemotingCommand) -> Handle
     for a in &body.acks {
         let bytes = rocketraft_common::base64::decode(&a.b)
             .ok_or_else(|| bad(format!("bitSet {:?} is not base64", a.b)))?;
+        // One entry acks offsets of one POP batch (at most 32 messages per POP in RocketMQ):
+        // a longer bitset is refused before any offset is acked.
+        if bytes.len() > MAX_BITSET_BYTES {
+            return Err(bad(format!(
+                "bitSet of {} bytes acks offsets past {} of startOffset; at most {MAX_BITSET_BYTES} bytes",
+                bytes.len(),
+                MAX_BITSET_BYTES * 8
+            )));
+        }
         let retry = a.r.as_deref().is_some_and(|r| r != "0");
         let offsets: Vec<i64> = bitset_offsets(&bytes)
             .map(|i| a.so.saturating_add(i))
@@ -364,6 +373,9 @@ pub async fn batch_ack(inner: &BrokerInner, request: &RemotingCommand) -> Handle
         Some(e) => Err(e),
     }
 }
+
+/// Longest bitset one BATCH_ACK_MESSAGE entry may carry: offsets within 1024 of its start.
+const MAX_BITSET_BYTES: usize = 128;
 
 /// The set bits of `java.util.BitSet.toByteArray()` output, lowest first.
 fn bitset_offsets(bytes: &[u8]) -> impl Iterator<Item = i64> + '_ {

@@ -392,6 +392,28 @@ async fn batch_ack_acknowledges_the_offsets_of_its_bitset() {
     let popped = decode_messages(&r.body).expect("body");
     assert_eq!(popped.len(), 4);
     let pop_time: i64 = r.ext("popTime").expect("popTime").parse().expect("number");
+    // A bitset longer than 128 bytes (offsets past 1024) is refused whole: nothing acked.
+    let huge = rocketraft_common::base64::encode_standard(&[0xffu8; 129]);
+    let huge_body = serde_json::json!({
+        "brokerName": "broker-a",
+        "acks": [{"c": "gb", "t": TOPIC, "r": "0", "so": 0, "q": 1, "rq": 0, "pt": pop_time, "it": 1000, "b": huge}]
+    });
+    let r = s
+        .client
+        .invoke(
+            &s.addr,
+            RemotingCommand::request(request_code::BATCH_ACK_MESSAGE)
+                .with_body(serde_json::to_vec(&huge_body).expect("json")),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("batch ack");
+    assert_ne!(r.code, response_code::SUCCESS);
+    assert!(
+        r.remark.as_deref().is_some_and(|m| m.contains("bitSet")),
+        "{:?}",
+        r.remark
+    );
     // Ack offsets 0, 1 and 3 (bits 0, 1, 3 = 0b1011 = 11 -> base64 "Cw==").
     let ack_body = serde_json::json!({
         "brokerName": "broker-a",
