@@ -153,9 +153,6 @@ pub struct LiteLifecycle {
 struct State {
     /// Expired lite topics' queues: name -> the queue offset they were cut at.
     expired: HashMap<String, i64>,
-    /// When each of `expired` expired (the master's wall clock, ms; 0: unknown, an expiry
-    /// recorded by an earlier version).
-    expired_ms: HashMap<String, i64>,
     /// The lite topics counted against the quota (a place a send took and has not stored in
     /// yet carries when it was taken), and the master epoch they were counted in; `None` until
     /// first needed.
@@ -205,24 +202,13 @@ impl LiteLifecycle {
     /// Reads the expired lite topics the metadata store recorded.
     pub fn open(metadata: &MetadataStore) -> Result<LiteLifecycle, StoreError> {
         let mut expired = HashMap::new();
-        let mut expired_ms = HashMap::new();
         for (k, v) in metadata.scan_kv(EXPIRED_PREFIX.as_bytes())? {
             let name = String::from_utf8_lossy(&k[EXPIRED_PREFIX.len()..]).to_string();
-            // The cut (8 bytes), then when it expired (8 bytes; absent in earlier versions).
-            let word = |i: usize| {
-                v.get(i * 8..i * 8 + 8)
-                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                    .map(i64::from_be_bytes)
-            };
-            match (v.len(), word(0), word(1)) {
-                (8, Some(cut), _) => {
-                    expired.insert(name, cut);
+            match <[u8; 8]>::try_from(v.as_slice()) {
+                Ok(b) => {
+                    expired.insert(name, i64::from_be_bytes(b));
                 }
-                (16, Some(cut), Some(ms)) => {
-                    expired.insert(name.clone(), cut);
-                    expired_ms.insert(name, ms);
-                }
-                _ => {
+                Err(_) => {
                     tracing::warn!(lite_queue = %name, bytes = v.len(), "unreadable lite expiry record skipped")
                 }
             }
@@ -230,7 +216,6 @@ impl LiteLifecycle {
         Ok(LiteLifecycle {
             state: Mutex::new(State {
                 expired,
-                expired_ms,
                 live: None,
                 recounted: None,
             }),
@@ -241,15 +226,6 @@ impl LiteLifecycle {
     /// The queue offset `lmq` was cut at by its last expiry, if it expired.
     pub fn expired_at(&self, lmq: &str) -> Option<i64> {
         self.state.lock().expired.get(lmq).copied()
-    }
-
-    /// When `lmq`'s last expiry happened (the master's wall clock, ms), if it expired and the
-    /// time is known (0 for an expiry recorded by an earlier version).
-    pub fn expired_ms(&self, lmq: &str) -> Option<i64> {
-        let st = self.state.lock();
-        st.expired
-            .contains_key(lmq)
-            .then(|| st.expired_ms.get(lmq).copied().unwrap_or(0))
     }
 
     /// Every lite topic's queue this broker counts against the quota, with its max offset
@@ -413,7 +389,6 @@ impl LiteLifecycle {
                     } else {
                         vec![MetadataChange::ExpireLite {
                             queues: planned.clone(),
-                            at_ms: rocketraft_common::time::now_ms(),
                         }]
                     })
                 })
@@ -443,7 +418,6 @@ impl LiteLifecycle {
         inner: &BrokerInner,
         queues: &[ExpiredQueue],
         at: i64,
-        at_ms: i64,
     ) -> Result<(), StoreError> {
         let mut cut: HashMap<&str, i64> = HashMap::new();
         for q in queues {
@@ -457,17 +431,14 @@ impl LiteLifecycle {
             }
             // Recorded as soon as it is cut: an error after this (deleting offsets) leaves the
             // cut known, so a group without an offset still starts at it, never at the end.
-            let mut value = q.next.to_be_bytes().to_vec();
-            value.extend_from_slice(&at_ms.to_be_bytes());
             inner.metadata.put_kv(
                 format!("{EXPIRED_PREFIX}{}", q.queue).as_bytes(),
-                &value,
+                &q.next.to_be_bytes(),
                 true,
             )?;
             let mut st = self.state.lock();
             tracing::info!(lite_queue = %q.queue, cut_at = q.next, "expired lite topic cleaned");
             st.expired.insert(q.queue.clone(), q.next);
-            st.expired_ms.insert(q.queue.clone(), at_ms);
             if let Some((live, _)) = &mut st.live {
                 live.remove(q.queue.as_str());
             }

@@ -103,15 +103,7 @@ pub enum MetadataChange {
     /// record between what the check saw and this record is left alone.
     ExpireLite {
         queues: Vec<ExpiredQueue>,
-        /// The master's wall-clock time of the expiry (ms; 0 in records of earlier versions):
-        /// a lite subscription made after it is not the one the expiry ends.
-        #[serde(default, skip_serializing_if = "is_zero")]
-        at_ms: i64,
     },
-}
-
-fn is_zero(v: &i64) -> bool {
-    *v == 0
 }
 
 /// One lite topic's queue an expiry check found expired.
@@ -135,7 +127,7 @@ impl MetadataChange {
             MetadataChange::DeleteUser { username } => format!("delete user {username}"),
             MetadataChange::PutAcl { acl } => format!("put ACL of {}", acl.subject),
             MetadataChange::DeleteAcl { subject } => format!("delete ACL of {subject}"),
-            MetadataChange::ExpireLite { queues, .. } => {
+            MetadataChange::ExpireLite { queues } => {
                 format!("expire {} lite topic(s)", queues.len())
             }
         }
@@ -477,9 +469,9 @@ pub fn apply_change(
         MetadataChange::DeleteGroup { group } => {
             inner.metadata.delete_subscription_group(group)?;
         }
-        MetadataChange::ExpireLite { queues, at_ms } => {
+        MetadataChange::ExpireLite { queues } => {
             let at = at.unwrap_or_else(|| inner.store.dispatched_phy_offset());
-            inner.lite.apply_expiry(inner, queues, at, *at_ms)?;
+            inner.lite.apply_expiry(inner, queues, at)?;
         }
         MetadataChange::PutUser { .. }
         | MetadataChange::DeleteUser { .. }
@@ -549,23 +541,6 @@ mod tests {
     }
 
     #[test]
-    fn an_expiry_record_of_an_earlier_version_reads_with_no_time() {
-        let old = br#"{"op":"expireLite","queues":[{"queue":"%LMQ%$P$a","next":7}]}"#;
-        let mut body = b"RRMD\x01".to_vec();
-        body.extend_from_slice(old);
-        assert_eq!(
-            decode(&body).expect("decode"),
-            MetadataChange::ExpireLite {
-                queues: vec![ExpiredQueue {
-                    queue: "%LMQ%$P$a".into(),
-                    next: 7,
-                }],
-                at_ms: 0,
-            }
-        );
-    }
-
-    #[test]
     fn records_round_trip_and_reject_foreign_bodies() {
         let changes = vec![
             MetadataChange::PutTopic {
@@ -602,7 +577,6 @@ mod tests {
                     queue: "%LMQ%$P$a".into(),
                     next: 7,
                 }],
-                at_ms: 1_765_000_000_000,
             },
         ];
         for c in &changes {

@@ -705,13 +705,12 @@ impl PopService {
         let batch = std::mem::take(&mut *self.acks.pending.lock());
         let (done, answers): (Vec<QueueDone>, Vec<_>) = batch.into_iter().unzip();
         if !done.is_empty() {
-            let mut outcome = Ok(());
-            for a in records_of(done) {
-                outcome = Self::persist(inner, &[PopRecord::Acks { a }]).await;
-                if outcome.is_err() {
-                    break;
-                }
-            }
+            // One store call: one outcome for every ack in it (and one flush).
+            let records: Vec<PopRecord> = records_of(done)
+                .into_iter()
+                .map(|a| PopRecord::Acks { a })
+                .collect();
+            let outcome = Self::persist(inner, &records).await;
             for answer in answers {
                 let _ = answer.send(outcome.clone());
             }

@@ -124,9 +124,10 @@ pub struct PopLiteRequest<'a> {
     /// The LITE parent topic.
     pub topic: &'a str,
     pub lite_topics: &'a [String],
-    /// When each of `lite_topics` entered the client's subscription (ms; empty: not said):
-    /// the broker reports no expiry from before it.
-    pub subscribed_ms: &'a [i64],
+    /// The cut of the last expiry of each of `lite_topics` the subscription knows of (the
+    /// broker's `FIRST_LOOK`, `i64::MIN`, before its first answer; -1: none); empty: not said.
+    /// The broker reports only later expiries.
+    pub known_cuts: &'a [i64],
     /// Whose turn it is first (an index into `lite_topics`).
     pub start_index: usize,
     pub max: i32,
@@ -141,15 +142,19 @@ pub struct PopLiteRequest<'a> {
     pub client_id: Option<&'a str>,
 }
 
+/// A [`PopLiteRequest::known_cuts`] entry of a subscription that has not looked at its lite
+/// topic yet: the broker reports no expiry of it, and answers its cut to know from then on.
+pub const LITE_FIRST_LOOK: i64 = i64::MIN;
+
 /// What a POP_LITE_MESSAGE answered.
 #[derive(Debug, Default)]
 pub struct PopLiteResult {
     pub messages: Vec<MessageExt>,
     /// Lite topics asked for that expired and got no message since.
     pub expired: Vec<String>,
-    /// When each of `expired` expired (ms, the broker master's clock; 0 unknown), in the same
-    /// order; empty from a broker that does not say.
-    pub expired_ms: Vec<i64>,
+    /// The cut of each asked lite topic's last expiry (-1: never expired), in the order asked;
+    /// empty from a broker that does not say.
+    pub cuts: Vec<i64>,
     /// Lite topics asked for that another client of the (exclusive) group owns.
     pub evicted: Vec<String>,
 }
@@ -587,12 +592,12 @@ impl MqClientApi {
         broker: &str,
         request: &PopLiteRequest<'_>,
     ) -> Result<PopLiteResult, ApiError> {
-        let body = if request.subscribed_ms.is_empty() {
+        let body = if request.known_cuts.is_empty() {
             serde_json::json!({ "liteTopics": request.lite_topics })
         } else {
             serde_json::json!({
                 "liteTopics": request.lite_topics,
-                "subscribedMs": request.subscribed_ms,
+                "knownCuts": request.known_cuts,
             })
         }
         .to_string();
@@ -633,15 +638,15 @@ impl MqClientApi {
             }
         }
         let expired: Vec<String> = list(&response, "expiredLiteTopics");
-        let mut expired_ms: Vec<i64> = list(&response, "expiredLiteTimes");
-        if expired_ms.len() != expired.len() {
-            expired_ms.clear();
+        let mut cuts: Vec<i64> = list(&response, "liteCuts");
+        if cuts.len() != request.lite_topics.len() {
+            cuts.clear();
         }
         let evicted = list(&response, "evictedLiteTopics");
         Ok(PopLiteResult {
             messages,
             expired,
-            expired_ms,
+            cuts,
             evicted,
         })
     }

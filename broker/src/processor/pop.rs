@@ -223,7 +223,12 @@ pub async fn notification(
 /// Counts a POP's deliveries: the stats (`getTransferredTps`, the group's `consumeTps`) and
 /// `rocketmq_messages_out` / `rocketmq_throughput_out`, the messages of the group's retry topic
 /// apart (`is_retry`, under the topic popped), as RocketMQ labels them.
-fn record_out(inner: &BrokerInner, group: &str, topic: &str, messages: &[crate::pop::Popped]) {
+pub(super) fn record_out(
+    inner: &BrokerInner,
+    group: &str,
+    topic: &str,
+    messages: &[crate::pop::Popped],
+) {
     let bytes = |retry: bool| -> (u64, u64) {
         messages
             .iter()
@@ -330,12 +335,13 @@ pub async fn batch_ack(inner: &BrokerInner, request: &RemotingCommand) -> Handle
             "BATCH_ACK_MESSAGE body is not a BatchAckMessageRequestBody: {e}"
         ))
     })?;
-    let mut first_error = None;
+    // Every entry's bitset is decoded and checked before any offset is acked. One entry acks
+    // offsets of one POP batch (at most 32 messages per POP in RocketMQ): a longer bitset is
+    // refused.
+    let mut bitsets = Vec::with_capacity(body.acks.len());
     for a in &body.acks {
         let bytes = rocketraft_common::base64::decode(&a.b)
             .ok_or_else(|| bad(format!("bitSet {:?} is not base64", a.b)))?;
-        // One entry acks offsets of one POP batch (at most 32 messages per POP in RocketMQ):
-        // a longer bitset is refused before any offset is acked.
         if bytes.len() > MAX_BITSET_BYTES {
             return Err(bad(format!(
                 "bitSet of {} bytes acks offsets past {} of startOffset; at most {MAX_BITSET_BYTES} bytes",
@@ -343,8 +349,12 @@ pub async fn batch_ack(inner: &BrokerInner, request: &RemotingCommand) -> Handle
                 MAX_BITSET_BYTES * 8
             )));
         }
+        bitsets.push(bytes);
+    }
+    let mut first_error = None;
+    for (a, bytes) in body.acks.iter().zip(&bitsets) {
         let retry = a.r.as_deref().is_some_and(|r| r != "0");
-        let offsets: Vec<i64> = bitset_offsets(&bytes)
+        let offsets: Vec<i64> = bitset_offsets(bytes)
             .map(|i| a.so.saturating_add(i))
             .collect();
         if offsets.is_empty() {

@@ -14,7 +14,13 @@
 //! PULL_NOT_FOUND without), plus `expiredLiteTopics`: a JSON array of the named lite topics
 //! that expired and have had no message since, so the proxy drops them from the client's set
 //! and tells the client (NotifyUnsubscribeLiteCommand). A request naming one is answered at
-//! once rather than held. With `clientId` (the client the proxy receives for), a group whose
+//! once rather than held. Only an expiry the subscription does not know of is reported: the
+//! body's `knownCuts` (one per lite topic) says which expiry's cut the client's subscription
+//! knows ([`FIRST_LOOK`]: none yet, nothing reported; -1: none), and the answer's `liteCuts`
+//! gives each lite topic's last cut (-1: never expired), which the proxy keeps from a
+//! subscription's first look on. A lite topic expires again only after new messages, so its
+//! cut only grows: a larger cut is an expiry after the subscription, and a client that
+//! subscribes an expired lite topic again keeps it and waits for its next message. With `clientId` (the client the proxy receives for), a group whose
 //! config says `liteSubExclusive: true` never pops a lite topic another client owns
 //! ([`super::lite_ctl`]): it is named in `evictedLiteTopics` (a JSON array, answered at once as
 //! the expired ones), so the proxy drops it from the client's set and tells the client. A held
@@ -45,12 +51,17 @@ const MAX_POLL_MS: i64 = 60_000;
 #[serde(rename_all = "camelCase")]
 pub struct PopLiteBody {
     pub lite_topics: Vec<String>,
-    /// When each lite topic entered the client's subscription (ms, the proxy's clock; same
-    /// order as `lite_topics`, or absent): an expiry before it is not reported (the client
-    /// subscribed the expired lite topic again, and waits for its next message).
+    /// The cut of the last expiry of each lite topic the client's subscription knows of
+    /// (same order as `lite_topics`, or absent): [`FIRST_LOOK`] for a subscription that has
+    /// not looked yet, -1 for one made before any expiry. Only a later expiry (a larger cut:
+    /// a lite topic expires again only after new messages) is reported. See the module docs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub subscribed_ms: Vec<i64>,
+    pub known_cuts: Vec<i64>,
 }
+
+/// A [`PopLiteBody::known_cuts`] entry of a subscription that has not looked at its lite topic
+/// yet: nothing is reported for it; the answer's `liteCuts` gives what to know from then on.
+pub const FIRST_LOOK: i64 = rocketraft_remoting::api::LITE_FIRST_LOOK;
 
 fn invalid(why: impl Into<String>) -> Refusal {
     Refusal::new(response_code::INVALID_PARAMETER, why)
@@ -61,8 +72,8 @@ struct Asked {
     group: String,
     topic: String,
     lites: Vec<String>,
-    /// [`PopLiteBody::subscribed_ms`] (empty, or one per lite topic).
-    subscribed_ms: Vec<i64>,
+    /// [`PopLiteBody::known_cuts`] (empty, or one per lite topic).
+    known_cuts: Vec<i64>,
     max_nums: i32,
     invisible_ms: i64,
     poll_ms: i64,
@@ -115,11 +126,11 @@ fn parse(inner: &BrokerInner, request: &RemotingCommand) -> Result<Asked, Refusa
             body.lite_topics.len()
         )));
     }
-    if !body.subscribed_ms.is_empty() && body.subscribed_ms.len() != body.lite_topics.len() {
+    if !body.known_cuts.is_empty() && body.known_cuts.len() != body.lite_topics.len() {
         return Err(invalid(format!(
-            "POP_LITE_MESSAGE names {} lite topics but {} subscription times",
+            "POP_LITE_MESSAGE names {} lite topics but {} known cuts",
             body.lite_topics.len(),
-            body.subscribed_ms.len()
+            body.known_cuts.len()
         )));
     }
     super::lite_ctl::check_lite_names(&topic, &body.lite_topics)?;
@@ -139,7 +150,7 @@ fn parse(inner: &BrokerInner, request: &RemotingCommand) -> Result<Asked, Refusa
         group,
         topic,
         lites: body.lite_topics,
-        subscribed_ms: body.subscribed_ms,
+        known_cuts: body.known_cuts,
         max_nums,
         invisible_ms,
         poll_ms,
@@ -196,10 +207,16 @@ pub async fn pop_lite(inner: &BrokerInner, request: &RemotingCommand) -> Handled
                 continue;
             }
             let lmq = lite::lmq_name(&a.topic, l);
-            // A lite topic that never had a message has nothing to pop (nor a retry topic):
-            // not asked, so names a client subscribed ahead of any message (or made up) leave
-            // no POP state behind.
-            if inner.store.get_max_offset_in_queue(&lmq, 0) <= 0 {
+            // A lite topic with no message here and no retry topic has nothing to pop: not
+            // asked, so names a client subscribed ahead of any message (or made up) leave no
+            // POP state behind. (A queue started over past its records has a retry topic if
+            // anything of it was popped: still asked.)
+            if inner.store.get_max_offset_in_queue(&lmq, 0) <= 0
+                && inner
+                    .topics
+                    .get(&crate::pop::retry_topic(&a.group, &lmq))
+                    .is_none()
+            {
                 continue;
             }
             let result = inner
@@ -227,34 +244,40 @@ pub async fn pop_lite(inner: &BrokerInner, request: &RemotingCommand) -> Handled
             };
             rest += result.rest;
             if !result.messages.is_empty() {
-                record_out(inner, &a.group, &lmq, &result.messages);
+                super::pop::record_out(inner, &a.group, &lmq, &result.messages);
                 pop_time = result.pop_time;
                 popped.extend(result.messages);
             }
         }
-        // Expired with no message since, and (when the proxy says when the client subscribed
-        // each) after the subscription: a lite topic subscribed again after its expiry is
-        // waited on like any other, not reported (nor answered at once) again and again.
-        let (expired, expired_ms): (Vec<&String>, Vec<i64>) = a
+        // Expired with no message since, and (when the proxy says which expiry its
+        // subscription knows of) an expiry after that one: a lite topic subscribed again after
+        // its expiry is waited on like any other, not reported (nor answered at once) again
+        // and again. Ordered by the cuts, which only grow, never by clocks.
+        let cuts: Vec<i64> = a
+            .lites
+            .iter()
+            .map(|l| {
+                inner
+                    .lite
+                    .expired_at(&lite::lmq_name(&a.topic, l))
+                    .unwrap_or(-1)
+            })
+            .collect();
+        let expired: Vec<&String> = a
             .lites
             .iter()
             .enumerate()
-            .filter_map(|(i, l)| {
+            .filter(|(i, l)| {
                 let lmq = lite::lmq_name(&a.topic, l);
-                if !inner.lite.is_expired_idle(&inner.store, &lmq) {
-                    return None;
-                }
-                // When it expired (ms, the master's clock; 0: unknown, an earlier version's).
-                let ms = inner.lite.expired_ms(&lmq).unwrap_or(0);
-                match a.subscribed_ms.get(i) {
-                    Some(since) if *since > ms => None,
-                    _ => Some((l, ms)),
-                }
+                let known = a.known_cuts.get(*i).copied().unwrap_or(-1);
+                known != FIRST_LOOK
+                    && cuts[*i] > known
+                    && inner.lite.is_expired_idle(&inner.store, &lmq)
             })
-            .unzip();
+            .map(|(_, l)| l)
+            .collect();
         let expired_json = serde_json::to_string(&expired).unwrap_or_else(|_| "[]".to_string());
-        let expired_ms_json =
-            serde_json::to_string(&expired_ms).unwrap_or_else(|_| "[]".to_string());
+        let cuts_json = serde_json::to_string(&cuts).unwrap_or_else(|_| "[]".to_string());
         let evicted_json = serde_json::to_string(&evicted).unwrap_or_else(|_| "[]".to_string());
         if !popped.is_empty() {
             return Ok(request
@@ -264,7 +287,7 @@ pub async fn pop_lite(inner: &BrokerInner, request: &RemotingCommand) -> Handled
                 .with_ext("reviveQid", 0)
                 .with_ext("restNum", rest)
                 .with_ext("expiredLiteTopics", expired_json)
-                .with_ext("expiredLiteTimes", expired_ms_json)
+                .with_ext("liteCuts", cuts_json)
                 .with_ext("evictedLiteTopics", evicted_json)
                 .with_body(crate::pop::body(&popped)));
         }
@@ -286,7 +309,7 @@ pub async fn pop_lite(inner: &BrokerInner, request: &RemotingCommand) -> Handled
                 .with_ext("reviveQid", 0)
                 .with_ext("restNum", rest)
                 .with_ext("expiredLiteTopics", expired_json)
-                .with_ext("expiredLiteTimes", expired_ms_json)
+                .with_ext("liteCuts", cuts_json)
                 .with_ext("evictedLiteTopics", evicted_json));
         }
         // Wake on new messages (or a revive into a retry topic) or a change of ownership, at
@@ -309,20 +332,4 @@ pub async fn pop_lite(inner: &BrokerInner, request: &RemotingCommand) -> Handled
         })
         .await;
     }
-}
-
-/// Counts one lite topic's deliveries as POP counts its own (stats and
-/// `rocketmq_messages_out` / `rocketmq_throughput_out`, retries apart).
-fn record_out(inner: &BrokerInner, group: &str, lmq: &str, messages: &[crate::pop::Popped]) {
-    let bytes = |retry: bool| -> (u64, u64) {
-        messages
-            .iter()
-            .filter(|m| m.retry == retry)
-            .fold((0, 0), |(n, b), m| (n + 1, b + m.record.len() as u64))
-    };
-    let (n, b) = bytes(false);
-    let (rn, rb) = bytes(true);
-    inner.stats.record_get(lmq, group, n + rn, b + rb);
-    inner.metrics.message_out(lmq, group, false, n, b);
-    inner.metrics.message_out(lmq, group, true, rn, rb);
 }

@@ -286,7 +286,6 @@ impl Node {
             inner,
             &rocketraft_broker::metalog::MetadataChange::ExpireLite {
                 queues: found.to_vec(),
-                at_ms: rocketraft_common::time::now_ms(),
             },
             Some(at),
         )

@@ -18,7 +18,7 @@ use rocketraft_common::message::MessageExt;
 use rocketraft_common::TopicConfig;
 use rocketraft_nameserver::{NameServer, NamesrvConfig};
 use rocketraft_remoting::api::{
-    LiteCtlRequest, MqClientApi, PopLiteRequest, PopLiteResult, SendRequest,
+    LiteCtlRequest, MqClientApi, PopLiteRequest, PopLiteResult, SendRequest, LITE_FIRST_LOOK,
 };
 use rocketraft_remoting::codes::{request_code, response_code};
 use rocketraft_remoting::{ClientConfig, RemotingClient, RemotingCommand};
@@ -128,7 +128,7 @@ impl Node {
                     group: GROUP,
                     topic: PARENT,
                     lite_topics: lites,
-                    subscribed_ms: &[],
+                    known_cuts: &[],
                     start_index: start,
                     max,
                     invisible_ms: 60_000,
@@ -464,7 +464,7 @@ impl Node {
                     group,
                     topic: PARENT,
                     lite_topics: lites,
-                    subscribed_ms: &[],
+                    known_cuts: &[],
                     start_index: 0,
                     max: 32,
                     invisible_ms: 60_000,
@@ -542,7 +542,7 @@ async fn an_exclusive_group_evicts_a_lite_topic_another_client_claimed() {
                         group: EXCLUSIVE,
                         topic: PARENT,
                         lite_topics: &lites,
-                        subscribed_ms: &[],
+                        known_cuts: &[],
                         start_index: 0,
                         max: 32,
                         invisible_ms: 60_000,
@@ -752,36 +752,50 @@ async fn an_expired_lite_topic_forgets_its_owner() {
     node.stop().await;
 }
 
-/// A lite topic subscribed again after its expiry (the proxy says when the client subscribed
-/// it) is not reported expired: the request waits for its next message like any other. One
-/// subscribed before the expiry is reported, at once.
+/// Only an expiry the subscription does not know of is reported, ordered by cuts (which only
+/// grow), never by clocks: a subscription's first look (`LITE_FIRST_LOOK`) reports nothing and
+/// learns the cut; one that knew of no expiry (-1) is told of it, at once; one that knows the
+/// cut waits for the next message; a later expiry (a larger cut) is reported again.
 #[tokio::test]
-async fn an_expiry_before_the_subscription_is_not_reported() {
+async fn only_an_expiry_after_what_the_subscription_knows_is_reported() {
     let dir = tempfile::tempdir().expect("tempdir");
     let node = start(dir.path()).await;
     node.send("x", "x-0").await;
+    node.send("y", "y-0").await;
     let inner = node.broker.inner().clone();
-    let before = rocketraft_common::time::now_ms() - 1_000;
-    let found = inner.lite.find_expired(
-        &inner.store,
-        &inner.topics,
-        0,
-        rocketraft_common::time::now_ms() + 2 * 60_000,
-    );
-    let report = inner.lite.expire(&inner, found).await.expect("expire");
-    assert_eq!(report.cleaned, vec![lmq("x")]);
-    let after = rocketraft_common::time::now_ms() + 1;
-    let x = names(&["x"]);
-    let ask = |since: i64, poll_ms: i64| {
-        let (api, addr, x) = (node.api.clone(), node.addr.clone(), x.clone());
+    let expire_x = |ahead_ms: i64| {
+        let inner = inner.clone();
+        async move {
+            let found: Vec<_> = inner
+                .lite
+                .find_expired(
+                    &inner.store,
+                    &inner.topics,
+                    0,
+                    rocketraft_common::time::now_ms() + ahead_ms,
+                )
+                .into_iter()
+                .filter(|q| q.queue == lmq("x"))
+                .collect();
+            inner
+                .lite
+                .expire(&inner, found)
+                .await
+                .expect("expire")
+                .cleaned
+        }
+    };
+    let xy = names(&["x", "y"]);
+    let ask = |known: Vec<i64>, poll_ms: i64| {
+        let (api, addr, xy) = (node.api.clone(), node.addr.clone(), xy.clone());
         async move {
             api.pop_lite(
                 &addr,
                 &PopLiteRequest {
                     group: GROUP,
                     topic: PARENT,
-                    lite_topics: &x,
-                    subscribed_ms: &[since],
+                    lite_topics: &xy,
+                    known_cuts: &known,
                     start_index: 0,
                     max: 32,
                     invisible_ms: 60_000,
@@ -795,27 +809,67 @@ async fn an_expiry_before_the_subscription_is_not_reported() {
             .expect("pop lite")
         }
     };
+    // Never expired: cuts -1.
+    let r = ask(vec![LITE_FIRST_LOOK, LITE_FIRST_LOOK], 0).await;
+    assert_eq!(r.cuts, [-1, -1]);
+    assert_eq!(bodies(&r.messages), ["x-0", "y-0"]);
+    for m in &r.messages {
+        node.ack(m).await;
+    }
+    assert_eq!(expire_x(2 * 60_000).await, vec![lmq("x")]);
+
+    // A subscription from before (it knew of no expiry): told, at once.
     let started = Instant::now();
-    let r = ask(before, 10_000).await;
-    assert_eq!(r.expired, x, "subscribed before the expiry: reported");
-    assert_eq!(r.expired_ms.len(), 1);
-    assert!(r.expired_ms[0] >= before, "{:?}", r.expired_ms);
+    let r = ask(vec![-1, -1], 10_000).await;
+    assert_eq!(r.expired, names(&["x"]));
+    assert_eq!(r.cuts, [1, -1]);
     assert!(started.elapsed() < Duration::from_secs(5), "at once");
+    // A subscription made after it: its first look reports nothing and learns the cut, 1; with
+    // it known, the request waits like any other.
+    let r = ask(vec![LITE_FIRST_LOOK, -1], 0).await;
+    assert!(r.expired.is_empty(), "{:?}", r.expired);
+    assert_eq!(r.cuts, [1, -1]);
     let started = Instant::now();
-    let r = ask(after, 600).await;
-    assert!(r.expired.is_empty(), "subscribed after: {:?}", r.expired);
-    assert!(r.messages.is_empty());
+    let r = ask(vec![1, -1], 600).await;
+    assert!(r.expired.is_empty() && r.messages.is_empty(), "{r:?}");
     assert!(
         started.elapsed() >= Duration::from_millis(500),
         "the request waited: {:?}",
         started.elapsed()
     );
     // Held, it is answered with x's next message.
-    let held = tokio::spawn(ask(after, 10_000));
+    let held = tokio::spawn(ask(vec![1, -1], 10_000));
     tokio::time::sleep(Duration::from_millis(200)).await;
     node.send("x", "x-1").await;
     let r = held.await.expect("held pop");
     assert_eq!(bodies(&r.messages), ["x-1"]);
+    node.ack(&r.messages[0]).await;
+    // x expires again (cut 2): a later expiry than the one known, reported.
+    assert_eq!(expire_x(4 * 60_000).await, vec![lmq("x")]);
+    let r = ask(vec![1, -1], 10_000).await;
+    assert_eq!(r.expired, names(&["x"]));
+    assert_eq!(r.cuts, [2, -1]);
+    // Bad input: known cuts not one per lite topic.
+    let bad = node
+        .api
+        .pop_lite(
+            &node.addr,
+            &PopLiteRequest {
+                group: GROUP,
+                topic: PARENT,
+                lite_topics: &xy,
+                known_cuts: &[1],
+                start_index: 0,
+                max: 32,
+                invisible_ms: 60_000,
+                poll_ms: 0,
+                order: false,
+                filter: None,
+                client_id: None,
+            },
+        )
+        .await;
+    assert!(bad.is_err(), "{bad:?}");
     drop(inner);
     node.stop().await;
 }

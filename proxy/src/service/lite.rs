@@ -40,6 +40,7 @@ use std::time::{Duration, Instant};
 use rocketraft_common::consts::property;
 use rocketraft_common::lite::{self, LITE_SUBSCRIPTION_QUOTA, MAX_LITE_TOPIC_SIZE};
 use rocketraft_common::message::MessageExt;
+use rocketraft_remoting::api::LITE_FIRST_LOOK;
 use rocketraft_remoting::codes::{request_code, response_code};
 use rocketraft_remoting::RemotingCommand;
 
@@ -59,9 +60,10 @@ struct Entry {
     seen: Instant,
     /// Where the next receive starts in `topics`, so every lite topic gets its turn.
     cursor: usize,
-    /// When each lite topic of `topics` entered the set (wall clock, ms): an expiry before
-    /// that is not this subscription's end.
-    added_ms: HashMap<String, i64>,
+    /// `(broker address, lite topic)` -> the cut of the last expiry of the lite topic's queue
+    /// on that broker this subscription knows of (learnt at its first look; -1: none): only
+    /// an expiry with a larger cut, one after the subscription, ends it.
+    cuts: HashMap<(String, String), i64>,
     /// Changed at every change of `topics` (unique across sets and time), so a waiting
     /// receive knows its set changed.
     version: u64,
@@ -74,8 +76,9 @@ pub(super) struct View {
     /// Whose turn it is first.
     pub start: usize,
     pub version: u64,
-    /// When each of `topics` entered the set (ms), in the same order.
-    pub added_ms: Vec<i64>,
+    /// The expiry cut the subscription knows of, per lite topic of `topics` (in the same
+    /// order) on the broker asked ([`LITE_FIRST_LOOK`] before its first look).
+    pub known_cuts: Vec<i64>,
 }
 
 /// Most lite subscriptions this proxy keeps, counting each (client, lite topic) pair
@@ -272,16 +275,12 @@ impl LiteSubscriptions {
                 topics: BTreeSet::new(),
                 seen: now,
                 cursor: 0,
-                added_ms: HashMap::new(),
+                cuts: HashMap::new(),
                 version: 0,
             });
             if entry.topics != next {
                 entry.version = self.next_version();
-                let now_ms = rocketraft_common::time::now_ms();
-                entry.added_ms.retain(|l, _| next.contains(l));
-                for l in &next {
-                    entry.added_ms.entry(l.clone()).or_insert(now_ms);
-                }
+                entry.cuts.retain(|(_, l), _| next.contains(l));
             }
             entry.topics = next;
             entry.seen = now;
@@ -308,7 +307,7 @@ impl LiteSubscriptions {
     /// The lite topics of `key`, starting at the next one's turn.
     #[cfg(test)]
     fn topics(&self, key: &Key) -> Vec<String> {
-        let v = self.view(key);
+        let v = self.view(key, "");
         let all = v.topics;
         if all.is_empty() {
             return all;
@@ -320,15 +319,16 @@ impl LiteSubscriptions {
             .collect()
     }
 
-    /// The lite topics of `key` for one receive; the next receive starts one further.
-    fn view(&self, key: &Key) -> View {
+    /// The lite topics of `key` for one receive from the broker at `addr`; the next receive
+    /// starts one further.
+    fn view(&self, key: &Key, addr: &str) -> View {
         let mut entries = self.lock();
         let Some(entry) = entries.get_mut(key) else {
             return View {
                 topics: Vec::new(),
                 start: 0,
                 version: 0,
-                added_ms: Vec::new(),
+                known_cuts: Vec::new(),
             };
         };
         entry.seen = Instant::now();
@@ -339,15 +339,21 @@ impl LiteSubscriptions {
             entry.cursor % topics.len()
         };
         entry.cursor = start + 1;
-        let added_ms = topics
+        let known_cuts = topics
             .iter()
-            .map(|l| entry.added_ms.get(l).copied().unwrap_or(0))
+            .map(|l| {
+                entry
+                    .cuts
+                    .get(&(addr.to_string(), l.clone()))
+                    .copied()
+                    .unwrap_or(LITE_FIRST_LOOK)
+            })
             .collect();
         View {
             topics,
             start,
             version: entry.version,
-            added_ms,
+            known_cuts,
         }
     }
 
@@ -381,19 +387,43 @@ impl LiteSubscriptions {
             .is_some_and(|e| e.topics.contains(lite))
     }
 
+    /// Learns, at a subscription's first look at each of `asked` on the broker at `addr`, the
+    /// cut of its last expiry there (`cuts`, in the order asked), if `key`'s set is still at
+    /// `version`.
+    fn learn_cuts(&self, key: &Key, version: u64, addr: &str, asked: &[String], cuts: &[i64]) {
+        if cuts.len() != asked.len() {
+            return;
+        }
+        let mut entries = self.lock();
+        let Some(entry) = entries.get_mut(key) else {
+            return;
+        };
+        if entry.version != version {
+            return;
+        }
+        for (l, cut) in asked.iter().zip(cuts) {
+            if entry.topics.contains(l) {
+                entry
+                    .cuts
+                    .entry((addr.to_string(), l.clone()))
+                    .or_insert(*cut);
+            }
+        }
+    }
+
+    /// Forgets what the subscription knew of `lites`' expiries (subscribed again: the next
+    /// look learns anew, so an expiry before this subscription does not end it).
+    fn forget_cuts(&self, key: &Key, lites: &[String]) {
+        if let Some(entry) = self.lock().get_mut(key) {
+            entry.cuts.retain(|(_, l), _| !lites.contains(l));
+        }
+    }
+
     /// Removes lite topics the broker said are gone (expired, or taken by another client of
     /// an exclusive group) from `key`'s set, if the set is still at `version` (the one the
     /// broker was asked with: a sync since may have subscribed one again, and the next receive
-    /// asks again anyway). With `ended_ms` (aligned with `gone`), a lite topic goes only if it
-    /// entered the set at or before that time (an expiry before a subscription does not end
-    /// it). Answers those dropped.
-    fn drop_gone(
-        &self,
-        key: &Key,
-        version: u64,
-        gone: &[String],
-        ended_ms: Option<&[i64]>,
-    ) -> Vec<String> {
+    /// asks again anyway). Answers those dropped.
+    fn drop_gone(&self, key: &Key, version: u64, gone: &[String]) -> Vec<String> {
         let mut entries = self.lock();
         let Some(entry) = entries.get_mut(key) else {
             return Vec::new();
@@ -402,15 +432,9 @@ impl LiteSubscriptions {
             return Vec::new();
         }
         let mut dropped = Vec::new();
-        for (i, l) in gone.iter().enumerate() {
-            if let Some(ended) = ended_ms.and_then(|t| t.get(i)) {
-                let added = entry.added_ms.get(l).copied().unwrap_or(0);
-                if added > *ended {
-                    continue;
-                }
-            }
+        for l in gone {
             if entry.topics.remove(l.as_str()) {
-                entry.added_ms.remove(l.as_str());
+                entry.cuts.retain(|(_, c), _| c != l);
                 dropped.push(l.clone());
             }
         }
@@ -627,6 +651,11 @@ pub(super) async fn sync_lite_subscription(
             A::CompleteRemove => service.lite.clear_tombstones(&key, |_| false),
         }
     }
+    if action == pb::LiteSubscriptionAction::PartialAdd {
+        // Subscribed (again): what the set knew of these lite topics' expiries is learnt anew,
+        // so an expiry before this subscription does not end it.
+        service.lite.forget_cuts(&key, &req.lite_topic_set);
+    }
     let count = service.lite.apply(key, next);
     for lite in &claims.refused {
         let pushed = service.lite.notify_unsubscribe(&client, lite);
@@ -668,6 +697,9 @@ async fn claim(
         (true, &claims.take, &claims.released),
         (false, &claims.keep, &Vec::new()),
     ];
+    // Every reachable master gets the claims (each refreshes its owners' claims, which it
+    // forgets after 2 minutes without one); the first failure is answered after.
+    let mut failed = None;
     for b in &route.broker_datas {
         let Some(addr) = b.master_addr() else {
             continue;
@@ -684,14 +716,17 @@ async fn claim(
                 released,
                 take_over,
             };
-            service
-                .api
-                .lite_subscription_ctl(addr, &request)
-                .await
-                .map_err(|e| service.broker_failed(topic, &e))?;
+            if let Err(e) = service.api.lite_subscription_ctl(addr, &request).await {
+                tracing::warn!(broker = %addr, %topic, %group, error = %e, "LITE_SUBSCRIPTION_CTL failed");
+                failed.get_or_insert_with(|| service.broker_failed(topic, &e));
+                break;
+            }
         }
     }
-    Ok(())
+    match failed {
+        None => Ok(()),
+        Some(status) => Err(status),
+    }
 }
 
 /// Sets the group's offset of an LMQ as `option` says (LAST without one); unless `forced`,
@@ -769,7 +804,7 @@ pub(super) async fn receive_lite(
     let mut changes = service.lite.changes.subscribe();
     loop {
         changes.borrow_and_update();
-        let view = service.lite.view(&key);
+        let view = service.lite.view(&key, r.addr);
         let now = tokio::time::Instant::now();
         let left_ms = deadline.saturating_duration_since(now).as_millis() as i64;
         if view.topics.is_empty() {
@@ -781,11 +816,12 @@ pub(super) async fn receive_lite(
             continue;
         }
         let asked: BTreeSet<String> = view.topics.iter().cloned().collect();
+        let asked_order = view.topics.clone();
         let mut version = view.version;
         let mut call = Box::pin(pop_lite_call(
             service,
             &r,
-            (view.topics, view.added_ms),
+            (view.topics, view.known_cuts),
             view.start,
             left_ms,
         ));
@@ -819,7 +855,7 @@ pub(super) async fn receive_lite(
             continue;
         };
         let res = answer.map_err(|e| service.broker_failed(r.topic, &e))?;
-        for lite in service.lite.drop_gone(&key, version, &res.evicted, None) {
+        for lite in service.lite.drop_gone(&key, version, &res.evicted) {
             service.lite.tombstone(&key, &lite);
             let pushed = service.lite.notify_unsubscribe(client, &lite);
             tracing::info!(
@@ -831,10 +867,10 @@ pub(super) async fn receive_lite(
                 "lite topic of an exclusive group taken by another client: dropped from this client's subscription, NotifyUnsubscribeLiteCommand pushed"
             );
         }
-        // Expiry times unknown (0, an expiry recorded by an earlier version) end no
-        // subscription: 0 is before any.
-        let ended = (res.expired_ms.len() == res.expired.len()).then_some(&res.expired_ms[..]);
-        for lite in service.lite.drop_gone(&key, version, &res.expired, ended) {
+        service
+            .lite
+            .learn_cuts(&key, version, r.addr, &asked_order, &res.cuts);
+        for lite in service.lite.drop_gone(&key, version, &res.expired) {
             let pushed = service.lite.notify_unsubscribe(client, &lite);
             tracing::info!(
                 client,
@@ -863,7 +899,7 @@ pub(super) async fn receive_lite(
 fn pop_lite_call(
     service: &Service,
     r: &LiteReceive<'_>,
-    (topics, subscribed_ms): (Vec<String>, Vec<i64>),
+    (topics, known_cuts): (Vec<String>, Vec<i64>),
     start: usize,
     poll_ms: i64,
 ) -> impl std::future::Future<
@@ -884,7 +920,7 @@ fn pop_lite_call(
                 group: &group,
                 topic: &topic,
                 lite_topics: &topics,
-                subscribed_ms: &subscribed_ms,
+                known_cuts: &known_cuts,
                 start_index: start,
                 max: batch,
                 invisible_ms,
@@ -1016,7 +1052,7 @@ mod tests {
     fn set_changes_are_seen_by_version() {
         let subs = LiteSubscriptions::default();
         subs.sync(key(), A::CompleteAdd, &names(&["a", "b"])).ok();
-        let v = subs.view(&key());
+        let v = subs.view(&key(), "b1");
         let asked: BTreeSet<String> = v.topics.iter().cloned().collect();
         assert_eq!(subs.added_since(&key(), v.version, &asked), None);
         subs.sync(key(), A::PartialRemove, &names(&["b"])).ok();
@@ -1030,20 +1066,31 @@ mod tests {
             subs.added_since(&key(), now, &asked).map(|(_, a)| a),
             Some(true)
         );
-        let v = subs.view(&key()).version;
+        let view = subs.view(&key(), "b1");
+        assert_eq!(view.known_cuts, [LITE_FIRST_LOOK, LITE_FIRST_LOOK]);
+        let v = view.version;
+        // What the first look learnt is asked with from then on, per broker; a stale answer
+        // (the set changed since) teaches nothing.
+        subs.learn_cuts(&key(), v + 1, "b1", &names(&["a", "c"]), &[9, 9]);
+        assert_eq!(subs.view(&key(), "b1").known_cuts, [LITE_FIRST_LOOK; 2]);
+        subs.learn_cuts(&key(), v, "b1", &names(&["a", "c"]), &[-1, 4]);
+        subs.learn_cuts(&key(), v, "b1", &names(&["a", "c"]), &[7, 7]);
         assert_eq!(
-            subs.drop_gone(&key(), v + 1, &names(&["c"]), None),
+            subs.view(&key(), "b1").known_cuts,
+            [-1, 4],
+            "first look only"
+        );
+        assert_eq!(subs.view(&key(), "b2").known_cuts, [LITE_FIRST_LOOK; 2]);
+        // Subscribed again: learnt anew.
+        subs.forget_cuts(&key(), &names(&["c"]));
+        assert_eq!(subs.view(&key(), "b1").known_cuts, [-1, LITE_FIRST_LOOK]);
+        assert_eq!(
+            subs.drop_gone(&key(), v + 1, &names(&["c"])),
             Vec::<String>::new(),
             "a set changed since the request keeps what the answer names"
         );
-        // An expiry before the subscription does not end it; one after does.
-        let now = rocketraft_common::time::now_ms();
         assert_eq!(
-            subs.drop_gone(&key(), v, &names(&["c", "x"]), Some(&[now - 60_000, now])),
-            Vec::<String>::new()
-        );
-        assert_eq!(
-            subs.drop_gone(&key(), v, &names(&["c", "x"]), Some(&[now + 1, now])),
+            subs.drop_gone(&key(), v, &names(&["c", "x"])),
             names(&["c"])
         );
         assert_eq!(subs.topics(&key()), names(&["a"]));

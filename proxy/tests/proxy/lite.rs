@@ -562,47 +562,8 @@ async fn lite_push_consumers_are_told_their_quota_in_settings() {
         (pb::ClientType::LitePushConsumer, true),
         (pb::ClientType::PushConsumer, false),
     ] {
-        let (tx, rx) = tokio::sync::mpsc::channel(4);
-        tx.send(pb::TelemetryCommand {
-            status: None,
-            command: Some(pb::telemetry_command::Command::Settings(pb::Settings {
-                client_type: Some(client_type as i32),
-                pub_sub: Some(pb::settings::PubSub::Subscription(pb::Subscription {
-                    group: resource(GROUP),
-                    subscriptions: vec![pb::SubscriptionEntry {
-                        topic: resource(PARENT),
-                        expression: Some(pb::FilterExpression {
-                            r#type: pb::FilterType::Tag as i32,
-                            expression: "*".into(),
-                        }),
-                    }],
-                    ..pb::Subscription::default()
-                })),
-                ..pb::Settings::default()
-            })),
-        })
-        .await
-        .expect("settings");
-        let outbound =
-            futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
-        let mut req = tonic::Request::new(outbound);
-        req.metadata_mut()
-            .insert("x-mq-client-id", CLIENT.parse().expect("ascii"));
-        let mut stream = s
-            .client
-            .clone()
-            .telemetry(req)
-            .await
-            .expect("telemetry")
-            .into_inner();
-        let reply = tokio::time::timeout(Duration::from_secs(5), stream.message())
-            .await
-            .expect("settings in time")
-            .expect("stream")
-            .expect("a command");
-        let Some(pb::telemetry_command::Command::Settings(settings)) = reply.command else {
-            panic!("the first command is not settings: {reply:?}");
-        };
+        let (tx, _stream, settings) =
+            telemetry_settings(&s.client, CLIENT, client_type, GROUP, PARENT).await;
         let Some(pb::settings::PubSub::Subscription(sub)) = settings.pub_sub else {
             panic!("no subscription settings: {settings:?}");
         };
@@ -894,6 +855,26 @@ async fn telemetry_of(
     tonic::Streaming<pb::TelemetryCommand>,
     pb::Subscription,
 ) {
+    let (tx, stream, settings) =
+        telemetry_settings(client, client_id, client_type, group, topic).await;
+    let Some(pb::settings::PubSub::Subscription(sub)) = settings.pub_sub else {
+        panic!("no subscription settings: {settings:?}");
+    };
+    (tx, stream, sub)
+}
+
+/// [`telemetry_of`], answering the whole Settings the server answered.
+async fn telemetry_settings(
+    client: &MessagingServiceClient<Channel>,
+    client_id: &str,
+    client_type: pb::ClientType,
+    group: &str,
+    topic: &str,
+) -> (
+    tokio::sync::mpsc::Sender<pb::TelemetryCommand>,
+    tonic::Streaming<pb::TelemetryCommand>,
+    pb::Settings,
+) {
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     tx.send(pb::TelemetryCommand {
         status: None,
@@ -934,10 +915,7 @@ async fn telemetry_of(
     let Some(pb::telemetry_command::Command::Settings(settings)) = reply.command else {
         panic!("the first command is not settings: {reply:?}");
     };
-    let Some(pb::settings::PubSub::Subscription(sub)) = settings.pub_sub else {
-        panic!("no subscription settings: {settings:?}");
-    };
-    (tx, stream, sub)
+    (tx, stream, settings)
 }
 
 /// A LiteSimpleConsumer (client type 6) is told its lite quota, subscribes, receives and acks;
