@@ -142,6 +142,7 @@ fn signing(
 }
 
 pub async fn run(args: ConsoleArgs) -> anyhow::Result<()> {
+    super::server::listen_for_shutdown();
     let (credentials, access_key) = signing(
         args.credentials_file.as_deref(),
         args.access_key,

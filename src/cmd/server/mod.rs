@@ -16,6 +16,7 @@ use metrics::ProcessMetrics;
 
 /// `rocketraft namesrv`: a NameServer until Ctrl-C / SIGTERM.
 pub async fn namesrv(args: config::NamesrvArgs) -> anyhow::Result<()> {
+    listen_for_shutdown();
     let mut config = args.load()?;
     let mut process = ProcessMetrics::new();
     let node_id = config.listen.to_string();
@@ -57,6 +58,7 @@ pub async fn namesrv(args: config::NamesrvArgs) -> anyhow::Result<()> {
 
 /// `rocketraft broker`: a broker (with an in-process proxy if asked) until Ctrl-C / SIGTERM.
 pub async fn broker(args: config::BrokerArgs) -> anyhow::Result<()> {
+    listen_for_shutdown();
     let mut config = args.load()?;
     let name = config.broker_name.clone();
     let cluster = config.cluster_name.clone();
@@ -101,6 +103,7 @@ pub async fn broker(args: config::BrokerArgs) -> anyhow::Result<()> {
 
 /// `rocketraft proxy`: a stateless gRPC proxy until Ctrl-C / SIGTERM.
 pub async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
+    listen_for_shutdown();
     let security = args.security()?;
     let scheme = if security.tls.is_some() {
         "TLS"
@@ -151,6 +154,7 @@ pub async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
 
 /// `rocketraft controller`: one member of a standalone controller quorum until Ctrl-C / SIGTERM.
 pub async fn controller(args: config::ControllerArgs) -> anyhow::Result<()> {
+    listen_for_shutdown();
     let mut config = args.load()?;
     let mut process = ProcessMetrics::new();
     let node_id = config.raft.node_id.to_string();
@@ -176,6 +180,7 @@ pub async fn controller(args: config::ControllerArgs) -> anyhow::Result<()> {
 /// `rocketraft dev`: NameServer and broker (and a proxy) in this process until Ctrl-C /
 /// SIGTERM.
 pub async fn dev(args: config::DevArgs) -> anyhow::Result<()> {
+    listen_for_shutdown();
     let (mut namesrv_config, mut broker_config) = args.load()?;
     share_inner_credentials(&mut namesrv_config, &mut broker_config)?;
     let data_dir: PathBuf = broker_config.store.store_root.clone();
@@ -502,26 +507,58 @@ async fn until_shutdown(proxy: Option<rocketraft_proxy::Proxy>) {
     }
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-pub(crate) async fn wait_for_shutdown() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+/// Set once Ctrl-C or SIGTERM arrived ([`listen_for_shutdown`]).
+static SHUTDOWN: std::sync::OnceLock<tokio::sync::watch::Receiver<bool>> =
+    std::sync::OnceLock::new();
+
+/// Catches Ctrl-C and SIGTERM from now on (the handlers are installed before this returns), so
+/// a signal that comes before the server waits for it, even right after it said it is ready,
+/// still shuts it down cleanly instead of killing it. Idempotent.
+pub(crate) fn listen_for_shutdown() {
+    SHUTDOWN.get_or_init(|| {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            match (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::spawn(async move {
+                        tokio::select! {
+                            _ = term.recv() => {}
+                            _ = int.recv() => {}
+                        }
+                        let _ = tx.send(true);
+                    });
+                }
+                (term, int) => {
+                    if let Err(e) = term.as_ref().and(int.as_ref()) {
+                        tracing::warn!(error = %e, "cannot catch SIGTERM/SIGINT; waiting for Ctrl-C only");
+                    }
+                    tokio::spawn(async move {
+                        let _ = tokio::signal::ctrl_c().await;
+                        let _ = tx.send(true);
+                    });
                 }
             }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+        #[cfg(not(unix))]
+        tokio::spawn(async move {
+            let _ = tokio::signal::ctrl_c().await;
+            let _ = tx.send(true);
+        });
+        rx
+    });
+}
+
+/// Resolves on Ctrl-C or SIGTERM (caught from [`listen_for_shutdown`] on; called here too).
+pub(crate) async fn wait_for_shutdown() {
+    listen_for_shutdown();
+    if let Some(rx) = SHUTDOWN.get() {
+        let mut rx = rx.clone();
+        let _ = rx.wait_for(|stopped| *stopped).await;
     }
     tracing::info!("shutting down (flushing the store)");
 }
