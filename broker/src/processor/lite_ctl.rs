@@ -27,7 +27,7 @@
 //! (`resetOffsetInExclusiveMode` is not supported: an evicted lite topic keeps its offset.)
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use rocketraft_common::lite::{self, LITE_SUBSCRIPTION_QUOTA};
 use rocketraft_remoting::codes::response_code;
@@ -138,11 +138,6 @@ impl LiteOwners {
     }
 }
 
-/// This broker's [`LiteOwners`].
-pub fn owners(inner: &BrokerInner) -> Arc<LiteOwners> {
-    inner.lite_owners.clone()
-}
-
 /// The current master epoch (0 without HA).
 pub fn epoch(inner: &BrokerInner) -> i64 {
     inner.ha.as_ref().map_or(0, |ha| ha.master_epoch() as i64)
@@ -224,7 +219,7 @@ pub fn lite_ctl(inner: &BrokerInner, request: &RemotingCommand) -> Handled {
     }
     let exclusive = is_exclusive(inner, &group);
     if exclusive {
-        let owners = owners(inner);
+        let owners = &inner.lite_owners;
         let mut changed = 0usize;
         let mut taken = Vec::new();
         {

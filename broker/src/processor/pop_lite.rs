@@ -172,7 +172,7 @@ pub async fn pop_lite(inner: &BrokerInner, request: &RemotingCommand) -> Handled
         .client
         .as_ref()
         .filter(|_| super::lite_ctl::is_exclusive(inner, &a.group))
-        .map(|c| (c, super::lite_ctl::owners(inner)));
+        .map(|c| (c, &inner.lite_owners));
     let mut ownership = exclusive.as_ref().map(|(_, o)| o.subscribe());
     let n = a.lites.len();
     loop {
