@@ -778,6 +778,15 @@ async fn orderly_queue_locks() {
             assert_eq!(r.code, response_code::SUCCESS, "{:?}", r.remark);
         }
     };
+    // The clients are members of the group, as a real orderly consumer is before it locks: the
+    // broker's membership scan (every 10 s) releases the locks of clients that are not.
+    for id in ["a", "b", "c"] {
+        let heartbeat = consumer_heartbeat(id, "og", "CLUSTERING", "Ord", "*", None);
+        c.api
+            .heartbeat(&c.broker_addr, &heartbeat)
+            .await
+            .expect("heartbeat");
+    }
     assert_eq!(lock("a", &[0, 1]).await, vec![0, 1]);
     assert_eq!(lock("b", &[1, 2, 3]).await, vec![2, 3], "1 is a's");
     assert_eq!(lock("a", &[0, 1]).await, vec![0, 1], "a renews");
