@@ -49,6 +49,9 @@ totals=$(awk '/^test result:/ {
   /(^|\.\.\. )SKIPPED: / { p -= 1; s += 1 }
   END { printf "%d passed, %d failed, %d skipped", p, f, s }' "$log")
 grep -E '(^|\.\.\. )SKIPPED: ' "$log" || true
+# Each failed test's first lines (its panic message) again at the end, where a truncated log
+# still shows them.
+awk '/^---- .* stdout ----$/ { n = 10 } /^stack backtrace:/ { n = 0 } n > 0 { print; n-- }' "$log" || true
 echo "summary: $totals"
 exit "$status"
 
