@@ -57,17 +57,20 @@
 //! controller again (and waiting up to 2 s) before refusing an id it does not know.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use rocketraft_common::trust::{nonce, ClusterSecret, NONCE_LEN};
 use rocketraft_remoting::tls::{ClientTls, ServerTls, Transport};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
+/// Every lease, report and office time here is on tokio's clock: in production the same
+/// monotonic clock as `std::time::Instant`; under a paused runtime (the deterministic
+/// simulation, `sim/`) the simulated one.
+use tokio::time::Instant;
 
 use crate::store::epoch::EpochEntry;
 use crate::store::MessageStore;
@@ -514,8 +517,10 @@ impl HaState {
         heard + 1 < min_in_sync
     }
 
-    /// Renews the master's lease until `until`.
-    pub fn renew_lease(&self, until: Instant) {
+    /// Renews the master's lease until `until` (a `std::time::Instant` converts into tokio's:
+    /// the same clock outside a paused runtime).
+    pub fn renew_lease(&self, until: impl Into<Instant>) {
+        let until = until.into();
         let mut g = self.inner.lock();
         if g.lease_until.is_none_or(|t| t < until) {
             g.lease_until = Some(until);
@@ -840,7 +845,7 @@ pub async fn serve(listener: TcpListener, ha: Arc<HaState>) {
                 Some(tls) => tls.accept(sock, TRUST_TIMEOUT).await,
             };
             let result = match sock {
-                Ok(sock) => master_connection(sock, peer, ha).await,
+                Ok(sock) => master_connection(sock, &peer.to_string(), ha).await,
                 Err(e) => Err(e),
             };
             if let Err(e) = result {
@@ -1096,7 +1101,7 @@ fn queue_offsets_frames(at: i64, queues: &[(String, i32, i64)], body_limit: usiz
 /// Sends the master's next queue offsets at `at` to a slave (see [`queue_offsets_frames`]).
 async fn send_queue_offsets(
     ha: &HaState,
-    wr: &mut tokio::io::WriteHalf<Transport>,
+    wr: &mut (impl AsyncWrite + Unpin),
     at: i64,
 ) -> std::io::Result<()> {
     let limit = ha
@@ -1239,11 +1244,14 @@ pub fn fuzz_ha_frames(data: &[u8]) {
 /// One slave's connection to this master: handshake, then a task reading the slave's offset
 /// reports while this one streams the CommitLog from where the slave's first report says, until
 /// an error or this broker stops being master of the connection's generation.
-async fn master_connection(
-    mut sock: Transport,
-    peer: SocketAddr,
-    ha: Arc<HaState>,
-) -> std::io::Result<()> {
+///
+/// `sock` is any byte stream: [`serve`] hands it an accepted TCP connection (or TLS over one),
+/// the deterministic simulation (`sim/`) a simulated one; `peer` names the slave in logs and
+/// in [`SlaveInfo::addr`].
+pub async fn master_connection<S>(mut sock: S, peer: &str, ha: Arc<HaState>) -> std::io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let (slave_id, generation) = master_handshake(&mut sock, peer, &ha).await?;
 
     // First report: where to stream from.
@@ -1276,8 +1284,8 @@ async fn master_connection(
 /// a secret) with the epoch entries, the log end and the epoch. Returns the slave's id and the
 /// connection generation it is served under.
 async fn master_handshake(
-    sock: &mut Transport,
-    peer: SocketAddr,
+    sock: &mut (impl AsyncRead + AsyncWrite + Unpin),
+    peer: &str,
     ha: &HaState,
 ) -> std::io::Result<(i64, u64)> {
     let master_nonce = match &ha.secret {
@@ -1372,9 +1380,9 @@ async fn master_handshake(
 /// Streams the CommitLog to a slave from `next`: chunks (each within one epoch) while behind,
 /// else a heartbeat with the confirm offset and a wait for new data. Ends with an error when
 /// the report reader stops or this broker is no longer master of `generation`.
-async fn stream_to_slave(
+async fn stream_to_slave<S: AsyncWrite>(
     ha: &HaState,
-    mut wr: tokio::io::WriteHalf<Transport>,
+    mut wr: tokio::io::WriteHalf<S>,
     mut next: i64,
     generation: u64,
     reader: &JoinHandle<std::io::Result<()>>,
@@ -1498,12 +1506,27 @@ pub async fn follow_once(ha: &Arc<HaState>, my_id: i64, master: &str) -> anyhow:
         .await
         .map_err(|_| anyhow::anyhow!("connect timed out"))??;
     let _ = tcp.set_nodelay(true);
-    let mut sock = match &ha.tls.client {
+    let sock = match &ha.tls.client {
         None => Transport::Plain(tcp),
         Some(tls) => tokio::time::timeout(TRUST_TIMEOUT, tls.connect(tcp, master))
             .await
             .map_err(|_| anyhow::anyhow!("TLS handshake with the master timed out"))??,
     };
+    follow_stream(ha, my_id, master, sock).await
+}
+
+/// [`follow_once`] after the connection is made: the same session over any byte stream (the
+/// deterministic simulation, `sim/`, hands it a simulated one). `master` names the master in
+/// logs.
+pub async fn follow_stream<S>(
+    ha: &Arc<HaState>,
+    my_id: i64,
+    master: &str,
+    mut sock: S,
+) -> anyhow::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let (master_epochs, master_max) = slave_handshake(&mut sock, my_id, ha.secret.as_ref()).await?;
     let store = &ha.store;
     truncate_divergent(store, &master_epochs, master_max).await?;
@@ -1564,7 +1587,7 @@ pub async fn follow_once(ha: &Arc<HaState>, my_id: i64, master: &str) -> anyhow:
 /// proves the secret; sends its broker id; with a secret, checks the master's proof; reads the
 /// master's answer. Returns the master's epoch entries and log end.
 async fn slave_handshake(
-    sock: &mut Transport,
+    sock: &mut (impl AsyncRead + AsyncWrite + Unpin),
     my_id: i64,
     secret: Option<&ClusterSecret>,
 ) -> anyhow::Result<(Vec<EpochEntry>, i64)> {

@@ -33,7 +33,7 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use rocketraft_controller::client::{ControllerCallError, ControllerClient, MasterInfo};
@@ -43,6 +43,8 @@ use rocketraft_remoting::codes::{request_code, response_code};
 use rocketraft_remoting::{Refusal, RemotingClient, RemotingCommand};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
+/// Leases are on tokio's clock, as in [`crate::ha`] (the simulation's paused clock there).
+use tokio::time::Instant;
 
 use crate::config::BrokerConfig;
 use crate::controller_link::{BrokerIdentity, ControllerLink, LinkError};
