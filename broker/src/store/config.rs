@@ -159,6 +159,16 @@ pub struct StoreConfig {
     /// Most messages one QUERY_MESSAGE returns (`maxMsgsNumBatch`, 64).
     #[serde(alias = "maxMsgsNumBatch")]
     pub max_msgs_num_batch: u32,
+
+    /// Not a configuration key (never read from nor written to a file): the async entry
+    /// points that hand work to the writer thread (`put_message(s)`, `append_replicated`,
+    /// `truncate_to`, `reset_to`, `seed_queue_offsets`) wait for its answer by blocking the
+    /// calling thread instead of yielding. For the deterministic simulation (`sim/`): on its
+    /// single runtime thread under a paused clock nothing else runs and no simulated time
+    /// passes while the writer works, so the outcome follows from the seed whatever the thread
+    /// takes. Never set in a broker: it would stall a runtime worker for every write.
+    #[serde(skip)]
+    pub blocking_io: bool,
 }
 
 fn default_store_host() -> SocketAddr {
@@ -201,6 +211,7 @@ impl Default for StoreConfig {
             destroy_mapped_file_interval_forcibly_ms: 120_000,
             message_index_enable: true,
             max_msgs_num_batch: 64,
+            blocking_io: false,
         }
     }
 }

@@ -736,38 +736,46 @@ impl MessageStore {
         let sizes = req.sizes.clone();
         let (tx, rx) = oneshot::channel();
         req.reply = tx;
-        self.put_tx
-            .send(WriterMsg::Put(req))
-            .await
-            .map_err(|_| StoreError::ServiceNotAvailable("the store writer stopped".into()))?;
         let stopped = |_| StoreError::ServiceNotAvailable("the store writer stopped".into());
-        let answer = if self.shared.config.flush_disk_type == FlushDiskType::SyncFlush {
-            // A sync that hangs (a dying disk, a stuck network filesystem) must not hang the
-            // sender forever: past twice the timeout (queueing included) answer
-            // FLUSH_DISK_TIMEOUT without offsets (-1). Never success.
-            let limit =
-                std::time::Duration::from_millis(self.shared.config.sync_flush_timeout_ms * 2);
-            match tokio::time::timeout(limit, rx).await {
-                Ok(a) => a.map_err(stopped)?,
-                Err(_) => {
-                    self.shared
-                        .stats
-                        .flush_timeouts
-                        .fetch_add(1, Ordering::Relaxed);
-                    return Err(StoreError::FlushDiskTimeout(Box::new(PutResult {
-                        status: PutStatus::FlushDiskTimeout,
-                        physical_offset: -1,
-                        wrote_bytes: 0,
-                        queue_offset: -1,
-                        msg_id: String::new(),
-                        store_timestamp: 0,
-                        msg_num: sizes.len() as i32,
-                    })));
+        let answer =
+            if self.shared.config.blocking_io {
+                // The simulation's mode (see `StoreConfig::blocking_io`): no timer, which the
+                // blocked runtime thread could not fire (its disk is a temporary directory; the
+                // flusher still answers a group synced late FLUSH_DISK_TIMEOUT).
+                self.exchange(WriterMsg::Put(req), rx).await?
+            } else if self.shared.config.flush_disk_type == FlushDiskType::SyncFlush {
+                self.put_tx.send(WriterMsg::Put(req)).await.map_err(|_| {
+                    StoreError::ServiceNotAvailable("the store writer stopped".into())
+                })?;
+                // A sync that hangs (a dying disk, a stuck network filesystem) must not hang the
+                // sender forever: past twice the timeout (queueing included) answer
+                // FLUSH_DISK_TIMEOUT without offsets (-1). Never success.
+                let limit =
+                    std::time::Duration::from_millis(self.shared.config.sync_flush_timeout_ms * 2);
+                match tokio::time::timeout(limit, rx).await {
+                    Ok(a) => a.map_err(stopped)?,
+                    Err(_) => {
+                        self.shared
+                            .stats
+                            .flush_timeouts
+                            .fetch_add(1, Ordering::Relaxed);
+                        return Err(StoreError::FlushDiskTimeout(Box::new(PutResult {
+                            status: PutStatus::FlushDiskTimeout,
+                            physical_offset: -1,
+                            wrote_bytes: 0,
+                            queue_offset: -1,
+                            msg_id: String::new(),
+                            store_timestamp: 0,
+                            msg_num: sizes.len() as i32,
+                        })));
+                    }
                 }
-            }
-        } else {
-            rx.await.map_err(stopped)?
-        };
+            } else {
+                self.put_tx.send(WriterMsg::Put(req)).await.map_err(|_| {
+                    StoreError::ServiceNotAvailable("the store writer stopped".into())
+                })?;
+                rx.await.map_err(stopped)?
+            };
         match answer {
             Ok(mut r) => {
                 self.fill_ids(&mut r, &sizes);
@@ -778,6 +786,23 @@ impl MessageStore {
                 Err(StoreError::FlushDiskTimeout(r))
             }
             Err(e) => Err(e),
+        }
+    }
+
+    /// Hands `msg` to the writer thread and waits for its answer on `rx`: awaited, or with
+    /// [`StoreConfig::blocking_io`] by blocking the calling thread until the writer answers.
+    async fn exchange<T>(&self, msg: WriterMsg, rx: oneshot::Receiver<T>) -> Result<T, StoreError> {
+        let stopped = || StoreError::ServiceNotAvailable("the store writer stopped".into());
+        let round = async {
+            self.put_tx.send(msg).await.map_err(|_| stopped())?;
+            rx.await.map_err(|_| stopped())
+        };
+        if self.shared.config.blocking_io {
+            // Unconstrained: tokio's cooperative budget of the calling task, if spent, would
+            // make the channels answer "not yet" forever to a thread that only blocks.
+            futures::executor::block_on(tokio::task::unconstrained(round))
+        } else {
+            round.await
         }
     }
 
@@ -1212,16 +1237,12 @@ impl MessageStore {
     pub async fn append_replicated(&self, offset: i64, data: Vec<u8>) -> Result<i64, StoreError> {
         self.check_writable()?;
         let (reply, rx) = oneshot::channel();
-        self.put_tx
-            .send(WriterMsg::Replicate {
-                offset,
-                data,
-                reply,
-            })
-            .await
-            .map_err(|_| StoreError::ServiceNotAvailable("the store writer stopped".into()))?;
-        rx.await
-            .map_err(|_| StoreError::ServiceNotAvailable("the store writer stopped".into()))?
+        let msg = WriterMsg::Replicate {
+            offset,
+            data,
+            reply,
+        };
+        self.exchange(msg, rx).await?
     }
 
     /// Cuts the log at `offset` (crash-safely, see the writer's `truncate`), dropping the
@@ -1231,13 +1252,9 @@ impl MessageStore {
     pub async fn truncate_to(&self, offset: i64) -> Result<(), StoreError> {
         self.check_writable()?;
         let (reply, rx) = oneshot::channel();
-        self.put_tx
-            .send(WriterMsg::Truncate { offset, reply })
-            .await
-            .map_err(|_| StoreError::ServiceNotAvailable("the store writer stopped".into()))?;
-        let result = rx
-            .await
-            .map_err(|_| StoreError::ServiceNotAvailable("the store writer stopped".into()))?;
+        let result = self
+            .exchange(WriterMsg::Truncate { offset, reply }, rx)
+            .await?;
         if let Some(index) = &self.index {
             index.rewind(offset);
             if result.is_ok() {
@@ -1255,12 +1272,8 @@ impl MessageStore {
     pub async fn reset_to(&self, offset: i64) -> Result<(), StoreError> {
         self.check_writable()?;
         let (reply, rx) = oneshot::channel();
-        self.put_tx
-            .send(WriterMsg::Reset { offset, reply })
-            .await
-            .map_err(|_| StoreError::ServiceNotAvailable("the store writer stopped".into()))?;
-        rx.await
-            .map_err(|_| StoreError::ServiceNotAvailable("the store writer stopped".into()))??;
+        self.exchange(WriterMsg::Reset { offset, reply }, rx)
+            .await??;
         if let Some(index) = &self.index {
             index.rewind(offset);
             index.follow_log_start()?;
@@ -1295,12 +1308,8 @@ impl MessageStore {
     ) -> Result<usize, StoreError> {
         self.check_writable()?;
         let (reply, rx) = oneshot::channel();
-        self.put_tx
-            .send(WriterMsg::SeedQueues { at, queues, reply })
-            .await
-            .map_err(|_| StoreError::ServiceNotAvailable("the store writer stopped".into()))?;
-        rx.await
-            .map_err(|_| StoreError::ServiceNotAvailable("the store writer stopped".into()))?
+        self.exchange(WriterMsg::SeedQueues { at, queues, reply }, rx)
+            .await?
     }
 
     /// A receiver whose value increases each time new messages are dispatched. Long polling:
