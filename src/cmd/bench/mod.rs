@@ -3,7 +3,8 @@
 //! Every run prints a progress line each second and ends with msgs/s, MB/s and latency
 //! percentiles. Numbers from this shared 2-core machine are noisy: compare runs made together.
 //! `produce`, `consume` and `recovery` live here; the other benches in their modules:
-//! [`auth`], [`controller`], [`index`], [`pop`], [`proxy`], [`replication`].
+//! [`auth`], [`controller`], [`index`], [`pop`], [`proxy`], [`replication`]; [`suite`] runs the
+//! comparison table of issue 19 with several of them and writes a report.
 //!
 //! With `--access-key`/`--secret-key` (or ROCKETRAFT_ACCESS_KEY/ROCKETRAFT_SECRET_KEY, as for
 //! `rocketraft admin`) every Remoting request is signed (RocketMQ's `AclClientRPCHook`), for
@@ -20,6 +21,7 @@ mod proxy;
 mod replication;
 mod retention;
 mod sets;
+mod suite;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -175,6 +177,10 @@ enum BenchCommand {
     /// The index alone (no network): fill a store with keyed messages, time the indexer and
     /// lookups by key against reading the record by offset.
     IndexStore(index::IndexStoreArgs),
+    /// Run the comparison table of issue 19 (produce, POP, proxy, failover, against NATS
+    /// JetStream and the same run's baselines), starting what it needs, and write
+    /// bench-report.md and bench-report.html.
+    Suite(suite::SuiteArgs),
     /// Start two `rocketraft dev` processes, one serving metrics (scraped every second) and one
     /// with --no-metrics, and compare sends against each (alternating rounds, same run).
     Metrics(metrics::MetricsBenchArgs),
@@ -208,6 +214,7 @@ impl BenchCommand {
             BenchCommand::Sets(_) => Some("sets"),
             BenchCommand::IndexStore(_) => Some("index-store"),
             BenchCommand::Metrics(_) => Some("metrics"),
+            BenchCommand::Suite(_) => Some("suite"),
             BenchCommand::Retention(_) => Some("retention"),
             BenchCommand::Recovery { .. } => Some("recovery"),
         }
@@ -242,6 +249,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchCommand::Sets(args) => sets::run(args).await,
         BenchCommand::Retention(args) => retention::run(args).await,
         BenchCommand::Metrics(args) => metrics::run(args).await,
+        BenchCommand::Suite(args) => suite::run(args).await,
         BenchCommand::Controller(args) => controller::run(args).await,
         BenchCommand::Replication(args) => replication::run(args).await,
         BenchCommand::Pop(args) => pop::run(args).await,
@@ -353,6 +361,8 @@ struct Progress {
     messages: AtomicU64,
     bytes: AtomicU64,
     errors: AtomicU64,
+    /// Messages completed in each whole second of the run, recorded by [`spawn_progress`].
+    per_second: std::sync::Mutex<Vec<u64>>,
 }
 
 fn spawn_progress(
@@ -367,6 +377,9 @@ fn spawn_progress(
         loop {
             ticker.tick().await;
             let now = progress.messages.load(Ordering::Relaxed);
+            if let Ok(mut samples) = progress.per_second.lock() {
+                samples.push(now - last);
+            }
             eprintln!(
                 "[{:>4.0}s] {verb} {now} msgs, {} msgs/s in the last second, {} errors",
                 started.elapsed().as_secs_f64(),
@@ -418,6 +431,35 @@ pub(crate) struct LoadResult {
     pub(crate) messages: u64,
     pub(crate) seconds: f64,
     pub(crate) p99_ms: f64,
+    /// p50, p90, p99 and p999 of the requests' latency, in milliseconds.
+    pub(crate) percentiles_ms: [f64; 4],
+    /// Messages completed in each whole second of the run.
+    pub(crate) per_second: Vec<u64>,
+    pub(crate) errors: u64,
+}
+
+impl LoadResult {
+    /// What a run counted, timed and recorded.
+    fn new(progress: &Progress, elapsed: Duration, histogram: &Histogram<u64>) -> LoadResult {
+        let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
+        LoadResult {
+            messages: progress.messages.load(Ordering::Relaxed),
+            seconds: elapsed.as_secs_f64(),
+            p99_ms: ms(0.99),
+            percentiles_ms: [ms(0.5), ms(0.9), ms(0.99), ms(0.999)],
+            per_second: progress
+                .per_second
+                .lock()
+                .map(|s| s.clone())
+                .unwrap_or_default(),
+            errors: progress.errors.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Messages per second over the whole run.
+    pub(crate) fn rate(&self) -> f64 {
+        self.messages as f64 / self.seconds.max(1e-9)
+    }
 }
 
 async fn produce(
@@ -574,11 +616,7 @@ pub(crate) async fn run_load(
     if load != Load::Ping {
         report("produce", &run.progress, elapsed, &histogram);
     }
-    Ok(LoadResult {
-        messages: run.progress.messages.load(Ordering::Relaxed),
-        seconds: elapsed.as_secs_f64(),
-        p99_ms: histogram.value_at_quantile(0.99) as f64 / 1000.0,
-    })
+    Ok(LoadResult::new(&run.progress, elapsed, &histogram))
 }
 
 /// What the producers of one [`run_load`] share.

@@ -123,6 +123,41 @@ pub(crate) async fn drain_pop(
 }
 
 pub async fn run(args: PopBenchArgs) -> anyhow::Result<()> {
+    measure(&PopLoad {
+        namesrv: args.namesrv,
+        topic: args.topic,
+        count: args.count,
+        size: args.size,
+        consumers: args.consumers,
+        batch: args.batch,
+    })
+    .await
+    .map(|_| ())
+}
+
+/// What [`measure`] fills and drains.
+pub(super) struct PopLoad {
+    pub namesrv: String,
+    pub topic: String,
+    pub count: u64,
+    pub size: usize,
+    pub consumers: usize,
+    pub batch: i32,
+}
+
+/// The drains' rates, messages per second.
+pub(super) struct PopNumbers {
+    /// PULL by one consumer (the baseline).
+    pub pull: f64,
+    /// POP + ACK by one consumer.
+    pub pop_one: f64,
+    /// POP + ACK by [`PopLoad::consumers`] consumers.
+    pub pop_many: f64,
+}
+
+/// Fills the topic, drains it by PULL, by POP with one consumer, then with `consumers`;
+/// prints each drain and answers their rates.
+pub(super) async fn measure(args: &PopLoad) -> anyhow::Result<PopNumbers> {
     let target = Target::messages(&args.namesrv, &args.topic, args.count);
     let setup = api();
     let queues = Arc::new(writable_queues(&setup, &target).await?);
@@ -142,6 +177,7 @@ pub async fn run(args: PopBenchArgs) -> anyhow::Result<()> {
         "pull (baseline), 1 consumer: {pulled} msgs in {pull_secs:.2} s = {pull_rate:.0} msgs/s"
     );
 
+    let mut rates = Vec::new();
     for consumers in [1, args.consumers.max(1)] {
         let (n, secs, rate) = timed_drain(drain_pop(
             brokers.clone(),
@@ -159,6 +195,11 @@ pub async fn run(args: PopBenchArgs) -> anyhow::Result<()> {
         if n < pulled {
             anyhow::bail!("POP drained {n} of {pulled} messages");
         }
+        rates.push(rate);
     }
-    Ok(())
+    Ok(PopNumbers {
+        pull: pull_rate,
+        pop_one: rates[0],
+        pop_many: rates[rates.len() - 1],
+    })
 }

@@ -67,15 +67,51 @@ fn resource(name: &str) -> Option<pb::Resource> {
     })
 }
 
-struct SendStats {
-    count: u64,
-    secs: f64,
-    p50_us: u64,
-    p99_us: u64,
+impl ProxyBenchArgs {
+    /// `count` sends of `size` bytes, `window` in flight, and drains by `consumers`, against
+    /// the cluster of `namesrv` and the plaintext proxy at `proxy`.
+    pub(super) fn new(
+        namesrv: &str,
+        proxy: &str,
+        topic: &str,
+        count: u64,
+        size: usize,
+        window: usize,
+        consumers: usize,
+    ) -> ProxyBenchArgs {
+        ProxyBenchArgs {
+            namesrv: namesrv.to_string(),
+            proxy: proxy.to_string(),
+            proxy_tls: false,
+            proxy_tls_trust_cert: None,
+            topic: topic.to_string(),
+            count,
+            size,
+            window,
+            consumers,
+        }
+    }
+}
+
+pub(super) struct SendStats {
+    pub count: u64,
+    pub secs: f64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    /// p50, p90, p99 and p999, in milliseconds.
+    pub percentiles_ms: [f64; 4],
+}
+
+/// What [`measure`] found: sends both ways, then receive + ack both ways (messages/s).
+pub(super) struct ProxyNumbers {
+    pub remoting: SendStats,
+    pub grpc: SendStats,
+    pub pop_rate: f64,
+    pub proxy_rate: f64,
 }
 
 impl SendStats {
-    fn rate(&self) -> f64 {
+    pub fn rate(&self) -> f64 {
         self.count as f64 / self.secs.max(1e-9)
     }
 }
@@ -112,11 +148,13 @@ where
     }
     let secs = started.elapsed().as_secs_f64();
     let h = hist.lock().map_err(|_| anyhow::anyhow!("histogram lock"))?;
+    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     Ok(SendStats {
         count,
         secs,
         p50_us: h.value_at_quantile(0.5),
         p99_us: h.value_at_quantile(0.99),
+        percentiles_ms: [ms(0.5), ms(0.9), ms(0.99), ms(0.999)],
     })
 }
 
@@ -235,6 +273,12 @@ async fn receive_and_ack(
 }
 
 pub async fn run(args: ProxyBenchArgs) -> anyhow::Result<()> {
+    measure(&args).await.map(|_| ())
+}
+
+/// Sends over Remoting and through the proxy, then drains both ways; prints each step and
+/// answers the numbers.
+pub(super) async fn measure(args: &ProxyBenchArgs) -> anyhow::Result<ProxyNumbers> {
     let target = Target::messages(&args.namesrv, &args.topic, args.count);
     let queues = Arc::new(writable_queues(&api(), &target).await?);
     let tls = ClientTlsConfig {
@@ -255,18 +299,24 @@ pub async fn run(args: ProxyBenchArgs) -> anyhow::Result<()> {
         "sending {} messages of {} bytes, {window} in flight, over Remoting",
         args.count, args.size
     );
-    let remoting = send_over_remoting(&args, queues.clone(), body.clone()).await?;
+    let remoting = send_over_remoting(args, queues.clone(), body.clone()).await?;
     report("send over Remoting (baseline)", &remoting, None);
 
     eprintln!("sending {} messages through the proxy (gRPC)", args.count);
     let run_id = rocketraft_common::time::now_ms();
-    let grpc = send_through_proxy(&args, client.clone(), body, run_id).await?;
+    let grpc = send_through_proxy(args, client.clone(), body, run_id).await?;
     report("send through the proxy (gRPC)", &grpc, Some(&remoting));
 
     let mut brokers: Vec<String> = queues.iter().map(|(b, _)| b.clone()).collect();
     brokers.sort();
     brokers.dedup();
-    drain_both(&args, brokers, client, run_id).await
+    let (pop_rate, proxy_rate) = drain_both(args, brokers, client, run_id).await?;
+    Ok(ProxyNumbers {
+        remoting,
+        grpc,
+        pop_rate,
+        proxy_rate,
+    })
 }
 
 /// A gRPC client of the proxy at `addr` (`host:port`), over TLS when `tls` is set: the
@@ -389,13 +439,13 @@ async fn send_through_proxy(
 }
 
 /// Receives and acks everything both senders sent: POP + ACK over Remoting (the baseline),
-/// then ReceiveMessage + AckMessage through the proxy, each with its own group.
+/// then ReceiveMessage + AckMessage through the proxy, each with its own group; their rates.
 async fn drain_both(
     args: &ProxyBenchArgs,
     brokers: Vec<String>,
     client: MessagingServiceClient<Channel>,
     run_id: i64,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<(f64, f64)> {
     let total = args.count * 2;
     let consumers = args.consumers.max(1);
     let (n, base_secs, base_rate) = timed_drain(super::pop::drain_pop(
@@ -425,5 +475,5 @@ async fn drain_both(
     if n < total || m < total {
         anyhow::bail!("drained {n} (Remoting) and {m} (proxy) of {total} messages");
     }
-    Ok(())
+    Ok((base_rate, rate))
 }

@@ -73,9 +73,21 @@ const FAST_BROKER: &[&str] = &[
     "check_sync_state_set_period_ms = 200",
 ];
 
+/// The heartbeat timeout of the defaults and of the fast settings, in seconds: the time a
+/// failover cannot beat (the master's absence is noticed only then).
+pub(super) const DEFAULT_HEARTBEAT_TIMEOUT_S: f64 = 3.0;
+pub(super) const FAST_HEARTBEAT_TIMEOUT_S: f64 = 2.0;
+
+/// How the brokers of a cluster store: `ASYNC_FLUSH`/`SYNC_FLUSH` and the CommitLog segment size.
+#[derive(Clone, Copy)]
+pub(super) struct Storage<'a> {
+    pub flush: &'a str,
+    pub segment_size: u64,
+}
+
 fn cluster_up(
     dir: &Path,
-    args: &ReplicationBenchArgs,
+    storage: Storage<'_>,
     replicas: u16,
     controllers: u16,
     broker_extra: &[&str],
@@ -87,9 +99,9 @@ fn cluster_up(
         "--controllers",
         &controllers.to_string(),
         "--flush",
-        &args.flush,
+        storage.flush,
         "--segment-size",
-        &args.segment_size.to_string(),
+        &storage.segment_size.to_string(),
         "--min-in-sync-replicas",
         if replicas > 1 { "2" } else { "1" },
     ]
@@ -263,6 +275,25 @@ async fn failover_once(file: &ClusterFile) -> anyhow::Result<f64> {
     }
 }
 
+/// One failover trial on a fresh 3-replica cluster in `dir` (removed after): seconds from
+/// kill -9 of the master to the first acknowledged send on the new one, with the fast settings
+/// or the defaults.
+pub(super) async fn failover_trial(
+    dir: &Path,
+    storage: Storage<'_>,
+    fast: bool,
+) -> anyhow::Result<f64> {
+    let (broker, controller) = if fast {
+        (FAST_BROKER, FAST_CONTROLLER)
+    } else {
+        (&[][..], &[][..])
+    };
+    // Guarded before it starts: a cluster that fails half-way up is stopped and removed too.
+    let _guard = Down(dir.to_path_buf());
+    let file = cluster_up(dir, storage, 3, 3, broker, controller)?;
+    failover_once(&file).await
+}
+
 fn summary(label: &str, times: &[f64]) {
     if times.is_empty() {
         return;
@@ -284,14 +315,18 @@ pub async fn run(args: ReplicationBenchArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot clear {}", args.dir.display()))?;
     }
     std::fs::create_dir_all(&args.dir)?;
+    let storage = Storage {
+        flush: &args.flush,
+        segment_size: args.segment_size,
+    };
     if !args.no_throughput {
         let alone_dir = args.dir.join("alone");
-        let alone = cluster_up(&alone_dir, &args, 1, 1, &[], &[])?;
+        let alone = cluster_up(&alone_dir, storage, 1, 1, &[], &[])?;
         let guard = Down(alone_dir);
         let a = measure(&alone, &args, "one broker alone").await?;
         drop(guard);
         let set_dir = args.dir.join("replicated");
-        let set = cluster_up(&set_dir, &args, 3, 3, &[], &[])?;
+        let set = cluster_up(&set_dir, storage, 3, 3, &[], &[])?;
         let guard = Down(set_dir);
         let r = measure(&set, &args, "3 replicas, min_in_sync_replicas = 2").await?;
         drop(guard);
@@ -313,18 +348,14 @@ pub async fn run(args: ReplicationBenchArgs) -> anyhow::Result<()> {
     let mut fast = Vec::new();
     for trial in 0..args.fast_trials {
         let dir = args.dir.join(format!("fast-{trial}"));
-        let file = cluster_up(&dir, &args, 3, 3, FAST_BROKER, FAST_CONTROLLER)?;
-        let _guard = Down(dir);
-        let t = failover_once(&file).await?;
+        let t = failover_trial(&dir, storage, true).await?;
         eprintln!("failover trial {trial} (fast settings): {t:.2} s");
         fast.push(t);
     }
     let mut default = Vec::new();
     for trial in 0..args.default_trials {
         let dir = args.dir.join(format!("default-{trial}"));
-        let file = cluster_up(&dir, &args, 3, 3, &[], &[])?;
-        let _guard = Down(dir);
-        let t = failover_once(&file).await?;
+        let t = failover_trial(&dir, storage, false).await?;
         eprintln!("failover trial {trial} (default settings): {t:.2} s");
         default.push(t);
     }
