@@ -242,13 +242,56 @@ pub struct RetentionStatus {
     pub pinned_at: Option<i64>,
 }
 
+/// Arrival notifications ([`MessageStore::subscribe_arrivals`]): one `watch` whose receivers
+/// every arrival wakes. With [`StoreConfig::blocking_io`] (the deterministic simulation) each
+/// subscriber has a `watch` of its own instead, woken in the order it subscribed: tokio wakes
+/// the receivers of one `watch` in an order drawn from its own unseeded RNG, which would make
+/// a simulated run depend on more than its seed (two HA connections of one master, both
+/// waiting for its arrivals).
+pub(crate) struct Arrivals {
+    shared: watch::Sender<u64>,
+    ordered: Option<Mutex<Vec<watch::Sender<u64>>>>,
+}
+
+impl Arrivals {
+    fn new(ordered: bool) -> Arrivals {
+        Arrivals {
+            shared: watch::channel(0u64).0,
+            ordered: ordered.then(|| Mutex::new(Vec::new())),
+        }
+    }
+
+    pub fn send_modify(&self, modify: impl FnOnce(&mut u64)) {
+        self.shared.send_modify(modify);
+        if let Some(subscribers) = &self.ordered {
+            let value = *self.shared.borrow();
+            let mut subscribers = subscribers.lock();
+            subscribers.retain(|s| !s.is_closed());
+            for s in subscribers.iter() {
+                s.send_replace(value);
+            }
+        }
+    }
+
+    fn subscribe(&self) -> watch::Receiver<u64> {
+        match &self.ordered {
+            None => self.shared.subscribe(),
+            Some(subscribers) => {
+                let (tx, rx) = watch::channel(*self.shared.borrow());
+                subscribers.lock().push(tx);
+                rx
+            }
+        }
+    }
+}
+
 /// State shared by the facade, the writer and the flusher.
 pub(crate) struct Shared {
     pub config: StoreConfig,
     pub commitlog: CommitLog,
     pub cqs: ConsumeQueueStore,
     pub stats: Stats,
-    pub arrivals: watch::Sender<u64>,
+    pub arrivals: Arrivals,
     /// Every record below this CommitLog offset has its ConsumeQueue entry.
     pub dispatched: AtomicI64,
     pub last_store_timestamp: AtomicI64,
@@ -486,7 +529,7 @@ impl MessageStore {
             recovered.end,
             report.walk_start,
         );
-        let (arrivals, _) = watch::channel(0u64);
+        let arrivals = Arrivals::new(config.blocking_io);
         let shared = Arc::new(Shared {
             commitlog,
             cqs: recovered.cqs,
