@@ -25,11 +25,20 @@ pub enum Bug {
     /// A node answers `GET_REPLICA_INFO` from its own state machine without the ReadIndex
     /// round (`ensure_linearizable`), follower or deposed leader alike: a stale read.
     StaleRead,
+    /// Broker replicas (`--replicas`): the producer's send is acknowledged as soon as the
+    /// master stored it, without waiting for the SyncStateSet's acks (the simulation's own send
+    /// path; the broker's `wait_for_acks` is not touched).
+    AckBeforeReplicas,
 }
 
 impl Bug {
     /// Every bug, in a fixed order.
-    pub const ALL: [Bug; 3] = [Bug::LoseUnsyncedAck, Bug::ForgetVote, Bug::StaleRead];
+    pub const ALL: [Bug; 4] = [
+        Bug::LoseUnsyncedAck,
+        Bug::ForgetVote,
+        Bug::StaleRead,
+        Bug::AckBeforeReplicas,
+    ];
 
     /// The name `--break` takes.
     pub fn name(self) -> &'static str {
@@ -37,6 +46,7 @@ impl Bug {
             Bug::LoseUnsyncedAck => "lose-unsynced-ack",
             Bug::ForgetVote => "forget-vote",
             Bug::StaleRead => "stale-read",
+            Bug::AckBeforeReplicas => "ack-before-replicas",
         }
     }
 
@@ -63,6 +73,7 @@ impl Bug {
                 Violation::NoRecovery,
             ],
             Bug::StaleRead => &[Violation::StaleRead],
+            Bug::AckBeforeReplicas => &[Violation::MessageLost],
         }
     }
 }

@@ -52,6 +52,13 @@ pub enum Violation {
     NoRecovery,
     /// The simulation itself could not do its work (setup, an unexpected answer).
     Harness,
+    /// Broker replicas: an acknowledged message is missing on a member of the SyncStateSet it
+    /// was acknowledged under, or on a later master.
+    MessageLost,
+    /// Broker replicas: a replica's confirm offset went back within one master epoch.
+    ConfirmBack,
+    /// Broker replicas: two replicas master (or acknowledging) in one master epoch.
+    BrokerTwoMasters,
 }
 
 impl Violation {
@@ -67,6 +74,9 @@ impl Violation {
             Violation::RaftFatal => "raft-fatal",
             Violation::NoRecovery => "no-recovery",
             Violation::Harness => "harness",
+            Violation::MessageLost => "message-lost",
+            Violation::ConfirmBack => "confirm-back",
+            Violation::BrokerTwoMasters => "broker-two-masters",
         }
     }
 }

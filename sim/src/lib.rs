@@ -16,8 +16,10 @@ pub mod bug;
 pub mod check;
 pub mod clock;
 pub mod net;
+pub mod replicas;
 pub mod rng;
 pub mod store;
+pub mod stream;
 mod world;
 
 use std::cell::RefCell;

@@ -38,6 +38,10 @@ struct Args {
     /// or stale-read.
     #[arg(long = "break", value_name = "BUG")]
     bug: Option<Bug>,
+    /// Run three broker replicas of broker-a too (real stores and HA streams; roles from the
+    /// simulated controllers; a producer; the message invariants). ack-before-replicas needs it.
+    #[arg(long)]
+    replicas: bool,
 }
 
 fn main() -> ExitCode {
@@ -61,6 +65,7 @@ fn main() -> ExitCode {
         fault_ms: args.fault_ms,
         faults: !args.no_faults,
         bug: args.bug,
+        replicas: args.replicas,
         ..SimOptions::default()
     };
     let first = args.seed.unwrap_or(1);
@@ -72,8 +77,16 @@ fn main() -> ExitCode {
             print!("{}", outcome.trace_text());
         }
         let s = &outcome.stats;
+        let replicas = if opts.replicas {
+            format!(
+                "; replica crashes {}, messages acknowledged {}",
+                s.replica_crashes, s.acked_messages
+            )
+        } else {
+            String::new()
+        };
         println!(
-            "seed {seed}: {} (ops ok {}, refused {}, unknown {}; crashes {}, partitions {}, clock steps {}, broker faults {}; messages {}, dropped {})",
+            "seed {seed}: {} (ops ok {}, refused {}, unknown {}; crashes {}, partitions {}, clock steps {}, broker faults {}; messages {}, dropped {}{replicas})",
             if outcome.passed() { "ok" } else { "FAILED" },
             s.ops_ok,
             s.ops_refused,
@@ -83,7 +96,7 @@ fn main() -> ExitCode {
             s.clock_steps,
             s.broker_faults,
             s.messages,
-            s.dropped
+            s.dropped,
         );
         for f in &outcome.failures {
             println!("  {f}");

@@ -171,6 +171,11 @@ impl Net {
         self.state.lock().cut.insert((from, to));
     }
 
+    /// Whether `from -> to` is not cut now.
+    pub fn reachable(&self, from: Endpoint, to: Endpoint) -> bool {
+        !self.state.lock().cut.contains(&(from, to))
+    }
+
     pub fn heal(&self) {
         self.state.lock().cut.clear();
     }

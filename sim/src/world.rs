@@ -57,6 +57,7 @@ use crate::net::NodeHandle;
 use crate::net::SimNetworkFactory;
 use crate::net::BROKER_BASE;
 use crate::net::CLIENT_BASE;
+use crate::replicas::Replicas;
 use crate::rng::SimRng;
 use crate::store::DurableLog;
 
@@ -78,6 +79,9 @@ pub struct SimOptions {
     pub faults: bool,
     /// A deliberate bug, for the checker's self-tests ([`Bug`]); `None` in every real run.
     pub bug: Option<Bug>,
+    /// Broker replicas of the set `broker-a` run too ([`crate::replicas`]): real stores and
+    /// HA streams, roles from this quorum, a producer, and the message invariants.
+    pub replicas: bool,
 }
 
 impl Default for SimOptions {
@@ -89,6 +93,7 @@ impl Default for SimOptions {
             recover_ms: 4000,
             faults: true,
             bug: None,
+            replicas: false,
         }
     }
 }
@@ -107,6 +112,9 @@ pub struct Stats {
     pub broker_faults: u64,
     pub messages: u64,
     pub dropped: u64,
+    /// Broker replicas: messages acknowledged to the producer, and replica crashes.
+    pub acked_messages: u64,
+    pub replica_crashes: u64,
 }
 
 /// The broker sets the clients work on.
@@ -144,6 +152,8 @@ pub(crate) struct World {
     pub stats: Mutex<Stats>,
     /// Set when the fault phase is over: clients stop.
     pub stopping: Mutex<bool>,
+    /// The broker replicas, with `--replicas`.
+    pub replicas: Option<Replicas>,
 }
 
 impl World {
@@ -160,6 +170,10 @@ impl World {
             election_ms.insert(id, ELECTION_MIN_MS + slot * 25 + rng.range(0, 15));
             disks.insert(id, DurableLog::new(rng.fork(), (0, 3), opts.bug));
         }
+        // Forked only with replicas: a run without them draws exactly as before.
+        let replicas = opts
+            .replicas
+            .then(|| Replicas::new(rng.fork(), dir.join("replicas")));
         Arc::new(World {
             opts,
             net,
@@ -172,6 +186,7 @@ impl World {
             dir,
             stats: Mutex::new(Stats::default()),
             stopping: Mutex::new(false),
+            replicas,
         })
     }
 
@@ -179,7 +194,7 @@ impl World {
         self.check.lock().log(line);
     }
 
-    fn fail(&self, kind: Violation, line: impl AsRef<str>) {
+    pub(crate) fn fail(&self, kind: Violation, line: impl AsRef<str>) {
         self.check.lock().fail(kind, line);
     }
 
@@ -360,6 +375,7 @@ impl World {
             self.election_ms.lock().clone()
         ));
         let heartbeats = self.spawn_broker_heartbeats();
+        let replica_tasks = self.start_replicas();
 
         let sampler = {
             let w = self.clone();
@@ -367,6 +383,9 @@ impl World {
                 loop {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                     w.sample();
+                    if let Some(r) = &w.replicas {
+                        r.sample(&w);
+                    }
                 }
             })
         };
@@ -391,11 +410,23 @@ impl World {
             let _ = c.await;
         }
         self.recover().await;
+        if let Some(r) = &self.replicas {
+            // The replicas settle: every one runs, the producer is stopped.
+            for id in 1..=crate::replicas::REPLICAS {
+                r.start(&self, id);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
         sampler.abort();
-        for h in &heartbeats {
+        for h in heartbeats.iter().chain(&replica_tasks) {
             h.abort();
         }
         self.sample();
+        if let Some(r) = &self.replicas {
+            r.sample(&self);
+            self.log(r.summary());
+            r.stop_all();
+        }
         for id in self.nodes() {
             if let Some(node) = self.net.set_down(id) {
                 let _ = tokio::time::timeout(Duration::from_secs(5), node.raft.shutdown()).await;
@@ -406,6 +437,43 @@ impl World {
         stats.messages = messages;
         stats.dropped = dropped;
         stats
+    }
+
+    /// With `--replicas`: opens the replicas' stores and starts, per replica, its controller
+    /// loop (a linearizable `GET_REPLICA_INFO` every 8-20 ms, applied as the role manager
+    /// does; as master, a SyncStateSet change when `desired_sync_state_set` wants one), and
+    /// the producer (one message every 2-10 ms to a replica that believes it is master, until
+    /// the fault phase ends).
+    fn start_replicas(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
+        let Some(replicas) = &self.replicas else {
+            return Vec::new();
+        };
+        let mut tasks = vec![tokio::spawn(replicas.wire().deliver(self.net.clone()))];
+        for id in 1..=crate::replicas::REPLICAS {
+            replicas.start(self, id);
+            let w = self.clone();
+            let rng = self.rng.lock().fork();
+            let endpoint = crate::replicas::endpoint(id);
+            tasks.push(tokio::spawn(async move {
+                let client = Client::new_at(w, 1000 + id as u64, endpoint, rng, Some(id));
+                client.replica_loop(id).await;
+            }));
+        }
+        let w = self.clone();
+        let mut rng = self.rng.lock().fork();
+        tasks.push(tokio::spawn(async move {
+            let Some(replicas) = &w.replicas else {
+                return;
+            };
+            loop {
+                tokio::time::sleep(Duration::from_millis(rng.range(2, 10))).await;
+                if *w.stopping.lock() {
+                    return;
+                }
+                replicas.send_one(&w, &mut rng).await;
+            }
+        }));
+        tasks
     }
 
     /// Every simulated broker heartbeats every node over the simulated network (one loop per
@@ -429,13 +497,21 @@ impl World {
                             continue;
                         }
                         let ticks = w.check.lock().now_ms() as i64 / HEARTBEAT_MS as i64;
+                        // A replica reports its own last epoch and log end.
+                        let live = match (&w.replicas, set == crate::replicas::SET) {
+                            (Some(r), true) => match r.live_info(id) {
+                                Some((epoch, end)) => BrokerLiveInfo::new(epoch, end, 0),
+                                None => continue,
+                            },
+                            _ => BrokerLiveInfo::new(0, base + rate * ticks, 0),
+                        };
                         let heartbeat = Heartbeat {
                             cluster: "sim".to_string(),
                             broker_name: set.to_string(),
                             broker_id: id,
                             broker_addr: format!("{set}-{id}:10911"),
                             timeout_ms: BROKER_TIMEOUT_MS,
-                            info: BrokerLiveInfo::new(0, base + rate * ticks, 0),
+                            info: live,
                         };
                         let deadline = Duration::from_millis(HEARTBEAT_MS);
                         let _ = w
@@ -483,6 +559,7 @@ impl World {
                         continue;
                     }
                     self.net.partition(&side, &all);
+                    self.network_changed();
                     self.stats.lock().partitions += 1;
                     self.log(format!("partition {side:?} | rest"));
                 }
@@ -495,6 +572,7 @@ impl World {
                         (from, to)
                     };
                     self.net.cut_one_way(from, to);
+                    self.network_changed();
                     self.stats.lock().partitions += 1;
                     self.log(format!("cut n{from} -> n{to}"));
                 }
@@ -524,6 +602,7 @@ impl World {
                         "n{id} clock step {by:+} ms (offset now {offset:+} ms)"
                     ));
                 }
+                80..=91 if self.replicas.is_some() => self.replica_fault(),
                 80..=87 => {
                     let all: Vec<(Endpoint, &str, i64)> = brokers().collect();
                     let (endpoint, set, id) = all[self.rng.lock().pick(all.len())];
@@ -572,6 +651,39 @@ impl World {
 
     /// Heals everything and restarts every node; the quorum must then take a write, and every
     /// node reach the same applied state.
+    /// The links changed: replica connections over a cut link reset.
+    fn network_changed(self: &Arc<Self>) {
+        if let Some(r) = &self.replicas {
+            r.network_changed(self);
+        }
+    }
+
+    /// Crashes or restarts a broker replica: the master half the time when one runs.
+    fn replica_fault(self: &Arc<Self>) {
+        let Some(replicas) = &self.replicas else {
+            return;
+        };
+        let master = (1..=crate::replicas::REPLICAS).find(|id| {
+            replicas
+                .ha(*id)
+                .is_some_and(|ha| ha.role() == rocketraft_broker::ha::Role::Master)
+        });
+        let id = {
+            let mut rng = self.rng.lock();
+            match master {
+                Some(m) if rng.chance(500) => m,
+                _ => rng.range(1, crate::replicas::REPLICAS as u64) as i64,
+            }
+        };
+        self.stats.lock().broker_faults += 1;
+        if replicas.is_up(id) {
+            self.stats.lock().replica_crashes += 1;
+            replicas.crash(self, id);
+        } else {
+            replicas.start(self, id);
+        }
+    }
+
     async fn recover(self: &Arc<Self>) {
         self.net.heal();
         self.net.set_links(LinkConfig::default());
@@ -713,6 +825,8 @@ struct Client {
     leader: Option<NodeId>,
     known: BTreeMap<String, Known>,
     channels: BTreeMap<NodeId, Channel>,
+    /// A broker replica's own client: its reads of its set are applied to it.
+    replica: Option<i64>,
 }
 
 /// How a write ended.
@@ -723,15 +837,123 @@ enum Outcome {
 
 impl Client {
     fn new(world: Arc<World>, k: u64, rng: SimRng) -> Self {
+        Client::new_at(world, k + 1, CLIENT_BASE + k, rng, None)
+    }
+
+    /// A client with id `id` at `endpoint`; a broker replica's own (`replica`) applies what
+    /// its reads of its set answer.
+    fn new_at(
+        world: Arc<World>,
+        id: u64,
+        endpoint: Endpoint,
+        rng: SimRng,
+        replica: Option<i64>,
+    ) -> Self {
         Client {
             world,
-            id: k + 1,
-            endpoint: CLIENT_BASE + k,
+            id,
+            endpoint,
             rng,
             serial: 0,
             leader: None,
             known: BTreeMap::new(),
             channels: BTreeMap::new(),
+            replica,
+        }
+    }
+
+    /// A broker replica's controller loop (see [`World::start_replicas`]): at each start of
+    /// its process it applies for its id and registers (as `ReplicaManager::start`), then reads
+    /// its set's replica info, elects itself when the set has no master
+    /// (`elect_if_masterless`), and as master proposes SyncStateSet changes.
+    async fn replica_loop(mut self, id: i64) {
+        let set = crate::replicas::SET;
+        let mut registered: Option<u64> = None;
+        loop {
+            let pause = self.rng.range(8, 20);
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+            let world = self.world.clone();
+            let Some(replicas) = &world.replicas else {
+                return;
+            };
+            let Some(incarnation) = replicas.incarnation(id) else {
+                continue;
+            };
+            if registered != Some(incarnation) {
+                let apply = ControllerRequest::ApplyBrokerId(ApplyBrokerIdRequest {
+                    cluster: "sim".to_string(),
+                    broker_name: set.to_string(),
+                    applied_broker_id: id,
+                    register_check_code: format!("{set}-{id}:10911;0"),
+                });
+                let register = ControllerRequest::RegisterBroker(RegisterBrokerRequest {
+                    cluster: "sim".to_string(),
+                    broker_name: set.to_string(),
+                    broker_id: id,
+                    broker_address: format!("{set}-{id}:10911"),
+                });
+                self.write(set, apply).await;
+                if matches!(self.write_outcome(register).await, Outcome::Ok(Ok(_), _)) {
+                    self.log(format!("a{id} registered"));
+                    registered = Some(incarnation);
+                }
+                continue;
+            }
+            self.read(set).await;
+            if self.known.get(set).is_some_and(|k| k.master.is_none()) {
+                let elect = ControllerRequest::ElectMaster(ElectMasterRequest {
+                    cluster: "sim".to_string(),
+                    broker_name: set.to_string(),
+                    broker_id: Some(id),
+                    designate_elect: false,
+                    depose_epoch: None,
+                });
+                self.write(set, elect).await;
+                continue;
+            }
+            let Some(ha) = replicas.ha(id) else {
+                continue;
+            };
+            ha.on_local_append();
+            let Some((master, epoch, sss_epoch, want)) =
+                ha.desired_sync_state_set(crate::replicas::MAX_NOT_CAUGHT_UP, 1)
+            else {
+                continue;
+            };
+            ha.add_pending(sss_epoch, &want);
+            let request = ControllerRequest::AlterSyncStateSet(AlterSyncStateSetRequest {
+                broker_name: set.to_string(),
+                master_broker_id: master,
+                master_epoch: epoch,
+                new_sync_state_set: want,
+                sync_state_set_epoch: sss_epoch,
+                fence: false,
+            });
+            let what = Self::describe(&request);
+            match self.write_outcome(request).await {
+                Outcome::Ok(Ok(ControllerResponse::AlterSyncStateSet(r)), log_id) => {
+                    self.log(format!(
+                        "{what} -> ok at {log_id}: set {:?} sss-epoch {}",
+                        r.new_sync_state_set, r.new_sync_state_set_epoch
+                    ));
+                    self.world.check.lock().acked_epochs(
+                        set,
+                        Floor {
+                            master_epoch: 0,
+                            sync_state_set_epoch: r.new_sync_state_set_epoch,
+                        },
+                    );
+                    ha.update_sync_state_set(r.new_sync_state_set_epoch, r.new_sync_state_set);
+                }
+                Outcome::Ok(Ok(other), log_id) => self.log(format!(
+                    "{what} -> unexpected answer at {log_id}: {other:?}"
+                )),
+                Outcome::Ok(Err(refusal), log_id) => self.log(format!(
+                    "{what} -> refused at {log_id}: {} {}",
+                    refusal.code, refusal.remark
+                )),
+                Outcome::Unknown(why) => self.log(format!("{what} -> unknown: {why}")),
+            }
         }
     }
 
@@ -769,6 +991,9 @@ impl Client {
 
     async fn one_op(&mut self) {
         let set = SETS[self.rng.pick(SETS.len())].to_string();
+        // The replicas' set takes only what brokers and their controllers would do: its
+        // SyncStateSet changes come from its master, and no operator designates a master.
+        let replica_set = self.world.replicas.is_some() && set == crate::replicas::SET;
         // Id 1 half the time: a broker set exists once id 1 is applied.
         let id = if self.rng.chance(500) {
             1
@@ -794,6 +1019,23 @@ impl Client {
                     address
                 },
             }),
+            // The replicas' set: these elections stand in for the controller's scanner (not
+            // simulated), which elects only for a set whose master it knew: a controller-
+            // triggered election of a set that never had a master would end its first-time
+            // election for good. The replicas trigger their own when masterless.
+            30..=59 if replica_set => {
+                if self.known.get(&set).is_none_or(|k| k.master.is_none()) {
+                    self.read(&set).await;
+                    return;
+                }
+                ControllerRequest::ElectMaster(ElectMasterRequest {
+                    cluster: "sim".to_string(),
+                    broker_name: set.clone(),
+                    broker_id: None,
+                    designate_elect: false,
+                    depose_epoch: None,
+                })
+            }
             30..=59 => ControllerRequest::ElectMaster(ElectMasterRequest {
                 cluster: "sim".to_string(),
                 broker_name: set.clone(),
@@ -801,6 +1043,10 @@ impl Client {
                 designate_elect: self.rng.chance(100),
                 depose_epoch: None,
             }),
+            60..=79 if replica_set => {
+                self.read(&set).await;
+                return;
+            }
             60..=79 => {
                 let known = self.known.get(&set).copied().unwrap_or_default();
                 let master = known.master.unwrap_or(id);
@@ -1077,6 +1323,13 @@ impl Client {
                     "read {set} @n{to} -> master {:?} epoch {} set {:?} sss-epoch {}",
                     r.master_broker_id, r.master_epoch, r.sync_state_set, r.sync_state_set_epoch
                 ));
+                if let (Some(id), Some(replicas)) = (self.replica, &self.world.replicas) {
+                    // The replica heard the answer only if it can still hear that node.
+                    let me = self.endpoint;
+                    if self.world.net.reachable(to, me) {
+                        replicas.learn(&self.world, id, &r);
+                    }
+                }
                 let got = Floor {
                     master_epoch: r.master_epoch,
                     sync_state_set_epoch: r.sync_state_set_epoch,

@@ -1,0 +1,648 @@
+//! Broker replicas in controller mode (issue 21 item 1, `--replicas`): three replicas of the
+//! broker set [`SET`], each a real `rocketraft_broker::store::MessageStore` (CommitLog files in
+//! a temporary directory, 64 KiB segments, SYNC_FLUSH, the store's `blocking_io` mode) with a
+//! real `rocketraft_broker::ha::HaState`. Slaves follow their master with the real
+//! `ha::follow_stream` against the real `ha::master_connection`, over simulated connections
+//! ([`crate::stream`]). Roles come from the simulated controller quorum: each replica reads
+//! `GET_REPLICA_INFO` (a linearizable read) and applies the answer as
+//! `ReplicaManager::apply` does ([`Replicas::learn`]); a master asks the controllers to change
+//! its SyncStateSet from `HaState::desired_sync_state_set`. A producer puts messages on a
+//! replica that believes it is master and waits for the acks of the whole SyncStateSet
+//! (`HaState::wait_for_acks`, `all_ack_in_sync_state_set`), as the broker's send path does.
+//!
+//! Crash model: `kill -9` (`MessageStore::crash_for_test`: the page cache survives). With
+//! SYNC_FLUSH every put and every replicated append is flushed before it is answered, so a
+//! power loss would lose nothing acknowledged either.
+//!
+//! Invariants, checked every sample ([`Replicas::sample`]):
+//! - `[message-lost]`: every acknowledged message (its CommitLog offset and record bytes) is
+//!   on every member of the SyncStateSet it was acknowledged under and on every later master;
+//! - `[confirm-back]`: a replica's confirm offset never moves back within one master epoch
+//!   (one process life);
+//! - `[broker-two-masters]`: at most one replica is master, and at most one acknowledges, per
+//!   master epoch.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use rocketraft_broker::ha::{self, AckPolicy, HaState, Role};
+use rocketraft_broker::store::{BrokerMessage, FlushDiskType, MessageStore, StoreConfig};
+use rocketraft_common::message::Message;
+use rocketraft_controller::handler::GetReplicaInfoResponse;
+use tokio::task::JoinHandle;
+
+use crate::bug::Bug;
+use crate::check::Violation;
+use crate::net::{Endpoint, BROKER_BASE};
+use crate::rng::SimRng;
+use crate::stream::{Conn, Wire};
+use crate::world::World;
+
+/// The broker set whose replicas run (the first of the simulated sets: its heartbeats to the
+/// controllers are the replicas' own).
+pub const SET: &str = "broker-a";
+/// Replicas, ids `1..=REPLICAS`.
+pub const REPLICAS: i64 = 3;
+/// The role lease a confirmed read buys a master (3/4 of the simulated brokers' heartbeat
+/// timeout, as `ReplicaManager::lease_for`).
+const LEASE: Duration = Duration::from_millis(120);
+/// A slave not caught up for this long leaves the SyncStateSet (`haMaxTimeSlaveNotCatchup`,
+/// at the simulation's time scale).
+pub const MAX_NOT_CAUGHT_UP: Duration = Duration::from_millis(200);
+const SEGMENT: u64 = 64 * 1024;
+const TOPIC: &str = "SimTopic";
+
+/// The endpoint of replica `id` (the simulated broker `SET`/`id`).
+pub fn endpoint(id: i64) -> Endpoint {
+    BROKER_BASE + id as Endpoint
+}
+
+fn name(id: i64) -> String {
+    format!("a{id}")
+}
+
+/// One running process of a replica.
+struct Process {
+    store: Arc<MessageStore>,
+    ha: Arc<HaState>,
+    incarnation: u64,
+    follower: Option<JoinHandle<()>>,
+    /// Master-side connection tasks serving slaves.
+    serving: Vec<JoinHandle<()>>,
+    /// (master epoch, confirm offset) at the last sample.
+    confirm_seen: Option<(i32, i64)>,
+}
+
+impl Process {
+    fn stop_tasks(&mut self) {
+        if let Some(f) = self.follower.take() {
+            f.abort();
+        }
+        for t in self.serving.drain(..) {
+            t.abort();
+        }
+    }
+}
+
+struct Replica {
+    dir: PathBuf,
+    proc: Option<Process>,
+    incarnations: u64,
+}
+
+/// An acknowledged message.
+#[derive(Debug, Clone)]
+struct AckedMsg {
+    n: u64,
+    offset: i64,
+    record: Bytes,
+    epoch: i32,
+    master: i64,
+    /// The SyncStateSet (with any pending proposal, and the master) it was acknowledged under.
+    members: BTreeSet<i64>,
+}
+
+/// The replicas of one run.
+pub struct Replicas {
+    replicas: Mutex<BTreeMap<i64, Replica>>,
+    conns: Mutex<Vec<Conn>>,
+    /// The simulated connections (its delivery task runs from [`Replicas::wire`]).
+    wire: Wire,
+    rng: Mutex<SimRng>,
+    acked: Mutex<Vec<AckedMsg>>,
+    /// Master epoch -> the replica that acknowledged under it.
+    ackers: Mutex<BTreeMap<i32, i64>>,
+    sent: Mutex<u64>,
+}
+
+/// Which replica, process life and state a producer talks to.
+type Target = (i64, u64, Arc<MessageStore>, Arc<HaState>);
+
+impl Replicas {
+    pub fn new(rng: SimRng, dir: PathBuf) -> Replicas {
+        let replicas = (1..=REPLICAS)
+            .map(|id| {
+                (
+                    id,
+                    Replica {
+                        dir: dir.join(format!("replica-{id}")),
+                        proc: None,
+                        incarnations: 0,
+                    },
+                )
+            })
+            .collect();
+        Replicas {
+            replicas: Mutex::new(replicas),
+            conns: Mutex::new(Vec::new()),
+            wire: Wire::new(),
+            rng: Mutex::new(rng),
+            acked: Mutex::new(Vec::new()),
+            ackers: Mutex::new(BTreeMap::new()),
+            sent: Mutex::new(0),
+        }
+    }
+
+    fn config(dir: &std::path::Path) -> StoreConfig {
+        StoreConfig {
+            commitlog_segment_size: SEGMENT,
+            flush_disk_type: FlushDiskType::SyncFlush,
+            pretouch: false,
+            message_index_enable: false,
+            // The flusher, the checkpoint and the cleaner run on wall-clock schedules of their
+            // own threads: none of them may act within a run (a checkpoint only at open and by
+            // a truncation, both on the simulation's thread).
+            flush_interval_ms: 3_600_000,
+            checkpoint_interval_ms: 3_600_000,
+            clean_resource_interval_ms: 3_600_000,
+            blocking_io: true,
+            ..StoreConfig::new(dir)
+        }
+    }
+
+    /// The wire whose delivery task the run spawns.
+    pub fn wire(&self) -> Wire {
+        self.wire.clone()
+    }
+
+    pub fn is_up(&self, id: i64) -> bool {
+        self.replicas
+            .lock()
+            .get(&id)
+            .is_some_and(|r| r.proc.is_some())
+    }
+
+    /// Replica `id`'s state, if it runs.
+    pub fn ha(&self, id: i64) -> Option<Arc<HaState>> {
+        self.replicas
+            .lock()
+            .get(&id)
+            .and_then(|r| r.proc.as_ref().map(|p| p.ha.clone()))
+    }
+
+    /// The replica's last epoch and log end, for its heartbeats (`None`: it is down).
+    pub fn live_info(&self, id: i64) -> Option<(i32, i64)> {
+        let ha = self.ha(id)?;
+        let epoch = ha.store.last_epoch().map_or(0, |e| e.epoch);
+        Some((epoch, ha.store.max_phy_offset()))
+    }
+
+    /// Starts replica `id`'s process on its directory (recovering what it holds).
+    pub(crate) fn start(&self, w: &Arc<World>, id: i64) {
+        let mut g = self.replicas.lock();
+        let Some(r) = g.get_mut(&id) else {
+            return;
+        };
+        if r.proc.is_some() {
+            return;
+        }
+        match MessageStore::open(Self::config(&r.dir)) {
+            Ok(store) => {
+                r.incarnations += 1;
+                let ha = HaState::new(store.clone());
+                let line = format!(
+                    "{} up (log {}..{}, epochs {:?}, confirm {})",
+                    name(id),
+                    store.min_phy_offset(),
+                    store.max_phy_offset(),
+                    store
+                        .epoch_entries()
+                        .iter()
+                        .map(|e| (e.epoch, e.start_offset))
+                        .collect::<Vec<_>>(),
+                    store.confirm_offset()
+                );
+                r.proc = Some(Process {
+                    store,
+                    ha,
+                    incarnation: r.incarnations,
+                    follower: None,
+                    serving: Vec::new(),
+                    confirm_seen: None,
+                });
+                drop(g);
+                w.brokers_down.lock().remove(&endpoint(id));
+                w.log(line);
+            }
+            Err(e) => {
+                drop(g);
+                w.fail(
+                    Violation::Harness,
+                    format!("{} does not open its store: {e}", name(id)),
+                );
+            }
+        }
+    }
+
+    /// Kills replica `id`'s process (`kill -9`: its files keep what it wrote).
+    pub(crate) fn crash(&self, w: &Arc<World>, id: i64) {
+        let proc = self
+            .replicas
+            .lock()
+            .get_mut(&id)
+            .and_then(|r| r.proc.take());
+        let Some(mut proc) = proc else {
+            return;
+        };
+        proc.stop_tasks();
+        self.kill_conns(|c| c.a == endpoint(id) || c.b == endpoint(id));
+        let (role, epoch, end) = (
+            proc.ha.role(),
+            proc.ha.master_epoch(),
+            proc.store.max_phy_offset(),
+        );
+        proc.store.crash_for_test();
+        w.brokers_down.lock().insert(endpoint(id));
+        w.log(format!(
+            "{} crash ({role:?} of epoch {epoch}, log end {end})",
+            name(id)
+        ));
+    }
+
+    /// Stops every replica at the end of a run.
+    pub fn stop_all(&self) {
+        let procs: Vec<Process> = self
+            .replicas
+            .lock()
+            .values_mut()
+            .filter_map(|r| r.proc.take())
+            .collect();
+        self.kill_conns(|_| true);
+        for mut p in procs {
+            p.stop_tasks();
+            p.store.crash_for_test();
+        }
+    }
+
+    fn kill_conns(&self, which: impl Fn(&Conn) -> bool) {
+        let mut conns = self.conns.lock();
+        conns.retain(|c| !c.is_dead());
+        for c in conns.iter().filter(|c| which(c)) {
+            c.kill();
+        }
+    }
+
+    /// The network changed: connections over a link that is now cut reset at once.
+    pub(crate) fn network_changed(&self, w: &Arc<World>) {
+        self.kill_conns(|c| !w.net.reachable(c.a, c.b) || !w.net.reachable(c.b, c.a));
+    }
+
+    /// Replica `id` learned the controller's view of its set (`ReplicaManager::apply`).
+    pub(crate) fn learn(&self, w: &Arc<World>, id: i64, info: &GetReplicaInfoResponse) {
+        let Some(master) = info.master_broker_id else {
+            return;
+        };
+        let mut g = self.replicas.lock();
+        let Some(proc) = g.get_mut(&id).and_then(|r| r.proc.as_mut()) else {
+            return;
+        };
+        let ha = proc.ha.clone();
+        let current = ha.master_epoch();
+        if info.master_epoch < current {
+            return;
+        }
+        let same = info.master_epoch == current;
+        let role = ha.role();
+        let sss = info.sync_state_set.clone();
+        if master == id {
+            if role == Role::Master && same {
+                ha.update_sync_state_set(info.sync_state_set_epoch, sss);
+                ha.renew_lease(tokio::time::Instant::now() + LEASE);
+                return;
+            }
+            // become_master: the follower stops first (no frame of the old master after this).
+            proc.stop_tasks();
+            let end = proc.store.max_phy_offset();
+            match proc.store.last_epoch() {
+                Some(last) if last.epoch == info.master_epoch => {}
+                Some(last) if last.epoch > info.master_epoch => {
+                    drop(g);
+                    w.log(format!(
+                        "{} refuses to be master of epoch {}: its log holds epoch {}",
+                        name(id),
+                        info.master_epoch,
+                        last.epoch
+                    ));
+                    return;
+                }
+                _ => {
+                    if let Err(e) = proc.store.append_epoch(info.master_epoch, end) {
+                        drop(g);
+                        w.fail(
+                            Violation::Harness,
+                            format!("{} cannot append its epoch: {e}", name(id)),
+                        );
+                        return;
+                    }
+                }
+            }
+            ha.set_master(
+                id,
+                name(id),
+                info.master_epoch,
+                info.sync_state_set_epoch,
+                sss.clone(),
+            );
+            ha.renew_lease(tokio::time::Instant::now() + LEASE);
+            drop(g);
+            self.kill_conns(|c| c.a == endpoint(id) || c.b == endpoint(id));
+            w.log(format!(
+                "{} master of epoch {} from offset {end}, set {sss:?} sss-epoch {}",
+                name(id),
+                info.master_epoch,
+                info.sync_state_set_epoch
+            ));
+        } else {
+            if role == Role::Slave && same {
+                ha.update_sync_state_set(info.sync_state_set_epoch, sss);
+                return;
+            }
+            proc.stop_tasks();
+            ha.set_slave(
+                master,
+                name(master),
+                info.master_epoch,
+                info.sync_state_set_epoch,
+                sss,
+            );
+            let incarnation = proc.incarnation;
+            let rng = self.rng.lock().fork();
+            let w2 = w.clone();
+            proc.follower = Some(tokio::spawn(async move {
+                follow_loop(w2, id, incarnation, master, rng).await;
+            }));
+            drop(g);
+            self.kill_conns(|c| c.a == endpoint(id) || c.b == endpoint(id));
+            w.log(format!(
+                "{} slave of {} in epoch {}",
+                name(id),
+                name(master),
+                info.master_epoch
+            ));
+        }
+    }
+
+    /// A replica that believes it is master, drawn by the producer.
+    fn pick_master(&self, rng: &mut SimRng) -> Option<Target> {
+        let g = self.replicas.lock();
+        let masters: Vec<Target> = g
+            .iter()
+            .filter_map(|(id, r)| r.proc.as_ref().map(|p| (*id, p)))
+            .filter(|(_, p)| p.ha.role() == Role::Master)
+            .map(|(id, p)| (id, p.incarnation, p.store.clone(), p.ha.clone()))
+            .collect();
+        if masters.is_empty() {
+            return None;
+        }
+        let i = rng.pick(masters.len());
+        masters.into_iter().nth(i)
+    }
+
+    /// Which process life of replica `id` runs now, if any.
+    pub fn incarnation(&self, id: i64) -> Option<u64> {
+        self.replicas
+            .lock()
+            .get(&id)
+            .and_then(|r| r.proc.as_ref().map(|p| p.incarnation))
+    }
+
+    fn still_running(&self, id: i64, incarnation: u64) -> bool {
+        self.replicas
+            .lock()
+            .get(&id)
+            .and_then(|r| r.proc.as_ref())
+            .is_some_and(|p| p.incarnation == incarnation)
+    }
+
+    /// Sends one message as the broker's send path does: the fencing checks, the put, then the
+    /// acks of the whole SyncStateSet. An acknowledged message is recorded for the checks.
+    pub(crate) async fn send_one(&self, w: &Arc<World>, rng: &mut SimRng) {
+        let Some((id, incarnation, store, ha)) = self.pick_master(rng) else {
+            return;
+        };
+        let policy = AckPolicy {
+            min_in_sync_replicas: 1,
+            all_ack_in_sync_state_set: true,
+            in_sync_replicas: 1,
+            timeout: Duration::from_millis(100),
+        };
+        if ha.check_writable().is_err() || ha.check_in_sync(&policy).is_err() {
+            return;
+        }
+        let n = {
+            let mut s = self.sent.lock();
+            *s += 1;
+            *s
+        };
+        let body = format!("message {n} {}", "x".repeat(rng.range(10, 300) as usize));
+        let put = store
+            .put_message(BrokerMessage::new(
+                Message::new(TOPIC, body.into_bytes()),
+                0,
+            ))
+            .await;
+        let r = match put {
+            Ok(r) => r,
+            Err(e) => {
+                w.log(format!(
+                    "send {n} to {} refused by its store: {e}",
+                    name(id)
+                ));
+                return;
+            }
+        };
+        ha.on_local_append();
+        let end = r.physical_offset + r.wrote_bytes as i64;
+        if w.opts.bug != Some(Bug::AckBeforeReplicas) {
+            if let Err(e) = ha.wait_for_acks(end, &policy).await {
+                w.log(format!(
+                    "send {n} to {} at {} not acknowledged: {e}",
+                    name(id),
+                    r.physical_offset
+                ));
+                return;
+            }
+        }
+        // The answer reaches the producer only from a process still alive.
+        if !self.still_running(id, incarnation) {
+            return;
+        }
+        let snap = ha.snapshot();
+        let mut members = snap.sync_state_set.clone();
+        members.extend(snap.pending_sync_state_set.iter().flatten().copied());
+        members.insert(id);
+        let Some(record) = store.read_record(r.physical_offset) else {
+            w.fail(
+                Violation::Harness,
+                format!(
+                    "{} cannot read back message {n} at {}",
+                    name(id),
+                    r.physical_offset
+                ),
+            );
+            return;
+        };
+        w.stats.lock().acked_messages += 1;
+        let epoch = snap.master_epoch;
+        let other = *self.ackers.lock().entry(epoch).or_insert(id);
+        if other != id {
+            w.fail(
+                Violation::BrokerTwoMasters,
+                format!(
+                    "{} and {} both acknowledged messages as master of epoch {epoch}",
+                    name(other),
+                    name(id)
+                ),
+            );
+        }
+        self.acked.lock().push(AckedMsg {
+            n,
+            offset: r.physical_offset,
+            record,
+            epoch,
+            master: id,
+            members,
+        });
+    }
+
+    /// Checks the invariants on every running replica.
+    pub(crate) fn sample(&self, w: &Arc<World>) {
+        let mut g = self.replicas.lock();
+        let mut failures = Vec::new();
+        let mut masters: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
+        let acked = self.acked.lock();
+        for (id, r) in g.iter_mut() {
+            let Some(p) = r.proc.as_mut() else {
+                continue;
+            };
+            let role = p.ha.role();
+            let epoch = p.ha.master_epoch();
+            if role == Role::Master {
+                masters.entry(epoch).or_default().push(*id);
+            }
+            let confirm = p.store.confirm_offset();
+            if let Some((e, c)) = p.confirm_seen {
+                if e == epoch && confirm < c {
+                    failures.push((
+                        Violation::ConfirmBack,
+                        format!(
+                            "{}'s confirm offset went back from {c} to {confirm} in epoch {epoch}",
+                            name(*id)
+                        ),
+                    ));
+                }
+            }
+            p.confirm_seen = Some((epoch, confirm));
+            for m in acked.iter() {
+                let later_master = role == Role::Master && epoch > m.epoch;
+                if !m.members.contains(id) && !later_master {
+                    continue;
+                }
+                if p.store.read_record(m.offset).as_ref() != Some(&m.record) {
+                    let why = if later_master {
+                        format!("{} (master of epoch {epoch})", name(*id))
+                    } else {
+                        format!("{} (a member when it was acknowledged)", name(*id))
+                    };
+                    failures.push((
+                        Violation::MessageLost,
+                        format!(
+                            "message {} acknowledged by {} in epoch {} at {} under {:?} is missing on {why}; its log ends at {}",
+                            m.n,
+                            name(m.master),
+                            m.epoch,
+                            m.offset,
+                            m.members,
+                            p.store.max_phy_offset()
+                        ),
+                    ));
+                }
+            }
+        }
+        drop(acked);
+        drop(g);
+        for (epoch, ids) in masters {
+            if ids.len() > 1 {
+                failures.push((
+                    Violation::BrokerTwoMasters,
+                    format!("replicas {ids:?} are all master of epoch {epoch}"),
+                ));
+            }
+        }
+        for (kind, line) in failures {
+            w.fail(kind, line);
+        }
+    }
+
+    /// A summary line for the end of a run.
+    pub fn summary(&self) -> String {
+        let g = self.replicas.lock();
+        let ends: Vec<String> = g
+            .iter()
+            .map(|(id, r)| match &r.proc {
+                Some(p) => format!(
+                    "{} {:?} epoch {} end {} confirm {}",
+                    name(*id),
+                    p.ha.role(),
+                    p.ha.master_epoch(),
+                    p.store.max_phy_offset(),
+                    p.store.confirm_offset()
+                ),
+                None => format!("{} down", name(*id)),
+            })
+            .collect();
+        format!(
+            "replicas: {} messages sent, {} acknowledged; {}",
+            *self.sent.lock(),
+            self.acked.lock().len(),
+            ends.join("; ")
+        )
+    }
+}
+
+/// A slave's replication loop: connects to its master over a simulated connection when both
+/// run and the link is up, runs the real `follow_stream` against the real `master_connection`
+/// until the session ends, and tries again after a seeded pause.
+async fn follow_loop(w: Arc<World>, id: i64, incarnation: u64, master: i64, mut rng: SimRng) {
+    let Some(replicas) = w.replicas.as_ref() else {
+        return;
+    };
+    loop {
+        tokio::time::sleep(Duration::from_millis(rng.range(2, 10))).await;
+        if !replicas.still_running(id, incarnation) {
+            return;
+        }
+        let Some(ha) = replicas.ha(id) else {
+            return;
+        };
+        let Some(master_ha) = replicas.ha(master) else {
+            continue;
+        };
+        let (me, them) = (endpoint(id), endpoint(master));
+        if !w.net.reachable(me, them) || !w.net.reachable(them, me) {
+            continue;
+        }
+        let (mine, theirs, conn) = replicas.wire.connect(me, them, &replicas.rng);
+        replicas.conns.lock().push(conn.clone());
+        let peer = name(id);
+        let serving = tokio::spawn(async move {
+            let _ended = ha::master_connection(theirs, &peer, master_ha).await;
+        });
+        {
+            let mut g = replicas.replicas.lock();
+            match g.get_mut(&master).and_then(|r| r.proc.as_mut()) {
+                Some(p) => {
+                    p.serving.retain(|t| !t.is_finished());
+                    p.serving.push(serving);
+                }
+                None => serving.abort(),
+            }
+        }
+        let _ended = ha::follow_stream(&ha, id, &name(master), mine).await;
+        conn.kill();
+    }
+}
