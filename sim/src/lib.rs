@@ -8,7 +8,9 @@
 //! cuts), a log store that loses what it had not synced when its process crashes ([`store`]),
 //! simulated clients issuing controller requests, simulated brokers heartbeating every node's
 //! real heartbeat table (`rocketraft_controller::heartbeat::HeartbeatTracker`), per-node
-//! clocks that the nemesis steps ([`clock`]), and a nemesis. Everything random is drawn
+//! clocks that the nemesis steps ([`clock`]), and a nemesis. With
+//! [`SimOptions::replicas`], three broker replicas on the real store and HA code
+//! ([`replicas`], over [`stream`]) and a producer, with the message invariants. Everything random is drawn
 //! from one seed ([`rng`]), so a seed replays exactly: [`run_seed`] twice gives byte-identical
 //! traces. [`check`] holds the invariants. See `sim/README.md`.
 
