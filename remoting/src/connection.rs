@@ -680,15 +680,32 @@ async fn write_one(w: &mut OutBuf, out: Outbound) -> io::Result<()> {
     Ok(())
 }
 
+/// Writes `first` and whatever else is queued, up to [`WRITE_BATCH`] frames, in one flush.
+///
+/// When the queue runs dry the writer yields to the scheduler before flushing, as long as the
+/// last yield found more frames: the answers of one group commit complete together, each in its
+/// own task, and without the yield the writer flushed as soon as the first was queued (one
+/// `send` per answer, 0.7 per message under `bench produce`). A lone frame waits one scheduler
+/// pass.
 async fn write_batch(
     w: &mut OutBuf,
     first: Outbound,
     rx: &mut mpsc::Receiver<Outbound>,
 ) -> io::Result<()> {
     write_one(w, first).await?;
-    for _ in 1..WRITE_BATCH {
+    let mut written = 1;
+    let mut gathered_since_yield = true;
+    while written < WRITE_BATCH {
         match rx.try_recv() {
-            Ok(out) => write_one(w, out).await?,
+            Ok(out) => {
+                write_one(w, out).await?;
+                written += 1;
+                gathered_since_yield = true;
+            }
+            Err(_) if gathered_since_yield => {
+                gathered_since_yield = false;
+                tokio::task::yield_now().await;
+            }
             Err(_) => break,
         }
     }
