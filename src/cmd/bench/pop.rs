@@ -3,17 +3,23 @@
 //!
 //! Fills a topic with `--count` messages of `--size` bytes, then drains it three times, each
 //! with its own consumer group so each drain sees every message: (1) PULL by one consumer over
-//! every queue (the baseline), (2) POP + ACK by one consumer, (3) POP + ACK by `--consumers`
-//! concurrent consumers of one group (message-granularity load balancing).
+//! every queue (the baseline), then, for each ack mode of `--ack-mode` (both by default), (2)
+//! POP + ack by one consumer and (3) POP + ack by `--consumers` concurrent consumers of one group
+//! (message-granularity load balancing). `single` acks each message with its own ACK_MESSAGE;
+//! `batch` acks each POP's messages with one BATCH_ACK_MESSAGE (a bitset per queue, as
+//! RocketMQ's Remoting clients' `batchAckMessageAsync`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Args;
-use rocketraft_common::consts::pull_sys_flag;
-use rocketraft_remoting::api::{PullRequest, PullStatus};
+use clap::{Args, ValueEnum};
+use rocketraft_common::consts::{property, pull_sys_flag};
+use rocketraft_common::message::MessageExt;
+use rocketraft_remoting::api::{MqClientApi, PullRequest, PullStatus};
+use rocketraft_remoting::codes::{request_code, response_code};
+use rocketraft_remoting::RemotingCommand;
 
 use super::{api, run_load, timed_drain, writable_queues, Load, Target};
 
@@ -37,6 +43,36 @@ pub struct PopBenchArgs {
     /// Messages per POP / PULL request.
     #[arg(long, default_value_t = 32)]
     batch: i32,
+    /// How POPped messages are acked: `single` (one ACK_MESSAGE each), `batch` (one
+    /// BATCH_ACK_MESSAGE per POP) or `both` (each, side by side against the same pull).
+    #[arg(long, value_enum, default_value_t = AckModes::Both)]
+    ack_mode: AckModes,
+}
+
+/// `--ack-mode`.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum AckModes {
+    Single,
+    Batch,
+    Both,
+}
+
+/// How a POP consumer acks what it popped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AckMode {
+    /// One ACK_MESSAGE per message, one at a time.
+    Single,
+    /// One BATCH_ACK_MESSAGE per POP: a bitset per queue (and pop time) of the batch.
+    Batch,
+}
+
+impl AckMode {
+    fn label(self) -> &'static str {
+        match self {
+            AckMode::Single => "ack each",
+            AckMode::Batch => "batch ack",
+        }
+    }
 }
 
 async fn drain_pull(
@@ -76,8 +112,8 @@ async fn drain_pull(
     Ok(total)
 }
 
-/// POP + ACK by `consumers` tasks of `group` until `expected` messages were acked (or nothing
-/// came for a while); returns how many were acked.
+/// POP + ACK (one ACK_MESSAGE per message) by `consumers` tasks of `group` until `expected`
+/// messages were acked (or nothing came for a while); returns how many were acked.
 pub(crate) async fn drain_pop(
     brokers: Vec<String>,
     topic: String,
@@ -85,6 +121,118 @@ pub(crate) async fn drain_pop(
     group: String,
     consumers: usize,
     expected: u64,
+) -> anyhow::Result<u64> {
+    drain_pop_acking(
+        brokers,
+        topic,
+        batch,
+        group,
+        consumers,
+        expected,
+        AckMode::Single,
+    )
+    .await
+}
+
+/// The fields of a `POP_CK` receipt handle a BATCH_ACK_MESSAGE entry names: `ckQueueOffset
+/// popTime invisibleTime reviveQid topicType brokerName queueId queueOffset`.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct AckKey {
+    queue_id: i32,
+    pop_time: i64,
+    invisible_ms: i64,
+    revive_qid: i32,
+    retry: bool,
+}
+
+fn ack_key(m: &MessageExt) -> anyhow::Result<AckKey> {
+    let handle = m
+        .message
+        .property(property::POP_CK)
+        .context("a popped message without a POP_CK receipt handle")?;
+    let parts: Vec<&str> = handle.split(' ').collect();
+    if parts.len() < 8 {
+        anyhow::bail!(
+            "receipt handle {handle:?}: {} fields, 8 expected",
+            parts.len()
+        );
+    }
+    let num = |i: usize| -> anyhow::Result<i64> {
+        parts[i]
+            .parse()
+            .with_context(|| format!("receipt handle {handle:?}: field {i} is not a number"))
+    };
+    Ok(AckKey {
+        queue_id: m.queue_id,
+        pop_time: num(1)?,
+        invisible_ms: num(2)?,
+        revive_qid: num(3)? as i32,
+        retry: parts[4] != "0",
+    })
+}
+
+/// Acks `msgs` (popped together from `broker`) with one BATCH_ACK_MESSAGE: one entry per queue
+/// and pop time, its offsets as a `java.util.BitSet.toByteArray()` from the lowest.
+async fn batch_ack(
+    api: &MqClientApi,
+    broker: &str,
+    group: &str,
+    topic: &str,
+    msgs: &[MessageExt],
+) -> anyhow::Result<()> {
+    let mut by_key: std::collections::BTreeMap<AckKey, Vec<i64>> = Default::default();
+    for m in msgs {
+        by_key.entry(ack_key(m)?).or_default().push(m.queue_offset);
+    }
+    let mut acks = Vec::with_capacity(by_key.len());
+    for (k, offsets) in &by_key {
+        let so = offsets
+            .iter()
+            .copied()
+            .min()
+            .context("an entry without offsets")?;
+        let mut bits: Vec<u8> = Vec::new();
+        for o in offsets {
+            let i = usize::try_from(o - so).context("offset below the start")?;
+            if bits.len() <= i / 8 {
+                bits.resize(i / 8 + 1, 0);
+            }
+            bits[i / 8] |= 1 << (i % 8);
+        }
+        acks.push(serde_json::json!({
+            "c": group,
+            "t": topic,
+            "r": if k.retry { "1" } else { "0" },
+            "so": so,
+            "q": k.queue_id,
+            "rq": k.revive_qid,
+            "pt": k.pop_time,
+            "it": k.invisible_ms,
+            "b": rocketraft_common::base64::encode_standard(&bits),
+        }));
+    }
+    let body = serde_json::to_vec(&serde_json::json!({ "acks": acks }))
+        .context("encoding a BATCH_ACK_MESSAGE body")?;
+    api.call(
+        broker,
+        RemotingCommand::request(request_code::BATCH_ACK_MESSAGE).with_body(body),
+        &[response_code::SUCCESS],
+    )
+    .await
+    .context("BATCH_ACK_MESSAGE")?;
+    Ok(())
+}
+
+/// POP + ack by `consumers` tasks of `group`, acking as `mode` says, until `expected` messages
+/// were acked (or nothing came for a while); returns how many were acked.
+pub(crate) async fn drain_pop_acking(
+    brokers: Vec<String>,
+    topic: String,
+    batch: i32,
+    group: String,
+    consumers: usize,
+    expected: u64,
+    mode: AckMode,
 ) -> anyhow::Result<u64> {
     let done = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
@@ -101,8 +249,16 @@ pub(crate) async fn drain_pop(
                         .pop(b, &group, &topic, -1, batch, 60_000, 0, false)
                         .await?;
                     got += msgs.len();
-                    for m in &msgs {
-                        api.ack(b, &group, &topic, m).await?;
+                    match mode {
+                        AckMode::Single => {
+                            for m in &msgs {
+                                api.ack(b, &group, &topic, m).await?;
+                            }
+                        }
+                        AckMode::Batch if !msgs.is_empty() => {
+                            batch_ack(&api, b, &group, &topic, &msgs).await?;
+                        }
+                        AckMode::Batch => {}
                     }
                     done.fetch_add(msgs.len() as u64, Ordering::Relaxed);
                 }
@@ -130,6 +286,11 @@ pub async fn run(args: PopBenchArgs) -> anyhow::Result<()> {
         size: args.size,
         consumers: args.consumers,
         batch: args.batch,
+        modes: match args.ack_mode {
+            AckModes::Single => vec![AckMode::Single],
+            AckModes::Batch => vec![AckMode::Batch],
+            AckModes::Both => vec![AckMode::Single, AckMode::Batch],
+        },
     })
     .await
     .map(|_| ())
@@ -143,20 +304,27 @@ pub(super) struct PopLoad {
     pub size: usize,
     pub consumers: usize,
     pub batch: i32,
+    /// The ack modes drained, in this order, each by 1 and by `consumers` consumers.
+    pub modes: Vec<AckMode>,
 }
 
 /// The drains' rates, messages per second.
 pub(super) struct PopNumbers {
     /// PULL by one consumer (the baseline).
     pub pull: f64,
-    /// POP + ACK by one consumer.
+    /// POP + one ACK_MESSAGE per message by one consumer (0 when not drained).
     pub pop_one: f64,
-    /// POP + ACK by [`PopLoad::consumers`] consumers.
+    /// POP + one ACK_MESSAGE per message by [`PopLoad::consumers`] consumers (0 when not
+    /// drained).
     pub pop_many: f64,
+    /// POP + one BATCH_ACK_MESSAGE per POP by one consumer (`None` when not drained).
+    pub batch_one: Option<f64>,
+    /// POP + one BATCH_ACK_MESSAGE per POP by [`PopLoad::consumers`] consumers.
+    pub batch_many: Option<f64>,
 }
 
-/// Fills the topic, drains it by PULL, by POP with one consumer, then with `consumers`;
-/// prints each drain and answers their rates.
+/// Fills the topic, drains it by PULL, then for each ack mode by POP with one consumer and
+/// with `consumers`; prints each drain and answers their rates.
 pub(super) async fn measure(args: &PopLoad) -> anyhow::Result<PopNumbers> {
     let target = Target::messages(&args.namesrv, &args.topic, args.count);
     let setup = api();
@@ -177,29 +345,50 @@ pub(super) async fn measure(args: &PopLoad) -> anyhow::Result<PopNumbers> {
         "pull (baseline), 1 consumer: {pulled} msgs in {pull_secs:.2} s = {pull_rate:.0} msgs/s"
     );
 
-    let mut rates = Vec::new();
-    for consumers in [1, args.consumers.max(1)] {
-        let (n, secs, rate) = timed_drain(drain_pop(
-            brokers.clone(),
-            args.topic.clone(),
-            args.batch,
-            format!("bench_pop_{consumers}_{run_id}"),
-            consumers,
-            pulled,
-        ))
-        .await?;
-        println!(
-            "pop + ack, {consumers} consumer(s): {n} msgs in {secs:.2} s = {rate:.0} msgs/s ({:.2}x the pull baseline)",
-            rate / pull_rate.max(1e-9)
-        );
-        if n < pulled {
-            anyhow::bail!("POP drained {n} of {pulled} messages");
-        }
-        rates.push(rate);
-    }
-    Ok(PopNumbers {
+    let mut numbers = PopNumbers {
         pull: pull_rate,
-        pop_one: rates[0],
-        pop_many: rates[rates.len() - 1],
-    })
+        pop_one: 0.0,
+        pop_many: 0.0,
+        batch_one: None,
+        batch_many: None,
+    };
+    for &mode in &args.modes {
+        let mut rates = Vec::new();
+        for consumers in [1, args.consumers.max(1)] {
+            let tag = match mode {
+                AckMode::Single => "pop",
+                AckMode::Batch => "popbatch",
+            };
+            let (n, secs, rate) = timed_drain(drain_pop_acking(
+                brokers.clone(),
+                args.topic.clone(),
+                args.batch,
+                format!("bench_{tag}_{consumers}_{run_id}"),
+                consumers,
+                pulled,
+                mode,
+            ))
+            .await?;
+            println!(
+                "pop + {}, {consumers} consumer(s): {n} msgs in {secs:.2} s = {rate:.0} msgs/s ({:.2}x the pull baseline)",
+                mode.label(),
+                rate / pull_rate.max(1e-9)
+            );
+            if n < pulled {
+                anyhow::bail!("POP ({}) drained {n} of {pulled} messages", mode.label());
+            }
+            rates.push(rate);
+        }
+        match mode {
+            AckMode::Single => {
+                numbers.pop_one = rates[0];
+                numbers.pop_many = rates[1];
+            }
+            AckMode::Batch => {
+                numbers.batch_one = Some(rates[0]);
+                numbers.batch_many = Some(rates[1]);
+            }
+        }
+    }
+    Ok(numbers)
 }

@@ -362,6 +362,7 @@ async fn run_suite(args: SuiteArgs) -> anyhow::Result<()> {
         size: SIZE,
         consumers: POP_CONSUMERS,
         batch: 32,
+        modes: vec![super::pop::AckMode::Single, super::pop::AckMode::Batch],
     })
     .await
     .map_err(|e| format!("failed: {e:#}"));
@@ -381,8 +382,17 @@ async fn run_suite(args: SuiteArgs) -> anyhow::Result<()> {
         measure: format!("POP + ack, {POP_CONSUMERS} consumers, 1 KiB, ASYNC_FLUSH"),
         ours: pop.as_ref().map(|p| rate(p.pop_many)).map_err(Clone::clone),
         reference_name: "plain pull, 1 consumer, 32 per pull".into(),
-        reference: pull,
+        reference: pull.clone(),
         goal: "above the 1-consumer ratio",
+    });
+    let batch_rate =
+        |p: &super::pop::PopNumbers| p.batch_one.map(rate).ok_or_else(|| "not run".to_string());
+    rows.push(Row {
+        measure: "POP + batch ack, 1 consumer, 1 KiB, ASYNC_FLUSH".into(),
+        ours: pop.as_ref().map_err(Clone::clone).and_then(batch_rate),
+        reference_name: "plain pull, 1 consumer, 32 per pull".into(),
+        reference: pull,
+        goal: "0.5x (one BATCH_ACK_MESSAGE per POP)",
     });
 
     // The gRPC proxy against Remoting.
