@@ -14,37 +14,37 @@ use super::Handled;
 use crate::store::{BrokerMessage, PutStatus};
 use crate::BrokerInner;
 
-/// The fields of `SendMessageRequestHeader`, whichever of its two spellings the client used.
+/// The fields of `SendMessageRequestHeader`, whichever of its two spellings the client used
+/// (the strings borrowed from the request).
 #[derive(Debug)]
-struct SendHeader {
-    producer_group: String,
-    topic: String,
-    default_topic: String,
+struct SendHeader<'a> {
+    producer_group: &'a str,
+    topic: &'a str,
+    default_topic: &'a str,
     default_topic_queue_nums: i32,
     queue_id: i32,
     sys_flag: i32,
     born_timestamp: i64,
     flag: i32,
-    properties: String,
+    properties: &'a str,
     reconsume_times: i32,
     batch: bool,
 }
 
-impl SendHeader {
+impl<'a> SendHeader<'a> {
     /// V1 headers use full field names; V2 (`SendMessageRequestHeaderV2`) single letters a..n.
-    fn parse(request: &RemotingCommand) -> Result<SendHeader, Refusal> {
+    fn parse(request: &'a RemotingCommand) -> Result<SendHeader<'a>, Refusal> {
         let v2 = !matches!(
             request.code,
             request_code::SEND_MESSAGE | request_code::SEND_REPLY_MESSAGE
         );
         let name = |full: &'static str, letter: &'static str| if v2 { letter } else { full };
         Ok(SendHeader {
-            producer_group: request.require_ext(name("producerGroup", "a"))?.to_string(),
-            topic: request.require_ext(name("topic", "b"))?.to_string(),
+            producer_group: request.require_ext(name("producerGroup", "a"))?,
+            topic: request.require_ext(name("topic", "b"))?,
             default_topic: request
                 .ext(name("defaultTopic", "c"))
-                .unwrap_or(rocketraft_common::consts::AUTO_CREATE_TOPIC_KEY_TOPIC)
-                .to_string(),
+                .unwrap_or(rocketraft_common::consts::AUTO_CREATE_TOPIC_KEY_TOPIC),
             default_topic_queue_nums: request
                 .ext_parse_opt(name("defaultTopicQueueNums", "d"))?
                 .unwrap_or(4),
@@ -54,10 +54,7 @@ impl SendHeader {
                 .ext_parse_opt(name("bornTimestamp", "g"))?
                 .unwrap_or(0),
             flag: request.ext_parse_opt(name("flag", "h"))?.unwrap_or(0),
-            properties: request
-                .ext(name("properties", "i"))
-                .unwrap_or_default()
-                .to_string(),
+            properties: request.ext(name("properties", "i")).unwrap_or_default(),
             reconsume_times: request
                 .ext_parse_opt(name("reconsumeTimes", "j"))?
                 .unwrap_or(0),
@@ -104,11 +101,14 @@ pub async fn handle(
     }
 
     let messages = decode_messages(inner, &header, request)?;
-    let uniq = messages
-        .iter()
-        .filter_map(|m| m.uniq_key())
-        .collect::<Vec<_>>()
-        .join(",");
+    let uniq = match messages.as_slice() {
+        [one] => one.uniq_key().unwrap_or_default().to_owned(),
+        many => many
+            .iter()
+            .filter_map(|m| m.uniq_key())
+            .collect::<Vec<_>>()
+            .join(","),
+    };
     let count = messages.len() as u64;
     let message_type = messages
         .first()
@@ -153,7 +153,7 @@ pub async fn handle(
         count,
         message_type,
     };
-    store_and_answer(inner, request, &header.topic, to_store, sent).await
+    store_and_answer(inner, request, header.topic, to_store, sent).await
 }
 
 /// Fencing: only a master holding a valid role lease (`check_writable`) and with the replicas
@@ -172,7 +172,7 @@ fn check_fencing(inner: &BrokerInner) -> Result<(), Refusal> {
 /// only the broker writes, it exists (or was auto-created: then the nameservers are told soon)
 /// and it is writable.
 fn writable_topic(inner: &BrokerInner, header: &SendHeader) -> Result<TopicConfig, Refusal> {
-    validate_topic_name(&header.topic)
+    validate_topic_name(header.topic)
         .map_err(|e| Refusal::system_error(format!("topic {:?}: {e}", header.topic)))?;
     if NOT_ALLOWED_SEND_TOPICS
         .iter()
@@ -188,13 +188,13 @@ fn writable_topic(inner: &BrokerInner, header: &SendHeader) -> Result<TopicConfi
     // missing `%RETRY%` topic the same way (`createTopicInSendMessageBackMethod`). A DLQ message
     // resent to its group (`admin message dlq --resend`, the console) arrives like this.
     if header.topic.starts_with(RETRY_GROUP_TOPIC_PREFIX) {
-        crate::pop::ensure_system_topic(inner, &header.topic, 1)?;
+        crate::pop::ensure_system_topic(inner, header.topic, 1)?;
     }
     let (topic_config, created) = inner
         .topics
         .get_or_create_on_send(
-            &header.topic,
-            &header.default_topic,
+            header.topic,
+            header.default_topic,
             header.default_topic_queue_nums,
             inner.config.auto_create_topic_enable,
         )?
@@ -229,7 +229,7 @@ fn choose_queue(
     let queue_id = if header.queue_id < 0 {
         // The broker picks: a FIFO message group (sharding key) always maps to the same queue,
         // so its messages stay in send order.
-        match decode_properties(&header.properties).get(property::SHARDING_KEY) {
+        match decode_properties(header.properties).get(property::SHARDING_KEY) {
             Some(group) if !group.is_empty() => {
                 (rocketraft_common::hash::java_string_hash(group).unsigned_abs()
                     % topic_config.write_queue_nums.max(1) as u32) as i32
@@ -256,11 +256,11 @@ fn decode_messages(
     request: &RemotingCommand,
 ) -> Result<Vec<Message>, Refusal> {
     let messages = if header.batch {
-        decode_batch(&header.topic, request.body.clone(), &header.properties)?
+        decode_batch(header.topic, request.body.clone(), header.properties)?
     } else {
-        let mut message = Message::new(header.topic.clone(), request.body.clone());
+        let mut message = Message::new(header.topic, request.body.clone());
         message.flag = header.flag;
-        message.properties = decode_properties(&header.properties);
+        message.properties = decode_properties(header.properties);
         // A request of request-reply names the cluster its reply goes to (RocketMQ stamps every
         // message; we stamp only these, whose consumers need it to build the reply).
         if message.properties.contains_key(property::REPLY_TO_CLIENT)
@@ -423,16 +423,23 @@ async fn store_and_answer(
         )),
         _ => None,
     };
-    let mut response = request
-        .response_to(code, None)
-        .with_ext("msgId", result.msg_id)
-        .with_ext("queueId", queue_id)
-        .with_ext("queueOffset", result.queue_offset)
-        .with_ext("transactionId", sent.uniq)
-        .with_ext("MSG_REGION", "DefaultRegion")
-        .with_ext("TRACE_ON", "true");
+    let mut response = request.response_to(code, None);
+    // Room for every field up front: no rehash while they go in.
+    response.ext_fields.reserve(7);
+    response
+        .ext_fields
+        .insert("msgId".to_owned(), result.msg_id);
+    response.set_ext("queueId", queue_id);
+    response.set_ext("queueOffset", result.queue_offset);
+    response
+        .ext_fields
+        .insert("transactionId".to_owned(), sent.uniq);
+    response.set_ext("MSG_REGION", "DefaultRegion");
+    response.set_ext("TRACE_ON", "true");
     if let Some(handle) = recall {
-        response = response.with_ext("recallHandle", handle);
+        response
+            .ext_fields
+            .insert("recallHandle".to_owned(), handle);
     }
     Ok(response)
 }
