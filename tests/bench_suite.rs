@@ -118,3 +118,32 @@ fn bench_suite_quick_with_nats() {
     check_reports(&out, true);
     assert!(!work.exists(), "the suite removes its working directory");
 }
+
+/// A --dir the suite did not make is never removed: a non-empty one without the suite's marker,
+/// or one holding --out, is refused before anything starts, and what it holds stays.
+#[test]
+fn bench_suite_refuses_a_dir_it_did_not_make() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let work = tmp.path().join("work");
+    std::fs::create_dir_all(&work).expect("work dir");
+    std::fs::write(work.join("precious.txt"), b"keep me").expect("a file of the user's");
+    let refused = |out: &Path| {
+        let output = Command::new(env!("CARGO_BIN_EXE_rocketraft"))
+            .args(["bench", "suite", "--quick", "--no-nats", "--dir"])
+            .arg(&work)
+            .arg("--out")
+            .arg(out)
+            .output()
+            .expect("run rocketraft bench suite");
+        assert!(!output.status.success(), "the suite ran in a foreign --dir");
+        String::from_utf8_lossy(&output.stderr).to_string()
+    };
+    let err = refused(&tmp.path().join("out"));
+    assert!(err.contains("was not made by bench suite"), "{err}");
+    let err = refused(&work.join("reports"));
+    assert!(err.contains("is inside --dir"), "{err}");
+    assert_eq!(
+        std::fs::read(work.join("precious.txt")).expect("still there"),
+        b"keep me"
+    );
+}

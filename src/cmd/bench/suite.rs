@@ -161,6 +161,10 @@ pub async fn run(args: SuiteArgs) -> anyhow::Result<()> {
     }
 }
 
+/// The file that marks a --dir as the suite's own (a leftover of an interrupted run may be
+/// removed; any other non-empty directory is refused).
+const SUITE_MARKER: &str = ".rocketraft-bench-suite";
+
 async fn run_suite(args: SuiteArgs) -> anyhow::Result<()> {
     let plan = Plan::new(&args);
     let out = &args.out;
@@ -168,20 +172,46 @@ async fn run_suite(args: SuiteArgs) -> anyhow::Result<()> {
     let out = out
         .canonicalize()
         .with_context(|| format!("cannot resolve {}", out.display()))?;
+    // Everything is checked before anything is removed: --dir is removed first and at the end,
+    // so it must not hold the reports, nor anything the suite did not make.
     if args.dir.exists() {
-        std::fs::remove_dir_all(&args.dir)
-            .with_context(|| format!("cannot clear {}", args.dir.display()))?;
+        let dir = args
+            .dir
+            .canonicalize()
+            .with_context(|| format!("cannot resolve {}", args.dir.display()))?;
+        if out.starts_with(&dir) {
+            bail!(
+                "--out {} is inside --dir {}, which the suite removes: pick an --out outside it",
+                out.display(),
+                dir.display()
+            );
+        }
+        let empty = std::fs::read_dir(&dir)
+            .with_context(|| format!("cannot read {}", dir.display()))?
+            .next()
+            .is_none();
+        if !empty && !dir.join(SUITE_MARKER).exists() {
+            bail!(
+                "--dir {} is not empty and was not made by bench suite (no {SUITE_MARKER} in it): \
+                 the suite removes its --dir, so give it a new or empty directory",
+                dir.display()
+            );
+        }
+        std::fs::remove_dir_all(&dir).with_context(|| format!("cannot clear {}", dir.display()))?;
     }
-    std::fs::create_dir_all(&args.dir)?;
+    std::fs::create_dir_all(&args.dir)
+        .with_context(|| format!("cannot create {}", args.dir.display()))?;
     let dir = args.dir.canonicalize()?;
     if out.starts_with(&dir) {
         bail!(
-            "--out {} is inside --dir {}, which the suite removes when it ends",
+            "--out {} is inside --dir {}, which the suite removes: pick an --out outside it",
             out.display(),
             dir.display()
         );
     }
     let _remove = RemoveDir(dir.clone());
+    std::fs::write(dir.join(SUITE_MARKER), b"made by rocketraft bench suite\n")
+        .with_context(|| format!("cannot write in {}", dir.display()))?;
     let started = Instant::now();
     let mut rows = Vec::new();
     let mut series = Vec::new();
@@ -482,6 +512,7 @@ async fn run_suite(args: SuiteArgs) -> anyhow::Result<()> {
     ] {
         let mut times = Vec::new();
         let mut failure = None;
+        let mut failed = 0;
         for trial in 0..trials.max(1) {
             eprintln!(
                 "suite: failover trial {} of {} ({label}): kill -9 of the master of a 3-replica cluster",
@@ -500,18 +531,30 @@ async fn run_suite(args: SuiteArgs) -> anyhow::Result<()> {
                 Err(e) => {
                     eprintln!("suite: failover trial ({label}) failed: {e:#}");
                     failure = Some(format!("failed: {e:#}"));
+                    failed += 1;
                 }
             }
         }
         times.sort_by(f64::total_cmp);
-        let ours = match (times.get(times.len() / 2), failure) {
+        // The median (the mean of the middle two of an even count); failed trials are named.
+        let median = match times.len() {
+            0 => None,
+            n if n % 2 == 1 => Some(times[n / 2]),
+            n => Some((times[n / 2 - 1] + times[n / 2]) / 2.0),
+        };
+        let ours = match (median, failure) {
             (Some(median), _) => Ok(Measured {
-                value: *median,
+                value: median,
                 text: format!(
-                    "{median:.2} s (median of {}; {:.2}-{:.2} s)",
+                    "{median:.2} s (median of {}; {:.2}-{:.2} s{})",
                     times.len(),
                     times[0],
-                    times[times.len() - 1]
+                    times[times.len() - 1],
+                    if failed > 0 {
+                        format!("; {failed} trial(s) failed")
+                    } else {
+                        String::new()
+                    }
                 ),
             }),
             (None, Some(f)) => Err(f),
