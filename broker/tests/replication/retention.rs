@@ -486,12 +486,13 @@ fn assert_none_with(store: &MessageStore, prefix: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_replicas_fail_over_and_truncate_below_their_first_offset_after_retention() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let ns = namesrv_secured(dir.path(), None, |_| {}).await;
+    // A heartbeat timeout of 4 s on both sides, so a lease of 3 s (3/4 of the shorter one):
+    // the cut-off master must still take the whole blast of step 2 after its last renewal, on
+    // a busy machine too.
+    let ns = namesrv_secured(dir.path(), None, |c| c.heartbeat_timeout_ms = 4000).await;
     let mut nodes = isolatable_set_with(dir.path(), ns.local_addr(), |c| {
         c.store.file_reserved_time_secs = Some(1);
         c.store.delete_when = ALL_HOURS.into();
-        // A lease of 3 s (3/4 of the timeout): the cut-off master must still take the whole
-        // blast of step 2 after its last renewal, on a busy machine too.
         c.controller_heartbeat_timeout_ms = 4000;
         // Rounds run when the test asks (clean_now).
         c.store.clean_resource_interval_ms = 3_600_000;
