@@ -1578,11 +1578,16 @@ where
             }
             next = store.append_replicated(offset, body).await?;
         }
-        // Never back within a session (one master epoch): what was confirmed stays held by
-        // every SyncStateSet member. A master restarted in the same epoch starts from the
-        // confirm offset of its last checkpoint, below what it confirmed before, until its
-        // members report again (found by the deterministic simulation, `sim/`, seed 50 with
-        // `--replicas --fault-ms 500`: a slave's confirm offset went from 2617 to 0).
+        // Never back across sessions; only a truncate/reset lowers it: what was confirmed
+        // stays held by every SyncStateSet member. A master restarted in the same epoch starts
+        // from the confirm offset of its last checkpoint, below what it confirmed before,
+        // until its members report again (found by the deterministic simulation, `sim/`, seed
+        // 50 with `--replicas --fault-ms 500`: a slave's confirm offset went from 2617 to 0).
+        // Holding the stored confirm offset across sessions and master epochs is safe because
+        // the store lowers it wherever this replica's log changes below it: `truncate_divergent`
+        // (the store's `cut_tail`) lowers it to the truncation point and `reset_to` sets it to
+        // the new start, so bytes of a new epoch at or past that point are confirmed only when
+        // the master says so; and `.min(next)` never confirms past what this replica holds.
         let held = store.confirm_offset().min(next);
         store.set_confirm_offset(confirm.min(next).max(held));
         sock.write_all(&report_frame(next)).await?;
@@ -1953,6 +1958,99 @@ mod tests {
         );
         follower.abort();
         server.abort();
+    }
+
+    /// A slave that confirmed C in an old epoch and is truncated to P < C by a new master whose
+    /// log diverges at P holds confirm <= P until the master says more: frames confirming less
+    /// than C do not confirm the new epoch's bytes in [P, C). Guards the store's `cut_tail`,
+    /// which lowers the stored confirm offset to the truncation point (the session's
+    /// `held = confirm_offset().min(next)` would otherwise carry C over).
+    #[tokio::test]
+    async fn a_truncated_slave_does_not_confirm_new_epoch_bytes_below_its_old_confirm() {
+        use crate::store::{BrokerMessage, StoreConfig};
+        use rocketraft_common::message::Message;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let open = |name: &str| {
+            MessageStore::open(StoreConfig {
+                commitlog_segment_size: 64 * 1024,
+                pretouch: false,
+                message_index_enable: false,
+                ..StoreConfig::new(dir.path().join(name))
+            })
+            .expect("store")
+        };
+        let put = |store: Arc<MessageStore>| async move {
+            let r = store
+                .put_message(BrokerMessage::new(Message::new("T", vec![b'x'; 100]), 0))
+                .await
+                .expect("put");
+            r.physical_offset + r.wrote_bytes as i64
+        };
+        // The slave: epoch 1 up to C, all of it confirmed (it was that epoch's master).
+        let slave = open("slave");
+        slave.append_epoch(1, 0).expect("epoch");
+        let mut slave_ends = Vec::new();
+        for _ in 0..10 {
+            slave_ends.push(put(slave.clone()).await);
+        }
+        let c = slave.max_phy_offset();
+        // The new master: the same 4 records of epoch 1 (up to P), then epoch 2 past C.
+        let master = open("master");
+        master.append_epoch(1, 0).expect("epoch");
+        let mut p = 0;
+        for _ in 0..4 {
+            p = put(master.clone()).await;
+        }
+        assert_eq!(p, slave_ends[3], "P is a record boundary on both logs");
+        master.append_epoch(2, p).expect("epoch");
+        while master.max_phy_offset() <= c + 500 {
+            put(master.clone()).await;
+        }
+        let end = master.max_phy_offset();
+        // The master's confirm offset is P and stays there: member 3 has not reported.
+        master.set_confirm_offset(p);
+        let ha = HaState::new(master.clone());
+        ha.set_master(1, "m".into(), 2, 1, BTreeSet::from([1, 2, 3]));
+        ha.renew_lease(Instant::now() + Duration::from_secs(600));
+        let slave_ha = HaState::new(slave.clone());
+        slave.set_confirm_offset(c);
+        assert_eq!(slave.confirm_offset(), c);
+        slave_ha.set_slave(1, "m".into(), 2, 1, BTreeSet::from([1, 2, 3]));
+
+        let (mine, theirs) = tokio::io::duplex(1 << 20);
+        let server = tokio::spawn(master_connection(theirs, "s", ha.clone()));
+        let follower = {
+            let slave_ha = slave_ha.clone();
+            tokio::spawn(async move { follow_stream(&slave_ha, 2, "m", mine).await })
+        };
+        // The slave reports the master's end only after applying the last frame's confirm.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !ha
+            .snapshot()
+            .slaves
+            .iter()
+            .any(|s| s.broker_id == 2 && s.ack_offset == end)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the slave never caught up to {end}"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        follower.abort();
+        server.abort();
+        assert_eq!(slave.max_phy_offset(), end);
+        assert_eq!(slave.epoch_entries().last().map(|e| e.epoch), Some(2));
+        assert_eq!(
+            master.confirm_offset(),
+            p,
+            "the master never said more than P"
+        );
+        assert!(
+            slave.confirm_offset() <= p,
+            "the slave confirmed {} (its old confirm was {c}, the truncation point {p}): new-epoch bytes the master never confirmed",
+            slave.confirm_offset()
+        );
     }
 
     #[test]
