@@ -1948,8 +1948,31 @@ mod tests {
             assert!(Instant::now() < deadline, "no frame from the master");
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        // Its frames carry confirm 0.
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Its frames carry confirm 0. The slave's first report (right after the handshake)
+        // comes before any frame; every later one is sent after it applied a frame's confirm
+        // offset. Wait for a report newer than the first one seen.
+        let report = || {
+            ha.snapshot()
+                .slaves
+                .iter()
+                .find(|s| s.broker_id == 2)
+                .and_then(|s| s.last_report)
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let first = loop {
+            if let Some(t) = report() {
+                break t;
+            }
+            assert!(Instant::now() < deadline, "no report from the slave");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        };
+        while report().is_none_or(|t| t <= first) {
+            assert!(
+                Instant::now() < deadline,
+                "no report from the slave after a frame"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         assert_eq!(master.confirm_offset(), 0);
         assert_eq!(
             slave.confirm_offset(),
