@@ -1024,10 +1024,7 @@ impl PopService {
             (request.pop_time, request.invisible_ms, request.order);
         let mut picked = Vec::new();
         for (rec, off) in r.messages.iter().zip(&r.message_queue_offsets) {
-            let reconsume = message::decode_message(rec)
-                .map(|(m, _)| m.reconsume_times)
-                .unwrap_or(0);
-            picked.push((rec.clone(), *off, reconsume));
+            picked.push((rec.clone(), *off, record_reconsume_times(rec)));
         }
         if !picked.is_empty() {
             let msgs: Vec<(i64, i32)> = picked.iter().map(|(_, o, rt)| (*o, *rt)).collect();
@@ -1969,18 +1966,119 @@ fn hand_out(
     Ok(())
 }
 
-/// Re-encodes a record with its receipt handle in `POP_CK` (and, for a retry message, the
-/// original topic back in place), as RocketMQ's POP response carries it.
+/// The record with its receipt handle in `POP_CK` (and, for a retry message, the original
+/// topic back in place), as RocketMQ's POP response carries it. A message of its own topic
+/// is copied with the property added ([`patched_with_handle`]); otherwise, or when that does
+/// not apply, the record is decoded and encoded again.
 fn with_handle(
     record: &[u8],
     handle: &Handle,
     retry: bool,
     reconsume_times: Option<i32>,
 ) -> Result<bytes::Bytes, Refusal> {
+    let text = handle.encode();
+    if !retry {
+        if let Some(patched) = patched_with_handle(record, &text, reconsume_times) {
+            return Ok(patched);
+        }
+    }
+    reencoded_with_handle(record, text, retry, reconsume_times)
+}
+
+/// The reconsume times of a stored record, read in place (0 when the record is too short to
+/// hold them, as a record that does not decode counted before).
+fn record_reconsume_times(record: &[u8]) -> i32 {
+    let Some(flag) = message::read_i32(record, message::pos::SYS_FLAG) else {
+        return 0;
+    };
+    let at =
+        message::pos::BORN_HOST + message::born_host_len(flag) + 8 + message::store_host_len(flag);
+    message::read_i32(record, at).unwrap_or(0)
+}
+
+/// [`with_handle`] without decoding: the stored bytes, copied once, with `POP_CK` `\x01`
+/// `handle` `\x02` added to the properties (before the store's `__CRC32#` trailer, which is
+/// then sealed again for the new bytes), the total size patched and, if given, the reconsume
+/// times. `None` when it does not apply (not exactly one well-formed record, a `POP_CK`
+/// already there, properties that would grow too long, a trailer that does not seal): the
+/// caller re-encodes instead.
+fn patched_with_handle(
+    record: &[u8],
+    handle: &str,
+    reconsume_times: Option<i32>,
+) -> Option<bytes::Bytes> {
+    const KV: u8 = message::NAME_VALUE_SEPARATOR;
+    const SEP: u8 = message::PROPERTY_SEPARATOR;
+    if message::record_size(record).ok()? != record.len()
+        || handle.bytes().any(|b| b == KV || b == SEP)
+    {
+        return None;
+    }
+    // The properties end the record (its layout check made sure).
+    let props = message::record_properties_str(record)?;
+    let props_at = record.len() - props.len();
+    let key = property::POP_CK.as_bytes();
+    if props.as_bytes().split(|b| *b == SEP).any(|kv| {
+        kv.strip_prefix(key)
+            .is_some_and(|rest| rest.is_empty() || rest[0] == KV)
+    }) {
+        return None;
+    }
+    let trailer_len = if props.len() >= message::RECORD_CRC_TRAILER_LEN
+        && props.as_bytes()[props.len() - message::RECORD_CRC_TRAILER_LEN..]
+            .starts_with(property::CRC32.as_bytes())
+    {
+        message::RECORD_CRC_TRAILER_LEN
+    } else {
+        0
+    };
+    let before = &props[..props.len() - trailer_len];
+    let separate = !before.is_empty() && !before.ends_with(SEP as char);
+    let added = usize::from(separate) + property::POP_CK.len() + 1 + handle.len() + 1;
+    let new_props_len = props.len() + added;
+    if new_props_len > message::MAX_PROPERTIES_LEN {
+        return None;
+    }
+    let total = i32::try_from(record.len() + added).ok()?;
+    let mut out = Vec::with_capacity(record.len() + added);
+    out.extend_from_slice(&record[..props_at - 2]);
+    out.extend_from_slice(&(new_props_len as i16).to_be_bytes());
+    out.extend_from_slice(before.as_bytes());
+    if separate {
+        out.push(message::PROPERTY_SEPARATOR);
+    }
+    out.extend_from_slice(property::POP_CK.as_bytes());
+    out.push(message::NAME_VALUE_SEPARATOR);
+    out.extend_from_slice(handle.as_bytes());
+    out.push(message::PROPERTY_SEPARATOR);
+    out.extend_from_slice(&props.as_bytes()[props.len() - trailer_len..]);
+    out[message::pos::TOTAL_SIZE..message::pos::TOTAL_SIZE + 4]
+        .copy_from_slice(&total.to_be_bytes());
+    if let Some(rt) = reconsume_times {
+        let flag = message::read_i32(&out, message::pos::SYS_FLAG)?;
+        let at = message::pos::BORN_HOST
+            + message::born_host_len(flag)
+            + 8
+            + message::store_host_len(flag);
+        out.get_mut(at..at + 4)?.copy_from_slice(&rt.to_be_bytes());
+    }
+    if trailer_len > 0 && !message::seal_record_crc(&mut out) {
+        return None;
+    }
+    Some(bytes::Bytes::from(out))
+}
+
+/// [`with_handle`] by decoding the record and encoding it again.
+fn reencoded_with_handle(
+    record: &[u8],
+    handle: String,
+    retry: bool,
+    reconsume_times: Option<i32>,
+) -> Result<bytes::Bytes, Refusal> {
     let (m, _) = message::decode_message(record)
         .map_err(|e| Refusal::system_error(format!("stored record unreadable: {e}")))?;
     let mut msg = m.message.clone();
-    msg.set_property(property::POP_CK, handle.encode());
+    msg.set_property(property::POP_CK, handle);
     if retry {
         if let Some(origin) = m.message.property(property::RETRY_TOPIC) {
             msg.topic = origin.to_string();
@@ -2225,5 +2323,110 @@ mod replay_records {
             inflight(&table, &key()),
             vec![(0, 160, 1), (1, 150, 0), (2, 160, 1)]
         );
+    }
+}
+
+#[cfg(test)]
+mod popped_records {
+    use super::*;
+
+    fn stored(props: &[(&str, &str)], append_crc: bool, v6: bool) -> Vec<u8> {
+        let mut m = Message::new("TopicA", vec![7u8; 300]);
+        for (k, v) in props {
+            m.set_property(*k, *v);
+        }
+        let host: std::net::SocketAddr = if v6 {
+            "[::1]:10911".parse().expect("addr")
+        } else {
+            "127.0.0.1:10911".parse().expect("addr")
+        };
+        let meta = RecordMeta {
+            queue_id: 3,
+            queue_offset: 41,
+            physical_offset: 9_000,
+            born_host: host,
+            store_host: host,
+            born_timestamp: 11,
+            store_timestamp: 12,
+            reconsume_times: 2,
+            ..RecordMeta::default()
+        };
+        let mut out = Vec::new();
+        message::encode_record(&m, &meta, append_crc, &mut out).expect("encode");
+        out
+    }
+
+    fn handle() -> Handle {
+        Handle {
+            ck_offset: 41,
+            pop_time: 1_700_000_000_000,
+            invisible_ms: 60_000,
+            revive_qid: 0,
+            retry: false,
+            broker_name: "broker-a".into(),
+            queue_id: 3,
+            queue_offset: 41,
+        }
+    }
+
+    /// The copied-and-patched record decodes to what decoding and encoding again gives (the
+    /// store's CRC trailer apart, which the copy seals anew), for stored records with and
+    /// without the trailer, IPv4 and IPv6 hosts, with and without new reconsume times.
+    #[test]
+    fn patching_gives_what_reencoding_gives() {
+        for append_crc in [true, false] {
+            for v6 in [false, true] {
+                for props in [
+                    vec![],
+                    vec![("TAGS", "a"), ("KEYS", "k1 k2")],
+                    vec![("KEYS", "ключ-ключ-ключ-ключ-ключ")],
+                ] {
+                    for rt in [None, Some(5)] {
+                        let rec = stored(&props, append_crc, v6);
+                        let text = handle().encode();
+                        let fast = patched_with_handle(&rec, &text, rt).expect("patched");
+                        let slow = reencoded_with_handle(&rec, text.clone(), false, rt)
+                            .expect("re-encoded");
+                        let (mut a, used) = message::decode_message(&fast).expect("decode");
+                        assert_eq!(used, fast.len());
+                        let (mut b, _) = message::decode_message(&slow).expect("decode");
+                        assert_eq!(a.message.property(property::POP_CK), Some(text.as_str()));
+                        assert_eq!(a.reconsume_times, rt.unwrap_or(2));
+                        if append_crc {
+                            assert_eq!(
+                                message::check_record(&fast),
+                                message::RecordCheck::RecordCrcOk,
+                                "the trailer is sealed for the new bytes"
+                            );
+                        }
+                        a.message.properties.remove(property::CRC32);
+                        b.message.properties.remove(property::CRC32);
+                        a.store_size = 0;
+                        b.store_size = 0;
+                        assert_eq!(a, b, "crc {append_crc}, v6 {v6}, {props:?}, {rt:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// A record already carrying `POP_CK`, or bytes that are not exactly one record, are left
+    /// to the re-encoding path.
+    #[test]
+    fn patching_declines_what_it_cannot_do_exactly() {
+        let text = handle().encode();
+        let with_ck = stored(&[(property::POP_CK, "old")], true, false);
+        assert!(patched_with_handle(&with_ck, &text, None).is_none());
+        let fresh = stored(&[], true, false);
+        assert!(patched_with_handle(&fresh[..fresh.len() - 1], &text, None).is_none());
+        let mut two = fresh.clone();
+        two.extend_from_slice(&fresh);
+        assert!(patched_with_handle(&two, &text, None).is_none());
+        assert_eq!(record_reconsume_times(&fresh), 2);
+        let (m, _) = message::decode_message(
+            &with_handle(&with_ck, &handle(), false, None).expect("re-encoded"),
+        )
+        .expect("decode");
+        assert_eq!(m.message.property(property::POP_CK), Some(text.as_str()));
     }
 }
