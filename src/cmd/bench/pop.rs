@@ -354,7 +354,9 @@ pub(super) async fn measure(args: &PopLoad) -> anyhow::Result<PopNumbers> {
     };
     for &mode in &args.modes {
         let mut rates = Vec::new();
-        for consumers in [1, args.consumers.max(1)] {
+        let mut counts = vec![1, args.consumers.max(1)];
+        counts.dedup();
+        for consumers in counts {
             let tag = match mode {
                 AckMode::Single => "pop",
                 AckMode::Batch => "popbatch",
@@ -382,11 +384,11 @@ pub(super) async fn measure(args: &PopLoad) -> anyhow::Result<PopNumbers> {
         match mode {
             AckMode::Single => {
                 numbers.pop_one = rates[0];
-                numbers.pop_many = rates[1];
+                numbers.pop_many = rates[rates.len() - 1];
             }
             AckMode::Batch => {
                 numbers.batch_one = Some(rates[0]);
-                numbers.batch_many = Some(rates[1]);
+                numbers.batch_many = Some(rates[rates.len() - 1]);
             }
         }
     }
