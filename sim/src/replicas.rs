@@ -159,6 +159,10 @@ impl Replicas {
             flush_interval_ms: 3_600_000,
             checkpoint_interval_ms: 3_600_000,
             clean_resource_interval_ms: 3_600_000,
+            // A SYNC_FLUSH put waits for the flusher at most this long, measured on the real
+            // clock (`store/flush.rs`): a slow fsync on a busy machine must not time a put out
+            // and change a seed's trace.
+            sync_flush_timeout_ms: 3_600_000,
             blocking_io: true,
             ..StoreConfig::new(dir)
         }
