@@ -59,6 +59,8 @@ pub enum Violation {
     ConfirmBack,
     /// Broker replicas: two replicas master (or acknowledging) in one master epoch.
     BrokerTwoMasters,
+    /// Broker replicas: two replicas writable (master with a valid lease) at one instant.
+    LeaseOverlap,
 }
 
 impl Violation {
@@ -77,6 +79,7 @@ impl Violation {
             Violation::MessageLost => "message-lost",
             Violation::ConfirmBack => "confirm-back",
             Violation::BrokerTwoMasters => "broker-two-masters",
+            Violation::LeaseOverlap => "lease-overlap",
         }
     }
 }

@@ -296,7 +296,18 @@ impl Replicas {
     }
 
     /// Replica `id` learned the controller's view of its set (`ReplicaManager::apply`).
-    pub(crate) fn learn(&self, w: &Arc<World>, id: i64, info: &GetReplicaInfoResponse) {
+    ///
+    /// `sent` is when the read that answered was sent: a master's lease runs `LEASE` from it,
+    /// as the broker renews its lease from the send time of the heartbeat a controller leader
+    /// confirmed (`renew_lease(sent + lease)` in the broker's `heartbeat_to`), never from when
+    /// the answer arrived.
+    pub(crate) fn learn(
+        &self,
+        w: &Arc<World>,
+        id: i64,
+        info: &GetReplicaInfoResponse,
+        sent: tokio::time::Instant,
+    ) {
         let Some(master) = info.master_broker_id else {
             return;
         };
@@ -315,7 +326,7 @@ impl Replicas {
         if master == id {
             if role == Role::Master && same {
                 ha.update_sync_state_set(info.sync_state_set_epoch, sss);
-                ha.renew_lease(tokio::time::Instant::now() + LEASE);
+                ha.renew_lease(sent + LEASE);
                 return;
             }
             // become_master: the follower stops first (no frame of the old master after this).
@@ -351,7 +362,7 @@ impl Replicas {
                 info.sync_state_set_epoch,
                 sss.clone(),
             );
-            ha.renew_lease(tokio::time::Instant::now() + LEASE);
+            ha.renew_lease(sent + LEASE);
             drop(g);
             self.kill_conns(|c| c.a == endpoint(id) || c.b == endpoint(id));
             w.log(format!(
@@ -518,6 +529,7 @@ impl Replicas {
         let mut g = self.replicas.lock();
         let mut failures = Vec::new();
         let mut masters: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
+        let mut writable: Vec<(i64, i32)> = Vec::new();
         let acked = self.acked.lock();
         for (id, r) in g.iter_mut() {
             let Some(p) = r.proc.as_mut() else {
@@ -527,6 +539,9 @@ impl Replicas {
             let epoch = p.ha.master_epoch();
             if role == Role::Master {
                 masters.entry(epoch).or_default().push(*id);
+                if p.ha.lease_valid() {
+                    writable.push((*id, epoch));
+                }
             }
             let confirm = p.store.confirm_offset();
             if let Some((e, c)) = p.confirm_seen {
@@ -576,6 +591,19 @@ impl Replicas {
                     format!("replicas {ids:?} are all master of epoch {epoch}"),
                 ));
             }
+        }
+        if writable.len() > 1 {
+            let who: Vec<String> = writable
+                .iter()
+                .map(|(id, e)| format!("{} (epoch {e})", name(*id)))
+                .collect();
+            failures.push((
+                Violation::LeaseOverlap,
+                format!(
+                    "{} are all master with a valid lease at once",
+                    who.join(" and ")
+                ),
+            ));
         }
         for (kind, line) in failures {
             w.fail(kind, line);

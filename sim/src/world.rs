@@ -827,6 +827,10 @@ struct Client {
     channels: BTreeMap<NodeId, Channel>,
     /// A broker replica's own client: its reads of its set are applied to it.
     replica: Option<i64>,
+    /// When the last request of [`Client::call_until_answered`] was sent (its answered attempt's
+    /// send time once it returns): a replica's lease runs from it, as the broker renews its
+    /// lease from the send time of the heartbeat a controller confirmed.
+    sent_at: tokio::time::Instant,
 }
 
 /// How a write ended.
@@ -859,6 +863,7 @@ impl Client {
             known: BTreeMap::new(),
             channels: BTreeMap::new(),
             replica,
+            sent_at: tokio::time::Instant::now(),
         }
     }
 
@@ -1162,6 +1167,7 @@ impl Client {
             }
             let to = self.target();
             let channel = self.channel(to);
+            self.sent_at = tokio::time::Instant::now();
             let answer = self
                 .world
                 .net
@@ -1327,7 +1333,7 @@ impl Client {
                     // The replica heard the answer only if it can still hear that node.
                     let me = self.endpoint;
                     if self.world.net.reachable(to, me) {
-                        replicas.learn(&self.world, id, &r);
+                        replicas.learn(&self.world, id, &r, self.sent_at);
                     }
                 }
                 let got = Floor {
