@@ -61,6 +61,9 @@ pub enum Violation {
     BrokerTwoMasters,
     /// Broker replicas: two replicas writable (master with a valid lease) at one instant.
     LeaseOverlap,
+    /// Broker replicas: bytes once below some replica's confirm offset differ (or are missing)
+    /// on a replica confirming them or on a master.
+    ConfirmedLost,
 }
 
 impl Violation {
@@ -80,6 +83,7 @@ impl Violation {
             Violation::ConfirmBack => "confirm-back",
             Violation::BrokerTwoMasters => "broker-two-masters",
             Violation::LeaseOverlap => "lease-overlap",
+            Violation::ConfirmedLost => "confirmed-lost",
         }
     }
 }

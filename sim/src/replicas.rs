@@ -117,6 +117,32 @@ pub struct Replicas {
     /// Master epoch -> the replica that acknowledged under it.
     ackers: Mutex<BTreeMap<i32, i64>>,
     sent: Mutex<u64>,
+    /// `[confirmed-lost]`: the longest CommitLog prefix any replica has had below its confirm
+    /// offset at a sample, and who first confirmed its end.
+    confirmed: Mutex<Confirmed>,
+}
+
+/// The confirmed CommitLog prefix, `[0, bytes.len())`.
+#[derive(Default)]
+struct Confirmed {
+    bytes: Vec<u8>,
+    /// (replica, its master epoch, simulated ms) that confirmed the current end.
+    by: Option<(i64, i32, u128)>,
+}
+
+/// Replica `store`'s CommitLog bytes `[from, to)`, `None` if it does not hold them all.
+fn log_bytes(store: &MessageStore, from: i64, to: i64) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity((to - from).max(0) as usize);
+    let mut at = from;
+    while at < to {
+        let chunk = store.read_commit_log(at, (to - at) as usize)?;
+        if chunk.is_empty() {
+            return None;
+        }
+        at += chunk.len() as i64;
+        out.extend_from_slice(&chunk);
+    }
+    Some(out)
 }
 
 /// Which replica, process life and state a producer talks to.
@@ -144,6 +170,7 @@ impl Replicas {
             acked: Mutex::new(Vec::new()),
             ackers: Mutex::new(BTreeMap::new()),
             sent: Mutex::new(0),
+            confirmed: Mutex::new(Confirmed::default()),
         }
     }
 
@@ -526,6 +553,7 @@ impl Replicas {
 
     /// Checks the invariants on every running replica.
     pub(crate) fn sample(&self, w: &Arc<World>) {
+        let now = w.check.lock().now_ms();
         let mut g = self.replicas.lock();
         let mut failures = Vec::new();
         let mut masters: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
@@ -544,6 +572,7 @@ impl Replicas {
                 }
             }
             let confirm = p.store.confirm_offset();
+            self.check_confirmed(now, *id, role, epoch, &p.store, &mut failures);
             if let Some((e, c)) = p.confirm_seen {
                 if e == epoch && confirm < c {
                     failures.push((
@@ -607,6 +636,75 @@ impl Replicas {
         }
         for (kind, line) in failures {
             w.fail(kind, line);
+        }
+    }
+
+    /// `[confirmed-lost]` for one replica at a sample: the bytes below its confirm offset are
+    /// the confirmed prefix's (a longer one extends it), and a master holds the whole prefix.
+    fn check_confirmed(
+        &self,
+        now: u128,
+        id: i64,
+        role: Role,
+        epoch: i32,
+        store: &MessageStore,
+        failures: &mut Vec<(Violation, String)>,
+    ) {
+        let mut conf = self.confirmed.lock();
+        let known = conf.bytes.len() as i64;
+        let confirm = store.confirm_offset();
+        let from = store.min_phy_offset().max(0);
+        // A master must hold everything confirmed; any replica what it confirms itself.
+        let upto = if role == Role::Master {
+            confirm.max(known)
+        } else {
+            confirm
+        };
+        if upto <= from {
+            return;
+        }
+        let by = conf.by.map_or_else(String::new, |(b, e, t)| {
+            format!(
+                " (up to {known} first confirmed by {} in epoch {e} at {t} ms)",
+                name(b)
+            )
+        });
+        let Some(bytes) = log_bytes(store, from, upto) else {
+            failures.push((
+                Violation::ConfirmedLost,
+                format!(
+                    "{} ({role:?} of epoch {epoch}, confirm {confirm}) does not hold [{from}, {upto}) of the confirmed log{by}; its log ends at {}",
+                    name(id),
+                    store.max_phy_offset()
+                ),
+            ));
+            return;
+        };
+        let common = upto.min(known);
+        if common > from {
+            let mine = &bytes[..(common - from) as usize];
+            let theirs = &conf.bytes[from as usize..common as usize];
+            if mine != theirs {
+                let at = from
+                    + mine
+                        .iter()
+                        .zip(theirs)
+                        .position(|(a, b)| a != b)
+                        .unwrap_or(0) as i64;
+                failures.push((
+                    Violation::ConfirmedLost,
+                    format!(
+                        "{} ({role:?} of epoch {epoch}, confirm {confirm}) holds other bytes at {at} than were confirmed{by}",
+                        name(id)
+                    ),
+                ));
+                return;
+            }
+        }
+        if confirm > known && from <= known {
+            let tail = &bytes[(known - from) as usize..(confirm - from) as usize];
+            conf.bytes.extend_from_slice(tail);
+            conf.by = Some((id, epoch, now));
         }
     }
 
