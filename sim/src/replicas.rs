@@ -390,10 +390,19 @@ impl Replicas {
                 sss.clone(),
             );
             ha.renew_lease(sent + LEASE);
+            // Its confirm offset against the others' (a master back in its epoch starts from
+            // its checkpoint's, below what its slaves confirmed: tests/replicas.rs).
+            let confirm = proc.store.confirm_offset();
+            let slaves_max = g
+                .iter()
+                .filter(|(other, _)| **other != id)
+                .filter_map(|(_, r)| r.proc.as_ref().map(|p| p.store.confirm_offset()))
+                .max()
+                .unwrap_or(0);
             drop(g);
             self.kill_conns(|c| c.a == endpoint(id) || c.b == endpoint(id));
             w.log(format!(
-                "{} master of epoch {} from offset {end}, set {sss:?} sss-epoch {}",
+                "{} master of epoch {} from offset {end}, set {sss:?} sss-epoch {}, confirm {confirm}, others' highest confirm {slaves_max}",
                 name(id),
                 info.master_epoch,
                 info.sync_state_set_epoch
