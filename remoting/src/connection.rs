@@ -685,8 +685,8 @@ async fn write_one(w: &mut OutBuf, out: Outbound) -> io::Result<()> {
 /// When the queue runs dry the writer yields to the scheduler before flushing, as long as the
 /// last yield found more frames: the answers of one group commit complete together, each in its
 /// own task, and without the yield the writer flushed as soon as the first was queued (one
-/// `send` per answer, 0.7 per message under `bench produce`). A lone frame waits one scheduler
-/// pass.
+/// `send` per answer, 0.7 per message under `bench produce`). A lone frame waits until the
+/// worker runs the writer again (under load, after the other tasks ready on that worker).
 async fn write_batch(
     w: &mut OutBuf,
     first: Outbound,
@@ -718,6 +718,9 @@ async fn write_batch(
 /// buffer per connection cost 640 MiB under 10 000 idle connections.
 const WRITE_BUFFER: usize = 64 * 1024;
 
+/// What a connection's write buffer keeps between flushes.
+const KEPT_BUFFER: usize = 8 * 1024;
+
 /// The connection's writing half with a write buffer allocated on first use (a `BufWriter`
 /// allocates its buffer up front).
 struct OutBuf {
@@ -742,8 +745,13 @@ impl OutBuf {
         if bytes.len() >= WRITE_BUFFER {
             return self.writer.write_all(bytes).await;
         }
-        // Grown as needed (doubling, up to the buffer's size): a connection that only ever
-        // got small answers (an ACL refusal, say) holds a small buffer.
+        // Grown as needed (doubling, never past the buffer's size): a connection that only
+        // ever got small answers (an ACL refusal, say) holds a small buffer.
+        let need = self.buf.len() + bytes.len();
+        if need > self.buf.capacity() {
+            let target = (self.buf.capacity() * 2).max(need).min(WRITE_BUFFER);
+            self.buf.reserve_exact(target - self.buf.len());
+        }
         self.buf.extend_from_slice(bytes);
         Ok(())
     }
@@ -756,8 +764,13 @@ impl OutBuf {
         Ok(())
     }
 
+    /// Writes everything out; a buffer a burst grew past [`KEPT_BUFFER`] is given back, so a
+    /// connection that once got a burst of answers does not hold 64 KiB for good.
     async fn flush(&mut self) -> io::Result<()> {
         self.write_out().await?;
+        if self.buf.capacity() > KEPT_BUFFER {
+            self.buf.shrink_to(KEPT_BUFFER);
+        }
         self.writer.flush().await
     }
 

@@ -111,11 +111,14 @@ fn push_json_str(dst: &mut Vec<u8>, s: &str) -> Result<(), CodecError> {
 /// language becomes OTHER, numbers and booleans in `extFields` become strings, and
 /// `extFields` may be absent or null.
 ///
-/// The header is first read straight into the command (no `serde_json::Value` tree, the
-/// strings moved, not copied) accepting only the usual shapes: integers for the numeric
-/// fields, a name or a number for the language, strings, integers, booleans and nulls in
-/// `extFields`. Anything else (a number sent as a string, a nested value, a syntax error) is
-/// decoded again by the general path, which decides the result and the error.
+/// The header is first read straight into the command (no `serde_json::Value` tree, each
+/// string copied once) accepting only the usual shapes: integers for the numeric fields, a
+/// name or a number for the language, strings, integers, booleans and nulls in `extFields`.
+/// Anything else (a number sent as a string, a nested value, a syntax error) is decoded again
+/// by the general path, which decides the result and the error. One difference: an unknown
+/// top-level field is skipped unread, so invalid UTF-8, a lone surrogate or an out-of-range
+/// number inside it is not refused (the general path refused them; the field is dropped
+/// either way, as RocketMQ's Java server does).
 pub fn decode_json(bytes: &[u8]) -> Result<RemotingCommand, CodecError> {
     match serde_json::from_slice::<fast::Header>(bytes) {
         Ok(fast::Header(cmd)) => Ok(cmd),
@@ -785,6 +788,23 @@ mod tests {
                 format!("{{{}}}", inner.join(","))
             }),
         ]
+    }
+
+    /// An unknown top-level field is skipped unread: what the general path refused inside it
+    /// is dropped with it; inside a known field the same is still refused.
+    #[test]
+    fn an_unknown_field_is_skipped_unread() {
+        for header in [
+            &b"{\"code\":10,\"x\":\"\xff\xfe\"}"[..],
+            br#"{"code":10,"x":"\ud800"}"#,
+            br#"{"code":10,"x":1e400}"#,
+        ] {
+            let cmd = decode_json(header).expect("an unknown field is dropped");
+            assert_eq!(cmd.code, 10);
+            assert!(cmd.ext_fields.is_empty());
+        }
+        assert!(decode_json(br#"{"code":10,"extFields":{"a":1e400}}"#).is_err());
+        assert!(decode_json(b"{\"code\":10,\"remark\":\"\xff\"}").is_err());
     }
 
     #[test]
