@@ -20,7 +20,16 @@
 //! - `[confirm-back]`: a replica's confirm offset never moves back within one master epoch
 //!   (one process life);
 //! - `[broker-two-masters]`: at most one replica is master, and at most one acknowledges, per
-//!   master epoch.
+//!   master epoch (fires only if the controllers give one epoch to two brokers);
+//! - `[lease-overlap]`: at most one replica is master with a valid lease (writable) at any
+//!   sample, whatever the epochs (docs/safety.md Claim 1). Rarely exercised: a different replica
+//!   becomes master almost only after the old one crashed (see sim/README.md);
+//! - `[confirmed-lost]`: the bytes below every replica's confirm offset are one prefix of the
+//!   log (the longest seen so far), and every master holds all of it.
+//!
+//! A master's lease runs from the send time of the read that renewed it (as the broker renews
+//! from the send time of the confirmed heartbeat). The lease clock is tokio's, one for all
+//! replicas: `HaState` reads it itself, so per-replica clock steps need a seam in the broker.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
