@@ -266,9 +266,29 @@ async fn two_broker_sets_share_topics_and_survive_a_failover_in_one() {
     assert_eq!(fifo.len(), 20, "{fifo:?}");
     assert_eq!(places.len(), 1, "one message group on one queue: {fifo:?}");
 
-    // kill -9 broker-a's master.
+    // kill -9 broker-a's master, once its slave is back in its SyncStateSet: a slave that fell
+    // behind under the sends above (on a busy machine) is dropped from the set, and a set
+    // whose only in-sync member dies has nobody to elect (no unclean election).
     let old = master_row(&cluster, "broker-a").expect("broker-a has a master");
     let pid = old["pid"].as_i64().expect("pid") as i32;
+    let old_addr = format!(
+        "127.0.0.1:{}",
+        old["ports"]["remoting"].as_u64().expect("remoting port")
+    );
+    let in_sync_deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let members = crate::procs::status(&old_addr)
+            .await
+            .and_then(|s| s["syncStateSet"].as_array().map(Vec::len));
+        if members == Some(2) {
+            break;
+        }
+        assert!(
+            Instant::now() < in_sync_deadline,
+            "broker-a's slave never back in sync: {members:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // SAFETY: kill(2) on a PID this test's cluster started (read from its status).
     let rc = unsafe { libc::kill(pid, libc::SIGKILL) };
     assert_eq!(rc, 0, "kill -9 broker-a's master");
