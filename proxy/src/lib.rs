@@ -3,7 +3,9 @@
 //! [`Proxy`] serves `apache.rocketmq.v2.MessagingService` over tonic to RocketMQ 5 clients and
 //! translates it to the brokers' Remoting protocol, finding brokers through the NameServer:
 //! standalone (`rocketraft proxy`, cluster mode) or in the same process as `rocketraft dev` or
-//! `rocketraft broker --proxy-listen` (local mode, still through the NameServer).
+//! `rocketraft broker --proxy-listen` (local mode, still through the NameServer; requests to
+//! the servers of its own process are handed to their processors in-process, see
+//! [`rocketraft_remoting::local`]).
 //!
 //! - [`service`]: every RPC. Routes, heartbeats, sends (FIFO message groups, delayed and
 //!   transactional messages), POP receive, ack, change invisible duration, dead-letter
@@ -62,7 +64,9 @@ pub struct ProxyConfig {
     /// the RPC's name as `request_code`; see [`metrics`]); none by default.
     pub rpc_metrics: Option<rocketraft_common::metrics::RpcMetrics>,
     /// `proxyMode`: the `proxy_mode` label of `rocketmq_proxy_up` (cluster by default; a proxy
-    /// in a broker's process is `Local`).
+    /// in a broker's process is `Local`). `Local` also calls the servers of this process
+    /// in-process, without the socket and the codec
+    /// ([`rocketraft_remoting::ClientConfig::in_process`]); `Cluster` always over TCP.
     pub proxy_mode: metrics::ProxyMode,
     /// `metricCollectorMode`: whether Telemetry settings ask clients to export their metrics
     /// (off by default; `on` needs [`ProxyConfig::metric_collector_address`]; `proxy` is
@@ -310,6 +314,7 @@ impl Proxy {
             mode: config.proxy_mode,
             sessions: service.sessions().clone(),
             receiving: service.receives_in_flight().clone(),
+            remoting: service.api().remoting().clone(),
         });
         let rpc_metrics = config.rpc_metrics.clone();
         let heartbeats = tokio::spawn(service.clone().producer_heartbeats(format!(
@@ -371,6 +376,12 @@ impl Proxy {
         self.local_addr
     }
 
+    /// How many requests to brokers and NameServers this proxy handed to their processors in
+    /// this process rather than over TCP (local mode, see [`ProxyConfig::proxy_mode`]).
+    pub fn local_dispatches(&self) -> u64 {
+        self.gauges.remoting.local_dispatches()
+    }
+
     /// This proxy's series for `/metrics`: `rocketmq_proxy_up{proxy_mode}` (1),
     /// `rocketraft_proxy_telemetry_streams`, `rocketraft_proxy_receives_in_flight`, computed
     /// when scraped; nothing once the proxy is shut down. Without `cluster` / `node_type` /
@@ -425,6 +436,8 @@ fn proxy_service(
             tls: security.remoting.tls.clone(),
             credentials: security.remoting.credentials.clone(),
             cluster_secret: security.remoting.cluster_secret.clone(),
+            // Local mode: the brokers (and NameServer) of this process are called in-process.
+            in_process: config.proxy_mode == metrics::ProxyMode::Local,
             ..ClientConfig::default()
         }),
         Duration::from_secs(5),

@@ -12,7 +12,8 @@
 //!   `cancelled` for a call dropped unanswered: the client went away or the request timeout
 //!   struck). The time is until the answer (or the stream's start), in milliseconds.
 //! - [`ProxyCollector`]: `rocketmq_proxy_up{proxy_mode}` (RocketMQ's), and
-//!   `rocketraft_proxy_telemetry_streams`, `rocketraft_proxy_receives_in_flight`.
+//!   `rocketraft_proxy_telemetry_streams`, `rocketraft_proxy_receives_in_flight`,
+//!   `rocketraft_proxy_local_dispatches_total` (broker requests made in-process, local mode).
 //! - [`MetricCollectorMode`]: RocketMQ's `metricCollectorMode` / `metricCollectorAddress`,
 //!   what Telemetry's `Settings.metric` tells clients.
 
@@ -26,7 +27,9 @@ use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use rocketraft_common::metrics::{gauge, label, Collector, DescriptorEncoder, Labels, RpcMetrics};
+use rocketraft_common::metrics::{
+    counter, gauge, label, Collector, DescriptorEncoder, Labels, RpcMetrics,
+};
 use tonic::codegen::http;
 use tonic::codegen::Service;
 use tonic::server::NamedService;
@@ -272,6 +275,8 @@ pub(crate) struct ProxyGauges {
     pub(crate) sessions: Arc<Sessions>,
     /// ReceiveMessage calls in progress (mostly long polls).
     pub(crate) receiving: Arc<AtomicI64>,
+    /// The proxy's Remoting client, whose in-process dispatches are counted.
+    pub(crate) remoting: rocketraft_remoting::RemotingClient,
 }
 
 impl fmt::Debug for ProxyGauges {
@@ -312,6 +317,12 @@ impl Collector for ProxyCollector {
             "rocketraft_proxy_receives_in_flight",
             "ReceiveMessage calls in progress (long polls included).",
             [(Labels::new(), g.receiving.load(Ordering::Relaxed))],
+        )?;
+        counter(
+            &mut encoder,
+            "rocketraft_proxy_local_dispatches",
+            "Requests to brokers (and NameServers) of this process handed to their processors in-process instead of over TCP (local mode).",
+            [(Labels::new(), g.remoting.local_dispatches())],
         )
     }
 }

@@ -4,7 +4,8 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::io;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
@@ -17,6 +18,7 @@ use crate::auth::SessionCredentials;
 use crate::command::{RemotingCommand, SerializeType};
 use crate::connection::{spawn_connection, ConnectionHandle, ConnectionOptions, Dispatch};
 use crate::error::RemotingError;
+use crate::local::LocalEndpoint;
 use crate::server::RequestProcessor;
 use crate::tls::{ClientTls, Transport};
 use rocketraft_common::trust::ClusterSecret;
@@ -47,6 +49,11 @@ pub struct ClientConfig {
     pub credentials: Option<SessionCredentials>,
     /// With TLS, every connection runs its TLS handshake first ([`crate::tls`]).
     pub tls: Option<ClientTls>,
+    /// Requests to a server in this process go straight to its processors, as requests of
+    /// this client's connection, without the codec and the socket ([`crate::local`]); the
+    /// connection is still dialled and keeps heartbeats and the server's requests to the
+    /// client. Off by default; a server in another process is always reached over TCP.
+    pub in_process: bool,
 }
 
 impl Default for ClientConfig {
@@ -61,6 +68,7 @@ impl Default for ClientConfig {
             cluster_secret: None,
             credentials: None,
             tls: None,
+            in_process: false,
         }
     }
 }
@@ -82,6 +90,51 @@ impl Dispatch for ClientDispatch {
 struct ClientConnection {
     handle: ConnectionHandle,
     in_flight: Arc<Semaphore>,
+    /// The server side of this connection when the server is in this process
+    /// ([`ClientConfig::in_process`]).
+    local: Arc<LocalSlot>,
+}
+
+/// How long after a dial the client looks for the server side of its connection in this
+/// process: a server registers a connection once it has accepted it, which may be just after
+/// the client's connect returned. Each request looks once (a hash lookup) until then.
+const LOCAL_LOOKUP_FOR: Duration = Duration::from_secs(1);
+
+/// What the client found of the server side of a connection.
+struct LocalSlot {
+    dialled: Instant,
+    found: OnceLock<Option<LocalEndpoint>>,
+}
+
+impl LocalSlot {
+    fn new(enabled: bool) -> LocalSlot {
+        let found = OnceLock::new();
+        if !enabled {
+            let _ = found.set(None);
+        }
+        LocalSlot {
+            dialled: Instant::now(),
+            found,
+        }
+    }
+
+    /// The in-process endpoint of `handle`'s connection, when its server is in this process.
+    fn endpoint(&self, handle: &ConnectionHandle) -> Option<&LocalEndpoint> {
+        if let Some(found) = self.found.get() {
+            return found.as_ref();
+        }
+        match crate::local::find(handle.local_addr(), handle.peer_addr()) {
+            Some(endpoint) => {
+                debug!(conn = handle.id(), peer = %handle.peer_addr(),
+                    "the server is in this process: requests are dispatched in-process");
+                self.found.get_or_init(|| Some(endpoint)).as_ref()
+            }
+            None if self.dialled.elapsed() >= LOCAL_LOOKUP_FOR => {
+                self.found.get_or_init(|| None).as_ref()
+            }
+            None => None,
+        }
+    }
 }
 
 type Slot = Arc<AsyncMutex<Option<ClientConnection>>>;
@@ -90,6 +143,8 @@ struct ClientInner {
     config: ClientConfig,
     slots: Mutex<HashMap<String, Slot>>,
     handler: HandlerSlot,
+    /// Requests dispatched in-process ([`ClientConfig::in_process`]).
+    local_dispatches: AtomicU64,
 }
 
 impl Drop for ClientInner {
@@ -136,12 +191,19 @@ impl RemotingClient {
                 config,
                 slots: Mutex::new(HashMap::new()),
                 handler: Arc::new(RwLock::new(None)),
+                local_dispatches: AtomicU64::new(0),
             }),
         }
     }
 
     pub fn config(&self) -> &ClientConfig {
         &self.inner.config
+    }
+
+    /// How many requests this client (and its clones) dispatched in-process to a server of
+    /// this process ([`ClientConfig::in_process`]) rather than over TCP.
+    pub fn local_dispatches(&self) -> u64 {
+        self.inner.local_dispatches.load(Ordering::Relaxed)
     }
 
     /// Sets the processor for requests the server sends to this client (e.g.
@@ -180,6 +242,14 @@ impl RemotingClient {
                 })
             }
         };
+        if !crate::local::keeps_tcp(request.code) {
+            if let Some(local) = conn.local.endpoint(&conn.handle) {
+                if !local.is_closed() {
+                    self.inner.local_dispatches.fetch_add(1, Ordering::Relaxed);
+                    return local.invoke(addr, request, deadline, timeout).await;
+                }
+            }
+        }
         let sent = Instant::now();
         let result = conn.handle.invoke_until(request, deadline, timeout).await;
         if matches!(result, Err(RemotingError::Timeout { .. }))
@@ -354,6 +424,7 @@ impl RemotingClient {
         Ok(ClientConnection {
             handle,
             in_flight: Arc::new(Semaphore::new(config.max_in_flight_per_connection.max(1))),
+            local: Arc::new(LocalSlot::new(config.in_process)),
         })
     }
 }

@@ -60,6 +60,7 @@ pub mod error;
 pub mod header;
 pub mod http;
 pub mod limits;
+pub mod local;
 pub mod runtime_config;
 pub mod server;
 pub mod tls;

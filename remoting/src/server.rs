@@ -488,6 +488,7 @@ fn open_connection(
     connections: &Registry,
 ) {
     let dispatch: Arc<dyn Dispatch> = dispatch;
+    let in_process = (dispatch.clone(), options.clone());
     let conn = match spawn_connection(stream, peer.to_string(), dispatch, options) {
         Ok(conn) => conn,
         Err(e) => {
@@ -497,9 +498,11 @@ fn open_connection(
     };
     debug!(conn = conn.id(), %peer, "accepted connection");
     connections.lock().insert(conn.id(), conn.clone());
+    crate::local::register(&conn, in_process.0, &in_process.1);
     let connections = connections.clone();
     tokio::spawn(async move {
         conn.closed().await;
+        crate::local::unregister(&conn);
         connections.lock().remove(&conn.id());
         drop(permit);
     });

@@ -81,11 +81,14 @@ impl Setup {
     }
 }
 
+/// A proxy in local mode, as in `rocketraft dev`: the broker of this process is called
+/// in-process, and a transaction check-back still reaches the proxy over its TCP connection.
 fn proxy_config(namesrv: &str) -> ProxyConfig {
     ProxyConfig {
         listen: "127.0.0.1:0".parse().expect("addr"),
         advertised_host: None,
         namesrv_addr: namesrv.to_string(),
+        proxy_mode: rocketraft_proxy::metrics::ProxyMode::Local,
         ..ProxyConfig::default()
     }
 }

@@ -143,10 +143,12 @@ async fn a_grpc_client_sends_receives_acks_and_changes_invisibility() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (namesrv, broker) = crate::support::start_backend(dir.path(), |_| {}).await;
     crate::support::create_topic(&namesrv, &broker, &TopicConfig::new(TOPIC, 4)).await;
+    // Local mode, as in `rocketraft dev`: the broker of this process is called in-process.
     let proxy = Proxy::start(ProxyConfig {
         listen: "127.0.0.1:0".parse().expect("addr"),
         advertised_host: None,
         namesrv_addr: namesrv.local_addr().to_string(),
+        proxy_mode: rocketraft_proxy::metrics::ProxyMode::Local,
         ..ProxyConfig::default()
     })
     .await
@@ -448,6 +450,11 @@ async fn a_grpc_client_sends_receives_acks_and_changes_invisibility() {
         .expect("send")
         .into_inner();
     assert_eq!(code(&still.status), pb::Code::Ok as i32);
+    // All of it reached the broker in-process.
+    assert!(
+        proxy.local_dispatches() > 0,
+        "nothing was dispatched in-process"
+    );
 
     drop(telemetry);
     proxy.shutdown().await;
@@ -463,10 +470,12 @@ async fn offsets_pull_and_dead_letter_forwarding() {
     })
     .await;
     crate::support::create_topic(&namesrv, &broker, &TopicConfig::new(TOPIC, 1)).await;
+    // Local mode, as in `rocketraft dev`: the broker of this process is called in-process.
     let proxy = Proxy::start(ProxyConfig {
         listen: "127.0.0.1:0".parse().expect("addr"),
         advertised_host: None,
         namesrv_addr: namesrv.local_addr().to_string(),
+        proxy_mode: rocketraft_proxy::metrics::ProxyMode::Local,
         ..ProxyConfig::default()
     })
     .await

@@ -9,6 +9,7 @@ mod hardening;
 mod health;
 mod http2_attacks;
 mod lite;
+mod local;
 mod metrics;
 mod proto_roundtrip;
 mod support;

@@ -1,0 +1,457 @@
+//! In-process dispatch: a [`crate::RemotingClient`] in the same process as the
+//! [`crate::RemotingServer`] it calls hands its requests straight to the server's processors,
+//! without encoding a frame, writing it to a socket, reading and decoding it (and the response
+//! the same way back). Apache RocketMQ's proxy does the same in `ProxyMode.LOCAL`
+//! (`LocalMessageService` calls the broker's processors).
+//!
+//! # How a client finds the server
+//!
+//! The client still dials the server over TCP (with TLS and cluster trust as configured) and
+//! keeps that connection. Every connection a server of this process accepts is registered here
+//! by its two addresses; a client with [`crate::ClientConfig::in_process`] looks up the server
+//! side of its own connection (its local address is the server connection's peer, its peer the
+//! server connection's local address). When it is there, the server is in this process and the
+//! client's requests are dispatched in-process *as requests of that connection*: the
+//! processors see the same [`RequestContext`] as for a request that came over the socket (the
+//! connection's peer address, which the broker records as the born host; its cluster trust;
+//! the connection the broker keys a registered client by and pushes requests down). No address
+//! is guessed: a server elsewhere (another process, another host) never matches.
+//!
+//! # What the server still does
+//!
+//! Everything it does for a request off the socket except the codec: the processor registered
+//! for the code (wrapped by ACL/authentication and cluster-trust guards, so a signed request is
+//! checked as over TCP), the request's size by code and header size ([`ServerLimits`]), the
+//! bytes it may hold (the connection's share and the server's total), the in-flight limit of a
+//! connection (SYSTEM_BUSY beyond it), the shutdown's wait for requests in flight, the
+//! `rocketmq_rpc_latency` record, a panicking processor answered SYSTEM_ERROR, and the response
+//! given the request's opaque, flag and header encoding. The processor runs on its own task, as
+//! off the socket: a request whose caller gave up (timeout) still completes.
+//!
+//! # What stays on TCP
+//!
+//! Requests the server sends to the client (CHECK_TRANSACTION_STATE, NOTIFY_CONSUMER_IDS_CHANGED)
+//! go down the TCP connection, which the in-process requests name as theirs. Heartbeats and
+//! client unregistrations ([`keeps_tcp`]) go over it too: a server closes a connection that
+//! sends nothing for its idle time, and closing it would drop the clients registered by it and
+//! the channel for those pushes. Oneway requests go over TCP as well.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::Semaphore;
+use tokio::time::{timeout_at, Instant};
+use tracing::{debug, error};
+
+use crate::codes::{request_code, response_code};
+use crate::command::{RemotingCommand, SerializeType, ONEWAY_FLAG, RESPONSE_FLAG};
+use crate::connection::{ConnectionHandle, ConnectionOptions, Dispatch};
+use crate::error::{CodecError, RemotingError};
+use crate::limits::{ConnectionBudget, ServerLimits};
+use crate::server::RequestContext;
+
+/// The requests a client keeps sending over its TCP connection (see the module docs).
+pub fn keeps_tcp(code: i32) -> bool {
+    matches!(
+        code,
+        request_code::HEART_BEAT
+            | request_code::UNREGISTER_CLIENT
+            | request_code::TRUST_CHALLENGE
+            | request_code::TRUST_PROVE
+    )
+}
+
+/// A server connection of this process, by (its local address, its peer address).
+struct Accepted {
+    conn: ConnectionHandle,
+    dispatch: Arc<dyn Dispatch>,
+    options: ConnectionOptions,
+}
+
+type Registry = Mutex<HashMap<(SocketAddr, SocketAddr), Accepted>>;
+
+fn registry() -> &'static Registry {
+    static REGISTRY: OnceLock<Registry> = OnceLock::new();
+    REGISTRY.get_or_init(Registry::default)
+}
+
+/// Records a connection a server of this process accepted (the server calls it).
+pub(crate) fn register(
+    conn: &ConnectionHandle,
+    dispatch: Arc<dyn Dispatch>,
+    options: &ConnectionOptions,
+) {
+    registry().lock().insert(
+        (conn.local_addr(), conn.peer_addr()),
+        Accepted {
+            conn: conn.clone(),
+            dispatch,
+            options: options.clone(),
+        },
+    );
+}
+
+/// Forgets a closed server connection (the server calls it).
+pub(crate) fn unregister(conn: &ConnectionHandle) {
+    let mut registry = registry().lock();
+    let key = (conn.local_addr(), conn.peer_addr());
+    if registry.get(&key).is_some_and(|a| a.conn.id() == conn.id()) {
+        registry.remove(&key);
+    }
+}
+
+/// The server side, in this process, of a client connection from `client_local` to
+/// `client_peer`, if there is one.
+pub(crate) fn find(client_local: SocketAddr, client_peer: SocketAddr) -> Option<LocalEndpoint> {
+    let registry = registry().lock();
+    let accepted = registry.get(&(client_peer, client_local))?;
+    if accepted.conn.is_closed() {
+        return None;
+    }
+    let max_in_flight = accepted.options.max_in_flight_requests.max(1);
+    Some(LocalEndpoint {
+        conn: accepted.conn.clone(),
+        dispatch: accepted.dispatch.clone(),
+        permits: Arc::new(Semaphore::new(max_in_flight)),
+        max_in_flight,
+        limits: accepted
+            .options
+            .server
+            .as_ref()
+            .map(|s| (s.limits.clone(), s.connection())),
+    })
+}
+
+/// A server connection of this process that a client dispatches its requests to in-process.
+pub(crate) struct LocalEndpoint {
+    /// The server side of the client's TCP connection: the requests' connection.
+    conn: ConnectionHandle,
+    dispatch: Arc<dyn Dispatch>,
+    /// The connection's in-flight limit for in-process requests.
+    permits: Arc<Semaphore>,
+    max_in_flight: usize,
+    /// The server's limits and this connection's byte budget (a server always has them).
+    limits: Option<(Arc<ServerLimits>, ConnectionBudget)>,
+}
+
+/// The bytes a request would take as a frame, roughly: its header's fields and its body.
+fn request_len(request: &RemotingCommand) -> (usize, usize) {
+    let header = 64
+        + request.remark.as_ref().map_or(0, String::len)
+        + request
+            .ext_fields
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 6)
+            .sum::<usize>();
+    (header, 4 + header + request.body.len())
+}
+
+impl LocalEndpoint {
+    /// Whether the connection the requests are made on is still open.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.conn.is_closed()
+    }
+
+    /// Processes `request` in-process and answers its response, or an error as the TCP path
+    /// would give (a closed connection, a timeout at `deadline`, a request too large).
+    pub(crate) async fn invoke(
+        &self,
+        addr: &str,
+        request: RemotingCommand,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<RemotingCommand, RemotingError> {
+        let closed = || RemotingError::ConnectionClosed {
+            addr: addr.to_owned(),
+        };
+        let timed_out = || RemotingError::Timeout {
+            addr: addr.to_owned(),
+            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+        };
+        if self.conn.is_closed() {
+            return Err(closed());
+        }
+        let (code, opaque, serialize_type) = (request.code, request.opaque, request.serialize_type);
+        let mut bytes = None;
+        if let Some((limits, budget)) = &self.limits {
+            // What the server's reader refuses before reading a frame's body.
+            let (header, len) = request_len(&request);
+            let max = limits.max_request_len(code);
+            if header > limits.max_header_len {
+                return Err(RemotingError::Codec(CodecError::HeaderTooLarge(header)));
+            }
+            if len > max {
+                return Err(RemotingError::Codec(CodecError::FrameTooLarge { len, max }));
+            }
+            bytes = match timeout_at(deadline, budget.reserve(len)).await {
+                Ok(Some(bytes)) => Some(bytes),
+                Ok(None) => return Err(closed()),
+                Err(_) => return Err(timed_out()),
+            };
+        }
+        let Some(processor) = self.dispatch.processor(code) else {
+            debug!(conn = self.conn.id(), code, "no processor for request code");
+            let remark = format!("request type {code} not supported");
+            return Ok(finish(
+                request.response_to(response_code::REQUEST_CODE_NOT_SUPPORTED, Some(remark)),
+                opaque,
+                serialize_type,
+            ));
+        };
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            let limit = self.max_in_flight;
+            let remark = format!("too many requests in flight on this connection (limit {limit})");
+            return Ok(finish(
+                request.response_to(response_code::SYSTEM_BUSY, Some(remark)),
+                opaque,
+                serialize_type,
+            ));
+        };
+        let token = self.dispatch.in_flight_token();
+        let dispatch = self.dispatch.clone();
+        let ctx = RequestContext {
+            peer: self.conn.peer_addr(),
+            local: self.conn.local_addr(),
+            connection: self.conn.clone(),
+        };
+        let conn_id = self.conn.id();
+        // Its own task, as a request off the socket: it completes even if the caller gives up.
+        let task = tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let outcome = CatchUnwind(processor.process(ctx, request)).await;
+            if let Some(metrics) = dispatch.rpc_metrics() {
+                let (response_code, result) = match &outcome {
+                    Ok(Some(r)) => (r.code, "success"),
+                    Ok(None) => (-1, "cancelled"),
+                    Err(()) => (-1, "process_request_failed"),
+                };
+                metrics.observe_remoting(
+                    code,
+                    response_code,
+                    is_long_polling(code),
+                    result,
+                    started.elapsed().as_secs_f64() * 1000.0,
+                );
+            }
+            drop((permit, token, bytes));
+            outcome
+        });
+        match timeout_at(deadline, task).await {
+            Ok(Ok(Ok(Some(response)))) => Ok(finish(response, opaque, serialize_type)),
+            // No answer: over TCP the caller would wait for its whole timeout.
+            Ok(Ok(Ok(None))) => {
+                debug!(code, opaque, "processor returned no response");
+                Err(timed_out())
+            }
+            Ok(Ok(Err(()))) | Ok(Err(_)) => {
+                error!(
+                    conn = conn_id,
+                    code, "request processor panicked (in-process request)"
+                );
+                Ok(finish(
+                    RemotingCommand::response(
+                        response_code::SYSTEM_ERROR,
+                        Some(format!(
+                            "internal error while processing request type {code}"
+                        )),
+                    ),
+                    opaque,
+                    serialize_type,
+                ))
+            }
+            Err(_) => Err(timed_out()),
+        }
+    }
+}
+
+/// The request codes answered by long polling (their latency includes the wait), as the
+/// server labels them.
+fn is_long_polling(code: i32) -> bool {
+    matches!(
+        code,
+        request_code::PULL_MESSAGE
+            | request_code::POP_MESSAGE
+            | request_code::LITE_PULL_MESSAGE
+            | request_code::POP_LITE_MESSAGE
+            | request_code::NOTIFICATION
+            | request_code::POLLING_INFO
+    )
+}
+
+/// Ties a processor's response to its request, as the server does before encoding it.
+fn finish(
+    mut response: RemotingCommand,
+    opaque: i32,
+    serialize_type: SerializeType,
+) -> RemotingCommand {
+    response.opaque = opaque;
+    response.flag = (response.flag | RESPONSE_FLAG) & !ONEWAY_FLAG;
+    response.serialize_type = serialize_type;
+    response
+}
+
+/// Turns a panic while polling the inner future into an error.
+struct CatchUnwind<F>(F);
+
+impl<F: Future + Unpin> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, ()>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = &mut self.0;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| Pin::new(&mut *inner).poll(cx))) {
+            Ok(Poll::Ready(value)) => Poll::Ready(Ok(value)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(_) => Poll::Ready(Err(())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::{processor_fn, ClientConfig, RemotingClient, RemotingServer};
+
+    const ECHO: i32 = 9001;
+    const PANIC: i32 = 9002;
+
+    /// A server whose ECHO answers the peer address it saw in the remark, and whose PANIC
+    /// panics; a client of it with `in_process`, after its requests went in-process.
+    async fn server_and_client() -> (crate::ServerHandle, RemotingClient, String) {
+        let echo = processor_fn(|ctx: RequestContext, req: RemotingCommand| async move {
+            Some(req.response_to(response_code::SUCCESS, Some(ctx.peer.to_string())))
+        });
+        let panics = processor_fn(|_ctx: RequestContext, _req: RemotingCommand| async move {
+            panic!("a processor bug");
+        });
+        let server = RemotingServer::builder()
+            .register(ECHO, echo)
+            .register(PANIC, panics)
+            .bind("127.0.0.1:0")
+            .await
+            .expect("bind")
+            .spawn();
+        let addr = server.local_addr().to_string();
+        let client = RemotingClient::new(ClientConfig {
+            in_process: true,
+            ..ClientConfig::default()
+        });
+        let started = std::time::Instant::now();
+        while client.local_dispatches() == 0 {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "never in-process"
+            );
+            client
+                .invoke(
+                    &addr,
+                    RemotingCommand::request(ECHO),
+                    Duration::from_secs(5),
+                )
+                .await
+                .expect("echo");
+        }
+        (server, client, addr)
+    }
+
+    #[tokio::test]
+    async fn requests_run_in_process_as_requests_of_the_connection() {
+        let (server, client, addr) = server_and_client().await;
+        let handle = client.connection_handle(&addr).await.expect("connection");
+        let before = client.local_dispatches();
+        let request = RemotingCommand::request(ECHO);
+        let opaque = request.opaque;
+        let r = client
+            .invoke(&addr, request, Duration::from_secs(5))
+            .await
+            .expect("echo");
+        assert_eq!(client.local_dispatches(), before + 1);
+        assert!(r.is_response());
+        assert_eq!(r.opaque, opaque);
+        assert_eq!(
+            r.remark.as_deref(),
+            Some(handle.local_addr().to_string().as_str())
+        );
+
+        // A panicking processor answers SYSTEM_ERROR, an unknown code REQUEST_CODE_NOT_SUPPORTED.
+        let r = client
+            .invoke(
+                &addr,
+                RemotingCommand::request(PANIC),
+                Duration::from_secs(5),
+            )
+            .await
+            .expect("an answer");
+        assert_eq!(r.code, response_code::SYSTEM_ERROR);
+        let r = client
+            .invoke(
+                &addr,
+                RemotingCommand::request(9003),
+                Duration::from_secs(5),
+            )
+            .await
+            .expect("an answer");
+        assert_eq!(r.code, response_code::REQUEST_CODE_NOT_SUPPORTED);
+
+        // A request larger than the server takes for its code is refused, as its frame would be.
+        let large = RemotingCommand::request(ECHO).with_body(vec![0u8; 5 << 20]);
+        let e = client
+            .invoke(&addr, large, Duration::from_secs(5))
+            .await
+            .expect_err("too large");
+        assert!(
+            matches!(e, RemotingError::Codec(CodecError::FrameTooLarge { .. })),
+            "{e}"
+        );
+
+        // Heartbeats keep to the socket.
+        assert!(keeps_tcp(request_code::HEART_BEAT));
+        assert!(!keeps_tcp(request_code::SEND_MESSAGE_V2));
+
+        // A closed connection is dialled again and found again.
+        client.close(&addr);
+        let started = std::time::Instant::now();
+        let before = client.local_dispatches();
+        while client.local_dispatches() == before {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "never in-process again"
+            );
+            client
+                .invoke(
+                    &addr,
+                    RemotingCommand::request(ECHO),
+                    Duration::from_secs(5),
+                )
+                .await
+                .expect("echo");
+        }
+        server.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_client_without_in_process_goes_over_tcp() {
+        let (server, _local, addr) = server_and_client().await;
+        let client = RemotingClient::default();
+        for _ in 0..3 {
+            client
+                .invoke(
+                    &addr,
+                    RemotingCommand::request(ECHO),
+                    Duration::from_secs(5),
+                )
+                .await
+                .expect("echo");
+        }
+        assert_eq!(client.local_dispatches(), 0);
+        server.shutdown().await;
+    }
+}
