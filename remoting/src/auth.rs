@@ -183,11 +183,11 @@ fn java_order(a: &str, b: &str) -> std::cmp::Ordering {
 /// The bytes a signature covers: the values of the ext fields except `Signature`, in the key
 /// order of a Java `TreeMap`, then the body (`AclUtils.combineRequestContent`).
 pub fn signing_content(request: &RemotingCommand) -> Vec<u8> {
-    let mut fields: Vec<(&String, &String)> = request
+    let mut fields: Vec<(&str, &str)> = request
         .ext_fields
         .iter()
-        .filter(|(k, _)| k.as_str() != SIGNATURE)
-        .filter(|(k, _)| !(request.version <= V4_9_3 && k.as_str() == UNIQUE_MSG_QUERY_FLAG))
+        .filter(|(k, _)| *k != SIGNATURE)
+        .filter(|(k, _)| !(request.version <= V4_9_3 && *k == UNIQUE_MSG_QUERY_FLAG))
         .collect();
     fields.sort_by(|a, b| java_order(a.0, b.0));
     let mut content: Vec<u8> = fields

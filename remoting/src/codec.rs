@@ -93,11 +93,12 @@ pub fn decode(src: &mut BytesMut) -> Result<Option<RemotingCommand>, CodecError>
     }
 
     src.advance(8);
-    let header_bytes = src.split_to(header_len);
+    // The header's `extFields` strings stay slices of the frame (no copy per field).
+    let header_bytes = src.split_to(header_len).freeze();
     let body = src.split_to(frame_len - 4 - header_len).freeze();
     let mut cmd = match serialize_type {
-        SerializeType::Json => header::decode_json(&header_bytes)?,
-        SerializeType::RocketMq => header::decode_binary(&header_bytes)?,
+        SerializeType::Json => header::decode_json_frame(&header_bytes)?,
+        SerializeType::RocketMq => header::decode_binary_frame(&header_bytes)?,
     };
     cmd.body = body;
     Ok(Some(cmd))

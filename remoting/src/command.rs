@@ -1,7 +1,10 @@
 //! The [`RemotingCommand`]: one request or response of the Remoting protocol.
 
-use std::collections::HashMap;
+use std::borrow::Borrow;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::ops::Deref;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicI32, Ordering};
 
@@ -172,7 +175,7 @@ pub struct RemotingCommand {
     pub flag: i32,
     pub remark: Option<String>,
     /// The custom header: request/response fields as strings.
-    pub ext_fields: HashMap<String, String>,
+    pub ext_fields: ExtFields,
     pub body: Bytes,
     /// How the header is (or will be) serialized on the wire.
     pub serialize_type: SerializeType,
@@ -187,7 +190,7 @@ impl RemotingCommand {
             opaque,
             flag,
             remark: None,
-            ext_fields: HashMap::new(),
+            ext_fields: ExtFields::new(),
             body: Bytes::new(),
             serialize_type: SerializeType::Json,
         }
@@ -231,14 +234,14 @@ impl RemotingCommand {
     }
 
     /// Adds (or replaces) an `extFields` entry.
-    pub fn with_ext(mut self, key: impl Into<String>, value: impl ToString) -> Self {
+    pub fn with_ext(mut self, key: impl Into<ExtStr>, value: impl ToString) -> Self {
         self.set_ext(key, value);
         self
     }
 
     /// Adds (or replaces) an `extFields` entry in place.
-    pub fn set_ext(&mut self, key: impl Into<String>, value: impl ToString) {
-        self.ext_fields.insert(key.into(), value.to_string());
+    pub fn set_ext(&mut self, key: impl Into<ExtStr>, value: impl ToString) {
+        self.ext_fields.insert(key, value.to_string());
     }
 
     pub fn with_body(mut self, body: impl Into<Bytes>) -> Self {
@@ -263,7 +266,7 @@ impl RemotingCommand {
 
     /// The `extFields` entry `key`, if present.
     pub fn ext(&self, key: &str) -> Option<&str> {
-        self.ext_fields.get(key).map(String::as_str)
+        self.ext_fields.get(key)
     }
 
     /// The `extFields` entry `key`, or [`HeaderError::Missing`].
@@ -294,6 +297,383 @@ impl RemotingCommand {
                     value: raw.to_owned(),
                 }),
         }
+    }
+}
+
+/// A string of a command's header: a name known at compile time, a slice of the frame it was
+/// read from (no copy), or an owned string. Compares, orders and hashes as its text.
+#[derive(Clone)]
+pub struct ExtStr(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    Static(&'static str),
+    /// Valid UTF-8 (only [`ExtStr::shared`] makes one, from a `&str`).
+    Shared(Bytes),
+    Owned(String),
+}
+
+impl ExtStr {
+    /// The bytes of `text`, which lies inside `frame`, as a slice of `frame` (no copy); a copy
+    /// when it does not lie inside it.
+    pub fn shared(frame: &Bytes, text: &str) -> Self {
+        let start = frame.as_ptr() as usize;
+        let at = text.as_ptr() as usize;
+        if at >= start && at + text.len() <= start + frame.len() {
+            let offset = at - start;
+            ExtStr(Repr::Shared(frame.slice(offset..offset + text.len())))
+        } else {
+            ExtStr(Repr::Owned(text.to_owned()))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            Repr::Static(s) => s,
+            // SAFETY: `Shared` is only made by `ExtStr::shared`, from the bytes of a `&str`
+            // (valid UTF-8), and `Bytes` never changes its bytes.
+            Repr::Shared(b) => unsafe { std::str::from_utf8_unchecked(b) },
+            Repr::Owned(s) => s,
+        }
+    }
+}
+
+impl Deref for ExtStr {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<str> for ExtStr {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl Borrow<str> for ExtStr {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl PartialEq for ExtStr {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for ExtStr {}
+
+impl PartialEq<str> for ExtStr {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for ExtStr {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl PartialOrd for ExtStr {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ExtStr {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl Hash for ExtStr {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state)
+    }
+}
+
+impl fmt::Debug for ExtStr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for ExtStr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<&'static str> for ExtStr {
+    fn from(s: &'static str) -> Self {
+        ExtStr(Repr::Static(s))
+    }
+}
+
+impl From<String> for ExtStr {
+    fn from(s: String) -> Self {
+        ExtStr(Repr::Owned(s))
+    }
+}
+
+impl From<&String> for ExtStr {
+    fn from(s: &String) -> Self {
+        ExtStr(Repr::Owned(s.clone()))
+    }
+}
+
+impl From<ExtStr> for String {
+    fn from(s: ExtStr) -> Self {
+        match s.0 {
+            Repr::Owned(s) => s,
+            other => ExtStr(other).as_str().to_owned(),
+        }
+    }
+}
+
+/// Above this many entries, collecting with duplicates removed goes through a hash set
+/// instead of a scan per entry (a header of many thousand fields stays linear).
+const SCAN_LIMIT: usize = 32;
+
+/// A command's `extFields`: a map from names to strings, kept as a vector of entries (a
+/// request has about a dozen; a lookup scans them, cheaper than hashing at this size, and the
+/// decoder adds them without a hash table, its keys and values slices of the frame). Keys are
+/// unique; iteration order is unspecified (the encoders sort). Equality ignores the order.
+#[derive(Clone, Default)]
+pub struct ExtFields {
+    entries: Vec<(ExtStr, ExtStr)>,
+}
+
+impl ExtFields {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self {
+            entries: Vec::with_capacity(capacity),
+        }
+    }
+
+    /// The entries in order, the last of each key winning and `None` removing what an earlier
+    /// same key set (a JSON null); linear for any size.
+    pub fn from_last_wins(items: Vec<(ExtStr, Option<ExtStr>)>) -> Self {
+        let mut fields = LastWins::with_capacity(items.len());
+        for (key, value) in items {
+            fields.push(key, value);
+        }
+        fields.finish()
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn reserve(&mut self, additional: usize) {
+        self.entries.reserve(additional);
+    }
+
+    pub fn clear(&mut self) {
+        self.entries.clear();
+    }
+
+    fn position(&self, key: &str) -> Option<usize> {
+        self.entries.iter().position(|(k, _)| k.as_str() == key)
+    }
+
+    /// The value of `key`, if present.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.entries
+            .iter()
+            .find(|(k, _)| k.as_str() == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.position(key).is_some()
+    }
+
+    /// Sets `key` to `value`, returning the value it replaced.
+    pub fn insert(&mut self, key: impl Into<ExtStr>, value: impl Into<ExtStr>) -> Option<ExtStr> {
+        let key = key.into();
+        let value = value.into();
+        match self.position(&key) {
+            Some(i) => Some(std::mem::replace(&mut self.entries[i].1, value)),
+            None => {
+                self.entries.push((key, value));
+                None
+            }
+        }
+    }
+
+    /// Removes `key`, returning its value.
+    pub fn remove(&mut self, key: &str) -> Option<ExtStr> {
+        self.position(key).map(|i| self.entries.swap_remove(i).1)
+    }
+
+    /// Keeps the entries `keep` accepts.
+    pub fn retain(&mut self, mut keep: impl FnMut(&str, &str) -> bool) {
+        self.entries.retain(|(k, v)| keep(k, v));
+    }
+
+    /// The entries, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        self.entries.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &str> + '_ {
+        self.entries.iter().map(|(k, _)| k.as_str())
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &str> + '_ {
+        self.entries.iter().map(|(_, v)| v.as_str())
+    }
+
+    /// The entries as a `HashMap` of owned strings.
+    pub fn to_hash_map(&self) -> HashMap<String, String> {
+        self.iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+    }
+}
+
+/// Builds [`ExtFields`] from entries in order, the last of each key winning and `None` removing
+/// what an earlier same key set (a JSON null): up to [`SCAN_LIMIT`] entries straight into the
+/// fields (a scan per entry), past that collected and resolved through a hash set at the end,
+/// so it stays linear for any size.
+pub struct LastWins {
+    fields: ExtFields,
+    spilled: Vec<(ExtStr, Option<ExtStr>)>,
+}
+
+impl LastWins {
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self {
+            fields: ExtFields::with_capacity(capacity.min(SCAN_LIMIT)),
+            spilled: Vec::new(),
+        }
+    }
+
+    pub fn push(&mut self, key: ExtStr, value: Option<ExtStr>) {
+        if self.spilled.is_empty() && self.fields.len() < SCAN_LIMIT {
+            match value {
+                Some(value) => {
+                    self.fields.insert(key, value);
+                }
+                None => {
+                    self.fields.remove(&key);
+                }
+            }
+            return;
+        }
+        if self.spilled.is_empty() {
+            self.spilled = std::mem::take(&mut self.fields.entries)
+                .into_iter()
+                .map(|(k, v)| (k, Some(v)))
+                .collect();
+        }
+        self.spilled.push((key, value));
+    }
+
+    pub fn finish(self) -> ExtFields {
+        if self.spilled.is_empty() {
+            return self.fields;
+        }
+        let mut seen: HashSet<ExtStr> = HashSet::with_capacity(self.spilled.len());
+        let mut entries = Vec::with_capacity(self.spilled.len());
+        for (key, value) in self.spilled.into_iter().rev() {
+            if seen.insert(key.clone()) {
+                if let Some(value) = value {
+                    entries.push((key, value));
+                }
+            }
+        }
+        entries.reverse();
+        ExtFields { entries }
+    }
+}
+
+impl PartialEq for ExtFields {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().all(|(k, v)| other.get(k) == Some(v))
+    }
+}
+
+impl Eq for ExtFields {}
+
+impl fmt::Debug for ExtFields {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut entries: Vec<(&str, &str)> = self.iter().collect();
+        entries.sort_unstable();
+        f.debug_map().entries(entries).finish()
+    }
+}
+
+impl<K: Into<ExtStr>, V: Into<ExtStr>> Extend<(K, V)> for ExtFields {
+    fn extend<I: IntoIterator<Item = (K, V)>>(&mut self, iter: I) {
+        let mut items: Vec<(ExtStr, Option<ExtStr>)> = std::mem::take(&mut self.entries)
+            .into_iter()
+            .map(|(k, v)| (k, Some(v)))
+            .collect();
+        items.extend(iter.into_iter().map(|(k, v)| (k.into(), Some(v.into()))));
+        *self = Self::from_last_wins(items);
+    }
+}
+
+impl<K: Into<ExtStr>, V: Into<ExtStr>> FromIterator<(K, V)> for ExtFields {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+        let mut fields = Self::new();
+        fields.extend(iter);
+        fields
+    }
+}
+
+impl From<HashMap<String, String>> for ExtFields {
+    fn from(map: HashMap<String, String>) -> Self {
+        Self {
+            entries: map
+                .into_iter()
+                .map(|(k, v)| (ExtStr::from(k), ExtStr::from(v)))
+                .collect(),
+        }
+    }
+}
+
+impl<K: Into<ExtStr>, V: Into<ExtStr>, const N: usize> From<[(K, V); N]> for ExtFields {
+    fn from(entries: [(K, V); N]) -> Self {
+        entries.into_iter().collect()
+    }
+}
+
+impl IntoIterator for ExtFields {
+    type Item = (ExtStr, ExtStr);
+    type IntoIter = std::vec::IntoIter<(ExtStr, ExtStr)>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.entries.into_iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a ExtFields {
+    type Item = (&'a str, &'a str);
+    type IntoIter = std::iter::Map<
+        std::slice::Iter<'a, (ExtStr, ExtStr)>,
+        fn(&'a (ExtStr, ExtStr)) -> (&'a str, &'a str),
+    >;
+
+    fn into_iter(self) -> Self::IntoIter {
+        fn pair(entry: &(ExtStr, ExtStr)) -> (&str, &str) {
+            (entry.0.as_str(), entry.1.as_str())
+        }
+        self.entries.iter().map(pair)
     }
 }
 
@@ -331,6 +711,73 @@ mod tests {
             RemotingCommand::request(1).opaque,
             RemotingCommand::request(1).opaque
         );
+    }
+
+    /// Builds the same map as a `HashMap` fed the same entries (`None` removes).
+    fn last_wins_model(items: &[(String, Option<String>)]) -> HashMap<String, String> {
+        let mut model = HashMap::new();
+        for (k, v) in items {
+            match v {
+                Some(v) => model.insert(k.clone(), v.clone()),
+                None => model.remove(k),
+            };
+        }
+        model
+    }
+
+    #[test]
+    fn ext_fields_last_one_wins_small_and_large() {
+        // Few keys, many repeats (the scan), and many distinct keys (past SCAN_LIMIT: the set).
+        for (keys, n) in [(3usize, 10usize), (5, 40), (200, 1000), (40, 41)] {
+            let items: Vec<(String, Option<String>)> = (0..n)
+                .map(|i| {
+                    let key = format!("k{}", (i * 7) % keys);
+                    let value = (i % 5 != 3).then(|| format!("v{i}"));
+                    (key, value)
+                })
+                .collect();
+            let fields = ExtFields::from_last_wins(
+                items
+                    .iter()
+                    .map(|(k, v)| (ExtStr::from(k), v.as_ref().map(ExtStr::from)))
+                    .collect(),
+            );
+            let model = last_wins_model(&items);
+            assert_eq!(fields.to_hash_map(), model, "{keys} keys, {n} entries");
+            assert_eq!(fields.len(), model.len());
+            assert_eq!(fields, ExtFields::from(model));
+        }
+    }
+
+    #[test]
+    fn ext_fields_map_operations() {
+        let mut fields = ExtFields::from([("a", "1"), ("b", "2")]);
+        assert_eq!(fields.insert("a", "3").as_deref(), Some("1"));
+        assert_eq!(fields.get("a"), Some("3"));
+        assert!(fields.contains_key("b"));
+        assert_eq!(fields.remove("b").as_deref(), Some("2"));
+        assert_eq!(fields.remove("b"), None);
+        fields.extend([("c", "4"), ("a", "5")]);
+        assert_eq!(fields.len(), 2);
+        assert_eq!(fields.get("a"), Some("5"));
+        // Equality ignores the order; Debug is sorted.
+        assert_eq!(fields, ExtFields::from([("c", "4"), ("a", "5")]));
+        assert_ne!(fields, ExtFields::from([("c", "4"), ("a", "6")]));
+        assert_eq!(format!("{fields:?}"), r#"{"a": "5", "c": "4"}"#);
+    }
+
+    #[test]
+    fn shared_ext_str_is_a_slice_of_the_frame_or_a_copy() {
+        let frame = Bytes::from_static(b"{\"k\":\"value\"}");
+        let inside = std::str::from_utf8(&frame[6..11]).unwrap();
+        let s = ExtStr::shared(&frame, inside);
+        assert_eq!(s, "value");
+        assert!(matches!(s.0, Repr::Shared(_)));
+        let elsewhere = String::from("value");
+        let copied = ExtStr::shared(&frame, &elsewhere);
+        assert_eq!(copied, "value");
+        assert!(matches!(copied.0, Repr::Owned(_)));
+        assert_eq!(String::from(s), "value");
     }
 
     #[test]

@@ -3,12 +3,11 @@
 //!
 //! Decoders return a [`RemotingCommand`] with an empty body; the codec attaches the body.
 
-use std::collections::HashMap;
-
 use bytes::{BufMut, Bytes};
+use serde::de::DeserializeSeed;
 use serde_json::{Map, Value};
 
-use crate::command::{LanguageCode, RemotingCommand, SerializeType};
+use crate::command::{ExtFields, ExtStr, LanguageCode, LastWins, RemotingCommand, SerializeType};
 use crate::error::CodecError;
 
 // ---------------------------------------------------------------------------------------
@@ -30,18 +29,17 @@ pub fn encode_json(cmd: &RemotingCommand, dst: &mut Vec<u8>) -> Result<(), Codec
     let mut inline = [("", ""); INLINE];
     let mut spilled = Vec::new();
     let entries: &mut [(&str, &str)] = if cmd.ext_fields.len() <= INLINE {
-        for (slot, (k, v)) in inline.iter_mut().zip(&cmd.ext_fields) {
-            *slot = (k.as_str(), v.as_str());
+        for (slot, entry) in inline.iter_mut().zip(&cmd.ext_fields) {
+            *slot = entry;
         }
         &mut inline[..cmd.ext_fields.len()]
     } else {
-        spilled.extend(cmd.ext_fields.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        spilled.extend(cmd.ext_fields.iter());
         &mut spilled
     };
     entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
 
-    let ext_len: usize = entries.iter().map(|(k, v)| k.len() + v.len() + 6).sum();
-    dst.reserve(128 + ext_len + cmd.remark.as_ref().map_or(0, String::len));
+    dst.reserve(size_hint(cmd));
     dst.extend_from_slice(b"{\"code\":");
     push_i32(dst, cmd.code);
     dst.extend_from_slice(b",\"language\":");
@@ -72,6 +70,18 @@ pub fn encode_json(cmd: &RemotingCommand, dst: &mut Vec<u8>) -> Result<(), Codec
     push_json_str(dst, SerializeType::Json.name())?;
     dst.push(b'}');
     Ok(())
+}
+
+/// The length of `cmd`'s header in its serialize type, exact unless JSON escapes lengthen it.
+pub fn size_hint(cmd: &RemotingCommand) -> usize {
+    let remark = cmd.remark.as_ref().map_or(0, String::len);
+    let ext: usize = cmd.ext_fields.iter().map(|(k, v)| k.len() + v.len()).sum();
+    match cmd.serialize_type {
+        // The fixed fields at their longest, then `"key":"value",` per entry.
+        SerializeType::Json => 176 + remark + ext + 6 * cmd.ext_fields.len(),
+        // code..flag, the two lengths, then keyLen and valLen per entry.
+        SerializeType::RocketMq => 21 + remark + ext + 6 * cmd.ext_fields.len(),
+    }
 }
 
 /// Appends `value` in decimal.
@@ -119,8 +129,24 @@ fn push_json_str(dst: &mut Vec<u8>, s: &str) -> Result<(), CodecError> {
 /// top-level field is skipped unread, so invalid UTF-8, a lone surrogate or an out-of-range
 /// number inside it is not refused (the general path refused them; the field is dropped
 /// either way, as RocketMQ's Java server does).
+///
+/// The `extFields` strings are copied; [`decode_json_frame`] keeps them as slices of the frame.
 pub fn decode_json(bytes: &[u8]) -> Result<RemotingCommand, CodecError> {
-    match serde_json::from_slice::<fast::Header>(bytes) {
+    decode_json_in(bytes, None)
+}
+
+/// [`decode_json`] of a header held in `frame`: the `extFields` keys and values without JSON
+/// escapes (nearly all) are slices of `frame`, not copies.
+pub fn decode_json_frame(frame: &Bytes) -> Result<RemotingCommand, CodecError> {
+    decode_json_in(frame, Some(frame))
+}
+
+fn decode_json_in(bytes: &[u8], frame: Option<&Bytes>) -> Result<RemotingCommand, CodecError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let fast = fast::HeaderSeed { frame }
+        .deserialize(&mut de)
+        .and_then(|header| de.end().map(|()| header));
+    match fast {
         Ok(fast::Header(cmd)) => Ok(cmd),
         Err(_) => decode_json_value(bytes),
     }
@@ -157,25 +183,45 @@ fn decode_json_value(bytes: &[u8]) -> Result<RemotingCommand, CodecError> {
 /// The fast JSON header decoder: serde visitors that build the command directly and refuse
 /// (so that [`decode_json_value`] decides) every shape they do not handle exactly as it does.
 mod fast {
-    use std::collections::HashMap;
     use std::fmt;
 
     use bytes::Bytes;
-    use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
+    use serde::de::{
+        self, Deserialize, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor,
+    };
 
-    use crate::command::{LanguageCode, RemotingCommand, SerializeType};
+    use crate::command::{
+        ExtFields, ExtStr, LanguageCode, LastWins, RemotingCommand, SerializeType,
+    };
 
     pub(super) struct Header(pub(super) RemotingCommand);
 
-    impl<'de> Deserialize<'de> for Header {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            d.deserialize_map(HeaderVisitor)
+    /// Decodes a [`Header`]; with a `frame` (which holds the bytes decoded), the `extFields`
+    /// strings without escapes are slices of it.
+    pub(super) struct HeaderSeed<'f> {
+        pub(super) frame: Option<&'f Bytes>,
+    }
+
+    impl<'de> DeserializeSeed<'de> for HeaderSeed<'_> {
+        type Value = Header;
+
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Header, D::Error> {
+            d.deserialize_map(HeaderVisitor { frame: self.frame })
         }
     }
 
-    struct HeaderVisitor;
+    #[cfg(test)]
+    impl<'de> Deserialize<'de> for Header {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            HeaderSeed { frame: None }.deserialize(d)
+        }
+    }
 
-    impl<'de> Visitor<'de> for HeaderVisitor {
+    struct HeaderVisitor<'f> {
+        frame: Option<&'f Bytes>,
+    }
+
+    impl<'de> Visitor<'de> for HeaderVisitor<'_> {
         type Value = Header;
 
         fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -190,7 +236,7 @@ mod fast {
                 opaque: 0,
                 flag: 0,
                 remark: None,
-                ext_fields: HashMap::new(),
+                ext_fields: ExtFields::new(),
                 body: Bytes::new(),
                 serialize_type: SerializeType::Json,
             };
@@ -203,7 +249,9 @@ mod fast {
                     Key::Flag => cmd.flag = map.next_value::<Int>()?.0,
                     Key::Language => cmd.language = map.next_value::<Language>()?.0,
                     Key::Remark => cmd.remark = map.next_value::<Remark>()?.0,
-                    Key::ExtFields => cmd.ext_fields = map.next_value::<ExtFields>()?.0,
+                    Key::ExtFields => {
+                        cmd.ext_fields = map.next_value_seed(FieldsSeed { frame: self.frame })?
+                    }
                     Key::Other => {
                         map.next_value::<IgnoredAny>()?;
                     }
@@ -336,81 +384,139 @@ mod fast {
         }
     }
 
+    /// A string of `extFields`: a slice of the frame when the text is in it (no escapes).
+    fn text(frame: Option<&Bytes>, v: &str) -> ExtStr {
+        match frame {
+            Some(frame) => ExtStr::shared(frame, v),
+            None => ExtStr::from(v.to_owned()),
+        }
+    }
+
+    /// The single-letter names of `SendMessageRequestHeaderV2` and friends, shared by every
+    /// command that has them.
+    const LETTERS: [&str; 26] = [
+        "a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m", "n", "o", "p", "q", "r",
+        "s", "t", "u", "v", "w", "x", "y", "z",
+    ];
+
     /// `extFields`: an object (or null) of strings, integers, booleans and nulls.
-    struct ExtFields(HashMap<String, String>);
+    struct FieldsSeed<'f> {
+        frame: Option<&'f Bytes>,
+    }
 
-    impl<'de> Deserialize<'de> for ExtFields {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            struct FieldsVisitor;
-            impl<'de> Visitor<'de> for FieldsVisitor {
-                type Value = ExtFields;
+    impl<'de> DeserializeSeed<'de> for FieldsSeed<'_> {
+        type Value = ExtFields;
 
-                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                    f.write_str("an object or null")
-                }
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<ExtFields, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
 
-                fn visit_unit<E: de::Error>(self) -> Result<ExtFields, E> {
-                    Ok(ExtFields(HashMap::new()))
-                }
+    impl<'de> Visitor<'de> for FieldsSeed<'_> {
+        type Value = ExtFields;
 
-                fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ExtFields, A::Error> {
-                    let mut fields = HashMap::with_capacity(map.size_hint().unwrap_or(16));
-                    while let Some(key) = map.next_key::<String>()? {
-                        // Last one wins; a null removes what an earlier same key set.
-                        match map.next_value::<ExtValue>()?.0 {
-                            Some(value) => {
-                                fields.insert(key, value);
-                            }
-                            None => {
-                                fields.remove(&key);
-                            }
-                        }
-                    }
-                    Ok(ExtFields(fields))
-                }
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an object or null")
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<ExtFields, E> {
+            Ok(ExtFields::new())
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ExtFields, A::Error> {
+            // Last one wins; a null removes what an earlier same key set.
+            let mut fields = LastWins::with_capacity(map.size_hint().unwrap_or(16));
+            let frame = self.frame;
+            while let Some(key) = map.next_key_seed(KeySeed { frame })? {
+                let value = map.next_value_seed(ValueSeed { frame })?;
+                fields.push(key, value);
             }
-            d.deserialize_any(FieldsVisitor)
+            Ok(fields.finish())
+        }
+    }
+
+    /// An `extFields` key.
+    struct KeySeed<'f> {
+        frame: Option<&'f Bytes>,
+    }
+
+    impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
+        type Value = ExtStr;
+
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<ExtStr, D::Error> {
+            d.deserialize_str(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for KeySeed<'_> {
+        type Value = ExtStr;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string")
+        }
+
+        fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<ExtStr, E> {
+            if let [letter @ b'a'..=b'z'] = v.as_bytes() {
+                return Ok(ExtStr::from(LETTERS[usize::from(letter - b'a')]));
+            }
+            Ok(text(self.frame, v))
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<ExtStr, E> {
+            Ok(ExtStr::from(v.to_owned()))
+        }
+
+        fn visit_string<E: de::Error>(self, v: String) -> Result<ExtStr, E> {
+            Ok(ExtStr::from(v))
         }
     }
 
     /// One `extFields` value as its string (`None`: null, skipped).
-    struct ExtValue(Option<String>);
+    struct ValueSeed<'f> {
+        frame: Option<&'f Bytes>,
+    }
 
-    impl<'de> Deserialize<'de> for ExtValue {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            struct ValueVisitor;
-            impl Visitor<'_> for ValueVisitor {
-                type Value = ExtValue;
+    impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
+        type Value = Option<ExtStr>;
 
-                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                    f.write_str("a string, an integer, a boolean or null")
-                }
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<ExtStr>, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
 
-                fn visit_str<E: de::Error>(self, v: &str) -> Result<ExtValue, E> {
-                    Ok(ExtValue(Some(v.to_owned())))
-                }
+    impl<'de> Visitor<'de> for ValueSeed<'_> {
+        type Value = Option<ExtStr>;
 
-                fn visit_string<E: de::Error>(self, v: String) -> Result<ExtValue, E> {
-                    Ok(ExtValue(Some(v)))
-                }
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string, an integer, a boolean or null")
+        }
 
-                fn visit_i64<E: de::Error>(self, v: i64) -> Result<ExtValue, E> {
-                    Ok(ExtValue(Some(v.to_string())))
-                }
+        fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Option<ExtStr>, E> {
+            Ok(Some(text(self.frame, v)))
+        }
 
-                fn visit_u64<E: de::Error>(self, v: u64) -> Result<ExtValue, E> {
-                    Ok(ExtValue(Some(v.to_string())))
-                }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Option<ExtStr>, E> {
+            Ok(Some(ExtStr::from(v.to_owned())))
+        }
 
-                fn visit_bool<E: de::Error>(self, v: bool) -> Result<ExtValue, E> {
-                    Ok(ExtValue(Some(v.to_string())))
-                }
+        fn visit_string<E: de::Error>(self, v: String) -> Result<Option<ExtStr>, E> {
+            Ok(Some(ExtStr::from(v)))
+        }
 
-                fn visit_unit<E: de::Error>(self) -> Result<ExtValue, E> {
-                    Ok(ExtValue(None))
-                }
-            }
-            d.deserialize_any(ValueVisitor)
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Option<ExtStr>, E> {
+            Ok(Some(ExtStr::from(v.to_string())))
+        }
+
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Option<ExtStr>, E> {
+            Ok(Some(ExtStr::from(v.to_string())))
+        }
+
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<Option<ExtStr>, E> {
+            Ok(Some(ExtStr::from(if v { "true" } else { "false" })))
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<Option<ExtStr>, E> {
+            Ok(None)
         }
     }
 }
@@ -439,9 +545,9 @@ fn json_language(value: Option<&Value>) -> LanguageCode {
     }
 }
 
-fn json_ext_fields(value: Option<&Value>) -> Result<HashMap<String, String>, CodecError> {
+fn json_ext_fields(value: Option<&Value>) -> Result<ExtFields, CodecError> {
     let obj = match value {
-        None | Some(Value::Null) => return Ok(HashMap::new()),
+        None | Some(Value::Null) => return Ok(ExtFields::new()),
         Some(Value::Object(obj)) => obj,
         Some(_) => {
             return Err(CodecError::JsonHeader(
@@ -449,16 +555,17 @@ fn json_ext_fields(value: Option<&Value>) -> Result<HashMap<String, String>, Cod
             ))
         }
     };
-    let mut fields = HashMap::with_capacity(obj.len());
+    // The object's keys are unique: the last of a repeated key won when it was parsed.
+    let mut items = Vec::with_capacity(obj.len());
     for (key, value) in obj {
         let value = match value {
             Value::Null => continue,
             Value::String(s) => s.clone(),
             other => other.to_string(),
         };
-        fields.insert(key.clone(), value);
+        items.push((ExtStr::from(key.clone()), Some(ExtStr::from(value))));
     }
-    Ok(fields)
+    Ok(ExtFields::from_last_wins(items))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -487,7 +594,7 @@ pub fn encode_binary(cmd: &RemotingCommand, dst: &mut Vec<u8>) -> Result<(), Cod
     dst.put_i32(len_i32("remark", remark.len())?);
     dst.put_slice(remark.as_bytes());
 
-    let mut entries: Vec<(&String, &String)> = cmd.ext_fields.iter().collect();
+    let mut entries: Vec<(&str, &str)> = cmd.ext_fields.iter().collect();
     entries.sort_unstable();
     let mut ext_len = 0usize;
     for (key, value) in &entries {
@@ -527,7 +634,19 @@ fn len_i32(field: &'static str, len: usize) -> Result<i32, CodecError> {
 /// garbage yields an error and never a large allocation. Strings are decoded as UTF-8
 /// with invalid sequences replaced, as Java's `new String(bytes, UTF_8)` does. Bytes
 /// after the `extFields` section are ignored.
+///
+/// The `extFields` strings are copied; [`decode_binary_frame`] keeps them as slices of the frame.
 pub fn decode_binary(bytes: &[u8]) -> Result<RemotingCommand, CodecError> {
+    decode_binary_in(bytes, None)
+}
+
+/// [`decode_binary`] of a header held in `frame`: the `extFields` keys and values that are
+/// valid UTF-8 (nearly all) are slices of `frame`, not copies.
+pub fn decode_binary_frame(frame: &Bytes) -> Result<RemotingCommand, CodecError> {
+    decode_binary_in(frame, Some(frame))
+}
+
+fn decode_binary_in(bytes: &[u8], frame: Option<&Bytes>) -> Result<RemotingCommand, CodecError> {
     let mut r = Reader::new(bytes);
     let code = i32::from(r.i16("code")?);
     let language = LanguageCode::from_code(r.u8("language")?);
@@ -543,16 +662,18 @@ pub fn decode_binary(bytes: &[u8]) -> Result<RemotingCommand, CodecError> {
 
     let ext_len = r.len_i32("extFields length")?;
     let mut ext = Reader::new(r.take(ext_len, "extFields")?);
-    let mut ext_fields = HashMap::new();
+    // A repeated key: the last one wins, as in Java's `HashMap.put`.
+    let mut fields = LastWins::with_capacity(16);
     while !ext.is_empty() {
         let key_len = ext.i16("extFields key length")?;
         let key_len = usize::try_from(key_len)
             .map_err(|_| bad_binary(format!("negative extFields key length {key_len}")))?;
-        let key = lossy(ext.take(key_len, "extFields key")?);
+        let key = ext_text(frame, ext.take(key_len, "extFields key")?);
         let value_len = ext.len_i32("extFields value length")?;
-        let value = lossy(ext.take(value_len, "extFields value")?);
-        ext_fields.insert(key, value);
+        let value = ext_text(frame, ext.take(value_len, "extFields value")?);
+        fields.push(key, Some(value));
     }
+    let ext_fields = fields.finish();
 
     Ok(RemotingCommand {
         code,
@@ -569,6 +690,15 @@ pub fn decode_binary(bytes: &[u8]) -> Result<RemotingCommand, CodecError> {
 
 fn lossy(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// An `extFields` string of a binary header: a slice of `frame` when it is valid UTF-8 and a
+/// frame is at hand, else (lossily decoded) a copy.
+fn ext_text(frame: Option<&Bytes>, bytes: &[u8]) -> ExtStr {
+    match (frame, std::str::from_utf8(bytes)) {
+        (Some(frame), Ok(text)) => ExtStr::shared(frame, text),
+        _ => ExtStr::from(lossy(bytes)),
+    }
 }
 
 fn bad_binary(msg: String) -> CodecError {
@@ -666,11 +796,7 @@ mod tests {
             opaque: cmd.opaque,
             flag: cmd.flag,
             remark: cmd.remark.as_deref(),
-            ext_fields: cmd
-                .ext_fields
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect(),
+            ext_fields: cmd.ext_fields.iter().collect(),
             serialize_type_current_rpc: SerializeType::Json.name(),
         };
         serde_json::to_vec(&out).expect("serde encoding")
@@ -717,7 +843,7 @@ mod tests {
                 cmd.opaque = opaque;
                 cmd.flag = flag;
                 cmd.remark = remark;
-                cmd.ext_fields = ext;
+                cmd.ext_fields = ext.into();
                 cmd
             })
     }
@@ -734,7 +860,19 @@ mod tests {
             let fast = serde_json::from_slice::<fast::Header>(&ours);
             prop_assert!(fast.is_ok(), "the fast decoder refused our own encoding");
             prop_assert_eq!(decode_json(&ours), decode_json_value(&ours));
-            prop_assert_eq!(decode_json(&ours).unwrap(), cmd);
+            prop_assert_eq!(decode_json(&ours).unwrap(), cmd.clone());
+            // Read from a frame (strings as slices of it): the same command.
+            prop_assert_eq!(decode_json_frame(&Bytes::from(ours)).unwrap(), cmd.clone());
+            if let (Ok(code), Ok(version)) = (i16::try_from(cmd.code), i16::try_from(cmd.version)) {
+                let mut binary = Vec::new();
+                let mut narrow = cmd.clone();
+                narrow.code = i32::from(code);
+                narrow.version = i32::from(version);
+                narrow.serialize_type = SerializeType::RocketMq;
+                encode_binary(&narrow, &mut binary).unwrap();
+                prop_assert_eq!(decode_binary(&binary).unwrap(), narrow.clone());
+                prop_assert_eq!(decode_binary_frame(&Bytes::from(binary)).unwrap(), narrow);
+            }
         }
 
         /// Headers of arbitrary shapes (fields of every JSON type, repeated keys) decode the same
@@ -817,6 +955,62 @@ mod tests {
         assert_eq!(cmd.ext("d"), Some("4"));
         assert_eq!(cmd.ext("k"), Some("false"));
         assert_eq!(cmd.ext("n"), None);
+    }
+
+    /// The size hint is at least the header's length when nothing needs escaping.
+    #[test]
+    fn size_hint_covers_unescaped_headers() {
+        let mut cmd = RemotingCommand::request(i32::MIN)
+            .with_remark("remark")
+            .with_ext("a", "ProducerGroup")
+            .with_ext("topic", "TopicTest");
+        cmd.version = i32::MIN;
+        cmd.opaque = i32::MIN;
+        cmd.flag = i32::MIN;
+        cmd.language = LanguageCode::NodeJs;
+        for serialize_type in [SerializeType::Json, SerializeType::RocketMq] {
+            cmd.serialize_type = serialize_type;
+            if serialize_type == SerializeType::RocketMq {
+                cmd.code = i32::from(i16::MIN);
+                cmd.version = i32::from(i16::MIN);
+            }
+            let mut out = Vec::new();
+            match serialize_type {
+                SerializeType::Json => encode_json(&cmd, &mut out).unwrap(),
+                SerializeType::RocketMq => encode_binary(&cmd, &mut out).unwrap(),
+            }
+            assert!(
+                size_hint(&cmd) >= out.len(),
+                "{serialize_type}: {}",
+                out.len()
+            );
+        }
+    }
+
+    /// Decoding from a frame keeps unescaped strings as slices of it, escaped ones decoded;
+    /// a repeated key and a null behave as in the copying decoder.
+    #[test]
+    fn frame_decoding_matches_copying_decoding() {
+        let header: &[u8] = br#"{"code":310,"extFields":{"a":"G","b":"T\u0041","b":"T\nB","n":null,"a":null,"k":7},"opaque":1}"#;
+        let frame = Bytes::copy_from_slice(header);
+        let cmd = decode_json_frame(&frame).unwrap();
+        assert_eq!(Ok(cmd.clone()), decode_json(header));
+        assert_eq!(cmd.ext("a"), None);
+        assert_eq!(cmd.ext("b"), Some("T\nB"));
+        assert_eq!(cmd.ext("k"), Some("7"));
+        assert_eq!(cmd.ext_fields.len(), 2);
+        let mut binary = Vec::new();
+        let cmd = RemotingCommand::request(10)
+            .with_ext("a", "G")
+            .with_ext("bad", "x")
+            .with_serialize_type(SerializeType::RocketMq);
+        encode_binary(&cmd, &mut binary).unwrap();
+        // Invalid UTF-8 in a value: replaced, as Java does, in both decoders.
+        let at = binary.iter().rposition(|b| *b == b'x').unwrap();
+        binary[at] = 0xff;
+        let frame = Bytes::from(binary.clone());
+        assert_eq!(decode_binary_frame(&frame), decode_binary(&binary));
+        assert_eq!(decode_binary(&binary).unwrap().ext("bad"), Some("\u{fffd}"));
     }
 
     #[test]

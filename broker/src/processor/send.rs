@@ -426,20 +426,14 @@ async fn store_and_answer(
     let mut response = request.response_to(code, None);
     // Room for every field up front: no rehash while they go in.
     response.ext_fields.reserve(7);
-    response
-        .ext_fields
-        .insert("msgId".to_owned(), result.msg_id);
+    response.ext_fields.insert("msgId", result.msg_id);
     response.set_ext("queueId", queue_id);
     response.set_ext("queueOffset", result.queue_offset);
-    response
-        .ext_fields
-        .insert("transactionId".to_owned(), sent.uniq);
-    response.set_ext("MSG_REGION", "DefaultRegion");
-    response.set_ext("TRACE_ON", "true");
+    response.ext_fields.insert("transactionId", sent.uniq);
+    response.ext_fields.insert("MSG_REGION", "DefaultRegion");
+    response.ext_fields.insert("TRACE_ON", "true");
     if let Some(handle) = recall {
-        response
-            .ext_fields
-            .insert("recallHandle".to_owned(), handle);
+        response.ext_fields.insert("recallHandle", handle);
     }
     Ok(response)
 }

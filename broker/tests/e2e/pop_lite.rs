@@ -310,7 +310,7 @@ async fn bad_pop_lite_requests_are_refused_and_change_nothing() {
     let node = start(dir.path()).await;
     node.send("a", "a-0").await;
     node.send("b", "b-0").await;
-    let request = |topic: &str, body: &str, tweak: &[(&str, &str)]| {
+    let request = |topic: &str, body: &str, tweak: &[(&'static str, &str)]| {
         let mut r = RemotingCommand::request(request_code::POP_LITE_MESSAGE)
             .with_ext("consumerGroup", GROUP)
             .with_ext("topic", topic)
@@ -617,7 +617,7 @@ async fn bad_lite_subscription_ctl_requests_are_refused_and_change_nothing() {
     let node = start(dir.path()).await;
     node.create_group(EXCLUSIVE, true).await;
     node.claim(EXCLUSIVE, "A", &names(&["x"]), true).await;
-    let request = |topic: &str, client: &str, body: &str, tweak: &[(&str, &str)]| {
+    let request = |topic: &str, client: &str, body: &str, tweak: &[(&'static str, &str)]| {
         let mut r = RemotingCommand::request(request_code::LITE_SUBSCRIPTION_CTL)
             .with_ext("consumerGroup", EXCLUSIVE)
             .with_ext("topic", topic)

@@ -82,7 +82,7 @@ fn known_command() -> RemotingCommand {
         opaque: 1,
         flag: 2,
         remark: Some("hi".into()),
-        ext_fields: HashMap::from([("k".to_owned(), "v".to_owned())]),
+        ext_fields: HashMap::from([("k".to_owned(), "v".to_owned())]).into(),
         body: Bytes::from_static(b"xy"),
         serialize_type: SerializeType::RocketMq,
     }
@@ -224,7 +224,7 @@ fn command(serialize_type: SerializeType) -> impl Strategy<Value = RemotingComma
                     opaque,
                     flag,
                     remark,
-                    ext_fields,
+                    ext_fields: ext_fields.into(),
                     body: Bytes::from(body),
                     serialize_type,
                 }
