@@ -3,7 +3,7 @@
 //! group FIFO flags (a few seconds).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rocketraft_common::protocol::TopicRouteData;
@@ -27,7 +27,8 @@ type GroupFlags = (bool, bool);
 /// Topic routes, topic message types and group FIFO flags read from the NameServer and brokers.
 #[derive(Default)]
 pub(super) struct MetaCache {
-    routes: Mutex<HashMap<String, (Instant, TopicRouteData)>>,
+    /// Shared, not copied: every send looks its topic's route up.
+    routes: Mutex<HashMap<String, (Instant, Arc<TopicRouteData>)>>,
     topic_types: Mutex<HashMap<String, (Instant, Vec<i32>)>>,
     group_flags: Mutex<HashMap<String, (Instant, GroupFlags)>>,
     /// Broker sets whose send failed lately, left aside by the round robin.
@@ -59,7 +60,7 @@ impl Service {
     /// A topic's route from the NameServer, reused for up to [`ROUTE_TTL`] unless a broker
     /// call on it failed since (see [`Service::broker_failed`]), so a failover is followed at
     /// the next request.
-    pub(super) async fn route(&self, topic: &str) -> Result<TopicRouteData, pb::Status> {
+    pub(super) async fn route(&self, topic: &str) -> Result<Arc<TopicRouteData>, pb::Status> {
         if let Some(r) = cached(&self.meta.routes, topic, ROUTE_TTL) {
             return Ok(r);
         }
@@ -67,6 +68,7 @@ impl Service {
         for ns in self.namesrvs() {
             match self.api.topic_route(&ns, topic).await {
                 Ok(r) => {
+                    let r = Arc::new(r);
                     remember(&self.meta.routes, topic, r.clone());
                     return Ok(r);
                 }

@@ -58,6 +58,11 @@ pub struct ProxyBenchArgs {
     /// Concurrent consumers in each drain.
     #[arg(long, default_value_t = 4)]
     consumers: usize,
+    /// The process id of the server (for example `rocketraft dev`) on this host: each step
+    /// then also prints the CPU time it and this bench took per message (from /proc), the
+    /// figure to compare on a loaded machine.
+    #[arg(long)]
+    server_pid: Option<u32>,
 }
 
 fn resource(name: &str) -> Option<pb::Resource> {
@@ -89,6 +94,49 @@ impl ProxyBenchArgs {
             size,
             window,
             consumers,
+            server_pid: None,
+        }
+    }
+}
+
+/// CPU time (user + system, all threads) of process `pid` so far, in microseconds, from
+/// `/proc/PID/stat` (clock ticks of 10 ms); `None` where there is no such file.
+fn cpu_us(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces: count from the closing parenthesis.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks * 10_000)
+}
+
+/// The CPU time the server (`--server-pid`) and this bench take during one step.
+struct CpuMeter {
+    server: Option<(u32, u64)>,
+    bench: Option<u64>,
+}
+
+impl CpuMeter {
+    fn start(server_pid: Option<u32>) -> CpuMeter {
+        CpuMeter {
+            server: server_pid.and_then(|pid| cpu_us(pid).map(|us| (pid, us))),
+            bench: cpu_us(std::process::id()),
+        }
+    }
+
+    /// Prints `step`'s CPU time per message when the server's is known.
+    fn report(&self, step: &str, messages: u64) {
+        let Some((pid, server_start)) = self.server else {
+            return;
+        };
+        let per = |start: u64, end: Option<u64>| {
+            end.map(|e| e.saturating_sub(start) as f64 / messages.max(1) as f64)
+        };
+        let server = per(server_start, cpu_us(pid));
+        let bench = self.bench.and_then(|b| per(b, cpu_us(std::process::id())));
+        if let (Some(server), Some(bench)) = (server, bench) {
+            println!("  CPU per message, {step}: server {server:.1} us, bench {bench:.1} us");
         }
     }
 }
@@ -299,13 +347,17 @@ pub(super) async fn measure(args: &ProxyBenchArgs) -> anyhow::Result<ProxyNumber
         "sending {} messages of {} bytes, {window} in flight, over Remoting",
         args.count, args.size
     );
+    let cpu = CpuMeter::start(args.server_pid);
     let remoting = send_over_remoting(args, queues.clone(), body.clone()).await?;
     report("send over Remoting (baseline)", &remoting, None);
+    cpu.report("send over Remoting", args.count);
 
     eprintln!("sending {} messages through the proxy (gRPC)", args.count);
     let run_id = rocketraft_common::time::now_ms();
+    let cpu = CpuMeter::start(args.server_pid);
     let grpc = send_through_proxy(args, client.clone(), body, run_id).await?;
     report("send through the proxy (gRPC)", &grpc, Some(&remoting));
+    cpu.report("send through the proxy", args.count);
 
     let mut brokers: Vec<String> = queues.iter().map(|(b, _)| b.clone()).collect();
     brokers.sort();
@@ -448,6 +500,7 @@ async fn drain_both(
 ) -> anyhow::Result<(f64, f64)> {
     let total = args.count * 2;
     let consumers = args.consumers.max(1);
+    let cpu = CpuMeter::start(args.server_pid);
     let (n, base_secs, base_rate) = timed_drain(super::pop::drain_pop(
         brokers,
         args.topic.clone(),
@@ -460,6 +513,8 @@ async fn drain_both(
     println!(
         "POP + ack over Remoting, {consumers} consumers (baseline): {n} msgs in {base_secs:.2} s = {base_rate:.0} msgs/s"
     );
+    cpu.report("POP + ack over Remoting", n);
+    let cpu = CpuMeter::start(args.server_pid);
     let (m, secs, rate) = timed_drain(drain_proxy(
         client,
         args.topic.clone(),
@@ -472,6 +527,7 @@ async fn drain_both(
         "receive + ack through the proxy, {consumers} consumers: {m} msgs in {secs:.2} s = {rate:.0} msgs/s ({:.2}x the Remoting baseline)",
         rate / base_rate.max(1e-9)
     );
+    cpu.report("receive + ack through the proxy", m);
     if n < total || m < total {
         anyhow::bail!("drained {n} (Remoting) and {m} (proxy) of {total} messages");
     }
