@@ -160,6 +160,47 @@ pub struct HaState {
     /// The largest body of a queue offsets frame this master sends
     /// ([`QUEUE_OFFSETS_FRAME_BYTES`]; the tests lower it to force a split).
     queue_offsets_frame_bytes: std::sync::atomic::AtomicUsize,
+    /// The clock leases, reports and office times are read on ([`LeaseClock`]).
+    clock: LeaseClock,
+}
+
+/// The clock `HaState` dates leases, slave reports, office times and master frames on: tokio's
+/// (`LeaseClock::default()`: the monotonic clock in production, the paused one under a paused
+/// runtime), or, for the deterministic simulation (`sim/`), a function of tokio's that gives
+/// each replica a clock of its own (stepped forward, or running at another rate), so a lease can
+/// be checked against clocks that disagree. The default adds one branch per read.
+#[derive(Clone, Default)]
+pub struct LeaseClock(Option<Arc<dyn Fn() -> Instant + Send + Sync>>);
+
+impl LeaseClock {
+    /// A clock that reads `now` (which must never go back).
+    pub fn custom(now: impl Fn() -> Instant + Send + Sync + 'static) -> LeaseClock {
+        LeaseClock(Some(Arc::new(now)))
+    }
+
+    #[inline]
+    pub fn now(&self) -> Instant {
+        match &self.0 {
+            None => Instant::now(),
+            Some(now) => now(),
+        }
+    }
+
+    /// How long ago `t` was on this clock (zero for a `t` ahead of it).
+    #[inline]
+    fn since(&self, t: Instant) -> Duration {
+        self.now().saturating_duration_since(t)
+    }
+}
+
+impl std::fmt::Debug for LeaseClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "LeaseClock(custom)"
+        } else {
+            "LeaseClock(tokio)"
+        })
+    }
 }
 
 struct HaInner {
@@ -274,6 +315,17 @@ impl HaState {
         secret: Option<ClusterSecret>,
         tls: HaTls,
     ) -> Arc<HaState> {
+        HaState::with_clock(store, secret, tls, LeaseClock::default())
+    }
+
+    /// [`HaState::with_security`] with leases and reports on `clock` (the simulation's
+    /// per-replica clocks; a broker uses the default, tokio's).
+    pub fn with_clock(
+        store: Arc<MessageStore>,
+        secret: Option<ClusterSecret>,
+        tls: HaTls,
+        clock: LeaseClock,
+    ) -> Arc<HaState> {
         // Controller mode: consumers see only what the replicas confirmed, from the start
         // (before the controller names a role), starting at the confirm offset the store
         // persisted before its restart.
@@ -305,7 +357,14 @@ impl HaState {
             queue_offsets_frame_bytes: std::sync::atomic::AtomicUsize::new(
                 QUEUE_OFFSETS_FRAME_BYTES,
             ),
+            clock,
         })
+    }
+
+    /// Now on this replica's lease clock: a lease renewal must be dated on it
+    /// (`renew_lease(now + lease)` with `now` read when the confirmed heartbeat was sent).
+    pub fn now(&self) -> Instant {
+        self.clock.now()
     }
 
     /// The broker ids the controller knows for this set (every registered replica): from now
@@ -374,7 +433,7 @@ impl HaState {
             pending_sync_state_set: g.pending_set.clone(),
             master_broker_id: g.master_id,
             master_addr: g.master_addr.clone(),
-            lease_valid: g.lease_until.is_some_and(|t| Instant::now() < t),
+            lease_valid: g.lease_until.is_some_and(|t| self.clock.now() < t),
             slaves: g
                 .slaves
                 .values()
@@ -406,7 +465,7 @@ impl HaState {
         g.master_addr = Some(my_addr);
         g.slaves.clear();
         g.connection_generation += 1;
-        g.took_office = Some(Instant::now());
+        g.took_office = Some(self.clock.now());
         g.last_master_frame = None;
         drop(g);
         self.recompute_confirm();
@@ -478,7 +537,7 @@ impl HaState {
 
     /// A slave received a frame (data or heartbeat) from its master.
     pub fn note_master_frame(&self) {
-        self.inner.lock().last_master_frame = Some(Instant::now());
+        self.inner.lock().last_master_frame = Some(self.clock.now());
     }
 
     /// Whether this slave received a frame from its master within `within` (its replication
@@ -486,7 +545,9 @@ impl HaState {
     /// master can replicate to it once it is elected (see `rocketraft_controller::elect`).
     pub fn master_link_fresh(&self, within: Duration) -> bool {
         let g = self.inner.lock();
-        g.role == Role::Slave && g.last_master_frame.is_some_and(|t| t.elapsed() <= within)
+        g.role == Role::Slave
+            && g.last_master_frame
+                .is_some_and(|t| self.clock.since(t) <= within)
     }
 
     /// Whether this master, in office for at least `grace`, heard within `within` from fewer
@@ -500,7 +561,7 @@ impl HaState {
         grace: Duration,
     ) -> bool {
         let g = self.inner.lock();
-        if g.role != Role::Master || g.took_office.is_none_or(|t| t.elapsed() < grace) {
+        if g.role != Role::Master || g.took_office.is_none_or(|t| self.clock.since(t) < grace) {
             return false;
         }
         let master = g.master_id.unwrap_or(-1);
@@ -510,7 +571,7 @@ impl HaState {
             .filter(|id| **id != master)
             .filter(|id| {
                 g.slaves.get(id).is_some_and(|s| {
-                    s.connected && s.last_report.is_some_and(|t| t.elapsed() <= within)
+                    s.connected && s.last_report.is_some_and(|t| self.clock.since(t) <= within)
                 })
             })
             .count();
@@ -525,7 +586,7 @@ impl HaState {
         if g.lease_until.is_none_or(|t| t < until) {
             g.lease_until = Some(until);
         }
-        if g.lapse_logged && Instant::now() < until {
+        if g.lapse_logged && self.clock.now() < until {
             g.lapse_logged = false;
             tracing::warn!(
                 epoch = g.master_epoch,
@@ -543,7 +604,7 @@ impl HaState {
         self.inner
             .lock()
             .lease_until
-            .is_some_and(|t| Instant::now() < t)
+            .is_some_and(|t| self.clock.now() < t)
     }
 
     /// Whether this broker may take a write now.
@@ -564,7 +625,7 @@ impl HaState {
                 ))
             }
         }
-        if g.lease_until.is_none_or(|t| Instant::now() >= t) {
+        if g.lease_until.is_none_or(|t| self.clock.now() >= t) {
             if !g.lapse_logged {
                 g.lapse_logged = true;
                 tracing::warn!(
@@ -719,10 +780,10 @@ impl HaState {
         });
         s.ack_offset = offset;
         s.connected = true;
-        s.last_report = Some(Instant::now());
+        s.last_report = Some(self.clock.now());
         s.addr = addr.to_string();
         if offset >= max - CAUGHT_UP_GAP {
-            s.last_caught_up = Some(Instant::now());
+            s.last_caught_up = Some(self.clock.now());
         }
         drop(g);
         self.recompute_confirm();
@@ -761,7 +822,7 @@ impl HaState {
             return None;
         }
         let master = g.master_id?;
-        let now = Instant::now();
+        let now = self.clock.now();
         let epoch_start = self.store.last_epoch().map_or(0, |e| e.start_offset);
         let mut want = g.sync_state_set.clone();
         want.insert(master);

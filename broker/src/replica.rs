@@ -43,8 +43,6 @@ use rocketraft_remoting::codes::{request_code, response_code};
 use rocketraft_remoting::{Refusal, RemotingClient, RemotingCommand};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
-/// Leases are on tokio's clock, as in [`crate::ha`] (the simulation's paused clock there).
-use tokio::time::Instant;
 
 use crate::config::BrokerConfig;
 use crate::controller_link::{BrokerIdentity, ControllerLink, LinkError};
@@ -345,7 +343,7 @@ impl ReplicaManager {
         match self.ha.lease_until() {
             None => true,
             Some(until) => {
-                let left = until.saturating_duration_since(Instant::now());
+                let left = until.saturating_duration_since(self.ha.now());
                 left + every + every / 2 < full
             }
         }
@@ -383,7 +381,8 @@ impl ReplicaManager {
     /// One heartbeat to every controller at once (before registering).
     async fn heartbeat_once(&self) {
         let hb = self.heartbeat();
-        let sent = Instant::now();
+        // On the lease clock the lease is judged on (`HaState::now`).
+        let sent = self.ha.now();
         let outcome = self
             .link
             .heartbeat_all(&hb, self.heartbeat_deadline())
@@ -397,7 +396,8 @@ impl ReplicaManager {
     /// One heartbeat to one controller; a confirmation renews the lease from the send time.
     async fn heartbeat_to(&self, addr: &str) {
         let hb = self.heartbeat();
-        let sent = Instant::now();
+        // On the lease clock the lease is judged on (`HaState::now`).
+        let sent = self.ha.now();
         if let Ok(ack) = self
             .link
             .heartbeat_one(addr, &hb, self.heartbeat_deadline())

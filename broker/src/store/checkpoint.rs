@@ -172,6 +172,7 @@ impl Checkpoint {
             let _ = fs::remove_file(&tmp);
             return Err(e);
         }
+        super::durability::note(super::durability::Durable::File { path: &tmp });
         fs::rename(&tmp, path)?;
         if let Some(dir) = path.parent() {
             sync_dir(dir)?;

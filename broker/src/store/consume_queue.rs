@@ -234,7 +234,9 @@ fn write_blanks(path: &Path, file_bytes: u64, blank_bytes: usize) -> io::Result<
         file.write_all(&chunk[..n])?;
         left -= n;
     }
-    file.sync_all()
+    file.sync_all()?;
+    super::durability::note(super::durability::Durable::File { path });
+    Ok(())
 }
 
 /// Removes `files` (gone already is fine) and, if there were any, syncs `dir` so the removal

@@ -126,8 +126,9 @@ impl EpochFile {
             f.write_all(encode(entries).as_bytes())?;
             f.sync_all()?;
         }
+        super::durability::note(super::durability::Durable::File { path: &tmp });
         fs::rename(&tmp, &self.path)?;
-        fs::File::open(dir)?.sync_all()
+        super::mapped_file::sync_dir(dir)
     }
 
     /// Records that `epoch` writes from `start_offset` on. The epoch must be newer than the last

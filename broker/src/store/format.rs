@@ -112,6 +112,7 @@ fn write_version(root: &Path) -> Result<(), StoreError> {
         f.write_all(b"\n").map_err(io)?;
         f.sync_all().map_err(io)?;
     }
+    super::durability::note(super::durability::Durable::File { path: &tmp });
     fs::rename(&tmp, &path).map_err(io)?;
     sync_dir(root).map_err(|e| StoreError::io(root, e))
 }

@@ -69,7 +69,9 @@ impl std::fmt::Debug for MappedFile {
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     #[cfg(test)]
     SYNCED_DIRS.with(|d| d.borrow_mut().push(dir.to_path_buf()));
-    File::open(dir)?.sync_all()
+    File::open(dir)?.sync_all()?;
+    super::durability::note(super::durability::Durable::Dir { path: dir });
+    Ok(())
 }
 
 #[cfg(test)]
@@ -169,6 +171,7 @@ impl MappedFile {
             let _ = fs::remove_file(&tmp);
             return Err(e);
         }
+        super::durability::note(super::durability::Durable::File { path: &tmp });
         fs::rename(&tmp, &path)?;
         sync_dir(dir)?;
         let map = MmapOptions::new().len(size).map_raw(&file)?;
@@ -296,13 +299,21 @@ impl MappedFile {
         if len == 0 {
             return Ok(());
         }
-        self.map.flush_range(pos, len)
+        self.map.flush_range(pos, len)?;
+        super::durability::note(super::durability::Durable::Range {
+            path: &self.path,
+            pos: pos as u64,
+            len: len as u64,
+        });
+        Ok(())
     }
 
     /// Syncs the file's data and metadata.
     pub fn sync_all(&self) -> io::Result<()> {
         self.map.flush()?;
-        self.file.sync_all()
+        self.file.sync_all()?;
+        super::durability::note(super::durability::Durable::File { path: &self.path });
+        Ok(())
     }
 }
 

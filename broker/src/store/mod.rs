@@ -25,6 +25,7 @@ mod commitlog;
 pub mod config;
 pub mod consume_queue;
 mod dispatch;
+pub mod durability;
 pub mod epoch;
 pub mod error;
 mod flush;
@@ -380,6 +381,7 @@ pub(crate) fn write_truncate_marker(config: &StoreConfig, offset: i64) -> Result
         f.write_all(format!("{offset}\n").as_bytes()).map_err(io)?;
         f.sync_all().map_err(io)?;
     }
+    durability::note(durability::Durable::File { path: &tmp });
     fs::rename(&tmp, &path).map_err(io)?;
     sync_dir(&config.store_root).map_err(|e| StoreError::io(&config.store_root, e))
 }
@@ -499,6 +501,7 @@ impl MessageStore {
         {
             let f = File::create(&abort_path).map_err(|e| StoreError::io(&abort_path, e))?;
             f.sync_all().map_err(|e| StoreError::io(&abort_path, e))?;
+            durability::note(durability::Durable::File { path: &abort_path });
             sync_dir(&root).map_err(|e| StoreError::io(&root, e))?;
         }
         let report = recovered.report.clone();
