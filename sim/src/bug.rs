@@ -29,15 +29,22 @@ pub enum Bug {
     /// master stored it, without waiting for the SyncStateSet's acks (the simulation's own send
     /// path; the broker's `wait_for_acks` is not touched).
     AckBeforeReplicas,
+    /// Broker replicas (`--replicas`): every replica's lease clock runs at a fifth of the
+    /// simulated time's rate, far outside the bound docs/safety.md assumes (a few percent): a
+    /// master's lease of 3/4 of the controllers' heartbeat timeout lasts 3.75 timeouts, so a new
+    /// master can be elected and take writes while the old one still holds its lease (the
+    /// broker's `HaState` is untouched; only the clock the simulation hands it is wrong).
+    SlowLeaseClock,
 }
 
 impl Bug {
     /// Every bug, in a fixed order.
-    pub const ALL: [Bug; 4] = [
+    pub const ALL: [Bug; 5] = [
         Bug::LoseUnsyncedAck,
         Bug::ForgetVote,
         Bug::StaleRead,
         Bug::AckBeforeReplicas,
+        Bug::SlowLeaseClock,
     ];
 
     /// The name `--break` takes.
@@ -47,6 +54,7 @@ impl Bug {
             Bug::ForgetVote => "forget-vote",
             Bug::StaleRead => "stale-read",
             Bug::AckBeforeReplicas => "ack-before-replicas",
+            Bug::SlowLeaseClock => "slow-lease-clock",
         }
     }
 
@@ -74,6 +82,7 @@ impl Bug {
             ],
             Bug::StaleRead => &[Violation::StaleRead],
             Bug::AckBeforeReplicas => &[Violation::MessageLost],
+            Bug::SlowLeaseClock => &[Violation::LeaseOverlap],
         }
     }
 }

@@ -17,6 +17,8 @@
 pub mod bug;
 pub mod check;
 pub mod clock;
+pub mod disk;
+pub mod lease_clock;
 pub mod net;
 pub mod replicas;
 pub mod rng;

@@ -42,6 +42,14 @@ struct Args {
     /// simulated controllers; a producer; the message invariants). ack-before-replicas needs it.
     #[arg(long)]
     replicas: bool,
+    /// With --replicas: a power loss takes every running replica at once (correlated), not
+    /// one. A single replica's power loss is among the faults either way.
+    #[arg(long)]
+    power_loss_all: bool,
+    /// With --replicas: the stores run ASYNC_FLUSH (nothing synced within a run but by a
+    /// checkpoint or a truncation), to see what a power loss then loses.
+    #[arg(long)]
+    async_flush: bool,
 }
 
 fn main() -> ExitCode {
@@ -66,6 +74,8 @@ fn main() -> ExitCode {
         faults: !args.no_faults,
         bug: args.bug,
         replicas: args.replicas,
+        power_loss_all: args.power_loss_all,
+        async_flush: args.async_flush,
         ..SimOptions::default()
     };
     let first = args.seed.unwrap_or(1);
@@ -79,8 +89,8 @@ fn main() -> ExitCode {
         let s = &outcome.stats;
         let replicas = if opts.replicas {
             format!(
-                "; replica crashes {}, messages acknowledged {}",
-                s.replica_crashes, s.acked_messages
+                "; replica crashes {} (power losses {}), lease clock steps {}, messages acknowledged {}",
+                s.replica_crashes, s.power_losses, s.lease_clock_steps, s.acked_messages
             )
         } else {
             String::new()

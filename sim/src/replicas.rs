@@ -10,9 +10,11 @@
 //! replica that believes it is master and waits for the acks of the whole SyncStateSet
 //! (`HaState::wait_for_acks`, `all_ack_in_sync_state_set`), as the broker's send path does.
 //!
-//! Crash model: `kill -9` (`MessageStore::crash_for_test`: the page cache survives). With
-//! SYNC_FLUSH every put and every replicated append is flushed before it is answered, so a
-//! power loss would lose nothing acknowledged either.
+//! Crash models: `kill -9` (`MessageStore::crash_for_test`: the page cache survives), and
+//! **power loss** ([`Replicas::power_loss`]): the process stops, then its files keep only what
+//! the store synced, and past it what [`crate::disk`] draws per file (all lost, a prefix, a torn
+//! tail), before the real recovery runs at the next start. Either one replica at a time, or with
+//! `SimOptions::power_loss_all` every running replica at once.
 //!
 //! Invariants, checked every sample ([`Replicas::sample`]):
 //! - `[message-lost]`: every acknowledged message (its CommitLog offset and record bytes) is
@@ -28,8 +30,9 @@
 //!   log (the longest seen so far), and every master holds all of it.
 //!
 //! A master's lease runs from the send time of the read that renewed it (as the broker renews
-//! from the send time of the confirmed heartbeat). The lease clock is tokio's, one for all
-//! replicas: `HaState` reads it itself, so per-replica clock steps need a seam in the broker.
+//! from the send time of the confirmed heartbeat), on the replica's own lease clock
+//! ([`crate::lease_clock`], through the `HaState` seam `ha::LeaseClock`): each runs at a rate
+//! within the documented bound and the nemesis steps one forward now and then.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -38,7 +41,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use rocketraft_broker::ha::{self, AckPolicy, HaState, Role};
+use rocketraft_broker::ha::{self, AckPolicy, HaState, HaTls, Role};
+use rocketraft_broker::store::durability::{observe, Observing};
 use rocketraft_broker::store::{BrokerMessage, FlushDiskType, MessageStore, StoreConfig};
 use rocketraft_common::message::Message;
 use rocketraft_controller::handler::GetReplicaInfoResponse;
@@ -46,6 +50,8 @@ use tokio::task::JoinHandle;
 
 use crate::bug::Bug;
 use crate::check::Violation;
+use crate::disk::DiskModel;
+use crate::lease_clock::{LeaseClocks, RATE_BOUND_PPM};
 use crate::net::{Endpoint, BROKER_BASE};
 use crate::rng::SimRng;
 use crate::stream::{Conn, Wire};
@@ -63,6 +69,9 @@ const LEASE: Duration = Duration::from_millis(120);
 /// at the simulation's time scale).
 pub const MAX_NOT_CAUGHT_UP: Duration = Duration::from_millis(200);
 const SEGMENT: u64 = 64 * 1024;
+/// The lease clocks' rate under the `slow-lease-clock` bug: a fifth of the simulated time's
+/// (far outside [`RATE_BOUND_PPM`]): a lease of 120 ms lasts 600 ms.
+const SLOW_LEASE_CLOCK_PPM: u64 = 200_000;
 const TOPIC: &str = "SimTopic";
 
 /// The endpoint of replica `id` (the simulated broker `SET`/`id`).
@@ -129,6 +138,17 @@ pub struct Replicas {
     /// `[confirmed-lost]`: the longest CommitLog prefix any replica has had below its confirm
     /// offset at a sample, and who first confirmed its end.
     confirmed: Mutex<Confirmed>,
+    /// The draws the replicas' own faults take (power loss or kill, lease clock steps, what a
+    /// power loss keeps): a stream of its own, so the nemesis draws as it did without them.
+    side: Mutex<SimRng>,
+    /// Each replica's lease clock.
+    clocks: LeaseClocks,
+    /// Each replica's disk: what its store made durable.
+    disks: BTreeMap<i64, Arc<DiskModel>>,
+    /// The disks' registrations with the store's durability reports.
+    _observing: Vec<Observing>,
+    /// SYNC_FLUSH, or ASYNC_FLUSH with `SimOptions::async_flush`.
+    flush: FlushDiskType,
 }
 
 /// The confirmed CommitLog prefix, `[0, bytes.len())`.
@@ -137,6 +157,11 @@ struct Confirmed {
     bytes: Vec<u8>,
     /// (replica, its master epoch, simulated ms) that confirmed the current end.
     by: Option<(i64, i32, u128)>,
+    /// Per master epoch, how far the prefix was confirmed by replicas in that epoch: a master
+    /// of epoch `E` must hold the prefix up to the longest of epochs `<= E`. (A deposed master
+    /// that has not heard of the next epoch, cut from the controllers, holds no lease and is
+    /// not a later master: it cannot hold what the next epoch confirmed.)
+    by_epoch: BTreeMap<i32, i64>,
 }
 
 /// Replica `store`'s CommitLog bytes `[from, to)`, `None` if it does not hold them all.
@@ -158,7 +183,26 @@ fn log_bytes(store: &MessageStore, from: i64, to: i64) -> Option<Vec<u8>> {
 type Target = (i64, u64, Arc<MessageStore>, Arc<HaState>);
 
 impl Replicas {
-    pub fn new(rng: SimRng, dir: PathBuf) -> Replicas {
+    pub fn new(rng: SimRng, dir: PathBuf, bug: Option<Bug>, async_flush: bool) -> Replicas {
+        // Derived without drawing from `rng`: the replicas' other draws stay as they were.
+        let mut side = SimRng::new(rng.clone().next_u64() ^ 0x51de_5eed_c10c_d15c);
+        let rates = (1..=REPLICAS)
+            .map(|id| {
+                let rate = if bug == Some(Bug::SlowLeaseClock) {
+                    SLOW_LEASE_CLOCK_PPM
+                } else {
+                    1_000_000 - RATE_BOUND_PPM + side.range(0, 2 * RATE_BOUND_PPM)
+                };
+                (id, rate)
+            })
+            .collect();
+        let mut disks = BTreeMap::new();
+        let mut observing = Vec::new();
+        for id in 1..=REPLICAS {
+            let disk = Arc::new(DiskModel::default());
+            observing.push(observe(dir.join(format!("replica-{id}")), disk.clone()));
+            disks.insert(id, disk);
+        }
         let replicas = (1..=REPLICAS)
             .map(|id| {
                 (
@@ -180,13 +224,109 @@ impl Replicas {
             ackers: Mutex::new(BTreeMap::new()),
             sent: Mutex::new(0),
             confirmed: Mutex::new(Confirmed::default()),
+            side: Mutex::new(side),
+            clocks: LeaseClocks::new(rates),
+            disks,
+            _observing: observing,
+            flush: if async_flush {
+                FlushDiskType::AsyncFlush
+            } else {
+                FlushDiskType::SyncFlush
+            },
         }
     }
 
-    fn config(dir: &std::path::Path) -> StoreConfig {
+    /// Replica `id`'s lease clock now (what its `HaState` reads).
+    pub fn lease_now(&self, id: i64) -> tokio::time::Instant {
+        self.clocks.now(id)
+    }
+
+    /// One nemesis step in ten: the replica that is master now, to be cut from the controllers
+    /// (a failover while the old master still runs: what `[lease-overlap]` guards).
+    pub(crate) fn isolation_fault(&self) -> Option<i64> {
+        if !self.side.lock().chance(100) {
+            return None;
+        }
+        (1..=REPLICAS).find(|id| self.ha(*id).is_some_and(|ha| ha.role() == Role::Master))
+    }
+
+    /// Whether the next crash of a running replica is a power loss (one in two).
+    pub(crate) fn draw_power_loss(&self) -> bool {
+        self.side.lock().chance(500)
+    }
+
+    /// Sometimes (one time in two) steps a replica's lease clock forward by 5-200 ms, the
+    /// master's half the time: a paused or stalled process. Returns whether it did.
+    pub(crate) fn lease_clock_fault(&self, w: &Arc<World>) -> bool {
+        let master =
+            (1..=REPLICAS).find(|id| self.ha(*id).is_some_and(|ha| ha.role() == Role::Master));
+        let (id, by) = {
+            let mut side = self.side.lock();
+            if !side.chance(500) {
+                return false;
+            }
+            let id = match master {
+                Some(m) if side.chance(500) => m,
+                _ => side.range(1, REPLICAS as u64) as i64,
+            };
+            (id, Duration::from_millis(side.range(5, 200)))
+        };
+        let total = self.clocks.step(id, by);
+        w.log(format!(
+            "{} lease clock step +{} ms (ahead {} ms in all, rate {} ppm)",
+            name(id),
+            by.as_millis(),
+            total.as_millis(),
+            self.clocks.rate_ppm(id)
+        ));
+        true
+    }
+
+    /// Replica `id` loses power: its process stops, then its files keep what was synced and
+    /// past it what the disk model draws (see [`crate::disk`]). It restarts later through the
+    /// real recovery, as after a kill.
+    pub(crate) fn power_loss(&self, w: &Arc<World>, id: i64) {
+        if !self.is_up(id) {
+            return;
+        }
+        self.crash(w, id);
+        let Some(disk) = self.disks.get(&id) else {
+            return;
+        };
+        let dir = match self.replicas.lock().get(&id) {
+            Some(r) => r.dir.clone(),
+            None => return,
+        };
+        let seed = self.side.lock().next_u64();
+        match disk.power_loss(&dir, seed) {
+            Ok(losses) => {
+                let shown: Vec<String> = losses
+                    .iter()
+                    // A segment file the allocator thread was preparing is not the seed's.
+                    .filter(|(p, _)| p.extension().is_none_or(|e| e != "tmp"))
+                    .map(|(p, l)| format!("{} {l:?}", p.display()))
+                    .collect();
+                w.log(format!(
+                    "{} power loss: {}",
+                    name(id),
+                    if shown.is_empty() {
+                        "everything was synced".to_string()
+                    } else {
+                        shown.join("; ")
+                    }
+                ));
+            }
+            Err(e) => w.fail(
+                Violation::Harness,
+                format!("{} power loss could not rewrite its files: {e}", name(id)),
+            ),
+        }
+    }
+
+    fn config(&self, dir: &std::path::Path) -> StoreConfig {
         StoreConfig {
             commitlog_segment_size: SEGMENT,
-            flush_disk_type: FlushDiskType::SyncFlush,
+            flush_disk_type: self.flush,
             pretouch: false,
             message_index_enable: false,
             // The flusher, the checkpoint and the cleaner run on wall-clock schedules of their
@@ -240,10 +380,15 @@ impl Replicas {
         if r.proc.is_some() {
             return;
         }
-        match MessageStore::open(Self::config(&r.dir)) {
+        match MessageStore::open(self.config(&r.dir)) {
             Ok(store) => {
                 r.incarnations += 1;
-                let ha = HaState::new(store.clone());
+                let ha = HaState::with_clock(
+                    store.clone(),
+                    None,
+                    HaTls::default(),
+                    self.clocks.handle(id),
+                );
                 let line = format!(
                     "{} up (log {}..{}, epochs {:?}, confirm {})",
                     name(id),
@@ -672,9 +817,16 @@ impl Replicas {
         let known = conf.bytes.len() as i64;
         let confirm = store.confirm_offset();
         let from = store.min_phy_offset().max(0);
-        // A master must hold everything confirmed; any replica what it confirms itself.
+        // A master must hold everything confirmed up to its epoch; any replica what it
+        // confirms itself.
         let upto = if role == Role::Master {
-            confirm.max(known)
+            let required = conf
+                .by_epoch
+                .range(..=epoch)
+                .map(|(_, l)| *l)
+                .max()
+                .unwrap_or(0);
+            confirm.max(required)
         } else {
             confirm
         };
@@ -723,6 +875,8 @@ impl Replicas {
             let tail = &bytes[(known - from) as usize..(confirm - from) as usize];
             conf.bytes.extend_from_slice(tail);
             conf.by = Some((id, epoch, now));
+            let e = conf.by_epoch.entry(epoch).or_insert(0);
+            *e = (*e).max(confirm);
         }
     }
 

@@ -82,6 +82,12 @@ pub struct SimOptions {
     /// Broker replicas of the set `broker-a` run too ([`crate::replicas`]): real stores and
     /// HA streams, roles from this quorum, a producer, and the message invariants.
     pub replicas: bool,
+    /// With replicas: a power loss takes every running replica at once (correlated), not one.
+    pub power_loss_all: bool,
+    /// With replicas: the stores run ASYNC_FLUSH instead of SYNC_FLUSH (their flusher's
+    /// schedule is an hour: nothing is synced in a run but by a checkpoint or a truncation).
+    /// For exploring what a power loss then loses; the message invariants assume SYNC_FLUSH.
+    pub async_flush: bool,
 }
 
 impl Default for SimOptions {
@@ -94,6 +100,8 @@ impl Default for SimOptions {
             faults: true,
             bug: None,
             replicas: false,
+            power_loss_all: false,
+            async_flush: false,
         }
     }
 }
@@ -115,6 +123,12 @@ pub struct Stats {
     /// Broker replicas: messages acknowledged to the producer, and replica crashes.
     pub acked_messages: u64,
     pub replica_crashes: u64,
+    /// Of those crashes, power losses (each replica counted).
+    pub power_losses: u64,
+    /// Forward steps of a replica's lease clock.
+    pub lease_clock_steps: u64,
+    /// The replicas' master cut from every controller (both ways; its slaves still reach it).
+    pub replica_isolations: u64,
 }
 
 /// The broker sets the clients work on.
@@ -173,7 +187,7 @@ impl World {
         // Forked only with replicas: a run without them draws exactly as before.
         let replicas = opts
             .replicas
-            .then(|| Replicas::new(rng.fork(), dir.join("replicas")));
+            .then(|| Replicas::new(rng.fork(), dir.join("replicas"), opts.bug, opts.async_flush));
         Arc::new(World {
             opts,
             net,
@@ -539,6 +553,20 @@ impl World {
             if !self.opts.faults {
                 continue;
             }
+            // Besides the nemesis's own draw, sometimes isolate the replicas' master from the
+            // controllers (from the replicas' own stream, so the nemesis draws as before).
+            if let Some(r) = &self.replicas {
+                if let Some(id) = r.isolation_fault() {
+                    let ep = crate::replicas::endpoint(id);
+                    for n in self.nodes() {
+                        self.net.cut_one_way(ep, n);
+                        self.net.cut_one_way(n, ep);
+                    }
+                    self.network_changed();
+                    self.stats.lock().replica_isolations += 1;
+                    self.log(format!("a{id} (master) isolated from the controllers"));
+                }
+            }
             let roll = self.rng.lock().range(0, 99);
             let down: Vec<NodeId> = self
                 .nodes()
@@ -601,6 +629,13 @@ impl World {
                     self.log(format!(
                         "n{id} clock step {by:+} ms (offset now {offset:+} ms)"
                     ));
+                    // A replica's lease clock too, sometimes (from the replicas' own stream:
+                    // the nemesis draws as before).
+                    if let Some(r) = &self.replicas {
+                        if r.lease_clock_fault(self) {
+                            self.stats.lock().lease_clock_steps += 1;
+                        }
+                    }
                 }
                 80..=91 if self.replicas.is_some() => self.replica_fault(),
                 80..=87 => {
@@ -677,8 +712,27 @@ impl World {
         };
         self.stats.lock().broker_faults += 1;
         if replicas.is_up(id) {
-            self.stats.lock().replica_crashes += 1;
-            replicas.crash(self, id);
+            // Kill -9 or a power loss (drawn from the replicas' own stream: the nemesis draws
+            // as before); a correlated power loss takes every running replica.
+            if replicas.draw_power_loss() {
+                let ids: Vec<i64> = if self.opts.power_loss_all {
+                    (1..=crate::replicas::REPLICAS)
+                        .filter(|i| replicas.is_up(*i))
+                        .collect()
+                } else {
+                    vec![id]
+                };
+                for i in ids {
+                    let mut s = self.stats.lock();
+                    s.replica_crashes += 1;
+                    s.power_losses += 1;
+                    drop(s);
+                    replicas.power_loss(self, i);
+                }
+            } else {
+                self.stats.lock().replica_crashes += 1;
+                replicas.crash(self, id);
+            }
         } else {
             replicas.start(self, id);
         }
@@ -1167,7 +1221,11 @@ impl Client {
             }
             let to = self.target();
             let channel = self.channel(to);
-            self.sent_at = tokio::time::Instant::now();
+            // On the replica's lease clock (`HaState::now`), which the lease is judged on.
+            self.sent_at = match (self.replica, &self.world.replicas) {
+                (Some(id), Some(r)) => r.lease_now(id),
+                _ => tokio::time::Instant::now(),
+            };
             let answer = self
                 .world
                 .net
