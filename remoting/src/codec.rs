@@ -4,7 +4,7 @@
 //! [i32 totalLen = 4 + headerLen + bodyLen][i32 (serializeType << 24) | headerLen][header][body]
 //! ```
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
 
 use crate::command::{RemotingCommand, SerializeType};
 use crate::error::CodecError;
@@ -28,9 +28,12 @@ pub fn encode(cmd: &RemotingCommand, dst: &mut BytesMut) -> Result<(), CodecErro
 
 /// Encodes everything but the body: the two length words and the header. Writing the
 /// returned bytes followed by `cmd.body` produces the frame without copying the body.
-pub(crate) fn encode_head(cmd: &RemotingCommand) -> Result<Bytes, CodecError> {
-    // Reserve room for the two length words, then write the header after them.
-    let mut buf = vec![0u8; 8];
+///
+/// One allocation, sized for the header up front (it grows only when escapes lengthen it).
+pub(crate) fn encode_head(cmd: &RemotingCommand) -> Result<Vec<u8>, CodecError> {
+    // Room for the two length words, then the header written after them.
+    let mut buf = Vec::with_capacity(8 + header::size_hint(cmd));
+    buf.extend_from_slice(&[0u8; 8]);
     match cmd.serialize_type {
         SerializeType::Json => header::encode_json(cmd, &mut buf)?,
         SerializeType::RocketMq => header::encode_binary(cmd, &mut buf)?,
@@ -50,7 +53,7 @@ pub(crate) fn encode_head(cmd: &RemotingCommand) -> Result<Bytes, CodecError> {
     let mark = (u32::from(cmd.serialize_type.code()) << 24) | header_len as u32;
     buf[..4].copy_from_slice(&(total_len as u32).to_be_bytes());
     buf[4..8].copy_from_slice(&mark.to_be_bytes());
-    Ok(Bytes::from(buf))
+    Ok(buf)
 }
 
 /// Decodes one frame from the front of `src`.

@@ -234,14 +234,15 @@ impl RemotingCommand {
     }
 
     /// Adds (or replaces) an `extFields` entry.
-    pub fn with_ext(mut self, key: impl Into<ExtStr>, value: impl ToString) -> Self {
+    pub fn with_ext(mut self, key: impl Into<ExtStr>, value: impl fmt::Display) -> Self {
         self.set_ext(key, value);
         self
     }
 
     /// Adds (or replaces) an `extFields` entry in place.
-    pub fn set_ext(&mut self, key: impl Into<ExtStr>, value: impl ToString) {
-        self.ext_fields.insert(key, value.to_string());
+    /// Short values (numbers, most names) are kept inline, without an allocation.
+    pub fn set_ext(&mut self, key: impl Into<ExtStr>, value: impl fmt::Display) {
+        self.ext_fields.insert(key, ExtStr::display(&value));
     }
 
     pub fn with_body(mut self, body: impl Into<Bytes>) -> Self {
@@ -301,19 +302,66 @@ impl RemotingCommand {
 }
 
 /// A string of a command's header: a name known at compile time, a slice of the frame it was
-/// read from (no copy), or an owned string. Compares, orders and hashes as its text.
+/// read from (no copy), a short string kept inline, or an owned string. Compares, orders and
+/// hashes as its text.
 #[derive(Clone)]
 pub struct ExtStr(Repr);
+
+/// The longest string kept inline (an `ExtStr` is as large as its `Bytes` variant anyway).
+const INLINE: usize = 22;
 
 #[derive(Clone)]
 enum Repr {
     Static(&'static str),
     /// Valid UTF-8 (only [`ExtStr::shared`] makes one, from a `&str`).
     Shared(Bytes),
+    /// The first `len` bytes are valid UTF-8 (only [`Inline::write_str`] fills them, whole
+    /// `&str`s at a time).
+    Inline(Inline),
     Owned(String),
 }
 
+#[derive(Clone, Copy)]
+struct Inline {
+    len: u8,
+    buf: [u8; INLINE],
+}
+
+impl fmt::Write for Inline {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let at = usize::from(self.len);
+        let end = at + s.len();
+        if end > INLINE {
+            return Err(fmt::Error);
+        }
+        self.buf[at..end].copy_from_slice(s.as_bytes());
+        self.len = end as u8; // end <= INLINE
+        Ok(())
+    }
+}
+
 impl ExtStr {
+    /// `value`'s text: inline when short, else an owned string.
+    pub fn display(value: &(impl fmt::Display + ?Sized)) -> Self {
+        let mut inline = Inline {
+            len: 0,
+            buf: [0; INLINE],
+        };
+        match fmt::Write::write_fmt(&mut inline, format_args!("{value}")) {
+            Ok(()) => ExtStr(Repr::Inline(inline)),
+            Err(_) => ExtStr(Repr::Owned(value.to_string())),
+        }
+    }
+
+    /// A copy of `text`: inline when short.
+    pub fn copied(text: &str) -> Self {
+        if text.len() <= INLINE {
+            Self::display(text)
+        } else {
+            ExtStr(Repr::Owned(text.to_owned()))
+        }
+    }
+
     /// The bytes of `text`, which lies inside `frame`, as a slice of `frame` (no copy); a copy
     /// when it does not lie inside it.
     pub fn shared(frame: &Bytes, text: &str) -> Self {
@@ -323,7 +371,7 @@ impl ExtStr {
             let offset = at - start;
             ExtStr(Repr::Shared(frame.slice(offset..offset + text.len())))
         } else {
-            ExtStr(Repr::Owned(text.to_owned()))
+            Self::copied(text)
         }
     }
 
@@ -333,6 +381,11 @@ impl ExtStr {
             // SAFETY: `Shared` is only made by `ExtStr::shared`, from the bytes of a `&str`
             // (valid UTF-8), and `Bytes` never changes its bytes.
             Repr::Shared(b) => unsafe { std::str::from_utf8_unchecked(b) },
+            // SAFETY: `Inline::write_str` copies whole `&str`s only, so its first `len` bytes
+            // are valid UTF-8; nothing else writes them.
+            Repr::Inline(i) => unsafe {
+                std::str::from_utf8_unchecked(&i.buf[..usize::from(i.len)])
+            },
             Repr::Owned(s) => s,
         }
     }
@@ -422,7 +475,7 @@ impl From<String> for ExtStr {
 
 impl From<&String> for ExtStr {
     fn from(s: &String) -> Self {
-        ExtStr(Repr::Owned(s.clone()))
+        Self::copied(s)
     }
 }
 
@@ -776,8 +829,32 @@ mod tests {
         let elsewhere = String::from("value");
         let copied = ExtStr::shared(&frame, &elsewhere);
         assert_eq!(copied, "value");
-        assert!(matches!(copied.0, Repr::Owned(_)));
+        assert!(matches!(copied.0, Repr::Inline(_)));
         assert_eq!(String::from(s), "value");
+        let long = "x".repeat(INLINE + 1);
+        let copied = ExtStr::shared(&frame, &long);
+        assert_eq!(copied, long.as_str());
+        assert!(matches!(copied.0, Repr::Owned(_)));
+    }
+
+    #[test]
+    fn short_values_are_inline() {
+        for (value, inline) in [
+            (ExtStr::display(&i64::MIN), true),
+            (ExtStr::display("é中😀abcdefghijklm"), true),
+            (ExtStr::display("é中😀abcdefghijklmn"), false),
+            (ExtStr::copied(""), true),
+            (ExtStr::copied(&"y".repeat(INLINE)), true),
+        ] {
+            assert_eq!(matches!(value.0, Repr::Inline(_)), inline, "{value}");
+        }
+        assert_eq!(ExtStr::display(&i64::MIN), "-9223372036854775808");
+        assert_eq!(
+            ExtStr::display("é中😀abcdefghijklmn"),
+            "é中😀abcdefghijklmn"
+        );
+        let cmd = RemotingCommand::request(10).with_ext("queueOffset", 12345678901234i64);
+        assert_eq!(cmd.ext("queueOffset"), Some("12345678901234"));
     }
 
     #[test]

@@ -112,7 +112,7 @@ fn record_rpc(
 
 /// An encoded frame: the length words and header, then the body (not copied).
 struct Outbound {
-    head: Bytes,
+    head: Vec<u8>,
     body: Bytes,
 }
 

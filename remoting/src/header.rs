@@ -388,7 +388,7 @@ mod fast {
     fn text(frame: Option<&Bytes>, v: &str) -> ExtStr {
         match frame {
             Some(frame) => ExtStr::shared(frame, v),
-            None => ExtStr::from(v.to_owned()),
+            None => ExtStr::copied(v),
         }
     }
 
@@ -463,7 +463,7 @@ mod fast {
         }
 
         fn visit_str<E: de::Error>(self, v: &str) -> Result<ExtStr, E> {
-            Ok(ExtStr::from(v.to_owned()))
+            Ok(ExtStr::copied(v))
         }
 
         fn visit_string<E: de::Error>(self, v: String) -> Result<ExtStr, E> {
@@ -496,7 +496,7 @@ mod fast {
         }
 
         fn visit_str<E: de::Error>(self, v: &str) -> Result<Option<ExtStr>, E> {
-            Ok(Some(ExtStr::from(v.to_owned())))
+            Ok(Some(ExtStr::copied(v)))
         }
 
         fn visit_string<E: de::Error>(self, v: String) -> Result<Option<ExtStr>, E> {
@@ -504,11 +504,11 @@ mod fast {
         }
 
         fn visit_i64<E: de::Error>(self, v: i64) -> Result<Option<ExtStr>, E> {
-            Ok(Some(ExtStr::from(v.to_string())))
+            Ok(Some(ExtStr::display(&v)))
         }
 
         fn visit_u64<E: de::Error>(self, v: u64) -> Result<Option<ExtStr>, E> {
-            Ok(Some(ExtStr::from(v.to_string())))
+            Ok(Some(ExtStr::display(&v)))
         }
 
         fn visit_bool<E: de::Error>(self, v: bool) -> Result<Option<ExtStr>, E> {

@@ -136,11 +136,18 @@ fn entry_prefix(topic: &str, key: &str) -> Vec<u8> {
     k
 }
 
-fn entry_key(topic: &str, key: &str, store_timestamp: i64, offset: i64) -> Vec<u8> {
-    let mut k = entry_prefix(topic, key);
+/// The key of an entry: [`entry_prefix`], then the store timestamp and the offset, written into
+/// `k` (cleared first, its allocation reused).
+fn write_entry_key(k: &mut Vec<u8>, topic: &str, key: &str, store_timestamp: i64, offset: i64) {
+    k.clear();
+    k.reserve(topic.len() + key.len() + 19);
+    k.push(ENTRY_TAG);
+    k.extend_from_slice(topic.as_bytes());
+    k.push(0);
+    k.extend_from_slice(key.as_bytes());
+    k.push(0);
     k.extend_from_slice(&(store_timestamp.max(0) as u64).to_be_bytes());
     k.extend_from_slice(&(offset.max(0) as u64).to_be_bytes());
-    k
 }
 
 /// The (store timestamp, offset) of an entry key.
@@ -621,15 +628,28 @@ impl Inner {
         let mut records = 0usize;
         let mut entries = 0u64;
         let mut last_ts = None;
+        // One key buffer for the batch (the write batch copies each key).
+        let mut key_buf = Vec::new();
         while at < upper && records < BATCH_RECORDS {
-            let (Some(size), Some(magic)) = (cl.read_i32(at), cl.read_i32(at + 4)) else {
+            // The size and magic words in one read, then the record in one more (the store's
+            // `read_record` reads the size again).
+            let head = cl.read(at, 8);
+            let (Some(size), Some(magic)) = (
+                head.as_deref().and_then(|h| message::read_i32(h, 0)),
+                head.as_deref().and_then(|h| message::read_i32(h, 4)),
+            ) else {
                 break;
             };
             if magic == BLANK_MAGIC_CODE {
                 at = cl.segment_start(at) + segment;
                 continue;
             }
-            let rec = if size > 0 { cl.read_record(at) } else { None };
+            // As `read_record` checks it: the layout, not the CRCs.
+            let rec = usize::try_from(size)
+                .ok()
+                .filter(|size| *size > 0)
+                .and_then(|size| cl.read(at, size))
+                .filter(|rec| message::record_size(rec).is_ok());
             let Some(rec) = rec else {
                 tracing::error!(
                     offset = at,
@@ -650,7 +670,8 @@ impl Inner {
             ) {
                 let value = (rec.len() as i32).to_be_bytes();
                 for key in record_keys(props) {
-                    batch.put(entry_key(topic, key, ts, at), value);
+                    write_entry_key(&mut key_buf, topic, key, ts, at);
+                    batch.put(&key_buf, value);
                     entries += 1;
                 }
                 last_ts = Some(ts);
