@@ -1,7 +1,9 @@
 //! SendMessage: each message checked ([`super::validate`]), sent to a writable queue (a FIFO
 //! message group's queue by hash, else round robin over every broker set's queues, a set that
 //! failed lately left aside and a failed send retried on another set) on its set's master; tags, keys,
-//! message id, delivery timestamp (a timer message) and transactional half messages.
+//! message id, delivery timestamp (a timer message) and transactional half messages. Several
+//! plain messages of one topic in one SendMessage go as one SEND_BATCH_MESSAGE (stored
+//! contiguously in one queue, all or none), as RocketMQ's proxy sends them.
 
 use rocketraft_common::protocol::TopicRouteData;
 use rocketraft_remoting::api::{ApiError, SendResult};
@@ -58,6 +60,23 @@ pub(super) async fn send_message(
             entries,
         });
     }
+    // Several plain messages of one topic: one broker request, as RocketMQ's proxy sends them.
+    if let Some(sent) = service.send_together(&req.messages).await {
+        return Ok(match sent {
+            Ok(entries) => pb::SendMessageResponse {
+                status: Some(ok()),
+                entries,
+            },
+            Err(s) => pb::SendMessageResponse {
+                entries: req
+                    .messages
+                    .iter()
+                    .map(|m| refused_entry(m, s.clone()))
+                    .collect(),
+                status: Some(s),
+            },
+        });
+    }
     let mut entries = Vec::with_capacity(req.messages.len());
     let mut first_error = None;
     for m in &req.messages {
@@ -88,7 +107,127 @@ fn refused_entry(m: &pb::Message, s: pb::Status) -> pb::SendResultEntry {
     }
 }
 
+/// The most messages one SendMessage sends as one batch (more go one by one).
+const MAX_BATCH: usize = 1024;
+
 impl Service {
+    /// Sends `messages` (each already checked) as one SEND_BATCH_MESSAGE to one queue, stored
+    /// contiguously, when they can go together: two or more NORMAL messages of one topic, none
+    /// with a message group, lite topic, delivery time, transaction or trace, each with valid
+    /// properties, bodies together within the largest message. `None` when they cannot (each
+    /// then goes alone). All or none are stored; a set that fails is left aside and another
+    /// tried, as for one message.
+    async fn send_together(
+        &self,
+        messages: &[pb::Message],
+    ) -> Option<Result<Vec<pb::SendResultEntry>, pb::Status>> {
+        if messages.len() < 2 || messages.len() > MAX_BATCH {
+            return None;
+        }
+        let mut outs = Vec::with_capacity(messages.len());
+        let mut total = 0usize;
+        for m in messages {
+            let out = check_message(m, self.config.max_body_size).ok()?;
+            let alone = out.group.is_some()
+                || out.transactional
+                || out.message_type != pb::MessageType::Normal as i32
+                || out.sys.delivery_timestamp.is_some()
+                || out.sys.lite_topic.as_deref().is_some_and(|l| !l.is_empty())
+                || super::trace::traced(m)
+                || check_properties(m).is_err();
+            if alone
+                || outs
+                    .first()
+                    .is_some_and(|o: &Outgoing<'_>| o.topic != out.topic)
+            {
+                return None;
+            }
+            total += m.body.len();
+            outs.push(out);
+        }
+        if total > self.config.max_body_size {
+            return None;
+        }
+        let first = &outs[0];
+        Some(self.send_batch_of(messages, &outs, first).await)
+    }
+
+    async fn send_batch_of(
+        &self,
+        messages: &[pb::Message],
+        outs: &[Outgoing<'_>],
+        first: &Outgoing<'_>,
+    ) -> Result<Vec<pb::SendResultEntry>, pb::Status> {
+        let mut tried: Vec<String> = Vec::new();
+        let mut last: Option<pb::Status> = None;
+        for attempt in 1..=SEND_ATTEMPTS {
+            let route = self.route(&first.topic).await?;
+            check_type(first, &self.topic_types(&first.topic, &route).await)?;
+            let (broker, queue_id) = match self.pick_queue(first, &route, &tried) {
+                Ok(pick) => pick,
+                Err(s) => return Err(last.unwrap_or(s)),
+            };
+            tried.push(broker.clone());
+            let addr = match self.master_of(&route, &broker) {
+                Ok(addr) => addr,
+                Err(s) => {
+                    self.meta.faults.failed(&broker);
+                    self.forget_route(&first.topic);
+                    last = Some(s);
+                    continue;
+                }
+            };
+            let items: Vec<_> = messages
+                .iter()
+                .zip(outs)
+                .map(|(m, out)| {
+                    let r = send_request(m, out, queue_id);
+                    (r.body, r.properties)
+                })
+                .collect();
+            match self
+                .api
+                .send_batch(&addr, "proxy", &first.topic, queue_id, &items)
+                .await
+            {
+                Ok(r) => {
+                    self.meta.faults.succeeded(&broker);
+                    let s = if r.code == response_code::SUCCESS {
+                        ok()
+                    } else {
+                        from_api(&ApiError::Refused(Refusal::new(
+                            r.code,
+                            "stored but not confirmed",
+                        )))
+                    };
+                    return Ok(outs
+                        .iter()
+                        .enumerate()
+                        .map(|(i, out)| pb::SendResultEntry {
+                            status: Some(s.clone()),
+                            message_id: out.sys.message_id.clone(),
+                            offset: r.queue_offset + i as i64,
+                            ..pb::SendResultEntry::default()
+                        })
+                        .collect());
+                }
+                Err(e) => {
+                    if !worth_another_set(&e) {
+                        return Err(from_api(&e));
+                    }
+                    self.meta.faults.failed(&broker);
+                    let failed = self.broker_failed(&first.topic, &e);
+                    if attempt >= SEND_ATTEMPTS {
+                        return Err(failed);
+                    }
+                    tracing::debug!(broker, error = %e, "batch send failed, trying another broker set");
+                    last = Some(failed);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| status(pb::Code::InternalError, "no broker set to send to")))
+    }
+
     async fn send_one(&self, message: &pb::Message) -> Result<pb::SendResultEntry, pb::Status> {
         let out = check_message(message, self.config.max_body_size)?;
         let mut tried: Vec<String> = Vec::new();

@@ -242,6 +242,9 @@ async fn a_grpc_client_sends_receives_acks_and_changes_invisibility() {
     assert_eq!(code(&sent.status), pb::Code::Ok as i32, "{:?}", sent.status);
     assert_eq!(sent.entries.len(), 6);
     assert_eq!(sent.entries[2].message_id, "MSGID0002");
+    // Plain messages of one topic went as one batch: one queue of the four, one after another.
+    let offsets: Vec<i64> = sent.entries.iter().map(|e| e.offset).collect();
+    assert_eq!(offsets, (0..6).collect::<Vec<i64>>(), "not one batch");
 
     // Receive: a status first, then the messages, with handles and digests.
     let (items, _) = receive(&mut client, "gg", 10, 5, Duration::from_secs(10)).await;
