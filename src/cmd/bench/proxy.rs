@@ -63,6 +63,10 @@ pub struct ProxyBenchArgs {
     /// figure to compare on a loaded machine.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// Messages per SendMessage through the proxy (the proxy sends them to the broker as one
+    /// batch); the Remoting baseline still sends one per request.
+    #[arg(long, default_value_t = 1)]
+    proxy_batch: usize,
 }
 
 fn resource(name: &str) -> Option<pb::Resource> {
@@ -95,6 +99,7 @@ impl ProxyBenchArgs {
             window,
             consumers,
             server_pid: None,
+            proxy_batch: 1,
         }
     }
 }
@@ -357,7 +362,7 @@ pub(super) async fn measure(args: &ProxyBenchArgs) -> anyhow::Result<ProxyNumber
     let cpu = CpuMeter::start(args.server_pid);
     let grpc = send_through_proxy(args, client.clone(), body, run_id).await?;
     report("send through the proxy (gRPC)", &grpc, Some(&remoting));
-    cpu.report("send through the proxy", args.count);
+    cpu.report("send through the proxy", grpc.count);
 
     let mut brokers: Vec<String> = queues.iter().map(|(b, _)| b.clone()).collect();
     brokers.sort();
@@ -463,22 +468,25 @@ async fn send_through_proxy(
     run_id: i64,
 ) -> anyhow::Result<SendStats> {
     let topic = args.topic.clone();
-    timed_sends(args.count, args.window.max(1), move |i| {
+    let batch = args.proxy_batch.max(1) as u64;
+    let calls = args.count.div_ceil(batch);
+    let mut stats = timed_sends(calls, args.window.max(1), move |i| {
         let (mut client, topic, body) = (client.clone(), topic.clone(), body.clone());
         async move {
-            let r = client
-                .send_message(pb::SendMessageRequest {
-                    messages: vec![pb::Message {
-                        topic: resource(&topic),
-                        user_properties: HashMap::new(),
-                        system_properties: Some(pb::SystemProperties {
-                            message_id: format!("BENCH{run_id:X}{i:010}"),
-                            message_type: pb::MessageType::Normal as i32,
-                            ..pb::SystemProperties::default()
-                        }),
-                        body: body.to_vec(),
-                    }],
+            let messages = (i * batch..(i + 1) * batch)
+                .map(|n| pb::Message {
+                    topic: resource(&topic),
+                    user_properties: HashMap::new(),
+                    system_properties: Some(pb::SystemProperties {
+                        message_id: format!("BENCH{run_id:X}{n:010}"),
+                        message_type: pb::MessageType::Normal as i32,
+                        ..pb::SystemProperties::default()
+                    }),
+                    body: body.to_vec(),
                 })
+                .collect();
+            let r = client
+                .send_message(pb::SendMessageRequest { messages })
                 .await?
                 .into_inner();
             if let Some(s) = r.status.filter(|s| s.code != pb::Code::Ok as i32) {
@@ -487,7 +495,10 @@ async fn send_through_proxy(
             Ok(())
         }
     })
-    .await
+    .await?;
+    // Rates and CPU are per message.
+    stats.count = calls * batch;
+    Ok(stats)
 }
 
 /// Receives and acks everything both senders sent: POP + ACK over Remoting (the baseline),
@@ -498,7 +509,8 @@ async fn drain_both(
     client: MessagingServiceClient<Channel>,
     run_id: i64,
 ) -> anyhow::Result<(f64, f64)> {
-    let total = args.count * 2;
+    let total = args.count
+        + args.count.div_ceil(args.proxy_batch.max(1) as u64) * args.proxy_batch.max(1) as u64;
     let consumers = args.consumers.max(1);
     let cpu = CpuMeter::start(args.server_pid);
     let (n, base_secs, base_rate) = timed_drain(super::pop::drain_pop(
