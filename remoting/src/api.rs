@@ -411,6 +411,8 @@ impl MqClientApi {
     }
 
     /// SEND_BATCH_MESSAGE: every message goes to `topic`/`queue_id`, stored contiguously.
+    /// [`ApiError::Malformed`], nothing sent, when a message cannot go in a batch (see
+    /// [`encode_batch_entry`]).
     pub async fn send_batch(
         &self,
         broker: &str,
@@ -427,7 +429,7 @@ impl MqClientApi {
                     rocketraft_common::consts::property::UNIQ_CLIENT_MESSAGE_ID_KEYIDX.to_string(),
                 )
                 .or_insert_with(unique_message_id);
-            encode_batch_entry(&mut body, payload, &encode_properties(&props));
+            encode_batch_entry(&mut body, payload, &encode_properties(&props))?;
         }
         let request = RemotingCommand::request(request_code::SEND_BATCH_MESSAGE)
             .with_ext("a", producer_group)
@@ -888,19 +890,50 @@ impl MqClientApi {
     }
 }
 
+/// The bytes one message takes in a SEND_BATCH_MESSAGE body: 22 bytes of fixed fields, its
+/// body and its encoded properties (what the broker counts against its largest message).
+pub fn batch_entry_len(body_len: usize, properties_len: usize) -> usize {
+    4 + 4 + 4 + 4 + 4 + body_len + 2 + properties_len
+}
+
+/// The longest encoded properties a batch entry can carry (their length is an `i16`).
+pub const MAX_BATCH_PROPERTIES_LEN: usize = i16::MAX as usize;
+
 /// Appends one message of a SEND_BATCH_MESSAGE body (`MessageDecoder.encodeMessage`):
 /// `totalSize i32, magic i32 (0), bodyCRC i32, flag i32, bodyLen i32 + body, propsLen i16 + props`.
-pub fn encode_batch_entry(out: &mut Vec<u8>, body: &[u8], properties: &str) {
-    let total = 4 + 4 + 4 + 4 + 4 + body.len() + 2 + properties.len();
-    out.extend_from_slice(&(total as i32).to_be_bytes());
+/// Fails, appending nothing, when the properties are longer than an `i16` holds
+/// ([`MAX_BATCH_PROPERTIES_LEN`]) or the entry longer than an `i32`: such a message cannot go
+/// in a batch (a cast would store it with its properties cut short).
+pub fn encode_batch_entry(
+    out: &mut Vec<u8>,
+    body: &[u8],
+    properties: &str,
+) -> Result<(), ApiError> {
+    let props_len = i16::try_from(properties.len()).map_err(|_| {
+        ApiError::Malformed(format!(
+            "a batch entry's properties take {} bytes, more than the {MAX_BATCH_PROPERTIES_LEN} a batch can carry",
+            properties.len()
+        ))
+    })?;
+    let too_large = || {
+        ApiError::Malformed(format!(
+            "a batch entry of {} bytes is larger than a batch can carry",
+            batch_entry_len(body.len(), properties.len())
+        ))
+    };
+    let total =
+        i32::try_from(batch_entry_len(body.len(), properties.len())).map_err(|_| too_large())?;
+    let body_len = i32::try_from(body.len()).map_err(|_| too_large())?;
+    out.extend_from_slice(&total.to_be_bytes());
     out.extend_from_slice(&0i32.to_be_bytes());
     let crc = (crc32fast::hash(body) & 0x7FFF_FFFF) as i32;
     out.extend_from_slice(&crc.to_be_bytes());
     out.extend_from_slice(&0i32.to_be_bytes());
-    out.extend_from_slice(&(body.len() as i32).to_be_bytes());
+    out.extend_from_slice(&body_len.to_be_bytes());
     out.extend_from_slice(body);
-    out.extend_from_slice(&(properties.len() as i16).to_be_bytes());
+    out.extend_from_slice(&props_len.to_be_bytes());
     out.extend_from_slice(properties.as_bytes());
+    Ok(())
 }
 
 /// A client-side unique message id in the layout of Java's `MessageClientIDSetter`: 16 bytes as
@@ -934,5 +967,32 @@ pub fn advertised(listen: SocketAddr) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], listen.port()))
     } else {
         listen
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_entry_whose_properties_overflow_an_i16_is_refused_not_cut_short() {
+        let mut out = Vec::new();
+        encode_batch_entry(&mut out, b"body", "KEYS\u{1}k\u{2}").expect("fits");
+        assert_eq!(out.len(), batch_entry_len(4, 7));
+        assert_eq!(&out[out.len() - 9..out.len() - 7], &7i16.to_be_bytes());
+
+        let long = "x".repeat(MAX_BATCH_PROPERTIES_LEN);
+        let before = out.len();
+        encode_batch_entry(&mut out, b"", &long).expect("the longest that fits");
+        assert_eq!(
+            out.len() - before,
+            batch_entry_len(0, MAX_BATCH_PROPERTIES_LEN)
+        );
+
+        let huge = "x".repeat(70_000);
+        let before = out.clone();
+        let e = encode_batch_entry(&mut out, b"body", &huge).expect_err("too long");
+        assert!(e.to_string().contains("70000"), "{e}");
+        assert_eq!(out, before, "a refused entry appended bytes");
     }
 }

@@ -5,8 +5,11 @@
 //! plain messages of one topic in one SendMessage go as one SEND_BATCH_MESSAGE (stored
 //! contiguously in one queue, all or none), as RocketMQ's proxy sends them.
 
+use std::collections::BTreeMap;
+
+use rocketraft_common::message::encode_properties;
 use rocketraft_common::protocol::TopicRouteData;
-use rocketraft_remoting::api::{ApiError, SendResult};
+use rocketraft_remoting::api::{batch_entry_len, ApiError, SendResult, MAX_BATCH_PROPERTIES_LEN};
 use rocketraft_remoting::api_produce::{
     group_queue, worth_another_set, writable_queues, SEND_ATTEMPTS,
 };
@@ -114,9 +117,12 @@ impl Service {
     /// Sends `messages` (each already checked) as one SEND_BATCH_MESSAGE to one queue, stored
     /// contiguously, when they can go together: two or more NORMAL messages of one topic, none
     /// with a message group, lite topic, delivery time, transaction or trace, each with valid
-    /// properties, bodies together within the largest message. `None` when they cannot (each
-    /// then goes alone). All or none are stored; a set that fails is left aside and another
-    /// tried, as for one message.
+    /// properties that a batch entry can carry (their encoding within an `i16`), the encoded
+    /// batch (each entry's fixed fields, body and properties, as the broker counts it) within
+    /// the largest message. `None` when they cannot, or when the broker refused the batch as
+    /// an illegal message (its size: nothing stored): each then goes alone and gets its own
+    /// answer. All or none are stored; a set that fails is left aside and another tried, as
+    /// for one message.
     async fn send_together(
         &self,
         messages: &[pb::Message],
@@ -125,6 +131,7 @@ impl Service {
             return None;
         }
         let mut outs = Vec::with_capacity(messages.len());
+        let mut items = Vec::with_capacity(messages.len());
         let mut total = 0usize;
         for m in messages {
             let out = check_message(m, self.config.max_body_size).ok()?;
@@ -142,30 +149,43 @@ impl Service {
             {
                 return None;
             }
-            total += m.body.len();
+            // The queue is the broker's to fill in: the properties do not depend on it.
+            let r = send_request(m, &out, 0);
+            let properties_len = encode_properties(&r.properties).len();
+            if properties_len > MAX_BATCH_PROPERTIES_LEN {
+                return None;
+            }
+            total += batch_entry_len(r.body.len(), properties_len);
+            items.push((r.body, r.properties));
             outs.push(out);
         }
         if total > self.config.max_body_size {
             return None;
         }
-        let first = &outs[0];
-        Some(self.send_batch_of(messages, &outs, first).await)
+        self.send_batch_of(&outs, &items).await
     }
 
+    /// Sends one batch; `None` when the broker refused it as an illegal message (nothing
+    /// stored).
     async fn send_batch_of(
         &self,
-        messages: &[pb::Message],
         outs: &[Outgoing<'_>],
-        first: &Outgoing<'_>,
-    ) -> Result<Vec<pb::SendResultEntry>, pb::Status> {
+        items: &[(bytes::Bytes, BTreeMap<String, String>)],
+    ) -> Option<Result<Vec<pb::SendResultEntry>, pb::Status>> {
+        let first = outs.first()?;
         let mut tried: Vec<String> = Vec::new();
         let mut last: Option<pb::Status> = None;
         for attempt in 1..=SEND_ATTEMPTS {
-            let route = self.route(&first.topic).await?;
-            check_type(first, &self.topic_types(&first.topic, &route).await)?;
+            let route = match self.route(&first.topic).await {
+                Ok(route) => route,
+                Err(s) => return Some(Err(s)),
+            };
+            if let Err(s) = check_type(first, &self.topic_types(&first.topic, &route).await) {
+                return Some(Err(s));
+            }
             let (broker, queue_id) = match self.pick_queue(first, &route, &tried) {
                 Ok(pick) => pick,
-                Err(s) => return Err(last.unwrap_or(s)),
+                Err(s) => return Some(Err(last.unwrap_or(s))),
             };
             tried.push(broker.clone());
             let addr = match self.master_of(&route, &broker) {
@@ -177,17 +197,9 @@ impl Service {
                     continue;
                 }
             };
-            let items: Vec<_> = messages
-                .iter()
-                .zip(outs)
-                .map(|(m, out)| {
-                    let r = send_request(m, out, queue_id);
-                    (r.body, r.properties)
-                })
-                .collect();
             match self
                 .api
-                .send_batch(&addr, "proxy", &first.topic, queue_id, &items)
+                .send_batch(&addr, "proxy", &first.topic, queue_id, items)
                 .await
             {
                 Ok(r) => {
@@ -200,7 +212,7 @@ impl Service {
                             "stored but not confirmed",
                         )))
                     };
-                    return Ok(outs
+                    return Some(Ok(outs
                         .iter()
                         .enumerate()
                         .map(|(i, out)| pb::SendResultEntry {
@@ -209,23 +221,34 @@ impl Service {
                             offset: r.queue_offset + i as i64,
                             ..pb::SendResultEntry::default()
                         })
-                        .collect());
+                        .collect()));
+                }
+                // Refused as a whole for what it holds (its size, a message the broker does
+                // not take): nothing was stored; each message goes alone for its own answer.
+                Err(e)
+                    if e.code() == Some(response_code::MESSAGE_ILLEGAL)
+                        || matches!(e, ApiError::Malformed(_)) =>
+                {
+                    tracing::debug!(broker, error = %e, "batch refused, sending its messages one by one");
+                    return None;
                 }
                 Err(e) => {
                     if !worth_another_set(&e) {
-                        return Err(from_api(&e));
+                        return Some(Err(from_api(&e)));
                     }
                     self.meta.faults.failed(&broker);
                     let failed = self.broker_failed(&first.topic, &e);
                     if attempt >= SEND_ATTEMPTS {
-                        return Err(failed);
+                        return Some(Err(failed));
                     }
                     tracing::debug!(broker, error = %e, "batch send failed, trying another broker set");
                     last = Some(failed);
                 }
             }
         }
-        Err(last.unwrap_or_else(|| status(pb::Code::InternalError, "no broker set to send to")))
+        Some(Err(last.unwrap_or_else(|| {
+            status(pb::Code::InternalError, "no broker set to send to")
+        })))
     }
 
     async fn send_one(&self, message: &pb::Message) -> Result<pb::SendResultEntry, pb::Status> {

@@ -3,6 +3,7 @@
 //! broker on loopback.
 
 mod auth;
+mod batch;
 mod features;
 mod grpc;
 mod hardening;
