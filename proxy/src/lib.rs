@@ -382,6 +382,12 @@ impl Proxy {
         self.gauges.remoting.local_dispatches()
     }
 
+    /// How many requests this proxy handed in-process to the server at `addr` (a broker's or
+    /// NameServer's address as routed).
+    pub fn local_dispatches_to(&self, addr: &str) -> u64 {
+        self.gauges.remoting.local_dispatches_to(addr)
+    }
+
     /// This proxy's series for `/metrics`: `rocketmq_proxy_up{proxy_mode}` (1),
     /// `rocketraft_proxy_telemetry_streams`, `rocketraft_proxy_receives_in_flight`, computed
     /// when scraped; nothing once the proxy is shut down. Without `cluster` / `node_type` /

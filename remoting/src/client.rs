@@ -145,6 +145,8 @@ struct ClientInner {
     handler: HandlerSlot,
     /// Requests dispatched in-process ([`ClientConfig::in_process`]).
     local_dispatches: AtomicU64,
+    /// The same, by server address.
+    local_dispatches_to: Mutex<HashMap<String, u64>>,
 }
 
 impl Drop for ClientInner {
@@ -185,6 +187,16 @@ impl Default for RemotingClient {
 }
 
 impl RemotingClient {
+    fn count_local_dispatch(&self, addr: &str) {
+        let mut by_addr = self.inner.local_dispatches_to.lock();
+        match by_addr.get_mut(addr) {
+            Some(n) => *n += 1,
+            None => {
+                by_addr.insert(addr.to_owned(), 1);
+            }
+        }
+    }
+
     pub fn new(config: ClientConfig) -> Self {
         Self {
             inner: Arc::new(ClientInner {
@@ -192,6 +204,7 @@ impl RemotingClient {
                 slots: Mutex::new(HashMap::new()),
                 handler: Arc::new(RwLock::new(None)),
                 local_dispatches: AtomicU64::new(0),
+                local_dispatches_to: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -204,6 +217,17 @@ impl RemotingClient {
     /// this process ([`ClientConfig::in_process`]) rather than over TCP.
     pub fn local_dispatches(&self) -> u64 {
         self.inner.local_dispatches.load(Ordering::Relaxed)
+    }
+
+    /// How many requests this client (and its clones) dispatched in-process to the server at
+    /// `addr` (as given to [`RemotingClient::invoke`]).
+    pub fn local_dispatches_to(&self, addr: &str) -> u64 {
+        self.inner
+            .local_dispatches_to
+            .lock()
+            .get(addr)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Sets the processor for requests the server sends to this client (e.g.
@@ -246,6 +270,7 @@ impl RemotingClient {
             if let Some(local) = conn.local.endpoint(&conn.handle) {
                 if !local.is_closed() {
                     self.inner.local_dispatches.fetch_add(1, Ordering::Relaxed);
+                    self.count_local_dispatch(addr);
                     return local.invoke(addr, request, deadline, timeout).await;
                 }
             }

@@ -41,7 +41,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -54,6 +54,7 @@ use crate::codes::{request_code, response_code};
 use crate::command::{RemotingCommand, SerializeType, ONEWAY_FLAG, RESPONSE_FLAG};
 use crate::connection::{ConnectionHandle, ConnectionOptions, Dispatch};
 use crate::error::{CodecError, RemotingError};
+use crate::header;
 use crate::limits::{ConnectionBudget, ServerLimits};
 use crate::server::RequestContext;
 
@@ -118,7 +119,7 @@ pub(crate) fn find(client_local: SocketAddr, client_peer: SocketAddr) -> Option<
     let max_in_flight = accepted.options.max_in_flight_requests.max(1);
     Some(LocalEndpoint {
         conn: accepted.conn.clone(),
-        dispatch: accepted.dispatch.clone(),
+        dispatch: Arc::downgrade(&accepted.dispatch),
         permits: Arc::new(Semaphore::new(max_in_flight)),
         max_in_flight,
         limits: accepted
@@ -133,7 +134,9 @@ pub(crate) fn find(client_local: SocketAddr, client_peer: SocketAddr) -> Option<
 pub(crate) struct LocalEndpoint {
     /// The server side of the client's TCP connection: the requests' connection.
     conn: ConnectionHandle,
-    dispatch: Arc<dyn Dispatch>,
+    /// The server's processors; weak, so that a client holding this endpoint does not keep a
+    /// stopped server's processors (and what they hold) alive.
+    dispatch: Weak<dyn Dispatch>,
     /// The connection's in-flight limit for in-process requests.
     permits: Arc<Semaphore>,
     max_in_flight: usize,
@@ -141,16 +144,68 @@ pub(crate) struct LocalEndpoint {
     limits: Option<(Arc<ServerLimits>, ConnectionBudget)>,
 }
 
-/// The bytes a request would take as a frame, roughly: its header's fields and its body.
+/// The bytes a request takes as a frame: its encoded header (exactly, in the request's
+/// serialize type) and the frame's length words and body: (header, frame).
 fn request_len(request: &RemotingCommand) -> (usize, usize) {
-    let header = 64
-        + request.remark.as_ref().map_or(0, String::len)
-        + request
-            .ext_fields
-            .iter()
-            .map(|(k, v)| k.len() + v.len() + 6)
-            .sum::<usize>();
+    let header = encoded_header_len(request);
     (header, 4 + header + request.body.len())
+}
+
+/// The exact length of `cmd`'s header as [`header::encode_json`] or
+/// [`header::encode_binary`] writes it, without writing it.
+fn encoded_header_len(cmd: &RemotingCommand) -> usize {
+    match cmd.serialize_type {
+        // The binary header has no escapes: its size hint is exact.
+        SerializeType::RocketMq => header::size_hint(cmd),
+        SerializeType::Json => {
+            let mut len = r#"{"code":"#.len()
+                + decimal_len(cmd.code)
+                + r#","language":"#.len()
+                + json_str_len(cmd.language.name())
+                + r#","version":"#.len()
+                + decimal_len(cmd.version)
+                + r#","opaque":"#.len()
+                + decimal_len(cmd.opaque)
+                + r#","flag":"#.len()
+                + decimal_len(cmd.flag);
+            if let Some(remark) = &cmd.remark {
+                len += r#","remark":"#.len() + json_str_len(remark);
+            }
+            if !cmd.ext_fields.is_empty() {
+                // `,"extFields":{` + `"k":"v"` joined by commas + `}`
+                len += r#","extFields":{"#.len() + cmd.ext_fields.len() - 1 + 1;
+                len += cmd
+                    .ext_fields
+                    .iter()
+                    .map(|(k, v)| json_str_len(k) + 1 + json_str_len(v))
+                    .sum::<usize>();
+            }
+            len + r#","serializeTypeCurrentRPC":"#.len()
+                + json_str_len(SerializeType::Json.name())
+                + 1
+        }
+    }
+}
+
+/// The digits (and sign) of `value` in decimal.
+fn decimal_len(value: i32) -> usize {
+    let digits = value
+        .unsigned_abs()
+        .checked_ilog10()
+        .map_or(1, |d| d as usize + 1);
+    digits + usize::from(value < 0)
+}
+
+/// The length of `s` as a JSON string, quotes included, with serde_json's escapes.
+fn json_str_len(s: &str) -> usize {
+    2 + s
+        .bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | 0x08 | 0x09 | 0x0A | 0x0C | 0x0D => 2,
+            0x00..=0x1F => 6,
+            _ => 1,
+        })
+        .sum::<usize>()
 }
 
 impl LocalEndpoint {
@@ -178,6 +233,10 @@ impl LocalEndpoint {
         if self.conn.is_closed() {
             return Err(closed());
         }
+        // A server that stopped is gone with its processors: as a closed connection.
+        let Some(dispatch) = self.dispatch.upgrade() else {
+            return Err(closed());
+        };
         let (code, opaque, serialize_type) = (request.code, request.opaque, request.serialize_type);
         let mut bytes = None;
         if let Some((limits, budget)) = &self.limits {
@@ -196,7 +255,7 @@ impl LocalEndpoint {
                 Err(_) => return Err(timed_out()),
             };
         }
-        let Some(processor) = self.dispatch.processor(code) else {
+        let Some(processor) = dispatch.processor(code) else {
             debug!(conn = self.conn.id(), code, "no processor for request code");
             let remark = format!("request type {code} not supported");
             return Ok(finish(
@@ -214,8 +273,7 @@ impl LocalEndpoint {
                 serialize_type,
             ));
         };
-        let token = self.dispatch.in_flight_token();
-        let dispatch = self.dispatch.clone();
+        let token = dispatch.in_flight_token();
         let ctx = RequestContext {
             peer: self.conn.peer_addr(),
             local: self.conn.local_addr(),
@@ -249,6 +307,11 @@ impl LocalEndpoint {
             Ok(Ok(Ok(None))) => {
                 debug!(code, opaque, "processor returned no response");
                 Err(timed_out())
+            }
+            // The task was cancelled: the runtime is shutting down, as a connection closing.
+            Ok(Err(e)) if e.is_cancelled() => {
+                debug!(conn = conn_id, code, "in-process request cancelled");
+                Err(closed())
             }
             Ok(Ok(Err(()))) | Ok(Err(_)) => {
                 error!(
@@ -435,6 +498,68 @@ mod tests {
                 .expect("echo");
         }
         server.shutdown().await;
+    }
+
+    #[test]
+    fn the_header_length_is_the_encoded_length() {
+        let mut commands = vec![
+            RemotingCommand::request(ECHO),
+            RemotingCommand::request(-7).with_ext("a", "b"),
+            RemotingCommand::request(-32_768)
+                .with_ext("i", "KEYS\u{1}k1 k2\u{2}TAGS\u{1}t\u{2}")
+                .with_ext(
+                    "quote\"back\\slash",
+                    "tab\tnew\nline\r\u{8}\u{c}\u{1f}\u{7f}é",
+                )
+                .with_ext("topic", "T"),
+            RemotingCommand::response(response_code::SYSTEM_ERROR, Some("a \"remark\"\n".into())),
+        ];
+        commands[0].opaque = i32::MAX;
+        commands[0].flag = ONEWAY_FLAG;
+        commands[2].opaque = i32::MIN;
+        for serialize_type in [SerializeType::Json, SerializeType::RocketMq] {
+            for cmd in &commands {
+                let mut cmd = cmd.clone();
+                cmd.serialize_type = serialize_type;
+                let mut encoded = Vec::new();
+                match serialize_type {
+                    SerializeType::Json => header::encode_json(&cmd, &mut encoded),
+                    SerializeType::RocketMq => header::encode_binary(&cmd, &mut encoded),
+                }
+                .expect("encode");
+                assert_eq!(encoded_header_len(&cmd), encoded.len(), "{cmd:?}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stopped_servers_processors_are_not_held_by_its_clients() {
+        let (server, client, addr) = server_and_client().await;
+        assert!(client.local_dispatches_to(&addr) > 0);
+        assert_eq!(client.local_dispatches_to("127.0.0.1:1"), 0);
+        let endpoint = {
+            let handle = client.connection_handle(&addr).await.expect("connection");
+            find(handle.local_addr(), handle.peer_addr()).expect("in this process")
+        };
+        server.shutdown().await;
+        let started = std::time::Instant::now();
+        while endpoint.dispatch.upgrade().is_some() {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "the stopped server's processors are still alive"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let e = endpoint
+            .invoke(
+                &addr,
+                RemotingCommand::request(ECHO),
+                Instant::now() + Duration::from_secs(1),
+                Duration::from_secs(1),
+            )
+            .await
+            .expect_err("a stopped server");
+        assert!(matches!(e, RemotingError::ConnectionClosed { .. }), "{e}");
     }
 
     #[tokio::test]
