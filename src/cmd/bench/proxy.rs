@@ -64,7 +64,9 @@ pub struct ProxyBenchArgs {
     #[arg(long)]
     server_pid: Option<u32>,
     /// Messages per SendMessage through the proxy (the proxy sends them to the broker as one
-    /// batch); the Remoting baseline still sends one per request.
+    /// batch); the Remoting baseline still sends one per request. `--window` stays the
+    /// messages in flight: `window / proxy_batch` calls (at least one). The latencies
+    /// printed for the proxy are then per call of this many messages.
     #[arg(long, default_value_t = 1)]
     proxy_batch: usize,
 }
@@ -470,7 +472,10 @@ async fn send_through_proxy(
     let topic = args.topic.clone();
     let batch = args.proxy_batch.max(1) as u64;
     let calls = args.count.div_ceil(batch);
-    let mut stats = timed_sends(calls, args.window.max(1), move |i| {
+    // As many messages in flight as the Remoting baseline: `window` messages, so
+    // `window / batch` calls (at least one).
+    let in_flight = (args.window.max(1) / batch as usize).max(1);
+    let mut stats = timed_sends(calls, in_flight, move |i| {
         let (mut client, topic, body) = (client.clone(), topic.clone(), body.clone());
         async move {
             let messages = (i * batch..(i + 1) * batch)
