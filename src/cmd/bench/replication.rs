@@ -181,19 +181,9 @@ async fn in_sync_members(client: &RemotingClient, addr: &str) -> Option<usize> {
         .then(|| s["syncStateSet"].as_array().map_or(0, Vec::len))
 }
 
+/// Whether `addr` is a master with a valid lease.
 async fn is_master(client: &RemotingClient, addr: &str) -> bool {
-    let Ok(r) = client
-        .invoke(
-            addr,
-            RemotingCommand::request(request_code::GET_BROKER_HA_STATUS),
-            Duration::from_millis(500),
-        )
-        .await
-    else {
-        return false;
-    };
-    serde_json::from_slice::<serde_json::Value>(&r.body)
-        .is_ok_and(|s| s["role"] == "MASTER" && s["leaseValid"] == true)
+    in_sync_members(client, addr).await.is_some()
 }
 
 async fn measure(
