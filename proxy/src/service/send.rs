@@ -173,104 +173,71 @@ impl Service {
         items: &[(bytes::Bytes, BTreeMap<String, String>)],
     ) -> Option<Result<Vec<pb::SendResultEntry>, pb::Status>> {
         let first = outs.first()?;
-        let mut tried: Vec<String> = Vec::new();
-        let mut last: Option<pb::Status> = None;
-        for attempt in 1..=SEND_ATTEMPTS {
-            let route = match self.route(&first.topic).await {
-                Ok(route) => route,
-                Err(s) => return Some(Err(s)),
-            };
-            if let Err(s) = check_type(first, &self.topic_types(&first.topic, &route).await) {
-                return Some(Err(s));
-            }
-            let (broker, queue_id) = match self.pick_queue(first, &route, &tried) {
-                Ok(pick) => pick,
-                Err(s) => return Some(Err(last.unwrap_or(s))),
-            };
-            tried.push(broker.clone());
-            let addr = match self.master_of(&route, &broker) {
-                Ok(addr) => addr,
-                Err(s) => {
-                    self.meta.faults.failed(&broker);
-                    self.forget_route(&first.topic);
-                    last = Some(s);
-                    continue;
-                }
-            };
-            match self
-                .api
-                .send_batch(&addr, "proxy", &first.topic, queue_id, items)
-                .await
+        let sent = self
+            .send_with_retries(first, SEND_ATTEMPTS, |addr, queue_id| async move {
+                self.api
+                    .send_batch(&addr, "proxy", &first.topic, queue_id, items)
+                    .await
+                    .map_err(SendFailed::Refused)
+            })
+            .await;
+        let r = match sent {
+            Ok((_, r)) => r,
+            // Refused as a whole for what it holds (its size, a message the broker does not
+            // take): nothing was stored; each message goes alone for its own answer.
+            Err(SendFailed::Refused(e))
+                if e.code() == Some(response_code::MESSAGE_ILLEGAL)
+                    || matches!(e, ApiError::Malformed(_)) =>
             {
-                Ok(r) => {
-                    self.meta.faults.succeeded(&broker);
-                    let s = if r.code == response_code::SUCCESS {
-                        ok()
-                    } else {
-                        from_api(&ApiError::Refused(Refusal::new(
-                            r.code,
-                            "stored but not confirmed",
-                        )))
-                    };
-                    return Some(Ok(outs
-                        .iter()
-                        .enumerate()
-                        .map(|(i, out)| pb::SendResultEntry {
-                            status: Some(s.clone()),
-                            message_id: out.sys.message_id.clone(),
-                            offset: r.queue_offset + i as i64,
-                            ..pb::SendResultEntry::default()
-                        })
-                        .collect()));
-                }
-                // Refused as a whole for what it holds (its size, a message the broker does
-                // not take): nothing was stored; each message goes alone for its own answer.
-                Err(e)
-                    if e.code() == Some(response_code::MESSAGE_ILLEGAL)
-                        || matches!(e, ApiError::Malformed(_)) =>
-                {
-                    tracing::debug!(broker, error = %e, "batch refused, sending its messages one by one");
-                    return None;
-                }
-                Err(e) => {
-                    if !worth_another_set(&e) {
-                        return Some(Err(from_api(&e)));
-                    }
-                    self.meta.faults.failed(&broker);
-                    let failed = self.broker_failed(&first.topic, &e);
-                    if attempt >= SEND_ATTEMPTS {
-                        return Some(Err(failed));
-                    }
-                    tracing::debug!(broker, error = %e, "batch send failed, trying another broker set");
-                    last = Some(failed);
-                }
+                tracing::debug!(error = %e, "batch refused, sending its messages one by one");
+                return None;
             }
-        }
-        Some(Err(last.unwrap_or_else(|| {
-            status(pb::Code::InternalError, "no broker set to send to")
-        })))
+            Err(e) => return Some(Err(e.into_status())),
+        };
+        let s = if r.code == response_code::SUCCESS {
+            ok()
+        } else {
+            from_api(&ApiError::Refused(Refusal::new(
+                r.code,
+                "stored but not confirmed",
+            )))
+        };
+        Some(Ok(outs
+            .iter()
+            .enumerate()
+            .map(|(i, out)| pb::SendResultEntry {
+                status: Some(s.clone()),
+                message_id: out.sys.message_id.clone(),
+                offset: r.queue_offset + i as i64,
+                ..pb::SendResultEntry::default()
+            })
+            .collect()))
     }
 
-    async fn send_one(&self, message: &pb::Message) -> Result<pb::SendResultEntry, pb::Status> {
-        let out = check_message(message, self.config.max_body_size)?;
+    /// Sends to a queue picked for `out` ([`Service::pick_queue`]) on its set's master,
+    /// `send(master address, queue id)`, trying up to `attempts` broker sets: a set without a
+    /// master, or that failed in a way worth another set (no answer, a set in trouble), is
+    /// left aside a while and the next tried. The set and the answer, or why not.
+    async fn send_with_retries<T, F, Fut>(
+        &self,
+        out: &Outgoing<'_>,
+        attempts: usize,
+        mut send: F,
+    ) -> Result<(String, T), SendFailed>
+    where
+        F: FnMut(String, i32) -> Fut,
+        Fut: std::future::Future<Output = Result<T, SendFailed>>,
+    {
         let mut tried: Vec<String> = Vec::new();
-        // A message group (or a lite topic) stays on its queue; others try up to SEND_ATTEMPTS
-        // broker sets.
-        let attempts = if placement_key(&out).is_some() {
-            1
-        } else {
-            SEND_ATTEMPTS
-        };
-        let mut attempt = 0;
         // The failure of the last set tried: answered when no other set is left.
         let mut last: Option<pb::Status> = None;
-        let (broker, r) = loop {
-            attempt += 1;
-            let route = self.route(&out.topic).await?;
-            check_type(&out, &self.topic_types(&out.topic, &route).await)?;
-            let (broker, queue_id) = match self.pick_queue(&out, &route, &tried) {
+        for attempt in 1..=attempts.max(1) {
+            let route = self.route(&out.topic).await.map_err(SendFailed::Status)?;
+            check_type(out, &self.topic_types(&out.topic, &route).await)
+                .map_err(SendFailed::Status)?;
+            let (broker, queue_id) = match self.pick_queue(out, &route, &tried) {
                 Ok(pick) => pick,
-                Err(s) => return Err(last.unwrap_or(s)),
+                Err(s) => return Err(SendFailed::Status(last.unwrap_or(s))),
             };
             tried.push(broker.clone());
             let addr = match self.master_of(&route, &broker) {
@@ -278,43 +245,59 @@ impl Service {
                 Err(s) => {
                     self.meta.faults.failed(&broker);
                     self.forget_route(&out.topic);
-                    if attempt < attempts {
-                        last = Some(s);
-                        continue;
-                    }
-                    return Err(s);
+                    last = Some(s);
+                    continue;
                 }
             };
-            check_properties(message)?;
-            let request = send_request(message, &out, queue_id);
-            let started = std::time::Instant::now();
-            let sent = self.api.send(&addr, &request).await;
-            if super::trace::traced(message) {
-                self.trace_send(message, &out, &addr, sent.as_ref().ok(), started)
-                    .await;
-            }
-            match sent {
+            match send(addr, queue_id).await {
                 Ok(r) => {
                     self.meta.faults.succeeded(&broker);
-                    break (broker, r);
+                    return Ok((broker, r));
                 }
-                Err(e) => {
-                    // A refusal of this message (too large, a lite topic quota, a bad
+                Err(SendFailed::Refused(e)) => {
+                    // A refusal of the message (too large, a lite topic quota, a bad
                     // property) says nothing about the set: only silence or a set in trouble
                     // leaves it aside, and only those are tried elsewhere.
                     if !worth_another_set(&e) {
-                        return Err(from_api(&e));
+                        return Err(SendFailed::Refused(e));
                     }
                     self.meta.faults.failed(&broker);
                     let failed = self.broker_failed(&out.topic, &e);
-                    if attempt >= attempts {
-                        return Err(failed);
-                    }
-                    tracing::debug!(broker, error = %e, "send failed, trying another broker set");
+                    tracing::debug!(broker, error = %e, attempt, "send failed, trying another broker set");
                     last = Some(failed);
                 }
+                Err(failed) => return Err(failed),
             }
+        }
+        Err(SendFailed::Status(last.unwrap_or_else(|| {
+            status(pb::Code::InternalError, "no broker set to send to")
+        })))
+    }
+
+    async fn send_one(&self, message: &pb::Message) -> Result<pb::SendResultEntry, pb::Status> {
+        let out = check_message(message, self.config.max_body_size)?;
+        // A message group (or a lite topic) stays on its queue; others try up to SEND_ATTEMPTS
+        // broker sets.
+        let attempts = if placement_key(&out).is_some() {
+            1
+        } else {
+            SEND_ATTEMPTS
         };
+        let out_ref = &out;
+        let (broker, r) = self
+            .send_with_retries(out_ref, attempts, |addr, queue_id| async move {
+                check_properties(message).map_err(SendFailed::Status)?;
+                let request = send_request(message, out_ref, queue_id);
+                let started = std::time::Instant::now();
+                let sent = self.api.send(&addr, &request).await;
+                if super::trace::traced(message) {
+                    self.trace_send(message, out_ref, &addr, sent.as_ref().ok(), started)
+                        .await;
+                }
+                sent.map_err(SendFailed::Refused)
+            })
+            .await
+            .map_err(SendFailed::into_status)?;
         let transaction_id = if out.transactional {
             transaction_id(
                 &broker,
@@ -367,6 +350,23 @@ impl Service {
                 format!("topic {} has no writable queue", out.topic),
             )
         })
+    }
+}
+
+/// Why [`Service::send_with_retries`] did not send.
+enum SendFailed {
+    /// Answered with this status: no route, a failed check, no set left to try.
+    Status(pb::Status),
+    /// The broker's refusal, or no answer (after the last set tried).
+    Refused(ApiError),
+}
+
+impl SendFailed {
+    fn into_status(self) -> pb::Status {
+        match self {
+            SendFailed::Status(s) => s,
+            SendFailed::Refused(e) => from_api(&e),
+        }
     }
 }
 
