@@ -367,6 +367,12 @@ impl HaState {
         self.clock.now()
     }
 
+    /// How long ago `t` (read from [`HaState::now`], as every instant this state stamps) was on
+    /// this replica's lease clock; zero for a `t` ahead of it.
+    pub fn since(&self, t: Instant) -> Duration {
+        self.clock.since(t)
+    }
+
     /// The broker ids the controller knows for this set (every registered replica): from now
     /// on the master serves only these, and its SyncStateSet, on the HA port.
     pub fn set_known_replicas(&self, ids: BTreeSet<i64>) {

@@ -717,7 +717,7 @@ fn encode_replication(inner: &BrokerInner, e: &mut DescriptorEncoder) -> fmt::Re
             let ms = if s.lag == 0 {
                 0
             } else {
-                s.last_caught_up?.elapsed().as_millis() as i64
+                ha.since(s.last_caught_up?).as_millis() as i64
             };
             Some((replica(s.broker_id), ms))
         }),
