@@ -9,7 +9,7 @@
 //! process, a stalled VM: a monotonic clock never goes back). A forward step of a master's
 //! clock ends its lease early in real time; a slow rate makes it last longer, which the lease's
 //! margin (3/4 of the controllers' heartbeat timeout) must absorb. The `slow-lease-clock` bug
-//! (`crate::bug`) runs every replica's clock at half speed, outside the bound.
+//! (`crate::bug`) runs every replica's clock at a fifth of the rate, far outside the bound.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

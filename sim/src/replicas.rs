@@ -27,7 +27,8 @@
 //!   sample, whatever the epochs (docs/safety.md Claim 1). Rarely exercised: a different replica
 //!   becomes master almost only after the old one crashed (see sim/README.md);
 //! - `[confirmed-lost]`: the bytes below every replica's confirm offset are one prefix of the
-//!   log (the longest seen so far), and every master holds all of it.
+//!   log (the longest seen so far); a master with a valid lease holds all of it, and a master
+//!   whose lease ran out the part written in epochs up to its own.
 //!
 //! A master's lease runs from the send time of the read that renewed it (as the broker renews
 //! from the send time of the confirmed heartbeat), on the replica's own lease clock
@@ -50,7 +51,7 @@ use tokio::task::JoinHandle;
 
 use crate::bug::Bug;
 use crate::check::Violation;
-use crate::disk::DiskModel;
+use crate::disk::{file_type, DiskModel, Loss};
 use crate::lease_clock::{LeaseClocks, RATE_BOUND_PPM};
 use crate::net::{Endpoint, BROKER_BASE};
 use crate::rng::SimRng;
@@ -157,10 +158,12 @@ struct Confirmed {
     bytes: Vec<u8>,
     /// (replica, its master epoch, simulated ms) that confirmed the current end.
     by: Option<(i64, i32, u128)>,
-    /// Per master epoch, how far the prefix was confirmed by replicas in that epoch: a master
-    /// of epoch `E` must hold the prefix up to the longest of epochs `<= E`. (A deposed master
-    /// that has not heard of the next epoch, cut from the controllers, holds no lease and is
-    /// not a later master: it cannot hold what the next epoch confirmed.)
+    /// Per master epoch, how far the prefix was confirmed with its end written in that epoch
+    /// (the epoch entry whose start offset covers it): a master of epoch `E` whose lease ran
+    /// out must hold the prefix up to the longest of epochs `<= E`. (A deposed master that has
+    /// not heard of the next epoch, cut from the controllers, holds no lease and is not a later
+    /// master: it cannot hold what the next epoch wrote.) A master with a valid lease must
+    /// hold all of it.
     by_epoch: BTreeMap<i32, i64>,
 }
 
@@ -200,7 +203,12 @@ impl Replicas {
         let mut observing = Vec::new();
         for id in 1..=REPLICAS {
             let disk = Arc::new(DiskModel::default());
-            observing.push(observe(dir.join(format!("replica-{id}")), disk.clone()));
+            let root = dir.join(format!("replica-{id}"));
+            // Nothing there yet (a fresh temporary directory): the model starts from an empty
+            // disk, and a baseline of a directory that does not exist reads nothing, so it
+            // cannot fail.
+            let _empty = disk.baseline(&root);
+            observing.push(observe(root, disk.clone()));
             disks.insert(id, disk);
         }
         let replicas = (1..=REPLICAS)
@@ -282,45 +290,63 @@ impl Replicas {
         true
     }
 
-    /// Replica `id` loses power: its process stops, then its files keep what was synced and
-    /// past it what the disk model draws (see [`crate::disk`]). It restarts later through the
-    /// real recovery, as after a kill.
-    pub(crate) fn power_loss(&self, w: &Arc<World>, id: i64) {
-        if !self.is_up(id) {
-            return;
-        }
-        self.crash(w, id);
-        let Some(disk) = self.disks.get(&id) else {
-            return;
-        };
-        let dir = match self.replicas.lock().get(&id) {
-            Some(r) => r.dir.clone(),
-            None => return,
-        };
-        let seed = self.side.lock().next_u64();
-        match disk.power_loss(&dir, seed) {
-            Ok(losses) => {
-                let shown: Vec<String> = losses
-                    .iter()
-                    // A segment file the allocator thread was preparing is not the seed's.
-                    .filter(|(p, _)| p.extension().is_none_or(|e| e != "tmp"))
-                    .map(|(p, l)| format!("{} {l:?}", p.display()))
-                    .collect();
-                w.log(format!(
-                    "{} power loss: {}",
-                    name(id),
-                    if shown.is_empty() {
-                        "everything was synced".to_string()
-                    } else {
-                        shown.join("; ")
-                    }
-                ));
+    /// Replicas `ids` lose power at once: every one's disk stops taking syncs first (what a
+    /// store syncs while it stops is not durable), then each process stops, then its files keep
+    /// what was synced and past it what the disk model draws (see [`crate::disk`]). Each
+    /// restarts later through the real recovery, as after a kill. Returns the losses, per file
+    /// type and kind (`commitlog lost`, ...), for the run's counts.
+    pub(crate) fn power_loss(&self, w: &Arc<World>, ids: &[i64]) -> Vec<String> {
+        let ids: Vec<i64> = ids.iter().copied().filter(|id| self.is_up(*id)).collect();
+        for id in &ids {
+            if let Some(disk) = self.disks.get(id) {
+                disk.freeze();
             }
-            Err(e) => w.fail(
-                Violation::Harness,
-                format!("{} power loss could not rewrite its files: {e}", name(id)),
-            ),
         }
+        let mut counted = Vec::new();
+        for id in ids {
+            self.crash(w, id);
+            let Some(disk) = self.disks.get(&id) else {
+                continue;
+            };
+            let dir = match self.replicas.lock().get(&id) {
+                Some(r) => r.dir.clone(),
+                None => continue,
+            };
+            let seed = self.side.lock().next_u64();
+            match disk.power_loss(&dir, seed) {
+                Ok(losses) => {
+                    let shown: Vec<(&PathBuf, &Loss)> = losses
+                        .iter()
+                        // A segment file the allocator thread was preparing is not the seed's.
+                        .filter(|(p, _)| p.extension().is_none_or(|e| e != "tmp"))
+                        .map(|(p, l)| (p, l))
+                        .collect();
+                    counted.extend(
+                        shown
+                            .iter()
+                            .map(|(p, l)| format!("{} {}", file_type(p), l.kind())),
+                    );
+                    let lines: Vec<String> = shown
+                        .iter()
+                        .map(|(p, l)| format!("{} {l:?}", p.display()))
+                        .collect();
+                    w.log(format!(
+                        "{} power loss: {}",
+                        name(id),
+                        if lines.is_empty() {
+                            "everything was synced".to_string()
+                        } else {
+                            lines.join("; ")
+                        }
+                    ));
+                }
+                Err(e) => w.fail(
+                    Violation::Harness,
+                    format!("{} power loss could not rewrite its files: {e}", name(id)),
+                ),
+            }
+        }
+        counted
     }
 
     fn config(&self, dir: &std::path::Path) -> StoreConfig {
@@ -735,7 +761,8 @@ impl Replicas {
                 }
             }
             let confirm = p.store.confirm_offset();
-            self.check_confirmed(now, *id, role, epoch, &p.store, &mut failures);
+            let leased = role == Role::Master && p.ha.lease_valid();
+            self.check_confirmed(now, *id, (role, leased), epoch, &p.store, &mut failures);
             if let Some((e, c)) = p.confirm_seen {
                 if e == epoch && confirm < c {
                     failures.push((
@@ -808,7 +835,7 @@ impl Replicas {
         &self,
         now: u128,
         id: i64,
-        role: Role,
+        (role, leased): (Role, bool),
         epoch: i32,
         store: &MessageStore,
         failures: &mut Vec<(Violation, String)>,
@@ -817,9 +844,12 @@ impl Replicas {
         let known = conf.bytes.len() as i64;
         let confirm = store.confirm_offset();
         let from = store.min_phy_offset().max(0);
-        // A master must hold everything confirmed up to its epoch; any replica what it
-        // confirms itself.
-        let upto = if role == Role::Master {
+        // A master with a valid lease (it may acknowledge) must hold everything confirmed; a
+        // master whose lease ran out (deposed, perhaps without having heard of it) what was
+        // confirmed in the epochs up to its own; any replica what it confirms itself.
+        let upto = if leased {
+            confirm.max(known)
+        } else if role == Role::Master {
             let required = conf
                 .by_epoch
                 .range(..=epoch)
@@ -875,7 +905,16 @@ impl Replicas {
             let tail = &bytes[(known - from) as usize..(confirm - from) as usize];
             conf.bytes.extend_from_slice(tail);
             conf.by = Some((id, epoch, now));
-            let e = conf.by_epoch.entry(epoch).or_insert(0);
+            // Keyed by the epoch the confirmed end's last byte was written in (the epoch entry
+            // whose start covers it), not by the confirming replica's epoch.
+            let written_in = store
+                .epoch_entries()
+                .iter()
+                .filter(|e| e.start_offset < confirm)
+                .map(|e| e.epoch)
+                .max()
+                .unwrap_or(epoch);
+            let e = conf.by_epoch.entry(written_in).or_insert(0);
             *e = (*e).max(confirm);
         }
     }

@@ -129,6 +129,9 @@ pub struct Stats {
     pub lease_clock_steps: u64,
     /// The replicas' master cut from every controller (both ways; its slaves still reach it).
     pub replica_isolations: u64,
+    /// Files a power loss changed, by file type and kind (`commitlog torn`,
+    /// `consumequeue lost`, `other vanished`, ...; see `disk::Loss::kind`).
+    pub disk_losses: std::collections::BTreeMap<String, u64>,
 }
 
 /// The broker sets the clients work on.
@@ -722,12 +725,12 @@ impl World {
                 } else {
                     vec![id]
                 };
-                for i in ids {
-                    let mut s = self.stats.lock();
-                    s.replica_crashes += 1;
-                    s.power_losses += 1;
-                    drop(s);
-                    replicas.power_loss(self, i);
+                let losses = replicas.power_loss(self, &ids);
+                let mut s = self.stats.lock();
+                s.replica_crashes += ids.len() as u64;
+                s.power_losses += ids.len() as u64;
+                for l in losses {
+                    *s.disk_losses.entry(l).or_insert(0) += 1;
                 }
             } else {
                 self.stats.lock().replica_crashes += 1;

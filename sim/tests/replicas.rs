@@ -171,6 +171,9 @@ fn band(opts: &SimOptions, seeds: std::ops::RangeInclusive<u64>) -> rocketraft_s
         total.power_losses += s.power_losses;
         total.lease_clock_steps += s.lease_clock_steps;
         total.replica_isolations += s.replica_isolations;
+        for (k, n) in &s.disk_losses {
+            *total.disk_losses.entry(k.clone()).or_insert(0) += n;
+        }
         if !outcome.passed() {
             eprintln!("seed {seed} failed:");
             for f in &outcome.failures {
@@ -186,25 +189,53 @@ fn band(opts: &SimOptions, seeds: std::ops::RangeInclusive<u64>) -> rocketraft_s
     total
 }
 
-#[test]
-fn single_replica_power_losses_and_lease_clock_faults_keep_every_invariant() {
-    // Seeds 11-40 (1-10 run above): a replica's crash is a power loss one time in two (its
-    // files keep what was synced, then a seeded loss per file), lease clocks run at rates
-    // within 5 % and are stepped forward, and the master is cut from the controllers now and
-    // then.
-    let total = band(&options(), 11..=40);
+/// The single-replica band's checks on its summed stats.
+fn single_replica_checks(total: &rocketraft_sim::Stats, min: u64) {
     eprintln!("{total:?}");
-    assert!(total.power_losses >= 4, "too few power losses: {total:?}");
+    assert!(total.power_losses >= min, "too few power losses: {total:?}");
     assert!(
-        total.lease_clock_steps >= 4,
+        total.lease_clock_steps >= min,
         "too few lease clock steps: {total:?}"
     );
     assert!(
-        total.replica_isolations >= 4,
+        total.replica_isolations >= min,
         "too few isolations: {total:?}"
     );
     assert!(
-        total.acked_messages > 300,
+        total.acked_messages > 25 * min,
+        "too few acknowledged: {total:?}"
+    );
+    // The power losses lost unsynced bytes (a band where every file was synced checks no
+    // recovery).
+    let lost: u64 = total
+        .disk_losses
+        .iter()
+        .filter(|(k, _)| !k.ends_with(" length"))
+        .map(|(_, n)| n)
+        .sum();
+    assert!(lost > 0, "no power loss lost a byte: {total:?}");
+}
+
+#[test]
+fn single_replica_power_losses_and_lease_clock_faults_keep_every_invariant() {
+    // Seeds 11-25 (1-10 run above; the full band 11-40 is `#[ignore]`d below): a replica's
+    // crash is a power loss one time in two (its files keep what was synced, then a seeded
+    // loss per page), lease clocks run at rates within 5 % and are stepped forward, and the
+    // master is cut from the controllers now and then.
+    single_replica_checks(&band(&options(), 11..=25), 2);
+}
+
+#[test]
+#[ignore = "the full band, 2-3 minutes: cargo test -p rocketraft-sim --test replicas -- --ignored"]
+fn single_replica_power_losses_full_band() {
+    single_replica_checks(&band(&options(), 11..=40), 4);
+}
+
+fn correlated_checks(total: &rocketraft_sim::Stats, min: u64) {
+    eprintln!("{total:?}");
+    assert!(total.power_losses >= min, "too few power losses: {total:?}");
+    assert!(
+        total.acked_messages > 25 * min,
         "too few acknowledged: {total:?}"
     );
 }
@@ -214,18 +245,23 @@ fn correlated_power_losses_of_every_replica_lose_nothing_acknowledged_under_sync
     // Every running replica loses power at once. The replicas run SYNC_FLUSH: a master syncs a
     // put before it counts it, a slave syncs a replicated append before it reports it
     // (`writer.rs` `replicate`), so every acknowledged message is synced on every member of
-    // the SyncStateSet it was acknowledged under.
+    // the SyncStateSet it was acknowledged under. Seeds 1-12 (the full band 1-25 is
+    // `#[ignore]`d below).
     let opts = SimOptions {
         power_loss_all: true,
         ..options()
     };
-    let total = band(&opts, 1..=25);
-    eprintln!("{total:?}");
-    assert!(total.power_losses >= 8, "too few power losses: {total:?}");
-    assert!(
-        total.acked_messages > 300,
-        "too few acknowledged: {total:?}"
-    );
+    correlated_checks(&band(&opts, 1..=12), 4);
+}
+
+#[test]
+#[ignore = "the full band, about 2 minutes: cargo test -p rocketraft-sim --test replicas -- --ignored"]
+fn correlated_power_losses_full_band() {
+    let opts = SimOptions {
+        power_loss_all: true,
+        ..options()
+    };
+    correlated_checks(&band(&opts, 1..=25), 8);
 }
 
 #[test]
@@ -266,12 +302,58 @@ fn checker_catches_a_lease_clock_slower_than_the_documented_bound() {
     for f in &outcome.failures {
         eprintln!("  {f}");
     }
-    assert_eq!(outcome.violations, vec![Violation::LeaseOverlap]);
+    // a1, still master of epoch 1 with a valid lease on its slow clock, then also lacks what
+    // epoch 2 confirmed from 1030 ms on: a writable master must hold the whole confirmed
+    // prefix (`[confirmed-lost]` relaxes that only for a master whose lease ran out).
+    assert_eq!(
+        outcome.violations,
+        vec![Violation::LeaseOverlap, Violation::ConfirmedLost]
+    );
     assert!(outcome
         .failures
         .iter()
-        .all(|f| f.contains("[lease-overlap]")));
+        .all(|f| f.contains("[lease-overlap]")
+            || f.contains("[confirmed-lost] a1 (Master of epoch 1")));
     let again = run_seed(14, &opts);
     assert_eq!(outcome.failures, again.failures);
+    assert_same_trace(&outcome.trace, &again.trace);
+}
+
+#[test]
+fn power_loss_of_an_async_flush_replica_loses_acknowledged_messages() {
+    // The model's self-test: it can lose an acknowledged message. With ASYNC_FLUSH nothing is
+    // synced within a run (no checkpoint, the flusher's interval is an hour), so an
+    // acknowledgement stands on page caches only. Seed 14: a2, a slave of a1 in the set
+    // {1, 2}, loses power at 291 ms (of its CommitLog's two unsynced pages the second is
+    // lost) and at 560 ms lacks messages a1 acknowledged under {1, 2}. (Seeds 5 and 18, a
+    // master alone in its set losing power, also fail `[confirmed-lost]`, and 5 `[confirm-back]`.)
+    let opts = SimOptions {
+        async_flush: true,
+        ..options()
+    };
+    let outcome = run_seed(14, &opts);
+    for f in &outcome.failures {
+        eprintln!("  {f}");
+    }
+    assert_eq!(outcome.violations, vec![Violation::MessageLost]);
+    assert!(outcome
+        .failures
+        .iter()
+        .all(|f| f.contains("[message-lost]")));
+    let commitlog: u64 = outcome
+        .stats
+        .disk_losses
+        .iter()
+        .filter(|(k, _)| k.starts_with("commitlog ") && !k.ends_with(" length"))
+        .map(|(_, n)| n)
+        .sum();
+    assert!(
+        commitlog > 0,
+        "no CommitLog bytes lost: {:?}",
+        outcome.stats
+    );
+    let again = run_seed(14, &opts);
+    assert_eq!(outcome.failures, again.failures);
+    assert_eq!(outcome.stats, again.stats);
     assert_same_trace(&outcome.trace, &again.trace);
 }
