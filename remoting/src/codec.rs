@@ -4,7 +4,7 @@
 //! [i32 totalLen = 4 + headerLen + bodyLen][i32 (serializeType << 24) | headerLen][header][body]
 //! ```
 
-use bytes::{Buf, BufMut, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::command::{RemotingCommand, SerializeType};
 use crate::error::CodecError;
@@ -96,9 +96,19 @@ pub fn decode(src: &mut BytesMut) -> Result<Option<RemotingCommand>, CodecError>
     }
 
     src.advance(8);
-    // The header's `extFields` strings stay slices of the frame (no copy per field).
-    let header_bytes = src.split_to(header_len).freeze();
-    let body = src.split_to(frame_len - 4 - header_len).freeze();
+    // The header is copied out of the connection's read buffer in one piece, and its
+    // `extFields` strings stay slices of that copy (no copy per field). A slice of the read
+    // buffer itself would keep the whole buffer (megabytes after a large send) alive for as
+    // long as the request is held, a long-polling pull or POP for many seconds.
+    let header_bytes = Bytes::copy_from_slice(&src[..header_len]);
+    src.advance(header_len);
+    let body_len = frame_len - 4 - header_len;
+    // An empty body takes no share of the read buffer either.
+    let body = if body_len == 0 {
+        Bytes::new()
+    } else {
+        src.split_to(body_len).freeze()
+    };
     let mut cmd = match serialize_type {
         SerializeType::Json => header::decode_json_frame(&header_bytes)?,
         SerializeType::RocketMq => header::decode_binary_frame(&header_bytes)?,

@@ -303,7 +303,8 @@ impl RemotingCommand {
 
 /// A string of a command's header: a name known at compile time, a slice of the frame it was
 /// read from (no copy), a short string kept inline, or an owned string. Compares, orders and
-/// hashes as its text.
+/// hashes as its text. A slice keeps the bytes it was read from alive (the decoder gives it a
+/// copy of the frame's header, not the connection's read buffer).
 #[derive(Clone)]
 pub struct ExtStr(Repr);
 

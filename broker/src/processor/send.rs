@@ -424,7 +424,7 @@ async fn store_and_answer(
         _ => None,
     };
     let mut response = request.response_to(code, None);
-    // Room for every field up front: no rehash while they go in.
+    // Room for every field up front: no regrowth while they go in.
     response.ext_fields.reserve(7);
     response.ext_fields.insert("msgId", result.msg_id);
     response.set_ext("queueId", queue_id);
