@@ -11,9 +11,11 @@
 //! (`HaState::wait_for_acks`, `all_ack_in_sync_state_set`), as the broker's send path does.
 //!
 //! Crash models: `kill -9` (`MessageStore::crash_for_test`: the page cache survives), and
-//! **power loss** ([`Replicas::power_loss`]): the process stops, then its files keep only what
-//! the store synced, and past it what [`crate::disk`] draws per file (all lost, a prefix, a torn
-//! tail), before the real recovery runs at the next start. Either one replica at a time, or with
+//! **power loss** ([`Replicas::power_loss`]): the disk model freezes (syncs made while the
+//! process stops do not count), the process stops, then its files keep only what the store
+//! synced, and past it what [`crate::disk`] draws per 4 KiB page (kept, lost, torn), with
+//! unsynced lengths and directory entries perhaps undone, before the real recovery runs at the
+//! next start. Either one replica at a time, or with
 //! `SimOptions::power_loss_all` every running replica at once.
 //!
 //! Invariants, checked every sample ([`Replicas::sample`]):
