@@ -585,4 +585,42 @@ mod tests {
             "a sync after freeze counted as durable: lost only {lost} of 20"
         );
     }
+
+    /// A length changed since the last fsync (a growth or a truncation) may revert to the
+    /// synced one; the synced bytes stay.
+    #[test]
+    fn an_unsynced_length_change_may_revert() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("r");
+        fs::create_dir_all(&root).expect("mkdir");
+        let disk = Arc::new(DiskModel::default());
+        disk.baseline(&root).expect("baseline");
+        let _guard = observe(root.clone(), disk.clone());
+        let name = root.join(format!("{:020}", 0));
+        let mut seen = std::collections::BTreeSet::new();
+        for seed in 0..30u64 {
+            // Created and fsynced at 4096 bytes (and its directory synced).
+            let f = MappedFile::create(&root, 0, 4096, false, false).expect("create");
+            // SAFETY: nothing else maps the file.
+            unsafe { f.write(0, b"synced") };
+            f.flush_range(0, 6).expect("flush");
+            drop(f);
+            let new_len = if seed % 2 == 0 { 8192 } else { 1024 };
+            fs::OpenOptions::new()
+                .write(true)
+                .open(&name)
+                .and_then(|f| f.set_len(new_len))
+                .expect("set_len");
+            disk.power_loss(&root, seed).expect("power loss");
+            let bytes = fs::read(&name).expect("read");
+            assert_eq!(&bytes[..6], b"synced");
+            assert!(bytes.len() == 4096 || bytes.len() as u64 == new_len);
+            seen.insert((new_len, bytes.len()));
+            fs::remove_file(&name).expect("rm");
+            sync_dir(&root).expect("sync");
+        }
+        for want in [(8192, 4096), (8192, 8192), (1024, 4096), (1024, 1024)] {
+            assert!(seen.contains(&want), "never {want:?}: {seen:?}");
+        }
+    }
 }
