@@ -21,7 +21,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::{timeout, timeout_at, Instant};
 use tracing::{debug, error, warn};
 
@@ -134,6 +134,9 @@ struct Inner {
     closed_tx: watch::Sender<bool>,
     request_permits: Arc<Semaphore>,
     max_in_flight_requests: usize,
+    /// A server connection's byte budget (its share and the server's total), which its
+    /// requests off the socket and in-process ([`crate::local`]) take from.
+    budget: Option<ConnectionBudget>,
     /// When the connection was opened (the base of `last_read_ms`).
     opened: Instant,
     /// Milliseconds after `opened` at which the last bytes arrived (0: none yet).
@@ -224,13 +227,21 @@ impl ConnectionHandle {
         self.inner.opened.elapsed().saturating_sub(last)
     }
 
+    /// A server connection's byte budget.
+    pub(crate) fn budget(&self) -> Option<&ConnectionBudget> {
+        self.inner.budget.as_ref()
+    }
+
     /// Requests from the peer being processed now.
     pub(crate) fn requests_in_flight(&self) -> usize {
         let available = self.inner.request_permits.available_permits();
         self.inner.max_in_flight_requests.saturating_sub(available)
     }
 
-    fn note_read(&self) {
+    /// Records activity from the peer: bytes off the socket, or a request of this connection
+    /// dispatched in-process ([`crate::local`]), which the idle timeout and the eviction of
+    /// the longest idle connection must see too.
+    pub(crate) fn note_read(&self) {
         let ms = self.inner.opened.elapsed().as_millis();
         let ms = u64::try_from(ms).unwrap_or(u64::MAX).max(1);
         self.inner.last_read_ms.store(ms, Ordering::Release);
@@ -441,6 +452,10 @@ pub(crate) fn spawn_connection(
     let (tx, rx) = mpsc::channel(options.send_queue_capacity.max(1));
     let (closed_tx, _) = watch::channel(false);
     let max_in_flight = options.max_in_flight_requests.max(1);
+    let guard = options.server.map(|server| Guard {
+        budget: server.connection(),
+        limits: server.limits,
+    });
     let handle = ConnectionHandle {
         inner: Arc::new(Inner {
             id: NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed),
@@ -453,6 +468,7 @@ pub(crate) fn spawn_connection(
             closed_tx,
             request_permits: Arc::new(Semaphore::new(max_in_flight)),
             max_in_flight_requests: max_in_flight,
+            budget: guard.as_ref().map(|g| g.budget.clone()),
             opened: Instant::now(),
             last_read_ms: AtomicU64::new(0),
             trust: Mutex::new(PeerTrust::default()),
@@ -460,10 +476,6 @@ pub(crate) fn spawn_connection(
         }),
     };
     tokio::spawn(write_loop(write_half, rx, handle.clone()));
-    let guard = options.server.map(|server| Guard {
-        budget: server.connection(),
-        limits: server.limits,
-    });
     tokio::spawn(read_loop(read_half, handle.clone(), dispatch, guard));
     Ok(handle)
 }
@@ -567,6 +579,12 @@ async fn read_loop(
                     return frame_timed_out(&conn);
                 }
                 if conn.requests_in_flight() == 0 {
+                    // In-process requests of this connection (crate::local) are activity too.
+                    let noted = Instant::now().checked_sub(conn.idle_for());
+                    if let Some(noted) = noted.filter(|&noted| noted > active) {
+                        active = noted;
+                        continue;
+                    }
                     debug!(conn = conn.id(), peer = %conn.peer_addr(), "idle connection closed");
                     return conn.close();
                 }
@@ -829,34 +847,85 @@ async fn handle_request(
     bytes: Option<FrameBytes>,
 ) {
     let oneway = request.is_oneway();
-    let Some(processor) = dispatch.processor(request.code) else {
-        debug!(conn = conn.id(), peer = %conn.peer_addr(), code = request.code, oneway,
-            "no processor for request code");
-        if !oneway {
-            let remark = format!("request type {} not supported", request.code);
-            conn.send_response(
-                request.response_to(response_code::REQUEST_CODE_NOT_SUPPORTED, Some(remark)),
-            )
-            .await;
+    match start_request(conn, dispatch, request, bytes) {
+        Started::Answered(response) => {
+            if !oneway {
+                conn.send_response(response).await;
+            }
         }
-        return;
+        Started::Running(run) => {
+            let conn = conn.clone();
+            tokio::spawn(async move {
+                let (response, in_flight) = run.await;
+                if let Some(response) = response {
+                    conn.send_response(response).await;
+                }
+                drop(in_flight);
+            });
+        }
+    }
+}
+
+/// A request started by [`start_request`].
+pub(crate) enum Started<F> {
+    /// Answered without running a processor: REQUEST_CODE_NOT_SUPPORTED, or SYSTEM_BUSY beyond
+    /// the connection's in-flight limit (not to be sent for a oneway request).
+    Answered(RemotingCommand),
+    /// Its processor, to be run (on a task of its own): the finished response, if one is to
+    /// be sent, and what the request holds until it is sent (its in-flight permit, the
+    /// server's shutdown token, its bytes).
+    Running(F),
+}
+
+/// What a request holds while it is processed and answered.
+pub(crate) struct InFlight {
+    _permit: OwnedSemaphorePermit,
+    _token: Option<Arc<()>>,
+    _bytes: Option<FrameBytes>,
+}
+
+/// Starts one request of `conn`, off the socket or in-process ([`crate::local`]): the
+/// processor for its code (else REQUEST_CODE_NOT_SUPPORTED), a permit of the connection's
+/// in-flight limit (else SYSTEM_BUSY), and the run: the processor with a panic answered
+/// SYSTEM_ERROR, the `rocketmq_rpc_latency` record, and the response tied to the request
+/// (opaque, flag, header encoding); nothing for a oneway request.
+pub(crate) fn start_request(
+    conn: &ConnectionHandle,
+    dispatch: &Arc<dyn Dispatch>,
+    request: RemotingCommand,
+    bytes: Option<FrameBytes>,
+) -> Started<impl Future<Output = (Option<RemotingCommand>, InFlight)> + Send + 'static> {
+    let oneway = request.is_oneway();
+    let (code, opaque, serialize_type) = (request.code, request.opaque, request.serialize_type);
+    let Some(processor) = dispatch.processor(code) else {
+        debug!(conn = conn.id(), peer = %conn.peer_addr(), code, oneway,
+            "no processor for request code");
+        let remark = format!("request type {code} not supported");
+        return Started::Answered(finish_response(
+            request.response_to(response_code::REQUEST_CODE_NOT_SUPPORTED, Some(remark)),
+            opaque,
+            serialize_type,
+        ));
     };
     let Ok(permit) = conn.inner.request_permits.clone().try_acquire_owned() else {
         let limit = conn.inner.max_in_flight_requests;
-        warn!(conn = conn.id(), peer = %conn.peer_addr(), code = request.code, limit,
+        warn!(conn = conn.id(), peer = %conn.peer_addr(), code, limit,
             "too many requests in flight on the connection; rejecting");
-        if !oneway {
-            let remark = format!("too many requests in flight on this connection (limit {limit})");
-            conn.send_response(request.response_to(response_code::SYSTEM_BUSY, Some(remark)))
-                .await;
-        }
-        return;
+        let remark = format!("too many requests in flight on this connection (limit {limit})");
+        return Started::Answered(finish_response(
+            request.response_to(response_code::SYSTEM_BUSY, Some(remark)),
+            opaque,
+            serialize_type,
+        ));
     };
-    let token = dispatch.in_flight_token();
+    let in_flight = InFlight {
+        _permit: permit,
+        _token: dispatch.in_flight_token(),
+        _bytes: bytes,
+    };
     let conn = conn.clone();
     let dispatch = dispatch.clone();
-    tokio::spawn(async move {
-        let (code, opaque, serialize_type) = (request.code, request.opaque, request.serialize_type);
+    Started::Running(async move {
         let ctx = RequestContext {
             peer: conn.peer_addr(),
             local: conn.local_addr(),
@@ -900,14 +969,11 @@ async fn handle_request(
                 })
             }
         };
-        if let Some(response) = response {
-            conn.send_response(finish_response(response, opaque, serialize_type))
-                .await;
-        }
-        drop(permit);
-        drop(token);
-        drop(bytes);
-    });
+        (
+            response.map(|r| finish_response(r, opaque, serialize_type)),
+            in_flight,
+        )
+    })
 }
 
 /// Ties a processor's response to its request: same opaque, response flag, and the

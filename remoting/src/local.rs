@@ -22,11 +22,16 @@
 //! Everything it does for a request off the socket except the codec: the processor registered
 //! for the code (wrapped by ACL/authentication and cluster-trust guards, so a signed request is
 //! checked as over TCP), the request's size by code and header size ([`ServerLimits`]), the
-//! bytes it may hold (the connection's share and the server's total), the in-flight limit of a
-//! connection (SYSTEM_BUSY beyond it), the shutdown's wait for requests in flight, the
+//! bytes it may hold (the connection's own share and the server's total), the connection's own
+//! in-flight limit (SYSTEM_BUSY beyond it), the shutdown's wait for requests in flight, the
 //! `rocketmq_rpc_latency` record, a panicking processor answered SYSTEM_ERROR, and the response
-//! given the request's opaque, flag and header encoding. The processor runs on its own task, as
-//! off the socket: a request whose caller gave up (timeout) still completes.
+//! given the request's opaque, flag and header encoding: the one code path
+//! ([`crate::connection::start_request`]) a request off the socket takes. The byte share and
+//! the in-flight permits are the connection's, shared by its requests of both paths. Each
+//! in-process request is activity of the connection, as bytes off its socket are: its idle
+//! timeout and the server's eviction of its longest idle connection see it. The processor
+//! runs on its own task, as off the socket: a request whose caller gave up (timeout) still
+//! completes.
 //!
 //! # What stays on TCP
 //!
@@ -37,26 +42,20 @@
 //! the channel for those pushes. Oneway requests go over TCP as well.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
 use std::sync::{Arc, OnceLock, Weak};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use tokio::sync::Semaphore;
 use tokio::time::{timeout_at, Instant};
 use tracing::{debug, error};
 
-use crate::codes::{request_code, response_code};
-use crate::command::{RemotingCommand, SerializeType, ONEWAY_FLAG, RESPONSE_FLAG};
-use crate::connection::{ConnectionHandle, ConnectionOptions, Dispatch};
+use crate::codes::request_code;
+use crate::command::{RemotingCommand, SerializeType};
+use crate::connection::{start_request, ConnectionHandle, ConnectionOptions, Dispatch, Started};
 use crate::error::{CodecError, RemotingError};
 use crate::header;
-use crate::limits::{ConnectionBudget, ServerLimits};
-use crate::server::RequestContext;
+use crate::limits::ServerLimits;
 
 /// The requests a client keeps sending over its TCP connection (see the module docs).
 pub fn keeps_tcp(code: i32) -> bool {
@@ -116,17 +115,10 @@ pub(crate) fn find(client_local: SocketAddr, client_peer: SocketAddr) -> Option<
     if accepted.conn.is_closed() {
         return None;
     }
-    let max_in_flight = accepted.options.max_in_flight_requests.max(1);
     Some(LocalEndpoint {
         conn: accepted.conn.clone(),
         dispatch: Arc::downgrade(&accepted.dispatch),
-        permits: Arc::new(Semaphore::new(max_in_flight)),
-        max_in_flight,
-        limits: accepted
-            .options
-            .server
-            .as_ref()
-            .map(|s| (s.limits.clone(), s.connection())),
+        limits: accepted.options.server.as_ref().map(|s| s.limits.clone()),
     })
 }
 
@@ -137,11 +129,10 @@ pub(crate) struct LocalEndpoint {
     /// The server's processors; weak, so that a client holding this endpoint does not keep a
     /// stopped server's processors (and what they hold) alive.
     dispatch: Weak<dyn Dispatch>,
-    /// The connection's in-flight limit for in-process requests.
-    permits: Arc<Semaphore>,
-    max_in_flight: usize,
-    /// The server's limits and this connection's byte budget (a server always has them).
-    limits: Option<(Arc<ServerLimits>, ConnectionBudget)>,
+    /// The server's limits (a server always has them). The in-flight limit and the byte
+    /// budget are the connection's own ([`ConnectionHandle`]), shared with its requests off
+    /// the socket.
+    limits: Option<Arc<ServerLimits>>,
 }
 
 /// The bytes a request takes as a frame: its encoded header (exactly, in the request's
@@ -237,9 +228,12 @@ impl LocalEndpoint {
         let Some(dispatch) = self.dispatch.upgrade() else {
             return Err(closed());
         };
-        let (code, opaque, serialize_type) = (request.code, request.opaque, request.serialize_type);
+        // Activity of the connection, as bytes off its socket: its idle timeout and the
+        // server's eviction of the longest idle connection see it.
+        self.conn.note_read();
+        let code = request.code;
         let mut bytes = None;
-        if let Some((limits, budget)) = &self.limits {
+        if let Some(limits) = &self.limits {
             // What the server's reader refuses before reading a frame's body.
             let (header, len) = request_len(&request);
             let max = limits.max_request_len(code);
@@ -249,129 +243,40 @@ impl LocalEndpoint {
             if len > max {
                 return Err(RemotingError::Codec(CodecError::FrameTooLarge { len, max }));
             }
-            bytes = match timeout_at(deadline, budget.reserve(len)).await {
-                Ok(Some(bytes)) => Some(bytes),
-                Ok(None) => return Err(closed()),
-                Err(_) => return Err(timed_out()),
-            };
-        }
-        let Some(processor) = dispatch.processor(code) else {
-            debug!(conn = self.conn.id(), code, "no processor for request code");
-            let remark = format!("request type {code} not supported");
-            return Ok(finish(
-                request.response_to(response_code::REQUEST_CODE_NOT_SUPPORTED, Some(remark)),
-                opaque,
-                serialize_type,
-            ));
-        };
-        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
-            let limit = self.max_in_flight;
-            let remark = format!("too many requests in flight on this connection (limit {limit})");
-            return Ok(finish(
-                request.response_to(response_code::SYSTEM_BUSY, Some(remark)),
-                opaque,
-                serialize_type,
-            ));
-        };
-        let token = dispatch.in_flight_token();
-        let ctx = RequestContext {
-            peer: self.conn.peer_addr(),
-            local: self.conn.local_addr(),
-            connection: self.conn.clone(),
-        };
-        let conn_id = self.conn.id();
-        // Its own task, as a request off the socket: it completes even if the caller gives up.
-        let task = tokio::spawn(async move {
-            let started = std::time::Instant::now();
-            let outcome = CatchUnwind(processor.process(ctx, request)).await;
-            if let Some(metrics) = dispatch.rpc_metrics() {
-                let (response_code, result) = match &outcome {
-                    Ok(Some(r)) => (r.code, "success"),
-                    Ok(None) => (-1, "cancelled"),
-                    Err(()) => (-1, "process_request_failed"),
+            if let Some(budget) = self.conn.budget() {
+                bytes = match timeout_at(deadline, budget.reserve(len)).await {
+                    Ok(Some(bytes)) => Some(bytes),
+                    Ok(None) => return Err(closed()),
+                    Err(_) => return Err(timed_out()),
                 };
-                metrics.observe_remoting(
-                    code,
-                    response_code,
-                    is_long_polling(code),
-                    result,
-                    started.elapsed().as_secs_f64() * 1000.0,
-                );
             }
-            drop((permit, token, bytes));
-            outcome
+        }
+        let run = match start_request(&self.conn, &dispatch, request, bytes) {
+            Started::Answered(response) => return Ok(response),
+            Started::Running(run) => run,
+        };
+        // Its own task, as a request off the socket: it completes even if the caller gives up.
+        let conn_id = self.conn.id();
+        let task = tokio::spawn(async move {
+            let (response, in_flight) = run.await;
+            drop(in_flight);
+            response
         });
         match timeout_at(deadline, task).await {
-            Ok(Ok(Ok(Some(response)))) => Ok(finish(response, opaque, serialize_type)),
+            Ok(Ok(Some(response))) => Ok(response),
             // No answer: over TCP the caller would wait for its whole timeout.
-            Ok(Ok(Ok(None))) => {
-                debug!(code, opaque, "processor returned no response");
-                Err(timed_out())
-            }
+            Ok(Ok(None)) => Err(timed_out()),
             // The task was cancelled: the runtime is shutting down, as a connection closing.
             Ok(Err(e)) if e.is_cancelled() => {
                 debug!(conn = conn_id, code, "in-process request cancelled");
                 Err(closed())
             }
-            Ok(Ok(Err(()))) | Ok(Err(_)) => {
-                error!(
-                    conn = conn_id,
-                    code, "request processor panicked (in-process request)"
-                );
-                Ok(finish(
-                    RemotingCommand::response(
-                        response_code::SYSTEM_ERROR,
-                        Some(format!(
-                            "internal error while processing request type {code}"
-                        )),
-                    ),
-                    opaque,
-                    serialize_type,
-                ))
+            // A processor's panic is answered SYSTEM_ERROR inside the run; this is a bug here.
+            Ok(Err(e)) => {
+                error!(conn = conn_id, code, error = %e, "in-process request task failed");
+                Err(closed())
             }
             Err(_) => Err(timed_out()),
-        }
-    }
-}
-
-/// The request codes answered by long polling (their latency includes the wait), as the
-/// server labels them.
-fn is_long_polling(code: i32) -> bool {
-    matches!(
-        code,
-        request_code::PULL_MESSAGE
-            | request_code::POP_MESSAGE
-            | request_code::LITE_PULL_MESSAGE
-            | request_code::POP_LITE_MESSAGE
-            | request_code::NOTIFICATION
-            | request_code::POLLING_INFO
-    )
-}
-
-/// Ties a processor's response to its request, as the server does before encoding it.
-fn finish(
-    mut response: RemotingCommand,
-    opaque: i32,
-    serialize_type: SerializeType,
-) -> RemotingCommand {
-    response.opaque = opaque;
-    response.flag = (response.flag | RESPONSE_FLAG) & !ONEWAY_FLAG;
-    response.serialize_type = serialize_type;
-    response
-}
-
-/// Turns a panic while polling the inner future into an error.
-struct CatchUnwind<F>(F);
-
-impl<F: Future + Unpin> Future for CatchUnwind<F> {
-    type Output = Result<F::Output, ()>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let inner = &mut self.0;
-        match std::panic::catch_unwind(AssertUnwindSafe(|| Pin::new(&mut *inner).poll(cx))) {
-            Ok(Poll::Ready(value)) => Poll::Ready(Ok(value)),
-            Ok(Poll::Pending) => Poll::Pending,
-            Err(_) => Poll::Ready(Err(())),
         }
     }
 }
@@ -381,14 +286,25 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::codes::response_code;
+    use crate::command::ONEWAY_FLAG;
+    use crate::server::RequestContext;
     use crate::{processor_fn, ClientConfig, RemotingClient, RemotingServer};
 
     const ECHO: i32 = 9001;
     const PANIC: i32 = 9002;
+    const SLOW: i32 = 9004;
 
     /// A server whose ECHO answers the peer address it saw in the remark, and whose PANIC
     /// panics; a client of it with `in_process`, after its requests went in-process.
     async fn server_and_client() -> (crate::ServerHandle, RemotingClient, String) {
+        server_and_client_with(crate::ServerLimits::default(), 1024).await
+    }
+
+    async fn server_and_client_with(
+        limits: crate::ServerLimits,
+        max_in_flight: usize,
+    ) -> (crate::ServerHandle, RemotingClient, String) {
         let echo = processor_fn(|ctx: RequestContext, req: RemotingCommand| async move {
             Some(req.response_to(response_code::SUCCESS, Some(ctx.peer.to_string())))
         });
@@ -398,6 +314,15 @@ mod tests {
         let server = RemotingServer::builder()
             .register(ECHO, echo)
             .register(PANIC, panics)
+            .register(
+                SLOW,
+                processor_fn(|_ctx: RequestContext, _req: RemotingCommand| async move {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    None
+                }),
+            )
+            .limits(limits)
+            .max_in_flight_per_connection(max_in_flight)
             .bind("127.0.0.1:0")
             .await
             .expect("bind")
@@ -497,6 +422,99 @@ mod tests {
                 .await
                 .expect("echo");
         }
+        server.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn in_process_requests_keep_the_connection_from_idling_out() {
+        let idle = Duration::from_millis(500);
+        let (server, client, addr) = server_and_client_with(
+            crate::ServerLimits {
+                idle_timeout: Some(idle),
+                ..crate::ServerLimits::default()
+            },
+            1024,
+        )
+        .await;
+        let handle = client.connection_handle(&addr).await.expect("connection");
+        let before = client.local_dispatches_to(&addr);
+        // Four idle timeouts of in-process requests only: the connection stays.
+        let started = std::time::Instant::now();
+        while started.elapsed() < idle * 4 {
+            client
+                .invoke(
+                    &addr,
+                    RemotingCommand::request(ECHO),
+                    Duration::from_secs(5),
+                )
+                .await
+                .expect("echo");
+            tokio::time::sleep(idle / 5).await;
+        }
+        assert!(client.local_dispatches_to(&addr) > before + 10);
+        assert!(
+            !handle.is_closed(),
+            "the server closed a connection busy in-process"
+        );
+        let again = client.connection_handle(&addr).await.expect("connection");
+        assert_eq!(again.id(), handle.id(), "the connection was dialled again");
+        // Silent for longer than the idle timeout: the server closes it (the timeout is live).
+        let started = std::time::Instant::now();
+        while !handle.is_closed() {
+            assert!(
+                started.elapsed() < idle * 6,
+                "an idle connection was not closed"
+            );
+            tokio::time::sleep(idle / 10).await;
+        }
+        server.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn in_process_requests_share_the_connections_in_flight_limit() {
+        let (server, client, addr) =
+            server_and_client_with(crate::ServerLimits::default(), 1).await;
+        let handle = client.connection_handle(&addr).await.expect("connection");
+        let endpoint = find(handle.local_addr(), handle.peer_addr()).expect("in this process");
+        // A oneway request over the socket holds the connection's one permit while its
+        // processor runs: an in-process request is refused as a second one off the socket.
+        client
+            .invoke_oneway(&addr, RemotingCommand::request(SLOW))
+            .await
+            .expect("oneway");
+        let started = std::time::Instant::now();
+        while endpoint.conn.requests_in_flight() == 0 {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "the oneway never ran"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let r = client
+            .invoke(
+                &addr,
+                RemotingCommand::request(ECHO),
+                Duration::from_secs(5),
+            )
+            .await
+            .expect("an answer");
+        assert_eq!(r.code, response_code::SYSTEM_BUSY);
+        while endpoint.conn.requests_in_flight() > 0 {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "the oneway never ended"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let r = client
+            .invoke(
+                &addr,
+                RemotingCommand::request(ECHO),
+                Duration::from_secs(5),
+            )
+            .await
+            .expect("an answer");
+        assert_eq!(r.code, response_code::SUCCESS);
         server.shutdown().await;
     }
 

@@ -316,3 +316,99 @@ async fn in_process_requests_are_requests_of_the_client_connection() {
     drop(client);
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_proxy_busy_in_process_keeps_its_connection_and_registrations() {
+    // The broker closes a connection idle for a second; the proxy heartbeats its producers
+    // every 5 s over TCP and sends in-process in between: those sends are the connection's
+    // activity, so it stays, and with it the producer registered by it.
+    const TOPIC: &str = "LocalIdleTopic";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (namesrv, broker) = crate::support::start_backend(dir.path(), |c| {
+        c.server_limits.idle_seconds = 1;
+    })
+    .await;
+    crate::support::create_topic(&namesrv, &broker, &TopicConfig::new(TOPIC, 1)).await;
+    let proxy = Proxy::start(ProxyConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        namesrv_addr: namesrv.local_addr().to_string(),
+        proxy_mode: ProxyMode::Local,
+        ..ProxyConfig::default()
+    })
+    .await
+    .expect("proxy");
+    let mut client = MessagingServiceClient::connect(format!("http://{}", proxy.local_addr()))
+        .await
+        .expect("connect");
+    // A producer of the topic: the proxy registers it with the broker (its group is the topic).
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(pb::TelemetryCommand {
+        status: None,
+        command: Some(pb::telemetry_command::Command::Settings(pb::Settings {
+            client_type: Some(pb::ClientType::Producer as i32),
+            pub_sub: Some(pb::settings::PubSub::Publishing(pb::Publishing {
+                topics: vec![pb::Resource {
+                    resource_namespace: String::new(),
+                    name: TOPIC.into(),
+                }],
+                max_body_size: 0,
+                validate_message_type: true,
+            })),
+            ..pb::Settings::default()
+        })),
+    })
+    .await
+    .expect("settings");
+    let outbound =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
+    let mut req = tonic::Request::new(outbound);
+    req.metadata_mut().insert(
+        "x-mq-client-id",
+        "local-idle-producer".parse().expect("ascii"),
+    );
+    let telemetry = client.telemetry(req).await.expect("telemetry").into_inner();
+    // Registered on an open connection (the broker forgets the closed ones only later).
+    let registered = || {
+        broker
+            .inner()
+            .clients
+            .producer_channels(TOPIC)
+            .iter()
+            .any(|c| !c.connection.is_closed())
+    };
+    let started = Instant::now();
+    while !registered() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the proxy never registered its producer"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Four idle timeouts of in-process sends, well within one heartbeat interval.
+    let broker_addr = broker.local_addr().to_string();
+    let before = proxy.local_dispatches_to(&broker_addr);
+    let started = Instant::now();
+    let mut i = 0u64;
+    while started.elapsed() < Duration::from_secs(4) {
+        let r = client
+            .send_message(send_request(TOPIC, &format!("LOCAL-IDLE-{i}")))
+            .await
+            .expect("send")
+            .into_inner();
+        assert_eq!(code(&r), pb::Code::Ok as i32, "{:?}", r.status);
+        assert!(
+            registered(),
+            "the producer registration was dropped after {:?} of in-process sends",
+            started.elapsed()
+        );
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    assert!(proxy.local_dispatches_to(&broker_addr) >= before + i);
+
+    drop(telemetry);
+    proxy.shutdown().await;
+    broker.shutdown().await;
+    namesrv.shutdown().await;
+}
