@@ -537,9 +537,10 @@ mod tests {
     #[test]
     fn batch_bodies_decode_and_garbage_is_refused() {
         let mut body = Vec::new();
-        rocketraft_remoting::api::encode_batch_entry(&mut body, b"one", "KEYS\u{1}k1\u{2}");
+        rocketraft_remoting::api::encode_batch_entry(&mut body, b"one", "KEYS\u{1}k1\u{2}")
+            .expect("short properties");
         let first_len = body.len();
-        rocketraft_remoting::api::encode_batch_entry(&mut body, b"", "");
+        rocketraft_remoting::api::encode_batch_entry(&mut body, b"", "").expect("no properties");
         let messages = decode_batch("T", Bytes::from(body.clone()), "").expect("decode");
         assert_eq!(messages.len(), 2);
         assert_eq!(&messages[0].body[..], b"one");
