@@ -35,6 +35,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use parking_lot::Mutex;
 use rocketraft_controller::client::{ControllerCallError, ControllerClient, MasterInfo};
 use rocketraft_controller::heartbeat::Heartbeat;
@@ -57,6 +58,100 @@ const LEASE_RETRY: Duration = Duration::from_millis(100);
 /// intervals still renews the lease every interval).
 const HEARTBEATS_IN_FLIGHT: usize = 8;
 
+/// How a replica reaches the other replicas of its set: a slave's replication from its master,
+/// and the news of a new master to the old one. A broker uses [`RemotingPeers`]
+/// (EXCHANGE_BROKER_HA_INFO, then the HA connection over TCP or TLS, and a oneway Remoting
+/// request); the deterministic simulation (`rocketraft-sim`) its simulated streams, running the
+/// same `ha` code over them.
+pub trait ReplicaPeers: Send + Sync {
+    /// Replicates from the master `master_id` at `master_addr` into `ha` (this broker, id `me`)
+    /// until aborted, reconnecting as needed.
+    fn follow(
+        &self,
+        ha: Arc<HaState>,
+        me: i64,
+        master_id: i64,
+        master_addr: String,
+    ) -> BoxFuture<'static, ()>;
+
+    /// Delivers `request` (a NOTIFY_BROKER_ROLE_CHANGED) to the broker at `addr`, best effort.
+    fn tell(&self, addr: String, request: RemotingCommand) -> BoxFuture<'static, ()>;
+}
+
+/// [`ReplicaPeers`] over Remoting and the HA port: what a broker runs.
+pub struct RemotingPeers {
+    remoting: RemotingClient,
+    my_addr: String,
+    my_ha: SocketAddr,
+}
+
+impl RemotingPeers {
+    pub fn new(remoting: RemotingClient, my_addr: String, my_ha: SocketAddr) -> RemotingPeers {
+        RemotingPeers {
+            remoting,
+            my_addr,
+            my_ha,
+        }
+    }
+}
+
+impl ReplicaPeers for RemotingPeers {
+    fn follow(
+        &self,
+        ha: Arc<HaState>,
+        me: i64,
+        _master_id: i64,
+        master_addr: String,
+    ) -> BoxFuture<'static, ()> {
+        let remoting = self.remoting.clone();
+        let my_addr = self.my_addr.clone();
+        let my_ha = self.my_ha;
+        Box::pin(async move {
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                match exchange_ha_info(&remoting, &master_addr, &my_addr, my_ha).await {
+                    Ok(ha_addr) => match ha::follow_once(&ha, me, &ha_addr).await {
+                        Ok(()) => {}
+                        Err(e) => {
+                            tracing::warn!(master = %ha_addr, error = %e, "replication from the master interrupted; reconnecting")
+                        }
+                    },
+                    Err(e) => {
+                        tracing::warn!(master = %master_addr, error = %e, "cannot get the master's HA address")
+                    }
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        })
+    }
+
+    fn tell(&self, addr: String, request: RemotingCommand) -> BoxFuture<'static, ()> {
+        let remoting = self.remoting.clone();
+        Box::pin(async move {
+            if let Err(e) = remoting.invoke_oneway(&addr, request).await {
+                tracing::debug!(%addr, error = %e, "the old master was not told of the new one");
+            }
+        })
+    }
+}
+
+/// What [`ReplicaManager::start_with`] builds a manager from, the identity already known: the
+/// deterministic simulation's way in (its store, `HaState`, controller transport and streams).
+pub struct ReplicaParts {
+    pub config: BrokerConfig,
+    pub store: Arc<MessageStore>,
+    pub ha: Arc<HaState>,
+    pub identity: BrokerIdentity,
+    pub broker_addr: String,
+    pub ha_addr: SocketAddr,
+    pub register_trigger: Arc<Notify>,
+    pub client: ControllerClient,
+    /// For the NameServer probes (none without NameServers in the config).
+    pub remoting: RemotingClient,
+    pub peers: Arc<dyn ReplicaPeers>,
+}
+
 /// The controller-mode side of a broker.
 pub struct ReplicaManager {
     config: BrokerConfig,
@@ -75,7 +170,10 @@ pub struct ReplicaManager {
     controller_timeout_ms: Mutex<Option<u64>>,
     role_lock: tokio::sync::Mutex<()>,
     follower: Mutex<Option<JoinHandle<()>>>,
+    /// NameServer probes.
     remoting: RemotingClient,
+    /// Replication from the master and the news to an old master.
+    peers: Arc<dyn ReplicaPeers>,
     /// Which NameServers answer (reported in heartbeats for the route-aware election).
     name_servers: NameServerReach,
     probe_identity: ProbeIdentity,
@@ -111,6 +209,43 @@ impl ReplicaManager {
             .await
             .map_err(link_err)?;
         tracing::info!(broker = %config.broker_name, id = identity.broker_id, "controller mode: identity");
+        let remoting = RemotingClient::new(config.internal_client_config());
+        let peers = Arc::new(RemotingPeers::new(
+            remoting.clone(),
+            broker_addr.clone(),
+            ha_addr,
+        ));
+        ReplicaManager::start_with(ReplicaParts {
+            config,
+            store,
+            ha,
+            identity,
+            broker_addr,
+            ha_addr,
+            register_trigger,
+            client: link.client().clone(),
+            remoting,
+            peers,
+        })
+        .await
+    }
+
+    /// [`ReplicaManager::start`] from `parts`: registers with the controllers and applies the
+    /// role they report. Loops as for `start` ([`ReplicaManager::spawn_loops`]).
+    pub async fn start_with(parts: ReplicaParts) -> anyhow::Result<Arc<ReplicaManager>> {
+        let ReplicaParts {
+            config,
+            store,
+            ha,
+            identity,
+            broker_addr,
+            ha_addr,
+            register_trigger,
+            client,
+            remoting,
+            peers,
+        } = parts;
+        let link = ControllerLink::new(&config.controller_addr, client);
         let name_servers = NameServerReach::new(
             config.namesrv_addrs(),
             Duration::from_millis(config.controller_heartbeat_timeout_ms / 2),
@@ -121,8 +256,8 @@ impl ReplicaManager {
             broker_addr: broker_addr.clone(),
             broker_id: identity.broker_id,
         };
-        let remoting = RemotingClient::new(config.internal_client_config());
         let manager = Arc::new(ReplicaManager {
+            peers,
             config,
             store,
             ha,
@@ -579,12 +714,7 @@ impl ReplicaManager {
     /// news is committed controller state, and a broker takes no master epoch older than its own.
     fn tell_old_master(&self, addr: String, info: &MasterInfo) {
         let request = role_notification(info);
-        let remoting = self.remoting.clone();
-        tokio::spawn(async move {
-            if let Err(e) = remoting.invoke_oneway(&addr, request).await {
-                tracing::debug!(%addr, error = %e, "the old master was not told of the new one");
-            }
-        });
+        tokio::spawn(self.peers.tell(addr, request));
     }
 
     fn become_slave(&self, master_id: i64, master_addr: String, info: &MasterInfo) {
@@ -607,29 +737,12 @@ impl ReplicaManager {
             epoch = info.master_epoch,
             "this broker is now a slave"
         );
-        let ha = self.ha.clone();
-        let me = self.identity.broker_id;
-        let remoting = self.remoting.clone();
-        let my_addr = self.broker_addr.clone();
-        let my_ha = self.ha_addr;
-        let handle = tokio::spawn(async move {
-            let mut backoff = Duration::from_millis(100);
-            loop {
-                match exchange_ha_info(&remoting, &master_addr, &my_addr, my_ha).await {
-                    Ok(ha_addr) => match ha::follow_once(&ha, me, &ha_addr).await {
-                        Ok(()) => {}
-                        Err(e) => {
-                            tracing::warn!(master = %ha_addr, error = %e, "replication from the master interrupted; reconnecting")
-                        }
-                    },
-                    Err(e) => {
-                        tracing::warn!(master = %master_addr, error = %e, "cannot get the master's HA address")
-                    }
-                }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
-            }
-        });
+        let handle = tokio::spawn(self.peers.follow(
+            self.ha.clone(),
+            self.identity.broker_id,
+            master_id,
+            master_addr,
+        ));
         *self.follower.lock() = Some(handle);
         self.register_trigger.notify_one();
     }

@@ -2,6 +2,9 @@
 //! admin tool and the tests speak).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rocketraft_remoting::request_code as rc;
@@ -93,10 +96,45 @@ fn escape_property(text: &str, out: &mut String) {
     }
 }
 
-/// Typed controller calls over a [`RemotingClient`].
+/// What [`ControllerTransport::invoke`] returns: the response whatever its code, or why none
+/// came (connection refused, timeout, ...).
+pub type TransportFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<RemotingCommand, String>> + Send + 'a>>;
+
+/// How a [`ControllerClient`] reaches a controller: one request, one response, within a
+/// deadline. Production uses the Remoting client ([`RemotingClient`], TCP); the deterministic
+/// simulation (`rocketraft-sim`) its simulated network, answered by the simulated controller
+/// nodes. Everything above it (the typed calls, their encoding and decoding, the broker's
+/// `ControllerLink` and `ReplicaManager`) is the same code in both.
+pub trait ControllerTransport: Send + Sync {
+    /// Sends `request` to the controller at `addr` and waits at most `timeout` for its answer.
+    fn invoke<'a>(
+        &'a self,
+        addr: &'a str,
+        request: RemotingCommand,
+        timeout: Duration,
+    ) -> TransportFuture<'a>;
+}
+
+impl ControllerTransport for RemotingClient {
+    fn invoke<'a>(
+        &'a self,
+        addr: &'a str,
+        request: RemotingCommand,
+        timeout: Duration,
+    ) -> TransportFuture<'a> {
+        Box::pin(async move {
+            RemotingClient::invoke(self, addr, request, timeout)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
+/// Typed controller calls over a [`ControllerTransport`] (the [`RemotingClient`] in production).
 #[derive(Clone)]
 pub struct ControllerClient {
-    remoting: RemotingClient,
+    transport: Arc<dyn ControllerTransport>,
     timeout: Duration,
 }
 
@@ -110,7 +148,12 @@ fn i32_or_zero(cmd: &RemotingCommand, key: &str) -> i32 {
 
 impl ControllerClient {
     pub fn new(remoting: RemotingClient, timeout: Duration) -> Self {
-        ControllerClient { remoting, timeout }
+        ControllerClient::with_transport(Arc::new(remoting), timeout)
+    }
+
+    /// A client over another transport (the simulation's network).
+    pub fn with_transport(transport: Arc<dyn ControllerTransport>, timeout: Duration) -> Self {
+        ControllerClient { transport, timeout }
     }
 
     /// Sends `request` and returns the response whatever its code.
@@ -128,10 +171,10 @@ impl ControllerClient {
         request: RemotingCommand,
         timeout: Duration,
     ) -> Result<RemotingCommand, ControllerCallError> {
-        self.remoting
+        self.transport
             .invoke(addr, request, timeout)
             .await
-            .map_err(|e| ControllerCallError::Transport(e.to_string()))
+            .map_err(ControllerCallError::Transport)
     }
 
     async fn call_ok(

@@ -709,12 +709,13 @@ impl Controller {
     }
 
     /// Records a broker heartbeat (every node keeps its own table).
-    pub fn heartbeat(&self, mut heartbeat: Heartbeat) {
-        if heartbeat.timeout_ms == 0 {
-            heartbeat.timeout_ms = self.config.heartbeat_timeout_ms;
-        }
-        self.heartbeats
-            .record(heartbeat, rocketraft_common::time::mono_ms());
+    pub fn heartbeat(&self, heartbeat: Heartbeat) {
+        record_heartbeat(
+            &self.heartbeats,
+            heartbeat,
+            self.config.heartbeat_timeout_ms,
+            rocketraft_common::time::mono_ms(),
+        );
     }
 
     /// What this node's heartbeat table holds for the brokers alive now (each node keeps its
@@ -739,10 +740,7 @@ impl Controller {
     /// Whether this node leads and a quorum acknowledged its term within a fifth of the
     /// heartbeat timeout: the condition to confirm a heartbeat (`leaderConfirmed`) and to elect.
     pub fn quorum_fresh(&self) -> bool {
-        let t = self.config.heartbeat_timeout_ms;
-        self.node
-            .quorum_ack_age()
-            .is_some_and(|age| age.as_millis() as u64 <= t / QUORUM_FRESH_DIVISOR)
+        quorum_fresh_at(self.node.quorum_ack_age(), self.config.heartbeat_timeout_ms)
     }
 
     /// One scanner round: on a leader in office for at least a heartbeat timeout (its own
@@ -1025,6 +1023,86 @@ impl Controller {
         }
         self.node.shutdown().await;
     }
+}
+
+/// Whether a node whose term a quorum acknowledged `quorum_ack_age` ago (`None`: it does not
+/// lead, or no acknowledgement yet; `RaftNode::quorum_ack_age`) confirms heartbeats and may
+/// elect: within `heartbeat_timeout_ms / QUORUM_FRESH_DIVISOR`. [`Controller::quorum_fresh`]
+/// and the simulation's nodes decide through it.
+pub fn quorum_fresh_at(quorum_ack_age: Option<Duration>, heartbeat_timeout_ms: u64) -> bool {
+    quorum_ack_age
+        .is_some_and(|age| age.as_millis() as u64 <= heartbeat_timeout_ms / QUORUM_FRESH_DIVISOR)
+}
+
+/// Records `heartbeat` in a node's table at `now` (monotonic ms), with the controller's
+/// `heartbeat_timeout_ms` when the broker sent none.
+pub fn record_heartbeat(
+    heartbeats: &HeartbeatTracker,
+    mut heartbeat: Heartbeat,
+    heartbeat_timeout_ms: u64,
+    now: u64,
+) {
+    if heartbeat.timeout_ms == 0 {
+        heartbeat.timeout_ms = heartbeat_timeout_ms;
+    }
+    heartbeats.record(heartbeat, now);
+}
+
+/// BROKER_HEARTBEAT (904) on one controller node: decodes it, records it in the node's table at
+/// `now`, and answers. Rocketraft extension: `leaderConfirmed` (`confirmed`, from
+/// [`quorum_fresh_at`]) tells the broker that the leader recorded this heartbeat while a quorum
+/// had acknowledged its term within T/5, T being this controller's `heartbeat_timeout_ms`
+/// (answered as `controllerHeartbeatTimeoutMills`). A master renews its role lease until its
+/// send time + 3/4 min(T, its own timeout) only on such answers. Any later leader was elected
+/// after that quorum acknowledgement and elects a new master only after T in office
+/// (> T/5 + 3/4 T), so no new master exists while the lease runs; this leader elects only after
+/// the master's heartbeat timed out here, which is after the lease too. The argument, step by
+/// step: docs/safety.md. The Remoting processor and the simulation's nodes both answer here.
+pub fn answer_heartbeat(
+    heartbeats: &HeartbeatTracker,
+    cmd: &rocketraft_remoting::RemotingCommand,
+    heartbeat_timeout_ms: u64,
+    now: u64,
+    confirmed: impl FnOnce() -> bool,
+) -> Result<rocketraft_remoting::RemotingCommand, Refusal> {
+    let heartbeat = wire::decode_heartbeat(cmd)?;
+    record_heartbeat(heartbeats, heartbeat, heartbeat_timeout_ms, now);
+    let confirmed = confirmed();
+    Ok(cmd
+        .response_to(response_code::SUCCESS, None)
+        .with_ext("leaderConfirmed", confirmed)
+        .with_ext("controllerHeartbeatTimeoutMills", heartbeat_timeout_ms))
+}
+
+/// How a node serves a controller request other than a heartbeat (the decoded request and the
+/// path it takes); [`route`] decides it for the Remoting processor and the simulation's nodes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Route {
+    /// Rocketraft extension (`readLocal`): this node's applied state, leader or not. A broker
+    /// cut off from the leader learns a new master (and its epoch) from any controller; epochs
+    /// only move forward, so an older answer is ignored, and the state is committed, so it
+    /// never names a master the log does not.
+    ReadLocal(ControllerRequest),
+    /// A read ([`Controller::read`]: linearizable unless `stale_reads`).
+    Read(ControllerRequest),
+    /// A write through the log ([`Controller::execute_elect_aware`]).
+    Write(ControllerRequest),
+}
+
+/// Decodes a controller request and picks its [`Route`].
+pub fn route(cmd: &rocketraft_remoting::RemotingCommand) -> Result<Route, Refusal> {
+    let request = wire::decode_request(cmd)?;
+    Ok(match request {
+        ControllerRequest::GetReplicaInfo(_) | ControllerRequest::GetSyncStateData(_)
+            if cmd.ext("readLocal") == Some("true") =>
+        {
+            Route::ReadLocal(request)
+        }
+        ControllerRequest::GetReplicaInfo(_) | ControllerRequest::GetSyncStateData(_) => {
+            Route::Read(request)
+        }
+        other => Route::Write(other),
+    })
 }
 
 /// The live brokers a request's entry carries: the whole table, or only the sets it concerns;

@@ -343,7 +343,7 @@ pub fn notify_broker_role_changed(set: &BrokerSet) -> RemotingCommand {
     }))
 }
 
-fn decode_heartbeat(cmd: &RemotingCommand) -> Result<Heartbeat, Refusal> {
+pub(crate) fn decode_heartbeat(cmd: &RemotingCommand) -> Result<Heartbeat, Refusal> {
     Ok(Heartbeat {
         cluster: cmd.ext("clusterName").unwrap_or_default().to_string(),
         broker_name: required(cmd, "brokerName")?,
@@ -497,26 +497,15 @@ impl ControllerProcessor {
     async fn process_request(&self, cmd: &RemotingCommand) -> Result<RemotingCommand, Refusal> {
         let c = &self.controller;
         match cmd.code {
-            rc::BROKER_HEARTBEAT => {
-                let heartbeat = decode_heartbeat(cmd)?;
-                c.heartbeat(heartbeat);
-                // Rocketraft extension: `leaderConfirmed` tells the broker that the leader
-                // recorded this heartbeat while a quorum had acknowledged its term within T/5,
-                // T being this controller's `heartbeat_timeout_ms` (answered as
-                // `controllerHeartbeatTimeoutMills`). A master renews its role lease until its
-                // send time + 3/4 min(T, its own timeout) only on such answers. Any later leader
-                // was elected after that quorum acknowledgement and elects a new master only
-                // after T in office (> T/5 + 3/4 T), so no new master exists while the lease
-                // runs; this
-                // leader elects only after the master's heartbeat timed out here, which is after
-                // the lease too. The argument, step by step: docs/safety.md.
-                let t = c.config.heartbeat_timeout_ms;
-                let confirmed = c.quorum_fresh();
-                Ok(cmd
-                    .response_to(response_code::SUCCESS, None)
-                    .with_ext("leaderConfirmed", confirmed)
-                    .with_ext("controllerHeartbeatTimeoutMills", t))
-            }
+            // Recorded in this node's table; `leaderConfirmed` and why a master may renew its
+            // lease on it: `service::answer_heartbeat`.
+            rc::BROKER_HEARTBEAT => crate::service::answer_heartbeat(
+                &c.heartbeats,
+                cmd,
+                c.config.heartbeat_timeout_ms,
+                rocketraft_common::time::mono_ms(),
+                || c.quorum_fresh(),
+            ),
             rc::GET_CONTROLLER_CONFIG => {
                 let text = crate::runtime_config::config_text(&c.config, &c.live)?;
                 Ok(cmd
@@ -568,22 +557,12 @@ impl ControllerProcessor {
                 Ok(out.with_body(json(&c.status().await)))
             }
             _ => {
-                let request = decode_request(cmd)?;
-                let (result, group) = match request {
-                    // Rocketraft extension (`readLocal`): this node's applied state, leader or
-                    // not. A broker cut off from the leader learns a new master (and its epoch)
-                    // from any controller; epochs only move forward, so an older answer is
-                    // ignored, and the state is committed, so it never names a master the log
-                    // does not.
-                    ControllerRequest::GetReplicaInfo(_)
-                    | ControllerRequest::GetSyncStateData(_)
-                        if cmd.ext("readLocal") == Some("true") =>
-                    {
+                let (result, group) = match crate::service::route(cmd)? {
+                    crate::service::Route::ReadLocal(request) => {
                         (c.read_local(request).await, None)
                     }
-                    ControllerRequest::GetReplicaInfo(_)
-                    | ControllerRequest::GetSyncStateData(_) => (c.read(request).await, None),
-                    other => c.execute_elect_aware(other).await,
+                    crate::service::Route::Read(request) => (c.read(request).await, None),
+                    crate::service::Route::Write(request) => c.execute_elect_aware(request).await,
                 };
                 let result = result?;
                 let mut out = encode_response(cmd, &result);
