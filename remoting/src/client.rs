@@ -147,6 +147,8 @@ struct ClientInner {
     local_dispatches: AtomicU64,
     /// The same, by server address.
     local_dispatches_to: Mutex<HashMap<String, u64>>,
+    /// With [`ClientConfig::in_process`]: servers of this process register their connections.
+    _local: Option<crate::local::LocalClient>,
 }
 
 impl Drop for ClientInner {
@@ -200,6 +202,7 @@ impl RemotingClient {
     pub fn new(config: ClientConfig) -> Self {
         Self {
             inner: Arc::new(ClientInner {
+                _local: config.in_process.then(crate::local::LocalClient::new),
                 config,
                 slots: Mutex::new(HashMap::new()),
                 handler: Arc::new(RwLock::new(None)),

@@ -7,8 +7,8 @@
 //! # How a client finds the server
 //!
 //! The client still dials the server over TCP (with TLS and cluster trust as configured) and
-//! keeps that connection. Every connection a server of this process accepts is registered here
-//! by its two addresses; a client with [`crate::ClientConfig::in_process`] looks up the server
+//! keeps that connection. While such a client exists, every connection a server of this
+//! process accepts is registered here by its two addresses (none is when there is none); a client with [`crate::ClientConfig::in_process`] looks up the server
 //! side of its own connection (its local address is the server connection's peer, its peer the
 //! server connection's local address). When it is there, the server is in this process and the
 //! client's requests are dispatched in-process *as requests of that connection*: the
@@ -43,6 +43,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
@@ -82,7 +83,37 @@ fn registry() -> &'static Registry {
     REGISTRY.get_or_init(Registry::default)
 }
 
-/// Records a connection a server of this process accepted (the server calls it).
+/// The clients of this process with [`crate::ClientConfig::in_process`]: servers register
+/// the connections they accept only while there is one (a process without an in-process
+/// proxy pays nothing for this module).
+static LOCAL_CLIENTS: AtomicUsize = AtomicUsize::new(0);
+
+/// Held by a client with [`crate::ClientConfig::in_process`] for its lifetime: while one is
+/// held, servers of this process register the connections they accept. A client makes it
+/// before it dials, so the server side of each of its connections is accepted after it.
+pub(crate) struct LocalClient(());
+
+impl LocalClient {
+    pub(crate) fn new() -> LocalClient {
+        LOCAL_CLIENTS.fetch_add(1, Ordering::SeqCst);
+        LocalClient(())
+    }
+}
+
+impl Drop for LocalClient {
+    fn drop(&mut self) {
+        LOCAL_CLIENTS.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Whether a server should [`register`] the connections it accepts: a client of this process
+/// may dispatch in-process.
+pub(crate) fn wanted() -> bool {
+    LOCAL_CLIENTS.load(Ordering::SeqCst) > 0
+}
+
+/// Records a connection a server of this process accepted (the server calls it when
+/// [`wanted`]).
 pub(crate) fn register(
     conn: &ConnectionHandle,
     dispatch: Arc<dyn Dispatch>,
@@ -515,6 +546,70 @@ mod tests {
             .await
             .expect("an answer");
         assert_eq!(r.code, response_code::SUCCESS);
+        server.shutdown().await;
+    }
+
+    /// The caller's future dropped while its request is in the processor: the processor
+    /// still completes on its own task, the connection's in-flight permit and its byte share
+    /// come back, and the connection keeps answering in-process.
+    #[tokio::test]
+    async fn a_cancelled_in_process_request_gives_back_its_permit_and_bytes() {
+        let limits = crate::ServerLimits {
+            buffered_per_connection: 4096,
+            ..crate::ServerLimits::default()
+        };
+        let (server, client, addr) = server_and_client_with(limits, 1).await;
+        let handle = client.connection_handle(&addr).await.expect("connection");
+        let endpoint = find(handle.local_addr(), handle.peer_addr()).expect("in this process");
+        let dispatched = client.local_dispatches();
+        // 3,000 of the connection's 4,096 bytes and its only permit, held by SLOW (300 ms).
+        let body = vec![7u8; 3000];
+        let caller = tokio::spawn({
+            let client = client.clone();
+            let addr = addr.clone();
+            let body = body.clone();
+            async move {
+                client
+                    .invoke(
+                        &addr,
+                        RemotingCommand::request(SLOW).with_body(body),
+                        Duration::from_secs(5),
+                    )
+                    .await
+            }
+        });
+        let started = std::time::Instant::now();
+        while endpoint.conn.requests_in_flight() == 0 {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "the request never ran"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        caller.abort();
+        let cancelled = caller.await.expect_err("the caller was cancelled");
+        assert!(cancelled.is_cancelled());
+        assert_eq!(client.local_dispatches(), dispatched + 1);
+        while endpoint.conn.requests_in_flight() > 0 {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "the permit never came back"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Another 3,000 bytes fit only if the cancelled request's came back, and one more
+        // request runs only if its permit did.
+        let r = client
+            .invoke(
+                &addr,
+                RemotingCommand::request(ECHO).with_body(body),
+                Duration::from_secs(2),
+            )
+            .await
+            .expect("an answer");
+        assert_eq!(r.code, response_code::SUCCESS);
+        assert_eq!(client.local_dispatches(), dispatched + 2);
+        assert!(!handle.is_closed());
         server.shutdown().await;
     }
 

@@ -488,7 +488,8 @@ fn open_connection(
     connections: &Registry,
 ) {
     let dispatch: Arc<dyn Dispatch> = dispatch;
-    let in_process = (dispatch.clone(), options.clone());
+    // Only while a client of this process may dispatch in-process (see `local`).
+    let in_process = crate::local::wanted().then(|| (dispatch.clone(), options.clone()));
     let conn = match spawn_connection(stream, peer.to_string(), dispatch, options) {
         Ok(conn) => conn,
         Err(e) => {
@@ -498,11 +499,16 @@ fn open_connection(
     };
     debug!(conn = conn.id(), %peer, "accepted connection");
     connections.lock().insert(conn.id(), conn.clone());
-    crate::local::register(&conn, in_process.0, &in_process.1);
+    let registered = in_process.is_some();
+    if let Some((dispatch, options)) = in_process {
+        crate::local::register(&conn, dispatch, &options);
+    }
     let connections = connections.clone();
     tokio::spawn(async move {
         conn.closed().await;
-        crate::local::unregister(&conn);
+        if registered {
+            crate::local::unregister(&conn);
+        }
         connections.lock().remove(&conn.id());
         drop(permit);
     });
