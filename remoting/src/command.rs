@@ -341,17 +341,44 @@ impl fmt::Write for Inline {
     }
 }
 
+/// What [`ExtStr::display`] formats into: only `Inline` and `Owned`.
+impl fmt::Write for Repr {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        match self {
+            Repr::Inline(inline) => {
+                if inline.write_str(s).is_err() {
+                    let written = &inline.buf[..usize::from(inline.len)];
+                    let mut owned = String::with_capacity((written.len() + s.len()) * 2);
+                    // SAFETY: as in `ExtStr::as_str`, the first `len` bytes of an `Inline` are
+                    // valid UTF-8.
+                    owned.push_str(unsafe { std::str::from_utf8_unchecked(written) });
+                    owned.push_str(s);
+                    *self = Repr::Owned(owned);
+                }
+                Ok(())
+            }
+            Repr::Owned(owned) => {
+                owned.push_str(s);
+                Ok(())
+            }
+            Repr::Static(_) | Repr::Shared(_) => Err(fmt::Error),
+        }
+    }
+}
+
 impl ExtStr {
     /// `value`'s text: inline when short, else an owned string.
+    /// Formats `value` once: into the inline buffer, moved to a `String` (with what was
+    /// written so far) at the first piece that does not fit.
     pub fn display(value: &(impl fmt::Display + ?Sized)) -> Self {
-        let mut inline = Inline {
+        let mut text = Repr::Inline(Inline {
             len: 0,
             buf: [0; INLINE],
-        };
-        match fmt::Write::write_fmt(&mut inline, format_args!("{value}")) {
-            Ok(()) => ExtStr(Repr::Inline(inline)),
-            Err(_) => ExtStr(Repr::Owned(value.to_string())),
-        }
+        });
+        // Only `value`'s own `Display` can fail (writing never does): what it wrote is kept,
+        // as far as it got.
+        let _ = fmt::Write::write_fmt(&mut text, format_args!("{value}"));
+        ExtStr(text)
     }
 
     /// A copy of `text`: inline when short.
@@ -856,6 +883,29 @@ mod tests {
         );
         let cmd = RemotingCommand::request(10).with_ext("queueOffset", 12345678901234i64);
         assert_eq!(cmd.ext("queueOffset"), Some("12345678901234"));
+    }
+
+    /// A value longer than the inline buffer is formatted once, its pieces kept in order
+    /// across the move from the buffer to a `String`.
+    #[test]
+    fn long_values_are_formatted_once() {
+        struct Pieces<'a>(&'a std::cell::Cell<u32>);
+        impl fmt::Display for Pieces<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.set(self.0.get() + 1);
+                for piece in ["0123456789", "abcdefghij", "ABCDEFGHIJ", "xyz"] {
+                    f.write_str(piece)?;
+                }
+                Ok(())
+            }
+        }
+        let calls = std::cell::Cell::new(0);
+        let value = ExtStr::display(&Pieces(&calls));
+        assert_eq!(value, "0123456789abcdefghijABCDEFGHIJxyz");
+        assert!(matches!(value.0, Repr::Owned(_)));
+        assert_eq!(calls.get(), 1);
+        let value = ExtStr::display(&format_args!("{}-{}", "a".repeat(20), 1234));
+        assert_eq!(value.as_str(), format!("{}-1234", "a".repeat(20)));
     }
 
     #[test]
