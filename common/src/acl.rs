@@ -651,6 +651,39 @@ pub fn verify_hmac_sha1_base64(data: &[u8], secret: &str, signature: &str) -> bo
     ring::hmac::verify(&key, data, &mac).is_ok()
 }
 
+/// [`hmac_sha1_base64`] of the concatenation of `parts`, without making it: each part is fed
+/// to the MAC where it lies.
+pub fn hmac_sha1_base64_parts<'a>(
+    parts: impl IntoIterator<Item = &'a [u8]>,
+    secret: &str,
+) -> String {
+    crate::base64::encode_standard(hmac_sha1_parts(parts, secret).as_ref())
+}
+
+/// [`verify_hmac_sha1_base64`] of the concatenation of `parts`, without making it; the MAC is
+/// compared in constant time.
+pub fn verify_hmac_sha1_base64_parts<'a>(
+    parts: impl IntoIterator<Item = &'a [u8]>,
+    secret: &str,
+    signature: &str,
+) -> bool {
+    let Some(mac) = crate::base64::decode(signature) else {
+        return false;
+    };
+    let tag = hmac_sha1_parts(parts, secret);
+    let tag = tag.as_ref();
+    tag.len() == mac.len() && tag.iter().zip(&mac).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
+fn hmac_sha1_parts<'a>(parts: impl IntoIterator<Item = &'a [u8]>, secret: &str) -> ring::hmac::Tag {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, secret.as_bytes());
+    let mut context = ring::hmac::Context::with_key(&key);
+    for part in parts {
+        context.update(part);
+    }
+    context.sign()
+}
+
 impl AclInfo {
     /// Checks every field and writes them in their canonical spelling (policy types, resources,
     /// actions and decisions); entries for the same resource in one policy: the last one counts.
