@@ -128,17 +128,13 @@ impl std::fmt::Debug for MessageIndex {
 /// The key prefix of every entry of `(topic, key)`.
 fn entry_prefix(topic: &str, key: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(topic.len() + key.len() + 19);
-    k.push(ENTRY_TAG);
-    k.extend_from_slice(topic.as_bytes());
-    k.push(0);
-    k.extend_from_slice(key.as_bytes());
-    k.push(0);
+    write_entry_prefix(&mut k, topic, key);
     k
 }
 
-/// The key of an entry: [`entry_prefix`], then the store timestamp and the offset, written into
-/// `k` (cleared first, its allocation reused).
-fn write_entry_key(k: &mut Vec<u8>, topic: &str, key: &str, store_timestamp: i64, offset: i64) {
+/// Writes [`entry_prefix`] into `k` (cleared first, its allocation reused, room left for the
+/// timestamp and offset an entry's key adds).
+fn write_entry_prefix(k: &mut Vec<u8>, topic: &str, key: &str) {
     k.clear();
     k.reserve(topic.len() + key.len() + 19);
     k.push(ENTRY_TAG);
@@ -146,6 +142,12 @@ fn write_entry_key(k: &mut Vec<u8>, topic: &str, key: &str, store_timestamp: i64
     k.push(0);
     k.extend_from_slice(key.as_bytes());
     k.push(0);
+}
+
+/// The key of an entry: [`entry_prefix`], then the store timestamp and the offset, written into
+/// `k` (cleared first, its allocation reused).
+fn write_entry_key(k: &mut Vec<u8>, topic: &str, key: &str, store_timestamp: i64, offset: i64) {
+    write_entry_prefix(k, topic, key);
     k.extend_from_slice(&(store_timestamp.max(0) as u64).to_be_bytes());
     k.extend_from_slice(&(offset.max(0) as u64).to_be_bytes());
 }
