@@ -328,10 +328,14 @@ fn system_properties(m: &MessageExt, body: &[u8], invisible_ms: i64) -> pb::Syst
 /// MD5 of `body` as uppercase hex (RocketMQ's `BinaryUtil.generateMd5`).
 pub(crate) fn md5_hex(body: &[u8]) -> String {
     use md5::Digest;
-    md5::Md5::digest(body)
-        .iter()
-        .map(|b| format!("{b:02X}"))
-        .collect()
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let digest = md5::Md5::digest(body);
+    let mut hex = String::with_capacity(2 * digest.len());
+    for b in digest {
+        hex.push(char::from(HEX[usize::from(b >> 4)]));
+        hex.push(char::from(HEX[usize::from(b & 0xF)]));
+    }
+    hex
 }
 
 #[cfg(test)]
