@@ -7,7 +7,12 @@
 //! POP + ack by one consumer and (3) POP + ack by `--consumers` concurrent consumers of one group
 //! (message-granularity load balancing). `single` acks each message with its own ACK_MESSAGE;
 //! `batch` acks each POP's messages with one BATCH_ACK_MESSAGE (a bitset per queue, as
-//! RocketMQ's Remoting clients' `batchAckMessageAsync`).
+//! RocketMQ's Remoting clients' `batchAckMessageAsync`), awaiting its answer before the next
+//! POP; `async` sends the same BATCH_ACK_MESSAGE without waiting for it before the next POP
+//! (as the Java clients ack: `batchAckMessageAsync`, or the 5.x clients acking after
+//! consumption while the next receive runs), at most `--acks-in-flight` per consumer. Every
+//! ack's answer is still awaited and checked: a drain ends only once every ack has answered
+//! SUCCESS and the acked count is the popped count.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -43,18 +48,29 @@ pub struct PopBenchArgs {
     /// Messages per POP / PULL request.
     #[arg(long, default_value_t = 32)]
     batch: i32,
-    /// How POPped messages are acked: `single` (one ACK_MESSAGE each), `batch` (one
-    /// BATCH_ACK_MESSAGE per POP) or `both` (each, side by side against the same pull).
-    #[arg(long, value_enum, default_value_t = AckModes::Both)]
+    /// How POPped messages are acked: `single` (one ACK_MESSAGE each, awaited), `batch` (one
+    /// BATCH_ACK_MESSAGE per POP, awaited before the next POP), `async` (one BATCH_ACK_MESSAGE
+    /// per POP, not awaited before the next POP), `both` (single and batch) or `all` (the three),
+    /// side by side against the same pull.
+    #[arg(long, value_enum, default_value_t = AckModes::All)]
     ack_mode: AckModes,
+    /// With `--ack-mode async`: most BATCH_ACK_MESSAGE requests a consumer has unanswered; at
+    /// the bound its next POP waits for the oldest ack's answer.
+    #[arg(long, default_value_t = DEFAULT_ACKS_IN_FLIGHT)]
+    acks_in_flight: usize,
 }
+
+/// `--acks-in-flight`'s default.
+pub(crate) const DEFAULT_ACKS_IN_FLIGHT: usize = 4;
 
 /// `--ack-mode`.
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum AckModes {
     Single,
     Batch,
+    Async,
     Both,
+    All,
 }
 
 /// How a POP consumer acks what it popped.
@@ -62,15 +78,21 @@ pub(crate) enum AckModes {
 pub(crate) enum AckMode {
     /// One ACK_MESSAGE per message, one at a time.
     Single,
-    /// One BATCH_ACK_MESSAGE per POP: a bitset per queue (and pop time) of the batch.
+    /// One BATCH_ACK_MESSAGE per POP: a bitset per queue (and pop time) of the batch, its
+    /// answer awaited before the next POP.
     Batch,
+    /// One BATCH_ACK_MESSAGE per POP, sent without waiting for its answer before the next POP:
+    /// at most this many unanswered per consumer. Every answer is still awaited and checked
+    /// before the drain ends.
+    AsyncBatch(usize),
 }
 
 impl AckMode {
-    fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> String {
         match self {
-            AckMode::Single => "ack each",
-            AckMode::Batch => "batch ack",
+            AckMode::Single => "ack each".into(),
+            AckMode::Batch => "batch ack".into(),
+            AckMode::AsyncBatch(n) => format!("async batch ack ({n} in flight)"),
         }
     }
 }
@@ -234,33 +256,54 @@ pub(crate) async fn drain_pop_acking(
     expected: u64,
     mode: AckMode,
 ) -> anyhow::Result<u64> {
-    let done = Arc::new(AtomicU64::new(0));
+    // `popped` ends the POP loops; `acked` counts the messages whose ack answered SUCCESS.
+    let popped = Arc::new(AtomicU64::new(0));
+    let acked = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for _ in 0..consumers {
-        let (brokers, topic, group, done) =
-            (brokers.clone(), topic.clone(), group.clone(), done.clone());
+        let (brokers, topic, group) = (brokers.clone(), topic.clone(), group.clone());
+        let (popped, acked) = (popped.clone(), acked.clone());
         tasks.push(tokio::spawn(async move {
-            let api = api();
+            let api = Arc::new(api());
+            // Async acks of this consumer, oldest first: each answers its message count.
+            let mut in_flight: tokio::task::JoinSet<anyhow::Result<u64>> =
+                tokio::task::JoinSet::new();
             let mut idle = 0;
-            while done.load(Ordering::Relaxed) < expected && idle < 20 {
+            while popped.load(Ordering::Relaxed) < expected && idle < 20 {
                 let mut got = 0;
                 for b in &brokers {
                     let msgs = api
                         .pop(b, &group, &topic, -1, batch, 60_000, 0, false)
                         .await?;
                     got += msgs.len();
+                    popped.fetch_add(msgs.len() as u64, Ordering::Relaxed);
                     match mode {
                         AckMode::Single => {
                             for m in &msgs {
                                 api.ack(b, &group, &topic, m).await?;
                             }
+                            acked.fetch_add(msgs.len() as u64, Ordering::Relaxed);
                         }
                         AckMode::Batch if !msgs.is_empty() => {
                             batch_ack(&api, b, &group, &topic, &msgs).await?;
+                            acked.fetch_add(msgs.len() as u64, Ordering::Relaxed);
                         }
-                        AckMode::Batch => {}
+                        AckMode::AsyncBatch(bound) if !msgs.is_empty() => {
+                            while in_flight.len() >= bound.max(1) {
+                                if let Some(done) = in_flight.join_next().await {
+                                    let n = done.context("ack task")??;
+                                    acked.fetch_add(n, Ordering::Relaxed);
+                                }
+                            }
+                            let (api, b, group, topic) =
+                                (api.clone(), b.clone(), group.clone(), topic.clone());
+                            in_flight.spawn(async move {
+                                batch_ack(&api, &b, &group, &topic, &msgs).await?;
+                                Ok(msgs.len() as u64)
+                            });
+                        }
+                        AckMode::Batch | AckMode::AsyncBatch(_) => {}
                     }
-                    done.fetch_add(msgs.len() as u64, Ordering::Relaxed);
                 }
                 if got == 0 {
                     idle += 1;
@@ -269,13 +312,25 @@ pub(crate) async fn drain_pop_acking(
                     idle = 0;
                 }
             }
+            // Every ack still unanswered must answer SUCCESS before the drain counts it.
+            while let Some(done) = in_flight.join_next().await {
+                let n = done.context("ack task")??;
+                acked.fetch_add(n, Ordering::Relaxed);
+            }
             Ok::<(), anyhow::Error>(())
         }));
     }
     for t in tasks {
         t.await.context("consumer task")??;
     }
-    Ok(done.load(Ordering::Relaxed))
+    let (popped, acked) = (
+        popped.load(Ordering::Relaxed),
+        acked.load(Ordering::Relaxed),
+    );
+    if acked != popped {
+        anyhow::bail!("{popped} messages popped but {acked} acked");
+    }
+    Ok(acked)
 }
 
 pub async fn run(args: PopBenchArgs) -> anyhow::Result<()> {
@@ -289,7 +344,13 @@ pub async fn run(args: PopBenchArgs) -> anyhow::Result<()> {
         modes: match args.ack_mode {
             AckModes::Single => vec![AckMode::Single],
             AckModes::Batch => vec![AckMode::Batch],
+            AckModes::Async => vec![AckMode::AsyncBatch(args.acks_in_flight)],
             AckModes::Both => vec![AckMode::Single, AckMode::Batch],
+            AckModes::All => vec![
+                AckMode::Single,
+                AckMode::Batch,
+                AckMode::AsyncBatch(args.acks_in_flight),
+            ],
         },
     })
     .await
@@ -321,6 +382,10 @@ pub(super) struct PopNumbers {
     pub batch_one: Option<f64>,
     /// POP + one BATCH_ACK_MESSAGE per POP by [`PopLoad::consumers`] consumers.
     pub batch_many: Option<f64>,
+    /// POP + one BATCH_ACK_MESSAGE per POP, not awaited before the next POP, by one consumer.
+    pub async_one: Option<f64>,
+    /// The same by [`PopLoad::consumers`] consumers.
+    pub async_many: Option<f64>,
 }
 
 /// Fills the topic, drains it by PULL, then for each ack mode by POP with one consumer and
@@ -351,6 +416,8 @@ pub(super) async fn measure(args: &PopLoad) -> anyhow::Result<PopNumbers> {
         pop_many: 0.0,
         batch_one: None,
         batch_many: None,
+        async_one: None,
+        async_many: None,
     };
     for &mode in &args.modes {
         let mut rates = Vec::new();
@@ -360,6 +427,7 @@ pub(super) async fn measure(args: &PopLoad) -> anyhow::Result<PopNumbers> {
             let tag = match mode {
                 AckMode::Single => "pop",
                 AckMode::Batch => "popbatch",
+                AckMode::AsyncBatch(_) => "popasync",
             };
             let (n, secs, rate) = timed_drain(drain_pop_acking(
                 brokers.clone(),
@@ -389,6 +457,10 @@ pub(super) async fn measure(args: &PopLoad) -> anyhow::Result<PopNumbers> {
             AckMode::Batch => {
                 numbers.batch_one = Some(rates[0]);
                 numbers.batch_many = Some(rates[rates.len() - 1]);
+            }
+            AckMode::AsyncBatch(_) => {
+                numbers.async_one = Some(rates[0]);
+                numbers.async_many = Some(rates[rates.len() - 1]);
             }
         }
     }
