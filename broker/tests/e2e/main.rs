@@ -12,6 +12,7 @@ mod manage;
 mod metrics;
 mod peek;
 mod pop;
+mod pop_concurrent;
 mod pop_lite;
 mod retention_copy;
 mod timer;
