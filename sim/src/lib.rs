@@ -10,7 +10,10 @@
 //! real heartbeat table (`rocketraft_controller::heartbeat::HeartbeatTracker`), per-node
 //! clocks that the nemesis steps ([`clock`]), and a nemesis. With
 //! [`SimOptions::replicas`], three broker replicas on the real store and HA code
-//! ([`replicas`], over [`stream`]) and a producer, with the message invariants. Everything random is drawn
+//! ([`replicas`], over [`stream`]) and a producer, with the message invariants; with
+//! [`SimOptions::controller_link`] the replicas run the broker's real `ReplicaManager` and
+//! controller client over a simulated transport, answered by the nodes through the
+//! controller's request handling ([`link`]). Everything random is drawn
 //! from one seed ([`rng`]), so a seed replays exactly: [`run_seed`] twice gives byte-identical
 //! traces. [`check`] holds the invariants. See `sim/README.md`.
 
@@ -19,6 +22,7 @@ pub mod check;
 pub mod clock;
 pub mod disk;
 pub mod lease_clock;
+pub mod link;
 pub mod net;
 pub mod replicas;
 pub mod rng;

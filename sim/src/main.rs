@@ -50,6 +50,11 @@ struct Args {
     /// checkpoint or a truncation), to see what a power loss then loses.
     #[arg(long)]
     async_flush: bool,
+    /// With --replicas (implied): each replica runs the broker's real ReplicaManager and
+    /// controller client; the controller nodes answer its requests through the controller's
+    /// request handling over the simulated network (sim/src/link.rs).
+    #[arg(long)]
+    controller_link: bool,
 }
 
 fn main() -> ExitCode {
@@ -73,7 +78,8 @@ fn main() -> ExitCode {
         fault_ms: args.fault_ms,
         faults: !args.no_faults,
         bug: args.bug,
-        replicas: args.replicas,
+        replicas: args.replicas || args.controller_link,
+        controller_link: args.controller_link,
         power_loss_all: args.power_loss_all,
         async_flush: args.async_flush,
         ..SimOptions::default()
@@ -94,6 +100,14 @@ fn main() -> ExitCode {
             )
         } else {
             String::new()
+        };
+        let replicas = if opts.controller_link {
+            format!(
+                "{replicas}; link heartbeats {} (confirmed {}), fences {}",
+                s.link_heartbeats, s.link_confirmed, s.link_fences
+            )
+        } else {
+            replicas
         };
         println!(
             "seed {seed}: {} (ops ok {}, refused {}, unknown {}; crashes {}, partitions {}, clock steps {}, broker faults {}; messages {}, dropped {}{replicas})",

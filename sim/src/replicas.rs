@@ -44,11 +44,16 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
+use rocketraft_broker::config::BrokerConfig;
+use rocketraft_broker::controller_link::BrokerIdentity;
 use rocketraft_broker::ha::{self, AckPolicy, HaState, HaTls, Role};
+use rocketraft_broker::replica::{ReplicaManager, ReplicaParts};
 use rocketraft_broker::store::durability::{observe, Observing};
 use rocketraft_broker::store::{BrokerMessage, FlushDiskType, MessageStore, StoreConfig};
 use rocketraft_common::message::Message;
+use rocketraft_controller::client::ControllerClient;
 use rocketraft_controller::handler::GetReplicaInfoResponse;
+use rocketraft_remoting::RemotingClient;
 use tokio::task::JoinHandle;
 
 use crate::bug::Bug;
@@ -96,10 +101,22 @@ struct Process {
     serving: Vec<JoinHandle<()>>,
     /// (master epoch, confirm offset) at the last sample.
     confirm_seen: Option<(i32, i64)>,
+    /// With the controller link: the broker's ReplicaManager once registered, its start task
+    /// and its loops.
+    manager: Option<Arc<ReplicaManager>>,
+    link: Vec<JoinHandle<()>>,
+    /// With the controller link: (role, master epoch, master) at the last sample, for the trace.
+    role_seen: Option<(Role, i32, Option<i64>, bool)>,
 }
 
 impl Process {
     fn stop_tasks(&mut self) {
+        for t in self.link.drain(..) {
+            t.abort();
+        }
+        if let Some(m) = self.manager.take() {
+            m.stop();
+        }
         if let Some(f) = self.follower.take() {
             f.abort();
         }
@@ -429,6 +446,11 @@ impl Replicas {
                         .collect::<Vec<_>>(),
                     store.confirm_offset()
                 );
+                let link = if w.opts.controller_link {
+                    vec![self.start_manager(w, id, r.incarnations, &store, &ha)]
+                } else {
+                    Vec::new()
+                };
                 r.proc = Some(Process {
                     store,
                     ha,
@@ -436,6 +458,9 @@ impl Replicas {
                     follower: None,
                     serving: Vec::new(),
                     confirm_seen: None,
+                    manager: None,
+                    link,
+                    role_seen: None,
                 });
                 drop(g);
                 w.brokers_down.lock().remove(&endpoint(id));
@@ -449,6 +474,130 @@ impl Replicas {
                 );
             }
         }
+    }
+
+    /// With the controller link: starts replica `id`'s `ReplicaManager` (process life
+    /// `incarnation`): APPLY_BROKER_ID through the real controller client (the identity file's
+    /// step; its check code fixed, as the simulation's is), then `ReplicaManager::start_with`
+    /// (a heartbeat, CONTROLLER_REGISTER_BROKER, an election if the set has no master, the role
+    /// applied) and its loops; retried every 50 ms while it fails.
+    fn start_manager(
+        &self,
+        w: &Arc<World>,
+        id: i64,
+        incarnation: u64,
+        store: &Arc<MessageStore>,
+        ha: &Arc<HaState>,
+    ) -> JoinHandle<()> {
+        let (w, store, ha) = (w.clone(), store.clone(), ha.clone());
+        let rng = self.rng.lock().fork();
+        let controllers: Vec<String> = (1..=w.opts.nodes)
+            .map(crate::link::controller_addr)
+            .collect();
+        let config = BrokerConfig {
+            cluster_name: "sim".to_string(),
+            broker_name: SET.to_string(),
+            namesrv_addr: String::new(),
+            controller_addr: controllers.join(";"),
+            controller_heartbeat_interval_ms: 20,
+            controller_heartbeat_timeout_ms: crate::link::CONTROLLER_TIMEOUT_MS,
+            sync_controller_metadata_period_ms: 40,
+            check_sync_state_set_period_ms: 20,
+            ha_max_time_slave_not_catchup_ms: MAX_NOT_CAUGHT_UP.as_millis() as u64,
+            min_in_sync_replicas: 1,
+            all_ack_in_sync_state_set: true,
+            ..BrokerConfig::default()
+        };
+        tokio::spawn(async move {
+            let transport = Arc::new(crate::link::SimTransport::new(&w, endpoint(id)));
+            let client = ControllerClient::with_transport(transport, Duration::from_millis(150));
+            let addr = format!("{SET}-{id}:10911");
+            let identity = BrokerIdentity {
+                cluster_name: "sim".to_string(),
+                broker_name: SET.to_string(),
+                broker_id: id,
+                register_check_code: format!("{addr};0"),
+            };
+            let peers = Arc::new(crate::link::SimPeers {
+                world: Arc::downgrade(&w),
+                id,
+                incarnation,
+                rng: Mutex::new(rng),
+            });
+            loop {
+                let mut applied = false;
+                for c in &controllers {
+                    match client
+                        .apply_broker_id(c, "sim", SET, id, &identity.register_check_code)
+                        .await
+                    {
+                        Ok(()) => {
+                            applied = true;
+                            break;
+                        }
+                        Err(e)
+                            if e.code().is_some_and(|c| {
+                                c != rocketraft_remoting::response_code::SYSTEM_BUSY
+                            }) =>
+                        {
+                            w.log(format!("{} apply refused: {e}", name(id)));
+                            break;
+                        }
+                        Err(_) => {}
+                    }
+                }
+                if applied {
+                    let parts = ReplicaParts {
+                        config: config.clone(),
+                        store: store.clone(),
+                        ha: ha.clone(),
+                        identity: identity.clone(),
+                        broker_addr: addr.clone(),
+                        ha_addr: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+                        register_trigger: Arc::new(tokio::sync::Notify::new()),
+                        client: client.clone(),
+                        remoting: RemotingClient::new(config.internal_client_config()),
+                        peers: peers.clone(),
+                    };
+                    match ReplicaManager::start_with(parts).await {
+                        Ok(manager) => {
+                            let loops = manager.spawn_loops();
+                            let Some(replicas) = &w.replicas else { return };
+                            let mut g = replicas.replicas.lock();
+                            match g
+                                .get_mut(&id)
+                                .and_then(|r| r.proc.as_mut())
+                                .filter(|p| p.incarnation == incarnation)
+                            {
+                                Some(p) => {
+                                    p.manager = Some(manager);
+                                    p.link.extend(loops);
+                                }
+                                None => {
+                                    manager.stop();
+                                    for t in loops {
+                                        t.abort();
+                                    }
+                                }
+                            }
+                            drop(g);
+                            w.log(format!("{} registered (controller link)", name(id)));
+                            return;
+                        }
+                        Err(e) => w.log(format!("{} did not register: {e}", name(id))),
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    }
+
+    /// Replica `id`'s ReplicaManager, if it runs and registered (controller link).
+    pub(crate) fn manager(&self, id: i64) -> Option<Arc<ReplicaManager>> {
+        self.replicas
+            .lock()
+            .get(&id)
+            .and_then(|r| r.proc.as_ref().and_then(|p| p.manager.clone()))
     }
 
     /// Kills replica `id`'s process (`kill -9`: its files keep what it wrote).
@@ -750,12 +899,32 @@ impl Replicas {
         let mut masters: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
         let mut writable: Vec<(i64, i32)> = Vec::new();
         let acked = self.acked.lock();
+        let mut roles = Vec::new();
         for (id, r) in g.iter_mut() {
             let Some(p) = r.proc.as_mut() else {
                 continue;
             };
             let role = p.ha.role();
             let epoch = p.ha.master_epoch();
+            if w.opts.controller_link {
+                // The ReplicaManager changes roles on its own: the trace shows what each
+                // sample finds.
+                let leased = role == Role::Master && p.ha.lease_valid();
+                let seen = (role, epoch, p.ha.snapshot().master_broker_id, leased);
+                if p.role_seen != Some(seen) {
+                    p.role_seen = Some(seen);
+                    roles.push(format!(
+                        "{} is {role:?} of epoch {epoch}{} (master {:?}, set {:?} sss-epoch {}, confirm {}, log end {})",
+                        name(*id),
+                        if leased { " with a lease" } else { "" },
+                        seen.2,
+                        p.ha.snapshot().sync_state_set,
+                        p.ha.snapshot().sync_state_set_epoch,
+                        p.store.confirm_offset(),
+                        p.store.max_phy_offset()
+                    ));
+                }
+            }
             if role == Role::Master {
                 masters.entry(epoch).or_default().push(*id);
                 if p.ha.lease_valid() {
@@ -805,6 +974,9 @@ impl Replicas {
         }
         drop(acked);
         drop(g);
+        for line in roles {
+            w.log(line);
+        }
         for (epoch, ids) in masters {
             if ids.len() > 1 {
                 failures.push((
@@ -950,7 +1122,13 @@ impl Replicas {
 /// A slave's replication loop: connects to its master over a simulated connection when both
 /// run and the link is up, runs the real `follow_stream` against the real `master_connection`
 /// until the session ends, and tries again after a seeded pause.
-async fn follow_loop(w: Arc<World>, id: i64, incarnation: u64, master: i64, mut rng: SimRng) {
+pub(crate) async fn follow_loop(
+    w: Arc<World>,
+    id: i64,
+    incarnation: u64,
+    master: i64,
+    mut rng: SimRng,
+) {
     let Some(replicas) = w.replicas.as_ref() else {
         return;
     };

@@ -88,6 +88,11 @@ pub struct SimOptions {
     /// schedule is an hour: nothing is synced in a run but by a checkpoint or a truncation).
     /// For exploring what a power loss then loses; the message invariants assume SYNC_FLUSH.
     pub async_flush: bool,
+    /// With replicas: each replica runs the broker's real `ReplicaManager` over the real
+    /// controller client, on a simulated transport answered by the controller nodes through
+    /// the controller's request handling ([`crate::link`]), instead of the simulation's own
+    /// role loop and heartbeats.
+    pub controller_link: bool,
 }
 
 impl Default for SimOptions {
@@ -102,6 +107,7 @@ impl Default for SimOptions {
             replicas: false,
             power_loss_all: false,
             async_flush: false,
+            controller_link: false,
         }
     }
 }
@@ -132,6 +138,12 @@ pub struct Stats {
     /// Files a power loss changed, by file type and kind (`commitlog torn`,
     /// `consumequeue lost`, `other vanished`, ...; see `disk::Loss::kind`).
     pub disk_losses: std::collections::BTreeMap<String, u64>,
+    /// Controller link (`--controller-link`): broker heartbeats the nodes answered, and of
+    /// those the ones a leader confirmed (`leaderConfirmed`, what renews a master's lease).
+    pub link_heartbeats: u64,
+    pub link_confirmed: u64,
+    /// Controller link: ALTER_SYNC_STATE_SET fences (`check_sync_state_set`) the log took.
+    pub link_fences: u64,
 }
 
 /// The broker sets the clients work on.
@@ -171,6 +183,8 @@ pub(crate) struct World {
     pub stopping: Mutex<bool>,
     /// The broker replicas, with `--replicas`.
     pub replicas: Option<Replicas>,
+    /// The replicas' controller link (`--controller-link`): forwarding channels, serials.
+    pub link: crate::link::LinkState,
 }
 
 impl World {
@@ -204,6 +218,8 @@ impl World {
             stats: Mutex::new(Stats::default()),
             stopping: Mutex::new(false),
             replicas,
+            // Derived without drawing from `rng`: a run without the link draws as before.
+            link: crate::link::LinkState::new(SimRng::new(seed ^ 0x11c4_c0de_0f11_4c5e)),
         })
     }
 
@@ -468,6 +484,10 @@ impl World {
         let mut tasks = vec![tokio::spawn(replicas.wire().deliver(self.net.clone()))];
         for id in 1..=crate::replicas::REPLICAS {
             replicas.start(self, id);
+            if self.opts.controller_link {
+                // The replica's own ReplicaManager talks to the controllers (`Replicas::start`).
+                continue;
+            }
             let w = self.clone();
             let rng = self.rng.lock().fork();
             let endpoint = crate::replicas::endpoint(id);
@@ -504,6 +524,10 @@ impl World {
                 let mut rng = self.rng.lock();
                 (rng.range(0, 100) as i64, rng.range(0, 4) as i64)
             };
+            if self.opts.controller_link && self.replicas.is_some() && set == crate::replicas::SET {
+                // The replicas heartbeat through their ReplicaManager (`crate::link`).
+                continue;
+            }
             for node in self.nodes() {
                 let w = self.clone();
                 let channel = self.net.open_channel(endpoint, node);
@@ -801,7 +825,7 @@ impl World {
 
 /// What a node answers a client.
 #[derive(Debug, Clone)]
-enum Answer {
+pub(crate) enum Answer {
     Written { log_id: LogId, reply: Reply },
     Read(ControllerQueryResponse),
     NotLeader(Option<NodeId>),
@@ -820,7 +844,7 @@ fn with_leader_liveness(node: &NodeHandle, mut req: Request) -> Result<Request, 
     Ok(req)
 }
 
-async fn serve_write(node: NodeHandle, req: Request) -> Answer {
+pub(crate) async fn serve_write(node: NodeHandle, req: Request) -> Answer {
     let req = match with_leader_liveness(&node, req) {
         Ok(r) => r,
         Err(e) => return Answer::Failed(e),
@@ -839,7 +863,11 @@ async fn serve_write(node: NodeHandle, req: Request) -> Answer {
 
 /// A node answers a read: the ReadIndex round, then the state machine's query. With
 /// [`Bug::StaleRead`] the round is skipped (the self-test of the read invariant).
-async fn serve_read(node: NodeHandle, mut query: ControllerQuery, stale: bool) -> Answer {
+pub(crate) async fn serve_read(
+    node: NodeHandle,
+    mut query: ControllerQuery,
+    stale: bool,
+) -> Answer {
     // The serving node's own liveness view, as the controller's read path takes it.
     if let ControllerQuery::Request { request, alive } = &mut query {
         *alive = alive_for_at(&node.heartbeats, request, node.clock.now_ms());
@@ -861,6 +889,11 @@ async fn serve_read(node: NodeHandle, mut query: ControllerQuery, stale: bool) -
         Ok(r) => Answer::Read(r),
         Err(e) => Answer::Failed(e.to_string()),
     }
+}
+
+/// A one-line description of a controller request, for the trace.
+pub(crate) fn describe(request: &ControllerRequest) -> String {
+    Client::describe(request)
 }
 
 /// A client's knowledge of one broker set (from its last answers).
