@@ -8,10 +8,7 @@
 //!   `PopCheckPoint`) is stored durably in the revive topic `rmq_sys_REVIVE_LOG_{cluster}`
 //!   (through the same path as a send: flushed per the flush policy and, in controller mode,
 //!   acknowledged by the in-sync replicas). Versions before it stored one record per message;
-//!   the replay reads both. The messages are reserved under the queue's lock and the lock is
-//!   released before the checkpoint write, which concurrent POPs share (see [`CkLog`] for why
-//!   no message leaves twice or before its checkpoint, and why a queue's checkpoints are
-//!   stored in order).
+//!   the replay reads both.
 //! - **Ack** and **change invisible time** store an ack record (and, for the latter, a new
 //!   checkpoint of that one message) the same way before answering; an ack ends its message's
 //!   checkpoint within the batch. Acks that arrive while another acks write is being stored go
@@ -290,10 +287,6 @@ struct InFlight {
     /// Once retention wanted the segment of the message: the revive-topic queue offset of its
     /// latest copy (see [`PopService::roll_below`]), which is read instead of the original.
     moved: Option<i64>,
-    /// Reserved by a POP whose checkpoint is not yet stored (see [`CkLog`]): nothing acks,
-    /// changes, revives or copies it until the checkpoint write answers (then it is an
-    /// ordinary checkpoint, or rolled back).
-    pending: bool,
 }
 
 impl InFlight {
@@ -310,7 +303,6 @@ impl InFlight {
             fifo,
             visible_at: pop_time.min(now).saturating_add(invisible_ms),
             moved: None,
-            pending: false,
         }
     }
 
@@ -489,66 +481,6 @@ struct AckLog {
     writer: tokio::sync::Mutex<()>,
 }
 
-/// One queue's checkpoint of a POP waiting for the next checkpoint write (see [`CkLog`]).
-struct PendingCk {
-    key: QueueKey,
-    record: PopRecord,
-    /// Where the reservation started reading (the queue's pop offset before it).
-    start: i64,
-    /// The offsets it reserved (in flight, `pending`), all with `pop_time`.
-    offsets: Vec<i64>,
-    pop_time: i64,
-    answer: tokio::sync::oneshot::Sender<Result<(), Refusal>>,
-}
-
-/// Group commit of POP checkpoints, with the queue lock released before the write.
-///
-/// A POP reserves its messages under the queue's lock: it reads them, records them in flight
-/// as `pending`, moves the pop offset past them, and pushes its checkpoint here, all in one
-/// critical section. It then releases the lock and waits for the checkpoint write; only once
-/// that write is stored durably (flush policy; in-sync replicas in controller mode) are the
-/// entries made ordinary and the messages handed out. Why this is as safe as holding the lock
-/// across the write:
-///
-/// - **No message twice**: the pop offset moves under the lock, so the next POP of the queue
-///   starts after the reserved messages; a `pending` entry cannot be acked, changed, revived,
-///   copied forward, or popped again by FIFO (its gate stays blocked) until its write answers.
-/// - **No message leaves before its checkpoint is durable**: the answer waits for the write.
-/// - **Durable order = reservation order, per queue**: the checkpoint is pushed under the
-///   queue lock, so pushes of a queue are in reservation order; one writer at a time drains
-///   everything pending, in order, into one store call, and the next store call starts only
-///   after it completed. So a checkpoint is never in the log (or on a replica) without every
-///   earlier checkpoint of its queue. This matters because a replay moves a queue's pop offset
-///   past its highest checkpoint: a later checkpoint stored without an earlier one would skip
-///   the earlier one's messages after kill -9 or a failover.
-/// - **A failed write rolls back exactly**: the writer (still holding the writer lock, so no
-///   further checkpoint is stored) stops new reservations of each queue in the failed write,
-///   takes its lock, fails every reservation of it still waiting (all later than the failed
-///   ones), removes their entries and puts the pop offset back to the earliest failed start.
-///   The reservations failed are then a suffix of the queue's, so the state is what it would
-///   have been had they never been made; the consumer offset never passed a pending entry.
-///
-/// Requests run to completion on their own tasks (remoting spawns each), and a revive round
-/// also writes whatever checkpoints are waiting, so none is left pending.
-#[derive(Default)]
-struct CkLog {
-    pending: Mutex<Vec<PendingCk>>,
-    /// Held by the one request storing a checkpoint write (and, after a failure, for its
-    /// rollback).
-    writer: tokio::sync::Mutex<()>,
-    /// Queues being rolled back after a failed checkpoint write: a POP takes nothing from
-    /// them meanwhile.
-    rolling_back: Mutex<std::collections::HashSet<QueueKey>>,
-}
-
-/// Messages of one queue reserved by a POP, handed out once their checkpoint is stored.
-struct Reserved {
-    answer: tokio::sync::oneshot::Receiver<Result<(), Refusal>>,
-    q: i32,
-    is_retry: bool,
-    picked: Vec<(bytes::Bytes, i64, i32)>,
-}
-
 /// The POP service of a broker.
 pub struct PopService {
     state: Mutex<HashMap<QueueKey, QueueState>>,
@@ -556,7 +488,6 @@ pub struct PopService {
     replay: crate::replay::ReplayGate,
     round_robin: AtomicI64,
     acks: AckLog,
-    cks: CkLog,
 }
 
 impl Default for PopService {
@@ -567,7 +498,6 @@ impl Default for PopService {
             replay: crate::replay::ReplayGate::default(),
             round_robin: AtomicI64::new(0),
             acks: AckLog::default(),
-            cks: CkLog::default(),
         }
     }
 }
@@ -825,148 +755,12 @@ impl PopService {
             messages: Vec::new(),
             rest: 0,
         };
-        let mut reserved: Vec<Reserved> = Vec::new();
         for (t, q, is_retry) in candidates {
-            let taken: usize =
-                out.messages.len() + reserved.iter().map(|r| r.picked.len()).sum::<usize>();
-            let remaining = max.saturating_sub(taken);
-            match self
-                .pop_queue(inner, &request, (t, q, is_retry), remaining, &mut out)
-                .await
-            {
-                Ok(Some(r)) => reserved.push(r),
-                Ok(None) => {}
-                Err(e) => {
-                    // What this POP reserved is still written (its messages stay in flight
-                    // and are revived after their invisible time, as a checkpoint stored
-                    // before a later queue failed always was).
-                    if !reserved.is_empty() {
-                        self.write_checkpoints(inner).await;
-                    }
-                    return Err(e);
-                }
-            }
+            let remaining = max.saturating_sub(out.messages.len());
+            self.pop_queue(inner, &request, (t, q, is_retry), remaining, &mut out)
+                .await?;
         }
-        if reserved.is_empty() {
-            return Ok(out);
-        }
-        self.write_checkpoints(inner).await;
-        let mut first_error = None;
-        for r in reserved {
-            let outcome = r.answer.await.unwrap_or_else(|_| {
-                Err(Refusal::system_error(
-                    "the checkpoint write of this POP was abandoned; its messages were not handed out",
-                ))
-            });
-            match outcome {
-                Ok(()) => hand_out(inner, &request, (r.q, r.is_retry), r.picked, &mut out)?,
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
-        // A checkpoint stored beside a failed one keeps its messages in flight (revived after
-        // their invisible time), as before.
-        match first_error {
-            Some(e) => Err(e),
-            None => Ok(out),
-        }
-    }
-
-    /// Writes every checkpoint waiting in [`CkLog`] (one store call), unless a writer before
-    /// us took them: then waits for that writer. On success the entries become ordinary
-    /// checkpoints before any POP is answered; on failure they are rolled back (see
-    /// [`CkLog`]).
-    async fn write_checkpoints(&self, inner: &BrokerInner) {
-        let writer = self.cks.writer.lock().await;
-        let batch = std::mem::take(&mut *self.cks.pending.lock());
-        if batch.is_empty() {
-            return;
-        }
-        let records: Vec<PopRecord> = batch.iter().map(|p| p.record.clone()).collect();
-        match Self::persist(inner, &records).await {
-            Ok(()) => {
-                {
-                    let mut st = self.state.lock();
-                    for p in &batch {
-                        let Some(qs) = st.get_mut(&p.key) else {
-                            continue;
-                        };
-                        for o in &p.offsets {
-                            if let Some(f) = qs.inflight.get_mut(o) {
-                                if f.pending && f.pop_time == p.pop_time {
-                                    f.pending = false;
-                                }
-                            }
-                        }
-                    }
-                }
-                for p in batch {
-                    let _ = p.answer.send(Ok(()));
-                }
-            }
-            Err(e) => {
-                tracing::warn!(code = e.code, why = %e.remark, checkpoints = batch.len(), "POP checkpoint write failed; rolling its reservations back");
-                self.roll_back(batch, e).await;
-            }
-        }
-        drop(writer);
-    }
-
-    /// Rolls back the reservations of a failed checkpoint write and every later one of their
-    /// queues (see [`CkLog`]); called with the writer lock held. Answers each with `why`.
-    async fn roll_back(&self, mut failed: Vec<PendingCk>, why: Refusal) {
-        let mut keys: Vec<QueueKey> = failed.iter().map(|p| p.key.clone()).collect();
-        keys.sort();
-        keys.dedup();
-        self.cks.rolling_back.lock().extend(keys.iter().cloned());
-        for key in &keys {
-            let lock = self.lock_of(key);
-            let _guard = lock.lock().await;
-            // Reservations of this queue still waiting came after the failed ones: they must
-            // not be stored after the gap either.
-            {
-                let mut pending = self.cks.pending.lock();
-                let (later, keep): (Vec<PendingCk>, Vec<PendingCk>) = std::mem::take(&mut *pending)
-                    .into_iter()
-                    .partition(|p| &p.key == key);
-                *pending = keep;
-                failed.extend(later);
-            }
-            let start = failed
-                .iter()
-                .filter(|p| &p.key == key)
-                .map(|p| p.start)
-                .min();
-            {
-                let mut st = self.state.lock();
-                if let Some(qs) = st.get_mut(key) {
-                    for p in failed.iter().filter(|p| &p.key == key) {
-                        for o in &p.offsets {
-                            if qs
-                                .inflight
-                                .get(o)
-                                .is_some_and(|f| f.pending && f.pop_time == p.pop_time)
-                            {
-                                qs.inflight.remove(o);
-                            }
-                        }
-                    }
-                    // Nothing in flight from the earliest failed start on (no other
-                    // reservation of this queue came after it): read from there again. (After a
-                    // rebuild from the log, checkpoints there are in flight and stay.)
-                    if let Some(start) = start {
-                        if qs.inflight.range(start..).next().is_none() {
-                            qs.pop_offset = qs.pop_offset.min(start);
-                        }
-                    }
-                }
-            }
-            self.cks.rolling_back.lock().remove(key);
-        }
-        for p in failed {
-            let _ = p.answer.send(Err(why.clone()));
-        }
+        Ok(out)
     }
 
     /// Where a peek or a notification looks in `key`'s queue: where the next pop would start
@@ -1048,10 +842,7 @@ impl PopService {
                     .map(|qs| {
                         qs.inflight
                             .values()
-                            .map(|f| {
-                                f.pending
-                                    || f.deadline().min(now.saturating_add(f.invisible_ms)) > now
-                            })
+                            .map(|f| f.deadline().min(now.saturating_add(f.invisible_ms)) > now)
                             .collect()
                     })
                     .unwrap_or_default();
@@ -1117,9 +908,8 @@ impl PopService {
 
     /// Pops up to `remaining` messages of one candidate queue into `out`, under the queue's
     /// lock: from the pop offset (FIFO: only when the gate is open, or the expired messages
-    /// again, stored and put into `out` at once). The messages read are reserved and returned,
-    /// to be handed out once their checkpoint is stored (see [`CkLog`]). Counts what is left
-    /// in the queue into `out.rest` (the whole queue's rest when `remaining` is 0).
+    /// again), storing their checkpoints durably before they are handed out. Counts what is
+    /// left in the queue into `out.rest` (the whole queue's rest when `remaining` is 0).
     async fn pop_queue(
         &self,
         inner: &BrokerInner,
@@ -1127,15 +917,10 @@ impl PopService {
         (t, q, is_retry): (String, i32, bool),
         remaining: usize,
         out: &mut PopResult,
-    ) -> Result<Option<Reserved>, Refusal> {
+    ) -> Result<(), Refusal> {
         let key = (request.group.to_string(), t.clone(), q);
         let lock = self.lock_of(&key);
         let _guard = lock.lock().await;
-        if self.cks.rolling_back.lock().contains(&key) {
-            // A failed checkpoint write of this queue is being rolled back: nothing from it
-            // this time.
-            return Ok(None);
-        }
         let committed = inner
             .metadata
             .query_offset(request.group, &t, q)
@@ -1155,7 +940,7 @@ impl PopService {
         let start = self.pop_start(&key, committed, from_max, min, max_off);
         if remaining == 0 {
             out.rest += (max_off - start).max(0);
-            return Ok(None);
+            return Ok(());
         }
         if request.order {
             match self
@@ -1171,12 +956,12 @@ impl PopService {
                 FifoGate::Open => {}
                 FifoGate::Blocked => {
                     out.rest += (max_off - start).max(0);
-                    return Ok(None);
+                    return Ok(());
                 }
                 FifoGate::Again(again) => {
                     out.rest += (max_off - start).max(0);
                     out.messages.extend(again);
-                    return Ok(None);
+                    return Ok(());
                 }
             }
         }
@@ -1197,14 +982,9 @@ impl PopService {
             }
             _ => start,
         };
+        let picked = self.check_out(inner, request, &key, &r, next).await?;
         out.rest += (max_off - next).max(0);
-        let picked = self.reserve(inner, request, &key, &r, start, next);
-        Ok(picked.map(|(answer, picked)| Reserved {
-            answer,
-            q,
-            is_retry,
-            picked,
-        }))
+        hand_out(inner, request, (q, is_retry), picked, out)
     }
 
     /// Where a pop of `key`'s queue starts: its pop offset, moved up to the group's committed
@@ -1229,29 +1009,27 @@ impl PopService {
         qs.pop_offset
     }
 
-    /// Reserves the messages read, under the queue lock: records them in flight as `pending`,
-    /// moves the pop offset to `next`, advances the consumer offset (never past a pending
-    /// entry) and pushes their checkpoint to [`CkLog`] (see there for why this is safe). Returns
-    /// where the checkpoint write's outcome comes and each message as `(record, queue offset,
-    /// reconsume times)`; `None` when nothing was picked.
-    #[allow(clippy::type_complexity)]
-    fn reserve(
+    /// Stores one checkpoint for the messages read (durably, before any leaves), then records
+    /// them in flight, moves the pop offset to `next` and advances the consumer offset. Returns each
+    /// message as `(record, queue offset, reconsume times)`.
+    async fn check_out(
         &self,
         inner: &BrokerInner,
         request: &PopRequest<'_>,
         key: &QueueKey,
         r: &crate::store::GetMessageResult,
-        start: i64,
         next: i64,
-    ) -> Option<(
-        tokio::sync::oneshot::Receiver<Result<(), Refusal>>,
-        Vec<(bytes::Bytes, i64, i32)>,
-    )> {
+    ) -> Result<Vec<(bytes::Bytes, i64, i32)>, Refusal> {
         let (pop_time, invisible_ms, order) =
             (request.pop_time, request.invisible_ms, request.order);
         let mut picked = Vec::new();
         for (rec, off) in r.messages.iter().zip(&r.message_queue_offsets) {
             picked.push((rec.clone(), *off, record_reconsume_times(rec)));
+        }
+        if !picked.is_empty() {
+            let msgs: Vec<(i64, i32)> = picked.iter().map(|(_, o, rt)| (*o, *rt)).collect();
+            let ck = PopRecord::batch(key, &msgs, pop_time, invisible_ms, order);
+            Self::persist(inner, &[ck]).await?;
         }
         {
             let mut st = self.state.lock();
@@ -1259,29 +1037,13 @@ impl PopService {
             for (_, off, reconsume) in &picked {
                 qs.inflight.insert(
                     *off,
-                    InFlight {
-                        pending: true,
-                        ..InFlight::new(pop_time, invisible_ms, *reconsume, order, pop_time)
-                    },
+                    InFlight::new(pop_time, invisible_ms, *reconsume, order, pop_time),
                 );
             }
             qs.pop_offset = qs.pop_offset.max(next);
         }
         self.advance_offset(inner, key);
-        if picked.is_empty() {
-            return None;
-        }
-        let msgs: Vec<(i64, i32)> = picked.iter().map(|(_, o, rt)| (*o, *rt)).collect();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.cks.pending.lock().push(PendingCk {
-            key: key.clone(),
-            record: PopRecord::batch(key, &msgs, pop_time, invisible_ms, order),
-            start,
-            offsets: msgs.iter().map(|(o, _)| *o).collect(),
-            pop_time,
-            answer: tx,
-        });
-        Some((rx, picked))
+        Ok(picked)
     }
 
     /// The group's consumer offset of a queue: the first message still in flight, or the pop
@@ -1430,11 +1192,6 @@ impl PopService {
             .and_then(|qs| qs.inflight.get(&handle.queue_offset))
             .copied();
         match found {
-            // Its checkpoint is still being stored: no answer carried this handle yet.
-            Some(f) if f.pending => Err(Refusal::new(
-                response_code::NO_MESSAGE,
-                "receipt handle names a message whose POP is not answered yet",
-            )),
             Some(f) if f.pop_time == handle.pop_time => Ok(f),
             Some(_) => Err(Refusal::new(
                 response_code::NO_MESSAGE,
@@ -1523,7 +1280,6 @@ impl PopService {
             .flat_map(|(k, qs)| {
                 qs.inflight
                     .iter()
-                    .filter(|(_, f)| !f.pending)
                     .map(|(o, f)| (k.clone(), *o, f.moved))
                     .collect::<Vec<_>>()
             })
@@ -1575,7 +1331,7 @@ impl PopService {
             let Some(qs) = st.get(key) else {
                 return Ok(false);
             };
-            let Some(f) = qs.inflight.get(&offset).copied().filter(|f| !f.pending) else {
+            let Some(f) = qs.inflight.get(&offset).copied() else {
                 return Ok(false);
             };
             (f, qs.pop_offset)
@@ -1642,10 +1398,6 @@ impl PopService {
         if self.ensure_rebuilt(inner).await.is_err() {
             return 0;
         }
-        // Checkpoints left waiting (none, while every POP drives its own write).
-        if !self.cks.pending.lock().is_empty() {
-            self.write_checkpoints(inner).await;
-        }
         let now = now_ms();
         let expired: Vec<(QueueKey, i64)> = {
             let mut st = self.state.lock();
@@ -1654,7 +1406,7 @@ impl PopService {
                     qs.inflight.values_mut().for_each(|f| f.clamp(now));
                     qs.inflight
                         .iter()
-                        .filter(|(_, f)| !f.fifo && !f.pending && f.deadline() <= now)
+                        .filter(|(_, f)| !f.fifo && f.deadline() <= now)
                         .map(|(o, _)| (k.clone(), *o))
                         .collect::<Vec<_>>()
                 })
@@ -1843,11 +1595,7 @@ impl PopService {
             if inflight.is_empty() {
                 return Ok(FifoGate::Open);
             }
-            // A reservation whose checkpoint is being stored blocks like any message in flight.
-            if inflight
-                .iter()
-                .any(|(_, f)| f.pending || f.deadline() > pop_time)
-            {
+            if inflight.iter().any(|(_, f)| f.deadline() > pop_time) {
                 return Ok(FifoGate::Blocked);
             }
             // All expired. The first one past the maximum goes to the DLQ; then look again.
