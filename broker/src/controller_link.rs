@@ -99,6 +99,8 @@ fn read(path: &Path) -> Result<Option<BrokerIdentity>, LinkError> {
 pub struct HeartbeatOutcome {
     pub delivered: usize,
     pub leader_confirmed: bool,
+    /// A leader also confirmed this broker as its set's master at its epoch (renews the lease).
+    pub lease_confirmed: bool,
     /// The least `heartbeatTimeoutMills` the answering controllers reported.
     pub controller_timeout_ms: Option<u64>,
 }
@@ -358,6 +360,7 @@ impl ControllerLink {
         for ack in futures::future::join_all(calls).await.into_iter().flatten() {
             out.delivered += 1;
             out.leader_confirmed |= ack.leader_confirmed;
+            out.lease_confirmed |= ack.lease_confirmed;
             if let Some(t) = ack.controller_timeout_ms {
                 out.controller_timeout_ms =
                     Some(out.controller_timeout_ms.map_or(t, |o: u64| o.min(t)));

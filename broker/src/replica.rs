@@ -522,7 +522,9 @@ impl ReplicaManager {
             .link
             .heartbeat_all(&hb, self.heartbeat_deadline())
             .await;
-        if outcome.leader_confirmed {
+        // Only a leader that names this broker its set's master at the epoch the heartbeat
+        // carried renews the lease (`leaseConfirmed`, `service::answer_heartbeat`).
+        if outcome.lease_confirmed {
             self.ha
                 .renew_lease(sent + self.lease_for(outcome.controller_timeout_ms));
         }
@@ -539,8 +541,10 @@ impl ReplicaManager {
             .await
         {
             let lease = self.lease_for(ack.controller_timeout_ms);
-            if ack.leader_confirmed {
+            if ack.lease_confirmed {
                 self.ha.renew_lease(sent + lease);
+            }
+            if ack.leader_confirmed {
                 self.link.prefer(addr);
             }
         }

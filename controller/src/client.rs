@@ -72,6 +72,10 @@ pub struct HeartbeatAck {
     /// The answering node is the Raft leader, recorded the heartbeat, and a quorum
     /// acknowledged its term recently (Rocketraft's `leaderConfirmed`).
     pub leader_confirmed: bool,
+    /// Besides, the leader's settled state names this broker its set's master at the epoch
+    /// the heartbeat reported (Rocketraft's `leaseConfirmed`): what renews a master's lease
+    /// (`service::answer_heartbeat`).
+    pub lease_confirmed: bool,
     /// The controller's `heartbeatTimeoutMills` (Rocketraft's `controllerHeartbeatTimeoutMills`;
     /// absent from other controllers).
     pub controller_timeout_ms: Option<u64>,
@@ -333,6 +337,7 @@ impl ControllerClient {
         let response = self.call_ok_within(addr, request, &[], timeout).await?;
         Ok(HeartbeatAck {
             leader_confirmed: response.ext("leaderConfirmed") == Some("true"),
+            lease_confirmed: response.ext("leaseConfirmed") == Some("true"),
             controller_timeout_ms: response
                 .ext("controllerHeartbeatTimeoutMills")
                 .and_then(|v| v.parse().ok()),

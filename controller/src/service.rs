@@ -743,6 +743,22 @@ impl Controller {
         quorum_fresh_at(self.node.quorum_ack_age(), self.config.heartbeat_timeout_ms)
     }
 
+    /// Whether `heartbeat`, already recorded in this node's table, may renew its broker's
+    /// master lease (`leaseConfirmed`): see [`answer_heartbeat`] and [`lease_confirmable`].
+    pub fn lease_confirmed(&self, heartbeat: &Heartbeat) -> bool {
+        if !self.quorum_fresh() || !self.node.settled() {
+            return false;
+        }
+        let query = master_query(&heartbeat.broker_name);
+        let master = match self.node.read_applied(&query) {
+            Ok(ControllerQueryResponse::Request(Ok(ControllerResponse::GetReplicaInfo(r)))) => {
+                Some(r)
+            }
+            _ => None,
+        };
+        lease_confirmable(heartbeat, master.as_ref())
+    }
+
     /// One scanner round: on a leader in office for at least a heartbeat timeout (its own
     /// `heartbeat_timeout_ms`, and the master's if that is longer), whose term a quorum
     /// acknowledged within a fifth of it, elect a new master for every set whose master's
@@ -1058,20 +1074,57 @@ pub fn record_heartbeat(
 /// (> T/5 + 3/4 T), so no new master exists while the lease runs; this leader elects only after
 /// the master's heartbeat timed out here, which is after the lease too. The argument, step by
 /// step: docs/safety.md. The Remoting processor and the simulation's nodes both answer here.
+///
+/// `leaseConfirmed` (`lease`, from [`Controller::lease_confirmed`]), the answer a master renews
+/// its lease on: `leaderConfirmed`, and besides, the leader is settled (`RaftNode::settled`:
+/// its applied state is final, no write in flight) and that state names this broker its set's
+/// master at the epoch the heartbeat reports ([`lease_confirmable`]). Without it a master the
+/// controllers had replaced while it was cut off renewed its lease for the old epoch on the
+/// first heartbeat after the heal, while the new master held one (found by the simulation,
+/// `rocketraft-sim --controller-link --fault-ms 3000 --seed 3`). The heartbeat is recorded
+/// before `lease` runs, so an election prepared after the answer sees this broker alive; one
+/// prepared before it is still in flight, and the leader is not settled.
 pub fn answer_heartbeat(
     heartbeats: &HeartbeatTracker,
     cmd: &rocketraft_remoting::RemotingCommand,
     heartbeat_timeout_ms: u64,
     now: u64,
     confirmed: impl FnOnce() -> bool,
+    lease: impl FnOnce(&Heartbeat) -> bool,
 ) -> Result<rocketraft_remoting::RemotingCommand, Refusal> {
     let heartbeat = wire::decode_heartbeat(cmd)?;
-    record_heartbeat(heartbeats, heartbeat, heartbeat_timeout_ms, now);
+    record_heartbeat(heartbeats, heartbeat.clone(), heartbeat_timeout_ms, now);
     let confirmed = confirmed();
+    let lease = confirmed && lease(&heartbeat);
     Ok(cmd
         .response_to(response_code::SUCCESS, None)
         .with_ext("leaderConfirmed", confirmed)
+        .with_ext("leaseConfirmed", lease)
         .with_ext("controllerHeartbeatTimeoutMills", heartbeat_timeout_ms))
+}
+
+/// The query [`Controller::lease_confirmed`] reads the set's master with.
+pub fn master_query(broker_name: &str) -> ControllerQuery {
+    ControllerQuery::Request {
+        request: ControllerRequest::GetReplicaInfo(crate::handler::GetReplicaInfoRequest {
+            broker_name: broker_name.to_string(),
+        }),
+        alive: crate::liveness::AliveBrokers::new(),
+    }
+}
+
+/// Whether a settled leader whose applied state says `master` (the set's replica info) may
+/// renew the lease of the broker that sent `heartbeat`: only the master of record, at the
+/// epoch it reports (its epoch file's highest). A replaced master reports an older epoch; a
+/// broker just elected, whose epoch file does not have the new epoch yet, renews from its
+/// next heartbeat.
+pub fn lease_confirmable(
+    heartbeat: &Heartbeat,
+    master: Option<&crate::handler::GetReplicaInfoResponse>,
+) -> bool {
+    master.is_some_and(|m| {
+        m.master_broker_id == Some(heartbeat.broker_id) && m.master_epoch == heartbeat.info.epoch
+    })
 }
 
 /// How a node serves a controller request other than a heartbeat (the decoded request and the

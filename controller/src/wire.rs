@@ -505,6 +505,7 @@ impl ControllerProcessor {
                 c.config.heartbeat_timeout_ms,
                 rocketraft_common::time::mono_ms(),
                 || c.quorum_fresh(),
+                |hb| c.lease_confirmed(hb),
             ),
             rc::GET_CONTROLLER_CONFIG => {
                 let text = crate::runtime_config::config_text(&c.config, &c.live)?;

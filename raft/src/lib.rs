@@ -43,6 +43,7 @@ pub use log_store::RocksLogStore;
 pub use log_store::CF_LOGS;
 pub use log_store::CF_META;
 pub use network::TransportError;
+pub use node::leader_settled;
 pub use node::members_from_any_keys;
 pub use node::members_with_string_keys;
 pub use node::parse_members;

@@ -374,6 +374,9 @@ pub(crate) struct NodeCore {
     /// Rewrites a command's payload on the leader just before it is proposed (see
     /// [`RaftNode::set_leader_prepare`]).
     prepare: parking_lot::RwLock<Option<PrepareFn>>,
+    /// Writes proposed on this node ([`NodeCore::write_local`]) from just before their prepare
+    /// until their answer: see [`RaftNode::settled`].
+    writes_in_flight: AtomicU64,
     /// Signs the requests this node forwards ([`crate::auth`]).
     secret: Option<ClusterSecret>,
     /// Checks the requests the peer server receives.
@@ -554,6 +557,12 @@ impl NodeCore {
     /// Proposes on this node only (no forwarding).
     pub(crate) async fn write_local(&self, mut req: Request) -> Result<Reply, RaftClientError> {
         self.check_log("write")?;
+        // Counted before the prepare reads anything (a leader-side view such as the
+        // controller's live brokers) and until the answer, dropped or not: a decision taken
+        // while none is in flight ([`RaftNode::settled`]) is taken after every view a proposed
+        // entry carries, or before the entry exists.
+        self.writes_in_flight.fetch_add(1, Ordering::SeqCst);
+        let _in_flight = InFlightWrite(&self.writes_in_flight);
         let prepare = self.prepare.read().clone();
         if let Some(prepare) = prepare {
             req.payload = prepare(&req.payload)?;
@@ -987,11 +996,42 @@ impl NodeCore {
                     .min(config.client_timeout_ms * 3 / 4),
             ),
             prepare: parking_lot::RwLock::new(None),
+            writes_in_flight: AtomicU64::new(0),
             secret: config.cluster_secret.clone(),
             verifier: Verifier::new(config.cluster_secret.clone(), config.node_id),
             log,
         }
     }
+}
+
+/// Counts a write out of [`NodeCore::writes_in_flight`] when dropped.
+struct InFlightWrite<'a>(&'a AtomicU64);
+
+impl Drop for InFlightWrite<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Whether node `id`, by its metrics `m`, is a leader whose applied state is final for now:
+/// it leads, it has applied an entry of its own term (so every entry an earlier leader
+/// committed is applied here, and no entry of an earlier term can still commit), everything in
+/// its log is applied, and no write is being prepared or proposed on it (`writes_in_flight`).
+/// A decision read from the applied state then cannot be overtaken by an entry already on its
+/// way: any later entry is prepared after the decision. Shared by [`RaftNode::settled`] and
+/// the deterministic simulation, which runs openraft itself.
+pub fn leader_settled(
+    m: &openraft::RaftMetrics<TypeConfig>,
+    id: NodeId,
+    writes_in_flight: u64,
+) -> bool {
+    if writes_in_flight != 0 || m.current_leader != Some(id) {
+        return false;
+    }
+    m.last_applied.as_ref().is_some_and(|applied| {
+        applied.committed_leader_id().term == m.current_term
+            && m.last_log_index == Some(applied.index())
+    })
 }
 
 fn startup(e: String) -> RaftClientError {
@@ -1256,6 +1296,29 @@ impl<S: AppStateMachine> RaftNode<S> {
             return Some(Duration::ZERO);
         }
         m.last_quorum_acked.map(|t| openraft::Instant::elapsed(&*t))
+    }
+
+    /// See [`leader_settled`]. Reads no network: a snapshot of this node's metrics and its
+    /// count of writes in flight (read first, so a write counted after it prepares after it).
+    pub fn settled(&self) -> bool {
+        let in_flight = self.core.writes_in_flight.load(Ordering::SeqCst);
+        let m = self.core.raft.metrics().borrow_watched().clone();
+        leader_settled(&m, self.core.id, in_flight)
+    }
+
+    /// Answers `query` from this node's applied state as it is now, without waiting for
+    /// anything (a stale read; [`RaftNode::settled`] says when a leader's is final).
+    pub fn read_applied(&self, query: &S::Query) -> Result<S::QueryResponse, RaftClientError> {
+        let payload = serde_json::to_string(query)
+            .map_err(|e| RaftClientError::Rejected(format!("unencodable query: {e}")))?;
+        let answer = self
+            .core
+            .sm
+            .read()
+            .query(&payload)
+            .map_err(|e| RaftClientError::Rejected(e.to_string()))?;
+        serde_json::from_str(&answer)
+            .map_err(|e| RaftClientError::Rejected(format!("undecodable answer: {e}")))
     }
 
     /// The current leader's id and address, if known.

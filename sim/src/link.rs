@@ -37,14 +37,16 @@ use rocketraft_broker::replica::{parse_role_notification, ReplicaPeers};
 use rocketraft_controller::client::{ControllerTransport, TransportFuture};
 use rocketraft_controller::handler::ElectOutcome;
 use rocketraft_controller::replicated::CommandResult;
-use rocketraft_controller::service::{answer_heartbeat, quorum_fresh_at, route, Route};
+use rocketraft_controller::service::{
+    answer_heartbeat, lease_confirmable, master_query, quorum_fresh_at, route, Route,
+};
 use rocketraft_controller::wire::{encode_response, notify_broker_role_changed};
 use rocketraft_controller::{
     AliveBrokers, ControllerCommand, ControllerQuery, ControllerQueryResponse, ControllerRequest,
-    ControllerResponse, DefaultElectPolicy,
+    ControllerResponse, ControllerStateMachine, DefaultElectPolicy,
 };
 use rocketraft_raft::types::{Raft, Request};
-use rocketraft_raft::NodeId;
+use rocketraft_raft::{leader_settled, NodeId};
 use rocketraft_remoting::codes::{request_code, response_code};
 use rocketraft_remoting::{Refusal, RemotingCommand};
 
@@ -197,6 +199,26 @@ async fn serve_request(
             CONTROLLER_TIMEOUT_MS,
             node.clock.now_ms(),
             || quorum_fresh_at(quorum_ack_age(id, &raft), CONTROLLER_TIMEOUT_MS),
+            |hb| {
+                // As `Controller::lease_confirmed`: the count first, then the metrics.
+                let in_flight = node
+                    .writes_in_flight
+                    .load(std::sync::atomic::Ordering::SeqCst);
+                let m = raft.metrics().borrow_watched().clone();
+                if !leader_settled(&m, id, in_flight) {
+                    return false;
+                }
+                let master = match node
+                    .sm
+                    .query_app::<ControllerStateMachine>(&master_query(&hb.broker_name))
+                {
+                    Ok(ControllerQueryResponse::Request(Ok(
+                        ControllerResponse::GetReplicaInfo(r),
+                    ))) => Some(r),
+                    _ => None,
+                };
+                lease_confirmable(hb, master.as_ref())
+            },
         );
         if let (Ok(response), Some(w)) = (&answer, w.upgrade()) {
             let mut stats = w.stats.lock();

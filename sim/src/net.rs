@@ -62,6 +62,9 @@ pub struct NodeHandle {
     pub sm: StateMachineStore,
     pub heartbeats: Arc<HeartbeatTracker>,
     pub clock: NodeClock,
+    /// Writes being prepared or proposed here (`RaftNode`'s count, for
+    /// `rocketraft_raft::leader_settled`).
+    pub writes_in_flight: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// How the links behave now (the nemesis changes it).

@@ -307,6 +307,7 @@ impl World {
                 sm,
                 heartbeats: Arc::new(HeartbeatTracker::new()),
                 clock: self.clocks.of(id),
+                writes_in_flight: Arc::default(),
             },
         );
         Ok(raft)
@@ -845,6 +846,11 @@ fn with_leader_liveness(node: &NodeHandle, mut req: Request) -> Result<Request, 
 }
 
 pub(crate) async fn serve_write(node: NodeHandle, req: Request) -> Answer {
+    // As `RaftNode`'s write path: counted from before the prepare until the answer.
+    node.writes_in_flight
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let in_flight = node.writes_in_flight.clone();
+    let _in_flight = InFlight(&in_flight);
     let req = match with_leader_liveness(&node, req) {
         Ok(r) => r,
         Err(e) => return Answer::Failed(e),
@@ -858,6 +864,15 @@ pub(crate) async fn serve_write(node: NodeHandle, req: Request) -> Answer {
             Answer::NotLeader(f.leader_id)
         }
         Err(e) => Answer::Failed(e.to_string()),
+    }
+}
+
+/// Takes one write out of a node's count when dropped.
+struct InFlight<'a>(&'a std::sync::atomic::AtomicU64);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 

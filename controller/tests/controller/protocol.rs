@@ -604,6 +604,80 @@ async fn the_election_prefers_a_replica_the_name_servers_reach() {
     set.stop().await;
 }
 
+/// `leaseConfirmed` (a Rocketraft extension; what a master renews its role lease on): the
+/// leader confirms every heartbeat it records (`leaderConfirmed`), but the lease only of the
+/// set's master of record at the epoch the heartbeat reports. A master replaced while it was
+/// cut off (its heartbeats stopped) that heartbeats again before it learns of the new epoch
+/// gets no lease (found by the simulation: `rocketraft-sim --controller-link --fault-ms 3000
+/// --seed 3`, two masters with a lease at once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_master_of_record_at_its_epoch_gets_a_lease() {
+    let dir = rocketraft_common::testing::ScratchDir::new("raft").expect("a scratch dir");
+    let beat = |id: i64| beat_of(id, 100 * id, BrokerLiveInfo::new(1, 0, 0));
+    let set = ThreeReplicas::start(dir.path(), beat).await;
+    let c = client();
+    let ack = |hb: Heartbeat| {
+        let c = &c;
+        let addr = set.addr.clone();
+        async move {
+            c.heartbeat_ack(&addr, &hb, Duration::from_secs(5))
+                .await
+                .expect("heartbeat answered")
+        }
+    };
+    // A settled leader: the master at epoch 1 gets its lease; a slave only the confirmation.
+    let mut master = ack(beat(1)).await;
+    for _ in 0..50 {
+        if master.lease_confirmed {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        master = ack(beat(1)).await;
+    }
+    assert!(
+        master.leader_confirmed && master.lease_confirmed,
+        "{master:?}"
+    );
+    let slave = ack(beat(2)).await;
+    assert!(
+        slave.leader_confirmed && !slave.lease_confirmed,
+        "{slave:?}"
+    );
+
+    // 1 falls silent; the controller elects another master for epoch 2.
+    set.beating.lock().expect("lock").retain(|id| *id != 1);
+    let info = set
+        .next_master()
+        .await
+        .expect("a new master after the old one's heartbeat timed out");
+    assert_eq!(info.master_epoch, 2);
+    let new_master = info.master_broker_id.expect("a master");
+
+    // The old master is back, still at epoch 1: confirmed, no lease.
+    let old = ack(beat(1)).await;
+    assert!(old.leader_confirmed, "{old:?}");
+    assert!(
+        !old.lease_confirmed,
+        "a replaced master renewed its lease: {old:?}"
+    );
+    // The new master before it wrote epoch 2 to its epoch file: no lease either.
+    let unaware = ack(beat(new_master)).await;
+    assert!(!unaware.lease_confirmed, "{unaware:?}");
+    // Once at epoch 2, its lease.
+    let at_2 = || beat_of(new_master, 100 * new_master, BrokerLiveInfo::new(2, 0, 0));
+    let mut aware = ack(at_2()).await;
+    for _ in 0..50 {
+        if aware.lease_confirmed {
+            break;
+        }
+        // A write still in flight on the leader (it is not settled) refuses a lease for now.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        aware = ack(at_2()).await;
+    }
+    assert!(aware.leader_confirmed && aware.lease_confirmed, "{aware:?}");
+    set.stop().await;
+}
+
 /// Issue 22: a master that keeps heartbeating but reports that it cannot gather
 /// `minInSyncReplicas` (`inSyncReplicasUnreachable`, a Rocketraft extension: cut off from its
 /// slaves but not from the controller leader) is deposed by the controller's own scan in favour
