@@ -2,7 +2,8 @@
 //!
 //! Each replica process runs the broker's own `rocketraft_broker::replica::ReplicaManager`
 //! (started with `ReplicaManager::start_with`): its heartbeat loops (`heartbeat_to`, the lease
-//! renewed from the send time of a heartbeat the controller leader confirmed), its polls
+//! renewed from the send time of a heartbeat the controller leader confirmed as the master's
+//! at its epoch), its polls
 //! (`poll_once`, `poll_local`, `apply`, `become_master`, `become_slave`,
 //! `elect_if_masterless`), `check_sync_state_set` (proposals, the pending union, the fence) and
 //! `refresh_known_replicas`, over the real `ControllerLink` and `ControllerClient`. Only the
@@ -11,7 +12,8 @@
 //! the simulated network ([`crate::net`]: seeded delay, loss, duplication, partitions, crashes)
 //! to a simulated controller node, which answers it in [`serve`] through the controller's own
 //! request handling: `service::answer_heartbeat` (decode, the node's real `HeartbeatTracker`
-//! at the node's clock, `leaderConfirmed` from `service::quorum_fresh_at`), `service::route`
+//! at the node's clock, `leaderConfirmed` from `service::quorum_fresh_at`, `leaseConfirmed`
+//! from `rocketraft_raft::leader_settled` and `service::lease_confirmable`), `service::route`
 //! (decode; `readLocal`, read or write), the state machine through openraft (a write's liveness
 //! from the serving leader's table, `service::alive_for_at`), and `wire::encode_response`.
 //! A write or read reaching a follower is forwarded to the leader it names, once, over the
