@@ -146,7 +146,9 @@ pub struct ReplicaParts {
     pub broker_addr: String,
     pub ha_addr: SocketAddr,
     pub register_trigger: Arc<Notify>,
-    pub client: ControllerClient,
+    /// The link to the controllers (`start` passes on the one it obtained the identity
+    /// through, with the controller it found answering preferred).
+    pub link: ControllerLink,
     /// For the NameServer probes (none without NameServers in the config).
     pub remoting: RemotingClient,
     pub peers: Arc<dyn ReplicaPeers>,
@@ -223,7 +225,7 @@ impl ReplicaManager {
             broker_addr,
             ha_addr,
             register_trigger,
-            client: link.client().clone(),
+            link,
             remoting,
             peers,
         })
@@ -241,11 +243,10 @@ impl ReplicaManager {
             broker_addr,
             ha_addr,
             register_trigger,
-            client,
+            link,
             remoting,
             peers,
         } = parts;
-        let link = ControllerLink::new(&config.controller_addr, client);
         let name_servers = NameServerReach::new(
             config.namesrv_addrs(),
             Duration::from_millis(config.controller_heartbeat_timeout_ms / 2),

@@ -375,8 +375,8 @@ pub(crate) struct NodeCore {
     /// [`RaftNode::set_leader_prepare`]).
     prepare: parking_lot::RwLock<Option<PrepareFn>>,
     /// Writes proposed on this node ([`NodeCore::write_local`]) from just before their prepare
-    /// until their answer: see [`RaftNode::settled`].
-    writes_in_flight: AtomicU64,
+    /// until openraft answers them: see [`RaftNode::settled`].
+    writes_in_flight: Arc<AtomicU64>,
     /// Signs the requests this node forwards ([`crate::auth`]).
     secret: Option<ClusterSecret>,
     /// Checks the requests the peer server receives.
@@ -558,21 +558,32 @@ impl NodeCore {
     pub(crate) async fn write_local(&self, mut req: Request) -> Result<Reply, RaftClientError> {
         self.check_log("write")?;
         // Counted before the prepare reads anything (a leader-side view such as the
-        // controller's live brokers) and until the answer, dropped or not: a decision taken
-        // while none is in flight ([`RaftNode::settled`]) is taken after every view a proposed
-        // entry carries, or before the entry exists.
+        // controller's live brokers) and until openraft answers the write, whether or not
+        // anyone still waits for it: a caller that gives up (a timeout, a stalled log, a
+        // forwarder's deadline) leaves the entry on its way into the log, so the proposal runs
+        // in a task of its own that holds the count. A decision taken while none is in flight
+        // ([`RaftNode::settled`]) is taken after every view a proposed entry carries, or
+        // before the entry exists.
         self.writes_in_flight.fetch_add(1, Ordering::SeqCst);
-        let _in_flight = InFlightWrite(&self.writes_in_flight);
+        let in_flight = InFlightWrite(self.writes_in_flight.clone());
         let prepare = self.prepare.read().clone();
         if let Some(prepare) = prepare {
             req.payload = prepare(&req.payload)?;
         }
+        let raft = self.raft.clone();
+        let proposal = tokio::spawn(async move {
+            let _in_flight = in_flight;
+            raft.client_write(req).await
+        });
         self.unless_log_stalls("write", async {
-            self.raft
-                .client_write(req)
-                .await
-                .map(|resp| resp.data)
-                .map_err(|e| self.write_error(e))
+            match proposal.await {
+                Ok(answer) => answer
+                    .map(|resp| resp.data)
+                    .map_err(|e| self.write_error(e)),
+                Err(e) => Err(RaftClientError::Fatal(format!(
+                    "the proposal task failed: {e}"
+                ))),
+            }
         })
         .await
     }
@@ -996,7 +1007,7 @@ impl NodeCore {
                     .min(config.client_timeout_ms * 3 / 4),
             ),
             prepare: parking_lot::RwLock::new(None),
-            writes_in_flight: AtomicU64::new(0),
+            writes_in_flight: Arc::new(AtomicU64::new(0)),
             secret: config.cluster_secret.clone(),
             verifier: Verifier::new(config.cluster_secret.clone(), config.node_id),
             log,
@@ -1005,9 +1016,9 @@ impl NodeCore {
 }
 
 /// Counts a write out of [`NodeCore::writes_in_flight`] when dropped.
-struct InFlightWrite<'a>(&'a AtomicU64);
+struct InFlightWrite(Arc<AtomicU64>);
 
-impl Drop for InFlightWrite<'_> {
+impl Drop for InFlightWrite {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
     }

@@ -555,7 +555,10 @@ impl Replicas {
                         broker_addr: addr.clone(),
                         ha_addr: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
                         register_trigger: Arc::new(tokio::sync::Notify::new()),
-                        client: client.clone(),
+                        link: rocketraft_broker::controller_link::ControllerLink::new(
+                            &config.controller_addr,
+                            client.clone(),
+                        ),
                         remoting: RemotingClient::new(config.internal_client_config()),
                         peers: peers.clone(),
                     };

@@ -846,31 +846,37 @@ fn with_leader_liveness(node: &NodeHandle, mut req: Request) -> Result<Request, 
 }
 
 pub(crate) async fn serve_write(node: NodeHandle, req: Request) -> Answer {
-    // As `RaftNode`'s write path: counted from before the prepare until the answer.
+    // As `RaftNode`'s write path: counted from before the prepare until openraft answers, in
+    // a task of its own, so a caller that gives up (a network call's timeout) does not end it.
     node.writes_in_flight
         .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    let in_flight = node.writes_in_flight.clone();
-    let _in_flight = InFlight(&in_flight);
+    let in_flight = InFlight(node.writes_in_flight.clone());
     let req = match with_leader_liveness(&node, req) {
         Ok(r) => r,
         Err(e) => return Answer::Failed(e),
     };
-    match node.raft.client_write(req).await {
-        Ok(resp) => Answer::Written {
+    let raft = node.raft.clone();
+    let proposal = tokio::spawn(async move {
+        let _in_flight = in_flight;
+        raft.client_write(req).await
+    });
+    match proposal.await {
+        Ok(Ok(resp)) => Answer::Written {
             log_id: resp.log_id,
             reply: resp.data,
         },
-        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
             Answer::NotLeader(f.leader_id)
         }
-        Err(e) => Answer::Failed(e.to_string()),
+        Ok(Err(e)) => Answer::Failed(e.to_string()),
+        Err(e) => Answer::Failed(format!("the proposal task failed: {e}")),
     }
 }
 
 /// Takes one write out of a node's count when dropped.
-struct InFlight<'a>(&'a std::sync::atomic::AtomicU64);
+struct InFlight(Arc<std::sync::atomic::AtomicU64>);
 
-impl Drop for InFlight<'_> {
+impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }

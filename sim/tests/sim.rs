@@ -151,8 +151,9 @@ fn checker_catches_an_append_acknowledged_before_its_sync() {
 fn checker_catches_a_read_served_without_read_index() {
     // A follower or a deposed leader is stale only while it is cut off from the leader and
     // someone else's decision is acknowledged meanwhile: rarer than a crash. With 500 ms of
-    // faults seeds 8, 9 and 36 of 1-40 read stale epochs; seed 8 at 184 ms.
-    caught_and_replayed(Bug::StaleRead, 8, Violation::StaleRead);
+    // faults seeds 9 and 36 of 1-60 read stale epochs; seed 36 at 186 ms (seed 8 did, at
+    // 184 ms, until the proposals ran in tasks of their own, which moved its schedule).
+    caught_and_replayed(Bug::StaleRead, 36, Violation::StaleRead);
 }
 
 // Clock steps (src/clock.rs): one node at a time, and what they change.
