@@ -733,6 +733,28 @@ mod tests {
         assert!(!verify(&with_body, "12345678"));
     }
 
+    /// Keys outside ASCII order as Java's `String.compareTo` (UTF-16 code units), not as
+    /// bytes: U+10000 (the surrogates D800 DC00) sorts before U+E000, whose UTF-8 bytes sort
+    /// first. A signature of a wrong length or not in base64 verifies as false.
+    #[test]
+    fn non_ascii_keys_sign_in_java_order() {
+        let mut request = RemotingCommand::request(crate::request_code::PULL_MESSAGE)
+            .with_ext("\u{E000}", "x")
+            .with_ext("\u{10000}", "y")
+            .with_ext("a", "z")
+            .with_body(bytes::Bytes::from_static(b"B"));
+        assert_eq!(signing_content(&request), b"zyxB".to_vec());
+        let credentials = SessionCredentials::new("ak", "12345678").unwrap();
+        sign_without_time(&mut request, &credentials);
+        assert!(verify(&request, "12345678"));
+        let mut short = request.clone();
+        short.set_ext(SIGNATURE, "AAAA");
+        assert!(!verify(&short, "12345678"));
+        let mut garbage = request.clone();
+        garbage.set_ext(SIGNATURE, "not base64 at all!");
+        assert!(!verify(&garbage, "12345678"));
+    }
+
     /// `AclSignerTest.calSignatureTest`: a request whose content is exactly "RocketMQ".
     #[test]
     fn signature_matches_the_rocketmq_test_vector() {

@@ -325,6 +325,10 @@ mod tests {
     const ECHO: i32 = 9001;
     const PANIC: i32 = 9002;
     const SLOW: i32 = 9004;
+    /// Held until the test releases it ([`HELD_RELEASE`]); sets [`HELD_DONE`] when it ends.
+    const HELD: i32 = 9005;
+    static HELD_RELEASE: tokio::sync::Notify = tokio::sync::Notify::const_new();
+    static HELD_DONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
     /// A server whose ECHO answers the peer address it saw in the remark, and whose PANIC
     /// panics; a client of it with `in_process`, after its requests went in-process.
@@ -350,6 +354,14 @@ mod tests {
                 processor_fn(|_ctx: RequestContext, _req: RemotingCommand| async move {
                     tokio::time::sleep(Duration::from_millis(300)).await;
                     None
+                }),
+            )
+            .register(
+                HELD,
+                processor_fn(|_ctx: RequestContext, req: RemotingCommand| async move {
+                    HELD_RELEASE.notified().await;
+                    HELD_DONE.store(true, std::sync::atomic::Ordering::SeqCst);
+                    Some(req.response_to(response_code::SUCCESS, None))
                 }),
             )
             .limits(limits)
@@ -562,7 +574,8 @@ mod tests {
         let handle = client.connection_handle(&addr).await.expect("connection");
         let endpoint = find(handle.local_addr(), handle.peer_addr()).expect("in this process");
         let dispatched = client.local_dispatches();
-        // 3,000 of the connection's 4,096 bytes and its only permit, held by SLOW (300 ms).
+        // 3,000 of the connection's 4,096 bytes and its only permit, held by HELD until the
+        // test releases it (no race with a timer on a busy machine).
         let body = vec![7u8; 3000];
         let caller = tokio::spawn({
             let client = client.clone();
@@ -572,7 +585,7 @@ mod tests {
                 client
                     .invoke(
                         &addr,
-                        RemotingCommand::request(SLOW).with_body(body),
+                        RemotingCommand::request(HELD).with_body(body),
                         Duration::from_secs(5),
                     )
                     .await
@@ -590,6 +603,12 @@ mod tests {
         let cancelled = caller.await.expect_err("the caller was cancelled");
         assert!(cancelled.is_cancelled());
         assert_eq!(client.local_dispatches(), dispatched + 1);
+        // The request outlives its caller: it still holds the permit, on its own task, and
+        // finishes once released.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(endpoint.conn.requests_in_flight(), 1);
+        assert!(!HELD_DONE.load(std::sync::atomic::Ordering::SeqCst));
+        HELD_RELEASE.notify_one();
         while endpoint.conn.requests_in_flight() > 0 {
             assert!(
                 started.elapsed() < Duration::from_secs(5),
@@ -608,6 +627,7 @@ mod tests {
             .await
             .expect("an answer");
         assert_eq!(r.code, response_code::SUCCESS);
+        assert!(HELD_DONE.load(std::sync::atomic::Ordering::SeqCst));
         assert_eq!(client.local_dispatches(), dispatched + 2);
         assert!(!handle.is_closed());
         server.shutdown().await;
