@@ -1074,6 +1074,15 @@ fn openraft_config(config: &RaftConfig) -> Result<openraft::Config, RaftClientEr
         install_snapshot_timeout: config.rpc_timeout_ms.max(10_000),
         snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_logs.max(1)),
         max_in_snapshot_log_to_keep: config.keep_logs,
+        // A restarted leader stands for election in a new term, never resumes its old one
+        // (openraft's default resumes it when its vote is committed). Resuming is unsafe here:
+        // the committed log id is saved without a sync, so after a power loss the resumed
+        // leader serves linearizable reads (ReadIndex at its local committed id) from a state
+        // older than writes it had acknowledged; and a leader whose log lost entries it had
+        // already sent would propose different entries under the same log ids, which followers
+        // keep (Raft's log matching broken, the state machines diverge). The simulation found
+        // both (`rocketraft-sim --controller-link --fault-ms 3000`, seeds 106 and 84).
+        enable_leader_restore: Some(false),
         ..Default::default()
     }
     .validate()

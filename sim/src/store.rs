@@ -7,7 +7,10 @@
 //! synced):
 //! - `save_vote` and `truncate_after` are durable when they return (synced writes there);
 //! - `append` makes the entries readable at once and calls the IO callback only once a simulated
-//!   sync, a seeded delay later, made them durable; a sync covers every entry written before it;
+//!   sync, a seeded delay later, made them durable; a sync covers every entry written before it
+//!   (openraft allows this and replicates entries before they are synced; `RocksLogStore`
+//!   syncs before `append` returns, so this store exposes more: it found a leader that lost
+//!   entries it had sent, see the README's "a restarted leader resumed its term");
 //! - `save_committed` and `purge` are unsynced writes (as in the RocksDB store): they become
 //!   durable with the next sync.
 //!

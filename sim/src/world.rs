@@ -284,6 +284,12 @@ impl World {
             election_timeout_min: election,
             election_timeout_max: election + 1,
             snapshot_policy: SnapshotPolicy::Never,
+            // As `RaftNode` (raft/src/node.rs `openraft_config`): a restarted leader stands for
+            // election, never resumes its term. With resuming, seed 106 (`--controller-link
+            // --fault-ms 3000`) broke log matching: n2 lost unsynced entries it had sent to n3,
+            // resumed term 17 and proposed other entries under the same log ids, which n3 kept
+            // (`[state-diverged]`, `[two-masters]`).
+            enable_leader_restore: Some(false),
             // openraft's default backoff after an unreachable peer is 200 ms, two heartbeats of
             // the real controller's 100 ms; the same two heartbeats here (a restarted node
             // waited up to a simulated second for its leader to try again).

@@ -169,3 +169,36 @@ fn a_deposed_master_does_not_renew_its_lease_on_a_heartbeat_after_the_heal() {
         "seed 3 no longer elects a2 for epoch 2; pick another seed"
     );
 }
+
+/// Regression (found by the link band, fixed): seed 106 with 3 s of faults. n2, leader of term
+/// 17, crashes at 1839 ms having sent two entries it had not synced (T17-N2.71 and .72) to n3;
+/// it restarted with its log up to 70 and, openraft resuming a leader whose vote was committed,
+/// led term 17 again and proposed two other entries under the same log ids. n3 kept its own
+/// (log matching compares ids), so at index 72 n2 applied "MasterNotAvailable" and n3 "master
+/// 2, epoch 2": `[state-diverged]`, `[two-masters]`. Now a restarted leader stands for election
+/// in a new term (`enable_leader_restore: false`, in `RaftNode` and the simulation), and the
+/// seed passes. (Production's RocksDB log syncs an append before openraft can read and
+/// replicate it, so there the entries lost were never sent; the stale read of seed 84 applied
+/// there too: the committed log id is saved unsynced, and a resumed leader read at it.)
+#[test]
+fn a_restarted_leader_does_not_resume_its_term() {
+    let opts = SimOptions {
+        fault_ms: 3000,
+        ..options()
+    };
+    let outcome = run_seed(106, &opts);
+    assert!(
+        outcome.failures.is_empty(),
+        "seed 106: {:?}",
+        outcome.failures
+    );
+    let trace = &outcome.trace;
+    let at = |needle: &str| trace.iter().position(|l| l.contains(needle));
+    let crashed = at("n2 crash (2 unsynced entries lost)").expect("seed 106 changed: no n2 crash");
+    assert!(
+        trace[crashed..]
+            .iter()
+            .any(|l| l.contains(" leads term 18")),
+        "no new term after the leader's crash"
+    );
+}
