@@ -165,6 +165,32 @@ pub struct ControllerMetrics {
     elections: CounterFamily,
     /// `rocketraft_controller_heartbeat_timeouts`.
     heartbeat_timeouts: Counter,
+    /// `rocketraft_controller_lease_answers`: result.
+    lease_answers: CounterFamily,
+}
+
+/// How a controller answered a master's request to renew its lease (`leaseConfirmed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseAnswer {
+    /// Renewed: a settled, quorum-fresh leader whose state names the broker master at its epoch.
+    Confirmed,
+    /// Refused: this node does not lead, or no quorum acknowledged its term lately.
+    NotLeader,
+    /// Refused: a write is being prepared or proposed, or the log is not all applied.
+    Unsettled,
+    /// Refused: the state names another master, or the broker reports an older epoch.
+    NotMaster,
+}
+
+impl LeaseAnswer {
+    pub fn label(self) -> &'static str {
+        match self {
+            LeaseAnswer::Confirmed => "confirmed",
+            LeaseAnswer::NotLeader => "not_leader",
+            LeaseAnswer::Unsettled => "unsettled",
+            LeaseAnswer::NotMaster => "not_master",
+        }
+    }
 }
 
 impl ControllerMetrics {
@@ -177,6 +203,7 @@ impl ControllerMetrics {
             election_total: CounterFamily::default(),
             elections: CounterFamily::default(),
             heartbeat_timeouts: Counter::default(),
+            lease_answers: CounterFamily::default(),
         }
     }
 
@@ -226,6 +253,13 @@ impl ControllerMetrics {
     /// Brokers this node, leading, declared dead because their heartbeats timed out.
     pub fn heartbeat_timeouts(&self, brokers: usize) {
         self.heartbeat_timeouts.inc_by(brokers as u64);
+    }
+
+    /// One answer to a master's lease renewal.
+    pub fn lease_answer(&self, answer: LeaseAnswer) {
+        self.lease_answers
+            .get_or_create(&vec![("result", answer.label().to_string())])
+            .inc();
     }
 }
 
@@ -383,6 +417,12 @@ pub(crate) fn encode_controller(c: &Controller, encoder: &mut DescriptorEncoder)
         "rocketraft_controller_heartbeat_timeouts",
         "Brokers this controller, leading, declared dead because their heartbeats timed out.",
         [(Labels::new(), m.heartbeat_timeouts.get())],
+    )?;
+    family(
+        encoder,
+        "rocketraft_controller_lease_answers",
+        "Masters' lease renewals this controller answered, by result: confirmed, not_leader, unsettled (a write in flight), not_master (another master or an older epoch).",
+        &m.lease_answers,
     )?;
 
     // Broker sets, as this controller applied them.

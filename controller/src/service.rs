@@ -42,7 +42,9 @@ use crate::handler::ElectMasterRequest;
 use crate::handler::ElectOutcome;
 use crate::heartbeat::Heartbeat;
 use crate::heartbeat::HeartbeatTracker;
-use crate::metrics::{ControllerCollector, ControllerMetrics, ElectionResult, SetsView};
+use crate::metrics::{
+    ControllerCollector, ControllerMetrics, ElectionResult, LeaseAnswer, SetsView,
+};
 use crate::peers::{advise, Advice, PeerView, Situation};
 use crate::replicated::CommandResult;
 use crate::replicated::ControllerCommand;
@@ -745,9 +747,25 @@ impl Controller {
 
     /// Whether `heartbeat`, already recorded in this node's table, may renew its broker's
     /// master lease (`leaseConfirmed`): see [`answer_heartbeat`] and [`lease_confirmable`].
+    ///
+    /// A leader that is not settled (a write being prepared or proposed, an entry not yet
+    /// applied) refuses at once rather than waiting: the master asks again with its next
+    /// heartbeat, well within its lease, and controller writes are rare (registrations,
+    /// elections, changes of a SyncStateSet). Every answer is counted by
+    /// `rocketraft_controller_lease_answers_total{result}`, so leases refused under write churn
+    /// show.
     pub fn lease_confirmed(&self, heartbeat: &Heartbeat) -> bool {
-        if !self.quorum_fresh() || !self.node.settled() {
-            return false;
+        let answer = self.lease_answer(heartbeat);
+        self.metrics.lease_answer(answer);
+        answer == LeaseAnswer::Confirmed
+    }
+
+    fn lease_answer(&self, heartbeat: &Heartbeat) -> LeaseAnswer {
+        if !self.quorum_fresh() {
+            return LeaseAnswer::NotLeader;
+        }
+        if !self.node.settled() {
+            return LeaseAnswer::Unsettled;
         }
         let query = master_query(&heartbeat.broker_name);
         let master = match self.node.read_applied(&query) {
@@ -756,7 +774,11 @@ impl Controller {
             }
             _ => None,
         };
-        lease_confirmable(heartbeat, master.as_ref())
+        if lease_confirmable(heartbeat, master.as_ref()) {
+            LeaseAnswer::Confirmed
+        } else {
+            LeaseAnswer::NotMaster
+        }
     }
 
     /// One scanner round: on a leader in office for at least a heartbeat timeout (its own

@@ -282,6 +282,25 @@ async fn a_quorum_reports_one_leader_its_term_the_election_and_a_dead_broker() {
     let timeouts_before =
         sample(t, "rocketraft_controller_heartbeat_timeouts_total").expect("the counter");
 
+    // The master of record renews its lease on the leader; broker 2, a slave, does not.
+    eventually(
+        "the leader to answer both brokers' lease renewals",
+        Duration::from_secs(10),
+        || {
+            let t = nodes[leader].scrape();
+            let confirmed = sample(
+                &t,
+                "rocketraft_controller_lease_answers_total{result=\"confirmed\"}",
+            )?;
+            let refused = sample(
+                &t,
+                "rocketraft_controller_lease_answers_total{result=\"not_master\"}",
+            )?;
+            (confirmed > 0.0 && refused > 0.0).then_some(())
+        },
+    )
+    .await;
+
     // Broker 2 stops heartbeating: the leader declares it dead once its 1 s timeout passes.
     beating.lock().retain(|id| *id == 1);
     eventually(
