@@ -464,6 +464,8 @@ impl ReplicaManager {
                             Duration::from_millis(timeout),
                         )
                     }),
+                // A transfer away from a master that counts acks is refused while it lives.
+                all_ack_in_sync_state_set: Some(self.config.all_ack_in_sync_state_set),
                 heard_recently: None,
             },
         }

@@ -334,6 +334,11 @@ impl ControllerClient {
             Some(unreachable) => request.with_ext("inSyncReplicasUnreachable", unreachable),
             None => request,
         };
+        let request = match hb.info.all_ack_in_sync_state_set {
+            // Rocketraft extension: see `BrokerLiveInfo::all_ack_in_sync_state_set`.
+            Some(all_ack) => request.with_ext("allAckInSyncStateSet", all_ack),
+            None => request,
+        };
         let response = self.call_ok_within(addr, request, &[], timeout).await?;
         Ok(HeartbeatAck {
             leader_confirmed: response.ext("leaderConfirmed") == Some("true"),

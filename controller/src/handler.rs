@@ -264,6 +264,11 @@ impl ElectMasterResponse {
 /// [`DefaultElectPolicy`] decides. A broker-requested election that finds nobody is rejected with
 /// `CONTROLLER_ELECT_MASTER_FAILED`. Unlike Java, a requester whose id is not registered in the set is
 /// rejected with `CONTROLLER_BROKER_NEED_TO_BE_REGISTERED` (it could otherwise become an unknown master).
+/// A designated election away from a live master that counts acks (it reports
+/// `allAckInSyncStateSet=false`) is rejected with `CONTROLLER_ELECT_MASTER_FAILED`: that master
+/// keeps acknowledging, until it learns of the election, writes that `inSyncReplicas` replicas
+/// other than the designated one hold, and the new master's log lacks them (docs/safety.md,
+/// Claim 2).
 pub fn elect_master(
     state: &ControllerState,
     request: &ElectMasterRequest,
@@ -290,6 +295,19 @@ pub fn elect_master(
 
     if let Some(epoch) = request.depose_epoch {
         return Ok(depose_master(set, epoch, liveness, policy));
+    }
+    if let (Some(old), Some(wanted)) = (old_master, request.broker_id) {
+        let counts_acks = liveness
+            .live_info(broker_name, old)
+            .is_some_and(|i| i.all_ack_in_sync_state_set == Some(false));
+        if request.designate_elect && wanted != old && counts_acks {
+            return Err(Refusal::new(
+                response_code::CONTROLLER_ELECT_MASTER_FAILED,
+                format!(
+                    "broker set {broker_name}: master {old} is alive and acknowledges when inSyncReplicas replicas hold a write (allAckInSyncStateSet=false), so it may acknowledge writes broker {wanted} lacks until it learns of the election; stop broker {old} first (the controllers replace it once its heartbeat times out), or run the set with allAckInSyncStateSet=true"
+                ),
+            ));
+        }
     }
     let first_requester = request.broker_id.filter(|_| sync.is_first_time_for_elect());
     let new_master = first_requester.or_else(|| {

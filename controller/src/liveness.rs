@@ -40,6 +40,14 @@ pub struct BrokerLiveInfo {
     /// RocketMQ's broker): such a master is never deposed while it heartbeats.
     #[serde(default)]
     pub in_sync_unreachable: Option<bool>,
+    /// Rocketraft extension (`allAckInSyncStateSet`, the broker's config key): whether the
+    /// broker acknowledges a write only when every SyncStateSet member holds it (`true`) or
+    /// when `inSyncReplicas` of them do (`false`). A master counting acks can acknowledge a
+    /// write a designated successor lacks, so a transfer away from it while it lives is
+    /// refused (`handler.rs`, `elect_master`; docs/safety.md). `None` when not reported
+    /// (Apache RocketMQ's broker).
+    #[serde(default)]
+    pub all_ack_in_sync_state_set: Option<bool>,
     /// Not on the wire: whether the controller that took this snapshot heard the broker within
     /// a quarter of its heartbeat timeout (`HeartbeatTracker::alive`). A broker a partition
     /// just cut off stays alive for a whole timeout; a clean election ranks the recently heard
@@ -60,6 +68,7 @@ impl BrokerLiveInfo {
             name_servers_reached: None,
             master_link_fresh: None,
             in_sync_unreachable: None,
+            all_ack_in_sync_state_set: None,
             heard_recently: None,
         }
     }
@@ -67,6 +76,13 @@ impl BrokerLiveInfo {
     /// Builder: whether the master reports that it cannot gather `minInSyncReplicas`.
     pub fn with_in_sync_unreachable(mut self, unreachable: bool) -> Self {
         self.in_sync_unreachable = Some(unreachable);
+        self
+    }
+
+    /// Builder: whether the broker acknowledges only when every SyncStateSet member holds a
+    /// write.
+    pub fn with_all_ack_in_sync_state_set(mut self, all_ack: bool) -> Self {
+        self.all_ack_in_sync_state_set = Some(all_ack);
         self
     }
 

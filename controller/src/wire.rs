@@ -358,6 +358,7 @@ pub(crate) fn decode_heartbeat(cmd: &RemotingCommand) -> Result<Heartbeat, Refus
             name_servers_reached: parse_opt(cmd, "nameServersReached")?,
             master_link_fresh: parse_opt(cmd, "masterLinkFresh")?,
             in_sync_unreachable: parse_opt(cmd, "inSyncReplicasUnreachable")?,
+            all_ack_in_sync_state_set: parse_opt(cmd, "allAckInSyncStateSet")?,
             heard_recently: None,
         },
     })
@@ -390,6 +391,7 @@ const FUZZ_FIELDS: &[&str] = &[
     "nameServersReached",
     "masterLinkFresh",
     "inSyncReplicasUnreachable",
+    "allAckInSyncStateSet",
 ];
 
 /// The codes [`decode_request`] and the heartbeat decoder serve.

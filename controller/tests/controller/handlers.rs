@@ -383,6 +383,67 @@ fn designated_elect_replaces_alive_master_only_with_a_candidate() {
     assert_eq!(sync_of(&state).master_broker_id, Some(2));
 }
 
+/// A master that counts acks (`allAckInSyncStateSet=false`) can acknowledge a write that
+/// `inSyncReplicas` replicas other than the designated one hold, until it learns of the
+/// election: a transfer away from it while it lives is refused. Once it is dead, or when it
+/// acknowledges only with every member (or does not say: Apache RocketMQ's broker), the
+/// designated member is elected.
+#[test]
+fn a_transfer_away_from_a_live_master_that_counts_acks_is_refused() {
+    let policy = DefaultElectPolicy::default();
+    let mut state = set_with_master(3);
+    commit(&mut state, |s| {
+        alter_sync_state_set(s, &alter(s, 1, &[1, 2, 3]))
+    });
+    let with_master = |all_ack: Option<bool>| {
+        let master = match all_ack {
+            Some(a) => live(1, 0, 0).with_all_ack_in_sync_state_set(a),
+            None => live(1, 0, 0),
+        };
+        AliveBrokers::new()
+            .with(SET, 1, master)
+            .with(SET, 2, live(1, 0, 0))
+            .with(SET, 3, live(1, 0, 0))
+    };
+    let refusal = elect_master(
+        &state,
+        &elect(Some(2), true),
+        &with_master(Some(false)),
+        &policy,
+    )
+    .expect_err("a transfer away from a live master that counts acks");
+    assert_eq!(refusal.code, code::CONTROLLER_ELECT_MASTER_FAILED);
+    assert!(
+        refusal.remark.contains("allAckInSyncStateSet=false"),
+        "{}",
+        refusal.remark
+    );
+    // Not designated: the live master stays, as before.
+    let (kept, _) = elect_master(
+        &state,
+        &elect(Some(2), false),
+        &with_master(Some(false)),
+        &policy,
+    )
+    .expect("an undesignated election");
+    assert_eq!(kept.outcome, ElectOutcome::MasterStillExist);
+    // The master dead: its flag is not known any more, and the designated member is elected.
+    let (dead, _) = elect_master(&state, &elect(Some(2), true), &alive(&[2, 3]), &policy)
+        .expect("the master is dead");
+    assert_eq!(dead.master_broker_id, Some(2));
+    // A master that waits for every member, or does not say, can be transferred away from.
+    for all_ack in [Some(true), None] {
+        let (moved, _) = elect_master(
+            &state,
+            &elect(Some(2), true),
+            &with_master(all_ack),
+            &policy,
+        )
+        .expect("a transfer");
+        assert_eq!(moved.master_broker_id, Some(2), "{all_ack:?}");
+    }
+}
+
 fn depose(epoch: i32) -> ElectMasterRequest {
     ElectMasterRequest {
         depose_epoch: Some(epoch),

@@ -678,6 +678,54 @@ async fn only_the_master_of_record_at_its_epoch_gets_a_lease() {
     set.stop().await;
 }
 
+/// A master that counts acks (`allAckInSyncStateSet=false` in its heartbeat) may acknowledge
+/// writes a designated successor lacks until it learns of the election: the controller refuses
+/// a transfer away from it while it heartbeats, with the fix in the remark. Once it reports
+/// that every member must hold a write, the same request moves the master.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_away_from_a_master_that_counts_acks_is_refused() {
+    let dir = rocketraft_common::testing::ScratchDir::new("raft").expect("a scratch dir");
+    let all_ack = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let beat = {
+        let all_ack = all_ack.clone();
+        move |id: i64| -> Heartbeat {
+            let info = BrokerLiveInfo::new(1, 0, 0).with_all_ack_in_sync_state_set(
+                id != 1 || all_ack.load(std::sync::atomic::Ordering::SeqCst),
+            );
+            beat_of(id, 100 * id, info)
+        }
+    };
+    let set = ThreeReplicas::start(dir.path(), beat.clone()).await;
+    let c = client();
+    // The heartbeat loop may not have run yet: the table holds the master's flag once this
+    // one is answered.
+    c.heartbeat(&set.addr, &beat(1)).await.expect("heartbeat");
+    let refused = c
+        .elect_master(&set.addr, CLUSTER, SET, Some(2), true)
+        .await
+        .expect_err("a transfer away from a live master that counts acks");
+    assert_eq!(
+        refused.code(),
+        Some(code::CONTROLLER_ELECT_MASTER_FAILED),
+        "{refused}"
+    );
+    assert!(
+        refused.to_string().contains("allAckInSyncStateSet=true"),
+        "{refused}"
+    );
+    let info = c.get_replica_info(&set.addr, SET).await.expect("info");
+    assert_eq!((info.master_broker_id, info.master_epoch), (Some(1), 1));
+
+    all_ack.store(true, std::sync::atomic::Ordering::SeqCst);
+    c.heartbeat(&set.addr, &beat(1)).await.expect("heartbeat");
+    let moved = c
+        .elect_master(&set.addr, CLUSTER, SET, Some(2), true)
+        .await
+        .expect("a transfer away from a master that waits for every member");
+    assert_eq!((moved.master_broker_id, moved.master_epoch), (Some(2), 2));
+    set.stop().await;
+}
+
 /// Issue 22: a master that keeps heartbeating but reports that it cannot gather
 /// `minInSyncReplicas` (`inSyncReplicasUnreachable`, a Rocketraft extension: cut off from its
 /// slaves but not from the controller leader) is deposed by the controller's own scan in favour

@@ -98,6 +98,7 @@ fn liveness() -> impl Strategy<Value = AliveBrokers> {
                         name_servers_reached: None,
                         master_link_fresh: None,
                         in_sync_unreachable: None,
+                        all_ack_in_sync_state_set: None,
                         heard_recently: None,
                     },
                 );
