@@ -340,14 +340,14 @@ mod tests {
         limits: crate::ServerLimits,
         max_in_flight: usize,
     ) -> (crate::ServerHandle, RemotingClient, String) {
-        let echo = processor_fn(|ctx: RequestContext, req: RemotingCommand| async move {
+        let echoes = processor_fn(|ctx: RequestContext, req: RemotingCommand| async move {
             Some(req.response_to(response_code::SUCCESS, Some(ctx.peer.to_string())))
         });
         let panics = processor_fn(|_ctx: RequestContext, _req: RemotingCommand| async move {
             panic!("a processor bug");
         });
         let server = RemotingServer::builder()
-            .register(ECHO, echo)
+            .register(ECHO, echoes)
             .register(PANIC, panics)
             .register(
                 SLOW,
@@ -381,16 +381,31 @@ mod tests {
                 started.elapsed() < Duration::from_secs(5),
                 "never in-process"
             );
-            client
-                .invoke(
-                    &addr,
-                    RemotingCommand::request(ECHO),
-                    Duration::from_secs(5),
-                )
-                .await
-                .expect("echo");
+            echo(&client, &addr).await;
         }
         (server, client, addr)
+    }
+
+    /// Polls `done` every `every` until it holds; fails the test with `what` after `limit`.
+    async fn wait_until(
+        what: &str,
+        limit: Duration,
+        every: Duration,
+        mut done: impl FnMut() -> bool,
+    ) {
+        let started = std::time::Instant::now();
+        while !done() {
+            assert!(started.elapsed() < limit, "{what}");
+            tokio::time::sleep(every).await;
+        }
+    }
+
+    /// One ECHO request (5 s timeout).
+    async fn echo(client: &RemotingClient, addr: &str) -> RemotingCommand {
+        client
+            .invoke(addr, RemotingCommand::request(ECHO), Duration::from_secs(5))
+            .await
+            .expect("echo")
     }
 
     #[tokio::test]
@@ -456,14 +471,7 @@ mod tests {
                 started.elapsed() < Duration::from_secs(5),
                 "never in-process again"
             );
-            client
-                .invoke(
-                    &addr,
-                    RemotingCommand::request(ECHO),
-                    Duration::from_secs(5),
-                )
-                .await
-                .expect("echo");
+            echo(&client, &addr).await;
         }
         server.shutdown().await;
     }
@@ -484,14 +492,7 @@ mod tests {
         // Four idle timeouts of in-process requests only: the connection stays.
         let started = std::time::Instant::now();
         while started.elapsed() < idle * 4 {
-            client
-                .invoke(
-                    &addr,
-                    RemotingCommand::request(ECHO),
-                    Duration::from_secs(5),
-                )
-                .await
-                .expect("echo");
+            echo(&client, &addr).await;
             tokio::time::sleep(idle / 5).await;
         }
         assert!(client.local_dispatches_to(&addr) > before + 10);
@@ -502,14 +503,13 @@ mod tests {
         let again = client.connection_handle(&addr).await.expect("connection");
         assert_eq!(again.id(), handle.id(), "the connection was dialled again");
         // Silent for longer than the idle timeout: the server closes it (the timeout is live).
-        let started = std::time::Instant::now();
-        while !handle.is_closed() {
-            assert!(
-                started.elapsed() < idle * 6,
-                "an idle connection was not closed"
-            );
-            tokio::time::sleep(idle / 10).await;
-        }
+        wait_until(
+            "an idle connection was not closed",
+            idle * 6,
+            idle / 10,
+            || handle.is_closed(),
+        )
+        .await;
         server.shutdown().await;
     }
 
@@ -525,14 +525,11 @@ mod tests {
             .invoke_oneway(&addr, RemotingCommand::request(SLOW))
             .await
             .expect("oneway");
-        let started = std::time::Instant::now();
-        while endpoint.conn.requests_in_flight() == 0 {
-            assert!(
-                started.elapsed() < Duration::from_secs(5),
-                "the oneway never ran"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let (limit, every) = (Duration::from_secs(5), Duration::from_millis(5));
+        wait_until("the oneway never ran", limit, every, || {
+            endpoint.conn.requests_in_flight() > 0
+        })
+        .await;
         let r = client
             .invoke(
                 &addr,
@@ -542,13 +539,10 @@ mod tests {
             .await
             .expect("an answer");
         assert_eq!(r.code, response_code::SYSTEM_BUSY);
-        while endpoint.conn.requests_in_flight() > 0 {
-            assert!(
-                started.elapsed() < Duration::from_secs(5),
-                "the oneway never ended"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        wait_until("the oneway never ended", limit, every, || {
+            endpoint.conn.requests_in_flight() == 0
+        })
+        .await;
         let r = client
             .invoke(
                 &addr,
@@ -591,14 +585,11 @@ mod tests {
                     .await
             }
         });
-        let started = std::time::Instant::now();
-        while endpoint.conn.requests_in_flight() == 0 {
-            assert!(
-                started.elapsed() < Duration::from_secs(5),
-                "the request never ran"
-            );
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+        let (limit, every) = (Duration::from_secs(5), Duration::from_millis(2));
+        wait_until("the request never ran", limit, every, || {
+            endpoint.conn.requests_in_flight() > 0
+        })
+        .await;
         caller.abort();
         let cancelled = caller.await.expect_err("the caller was cancelled");
         assert!(cancelled.is_cancelled());
@@ -609,13 +600,10 @@ mod tests {
         assert_eq!(endpoint.conn.requests_in_flight(), 1);
         assert!(!HELD_DONE.load(std::sync::atomic::Ordering::SeqCst));
         HELD_RELEASE.notify_one();
-        while endpoint.conn.requests_in_flight() > 0 {
-            assert!(
-                started.elapsed() < Duration::from_secs(5),
-                "the permit never came back"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        wait_until("the permit never came back", limit, every, || {
+            endpoint.conn.requests_in_flight() == 0
+        })
+        .await;
         // Another 3,000 bytes fit only if the cancelled request's came back, and one more
         // request runs only if its permit did.
         let r = client
@@ -675,14 +663,13 @@ mod tests {
             find(handle.local_addr(), handle.peer_addr()).expect("in this process")
         };
         server.shutdown().await;
-        let started = std::time::Instant::now();
-        while endpoint.dispatch.upgrade().is_some() {
-            assert!(
-                started.elapsed() < Duration::from_secs(5),
-                "the stopped server's processors are still alive"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        wait_until(
+            "the stopped server's processors are still alive",
+            Duration::from_secs(5),
+            Duration::from_millis(10),
+            || endpoint.dispatch.upgrade().is_none(),
+        )
+        .await;
         let e = endpoint
             .invoke(
                 &addr,
@@ -700,14 +687,7 @@ mod tests {
         let (server, _local, addr) = server_and_client().await;
         let client = RemotingClient::default();
         for _ in 0..3 {
-            client
-                .invoke(
-                    &addr,
-                    RemotingCommand::request(ECHO),
-                    Duration::from_secs(5),
-                )
-                .await
-                .expect("echo");
+            echo(&client, &addr).await;
         }
         assert_eq!(client.local_dispatches(), 0);
         server.shutdown().await;
