@@ -121,9 +121,7 @@ async fn setup(
 async fn a_property_too_long_for_a_batch_entry_goes_alone_and_is_never_stored_cut_short() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (namesrv, broker, proxy) = setup(dir.path(), 4 << 20, 4 << 20).await;
-    let mut client = MessagingServiceClient::connect(format!("http://{}", proxy.local_addr()))
-        .await
-        .expect("connect");
+    let mut client = crate::support::grpc_client(&proxy).await;
     let huge_value = "v".repeat(70_000);
     let huge = |id: &str| {
         let mut m = message(id, format!("body of {id}").into_bytes());
@@ -188,9 +186,7 @@ async fn a_batch_counts_each_entrys_overhead_and_a_batch_the_broker_refuses_goes
     let dir = tempfile::tempdir().expect("tempdir");
     // The proxy's limit is the broker's: bodies that fit together, entries that do not.
     let (namesrv, broker, proxy) = setup(dir.path(), MAX, MAX).await;
-    let mut client = MessagingServiceClient::connect(format!("http://{}", proxy.local_addr()))
-        .await
-        .expect("connect");
+    let mut client = crate::support::grpc_client(&proxy).await;
     let half = MAX / 2 - 4;
     let r = send(
         &mut client,
@@ -227,9 +223,7 @@ async fn a_batch_counts_each_entrys_overhead_and_a_batch_the_broker_refuses_goes
     )
     .await
     .expect("proxy");
-    let mut client = MessagingServiceClient::connect(format!("http://{}", proxy.local_addr()))
-        .await
-        .expect("connect");
+    let mut client = crate::support::grpc_client(&proxy).await;
     let r = send(
         &mut client,
         vec![

@@ -13,7 +13,7 @@ use rocketraft_common::TopicConfig;
 use rocketraft_nameserver::NameServer;
 use rocketraft_proxy::pb;
 use rocketraft_proxy::pb::messaging_service_client::MessagingServiceClient;
-use rocketraft_proxy::{Proxy, ProxyConfig};
+use rocketraft_proxy::Proxy;
 use rocketraft_remoting::api::MqClientApi;
 use rocketraft_remoting::codes::{request_code, response_code};
 use rocketraft_remoting::{ClientConfig, RemotingClient, RemotingCommand};
@@ -40,12 +40,10 @@ impl Setup {
             RemotingClient::new(ClientConfig::default()),
             Duration::from_secs(5),
         );
-        let proxy = Proxy::start(proxy_config(&namesrv.local_addr().to_string()))
+        let proxy = Proxy::start(crate::support::local_proxy_config(&namesrv))
             .await
             .expect("proxy");
-        let client = MessagingServiceClient::connect(format!("http://{}", proxy.local_addr()))
-            .await
-            .expect("connect");
+        let client = crate::support::grpc_client(&proxy).await;
         Setup {
             _dir: dir,
             namesrv,
@@ -78,18 +76,6 @@ impl Setup {
                 .unwrap_or(0);
         }
         total
-    }
-}
-
-/// A proxy in local mode, as in `rocketraft dev`: the broker of this process is called
-/// in-process, and a transaction check-back still reaches the proxy over its TCP connection.
-fn proxy_config(namesrv: &str) -> ProxyConfig {
-    ProxyConfig {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        advertised_host: None,
-        namesrv_addr: namesrv.to_string(),
-        proxy_mode: rocketraft_proxy::metrics::ProxyMode::Local,
-        ..ProxyConfig::default()
     }
 }
 
@@ -857,7 +843,7 @@ async fn a_traced_message_given_back_dead_lettered_or_committed_at_another_proxy
     let s = Setup::start(60_000).await;
     s.topic("TraceBack", 1, None).await;
     s.topic("TraceTx", 1, Some("TRANSACTION")).await;
-    let other = Proxy::start(proxy_config(&s.namesrv.local_addr().to_string()))
+    let other = Proxy::start(crate::support::local_proxy_config(&s.namesrv))
         .await
         .expect("second proxy");
     let mut at_other = MessagingServiceClient::connect(format!("http://{}", other.local_addr()))

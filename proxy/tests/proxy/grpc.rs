@@ -10,7 +10,7 @@ use rocketraft_broker::Broker;
 use rocketraft_common::TopicConfig;
 use rocketraft_proxy::pb;
 use rocketraft_proxy::pb::messaging_service_client::MessagingServiceClient;
-use rocketraft_proxy::{Proxy, ProxyConfig};
+use rocketraft_proxy::Proxy;
 use rocketraft_remoting::api::MqClientApi;
 use rocketraft_remoting::{ClientConfig, RemotingClient};
 use tonic::transport::Channel;
@@ -144,18 +144,10 @@ async fn a_grpc_client_sends_receives_acks_and_changes_invisibility() {
     let (namesrv, broker) = crate::support::start_backend(dir.path(), |_| {}).await;
     crate::support::create_topic(&namesrv, &broker, &TopicConfig::new(TOPIC, 4)).await;
     // Local mode, as in `rocketraft dev`: the broker of this process is called in-process.
-    let proxy = Proxy::start(ProxyConfig {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        advertised_host: None,
-        namesrv_addr: namesrv.local_addr().to_string(),
-        proxy_mode: rocketraft_proxy::metrics::ProxyMode::Local,
-        ..ProxyConfig::default()
-    })
-    .await
-    .expect("proxy");
-    let mut client = MessagingServiceClient::connect(format!("http://{}", proxy.local_addr()))
+    let proxy = Proxy::start(crate::support::local_proxy_config(&namesrv))
         .await
-        .expect("connect");
+        .expect("proxy");
+    let mut client = crate::support::grpc_client(&proxy).await;
 
     // Route: every queue, served by this proxy.
     let route = client
@@ -490,18 +482,10 @@ async fn offsets_pull_and_dead_letter_forwarding() {
     .await;
     crate::support::create_topic(&namesrv, &broker, &TopicConfig::new(TOPIC, 1)).await;
     // Local mode, as in `rocketraft dev`: the broker of this process is called in-process.
-    let proxy = Proxy::start(ProxyConfig {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        advertised_host: None,
-        namesrv_addr: namesrv.local_addr().to_string(),
-        proxy_mode: rocketraft_proxy::metrics::ProxyMode::Local,
-        ..ProxyConfig::default()
-    })
-    .await
-    .expect("proxy");
-    let mut client = MessagingServiceClient::connect(format!("http://{}", proxy.local_addr()))
+    let proxy = Proxy::start(crate::support::local_proxy_config(&namesrv))
         .await
-        .expect("connect");
+        .expect("proxy");
+    let mut client = crate::support::grpc_client(&proxy).await;
     let sent = client
         .send_message(pb::SendMessageRequest {
             messages: (0..3).map(|i| message(i, None)).collect(),

@@ -15,7 +15,6 @@ use rocketraft_common::TopicConfig;
 use rocketraft_nameserver::{NameServer, NamesrvConfig};
 use rocketraft_proxy::metrics::ProxyMode;
 use rocketraft_proxy::pb;
-use rocketraft_proxy::pb::messaging_service_client::MessagingServiceClient;
 use rocketraft_proxy::{Proxy, ProxyConfig, RemotingSecurity, SecurityConfig};
 use rocketraft_remoting::api::MqClientApi;
 use rocketraft_remoting::{ClientConfig, RemotingClient, SessionCredentials};
@@ -182,9 +181,7 @@ impl Secured {
 }
 
 async fn send(proxy: &Proxy, topic: &str, id: &str) -> pb::SendMessageResponse {
-    let mut client = MessagingServiceClient::connect(format!("http://{}", proxy.local_addr()))
-        .await
-        .expect("connect");
+    let mut client = crate::support::grpc_client(proxy).await;
     client
         .send_message(send_request(topic, id))
         .await
@@ -337,9 +334,7 @@ async fn a_proxy_busy_in_process_keeps_its_connection_and_registrations() {
     })
     .await
     .expect("proxy");
-    let mut client = MessagingServiceClient::connect(format!("http://{}", proxy.local_addr()))
-        .await
-        .expect("connect");
+    let mut client = crate::support::grpc_client(&proxy).await;
     // A producer of the topic: the proxy registers it with the broker (its group is the topic).
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     tx.send(pb::TelemetryCommand {

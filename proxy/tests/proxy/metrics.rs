@@ -141,9 +141,7 @@ async fn grpc_calls_show_in_rpc_latency_and_the_proxy_reports_itself() {
         "{text}"
     );
 
-    let mut client = MessagingServiceClient::connect(format!("http://{}", proxy.local_addr()))
-        .await
-        .expect("connect");
+    let mut client = crate::support::grpc_client(&proxy).await;
     for topic in [TOPIC, "NoSuchTopic"] {
         client
             .query_route(pb::QueryRouteRequest {
@@ -341,9 +339,7 @@ async fn telemetry_settings_name_the_metric_collector_when_configured() {
     )
     .await
     .expect("proxy");
-    let mut client = MessagingServiceClient::connect(format!("http://{}", proxy.local_addr()))
-        .await
-        .expect("connect");
+    let mut client = crate::support::grpc_client(&proxy).await;
     let (settings, _stream, _tx) = telemetry(&mut client).await;
     assert_eq!(
         settings.metric,

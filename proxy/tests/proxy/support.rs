@@ -9,6 +9,8 @@ use rocketraft_broker::store::FlushDiskType;
 use rocketraft_broker::{Broker, BrokerConfig};
 use rocketraft_common::TopicConfig;
 use rocketraft_nameserver::{NameServer, NamesrvConfig};
+use rocketraft_proxy::pb::messaging_service_client::MessagingServiceClient;
+use rocketraft_proxy::{Proxy, ProxyConfig};
 use rocketraft_remoting::api::MqClientApi;
 use rocketraft_remoting::{ClientConfig, RemotingClient};
 
@@ -58,4 +60,24 @@ pub async fn create_topic(namesrv: &NameServer, broker: &Broker, config: &TopicC
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A proxy on a loopback port in local mode, as in `rocketraft dev`: the broker of this
+/// process is called in-process (a transaction check-back still reaches the proxy over its TCP
+/// connection).
+pub fn local_proxy_config(namesrv: &NameServer) -> ProxyConfig {
+    ProxyConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        advertised_host: None,
+        namesrv_addr: namesrv.local_addr().to_string(),
+        proxy_mode: rocketraft_proxy::metrics::ProxyMode::Local,
+        ..ProxyConfig::default()
+    }
+}
+
+/// A gRPC client of `proxy`.
+pub async fn grpc_client(proxy: &Proxy) -> MessagingServiceClient<tonic::transport::Channel> {
+    MessagingServiceClient::connect(format!("http://{}", proxy.local_addr()))
+        .await
+        .expect("connect")
 }
