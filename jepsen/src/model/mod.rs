@@ -67,7 +67,8 @@ impl ModelError {
 /// `Sync` and `Send` because the checker may search with two threads at once.
 pub trait Model: Sync {
     /// The model's own, typed operation (parsed once by [`Model::prepare`]).
-    type Op: Clone + fmt::Debug + Send + Sync;
+    /// `PartialEq`: equal ops of unknown outcome are interchangeable to the per-version search.
+    type Op: Clone + fmt::Debug + PartialEq + Send + Sync;
     type State: Clone + Eq + Hash + fmt::Debug + Send;
 
     /// The name used on the command line and in reports.
@@ -106,6 +107,17 @@ pub trait Model: Sync {
     /// an op invoked after another completed that observed an older version, or two states of
     /// one version, refute the history at once, however long it is. Default: no versions.
     fn observed_version(&self, _op: &Self::Op) -> Option<(Version, Self::State)> {
+        None
+    }
+
+    /// The least version `state` may have, for a model with [`Model::observed_version`]s; with
+    /// it the checker searches version by version ([`crate::linearizability`]). The contract,
+    /// on which that search's invalid verdicts rest: for every op and state with
+    /// `step(state, op) == Some(next)`, `state_version(next) >= state_version(state)`, and
+    /// strictly greater when the op's outcome is unknown (an op of unknown outcome that takes
+    /// effect changes the version); a completed op that observed `(version, observed)` leads
+    /// from any state to exactly `observed`, whose `state_version` is `version`. Default: none.
+    fn state_version(&self, _state: &Self::State) -> Option<Version> {
         None
     }
 

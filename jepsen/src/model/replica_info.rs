@@ -384,6 +384,14 @@ impl Model for ReplicaInfo {
         ))
     }
 
+    /// `(master_epoch, least sync_state_set_epoch)`. An election raises the master epoch (an
+    /// `ok` one that changed nothing keeps the state), an alter keeps it and sets the set's
+    /// epoch to one more than an epoch the state may have, and a completed op leads to the
+    /// state it observed ([`ReplicaState::known`]): the contract of [`Model::state_version`].
+    fn state_version(&self, state: &ReplicaState) -> Option<Version> {
+        Some((state.master_epoch, state.sync_state_set_epoch.0))
+    }
+
     fn describe_op(&self, op: &ReplicaOp) -> String {
         match op {
             ReplicaOp::Read(snapshot) => format!("read -> {snapshot}"),

@@ -17,10 +17,10 @@ use rocketraft_jepsen::model::ModelName;
 use serde_json::{json, Value as Json};
 
 /// xorshift64*: deterministic, so a failing seed replays exactly.
-struct Rng(u64);
+pub(super) struct Rng(u64);
 
 impl Rng {
-    fn new(seed: u64) -> Self {
+    pub(super) fn new(seed: u64) -> Self {
         Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
     fn next(&mut self) -> u64 {
@@ -29,10 +29,10 @@ impl Rng {
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
-    fn below(&mut self, n: u64) -> u64 {
+    pub(super) fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
-    fn chance(&mut self, percent: u64) -> bool {
+    pub(super) fn chance(&mut self, percent: u64) -> bool {
         self.below(100) < percent
     }
 }
@@ -98,11 +98,11 @@ enum Slot {
     Applied(Request, &'static str, Json),
 }
 
-struct Controller {
+pub(super) struct Controller {
     rng: Rng,
     info: Info,
     key: &'static str,
-    lines: Vec<Json>,
+    pub(super) lines: Vec<Json>,
     /// Requests whose clients gave up before they took effect; each may still take effect.
     ghosts: Vec<Request>,
     /// What each client last read (alters are sent from a master's view, possibly stale).
@@ -179,7 +179,13 @@ impl Controller {
 
     /// `clients` clients for `steps` scheduling steps; `crash_percent` of the requests end
     /// `info`. Process numbers of clients that gave up are not reused (as in Jepsen).
-    fn run(seed: u64, key: &'static str, clients: usize, steps: u64, crash_percent: u64) -> Self {
+    pub(super) fn run(
+        seed: u64,
+        key: &'static str,
+        clients: usize,
+        steps: u64,
+        crash_percent: u64,
+    ) -> Self {
         let initial = Info {
             master_epoch: 0,
             master: None,
@@ -274,7 +280,7 @@ impl Controller {
     }
 }
 
-fn to_text(lines: &[Json]) -> String {
+pub(super) fn to_text(lines: &[Json]) -> String {
     lines.iter().map(|l| l.to_string() + "\n").collect()
 }
 

@@ -7,3 +7,4 @@ mod handmade;
 mod long_controller;
 mod shared_histories;
 mod simulated;
+mod versions;
