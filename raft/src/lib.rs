@@ -58,6 +58,7 @@ pub use node::RaftNode;
 pub use node::ReadMode;
 pub use node::RemoteError;
 pub use node::DEFAULT_MAX_PEER_CONNECTIONS;
+pub use node::{InFlightWrite, WritesInFlight};
 pub use rocketraft_common::trust::ClusterSecret;
 pub use state_machine::AppStateMachine;
 pub use state_machine::StateMachineError;

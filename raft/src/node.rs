@@ -376,7 +376,7 @@ pub(crate) struct NodeCore {
     prepare: parking_lot::RwLock<Option<PrepareFn>>,
     /// Writes proposed on this node ([`NodeCore::write_local`]) from just before their prepare
     /// until openraft answers them: see [`RaftNode::settled`].
-    writes_in_flight: Arc<AtomicU64>,
+    writes_in_flight: WritesInFlight,
     /// Signs the requests this node forwards ([`crate::auth`]).
     secret: Option<ClusterSecret>,
     /// Checks the requests the peer server receives.
@@ -564,8 +564,7 @@ impl NodeCore {
         // in a task of its own that holds the count. A decision taken while none is in flight
         // ([`RaftNode::settled`]) is taken after every view a proposed entry carries, or
         // before the entry exists.
-        self.writes_in_flight.fetch_add(1, Ordering::SeqCst);
-        let in_flight = InFlightWrite(self.writes_in_flight.clone());
+        let in_flight = self.writes_in_flight.begin();
         let prepare = self.prepare.read().clone();
         if let Some(prepare) = prepare {
             req.payload = prepare(&req.payload)?;
@@ -1007,7 +1006,7 @@ impl NodeCore {
                     .min(config.client_timeout_ms * 3 / 4),
             ),
             prepare: parking_lot::RwLock::new(None),
-            writes_in_flight: Arc::new(AtomicU64::new(0)),
+            writes_in_flight: WritesInFlight::default(),
             secret: config.cluster_secret.clone(),
             verifier: Verifier::new(config.cluster_secret.clone(), config.node_id),
             log,
@@ -1015,8 +1014,30 @@ impl NodeCore {
     }
 }
 
-/// Counts a write out of [`NodeCore::writes_in_flight`] when dropped.
-struct InFlightWrite(Arc<AtomicU64>);
+/// The writes being prepared or proposed on a node, for [`leader_settled`]: a write is
+/// counted from before its leader-side prepare reads anything until openraft answers it
+/// ([`WritesInFlight::begin`] returns the guard that ends the count). Shared by
+/// [`RaftNode`] and the deterministic simulation's nodes.
+#[derive(Debug, Clone, Default)]
+pub struct WritesInFlight(Arc<AtomicU64>);
+
+impl WritesInFlight {
+    /// Counts one write in until the returned guard is dropped.
+    pub fn begin(&self) -> InFlightWrite {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        InFlightWrite(self.0.clone())
+    }
+
+    /// How many writes are in flight now.
+    pub fn count(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// One write of a [`WritesInFlight`]; counts it out when dropped.
+#[must_use = "the write is counted only while this guard lives"]
+#[derive(Debug)]
+pub struct InFlightWrite(Arc<AtomicU64>);
 
 impl Drop for InFlightWrite {
     fn drop(&mut self) {
@@ -1321,7 +1342,7 @@ impl<S: AppStateMachine> RaftNode<S> {
     /// See [`leader_settled`]. Reads no network: a snapshot of this node's metrics and its
     /// count of writes in flight (read first, so a write counted after it prepares after it).
     pub fn settled(&self) -> bool {
-        let in_flight = self.core.writes_in_flight.load(Ordering::SeqCst);
+        let in_flight = self.core.writes_in_flight.count();
         let m = self.core.raft.metrics().borrow_watched().clone();
         leader_settled(&m, self.core.id, in_flight)
     }
