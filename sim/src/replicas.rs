@@ -334,12 +334,10 @@ impl Replicas {
             let seed = self.side.lock().next_u64();
             match disk.power_loss(&dir, seed) {
                 Ok(losses) => {
-                    let shown: Vec<(&PathBuf, &Loss)> = losses
-                        .iter()
-                        // A segment file the allocator thread was preparing is not the seed's.
-                        .filter(|(p, _)| p.extension().is_none_or(|e| e != "tmp"))
-                        .map(|(p, l)| (p, l))
-                        .collect();
+                    // Every file here is the seed's: the store prepares segments on the
+                    // writer's thread (`blocking_io`), so no `.tmp` of a creation in progress.
+                    let shown: Vec<(&PathBuf, &Loss)> =
+                        losses.iter().map(|(p, l)| (p, l)).collect();
                     counted.extend(
                         shown
                             .iter()

@@ -182,12 +182,19 @@ impl Cleaner {
         let interval = Duration::from_millis(self.shared.config.clean_resource_interval_ms.max(1));
         // The first round runs at once: it corrects the ConsumeQueues' minimums after a crash
         // between a segment's deletion and theirs, and marks a full disk before the first put.
+        // Not in the simulation's mode (`StoreConfig::blocking_io`): a round reads the wall
+        // clock and the real disk's usage, and would run beside the simulation's thread as the
+        // OS schedules it; there rounds run only when asked or at the (long) interval.
+        let mut due = !self.shared.config.blocking_io;
         let mut reply = None;
         loop {
-            let report = self.round();
-            if let Some(tx) = reply.take() {
-                let _ = std::sync::mpsc::Sender::send(&tx, report);
+            if due || reply.is_some() {
+                let report = self.round();
+                if let Some(tx) = reply.take() {
+                    let _ = std::sync::mpsc::Sender::send(&tx, report);
+                }
             }
+            due = true;
             match self.rx.recv_timeout(interval) {
                 Ok(CleanMsg::Stop) | Err(RecvTimeoutError::Disconnected) => return,
                 Ok(CleanMsg::Manual) => {

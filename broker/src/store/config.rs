@@ -166,7 +166,11 @@ pub struct StoreConfig {
     /// calling thread instead of yielding. For the deterministic simulation (`sim/`): on its
     /// single runtime thread under a paused clock nothing else runs and no simulated time
     /// passes while the writer works, so the outcome follows from the seed whatever the thread
-    /// takes. Never set in a broker: it would stall a runtime worker for every write.
+    /// takes. The store's other threads act only when asked, so that nothing happens beside
+    /// the simulation's thread as the OS schedules it: the CommitLog's next segment is
+    /// prepared by the writer itself (no allocator thread), and the cleaner's first round, which
+    /// reads the wall clock and the real disk's usage, does not run at open. Never set in a
+    /// broker: it would stall a runtime worker for every write.
     #[serde(skip)]
     pub blocking_io: bool,
 }

@@ -320,10 +320,17 @@ impl MappedFile {
 /// Creates CommitLog segments ahead of the writer on its own thread (RocketMQ's
 /// `AllocateMappedFileService`): when the writer takes segment N it asks for N+1, which is
 /// preallocated and pre-touched while N fills, so a roll is a hand-over, not a stall.
+///
+/// [`SegmentAllocator::inline`] (the deterministic simulation, `StoreConfig::blocking_io`) has
+/// no thread: a request creates the segment at once on the caller's thread (the writer's, or
+/// the opener's), so the files on disk at any instant follow from the operations the caller
+/// made, never from how a thread was scheduled.
 pub struct SegmentAllocator {
     shared: Arc<AllocShared>,
     tx: Mutex<Option<mpsc::Sender<u64>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// No thread: requests are served on the caller's thread.
+    inline: bool,
 }
 
 struct AllocShared {
@@ -336,6 +343,23 @@ struct AllocShared {
 }
 
 impl SegmentAllocator {
+    /// An allocator without a thread: [`request`](Self::request) creates the segment before it
+    /// returns (see the type's documentation).
+    pub fn inline(dir: PathBuf, size: usize, pretouch: bool) -> SegmentAllocator {
+        SegmentAllocator {
+            shared: Arc::new(AllocShared {
+                dir,
+                size,
+                pretouch,
+                slots: Mutex::new(HashMap::new()),
+                done: Condvar::new(),
+            }),
+            tx: Mutex::new(None),
+            thread: Mutex::new(None),
+            inline: true,
+        }
+    }
+
     pub fn start(dir: PathBuf, size: usize, pretouch: bool) -> io::Result<SegmentAllocator> {
         let shared = Arc::new(AllocShared {
             dir,
@@ -370,13 +394,24 @@ impl SegmentAllocator {
             shared,
             tx: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
+            inline: false,
         })
     }
 
-    /// Asks for the segment at `start` to be prepared in the background.
+    /// Asks for the segment at `start` to be prepared in the background (inline: prepares it
+    /// now; a failure is kept and returned by [`take`](Self::take), as a background one is).
     pub fn request(&self, start: u64) {
         let mut slots = self.shared.slots.lock();
         if slots.contains_key(&start) {
+            return;
+        }
+        if self.inline {
+            let w = &self.shared;
+            let res = MappedFile::create(&w.dir, start, w.size, true, w.pretouch).map(Arc::new);
+            if let Err(e) = &res {
+                tracing::warn!(start, error = %e, "segment preallocation failed");
+            }
+            slots.insert(start, Some(res));
             return;
         }
         if let Some(tx) = self.tx.lock().as_ref() {
@@ -519,6 +554,24 @@ mod tests {
         // Not requested: created on the spot.
         let g = a.take(8192, Duration::from_secs(5)).expect("take");
         assert_eq!(g.size(), 4096);
+        a.stop();
+    }
+
+    /// The simulation's allocator: a request has created (sized, synced, named) the segment
+    /// by the time it returns; `take` hands that one over; `discard_from` deletes it.
+    #[test]
+    fn inline_allocator_creates_on_request() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = SegmentAllocator::inline(dir.path().to_path_buf(), 4096, false);
+        assert!(a.thread.lock().is_none());
+        a.request(4096);
+        let path = dir.path().join(file_name(4096));
+        assert_eq!(fs::metadata(&path).expect("created").len(), 4096);
+        let f = a.take(4096, Duration::ZERO).expect("take");
+        assert_eq!(f.path(), path);
+        a.request(8192);
+        a.discard_from(8192).expect("discard");
+        assert!(!dir.path().join(file_name(8192)).exists());
         a.stop();
     }
 }

@@ -572,12 +572,23 @@ impl MessageStore {
             false => None,
         };
 
-        let allocator = SegmentAllocator::start(
-            config.commitlog_dir(),
-            config.commitlog_segment_size as usize,
-            config.pretouch,
-        )
-        .map_err(|e| StoreError::io(config.commitlog_dir(), e))?;
+        // The simulation's mode prepares segments on the writer's thread: a segment created by
+        // a thread of its own would land on disk (or not) before a simulated power loss as the
+        // OS scheduled it, not as the seed decided.
+        let allocator = if config.blocking_io {
+            SegmentAllocator::inline(
+                config.commitlog_dir(),
+                config.commitlog_segment_size as usize,
+                config.pretouch,
+            )
+        } else {
+            SegmentAllocator::start(
+                config.commitlog_dir(),
+                config.commitlog_segment_size as usize,
+                config.pretouch,
+            )
+            .map_err(|e| StoreError::io(config.commitlog_dir(), e))?
+        };
         let (put_tx, put_rx) = mpsc::channel(config.put_queue_capacity);
         let writer = Writer::new(
             shared.clone(),
