@@ -114,6 +114,7 @@ fn load_segments(config: &StoreConfig) -> Result<Vec<Arc<MappedFile>>, StoreErro
         }
     }
     starts.sort_unstable();
+    let last = starts.last().copied();
     let mut segments: Vec<Arc<MappedFile>> = Vec::with_capacity(starts.len());
     for s in starts {
         let path = dir.join(super::mapped_file::file_name(s));
@@ -136,6 +137,16 @@ fn load_segments(config: &StoreConfig) -> Result<Vec<Arc<MappedFile>>, StoreErro
         let len = fs::metadata(&path)
             .map_err(|e| StoreError::io(&path, e))?
             .len();
+        if len == 0 && Some(s) == last {
+            // Not what a power loss leaves (nor a changed segment size): a segment is sized
+            // and synced under a `.tmp` name before it gets its own, and its directory is
+            // synced after (`MappedFile::create`). Nothing is deleted: what it held may have
+            // been acknowledged.
+            return Err(StoreError::Corrupted(format!(
+                "the last CommitLog segment {} is empty (0 bytes); segments are sized and synced before they are named, so the disk lost a synced size or the file was cut. Nothing was deleted. If no message you need was at or past offset {s}, remove the file and restart",
+                path.display()
+            )));
+        }
         if len != size {
             return Err(StoreError::Config(format!(
                 "CommitLog segment {} is {len} bytes but commitlog_segment_size is {size}",
