@@ -443,7 +443,7 @@ pub fn check<M: Model>(
             },
             // A named strategy asks for the WGL search in that order.
             None => match options.strategy {
-                None => versions::search(model, &entries, deadline),
+                None => versions::search(model, &entries, deadline, options.max_cache_bytes),
                 Some(_) => None,
             }
             .unwrap_or_else(|| search_key(model, entries, options, deadline)),

@@ -103,11 +103,12 @@ struct Frame {
 
 /// The decomposition's verdict on one key's entries, or `None` when it does not apply (the
 /// model has no versions, or a completed op observed none). `Unknown` only when the deadline
-/// passed or `stop` was set.
+/// passed or the configurations that failed outgrew `max_bytes`.
 pub(super) fn search<M: Model>(
     model: &M,
     entries: &[Entry<'_, M::Op>],
     deadline: Instant,
+    max_bytes: usize,
 ) -> Option<SearchOutcome> {
     let init = model.init();
     model.state_version(&init)?;
@@ -201,6 +202,7 @@ pub(super) fn search<M: Model>(
         groups,
         kinds,
         deadline,
+        max_bytes,
         steps: 0,
     };
     Some(decomposition.run())
@@ -213,6 +215,8 @@ struct Decomposition<'m, 'e, 'a, M: Model> {
     groups: Vec<Group<M::State>>,
     kinds: Vec<Kind>,
     deadline: Instant,
+    /// Bounds the memory of the configurations remembered as failed.
+    max_bytes: usize,
     steps: u64,
 }
 
@@ -268,6 +272,15 @@ impl<M: Model> Decomposition<'_, '_, '_, M> {
             if frame.next == frame.ways.len() {
                 failed.insert((frame.group, std::mem::take(&mut frame.used)));
                 stack.pop();
+                // A hash table slot, a vector, its counts and the allocator's overhead.
+                let bytes = failed.len() * (64 + 4 * self.kinds.len());
+                if bytes > self.max_bytes {
+                    return SearchResult::Unknown(format!(
+                        "memory limit of {} MiB reached after {} steps of the per-version search",
+                        self.max_bytes >> 20,
+                        self.steps
+                    ));
+                }
                 continue;
             }
             let (_, used) = &frame.ways[frame.next];

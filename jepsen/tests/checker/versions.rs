@@ -115,6 +115,29 @@ fn one_unknown_election_cannot_make_two() {
         "{counterexample:?}"
     );
 
+    // Refuting it remembers configurations that failed: bounded by the memory limit.
+    let options = CheckOptions {
+        max_cache_bytes: 0,
+        ..CheckOptions::default()
+    };
+    let text = to_text(&h.lines);
+    let report = check_text(
+        &text,
+        Some(Format::Jsonl),
+        Some(ModelName::ReplicaInfo),
+        &options,
+    )
+    .unwrap_or_else(|e| panic!("cannot check: {e}"))
+    .report;
+    assert_eq!(report.verdict, Verdict::Unknown, "{report:#?}");
+    assert!(
+        report
+            .unknown_reason
+            .as_deref()
+            .is_some_and(|reason| reason.contains("memory limit")),
+        "{report:#?}"
+    );
+
     // A second one, invoked before the read completed, makes it valid.
     let mut h = History::default();
     h.invoke(0, "elect", json!({"broker_id": 1}))
