@@ -13,9 +13,11 @@
 //!   ([`matrix`]). Exit 1 if any verdict is INVALID, 3 if a cell could not run, 2 if one is
 //!   UNKNOWN.
 //!
-//! With the default `--strategy race` the counterexample of an invalid history comes from the
-//! search order that answered first, so it may differ between runs; `--strategy real-time` (or
-//! `required-first`) makes it reproducible.
+//! With the default `--strategy race`, a model with versioned states (replica-info) is first
+//! searched version by version (`linearizability::versions`); otherwise, or when that search
+//! does not apply, the WGL search runs in both orders on two threads and the first answer wins,
+//! so an invalid history's counterexample may differ between runs. `--strategy real-time` (or
+//! `required-first`) asks for the WGL search alone in that order, which is reproducible.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -68,8 +70,9 @@ enum Command {
         /// Print the report as one JSON object.
         #[arg(long)]
         json: bool,
-        /// Search order: race (both on two threads, first answer wins), real-time or
-        /// required-first.
+        /// Search: race (the per-version search for a versioned model, else the WGL search in
+        /// both orders on two threads, first answer wins), or the WGL search alone in the
+        /// order real-time or required-first.
         #[arg(long, default_value = "race")]
         strategy: String,
         /// The history file.
@@ -211,7 +214,7 @@ fn parse_model(text: &str) -> Result<ModelName, UnknownModel> {
 #[error("unknown strategy {0:?} (race, real-time, required-first)")]
 struct UnknownStrategy(String);
 
-/// `None` for `race` (both orders on two threads).
+/// `None` for `race` (the per-version search first, else both WGL orders on two threads).
 fn parse_strategy(text: &str) -> Result<Option<Strategy>, UnknownStrategy> {
     match text {
         "race" => Ok(None),
