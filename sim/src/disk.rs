@@ -9,7 +9,10 @@
 //! the entries (name -> inode, files and subdirectories) its last sync saw. Before the process
 //! is stopped for a power loss the model is frozen ([`DiskModel::freeze`]): what the store
 //! syncs while it stops (a flusher draining its queue, a writer finishing its operation) is
-//! not durable, the power went first. At the power loss ([`DiskModel::power_loss`]) every file
+//! not durable, the power went first. The simulation's stores do nothing on their own, so it
+//! reports any such sync as a harness failure ([`DiskModel::take_late`]): a sync after the
+//! freeze whose file operations went on (a rename after a `.tmp`'s sync) would leave a state
+//! no real power loss leaves. At the power loss ([`DiskModel::power_loss`]) every file
 //! keeps its image, and past it (bytes written since, never synced), drawn per 4 KiB page from
 //! the seed: the page's new bytes kept, lost (the image there: a preallocated segment reads
 //! zeros), or torn (a prefix kept, then garbage). A length changed since the last fsync may
@@ -83,6 +86,8 @@ struct DiskInner {
     unreadable: u64,
     /// The power went: syncs reported from now on are not durable.
     frozen: bool,
+    /// Syncs reported while frozen, until taken ([`DiskModel::take_late`]).
+    late: Vec<String>,
 }
 
 /// What a power loss did to one file, for the trace.
@@ -186,6 +191,7 @@ impl DurabilityObserver for DiskModel {
     fn durable(&self, event: &Durable<'_>) {
         let mut g = self.inner.lock();
         if g.frozen {
+            g.late.push(format!("{event:?}"));
             return;
         }
         let ok = match *event {
@@ -270,6 +276,14 @@ impl DiskModel {
         self.baseline(root)?;
         out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
+    }
+
+    /// The syncs reported since [`DiskModel::freeze`], as text (and forgets them). The
+    /// simulation's stores do nothing on their own (`StoreConfig::blocking_io`) and stop
+    /// without syncing (a crash), so any is store I/O that ran beside the simulation's thread
+    /// when the power went: its order with the freeze was the OS scheduler's, not the seed's.
+    pub fn take_late(&self) -> Vec<String> {
+        std::mem::take(&mut self.inner.lock().late)
     }
 
     /// Syncs reported that could not be read back.
@@ -575,6 +589,11 @@ mod tests {
             unsafe { f.write(0, format!("{seed:08}").as_bytes()) };
             disk.freeze();
             f.flush_range(0, 8).expect("flush");
+            let late = disk.take_late();
+            assert!(
+                late.len() == 1 && late[0].starts_with("Range"),
+                "the sync after the freeze is reported late: {late:?}"
+            );
             let losses = disk.power_loss(&root, seed).expect("power loss");
             if !losses.is_empty() {
                 lost += 1;

@@ -327,6 +327,17 @@ impl Replicas {
             let Some(disk) = self.disks.get(&id) else {
                 continue;
             };
+            let late = disk.take_late();
+            if !late.is_empty() {
+                w.fail(
+                    Violation::Harness,
+                    format!(
+                        "{} synced after its power went (store I/O beside the simulation's thread): {}",
+                        name(id),
+                        late.join("; ")
+                    ),
+                );
+            }
             let dir = match self.replicas.lock().get(&id) {
                 Some(r) => r.dir.clone(),
                 None => continue,
