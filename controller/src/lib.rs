@@ -28,6 +28,9 @@
 //!   `NOTIFY_BROKER_ROLE_CHANGED`, and the Remoting processor; every node answers every request.
 //!   With a `cluster_secret`, the state-changing codes ([`CONTROLLER_PROTECTED_CODES`]) are
 //!   served only to connections that proved it, and the Raft RPCs are authenticated with it.
+//! - [`scanner`]: the scanner's decisions ([`scanner::scan_round`]), generic over the node it
+//!   runs on ([`scanner::ScanEnv`]: `Controller` in production, a simulated node in
+//!   `rocketraft-sim`), with what it remembers between rounds ([`scanner::ScannerMemory`]).
 //! - [`runtime_config`]: GET_CONTROLLER_CONFIG / UPDATE_CONTROLLER_CONFIG, and the settings an
 //!   update changes while the controller runs.
 //! - [`metrics`]: the controller's Prometheus series ([`Controller::metrics_collector`]).
@@ -47,6 +50,7 @@ pub mod metrics;
 pub mod peers;
 pub mod replicated;
 pub mod runtime_config;
+pub mod scanner;
 pub mod service;
 pub mod state;
 pub mod wire;

@@ -8,7 +8,6 @@
 //! ever sees a decision that was not committed.
 
 use std::collections::BTreeMap;
-use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::Weak;
@@ -38,19 +37,19 @@ use tokio::task::JoinHandle;
 use crate::elect::DefaultElectPolicy;
 use crate::handler::ControllerRequest;
 use crate::handler::ControllerResponse;
-use crate::handler::ElectMasterRequest;
 use crate::handler::ElectOutcome;
 use crate::heartbeat::Heartbeat;
 use crate::heartbeat::HeartbeatTracker;
 use crate::metrics::{
     ControllerCollector, ControllerMetrics, ElectionResult, LeaseAnswer, SetsView,
 };
-use crate::peers::{advise, Advice, PeerView, Situation};
+use crate::peers::PeerView;
 use crate::replicated::CommandResult;
 use crate::replicated::ControllerCommand;
 use crate::replicated::ControllerQuery;
 use crate::replicated::ControllerQueryResponse;
 use crate::replicated::ControllerStateMachine;
+use crate::scanner::{scan_round, ScanEnv, ScannerMemory};
 use crate::state::ControllerState;
 use crate::wire;
 use rocketraft_remoting::Refusal;
@@ -344,29 +343,15 @@ pub struct Controller {
     /// in that term, as Raft's own metrics report it (a watcher, not the scanner, keeps it, so
     /// a leadership lost and regained between two scans starts a new tenure).
     tenure: Arc<Mutex<Option<Tenure>>>,
-    /// When this node last proposed to depose each set's master (monotonic ms): at most one
-    /// proposal per heartbeat timeout, while the brokers learn the outcome.
-    deposed_at: Mutex<BTreeMap<String, u64>>,
-    /// When this node last handed leadership over for each set (monotonic ms).
-    handed_over_at: Mutex<BTreeMap<String, u64>>,
-    /// The other controllers' views of each set and when they were asked (monotonic ms).
-    peer_views: Mutex<BTreeMap<String, (u64, Vec<PeerView>)>>,
+    /// What the scanner remembers between rounds (depose and hand-over spacing, the peers'
+    /// views).
+    scanner_memory: ScannerMemory,
     /// Requests, elections and heartbeat timeouts counted for `/metrics`.
     pub(crate) metrics: ControllerMetrics,
     /// The applied state's per-set figures (published by the state machine).
     pub(crate) sets_view: SetsView,
     /// This controller, for collectors that must not keep it alive.
     me: Weak<Controller>,
-}
-
-/// What one scanner round knows before it looks at each set.
-#[derive(Debug, Clone, Copy)]
-struct Round {
-    now: u64,
-    /// A quorum acknowledged this leader's term within a fifth of the heartbeat timeout.
-    fresh: bool,
-    /// How long this node has led in its current term (ms).
-    in_office: u64,
 }
 
 /// A leadership term of this node and when it began (monotonic ms).
@@ -460,9 +445,7 @@ impl Controller {
             scanner: Mutex::new(None),
             tenure_watch: Mutex::new(None),
             tenure: Arc::new(Mutex::new(None)),
-            deposed_at: Mutex::new(BTreeMap::new()),
-            handed_over_at: Mutex::new(BTreeMap::new()),
-            peer_views: Mutex::new(BTreeMap::new()),
+            scanner_memory: ScannerMemory::new(),
         });
         // The live-broker view an entry carries is the leader's own, taken just before the
         // leader proposes it (forwarded requests included): a follower's table may be stale
@@ -781,230 +764,9 @@ impl Controller {
         }
     }
 
-    /// One scanner round: on a leader in office for at least a heartbeat timeout (its own
-    /// `heartbeat_timeout_ms`, and the master's if that is longer), whose term a quorum
-    /// acknowledged within a fifth of it, elect a new master for every set whose master's
-    /// heartbeat timed out (or never arrived). Time is monotonic throughout.
+    /// One scanner round ([`scan_round`] on this node, with its [`ScannerMemory`]).
     async fn scan(&self) {
-        let now = rocketraft_common::time::mono_ms();
-        let tenure = self.tenure();
-        let fresh = self.quorum_fresh();
-        let Some(tenure) = tenure.filter(|_| self.node.is_leader()) else {
-            // Followers expire too, so a later leader does not trust ancient heartbeats.
-            self.heartbeats.take_expired(now);
-            return;
-        };
-        let in_office = now.saturating_sub(tenure.since_ms);
-        let expired = self.heartbeats.take_expired(now);
-        self.metrics.heartbeat_timeouts(expired.len());
-        for e in &expired {
-            tracing::warn!(broker = %e.broker_name, id = e.broker_id, addr = %e.broker_addr, "broker heartbeat timed out");
-        }
-        let expired_ids: BTreeSet<(String, i64)> = expired
-            .iter()
-            .map(|e| (e.broker_name.clone(), e.broker_id))
-            .collect();
-        let Ok((state, _)) = self.state(ReadMode::Stale).await else {
-            return;
-        };
-        // Set name -> (cluster, the master epoch to depose for a live master).
-        let mut to_elect: BTreeMap<String, (String, Option<i32>)> = BTreeMap::new();
-        for (name, set) in &state.broker_sets {
-            let Some(master) = set.sync_state_info.master_broker_id else {
-                continue;
-            };
-            let timed_out = expired_ids.contains(&(name.clone(), master))
-                || !self.heartbeats.is_alive(name, master, now);
-            let round = Round {
-                now,
-                fresh,
-                in_office,
-            };
-            if let Some(depose_epoch) = self.decide(name, set, master, timed_out, round).await {
-                to_elect.insert(
-                    name.clone(),
-                    (set.replica_info.cluster.clone(), depose_epoch),
-                );
-            }
-        }
-        for (broker_name, (cluster, depose_epoch)) in to_elect {
-            self.elect_through_the_log(broker_name, cluster, depose_epoch)
-                .await;
-        }
-    }
-
-    /// The scanner's decision for one set: `Some(None)` to elect in place of a lost master,
-    /// `Some(Some(epoch))` to depose the live master of `epoch`, `None` to leave it (perhaps
-    /// after handing leadership to a peer, `peers::advise`).
-    async fn decide(
-        &self,
-        name: &str,
-        set: &crate::state::BrokerSet,
-        master: i64,
-        timed_out: bool,
-        round: Round,
-    ) -> Option<Option<i32>> {
-        let Round {
-            now,
-            fresh,
-            in_office,
-        } = round;
-        let here = self.heartbeats.live_info(name, master, now);
-        let stuck_here = here.is_some_and(|info| info.in_sync_unreachable == Some(true));
-        let unheard_here = timed_out || here.is_some_and(|info| info.heard_recently == Some(false));
-        if !(timed_out || stuck_here || unheard_here) || !fresh {
-            if timed_out {
-                tracing::info!(broker = %name, "master heartbeat timed out; no election without a quorum acknowledgement within a fifth of the timeout");
-            }
-            return None;
-        }
-        let sync_state_set = &set.sync_state_info.sync_state_set;
-        // The same view a depose entry carries (`alive_for`): candidates heard recently.
-        let recent = self.heartbeats.heard_recently(now).only(name);
-        let replacement_here = self
-            .policy()
-            .elect_replacement(name, sync_state_set, master, &recent)
-            .is_some();
-        let advice = if stuck_here && replacement_here {
-            Advice::DeposeNow
-        } else {
-            let situation = Situation {
-                master,
-                sync_state_set,
-                timed_out_here: timed_out,
-                unheard_here,
-                stuck_here,
-                replacement_here,
-            };
-            advise(&situation, &self.peer_views(name, now).await)
-        };
-        let handed = match advice {
-            Advice::DeposeNow => {
-                let epoch = set.sync_state_info.master_epoch;
-                return self.may_depose(name, now).then_some(Some(epoch));
-            }
-            Advice::HandOverToMaster(to) => self.hand_over(name, to, now, "hears the master").await,
-            Advice::HandOverToReplacement(to) => {
-                self.hand_over(name, to, now, "hears a replacement this leader does not")
-                    .await
-            }
-            Advice::Nothing => false,
-        };
-        if handed || !timed_out {
-            return None;
-        }
-        // Only a leader in office for a full heartbeat timeout elects: a master's role lease
-        // (renewed by heartbeats this leader or an earlier one confirmed) has run out by then
-        // (an earlier leader confirmed at most T/5 after the quorum acknowledgement that
-        // preceded this tenure, for at most 3/4 T; docs/safety.md). A master that heartbeats
-        // with a longer timeout than ours is waited for in proportion.
-        let t = self.config.heartbeat_timeout_ms;
-        let wait = tenure_needed(t.max(self.heartbeats.timeout_of(name, master).unwrap_or(0)));
-        if in_office < wait {
-            tracing::info!(broker = %name, in_office_ms = in_office, wait_ms = wait, "master heartbeat timed out; electing once this leader has been in office long enough");
-            return None;
-        }
-        Some(None)
-    }
-
-    /// The other controllers' own views of a set (`peers::ask`), asked at most once per sixth
-    /// of the heartbeat timeout per set (the scanner runs every quarter second); each peer gets
-    /// a tenth of the timeout to answer, so a dead master's failover waits at most that long.
-    async fn peer_views(&self, name: &str, now: u64) -> Vec<PeerView> {
-        let t = self.config.heartbeat_timeout_ms;
-        if let Some((at, views)) = self.peer_views.lock().get(name) {
-            if now.saturating_sub(*at) < t / 6 {
-                return views.clone();
-            }
-        }
-        let wait = Duration::from_millis((t / 10).max(100));
-        let client = crate::client::ControllerClient::new(self.notifier.clone(), wait);
-        let views = crate::peers::ask(
-            &client,
-            &self.config.remoting_peers,
-            self.node.id(),
-            name,
-            wait,
-        )
-        .await;
-        self.peer_views
-            .lock()
-            .insert(name.to_string(), (now, views.clone()));
-        views
-    }
-
-    /// Hands Raft leadership to controller `to` for the sake of set `name` (`peers::advise`):
-    /// a new term there, so whatever it elects waits out its own tenure (Claim 1), and a depose
-    /// needs none (Claim 2). At most one hand-over per set per heartbeat timeout, so two
-    /// controllers with different views do not pass leadership back and forth.
-    async fn hand_over(&self, name: &str, to: u64, now: u64, why: &str) -> bool {
-        let t = self.config.heartbeat_timeout_ms;
-        {
-            let mut last = self.handed_over_at.lock();
-            if last.get(name).is_some_and(|at| now.saturating_sub(*at) < t) {
-                return false;
-            }
-            last.insert(name.to_string(), now);
-        }
-        tracing::warn!(broker = %name, to, "controller {to} {why}; handing leadership over");
-        if let Err(e) = self
-            .node
-            .admin(rocketraft_raft::AdminRequest::TransferLeader { to })
-            .await
-        {
-            tracing::warn!(to, error = %e, "leadership hand-over failed");
-        }
-        true
-    }
-
-    /// Proposes a controller-triggered ElectMaster for a set whose master was lost, or to depose
-    /// its live master of `depose_epoch`, and logs the outcome.
-    async fn elect_through_the_log(
-        &self,
-        broker_name: String,
-        cluster: String,
-        depose_epoch: Option<i32>,
-    ) {
-        match depose_epoch {
-            None => {
-                tracing::warn!(broker = %broker_name, "master lost; electing a new one through the log")
-            }
-            Some(epoch) => {
-                tracing::warn!(broker = %broker_name, epoch, "the master reports it cannot gather minInSyncReplicas; deposing it through the log")
-            }
-        }
-        let request = ControllerRequest::ElectMaster(ElectMasterRequest {
-            cluster,
-            broker_name: broker_name.clone(),
-            broker_id: None,
-            designate_elect: false,
-            depose_epoch,
-        });
-        match self.execute(request).await {
-            Ok(ControllerResponse::ElectMaster(r)) => {
-                tracing::info!(broker = %broker_name, outcome = ?r.outcome, master = ?r.master_broker_id, epoch = r.master_epoch, "controller-triggered election")
-            }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(broker = %broker_name, error = %e, "controller-triggered election failed; will retry")
-            }
-        }
-    }
-
-    /// Whether this node may propose to depose a set's master now: it proposed no depose of
-    /// the set within the last heartbeat timeout (records this one). No tenure is needed: the
-    /// deposed master acknowledges only what every member, the new master included, holds
-    /// (docs/safety.md, "Deposing a master that cannot acknowledge").
-    fn may_depose(&self, name: &str, now: u64) -> bool {
-        let mut last = self.deposed_at.lock();
-        if last
-            .get(name)
-            .is_some_and(|t| now.saturating_sub(*t) < self.config.heartbeat_timeout_ms)
-        {
-            return false;
-        }
-        last.insert(name.to_string(), now);
-        true
+        scan_round(self, &self.scanner_memory).await;
     }
 
     /// After an election: reads the set once (linearizably), tells every broker of the set its
@@ -1060,6 +822,70 @@ impl Controller {
             server.shutdown().await;
         }
         self.node.shutdown().await;
+    }
+}
+
+/// The scanner on a running controller: its `RaftNode`, its heartbeat table, its Remoting
+/// client for the peers' views (see [`crate::scanner`]).
+impl ScanEnv for Controller {
+    fn now_ms(&self) -> u64 {
+        rocketraft_common::time::mono_ms()
+    }
+
+    fn tenure(&self) -> Option<Tenure> {
+        Controller::tenure(self)
+    }
+
+    fn is_leader(&self) -> bool {
+        self.node.is_leader()
+    }
+
+    fn quorum_fresh(&self) -> bool {
+        Controller::quorum_fresh(self)
+    }
+
+    fn heartbeat_timeout_ms(&self) -> u64 {
+        self.config.heartbeat_timeout_ms
+    }
+
+    fn heartbeats(&self) -> &HeartbeatTracker {
+        &self.heartbeats
+    }
+
+    fn policy(&self) -> DefaultElectPolicy {
+        Controller::policy(self)
+    }
+
+    fn count_heartbeat_timeouts(&self, brokers: usize) {
+        self.metrics.heartbeat_timeouts(brokers);
+    }
+
+    async fn applied_state(&self) -> Result<ControllerState, Refusal> {
+        self.state(ReadMode::Stale).await.map(|(state, _)| state)
+    }
+
+    async fn elect(&self, request: ControllerRequest) -> CommandResult {
+        self.execute(request).await
+    }
+
+    async fn transfer_leader(&self, to: u64) -> Result<(), String> {
+        self.node
+            .admin(rocketraft_raft::AdminRequest::TransferLeader { to })
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    async fn ask_peers(&self, broker_name: &str, wait: Duration) -> Vec<PeerView> {
+        let client = crate::client::ControllerClient::new(self.notifier.clone(), wait);
+        crate::peers::ask(
+            &client,
+            &self.config.remoting_peers,
+            self.node.id(),
+            broker_name,
+            wait,
+        )
+        .await
     }
 }
 
