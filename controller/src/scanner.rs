@@ -389,3 +389,290 @@ fn may_depose(env: &impl ScanEnv, memory: &ScannerMemory, name: &str, now: u64) 
     true
 }
 
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+    use rocketraft_raft::AppStateMachine;
+
+    use super::*;
+    use crate::handler::{AlterSyncStateSetRequest, ApplyBrokerIdRequest, ElectOutcome};
+    use crate::heartbeat::Heartbeat;
+    use crate::liveness::BrokerLiveInfo;
+    use crate::replicated::{
+        ControllerCommand, ControllerQuery, ControllerQueryResponse, ControllerStateMachine,
+    };
+    use crate::service::{alive_for_at, record_heartbeat};
+
+    /// The controllers' and brokers' heartbeat timeout.
+    const T: u64 = 3_000;
+    /// The scanner's interval.
+    const TICK: u64 = 250;
+    const SET: &str = "broker-a";
+
+    /// One controller node built from real parts, the environment the simulation provides
+    /// (module docs): its clock, leadership and quorum freshness are set by the test as the
+    /// simulation's openraft node would report them; its heartbeat table is a real
+    /// `HeartbeatTracker` the brokers' heartbeats are recorded in (`service::record_heartbeat`);
+    /// its writes are `ControllerCommand`s applied by the real `ControllerStateMachine`, their
+    /// liveness filled in by `service::alive_for_at` as a leader's prepare does. A single
+    /// controller: nobody to ask, nobody to hand leadership to.
+    struct Node {
+        now: AtomicU64,
+        tenure: Mutex<Option<Tenure>>,
+        fresh: AtomicBool,
+        heartbeats: HeartbeatTracker,
+        machine: Mutex<ControllerStateMachine>,
+        last_index: AtomicU64,
+        heartbeat_timeouts: AtomicUsize,
+        /// Every ElectMaster the scanner wrote, in order.
+        elections: Mutex<Vec<ElectMasterRequest>>,
+    }
+
+    impl Node {
+        fn new() -> Self {
+            Node {
+                now: AtomicU64::new(0),
+                tenure: Mutex::new(None),
+                fresh: AtomicBool::new(true),
+                heartbeats: HeartbeatTracker::new(),
+                machine: Mutex::new(ControllerStateMachine::new()),
+                last_index: AtomicU64::new(0),
+                heartbeat_timeouts: AtomicUsize::new(0),
+                elections: Mutex::new(Vec::new()),
+            }
+        }
+
+        /// Leads from `since_ms` on (a new term).
+        fn lead_since(&self, since_ms: u64) {
+            let term = self.tenure.lock().map_or(1, |t| t.term + 1);
+            *self.tenure.lock() = Some(Tenure { term, since_ms });
+        }
+
+        fn write(&self, request: ControllerRequest) -> CommandResult {
+            let command = ControllerCommand {
+                alive: alive_for_at(&self.heartbeats, &request, self.now_ms()),
+                policy: self.policy(),
+                request,
+            };
+            let index = self.last_index.fetch_add(1, Ordering::SeqCst) + 1;
+            self.machine.lock().apply(index, command)
+        }
+
+        fn heartbeat(&self, id: i64, in_sync_unreachable: Option<bool>) {
+            let info = BrokerLiveInfo {
+                in_sync_unreachable,
+                ..BrokerLiveInfo::new(1, 100, 0)
+            };
+            let heartbeat = Heartbeat {
+                cluster: "c".into(),
+                broker_name: SET.into(),
+                broker_id: id,
+                broker_addr: format!("10.0.0.{id}:10911"),
+                timeout_ms: 0,
+                info,
+            };
+            record_heartbeat(&self.heartbeats, heartbeat, T, self.now_ms());
+        }
+
+        /// The set's (master, master epoch) in the applied state.
+        fn master(&self) -> (Option<i64>, i32) {
+            match self.machine.lock().query(&ControllerQuery::State) {
+                ControllerQueryResponse::State { state, .. } => {
+                    let sync = &state.broker_sets[SET].sync_state_info;
+                    (sync.master_broker_id, sync.master_epoch)
+                }
+                other => panic!("not a state: {other:?}"),
+            }
+        }
+
+        fn elections(&self) -> Vec<ElectMasterRequest> {
+            self.elections.lock().clone()
+        }
+    }
+
+    impl ScanEnv for Node {
+        fn now_ms(&self) -> u64 {
+            self.now.load(Ordering::SeqCst)
+        }
+
+        fn tenure(&self) -> Option<Tenure> {
+            *self.tenure.lock()
+        }
+
+        fn is_leader(&self) -> bool {
+            self.tenure.lock().is_some()
+        }
+
+        fn quorum_fresh(&self) -> bool {
+            self.is_leader() && self.fresh.load(Ordering::SeqCst)
+        }
+
+        fn heartbeat_timeout_ms(&self) -> u64 {
+            T
+        }
+
+        fn heartbeats(&self) -> &HeartbeatTracker {
+            &self.heartbeats
+        }
+
+        fn policy(&self) -> DefaultElectPolicy {
+            DefaultElectPolicy::default()
+        }
+
+        fn count_heartbeat_timeouts(&self, brokers: usize) {
+            self.heartbeat_timeouts.fetch_add(brokers, Ordering::SeqCst);
+        }
+
+        async fn applied_state(&self) -> Result<ControllerState, Refusal> {
+            match self.machine.lock().query(&ControllerQuery::State) {
+                ControllerQueryResponse::State { state, .. } => Ok(state),
+                ControllerQueryResponse::Request(_) => Err(Refusal::new(
+                    rocketraft_remoting::response_code::SYSTEM_ERROR,
+                    "unexpected answer to a state read",
+                )),
+            }
+        }
+
+        async fn elect(&self, request: ControllerRequest) -> CommandResult {
+            if let ControllerRequest::ElectMaster(r) = &request {
+                self.elections.lock().push(r.clone());
+            }
+            self.write(request)
+        }
+
+        async fn transfer_leader(&self, to: u64) -> Result<(), String> {
+            Err(format!("no controller {to}: a single-controller cluster"))
+        }
+
+        async fn ask_peers(&self, _broker_name: &str, _wait: Duration) -> Vec<PeerView> {
+            Vec::new()
+        }
+    }
+
+    /// At 1000 ms: brokers 1 and 2 of `broker-a` heartbeat and apply their ids, broker 1 is
+    /// elected master (epoch 1) and the SyncStateSet becomes {1, 2}, all through the state
+    /// machine.
+    fn set_with_master_and_slave() -> Node {
+        let node = Node::new();
+        node.now.store(1_000, Ordering::SeqCst);
+        for id in [1, 2] {
+            node.heartbeat(id, None);
+            let applied = node.write(ControllerRequest::ApplyBrokerId(ApplyBrokerIdRequest {
+                cluster: "c".into(),
+                broker_name: SET.into(),
+                applied_broker_id: id,
+                register_check_code: format!("10.0.0.{id}:10911;{id}"),
+            }));
+            assert!(applied.is_ok(), "{applied:?}");
+        }
+        let elected = node.write(ControllerRequest::ElectMaster(ElectMasterRequest {
+            cluster: "c".into(),
+            broker_name: SET.into(),
+            broker_id: Some(1),
+            designate_elect: false,
+            depose_epoch: None,
+        }));
+        assert!(
+            matches!(&elected, Ok(ControllerResponse::ElectMaster(r)) if r.outcome == ElectOutcome::Elected),
+            "{elected:?}"
+        );
+        let altered = node.write(ControllerRequest::AlterSyncStateSet(
+            AlterSyncStateSetRequest {
+                broker_name: SET.into(),
+                master_broker_id: 1,
+                master_epoch: 1,
+                new_sync_state_set: BTreeSet::from([1, 2]),
+                sync_state_set_epoch: 1,
+                fence: false,
+            },
+        ));
+        assert!(altered.is_ok(), "{altered:?}");
+        assert_eq!(node.master(), (Some(1), 1));
+        node
+    }
+
+    /// Advances the node's clock tick by tick up to `until` (ms): broker 2 heartbeats every
+    /// other tick (as do the brokers in `alive`), and the scanner runs every tick.
+    async fn run_until(node: &Node, memory: &ScannerMemory, until: u64, alive: &[i64]) {
+        while node.now_ms() < until {
+            let now = node.now.fetch_add(TICK, Ordering::SeqCst) + TICK;
+            if now.is_multiple_of(2 * TICK) {
+                for id in alive {
+                    node.heartbeat(*id, None);
+                }
+            }
+            scan_round(node, memory).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_timed_out_master_is_replaced_only_after_a_full_tenure() {
+        let node = set_with_master_and_slave();
+        let memory = ScannerMemory::new();
+        // A new leader since 2500 ms; broker 1 is last heard at 1000 ms and times out at 4000.
+        node.lead_since(2_500);
+        run_until(&node, &memory, 3_750, &[2]).await;
+        assert_eq!(node.heartbeat_timeouts.load(Ordering::SeqCst), 0);
+        run_until(&node, &memory, 4_000, &[2]).await;
+        assert_eq!(node.heartbeat_timeouts.load(Ordering::SeqCst), 1);
+        // Timed out, but the leader has been in office for less than T: no election, for
+        // every round until 2500 + T.
+        run_until(&node, &memory, 2_500 + tenure_needed(T) - TICK, &[2]).await;
+        assert_eq!(node.master(), (Some(1), 1));
+        assert!(node.elections().is_empty(), "{:?}", node.elections());
+        // The first round a full tenure in: broker 2 replaces it, through the log.
+        run_until(&node, &memory, 2_500 + tenure_needed(T), &[2]).await;
+        assert_eq!(node.master(), (Some(2), 2));
+        let elections = node.elections();
+        assert_eq!(elections.len(), 1, "{elections:?}");
+        assert_eq!(elections[0].broker_id, None);
+        assert_eq!(elections[0].depose_epoch, None);
+        // Broker 2 is alive: nothing more to do.
+        run_until(&node, &memory, 10_000, &[2]).await;
+        assert_eq!(node.elections().len(), 1);
+        assert_eq!(node.heartbeat_timeouts.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn no_election_without_a_fresh_quorum_nor_on_a_follower() {
+        let node = set_with_master_and_slave();
+        let memory = ScannerMemory::new();
+        // A follower expires heartbeats (a later leader must not trust ancient ones) but
+        // neither counts nor elects.
+        run_until(&node, &memory, 5_000, &[2]).await;
+        assert_eq!(node.heartbeat_timeouts.load(Ordering::SeqCst), 0);
+        assert!(!node.heartbeats.knows(SET, 1));
+        assert!(node.elections().is_empty());
+        // A leader long in office whose term no quorum acknowledged lately: broker 1 stays
+        // master of record, round after round.
+        node.lead_since(0);
+        node.fresh.store(false, Ordering::SeqCst);
+        run_until(&node, &memory, 12_000, &[2]).await;
+        assert_eq!(node.master(), (Some(1), 1));
+        assert!(node.elections().is_empty(), "{:?}", node.elections());
+        // Once a quorum acknowledges it again, the next round elects.
+        node.fresh.store(true, Ordering::SeqCst);
+        run_until(&node, &memory, 12_250, &[2]).await;
+        assert_eq!(node.master(), (Some(2), 2));
+        assert_eq!(node.elections().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_stuck_master_is_deposed_at_once_without_a_tenure() {
+        let node = set_with_master_and_slave();
+        let memory = ScannerMemory::new();
+        node.lead_since(1_000);
+        // Broker 1 heartbeats but says it cannot gather minInSyncReplicas; broker 2 is heard.
+        node.now.store(1_250, Ordering::SeqCst);
+        node.heartbeat(1, Some(true));
+        node.heartbeat(2, None);
+        scan_round(&node, &memory).await;
+        // In office 250 ms: a depose needs no tenure (docs/safety.md, Claim 2).
+        assert_eq!(node.master(), (Some(2), 2));
+        let elections = node.elections();
+        assert_eq!(elections.len(), 1, "{elections:?}");
+        assert_eq!(elections[0].depose_epoch, Some(1));
+        assert!(memory.deposed_at.lock().contains_key(SET));
+    }
+}
