@@ -37,7 +37,6 @@ use parking_lot::Mutex;
 use rocketraft_broker::ha::HaState;
 use rocketraft_broker::replica::{parse_role_notification, ReplicaPeers};
 use rocketraft_controller::client::{ControllerTransport, TransportFuture};
-use rocketraft_controller::handler::ElectOutcome;
 use rocketraft_controller::replicated::CommandResult;
 use rocketraft_controller::service::{
     answer_heartbeat, lease_confirmable, master_query, quorum_fresh_at, route, Route,
@@ -52,7 +51,6 @@ use rocketraft_raft::{leader_settled, NodeId};
 use rocketraft_remoting::codes::{request_code, response_code};
 use rocketraft_remoting::{Refusal, RemotingCommand};
 
-use crate::check::Floor;
 use crate::net::{CallError, Channel, Endpoint, NodeHandle};
 use crate::rng::SimRng;
 use crate::world::{Answer, World};
@@ -203,9 +201,7 @@ async fn serve_request(
             || quorum_fresh_at(quorum_ack_age(id, &raft), CONTROLLER_TIMEOUT_MS),
             |hb| {
                 // As `Controller::lease_confirmed`: the count first, then the metrics.
-                let in_flight = node
-                    .writes_in_flight
-                    .load(std::sync::atomic::Ordering::SeqCst);
+                let in_flight = node.writes_in_flight.count();
                 let m = raft.metrics().borrow_watched().clone();
                 if !leader_settled(&m, id, in_flight) {
                     return false;
@@ -342,61 +338,16 @@ async fn write(
         serde_json::from_str(&json).map_err(|e| busy(format!("undecodable reply: {e}")))?;
     let mut elected = None;
     let summary = match &result {
-        Ok(ControllerResponse::ElectMaster(r)) => {
+        Ok(response) => {
+            let acked = crate::world::acked(response);
             if let Some(set) = &set {
-                w.check.lock().acked_epochs(
-                    set,
-                    Floor {
-                        master_epoch: r.master_epoch,
-                        sync_state_set_epoch: r.sync_state_set_epoch,
-                    },
-                );
-                if r.outcome == ElectOutcome::Elected {
-                    if let Some(m) = r.master_broker_id {
-                        elected = Some((set.clone(), r.master_epoch, m));
-                    }
+                if let Some(floor) = acked.floor {
+                    w.check.lock().acked_epochs(set, floor);
                 }
+                elected = acked.elected.map(|(epoch, m)| (set.clone(), epoch, m));
             }
-            format!(
-                "{:?} master {:?} epoch {} set {:?} sss-epoch {}",
-                r.outcome,
-                r.master_broker_id,
-                r.master_epoch,
-                r.sync_state_set,
-                r.sync_state_set_epoch
-            )
+            acked.summary
         }
-        Ok(ControllerResponse::AlterSyncStateSet(r)) => {
-            if let Some(set) = &set {
-                w.check.lock().acked_epochs(
-                    set,
-                    Floor {
-                        master_epoch: 0,
-                        sync_state_set_epoch: r.new_sync_state_set_epoch,
-                    },
-                );
-            }
-            format!(
-                "set {:?} sss-epoch {}",
-                r.new_sync_state_set, r.new_sync_state_set_epoch
-            )
-        }
-        Ok(ControllerResponse::RegisterBroker(r)) => {
-            if let Some(set) = &set {
-                w.check.lock().acked_epochs(
-                    set,
-                    Floor {
-                        master_epoch: r.master_epoch.unwrap_or(0),
-                        sync_state_set_epoch: r.sync_state_set_epoch,
-                    },
-                );
-            }
-            format!(
-                "master {:?} epoch {:?} sss-epoch {}",
-                r.master_broker_id, r.master_epoch, r.sync_state_set_epoch
-            )
-        }
-        Ok(_) => "ok".to_string(),
         Err(refusal) => format!("refused: {} {}", refusal.code, refusal.remark),
     };
     w.log(format!("link {what} -> at {log_id}: {summary}"));

@@ -64,7 +64,7 @@ pub struct NodeHandle {
     pub clock: NodeClock,
     /// Writes being prepared or proposed here (`RaftNode`'s count, for
     /// `rocketraft_raft::leader_settled`).
-    pub writes_in_flight: Arc<std::sync::atomic::AtomicU64>,
+    pub writes_in_flight: rocketraft_raft::WritesInFlight,
 }
 
 /// How the links behave now (the nemesis changes it).

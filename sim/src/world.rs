@@ -313,7 +313,7 @@ impl World {
                 sm,
                 heartbeats: Arc::new(HeartbeatTracker::new()),
                 clock: self.clocks.of(id),
-                writes_in_flight: Arc::default(),
+                writes_in_flight: Default::default(),
             },
         );
         Ok(raft)
@@ -851,12 +851,70 @@ fn with_leader_liveness(node: &NodeHandle, mut req: Request) -> Result<Request, 
     Ok(req)
 }
 
+/// What an acknowledged controller answer tells the checker, and its line in the trace; the
+/// simulated clients and the controller link log and check their answers alike.
+pub(crate) struct Acked {
+    /// The epochs the answer acknowledges, if it names any.
+    pub floor: Option<Floor>,
+    /// The master an election elected, with its epoch.
+    pub elected: Option<(i32, i64)>,
+    pub summary: String,
+}
+
+pub(crate) fn acked(response: &ControllerResponse) -> Acked {
+    match response {
+        ControllerResponse::ElectMaster(r) => Acked {
+            floor: Some(Floor {
+                master_epoch: r.master_epoch,
+                sync_state_set_epoch: r.sync_state_set_epoch,
+            }),
+            elected: r
+                .master_broker_id
+                .filter(|_| r.outcome == ElectOutcome::Elected)
+                .map(|m| (r.master_epoch, m)),
+            summary: format!(
+                "{:?} master {:?} epoch {} set {:?} sss-epoch {}",
+                r.outcome,
+                r.master_broker_id,
+                r.master_epoch,
+                r.sync_state_set,
+                r.sync_state_set_epoch
+            ),
+        },
+        ControllerResponse::AlterSyncStateSet(r) => Acked {
+            floor: Some(Floor {
+                master_epoch: 0,
+                sync_state_set_epoch: r.new_sync_state_set_epoch,
+            }),
+            elected: None,
+            summary: format!(
+                "set {:?} sss-epoch {}",
+                r.new_sync_state_set, r.new_sync_state_set_epoch
+            ),
+        },
+        ControllerResponse::RegisterBroker(r) => Acked {
+            floor: Some(Floor {
+                master_epoch: r.master_epoch.unwrap_or(0),
+                sync_state_set_epoch: r.sync_state_set_epoch,
+            }),
+            elected: None,
+            summary: format!(
+                "master {:?} epoch {:?} sss-epoch {}",
+                r.master_broker_id, r.master_epoch, r.sync_state_set_epoch
+            ),
+        },
+        _ => Acked {
+            floor: None,
+            elected: None,
+            summary: "ok".to_string(),
+        },
+    }
+}
+
 pub(crate) async fn serve_write(node: NodeHandle, req: Request) -> Answer {
     // As `RaftNode`'s write path: counted from before the prepare until openraft answers, in
     // a task of its own, so a caller that gives up (a network call's timeout) does not end it.
-    node.writes_in_flight
-        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    let in_flight = InFlight(node.writes_in_flight.clone());
+    let in_flight = node.writes_in_flight.begin();
     let req = match with_leader_liveness(&node, req) {
         Ok(r) => r,
         Err(e) => return Answer::Failed(e),
@@ -876,15 +934,6 @@ pub(crate) async fn serve_write(node: NodeHandle, req: Request) -> Answer {
         }
         Ok(Err(e)) => Answer::Failed(e.to_string()),
         Err(e) => Answer::Failed(format!("the proposal task failed: {e}")),
-    }
-}
-
-/// Takes one write out of a node's count when dropped.
-struct InFlight(Arc<std::sync::atomic::AtomicU64>);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -1331,16 +1380,12 @@ impl Client {
         match outcome {
             Outcome::Ok(Ok(response), log_id) => {
                 self.world.stats.lock().ops_ok += 1;
-                let mut elected = None;
-                let summary = match &response {
+                let acked = acked(&response);
+                if let Some(floor) = acked.floor {
+                    self.world.check.lock().acked_epochs(set, floor);
+                }
+                match &response {
                     ControllerResponse::ElectMaster(r) => {
-                        self.world.check.lock().acked_epochs(
-                            set,
-                            Floor {
-                                master_epoch: r.master_epoch,
-                                sync_state_set_epoch: r.sync_state_set_epoch,
-                            },
-                        );
                         self.known.insert(
                             set.to_string(),
                             Known {
@@ -1349,51 +1394,16 @@ impl Client {
                                 sync_state_set_epoch: r.sync_state_set_epoch,
                             },
                         );
-                        if r.outcome == ElectOutcome::Elected {
-                            if let Some(m) = r.master_broker_id {
-                                elected = Some((set.to_string(), r.master_epoch, m));
-                            }
-                        }
-                        format!(
-                            "{:?} master {:?} epoch {} set {:?} sss-epoch {}",
-                            r.outcome,
-                            r.master_broker_id,
-                            r.master_epoch,
-                            r.sync_state_set,
-                            r.sync_state_set_epoch
-                        )
                     }
                     ControllerResponse::AlterSyncStateSet(r) => {
                         if let Some(k) = self.known.get_mut(set) {
                             k.sync_state_set_epoch = r.new_sync_state_set_epoch;
                         }
-                        self.world.check.lock().acked_epochs(
-                            set,
-                            Floor {
-                                master_epoch: 0,
-                                sync_state_set_epoch: r.new_sync_state_set_epoch,
-                            },
-                        );
-                        format!(
-                            "set {:?} sss-epoch {}",
-                            r.new_sync_state_set, r.new_sync_state_set_epoch
-                        )
                     }
-                    ControllerResponse::RegisterBroker(r) => {
-                        self.world.check.lock().acked_epochs(
-                            set,
-                            Floor {
-                                master_epoch: r.master_epoch.unwrap_or(0),
-                                sync_state_set_epoch: r.sync_state_set_epoch,
-                            },
-                        );
-                        format!(
-                            "master {:?} epoch {:?} sss-epoch {}",
-                            r.master_broker_id, r.master_epoch, r.sync_state_set_epoch
-                        )
-                    }
-                    _ => "ok".to_string(),
-                };
+                    _ => {}
+                }
+                let elected = acked.elected.map(|(epoch, m)| (set.to_string(), epoch, m));
+                let summary = acked.summary;
                 self.log(format!("{what} -> ok at {log_id}: {summary}"));
                 let desc = format!("c{} {what}", self.id);
                 self.world.check.lock().acked_write(log_id, desc, elected);
