@@ -35,7 +35,7 @@ pub struct BrokerLiveInfo {
     /// when every SyncStateSet member holds a write (`allAckInSyncStateSet`), whether it has
     /// heard from fewer than `minInSyncReplicas` members (itself included) for half a heartbeat
     /// timeout: it is alive but cannot acknowledge anything. The controller leader may then
-    /// depose it in favour of another SyncStateSet member (see `service.rs`, `scan`, and
+    /// depose it in favour of another SyncStateSet member (see `scanner.rs`, `decide`, and
     /// docs/safety.md). `None` when not reported (a slave, a master counting acks, Apache
     /// RocketMQ's broker): such a master is never deposed while it heartbeats.
     #[serde(default)]
