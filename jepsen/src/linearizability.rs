@@ -52,7 +52,9 @@
 //!   controller history under every fault in 900 s (its elections of unknown outcome stay
 //!   candidates for the rest of the history; [`versions`] tells why); this decides it in under a
 //!   second. Its valid verdicts carry a linearization checked op by op before they are given.
-//!   It runs unless a [`Strategy`] is named ([`CheckOptions::strategy`]).
+//!   It runs unless a [`Strategy`] is named ([`CheckOptions::strategy`]). When it reaches its
+//!   memory limit the WGL search below runs in the time left; when the deadline passed the
+//!   verdict is unknown.
 //!
 //! The history is split by `key` first and each part searched alone (P-compositionality:
 //! a history is linearizable iff each key's sub-history is). A time budget bounds the whole check:
@@ -84,9 +86,11 @@ pub struct CheckOptions {
     pub time_budget: Duration,
     /// When the configurations remembered take about this many bytes, the verdict is
     /// [`Verdict::Unknown`]. Bounds memory (shared by the searches of a race, of which the
-    /// required-first one may take a quarter).
+    /// required-first one may take a quarter; the per-version search counts its stack and its
+    /// transition's search too).
     pub max_cache_bytes: usize,
-    /// `None`: the per-version search when the model has versions ([`versions`]), else race
+    /// `None`: the per-version search when the model has versions ([`versions`]; the WGL
+    /// search, raced, when it reaches `max_cache_bytes` with time left), else race
     /// both strategies on two threads and take the first answer (the default: each is much
     /// faster than the other on some histories). `Some`: only the WGL search in that order, on
     /// this thread. Without operations of unknown outcome the two orders are the same search,
@@ -442,11 +446,26 @@ pub fn check<M: Model>(
                 configurations: 0,
             },
             // A named strategy asks for the WGL search in that order.
-            None => match options.strategy {
-                None => versions::search(model, &entries, deadline, options.max_cache_bytes),
-                Some(_) => None,
+            None => {
+                let versions = match options.strategy {
+                    None => versions::search(model, &entries, deadline, options.max_cache_bytes),
+                    Some(_) => None,
+                };
+                match versions {
+                    Some(versions::Ended::Decided(outcome)) => outcome,
+                    None => search_key(model, entries, options, deadline),
+                    // Its memory is freed: the WGL search may still decide in the time left.
+                    Some(versions::Ended::OutOfMemory { reason, steps }) => {
+                        tracing::info!("{reason}; falling back to the WGL search");
+                        let mut outcome = search_key(model, entries, options, deadline);
+                        outcome.configurations += steps;
+                        if let SearchResult::Unknown(wgl) = &mut outcome.result {
+                            *wgl = format!("{reason}; then the WGL search: {wgl}");
+                        }
+                        outcome
+                    }
+                }
             }
-            .unwrap_or_else(|| search_key(model, entries, options, deadline)),
         };
         report.configurations += outcome.configurations;
         match outcome.result {
@@ -1228,6 +1247,83 @@ mod tests {
         assert!(!cache.insert(&r1, &[0b011], &8, 0));
         assert_eq!(cache.visited, 5);
         assert_eq!(cache.states.len(), 2, "each state stored once");
+    }
+
+    /// The per-version search gives up at its memory limit on a history the WGL search decides
+    /// within the same limit: the check falls back to it and decides. Past the limits of both,
+    /// the reason names both.
+    #[test]
+    fn the_wgl_search_decides_when_the_per_version_search_runs_out_of_memory() {
+        use crate::model::replica_info::ReplicaInfo;
+        let info = |master_epoch: i64, master: i64, epoch: i64| {
+            format!(
+                r#"{{"master_epoch":{master_epoch},"master_id":{master},"sync_state_set_epoch":{epoch},"sync_state_set":[{master}]}}"#
+            )
+        };
+        let line = |process: u64, kind: &str, f: &str, value: &str| {
+            format!(
+                r#"{{"process":{process},"type":"{kind}","f":"{f}","key":"set","value":{value}}}"#
+            )
+        };
+        // Master 1 elected in epoch 1, then 20 alters one after the other, while 200 alters of
+        // unknown outcome (from a view no state has: none can take effect) stay pending. Each
+        // version's search holds counts of 200 kinds; the WGL search's optional sets are bits.
+        let mut lines = vec![line(0, "invoke", "elect", r#"{"broker_id":1}"#)];
+        for i in 0..200 {
+            let request = format!(
+                r#"{{"master_id":9,"master_epoch":1,"sync_state_set_epoch":{},"sync_state_set":[9]}}"#,
+                100 + i
+            );
+            lines.push(line(100 + i, "invoke", "alter", &request));
+            lines.push(line(100 + i, "info", "alter", "null"));
+        }
+        lines.push(line(0, "ok", "elect", &info(1, 1, 1)));
+        for epoch in 1..=20 {
+            let set = if epoch % 2 == 1 { "[1,2]" } else { "[1]" };
+            let request = format!(
+                r#"{{"master_id":1,"master_epoch":1,"sync_state_set_epoch":{epoch},"sync_state_set":{set}}}"#
+            );
+            lines.push(line(0, "invoke", "alter", &request));
+            lines.push(line(0, "ok", "alter", &format!("{}", epoch + 1)));
+        }
+        let text = lines.join("\n");
+        let parsed = crate::history::parse_jsonl(&text).expect("a history");
+        let (operations, _) = crate::history::pair(&parsed.ops).expect("paired");
+        let model = ReplicaInfo;
+        let (by_key, _) = by_key(&model, &operations).expect("the model's ops");
+        let entries = by_key.into_values().next().expect("one key");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut fell_back = Vec::new();
+        for max_cache_bytes in (10..22).map(|shift| 1usize << shift) {
+            let gave_up = matches!(
+                versions::search(&model, &entries, deadline, max_cache_bytes),
+                Some(versions::Ended::OutOfMemory { .. })
+            );
+            let options = CheckOptions {
+                max_cache_bytes,
+                ..CheckOptions::default()
+            };
+            let report = check(&model, &operations, &options).expect("checked");
+            if gave_up && report.verdict == Verdict::Valid {
+                fell_back.push(max_cache_bytes);
+            }
+            if !gave_up {
+                assert_eq!(report.verdict, Verdict::Valid, "{report:#?}");
+            }
+            if report.verdict == Verdict::Unknown {
+                // Both gave up: the reason says so.
+                let reason = report.unknown_reason.unwrap_or_default();
+                assert!(
+                    reason.contains("per-version search reached its memory limit")
+                        && reason.contains("then the WGL search: memory limit"),
+                    "{reason}"
+                );
+            }
+        }
+        assert!(
+            !fell_back.is_empty(),
+            "no limit under which the per-version search gives up and the WGL search decides"
+        );
     }
 
     #[test]

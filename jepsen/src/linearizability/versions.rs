@@ -45,7 +45,13 @@
 //! A valid verdict carries its witness: the linearization is rebuilt op by op and checked
 //! against the model and real time before the verdict is given (a checker bug cannot make an
 //! invalid history valid). An invalid verdict means every choice failed: the counterexample
-//! names the first op of the version no transition reached.
+//! names an op of the furthest version no transition reached ([`Decomposition::counterexample`]).
+//!
+//! # Memory
+//! `max_cache_bytes` bounds an estimate of everything the search holds: the configurations
+//! that failed, the stack (each transition's ways, with the ops used after each), and the
+//! breadth-first search of the transition under way (its states seen and its queue). Past it
+//! the search ends [`Ended::OutOfMemory`], and the caller falls back to the WGL search.
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Instant;
@@ -92,6 +98,8 @@ struct Way {
 
 /// One transition on the search's stack.
 struct Frame {
+    /// What it holds, about ([`Decomposition::frame_bytes`]).
+    bytes: usize,
     /// The group it leads to.
     group: usize,
     /// Ops used per kind before it.
@@ -101,15 +109,25 @@ struct Frame {
     next: usize,
 }
 
+/// How the per-version search ended.
+pub(super) enum Ended {
+    /// Its verdict: `Unknown` only when the deadline passed (or its witness failed, a checker
+    /// bug), so no other search has time left.
+    Decided(SearchOutcome),
+    /// It gave up at its memory limit (why, and its steps): another search may still decide,
+    /// in the time left.
+    OutOfMemory { reason: String, steps: u64 },
+}
+
 /// The decomposition's verdict on one key's entries, or `None` when it does not apply (the
-/// model has no versions, or a completed op observed none). `Unknown` only when the deadline
-/// passed or the configurations that failed outgrew `max_bytes`.
+/// model has no versions, or a completed op observed none). Ends undecided when the deadline
+/// passed or what it holds outgrew `max_bytes` (the module's "Memory").
 pub(super) fn search<M: Model>(
     model: &M,
     entries: &[Entry<'_, M::Op>],
     deadline: Instant,
     max_bytes: usize,
-) -> Option<SearchOutcome> {
+) -> Option<Ended> {
     let init = model.init();
     model.state_version(&init)?;
     let mut by_version: BTreeMap<Version, (M::State, Vec<usize>)> = BTreeMap::new();
@@ -203,7 +221,9 @@ pub(super) fn search<M: Model>(
         kinds,
         deadline,
         max_bytes,
+        bytes: 0,
         steps: 0,
+        deepest: 0,
     };
     Some(decomposition.run())
 }
@@ -215,29 +235,95 @@ struct Decomposition<'m, 'e, 'a, M: Model> {
     groups: Vec<Group<M::State>>,
     kinds: Vec<Kind>,
     deadline: Instant,
-    /// Bounds the memory of the configurations remembered as failed.
+    /// Bounds the estimate of what the search holds (the module's "Memory").
     max_bytes: usize,
+    /// What the configurations that failed and the stack hold, about.
+    bytes: usize,
     steps: u64,
+    /// The furthest group a transition was tried into.
+    deepest: usize,
 }
 
-/// The deadline passed.
-struct OutOfTime;
+/// Why the search stopped undecided.
+enum Stop {
+    /// The deadline passed.
+    Time,
+    /// What it holds outgrew `max_bytes`.
+    Memory,
+}
+
+/// Allocator overhead, about, per allocation.
+const ALLOCATION: usize = 16;
+/// A hash table's control byte and spare room per entry, about.
+const HASH_SLOT: usize = 16;
 
 impl<M: Model> Decomposition<'_, '_, '_, M> {
-    fn run(mut self) -> SearchOutcome {
-        let result = self.search();
-        SearchOutcome {
+    fn run(mut self) -> Ended {
+        let result = match self.search() {
+            Ok(result) => result,
+            Err(Stop::Time) => SearchResult::Unknown(format!(
+                "time budget exhausted after {} steps of the per-version search, {} of {} versions reached",
+                self.steps,
+                self.deepest,
+                self.groups.len()
+            )),
+            Err(Stop::Memory) => {
+                return Ended::OutOfMemory {
+                    reason: format!(
+                        "the per-version search reached its memory limit of {} bytes after {} steps, {} of {} versions reached",
+                        self.max_bytes,
+                        self.steps,
+                        self.deepest,
+                        self.groups.len()
+                    ),
+                    steps: self.steps,
+                }
+            }
+        };
+        Ended::Decided(SearchOutcome {
             configurations: self.steps,
             result,
-        }
+        })
     }
 
-    fn tick(&mut self) -> Result<(), OutOfTime> {
+    fn tick(&mut self) -> Result<(), Stop> {
         self.steps += 1;
         if self.steps.is_multiple_of(CLOCK_EVERY) && Instant::now() >= self.deadline {
-            return Err(OutOfTime);
+            return Err(Stop::Time);
         }
         Ok(())
+    }
+
+    /// `Err` when what the search holds, with `more` bytes besides, outgrows its limit.
+    fn within_limit(&self, more: usize) -> Result<(), Stop> {
+        if self.bytes.saturating_add(more) > self.max_bytes {
+            return Err(Stop::Memory);
+        }
+        Ok(())
+    }
+
+    /// A vector of ops used per kind, about.
+    fn counts_bytes(&self) -> usize {
+        std::mem::size_of::<Vec<u32>>() + 4 * self.kinds.len() + ALLOCATION
+    }
+
+    /// One way of a transition, with the ops used after it, about.
+    fn way_bytes(&self, way: &Way) -> usize {
+        std::mem::size_of::<Way>()
+            + std::mem::size_of::<usize>() * way.kinds.len()
+            + ALLOCATION
+            + self.counts_bytes()
+    }
+
+    /// A frame of the stack, about.
+    fn frame_bytes(&self, ways: &[(Way, Vec<u32>)]) -> usize {
+        std::mem::size_of::<Frame>()
+            + self.counts_bytes()
+            + ALLOCATION
+            + ways
+                .iter()
+                .map(|(way, _)| self.way_bytes(way))
+                .sum::<usize>()
     }
 
     /// How many ops of `kind` may be used in the transition into group `g`.
@@ -247,40 +333,36 @@ impl<M: Model> Decomposition<'_, '_, '_, M> {
         u32::try_from(count).unwrap_or(u32::MAX)
     }
 
-    fn search(&mut self) -> SearchResult {
+    fn search(&mut self) -> Result<SearchResult, Stop> {
         if self.groups.is_empty() {
             // No completed op: every op of unknown outcome may never have taken effect.
-            return SearchResult::Valid;
+            return Ok(SearchResult::Valid);
         }
         let mut failed: HashSet<(usize, Vec<u32>)> = HashSet::new();
+        // A failed configuration: its group, its counts, and the table's slot.
+        let failed_bytes =
+            std::mem::size_of::<(usize, Vec<u32>)>() + HASH_SLOT + self.counts_bytes();
         let start = vec![0u32; self.kinds.len()];
-        let ways = match self.ways(0, &start) {
-            Ok(ways) => ways,
-            Err(OutOfTime) => return self.out_of_time(0),
-        };
+        let ways = self.ways(0, &start)?;
+        let bytes = self.frame_bytes(&ways);
+        self.within_limit(bytes)?;
+        self.bytes += bytes;
         let mut stack = vec![Frame {
+            bytes,
             group: 0,
             used: start,
             ways,
             next: 0,
         }];
-        let mut deepest = 0;
         loop {
             let Some(frame) = stack.last_mut() else {
-                return SearchResult::Invalid(self.counterexample(deepest));
+                return Ok(SearchResult::Invalid(self.counterexample(self.deepest)));
             };
             if frame.next == frame.ways.len() {
                 failed.insert((frame.group, std::mem::take(&mut frame.used)));
+                self.bytes = self.bytes - frame.bytes + failed_bytes;
                 stack.pop();
-                // A hash table slot, a vector, its counts and the allocator's overhead.
-                let bytes = failed.len() * (64 + 4 * self.kinds.len());
-                if bytes > self.max_bytes {
-                    return SearchResult::Unknown(format!(
-                        "memory limit of {} MiB reached after {} steps of the per-version search",
-                        self.max_bytes >> 20,
-                        self.steps
-                    ));
-                }
+                self.within_limit(0)?;
                 continue;
             }
             let (_, used) = &frame.ways[frame.next];
@@ -291,18 +373,19 @@ impl<M: Model> Decomposition<'_, '_, '_, M> {
                     .iter()
                     .map(|frame| frame.ways[frame.next - 1].0.clone())
                     .collect();
-                return self.witness(&path);
+                return Ok(self.witness(&path));
             }
-            deepest = deepest.max(group);
+            self.deepest = self.deepest.max(group);
             if failed.contains(&(group, used.clone())) {
                 continue;
             }
             let used = used.clone();
-            let ways = match self.ways(group, &used) {
-                Ok(ways) => ways,
-                Err(OutOfTime) => return self.out_of_time(deepest),
-            };
+            let ways = self.ways(group, &used)?;
+            let bytes = self.frame_bytes(&ways);
+            self.within_limit(bytes)?;
+            self.bytes += bytes;
             stack.push(Frame {
+                bytes,
                 group,
                 used,
                 ways,
@@ -311,18 +394,10 @@ impl<M: Model> Decomposition<'_, '_, '_, M> {
         }
     }
 
-    fn out_of_time(&self, deepest: usize) -> SearchResult {
-        SearchResult::Unknown(format!(
-            "time budget exhausted after {} steps of the per-version search, {} of {} versions reached",
-            self.steps,
-            deepest,
-            self.groups.len()
-        ))
-    }
-
     /// The ways to make the transition into group `g` with `used` ops of each kind used before
     /// it, each with the ops used after it (distinct), fewest ops of unknown outcome first.
-    fn ways(&mut self, g: usize, used: &[u32]) -> Result<Vec<(Way, Vec<u32>)>, OutOfTime> {
+    /// What its breadth-first search holds counts towards the memory limit.
+    fn ways(&mut self, g: usize, used: &[u32]) -> Result<Vec<(Way, Vec<u32>)>, Stop> {
         if self.groups[g].impossible {
             return Ok(Vec::new());
         }
@@ -335,11 +410,20 @@ impl<M: Model> Decomposition<'_, '_, '_, M> {
             .collect();
         let mut found: Vec<(Way, Vec<u32>)> = Vec::new();
         let mut seen: HashSet<(M::State, Vec<u32>)> = HashSet::new();
+        // What the queue, `seen` and `found` hold, about.
+        let queued_bytes = |model: &M, state: &M::State, kinds: &[usize]| {
+            std::mem::size_of::<(M::State, Vec<usize>)>()
+                + model.state_heap_bytes(state)
+                + std::mem::size_of_val(kinds)
+                + ALLOCATION
+        };
+        let mut bytes = queued_bytes(self.model, &from, &[]);
         // Breadth first: fewest ops of unknown outcome first.
         let mut queue = std::collections::VecDeque::from([(from, Vec::<usize>::new())]);
         let mut extra = vec![0u32; self.kinds.len()];
         while let Some((state, kinds)) = queue.pop_front() {
             self.tick()?;
+            bytes -= queued_bytes(self.model, &state, &kinds);
             extra.iter_mut().for_each(|count| *count = 0);
             for &kind in &kinds {
                 extra[kind] += 1;
@@ -347,16 +431,21 @@ impl<M: Model> Decomposition<'_, '_, '_, M> {
             if !seen.insert((state.clone(), extra.clone())) {
                 continue;
             }
+            bytes += std::mem::size_of::<(M::State, Vec<u32>)>()
+                + HASH_SLOT
+                + self.model.state_heap_bytes(&state)
+                + self.counts_bytes();
+            self.within_limit(bytes)?;
             let after: Vec<u32> = used.iter().zip(&extra).map(|(u, e)| u + e).collect();
             if !found.iter().any(|(_, seen_after)| *seen_after == after) {
                 if let Some(entry) = self.entry(g, &state) {
-                    found.push((
-                        Way {
-                            kinds: kinds.clone(),
-                            entry,
-                        },
-                        after,
-                    ));
+                    let way = Way {
+                        kinds: kinds.clone(),
+                        entry,
+                    };
+                    bytes += self.way_bytes(&way);
+                    self.within_limit(bytes)?;
+                    found.push((way, after));
                 }
             }
             let group = &self.groups[g];
@@ -378,6 +467,8 @@ impl<M: Model> Decomposition<'_, '_, '_, M> {
                 }
                 let mut longer = kinds.clone();
                 longer.push(kind);
+                bytes += queued_bytes(self.model, &next, &longer);
+                self.within_limit(bytes)?;
                 queue.push_back((next, longer));
             }
         }
@@ -468,8 +559,17 @@ impl<M: Model> Decomposition<'_, '_, '_, M> {
         }
     }
 
-    /// No transition reached group `g`: its first op to complete cannot be linearized after
-    /// the groups before it, with any ops of unknown outcome usable there.
+    /// No transition reached group `g`, the furthest version the search reached: from the
+    /// state of the group before, no ops of unknown outcome usable there (listed as pending)
+    /// lead to a state from which one of its ops enters it, whatever was used before.
+    ///
+    /// The op reported is the group's member that must enter it (the one that changes the
+    /// state) if any, else its first to complete: an op of the version that could not be
+    /// reached, not necessarily the one at fault. The cause may be another member (two that
+    /// change the state, or one that must come first but was invoked after another completed),
+    /// a missing op of unknown outcome, or a choice made at an earlier version (the ops of
+    /// unknown outcome used up there); `linearized`, `tail` and `state` describe the versions
+    /// before `g` as observed, not one particular partial linearization.
     fn counterexample(&self, g: usize) -> Counterexample {
         let group = &self.groups[g];
         let stuck = group.forced.unwrap_or(group.members[0]);

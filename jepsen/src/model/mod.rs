@@ -112,11 +112,20 @@ pub trait Model: Sync {
 
     /// The least version `state` may have, for a model with [`Model::observed_version`]s; with
     /// it the checker searches version by version ([`crate::linearizability`]). The contract,
-    /// on which that search's invalid verdicts rest: for every op and state with
-    /// `step(state, op) == Some(next)`, `state_version(next) >= state_version(state)`, and
-    /// strictly greater when the op's outcome is unknown (an op of unknown outcome that takes
-    /// effect changes the version); a completed op that observed `(version, observed)` leads
-    /// from any state to exactly `observed`, whose `state_version` is `version`. Default: none.
+    /// on which that search's invalid verdicts rest:
+    /// - for every op and state with `step(state, op) == Some(next)`,
+    ///   `state_version(next) >= state_version(state)`, and strictly greater when the op's
+    ///   outcome is unknown (an op of unknown outcome that takes effect changes the version);
+    /// - a completed op that observed `(version, observed)` leads from any state to exactly
+    ///   `observed`, whose `state_version` is `version`;
+    /// - ops of unknown outcome that are equal ([`PartialEq`] on [`Model::Op`]) are
+    ///   interchangeable: `step` treats them alike (the search counts how many of a kind are
+    ///   used, not which), so equality must not ignore anything `step` reads;
+    /// - one version has one observed state: ops that observed the same version observed the
+    ///   same state. A history that breaks this is not linearizable under the first two points;
+    ///   the checker tests it itself before searching, so the model need not ensure it.
+    ///
+    /// Default: none.
     fn state_version(&self, _state: &Self::State) -> Option<Version> {
         None
     }
