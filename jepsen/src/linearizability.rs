@@ -279,6 +279,22 @@ struct Entry<'a, O> {
     required: bool,
 }
 
+impl<O> Entry<'_, O> {
+    /// The operation as a report shows it (index, process, outcome, the model's description).
+    fn report<M: Model<Op = O>>(&self, model: &M) -> OpReport {
+        OpReport {
+            index: self.operation.index,
+            process: self.operation.process,
+            outcome: match self.operation.outcome {
+                Outcome::Ok(_) => "ok",
+                Outcome::Failed(_) => "fail",
+                Outcome::Unknown => "info",
+            },
+            description: model.describe_op(&self.op),
+        }
+    }
+}
+
 /// One key's operations.
 type KeyPart<'a, O> = (Option<&'a str>, Vec<Entry<'a, O>>);
 
@@ -1022,17 +1038,7 @@ impl<'m, 'a, M: Model> Search<'m, 'a, M> {
     }
 
     fn op_report(&self, op: usize) -> OpReport {
-        let entry = &self.entries[op];
-        OpReport {
-            index: entry.operation.index,
-            process: entry.operation.process,
-            outcome: match entry.operation.outcome {
-                Outcome::Ok(_) => "ok",
-                Outcome::Failed(_) => "fail",
-                Outcome::Unknown => "info",
-            },
-            description: self.model.describe_op(&entry.op),
-        }
+        self.entries[op].report(self.model)
     }
 
     fn counterexample(&self, dead_end: DeadEnd<M::State>) -> Counterexample {

@@ -60,7 +60,6 @@ use super::{
     Counterexample, Entry, OpReport, SearchOutcome, SearchResult, StepReport,
     COUNTEREXAMPLE_PENDING, COUNTEREXAMPLE_TAIL,
 };
-use crate::history::Outcome;
 use crate::model::{Model, Version};
 
 /// How many steps between two looks at the clock.
@@ -546,17 +545,7 @@ impl<M: Model> Decomposition<'_, '_, '_, M> {
     }
 
     fn report(&self, i: usize) -> OpReport {
-        let entry = &self.entries[i];
-        OpReport {
-            index: entry.operation.index,
-            process: entry.operation.process,
-            outcome: match entry.operation.outcome {
-                Outcome::Ok(_) => "ok",
-                Outcome::Failed(_) => "fail",
-                Outcome::Unknown => "info",
-            },
-            description: self.model.describe_op(&entry.op),
-        }
+        self.entries[i].report(self.model)
     }
 
     /// No transition reached group `g`, the furthest version the search reached: from the

@@ -284,7 +284,7 @@ pub(super) fn to_text(lines: &[Json]) -> String {
     lines.iter().map(|l| l.to_string() + "\n").collect()
 }
 
-fn check(text: &str, strategy: Option<Strategy>, budget: Duration) -> Report {
+pub(super) fn check(text: &str, strategy: Option<Strategy>, budget: Duration) -> Report {
     let options = CheckOptions {
         time_budget: budget,
         strategy,

@@ -16,23 +16,7 @@ use rocketraft_jepsen::model::replica_info::ReplicaInfo;
 use rocketraft_jepsen::model::{Model, ModelName, Prepared};
 use serde_json::{json, Value as Json};
 
-use super::long_controller::{to_text, Controller, Rng};
-
-fn check(text: &str, strategy: Option<Strategy>, budget: Duration) -> Report {
-    let options = CheckOptions {
-        time_budget: budget,
-        strategy,
-        ..CheckOptions::default()
-    };
-    check_text(
-        text,
-        Some(Format::Jsonl),
-        Some(ModelName::ReplicaInfo),
-        &options,
-    )
-    .unwrap_or_else(|e| panic!("cannot check: {e}\n{text}"))
-    .report
-}
+use super::long_controller::{check, to_text, Controller, Rng};
 
 /// A hand-made history of one broker set.
 #[derive(Default)]
