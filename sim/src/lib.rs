@@ -26,6 +26,7 @@ pub mod link;
 pub mod net;
 pub mod replicas;
 pub mod rng;
+pub mod scanner;
 pub mod store;
 pub mod stream;
 mod world;

@@ -23,9 +23,10 @@
 //! [`SimPeers`] (`ReplicaPeers`), the simulated streams of [`crate::stream`] running the real
 //! `ha::follow_stream` and `ha::master_connection`.
 //!
-//! Not the real service layer: the scanner (`Controller::scan`/`decide`: electing when a
-//! master's heartbeats time out, tenure, peer views, hand-over) is not run; the simulated
-//! clients' controller-triggered elections stand in for it as without the link.
+//! The controller's scanner runs too, on every node (`crate::scanner`): it elects for
+//! `broker-a` when its master's heartbeats time out, deposes a stuck master and hands
+//! leadership over, through [`write`] and [`SimTransport`]; the simulated clients no longer
+//! send controller-triggered elections of `broker-a` in this mode.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Weak};
@@ -156,7 +157,7 @@ impl ControllerTransport for SimTransport {
 
 /// `RaftNode::quorum_ack_age` on the simulation's openraft node: how long ago a quorum last
 /// acknowledged this leader's term (`None` on a follower).
-fn quorum_ack_age(id: NodeId, raft: &Raft) -> Option<Duration> {
+pub(crate) fn quorum_ack_age(id: NodeId, raft: &Raft) -> Option<Duration> {
     let m = raft.metrics().borrow_watched().clone();
     if m.current_leader != Some(id) {
         return None;
@@ -231,7 +232,7 @@ async fn serve_request(
     let response = match route(cmd)? {
         Route::ReadLocal(request) => read(&w, id, node, request, true).await?,
         Route::Read(request) => read(&w, id, node, request, false).await?,
-        Route::Write(request) => write(&w, id, node, request).await?,
+        Route::Write(request) => write(&w, id, node, request, "link").await?,
     };
     Ok(encode_response(cmd, &response))
 }
@@ -297,12 +298,14 @@ where
 
 /// A write through the log: proposed on the leader (forwarded once from a follower), its
 /// liveness filled in there (`world::serve_write`); an acknowledged one is recorded for the
-/// checks, and an election tells the set's brokers (`Controller::after_election`).
-async fn write(
+/// checks, and an election tells the set's brokers (`Controller::after_election`). `who`
+/// starts its trace line (`link` for a broker's request, `scanner nN` for the scanner's).
+pub(crate) async fn write(
     w: &Arc<World>,
     id: NodeId,
     node: NodeHandle,
     request: ControllerRequest,
+    who: &str,
 ) -> Result<ControllerResponse, Refusal> {
     let what = crate::world::describe(&request);
     let set = broker_name(&request);
@@ -350,7 +353,7 @@ async fn write(
         }
         Err(refusal) => format!("refused: {} {}", refusal.code, refusal.remark),
     };
-    w.log(format!("link {what} -> at {log_id}: {summary}"));
+    w.log(format!("{who} {what} -> at {log_id}: {summary}"));
     if result.is_ok() {
         if fence {
             w.stats.lock().link_fences += 1;
@@ -358,7 +361,7 @@ async fn write(
         let notify = elected.as_ref().map(|(set, _, _)| set.clone());
         w.check
             .lock()
-            .acked_write(log_id, format!("link {what}"), elected);
+            .acked_write(log_id, format!("{who} {what}"), elected);
         if let Some(set) = notify {
             notify_brokers(w, served_by, &set);
         }
@@ -380,6 +383,10 @@ fn broker_name(request: &ControllerRequest) -> Option<String> {
 /// (from the leader's applied state) to every replica, oneway, each after a seeded delay and
 /// only over a link that is up (`Controller::after_election`).
 fn notify_brokers(w: &Arc<World>, leader: NodeId, set: &str) {
+    // Only `broker-a` has replicas here (the scanner elects for `broker-b` too).
+    if set != crate::replicas::SET {
+        return;
+    }
     let Some(node) = w.net.handle(leader) else {
         return;
     };

@@ -55,6 +55,11 @@ struct Args {
     /// request handling over the simulated network (sim/src/link.rs).
     #[arg(long)]
     controller_link: bool,
+    /// With --controller-link: the controllers' scanner does not run and the simulated
+    /// clients' controller-triggered elections of broker-a stand in for it, as before the
+    /// scanner ran in the simulation (the regressions pinned to that mode replay it).
+    #[arg(long)]
+    stand_in_scanner: bool,
 }
 
 fn main() -> ExitCode {
@@ -80,6 +85,7 @@ fn main() -> ExitCode {
         bug: args.bug,
         replicas: args.replicas || args.controller_link,
         controller_link: args.controller_link,
+        stand_in_scanner: args.stand_in_scanner,
         power_loss_all: args.power_loss_all,
         async_flush: args.async_flush,
         ..SimOptions::default()
@@ -103,8 +109,8 @@ fn main() -> ExitCode {
         };
         let replicas = if opts.controller_link {
             format!(
-                "{replicas}; link heartbeats {} (confirmed {}), fences {}",
-                s.link_heartbeats, s.link_confirmed, s.link_fences
+                "{replicas}; link heartbeats {} (confirmed {}), fences {}; scanner elections {}, hand-overs {}, heartbeat timeouts {}",
+                s.link_heartbeats, s.link_confirmed, s.link_fences, s.scanner_elections, s.scanner_hand_overs, s.scanner_timeouts
             )
         } else {
             replicas

@@ -27,6 +27,8 @@ use openraft::network::RaftNetworkFactory;
 use openraft::raft::AppendEntriesRequest;
 use openraft::raft::AppendEntriesResponse;
 use openraft::raft::SnapshotResponse;
+use openraft::raft::TransferLeaderRequest;
+use openraft::raft::TransferLeaderResponse;
 use openraft::raft::VoteRequest;
 use openraft::raft::VoteResponse;
 use openraft::BasicNode;
@@ -408,6 +410,24 @@ impl RaftNetworkV2<TypeConfig> for PeerLink {
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         self.rpc("vote", rpc, &option, |node, rpc| async move {
             node.raft.vote(rpc).await.map_err(|e| e.to_string())
+        })
+        .await
+    }
+
+    /// The leader hands leadership to the request's target (the scanner's hand-over): every
+    /// voter is told, through its real `handle_transfer_leader`, as the gRPC transport does
+    /// (openraft's default refuses it as unreachable, and the cluster then waited for an
+    /// election timeout).
+    async fn transfer_leader(
+        &mut self,
+        rpc: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.rpc("transfer-leader", rpc, &option, |node, rpc| async move {
+            node.raft
+                .handle_transfer_leader(rpc)
+                .await
+                .map_err(|e| e.to_string())
         })
         .await
     }

@@ -93,6 +93,10 @@ pub struct SimOptions {
     /// the controller's request handling ([`crate::link`]), instead of the simulation's own
     /// role loop and heartbeats.
     pub controller_link: bool,
+    /// With the link: the controllers' real scanner ([`crate::scanner`]) does not run, and the
+    /// simulated clients' controller-triggered elections of `broker-a` stand in for it, as
+    /// before the scanner ran here (the link's regressions found in that mode replay it).
+    pub stand_in_scanner: bool,
 }
 
 impl Default for SimOptions {
@@ -108,6 +112,7 @@ impl Default for SimOptions {
             power_loss_all: false,
             async_flush: false,
             controller_link: false,
+            stand_in_scanner: false,
         }
     }
 }
@@ -144,6 +149,12 @@ pub struct Stats {
     pub link_confirmed: u64,
     /// Controller link: ALTER_SYNC_STATE_SET fences (`check_sync_state_set`) the log took.
     pub link_fences: u64,
+    /// Controller link: elections the controllers' scanner wrote that elected a master
+    /// (`crate::scanner`), leadership hand-overs it triggered, and brokers whose heartbeats
+    /// timed out on a leader's scanner.
+    pub scanner_elections: u64,
+    pub scanner_hand_overs: u64,
+    pub scanner_timeouts: u64,
 }
 
 /// The broker sets the clients work on.
@@ -185,6 +196,9 @@ pub(crate) struct World {
     pub replicas: Option<Replicas>,
     /// The replicas' controller link (`--controller-link`): forwarding channels, serials.
     pub link: crate::link::LinkState,
+    /// With the link: each running node process's tenure watch and scanner (`crate::scanner`),
+    /// aborted when the process ends.
+    pub scanners: Mutex<BTreeMap<NodeId, Vec<tokio::task::JoinHandle<()>>>>,
 }
 
 impl World {
@@ -220,6 +234,7 @@ impl World {
             replicas,
             // Derived without drawing from `rng`: a run without the link draws as before.
             link: crate::link::LinkState::new(SimRng::new(seed ^ 0x11c4_c0de_0f11_4c5e)),
+            scanners: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -306,16 +321,18 @@ impl World {
             .await
             .map_err(|e| format!("n{id} raft: {e}"))?;
         self.check.lock().node_started(id);
-        self.net.set_up(
-            id,
-            NodeHandle {
-                raft: raft.clone(),
-                sm,
-                heartbeats: Arc::new(HeartbeatTracker::new()),
-                clock: self.clocks.of(id),
-                writes_in_flight: Default::default(),
-            },
-        );
+        let handle = NodeHandle {
+            raft: raft.clone(),
+            sm,
+            heartbeats: Arc::new(HeartbeatTracker::new()),
+            clock: self.clocks.of(id),
+            writes_in_flight: Default::default(),
+        };
+        self.net.set_up(id, handle.clone());
+        if self.opts.controller_link && !self.opts.stand_in_scanner {
+            let tasks = crate::scanner::spawn(self, id, handle);
+            self.scanners.lock().insert(id, tasks);
+        }
         Ok(raft)
     }
 
@@ -324,11 +341,19 @@ impl World {
         let Some(handle) = self.net.set_down(id) else {
             return;
         };
+        self.stop_scanner(id);
         let lost = self.disks[&id].crash();
         self.stats.lock().crashes += 1;
         self.log(format!("n{id} crash ({lost} unsynced entries lost)"));
         // Its storage now refuses everything; stop what is left of its tasks.
         let _ = tokio::time::timeout(Duration::from_secs(5), handle.raft.shutdown()).await;
+    }
+
+    /// Ends node `id`'s tenure watch and scanner (its process ended: the memory is lost).
+    fn stop_scanner(&self, id: NodeId) {
+        for task in self.scanners.lock().remove(&id).unwrap_or_default() {
+            task.abort();
+        }
     }
 
     async fn restart(self: &Arc<Self>, id: NodeId) {
@@ -468,6 +493,7 @@ impl World {
             r.stop_all();
         }
         for id in self.nodes() {
+            self.stop_scanner(id);
             if let Some(node) = self.net.set_down(id) {
                 let _ = tokio::time::timeout(Duration::from_secs(5), node.raft.shutdown()).await;
             }
@@ -1194,6 +1220,16 @@ impl Client {
             // simulated), which elects only for a set whose master it knew: a controller-
             // triggered election of a set that never had a master would end its first-time
             // election for good. The replicas trigger their own when masterless.
+            // With the controller link the controllers' real scanner does these elections
+            // (`crate::scanner`): the clients only read.
+            30..=59
+                if replica_set
+                    && self.world.opts.controller_link
+                    && !self.world.opts.stand_in_scanner =>
+            {
+                self.read(&set).await;
+                return;
+            }
             30..=59 if replica_set => {
                 if self.known.get(&set).is_none_or(|k| k.master.is_none()) {
                     self.read(&set).await;
