@@ -24,6 +24,7 @@ pub mod disk;
 pub mod lease_clock;
 pub mod link;
 pub mod net;
+pub mod read_gate;
 pub mod replicas;
 pub mod rng;
 pub mod scanner;

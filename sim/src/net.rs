@@ -67,6 +67,8 @@ pub struct NodeHandle {
     /// Writes being prepared or proposed here (`RaftNode`'s count, for
     /// `rocketraft_raft::leader_settled`).
     pub writes_in_flight: rocketraft_raft::WritesInFlight,
+    /// Its ReadIndex reads waiting for the apply, woken in the order they began waiting.
+    pub reads: crate::read_gate::ReadGate,
 }
 
 /// How the links behave now (the nemesis changes it).
