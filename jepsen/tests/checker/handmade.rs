@@ -297,7 +297,7 @@ fn concurrent_appends_in_either_order() {
 
 // ---- Replica info ------------------------------------------------------------------------------
 
-fn info(master_epoch: i64, master: Option<i64>, epoch: i64, set: &[i64]) -> Json {
+pub(super) fn info(master_epoch: i64, master: Option<i64>, epoch: i64, set: &[i64]) -> Json {
     json!({
         "master_epoch": master_epoch,
         "master_id": master,

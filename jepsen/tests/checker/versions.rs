@@ -16,6 +16,7 @@ use rocketraft_jepsen::model::replica_info::ReplicaInfo;
 use rocketraft_jepsen::model::{Model, ModelName, Prepared};
 use serde_json::{json, Value as Json};
 
+use super::handmade::info;
 use super::long_controller::{check, to_text, Controller, Rng};
 
 /// A hand-made history of one broker set.
@@ -43,15 +44,6 @@ impl History {
     fn op(&mut self, process: u64, f: &str, result: Json) -> &mut Self {
         self.invoke(process, f, Json::Null).ok(process, f, result)
     }
-}
-
-fn info(master_epoch: i64, master: Option<i64>, epoch: i64, set: &[i64]) -> Json {
-    json!({
-        "master_epoch": master_epoch,
-        "master_id": master,
-        "sync_state_set_epoch": epoch,
-        "sync_state_set": set,
-    })
 }
 
 /// An alter request from master `master`'s view of the epochs.
