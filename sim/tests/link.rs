@@ -188,6 +188,9 @@ fn a_deposed_master_does_not_renew_its_lease_on_a_heartbeat_after_the_heal() {
 /// replicate it, so there the entries lost were never sent; the stale read of seed 84 applied
 /// there too: the committed log id is saved unsynced, and a resumed leader read at it.)
 /// Found before the scanner ran here: the seed replays in that mode (`stand_in_scanner`).
+/// With the fix reverted the seed now fails on the term assertion below (n2 leads term 17 again
+/// and proposes T17-N2.71 and .72 anew) without reaching the divergence: the run's later events
+/// changed since it was found (checked at `e341558`).
 #[test]
 fn a_restarted_leader_does_not_resume_its_term() {
     let opts = SimOptions {
