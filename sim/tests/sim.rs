@@ -8,8 +8,9 @@ use rocketraft_sim::SimOptions;
 use rocketraft_sim::Violation;
 
 /// Seeds CI runs on every test run, in two halves that run in parallel (more with
-/// `rocketraft-sim --seeds N`). About 0.45 s of CPU each in a debug build.
-const CI_SEEDS: u64 = 60;
+/// `rocketraft-sim --seeds N`). About 0.3-0.45 s of CPU each in a debug build; with the link's
+/// (`tests/link.rs`) and the replicas' (`tests/replicas.rs`) bands, CI runs 274 seeds.
+const CI_SEEDS: u64 = 240;
 
 /// Shorter runs than the binary's default, for a debug build in CI: half a second of faults is
 /// about 5 of them (one every 20-150 ms), then healing and recovery.
