@@ -115,8 +115,18 @@ async fn query_by_key_and_unique_key_through_the_broker_and_the_admin_cli() {
         .ext("indexLastUpdateTimestamp")
         .and_then(|v| v.parse::<i64>().ok())
         .is_some_and(|t| t > 0));
-    let r = query_until_found(&client, &dev.broker, query("Lookup", "shared", 4)).await;
-    let shared = decode_messages(&r.body).expect("decode");
+    // The index is built behind the CommitLog: wait until it holds the last send too (the
+    // query for order-1 only waited for lookup-1).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let shared = loop {
+        let r = query_until_found(&client, &dev.broker, query("Lookup", "shared", 4)).await;
+        let shared = decode_messages(&r.body).expect("decode");
+        let newest = shared.last().map(|m| m.message.body.clone());
+        if newest.as_deref() == Some(&b"lookup-5"[..]) || Instant::now() > deadline {
+            break shared;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let bodies: Vec<&[u8]> = shared.iter().map(|m| &m.message.body[..]).collect();
     assert_eq!(
         bodies,
