@@ -52,7 +52,7 @@ fn is_ratio(text: &str) -> bool {
 fn check_reports(out: &Path, nats: bool) {
     let md = std::fs::read_to_string(out.join("bench-report.md")).expect("bench-report.md");
     let rows = table(&md);
-    assert_eq!(rows.len(), 10, "ten rows expected:\n{md}");
+    assert_eq!(rows.len(), 11, "eleven rows expected:\n{md}");
     for row in &rows {
         assert_eq!(row.len(), 5, "five cells expected in {row:?}");
         let (measure, ours, reference, ratio) = (&row[0], &row[1], &row[2], &row[3]);
@@ -71,6 +71,7 @@ fn check_reports(out: &Path, nats: bool) {
     }
     for measure in [
         "produce, 1 producer x 256",
+        "in batches of 32 (SEND_BATCH_MESSAGE)",
         "produce, 4 producers x 256",
         "SYNC_FLUSH",
         "POP + ack, 1 consumer",
@@ -87,9 +88,9 @@ fn check_reports(out: &Path, nats: bool) {
     }
     let html = std::fs::read_to_string(out.join("bench-report.html")).expect("bench-report.html");
     assert!(html.contains("<table>") && html.contains("</html>"));
-    // Throughput over time: three produce runs (plus NATS's two); latency: those and the proxy's two.
+    // Throughput over time: four produce runs (plus NATS's two); latency: those and the proxy's two.
     let lines = html.matches("<polyline").count();
-    let expected = if nats { 5 + 7 } else { 3 + 5 };
+    let expected = if nats { 6 + 8 } else { 4 + 6 };
     assert_eq!(lines, expected, "plot lines in the HTML report");
     assert!(!html.contains("<script"), "the page is self-contained");
 }

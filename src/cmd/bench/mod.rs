@@ -23,6 +23,7 @@ mod retention;
 mod sets;
 mod suite;
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -140,9 +141,13 @@ enum BenchCommand {
         /// Concurrent producers (each with its own connection).
         #[arg(long, default_value_t = 1)]
         producers: usize,
-        /// Sends in flight per producer.
+        /// Messages in flight per producer.
         #[arg(long, default_value_t = 1)]
         window: usize,
+        /// Messages per request: more than 1 sends SEND_BATCH_MESSAGE requests of this many
+        /// messages (RocketMQ's `send(Collection<Message>)`), `window / batch` of them in flight.
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
         /// Seconds of GET_MAX_OFFSET round trips measured first as the baseline (0: none).
         #[arg(long, default_value_t = 3)]
         baseline_secs: u64,
@@ -239,10 +244,17 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             size,
             producers,
             window,
+            batch,
             baseline_secs,
         } => {
             target.credentials = credentials;
-            produce(target, size, producers.max(1), window.max(1), baseline_secs).await
+            let load = if batch > 1 {
+                Load::SendBatch(batch)
+            } else {
+                Load::Send
+            };
+            let shape = (producers.max(1), window.max(1));
+            produce(target, size, shape, load, baseline_secs).await
         }
         BenchCommand::Consume { target, batch } => consume(target, batch.max(1)).await,
         BenchCommand::Auth(args) => auth::run(args).await,
@@ -425,6 +437,20 @@ pub(crate) enum Load {
     /// SEND_MESSAGE_V2 with `KEYS` = `{key_prefix}{n}` (n = the request's number in the run):
     /// one more index entry per message than [`Load::Send`] (both carry a `UNIQ_KEY`).
     SendKeyed,
+    /// SEND_BATCH_MESSAGE of this many messages of the configured body (RocketMQ's
+    /// `send(Collection<Message>)`): the window counts messages, so a run keeps
+    /// `window / n` requests in flight, and each message is timed by its batch's round trip.
+    SendBatch(usize),
+}
+
+impl Load {
+    /// Messages one request carries.
+    fn messages(self) -> usize {
+        match self {
+            Load::SendBatch(n) => n.max(1),
+            _ => 1,
+        }
+    }
 }
 
 pub(crate) struct LoadResult {
@@ -465,8 +491,8 @@ impl LoadResult {
 async fn produce(
     target: Target,
     size: usize,
-    producers: usize,
-    window: usize,
+    (producers, window): (usize, usize),
+    load: Load,
     baseline_secs: u64,
 ) -> anyhow::Result<()> {
     let queues = Arc::new(writable_queues(&api_signed(target.credentials.clone()), &target).await?);
@@ -475,16 +501,22 @@ async fn produce(
         let mut ping_target = target.clone();
         ping_target.duration = baseline_secs;
         ping_target.count = None;
-        Some(run_load(Load::Ping, &ping_target, &queues, size, producers, window).await?)
+        // One round trip per request in flight, as many requests as the sends keep in flight.
+        let requests = (window / load.messages()).max(1);
+        Some(run_load(Load::Ping, &ping_target, &queues, size, producers, requests).await?)
     } else {
         None
     };
+    let batches = match load {
+        Load::SendBatch(n) => format!(", in batches of {n} (SEND_BATCH_MESSAGE)"),
+        _ => String::new(),
+    };
     eprintln!(
-        "producing {size}-byte messages to {} ({} queues), {producers} producer(s) x {window} in flight",
+        "producing {size}-byte messages to {} ({} queues), {producers} producer(s) x {window} in flight{batches}",
         target.topic,
         queues.len()
     );
-    let sends = run_load(Load::Send, &target, &queues, size, producers, window).await?;
+    let sends = run_load(load, &target, &queues, size, producers, window).await?;
     if let Some(base) = baseline {
         let rate = |r: &LoadResult| r.messages as f64 / r.seconds.max(1e-9);
         println!(
@@ -650,15 +682,17 @@ async fn produce_load(run: Arc<LoadRun>, producer: usize) {
         }),
         Duration::from_secs(10),
     );
-    let permits = Arc::new(Semaphore::new(run.window));
+    // The window counts messages; a batch takes as many permits as it carries.
+    let per_request = run.load.messages();
+    let permits = Arc::new(Semaphore::new(run.window.max(per_request)));
     let mut n = producer;
     let mut inflight = Vec::new();
     loop {
-        let number = run.issued.fetch_add(1, Ordering::Relaxed);
+        let number = run.issued.fetch_add(per_request as u64, Ordering::Relaxed);
         if Instant::now() >= run.deadline || number >= run.limit {
             break;
         }
-        let Ok(permit) = permits.clone().acquire_owned().await else {
+        let Ok(permit) = permits.clone().acquire_many_owned(per_request as u32).await else {
             break;
         };
         let (broker, queue_id) = run.queues[n % run.queues.len()].clone();
@@ -693,11 +727,20 @@ async fn produce_load(run: Arc<LoadRun>, producer: usize) {
 /// One request of a load run, timed and counted.
 async fn issue(run: &LoadRun, api: &MqClientApi, broker: &str, request: &SendRequest) {
     let sent = Instant::now();
+    let messages = run.load.messages() as u64;
     let ok = match run.load {
         Load::Send | Load::SendKeyed => matches!(
             api.send(broker, request).await,
             Ok(r) if r.code == response_code::SUCCESS
         ),
+        Load::SendBatch(n) => {
+            let batch = vec![(request.body.clone(), BTreeMap::new()); n];
+            matches!(
+                api.send_batch(broker, &request.producer_group, &request.topic, request.queue_id, &batch)
+                    .await,
+                Ok(r) if r.code == response_code::SUCCESS
+            )
+        }
         Load::Ping => api
             .max_offset(broker, &request.topic, request.queue_id)
             .await
@@ -705,15 +748,16 @@ async fn issue(run: &LoadRun, api: &MqClientApi, broker: &str, request: &SendReq
     };
     if ok {
         let micros = sent.elapsed().as_micros() as u64;
-        run.histogram.lock().await.saturating_record(micros.max(1));
-        run.progress.messages.fetch_add(1, Ordering::Relaxed);
+        // Every message of a batch waited for the batch's answer.
+        let _ = run.histogram.lock().await.record_n(micros.max(1), messages);
+        run.progress.messages.fetch_add(messages, Ordering::Relaxed);
         if run.load != Load::Ping {
             run.progress
                 .bytes
-                .fetch_add(request.body.len() as u64, Ordering::Relaxed);
+                .fetch_add(request.body.len() as u64 * messages, Ordering::Relaxed);
         }
     } else {
-        run.progress.errors.fetch_add(1, Ordering::Relaxed);
+        run.progress.errors.fetch_add(messages, Ordering::Relaxed);
     }
 }
 

@@ -97,6 +97,9 @@ impl Plan {
 
 const SIZE: usize = 1024;
 const WINDOW: usize = 256;
+/// Messages per SEND_BATCH_MESSAGE in the batched produce row (RocketMQ's
+/// `send(Collection<Message>)`); the row keeps [`WINDOW`] messages in flight.
+const BATCH: usize = 32;
 const NATS_WINDOW: usize = 1024;
 const POP_CONSUMERS: usize = 8;
 const PROXY_WINDOW: usize = 32;
@@ -272,17 +275,22 @@ async fn run_suite(args: SuiteArgs) -> anyhow::Result<()> {
         "suite: produce, 1 producer x {WINDOW} in flight, ASYNC_FLUSH ({} s)",
         plan.duration
     );
-    let async_one = produce(&async_namesrv, &plan, 1).await;
+    let async_one = produce(&async_namesrv, &plan, 1, Load::Send).await;
+    eprintln!(
+        "suite: produce, 1 producer x {WINDOW} in flight in batches of {BATCH}, ASYNC_FLUSH ({} s)",
+        plan.duration
+    );
+    let async_batch = produce(&async_namesrv, &plan, 1, Load::SendBatch(BATCH)).await;
     eprintln!(
         "suite: produce, 4 producers x {WINDOW} in flight, ASYNC_FLUSH ({} s)",
         plan.duration
     );
-    let async_four = produce(&async_namesrv, &plan, 4).await;
+    let async_four = produce(&async_namesrv, &plan, 4, Load::Send).await;
     eprintln!(
         "suite: produce, 1 producer x {WINDOW} in flight, SYNC_FLUSH ({} s)",
         plan.duration
     );
-    let sync_one = produce(&sync_namesrv, &plan, 1).await;
+    let sync_one = produce(&sync_namesrv, &plan, 1, Load::Send).await;
     drop(sync_dev);
     let mut nats = Vec::new();
     for fsync in [false, true] {
@@ -311,6 +319,10 @@ async fn run_suite(args: SuiteArgs) -> anyhow::Result<()> {
     let nats_default = nats.pop().unwrap_or_else(|| Err("not run".into()));
     for (name, result) in [
         (format!("ours, 1 x {WINDOW}, ASYNC_FLUSH"), &async_one),
+        (
+            format!("ours, 1 x {WINDOW} in batches of {BATCH}, ASYNC_FLUSH"),
+            &async_batch,
+        ),
         (format!("ours, 4 x {WINDOW}, ASYNC_FLUSH"), &async_four),
         (format!("ours, 1 x {WINDOW}, SYNC_FLUSH"), &sync_one),
         (
@@ -350,6 +362,17 @@ async fn run_suite(args: SuiteArgs) -> anyhow::Result<()> {
     rows.push(Row {
         measure: format!("produce, 1 producer x {WINDOW} in flight, 1 KiB, ASYNC_FLUSH"),
         ours: produced(&async_one),
+        reference_name: format!(
+            "NATS JetStream, file storage, default sync, {NATS_WINDOW} acks in flight"
+        ),
+        reference: produced(&nats_default),
+        goal: ">= 1.5x (issue 19)",
+    });
+    rows.push(Row {
+        measure: format!(
+            "produce, 1 producer x {WINDOW} in flight in batches of {BATCH} (SEND_BATCH_MESSAGE), 1 KiB, ASYNC_FLUSH"
+        ),
+        ours: produced(&async_batch),
         reference_name: format!(
             "NATS JetStream, file storage, default sync, {NATS_WINDOW} acks in flight"
         ),
@@ -637,8 +660,14 @@ async fn run_suite(args: SuiteArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A warm-up, then `producers` x [`WINDOW`] sends of [`SIZE`] bytes for the plan's duration.
-async fn produce(namesrv: &str, plan: &Plan, producers: usize) -> Result<LoadResult, String> {
+/// A warm-up, then `producers` x [`WINDOW`] messages of [`SIZE`] bytes in flight, sent as
+/// `load` says, for the plan's duration.
+async fn produce(
+    namesrv: &str,
+    plan: &Plan,
+    producers: usize,
+    load: Load,
+) -> Result<LoadResult, String> {
     let target = Target {
         namesrv: namesrv.to_string(),
         topic: "BenchSuite".to_string(),
@@ -651,8 +680,8 @@ async fn produce(namesrv: &str, plan: &Plan, producers: usize) -> Result<LoadRes
         let queues = Arc::new(writable_queues(&api_signed(None), &target).await?);
         let mut warm = target.clone();
         warm.duration = plan.warmup;
-        run_load(Load::Send, &warm, &queues, SIZE, producers, WINDOW).await?;
-        run_load(Load::Send, &target, &queues, SIZE, producers, WINDOW).await
+        run_load(load, &warm, &queues, SIZE, producers, WINDOW).await?;
+        run_load(load, &target, &queues, SIZE, producers, WINDOW).await
     };
     go.await
         .map_err(|e: anyhow::Error| format!("failed: {e:#}"))
