@@ -121,9 +121,10 @@ fn push_json_str(dst: &mut Vec<u8>, s: &str) -> Result<(), CodecError> {
 /// language becomes OTHER, numbers and booleans in `extFields` become strings, and
 /// `extFields` may be absent or null.
 ///
-/// The header is first read straight into the command (no `serde_json::Value` tree, each
-/// string copied once) accepting only the usual shapes: integers for the numeric fields, a
-/// name or a number for the language, strings, integers, booleans and nulls in `extFields`.
+/// The header is first read straight into the command by a hand-written scanner (module
+/// `scan`: one pass, no `serde_json::Value` tree, each escaped string unescaped once) accepting
+/// only the usual shapes: integers for the numeric fields, a name or a number for the
+/// language, strings, integers, booleans and nulls in `extFields`.
 /// Anything else (a number sent as a string, a nested value, a syntax error) is decoded again
 /// by the general path, which decides the result and the error. One difference: an unknown
 /// top-level field is skipped unread, so invalid UTF-8, a lone surrogate or an out-of-range
@@ -142,6 +143,24 @@ pub fn decode_json_frame(frame: &Bytes) -> Result<RemotingCommand, CodecError> {
 }
 
 fn decode_json_in(bytes: &[u8], frame: Option<&Bytes>) -> Result<RemotingCommand, CodecError> {
+    match scan::header(bytes, frame) {
+        Some(cmd) => Ok(cmd),
+        None => decode_json_value(bytes),
+    }
+}
+
+/// The JSON header decoder [`decode_json_frame`] replaced: serde visitors driven by
+/// serde_json (module `fast`), then the `Value` path for what they refuse. Kept as the
+/// reference the scanner is tested against and as the baseline of `benches/header.rs`.
+#[doc(hidden)]
+pub fn decode_json_serde(frame: &Bytes) -> Result<RemotingCommand, CodecError> {
+    decode_json_serde_in(frame, Some(frame))
+}
+
+fn decode_json_serde_in(
+    bytes: &[u8],
+    frame: Option<&Bytes>,
+) -> Result<RemotingCommand, CodecError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let fast = fast::HeaderSeed { frame }
         .deserialize(&mut de)
@@ -180,8 +199,554 @@ fn decode_json_value(bytes: &[u8]) -> Result<RemotingCommand, CodecError> {
     Ok(cmd)
 }
 
-/// The fast JSON header decoder: serde visitors that build the command directly and refuse
-/// (so that [`decode_json_value`] decides) every shape they do not handle exactly as it does.
+/// The single-letter names of `SendMessageRequestHeaderV2` and friends, shared by every
+/// command that has them.
+const LETTERS: [&str; 26] = [
+    "a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m", "n", "o", "p", "q", "r", "s",
+    "t", "u", "v", "w", "x", "y", "z",
+];
+
+/// The JSON header decoder: one pass over the bytes, building the command as it goes. It
+/// accepts exactly what the serde fast path ([`fast`], kept as [`decode_json_serde`]) accepts,
+/// with the same results, and returns `None` (the [`decode_json_value`] path decides) for
+/// everything else: a nested or fractional value where it is not skipped, an integer out of
+/// range, an invalid escape or lone surrogate, invalid UTF-8, a syntax error, truncation.
+mod scan {
+    use bytes::Bytes;
+
+    use super::LETTERS;
+    use crate::command::{
+        ExtFields, ExtStr, LanguageCode, LastWins, RemotingCommand, SerializeType,
+    };
+
+    /// The command in `bytes`, or `None` when the general path must decide.
+    pub(super) fn header(bytes: &[u8], frame: Option<&Bytes>) -> Option<RemotingCommand> {
+        let mut s = Scanner {
+            buf: bytes,
+            at: 0,
+            frame,
+        };
+        let mut cmd = RemotingCommand {
+            code: 0,
+            language: LanguageCode::Other,
+            version: 0,
+            opaque: 0,
+            flag: 0,
+            remark: None,
+            ext_fields: ExtFields::new(),
+            body: Bytes::new(),
+            serialize_type: SerializeType::Json,
+        };
+        s.ws();
+        s.expect(b'{')?;
+        s.ws();
+        if s.peek()? == b'}' {
+            s.at += 1;
+        } else {
+            loop {
+                s.expect(b'"')?;
+                let key = s.string()?;
+                s.ws();
+                s.expect(b':')?;
+                s.ws();
+                // A repeated key: the last one wins, as in the general path's map.
+                match key.as_str() {
+                    "code" => cmd.code = s.int()?,
+                    "language" => cmd.language = s.language()?,
+                    "version" => cmd.version = s.int()?,
+                    "opaque" => cmd.opaque = s.int()?,
+                    "flag" => cmd.flag = s.int()?,
+                    "remark" => cmd.remark = s.remark()?,
+                    "extFields" => cmd.ext_fields = s.ext_fields()?,
+                    _ => s.skip_value()?,
+                }
+                s.ws();
+                match s.next()? {
+                    b',' => s.ws(),
+                    b'}' => break,
+                    _ => return None,
+                }
+            }
+        }
+        s.ws();
+        (s.at == s.buf.len()).then_some(cmd)
+    }
+
+    /// A decoded string: a slice of the input when it has no escapes, else unescaped.
+    enum Text<'a> {
+        Raw(&'a str),
+        Unescaped(String),
+    }
+
+    impl Text<'_> {
+        fn as_str(&self) -> &str {
+            match self {
+                Text::Raw(s) => s,
+                Text::Unescaped(s) => s,
+            }
+        }
+    }
+
+    struct Scanner<'a> {
+        buf: &'a [u8],
+        at: usize,
+        frame: Option<&'a Bytes>,
+    }
+
+    impl<'a> Scanner<'a> {
+        /// Skips JSON whitespace.
+        fn ws(&mut self) {
+            while let Some(b' ' | b'\n' | b'\t' | b'\r') = self.buf.get(self.at) {
+                self.at += 1;
+            }
+        }
+
+        fn peek(&self) -> Option<u8> {
+            self.buf.get(self.at).copied()
+        }
+
+        fn next(&mut self) -> Option<u8> {
+            let b = self.peek()?;
+            self.at += 1;
+            Some(b)
+        }
+
+        fn expect(&mut self, b: u8) -> Option<()> {
+            (self.next()? == b).then_some(())
+        }
+
+        /// `word` (`null`, `true` or `false`) at the cursor.
+        fn literal(&mut self, word: &[u8]) -> Option<()> {
+            let end = self.at.checked_add(word.len())?;
+            (self.buf.get(self.at..end)? == word).then(|| self.at = end)
+        }
+
+        /// The raw bytes of a string whose opening quote was read (the cursor moves past its
+        /// closing quote) and whether they hold an escape. A control character: `None`.
+        fn raw_string(&mut self) -> Option<(&'a [u8], bool)> {
+            let start = self.at;
+            let mut escaped = false;
+            loop {
+                self.at += find_special(self.buf.get(self.at..)?);
+                match self.next()? {
+                    b'"' => return Some((&self.buf[start..self.at - 1], escaped)),
+                    // The escaped byte never ends the string; the escape is checked later.
+                    b'\\' => {
+                        escaped = true;
+                        self.at += 1;
+                    }
+                    _ => return None,
+                }
+            }
+        }
+
+        /// A string whose opening quote was read, decoded as serde_json does: valid UTF-8,
+        /// valid escapes, surrogates paired.
+        fn string(&mut self) -> Option<Text<'a>> {
+            let (raw, escaped) = self.raw_string()?;
+            let raw = std::str::from_utf8(raw).ok()?;
+            if escaped {
+                unescape(raw).map(Text::Unescaped)
+            } else {
+                Some(Text::Raw(raw))
+            }
+        }
+
+        /// An `extFields` string whose opening quote was read: a slice of the frame when it
+        /// has no escapes and a frame is at hand.
+        fn ext_str(&mut self) -> Option<ExtStr> {
+            Some(match self.string()? {
+                Text::Raw(s) => match self.frame {
+                    Some(frame) => ExtStr::shared(frame, s),
+                    None => ExtStr::copied(s),
+                },
+                Text::Unescaped(s) => ExtStr::from(s),
+            })
+        }
+
+        /// An integer as serde_json reads it without a fraction or exponent: its sign, its
+        /// magnitude (which fits a u64, and is at most 2^63 and not 0 when negative) and its
+        /// text (the number's decimal form: no leading zero, no `-0`).
+        fn integer(&mut self) -> Option<(bool, u64, &'a str)> {
+            let start = self.at;
+            let negative = self.peek()? == b'-';
+            if negative {
+                self.at += 1;
+            }
+            let mut magnitude: u64 = match self.next()? {
+                b'0' => 0,
+                d @ b'1'..=b'9' => u64::from(d - b'0'),
+                _ => return None,
+            };
+            if magnitude != 0 {
+                while let Some(d @ b'0'..=b'9') = self.peek() {
+                    magnitude = magnitude
+                        .checked_mul(10)?
+                        .checked_add(u64::from(d - b'0'))?;
+                    self.at += 1;
+                }
+            }
+            // A leading zero followed by a digit, a fraction or an exponent: not for us.
+            if let Some(b'0'..=b'9' | b'.' | b'e' | b'E') = self.peek() {
+                return None;
+            }
+            if negative && !(1..=1u64 << 63).contains(&magnitude) {
+                return None;
+            }
+            // ASCII digits and a sign.
+            let text = std::str::from_utf8(&self.buf[start..self.at]).ok()?;
+            Some((negative, magnitude, text))
+        }
+
+        /// A 32-bit integer.
+        fn int(&mut self) -> Option<i32> {
+            let (negative, magnitude, _) = self.integer()?;
+            let value = if negative {
+                // magnitude <= 2^63: i64::MIN wraps to itself.
+                (magnitude as i64).wrapping_neg()
+            } else {
+                i64::try_from(magnitude).ok()?
+            };
+            i32::try_from(value).ok()
+        }
+
+        /// A language name, or its code as a non-negative integer.
+        fn language(&mut self) -> Option<LanguageCode> {
+            if self.peek()? == b'"' {
+                self.at += 1;
+                return Some(LanguageCode::from_name(self.string()?.as_str()));
+            }
+            match self.integer()? {
+                (false, code, _) => {
+                    Some(u8::try_from(code).map_or(LanguageCode::Other, LanguageCode::from_code))
+                }
+                (true, ..) => None,
+            }
+        }
+
+        /// The remark: a string or null.
+        fn remark(&mut self) -> Option<Option<String>> {
+            match self.peek()? {
+                b'"' => {
+                    self.at += 1;
+                    Some(Some(match self.string()? {
+                        Text::Raw(s) => s.to_owned(),
+                        Text::Unescaped(s) => s,
+                    }))
+                }
+                b'n' => self.literal(b"null").map(|()| None),
+                _ => None,
+            }
+        }
+
+        /// `extFields`: null, or an object of strings, integers, booleans and nulls.
+        fn ext_fields(&mut self) -> Option<ExtFields> {
+            match self.next()? {
+                b'n' => {
+                    self.at -= 1;
+                    self.literal(b"null")?;
+                    return Some(ExtFields::new());
+                }
+                b'{' => {}
+                _ => return None,
+            }
+            // Last one wins; a null removes what an earlier same key set.
+            let mut fields = LastWins::with_capacity(16);
+            self.ws();
+            if self.peek()? == b'}' {
+                self.at += 1;
+                return Some(fields.finish());
+            }
+            loop {
+                self.expect(b'"')?;
+                let key = match self.string()? {
+                    Text::Raw(s) => match s.as_bytes() {
+                        [letter @ b'a'..=b'z'] => ExtStr::from(LETTERS[usize::from(letter - b'a')]),
+                        _ => match self.frame {
+                            Some(frame) => ExtStr::shared(frame, s),
+                            None => ExtStr::copied(s),
+                        },
+                    },
+                    Text::Unescaped(s) => ExtStr::from(s),
+                };
+                self.ws();
+                self.expect(b':')?;
+                self.ws();
+                let value = match self.peek()? {
+                    b'"' => {
+                        self.at += 1;
+                        Some(self.ext_str()?)
+                    }
+                    b't' => self.literal(b"true").map(|()| Some(ExtStr::from("true")))?,
+                    b'f' => self
+                        .literal(b"false")
+                        .map(|()| Some(ExtStr::from("false")))?,
+                    b'n' => self.literal(b"null").map(|()| None)?,
+                    _ => Some(ExtStr::copied(self.integer()?.2)),
+                };
+                fields.push(key, value);
+                self.ws();
+                match self.next()? {
+                    b',' => self.ws(),
+                    b'}' => return Some(fields.finish()),
+                    _ => return None,
+                }
+            }
+        }
+
+        /// Skips a value unread, as serde_json's `IgnoredAny` does: checked for syntax only
+        /// (escapes not decoded, UTF-8 and number ranges not checked), nested to any depth.
+        fn skip_value(&mut self) -> Option<()> {
+            // The closing brackets of the arrays and objects the cursor is in.
+            let mut open = Vec::new();
+            loop {
+                // A value.
+                self.ws();
+                match self.next()? {
+                    b'"' => self.skip_string()?,
+                    b'n' => self.skip_literal(b"null")?,
+                    b't' => self.skip_literal(b"true")?,
+                    b'f' => self.skip_literal(b"false")?,
+                    b'-' | b'0'..=b'9' => {
+                        self.at -= 1;
+                        self.skip_number()?;
+                    }
+                    b'[' => {
+                        self.ws();
+                        if self.peek()? == b']' {
+                            self.at += 1;
+                        } else {
+                            open.push(b']');
+                            continue;
+                        }
+                    }
+                    b'{' => {
+                        self.ws();
+                        if self.peek()? == b'}' {
+                            self.at += 1;
+                        } else {
+                            open.push(b'}');
+                            self.skip_key()?;
+                            continue;
+                        }
+                    }
+                    _ => return None,
+                }
+                // After a value: the end of the enclosing arrays and objects, or a comma.
+                loop {
+                    let Some(&close) = open.last() else {
+                        return Some(());
+                    };
+                    self.ws();
+                    match self.next()? {
+                        b',' => {
+                            if close == b'}' {
+                                self.ws();
+                                self.skip_key()?;
+                            }
+                            break;
+                        }
+                        b if b == close => {
+                            open.pop();
+                        }
+                        _ => return None,
+                    }
+                }
+            }
+        }
+
+        /// `"key":` inside a skipped object.
+        fn skip_key(&mut self) -> Option<()> {
+            self.expect(b'"')?;
+            self.skip_string()?;
+            self.ws();
+            self.expect(b':')
+        }
+
+        /// The rest of a literal whose first byte was read.
+        fn skip_literal(&mut self, word: &[u8]) -> Option<()> {
+            self.at -= 1;
+            self.literal(word)
+        }
+
+        /// A string whose opening quote was read, escapes checked for syntax only.
+        fn skip_string(&mut self) -> Option<()> {
+            let (raw, escaped) = self.raw_string()?;
+            if !escaped {
+                return Some(());
+            }
+            let mut i = 0;
+            while i < raw.len() {
+                if raw[i] != b'\\' {
+                    i += 1;
+                    continue;
+                }
+                match raw.get(i + 1)? {
+                    b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => i += 2,
+                    b'u' => {
+                        hex4(raw.get(i + 2..i + 6)?)?;
+                        i += 6;
+                    }
+                    _ => return None,
+                }
+            }
+            Some(())
+        }
+
+        /// A number of any size, fraction and exponent included.
+        fn skip_number(&mut self) -> Option<()> {
+            if self.peek()? == b'-' {
+                self.at += 1;
+            }
+            match self.next()? {
+                b'0' => {
+                    if let Some(b'0'..=b'9') = self.peek() {
+                        return None;
+                    }
+                }
+                b'1'..=b'9' => self.skip_digits(),
+                _ => return None,
+            }
+            if self.peek() == Some(b'.') {
+                self.at += 1;
+                self.digits()?;
+            }
+            if let Some(b'e' | b'E') = self.peek() {
+                self.at += 1;
+                if let Some(b'+' | b'-') = self.peek() {
+                    self.at += 1;
+                }
+                self.digits()?;
+            }
+            Some(())
+        }
+
+        fn skip_digits(&mut self) {
+            while let Some(b'0'..=b'9') = self.peek() {
+                self.at += 1;
+            }
+        }
+
+        /// At least one digit.
+        fn digits(&mut self) -> Option<()> {
+            let start = self.at;
+            self.skip_digits();
+            (self.at > start).then_some(())
+        }
+    }
+
+    /// The value of four hex digits.
+    fn hex4(digits: &[u8]) -> Option<u16> {
+        let mut value = 0u16;
+        for &d in digits {
+            let nibble = match d {
+                b'0'..=b'9' => d - b'0',
+                b'a'..=b'f' => d - b'a' + 10,
+                b'A'..=b'F' => d - b'A' + 10,
+                _ => return None,
+            };
+            value = value << 4 | u16::from(nibble);
+        }
+        Some(value)
+    }
+
+    /// The character of the escape at the start of `rest` (which begins with a backslash) and
+    /// the escape's length; `None` for an invalid escape or an unpaired surrogate.
+    fn escape(rest: &[u8]) -> Option<(char, usize)> {
+        let simple = match rest.get(1)? {
+            b'"' => '"',
+            b'\\' => '\\',
+            b'/' => '/',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            b'u' => {
+                let unit = hex4(rest.get(2..6)?)?;
+                return match unit {
+                    0xD800..=0xDBFF => {
+                        // A high surrogate: a low one must follow at once.
+                        if rest.get(6..8)? != b"\\u" {
+                            return None;
+                        }
+                        let low = hex4(rest.get(8..12)?)?;
+                        if !(0xDC00..=0xDFFF).contains(&low) {
+                            return None;
+                        }
+                        let c = 0x1_0000
+                            + ((u32::from(unit) - 0xD800) << 10)
+                            + (u32::from(low) - 0xDC00);
+                        Some((char::from_u32(c)?, 12))
+                    }
+                    _ => Some((char::from_u32(u32::from(unit))?, 6)),
+                };
+            }
+            _ => return None,
+        };
+        Some((simple, 2))
+    }
+
+    /// `raw` (valid UTF-8) with its escapes decoded, into a string of exactly its length.
+    pub(super) fn unescape(raw: &str) -> Option<String> {
+        let bytes = raw.as_bytes();
+        // First the length (and the escapes checked), then the text.
+        let mut len = 0;
+        let mut i = 0;
+        while let Some(at) = bytes[i..].iter().position(|&b| b == b'\\') {
+            let (c, n) = escape(&bytes[i + at..])?;
+            len += at + c.len_utf8();
+            i += at + n;
+        }
+        len += bytes.len() - i;
+        let mut out = String::with_capacity(len);
+        let mut i = 0;
+        while let Some(at) = bytes[i..].iter().position(|&b| b == b'\\') {
+            let (c, n) = escape(&bytes[i + at..])?;
+            // Escapes are ASCII, so `i` and `i + at` are character boundaries.
+            out.push_str(raw.get(i..i + at)?);
+            out.push(c);
+            i += at + n;
+        }
+        out.push_str(raw.get(i..)?);
+        Some(out)
+    }
+
+    /// The index of the first `"`, `\` or control character of `s`, or its length: eight
+    /// bytes at a time.
+    fn find_special(s: &[u8]) -> usize {
+        const ONES: u64 = u64::MAX / 255;
+        const HIGH: u64 = ONES << 7;
+        let mut chunks = s.chunks_exact(8);
+        let mut at = 0;
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            let x = u64::from_le_bytes(word);
+            // Each test flags the lowest matching byte exactly (a borrow only reaches the
+            // bytes above a match), so the lowest flag of the three is the first match.
+            let control = x.wrapping_sub(ONES * 0x20) & !x;
+            let q = x ^ (ONES * u64::from(b'"'));
+            let quote = q.wrapping_sub(ONES) & !q;
+            let b = x ^ (ONES * u64::from(b'\\'));
+            let backslash = b.wrapping_sub(ONES) & !b;
+            let found = (control | quote | backslash) & HIGH;
+            if found != 0 {
+                return at + found.trailing_zeros() as usize / 8;
+            }
+            at += 8;
+        }
+        at + chunks
+            .remainder()
+            .iter()
+            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+            .unwrap_or(chunks.remainder().len())
+    }
+}
+
+/// The JSON header decoder before the scanner: serde visitors that build the command directly
+/// and refuse (so that [`decode_json_value`] decides) every shape they do not handle exactly as
+/// it does. Only [`decode_json_serde`] (the benchmark's baseline) and the tests use it now.
 mod fast {
     use std::fmt;
 
@@ -190,6 +755,7 @@ mod fast {
         self, Deserialize, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor,
     };
 
+    use super::LETTERS;
     use crate::command::{
         ExtFields, ExtStr, LanguageCode, LastWins, RemotingCommand, SerializeType,
     };
@@ -391,13 +957,6 @@ mod fast {
             None => ExtStr::copied(v),
         }
     }
-
-    /// The single-letter names of `SendMessageRequestHeaderV2` and friends, shared by every
-    /// command that has them.
-    const LETTERS: [&str; 26] = [
-        "a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m", "n", "o", "p", "q", "r",
-        "s", "t", "u", "v", "w", "x", "y", "z",
-    ];
 
     /// `extFields`: an object (or null) of strings, integers, booleans and nulls.
     struct FieldsSeed<'f> {
@@ -857,8 +1416,8 @@ mod tests {
             prop_assert_eq!(String::from_utf8_lossy(&ours), String::from_utf8_lossy(&theirs));
             prop_assert_eq!(&ours, &theirs);
             // And both decoders read it back the same.
-            let fast = serde_json::from_slice::<fast::Header>(&ours);
-            prop_assert!(fast.is_ok(), "the fast decoder refused our own encoding");
+            prop_assert!(scan::header(&ours, None).is_some(), "the scanner refused our encoding");
+            prop_assert_eq!(decode_json(&ours), decode_json_serde_in(&ours, None));
             prop_assert_eq!(decode_json(&ours), decode_json_value(&ours));
             prop_assert_eq!(decode_json(&ours).unwrap(), cmd.clone());
             // Read from a frame (strings as slices of it): the same command.
@@ -936,6 +1495,424 @@ mod tests {
         ]
     }
 
+    /// The serde fast path alone: `None` where it refused (and the `Value` path decided).
+    fn serde_fast(bytes: &[u8]) -> Option<RemotingCommand> {
+        serde_json::from_slice::<fast::Header>(bytes)
+            .ok()
+            .map(|fast::Header(cmd)| cmd)
+    }
+
+    /// The scanner and the serde fast path accept the same headers with the same result, and
+    /// the decoders built on them agree, errors included; over a frame too.
+    fn assert_scanner_is_the_serde_path(bytes: &[u8]) -> Result<(), TestCaseError> {
+        let text = String::from_utf8_lossy(bytes);
+        prop_assert_eq!(scan::header(bytes, None), serde_fast(bytes), "{}", text);
+        prop_assert_eq!(
+            decode_json(bytes),
+            decode_json_serde_in(bytes, None),
+            "{}",
+            text
+        );
+        let frame = Bytes::copy_from_slice(bytes);
+        prop_assert_eq!(
+            decode_json_frame(&frame),
+            decode_json_serde(&frame),
+            "{}",
+            text
+        );
+        Ok(())
+    }
+
+    /// JSON whitespace, often none.
+    fn ws() -> impl Strategy<Value = String> {
+        prop_oneof![
+            3 => Just(String::new()),
+            1 => "[ \t\r\n]{1,3}",
+        ]
+    }
+
+    /// String tokens the scanner decodes: every escape, surrogate pairs, text beyond ASCII.
+    fn good_escapes() -> impl Strategy<Value = String> {
+        proptest::sample::select(vec![
+            r#""\"\\\/\b\f\n\r\t""#,
+            r#""UNIQ_KEY\u0001C0A80001\u0002WAIT\u0001true\u0002""#,
+            r#""\u00e9\u4E2D\u0000\u007f""#,
+            r#""\ud83d\ude00 \uD83D\uDE00""#,
+            "\"é中😀\"",
+        ])
+        .prop_map(str::to_string)
+    }
+
+    /// String tokens the scanner refuses: lone surrogates, invalid escapes, a raw control.
+    fn bad_escapes() -> impl Strategy<Value = String> {
+        proptest::sample::select(vec![
+            r#""x\ud800""#,
+            r#""\udc00y""#,
+            r#""\ud800\u0041""#,
+            r#""\ud800\n""#,
+            r#""\ud800\ud800\udc00""#,
+            r#""\uDBFF\uE000""#,
+            r#""\x""#,
+            r#""\u12""#,
+            r#""\u12G4""#,
+            r#""\'""#,
+            "\"raw\u{1}control\"",
+        ])
+        .prop_map(str::to_string)
+    }
+
+    /// Values the scanner reads in `extFields` (and mostly elsewhere).
+    fn good_value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            3 => text().prop_map(|s| serde_json::to_string(&s).unwrap()),
+            2 => good_escapes(),
+            2 => any::<i32>().prop_map(|v| v.to_string()),
+            1 => any::<i64>().prop_map(|v| v.to_string()),
+            1 => any::<u64>().prop_map(|v| v.to_string()),
+            1 => any::<u8>().prop_map(|v| v.to_string()),
+            1 => proptest::sample::select(vec![
+                "null", "true", "false", "0", "\"JAVA\"", "\" 12 \"", "2147483648",
+                "-2147483649", "-9223372036854775808", "18446744073709551615",
+            ])
+            .prop_map(str::to_string),
+        ]
+    }
+
+    /// Values the scanner refuses somewhere: fractions, out-of-range numbers, bad literals,
+    /// lone surrogates and invalid escapes, nested values (skipped in unknown fields).
+    fn bad_value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => proptest::sample::select(vec![
+                "-0", "01", "-01", "00", "-", "1.", "1e", "1e+5", "-1.5e-3", "2E2", "1.5",
+                "9223372036854775808", "-9223372036854775809", "18446744073709551616",
+                "tru", "nul", "falsey", "nulll", "\"", "'a'", "", "[]", "{}", "[1,]",
+                "{\"a\":1,}", "[", "{\"a\"}", "[1,[2,{\"a\":[]}]]", "[\"\\x\"]",
+                "{\"a\":{\"b\":\"\\ud800\"},\"c\":[1e400,\"\\u0041\"]}",
+            ])
+            .prop_map(str::to_string),
+            4 => bad_escapes(),
+            1 => (1usize..200)
+                .prop_map(|depth| format!("{}{}", "[".repeat(depth), "]".repeat(depth))),
+        ]
+    }
+
+    /// Arrays and objects of any values, with whitespace, now and then a syntax error (a
+    /// trailing comma, a missing colon): what an unknown field's value is skipped over.
+    fn nested_value() -> impl Strategy<Value = String> {
+        let leaf = prop_oneof![8 => good_value(), 1 => bad_value()];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            let sep = prop_oneof![10 => Just(","), 1 => Just(""), 1 => Just(",,")];
+            let end = prop_oneof![10 => Just(""), 1 => Just(",")];
+            let colon = prop_oneof![10 => Just(":"), 1 => Just(""), 1 => Just("::")];
+            prop_oneof![
+                (
+                    proptest::collection::vec((ws(), inner.clone(), ws()), 0..5),
+                    sep.clone(),
+                    end.clone()
+                )
+                    .prop_map(|(items, sep, end)| {
+                        let items: Vec<String> =
+                            items.iter().map(|(a, v, b)| format!("{a}{v}{b}")).collect();
+                        format!("[{}{end}]", items.join(sep))
+                    }),
+                (
+                    proptest::collection::vec((ws(), text(), colon, ws(), inner), 0..5),
+                    sep,
+                    end,
+                )
+                    .prop_map(|(items, sep, end)| {
+                        let items: Vec<String> = items
+                            .iter()
+                            .map(|(a, k, c, b, v)| {
+                                format!("{a}{}{c}{b}{v}", serde_json::to_string(k).unwrap())
+                            })
+                            .collect();
+                        format!("{{{}{end}}}", items.join(sep))
+                    }),
+            ]
+        })
+    }
+
+    /// A value for the scanner, mostly one it reads, with whitespace around it.
+    fn scanner_value() -> impl Strategy<Value = String> {
+        let value = prop_oneof![20 => good_value(), 2 => bad_value()];
+        (ws(), value, ws()).prop_map(|(a, v, b)| format!("{a}{v}{b}"))
+    }
+
+    /// A header: an object of the header's fields (keys escaped sometimes) with values
+    /// mostly of their usual types, `extFields` objects with repeated keys, nulls and escapes,
+    /// whitespace everywhere JSON allows it; now and then a value the scanner refuses.
+    fn scanner_header() -> impl Strategy<Value = String> {
+        let int = prop_oneof![
+            8 => any::<i32>().prop_map(|v| v.to_string()),
+            1 => good_value(),
+        ];
+        let language = prop_oneof![
+            4 => proptest::sample::select(LanguageCode::ALL.to_vec())
+                .prop_map(|l| format!("\"{}\"", l.name())),
+            2 => any::<u8>().prop_map(|v| v.to_string()),
+            1 => good_value(),
+        ];
+        let remark = prop_oneof![
+            4 => text().prop_map(|s| serde_json::to_string(&s).unwrap()),
+            2 => good_escapes(),
+            1 => good_value(),
+        ];
+        let ext_key = prop_oneof![
+            20 => proptest::sample::select(vec!["a", "b", "n", "\\u0061", "\\ud83d\\ude00", "k\\n"])
+                .prop_map(str::to_string),
+            20 => (0u8..40).prop_map(|i| format!("k{i}")),
+            1 => Just("\\ud800".to_string()),
+        ];
+        let ext = prop_oneof![
+            8 => proptest::collection::vec((ws(), ext_key.clone(), ws(), scanner_value()), 0..8),
+            2 => proptest::collection::vec((ws(), ext_key, ws(), scanner_value()), 0..40),
+        ]
+        .prop_map(|entries| {
+            let inner: Vec<String> = entries
+                .iter()
+                .map(|(a, k, b, v)| format!("{a}\"{k}\"{b}:{v}"))
+                .collect();
+            format!("{{{}}}", inner.join(","))
+        });
+        let ext = prop_oneof![10 => ext, 1 => Just("null".to_string())];
+        let other = prop_oneof![
+            2 => good_value(),
+            1 => bad_value(),
+            1 => json_value(),
+            2 => nested_value(),
+        ];
+        let field = prop_oneof![
+            4 => (
+                proptest::sample::select(vec!["code", "version", "opaque", "flag", "\\u0063ode"]),
+                int,
+            ).boxed(),
+            2 => (Just("language"), language).boxed(),
+            2 => (Just("remark"), remark).boxed(),
+            4 => (proptest::sample::select(vec!["extFields", "ext\\u0046ields"]), ext).boxed(),
+            2 => (proptest::sample::select(vec!["other", "", "remarks"]), other).boxed(),
+            1 => (
+                proptest::sample::select(vec![
+                    "code", "language", "remark", "extFields", "\\ud800",
+                ]),
+                bad_value(),
+            ).boxed(),
+        ];
+        (
+            ws(),
+            proptest::collection::vec((ws(), field, ws(), ws()), 0..8),
+            ws(),
+        )
+            .prop_map(|(before, fields, after)| {
+                let inner: Vec<String> = fields
+                    .iter()
+                    .map(|(a, (k, v), b, c)| format!("{a}\"{k}\"{b}:{c}{v}{a}"))
+                    .collect();
+                format!("{before}{{{}}}{after}", inner.join(","))
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        /// The scanner against the serde path it replaced: arbitrary headers, then every
+        /// prefix of them (truncated input), then single bytes replaced.
+        #[test]
+        fn scanner_matches_the_serde_path(
+            header in scanner_header(),
+            edits in proptest::collection::vec((
+                any::<prop::sample::Index>(),
+                proptest::sample::select(vec![
+                    b'"', b'\\', b'{', b'}', b'[', b']', b',', b':', b'0', b'-', b'.', b'e', b'u',
+                    b' ', b'\n', 0x01, 0x7f, 0xc3, 0xff,
+                ]),
+            ), 1..4),
+        ) {
+            let bytes = header.as_bytes();
+            assert_scanner_is_the_serde_path(bytes)?;
+            for cut in 0..bytes.len() {
+                assert_scanner_is_the_serde_path(&bytes[..cut])?;
+            }
+            let mut edited = bytes.to_vec();
+            if !edited.is_empty() {
+                for (at, byte) in edits {
+                    let at = at.index(edited.len());
+                    edited[at] = byte;
+                    assert_scanner_is_the_serde_path(&edited)?;
+                }
+            }
+        }
+
+        /// Our own encoding of arbitrary commands, whitespace added between every token:
+        /// the scanner reads it (no fallback) and the command comes back.
+        #[test]
+        fn scanner_reads_spaced_encodings(
+            cmd in json_command(),
+            spaces in proptest::collection::vec(ws(), 64),
+        ) {
+            let mut compact = Vec::new();
+            encode_json(&cmd, &mut compact).unwrap();
+            // Whitespace after each structural byte outside strings.
+            let mut spaced = Vec::new();
+            let mut in_string = false;
+            let mut escaped = false;
+            let mut n = 0;
+            for &b in &compact {
+                spaced.push(b);
+                if in_string {
+                    match (escaped, b) {
+                        (true, _) => escaped = false,
+                        (false, b'\\') => escaped = true,
+                        (false, b'"') => in_string = false,
+                        _ => {}
+                    }
+                } else if b == b'"' {
+                    in_string = true;
+                } else if matches!(b, b'{' | b'}' | b':' | b',') {
+                    spaced.extend_from_slice(spaces[n % spaces.len()].as_bytes());
+                    n += 1;
+                }
+            }
+            prop_assert_eq!(scan::header(&spaced, None), Some(cmd.clone()));
+            prop_assert_eq!(decode_json_frame(&Bytes::from(spaced)).unwrap(), cmd);
+        }
+    }
+
+    /// Every escape JSON has, each decoded by the scanner itself (no fallback) as by the
+    /// `Value` path and serde_json's own string decoding.
+    #[test]
+    fn scanner_decodes_each_escape() {
+        for (escaped, decoded) in [
+            (r#"\""#, "\""),
+            (r#"\\"#, "\\"),
+            (r#"\/"#, "/"),
+            (r#"\b"#, "\u{8}"),
+            (r#"\f"#, "\u{c}"),
+            (r#"\n"#, "\n"),
+            (r#"\r"#, "\r"),
+            (r#"\t"#, "\t"),
+            (r#"\u0001"#, "\u{1}"),
+            (r#"\u0000"#, "\u{0}"),
+            (r#"\u00e9"#, "é"),
+            (r#"\u4E2D"#, "中"),
+            (r#"\uffff"#, "\u{ffff}"),
+            (r#"\ud83d\ude00"#, "😀"),
+            (r#"\uDBFF\uDFFF"#, "\u{10ffff}"),
+            (r#"a\u0001b\u0002"#, "a\u{1}b\u{2}"),
+        ] {
+            for header in [
+                format!(r#"{{"extFields":{{"k":"{escaped}"}}}}"#),
+                format!(r#"{{"extFields":{{"{escaped}":"v"}}}}"#),
+                format!(r#"{{"remark":"{escaped}"}}"#),
+            ] {
+                let cmd = scan::header(header.as_bytes(), None)
+                    .unwrap_or_else(|| panic!("the scanner refused {header}"));
+                assert_eq!(
+                    Ok(cmd.clone()),
+                    decode_json_value(header.as_bytes()),
+                    "{header}"
+                );
+                let value = cmd
+                    .ext("k")
+                    .or(cmd.ext_fields.get(decoded).map(|_| decoded))
+                    .or(cmd.remark.as_deref());
+                assert_eq!(value, Some(decoded), "{header}");
+                let serde: String = serde_json::from_str(&format!("\"{escaped}\"")).unwrap();
+                assert_eq!(serde, decoded);
+            }
+        }
+    }
+
+    /// Lone surrogates and invalid escapes are left to the `Value` path, which refuses them.
+    #[test]
+    fn scanner_leaves_bad_escapes_to_the_value_path() {
+        for escaped in [
+            r#"\ud800"#,
+            r#"\udc00"#,
+            r#"\ud800x"#,
+            r#"\ud800\u0041"#,
+            r#"\ud800\ud800"#,
+            r#"\x"#,
+            r#"\u12"#,
+            r#"\u12g4"#,
+            r#"\"#,
+        ] {
+            let header = format!(r#"{{"code":1,"extFields":{{"k":"{escaped}"}}}}"#);
+            assert_eq!(scan::header(header.as_bytes(), None), None, "{header}");
+            assert!(decode_json(header.as_bytes()).is_err(), "{header}");
+        }
+    }
+
+    /// A truncated or invalid header is an error, never a panic; the scanner refuses it.
+    #[test]
+    fn truncated_and_invalid_headers_are_errors() {
+        let mut cmd = RemotingCommand::request(310)
+            .with_ext("a", "group")
+            .with_ext("e", "properties\u{1}x\u{2}");
+        cmd.opaque = -7;
+        let mut header = Vec::new();
+        encode_json(&cmd, &mut header).unwrap();
+        assert_eq!(decode_json(&header), Ok(cmd));
+        for cut in 0..header.len() {
+            assert_eq!(scan::header(&header[..cut], None), None, "cut at {cut}");
+            assert!(decode_json(&header[..cut]).is_err(), "cut at {cut}");
+        }
+        for bad in [
+            &b""[..],
+            b"   ",
+            b"{",
+            b"{\"code\"",
+            b"{\"code\":",
+            b"{\"code\":1,}",
+            b"{\"code\":1}}",
+            b"{\"code\":1} x",
+            b"{code:1}",
+            b"{\"extFields\":{\"a\":\"b\",}}",
+            b"{\"extFields\":{\"a\"}}",
+            b"{\"extFields\":{\"a\":\"\xff\"}}",
+            b"{\"remark\":\"\\",
+            b"{\"extFields\":{\"a\":\"x\x01y\"}}",
+            b"{\"extFields\":{\"a\":[1]",
+            b"\xef\xbb\xbf{}",
+        ] {
+            assert_eq!(
+                scan::header(bad, None),
+                None,
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+            assert!(
+                decode_json(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    /// From a frame, unescaped `extFields` strings are slices of it; escaped ones are decoded
+    /// into strings of exactly their length.
+    #[test]
+    fn scanner_shares_the_frame_and_sizes_unescaped_strings() {
+        let header = br#"{ "code" : 310 , "extFields" : { "bb" : "BenchTopic" , "e" : "U\u0001K\u0002" , "n" : 12 } }"#;
+        let frame = Bytes::copy_from_slice(header);
+        let cmd = scan::header(&frame, Some(&frame)).expect("the scanner takes it");
+        let inside = |s: &str| {
+            let start = frame.as_ptr() as usize;
+            let at = s.as_ptr() as usize;
+            at >= start && at + s.len() <= start + frame.len()
+        };
+        let (key, value) = cmd.ext_fields.iter().find(|(k, _)| *k == "bb").unwrap();
+        assert!(inside(key) && inside(value));
+        assert_eq!(value, "BenchTopic");
+        assert_eq!(cmd.ext("e"), Some("U\u{1}K\u{2}"));
+        assert!(!inside(cmd.ext("e").unwrap()));
+        assert_eq!(cmd.ext("n"), Some("12"));
+        assert_eq!(
+            scan::unescape(r"U\u0001K\u0002\ud83d\ude00").map(|s| (s.len(), s.capacity())),
+            Some((8, 8))
+        );
+    }
+
     /// An unknown top-level field is skipped unread: what the general path refused inside it
     /// is dropped with it; inside a known field the same is still refused.
     #[test]
@@ -956,8 +1933,9 @@ mod tests {
     #[test]
     fn a_java_send_header_takes_the_fast_path() {
         let header = br#"{"code":310,"extFields":{"a":"ProducerGroup","b":"TopicTest","d":4,"k":false,"n":null},"flag":0,"language":"JAVA","opaque":42,"remark":null,"serializeTypeCurrentRPC":"JSON","version":479}"#;
-        let fast::Header(cmd) = serde_json::from_slice::<fast::Header>(header).unwrap();
+        let cmd = scan::header(header, None).expect("the scanner takes it");
         assert_eq!(Ok(cmd.clone()), decode_json_value(header));
+        assert_eq!(Some(cmd.clone()), serde_fast(header));
         assert_eq!(cmd.code, 310);
         assert_eq!(cmd.language, LanguageCode::Java);
         assert_eq!(cmd.ext("d"), Some("4"));
