@@ -847,7 +847,7 @@ async fn handle_request(
     bytes: Option<FrameBytes>,
 ) {
     let oneway = request.is_oneway();
-    match start_request(conn, dispatch, request, bytes) {
+    match start_request(conn, dispatch, request, bytes, None) {
         Started::Answered(response) => {
             if !oneway {
                 conn.send_response(response).await;
@@ -894,6 +894,7 @@ pub(crate) fn start_request(
     dispatch: &Arc<dyn Dispatch>,
     request: RemotingCommand,
     bytes: Option<FrameBytes>,
+    attested: Option<Arc<crate::SessionCredentials>>,
 ) -> Started<impl Future<Output = (Option<RemotingCommand>, InFlight)> + Send + 'static> {
     let oneway = request.is_oneway();
     let (code, opaque, serialize_type) = (request.code, request.opaque, request.serialize_type);
@@ -930,6 +931,7 @@ pub(crate) fn start_request(
             peer: conn.peer_addr(),
             local: conn.local_addr(),
             connection: conn.clone(),
+            attested,
         };
         let started = std::time::Instant::now();
         let outcome = CatchUnwind(processor.process(ctx, request)).await;

@@ -242,6 +242,7 @@ impl LocalEndpoint {
         &self,
         addr: &str,
         request: RemotingCommand,
+        attested: Option<Arc<crate::SessionCredentials>>,
         deadline: Instant,
         timeout: Duration,
     ) -> Result<RemotingCommand, RemotingError> {
@@ -282,7 +283,7 @@ impl LocalEndpoint {
                 };
             }
         }
-        let run = match start_request(&self.conn, &dispatch, request, bytes) {
+        let run = match start_request(&self.conn, &dispatch, request, bytes, attested) {
             Started::Answered(response) => return Ok(response),
             Started::Running(run) => run,
         };
@@ -406,6 +407,86 @@ mod tests {
             .invoke(addr, RemotingCommand::request(ECHO), Duration::from_secs(5))
             .await
             .expect("echo")
+    }
+
+    #[tokio::test]
+    async fn in_process_requests_are_attested_not_signed() {
+        // The processor reports what authenticates each request: its Signature field and the
+        // credentials its context carries.
+        const WHO: i32 = 9006;
+        let who = processor_fn(|ctx: RequestContext, req: RemotingCommand| async move {
+            let attested = ctx
+                .attested
+                .as_ref()
+                .map(|c| format!("{}/{}", c.access_key, c.secret_key));
+            Some(
+                req.response_to(response_code::SUCCESS, None)
+                    .with_ext("signature", req.ext(crate::auth::SIGNATURE).unwrap_or("-"))
+                    .with_ext("accessKey", req.ext(crate::auth::ACCESS_KEY).unwrap_or("-"))
+                    .with_ext("attested", attested.unwrap_or_else(|| "-".into())),
+            )
+        });
+        let server = RemotingServer::builder()
+            .register(WHO, who)
+            .bind("127.0.0.1:0")
+            .await
+            .expect("bind")
+            .spawn();
+        let addr = server.local_addr().to_string();
+        let credentials = crate::SessionCredentials::new("inner", "s3cret").expect("credentials");
+        let ask = |client: RemotingClient| {
+            let addr = addr.clone();
+            async move {
+                client
+                    .invoke(&addr, RemotingCommand::request(WHO), Duration::from_secs(5))
+                    .await
+                    .expect("who")
+            }
+        };
+        let local = RemotingClient::new(ClientConfig {
+            in_process: true,
+            credentials: Some(credentials.clone()),
+            ..ClientConfig::default()
+        });
+        // Until the server registered the connection, requests go over TCP, signed.
+        let first = ask(local.clone()).await;
+        if local.local_dispatches() == 0 {
+            assert_ne!(first.ext("signature"), Some("-"), "over TCP: signed");
+            assert_eq!(first.ext("attested"), Some("-"));
+        }
+        let started = std::time::Instant::now();
+        let mut r = first;
+        while local.local_dispatches() == 0 {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "never in-process"
+            );
+            r = ask(local.clone()).await;
+        }
+        let r = if r.ext("attested") == Some("-") {
+            ask(local.clone()).await
+        } else {
+            r
+        };
+        assert_eq!(r.ext("signature"), Some("-"), "in-process: no HMAC");
+        assert_eq!(
+            r.ext("accessKey"),
+            Some("inner"),
+            "the request names its user"
+        );
+        assert_eq!(r.ext("attested"), Some("inner/s3cret"));
+
+        // A client of another process (TCP only) signs, and its requests carry no attestation.
+        let remote = RemotingClient::new(ClientConfig {
+            credentials: Some(credentials),
+            ..ClientConfig::default()
+        });
+        let r = ask(remote.clone()).await;
+        assert_eq!(remote.local_dispatches(), 0);
+        assert_ne!(r.ext("signature"), Some("-"));
+        assert_eq!(r.ext("accessKey"), Some("inner"));
+        assert_eq!(r.ext("attested"), Some("-"));
+        server.shutdown().await;
     }
 
     #[tokio::test]
@@ -674,6 +755,7 @@ mod tests {
             .invoke(
                 &addr,
                 RemotingCommand::request(ECHO),
+                None,
                 Instant::now() + Duration::from_secs(1),
                 Duration::from_secs(1),
             )

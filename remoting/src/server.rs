@@ -77,6 +77,11 @@ pub struct RequestContext {
     pub local: SocketAddr,
     /// The connection the request arrived on; keep it to push requests to the peer later.
     pub connection: ConnectionHandle,
+    /// For a request handed over in memory by a client of this process
+    /// ([`crate::ClientConfig::in_process`]): the credentials that client holds, which vouch
+    /// for the request's `AccessKey` in place of a signature (see [`crate::auth::check`]).
+    /// Never set for a request read off a socket.
+    pub attested: Option<Arc<crate::SessionCredentials>>,
 }
 
 struct ServerDispatch {
