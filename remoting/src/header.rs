@@ -212,6 +212,8 @@ const LETTERS: [&str; 26] = [
 /// everything else: a nested or fractional value where it is not skipped, an integer out of
 /// range, an invalid escape or lone surrogate, invalid UTF-8, a syntax error, truncation.
 mod scan {
+    use std::ops::Range;
+
     use bytes::Bytes;
 
     use super::LETTERS;
@@ -223,6 +225,8 @@ mod scan {
     pub(super) fn header(bytes: &[u8], frame: Option<&Bytes>) -> Option<RemotingCommand> {
         let mut s = Scanner {
             buf: bytes,
+            // Nearly always valid: then each string is a slice of it, no check of its own.
+            text: std::str::from_utf8(bytes).ok(),
             at: 0,
             frame,
         };
@@ -289,6 +293,9 @@ mod scan {
 
     struct Scanner<'a> {
         buf: &'a [u8],
+        /// `buf` when it is valid UTF-8 (a JSON string in it then is too: its quotes are
+        /// ASCII, so they lie on character boundaries).
+        text: Option<&'a str>,
         at: usize,
         frame: Option<&'a Bytes>,
     }
@@ -321,15 +328,16 @@ mod scan {
             (self.buf.get(self.at..end)? == word).then(|| self.at = end)
         }
 
-        /// The raw bytes of a string whose opening quote was read (the cursor moves past its
-        /// closing quote) and whether they hold an escape. A control character: `None`.
-        fn raw_string(&mut self) -> Option<(&'a [u8], bool)> {
+        /// Where the raw bytes of a string whose opening quote was read lie (the cursor moves
+        /// past its closing quote) and whether they hold an escape. A control character: `None`.
+        #[inline]
+        fn raw_string(&mut self) -> Option<(Range<usize>, bool)> {
             let start = self.at;
             let mut escaped = false;
             loop {
                 self.at += find_special(self.buf.get(self.at..)?);
                 match self.next()? {
-                    b'"' => return Some((&self.buf[start..self.at - 1], escaped)),
+                    b'"' => return Some((start..self.at - 1, escaped)),
                     // The escaped byte never ends the string; the escape is checked later.
                     b'\\' => {
                         escaped = true;
@@ -340,11 +348,21 @@ mod scan {
             }
         }
 
+        /// The text at `range`, if valid UTF-8.
+        #[inline]
+        fn str(&self, range: Range<usize>) -> Option<&'a str> {
+            match self.text {
+                Some(text) => text.get(range),
+                None => std::str::from_utf8(self.buf.get(range)?).ok(),
+            }
+        }
+
         /// A string whose opening quote was read, decoded as serde_json does: valid UTF-8,
         /// valid escapes, surrogates paired.
+        #[inline]
         fn string(&mut self) -> Option<Text<'a>> {
-            let (raw, escaped) = self.raw_string()?;
-            let raw = std::str::from_utf8(raw).ok()?;
+            let (range, escaped) = self.raw_string()?;
+            let raw = self.str(range)?;
             if escaped {
                 unescape(raw).map(Text::Unescaped)
             } else {
@@ -394,7 +412,7 @@ mod scan {
                 return None;
             }
             // ASCII digits and a sign.
-            let text = std::str::from_utf8(&self.buf[start..self.at]).ok()?;
+            let text = self.str(start..self.at)?;
             Some((negative, magnitude, text))
         }
 
@@ -571,7 +589,8 @@ mod scan {
 
         /// A string whose opening quote was read, escapes checked for syntax only.
         fn skip_string(&mut self) -> Option<()> {
-            let (raw, escaped) = self.raw_string()?;
+            let (range, escaped) = self.raw_string()?;
+            let raw = &self.buf[range];
             if !escaped {
                 return Some(());
             }
@@ -714,6 +733,7 @@ mod scan {
 
     /// The index of the first `"`, `\` or control character of `s`, or its length: eight
     /// bytes at a time.
+    #[inline]
     fn find_special(s: &[u8]) -> usize {
         const ONES: u64 = u64::MAX / 255;
         const HIGH: u64 = ONES << 7;
@@ -1840,6 +1860,38 @@ mod tests {
             let header = format!(r#"{{"code":1,"extFields":{{"k":"{escaped}"}}}}"#);
             assert_eq!(scan::header(header.as_bytes(), None), None, "{header}");
             assert!(decode_json(header.as_bytes()).is_err(), "{header}");
+        }
+    }
+
+    /// Cases the property test found when the scanner was broken on purpose: each decides as
+    /// the serde path did.
+    #[test]
+    fn scanner_edge_cases_match_the_serde_path() {
+        for (header, scanned) in [
+            (&br#"{"version":-0}"#[..], false),
+            (br#"{"extFields":{"a":"\ud800\u0041"}}"#, false),
+            (br#"{"other":[[1,]]}"#, false),
+            (
+                br#"{"other":[[1],{"a":"\ud800","b":1e400}],"code":5}"#,
+                true,
+            ),
+            (
+                b"{\"other\":\"\xff\",\"extFields\":{\"a\":\"\xc3\xa9\"}}",
+                true,
+            ),
+            (
+                br#"{"\u0063ode":7,"extFields":{"a":-9223372036854775808}}"#,
+                true,
+            ),
+        ] {
+            let text = String::from_utf8_lossy(header);
+            assert_eq!(scan::header(header, None).is_some(), scanned, "{text}");
+            assert_eq!(scan::header(header, None), serde_fast(header), "{text}");
+            assert_eq!(
+                decode_json(header),
+                decode_json_serde_in(header, None),
+                "{text}"
+            );
         }
     }
 
