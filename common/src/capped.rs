@@ -14,12 +14,33 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
+use crate::coalesce::Coalesced;
+
 /// The connections `listener` accepts, at most `max` open at once; `server` names the server
 /// in the log line of a refused one.
 pub fn incoming(
     listener: TcpListener,
     max: usize,
     server: &'static str,
+) -> impl tokio_stream::Stream<Item = io::Result<Counted>> {
+    accepted(listener, max, server, false)
+}
+
+/// [`incoming`], each connection's writes coalesced ([`crate::coalesce`]): for a server
+/// answering many concurrent calls per connection (the gRPC proxy).
+pub fn incoming_coalesced(
+    listener: TcpListener,
+    max: usize,
+    server: &'static str,
+) -> impl tokio_stream::Stream<Item = io::Result<Counted>> {
+    accepted(listener, max, server, true)
+}
+
+fn accepted(
+    listener: TcpListener,
+    max: usize,
+    server: &'static str,
+    coalesce: bool,
 ) -> impl tokio_stream::Stream<Item = io::Result<Counted>> {
     let slots = Arc::new(Semaphore::new(max.max(1)));
     tokio_stream::StreamExt::filter_map(
@@ -41,6 +62,11 @@ pub fn incoming(
             if let Err(e) = stream.set_nodelay(true) {
                 tracing::debug!(error = %e, "TCP_NODELAY not set");
             }
+            let stream = if coalesce {
+                Coalesced::new(stream)
+            } else {
+                Coalesced::through(stream)
+            };
             Some(Ok(Counted {
                 stream,
                 _slot: slot,
@@ -51,7 +77,7 @@ pub fn incoming(
 
 /// A connection that holds one of its server's connection slots while it is open.
 pub struct Counted {
-    stream: TcpStream,
+    stream: Coalesced<TcpStream>,
     _slot: OwnedSemaphorePermit,
 }
 
@@ -59,7 +85,7 @@ impl Connected for Counted {
     type ConnectInfo = TcpConnectInfo;
 
     fn connect_info(&self) -> TcpConnectInfo {
-        self.stream.connect_info()
+        self.stream.get_ref().connect_info()
     }
 }
 

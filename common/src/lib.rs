@@ -9,6 +9,7 @@ pub mod acl;
 pub mod advertise;
 pub mod base64;
 pub mod capped;
+pub mod coalesce;
 pub mod consts;
 pub mod hash;
 pub mod message;

@@ -333,8 +333,11 @@ impl Proxy {
         ));
         let (stop, stopped) = oneshot::channel::<()>();
         let limits = security.limits.clone();
-        let incoming =
-            rocketraft_common::capped::incoming(listener, limits.max_connections, "proxy");
+        let incoming = rocketraft_common::capped::incoming_coalesced(
+            listener,
+            limits.max_connections,
+            "proxy",
+        );
         let task = tokio::spawn(async move {
             let result = server
                 // Above the largest body, so an oversized body gets the protocol's

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use hdrhistogram::Histogram;
+use rocketraft_common::coalesce::Coalesced;
 use rocketraft_proxy::pb;
 use rocketraft_proxy::pb::messaging_service_client::MessagingServiceClient;
 use rocketraft_remoting::api::SendRequest;
@@ -379,35 +380,33 @@ pub(super) async fn measure(args: &ProxyBenchArgs) -> anyhow::Result<ProxyNumber
 }
 
 /// A gRPC client of the proxy at `addr` (`host:port`), over TLS when `tls` is set: the
-/// Remoting client's TLS, so it verifies (or not) as `--tls-trust-cert` does there.
+/// Remoting client's TLS, so it verifies (or not) as `--tls-trust-cert` does there. Its
+/// writes are coalesced ([`rocketraft_common::coalesce`]) as grpc-java's are: one write for
+/// the calls issued together, not one per call.
 async fn connect(
     addr: &str,
     tls: Option<ClientTls>,
 ) -> anyhow::Result<MessagingServiceClient<Channel>> {
     let endpoint =
         Endpoint::from_shared(format!("http://{addr}"))?.connect_timeout(Duration::from_secs(5));
-    let channel = match tls {
-        None => endpoint.connect().await?,
-        Some(tls) => {
-            let connector = TlsConnector {
-                addr: addr.to_string(),
-                tls,
-            };
-            endpoint.connect_with_connector(connector).await?
-        }
+    let connector = ProxyConnector {
+        addr: addr.to_string(),
+        tls,
     };
+    let channel = endpoint.connect_with_connector(connector).await?;
     Ok(MessagingServiceClient::new(channel))
 }
 
-/// Opens the proxy's connections: TCP to `addr`, then the TLS handshake (HTTP/2 runs inside).
+/// Opens the proxy's connections: TCP to `addr`, then the TLS handshake if asked (HTTP/2 runs
+/// inside), writes coalesced.
 #[derive(Clone)]
-struct TlsConnector {
+struct ProxyConnector {
     addr: String,
-    tls: ClientTls,
+    tls: Option<ClientTls>,
 }
 
-impl tonic::codegen::Service<Uri> for TlsConnector {
-    type Response = hyper_util::rt::TokioIo<rocketraft_remoting::tls::Transport>;
+impl tonic::codegen::Service<Uri> for ProxyConnector {
+    type Response = hyper_util::rt::TokioIo<Coalesced<rocketraft_remoting::tls::Transport>>;
     type Error = std::io::Error;
     type Future = std::pin::Pin<
         Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
@@ -425,8 +424,11 @@ impl tonic::codegen::Service<Uri> for TlsConnector {
         Box::pin(async move {
             let tcp = tokio::net::TcpStream::connect(&addr).await?;
             tcp.set_nodelay(true)?;
-            let stream = tls.connect(tcp, &addr).await?;
-            Ok(hyper_util::rt::TokioIo::new(stream))
+            let stream = match tls {
+                Some(tls) => tls.connect(tcp, &addr).await?,
+                None => rocketraft_remoting::tls::Transport::Plain(tcp),
+            };
+            Ok(hyper_util::rt::TokioIo::new(Coalesced::new(stream)))
         })
     }
 }
