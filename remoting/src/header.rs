@@ -172,6 +172,21 @@ fn decode_json_serde_in(
 }
 
 /// The general (and reference) JSON header decoder: through a `serde_json::Value`.
+/// What the fast JSON decoders fill in: every field at its value for a header that omits it.
+fn blank_json_command() -> RemotingCommand {
+    RemotingCommand {
+        code: 0,
+        language: LanguageCode::Other,
+        version: 0,
+        opaque: 0,
+        flag: 0,
+        remark: None,
+        ext_fields: ExtFields::new(),
+        body: Bytes::new(),
+        serialize_type: SerializeType::Json,
+    }
+}
+
 fn decode_json_value(bytes: &[u8]) -> Result<RemotingCommand, CodecError> {
     let value: Value =
         serde_json::from_slice(bytes).map_err(|e| CodecError::JsonHeader(e.to_string()))?;
@@ -217,9 +232,7 @@ mod scan {
     use bytes::Bytes;
 
     use super::LETTERS;
-    use crate::command::{
-        ExtFields, ExtStr, LanguageCode, LastWins, RemotingCommand, SerializeType,
-    };
+    use crate::command::{ExtFields, ExtStr, LanguageCode, LastWins, RemotingCommand};
 
     /// The command in `bytes`, or `None` when the general path must decide.
     pub(super) fn header(bytes: &[u8], frame: Option<&Bytes>) -> Option<RemotingCommand> {
@@ -230,17 +243,7 @@ mod scan {
             at: 0,
             frame,
         };
-        let mut cmd = RemotingCommand {
-            code: 0,
-            language: LanguageCode::Other,
-            version: 0,
-            opaque: 0,
-            flag: 0,
-            remark: None,
-            ext_fields: ExtFields::new(),
-            body: Bytes::new(),
-            serialize_type: SerializeType::Json,
-        };
+        let mut cmd = super::blank_json_command();
         s.ws();
         s.expect(b'{')?;
         s.ws();
@@ -776,9 +779,7 @@ mod fast {
     };
 
     use super::LETTERS;
-    use crate::command::{
-        ExtFields, ExtStr, LanguageCode, LastWins, RemotingCommand, SerializeType,
-    };
+    use crate::command::{ExtFields, ExtStr, LanguageCode, LastWins, RemotingCommand};
 
     pub(super) struct Header(pub(super) RemotingCommand);
 
@@ -815,17 +816,7 @@ mod fast {
         }
 
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Header, A::Error> {
-            let mut cmd = RemotingCommand {
-                code: 0,
-                language: LanguageCode::Other,
-                version: 0,
-                opaque: 0,
-                flag: 0,
-                remark: None,
-                ext_fields: ExtFields::new(),
-                body: Bytes::new(),
-                serialize_type: SerializeType::Json,
-            };
+            let mut cmd = super::blank_json_command();
             // A repeated key: the last one wins, as in the general path's map.
             while let Some(key) = map.next_key::<Key>()? {
                 match key {
