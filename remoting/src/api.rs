@@ -947,7 +947,18 @@ pub fn unique_message_id() -> String {
     let pid = std::process::id() & 0xFFFF;
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let millis = now_ms() as u32;
-    format!("7F000001{pid:04X}{salt:08X}{millis:08X}{:04X}", n & 0xFFFF)
+    unique_id(pid as u16, salt, millis, n as u16)
+}
+
+/// `7F000001{pid:04X}{salt:08X}{millis:08X}{n:04X}`, without a formatter (one per message).
+fn unique_id(pid: u16, salt: u32, millis: u32, n: u16) -> String {
+    let mut bytes = [0u8; 16];
+    bytes[..4].copy_from_slice(&[0x7F, 0, 0, 1]);
+    bytes[4..6].copy_from_slice(&pid.to_be_bytes());
+    bytes[6..10].copy_from_slice(&salt.to_be_bytes());
+    bytes[10..14].copy_from_slice(&millis.to_be_bytes());
+    bytes[14..].copy_from_slice(&n.to_be_bytes());
+    rocketraft_common::message::upper_hex(&bytes)
 }
 
 fn parse_ext<T: std::str::FromStr>(response: &RemotingCommand, field: &str) -> Result<T, ApiError> {
@@ -973,6 +984,24 @@ pub fn advertised(listen: SocketAddr) -> SocketAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unique_ids_are_the_java_client_layout() {
+        for (pid, salt, millis, n) in [
+            (0u16, 0u32, 0u32, 0u16),
+            (0x1234, 0xDEAD_BEEF, 0x0102_0304, 0xFFFF),
+            (u16::MAX, u32::MAX, 7, 42),
+        ] {
+            assert_eq!(
+                unique_id(pid, salt, millis, n),
+                format!("7F000001{pid:04X}{salt:08X}{millis:08X}{n:04X}")
+            );
+        }
+        let id = unique_message_id();
+        assert_eq!(id.len(), 32);
+        assert!(id.starts_with("7F000001"));
+        assert_ne!(id, unique_message_id(), "the counter moves");
+    }
 
     #[test]
     fn a_batch_entry_whose_properties_overflow_an_i16_is_refused_not_cut_short() {

@@ -24,7 +24,7 @@ mod sets;
 mod suite;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -40,7 +40,7 @@ use rocketraft_remoting::api::{ApiError, MqClientApi, PullRequest, PullStatus, S
 use rocketraft_remoting::codes::response_code;
 use rocketraft_remoting::tls::ClientTls;
 use rocketraft_remoting::{ClientConfig, RemotingClient, SessionCredentials};
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::Mutex;
 
 use crate::cmd::admin::TlsFlags;
 
@@ -669,7 +669,7 @@ struct LoadRun {
     key_prefix: String,
 }
 
-/// Producer number `producer` of a load run: its own connection, `window` requests in flight,
+/// Producer number `producer` of a load run: its own connection, `window` messages in flight,
 /// every `producers`-th queue from its own.
 async fn produce_load(run: Arc<LoadRun>, producer: usize) {
     // One connection per producer, as separate client processes would have.
@@ -682,50 +682,59 @@ async fn produce_load(run: Arc<LoadRun>, producer: usize) {
         }),
         Duration::from_secs(10),
     );
-    // The window counts messages; a batch takes as many permits as it carries.
+    // The window counts messages: as many senders as requests fit in it, each sending its
+    // next request once the last is answered (no task per request: the spawn and the moves of
+    // a request's future cost the client more than its encoding).
     let per_request = run.load.messages();
-    let permits = Arc::new(Semaphore::new(run.window.max(per_request)));
-    let mut n = producer;
-    let mut inflight = Vec::new();
-    loop {
-        let number = run.issued.fetch_add(per_request as u64, Ordering::Relaxed);
-        if Instant::now() >= run.deadline || number >= run.limit {
-            break;
-        }
-        let Ok(permit) = permits.clone().acquire_many_owned(per_request as u32).await else {
-            break;
-        };
-        let (broker, queue_id) = run.queues[n % run.queues.len()].clone();
-        n += run.producers;
-        let mut request = SendRequest {
-            producer_group: "bench_producer".to_string(),
-            topic: run.topic.clone(),
-            queue_id,
-            body: run.body.clone(),
-            ..SendRequest::default()
-        };
-        if run.load == Load::SendKeyed {
-            request.properties.insert(
-                rocketraft_common::consts::property::KEYS.to_string(),
-                format!("{}{number}", run.key_prefix),
-            );
-        }
-        let (run, api) = (run.clone(), api.clone());
-        inflight.push(tokio::spawn(async move {
-            issue(&run, &api, &broker, &request).await;
-            drop(permit);
+    let senders = (run.window / per_request).max(1);
+    // Request k of this producer goes to queue `producer + k * producers`.
+    let next = Arc::new(AtomicUsize::new(producer));
+    let mut tasks = Vec::with_capacity(senders);
+    for _ in 0..senders {
+        let (run, api, next) = (run.clone(), api.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            // Latencies recorded here, merged into the run's once at the end.
+            let mut histogram = Histogram::new_from(&*run.histogram.lock().await);
+            loop {
+                let number = run.issued.fetch_add(per_request as u64, Ordering::Relaxed);
+                if Instant::now() >= run.deadline || number >= run.limit {
+                    break;
+                }
+                let n = next.fetch_add(run.producers, Ordering::Relaxed);
+                let (broker, queue_id) = &run.queues[n % run.queues.len()];
+                let mut request = SendRequest {
+                    producer_group: "bench_producer".to_string(),
+                    topic: run.topic.clone(),
+                    queue_id: *queue_id,
+                    body: run.body.clone(),
+                    ..SendRequest::default()
+                };
+                if run.load == Load::SendKeyed {
+                    request.properties.insert(
+                        rocketraft_common::consts::property::KEYS.to_string(),
+                        format!("{}{number}", run.key_prefix),
+                    );
+                }
+                issue(&run, &api, broker, &request, &mut histogram).await;
+            }
+            if let Err(e) = run.histogram.lock().await.add(&histogram) {
+                tracing::warn!(error = %e, "latencies of one sender not merged");
+            }
         }));
-        if inflight.len() >= 4096 {
-            inflight.retain(|h: &tokio::task::JoinHandle<()>| !h.is_finished());
-        }
     }
-    for handle in inflight {
-        let _ = handle.await;
+    for task in tasks {
+        let _ = task.await;
     }
 }
 
 /// One request of a load run, timed and counted.
-async fn issue(run: &LoadRun, api: &MqClientApi, broker: &str, request: &SendRequest) {
+async fn issue(
+    run: &LoadRun,
+    api: &MqClientApi,
+    broker: &str,
+    request: &SendRequest,
+    histogram: &mut Histogram<u64>,
+) {
     let sent = Instant::now();
     let messages = run.load.messages() as u64;
     let ok = match run.load {
@@ -749,7 +758,7 @@ async fn issue(run: &LoadRun, api: &MqClientApi, broker: &str, request: &SendReq
     if ok {
         let micros = sent.elapsed().as_micros() as u64;
         // Every message of a batch waited for the batch's answer.
-        let _ = run.histogram.lock().await.record_n(micros.max(1), messages);
+        let _ = histogram.record_n(micros.max(1), messages);
         run.progress.messages.fetch_add(messages, Ordering::Relaxed);
         if run.load != Load::Ping {
             run.progress
