@@ -942,12 +942,18 @@ pub fn unique_message_id() -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::sync::OnceLock;
     static COUNTER: AtomicU32 = AtomicU32::new(0);
-    static SALT: OnceLock<u32> = OnceLock::new();
-    let salt = *SALT.get_or_init(|| (now_ms() as u32) ^ std::process::id().rotate_left(16));
-    let pid = std::process::id() & 0xFFFF;
+    // (salt, pid): the pid read once (`getpid` is a system call each time).
+    static FIXED: OnceLock<(u32, u16)> = OnceLock::new();
+    let (salt, pid) = *FIXED.get_or_init(|| {
+        let pid = std::process::id();
+        (
+            (now_ms() as u32) ^ pid.rotate_left(16),
+            (pid & 0xFFFF) as u16,
+        )
+    });
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let millis = now_ms() as u32;
-    unique_id(pid as u16, salt, millis, n as u16)
+    unique_id(pid, salt, millis, n as u16)
 }
 
 /// `7F000001{pid:04X}{salt:08X}{millis:08X}{n:04X}`, without a formatter (one per message).
