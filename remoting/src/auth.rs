@@ -248,9 +248,35 @@ pub fn sign_without_time(request: &mut RemotingCommand, credentials: &SessionCre
 /// them, no signature. The server's guard authenticates it by the credentials the request's
 /// context carries ([`RequestContext::attested`]), which no request off a socket has.
 pub(crate) fn attest(request: &mut RemotingCommand, credentials: &SessionCredentials) {
+    // A request passed on by a server may carry another signer's fields: none of them stays.
+    request.ext_fields.remove(SIGNATURE);
+    request.ext_fields.remove(SIGNED_AT);
+    request.ext_fields.remove(SECURITY_TOKEN);
     request.set_ext(ACCESS_KEY, &credentials.access_key);
     if let Some(token) = &credentials.security_token {
         request.set_ext(SECURITY_TOKEN, token);
+    }
+}
+
+/// Whether `request` was handed over in-process by a client holding the credentials of the
+/// user it names ([`RequestContext::attested`]): authenticated by those, not by a signature,
+/// so there is no signed time to require and no signature to replay.
+pub fn is_attested(ctx: &RequestContext, request: &RemotingCommand) -> bool {
+    ctx.attested
+        .as_ref()
+        .is_some_and(|a| request.ext(ACCESS_KEY) == Some(a.access_key.as_str()))
+}
+
+/// Authenticates `request` as `user`: by the in-process client's credentials when it is
+/// attested ([`is_attested`]), else by its signature.
+fn authenticate_request(
+    user: &UserInfo,
+    ctx: &RequestContext,
+    request: &RemotingCommand,
+) -> Result<(), Refusal> {
+    match &ctx.attested {
+        Some(attested) if is_attested(ctx, request) => authenticate_attested(user, attested),
+        _ => authenticate_user(user, request),
     }
 }
 
@@ -577,7 +603,9 @@ impl RequestProcessor for AuthGuard {
     }
 }
 
-/// Authenticates and authorizes one request.
+/// Authenticates and authorizes one request. A request handed over in-process by a client of
+/// this process ([`is_attested`]) is authenticated by that client's credentials; it has no
+/// signature, so neither the replay check nor `authRequireSignedTimestamp` applies to it.
 pub async fn check(
     settings: &AuthSettings,
     metadata: &dyn AuthMetadata,
@@ -595,16 +623,10 @@ pub async fn check(
     }
     let user = user_of(metadata, request).await?;
     if authenticate {
-        match &ctx.attested {
-            // In-process: the client's secret key itself, checked as a signature would be
-            // (nothing crossed a socket, so there is no signature to replay).
-            Some(attested) if request.ext(ACCESS_KEY) == Some(attested.access_key.as_str()) => {
-                authenticate_attested(&user, attested)?
-            }
-            _ => {
-                authenticate_user(&user, request)?;
-                replay.check(request, rocketraft_common::time::now_ms())?;
-            }
+        authenticate_request(&user, ctx, request)?;
+        // In-process (attested): nothing crossed a socket, no signature to replay.
+        if !is_attested(ctx, request) {
+            replay.check(request, rocketraft_common::time::now_ms())?;
         }
     }
     if authorize {
@@ -716,8 +738,9 @@ fn decide(subject: &str, acl: Option<&Acl>, need: &Need, ip: IpAddr) -> Result<(
     )))
 }
 
-/// Whether `request` is signed by an enabled Super user of `metadata` (or arrives on a
-/// connection that proved the cluster secret): who may see secret keys.
+/// Whether `request` is signed by (or, in-process, attested as: [`is_attested`]) an enabled
+/// Super user of `metadata`, or arrives on a connection that proved the cluster secret: who
+/// may see secret keys.
 pub async fn caller_is_super(
     metadata: &dyn AuthMetadata,
     ctx: &RequestContext,
@@ -729,7 +752,7 @@ pub async fn caller_is_super(
     let Ok(user) = user_of(metadata, request).await else {
         return false;
     };
-    user.user_type() == UserType::Super && authenticate_user(&user, request).is_ok()
+    user.user_type() == UserType::Super && authenticate_request(&user, ctx, request).is_ok()
 }
 
 #[cfg(test)]

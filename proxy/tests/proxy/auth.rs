@@ -15,6 +15,7 @@ use rocketraft_proxy::auth::{
     authorization_header, date_time_now, format_date_time, parse_date_time, AuthConfig,
     DateTimeZones,
 };
+use rocketraft_proxy::metrics::ProxyMode;
 use rocketraft_proxy::pb;
 use rocketraft_proxy::pb::messaging_service_client::MessagingServiceClient;
 use rocketraft_proxy::{Proxy, ProxyConfig, RemotingSecurity, SecurityConfig, TlsConfig};
@@ -36,6 +37,12 @@ struct Cluster {
 
 impl Cluster {
     async fn start(security: SecurityConfig) -> Cluster {
+        Cluster::start_in(ProxyMode::Cluster, security).await
+    }
+
+    /// The same with the proxy in `mode` (local: its Remoting requests go to the broker of
+    /// this process in-process once the broker registered its connection).
+    async fn start_in(mode: ProxyMode, security: SecurityConfig) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         // The proxy signs its Remoting requests with the broker's inner credentials: the broker
         // shows users' secret keys only to a Super user.
@@ -55,6 +62,7 @@ impl Cluster {
                 listen: "127.0.0.1:0".parse().expect("addr"),
                 advertised_host: None,
                 namesrv_addr: namesrv.local_addr().to_string(),
+                proxy_mode: mode,
                 ..ProxyConfig::default()
             },
             security,
@@ -246,6 +254,83 @@ async fn authentication_without_a_super_remoting_identity_is_refused_at_start() 
     .await
     .expect("a proxy holding the cluster secret starts");
     proxy.shutdown().await;
+}
+
+/// A proxy in local mode reads users' secret keys from its broker in-process, where its
+/// requests are attested rather than signed: the broker must still show them to it (its inner
+/// credentials are a Super user's), or every signed gRPC client would be refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_local_proxy_reads_secret_keys_in_process() {
+    let cluster = Cluster::start_in(ProxyMode::Local, auth_on()).await;
+    let broker = cluster.broker_addr();
+    cluster
+        .api
+        .create_user(&broker, &user("alice", "alice-secret", "Normal"))
+        .await
+        .expect("alice");
+    cluster
+        .api
+        .create_acl(
+            &broker,
+            &grant("User:alice", &[("Topic:AuthOpen", &["Pub"], "Allow")]),
+        )
+        .await
+        .expect("grant");
+    let mut client = cluster.client().await;
+    // The first requests may go over TCP, until the broker registered the proxy's connection.
+    let started = std::time::Instant::now();
+    let mut n = 0;
+    while cluster.proxy.local_dispatches_to(&broker) == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never in-process"
+        );
+        let ok = send(
+            &mut client,
+            signed(
+                send_request(OPEN, &format!("MSG-WARM-{n}")),
+                "alice",
+                "alice-secret",
+            ),
+        )
+        .await;
+        assert_eq!(ok.code, pb::Code::Ok as i32, "{}", ok.message);
+        n += 1;
+    }
+    // Past the proxy's user cache (300 ms): the next send reads alice again, in-process.
+    for i in 0..3 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let before = cluster.proxy.local_dispatches_to(&broker);
+        let ok = send(
+            &mut client,
+            signed(
+                send_request(OPEN, &format!("MSG-LOCAL-{i}")),
+                "alice",
+                "alice-secret",
+            ),
+        )
+        .await;
+        assert_eq!(ok.code, pb::Code::Ok as i32, "{}", ok.message);
+        assert!(cluster.proxy.local_dispatches_to(&broker) > before);
+        // A wrong secret key is still refused.
+        let refused = send(
+            &mut client,
+            signed(
+                send_request(OPEN, &format!("MSG-BAD-{i}")),
+                "alice",
+                "wrong",
+            ),
+        )
+        .await;
+        assert_eq!(
+            refused.code,
+            pb::Code::Unauthorized as i32,
+            "{}",
+            refused.message
+        );
+    }
+    assert_eq!(cluster.stored(OPEN).await, n + 3);
+    cluster.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
